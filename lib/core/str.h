@@ -1,0 +1,52 @@
+/*
+ * str.h - borrowed byte ranges and small string helpers.
+ *
+ * struct lk_str never owns its bytes and is never assumed NUL-terminated. All
+ * helpers here are pure and work on (ptr, len).
+ */
+#ifndef LK_CORE_STR_H
+#define LK_CORE_STR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct lk_str {
+    const char *ptr;
+    size_t len;
+};
+
+#define LK_STR(lit) ((struct lk_str){ (lit), sizeof(lit) - 1 })
+#define LK_STR_NULL ((struct lk_str){ NULL, 0 })
+
+/* Wraps a NUL-terminated string (NULL gives the empty range). */
+struct lk_str lk_str_c(const char *s);
+bool lk_str_eq(struct lk_str a, struct lk_str b);
+/* ASCII case-insensitive equality. */
+bool lk_str_ieq(struct lk_str a, struct lk_str b);
+bool lk_str_starts_with(struct lk_str s, struct lk_str prefix);
+bool lk_str_ends_with(struct lk_str s, struct lk_str suffix);
+/* Strips ASCII whitespace (space, tab, CR, LF, VT, FF) from both ends. */
+struct lk_str lk_str_trim(struct lk_str s);
+/* Index of the first occurrence of c, or -1. */
+long lk_str_index(struct lk_str s, char c);
+/* Index of the first occurrence of needle, or -1 (an empty needle is at 0). */
+long lk_str_find(struct lk_str s, struct lk_str needle);
+/* Returns true when the range contains the case-insensitive token tok in a
+ * comma-separated list (as in Connection: keep-alive, Upgrade). */
+bool lk_str_has_token(struct lk_str list, struct lk_str tok);
+
+static inline char lk_ascii_lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+}
+
+/* Cursor-style parsing (curl strparse): advance *p only on success.
+ * lk_parse_u64 reads 1..20 decimal digits without overflow; returns 0 or
+ * LK_EPARSE. */
+int lk_parse_u64(const char **p, const char *end, uint64_t *out);
+
+/* Parses the whole range as a decimal unsigned number not above max. */
+int lk_str_to_u64(struct lk_str s, uint64_t max, uint64_t *out);
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * cli.h - the command table of the `linkup` binary (git's commands[]).
+ *
+ * main.c parses the global options (-c/--config anywhere before "--",
+ * -h/--help, -V/--version), then calls the command's function with argv[0] =
+ * the command name. Exit codes: 0 ok, 1 failure, 2 usage error.
+ */
+#ifndef LK_CLI_H
+#define LK_CLI_H
+
+#include <stdio.h>
+
+#define LK_EXIT_OK    0
+#define LK_EXIT_FAIL  1
+#define LK_EXIT_USAGE 2
+
+struct cli_ctx {
+    const char *config_path; /* from -c/--config, or NULL; borrowed from argv */
+};
+
+typedef int cli_cmd_fn(int argc, char **argv, struct cli_ctx *ctx);
+
+struct cli_command {
+    const char *name;
+    cli_cmd_fn *fn;
+    const char *help; /* one line, shown by `linkup --help` */
+    int hidden;
+};
+
+/* Prints "linkup: <msg>" on stderr and returns LK_EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "Exited with error: <msg>" on stderr and returns LK_EXIT_FAIL. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* True when arg is -h or --help. */
+int cli_is_help(const char *arg);
+
+/* Commands (one cmd_<name>.c each). */
+int cmd_config(int argc, char **argv, struct cli_ctx *ctx);
+
+#endif

@@ -1,0 +1,115 @@
+/*
+ * main.c - entry point of `linkup`: global options and command dispatch.
+ *
+ * `--config` is accepted before or after the subcommand (DESIGN §2.6); it is
+ * removed from argv here so commands see only their own arguments.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const struct cli_command commands[] = {
+    { "config", cmd_config, "Validate and summarise a linkup config file", 0 },
+};
+
+static void print_help(FILE *out)
+{
+    fprintf(out, "Connect remote and local dev/preview environments\n\n"
+                 "If you need help running linkup, start here:\n"
+                 "https://mentimeter.github.io/linkup\n\n"
+                 "Usage: linkup [OPTIONS] <COMMAND>\n\nCommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (!commands[i].hidden)
+            fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].help);
+    }
+    fprintf(out, "\nOptions:\n"
+                 "  -c, --config <CONFIG>  Path to config file, overriding environment variable.\n"
+                 "  -h, --help             Print help\n"
+                 "  -V, --version          Print version\n");
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("linkup: ", stderr);
+    if (cmd)
+        fprintf(stderr, "%s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    fprintf(stderr, "Run 'linkup%s%s --help' for usage.\n", cmd ? " " : "", cmd ? cmd : "");
+    return LK_EXIT_USAGE;
+}
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("Exited with error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return LK_EXIT_FAIL;
+}
+
+int cli_is_help(const char *arg)
+{
+    return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+}
+
+/* Removes -c/--config[=]VALUE from argv (before any "--"); returns the new
+ * argc, or -1 when the option lacks its value. */
+static int take_config(int argc, char **argv, struct cli_ctx *ctx)
+{
+    int out = 0;
+    int passthrough = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!passthrough && strcmp(a, "--") == 0)
+            passthrough = 1;
+        if (!passthrough && (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0)) {
+            if (i + 1 >= argc)
+                return -1;
+            ctx->config_path = argv[++i];
+            continue;
+        }
+        if (!passthrough && strncmp(a, "--config=", 9) == 0) {
+            ctx->config_path = a + 9;
+            continue;
+        }
+        argv[out++] = argv[i];
+    }
+    argv[out] = NULL;
+    return out;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli_ctx ctx = { 0 };
+    argc = take_config(argc - 1, argv + 1, &ctx);
+    argv++;
+    if (argc < 0)
+        return cli_usage_error(NULL, "option '--config' requires a value");
+    if (argc == 0) {
+        print_help(stderr);
+        return LK_EXIT_USAGE;
+    }
+    if (cli_is_help(argv[0]) || strcmp(argv[0], "help") == 0) {
+        print_help(stdout);
+        return LK_EXIT_OK;
+    }
+    if (strcmp(argv[0], "-V") == 0 || strcmp(argv[0], "--version") == 0) {
+        printf("linkup %s\n", LK_VERSION);
+        return LK_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(argv[0], commands[i].name) == 0)
+            return commands[i].fn(argc, argv, &ctx);
+    }
+    if (argv[0][0] == '-')
+        return cli_usage_error(NULL, "unknown option '%s'", argv[0]);
+    return cli_usage_error(NULL, "unknown command '%s'", argv[0]);
+}

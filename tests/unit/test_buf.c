@@ -1,0 +1,78 @@
+/*
+ * test_buf.c - lk_buf, lk_str and lk_strerror.
+ */
+#include <stdlib.h>
+
+#include "core/buf.h"
+#include "core/err.h"
+#include "core/str.h"
+#include "harness.h"
+
+static void test_buf_append_and_cap(void)
+{
+    struct lk_buf b;
+    lk_buf_init(&b, 8);
+    CHECK_STR_EQ(b.data, "");
+    CHECK_INT_EQ(lk_buf_adds(&b, "abc"), 0);
+    CHECK_INT_EQ(lk_buf_addf(&b, "%d%s", 12, "x"), 0);
+    CHECK_STR_EQ(b.data, "abc12x");
+    CHECK_INT_EQ(lk_buf_adds(&b, "xyz"), LK_ELIMIT);
+    CHECK_STR_EQ(b.data, "abc12x");
+    CHECK_INT_EQ(lk_buf_addch(&b, '!'), 0);
+    CHECK_INT_EQ(b.len, 7);
+    lk_buf_truncate(&b, 2);
+    CHECK_STR_EQ(b.data, "ab");
+    size_t len;
+    char *p = lk_buf_detach(&b, &len);
+    CHECK_STR_EQ(p, "ab");
+    CHECK_INT_EQ(len, 2);
+    CHECK_STR_EQ(b.data, "");
+    free(p);
+    lk_buf_release(&b);
+}
+
+static void test_buf_static_init(void)
+{
+    struct lk_buf b = LK_BUF_INIT;
+    CHECK_INT_EQ(lk_buf_add(&b, "", 0), 0);
+    CHECK_STR_EQ(b.data, "");
+    for (int i = 0; i < 1000; i++)
+        CHECK_INT_EQ(lk_buf_addch(&b, 'a'), 0);
+    CHECK_INT_EQ(b.len, 1000);
+    lk_buf_release(&b);
+}
+
+static void test_str_helpers(void)
+{
+    CHECK(lk_str_ieq(LK_STR("Host"), LK_STR("hOST")));
+    CHECK(!lk_str_ieq(LK_STR("Host"), LK_STR("Hos")));
+    struct lk_str t = lk_str_trim(LK_STR("  a b \t"));
+    CHECK_MEM_EQ(t.ptr, t.len, "a b", 3);
+    CHECK(lk_str_has_token(LK_STR("keep-alive, Upgrade"), LK_STR("upgrade")));
+    CHECK(!lk_str_has_token(LK_STR("keep-alive, Upgrades"), LK_STR("upgrade")));
+    CHECK_INT_EQ(lk_str_find(LK_STR("abcabc"), LK_STR("ca")), 2);
+    CHECK_INT_EQ(lk_str_find(LK_STR("abc"), LK_STR("x")), -1);
+    uint64_t v = 0;
+    CHECK_INT_EQ(lk_str_to_u64(LK_STR("65535"), 65535, &v), 0);
+    CHECK_INT_EQ(v, 65535);
+    CHECK_INT_EQ(lk_str_to_u64(LK_STR("65536"), 65535, &v), LK_EPARSE);
+    CHECK_INT_EQ(lk_str_to_u64(LK_STR("99999999999999999999999"), UINT64_MAX, &v), LK_EPARSE);
+    CHECK_INT_EQ(lk_str_to_u64(LK_STR(""), 1, &v), LK_EPARSE);
+    CHECK_INT_EQ(lk_str_to_u64(LK_STR("1x"), 10, &v), LK_EPARSE);
+}
+
+static void test_strerror(void)
+{
+    CHECK_STR_EQ(lk_strerror(0), "success");
+    CHECK_STR_EQ(lk_strerror(LK_ELIMIT), "limit exceeded");
+    CHECK_STR_EQ(lk_strerror(12345), "unknown error");
+}
+
+int main(void)
+{
+    RUN(test_buf_append_and_cap);
+    RUN(test_buf_static_init);
+    RUN(test_str_helpers);
+    RUN(test_strerror);
+    return DONE();
+}
