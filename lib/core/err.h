@@ -21,7 +21,8 @@
     X(LK_EUNSUPPORTED, -10, "not supported") \
     X(LK_PARTIAL, -11, "incomplete input")   \
     X(LK_ESTORE, -12, "store error")         \
-    X(LK_ECLOSED, -13, "connection closed")
+    X(LK_ECLOSED, -13, "connection closed")  \
+    X(LK_EVALIDATE, -14, "session validation failed")
 
 enum lk_err {
 #define LK_ERR_ENUM(name, value, msg) name = (value),
