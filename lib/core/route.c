@@ -1,0 +1,520 @@
+/*
+ * route.c - session extraction, target resolution, additional headers and
+ * cache keys (SPEC §3.2-§3.7, §4.6 with DESIGN §2.3, §2.4).
+ *
+ * Invariants: host-level helpers return slices of their input and never
+ * allocate; the request URL is parsed once per lk_route_find_target; regexes
+ * come compiled inside the session. Everything a caller keeps is either
+ * borrowed from its own inputs or owned by the result structs of route.h.
+ */
+#include "core/route.h"
+
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/headers.h"
+#include "core/url.h"
+
+/* ---- host helpers ------------------------------------------------------------ */
+
+static bool strip_prefix_ci(struct lk_str *s, struct lk_str prefix)
+{
+    if (s->len < prefix.len || !lk_str_ieq((struct lk_str){ s->ptr, prefix.len }, prefix))
+        return false;
+    s->ptr += prefix.len;
+    s->len -= prefix.len;
+    return true;
+}
+
+/* Drops a leading http/https/ws/wss "://" prefix (DESIGN §2.4). */
+static struct lk_str strip_scheme(struct lk_str s)
+{
+    static const struct lk_str schemes[] = { LK_STR("http://"), LK_STR("https://"), LK_STR("ws://"),
+                                             LK_STR("wss://") };
+    for (size_t i = 0; i < LK_ARRAY_LEN(schemes); i++) {
+        if (strip_prefix_ci(&s, schemes[i]))
+            break;
+    }
+    return s;
+}
+
+static struct lk_str authority_of(struct lk_str s)
+{
+    size_t end = 0;
+    while (end < s.len && s.ptr[end] != '/' && s.ptr[end] != '?' && s.ptr[end] != '#')
+        end++;
+    struct lk_str auth = { s.ptr, end };
+    const char *at = end ? memrchr(auth.ptr, '@', auth.len) : NULL;
+    if (at != NULL) {
+        auth.len -= (size_t)(at - auth.ptr) + 1;
+        auth.ptr = at + 1;
+    }
+    return auth;
+}
+
+struct lk_str lk_route_host(struct lk_str s, struct lk_str *port)
+{
+    struct lk_str host = authority_of(strip_scheme(s));
+    struct lk_str p = { host.ptr + host.len, 0 };
+    size_t colon = host.len;
+    if (host.len && host.ptr[0] == '[') {
+        /* "[v6]:port": the colons inside the brackets are not the port's. */
+        const char *rb = memchr(host.ptr, ']', host.len);
+        colon = rb ? (size_t)(rb - host.ptr) + 1 : host.len;
+        if (colon < host.len && host.ptr[colon] != ':')
+            p = (struct lk_str){ host.ptr + host.len, 0 };
+    } else {
+        long c = lk_str_index(host, ':');
+        colon = c < 0 ? host.len : (size_t)c;
+    }
+    if (colon < host.len && host.ptr[colon] == ':')
+        p = (struct lk_str){ host.ptr + colon + 1, host.len - colon - 1 };
+    host.len = colon;
+    if (port != NULL)
+        *port = p;
+    return host;
+}
+
+struct lk_str lk_route_first_subdomain(struct lk_str s)
+{
+    struct lk_str host = lk_route_host(s, NULL);
+    long dot = lk_str_index(host, '.');
+    if (dot < 0)
+        return LK_STR(LK_ROUTE_NO_SUBDOMAIN);
+    struct lk_str rest = { host.ptr + dot + 1, host.len - (size_t)dot - 1 };
+    if (lk_str_index(rest, '.') < 0)
+        return LK_STR(LK_ROUTE_NO_SUBDOMAIN);
+    return (struct lk_str){ host.ptr, (size_t)dot };
+}
+
+struct lk_str lk_route_target_domain(struct lk_str s, struct lk_str session_name)
+{
+    struct lk_str host = lk_route_host(s, NULL);
+    if (!lk_str_ieq(lk_route_first_subdomain(s), session_name))
+        return host;
+    /* SPEC §3.3 step 2: drop "{name}." when present. */
+    if (host.len > session_name.len && host.ptr[session_name.len] == '.' &&
+        lk_str_ieq((struct lk_str){ host.ptr, session_name.len }, session_name)) {
+        host.ptr += session_name.len + 1;
+        host.len -= session_name.len + 1;
+    }
+    return host;
+}
+
+const struct lk_domain *lk_route_find_domain(const struct lk_session *s, struct lk_str domain)
+{
+    for (size_t i = 0; i < s->n_domains; i++) {
+        if (lk_str_ieq(lk_str_c(s->domains[i].domain), domain))
+            return &s->domains[i];
+    }
+    return NULL;
+}
+
+static const struct lk_session_service *find_service(const struct lk_session *s, struct lk_str name)
+{
+    for (size_t i = 0; i < s->n_services; i++) {
+        if (lk_str_eq(lk_str_c(s->services[i].name), name))
+            return &s->services[i];
+    }
+    return NULL;
+}
+
+/* ---- session extraction (SPEC §3.4) ------------------------------------------ */
+
+static bool has_upper(struct lk_str s)
+{
+    for (size_t i = 0; i < s.len; i++) {
+        if (s.ptr[i] >= 'A' && s.ptr[i] <= 'Z')
+            return true;
+    }
+    return false;
+}
+
+static int lookup_one(struct lk_str name, lk_session_lookup_fn *lookup, void *ctx,
+                      struct lk_route_session *out, struct lk_buf *err)
+{
+    const struct lk_session *found = NULL;
+    int rc = lookup(ctx, name, &found, err);
+    if (rc == 0) {
+        out->name = name;
+        out->session = found;
+    }
+    return rc;
+}
+
+/* A host-derived candidate: as written, then lower-cased (DESIGN §2.4: hosts
+ * are case-insensitive, and names reached through DNS arrive lower-cased). */
+static int try_host_name(struct lk_str name, lk_session_lookup_fn *lookup, void *ctx,
+                         struct lk_route_session *out, struct lk_buf *err)
+{
+    int rc = lookup_one(name, lookup, ctx, out, err);
+    if (rc != LK_ENOTFOUND || !has_upper(name) || name.len > LK_ROUTE_MAX_LABEL)
+        return rc;
+    for (size_t i = 0; i < name.len; i++)
+        out->name_buf[i] = lk_ascii_lower(name.ptr[i]);
+    out->name_buf[name.len] = '\0';
+    return lookup_one((struct lk_str){ out->name_buf, name.len }, lookup, ctx, out, err);
+}
+
+int lk_route_find_session(struct lk_str url, const struct lk_header *h, size_t n,
+                          lk_session_lookup_fn *lookup, void *ctx, struct lk_route_session *out,
+                          struct lk_buf *err)
+{
+    static const struct lk_str host_headers[] = { LK_STR("x-forwarded-host"), LK_STR("referer"),
+                                                  LK_STR("origin") };
+    memset(out, 0, sizeof(*out));
+    int rc = try_host_name(lk_route_first_subdomain(url), lookup, ctx, out, err);
+    for (size_t i = 0; rc == LK_ENOTFOUND && i < LK_ARRAY_LEN(host_headers); i++) {
+        struct lk_str v;
+        if (lk_headers_get(h, n, host_headers[i], &v))
+            rc = try_host_name(lk_route_first_subdomain(v), lookup, ctx, out, err);
+    }
+    struct lk_str ts;
+    if (rc == LK_ENOTFOUND && lk_headers_get(h, n, LK_STR("tracestate"), &ts))
+        rc = lookup_one(lk_headers_tracestate_session(ts), lookup, ctx, out, err);
+    if (rc != 0)
+        memset(out, 0, sizeof(*out));
+    return rc;
+}
+
+/* ---- target service and URL (SPEC §3.5, §3.6) --------------------------------- */
+
+void lk_route_target_init(struct lk_route_target *t)
+{
+    t->service = NULL;
+    lk_buf_init(&t->url, 0);
+}
+
+void lk_route_target_release(struct lk_route_target *t)
+{
+    lk_buf_release(&t->url);
+    t->service = NULL;
+}
+
+static struct lk_str header_or_absent(const struct lk_header *h, size_t n, struct lk_str name)
+{
+    struct lk_str v;
+    return lk_headers_get(h, n, name, &v) ? v : LK_STR(LK_ROUTE_ABSENT_DOMAIN);
+}
+
+/* SPEC §3.5 step 3: the first of url, x-forwarded-host, referer, origin whose
+ * target domain is configured. */
+static const struct lk_domain *pick_domain(const struct lk_session *s, struct lk_str name,
+                                           struct lk_str url, const struct lk_header *h, size_t n)
+{
+    const struct lk_str cands[] = { url, header_or_absent(h, n, LK_STR("x-forwarded-host")),
+                                    header_or_absent(h, n, LK_STR("referer")),
+                                    header_or_absent(h, n, LK_STR("origin")) };
+    for (size_t i = 0; i < LK_ARRAY_LEN(cands); i++) {
+        const struct lk_domain *d = lk_route_find_domain(s, lk_route_target_domain(cands[i], name));
+        if (d != NULL)
+            return d;
+    }
+    return NULL;
+}
+
+/* SPEC §3.5 step 4: the first matching route, else the default service. */
+static struct lk_str pick_service_name(const struct lk_domain *d, const char *path)
+{
+    size_t len = strlen(path);
+    for (size_t i = 0; i < d->n_routes; i++) {
+        if (lk_regex_search(d->routes[i].path, path, len))
+            return lk_str_c(d->routes[i].service);
+    }
+    return lk_str_c(d->default_service);
+}
+
+/* SPEC §3.5 step 6: each rewrite replaces all matches in the previous output.
+ * The result is left in *cur (one of the two buffers); returns true when any
+ * rewrite changed something. */
+static bool apply_rewrites(const struct lk_session_service *svc, struct lk_buf **cur,
+                           struct lk_buf **next)
+{
+    bool changed = false;
+    for (size_t i = 0; i < svc->n_rewrites; i++) {
+        const struct lk_rewrite *rw = &svc->rewrites[i];
+        lk_buf_reset(*next);
+        if (lk_regex_replace_all(rw->source, (*cur)->data, (*cur)->len, rw->target,
+                                 strlen(rw->target), *next) > 0) {
+            struct lk_buf *t = *cur;
+            *cur = *next;
+            *next = t;
+            changed = true;
+        }
+    }
+    return changed;
+}
+
+/* A rewritten path is set the way Rust's Url::set_path does it: a missing
+ * leading '/' is added and '?' / '#' are percent-encoded so they stay in the
+ * path. Dot segments and other encoding are resolved by re-normalising. */
+static void sanitize_path(struct lk_str p, struct lk_buf *out)
+{
+    if (p.len == 0 || p.ptr[0] != '/')
+        lk_buf_addch(out, '/');
+    for (size_t i = 0; i < p.len; i++) {
+        if (p.ptr[i] == '?')
+            lk_buf_adds(out, "%3F");
+        else if (p.ptr[i] == '#')
+            lk_buf_adds(out, "%23");
+        else
+            lk_buf_addch(out, p.ptr[i]);
+    }
+}
+
+/* SPEC §3.6: the request URL re-pointed at the service location. A path that
+ * did not come straight out of an http(s)/ws(s) URL parse (rewritten, or from
+ * another scheme) is sanitised and the whole URL normalised once more. */
+static int build_url(const struct lk_url *req, const struct lk_session_service *svc,
+                     struct lk_str path, bool rewritten, struct lk_buf *out)
+{
+    struct lk_url t = *req; /* borrowed fields only: never released */
+    t.scheme = svc->location.scheme;
+    t.host = svc->location.host;
+    t.port = svc->location.port; /* -1 unless explicit and non-default */
+    if (!rewritten && lk_url_default_port(req->scheme) >= 0) {
+        t.path = req->path;
+        lk_url_serialize(&t, out);
+        return 0;
+    }
+    struct lk_buf clean = LK_BUF_INIT, raw = LK_BUF_INIT;
+    sanitize_path(path, &clean);
+    t.path = clean.data;
+    lk_url_serialize(&t, &raw);
+    int rc = lk_url_normalize(raw.data, raw.len, out, NULL);
+    lk_buf_release(&raw);
+    lk_buf_release(&clean);
+    return rc;
+}
+
+static int resolve(const struct lk_session *s, struct lk_str name, struct lk_str url,
+                   const struct lk_header *h, size_t n, const struct lk_url *u,
+                   struct lk_route_target *out)
+{
+    const struct lk_domain *d = pick_domain(s, name, url, h, n);
+    if (d == NULL)
+        return LK_ENOTFOUND;
+    const struct lk_session_service *svc = find_service(s, pick_service_name(d, u->path));
+    if (svc == NULL)
+        return LK_ENOTFOUND;
+    struct lk_buf a = LK_BUF_INIT, b = LK_BUF_INIT;
+    struct lk_buf *cur = &a, *next = &b;
+    lk_buf_adds(&a, u->path);
+    bool rewritten = apply_rewrites(svc, &cur, &next);
+    int rc = build_url(u, svc, lk_buf_str(cur), rewritten, &out->url);
+    if (rc == 0)
+        out->service = svc;
+    lk_buf_release(&b);
+    lk_buf_release(&a);
+    return rc;
+}
+
+int lk_route_find_target(const struct lk_session *s, struct lk_str session_name, struct lk_str url,
+                         const struct lk_header *h, size_t n, struct lk_route_target *out)
+{
+    struct lk_url u;
+    out->service = NULL;
+    lk_buf_reset(&out->url);
+    if (lk_url_parse(url.ptr, url.len, &u, NULL) != 0)
+        return LK_EPARSE;
+    int rc;
+    struct lk_str dest;
+    const struct lk_session_service *svc = NULL;
+    /* SPEC §3.5 step 2: an unknown destination falls through to the routes. */
+    if (lk_headers_get(h, n, LK_STR("linkup-destination"), &dest))
+        svc = find_service(s, dest);
+    if (svc != NULL) {
+        rc = build_url(&u, svc, lk_str_c(u.path), false, &out->url);
+        if (rc == 0)
+            out->service = svc;
+    } else {
+        rc = resolve(s, session_name, url, h, n, &u, out);
+    }
+    if (rc != 0)
+        lk_buf_reset(&out->url);
+    lk_url_release(&u);
+    return rc;
+}
+
+/* ---- additional headers (SPEC §3.7) ------------------------------------------- */
+
+void lk_route_extra_init(struct lk_route_extra *x)
+{
+    x->n = 0;
+    lk_buf_init(&x->mem, 0);
+}
+
+void lk_route_extra_release(struct lk_route_extra *x)
+{
+    lk_buf_release(&x->mem);
+    x->n = 0;
+}
+
+static void add_hex(struct lk_buf *b, const unsigned char *p, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        lk_buf_addch(b, digits[p[i] >> 4]);
+        lk_buf_addch(b, digits[p[i] & 15]);
+    }
+}
+
+static void add_traceparent(const struct lk_rng *rng, struct lk_buf *b)
+{
+    unsigned char id[24];
+    rng->fill(rng->ctx, id, sizeof(id));
+    lk_buf_adds(b, "00-");
+    add_hex(b, id, 16);
+    lk_buf_addch(b, '-');
+    add_hex(b, id + 16, 8);
+    lk_buf_adds(b, "-00");
+}
+
+static void add_forwarded_host(struct lk_str url, struct lk_str name, struct lk_buf *b)
+{
+    struct lk_str port;
+    lk_route_host(url, &port);
+    lk_buf_addstr(b, name);
+    lk_buf_addch(b, '.');
+    lk_buf_addstr(b, lk_route_target_domain(url, name));
+    if (port.len > 0) {
+        lk_buf_addch(b, ':');
+        lk_buf_addstr(b, port);
+    }
+}
+
+void lk_route_extra_headers(struct lk_str url, const struct lk_header *h, size_t n,
+                            struct lk_str session_name, struct lk_str service_name,
+                            const struct lk_rng *rng, struct lk_route_extra *x)
+{
+    /* Values are appended to one buffer and located by offset, because the
+     * buffer may move while it grows; pointers are fixed up at the end. */
+    size_t off[LK_ROUTE_MAX_EXTRA];
+    struct lk_str ts;
+    x->n = 0;
+    lk_buf_reset(&x->mem);
+    if (!lk_headers_has(h, n, LK_STR("traceparent"))) {
+        LK_ASSERT(rng != NULL);
+        off[x->n] = x->mem.len;
+        x->items[x->n++].name = LK_STR("traceparent");
+        add_traceparent(rng, &x->mem);
+    }
+    bool has_ts = lk_headers_get(h, n, LK_STR("tracestate"), &ts);
+    if (!has_ts || !lk_headers_tracestate_has(ts, session_name)) {
+        off[x->n] = x->mem.len;
+        x->items[x->n++].name = LK_STR("tracestate");
+        if (has_ts) {
+            lk_buf_addstr(&x->mem, ts);
+            lk_buf_addch(&x->mem, ',');
+        }
+        lk_buf_adds(&x->mem, LK_TRACESTATE_KEY "=");
+        lk_buf_addstr(&x->mem, session_name);
+    }
+    if (!lk_headers_has(h, n, LK_STR("linkup-destination"))) {
+        off[x->n] = x->mem.len;
+        x->items[x->n++].name = LK_STR("linkup-destination");
+        lk_buf_addstr(&x->mem, service_name);
+    }
+    if (!lk_headers_has(h, n, LK_STR("x-forwarded-host"))) {
+        off[x->n] = x->mem.len;
+        x->items[x->n++].name = LK_STR("x-forwarded-host");
+        add_forwarded_host(url, session_name, &x->mem);
+    }
+    for (size_t i = 0; i < x->n; i++) {
+        size_t end = i + 1 < x->n ? off[i + 1] : x->mem.len;
+        x->items[i].value = (struct lk_str){ x->mem.data + off[i], end - off[i] };
+    }
+}
+
+/* ---- caching (SPEC §4.6) ------------------------------------------------------ */
+
+bool lk_route_is_cacheable(struct lk_str method, const struct lk_session *s,
+                           struct lk_str upstream_path)
+{
+    if (!lk_str_eq(method, LK_STR("GET")) || !s->has_cache_routes)
+        return false;
+    for (size_t i = 0; i < s->n_cache_routes; i++) {
+        if (lk_regex_search(s->cache_routes[i], upstream_path.ptr ? upstream_path.ptr : "",
+                            upstream_path.len))
+            return true;
+    }
+    return false;
+}
+
+/* An IP-address host as the WHATWG parser sees it: "[v6]", or a last label
+ * that is a number (decimal or 0x-hex), which makes the host IPv4. */
+static bool is_ip_host(const char *host)
+{
+    if (host[0] == '[')
+        return true;
+    struct lk_str h = lk_str_c(host);
+    if (h.len && h.ptr[h.len - 1] == '.')
+        h.len--;
+    const char *dot = h.len ? memrchr(h.ptr, '.', h.len) : NULL;
+    struct lk_str last = dot ? (struct lk_str){ dot + 1, h.len - (size_t)(dot + 1 - h.ptr) } : h;
+    bool hex = last.len >= 2 && last.ptr[0] == '0' && (last.ptr[1] == 'x' || last.ptr[1] == 'X');
+    size_t i = hex ? 2 : 0;
+    if (last.len == 0)
+        return false;
+    for (; i < last.len; i++) {
+        char c = lk_ascii_lower(last.ptr[i]);
+        if (!((c >= '0' && c <= '9') || (hex && c >= 'a' && c <= 'f')))
+            return false;
+    }
+    return true;
+}
+
+int lk_route_cache_key(struct lk_str upstream_url, struct lk_str session_name, struct lk_buf *out)
+{
+    struct lk_url u;
+    if (lk_url_parse(upstream_url.ptr, upstream_url.len, &u, NULL) != 0)
+        return LK_EPARSE;
+    struct lk_buf host = LK_BUF_INIT;
+    lk_buf_addstr(&host, session_name);
+    lk_buf_addch(&host, '.');
+    lk_buf_adds(&host, is_ip_host(u.host) ? "example.com" : u.host);
+    struct lk_url t = u; /* borrowed fields only */
+    t.host = host.data;
+    lk_url_serialize(&t, out);
+    lk_buf_release(&host);
+    lk_url_release(&u);
+    return 0;
+}
+
+/* ---- all in one --------------------------------------------------------------- */
+
+void lk_route_result_init(struct lk_route_result *r)
+{
+    memset(&r->found, 0, sizeof(r->found));
+    lk_route_target_init(&r->target);
+    lk_route_extra_init(&r->extra);
+    r->replace_cookie = false;
+    lk_buf_init(&r->cookie, 0);
+}
+
+void lk_route_result_release(struct lk_route_result *r)
+{
+    lk_route_target_release(&r->target);
+    lk_route_extra_release(&r->extra);
+    lk_buf_release(&r->cookie);
+    r->replace_cookie = false;
+    memset(&r->found, 0, sizeof(r->found));
+}
+
+int lk_route_request(struct lk_str url, const struct lk_header *h, size_t n,
+                     lk_session_lookup_fn *lookup, void *ctx, const struct lk_rng *rng,
+                     struct lk_route_result *r, struct lk_buf *err)
+{
+    int rc = lk_route_find_session(url, h, n, lookup, ctx, &r->found, err);
+    if (rc != 0)
+        return rc;
+    rc = lk_route_find_target(r->found.session, r->found.name, url, h, n, &r->target);
+    if (rc != 0)
+        return rc;
+    lk_route_extra_headers(url, h, n, r->found.name, lk_str_c(r->target.service->name), rng,
+                           &r->extra);
+    lk_buf_reset(&r->cookie);
+    r->replace_cookie = lk_headers_cookie_normalize(h, n, &r->cookie);
+    return 0;
+}
