@@ -129,6 +129,27 @@ void lk_session_to_json(const struct lk_session *s, struct lk_buf *out);
  */
 void lk_json_add_string(struct lk_buf *out, const char *s, size_t len);
 
+/*
+ * Helpers shared with upsert.c (and any other JSON body that embeds the
+ * session lists). struct json_t is jansson's value type.
+ *
+ * lk_json_load parses json[0..len) (any top-level value) into a new jansson
+ * value (*out, the caller json_decref()s it); returns 0 or LK_EPARSE with
+ * "{reason} at line L column C" appended to why.
+ *
+ * lk_session_parse_lists reads "services" and "domains" (required arrays) and
+ * "cache_routes" (null/absent/array) of the object obj into s with the adders
+ * below. Returns 0 or LK_EPARSE with a detail (without the
+ * LK_SESSION_FORMAT_ERROR prefix) appended to why (non-NULL). No validation.
+ *
+ * lk_session_lists_to_json appends "services":[..],"domains":[..],
+ * "cache_routes":.. (no braces) exactly as lk_session_to_json writes them.
+ */
+struct json_t;
+int lk_json_load(const char *json, size_t len, struct json_t **out, struct lk_buf *why);
+int lk_session_parse_lists(const struct json_t *obj, struct lk_session *s, struct lk_buf *why);
+void lk_session_lists_to_json(const struct lk_session *s, struct lk_buf *out);
+
 /* ---- validation ------------------------------------------------------------ */
 
 /*

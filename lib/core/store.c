@@ -1,0 +1,484 @@
+/*
+ * store.c - the key -> string store interface, its in-memory implementation,
+ * the parsed-session cache and the session allocation rules (SPEC §2.5, §2.7).
+ *
+ * Both the memory kv and the cache sit on one small chained hash map (FNV-1a,
+ * doubling at load factor 1), so lookups stay O(1) on average for any number
+ * of sessions.
+ */
+#include "core/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/names.h"
+
+/* ---- hash map ---------------------------------------------------------------- */
+
+struct entry {
+    struct entry *next;
+    uint64_t hash;
+    char *key; /* owned */
+    char *raw; /* owned value bytes (NUL-terminated) */
+    size_t raw_len;
+    struct lk_session *session; /* cache only: one reference */
+};
+
+struct map {
+    struct entry **buckets;
+    size_t n_buckets, count;
+};
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static struct entry **map_slot(const struct map *m, const char *key, uint64_t h)
+{
+    struct entry **pp = &m->buckets[h & (m->n_buckets - 1)];
+    while (*pp != NULL && ((*pp)->hash != h || strcmp((*pp)->key, key) != 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static struct entry *map_find(const struct map *m, const char *key)
+{
+    if (m->n_buckets == 0)
+        return NULL;
+    return *map_slot(m, key, fnv1a(key));
+}
+
+static void map_grow(struct map *m)
+{
+    size_t n = m->n_buckets ? m->n_buckets * 2 : 16;
+    struct entry **b = lk_xcalloc(n, sizeof(*b));
+    for (size_t i = 0; i < m->n_buckets; i++) {
+        struct entry *e = m->buckets[i];
+        while (e != NULL) {
+            struct entry *next = e->next;
+            e->next = b[e->hash & (n - 1)];
+            b[e->hash & (n - 1)] = e;
+            e = next;
+        }
+    }
+    free(m->buckets);
+    m->buckets = b;
+    m->n_buckets = n;
+}
+
+/* Returns the entry for key, creating an empty one when missing. */
+static struct entry *map_upsert(struct map *m, const char *key)
+{
+    struct entry *e = map_find(m, key);
+    if (e != NULL)
+        return e;
+    if (m->count >= m->n_buckets)
+        map_grow(m);
+    e = lk_xcalloc(1, sizeof(*e));
+    e->hash = fnv1a(key);
+    e->key = lk_xstrdup(key);
+    e->next = m->buckets[e->hash & (m->n_buckets - 1)];
+    m->buckets[e->hash & (m->n_buckets - 1)] = e;
+    m->count++;
+    return e;
+}
+
+static void entry_free(struct entry *e)
+{
+    free(e->key);
+    free(e->raw);
+    lk_session_free(e->session);
+    free(e);
+}
+
+static void map_remove(struct map *m, const char *key)
+{
+    if (m->n_buckets == 0)
+        return;
+    struct entry **pp = map_slot(m, key, fnv1a(key));
+    struct entry *e = *pp;
+    if (e == NULL)
+        return;
+    *pp = e->next;
+    entry_free(e);
+    m->count--;
+}
+
+/* Removes one entry, scanning buckets from a position derived from hint. */
+static void map_evict_one(struct map *m, uint64_t hint)
+{
+    for (size_t i = 0; i < m->n_buckets; i++) {
+        struct entry **pp = &m->buckets[(hint + i) & (m->n_buckets - 1)];
+        if (*pp != NULL) {
+            struct entry *e = *pp;
+            *pp = e->next;
+            entry_free(e);
+            m->count--;
+            return;
+        }
+    }
+}
+
+static void map_release(struct map *m)
+{
+    for (size_t i = 0; i < m->n_buckets; i++) {
+        struct entry *e = m->buckets[i];
+        while (e != NULL) {
+            struct entry *next = e->next;
+            entry_free(e);
+            e = next;
+        }
+    }
+    free(m->buckets);
+    memset(m, 0, sizeof(*m));
+}
+
+static void entry_set_raw(struct entry *e, const char *value, size_t len)
+{
+    free(e->raw);
+    e->raw = lk_xstrndup(value, len);
+    e->raw_len = len;
+}
+
+/* ---- kv interface -------------------------------------------------------------- */
+
+void lk_kv_free(struct lk_kv *kv)
+{
+    if (kv->ops != NULL && kv->ops->destroy != NULL)
+        kv->ops->destroy(kv->ctx);
+    kv->ops = NULL;
+    kv->ctx = NULL;
+}
+
+int lk_kv_get(const struct lk_kv *kv, const char *key, struct lk_buf *value, struct lk_buf *err)
+{
+    return kv->ops->get(kv->ctx, key, value, err);
+}
+
+int lk_kv_exists(const struct lk_kv *kv, const char *key, bool *exists, struct lk_buf *err)
+{
+    return kv->ops->exists(kv->ctx, key, exists, err);
+}
+
+int lk_kv_put(const struct lk_kv *kv, const char *key, const char *value, size_t len,
+              struct lk_buf *err)
+{
+    return kv->ops->put(kv->ctx, key, value, len, err);
+}
+
+int lk_kv_del(const struct lk_kv *kv, const char *key, struct lk_buf *err)
+{
+    return kv->ops->del(kv->ctx, key, err);
+}
+
+int lk_kv_list(const struct lk_kv *kv, lk_kv_list_cb *cb, void *data, struct lk_buf *err)
+{
+    if (kv->ops->list == NULL) {
+        if (err)
+            lk_buf_adds(err, "Not implemented");
+        return LK_EUNSUPPORTED;
+    }
+    return kv->ops->list(kv->ctx, cb, data, err);
+}
+
+/* ---- in-memory kv ---------------------------------------------------------------- */
+
+static int mem_get(void *ctx, const char *key, struct lk_buf *value, struct lk_buf *err)
+{
+    (void)err;
+    const struct entry *e = map_find(ctx, key);
+    if (e == NULL)
+        return LK_ENOTFOUND;
+    lk_buf_reset(value);
+    return lk_buf_add(value, e->raw, e->raw_len);
+}
+
+static int mem_exists(void *ctx, const char *key, bool *exists, struct lk_buf *err)
+{
+    (void)err;
+    *exists = map_find(ctx, key) != NULL;
+    return 0;
+}
+
+static int mem_put(void *ctx, const char *key, const char *value, size_t len, struct lk_buf *err)
+{
+    (void)err;
+    entry_set_raw(map_upsert(ctx, key), value, len);
+    return 0;
+}
+
+static int mem_del(void *ctx, const char *key, struct lk_buf *err)
+{
+    (void)err;
+    map_remove(ctx, key);
+    return 0;
+}
+
+static int mem_list(void *ctx, lk_kv_list_cb *cb, void *data, struct lk_buf *err)
+{
+    (void)err;
+    const struct map *m = ctx;
+    for (size_t i = 0; i < m->n_buckets; i++) {
+        for (const struct entry *e = m->buckets[i]; e != NULL; e = e->next) {
+            int rc = cb(data, e->key, e->raw, e->raw_len);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static void mem_destroy(void *ctx)
+{
+    map_release(ctx);
+    free(ctx);
+}
+
+static const struct lk_kv_ops memory_ops = {
+    mem_get, mem_exists, mem_put, mem_del, mem_list, mem_destroy,
+};
+
+void lk_kv_memory_init(struct lk_kv *kv)
+{
+    kv->ops = &memory_ops;
+    kv->ctx = lk_xcalloc(1, sizeof(struct map));
+}
+
+size_t lk_kv_memory_count(const struct lk_kv *kv)
+{
+    LK_ASSERT(kv->ops == &memory_ops);
+    return ((const struct map *)kv->ctx)->count;
+}
+
+/* ---- parsed-session cache -------------------------------------------------------- */
+
+struct lk_session_cache {
+    struct map map;
+    size_t max_entries;
+};
+
+struct lk_session_cache *lk_session_cache_new(size_t max_entries)
+{
+    struct lk_session_cache *c = lk_xcalloc(1, sizeof(*c));
+    c->max_entries = max_entries ? max_entries : 1024;
+    return c;
+}
+
+void lk_session_cache_free(struct lk_session_cache *cache)
+{
+    if (cache == NULL)
+        return;
+    map_release(&cache->map);
+    free(cache);
+}
+
+/* Returns a new reference to the cached session when its bytes match. */
+static struct lk_session *cache_lookup(struct lk_session_cache *cache, const char *name,
+                                       const struct lk_buf *raw)
+{
+    if (cache == NULL)
+        return NULL;
+    struct entry *e = map_find(&cache->map, name);
+    if (e == NULL || e->raw_len != raw->len || memcmp(e->raw, raw->data, raw->len) != 0)
+        return NULL;
+    return lk_session_ref(e->session);
+}
+
+static void cache_store(struct lk_session_cache *cache, const char *name, const struct lk_buf *raw,
+                        struct lk_session *s)
+{
+    if (cache == NULL)
+        return;
+    if (map_find(&cache->map, name) == NULL && cache->map.count >= cache->max_entries)
+        map_evict_one(&cache->map, fnv1a(name));
+    struct entry *e = map_upsert(&cache->map, name);
+    entry_set_raw(e, raw->data, raw->len);
+    lk_session_free(e->session);
+    e->session = lk_session_ref(s);
+}
+
+/* ---- sessions over a kv ---------------------------------------------------------- */
+
+static int wrap(int rc, const char *what, const struct lk_buf *why, struct lk_buf *err)
+{
+    if (rc != 0 && err)
+        lk_buf_addf(err, "%s%s", what, why->data ? why->data : "");
+    return rc;
+}
+
+int lk_store_get_session(const struct lk_kv *kv, struct lk_session_cache *cache, const char *name,
+                         struct lk_session **out, struct lk_buf *err)
+{
+    struct lk_buf raw = LK_BUF_INIT;
+    struct lk_buf why = LK_BUF_INIT;
+    struct lk_session *s = NULL;
+    int rc = lk_kv_get(kv, name, &raw, &why);
+    if (rc == LK_ENOTFOUND)
+        goto out;
+    if (rc != 0) {
+        wrap(rc, "Could not get config: ", &why, err);
+        goto out;
+    }
+    s = cache_lookup(cache, name, &raw);
+    if (s == NULL) {
+        rc = lk_session_from_json(raw.data, raw.len, &s, &why);
+        if (rc != 0) {
+            if (cache)
+                map_remove(&cache->map, name);
+            rc = wrap(LK_EINVAL, "Invalid stored config: ", &why, err);
+            goto out;
+        }
+        cache_store(cache, name, &raw, s);
+    }
+    *out = s;
+out:
+    lk_buf_release(&why);
+    lk_buf_release(&raw);
+    return rc;
+}
+
+int lk_store_put_session(const struct lk_kv *kv, const char *name, const struct lk_session *s,
+                         struct lk_buf *err)
+{
+    struct lk_buf json = LK_BUF_INIT;
+    struct lk_buf why = LK_BUF_INIT;
+    lk_session_to_json(s, &json);
+    int rc =
+        wrap(lk_kv_put(kv, name, json.data, json.len, &why), "Could not put config: ", &why, err);
+    lk_buf_release(&why);
+    lk_buf_release(&json);
+    return rc;
+}
+
+int lk_store_delete_session(const struct lk_kv *kv, const char *name, struct lk_buf *err)
+{
+    struct lk_buf why = LK_BUF_INIT;
+    int rc = wrap(lk_kv_del(kv, name, &why), "Could not delete config: ", &why, err);
+    lk_buf_release(&why);
+    return rc;
+}
+
+static int key_exists(const struct lk_kv *kv, const char *key, bool *exists, struct lk_buf *err)
+{
+    struct lk_buf why = LK_BUF_INIT;
+    int rc = wrap(lk_kv_exists(kv, key, exists, &why), "Could not get config: ", &why, err);
+    lk_buf_release(&why);
+    return rc;
+}
+
+/* Step 3 of the animal rule: draw six-char names while the candidate exists. */
+static int settle_candidate(const struct lk_kv *kv, const struct lk_rng *rng, struct lk_buf *cand,
+                            struct lk_buf *err)
+{
+    for (;;) {
+        bool exists = false;
+        int rc = key_exists(kv, cand->data, &exists, err);
+        if (rc != 0 || !exists)
+            return rc;
+        lk_buf_reset(cand);
+        lk_name_random_six_char(rng, cand);
+    }
+}
+
+static int animal_name(const struct lk_kv *kv, const char *desired, const struct lk_rng *rng,
+                       struct lk_buf *cand, struct lk_buf *err)
+{
+    bool exists = false;
+    int rc;
+    if (desired != NULL && desired[0] != '\0') {
+        rc = key_exists(kv, desired, &exists, err);
+        if (rc != 0)
+            return rc;
+        if (!exists) {
+            lk_buf_adds(cand, desired);
+            return 0;
+        }
+    }
+    for (int i = 0; i < 20; i++) {
+        lk_buf_reset(cand);
+        lk_name_random_animal(rng, cand);
+        rc = key_exists(kv, cand->data, &exists, err);
+        if (rc != 0)
+            return rc;
+        if (!exists)
+            break;
+    }
+    if (exists) {
+        lk_buf_reset(cand);
+        lk_name_random_six_char(rng, cand);
+    }
+    return settle_candidate(kv, rng, cand, err);
+}
+
+int lk_new_session_name(const struct lk_kv *kv, enum lk_name_kind kind, const char *desired,
+                        const struct lk_session *s, const struct lk_rng *rng,
+                        struct lk_buf *name_out, struct lk_buf *err)
+{
+    if (kind == LK_NAME_SIX_CHAR) {
+        lk_name_hash(s, name_out);
+        return 0;
+    }
+    struct lk_buf cand = LK_BUF_INIT;
+    int rc = animal_name(kv, desired, rng, &cand, err);
+    if (rc == 0)
+        lk_buf_addstr(name_out, lk_buf_str(&cand));
+    lk_buf_release(&cand);
+    return rc;
+}
+
+static bool same_token(const char *a, const char *b)
+{
+    return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+int lk_store_session(const struct lk_kv *kv, const struct lk_session *s, enum lk_name_kind kind,
+                     const char *desired, const struct lk_rng *rng, struct lk_buf *name_out,
+                     struct lk_buf *err)
+{
+    struct lk_buf name = LK_BUF_INIT;
+    struct lk_session *existing = NULL;
+    int rc = 0;
+    if (desired != NULL && desired[0] != '\0' &&
+        lk_store_get_session(kv, NULL, desired, &existing, NULL) == 0 &&
+        same_token(existing->session_token, s->session_token)) {
+        lk_buf_adds(&name, desired);
+    } else {
+        rc = lk_new_session_name(kv, kind, desired, s, rng, &name, err);
+    }
+    if (rc == 0)
+        rc = lk_store_put_session(kv, name.data, s, err);
+    if (rc == 0)
+        lk_buf_addstr(name_out, lk_buf_str(&name));
+    lk_session_free(existing);
+    lk_buf_release(&name);
+    return rc;
+}
+
+int lk_strict_store_session(const struct lk_kv *kv, const char *name, const struct lk_session *s,
+                            struct lk_buf *err)
+{
+    struct lk_session *existing = NULL;
+    if (name == NULL || name[0] == '\0') {
+        if (err)
+            lk_buf_adds(err, "Session name is empty");
+        return LK_EINVAL;
+    }
+    int rc = lk_store_get_session(kv, NULL, name, &existing, err);
+    if (rc == LK_ENOTFOUND)
+        rc = 0;
+    else if (rc == 0 && !same_token(existing->session_token, s->session_token)) {
+        if (err)
+            lk_buf_adds(err, "Session with name already exists");
+        rc = LK_ECONFLICT;
+    }
+    lk_session_free(existing);
+    if (rc != 0)
+        return rc;
+    return lk_store_put_session(kv, name, s, err);
+}
