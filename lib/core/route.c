@@ -149,7 +149,8 @@ static int try_host_name(struct lk_str name, lk_session_lookup_fn *lookup, void 
                          struct lk_route_session *out, struct lk_buf *err)
 {
     int rc = lookup_one(name, lookup, ctx, out, err);
-    if (rc != LK_ENOTFOUND || !has_upper(name) || name.len > LK_ROUTE_MAX_LABEL)
+    if (rc != LK_ENOTFOUND || !has_upper(name) || name.len > LK_ROUTE_MAX_LABEL ||
+        lk_str_eq(name, LK_STR(LK_ROUTE_NO_SUBDOMAIN)))
         return rc;
     for (size_t i = 0; i < name.len; i++)
         out->name_buf[i] = lk_ascii_lower(name.ptr[i]);
