@@ -1,0 +1,332 @@
+/*
+ * test_dns.c - unit tests of lib/proto/dns: the responder decision table,
+ * EDNS, truncation, error answers and the parser's bounds checks.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "harness.h"
+#include "proto/dns.h"
+
+static const char *const names[] = { "tiny-cow.example.com", "quiet-fox.other.com" };
+static const char *const domains[] = { "example.com", "other.com" };
+static const struct lk_dns_zones zones = { names, 2, domains, 2 };
+
+#define FWD (-100) /* expected verdict: forward */
+
+struct answer_case {
+    const char *name;
+    uint16_t qtype;
+    int rcode; /* or FWD */
+    int n_answers;
+    bool aa;
+};
+
+static const struct answer_case answer_cases[] = {
+    { "tiny-cow.example.com", LK_DNS_T_A, LK_DNS_NOERROR, 1, true },
+    { "tiny-cow.example.com", LK_DNS_T_AAAA, LK_DNS_NOERROR, 1, true },
+    { "tiny-cow.example.com", LK_DNS_T_ANY, LK_DNS_NOERROR, 2, true },
+    { "tiny-cow.example.com", LK_DNS_T_MX, LK_DNS_NOERROR, 0, true },
+    { "tiny-cow.example.com", LK_DNS_T_TXT, LK_DNS_NOERROR, 0, true },
+    { "TINY-Cow.Example.COM.", LK_DNS_T_A, LK_DNS_NOERROR, 1, true },
+    { "api.tiny-cow.example.com", LK_DNS_T_A, LK_DNS_NOERROR, 1, true },
+    { "a.b.tiny-cow.example.com", LK_DNS_T_AAAA, LK_DNS_NOERROR, 1, true },
+    { "quiet-fox.other.com", LK_DNS_T_A, LK_DNS_NOERROR, 1, true },
+    { "other-cow.example.com", LK_DNS_T_A, LK_DNS_NXDOMAIN, 0, true },
+    { "example.com", LK_DNS_T_A, LK_DNS_NXDOMAIN, 0, true },
+    { "xtiny-cow.example.com", LK_DNS_T_A, LK_DNS_NXDOMAIN, 0, true },
+    { "tiny-cow.other.com", LK_DNS_T_A, LK_DNS_NXDOMAIN, 0, true },
+    { "example.org", LK_DNS_T_A, FWD, 0, false },
+    { "notexample.com", LK_DNS_T_A, FWD, 0, false },
+    { "com", LK_DNS_T_A, FWD, 0, false },
+    { "", LK_DNS_T_NS, FWD, 0, false },
+};
+
+static void test_answer_table(void)
+{
+    for (size_t i = 0; i < sizeof(answer_cases) / sizeof(answer_cases[0]); i++) {
+        const struct answer_case *c = &answer_cases[i];
+        uint8_t q[512], out[512];
+        int qlen = lk_dns_build_query((uint16_t)(0x1000 + i), c->name, c->qtype, 0, q, sizeof(q));
+        CHECK(qlen > 0);
+        int n = lk_dns_answer(q, (size_t)qlen, &zones, out, sizeof(out));
+        if (c->rcode == FWD) {
+            CHECK_INT_EQ(n, LK_DNS_FORWARD);
+            continue;
+        }
+        CHECK(n > 0);
+        if (n <= 0)
+            continue;
+        struct lk_dns_msg m;
+        CHECK_INT_EQ(lk_dns_parse(out, (size_t)n, &m), 0);
+        CHECK_INT_EQ(m.id, 0x1000 + i);
+        CHECK(m.flags & LK_DNS_FLAG_QR);
+        CHECK(m.flags & LK_DNS_FLAG_RD);
+        CHECK_INT_EQ(LK_DNS_RCODE(m.flags), c->rcode);
+        CHECK_INT_EQ((m.flags & LK_DNS_FLAG_AA) != 0, c->aa);
+        CHECK_INT_EQ(m.n_question, 1);
+        CHECK_INT_EQ(m.qtype, c->qtype);
+        CHECK_INT_EQ(m.n_answer, c->n_answers);
+        CHECK_INT_EQ(m.n_authority, 0);
+        for (size_t k = 0; k < m.n_rrs; k++) {
+            CHECK_STR_EQ(m.rrs[k].name, m.qname);
+            CHECK_INT_EQ(m.rrs[k].ttl, 60);
+        }
+    }
+}
+
+static void test_address_records(void)
+{
+    uint8_t q[512], out[512];
+    int qlen = lk_dns_build_query(7, "api.tiny-cow.example.com", LK_DNS_T_ANY, 0, q, sizeof(q));
+    int n = lk_dns_answer(q, (size_t)qlen, &zones, out, sizeof(out));
+    struct lk_dns_msg m;
+    CHECK_INT_EQ(lk_dns_parse(out, (size_t)n, &m), 0);
+    CHECK_INT_EQ(m.n_rrs, 2);
+    CHECK_INT_EQ(m.rrs[0].type, LK_DNS_T_A);
+    CHECK_MEM_EQ(out + m.rrs[0].rdata_off, m.rrs[0].rdata_len, "\x7f\0\0\x01", 4);
+    CHECK_INT_EQ(m.rrs[1].type, LK_DNS_T_AAAA);
+    CHECK_MEM_EQ(out + m.rrs[1].rdata_off, m.rrs[1].rdata_len, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x01",
+                 16);
+    CHECK_STR_EQ(m.rrs[0].name, "api.tiny-cow.example.com");
+}
+
+static void test_question_case_is_echoed(void)
+{
+    uint8_t q[512], out[512];
+    int qlen = lk_dns_build_query(9, "TiNy-CoW.example.com", LK_DNS_T_A, 0, q, sizeof(q));
+    int n = lk_dns_answer(q, (size_t)qlen, &zones, out, sizeof(out));
+    CHECK(n > qlen);
+    /* The question bytes come back exactly (DNS 0x20 case randomisation). */
+    CHECK_MEM_EQ(out + 12, (size_t)qlen - 12, q + 12, (size_t)qlen - 12);
+}
+
+static void test_edns(void)
+{
+    uint8_t q[512], out[512];
+    int qlen = lk_dns_build_query(1, "tiny-cow.example.com", LK_DNS_T_A, 1400, q, sizeof(q));
+    CHECK_INT_EQ(lk_dns_udp_limit(q, (size_t)qlen), 1400);
+    int n = lk_dns_answer(q, (size_t)qlen, &zones, out, sizeof(out));
+    struct lk_dns_msg m;
+    CHECK_INT_EQ(lk_dns_parse(out, (size_t)n, &m), 0);
+    CHECK(m.has_edns);
+    CHECK_INT_EQ(m.edns_udp_size, LK_DNS_OUR_EDNS_SIZE);
+    CHECK_INT_EQ(m.n_additional, 1);
+    CHECK_INT_EQ(m.n_answer, 1);
+
+    /* Sizes outside [512, 4096] are clamped; no EDNS means 512. */
+    qlen = lk_dns_build_query(1, "x.org", LK_DNS_T_A, 100, q, sizeof(q));
+    CHECK_INT_EQ(lk_dns_udp_limit(q, (size_t)qlen), 512);
+    qlen = lk_dns_build_query(1, "x.org", LK_DNS_T_A, 65000, q, sizeof(q));
+    CHECK_INT_EQ(lk_dns_udp_limit(q, (size_t)qlen), 4096);
+    qlen = lk_dns_build_query(1, "x.org", LK_DNS_T_A, 0, q, sizeof(q));
+    CHECK_INT_EQ(lk_dns_udp_limit(q, (size_t)qlen), 512);
+
+    /* EDNS version 1 gets BADVERS (extended rcode 16 = ext 1, low bits 0). */
+    qlen = lk_dns_build_query(2, "tiny-cow.example.com", LK_DNS_T_A, 1232, q, sizeof(q));
+    q[qlen - 5] = 1; /* OPT TTL byte 2: version */
+    n = lk_dns_answer(q, (size_t)qlen, &zones, out, sizeof(out));
+    CHECK_INT_EQ(lk_dns_parse(out, (size_t)n, &m), 0);
+    CHECK_INT_EQ(LK_DNS_RCODE(m.flags), 0);
+    CHECK_INT_EQ(m.edns_ext_rcode, 1);
+    CHECK_INT_EQ(m.n_answer, 0);
+}
+
+static void test_truncation(void)
+{
+    uint8_t q[512], out[512];
+    int qlen = lk_dns_build_query(3, "tiny-cow.example.com", LK_DNS_T_ANY, 0, q, sizeof(q));
+    int full = lk_dns_answer(q, (size_t)qlen, &zones, out, sizeof(out));
+    CHECK(full > 0);
+    /* One byte short of the full answer: header + question, TC, no records. */
+    int n = lk_dns_answer(q, (size_t)qlen, &zones, out, (size_t)full - 1);
+    CHECK_INT_EQ(n, qlen);
+    struct lk_dns_msg m;
+    CHECK_INT_EQ(lk_dns_parse(out, (size_t)n, &m), 0);
+    CHECK(m.flags & LK_DNS_FLAG_TC);
+    CHECK_INT_EQ(m.n_answer, 0);
+    /* Room for a header only. */
+    n = lk_dns_answer(q, (size_t)qlen, &zones, out, 12);
+    CHECK_INT_EQ(n, 12);
+    CHECK(out[2] & 0x02);
+    CHECK_INT_EQ(lk_dns_answer(q, (size_t)qlen, &zones, out, 11), LK_EPARSE);
+}
+
+struct bad_case {
+    const char *what;
+    const char *bytes;
+    size_t len;
+    int expect; /* rcode, or LK_EPARSE for "drop" */
+};
+
+#define B(s) s, sizeof(s) - 1
+
+static const struct bad_case bad_cases[] = {
+    { "empty", B(""), LK_EPARSE },
+    { "short header", B("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00"), LK_EPARSE },
+    { "a response", B("\x12\x34\x81\x80\x00\x00\x00\x00\x00\x00\x00\x00"), LK_EPARSE },
+    { "no question", B("\x12\x34\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00"), LK_DNS_FORMERR },
+    { "two questions",
+      B("\x12\x34\x01\x00\x00\x02\x00\x00\x00\x00\x00\x00"
+        "\x01x\x03org\x00\x00\x01\x00\x01\x01y\x03org\x00\x00\x01\x00\x01"),
+      LK_DNS_FORMERR },
+    { "truncated question", B("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03"),
+      LK_DNS_FORMERR },
+    { "label past end",
+      B("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x3f"
+        "abc"),
+      LK_DNS_FORMERR },
+    { "no qtype", B("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01x\x00\x00"),
+      LK_DNS_FORMERR },
+    { "self pointer", B("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01"),
+      LK_DNS_FORMERR },
+    { "forward pointer",
+      B("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0e\x00\x01\x00\x01"),
+      LK_DNS_FORMERR },
+    { "pointer loop",
+      B("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01x\xc0\x0c\x00\x01\x00\x01"),
+      LK_DNS_FORMERR },
+    { "label type 0x40",
+      B("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x41x\x00\x00\x01\x00\x01"),
+      LK_DNS_FORMERR },
+    { "opcode status",
+      B("\x12\x34\x11\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01x\x00\x00\x01\x00\x01"),
+      LK_DNS_NOTIMP },
+    { "rdata past end",
+      B("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01\x01x\x00\x00\x01\x00\x01"
+        "\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x05\x00"),
+      LK_DNS_FORMERR },
+    { "two OPT",
+      B("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x02\x01x\x00\x00\x01\x00\x01"
+        "\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x00"
+        "\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x00"),
+      LK_DNS_FORMERR },
+    { "OPT not at root",
+      B("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01\x01x\x00\x00\x01\x00\x01"
+        "\x01x\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x00"),
+      LK_DNS_FORMERR },
+    { "OPT in answers",
+      B("\x12\x34\x01\x00\x00\x01\x00\x01\x00\x00\x00\x00\x01x\x00\x00\x01\x00\x01"
+        "\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x00"),
+      LK_DNS_FORMERR },
+    { "huge counts", B("\x12\x34\x01\x00\xff\xff\xff\xff\xff\xff\xff\xff"), LK_DNS_FORMERR },
+};
+
+static void test_malformed(void)
+{
+    for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+        const struct bad_case *c = &bad_cases[i];
+        uint8_t out[512];
+        int n = lk_dns_answer((const uint8_t *)c->bytes, c->len, &zones, out, sizeof(out));
+        if (c->expect == LK_EPARSE) {
+            if (n != LK_EPARSE)
+                fprintf(stderr, "  case %s\n", c->what);
+            CHECK_INT_EQ(n, LK_EPARSE);
+            continue;
+        }
+        CHECK(n >= 12);
+        if (n < 12) {
+            fprintf(stderr, "  case %s\n", c->what);
+            continue;
+        }
+        CHECK_MEM_EQ(out, 2, c->bytes, 2);
+        CHECK(out[2] & 0x80);
+        if ((out[3] & 0x0F) != c->expect)
+            fprintf(stderr, "  case %s\n", c->what);
+        CHECK_INT_EQ(out[3] & 0x0F, c->expect);
+        struct lk_dns_msg m;
+        CHECK_INT_EQ(lk_dns_parse(out, (size_t)n, &m), 0);
+    }
+}
+
+static size_t build_long_name_query(uint8_t *q, unsigned last_label)
+{
+    size_t n = 0;
+    memcpy(q, "\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00", 12);
+    n = 12;
+    for (int i = 0; i < 4; i++) {
+        unsigned l = i == 3 ? last_label : 63;
+        q[n++] = (uint8_t)l;
+        memset(q + n, 'a', l);
+        n += l;
+    }
+    q[n++] = 0;
+    memcpy(q + n, "\x00\x01\x00\x01", 4);
+    return n + 4;
+}
+
+static void test_name_limits(void)
+{
+    uint8_t q[600];
+    struct lk_dns_msg m;
+    /* 63.63.63.61: 255 wire bytes with the root byte, the maximum. */
+    size_t qlen = build_long_name_query(q, 61);
+    CHECK_INT_EQ(lk_dns_parse(q, qlen, &m), 0);
+    CHECK_INT_EQ(strlen(m.qname), 253);
+    /* 63.63.63.62: 256 wire bytes. */
+    qlen = build_long_name_query(q, 62);
+    CHECK_INT_EQ(lk_dns_parse(q, qlen, &m), LK_EPARSE);
+    CHECK_INT_EQ(lk_dns_build_query(1, "a..b", LK_DNS_T_A, 0, q, sizeof(q)), LK_EINVAL);
+    CHECK_INT_EQ(lk_dns_build_query(1, "a.b", LK_DNS_T_A, 0, q, 10), LK_ELIMIT);
+}
+
+static void test_escapes_and_pointers(void)
+{
+    /* A label holding a dot and a space, then a compressed second question
+     * name in the answer section of a response. */
+    static const uint8_t msg[] = { 0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 3, 'a', '.', ' ', 7,
+                                   'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'c', 'o', 'm', 0, 0, 1, 0,
+                                   1,
+                                   /* answer: name = pointer to "example.com" */
+                                   0xc0, 16, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4, 1, 2, 3, 4 };
+    struct lk_dns_msg m;
+    CHECK_INT_EQ(lk_dns_parse(msg, sizeof(msg), &m), 0);
+    CHECK_STR_EQ(m.qname, "a\\046\\032.example.com");
+    CHECK_INT_EQ(m.n_rrs, 1);
+    CHECK_STR_EQ(m.rrs[0].name, "example.com");
+    CHECK_INT_EQ(m.rrs[0].ttl, 5);
+    CHECK_INT_EQ(m.parsed_len, sizeof(msg));
+    /* Truncating anywhere inside the message never parses. */
+    for (size_t cut = 0; cut < sizeof(msg); cut++)
+        CHECK_INT_EQ(lk_dns_parse(msg, cut, &m), LK_EPARSE);
+}
+
+static void test_error_builder(void)
+{
+    uint8_t q[512], out[512];
+    int qlen = lk_dns_build_query(0xbeef, "example.org", LK_DNS_T_A, 1232, q, sizeof(q));
+    int n = lk_dns_build_error(q, (size_t)qlen, LK_DNS_SERVFAIL, out, sizeof(out));
+    struct lk_dns_msg m;
+    CHECK_INT_EQ(lk_dns_parse(out, (size_t)n, &m), 0);
+    CHECK_INT_EQ(m.id, 0xbeef);
+    CHECK_INT_EQ(LK_DNS_RCODE(m.flags), LK_DNS_SERVFAIL);
+    CHECK_STR_EQ(m.qname, "example.org");
+    CHECK(m.has_edns);
+    CHECK_INT_EQ(lk_dns_build_error(q, 5, LK_DNS_SERVFAIL, out, sizeof(out)), LK_EPARSE);
+}
+
+static void test_name_at_or_under(void)
+{
+    CHECK(lk_dns_name_at_or_under("a.example.com", "example.com"));
+    CHECK(lk_dns_name_at_or_under("Example.COM", "example.com"));
+    CHECK(lk_dns_name_at_or_under("x", ""));
+    CHECK(!lk_dns_name_at_or_under("aexample.com", "example.com"));
+    CHECK(!lk_dns_name_at_or_under("com", "example.com"));
+    CHECK(!lk_dns_name_at_or_under("example.co", "example.com"));
+}
+
+int main(void)
+{
+    RUN(test_answer_table);
+    RUN(test_address_records);
+    RUN(test_question_case_is_echoed);
+    RUN(test_edns);
+    RUN(test_truncation);
+    RUN(test_malformed);
+    RUN(test_name_limits);
+    RUN(test_escapes_and_pointers);
+    RUN(test_error_builder);
+    RUN(test_name_at_or_under);
+    return DONE();
+}
