@@ -111,15 +111,6 @@ const struct lk_domain *lk_route_find_domain(const struct lk_session *s, struct 
     return NULL;
 }
 
-static const struct lk_session_service *find_service(const struct lk_session *s, struct lk_str name)
-{
-    for (size_t i = 0; i < s->n_services; i++) {
-        if (lk_str_eq(lk_str_c(s->services[i].name), name))
-            return &s->services[i];
-    }
-    return NULL;
-}
-
 /* ---- session extraction (SPEC §3.4) ------------------------------------------ */
 
 static bool has_upper(struct lk_str s)
@@ -296,7 +287,8 @@ static int resolve(const struct lk_session *s, struct lk_str name, struct lk_str
     const struct lk_domain *d = pick_domain(s, name, url, h, n);
     if (d == NULL)
         return LK_ENOTFOUND;
-    const struct lk_session_service *svc = find_service(s, pick_service_name(d, u->path));
+    const struct lk_session_service *svc =
+        lk_session_find_service(s, pick_service_name(d, u->path));
     if (svc == NULL)
         return LK_ENOTFOUND;
     struct lk_buf a = LK_BUF_INIT, b = LK_BUF_INIT;
@@ -324,7 +316,7 @@ int lk_route_find_target(const struct lk_session *s, struct lk_str session_name,
     const struct lk_session_service *svc = NULL;
     /* SPEC §3.5 step 2: an unknown destination falls through to the routes. */
     if (lk_headers_get(h, n, LK_STR("linkup-destination"), &dest))
-        svc = find_service(s, dest);
+        svc = lk_session_find_service(s, dest);
     if (svc != NULL) {
         rc = build_url(&u, svc, lk_str_c(u.path), false, &out->url);
         if (rc == 0)
