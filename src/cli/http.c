@@ -1,0 +1,229 @@
+/*
+ * http.c - libcurl glue: one blocking easy handle per request, a multi
+ * handle for parallel probes, and the local-server address rules of
+ * DESIGN §3.
+ */
+#include "cli/http.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/home.h"
+#include "core/err.h"
+
+/* Responses the CLI reads are small JSON documents or short texts. */
+#define CLI_HTTP_MAX_BODY (16u * 1024u * 1024u)
+
+static void global_init(void)
+{
+    static bool done;
+    if (!done) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        done = true;
+    }
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *data)
+{
+    struct lk_buf *b = data;
+    size_t n = size * nmemb;
+    return lk_buf_add(b, ptr, n) == 0 ? n : 0;
+}
+
+static size_t discard(char *ptr, size_t size, size_t nmemb, void *data)
+{
+    (void)ptr;
+    (void)data;
+    return size * nmemb;
+}
+
+void cli_http_resp_release(struct cli_http_resp *resp)
+{
+    lk_buf_release(&resp->body);
+}
+
+static struct curl_slist *header_list(const char *const *headers, bool json)
+{
+    struct curl_slist *list = NULL;
+    for (size_t i = 0; headers && headers[i]; i++)
+        list = curl_slist_append(list, headers[i]);
+    if (json)
+        list = curl_slist_append(list, "Content-Type: application/json");
+    /* No "Expect: 100-continue" round trip for small bodies. */
+    list = curl_slist_append(list, "Expect:");
+    return list;
+}
+
+int cli_http_request(const char *method, const char *url, const char *const *headers,
+                     const char *body, long timeout_ms, struct cli_http_resp *resp)
+{
+    global_init();
+    memset(resp, 0, sizeof(*resp));
+    lk_buf_init(&resp->body, CLI_HTTP_MAX_BODY);
+    CURL *c = curl_easy_init();
+    if (c == NULL) {
+        snprintf(resp->error, sizeof(resp->error), "cannot initialise libcurl");
+        return LK_EIO;
+    }
+    struct curl_slist *list = header_list(headers, body != NULL);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp->body);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "linkup-cli/" LK_VERSION);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    CURLcode cc = curl_easy_perform(c);
+    int rc = 0;
+    if (cc == CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+    } else {
+        snprintf(resp->error, sizeof(resp->error), "%s", curl_easy_strerror(cc));
+        rc = cc == CURLE_OPERATION_TIMEDOUT ? LK_ETIMEDOUT : LK_EIO;
+    }
+    curl_slist_free_all(list);
+    curl_easy_cleanup(c);
+    return rc;
+}
+
+const char *cli_http_reason(long status)
+{
+    static const struct {
+        long code;
+        const char *text;
+    } reasons[] = {
+        { 200, "OK" },
+        { 201, "Created" },
+        { 204, "No Content" },
+        { 400, "Bad Request" },
+        { 401, "Unauthorized" },
+        { 403, "Forbidden" },
+        { 404, "Not Found" },
+        { 405, "Method Not Allowed" },
+        { 409, "Conflict" },
+        { 413, "Payload Too Large" },
+        { 422, "Unprocessable Entity" },
+        { 429, "Too Many Requests" },
+        { 500, "Internal Server Error" },
+        { 501, "Not Implemented" },
+        { 502, "Bad Gateway" },
+        { 503, "Service Unavailable" },
+        { 504, "Gateway Timeout" },
+    };
+    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+        if (reasons[i].code == status)
+            return reasons[i].text;
+    }
+    return "";
+}
+
+const char *cli_local_listen_addr(void)
+{
+    const char *env = getenv("LINKUP_HTTP_ADDR");
+    return env && *env ? env : "0.0.0.0:80";
+}
+
+/* Maps a listen address to one a client can connect to. */
+static void client_addr(const char *listen, struct lk_buf *out)
+{
+    if (strncmp(listen, "0.0.0.0:", 8) == 0)
+        lk_buf_addf(out, "127.0.0.1:%s", listen + 8);
+    else if (strncmp(listen, "[::]:", 5) == 0)
+        lk_buf_addf(out, "[::1]:%s", listen + 5);
+    else
+        lk_buf_adds(out, listen);
+}
+
+const char *cli_local_addr(void)
+{
+    static struct lk_buf addr = LK_BUF_INIT;
+    if (addr.len > 0)
+        return addr.data;
+    const char *env = getenv("LINKUP_HTTP_ADDR");
+    struct lk_buf recorded = LK_BUF_INIT;
+    if (env && *env) {
+        client_addr(env, &addr);
+    } else if (cli_home_read(CLI_SERVER_ADDR_FILE, &recorded, 256) == 0 &&
+               lk_str_trim(lk_buf_str(&recorded)).len > 0) {
+        struct lk_str t = lk_str_trim(lk_buf_str(&recorded));
+        lk_buf_truncate(&recorded, (size_t)(t.ptr - recorded.data) + t.len);
+        client_addr(recorded.data + (t.ptr - recorded.data), &addr);
+    } else {
+        client_addr(cli_local_listen_addr(), &addr);
+    }
+    lk_buf_release(&recorded);
+    return addr.data;
+}
+
+void cli_local_url(const char *path, struct lk_buf *out)
+{
+    lk_buf_addf(out, "http://%s%s", cli_local_addr(), path);
+}
+
+bool cli_local_check(long timeout_ms)
+{
+    struct lk_buf url = LK_BUF_INIT;
+    struct cli_http_resp resp;
+    cli_local_url("/linkup/check", &url);
+    int rc = cli_http_request("GET", url.data, NULL, NULL, timeout_ms, &resp);
+    bool ok = rc == 0 && resp.status == 200;
+    cli_http_resp_release(&resp);
+    lk_buf_release(&url);
+    return ok;
+}
+
+void cli_http_probe_all(struct cli_probe *probes, size_t n, long timeout_ms)
+{
+    global_init();
+    CURLM *m = curl_multi_init();
+    CURL **easy = calloc(n ? n : 1, sizeof(*easy));
+    struct curl_slist **lists = calloc(n ? n : 1, sizeof(*lists));
+    for (size_t i = 0; m && easy && lists && i < n; i++) {
+        probes[i].status = 0;
+        easy[i] = curl_easy_init();
+        if (easy[i] == NULL)
+            continue;
+        lists[i] = header_list(probes[i].headers, false);
+        curl_easy_setopt(easy[i], CURLOPT_URL, probes[i].url);
+        curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, lists[i]);
+        curl_easy_setopt(easy[i], CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(easy[i], CURLOPT_TIMEOUT_MS, timeout_ms);
+        curl_easy_setopt(easy[i], CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(easy[i], CURLOPT_MAXREDIRS, 10L);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, discard);
+        curl_easy_setopt(easy[i], CURLOPT_PRIVATE, (char *)&probes[i]);
+        curl_multi_add_handle(m, easy[i]);
+    }
+    int running = 1;
+    while (m && running > 0) {
+        if (curl_multi_perform(m, &running) != CURLM_OK)
+            break;
+        if (running > 0)
+            curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    /* Only transfers that completed without a transport error count. */
+    CURLMsg *msg;
+    int left;
+    while (m && (msg = curl_multi_info_read(m, &left)) != NULL) {
+        struct cli_probe *p = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&p);
+        if (msg->msg == CURLMSG_DONE && msg->data.result == CURLE_OK && p)
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &p->status);
+    }
+    for (size_t i = 0; easy && i < n; i++) {
+        if (easy[i] == NULL)
+            continue;
+        curl_multi_remove_handle(m, easy[i]);
+        curl_easy_cleanup(easy[i]);
+        curl_slist_free_all(lists[i]);
+    }
+    free(easy);
+    free(lists);
+    curl_multi_cleanup(m);
+}

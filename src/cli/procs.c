@@ -1,0 +1,214 @@
+/*
+ * procs.c - spawning, identifying and stopping background processes.
+ *
+ * Invariant: no signal is sent to a pid unless cli_procs_is_ours() held for
+ * it just before (DESIGN §2.12).
+ */
+#include "cli/procs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/home.h"
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/err.h"
+
+#define ENV_KEY "LINKUP_SERVICE_ID="
+
+static void child_exec(const struct cli_spawn *sp, int out_fd, int err_fd)
+{
+    int null_fd = open("/dev/null", O_RDONLY);
+    setsid();
+    if (null_fd != -1)
+        dup2(null_fd, STDIN_FILENO);
+    dup2(out_fd, STDOUT_FILENO);
+    dup2(err_fd, STDERR_FILENO);
+    setenv("LINKUP_SERVICE_ID", sp->service_id, 1);
+    execv(sp->argv[0], (char *const *)(uintptr_t)sp->argv);
+    dprintf(STDERR_FILENO, "failed to run %s: %s\n", sp->argv[0], strerror(errno));
+    _exit(127);
+}
+
+int cli_procs_spawn(const struct cli_spawn *sp, pid_t *pid)
+{
+    int out_fd = open(sp->stdout_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int err_fd = open(sp->stderr_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int rc = LK_EIO;
+    if (out_fd != -1 && err_fd != -1) {
+        fflush(NULL);
+        pid_t child = fork();
+        if (child == 0)
+            child_exec(sp, out_fd, err_fd);
+        if (child > 0) {
+            char text[32];
+            int n = snprintf(text, sizeof(text), "%ld\n", (long)child);
+            rc = cli_write_file(sp->pid_path, text, (size_t)n);
+            *pid = child;
+        }
+    }
+    if (out_fd != -1)
+        close(out_fd);
+    if (err_fd != -1)
+        close(err_fd);
+    return rc;
+}
+
+/* Reads /proc/<pid>/<what> into out; 0 or an error. */
+static int read_proc(pid_t pid, const char *what, struct lk_buf *out)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid, what);
+    return cli_read_file(path, out, 1u << 20);
+}
+
+static bool is_zombie(pid_t pid)
+{
+    struct lk_buf stat = LK_BUF_INIT;
+    bool zombie = true;
+    if (read_proc(pid, "stat", &stat) == 0) {
+        const char *paren = strrchr(stat.data, ')');
+        zombie = paren == NULL || paren[1] == '\0' || paren[2] == 'Z' || paren[2] == 'X';
+    }
+    lk_buf_release(&stat);
+    return zombie;
+}
+
+/* The value of LINKUP_SERVICE_ID in pid's environment (owned), or NULL. */
+static char *service_id_of(pid_t pid)
+{
+    struct lk_buf env = LK_BUF_INIT;
+    char *value = NULL;
+    if (read_proc(pid, "environ", &env) == 0) {
+        for (size_t off = 0; off < env.len; off += strlen(env.data + off) + 1) {
+            if (strncmp(env.data + off, ENV_KEY, strlen(ENV_KEY)) == 0) {
+                value = lk_xstrdup(env.data + off + strlen(ENV_KEY));
+                break;
+            }
+        }
+    }
+    lk_buf_release(&env);
+    return value;
+}
+
+bool cli_procs_is_ours(pid_t pid, const char *service_id)
+{
+    if (pid <= 1 || pid == getpid() || is_zombie(pid))
+        return false;
+    char *value = service_id_of(pid);
+    bool ours = value && strcmp(value, service_id) == 0;
+    free(value);
+    return ours;
+}
+
+pid_t cli_procs_find(const char *pid_path, const char *service_id)
+{
+    struct lk_buf text = LK_BUF_INIT;
+    pid_t pid = 0;
+    if (cli_read_file(pid_path, &text, 64) == 0) {
+        uint64_t v = 0;
+        if (lk_str_to_u64(lk_str_trim(lk_buf_str(&text)), 4194304, &v) == 0 &&
+            cli_procs_is_ours((pid_t)v, service_id))
+            pid = (pid_t)v;
+    }
+    lk_buf_release(&text);
+    return pid;
+}
+
+bool cli_procs_is_dead(pid_t pid)
+{
+    int status;
+    if (waitpid(pid, &status, WNOHANG) == pid)
+        return true;
+    if (kill(pid, 0) == -1 && errno == ESRCH)
+        return true;
+    return is_zombie(pid);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+static bool wait_dead(pid_t pid, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 50) {
+        if (cli_procs_is_dead(pid))
+            return true;
+        sleep_ms(50);
+    }
+    return cli_procs_is_dead(pid);
+}
+
+bool cli_procs_stop(pid_t pid, int timeout_ms)
+{
+    /* The process leads its own group (setsid at spawn), so its children
+     * (if any) get the signal too. */
+    bool leads = getpgid(pid) == pid;
+    kill(leads ? -pid : pid, SIGTERM);
+    if (wait_dead(pid, timeout_ms))
+        return true;
+    kill(leads ? -pid : pid, SIGKILL);
+    return wait_dead(pid, 2000);
+}
+
+static void read_cmdline(pid_t pid, char *cmd, size_t cap)
+{
+    struct lk_buf text = LK_BUF_INIT;
+    cmd[0] = '\0';
+    if (read_proc(pid, "cmdline", &text) == 0) {
+        for (size_t i = 0; i < text.len; i++) {
+            if (text.data[i] == '\0')
+                text.data[i] = ' ';
+        }
+        while (text.len > 0 && text.data[text.len - 1] == ' ')
+            text.len--;
+        snprintf(cmd, cap, "%.*s", (int)text.len, text.data);
+    }
+    lk_buf_release(&text);
+}
+
+size_t cli_procs_scan(const pid_t *skip, size_t n_skip, struct cli_proc_info *out, size_t max)
+{
+    DIR *d = opendir("/proc");
+    size_t n = 0;
+    struct dirent *e;
+    while (d && n < max && (e = readdir(d)) != NULL) {
+        uint64_t v = 0;
+        if (lk_str_to_u64(lk_str_c(e->d_name), 4194304, &v) != 0 || (pid_t)v == getpid())
+            continue;
+        bool skipped = false;
+        for (size_t i = 0; i < n_skip; i++)
+            skipped = skipped || skip[i] == (pid_t)v;
+        char *value = skipped || is_zombie((pid_t)v) ? NULL : service_id_of((pid_t)v);
+        if (value == NULL)
+            continue;
+        free(value);
+        out[n].pid = (pid_t)v;
+        read_cmdline((pid_t)v, out[n].cmd, sizeof(out[n].cmd));
+        n++;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+int cli_procs_self_exe(char *buf, size_t cap)
+{
+    ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    return 0;
+}
