@@ -37,14 +37,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/header.h"
 #include "core/str.h"
 
-/* One header field. Used both for parsed heads (slices into the parsed
- * buffer) and for headers a program passes to the engine (borrowed). */
-struct lk_http_header {
-    struct lk_str name;
-    struct lk_str value;
-};
+/* One header field: the core's struct lk_header under its HTTP-layer name, so
+ * parsed headers go to the routing functions without conversion. Used both
+ * for parsed heads (slices into the parsed buffer) and for headers a program
+ * passes to the engine (borrowed). */
+#define lk_http_header lk_header
 
 /* Parsing limits (DESIGN §9). */
 struct lk_http1_limits {
@@ -58,8 +58,8 @@ struct lk_http1_limits {
 #define LK_HTTP1_MAX_HEAD    65536
 #define LK_HTTP1_MAX_HEADERS 100
 #define LK_HTTP1_MAX_TARGET  8192
-#define LK_HTTP1_LIMITS_DEFAULT                                                               \
-    {                                                                                         \
+#define LK_HTTP1_LIMITS_DEFAULT                                                         \
+    {                                                                                   \
         LK_HTTP1_MAX_LINE, LK_HTTP1_MAX_HEAD, LK_HTTP1_MAX_HEADERS, LK_HTTP1_MAX_TARGET \
     }
 
@@ -83,9 +83,9 @@ struct lk_http1_request {
     size_t n_headers;
     enum lk_http1_body_kind body_kind; /* NONE, LENGTH or CHUNKED */
     uint64_t content_length;           /* valid for LENGTH */
-    bool keep_alive;      /* 1.1 without "Connection: close", or 1.0 with keep-alive */
-    bool expect_continue; /* "Expect: 100-continue" */
-    int err_status;       /* on LK_EPARSE / LK_ELIMIT: 400, 414 or 431 */
+    bool keep_alive;                   /* 1.1 without "Connection: close", or 1.0 with keep-alive */
+    bool expect_continue;              /* "Expect: 100-continue" */
+    int err_status;                    /* on LK_EPARSE / LK_ELIMIT: 400, 414 or 431 */
 };
 
 /* A parsed response head; headers/headers_cap as for requests. */

@@ -1,0 +1,231 @@
+/*
+ * http_internal.h - structures shared by the engine's files (http_server.c,
+ * proxy.c, upstream.c, tunnel_pump.c). Not for programs: use http_server.h.
+ *
+ * Ownership: the server owns its listeners, client connections (srv->conns),
+ * idle upstream connections (srv->idle) and every live exchange
+ * (srv->exchanges). A connection owns its bufferevent and its timer storage;
+ * a busy upstream connection is owned by the proxy state of one exchange.
+ * A client connection is destroyed only by on_reap() (conn_close() queues it),
+ * so a callback never frees the object it is running on.
+ */
+#ifndef LK_NET_HTTP_INTERNAL_H
+#define LK_NET_HTTP_INTERNAL_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include "core/buf.h"
+#include "net/http_server.h"
+#include "proto/http1.h"
+
+struct bufferevent;
+struct evbuffer;
+struct evconnlistener;
+struct lk_proxy;
+struct lk_upstream;
+
+/* Request-scoped bump allocator: chunks freed together at exchange end. */
+struct lk_net_arena {
+    struct lk_net_arena_chunk *chunks;
+};
+void *lk_net_arena_alloc(struct lk_net_arena *a, size_t n);
+char *lk_net_arena_strndup(struct lk_net_arena *a, const char *p, size_t n);
+void lk_net_arena_release(struct lk_net_arena *a);
+
+enum lk_conn_state {
+    LK_CONN_READING_HEAD = 0,
+    LK_CONN_HANDLER,      /* the program holds the exchange */
+    LK_CONN_READING_BODY, /* lk_exchange_read_body() in progress */
+    LK_CONN_PROXYING,     /* lk_exchange_proxy() in progress */
+    LK_CONN_DISCARDING,   /* skipping an unread request body after a response */
+    LK_CONN_TUNNEL,       /* WebSocket byte pump */
+    LK_CONN_FLUSHING,     /* writing the last response, then close */
+    LK_CONN_LINGERING,    /* write side shut, draining input before close */
+    LK_CONN_CLOSED,       /* queued for destruction */
+};
+
+struct lk_listener {
+    struct lk_listener *next;
+    struct lk_http_server *srv;
+    struct evconnlistener *evl;
+    struct ssl_ctx_st *tls;
+};
+
+struct lk_conn {
+    struct lk_http_server *srv;
+    struct lk_conn *prev, *next; /* srv->conns, or srv->reap when closed */
+    uint64_t id;
+    struct bufferevent *bev; /* owned */
+    enum lk_conn_state state;
+    struct event timer; /* per-phase timeout; storage owned here */
+    struct event kick;  /* "process the input again" from the loop */
+    bool timer_set, kick_set;
+    struct sockaddr_storage peer;
+    char peer_str[64];
+    bool is_loopback, is_tls;
+    int local_port;
+    bool read_eof;   /* the client shut its write side */
+    bool head_begun; /* bytes of the next head have arrived */
+    unsigned n_requests;
+    struct lk_exchange *ex;         /* current exchange, or NULL */
+    struct lk_http_header *scratch; /* parser output array (max_headers) */
+    uint64_t discard_left;          /* LK_CONN_DISCARDING budget */
+};
+
+enum lk_ex_phase {
+    LK_EX_HANDLER = 0, /* waiting for the program */
+    LK_EX_READ_BODY,
+    LK_EX_PROXY,
+    LK_EX_DONE, /* engine finished; freed when the program is done too */
+};
+
+struct lk_exchange {
+    struct lk_http_server *srv;
+    struct lk_exchange *prev, *next; /* srv->exchanges */
+    struct lk_conn *conn;            /* NULL once the client is gone */
+    uint64_t conn_id;
+    struct lk_net_arena arena;
+    struct lk_http1_request req; /* slices into head (arena) */
+    char *head;
+    size_t head_len;
+    bool is_ws, is_tls, is_loopback;
+    int local_port;
+    char peer_str[64];
+    enum lk_ex_phase phase;
+    bool aborted;
+    bool used_read_body;
+    /* Request body consumption (client -> somewhere). */
+    uint64_t body_left; /* LENGTH: bytes left */
+    struct lk_http1_chunked chunked;
+    bool body_done;
+    /* read_body */
+    struct evbuffer *body_buf;
+    size_t body_max;
+    lk_exchange_body_cb *body_cb;
+    void *body_data;
+    /* Response accounting for the access log. */
+    int status;
+    uint64_t bytes_out;
+    struct timeval start;
+    const char *log_session, *log_service;
+    struct lk_proxy *proxy; /* proxy.c state, arena-allocated */
+    struct event defer;     /* one-shot deferred work, see lk_exchange_defer */
+    bool defer_ready;
+    void (*defer_fn)(struct lk_exchange *ex);
+};
+
+struct lk_http_server {
+    struct event_base *base;
+    struct lk_http_server_opts opts;
+    lk_http_handler_cb *handler;
+    void *data;
+    struct evdns_base *dns;
+    bool own_dns;
+    struct ssl_ctx_st *client_tls;
+    bool own_client_tls;
+    struct lk_listener *listeners;
+    struct lk_conn *conns;
+    size_t n_conns;
+    struct lk_conn *reap; /* closed connections awaiting destruction */
+    struct event reap_ev; /* runs on_reap */
+    struct lk_exchange *exchanges;
+    struct lk_upstream *idle; /* pooled upstream connections, newest first */
+    size_t n_idle;
+    uint64_t next_id;
+    bool draining;
+    struct event drain_timer;
+    bool drain_timer_set;
+    lk_http_server_drained_cb *drain_done;
+    void *drain_data;
+    struct event drain_check; /* finishes the drain from the loop */
+};
+
+/* ---- http_server.c ----------------------------------------------------- */
+
+/* Marks c closed, stops its watchers and queues it for destruction at the end
+ * of the loop iteration (the one destructor: conn_destroy via on_reap). */
+void lk_conn_close(struct lk_conn *c, const char *why);
+/* The engine has finished the response of c->ex: logs it, frees the
+ * exchange, and continues with keep-alive, discarding or closing. */
+void lk_conn_exchange_done(struct lk_conn *c, bool keep_alive);
+/* The one way to change a connection's state (logged at debug level). */
+void lk_conn_set_state(struct lk_conn *c, enum lk_conn_state s);
+/* Arms c's timer for ms (0 disarms). */
+void lk_conn_set_timer(struct lk_conn *c, unsigned ms);
+/* Schedules the client input to be processed again from the loop. */
+void lk_conn_kick(struct lk_conn *c);
+/* Moves up to max request-body data bytes from the client input to dst
+ * (NULL: drop), re-framed as chunked when chunked_out. Returns 0 or
+ * LK_EPARSE; ex->body_done is set at the end of the body. */
+int lk_exchange_move_body(struct lk_exchange *ex, struct evbuffer *in, struct evbuffer *dst,
+                          bool chunked_out, size_t max, const char **why);
+/* Runs fn(ex) from the loop (once; a later call replaces an earlier pending
+ * one). Cancelled when ex is freed. */
+void lk_exchange_defer(struct lk_exchange *ex, void (*fn)(struct lk_exchange *));
+/* Frees an exchange (arena, body buffer) and unlinks it from the server. */
+void lk_exchange_free(struct lk_exchange *ex);
+/* The drain may be complete: check it from the loop. */
+void lk_http_server_check_drain(struct lk_http_server *srv);
+
+/* ---- proxy.c ----------------------------------------------------------- */
+
+/* Client-side events while LK_CONN_PROXYING or LK_CONN_TUNNEL. */
+void lk_proxy_on_client_read(struct lk_exchange *ex);
+void lk_proxy_on_client_write(struct lk_exchange *ex);
+void lk_proxy_on_client_eof(struct lk_exchange *ex);
+/* The client connection is going away: cancel the upstream side and free
+ * the proxy state (the upstream connection is closed, not pooled). */
+void lk_proxy_abort(struct lk_exchange *ex);
+
+/* ---- upstream.c -------------------------------------------------------- */
+
+/* Result of lk_upstream_connect(): err 0 and a connected up, or err < 0 with
+ * errtext (borrowed during the call); on error up has been freed. Always
+ * called from the loop, never before lk_upstream_connect() returns. */
+typedef void lk_upstream_cb(struct lk_upstream *up, int err, const char *errtext, void *data);
+
+struct lk_upstream {
+    struct lk_http_server *srv;
+    struct lk_upstream *prev, *next; /* srv->idle while pooled */
+    char *key;                       /* "scheme://host:port", owned */
+    char *host;                      /* without brackets, owned */
+    int port;
+    bool tls;
+    bool reused; /* came out of the pool */
+    struct bufferevent *bev;
+    struct evutil_addrinfo *addrs, *cur;
+    bool addrs_from_evdns;
+    struct lk_resolve_ticket *ticket;
+    struct event timer; /* connect timeout / pool idle timeout */
+    struct event deliver;
+    bool timer_set;
+    int result;
+    char errtext[256];
+    lk_upstream_cb *cb;
+    void *data;
+};
+
+/* Takes an idle pooled connection for (tls, host, port) when one exists
+ * (returns it, reused set, no callback), else starts a new one
+ * (lk_upstream_connect) and returns NULL; cb then reports the outcome from
+ * the loop and *pending holds the attempt (free it to cancel). host has no
+ * brackets. */
+struct lk_upstream *lk_upstream_get(struct lk_http_server *srv, bool tls, const char *host,
+                                    int port, lk_upstream_cb *cb, void *data,
+                                    struct lk_upstream **pending);
+/* Same, but never takes a pooled connection (returns NULL). */
+struct lk_upstream *lk_upstream_connect(struct lk_http_server *srv, bool tls, const char *host,
+                                        int port, lk_upstream_cb *cb, void *data,
+                                        struct lk_upstream **pending);
+/* Returns a connection to the pool (reusable) or frees it. */
+void lk_upstream_release(struct lk_upstream *up, bool reusable);
+void lk_upstream_free(struct lk_upstream *up);
+/* Frees every pooled connection. */
+void lk_upstream_pool_clear(struct lk_http_server *srv);
+
+#endif

@@ -1,0 +1,1166 @@
+/*
+ * http_server.c - listeners, client connections and the exchange API.
+ *
+ * A client connection walks READING_HEAD -> HANDLER -> (READING_BODY |
+ * PROXYING | TUNNEL) -> back to READING_HEAD (keep-alive), DISCARDING (an
+ * unread body is skipped first) or FLUSHING/LINGERING -> CLOSED. Exactly one
+ * head is parsed at a time, so pipelined requests are answered in order.
+ * Connections are destroyed only in on_reap(), which libevent runs after the
+ * callbacks of the current iteration (docs/internals/loop.md).
+ */
+#include "net/http_server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <openssl/ssl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "net/addr.h"
+#include "net/http_internal.h"
+#include "net/log.h"
+#include "proto/ws.h"
+
+/* An unread request body up to this size is skipped to keep the connection;
+ * a larger one makes the connection close after the response. */
+#define DISCARD_MAX (1024 * 1024)
+#define LINGER_MS   2000
+
+/* ---- arena ------------------------------------------------------------- */
+
+struct lk_net_arena_chunk {
+    struct lk_net_arena_chunk *next;
+    size_t used, cap;
+    max_align_t mem[];
+};
+
+void *lk_net_arena_alloc(struct lk_net_arena *a, size_t n)
+{
+    size_t align = sizeof(max_align_t);
+    n = (n + align - 1) / align * align;
+    struct lk_net_arena_chunk *c = a->chunks;
+    if (c == NULL || c->cap - c->used < n) {
+        size_t cap = n > 4096 ? n : 4096;
+        c = lk_xmalloc(sizeof(*c) + cap);
+        c->used = 0;
+        c->cap = cap;
+        c->next = a->chunks;
+        a->chunks = c;
+    }
+    void *p = (char *)c->mem + c->used;
+    c->used += n;
+    memset(p, 0, n);
+    return p;
+}
+
+char *lk_net_arena_strndup(struct lk_net_arena *a, const char *p, size_t n)
+{
+    char *s = lk_net_arena_alloc(a, n + 1);
+    if (n > 0)
+        memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+void lk_net_arena_release(struct lk_net_arena *a)
+{
+    while (a->chunks != NULL) {
+        struct lk_net_arena_chunk *c = a->chunks;
+        a->chunks = c->next;
+        free(c);
+    }
+}
+
+/* ---- options, lists ---------------------------------------------------- */
+
+void lk_http_server_opts_init(struct lk_http_server_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    lk_http1_limits_default(&o->limits);
+    o->head_timeout_ms = 30000;
+    o->idle_timeout_ms = 60000;
+    o->connect_timeout_ms = 10000;
+    o->first_byte_timeout_ms = 120000;
+    o->max_conns = 4096;
+    o->stream_buffer_max = 256 * 1024;
+    o->ws_buffer_max = 1024 * 1024;
+    o->pool_max_idle_per_host = 16;
+    o->pool_max_idle = 256;
+    o->pool_idle_timeout_ms = 30000;
+    o->access_log = true;
+}
+
+#define LIST_PUSH(head, x)      \
+    do {                        \
+        (x)->prev = NULL;       \
+        (x)->next = (head);     \
+        if ((head) != NULL)     \
+            (head)->prev = (x); \
+        (head) = (x);           \
+    } while (0)
+
+#define LIST_UNLINK(head, x)             \
+    do {                                 \
+        if ((x)->prev != NULL)           \
+            (x)->prev->next = (x)->next; \
+        else                             \
+            (head) = (x)->next;          \
+        if ((x)->next != NULL)           \
+            (x)->next->prev = (x)->prev; \
+        (x)->prev = (x)->next = NULL;    \
+    } while (0)
+
+static struct timeval ms_tv(unsigned ms)
+{
+    return (struct timeval){ .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+}
+
+static const char *state_name(enum lk_conn_state s)
+{
+    static const char *const names[] = { "READING_HEAD", "HANDLER",    "READING_BODY",
+                                         "PROXYING",     "DISCARDING", "TUNNEL",
+                                         "FLUSHING",     "LINGERING",  "CLOSED" };
+    return names[s];
+}
+
+/* Every state change goes through here (STYLE §3.7). */
+void lk_conn_set_state(struct lk_conn *c, enum lk_conn_state s)
+{
+    if (c->state == s)
+        return;
+    LK_CLOG(c->id, DEBUG, "%s -> %s", state_name(c->state), state_name(s));
+    c->state = s;
+}
+
+void lk_conn_set_timer(struct lk_conn *c, unsigned ms)
+{
+    if (c->timer_set) {
+        evtimer_del(&c->timer);
+        c->timer_set = false;
+    }
+    if (ms > 0) {
+        struct timeval tv = ms_tv(ms);
+        evtimer_add(&c->timer, &tv);
+        c->timer_set = true;
+    }
+}
+
+void lk_conn_kick(struct lk_conn *c)
+{
+    if (c->state != LK_CONN_CLOSED && !event_pending(&c->kick, EV_TIMEOUT, NULL))
+        event_active(&c->kick, EV_TIMEOUT, 0);
+}
+
+/* ---- connection lifecycle --------------------------------------------- */
+
+void lk_conn_close(struct lk_conn *c, const char *why)
+{
+    struct lk_http_server *srv = c->srv;
+    if (c->state == LK_CONN_CLOSED)
+        return;
+    LK_CLOG(c->id, DEBUG, "closing: %s", why);
+    lk_conn_set_state(c, LK_CONN_CLOSED);
+    lk_conn_set_timer(c, 0);
+    event_del(&c->kick);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    LIST_UNLINK(srv->conns, c);
+    LIST_PUSH(srv->reap, c);
+    event_active(&srv->reap_ev, EV_TIMEOUT, 0);
+}
+
+static void respond_nothing_body_cb(struct lk_exchange *ex)
+{
+    /* The program gets LK_ECLOSED and must still respond to free ex. */
+    lk_exchange_body_cb *cb = ex->body_cb;
+    ex->body_cb = NULL;
+    ex->phase = LK_EX_HANDLER;
+    if (cb != NULL)
+        cb(ex, NULL, 0, LK_ECLOSED, ex->body_data);
+}
+
+/* The one destructor of a client connection; runs from on_reap only. */
+static void conn_destroy(struct lk_conn *c)
+{
+    struct lk_exchange *ex = c->ex;
+    c->ex = NULL;
+    if (ex != NULL) {
+        ex->conn = NULL;
+        ex->aborted = true;
+        if (ex->phase == LK_EX_PROXY)
+            lk_proxy_abort(ex);
+        else if (ex->phase == LK_EX_READ_BODY)
+            respond_nothing_body_cb(ex);
+        else if (ex->phase == LK_EX_DONE)
+            lk_exchange_free(ex);
+        /* LK_EX_HANDLER: the program still holds ex and frees it by
+         * responding. */
+    }
+    bufferevent_free(c->bev);
+    free(c->scratch);
+    c->srv->n_conns--;
+    free(c);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_http_server *srv = arg;
+    (void)fd;
+    (void)what;
+    while (srv->reap != NULL) {
+        struct lk_conn *c = srv->reap;
+        LIST_UNLINK(srv->reap, c);
+        conn_destroy(c);
+    }
+    lk_http_server_check_drain(srv);
+}
+
+static void start_reading_head(struct lk_conn *c)
+{
+    lk_conn_set_state(c, LK_CONN_READING_HEAD);
+    c->head_begun = false;
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(c->bev, EV_READ);
+    unsigned ms = c->n_requests == 0 ? c->srv->opts.head_timeout_ms : c->srv->opts.idle_timeout_ms;
+    lk_conn_set_timer(c, ms);
+    lk_conn_kick(c);
+}
+
+/* Closes after the output is flushed; lingers when input may still come so
+ * that the client reads the response before a reset (RFC 9112 §9.6). */
+static void close_after_flush(struct lk_conn *c)
+{
+    lk_conn_set_state(c, LK_CONN_FLUSHING);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(c->bev, EV_WRITE);
+    lk_conn_set_timer(c, c->srv->opts.idle_timeout_ms);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        lk_conn_kick(c);
+}
+
+static void flushed(struct lk_conn *c)
+{
+    if (c->read_eof || c->is_tls) {
+        lk_conn_close(c, "response sent");
+        return;
+    }
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (fd >= 0)
+        shutdown(fd, SHUT_WR);
+    lk_conn_set_state(c, LK_CONN_LINGERING);
+    evbuffer_drain(bufferevent_get_input(c->bev),
+                   evbuffer_get_length(bufferevent_get_input(c->bev)));
+    bufferevent_enable(c->bev, EV_READ);
+    lk_conn_set_timer(c, LINGER_MS);
+}
+
+/* ---- request body ------------------------------------------------------ */
+
+static int add_chunk_header(struct evbuffer *dst, size_t n)
+{
+    return evbuffer_add_printf(dst, "%zx\r\n", n) < 0 ? LK_EIO : 0;
+}
+
+static int move_chunked(struct lk_exchange *ex, struct evbuffer *in, struct evbuffer *dst,
+                        bool chunked_out, size_t max, const char **why)
+{
+    size_t moved = 0;
+    while (!ex->body_done && moved < max) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+            break;
+        size_t framing = 0, data = 0;
+        int rc = lk_http1_chunked_decode(&ex->chunked, v.iov_base, v.iov_len, &framing, &data, why);
+        if (rc < 0)
+            return rc;
+        evbuffer_drain(in, framing);
+        if (data > 0) {
+            if (dst == NULL) {
+                evbuffer_drain(in, data);
+            } else {
+                if (chunked_out)
+                    add_chunk_header(dst, data);
+                evbuffer_remove_buffer(in, dst, data);
+                if (chunked_out)
+                    evbuffer_add(dst, "\r\n", 2);
+            }
+            moved += data;
+        }
+        if (rc == 1) {
+            ex->body_done = true;
+            if (dst != NULL && chunked_out)
+                evbuffer_add(dst, "0\r\n\r\n", 5);
+        }
+    }
+    return 0;
+}
+
+int lk_exchange_move_body(struct lk_exchange *ex, struct evbuffer *in, struct evbuffer *dst,
+                          bool chunked_out, size_t max, const char **why)
+{
+    if (ex->body_done)
+        return 0;
+    if (ex->req.body_kind == LK_HTTP1_BODY_CHUNKED)
+        return move_chunked(ex, in, dst, chunked_out, max, why);
+    size_t n = evbuffer_get_length(in);
+    if (n > max)
+        n = max;
+    if (n > ex->body_left)
+        n = (size_t)ex->body_left;
+    if (dst != NULL)
+        evbuffer_remove_buffer(in, dst, n);
+    else
+        evbuffer_drain(in, n);
+    ex->body_left -= n;
+    if (ex->body_left == 0)
+        ex->body_done = true;
+    return 0;
+}
+
+/* ---- exchanges --------------------------------------------------------- */
+
+static void read_body_progress(struct lk_conn *c);
+static void body_finish(struct lk_exchange *ex, int err);
+
+/* Deferred work of an exchange: read_body on an aborted exchange, or the
+ * proxy's error report (proxy.c sets defer_fn). */
+static void on_exchange_defer(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_exchange *ex = arg;
+    (void)fd;
+    (void)what;
+    if (ex->defer_fn != NULL) {
+        void (*fn)(struct lk_exchange *) = ex->defer_fn;
+        ex->defer_fn = NULL;
+        fn(ex);
+    } else if (ex->phase == LK_EX_READ_BODY) {
+        body_finish(ex, LK_ECLOSED);
+    }
+}
+
+void lk_exchange_defer(struct lk_exchange *ex, void (*fn)(struct lk_exchange *))
+{
+    ex->defer_fn = fn;
+    event_active(&ex->defer, EV_TIMEOUT, 0);
+}
+
+static struct lk_exchange *exchange_new(struct lk_conn *c, const char *head, size_t len)
+{
+    struct lk_http_server *srv = c->srv;
+    struct lk_exchange *ex = lk_xcalloc(1, sizeof(*ex));
+    ex->srv = srv;
+    ex->conn = c;
+    ex->conn_id = c->id;
+    ex->head = lk_net_arena_strndup(&ex->arena, head, len);
+    ex->head_len = len;
+    size_t cap = srv->opts.limits.max_headers;
+    ex->req.headers = lk_net_arena_alloc(&ex->arena, (cap ? cap : 1) * sizeof(*ex->req.headers));
+    ex->req.headers_cap = cap;
+    int rc = lk_http1_parse_request(ex->head, len, &srv->opts.limits, &ex->req, NULL);
+    LK_ASSERT(rc == (int)len);
+    ex->is_ws = lk_ws_is_upgrade_request(ex->req.method, ex->req.minor_version, ex->req.headers,
+                                         ex->req.n_headers);
+    ex->is_tls = c->is_tls;
+    ex->is_loopback = c->is_loopback;
+    ex->local_port = c->local_port;
+    memcpy(ex->peer_str, c->peer_str, sizeof(ex->peer_str));
+    ex->body_left = ex->req.body_kind == LK_HTTP1_BODY_LENGTH ? ex->req.content_length : 0;
+    ex->body_done = ex->req.body_kind == LK_HTTP1_BODY_NONE ||
+                    (ex->req.body_kind == LK_HTTP1_BODY_LENGTH && ex->body_left == 0);
+    event_assign(&ex->defer, srv->base, -1, 0, on_exchange_defer, ex);
+    ex->defer_ready = true;
+    lk_http1_chunked_init(&ex->chunked);
+    gettimeofday(&ex->start, NULL);
+    LIST_PUSH(srv->exchanges, ex);
+    return ex;
+}
+
+void lk_exchange_free(struct lk_exchange *ex)
+{
+    if (ex == NULL)
+        return;
+    LIST_UNLINK(ex->srv->exchanges, ex);
+    if (ex->defer_ready)
+        event_del(&ex->defer);
+    if (ex->body_buf != NULL)
+        evbuffer_free(ex->body_buf);
+    lk_net_arena_release(&ex->arena);
+    free(ex);
+}
+
+static void log_access(const struct lk_exchange *ex)
+{
+    if (!ex->srv->opts.access_log)
+        return;
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    struct lk_str host = LK_STR_NULL;
+    const struct lk_http_header *h =
+        lk_http1_find_header(ex->req.headers, ex->req.n_headers, LK_STR("host"));
+    if (h != NULL)
+        host = h->value;
+    long long ms = (long long)(now.tv_sec - ex->start.tv_sec) * 1000 +
+                   (now.tv_usec - ex->start.tv_usec) / 1000;
+    struct lk_access_entry e = {
+        .conn_id = ex->conn_id,
+        .method = ex->req.method.ptr,
+        .method_len = ex->req.method.len,
+        .host = host.ptr,
+        .host_len = host.len,
+        .path = ex->req.target.ptr,
+        .path_len = ex->req.target.len,
+        .session = ex->log_session,
+        .service = ex->log_service,
+        .status = ex->status,
+        .bytes = ex->bytes_out,
+        .ms = ms > 0 ? (uint64_t)ms : 0,
+    };
+    lk_log_access(&e);
+}
+
+void lk_conn_exchange_done(struct lk_conn *c, bool keep_alive)
+{
+    struct lk_exchange *ex = c->ex;
+    LK_ASSERT(ex != NULL);
+    log_access(ex);
+    bool body_done = ex->body_done;
+    uint64_t left = ex->req.body_kind == LK_HTTP1_BODY_CHUNKED ? DISCARD_MAX : ex->body_left;
+    c->ex = NULL;
+    c->n_requests++;
+    /* Keep the chunked decoder state for discarding: move it into c. */
+    struct lk_http1_chunked chunked = ex->chunked;
+    enum lk_http1_body_kind kind = ex->req.body_kind;
+    lk_exchange_free(ex);
+    if (!keep_alive || c->read_eof || c->srv->draining) {
+        close_after_flush(c);
+        return;
+    }
+    if (!body_done) {
+        if (left > DISCARD_MAX) {
+            close_after_flush(c);
+            return;
+        }
+        /* A minimal exchange keeps the framing state for the skip. */
+        struct lk_exchange *skip = lk_xcalloc(1, sizeof(*skip));
+        skip->srv = c->srv;
+        skip->conn = c;
+        skip->conn_id = c->id;
+        skip->req.body_kind = kind;
+        skip->body_left = left;
+        skip->chunked = chunked;
+        skip->phase = LK_EX_DONE;
+        skip->status = -1;
+        LIST_PUSH(c->srv->exchanges, skip);
+        c->ex = skip;
+        c->discard_left = DISCARD_MAX;
+        lk_conn_set_state(c, LK_CONN_DISCARDING);
+        lk_conn_set_timer(c, c->srv->opts.idle_timeout_ms);
+        lk_conn_kick(c);
+        return;
+    }
+    start_reading_head(c);
+}
+
+static void discard_progress(struct lk_conn *c)
+{
+    struct lk_exchange *skip = c->ex;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t before = evbuffer_get_length(in);
+    const char *why = NULL;
+    if (lk_exchange_move_body(skip, in, NULL, false, c->discard_left, &why) != 0) {
+        lk_conn_close(c, "bad chunked body");
+        return;
+    }
+    size_t used = before - evbuffer_get_length(in);
+    c->discard_left = used > c->discard_left ? 0 : c->discard_left - used;
+    if (skip->body_done) {
+        c->ex = NULL;
+        lk_exchange_free(skip);
+        start_reading_head(c);
+    } else if (c->discard_left == 0) {
+        lk_conn_close(c, "unread request body too large");
+    } else if (c->read_eof) {
+        lk_conn_close(c, "client closed inside a request body");
+    }
+}
+
+/* ---- writing responses ------------------------------------------------- */
+
+static bool status_has_body(int status)
+{
+    return status >= 200 && status != 204 && status != 304;
+}
+
+static void write_error_and_close(struct lk_conn *c, int status, const char *why)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t len = strlen(why);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                        status, lk_http1_reason(status), len);
+    evbuffer_add(out, why, len);
+    LK_CLOG(c->id, INFO, "rejected request head: %d %s", status, why);
+    close_after_flush(c);
+}
+
+static bool header_forbidden_in_respond(struct lk_str name)
+{
+    return lk_str_ieq(name, LK_STR("content-length")) ||
+           lk_str_ieq(name, LK_STR("transfer-encoding")) || lk_str_ieq(name, LK_STR("connection"));
+}
+
+int lk_exchange_respond(struct lk_exchange *ex, int status, const struct lk_http_header *extra,
+                        size_t n_extra, const char *body, size_t len)
+{
+    if (ex == NULL || ex->phase != LK_EX_HANDLER || status < 200 || status > 599) {
+        LK_LOG(ERROR, "lk_exchange_respond: invalid call (status %d)", status);
+        return LK_EINVAL;
+    }
+    struct lk_conn *c = ex->conn;
+    ex->status = status;
+    if (c == NULL) {
+        /* The client went away; nothing to send. */
+        lk_exchange_free(ex);
+        return 0;
+    }
+    ex->phase = LK_EX_DONE;
+    bool keep = ex->req.keep_alive && !c->read_eof && !c->srv->draining;
+    /* An unread body is skipped afterwards when small; otherwise close. */
+    if (!ex->body_done && (ex->used_read_body || ex->body_left > DISCARD_MAX))
+        keep = false;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, lk_http1_reason(status));
+    for (size_t i = 0; i < n_extra; i++) {
+        if (header_forbidden_in_respond(extra[i].name))
+            continue;
+        evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)extra[i].name.len, extra[i].name.ptr,
+                            (int)extra[i].value.len, extra[i].value.ptr);
+    }
+    if (status != 204 && status != 304)
+        evbuffer_add_printf(out, "Content-Length: %zu\r\n", len);
+    if (!keep)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (ex->req.minor_version == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    bool is_head = lk_str_eq(ex->req.method, LK_STR("HEAD"));
+    if (len > 0 && !is_head && status_has_body(status)) {
+        evbuffer_add(out, body, len);
+        ex->bytes_out = len;
+    }
+    lk_conn_exchange_done(c, keep);
+    return 0;
+}
+
+/* ---- read_body --------------------------------------------------------- */
+
+static void body_finish(struct lk_exchange *ex, int err)
+{
+    struct lk_conn *c = ex->conn;
+    lk_exchange_body_cb *cb = ex->body_cb;
+    ex->body_cb = NULL;
+    ex->phase = LK_EX_HANDLER;
+    if (c != NULL) {
+        lk_conn_set_state(c, LK_CONN_HANDLER);
+        lk_conn_set_timer(c, 0);
+    }
+    if (err != 0) {
+        cb(ex, NULL, 0, err, ex->body_data);
+        return;
+    }
+    size_t len = ex->body_buf ? evbuffer_get_length(ex->body_buf) : 0;
+    char *body = lk_net_arena_alloc(&ex->arena, len + 1);
+    if (len > 0)
+        evbuffer_remove(ex->body_buf, body, len);
+    cb(ex, body, len, 0, ex->body_data);
+}
+
+static void read_body_progress(struct lk_conn *c)
+{
+    struct lk_exchange *ex = c->ex;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    const char *why = NULL;
+    if (ex->req.body_kind == LK_HTTP1_BODY_LENGTH && ex->req.content_length > ex->body_max) {
+        body_finish(ex, LK_ELIMIT);
+        return;
+    }
+    size_t have = evbuffer_get_length(ex->body_buf);
+    size_t room = ex->body_max >= have ? ex->body_max - have + 1 : 0;
+    if (lk_exchange_move_body(ex, in, ex->body_buf, false, room, &why) != 0) {
+        body_finish(ex, LK_EPARSE);
+        return;
+    }
+    if (evbuffer_get_length(ex->body_buf) > ex->body_max) {
+        body_finish(ex, LK_ELIMIT);
+        return;
+    }
+    if (ex->body_done) {
+        body_finish(ex, 0);
+        return;
+    }
+    if (c->read_eof)
+        body_finish(ex, LK_ECLOSED);
+}
+
+int lk_exchange_read_body(struct lk_exchange *ex, size_t max_bytes, lk_exchange_body_cb *cb,
+                          void *data)
+{
+    if (ex == NULL || cb == NULL || ex->phase != LK_EX_HANDLER || ex->used_read_body)
+        return LK_EINVAL;
+    ex->used_read_body = true;
+    ex->body_cb = cb;
+    ex->body_data = data;
+    ex->body_max = max_bytes;
+    ex->body_buf = evbuffer_new();
+    ex->phase = LK_EX_READ_BODY;
+    if (ex->conn == NULL) {
+        lk_exchange_defer(ex, NULL);
+        return 0;
+    }
+    lk_conn_set_state(ex->conn, LK_CONN_READING_BODY);
+    lk_conn_set_timer(ex->conn, ex->srv->opts.head_timeout_ms);
+    lk_conn_kick(ex->conn);
+    return 0;
+}
+
+/* ---- reading heads ----------------------------------------------------- */
+
+static void dispatch_head(struct lk_conn *c, const char *head, size_t len)
+{
+    struct lk_exchange *ex = exchange_new(c, head, len);
+    evbuffer_drain(bufferevent_get_input(c->bev), len);
+    c->ex = ex;
+    lk_conn_set_state(c, LK_CONN_HANDLER);
+    lk_conn_set_timer(c, 0);
+    LK_CLOG(c->id, DEBUG, "request %.*s %.*s", (int)ex->req.method.len, ex->req.method.ptr,
+            (int)ex->req.target.len, ex->req.target.ptr);
+    c->srv->handler(ex, c->srv->data);
+}
+
+static void read_head(struct lk_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0) {
+        if (c->read_eof)
+            lk_conn_close(c, "client closed");
+        return;
+    }
+    if (!c->head_begun) {
+        c->head_begun = true;
+        lk_conn_set_timer(c, c->srv->opts.head_timeout_ms);
+    }
+    /* Pipelining backpressure: answer the queued responses first. */
+    if (evbuffer_get_length(out) > c->srv->opts.stream_buffer_max)
+        return;
+    size_t n = len < c->srv->opts.limits.max_head + 1 ? len : c->srv->opts.limits.max_head + 1;
+    const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+    struct lk_http1_request req = { .headers = c->scratch,
+                                    .headers_cap = c->srv->opts.limits.max_headers };
+    const char *why = NULL;
+    int rc = lk_http1_parse_request(p, n, &c->srv->opts.limits, &req, &why);
+    if (rc == LK_PARTIAL) {
+        if (c->read_eof)
+            lk_conn_close(c, "client closed inside a request head");
+        return;
+    }
+    if (rc < 0) {
+        bufferevent_disable(c->bev, EV_READ);
+        write_error_and_close(c, req.err_status, why ? why : "bad request");
+        return;
+    }
+    dispatch_head(c, p, (size_t)rc);
+}
+
+static void process(struct lk_conn *c)
+{
+    switch (c->state) {
+    case LK_CONN_READING_HEAD:
+        read_head(c);
+        break;
+    case LK_CONN_READING_BODY:
+        read_body_progress(c);
+        break;
+    case LK_CONN_PROXYING:
+    case LK_CONN_TUNNEL:
+        lk_proxy_on_client_read(c->ex);
+        break;
+    case LK_CONN_DISCARDING:
+        discard_progress(c);
+        break;
+    case LK_CONN_LINGERING: {
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        if (c->read_eof)
+            lk_conn_close(c, "lingering close done");
+        break;
+    }
+    case LK_CONN_FLUSHING:
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            flushed(c);
+        break;
+    case LK_CONN_HANDLER:
+    case LK_CONN_CLOSED:
+        break;
+    }
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    process(arg);
+}
+
+static void on_client_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    process(arg);
+}
+
+static void on_client_write(struct bufferevent *bev, void *arg)
+{
+    struct lk_conn *c = arg;
+    (void)bev;
+    if (c->state == LK_CONN_PROXYING || c->state == LK_CONN_TUNNEL)
+        lk_proxy_on_client_write(c->ex);
+    else
+        process(c);
+}
+
+static void on_client_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct lk_conn *c = arg;
+    (void)bev;
+    if (what & BEV_EVENT_ERROR) {
+        int e = EVUTIL_SOCKET_ERROR();
+        LK_CLOG(c->id, DEBUG, "client error in %s: %s", state_name(c->state),
+                e ? evutil_socket_error_to_string(e) : "tls error");
+        lk_conn_close(c, "client error");
+        return;
+    }
+    if (!(what & BEV_EVENT_EOF))
+        return;
+    c->read_eof = true;
+    switch (c->state) {
+    case LK_CONN_PROXYING:
+    case LK_CONN_TUNNEL:
+        lk_proxy_on_client_eof(c->ex);
+        break;
+    case LK_CONN_HANDLER:
+        /* Half-closed client: the response can still be written. */
+        break;
+    default:
+        process(c);
+        break;
+    }
+}
+
+static void on_client_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_conn *c = arg;
+    (void)fd;
+    (void)what;
+    c->timer_set = false;
+    if (c->state == LK_CONN_READING_BODY) {
+        struct lk_exchange *ex = c->ex;
+        body_finish(ex, LK_ETIMEDOUT);
+        return;
+    }
+    LK_CLOG(c->id, DEBUG, "timeout in %s", state_name(c->state));
+    lk_conn_close(c, "timeout");
+}
+
+/* ---- accepting --------------------------------------------------------- */
+
+static void reject_busy(evutil_socket_t fd)
+{
+    static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Content-Type: text/plain; charset=utf-8\r\n"
+                               "Content-Length: 20\r\nConnection: close\r\n\r\n"
+                               "too many connections";
+    ssize_t n;
+    do {
+        n = send(fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (n == -1 && errno == EINTR);
+    shutdown(fd, SHUT_WR);
+    evutil_closesocket(fd);
+}
+
+static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct lk_listener *l = arg;
+    struct lk_http_server *srv = l->srv;
+    (void)evl;
+    if (srv->draining) {
+        evutil_closesocket(fd);
+        return;
+    }
+    if (srv->n_conns >= srv->opts.max_conns) {
+        LK_LOG(WARN, "too many connections (%zu); answering 503", srv->n_conns);
+        reject_busy(fd);
+        return;
+    }
+    struct lk_conn *c = lk_xcalloc(1, sizeof(*c));
+    c->srv = srv;
+    c->id = ++srv->next_id;
+    memcpy(&c->peer, sa, (size_t)salen < sizeof(c->peer) ? (size_t)salen : sizeof(c->peer));
+    lk_addr_format(sa, c->peer_str, sizeof(c->peer_str));
+    c->is_loopback = lk_addr_is_loopback(sa);
+    struct sockaddr_storage local;
+    socklen_t local_len = sizeof(local);
+    if (getsockname(fd, (struct sockaddr *)&local, &local_len) == 0)
+        c->local_port = lk_addr_port((struct sockaddr *)&local);
+    c->scratch = lk_xcalloc(srv->opts.limits.max_headers + 1, sizeof(*c->scratch));
+    if (l->tls != NULL) {
+        SSL *ssl = SSL_new(l->tls);
+        c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        c->is_tls = true;
+    } else {
+        c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    LK_ASSERT(c->bev != NULL);
+    evtimer_assign(&c->timer, srv->base, on_client_timer, c);
+    event_assign(&c->kick, srv->base, -1, 0, on_kick, c);
+    bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
+    /* Bound what a peer can make us buffer while we are not consuming. */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, srv->opts.limits.max_head + 4096);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    LIST_PUSH(srv->conns, c);
+    srv->n_conns++;
+    LK_CLOG(c->id, DEBUG, "accepted from %s", c->peer_str);
+    c->state = LK_CONN_HANDLER; /* so that the first set_state logs */
+    start_reading_head(c);
+}
+
+/* ---- server ------------------------------------------------------------ */
+
+static void on_drain_check(evutil_socket_t fd, short what, void *arg);
+static void on_drain_timer(evutil_socket_t fd, short what, void *arg);
+
+int lk_http_server_new(struct event_base *base, const struct lk_http_server_opts *opts,
+                       lk_http_handler_cb *handler, void *data, struct lk_http_server **out)
+{
+    struct lk_http_server *srv = lk_xcalloc(1, sizeof(*srv));
+    srv->base = base;
+    if (opts != NULL)
+        srv->opts = *opts;
+    else
+        lk_http_server_opts_init(&srv->opts);
+    if (srv->opts.limits.max_headers == 0)
+        lk_http1_limits_default(&srv->opts.limits);
+    srv->handler = handler;
+    srv->data = data;
+    event_assign(&srv->reap_ev, base, -1, 0, on_reap, srv);
+    event_assign(&srv->drain_check, base, -1, 0, on_drain_check, srv);
+    evtimer_assign(&srv->drain_timer, base, on_drain_timer, srv);
+    srv->dns = srv->opts.dns;
+    if (srv->dns == NULL) {
+        srv->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                            EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (srv->dns == NULL) {
+            /* No usable resolv.conf: still serve /etc/hosts and literals. */
+            srv->dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+            if (srv->dns != NULL)
+                evdns_base_load_hosts(srv->dns, NULL);
+        }
+        srv->own_dns = true;
+        if (srv->dns == NULL) {
+            LK_LOG(ERROR, "cannot create a DNS resolver");
+            free(srv);
+            return LK_EIO;
+        }
+    }
+    srv->client_tls = srv->opts.upstream_tls;
+    if (srv->client_tls == NULL) {
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        if (ctx == NULL || SSL_CTX_set_default_verify_paths(ctx) != 1 ||
+            (srv->opts.upstream_ca_file != NULL &&
+             SSL_CTX_load_verify_locations(ctx, srv->opts.upstream_ca_file, NULL) != 1)) {
+            LK_LOG(ERROR, "cannot set up the TLS client context");
+            SSL_CTX_free(ctx);
+            if (srv->own_dns)
+                evdns_base_free(srv->dns, 0);
+            free(srv);
+            return LK_EIO;
+        }
+        SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        static const unsigned char alpn[] = "\x08http/1.1";
+        SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+        srv->client_tls = ctx;
+        srv->own_client_tls = true;
+    }
+    srv->opts.dns = NULL;
+    srv->opts.upstream_ca_file = NULL;
+    *out = srv;
+    return 0;
+}
+
+int lk_http_server_listen(struct lk_http_server *srv, const char *addr, struct ssl_ctx_st *tls,
+                          char *bound, size_t bound_len)
+{
+    struct sockaddr_storage ss;
+    socklen_t ss_len = 0;
+    if (lk_addr_parse(addr, &ss, &ss_len) != 0) {
+        LK_LOG(ERROR, "invalid listen address \"%s\"", addr ? addr : "(null)");
+        return LK_EINVAL;
+    }
+    struct lk_listener *l = lk_xcalloc(1, sizeof(*l));
+    l->srv = srv;
+    l->tls = tls;
+    l->evl = evconnlistener_new_bind(
+        srv->base, on_accept, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, (struct sockaddr *)&ss, (int)ss_len);
+    if (l->evl == NULL) {
+        int e = EVUTIL_SOCKET_ERROR();
+        LK_LOG(ERROR, "cannot listen on %s: %s", addr, evutil_socket_error_to_string(e));
+        free(l);
+        return LK_EIO;
+    }
+    if (bound != NULL && bound_len > 0) {
+        struct sockaddr_storage got;
+        socklen_t got_len = sizeof(got);
+        evutil_socket_t fd = evconnlistener_get_fd(l->evl);
+        if (getsockname(fd, (struct sockaddr *)&got, &got_len) == 0)
+            lk_addr_format((struct sockaddr *)&got, bound, bound_len);
+        else
+            snprintf(bound, bound_len, "%s", addr);
+    }
+    l->next = srv->listeners;
+    srv->listeners = l;
+    return 0;
+}
+
+size_t lk_http_server_n_conns(const struct lk_http_server *srv)
+{
+    return srv->n_conns;
+}
+
+size_t lk_http_server_n_idle_upstreams(const struct lk_http_server *srv)
+{
+    return srv->n_idle;
+}
+
+static void close_listeners(struct lk_http_server *srv)
+{
+    while (srv->listeners != NULL) {
+        struct lk_listener *l = srv->listeners;
+        srv->listeners = l->next;
+        evconnlistener_free(l->evl);
+        free(l);
+    }
+}
+
+static void free_everything(struct lk_http_server *srv)
+{
+    close_listeners(srv);
+    while (srv->conns != NULL)
+        lk_conn_close(srv->conns, "server shutting down");
+    /* Run the destructors now instead of from the loop. */
+    event_del(&srv->reap_ev);
+    while (srv->reap != NULL) {
+        struct lk_conn *c = srv->reap;
+        LIST_UNLINK(srv->reap, c);
+        conn_destroy(c);
+    }
+    while (srv->exchanges != NULL)
+        lk_exchange_free(srv->exchanges);
+    lk_upstream_pool_clear(srv);
+    event_del(&srv->drain_check);
+    if (srv->drain_timer_set)
+        evtimer_del(&srv->drain_timer);
+    if (srv->own_dns)
+        evdns_base_free(srv->dns, 0);
+    if (srv->own_client_tls)
+        SSL_CTX_free(srv->client_tls);
+    free(srv);
+}
+
+void lk_http_server_free(struct lk_http_server *srv)
+{
+    if (srv == NULL)
+        return;
+    free_everything(srv);
+}
+
+void lk_http_server_check_drain(struct lk_http_server *srv)
+{
+    if (srv->draining && !event_pending(&srv->drain_check, EV_TIMEOUT, NULL))
+        event_active(&srv->drain_check, EV_TIMEOUT, 0);
+}
+
+static void finish_drain(struct lk_http_server *srv)
+{
+    lk_http_server_drained_cb *done = srv->drain_done;
+    void *data = srv->drain_data;
+    free_everything(srv);
+    if (done != NULL)
+        done(data);
+}
+
+static void on_drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_http_server *srv = arg;
+    (void)fd;
+    (void)what;
+    /* Idle keep-alive connections are closed; busy ones close after their
+     * response (lk_conn_exchange_done checks srv->draining). */
+    for (struct lk_conn *c = srv->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->state == LK_CONN_READING_HEAD && !c->head_begun)
+            lk_conn_close(c, "server draining");
+    }
+    lk_upstream_pool_clear(srv);
+    if (srv->conns == NULL && srv->reap == NULL && srv->exchanges == NULL)
+        finish_drain(srv);
+}
+
+static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_http_server *srv = arg;
+    (void)fd;
+    (void)what;
+    srv->drain_timer_set = false;
+    LK_LOG(INFO, "drain deadline reached with %zu connections open", srv->n_conns);
+    finish_drain(srv);
+}
+
+void lk_http_server_drain(struct lk_http_server *srv, unsigned deadline_ms,
+                          lk_http_server_drained_cb *done, void *data)
+{
+    srv->draining = true;
+    srv->drain_done = done;
+    srv->drain_data = data;
+    close_listeners(srv);
+    struct timeval tv = ms_tv(deadline_ms);
+    evtimer_add(&srv->drain_timer, &tv);
+    srv->drain_timer_set = true;
+    lk_http_server_check_drain(srv);
+}
+
+/* ---- accessors --------------------------------------------------------- */
+
+struct lk_str lk_exchange_method(const struct lk_exchange *ex)
+{
+    return ex->req.method;
+}
+
+struct lk_str lk_exchange_target(const struct lk_exchange *ex)
+{
+    return ex->req.target;
+}
+
+int lk_exchange_minor_version(const struct lk_exchange *ex)
+{
+    return ex->req.minor_version;
+}
+
+bool lk_exchange_header(const struct lk_exchange *ex, struct lk_str name, struct lk_str *value)
+{
+    const struct lk_http_header *h = lk_http1_find_header(ex->req.headers, ex->req.n_headers, name);
+    if (h == NULL)
+        return false;
+    if (value != NULL)
+        *value = h->value;
+    return true;
+}
+
+const struct lk_http_header *lk_exchange_headers(const struct lk_exchange *ex, size_t *n)
+{
+    *n = ex->req.n_headers;
+    return ex->req.headers;
+}
+
+enum lk_http1_body_kind lk_exchange_body_kind(const struct lk_exchange *ex)
+{
+    return ex->req.body_kind;
+}
+
+uint64_t lk_exchange_content_length(const struct lk_exchange *ex)
+{
+    return ex->req.content_length;
+}
+
+bool lk_exchange_is_websocket(const struct lk_exchange *ex)
+{
+    return ex->is_ws;
+}
+
+const char *lk_exchange_peer(const struct lk_exchange *ex)
+{
+    return ex->peer_str;
+}
+
+bool lk_exchange_peer_is_loopback(const struct lk_exchange *ex)
+{
+    return ex->is_loopback;
+}
+
+bool lk_exchange_is_tls(const struct lk_exchange *ex)
+{
+    return ex->is_tls;
+}
+
+int lk_exchange_local_port(const struct lk_exchange *ex)
+{
+    return ex->local_port;
+}
+
+uint64_t lk_exchange_conn_id(const struct lk_exchange *ex)
+{
+    return ex->conn_id;
+}
+
+bool lk_exchange_is_aborted(const struct lk_exchange *ex)
+{
+    return ex->aborted;
+}
+
+void *lk_exchange_alloc(struct lk_exchange *ex, size_t n)
+{
+    return lk_net_arena_alloc(&ex->arena, n);
+}
+
+char *lk_exchange_strndup(struct lk_exchange *ex, const char *p, size_t n)
+{
+    return lk_net_arena_strndup(&ex->arena, p, n);
+}
+
+char *lk_exchange_printf(struct lk_exchange *ex, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    char *s = lk_net_arena_alloc(&ex->arena, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+void lk_exchange_set_log_fields(struct lk_exchange *ex, const char *session, const char *service)
+{
+    if (session != NULL)
+        ex->log_session = lk_net_arena_strndup(&ex->arena, session, strlen(session));
+    if (service != NULL)
+        ex->log_service = lk_net_arena_strndup(&ex->arena, service, strlen(service));
+}

@@ -1,0 +1,78 @@
+/*
+ * log.h - Linkup's one logging call (STYLE §3.8).
+ *
+ * LK_LOG(level, fmt, ...) writes one line to stderr:
+ *     [2024-05-01T12:00:00.123Z INFO] message
+ * The macro tests the level before the arguments are evaluated, so debug
+ * logging costs one comparison when it is off. LK_CLOG(conn_id, level, ...)
+ * prefixes the message with "conn N: ". The level is process-wide, set once
+ * by the program (lk_log_set_level(), usually from LINKUP_LOG with
+ * lk_log_level_parse()); default INFO. Loop thread or any single thread; the
+ * level is a plain global read without locking.
+ *
+ * lk_log_access() writes the one access-log line per request:
+ *     [... INFO] access GET example.com /path session=s service=web status=200 bytes=12 ms=3
+ */
+#ifndef LK_NET_LOG_H
+#define LK_NET_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum lk_log_level {
+    LK_LOG_ERROR = 0,
+    LK_LOG_WARN,
+    LK_LOG_INFO,
+    LK_LOG_DEBUG,
+};
+
+/* Current level; private, read it through the macros or lk_log_enabled(). */
+extern enum lk_log_level lk_log_level_;
+
+void lk_log_set_level(enum lk_log_level level);
+/* Parses "error", "warn", "info" or "debug" (case-insensitive; NULL or ""
+ * gives INFO). Returns 0 and *out, or LK_EINVAL (then *out is INFO). */
+int lk_log_level_parse(const char *s, enum lk_log_level *out);
+
+static inline bool lk_log_enabled(enum lk_log_level level)
+{
+    return level <= lk_log_level_;
+}
+
+/* Writes one line; use the macros. conn_id 0 means no connection prefix. */
+void lk_log_write(enum lk_log_level level, uint64_t conn_id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define LK_LOG(level, ...)                                \
+    do {                                                  \
+        if (lk_log_enabled(LK_LOG_##level))               \
+            lk_log_write(LK_LOG_##level, 0, __VA_ARGS__); \
+    } while (0)
+
+#define LK_CLOG(conn_id, level, ...)                              \
+    do {                                                          \
+        if (lk_log_enabled(LK_LOG_##level))                       \
+            lk_log_write(LK_LOG_##level, (conn_id), __VA_ARGS__); \
+    } while (0)
+
+/* One access-log line (INFO). Strings are (ptr, len) ranges, any may be
+ * NULL/0 and then print as "-"; session and service are NUL-terminated or
+ * NULL. */
+struct lk_access_entry {
+    uint64_t conn_id;
+    const char *method;
+    size_t method_len;
+    const char *host;
+    size_t host_len;
+    const char *path;
+    size_t path_len;
+    const char *session;
+    const char *service;
+    int status;
+    uint64_t bytes; /* response body bytes sent to the client */
+    uint64_t ms;    /* head received -> response finished */
+};
+void lk_log_access(const struct lk_access_entry *e);
+
+#endif

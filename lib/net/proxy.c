@@ -1,0 +1,823 @@
+/*
+ * proxy.c - lk_exchange_proxy(): one request forwarded to an upstream and its
+ * response streamed back, plus the WebSocket tunnel after a 101.
+ *
+ * States: CONNECTING -> AWAIT_HEAD (request head sent, body streaming) ->
+ * BODY (response streaming) -> done, or AWAIT_HEAD -> TUNNEL. Bodies move
+ * between evbuffers with evbuffer_remove_buffer(); a direction stops reading
+ * its source while the destination holds more than stream_buffer_max bytes
+ * (ws_buffer_max in the tunnel) and resumes from the destination's write
+ * callback. Before the first response byte reaches the client every failure
+ * goes to spec->on_error; after it the client connection is aborted.
+ * The proxy state lives in the exchange's arena, so finishing the exchange
+ * frees it: nothing may touch px after lk_conn_exchange_done().
+ */
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/url.h"
+#include "net/http_internal.h"
+#include "net/log.h"
+
+enum px_state {
+    PX_CONNECTING = 0,
+    PX_AWAIT_HEAD,
+    PX_BODY,
+    PX_TUNNEL,
+};
+
+struct lk_proxy {
+    struct lk_exchange *ex;
+    struct lk_http_server *srv;
+    enum px_state state;
+    struct lk_upstream *up;      /* connected upstream, owned */
+    struct lk_upstream *pending; /* connection attempt in flight, owned */
+    bool tls;
+    char *host; /* for connecting: no brackets */
+    int port;
+    char *head; /* the request head to send */
+    size_t head_len;
+    const struct lk_http_header *resp_set, *resp_default;
+    size_t n_resp_set, n_resp_default;
+    bool websocket, pass_non_101;
+    lk_proxy_error_cb *on_error;
+    void *data;
+    bool retry_ok, retried;
+    bool req_chunked_out;
+    bool resp_started; /* response bytes went to the client */
+    bool up_paused;    /* upstream reading paused for backpressure */
+    /* response */
+    struct lk_http1_response resp;
+    enum lk_http1_body_kind resp_kind;
+    uint64_t resp_left;
+    struct lk_http1_chunked resp_chunked;
+    bool client_chunked, client_keep;
+    struct event timer; /* first response byte */
+    bool timer_set;
+    /* tunnel */
+    bool c_eof, u_eof, c_shut, u_shut;
+    char errtext[256];
+};
+
+static void attach(struct lk_proxy *px, struct lk_upstream *up);
+static void pump_response(struct lk_proxy *px);
+static void tunnel_pump(struct lk_proxy *px);
+
+static void set_timer(struct lk_proxy *px, unsigned ms)
+{
+    if (px->timer_set) {
+        evtimer_del(&px->timer);
+        px->timer_set = false;
+    }
+    if (ms > 0) {
+        struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+        evtimer_add(&px->timer, &tv);
+        px->timer_set = true;
+    }
+}
+
+/* Frees the upstream side; reusable connections go back to the pool. */
+static void drop_upstream(struct lk_proxy *px, bool reusable)
+{
+    set_timer(px, 0);
+    if (px->pending != NULL) {
+        lk_upstream_free(px->pending);
+        px->pending = NULL;
+    }
+    if (px->up != NULL) {
+        bufferevent_setcb(px->up->bev, NULL, NULL, NULL, NULL);
+        bufferevent_disable(px->up->bev, EV_READ | EV_WRITE);
+        lk_upstream_release(px->up, reusable);
+        px->up = NULL;
+    }
+}
+
+void lk_proxy_abort(struct lk_exchange *ex)
+{
+    struct lk_proxy *px = ex->proxy;
+    if (px != NULL)
+        drop_upstream(px, false);
+    ex->proxy = NULL;
+    lk_exchange_free(ex);
+}
+
+/* Failure before the first response byte: hand the exchange back. */
+static void fail(struct lk_proxy *px, const char *errtext)
+{
+    struct lk_exchange *ex = px->ex;
+    struct lk_conn *c = ex->conn;
+    if (px->resp_started) {
+        LK_CLOG(ex->conn_id, WARN, "upstream failed mid-response: %s", errtext);
+        drop_upstream(px, false);
+        if (c != NULL)
+            lk_conn_close(c, "upstream failed mid-response");
+        return;
+    }
+    LK_CLOG(ex->conn_id, INFO, "proxy error: %s", errtext);
+    drop_upstream(px, false);
+    ex->proxy = NULL;
+    ex->phase = LK_EX_HANDLER;
+    if (c != NULL) {
+        lk_conn_set_state(c, LK_CONN_HANDLER);
+        /* Stop body bytes from being consumed while the program decides. */
+    }
+    px->on_error(ex, errtext, px->data);
+}
+
+static void deferred_fail(struct lk_exchange *ex)
+{
+    struct lk_proxy *px = ex->proxy;
+    fail(px, px->errtext);
+}
+
+static void on_first_byte_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_proxy *px = arg;
+    (void)fd;
+    (void)what;
+    px->timer_set = false;
+    snprintf(px->errtext, sizeof(px->errtext), "upstream %s did not answer in time", px->host);
+    fail(px, px->errtext);
+}
+
+/* ---- building the request head ------------------------------------------ */
+
+static bool listed_in_connection(const struct lk_http_header *h, size_t n, struct lk_str name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (lk_str_ieq(h[i].name, LK_STR("connection")) && lk_str_has_token(h[i].value, name))
+            return true;
+    }
+    return false;
+}
+
+static bool skip_request_header(const struct lk_exchange *ex, const struct lk_proxy_req *spec,
+                                struct lk_str name)
+{
+    if (lk_str_ieq(name, LK_STR("host")) || lk_str_ieq(name, LK_STR("content-length")))
+        return true;
+    if (lk_str_ieq(name, LK_STR("upgrade")))
+        return !spec->websocket;
+    if (lk_http1_is_hop_by_hop(name))
+        return true;
+    return listed_in_connection(spec->headers, spec->n_headers, name) ||
+           listed_in_connection(ex->req.headers, ex->req.n_headers, name);
+}
+
+static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
+                       const struct lk_url *url)
+{
+    struct lk_exchange *ex = px->ex;
+    struct lk_buf b = LK_BUF_INIT;
+    lk_buf_addf(&b, "%.*s %s%s%s HTTP/1.1\r\nHost: ", (int)ex->req.method.len, ex->req.method.ptr,
+                url->path && url->path[0] ? url->path : "/", url->query ? "?" : "",
+                url->query ? url->query : "");
+    if (spec->host != NULL)
+        lk_buf_adds(&b, spec->host);
+    else
+        lk_url_host_port(url, &b);
+    lk_buf_adds(&b, "\r\n");
+    bool has_upgrade = false;
+    for (size_t i = 0; i < spec->n_headers; i++) {
+        const struct lk_http_header *h = &spec->headers[i];
+        if (skip_request_header(ex, spec, h->name))
+            continue;
+        has_upgrade |= lk_str_ieq(h->name, LK_STR("upgrade"));
+        lk_buf_addf(&b, "%.*s: %.*s\r\n", (int)h->name.len, h->name.ptr, (int)h->value.len,
+                    h->value.ptr);
+    }
+    if (spec->websocket) {
+        lk_buf_adds(&b, "Connection: Upgrade\r\n");
+        if (!has_upgrade)
+            lk_buf_adds(&b, "Upgrade: websocket\r\n");
+    }
+    if (ex->req.body_kind == LK_HTTP1_BODY_LENGTH) {
+        lk_buf_addf(&b, "Content-Length: %llu\r\n", (unsigned long long)ex->req.content_length);
+    } else if (ex->req.body_kind == LK_HTTP1_BODY_CHUNKED) {
+        lk_buf_adds(&b, "Transfer-Encoding: chunked\r\n");
+        px->req_chunked_out = true;
+    }
+    lk_buf_adds(&b, "\r\n");
+    px->head = lk_net_arena_strndup(&ex->arena, b.data, b.len);
+    px->head_len = b.len;
+    lk_buf_release(&b);
+}
+
+static struct lk_http_header *copy_headers(struct lk_exchange *ex, const struct lk_http_header *h,
+                                           size_t n)
+{
+    if (n == 0 || h == NULL)
+        return NULL;
+    struct lk_http_header *out = lk_net_arena_alloc(&ex->arena, n * sizeof(*out));
+    for (size_t i = 0; i < n; i++) {
+        out[i].name.ptr = lk_net_arena_strndup(&ex->arena, h[i].name.ptr, h[i].name.len);
+        out[i].name.len = h[i].name.len;
+        out[i].value.ptr = lk_net_arena_strndup(&ex->arena, h[i].value.ptr, h[i].value.len);
+        out[i].value.len = h[i].value.len;
+    }
+    return out;
+}
+
+static bool is_idempotent(struct lk_str m)
+{
+    static const struct lk_str methods[] = { LK_STR("GET"),   LK_STR("HEAD"), LK_STR("OPTIONS"),
+                                             LK_STR("TRACE"), LK_STR("PUT"),  LK_STR("DELETE") };
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        if (lk_str_eq(m, methods[i]))
+            return true;
+    }
+    return false;
+}
+
+/* ---- starting ---------------------------------------------------------- */
+
+static void on_connected(struct lk_upstream *up, int err, const char *errtext, void *data)
+{
+    struct lk_proxy *px = data;
+    px->pending = NULL;
+    if (err != 0) {
+        fail(px, errtext);
+        return;
+    }
+    attach(px, up);
+}
+
+static void connect_upstream(struct lk_proxy *px, bool fresh)
+{
+    struct lk_upstream *up = NULL;
+    if (!fresh)
+        up = lk_upstream_get(px->srv, px->tls, px->host, px->port, on_connected, px, &px->pending);
+    else
+        up = lk_upstream_connect(px->srv, px->tls, px->host, px->port, on_connected, px,
+                                 &px->pending);
+    px->state = PX_CONNECTING;
+    if (up != NULL)
+        attach(px, up);
+}
+
+static int setup(struct lk_proxy *px, const struct lk_proxy_req *spec)
+{
+    struct lk_exchange *ex = px->ex;
+    struct lk_url url;
+    const char *why = NULL;
+    if (spec->url == NULL || lk_url_parse(spec->url, strlen(spec->url), &url, &why) != 0) {
+        snprintf(px->errtext, sizeof(px->errtext), "invalid upstream URL: %s",
+                 why ? why : "missing");
+        return LK_EINVAL;
+    }
+    int rc = 0;
+    bool http = strcmp(url.scheme, "http") == 0 || strcmp(url.scheme, "ws") == 0;
+    bool https = strcmp(url.scheme, "https") == 0 || strcmp(url.scheme, "wss") == 0;
+    if ((!http && !https) || url.host == NULL || url.host[0] == '\0') {
+        snprintf(px->errtext, sizeof(px->errtext), "unsupported upstream URL scheme \"%s\"",
+                 url.scheme);
+        rc = LK_EINVAL;
+        goto out;
+    }
+    px->tls = https;
+    px->port = lk_url_effective_port(&url);
+    size_t hl = strlen(url.host);
+    if (url.host[0] == '[' && hl >= 2)
+        px->host = lk_net_arena_strndup(&ex->arena, url.host + 1, hl - 2);
+    else
+        px->host = lk_net_arena_strndup(&ex->arena, url.host, hl);
+    build_head(px, spec, &url);
+out:
+    lk_url_release(&url);
+    return rc;
+}
+
+int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec)
+{
+    if (ex == NULL || spec == NULL || spec->on_error == NULL || ex->phase != LK_EX_HANDLER ||
+        ex->used_read_body)
+        return LK_EINVAL;
+    struct lk_proxy *px = lk_net_arena_alloc(&ex->arena, sizeof(*px));
+    px->ex = ex;
+    px->srv = ex->srv;
+    px->on_error = spec->on_error;
+    px->data = spec->data;
+    px->websocket = spec->websocket;
+    px->pass_non_101 = spec->ws_pass_non_101;
+    px->resp_set = copy_headers(ex, spec->resp_set, spec->n_resp_set);
+    px->n_resp_set = px->resp_set ? spec->n_resp_set : 0;
+    px->resp_default = copy_headers(ex, spec->resp_default, spec->n_resp_default);
+    px->n_resp_default = px->resp_default ? spec->n_resp_default : 0;
+    px->retry_ok = is_idempotent(ex->req.method) && ex->req.body_kind == LK_HTTP1_BODY_NONE;
+    size_t cap = ex->srv->opts.limits.max_headers;
+    px->resp.headers = lk_net_arena_alloc(&ex->arena, (cap ? cap : 1) * sizeof(*px->resp.headers));
+    px->resp.headers_cap = cap;
+    evtimer_assign(&px->timer, ex->srv->base, on_first_byte_timeout, px);
+    ex->proxy = px;
+    ex->phase = LK_EX_PROXY;
+    if (ex->conn != NULL)
+        lk_conn_set_state(ex->conn, LK_CONN_PROXYING);
+    if (ex->conn == NULL) {
+        /* The client is gone: just free everything from the loop. */
+        lk_exchange_defer(ex, lk_proxy_abort);
+        return 0;
+    }
+    if (setup(px, spec) != 0) {
+        lk_exchange_defer(ex, deferred_fail);
+        return 0;
+    }
+    LK_CLOG(ex->conn_id, DEBUG, "proxying to %s://%s:%d", px->tls ? "https" : "http", px->host,
+            px->port);
+    connect_upstream(px, false);
+    return 0;
+}
+
+/* ---- request side ------------------------------------------------------ */
+
+static void pump_request(struct lk_proxy *px)
+{
+    struct lk_exchange *ex = px->ex;
+    if (px->up == NULL || ex->conn == NULL || px->state == PX_TUNNEL || ex->body_done)
+        return;
+    struct evbuffer *out = bufferevent_get_output(px->up->bev);
+    size_t limit = px->srv->opts.stream_buffer_max, have = evbuffer_get_length(out);
+    if (have >= limit)
+        return;
+    const char *why = NULL;
+    struct evbuffer *in = bufferevent_get_input(ex->conn->bev);
+    if (lk_exchange_move_body(ex, in, out, px->req_chunked_out, limit - have, &why) != 0) {
+        snprintf(px->errtext, sizeof(px->errtext), "invalid chunked request body: %s", why);
+        fail(px, px->errtext);
+    }
+}
+
+static void attach(struct lk_proxy *px, struct lk_upstream *up);
+
+static void on_up_read(struct bufferevent *bev, void *arg);
+static void on_up_write(struct bufferevent *bev, void *arg);
+static void on_up_event(struct bufferevent *bev, short what, void *arg);
+
+static void attach(struct lk_proxy *px, struct lk_upstream *up)
+{
+    px->up = up;
+    px->state = PX_AWAIT_HEAD;
+    size_t limit = px->srv->opts.stream_buffer_max;
+    bufferevent_setcb(up->bev, on_up_read, on_up_write, on_up_event, px);
+    bufferevent_setwatermark(up->bev, EV_WRITE, limit / 2, 0);
+    bufferevent_setwatermark(up->bev, EV_READ, 0, 0);
+    bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+    evbuffer_add(bufferevent_get_output(up->bev), px->head, px->head_len);
+    set_timer(px, px->srv->opts.first_byte_timeout_ms);
+    pump_request(px);
+}
+
+/* ---- response side ----------------------------------------------------- */
+
+static bool in_list(const struct lk_http_header *h, size_t n, struct lk_str name)
+{
+    return lk_http1_find_header(h, n, name) != NULL;
+}
+
+static void add_header(struct evbuffer *out, const struct lk_http_header *h)
+{
+    evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->name.len, h->name.ptr, (int)h->value.len,
+                        h->value.ptr);
+}
+
+/* Upstream headers (filtered by keep()), then resp_set, then resp_default
+ * where absent. */
+static void write_headers(struct lk_proxy *px, struct evbuffer *out, bool ws101)
+{
+    const struct lk_http1_response *r = &px->resp;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        struct lk_str name = r->headers[i].name;
+        bool drop;
+        if (ws101) {
+            drop = lk_str_ieq(name, LK_STR("content-length")) ||
+                   lk_str_ieq(name, LK_STR("content-encoding"));
+        } else {
+            drop = lk_http1_is_hop_by_hop(name) ||
+                   listed_in_connection(r->headers, r->n_headers, name) ||
+                   (lk_str_ieq(name, LK_STR("content-length")) &&
+                    px->resp_kind != LK_HTTP1_BODY_LENGTH && px->resp_kind != LK_HTTP1_BODY_NONE);
+        }
+        if (drop || in_list(px->resp_set, px->n_resp_set, name))
+            continue;
+        add_header(out, &r->headers[i]);
+    }
+    for (size_t i = 0; i < px->n_resp_set; i++)
+        add_header(out, &px->resp_set[i]);
+    for (size_t i = 0; i < px->n_resp_default; i++) {
+        struct lk_str name = px->resp_default[i].name;
+        if (in_list(px->resp_set, px->n_resp_set, name))
+            continue;
+        if (in_list(r->headers, r->n_headers, name))
+            continue;
+        add_header(out, &px->resp_default[i]);
+    }
+}
+
+static void write_status_line(struct lk_proxy *px, struct evbuffer *out)
+{
+    struct lk_str reason = px->resp.reason;
+    if (reason.len == 0)
+        reason = lk_str_c(lk_http1_reason(px->resp.status));
+    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", px->resp.status, (int)reason.len, reason.ptr);
+}
+
+static void start_tunnel(struct lk_proxy *px);
+
+static void start_response(struct lk_proxy *px)
+{
+    struct lk_exchange *ex = px->ex;
+    struct lk_conn *c = ex->conn;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    px->resp_kind = px->resp.body_kind;
+    px->resp_left = px->resp.content_length;
+    lk_http1_chunked_init(&px->resp_chunked);
+    bool until_close = px->resp_kind == LK_HTTP1_BODY_UNTIL_CLOSE;
+    bool reframe = px->resp_kind == LK_HTTP1_BODY_CHUNKED || until_close;
+    px->client_keep = ex->req.keep_alive && !c->read_eof && !px->srv->draining;
+    if (reframe && ex->req.minor_version == 1)
+        px->client_chunked = true;
+    else if (reframe)
+        px->client_keep = false; /* HTTP/1.0: the close delimits the body */
+    write_status_line(px, out);
+    write_headers(px, out, false);
+    if (px->client_chunked)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    if (!px->client_keep)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (ex->req.minor_version == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    px->resp_started = true;
+    ex->status = px->resp.status;
+    px->state = PX_BODY;
+    bufferevent_setwatermark(c->bev, EV_WRITE, px->srv->opts.stream_buffer_max / 2, 0);
+}
+
+static void relay_interim(struct lk_proxy *px)
+{
+    struct lk_exchange *ex = px->ex;
+    if (ex->req.minor_version == 0)
+        return;
+    struct evbuffer *out = bufferevent_get_output(ex->conn->bev);
+    write_status_line(px, out);
+    for (size_t i = 0; i < px->resp.n_headers; i++) {
+        if (!lk_http1_is_hop_by_hop(px->resp.headers[i].name))
+            add_header(out, &px->resp.headers[i]);
+    }
+    evbuffer_add(out, "\r\n", 2);
+}
+
+/* Parses response heads until a final one; returns true when it started the
+ * body or the tunnel, false when waiting or failed. */
+static void read_response_head(struct lk_proxy *px)
+{
+    struct lk_exchange *ex = px->ex;
+    struct evbuffer *in = bufferevent_get_input(px->up->bev);
+    const struct lk_http1_limits *lim = &px->srv->opts.limits;
+    bool is_head = lk_str_eq(ex->req.method, LK_STR("HEAD"));
+    for (;;) {
+        size_t len = evbuffer_get_length(in);
+        if (len == 0)
+            return;
+        size_t n = len < lim->max_head + 1 ? len : lim->max_head + 1;
+        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        const char *why = NULL;
+        int rc = lk_http1_parse_response(p, n, lim, is_head, &px->resp, &why);
+        if (rc == LK_PARTIAL)
+            return;
+        if (rc < 0) {
+            snprintf(px->errtext, sizeof(px->errtext), "invalid response from upstream: %s",
+                     why ? why : "malformed");
+            fail(px, px->errtext);
+            return;
+        }
+        /* The head's slices point into the evbuffer: copy before draining. */
+        char *copy = lk_net_arena_strndup(&ex->arena, p, (size_t)rc);
+        rc = lk_http1_parse_response(copy, (size_t)rc, lim, is_head, &px->resp, NULL);
+        evbuffer_drain(in, (size_t)rc);
+        set_timer(px, 0);
+        int status = px->resp.status;
+        if (status == 101 && px->websocket) {
+            start_tunnel(px);
+            return;
+        }
+        if (status == 101) {
+            fail(px, "upstream switched protocols without being asked to");
+            return;
+        }
+        if (px->websocket && !px->pass_non_101) {
+            snprintf(px->errtext, sizeof(px->errtext), "upstream answered %d instead of 101",
+                     status);
+            fail(px, px->errtext);
+            return;
+        }
+        if (status < 200) {
+            relay_interim(px);
+            set_timer(px, px->srv->opts.first_byte_timeout_ms);
+            continue;
+        }
+        start_response(px);
+        pump_response(px);
+        return;
+    }
+}
+
+static void finish(struct lk_proxy *px, bool up_reusable)
+{
+    struct lk_exchange *ex = px->ex;
+    struct lk_conn *c = ex->conn;
+    bool req_done = ex->body_done;
+    drop_upstream(px, up_reusable && req_done && px->resp.keep_alive);
+    ex->proxy = NULL;
+    ex->phase = LK_EX_DONE;
+    if (c != NULL) {
+        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+        lk_conn_exchange_done(c, px->client_keep && req_done);
+    }
+}
+
+static size_t move_resp_chunked(struct lk_proxy *px, struct evbuffer *in, struct evbuffer *out,
+                                size_t room, bool *done, const char **why)
+{
+    size_t moved = 0;
+    while (moved < room && !*done) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+            break;
+        size_t framing = 0, data = 0;
+        int rc =
+            lk_http1_chunked_decode(&px->resp_chunked, v.iov_base, v.iov_len, &framing, &data, why);
+        if (rc < 0)
+            return (size_t)-1;
+        evbuffer_drain(in, framing);
+        if (data > 0) {
+            if (px->client_chunked)
+                evbuffer_add_printf(out, "%zx\r\n", data);
+            evbuffer_remove_buffer(in, out, data);
+            if (px->client_chunked)
+                evbuffer_add(out, "\r\n", 2);
+            moved += data;
+        }
+        *done = rc == 1;
+    }
+    return moved;
+}
+
+static void pump_response(struct lk_proxy *px)
+{
+    struct lk_exchange *ex = px->ex;
+    if (px->state != PX_BODY || ex->conn == NULL)
+        return;
+    struct evbuffer *in = bufferevent_get_input(px->up->bev);
+    struct evbuffer *out = bufferevent_get_output(ex->conn->bev);
+    size_t limit = px->srv->opts.stream_buffer_max, have = evbuffer_get_length(out);
+    size_t room = have < limit ? limit - have : 0;
+    bool done = false;
+    size_t moved = 0;
+    switch (px->resp_kind) {
+    case LK_HTTP1_BODY_NONE:
+        done = true;
+        break;
+    case LK_HTTP1_BODY_LENGTH: {
+        size_t n = evbuffer_get_length(in);
+        n = n < room ? n : room;
+        n = n < px->resp_left ? n : (size_t)px->resp_left;
+        evbuffer_remove_buffer(in, out, n);
+        px->resp_left -= n;
+        moved = n;
+        done = px->resp_left == 0;
+        break;
+    }
+    case LK_HTTP1_BODY_CHUNKED: {
+        const char *why = NULL;
+        moved = move_resp_chunked(px, in, out, room, &done, &why);
+        if (moved == (size_t)-1) {
+            snprintf(px->errtext, sizeof(px->errtext), "invalid chunked response: %s", why);
+            fail(px, px->errtext);
+            return;
+        }
+        break;
+    }
+    case LK_HTTP1_BODY_UNTIL_CLOSE: {
+        size_t n = evbuffer_get_length(in);
+        n = n < room ? n : room;
+        if (n > 0 && px->client_chunked)
+            evbuffer_add_printf(out, "%zx\r\n", n);
+        evbuffer_remove_buffer(in, out, n);
+        if (n > 0 && px->client_chunked)
+            evbuffer_add(out, "\r\n", 2);
+        moved = n;
+        break;
+    }
+    }
+    ex->bytes_out += moved;
+    if (done) {
+        if (px->client_chunked)
+            evbuffer_add(out, "0\r\n\r\n", 5);
+        finish(px, true);
+        return;
+    }
+    /* Backpressure: pause the upstream while the client is slow. */
+    bool full = evbuffer_get_length(out) >= limit;
+    if (full && !px->up_paused) {
+        bufferevent_disable(px->up->bev, EV_READ);
+        px->up_paused = true;
+    } else if (!full && px->up_paused) {
+        bufferevent_enable(px->up->bev, EV_READ);
+        px->up_paused = false;
+    }
+}
+
+static void on_up_read(struct bufferevent *bev, void *arg)
+{
+    struct lk_proxy *px = arg;
+    (void)bev;
+    if (px->state == PX_AWAIT_HEAD)
+        read_response_head(px);
+    else if (px->state == PX_BODY)
+        pump_response(px);
+    else if (px->state == PX_TUNNEL)
+        tunnel_pump(px);
+}
+
+static void on_up_write(struct bufferevent *bev, void *arg)
+{
+    struct lk_proxy *px = arg;
+    (void)bev;
+    if (px->state == PX_TUNNEL)
+        tunnel_pump(px);
+    else
+        pump_request(px);
+}
+
+static void retry(struct lk_proxy *px)
+{
+    LK_CLOG(px->ex->conn_id, DEBUG, "pooled connection to %s was dead; retrying", px->host);
+    drop_upstream(px, false);
+    px->retried = true;
+    connect_upstream(px, true);
+}
+
+static void on_up_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct lk_proxy *px = arg;
+    (void)bev;
+    if (px->state == PX_TUNNEL) {
+        if (what & BEV_EVENT_ERROR) {
+            lk_conn_close(px->ex->conn, "websocket upstream error");
+            return;
+        }
+        px->u_eof = true;
+        tunnel_pump(px);
+        return;
+    }
+    if (px->state == PX_BODY && px->resp_kind == LK_HTTP1_BODY_UNTIL_CLOSE &&
+        !(what & BEV_EVENT_ERROR)) {
+        /* Move what is left, then end the body. */
+        px->resp_kind = LK_HTTP1_BODY_LENGTH;
+        px->resp_left = evbuffer_get_length(bufferevent_get_input(px->up->bev));
+        px->resp.keep_alive = false;
+        pump_response(px);
+        return;
+    }
+    if (px->state == PX_AWAIT_HEAD && px->up->reused && !px->retried && px->retry_ok &&
+        evbuffer_get_length(bufferevent_get_input(px->up->bev)) == 0) {
+        retry(px);
+        return;
+    }
+    int e = EVUTIL_SOCKET_ERROR();
+    if ((what & BEV_EVENT_ERROR) && e != 0)
+        snprintf(px->errtext, sizeof(px->errtext), "error reading from upstream %s: %s", px->host,
+                 evutil_socket_error_to_string(e));
+    else if (px->state == PX_BODY)
+        snprintf(px->errtext, sizeof(px->errtext), "upstream %s closed the connection mid-body",
+                 px->host);
+    else
+        snprintf(px->errtext, sizeof(px->errtext),
+                 "upstream %s closed the connection without a response", px->host);
+    fail(px, px->errtext);
+}
+
+/* ---- client-side hooks ------------------------------------------------- */
+
+void lk_proxy_on_client_read(struct lk_exchange *ex)
+{
+    struct lk_proxy *px = ex->proxy;
+    if (px == NULL)
+        return;
+    if (px->state == PX_TUNNEL)
+        tunnel_pump(px);
+    else
+        pump_request(px);
+}
+
+void lk_proxy_on_client_write(struct lk_exchange *ex)
+{
+    struct lk_proxy *px = ex->proxy;
+    if (px == NULL)
+        return;
+    if (px->state == PX_TUNNEL)
+        tunnel_pump(px);
+    else if (px->state == PX_BODY)
+        pump_response(px);
+}
+
+void lk_proxy_on_client_eof(struct lk_exchange *ex)
+{
+    struct lk_proxy *px = ex->proxy;
+    if (px == NULL)
+        return;
+    if (px->state == PX_TUNNEL) {
+        px->c_eof = true;
+        tunnel_pump(px);
+        return;
+    }
+    pump_request(px);
+    /* A half-close after the whole request is legal; before it, the client
+     * is gone and the upstream request is cancelled. */
+    if (!ex->body_done && ex->conn != NULL)
+        lk_conn_close(ex->conn, "client went away mid-request");
+}
+
+/* ---- websocket tunnel -------------------------------------------------- */
+
+static void start_tunnel(struct lk_proxy *px)
+{
+    struct lk_exchange *ex = px->ex;
+    struct lk_conn *c = ex->conn;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    write_status_line(px, out);
+    write_headers(px, out, true);
+    evbuffer_add(out, "\r\n", 2);
+    px->resp_started = true;
+    ex->status = 101;
+    px->state = PX_TUNNEL;
+    lk_conn_set_state(c, LK_CONN_TUNNEL);
+    size_t limit = px->srv->opts.ws_buffer_max;
+    bufferevent_setwatermark(c->bev, EV_WRITE, limit / 2, 0);
+    bufferevent_setwatermark(px->up->bev, EV_WRITE, limit / 2, 0);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    px->c_eof = c->read_eof;
+    LK_CLOG(ex->conn_id, DEBUG, "websocket tunnel open to %s", px->host);
+    tunnel_pump(px);
+}
+
+/* Moves src's input to dst's output; pauses src while dst is full; passes a
+ * half-close on once dst has flushed. */
+static void pump_dir(struct lk_proxy *px, struct bufferevent *src, struct bufferevent *dst,
+                     bool src_eof, bool *dst_shut)
+{
+    struct evbuffer *out = bufferevent_get_output(dst);
+    evbuffer_add_buffer(out, bufferevent_get_input(src));
+    size_t limit = px->srv->opts.ws_buffer_max;
+    if (!src_eof) {
+        if (evbuffer_get_length(out) >= limit)
+            bufferevent_disable(src, EV_READ);
+        else
+            bufferevent_enable(src, EV_READ);
+    }
+    if (src_eof && !*dst_shut) {
+        bufferevent_setwatermark(dst, EV_WRITE, 0, 0);
+        if (evbuffer_get_length(out) == 0) {
+            evutil_socket_t fd = bufferevent_getfd(dst);
+            if (fd >= 0)
+                shutdown(fd, SHUT_WR);
+            *dst_shut = true;
+        }
+    }
+}
+
+static void tunnel_pump(struct lk_proxy *px)
+{
+    struct lk_exchange *ex = px->ex;
+    struct lk_conn *c = ex->conn;
+    if (c == NULL || px->up == NULL)
+        return;
+    if (px->tls || c->is_tls) {
+        /* TLS has no half-close we can pass on: either EOF ends the tunnel. */
+        if (px->c_eof || px->u_eof) {
+            pump_dir(px, c->bev, px->up->bev, px->c_eof, &px->u_shut);
+            pump_dir(px, px->up->bev, c->bev, px->u_eof, &px->c_shut);
+            if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+                drop_upstream(px, false);
+                lk_conn_close(c, "websocket tunnel closed");
+            }
+            return;
+        }
+    }
+    pump_dir(px, c->bev, px->up->bev, px->c_eof, &px->u_shut);
+    pump_dir(px, px->up->bev, c->bev, px->u_eof, &px->c_shut);
+    if (px->c_shut && px->u_shut) {
+        LK_CLOG(ex->conn_id, DEBUG, "websocket tunnel closed both ways");
+        drop_upstream(px, false);
+        ex->proxy = NULL;
+        ex->phase = LK_EX_DONE;
+        c->read_eof = true;
+        lk_conn_exchange_done(c, false);
+    }
+}

@@ -1,0 +1,459 @@
+/*
+ * upstream.c - connections to upstream servers: resolve, connect (trying
+ * every address in order), TLS with SNI and verification, and the keep-alive
+ * pool of idle connections per (scheme, host, port).
+ *
+ * Results reach the caller only through the deliver event, so a connection
+ * attempt never calls back before lk_upstream_get() returns. A pending
+ * evdns_getaddrinfo() cannot be cancelled synchronously, so its callback
+ * gets a small ticket that outlives the connection when needed.
+ */
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "net/addr.h"
+#include "net/http_internal.h"
+#include "net/log.h"
+
+struct lk_resolve_ticket {
+    struct lk_upstream *up; /* NULL once the connection gave up waiting */
+    struct evdns_getaddrinfo_request *req;
+};
+
+static void try_next(struct lk_upstream *up);
+
+static struct timeval ms_tv(unsigned ms)
+{
+    return (struct timeval){ .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+}
+
+static void set_timer(struct lk_upstream *up, unsigned ms)
+{
+    if (up->timer_set) {
+        evtimer_del(&up->timer);
+        up->timer_set = false;
+    }
+    if (ms > 0) {
+        struct timeval tv = ms_tv(ms);
+        evtimer_add(&up->timer, &tv);
+        up->timer_set = true;
+    }
+}
+
+static void free_addrs(struct lk_upstream *up)
+{
+    if (up->addrs == NULL)
+        return;
+    if (up->addrs_from_evdns) {
+        evutil_freeaddrinfo(up->addrs);
+    } else {
+        while (up->addrs != NULL) {
+            struct evutil_addrinfo *next = up->addrs->ai_next;
+            free(up->addrs->ai_addr);
+            free(up->addrs);
+            up->addrs = next;
+        }
+    }
+    up->addrs = up->cur = NULL;
+}
+
+void lk_upstream_free(struct lk_upstream *up)
+{
+    if (up == NULL)
+        return;
+    if (up->ticket != NULL) {
+        up->ticket->up = NULL;
+        evdns_getaddrinfo_cancel(up->ticket->req);
+        up->ticket = NULL;
+    }
+    set_timer(up, 0);
+    event_del(&up->deliver);
+    if (up->bev != NULL)
+        bufferevent_free(up->bev);
+    free_addrs(up);
+    free(up->key);
+    free(up->host);
+    free(up);
+}
+
+static void on_deliver(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_upstream *up = arg;
+    (void)fd;
+    (void)what;
+    lk_upstream_cb *cb = up->cb;
+    void *data = up->data;
+    up->cb = NULL;
+    if (up->result == 0) {
+        set_timer(up, 0);
+        free_addrs(up);
+        bufferevent_setcb(up->bev, NULL, NULL, NULL, NULL);
+        cb(up, 0, NULL, data);
+        return;
+    }
+    char errtext[sizeof(up->errtext)];
+    memcpy(errtext, up->errtext, sizeof(errtext));
+    int err = up->result;
+    lk_upstream_free(up);
+    cb(NULL, err, errtext, data);
+}
+
+static void deliver(struct lk_upstream *up, int err)
+{
+    up->result = err;
+    set_timer(up, 0);
+    event_active(&up->deliver, EV_TIMEOUT, 0);
+}
+
+static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_upstream *up = arg;
+    (void)fd;
+    (void)what;
+    up->timer_set = false;
+    if (up->ticket != NULL) {
+        up->ticket->up = NULL;
+        evdns_getaddrinfo_cancel(up->ticket->req);
+        up->ticket = NULL;
+    }
+    if (up->bev != NULL) {
+        bufferevent_free(up->bev);
+        up->bev = NULL;
+    }
+    snprintf(up->errtext, sizeof(up->errtext), "connection to %s:%d timed out", up->host, up->port);
+    deliver(up, LK_ETIMEDOUT);
+}
+
+static void describe_error(struct lk_upstream *up, const char *addr)
+{
+    unsigned long ssl_err = 0, e;
+    while ((e = bufferevent_get_openssl_error(up->bev)) != 0)
+        ssl_err = e;
+    int sock_err = EVUTIL_SOCKET_ERROR();
+    if (ssl_err != 0) {
+        char buf[160];
+        ERR_error_string_n(ssl_err, buf, sizeof(buf));
+        const char *verify = "";
+        SSL *ssl = bufferevent_openssl_get_ssl(up->bev);
+        long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+        if (vr != X509_V_OK)
+            verify = X509_verify_cert_error_string(vr);
+        snprintf(up->errtext, sizeof(up->errtext), "tls handshake with %s (%s) failed: %s%s%s",
+                 up->host, addr, buf, *verify ? ": " : "", verify);
+    } else if (sock_err != 0) {
+        snprintf(up->errtext, sizeof(up->errtext), "error trying to connect to %s: %s", addr,
+                 evutil_socket_error_to_string(sock_err));
+    } else {
+        snprintf(up->errtext, sizeof(up->errtext), "connection to %s closed during setup", addr);
+    }
+}
+
+static void on_connect_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct lk_upstream *up = arg;
+    (void)bev;
+    char addr[64];
+    lk_addr_format(up->cur->ai_addr, addr, sizeof(addr));
+    if (what & BEV_EVENT_CONNECTED) {
+        LK_LOG(DEBUG, "upstream %s connected via %s", up->key, addr);
+        bufferevent_disable(up->bev, EV_READ | EV_WRITE);
+        deliver(up, 0);
+        return;
+    }
+    describe_error(up, addr);
+    LK_LOG(DEBUG, "upstream %s: %s", up->key, up->errtext);
+    bufferevent_free(up->bev);
+    up->bev = NULL;
+    up->cur = up->cur->ai_next;
+    try_next(up);
+}
+
+static SSL *new_ssl(struct lk_upstream *up)
+{
+    SSL *ssl = SSL_new(up->srv->client_tls);
+    LK_ASSERT(ssl != NULL);
+    unsigned char tmp[16];
+    bool is_ip = inet_pton(AF_INET, up->host, tmp) == 1 || inet_pton(AF_INET6, up->host, tmp) == 1;
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    if (is_ip) {
+        X509_VERIFY_PARAM_set1_ip_asc(param, up->host);
+    } else {
+        SSL_set_tlsext_host_name(ssl, up->host);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        X509_VERIFY_PARAM_set1_host(param, up->host, 0);
+    }
+    SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+    return ssl;
+}
+
+/* Starts a connection to up->cur, skipping addresses that fail at once. */
+static void try_next(struct lk_upstream *up)
+{
+    for (; up->cur != NULL; up->cur = up->cur->ai_next) {
+        struct event_base *base = up->srv->base;
+        int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+        if (up->tls) {
+            up->bev = bufferevent_openssl_socket_new(base, -1, new_ssl(up),
+                                                     BUFFEREVENT_SSL_CONNECTING, opts);
+            bufferevent_openssl_set_allow_dirty_shutdown(up->bev, 1);
+        } else {
+            up->bev = bufferevent_socket_new(base, -1, opts);
+        }
+        LK_ASSERT(up->bev != NULL);
+        bufferevent_setcb(up->bev, NULL, NULL, on_connect_event, up);
+        if (bufferevent_socket_connect(up->bev, up->cur->ai_addr, (int)up->cur->ai_addrlen) == 0)
+            return;
+        char addr[64];
+        lk_addr_format(up->cur->ai_addr, addr, sizeof(addr));
+        describe_error(up, addr);
+        bufferevent_free(up->bev);
+        up->bev = NULL;
+    }
+    if (up->errtext[0] == '\0')
+        snprintf(up->errtext, sizeof(up->errtext), "no address to connect to for %s", up->host);
+    deliver(up, LK_EIO);
+}
+
+static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct lk_resolve_ticket *t = arg;
+    struct lk_upstream *up = t->up;
+    free(t);
+    if (up == NULL) {
+        if (res != NULL)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    up->ticket = NULL;
+    if (result != 0 || res == NULL) {
+        snprintf(up->errtext, sizeof(up->errtext),
+                 "dns error: failed to lookup address information for %s: %s", up->host,
+                 evutil_gai_strerror(result));
+        if (res != NULL)
+            evutil_freeaddrinfo(res);
+        deliver(up, LK_EIO);
+        return;
+    }
+    up->addrs = up->cur = res;
+    up->addrs_from_evdns = true;
+    try_next(up);
+}
+
+static void add_addr(struct lk_upstream *up, struct evutil_addrinfo ***tail, int family,
+                     const char *ip)
+{
+    struct evutil_addrinfo *ai = lk_xcalloc(1, sizeof(*ai));
+    struct sockaddr_storage *ss = lk_xcalloc(1, sizeof(*ss));
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)up->port);
+        inet_pton(AF_INET6, ip, &v6->sin6_addr);
+        ai->ai_addrlen = sizeof(*v6);
+    } else {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)up->port);
+        inet_pton(AF_INET, ip, &v4->sin_addr);
+        ai->ai_addrlen = sizeof(*v4);
+    }
+    ai->ai_family = family;
+    ai->ai_socktype = SOCK_STREAM;
+    ai->ai_addr = (struct sockaddr *)ss;
+    **tail = ai;
+    *tail = &ai->ai_next;
+}
+
+static bool is_localhost(const char *host)
+{
+    size_t n = strlen(host);
+    if (strcasecmp(host, "localhost") == 0)
+        return true;
+    return n > 10 && strcasecmp(host + n - 10, ".localhost") == 0;
+}
+
+/* Literals and localhost need no DNS; everything else goes to evdns. */
+static void resolve(struct lk_upstream *up)
+{
+    struct evutil_addrinfo **tail = &up->addrs;
+    unsigned char tmp[16];
+    if (inet_pton(AF_INET, up->host, tmp) == 1) {
+        add_addr(up, &tail, AF_INET, up->host);
+    } else if (inet_pton(AF_INET6, up->host, tmp) == 1) {
+        add_addr(up, &tail, AF_INET6, up->host);
+    } else if (is_localhost(up->host)) {
+        /* RFC 6761 §6.3; ::1 first, as resolvers order it. */
+        add_addr(up, &tail, AF_INET6, "::1");
+        add_addr(up, &tail, AF_INET, "127.0.0.1");
+    }
+    if (up->addrs != NULL) {
+        up->cur = up->addrs;
+        try_next(up);
+        return;
+    }
+    struct evutil_addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", up->port);
+    struct lk_resolve_ticket *t = lk_xcalloc(1, sizeof(*t));
+    t->up = up;
+    up->ticket = t;
+    struct evdns_getaddrinfo_request *req =
+        evdns_getaddrinfo(up->srv->dns, up->host, port, &hints, on_resolved, t);
+    /* NULL: the callback already ran (and freed the ticket). */
+    if (req != NULL && up->ticket == t)
+        t->req = req;
+}
+
+static char *make_key(bool tls, const char *host, int port)
+{
+    size_t n = strlen(host) + 32;
+    char *key = lk_xmalloc(n);
+    snprintf(key, n, "%s://%s:%d", tls ? "https" : "http", host, port);
+    return key;
+}
+
+struct lk_upstream *lk_upstream_get(struct lk_http_server *srv, bool tls, const char *host,
+                                    int port, lk_upstream_cb *cb, void *data,
+                                    struct lk_upstream **pending)
+{
+    char *key = make_key(tls, host, port);
+    *pending = NULL;
+    for (struct lk_upstream *up = srv->idle; up != NULL; up = up->next) {
+        if (strcmp(up->key, key) == 0) {
+            free(key);
+            if (up->prev != NULL)
+                up->prev->next = up->next;
+            else
+                srv->idle = up->next;
+            if (up->next != NULL)
+                up->next->prev = up->prev;
+            up->prev = up->next = NULL;
+            srv->n_idle--;
+            set_timer(up, 0);
+            bufferevent_setcb(up->bev, NULL, NULL, NULL, NULL);
+            up->reused = true;
+            return up;
+        }
+    }
+    free(key);
+    return lk_upstream_connect(srv, tls, host, port, cb, data, pending);
+}
+
+struct lk_upstream *lk_upstream_connect(struct lk_http_server *srv, bool tls, const char *host,
+                                        int port, lk_upstream_cb *cb, void *data,
+                                        struct lk_upstream **pending)
+{
+    struct lk_upstream *up = lk_xcalloc(1, sizeof(*up));
+    up->srv = srv;
+    up->key = make_key(tls, host, port);
+    up->host = lk_xstrdup(host);
+    up->port = port;
+    up->tls = tls;
+    up->cb = cb;
+    up->data = data;
+    evtimer_assign(&up->timer, srv->base, on_connect_timeout, up);
+    event_assign(&up->deliver, srv->base, -1, 0, on_deliver, up);
+    set_timer(up, srv->opts.connect_timeout_ms);
+    *pending = up;
+    resolve(up);
+    return NULL;
+}
+
+/* ---- pool -------------------------------------------------------------- */
+
+static void pool_remove(struct lk_upstream *up)
+{
+    struct lk_http_server *srv = up->srv;
+    if (up->prev != NULL)
+        up->prev->next = up->next;
+    else
+        srv->idle = up->next;
+    if (up->next != NULL)
+        up->next->prev = up->prev;
+    up->prev = up->next = NULL;
+    srv->n_idle--;
+}
+
+static void on_idle_gone(struct lk_upstream *up, const char *why)
+{
+    LK_LOG(DEBUG, "pooled upstream %s dropped: %s", up->key, why);
+    pool_remove(up);
+    lk_upstream_free(up);
+}
+
+static void on_idle_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    on_idle_gone(arg, "unexpected data");
+}
+
+static void on_idle_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)what;
+    on_idle_gone(arg, "closed by peer");
+}
+
+static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_upstream *up = arg;
+    (void)fd;
+    (void)what;
+    up->timer_set = false;
+    on_idle_gone(up, "idle timeout");
+}
+
+void lk_upstream_release(struct lk_upstream *up, bool reusable)
+{
+    struct lk_http_server *srv = up->srv;
+    size_t same = 0;
+    for (struct lk_upstream *o = srv->idle; o != NULL; o = o->next)
+        same += strcmp(o->key, up->key) == 0;
+    if (!reusable || srv->draining || srv->n_idle >= srv->opts.pool_max_idle ||
+        same >= srv->opts.pool_max_idle_per_host || srv->opts.pool_idle_timeout_ms == 0 ||
+        evbuffer_get_length(bufferevent_get_input(up->bev)) != 0) {
+        lk_upstream_free(up);
+        return;
+    }
+    up->reused = false;
+    up->prev = NULL;
+    up->next = srv->idle;
+    if (srv->idle != NULL)
+        srv->idle->prev = up;
+    srv->idle = up;
+    srv->n_idle++;
+    bufferevent_setwatermark(up->bev, EV_READ, 0, 0);
+    bufferevent_setwatermark(up->bev, EV_WRITE, 0, 0);
+    bufferevent_setcb(up->bev, on_idle_read, NULL, on_idle_event, up);
+    bufferevent_enable(up->bev, EV_READ);
+    evtimer_assign(&up->timer, srv->base, on_idle_timeout, up);
+    up->timer_set = false;
+    set_timer(up, srv->opts.pool_idle_timeout_ms);
+}
+
+void lk_upstream_pool_clear(struct lk_http_server *srv)
+{
+    while (srv->idle != NULL) {
+        struct lk_upstream *up = srv->idle;
+        pool_remove(up);
+        lk_upstream_free(up);
+    }
+}
