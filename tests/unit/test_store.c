@@ -1,0 +1,390 @@
+/*
+ * test_store.c - lib/core/store: the in-memory kv, the parsed-session cache,
+ * new_session_name / store_session / strict_store_session (SPEC §2.5, §2.7,
+ * §8.1.8) and the error texts of the store layer.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/names.h"
+#include "core/store.h"
+#include "harness.h"
+
+static void fill_splitmix(void *ctx, void *buf, size_t n)
+{
+    unsigned long long *state = ctx;
+    unsigned char *out = buf;
+    for (size_t i = 0; i < n; i++) {
+        unsigned long long z = (*state += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        out[i] = (unsigned char)(z ^ (z >> 31));
+    }
+}
+
+static struct lk_session *make(const char *token, const char *const *services, size_t n)
+{
+    struct lk_session *s = lk_session_new(LK_SESSION_PREVIEW, token);
+    for (size_t i = 0; i < n; i++) {
+        struct lk_buf loc = LK_BUF_INIT;
+        lk_buf_addf(&loc, "https://%s.example.com", services[i]);
+        CHECK_INT_EQ(lk_session_add_service(s, services[i], loc.data, loc.len, NULL), 0);
+        lk_buf_release(&loc);
+    }
+    lk_session_add_domain(s, "example.com", "frontend");
+    CHECK_INT_EQ(lk_session_add_route(s, 0, "^/api(?:/|$)", "backend", NULL), 0);
+    CHECK_INT_EQ(lk_session_validate(s, NULL), 0);
+    return s;
+}
+
+static const char *const fb[] = { "frontend", "backend" };
+static const char *const bf[] = { "backend", "frontend" };
+
+static int count_cb(void *data, const char *key, const char *value, size_t len)
+{
+    (void)key;
+    (void)value;
+    (void)len;
+    (*(size_t *)data)++;
+    return 0;
+}
+
+static void test_memory_kv(void)
+{
+    struct lk_kv kv;
+    struct lk_buf v = LK_BUF_INIT;
+    bool exists = true;
+    size_t n = 0;
+    lk_kv_memory_init(&kv);
+    CHECK_INT_EQ(lk_kv_get(&kv, "a", &v, NULL), LK_ENOTFOUND);
+    CHECK_INT_EQ(lk_kv_exists(&kv, "a", &exists, NULL), 0);
+    CHECK(!exists);
+    CHECK_INT_EQ(lk_kv_put(&kv, "a", "one", 3, NULL), 0);
+    CHECK_INT_EQ(lk_kv_put(&kv, "a", "two", 3, NULL), 0);
+    CHECK_INT_EQ(lk_kv_put(&kv, "", "empty", 5, NULL), 0);
+    CHECK_INT_EQ(lk_kv_get(&kv, "a", &v, NULL), 0);
+    CHECK_STR_EQ(v.data, "two");
+    CHECK_INT_EQ(lk_kv_exists(&kv, "a", &exists, NULL), 0);
+    CHECK(exists);
+    CHECK_INT_EQ(lk_kv_memory_count(&kv), 2);
+    CHECK_INT_EQ(lk_kv_list(&kv, count_cb, &n, NULL), 0);
+    CHECK_INT_EQ(n, 2);
+    CHECK_INT_EQ(lk_kv_del(&kv, "a", NULL), 0);
+    CHECK_INT_EQ(lk_kv_del(&kv, "a", NULL), 0);
+    CHECK_INT_EQ(lk_kv_get(&kv, "a", &v, NULL), LK_ENOTFOUND);
+    CHECK_INT_EQ(lk_kv_memory_count(&kv), 1);
+    lk_buf_release(&v);
+    lk_kv_free(&kv);
+    lk_kv_free(&kv);
+}
+
+/* 10,000 sessions: every one stored and read back through the cache. */
+static void test_scale(void)
+{
+    struct lk_kv kv;
+    struct lk_session_cache *cache = lk_session_cache_new(100);
+    struct lk_session *s = make("tok", fb, 2);
+    lk_kv_memory_init(&kv);
+    for (int i = 0; i < 10000; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "session-%d", i);
+        CHECK_INT_EQ(lk_store_put_session(&kv, name, s, NULL), 0);
+    }
+    CHECK_INT_EQ(lk_kv_memory_count(&kv), 10000);
+    int ok = 0;
+    for (int i = 0; i < 10000; i++) {
+        char name[32];
+        struct lk_session *got = NULL;
+        snprintf(name, sizeof(name), "session-%d", (i * 7919) % 10000);
+        if (lk_store_get_session(&kv, cache, name, &got, NULL) == 0 &&
+            strcmp(got->session_token, "tok") == 0)
+            ok++;
+        lk_session_free(got);
+    }
+    CHECK_INT_EQ(ok, 10000);
+    lk_session_free(s);
+    lk_session_cache_free(cache);
+    lk_kv_free(&kv);
+}
+
+static void test_cache(void)
+{
+    struct lk_kv kv;
+    struct lk_session_cache *cache = lk_session_cache_new(2);
+    struct lk_session *s1 = make("one", fb, 2);
+    struct lk_session *s2 = make("two", fb, 2);
+    struct lk_session *a = NULL, *b = NULL, *c = NULL;
+    lk_kv_memory_init(&kv);
+    CHECK_INT_EQ(lk_store_put_session(&kv, "n", s1, NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "n", &a, NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "n", &b, NULL), 0);
+    CHECK(a != NULL && a == b); /* parsed once */
+    CHECK_INT_EQ(lk_store_put_session(&kv, "n", s2, NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "n", &c, NULL), 0);
+    CHECK(c != NULL && c != a);
+    if (c)
+        CHECK_STR_EQ(c->session_token, "two");
+    /* The old reference is still valid after the entry was replaced. */
+    if (a)
+        CHECK_STR_EQ(a->session_token, "one");
+    lk_session_free(a);
+    lk_session_free(b);
+    lk_session_free(c);
+    /* Eviction keeps the cache bounded and lookups correct. */
+    for (int i = 0; i < 10; i++) {
+        char name[16];
+        struct lk_session *got = NULL;
+        snprintf(name, sizeof(name), "k%d", i);
+        CHECK_INT_EQ(lk_store_put_session(&kv, name, s1, NULL), 0);
+        CHECK_INT_EQ(lk_store_get_session(&kv, cache, name, &got, NULL), 0);
+        lk_session_free(got);
+    }
+    /* A deleted session is not served from the cache. */
+    CHECK_INT_EQ(lk_store_delete_session(&kv, "k9", NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "k9", &a, NULL), LK_ENOTFOUND);
+    lk_session_free(s1);
+    lk_session_free(s2);
+    lk_session_cache_free(cache);
+    lk_kv_free(&kv);
+}
+
+static void test_invalid_stored(void)
+{
+    static const struct {
+        const char *value, *msg;
+    } cases[] = {
+        { "not json", "Invalid stored config: linkup session json format error: " },
+        { "{\"session_token\":\"t\",\"services\":[],\"domains\":[]}",
+          "Invalid stored config: empty config" },
+    };
+    struct lk_kv kv;
+    lk_kv_memory_init(&kv);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct lk_session *s = NULL;
+        struct lk_buf err = LK_BUF_INIT;
+        CHECK_INT_EQ(lk_kv_put(&kv, "bad", cases[i].value, strlen(cases[i].value), NULL), 0);
+        CHECK_INT_EQ(lk_store_get_session(&kv, NULL, "bad", &s, &err), LK_EINVAL);
+        CHECK(strncmp(err.data, cases[i].msg, strlen(cases[i].msg)) == 0);
+        CHECK(s == NULL);
+        lk_buf_release(&err);
+    }
+    lk_kv_free(&kv);
+}
+
+/* SPEC §8.1.8: identical preview sessions with services reversed -> 45201d. */
+static void test_identical_preview_requests(void)
+{
+    struct lk_kv kv;
+    struct lk_buf n1 = LK_BUF_INIT, n2 = LK_BUF_INIT;
+    unsigned long long state = 1;
+    struct lk_rng rng = { fill_splitmix, &state };
+    struct lk_session *a = make("preview_session", fb, 2);
+    struct lk_session *b = make("preview_session", bf, 2);
+    lk_kv_memory_init(&kv);
+    CHECK_INT_EQ(lk_store_session(&kv, a, LK_NAME_SIX_CHAR, "", &rng, &n1, NULL), 0);
+    CHECK_INT_EQ(lk_store_session(&kv, b, LK_NAME_SIX_CHAR, NULL, &rng, &n2, NULL), 0);
+    CHECK_STR_EQ(n1.data, "45201d");
+    CHECK_STR_EQ(n2.data, "45201d");
+    CHECK_INT_EQ(lk_kv_memory_count(&kv), 1);
+    lk_buf_release(&n1);
+    lk_buf_release(&n2);
+    lk_session_free(a);
+    lk_session_free(b);
+    lk_kv_free(&kv);
+}
+
+static bool is_animal(const char *name)
+{
+    const char *dash = strchr(name, '-');
+    if (dash == NULL)
+        return false;
+    bool adj = false, animal = false;
+    for (size_t i = 0; i < LK_N_ADJECTIVES; i++)
+        adj |= strlen(lk_name_adjectives[i]) == (size_t)(dash - name) &&
+               strncmp(lk_name_adjectives[i], name, (size_t)(dash - name)) == 0;
+    for (size_t i = 0; i < LK_N_ANIMALS; i++)
+        animal |= strcmp(lk_name_animals[i], dash + 1) == 0;
+    return adj && animal;
+}
+
+static bool is_six_char(const char *name)
+{
+    if (strlen(name) != 6)
+        return false;
+    for (int i = 0; i < 6; i++) {
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9')))
+            return false;
+    }
+    return true;
+}
+
+static void test_store_session(void)
+{
+    struct lk_kv kv;
+    unsigned long long state = 99;
+    struct lk_rng rng = { fill_splitmix, &state };
+    struct lk_session *mine = make("mine", fb, 2);
+    struct lk_session *theirs = make("theirs", fb, 2);
+    struct lk_buf name = LK_BUF_INIT;
+    lk_kv_memory_init(&kv);
+
+    /* A free desired name is taken (animal kind). */
+    CHECK_INT_EQ(lk_store_session(&kv, mine, LK_NAME_ANIMAL, "tiny-cow", &rng, &name, NULL), 0);
+    CHECK_STR_EQ(name.data, "tiny-cow");
+    /* Same token: the desired name is reused and overwritten. */
+    lk_buf_reset(&name);
+    CHECK_INT_EQ(lk_store_session(&kv, mine, LK_NAME_ANIMAL, "tiny-cow", &rng, &name, NULL), 0);
+    CHECK_STR_EQ(name.data, "tiny-cow");
+    /* Same token reuses the desired name even with six-char naming (v1 preview). */
+    lk_buf_reset(&name);
+    CHECK_INT_EQ(lk_store_session(&kv, mine, LK_NAME_SIX_CHAR, "tiny-cow", &rng, &name, NULL), 0);
+    CHECK_STR_EQ(name.data, "tiny-cow");
+    /* Another token gets a random animal name. */
+    lk_buf_reset(&name);
+    CHECK_INT_EQ(lk_store_session(&kv, theirs, LK_NAME_ANIMAL, "tiny-cow", &rng, &name, NULL), 0);
+    CHECK(strcmp(name.data, "tiny-cow") != 0);
+    CHECK(is_animal(name.data));
+    /* Quirk: a new desired name with six-char naming is ignored for the hash. */
+    lk_buf_reset(&name);
+    CHECK_INT_EQ(lk_store_session(&kv, theirs, LK_NAME_SIX_CHAR, "brand-new", &rng, &name, NULL),
+                 0);
+    CHECK(is_six_char(name.data));
+    struct lk_session *got = NULL;
+    CHECK_INT_EQ(lk_store_get_session(&kv, NULL, "tiny-cow", &got, NULL), 0);
+    if (got)
+        CHECK_STR_EQ(got->session_token, "mine");
+    lk_session_free(got);
+    lk_buf_release(&name);
+    lk_session_free(mine);
+    lk_session_free(theirs);
+    lk_kv_free(&kv);
+}
+
+/* With every animal name taken, new_session_name falls back to six chars. */
+static void test_saturation(void)
+{
+    struct lk_kv kv;
+    unsigned long long state = 5;
+    struct lk_rng rng = { fill_splitmix, &state };
+    struct lk_session *s = make("t", fb, 2);
+    lk_kv_memory_init(&kv);
+    for (size_t i = 0; i < LK_N_ADJECTIVES; i++) {
+        for (size_t j = 0; j < LK_N_ANIMALS; j++) {
+            char key[64];
+            snprintf(key, sizeof(key), "%s-%s", lk_name_adjectives[i], lk_name_animals[j]);
+            CHECK_INT_EQ(lk_kv_put(&kv, key, "x", 1, NULL), 0);
+        }
+    }
+    for (int i = 0; i < 20; i++) {
+        struct lk_buf name = LK_BUF_INIT;
+        CHECK_INT_EQ(lk_new_session_name(&kv, LK_NAME_ANIMAL, "able-ant", s, &rng, &name, NULL), 0);
+        CHECK(is_six_char(name.data));
+        lk_buf_release(&name);
+    }
+    /* A free desired name still wins. */
+    struct lk_buf name = LK_BUF_INIT;
+    CHECK_INT_EQ(lk_new_session_name(&kv, LK_NAME_ANIMAL, "mine", s, &rng, &name, NULL), 0);
+    CHECK_STR_EQ(name.data, "mine");
+    lk_buf_release(&name);
+    lk_session_free(s);
+    lk_kv_free(&kv);
+}
+
+static void test_strict_store(void)
+{
+    struct lk_kv kv;
+    struct lk_session *mine = make("mine", fb, 2);
+    struct lk_session *theirs = make("theirs", bf, 2);
+    struct lk_buf err = LK_BUF_INIT;
+    lk_kv_memory_init(&kv);
+    CHECK_INT_EQ(lk_strict_store_session(&kv, "", mine, &err), LK_EINVAL);
+    CHECK_STR_EQ(err.data, "Session name is empty");
+    lk_buf_reset(&err);
+    CHECK_INT_EQ(lk_strict_store_session(&kv, "n", mine, &err), 0);
+    CHECK_INT_EQ(lk_strict_store_session(&kv, "n", mine, &err), 0);
+    CHECK_INT_EQ(err.len, 0);
+    CHECK_INT_EQ(lk_strict_store_session(&kv, "n", theirs, &err), LK_ECONFLICT);
+    CHECK_STR_EQ(err.data, "Session with name already exists");
+    struct lk_session *got = NULL;
+    CHECK_INT_EQ(lk_store_get_session(&kv, NULL, "n", &got, NULL), 0);
+    if (got)
+        CHECK_STR_EQ(got->session_token, "mine");
+    lk_session_free(got);
+    lk_buf_release(&err);
+    lk_session_free(mine);
+    lk_session_free(theirs);
+    lk_kv_free(&kv);
+}
+
+/* A kv whose every operation fails: the SPEC texts wrap its reason. */
+static int fail_get(void *ctx, const char *key, struct lk_buf *value, struct lk_buf *err)
+{
+    (void)ctx, (void)key, (void)value;
+    lk_buf_adds(err, "boom");
+    return LK_ESTORE;
+}
+static int fail_exists(void *ctx, const char *key, bool *exists, struct lk_buf *err)
+{
+    (void)ctx, (void)key, (void)exists;
+    lk_buf_adds(err, "boom");
+    return LK_ESTORE;
+}
+static int fail_put(void *ctx, const char *key, const char *value, size_t len, struct lk_buf *err)
+{
+    (void)ctx, (void)key, (void)value, (void)len;
+    lk_buf_adds(err, "boom");
+    return LK_ESTORE;
+}
+static int fail_del(void *ctx, const char *key, struct lk_buf *err)
+{
+    (void)ctx, (void)key;
+    lk_buf_adds(err, "boom");
+    return LK_ESTORE;
+}
+
+static void test_failing_kv(void)
+{
+    static const struct lk_kv_ops ops = { fail_get, fail_exists, fail_put, fail_del, NULL, NULL };
+    struct lk_kv kv = { &ops, NULL };
+    struct lk_session *s = make("t", fb, 2);
+    struct lk_session *got = NULL;
+    unsigned long long state = 3;
+    struct lk_rng rng = { fill_splitmix, &state };
+    static const char *const want[] = {
+        "Could not get config: boom",    "Could not put config: boom",
+        "Could not delete config: boom", "Not implemented",
+        "Could not get config: boom",    "Could not put config: boom",
+    };
+    struct lk_buf err[6] = { LK_BUF_INIT, LK_BUF_INIT, LK_BUF_INIT,
+                             LK_BUF_INIT, LK_BUF_INIT, LK_BUF_INIT };
+    struct lk_buf name = LK_BUF_INIT;
+    CHECK_INT_EQ(lk_store_get_session(&kv, NULL, "n", &got, &err[0]), LK_ESTORE);
+    CHECK_INT_EQ(lk_store_put_session(&kv, "n", s, &err[1]), LK_ESTORE);
+    CHECK_INT_EQ(lk_store_delete_session(&kv, "n", &err[2]), LK_ESTORE);
+    CHECK_INT_EQ(lk_kv_list(&kv, count_cb, NULL, &err[3]), LK_EUNSUPPORTED);
+    CHECK_INT_EQ(lk_store_session(&kv, s, LK_NAME_ANIMAL, "", &rng, &name, &err[4]), LK_ESTORE);
+    CHECK_INT_EQ(lk_store_session(&kv, s, LK_NAME_SIX_CHAR, "", &rng, &name, &err[5]), LK_ESTORE);
+    CHECK_INT_EQ(name.len, 0);
+    for (int i = 0; i < 6; i++) {
+        CHECK_STR_EQ(err[i].data, want[i]);
+        lk_buf_release(&err[i]);
+    }
+    lk_buf_release(&name);
+    lk_session_free(s);
+    lk_kv_free(&kv);
+}
+
+int main(void)
+{
+    RUN(test_memory_kv);
+    RUN(test_scale);
+    RUN(test_cache);
+    RUN(test_invalid_stored);
+    RUN(test_identical_preview_requests);
+    RUN(test_store_session);
+    RUN(test_saturation);
+    RUN(test_strict_store);
+    RUN(test_failing_kv);
+    return DONE();
+}
