@@ -1,0 +1,453 @@
+/*
+ * test_http1.c - the HTTP/1.1 head parsers and the chunked decoder
+ * (lib/proto/http1.h) and WebSocket upgrade detection (lib/proto/ws.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "harness.h"
+#include "proto/http1.h"
+#include "proto/ws.h"
+
+#define NH 128
+
+static int parse_req(const char *s, size_t len, struct lk_http1_request *req,
+                     struct lk_http_header *h, const struct lk_http1_limits *lim, const char **why)
+{
+    memset(req, 0, sizeof(*req));
+    req->headers = h;
+    req->headers_cap = NH;
+    return lk_http1_parse_request(s, len, lim, req, why);
+}
+
+struct req_case {
+    const char *name;
+    const char *in;
+    int rc;     /* > 0: expected full length (use -100 for "whole input") */
+    int status; /* error status */
+    const char *why;
+};
+
+#define WHOLE (-100)
+
+static const struct req_case req_cases[] = {
+    { "simple", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", WHOLE, 0, NULL },
+    { "http10", "GET / HTTP/1.0\r\n\r\n", WHOLE, 0, NULL },
+    { "leading crlf", "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", WHOLE, 0, NULL },
+    { "partial", "GET / HTTP/1.1\r\nHost: a\r\n", LK_PARTIAL, 0, NULL },
+    { "cl and te", "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+      LK_EPARSE, 400, "both Content-Length and Transfer-Encoding" },
+    { "differing cl", "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+      LK_EPARSE, 400, "conflicting Content-Length values" },
+    { "differing cl list", "POST / HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\n", LK_EPARSE, 400,
+      "conflicting Content-Length values" },
+    { "bad cl", "POST / HTTP/1.1\r\nContent-Length: 3x\r\n\r\n", LK_EPARSE, 400,
+      "invalid Content-Length" },
+    { "negative cl", "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", LK_EPARSE, 400,
+      "invalid Content-Length" },
+    { "te gzip", "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", LK_EPARSE, 400,
+      "unsupported Transfer-Encoding" },
+    { "te chunked not final", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+      LK_EPARSE, 400, "unsupported Transfer-Encoding" },
+    { "te chunked twice",
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n",
+      LK_EPARSE, 400, "unsupported Transfer-Encoding" },
+    { "te in 1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", LK_EPARSE, 400,
+      "Transfer-Encoding in an HTTP/1.0 request" },
+    { "obs-fold", "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", LK_EPARSE, 400,
+      "obsolete line folding is not allowed" },
+    { "space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", LK_EPARSE, 400,
+      "whitespace before colon in header field" },
+    { "bad name", "GET / HTTP/1.1\r\nHo(st: a\r\n\r\n", LK_EPARSE, 400,
+      "invalid header field name" },
+    { "empty name", "GET / HTTP/1.1\r\n: a\r\n\r\n", LK_EPARSE, 400, "empty header field name" },
+    { "ctl in value",
+      "GET / HTTP/1.1\r\nX: a\x01"
+      "b\r\n\r\n",
+      LK_EPARSE, 400, "invalid character in header field value" },
+    { "del in value", "GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n", LK_EPARSE, 400,
+      "invalid character in header field value" },
+    { "bare cr", "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", LK_EPARSE, 400,
+      "bare CR or LF in message head" },
+    { "bare lf", "GET / HTTP/1.1\nHost: a\r\n\r\n", LK_EPARSE, 400,
+      "bare CR or LF in message head" },
+    { "bad method", "G(T / HTTP/1.1\r\n\r\n", LK_EPARSE, 400, "invalid request method" },
+    { "empty method", " / HTTP/1.1\r\n\r\n", LK_EPARSE, 400, "invalid request method" },
+    { "double space", "GET  / HTTP/1.1\r\n\r\n", LK_EPARSE, 400, "invalid request target" },
+    { "bad version", "GET / HTTP/2.0\r\n\r\n", LK_EPARSE, 400, "unsupported HTTP version" },
+    { "lowercase version", "GET / http/1.1\r\n\r\n", LK_EPARSE, 400, "unsupported HTTP version" },
+    { "version 1.2", "GET / HTTP/1.2\r\n\r\n", LK_EPARSE, 400, "unsupported HTTP version" },
+    { "two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", LK_EPARSE, 400,
+      "multiple Host header fields" },
+    { "tab ok in value", "GET / HTTP/1.1\r\nX: a\tb\r\n\r\n", WHOLE, 0, NULL },
+    { "obs-text ok", "GET / HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n", WHOLE, 0, NULL },
+    { "same cl twice ok", "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+      WHOLE, 0, NULL },
+};
+
+static void test_request_table(void)
+{
+    for (size_t i = 0; i < sizeof(req_cases) / sizeof(req_cases[0]); i++) {
+        const struct req_case *tc = &req_cases[i];
+        struct lk_http1_request req;
+        struct lk_http_header h[NH];
+        const char *why = NULL;
+        size_t len = strlen(tc->in);
+        int rc = parse_req(tc->in, len, &req, h, NULL, &why);
+        int want = tc->rc == WHOLE ? (int)len : tc->rc;
+        if (rc != want)
+            fprintf(stderr, "  case %s\n", tc->name);
+        CHECK_INT_EQ(rc, want);
+        if (tc->status != 0) {
+            CHECK_INT_EQ(req.err_status, tc->status);
+            CHECK_STR_EQ(why, tc->why);
+        }
+    }
+}
+
+static void test_request_fields(void)
+{
+    const char *in = "POST /a?b=1 HTTP/1.1\r\nHost: example.com\r\nX-Empty:\r\n"
+                     "Content-Length: 5\r\nX-Trim: \t v \t\r\nExpect: 100-continue\r\n\r\nhello";
+    struct lk_http1_request req;
+    struct lk_http_header h[NH];
+    int rc = parse_req(in, strlen(in), &req, h, NULL, NULL);
+    CHECK_INT_EQ(rc, (int)strlen(in) - 5);
+    CHECK_MEM_EQ(req.method.ptr, req.method.len, "POST", 4);
+    CHECK_MEM_EQ(req.target.ptr, req.target.len, "/a?b=1", 6);
+    CHECK_INT_EQ(req.minor_version, 1);
+    CHECK_INT_EQ(req.n_headers, 5);
+    CHECK_INT_EQ(req.body_kind, LK_HTTP1_BODY_LENGTH);
+    CHECK_INT_EQ(req.content_length, 5);
+    CHECK(req.keep_alive);
+    CHECK(req.expect_continue);
+    CHECK_INT_EQ(h[1].value.len, 0);
+    CHECK_MEM_EQ(h[3].value.ptr, h[3].value.len, "v", 1);
+    const struct lk_http_header *f = lk_http1_find_header(h, req.n_headers, LK_STR("HOST"));
+    CHECK(f != NULL && lk_str_eq(f->value, LK_STR("example.com")));
+}
+
+static void test_request_keep_alive(void)
+{
+    static const struct {
+        const char *in;
+        bool keep;
+    } cases[] = {
+        { "GET / HTTP/1.1\r\n\r\n", true },
+        { "GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false },
+        { "GET / HTTP/1.1\r\nConnection: foo, Close\r\n\r\n", false },
+        { "GET / HTTP/1.0\r\n\r\n", false },
+        { "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct lk_http1_request req;
+        struct lk_http_header h[NH];
+        CHECK(parse_req(cases[i].in, strlen(cases[i].in), &req, h, NULL, NULL) > 0);
+        CHECK_INT_EQ(req.keep_alive, cases[i].keep);
+    }
+}
+
+static void test_request_chunked_kind(void)
+{
+    const char *in = "POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n";
+    struct lk_http1_request req;
+    struct lk_http_header h[NH];
+    CHECK(parse_req(in, strlen(in), &req, h, NULL, NULL) > 0);
+    CHECK_INT_EQ(req.body_kind, LK_HTTP1_BODY_CHUNKED);
+}
+
+static char *repeat(char c, size_t n)
+{
+    char *s = malloc(n + 1);
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
+static void test_request_limits(void)
+{
+    struct lk_http1_request req;
+    struct lk_http_header h[NH];
+    const char *why = NULL;
+    char buf[100000];
+    /* target of exactly 8 KiB is fine, one more is 414 */
+    char *t = repeat('a', 8191);
+    snprintf(buf, sizeof(buf), "GET /%s HTTP/1.1\r\n\r\n", t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), (int)strlen(buf));
+    snprintf(buf, sizeof(buf), "GET /%sb HTTP/1.1\r\n\r\n", t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), LK_ELIMIT);
+    CHECK_INT_EQ(req.err_status, 414);
+    free(t);
+    /* a huge target without an end yet is 414 as soon as it is too long */
+    t = repeat('a', 30000);
+    snprintf(buf, sizeof(buf), "GET /%s", t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), LK_ELIMIT);
+    CHECK_INT_EQ(req.err_status, 414);
+    free(t);
+    /* one header line over 16 KiB -> 431 */
+    t = repeat('v', 16384);
+    snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nX: %s\r\n\r\n", t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), LK_ELIMIT);
+    CHECK_INT_EQ(req.err_status, 431);
+    CHECK_STR_EQ(why, "header line too long");
+    free(t);
+    /* 101 headers -> 431, 100 ok */
+    size_t n = (size_t)snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\n");
+    for (int i = 0; i < 100; i++)
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "X%d: v\r\n", i);
+    snprintf(buf + n, sizeof(buf) - n, "\r\n");
+    CHECK(parse_req(buf, strlen(buf), &req, h, NULL, &why) > 0);
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n, "Y: v\r\n\r\n");
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), LK_ELIMIT);
+    CHECK_INT_EQ(req.err_status, 431);
+    CHECK_STR_EQ(why, "too many header fields");
+    /* whole head over 64 KiB -> 431, even before it ends */
+    struct lk_http1_limits lim = LK_HTTP1_LIMITS_DEFAULT;
+    lim.max_headers = 1000;
+    n = (size_t)snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\n");
+    t = repeat('v', 8000);
+    for (int i = 0; i < 9; i++)
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "X%d: %s\r\n", i, t);
+    free(t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, &lim, &why), LK_ELIMIT);
+    CHECK_INT_EQ(req.err_status, 431);
+    CHECK_STR_EQ(why, "message head too large");
+}
+
+/* Every prefix of a valid or invalid input is PARTIAL or the full result. */
+static void test_request_prefixes(void)
+{
+    for (size_t i = 0; i < sizeof(req_cases) / sizeof(req_cases[0]); i++) {
+        const char *in = req_cases[i].in;
+        size_t len = strlen(in);
+        struct lk_http1_request req;
+        struct lk_http_header h[NH];
+        int full = parse_req(in, len, &req, h, NULL, NULL);
+        for (size_t k = 0; k < len; k++) {
+            int rc = parse_req(in, k, &req, h, NULL, NULL);
+            if (rc != LK_PARTIAL && rc != full) {
+                fprintf(stderr, "  case %s prefix %zu: %d vs %d\n", req_cases[i].name, k, rc, full);
+                CHECK(0);
+            }
+        }
+    }
+}
+
+static void test_pipelined(void)
+{
+    const char *in = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+    struct lk_http1_request req;
+    struct lk_http_header h[NH];
+    int rc = parse_req(in, strlen(in), &req, h, NULL, NULL);
+    CHECK_INT_EQ(rc, (int)strlen(in) / 2);
+    CHECK_MEM_EQ(req.target.ptr, req.target.len, "/1", 2);
+    rc = parse_req(in + rc, strlen(in) - (size_t)rc, &req, h, NULL, NULL);
+    CHECK_INT_EQ(rc, (int)strlen(in) / 2);
+    CHECK_MEM_EQ(req.target.ptr, req.target.len, "/2", 2);
+}
+
+static int parse_resp(const char *s, bool head, struct lk_http1_response *r,
+                      struct lk_http_header *h)
+{
+    memset(r, 0, sizeof(*r));
+    r->headers = h;
+    r->headers_cap = NH;
+    return lk_http1_parse_response(s, strlen(s), NULL, head, r, NULL);
+}
+
+static void test_response_framing(void)
+{
+    static const struct {
+        const char *in;
+        bool head;
+        int rc_sign; /* 1 ok, else the error */
+        enum lk_http1_body_kind kind;
+        bool keep;
+    } cases[] = {
+        { "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, 1, LK_HTTP1_BODY_LENGTH, true },
+        { "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, 1, LK_HTTP1_BODY_NONE, true },
+        { "HTTP/1.1 204 No Content\r\n\r\n", false, 1, LK_HTTP1_BODY_NONE, true },
+        { "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false, 1, LK_HTTP1_BODY_NONE,
+          true },
+        { "HTTP/1.1 100 Continue\r\n\r\n", false, 1, LK_HTTP1_BODY_NONE, true },
+        { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false, 1, LK_HTTP1_BODY_CHUNKED,
+          true },
+        { "HTTP/1.1 200 OK\r\n\r\n", false, 1, LK_HTTP1_BODY_UNTIL_CLOSE, false },
+        { "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false, 1, LK_HTTP1_BODY_LENGTH, false },
+        { "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false, 1,
+          LK_HTTP1_BODY_LENGTH, false },
+        { "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", false, 1, LK_HTTP1_BODY_LENGTH, true },
+        { "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", false,
+          LK_EPARSE, LK_HTTP1_BODY_NONE, false },
+        { "HTTP/1.1 2000 OK\r\n\r\n", false, LK_EPARSE, LK_HTTP1_BODY_NONE, false },
+        { "HTTP/1.1 099 OK\r\n\r\n", false, LK_EPARSE, LK_HTTP1_BODY_NONE, false },
+        { "HTTP/1.1 200 OK\r\nSet-Cookie: a\r\nSet-Cookie: b\r\n\r\n", false, 1,
+          LK_HTTP1_BODY_UNTIL_CLOSE, false },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct lk_http1_response r;
+        struct lk_http_header h[NH];
+        int rc = parse_resp(cases[i].in, cases[i].head, &r, h);
+        if (cases[i].rc_sign == 1) {
+            CHECK_INT_EQ(rc, (int)strlen(cases[i].in));
+            CHECK_INT_EQ(r.body_kind, cases[i].kind);
+            CHECK_INT_EQ(r.keep_alive, cases[i].keep);
+        } else {
+            CHECK_INT_EQ(rc, cases[i].rc_sign);
+        }
+    }
+    struct lk_http1_response r;
+    struct lk_http_header h[NH];
+    CHECK(parse_resp("HTTP/1.1 404 Not Here\r\nA: 1\r\n\r\n", false, &r, h) > 0);
+    CHECK_INT_EQ(r.status, 404);
+    CHECK_MEM_EQ(r.reason.ptr, r.reason.len, "Not Here", 8);
+    CHECK_INT_EQ(r.n_headers, 1);
+}
+
+/* ---- chunked ----------------------------------------------------------- */
+
+/* Feeds in pieces of at most step bytes; collects data; returns 1 done, 0
+ * incomplete, LK_EPARSE. *used is the bytes of in that belong to the body. */
+static int decode_steps(const char *in, size_t len, size_t step, char *out, size_t *out_len,
+                        size_t *used)
+{
+    struct lk_http1_chunked d;
+    lk_http1_chunked_init(&d);
+    size_t pos = 0;
+    *out_len = 0;
+    while (pos < len) {
+        size_t n = len - pos < step ? len - pos : step;
+        size_t off = 0;
+        while (off < n) {
+            size_t fr = 0, da = 0;
+            int rc = lk_http1_chunked_decode(&d, in + pos + off, n - off, &fr, &da, NULL);
+            if (rc < 0)
+                return rc;
+            CHECK(fr + da <= n - off);
+            memcpy(out + *out_len, in + pos + off + fr, da);
+            *out_len += da;
+            off += fr + da;
+            if (rc == 1) {
+                *used = pos + off;
+                CHECK(lk_http1_chunked_done(&d));
+                return 1;
+            }
+            if (fr + da == 0)
+                break;
+        }
+        pos += n;
+    }
+    *used = pos;
+    return 0;
+}
+
+static void test_chunked_table(void)
+{
+    static const struct {
+        const char *in;
+        int rc;
+        const char *data;
+    } cases[] = {
+        { "5\r\nhello\r\n0\r\n\r\n", 1, "hello" },
+        { "5;ext=1;x=\"q\"\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", 1, "hello world" },
+        { "A\r\n0123456789\r\n0\r\nTrailer: x\r\nT2: y\r\n\r\n", 1, "0123456789" },
+        { "5 ; ext\r\nhello\r\n0\r\n\r\n", 1, "hello" },
+        { "000\r\n\r\n", 1, "" },
+        { "5\r\nhello\r\n", 0, "hello" },
+        { "5\r\nhelloX\r\n0\r\n\r\n", LK_EPARSE, NULL },
+        { "x\r\n", LK_EPARSE, NULL },
+        { "\r\n", LK_EPARSE, NULL },
+        { "5\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL },
+        { "5\r\nhello\r\n0\r\nbad trailer\r\n\r\n", LK_EPARSE, NULL },
+        { "5\r\nhello\r\n0\r\n\n", LK_EPARSE, NULL },
+        { "11111111111111111\r\n", LK_EPARSE, NULL },
+        { "5;\x01\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL },
+        { "-5\r\n", LK_EPARSE, NULL },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *in = cases[i].in;
+        size_t len = strlen(in);
+        char whole[256];
+        size_t whole_len = 0, used_whole = 0;
+        int rc = decode_steps(in, len, len, whole, &whole_len, &used_whole);
+        if (rc != cases[i].rc)
+            fprintf(stderr, "  chunked case %zu\n", i);
+        CHECK_INT_EQ(rc, cases[i].rc);
+        if (cases[i].data != NULL)
+            CHECK_MEM_EQ(whole, whole_len, cases[i].data, strlen(cases[i].data));
+        /* Every split size gives the same outcome. */
+        for (size_t step = 1; step < len; step++) {
+            char part[256];
+            size_t part_len = 0, used = 0;
+            int r2 = decode_steps(in, len, step, part, &part_len, &used);
+            CHECK_INT_EQ(r2, rc);
+            if (rc >= 0) {
+                CHECK_MEM_EQ(part, part_len, whole, whole_len);
+                CHECK_INT_EQ(used, used_whole);
+            }
+        }
+    }
+}
+
+/* The body ends exactly at the final CRLF; following bytes are not used. */
+static void test_chunked_stops_at_end(void)
+{
+    const char *in = "3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n";
+    char out[64];
+    size_t out_len = 0, used = 0;
+    CHECK_INT_EQ(decode_steps(in, strlen(in), strlen(in), out, &out_len, &used), 1);
+    CHECK_INT_EQ(used, 13);
+    CHECK_MEM_EQ(out, out_len, "abc", 3);
+}
+
+static void test_ws_detection(void)
+{
+    struct lk_http_header h[] = {
+        { LK_STR("Host"), LK_STR("x") },
+        { LK_STR("Connection"), LK_STR("keep-alive, Upgrade") },
+        { LK_STR("Upgrade"), LK_STR("WebSocket") },
+        { LK_STR("Sec-WebSocket-Version"), LK_STR("13") },
+        { LK_STR("Sec-WebSocket-Key"), LK_STR("dGhlIHNhbXBsZSBub25jZQ==") },
+    };
+    CHECK(lk_ws_is_upgrade_request(LK_STR("GET"), 1, h, 5));
+    CHECK(!lk_ws_is_upgrade_request(LK_STR("POST"), 1, h, 5));
+    CHECK(!lk_ws_is_upgrade_request(LK_STR("GET"), 0, h, 5));
+    CHECK(!lk_ws_is_upgrade_request(LK_STR("GET"), 1, h, 4));
+    CHECK(!lk_ws_has_upgrade_websocket(h, 5));
+    h[3].value = LK_STR("8");
+    CHECK(!lk_ws_is_upgrade_request(LK_STR("GET"), 1, h, 5));
+    h[3].value = LK_STR("13");
+    h[1].value = LK_STR("keep-alive");
+    CHECK(!lk_ws_is_upgrade_request(LK_STR("GET"), 1, h, 5));
+    h[2].value = LK_STR("websocket");
+    CHECK(lk_ws_has_upgrade_websocket(h, 5));
+}
+
+static void test_misc(void)
+{
+    CHECK_STR_EQ(lk_http1_reason(404), "Not Found");
+    CHECK_STR_EQ(lk_http1_reason(431), "Request Header Fields Too Large");
+    CHECK_STR_EQ(lk_http1_reason(799), "");
+    CHECK(lk_http1_is_hop_by_hop(LK_STR("Transfer-Encoding")));
+    CHECK(lk_http1_is_hop_by_hop(LK_STR("keep-alive")));
+    CHECK(!lk_http1_is_hop_by_hop(LK_STR("set-cookie")));
+}
+
+int main(void)
+{
+    RUN(test_request_table);
+    RUN(test_request_fields);
+    RUN(test_request_keep_alive);
+    RUN(test_request_chunked_kind);
+    RUN(test_request_limits);
+    RUN(test_request_prefixes);
+    RUN(test_pipelined);
+    RUN(test_response_framing);
+    RUN(test_chunked_table);
+    RUN(test_chunked_stops_at_end);
+    RUN(test_ws_detection);
+    RUN(test_misc);
+    return DONE();
+}
