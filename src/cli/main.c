@@ -12,6 +12,7 @@
 
 static const struct cli_command commands[] = {
     { "config", cmd_config, "Validate and summarise a linkup config file", 0 },
+    { "dns-serve", cmd_dns_serve, "Run only the DNS responder (developer tool)", 1 },
 };
 
 static void print_help(FILE *out)

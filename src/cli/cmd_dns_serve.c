@@ -1,0 +1,136 @@
+/*
+ * cmd_dns_serve.c - hidden developer command `linkup dns-serve`: runs only
+ * the DNS responder (lib/net/dns_server) with a fixed set of names, so the
+ * responder can be tested end to end without the local server.
+ *
+ *   linkup dns-serve [--dns A:P] --name NAME [--name NAME]... [--domain D]...
+ *                    [--dns-upstream A:P] [--resolv-conf FILE]
+ *
+ * Managed domains default to the parent of each name (tiny-cow.example.com
+ * manages example.com). Prints `DNS listening on A:P` once bound and runs
+ * until SIGINT or SIGTERM, then frees everything and exits 0.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/err.h"
+#include "net/dns_server.h"
+
+#define MAX_NAMES 64
+
+struct serve_args {
+    const char *listen;
+    const char *upstream;
+    const char *resolv_conf;
+    const char *names[MAX_NAMES];
+    size_t n_names;
+    const char *domains[MAX_NAMES];
+    size_t n_domains;
+};
+
+static void provide_zones(struct lk_dns_zones *zones, void *data)
+{
+    const struct serve_args *a = data;
+    zones->names = a->names;
+    zones->n_names = a->n_names;
+    zones->domains = a->domains;
+    zones->n_domains = a->n_domains;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    fprintf(stderr, "Received %s signal\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    event_base_loopbreak(arg);
+}
+
+static int add_to(const char **list, size_t *n, const char *v)
+{
+    if (*n >= MAX_NAMES)
+        return -1;
+    list[(*n)++] = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, struct serve_args *a)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        if (i + 1 >= argc)
+            return cli_usage_error("dns-serve", "option '%s' needs a value", opt);
+        const char *v = argv[++i];
+        int rc = 0;
+        if (strcmp(opt, "--dns") == 0)
+            a->listen = v;
+        else if (strcmp(opt, "--dns-upstream") == 0)
+            a->upstream = v;
+        else if (strcmp(opt, "--resolv-conf") == 0)
+            a->resolv_conf = v;
+        else if (strcmp(opt, "--name") == 0)
+            rc = add_to(a->names, &a->n_names, v);
+        else if (strcmp(opt, "--domain") == 0)
+            rc = add_to(a->domains, &a->n_domains, v);
+        else
+            return cli_usage_error("dns-serve", "unknown option '%s'", opt);
+        if (rc != 0)
+            return cli_usage_error("dns-serve", "too many names (at most %d)", MAX_NAMES);
+    }
+    if (a->n_domains == 0) {
+        for (size_t i = 0; i < a->n_names; i++) {
+            const char *dot = strchr(a->names[i], '.');
+            add_to(a->domains, &a->n_domains, dot ? dot + 1 : a->names[i]);
+        }
+    }
+    return 0;
+}
+
+static int serve(struct serve_args *a)
+{
+    struct event_base *base = event_base_new();
+    struct lk_dns_server *server = NULL;
+    struct lk_dns_server_opts opts = { .listen = a->listen,
+                                       .upstream = a->upstream,
+                                       .resolv_conf = a->resolv_conf,
+                                       .zones_cb = provide_zones,
+                                       .zones_data = a };
+    int rc = lk_dns_server_new(base, &opts, &server);
+    if (rc != 0) {
+        event_base_free(base);
+        return cli_fail("Failed to start DNS server on %s: %s", a->listen,
+                        rc == LK_EINVAL ? "invalid address" : strerror(errno));
+    }
+    struct event *sigint = evsignal_new(base, SIGINT, on_signal, base);
+    struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, base);
+    event_add(sigint, NULL);
+    event_add(sigterm, NULL);
+    char addr[64], up[64];
+    fprintf(stderr, "dns-serve: upstream %s\n",
+            lk_dns_server_upstream(server, up, sizeof(up))[0] ? up : "(none)");
+    printf("DNS listening on %s\n", lk_dns_server_addr(server, addr, sizeof(addr)));
+    fflush(stdout);
+    event_base_dispatch(base);
+    lk_dns_server_free(server);
+    event_free(sigint);
+    event_free(sigterm);
+    event_base_free(base);
+    return LK_EXIT_OK;
+}
+
+int cmd_dns_serve(int argc, char **argv, struct cli_ctx *ctx)
+{
+    struct serve_args a = { .listen = "127.0.0.1:8053" };
+    (void)ctx;
+    if (argc > 1 && cli_is_help(argv[1])) {
+        printf("Usage: linkup dns-serve [--dns A:P] --name NAME... [--domain D]... "
+               "[--dns-upstream A:P] [--resolv-conf FILE]\n");
+        return LK_EXIT_OK;
+    }
+    int rc = parse_args(argc, argv, &a);
+    if (rc != 0)
+        return rc;
+    return serve(&a);
+}
