@@ -1,0 +1,814 @@
+/*
+ * test_proxy.c - the engine (lib/net/http_server.h) end to end, in process.
+ *
+ * The server runs on its own event loop in a thread; a hand-made blocking
+ * upstream runs in other threads (one per connection); the test body is a
+ * blocking client with socket timeouts. Everything binds 127.0.0.1:0. At the
+ * end the server is drained so that LSan sees no leaks.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "harness.h"
+#include "net/http_server.h"
+#include "net/log.h"
+
+static int up_port;     /* the upstream */
+static int dead_port;   /* nothing listens there */
+static int server_port; /* the engine */
+static int up_conn_seq; /* upstream connection counter */
+static pthread_mutex_t up_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- tiny blocking helpers --------------------------------------------- */
+
+static int listen_any(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 64) != 0)
+        abort();
+    socklen_t len = sizeof(a);
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void set_timeouts(int fd, int secs)
+{
+    struct timeval tv = { .tv_sec = secs };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+static int dial(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    set_timeouts(fd, 10);
+    return fd;
+}
+
+static int send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w <= 0) {
+            if (w == -1 && errno == EINTR)
+                continue;
+            return -1;
+        }
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int send_str(int fd, const char *s)
+{
+    return send_all(fd, s, strlen(s));
+}
+
+/* A buffered reader over a blocking socket. */
+struct reader {
+    int fd;
+    char buf[65536];
+    size_t start, end;
+};
+
+static int rd_fill(struct reader *r)
+{
+    if (r->start == r->end)
+        r->start = r->end = 0;
+    if (r->end == sizeof(r->buf)) {
+        memmove(r->buf, r->buf + r->start, r->end - r->start);
+        r->end -= r->start;
+        r->start = 0;
+    }
+    ssize_t n;
+    do {
+        n = recv(r->fd, r->buf + r->end, sizeof(r->buf) - r->end, 0);
+    } while (n == -1 && errno == EINTR);
+    if (n <= 0)
+        return -1;
+    r->end += (size_t)n;
+    return 0;
+}
+
+/* Reads a head (through CRLFCRLF) into out (NUL-terminated). */
+static int rd_head(struct reader *r, char *out, size_t cap)
+{
+    for (;;) {
+        char *p = memmem(r->buf + r->start, r->end - r->start, "\r\n\r\n", 4);
+        if (p != NULL) {
+            size_t n = (size_t)(p + 4 - (r->buf + r->start));
+            if (n >= cap)
+                return -1;
+            memcpy(out, r->buf + r->start, n);
+            out[n] = '\0';
+            r->start += n;
+            return 0;
+        }
+        if (rd_fill(r) != 0)
+            return -1;
+    }
+}
+
+static int rd_line(struct reader *r, char *out, size_t cap)
+{
+    for (;;) {
+        char *p = memmem(r->buf + r->start, r->end - r->start, "\r\n", 2);
+        if (p != NULL) {
+            size_t n = (size_t)(p - (r->buf + r->start));
+            if (n >= cap)
+                return -1;
+            memcpy(out, r->buf + r->start, n);
+            out[n] = '\0';
+            r->start += n + 2;
+            return 0;
+        }
+        if (rd_fill(r) != 0)
+            return -1;
+    }
+}
+
+/* Reads n bytes, copying at most cap into out (NULL: count only). */
+static int rd_n(struct reader *r, uint64_t n, char *out, size_t cap, size_t *got)
+{
+    while (n > 0) {
+        if (r->start == r->end && rd_fill(r) != 0)
+            return -1;
+        size_t k = r->end - r->start;
+        if (k > n)
+            k = (size_t)n;
+        if (out != NULL && *got < cap) {
+            size_t c = cap - *got < k ? cap - *got : k;
+            memcpy(out + *got, r->buf + r->start, c);
+        }
+        *got += k;
+        r->start += k;
+        n -= k;
+    }
+    return 0;
+}
+
+static const char *find_hdr(const char *head, const char *name, char *val, size_t cap)
+{
+    size_t nl = strlen(name);
+    for (const char *p = strstr(head, "\r\n"); p != NULL; p = strstr(p + 2, "\r\n")) {
+        if (strncasecmp(p + 2, name, nl) == 0 && p[2 + nl] == ':') {
+            const char *v = p + 3 + nl;
+            while (*v == ' ')
+                v++;
+            const char *e = strstr(v, "\r\n");
+            size_t n = (size_t)(e - v) < cap - 1 ? (size_t)(e - v) : cap - 1;
+            memcpy(val, v, n);
+            val[n] = '\0';
+            return val;
+        }
+    }
+    return NULL;
+}
+
+struct response {
+    int status;
+    char head[16384];
+    char body[65536];
+    size_t body_len; /* total, may exceed sizeof(body) */
+    bool chunked;
+};
+
+/* Reads one response; request_head: the request was HEAD. */
+static int read_response(struct reader *r, struct response *resp, bool request_head)
+{
+    memset(resp, 0, sizeof(*resp));
+    do {
+        if (rd_head(r, resp->head, sizeof(resp->head)) != 0)
+            return -1;
+        resp->status = (int)strtol(resp->head + 9, NULL, 10);
+    } while (resp->status >= 100 && resp->status < 200 && resp->status != 101);
+    char v[256];
+    if (request_head || resp->status == 204 || resp->status == 304 || resp->status == 101)
+        return 0;
+    if (find_hdr(resp->head, "Transfer-Encoding", v, sizeof(v)) != NULL) {
+        resp->chunked = true;
+        for (;;) {
+            char line[256];
+            if (rd_line(r, line, sizeof(line)) != 0)
+                return -1;
+            uint64_t n = strtoull(line, NULL, 16);
+            if (n == 0) {
+                rd_line(r, line, sizeof(line));
+                return 0;
+            }
+            if (rd_n(r, n, resp->body, sizeof(resp->body), &resp->body_len) != 0)
+                return -1;
+            rd_line(r, line, sizeof(line));
+        }
+    }
+    if (find_hdr(resp->head, "Content-Length", v, sizeof(v)) != NULL)
+        return rd_n(r, strtoull(v, NULL, 10), resp->body, sizeof(resp->body), &resp->body_len);
+    while (rd_fill(r) == 0) {
+    }
+    size_t n = r->end - r->start;
+    return rd_n(r, n, resp->body, sizeof(resp->body), &resp->body_len);
+}
+
+/* ---- the upstream ------------------------------------------------------- */
+
+static void append(char *dst, size_t cap, const char *s)
+{
+    size_t n = strlen(dst);
+    snprintf(dst + n, cap - n, "%s", s);
+}
+
+static void up_respond(int fd, const char *status, const char *extra, const char *body)
+{
+    char buf[1024];
+    snprintf(buf, sizeof(buf), "HTTP/1.1 %s\r\n%sContent-Length: %zu\r\n\r\n%s", status, extra,
+             strlen(body), body);
+    send_str(fd, buf);
+}
+
+/* Reads the request body per the head; returns its length. */
+static uint64_t up_read_body(struct reader *r, const char *head)
+{
+    char v[64];
+    size_t got = 0;
+    if (find_hdr(head, "Content-Length", v, sizeof(v)) != NULL) {
+        rd_n(r, strtoull(v, NULL, 10), NULL, 0, &got);
+        return got;
+    }
+    if (find_hdr(head, "Transfer-Encoding", v, sizeof(v)) != NULL) {
+        for (;;) {
+            char line[128];
+            if (rd_line(r, line, sizeof(line)) != 0)
+                return got;
+            uint64_t n = strtoull(line, NULL, 16);
+            if (n == 0) {
+                rd_line(r, line, sizeof(line));
+                return got;
+            }
+            rd_n(r, n, NULL, 0, &got);
+            rd_line(r, line, sizeof(line));
+        }
+    }
+    return 0;
+}
+
+static void up_ws(int fd, struct reader *r)
+{
+    send_str(fd, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nmy-special-header: special-value\r\n\r\n");
+    /* Echo raw bytes until EOF, then half-close back. */
+    for (;;) {
+        if (r->start < r->end) {
+            send_all(fd, r->buf + r->start, r->end - r->start);
+            r->start = r->end;
+        }
+        if (rd_fill(r) != 0)
+            break;
+    }
+    shutdown(fd, SHUT_WR);
+}
+
+static void up_big(int fd, uint64_t n)
+{
+    char head[128];
+    snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %llu\r\n\r\n",
+             (unsigned long long)n);
+    send_str(fd, head);
+    static char chunk[65536];
+    while (n > 0) {
+        size_t k = n < sizeof(chunk) ? (size_t)n : sizeof(chunk);
+        if (send_all(fd, chunk, k) != 0)
+            return;
+        n -= k;
+    }
+}
+
+static void *up_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    set_timeouts(fd, 20);
+    pthread_mutex_lock(&up_mu);
+    int id = ++up_conn_seq;
+    pthread_mutex_unlock(&up_mu);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    char head[16384], extra[512], v[256];
+    while (rd_head(r, head, sizeof(head)) == 0) {
+        uint64_t body = up_read_body(r, head);
+        char path[256] = "";
+        sscanf(head, "%*s %255s", path);
+        snprintf(extra, sizeof(extra), "X-Conn: %d\r\nX-Seen-Host: %s\r\n", id,
+                 find_hdr(head, "Host", v, sizeof(v)) ? v : "-");
+        if (strcmp(path, "/cookies") == 0) {
+            append(extra, sizeof(extra),
+                   "Set-Cookie: cookie1=value1; Path=/\r\n"
+                   "Set-Cookie: cookie2=value2; Path=/\r\n");
+            up_respond(fd, "200 OK", extra, "cookies");
+        } else if (strcmp(path, "/redirect") == 0) {
+            append(extra, sizeof(extra), "Location: /somethingelse\r\n");
+            up_respond(fd, "307 Temporary Redirect", extra, "");
+        } else if (strcmp(path, "/chunked") == 0) {
+            send_str(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "6\r\nhello \r\n5;x=y\r\nworld\r\n0\r\nT: 1\r\n\r\n");
+        } else if (strcmp(path, "/close") == 0) {
+            send_str(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close");
+            break;
+        } else if (strcmp(path, "/count") == 0) {
+            char b[64];
+            snprintf(b, sizeof(b), "%llu", (unsigned long long)body);
+            up_respond(fd, "200 OK", extra, b);
+        } else if (strncmp(path, "/big/", 5) == 0) {
+            up_big(fd, strtoull(path + 5, NULL, 10));
+        } else if (strcmp(path, "/cors") == 0) {
+            append(extra, sizeof(extra), "Access-Control-Allow-Origin: https://x.example\r\n");
+            up_respond(fd, "200 OK", extra, "cors");
+        } else if (strcmp(path, "/hop") == 0) {
+            /* Report which hop-by-hop headers arrived. */
+            char b[256];
+            snprintf(b, sizeof(b), "te=%d keep=%d x-private=%d x-end=%d",
+                     find_hdr(head, "TE", v, sizeof(v)) != NULL,
+                     find_hdr(head, "Keep-Alive", v, sizeof(v)) != NULL,
+                     find_hdr(head, "X-Private", v, sizeof(v)) != NULL,
+                     find_hdr(head, "X-End", v, sizeof(v)) != NULL);
+            append(extra, sizeof(extra),
+                   "Connection: X-Up-Private\r\nX-Up-Private: 1\r\nKeep-Alive: 5\r\n");
+            up_respond(fd, "200 OK", extra, b);
+        } else if (strcmp(path, "/ws") == 0) {
+            up_ws(fd, r);
+            break;
+        } else if (strcmp(path, "/nows") == 0) {
+            up_respond(fd, "403 Forbidden", extra, "no websocket");
+        } else if (strcmp(path, "/drop") == 0) {
+            break; /* close without answering */
+        } else {
+            up_respond(fd, "200 OK", extra, "under_fe");
+        }
+    }
+    free(r);
+    close(fd);
+    return NULL;
+}
+
+static void *up_main(void *arg)
+{
+    int lfd = (int)(intptr_t)arg;
+    for (;;) {
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0)
+            break;
+        pthread_t t;
+        pthread_create(&t, NULL, up_conn, (void *)(intptr_t)fd);
+        pthread_detach(t);
+    }
+    return NULL;
+}
+
+/* ---- the server under test --------------------------------------------- */
+
+static struct event_base *base;
+static struct lk_http_server *srv;
+static int ctl[2]; /* test -> loop: drain request */
+
+static const struct lk_http_header cors[] = {
+    { LK_STR("Access-Control-Allow-Origin"), LK_STR("*") },
+};
+
+static void on_proxy_error(struct lk_exchange *ex, const char *errtext, void *data)
+{
+    (void)data;
+    char *body = lk_exchange_printf(ex, "Failed to fetch from target service: %s", errtext);
+    struct lk_http_header ct = { LK_STR("Content-Type"), LK_STR("text/plain; charset=utf-8") };
+    lk_exchange_respond(ex, 502, &ct, 1, body, strlen(body));
+}
+
+static void on_body(struct lk_exchange *ex, const char *body, size_t len, int err, void *data)
+{
+    (void)data;
+    struct lk_http_header ct = { LK_STR("Content-Type"), LK_STR("application/json") };
+    if (err == LK_ELIMIT) {
+        lk_exchange_respond(ex, 413, NULL, 0, "too large", 9);
+        return;
+    }
+    if (err != 0) {
+        lk_exchange_respond(ex, 400, NULL, 0, "bad", 3);
+        return;
+    }
+    lk_exchange_respond(ex, 200, &ct, 1, body, len);
+}
+
+static void handler(struct lk_exchange *ex, void *data)
+{
+    (void)data;
+    struct lk_str target = lk_exchange_target(ex);
+    if (lk_str_starts_with(target, LK_STR("/local"))) {
+        struct lk_http_header ct = { LK_STR("Content-Type"), LK_STR("text/plain") };
+        lk_exchange_respond(ex, 200, &ct, 1, "local", 5);
+        return;
+    }
+    if (lk_str_starts_with(target, LK_STR("/json"))) {
+        lk_exchange_read_body(ex, 16, on_body, NULL);
+        return;
+    }
+    /* Proxy: all headers but Host; the upstream URL from the target. */
+    size_t n = 0;
+    const struct lk_http_header *in = lk_exchange_headers(ex, &n);
+    struct lk_http_header *out = lk_exchange_alloc(ex, (n + 1) * sizeof(*out));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!lk_str_ieq(in[i].name, LK_STR("host")))
+            out[k++] = in[i];
+    }
+    bool dead = lk_str_starts_with(target, LK_STR("/dead"));
+    bool via_localhost = lk_str_starts_with(target, LK_STR("/viahost"));
+    const char *host = via_localhost ? "localhost" : "127.0.0.1";
+    int port = dead ? dead_port : up_port;
+    struct lk_proxy_req spec = {
+        .url = lk_exchange_printf(ex, "http://%s:%d%.*s", host, port, (int)target.len, target.ptr),
+        .headers = out,
+        .n_headers = k,
+        .resp_default = cors,
+        .n_resp_default = 1,
+        .websocket = lk_exchange_is_websocket(ex),
+        .ws_pass_non_101 = lk_str_starts_with(target, LK_STR("/nows")),
+        .on_error = on_proxy_error,
+    };
+    if (via_localhost)
+        spec.url = lk_exchange_printf(ex, "http://localhost:%d/", port);
+    lk_exchange_set_log_fields(ex, "test-session", "web");
+    lk_exchange_proxy(ex, &spec);
+}
+
+static void on_drained(void *data)
+{
+    (void)data;
+    event_base_loopexit(base, NULL);
+}
+
+static void on_ctl(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    char c;
+    if (read(fd, &c, 1) == 1)
+        lk_http_server_drain(srv, 2000, on_drained, NULL);
+}
+
+static void *loop_main(void *arg)
+{
+    (void)arg;
+    event_base_dispatch(base);
+    return NULL;
+}
+
+/* ---- tests ------------------------------------------------------------- */
+
+static int request(const char *raw, struct response *resp, bool is_head)
+{
+    int fd = dial(server_port);
+    if (fd < 0)
+        return -1;
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    int rc = send_str(fd, raw) == 0 ? read_response(r, resp, is_head) : -1;
+    free(r);
+    close(fd);
+    return rc;
+}
+
+static struct response resp_storage;
+
+static void test_basic_proxy(void)
+{
+    struct response *resp = &resp_storage;
+    CHECK_INT_EQ(request("GET /anypath HTTP/1.1\r\nHost: app.example\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "under_fe", 8);
+    char v[128], want[64];
+    snprintf(want, sizeof(want), "127.0.0.1:%d", up_port);
+    CHECK_STR_EQ(find_hdr(resp->head, "X-Seen-Host", v, sizeof(v)), want);
+    CHECK_STR_EQ(find_hdr(resp->head, "Access-Control-Allow-Origin", v, sizeof(v)), "*");
+}
+
+static void test_local_respond_and_head(void)
+{
+    struct response *resp = &resp_storage;
+    CHECK_INT_EQ(request("GET /local HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "local", 5);
+    char v[128];
+    CHECK_STR_EQ(find_hdr(resp->head, "Content-Type", v, sizeof(v)), "text/plain");
+    CHECK_INT_EQ(request("HEAD /local HTTP/1.1\r\nHost: a\r\n\r\n", resp, true), 0);
+    CHECK_STR_EQ(find_hdr(resp->head, "Content-Length", v, sizeof(v)), "5");
+    CHECK_INT_EQ(request("HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n", resp, true), 0);
+    CHECK_INT_EQ(resp->status, 200);
+}
+
+static void test_cookies_redirect_cors(void)
+{
+    struct response *resp = &resp_storage;
+    CHECK_INT_EQ(request("GET /cookies HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    const char *c1 = strstr(resp->head, "Set-Cookie: cookie1=value1; Path=/\r\n");
+    const char *c2 = strstr(resp->head, "Set-Cookie: cookie2=value2; Path=/\r\n");
+    CHECK(c1 != NULL && c2 != NULL && c1 < c2);
+    CHECK_INT_EQ(request("GET /redirect HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 307);
+    char v[128];
+    CHECK_STR_EQ(find_hdr(resp->head, "Location", v, sizeof(v)), "/somethingelse");
+    CHECK_INT_EQ(request("GET /cors HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_STR_EQ(find_hdr(resp->head, "Access-Control-Allow-Origin", v, sizeof(v)),
+                 "https://x.example");
+    CHECK(strstr(resp->head, "Access-Control-Allow-Origin: *") == NULL);
+}
+
+static void test_hop_by_hop(void)
+{
+    struct response *resp = &resp_storage;
+    CHECK_INT_EQ(request("GET /hop HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nKeep-Alive: 1\r\n"
+                         "Connection: X-Private\r\nX-Private: 1\r\nX-End: 1\r\n\r\n",
+                         resp, false),
+                 0);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "te=0 keep=0 x-private=0 x-end=1", 31);
+    CHECK(strstr(resp->head, "X-Up-Private") == NULL);
+    CHECK(strstr(resp->head, "Keep-Alive") == NULL);
+}
+
+static void test_reframing(void)
+{
+    struct response *resp = &resp_storage;
+    CHECK_INT_EQ(request("GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK(resp->chunked);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "hello world", 11);
+    CHECK_INT_EQ(request("GET /close HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK(resp->chunked);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "until close", 11);
+    /* HTTP/1.0 client: close-delimited instead of chunked. */
+    CHECK_INT_EQ(request("GET /chunked HTTP/1.0\r\n\r\n", resp, false), 0);
+    CHECK(!resp->chunked);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "hello world", 11);
+    /* chunked upload arrives complete. */
+    CHECK_INT_EQ(request("POST /count HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "3\r\nabc\r\n4;e=1\r\ndefg\r\n0\r\n\r\n",
+                         resp, false),
+                 0);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "7", 1);
+}
+
+static void test_keepalive_pool_and_pipelining(void)
+{
+    int fd = dial(server_port);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    struct response *resp = &resp_storage;
+    char v1[32] = "", v2[32] = "";
+    send_str(fd, "GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    find_hdr(resp->head, "X-Conn", v1, sizeof(v1));
+    send_str(fd, "GET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    find_hdr(resp->head, "X-Conn", v2, sizeof(v2));
+    CHECK_STR_EQ(v1, v2); /* the pooled upstream connection was reused */
+    /* Three pipelined requests, answered in order. */
+    send_str(fd, "GET /local/1 HTTP/1.1\r\nHost: a\r\n\r\nGET /cookies HTTP/1.1\r\nHost: a\r\n\r\n"
+                 "GET /local/3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "local", 5);
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "cookies", 7);
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "local", 5);
+    CHECK(strstr(resp->head, "Connection: close") != NULL);
+    CHECK_INT_EQ(rd_fill(r), -1); /* the server closed */
+    free(r);
+    close(fd);
+}
+
+static void test_upstream_errors(void)
+{
+    struct response *resp = &resp_storage;
+    CHECK_INT_EQ(request("GET /dead HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 502);
+    CHECK(resp->body_len > 0 &&
+          strncmp(resp->body, "Failed to fetch from target service: ", 37) == 0);
+    char v[128];
+    CHECK(find_hdr(resp->head, "Access-Control-Allow-Origin", v, sizeof(v)) == NULL);
+    CHECK_INT_EQ(request("GET /drop HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 502);
+    /* localhost: ::1 first (nothing there), then 127.0.0.1. */
+    CHECK_INT_EQ(request("GET /viahost HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "under_fe", 8);
+}
+
+static void test_bad_requests(void)
+{
+    struct response *resp = &resp_storage;
+    CHECK_INT_EQ(request("GET / HTTP/1.1\r\nHost : a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 400);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "whitespace before colon in header field", 39);
+    char *big = malloc(20000);
+    memset(big, 'a', 20000);
+    memcpy(big, "GET /", 5);
+    memcpy(big + 9000, " HTTP/1.1\r\n\r\n", 14);
+    big[9014] = '\0';
+    CHECK_INT_EQ(request(big, resp, false), 0);
+    CHECK_INT_EQ(resp->status, 414);
+    free(big);
+    CHECK_INT_EQ(request("POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\n\r\n"
+                         "0123456789012345678901234567890123456789",
+                         resp, false),
+                 0);
+    CHECK_INT_EQ(resp->status, 413);
+    CHECK_INT_EQ(request("POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n\r\n{\"a\":1}",
+                         resp, false),
+                 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "{\"a\":1}", 7);
+}
+
+static void test_websocket(void)
+{
+    int fd = dial(server_port);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    struct response *resp = &resp_storage;
+    send_str(fd,
+             "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    CHECK_INT_EQ(resp->status, 101);
+    char v[128];
+    CHECK_STR_EQ(find_hdr(resp->head, "my-special-header", v, sizeof(v)), "special-value");
+    CHECK_STR_EQ(find_hdr(resp->head, "Access-Control-Allow-Origin", v, sizeof(v)), "*");
+    send_str(fd, "\x81\x05hello");
+    size_t got = 0;
+    char echo[16];
+    CHECK_INT_EQ(rd_n(r, 7, echo, sizeof(echo), &got), 0);
+    CHECK_MEM_EQ(echo, got, "\x81\x05hello", 7);
+    /* Half-close travels to the upstream, which closes back. */
+    shutdown(fd, SHUT_WR);
+    CHECK_INT_EQ(rd_fill(r), -1);
+    free(r);
+    close(fd);
+    /* Non-101 passed through when asked to. */
+    CHECK_INT_EQ(request("GET /nows HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+                         "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                         resp, false),
+                 0);
+    CHECK_INT_EQ(resp->status, 403);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "no websocket", 12);
+}
+
+struct upload {
+    int fd;
+    uint64_t n;
+};
+
+static void *upload_main(void *arg)
+{
+    struct upload *u = arg;
+    static char chunk[65536];
+    uint64_t n = u->n;
+    while (n > 0) {
+        size_t k = n < sizeof(chunk) ? (size_t)n : sizeof(chunk);
+        if (send_all(u->fd, chunk, k) != 0)
+            break;
+        n -= k;
+    }
+    return NULL;
+}
+
+static long max_rss_kb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static void test_streaming_large(void)
+{
+    const uint64_t n = 256ull * 1024 * 1024;
+    long rss_before = max_rss_kb();
+    /* Upload. */
+    int fd = dial(server_port);
+    set_timeouts(fd, 60);
+    char head[128];
+    snprintf(head, sizeof(head), "POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: %llu\r\n\r\n",
+             (unsigned long long)n);
+    send_str(fd, head);
+    struct upload u = { fd, n };
+    pthread_t t;
+    pthread_create(&t, NULL, upload_main, &u);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    struct response *resp = &resp_storage;
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    pthread_join(t, NULL);
+    char want[32];
+    snprintf(want, sizeof(want), "%llu", (unsigned long long)n);
+    CHECK_MEM_EQ(resp->body, resp->body_len, want, strlen(want));
+    /* Download on the same connection. */
+    snprintf(head, sizeof(head), "GET /big/%llu HTTP/1.1\r\nHost: a\r\n\r\n",
+             (unsigned long long)n);
+    send_str(fd, head);
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    CHECK_INT_EQ(resp->body_len, n);
+    free(r);
+    close(fd);
+    /* The engine never held a body whole: memory grew by far less than n. */
+    long grown_kb = max_rss_kb() - rss_before;
+    if (grown_kb > 64 * 1024)
+        fprintf(stderr, "  rss grew by %ld KiB\n", grown_kb);
+    CHECK(grown_kb < 64 * 1024);
+}
+
+static void test_client_abort_frees_upstream(void)
+{
+    /* A download the client abandons: the upstream connection is closed, not
+     * pooled, and the server keeps serving. */
+    int fd = dial(server_port);
+    send_str(fd, "GET /big/104857600 HTTP/1.1\r\nHost: a\r\n\r\n");
+    char buf[4096];
+    CHECK(recv(fd, buf, sizeof(buf), 0) > 0);
+    close(fd);
+    usleep(200 * 1000);
+    struct response *resp = &resp_storage;
+    CHECK_INT_EQ(request("GET /local HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 200);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    alarm(120);
+    enum lk_log_level level;
+    lk_log_level_parse(getenv("LINKUP_LOG"), &level);
+    lk_log_set_level(getenv("LINKUP_LOG") ? level : LK_LOG_WARN);
+    int up_fd = listen_any(&up_port);
+    int dead_fd = listen_any(&dead_port);
+    close(dead_fd); /* now nothing listens on dead_port */
+    pthread_t up_thread;
+    pthread_create(&up_thread, NULL, up_main, (void *)(intptr_t)up_fd);
+    pthread_detach(up_thread);
+
+    base = event_base_new();
+    struct lk_http_server_opts opts;
+    lk_http_server_opts_init(&opts);
+    CHECK_INT_EQ(lk_http_server_new(base, &opts, handler, NULL, &srv), 0);
+    char bound[64];
+    CHECK_INT_EQ(lk_http_server_listen(srv, "127.0.0.1:0", NULL, bound, sizeof(bound)), 0);
+    server_port = (int)strtol(strrchr(bound, ':') + 1, NULL, 10);
+    CHECK(strncmp(bound, "127.0.0.1:", 10) == 0 && server_port > 0);
+    if (pipe(ctl) != 0)
+        abort();
+    struct event *ctl_ev = event_new(base, ctl[0], EV_READ, on_ctl, NULL);
+    event_add(ctl_ev, NULL);
+    pthread_t loop;
+    pthread_create(&loop, NULL, loop_main, NULL);
+
+    RUN(test_basic_proxy);
+    RUN(test_local_respond_and_head);
+    RUN(test_cookies_redirect_cors);
+    RUN(test_hop_by_hop);
+    RUN(test_reframing);
+    RUN(test_keepalive_pool_and_pipelining);
+    RUN(test_upstream_errors);
+    RUN(test_bad_requests);
+    RUN(test_websocket);
+    RUN(test_streaming_large);
+    RUN(test_client_abort_frees_upstream);
+
+    if (write(ctl[1], "x", 1) != 1)
+        abort();
+    pthread_join(loop, NULL);
+    event_free(ctl_ev);
+    event_base_free(base);
+    close(ctl[0]);
+    close(ctl[1]);
+    shutdown(up_fd, SHUT_RDWR);
+    close(up_fd);
+    return DONE();
+}
