@@ -323,16 +323,16 @@ static void forward(struct lk_dns_server *s, const uint8_t *q, size_t qlen, size
         p->client = *from;
         p->client_len = from_len;
     }
-    if (!s->has_upstream || s->n_pending >= LK_DNS_MAX_PENDING || qlen > LK_DNS_TCP_MAX ||
-        start_forward(s, p) != 0) {
+    p->query = lk_xmemdup(q, qlen);
+    p->qlen = qlen;
+    if (!s->has_upstream || s->n_pending >= LK_DNS_MAX_PENDING || start_forward(s, p) != 0) {
         servfail(s, p, q, qlen, cap);
         if (p->fd != -1)
             close(p->fd);
+        free(p->query);
         free(p);
         return;
     }
-    p->query = lk_xmemdup(q, qlen);
-    p->qlen = qlen;
     p->next = s->pending;
     if (s->pending != NULL)
         s->pending->prev = p;

@@ -1,0 +1,346 @@
+"""Black-box tests of the DNS responder (DESIGN §2.9) through the hidden
+`linkup dns-serve` command: dig and hand-made UDP/TCP packets against
+127.0.0.1, a stand-in upstream DNS server written here on loopback (never the
+real resolver)."""
+import os
+import random
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+NAMES = ["tiny-cow.example.com", "quiet-fox.other.com"]
+
+
+def build_query(name, qtype, qid=None, edns=0, flags=0x0100):
+    qid = random.randrange(65536) if qid is None else qid
+    msg = struct.pack(">HHHHHH", qid, flags, 1, 0, 0, 1 if edns else 0)
+    for label in name.strip(".").split("."):
+        if label:
+            msg += bytes([len(label)]) + label.encode()
+    msg += b"\0" + struct.pack(">HH", qtype, 1)
+    if edns:
+        msg += b"\0" + struct.pack(">HHIH", 41, edns, 0, 0)
+    return msg
+
+
+def skip_name(msg, off):
+    while True:
+        n = msg[off]
+        if n & 0xC0 == 0xC0:
+            return off + 2
+        if n == 0:
+            return off + 1
+        off += 1 + n
+
+
+def parse_answer(msg):
+    """Returns (id, flags, rcode, [(type, ttl, rdata)], arcount)."""
+    qid, flags, qd, an, ns, ar = struct.unpack(">HHHHHH", msg[:12])
+    off = 12
+    for _ in range(qd):
+        off = skip_name(msg, off) + 4
+    records = []
+    for _ in range(an):
+        off = skip_name(msg, off)
+        rtype, _cls, ttl, rdlen = struct.unpack(">HHIH", msg[off:off + 10])
+        off += 10
+        records.append((rtype, ttl, msg[off:off + rdlen]))
+        off += rdlen
+    return qid, flags, flags & 0xF, records, ar
+
+
+def udp_ask(port, packet, timeout=3.0):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(packet, ("127.0.0.1", port))
+        try:
+            return s.recv(65535)
+        except socket.timeout:
+            return None
+
+
+def tcp_ask(port, packets, timeout=3.0):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        for p in packets:
+            s.sendall(struct.pack(">H", len(p)) + p)
+        answers = []
+        buf = b""
+        while len(answers) < len(packets):
+            chunk = s.recv(65535)
+            if not chunk:
+                break
+            buf += chunk
+            while len(buf) >= 2 and len(buf) >= 2 + struct.unpack(">H", buf[:2])[0]:
+                n = struct.unpack(">H", buf[:2])[0]
+                answers.append(buf[2:2 + n])
+                buf = buf[2 + n:]
+        return answers
+
+
+class FakeUpstream:
+    """A loopback DNS server answering every A query with 192.0.2.7 (TTL 33),
+    or never answering when silent."""
+
+    def __init__(self, silent=False):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.silent = silent
+        self.queries = []
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop:
+            r, _, _ = select.select([self.sock], [], [], 0.1)
+            if not r:
+                continue
+            data, peer = self.sock.recvfrom(65535)
+            self.queries.append(data)
+            if self.silent:
+                continue
+            qend = skip_name(data, 12) + 4
+            count = 40 if data[13:16] == b"big" else 1
+            head = data[:2] + struct.pack(">HHHHH", 0x8180, 1, count, 0, 0)
+            rr = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 33, 4) + bytes([192, 0, 2, 7])
+            self.sock.sendto(head + data[12:qend] + rr * count, peer)
+
+    def close(self):
+        self.stop = True
+        self.thread.join(timeout=2)
+        self.sock.close()
+
+
+class DnsServe:
+    def __init__(self, linkup_bin, env, extra=()):
+        args = [linkup_bin, "dns-serve", "--dns", "127.0.0.1:0"]
+        for n in NAMES:
+            args += ["--name", n]
+        args += list(extra)
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+        assert ready, "dns-serve printed nothing"
+        line = self.proc.stdout.readline()
+        assert line.startswith("DNS listening on 127.0.0.1:"), line
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def close(self):
+        assert self.proc.poll() is None, "dns-serve died: " + self.proc.stderr.read()
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=10)
+        err = self.proc.stderr.read()
+        assert rc == 0, err
+
+
+@pytest.fixture
+def upstream():
+    u = FakeUpstream()
+    yield u
+    u.close()
+
+
+@pytest.fixture
+def server(linkup_bin, env, upstream):
+    s = DnsServe(linkup_bin, env, ["--dns-upstream", f"127.0.0.1:{upstream.port}"])
+    yield s
+    s.close()
+
+
+def dig(port, *args):
+    if shutil.which("dig") is None:
+        pytest.skip("dig is not installed")
+    out = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+tries=1", "+time=5", *args],
+                         capture_output=True, text=True, timeout=20)
+    return out.stdout
+
+
+@pytest.mark.parametrize("name,qtype,expect", [
+    ("tiny-cow.example.com", "A", "127.0.0.1"),
+    ("tiny-cow.example.com", "AAAA", "::1"),
+    ("api.tiny-cow.example.com", "A", "127.0.0.1"),
+    ("a.b.tiny-cow.example.com", "AAAA", "::1"),
+    ("Quiet-Fox.Other.COM", "A", "127.0.0.1"),
+])
+def test_dig_registered_names(server, name, qtype, expect):
+    out = dig(server.port, name, qtype, "+noall", "+answer")
+    fields = out.split()
+    assert fields[1] == "60", out
+    assert fields[3] == qtype and fields[4] == expect, out
+
+
+def test_dig_tcp(server):
+    out = dig(server.port, "+tcp", "tiny-cow.example.com", "A", "+short")
+    assert out.strip() == "127.0.0.1"
+
+
+@pytest.mark.parametrize("name,qtype,rcode,n_answers", [
+    ("tiny-cow.example.com", 15, 0, 0),   # MX: NODATA
+    ("tiny-cow.example.com", 16, 0, 0),   # TXT: NODATA
+    ("unknown.example.com", 1, 3, 0),     # NXDOMAIN under a managed domain
+    ("example.com", 1, 3, 0),
+    ("tiny-cow.other.com", 28, 3, 0),
+    ("tiny-cow.example.com", 1, 0, 1),
+])
+def test_udp_rcodes(server, name, qtype, rcode, n_answers):
+    q = build_query(name, qtype, qid=0x4242)
+    qid, flags, rc, records, _ = parse_answer(udp_ask(server.port, q))
+    assert qid == 0x4242
+    assert flags & 0x8000 and flags & 0x0400  # QR, AA
+    assert rc == rcode
+    assert len(records) == n_answers
+
+
+def test_edns_answer_has_opt(server):
+    q = build_query("tiny-cow.example.com", 1, edns=4096)
+    _, _, rc, records, arcount = parse_answer(udp_ask(server.port, q))
+    assert rc == 0 and records[0][2] == bytes([127, 0, 0, 1])
+    assert arcount == 1
+
+
+def test_forwarding_to_upstream(server, upstream):
+    q = build_query("www.example.org", 1, qid=0x1234)
+    answer = udp_ask(server.port, q)
+    qid, flags, rc, records, _ = parse_answer(answer)
+    assert qid == 0x1234  # the client's id is restored
+    assert rc == 0 and records == [(1, 33, bytes([192, 0, 2, 7]))]
+    assert len(upstream.queries) == 1
+    assert upstream.queries[0][2:] == q[2:]  # same question, own id
+    # Over TCP too (forwarded over UDP, relayed on the stream).
+    answers = tcp_ask(server.port, [build_query("a.example.net", 1, qid=7)])
+    assert parse_answer(answers[0])[0] == 7
+    assert parse_answer(answers[0])[3][0][2] == bytes([192, 0, 2, 7])
+
+
+def test_managed_names_are_never_forwarded(server, upstream):
+    for name in ["nope.example.com", "tiny-cow.example.com"]:
+        udp_ask(server.port, build_query(name, 1))
+    assert upstream.queries == []
+
+
+def test_servfail_when_upstream_is_silent(linkup_bin, env):
+    silent = FakeUpstream(silent=True)
+    s = DnsServe(linkup_bin, env, ["--dns-upstream", f"127.0.0.1:{silent.port}"])
+    try:
+        start = time.monotonic()
+        answer = udp_ask(s.port, build_query("example.org", 1, qid=99), timeout=6)
+        took = time.monotonic() - start
+        assert answer is not None
+        qid, _, rc, _, _ = parse_answer(answer)
+        assert qid == 99 and rc == 2
+        assert 1.5 <= took <= 4.5
+        assert len(silent.queries) == 1
+    finally:
+        s.close()
+        silent.close()
+
+
+def test_servfail_without_upstream(linkup_bin, env, tmp_path):
+    empty = tmp_path / "resolv.conf"
+    empty.write_text("# no nameservers\n")
+    s = DnsServe(linkup_bin, env, ["--resolv-conf", str(empty)])
+    try:
+        _, _, rc, _, _ = parse_answer(udp_ask(s.port, build_query("example.org", 1)))
+        assert rc == 2
+        # Registered names still work.
+        _, _, rc, records, _ = parse_answer(udp_ask(s.port, build_query(NAMES[0], 1)))
+        assert rc == 0 and len(records) == 1
+    finally:
+        s.close()
+
+
+def test_upstream_from_resolv_conf(linkup_bin, env, tmp_path):
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# comment\nsearch example.net\nnameserver 127.0.0.1\nnameserver 10.9.9.9\n")
+    s = DnsServe(linkup_bin, env, ["--resolv-conf", str(conf)])
+    try:
+        assert s.proc.stderr.readline().strip() == "dns-serve: upstream 127.0.0.1:53"
+    finally:
+        s.close()
+
+
+def test_never_forwards_to_itself(linkup_bin, env):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    me = f"127.0.0.1:{port}"
+    s = DnsServe(linkup_bin, env, ["--dns", me, "--dns-upstream", me])
+    try:
+        assert s.proc.stderr.readline().strip() == "dns-serve: upstream (none)"
+        start = time.monotonic()
+        _, _, rc, _, _ = parse_answer(udp_ask(s.port, build_query("example.org", 1)))
+        assert rc == 2 and time.monotonic() - start < 1.0
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("packet", [
+    b"",
+    b"\x01",
+    b"\x12\x34\x01\x00\x00\x01",
+    b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07exam",  # truncated
+    b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01",  # ptr loop
+    b"\x12\x34\x01\x00\xff\xff\xff\xff\xff\xff\xff\xff",
+    b"\x12\x34\x81\x80\x00\x00\x00\x00\x00\x00\x00\x00",  # a response
+    bytes(range(256)) * 4,
+])
+def test_garbage_is_formerr_or_dropped(server, packet):
+    answer = udp_ask(server.port, packet, timeout=0.5)
+    if answer is not None:
+        assert answer[:2] == packet[:2]
+        assert answer[2] & 0x80
+        assert answer[3] & 0x0F == 1  # FORMERR
+    # Still serving.
+    _, _, rc, records, _ = parse_answer(udp_ask(server.port, build_query(NAMES[0], 1)))
+    assert rc == 0 and len(records) == 1
+
+
+def test_random_garbage_never_kills_it(server):
+    rng = random.Random(6)
+    for _ in range(300):
+        n = rng.randrange(0, 120)
+        pkt = bytes(rng.randrange(256) for _ in range(n))
+        if len(pkt) > 2:  # mostly queries with a single question
+            pkt = pkt[:2] + bytes([pkt[2] & 0x7F]) + pkt[3:]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(pkt, ("127.0.0.1", server.port))
+    _, _, rc, _, _ = parse_answer(udp_ask(server.port, build_query(NAMES[1], 1)))
+    assert rc == 0
+
+
+def test_tcp_pipelined_and_garbage(server):
+    qs = [build_query(NAMES[0], 1, qid=1), build_query("zzz.example.com", 1, qid=2),
+          build_query(NAMES[0], 28, qid=3)]
+    answers = tcp_ask(server.port, qs)
+    assert [parse_answer(a)[0] for a in answers] == [1, 2, 3]
+    assert [parse_answer(a)[2] for a in answers] == [0, 3, 0]
+    # A length prefix too short for a header closes the connection.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=3) as s:
+        s.sendall(b"\x00\x03abc")
+        assert s.recv(100) == b""
+    # A malformed message on TCP gets FORMERR.
+    bad = b"\x55\x66\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07exam"
+    (answer,) = tcp_ask(server.port, [bad])
+    assert answer[:2] == b"\x55\x66" and answer[3] & 0xF == 1
+
+
+def test_udp_truncation_of_big_upstream_answers(server, upstream):
+    # The stand-in upstream answers "big.*" with 40 A records (> 512 bytes).
+    q = build_query("big.example.org", 1, qid=5)
+    answer = udp_ask(server.port, q)
+    qid, flags, rc, records, _ = parse_answer(answer)
+    assert qid == 5 and flags & 0x0200 and records == [] and len(answer) <= 512
+    # With EDNS 4096 the whole answer comes through, and over TCP as well.
+    _, flags, _, records, _ = parse_answer(udp_ask(server.port, build_query(
+        "big.example.org", 1, edns=4096)))
+    assert not flags & 0x0200 and len(records) == 40
+    (answer,) = tcp_ask(server.port, [build_query("big.example.org", 1, qid=6)])
+    assert parse_answer(answer)[0] == 6 and len(parse_answer(answer)[3]) == 40
