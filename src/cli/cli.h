@@ -37,5 +37,16 @@ int cli_is_help(const char *arg);
 /* Commands (one cmd_<name>.c each). */
 int cmd_config(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_dns_serve(int argc, char **argv, struct cli_ctx *ctx);
+int cmd_start(int argc, char **argv, struct cli_ctx *ctx);
+int cmd_stop(int argc, char **argv, struct cli_ctx *ctx);
+int cmd_route(int argc, char **argv, struct cli_ctx *ctx);
+int cmd_sessions(int argc, char **argv, struct cli_ctx *ctx);
+int cmd_status(int argc, char **argv, struct cli_ctx *ctx);
+int cmd_health(int argc, char **argv, struct cli_ctx *ctx);
+int cmd_uninstall(int argc, char **argv, struct cli_ctx *ctx);
+int cmd_completion(int argc, char **argv, struct cli_ctx *ctx);
+/* Stops Linkup (cmd_stop.c): clears env files when clear_env, stops the
+ * local server when its pid file names ours, prints "Stopped linkup". */
+void cli_stop_all(int clear_env);
 
 #endif

@@ -12,6 +12,14 @@
 
 static const struct cli_command commands[] = {
     { "config", cmd_config, "Validate and summarise a linkup config file", 0 },
+    { "start", cmd_start, "Start a new linkup session", 0 },
+    { "stop", cmd_stop, "Stop a running linkup session", 0 },
+    { "route", cmd_route, "Route session traffic to a local or remote service", 0 },
+    { "sessions", cmd_sessions, "Manage sessions", 0 },
+    { "status", cmd_status, "View linkup component and service status", 0 },
+    { "health", cmd_health, "Output the health of the CLI service", 0 },
+    { "uninstall", cmd_uninstall, "Uninstall linkup and cleanup configurations.", 0 },
+    { "completion", cmd_completion, "Generate completions for your shell", 0 },
     { "dns-serve", cmd_dns_serve, "Run only the DNS responder (developer tool)", 1 },
 };
 

@@ -1,0 +1,380 @@
+/*
+ * cmd_health.c - `linkup health [--json]` (SPEC §6.5.5 + DESIGN §2.13).
+ *
+ * Never fails on a component that is down. Secrets (worker and session
+ * tokens) are masked everywhere in the output.
+ */
+#include <dirent.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/cli_state.h"
+#include "cli/home.h"
+#include "cli/http.h"
+#include "cli/procs.h"
+#include "core/alloc.h"
+
+#define CAP_NET_BIND_SERVICE_BIT 10
+#define MAX_ORPHANS              64
+
+static const char health_usage[] = "Output the health of the CLI service\n\n"
+                                   "Usage: linkup health [OPTIONS]\n\n"
+                                   "Options:\n"
+                                   "      --json  Print the health as JSON\n"
+                                   "  -h, --help  Print help\n";
+
+/* Effective capabilities of this process, or file capabilities of the binary
+ * (security.capability xattr, permitted set). */
+static bool can_bind_privileged(void)
+{
+    if (geteuid() == 0)
+        return true;
+    struct lk_buf status = LK_BUF_INIT;
+    bool can = false;
+    if (cli_read_file("/proc/self/status", &status, 1u << 20) == 0) {
+        const char *eff = strstr(status.data, "CapEff:");
+        if (eff)
+            can = (strtoull(eff + 7, NULL, 16) >> CAP_NET_BIND_SERVICE_BIT) & 1u;
+    }
+    lk_buf_release(&status);
+    char self[4096];
+    uint32_t caps[5] = { 0 };
+    if (!can && cli_procs_self_exe(self, sizeof(self)) == 0 &&
+        getxattr(self, "security.capability", caps, sizeof(caps)) >= 8)
+        can = (caps[1] >> CAP_NET_BIND_SERVICE_BIT) & 1u;
+    return can;
+}
+
+static char *os_name(void)
+{
+    struct lk_buf text = LK_BUF_INIT;
+    char *name = NULL;
+    if (cli_read_file("/etc/os-release", &text, 1u << 16) == 0) {
+        const char *p = strstr(text.data, "\nNAME=");
+        p = p ? p + 6 : (strncmp(text.data, "NAME=", 5) == 0 ? text.data + 5 : NULL);
+        if (p) {
+            size_t len = strcspn(p, "\n");
+            if (len >= 2 && p[0] == '"' && p[len - 1] == '"')
+                name = lk_xstrndup(p + 1, len - 2);
+            else
+                name = lk_xstrndup(p, len);
+        }
+    }
+    lk_buf_release(&text);
+    if (name == NULL) {
+        struct utsname u;
+        name = lk_xstrdup(uname(&u) == 0 ? u.sysname : "Linux");
+    }
+    return name;
+}
+
+static json_t *dir_list(const char *path)
+{
+    json_t *arr = json_array();
+    DIR *d = opendir(path);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            json_array_append_new(arr, json_string(e->d_name));
+    }
+    if (d)
+        closedir(d);
+    return arr;
+}
+
+static json_t *system_json(void)
+{
+    struct utsname u;
+    char *os = os_name();
+    json_t *sys = json_object();
+    json_object_set_new(sys, "os", json_string(os));
+    json_object_set_new(sys, "architecture", json_string(uname(&u) == 0 ? u.machine : "unknown"));
+    json_object_set_new(sys, "dns_resolvers", dir_list("/etc/resolver"));
+    json_object_set_new(sys, "can_bind_privileged_ports", json_boolean(can_bind_privileged()));
+    free(os);
+    return sys;
+}
+
+/* Masks every string value stored under a key named like a secret. */
+static void mask_secrets(json_t *j)
+{
+    const char *key;
+    json_t *v;
+    size_t i;
+    if (json_is_array(j)) {
+        json_array_foreach(j, i, v) mask_secrets(v);
+        return;
+    }
+    json_object_foreach(j, key, v)
+    {
+        if (json_is_string(v) &&
+            (strcmp(key, "worker_token") == 0 || strcmp(key, "session_token") == 0 ||
+             strcmp(key, "secret") == 0)) {
+            char *m = cli_mask(json_string_value(v));
+            json_object_set_new(j, key, json_string(m));
+            free(m);
+        } else {
+            mask_secrets(v);
+        }
+    }
+}
+
+static json_t *state_json(const struct lk_state *st)
+{
+    struct lk_buf yaml = LK_BUF_INIT;
+    json_t *o = json_object();
+    json_t *l = json_object();
+    json_object_set_new(l, "session_name", json_string(st->session_name));
+    json_object_set_new(l, "session_token", json_string(st->session_token));
+    json_object_set_new(l, "worker_url", json_string(st->worker_url));
+    json_object_set_new(l, "worker_token", json_string(st->worker_token));
+    json_object_set_new(l, "config_path", json_string(st->config_path));
+    json_object_set_new(l, "tunnel", st->tunnel ? json_string(st->tunnel) : json_null());
+    json_object_set_new(l, "kind", json_string(st->kind));
+    json_object_set_new(o, "linkup", l);
+    json_t *svcs = json_array();
+    for (size_t i = 0; i < st->n_services; i++) {
+        const struct lk_state_service *sv = &st->services[i];
+        json_array_append_new(svcs, json_pack("{s:s,s:s,s:s,s:s}", "current",
+                                              lk_state_target_name(sv->current), "name", sv->name,
+                                              "remote", sv->remote, "local", sv->local));
+    }
+    json_t *doms = json_array();
+    for (size_t i = 0; i < st->n_domains; i++) {
+        json_array_append_new(doms, json_pack("{s:s,s:s}", "domain", st->domains[i].domain,
+                                              "default_service", st->domains[i].default_service));
+    }
+    json_object_set_new(o, "domains", doms);
+    json_object_set_new(o, "services", svcs);
+    lk_buf_release(&yaml);
+    return o;
+}
+
+static json_t *probe(const char *base, const char *path)
+{
+    struct lk_buf url = LK_BUF_INIT;
+    size_t len = strlen(base);
+    lk_buf_addf(&url, "%.*s%s", (int)(len && base[len - 1] == '/' ? len - 1 : len), base, path);
+    struct cli_probe p = { url.data, NULL, 0 };
+    cli_http_probe_all(&p, 1, 2000);
+    bool ok = p.status != 0 && (p.status < 500 || p.status > 599);
+    json_t *o = json_pack("{s:s,s:s}", "url", url.data, "status", ok ? "Ok" : "Error");
+    lk_buf_release(&url);
+    return o;
+}
+
+static json_t *admin_get(const char *path, const char *field)
+{
+    struct lk_buf url = LK_BUF_INIT;
+    struct cli_http_resp resp;
+    json_t *out = json_null();
+    cli_local_url(path, &url);
+    if (cli_http_request("GET", url.data, NULL, NULL, 2000, &resp) == 0 && resp.status == 200) {
+        json_t *root = json_loadb(resp.body.data, resp.body.len, 0, NULL);
+        json_t *v = json_object_get(root, field);
+        if (v)
+            out = json_incref(v);
+        json_decref(root);
+    }
+    cli_http_resp_release(&resp);
+    lk_buf_release(&url);
+    return out;
+}
+
+static json_t *local_server_json(pid_t pid)
+{
+    if (pid <= 0)
+        return json_string("Stopped");
+    json_t *run = json_object();
+    json_object_set_new(run, "pid", json_integer(pid));
+    json_object_set_new(run, "healthy", json_boolean(cli_local_check(1000)));
+    json_object_set_new(run, "dns_records", admin_get("/linkup/dns", "domains"));
+    json_object_set_new(run, "sessions", admin_get("/linkup/sessions", "sessions"));
+    return json_pack("{s:o}", "Running", run);
+}
+
+static pid_t find(const char *pid_file, const char *id)
+{
+    struct lk_buf path = LK_BUF_INIT;
+    cli_home_file(pid_file, &path);
+    pid_t pid = cli_procs_find(path.data, id);
+    lk_buf_release(&path);
+    return pid;
+}
+
+static json_t *orphans_json(pid_t server, pid_t tunnel)
+{
+    pid_t skip[2] = { server, tunnel };
+    struct cli_proc_info *infos = lk_xcalloc(MAX_ORPHANS, sizeof(*infos));
+    size_t n = cli_procs_scan(skip, 2, infos, MAX_ORPHANS);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(
+            arr, json_pack("{s:i,s:s}", "pid", (int)infos[i].pid, "cmd", infos[i].cmd));
+    free(infos);
+    return arr;
+}
+
+static json_t *gather(void)
+{
+    struct lk_state *st = NULL;
+    bool has_state = cli_state_load(&st, NULL) == 0;
+    pid_t server = find(CLI_SERVER_PID_FILE, CLI_LOCAL_SERVER_ID);
+    pid_t tunnel = find("cloudflared-pid", CLI_TUNNEL_ID);
+    json_t *root = json_object();
+    json_object_set_new(root, "cli", json_pack("{s:s}", "version", LK_VERSION));
+    json_object_set_new(root, "system", system_json());
+    json_t *items = json_object();
+    if (has_state)
+        json_object_set_new(items, "state", state_json(st));
+    json_object_set_new(root, "states", json_pack("{s:o}", "items", items));
+    json_t *remote = has_state ? probe(st->worker_url, "/linkup/check") : json_null();
+    json_t *tun = has_state && st->tunnel ? probe(st->tunnel, "/linkup/check") : json_null();
+    json_object_set_new(root, "linkup_services",
+                        json_pack("{s:O,s:O}", "remote_server", remote, "tunnel", tun));
+    json_object_set_new(root, "local_server", local_server_json(server));
+    json_object_set_new(root, "cloudflared",
+                        tunnel > 0 ? json_pack("{s:{s:i}}", "Running", "pid", (int)tunnel)
+                                   : json_string("Stopped"));
+    json_object_set_new(root, "linkup_home",
+                        json_pack("{s:s,s:o}", "path", cli_home(), "files", dir_list(cli_home())));
+    json_object_set_new(root, "orphans", orphans_json(server, tunnel));
+    const char *status = json_string_value(json_object_get(tun, "status"));
+    json_object_set_new(root, "tunnel",
+                        json_pack("{s:o,s:b}", "url",
+                                  has_state && st->tunnel ? json_string(st->tunnel) : json_null(),
+                                  "connected", status && strcmp(status, "Ok") == 0));
+    json_decref(remote);
+    json_decref(tun);
+    lk_state_free(st);
+    mask_secrets(root);
+    return root;
+}
+
+static void print_list(const char *title, json_t *arr, const char *none, const char *indent)
+{
+    if (!json_is_array(arr)) {
+        printf("%s%s: FAILED TO FETCH\n", indent, title);
+        return;
+    }
+    if (json_array_size(arr) == 0) {
+        printf("%s%s: %s\n", indent, title, none);
+        return;
+    }
+    printf("%s%s:\n", indent, title);
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v) printf("%s  - %s\n", indent, json_string_value(v));
+}
+
+static void print_service(const char *title, json_t *svc)
+{
+    if (!json_is_object(svc))
+        return;
+    const char *status = json_string_value(json_object_get(svc, "status"));
+    printf("  %s: %s (%s)\n", title, strcmp(status, "Ok") == 0 ? "OK" : "ERROR",
+           json_string_value(json_object_get(svc, "url")));
+}
+
+static void print_local_server(json_t *ls)
+{
+    json_t *run = json_object_get(ls, "Running");
+    if (run == NULL) {
+        printf("Local Server: NOT RUNNING\n");
+        return;
+    }
+    printf("Local Server:\n  Health: %s\n  PID: %lld\n",
+           json_is_true(json_object_get(run, "healthy")) ? "OK" : "ERR",
+           json_integer_value(json_object_get(run, "pid")));
+    json_t *sessions = json_object_get(run, "sessions");
+    if (!json_is_object(sessions)) {
+        printf("  Sessions: FAILED TO FETCH\n");
+    } else {
+        printf("  Sessions:%s\n", json_object_size(sessions) ? "" : " NONE");
+        const char *name;
+        json_t *s;
+        json_object_foreach(sessions, name, s)
+        {
+            const char *kind = json_string_value(json_object_get(s, "kind"));
+            printf("    - %s (%s)\n", name, kind ? kind : "tunneled");
+        }
+    }
+    print_list("DNS Records", json_object_get(run, "dns_records"), "NONE", "  ");
+}
+
+static void print_text(json_t *root)
+{
+    json_t *sys = json_object_get(root, "system");
+    printf("System:\n  OS: %s\n  Architecture: %s\n", json_string_value(json_object_get(sys, "os")),
+           json_string_value(json_object_get(sys, "architecture")));
+    print_list("DNS Resolvers", json_object_get(sys, "dns_resolvers"), "NONE", "  ");
+    printf("  Can bind ports below 1024: %s\n",
+           json_is_true(json_object_get(sys, "can_bind_privileged_ports")) ? "YES" : "NO");
+    printf("CLI:\n  Version: %s\n", LK_VERSION);
+    json_t *state =
+        json_object_get(json_object_get(json_object_get(root, "states"), "items"), "state");
+    if (state) {
+        json_t *l = json_object_get(state, "linkup");
+        printf("States:\n  - [state] %s (%s)\n",
+               json_string_value(json_object_get(l, "session_name")),
+               json_string_value(json_object_get(l, "kind")));
+    } else {
+        printf("States: NONE\n");
+    }
+    json_t *svcs = json_object_get(root, "linkup_services");
+    printf("Linkup Services:\n");
+    print_service("Remote Server", json_object_get(svcs, "remote_server"));
+    print_service("Tunnel", json_object_get(svcs, "tunnel"));
+    print_local_server(json_object_get(root, "local_server"));
+    json_t *cf = json_object_get(json_object_get(root, "cloudflared"), "Running");
+    if (cf)
+        printf("Cloudflared:\n  PID: %lld\n", json_integer_value(json_object_get(cf, "pid")));
+    else
+        printf("Cloudflared: NOT RUNNING\n");
+    json_t *home = json_object_get(root, "linkup_home");
+    printf("Linkup Home: %s\n", json_string_value(json_object_get(home, "path")));
+    print_list("Files", json_object_get(home, "files"), "NONE", "  ");
+    json_t *orphans = json_object_get(root, "orphans");
+    size_t i;
+    json_t *o;
+    printf("Possible Orphan Processes:%s\n", json_array_size(orphans) ? "" : " NONE");
+    json_array_foreach(orphans, i, o)
+    {
+        printf("  - (%lld): %s\n", json_integer_value(json_object_get(o, "pid")),
+               json_string_value(json_object_get(o, "cmd")));
+    }
+}
+
+int cmd_health(int argc, char **argv, struct cli_ctx *ctx)
+{
+    (void)ctx;
+    bool as_json = false;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            fputs(health_usage, stdout);
+            return LK_EXIT_OK;
+        }
+        if (strcmp(argv[i], "--json") != 0)
+            return cli_usage_error("health", "unexpected argument '%s'", argv[i]);
+        as_json = true;
+    }
+    int rc = cli_home_ensure();
+    if (rc != 0)
+        return rc;
+    json_t *root = gather();
+    if (as_json) {
+        char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        fputs(text ? text : "{}", stdout);
+        free(text);
+    } else {
+        print_text(root);
+    }
+    json_decref(root);
+    return LK_EXIT_OK;
+}

@@ -1,0 +1,227 @@
+/*
+ * cmd_start.c - `linkup start` (SPEC §6.5.1 with DESIGN §2.6, §2.12, §3).
+ *
+ * Order matters: the state is saved before env files are touched, so a
+ * failing start can still be undone by `linkup stop`.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/cli_state.h"
+#include "cli/home.h"
+#include "cli/http.h"
+#include "cli/procs.h"
+#include "core/alloc.h"
+
+#define START_RETRIES 10
+
+static const char start_usage[] = "Start a new linkup session\n\n"
+                                  "Usage: linkup start [OPTIONS]\n\n"
+                                  "Options:\n"
+                                  "  -c, --config <CONFIG>  Path to config file\n"
+                                  "  -h, --help             Print help\n";
+
+static bool already_running(void)
+{
+    struct lk_state *st = NULL;
+    if (cli_state_load(&st, NULL) != 0)
+        return false;
+    lk_state_free(st);
+    return cli_local_check(1000);
+}
+
+/* Step 2: a fresh state from the config, keeping name, token and tunnel. */
+static struct lk_state *new_state(const struct lk_config *cfg, const char *abs_path)
+{
+    struct lk_state *st = cli_state_from_config(cfg, abs_path);
+    struct lk_state *old = NULL;
+    if (cli_state_load(&old, NULL) == 0) {
+        lk_state_set_str(&st->session_name, old->session_name);
+        lk_state_set_str(&st->session_token, old->session_token);
+        lk_state_set_str(&st->tunnel, old->tunnel);
+    }
+    lk_state_free(old);
+    if (st->session_token[0] == '\0') {
+        char token[17];
+        cli_random_token(token);
+        lk_state_set_str(&st->session_token, token);
+    }
+    return st;
+}
+
+/* Step 4: files of older versions. */
+static void delete_old_states(void)
+{
+    DIR *d = opendir(cli_home());
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "state-", 6) != 0)
+            continue;
+        struct lk_buf path = LK_BUF_INIT;
+        cli_home_file(e->d_name, &path);
+        unlink(path.data);
+        lk_buf_release(&path);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* The last non-empty line of the server's stderr, for error messages. */
+static void last_log_line(const char *path, struct lk_buf *out)
+{
+    struct lk_buf text = LK_BUF_INIT;
+    if (cli_read_file(path, &text, 1u << 20) == 0) {
+        struct lk_str t = lk_str_trim(lk_buf_str(&text));
+        const char *nl = t.len ? memrchr(t.ptr, '\n', t.len) : NULL;
+        const char *from = nl ? nl + 1 : t.ptr;
+        lk_buf_add(out, from, (size_t)(t.ptr + t.len - from));
+    }
+    lk_buf_release(&text);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+/* Waits for /linkup/check; fails early when the child died (port taken). */
+static int wait_ready(pid_t pid, const char *err_path)
+{
+    for (int retry = 0; retry <= START_RETRIES; retry++) {
+        if (retry > 0) {
+            fprintf(stderr, "Waiting for server... retry #%d\n", retry);
+            sleep_ms(1000);
+        }
+        if (cli_local_check(1000))
+            return 0;
+        if (cli_procs_is_dead(pid)) {
+            struct lk_buf why = LK_BUF_INIT;
+            last_log_line(err_path, &why);
+            int rc = cli_fail("The local server exited during start-up: %s (logs: %s)",
+                              why.len ? why.data : "no output", err_path);
+            lk_buf_release(&why);
+            return rc;
+        }
+    }
+    cli_procs_stop(pid, 2000);
+    fprintf(stderr, "Local server logs: %s\n", err_path);
+    return cli_fail("Failed to reach the local server");
+}
+
+static int spawn_server(const char *config_path)
+{
+    char self[4096];
+    if (cli_procs_self_exe(self, sizeof(self)) != 0)
+        return cli_fail("Failed to start the local server: cannot find the linkup binary");
+    const char *listen = cli_local_listen_addr();
+    const char *argv[] = { self, "server", "--config", config_path, "--http", listen, NULL };
+    struct lk_buf out = LK_BUF_INIT, err = LK_BUF_INIT, pidf = LK_BUF_INIT, addr = LK_BUF_INIT;
+    cli_home_file(CLI_SERVER_STDOUT, &out);
+    cli_home_file(CLI_SERVER_STDERR, &err);
+    cli_home_file(CLI_SERVER_PID_FILE, &pidf);
+    cli_home_file(CLI_SERVER_ADDR_FILE, &addr);
+    struct cli_spawn sp = { argv, CLI_LOCAL_SERVER_ID, out.data, err.data, pidf.data };
+    pid_t pid = 0;
+    int rc;
+    /* Later commands find the server at the address recorded here. */
+    if (cli_write_file(addr.data, listen, strlen(listen)) != 0 || cli_procs_spawn(&sp, &pid) != 0)
+        rc = cli_fail("Failed to start the local server: %s", strerror(errno));
+    else
+        rc = wait_ready(pid, err.data);
+    if (rc != 0 && pid > 0)
+        unlink(pidf.data);
+    lk_buf_release(&out);
+    lk_buf_release(&err);
+    lk_buf_release(&pidf);
+    lk_buf_release(&addr);
+    return rc;
+}
+
+static int start_server(const char *config_path)
+{
+    struct lk_buf pidf = LK_BUF_INIT;
+    cli_home_file(CLI_SERVER_PID_FILE, &pidf);
+    pid_t pid = cli_procs_find(pidf.data, CLI_LOCAL_SERVER_ID);
+    lk_buf_release(&pidf);
+    if (pid > 0) {
+        fprintf(stderr, "Already running.\n");
+        return 0;
+    }
+    return spawn_server(config_path);
+}
+
+static void print_session(const struct lk_state *st)
+{
+    struct cli_rows rows = { 0 };
+    const char **domains = lk_xcalloc(st->n_domains + 1, sizeof(char *));
+    for (size_t i = 0; i < st->n_domains; i++)
+        domains[i] = st->domains[i].domain;
+    cli_rows_add(&rows, st->session_name, "tunneled", domains, st->n_domains);
+    printf("\n");
+    cli_rows_print(&rows, NULL);
+    free(domains);
+    cli_rows_release(&rows);
+}
+
+static int run_start(struct lk_state *st)
+{
+    struct lk_buf err = LK_BUF_INIT;
+    int rc = 0;
+    if (cli_state_save(st) != 0)
+        rc = cli_fail("Failed to save state file: %s", strerror(errno));
+    else if (cli_env_inject(st, &err) != 0)
+        rc = cli_fail("%s", err.data);
+    if (rc != 0)
+        goto out;
+    delete_old_states();
+    rc = start_server(st->config_path);
+    if (rc != 0)
+        goto out;
+    if (cli_upload(st, &err) != 0) {
+        fprintf(stderr, "Failed to upload state: %s\n", err.data);
+        rc = cli_fail("%s", err.data);
+        goto out;
+    }
+    print_session(st);
+out:
+    lk_buf_release(&err);
+    return rc;
+}
+
+int cmd_start(int argc, char **argv, struct cli_ctx *ctx)
+{
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            fputs(start_usage, stdout);
+            return LK_EXIT_OK;
+        }
+        return cli_usage_error("start", "unexpected argument '%s'", argv[i]);
+    }
+    int rc = cli_home_ensure();
+    if (rc != 0)
+        return rc;
+    if (already_running()) {
+        printf("Linkup is already running. Run 'linkup stop' first to restart.\n");
+        return LK_EXIT_OK;
+    }
+    struct lk_config *cfg = NULL;
+    char *abs_path = NULL;
+    rc = cli_config_load(ctx, &cfg, &abs_path);
+    if (rc != 0)
+        return rc;
+    struct lk_state *st = new_state(cfg, abs_path);
+    rc = run_start(st);
+    lk_state_free(st);
+    lk_config_free(cfg);
+    free(abs_path);
+    return rc;
+}
