@@ -57,6 +57,7 @@
  * session has that name, or another negative lk_err (a store error, or a
  * stored value that fails validation) after appending a message to err
  * (err may be NULL). Any error other than LK_ENOTFOUND aborts the search.
+ * docs/internals/routing.md shows an adapter over lk_store_get_session.
  */
 typedef int lk_session_lookup_fn(void *ctx, struct lk_str name, const struct lk_session **out,
                                  struct lk_buf *err);
@@ -112,8 +113,8 @@ struct lk_route_session {
  * the x-forwarded-host, referer and origin headers (each only if present),
  * then the tracestate "linkup-session" entry (only if tracestate is present;
  * the empty name when it has no such entry). The first name the lookup
- * finds wins. DESIGN §2.4: when a host-derived name holds upper-case ASCII
- * and is not found as written, its lower-case form (if at most
+ * finds wins. DESIGN §2.4: when a host-derived name (other than the sentinel)
+ * holds upper-case ASCII and is not found as written, its lower-case form (if at most
  * LK_ROUTE_MAX_LABEL bytes) is tried before moving on.
  *
  * Returns 0 and fills *out; LK_ENOTFOUND when no candidate exists; or the
