@@ -1,0 +1,349 @@
+"""The `linkup` CLI end to end (issue 5, SPEC §6, DESIGN §2.5/2.12-2.14):
+LINKUP_HOME and HOME in temp dirs, servers on port 0 / free ports.
+
+Tests that need `linkup server` / `linkup worker` skip while those commands
+do not exist yet; everything else runs for real."""
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+import lk
+
+DELIM = "##### Linkup environment - DO NOT EDIT #####"
+COMMANDS = ["start", "stop", "route", "status", "health", "sessions", "completion", "uninstall"]
+
+
+def write_config(tmp_path, worker_url="http://127.0.0.1:9", token="token123",
+                 web_remote="http://127.0.0.1:9001", web_local="http://127.0.0.1:9002"):
+    svc = tmp_path / "web"
+    svc.mkdir(exist_ok=True)
+    (svc / ".env.dev.linkup").write_text("LINKUP_A=1\nLINKUP_B=2\n")
+    (svc / ".env.dev").write_text("USER_A=1\n")
+    cfg = tmp_path / "linkup.yaml"
+    cfg.write_text(f"""linkup:
+  worker_url: {worker_url}
+  worker_token: {token}
+services:
+  - name: web
+    remote: {web_remote}
+    local: {web_local}
+    directory: web
+  - name: api
+    remote: http://127.0.0.1:9003
+    local: http://127.0.0.1:9004
+domains:
+  - domain: example.com
+    default_service: web
+    routes:
+      - path: /api/.*
+        service: api
+  - domain: api.example.com
+    default_service: api
+""")
+    return cfg
+
+
+@pytest.fixture
+def cenv(env):
+    """env with the local server expected on a free (closed) port."""
+    env = dict(env)
+    env["LINKUP_HTTP_ADDR"] = f"127.0.0.1:{lk.free_port()}"
+    env["LINKUP_HTTPS_ADDR"] = "off"
+    env["LINKUP_DNS_ADDR"] = "off"
+    return env
+
+
+def needs_servers(linkup_bin, env):
+    for name in ("server", "worker"):
+        if not lk.has_command(linkup_bin, name, env):
+            pytest.skip(f"`linkup {name}` does not exist yet (`linkup {name} --help` fails)")
+
+
+# ---- runs without the servers ----------------------------------------------
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help_everywhere(linkup_bin, cenv, cmd):
+    r = lk.run(linkup_bin, cmd, "--help", env=cenv)
+    assert r.returncode == 0, r.stderr
+    assert "Usage: linkup" in r.stdout
+    assert lk.run(linkup_bin, "--help", env=cenv).stdout.count(cmd) >= 1
+
+
+def test_no_config_exact_text(linkup_bin, cenv):
+    r = lk.run(linkup_bin, "start", env=cenv)
+    assert r.returncode == 1
+    assert ("Exited with error: No config argument provided and LINKUP_CONFIG environment "
+            "variable not set") in r.stderr
+
+
+def test_missing_config_path(linkup_bin, cenv, tmp_path):
+    missing = tmp_path / "nope.yaml"
+    r = lk.run(linkup_bin, "start", "--config", str(missing), env=cenv)
+    assert r.returncode == 1
+    assert f'Unable to resolve absolute path for "{missing}"' in r.stderr
+
+
+def test_bad_config_names_path_and_line(linkup_bin, cenv, tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("linkup:\n  worker_url: http://w\n  worker_token: t\nservices: []\n"
+                   "domains:\n  - domain: example.com\n    default_service: web\n")
+    for args in (["--config", str(cfg), "start"], ["start", "--config", str(cfg)]):
+        r = lk.run(linkup_bin, *args, env=cenv)
+        assert r.returncode == 1
+        assert f'Failed to deserialize config file "{cfg}": line ' in r.stderr
+
+
+def test_linkup_config_env_is_used(linkup_bin, cenv, tmp_path):
+    cfg = write_config(tmp_path)
+    cenv["LINKUP_CONFIG"] = str(cfg)
+    r = lk.run(linkup_bin, "sessions", "create-preview", "--print-request", env=cenv)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["name_kind"] == "six_char"
+
+
+def test_not_running_messages(linkup_bin, cenv):
+    msg = "Seems like your local Linkup server is not running. Please run 'linkup start' first."
+    for args in (["route", "local", "web"], ["status"], ["status", "--json"]):
+        r = lk.run(linkup_bin, *args, env=cenv)
+        assert r.returncode == 0, r.stderr
+        assert msg in r.stdout
+
+
+@pytest.mark.parametrize("args", [["route"], ["route", "sideways", "web"],
+                                  ["route", "local", "web", "--all"], ["route", "local"],
+                                  ["status", "--bogus"], ["health", "extra"],
+                                  ["sessions"], ["sessions", "frobnicate"],
+                                  ["sessions", "create-preview", "pr", "web"],
+                                  ["sessions", "create-preview", "pr", "web=not a url"]])
+def test_usage_errors_exit_2(linkup_bin, cenv, tmp_path, args):
+    cenv["LINKUP_CONFIG"] = str(write_config(tmp_path))
+    r = lk.run(linkup_bin, *args, env=cenv)
+    assert r.returncode == 2, (args, r.stdout, r.stderr)
+    assert r.stderr
+
+
+def test_create_preview_print_request(linkup_bin, cenv, tmp_path):
+    cfg = write_config(tmp_path)
+    r = lk.run(linkup_bin, "sessions", "create-preview", "pr-1", "web=https://pr1.example.net",
+               "nosuch=http://x", "--print-request", "--config", str(cfg), env=cenv)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (
+        '{"desired_name":"pr-1","session_token":"preview_session","services":['
+        '{"name":"web","location":"https://pr1.example.net/","rewrites":null},'
+        '{"name":"api","location":"http://127.0.0.1:9003/","rewrites":null}],"domains":['
+        '{"domain":"example.com","default_service":"web","routes":[{"path":"/api/.*",'
+        '"service":"api"}]},{"domain":"api.example.com","default_service":"api",'
+        '"routes":null}],"cache_routes":null}\n')
+    # DESIGN §2.5: a first positional with '=' is a pair.
+    r = lk.run(linkup_bin, "sessions", "create-preview", "web=http://x.io", "--print-request",
+               "--config", str(cfg), env=cenv)
+    body = json.loads(r.stdout)
+    assert body["name_kind"] == "six_char" and body["session_token"] is None
+    assert body["services"][0]["location"] == "http://x.io/"
+
+
+def test_create_preview_worker_unreachable(linkup_bin, cenv, tmp_path):
+    cfg = write_config(tmp_path, worker_url=f"http://127.0.0.1:{lk.free_port()}")
+    r = lk.run(linkup_bin, "sessions", "create-preview", "--config", str(cfg), env=cenv)
+    assert r.returncode == 1
+    assert "Exited with error:" in r.stderr and "worker" in r.stderr
+
+
+def test_start_injects_env_and_stop_clears_it(linkup_bin, cenv, tmp_path):
+    """start fails at the server step here (no server on that port, or none
+    built yet) but has already saved the state and injected the env files."""
+    cfg = write_config(tmp_path)
+    home = pathlib.Path(cenv["LINKUP_HOME"])
+    (home).mkdir(parents=True, exist_ok=True)
+    (home / "state-old").write_text("x")
+    cenv["LINKUP_HTTP_ADDR"] = "127.0.0.1:1"  # privileged: the server cannot bind it
+    r = lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)
+    assert r.returncode == 1
+    env_file = tmp_path / "web" / ".env.dev"
+    assert env_file.read_text() == f"USER_A=1\n\n{DELIM}\nLINKUP_A=1\nLINKUP_B=2\n{DELIM}\n"
+    assert not (home / "state-old").exists()
+    state = (home / "state").read_text()
+    assert "  session_name: ''\n" in state and f"  config_path: {cfg}\n" in state
+    assert "- current: Remote\n  name: web\n" in state
+    assert not (home / "localserver-pid").exists(), "nothing may be left running"
+    # The user adds a line during the session; stop keeps it.
+    env_file.write_text(env_file.read_text() + "USER_B=2\n")
+    r = lk.run(linkup_bin, "stop", env=cenv)
+    assert r.returncode == 0 and r.stdout == "Stopped linkup\n"
+    assert env_file.read_text() == "USER_A=1\nUSER_B=2\n"
+    assert (tmp_path / "web" / ".env.dev.linkup").read_text() == "LINKUP_A=1\nLINKUP_B=2\n"
+
+
+def test_stale_pid_file_never_signals_a_stranger(linkup_bin, cenv):
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        home = pathlib.Path(cenv["LINKUP_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "localserver-pid").write_text(f"{sleeper.pid}\n")
+        r = lk.run(linkup_bin, "stop", env=cenv)
+        assert r.returncode == 0
+        time.sleep(0.3)
+        assert sleeper.poll() is None, "stop signalled an unrelated process"
+        (home / "localserver-pid").write_text(f"{sleeper.pid}\n")
+        h = json.loads(lk.run(linkup_bin, "health", "--json", env=cenv).stdout)
+        assert h["local_server"] == "Stopped"
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_health_json_fields(linkup_bin, cenv, tmp_path):
+    r = lk.run(linkup_bin, "health", "--json", env=cenv)
+    assert r.returncode == 0
+    assert not r.stdout.endswith("\n")
+    h = json.loads(r.stdout)
+    assert list(h)[:6] == ["cli", "system", "states", "linkup_services", "local_server",
+                           "cloudflared"]
+    assert h["cli"]["version"] == "4.1.1"
+    assert set(h["system"]) >= {"os", "architecture", "dns_resolvers",
+                                "can_bind_privileged_ports"}
+    assert isinstance(h["system"]["can_bind_privileged_ports"], bool)
+    assert h["states"] == {"items": {}}
+    assert isinstance(h["linkup_home"]["files"], list)
+    assert isinstance(h["orphans"], list)
+    assert set(h["tunnel"]) == {"url", "connected"}
+    assert h["local_server"] == "Stopped" and h["cloudflared"] == "Stopped"
+    # With a state, secrets are masked.
+    cfg = write_config(tmp_path, token="supersecrettoken99")
+    cenv["LINKUP_HTTP_ADDR"] = "127.0.0.1:1"
+    lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)
+    r = lk.run(linkup_bin, "health", "--json", env=cenv)
+    assert "supersecrettoken99" not in r.stdout
+    st = json.loads(r.stdout)["states"]["items"]["state"]["linkup"]
+    assert st["worker_token"] == "sup…99"
+    text = lk.run(linkup_bin, "health", env=cenv)
+    assert text.returncode == 0 and "supersecrettoken99" not in text.stdout
+    assert text.stdout.startswith("System:\n")
+    lk.run(linkup_bin, "stop", env=cenv)
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion(linkup_bin, cenv, tmp_path, shell):
+    cfg = write_config(tmp_path)
+    r = lk.run(linkup_bin, "completion", "--shell", shell, "--config", str(cfg), env=cenv)
+    assert r.returncode == 0
+    assert "linkup" in r.stdout and "route" in r.stdout and "all" in r.stdout
+    assert "web" in r.stdout and "api" in r.stdout  # service names from the config
+    cenv["SHELL"] = f"/usr/bin/{shell}"
+    assert lk.run(linkup_bin, "completion", env=cenv).stdout == lk.run(
+        linkup_bin, "completion", "--shell", shell, env=cenv).stdout
+
+
+def test_completion_unknown_shell(linkup_bin, cenv):
+    cenv["SHELL"] = "/bin/tcsh"
+    r = lk.run(linkup_bin, "completion", env=cenv)
+    assert r.returncode == 1 and "Pass --shell explicitly" in r.stderr
+    assert lk.run(linkup_bin, "completion", "--shell", "tcsh", env=cenv).returncode == 2
+
+
+def test_uninstall(linkup_bin, cenv):
+    home = pathlib.Path(cenv["LINKUP_HOME"])
+    r = lk.run(linkup_bin, "uninstall", env=cenv, input="n\n")
+    assert r.returncode == 0 and "Aborted!" in r.stdout and home.exists()
+    r = lk.run(linkup_bin, "uninstall", "--yes", env=cenv)
+    assert r.returncode == 0
+    assert "Stopped linkup" in r.stdout and "linkup uninstalled!" in r.stdout
+    assert not home.exists()
+
+
+def test_home_default_and_var_tmp(linkup_bin, cenv, tmp_path):
+    cenv.pop("LINKUP_HOME")
+    lk.run(linkup_bin, "stop", env=cenv)
+    assert (pathlib.Path(cenv["HOME"]) / ".linkup").is_dir()
+
+
+# ---- needs `linkup server` and `linkup worker` -------------------------------
+
+
+def get(url, headers=None, timeout=5):
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.read().decode()
+
+
+def test_port_taken_clear_message_nothing_left(linkup_bin, cenv, tmp_path):
+    needs_servers(linkup_bin, cenv)
+    cfg = write_config(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        cenv["LINKUP_HTTP_ADDR"] = f"127.0.0.1:{s.getsockname()[1]}"
+        r = lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)
+    assert r.returncode == 1
+    assert "Exited with error:" in r.stderr
+    assert not (pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-pid").exists()
+    assert json.loads(lk.run(linkup_bin, "health", "--json", env=cenv).stdout)[
+        "local_server"] == "Stopped"
+
+
+def test_full_lifecycle(linkup_bin, cenv, tmp_path):
+    needs_servers(linkup_bin, cenv)
+    remote, remote_url = lk.fake_upstream("remote web")
+    local, local_url = lk.fake_upstream("local web")
+    worker = lk.spawn_worker(linkup_bin, cenv, f"sqlite:{tmp_path}/worker.db")
+    try:
+        cfg = write_config(tmp_path, worker_url=worker.url("Worker"), web_remote=remote_url,
+                           web_local=local_url)
+        r = lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)
+        assert r.returncode == 0, r.stderr
+        assert "SESSION NAME" in r.stdout
+        again = lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv)
+        assert again.returncode == 0
+        assert "Linkup is already running. Run 'linkup stop' first to restart." in again.stdout
+        st = json.loads(lk.run(linkup_bin, "status", "--json", env=cenv).stdout)
+        name = st["session_name"]
+        assert name and st["sessions"][0]["name"] == name
+        assert {s["name"] for s in st["services"]} == {"web", "api"}
+        server = "http://" + cenv["LINKUP_HTTP_ADDR"]
+        hdrs = {"Host": f"{name}.example.com"}
+        assert get(server + "/", hdrs) == "remote web"
+        r = lk.run(linkup_bin, "route", "local", "web", env=cenv)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == f"\nSession: {name}\n  web  ->  {local_url}/\n"
+        assert get(server + "/", hdrs) == "local web"
+        r = lk.run(linkup_bin, "route", "remote", "--all", env=cenv)
+        assert r.returncode == 0 and get(server + "/", hdrs) == "remote web"
+        r = lk.run(linkup_bin, "route", "local", "nosuch", env=cenv)
+        assert r.returncode == 1 and "Service 'nosuch' does not exist" in r.stderr
+        r = lk.run(linkup_bin, "sessions", "create-preview", "--config", str(cfg), env=cenv)
+        assert r.returncode == 0, r.stderr
+        assert "preview" in r.stdout
+        r = lk.run(linkup_bin, "sessions", "list", "--json", env=cenv)
+        assert r.returncode == 0 and name in r.stdout
+        pid = int((pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-pid").read_text())
+        r = lk.run(linkup_bin, "stop", env=cenv)
+        assert r.returncode == 0 and "Stopped linkup" in r.stdout
+        time.sleep(0.5)
+        assert not pathlib.Path(f"/proc/{pid}").exists() or \
+            pathlib.Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+        assert (tmp_path / "web" / ".env.dev").read_text() == "USER_A=1\n"
+    finally:
+        lk.run(linkup_bin, "stop", env=cenv)
+        worker.stop()
+        remote.shutdown()
+        local.shutdown()
+
+
+def test_worker_401_is_clear(linkup_bin, cenv, tmp_path):
+    needs_servers(linkup_bin, cenv)
+    worker = lk.spawn_worker(linkup_bin, cenv, f"sqlite:{tmp_path}/w.db", token="right")
+    try:
+        cfg = write_config(tmp_path, worker_url=worker.url("Worker"), token="wrong")
+        r = lk.run(linkup_bin, "sessions", "create-preview", "--config", str(cfg), env=cenv)
+        assert r.returncode == 1
+        assert "request failed with status 401 Unauthorized" in r.stderr
+    finally:
+        worker.stop()
