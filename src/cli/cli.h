@@ -37,6 +37,7 @@ int cli_is_help(const char *arg);
 /* Commands (one cmd_<name>.c each). */
 int cmd_config(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_dns_serve(int argc, char **argv, struct cli_ctx *ctx);
+int cmd_server(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_start(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_stop(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_route(int argc, char **argv, struct cli_ctx *ctx);

@@ -20,6 +20,7 @@ static const struct cli_command commands[] = {
     { "health", cmd_health, "Output the health of the CLI service", 0 },
     { "uninstall", cmd_uninstall, "Uninstall linkup and cleanup configurations.", 0 },
     { "completion", cmd_completion, "Generate completions for your shell", 0 },
+    { "server", cmd_server, "Run the local server (used by `linkup start`)", 1 },
     { "dns-serve", cmd_dns_serve, "Run only the DNS responder (developer tool)", 1 },
 };
 

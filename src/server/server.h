@@ -1,0 +1,101 @@
+/*
+ * server.h - the local server (`linkup server`, SPEC §5, DESIGN §2-3): its
+ * options and the state shared by its files.
+ *
+ *   options.c        command line, environment and config -> struct local_opts
+ *   server.c         the loop: listeners, signals, graceful shutdown
+ *   admin.c          the /linkup/... admin API (SPEC §5.2)
+ *   proxy.c          everything else: routing and proxying (SPEC §5.3, §5.4)
+ *   worker_client.c  non-blocking calls to the worker API
+ *   dns_names.c      the "{session}.{domain}" names registry
+ *
+ * One struct local_server per process, owned by local_server_run(); sessions
+ * live in an in-memory kv (lost on exit). Loop thread only.
+ */
+#ifndef LK_SERVER_SERVER_H
+#define LK_SERVER_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/buf.h"
+#include "core/rng.h"
+#include "core/store.h"
+#include "server/dns_names.h"
+
+struct event;
+struct event_base;
+struct lk_exchange;
+struct lk_http_server;
+struct lk_dns_server;
+struct local_worker;
+
+/* Largest admin JSON body (DESIGN §9; 413 past it). */
+#define LOCAL_MAX_JSON_BODY (100u * 1024u * 1024u)
+/* How long in-flight requests may run after SIGINT/SIGTERM. */
+#define LOCAL_DRAIN_MS 5000u
+
+/* The value that disables a listener (DESIGN §3). */
+#define LOCAL_ADDR_OFF "off"
+
+/* Everything `linkup server` was asked to do. Strings are owned (free()). */
+struct local_opts {
+    char *http_addr;    /* "A:P" or "off"; default 0.0.0.0:80 */
+    char *https_addr;   /* "A:P" or "off" */
+    char *dns_addr;     /* "A:P" or "off" */
+    char *dns_upstream; /* "A:P", or NULL for the system resolvers */
+    char *certs_dir;    /* default $LINKUP_HOME/certs */
+    char *worker_url;   /* from --worker-url or the config; NULL: none */
+    char *worker_token; /* from --worker-token or the config */
+    /* Test hook (LINKUP_TEST_TREAT_PEERS_AS_REMOTE=1): every peer counts as
+     * non-loopback, so the admin API answers 403 (DESIGN §2.8). */
+    bool peers_remote;
+};
+
+/*
+ * Parses `linkup server [options]` (argv[0] is "server") with the
+ * environment fallbacks of DESIGN §3 and LINKUP_LOG, and loads the config
+ * (config_path from the global --config, else LINKUP_CONFIG) unless
+ * --worker-url is given. Returns 0 with *o filled (local_opts_release), 1
+ * after printing "-h" help (exit 0), or a negative lk_err with the message in
+ * err: LK_EINVAL for a usage error (exit 2), LK_EIO / LK_EPARSE for a config
+ * that cannot be loaded (exit 1).
+ */
+int local_opts_parse(int argc, char **argv, const char *config_path, struct local_opts *o,
+                     struct lk_buf *err);
+void local_opts_release(struct local_opts *o);
+
+/* Runs the server until SIGINT/SIGTERM. Prints one "... listening on A:P"
+ * line per listener on stdout. Returns the process exit code: 0 after a
+ * clean shutdown, 1 when a listener cannot be set up (message on stderr). */
+int local_server_run(const struct local_opts *o);
+
+/* The state of one running server. */
+struct local_server {
+    struct event_base *base;        /* owned */
+    struct lk_http_server *http;    /* owned; NULL once draining began */
+    struct lk_dns_server *dns;      /* owned; NULL when --dns off */
+    struct local_worker *worker;    /* owned; NULL without a worker URL */
+    struct lk_kv kv;                /* in-memory sessions (SPEC §2.7) */
+    struct lk_session_cache *cache; /* parsed sessions, by name */
+    struct local_dns_names names;
+    struct lk_rng rng; /* getrandom-backed */
+    bool peers_remote;
+    bool stopping;
+    struct event *sigint, *sigterm; /* owned */
+};
+
+/* The engine's handler: admin API or proxy. data is the struct local_server. */
+void local_on_request(struct lk_exchange *ex, void *data);
+
+/* Handles ex when its path belongs to the admin API (SPEC §5.2); returns
+ * false, without touching ex, when it must be proxied instead. */
+bool local_admin_handle(struct local_server *ls, struct lk_exchange *ex);
+
+/* Routes and proxies ex (SPEC §5.3, §5.4). Completes ex. */
+void local_proxy_handle(struct local_server *ls, struct lk_exchange *ex);
+
+/* Completes ex with status and a text/plain body (no charset, SPEC §5.2). */
+void local_respond_text(struct lk_exchange *ex, int status, const char *text);
+
+#endif
