@@ -1,0 +1,538 @@
+/*
+ * certs.c - local CA creation, certificate files and leaf minting (OpenSSL 3).
+ *
+ * Invariants: the CA key never leaves this module; files are written whole
+ * (temporary file, fsync, rename) so a crash never leaves half a key; the
+ * cache holds at most LK_CERTS_CACHE_MAX leaves and hands out new references,
+ * so evicting an entry never frees a certificate a connection still uses.
+ */
+#include "net/certs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/bn.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+
+struct cert_entry {
+    char *name; /* file entries: "*.example.com"; cache entries: the SNI name */
+    X509 *cert;
+    EVP_PKEY *key;
+};
+
+struct lk_certs {
+    char *dir;
+    char *ca_path;
+    X509 *ca;
+    EVP_PKEY *ca_key;
+    struct cert_entry files[LK_CERTS_FILES_MAX];
+    size_t n_files;
+    struct cert_entry cache[LK_CERTS_CACHE_MAX];
+    size_t n_cached;
+    size_t next_evict;
+    lk_certs_managed_cb *is_managed;
+    void *managed_data;
+};
+
+static const unsigned char alpn_http11[] = "\x08http/1.1";
+
+/* ---- files -------------------------------------------------------------- */
+
+static char *join(const char *dir, const char *file)
+{
+    size_t n = strlen(dir) + strlen(file) + 2;
+    char *p = lk_xmalloc(n);
+    snprintf(p, n, "%s/%s", dir, file);
+    return p;
+}
+
+/* Writes the bytes of a memory BIO to path with mode, atomically. */
+static int write_file(const char *path, BIO *mem, mode_t mode)
+{
+    char *data = NULL;
+    long len = BIO_get_mem_data(mem, &data);
+    size_t tmp_len = strlen(path) + 16;
+    char *tmp = lk_xmalloc(tmp_len);
+    snprintf(tmp, tmp_len, "%s.tmp%ld", path, (long)getpid());
+    int rc = LK_EIO;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd == -1)
+        goto out;
+    ssize_t w = write(fd, data, (size_t)len);
+    bool ok = w == len && fchmod(fd, mode) == 0 && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (ok && rename(tmp, path) == 0)
+        rc = 0;
+    else
+        unlink(tmp);
+out:
+    free(tmp);
+    return rc;
+}
+
+static X509 *read_cert(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    return x;
+}
+
+static EVP_PKEY *read_key(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    return k;
+}
+
+/* ---- minting ------------------------------------------------------------ */
+
+static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    if (ext == NULL)
+        return LK_EIO;
+    int ok = X509_add_ext(cert, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok == 1 ? 0 : LK_EIO;
+}
+
+static int set_serial(X509 *cert)
+{
+    unsigned char bytes[16];
+    if (RAND_bytes(bytes, sizeof(bytes)) != 1)
+        return LK_EIO;
+    bytes[0] &= 0x7F; /* positive */
+    bytes[0] |= 0x01; /* and never zero-led, so always 16 bytes */
+    BIGNUM *bn = BN_bin2bn(bytes, sizeof(bytes), NULL);
+    bool ok = bn != NULL && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)) != NULL;
+    BN_free(bn);
+    return ok ? 0 : LK_EIO;
+}
+
+/* A certificate for key with subject CN cn, valid from a day ago for days
+ * days; issuer NULL means self-signed. Extensions are added by the caller. */
+static X509 *new_cert(const char *cn, EVP_PKEY *key, X509 *issuer, long days)
+{
+    X509 *x = X509_new();
+    X509_NAME *subject = X509_NAME_new();
+    bool ok = x != NULL && subject != NULL && X509_set_version(x, 2) == 1 && set_serial(x) == 0 &&
+              X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8, (const unsigned char *)cn,
+                                         -1, -1, 0) == 1 &&
+              X509_set_subject_name(x, subject) == 1 &&
+              X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) == 1 &&
+              X509_gmtime_adj(X509_getm_notBefore(x), -86400) != NULL &&
+              X509_gmtime_adj(X509_getm_notAfter(x), days * 86400L) != NULL &&
+              X509_set_pubkey(x, key) == 1;
+    X509_NAME_free(subject);
+    if (!ok) {
+        X509_free(x);
+        return NULL;
+    }
+    return x;
+}
+
+static int make_ca(X509 **cert, EVP_PKEY **key)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *x = k ? new_cert(LK_CERTS_CA_CN, k, NULL, LK_CERTS_CA_DAYS) : NULL;
+    bool ok = x != NULL && add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE") == 0 &&
+              add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign") == 0 &&
+              add_ext(x, x, NID_subject_key_identifier, "hash") == 0 &&
+              X509_sign(x, k, EVP_sha256()) > 0;
+    if (!ok) {
+        X509_free(x);
+        EVP_PKEY_free(k);
+        return LK_EIO;
+    }
+    *cert = x;
+    *key = k;
+    return 0;
+}
+
+static int mint(X509 *ca, EVP_PKEY *ca_key, const char *name, X509 **cert, EVP_PKEY **key)
+{
+    char san[300];
+    snprintf(san, sizeof(san), "DNS:%s", name);
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *x = k ? new_cert(name, k, ca, LK_CERTS_LEAF_DAYS) : NULL;
+    bool ok = x != NULL && add_ext(x, ca, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
+              add_ext(x, ca, NID_key_usage, "critical,digitalSignature") == 0 &&
+              add_ext(x, ca, NID_ext_key_usage, "serverAuth") == 0 &&
+              add_ext(x, ca, NID_subject_alt_name, san) == 0 &&
+              add_ext(x, ca, NID_subject_key_identifier, "hash") == 0 &&
+              add_ext(x, ca, NID_authority_key_identifier, "keyid:always") == 0 &&
+              X509_sign(x, ca_key, EVP_sha256()) > 0;
+    if (!ok) {
+        X509_free(x);
+        EVP_PKEY_free(k);
+        return LK_EIO;
+    }
+    *cert = x;
+    *key = k;
+    return 0;
+}
+
+/* ---- CA ----------------------------------------------------------------- */
+
+static int write_ca(const char *cert_path, const char *key_path, X509 *ca, EVP_PKEY *key)
+{
+    BIO *kb = BIO_new(BIO_s_mem());
+    BIO *cb = BIO_new(BIO_s_mem());
+    int rc = LK_EIO;
+    if (kb == NULL || cb == NULL ||
+        PEM_write_bio_PKCS8PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) != 1 ||
+        PEM_write_bio_X509(cb, ca) != 1)
+        goto out;
+    rc = write_file(key_path, kb, 0600);
+    if (rc == 0)
+        rc = write_file(cert_path, cb, 0644);
+out:
+    BIO_free(kb);
+    BIO_free(cb);
+    return rc;
+}
+
+/* Loads the CA pair, creating it first when a file is missing. */
+static int load_or_create_ca(const char *dir, X509 **ca, EVP_PKEY **key, bool *created)
+{
+    char *cert_path = join(dir, LK_CERTS_CA_CERT_FILE);
+    char *key_path = join(dir, LK_CERTS_CA_KEY_FILE);
+    int rc = 0;
+    *created = false;
+    if (access(cert_path, F_OK) != 0 || access(key_path, F_OK) != 0) {
+        rc = make_ca(ca, key);
+        if (rc == 0)
+            rc = write_ca(cert_path, key_path, *ca, *key);
+        *created = rc == 0;
+    } else {
+        *ca = read_cert(cert_path);
+        *key = read_key(key_path);
+        if (*ca == NULL || *key == NULL || X509_check_private_key(*ca, *key) != 1)
+            rc = LK_EPARSE;
+    }
+    if (rc != 0) {
+        X509_free(*ca);
+        EVP_PKEY_free(*key);
+        *ca = NULL;
+        *key = NULL;
+    }
+    free(cert_path);
+    free(key_path);
+    return rc;
+}
+
+static int ensure_dir(const char *dir)
+{
+    if (mkdir(dir, 0700) == 0 || errno == EEXIST)
+        return 0;
+    return LK_EIO;
+}
+
+int lk_certs_ensure_ca(const char *dir, bool *created)
+{
+    X509 *ca = NULL;
+    EVP_PKEY *key = NULL;
+    bool made = false;
+    int rc = ensure_dir(dir);
+    if (rc == 0)
+        rc = load_or_create_ca(dir, &ca, &key, &made);
+    X509_free(ca);
+    EVP_PKEY_free(key);
+    if (created != NULL)
+        *created = made;
+    return rc;
+}
+
+/* ---- loading the directory --------------------------------------------- */
+
+/* "wildcard_.example.com" -> "*.example.com" (SPEC §5.5). */
+static char *entry_name(const char *file, size_t stem_len)
+{
+    static const char prefix[] = "wildcard_";
+    if (stem_len >= sizeof(prefix) - 1 && strncmp(file, prefix, sizeof(prefix) - 1) == 0) {
+        char *n = lk_xstrndup(file + sizeof(prefix) - 2, stem_len - (sizeof(prefix) - 2));
+        n[0] = '*';
+        return n;
+    }
+    return lk_xstrndup(file, stem_len);
+}
+
+static void load_pair(struct lk_certs *c, const char *file, size_t stem_len)
+{
+    char *name = entry_name(file, stem_len);
+    char *stem = lk_xstrndup(file, stem_len);
+    char key_file[512];
+    snprintf(key_file, sizeof(key_file), "%s.key.pem", stem);
+    char *cert_path = join(c->dir, file);
+    char *key_path = join(c->dir, key_file);
+    X509 *x = NULL;
+    EVP_PKEY *k = NULL;
+    const char *why = NULL;
+
+    if (access(key_path, F_OK) != 0)
+        goto out; /* SPEC §5.5: only pairs count */
+    x = read_cert(cert_path);
+    k = read_key(key_path);
+    if (x == NULL || k == NULL)
+        why = "cannot read PEM";
+    else if (X509_check_private_key(x, k) != 1)
+        why = "key does not match certificate";
+    else if (c->n_files >= LK_CERTS_FILES_MAX)
+        why = "too many certificate files";
+    if (why != NULL) {
+        fprintf(stderr, "Error loading cert/key for %s: %s\n", name, why);
+        goto out;
+    }
+    c->files[c->n_files++] = (struct cert_entry){ name, x, k };
+    name = NULL;
+    x = NULL;
+    k = NULL;
+out:
+    X509_free(x);
+    EVP_PKEY_free(k);
+    free(name);
+    free(stem);
+    free(cert_path);
+    free(key_path);
+}
+
+static void load_files(struct lk_certs *c)
+{
+    DIR *d = opendir(c->dir);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *hit = strstr(e->d_name, ".cert.pem");
+        if (hit == NULL || hit[9] != '\0' || strcmp(e->d_name, LK_CERTS_CA_CERT_FILE) == 0)
+            continue;
+        load_pair(c, e->d_name, (size_t)(hit - e->d_name));
+    }
+    closedir(d);
+}
+
+int lk_certs_open(const char *dir, struct lk_certs **out)
+{
+    struct lk_certs *c = lk_xcalloc(1, sizeof(*c));
+    bool created;
+    int rc = ensure_dir(dir);
+    if (rc == 0)
+        rc = load_or_create_ca(dir, &c->ca, &c->ca_key, &created);
+    if (rc != 0) {
+        free(c);
+        return rc;
+    }
+    c->dir = lk_xstrdup(dir);
+    c->ca_path = join(dir, LK_CERTS_CA_CERT_FILE);
+    load_files(c);
+    *out = c;
+    return 0;
+}
+
+static void release_entry(struct cert_entry *e)
+{
+    free(e->name);
+    X509_free(e->cert);
+    EVP_PKEY_free(e->key);
+    *e = (struct cert_entry){ NULL, NULL, NULL };
+}
+
+void lk_certs_free(struct lk_certs *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n_files; i++)
+        release_entry(&c->files[i]);
+    for (size_t i = 0; i < c->n_cached; i++)
+        release_entry(&c->cache[i]);
+    X509_free(c->ca);
+    EVP_PKEY_free(c->ca_key);
+    free(c->dir);
+    free(c->ca_path);
+    free(c);
+}
+
+X509 *lk_certs_ca(const struct lk_certs *c)
+{
+    return c->ca;
+}
+
+const char *lk_certs_ca_path(const struct lk_certs *c)
+{
+    return c->ca_path;
+}
+
+size_t lk_certs_n_cached(const struct lk_certs *c)
+{
+    return c->n_cached;
+}
+
+/* ---- lookup ------------------------------------------------------------- */
+
+/* Lowercases a host name into out and checks it: labels of
+ * 1..63 letters, digits, '-' or '_', a leading "*." allowed when wildcard. */
+static bool normalise_name(const char *name, char *out, size_t out_len, bool wildcard)
+{
+    size_t n = strlen(name);
+    if (n > 0 && name[n - 1] == '.')
+        n--;
+    if (n == 0 || n > 253 || n >= out_len)
+        return false;
+    size_t label = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = name[i];
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (char)(ch + 32);
+        bool star = wildcard && i == 0 && ch == '*' && n > 2 && name[1] == '.';
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_';
+        if (ch == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+        } else if (!ok && !star) {
+            return false;
+        } else if (++label > 63) {
+            return false;
+        }
+        out[i] = ch;
+    }
+    out[n] = '\0';
+    return label > 0;
+}
+
+static bool usable_file(const struct cert_entry *e, const char *name)
+{
+    if (X509_cmp_current_time(X509_get0_notAfter(e->cert)) <= 0)
+        return false;
+    if (strcmp(e->name, name) == 0)
+        return true;
+    return X509_check_host(e->cert, name, strlen(name), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                           NULL) == 1;
+}
+
+static int hand_out(const struct cert_entry *e, X509 **cert, EVP_PKEY **key)
+{
+    X509_up_ref(e->cert);
+    EVP_PKEY_up_ref(e->key);
+    *cert = e->cert;
+    *key = e->key;
+    return 0;
+}
+
+int lk_certs_get(struct lk_certs *c, const char *name, X509 **cert, EVP_PKEY **key)
+{
+    char host[256];
+    if (!normalise_name(name, host, sizeof(host), false))
+        return LK_EINVAL;
+    for (size_t i = 0; i < c->n_files; i++) {
+        if (usable_file(&c->files[i], host))
+            return hand_out(&c->files[i], cert, key);
+    }
+    for (size_t i = 0; i < c->n_cached; i++) {
+        if (strcmp(c->cache[i].name, host) == 0)
+            return hand_out(&c->cache[i], cert, key);
+    }
+    struct cert_entry e = { NULL, NULL, NULL };
+    int rc = mint(c->ca, c->ca_key, host, &e.cert, &e.key);
+    if (rc != 0)
+        return rc;
+    e.name = lk_xstrdup(host);
+    size_t slot = c->n_cached;
+    if (slot == LK_CERTS_CACHE_MAX) {
+        slot = c->next_evict;
+        c->next_evict = (c->next_evict + 1) % LK_CERTS_CACHE_MAX;
+        release_entry(&c->cache[slot]);
+    } else {
+        c->n_cached++;
+    }
+    c->cache[slot] = e;
+    return hand_out(&c->cache[slot], cert, key);
+}
+
+int lk_certs_mint(const struct lk_certs *c, const char *name, X509 **cert, EVP_PKEY **key)
+{
+    char host[256];
+    if (!normalise_name(name, host, sizeof(host), true))
+        return LK_EINVAL;
+    return mint(c->ca, c->ca_key, host, cert, key);
+}
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+static int on_servername(SSL *ssl, int *alert, void *arg)
+{
+    struct lk_certs *c = arg;
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    char host[256];
+    X509 *cert = NULL;
+    EVP_PKEY *key = NULL;
+
+    *alert = SSL_AD_UNRECOGNIZED_NAME;
+    if (sni == NULL || !normalise_name(sni, host, sizeof(host), false) || c->is_managed == NULL ||
+        !c->is_managed(host, c->managed_data))
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *alert = SSL_AD_INTERNAL_ERROR;
+    if (lk_certs_get(c, host, &cert, &key) != 0)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    bool ok = SSL_use_certificate(ssl, cert) == 1 && SSL_use_PrivateKey(ssl, key) == 1;
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    return ok ? SSL_TLSEXT_ERR_OK : SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *out_len,
+                   const unsigned char *in, unsigned int in_len, void *arg)
+{
+    unsigned char *selected = NULL;
+    (void)ssl;
+    (void)arg;
+    if (SSL_select_next_proto(&selected, out_len, alpn_http11, sizeof(alpn_http11) - 1, in,
+                              in_len) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* no common protocol: carry on without ALPN */
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+int lk_certs_install_sni(SSL_CTX *ctx, struct lk_certs *c, lk_certs_managed_cb *is_managed,
+                         void *data)
+{
+    c->is_managed = is_managed;
+    c->managed_data = data;
+    SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+    SSL_CTX_set_tlsext_servername_arg(ctx, c);
+    return 0;
+}
+
+SSL_CTX *lk_certs_new_server_ctx(struct lk_certs *c, lk_certs_managed_cb *is_managed, void *data)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL)
+        return NULL;
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+    lk_certs_install_sni(ctx, c, is_managed, data);
+    return ctx;
+}

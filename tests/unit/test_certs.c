@@ -1,0 +1,299 @@
+/*
+ * test_certs.c - unit tests of lib/net/certs: CA creation (files, mode,
+ * extensions), leaf minting verified against the CA, the cache, SPEC §5.5
+ * certificate files, and the SNI callback in an in-memory TLS handshake.
+ */
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "harness.h"
+#include "net/certs.h"
+
+static char dir[256];
+
+static void path_of(char *out, size_t n, const char *file)
+{
+    snprintf(out, n, "%s/%s", dir, file);
+}
+
+/* Returns the X509_V_* result of verifying leaf for host against ca alone. */
+static int verify(X509 *ca, X509 *leaf, const char *host)
+{
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    X509_STORE_add_cert(store, ca);
+    X509_STORE_CTX_init(ctx, store, leaf, NULL);
+    X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
+    X509_VERIFY_PARAM_set1_host(param, host, 0);
+    X509_VERIFY_PARAM_set_purpose(param, X509_PURPOSE_SSL_SERVER);
+    int rc = X509_verify_cert(ctx) == 1 ? X509_V_OK : X509_STORE_CTX_get_error(ctx);
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(store);
+    return rc;
+}
+
+static void test_ca_creation(void)
+{
+    bool created = false;
+    CHECK_INT_EQ(lk_certs_ensure_ca(dir, &created), 0);
+    CHECK(created);
+    char p[1024];
+    struct stat st;
+    path_of(p, sizeof(p), LK_CERTS_CA_KEY_FILE);
+    CHECK_INT_EQ(stat(p, &st), 0);
+    CHECK_INT_EQ(st.st_mode & 0777, 0600);
+    FILE *f = fopen(p, "r");
+    char line[64] = "";
+    CHECK(f != NULL && fgets(line, sizeof(line), f) != NULL);
+    CHECK_STR_EQ(line, "-----BEGIN PRIVATE KEY-----\n");
+    if (f != NULL)
+        fclose(f);
+
+    path_of(p, sizeof(p), LK_CERTS_CA_CERT_FILE);
+    f = fopen(p, "r");
+    X509 *ca = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f != NULL)
+        fclose(f);
+    CHECK(ca != NULL);
+    if (ca == NULL)
+        return;
+    char cn[64] = "";
+    X509_NAME_get_text_by_NID(X509_get_subject_name(ca), NID_commonName, cn, sizeof(cn));
+    CHECK_STR_EQ(cn, "Linkup Local CA");
+    CHECK_INT_EQ(X509_check_ca(ca), 1);
+    X509_EXTENSION *bc = X509_get_ext(ca, X509_get_ext_by_NID(ca, NID_basic_constraints, -1));
+    CHECK(bc != NULL && X509_EXTENSION_get_critical(bc) == 1);
+    CHECK_INT_EQ(X509_get_key_usage(ca), KU_KEY_CERT_SIGN | KU_CRL_SIGN);
+    CHECK_INT_EQ(X509_get_signature_nid(ca), NID_ecdsa_with_SHA256);
+    CHECK(X509_cmp_current_time(X509_get0_notBefore(ca)) < 0);
+    EVP_PKEY *pub = X509_get0_pubkey(ca);
+    char group[32] = "";
+    EVP_PKEY_get_utf8_string_param(pub, "group", group, sizeof(group), NULL);
+    CHECK_STR_EQ(group, "prime256v1");
+    X509_free(ca);
+
+    /* A second call keeps the existing pair. */
+    CHECK_INT_EQ(lk_certs_ensure_ca(dir, &created), 0);
+    CHECK(!created);
+}
+
+static void test_leaf_minting_and_cache(void)
+{
+    struct lk_certs *c = NULL;
+    CHECK_INT_EQ(lk_certs_open(dir, &c), 0);
+    if (c == NULL)
+        return;
+    static const char *const hosts[] = { "tiny-cow.example.com", "api.tiny-cow.example.com",
+                                         "a.b.example.com", "example.com" };
+    for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+        X509 *leaf = NULL;
+        EVP_PKEY *key = NULL;
+        CHECK_INT_EQ(lk_certs_get(c, hosts[i], &leaf, &key), 0);
+        CHECK_INT_EQ(verify(lk_certs_ca(c), leaf, hosts[i]), X509_V_OK);
+        CHECK_INT_EQ(verify(lk_certs_ca(c), leaf, "other.example.net"),
+                     X509_V_ERR_HOSTNAME_MISMATCH);
+        CHECK_INT_EQ(X509_check_private_key(leaf, key), 1);
+        CHECK_INT_EQ(X509_check_ca(leaf), 0);
+        X509 *again = NULL;
+        EVP_PKEY *key2 = NULL;
+        CHECK_INT_EQ(lk_certs_get(c, hosts[i], &again, &key2), 0);
+        CHECK(again == leaf); /* cached: the same certificate */
+        X509_free(again);
+        EVP_PKEY_free(key2);
+        X509_free(leaf);
+        EVP_PKEY_free(key);
+    }
+    CHECK_INT_EQ(lk_certs_n_cached(c), 4);
+    X509 *x = NULL;
+    EVP_PKEY *k = NULL;
+    CHECK_INT_EQ(lk_certs_get(c, "TINY-COW.example.com.", &x, &k), 0);
+    CHECK_INT_EQ(lk_certs_n_cached(c), 4);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    static const char *const bad[] = { "", "a..b", "a b.com", "*.example.com", "-\n.com" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK_INT_EQ(lk_certs_get(c, bad[i], &x, &k), LK_EINVAL);
+    /* The cache is bounded. */
+    for (int i = 0; i < LK_CERTS_CACHE_MAX + 3; i++) {
+        char h[64];
+        snprintf(h, sizeof(h), "n%d.example.com", i);
+        CHECK_INT_EQ(lk_certs_get(c, h, &x, &k), 0);
+        X509_free(x);
+        EVP_PKEY_free(k);
+    }
+    CHECK_INT_EQ(lk_certs_n_cached(c), LK_CERTS_CACHE_MAX);
+    lk_certs_free(c);
+}
+
+static void write_pair(const struct lk_certs *c, const char *name, const char *stem, X509 **out)
+{
+    X509 *x = NULL;
+    EVP_PKEY *k = NULL;
+    CHECK_INT_EQ(lk_certs_mint(c, name, &x, &k), 0);
+    char p[1024], f[300];
+    snprintf(f, sizeof(f), "%s.cert.pem", stem);
+    path_of(p, sizeof(p), f);
+    FILE *fp = fopen(p, "w");
+    PEM_write_X509(fp, x);
+    fclose(fp);
+    snprintf(f, sizeof(f), "%s.key.pem", stem);
+    path_of(p, sizeof(p), f);
+    fp = fopen(p, "w");
+    PEM_write_PKCS8PrivateKey(fp, k, NULL, NULL, 0, NULL, NULL);
+    fclose(fp);
+    EVP_PKEY_free(k);
+    *out = x;
+}
+
+static void test_wildcard_files(void)
+{
+    struct lk_certs *c = NULL;
+    CHECK_INT_EQ(lk_certs_open(dir, &c), 0);
+    X509 *wild = NULL;
+    write_pair(c, "*.other.com", "wildcard_.other.com", &wild);
+    char p[1024];
+    path_of(p, sizeof(p), "broken.cert.pem"); /* a pair that does not load */
+    FILE *fp = fopen(p, "w");
+    fputs("not a cert\n", fp);
+    fclose(fp);
+    path_of(p, sizeof(p), "broken.key.pem");
+    fp = fopen(p, "w");
+    fputs("not a key\n", fp);
+    fclose(fp);
+    lk_certs_free(c);
+
+    CHECK_INT_EQ(lk_certs_open(dir, &c), 0);
+    X509 *x = NULL;
+    EVP_PKEY *k = NULL;
+    CHECK_INT_EQ(lk_certs_get(c, "tiny-cow.other.com", &x, &k), 0);
+    CHECK_INT_EQ(X509_cmp(x, wild), 0); /* the file is preferred */
+    CHECK_INT_EQ(verify(lk_certs_ca(c), x, "tiny-cow.other.com"), X509_V_OK);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    CHECK_INT_EQ(lk_certs_n_cached(c), 0);
+    /* *.other.com does not match a.b.other.com: a leaf is minted instead. */
+    CHECK_INT_EQ(lk_certs_get(c, "a.b.other.com", &x, &k), 0);
+    CHECK(X509_cmp(x, wild) != 0);
+    CHECK_INT_EQ(verify(lk_certs_ca(c), x, "a.b.other.com"), X509_V_OK);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    X509_free(wild);
+    lk_certs_free(c);
+}
+
+static bool managed(const char *name, void *data)
+{
+    (void)data;
+    return strcmp(name, "example.com") == 0 ||
+           (strlen(name) > 12 && strcmp(name + strlen(name) - 12, ".example.com") == 0);
+}
+
+/* Runs a handshake over memory BIOs; returns 1 on success. */
+static int handshake(SSL_CTX *sctx, X509 *ca, const char *sni, char *alpn_out)
+{
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    X509_STORE_add_cert(SSL_CTX_get_cert_store(cctx), ca);
+    SSL_CTX_set_verify(cctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_alpn_protos(cctx, (const unsigned char *)"\x02h2\x08http/1.1", 12);
+    SSL *cl = SSL_new(cctx);
+    SSL *sv = SSL_new(sctx);
+    BIO *a = NULL, *b = NULL;
+    BIO_new_bio_pair(&a, 0, &b, 0);
+    SSL_set_bio(cl, a, a);
+    SSL_set_bio(sv, b, b);
+    if (sni != NULL) {
+        SSL_set_tlsext_host_name(cl, sni);
+        SSL_set1_host(cl, sni);
+    }
+    SSL_set_connect_state(cl);
+    SSL_set_accept_state(sv);
+    int cdone = 0, sdone = 0, failed = 0;
+    for (int i = 0; i < 20 && !(cdone && sdone) && !failed; i++) {
+        if (!cdone) {
+            int r = SSL_do_handshake(cl);
+            cdone = r == 1;
+            failed |= r <= 0 && SSL_get_error(cl, r) != SSL_ERROR_WANT_READ;
+        }
+        if (!sdone) {
+            int r = SSL_do_handshake(sv);
+            sdone = r == 1;
+            failed |= r <= 0 && SSL_get_error(sv, r) != SSL_ERROR_WANT_READ;
+        }
+    }
+    int ok = cdone && sdone && SSL_get_verify_result(cl) == X509_V_OK;
+    if (ok && alpn_out != NULL) {
+        const unsigned char *proto = NULL;
+        unsigned int len = 0;
+        SSL_get0_alpn_selected(cl, &proto, &len);
+        snprintf(alpn_out, 32, "%.*s", (int)len, proto ? (const char *)proto : "");
+    }
+    ERR_clear_error();
+    SSL_free(cl);
+    SSL_free(sv);
+    SSL_CTX_free(cctx);
+    return ok;
+}
+
+static void test_sni_handshake(void)
+{
+    struct lk_certs *c = NULL;
+    CHECK_INT_EQ(lk_certs_open(dir, &c), 0);
+    SSL_CTX *sctx = lk_certs_new_server_ctx(c, managed, NULL);
+    CHECK(sctx != NULL);
+    char alpn[32] = "";
+    CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "tiny-cow.example.com", alpn), 1);
+    CHECK_STR_EQ(alpn, "http/1.1");
+    CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "api.tiny-cow.example.com", NULL), 1);
+    CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "example.com", NULL), 1);
+    CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), NULL, NULL), 0);
+    CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "www.example.org", NULL), 0);
+    SSL_CTX_free(sctx);
+    lk_certs_free(c);
+}
+
+static void test_bad_ca_files(void)
+{
+    char sub[300], p[400];
+    snprintf(sub, sizeof(sub), "%s/bad", dir);
+    CHECK_INT_EQ(lk_certs_ensure_ca(sub, NULL), 0);
+    snprintf(p, sizeof(p), "%s/%s", sub, LK_CERTS_CA_KEY_FILE);
+    FILE *fp = fopen(p, "w");
+    fputs("garbage\n", fp);
+    fclose(fp);
+    CHECK_INT_EQ(lk_certs_ensure_ca(sub, NULL), LK_EPARSE);
+    struct lk_certs *c = NULL;
+    CHECK_INT_EQ(lk_certs_open(sub, &c), LK_EPARSE);
+    CHECK_INT_EQ(lk_certs_ensure_ca("/proc/no/such/dir", NULL), LK_EIO);
+}
+
+static void cleanup(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
+int main(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof(dir), "%s/lk-certs-XXXXXX", tmp ? tmp : "/tmp");
+    if (mkdtemp(dir) == NULL)
+        return 1;
+    strncat(dir, "/certs", sizeof(dir) - strlen(dir) - 1);
+    RUN(test_ca_creation);
+    RUN(test_leaf_minting_and_cache);
+    RUN(test_wildcard_files);
+    RUN(test_sni_handshake);
+    RUN(test_bad_ca_files);
+    dir[strlen(dir) - 6] = '\0';
+    cleanup();
+    return DONE();
+}
