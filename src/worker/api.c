@@ -1,0 +1,529 @@
+/*
+ * api.c - the worker's request dispatch and its session API (SPEC §4.2-4.3,
+ * DESIGN §2.1, §8).
+ *
+ * Order of decisions for every request, as in the original's router:
+ *   1. a Host that is a tunnel hostname goes to that session's tunnel,
+ *      whatever the path (DESIGN §8);
+ *   2. the seven /linkup paths (exact match on the path) run the
+ *      authentication middleware first (x-linkup-version for
+ *      /linkup/local-session, then Authorization), then the method check
+ *      (405 with Allow), then the handler;
+ *   3. everything else is the unauthenticated proxy path (proxy.c).
+ * POST bodies go through the framework rejections of SPEC §4.3 in axum's
+ * order: Content-Type (415), size (413), JSON syntax (400), shape (422).
+ */
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/headers.h"
+#include "core/route.h"
+#include "core/session.h"
+#include "core/upsert.h"
+#include "core/version.h"
+#include "net/log.h"
+#include "worker/worker.h"
+
+/* ---- responses ------------------------------------------------------------ */
+
+void worker_respond_error(struct lk_exchange *ex, int status, const char *body)
+{
+    static const struct lk_http_header h[] = {
+        { LK_STR("Content-Type"), LK_STR("text/plain") },
+        { LK_STR("Cache-Control"), LK_STR("no-store") },
+    };
+    lk_exchange_respond(ex, status, h, LK_ARRAY_LEN(h), body, strlen(body));
+}
+
+void worker_respond_text(struct lk_exchange *ex, int status, const char *body)
+{
+    static const struct lk_http_header h[] = {
+        { LK_STR("Content-Type"), LK_STR("text/plain; charset=utf-8") },
+    };
+    lk_exchange_respond(ex, status, h, LK_ARRAY_LEN(h), body, strlen(body));
+}
+
+static void respond_json(struct lk_exchange *ex, const struct lk_buf *json)
+{
+    static const struct lk_http_header h[] = {
+        { LK_STR("Content-Type"), LK_STR("application/json") },
+    };
+    lk_exchange_respond(ex, 200, h, LK_ARRAY_LEN(h), json->data, json->len);
+}
+
+/* An HttpError whose body is prefix + detail. */
+static void respond_error2(struct lk_exchange *ex, int status, const char *prefix,
+                           const struct lk_buf *detail, const char *suffix)
+{
+    worker_respond_error(
+        ex, status,
+        lk_exchange_printf(ex, "%s%s%s", prefix, detail->data ? detail->data : "", suffix));
+}
+
+/* ---- authentication (SPEC §4.2) --------------------------------------------- */
+
+static void sha256(const char *p, size_t n, unsigned char out[32])
+{
+    unsigned int len = 32;
+    if (EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) != 1)
+        LK_BUG("EVP_Digest failed");
+}
+
+/* The Authorization value with every "Bearer " removed, compared with the
+ * token through SHA-256 digests: equal-length inputs to CRYPTO_memcmp, so the
+ * time taken does not depend on where the values differ. */
+static bool token_matches(const struct worker *w, struct lk_exchange *ex, struct lk_str v)
+{
+    char *stripped = lk_exchange_alloc(ex, v.len + 1);
+    size_t n = 0;
+    static const struct lk_str bearer = LK_STR("Bearer ");
+    for (size_t i = 0; i < v.len;) {
+        if (v.len - i >= bearer.len && memcmp(v.ptr + i, bearer.ptr, bearer.len) == 0) {
+            i += bearer.len;
+            continue;
+        }
+        stripped[n++] = v.ptr[i++];
+    }
+    unsigned char digest[32];
+    sha256(stripped, n, digest);
+    return CRYPTO_memcmp(digest, w->token_digest, sizeof(digest)) == 0;
+}
+
+/* x-linkup-version rules of /linkup/local-session; responds and returns false
+ * when the client is turned away. */
+static bool version_ok(struct lk_exchange *ex)
+{
+    struct lk_str v;
+    struct lk_version ver;
+    if (!lk_exchange_header(ex, LK_STR("x-linkup-version"), &v)) {
+        worker_respond_text(ex, 401, "No x-linkup-version header, please upgrade your Linkup CLI.");
+        return false;
+    }
+    if (!lk_headers_is_visible(v) || lk_version_parse(v, &ver, NULL) != 0) {
+        worker_respond_text(ex, 401, "Invalid x-linkup-version header.");
+        return false;
+    }
+    bool outdated = lk_version_is_outdated(&ver);
+    lk_version_release(&ver);
+    if (outdated) {
+        worker_respond_text(ex, 401,
+                            "Your Linkup CLI is outdated, please upgrade to the latest version.");
+        return false;
+    }
+    return true;
+}
+
+static bool authorized(const struct worker *w, struct lk_exchange *ex, bool check_version)
+{
+    struct lk_str v;
+    if (check_version && !version_ok(ex))
+        return false;
+    if (!lk_exchange_header(ex, LK_STR("authorization"), &v)) {
+        worker_respond_text(ex, 401, "Missing authorization header.");
+        return false;
+    }
+    if (!lk_headers_is_visible(v) || !token_matches(w, ex, v)) {
+        lk_exchange_respond(ex, 401, NULL, 0, NULL, 0);
+        return false;
+    }
+    return true;
+}
+
+/* ---- session endpoints ------------------------------------------------------ */
+
+/* Builds the session of an upsert; answers 400 and returns NULL on failure. */
+static struct lk_session *build_session(struct lk_exchange *ex, const struct lk_upsert *req,
+                                        enum lk_session_kind kind)
+{
+    struct lk_session *s = NULL;
+    struct lk_buf e = LK_BUF_INIT;
+    if (lk_upsert_to_session(req, kind, &s, &e) != 0)
+        respond_error2(ex, 400, "Failed to parse server config: ", &e, " - Worker");
+    lk_buf_release(&e);
+    return s;
+}
+
+/* v1: store_session with the endpoint's naming; the name as plain text. */
+static void v1_upsert(struct worker *w, struct lk_exchange *ex, const struct lk_upsert *req,
+                      enum lk_session_kind kind, enum lk_name_kind naming)
+{
+    struct lk_session *s = build_session(ex, req, kind);
+    struct lk_buf name = LK_BUF_INIT;
+    struct lk_buf e = LK_BUF_INIT;
+    if (s == NULL)
+        return;
+    const char *desired = req->named ? req->desired_name : "";
+    if (lk_store_session(&w->store->sessions, s, naming, desired, &w->rng, &name, &e) != 0)
+        respond_error2(ex, 500, "Failed to store server config: ", &e, "");
+    else
+        worker_respond_text(ex, 200, name.data);
+    lk_buf_release(&e);
+    lk_buf_release(&name);
+    lk_session_free(s);
+}
+
+static void on_local_session(struct worker *w, struct lk_exchange *ex, const struct lk_upsert *req)
+{
+    v1_upsert(w, ex, req, LK_SESSION_TUNNELED, LK_NAME_ANIMAL);
+}
+
+static void on_preview_session(struct worker *w, struct lk_exchange *ex,
+                               const struct lk_upsert *req)
+{
+    v1_upsert(w, ex, req, LK_SESSION_PREVIEW, LK_NAME_SIX_CHAR);
+}
+
+/* The v2 name: desired_name for Named, else new_session_name. Answers 500
+ * and returns non-zero on failure. */
+static int v2_name(struct worker *w, struct lk_exchange *ex, const struct lk_upsert *req,
+                   const struct lk_session *s, struct lk_buf *name)
+{
+    struct lk_buf e = LK_BUF_INIT;
+    int rc = 0;
+    if (req->named)
+        lk_buf_adds(name, req->desired_name);
+    else
+        rc = lk_new_session_name(&w->store->sessions, req->name_kind, "", s, &w->rng, name, &e);
+    if (rc != 0)
+        respond_error2(ex, 500, "Failed generate new session name: ", &e, "");
+    lk_buf_release(&e);
+    return rc;
+}
+
+/* strict_store_session with DESIGN §2.1's mapping (conflict -> 409). */
+static int v2_store(struct worker *w, struct lk_exchange *ex, const char *name,
+                    const struct lk_session *s)
+{
+    struct lk_buf e = LK_BUF_INIT;
+    int rc = lk_strict_store_session(&w->store->sessions, name, s, &e);
+    if (rc == LK_ECONFLICT)
+        worker_respond_error(ex, 409, "Conflict");
+    else if (rc != 0)
+        respond_error2(ex, 500, "Failed to store server config: ", &e, "");
+    lk_buf_release(&e);
+    return rc;
+}
+
+static bool has_localhost_service(const struct lk_session *s)
+{
+    for (size_t i = 0; i < s->n_services; i++) {
+        if (strcmp(s->services[i].location.host, "localhost") == 0)
+            return true;
+    }
+    return false;
+}
+
+static void session_name_json(const char *name, struct lk_buf *out)
+{
+    lk_buf_adds(out, "{\"session_name\":");
+    lk_json_add_string(out, name, strlen(name));
+}
+
+static void on_v2_preview(struct worker *w, struct lk_exchange *ex, const struct lk_upsert *req)
+{
+    struct lk_session *s = build_session(ex, req, LK_SESSION_PREVIEW);
+    struct lk_buf name = LK_BUF_INIT;
+    struct lk_buf json = LK_BUF_INIT;
+    if (s == NULL)
+        return;
+    if (has_localhost_service(s))
+        worker_respond_error(ex, 400,
+                             "Preview session cannot contain services pointing to localhost");
+    else if (v2_name(w, ex, req, s, &name) == 0 && v2_store(w, ex, name.data, s) == 0) {
+        session_name_json(name.data, &json);
+        lk_buf_addch(&json, '}');
+        respond_json(ex, &json);
+    }
+    lk_buf_release(&json);
+    lk_buf_release(&name);
+    lk_session_free(s);
+}
+
+/* SPEC §4.3.7 step 4: every service whose host is exactly localhost now
+ * points at the tunnel URL (parsed, so it gains a trailing slash). */
+static int repoint_localhost(struct lk_session *s, const struct lk_buf *tunnel_url)
+{
+    for (size_t i = 0; i < s->n_services; i++) {
+        struct lk_session_service *svc = &s->services[i];
+        struct lk_url u;
+        struct lk_buf str = LK_BUF_INIT;
+        if (strcmp(svc->location.host, "localhost") != 0)
+            continue;
+        if (lk_url_parse(tunnel_url->data, tunnel_url->len, &u, NULL) != 0)
+            return LK_EPARSE;
+        lk_url_release(&svc->location);
+        svc->location = u;
+        lk_url_serialize(&u, &str);
+        free(svc->location_str);
+        svc->location_str = lk_buf_detach(&str, NULL);
+    }
+    return 0;
+}
+
+static void on_v2_tunneled(struct worker *w, struct lk_exchange *ex, const struct lk_upsert *req)
+{
+    struct lk_session *s = build_session(ex, req, LK_SESSION_TUNNELED);
+    struct lk_buf name = LK_BUF_INIT;
+    struct lk_buf tunnel = LK_BUF_INIT;
+    struct lk_buf url = LK_BUF_INIT;
+    struct lk_buf e = LK_BUF_INIT;
+    if (s == NULL || v2_name(w, ex, req, s, &name) != 0)
+        goto out;
+    /* The tunnel is upserted before the conflict check, as in the original. */
+    if (worker_tunnel_upsert(&w->store->tunnels, &w->tunnel, name.data, worker_now_ms(), &tunnel,
+                             &url, &e) != 0) {
+        respond_error2(ex, 500, "Failed to upsert tunnel: ", &e, "");
+        goto out;
+    }
+    if (repoint_localhost(s, &url) != 0) {
+        worker_respond_error(ex, 500,
+                             lk_exchange_printf(ex,
+                                                "Failed to upsert tunnel: invalid "
+                                                "tunnel url %s",
+                                                url.data));
+        goto out;
+    }
+    if (v2_store(w, ex, name.data, s) == 0) {
+        struct lk_buf json = LK_BUF_INIT;
+        session_name_json(name.data, &json);
+        lk_buf_adds(&json, ",\"tunnel_data\":");
+        lk_buf_addstr(&json, lk_buf_str(&tunnel));
+        lk_buf_addch(&json, '}');
+        respond_json(ex, &json);
+        lk_buf_release(&json);
+    }
+out:
+    lk_buf_release(&e);
+    lk_buf_release(&url);
+    lk_buf_release(&tunnel);
+    lk_buf_release(&name);
+    lk_session_free(s);
+}
+
+/* ---- GET endpoints ------------------------------------------------------------ */
+
+static void on_check(struct worker *w, struct lk_exchange *ex)
+{
+    (void)w;
+    worker_respond_text(ex, 200, "OK");
+}
+
+static void on_no_tunnel(struct worker *w, struct lk_exchange *ex)
+{
+    (void)w;
+    worker_respond_text(
+        ex, 422, "This linkup session has no associated tunnel / was started with --no-tunnel");
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = lk_ascii_lower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* application/x-www-form-urlencoded decoding of s[0..n) into the arena. */
+static char *form_decode(struct lk_exchange *ex, const char *s, size_t n)
+{
+    char *out = lk_exchange_alloc(ex, n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '+') {
+            out[o++] = ' ';
+        } else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+            out[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    return out;
+}
+
+/* The decoded value of the first query field named key, or NULL. */
+static const char *query_field(struct lk_exchange *ex, struct lk_str query, const char *key)
+{
+    size_t klen = strlen(key);
+    const char *p = query.ptr;
+    const char *end = query.ptr + query.len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pair_end = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pair_end - p));
+        const char *name_end = eq ? eq : pair_end;
+        char *name = form_decode(ex, p, (size_t)(name_end - p));
+        if (strlen(name) == klen && memcmp(name, key, klen) == 0)
+            return eq ? form_decode(ex, eq + 1, (size_t)(pair_end - eq - 1)) : "";
+        p = amp ? amp + 1 : end;
+    }
+    return NULL;
+}
+
+/* Path and query of the request target (origin-form or absolute-form). */
+static void split_target(struct lk_str target, struct lk_str *path, struct lk_str *query)
+{
+    long scheme_end = lk_str_find(target, LK_STR("://"));
+    if (target.len > 0 && target.ptr[0] != '/' && scheme_end > 0) {
+        size_t off = (size_t)scheme_end + 3;
+        while (off < target.len && target.ptr[off] != '/' && target.ptr[off] != '?')
+            off++;
+        target.ptr += off;
+        target.len -= off;
+    }
+    long q = lk_str_index(target, '?');
+    *path = (struct lk_str){ target.ptr, q < 0 ? target.len : (size_t)q };
+    *query =
+        q < 0 ? LK_STR_NULL : (struct lk_str){ target.ptr + q + 1, target.len - (size_t)q - 1 };
+}
+
+static void on_tunnel(struct worker *w, struct lk_exchange *ex)
+{
+    struct lk_str path;
+    struct lk_str query;
+    struct lk_buf json = LK_BUF_INIT;
+    struct lk_buf e = LK_BUF_INIT;
+    split_target(lk_exchange_target(ex), &path, &query);
+    const char *name = query_field(ex, query, "session_name");
+    if (name == NULL) {
+        worker_respond_text(ex, 400,
+                            "Failed to deserialize query string: missing field `session_name`");
+        return;
+    }
+    if (worker_tunnel_upsert(&w->store->tunnels, &w->tunnel, name, worker_now_ms(), &json, NULL,
+                             &e) != 0)
+        respond_error2(ex, 500, "Failed to upsert tunnel: ", &e, "");
+    else
+        respond_json(ex, &json);
+    lk_buf_release(&e);
+    lk_buf_release(&json);
+}
+
+/* ---- dispatch ------------------------------------------------------------------ */
+
+typedef void get_handler_fn(struct worker *w, struct lk_exchange *ex);
+typedef void post_handler_fn(struct worker *w, struct lk_exchange *ex, const struct lk_upsert *req);
+
+struct endpoint {
+    const char *path;
+    bool check_version;    /* x-linkup-version middleware (/linkup/local-session) */
+    get_handler_fn *get;   /* GET and HEAD */
+    post_handler_fn *post; /* POST with a JSON upsert body */
+};
+
+static const struct endpoint endpoints[] = {
+    { "/linkup/local-session", true, NULL, on_local_session },
+    { "/linkup/preview-session", false, NULL, on_preview_session },
+    { "/linkup/tunnel", false, on_tunnel, NULL },
+    { "/linkup/check", false, on_check, NULL },
+    { "/linkup/no-tunnel", false, on_no_tunnel, NULL },
+    { "/linkup/v2/sessions/preview", false, NULL, on_v2_preview },
+    { "/linkup/v2/sessions/tunneled", false, NULL, on_v2_tunneled },
+};
+
+struct post_ctx {
+    struct worker *w;
+    const struct endpoint *ep;
+};
+
+static void on_json_body(struct lk_exchange *ex, const char *body, size_t len, int err, void *data)
+{
+    const struct post_ctx *pc = data;
+    struct lk_upsert req = { 0 };
+    struct lk_buf why = LK_BUF_INIT;
+    if (err == LK_ELIMIT) {
+        worker_respond_text(ex, 413, "Failed to buffer the request body: length limit exceeded");
+        return;
+    }
+    if (err != 0) {
+        worker_respond_text(ex, 400, "Failed to buffer the request body");
+        return;
+    }
+    int rc = lk_upsert_parse(body, len, &req, &why);
+    if (rc != 0)
+        worker_respond_text(ex, rc == LK_EPARSE ? 400 : 422, why.data ? why.data : "");
+    else
+        pc->ep->post(pc->w, ex, &req);
+    lk_upsert_release(&req);
+    lk_buf_release(&why);
+}
+
+/* axum's Json extractor: application/json or application/<x>+json, any
+ * parameters, ASCII case-insensitive. */
+static bool is_json_content_type(struct lk_exchange *ex)
+{
+    struct lk_str ct;
+    if (!lk_exchange_header(ex, LK_STR("content-type"), &ct))
+        return false;
+    long semi = lk_str_index(ct, ';');
+    struct lk_str mime = lk_str_trim((struct lk_str){ ct.ptr, semi < 0 ? ct.len : (size_t)semi });
+    static const struct lk_str app = LK_STR("application/");
+    if (mime.len <= app.len || !lk_str_ieq((struct lk_str){ mime.ptr, app.len }, app))
+        return false;
+    struct lk_str sub = { mime.ptr + app.len, mime.len - app.len };
+    if (lk_str_ieq(sub, LK_STR("json")))
+        return true;
+    return sub.len > 5 && lk_str_ieq((struct lk_str){ sub.ptr + sub.len - 5, 5 }, LK_STR("+json"));
+}
+
+static void run_endpoint(struct worker *w, struct lk_exchange *ex, const struct endpoint *ep)
+{
+    struct lk_str method = lk_exchange_method(ex);
+    if (!authorized(w, ex, ep->check_version))
+        return;
+    if (ep->get != NULL &&
+        (lk_str_eq(method, LK_STR("GET")) || lk_str_eq(method, LK_STR("HEAD")))) {
+        ep->get(w, ex);
+        return;
+    }
+    if (ep->post != NULL && lk_str_eq(method, LK_STR("POST"))) {
+        if (!is_json_content_type(ex)) {
+            worker_respond_text(ex, 415, "Expected request with `Content-Type: application/json`");
+            return;
+        }
+        struct post_ctx *pc = lk_exchange_alloc(ex, sizeof(*pc));
+        pc->w = w;
+        pc->ep = ep;
+        lk_exchange_read_body(ex, WORKER_MAX_JSON_BODY, on_json_body, pc);
+        return;
+    }
+    const struct lk_http_header allow = { LK_STR("Allow"),
+                                          ep->get ? LK_STR("GET,HEAD") : LK_STR("POST") };
+    lk_exchange_respond(ex, 405, &allow, 1, NULL, 0);
+}
+
+/* The Host of the request without its port (absolute-form targets win). */
+static struct lk_str request_host(struct lk_exchange *ex)
+{
+    struct lk_str target = lk_exchange_target(ex);
+    struct lk_str host;
+    if (target.len > 0 && target.ptr[0] != '/' && lk_str_find(target, LK_STR("://")) > 0)
+        return lk_route_host(target, NULL);
+    if (!lk_exchange_header(ex, LK_STR("host"), &host))
+        return LK_STR_NULL;
+    return lk_route_host(host, NULL);
+}
+
+void worker_handle(struct lk_exchange *ex, void *data)
+{
+    struct worker *w = data;
+    struct lk_str session;
+    struct lk_str path;
+    struct lk_str query;
+    if (worker_tunnel_host_session(&w->tunnel, request_host(ex), &session)) {
+        worker_tunnel_not_connected(ex, session);
+        return;
+    }
+    split_target(lk_exchange_target(ex), &path, &query);
+    for (size_t i = 0; i < LK_ARRAY_LEN(endpoints); i++) {
+        if (lk_str_eq(path, lk_str_c(endpoints[i].path))) {
+            run_endpoint(w, ex, &endpoints[i]);
+            return;
+        }
+    }
+    worker_proxy(w, ex);
+}

@@ -1,0 +1,192 @@
+/*
+ * proxy.c - the worker's proxy path (SPEC §4.4, §4.7; DESIGN §2.7, §8).
+ *
+ * One call of lk_route_request() per request finds the session (through the
+ * store and the parsed-session cache: no JSON is parsed unless the stored
+ * bytes changed), the target and the extra headers; the request then streams
+ * to the target through lk_exchange_proxy(). Sessions found by the lookup are
+ * referenced in a per-request struct and released once the proxy call has
+ * copied what it needs, so a concurrent upsert never frees a session in use.
+ * A target on a tunnel hostname is answered here with the "not connected"
+ * 502 instead of looping back into this worker.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/headers.h"
+#include "core/route.h"
+#include "net/log.h"
+#include "worker/worker.h"
+
+#define MAX_HELD 4
+
+static const char no_session_text[] =
+    "Linkup was unable to determine the session origin of the request.\n"
+    "Make sure your request includes a valid session ID in the referer or tracestate headers. - "
+    "Worker";
+
+static const char no_target_text[] =
+    "The request belonged to a session, but there was no target for the request.\n"
+    "Check your routing rules in the linkup config for a match. - Worker";
+
+struct lookup_ctx {
+    struct worker *w;
+    struct lk_session *held[MAX_HELD]; /* references, released after routing */
+    size_t n_held;
+};
+
+static int lookup_session(void *ctx, struct lk_str name, const struct lk_session **out,
+                          struct lk_buf *err)
+{
+    struct lookup_ctx *lc = ctx;
+    struct lk_session *s = NULL;
+    if (memchr(name.ptr, '\0', name.len) != NULL || lc->n_held == MAX_HELD)
+        return LK_ENOTFOUND;
+    char *cname = lk_xstrndup(name.ptr, name.len);
+    int rc = lk_store_get_session(&lc->w->store->sessions, lc->w->cache, cname, &s, err);
+    free(cname);
+    if (rc != 0)
+        return rc;
+    lc->held[lc->n_held++] = s;
+    *out = s;
+    return 0;
+}
+
+static void release_held(struct lookup_ctx *lc)
+{
+    for (size_t i = 0; i < lc->n_held; i++)
+        lk_session_free(lc->held[i]);
+    lc->n_held = 0;
+}
+
+void worker_tunnel_not_connected(struct lk_exchange *ex, struct lk_str session)
+{
+    worker_respond_error(ex, 502,
+                         lk_exchange_printf(ex,
+                                            "Failed to fetch from target service: tunnel for "
+                                            "session '%.*s' is not connected",
+                                            (int)session.len, session.ptr));
+}
+
+/* SPEC §4.4 step 1: the full request URL as received. */
+static struct lk_str request_url(struct worker *w, struct lk_exchange *ex)
+{
+    struct lk_str target = lk_exchange_target(ex);
+    struct lk_str host;
+    if (target.len > 0 && target.ptr[0] != '/' && lk_str_find(target, LK_STR("://")) > 0)
+        return target;
+    if (!lk_exchange_header(ex, LK_STR("host"), &host) || host.len == 0)
+        host = lk_str_c(w->bound);
+    return lk_str_c(lk_exchange_printf(ex, "%s://%.*s%.*s",
+                                       lk_exchange_is_tls(ex) ? "https" : "http", (int)host.len,
+                                       host.ptr, (int)target.len, target.ptr));
+}
+
+static bool is_replaced(const struct lk_route_result *r, struct lk_str name)
+{
+    if (lk_str_ieq(name, LK_STR("host")))
+        return true;
+    if (r->replace_cookie && lk_str_ieq(name, LK_STR("cookie")))
+        return true;
+    for (size_t i = 0; i < r->extra.n; i++) {
+        if (lk_str_ieq(name, r->extra.items[i].name))
+            return true;
+    }
+    return false;
+}
+
+/* The outgoing header list (SPEC §4.4 step 5) in the exchange's arena:
+ * incoming headers minus Host and every header the route replaces, then the
+ * replacements. */
+static const struct lk_http_header *outgoing_headers(struct lk_exchange *ex,
+                                                     const struct lk_route_result *r, size_t *n_out)
+{
+    size_t n_in = 0;
+    const struct lk_http_header *in = lk_exchange_headers(ex, &n_in);
+    struct lk_http_header *out = lk_exchange_alloc(ex, (n_in + r->extra.n + 1) * sizeof(*out));
+    size_t n = 0;
+    for (size_t i = 0; i < n_in; i++) {
+        if (!is_replaced(r, in[i].name))
+            out[n++] = in[i];
+    }
+    for (size_t i = 0; i < r->extra.n; i++)
+        out[n++] = r->extra.items[i];
+    if (r->replace_cookie)
+        out[n++] = (struct lk_http_header){ LK_STR("Cookie"), lk_buf_str(&r->cookie) };
+    *n_out = n;
+    return out;
+}
+
+static void on_http_error(struct lk_exchange *ex, const char *errtext, void *data)
+{
+    (void)data;
+    worker_respond_error(
+        ex, 502, lk_exchange_printf(ex, "Failed to fetch from target service: %s", errtext));
+}
+
+static void on_ws_error(struct lk_exchange *ex, const char *errtext, void *data)
+{
+    (void)data;
+    worker_respond_error(ex, 502,
+                         lk_exchange_printf(ex, "Failed to connect to destination: %s", errtext));
+}
+
+/* SPEC §4.4 step 4: upgrade: websocket, exact and case-sensitive. */
+static bool wants_websocket(struct lk_exchange *ex)
+{
+    size_t n = 0;
+    const struct lk_http_header *h = lk_exchange_headers(ex, &n);
+    struct lk_str v;
+    return lk_headers_get(h, n, LK_STR("upgrade"), &v) && lk_str_eq(v, LK_STR("websocket"));
+}
+
+static void forward(struct worker *w, struct lk_exchange *ex, const struct lk_route_result *r)
+{
+    struct lk_str session;
+    struct lk_str target_host = lk_route_host(lk_buf_str(&r->target.url), NULL);
+    if (worker_tunnel_host_session(&w->tunnel, target_host, &session)) {
+        worker_tunnel_not_connected(ex, session);
+        return;
+    }
+    struct lk_proxy_req spec = { 0 };
+    bool ws = wants_websocket(ex);
+    spec.url = r->target.url.data;
+    spec.headers = outgoing_headers(ex, r, &spec.n_headers);
+    spec.resp_default = lk_headers_cors;
+    spec.n_resp_default = LK_HEADERS_N_CORS;
+    spec.websocket = ws;
+    spec.ws_pass_non_101 = false;
+    spec.on_error = ws ? on_ws_error : on_http_error;
+    if (lk_exchange_proxy(ex, &spec) != 0)
+        worker_respond_error(ex, 502, "Failed to fetch from target service: proxy refused");
+}
+
+void worker_proxy(struct worker *w, struct lk_exchange *ex)
+{
+    struct lookup_ctx lc = { w, { NULL }, 0 };
+    struct lk_route_result r;
+    struct lk_buf err = LK_BUF_INIT;
+    size_t n = 0;
+    const struct lk_http_header *h = lk_exchange_headers(ex, &n);
+    struct lk_str url = request_url(w, ex);
+    lk_route_result_init(&r);
+    int rc = lk_route_request(url, h, n, lookup_session, &lc, &w->rng, &r, &err);
+    if (rc != 0 && r.found.session == NULL) {
+        if (err.len > 0)
+            LK_CLOG(lk_exchange_conn_id(ex), WARN, "session lookup failed: %s", err.data);
+        worker_respond_error(ex, 422, no_session_text);
+    } else if (rc != 0) {
+        lk_exchange_set_log_fields(ex, lk_exchange_strndup(ex, r.found.name.ptr, r.found.name.len),
+                                   NULL);
+        worker_respond_error(ex, 404, no_target_text);
+    } else {
+        lk_exchange_set_log_fields(ex, lk_exchange_strndup(ex, r.found.name.ptr, r.found.name.len),
+                                   r.target.service->name);
+        forward(w, ex, &r);
+    }
+    lk_route_result_release(&r);
+    release_held(&lc);
+    lk_buf_release(&err);
+}

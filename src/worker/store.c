@@ -1,0 +1,102 @@
+/*
+ * store.c - picks the worker's store backend from its spec string and holds
+ * what the backends share (the clock, the purge entry point).
+ */
+#include "worker/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+
+uint64_t worker_clock_real(void *ctx)
+{
+    (void)ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Parses "HOST:PORT[/DB]" (after "redis://"); HOST may be "[v6]". */
+static int parse_redis(const char *s, char *host, size_t host_len, int *port, int *db)
+{
+    const char *colon = strrchr(s, ':');
+    const char *slash = strchr(s, '/');
+    uint64_t v = 0;
+    if (colon == NULL || colon == s || (slash != NULL && slash < colon))
+        return LK_EINVAL;
+    size_t hl = (size_t)(colon - s);
+    if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') {
+        s++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= host_len)
+        return LK_EINVAL;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    const char *pend = slash ? slash : colon + strlen(colon);
+    if (lk_str_to_u64((struct lk_str){ colon + 1, (size_t)(pend - colon - 1) }, 65535, &v) != 0 ||
+        v == 0)
+        return LK_EINVAL;
+    *port = (int)v;
+    *db = 0;
+    if (slash != NULL && slash[1] != '\0') {
+        if (lk_str_to_u64(lk_str_c(slash + 1), 1000000, &v) != 0)
+            return LK_EINVAL;
+        *db = (int)v;
+    }
+    return 0;
+}
+
+int worker_store_open(const char *spec, worker_clock_fn *clock, void *clock_ctx,
+                      struct worker_store **out, struct lk_buf *err)
+{
+    struct worker_store *st = lk_xcalloc(1, sizeof(*st));
+    int rc = 0;
+    if (clock == NULL)
+        clock = worker_clock_real;
+    if (strcmp(spec, "memory") == 0) {
+        worker_store_open_memory(st, clock, clock_ctx);
+    } else if (strncmp(spec, "sqlite:", 7) == 0 && spec[7] != '\0') {
+        rc = worker_store_open_sqlite(st, spec + 7, clock, clock_ctx, err);
+    } else if (strncmp(spec, "redis://", 8) == 0) {
+        char host[256];
+        int port = 0;
+        int db = 0;
+        rc = parse_redis(spec + 8, host, sizeof(host), &port, &db);
+        if (rc == 0)
+            rc = worker_store_open_redis(st, host, port, db, clock, clock_ctx, err);
+        else
+            lk_buf_addf(err, "invalid redis store '%s' (expected redis://HOST:PORT[/DB])", spec);
+    } else {
+        lk_buf_addf(err,
+                    "invalid store '%s' (expected memory, sqlite:PATH or "
+                    "redis://HOST:PORT[/DB])",
+                    spec);
+        rc = LK_EINVAL;
+    }
+    if (rc != 0) {
+        worker_store_free(st);
+        return rc;
+    }
+    *out = st;
+    return 0;
+}
+
+int worker_store_purge(struct worker_store *st, struct lk_buf *err)
+{
+    return st->purge ? st->purge(st, err) : 0;
+}
+
+void worker_store_free(struct worker_store *st)
+{
+    if (st == NULL)
+        return;
+    lk_kv_free(&st->sessions);
+    lk_kv_free(&st->tunnels);
+    if (st->close != NULL)
+        st->close(st->backend);
+    free(st);
+}

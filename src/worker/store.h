@@ -1,0 +1,91 @@
+/*
+ * store.h - the worker's persistent stores (DESIGN §3, §8; SPEC §2.7, §4.8).
+ *
+ * A worker keeps two key spaces, each exposed as a struct lk_kv (core/store.h)
+ * so the core's session helpers (lk_store_get_session, lk_strict_store_session,
+ * ...) run unchanged on top of them:
+ *
+ *   sessions  key = session name, value = Session JSON (SPEC §2.1). Every put
+ *             sets an expiry 7 days (WORKER_SESSION_TTL_MS) after the put, like
+ *             the original's KV TTL; expired entries are never returned by
+ *             get/exists/list and are purged by worker_store_purge().
+ *   tunnels   key = tunnel name ({prefix}{session}), value = TunnelData JSON
+ *             (SPEC §2.4 + "provider"). No expiry; stale records are removed
+ *             by the tunnel cleanup (tunnels.h).
+ *
+ * Backends, chosen by a spec string:
+ *   "memory"                  lk_kv_memory_init() maps, lost on exit;
+ *   "sqlite:PATH"             one SQLite file (WAL, busy timeout), tables
+ *                             sessions/tunnels(key TEXT PRIMARY KEY, value TEXT,
+ *                             expires_at INTEGER); survives restarts;
+ *   "redis://HOST:PORT[/DB]"  hiredis, keys "session:NAME" (SET ... PX) and
+ *                             "tunnel:NAME"; synchronous calls with a short
+ *                             timeout, reconnecting on failure.
+ *
+ * Errors of every kv call follow core/store.h: LK_ESTORE with a one-line
+ * reason appended to err; never a crash when the backend goes away.
+ *
+ * The clock is injected (now_ms) so tests can move time. Loop thread only
+ * (calls block for at most the backend's timeout).
+ */
+#ifndef LK_WORKER_STORE_H
+#define LK_WORKER_STORE_H
+
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/store.h"
+
+/* Sessions expire this long after their last upsert (SPEC §2.7). */
+#define WORKER_SESSION_TTL_MS 604800000ULL
+
+/* Redis connect and command timeout. */
+#define WORKER_REDIS_TIMEOUT_MS 2000
+
+/* SQLite busy timeout (another process holding the write lock). */
+#define WORKER_SQLITE_BUSY_MS 5000
+
+/* Returns the current time in Unix epoch milliseconds. */
+typedef uint64_t worker_clock_fn(void *ctx);
+
+struct worker_store {
+    struct lk_kv sessions; /* owned; 7-day expiry per put */
+    struct lk_kv tunnels;  /* owned; no expiry */
+    /* private: backend-specific purge of expired sessions (may be NULL) */
+    int (*purge)(struct worker_store *st, struct lk_buf *err);
+    /* private: frees backend after both views are gone (may be NULL) */
+    void (*close)(void *backend);
+    void *backend; /* private, shared by both views */
+};
+
+/*
+ * Opens the store described by spec (see the top of this file). clock and
+ * clock_ctx are stored (clock NULL = the real-time clock). For sqlite the
+ * file is created with its tables when missing (its directory must exist).
+ * Returns 0 and *out (owned: worker_store_free), or LK_EINVAL for a spec that
+ * is none of the three forms, or LK_ESTORE when the backend cannot be opened
+ * (redis: the first connection fails); a reason is appended to err.
+ */
+int worker_store_open(const char *spec, worker_clock_fn *clock, void *clock_ctx,
+                      struct worker_store **out, struct lk_buf *err);
+
+/* Deletes every expired session from the backend (Redis expires keys by
+ * itself). Returns 0 or LK_ESTORE with a reason. */
+int worker_store_purge(struct worker_store *st, struct lk_buf *err);
+
+/* Closes the backend and frees st. NULL is a no-op. */
+void worker_store_free(struct worker_store *st);
+
+/* The real-time clock in epoch milliseconds (worker_clock_fn; ctx unused). */
+uint64_t worker_clock_real(void *ctx);
+
+/* ---- backends (store_memory.c, store_sqlite.c, store_redis.c) ------------- */
+
+/* Each fills st->sessions, st->tunnels, st->purge and st->backend. */
+void worker_store_open_memory(struct worker_store *st, worker_clock_fn *clock, void *clock_ctx);
+int worker_store_open_sqlite(struct worker_store *st, const char *path, worker_clock_fn *clock,
+                             void *clock_ctx, struct lk_buf *err);
+int worker_store_open_redis(struct worker_store *st, const char *host, int port, int db,
+                            worker_clock_fn *clock, void *clock_ctx, struct lk_buf *err);
+
+#endif

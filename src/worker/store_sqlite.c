@@ -1,0 +1,224 @@
+/*
+ * store_sqlite.c - the "sqlite:PATH" worker store (the default).
+ *
+ * One database file in WAL mode with a busy timeout, so several processes may
+ * share it. Two tables of the same shape, sessions and tunnels:
+ *     (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER)
+ * expires_at is epoch milliseconds, NULL for no expiry (tunnels). Rows with
+ * expires_at <= now are invisible to every read and deleted by the purge.
+ * Statements are prepared per call: the worker's request rate makes the
+ * prepare cost irrelevant next to a network round trip, and no statement is
+ * left open between calls.
+ */
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "worker/store.h"
+
+struct sq_db {
+    sqlite3 *db;
+    worker_clock_fn *clock;
+    void *clock_ctx;
+};
+
+struct sq_view {
+    struct sq_db *db; /* borrowed from the store */
+    const char *table;
+    bool ttl;
+};
+
+static int sq_fail(struct sq_db *d, const char *what, struct lk_buf *err)
+{
+    if (err)
+        lk_buf_addf(err, "sqlite %s: %s", what, sqlite3_errmsg(d->db));
+    return LK_ESTORE;
+}
+
+/* Prepares the statement head + the view's table + tail. */
+static int sq_prepare(struct sq_view *v, const char *head, const char *tail, sqlite3_stmt **st,
+                      struct lk_buf *err)
+{
+    struct lk_buf sql = LK_BUF_INIT;
+    lk_buf_adds(&sql, head);
+    lk_buf_adds(&sql, v->table);
+    lk_buf_adds(&sql, tail);
+    int rc = sqlite3_prepare_v2(v->db->db, sql.data, -1, st, NULL);
+    lk_buf_release(&sql);
+    return rc == SQLITE_OK ? 0 : sq_fail(v->db, "prepare", err);
+}
+
+static sqlite3_int64 sq_now(const struct sq_view *v)
+{
+    return (sqlite3_int64)v->db->clock(v->db->clock_ctx);
+}
+
+/* SELECT of the live row for key; *found tells whether there is one. Copies
+ * the value into value when non-NULL. */
+static int sq_select(struct sq_view *v, const char *key, struct lk_buf *value, bool *found,
+                     struct lk_buf *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sq_prepare(v, "SELECT value FROM ",
+                        " WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)", &st, err);
+    if (rc != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, sq_now(v));
+    int step = sqlite3_step(st);
+    *found = step == SQLITE_ROW;
+    if (step == SQLITE_ROW && value != NULL) {
+        lk_buf_reset(value);
+        rc = lk_buf_add(value, sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+    } else if (step != SQLITE_ROW && step != SQLITE_DONE) {
+        rc = sq_fail(v->db, "select", err);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_get(void *ctx, const char *key, struct lk_buf *value, struct lk_buf *err)
+{
+    bool found = false;
+    int rc = sq_select(ctx, key, value, &found, err);
+    if (rc == 0 && !found)
+        rc = LK_ENOTFOUND;
+    return rc;
+}
+
+static int sq_exists(void *ctx, const char *key, bool *exists, struct lk_buf *err)
+{
+    return sq_select(ctx, key, NULL, exists, err);
+}
+
+/* Runs a prepared write statement to completion and finalizes it. */
+static int sq_run(struct sq_view *v, sqlite3_stmt *st, const char *what, struct lk_buf *err)
+{
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sq_fail(v->db, what, err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_put(void *ctx, const char *key, const char *value, size_t len, struct lk_buf *err)
+{
+    struct sq_view *v = ctx;
+    sqlite3_stmt *st = NULL;
+    int rc = sq_prepare(v, "INSERT OR REPLACE INTO ",
+                        " (key, value, expires_at) VALUES (?1, ?2, ?3)", &st, err);
+    if (rc != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, (int)len, SQLITE_STATIC);
+    if (v->ttl)
+        sqlite3_bind_int64(st, 3, sq_now(v) + (sqlite3_int64)WORKER_SESSION_TTL_MS);
+    else
+        sqlite3_bind_null(st, 3);
+    return sq_run(v, st, "insert", err);
+}
+
+static int sq_del(void *ctx, const char *key, struct lk_buf *err)
+{
+    struct sq_view *v = ctx;
+    sqlite3_stmt *st = NULL;
+    int rc = sq_prepare(v, "DELETE FROM ", " WHERE key = ?1", &st, err);
+    if (rc != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    return sq_run(v, st, "delete", err);
+}
+
+static int sq_list(void *ctx, lk_kv_list_cb *cb, void *data, struct lk_buf *err)
+{
+    struct sq_view *v = ctx;
+    sqlite3_stmt *st = NULL;
+    int rc = sq_prepare(v, "SELECT key, value FROM ",
+                        " WHERE expires_at IS NULL OR expires_at > ?1", &st, err);
+    if (rc != 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, sq_now(v));
+    int step;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        rc = cb(data, (const char *)sqlite3_column_text(st, 0),
+                (const char *)sqlite3_column_text(st, 1), (size_t)sqlite3_column_bytes(st, 1));
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = sq_fail(v->db, "list", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static void sq_view_destroy(void *ctx)
+{
+    free(ctx);
+}
+
+static const struct lk_kv_ops sqlite_ops = {
+    sq_get, sq_exists, sq_put, sq_del, sq_list, sq_view_destroy,
+};
+
+static int sqlite_purge(struct worker_store *st, struct lk_buf *err)
+{
+    struct sq_view *v = st->sessions.ctx;
+    sqlite3_stmt *stmt = NULL;
+    int rc = sq_prepare(v, "DELETE FROM ", " WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                        &stmt, err);
+    if (rc != 0)
+        return rc;
+    sqlite3_bind_int64(stmt, 1, sq_now(v));
+    return sq_run(v, stmt, "purge", err);
+}
+
+static void sqlite_close(void *backend)
+{
+    struct sq_db *d = backend;
+    if (d == NULL)
+        return;
+    sqlite3_close(d->db);
+    free(d);
+}
+
+static const char *const schema =
+    "CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+    "expires_at INTEGER);"
+    "CREATE TABLE IF NOT EXISTS tunnels (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+    "expires_at INTEGER);";
+
+static struct lk_kv sq_view_new(struct sq_db *d, const char *table, bool ttl)
+{
+    struct sq_view *v = lk_xcalloc(1, sizeof(*v));
+    v->db = d;
+    v->table = table;
+    v->ttl = ttl;
+    return (struct lk_kv){ &sqlite_ops, v };
+}
+
+int worker_store_open_sqlite(struct worker_store *st, const char *path, worker_clock_fn *clock,
+                             void *clock_ctx, struct lk_buf *err)
+{
+    struct sq_db *d = lk_xcalloc(1, sizeof(*d));
+    d->clock = clock;
+    d->clock_ctx = clock_ctx;
+    st->backend = d;
+    st->close = sqlite_close;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path, &d->db, flags, NULL) != SQLITE_OK) {
+        lk_buf_addf(err, "cannot open sqlite store '%s': %s", path,
+                    d->db ? sqlite3_errmsg(d->db) : "out of memory");
+        return LK_ESTORE;
+    }
+    sqlite3_busy_timeout(d->db, WORKER_SQLITE_BUSY_MS);
+    /* WAL lets readers in other processes run while one writes; a
+     * ":memory:" database silently stays in its own journal mode. */
+    if (sqlite3_exec(d->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
+                     NULL) != SQLITE_OK ||
+        sqlite3_exec(d->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+        lk_buf_addf(err, "cannot initialise sqlite store '%s': %s", path, sqlite3_errmsg(d->db));
+        return LK_ESTORE;
+    }
+    st->sessions = sq_view_new(d, "sessions", true);
+    st->tunnels = sq_view_new(d, "tunnels", false);
+    st->purge = sqlite_purge;
+    return 0;
+}

@@ -1,0 +1,291 @@
+/*
+ * worker.c - `linkup worker`: options, lifecycle and signals (DESIGN §3).
+ *
+ * Options win over the environment, which wins over the defaults. The token
+ * has no default: a worker without one refuses to start (exit 1), because a
+ * generated token would have to be read from the log and the token must
+ * never be logged. SIGINT/SIGTERM drain the HTTP server (in-flight requests
+ * finish, WORKER_DRAIN_MS at most), then everything is freed and the command
+ * returns 0.
+ */
+#include "worker/worker.h"
+
+#include <event2/event.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/home.h"
+#include "core/alloc.h"
+#include "core/err.h"
+#include "net/log.h"
+
+struct worker_opts {
+    const char *listen;
+    const char *token;
+    const char *store;
+    const char *tunnel_domain;
+    const char *tunnel_prefix;
+    const char *peer_url;
+    const char *peer_secret;
+};
+
+struct worker_run {
+    struct worker w;
+    struct event_base *base;
+    struct event *sigint_ev, *sigterm_ev, *cleanup_ev;
+};
+
+static const char usage_text[] =
+    "Run the Linkup worker: the session API and edge proxy\n\n"
+    "Usage: linkup worker [OPTIONS]\n\n"
+    "Options:\n"
+    "      --listen <A:P>          Address to listen on [env: LINKUP_WORKER_LISTEN] "
+    "[default: 127.0.0.1:8787]\n"
+    "      --token <T>             Token clients must present (required) "
+    "[env: LINKUP_WORKER_TOKEN]\n"
+    "      --store <STORE>         memory | sqlite:PATH | redis://HOST:PORT[/DB] "
+    "[env: LINKUP_WORKER_STORE]\n"
+    "                              [default: sqlite:$LINKUP_HOME/worker.db]\n"
+    "      --tunnel-domain <D>     Domain of tunnel hostnames "
+    "[env: LINKUP_WORKER_TUNNEL_DOMAIN] [default: localhost]\n"
+    "      --tunnel-prefix <P>     Prefix of tunnel hostnames [default: linkup-tunnel-]\n"
+    "      --peer-url <U>          This worker's address for peer workers (reserved)\n"
+    "      --peer-secret <S>       Secret shared by peer workers (reserved) "
+    "[env: LINKUP_WORKER_PEER_SECRET]\n"
+    "  -h, --help                  Print help\n";
+
+uint64_t worker_now_ms(void)
+{
+    return worker_clock_real(NULL);
+}
+
+static void rng_fill(void *ctx, void *buf, size_t n)
+{
+    (void)ctx;
+    if (RAND_bytes(buf, (int)n) != 1)
+        LK_BUG("RAND_bytes failed");
+}
+
+/* Matches "--name VALUE" and "--name=VALUE"; advances *i past the value. */
+static int take_value(int argc, char **argv, int *i, const char *name, const char **out)
+{
+    size_t n = strlen(name);
+    const char *a = argv[*i];
+    if (strncmp(a, name, n) != 0)
+        return 0;
+    if (a[n] == '=') {
+        *out = a + n + 1;
+        return 1;
+    }
+    if (a[n] != '\0')
+        return 0;
+    if (*i + 1 >= argc)
+        return -1;
+    *out = argv[++*i];
+    return 1;
+}
+
+static int parse_args(int argc, char **argv, struct worker_opts *o)
+{
+    static const char *const names[] = { "--listen",        "--token",         "--store",
+                                         "--tunnel-domain", "--tunnel-prefix", "--peer-url",
+                                         "--peer-secret" };
+    const char **slots[] = { &o->listen,        &o->token,    &o->store,      &o->tunnel_domain,
+                             &o->tunnel_prefix, &o->peer_url, &o->peer_secret };
+    for (int i = 1; i < argc; i++) {
+        int matched = 0;
+        for (size_t k = 0; k < LK_ARRAY_LEN(names) && matched == 0; k++) {
+            matched = take_value(argc, argv, &i, names[k], slots[k]);
+            if (matched < 0)
+                return cli_usage_error("worker", "option '%s' requires a value", names[k]);
+        }
+        if (matched == 0)
+            return cli_usage_error("worker", "unexpected argument '%s'", argv[i]);
+    }
+    return 0;
+}
+
+static const char *env_or(const char *value, const char *env)
+{
+    const char *v = getenv(env);
+    return value ? value : (v && v[0] ? v : NULL);
+}
+
+/* Fills the options from the environment and the defaults; default_store is
+ * the buffer for the default store spec. */
+static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
+{
+    o->listen = env_or(o->listen, "LINKUP_WORKER_LISTEN");
+    o->token = env_or(o->token, "LINKUP_WORKER_TOKEN");
+    o->store = env_or(o->store, "LINKUP_WORKER_STORE");
+    o->tunnel_domain = env_or(o->tunnel_domain, "LINKUP_WORKER_TUNNEL_DOMAIN");
+    o->peer_secret = env_or(o->peer_secret, "LINKUP_WORKER_PEER_SECRET");
+    if (o->listen == NULL)
+        o->listen = "127.0.0.1:8787";
+    if (o->tunnel_domain == NULL)
+        o->tunnel_domain = "localhost";
+    if (o->tunnel_prefix == NULL)
+        o->tunnel_prefix = "linkup-tunnel-";
+    if (o->token == NULL || o->token[0] == '\0')
+        return cli_fail("the worker needs a token: pass --token or set LINKUP_WORKER_TOKEN");
+    if (o->store == NULL) {
+        if (cli_home_ensure() != 0)
+            return LK_EXIT_FAIL;
+        lk_buf_addf(default_store, "sqlite:%s/worker.db", cli_home());
+        o->store = default_store->data;
+    }
+    return 0;
+}
+
+/* Deletes tunnel records unused for 7 days and purges expired sessions. */
+static void run_cleanup(struct worker *w)
+{
+    struct lk_buf err = LK_BUF_INIT;
+    if (worker_tunnel_cleanup(&w->store->tunnels, worker_now_ms(), NULL, &err) != 0)
+        LK_LOG(ERROR, "cleanup: %s", err.data);
+    lk_buf_reset(&err);
+    if (worker_store_purge(w->store, &err) != 0)
+        LK_LOG(ERROR, "cleanup: %s", err.data);
+    lk_buf_release(&err);
+}
+
+static void on_cleanup_timer(evutil_socket_t fd, short what, void *data)
+{
+    (void)fd;
+    (void)what;
+    run_cleanup(data);
+}
+
+static void on_drained(void *data)
+{
+    struct worker_run *run = data;
+    event_base_loopexit(run->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *data)
+{
+    struct worker_run *run = data;
+    (void)what;
+    LK_LOG(INFO, "received %s, draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    /* A second signal gets the default action (immediate exit). */
+    event_del(run->sigint_ev);
+    event_del(run->sigterm_ev);
+    event_del(run->cleanup_ev);
+    if (run->w.srv != NULL) {
+        struct lk_http_server *srv = run->w.srv;
+        run->w.srv = NULL;
+        lk_http_server_drain(srv, WORKER_DRAIN_MS, on_drained, run);
+    }
+}
+
+static int listen_port(const char *bound)
+{
+    const char *colon = strrchr(bound, ':');
+    uint64_t port = 0;
+    if (colon == NULL || lk_str_to_u64(lk_str_c(colon + 1), 65535, &port) != 0)
+        return 0;
+    return (int)port;
+}
+
+/* Opens the store, the server and the listener; prints the listening line. */
+static int start(struct worker_run *run, const struct worker_opts *o)
+{
+    struct worker *w = &run->w;
+    struct lk_buf err = LK_BUF_INIT;
+    struct lk_http_server_opts so;
+    int rc = worker_store_open(o->store, NULL, NULL, &w->store, &err);
+    if (rc != 0) {
+        rc = cli_fail("cannot open the worker store: %s", err.data);
+        goto out;
+    }
+    w->cache = lk_session_cache_new(WORKER_SESSION_CACHE_ENTRIES);
+    w->rng = (struct lk_rng){ rng_fill, NULL };
+    unsigned int dlen = sizeof(w->token_digest);
+    if (EVP_Digest(o->token, strlen(o->token), w->token_digest, &dlen, EVP_sha256(), NULL) != 1)
+        LK_BUG("EVP_Digest failed");
+    lk_http_server_opts_init(&so);
+    if (lk_http_server_new(run->base, &so, worker_handle, w, &w->srv) != 0 ||
+        lk_http_server_listen(w->srv, o->listen, NULL, w->bound, sizeof(w->bound)) != 0) {
+        rc = cli_fail("cannot listen on %s", o->listen);
+        goto out;
+    }
+    w->tunnel =
+        (struct worker_tunnel_cfg){ o->tunnel_prefix, o->tunnel_domain, listen_port(w->bound) };
+    printf("Worker listening on %s\n", w->bound);
+    fflush(stdout);
+    rc = 0;
+out:
+    lk_buf_release(&err);
+    return rc;
+}
+
+static void add_events(struct worker_run *run)
+{
+    struct timeval tv = { WORKER_CLEANUP_INTERVAL_MS / 1000, 0 };
+    run->sigint_ev = evsignal_new(run->base, SIGINT, on_signal, run);
+    run->sigterm_ev = evsignal_new(run->base, SIGTERM, on_signal, run);
+    run->cleanup_ev = event_new(run->base, -1, EV_PERSIST, on_cleanup_timer, &run->w);
+    event_add(run->sigint_ev, NULL);
+    event_add(run->sigterm_ev, NULL);
+    event_add(run->cleanup_ev, &tv);
+}
+
+static void teardown(struct worker_run *run)
+{
+    if (run->sigint_ev)
+        event_free(run->sigint_ev);
+    if (run->sigterm_ev)
+        event_free(run->sigterm_ev);
+    if (run->cleanup_ev)
+        event_free(run->cleanup_ev);
+    lk_http_server_free(run->w.srv);
+    lk_session_cache_free(run->w.cache);
+    worker_store_free(run->w.store);
+    if (run->base)
+        event_base_free(run->base);
+}
+
+int cmd_worker(int argc, char **argv, struct cli_ctx *ctx)
+{
+    struct worker_opts o = { 0 };
+    struct worker_run run;
+    struct lk_buf default_store = LK_BUF_INIT;
+    enum lk_log_level level;
+    (void)ctx;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            fputs(usage_text, stdout);
+            return LK_EXIT_OK;
+        }
+    }
+    int rc = parse_args(argc, argv, &o);
+    if (rc == 0)
+        rc = resolve_opts(&o, &default_store);
+    if (rc != 0) {
+        lk_buf_release(&default_store);
+        return rc;
+    }
+    if (lk_log_level_parse(getenv("LINKUP_LOG"), &level) != 0)
+        LK_LOG(WARN, "LINKUP_LOG: unknown level, using info");
+    lk_log_set_level(level);
+    signal(SIGPIPE, SIG_IGN);
+    memset(&run, 0, sizeof(run));
+    run.base = event_base_new();
+    if (run.base == NULL)
+        LK_BUG("event_base_new failed");
+    rc = start(&run, &o);
+    if (rc == 0) {
+        add_events(&run);
+        run_cleanup(&run.w);
+        event_base_dispatch(run.base);
+        LK_LOG(INFO, "worker stopped");
+    }
+    teardown(&run);
+    lk_buf_release(&default_store);
+    return rc;
+}
