@@ -145,14 +145,15 @@ int local_server_run(const struct local_opts *o)
     local_dns_names_init(&ls.names);
     ls.sigint = evsignal_new(ls.base, SIGINT, on_signal, &ls);
     ls.sigterm = evsignal_new(ls.base, SIGTERM, on_signal, &ls);
+    /* Signals are watched before the first "listening" line, so a parent
+     * that stops us right after reading it still gets a clean exit. */
+    event_add(ls.sigint, NULL);
+    event_add(ls.sigterm, NULL);
     int rc = start_worker(&ls, o);
     if (rc == 0)
         rc = start_http(&ls, o);
-    if (rc == 0) {
-        event_add(ls.sigint, NULL);
-        event_add(ls.sigterm, NULL);
+    if (rc == 0)
         event_base_dispatch(ls.base);
-    }
     server_release(&ls);
     return rc == 0 ? 0 : 1;
 }

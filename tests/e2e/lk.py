@@ -95,3 +95,333 @@ def fake_upstream(handler_text, host="127.0.0.1"):
     srv = http.server.ThreadingHTTPServer((host, 0), H)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv, f"http://{host}:{srv.server_address[1]}"
+
+
+# ---- local server helpers (tests/e2e/test_server*.py) ----------------------
+
+import base64 as _base64
+import hashlib as _hashlib
+import http.client as _http_client
+import json as _json
+import signal as _signal
+import struct as _struct
+
+
+def spawn_local_server(bin_, env, *args, log_path=None, http="127.0.0.1:0", timeout=20):
+    """`linkup server --http HTTP ARGS...`; waits for "HTTP listening on A:P".
+    stderr goes to log_path (a file, so the pipe never fills). Returns Proc."""
+    err = open(log_path, "w") if log_path else subprocess.DEVNULL
+    p = subprocess.Popen([bin_, "server", "--http", http, *args], stdout=subprocess.PIPE,
+                         stderr=err, text=True, env=env)
+    if log_path:
+        err.close()
+    addrs = {}
+    deadline = time.time() + timeout
+    while "HTTP" not in addrs:
+        if time.time() > deadline or p.poll() is not None:
+            p.kill()
+            p.wait(5)
+            log = open(log_path).read() if log_path else ""
+            raise RuntimeError(f"linkup server did not start: {log}")
+        line = p.stdout.readline().strip()
+        m = LISTEN_RE.match(line)
+        if m:
+            addrs[m.group(1)] = (m.group(2), int(m.group(3)))
+    proc = Proc(p, addrs)
+    proc.log_path = log_path
+    return proc
+
+
+def stop_gracefully(proc, timeout=15):
+    """SIGTERM, wait, return (exit code, rest of stdout)."""
+    proc.popen.send_signal(_signal.SIGTERM)
+    out, _ = proc.popen.communicate(timeout=timeout)
+    return proc.popen.returncode, out
+
+
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # list of (name, value) in order
+        self.body = body
+
+    def header(self, name):
+        vals = self.all(name)
+        return vals[-1] if vals else None
+
+    def all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    @property
+    def text(self):
+        return self.body.decode()
+
+    def json(self):
+        return _json.loads(self.body)
+
+
+def request(addr, method, path, headers=None, body=None, timeout=10):
+    """One HTTP/1.1 request to addr (host, port); redirects are never followed.
+    headers is a list of (name, value) pairs (duplicates allowed)."""
+    c = _http_client.HTTPConnection(addr[0], addr[1], timeout=timeout)
+    try:
+        c.putrequest(method, path, skip_host=any(k.lower() == "host" for k, _ in headers or []),
+                     skip_accept_encoding=True)
+        for k, v in headers or []:
+            c.putheader(k, v)
+        if body is not None:
+            data = body if isinstance(body, bytes) else body.encode()
+            c.putheader("Content-Length", str(len(data)))
+            c.endheaders(data)
+        else:
+            c.endheaders()
+        r = c.getresponse()
+        return Resp(r.status, r.getheaders(), r.read())
+    finally:
+        c.close()
+
+
+def post_json(addr, path, obj, timeout=15):
+    body = obj if isinstance(obj, (str, bytes)) else _json.dumps(obj)
+    return request(addr, "POST", path, [("Content-Type", "application/json")], body, timeout)
+
+
+class RecordingUpstream:
+    """A threaded HTTP server on host:0 recording every request. Paths:
+    /redirect -> 307 Location: /somethingelse; /cookies -> two Set-Cookie;
+    anything else -> 200 `body`. self.requests: list of (method, path, headers)."""
+
+    def __init__(self, host="127.0.0.2", body="under_fe"):
+        self.requests = []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                outer.requests.append((self.command, self.path, list(self.headers.items())))
+                if self.path == "/redirect":
+                    self._send(307, [("Location", "/somethingelse")], b"")
+                elif self.path == "/cookies":
+                    self._send(200, [("Set-Cookie", "cookie1=value1; Path=/"),
+                                     ("Set-Cookie", "cookie2=value2; Path=/")], b"cookies")
+                else:
+                    self._send(200, [], body.encode())
+
+            def _send(self, status, headers, data):
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_OPTIONS = _any
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://{host}:{self.server.server_address[1]}"
+        self.addr = (host, self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def last_headers(self):
+        return self.requests[-1][2]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeWorker:
+    """Stands in for `linkup worker` (SPEC §4.3.6/§4.3.7) on host:0. mode:
+    "ok" answers like a worker; an int answers that status with body `body`.
+    self.calls: list of (path, headers dict lower-cased, parsed JSON body)."""
+
+    def __init__(self, host="127.0.0.3", mode="ok", body="boom"):
+        self.calls = []
+        self.mode = mode
+        self.body = body
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n)
+                try:
+                    doc = _json.loads(raw)
+                except ValueError:
+                    doc = None
+                outer.calls.append((self.path, {k.lower(): v for k, v in self.headers.items()},
+                                    doc))
+                if outer.mode != "ok":
+                    self._send(int(outer.mode), "text/plain", outer.body.encode())
+                    return
+                name = (doc or {}).get("desired_name") or "fake-name"
+                if self.path.endswith("/tunneled"):
+                    out = {"session_name": name, "tunnel_data": {
+                        "account_id": "", "name": "linkup-tunnel-" + name,
+                        "url": "http://linkup-tunnel-" + name + ".localhost", "id": "x",
+                        "secret": "s", "last_started": 1}}
+                else:
+                    out = {"session_name": name}
+                self._send(200, "application/json", _json.dumps(out).encode())
+
+            def _send(self, status, ctype, data):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://{host}:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def session_body(name, services, domains, token="token"):
+    """A Named upsert request (SPEC §2.3). services: {name: url};
+    domains: list of (domain, default_service, routes or None)."""
+    return {
+        "desired_name": name,
+        "session_token": token,
+        "services": [{"name": n, "location": u, "rewrites": None} for n, u in services.items()],
+        "domains": [{"domain": d, "default_service": s,
+                     "routes": None if r is None else [{"path": p, "service": v} for p, v in r]}
+                    for d, s, r in domains],
+        "cache_routes": None,
+    }
+
+
+# ---- a minimal WebSocket (RFC 6455) client and echo upstream ---------------
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_accept(key):
+    return _base64.b64encode(_hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+
+
+def ws_frame(opcode, payload, mask=True):
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([mbit | n])
+    elif n < 65536:
+        head += bytes([mbit | 126]) + _struct.pack("!H", n)
+    else:
+        head += bytes([mbit | 127]) + _struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def _recv_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("connection closed")
+        data += chunk
+    return data
+
+
+def ws_read_frame(sock):
+    """Returns (opcode, payload); raises EOFError at end of stream."""
+    b0, b1 = _recv_exact(sock, 2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = _struct.unpack("!H", _recv_exact(sock, 2))[0]
+    elif n == 127:
+        n = _struct.unpack("!Q", _recv_exact(sock, 8))[0]
+    key = _recv_exact(sock, 4) if b1 & 0x80 else None
+    payload = _recv_exact(sock, n)
+    if key:
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return b0 & 0x0F, payload
+
+
+def read_http_head(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise EOFError("closed before the end of the head")
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:]]
+    return lines[0], headers, rest
+
+
+class WsEchoUpstream:
+    """A raw WebSocket echo server on host:0. Upgrades on any path except
+    /reject (403 "no websocket here"); its 101 carries
+    `my-special-header: special-value`. Echoes text/binary frames; answers a
+    close with a close and ends the connection. self.heads: request heads."""
+
+    def __init__(self, host="127.0.0.2"):
+        self.heads = []
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.5)
+        self.addr = self.sock.getsockname()
+        self.url = f"http://{host}:{self.addr[1]}"
+        self.running = True
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _conn(self, c):
+        c.settimeout(10)
+        try:
+            line, headers, _ = read_http_head(c)
+            self.heads.append((line, headers))
+            if line.split(" ")[1] == "/reject":
+                body = b"no websocket here"
+                c.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                return
+            key = dict((k.lower(), v) for k, v in headers)["sec-websocket-key"]
+            c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
+                       "my-special-header: special-value\r\n\r\n" % ws_accept(key)).encode())
+            while True:
+                op, payload = ws_read_frame(c)
+                if op == 8:
+                    c.sendall(ws_frame(8, payload, mask=False))
+                    return
+                if op in (1, 2):
+                    c.sendall(ws_frame(op, payload, mask=False))
+        except (EOFError, OSError, KeyError, IndexError):
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.running = False
+        self.sock.close()

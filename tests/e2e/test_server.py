@@ -1,0 +1,430 @@
+"""Black-box tests of `linkup server` (SPEC §5.2, §5.3, §5.7, §8.3, §8.5,
+§9; DESIGN §2.4, §2.7, §2.8, §3): the real binary on 127.0.0.1:0, upstreams
+on 127.0.0.2, a fake worker on 127.0.0.3 (and the real `linkup worker`
+for the chain test when the build has it)."""
+import json
+import socket
+import subprocess
+
+import pytest
+
+import lk
+
+NO_SESSION = ("Linkup was unable to determine the session origin of the request. Ensure that "
+              "your request includes a valid session identifier in the referer or tracestate "
+              "headers. - Local Server")
+NO_TARGET = ("The request belonged to a session, but there was no target for the request. "
+             "Check that the routing rules in your linkup config have a match for this "
+             "request. - Local Server")
+CORS = {
+    "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, HEAD, CONNECT, TRACE, OPTIONS",
+    "access-control-allow-origin": "*",
+    "access-control-allow-headers": "*",
+    "access-control-max-age": "86400",
+}
+
+
+@pytest.fixture
+def upstream():
+    u = lk.RecordingUpstream("127.0.0.2")
+    yield u
+    u.close()
+
+
+@pytest.fixture
+def worker():
+    w = lk.FakeWorker("127.0.0.3")
+    yield w
+    w.close()
+
+
+def start(linkup_bin, env, tmp_path, worker_url, *extra, name="server"):
+    return lk.spawn_local_server(linkup_bin, env, "--worker-url", worker_url, "--worker-token",
+                                 "token123", *extra, log_path=str(tmp_path / f"{name}.log"))
+
+
+@pytest.fixture
+def server(linkup_bin, env, tmp_path, worker):
+    s = start(linkup_bin, env, tmp_path, worker.url)
+    yield s
+    code, _ = lk.stop_gracefully(s)
+    assert code == 0, open(s.log_path).read()
+
+
+def seed(addr, name, services, domains=(("example.com", "frontend", None),), token="token"):
+    r = lk.post_json(addr, "/linkup/sessions/tunneled",
+                     lk.session_body(name, services, list(domains), token))
+    assert r.status == 200, r.body
+    return r
+
+
+def route_headers(name):
+    return [("traceparent", "xzyabc"), ("tracestate", f"linkup-session={name}"),
+            ("Referer", "example.com")]
+
+
+# ---- SPEC §8.5 (local cases) -------------------------------------------------
+
+def test_check(server):
+    r = lk.request(server.addrs["HTTP"], "GET", "/linkup/check")
+    assert (r.status, r.body) == (200, b"OK")
+
+
+def test_no_session_is_422_with_exact_text(server):
+    r = lk.request(server.addrs["HTTP"], "GET", "/anypath")
+    assert r.status == 422
+    assert r.text == NO_SESSION
+    assert r.header("content-type") == "text/plain"
+    assert r.header("access-control-allow-origin") is None
+
+
+# ---- SPEC §8.3 ---------------------------------------------------------------
+
+def test_http_router_cases(server, upstream):
+    addr = server.addrs["HTTP"]
+    seed(addr, "potatosession", {"frontend": upstream.url})
+    r = lk.request(addr, "GET", "/anypath", route_headers("potatosession"))
+    assert (r.status, r.text) == (200, "under_fe")
+    for k, v in CORS.items():
+        assert r.header(k) == v
+    r = lk.request(addr, "GET", "/redirect", route_headers("potatosession"))
+    assert r.status == 307
+    assert r.header("location") == "/somethingelse"
+    r = lk.request(addr, "GET", "/cookies", route_headers("potatosession"))
+    assert r.status == 200
+    assert r.all("set-cookie") == ["cookie1=value1; Path=/", "cookie2=value2; Path=/"]
+
+
+# ---- SPEC §9 local-server vector, DESIGN §2.4 --------------------------------
+
+def test_upstream_sees_linkup_headers(server, upstream):
+    addr = server.addrs["HTTP"]
+    seed(addr, "vec", {"frontend": upstream.url})
+    r = lk.request(addr, "GET", "/x?q=1", [("tracestate", "linkup-session=vec"),
+                                           ("Referer", "example.com")])
+    assert r.status == 200
+    method, path, headers = upstream.requests[-1]
+    assert (method, path) == ("GET", "/x?q=1")
+    h = {}
+    for k, v in headers:
+        h.setdefault(k.lower(), []).append(v)
+    assert h["tracestate"] == ["linkup-session=vec"]
+    assert h["linkup-destination"] == ["frontend"]
+    assert h["x-forwarded-host"] == [f"vec.127.0.0.1:{addr[1]}"]
+    assert len(h["traceparent"]) == 1 and len(h["traceparent"][0]) == 55
+    assert h["host"] == [f"{upstream.addr[0]}:{upstream.addr[1]}"]
+    assert h["referer"] == ["example.com"]
+    for k, v in CORS.items():
+        assert r.header(k) == v
+
+
+def test_routing_by_host_referer_tracestate_and_routes(server, upstream):
+    addr = server.addrs["HTTP"]
+    api = lk.RecordingUpstream("127.0.0.3", body="under_api")
+    try:
+        seed(addr, "tiny-cow", {"frontend": upstream.url, "backend": api.url},
+             [("example.com", "frontend", [("^/api/.*", "backend")]),
+              ("api.example.com", "backend", None)])
+        cases = [
+            ("/", [("Host", "tiny-cow.example.com")], "under_fe"),
+            ("/api/v1", [("Host", "tiny-cow.example.com")], "under_api"),
+            ("/", [("Host", "api.example.com"), ("Referer", "http://tiny-cow.example.com/")],
+             "under_api"),
+            ("/", [("Host", "example.com"), ("Origin", "http://tiny-cow.example.com")],
+             "under_fe"),
+            ("/", [("Host", "example.com"), ("tracestate", "a=1, linkup-session = tiny-cow")],
+             "under_fe"),
+            # linkup-destination wins over the routes (requests through a tunnel).
+            ("/api/v1", [("Host", "tiny-cow.example.com"), ("linkup-destination", "frontend")],
+             "under_fe"),
+        ]
+        for path, headers, want in cases:
+            r = lk.request(addr, "GET", path, headers)
+            assert (r.status, r.text) == (200, want), (path, headers)
+        # Absolute-form target is used verbatim.
+        r = lk.request(addr, "GET", "http://tiny-cow.example.com/api/x", [("Host", "ignored")])
+        assert (r.status, r.text) == (200, "under_api")
+        # A session without a matching domain: 404.
+        r = lk.request(addr, "GET", "/", [("Host", "tiny-cow.other.com")])
+        assert (r.status, r.text) == (404, NO_TARGET)
+        assert r.header("content-type") == "text/plain"
+    finally:
+        api.close()
+
+
+def test_cookies_are_normalised(server, upstream):
+    addr = server.addrs["HTTP"]
+    seed(addr, "cookie-cow", {"frontend": upstream.url})
+    r = lk.request(addr, "GET", "/", [("Host", "cookie-cow.example.com"), ("Cookie", "a=b"),
+                                      ("Cookie", "c=d")])
+    assert r.status == 200
+    cookies = [v for k, v in upstream.last_headers() if k.lower() == "cookie"]
+    assert cookies == ["a=b; c=d"]
+
+
+def test_upstream_down_is_502(server):
+    addr = server.addrs["HTTP"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        dead = s.getsockname()[1]
+    seed(addr, "dead-cow", {"frontend": f"http://127.0.0.2:{dead}"})
+    r = lk.request(addr, "GET", "/", [("Host", "dead-cow.example.com")])
+    assert r.status == 502
+    assert r.text.startswith("Failed to proxy request - are all your servers started? ")
+    assert lk.request(addr, "GET", "/linkup/check").status == 200
+
+
+# ---- admin API (SPEC §5.2, §2.4) ---------------------------------------------
+
+def test_tunneled_forwarding_and_session_lifecycle(server, worker, upstream):
+    addr = server.addrs["HTTP"]
+    body = lk.session_body("tiny-cow", {"frontend": upstream.url},
+                           [("example.com", "frontend", None),
+                            ("api.example.com", "frontend", [("^/x", "frontend")])], "tok")
+    r = lk.post_json(addr, "/linkup/sessions/tunneled", body)
+    assert r.status == 200
+    assert r.header("content-type") == "application/json"
+    assert r.json()["session_name"] == "tiny-cow"
+    assert "tunnel_data" in r.json()
+    path, headers, sent = worker.calls[-1]
+    assert path == "/linkup/v2/sessions/tunneled"
+    assert headers["authorization"] == "Bearer token123"
+    assert headers["x-linkup-version"] == "4.1.1"
+    assert headers["content-type"] == "application/json"
+    # Re-serialised: locations come back normalised (SPEC §2).
+    body["services"][0]["location"] = upstream.url + "/"
+    assert sent == body
+
+    r = lk.request(addr, "GET", "/linkup/sessions")
+    assert r.status == 200 and r.header("content-type") == "application/json"
+    stored = r.json()["sessions"]["tiny-cow"]
+    assert stored["kind"] == "tunneled" and stored["session_token"] == "tok"
+    assert stored["services"] == [{"name": "frontend", "location": upstream.url + "/",
+                                   "rewrites": None}]
+
+    r = lk.request(addr, "GET", "/linkup/sessions/tiny-cow")
+    assert r.status == 200
+    assert r.text == ('{"session_kind":"tunneled","session_name":"tiny-cow","services":'
+                      '[{"name":"frontend","location":"' + upstream.url + '/","rewrites":null}],'
+                      '"domains":[{"domain":"example.com","default_service":"frontend",'
+                      '"routes":null},{"domain":"api.example.com","default_service":"frontend",'
+                      '"routes":[{"path":"^/x","service":"frontend"}]}]}')
+
+    r = lk.request(addr, "GET", "/linkup/dns")
+    assert r.status == 200
+    assert r.text == '{"domains":["tiny-cow.api.example.com","tiny-cow.example.com"]}'
+
+    r = lk.request(addr, "DELETE", "/linkup/sessions/tiny-cow")
+    assert (r.status, r.body) == (204, b"")
+    r = lk.request(addr, "GET", "/linkup/sessions/tiny-cow")
+    assert (r.status, r.text) == (404, "Session 'tiny-cow' not found")
+    assert r.header("content-type") == "text/plain"
+    r = lk.request(addr, "DELETE", "/linkup/sessions/tiny-cow")
+    assert (r.status, r.text) == (404, "Session 'tiny-cow' not found")
+    assert lk.request(addr, "GET", "/linkup/dns").text == '{"domains":[]}'
+    assert lk.request(addr, "GET", "/linkup/sessions").json() == {"sessions": {}}
+    r = lk.request(addr, "GET", "/", [("Host", "tiny-cow.example.com")])
+    assert r.status == 422
+
+
+def test_same_name_other_token_gets_a_new_local_name(server, upstream):
+    addr = server.addrs["HTTP"]
+    seed(addr, "dup", {"frontend": upstream.url}, token="one")
+    seed(addr, "dup", {"frontend": upstream.url}, token="two")
+    names = sorted(lk.request(addr, "GET", "/linkup/sessions").json()["sessions"])
+    assert len(names) == 2 and "dup" in names
+
+
+def test_preview_is_forwarded_and_not_stored(server, worker, upstream):
+    addr = server.addrs["HTTP"]
+    body = lk.session_body("prev", {"frontend": "https://example.com"},
+                           [("example.com", "frontend", None)])
+    r = lk.post_json(addr, "/linkup/sessions/preview", body)
+    assert (r.status, r.json()) == (200, {"session_name": "prev"})
+    assert worker.calls[-1][0] == "/linkup/v2/sessions/preview"
+    assert worker.calls[-1][1]["authorization"] == "Bearer token123"
+    assert lk.request(addr, "GET", "/linkup/sessions").json() == {"sessions": {}}
+    assert lk.request(addr, "GET", "/linkup/dns").json() == {"domains": []}
+    worker.mode, worker.body = 400, "Preview session cannot contain services pointing to localhost"
+    r = lk.post_json(addr, "/linkup/sessions/preview", body)
+    assert (r.status, r.text) == (400, worker.body)
+
+
+def test_static_paths_win_over_names(server):
+    addr = server.addrs["HTTP"]
+    for path in ("/linkup/sessions/preview", "/linkup/sessions/tunneled"):
+        assert lk.request(addr, "GET", path).status == 405
+    assert lk.request(addr, "POST", "/linkup/check", body="").status == 405
+    assert lk.request(addr, "PUT", "/linkup/sessions/x", body="").status == 405
+
+
+# ---- bad input (SPEC §5.2, §5.7) ---------------------------------------------
+
+def test_bad_bodies(server, worker, upstream):
+    addr = server.addrs["HTTP"]
+    r = lk.post_json(addr, "/linkup/sessions/tunneled", "{not json")
+    assert r.status == 400
+    r = lk.post_json(addr, "/linkup/sessions/tunneled", {"hello": "world"})
+    assert r.status == 422
+    empty = lk.session_body("e", {}, [("example.com", "frontend", None)])
+    r = lk.post_json(addr, "/linkup/sessions/tunneled", empty)
+    assert (r.status, r.text) == (400, "Failed to parse server config: empty config - local server")
+    bad_ref = lk.session_body("e", {"frontend": upstream.url}, [("example.com", "nope", None)])
+    r = lk.post_json(addr, "/linkup/sessions/tunneled", bad_ref)
+    assert (r.status, r.text) == (400,
+                                  "Failed to parse server config: no such service: nope - local server")
+    r = lk.request(addr, "POST", "/linkup/sessions/tunneled", [("Content-Type", "text/plain")],
+                   json.dumps(empty))
+    assert r.status == 415
+    assert worker.calls == []
+    assert lk.request(addr, "GET", "/linkup/check").status == 200
+
+
+def test_body_over_limit_is_413(server):
+    host, port = server.addrs["HTTP"]
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(b"POST /linkup/sessions/tunneled HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 104857601\r\n\r\n{")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 413"), data
+
+
+@pytest.mark.parametrize("status,body,want_status,want_text", [
+    (401, "", 500, "Failed to request to Worker: request failed with status 401 Unauthorized: "),
+    (409, "Conflict", 409, "Conflict"),
+    (500, "boom", 500,
+     "Failed to request to Worker: request failed with status 500 Internal Server Error: boom"),
+])
+def test_worker_errors_are_mapped(linkup_bin, env, tmp_path, upstream, status, body,
+                                  want_status, want_text):
+    w = lk.FakeWorker("127.0.0.3", mode=status, body=body)
+    s = start(linkup_bin, env, tmp_path, w.url)
+    try:
+        addr = s.addrs["HTTP"]
+        r = lk.post_json(addr, "/linkup/sessions/tunneled",
+                         lk.session_body("w", {"frontend": upstream.url},
+                                         [("example.com", "frontend", None)]))
+        assert (r.status, r.text) == (want_status, want_text)
+        assert r.header("content-type") == "text/plain"
+        assert lk.request(addr, "GET", "/linkup/sessions").json() == {"sessions": {}}
+        assert lk.request(addr, "GET", "/linkup/check").status == 200
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0
+        w.close()
+
+
+def test_worker_unreachable_is_500(linkup_bin, env, tmp_path, upstream):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.3", 0))
+        dead = sock.getsockname()[1]
+    s = start(linkup_bin, env, tmp_path, f"http://127.0.0.3:{dead}")
+    try:
+        addr = s.addrs["HTTP"]
+        body = lk.session_body("w", {"frontend": upstream.url},
+                               [("example.com", "frontend", None)])
+        for path in ("/linkup/sessions/tunneled", "/linkup/sessions/preview"):
+            r = lk.post_json(addr, path, body)
+            assert r.status == 500
+            assert r.text.startswith("Failed to request to Worker: "), r.text
+        assert lk.request(addr, "GET", "/linkup/check").status == 200
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0
+
+
+# ---- DESIGN §2.8: loopback only ----------------------------------------------
+
+def test_admin_refuses_non_loopback_peers(linkup_bin, env, tmp_path, worker):
+    env = dict(env, LINKUP_TEST_TREAT_PEERS_AS_REMOTE="1")
+    s = start(linkup_bin, env, tmp_path, worker.url)
+    try:
+        addr = s.addrs["HTTP"]
+        assert lk.request(addr, "GET", "/linkup/check").status == 200
+        assert lk.request(addr, "GET", "/linkup/sessions").status == 403
+        assert lk.request(addr, "GET", "/linkup/dns").status == 403
+        assert lk.request(addr, "DELETE", "/linkup/sessions/x").status == 403
+        r = lk.post_json(addr, "/linkup/sessions/tunneled",
+                         lk.session_body("x", {"frontend": "http://127.0.0.2:1"},
+                                         [("example.com", "frontend", None)]))
+        assert r.status == 403
+        assert worker.calls == []
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0
+
+
+# ---- options and lifecycle (DESIGN §3) ---------------------------------------
+
+def test_sigterm_exits_zero(linkup_bin, env, tmp_path, worker):
+    s = start(linkup_bin, env, tmp_path, worker.url)
+    code, out = lk.stop_gracefully(s)
+    assert code == 0
+    assert "Received SIGTERM signal" in out
+
+
+def test_http_addr_from_env(linkup_bin, env, tmp_path, worker):
+    env = dict(env, LINKUP_HTTP_ADDR="127.0.0.1:0")
+    p = subprocess.Popen([linkup_bin, "server", "--worker-url", worker.url, "--worker-token", "t"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        line = p.stdout.readline()
+        assert lk.LISTEN_RE.match(line.strip()), line
+        assert line.startswith("HTTP listening on 127.0.0.1:")
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+
+
+def test_bind_failure_exits_one(linkup_bin, env, tmp_path, worker):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        r = subprocess.run([linkup_bin, "server", "--http", f"127.0.0.1:{port}", "--worker-url",
+                            worker.url, "--worker-token", "t"], capture_output=True, text=True,
+                           env=env, timeout=20)
+    assert r.returncode == 1
+    assert f"127.0.0.1:{port}" in r.stderr
+
+
+def test_usage_errors(linkup_bin, env):
+    for args in (["--bogus"], ["--http", "nonsense"], ["--worker-url", "http://x/"]):
+        r = subprocess.run([linkup_bin, "server", *args], capture_output=True, text=True,
+                           env=env, timeout=20)
+        assert r.returncode == 2, (args, r.stderr)
+
+
+def test_config_is_required_without_worker_url(linkup_bin, env):
+    r = subprocess.run([linkup_bin, "server", "--http", "127.0.0.1:0"], capture_output=True,
+                       text=True, env=env, timeout=20)
+    assert r.returncode == 1
+    assert ("No config argument provided and LINKUP_CONFIG environment variable not set"
+            in r.stderr)
+
+
+def test_worker_from_config(linkup_bin, env, tmp_path, worker, upstream):
+    cfg = tmp_path / "linkup.yaml"
+    cfg.write_text(f"""linkup:
+  worker_url: {worker.url}
+  worker_token: from-config
+services:
+  - name: frontend
+    remote: https://example.com
+    local: {upstream.url}
+domains:
+  - domain: example.com
+    default_service: frontend
+""")
+    p = subprocess.Popen([linkup_bin, "--config", str(cfg), "server", "--http", "127.0.0.1:0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        m = lk.LISTEN_RE.match(p.stdout.readline().strip())
+        addr = (m.group(2), int(m.group(3)))
+        seed(addr, "cfg-cow", {"frontend": upstream.url})
+        assert worker.calls[-1][1]["authorization"] == "Bearer from-config"
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
