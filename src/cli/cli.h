@@ -38,6 +38,7 @@ int cli_is_help(const char *arg);
 int cmd_config(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_worker(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_dns_serve(int argc, char **argv, struct cli_ctx *ctx);
+int cmd_local_dns(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_server(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_start(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_stop(int argc, char **argv, struct cli_ctx *ctx);

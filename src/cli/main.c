@@ -22,6 +22,8 @@ static const struct cli_command commands[] = {
     { "completion", cmd_completion, "Generate completions for your shell", 0 },
     { "server", cmd_server, "Run the local server (used by `linkup start`)", 1 },
     { "dns-serve", cmd_dns_serve, "Run only the DNS responder (developer tool)", 1 },
+    { "local-dns", cmd_local_dns,
+      "Speed up your local environment by routing traffic locally when possible", 0 },
     { "worker", cmd_worker, "Run the Linkup worker (session API and edge proxy)", 0 },
 };
 
