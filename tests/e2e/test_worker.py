@@ -1,0 +1,1039 @@
+"""Black-box tests of `linkup worker` (SPEC §4, §8.5, §9; DESIGN §2.1, §3, §8).
+
+Every test drives the real binary over loopback: the worker listens on
+127.0.0.1:0, upstreams are Python servers on 127.0.0.2/127.0.0.3 port 0, a
+Redis is started on a free loopback port when redis-server exists. Each
+worker is stopped with SIGTERM and must exit 0 (sanitizer reports make it
+non-zero)."""
+import base64
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+TOKEN = "tok"
+LISTEN_RE = re.compile(r"^Worker listening on (\S+):(\d+)$")
+MIB = 1024 * 1024
+
+NO_SESSION = ("Linkup was unable to determine the session origin of the request.\n"
+              "Make sure your request includes a valid session ID in the referer or "
+              "tracestate headers. - Worker")
+NO_TARGET = ("The request belonged to a session, but there was no target for the request.\n"
+             "Check your routing rules in the linkup config for a match. - Worker")
+CORS = {
+    "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, HEAD, CONNECT, TRACE, OPTIONS",
+    "access-control-allow-origin": "*",
+    "access-control-allow-headers": "*",
+    "access-control-max-age": "86400",
+}
+
+
+# ---- worker process ----------------------------------------------------------
+
+class Worker:
+    def __init__(self, bin_, env, tmp_path, store="memory", token=TOKEN, extra=()):
+        self.log_path = tmp_path / f"worker-{time.monotonic_ns()}.log"
+        self.log = open(self.log_path, "w")
+        self.p = subprocess.Popen([bin_, "worker", "--listen", "127.0.0.1:0", "--token", token,
+                                   "--store", store, *extra], stdout=subprocess.PIPE,
+                                  stderr=self.log, text=True, env=env)
+        deadline = time.time() + 20
+        while True:
+            line = self.p.stdout.readline()
+            m = LISTEN_RE.match(line.strip())
+            if m:
+                self.addr = (m.group(1), int(m.group(2)))
+                break
+            if not line or time.time() > deadline:
+                self.p.kill()
+                self.p.wait(5)
+                raise RuntimeError("worker did not start: " + self.log_path.read_text())
+
+    @property
+    def port(self):
+        return self.addr[1]
+
+    def rss_kib(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        self.log.close()
+        return self.p.returncode
+
+
+@pytest.fixture
+def start_worker(linkup_bin, env, tmp_path):
+    started = []
+
+    def start(**kw):
+        w = Worker(linkup_bin, env, tmp_path, **kw)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        rc = w.stop()
+        assert rc == 0, f"worker exited {rc}: {w.log_path.read_text()[-3000:]}"
+
+
+@pytest.fixture
+def worker(start_worker):
+    return start_worker()
+
+
+# ---- HTTP client -------------------------------------------------------------
+
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # [(name, value)] in order
+        self.body = body
+
+    def header(self, name):
+        vals = self.all(name)
+        return vals[-1] if vals else None
+
+    def all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    @property
+    def text(self):
+        return self.body.decode()
+
+
+def request(addr, method, path, headers=(), body=None, timeout=15):
+    """One request; headers is a list of pairs (duplicates allowed; a Host pair
+    replaces the default one). Redirects are never followed."""
+    c = http.client.HTTPConnection(addr[0], addr[1], timeout=timeout)
+    try:
+        has_host = any(k.lower() == "host" for k, _ in headers)
+        c.putrequest(method, path, skip_host=has_host, skip_accept_encoding=True)
+        for k, v in headers:
+            c.putheader(k, v)
+        if body is not None:
+            data = body if isinstance(body, bytes) else body.encode()
+            c.putheader("Content-Length", str(len(data)))
+            c.endheaders(data)
+        else:
+            c.endheaders()
+        r = c.getresponse()
+        return Resp(r.status, r.getheaders(), r.read())
+    finally:
+        c.close()
+
+
+AUTH = [("Authorization", f"Bearer {TOKEN}")]
+JSON = [("Content-Type", "application/json")]
+V = [("x-linkup-version", "99.99.99")]
+
+
+def post(addr, path, obj, headers=AUTH + JSON + V):
+    body = obj if isinstance(obj, (str, bytes)) else json.dumps(obj)
+    return request(addr, "POST", path, headers, body)
+
+
+def named(name, services, domains, token="token", cache_routes=None):
+    return {"desired_name": name, "session_token": token,
+            "services": [{"name": n, "location": u, "rewrites": rw} for n, u, rw in services],
+            "domains": [{"domain": d, "default_service": s, "routes": r} for d, s, r in domains],
+            "cache_routes": cache_routes}
+
+
+def unnamed(services, domains, kind="six_char", token=None):
+    body = named("", services, domains, token="")
+    del body["desired_name"]
+    body["name_kind"] = kind
+    body["session_token"] = token
+    return body
+
+
+POTATO = named("potatoname", [("frontend", "http://example.com", None)],
+               [("example.com", "frontend", None)])
+PREVIEW_2551B2 = unnamed([("frontend", "http://example.com", None)],
+                         [("example.com", "frontend", None)])
+
+
+# ---- upstreams ---------------------------------------------------------------
+
+def pattern_block():
+    return bytes(range(256)) * 4096  # 1 MiB
+
+
+class Upstream:
+    """Threaded HTTP/1.1 server recording requests: (method, path, headers,
+    body sha256, body length, body bytes when small)."""
+
+    def __init__(self, host="127.0.0.2"):
+        self.requests = []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def read_body(self):
+                h = hashlib.sha256()
+                n = 0
+                small = b""
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = self._chunks()
+                else:
+                    left = int(self.headers.get("Content-Length") or 0)
+                    chunks = self._sized(left)
+                for c in chunks:
+                    h.update(c)
+                    n += len(c)
+                    if len(small) < 65536:
+                        small += c
+                return h.hexdigest(), n, small
+
+            def _sized(self, left):
+                while left > 0:
+                    c = self.rfile.read(min(left, MIB))
+                    if not c:
+                        return
+                    left -= len(c)
+                    yield c
+
+            def _chunks(self):
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        return
+                    yield self.rfile.read(size)
+                    self.rfile.readline()
+
+            def _any(self):
+                digest, n, small = self.read_body()
+                outer.requests.append({"method": self.command, "path": self.path,
+                                       "headers": list(self.headers.items()),
+                                       "sha256": digest, "len": n, "body": small})
+                if self.path == "/redirect":
+                    self.send(307, [("Location", "/somethingelse")], b"")
+                elif self.path == "/cookies":
+                    self.send(200, [("Set-Cookie", "cookie1=value1; Path=/"),
+                                    ("Set-Cookie", "cookie2=value2; Path=/")], b"cookies")
+                elif self.path.startswith("/big/"):
+                    self.big(int(self.path.split("/")[2]))
+                elif self.path == "/upload":
+                    self.send(200, [], f"{n} {digest}".encode())
+                elif self.path == "/cors":
+                    self.send(200, [("Access-Control-Allow-Origin", "https://x.example")], b"c")
+                else:
+                    self.send(200, [("Content-Type", "text/plain")],
+                              f"{outer.name} {self.command} {self.path}".encode())
+
+            def big(self, mib):
+                self.send_response(200)
+                self.send_header("Content-Length", str(mib * MIB))
+                self.end_headers()
+                block = pattern_block()
+                for _ in range(mib):
+                    self.wfile.write(block)
+
+            def send(self, status, headers, data):
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _any
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), H)
+        self.server.daemon_threads = True
+        self.name = f"{host}"
+        self.url = f"http://{host}:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def last(self):
+        return self.requests[-1]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def upstreams():
+    a, b = Upstream("127.0.0.2"), Upstream("127.0.0.3")
+    yield a, b
+    a.close()
+    b.close()
+
+
+def hdr(req, name):
+    vals = [v for k, v in req["headers"] if k.lower() == name.lower()]
+    return vals[-1] if vals else None
+
+
+def hdr_all(req, name):
+    return [v for k, v in req["headers"] if k.lower() == name.lower()]
+
+
+def make_session(worker, name, fe, be=None, token="token"):
+    """A preview session: frontend (rewrite /foo/(.*) -> /bar/$1) on fe,
+    backend on be; example.com routes /api/v1/.* to backend, api.example.com
+    defaults to backend."""
+    be = be or fe
+    body = named(name, [("frontend", fe, [{"source": "/foo/(.*)", "target": "/bar/$1"}]),
+                        ("backend", be, None)],
+                 [("example.com", "frontend", [{"path": "/api/v1/.*", "service": "backend"}]),
+                  ("api.example.com", "backend", None)], token=token)
+    r = post(worker.addr, "/linkup/v2/sessions/preview", body)
+    assert r.status == 200, r.text
+    assert json.loads(r.body) == {"session_name": name}
+
+
+# ---- SPEC §8.5 and the session API --------------------------------------------
+
+def test_health_check_and_help(worker, linkup_bin, env):
+    r = request(worker.addr, "GET", "/linkup/check", AUTH)
+    assert (r.status, r.text, r.header("content-type")) == (200, "OK", "text/plain; charset=utf-8")
+    assert r.header("cache-control") is None
+    r = request(worker.addr, "HEAD", "/linkup/check", AUTH)
+    assert (r.status, r.body) == (200, b"")
+    h = subprocess.run([linkup_bin, "worker", "--help"], capture_output=True, text=True, env=env,
+                       timeout=10)
+    assert h.returncode == 0 and "--store" in h.stdout
+
+
+def test_token_is_required(linkup_bin, env):
+    e = dict(env)
+    e.pop("LINKUP_WORKER_TOKEN", None)
+    r = subprocess.run([linkup_bin, "worker", "--listen", "127.0.0.1:0", "--store", "memory"],
+                       capture_output=True, text=True, env=e, timeout=10)
+    assert r.returncode == 1
+    assert "token" in r.stderr
+
+
+def test_env_options_and_default_sqlite_store(linkup_bin, env, tmp_path):
+    e = dict(env, LINKUP_WORKER_LISTEN="127.0.0.1:0", LINKUP_WORKER_TOKEN="envtok")
+    p = subprocess.Popen([linkup_bin, "worker"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, env=e)
+    try:
+        m = LISTEN_RE.match(p.stdout.readline().strip())
+        assert m
+        addr = (m.group(1), int(m.group(2)))
+        assert request(addr, "GET", "/linkup/check", [("Authorization", "envtok")]).status == 200
+        assert os.path.exists(os.path.join(e["LINKUP_HOME"], "worker.db"))
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(20) == 0
+
+
+def test_worker_no_such_session(worker):
+    r = request(worker.addr, "GET", "/anypath")
+    assert (r.status, r.text) == (422, NO_SESSION)
+    assert r.header("content-type") == "text/plain"
+    assert r.header("cache-control") == "no-store"
+
+
+def test_worker_can_create_session(worker):
+    r = post(worker.addr, "/linkup/local-session", POTATO)
+    assert (r.status, r.text) == (200, "potatoname")
+    assert r.header("content-type") == "text/plain; charset=utf-8"
+
+
+def test_worker_can_create_preview(worker):
+    r = post(worker.addr, "/linkup/preview-session", PREVIEW_2551B2)
+    assert (r.status, r.text) == (200, "2551b2")
+
+
+@pytest.mark.parametrize("value,status", [
+    (f"Bearer {TOKEN}", 200), (TOKEN, 200), (f"Bearer Bearer {TOKEN}", 200),
+    (f"bearer {TOKEN}", 401), ("Bearer nope", 401), (f"Bearer {TOKEN}x", 401), ("", 401),
+])
+def test_auth_variants(worker, value, status):
+    r = request(worker.addr, "GET", "/linkup/check", [("Authorization", value)])
+    assert r.status == status
+    if status == 401:
+        assert r.body == b""
+        assert r.header("content-type") is None
+
+
+def test_missing_authorization(worker):
+    for path in ("/linkup/check", "/linkup/no-tunnel", "/linkup/tunnel?session_name=a",
+                 "/linkup/v2/sessions/preview"):
+        r = request(worker.addr, "GET", path)
+        assert (r.status, r.text) == (401, "Missing authorization header."), path
+        assert r.header("content-type") == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize("version,status,text", [
+    (None, 401, "No x-linkup-version header, please upgrade your Linkup CLI."),
+    ("1.2", 401, "Invalid x-linkup-version header."),
+    ("2.0.9", 401, "Your Linkup CLI is outdated, please upgrade to the latest version."),
+    ("2.1.0", 200, "potatoname"),
+    ("0.0.0-next-x", 200, "potatoname"),
+    ("99.99.99", 200, "potatoname"),
+])
+def test_version_rules(worker, version, status, text):
+    headers = AUTH + JSON + ([("x-linkup-version", version)] if version else [])
+    r = post(worker.addr, "/linkup/local-session", POTATO, headers)
+    assert (r.status, r.text) == (status, text)
+
+
+def test_version_checked_before_auth_and_only_on_local_session(worker):
+    r = post(worker.addr, "/linkup/local-session", POTATO, JSON)
+    assert r.text == "No x-linkup-version header, please upgrade your Linkup CLI."
+    r = post(worker.addr, "/linkup/v2/sessions/preview", PREVIEW_2551B2, AUTH + JSON)
+    assert r.status == 200
+
+
+def test_methods_and_405(worker):
+    r = request(worker.addr, "GET", "/linkup/local-session", AUTH + V)
+    assert r.status == 405 and r.header("allow") == "POST"
+    r = request(worker.addr, "POST", "/linkup/check", AUTH, body="")
+    assert r.status == 405 and "GET" in r.header("allow")
+    r = request(worker.addr, "DELETE", "/linkup/v2/sessions/tunneled", AUTH)
+    assert r.status == 405
+    # Authentication runs first.
+    assert request(worker.addr, "GET", "/linkup/local-session", V).status == 401
+
+
+def test_no_tunnel(worker):
+    r = request(worker.addr, "GET", "/linkup/no-tunnel", AUTH)
+    assert r.status == 422
+    assert r.text == "This linkup session has no associated tunnel / was started with --no-tunnel"
+    assert r.header("content-type") == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize("path", ["/linkup/local-session", "/linkup/preview-session",
+                                  "/linkup/v2/sessions/preview", "/linkup/v2/sessions/tunneled"])
+def test_body_rejections(worker, path):
+    body = json.dumps(POTATO)
+    assert post(worker.addr, path, body, AUTH + V).status == 415
+    assert post(worker.addr, path, body, AUTH + V + [("Content-Type", "text/plain")]).status == 415
+    assert post(worker.addr, path, "{not json", AUTH + V + JSON).status == 400
+    r = post(worker.addr, path, {"services": 3}, AUTH + V + JSON)
+    assert r.status == 422
+    assert r.text.startswith("Failed to deserialize the JSON body into the target type:")
+    empty = named("x", [], [])
+    r = post(worker.addr, path, empty)
+    assert (r.status, r.text) == (400, "Failed to parse server config: empty config - Worker")
+    assert r.header("cache-control") == "no-store"
+    ok = post(worker.addr, path, json.dumps(POTATO),
+              AUTH + V + [("Content-Type", "application/json; charset=utf-8")])
+    assert ok.status == 200
+
+
+def test_body_over_100_mib_is_413(worker):
+    s = socket.create_connection(worker.addr, timeout=15)
+    try:
+        s.sendall(("POST /linkup/v2/sessions/preview HTTP/1.1\r\nHost: x\r\n"
+                   f"Authorization: {TOKEN}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {100 * MIB + 1}\r\n\r\n{{").encode())
+        head = s.recv(4096).decode(errors="replace")
+        assert head.startswith("HTTP/1.1 413"), head
+    finally:
+        s.close()
+
+
+def test_v2_preview_names_and_conflicts(worker):
+    fwd = [("frontend", "https://frontend.example.com", None),
+           ("backend", "https://backend.example.com", None)]
+    doms = [("example.com", "frontend", [{"path": "^/api(?:/|$)", "service": "backend"}])]
+    a = post(worker.addr, "/linkup/v2/sessions/preview", unnamed(fwd, doms))
+    b = post(worker.addr, "/linkup/v2/sessions/preview", unnamed(fwd[::-1], doms))
+    assert a.status == b.status == 200
+    assert a.header("content-type") == "application/json"
+    assert json.loads(a.body) == json.loads(b.body) == {"session_name": "45201d"}
+    animal = post(worker.addr, "/linkup/v2/sessions/preview", unnamed(fwd, doms, kind="animal"))
+    assert re.fullmatch(r"[a-z]+-[a-z]+", json.loads(animal.body)["session_name"])
+
+    first = named("mine", fwd, doms, token="A")
+    assert post(worker.addr, "/linkup/v2/sessions/preview", first).status == 200
+    assert post(worker.addr, "/linkup/v2/sessions/preview", first).status == 200
+    r = post(worker.addr, "/linkup/v2/sessions/preview", named("mine", fwd, doms, token="B"))
+    assert (r.status, r.text) == (409, "Conflict")
+    assert r.header("cache-control") == "no-store"
+
+
+def test_v2_preview_rejects_localhost(worker):
+    body = named("lh", [("frontend", "http://localhost:3000", None)],
+                 [("example.com", "frontend", None)])
+    r = post(worker.addr, "/linkup/v2/sessions/preview", body)
+    assert (r.status, r.text) == (400, "Preview session cannot contain services pointing to "
+                                       "localhost")
+    ok = named("lh", [("frontend", "http://127.0.0.1:3000", None)],
+               [("example.com", "frontend", None)])
+    assert post(worker.addr, "/linkup/v2/sessions/preview", ok).status == 200
+
+
+def test_v1_preview_reuses_desired_name_with_same_token(worker):
+    body = named("wanted", [("frontend", "http://example.com", None)],
+                 [("example.com", "frontend", None)])
+    r = post(worker.addr, "/linkup/preview-session", body)
+    assert r.status == 200 and len(r.text) == 6
+    # Stored under the hash name; "wanted" does not exist, so the hash wins.
+    assert r.text != "wanted"
+    local = post(worker.addr, "/linkup/local-session", body)
+    assert local.text == "wanted"
+    again = post(worker.addr, "/linkup/local-session", body)
+    assert again.text == "wanted"
+    other = post(worker.addr, "/linkup/local-session", dict(body, session_token="other"))
+    assert other.status == 200 and other.text != "wanted"
+
+
+# ---- tunnels -------------------------------------------------------------------
+
+UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+def check_tunnel_data(td, worker, session):
+    assert list(td) == ["account_id", "name", "url", "id", "secret", "last_started", "provider"]
+    assert td["account_id"] == ""
+    assert td["name"] == f"linkup-tunnel-{session}"
+    assert td["url"] == f"http://linkup-tunnel-{session}.localhost:{worker.port}"
+    assert UUID4.fullmatch(td["id"])
+    assert len(td["secret"]) == 44 and len(base64.b64decode(td["secret"])) == 32
+    assert abs(td["last_started"] - time.time() * 1000) < 60000
+    assert td["provider"] == "linkup"
+
+
+def test_v2_tunneled_returns_tunnel_data_and_repoints_localhost(worker, upstreams):
+    up, _ = upstreams
+    body = named("tiny-cow", [("frontend", "http://localhost:3000/app", None),
+                              ("backend", up.url, None)],
+                 [("example.com", "frontend", [{"path": "/api/.*", "service": "backend"}])])
+    r = post(worker.addr, "/linkup/v2/sessions/tunneled", body)
+    assert r.status == 200, r.text
+    assert r.header("content-type") == "application/json"
+    doc = json.loads(r.body)
+    assert list(doc) == ["session_name", "tunnel_data"]
+    assert doc["session_name"] == "tiny-cow"
+    td = doc["tunnel_data"]
+    check_tunnel_data(td, worker, "tiny-cow")
+
+    # The localhost service now points at the tunnel, which is not connected.
+    r = request(worker.addr, "GET", "/page", [("Host", "tiny-cow.example.com")])
+    assert r.status == 502
+    assert r.text == ("Failed to fetch from target service: tunnel for session 'tiny-cow' is "
+                      "not connected")
+    assert r.header("cache-control") == "no-store"
+    # The other service is untouched.
+    r = request(worker.addr, "GET", "/api/x", [("Host", "tiny-cow.example.com")])
+    assert (r.status, r.text) == (200, "127.0.0.2 GET /api/x")
+
+    # A second upsert keeps id and secret and refreshes last_started.
+    time.sleep(0.01)
+    again = json.loads(post(worker.addr, "/linkup/v2/sessions/tunneled", body).body)
+    assert again["tunnel_data"]["id"] == td["id"]
+    assert again["tunnel_data"]["secret"] == td["secret"]
+    assert again["tunnel_data"]["last_started"] > td["last_started"]
+
+    # A conflicting token is 409 (DESIGN §2.1).
+    r = post(worker.addr, "/linkup/v2/sessions/tunneled", dict(body, session_token="other"))
+    assert (r.status, r.text) == (409, "Conflict")
+
+
+def test_v2_tunneled_unnamed_animal(worker):
+    body = unnamed([("frontend", "http://localhost:3000", None)],
+                   [("example.com", "frontend", None)], kind="animal", token="t")
+    doc = json.loads(post(worker.addr, "/linkup/v2/sessions/tunneled", body).body)
+    assert re.fullmatch(r"[a-z]+-[a-z]+", doc["session_name"])
+    check_tunnel_data(doc["tunnel_data"], worker, doc["session_name"])
+
+
+def test_v1_tunnel_endpoint(worker):
+    r = request(worker.addr, "GET", "/linkup/tunnel?session_name=my%20cow", AUTH)
+    assert r.status == 200 and r.header("content-type") == "application/json"
+    check_tunnel_data(json.loads(r.body), worker, "my cow")
+    r = request(worker.addr, "GET", "/linkup/tunnel", AUTH)
+    assert r.status == 400
+    assert r.text.startswith("Failed to deserialize query string:")
+
+
+def test_tunnel_hostname_answers_not_connected(worker):
+    for host in (f"linkup-tunnel-abc.localhost:{worker.port}", "LINKUP-TUNNEL-abc.LocalHost"):
+        for path in ("/", "/linkup/check"):
+            r = request(worker.addr, "GET", path, [("Host", host)] + AUTH)
+            assert r.status == 502, (host, path)
+            assert r.text == ("Failed to fetch from target service: tunnel for session 'abc' "
+                              "is not connected")
+
+
+def test_tunnel_options(start_worker):
+    w = start_worker(extra=("--tunnel-domain", "tunnels.example.net", "--tunnel-prefix", "t-"))
+    td = json.loads(request(w.addr, "GET", "/linkup/tunnel?session_name=s1", AUTH).body)
+    assert td["name"] == "t-s1"
+    assert td["url"] == f"http://t-s1.tunnels.example.net:{w.port}"
+    r = request(w.addr, "GET", "/", [("Host", "t-s1.tunnels.example.net")])
+    assert r.status == 502 and "'s1'" in r.text
+
+
+# ---- proxy path ------------------------------------------------------------------
+
+def test_routing_by_subdomain_and_headers(worker, upstreams):
+    fe, be = upstreams
+    make_session(worker, "potato", fe.url, be.url)
+    cases = [
+        [("Host", "potato.example.com")],
+        [("Host", "example.com"), ("x-forwarded-host", "potato.example.com")],
+        [("Host", "example.com"), ("Referer", "http://potato.example.com/page")],
+        [("Host", "example.com"), ("Origin", "http://potato.example.com")],
+        [("Host", "example.com"), ("tracestate", "other=1,linkup-session=potato")],
+        [("Host", f"127.0.0.1:{worker.port}"), ("tracestate", "linkup-session=potato"),
+         ("Referer", "example.com")],
+    ]
+    for headers in cases:
+        r = request(worker.addr, "GET", "/a/b?q=1", headers)
+        assert (r.status, r.text) == (200, "127.0.0.2 GET /a/b?q=1"), headers
+        for k, v in CORS.items():
+            assert r.header(k) == v
+    r = request(worker.addr, "GET", "/x", [("Host", "nosuch.example.com")])
+    assert (r.status, r.text) == (422, NO_SESSION)
+    r = request(worker.addr, "GET", "/x", [("Host", "potato.other.com")])
+    assert (r.status, r.text) == (404, NO_TARGET)
+    assert r.header("cache-control") == "no-store"
+
+
+def test_routes_and_rewrites(worker, upstreams):
+    fe, be = upstreams
+    make_session(worker, "potato", fe.url, be.url)
+    cases = [
+        ("potato.example.com", "/foo/b/c/?a=b", "127.0.0.2 GET /bar/b/c/?a=b"),
+        ("potato.example.com", "/api/v1/?a=b", "127.0.0.3 GET /api/v1/?a=b"),
+        ("potato.api.example.com", "/api/v1/?a=b", "127.0.0.3 GET /api/v1/?a=b"),
+        ("potato.api.example.com", "/foo/x", "127.0.0.3 GET /foo/x"),
+    ]
+    for host, path, want in cases:
+        r = request(worker.addr, "GET", path, [("Host", host)])
+        assert (r.status, r.text) == (200, want), (host, path)
+    # linkup-destination short-cut: no routes, no rewrites.
+    r = request(worker.addr, "GET", "/foo/x", [("Host", "potato.example.com"),
+                                                ("linkup-destination", "backend")])
+    assert r.text == "127.0.0.3 GET /foo/x"
+
+
+def test_what_the_upstream_receives(worker, upstreams):
+    fe, _ = upstreams
+    make_session(worker, "potato", fe.url)
+    r = request(worker.addr, "GET", "/echo", [("Host", "potato.example.com"),
+                                               ("Cookie", "a=b"), ("Cookie", "c=d"),
+                                               ("Authorization", "Basic xyz"),
+                                               ("X-Custom", "kept")])
+    assert r.status == 200
+    got = fe.last()
+    assert len(hdr(got, "traceparent")) == 55
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-00", hdr(got, "traceparent"))
+    assert hdr(got, "tracestate") == "linkup-session=potato"
+    assert hdr(got, "linkup-destination") == "frontend"
+    assert hdr(got, "x-forwarded-host") == "potato.example.com"
+    assert hdr_all(got, "host") == [fe.url[len("http://"):]]
+    assert hdr_all(got, "cookie") == ["a=b; c=d"]
+    assert hdr(got, "authorization") == "Basic xyz"
+    assert hdr(got, "x-custom") == "kept"
+
+    request(worker.addr, "GET", "/echo", [("Host", "example.com"), ("traceparent", "keep"),
+                                          ("tracestate", "other-service=32"),
+                                          ("x-forwarded-host", "potato.example.com"),
+                                          ("Cookie", "a=b, c=d")])
+    got = fe.last()
+    assert hdr(got, "traceparent") == "keep"
+    assert hdr(got, "tracestate") == "other-service=32,linkup-session=potato"
+    assert hdr(got, "x-forwarded-host") == "potato.example.com"
+    assert hdr_all(got, "cookie") == ["a=b; c=d"]
+
+    request(worker.addr, "GET", "/echo", [("Host", "potato.example.com"),
+                                          ("Cookie", "a=b; c=d")])
+    assert hdr_all(fe.last(), "cookie") == ["a=b; c=d"]
+
+
+def test_response_passthrough(worker, upstreams):
+    fe, _ = upstreams
+    make_session(worker, "potato", fe.url)
+    h = [("Host", "potato.example.com")]
+    r = request(worker.addr, "GET", "/cookies", h)
+    assert r.status == 200
+    assert r.all("set-cookie") == ["cookie1=value1; Path=/", "cookie2=value2; Path=/"]
+    r = request(worker.addr, "GET", "/redirect", h)
+    assert (r.status, r.header("location")) == (307, "/somethingelse")
+    # DESIGN §2.7: the upstream's own CORS header wins, the others are added.
+    r = request(worker.addr, "GET", "/cors", h)
+    assert r.all("access-control-allow-origin") == ["https://x.example"]
+    assert r.header("access-control-max-age") == "86400"
+    r = request(worker.addr, "HEAD", "/x", h)
+    assert (r.status, r.body) == (200, b"")
+
+
+def test_delete_with_body_and_methods(worker, upstreams):
+    fe, _ = upstreams
+    make_session(worker, "potato", fe.url)
+    for method in ("DELETE", "PUT", "PATCH", "POST", "OPTIONS"):
+        r = request(worker.addr, method, "/thing", [("Host", "potato.example.com")],
+                    body=b"payload-" + method.encode())
+        assert (r.status, r.text) == (200, f"127.0.0.2 {method} /thing")
+        assert fe.last()["body"] == b"payload-" + method.encode()
+
+
+def test_chunked_request_body(worker, upstreams):
+    fe, _ = upstreams
+    make_session(worker, "potato", fe.url)
+    data = os.urandom(300000)
+    s = socket.create_connection(worker.addr, timeout=15)
+    try:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: potato.example.com\r\n"
+                  b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        off = 0
+        for size in (1, 7, 4096, 65536, 100000, len(data)):
+            part = data[off:off + size]
+            if not part:
+                break
+            s.sendall(b"%x\r\n" % len(part) + part + b"\r\n")
+            off += len(part)
+        s.sendall(b"0\r\n\r\n")
+        resp = b""
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            resp += c
+    finally:
+        s.close()
+    head, _, body = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert body.decode() == f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+
+
+def is_asan(bin_):
+    with open(bin_, "rb") as f:
+        return b"AddressSanitizer" in f.read()
+
+
+class RssSampler:
+    def __init__(self, worker):
+        self.worker = worker
+        self.peak = 0
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            self.peak = max(self.peak, self.worker.rss_kib())
+            time.sleep(0.02)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.t.join()
+        return self.peak
+
+
+def rss_limit_kib(linkup_bin):
+    return (256 if is_asan(linkup_bin) else 64) * 1024
+
+
+def test_100_mib_upload_and_download(worker, upstreams, linkup_bin):
+    fe, _ = upstreams
+    make_session(worker, "potato", fe.url)
+    sampler = RssSampler(worker)
+    try:
+        # Download.
+        c = http.client.HTTPConnection(*worker.addr, timeout=60)
+        c.putrequest("GET", "/big/100", skip_host=True)
+        c.putheader("Host", "potato.example.com")
+        c.endheaders()
+        r = c.getresponse()
+        assert r.status == 200
+        h = hashlib.sha256()
+        n = 0
+        while True:
+            chunk = r.read(MIB)
+            if not chunk:
+                break
+            h.update(chunk)
+            n += len(chunk)
+        c.close()
+        want = hashlib.sha256()
+        block = pattern_block()
+        for _ in range(100):
+            want.update(block)
+        assert n == 100 * MIB
+        assert h.hexdigest() == want.hexdigest()
+
+        # Upload.
+        c = http.client.HTTPConnection(*worker.addr, timeout=60)
+        c.putrequest("POST", "/upload", skip_host=True)
+        c.putheader("Host", "potato.example.com")
+        c.putheader("Content-Length", str(100 * MIB))
+        c.endheaders()
+        for _ in range(100):
+            c.send(block)
+        r = c.getresponse()
+        assert (r.status, r.read().decode()) == (200, f"{100 * MIB} {want.hexdigest()}")
+        c.close()
+    finally:
+        peak = sampler.stop()
+    assert peak < rss_limit_kib(linkup_bin), f"worker RSS peaked at {peak} KiB"
+
+
+def test_upstream_down_is_502(worker):
+    s = socket.socket()
+    s.bind(("127.0.0.2", 0))
+    port = s.getsockname()[1]
+    s.close()
+    make_session(worker, "potato", f"http://127.0.0.2:{port}")
+    r = request(worker.addr, "GET", "/x", [("Host", "potato.example.com")])
+    assert r.status == 502
+    assert r.text.startswith("Failed to fetch from target service: ")
+    assert r.header("cache-control") == "no-store"
+
+
+# ---- WebSocket -------------------------------------------------------------------
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_accept(key):
+    return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+
+
+def ws_frame(opcode, payload, mask):
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([mbit | n])
+    elif n < 65536:
+        head += bytes([mbit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([mbit | 127]) + struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def recv_exact(sock, n):
+    out = b""
+    while len(out) < n:
+        c = sock.recv(n - len(out))
+        if not c:
+            raise EOFError
+        out += c
+    return out
+
+
+def ws_read(sock):
+    b0, b1 = recv_exact(sock, 2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", recv_exact(sock, 2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", recv_exact(sock, 8))[0]
+    key = recv_exact(sock, 4) if b1 & 0x80 else None
+    data = recv_exact(sock, n)
+    if key:
+        data = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+    return b0 & 0x0F, data
+
+
+def read_head(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        c = sock.recv(1)
+        if not c:
+            raise EOFError(data)
+        data += c
+    return data.decode()
+
+
+class WsEcho:
+    """A raw WebSocket echo server on 127.0.0.2:0 (text and binary frames)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.2:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.echo, args=(c,), daemon=True).start()
+
+    def echo(self, c):
+        try:
+            head = read_head(c)
+            key = re.search(r"(?im)^sec-websocket-key:\s*(\S+)", head).group(1)
+            c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nmy-special-header: special-value\r\n"
+                       f"Sec-WebSocket-Accept: {ws_accept(key)}\r\n\r\n").encode())
+            while True:
+                op, data = ws_read(c)
+                if op == 8:
+                    c.sendall(ws_frame(8, data, False))
+                    return
+                c.sendall(ws_frame(op, data, False))
+        except (EOFError, OSError):
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def test_websocket_echo(worker):
+    up = WsEcho()
+    try:
+        make_session(worker, "wscow", up.url)
+        s = socket.create_connection(worker.addr, timeout=15)
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall(("GET /ws HTTP/1.1\r\nHost: wscow.example.com\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = read_head(s)
+        assert head.startswith("HTTP/1.1 101"), head
+        assert re.search(r"(?im)^my-special-header: special-value\r$", head)
+        assert re.search(rf"(?im)^sec-websocket-accept: {re.escape(ws_accept(key))}\r$", head)
+        assert re.search(r"(?im)^access-control-allow-origin: \*\r$", head)
+        s.sendall(ws_frame(1, b"Hello, WebSocket!", True))
+        assert ws_read(s) == (1, b"Hello, WebSocket!")
+        blob = os.urandom(70000)
+        s.sendall(ws_frame(2, blob, True))
+        assert ws_read(s) == (2, blob)
+        s.sendall(ws_frame(8, struct.pack("!H", 1000), True))
+        assert ws_read(s)[0] == 8
+        s.close()
+    finally:
+        up.close()
+
+
+def test_websocket_refused_upgrade_is_502(worker, upstreams):
+    fe, _ = upstreams
+    make_session(worker, "potato", fe.url)
+    r = request(worker.addr, "GET", "/ws", [("Host", "potato.example.com"),
+                                             ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                                             ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                                             ("Sec-WebSocket-Version", "13")])
+    assert r.status == 502
+    assert r.text.startswith("Failed to connect to destination: ")
+
+
+# ---- stores ----------------------------------------------------------------------
+
+def test_sqlite_session_survives_restart(start_worker, upstreams, tmp_path):
+    fe, _ = upstreams
+    store = f"sqlite:{tmp_path / 'w.db'}"
+    w1 = start_worker(store=store)
+    make_session(w1, "potato", fe.url)
+    tunnel = json.loads(request(w1.addr, "GET", "/linkup/tunnel?session_name=potato", AUTH).body)
+    assert w1.stop() == 0
+    w2 = start_worker(store=store)
+    r = request(w2.addr, "GET", "/p", [("Host", "potato.example.com")])
+    assert (r.status, r.text) == (200, "127.0.0.2 GET /p")
+    again = json.loads(request(w2.addr, "GET", "/linkup/tunnel?session_name=potato", AUTH).body)
+    assert again["id"] == tunnel["id"]
+    # The token still owns the name.
+    body = named("potato", [("frontend", fe.url, None)], [("example.com", "frontend", None)],
+                 token="intruder")
+    assert post(w2.addr, "/linkup/v2/sessions/preview", body).status == 409
+
+
+def test_bad_store_spec_fails(linkup_bin, env):
+    for spec in ("nosuch", "redis://nohostport", "sqlite:/nonexistent/dir/x.db"):
+        r = subprocess.run([linkup_bin, "worker", "--token", "t", "--listen", "127.0.0.1:0",
+                            "--store", spec], capture_output=True, text=True, env=env,
+                           timeout=10)
+        assert r.returncode == 1, spec
+        assert "store" in r.stderr
+
+
+@pytest.fixture
+def redis():
+    exe = shutil.which("redis-server")
+    if not exe:
+        pytest.skip("redis-server is not installed")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    p = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline:
+                p.kill()
+                raise
+            time.sleep(0.05)
+    yield p, port
+    if p.poll() is None:
+        p.terminate()
+        p.wait(10)
+
+
+def test_redis_two_workers_share_sessions(start_worker, upstreams, redis):
+    fe, be = upstreams
+    _, port = redis
+    w1 = start_worker(store=f"redis://127.0.0.1:{port}/2")
+    w2 = start_worker(store=f"redis://127.0.0.1:{port}/2")
+    make_session(w1, "potato", fe.url)
+    r = request(w2.addr, "GET", "/p", [("Host", "potato.example.com")])
+    assert (r.status, r.text) == (200, "127.0.0.2 GET /p")
+    # An update through w2 is seen by w1 at once (stored bytes are compared).
+    make_session(w2, "potato", be.url)
+    r = request(w1.addr, "GET", "/p", [("Host", "potato.example.com")])
+    assert (r.status, r.text) == (200, "127.0.0.3 GET /p")
+    # Conflicts are detected across workers.
+    body = named("potato", [("frontend", fe.url, None)], [("example.com", "frontend", None)],
+                 token="intruder")
+    assert post(w1.addr, "/linkup/v2/sessions/preview", body).status == 409
+    t1 = json.loads(request(w1.addr, "GET", "/linkup/tunnel?session_name=s", AUTH).body)
+    t2 = json.loads(request(w2.addr, "GET", "/linkup/tunnel?session_name=s", AUTH).body)
+    assert t1["id"] == t2["id"]
+
+
+def test_redis_down_is_a_store_error_not_a_crash(start_worker, upstreams, redis):
+    fe, _ = upstreams
+    p, port = redis
+    w = start_worker(store=f"redis://127.0.0.1:{port}")
+    make_session(w, "potato", fe.url)
+    p.terminate()
+    p.wait(10)
+    r = post(w.addr, "/linkup/v2/sessions/preview",
+             named("other", [("frontend", fe.url, None)], [("example.com", "frontend", None)]))
+    assert r.status == 500
+    assert r.text.startswith("Failed to store server config: ")
+    r = request(w.addr, "GET", "/p", [("Host", "potato.example.com")])
+    assert (r.status, r.text) == (422, NO_SESSION)
+    assert request(w.addr, "GET", "/linkup/check", AUTH).status == 200
