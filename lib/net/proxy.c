@@ -52,6 +52,7 @@ struct lk_proxy {
     bool req_chunked_out;
     bool resp_started; /* response bytes went to the client */
     bool up_paused;    /* upstream reading paused for backpressure */
+    bool up_eof;       /* the upstream closed (its input may still hold bytes) */
     /* response */
     struct lk_http1_response resp;
     enum lk_http1_body_kind resp_kind;
@@ -612,6 +613,7 @@ static void pump_response(struct lk_proxy *px)
         if (n > 0 && px->client_chunked)
             evbuffer_add(out, "\r\n", 2);
         moved = n;
+        done = px->up_eof && evbuffer_get_length(in) == 0;
         break;
     }
     }
@@ -622,6 +624,14 @@ static void pump_response(struct lk_proxy *px)
         finish(px, true);
         return;
     }
+    if (px->up_eof && evbuffer_get_length(in) == 0) {
+        snprintf(px->errtext, sizeof(px->errtext), "upstream %s closed the connection mid-body",
+                 px->host);
+        fail(px, px->errtext);
+        return;
+    }
+    if (px->up_eof)
+        return;
     /* Backpressure: pause the upstream while the client is slow. */
     bool full = evbuffer_get_length(out) >= limit;
     if (full && !px->up_paused) {
@@ -676,11 +686,10 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
         tunnel_pump(px);
         return;
     }
-    if (px->state == PX_BODY && px->resp_kind == LK_HTTP1_BODY_UNTIL_CLOSE &&
-        !(what & BEV_EVENT_ERROR)) {
-        /* Move what is left, then end the body. */
-        px->resp_kind = LK_HTTP1_BODY_LENGTH;
-        px->resp_left = evbuffer_get_length(bufferevent_get_input(px->up->bev));
+    if (px->state == PX_BODY && !(what & BEV_EVENT_ERROR)) {
+        /* Bytes held back by backpressure still go out; pump_response()
+         * ends an until-close body or reports a truncated one. */
+        px->up_eof = true;
         px->resp.keep_alive = false;
         pump_response(px);
         return;

@@ -401,6 +401,9 @@ static void *up_main(void *arg)
 
 static struct event_base *base;
 static struct lk_http_server *srv;
+static struct lk_http_server *small_srv; /* max_conns 1, short head timeout */
+static int small_port;
+static int n_drained;
 static int ctl[2]; /* test -> loop: drain request */
 
 static const struct lk_http_header cors[] = {
@@ -475,7 +478,8 @@ static void handler(struct lk_exchange *ex, void *data)
 static void on_drained(void *data)
 {
     (void)data;
-    event_base_loopexit(base, NULL);
+    if (++n_drained == 2)
+        event_base_loopexit(base, NULL);
 }
 
 static void on_ctl(evutil_socket_t fd, short what, void *arg)
@@ -483,8 +487,10 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     (void)what;
     (void)arg;
     char c;
-    if (read(fd, &c, 1) == 1)
+    if (read(fd, &c, 1) == 1) {
         lk_http_server_drain(srv, 2000, on_drained, NULL);
+        lk_http_server_drain(small_srv, 2000, on_drained, NULL);
+    }
 }
 
 static void *loop_main(void *arg)
@@ -773,6 +779,28 @@ static void test_client_abort_frees_upstream(void)
     CHECK_INT_EQ(resp->status, 200);
 }
 
+static void test_max_conns_and_head_timeout(void)
+{
+    int a = dial(small_port);
+    CHECK(a >= 0);
+    usleep(100 * 1000);
+    /* The second connection is over the limit: 503 and close. */
+    struct response *resp = &resp_storage;
+    int b = dial(small_port);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = b;
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    CHECK_INT_EQ(resp->status, 503);
+    close(b);
+    /* The first one sends half a head and is closed by the head timeout. */
+    send_str(a, "GET / HTTP/1.1\r\nHo");
+    r->fd = a;
+    r->start = r->end = 0;
+    CHECK_INT_EQ(rd_fill(r), -1);
+    free(r);
+    close(a);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -795,6 +823,12 @@ int main(void)
     CHECK_INT_EQ(lk_http_server_listen(srv, "127.0.0.1:0", NULL, bound, sizeof(bound)), 0);
     server_port = (int)strtol(strrchr(bound, ':') + 1, NULL, 10);
     CHECK(strncmp(bound, "127.0.0.1:", 10) == 0 && server_port > 0);
+    struct lk_http_server_opts small = opts;
+    small.max_conns = 1;
+    small.head_timeout_ms = 300;
+    CHECK_INT_EQ(lk_http_server_new(base, &small, handler, NULL, &small_srv), 0);
+    CHECK_INT_EQ(lk_http_server_listen(small_srv, "127.0.0.1:0", NULL, bound, sizeof(bound)), 0);
+    small_port = (int)strtol(strrchr(bound, ':') + 1, NULL, 10);
     if (pipe(ctl) != 0)
         abort();
     struct event *ctl_ev = event_new(base, ctl[0], EV_READ, on_ctl, NULL);
@@ -813,6 +847,7 @@ int main(void)
     RUN(test_websocket);
     RUN(test_streaming_large);
     RUN(test_client_abort_frees_upstream);
+    RUN(test_max_conns_and_head_timeout);
 
     if (write(ctl[1], "x", 1) != 1)
         abort();
