@@ -171,7 +171,8 @@ static void list_sessions(struct local_server *ls, struct lk_exchange *ex)
         respond_buf_text(ex, 500, &out);
     } else {
         /* SPEC leaves the key order open; sorted keys make it stable. */
-        qsort(pairs.items, pairs.n, sizeof(pairs.items[0]), cmp_pair);
+        if (pairs.n > 1)
+            qsort(pairs.items, pairs.n, sizeof(pairs.items[0]), cmp_pair);
         lk_buf_adds(&out, "{\"sessions\":{");
         for (size_t i = 0; i < pairs.n; i++) {
             if (i > 0)
