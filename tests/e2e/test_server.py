@@ -428,3 +428,65 @@ domains:
     finally:
         p.terminate()
         assert p.wait(10) == 0
+
+
+# ---- the chain through a real `linkup worker` --------------------------------
+
+def test_chain_through_real_worker(linkup_bin, env, tmp_path):
+    if not lk.has_command(linkup_bin, "worker", env=env):
+        pytest.skip("this build has no `linkup worker`")
+    local = lk.RecordingUpstream("127.0.0.2", body="local")
+    remote = lk.RecordingUpstream("127.0.0.3", body="remote")
+    w = lk.spawn_worker(linkup_bin, env, "memory")
+    s = start(linkup_bin, env, tmp_path, w.url("Worker"))
+    try:
+        addr = s.addrs["HTTP"]
+        body = lk.session_body("chain-cow", {"frontend": local.url, "backend": remote.url},
+                               [("example.com", "frontend", [("^/api/.*", "backend")])], "tok")
+        r = lk.post_json(addr, "/linkup/sessions/tunneled", body)
+        assert r.status == 200, r.body
+        assert r.json()["session_name"] == "chain-cow"
+        assert "tunnel_data" in r.json()
+        # The session landed in the worker: the worker routes it too.
+        wr = lk.request(w.addrs["Worker"], "GET", "/api/x", [("Host", "chain-cow.example.com")])
+        assert (wr.status, wr.text) == (200, "remote")
+        # The local server routes by Host, referer and tracestate.
+        cases = [
+            ("/", [("Host", "chain-cow.example.com")], "local"),
+            ("/api/x", [("Host", "chain-cow.example.com")], "remote"),
+            ("/", [("Host", "example.com"), ("Referer", "http://chain-cow.example.com/a")],
+             "local"),
+            ("/api/y", [("Host", "example.com"), ("tracestate", "linkup-session=chain-cow")],
+             "remote"),
+        ]
+        for path, headers, want in cases:
+            r = lk.request(addr, "GET", path, headers)
+            assert (r.status, r.text) == (200, want), (path, headers)
+        # Same name, other token: the worker refuses (DESIGN §2.1: 409).
+        other = dict(body, session_token="other")
+        r = lk.post_json(addr, "/linkup/sessions/tunneled", other)
+        assert (r.status, r.text) == (409, "Conflict")
+        assert list(lk.request(addr, "GET", "/linkup/sessions").json()["sessions"]) == [
+            "chain-cow"]
+        assert lk.request(addr, "GET", "/linkup/dns").json() == {
+            "domains": ["chain-cow.example.com"]}
+        assert lk.request(addr, "GET", "/linkup/sessions/chain-cow").json()[
+            "session_name"] == "chain-cow"
+        assert lk.request(addr, "DELETE", "/linkup/sessions/chain-cow").status == 204
+        assert lk.request(addr, "GET", "/linkup/dns").json() == {"domains": []}
+        # A bad token at the worker: its 401 becomes a 500 here.
+        s2 = lk.spawn_local_server(linkup_bin, env, "--worker-url", w.url("Worker"),
+                                   "--worker-token", "wrong",
+                                   log_path=str(tmp_path / "server2.log"))
+        try:
+            r = lk.post_json(s2.addrs["HTTP"], "/linkup/sessions/tunneled", body)
+            assert r.status == 500
+            assert r.text.startswith(
+                "Failed to request to Worker: request failed with status 401 Unauthorized")
+        finally:
+            assert lk.stop_gracefully(s2)[0] == 0
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0
+        w.stop()
+        local.close()
+        remote.close()
