@@ -209,7 +209,9 @@ static int handshake(SSL_CTX *sctx, X509 *ca, const char *sni, char *alpn_out)
     SSL_set_bio(cl, a, a);
     SSL_set_bio(sv, b, b);
     if (sni != NULL) {
-        SSL_set_tlsext_host_name(cl, sni);
+        char host[256]; /* the macro casts away const */
+        snprintf(host, sizeof(host), "%s", sni);
+        SSL_set_tlsext_host_name(cl, host);
         SSL_set1_host(cl, sni);
     }
     SSL_set_connect_state(cl);
