@@ -10,6 +10,10 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <openssl/ec.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -397,6 +401,89 @@ static void *up_main(void *arg)
     return NULL;
 }
 
+/* ---- a TLS upstream with a self-signed certificate ---------------------- */
+
+static int tls_port;
+static char cert_path[64];
+
+static SSL_CTX *make_tls_upstream(void)
+{
+    EVP_PKEY *pkey = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, pkey);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1,
+                               0);
+    X509_set_issuer_name(x, name);
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext =
+        X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1");
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, "critical,CA:TRUE");
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    X509_sign(x, pkey, EVP_sha256());
+    snprintf(cert_path, sizeof(cert_path), "/tmp/lk-test-proxy-%d.pem", (int)getpid());
+    FILE *f = fopen(cert_path, "w");
+    PEM_write_X509(f, x);
+    fclose(f);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_use_certificate(ctx, x);
+    SSL_CTX_use_PrivateKey(ctx, pkey);
+    X509_free(x);
+    EVP_PKEY_free(pkey);
+    return ctx;
+}
+
+struct tls_up {
+    int lfd;
+    SSL_CTX *ctx;
+};
+
+/* One request per connection: answers with the SNI it saw. */
+static void *tls_up_main(void *arg)
+{
+    struct tls_up *t = arg;
+    for (;;) {
+        int fd = accept(t->lfd, NULL, NULL);
+        if (fd < 0)
+            break;
+        set_timeouts(fd, 10);
+        SSL *ssl = SSL_new(t->ctx);
+        SSL_set_fd(ssl, fd);
+        if (SSL_accept(ssl) == 1) {
+            char buf[8192];
+            size_t n = 0;
+            while (n < sizeof(buf) - 1) {
+                int k = SSL_read(ssl, buf + n, (int)(sizeof(buf) - 1 - n));
+                if (k <= 0)
+                    break;
+                n += (size_t)k;
+                buf[n] = '\0';
+                if (strstr(buf, "\r\n\r\n") != NULL)
+                    break;
+            }
+            const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+            char resp[256];
+            int len = snprintf(resp, sizeof(resp),
+                               "HTTP/1.1 200 OK\r\nX-SNI: %s\r\nContent-Length: 3\r\n\r\ntls",
+                               sni ? sni : "-");
+            SSL_write(ssl, resp, len);
+            SSL_shutdown(ssl);
+        }
+        SSL_free(ssl);
+        close(fd);
+    }
+    return NULL;
+}
+
 /* ---- the server under test --------------------------------------------- */
 
 static struct event_base *base;
@@ -454,6 +541,16 @@ static void handler(struct lk_exchange *ex, void *data)
     for (size_t i = 0; i < n; i++) {
         if (!lk_str_ieq(in[i].name, LK_STR("host")))
             out[k++] = in[i];
+    }
+    if (lk_str_starts_with(target, LK_STR("/tls"))) {
+        struct lk_proxy_req tls_spec = {
+            .url = lk_exchange_printf(
+                ex, "https://%s:%d/",
+                lk_str_eq(target, LK_STR("/tlsip")) ? "127.0.0.1" : "localhost", tls_port),
+            .on_error = on_proxy_error,
+        };
+        lk_exchange_proxy(ex, &tls_spec);
+        return;
     }
     bool dead = lk_str_starts_with(target, LK_STR("/dead"));
     bool via_localhost = lk_str_starts_with(target, LK_STR("/viahost"));
@@ -779,8 +876,32 @@ static void test_client_abort_frees_upstream(void)
     CHECK_INT_EQ(resp->status, 200);
 }
 
+static void test_tls_upstream(void)
+{
+    struct response *resp = &resp_storage;
+    char v[64];
+    CHECK_INT_EQ(request("GET /tls HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "tls", 3);
+    CHECK_STR_EQ(find_hdr(resp->head, "X-SNI", v, sizeof(v)), "localhost");
+    CHECK_INT_EQ(request("GET /tlsip HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_STR_EQ(find_hdr(resp->head, "X-SNI", v, sizeof(v)), "-");
+    /* The small server does not trust the test certificate. */
+    int fd = dial(small_port);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    send_str(fd, "GET /tls HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    CHECK_INT_EQ(resp->status, 502);
+    CHECK(strstr(resp->body, "certificate") != NULL);
+    free(r);
+    close(fd);
+}
+
 static void test_max_conns_and_head_timeout(void)
 {
+    usleep(300 * 1000); /* let earlier connections to this server close */
     int a = dial(small_port);
     CHECK(a >= 0);
     usleep(100 * 1000);
@@ -815,15 +936,21 @@ int main(void)
     pthread_create(&up_thread, NULL, up_main, (void *)(intptr_t)up_fd);
     pthread_detach(up_thread);
 
+    struct tls_up tls_up = { listen_any(&tls_port), make_tls_upstream() };
+    pthread_t tls_thread;
+    pthread_create(&tls_thread, NULL, tls_up_main, &tls_up);
+
     base = event_base_new();
     struct lk_http_server_opts opts;
     lk_http_server_opts_init(&opts);
+    opts.upstream_ca_file = cert_path;
     CHECK_INT_EQ(lk_http_server_new(base, &opts, handler, NULL, &srv), 0);
     char bound[64];
     CHECK_INT_EQ(lk_http_server_listen(srv, "127.0.0.1:0", NULL, bound, sizeof(bound)), 0);
     server_port = (int)strtol(strrchr(bound, ':') + 1, NULL, 10);
     CHECK(strncmp(bound, "127.0.0.1:", 10) == 0 && server_port > 0);
     struct lk_http_server_opts small = opts;
+    small.upstream_ca_file = NULL;
     small.max_conns = 1;
     small.head_timeout_ms = 300;
     CHECK_INT_EQ(lk_http_server_new(base, &small, handler, NULL, &small_srv), 0);
@@ -847,6 +974,7 @@ int main(void)
     RUN(test_websocket);
     RUN(test_streaming_large);
     RUN(test_client_abort_frees_upstream);
+    RUN(test_tls_upstream);
     RUN(test_max_conns_and_head_timeout);
 
     if (write(ctl[1], "x", 1) != 1)
@@ -858,5 +986,10 @@ int main(void)
     close(ctl[1]);
     shutdown(up_fd, SHUT_RDWR);
     close(up_fd);
+    shutdown(tls_up.lfd, SHUT_RDWR);
+    pthread_join(tls_thread, NULL);
+    close(tls_up.lfd);
+    SSL_CTX_free(tls_up.ctx);
+    unlink(cert_path);
     return DONE();
 }
