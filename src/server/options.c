@@ -3,8 +3,9 @@
  * then defaults; the worker URL and token come from --worker-url/--worker-token
  * or from the config file (SPEC §1.1 messages, DESIGN §2.2 parse errors).
  *
- * HTTPS and DNS listeners default to "off" until the TLS/DNS modules are
- * wired in (issue 4); any other value is refused with a clear message.
+ * Defaults (DESIGN §3): HTTP 0.0.0.0:80, HTTPS 0.0.0.0:443, DNS
+ * 127.0.0.1:8053, certificates in $LINKUP_HOME/certs; "off" disables a
+ * listener.
  */
 #include <errno.h>
 #include <limits.h>
@@ -19,7 +20,9 @@
 #include "net/log.h"
 #include "server/server.h"
 
-#define DEFAULT_HTTP_ADDR "0.0.0.0:80"
+#define DEFAULT_HTTP_ADDR  "0.0.0.0:80"
+#define DEFAULT_HTTPS_ADDR "0.0.0.0:443"
+#define DEFAULT_DNS_ADDR   "127.0.0.1:8053"
 
 struct flag {
     const char *name;
@@ -44,9 +47,9 @@ static void print_help(void)
            "      --http <A:P|off>          HTTP listener [env: LINKUP_HTTP_ADDR] "
            "[default: " DEFAULT_HTTP_ADDR "]\n"
            "      --https <A:P|off>         HTTPS listener [env: LINKUP_HTTPS_ADDR] "
-           "[default: off]\n"
+           "[default: " DEFAULT_HTTPS_ADDR "]\n"
            "      --dns <A:P|off>           DNS responder [env: LINKUP_DNS_ADDR] "
-           "[default: off]\n"
+           "[default: " DEFAULT_DNS_ADDR "]\n"
            "      --dns-upstream <A:P>      DNS forwarding target [env: LINKUP_DNS_UPSTREAM]\n"
            "      --certs-dir <DIR>         Certificates [default: $LINKUP_HOME/certs]\n"
            "      --worker-url <URL>        Worker to create sessions on (instead of the config)\n"
@@ -139,23 +142,11 @@ static int check_addr(const char *opt, const char *value, struct lk_buf *err)
     return LK_EINVAL;
 }
 
-/* Until the TLS/DNS modules are wired in, only "off" is accepted. */
-static int check_not_yet(const char *opt, const char *env, const char *value, struct lk_buf *err)
-{
-    if (strcmp(value, LOCAL_ADDR_OFF) == 0)
-        return 0;
-    lk_buf_addf(err,
-                "'%s %s' is not supported yet: this build of the local server has no %s "
-                "listener; use '%s off' (or unset %s)",
-                opt, value, strcmp(opt, "--dns") == 0 ? "DNS" : "HTTPS", opt, env);
-    return LK_EINVAL;
-}
-
 static void apply_env(struct local_opts *o)
 {
     default_from_env(&o->http_addr, "LINKUP_HTTP_ADDR", DEFAULT_HTTP_ADDR);
-    default_from_env(&o->https_addr, "LINKUP_HTTPS_ADDR", LOCAL_ADDR_OFF);
-    default_from_env(&o->dns_addr, "LINKUP_DNS_ADDR", LOCAL_ADDR_OFF);
+    default_from_env(&o->https_addr, "LINKUP_HTTPS_ADDR", DEFAULT_HTTPS_ADDR);
+    default_from_env(&o->dns_addr, "LINKUP_DNS_ADDR", DEFAULT_DNS_ADDR);
     default_from_env(&o->dns_upstream, "LINKUP_DNS_UPSTREAM", NULL);
     if (!o->certs_dir)
         o->certs_dir = default_certs_dir();
@@ -172,9 +163,9 @@ static int validate(const struct local_opts *o, struct lk_buf *err)
 {
     int rc = check_addr("--http", o->http_addr, err);
     if (rc == 0)
-        rc = check_not_yet("--https", "LINKUP_HTTPS_ADDR", o->https_addr, err);
+        rc = check_addr("--https", o->https_addr, err);
     if (rc == 0)
-        rc = check_not_yet("--dns", "LINKUP_DNS_ADDR", o->dns_addr, err);
+        rc = check_addr("--dns", o->dns_addr, err);
     if (rc == 0 && o->dns_upstream)
         rc = check_addr("--dns-upstream", o->dns_upstream, err);
     if (rc == 0 && (o->worker_url != NULL) != (o->worker_token != NULL)) {

@@ -2,10 +2,16 @@
  * server.c - the local server's loop (server.h): listeners, signals and the
  * graceful shutdown that frees everything (so LSan has nothing to report).
  *
+ * Listeners (DESIGN §3): HTTP, HTTPS (same router; certificates minted by
+ * lib/net/certs for names at or under a managed domain, DESIGN §2.10) and
+ * the DNS responder (lib/net/dns_server, zones from the names registry,
+ * DESIGN §2.9), each printing its "... listening on A:P" line.
+ *
  * Shutdown order on SIGINT/SIGTERM: worker calls in flight are failed (their
  * exchanges get a 500 while the engine can still send it), the DNS
  * responder is closed, then the HTTP engine drains (in-flight requests get
- * LOCAL_DRAIN_MS) and, once it has freed itself, the loop exits.
+ * LOCAL_DRAIN_MS) and, once it has freed itself, the loop exits. The TLS
+ * context and the certificates are freed only after that.
  */
 #include "server/server.h"
 
@@ -19,6 +25,8 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "net/certs.h"
+#include "net/dns_server.h"
 #include "net/http_server.h"
 #include "net/log.h"
 #include "server/worker_client.h"
@@ -69,6 +77,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     fflush(stdout);
     if (ls->worker)
         local_worker_cancel_all(ls->worker, "the local server is shutting down");
+    lk_dns_server_free(ls->dns);
+    ls->dns = NULL;
     event_del(ls->sigint);
     event_del(ls->sigterm);
     struct lk_http_server *http = ls->http;
@@ -113,9 +123,81 @@ static int start_worker(struct local_server *ls, const struct local_opts *o)
     return rc;
 }
 
+/* DESIGN §2.10: a certificate only for names at or under a managed domain. */
+static bool is_managed(const char *name, void *data)
+{
+    struct local_server *ls = data;
+    struct lk_dns_zones zones;
+    local_dns_names_zones(&ls->names, &zones);
+    for (size_t i = 0; i < zones.n_domains; i++) {
+        if (lk_dns_name_at_or_under(name, zones.domains[i]))
+            return true;
+    }
+    return false;
+}
+
+static int start_https(struct local_server *ls, const struct local_opts *o)
+{
+    if (strcmp(o->https_addr, LOCAL_ADDR_OFF) == 0)
+        return 0;
+    errno = 0;
+    if (lk_certs_open(o->certs_dir, &ls->certs) != 0) {
+        fprintf(stderr, "Exited with error: Failed to load certificates from \"%s\"%s%s\n",
+                o->certs_dir, errno ? ": " : "", errno ? strerror(errno) : "");
+        return LK_EIO;
+    }
+    ls->tls = lk_certs_new_server_ctx(ls->certs, is_managed, ls);
+    if (!ls->tls) {
+        fprintf(stderr, "Exited with error: cannot set up TLS for the HTTPS listener\n");
+        return LK_EIO;
+    }
+    char bound[64];
+    errno = 0;
+    if (lk_http_server_listen(ls->http, o->https_addr, ls->tls, bound, sizeof(bound)) != 0) {
+        fprintf(stderr, "Exited with error: Failed to listen for HTTPS on %s%s%s\n", o->https_addr,
+                errno ? ": " : "", errno ? strerror(errno) : "");
+        return LK_EIO;
+    }
+    printf("HTTPS listening on %s\n", bound);
+    fflush(stdout);
+    return 0;
+}
+
+static void dns_zones(struct lk_dns_zones *zones, void *data)
+{
+    struct local_server *ls = data;
+    local_dns_names_zones(&ls->names, zones);
+}
+
+static int start_dns(struct local_server *ls, const struct local_opts *o)
+{
+    if (strcmp(o->dns_addr, LOCAL_ADDR_OFF) == 0)
+        return 0;
+    struct lk_dns_server_opts dopts = {
+        .listen = o->dns_addr,
+        .upstream = o->dns_upstream,
+        .zones_cb = dns_zones,
+        .zones_data = ls,
+    };
+    errno = 0;
+    if (lk_dns_server_new(ls->base, &dopts, &ls->dns) != 0) {
+        fprintf(stderr, "Exited with error: Failed to listen for DNS on %s%s%s\n", o->dns_addr,
+                errno ? ": " : "", errno ? strerror(errno) : "");
+        return LK_EIO;
+    }
+    char bound[64];
+    printf("DNS listening on %s\n", lk_dns_server_addr(ls->dns, bound, sizeof(bound)));
+    fflush(stdout);
+    return 0;
+}
+
 static void server_release(struct local_server *ls)
 {
+    lk_dns_server_free(ls->dns);
     lk_http_server_free(ls->http);
+    if (ls->tls)
+        SSL_CTX_free(ls->tls);
+    lk_certs_free(ls->certs);
     local_worker_free(ls->worker);
     if (ls->sigint)
         event_free(ls->sigint);
@@ -152,6 +234,10 @@ int local_server_run(const struct local_opts *o)
     int rc = start_worker(&ls, o);
     if (rc == 0)
         rc = start_http(&ls, o);
+    if (rc == 0)
+        rc = start_https(&ls, o);
+    if (rc == 0)
+        rc = start_dns(&ls, o);
     if (rc == 0)
         event_base_dispatch(ls.base);
     server_release(&ls);

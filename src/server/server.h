@@ -28,6 +28,8 @@ struct event_base;
 struct lk_exchange;
 struct lk_http_server;
 struct lk_dns_server;
+struct lk_certs;
+struct ssl_ctx_st;
 struct local_worker;
 
 /* Largest admin JSON body (DESIGN §9; 413 past it). */
@@ -74,7 +76,9 @@ int local_server_run(const struct local_opts *o);
 struct local_server {
     struct event_base *base;        /* owned */
     struct lk_http_server *http;    /* owned; NULL once draining began */
-    struct lk_dns_server *dns;      /* owned; NULL when --dns off */
+    struct lk_dns_server *dns;      /* owned; NULL when --dns off or stopping */
+    struct lk_certs *certs;         /* owned; NULL when --https off */
+    struct ssl_ctx_st *tls;         /* owned server context; NULL when --https off */
     struct local_worker *worker;    /* owned; NULL without a worker URL */
     struct lk_kv kv;                /* in-memory sessions (SPEC §2.7) */
     struct lk_session_cache *cache; /* parsed sessions, by name */

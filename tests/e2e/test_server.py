@@ -24,6 +24,14 @@ CORS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def no_tls_no_dns(env):
+    """Servers here listen on HTTP only unless a test asks for more; the
+    DESIGN §3 defaults (:443, :8053) would collide between servers."""
+    env["LINKUP_HTTPS_ADDR"] = "off"
+    env["LINKUP_DNS_ADDR"] = "off"
+
+
 @pytest.fixture
 def upstream():
     u = lk.RecordingUpstream("127.0.0.2")

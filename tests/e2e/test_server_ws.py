@@ -7,6 +7,14 @@ import pytest
 import lk
 
 
+@pytest.fixture(autouse=True)
+def no_tls_no_dns(env):
+    """Servers here listen on HTTP only unless a test asks for more; the
+    DESIGN §3 defaults (:443, :8053) would collide between servers."""
+    env["LINKUP_HTTPS_ADDR"] = "off"
+    env["LINKUP_DNS_ADDR"] = "off"
+
+
 @pytest.fixture
 def worker():
     w = lk.FakeWorker("127.0.0.3")
