@@ -107,9 +107,11 @@ import signal as _signal
 import struct as _struct
 
 
-def spawn_local_server(bin_, env, *args, log_path=None, http="127.0.0.1:0", timeout=20):
-    """`linkup server --http HTTP ARGS...`; waits for "HTTP listening on A:P".
-    stderr goes to log_path (a file, so the pipe never fills). Returns Proc."""
+def spawn_local_server(bin_, env, *args, log_path=None, http="127.0.0.1:0", timeout=20,
+                       wanted=("HTTP",)):
+    """`linkup server --http HTTP ARGS...`; waits for the "KIND listening on
+    A:P" line of every KIND in wanted. stderr goes to log_path (a file, so the
+    pipe never fills). Returns Proc."""
     err = open(log_path, "w") if log_path else subprocess.DEVNULL
     p = subprocess.Popen([bin_, "server", "--http", http, *args], stdout=subprocess.PIPE,
                          stderr=err, text=True, env=env)
@@ -117,7 +119,7 @@ def spawn_local_server(bin_, env, *args, log_path=None, http="127.0.0.1:0", time
         err.close()
     addrs = {}
     deadline = time.time() + timeout
-    while "HTTP" not in addrs:
+    while set(wanted) - set(addrs):
         if time.time() > deadline or p.poll() is not None:
             p.kill()
             p.wait(5)
@@ -425,3 +427,29 @@ class WsEchoUpstream:
     def close(self):
         self.running = False
         self.sock.close()
+
+
+def dns_query(addr, name, qtype=1, timeout=5):
+    """One UDP DNS query; returns (rcode, [rdata of each answer])."""
+    qname = b"".join(bytes([len(x)]) + x.encode() for x in name.split(".")) + b"\0"
+    packet = _struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + qname + _struct.pack(
+        "!HH", qtype, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(packet, addr)
+        data, _ = s.recvfrom(4096)
+    qid, flags, _, ancount, _, _ = _struct.unpack("!HHHHHH", data[:12])
+    assert qid == 0x4242
+    off = 12 + len(qname) + 4
+    answers = []
+    for _ in range(ancount):
+        if data[off] & 0xC0 == 0xC0:
+            off += 2
+        else:
+            while data[off]:
+                off += data[off] + 1
+            off += 1
+        _, _, _, rdlen = _struct.unpack("!HHIH", data[off:off + 10])
+        answers.append(data[off + 10:off + 10 + rdlen])
+        off += 10 + rdlen
+    return flags & 0xF, answers

@@ -498,3 +498,52 @@ def test_chain_through_real_worker(linkup_bin, env, tmp_path):
         w.stop()
         local.close()
         remote.close()
+
+
+# ---- HTTPS and DNS listeners (issue 6 via lib/net/certs and dns_server) -------
+
+def test_https_and_dns_listeners(linkup_bin, env, tmp_path, worker, upstream):
+    import os
+    import ssl
+    import stat
+    certs = tmp_path / "certs"
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
+                              "token123", "--https", "127.0.0.1:0", "--dns", "127.0.0.1:0",
+                              "--certs-dir", str(certs), log_path=str(tmp_path / "server.log"),
+                              wanted=("HTTP", "HTTPS", "DNS"))
+    try:
+        ca = certs / "linkup_ca.cert.pem"
+        assert ca.exists()
+        assert stat.S_IMODE(os.stat(certs / "linkup_ca.key.pem").st_mode) == 0o600
+        seed(s.addrs["HTTP"], "tls-cow", {"frontend": upstream.url},
+             [("example.com", "frontend", None), ("second.test", "frontend", None)])
+        ctx = ssl.create_default_context(cafile=str(ca))
+        for sni in ("tls-cow.example.com", "api.tls-cow.example.com", "tls-cow.second.test"):
+            with socket.create_connection(s.addrs["HTTPS"], timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname=sni) as tls:
+                    tls.sendall(b"GET /over-tls HTTP/1.1\r\nHost: tls-cow.example.com\r\n"
+                                b"Connection: close\r\n\r\n")
+                    data = b""
+                    while True:
+                        chunk = tls.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+            assert data.startswith(b"HTTP/1.1 200"), (sni, data[:200])
+            assert data.endswith(b"under_fe")
+        # The proxied request saw x-forwarded-host built from the https URL.
+        assert ("x-forwarded-host", "tls-cow.example.com") in [
+            (k.lower(), v) for k, v in upstream.last_headers()]
+        with socket.create_connection(s.addrs["HTTPS"], timeout=10) as raw:
+            with pytest.raises(ssl.SSLError):
+                ctx.wrap_socket(raw, server_hostname="unmanaged.example.org")
+
+        dns = s.addrs["DNS"]
+        assert lk.dns_query(dns, "tls-cow.example.com") == (0, [bytes([127, 0, 0, 1])])
+        assert lk.dns_query(dns, "x.tls-cow.second.test", 28) == (0, [bytes(15) + b"\x01"])
+        assert lk.dns_query(dns, "nobody.example.com")[0] == 3
+        assert lk.request(s.addrs["HTTP"], "DELETE", "/linkup/sessions/tls-cow").status == 204
+        assert lk.request(s.addrs["HTTP"], "GET", "/linkup/dns").json() == {"domains": []}
+    finally:
+        code, out = lk.stop_gracefully(s)
+        assert code == 0, open(s.log_path).read()
