@@ -623,6 +623,36 @@ static int yaml_error(struct parser *p, const yaml_parser_t *yp, const char *tex
     return fail_mark(p, yp->problem_mark, LK_EPARSE, "invalid YAML: %s", problem);
 }
 
+/* libyaml's scanner does work proportional to the flow nesting depth for every
+ * token, so deep nesting costs quadratic time. This event pass stops at
+ * LK_CONFIG_MAX_DEPTH before that matters; syntax errors are left to the
+ * document load, which reports them identically. */
+static int check_depth(struct parser *p, const char *text, size_t len)
+{
+    yaml_parser_t yp;
+    yaml_event_t ev;
+    unsigned depth = 0;
+    int rc = 0;
+    if (!yaml_parser_initialize(&yp))
+        LK_BUG("yaml_parser_initialize");
+    yaml_parser_set_input_string(&yp, (const unsigned char *)text, len);
+    while (rc == 0 && yaml_parser_parse(&yp, &ev)) {
+        yaml_event_type_t type = ev.type;
+        if (type == YAML_SEQUENCE_START_EVENT || type == YAML_MAPPING_START_EVENT) {
+            if (++depth > LK_CONFIG_MAX_DEPTH)
+                rc = fail_mark(p, ev.start_mark, LK_ELIMIT, "YAML nested deeper than %u levels",
+                               LK_CONFIG_MAX_DEPTH);
+        } else if (type == YAML_SEQUENCE_END_EVENT || type == YAML_MAPPING_END_EVENT) {
+            depth--;
+        }
+        yaml_event_delete(&ev);
+        if (type == YAML_STREAM_END_EVENT)
+            break;
+    }
+    yaml_parser_delete(&yp);
+    return rc;
+}
+
 /* Loads the one document of the stream; a second document is an error. */
 static int load_document(struct parser *p, yaml_parser_t *yp, const char *text, size_t len,
                          bool *loaded)
@@ -682,6 +712,9 @@ int lk_config_parse(const char *text, size_t len, const char *path_for_messages,
         rc = LK_ELIMIT;
         goto out;
     }
+    rc = check_depth(&p, text, len);
+    if (rc != 0)
+        goto out;
     yaml_parser_set_input_string(&yp, (const unsigned char *)text, len);
     rc = load_document(&p, &yp, text, len, &have_doc);
     if (rc == 0)

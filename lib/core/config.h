@@ -21,8 +21,9 @@
  * null, absent and [] are kept apart where SPEC §1.2 does: a list field has a
  * has_x flag that is false for null/absent and true for a list (even empty).
  *
- * Limits: text above LK_CONFIG_MAX_BYTES is refused; alias expansion is
- * bounded by LK_CONFIG_MAX_NODES node visits, so an alias "bomb" fails fast.
+ * Limits: text above LK_CONFIG_MAX_BYTES and nesting deeper than
+ * LK_CONFIG_MAX_DEPTH are refused; alias expansion is bounded by
+ * LK_CONFIG_MAX_NODES node visits, so an alias "bomb" fails fast.
  *
  * A loaded config never changes; it is freed as a whole with lk_config_free.
  * Every string and array in it is owned by the config.
@@ -40,6 +41,8 @@
 
 /* The largest config text lk_config_parse accepts (and the CLI reads). */
 #define LK_CONFIG_MAX_BYTES (10u * 1024u * 1024u)
+/* The deepest nesting of YAML lists and mappings accepted. */
+#define LK_CONFIG_MAX_DEPTH 64u
 /* The most YAML nodes the schema walk may visit, counting every alias use. */
 #define LK_CONFIG_MAX_NODES 100000u
 
