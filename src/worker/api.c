@@ -349,6 +349,8 @@ static char *form_decode(struct lk_exchange *ex, const char *s, size_t n)
 static const char *query_field(struct lk_exchange *ex, struct lk_str query, const char *key)
 {
     size_t klen = strlen(key);
+    if (query.ptr == NULL)
+        return NULL;
     const char *p = query.ptr;
     const char *end = query.ptr + query.len;
     while (p < end) {

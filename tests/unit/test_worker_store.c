@@ -1,0 +1,558 @@
+/*
+ * test_worker_store.c - the worker's stores (memory, SQLite on a temp file,
+ * Redis when a redis-server binary exists) and its tunnel records.
+ *
+ * The worker's sources live in src/worker and are not a library, so the
+ * store and tunnel modules are compiled into this test directly. Time is a
+ * fake clock so expiry can be tested without waiting.
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "worker/store.c"
+#include "worker/store_memory.c"
+#include "worker/store_redis.c"
+#include "worker/store_sqlite.c"
+#include "worker/tunnels.c"
+
+extern char **environ;
+
+static uint64_t fake_now = 1750000000000ULL;
+
+static uint64_t fake_clock(void *ctx)
+{
+    (void)ctx;
+    return fake_now;
+}
+
+static char tmp_dir[64];
+static pid_t redis_pid = -1;
+static char redis_spec[64];
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static struct worker_store *open_store(const char *spec)
+{
+    struct worker_store *st = NULL;
+    struct lk_buf err = LK_BUF_INIT;
+    int rc = worker_store_open(spec, fake_clock, NULL, &st, &err);
+    if (rc != 0)
+        fprintf(stderr, "  open %s: %s\n", spec, err.data);
+    lk_buf_release(&err);
+    return st;
+}
+
+static int get_str(const struct lk_kv *kv, const char *key, struct lk_buf *out)
+{
+    lk_buf_reset(out);
+    return lk_kv_get(kv, key, out, NULL);
+}
+
+static int count_cb(void *data, const char *key, const char *value, size_t len)
+{
+    (void)key;
+    (void)value;
+    (void)len;
+    (*(int *)data)++;
+    return 0;
+}
+
+static int count(const struct lk_kv *kv)
+{
+    int n = 0;
+    CHECK_INT_EQ(lk_kv_list(kv, count_cb, &n, NULL), 0);
+    return n;
+}
+
+/* The spec strings under test: memory, sqlite, and redis when running. */
+static size_t backends(const char *specs[3])
+{
+    static char sqlite_spec[128];
+    size_t n = 0;
+    specs[n++] = "memory";
+    snprintf(sqlite_spec, sizeof(sqlite_spec), "sqlite:%s/store.db", tmp_dir);
+    specs[n++] = sqlite_spec;
+    if (redis_pid > 0)
+        specs[n++] = redis_spec;
+    return n;
+}
+
+/* ---- Redis for the tests ------------------------------------------------------- */
+
+static int free_port(void)
+{
+    struct sockaddr_in sa = { 0 };
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd == -1 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) == -1) {
+        if (fd != -1)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static bool can_connect(int port)
+{
+    struct sockaddr_in sa = { 0 };
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = fd != -1 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    if (fd != -1)
+        close(fd);
+    return ok;
+}
+
+/* Starts redis-server on a free 127.0.0.1 port when the binary exists. */
+static void start_redis(void)
+{
+    const char *exe = "/usr/bin/redis-server";
+    char port_s[16];
+    int port = free_port();
+    if (access(exe, X_OK) != 0 || port <= 0) {
+        printf("# redis-server not found: Redis cases skipped\n");
+        return;
+    }
+    snprintf(port_s, sizeof(port_s), "%d", port);
+    char *argv[] = { (char *)"redis-server",
+                     (char *)"--port",
+                     port_s,
+                     (char *)"--bind",
+                     (char *)"127.0.0.1",
+                     (char *)"--save",
+                     (char *)"",
+                     (char *)"--appendonly",
+                     (char *)"no",
+                     NULL };
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    if (posix_spawn(&redis_pid, exe, &fa, NULL, argv, environ) != 0)
+        redis_pid = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    for (int i = 0; redis_pid > 0 && i < 200 && !can_connect(port); i++)
+        usleep(25000);
+    snprintf(redis_spec, sizeof(redis_spec), "redis://127.0.0.1:%d/3", port);
+}
+
+static void stop_redis(void)
+{
+    if (redis_pid <= 0)
+        return;
+    kill(redis_pid, SIGTERM);
+    waitpid(redis_pid, NULL, 0);
+    redis_pid = -1;
+}
+
+/* ---- tests ----------------------------------------------------------------------- */
+
+static void test_open_rejects_bad_specs(void)
+{
+    static const char *const bad[] = {
+        "",
+        "nosuch",
+        "sqlite:",
+        "redis://",
+        "redis://h",
+        "redis://h:0",
+        "redis://h:x/1",
+        "redis://:80",
+        "sqlite:/nonexistent-dir/x/y.db",
+    };
+    for (size_t i = 0; i < LK_ARRAY_LEN(bad); i++) {
+        struct worker_store *st = NULL;
+        struct lk_buf err = LK_BUF_INIT;
+        int rc = worker_store_open(bad[i], fake_clock, NULL, &st, &err);
+        CHECK(rc != 0);
+        CHECK(st == NULL);
+        CHECK(err.len > 0);
+        lk_buf_release(&err);
+    }
+}
+
+static void test_kv_basics(void)
+{
+    const char *specs[3];
+    size_t n = backends(specs);
+    for (size_t i = 0; i < n; i++) {
+        struct worker_store *st = open_store(specs[i]);
+        struct lk_buf v = LK_BUF_INIT;
+        bool exists = true;
+        CHECK(st != NULL);
+        if (st == NULL)
+            continue;
+        lk_kv_del(&st->sessions, "a", NULL);
+        lk_kv_del(&st->tunnels, "a", NULL);
+        CHECK_INT_EQ(get_str(&st->sessions, "a", &v), LK_ENOTFOUND);
+        CHECK_INT_EQ(lk_kv_exists(&st->sessions, "a", &exists, NULL), 0);
+        CHECK(!exists);
+        CHECK_INT_EQ(lk_kv_put(&st->sessions, "a", "{\"x\":1}", 7, NULL), 0);
+        CHECK_INT_EQ(get_str(&st->sessions, "a", &v), 0);
+        CHECK_STR_EQ(v.data, "{\"x\":1}");
+        CHECK_INT_EQ(lk_kv_put(&st->sessions, "a", "second", 6, NULL), 0);
+        CHECK_INT_EQ(get_str(&st->sessions, "a", &v), 0);
+        CHECK_STR_EQ(v.data, "second");
+        /* The two key spaces are separate. */
+        CHECK_INT_EQ(get_str(&st->tunnels, "a", &v), LK_ENOTFOUND);
+        CHECK_INT_EQ(lk_kv_put(&st->tunnels, "a", "tunnel", 6, NULL), 0);
+        CHECK_INT_EQ(get_str(&st->sessions, "a", &v), 0);
+        CHECK_STR_EQ(v.data, "second");
+        CHECK_INT_EQ(lk_kv_exists(&st->sessions, "a", &exists, NULL), 0);
+        CHECK(exists);
+        CHECK_INT_EQ(count(&st->sessions), 1);
+        CHECK_INT_EQ(lk_kv_del(&st->sessions, "a", NULL), 0);
+        CHECK_INT_EQ(lk_kv_del(&st->sessions, "a", NULL), 0);
+        CHECK_INT_EQ(get_str(&st->sessions, "a", &v), LK_ENOTFOUND);
+        CHECK_INT_EQ(get_str(&st->tunnels, "a", &v), 0);
+        CHECK_INT_EQ(lk_kv_del(&st->tunnels, "a", NULL), 0);
+        lk_buf_release(&v);
+        worker_store_free(st);
+    }
+}
+
+/* Sessions expire 7 days after their last put (Redis keeps its own clock and
+ * is checked through PTTL instead). */
+static void test_session_expiry(void)
+{
+    const char *specs[2] = { "memory", NULL };
+    char sqlite_spec[128];
+    snprintf(sqlite_spec, sizeof(sqlite_spec), "sqlite:%s/expiry.db", tmp_dir);
+    specs[1] = sqlite_spec;
+    for (size_t i = 0; i < 2; i++) {
+        struct worker_store *st = open_store(specs[i]);
+        struct lk_buf v = LK_BUF_INIT;
+        uint64_t t0 = fake_now;
+        if (st == NULL)
+            continue;
+        lk_kv_put(&st->sessions, "s", "v", 1, NULL);
+        lk_kv_put(&st->tunnels, "t", "v", 1, NULL);
+        fake_now = t0 + WORKER_SESSION_TTL_MS - 1;
+        CHECK_INT_EQ(get_str(&st->sessions, "s", &v), 0);
+        /* A new put restarts the 7 days. */
+        lk_kv_put(&st->sessions, "s", "w", 1, NULL);
+        fake_now = t0 + WORKER_SESSION_TTL_MS + 10;
+        CHECK_INT_EQ(get_str(&st->sessions, "s", &v), 0);
+        CHECK_STR_EQ(v.data, "w");
+        fake_now = t0 + 2 * WORKER_SESSION_TTL_MS - 1;
+        CHECK_INT_EQ(get_str(&st->sessions, "s", &v), LK_ENOTFOUND);
+        CHECK_INT_EQ(count(&st->sessions), 0);
+        /* Tunnels never expire. */
+        fake_now = t0 + 100 * WORKER_SESSION_TTL_MS;
+        CHECK_INT_EQ(get_str(&st->tunnels, "t", &v), 0);
+        CHECK_INT_EQ(worker_store_purge(st, NULL), 0);
+        CHECK_INT_EQ(get_str(&st->tunnels, "t", &v), 0);
+        fake_now = t0;
+        lk_buf_release(&v);
+        worker_store_free(st);
+    }
+}
+
+static void test_sqlite_purge_deletes_rows(void)
+{
+    char spec[128];
+    snprintf(spec, sizeof(spec), "sqlite:%s/purge.db", tmp_dir);
+    struct worker_store *st = open_store(spec);
+    uint64_t t0 = fake_now;
+    if (st == NULL)
+        return;
+    lk_kv_put(&st->sessions, "old", "v", 1, NULL);
+    fake_now = t0 + 1000;
+    lk_kv_put(&st->sessions, "new", "v", 1, NULL);
+    fake_now = t0 + WORKER_SESSION_TTL_MS + 500;
+    CHECK_INT_EQ(worker_store_purge(st, NULL), 0);
+    struct sq_db *d = st->backend;
+    sqlite3_stmt *stmt = NULL;
+    sqlite3_prepare_v2(d->db, "SELECT key FROM sessions", -1, &stmt, NULL);
+    CHECK_INT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+    CHECK_STR_EQ((const char *)sqlite3_column_text(stmt, 0), "new");
+    CHECK_INT_EQ(sqlite3_step(stmt), SQLITE_DONE);
+    sqlite3_finalize(stmt);
+    fake_now = t0;
+    worker_store_free(st);
+}
+
+static void test_sqlite_survives_reopen(void)
+{
+    char spec[128];
+    struct lk_buf v = LK_BUF_INIT;
+    snprintf(spec, sizeof(spec), "sqlite:%s/reopen.db", tmp_dir);
+    struct worker_store *st = open_store(spec);
+    if (st == NULL)
+        return;
+    lk_kv_put(&st->sessions, "potato", "json", 4, NULL);
+    lk_kv_put(&st->tunnels, "linkup-tunnel-potato", "rec", 3, NULL);
+    worker_store_free(st);
+    st = open_store(spec);
+    CHECK(st != NULL);
+    if (st == NULL)
+        return;
+    CHECK_INT_EQ(get_str(&st->sessions, "potato", &v), 0);
+    CHECK_STR_EQ(v.data, "json");
+    CHECK_INT_EQ(get_str(&st->tunnels, "linkup-tunnel-potato", &v), 0);
+    CHECK_STR_EQ(v.data, "rec");
+    lk_buf_release(&v);
+    worker_store_free(st);
+}
+
+static void test_redis_shared_and_ttl(void)
+{
+    if (redis_pid <= 0)
+        return;
+    struct worker_store *a = open_store(redis_spec);
+    struct worker_store *b = open_store(redis_spec);
+    struct lk_buf v = LK_BUF_INIT;
+    CHECK(a != NULL && b != NULL);
+    if (a == NULL || b == NULL)
+        goto out;
+    CHECK_INT_EQ(lk_kv_put(&a->sessions, "shared", "one", 3, NULL), 0);
+    CHECK_INT_EQ(get_str(&b->sessions, "shared", &v), 0);
+    CHECK_STR_EQ(v.data, "one");
+    CHECK_INT_EQ(lk_kv_put(&a->tunnels, "tun", "rec", 3, NULL), 0);
+    struct rd_db *d = a->backend;
+    redisReply *r = redisCommand(d->c, "PTTL session:shared");
+    CHECK(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer > 0 &&
+          r->integer <= (long long)WORKER_SESSION_TTL_MS);
+    freeReplyObject(r);
+    r = redisCommand(d->c, "PTTL tunnel:tun");
+    CHECK(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == -1);
+    freeReplyObject(r);
+    /* A dropped connection is re-established by the next call. */
+    rd_drop(d);
+    CHECK_INT_EQ(get_str(&a->sessions, "shared", &v), 0);
+    CHECK_INT_EQ(count(&b->tunnels), 1);
+out:
+    lk_buf_release(&v);
+    worker_store_free(a);
+    worker_store_free(b);
+}
+
+static void test_redis_down_is_store_error(void)
+{
+    if (redis_pid <= 0)
+        return;
+    struct worker_store *st = open_store(redis_spec);
+    struct lk_buf v = LK_BUF_INIT;
+    struct lk_buf err = LK_BUF_INIT;
+    bool exists = false;
+    if (st == NULL)
+        return;
+    stop_redis();
+    CHECK_INT_EQ(lk_kv_get(&st->sessions, "x", &v, &err), LK_ESTORE);
+    CHECK(err.len > 0);
+    CHECK_INT_EQ(lk_kv_put(&st->sessions, "x", "v", 1, NULL), LK_ESTORE);
+    CHECK_INT_EQ(lk_kv_exists(&st->sessions, "x", &exists, NULL), LK_ESTORE);
+    CHECK(lk_kv_list(&st->tunnels, count_cb, &(int){ 0 }, NULL) != 0);
+    lk_buf_release(&err);
+    lk_buf_release(&v);
+    worker_store_free(st);
+}
+
+/* The parsed-session cache over a real store follows updates at once. */
+static void test_session_cache_follows_updates(void)
+{
+    char spec[128];
+    snprintf(spec, sizeof(spec), "sqlite:%s/cache.db", tmp_dir);
+    struct worker_store *st = open_store(spec);
+    struct lk_session_cache *cache = lk_session_cache_new(0);
+    static const char *const locations[] = { "http://one.example.com/", "http://two.example.com/" };
+    if (st == NULL)
+        return;
+    for (size_t i = 0; i < LK_ARRAY_LEN(locations); i++) {
+        struct lk_session *s = lk_session_new(LK_SESSION_PREVIEW, "tok");
+        struct lk_session *got = NULL;
+        struct lk_session *again = NULL;
+        lk_session_add_service(s, "fe", locations[i], strlen(locations[i]), NULL);
+        lk_session_add_domain(s, "example.com", "fe");
+        CHECK_INT_EQ(lk_store_put_session(&st->sessions, "n", s, NULL), 0);
+        CHECK_INT_EQ(lk_store_get_session(&st->sessions, cache, "n", &got, NULL), 0);
+        CHECK_INT_EQ(lk_store_get_session(&st->sessions, cache, "n", &again, NULL), 0);
+        CHECK(got == again); /* parsed once */
+        if (got != NULL)
+            CHECK_STR_EQ(got->services[0].location_str, locations[i]);
+        lk_session_free(again);
+        lk_session_free(got);
+        lk_session_free(s);
+    }
+    lk_session_cache_free(cache);
+    worker_store_free(st);
+}
+
+/* ---- tunnels ----------------------------------------------------------------------- */
+
+static void test_tunnel_url(void)
+{
+    static const struct {
+        const char *prefix, *domain;
+        int port;
+        const char *want;
+    } cases[] = {
+        { "linkup-tunnel-", "localhost", 8787, "http://linkup-tunnel-tiny-cow.localhost:8787" },
+        { "linkup-tunnel-", "localhost", 80, "http://linkup-tunnel-tiny-cow.localhost" },
+        { "t-", "tunnels.example.com", 443, "http://t-tiny-cow.tunnels.example.com:443" },
+    };
+    for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
+        struct worker_tunnel_cfg cfg = { cases[i].prefix, cases[i].domain, cases[i].port };
+        struct lk_buf out = LK_BUF_INIT;
+        worker_tunnel_url(&cfg, "tiny-cow", &out);
+        CHECK_STR_EQ(out.data, cases[i].want);
+        lk_buf_release(&out);
+    }
+}
+
+static void test_tunnel_host_session(void)
+{
+    static const struct {
+        const char *host;
+        const char *session; /* NULL: not a tunnel host */
+    } cases[] = {
+        { "linkup-tunnel-tiny-cow.localhost", "tiny-cow" },
+        { "LINKUP-TUNNEL-Tiny-Cow.LOCALHOST", "Tiny-Cow" },
+        { "linkup-tunnel-a.b.localhost", "a.b" },
+        { "linkup-tunnel-.localhost", NULL },
+        { "linkup-tunnel-x.localhostx", NULL },
+        { "linkup-tunnel-xlocalhost", NULL },
+        { "tiny-cow.localhost", NULL },
+        { "localhost", NULL },
+        { "", NULL },
+    };
+    struct worker_tunnel_cfg cfg = { "linkup-tunnel-", "localhost", 8787 };
+    for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
+        struct lk_str s = LK_STR_NULL;
+        bool is = worker_tunnel_host_session(&cfg, lk_str_c(cases[i].host), &s);
+        CHECK_INT_EQ(is, cases[i].session != NULL);
+        if (is && cases[i].session)
+            CHECK_MEM_EQ(s.ptr, s.len, cases[i].session, strlen(cases[i].session));
+    }
+}
+
+static const char *json_str(const json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static void test_tunnel_upsert_record(void)
+{
+    struct worker_store *st = open_store("memory");
+    struct worker_tunnel_cfg cfg = { "linkup-tunnel-", "localhost", 8787 };
+    struct lk_buf j1 = LK_BUF_INIT;
+    struct lk_buf j2 = LK_BUF_INIT;
+    struct lk_buf url = LK_BUF_INIT;
+    CHECK_INT_EQ(worker_tunnel_upsert(&st->tunnels, &cfg, "tiny-cow", 1000, &j1, &url, NULL), 0);
+    CHECK_STR_EQ(url.data, "http://linkup-tunnel-tiny-cow.localhost:8787");
+    json_t *a = json_loads(j1.data, JSON_PRESERVE_ORDER, NULL);
+    CHECK(a != NULL);
+    const char *order[] = {
+        "account_id", "name", "url", "id", "secret", "last_started", "provider"
+    };
+    size_t k = 0;
+    const char *key;
+    json_t *val;
+    json_object_foreach(a, key, val)
+    {
+        CHECK(k < LK_ARRAY_LEN(order) && strcmp(key, order[k]) == 0);
+        k++;
+    }
+    CHECK_INT_EQ(k, LK_ARRAY_LEN(order));
+    CHECK_STR_EQ(json_str(a, "account_id"), "");
+    CHECK_STR_EQ(json_str(a, "name"), "linkup-tunnel-tiny-cow");
+    CHECK_STR_EQ(json_str(a, "provider"), "linkup");
+    CHECK_INT_EQ(strlen(json_str(a, "id")), 36);
+    CHECK(json_str(a, "id")[14] == '4');
+    CHECK_INT_EQ(strlen(json_str(a, "secret")), 44);
+    CHECK_INT_EQ(json_integer_value(json_object_get(a, "last_started")), 1000);
+    /* Upsert again: same id and secret, new last_started. */
+    CHECK_INT_EQ(worker_tunnel_upsert(&st->tunnels, &cfg, "tiny-cow", 2000, &j2, NULL, NULL), 0);
+    json_t *b = json_loads(j2.data, 0, NULL);
+    CHECK_STR_EQ(json_str(b, "id"), json_str(a, "id"));
+    CHECK_STR_EQ(json_str(b, "secret"), json_str(a, "secret"));
+    CHECK_INT_EQ(json_integer_value(json_object_get(b, "last_started")), 2000);
+    /* A broken record is replaced. */
+    lk_kv_put(&st->tunnels, "linkup-tunnel-x", "garbage", 7, NULL);
+    lk_buf_reset(&j2);
+    CHECK_INT_EQ(worker_tunnel_upsert(&st->tunnels, &cfg, "x", 3000, &j2, NULL, NULL), 0);
+    CHECK(strstr(j2.data, "\"last_started\":3000") != NULL);
+    json_decref(a);
+    json_decref(b);
+    lk_buf_release(&url);
+    lk_buf_release(&j2);
+    lk_buf_release(&j1);
+    worker_store_free(st);
+}
+
+static void test_tunnel_cleanup(void)
+{
+    struct worker_store *st = open_store("memory");
+    struct worker_tunnel_cfg cfg = { "p-", "d", 80 };
+    const uint64_t now = 10 * WORKER_TUNNEL_MAX_AGE_MS;
+    static const struct {
+        const char *session;
+        uint64_t age;
+        bool kept;
+    } cases[] = {
+        { "fresh", 0, true },
+        { "day", 86400000ULL, true },
+        { "exactly", WORKER_TUNNEL_MAX_AGE_MS, true },
+        { "over", WORKER_TUNNEL_MAX_AGE_MS + 1, false },
+        { "ancient", 5 * WORKER_TUNNEL_MAX_AGE_MS, false },
+    };
+    struct lk_buf v = LK_BUF_INIT;
+    size_t deleted = 99;
+    for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++)
+        worker_tunnel_upsert(&st->tunnels, &cfg, cases[i].session, now - cases[i].age, NULL, NULL,
+                             NULL);
+    lk_kv_put(&st->tunnels, "p-broken", "{", 1, NULL);
+    CHECK_INT_EQ(worker_tunnel_cleanup(&st->tunnels, now, &deleted, NULL), 0);
+    CHECK_INT_EQ(deleted, 2);
+    for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
+        char key[64];
+        snprintf(key, sizeof(key), "p-%s", cases[i].session);
+        CHECK_INT_EQ(get_str(&st->tunnels, key, &v) == 0, cases[i].kept);
+    }
+    CHECK_INT_EQ(get_str(&st->tunnels, "p-broken", &v), 0);
+    lk_buf_release(&v);
+    worker_store_free(st);
+}
+
+int main(void)
+{
+    snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/lk-worker-store-XXXXXX");
+    if (mkdtemp(tmp_dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    start_redis();
+    RUN(test_open_rejects_bad_specs);
+    RUN(test_kv_basics);
+    RUN(test_session_expiry);
+    RUN(test_sqlite_purge_deletes_rows);
+    RUN(test_sqlite_survives_reopen);
+    RUN(test_redis_shared_and_ttl);
+    RUN(test_redis_down_is_store_error);
+    RUN(test_session_cache_follows_updates);
+    RUN(test_tunnel_url);
+    RUN(test_tunnel_host_session);
+    RUN(test_tunnel_upsert_record);
+    RUN(test_tunnel_cleanup);
+    stop_redis();
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmp_dir);
+    return DONE();
+}
