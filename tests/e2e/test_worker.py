@@ -749,8 +749,7 @@ class RssSampler:
         return self.peak
 
 
-def rss_limit_kib(linkup_bin):
-    return (256 if is_asan(linkup_bin) else 64) * 1024
+RSS_LIMIT_KIB = 64 * 1024
 
 
 def test_100_mib_upload_and_download(worker, upstreams, linkup_bin):
@@ -794,7 +793,10 @@ def test_100_mib_upload_and_download(worker, upstreams, linkup_bin):
         c.close()
     finally:
         peak = sampler.stop()
-    assert peak < rss_limit_kib(linkup_bin), f"worker RSS peaked at {peak} KiB"
+    # ASan's quarantine keeps freed buffers (256 MiB by default), so RSS says
+    # nothing about the worker there; the byte-exact checks above still ran.
+    if not is_asan(linkup_bin):
+        assert 0 < peak < RSS_LIMIT_KIB, f"worker RSS peaked at {peak} KiB"
 
 
 def test_upstream_down_is_502(worker):
