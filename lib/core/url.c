@@ -46,7 +46,8 @@ static bool is_forbidden_host_char(unsigned char c)
 }
 
 enum pct_set {
-    PCT_PATH = 0,
+    PCT_OPAQUE = 0, /* C0 controls and non-ASCII only */
+    PCT_PATH,
     PCT_QUERY,
     PCT_SPECIAL_QUERY,
     PCT_FRAGMENT,
@@ -58,6 +59,8 @@ static bool needs_pct(unsigned char c, enum pct_set set)
     if (c < 0x21 || c >= 0x7f)
         return true;
     switch (set) {
+    case PCT_OPAQUE:
+        return false;
     case PCT_PATH:
         return strchr("\"#<>?`{}", c) != NULL;
     case PCT_QUERY:
@@ -94,7 +97,8 @@ static bool seg_is(const char *p, size_t n, int dots)
     while (i < n) {
         if (p[i] == '.') {
             i++;
-        } else if (n - i >= 3 && p[i] == '%' && p[i + 1] == '2' && (p[i + 2] == 'e' || p[i + 2] == 'E')) {
+        } else if (n - i >= 3 && p[i] == '%' && p[i + 1] == '2' &&
+                   (p[i + 2] == 'e' || p[i + 2] == 'E')) {
             i += 3;
         } else {
             return false;
@@ -145,6 +149,24 @@ static char *encode_part(const char *p, size_t n, enum pct_set set)
     return lk_buf_detach(&out, NULL);
 }
 
+/* "user:pass" with each half encoded on its own (the first ":" separates
+ * them); NULL when both are empty, and no ":" when the password is. */
+static char *encode_userinfo(const char *p, size_t n)
+{
+    const char *colon = memchr(p, ':', n);
+    size_t user_n = colon ? (size_t)(colon - p) : n;
+    size_t pass_n = colon ? n - user_n - 1 : 0;
+    if (user_n == 0 && pass_n == 0)
+        return NULL;
+    struct lk_buf out = LK_BUF_INIT;
+    add_encoded(&out, p, user_n, PCT_USERINFO);
+    if (pass_n) {
+        lk_buf_addch(&out, ':');
+        add_encoded(&out, colon + 1, pass_n, PCT_USERINFO);
+    }
+    return lk_buf_detach(&out, NULL);
+}
+
 static int fail(const char **why, const char *msg)
 {
     if (why)
@@ -172,23 +194,135 @@ static char *clean_input(const char *s, size_t len, size_t *out_len)
     return c;
 }
 
+static bool is_hex(char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static unsigned hex_val(char c)
+{
+    return is_digit(c) ? (unsigned)(c - '0') : (unsigned)(lk_ascii_lower(c) - 'a' + 10);
+}
+
+/* The dotted IPv4 tail of an IPv6 address fills two pieces. */
+static bool parse_ipv6_v4(const char *p, size_t n, uint16_t *pieces)
+{
+    size_t i = 0;
+    int seen = 0;
+    while (i < n) {
+        if (seen > 0) {
+            if (p[i] != '.' || seen == 4)
+                return false;
+            i++;
+        }
+        if (i >= n || !is_digit(p[i]))
+            return false;
+        int v = -1;
+        for (; i < n && is_digit(p[i]); i++) {
+            if (v == 0)
+                return false; /* no leading zeros */
+            v = (v < 0 ? 0 : v * 10) + (p[i] - '0');
+            if (v > 255)
+                return false;
+        }
+        pieces[seen / 2] = (uint16_t)(pieces[seen / 2] * 0x100 + v);
+        seen++;
+    }
+    return seen == 4;
+}
+
+/* The WHATWG IPv6 parser, on the text between the brackets. */
+static bool parse_ipv6(const char *p, size_t n, uint16_t pieces[8])
+{
+    size_t i = 0;
+    int piece = 0, compress = -1;
+    memset(pieces, 0, 8 * sizeof(pieces[0]));
+    if (i < n && p[i] == ':') {
+        if (n - i < 2 || p[i + 1] != ':')
+            return false;
+        i += 2;
+        compress = ++piece;
+    }
+    while (i < n) {
+        if (piece == 8)
+            return false;
+        if (p[i] == ':') {
+            if (compress != -1)
+                return false;
+            i++;
+            compress = ++piece;
+            continue;
+        }
+        unsigned value = 0;
+        size_t len = 0;
+        for (; len < 4 && i < n && is_hex(p[i]); len++, i++)
+            value = value * 16 + hex_val(p[i]);
+        if (i < n && p[i] == '.') {
+            if (len == 0 || piece > 6 || !parse_ipv6_v4(p + i - len, n - i + len, &pieces[piece]))
+                return false;
+            piece += 2;
+            break;
+        }
+        if (i < n && p[i] == ':') {
+            if (++i == n)
+                return false;
+        } else if (i < n) {
+            return false;
+        }
+        pieces[piece++] = (uint16_t)value;
+    }
+    if (compress == -1)
+        return piece == 8;
+    for (int swaps = piece - compress, k = 7; k != 0 && swaps > 0; k--, swaps--) {
+        uint16_t t = pieces[k];
+        pieces[k] = pieces[compress + swaps - 1];
+        pieces[compress + swaps - 1] = t;
+    }
+    return true;
+}
+
+/* WHATWG serialisation: lower-case hex, the first longest run of two or more
+ * zero pieces written as "::". */
+static char *serialize_ipv6(const uint16_t pieces[8])
+{
+    int best = -1, best_len = 1;
+    for (int i = 0; i < 8; i++) {
+        int j = i;
+        while (j < 8 && pieces[j] == 0)
+            j++;
+        if (j - i > best_len) {
+            best = i;
+            best_len = j - i;
+        }
+    }
+    struct lk_buf out = LK_BUF_INIT;
+    lk_buf_addch(&out, '[');
+    for (int i = 0; i < 8; i++) {
+        if (i == best) {
+            lk_buf_adds(&out, i == 0 ? "::" : ":");
+            i += best_len - 1;
+            continue;
+        }
+        lk_buf_addf(&out, "%x%s", pieces[i], i < 7 ? ":" : "");
+    }
+    lk_buf_addch(&out, ']');
+    return lk_buf_detach(&out, NULL);
+}
+
 static int parse_host_port(const char *p, size_t n, bool special, struct lk_url *u,
                            const char **why)
 {
     size_t host_end = n;
     const char *port_p = NULL;
     size_t port_n = 0;
+    uint16_t pieces[8];
     if (n && p[0] == '[') {
         const char *rb = memchr(p, ']', n);
         if (rb == NULL)
             return fail(why, "unterminated IPv6 address");
         host_end = (size_t)(rb - p) + 1;
-        for (size_t i = 1; i + 1 < host_end; i++) {
-            char c = p[i];
-            if (!(is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' ||
-                  c == '.'))
-                return fail(why, "invalid IPv6 address");
-        }
+        if (!parse_ipv6(p + 1, host_end - 2, pieces))
+            return fail(why, "invalid IPv6 address");
         if (host_end < n) {
             if (p[host_end] != ':')
                 return fail(why, "invalid host");
@@ -218,9 +352,13 @@ static int parse_host_port(const char *p, size_t n, bool special, struct lk_url 
             return fail(why, "invalid port number");
         u->port = (int)v;
     }
-    u->host = lk_xstrndup(p, host_end);
-    for (char *h = u->host; *h; h++)
-        *h = lk_ascii_lower(*h);
+    if (n && p[0] == '[') {
+        u->host = serialize_ipv6(pieces);
+    } else {
+        u->host = lk_xstrndup(p, host_end);
+        for (char *h = u->host; *h; h++)
+            *h = lk_ascii_lower(*h);
+    }
     if (u->port == lk_url_default_port(u->scheme))
         u->port = -1;
     return 0;
@@ -238,8 +376,8 @@ int lk_url_parse(const char *s, size_t len, struct lk_url *url, const char **why
         rc = fail(why, "relative URL without a base");
         goto out;
     }
-    while (i < n && (is_alpha(in[i]) || is_digit(in[i]) || in[i] == '+' || in[i] == '-' ||
-                     in[i] == '.'))
+    while (i < n &&
+           (is_alpha(in[i]) || is_digit(in[i]) || in[i] == '+' || in[i] == '-' || in[i] == '.'))
         i++;
     if (i >= n || in[i] != ':') {
         rc = fail(why, "relative URL without a base");
@@ -252,8 +390,13 @@ int lk_url_parse(const char *s, size_t len, struct lk_url *url, const char **why
     bool special = is_special(u.scheme);
     bool has_authority = special || (n - i >= 2 && in[i] == '/' && in[i + 1] == '/');
     if (has_authority) {
-        while (i < n && (in[i] == '/' || (special && in[i] == '\\')))
-            i++;
+        /* Special schemes skip any run of slashes; others exactly "//". */
+        if (special) {
+            while (i < n && (in[i] == '/' || in[i] == '\\'))
+                i++;
+        } else {
+            i += 2;
+        }
         size_t a = i;
         while (i < n && in[i] != '/' && in[i] != '?' && in[i] != '#' && !(special && in[i] == '\\'))
             i++;
@@ -261,7 +404,7 @@ int lk_url_parse(const char *s, size_t len, struct lk_url *url, const char **why
         size_t auth_n = i - a;
         const char *at = memrchr(auth, '@', auth_n);
         if (at) {
-            u.userinfo = encode_part(auth, (size_t)(at - auth), PCT_USERINFO);
+            u.userinfo = encode_userinfo(auth, (size_t)(at - auth));
             auth_n -= (size_t)(at - auth) + 1;
             auth = at + 1;
         }
@@ -275,10 +418,10 @@ int lk_url_parse(const char *s, size_t len, struct lk_url *url, const char **why
     size_t ps = i;
     while (i < n && in[i] != '?' && in[i] != '#')
         i++;
-    if (special || i > ps)
+    if (special || (i > ps && in[ps] == '/'))
         u.path = normalize_path(in + ps, i - ps, special);
-    else
-        u.path = lk_xstrdup("");
+    else /* an opaque path ("mailto:a/b") is kept as written */
+        u.path = encode_part(in + ps, i - ps, PCT_OPAQUE);
     if (i < n && in[i] == '?') {
         size_t qs = ++i;
         while (i < n && in[i] != '#')
@@ -343,6 +486,9 @@ void lk_url_serialize(const struct lk_url *url, struct lk_buf *out)
             lk_buf_addch(out, '@');
         }
         lk_url_host_port(url, out);
+    } else if (url->path && url->path[0] == '/' && url->path[1] == '/') {
+        /* Without a host, "//" would read back as an authority (WHATWG). */
+        lk_buf_adds(out, "/.");
     }
     lk_buf_adds(out, url->path ? url->path : "");
     if (url->query) {
