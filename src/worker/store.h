@@ -18,7 +18,7 @@
  *   "sqlite:PATH"             one SQLite file (WAL, busy timeout), tables
  *                             sessions/tunnels(key TEXT PRIMARY KEY, value TEXT,
  *                             expires_at INTEGER); survives restarts;
- *   "redis://HOST:PORT[/DB]"  hiredis, keys "session:NAME" (SET ... PX) and
+ *   "redis://HOST:PORT[/DB]"  hiredis, keys "session:NAME" (SET ... EX) and
  *                             "tunnel:NAME"; synchronous calls with a short
  *                             timeout, reconnecting on failure.
  *

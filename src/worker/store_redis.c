@@ -2,7 +2,7 @@
  * store_redis.c - the "redis://HOST:PORT[/DB]" worker store, for several
  * workers sharing sessions.
  *
- * Keys: "session:{name}" (SET ... PX 604800000, so Redis expires them itself)
+ * Keys: "session:{name}" (SET ... EX 604800, so Redis expires them itself)
  * and "tunnel:{name}" (no expiry). Calls are synchronous hiredis commands
  * with WORKER_REDIS_TIMEOUT_MS for connect and each reply; they run on the
  * loop thread, which is acceptable on a local network and documented in
@@ -157,9 +157,9 @@ static int rd_put(void *ctx, const char *key, const char *value, size_t len, str
     struct lk_buf k = LK_BUF_INIT;
     char ttl[32];
     rd_key(v, key, &k);
-    int n = snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)WORKER_SESSION_TTL_MS);
+    int n = snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)(WORKER_SESSION_TTL_MS / 1000));
     LK_ASSERT(n > 0 && (size_t)n < sizeof(ttl));
-    const char *argv[5] = { "SET", k.data, value, "PX", ttl };
+    const char *argv[5] = { "SET", k.data, value, "EX", ttl };
     size_t lens[5] = { 3, k.len, len, 2, (size_t)n };
     redisReply *r = rd_command(v->db, v->ttl ? 5 : 3, argv, lens, err);
     lk_buf_release(&k);
@@ -262,7 +262,7 @@ static struct lk_kv rd_view_new(struct rd_db *d, const char *prefix, bool ttl)
 int worker_store_open_redis(struct worker_store *st, const char *host, int port, int db,
                             worker_clock_fn *clock, void *clock_ctx, struct lk_buf *err)
 {
-    (void)clock; /* Redis keeps time itself (PX). */
+    (void)clock; /* Redis keeps time itself (EX). */
     (void)clock_ctx;
     struct rd_db *d = lk_xcalloc(1, sizeof(*d));
     d->host = lk_xstrdup(host);

@@ -42,7 +42,8 @@ CORS = {
 # ---- worker process ----------------------------------------------------------
 
 class Worker:
-    def __init__(self, bin_, env, tmp_path, store="memory", token=TOKEN, extra=()):
+    def __init__(self, bin_, env, tmp_path, store="memory", token=TOKEN, extra=(), env_extra=None):
+        env = dict(env, **(env_extra or {}))
         self.log_path = tmp_path / f"worker-{time.monotonic_ns()}.log"
         self.log = open(self.log_path, "w")
         self.p = subprocess.Popen([bin_, "worker", "--listen", "127.0.0.1:0", "--token", token,
@@ -238,6 +239,9 @@ class Upstream:
                                     ("Set-Cookie", "cookie2=value2; Path=/")], b"cookies")
                 elif self.path.startswith("/big/"):
                     self.big(int(self.path.split("/")[2]))
+                elif self.path == "/slow":
+                    time.sleep(1)
+                    self.send(200, [], b"slow done")
                 elif self.path == "/upload":
                     self.send(200, [], f"{n} {digest}".encode())
                 elif self.path == "/cors":
@@ -1039,3 +1043,43 @@ def test_redis_down_is_a_store_error_not_a_crash(start_worker, upstreams, redis)
     r = request(w.addr, "GET", "/p", [("Host", "potato.example.com")])
     assert (r.status, r.text) == (422, NO_SESSION)
     assert request(w.addr, "GET", "/linkup/check", AUTH).status == 200
+
+
+# ---- lifecycle -------------------------------------------------------------------
+
+def test_sigterm_drains_in_flight_requests(start_worker, upstreams):
+    fe, _ = upstreams
+    w = start_worker()
+    make_session(w, "potato", fe.url)
+    result = {}
+
+    def slow():
+        result["r"] = request(w.addr, "GET", "/slow", [("Host", "potato.example.com")])
+
+    t = threading.Thread(target=slow)
+    t.start()
+    deadline = time.time() + 5
+    while not any(r["path"] == "/slow" for r in fe.requests) and time.time() < deadline:
+        time.sleep(0.01)
+    w.p.send_signal(signal.SIGTERM)
+    t.join(15)
+    assert (result["r"].status, result["r"].text) == (200, "slow done")
+    assert w.p.wait(15) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(w.addr, timeout=2).close()
+
+
+def test_token_is_never_logged(start_worker, upstreams):
+    fe, _ = upstreams
+    secret = "s3cr3t-T0KEN-for-log-check"
+    w = start_worker(token=secret, env_extra={"LINKUP_LOG": "debug"})
+    auth = [("Authorization", f"Bearer {secret}")]
+    assert request(w.addr, "GET", "/linkup/check", auth).status == 200
+    assert request(w.addr, "GET", "/linkup/check", [("Authorization", "wrong")]).status == 401
+    body = named("potato", [("frontend", fe.url, None)], [("example.com", "frontend", None)])
+    assert post(w.addr, "/linkup/v2/sessions/preview", body, auth + JSON).status == 200
+    assert request(w.addr, "GET", "/x", [("Host", "potato.example.com")] + auth).status == 200
+    assert w.stop() == 0
+    log = w.log_path.read_text()
+    assert "access" in log
+    assert secret not in log
