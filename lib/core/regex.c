@@ -20,6 +20,18 @@ struct lk_regex {
     pcre2_match_data *md;
 };
 
+/* A flag group "(?imsx-U)" or "(?i:" may only use flags Rust knows. */
+static bool flags_ok(const char *g, size_t left)
+{
+    if (left == 0 || g[0] == 'P' || g[0] == '<' || g[0] == ':')
+        return true;
+    for (size_t i = 0; i < left && g[i] != ')' && g[i] != ':'; i++) {
+        if (strchr("imsUux-", g[i]) == NULL)
+            return false;
+    }
+    return true;
+}
+
 /* Returns a reason when the pattern uses syntax the Rust crate rejects. */
 static const char *rust_incompatible(const char *p, size_t n)
 {
@@ -30,14 +42,15 @@ static const char *rust_incompatible(const char *p, size_t n)
             if (i + 1 >= n)
                 return NULL; /* PCRE2 reports the trailing backslash */
             char e = p[++i];
-            if (e >= '1' && e <= '9' && !in_class)
+            /* Rust has no octal escapes either, so a digit is never valid. */
+            if (e >= '0' && e <= '9')
                 return "back-references are not supported";
             if (e == 'k' || e == 'g')
                 return "back-references are not supported";
             if (e == 'K')
                 return "\\K is not supported";
-            if (e == 'Z' || e == 'G' || e == 'R' || e == 'X' || e == 'C' || e == 'N' ||
-                e == 'h' || e == 'H' || e == 'V' || e == 'o' || e == 'c' || e == 'Q' || e == 'E')
+            if (e == 'Z' || e == 'G' || e == 'R' || e == 'X' || e == 'C' || e == 'N' || e == 'h' ||
+                e == 'H' || e == 'V' || e == 'o' || e == 'c' || e == 'Q' || e == 'E')
                 return "unsupported escape sequence";
             continue;
         }
@@ -64,10 +77,13 @@ static const char *rust_incompatible(const char *p, size_t n)
                 return "look-around is not supported";
             if (left >= 1 && g[0] == '>')
                 return "atomic groups are not supported";
-            if (left >= 1 && (g[0] == '(' || g[0] == 'R' || g[0] == '&' || g[0] == '|' ||
-                              g[0] == 'C' || (g[0] >= '0' && g[0] <= '9') || g[0] == '+' ||
-                              g[0] == '#'))
+            if (left >= 1 &&
+                (g[0] == '(' || g[0] == 'R' || g[0] == '&' || g[0] == '|' || g[0] == 'C' ||
+                 (g[0] >= '0' && g[0] <= '9') || g[0] == '+' || g[0] == '#' || g[0] == '\'' ||
+                 (g[0] == '-' && left >= 2 && g[1] >= '0' && g[1] <= '9')))
                 return "unsupported group syntax";
+            if (!flags_ok(g, left))
+                return "unsupported flag";
             if (left >= 2 && g[0] == 'P' && (g[1] == '=' || g[1] == '>'))
                 return "back-references are not supported";
             continue;
@@ -92,8 +108,8 @@ int lk_regex_compile(const char *src, size_t len, struct lk_regex **out, struct 
     PCRE2_SIZE off;
     uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY | PCRE2_NO_UTF_CHECK;
     /* NO_UTF_CHECK is only safe on valid UTF-8: check the pattern first. */
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)src, len, opts & ~PCRE2_NO_UTF_CHECK, &code, &off,
-                                   NULL);
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)src, len, opts & ~PCRE2_NO_UTF_CHECK, &code, &off, NULL);
     if (re == NULL) {
         if (err) {
             PCRE2_UCHAR msg[160];
@@ -141,8 +157,7 @@ bool lk_regex_search(const struct lk_regex *re, const char *s, size_t len)
     return match_at(re, s, len, 0, 0) >= 0;
 }
 
-bool lk_regex_group(const struct lk_regex *re, const char *subject, unsigned i,
-                    struct lk_str *out)
+bool lk_regex_group(const struct lk_regex *re, const char *subject, unsigned i, struct lk_str *out)
 {
     if (i >= pcre2_get_ovector_count(re->md))
         return false;
@@ -219,8 +234,9 @@ static void expand(const struct lk_regex *re, const char *s, const char *t, size
 int lk_regex_replace_all(const struct lk_regex *re, const char *s, size_t len, const char *tmpl,
                          size_t tlen, struct lk_buf *out)
 {
-    size_t pos = 0;  /* where the next search starts */
-    size_t copy = 0; /* subject bytes before this are already in out */
+    size_t pos = 0;             /* where the next search starts */
+    size_t copy = 0;            /* subject bytes before this are already in out */
+    size_t last_end = SIZE_MAX; /* end of the previous replaced match */
     int n = 0;
     while (pos <= len) {
         int rc = match_at(re, s, len, pos, 0);
@@ -228,23 +244,25 @@ int lk_regex_replace_all(const struct lk_regex *re, const char *s, size_t len, c
             break;
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(re->md);
         size_t ms = ov[0], me = ov[1];
-        lk_buf_add(out, s + copy, ms - copy);
-        expand(re, s, tmpl, tlen, out);
-        copy = me;
-        n++;
-        if (me == ms) {
-            /* Empty match: step over one UTF-8 character to make progress. */
-            if (me >= len)
-                break;
-            size_t step = 1;
-            while (me + step < len && ((unsigned char)s[me + step] & 0xC0) == 0x80)
-                step++;
-            lk_buf_add(out, s + me, step);
-            copy = me + step;
-            pos = me + step;
-        } else {
-            pos = me;
+        /* Like Rust, an empty match right where the previous match ended is
+         * skipped: "a*" on "baaac" gives "-b-c-", not "-b--c-". */
+        if (!(ms == me && ms == last_end)) {
+            lk_buf_add(out, s + copy, ms - copy);
+            expand(re, s, tmpl, tlen, out);
+            copy = last_end = me;
+            n++;
         }
+        if (me > ms) {
+            pos = me;
+            continue;
+        }
+        /* Empty match: step over one UTF-8 character to make progress. */
+        if (me >= len)
+            break;
+        size_t step = 1;
+        while (me + step < len && ((unsigned char)s[me + step] & 0xC0) == 0x80)
+            step++;
+        pos = me + step;
     }
     if (copy < len)
         lk_buf_add(out, s + copy, len - copy);

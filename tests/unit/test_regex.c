@@ -1,0 +1,229 @@
+/*
+ * test_regex.c - the Rust regex dialect on PCRE2 (lib/core/regex.h).
+ */
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/regex.h"
+#include "harness.h"
+
+static struct lk_regex *compile(const char *src)
+{
+    struct lk_regex *re = NULL;
+    struct lk_buf err = LK_BUF_INIT;
+    int rc = lk_regex_compile(src, strlen(src), &re, &err);
+    if (rc != 0)
+        fprintf(stderr, "  %s: %s\n", src, err.data);
+    CHECK_INT_EQ(rc, 0);
+    lk_buf_release(&err);
+    return re;
+}
+
+static void test_search(void)
+{
+    static const struct {
+        const char *re, *subject;
+        bool match;
+    } cases[] = {
+        /* Unanchored search: anywhere in the subject. */
+        { "/api/v1/.*", "/api/v1/users", true },
+        { "/api/v1/.*", "/prefix/api/v1/x", true },
+        { "api", "/v2/api", true },
+        { "/api/v1/.*", "/api/v2/users", false },
+        { ".*/_next/static/.*", "/a/_next/static/x.js", true },
+        /* Anchors only when the pattern has them; $ only at the very end. */
+        { "^/api", "/api/x", true },
+        { "^/api", "/x/api", false },
+        { "x$", "/a/x", true },
+        { "x$", "/a/x\n", false },
+        { "^/exact$", "/exact", true },
+        { "^/exact$", "/exact/more", false },
+        { "\\A/a\\z", "/a", true },
+        /* . does not match a newline. */
+        { "a.b", "a\nb", false },
+        { "(?s)a.b", "a\nb", true },
+        /* Rust syntax that must work. */
+        { "(?:ab)+c", "ababc", true },
+        { "(?P<v>\\d+)", "v12", true },
+        { "(?<v>\\d+)", "v12", true },
+        { "(?i)HELLO", "say hello", true },
+        { "\\bword\\b", "a word here", true },
+        { "[[:alpha:]]+", "abc", true },
+        { "\\p{Greek}", "\xCE\xB1", true },
+        { "\\d", "\xD9\xA3", true }, /* Unicode digit, as in Rust */
+        { "[\\]a]", "]", true },
+        { "[^]a]", "b", true },
+        { "a{2}", "aa", true },
+        { "", "anything", true },
+    };
+    for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
+        struct lk_regex *re = compile(cases[i].re);
+        if (re == NULL)
+            continue;
+        bool got = lk_regex_search(re, cases[i].subject, strlen(cases[i].subject));
+        if (got != cases[i].match)
+            fprintf(stderr, "  %s on %s: got %d\n", cases[i].re, cases[i].subject, got);
+        CHECK(got == cases[i].match);
+        CHECK_STR_EQ(lk_regex_source(re), cases[i].re);
+        lk_regex_free(re);
+    }
+}
+
+/* Syntax the Rust regex crate rejects is rejected here too. */
+static void test_rust_rejections(void)
+{
+    static const struct {
+        const char *re, *why;
+    } cases[] = {
+        { "(?=x)", "look-around is not supported" },
+        { "a(?!x)", "look-around is not supported" },
+        { "(?<=x)a", "look-around is not supported" },
+        { "(?<!x)a", "look-around is not supported" },
+        { "(a)\\1", "back-references are not supported" },
+        { "(?P<n>a)(?P=n)", "back-references are not supported" },
+        { "(?<n>a)\\k<n>", "back-references are not supported" },
+        { "(a)\\g1", "back-references are not supported" },
+        { "[\\1]", "back-references are not supported" },
+        { "\\0", "back-references are not supported" },
+        { "(?>a)", "atomic groups are not supported" },
+        { "a++", "possessive quantifiers are not supported" },
+        { "a*+", "possessive quantifiers are not supported" },
+        { "a{2}+", "possessive quantifiers are not supported" },
+        { "a\\Kb", "\\K is not supported" },
+        { "a\\Z", "unsupported escape sequence" },
+        { "\\Qa.b\\E", "unsupported escape sequence" },
+        { "(?R)", "unsupported group syntax" },
+        { "(?1)", "unsupported group syntax" },
+        { "(?|a)", "unsupported group syntax" },
+        { "(?(1)a|b)", "unsupported group syntax" },
+        { "(?#comment)", "unsupported group syntax" },
+        { "(?'n'a)", "unsupported group syntax" },
+        { "(*FAIL)", "unsupported verb" },
+        { "(?J)a", "unsupported flag" },
+        { "(?n:a)", "unsupported flag" },
+        /* Plain syntax errors come from PCRE2. */
+        { "(", "missing closing parenthesis at offset 1" },
+        { "[a", "missing terminating ] for character class at offset 2" },
+        { "a{2,1}", "numbers out of order in {} quantifier at offset 5" },
+        { "\\", "\\ at end of pattern at offset 1" },
+        { "*a", "quantifier does not follow a repeatable item at offset 0" },
+    };
+    for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
+        struct lk_regex *re = NULL;
+        struct lk_buf err = LK_BUF_INIT;
+        int rc = lk_regex_compile(cases[i].re, strlen(cases[i].re), &re, &err);
+        CHECK_INT_EQ(rc, LK_EPARSE);
+        CHECK(re == NULL);
+        CHECK_STR_EQ(err.data, cases[i].why);
+        if (rc != LK_EPARSE)
+            fprintf(stderr, "  accepted %s\n", cases[i].re);
+        lk_regex_free(re);
+        lk_buf_release(&err);
+    }
+    /* A NULL error buffer is allowed. */
+    struct lk_regex *re = NULL;
+    CHECK_INT_EQ(lk_regex_compile("(?=x)", 5, &re, NULL), LK_EPARSE);
+    CHECK_INT_EQ(lk_regex_compile("(", 1, &re, NULL), LK_EPARSE);
+    CHECK(re == NULL);
+}
+
+static void test_replace_all(void)
+{
+    static const struct {
+        const char *re, *subject, *tmpl, *want;
+        int n;
+    } cases[] = {
+        /* SPEC §1.4 and §3.5 rewrites. */
+        { "/foo/(.*)", "/foo/b/c/", "/bar/$1", "/bar/b/c/", 1 },
+        { "/api/v2/(.*)", "/api/v2/user", "/$1", "/user", 1 },
+        { "/foo/(.*)", "/other", "/bar/$1", "/other", 0 },
+        /* Template syntax. */
+        { "(a)(b)", "ab", "${2}${1}", "ba", 1 },
+        { "(a)(b)", "ab", "$2$1", "ba", 1 },
+        { "(?P<x>a)", "a", "<$x>", "<a>", 1 },
+        { "(?P<x>a)", "a", "<${x}>", "<a>", 1 },
+        { "(a)", "a", "$$1", "$1", 1 },
+        { "(a)", "a", "$1a", "", 1 },     /* group "1a" does not exist */
+        { "(a)", "a", "${1}a", "aa", 1 }, /* the fix for the above */
+        { "(a)", "a", "[$9]", "[]", 1 },  /* missing group: empty */
+        { "(a)", "a", "[$nope]", "[]", 1 },
+        { "(a)|(b)", "b", "[$1]", "[]", 1 }, /* unmatched group: empty */
+        { "(a)", "a", "$", "$", 1 },
+        { "(a)", "a", "${", "${", 1 },
+        { "(a)", "a", "$!", "$!", 1 },
+        { "(a)", "a", "$0$0", "aa", 1 },
+        /* Every non-overlapping match is replaced. */
+        { "o", "foo boo", "0", "f00 b00", 4 },
+        { "a*", "baaac", "-", "-b-c-", 3 },
+        { "", "ab", "-", "-a-b-", 3 },
+        { "x*", "\xC3\xA9", "-", "-\xC3\xA9-", 2 },
+    };
+    for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
+        struct lk_regex *re = compile(cases[i].re);
+        if (re == NULL)
+            continue;
+        struct lk_buf out = LK_BUF_INIT;
+        int n = lk_regex_replace_all(re, cases[i].subject, strlen(cases[i].subject), cases[i].tmpl,
+                                     strlen(cases[i].tmpl), &out);
+        CHECK_STR_EQ(out.data, cases[i].want);
+        CHECK_INT_EQ(n, cases[i].n);
+        lk_buf_release(&out);
+        lk_regex_free(re);
+    }
+}
+
+/* SPEC §8.1.11: `abc: (.+)` on `abc: foo` captures `foo` as group 1. */
+static void test_groups(void)
+{
+    static const char subject[] = "abc: foo";
+    struct lk_regex *re = compile("abc: (.+)");
+    if (re == NULL)
+        return;
+    CHECK(lk_regex_search(re, subject, strlen(subject)));
+    struct lk_str g;
+    CHECK(lk_regex_group(re, subject, 1, &g));
+    CHECK_MEM_EQ(g.ptr, g.len, "foo", 3);
+    CHECK(lk_regex_group(re, subject, 0, &g));
+    CHECK_MEM_EQ(g.ptr, g.len, subject, strlen(subject));
+    CHECK(!lk_regex_group(re, subject, 2, &g));
+    lk_regex_free(re);
+    lk_regex_free(NULL);
+}
+
+/* Subjects are raw request paths: invalid UTF-8 never matches, never crashes. */
+static void test_invalid_utf8_subject(void)
+{
+    struct lk_regex *re = compile("a");
+    if (re == NULL)
+        return;
+    CHECK(!lk_regex_search(re,
+                           "\xFF"
+                           "a",
+                           2));
+    struct lk_buf out = LK_BUF_INIT;
+    CHECK_INT_EQ(lk_regex_replace_all(re,
+                                      "\xFF"
+                                      "a",
+                                      2, "b", 1, &out),
+                 0);
+    CHECK_MEM_EQ(out.data, out.len,
+                 "\xFF"
+                 "a",
+                 2);
+    lk_buf_release(&out);
+    lk_regex_free(re);
+    /* An invalid UTF-8 pattern is a compile error. */
+    struct lk_regex *bad = NULL;
+    CHECK_INT_EQ(lk_regex_compile("\xFF", 1, &bad, NULL), LK_EPARSE);
+}
+
+int main(void)
+{
+    RUN(test_search);
+    RUN(test_rust_rejections);
+    RUN(test_replace_all);
+    RUN(test_groups);
+    RUN(test_invalid_utf8_subject);
+    return DONE();
+}
