@@ -42,6 +42,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/config.h"
+#include "core/err.h"
 #include "core/state.h"
 #include "net/certs.h"
 #include "proto/dns.h"
@@ -460,7 +461,12 @@ static int install_ca(struct ldns *d)
 {
     bool dir_existed = exists(d->certs_dir);
     bool created = false;
-    if (lk_certs_ensure_ca(d->certs_dir, &created) != 0)
+    int err = lk_certs_ensure_ca(d->certs_dir, &created);
+    if (err == LK_EPARSE)
+        return cli_fail("Failed to load the Linkup CA in '%s': the certificate or key does not "
+                        "load or they do not match",
+                        d->certs_dir);
+    if (err != 0)
         return cli_fail("Failed to create certificates directory '%s': %s", d->certs_dir,
                         strerror(errno));
     struct lk_buf ca_path = LK_BUF_INIT, key_path = LK_BUF_INIT, pem = LK_BUF_INIT;

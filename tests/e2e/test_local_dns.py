@@ -215,3 +215,19 @@ def test_no_domains_fails(linkup_bin, setup):
 def test_usage(linkup_bin, setup, args, code):
     _, env, _, _ = setup
     assert run(linkup_bin, env, *args).returncode == code
+
+
+def test_corrupt_ca_fails_and_is_left_alone(linkup_bin, setup):
+    root, env, home, _ = setup
+    certs = home / "certs"
+    certs.mkdir(parents=True)
+    (certs / "linkup_ca.cert.pem").write_text("garbage\n")
+    (certs / "linkup_ca.key.pem").write_text("garbage\n")
+    r = run(linkup_bin, env, "install", "--root", str(root), "--platform", "linux")
+    assert r.returncode == 1
+    assert "Exited with error: Failed to load the Linkup CA" in r.stderr
+    assert (certs / "linkup_ca.key.pem").read_text() == "garbage\n"
+    # What install did before failing is recorded, so uninstall cleans it up.
+    r = run(linkup_bin, env, "uninstall", "--root", str(root), "--platform", "linux")
+    assert r.returncode == 0 and tree(root) == []
+    assert (certs / "linkup_ca.cert.pem").exists()
