@@ -1,6 +1,6 @@
 /*
  * http_internal.h - structures shared by the engine's files (http_server.c,
- * proxy.c, upstream.c, tunnel_pump.c). Not for programs: use http_server.h.
+ * proxy.c, upstream.c). Not for programs: use http_server.h.
  *
  * Ownership: the server owns its listeners, client connections (srv->conns),
  * idle upstream connections (srv->idle) and every live exchange
@@ -196,7 +196,8 @@ struct lk_upstream {
     char *host;                      /* without brackets, owned */
     int port;
     bool tls;
-    bool reused; /* came out of the pool */
+    bool reused;  /* came out of the pool */
+    bool no_pool; /* from a custom connector: freed, never pooled */
     struct bufferevent *bev;
     struct evutil_addrinfo *addrs, *cur;
     bool addrs_from_evdns;
@@ -222,6 +223,11 @@ struct lk_upstream *lk_upstream_get(struct lk_http_server *srv, bool tls, const 
 struct lk_upstream *lk_upstream_connect(struct lk_http_server *srv, bool tls, const char *host,
                                         int port, lk_upstream_cb *cb, void *data,
                                         struct lk_upstream **pending);
+/* Wraps a bufferevent from a custom connector (lk_proxy_req.connect) as a
+ * connected upstream; takes ownership of bev. label names it in log lines and
+ * errors. The result is never pooled. */
+struct lk_upstream *lk_upstream_wrap(struct lk_http_server *srv, struct bufferevent *bev,
+                                     const char *label);
 /* Returns a connection to the pool (reusable) or frees it. */
 void lk_upstream_release(struct lk_upstream *up, bool reusable);
 void lk_upstream_free(struct lk_upstream *up);

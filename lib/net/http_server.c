@@ -173,8 +173,10 @@ void lk_conn_close(struct lk_conn *c, const char *why)
     lk_conn_set_state(c, LK_CONN_CLOSED);
     lk_conn_set_timer(c, 0);
     event_del(&c->kick);
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    if (c->bev != NULL) {
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    }
     LIST_UNLINK(srv->conns, c);
     LIST_PUSH(srv->reap, c);
     event_active(&srv->reap_ev, EV_TIMEOUT, 0);
@@ -207,7 +209,8 @@ static void conn_destroy(struct lk_conn *c)
         /* LK_EX_HANDLER: the program still holds ex and frees it by
          * responding. */
     }
-    bufferevent_free(c->bev);
+    if (c->bev != NULL) /* NULL after lk_exchange_upgrade() took it */
+        bufferevent_free(c->bev);
     free(c->scratch);
     c->srv->n_conns--;
     free(c);
@@ -564,6 +567,45 @@ int lk_exchange_respond(struct lk_exchange *ex, int status, const struct lk_http
     return 0;
 }
 
+int lk_exchange_upgrade(struct lk_exchange *ex, const struct lk_http_header *extra, size_t n_extra,
+                        struct bufferevent **out)
+{
+    *out = NULL;
+    if (ex == NULL || ex->phase != LK_EX_HANDLER || ex->used_read_body ||
+        ex->req.body_kind != LK_HTTP1_BODY_NONE)
+        return LK_EINVAL;
+    struct lk_conn *c = ex->conn;
+    ex->status = 101;
+    if (c == NULL || c->read_eof) {
+        if (c != NULL) {
+            ex->phase = LK_EX_DONE;
+            lk_conn_close(c, "client gone before the upgrade");
+        } else {
+            lk_exchange_free(ex);
+        }
+        return LK_ECLOSED;
+    }
+    struct evbuffer *o = bufferevent_get_output(c->bev);
+    evbuffer_add(o, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n", 55);
+    for (size_t i = 0; i < n_extra; i++) {
+        if (header_forbidden_in_respond(extra[i].name))
+            continue;
+        evbuffer_add_printf(o, "%.*s: %.*s\r\n", (int)extra[i].name.len, extra[i].name.ptr,
+                            (int)extra[i].value.len, extra[i].value.ptr);
+    }
+    evbuffer_add(o, "\r\n", 2);
+    log_access(ex);
+    LK_CLOG(c->id, DEBUG, "upgraded; connection handed over");
+    c->ex = NULL;
+    lk_exchange_free(ex);
+    struct bufferevent *bev = c->bev;
+    lk_conn_close(c, "upgraded");
+    c->bev = NULL;
+    bufferevent_setwatermark(bev, EV_READ | EV_WRITE, 0, 0);
+    *out = bev;
+    return 0;
+}
+
 /* ---- read_body --------------------------------------------------------- */
 
 static void body_finish(struct lk_exchange *ex, int err)
@@ -800,6 +842,9 @@ static void reject_busy(evutil_socket_t fd)
     evutil_closesocket(fd);
 }
 
+static struct lk_conn *conn_new(struct lk_http_server *srv);
+static void conn_start(struct lk_conn *c);
+
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
@@ -815,9 +860,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         reject_busy(fd);
         return;
     }
-    struct lk_conn *c = lk_xcalloc(1, sizeof(*c));
-    c->srv = srv;
-    c->id = ++srv->next_id;
+    struct lk_conn *c = conn_new(srv);
     memcpy(&c->peer, sa, (size_t)salen < sizeof(c->peer) ? (size_t)salen : sizeof(c->peer));
     lk_addr_format(sa, c->peer_str, sizeof(c->peer_str));
     c->is_loopback = lk_addr_is_loopback(sa);
@@ -825,7 +868,6 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     socklen_t local_len = sizeof(local);
     if (getsockname(fd, (struct sockaddr *)&local, &local_len) == 0)
         c->local_port = lk_addr_port((struct sockaddr *)&local);
-    c->scratch = lk_xcalloc(srv->opts.limits.max_headers + 1, sizeof(*c->scratch));
     if (l->tls != NULL) {
         SSL *ssl = SSL_new(l->tls);
         c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
@@ -835,6 +877,37 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
     LK_ASSERT(c->bev != NULL);
+    conn_start(c);
+}
+
+int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
+                         const char *peer_label, bool peer_is_loopback)
+{
+    if (srv->draining || srv->n_conns >= srv->opts.max_conns) {
+        bufferevent_free(bev);
+        return srv->draining ? LK_ECLOSED : LK_ELIMIT;
+    }
+    struct lk_conn *c = conn_new(srv);
+    snprintf(c->peer_str, sizeof(c->peer_str), "%s", peer_label ? peer_label : "adopted");
+    c->is_loopback = peer_is_loopback;
+    c->bev = bev;
+    conn_start(c);
+    return 0;
+}
+
+static struct lk_conn *conn_new(struct lk_http_server *srv)
+{
+    struct lk_conn *c = lk_xcalloc(1, sizeof(*c));
+    c->srv = srv;
+    c->id = ++srv->next_id;
+    c->scratch = lk_xcalloc(srv->opts.limits.max_headers + 1, sizeof(*c->scratch));
+    return c;
+}
+
+/* Common start of accepted and adopted connections: c->bev is set. */
+static void conn_start(struct lk_conn *c)
+{
+    struct lk_http_server *srv = c->srv;
     evtimer_assign(&c->timer, srv->base, on_client_timer, c);
     event_assign(&c->kick, srv->base, -1, 0, on_kick, c);
     bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);

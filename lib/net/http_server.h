@@ -49,6 +49,7 @@
 #include "core/str.h"
 #include "proto/http1.h"
 
+struct bufferevent;
 struct event_base;
 struct evdns_base;
 struct ssl_ctx_st;
@@ -137,6 +138,23 @@ void lk_http_server_drain(struct lk_http_server *srv, unsigned deadline_ms,
  * a no-op. Must not be called from inside a callback of this server; use
  * lk_http_server_drain() there. */
 void lk_http_server_free(struct lk_http_server *srv);
+
+/* Serves an already connected byte stream as if it were an accepted client
+ * connection (the local end of a tunnel stream, lib/net/tunnel.h): requests
+ * read from bev reach the server's handler like any other. Takes ownership of
+ * bev (a socket-backed bufferevent, created with BEV_OPT_CLOSE_ON_FREE, whose
+ * callbacks the engine replaces), also on error, when it is freed at once.
+ * peer_label (copied; NULL = "adopted") is what lk_exchange_peer() returns;
+ * peer_is_loopback is what lk_exchange_peer_is_loopback() returns. Tunnel
+ * streams must pass false: their requests come from the internet through the
+ * worker, so loopback-only admin endpoints must not be reachable through
+ * them. The connection counts against max_conns and gets the usual head,
+ * idle and lingering timers; lk_exchange_is_tls() is false and
+ * lk_exchange_local_port() is 0 for it. Returns 0, LK_ELIMIT (max_conns
+ * reached) or LK_ECLOSED (the server is draining). Loop thread only; calls no
+ * program callback before returning. */
+int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
+                         const char *peer_label, bool peer_is_loopback);
 
 /* Number of open client connections (for tests and health output). */
 size_t lk_http_server_n_conns(const struct lk_http_server *srv);
@@ -228,6 +246,34 @@ typedef void lk_exchange_body_cb(struct lk_exchange *ex, const char *body, size_
 int lk_exchange_read_body(struct lk_exchange *ex, size_t max_bytes, lk_exchange_body_cb *cb,
                           void *data);
 
+/* Answers the request with "101 Switching Protocols" and hands the client
+ * connection over to the program (the worker's tunnel endpoint,
+ * lib/net/tunnel.h). The response carries "Connection: Upgrade" and the extra
+ * headers in order (borrowed during the call; pass at least "Upgrade: <proto>";
+ * Content-Length, Transfer-Encoding and Connection are ignored). The engine
+ * then forgets the connection: it is no longer counted in n_conns, drained or
+ * timed out, and the access log shows status 101. On success *out receives the
+ * connection's bufferevent (ownership moves to the caller, who frees it with
+ * bufferevent_free()): its callbacks are cleared and reading/writing are
+ * disabled, its watermarks reset, the 101 is queued in its output buffer and
+ * any bytes the client sent after the request head are still in its input
+ * buffer. It is a TLS bufferevent when the request came over a TLS listener.
+ * Completes the exchange. Returns 0; LK_EINVAL (nothing happened) when ex is
+ * not waiting for the program, read_body was used, or the request has a body;
+ * LK_ECLOSED when the client is already gone or has shut its write side
+ * (the exchange is completed and freed; *out is NULL). Loop thread only. */
+int lk_exchange_upgrade(struct lk_exchange *ex, const struct lk_http_header *extra, size_t n_extra,
+                        struct bufferevent **out);
+
+/* A custom upstream connector for lk_exchange_proxy() (the worker's route
+ * into a tunnel, lib/net/tunnel.h): returns 0 with *out set to a connected,
+ * socket-backed bufferevent created with BEV_OPT_CLOSE_ON_FREE (ownership
+ * moves to the engine, which sets its callbacks and frees it when the
+ * exchange ends; it is never pooled), or a negative lk_err with a reason in
+ * errtext (errtext_len bytes; reported through on_error). */
+typedef int lk_proxy_connect_cb(void *data, struct bufferevent **out, char *errtext,
+                                size_t errtext_len);
+
 /* Called when a proxied exchange fails before any response byte went to the
  * client: DNS, connect, TLS, send, or receive/parse of the upstream response
  * head, a timeout, or (websocket with pass_non_101 false) a non-101 answer.
@@ -278,6 +324,16 @@ struct lk_proxy_req {
     bool ws_pass_non_101;
     lk_proxy_error_cb *on_error; /* required */
     void *data;
+    /* Optional custom connector: when set, the engine does not resolve or
+     * dial url's host (and does no TLS: the connector's transport is used as
+     * it is); it calls connect(connect_data, ...) once, from inside
+     * lk_exchange_proxy() before it returns, and speaks HTTP/1.1 to the
+     * bufferevent it returns exactly as to a dialled upstream (url still gives
+     * the request target and, unless host is set, the Host header). Such
+     * connections are never pooled and never retried. connect_data only needs
+     * to stay valid during the lk_exchange_proxy() call. */
+    lk_proxy_connect_cb *connect;
+    void *connect_data;
 };
 
 /* Forwards the request to spec->url and streams the answer back: status and

@@ -48,6 +48,8 @@ struct lk_proxy {
     bool websocket, pass_non_101;
     lk_proxy_error_cb *on_error;
     void *data;
+    lk_proxy_connect_cb *connect; /* custom connector, or NULL */
+    void *connect_data;           /* valid during lk_exchange_proxy() only */
     bool retry_ok, retried;
     bool req_chunked_out;
     bool resp_started; /* response bytes went to the client */
@@ -249,9 +251,35 @@ static void on_connected(struct lk_upstream *up, int err, const char *errtext, v
     attach(px, up);
 }
 
+/* The custom connector hands over a connected bufferevent at once; its
+ * failure is reported from the loop like any connect error. */
+static void connect_custom(struct lk_proxy *px)
+{
+    struct bufferevent *bev = NULL;
+    px->state = PX_CONNECTING;
+    px->errtext[0] = '\0';
+    int rc = px->connect(px->connect_data, &bev, px->errtext, sizeof(px->errtext));
+    px->connect = NULL;
+    px->connect_data = NULL;
+    if (rc != 0 || bev == NULL) {
+        if (bev != NULL)
+            bufferevent_free(bev);
+        if (px->errtext[0] == '\0')
+            snprintf(px->errtext, sizeof(px->errtext), "custom connector failed: %s",
+                     lk_strerror(rc));
+        lk_exchange_defer(px->ex, deferred_fail);
+        return;
+    }
+    attach(px, lk_upstream_wrap(px->srv, bev, px->host));
+}
+
 static void connect_upstream(struct lk_proxy *px, bool fresh)
 {
     struct lk_upstream *up = NULL;
+    if (px->connect != NULL) {
+        connect_custom(px);
+        return;
+    }
     if (!fresh)
         up = lk_upstream_get(px->srv, px->tls, px->host, px->port, on_connected, px, &px->pending);
     else
@@ -281,7 +309,7 @@ static int setup(struct lk_proxy *px, const struct lk_proxy_req *spec)
         rc = LK_EINVAL;
         goto out;
     }
-    px->tls = https;
+    px->tls = https && spec->connect == NULL; /* a connector brings its own transport */
     px->port = lk_url_effective_port(&url);
     size_t hl = strlen(url.host);
     if (url.host[0] == '[' && hl >= 2)
@@ -306,6 +334,8 @@ int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec)
     px->data = spec->data;
     px->websocket = spec->websocket;
     px->pass_non_101 = spec->ws_pass_non_101;
+    px->connect = spec->connect;
+    px->connect_data = spec->connect_data;
     px->resp_set = copy_headers(ex, spec->resp_set, spec->n_resp_set);
     px->n_resp_set = px->resp_set ? spec->n_resp_set : 0;
     px->resp_default = copy_headers(ex, spec->resp_default, spec->n_resp_default);

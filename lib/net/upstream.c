@@ -377,6 +377,21 @@ struct lk_upstream *lk_upstream_connect(struct lk_http_server *srv, bool tls, co
     return NULL;
 }
 
+struct lk_upstream *lk_upstream_wrap(struct lk_http_server *srv, struct bufferevent *bev,
+                                     const char *label)
+{
+    struct lk_upstream *up = lk_xcalloc(1, sizeof(*up));
+    up->srv = srv;
+    up->key = lk_xstrdup(label);
+    up->host = lk_xstrdup(label);
+    up->no_pool = true;
+    up->bev = bev;
+    evtimer_assign(&up->timer, srv->base, on_connect_timeout, up);
+    event_assign(&up->deliver, srv->base, -1, 0, on_deliver, up);
+    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    return up;
+}
+
 /* ---- pool -------------------------------------------------------------- */
 
 static void pool_remove(struct lk_upstream *up)
@@ -427,7 +442,7 @@ void lk_upstream_release(struct lk_upstream *up, bool reusable)
     size_t same = 0;
     for (struct lk_upstream *o = srv->idle; o != NULL; o = o->next)
         same += strcmp(o->key, up->key) == 0;
-    if (!reusable || srv->draining || srv->n_idle >= srv->opts.pool_max_idle ||
+    if (!reusable || up->no_pool || srv->draining || srv->n_idle >= srv->opts.pool_max_idle ||
         same >= srv->opts.pool_max_idle_per_host || srv->opts.pool_idle_timeout_ms == 0 ||
         evbuffer_get_length(bufferevent_get_input(up->bev)) != 0) {
         lk_upstream_free(up);
