@@ -38,6 +38,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_state.h"
+#include "cli/config_load.h"
 #include "cli/home.h"
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -286,15 +287,17 @@ out:
 
 /* ---- managed domains ---------------------------------------------------- */
 
+/* Best effort (SPEC §1.1): a missing or invalid config adds nothing. */
 static void domains_from_config(struct ldns *d, const struct cli_ctx *ctx)
 {
-    const char *path = ctx->config_path ? ctx->config_path : getenv("LINKUP_CONFIG");
-    char *abs = path ? realpath(path, NULL) : NULL;
-    struct lk_config *cfg = abs ? cli_config_try(abs) : NULL;
-    for (size_t i = 0; cfg != NULL && i < cfg->n_domains; i++)
-        list_add(&d->domains, cfg->domains[i].domain);
+    struct lk_config *cfg = NULL;
+    struct lk_buf err = LK_BUF_INIT;
+    if (cli_config_read(ctx, &cfg, NULL, &err) == 0) {
+        for (size_t i = 0; i < cfg->n_domains; i++)
+            list_add(&d->domains, cfg->domains[i].domain);
+    }
     lk_config_free(cfg);
-    free(abs);
+    lk_buf_release(&err);
 }
 
 static void domains_from_state(struct ldns *d)
