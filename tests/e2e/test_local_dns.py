@@ -231,3 +231,38 @@ def test_corrupt_ca_fails_and_is_left_alone(linkup_bin, setup):
     r = run(linkup_bin, env, "uninstall", "--root", str(root), "--platform", "linux")
     assert r.returncode == 0 and tree(root) == []
     assert (certs / "linkup_ca.cert.pem").exists()
+
+
+STATE = """\
+linkup:
+  session_name: tiny-cow
+  session_token: Q3kX9aBcDeFgHiJk
+  worker_url: https://worker.example.com/
+  worker_token: token123
+  config_path: /nonexistent/linkup.yaml
+  tunnel: null
+  kind: tunneled
+  cache_routes: null
+domains:
+- domain: state-only.test
+  default_service: frontend
+  routes: null
+- domain: api.state-only.test
+  default_service: frontend
+  routes: null
+services:
+- current: Remote
+  name: frontend
+  remote: http://remote-service1.example.com/
+  local: http://localhost:8000/
+"""
+
+
+def test_domains_from_the_state_file(linkup_bin, setup):
+    root, env, home, _ = setup
+    env.pop("LINKUP_CONFIG")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "state").write_text(STATE)
+    r = run(linkup_bin, env, "install", "--root", str(root), "--platform", "macos")
+    assert r.returncode == 0, r.stderr
+    assert tree(root) == ["etc/", "etc/resolver/", "etc/resolver/state-only.test"]
