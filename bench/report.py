@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Render the tables of a bench/run.sh results directory as markdown.
+
+Usage: report.py OUT_DIR   (reads OUT_DIR/runs.tsv, rss.tsv, versions.txt, sessions.txt)
+
+req/s, latencies and CPU are medians over reps; /direct, /nginx and /base are medians of
+per-rep paired ratios (same rep, back-to-back cells), which cancel most of the drift of a
+shared machine. /base compares a variant with the plain path it extends:
+worker-10k and worker-r100 and tunnel against worker, server-r100 against server.
+"""
+import os
+import statistics
+import sys
+
+BASE = {"worker-10k": "worker", "worker-r100": "worker", "server-r100": "server", "tunnel": "worker"}
+ORDER = ["direct", "nginx", "server", "worker", "tunnel", "worker-10k", "server-r100", "worker-r100"]
+WL_ORDER = ["small-c64", "small-c1", "1m-c64", "1m-c1", "tls-newconn-c16"]
+
+
+def num(s):
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def load_rows(path):
+    rows = []
+    with open(path) as f:
+        head = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            rows.append(dict(zip(head, line.rstrip("\n").split("\t"))))
+    return rows
+
+
+class Runs:
+    def __init__(self, rows):
+        self.cell = {}      # (w, t) -> list of rows
+        self.by_rep = {}    # (rep, w, t) -> row
+        for r in rows:
+            self.cell.setdefault((r["workload"], r["target"]), []).append(r)
+            self.by_rep[(r["rep"], r["workload"], r["target"])] = r
+        self.reps = sorted({r["rep"] for r in rows})
+
+    def m(self, w, t, key):
+        return med([num(r[key]) for r in self.cell.get((w, t), [])])
+
+    def ratio(self, w, t, ref, key="rps"):
+        """median of paired per-rep ratios t/ref, plus (min, max)."""
+        qs = []
+        for rep in self.reps:
+            a, b = self.by_rep.get((rep, w, t)), self.by_rep.get((rep, w, ref))
+            if a and b and num(b[key]):
+                qs.append(num(a[key]) / num(b[key]))
+        if not qs:
+            return None
+        return statistics.median(qs), min(qs), max(qs)
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "-"
+    q, lo, hi = r
+    return "%.2f" % q if lo == hi else "%.2f (%.2f–%.2f)" % (q, lo, hi)
+
+
+def fmt(x, spec="%.0f"):
+    return "-" if x is None else spec % x
+
+
+def main_table(R, out):
+    out.append("| workload | target | req/s | [min–max] | MiB/s | p50 µs | p99 µs | Δp50 µs | cpu µs/req "
+               "| /direct | /nginx | /base | err |")
+    out.append("|---|---|---:|---|---:|---:|---:|---:|---:|---|---|---|---:|")
+    for w in WL_ORDER:
+        for t in ORDER:
+            rows = R.cell.get((w, t))
+            if not rows:
+                continue
+            rps = [num(r["rps"]) for r in rows]
+            dp = None
+            if t != "direct" and (w, "direct") in R.cell:
+                dp = R.m(w, t, "p50_us") - R.m(w, "direct", "p50_us")
+            base = BASE.get(t)
+            out.append("| %s | %s | %s | [%s–%s] | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                w, t, fmt(med(rps)), fmt(min(rps)), fmt(max(rps)),
+                fmt(R.m(w, t, "MiBps"), "%.1f") if w.startswith("1m") else "-",
+                fmt(R.m(w, t, "p50_us")), fmt(R.m(w, t, "p99_us")),
+                "-" if dp is None else "%+.0f" % dp, fmt(R.m(w, t, "cpu_us_per_req"), "%.1f"),
+                "1.00" if t == "direct" else fmt_ratio(R.ratio(w, t, "direct")),
+                "1.00" if t == "nginx" else fmt_ratio(R.ratio(w, t, "nginx")),
+                fmt_ratio(R.ratio(w, t, base)) if base else "-",
+                sum(int(num(r["errors"]) or 0) for r in rows)))
+
+
+def rss_table(rss, R, out):
+    out.append("| process | idle VmRSS | max VmRSS sampled under load | VmHWM after the runs |")
+    out.append("|---|---:|---:|---:|")
+    roles = []
+    for r in rss:
+        if r["process"] not in roles:
+            roles.append(r["process"])
+    target_of = {"server": ["server", "server-r100"], "worker": ["worker", "worker-r100"],
+                 "worker10k": ["worker-10k"]}
+    for p in roles:
+        idle = [r for r in rss if r["process"] == p and r["phase"] == "idle"]
+        after = [r for r in rss if r["process"] == p and r["phase"] == "after-load"]
+        load = []
+        for t in target_of.get(p, []):
+            for w in WL_ORDER:
+                load += [num(r["rss_load_kB"]) for r in R.cell.get((w, t), []) if num(r["rss_load_kB"])]
+        kb = lambda v: "-" if v in (None, "-") else "%.1f MiB" % (float(v) / 1024)
+        out.append("| %s | %s | %s | %s |" % (
+            p, kb(idle[0]["VmRSS_kB"]) if idle else "-", kb(max(load)) if load else "-",
+            kb(after[0]["VmHWM_kB"]) if after else (kb(after[0]["VmRSS_kB"]) if after else "-")))
+
+
+def targets_table(R, rss, out):
+    """The bars of issue 8, as ratios measured in the same run."""
+    out.append("| issue-8 target | server | worker | bar |")
+    out.append("|---|---|---|---|")
+
+    def cell(val, ok):
+        if val is None:
+            return "n/a"
+        return "%s %s" % (val, "✅" if ok else "❌")
+
+    def rps_row(label, w, bar):
+        vals = []
+        for t in ("server", "worker"):
+            r = R.ratio(w, t, "nginx")
+            vals.append(cell(None if r is None else "%.2f×" % r[0], r is not None and r[0] >= bar))
+        out.append("| %s | %s | %s | ≥ %.2f× |" % (label, vals[0], vals[1], bar))
+
+    rps_row("req/s vs nginx, 1 KiB, 64 conns", "small-c64", 0.9)
+    rps_row("req/s vs nginx, 1 MiB, 64 conns", "1m-c64", 0.95)
+    for w in ("small-c64", "small-c1", "1m-c64", "1m-c1"):
+        vals = []
+        for t in ("server", "worker"):
+            a, b = R.m(w, t, "p99_us"), R.m(w, "nginx", "p99_us")
+            q = None if a is None or not b else a / b
+            vals.append(cell(None if q is None else "%.2f×" % q, q is not None and q <= 1.2))
+        out.append("| p99 vs nginx, %s | %s | %s | ≤ 1.2× |" % (w, vals[0], vals[1]))
+    for w in ("small-c1", "1m-c1"):
+        vals = []
+        for t in ("server", "worker"):
+            a, b = R.m(w, t, "p50_us"), R.m(w, "direct", "p50_us")
+            d = None if a is None or b is None else a - b
+            vals.append(cell(None if d is None else "%+.0f µs" % d, d is not None and d <= 50))
+        out.append("| added p50 over direct, %s | %s | %s | ≤ +50 µs |" % (w, vals[0], vals[1]))
+    vals = []
+    for p in ("server", "worker"):
+        idle = [r for r in rss if r["process"] == p and r["phase"] == "idle"]
+        v = float(idle[0]["VmRSS_kB"]) / 1024 if idle else None
+        vals.append(cell(None if v is None else "%.1f MiB" % v, v is not None and v <= 8))
+    out.append("| idle RSS | %s | %s | ≤ 8 MiB |" % (vals[0], vals[1]))
+    r = R.ratio("small-c64", "worker-10k", "worker")
+    out.append("| 10,000 sessions vs 1 (worker, 1 KiB c64) | – | %s | ≥ 0.95× |" % cell(
+        None if r is None else "%.2f×" % r[0], r is not None and r[0] >= 0.95))
+    r1 = R.ratio("small-c1", "worker-10k", "worker")
+    out.append("| 10,000 sessions vs 1 (worker, 1 KiB c1) | – | %s | ≥ 0.95× |" % cell(
+        None if r1 is None else "%.2f×" % r1[0], r1 is not None and r1[0] >= 0.95))
+    vals = []
+    for t, b in (("server-r100", "server"), ("worker-r100", "worker")):
+        r = R.ratio("small-c64", t, b)
+        vals.append(cell(None if r is None else "%.2f×" % r[0], r is not None and r[0] >= 0.95))
+    out.append("| 100 routes + 100 rewrites vs none (1 KiB c64) | %s | %s | (no bar; ≥ 0.95× shown) |"
+               % (vals[0], vals[1]))
+    t = [R.ratio(w, "tunnel", "worker") for w in ("small-c64", "1m-c64")]
+    if t[0] is None:
+        out.append("| tunnel path vs direct worker path | – | not available | ≥ 0.7× |")
+    else:
+        out.append("| tunnel path vs direct worker path (1 KiB / 1 MiB c64) | – | %s / %s | ≥ 0.7× |" % (
+            cell("%.2f×" % t[0][0], t[0][0] >= 0.7), cell(None if t[1] is None else "%.2f×" % t[1][0],
+                                                           t[1] is not None and t[1][0] >= 0.7)))
+    r = R.ratio("tls-newconn-c16", "server", "nginx")
+    out.append("| TLS handshakes/s vs nginx (new connection per request, 16 conns) | %s | – | (anchor: ≥ 0.8×) |"
+               % cell(None if r is None else "%.2f×" % r[0], r is not None and r[0] >= 0.8))
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    d = sys.argv[1]
+    R = Runs(load_rows(os.path.join(d, "runs.tsv")))
+    rss = load_rows(os.path.join(d, "rss.tsv")) if os.path.exists(os.path.join(d, "rss.tsv")) else []
+    out = []
+    vpath = os.path.join(d, "versions.txt")
+    if os.path.exists(vpath):
+        out.append("```")
+        out += [line.rstrip("\n") for line in open(vpath)]
+        spath = os.path.join(d, "sessions.txt")
+        if os.path.exists(spath):
+            out += ["worker-10k store: " + line.rstrip("\n") for line in open(spath)]
+        out.append("```")
+        out.append("")
+    out.append("#### Issue-8 targets (ratios from this run)")
+    out.append("")
+    targets_table(R, rss, out)
+    out.append("")
+    out.append("#### All cells (medians over %d rep(s); for 1 MiB rows req/s = MiB/s)" % len(R.reps))
+    out.append("")
+    main_table(R, out)
+    out.append("")
+    out.append("#### Resident memory (Linkup processes; nginx proxy master+worker for reference)")
+    out.append("")
+    rss_table(rss, R, out)
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
