@@ -412,7 +412,7 @@ static void upsert(struct local_server *ls, struct lk_exchange *ex, bool tunnele
     c->ls = ls;
     c->ex = ex;
     c->tunneled = tunneled;
-    if (lk_exchange_read_body(ex, LOCAL_MAX_JSON_BODY, on_upsert_body, c) != 0) {
+    if (lk_exchange_read_body(ex, ls->max_json_body, on_upsert_body, c) != 0) {
         upsert_call_free(c);
         local_respond_text(ex, 500, "Failed to read the request body");
     }

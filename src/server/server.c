@@ -52,9 +52,35 @@ void local_respond_text(struct lk_exchange *ex, int status, const char *text)
     lk_exchange_respond(ex, status, &ct, 1, text, strlen(text));
 }
 
+/* Methods a reverse proxy forwards: everything but CONNECT (DESIGN §9,
+ * docs/reliability.md). */
+#define LOCAL_ALLOW "GET, POST, PUT, PATCH, DELETE, HEAD, TRACE, OPTIONS"
+
+/* RFC 9112 §3.2 and RFC 9110 §9.3.6: an HTTP/1.1 request without Host is a
+ * 400; CONNECT, which would ask this reverse proxy to open a raw tunnel, is
+ * a 405 with Allow. Returns true when ex was answered. */
+static bool reject_unproxyable(struct lk_exchange *ex)
+{
+    struct lk_str host;
+    if (lk_str_eq(lk_exchange_method(ex), LK_STR("CONNECT"))) {
+        const char *text = "CONNECT is not supported by this server";
+        const struct lk_http_header h[] = { { LK_STR("Allow"), LK_STR(LOCAL_ALLOW) },
+                                            { LK_STR("Content-Type"), LK_STR("text/plain") } };
+        lk_exchange_respond(ex, 405, h, 2, text, strlen(text));
+        return true;
+    }
+    if (lk_exchange_minor_version(ex) >= 1 && !lk_exchange_header(ex, LK_STR("host"), &host)) {
+        local_respond_text(ex, 400, "missing Host header field");
+        return true;
+    }
+    return false;
+}
+
 void local_on_request(struct lk_exchange *ex, void *data)
 {
     struct local_server *ls = data;
+    if (reject_unproxyable(ex))
+        return;
     if (!local_admin_handle(ls, ex))
         local_proxy_handle(ls, ex);
 }
@@ -89,10 +115,28 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         event_base_loopexit(ls->base, NULL);
 }
 
+/* Overrides the engine defaults with the non-zero limits of l. */
+static void apply_limits(struct lk_http_server_opts *h, const struct local_limits *l)
+{
+    if (l->head_timeout_ms)
+        h->head_timeout_ms = l->head_timeout_ms;
+    if (l->idle_timeout_ms)
+        h->idle_timeout_ms = l->idle_timeout_ms;
+    if (l->connect_timeout_ms)
+        h->connect_timeout_ms = l->connect_timeout_ms;
+    if (l->first_byte_timeout_ms)
+        h->first_byte_timeout_ms = l->first_byte_timeout_ms;
+    if (l->max_conns)
+        h->max_conns = l->max_conns;
+    if (l->ws_buffer_max)
+        h->ws_buffer_max = l->ws_buffer_max;
+}
+
 static int start_http(struct local_server *ls, const struct local_opts *o)
 {
     struct lk_http_server_opts hopts;
     lk_http_server_opts_init(&hopts);
+    apply_limits(&hopts, &o->limits);
     if (lk_http_server_new(ls->base, &hopts, local_on_request, ls, &ls->http) != 0) {
         fprintf(stderr, "Exited with error: cannot set up the HTTP server\n");
         return LK_EIO;
@@ -222,6 +266,7 @@ int local_server_run(const struct local_opts *o)
     }
     ls.rng = (struct lk_rng){ fill_random, NULL };
     ls.peers_remote = o->peers_remote;
+    ls.max_json_body = o->limits.max_json_body ? o->limits.max_json_body : LOCAL_MAX_JSON_BODY;
     lk_kv_memory_init(&ls.kv);
     ls.cache = lk_session_cache_new(0);
     local_dns_names_init(&ls.names);

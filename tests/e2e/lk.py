@@ -453,3 +453,313 @@ def dns_query(addr, name, qtype=1, timeout=5):
         answers.append(data[off + 10:off + 10 + rdlen])
         off += 10 + rdlen
     return flags & 0xF, answers
+
+
+# ---- reliability helpers (tests/e2e/test_{smuggling,limits,faults,security}.py)
+
+MIB = 1024 * 1024
+
+
+def _read_line(f, limit=70000):
+    line = f.readline(limit)
+    if not line:
+        raise EOFError("closed")
+    return line
+
+
+def read_raw_request(f):
+    """Reads one HTTP/1.1 request from a binary file object (CL or chunked
+    body). Returns dict(method, target, headers [(k, v)], body) or None at a
+    clean end of stream."""
+    line = f.readline(70000)
+    while line in (b"\r\n", b"\n"):
+        line = f.readline(70000)
+    if not line:
+        return None
+    method, target, _ = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+    headers = []
+    while True:
+        h = _read_line(f).decode("latin-1").rstrip("\r\n")
+        if not h:
+            break
+        k, _, v = h.partition(":")
+        headers.append((k, v.strip()))
+    low = {k.lower(): v for k, v in headers}
+    body = b""
+    if low.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size = int(_read_line(f).split(b";")[0].strip(), 16)
+            if size == 0:
+                while _read_line(f) not in (b"\r\n", b"\n"):
+                    pass
+                break
+            body += f.read(size)
+            _read_line(f)
+    elif "content-length" in low:
+        n = int(low["content-length"])
+        body = f.read(n)
+    return {"method": method, "target": target, "headers": headers, "body": body}
+
+
+class RawRecordingUpstream:
+    """A raw-socket HTTP/1.1 upstream on host:0 that records every request it
+    parses, per connection, so a test can prove that no smuggled second
+    request reached it. Answers each request `200` with body `ok N` (N = its
+    index in self.requests) and keeps the connection alive.
+
+    Paths with a behaviour (the faults tests):
+      /reset      send the head and half the body, then RST the connection;
+      /halfclose  send the head and half the body, then shutdown(SHUT_WR);
+      /stall      send the head and half the body, then stay silent;
+      /nocl       answer without Content-Length and close (read-until-close);
+      /slow/MS    wait MS milliseconds, then answer normally;
+      /big/N      answer N MiB of b"x".
+    """
+
+    def __init__(self, host="127.0.0.2"):
+        self.requests = []
+        self.conns = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen(256)
+        self.sock.settimeout(0.2)
+        self.addr = self.sock.getsockname()
+        self.url = f"http://{host}:{self.addr[1]}"
+        self.running = True
+        self.open_socks = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            with self.lock:
+                self.conns += 1
+                self.open_socks.append(c)
+            threading.Thread(target=self._conn, args=(c, self.conns), daemon=True).start()
+
+    def _answer(self, c, req):
+        path = req["target"]
+        half = b"h" * 50000
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n"
+        if path == "/reset":
+            c.sendall(head + half)
+            time.sleep(0.2)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _struct.pack("ii", 1, 0))
+            c.close()
+            return False
+        if path == "/halfclose":
+            c.sendall(head + half)
+            c.shutdown(socket.SHUT_WR)
+            time.sleep(5)
+            return False
+        if path == "/stall":
+            c.sendall(head + half)
+            time.sleep(30)
+            return False
+        if path == "/nocl":
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-close")
+            return False
+        if path.startswith("/slow/"):
+            time.sleep(int(path.split("/")[2]) / 1000)
+        if path.startswith("/big/"):
+            n = int(path.split("/")[2]) * MIB
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+            block = b"x" * MIB
+            for _ in range(n // MIB):
+                c.sendall(block)
+            return True
+        body = b"ok %d" % (len(self.requests) - 1)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+                  % (len(body), body))
+        return True
+
+    def _conn(self, c, conn_no):
+        c.settimeout(30)
+        f = c.makefile("rb")
+        try:
+            while True:
+                req = read_raw_request(f)
+                if req is None:
+                    return
+                req["conn"] = conn_no
+                with self.lock:
+                    self.requests.append(req)
+                if not self._answer(c, req):
+                    return
+        except (EOFError, OSError, ValueError):
+            pass
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def targets(self):
+        return [r["target"] for r in self.requests]
+
+    def close(self):
+        self.running = False
+        self.sock.close()
+        with self.lock:
+            for c in self.open_socks:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def parse_responses(data):
+    """Splits the bytes a client received into responses (Content-Length or
+    chunked framed; a response without either takes the rest). Returns a list
+    of Resp; a truncated last response is dropped."""
+    out = []
+    while data:
+        if b"\r\n\r\n" not in data:
+            break
+        head, rest = data.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = [tuple(x.strip() for x in ln.split(":", 1)) for ln in lines[1:]]
+        r = Resp(status, headers, b"")
+        if 100 <= status < 200 and status != 101:
+            out.append(r)
+            data = rest
+            continue
+        cl = r.header("content-length")
+        if (r.header("transfer-encoding") or "").lower() == "chunked":
+            body = b""
+            while True:
+                if b"\r\n" not in rest:
+                    return out
+                size_line, rest = rest.split(b"\r\n", 1)
+                size = int(size_line.split(b";")[0], 16)
+                if size == 0:
+                    rest = rest.split(b"\r\n", 1)[1] if b"\r\n" in rest else b""
+                    break
+                body += rest[:size]
+                rest = rest[size + 2:]
+            r.body, data = body, rest
+        elif cl is not None:
+            if len(rest) < int(cl):
+                break
+            r.body, data = rest[:int(cl)], rest[int(cl):]
+        else:
+            r.body, data = rest, b""
+        out.append(r)
+    return out
+
+
+def raw_exchange(addr, data, timeout=5, half_close=False, pause=0.0):
+    """Sends data (bytes, or a list of bytes sent with pause seconds between
+    them) on a new connection and reads until the server closes or timeout
+    passes without data. Returns (bytes received, closed_by_server)."""
+    s = socket.create_connection(addr, timeout=timeout)
+    try:
+        for i, part in enumerate(data if isinstance(data, list) else [data]):
+            if i and pause:
+                time.sleep(pause)
+            s.sendall(part)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                return got, False
+            except ConnectionResetError:
+                return got, True
+            if not chunk:
+                return got, True
+            got += chunk
+    finally:
+        s.close()
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def spawn_worker_logged(bin_, env, log_path, store="memory", token="token123", extra=(),
+                        timeout=20):
+    """`linkup worker --listen 127.0.0.1:0` with stderr to log_path; waits for
+    "Worker listening on A:P". Returns Proc (addrs["Worker"], log_path)."""
+    err = open(log_path, "w")
+    p = subprocess.Popen([bin_, "worker", "--listen", "127.0.0.1:0", "--token", token,
+                          "--store", store, *extra], stdout=subprocess.PIPE, stderr=err,
+                         text=True, env=env)
+    err.close()
+    deadline = time.time() + timeout
+    addrs = {}
+    while "Worker" not in addrs:
+        if time.time() > deadline or p.poll() is not None:
+            p.kill()
+            p.wait(5)
+            raise RuntimeError("linkup worker did not start: " + open(log_path).read())
+        m = LISTEN_RE.match(p.stdout.readline().strip())
+        if m:
+            addrs[m.group(1)] = (m.group(2), int(m.group(3)))
+    proc = Proc(p, addrs)
+    proc.log_path = log_path
+    return proc
+
+
+class Front:
+    """One of the two public servers set up to proxy session `name`
+    (domain example.com, service frontend -> upstream_url), reached with
+    `Host: {name}.example.com`. kind is "server" (linkup server with a
+    FakeWorker) or "worker" (linkup worker, memory store unless given).
+    self.addr, self.host, self.proc, self.kind; stop() returns the exit code."""
+
+    def __init__(self, kind, bin_, env, tmp_path, upstream_url, name="smug", store="memory",
+                 token="token123", session_token="sesstoken"):
+        self.kind, self.name, self.token = kind, name, token
+        self.host = f"{name}.example.com"
+        self.fake_worker = None
+        log = str(tmp_path / f"{kind}-{time.monotonic_ns()}.log")
+        body = session_body(name, {"frontend": upstream_url},
+                            [("example.com", "frontend", None)], session_token)
+        if kind == "server":
+            env = dict(env)
+            env.setdefault("LINKUP_HTTPS_ADDR", "off")
+            env.setdefault("LINKUP_DNS_ADDR", "off")
+            self.fake_worker = FakeWorker("127.0.0.3")
+            self.proc = spawn_local_server(bin_, env, "--worker-url", self.fake_worker.url,
+                                           "--worker-token", token, log_path=log)
+            self.addr = self.proc.addrs["HTTP"]
+            r = post_json(self.addr, "/linkup/sessions/tunneled", body)
+        else:
+            self.proc = spawn_worker_logged(bin_, env, log, store=store, token=token)
+            self.addr = self.proc.addrs["Worker"]
+            r = request(self.addr, "POST", "/linkup/v2/sessions/preview",
+                        [("Authorization", f"Bearer {token}"),
+                         ("Content-Type", "application/json"), ("x-linkup-version", "99.0.0")],
+                        _json.dumps(body))
+        if r.status != 200:
+            self.stop()
+            raise RuntimeError(f"session setup failed: {r.status} {r.body!r}")
+        self.log_path = log
+
+    def log(self):
+        return open(self.log_path, errors="replace").read()
+
+    def stop(self, timeout=15):
+        p = self.proc.popen
+        if p.poll() is None:
+            p.send_signal(_signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        if self.fake_worker:
+            self.fake_worker.close()
+        return p.returncode
