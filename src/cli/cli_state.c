@@ -13,6 +13,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "cli/config_load.h"
 #include "cli/home.h"
 #include "cli/http.h"
 #include "cli/procs.h"
@@ -25,56 +26,23 @@
 
 /* ---- config ---------------------------------------------------------------- */
 
-static int fail_quoted(const char *prefix, const char *path)
-{
-    struct lk_buf msg = LK_BUF_INIT;
-    lk_buf_adds(&msg, prefix);
-    lk_config_add_quoted(&msg, path);
-    int rc = cli_fail("%s", msg.data);
-    lk_buf_release(&msg);
-    return rc;
-}
-
 int cli_config_load(const struct cli_ctx *ctx, struct lk_config **cfg, char **abs_path)
 {
-    const char *path = ctx->config_path ? ctx->config_path : getenv("LINKUP_CONFIG");
-    if (path == NULL)
-        return cli_fail(
-            "No config argument provided and LINKUP_CONFIG environment variable not set");
-    char *abs = realpath(path, NULL);
-    if (abs == NULL)
-        return fail_quoted("Unable to resolve absolute path for ", path);
-    struct lk_buf text = LK_BUF_INIT;
-    int rc = cli_read_file(abs, &text, LK_CONFIG_MAX_BYTES + 1);
-    if (rc != 0 && rc != LK_ELIMIT) {
-        rc = fail_quoted("Failed to read config file ", abs);
-        goto out;
-    }
-    struct lk_diag diag = { 0 };
-    if (lk_config_parse(text.data, text.len, abs, cfg, &diag) != 0) {
-        struct lk_buf msg = LK_BUF_INIT;
-        lk_config_format_error(abs, &diag, &msg);
-        rc = cli_fail("%s", msg.data);
-        lk_buf_release(&msg);
-        goto out;
-    }
-    *abs_path = abs;
-    abs = NULL;
-    rc = 0;
-out:
-    free(abs);
-    lk_buf_release(&text);
+    struct lk_buf err = LK_BUF_INIT;
+    int rc = 0;
+    if (cli_config_read(ctx, cfg, abs_path, &err) != 0)
+        rc = cli_fail("%s", err.data);
+    lk_buf_release(&err);
     return rc;
 }
 
 struct lk_config *cli_config_try(const char *path)
 {
-    struct lk_buf text = LK_BUF_INIT;
+    struct lk_buf err = LK_BUF_INIT;
     struct lk_config *cfg = NULL;
-    struct lk_diag diag = { 0 };
-    if (path && cli_read_file(path, &text, LK_CONFIG_MAX_BYTES) == 0)
-        (void)lk_config_parse(text.data, text.len, path, &cfg, &diag);
-    lk_buf_release(&text);
+    if (path)
+        (void)cli_config_load_file(path, &cfg, &err);
+    lk_buf_release(&err);
     return cfg;
 }
 
