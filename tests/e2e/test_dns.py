@@ -267,12 +267,27 @@ def test_upstream_from_resolv_conf(linkup_bin, env, tmp_path):
         s.close()
 
 
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+        t.bind(("127.0.0.1", port))
+        return port
+
+
 def test_never_forwards_to_itself(linkup_bin, env):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    me = f"127.0.0.1:{port}"
-    s = DnsServe(linkup_bin, env, ["--dns", me, "--dns-upstream", me])
+    # The port is chosen here, so another program may grab it before the
+    # server binds it: retry a few times.
+    for _ in range(5):
+        try:
+            me = f"127.0.0.1:{free_port()}"
+            s = DnsServe(linkup_bin, env, ["--dns", me, "--dns-upstream", me])
+            break
+        except (OSError, AssertionError):
+            continue
+    else:
+        pytest.fail("could not start dns-serve on a chosen port")
     try:
         assert s.proc.stderr.readline().strip() == "dns-serve: upstream (none)"
         start = time.monotonic()
