@@ -467,10 +467,11 @@ def _read_line(f, limit=70000):
     return line
 
 
-def read_raw_request(f):
+def read_raw_request(f, on_head=None):
     """Reads one HTTP/1.1 request from a binary file object (CL or chunked
-    body). Returns dict(method, target, headers [(k, v)], body) or None at a
-    clean end of stream."""
+    body). on_head(headers) is called between head and body. Returns
+    dict(method, target, headers [(k, v)], body) or None at a clean end of
+    stream."""
     line = f.readline(70000)
     while line in (b"\r\n", b"\n"):
         line = f.readline(70000)
@@ -485,6 +486,8 @@ def read_raw_request(f):
         k, _, v = h.partition(":")
         headers.append((k, v.strip()))
     low = {k.lower(): v for k, v in headers}
+    if on_head:
+        on_head(low)
     body = b""
     if low.get("transfer-encoding", "").lower() == "chunked":
         while True:
@@ -514,6 +517,8 @@ class RawRecordingUpstream:
       /nocl       answer without Content-Length and close (read-until-close);
       /slow/MS    wait MS milliseconds, then answer normally;
       /big/N      answer N MiB of b"x".
+    A request with `Expect: 100-continue` gets `100 Continue` before its body
+    is read.
     """
 
     def __init__(self, host="127.0.0.2"):
@@ -582,7 +587,7 @@ class RawRecordingUpstream:
         f = c.makefile("rb")
         try:
             while True:
-                req = read_raw_request(f)
+                req = read_raw_request(f, lambda h: self._expect(c, h))
                 if req is None:
                     return
                 req["conn"] = conn_no
@@ -597,6 +602,11 @@ class RawRecordingUpstream:
                 c.close()
             except OSError:
                 pass
+
+    @staticmethod
+    def _expect(c, low):
+        if low.get("expect", "").lower() == "100-continue":
+            c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def targets(self):
         return [r["target"] for r in self.requests]
@@ -751,6 +761,11 @@ class Front:
     def log(self):
         return open(self.log_path, errors="replace").read()
 
+    def check(self, timeout=10):
+        """Status of GET /linkup/check (with the worker token)."""
+        return request(self.addr, "GET", "/linkup/check",
+                       [("Authorization", f"Bearer {self.token}")], timeout=timeout).status
+
     def stop(self, timeout=15):
         p = self.proc.popen
         if p.poll() is None:
@@ -763,3 +778,39 @@ class Front:
         if self.fake_worker:
             self.fake_worker.close()
         return p.returncode
+
+
+class ScriptedUpstream:
+    """On host:0, answers every request (read up to its blank line) with the
+    fixed bytes `reply`, then closes the connection. self.count: requests."""
+
+    def __init__(self, reply, host="127.0.0.2"):
+        self.reply = reply
+        self.count = 0
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        self.running = True
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            try:
+                c.settimeout(5)
+                read_http_head(c)
+                self.count += 1
+                c.sendall(self.reply)
+            except (EOFError, OSError):
+                pass
+            finally:
+                c.close()
+
+    def close(self):
+        self.running = False
+        self.sock.close()

@@ -1,0 +1,397 @@
+"""Conformance and request-smuggling suite (issue 9, RFC 9110/9112) through
+BOTH public servers: `linkup server` (with a fake worker) and `linkup
+worker`. Raw bytes go to the server; a raw recording upstream on 127.0.0.2
+(lk.RawRecordingUpstream) proves that no second, smuggled request ever
+reaches it. Every socket has a timeout; every server must exit 0 on SIGTERM.
+
+Decisions (docs/reliability.md): CONNECT gets 405 with an Allow header
+without CONNECT (RFC 9110 §9.3.6, §15.5.6: these are reverse proxies, not
+forward proxies); an HTTP/1.1 request without Host gets 400 (RFC 9112 §3.2).
+"""
+import socket
+import time
+
+import pytest
+
+import lk
+
+KINDS = ["server", "worker"]
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: HOST\r\n\r\n"
+
+WORKER_CONNECT = pytest.mark.xfail(
+    strict=True, reason="worker forwards CONNECT to routing (404) instead of 405: "
+    "src/worker/proxy.c (request handler) should answer 405 + Allow")
+WORKER_NO_HOST = pytest.mark.xfail(
+    strict=True, reason="worker answers 422 to an HTTP/1.1 request without Host instead of "
+    "400 (RFC 9112 §3.2): src/worker/proxy.c (request handler)")
+ENGINE_CHUNKED_400 = pytest.mark.xfail(
+    strict=True, reason="malformed chunked request body while proxying closes the client "
+    "connection without a 400 although no response byte was sent: lib/net/proxy.c "
+    "(request body pump, on LK_EPARSE)")
+ENGINE_EXPECT = pytest.mark.xfail(
+    strict=True, reason="Expect: 100-continue on an endpoint that reads the body itself gets "
+    "neither 100 Continue nor a final status: lib/net/http_server.c lk_exchange_read_body()")
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    u = lk.RawRecordingUpstream("127.0.0.2")
+    yield u
+    u.close()
+
+
+@pytest.fixture(scope="module")
+def fronts(linkup_bin, tmp_path_factory, upstream):
+    """One linkup server and one linkup worker for the whole module."""
+    import os
+    tmp = tmp_path_factory.mktemp("fronts")
+    env = dict(os.environ, HOME=str(tmp), LINKUP_HOME=str(tmp / ".linkup"),
+               LINKUP_NO_UPDATE_CHECK="1")
+    env.pop("LINKUP_CONFIG", None)
+    started = {}
+
+    def get(kind):
+        if kind not in started:
+            started[kind] = lk.Front(kind, linkup_bin, env, tmp, upstream.url)
+        return started[kind]
+
+    yield get
+    for f in started.values():
+        rc = f.stop()
+        assert rc == 0, f"{f.kind} exited {rc}: {f.log()[-3000:]}"
+
+
+def send(front, data, timeout=3, **kw):
+    """Raw bytes with HOST replaced by the session host; returns (responses,
+    closed by server, raw bytes)."""
+    host = front.host.encode()
+    if isinstance(data, list):
+        data = [d.replace(b"HOST", host) for d in data]
+    else:
+        data = data.replace(b"HOST", host)
+    got, closed = lk.raw_exchange(front.addr, data, timeout=timeout, **kw)
+    return lk.parse_responses(got), closed, got
+
+
+def new_requests(upstream, n0):
+    time.sleep(0.2)  # let the upstream thread record whatever it got
+    return upstream.requests[n0:]
+
+
+# ---- rejected heads: status, connection closed, nothing reaches upstream ----
+
+def _post(*lines, body=b""):
+    return b"POST / HTTP/1.1\r\nHost: HOST\r\n" + b"".join(x + b"\r\n" for x in lines) + \
+        b"\r\n" + body
+
+
+REJECTED = [
+    # CL.TE / TE.CL: both framings in one request (RFC 9112 §6.1: MUST close).
+    ("cl_te", _post(b"Content-Length: 6", b"Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
+     400),
+    ("te_cl", _post(b"Transfer-Encoding: chunked", b"Content-Length: 4",
+                    body=b"5c\r\nGPOST / HTTP/1.1\r\n\r\n0\r\n\r\n"), 400),
+    ("dup_cl_differing", _post(b"Content-Length: 5", b"Content-Length: 6", body=b"hello!"), 400),
+    ("cl_list_differing", _post(b"Content-Length: 5, 6", body=b"hello!"), 400),
+    ("cl_plus", _post(b"Content-Length: +5", body=b"hello"), 400),
+    ("cl_hex", _post(b"Content-Length: 0x5", body=b"hello"), 400),
+    ("cl_negative", _post(b"Content-Length: -1"), 400),
+    ("cl_overflow", _post(b"Content-Length: 99999999999999999999999"), 400),
+    ("cl_empty", _post(b"Content-Length: "), 400),
+    # Obfuscated Transfer-Encoding (RFC 9112 §6.1: unknown coding -> 501 or 400+close).
+    ("te_xchunked", _post(b"Transfer-Encoding: xchunked", body=b"0\r\n\r\n"), 400),
+    ("te_chunked_identity", _post(b"Transfer-Encoding: chunked, identity", body=b"0\r\n\r\n"),
+     400),
+    ("te_chunked_twice", _post(b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked",
+                               body=b"0\r\n\r\n"), 400),
+    ("te_space_before_colon", _post(b"Transfer-Encoding : chunked", body=b"0\r\n\r\n"), 400),
+    ("te_folded_line", _post(b" Transfer-Encoding: chunked", body=b"0\r\n\r\n"), 400),
+    ("te_http10", b"POST / HTTP/1.0\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"0\r\n\r\n", 400),
+    # obs-fold, bare CR, bare LF (RFC 9112 §5.2, §2.2).
+    ("obs_fold", b"GET / HTTP/1.1\r\nHost: HOST\r\nX-A: a\r\n b\r\n\r\n", 400),
+    ("bare_cr_in_value", b"GET / HTTP/1.1\r\nHost: HOST\r\nX-A: a\rb\r\n\r\n", 400),
+    ("bare_cr_line_end", b"GET / HTTP/1.1\r\nHost: HOST\r\nX-A: a\r\r\nX-B: b\r\n\r\n", 400),
+    ("bare_lf", b"GET / HTTP/1.1\nHost: HOST\n\n", 400),
+    # Invalid characters in names and values, request line.
+    ("nul_in_value", b"GET / HTTP/1.1\r\nHost: HOST\r\nX-A: a\x00b\r\n\r\n", 400),
+    ("ctl_in_value", b"GET / HTTP/1.1\r\nHost: HOST\r\nX-A: a\x01b\r\n\r\n", 400),
+    ("del_in_value", b"GET / HTTP/1.1\r\nHost: HOST\r\nX-A: a\x7fb\r\n\r\n", 400),
+    ("nul_in_name", b"GET / HTTP/1.1\r\nHost: HOST\r\nX\x00A: b\r\n\r\n", 400),
+    ("ctl_in_name", b"GET / HTTP/1.1\r\nHost: HOST\r\nX\x01A: b\r\n\r\n", 400),
+    ("space_in_name", b"GET / HTTP/1.1\r\nHost: HOST\r\nX A: b\r\n\r\n", 400),
+    ("empty_name", b"GET / HTTP/1.1\r\nHost: HOST\r\n: b\r\n\r\n", 400),
+    ("nul_in_target", b"GET /a\x00b HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
+    ("two_spaces", b"GET  / HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
+    ("http2_version", b"GET / HTTP/2.0\r\nHost: HOST\r\n\r\n", 400),
+    ("two_hosts", b"GET / HTTP/1.1\r\nHost: HOST\r\nHost: evil.example\r\n\r\n", 400),
+    # Sizes (DESIGN §9).
+    ("target_414", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: HOST\r\n\r\n", 414),
+    ("header_line_431", b"GET / HTTP/1.1\r\nHost: HOST\r\nX-A: " + b"a" * 17000 + b"\r\n\r\n",
+     431),
+    ("head_size_431", b"GET / HTTP/1.1\r\nHost: HOST\r\n" +
+     b"".join(b"X-%d: %s\r\n" % (i, b"a" * 8000) for i in range(9)) + b"\r\n", 431),
+    ("header_count_431", b"GET / HTTP/1.1\r\nHost: HOST\r\n" +
+     b"".join(b"X-%d: a\r\n" % i for i in range(101)) + b"\r\n", 431),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case,data,status", REJECTED, ids=[c[0] for c in REJECTED])
+def test_rejected_and_nothing_smuggled(fronts, upstream, kind, case, data, status):
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    rs, closed, raw = send(front, data + SMUGGLED)
+    assert [r.status for r in rs] == [status], (case, raw[:300])
+    assert rs[0].header("connection") == "close"
+    assert closed, "the connection must close after a framing/syntax error"
+    assert new_requests(upstream, n0) == [], "the upstream saw a request"
+
+
+# ---- accepted framings: exactly the requests the client sent ----------------
+
+ACCEPTED = [
+    ("identical_dup_cl", _post(b"Content-Length: 5", b"Content-Length: 5", body=b"hello")),
+    ("identical_cl_list", _post(b"Content-Length: 5, 5", body=b"hello")),
+    ("te_extra_ows", _post(b"Transfer-Encoding:   chunked", body=b"5\r\nhello\r\n0\r\n\r\n")),
+    ("te_tab_ows", _post(b"Transfer-Encoding:\tchunked", body=b"5\r\nhello\r\n0\r\n\r\n")),
+    ("te_upper_case", _post(b"Transfer-Encoding: CHUNKED", body=b"5\r\nhello\r\n0\r\n\r\n")),
+    ("chunked_ext_trailer", _post(b"Transfer-Encoding: chunked",
+                                  body=b"2;x=y\r\nhe\r\n3\r\nllo\r\n0\r\nX-T: 1\r\n\r\n")),
+    ("leading_empty_lines", b"\r\n\r\n" + _post(b"Content-Length: 5", body=b"hello")),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case,data", ACCEPTED, ids=[c[0] for c in ACCEPTED])
+def test_accepted_framing_then_pipelined(fronts, upstream, kind, case, data):
+    """The body ends exactly where the framing says: the pipelined GET after
+    it is the upstream's second request, not part of the first body."""
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    nxt = b"GET /next HTTP/1.1\r\nHost: HOST\r\nConnection: close\r\n\r\n"
+    rs, closed, raw = send(front, data + nxt)
+    assert [r.status for r in rs] == [200, 200], raw[:500]
+    got = new_requests(upstream, n0)
+    assert [(r["method"], r["target"], r["body"]) for r in got] == [
+        ("POST", "/", b"hello"), ("GET", "/next", b"")]
+    # Re-framed upstream: never both Content-Length and Transfer-Encoding.
+    names = [k.lower() for k, _ in got[0]["headers"]]
+    assert not ("content-length" in names and "transfer-encoding" in names)
+    assert names.count("host") == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_obs_text_value_is_forwarded(fronts, upstream, kind):
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    rs, _, _ = send(front, b"GET /o HTTP/1.1\r\nHost: HOST\r\nX-A: caf\xe9\r\n"
+                           b"Connection: close\r\n\r\n")
+    assert [r.status for r in rs] == [200]
+    got = new_requests(upstream, n0)
+    assert len(got) == 1 and ("X-A", "caf\xe9") in got[0]["headers"]
+
+
+MALFORMED_CHUNKS = [
+    ("size_overflow", b"fffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+    ("size_negative", b"-5\r\nhello\r\n0\r\n\r\n"),
+    ("size_bare_lf", b"5\nhello\r\n0\r\n\r\n"),
+    ("ext_bare_lf", b"5;a=b\nc\r\nhello\r\n0\r\n\r\n"),
+    ("data_without_crlf", b"5\r\nhelloXX0\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case,body", MALFORMED_CHUNKS, ids=[c[0] for c in MALFORMED_CHUNKS])
+def test_malformed_chunked_body_smuggles_nothing(fronts, upstream, kind, case, body):
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    rs, closed, raw = send(front, _post(b"Transfer-Encoding: chunked", body=body) + SMUGGLED)
+    assert closed
+    assert all(r.status != 200 for r in rs), raw[:300]
+    assert "/smuggled" not in [r["target"] for r in new_requests(upstream, n0)]
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=ENGINE_CHUNKED_400) for k in KINDS])
+def test_malformed_chunked_body_gets_400(fronts, upstream, kind):
+    rs, _, raw = send(fronts(kind), _post(b"Transfer-Encoding: chunked",
+                                          body=b"zz\r\nhello\r\n0\r\n\r\n"))
+    assert [r.status for r in rs] == [400], raw[:300]
+
+
+# ---- absolute-form, CONNECT, Host ------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_absolute_form_uses_target_authority(fronts, upstream, kind):
+    """RFC 9112 §3.2.2: with absolute-form the Host field is ignored."""
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    rs, _, raw = send(front, b"GET http://HOST/abs?q=1 HTTP/1.1\r\nHost: nosuch.other.example\r\n"
+                             b"Connection: close\r\n\r\n")
+    assert [r.status for r in rs] == [200], raw[:300]
+    got = new_requests(upstream, n0)
+    assert [(r["method"], r["target"]) for r in got] == [("GET", "/abs?q=1")]
+    hosts = [v for k, v in got[0]["headers"] if k.lower() == "host"]
+    assert hosts == [f"{upstream.addr[0]}:{upstream.addr[1]}"]
+
+
+@pytest.mark.parametrize("kind", ["server", pytest.param("worker", marks=WORKER_CONNECT)])
+@pytest.mark.parametrize("target", [b"HOST:443", b"127.0.0.2:22"])
+def test_connect_is_405(fronts, upstream, kind, target):
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    rs, _, raw = send(front, b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target +
+                      b"\r\n\r\n")
+    assert [r.status for r in rs] == [405], raw[:300]
+    allow = rs[0].header("allow")
+    assert allow and "GET" in allow and "CONNECT" not in allow
+    assert new_requests(upstream, n0) == []
+
+
+@pytest.mark.parametrize("kind", ["server", pytest.param("worker", marks=WORKER_NO_HOST)])
+def test_http11_without_host_is_400(fronts, upstream, kind):
+    n0 = len(upstream.requests)
+    rs, _, raw = send(fronts(kind), b"GET / HTTP/1.1\r\nX: y\r\n\r\n")
+    assert [r.status for r in rs] == [400], raw[:300]
+    assert new_requests(upstream, n0) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_http10_without_host_is_not_400(fronts, kind):
+    rs, _, _ = send(fronts(kind), b"GET /linkup/check HTTP/1.0\r\n"
+                                  b"Authorization: Bearer token123\r\n\r\n")
+    assert [r.status for r in rs] == [200]
+
+
+# ---- Expect: 100-continue ----------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_expect_100_continue_through_the_proxy(fronts, upstream, kind):
+    """The expectation is forwarded; the upstream's 100 reaches the client
+    before it sends the body, then the final response."""
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    s = socket.create_connection(front.addr, timeout=5)
+    try:
+        s.sendall(b"POST /e HTTP/1.1\r\nHost: %s\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\n\r\n" % front.host.encode())
+        line, _, rest = lk.read_http_head(s)
+        assert line.startswith("HTTP/1.1 100"), line
+        s.sendall(b"hello")
+        data = rest
+        while not lk.parse_responses(data):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert lk.parse_responses(data)[0].status == 200
+    finally:
+        s.close()
+    got = new_requests(upstream, n0)
+    assert [(r["target"], r["body"]) for r in got] == [("/e", b"hello")]
+
+
+ADMIN_POST = {"server": b"/linkup/sessions/preview", "worker": b"/linkup/v2/sessions/preview"}
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=ENGINE_EXPECT) for k in KINDS])
+def test_expect_100_continue_on_admin_api(fronts, kind):
+    front = fronts(kind)
+    s = socket.create_connection(front.addr, timeout=3)
+    try:
+        s.sendall(b"POST " + ADMIN_POST[kind] + b" HTTP/1.1\r\nHost: localhost\r\n"
+                  b"Authorization: Bearer token123\r\nx-linkup-version: 99.0.0\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 2\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        s.settimeout(1.5)
+        try:
+            line, _, _ = lk.read_http_head(s)
+        except socket.timeout:
+            line = "(nothing within 1.5 s)"
+        assert line.startswith("HTTP/1.1 100") or line.startswith("HTTP/1.1 4"), line
+    finally:
+        s.close()
+
+
+def test_expect_with_oversized_body_is_413_at_once(fronts):
+    front = fronts("server")
+    rs, closed, raw = send(front, b"POST /linkup/sessions/tunneled HTTP/1.1\r\nHost: x\r\n"
+                                  b"Content-Type: application/json\r\n"
+                                  b"Content-Length: 104857601\r\nExpect: 100-continue\r\n\r\n")
+    assert [r.status for r in rs] == [413], raw[:300]
+    assert closed
+
+
+# ---- HTTP/1.0 keep-alive --------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_http10_keep_alive(fronts, upstream, kind):
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    rs, closed, raw = send(front, b"GET /a HTTP/1.0\r\nHost: HOST\r\nConnection: keep-alive\r\n\r\n"
+                                  b"GET /b HTTP/1.0\r\nHost: HOST\r\n\r\n"
+                                  b"GET /c HTTP/1.0\r\nHost: HOST\r\n\r\n")
+    assert [r.status for r in rs] == [200, 200], raw[:500]
+    assert (rs[0].header("connection") or "").lower() == "keep-alive"
+    assert closed, "HTTP/1.0 without keep-alive closes after its response"
+    assert [r["target"] for r in new_requests(upstream, n0)] == ["/a", "/b"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_http10_without_keep_alive_closes(fronts, upstream, kind):
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    rs, closed, _ = send(front, b"GET /a HTTP/1.0\r\nHost: HOST\r\n\r\n" + SMUGGLED)
+    assert [r.status for r in rs] == [200] and closed
+    assert [r["target"] for r in new_requests(upstream, n0)] == ["/a"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_http11_pipelining_in_order(fronts, upstream, kind):
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    reqs = b"".join(b"GET /p%d HTTP/1.1\r\nHost: HOST\r\n\r\n" % i for i in range(5))
+    rs, _, _ = send(front, reqs + b"GET /last HTTP/1.1\r\nHost: HOST\r\nConnection: close\r\n\r\n")
+    assert [r.status for r in rs] == [200] * 6
+    assert [r["target"] for r in new_requests(upstream, n0)] == \
+        [f"/p{i}" for i in range(5)] + ["/last"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_chunked_body_split_at_awkward_offsets(fronts, upstream, kind):
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    whole = _post(b"Transfer-Encoding: chunked", b"Connection: close",
+                  body=b"3;ext=1\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nT: v\r\n\r\n")
+    whole = whole.replace(b"HOST", front.host.encode())
+    parts = [whole[i:i + 7] for i in range(0, len(whole), 7)]
+    rs, _, raw = send(front, parts, pause=0.01)
+    assert [r.status for r in rs] == [200], raw[:300]
+    got = new_requests(upstream, n0)
+    assert [r["body"] for r in got] == [b"abc0123456789abcdef"]
+
+
+# ---- response side: the upstream cannot smuggle either -------------------------
+
+BAD_RESPONSES = [
+    ("cl_and_te", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"0\r\n\r\n"),
+    ("differing_cl", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+    ("bad_te", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx"),
+    ("obs_fold", b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n"),
+    ("bare_lf", b"HTTP/1.1 200 OK\nContent-Length: 0\n\n"),
+    ("garbage", b"NOT HTTP AT ALL\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case,reply", BAD_RESPONSES, ids=[c[0] for c in BAD_RESPONSES])
+def test_malformed_upstream_response_is_502(linkup_bin, env, tmp_path, kind, case, reply):
+    up = lk.ScriptedUpstream(reply)
+    front = lk.Front(kind, linkup_bin, env, tmp_path, up.url)
+    try:
+        r = lk.request(front.addr, "GET", "/", [("Host", front.host)])
+        assert r.status == 502, (case, r.status, r.body)
+        assert front.check() == 200
+    finally:
+        up.close()
+        assert front.stop() == 0, front.log()[-2000:]
