@@ -70,6 +70,7 @@ struct lk_conn {
     bool is_loopback, is_tls;
     int local_port;
     bool read_eof;   /* the client shut its write side */
+    bool eof_aborts; /* adopted stream: EOF while proxying means gone */
     bool head_begun; /* bytes of the next head have arrived */
     unsigned n_requests;
     struct lk_exchange *ex;         /* current exchange, or NULL */

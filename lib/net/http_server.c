@@ -799,6 +799,12 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
     c->read_eof = true;
     switch (c->state) {
     case LK_CONN_PROXYING:
+        if (c->eof_aborts) {
+            lk_conn_close(c, "stream closed mid-request");
+            break;
+        }
+        lk_proxy_on_client_eof(c->ex);
+        break;
     case LK_CONN_TUNNEL:
         lk_proxy_on_client_eof(c->ex);
         break;
@@ -890,6 +896,7 @@ int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
     struct lk_conn *c = conn_new(srv);
     snprintf(c->peer_str, sizeof(c->peer_str), "%s", peer_label ? peer_label : "adopted");
     c->is_loopback = peer_is_loopback;
+    c->eof_aborts = true;
     c->bev = bev;
     conn_start(c);
     return 0;

@@ -1,0 +1,634 @@
+/*
+ * tunnel.c - one tunnel connection: an nghttp2 session over an upgraded
+ * bufferevent, and one pipe per stream joining the stream to a socketpair
+ * whose other end belongs to the HTTP/1.1 engine.
+ *
+ * Invariants: nghttp2_session_send() runs only from libevent callbacks
+ * (flush()), never inside an nghttp2 callback. Received DATA is given back to
+ * the flow-control windows only once it has been written into the pipe's
+ * socket (pipe write callback), so a slow reader stalls its own stream and
+ * nothing is buffered without bound. A dying connection is only marked
+ * (lk_tunnel_kill); its owner frees it from the deferred closed callback.
+ */
+#include "net/tunnel.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <event2/util.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "net/log.h"
+#include "net/tunnel_internal.h"
+
+/* Bytes read from the engine's side of a stream before reading pauses, and
+ * the kernel buffer of each socketpair end: together they bound what one
+ * stream holds on top of its HTTP/2 window. */
+#define PIPE_READ_MAX   (64 * 1024)
+#define PIPE_SOCKET_BUF (64 * 1024)
+
+struct lk_tunnel_pipe {
+    struct lk_tunnel *t;
+    struct lk_tunnel_pipe *prev, *next;
+    int32_t stream_id;       /* 0 once the HTTP/2 stream is closed */
+    struct bufferevent *bev; /* our socketpair end; NULL once closed */
+    size_t unconsumed;       /* DATA bytes queued in bev, window not yet released */
+    bool in_eof;             /* the engine shut its side: END_STREAM after the input */
+    bool out_eof;            /* the peer sent END_STREAM: shut our side after the output */
+    bool out_shut;
+    bool deferred; /* the data provider waits for input */
+    bool bad;      /* request or response envelope rejected */
+};
+
+struct lk_tunnel {
+    struct event_base *base;
+    struct bufferevent *bev;
+    nghttp2_session *h2;
+    struct lk_tunnel_opts opts;
+    bool is_h2_client;
+    char label[96];
+    struct lk_http_server *adopt_into;
+    struct lk_tunnel_pipe *pipes;
+    size_t n_pipes, n_streams;
+    struct event ping_timer, close_ev;
+    struct timeval last_recv;
+    bool dead;
+    char why[160];
+    lk_tunnel_closed_cb *on_closed;
+    void *data;
+};
+
+void lk_tunnel_opts_init(struct lk_tunnel_opts *o)
+{
+    o->ping_interval_ms = 15000;
+    o->dead_after_ms = 45000;
+    o->stream_window = 256 * 1024;
+    o->conn_window = 16 * 1024 * 1024;
+    o->max_streams = 1024;
+    o->out_buffer_max = 1024 * 1024;
+}
+
+bool lk_tunnel_secret_eq(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    if (a == NULL || b == NULL)
+        return a == b;
+    /* Walk the expected length whatever the given one, so the time tells
+     * nothing about where the first difference is. */
+    volatile unsigned char diff = a_len != b_len;
+    for (size_t i = 0; i < a_len; i++)
+        diff |= (unsigned char)a[i] ^ (unsigned char)(i < b_len ? b[i] : 0);
+    return diff == 0;
+}
+
+size_t lk_tunnel_n_streams(const struct lk_tunnel *t)
+{
+    return t->n_streams;
+}
+
+static long long ms_since(const struct timeval *then)
+{
+    struct timeval now;
+    evutil_gettimeofday(&now, NULL);
+    return (long long)(now.tv_sec - then->tv_sec) * 1000 + (now.tv_usec - then->tv_usec) / 1000;
+}
+
+void lk_tunnel_kill(struct lk_tunnel *t, const char *why)
+{
+    if (t->dead)
+        return;
+    t->dead = true;
+    snprintf(t->why, sizeof(t->why), "%s", why);
+    LK_LOG(DEBUG, "tunnel %s: closing: %s", t->label, why);
+    bufferevent_disable(t->bev, EV_READ | EV_WRITE);
+    event_active(&t->close_ev, EV_TIMEOUT, 0);
+}
+
+/* Sends what nghttp2 has queued; called after every batch of changes. */
+static void flush(struct lk_tunnel *t)
+{
+    if (t->dead)
+        return;
+    int rc = nghttp2_session_send(t->h2);
+    if (rc != 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "http/2 send failed: %s", nghttp2_strerror(rc));
+        lk_tunnel_kill(t, why);
+        return;
+    }
+    if (!nghttp2_session_want_read(t->h2) && !nghttp2_session_want_write(t->h2))
+        lk_tunnel_kill(t, "http/2 session finished");
+}
+
+/* ---- pipes ------------------------------------------------------------- */
+
+static void pipe_maybe_free(struct lk_tunnel_pipe *p)
+{
+    if (p->stream_id != 0 || p->bev != NULL)
+        return;
+    struct lk_tunnel *t = p->t;
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        t->pipes = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    t->n_pipes--;
+    free(p);
+}
+
+static void pipe_close_bev(struct lk_tunnel_pipe *p)
+{
+    if (p->bev == NULL)
+        return;
+    bufferevent_free(p->bev);
+    p->bev = NULL;
+}
+
+/* Gives the bytes the socket has taken back to the windows. */
+static void pipe_release(struct lk_tunnel_pipe *p, size_t still_queued)
+{
+    struct lk_tunnel *t = p->t;
+    if (p->unconsumed <= still_queued || t->dead)
+        return;
+    size_t n = p->unconsumed - still_queued;
+    p->unconsumed = still_queued;
+    if (p->stream_id != 0)
+        nghttp2_session_consume(t->h2, p->stream_id, n);
+    else
+        nghttp2_session_consume_connection(t->h2, n);
+}
+
+static void pipe_abort(struct lk_tunnel_pipe *p, uint32_t code)
+{
+    struct lk_tunnel *t = p->t;
+    pipe_release(p, 0);
+    pipe_close_bev(p);
+    if (p->stream_id != 0 && !t->dead)
+        nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, p->stream_id, code);
+}
+
+/* Passes the peer's END_STREAM on once everything before it is written. */
+static void pipe_check_out_eof(struct lk_tunnel_pipe *p)
+{
+    if (p->bev == NULL || !p->out_eof || p->out_shut ||
+        evbuffer_get_length(bufferevent_get_output(p->bev)) != 0)
+        return;
+    p->out_shut = true;
+    evutil_socket_t fd = bufferevent_getfd(p->bev);
+    if (fd >= 0)
+        shutdown(fd, SHUT_WR);
+}
+
+static void on_pipe_read(struct bufferevent *bev, void *arg)
+{
+    struct lk_tunnel_pipe *p = arg;
+    struct lk_tunnel *t = p->t;
+    (void)bev;
+    if (p->deferred && p->stream_id != 0 && !t->dead) {
+        p->deferred = false;
+        nghttp2_session_resume_data(t->h2, p->stream_id);
+        flush(t);
+    }
+}
+
+static void on_pipe_write(struct bufferevent *bev, void *arg)
+{
+    struct lk_tunnel_pipe *p = arg;
+    struct lk_tunnel *t = p->t;
+    size_t queued = evbuffer_get_length(bufferevent_get_output(bev));
+    pipe_release(p, queued);
+    pipe_check_out_eof(p);
+    if (p->stream_id == 0 && queued == 0) {
+        /* The stream ended cleanly and everything is written. */
+        pipe_close_bev(p);
+        pipe_maybe_free(p);
+    }
+    flush(t);
+}
+
+static void on_pipe_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct lk_tunnel_pipe *p = arg;
+    struct lk_tunnel *t = p->t;
+    (void)bev;
+    if (what & BEV_EVENT_ERROR) {
+        /* The engine closed its end while we still had bytes for it. */
+        pipe_abort(p, NGHTTP2_CANCEL);
+        pipe_maybe_free(p);
+        flush(t);
+        return;
+    }
+    if (!(what & BEV_EVENT_EOF))
+        return;
+    p->in_eof = true;
+    if (p->stream_id == 0) {
+        pipe_close_bev(p);
+        pipe_maybe_free(p);
+        return;
+    }
+    if (p->deferred && !t->dead) {
+        p->deferred = false;
+        nghttp2_session_resume_data(t->h2, p->stream_id);
+    }
+    flush(t);
+}
+
+/* Makes a socketpair: *ours joins the stream, *theirs goes to the engine. */
+static int make_pair(struct lk_tunnel *t, struct bufferevent **ours, struct bufferevent **theirs)
+{
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == -1)
+        return LK_EIO;
+    int size = PIPE_SOCKET_BUF;
+    for (int i = 0; i < 2; i++)
+        setsockopt(fds[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    *ours = bufferevent_socket_new(t->base, fds[0], BEV_OPT_CLOSE_ON_FREE);
+    *theirs = bufferevent_socket_new(t->base, fds[1], BEV_OPT_CLOSE_ON_FREE);
+    LK_ASSERT(*ours != NULL && *theirs != NULL);
+    return 0;
+}
+
+static struct lk_tunnel_pipe *pipe_new(struct lk_tunnel *t)
+{
+    struct lk_tunnel_pipe *p = lk_xcalloc(1, sizeof(*p));
+    p->t = t;
+    p->next = t->pipes;
+    if (t->pipes != NULL)
+        t->pipes->prev = p;
+    t->pipes = p;
+    t->n_pipes++;
+    return p;
+}
+
+static void pipe_attach(struct lk_tunnel_pipe *p, struct bufferevent *bev)
+{
+    p->bev = bev;
+    bufferevent_setcb(bev, on_pipe_read, on_pipe_write, on_pipe_event, p);
+    bufferevent_setwatermark(bev, EV_READ, 0, PIPE_READ_MAX);
+    bufferevent_setwatermark(bev, EV_WRITE, p->t->opts.stream_window / 2, 0);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+/* nghttp2 data provider: the engine's bytes of this stream. */
+static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
+                              uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    struct lk_tunnel_pipe *p = src->ptr;
+    (void)s;
+    (void)id;
+    (void)user;
+    if (p->bev == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    struct evbuffer *in = bufferevent_get_input(p->bev);
+    int n = evbuffer_remove(in, buf, len);
+    if (n < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (n == 0 && !p->in_eof) {
+        p->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    if (p->in_eof && evbuffer_get_length(in) == 0)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return n;
+}
+
+/* ---- opening streams (worker side) --------------------------------------- */
+
+#define NV(n, v)                                                                           \
+    {                                                                                      \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE \
+    }
+
+int lk_tunnel_connect(void *tunnel, struct bufferevent **out, char *errtext, size_t errtext_len)
+{
+    struct lk_tunnel *t = tunnel;
+    *out = NULL;
+    if (t == NULL || t->dead || !t->is_h2_client) {
+        snprintf(errtext, errtext_len, "tunnel %s is closing", t ? t->label : "(none)");
+        return LK_ECLOSED;
+    }
+    struct bufferevent *ours = NULL, *theirs = NULL;
+    if (make_pair(t, &ours, &theirs) != 0) {
+        snprintf(errtext, errtext_len, "tunnel %s: cannot create a stream socket", t->label);
+        return LK_EIO;
+    }
+    struct lk_tunnel_pipe *p = pipe_new(t);
+    pipe_attach(p, ours);
+    const nghttp2_nv nva[] = { NV(":method", "POST"), NV(":scheme", "http"),
+                               NV(":authority", "linkup-tunnel"),
+                               NV(":path", LK_TUNNEL_STREAM_PATH) };
+    nghttp2_data_provider prd = { .source.ptr = p, .read_callback = on_data_source };
+    int32_t id = nghttp2_submit_request(t->h2, NULL, nva, sizeof(nva) / sizeof(nva[0]), &prd, p);
+    if (id < 0) {
+        snprintf(errtext, errtext_len, "tunnel %s: cannot open a stream: %s", t->label,
+                 nghttp2_strerror(id));
+        pipe_close_bev(p);
+        pipe_maybe_free(p);
+        bufferevent_free(theirs);
+        return LK_EIO;
+    }
+    p->stream_id = id;
+    t->n_streams++;
+    flush(t);
+    *out = theirs;
+    return 0;
+}
+
+/* ---- accepting streams (local side) ------------------------------------- */
+
+static void accept_stream(struct lk_tunnel *t, struct lk_tunnel_pipe *p)
+{
+    struct bufferevent *ours = NULL, *theirs = NULL;
+    if (p->bad || make_pair(t, &ours, &theirs) != 0) {
+        nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, p->stream_id, NGHTTP2_REFUSED_STREAM);
+        return;
+    }
+    pipe_attach(p, ours);
+    if (lk_http_server_adopt(t->adopt_into, theirs, "tunnel", false) != 0) {
+        LK_LOG(WARN, "tunnel %s: local server refused a stream", t->label);
+        pipe_abort(p, NGHTTP2_REFUSED_STREAM);
+        return;
+    }
+    const nghttp2_nv nva[] = { NV(":status", "200") };
+    nghttp2_data_provider prd = { .source.ptr = p, .read_callback = on_data_source };
+    nghttp2_submit_response(t->h2, p->stream_id, nva, 1, &prd);
+}
+
+/* ---- nghttp2 callbacks -------------------------------------------------- */
+
+static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *user)
+{
+    struct lk_tunnel *t = user;
+    (void)s;
+    (void)flags;
+    if (t->dead)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    struct evbuffer *out = bufferevent_get_output(t->bev);
+    if (evbuffer_get_length(out) >= t->opts.out_buffer_max)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    evbuffer_add(out, data, len);
+    return (ssize_t)len;
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+    struct lk_tunnel *t = user;
+    if (t->is_h2_client || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct lk_tunnel_pipe *p = pipe_new(t);
+    p->stream_id = f->hd.stream_id;
+    t->n_streams++;
+    nghttp2_session_set_stream_user_data(s, f->hd.stream_id, p);
+    return 0;
+}
+
+static bool nv_is(const uint8_t *p, size_t n, const char *lit)
+{
+    return n == strlen(lit) && memcmp(p, lit, n) == 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                     const uint8_t *value, size_t vlen, uint8_t flags, void *user)
+{
+    struct lk_tunnel *t = user;
+    (void)flags;
+    if (f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    struct lk_tunnel_pipe *p = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (p == NULL)
+        return 0;
+    if (t->is_h2_client && nv_is(name, nlen, ":status"))
+        p->bad |= !nv_is(value, vlen, "200");
+    else if (!t->is_h2_client && nv_is(name, nlen, ":path"))
+        p->bad |= !nv_is(value, vlen, LK_TUNNEL_STREAM_PATH);
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+    struct lk_tunnel *t = user;
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+        return 0;
+    struct lk_tunnel_pipe *p = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (p == NULL)
+        return 0;
+    if (f->hd.type == NGHTTP2_HEADERS && !t->is_h2_client && f->headers.cat == NGHTTP2_HCAT_REQUEST)
+        accept_stream(t, p);
+    else if (f->hd.type == NGHTTP2_HEADERS && p->bad)
+        pipe_abort(p, NGHTTP2_REFUSED_STREAM);
+    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        p->out_eof = true;
+        pipe_check_out_eof(p);
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *user)
+{
+    (void)flags;
+    (void)user;
+    struct lk_tunnel_pipe *p = nghttp2_session_get_stream_user_data(s, id);
+    if (p == NULL || p->bev == NULL) {
+        nghttp2_session_consume(s, id, len);
+        return 0;
+    }
+    evbuffer_add(bufferevent_get_output(p->bev), data, len);
+    p->unconsumed += len;
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *user)
+{
+    struct lk_tunnel *t = user;
+    struct lk_tunnel_pipe *p = nghttp2_session_get_stream_user_data(s, id);
+    if (p == NULL)
+        return 0;
+    t->n_streams--;
+    p->stream_id = 0;
+    pipe_release(p, 0); /* the stream window is gone: settle the connection's */
+    if (code != NGHTTP2_NO_ERROR || p->bev == NULL ||
+        evbuffer_get_length(bufferevent_get_output(p->bev)) == 0)
+        pipe_close_bev(p);
+    pipe_maybe_free(p);
+    return 0;
+}
+
+/* ---- the connection ------------------------------------------------------ */
+
+static void on_tunnel_read(struct bufferevent *bev, void *arg)
+{
+    struct lk_tunnel *t = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evutil_gettimeofday(&t->last_recv, NULL);
+    while (!t->dead && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        ssize_t rc = nghttp2_session_mem_recv(t->h2, v.iov_base, v.iov_len);
+        if (rc < 0) {
+            char why[128];
+            snprintf(why, sizeof(why), "http/2 protocol error: %s", nghttp2_strerror((int)rc));
+            lk_tunnel_kill(t, why);
+            return;
+        }
+        evbuffer_drain(in, (size_t)rc);
+    }
+    flush(t);
+}
+
+static void on_tunnel_write(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    flush(arg);
+}
+
+static void on_tunnel_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct lk_tunnel *t = arg;
+    (void)bev;
+    if (what & BEV_EVENT_ERROR) {
+        int e = EVUTIL_SOCKET_ERROR();
+        char why[128];
+        snprintf(why, sizeof(why), "connection error: %s",
+                 e ? evutil_socket_error_to_string(e) : "tls error");
+        lk_tunnel_kill(t, why);
+    } else if (what & BEV_EVENT_EOF) {
+        lk_tunnel_kill(t, "connection closed by peer");
+    }
+}
+
+static void arm_ping(struct lk_tunnel *t)
+{
+    if (t->opts.ping_interval_ms == 0)
+        return;
+    struct timeval tv = { .tv_sec = t->opts.ping_interval_ms / 1000,
+                          .tv_usec = (t->opts.ping_interval_ms % 1000) * 1000 };
+    evtimer_add(&t->ping_timer, &tv);
+}
+
+static void on_ping_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_tunnel *t = arg;
+    (void)fd;
+    (void)what;
+    if (t->dead)
+        return;
+    long long silent = ms_since(&t->last_recv);
+    if (t->opts.dead_after_ms > 0 && silent >= (long long)t->opts.dead_after_ms) {
+        char why[96];
+        snprintf(why, sizeof(why), "peer silent for %lld ms", silent);
+        lk_tunnel_kill(t, why);
+        return;
+    }
+    nghttp2_submit_ping(t->h2, NGHTTP2_FLAG_NONE, NULL);
+    flush(t);
+    arm_ping(t);
+}
+
+static void on_close_ev(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_tunnel *t = arg;
+    (void)fd;
+    (void)what;
+    t->on_closed(t, t->why, t->data);
+}
+
+static nghttp2_session *new_session(struct lk_tunnel *t)
+{
+    nghttp2_session_callbacks *cbs = NULL;
+    nghttp2_option *opt = NULL;
+    nghttp2_session *h2 = NULL;
+    LK_ASSERT(nghttp2_session_callbacks_new(&cbs) == 0 && nghttp2_option_new(&opt) == 0);
+    nghttp2_session_callbacks_set_send_callback(cbs, on_send);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    /* Windows are released by hand once bytes reach the engine's socket. */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    int rc = t->is_h2_client ? nghttp2_session_client_new2(&h2, cbs, t, opt)
+                             : nghttp2_session_server_new2(&h2, cbs, t, opt);
+    LK_ASSERT(rc == 0);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_settings_entry iv[3] = {
+        { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, t->opts.stream_window },
+        { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+        { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, t->is_h2_client ? 0 : t->opts.max_streams },
+    };
+    /* A server must not send ENABLE_PUSH; the client accepts no streams. */
+    if (t->is_h2_client)
+        nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, iv, 3);
+    else
+        nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, (nghttp2_settings_entry[]){ iv[0], iv[2] },
+                                2);
+    nghttp2_session_set_local_window_size(h2, NGHTTP2_FLAG_NONE, 0, (int32_t)t->opts.conn_window);
+    return h2;
+}
+
+struct lk_tunnel *lk_tunnel_new(struct event_base *base, struct bufferevent *bev, bool is_h2_client,
+                                const struct lk_tunnel_opts *opts, const char *label,
+                                struct lk_http_server *adopt_into, lk_tunnel_closed_cb *on_closed,
+                                void *data)
+{
+    struct lk_tunnel *t = lk_xcalloc(1, sizeof(*t));
+    t->base = base;
+    t->bev = bev;
+    if (opts != NULL)
+        t->opts = *opts;
+    else
+        lk_tunnel_opts_init(&t->opts);
+    t->is_h2_client = is_h2_client;
+    snprintf(t->label, sizeof(t->label), "%s", label);
+    t->adopt_into = adopt_into;
+    t->on_closed = on_closed;
+    t->data = data;
+    evutil_gettimeofday(&t->last_recv, NULL);
+    evtimer_assign(&t->ping_timer, base, on_ping_timer, t);
+    event_assign(&t->close_ev, base, -1, 0, on_close_ev, t);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    t->h2 = new_session(t);
+    bufferevent_setcb(bev, on_tunnel_read, on_tunnel_write, on_tunnel_event, t);
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    bufferevent_setwatermark(bev, EV_WRITE, t->opts.out_buffer_max / 2, 0);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    arm_ping(t);
+    flush(t);
+    /* Bytes that arrived with the 101 are read from the loop. */
+    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+        bufferevent_trigger(bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    return t;
+}
+
+void lk_tunnel_free(struct lk_tunnel *t)
+{
+    if (t == NULL)
+        return;
+    event_del(&t->ping_timer);
+    event_del(&t->close_ev);
+    while (t->pipes != NULL) {
+        struct lk_tunnel_pipe *p = t->pipes;
+        t->pipes = p->next;
+        if (p->bev != NULL)
+            bufferevent_free(p->bev);
+        free(p);
+    }
+    nghttp2_session_del(t->h2);
+    bufferevent_free(t->bev);
+    free(t);
+}

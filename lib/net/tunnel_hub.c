@@ -1,0 +1,200 @@
+/*
+ * tunnel_hub.c - the worker's side of the built-in tunnel: the endpoint that
+ * turns an authenticated GET /linkup/v2/tunnel into a tunnel, and the map of
+ * live tunnels by session that the proxy path asks for a connector.
+ *
+ * The map is a plain list: a worker holds one entry per connected developer,
+ * and a lookup is a handful of string compares. A newer connection for a
+ * session replaces the older one (the local server reconnects before the
+ * worker may have noticed the old connection die).
+ */
+#include <event2/bufferevent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/err.h"
+#include "net/log.h"
+#include "net/tunnel.h"
+#include "net/tunnel_internal.h"
+
+struct hub_entry {
+    struct lk_tunnel_hub *hub;
+    struct hub_entry *next;
+    char *session; /* owned */
+    struct lk_tunnel *t;
+};
+
+struct lk_tunnel_hub {
+    struct event_base *base;
+    struct lk_tunnel_opts opts;
+    lk_tunnel_hub_change_cb *on_change;
+    void *data;
+    struct hub_entry *entries;
+    size_t n_entries;
+};
+
+struct lk_tunnel_hub *lk_tunnel_hub_new(struct event_base *base, const struct lk_tunnel_opts *opts,
+                                        lk_tunnel_hub_change_cb *on_change, void *data)
+{
+    struct lk_tunnel_hub *hub = lk_xcalloc(1, sizeof(*hub));
+    hub->base = base;
+    if (opts != NULL)
+        hub->opts = *opts;
+    else
+        lk_tunnel_opts_init(&hub->opts);
+    hub->on_change = on_change;
+    hub->data = data;
+    return hub;
+}
+
+static void entry_free(struct hub_entry *e)
+{
+    lk_tunnel_free(e->t);
+    free(e->session);
+    free(e);
+}
+
+void lk_tunnel_hub_free(struct lk_tunnel_hub *hub)
+{
+    if (hub == NULL)
+        return;
+    while (hub->entries != NULL) {
+        struct hub_entry *e = hub->entries;
+        hub->entries = e->next;
+        entry_free(e);
+    }
+    free(hub);
+}
+
+static struct hub_entry **find_slot(struct lk_tunnel_hub *hub, struct lk_str session)
+{
+    struct hub_entry **pp = &hub->entries;
+    while (*pp != NULL && !lk_str_eq(lk_str_c((*pp)->session), session))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void unlink_entry(struct lk_tunnel_hub *hub, struct hub_entry *e)
+{
+    struct hub_entry **pp = &hub->entries;
+    while (*pp != e)
+        pp = &(*pp)->next;
+    *pp = e->next;
+    hub->n_entries--;
+}
+
+static void on_tunnel_closed(struct lk_tunnel *t, const char *why, void *data)
+{
+    struct hub_entry *e = data;
+    struct lk_tunnel_hub *hub = e->hub;
+    (void)t;
+    LK_LOG(INFO, "tunnel for session '%s' disconnected: %s", e->session, why);
+    unlink_entry(hub, e);
+    if (hub->on_change != NULL)
+        hub->on_change(e->session, false, hub->data);
+    entry_free(e);
+}
+
+void lk_tunnel_hub_accept(struct lk_tunnel_hub *hub, const char *session, struct bufferevent *bev)
+{
+    struct hub_entry **slot = find_slot(hub, lk_str_c(session));
+    if (*slot != NULL) {
+        struct hub_entry *old = *slot;
+        LK_LOG(INFO, "tunnel for session '%s' replaced by a new connection", session);
+        unlink_entry(hub, old);
+        if (hub->on_change != NULL)
+            hub->on_change(old->session, false, hub->data);
+        entry_free(old);
+    }
+    struct hub_entry *e = lk_xcalloc(1, sizeof(*e));
+    e->hub = hub;
+    e->session = lk_xstrdup(session);
+    char label[96];
+    snprintf(label, sizeof(label), "'%s'", session);
+    e->t = lk_tunnel_new(hub->base, bev, true, &hub->opts, label, NULL, on_tunnel_closed, e);
+    e->next = hub->entries;
+    hub->entries = e;
+    hub->n_entries++;
+    LK_LOG(INFO, "tunnel for session '%s' connected", session);
+    if (hub->on_change != NULL)
+        hub->on_change(session, true, hub->data);
+}
+
+struct lk_tunnel *lk_tunnel_hub_find(struct lk_tunnel_hub *hub, struct lk_str session)
+{
+    struct hub_entry *e = *find_slot(hub, session);
+    return e != NULL ? e->t : NULL;
+}
+
+bool lk_tunnel_hub_is_connected(struct lk_tunnel_hub *hub, struct lk_str session)
+{
+    return lk_tunnel_hub_find(hub, session) != NULL;
+}
+
+void lk_tunnel_hub_close(struct lk_tunnel_hub *hub, struct lk_str session)
+{
+    struct hub_entry *e = *find_slot(hub, session);
+    if (e != NULL)
+        lk_tunnel_kill(e->t, "closed by the worker");
+}
+
+size_t lk_tunnel_hub_n_tunnels(const struct lk_tunnel_hub *hub)
+{
+    return hub->n_entries;
+}
+
+/* ---- the endpoint -------------------------------------------------------- */
+
+static void respond_text(struct lk_exchange *ex, int status, const char *text)
+{
+    static const struct lk_http_header ct = { LK_STR("Content-Type"),
+                                              LK_STR("text/plain; charset=utf-8") };
+    lk_exchange_respond(ex, status, &ct, 1, text, strlen(text));
+}
+
+/* "Bearer <secret>" (scheme case-insensitive, RFC 9110 §11.1). */
+static bool bearer(const struct lk_exchange *ex, struct lk_str *secret)
+{
+    struct lk_str v;
+    if (!lk_exchange_header(ex, LK_STR("authorization"), &v) || v.len < 7 ||
+        !lk_str_ieq((struct lk_str){ v.ptr, 7 }, LK_STR("bearer ")))
+        return false;
+    *secret = lk_str_trim((struct lk_str){ v.ptr + 7, v.len - 7 });
+    return secret->len > 0;
+}
+
+void lk_tunnel_hub_handle(struct lk_tunnel_hub *hub, struct lk_exchange *ex,
+                          lk_tunnel_auth_cb *auth, void *data)
+{
+    struct lk_str upgrade, session, secret;
+    if (!lk_exchange_header(ex, LK_STR("upgrade"), &upgrade) ||
+        !lk_str_has_token(upgrade, LK_STR(LK_TUNNEL_UPGRADE))) {
+        respond_text(ex, 400, "Expected Upgrade: " LK_TUNNEL_UPGRADE);
+        return;
+    }
+    if (!lk_exchange_header(ex, LK_STR(LK_TUNNEL_SESSION_HEADER), &session) || session.len == 0 ||
+        memchr(session.ptr, '\0', session.len) != NULL) {
+        respond_text(ex, 400, "Missing " LK_TUNNEL_SESSION_HEADER " header");
+        return;
+    }
+    char *name = lk_exchange_strndup(ex, session.ptr, session.len);
+    if (!bearer(ex, &secret) || !auth(name, secret.ptr, secret.len, data)) {
+        LK_LOG(WARN, "tunnel for session '%s' rejected from %s: invalid tunnel secret", name,
+               lk_exchange_peer(ex));
+        respond_text(ex, 401, "Invalid tunnel secret");
+        return;
+    }
+    static const struct lk_http_header up = { LK_STR("Upgrade"), LK_STR(LK_TUNNEL_UPGRADE) };
+    char *copy = lk_xstrdup(name); /* the exchange's arena goes with the upgrade */
+    struct bufferevent *bev = NULL;
+    int rc = lk_exchange_upgrade(ex, &up, 1, &bev);
+    if (rc == 0)
+        lk_tunnel_hub_accept(hub, copy, bev);
+    else if (rc == LK_EINVAL) /* a body: the exchange is still ours */
+        respond_text(ex, 400, "A tunnel request has no body");
+    else
+        LK_LOG(INFO, "tunnel for session '%s': client gone before the upgrade", copy);
+    free(copy);
+}

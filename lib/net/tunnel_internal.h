@@ -1,0 +1,40 @@
+/*
+ * tunnel_internal.h - the HTTP/2 connection shared by the hub (worker side,
+ * HTTP/2 client) and the client (local side, HTTP/2 server). Not for
+ * programs: use tunnel.h.
+ *
+ * Ownership: a struct lk_tunnel owns its connection bufferevent, its nghttp2
+ * session and every stream pipe (our end of a socketpair per stream). The
+ * owner (hub entry or client) frees it with lk_tunnel_free(), typically from
+ * its closed callback.
+ */
+#ifndef LK_NET_TUNNEL_INTERNAL_H
+#define LK_NET_TUNNEL_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "net/tunnel.h"
+
+/* The connection died (peer close, error, protocol error, silent peer, or
+ * lk_tunnel_kill()). Called from the loop, once; why is borrowed during the
+ * call. The owner must lk_tunnel_free(t) (it may do so inside the call). */
+typedef void lk_tunnel_closed_cb(struct lk_tunnel *t, const char *why, void *data);
+
+/* Starts the HTTP/2 side of an upgraded connection. Takes ownership of bev;
+ * bytes already in its input buffer are processed from the loop. is_h2_client
+ * is true on the worker (it opens streams), false on the local server, where
+ * every stream is adopted into adopt_into (borrowed). label (copied) names the
+ * tunnel in log lines. opts is copied. Never NULL. */
+struct lk_tunnel *lk_tunnel_new(struct event_base *base, struct bufferevent *bev, bool is_h2_client,
+                                const struct lk_tunnel_opts *opts, const char *label,
+                                struct lk_http_server *adopt_into, lk_tunnel_closed_cb *on_closed,
+                                void *data);
+
+/* Marks t dead with why; on_closed follows from the loop. */
+void lk_tunnel_kill(struct lk_tunnel *t, const char *why);
+
+/* Closes everything at once (stream sockets, connection) and frees t. No
+ * callback. NULL is a no-op. */
+void lk_tunnel_free(struct lk_tunnel *t);
+
+#endif
