@@ -142,6 +142,24 @@ static bool wants_websocket(struct lk_exchange *ex)
     return lk_headers_get(h, n, LK_STR("upgrade"), &v) && lk_str_eq(v, LK_STR("websocket"));
 }
 
+/* SPEC §4.6: a GET whose upstream path matches a cache route of the session
+ * is cacheable; its key is appended to key. */
+static bool cache_key(struct lk_exchange *ex, const struct lk_route_result *r, struct lk_buf *key)
+{
+    const struct lk_session *s = r->found.session;
+    struct lk_url u;
+    bool cacheable = false;
+    if (!s->has_cache_routes || s->n_cache_routes == 0 ||
+        !lk_str_eq(lk_exchange_method(ex), LK_STR("GET")))
+        return false;
+    if (lk_url_parse(r->target.url.data, r->target.url.len, &u, NULL) != 0)
+        return false;
+    cacheable = lk_route_is_cacheable(LK_STR("GET"), s, lk_str_c(u.path)) &&
+                lk_route_cache_key(lk_buf_str(&r->target.url), r->found.name, key) == 0;
+    lk_url_release(&u);
+    return cacheable;
+}
+
 static void forward(struct worker *w, struct lk_exchange *ex, const struct lk_route_result *r)
 {
     struct lk_str session;
@@ -151,6 +169,7 @@ static void forward(struct worker *w, struct lk_exchange *ex, const struct lk_ro
         return;
     }
     struct lk_proxy_req spec = { 0 };
+    struct lk_buf key = LK_BUF_INIT;
     bool ws = wants_websocket(ex);
     spec.url = r->target.url.data;
     spec.headers = outgoing_headers(ex, r, &spec.n_headers);
@@ -159,6 +178,12 @@ static void forward(struct worker *w, struct lk_exchange *ex, const struct lk_ro
     spec.websocket = ws;
     spec.ws_pass_non_101 = false;
     spec.on_error = ws ? on_ws_error : on_http_error;
+    if (!ws && cache_key(ex, r, &key)) {
+        worker_cache_handle(w->responses, ex, key.data, &spec);
+        lk_buf_release(&key);
+        return;
+    }
+    lk_buf_release(&key);
     if (lk_exchange_proxy(ex, &spec) != 0)
         worker_respond_error(ex, 502, "Failed to fetch from target service: proxy refused");
 }

@@ -176,6 +176,7 @@ static void on_signal(evutil_socket_t sig, short what, void *data)
     event_del(run->sigint_ev);
     event_del(run->sigterm_ev);
     event_del(run->cleanup_ev);
+    worker_cache_cancel_all(run->w.responses);
     if (run->w.srv != NULL) {
         struct lk_http_server *srv = run->w.srv;
         run->w.srv = NULL;
@@ -204,6 +205,7 @@ static int start(struct worker_run *run, const struct worker_opts *o)
         goto out;
     }
     w->cache = lk_session_cache_new(WORKER_SESSION_CACHE_ENTRIES);
+    w->responses = worker_cache_new(run->base, WORKER_CACHE_MAX_BYTES);
     w->rng = (struct lk_rng){ rng_fill, NULL };
     unsigned int dlen = sizeof(w->token_digest);
     if (EVP_Digest(o->token, strlen(o->token), w->token_digest, &dlen, EVP_sha256(), NULL) != 1)
@@ -244,6 +246,7 @@ static void teardown(struct worker_run *run)
     if (run->cleanup_ev)
         event_free(run->cleanup_ev);
     lk_http_server_free(run->w.srv);
+    worker_cache_free(run->w.responses);
     lk_session_cache_free(run->w.cache);
     worker_store_free(run->w.store);
     if (run->base)

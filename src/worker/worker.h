@@ -10,8 +10,8 @@
  *
  * Files: worker.c (options, lifecycle, signals, cleanup timer), api.c (the
  * seven /linkup endpoints, authentication, dispatch), proxy.c (SPEC §4.4),
- * store*.c (store.h), tunnels.c (tunnels.h). Everything runs on the loop
- * thread.
+ * cache.c (cache.h, SPEC §4.6), store*.c (store.h), tunnels.c (tunnels.h). Everything runs on the
+ * loop thread.
  */
 #ifndef LK_WORKER_WORKER_H
 #define LK_WORKER_WORKER_H
@@ -22,6 +22,7 @@
 #include "core/rng.h"
 #include "core/store.h"
 #include "net/http_server.h"
+#include "worker/cache.h"
 #include "worker/store.h"
 #include "worker/tunnels.h"
 
@@ -41,6 +42,7 @@ struct worker {
     struct lk_http_server *srv;      /* owned; NULL once draining started */
     struct worker_store *store;      /* owned */
     struct lk_session_cache *cache;  /* owned; parsed sessions by name */
+    struct worker_cache *responses;  /* owned; SPEC §4.6 response cache */
     struct lk_rng rng;               /* OpenSSL-backed */
     unsigned char token_digest[32];  /* SHA-256 of the token (never the token) */
     struct worker_tunnel_cfg tunnel; /* strings borrowed from the options */

@@ -239,6 +239,8 @@ class Upstream:
                                     ("Set-Cookie", "cookie2=value2; Path=/")], b"cookies")
                 elif self.path.startswith("/big/"):
                     self.big(int(self.path.split("/")[2]))
+                elif self.path.startswith("/static/"):
+                    self.static()
                 elif self.path == "/slow":
                     time.sleep(1)
                     self.send(200, [], b"slow done")
@@ -249,6 +251,20 @@ class Upstream:
                 else:
                     self.send(200, [("Content-Type", "text/plain")],
                               f"{outer.name} {self.command} {self.path}".encode())
+
+            def static(self):
+                n = sum(1 for r in outer.requests if r["path"] == self.path)
+                kind = self.path.split("/")[2].split("?")[0]
+                headers = {
+                    "nostore": [("Cache-Control", "no-store")],
+                    "private": [("Cache-Control", "private, max-age=60")],
+                    "nocache": [("Cache-Control", "no-cache")],
+                    "zero": [("Cache-Control", "max-age=0")],
+                    "short": [("Cache-Control", "max-age=1")],
+                    "cookie": [("Set-Cookie", "a=b")],
+                }.get(kind, [("Content-Type", "text/javascript"), ("X-Kind", kind)])
+                status = {"error": 500, "partial": 206, "missing": 404}.get(kind, 200)
+                self.send(status, headers, f"{kind} {n}".encode())
 
             def big(self, mib):
                 self.send_response(200)
@@ -303,7 +319,7 @@ def hdr_all(req, name):
     return [v for k, v in req["headers"] if k.lower() == name.lower()]
 
 
-def make_session(worker, name, fe, be=None, token="token"):
+def make_session(worker, name, fe, be=None, token="token", cache_routes=None):
     """A preview session: frontend (rewrite /foo/(.*) -> /bar/$1) on fe,
     backend on be; example.com routes /api/v1/.* to backend, api.example.com
     defaults to backend."""
@@ -311,7 +327,8 @@ def make_session(worker, name, fe, be=None, token="token"):
     body = named(name, [("frontend", fe, [{"source": "/foo/(.*)", "target": "/bar/$1"}]),
                         ("backend", be, None)],
                  [("example.com", "frontend", [{"path": "/api/v1/.*", "service": "backend"}]),
-                  ("api.example.com", "backend", None)], token=token)
+                  ("api.example.com", "backend", None)], token=token,
+                 cache_routes=cache_routes)
     r = post(worker.addr, "/linkup/v2/sessions/preview", body)
     assert r.status == 200, r.text
     assert json.loads(r.body) == {"session_name": name}
@@ -1083,3 +1100,90 @@ def test_token_is_never_logged(start_worker, upstreams):
     log = w.log_path.read_text()
     assert "access" in log
     assert secret not in log
+
+
+# ---- cache (SPEC §4.6, DESIGN §2.7) ---------------------------------------------
+
+def count(up, path):
+    return sum(1 for r in up.requests if r["path"] == path)
+
+
+def test_cache_serves_repeated_gets_from_memory(worker, upstreams):
+    fe, _ = upstreams
+    make_session(worker, "potato", fe.url, cache_routes=["/static/.*", "/big/.*"])
+    make_session(worker, "tomato", fe.url, cache_routes=["/static/.*"])
+    h = [("Host", "potato.example.com")]
+    first = request(worker.addr, "GET", "/static/app.js", h)
+    second = request(worker.addr, "GET", "/static/app.js", h)
+    for r in (first, second):
+        assert (r.status, r.text) == (200, "app.js 1")
+        assert r.header("content-type") == "text/javascript"
+        assert r.header("x-kind") == "app.js"
+        for k, v in CORS.items():
+            assert r.header(k) == v
+    assert count(fe, "/static/app.js") == 1
+    got = fe.last()
+    assert hdr(got, "linkup-destination") == "frontend"
+    assert hdr(got, "tracestate") == "linkup-session=potato"
+    assert hdr_all(got, "host") == [fe.url[len("http://"):]]
+    # Keys are scoped to the session and include the query.
+    r = request(worker.addr, "GET", "/static/app.js", [("Host", "tomato.example.com")])
+    assert r.text == "app.js 2"
+    r = request(worker.addr, "GET", "/static/app.js?v=2", h)
+    assert r.text == "app.js 1"
+    assert request(worker.addr, "GET", "/static/app.js?v=2", h).text == "app.js 1"
+    # Only GET, only cache routes.
+    r = request(worker.addr, "POST", "/static/app.js", h, body=b"x")
+    assert r.text == "app.js 3"
+    assert fe.last()["method"] == "POST"
+    request(worker.addr, "GET", "/other", h)
+    request(worker.addr, "GET", "/other", h)
+    assert count(fe, "/other") == 2
+    # A cached entry survives its upstream going away.
+    fe.close()
+    assert request(worker.addr, "GET", "/static/app.js", h).text == "app.js 1"
+
+
+@pytest.mark.parametrize("kind,status", [
+    ("nostore", 200), ("private", 200), ("nocache", 200), ("zero", 200), ("cookie", 200),
+    ("error", 500), ("partial", 206),
+])
+def test_cache_does_not_store(worker, upstreams, kind, status):
+    fe, _ = upstreams
+    make_session(worker, "potato", fe.url, cache_routes=["/static/.*"])
+    for i in (1, 2):
+        r = request(worker.addr, "GET", f"/static/{kind}", [("Host", "potato.example.com")])
+        assert (r.status, r.text) == (status, f"{kind} {i}")
+        assert r.header("access-control-allow-origin") == "*"
+
+
+def test_cache_stores_404_and_expires(worker, upstreams):
+    fe, _ = upstreams
+    make_session(worker, "potato", fe.url, cache_routes=["/static/.*"])
+    h = [("Host", "potato.example.com")]
+    for _ in range(2):
+        assert request(worker.addr, "GET", "/static/missing", h).text == "missing 1"
+        assert request(worker.addr, "GET", "/static/short", h).text == "short 1"
+    time.sleep(1.2)
+    assert request(worker.addr, "GET", "/static/short", h).text == "short 2"
+
+
+def test_cache_large_response_falls_back_to_streaming(worker, upstreams):
+    fe, _ = upstreams
+    make_session(worker, "potato", fe.url, cache_routes=["/big/.*"])
+    want = hashlib.sha256(pattern_block() * 20).hexdigest()
+    for _ in range(2):
+        r = request(worker.addr, "GET", "/big/20", [("Host", "potato.example.com")], timeout=60)
+        assert r.status == 200
+        assert hashlib.sha256(r.body).hexdigest() == want
+
+
+def test_cache_route_upstream_down_is_502(worker):
+    s = socket.socket()
+    s.bind(("127.0.0.2", 0))
+    port = s.getsockname()[1]
+    s.close()
+    make_session(worker, "potato", f"http://127.0.0.2:{port}", cache_routes=["/static/.*"])
+    r = request(worker.addr, "GET", "/static/x.js", [("Host", "potato.example.com")])
+    assert r.status == 502
+    assert r.text.startswith("Failed to fetch from target service: ")

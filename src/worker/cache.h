@@ -1,0 +1,66 @@
+/*
+ * cache.h - the worker's response cache (SPEC §4.6 with DESIGN §2.7).
+ *
+ * Only requests the session marks cacheable reach this module: GET, not a
+ * WebSocket, and a cache_routes regex matching the upstream path
+ * (lk_route_is_cacheable). They are keyed by lk_route_cache_key, so entries
+ * are scoped to the session name.
+ *
+ * A hit is answered from memory with the CORS headers added where the stored
+ * response has none (DESIGN §2.7: hits get them too). A miss fetches the
+ * whole response with libcurl on the loop (curl multi driven by libevent),
+ * because the streaming engine has no way to copy a body it forwards; the
+ * answer goes to the client from memory and is stored when it may be:
+ * status not above 499 and not 206, no Cache-Control no-store, private or
+ * no-cache, no max-age=0, no Set-Cookie; its lifetime is s-maxage, else
+ * max-age, else WORKER_CACHE_DEFAULT_TTL_MS. A response larger than
+ * WORKER_CACHE_MAX_ENTRY, or any failure of the fetch, falls back to the
+ * streaming engine (lk_exchange_proxy with the same request), which then
+ * produces the usual 502 texts on errors. The cache holds at most max_bytes
+ * (keys, headers and bodies), evicting the least recently used entries.
+ *
+ * Loop thread only.
+ */
+#ifndef LK_WORKER_CACHE_H
+#define LK_WORKER_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/http_server.h"
+
+#define WORKER_CACHE_MAX_BYTES      (64u * 1024u * 1024u)
+#define WORKER_CACHE_MAX_ENTRY      (8u * 1024u * 1024u)
+#define WORKER_CACHE_DEFAULT_TTL_MS (300u * 1000u)
+#define WORKER_CACHE_FETCH_MS       30000L
+#define WORKER_CACHE_CONNECT_MS     10000L
+
+struct event_base;
+struct worker_cache;
+
+/* A cache of at most max_bytes on base (borrowed; must outlive the cache).
+ * Free with worker_cache_free(). */
+struct worker_cache *worker_cache_new(struct event_base *base, size_t max_bytes);
+
+/* Cancels pending fetches (see worker_cache_cancel_all) and frees
+ * everything. NULL is a no-op. */
+void worker_cache_free(struct worker_cache *c);
+
+/*
+ * Answers ex from the cache or fetches, stores and answers it (see the top
+ * of this file). key (the cache key) and spec (the request the engine would
+ * send; everything in it is copied) are borrowed during the call. Completes
+ * ex, now or later.
+ */
+void worker_cache_handle(struct worker_cache *c, struct lk_exchange *ex, const char *key,
+                         const struct lk_proxy_req *spec);
+
+/* Hands every pending fetch to the streaming engine at once (graceful
+ * shutdown: the engine finishes them while draining). */
+void worker_cache_cancel_all(struct worker_cache *c);
+
+/* Number of entries and bytes held (tests, logs). */
+size_t worker_cache_n_entries(const struct worker_cache *c);
+size_t worker_cache_n_bytes(const struct worker_cache *c);
+
+#endif
