@@ -5,7 +5,8 @@
  * unanchored search. Syntax the Rust `regex` crate rejects is rejected here
  * too, so a config valid for us is valid for the original: look-around,
  * back-references, atomic groups, possessive quantifiers, recursion,
- * conditionals, \K, callouts and \Z. `$` matches only at the very end
+ * conditionals, \K, callouts, \Z, \Q..\E, octal escapes and flags other
+ * than imsUux. `$` matches only at the very end
  * (PCRE2_DOLLAR_ENDONLY) and `.` does not match "\n", as in Rust.
  *
  * Matching keeps per-pattern match data inside the object: single-threaded use
@@ -38,13 +39,14 @@ bool lk_regex_search(const struct lk_regex *re, const char *s, size_t len);
  * expanded template: $N / ${N} (group number), $name / ${name} (named group),
  * $$ (a literal $). After `$` the longest run of [A-Za-z0-9_] is the group
  * name, so "$1a" names group "1a". Unknown or unmatched groups expand to "".
+ * As in Rust, an empty match right where the previous match ended is not
+ * replaced ("a*" on "baaac" with "-" gives "-b-c-").
  * The result is appended to out. Returns the number of replacements (>= 0). */
 int lk_regex_replace_all(const struct lk_regex *re, const char *s, size_t len, const char *tmpl,
                          size_t tlen, struct lk_buf *out);
 
 /* Capture group i of the last successful lk_regex_search/replace on re as
  * (ptr,len) into the subject; returns false when unset. For tests. */
-bool lk_regex_group(const struct lk_regex *re, const char *subject, unsigned i,
-                    struct lk_str *out);
+bool lk_regex_group(const struct lk_regex *re, const char *subject, unsigned i, struct lk_str *out);
 
 #endif

@@ -5,8 +5,12 @@
  * the original's WHATWG parser does it: lower-case scheme and host, default
  * port dropped (http/ws 80, https/wss 443), empty path becomes "/", dot
  * segments resolved, `\` read as `/`, and bytes outside the URL code points
- * percent-encoded in path, query and fragment. Other schemes parse too
- * (scheme://authority/path) but get no default port or path rules.
+ * percent-encoded in path, query and fragment. IPv6 hosts are parsed and
+ * re-serialised canonically ("[0:0::1]" -> "[::1]"); user and password are
+ * encoded separately and dropped when empty. Other schemes parse too
+ * (scheme://authority/path, or an opaque path kept as written as in
+ * "mailto:a/b") but get no default port. Normalising is idempotent
+ * (tests/fuzz/fuzz_url.c).
  *
  * Pure: no allocation other than through lk_x*, no I/O.
  */
