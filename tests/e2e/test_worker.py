@@ -292,7 +292,8 @@ class Upstream:
         self.server.daemon_threads = True
         self.name = f"{host}"
         self.url = f"http://{host}:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
 
     def last(self):
         return self.requests[-1]
