@@ -103,9 +103,11 @@ static void retry_later(struct lk_tunnel_client *c, const char *why)
 static void on_tunnel_closed(struct lk_tunnel *t, const char *why, void *data)
 {
     struct lk_tunnel_client *c = data;
+    char reason[160];
+    snprintf(reason, sizeof(reason), "%s", why); /* why lives in t */
     lk_tunnel_free(t);
     c->t = NULL;
-    retry_later(c, why);
+    retry_later(c, reason);
 }
 
 static void upgraded(struct lk_tunnel_client *c)
