@@ -51,6 +51,14 @@ def test_option_before_subcommand(linkup_bin, env):
     assert r.returncode == 0, r.stderr
 
 
+def test_option_with_equals_and_symlink(linkup_bin, env, tmp_path):
+    link = tmp_path / "link.yaml"
+    link.symlink_to(EXAMPLE)
+    r = run(linkup_bin, "config", "check", "--json", f"--config={link}", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["config_path"] == str(EXAMPLE.resolve())
+
+
 def test_environment_variable(linkup_bin, env):
     env["LINKUP_CONFIG"] = str(EXAMPLE)
     r = run(linkup_bin, "config", "check", env=env)
