@@ -99,8 +99,9 @@ def main_table(R, out):
 
 
 def rss_table(rss, R, out):
-    out.append("| process | idle VmRSS | max VmRSS sampled under load | VmHWM after the runs |")
-    out.append("|---|---:|---:|---:|")
+    out.append("| process | idle VmRSS | idle RssAnon | max VmRSS sampled under load | VmHWM after the runs "
+               "| RssAnon after the runs |")
+    out.append("|---|---:|---:|---:|---:|---:|")
     roles = []
     for r in rss:
         if r["process"] not in roles:
@@ -115,9 +116,10 @@ def rss_table(rss, R, out):
             for w in WL_ORDER:
                 load += [num(r["rss_load_kB"]) for r in R.cell.get((w, t), []) if num(r["rss_load_kB"])]
         kb = lambda v: "-" if v in (None, "-") else "%.1f MiB" % (float(v) / 1024)
-        out.append("| %s | %s | %s | %s |" % (
-            p, kb(idle[0]["VmRSS_kB"]) if idle else "-", kb(max(load)) if load else "-",
-            kb(after[0]["VmHWM_kB"]) if after else (kb(after[0]["VmRSS_kB"]) if after else "-")))
+        out.append("| %s | %s | %s | %s | %s | %s |" % (
+            p, kb(idle[0]["VmRSS_kB"]) if idle else "-", kb(idle[0].get("RssAnon_kB")) if idle else "-",
+            kb(max(load)) if load else "-", kb(after[0]["VmHWM_kB"]) if after else "-",
+            kb(after[0].get("RssAnon_kB")) if after else "-"))
 
 
 def targets_table(R, rss, out):
@@ -157,8 +159,10 @@ def targets_table(R, rss, out):
     for p in ("server", "worker"):
         idle = [r for r in rss if r["process"] == p and r["phase"] == "idle"]
         v = float(idle[0]["VmRSS_kB"]) / 1024 if idle else None
-        vals.append(cell(None if v is None else "%.1f MiB" % v, v is not None and v <= 8))
-    out.append("| idle RSS | %s | %s | ≤ 8 MiB |" % (vals[0], vals[1]))
+        a = idle[0].get("RssAnon_kB") if idle else None
+        vals.append(cell(None if v is None else "%.1f MiB (anon %s)" % (
+            v, "-" if a in (None, "-") else "%.1f MiB" % (float(a) / 1024)), v is not None and v <= 8))
+    out.append("| idle VmRSS (anonymous part in brackets) | %s | %s | ≤ 8 MiB |" % (vals[0], vals[1]))
     r = R.ratio("small-c64", "worker-10k", "worker")
     out.append("| 10,000 sessions vs 1 (worker, 1 KiB c64) | – | %s | ≥ 0.95× |" % cell(
         None if r is None else "%.2f×" % r[0], r is not None and r[0] >= 0.95))

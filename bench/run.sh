@@ -49,8 +49,9 @@ options:
   --linkup PATH      linkup binary       [build-bench/linkup, built Release when missing]
   --backend-port N   origin port (nginx proxy = N+1, TLS = N+360/N+361)  [18080]
   --out DIR          results directory   [bench/results/<timestamp>]
-  --perf TARGET      after the runs, `perf record -g` TARGET (server|worker|worker-10k)
-                     during one extra small-c64 run; report in OUT/perf-TARGET.txt
+  --perf TARGET[:WORKLOAD]  after the runs, `perf record -g` the Linkup process of TARGET
+                     (server|worker|worker-10k|server-r100|worker-r100) during one extra run
+                     of WORKLOAD (default small-c64); report in OUT/perf-TARGET-WORKLOAD.txt
   --callgrind TARGET start TARGET (server|worker) under valgrind --tool=callgrind and only
                      run a short small-c1/small-c64 load on it; report in OUT/callgrind-TARGET.txt
   --no-deps          do not run scripts/deps.sh --bench
@@ -100,7 +101,12 @@ if [ -n "$CG_T" ]; then
   case $CG_T in server|worker) ;; *) echo "--callgrind takes server or worker" >&2; exit 2;; esac
   TARGETS="direct $CG_T"; WORKLOADS="small-c1 small-c64"; REPS=1
 fi
-[ -n "$PERF_T" ] && { case $PERF_T in server|worker|worker-10k) ;; *) echo "--perf takes server, worker or worker-10k" >&2; exit 2;; esac; }
+PERF_W=small-c64
+if [ -n "$PERF_T" ]; then
+  [[ $PERF_T == *:* ]] && { PERF_W=${PERF_T#*:}; PERF_T=${PERF_T%%:*}; }
+  case $PERF_T in server|worker|worker-10k|server-r100|worker-r100) ;; *) echo "--perf takes server, worker, worker-10k, server-r100 or worker-r100" >&2; exit 2;; esac
+  [[ " $ALL_WORKLOADS " == *" $PERF_W "* ]] || { echo "unknown workload $PERF_W" >&2; exit 2; }
+fi
 
 # workload -> "kind path threads conns"
 wl_spec() {
@@ -365,17 +371,17 @@ fi
 
 # ---------------------------------------------------------------- RSS
 RSS="$OUT/rss.tsv"
-printf 'process\tphase\tVmRSS_kB\tVmHWM_kB\n' > "$RSS"
+printf 'process\tphase\tVmRSS_kB\tVmHWM_kB\tRssAnon_kB\n' > "$RSS"
 rss_row() { # role phase
   local p=${PID_OF[$1]:-}; [ -n "$p" ] || return 0
-  awk -v r="$1" -v ph="$2" '/^VmRSS/{a=$2} /^VmHWM/{b=$2} END{ if (a != "") printf "%s\t%s\t%s\t%s\n", r, ph, a, b }' \
+  awk -v r="$1" -v ph="$2" '/^VmRSS/{a=$2} /^VmHWM/{b=$2} /^RssAnon/{c=$2} END{ if (a != "") printf "%s\t%s\t%s\t%s\t%s\n", r, ph, a, b, c }' \
     "/proc/$p/status" >> "$RSS" 2>/dev/null
 }
 nginx_rss() { # sum over the nginx proxy's processes (master + worker)
   local p=${PID_OF[nginx]:-} t=0 c v
   [ -n "$p" ] || return 0
   for c in $p $(cat /proc/"$p"/task/*/children 2>/dev/null); do v=$(awk '/^VmRSS/{print $2}' /proc/"$c"/status 2>/dev/null); t=$((t + ${v:-0})); done
-  printf 'nginx-proxy(all)\t%s\t%s\t-\n' "$1" "$t" >> "$RSS"
+  printf 'nginx-proxy(all)\t%s\t%s\t-\t-\n' "$1" "$t" >> "$RSS"
 }
 LK_ROLES=""; for r in server worker worker10k; do [ -n "${PID_OF[$r]:-}" ] && LK_ROLES="$LK_ROLES $r"; done
 rss_idle() {
@@ -451,18 +457,19 @@ echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/versions.txt"
 
 # ---------------------------------------------------------------- profiling (optional)
 if [ -n "$PERF_T" ] && [[ " $TARGETS " == *" $PERF_T "* ]]; then
-  role=$(role_of "$PERF_T")
-  echo "== perf record -g on $PERF_T (pid ${PID_OF[$role]}) during one small-c64 run"
+  role=$(role_of "$PERF_T"); pf="$OUT/perf-$PERF_T-$PERF_W.txt"
+  echo "== perf record -g on $PERF_T (pid ${PID_OF[$role]}) during one $PERF_W run"
   perf record -g -o "$RUN/perf.data" -p "${PID_OF[$role]}" -- sleep "$DURATION" > "$RUN/perf.log" 2>&1 &
   ppid=$!
-  run_cell small-c64 "$PERF_T" "$OUT/wrk/perf-$PERF_T.txt" "$DURATION"; wait "$LOAD_PID"; LOAD_PID=""
+  run_cell "$PERF_W" "$PERF_T" "$OUT/wrk/perf-$PERF_T-$PERF_W.txt" "$DURATION"; wait "$LOAD_PID"; LOAD_PID=""
   wait "$ppid"
-  { echo "# perf report --no-children (self %), $PERF_T under wrk -t2 -c64 /1k for ${DURATION}s"
+  { echo "# perf report --no-children (self %), $PERF_T under $PERF_W for ${DURATION}s"
+    grep '^RESULT' "$OUT/wrk/perf-$PERF_T-$PERF_W.txt"
     perf report -i "$RUN/perf.data" --no-children --stdio --sort symbol,dso -g none 2>/dev/null | grep -v '^$' | head -70
     echo; echo "# with children (inclusive %)"
-    perf report -i "$RUN/perf.data" --children --stdio --sort symbol -g none 2>/dev/null | grep -v '^$' | head -60
-  } > "$OUT/perf-$PERF_T.txt"
-  echo "   -> $OUT/perf-$PERF_T.txt"
+    perf report -i "$RUN/perf.data" --children --stdio --sort symbol -g none 2>/dev/null | grep -v '^$' | head -70
+  } > "$pf"
+  echo "   -> $pf"
 fi
 
 # ---------------------------------------------------------------- summary
