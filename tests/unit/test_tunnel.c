@@ -13,6 +13,10 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <openssl/ec.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -43,8 +47,10 @@
 
 #define SECRET "s3cret-tunnel-secret"
 
-static int up_port;     /* the tiny upstream behind the local server */
-static int worker_port; /* the worker engine */
+static int up_port;         /* the tiny upstream behind the local server */
+static int worker_port;     /* the worker engine */
+static int worker_tls_port; /* the worker engine's TLS listener */
+static char cert_path[64];  /* its self-signed certificate (localhost, 127.0.0.1) */
 
 /* Written by the loop thread, read by the test. */
 static atomic_int n_connects;      /* good client: connected transitions */
@@ -53,6 +59,7 @@ static atomic_int n_rejected;      /* worker: failed tunnel authentications */
 static atomic_int bad_connected;   /* wrong-secret client ever connected */
 static atomic_int bad_saw_401;     /* wrong-secret client reported a 401 */
 static atomic_int upstream_closed; /* /slow and /hang saw their client go */
+static atomic_int tls_connected;   /* the https client is connected */
 
 /* ---- blocking helpers --------------------------------------------------- */
 
@@ -350,7 +357,7 @@ static void *up_main(void *arg)
 static struct event_base *base;
 static struct lk_http_server *worker, *local;
 static struct lk_tunnel_hub *hub;
-static struct lk_tunnel_client *good, *bad;
+static struct lk_tunnel_client *good, *bad, *tls;
 static int n_drained;
 static int ctl[2]; /* test -> loop commands */
 
@@ -364,8 +371,8 @@ static void respond_text(struct lk_exchange *ex, int status, const char *text)
 static bool auth(const char *session, const char *secret, size_t len, void *data)
 {
     (void)data;
-    bool ok =
-        strcmp(session, "sess") == 0 && lk_tunnel_secret_eq(SECRET, strlen(SECRET), secret, len);
+    bool known = strcmp(session, "sess") == 0 || strcmp(session, "tlss") == 0;
+    bool ok = known && lk_tunnel_secret_eq(SECRET, strlen(SECRET), secret, len);
     if (!ok)
         atomic_fetch_add(&n_rejected, 1);
     return ok;
@@ -472,11 +479,22 @@ static void on_bad_state(struct lk_tunnel_client *c, bool connected, const char 
         atomic_store(&bad_saw_401, 1);
 }
 
+static void on_tls_state(struct lk_tunnel_client *c, bool connected, const char *why, void *data)
+{
+    (void)c;
+    (void)why;
+    (void)data;
+    atomic_store(&tls_connected, connected);
+}
+
 static struct lk_tunnel_client *start_client(const char *session, const char *secret,
                                              lk_tunnel_client_state_cb *cb)
 {
     char url[64];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d", worker_port);
+    if (cb == on_tls_state) /* by name: verifies the certificate for localhost */
+        snprintf(url, sizeof(url), "https://localhost:%d/", worker_tls_port);
+    else
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", worker_port);
     struct lk_tunnel_client_opts o;
     lk_tunnel_client_opts_init(&o);
     o.worker_url = url;
@@ -508,7 +526,10 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
         lk_tunnel_hub_close(hub, LK_STR("sess"));
     } else if (cmd == 'b') {
         bad = start_client("other", "wrong-secret", on_bad_state);
+    } else if (cmd == 't') {
+        tls = start_client("tlss", SECRET, on_tls_state);
     } else if (cmd == 'q') {
+        lk_tunnel_client_free(tls);
         lk_tunnel_client_free(bad);
         lk_tunnel_client_free(good);
         lk_tunnel_hub_free(hub);
@@ -855,6 +876,85 @@ static void test_wrong_secret_is_rejected(void)
     free(r);
 }
 
+static void test_tls_tunnel(void)
+{
+    /* The local server dials https://localhost:P: SNI, certificate checked
+     * against upstream_ca_file; the worker hands its TLS connection over. */
+    command('t');
+    CHECK(wait_for(&tls_connected, 1, 5000));
+    struct response *resp = calloc(1, sizeof(*resp));
+    CHECK_INT_EQ(request("tlss.test", "/hello", resp), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_STR_EQ(resp->body, "hello from local");
+    /* A body large enough to need several windows, echoed back. */
+    int fd = dial(worker_port);
+    uint64_t n = 3 << 20;
+    char head[128];
+    snprintf(head, sizeof(head),
+             "POST /echo HTTP/1.1\r\nHost: tlss.test\r\nContent-Length: %llu\r\n\r\n",
+             (unsigned long long)n);
+    send_str(fd, head);
+    struct upload u = { fd, n, 0 };
+    pthread_t t;
+    pthread_create(&t, NULL, upload_main, &u);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    char resp_head[4096];
+    CHECK_INT_EQ(rd_head(r, resp_head, sizeof(resp_head)), 0);
+    CHECK(strncmp(resp_head, "HTTP/1.1 200", 12) == 0);
+    uint64_t got = 0, bad_at = UINT64_MAX;
+    while (got < n) {
+        if (r->start == r->end && rd_fill(r) != 0)
+            break;
+        for (; r->start < r->end && got < n; r->start++, got++) {
+            if ((unsigned char)r->buf[r->start] != pattern(got) && bad_at == UINT64_MAX)
+                bad_at = got;
+        }
+    }
+    pthread_join(t, NULL);
+    CHECK_INT_EQ(got, n);
+    CHECK(bad_at == UINT64_MAX);
+    free(r);
+    free(resp);
+    close(fd);
+}
+
+static SSL_CTX *make_worker_tls(void)
+{
+    EVP_PKEY *pkey = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, pkey);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1,
+                               0);
+    X509_set_issuer_name(x, name);
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext =
+        X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1");
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, "critical,CA:TRUE");
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    X509_sign(x, pkey, EVP_sha256());
+    snprintf(cert_path, sizeof(cert_path), "/tmp/lk-test-tunnel-%d.pem", (int)getpid());
+    FILE *f = fopen(cert_path, "w");
+    PEM_write_X509(f, x);
+    fclose(f);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_use_certificate(ctx, x);
+    SSL_CTX_use_PrivateKey(ctx, pkey);
+    X509_free(x);
+    EVP_PKEY_free(pkey);
+    return ctx;
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -875,6 +975,10 @@ int main(void)
     char bound[64];
     CHECK_INT_EQ(lk_http_server_listen(worker, "127.0.0.1:0", NULL, bound, sizeof(bound)), 0);
     worker_port = (int)strtol(strrchr(bound, ':') + 1, NULL, 10);
+    SSL_CTX *worker_tls = make_worker_tls();
+    CHECK_INT_EQ(lk_http_server_listen(worker, "127.0.0.1:0", worker_tls, bound, sizeof(bound)), 0);
+    worker_tls_port = (int)strtol(strrchr(bound, ':') + 1, NULL, 10);
+    opts.upstream_ca_file = cert_path;
     CHECK_INT_EQ(lk_http_server_new(base, &opts, local_handler, NULL, &local), 0);
     struct lk_tunnel_opts topts;
     lk_tunnel_opts_init(&topts);
@@ -901,6 +1005,7 @@ int main(void)
     RUN(test_websocket_through_tunnel);
     RUN(test_drop_mid_stream);
     RUN(test_wrong_secret_is_rejected);
+    RUN(test_tls_tunnel);
 
     command('q');
     pthread_join(loop, NULL);
@@ -908,6 +1013,8 @@ int main(void)
     close(ctl[0]);
     close(ctl[1]);
     event_base_free(base);
+    SSL_CTX_free(worker_tls);
+    unlink(cert_path);
     close(up_fd);
     return DONE();
 }
