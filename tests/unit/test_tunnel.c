@@ -11,6 +11,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <openssl/ec.h>
@@ -60,6 +61,8 @@ static atomic_int bad_connected;   /* wrong-secret client ever connected */
 static atomic_int bad_saw_401;     /* wrong-secret client reported a 401 */
 static atomic_int upstream_closed; /* /slow and /hang saw their client go */
 static atomic_int tls_connected;   /* the https client is connected */
+static atomic_int silent_connects; /* the client of a silent worker connected */
+static atomic_int silent_dropped;  /* ... and dropped it as silent */
 
 /* ---- blocking helpers --------------------------------------------------- */
 
@@ -357,7 +360,8 @@ static void *up_main(void *arg)
 static struct event_base *base;
 static struct lk_http_server *worker, *local;
 static struct lk_tunnel_hub *hub;
-static struct lk_tunnel_client *good, *bad, *tls;
+static struct lk_tunnel_client *good, *bad, *tls, *silent;
+static struct bufferevent *silent_bev; /* a worker end that never speaks */
 static int n_drained;
 static int ctl[2]; /* test -> loop commands */
 
@@ -420,7 +424,14 @@ static void worker_proxy(struct lk_exchange *ex)
 static void worker_handler(struct lk_exchange *ex, void *data)
 {
     (void)data;
-    if (lk_str_eq(lk_exchange_target(ex), LK_STR(LK_TUNNEL_PATH)))
+    if (lk_str_eq(lk_exchange_target(ex), LK_STR("/silent" LK_TUNNEL_PATH))) {
+        /* Upgrades, then never sends a byte (a dead peer behind a NAT). */
+        static const struct lk_http_header up = { LK_STR("Upgrade"), LK_STR(LK_TUNNEL_UPGRADE) };
+        if (silent_bev != NULL)
+            bufferevent_free(silent_bev);
+        if (lk_exchange_upgrade(ex, &up, 1, &silent_bev) == 0)
+            bufferevent_enable(silent_bev, EV_WRITE);
+    } else if (lk_str_eq(lk_exchange_target(ex), LK_STR(LK_TUNNEL_PATH)))
         lk_tunnel_hub_handle(hub, ex, auth, NULL);
     else
         worker_proxy(ex);
@@ -487,12 +498,24 @@ static void on_tls_state(struct lk_tunnel_client *c, bool connected, const char 
     atomic_store(&tls_connected, connected);
 }
 
+static void on_silent_state(struct lk_tunnel_client *c, bool connected, const char *why, void *data)
+{
+    (void)c;
+    (void)data;
+    if (connected)
+        atomic_fetch_add(&silent_connects, 1);
+    else if (strstr(why, "silent") != NULL)
+        atomic_store(&silent_dropped, 1);
+}
+
 static struct lk_tunnel_client *start_client(const char *session, const char *secret,
                                              lk_tunnel_client_state_cb *cb)
 {
     char url[64];
     if (cb == on_tls_state) /* by name: verifies the certificate for localhost */
         snprintf(url, sizeof(url), "https://localhost:%d/", worker_tls_port);
+    else if (cb == on_silent_state)
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/silent", worker_port);
     else
         snprintf(url, sizeof(url), "http://127.0.0.1:%d", worker_port);
     struct lk_tunnel_client_opts o;
@@ -501,7 +524,7 @@ static struct lk_tunnel_client *start_client(const char *session, const char *se
     o.session = session;
     o.secret = secret;
     o.tunnel.ping_interval_ms = 300; /* exercise the keepalive */
-    o.tunnel.dead_after_ms = 5000;
+    o.tunnel.dead_after_ms = cb == on_silent_state ? 600 : 5000;
     o.on_state = cb;
     struct lk_tunnel_client *c = NULL;
     CHECK_INT_EQ(lk_tunnel_client_start(local, &o, &c), 0);
@@ -528,7 +551,12 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
         bad = start_client("other", "wrong-secret", on_bad_state);
     } else if (cmd == 't') {
         tls = start_client("tlss", SECRET, on_tls_state);
+    } else if (cmd == 's') {
+        silent = start_client("sess", SECRET, on_silent_state);
     } else if (cmd == 'q') {
+        lk_tunnel_client_free(silent);
+        if (silent_bev != NULL)
+            bufferevent_free(silent_bev);
         lk_tunnel_client_free(tls);
         lk_tunnel_client_free(bad);
         lk_tunnel_client_free(good);
@@ -919,6 +947,16 @@ static void test_tls_tunnel(void)
     close(fd);
 }
 
+static void test_silent_peer_is_dropped(void)
+{
+    /* Pings go unanswered: the client drops the connection after
+     * dead_after_ms and reconnects. */
+    command('s');
+    CHECK(wait_for(&silent_connects, 1, 3000));
+    CHECK(wait_for(&silent_dropped, 1, 3000));
+    CHECK(wait_for(&silent_connects, 2, 3000));
+}
+
 static SSL_CTX *make_worker_tls(void)
 {
     EVP_PKEY *pkey = EVP_EC_gen("P-256");
@@ -1006,6 +1044,7 @@ int main(void)
     RUN(test_drop_mid_stream);
     RUN(test_wrong_secret_is_rejected);
     RUN(test_tls_tunnel);
+    RUN(test_silent_peer_is_dropped);
 
     command('q');
     pthread_join(loop, NULL);
