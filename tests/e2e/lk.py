@@ -547,7 +547,7 @@ class RawRecordingUpstream:
             threading.Thread(target=self._conn, args=(c, self.conns), daemon=True).start()
 
     def _answer(self, c, req):
-        path = req["target"]
+        path = req["target"].split("?")[0]
         half = b"h" * 50000
         head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n"
         if path == "/reset":
