@@ -11,6 +11,7 @@
  * follows is asynchronous too, and the exchange is completed from its
  * callback.
  */
+#include <ctype.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,6 +291,32 @@ static char *worker_session_name(const struct local_worker_resp *resp, bool tunn
     return name;
 }
 
+/* True when "{name}.{domain}" is a hostname the DNS responder and the TLS
+ * listener can serve: labels of 1-63 letters, digits, '-' or '_', 253 bytes
+ * at most. Anything else (/, .., CR/LF, spaces) never reaches the names
+ * registry, the logs or a header (docs/reliability.md). */
+static bool is_dns_name(const char *name, const char *domain)
+{
+    size_t total = strlen(name) + 1 + strlen(domain), label = 0;
+    if (total > 253)
+        return false;
+    for (const char *parts[] = { name, ".", domain }, **p = parts; p < parts + 3; p++) {
+        for (const char *q = *p; *q != '\0'; q++) {
+            if (*q == '.') {
+                if (label == 0)
+                    return false;
+                label = 0;
+            } else if (isalnum((unsigned char)*q) || *q == '-' || *q == '_') {
+                if (++label > 63)
+                    return false;
+            } else {
+                return false;
+            }
+        }
+    }
+    return label > 0;
+}
+
 /* SPEC §5.2 steps 3-5 once the worker accepted a tunneled session. */
 static void store_tunneled(struct upsert_call *c, const char *worker_name,
                            const struct local_worker_resp *resp)
@@ -297,8 +324,16 @@ static void store_tunneled(struct upsert_call *c, const char *worker_name,
     struct local_server *ls = c->ls;
     struct lk_buf name = LK_BUF_INIT;
     struct lk_buf err = LK_BUF_INIT;
-    int rc =
-        lk_store_session(&ls->kv, c->session, LK_NAME_ANIMAL, worker_name, &ls->rng, &name, &err);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < c->session->n_domains; i++) {
+        if (!is_dns_name(worker_name, c->session->domains[i].domain)) {
+            lk_buf_adds(&err, "invalid DNS name for the session name and a domain");
+            rc = LK_EINVAL;
+        }
+    }
+    if (rc == 0)
+        rc = lk_store_session(&ls->kv, c->session, LK_NAME_ANIMAL, worker_name, &ls->rng, &name,
+                              &err);
     if (rc != 0) {
         local_respond_text(
             c->ex, 500, lk_exchange_printf(c->ex, "Failed to store server config: %s", err.data));

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 
 #include "core/alloc.h"
 #include "core/err.h"
@@ -180,10 +181,26 @@ static bool is_managed(const char *name, void *data)
     return false;
 }
 
+/* mkdir -p of the directories above dir (mode 0700, existing ones kept), so
+ * a fresh LINKUP_HOME does not stop the certs directory from being created
+ * (DESIGN §2.10). Errors surface in lk_certs_open(). */
+static void make_parents(const char *dir)
+{
+    char *path = lk_xstrdup(dir);
+    for (char *p = strchr(path + 1, '/'); p != NULL; p = strchr(p + 1, '/')) {
+        *p = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            LK_LOG(DEBUG, "cannot create %s: %s", path, strerror(errno));
+        *p = '/';
+    }
+    free(path);
+}
+
 static int start_https(struct local_server *ls, const struct local_opts *o)
 {
     if (strcmp(o->https_addr, LOCAL_ADDR_OFF) == 0)
         return 0;
+    make_parents(o->certs_dir);
     errno = 0;
     if (lk_certs_open(o->certs_dir, &ls->certs) != 0) {
         fprintf(stderr, "Exited with error: Failed to load certificates from \"%s\"%s%s\n",
