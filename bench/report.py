@@ -75,8 +75,8 @@ def fmt(x, spec="%.0f"):
 
 def main_table(R, out):
     out.append("| workload | target | req/s | [min–max] | MiB/s | p50 µs | p99 µs | Δp50 µs | cpu µs/req "
-               "| /direct | /nginx | /base | err |")
-    out.append("|---|---|---:|---|---:|---:|---:|---:|---:|---|---|---|---:|")
+               "| /direct | /nginx | /base | err | foreign |")
+    out.append("|---|---|---:|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|")
     for w in WL_ORDER:
         for t in ORDER:
             rows = R.cell.get((w, t))
@@ -87,7 +87,7 @@ def main_table(R, out):
             if t != "direct" and (w, "direct") in R.cell:
                 dp = R.m(w, t, "p50_us") - R.m(w, "direct", "p50_us")
             base = BASE.get(t)
-            out.append("| %s | %s | %s | [%s–%s] | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+            out.append("| %s | %s | %s | [%s–%s] | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |" % (
                 w, t, fmt(med(rps)), fmt(min(rps)), fmt(max(rps)),
                 fmt(R.m(w, t, "MiBps"), "%.1f") if w.startswith("1m") else "-",
                 fmt(R.m(w, t, "p50_us")), fmt(R.m(w, t, "p99_us")),
@@ -95,7 +95,8 @@ def main_table(R, out):
                 "1.00" if t == "direct" else fmt_ratio(R.ratio(w, t, "direct")),
                 "1.00" if t == "nginx" else fmt_ratio(R.ratio(w, t, "nginx")),
                 fmt_ratio(R.ratio(w, t, base)) if base else "-",
-                sum(int(num(r["errors"]) or 0) for r in rows)))
+                sum(int(num(r["errors"]) or 0) for r in rows),
+                fmt(R.m(w, t, "foreign_pct"), "%.0f%%") if "foreign_pct" in rows[0] else "-"))
 
 
 def rss_table(rss, R, out):

@@ -416,7 +416,8 @@ run_cell() { # workload target outfile duration
 for t in $TARGETS; do run_cell small-c64 "$t" "$RUN/warmup.out" 1; wait "$LOAD_PID"; LOAD_PID=""; done
 
 RAW="$OUT/runs.tsv"
-printf 'rep\tworkload\ttarget\trps\tp50_us\tp90_us\tp99_us\tmax_us\tMiBps\terrors\tcpu_us_per_req\trss_load_kB\n' > "$RAW"
+printf 'rep\tworkload\ttarget\trps\tp50_us\tp90_us\tp99_us\tmax_us\tMiBps\terrors\tcpu_us_per_req\trss_load_kB\tforeign_pct\n' > "$RAW"
+sys_cpu() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat; }   # busy idle (ticks)
 for rep in $(seq "$REPS"); do
   order=$TARGETS
   [ $((rep % 2)) = 0 ] && order=$(tr ' ' '\n' <<<"$TARGETS" | tac | tr '\n' ' ')
@@ -425,7 +426,8 @@ for rep in $(seq "$REPS"); do
       applies "$t" "$w" || continue
       f="$OUT/wrk/$w.$t.$rep.txt"
       # shellcheck disable=SC2046
-      c0=$(cpu_ticks $(pids_of "$t"))
+      c0=$(cpu_ticks $(pids_of "$t")); o0=$(cpu_ticks "${PID_OF[backend]}")
+      read -r b0 i0 <<<"$(sys_cpu)"; read -r -a ST0 < /proc/$$/stat   # fields 16/17: reaped children (wrk)
       run_cell "$w" "$t" "$f" "$DURATION" || continue
       # RSS of the Linkup process(es) in the middle of the run
       sleep "$(awk -v d="$DURATION" 'BEGIN{print d/2}')"
@@ -433,7 +435,13 @@ for rep in $(seq "$REPS"); do
       for r in $(role_of "$t"); do v=$(awk '/^VmRSS/{print $2}' "/proc/${PID_OF[$r]}/status" 2>/dev/null); rl=$((rl + ${v:-0})); done
       wait "$LOAD_PID"; LOAD_PID=""
       # shellcheck disable=SC2046
-      c1=$(cpu_ticks $(pids_of "$t"))
+      c1=$(cpu_ticks $(pids_of "$t")); o1=$(cpu_ticks "${PID_OF[backend]}")
+      read -r b1 i1 <<<"$(sys_cpu)"; read -r -a ST1 < /proc/$$/stat
+      # foreign = share of the machine's CPU used by anything but wrk, the origin and the target
+      ours=$(( ST1[15] + ST1[16] - ST0[15] - ST0[16] + o1 - o0 ))
+      [ "$t" != direct ] && ours=$(( ours + c1 - c0 ))
+      fg=$(awk -v b0="$b0" -v b1="$b1" -v i0="$i0" -v i1="$i1" -v o="$ours" \
+           'BEGIN{ t=(b1-b0)+(i1-i0); if (t<=0) t=1; f=100*((b1-b0)-o)/t; if (f<0) f=0; printf "%.0f", f }')
       line=$(grep '^RESULT' "$f" | tail -1)
       if [ -z "$line" ]; then echo "  [$rep] $w $t: load generator failed ($(tail -1 "$f"))" >&2; continue; fi
       declare -A R=([err_connect]=0 [err_read]=0 [err_write]=0 [err_timeout]=0 [errors]=0 [bytes]=0)
@@ -443,10 +451,10 @@ for rep in $(seq "$REPS"); do
       cpu=$(awk -v a="$c0" -v b="$c1" -v n="${R[reqs]}" -v hz="$HZ" 'BEGIN{ if (n == 0) print "NA"; else printf "%.1f", (b-a)/hz*1e6/n }')
       mib=$(awk -v by="${R[bytes]}" -v s="${R[secs]}" 'BEGIN{ printf "%.1f", by/s/1048576 }')
       [ "$rl" = 0 ] && rl=NA
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$w" "$t" "${R[rps]}" "${R[p50_us]}" "${R[p90_us]}" \
-        "${R[p99_us]}" "${R[max_us]}" "$mib" "$errs" "$cpu" "$rl" >> "$RAW"
-      printf '  [%s] %-15s %-11s %9s req/s  p50 %6sus  p99 %7sus  %7s MiB/s  err %s  cpu %s us/req  rss %s kB\n' \
-        "$rep" "$w" "$t" "${R[rps]}" "${R[p50_us]}" "${R[p99_us]}" "$mib" "$errs" "$cpu" "$rl"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$w" "$t" "${R[rps]}" "${R[p50_us]}" "${R[p90_us]}" \
+        "${R[p99_us]}" "${R[max_us]}" "$mib" "$errs" "$cpu" "$rl" "$fg" >> "$RAW"
+      printf '  [%s] %-15s %-11s %9s req/s  p50 %6sus  p99 %7sus  %7s MiB/s  err %s  cpu %s us/req  rss %s kB  foreign %s%%\n' \
+        "$rep" "$w" "$t" "${R[rps]}" "${R[p50_us]}" "${R[p99_us]}" "$mib" "$errs" "$cpu" "$rl" "$fg"
       unset R
     done
   done
