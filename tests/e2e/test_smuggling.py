@@ -395,3 +395,38 @@ def test_malformed_upstream_response_is_502(linkup_bin, env, tmp_path, kind, cas
     finally:
         up.close()
         assert front.stop() == 0, front.log()[-2000:]
+
+
+# ---- hop-by-hop abuse ------------------------------------------------------------
+
+ENGINE_CONNECTION_STRIP = pytest.mark.xfail(
+    strict=True, reason="a client naming traceparent/tracestate/linkup-destination/"
+    "x-forwarded-host in Connection makes the engine drop the routing headers the program "
+    "added: lib/net/proxy.c skip_request_header() checks the client's Connection against the "
+    "program-supplied list (it should only drop the client's own fields)")
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=ENGINE_CONNECTION_STRIP) for k in KINDS])
+def test_connection_cannot_strip_routing_headers(fronts, upstream, kind):
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    rs, _, _ = send(front, b"GET /hop HTTP/1.1\r\nHost: HOST\r\nConnection: close, tracestate, "
+                           b"linkup-destination, x-forwarded-host, traceparent\r\n\r\n")
+    assert [r.status for r in rs] == [200]
+    names = {k.lower() for k, _ in new_requests(upstream, n0)[0]["headers"]}
+    assert {"tracestate", "linkup-destination", "x-forwarded-host", "traceparent"} <= names
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_connection_listed_client_fields_and_h2c_upgrade_are_not_forwarded(fronts, upstream,
+                                                                          kind):
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    rs, _, _ = send(front, b"GET /h2c HTTP/1.1\r\nHost: HOST\r\nUpgrade: h2c\r\n"
+                           b"Connection: Upgrade, HTTP2-Settings, X-Private\r\n"
+                           b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nX-Private: 1\r\n"
+                           b"Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: x\r\n\r\n")
+    assert [r.status for r in rs] == [200]
+    names = {k.lower() for k, _ in new_requests(upstream, n0)[0]["headers"]}
+    assert not names & {"upgrade", "connection", "http2-settings", "x-private", "keep-alive", "te",
+                        "proxy-connection"}, names
