@@ -37,7 +37,7 @@ struct job {
     pthread_t tid;
     SSL_CTX *ctx;
     struct sockaddr_in addr;
-    const char *sni;
+    char *sni; /* not const: SSL_set_tlsext_host_name() takes void * */
     const char *req;
     size_t req_len;
     double deadline;
@@ -149,8 +149,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "tlsconn: bad CONNS or SECONDS\n");
         return 2;
     }
-    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
-             argv[4], argv[3]);
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", argv[4],
+             argv[3]);
     ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* full handshakes */
