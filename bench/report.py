@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Render the tables of a bench/run.sh results directory as markdown.
 
-Usage: report.py OUT_DIR   (reads OUT_DIR/runs.tsv, rss.tsv, versions.txt, sessions.txt)
+Usage: report.py OUT_DIR [OUT_DIR...]   (reads runs.tsv, rss.tsv, versions.txt, sessions.txt)
+
+Several directories are merged: reps are renumbered per directory, so paired ratios stay within
+one run; machine, versions and RSS are taken from the last directory.
 
 req/s, latencies and CPU are medians over reps; /direct, /nginx and /base are medians of
 per-rep paired ratios (same rep, back-to-back cells), which cancel most of the drift of a
@@ -48,7 +51,7 @@ class Runs:
         self.reps = sorted({r["rep"] for r in rows})
 
     def m(self, w, t, key):
-        return med([num(r[key]) for r in self.cell.get((w, t), [])])
+        return med([num(r.get(key) or "") for r in self.cell.get((w, t), [])])
 
     def ratio(self, w, t, ref, key="rps"):
         """median of paired per-rep ratios t/ref, plus (min, max)."""
@@ -96,7 +99,7 @@ def main_table(R, out):
                 "1.00" if t == "nginx" else fmt_ratio(R.ratio(w, t, "nginx")),
                 fmt_ratio(R.ratio(w, t, base)) if base else "-",
                 sum(int(num(r["errors"]) or 0) for r in rows),
-                fmt(R.m(w, t, "foreign_pct"), "%.0f%%") if "foreign_pct" in rows[0] else "-"))
+                fmt(R.m(w, t, "foreign_pct"), "%.0f%%")))
 
 
 def rss_table(rss, R, out):
@@ -189,11 +192,18 @@ def targets_table(R, rss, out):
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    d = sys.argv[1]
-    R = Runs(load_rows(os.path.join(d, "runs.tsv")))
+    rows = []
+    for i, dd in enumerate(sys.argv[1:]):
+        for r in load_rows(os.path.join(dd, "runs.tsv")):
+            r["rep"] = "%d.%s" % (i, r["rep"])
+            rows.append(r)
+    d = sys.argv[-1]
+    R = Runs(rows)
+    if len(sys.argv) > 2:
+        print("merged runs: " + ", ".join(sys.argv[1:]) + "\n")
     rss = load_rows(os.path.join(d, "rss.tsv")) if os.path.exists(os.path.join(d, "rss.tsv")) else []
     out = []
     vpath = os.path.join(d, "versions.txt")
@@ -205,7 +215,7 @@ def main():
             out += ["worker-10k store: " + line.rstrip("\n") for line in open(spath)]
         out.append("```")
         out.append("")
-    out.append("#### Issue-8 targets (ratios from this run)")
+    out.append("#### Issue-8 targets (paired ratios measured within the same run)")
     out.append("")
     targets_table(R, rss, out)
     out.append("")

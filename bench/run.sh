@@ -10,7 +10,8 @@ ROOT=$(cd "$HERE/.." && pwd)
 usage() {
   cat <<'EOF'
 usage: bench/run.sh [options]
-       bench/run.sh --summarize DIR      re-print the tables of an earlier run (starts nothing)
+       bench/run.sh --summarize DIR [DIR...]   re-print the tables of earlier runs, merged
+                                               (starts nothing)
 
 Starts, all on 127.0.0.1 and stopped by pid/process group at the end:
   origin      nginx (1 worker, sendfile) serving /1k (1024 B) and /1m (1 MiB) files,
@@ -80,14 +81,14 @@ while [ $# -gt 0 ]; do
     --perf) PERF_T=$2; shift 2;;
     --callgrind) CG_T=$2; shift 2;;
     --no-deps) DEPS=0; shift;;
-    --summarize) SUMMARIZE=$2; shift 2;;
+    --summarize) SUMMARIZE=$2; shift 2; break;;
     -h|--help) usage; exit 0;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2;;
   esac
 done
 
 if [ -n "$SUMMARIZE" ]; then
-  exec python3 "$HERE/report.py" "$SUMMARIZE"
+  exec python3 "$HERE/report.py" "$SUMMARIZE" "$@"
 fi
 
 ALL_TARGETS="direct nginx server worker tunnel worker-10k server-r100 worker-r100"
