@@ -32,6 +32,7 @@ enum admin_route {
     ADMIN_TUNNELED,
     ADMIN_SESSION,
     ADMIN_DNS,
+    ADMIN_TUNNEL,
 };
 
 /* Per-route allowed methods: "Allow" header text and what it admits. */
@@ -48,6 +49,7 @@ static const struct admin_methods route_methods[] = {
     [ADMIN_TUNNELED] = { "POST", false, true, false },
     [ADMIN_SESSION] = { "GET,HEAD,DELETE", true, false, true },
     [ADMIN_DNS] = { "GET,HEAD", true, false, false },
+    [ADMIN_TUNNEL] = { "GET,HEAD", true, false, false },
 };
 
 #define JSON_CONTENT_TYPE_TEXT "Expected request with `Content-Type: application/json`"
@@ -82,6 +84,7 @@ static enum admin_route match_route(struct lk_str path, struct lk_str *name)
         { "/linkup/sessions/preview", ADMIN_PREVIEW },
         { "/linkup/sessions/tunneled", ADMIN_TUNNELED },
         { "/linkup/dns", ADMIN_DNS },
+        { "/linkup/tunnel", ADMIN_TUNNEL },
     };
     for (size_t i = 0; i < LK_ARRAY_LEN(fixed); i++) {
         if (lk_str_eq(path, lk_str_c(fixed[i].path)))
@@ -238,6 +241,7 @@ static void session_get_or_delete(struct local_server *ls, struct lk_exchange *e
         respond_buf_text(ex, 500, &out);
     } else {
         local_dns_names_drop(&ls->names, name);
+        local_tunnel_session_deleted(ls, name);
         LK_LOG(INFO, "session %s deleted", name);
         lk_exchange_respond(ex, 204, NULL, 0, NULL, 0);
     }
@@ -344,6 +348,7 @@ static void store_tunneled(struct upsert_call *c, const char *worker_name,
         local_dns_names_set(&ls->names, worker_name, domains, c->session->n_domains);
         free(domains);
         LK_LOG(INFO, "session %s stored (worker name %s)", name.data, worker_name);
+        local_tunnel_update(ls, worker_name, resp->body, resp->body_len);
         respond_json(c->ex, 200, resp->body, resp->body_len);
     }
     lk_buf_release(&name);
@@ -525,6 +530,9 @@ bool local_admin_handle(struct local_server *ls, struct lk_exchange *ex)
         break;
     case ADMIN_DNS:
         respond_dns(ls, ex);
+        break;
+    case ADMIN_TUNNEL:
+        local_tunnel_respond_state(ls, ex);
         break;
     case ADMIN_NONE:
         LK_BUG("unreachable admin route");

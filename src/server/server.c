@@ -9,7 +9,7 @@
  *
  * Shutdown order on SIGINT/SIGTERM: worker calls in flight are failed (their
  * exchanges get a 500 while the engine can still send it), the DNS
- * responder is closed, then the HTTP engine drains (in-flight requests get
+ * responder and the tunnel client are closed, then the HTTP engine drains (in-flight requests get
  * LOCAL_DRAIN_MS) and, once it has freed itself, the loop exits. The TLS
  * context and the certificates are freed only after that.
  */
@@ -106,6 +106,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         local_worker_cancel_all(ls->worker, "the local server is shutting down");
     lk_dns_server_free(ls->dns);
     ls->dns = NULL;
+    local_tunnel_stop(ls); /* before the drain: the client must not outlive ls->http */
     event_del(ls->sigint);
     event_del(ls->sigterm);
     struct lk_http_server *http = ls->http;
@@ -254,6 +255,7 @@ static int start_dns(struct local_server *ls, const struct local_opts *o)
 
 static void server_release(struct local_server *ls)
 {
+    local_tunnel_stop(ls);
     lk_dns_server_free(ls->dns);
     lk_http_server_free(ls->http);
     if (ls->tls)

@@ -8,6 +8,7 @@
  *   proxy.c          everything else: routing and proxying (SPEC §5.3, §5.4)
  *   worker_client.c  non-blocking calls to the worker API
  *   dns_names.c      the "{session}.{domain}" names registry
+ *   tunnel.c         the built-in tunnel client and GET /linkup/tunnel
  *
  * One struct local_server per process, owned by local_server_run(); sessions
  * live in an in-memory kv (lost on exit). Loop thread only.
@@ -31,6 +32,7 @@ struct lk_dns_server;
 struct lk_certs;
 struct ssl_ctx_st;
 struct local_worker;
+struct local_tunnel;
 
 /* Largest admin JSON body (DESIGN §9; 413 past it). */
 #define LOCAL_MAX_JSON_BODY (100u * 1024u * 1024u)
@@ -89,6 +91,7 @@ struct local_server {
     struct lk_certs *certs;         /* owned; NULL when --https off */
     struct ssl_ctx_st *tls;         /* owned server context; NULL when --https off */
     struct local_worker *worker;    /* owned; NULL without a worker URL */
+    struct local_tunnel *tunnel;    /* owned; the built-in tunnel client, or NULL */
     struct lk_kv kv;                /* in-memory sessions (SPEC §2.7) */
     struct lk_session_cache *cache; /* parsed sessions, by name */
     struct local_dns_names names;
@@ -108,6 +111,27 @@ bool local_admin_handle(struct local_server *ls, struct lk_exchange *ex);
 
 /* Routes and proxies ex (SPEC §5.3, §5.4). Completes ex. */
 void local_proxy_handle(struct local_server *ls, struct lk_exchange *ex);
+
+/* ---- the built-in tunnel (tunnel.c, DESIGN §8) ---- */
+
+/* After the worker accepted a tunneled upsert for session (its name as the
+ * worker answered it): body[0..len) is the worker's JSON answer. When its
+ * tunnel_data are the built-in tunnel's ("provider":"linkup", empty
+ * account_id), starts a tunnel client to the worker URL, replacing the
+ * running one unless session, url and secret are unchanged. Anything else
+ * (Cloudflare credentials: linkup start runs cloudflared) starts nothing. */
+void local_tunnel_update(struct local_server *ls, const char *session, const char *body,
+                         size_t len);
+
+/* Stops and frees the tunnel client, if any (shutdown: before draining). */
+void local_tunnel_stop(struct local_server *ls);
+
+/* Stops the tunnel client when it serves session name (DELETE). */
+void local_tunnel_session_deleted(struct local_server *ls, const char *name);
+
+/* GET /linkup/tunnel (docs/server.md): 200 with the client's state, 404 when
+ * none runs. Completes ex. */
+void local_tunnel_respond_state(struct local_server *ls, struct lk_exchange *ex);
 
 /* Completes ex with status and a text/plain body (no charset, SPEC §5.2). */
 void local_respond_text(struct lk_exchange *ex, int status, const char *text);

@@ -5,11 +5,13 @@
  * Order of decisions for every request, as in the original's router:
  *   1. a Host that is a tunnel hostname goes to that session's tunnel,
  *      whatever the path (DESIGN §8);
- *   2. the seven /linkup paths (exact match on the path) run the
+ *   2. GET /linkup/v2/tunnel, the tunnel endpoint, authenticated by the
+ *      session's tunnel secret (relay.c);
+ *   3. the seven /linkup paths (exact match on the path) run the
  *      authentication middleware first (x-linkup-version for
  *      /linkup/local-session, then Authorization), then the method check
  *      (405 with Allow), then the handler;
- *   3. everything else is the unauthenticated proxy path (proxy.c).
+ *   4. everything else is the unauthenticated proxy path (proxy.c).
  * POST bodies go through the framework rejections of SPEC §4.3 in axum's
  * order: Content-Type (415), size (413), JSON syntax (400), shape (422).
  */
@@ -26,6 +28,7 @@
 #include "core/upsert.h"
 #include "core/version.h"
 #include "net/log.h"
+#include "net/tunnel.h"
 #include "worker/worker.h"
 
 /* ---- responses ------------------------------------------------------------ */
@@ -517,10 +520,14 @@ void worker_handle(struct lk_exchange *ex, void *data)
     struct lk_str path;
     struct lk_str query;
     if (worker_tunnel_host_session(&w->tunnel, request_host(ex), &session)) {
-        worker_tunnel_not_connected(ex, session);
+        worker_tunnel_host_request(w, ex, session);
         return;
     }
     split_target(lk_exchange_target(ex), &path, &query);
+    if (lk_str_eq(path, LK_STR(LK_TUNNEL_PATH))) {
+        worker_tunnel_endpoint(w, ex);
+        return;
+    }
     for (size_t i = 0; i < LK_ARRAY_LEN(endpoints); i++) {
         if (lk_str_eq(path, lk_str_c(endpoints[i].path))) {
             run_endpoint(w, ex, &endpoints[i]);

@@ -7,8 +7,8 @@
  * to the target through lk_exchange_proxy(). Sessions found by the lookup are
  * referenced in a per-request struct and released once the proxy call has
  * copied what it needs, so a concurrent upsert never frees a session in use.
- * A target on a tunnel hostname is answered here with the "not connected"
- * 502 instead of looping back into this worker.
+ * A target on a tunnel hostname goes through the session's tunnel
+ * (relay.c), never through the cache or back into this worker.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +82,12 @@ static struct lk_str request_url(struct worker *w, struct lk_exchange *ex)
     return lk_str_c(lk_exchange_printf(ex, "%s://%.*s%.*s",
                                        lk_exchange_is_tls(ex) ? "https" : "http", (int)host.len,
                                        host.ptr, (int)target.len, target.ptr));
+}
+
+const char *worker_request_url(struct worker *w, struct lk_exchange *ex)
+{
+    struct lk_str url = request_url(w, ex);
+    return lk_exchange_strndup(ex, url.ptr, url.len);
 }
 
 static bool is_replaced(const struct lk_route_result *r, struct lk_str name)
@@ -164,10 +170,7 @@ static void forward(struct worker *w, struct lk_exchange *ex, const struct lk_ro
 {
     struct lk_str session;
     struct lk_str target_host = lk_route_host(lk_buf_str(&r->target.url), NULL);
-    if (worker_tunnel_host_session(&w->tunnel, target_host, &session)) {
-        worker_tunnel_not_connected(ex, session);
-        return;
-    }
+    bool on_tunnel = worker_tunnel_host_session(&w->tunnel, target_host, &session);
     struct lk_proxy_req spec = { 0 };
     struct lk_buf key = LK_BUF_INIT;
     bool ws = wants_websocket(ex);
@@ -178,6 +181,11 @@ static void forward(struct worker *w, struct lk_exchange *ex, const struct lk_ro
     spec.websocket = ws;
     spec.ws_pass_non_101 = false;
     spec.on_error = ws ? on_ws_error : on_http_error;
+    if (on_tunnel) {
+        /* Not cached: the cache's own fetch cannot use the tunnel. */
+        worker_tunnel_forward(w, ex, session, &spec);
+        return;
+    }
     if (!ws && cache_key(ex, r, &key)) {
         worker_cache_handle(w->responses, ex, key.data, &spec);
         lk_buf_release(&key);

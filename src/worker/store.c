@@ -100,3 +100,26 @@ void worker_store_free(struct worker_store *st)
         st->close(st->backend);
     free(st);
 }
+
+bool worker_store_is_shared(const struct worker_store *st)
+{
+    return st->reg_put != NULL;
+}
+
+int worker_store_reg_put(struct worker_store *st, const char *key, const char *value,
+                         uint64_t ttl_ms, struct lk_buf *err)
+{
+    return st->reg_put ? st->reg_put(st->backend, key, value, ttl_ms, err) : 0;
+}
+
+int worker_store_reg_get(struct worker_store *st, const char *key, struct lk_buf *value,
+                         struct lk_buf *err)
+{
+    return st->reg_get ? st->reg_get(st->backend, key, value, err) : LK_ENOTFOUND;
+}
+
+int worker_store_reg_del_if(struct worker_store *st, const char *key, const char *value,
+                            struct lk_buf *err)
+{
+    return st->reg_del_if ? st->reg_del_if(st->backend, key, value, err) : 0;
+}

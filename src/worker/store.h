@@ -31,6 +31,7 @@
 #ifndef LK_WORKER_STORE_H
 #define LK_WORKER_STORE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/buf.h"
@@ -56,6 +57,12 @@ struct worker_store {
     /* private: frees backend after both views are gone (may be NULL) */
     void (*close)(void *backend);
     void *backend; /* private, shared by both views */
+    /* private: the registry of tunnel holders; NULL for single-worker
+     * backends (memory, sqlite). See worker_store_reg_put(). */
+    int (*reg_put)(void *backend, const char *key, const char *value, uint64_t ttl_ms,
+                   struct lk_buf *err);
+    int (*reg_get)(void *backend, const char *key, struct lk_buf *value, struct lk_buf *err);
+    int (*reg_del_if)(void *backend, const char *key, const char *value, struct lk_buf *err);
 };
 
 /*
@@ -75,6 +82,34 @@ int worker_store_purge(struct worker_store *st, struct lk_buf *err);
 
 /* Closes the backend and frees st. NULL is a no-op. */
 void worker_store_free(struct worker_store *st);
+
+/* ---- registry of tunnel holders (DESIGN §8, "Several workers") ----------
+ *
+ * Workers sharing one Redis record which of them holds a session's tunnel:
+ * key "tunnel-holder:<session>" (the caller passes the whole key, stored
+ * without any prefix) -> that worker's --peer-url, with a short expiry the
+ * holder keeps refreshing, so the entry of a dead worker disappears by
+ * itself. Only the redis backend has a registry; for memory and sqlite
+ * (one worker) put and del_if do nothing and get finds nothing. */
+
+/* True when the store has a registry (redis). */
+bool worker_store_is_shared(const struct worker_store *st);
+
+/* Sets key = value (both copied to the backend) expiring after ttl_ms.
+ * Returns 0 (also without a registry) or LK_ESTORE with a reason in err. */
+int worker_store_reg_put(struct worker_store *st, const char *key, const char *value,
+                         uint64_t ttl_ms, struct lk_buf *err);
+
+/* Replaces value with key's value. Returns 0, LK_ENOTFOUND (missing,
+ * expired, or no registry) or LK_ESTORE with a reason in err. */
+int worker_store_reg_get(struct worker_store *st, const char *key, struct lk_buf *value,
+                         struct lk_buf *err);
+
+/* Deletes key only while its value is still value (atomically on the
+ * server, so a newer holder's entry survives). Returns 0 (also when the key
+ * is missing or held by someone else, or without a registry) or LK_ESTORE. */
+int worker_store_reg_del_if(struct worker_store *st, const char *key, const char *value,
+                            struct lk_buf *err);
 
 /* The real-time clock in epoch milliseconds (worker_clock_fn; ctx unused). */
 uint64_t worker_clock_real(void *ctx);

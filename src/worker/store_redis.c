@@ -231,6 +231,42 @@ static int rd_list(void *ctx, lk_kv_list_cb *cb, void *data, struct lk_buf *err)
     return rc;
 }
 
+/* ---- registry of tunnel holders (store.h) --------------------------------- */
+
+static int rd_reg_put(void *backend, const char *key, const char *value, uint64_t ttl_ms,
+                      struct lk_buf *err)
+{
+    char ttl[32];
+    int n = snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)(ttl_ms ? ttl_ms : 1));
+    LK_ASSERT(n > 0 && (size_t)n < sizeof(ttl));
+    const char *argv[5] = { "SET", key, value, "PX", ttl };
+    size_t lens[5] = { 3, strlen(key), strlen(value), 2, (size_t)n };
+    redisReply *r = rd_command(backend, 5, argv, lens, err);
+    if (r == NULL)
+        return LK_ESTORE;
+    freeReplyObject(r);
+    return 0;
+}
+
+static int rd_reg_get(void *backend, const char *key, struct lk_buf *value, struct lk_buf *err)
+{
+    struct rd_view v = { backend, "", false };
+    return rd_get(&v, key, value, err);
+}
+
+static int rd_reg_del_if(void *backend, const char *key, const char *value, struct lk_buf *err)
+{
+    static const char script[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                                 "return redis.call('DEL', KEYS[1]) else return 0 end";
+    const char *argv[5] = { "EVAL", script, "1", key, value };
+    size_t lens[5] = { 4, sizeof(script) - 1, 1, strlen(key), strlen(value) };
+    redisReply *r = rd_command(backend, 5, argv, lens, err);
+    if (r == NULL)
+        return LK_ESTORE;
+    freeReplyObject(r);
+    return 0;
+}
+
 static void rd_view_destroy(void *ctx)
 {
     free(ctx);
@@ -275,5 +311,8 @@ int worker_store_open_redis(struct worker_store *st, const char *host, int port,
         return rc;
     st->sessions = rd_view_new(d, "session:", true);
     st->tunnels = rd_view_new(d, "tunnel:", false);
+    st->reg_put = rd_reg_put;
+    st->reg_get = rd_reg_get;
+    st->reg_del_if = rd_reg_del_if;
     return 0;
 }

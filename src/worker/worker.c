@@ -54,8 +54,9 @@ static const char usage_text[] =
     "      --tunnel-domain <D>     Domain of tunnel hostnames "
     "[env: LINKUP_WORKER_TUNNEL_DOMAIN] [default: localhost]\n"
     "      --tunnel-prefix <P>     Prefix of tunnel hostnames [default: linkup-tunnel-]\n"
-    "      --peer-url <U>          This worker's address for peer workers (reserved)\n"
-    "      --peer-secret <S>       Secret shared by peer workers (reserved) "
+    "      --peer-url <U>          This worker's address for peer workers, e.g.\n"
+    "                              http://10.0.0.5:8787 [env: LINKUP_WORKER_PEER_URL]\n"
+    "      --peer-secret <S>       Secret shared by peer workers "
     "[env: LINKUP_WORKER_PEER_SECRET]\n"
     "  -h, --help                  Print help\n";
 
@@ -125,6 +126,11 @@ static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
     o->store = env_or(o->store, "LINKUP_WORKER_STORE");
     o->tunnel_domain = env_or(o->tunnel_domain, "LINKUP_WORKER_TUNNEL_DOMAIN");
     o->peer_secret = env_or(o->peer_secret, "LINKUP_WORKER_PEER_SECRET");
+    o->peer_url = env_or(o->peer_url, "LINKUP_WORKER_PEER_URL");
+    if (o->peer_url != NULL && o->peer_url[0] == '\0')
+        o->peer_url = NULL;
+    if (o->peer_secret != NULL && o->peer_secret[0] == '\0')
+        o->peer_secret = NULL;
     if (o->listen == NULL)
         o->listen = "127.0.0.1:8787";
     if (o->tunnel_domain == NULL)
@@ -142,10 +148,12 @@ static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
     return 0;
 }
 
-/* Deletes tunnel records unused for 7 days and purges expired sessions. */
+/* Deletes tunnel records unused for 7 days (live tunnels are refreshed
+ * first) and purges expired sessions. */
 static void run_cleanup(struct worker *w)
 {
     struct lk_buf err = LK_BUF_INIT;
+    worker_relay_touch(w);
     if (worker_tunnel_cleanup(&w->store->tunnels, worker_now_ms(), NULL, &err) != 0)
         LK_LOG(ERROR, "cleanup: %s", err.data);
     lk_buf_reset(&err);
@@ -177,6 +185,7 @@ static void on_signal(evutil_socket_t sig, short what, void *data)
     event_del(run->sigterm_ev);
     event_del(run->cleanup_ev);
     worker_cache_cancel_all(run->w.responses);
+    worker_relay_stop(&run->w); /* tunnels first: their streams end in the drain */
     if (run->w.srv != NULL) {
         struct lk_http_server *srv = run->w.srv;
         run->w.srv = NULL;
@@ -218,6 +227,11 @@ static int start(struct worker_run *run, const struct worker_opts *o)
     }
     w->tunnel =
         (struct worker_tunnel_cfg){ o->tunnel_prefix, o->tunnel_domain, listen_port(w->bound) };
+    w->peer_url = o->peer_url;
+    w->peer_secret = o->peer_secret;
+    worker_relay_start(w, run->base);
+    if (o->peer_url != NULL && (o->peer_secret == NULL || !worker_store_is_shared(w->store)))
+        LK_LOG(WARN, "--peer-url is used only with --peer-secret and a redis store");
     printf("Worker listening on %s\n", w->bound);
     fflush(stdout);
     rc = 0;
@@ -245,6 +259,7 @@ static void teardown(struct worker_run *run)
         event_free(run->sigterm_ev);
     if (run->cleanup_ev)
         event_free(run->cleanup_ev);
+    worker_relay_stop(&run->w);
     lk_http_server_free(run->w.srv);
     worker_cache_free(run->w.responses);
     lk_session_cache_free(run->w.cache);

@@ -10,13 +10,15 @@
  *
  * Files: worker.c (options, lifecycle, signals, cleanup timer), api.c (the
  * seven /linkup endpoints, authentication, dispatch), proxy.c (SPEC §4.4),
- * cache.c (cache.h, SPEC §4.6), store*.c (store.h), tunnels.c (tunnels.h). Everything runs on the
- * loop thread.
+ * cache.c (cache.h, SPEC §4.6), store*.c (store.h), tunnels.c (tunnels.h),
+ * relay.c (the built-in tunnel: endpoint, routing, registry of holders).
+ * Everything runs on the loop thread.
  */
 #ifndef LK_WORKER_WORKER_H
 #define LK_WORKER_WORKER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/rng.h"
@@ -25,6 +27,10 @@
 #include "worker/cache.h"
 #include "worker/store.h"
 #include "worker/tunnels.h"
+
+struct event;
+struct event_base;
+struct lk_tunnel_hub;
 
 /* Session JSON bodies are capped at this size (DESIGN §9; 413 past it). */
 #define WORKER_MAX_JSON_BODY (100u * 1024u * 1024u)
@@ -38,6 +44,16 @@
 /* Grace period for in-flight requests after SIGINT/SIGTERM. */
 #define WORKER_DRAIN_MS 10000u
 
+/* Registry of tunnel holders (DESIGN §8, several workers on one Redis): key
+ * prefix, expiry of an entry, and how often the holder refreshes it. */
+#define WORKER_HOLDER_PREFIX     "tunnel-holder:"
+#define WORKER_HOLDER_TTL_MS     15000u
+#define WORKER_HOLDER_REFRESH_MS 5000u
+
+/* Header carrying --peer-secret on requests one worker forwards to the
+ * worker holding the tunnel (compared in constant time). */
+#define WORKER_PEER_HEADER "x-linkup-peer-secret"
+
 struct worker {
     struct lk_http_server *srv;      /* owned; NULL once draining started */
     struct worker_store *store;      /* owned */
@@ -47,6 +63,13 @@ struct worker {
     unsigned char token_digest[32];  /* SHA-256 of the token (never the token) */
     struct worker_tunnel_cfg tunnel; /* strings borrowed from the options */
     char bound[64];                  /* "A:P" the server listens on */
+    /* The built-in tunnel (relay.c). */
+    struct lk_tunnel_hub *hub; /* owned; live tunnels by session */
+    struct event *holder_ev;   /* owned; registry refresh timer */
+    const char *peer_url;      /* borrowed (--peer-url); NULL: no registry */
+    const char *peer_secret;   /* borrowed (--peer-secret); NULL: no forwarding */
+    char **held;               /* owned; sessions whose tunnel this worker holds */
+    size_t n_held, cap_held;
 };
 
 /* The lk_http_handler_cb of the worker (api.c): tunnel hostnames, the seven
@@ -56,6 +79,42 @@ void worker_handle(struct lk_exchange *ex, void *data);
 
 /* Answers one request through the proxy path (proxy.c, SPEC §4.4). */
 void worker_proxy(struct worker *w, struct lk_exchange *ex);
+
+/* The full request URL as received (SPEC §4.4 step 1): an absolute-form
+ * target, else http(s)://{Host}{target}. NUL-terminated, in ex's arena. */
+const char *worker_request_url(struct worker *w, struct lk_exchange *ex);
+
+/* ---- the built-in tunnel (relay.c; docs/internals/tunnel.md) ---- */
+
+/* Creates the tunnel hub and the registry refresh timer on base. */
+void worker_relay_start(struct worker *w, struct event_base *base);
+
+/* Closes every tunnel, deletes this worker's registry entries and frees
+ * the hub and the timer. Call before draining the HTTP server. Safe to call
+ * twice. */
+void worker_relay_stop(struct worker *w);
+
+/* Refreshes last_started of the tunnel records of the tunnels this worker
+ * holds (run before the cleanup, so a live tunnel is never stale). */
+void worker_relay_touch(struct worker *w);
+
+/* GET /linkup/v2/tunnel (authenticated by the session's tunnel secret, not
+ * the worker token); other methods 405 with Allow: GET. Completes ex. */
+void worker_tunnel_endpoint(struct worker *w, struct lk_exchange *ex);
+
+/* Sends the request described by spec (spec->url: the target on the tunnel
+ * hostname of session) through session's tunnel when this worker holds it;
+ * else, unless ex came from a peer, to the worker the registry names as the
+ * holder (same path, Host = the tunnel hostname, WORKER_PEER_HEADER added);
+ * else answers worker_tunnel_not_connected(). spec's other fields (headers,
+ * CORS, websocket, on_error) are used as given; its header list is
+ * replaced by a copy in ex's arena. Completes ex. */
+void worker_tunnel_forward(struct worker *w, struct lk_exchange *ex, struct lk_str session,
+                           struct lk_proxy_req *spec);
+
+/* DESIGN §8: a request whose own Host is the tunnel hostname of session goes
+ * to that tunnel unchanged, whatever its path. Completes ex. */
+void worker_tunnel_host_request(struct worker *w, struct lk_exchange *ex, struct lk_str session);
 
 /* Answers the 502 "Failed to fetch from target service: tunnel for session
  * '<name>' is not connected" of DESIGN §8 (proxy.c). */
