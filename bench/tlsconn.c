@@ -193,5 +193,10 @@ int main(int argc, char **argv)
            "secs=%.3f proto=%s\n",
            (double)ok / el, pct(all, n_all, 50), pct(all, n_all, 90), pct(all, n_all, 99),
            n_all ? all[n_all - 1] : 0, ok, err, el, jobs[0].proto[0] ? jobs[0].proto : "none");
+    for (int i = 0; i < conns; i++)
+        free(jobs[i].lat_us);
+    free(jobs);
+    free(all);
+    SSL_CTX_free(ctx);
     return ok > 0 ? 0 : 1;
 }
