@@ -10,6 +10,7 @@
  */
 #include "proto/http1.h"
 
+#include <ctype.h>
 #include <string.h>
 
 #include "core/err.h"
@@ -167,6 +168,44 @@ static int parse_version(struct lk_str v, int *minor)
     return 0;
 }
 
+/* Host = uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2): an
+ * IP-literal in brackets or a reg-name of unreserved, pct-encoded and
+ * sub-delims bytes. An empty value is allowed (RFC 9112 §3.2). A '/', '?',
+ * '#', '@' or space would change the URL a proxy builds from it. */
+static bool host_value_ok(struct lk_str v)
+{
+    size_t i = 0;
+    if (v.len > 0 && v.ptr[0] == '[') {
+        for (i = 1; i < v.len && v.ptr[i] != ']'; i++) {
+            unsigned char c = (unsigned char)v.ptr[i];
+            if (!isxdigit(c) && c != ':' && c != '.' && c != 'v' && c != 'V')
+                return false;
+        }
+        if (i == v.len)
+            return false;
+        i++;
+    } else {
+        while (i < v.len && v.ptr[i] != ':') {
+            unsigned char c = (unsigned char)v.ptr[i++];
+            if (c == '%') {
+                if (i + 2 > v.len || !isxdigit((unsigned char)v.ptr[i]) ||
+                    !isxdigit((unsigned char)v.ptr[i + 1]))
+                    return false;
+                i += 2;
+            } else if (c == '\0' || (!isalnum(c) && !strchr("-._~!$&'()*+,;=", c))) {
+                return false;
+            }
+        }
+    }
+    if (i < v.len && v.ptr[i++] != ':')
+        return false;
+    for (; i < v.len; i++) {
+        if (v.ptr[i] < '0' || v.ptr[i] > '9')
+            return false;
+    }
+    return true;
+}
+
 /* Framing facts gathered from the fields once the head is complete. */
 struct framing {
     bool has_cl, has_te, te_chunked, conn_close, conn_keep_alive, expect_continue;
@@ -243,6 +282,8 @@ static int scan_fields(struct head *h, struct framing *f)
             f->conn_keep_alive |= lk_str_has_token(value, LK_STR("keep-alive"));
         } else if (lk_str_ieq(name, LK_STR("host"))) {
             f->n_host++;
+            if (!host_value_ok(value))
+                rc = fail(h, LK_EPARSE, 400, "invalid Host header field");
         } else if (lk_str_ieq(name, LK_STR("expect"))) {
             f->expect_continue |= lk_str_ieq(value, LK_STR("100-continue"));
         }
@@ -254,6 +295,25 @@ static int scan_fields(struct head *h, struct framing *f)
     if (f->has_te && f->has_cl)
         return fail(h, LK_EPARSE, 400, "both Content-Length and Transfer-Encoding");
     return 0;
+}
+
+/* RFC 9112 §3.2: origin-form ("/..."), absolute-form ("scheme://..."),
+ * authority-form (CONNECT only) or asterisk-form (OPTIONS only). Anything
+ * else ("abc", "?q") would be glued to the Host by a proxy building a URL. */
+static bool target_form_ok(struct lk_str method, struct lk_str t)
+{
+    if (t.ptr[0] == '/')
+        return true;
+    if (lk_str_eq(method, LK_STR("CONNECT")))
+        return true;
+    if (t.len == 1 && t.ptr[0] == '*')
+        return lk_str_eq(method, LK_STR("OPTIONS"));
+    size_t i = 0;
+    while (i < t.len && (isalnum((unsigned char)t.ptr[i]) || t.ptr[i] == '+' || t.ptr[i] == '-' ||
+                         t.ptr[i] == '.'))
+        i++;
+    return i > 0 && isalpha((unsigned char)t.ptr[0]) && t.len - i >= 3 && t.ptr[i] == ':' &&
+           t.ptr[i + 1] == '/' && t.ptr[i + 2] == '/';
 }
 
 /* request-line = method SP request-target SP HTTP-version */
@@ -274,6 +334,8 @@ static int parse_request_line(struct head *h, const char *p, const char *eol,
     if (p == t || p == eol || *p != ' ')
         return fail(h, LK_EPARSE, 400, "invalid request target");
     req->target = (struct lk_str){ t, (size_t)(p - t) };
+    if (!target_form_ok(req->method, req->target))
+        return fail(h, LK_EPARSE, 400, "invalid request target");
     p++;
     if (parse_version((struct lk_str){ p, (size_t)(eol - p) }, &req->minor_version) != 0)
         return fail(h, LK_EPARSE, 400, "unsupported HTTP version");

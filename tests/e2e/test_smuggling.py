@@ -125,6 +125,18 @@ REJECTED = [
     ("two_spaces", b"GET  / HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
     ("http2_version", b"GET / HTTP/2.0\r\nHost: HOST\r\n\r\n", 400),
     ("two_hosts", b"GET / HTTP/1.1\r\nHost: HOST\r\nHost: evil.example\r\n\r\n", 400),
+    # Host = uri-host [":" port] (RFC 9110 §7.2; RFC 9112 §3.2: invalid -> 400).
+    ("host_with_path", b"GET /x HTTP/1.1\r\nHost: HOST/evil\r\n\r\n", 400),
+    ("host_with_query", b"GET /x HTTP/1.1\r\nHost: HOST?a=b\r\n\r\n", 400),
+    ("host_with_userinfo", b"GET /x HTTP/1.1\r\nHost: evil@HOST\r\n\r\n", 400),
+    ("host_with_space", b"GET /x HTTP/1.1\r\nHost: HOST x\r\n\r\n", 400),
+    ("host_bad_port", b"GET /x HTTP/1.1\r\nHost: HOST:8x\r\n\r\n", 400),
+    ("host_bad_ipv6", b"GET /x HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+    # request-target forms (RFC 9112 §3.2).
+    ("target_relative", b"GET abc HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
+    ("target_query_only", b"GET ?x HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
+    ("target_asterisk_get", b"GET * HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
+    ("target_scheme_no_slashes", b"GET http:x HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
     # Sizes (DESIGN §9).
     ("target_414", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: HOST\r\n\r\n", 414),
     ("header_line_431", b"GET / HTTP/1.1\r\nHost: HOST\r\nX-A: " + b"a" * 17000 + b"\r\n\r\n",
@@ -179,6 +191,14 @@ def test_accepted_framing_then_pipelined(fronts, upstream, kind, case, data):
     names = [k.lower() for k, _ in got[0]["headers"]]
     assert not ("content-length" in names and "transfer-encoding" in names)
     assert names.count("host") == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("host", [b"HOST:80", b"HOST.", b"[::1]:8080", b"127.0.0.1"])
+def test_valid_host_forms_are_not_400(fronts, kind, host):
+    rs, _, raw = send(fronts(kind), b"GET /h HTTP/1.1\r\nHost: " + host +
+                      b"\r\nConnection: close\r\n\r\n")
+    assert rs and rs[0].status != 400, raw[:300]
 
 
 @pytest.mark.parametrize("kind", KINDS)
