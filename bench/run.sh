@@ -261,7 +261,6 @@ fi
 # ---------------------------------------------------------------- linkup
 TOKEN=bench-worker-token
 store_spec() { [ "$STORE" = memory ] && echo memory || echo "sqlite:$RUN/$1.db"; }
-WRAP=()
 CG_ROLE=""
 if [ -n "$CG_T" ]; then
   command -v valgrind >/dev/null || { echo "valgrind missing" >&2; exit 2; }
@@ -307,9 +306,9 @@ print(json.dumps({"desired_name": name, "session_token": "bench-" + name, "servi
 EOF
 }
 post() { # url json [auth] -> prints status and body
-  local a=()
-  [ -n "${3:-}" ] && a=(-H "Authorization: Bearer $3")
-  curl -s --max-time 10 -o "$RUN/post.out" -w '%{http_code}' -X POST -H 'Content-Type: application/json' "${a[@]}" \
+  local auth=()
+  [ -n "${3:-}" ] && auth=(-H "Authorization: Bearer $3")
+  curl -s --max-time 10 -o "$RUN/post.out" -w '%{http_code}' -X POST -H 'Content-Type: application/json' "${auth[@]}" \
     --data-binary "$2" "$1"
 }
 declare -A ADDR_OF=( [direct]="127.0.0.1:$BACKEND_PORT" [nginx]="127.0.0.1:$((BACKEND_PORT + 1))" )
