@@ -49,7 +49,8 @@ int cmd_health(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_uninstall(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_completion(int argc, char **argv, struct cli_ctx *ctx);
 /* Stops Linkup (cmd_stop.c): clears env files when clear_env, stops the
- * local server when its pid file names ours, prints "Stopped linkup". */
+ * local server and cloudflared when their pid files name ours, prints
+ * "Stopped linkup". */
 void cli_stop_all(int clear_env);
 
 #endif

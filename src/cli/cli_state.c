@@ -184,7 +184,7 @@ static int apply_response(struct lk_state *st, const struct lk_buf *body, struct
     return 0;
 }
 
-int cli_upload(struct lk_state *st, struct lk_buf *err)
+int cli_upload(struct lk_state *st, struct lk_buf *answer, struct lk_buf *err)
 {
     struct lk_buf body = LK_BUF_INIT;
     struct cli_http_resp resp;
@@ -207,6 +207,8 @@ int cli_upload(struct lk_state *st, struct lk_buf *err)
     } else {
         fprintf(stderr, "Updating local state file...\n");
         rc = apply_response(st, &resp.body, err);
+        if (rc == 0 && answer)
+            lk_buf_add(answer, resp.body.data, resp.body.len);
         if (rc == 0 && cli_state_save(st) != 0) {
             lk_buf_addf(err, "Failed to save state file: %s", strerror(errno));
             rc = LK_EIO;

@@ -50,8 +50,10 @@ struct lk_state *cli_state_from_config(const struct lk_config *cfg, const char *
 void cli_random_token(char out[17]);
 
 /* The upload of SPEC §6.5.13 through the local server; updates and saves st.
- * Returns 0, or an error with the message in err. */
-int cli_upload(struct lk_state *st, struct lk_buf *err);
+ * When answer is non-NULL the local server's answer body (with its
+ * tunnel_data, see tunnel.h) is appended to it. Returns 0, or an error with
+ * the message in err. */
+int cli_upload(struct lk_state *st, struct lk_buf *answer, struct lk_buf *err);
 
 /* Injects the env files of every service with a directory (SPEC §6.6).
  * Returns 0 or LK_EIO with the message in err. */

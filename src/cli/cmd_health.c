@@ -15,9 +15,11 @@
 
 #include "cli/cli.h"
 #include "cli/cli_state.h"
+#include "cli/cloudflared.h"
 #include "cli/home.h"
 #include "cli/http.h"
 #include "cli/procs.h"
+#include "cli/tunnel.h"
 #include "core/alloc.h"
 
 #define CAP_NET_BIND_SERVICE_BIT 10
@@ -221,12 +223,24 @@ static json_t *orphans_json(pid_t server, pid_t tunnel)
     return arr;
 }
 
+/* DESIGN §2.13 `tunnel`: the URL and whether it is connected (built-in:
+ * the local server's word; cloudflared: it runs). */
+static json_t *tunnel_json(const struct lk_state *st)
+{
+    struct cli_tunnel_status t;
+    cli_tunnel_status_get(st, &t);
+    json_t *o = json_pack("{s:o,s:b}", "url", t.url ? json_string(t.url) : json_null(), "connected",
+                          t.connected);
+    cli_tunnel_status_release(&t);
+    return o;
+}
+
 static json_t *gather(void)
 {
     struct lk_state *st = NULL;
     bool has_state = cli_state_load(&st, NULL) == 0;
     pid_t server = find(CLI_SERVER_PID_FILE, CLI_LOCAL_SERVER_ID);
-    pid_t tunnel = find("cloudflared-pid", CLI_TUNNEL_ID);
+    pid_t tunnel = cli_cloudflared_find();
     json_t *root = json_object();
     json_object_set_new(root, "cli", json_pack("{s:s}", "version", LK_VERSION));
     json_object_set_new(root, "system", system_json());
@@ -245,11 +259,7 @@ static json_t *gather(void)
     json_object_set_new(root, "linkup_home",
                         json_pack("{s:s,s:o}", "path", cli_home(), "files", dir_list(cli_home())));
     json_object_set_new(root, "orphans", orphans_json(server, tunnel));
-    const char *status = json_string_value(json_object_get(tun, "status"));
-    json_object_set_new(root, "tunnel",
-                        json_pack("{s:o,s:b}", "url",
-                                  has_state && st->tunnel ? json_string(st->tunnel) : json_null(),
-                                  "connected", status && strcmp(status, "Ok") == 0));
+    json_object_set_new(root, "tunnel", tunnel_json(has_state ? st : NULL));
     json_decref(remote);
     json_decref(tun);
     lk_state_free(st);
@@ -337,6 +347,10 @@ static void print_text(json_t *root)
         printf("Cloudflared:\n  PID: %lld\n", json_integer_value(json_object_get(cf, "pid")));
     else
         printf("Cloudflared: NOT RUNNING\n");
+    json_t *tunnel = json_object_get(root, "tunnel");
+    const char *url = json_string_value(json_object_get(tunnel, "url"));
+    printf("Tunnel:\n  URL: %s\n  Connected: %s\n", url ? url : "NONE",
+           json_is_true(json_object_get(tunnel, "connected")) ? "YES" : "NO");
     json_t *home = json_object_get(root, "linkup_home");
     printf("Linkup Home: %s\n", json_string_value(json_object_get(home, "path")));
     print_list("Files", json_object_get(home, "files"), "NONE", "  ");

@@ -126,7 +126,7 @@ static int run_route(const struct route_args *a)
     struct lk_state_service **changed = apply(st, a, &n);
     if (changed == NULL)
         goto out;
-    if (cli_upload(st, &err) != 0) {
+    if (cli_upload(st, NULL, &err) != 0) {
         rc = cli_fail("%s", err.data);
     } else {
         print_changes(st, changed, n);

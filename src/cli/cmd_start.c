@@ -2,7 +2,8 @@
  * cmd_start.c - `linkup start` (SPEC §6.5.1 with DESIGN §2.6, §2.12, §3).
  *
  * Order matters: the state is saved before env files are touched, so a
- * failing start can still be undone by `linkup stop`.
+ * failing start can still be undone by `linkup stop`. The tunnel step
+ * (tunnel.h) runs after the upload, whose answer carries the tunnel data.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include "cli/home.h"
 #include "cli/http.h"
 #include "cli/procs.h"
+#include "cli/tunnel.h"
 #include "core/alloc.h"
 
 #define START_RETRIES 10
@@ -172,9 +174,24 @@ static void print_session(const struct lk_state *st)
     cli_rows_release(&rows);
 }
 
+/* Step 7: the tunnel the upload's answer describes (tunnel.h). */
+static int start_tunnel(struct lk_state *st, bool wants_tunnel, const struct lk_buf *answer)
+{
+    if (!wants_tunnel) {
+        fprintf(stderr, "Skipping. State file requested no tunnel.\n");
+        return 0;
+    }
+    struct cli_tunnel_data td;
+    cli_tunnel_data_from_upsert(answer->data, answer->len, &td);
+    int rc = cli_tunnel_start(st, &td);
+    cli_tunnel_data_release(&td);
+    return rc;
+}
+
 static int run_start(struct lk_state *st)
 {
     struct lk_buf err = LK_BUF_INIT;
+    struct lk_buf answer = LK_BUF_INIT;
     int rc = 0;
     if (cli_state_save(st) != 0)
         rc = cli_fail("Failed to save state file: %s", strerror(errno));
@@ -186,13 +203,17 @@ static int run_start(struct lk_state *st)
     rc = start_server(st->config_path);
     if (rc != 0)
         goto out;
-    if (cli_upload(st, &err) != 0) {
+    bool wants_tunnel = st->tunnel != NULL;
+    if (cli_upload(st, &answer, &err) != 0) {
         fprintf(stderr, "Failed to upload state: %s\n", err.data);
         rc = cli_fail("%s", err.data);
         goto out;
     }
-    print_session(st);
+    rc = start_tunnel(st, wants_tunnel, &answer);
+    if (rc == 0)
+        print_session(st);
 out:
+    lk_buf_release(&answer);
     lk_buf_release(&err);
     return rc;
 }

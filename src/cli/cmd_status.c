@@ -2,7 +2,9 @@
  * cmd_status.c - `linkup status [--json] [--session NAME]` (SPEC §6.5.4).
  *
  * Health probes run in parallel (libcurl multi, 2 s timeout) with the extra
- * headers of SPEC §3.7 so the probe is routed like session traffic.
+ * headers of SPEC §3.7 so the probe is routed like session traffic. The
+ * tunnel URL and whether it is connected (tunnel.h) follow the services, as a
+ * last "Tunnel:" line or the "tunnel" object of --json.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include "cli/cli_state.h"
 #include "cli/home.h"
 #include "cli/http.h"
+#include "cli/tunnel.h"
 #include "core/alloc.h"
 #include "core/rng.h"
 #include "core/route.h"
@@ -177,8 +180,15 @@ static void probe_all(struct service_status *s, size_t n)
     free(p);
 }
 
+/* {"url": ..., "connected": ...} of the tunnel (DESIGN §2.13). */
+static json_t *tunnel_json(const struct cli_tunnel_status *t)
+{
+    return json_pack("{s:o,s:b}", "url", t->url ? json_string(t->url) : json_null(), "connected",
+                     t->connected);
+}
+
 static void print_json(const char *session, const struct cli_rows *rows,
-                       const struct service_status *s, size_t n)
+                       const struct service_status *s, size_t n, const struct cli_tunnel_status *t)
 {
     json_t *root = json_object();
     json_object_set_new(root, "session_name", json_string(session));
@@ -198,6 +208,7 @@ static void print_json(const char *session, const struct cli_rows *rows,
                                              s[i].component_kind, "url", s[i].url, "priority", 2));
     }
     json_object_set_new(root, "services", arr);
+    json_object_set_new(root, "tunnel", tunnel_json(t));
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     printf("%s\n", text ? text : "{}");
     free(text);
@@ -207,6 +218,12 @@ static void print_json(const char *session, const struct cli_rows *rows,
 static void print_line(const struct service_status *s, const char *status)
 {
     printf("%-22s %-16s %-8s %s\n", s->name, s->component_kind, status, s->url);
+}
+
+static void print_tunnel(const struct cli_tunnel_status *t)
+{
+    printf("\nTunnel: %s (%s)\n", t->url ? t->url : "none",
+           t->connected ? "connected" : "not connected");
 }
 
 static void print_text(const char *session, const struct cli_rows *rows, struct service_status *s,
@@ -260,12 +277,16 @@ static int run_status(const struct status_args *a)
         struct lk_config *cfg = cli_config_try(st->config_path);
         struct service_status *s = NULL;
         size_t n = load_services(target, cfg, &s);
+        struct cli_tunnel_status t;
+        cli_tunnel_status_get(st, &t);
         if (a->json) {
             probe_all(s, n);
-            print_json(target, &rows, s, n);
+            print_json(target, &rows, s, n, &t);
         } else {
             print_text(target, &rows, s, n);
+            print_tunnel(&t);
         }
+        cli_tunnel_status_release(&t);
         for (size_t i = 0; i < n; i++) {
             free(s[i].name);
             free(s[i].url);

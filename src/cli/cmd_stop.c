@@ -1,12 +1,13 @@
 /*
  * cmd_stop.c - `linkup stop` (SPEC §6.5.2, DESIGN §2.12): env files cleared,
- * the local server stopped (only when its pid file names a process that
- * carries our LINKUP_SERVICE_ID), "Stopped linkup".
+ * the local server and cloudflared stopped (each only when its pid file names
+ * a process that carries our LINKUP_SERVICE_ID), "Stopped linkup".
  */
 #include <stdio.h>
 
 #include "cli/cli.h"
 #include "cli/cli_state.h"
+#include "cli/cloudflared.h"
 #include "cli/home.h"
 
 static const char stop_usage[] = "Stop a running linkup session\n\n"
@@ -27,6 +28,7 @@ void cli_stop_all(int clear_env)
         lk_buf_release(&err);
     }
     cli_stop_local_server();
+    cli_cloudflared_stop();
     printf("Stopped linkup\n");
 }
 

@@ -52,7 +52,7 @@ int cli_procs_spawn(const struct cli_spawn *sp, pid_t *pid)
         if (child > 0) {
             char text[32];
             int n = snprintf(text, sizeof(text), "%ld\n", (long)child);
-            rc = cli_write_file(sp->pid_path, text, (size_t)n);
+            rc = sp->pid_path ? cli_write_file(sp->pid_path, text, (size_t)n) : 0;
             *pid = child;
         }
     }
@@ -134,7 +134,7 @@ bool cli_procs_is_dead(pid_t pid)
     return is_zombie(pid);
 }
 
-static void sleep_ms(long ms)
+void cli_procs_sleep_ms(long ms)
 {
     struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
@@ -146,7 +146,7 @@ static bool wait_dead(pid_t pid, int timeout_ms)
     for (int waited = 0; waited < timeout_ms; waited += 50) {
         if (cli_procs_is_dead(pid))
             return true;
-        sleep_ms(50);
+        cli_procs_sleep_ms(50);
     }
     return cli_procs_is_dead(pid);
 }

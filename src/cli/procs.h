@@ -28,7 +28,8 @@ struct cli_spawn {
     const char *service_id;  /* value of LINKUP_SERVICE_ID */
     const char *stdout_path; /* truncated */
     const char *stderr_path; /* truncated */
-    const char *pid_path;    /* written with the decimal pid and "\n" */
+    const char *pid_path;    /* written with the decimal pid and "\n"; NULL: the
+                                program writes its own (cloudflared --pidfile) */
 };
 
 /* Spawns sp. On success sets *pid and returns 0; LK_EIO when fork or the log
@@ -60,6 +61,9 @@ struct cli_proc_info {
  * value>, except the pids in skip[0..n_skip) and this process. Returns the
  * number written to out. */
 size_t cli_procs_scan(const pid_t *skip, size_t n_skip, struct cli_proc_info *out, size_t max);
+
+/* Sleeps ms milliseconds (EINTR resumed). */
+void cli_procs_sleep_ms(long ms);
 
 /* Absolute path of the running executable into buf (cap bytes). 0 or -1. */
 int cli_procs_self_exe(char *buf, size_t cap);
