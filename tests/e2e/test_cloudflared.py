@@ -1,0 +1,289 @@
+"""`linkup start` with Cloudflare tunnel data (SPEC §7, §6.5.1 step 7,
+DESIGN §2.12, issue 7): a fake worker answers the tunneled upsert with
+Cloudflare credentials (non-empty account_id, no "provider":"linkup"), and a
+stand-in `cloudflared` placed first on PATH records its arguments,
+environment and stdin, then writes the pid file it was given (or not)."""
+import http.server
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import lk
+
+TUNNEL_ID = "6ff42ae2-765d-4adf-8112-31c55c1551ef"
+SECRET = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="
+ACCOUNT = "acc0123456789"
+
+STAND_IN = """#!{python}
+import json, os, sys, time
+mode = os.environ.get("CF_MODE", "ok")
+args = sys.argv[1:]
+with open(os.environ["CF_RECORD"], "a") as f:
+    f.write(json.dumps({{"args": args, "pid": os.getpid(), "pgid": os.getpgid(0),
+                        "service_id": os.environ.get("LINKUP_SERVICE_ID"),
+                        "stdin": os.readlink("/proc/self/fd/0")}}) + "\\n")
+print("stand-in cloudflared says hello", flush=True)
+print("stand-in cloudflared mode " + mode, file=sys.stderr, flush=True)
+if mode == "exit":
+    sys.exit(1)
+if mode == "ok":
+    with open(args[args.index("--pidfile") + 1], "w") as f:
+        f.write("%d\\n" % os.getpid())
+time.sleep(120)
+"""
+
+
+class CloudflareWorker:
+    """Answers the tunneled upsert like an original Cloudflare worker."""
+
+    def __init__(self, tunnel_url, tunnel_id=TUNNEL_ID):
+        self.calls = []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                doc = json.loads(raw or b"{}")
+                outer.calls.append(self.path)
+                name = doc.get("desired_name") or "tiny-cow"
+                out = {"session_name": name, "tunnel_data": {
+                    "account_id": ACCOUNT, "name": "linkup-tunnel-example-com-" + name,
+                    "url": tunnel_url, "id": tunnel_id, "secret": SECRET,
+                    "last_started": 1700000000000}}
+                data = json.dumps(out).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def write_config(tmp_path, worker_url):
+    cfg = tmp_path / "linkup.yaml"
+    cfg.write_text(f"""linkup:
+  worker_url: {worker_url}
+  worker_token: token123
+services:
+  - name: web
+    remote: http://127.0.0.1:9001
+    local: http://127.0.0.1:9002
+domains:
+  - domain: example.com
+    default_service: web
+""")
+    return cfg
+
+
+def alive(pid):
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def wait_gone(pid, timeout=5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def setup(linkup_bin, env, tmp_path):
+    """Returns start(tunnel_url, mode="ok", **extra_env) -> (CompletedProcess, ctx)."""
+    if not lk.has_command(linkup_bin, "server", env):
+        pytest.skip("`linkup server` does not exist yet")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    stand_in = bindir / "cloudflared"
+    stand_in.write_text(STAND_IN.format(python=sys.executable))
+    stand_in.chmod(0o755)
+    record = tmp_path / "cloudflared-calls.jsonl"
+    env = dict(env)
+    env.update({
+        "LINKUP_HTTP_ADDR": f"127.0.0.1:{lk.free_port()}",
+        "LINKUP_HTTPS_ADDR": "off",
+        "LINKUP_DNS_ADDR": "off",
+        "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "CF_RECORD": str(record),
+        "LINKUP_TUNNEL_DNS_INTERVAL_MS": "100",
+        "LINKUP_TUNNEL_PID_INTERVAL_MS": "200",
+    })
+    workers = []
+
+    class Ctx:
+        pass
+
+    ctx = Ctx()
+    ctx.env = env
+    ctx.home = pathlib.Path(env["LINKUP_HOME"])
+    ctx.user_home = pathlib.Path(env["HOME"])
+    ctx.calls = lambda: [json.loads(l) for l in record.read_text().splitlines()] \
+        if record.exists() else []
+
+    def start(tunnel_url, mode="ok", tunnel_id=TUNNEL_ID, **extra):
+        w = CloudflareWorker(tunnel_url, tunnel_id)
+        workers.append(w)
+        ctx.cfg = write_config(tmp_path, w.url)
+        env["CF_MODE"] = mode
+        env.update(extra)
+        return lk.run(linkup_bin, "start", "--config", str(ctx.cfg), env=env, timeout=90), ctx
+
+    ctx.run = lambda *args: lk.run(linkup_bin, *args, env=env, timeout=60)
+    yield start
+    lk.run(linkup_bin, "stop", env=env)
+    for c in ctx.calls():  # never leave a stand-in behind
+        if alive(c["pid"]):
+            os.kill(c["pid"], signal.SIGKILL)
+    for w in workers:
+        w.close()
+
+
+def test_start_runs_cloudflared_with_files_and_stop_stops_it(setup):
+    r, ctx = setup("https://localhost")
+    assert r.returncode == 0, r.stderr
+    assert "Started!" in r.stderr
+    assert "SESSION NAME" in r.stdout and "tiny-cow" in r.stdout
+    [call] = ctx.calls()
+    pid_file = ctx.home / "cloudflared-pid"
+    assert call["args"] == ["tunnel", "--pidfile", str(pid_file), "run"]
+    assert call["service_id"] == "cloudflare-tunnel"
+    assert call["stdin"] == "/dev/null"
+    assert call["pgid"] == call["pid"], "cloudflared must lead its own process group"
+    assert pid_file.read_text().strip() == str(call["pid"]) and alive(call["pid"])
+    cf = ctx.user_home / ".cloudflared"
+    cred = cf / f"{TUNNEL_ID}.json"
+    assert cred.read_text() == (f'{{"AccountTag":"{ACCOUNT}","TunnelID":"{TUNNEL_ID}",'
+                                f'"TunnelSecret":"{SECRET}"}}')
+    assert (cred.stat().st_mode & 0o077) == 0, "credentials must not be world-readable"
+    assert (cf / "config.yml").read_text() == (
+        f"url: http://{ctx.env['LINKUP_HTTP_ADDR']}\n"
+        f"tunnel: {TUNNEL_ID}\n"
+        f"credentials-file: {cred}\n")
+    assert (ctx.home / "cloudflared-stdout").read_text() == "stand-in cloudflared says hello\n"
+    assert "mode ok" in (ctx.home / "cloudflared-stderr").read_text()
+    assert "  tunnel: https://localhost/\n" in (ctx.home / "state").read_text()
+
+    h = json.loads(ctx.run("health", "--json").stdout)
+    assert h["cloudflared"] == {"Running": {"pid": call["pid"]}}
+    assert h["tunnel"] == {"url": "https://localhost/", "connected": True}
+    assert all(o["pid"] != call["pid"] for o in h["orphans"])
+    text = ctx.run("health").stdout
+    assert f"Cloudflared:\n  PID: {call['pid']}\n" in text
+    assert "Tunnel:\n  URL: https://localhost/\n  Connected: YES\n" in text
+    st = ctx.run("status", "--json")
+    assert st.returncode == 0, st.stderr
+    assert json.loads(st.stdout)["tunnel"] == {"url": "https://localhost/", "connected": True}
+    assert "\nTunnel: https://localhost/ (connected)\n" in ctx.run("status").stdout
+
+    r = ctx.run("stop")
+    assert r.returncode == 0 and r.stdout == "Stopped linkup\n"
+    assert wait_gone(call["pid"]), "stop must stop cloudflared"
+    assert not pid_file.exists()
+    h = json.loads(ctx.run("health", "--json").stdout)
+    assert h["cloudflared"] == "Stopped"
+
+
+def test_running_cloudflared_is_reused(setup):
+    r, ctx = setup("https://localhost")
+    assert r.returncode == 0, r.stderr
+    [first] = ctx.calls()
+    # Only the local server goes away; cloudflared keeps running.
+    server_pid = int((ctx.home / "localserver-pid").read_text())
+    os.kill(server_pid, signal.SIGTERM)
+    assert wait_gone(server_pid, 10)
+    r = ctx.run("start", "--config", str(ctx.cfg))
+    assert r.returncode == 0, r.stderr
+    assert "Already running. Skipping starting tunnel." in r.stderr
+    assert len(ctx.calls()) == 1 and alive(first["pid"])
+
+
+def test_dns_not_propagated(setup):
+    r, ctx = setup("https://linkup-tunnel-x.invalid", LINKUP_TUNNEL_DNS_RETRIES="2")
+    assert r.returncode == 1
+    assert "Waiting for tunnel DNS to propagate... retry #2" in r.stderr
+    assert "Failed to propagate tunnel DNS" in r.stderr
+    assert "Exited with error: Failed to verify that DNS got propagated" in r.stderr
+    assert "Started!" not in r.stderr
+    [call] = ctx.calls()
+    assert alive(call["pid"]), "as in the original, cloudflared keeps running"
+    ctx.run("stop")
+    assert wait_gone(call["pid"])
+
+
+def test_stand_in_exits_without_pid_file(setup):
+    r, ctx = setup("https://localhost", mode="exit")
+    assert r.returncode == 1
+    log = ctx.home / "cloudflared-stderr"
+    assert f"Exited with error: Failed to start: Failed to find pidfile (logs: {log})" in r.stderr
+    assert "Failed to start tunnel" in r.stderr
+    assert "mode exit" in log.read_text()
+    assert not (ctx.home / "cloudflared-pid").exists()
+
+
+def test_stand_in_never_writes_pid_file(setup):
+    r, ctx = setup("https://localhost", mode="hang", LINKUP_TUNNEL_PID_RETRIES="2")
+    assert r.returncode == 1
+    assert "Waiting for tunnel... retry #1" in r.stderr
+    assert "Waiting for tunnel... retry #2" in r.stderr
+    assert "Failed to start: Failed to find pidfile" in r.stderr
+    [call] = ctx.calls()
+    assert wait_gone(call["pid"]), "a cloudflared that never wrote its pid file is stopped"
+
+
+def test_cloudflared_not_on_path(setup):
+    r, ctx = setup("https://localhost", PATH="/nonexistent-linkup-bin")
+    assert r.returncode == 1
+    assert "Exited with error: No such file or directory (os error 2)" in r.stderr
+    assert ctx.calls() == []
+
+
+def test_unsafe_tunnel_id_is_refused(setup):
+    r, ctx = setup("https://localhost", tunnel_id="../../evil")
+    assert r.returncode == 1
+    assert "Exited with error: Failed while handing file: invalid tunnel id" in r.stderr
+    assert not (ctx.user_home / "evil.json").exists()
+    assert ctx.calls() == []
+
+
+def test_stale_cloudflared_pid_file_never_signals_a_stranger(linkup_bin, env):
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        env = dict(env, LINKUP_HTTP_ADDR=f"127.0.0.1:{lk.free_port()}")
+        home = pathlib.Path(env["LINKUP_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "cloudflared-pid").write_text(f"{sleeper.pid}\n")
+        h = json.loads(lk.run(linkup_bin, "health", "--json", env=env).stdout)
+        assert h["cloudflared"] == "Stopped"
+        assert h["tunnel"]["connected"] is False
+        assert lk.run(linkup_bin, "stop", env=env).returncode == 0
+        time.sleep(0.3)
+        assert sleeper.poll() is None, "stop signalled an unrelated process"
+        assert not (home / "cloudflared-pid").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
