@@ -67,8 +67,15 @@ def _spawn(argv, env, wanted, timeout=20):
 
 
 def spawn_worker(bin_, env, store, token="token123"):
-    return _spawn([bin_, "worker", "--listen", "127.0.0.1:0", "--token", token,
-                   "--store", store], env, ["Worker"])
+    """`linkup worker` on 127.0.0.1:0. Its stderr goes to a temporary file
+    (proc.log_path), never to an unread pipe that could fill and block a busy
+    worker."""
+    import tempfile
+    home = os.path.dirname((env or {}).get("LINKUP_HOME", "")) or None
+    fd, log_path = tempfile.mkstemp(prefix="linkup-worker-", suffix=".log",
+                                    dir=home if home and os.path.isdir(home) else None)
+    os.close(fd)
+    return spawn_worker_logged(bin_, env, log_path, store=store, token=token)
 
 
 def spawn_server(bin_, env, config):
