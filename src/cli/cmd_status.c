@@ -222,8 +222,11 @@ static void print_line(const struct service_status *s, const char *status)
 
 static void print_tunnel(const struct cli_tunnel_status *t)
 {
-    printf("\nTunnel: %s (%s)\n", t->url ? t->url : "none",
-           t->connected ? "connected" : "not connected");
+    if (t->connected || t->last_error == NULL)
+        printf("\nTunnel: %s (%s)\n", t->url ? t->url : "none",
+               t->connected ? "connected" : "not connected");
+    else
+        printf("\nTunnel: %s (not connected: %s)\n", t->url ? t->url : "none", t->last_error);
 }
 
 static void print_text(const char *session, const struct cli_rows *rows, struct service_status *s,

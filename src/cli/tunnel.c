@@ -3,10 +3,9 @@
  * reporting the tunnel state.
  *
  * The local server owns the built-in tunnel; the CLI only reads its state
- * from GET /linkup/tunnel (loopback-only admin endpoint). A local server
- * without that endpoint (404 at the first poll) runs no built-in tunnel
- * client: `start` then says so and does not wait, rather than failing a
- * session that otherwise works locally.
+ * from GET /linkup/tunnel (loopback-only admin endpoint, docs/server.md). The
+ * server creates its tunnel client before it answers the upsert, so a 404
+ * right after a built-in upsert is final: no client will come.
  */
 #include "cli/tunnel.h"
 
@@ -154,17 +153,18 @@ static int wait_builtin(void)
         struct builtin_probe p;
         probe_builtin(&p, 1000);
         bool done = p.status == 200 && p.connected;
-        bool absent = p.status == 404 && retry == 0;
+        bool absent = p.status == 404;
         free(why);
-        why = p.last_error;
-        p.last_error = NULL;
+        why = absent ? lk_xstrdup("the local server runs no tunnel client") : p.last_error;
+        if (!absent)
+            p.last_error = NULL;
         probe_release(&p);
-        if (done || absent) {
-            if (absent)
-                fprintf(stderr, "The local server runs no built-in tunnel; not waiting for it.\n");
+        if (done) {
             free(why);
             return 0;
         }
+        if (absent)
+            break;
     }
     int rc = builtin_failed(why);
     free(why);
