@@ -45,6 +45,15 @@ def pattern_block():
 
 # ---- upstreams -------------------------------------------------------------
 
+class BigBacklogServer(http.server.ThreadingHTTPServer):
+    """Room for 200 concurrent connections; cut connections are expected."""
+    request_queue_size = 256
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass
+
+
 class LocalWeb:
     """The developer's local web service (threaded, HTTP/1.1) on 127.0.0.1:
     GET /hello -> "local web <path> xfh=<x-forwarded-host> dest=<linkup-destination>";
@@ -111,10 +120,7 @@ class LocalWeb:
             def log_message(self, *a):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 256
-        self.server.handle_error = lambda *a: None  # cut connections are expected
+        self.server = BigBacklogServer(("127.0.0.1", 0), H)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -476,28 +482,32 @@ def test_no_tunnel_is_502_and_wrong_secret_is_401(stack):
 
 
 def test_wrong_secret_client_reports_401(linkup_bin, env, tmp_path):
-    """A local server whose worker answers the tunnel data of another
-    worker (so the secret is wrong) never connects and says why."""
-    s = Stack(linkup_bin, env, tmp_path, name="cow")
+    """The tunnel client, sent to a worker that has no record of its session
+    (so its secret is wrong there), is turned away with 401 on every attempt,
+    says so in GET /linkup/tunnel, and the worker logs it without the secret."""
+    s = Stack(linkup_bin, env, tmp_path, name="cow", relay=True)
+    other = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "other.log"), token=TOKEN)
     try:
         wait_connected(s.server)
-        # A second worker that has no record of this session: the server,
-        # re-pointed at it, gets 401 on every attempt.
-        other = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "other.log"),
-                                       token=TOKEN)
-        try:
-            r = lk.request(other.addrs["Worker"], "GET", "/linkup/v2/tunnel",
-                           [("Upgrade", "linkup-tunnel"), ("Connection", "Upgrade"),
-                            ("Authorization", "Bearer " + s.tunnel_data["secret"]),
-                            ("x-linkup-session", "cow")])
-            assert (r.status, r.text) == (401, "Invalid tunnel secret")
-        finally:
-            other.stop()
-        olog = open(str(tmp_path / "other.log")).read()
-        assert "tunnel for session 'cow' rejected" in olog
-        assert s.tunnel_data["secret"] not in olog
+        s.relay.target = other.addrs["Worker"]
+        s.relay.reset_all()
+        deadline = time.time() + 5
+        while True:
+            status, state = tunnel_state(s.server)
+            if "401" in (state["last_error"] or "") or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        assert status == 200 and state["connected"] is False, state
+        assert "401" in state["last_error"], state
+        r = s.get("/hello")
+        assert (r.status, r.text) == (502, NOT_CONNECTED.format("cow"))
     finally:
+        other.stop()
         s.close()
+    olog = open(str(tmp_path / "other.log")).read()
+    assert "tunnel for session 'cow' rejected from 127.0.0.1:" in olog
+    assert s.tunnel_data["secret"] not in olog
+    assert s.tunnel_data["secret"] not in open(s.server.log_path).read()
 
 
 def test_tunnel_killed_mid_stream_reconnects(linkup_bin, env, tmp_path):
