@@ -14,7 +14,9 @@ build: deps
 	@cmake -S . -B $(BUILD) >/dev/null
 	@cmake --build $(BUILD) -j $$(nproc)
 
-run: build
+run: deps
+	@cmake -S . -B $(BUILD) >/dev/null
+	@cmake --build $(BUILD) -j $$(nproc) --target linkup >/dev/null
 	@scripts/run.sh
 
 test: deps
