@@ -90,6 +90,9 @@ def test_start_waits_for_builtin_tunnel_and_traffic_flows(linkup_bin, tenv, tmp_
         h = json.loads(lk.run(linkup_bin, "health", "--json", env=tenv).stdout)
         assert h["tunnel"] == {"url": tunnel_url, "connected": True}
         assert h["cloudflared"] == "Stopped"
+        # SPEC §6.5.5: GET {tunnel}/linkup/check, through worker and tunnel.
+        assert h["linkup_services"]["tunnel"] == {
+            "url": f"{tunnel_url}linkup/check", "status": "Ok"}
         assert f"Tunnel:\n  URL: {tunnel_url}\n  Connected: YES\n" in lk.run(
             linkup_bin, "health", env=tenv).stdout
 
