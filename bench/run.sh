@@ -51,7 +51,7 @@ options:
   --backend-port N   origin port (nginx proxy = N+1, TLS = N+360/N+361)  [18080]
   --out DIR          results directory   [bench/results/<timestamp>]
   --perf TARGET[:WORKLOAD]  after the runs, `perf record -g` the Linkup process of TARGET
-                     (server|worker|worker-10k|server-r100|worker-r100) during one extra run
+                     (server|worker|worker-10k|server-r100|worker-r100|tunnel) during one extra run
                      of WORKLOAD (default small-c64); report in OUT/perf-TARGET-WORKLOAD.txt
   --callgrind TARGET start TARGET (server|worker) under valgrind --tool=callgrind and only
                      run a short small-c1/small-c64 load on it; report in OUT/callgrind-TARGET.txt
@@ -105,7 +105,7 @@ fi
 PERF_W=small-c64
 if [ -n "$PERF_T" ]; then
   [[ $PERF_T == *:* ]] && { PERF_W=${PERF_T#*:}; PERF_T=${PERF_T%%:*}; }
-  case $PERF_T in server|worker|worker-10k|server-r100|worker-r100) ;; *) echo "--perf takes server, worker, worker-10k, server-r100 or worker-r100" >&2; exit 2;; esac
+  case $PERF_T in server|worker|worker-10k|server-r100|worker-r100|tunnel) ;; *) echo "--perf takes server, worker, worker-10k, server-r100, worker-r100 or tunnel" >&2; exit 2;; esac
   [[ " $ALL_WORKLOADS " == *" $PERF_W "* ]] || { echo "unknown workload $PERF_W" >&2; exit 2; }
 fi
 
@@ -465,15 +465,16 @@ echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/versions.txt"
 
 # ---------------------------------------------------------------- profiling (optional)
 if [ -n "$PERF_T" ] && [[ " $TARGETS " == *" $PERF_T "* ]]; then
-  role=$(role_of "$PERF_T"); pf="$OUT/perf-$PERF_T-$PERF_W.txt"
-  echo "== perf record -g on $PERF_T (pid ${PID_OF[$role]}) during one $PERF_W run"
-  perf record -g -o "$RUN/perf.data" -p "${PID_OF[$role]}" -- sleep "$DURATION" > "$RUN/perf.log" 2>&1 &
+  pp=""; for role in $(role_of "$PERF_T"); do pp="$pp${pp:+,}${PID_OF[$role]}"; done
+  pf="$OUT/perf-$PERF_T-$PERF_W.txt"
+  echo "== perf record -g on $PERF_T (pid $pp) during one $PERF_W run"
+  perf record -g -o "$RUN/perf.data" -p "$pp" -- sleep "$DURATION" > "$RUN/perf.log" 2>&1 &
   ppid=$!
   run_cell "$PERF_W" "$PERF_T" "$OUT/wrk/perf-$PERF_T-$PERF_W.txt" "$DURATION"; wait "$LOAD_PID"; LOAD_PID=""
   wait "$ppid"
   { echo "# perf report --no-children (self %), $PERF_T under $PERF_W for ${DURATION}s"
     grep '^RESULT' "$OUT/wrk/perf-$PERF_T-$PERF_W.txt"
-    perf report -i "$RUN/perf.data" --no-children --stdio --sort symbol,dso -g none 2>/dev/null | grep -v '^$' | head -70
+    perf report -i "$RUN/perf.data" --no-children --stdio --sort comm,symbol,dso -g none 2>/dev/null | grep -v '^$' | head -70
     echo; echo "# with children (inclusive %)"
     perf report -i "$RUN/perf.data" --children --stdio --sort symbol -g none 2>/dev/null | grep -v '^$' | head -70
   } > "$pf"
