@@ -3,7 +3,7 @@
 #   make test  - install what is missing, build, run every test
 BUILD ?= build
 
-.PHONY: all build deps run test asan check-format check-layering clean
+.PHONY: all build deps run test asan bench check-format check-layering clean
 
 all: build
 
@@ -24,6 +24,9 @@ test: deps
 
 asan: deps
 	@LK_CC=clang LK_SANITIZE=1 scripts/test.sh build-asan
+
+bench:
+	@bench/run.sh
 
 check-format:
 	@scripts/check.sh format
