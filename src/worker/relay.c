@@ -64,6 +64,7 @@ static bool tunnel_auth(const char *session, const char *secret, size_t secret_l
         LK_LOG(WARN, "tunnel for session '%s': cannot refresh last_started: %s", session, err.data);
     if (want.data != NULL)
         OPENSSL_cleanse(want.data, want.len);
+    lk_buf_release(&want);
     lk_buf_release(&err);
     return ok;
 }

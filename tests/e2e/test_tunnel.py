@@ -305,14 +305,18 @@ class Stack:
         self.remote.close()
 
 
+    def assert_clean_exit(self):
+        """Both programs exited 0 (a sanitizer report makes them exit non-zero)."""
+        for p in (self.server, self.worker):
+            assert p.popen.returncode == 0, open(p.log_path).read()[-3000:]
+
+
 @pytest.fixture
 def stack(linkup_bin, env, tmp_path):
     s = Stack(linkup_bin, env, tmp_path)
     yield s
     s.close()
-    # Both exit cleanly (a sanitizer report would make them exit non-zero).
-    assert s.server.popen.returncode == 0, open(s.server.log_path).read()[-3000:]
-    assert s.worker.popen.returncode == 0, open(s.worker.log_path).read()[-3000:]
+    s.assert_clean_exit()
 
 
 # ---- tests -----------------------------------------------------------------
@@ -504,6 +508,7 @@ def test_wrong_secret_client_reports_401(linkup_bin, env, tmp_path):
     finally:
         other.stop()
         s.close()
+    s.assert_clean_exit()
     olog = open(str(tmp_path / "other.log")).read()
     assert "tunnel for session 'cow' rejected from 127.0.0.1:" in olog
     assert s.tunnel_data["secret"] not in olog
@@ -552,6 +557,7 @@ def test_tunnel_killed_mid_stream_reconnects(linkup_bin, env, tmp_path):
         s.web.release.set()
     finally:
         s.close()
+    s.assert_clean_exit()
 
 
 def test_delete_session_stops_the_tunnel(stack):
@@ -635,6 +641,7 @@ def test_two_workers_on_one_redis(linkup_bin, env, tmp_path, redis_url):
     finally:
         b.stop()
         s.close()
+    s.assert_clean_exit()
     assert b.popen.returncode == 0
     assert "invalid x-linkup-peer-secret header" in open(s.worker.log_path).read() + \
         open(b.log_path).read()
