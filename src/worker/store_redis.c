@@ -2,8 +2,10 @@
  * store_redis.c - the "redis://HOST:PORT[/DB]" worker store, for several
  * workers sharing sessions.
  *
- * Keys: "session:{name}" (SET ... EX 604800, so Redis expires them itself)
- * and "tunnel:{name}" (no expiry). Calls are synchronous hiredis commands
+ * Keys: "session:{name}" (SET ... EX 604800, so Redis expires them itself),
+ * "tunnel:{name}" (no expiry) and the registry of tunnel holders
+ * "tunnel-holder:{session}" (SET ... PX ttl; deleted with a compare-and-
+ * delete EVAL; store.h). Calls are synchronous hiredis commands
  * with WORKER_REDIS_TIMEOUT_MS for connect and each reply; they run on the
  * loop thread, which is acceptable on a local network and documented in
  * docs/worker.md. A failed call drops the connection; the next call (and one
