@@ -511,3 +511,31 @@ int lk_route_request(struct lk_str url, const struct lk_header *h, size_t n,
     r->replace_cookie = lk_headers_cookie_normalize(h, n, &r->cookie);
     return 0;
 }
+
+static bool is_replaced(const struct lk_route_result *r, struct lk_str name)
+{
+    if (lk_str_ieq(name, LK_STR("host")))
+        return true;
+    if (r->replace_cookie && lk_str_ieq(name, LK_STR("cookie")))
+        return true;
+    for (size_t i = 0; i < r->extra.n; i++) {
+        if (lk_str_ieq(name, r->extra.items[i].name))
+            return true;
+    }
+    return false;
+}
+
+size_t lk_route_outgoing_headers(const struct lk_header *in, size_t n_in,
+                                 const struct lk_route_result *r, struct lk_header *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < n_in; i++) {
+        if (!is_replaced(r, in[i].name))
+            out[n++] = in[i];
+    }
+    for (size_t i = 0; i < r->extra.n; i++)
+        out[n++] = r->extra.items[i];
+    if (r->replace_cookie)
+        out[n++] = (struct lk_header){ LK_STR("Cookie"), lk_buf_str(&r->cookie) };
+    return n;
+}

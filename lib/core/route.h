@@ -218,6 +218,16 @@ struct lk_route_result {
     struct lk_buf cookie;
 };
 
+/* The outgoing request header list of SPEC §3.10 / §4.4 step 5: the incoming
+ * headers in order minus Host, minus every header r replaces (the additional
+ * headers of §3.7 and, when replace_cookie, every Cookie), then the
+ * replacements. Writes at most n_in + LK_ROUTE_MAX_EXTRA + 1 entries to out
+ * (the caller's array, e.g. from the request arena) and returns how many.
+ * The entries borrow from in and from r. Shared by the worker and the local
+ * server so both forward exactly the same headers. */
+size_t lk_route_outgoing_headers(const struct lk_header *in, size_t n_in,
+                                 const struct lk_route_result *r, struct lk_header *out);
+
 /* Prepares r for lk_route_request (no allocation). */
 void lk_route_result_init(struct lk_route_result *r);
 /* Frees everything r owns; r may be reused after lk_route_result_init. */

@@ -81,37 +81,15 @@ static struct lk_str request_url(struct lk_exchange *ex)
     return lk_str_c(url);
 }
 
-static bool is_replaced(struct lk_str name, const struct lk_route_result *r)
-{
-    if (lk_str_ieq(name, LK_STR("host")))
-        return true;
-    if (r->replace_cookie && lk_str_ieq(name, LK_STR("cookie")))
-        return true;
-    for (size_t i = 0; i < r->extra.n; i++) {
-        if (lk_str_ieq(name, r->extra.items[i].name))
-            return true;
-    }
-    return false;
-}
-
-/* The outgoing header list, allocated in the exchange's arena. */
+/* The outgoing header list (lk_route_outgoing_headers) in the exchange's arena. */
 static struct lk_http_header *outgoing_headers(struct lk_exchange *ex,
                                                const struct lk_route_result *r, size_t *n_out)
 {
-    size_t n_in;
+    size_t n_in = 0;
     const struct lk_http_header *in = lk_exchange_headers(ex, &n_in);
     struct lk_http_header *out =
         lk_exchange_alloc(ex, (n_in + LK_ROUTE_MAX_EXTRA + 1) * sizeof(*out));
-    size_t n = 0;
-    for (size_t i = 0; i < n_in; i++) {
-        if (!is_replaced(in[i].name, r))
-            out[n++] = in[i];
-    }
-    for (size_t i = 0; i < r->extra.n; i++)
-        out[n++] = r->extra.items[i];
-    if (r->replace_cookie)
-        out[n++] = (struct lk_http_header){ LK_STR("cookie"), lk_buf_str(&r->cookie) };
-    *n_out = n;
+    *n_out = lk_route_outgoing_headers(in, n_in, r, out);
     return out;
 }
 

@@ -90,38 +90,15 @@ const char *worker_request_url(struct worker *w, struct lk_exchange *ex)
     return lk_exchange_strndup(ex, url.ptr, url.len);
 }
 
-static bool is_replaced(const struct lk_route_result *r, struct lk_str name)
-{
-    if (lk_str_ieq(name, LK_STR("host")))
-        return true;
-    if (r->replace_cookie && lk_str_ieq(name, LK_STR("cookie")))
-        return true;
-    for (size_t i = 0; i < r->extra.n; i++) {
-        if (lk_str_ieq(name, r->extra.items[i].name))
-            return true;
-    }
-    return false;
-}
-
-/* The outgoing header list (SPEC §4.4 step 5) in the exchange's arena:
- * incoming headers minus Host and every header the route replaces, then the
- * replacements. */
+/* The outgoing header list (lk_route_outgoing_headers) in the exchange's arena. */
 static const struct lk_http_header *outgoing_headers(struct lk_exchange *ex,
                                                      const struct lk_route_result *r, size_t *n_out)
 {
     size_t n_in = 0;
     const struct lk_http_header *in = lk_exchange_headers(ex, &n_in);
-    struct lk_http_header *out = lk_exchange_alloc(ex, (n_in + r->extra.n + 1) * sizeof(*out));
-    size_t n = 0;
-    for (size_t i = 0; i < n_in; i++) {
-        if (!is_replaced(r, in[i].name))
-            out[n++] = in[i];
-    }
-    for (size_t i = 0; i < r->extra.n; i++)
-        out[n++] = r->extra.items[i];
-    if (r->replace_cookie)
-        out[n++] = (struct lk_http_header){ LK_STR("Cookie"), lk_buf_str(&r->cookie) };
-    *n_out = n;
+    struct lk_http_header *out =
+        lk_exchange_alloc(ex, (n_in + LK_ROUTE_MAX_EXTRA + 1) * sizeof(*out));
+    *n_out = lk_route_outgoing_headers(in, n_in, r, out);
     return out;
 }
 

@@ -847,6 +847,23 @@ static void test_route_request(void)
     CHECK_LKSTR(r.extra.items[2].value, "N.127.0.0.1:4000");
     CHECK(r.replace_cookie);
     CHECK_STR_EQ(r.cookie.data, "a=b; c=d");
+
+    /* SPEC §3.10: the forwarded list keeps order, drops Host and the replaced
+     * headers (both Cookie lines, an incoming traceparent), then appends the
+     * replacements. */
+    static const struct lk_header in[] = {
+        H("Host", "127.0.0.1:4000"), H("Accept", "*/*"), H("Cookie", "a=b"),
+        H("TRACEPARENT", "other"),   H("Cookie", "c=d"), H("X-Custom", "1"),
+    };
+    struct lk_header out[LK_ARRAY_LEN(in) + LK_ROUTE_MAX_EXTRA + 1];
+    size_t n = lk_route_outgoing_headers(in, LK_ARRAY_LEN(in), &r, out);
+    CHECK_INT_EQ(n, 2 + r.extra.n + 1);
+    CHECK_LKSTR(out[0].name, "Accept");
+    CHECK_LKSTR(out[1].name, "X-Custom");
+    for (size_t i = 0; i < r.extra.n; i++)
+        CHECK(lk_str_eq(out[2 + i].name, r.extra.items[i].name));
+    CHECK_LKSTR(out[n - 1].name, "Cookie");
+    CHECK_LKSTR(out[n - 1].value, "a=b; c=d");
     lk_route_result_release(&r);
 
     /* No session: 422. */
