@@ -68,6 +68,7 @@ struct lk_conn {
     struct sockaddr_storage peer;
     char peer_str[64];
     bool is_loopback, is_tls;
+    bool plain; /* a plain socket bufferevent: lk_net_send() may write inline */
     int local_port;
     bool read_eof;   /* the client shut its write side */
     bool eof_aborts; /* adopted stream: EOF while proxying means gone */
@@ -135,8 +136,13 @@ struct lk_http_server {
     struct lk_conn *reap; /* closed connections awaiting destruction */
     struct event reap_ev; /* runs on_reap */
     struct lk_exchange *exchanges;
-    struct lk_upstream *idle; /* pooled upstream connections, newest first */
+    struct lk_pool_host *pool; /* idle upstream connections by (scheme, host, port) */
+    size_t n_pool_hosts;
     size_t n_idle;
+    struct lk_buf head_buf;              /* scratch for outgoing heads; reset per use */
+    struct lk_http_header *resp_scratch; /* parser output for upstream heads */
+    struct event log_flush;              /* flushes the buffered access log */
+    bool log_flush_set;
     uint64_t next_id;
     bool draining;
     struct event drain_timer;
@@ -172,6 +178,9 @@ void lk_exchange_defer(struct lk_exchange *ex, void (*fn)(struct lk_exchange *))
 void lk_exchange_free(struct lk_exchange *ex);
 /* The drain may be complete: check it from the loop. */
 void lk_http_server_check_drain(struct lk_http_server *srv);
+/* The SSL_CTX for https:// upstreams, created on first use unless the
+ * program supplied one; NULL when it cannot be created (logged). */
+struct ssl_ctx_st *lk_http_server_client_tls(struct lk_http_server *srv);
 
 /* ---- proxy.c ----------------------------------------------------------- */
 
@@ -190,13 +199,27 @@ void lk_proxy_abort(struct lk_exchange *ex);
  * called from the loop, never before lk_upstream_connect() returns. */
 typedef void lk_upstream_cb(struct lk_upstream *up, int err, const char *errtext, void *data);
 
+/* Idle upstream connections of one (tls, host, port), newest first. A
+ * bucket outlives its connections (reused for the next ones) until the
+ * server has too many buckets, then empty ones are freed. */
+struct lk_pool_host {
+    struct lk_pool_host *next; /* srv->pool */
+    bool tls;
+    int port;
+    char *host; /* owned */
+    struct lk_upstream *idle;
+    size_t n_idle;
+};
+
 struct lk_upstream {
     struct lk_http_server *srv;
-    struct lk_upstream *prev, *next; /* srv->idle while pooled */
+    struct lk_upstream *prev, *next; /* pool->idle while pooled */
+    struct lk_pool_host *pool;       /* bucket while pooled, else NULL */
     char *key;                       /* "scheme://host:port", owned */
     char *host;                      /* without brackets, owned */
     int port;
     bool tls;
+    bool plain;   /* plain socket bufferevent: see lk_net_send() */
     bool reused;  /* came out of the pool */
     bool no_pool; /* from a custom connector: freed, never pooled */
     struct bufferevent *bev;
@@ -232,7 +255,49 @@ struct lk_upstream *lk_upstream_wrap(struct lk_http_server *srv, struct bufferev
 /* Returns a connection to the pool (reusable) or frees it. */
 void lk_upstream_release(struct lk_upstream *up, bool reusable);
 void lk_upstream_free(struct lk_upstream *up);
-/* Frees every pooled connection. */
+/* Frees every pooled connection and every pool bucket. */
 void lk_upstream_pool_clear(struct lk_http_server *srv);
+
+/* ---- io.c -------------------------------------------------------------- */
+
+/* Sets TCP_NODELAY on bev's socket (as nginx's tcp_nodelay; errors are
+ * ignored: AF_UNIX has no Nagle) and lets libevent write up to 256 KiB per
+ * writev instead of 16 KiB (finding 2). */
+void lk_net_tune_socket(struct bufferevent *bev);
+/* True when bev is a socket bufferevent without TLS or filters, whose fd the
+ * functions below may read and write directly. */
+bool lk_net_bev_is_plain(struct bufferevent *bev);
+/* Sends (pre, pre_len) and then the first n bytes of src (NULL when n is 0)
+ * to bev, in that order after anything already queued: when plain and
+ * bev's output buffer is empty the bytes are written to the socket at once
+ * (sendmsg, MSG_DONTWAIT | MSG_NOSIGNAL), and whatever the kernel does not
+ * take is queued in the output buffer (arming EV_WRITE as usual). n bytes
+ * are always drained from src. Returns the bytes written inline. Write
+ * errors are left for libevent to report on its next write. */
+size_t lk_net_send(struct bufferevent *bev, bool plain, const void *pre, size_t pre_len,
+                   struct evbuffer *src, size_t n);
+/* Reads up to max more bytes from a plain bev's socket into its input buffer
+ * in 64 KiB reads, until the socket has no more (EAGAIN), EOF or an error,
+ * which are left for libevent to see on its next read. Returns bytes read. */
+size_t lk_net_read_more(struct bufferevent *bev, size_t max);
+
+/* ---- heads (http_server.c) ---------------------------------------------- */
+
+/* Appends "name: value\r\n" / a decimal / a hex number to b (memcpy, no
+ * printf: finding 5). */
+void lk_head_add_field(struct lk_buf *b, struct lk_str name, struct lk_str value);
+void lk_head_add_u64(struct lk_buf *b, uint64_t v);
+void lk_head_add_hex(struct lk_buf *b, uint64_t v);
+/* "HTTP/1.1 <status> <reason>\r\n". */
+void lk_head_add_status(struct lk_buf *b, int status, struct lk_str reason);
+/* Makes a parsed head's slices (pointing into from) point at the same
+ * offsets in to. */
+void lk_head_rebase(struct lk_http_header *h, size_t n, const char *from, const char *to);
+static inline struct lk_str lk_head_rebase_str(struct lk_str s, const char *from, const char *to)
+{
+    if (s.ptr != NULL)
+        s.ptr = to + (s.ptr - from);
+    return s;
+}
 
 #endif

@@ -35,15 +35,23 @@
 /* An unread request body up to this size is skipped to keep the connection;
  * a larger one makes the connection close after the response. */
 #define DISCARD_MAX (1024 * 1024)
-#define LINGER_MS   2000
+/* lk_exchange_respond() copies bodies up to this size next to the head. */
+#define RESPOND_COPY_MAX (16 * 1024)
+#define LINGER_MS        2000
 
 /* ---- arena ------------------------------------------------------------- */
 
 struct lk_net_arena_chunk {
     struct lk_net_arena_chunk *next;
     size_t used, cap;
+    bool embedded; /* part of a larger allocation: not freed here */
     max_align_t mem[];
 };
+
+/* Bytes of arena that come with every exchange in the same allocation: one
+ * malloc per request covers the request head, the proxy state and the
+ * response head in the common case (finding 7). */
+#define EXCHANGE_ARENA 6144
 
 void *lk_net_arena_alloc(struct lk_net_arena *a, size_t n)
 {
@@ -78,7 +86,8 @@ void lk_net_arena_release(struct lk_net_arena *a)
     while (a->chunks != NULL) {
         struct lk_net_arena_chunk *c = a->chunks;
         a->chunks = c->next;
-        free(c);
+        if (!c->embedded)
+            free(c);
     }
 }
 
@@ -95,8 +104,8 @@ void lk_http_server_opts_init(struct lk_http_server_opts *o)
     o->max_conns = 4096;
     o->stream_buffer_max = 256 * 1024;
     o->ws_buffer_max = 1024 * 1024;
-    o->pool_max_idle_per_host = 16;
-    o->pool_max_idle = 256;
+    o->pool_max_idle_per_host = 128;
+    o->pool_max_idle = 512;
     o->pool_idle_timeout_ms = 30000;
     o->access_log = true;
 }
@@ -124,6 +133,55 @@ void lk_http_server_opts_init(struct lk_http_server_opts *o)
 static struct timeval ms_tv(unsigned ms)
 {
     return (struct timeval){ .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+}
+
+/* ---- heads ------------------------------------------------------------- */
+
+void lk_head_add_field(struct lk_buf *b, struct lk_str name, struct lk_str value)
+{
+    lk_buf_addstr(b, name);
+    lk_buf_add(b, ": ", 2);
+    lk_buf_addstr(b, value);
+    lk_buf_add(b, "\r\n", 2);
+}
+
+void lk_head_add_u64(struct lk_buf *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    lk_buf_add(b, tmp + i, sizeof(tmp) - i);
+}
+
+void lk_head_add_hex(struct lk_buf *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v > 0);
+    lk_buf_add(b, tmp + i, sizeof(tmp) - i);
+}
+
+void lk_head_add_status(struct lk_buf *b, int status, struct lk_str reason)
+{
+    lk_buf_add(b, "HTTP/1.1 ", 9);
+    lk_head_add_u64(b, status > 0 ? (uint64_t)status : 0);
+    lk_buf_add(b, " ", 1);
+    lk_buf_addstr(b, reason);
+    lk_buf_add(b, "\r\n", 2);
+}
+
+void lk_head_rebase(struct lk_http_header *h, size_t n, const char *from, const char *to)
+{
+    for (size_t i = 0; i < n; i++) {
+        h[i].name = lk_head_rebase_str(h[i].name, from, to);
+        h[i].value = lk_head_rebase_str(h[i].value, from, to);
+    }
 }
 
 static const char *state_name(enum lk_conn_state s)
@@ -358,20 +416,44 @@ void lk_exchange_defer(struct lk_exchange *ex, void (*fn)(struct lk_exchange *))
     event_active(&ex->defer, EV_TIMEOUT, 0);
 }
 
-static struct lk_exchange *exchange_new(struct lk_conn *c, const char *head, size_t len)
+/* One allocation: the exchange, then its first arena chunk. */
+static struct lk_exchange *exchange_alloc(void)
+{
+    size_t align = _Alignof(max_align_t);
+    size_t off = (sizeof(struct lk_exchange) + align - 1) / align * align;
+    char *mem = lk_xmalloc(off + sizeof(struct lk_net_arena_chunk) + EXCHANGE_ARENA);
+    struct lk_exchange *ex = (struct lk_exchange *)(void *)mem;
+    memset(ex, 0, sizeof(*ex));
+    struct lk_net_arena_chunk *chunk = (struct lk_net_arena_chunk *)(void *)(mem + off);
+    chunk->next = NULL;
+    chunk->used = 0;
+    chunk->cap = EXCHANGE_ARENA;
+    chunk->embedded = true;
+    ex->arena.chunks = chunk;
+    return ex;
+}
+
+/* parsed: the head (head, len) as parsed by read_head(); its slices are
+ * moved to the exchange's copy instead of parsing again (finding 6). */
+static struct lk_exchange *exchange_new(struct lk_conn *c, const char *head, size_t len,
+                                        const struct lk_http1_request *parsed)
 {
     struct lk_http_server *srv = c->srv;
-    struct lk_exchange *ex = lk_xcalloc(1, sizeof(*ex));
+    struct lk_exchange *ex = exchange_alloc();
     ex->srv = srv;
     ex->conn = c;
     ex->conn_id = c->id;
     ex->head = lk_net_arena_strndup(&ex->arena, head, len);
     ex->head_len = len;
-    size_t cap = srv->opts.limits.max_headers;
-    ex->req.headers = lk_net_arena_alloc(&ex->arena, (cap ? cap : 1) * sizeof(*ex->req.headers));
-    ex->req.headers_cap = cap;
-    int rc = lk_http1_parse_request(ex->head, len, &srv->opts.limits, &ex->req, NULL);
-    LK_ASSERT(rc == (int)len);
+    ex->req = *parsed;
+    size_t n = parsed->n_headers;
+    ex->req.headers = lk_net_arena_alloc(&ex->arena, (n ? n : 1) * sizeof(*ex->req.headers));
+    if (n > 0)
+        memcpy(ex->req.headers, parsed->headers, n * sizeof(*ex->req.headers));
+    ex->req.headers_cap = n;
+    ex->req.method = lk_head_rebase_str(ex->req.method, head, ex->head);
+    ex->req.target = lk_head_rebase_str(ex->req.target, head, ex->head);
+    lk_head_rebase(ex->req.headers, n, head, ex->head);
     ex->is_ws = lk_ws_is_upgrade_request(ex->req.method, ex->req.minor_version, ex->req.headers,
                                          ex->req.n_headers);
     ex->is_tls = c->is_tls;
@@ -402,9 +484,19 @@ void lk_exchange_free(struct lk_exchange *ex)
     free(ex);
 }
 
+static void on_log_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_http_server *srv = arg;
+    (void)fd;
+    (void)what;
+    srv->log_flush_set = false;
+    lk_log_flush();
+}
+
 static void log_access(const struct lk_exchange *ex)
 {
-    if (!ex->srv->opts.access_log)
+    struct lk_http_server *srv = ex->srv;
+    if (!srv->opts.access_log || !lk_log_enabled(LK_LOG_INFO))
         return;
     struct timeval now;
     gettimeofday(&now, NULL);
@@ -430,6 +522,11 @@ static void log_access(const struct lk_exchange *ex)
         .ms = ms > 0 ? (uint64_t)ms : 0,
     };
     lk_log_access(&e);
+    if (lk_log_pending() && !srv->log_flush_set) {
+        struct timeval tv = ms_tv(100);
+        evtimer_add(&srv->log_flush, &tv);
+        srv->log_flush_set = true;
+    }
 }
 
 void lk_conn_exchange_done(struct lk_conn *c, bool keep_alive)
@@ -507,13 +604,15 @@ static bool status_has_body(int status)
 
 static void write_error_and_close(struct lk_conn *c, int status, const char *why)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct lk_buf *b = &c->srv->head_buf;
     size_t len = strlen(why);
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                        "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                        status, lk_http1_reason(status), len);
-    evbuffer_add(out, why, len);
+    lk_buf_reset(b);
+    lk_head_add_status(b, status, lk_str_c(lk_http1_reason(status)));
+    lk_buf_adds(b, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    lk_head_add_u64(b, len);
+    lk_buf_adds(b, "\r\nConnection: close\r\n\r\n");
+    lk_buf_add(b, why, len);
+    lk_net_send(c->bev, c->plain, b->data, b->len, NULL, 0);
     LK_CLOG(c->id, INFO, "rejected request head: %d %s", status, why);
     close_after_flush(c);
 }
@@ -543,24 +642,34 @@ int lk_exchange_respond(struct lk_exchange *ex, int status, const struct lk_http
     /* An unread body is skipped afterwards when small; otherwise close. */
     if (!ex->body_done && (ex->used_read_body || ex->body_left > DISCARD_MAX))
         keep = false;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, lk_http1_reason(status));
+    struct lk_buf *b = &c->srv->head_buf;
+    lk_buf_reset(b);
+    lk_head_add_status(b, status, lk_str_c(lk_http1_reason(status)));
     for (size_t i = 0; i < n_extra; i++) {
-        if (header_forbidden_in_respond(extra[i].name))
-            continue;
-        evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)extra[i].name.len, extra[i].name.ptr,
-                            (int)extra[i].value.len, extra[i].value.ptr);
+        if (!header_forbidden_in_respond(extra[i].name))
+            lk_head_add_field(b, extra[i].name, extra[i].value);
     }
-    if (status != 204 && status != 304)
-        evbuffer_add_printf(out, "Content-Length: %zu\r\n", len);
+    if (status != 204 && status != 304) {
+        lk_buf_add(b, "Content-Length: ", 16);
+        lk_head_add_u64(b, len);
+        lk_buf_add(b, "\r\n", 2);
+    }
     if (!keep)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        lk_buf_add(b, "Connection: close\r\n", 19);
     else if (ex->req.minor_version == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        lk_buf_add(b, "Connection: keep-alive\r\n", 24);
+    lk_buf_add(b, "\r\n", 2);
     bool is_head = lk_str_eq(ex->req.method, LK_STR("HEAD"));
-    if (len > 0 && !is_head && status_has_body(status)) {
-        evbuffer_add(out, body, len);
+    bool send_body = len > 0 && !is_head && status_has_body(status);
+    /* Small bodies go out with the head in one write. */
+    if (send_body && len <= RESPOND_COPY_MAX) {
+        lk_buf_add(b, body, len);
+        send_body = false;
+        ex->bytes_out = len;
+    }
+    lk_net_send(c->bev, c->plain, b->data, b->len, NULL, 0);
+    if (send_body) {
+        lk_net_send(c->bev, c->plain, body, len, NULL, 0);
         ex->bytes_out = len;
     }
     lk_conn_exchange_done(c, keep);
@@ -590,8 +699,10 @@ int lk_exchange_upgrade(struct lk_exchange *ex, const struct lk_http_header *ext
     for (size_t i = 0; i < n_extra; i++) {
         if (header_forbidden_in_respond(extra[i].name))
             continue;
-        evbuffer_add_printf(o, "%.*s: %.*s\r\n", (int)extra[i].name.len, extra[i].name.ptr,
-                            (int)extra[i].value.len, extra[i].value.ptr);
+        struct lk_buf *b = &c->srv->head_buf;
+        lk_buf_reset(b);
+        lk_head_add_field(b, extra[i].name, extra[i].value);
+        evbuffer_add(o, b->data, b->len);
     }
     evbuffer_add(o, "\r\n", 2);
     log_access(ex);
@@ -679,9 +790,10 @@ int lk_exchange_read_body(struct lk_exchange *ex, size_t max_bytes, lk_exchange_
 
 /* ---- reading heads ----------------------------------------------------- */
 
-static void dispatch_head(struct lk_conn *c, const char *head, size_t len)
+static void dispatch_head(struct lk_conn *c, const char *head, size_t len,
+                          const struct lk_http1_request *parsed)
 {
-    struct lk_exchange *ex = exchange_new(c, head, len);
+    struct lk_exchange *ex = exchange_new(c, head, len, parsed);
     evbuffer_drain(bufferevent_get_input(c->bev), len);
     c->ex = ex;
     lk_conn_set_state(c, LK_CONN_HANDLER);
@@ -709,11 +821,22 @@ static void read_head(struct lk_conn *c)
     if (evbuffer_get_length(out) > c->srv->opts.stream_buffer_max)
         return;
     size_t n = len < c->srv->opts.limits.max_head + 1 ? len : c->srv->opts.limits.max_head + 1;
-    const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
     struct lk_http1_request req = { .headers = c->scratch,
                                     .headers_cap = c->srv->opts.limits.max_headers };
     const char *why = NULL;
-    int rc = lk_http1_parse_request(p, n, &c->srv->opts.limits, &req, &why);
+    /* Parse in place in the first chain; pull the head together only when
+     * it spans chains (evbuffer_pullup() would copy up to max_head). */
+    struct evbuffer_iovec v;
+    const char *p = NULL;
+    int rc = LK_PARTIAL;
+    if (evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && v.iov_len < n) {
+        p = v.iov_base;
+        rc = lk_http1_parse_request(p, v.iov_len, &c->srv->opts.limits, &req, &why);
+    }
+    if (rc == LK_PARTIAL) {
+        p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        rc = lk_http1_parse_request(p, n, &c->srv->opts.limits, &req, &why);
+    }
     if (rc == LK_PARTIAL) {
         if (c->read_eof)
             lk_conn_close(c, "client closed inside a request head");
@@ -724,7 +847,7 @@ static void read_head(struct lk_conn *c)
         write_error_and_close(c, req.err_status, why ? why : "bad request");
         return;
     }
-    dispatch_head(c, p, (size_t)rc);
+    dispatch_head(c, p, (size_t)rc, &req);
 }
 
 static void process(struct lk_conn *c)
@@ -881,8 +1004,10 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         c->is_tls = true;
     } else {
         c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        c->plain = true;
     }
     LK_ASSERT(c->bev != NULL);
+    lk_net_tune_socket(c->bev);
     conn_start(c);
 }
 
@@ -898,6 +1023,8 @@ int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
     c->is_loopback = peer_is_loopback;
     c->eof_aborts = true;
     c->bev = bev;
+    c->plain = lk_net_bev_is_plain(bev);
+    bufferevent_set_max_single_write(bev, 256 * 1024);
     conn_start(c);
     return 0;
 }
@@ -933,6 +1060,33 @@ static void conn_start(struct lk_conn *c)
 static void on_drain_check(evutil_socket_t fd, short what, void *arg);
 static void on_drain_timer(evutil_socket_t fd, short what, void *arg);
 
+/* The client context for https:// upstreams: system trust store plus
+ * ca_file (may be NULL). NULL on failure (logged). */
+static SSL_CTX *new_client_tls(const char *ca_file)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL || SSL_CTX_set_default_verify_paths(ctx) != 1 ||
+        (ca_file != NULL && SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1)) {
+        LK_LOG(ERROR, "cannot set up the TLS client context");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+    return ctx;
+}
+
+struct ssl_ctx_st *lk_http_server_client_tls(struct lk_http_server *srv)
+{
+    if (srv->client_tls == NULL) {
+        srv->client_tls = new_client_tls(NULL);
+        srv->own_client_tls = srv->client_tls != NULL;
+    }
+    return srv->client_tls;
+}
+
 int lk_http_server_new(struct event_base *base, const struct lk_http_server_opts *opts,
                        lk_http_handler_cb *handler, void *data, struct lk_http_server **out)
 {
@@ -967,25 +1121,22 @@ int lk_http_server_new(struct event_base *base, const struct lk_http_server_opts
         }
     }
     srv->client_tls = srv->opts.upstream_tls;
-    if (srv->client_tls == NULL) {
-        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-        if (ctx == NULL || SSL_CTX_set_default_verify_paths(ctx) != 1 ||
-            (srv->opts.upstream_ca_file != NULL &&
-             SSL_CTX_load_verify_locations(ctx, srv->opts.upstream_ca_file, NULL) != 1)) {
-            LK_LOG(ERROR, "cannot set up the TLS client context");
-            SSL_CTX_free(ctx);
+    /* With an extra CA file the context is built now, so that a bad file
+     * fails here; otherwise on the first https:// upstream (finding 10:
+     * loading the system trust store costs ~0.1 s and ~4 MiB). */
+    if (srv->client_tls == NULL && srv->opts.upstream_ca_file != NULL) {
+        srv->client_tls = new_client_tls(srv->opts.upstream_ca_file);
+        if (srv->client_tls == NULL) {
             if (srv->own_dns)
                 evdns_base_free(srv->dns, 0);
             free(srv);
             return LK_EIO;
         }
-        SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        static const unsigned char alpn[] = "\x08http/1.1";
-        SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
-        srv->client_tls = ctx;
         srv->own_client_tls = true;
     }
+    evtimer_assign(&srv->log_flush, base, on_log_flush, srv);
+    lk_buf_init(&srv->head_buf, 0);
+    srv->resp_scratch = lk_xcalloc(srv->opts.limits.max_headers + 1, sizeof(*srv->resp_scratch));
     srv->opts.dns = NULL;
     srv->opts.upstream_ca_file = NULL;
     *out = srv;
@@ -1069,6 +1220,11 @@ static void free_everything(struct lk_http_server *srv)
         evdns_base_free(srv->dns, 0);
     if (srv->own_client_tls)
         SSL_CTX_free(srv->client_tls);
+    if (srv->log_flush_set)
+        evtimer_del(&srv->log_flush);
+    lk_log_flush();
+    lk_buf_release(&srv->head_buf);
+    free(srv->resp_scratch);
     free(srv);
 }
 

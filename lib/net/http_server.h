@@ -72,15 +72,21 @@ struct lk_http_server_opts {
                                        bodies before reading pauses: 256 KiB */
     size_t ws_buffer_max;           /* same for WebSocket tunnels: 1 MiB */
     size_t pool_max_idle_per_host;  /* idle upstream connections per
-                                       (scheme, host, port): 16 */
-    size_t pool_max_idle;           /* idle upstream connections in total: 256 */
+                                       (scheme, host, port): 128 (above the
+                                       usual client concurrency, so that
+                                       connections are reused, not churned) */
+    size_t pool_max_idle;           /* idle upstream connections in total: 512 */
     unsigned pool_idle_timeout_ms;  /* idle upstream connection lifetime: 30 000 */
     /* TLS to https:// and wss:// upstreams: when upstream_tls is NULL the
      * engine creates a client SSL_CTX that verifies against the system trust
      * store (plus upstream_ca_file when set, a PEM bundle; borrowed during
-     * lk_http_server_new()). A program-supplied upstream_tls is borrowed and
-     * must outlive the server; the engine still sets SNI and the hostname
-     * check per connection. */
+     * lk_http_server_new()). Without upstream_ca_file that context is only
+     * created for the first https:// or wss:// upstream (loading the trust
+     * store costs ~0.1 s and a few MiB); a failure then is reported as that
+     * upstream's connect error. With upstream_ca_file it is created in
+     * lk_http_server_new(), which fails with LK_EIO for a bad file. A
+     * program-supplied upstream_tls is borrowed and must outlive the server;
+     * the engine still sets SNI and the hostname check per connection. */
     struct ssl_ctx_st *upstream_tls;
     const char *upstream_ca_file;
     /* DNS for upstream names: borrowed evdns_base, or NULL to let the engine
@@ -88,7 +94,8 @@ struct lk_http_server_opts {
      * names under `.localhost` always resolve to ::1 then 127.0.0.1 without
      * DNS (RFC 6761); every address is tried in order until one connects. */
     struct evdns_base *dns;
-    bool access_log; /* one LK_LOG INFO line per request: true */
+    bool access_log; /* one INFO access line per request (buffered, see
+                        lk_log_access() in lib/net/log.h): true */
 };
 
 /* Fills o with the defaults listed above. */

@@ -2,12 +2,19 @@
  * log.c - stderr logging with RFC 3339 UTC timestamps.
  *
  * Each line is formatted into one stack buffer and written with a single
- * fwrite, so lines from one process never interleave mid-line.
+ * fwrite, so lines from one process never interleave mid-line. Access-log
+ * lines are formatted without printf into a process-wide buffer instead and
+ * written in batches (lk_log_flush(): by the engine's timer, before any
+ * other line, when the buffer fills, and at exit), at most PIPE_BUF bytes of
+ * whole lines per write (docs/performance.md, finding 8).
  */
 #include "net/log.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 #include <sys/time.h>
 #include <time.h>
@@ -41,20 +48,83 @@ int lk_log_level_parse(const char *s, enum lk_log_level *out)
     return LK_EINVAL;
 }
 
+#define LINE_MAX_BYTES 2048
+#define PENDING_CAP    (32 * 1024)
+
+/* Buffered access-log lines, whole lines only. */
+static char pending[PENDING_CAP];
+static size_t pending_len;
+static bool flush_at_exit;
+
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 bytes); the seconds part is cached. */
 static size_t format_time(char *out, size_t cap)
 {
+    static time_t cached_sec = -1;
+    static char cached[32];
+    static size_t cached_len;
     struct timeval tv;
-    struct tm tm;
     gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-    int m = snprintf(out + n, cap - n, ".%03dZ", (int)(tv.tv_usec / 1000));
-    return m > 0 ? n + (size_t)m : n;
+    if (tv.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&tv.tv_sec, &tm);
+        cached_len = strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_sec = tv.tv_sec;
+    }
+    if (cap < cached_len + 6)
+        return 0;
+    memcpy(out, cached, cached_len);
+    unsigned ms = (unsigned)(tv.tv_usec / 1000);
+    char *p = out + cached_len;
+    *p++ = '.';
+    *p++ = (char)('0' + ms / 100);
+    *p++ = (char)('0' + ms / 10 % 10);
+    *p++ = (char)('0' + ms % 10);
+    *p++ = 'Z';
+    return (size_t)(p - out);
+}
+
+/* Writes whole lines, at most PIPE_BUF bytes per write, so that lines of
+ * processes sharing one stderr pipe never interleave. */
+static void write_lines(const char *p, size_t n)
+{
+    while (n > 0) {
+        size_t k = n;
+        if (k > PIPE_BUF) {
+            k = PIPE_BUF;
+            while (k > 0 && p[k - 1] != '\n')
+                k--;
+            if (k == 0)
+                k = PIPE_BUF;
+        }
+        fwrite(p, 1, k, stderr);
+        p += k;
+        n -= k;
+    }
+}
+
+void lk_log_flush(void)
+{
+    if (pending_len == 0)
+        return;
+    size_t n = pending_len;
+    pending_len = 0;
+    write_lines(pending, n);
+}
+
+bool lk_log_pending(void)
+{
+    return pending_len > 0;
+}
+
+static void at_exit_flush(void)
+{
+    lk_log_flush();
 }
 
 void lk_log_write(enum lk_log_level level, uint64_t conn_id, const char *fmt, ...)
 {
-    char line[2048];
+    lk_log_flush(); /* keep lines in order */
+    char line[LINE_MAX_BYTES];
     size_t n = 0;
     line[n++] = '[';
     n += format_time(line + n, sizeof(line) - n);
@@ -77,20 +147,92 @@ void lk_log_write(enum lk_log_level level, uint64_t conn_id, const char *fmt, ..
     fwrite(line, 1, n, stderr);
 }
 
-static int clip(size_t len)
+/* A bounded line under construction; appends past the cap are cut. */
+struct line {
+    char *p;
+    size_t len, cap;
+};
+
+static void put(struct line *l, const char *s, size_t n)
 {
-    return len > 512 ? 512 : (int)len;
+    if (n > l->cap - l->len)
+        n = l->cap - l->len;
+    memcpy(l->p + l->len, s, n);
+    l->len += n;
+}
+
+static void put_s(struct line *l, const char *s)
+{
+    put(l, s, strlen(s));
+}
+
+/* A (ptr, len) field: at most 512 bytes, up to a NUL; NULL prints "-". */
+static void put_field(struct line *l, const char *s, size_t n)
+{
+    if (s == NULL) {
+        put(l, "-", 1);
+        return;
+    }
+    put(l, s, strnlen(s, n > 512 ? 512 : n));
+}
+
+static void put_u64(struct line *l, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    put(l, tmp + i, sizeof(tmp) - i);
+}
+
+static void put_int(struct line *l, int v)
+{
+    if (v < 0) {
+        put(l, "-", 1);
+        put_u64(l, (uint64_t)0 - (uint64_t)(int64_t)v);
+        return;
+    }
+    put_u64(l, (uint64_t)v);
 }
 
 void lk_log_access(const struct lk_access_entry *e)
 {
     if (!lk_log_enabled(LK_LOG_INFO))
         return;
-    lk_log_write(LK_LOG_INFO, e->conn_id,
-                 "access %.*s %.*s %.*s session=%s service=%s status=%d bytes=%llu ms=%llu",
-                 e->method ? clip(e->method_len) : 1, e->method ? e->method : "-",
-                 e->host ? clip(e->host_len) : 1, e->host ? e->host : "-",
-                 e->path ? clip(e->path_len) : 1, e->path ? e->path : "-",
-                 e->session ? e->session : "-", e->service ? e->service : "-", e->status,
-                 (unsigned long long)e->bytes, (unsigned long long)e->ms);
+    if (!flush_at_exit) {
+        flush_at_exit = true;
+        atexit(at_exit_flush);
+    }
+    if (PENDING_CAP - pending_len < LINE_MAX_BYTES)
+        lk_log_flush();
+    /* The same line lk_log_write() would print, without printf. */
+    struct line l = { pending + pending_len, 0, LINE_MAX_BYTES - 2 };
+    put(&l, "[", 1);
+    l.len += format_time(l.p + l.len, l.cap - l.len);
+    put_s(&l, " INFO] ");
+    if (e->conn_id != 0) {
+        put_s(&l, "conn ");
+        put_u64(&l, e->conn_id);
+        put_s(&l, ": ");
+    }
+    put_s(&l, "access ");
+    put_field(&l, e->method, e->method_len);
+    put(&l, " ", 1);
+    put_field(&l, e->host, e->host_len);
+    put(&l, " ", 1);
+    put_field(&l, e->path, e->path_len);
+    put_s(&l, " session=");
+    put_s(&l, e->session ? e->session : "-");
+    put_s(&l, " service=");
+    put_s(&l, e->service ? e->service : "-");
+    put_s(&l, " status=");
+    put_int(&l, e->status);
+    put_s(&l, " bytes=");
+    put_u64(&l, e->bytes);
+    put_s(&l, " ms=");
+    put_u64(&l, e->ms);
+    l.p[l.len++] = '\n';
+    pending_len += l.len;
 }

@@ -12,6 +12,11 @@
  *
  * lk_log_access() writes the one access-log line per request:
  *     [... INFO] access GET example.com /path session=s service=web status=200 bytes=12 ms=3
+ * Access lines are buffered (up to 32 KiB) and written in batches: by
+ * lk_log_flush(), which the HTTP engine calls from a 100 ms timer after each
+ * buffered line, before any other log line (order is kept), when the buffer
+ * fills, and at exit (atexit). A process killed by a signal that skips exit
+ * handlers loses at most the last 100 ms of access lines.
  */
 #ifndef LK_NET_LOG_H
 #define LK_NET_LOG_H
@@ -74,5 +79,10 @@ struct lk_access_entry {
     uint64_t ms;    /* head received -> response finished */
 };
 void lk_log_access(const struct lk_access_entry *e);
+
+/* Writes the buffered access lines now (no-op when there are none). */
+void lk_log_flush(void);
+/* True when access lines are waiting for lk_log_flush(). */
+bool lk_log_pending(void);
 
 #endif

@@ -69,7 +69,7 @@ struct lk_proxy {
 };
 
 static void attach(struct lk_proxy *px, struct lk_upstream *up);
-static void pump_response(struct lk_proxy *px);
+static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len);
 static void tunnel_pump(struct lk_proxy *px);
 
 static void set_timer(struct lk_proxy *px, unsigned ms)
@@ -95,7 +95,10 @@ static void drop_upstream(struct lk_proxy *px, bool reusable)
     }
     if (px->up != NULL) {
         bufferevent_setcb(px->up->bev, NULL, NULL, NULL, NULL);
-        bufferevent_disable(px->up->bev, EV_READ | EV_WRITE);
+        /* A pooled connection keeps reading enabled (no epoll_ctl per
+         * request); the pool watches it for a close. */
+        if (!reusable)
+            bufferevent_disable(px->up->bev, EV_READ | EV_WRITE);
         lk_upstream_release(px->up, reusable);
         px->up = NULL;
     }
@@ -177,39 +180,45 @@ static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
                        const struct lk_url *url)
 {
     struct lk_exchange *ex = px->ex;
-    struct lk_buf b = LK_BUF_INIT;
-    lk_buf_addf(&b, "%.*s %s%s%s HTTP/1.1\r\nHost: ", (int)ex->req.method.len, ex->req.method.ptr,
-                url->path && url->path[0] ? url->path : "/", url->query ? "?" : "",
-                url->query ? url->query : "");
+    struct lk_buf *b = &px->srv->head_buf;
+    lk_buf_reset(b);
+    lk_buf_addstr(b, ex->req.method);
+    lk_buf_add(b, " ", 1);
+    lk_buf_adds(b, url->path && url->path[0] ? url->path : "/");
+    if (url->query != NULL) {
+        lk_buf_add(b, "?", 1);
+        lk_buf_adds(b, url->query);
+    }
+    lk_buf_adds(b, " HTTP/1.1\r\nHost: ");
     if (spec->host != NULL)
-        lk_buf_adds(&b, spec->host);
+        lk_buf_adds(b, spec->host);
     else
-        lk_url_host_port(url, &b);
-    lk_buf_adds(&b, "\r\n");
+        lk_url_host_port(url, b);
+    lk_buf_add(b, "\r\n", 2);
     bool has_upgrade = false;
     for (size_t i = 0; i < spec->n_headers; i++) {
         const struct lk_http_header *h = &spec->headers[i];
         if (skip_request_header(ex, spec, h->name))
             continue;
         has_upgrade |= lk_str_ieq(h->name, LK_STR("upgrade"));
-        lk_buf_addf(&b, "%.*s: %.*s\r\n", (int)h->name.len, h->name.ptr, (int)h->value.len,
-                    h->value.ptr);
+        lk_head_add_field(b, h->name, h->value);
     }
     if (spec->websocket) {
-        lk_buf_adds(&b, "Connection: Upgrade\r\n");
+        lk_buf_adds(b, "Connection: Upgrade\r\n");
         if (!has_upgrade)
-            lk_buf_adds(&b, "Upgrade: websocket\r\n");
+            lk_buf_adds(b, "Upgrade: websocket\r\n");
     }
     if (ex->req.body_kind == LK_HTTP1_BODY_LENGTH) {
-        lk_buf_addf(&b, "Content-Length: %llu\r\n", (unsigned long long)ex->req.content_length);
+        lk_buf_adds(b, "Content-Length: ");
+        lk_head_add_u64(b, ex->req.content_length);
+        lk_buf_add(b, "\r\n", 2);
     } else if (ex->req.body_kind == LK_HTTP1_BODY_CHUNKED) {
-        lk_buf_adds(&b, "Transfer-Encoding: chunked\r\n");
+        lk_buf_adds(b, "Transfer-Encoding: chunked\r\n");
         px->req_chunked_out = true;
     }
-    lk_buf_adds(&b, "\r\n");
-    px->head = lk_net_arena_strndup(&ex->arena, b.data, b.len);
-    px->head_len = b.len;
-    lk_buf_release(&b);
+    lk_buf_add(b, "\r\n", 2);
+    px->head = lk_net_arena_strndup(&ex->arena, b->data, b->len);
+    px->head_len = b->len;
 }
 
 static struct lk_http_header *copy_headers(struct lk_exchange *ex, const struct lk_http_header *h,
@@ -341,9 +350,6 @@ int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec)
     px->resp_default = copy_headers(ex, spec->resp_default, spec->n_resp_default);
     px->n_resp_default = px->resp_default ? spec->n_resp_default : 0;
     px->retry_ok = is_idempotent(ex->req.method) && ex->req.body_kind == LK_HTTP1_BODY_NONE;
-    size_t cap = ex->srv->opts.limits.max_headers;
-    px->resp.headers = lk_net_arena_alloc(&ex->arena, (cap ? cap : 1) * sizeof(*px->resp.headers));
-    px->resp.headers_cap = cap;
     evtimer_assign(&px->timer, ex->srv->base, on_first_byte_timeout, px);
     ex->proxy = px;
     ex->phase = LK_EX_PROXY;
@@ -397,8 +403,11 @@ static void attach(struct lk_proxy *px, struct lk_upstream *up)
     bufferevent_setcb(up->bev, on_up_read, on_up_write, on_up_event, px);
     bufferevent_setwatermark(up->bev, EV_WRITE, limit / 2, 0);
     bufferevent_setwatermark(up->bev, EV_READ, 0, 0);
-    bufferevent_enable(up->bev, EV_READ | EV_WRITE);
-    evbuffer_add(bufferevent_get_output(up->bev), px->head, px->head_len);
+    /* Enabling EV_WRITE arms the write event even with nothing queued (an
+     * epoll_ctl and a wake-up): only do it when not enabled already. */
+    if ((bufferevent_get_enabled(up->bev) & (EV_READ | EV_WRITE)) != (EV_READ | EV_WRITE))
+        bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+    lk_net_send(up->bev, up->plain, px->head, px->head_len, NULL, 0);
     set_timer(px, px->srv->opts.first_byte_timeout_ms);
     pump_request(px);
 }
@@ -410,15 +419,14 @@ static bool in_list(const struct lk_http_header *h, size_t n, struct lk_str name
     return lk_http1_find_header(h, n, name) != NULL;
 }
 
-static void add_header(struct evbuffer *out, const struct lk_http_header *h)
+static void add_header(struct lk_buf *out, const struct lk_http_header *h)
 {
-    evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)h->name.len, h->name.ptr, (int)h->value.len,
-                        h->value.ptr);
+    lk_head_add_field(out, h->name, h->value);
 }
 
 /* Upstream headers (filtered by keep()), then resp_set, then resp_default
  * where absent. */
-static void write_headers(struct lk_proxy *px, struct evbuffer *out, bool ws101)
+static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
 {
     const struct lk_http1_response *r = &px->resp;
     for (size_t i = 0; i < r->n_headers; i++) {
@@ -449,21 +457,24 @@ static void write_headers(struct lk_proxy *px, struct evbuffer *out, bool ws101)
     }
 }
 
-static void write_status_line(struct lk_proxy *px, struct evbuffer *out)
+static void write_status_line(struct lk_proxy *px, struct lk_buf *out)
 {
     struct lk_str reason = px->resp.reason;
     if (reason.len == 0)
         reason = lk_str_c(lk_http1_reason(px->resp.status));
-    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", px->resp.status, (int)reason.len, reason.ptr);
+    lk_head_add_status(out, px->resp.status, reason);
 }
 
 static void start_tunnel(struct lk_proxy *px);
 
+/* Builds the client's response head in srv->head_buf (sent by the first
+ * pump_response()). */
 static void start_response(struct lk_proxy *px)
 {
     struct lk_exchange *ex = px->ex;
     struct lk_conn *c = ex->conn;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct lk_buf *out = &px->srv->head_buf;
+    lk_buf_reset(out);
     px->resp_kind = px->resp.body_kind;
     px->resp_left = px->resp.content_length;
     lk_http1_chunked_init(&px->resp_chunked);
@@ -477,12 +488,12 @@ static void start_response(struct lk_proxy *px)
     write_status_line(px, out);
     write_headers(px, out, false);
     if (px->client_chunked)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        lk_buf_add(out, "Transfer-Encoding: chunked\r\n", 28);
     if (!px->client_keep)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        lk_buf_add(out, "Connection: close\r\n", 19);
     else if (ex->req.minor_version == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        lk_buf_add(out, "Connection: keep-alive\r\n", 24);
+    lk_buf_add(out, "\r\n", 2);
     px->resp_started = true;
     ex->status = px->resp.status;
     px->state = PX_BODY;
@@ -494,13 +505,15 @@ static void relay_interim(struct lk_proxy *px)
     struct lk_exchange *ex = px->ex;
     if (ex->req.minor_version == 0)
         return;
-    struct evbuffer *out = bufferevent_get_output(ex->conn->bev);
+    struct lk_buf *out = &px->srv->head_buf;
+    lk_buf_reset(out);
     write_status_line(px, out);
     for (size_t i = 0; i < px->resp.n_headers; i++) {
         if (!lk_http1_is_hop_by_hop(px->resp.headers[i].name))
             add_header(out, &px->resp.headers[i]);
     }
-    evbuffer_add(out, "\r\n", 2);
+    lk_buf_add(out, "\r\n", 2);
+    lk_net_send(ex->conn->bev, ex->conn->plain, out->data, out->len, NULL, 0);
 }
 
 /* Parses response heads until a final one; returns true when it started the
@@ -516,9 +529,21 @@ static void read_response_head(struct lk_proxy *px)
         if (len == 0)
             return;
         size_t n = len < lim->max_head + 1 ? len : lim->max_head + 1;
-        const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
         const char *why = NULL;
-        int rc = lk_http1_parse_response(p, n, lim, is_head, &px->resp, &why);
+        const char *p = NULL;
+        int rc = LK_PARTIAL;
+        px->resp.headers = px->srv->resp_scratch;
+        px->resp.headers_cap = lim->max_headers;
+        /* In place in the first chain when the head fits there. */
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && v.iov_len < n) {
+            p = v.iov_base;
+            rc = lk_http1_parse_response(p, v.iov_len, lim, is_head, &px->resp, &why);
+        }
+        if (rc == LK_PARTIAL) {
+            p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+            rc = lk_http1_parse_response(p, n, lim, is_head, &px->resp, &why);
+        }
         if (rc == LK_PARTIAL)
             return;
         if (rc < 0) {
@@ -527,9 +552,17 @@ static void read_response_head(struct lk_proxy *px)
             fail(px, px->errtext);
             return;
         }
-        /* The head's slices point into the evbuffer: copy before draining. */
+        /* The head's slices point into the evbuffer: copy the head and move
+         * the slices there before draining (no second parse). */
         char *copy = lk_net_arena_strndup(&ex->arena, p, (size_t)rc);
-        rc = lk_http1_parse_response(copy, (size_t)rc, lim, is_head, &px->resp, NULL);
+        size_t nh = px->resp.n_headers;
+        struct lk_http_header *hs = lk_net_arena_alloc(&ex->arena, (nh ? nh : 1) * sizeof(*hs));
+        if (nh > 0)
+            memcpy(hs, px->resp.headers, nh * sizeof(*hs));
+        lk_head_rebase(hs, nh, p, copy);
+        px->resp.headers = hs;
+        px->resp.headers_cap = nh;
+        px->resp.reason = lk_head_rebase_str(px->resp.reason, p, copy);
         evbuffer_drain(in, (size_t)rc);
         set_timer(px, 0);
         int status = px->resp.status;
@@ -553,7 +586,7 @@ static void read_response_head(struct lk_proxy *px)
             continue;
         }
         start_response(px);
-        pump_response(px);
+        pump_response(px, px->srv->head_buf.data, px->srv->head_buf.len);
         return;
     }
 }
@@ -572,6 +605,19 @@ static void finish(struct lk_proxy *px, bool up_reusable)
     }
 }
 
+static void add_chunk_size(struct evbuffer *out, size_t n)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    tmp[--i] = '\n';
+    tmp[--i] = '\r';
+    do {
+        tmp[--i] = "0123456789abcdef"[n & 15];
+        n >>= 4;
+    } while (n > 0);
+    evbuffer_add(out, tmp + i, sizeof(tmp) - i);
+}
+
 static size_t move_resp_chunked(struct lk_proxy *px, struct evbuffer *in, struct evbuffer *out,
                                 size_t room, bool *done, const char **why)
 {
@@ -588,7 +634,7 @@ static size_t move_resp_chunked(struct lk_proxy *px, struct evbuffer *in, struct
         evbuffer_drain(in, framing);
         if (data > 0) {
             if (px->client_chunked)
-                evbuffer_add_printf(out, "%zx\r\n", data);
+                add_chunk_size(out, data);
             evbuffer_remove_buffer(in, out, data);
             if (px->client_chunked)
                 evbuffer_add(out, "\r\n", 2);
@@ -599,17 +645,43 @@ static size_t move_resp_chunked(struct lk_proxy *px, struct evbuffer *in, struct
     return moved;
 }
 
-static void pump_response(struct lk_proxy *px)
+/* Reads more of the response body from a plain upstream socket than
+ * libevent's 4 KiB per event (finding 1), bounded by the room left towards
+ * the client. */
+static void read_more(struct lk_proxy *px, struct evbuffer *in, size_t room)
+{
+    size_t have = evbuffer_get_length(in);
+    if (!px->up->plain || px->up_eof || room <= have)
+        return;
+    size_t want = room - have;
+    if (px->resp_kind == LK_HTTP1_BODY_LENGTH) {
+        if (px->resp_left <= have)
+            return;
+        if (px->resp_left - have < want)
+            want = (size_t)(px->resp_left - have);
+    } else if (have < 4096) {
+        return; /* unknown length: only when libevent's read came back full */
+    }
+    lk_net_read_more(px->up->bev, want);
+}
+
+/* Moves response body bytes to the client; pre (the response head, may be
+ * NULL/0) goes first, in the same write when possible. */
+static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
 {
     struct lk_exchange *ex = px->ex;
     if (px->state != PX_BODY || ex->conn == NULL)
         return;
+    struct lk_conn *c = ex->conn;
     struct evbuffer *in = bufferevent_get_input(px->up->bev);
-    struct evbuffer *out = bufferevent_get_output(ex->conn->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
     size_t limit = px->srv->opts.stream_buffer_max, have = evbuffer_get_length(out);
     size_t room = have < limit ? limit - have : 0;
     bool done = false;
     size_t moved = 0;
+    read_more(px, in, room);
+    if (pre_len > 0 && px->resp_kind != LK_HTTP1_BODY_LENGTH)
+        lk_net_send(c->bev, c->plain, pre, pre_len, NULL, 0);
     switch (px->resp_kind) {
     case LK_HTTP1_BODY_NONE:
         done = true;
@@ -618,7 +690,7 @@ static void pump_response(struct lk_proxy *px)
         size_t n = evbuffer_get_length(in);
         n = n < room ? n : room;
         n = n < px->resp_left ? n : (size_t)px->resp_left;
-        evbuffer_remove_buffer(in, out, n);
+        lk_net_send(c->bev, c->plain, pre, pre_len, in, n);
         px->resp_left -= n;
         moved = n;
         done = px->resp_left == 0;
@@ -638,7 +710,7 @@ static void pump_response(struct lk_proxy *px)
         size_t n = evbuffer_get_length(in);
         n = n < room ? n : room;
         if (n > 0 && px->client_chunked)
-            evbuffer_add_printf(out, "%zx\r\n", n);
+            add_chunk_size(out, n);
         evbuffer_remove_buffer(in, out, n);
         if (n > 0 && px->client_chunked)
             evbuffer_add(out, "\r\n", 2);
@@ -680,7 +752,7 @@ static void on_up_read(struct bufferevent *bev, void *arg)
     if (px->state == PX_AWAIT_HEAD)
         read_response_head(px);
     else if (px->state == PX_BODY)
-        pump_response(px);
+        pump_response(px, NULL, 0);
     else if (px->state == PX_TUNNEL)
         tunnel_pump(px);
 }
@@ -721,7 +793,7 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
          * ends an until-close body or reports a truncated one. */
         px->up_eof = true;
         px->resp.keep_alive = false;
-        pump_response(px);
+        pump_response(px, NULL, 0);
         return;
     }
     if (px->state == PX_AWAIT_HEAD && px->up->reused && !px->retried && px->retry_ok &&
@@ -763,7 +835,7 @@ void lk_proxy_on_client_write(struct lk_exchange *ex)
     if (px->state == PX_TUNNEL)
         tunnel_pump(px);
     else if (px->state == PX_BODY)
-        pump_response(px);
+        pump_response(px, NULL, 0);
 }
 
 void lk_proxy_on_client_eof(struct lk_exchange *ex)
@@ -789,10 +861,12 @@ static void start_tunnel(struct lk_proxy *px)
 {
     struct lk_exchange *ex = px->ex;
     struct lk_conn *c = ex->conn;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct lk_buf *out = &px->srv->head_buf;
+    lk_buf_reset(out);
     write_status_line(px, out);
     write_headers(px, out, true);
-    evbuffer_add(out, "\r\n", 2);
+    lk_buf_add(out, "\r\n", 2);
+    lk_net_send(c->bev, c->plain, out->data, out->len, NULL, 0);
     px->resp_started = true;
     ex->status = 101;
     px->state = PX_TUNNEL;

@@ -102,6 +102,7 @@ static void on_deliver(evutil_socket_t fd, short what, void *arg)
         set_timer(up, 0);
         free_addrs(up);
         bufferevent_setcb(up->bev, NULL, NULL, NULL, NULL);
+        up->plain = !up->tls && lk_net_bev_is_plain(up->bev);
         cb(up, 0, NULL, data);
         return;
     }
@@ -182,9 +183,13 @@ static void on_connect_event(struct bufferevent *bev, short what, void *arg)
     try_next(up);
 }
 
+/* NULL when the client TLS context cannot be created. */
 static SSL *new_ssl(struct lk_upstream *up)
 {
-    SSL *ssl = SSL_new(up->srv->client_tls);
+    SSL_CTX *ctx = lk_http_server_client_tls(up->srv);
+    if (ctx == NULL)
+        return NULL;
+    SSL *ssl = SSL_new(ctx);
     LK_ASSERT(ssl != NULL);
     unsigned char tmp[16];
     bool is_ip = inet_pton(AF_INET, up->host, tmp) == 1 || inet_pton(AF_INET6, up->host, tmp) == 1;
@@ -207,16 +212,24 @@ static void try_next(struct lk_upstream *up)
         struct event_base *base = up->srv->base;
         int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
         if (up->tls) {
-            up->bev = bufferevent_openssl_socket_new(base, -1, new_ssl(up),
-                                                     BUFFEREVENT_SSL_CONNECTING, opts);
+            SSL *ssl = new_ssl(up);
+            if (ssl == NULL) {
+                snprintf(up->errtext, sizeof(up->errtext),
+                         "cannot set up the TLS client context for %s", up->host);
+                break;
+            }
+            up->bev =
+                bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
             bufferevent_openssl_set_allow_dirty_shutdown(up->bev, 1);
         } else {
             up->bev = bufferevent_socket_new(base, -1, opts);
         }
         LK_ASSERT(up->bev != NULL);
         bufferevent_setcb(up->bev, NULL, NULL, on_connect_event, up);
-        if (bufferevent_socket_connect(up->bev, up->cur->ai_addr, (int)up->cur->ai_addrlen) == 0)
+        if (bufferevent_socket_connect(up->bev, up->cur->ai_addr, (int)up->cur->ai_addrlen) == 0) {
+            lk_net_tune_socket(up->bev);
             return;
+        }
         char addr[64];
         lk_addr_format(up->cur->ai_addr, addr, sizeof(addr));
         describe_error(up, addr);
@@ -330,30 +343,45 @@ static char *make_key(bool tls, const char *host, int port)
     return key;
 }
 
+static struct lk_pool_host *find_host(struct lk_http_server *srv, bool tls, const char *host,
+                                      int port)
+{
+    for (struct lk_pool_host *h = srv->pool; h != NULL; h = h->next) {
+        if (h->port == port && h->tls == tls && strcmp(h->host, host) == 0)
+            return h;
+    }
+    return NULL;
+}
+
+static void pool_remove(struct lk_upstream *up)
+{
+    struct lk_pool_host *h = up->pool;
+    if (up->prev != NULL)
+        up->prev->next = up->next;
+    else
+        h->idle = up->next;
+    if (up->next != NULL)
+        up->next->prev = up->prev;
+    up->prev = up->next = NULL;
+    up->pool = NULL;
+    h->n_idle--;
+    up->srv->n_idle--;
+}
+
 struct lk_upstream *lk_upstream_get(struct lk_http_server *srv, bool tls, const char *host,
                                     int port, lk_upstream_cb *cb, void *data,
                                     struct lk_upstream **pending)
 {
-    char *key = make_key(tls, host, port);
     *pending = NULL;
-    for (struct lk_upstream *up = srv->idle; up != NULL; up = up->next) {
-        if (strcmp(up->key, key) == 0) {
-            free(key);
-            if (up->prev != NULL)
-                up->prev->next = up->next;
-            else
-                srv->idle = up->next;
-            if (up->next != NULL)
-                up->next->prev = up->prev;
-            up->prev = up->next = NULL;
-            srv->n_idle--;
-            set_timer(up, 0);
-            bufferevent_setcb(up->bev, NULL, NULL, NULL, NULL);
-            up->reused = true;
-            return up;
-        }
+    struct lk_pool_host *h = find_host(srv, tls, host, port);
+    if (h != NULL && h->idle != NULL) {
+        struct lk_upstream *up = h->idle; /* LIFO: the warmest connection */
+        pool_remove(up);
+        set_timer(up, 0);
+        bufferevent_setcb(up->bev, NULL, NULL, NULL, NULL);
+        up->reused = true;
+        return up;
     }
-    free(key);
     return lk_upstream_connect(srv, tls, host, port, cb, data, pending);
 }
 
@@ -386,6 +414,7 @@ struct lk_upstream *lk_upstream_wrap(struct lk_http_server *srv, struct bufferev
     up->host = lk_xstrdup(label);
     up->no_pool = true;
     up->bev = bev;
+    up->plain = lk_net_bev_is_plain(bev);
     evtimer_assign(&up->timer, srv->base, on_connect_timeout, up);
     event_assign(&up->deliver, srv->base, -1, 0, on_deliver, up);
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
@@ -393,19 +422,6 @@ struct lk_upstream *lk_upstream_wrap(struct lk_http_server *srv, struct bufferev
 }
 
 /* ---- pool -------------------------------------------------------------- */
-
-static void pool_remove(struct lk_upstream *up)
-{
-    struct lk_http_server *srv = up->srv;
-    if (up->prev != NULL)
-        up->prev->next = up->next;
-    else
-        srv->idle = up->next;
-    if (up->next != NULL)
-        up->next->prev = up->prev;
-    up->prev = up->next = NULL;
-    srv->n_idle--;
-}
 
 static void on_idle_gone(struct lk_upstream *up, const char *why)
 {
@@ -436,29 +452,72 @@ static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
     on_idle_gone(up, "idle timeout");
 }
 
+/* Buckets without connections are kept for reuse; past this many buckets
+ * the empty ones are freed. */
+#define MAX_POOL_HOSTS 64
+
+static void free_empty_hosts(struct lk_http_server *srv)
+{
+    for (struct lk_pool_host **p = &srv->pool; *p != NULL;) {
+        struct lk_pool_host *h = *p;
+        if (h->idle != NULL) {
+            p = &h->next;
+            continue;
+        }
+        *p = h->next;
+        free(h->host);
+        free(h);
+        srv->n_pool_hosts--;
+    }
+}
+
+static struct lk_pool_host *get_host(struct lk_http_server *srv, const struct lk_upstream *up)
+{
+    struct lk_pool_host *h = find_host(srv, up->tls, up->host, up->port);
+    if (h != NULL)
+        return h;
+    if (srv->n_pool_hosts >= MAX_POOL_HOSTS)
+        free_empty_hosts(srv);
+    h = lk_xcalloc(1, sizeof(*h));
+    h->tls = up->tls;
+    h->port = up->port;
+    h->host = lk_xstrdup(up->host);
+    h->next = srv->pool;
+    srv->pool = h;
+    srv->n_pool_hosts++;
+    return h;
+}
+
 void lk_upstream_release(struct lk_upstream *up, bool reusable)
 {
     struct lk_http_server *srv = up->srv;
-    size_t same = 0;
-    for (struct lk_upstream *o = srv->idle; o != NULL; o = o->next)
-        same += strcmp(o->key, up->key) == 0;
     if (!reusable || up->no_pool || srv->draining || srv->n_idle >= srv->opts.pool_max_idle ||
-        same >= srv->opts.pool_max_idle_per_host || srv->opts.pool_idle_timeout_ms == 0 ||
-        evbuffer_get_length(bufferevent_get_input(up->bev)) != 0) {
+        srv->opts.pool_max_idle_per_host == 0 || srv->opts.pool_idle_timeout_ms == 0 ||
+        evbuffer_get_length(bufferevent_get_input(up->bev)) != 0 ||
+        evbuffer_get_length(bufferevent_get_output(up->bev)) != 0) {
+        lk_upstream_free(up);
+        return;
+    }
+    struct lk_pool_host *h = get_host(srv, up);
+    if (h->n_idle >= srv->opts.pool_max_idle_per_host) {
         lk_upstream_free(up);
         return;
     }
     up->reused = false;
+    up->pool = h;
     up->prev = NULL;
-    up->next = srv->idle;
-    if (srv->idle != NULL)
-        srv->idle->prev = up;
-    srv->idle = up;
+    up->next = h->idle;
+    if (h->idle != NULL)
+        h->idle->prev = up;
+    h->idle = up;
+    h->n_idle++;
     srv->n_idle++;
     bufferevent_setwatermark(up->bev, EV_READ, 0, 0);
     bufferevent_setwatermark(up->bev, EV_WRITE, 0, 0);
     bufferevent_setcb(up->bev, on_idle_read, NULL, on_idle_event, up);
-    bufferevent_enable(up->bev, EV_READ);
+    /* Reading normally stays enabled from the exchange (no epoll_ctl). */
+    if (!(bufferevent_get_enabled(up->bev) & EV_READ))
+        bufferevent_enable(up->bev, EV_READ);
     evtimer_assign(&up->timer, srv->base, on_idle_timeout, up);
     up->timer_set = false;
     set_timer(up, srv->opts.pool_idle_timeout_ms);
@@ -466,9 +525,16 @@ void lk_upstream_release(struct lk_upstream *up, bool reusable)
 
 void lk_upstream_pool_clear(struct lk_http_server *srv)
 {
-    while (srv->idle != NULL) {
-        struct lk_upstream *up = srv->idle;
-        pool_remove(up);
-        lk_upstream_free(up);
+    while (srv->pool != NULL) {
+        struct lk_pool_host *h = srv->pool;
+        while (h->idle != NULL) {
+            struct lk_upstream *up = h->idle;
+            pool_remove(up);
+            lk_upstream_free(up);
+        }
+        srv->pool = h->next;
+        free(h->host);
+        free(h);
+        srv->n_pool_hosts--;
     }
 }
