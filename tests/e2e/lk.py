@@ -697,6 +697,12 @@ def raw_exchange(addr, data, timeout=5, half_close=False, pause=0.0):
         s.close()
 
 
+def is_sanitized(bin_):
+    """True when bin_ was built with ASan/UBSan (-DLK_SANITIZE=ON)."""
+    with open(bin_, "rb") as f:
+        return b"AddressSanitizer" in f.read()
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
