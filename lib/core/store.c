@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/names.h"
+#include "core/str.h"
 
 /* ---- hash map ---------------------------------------------------------------- */
 
@@ -432,9 +433,10 @@ int lk_new_session_name(const struct lk_kv *kv, enum lk_name_kind kind, const ch
     return rc;
 }
 
+/* Session tokens are secrets: compare them in constant time. */
 static bool same_token(const char *a, const char *b)
 {
-    return a != NULL && b != NULL && strcmp(a, b) == 0;
+    return a != NULL && b != NULL && lk_mem_ct_eq(a, strlen(a), b, strlen(b));
 }
 
 int lk_store_session(const struct lk_kv *kv, const struct lk_session *s, enum lk_name_kind kind,

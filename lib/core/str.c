@@ -114,3 +114,18 @@ int lk_str_to_u64(struct lk_str s, uint64_t max, uint64_t *out)
     *out = v;
     return 0;
 }
+
+bool lk_mem_ct_eq(const void *a, size_t alen, const void *b, size_t blen)
+{
+    /* Walk the longer input whole so the time depends on the lengths only. */
+    const volatile unsigned char *pa = a;
+    const volatile unsigned char *pb = b;
+    size_t n = alen > blen ? alen : blen;
+    unsigned char diff = (unsigned char)(alen != blen);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = i < alen ? pa[i] : 0;
+        unsigned char y = i < blen ? pb[i] : 0;
+        diff |= (unsigned char)(x ^ y);
+    }
+    return diff == 0;
+}

@@ -41,6 +41,10 @@ static inline char lk_ascii_lower(char c)
     return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
 }
 
+/* Compares a[0..alen) with b[0..blen) in time that depends only on the
+ * lengths, not on where the bytes differ: for secrets (tokens). */
+bool lk_mem_ct_eq(const void *a, size_t alen, const void *b, size_t blen);
+
 /* Cursor-style parsing (curl strparse): advance *p only on success.
  * lk_parse_u64 reads 1..20 decimal digits without overflow; returns 0 or
  * LK_EPARSE. */

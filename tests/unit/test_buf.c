@@ -61,6 +61,16 @@ static void test_str_helpers(void)
     CHECK_INT_EQ(lk_str_to_u64(LK_STR("1x"), 10, &v), LK_EPARSE);
 }
 
+static void test_mem_ct_eq(void)
+{
+    CHECK(lk_mem_ct_eq("token", 5, "token", 5));
+    CHECK(lk_mem_ct_eq("", 0, "", 0));
+    CHECK(!lk_mem_ct_eq("token", 5, "tokeN", 5));
+    CHECK(!lk_mem_ct_eq("token", 5, "toke", 4));
+    CHECK(!lk_mem_ct_eq("toke", 4, "token", 5));
+    CHECK(!lk_mem_ct_eq("a\0", 2, "a", 1));
+}
+
 static void test_strerror(void)
 {
     CHECK_STR_EQ(lk_strerror(0), "success");
@@ -73,6 +83,7 @@ int main(void)
     RUN(test_buf_append_and_cap);
     RUN(test_buf_static_init);
     RUN(test_str_helpers);
+    RUN(test_mem_ct_eq);
     RUN(test_strerror);
     return DONE();
 }
