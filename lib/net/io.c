@@ -24,8 +24,11 @@
 
 #include "net/http_internal.h"
 
-#define SEND_IOV   32
-#define READ_CHUNK (64 * 1024)
+#define SEND_IOV 32
+/* Just under 64 KiB, so that libevent's chain (data + header, rounded up to
+ * a power of two) is a 64 KiB allocation, not 128 KiB (which would sit at
+ * malloc's mmap threshold). */
+#define READ_CHUNK (64 * 1024 - 256)
 /* libevent's default is 16 KiB per writev. */
 #define MAX_SINGLE_WRITE (256 * 1024)
 

@@ -163,8 +163,15 @@ static bool listed_in_connection(const struct lk_http_header *h, size_t n, struc
     return false;
 }
 
+static bool has_connection(const struct lk_http_header *h, size_t n)
+{
+    return lk_http1_find_header(h, n, LK_STR("connection")) != NULL;
+}
+
+/* check_conn: some Connection header exists (else the per-header scan of
+ * Connection tokens is skipped). */
 static bool skip_request_header(const struct lk_exchange *ex, const struct lk_proxy_req *spec,
-                                struct lk_str name)
+                                struct lk_str name, bool check_conn)
 {
     if (lk_str_ieq(name, LK_STR("host")) || lk_str_ieq(name, LK_STR("content-length")))
         return true;
@@ -172,8 +179,8 @@ static bool skip_request_header(const struct lk_exchange *ex, const struct lk_pr
         return !spec->websocket;
     if (lk_http1_is_hop_by_hop(name))
         return true;
-    return listed_in_connection(spec->headers, spec->n_headers, name) ||
-           listed_in_connection(ex->req.headers, ex->req.n_headers, name);
+    return check_conn && (listed_in_connection(spec->headers, spec->n_headers, name) ||
+                          listed_in_connection(ex->req.headers, ex->req.n_headers, name));
 }
 
 static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
@@ -196,9 +203,11 @@ static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
         lk_url_host_port(url, b);
     lk_buf_add(b, "\r\n", 2);
     bool has_upgrade = false;
+    bool check_conn = has_connection(spec->headers, spec->n_headers) ||
+                      has_connection(ex->req.headers, ex->req.n_headers);
     for (size_t i = 0; i < spec->n_headers; i++) {
         const struct lk_http_header *h = &spec->headers[i];
-        if (skip_request_header(ex, spec, h->name))
+        if (skip_request_header(ex, spec, h->name, check_conn))
             continue;
         has_upgrade |= lk_str_ieq(h->name, LK_STR("upgrade"));
         lk_head_add_field(b, h->name, h->value);
@@ -429,6 +438,7 @@ static void add_header(struct lk_buf *out, const struct lk_http_header *h)
 static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
 {
     const struct lk_http1_response *r = &px->resp;
+    bool check_conn = has_connection(r->headers, r->n_headers);
     for (size_t i = 0; i < r->n_headers; i++) {
         struct lk_str name = r->headers[i].name;
         bool drop;
@@ -437,7 +447,7 @@ static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
                    lk_str_ieq(name, LK_STR("content-encoding"));
         } else {
             drop = lk_http1_is_hop_by_hop(name) ||
-                   listed_in_connection(r->headers, r->n_headers, name) ||
+                   (check_conn && listed_in_connection(r->headers, r->n_headers, name)) ||
                    (lk_str_ieq(name, LK_STR("content-length")) &&
                     px->resp_kind != LK_HTTP1_BODY_LENGTH && px->resp_kind != LK_HTTP1_BODY_NONE);
         }
@@ -645,6 +655,8 @@ static size_t move_resp_chunked(struct lk_proxy *px, struct evbuffer *in, struct
     return moved;
 }
 
+#define READ_MORE_MAX (64 * 1024 - 256)
+
 /* Reads more of the response body from a plain upstream socket than
  * libevent's 4 KiB per event (finding 1), bounded by the room left towards
  * the client. */
@@ -653,7 +665,9 @@ static void read_more(struct lk_proxy *px, struct evbuffer *in, size_t room)
     size_t have = evbuffer_get_length(in);
     if (!px->up->plain || px->up_eof || room <= have)
         return;
-    size_t want = room - have;
+    /* One 64 KiB read per event: the buffer is sent and freed at once, so
+     * the next read reuses the same, cache-hot memory. */
+    size_t want = room - have < READ_MORE_MAX ? room - have : READ_MORE_MAX;
     if (px->resp_kind == LK_HTTP1_BODY_LENGTH) {
         if (px->resp_left <= have)
             return;
