@@ -103,8 +103,8 @@ size_t lk_net_send(struct bufferevent *bev, bool plain, const void *pre, size_t 
         bool all = fd >= 0;
         while (all && sent < pre_len + n) {
             size_t pre_sent = sent < pre_len ? sent : pre_len;
-            size_t w = send_once(fd, (const char *)pre + pre_sent, pre_len - pre_sent, src,
-                                 n - (sent - pre_sent), &all);
+            const char *rest = pre_len > pre_sent ? (const char *)pre + pre_sent : NULL;
+            size_t w = send_once(fd, rest, pre_len - pre_sent, src, n - (sent - pre_sent), &all);
             /* Drain what went out of src now, so that the next peek starts
              * at the first unsent byte. */
             size_t w_pre = w < pre_len - pre_sent ? w : pre_len - pre_sent;
