@@ -63,6 +63,7 @@ void *lk_net_arena_alloc(struct lk_net_arena *a, size_t n)
         c = lk_xmalloc(sizeof(*c) + cap);
         c->used = 0;
         c->cap = cap;
+        c->embedded = false;
         c->next = a->chunks;
         a->chunks = c;
     }

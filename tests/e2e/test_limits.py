@@ -16,11 +16,7 @@ import pytest
 
 import lk
 
-WORKER_NO_KNOBS = pytest.mark.xfail(
-    strict=True, reason="linkup worker has no limit/timeout options: src/worker/worker.c "
-    "start() passes lk_http_server_opts_init() defaults and reads no LINKUP_*_MS / "
-    "LINKUP_MAX_CONNS environment (DESIGN §9: all configurable)")
-BOTH_KNOBS = ["server", pytest.param("worker", marks=WORKER_NO_KNOBS)]
+BOTH_KNOBS = ["server", "worker"]
 
 
 @pytest.fixture
@@ -222,12 +218,7 @@ def _chunked_post(addr, path, total, extra_headers=b"", timeout=30):
         s.close()
 
 
-def test_admin_json_body_limit_configured(front_factory, linkup_bin, request):
-    if lk.is_sanitized(linkup_bin):
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="UBSan: lib/net/http_server.c lk_net_arena_alloc() leaves "
-            "`embedded` uninitialised in new chunks; lk_net_arena_release() reads it (invalid "
-            "bool; chunks leak when it happens to be non-zero)"))
+def test_admin_json_body_limit_configured(front_factory):
     f = front_factory("server", LINKUP_MAX_JSON_BODY=str(lk.MIB))
     assert _chunked_post(f.addr, b"/linkup/sessions/tunneled", lk.MIB + 1) == 413
     # Exactly the limit is read (then rejected as malformed JSON, not 413).
