@@ -493,7 +493,7 @@ static void run_endpoint(struct worker *w, struct lk_exchange *ex, const struct 
         struct post_ctx *pc = lk_exchange_alloc(ex, sizeof(*pc));
         pc->w = w;
         pc->ep = ep;
-        lk_exchange_read_body(ex, WORKER_MAX_JSON_BODY, on_json_body, pc);
+        lk_exchange_read_body(ex, w->max_json_body, on_json_body, pc);
         return;
     }
     const struct lk_http_header allow = { LK_STR("Allow"),
@@ -519,6 +519,8 @@ void worker_handle(struct lk_exchange *ex, void *data)
     struct lk_str session;
     struct lk_str path;
     struct lk_str query;
+    if (worker_reject_unproxyable(ex))
+        return;
     if (worker_tunnel_host_session(&w->tunnel, request_host(ex), &session)) {
         worker_tunnel_host_request(w, ex, session);
         return;

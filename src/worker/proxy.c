@@ -61,6 +61,26 @@ static void release_held(struct lookup_ctx *lc)
     lc->n_held = 0;
 }
 
+bool worker_reject_unproxyable(struct lk_exchange *ex)
+{
+    struct lk_str host;
+    if (lk_str_eq(lk_exchange_method(ex), LK_STR("CONNECT"))) {
+        static const struct lk_http_header h[] = {
+            { LK_STR("Allow"), LK_STR(WORKER_ALLOW) },
+            { LK_STR("Content-Type"), LK_STR("text/plain") },
+            { LK_STR("Cache-Control"), LK_STR("no-store") },
+        };
+        static const char text[] = "CONNECT is not supported by this server";
+        lk_exchange_respond(ex, 405, h, LK_ARRAY_LEN(h), text, sizeof(text) - 1);
+        return true;
+    }
+    if (lk_exchange_minor_version(ex) >= 1 && !lk_exchange_header(ex, LK_STR("host"), &host)) {
+        worker_respond_error(ex, 400, "missing Host header field");
+        return true;
+    }
+    return false;
+}
+
 void worker_tunnel_not_connected(struct lk_exchange *ex, struct lk_str session)
 {
     worker_respond_error(ex, 502,

@@ -23,6 +23,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "net/log.h"
+#include "worker/limits.h"
 
 struct worker_opts {
     const char *listen;
@@ -220,6 +221,8 @@ static int start(struct worker_run *run, const struct worker_opts *o)
     if (EVP_Digest(o->token, strlen(o->token), w->token_digest, &dlen, EVP_sha256(), NULL) != 1)
         LK_BUG("EVP_Digest failed");
     lk_http_server_opts_init(&so);
+    w->max_json_body = WORKER_MAX_JSON_BODY;
+    worker_limits_from_env(&so, &w->max_json_body);
     if (lk_http_server_new(run->base, &so, worker_handle, w, &w->srv) != 0 ||
         lk_http_server_listen(w->srv, o->listen, NULL, w->bound, sizeof(w->bound)) != 0) {
         rc = cli_fail("cannot listen on %s", o->listen);

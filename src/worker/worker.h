@@ -32,8 +32,13 @@ struct event;
 struct event_base;
 struct lk_tunnel_hub;
 
-/* Session JSON bodies are capped at this size (DESIGN §9; 413 past it). */
+/* Session JSON bodies are capped at this size by default (DESIGN §9; 413
+ * past it; LINKUP_MAX_JSON_BODY overrides it, limits.h). */
 #define WORKER_MAX_JSON_BODY (100u * 1024u * 1024u)
+
+/* Methods the worker's proxy forwards: everything but CONNECT (the Allow of
+ * its 405, as the local server's). */
+#define WORKER_ALLOW "GET, POST, PUT, PATCH, DELETE, HEAD, TRACE, OPTIONS"
 
 /* Parsed sessions kept in memory (lk_session_cache). */
 #define WORKER_SESSION_CACHE_ENTRIES 4096
@@ -63,6 +68,7 @@ struct worker {
     unsigned char token_digest[32];  /* SHA-256 of the token (never the token) */
     struct worker_tunnel_cfg tunnel; /* strings borrowed from the options */
     char bound[64];                  /* "A:P" the server listens on */
+    size_t max_json_body;            /* session JSON cap (WORKER_MAX_JSON_BODY) */
     /* The built-in tunnel (relay.c). */
     struct lk_tunnel_hub *hub; /* owned; live tunnels by session */
     struct event *holder_ev;   /* owned; registry refresh timer */
@@ -76,6 +82,12 @@ struct worker {
  * /linkup endpoints (SPEC §4.2), everything else to worker_proxy(). data is
  * the struct worker. */
 void worker_handle(struct lk_exchange *ex, void *data);
+
+/* Answers what no part of the worker may serve (proxy.c): CONNECT with 405
+ * and Allow: WORKER_ALLOW (the worker opens no raw tunnels), and an HTTP/1.1
+ * request without Host with 400 (RFC 9112 §3.2). Returns true when ex was
+ * answered (completed), false when it is left untouched. */
+bool worker_reject_unproxyable(struct lk_exchange *ex);
 
 /* Answers one request through the proxy path (proxy.c, SPEC §4.4). */
 void worker_proxy(struct worker *w, struct lk_exchange *ex);

@@ -20,9 +20,6 @@ import lk
 KINDS = ["server", "worker"]
 PROXY_502 = {"server": "Failed to proxy request - are all your servers started? ",
              "worker": "Failed to fetch from target service: "}
-WORKER_NO_KNOBS = pytest.mark.xfail(
-    strict=True, reason="linkup worker has no upstream timeout options: src/worker/worker.c "
-    "start() reads no LINKUP_FIRST_BYTE_TIMEOUT_MS (DESIGN §9: all configurable)")
 API_HEADERS = [("Authorization", "Bearer token123"), ("Content-Type", "application/json"),
                ("x-linkup-version", "99.0.0")]
 
@@ -155,7 +152,7 @@ def test_upstream_stalling_mid_body_is_cut_by_a_timeout(front_factory):
     assert how in ("eof", "reset"), how
 
 
-@pytest.mark.parametrize("kind", ["server", pytest.param("worker", marks=WORKER_NO_KNOBS)])
+@pytest.mark.parametrize("kind", KINDS)
 def test_upstream_silent_before_head_is_502_at_first_byte_timeout(front_factory, kind):
     f = front_factory(kind, env={"LINKUP_FIRST_BYTE_TIMEOUT_MS": "700"})
     t0 = time.monotonic()
@@ -196,7 +193,7 @@ def blackhole():
     bh.close()
 
 
-@pytest.mark.parametrize("kind", ["server", pytest.param("worker", marks=WORKER_NO_KNOBS)])
+@pytest.mark.parametrize("kind", KINDS)
 def test_upstream_connect_timeout_is_502(front_factory, blackhole, kind):
     f = front_factory(kind, url=blackhole, env={"LINKUP_CONNECT_TIMEOUT_MS": "700"})
     t0 = time.monotonic()

@@ -18,12 +18,6 @@ import lk
 KINDS = ["server", "worker"]
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: HOST\r\n\r\n"
 
-WORKER_CONNECT = pytest.mark.xfail(
-    strict=True, reason="worker forwards CONNECT to routing (404) instead of 405: "
-    "src/worker/proxy.c (request handler) should answer 405 + Allow")
-WORKER_NO_HOST = pytest.mark.xfail(
-    strict=True, reason="worker answers 422 to an HTTP/1.1 request without Host instead of "
-    "400 (RFC 9112 §3.2): src/worker/proxy.c (request handler)")
 ENGINE_CHUNKED_400 = pytest.mark.xfail(
     strict=True, reason="malformed chunked request body while proxying closes the client "
     "connection without a 400 although no response byte was sent: lib/net/proxy.c "
@@ -255,7 +249,7 @@ def test_absolute_form_uses_target_authority(fronts, upstream, kind):
     assert hosts == [f"{upstream.addr[0]}:{upstream.addr[1]}"]
 
 
-@pytest.mark.parametrize("kind", ["server", pytest.param("worker", marks=WORKER_CONNECT)])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("target", [b"HOST:443", b"127.0.0.2:22"])
 def test_connect_is_405(fronts, upstream, kind, target):
     front = fronts(kind)
@@ -268,7 +262,7 @@ def test_connect_is_405(fronts, upstream, kind, target):
     assert new_requests(upstream, n0) == []
 
 
-@pytest.mark.parametrize("kind", ["server", pytest.param("worker", marks=WORKER_NO_HOST)])
+@pytest.mark.parametrize("kind", KINDS)
 def test_http11_without_host_is_400(fronts, upstream, kind):
     n0 = len(upstream.requests)
     rs, _, raw = send(fronts(kind), b"GET / HTTP/1.1\r\nX: y\r\n\r\n")

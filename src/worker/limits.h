@@ -1,0 +1,33 @@
+/*
+ * limits.h - the limit and timeout knobs of DESIGN §9 ("all configurable")
+ * for `linkup worker`, read from the environment.
+ *
+ * The variables and their meaning are those of the local server
+ * (src/server/options.c, docs/reliability.md), so one environment drives
+ * both programs:
+ *
+ *   LINKUP_HEAD_TIMEOUT_MS        whole request head read
+ *   LINKUP_IDLE_TIMEOUT_MS        keep-alive idle between requests
+ *   LINKUP_CONNECT_TIMEOUT_MS     upstream DNS + connect + TLS
+ *   LINKUP_FIRST_BYTE_TIMEOUT_MS  request sent -> first response byte
+ *   LINKUP_MAX_CONNS              open client connections (503 past it)
+ *   LINKUP_WS_BUFFER_MAX          bytes queued per WebSocket direction
+ *   LINKUP_MAX_JSON_BODY          session JSON bodies (413 past it)
+ *
+ * Each value is a decimal from 1 upwards (at most UINT_MAX for the _MS
+ * ones). Unset or empty keeps the default; anything else is ignored with a
+ * warning in the log. Uses getenv(): call from the main thread at start-up.
+ */
+#ifndef LK_WORKER_LIMITS_H
+#define LK_WORKER_LIMITS_H
+
+#include <stddef.h>
+
+struct lk_http_server_opts;
+
+/* Overrides the fields of *so (initialised by lk_http_server_opts_init())
+ * and *max_json_body (initialised by the caller) that the environment sets
+ * validly; leaves the others unchanged. Never fails. */
+void worker_limits_from_env(struct lk_http_server_opts *so, size_t *max_json_body);
+
+#endif
