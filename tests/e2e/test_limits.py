@@ -2,11 +2,10 @@
 worker`: slowloris head read, idle keep-alive, maximum connections (503),
 JSON bodies (413), bounded WebSocket buffers.
 
-The local server reads its limits from hidden environment variables
+Both servers read their limits from environment variables
 (LINKUP_HEAD_TIMEOUT_MS, LINKUP_IDLE_TIMEOUT_MS, LINKUP_MAX_CONNS,
 LINKUP_MAX_JSON_BODY, ...; docs/reliability.md) so these tests run in
-seconds. The worker has no such knobs yet: the tests that need them are
-strict xfails naming the place to add them."""
+seconds."""
 import resource
 import socket
 import threading
