@@ -277,9 +277,11 @@ bool lk_net_bev_is_plain(struct bufferevent *bev);
 size_t lk_net_send(struct bufferevent *bev, bool plain, const void *pre, size_t pre_len,
                    struct evbuffer *src, size_t n);
 /* Reads up to max more bytes from a plain bev's socket into its input buffer
- * in 64 KiB reads, until the socket has no more (EAGAIN), EOF or an error,
- * which are left for libevent to see on its next read. Returns bytes read. */
-size_t lk_net_read_more(struct bufferevent *bev, size_t max);
+ * in 64 KiB reads, until the socket has no more (EAGAIN), EOF or an error.
+ * Returns the bytes read; *state is 0 (no more for now, or max reached), 1
+ * (EOF) or -1 (error, errno set). A caller that leaves EOF and errors to
+ * libevent may ignore *state: libevent sees them on its next read. */
+size_t lk_net_read_more(struct bufferevent *bev, size_t max, int *state);
 
 /* ---- heads (http_server.c) ---------------------------------------------- */
 

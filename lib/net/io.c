@@ -121,11 +121,13 @@ size_t lk_net_send(struct bufferevent *bev, bool plain, const void *pre, size_t 
     return sent;
 }
 
-size_t lk_net_read_more(struct bufferevent *bev, size_t max)
+size_t lk_net_read_more(struct bufferevent *bev, size_t max, int *state)
 {
     evutil_socket_t fd = bufferevent_getfd(bev);
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t total = 0;
+    int err = 0;
+    *state = 0;
     if (fd < 0)
         return 0;
     /* libevent freezes the end of a socket bufferevent's input outside its
@@ -150,6 +152,11 @@ size_t lk_net_read_more(struct bufferevent *bev, size_t max)
             r = readv(fd, iov, nv);
         } while (r == -1 && errno == EINTR);
         if (r <= 0) {
+            if (r == 0)
+                *state = 1;
+            else if (errno != EAGAIN && errno != EWOULDBLOCK)
+                *state = -1;
+            err = errno;
             evbuffer_commit_space(in, v, 0);
             break;
         }
@@ -166,5 +173,7 @@ size_t lk_net_read_more(struct bufferevent *bev, size_t max)
             break;
     }
     evbuffer_freeze(in, 0);
+    if (*state < 0)
+        errno = err;
     return total;
 }

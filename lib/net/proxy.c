@@ -54,7 +54,11 @@ struct lk_proxy {
     bool req_chunked_out;
     bool resp_started; /* response bytes went to the client */
     bool up_paused;    /* upstream reading paused for backpressure */
-    bool up_eof;       /* the upstream closed (its input may still hold bytes) */
+    /* Own-read mode (long plain bodies): the bufferevent's EV_READ is off and
+     * rd reads the socket in 64 KiB (no libevent ioctl + 4 KiB read first). */
+    struct event rd;
+    bool own_read, rd_added;
+    bool up_eof; /* the upstream closed (its input may still hold bytes) */
     /* response */
     struct lk_http1_response resp;
     enum lk_http1_body_kind resp_kind;
@@ -94,6 +98,12 @@ static void drop_upstream(struct lk_proxy *px, bool reusable)
         px->pending = NULL;
     }
     if (px->up != NULL) {
+        if (px->own_read) {
+            /* lk_upstream_release() re-enables EV_READ for the pool. */
+            if (px->rd_added)
+                event_del(&px->rd);
+            px->own_read = px->rd_added = false;
+        }
         bufferevent_setcb(px->up->bev, NULL, NULL, NULL, NULL);
         /* A pooled connection keeps reading enabled (no epoll_ctl per
          * request); the pool watches it for a close. */
@@ -663,7 +673,7 @@ static size_t move_resp_chunked(struct lk_proxy *px, struct evbuffer *in, struct
 static void read_more(struct lk_proxy *px, struct evbuffer *in, size_t room)
 {
     size_t have = evbuffer_get_length(in);
-    if (!px->up->plain || px->up_eof || room <= have)
+    if (!px->up->plain || px->up_eof || px->own_read || room <= have)
         return;
     /* One 64 KiB read per event: the buffer is sent and freed at once, so
      * the next read reuses the same, cache-hot memory. */
@@ -676,7 +686,45 @@ static void read_more(struct lk_proxy *px, struct evbuffer *in, size_t room)
     } else if (have < 4096) {
         return; /* unknown length: only when libevent's read came back full */
     }
-    lk_net_read_more(px->up->bev, want);
+    int state;
+    lk_net_read_more(px->up->bev, want, &state); /* EOF/errors: libevent reports them */
+}
+
+/* Pauses or resumes reading the upstream (backpressure). */
+static void set_up_reading(struct lk_proxy *px, bool on)
+{
+    if (px->own_read) {
+        if (on && !px->rd_added)
+            event_add(&px->rd, NULL);
+        else if (!on && px->rd_added)
+            event_del(&px->rd);
+        px->rd_added = on;
+    } else if (on) {
+        bufferevent_enable(px->up->bev, EV_READ);
+    } else {
+        bufferevent_disable(px->up->bev, EV_READ);
+    }
+}
+
+static void on_up_readable(evutil_socket_t fd, short what, void *arg);
+
+/* A long Content-Length body from a plain socket is read by our own event
+ * from here on: 2 syscalls per 64 KiB instead of libevent's ioctl + 4 KiB
+ * readv before ours. */
+static void maybe_own_read(struct lk_proxy *px, struct evbuffer *in)
+{
+    if (px->own_read || !px->up->plain || px->up_eof || px->resp_kind != LK_HTTP1_BODY_LENGTH ||
+        px->resp_left <= evbuffer_get_length(in) + READ_MORE_MAX)
+        return;
+    evutil_socket_t fd = bufferevent_getfd(px->up->bev);
+    if (fd < 0)
+        return;
+    bufferevent_disable(px->up->bev, EV_READ);
+    event_assign(&px->rd, px->srv->base, fd, EV_READ | EV_PERSIST, on_up_readable, px);
+    px->own_read = true;
+    px->rd_added = false;
+    if (!px->up_paused)
+        set_up_reading(px, true);
 }
 
 /* Moves response body bytes to the client; pre (the response head, may be
@@ -751,12 +799,39 @@ static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
     /* Backpressure: pause the upstream while the client is slow. */
     bool full = evbuffer_get_length(out) >= limit;
     if (full && !px->up_paused) {
-        bufferevent_disable(px->up->bev, EV_READ);
+        set_up_reading(px, false);
         px->up_paused = true;
     } else if (!full && px->up_paused) {
-        bufferevent_enable(px->up->bev, EV_READ);
+        set_up_reading(px, true);
         px->up_paused = false;
     }
+    maybe_own_read(px, in);
+}
+
+static void on_up_event(struct bufferevent *bev, short what, void *arg);
+
+static void on_up_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_proxy *px = arg;
+    struct bufferevent *bev = px->up->bev;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    (void)fd;
+    (void)what;
+    size_t have = evbuffer_get_length(in);
+    size_t want = READ_MORE_MAX;
+    if (px->resp_left > have && px->resp_left - have < want)
+        want = (size_t)(px->resp_left - have);
+    int state = 0;
+    if (px->resp_left > have)
+        lk_net_read_more(bev, want, &state);
+    if (state != 0) {
+        int e = errno;
+        set_up_reading(px, false);
+        EVUTIL_SET_SOCKET_ERROR(state < 0 ? e : 0);
+        on_up_event(bev, BEV_EVENT_READING | (state < 0 ? BEV_EVENT_ERROR : BEV_EVENT_EOF), px);
+        return;
+    }
+    pump_response(px, NULL, 0);
 }
 
 static void on_up_read(struct bufferevent *bev, void *arg)
