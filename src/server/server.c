@@ -30,22 +30,8 @@
 #include "net/dns_server.h"
 #include "net/http_server.h"
 #include "net/log.h"
+#include "net/rng_os.h"
 #include "server/worker_client.h"
-
-static void fill_random(void *ctx, void *buf, size_t n)
-{
-    char *p = buf;
-    (void)ctx;
-    while (n > 0) {
-        ssize_t got = getrandom(p, n, 0);
-        if (got == -1 && errno == EINTR)
-            continue;
-        if (got == -1)
-            LK_BUG("getrandom failed");
-        p += got;
-        n -= (size_t)got;
-    }
-}
 
 void local_respond_text(struct lk_exchange *ex, int status, const char *text)
 {
@@ -283,7 +269,7 @@ int local_server_run(const struct local_opts *o)
         fprintf(stderr, "Exited with error: cannot create the event loop\n");
         return 1;
     }
-    ls.rng = (struct lk_rng){ fill_random, NULL };
+    ls.rng = lk_rng_os(); /* ChaCha20 seeded once: no syscall per traceparent */
     ls.peers_remote = o->peers_remote;
     ls.max_json_body = o->limits.max_json_body ? o->limits.max_json_body : LOCAL_MAX_JSON_BODY;
     lk_kv_memory_init(&ls.kv);

@@ -23,6 +23,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "net/log.h"
+#include "net/rng_os.h"
 #include "worker/limits.h"
 
 struct worker_opts {
@@ -64,13 +65,6 @@ static const char usage_text[] =
 uint64_t worker_now_ms(void)
 {
     return worker_clock_real(NULL);
-}
-
-static void rng_fill(void *ctx, void *buf, size_t n)
-{
-    (void)ctx;
-    if (RAND_bytes(buf, (int)n) != 1)
-        LK_BUG("RAND_bytes failed");
 }
 
 /* Matches "--name VALUE" and "--name=VALUE"; advances *i past the value. */
@@ -216,7 +210,7 @@ static int start(struct worker_run *run, const struct worker_opts *o)
     }
     w->cache = lk_session_cache_new(WORKER_SESSION_CACHE_ENTRIES);
     w->responses = worker_cache_new(run->base, WORKER_CACHE_MAX_BYTES);
-    w->rng = (struct lk_rng){ rng_fill, NULL };
+    w->rng = lk_rng_os(); /* ChaCha20 seeded once: no syscall per traceparent */
     unsigned int dlen = sizeof(w->token_digest);
     if (EVP_Digest(o->token, strlen(o->token), w->token_digest, &dlen, EVP_sha256(), NULL) != 1)
         LK_BUG("EVP_Digest failed");
