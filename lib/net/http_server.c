@@ -783,6 +783,13 @@ int lk_exchange_read_body(struct lk_exchange *ex, size_t max_bytes, lk_exchange_
         lk_exchange_defer(ex, NULL);
         return 0;
     }
+    /* RFC 9110 §10.1.1: a client waiting on "Expect: 100-continue" gets the
+     * interim answer once the program has decided to read the body. */
+    bool too_big = ex->req.body_kind == LK_HTTP1_BODY_LENGTH &&
+                   ex->req.content_length > max_bytes; /* answered 413 at once instead */
+    if (ex->req.expect_continue && ex->req.minor_version >= 1 &&
+        ex->req.body_kind != LK_HTTP1_BODY_NONE && !too_big)
+        bufferevent_write(ex->conn->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     lk_conn_set_state(ex->conn, LK_CONN_READING_BODY);
     lk_conn_set_timer(ex->conn, ex->srv->opts.head_timeout_ms);
     lk_conn_kick(ex->conn);

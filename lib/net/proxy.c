@@ -178,19 +178,36 @@ static bool has_connection(const struct lk_http_header *h, size_t n)
     return lk_http1_find_header(h, n, LK_STR("connection")) != NULL;
 }
 
+/* True when h is a field the client sent (the program passed the engine's own
+ * slice through) rather than one the program added: only the client's own
+ * fields may be named by its Connection header (RFC 9110 §7.6.1), so a client
+ * cannot strip the routing headers the program sets. */
+static bool is_client_field(const struct lk_exchange *ex, const struct lk_http_header *h)
+{
+    for (size_t i = 0; i < ex->req.n_headers; i++) {
+        if (ex->req.headers[i].name.ptr == h->name.ptr &&
+            ex->req.headers[i].value.ptr == h->value.ptr)
+            return true;
+    }
+    return false;
+}
+
 /* check_conn: some Connection header exists (else the per-header scan of
  * Connection tokens is skipped). */
 static bool skip_request_header(const struct lk_exchange *ex, const struct lk_proxy_req *spec,
-                                struct lk_str name, bool check_conn)
+                                const struct lk_http_header *h, bool check_conn)
 {
+    struct lk_str name = h->name;
     if (lk_str_ieq(name, LK_STR("host")) || lk_str_ieq(name, LK_STR("content-length")))
         return true;
     if (lk_str_ieq(name, LK_STR("upgrade")))
         return !spec->websocket;
     if (lk_http1_is_hop_by_hop(name))
         return true;
-    return check_conn && (listed_in_connection(spec->headers, spec->n_headers, name) ||
-                          listed_in_connection(ex->req.headers, ex->req.n_headers, name));
+    return check_conn &&
+           (listed_in_connection(spec->headers, spec->n_headers, name) ||
+            listed_in_connection(ex->req.headers, ex->req.n_headers, name)) &&
+           is_client_field(ex, h);
 }
 
 static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
@@ -217,7 +234,7 @@ static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
                       has_connection(ex->req.headers, ex->req.n_headers);
     for (size_t i = 0; i < spec->n_headers; i++) {
         const struct lk_http_header *h = &spec->headers[i];
-        if (skip_request_header(ex, spec, h->name, check_conn))
+        if (skip_request_header(ex, spec, h, check_conn))
             continue;
         has_upgrade |= lk_str_ieq(h->name, LK_STR("upgrade"));
         lk_head_add_field(b, h->name, h->value);

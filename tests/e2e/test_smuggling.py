@@ -22,9 +22,6 @@ ENGINE_CHUNKED_400 = pytest.mark.xfail(
     strict=True, reason="malformed chunked request body while proxying closes the client "
     "connection without a 400 although no response byte was sent: lib/net/proxy.c "
     "(request body pump, on LK_EPARSE)")
-ENGINE_EXPECT = pytest.mark.xfail(
-    strict=True, reason="Expect: 100-continue on an endpoint that reads the body itself gets "
-    "neither 100 Continue nor a final status: lib/net/http_server.c lk_exchange_read_body()")
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +304,7 @@ def test_expect_100_continue_through_the_proxy(fronts, upstream, kind):
 ADMIN_POST = {"server": b"/linkup/sessions/preview", "worker": b"/linkup/v2/sessions/preview"}
 
 
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=ENGINE_EXPECT) for k in KINDS])
+@pytest.mark.parametrize("kind", KINDS)
 def test_expect_100_continue_on_admin_api(fronts, kind):
     front = fronts(kind)
     s = socket.create_connection(front.addr, timeout=3)
@@ -413,14 +410,7 @@ def test_malformed_upstream_response_is_502(linkup_bin, env, tmp_path, kind, cas
 
 # ---- hop-by-hop abuse ------------------------------------------------------------
 
-ENGINE_CONNECTION_STRIP = pytest.mark.xfail(
-    strict=True, reason="a client naming traceparent/tracestate/linkup-destination/"
-    "x-forwarded-host in Connection makes the engine drop the routing headers the program "
-    "added: lib/net/proxy.c skip_request_header() checks the client's Connection against the "
-    "program-supplied list (it should only drop the client's own fields)")
-
-
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=ENGINE_CONNECTION_STRIP) for k in KINDS])
+@pytest.mark.parametrize("kind", KINDS)
 def test_connection_cannot_strip_routing_headers(fronts, upstream, kind):
     front = fronts(kind)
     n0 = len(upstream.requests)
