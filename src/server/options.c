@@ -143,41 +143,6 @@ static int check_addr(const char *opt, const char *value, struct lk_buf *err)
     return LK_EINVAL;
 }
 
-/* A positive decimal from env into *dst (unchanged when unset; a warning
- * when malformed). */
-static void size_from_env(const char *env, size_t max, size_t *dst)
-{
-    const char *v = getenv(env);
-    if (!v || v[0] == '\0')
-        return;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (errno != 0 || *end != '\0' || v[0] < '0' || v[0] > '9' || n == 0 || n > max) {
-        LK_LOG(WARN, "ignoring %s=%s: expected a number from 1 to %zu", env, v, max);
-        return;
-    }
-    *dst = (size_t)n;
-}
-
-static void ms_from_env(const char *env, unsigned *dst)
-{
-    size_t n = *dst;
-    size_from_env(env, UINT_MAX, &n);
-    *dst = (unsigned)n;
-}
-
-static void limits_from_env(struct local_limits *l)
-{
-    ms_from_env("LINKUP_HEAD_TIMEOUT_MS", &l->head_timeout_ms);
-    ms_from_env("LINKUP_IDLE_TIMEOUT_MS", &l->idle_timeout_ms);
-    ms_from_env("LINKUP_CONNECT_TIMEOUT_MS", &l->connect_timeout_ms);
-    ms_from_env("LINKUP_FIRST_BYTE_TIMEOUT_MS", &l->first_byte_timeout_ms);
-    size_from_env("LINKUP_MAX_CONNS", SIZE_MAX, &l->max_conns);
-    size_from_env("LINKUP_WS_BUFFER_MAX", SIZE_MAX, &l->ws_buffer_max);
-    size_from_env("LINKUP_MAX_JSON_BODY", SIZE_MAX, &l->max_json_body);
-}
-
 static void apply_env(struct local_opts *o)
 {
     default_from_env(&o->http_addr, "LINKUP_HTTP_ADDR", DEFAULT_HTTP_ADDR);
@@ -193,7 +158,6 @@ static void apply_env(struct local_opts *o)
     if (lk_log_level_parse(lv, &level) != 0)
         LK_LOG(WARN, "ignoring LINKUP_LOG=%s: expected error, warn, info or debug", lv);
     lk_log_set_level(level);
-    limits_from_env(&o->limits);
 }
 
 static int validate(const struct local_opts *o, struct lk_buf *err)

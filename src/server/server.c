@@ -29,6 +29,7 @@
 #include "net/certs.h"
 #include "net/dns_server.h"
 #include "net/http_server.h"
+#include "net/limits_env.h"
 #include "net/log.h"
 #include "net/rng_os.h"
 #include "server/worker_client.h"
@@ -103,28 +104,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         event_base_loopexit(ls->base, NULL);
 }
 
-/* Overrides the engine defaults with the non-zero limits of l. */
-static void apply_limits(struct lk_http_server_opts *h, const struct local_limits *l)
-{
-    if (l->head_timeout_ms)
-        h->head_timeout_ms = l->head_timeout_ms;
-    if (l->idle_timeout_ms)
-        h->idle_timeout_ms = l->idle_timeout_ms;
-    if (l->connect_timeout_ms)
-        h->connect_timeout_ms = l->connect_timeout_ms;
-    if (l->first_byte_timeout_ms)
-        h->first_byte_timeout_ms = l->first_byte_timeout_ms;
-    if (l->max_conns)
-        h->max_conns = l->max_conns;
-    if (l->ws_buffer_max)
-        h->ws_buffer_max = l->ws_buffer_max;
-}
-
 static int start_http(struct local_server *ls, const struct local_opts *o)
 {
     struct lk_http_server_opts hopts;
     lk_http_server_opts_init(&hopts);
-    apply_limits(&hopts, &o->limits);
+    ls->max_json_body = LOCAL_MAX_JSON_BODY;
+    lk_limits_from_env(&hopts, &ls->max_json_body); /* DESIGN §9: all configurable */
     if (lk_http_server_new(ls->base, &hopts, local_on_request, ls, &ls->http) != 0) {
         fprintf(stderr, "Exited with error: cannot set up the HTTP server\n");
         return LK_EIO;
@@ -271,7 +256,6 @@ int local_server_run(const struct local_opts *o)
     }
     ls.rng = lk_rng_os(); /* ChaCha20 seeded once: no syscall per traceparent */
     ls.peers_remote = o->peers_remote;
-    ls.max_json_body = o->limits.max_json_body ? o->limits.max_json_body : LOCAL_MAX_JSON_BODY;
     lk_kv_memory_init(&ls.kv);
     ls.cache = lk_session_cache_new(0);
     local_dns_names_init(&ls.names);

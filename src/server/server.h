@@ -54,15 +54,6 @@ struct local_opts {
     /* Test hook (LINKUP_TEST_TREAT_PEERS_AS_REMOTE=1): every peer counts as
      * non-loopback, so the admin API answers 403 (DESIGN §2.8). */
     bool peers_remote;
-    /* Limits and timeouts of DESIGN §9 from the environment (see
-     * docs/reliability.md): LINKUP_HEAD_TIMEOUT_MS, LINKUP_IDLE_TIMEOUT_MS,
-     * LINKUP_CONNECT_TIMEOUT_MS, LINKUP_FIRST_BYTE_TIMEOUT_MS,
-     * LINKUP_MAX_CONNS, LINKUP_WS_BUFFER_MAX, LINKUP_MAX_JSON_BODY. 0 keeps
-     * the default (engine defaults, LOCAL_MAX_JSON_BODY). */
-    struct local_limits {
-        unsigned head_timeout_ms, idle_timeout_ms, connect_timeout_ms, first_byte_timeout_ms;
-        size_t max_conns, ws_buffer_max, max_json_body;
-    } limits;
 };
 
 /*

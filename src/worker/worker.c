@@ -22,9 +22,9 @@
 #include "cli/home.h"
 #include "core/alloc.h"
 #include "core/err.h"
+#include "net/limits_env.h"
 #include "net/log.h"
 #include "net/rng_os.h"
-#include "worker/limits.h"
 
 struct worker_opts {
     const char *listen;
@@ -216,7 +216,7 @@ static int start(struct worker_run *run, const struct worker_opts *o)
         LK_BUG("EVP_Digest failed");
     lk_http_server_opts_init(&so);
     w->max_json_body = WORKER_MAX_JSON_BODY;
-    worker_limits_from_env(&so, &w->max_json_body);
+    lk_limits_from_env(&so, &w->max_json_body);
     if (lk_http_server_new(run->base, &so, worker_handle, w, &w->srv) != 0 ||
         lk_http_server_listen(w->srv, o->listen, NULL, w->bound, sizeof(w->bound)) != 0) {
         rc = cli_fail("cannot listen on %s", o->listen);

@@ -1,8 +1,8 @@
 /*
- * limits.c - DESIGN §9 limit and timeout knobs of the worker from the
- * environment (limits.h).
+ * limits_env.c - DESIGN §9 limit and timeout knobs of both servers from the
+ * environment (limits_env.h).
  */
-#include "worker/limits.h"
+#include "net/limits_env.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -36,7 +36,7 @@ static void ms_from_env(const char *env, unsigned *dst)
     *dst = (unsigned)n;
 }
 
-void worker_limits_from_env(struct lk_http_server_opts *so, size_t *max_json_body)
+void lk_limits_from_env(struct lk_http_server_opts *so, size_t *max_json_body)
 {
     ms_from_env("LINKUP_HEAD_TIMEOUT_MS", &so->head_timeout_ms);
     ms_from_env("LINKUP_IDLE_TIMEOUT_MS", &so->idle_timeout_ms);

@@ -1,10 +1,7 @@
 /*
- * limits.h - the limit and timeout knobs of DESIGN §9 ("all configurable")
- * for `linkup worker`, read from the environment.
- *
- * The variables and their meaning are those of the local server
- * (src/server/options.c, docs/reliability.md), so one environment drives
- * both programs:
+ * limits_env.h - the limit and timeout knobs of DESIGN §9 ("all
+ * configurable") for `linkup server` and `linkup worker`, read from the
+ * environment (docs/reliability.md), so one environment drives both programs:
  *
  *   LINKUP_HEAD_TIMEOUT_MS        whole request head read
  *   LINKUP_IDLE_TIMEOUT_MS        keep-alive idle between requests
@@ -18,8 +15,8 @@
  * ones). Unset or empty keeps the default; anything else is ignored with a
  * warning in the log. Uses getenv(): call from the main thread at start-up.
  */
-#ifndef LK_WORKER_LIMITS_H
-#define LK_WORKER_LIMITS_H
+#ifndef LK_NET_LIMITS_ENV_H
+#define LK_NET_LIMITS_ENV_H
 
 #include <stddef.h>
 
@@ -28,6 +25,6 @@ struct lk_http_server_opts;
 /* Overrides the fields of *so (initialised by lk_http_server_opts_init())
  * and *max_json_body (initialised by the caller) that the environment sets
  * validly; leaves the others unchanged. Never fails. */
-void worker_limits_from_env(struct lk_http_server_opts *so, size_t *max_json_body);
+void lk_limits_from_env(struct lk_http_server_opts *so, size_t *max_json_body);
 
 #endif
