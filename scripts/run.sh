@@ -46,13 +46,18 @@ free_port() {
     "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# Starts "$@" in the background with stdout to $log and waits for a line
-# matching $pattern; prints the A:P it announced.
-start_and_read() {
-    local log=$1 pattern=$2
-    shift 2
+# Starts "$@" in the background with stdout to $log; its pid is recorded in
+# PIDS (in this shell, never in a command substitution, so cleanup sees it).
+start_bg() {
+    local log=$1
+    shift
     "$@" >"$log" 2>"$log.err" &
     PIDS+=($!)
+}
+
+# Waits for a line matching $pattern in $log; prints the A:P it announced.
+wait_addr() {
+    local log=$1 pattern=$2
     for _ in $(seq 1 100); do
         local line
         line=$(grep -m1 -E "$pattern" "$log" 2>/dev/null) && {
@@ -61,16 +66,17 @@ start_and_read() {
         }
         sleep 0.1
     done
-    echo "run: '$*' did not start; see $log.err" >&2
+    echo "run: the process logging to $log did not start; see $log.err" >&2
     return 1
 }
 
-WORKER=$(start_and_read "$TMP/worker.log" '^Worker listening on ' \
-    "$BIN" worker --listen 127.0.0.1:0 --token demo-token --store "sqlite:$TMP/worker.db") || exit 1
-REMOTE=$(start_and_read "$TMP/remote.log" '^Serving on ' \
-    "$PY" -u examples/sample_service.py "remote web") || exit 1
-LOCAL=$(start_and_read "$TMP/local.log" '^Serving on ' \
-    "$PY" -u examples/sample_service.py "local web") || exit 1
+start_bg "$TMP/worker.log" "$BIN" worker --listen 127.0.0.1:0 --token demo-token \
+    --store "sqlite:$TMP/worker.db"
+start_bg "$TMP/remote.log" "$PY" -u examples/sample_service.py "remote web"
+start_bg "$TMP/local.log" "$PY" -u examples/sample_service.py "local web"
+WORKER=$(wait_addr "$TMP/worker.log" '^Worker listening on ') || exit 1
+REMOTE=$(wait_addr "$TMP/remote.log" '^Serving on ') || exit 1
+LOCAL=$(wait_addr "$TMP/local.log" '^Serving on ') || exit 1
 export LINKUP_HTTP_ADDR=127.0.0.1:$(free_port)
 
 sed -e "s#@WORKER@#http://$WORKER#" -e "s#@REMOTE@#http://$REMOTE#" -e "s#@LOCAL@#http://$LOCAL#" \
