@@ -22,6 +22,8 @@ import time
 
 import pytest
 
+import lk
+
 TOKEN = "tok"
 LISTEN_RE = re.compile(r"^Worker listening on (\S+):(\d+)$")
 MIB = 1024 * 1024
@@ -835,51 +837,13 @@ def test_upstream_down_is_502(worker):
 
 # ---- WebSocket -------------------------------------------------------------------
 
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def ws_accept(key):
-    return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
-
-
-def ws_frame(opcode, payload, mask):
-    head = bytes([0x80 | opcode])
-    n = len(payload)
-    mbit = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([mbit | n])
-    elif n < 65536:
-        head += bytes([mbit | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([mbit | 127]) + struct.pack("!Q", n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def recv_exact(sock, n):
-    out = b""
-    while len(out) < n:
-        c = sock.recv(n - len(out))
-        if not c:
-            raise EOFError
-        out += c
-    return out
-
-
-def ws_read(sock):
-    b0, b1 = recv_exact(sock, 2)
-    n = b1 & 0x7F
-    if n == 126:
-        n = struct.unpack("!H", recv_exact(sock, 2))[0]
-    elif n == 127:
-        n = struct.unpack("!Q", recv_exact(sock, 8))[0]
-    key = recv_exact(sock, 4) if b1 & 0x80 else None
-    data = recv_exact(sock, n)
-    if key:
-        data = bytes(b ^ key[i % 4] for i, b in enumerate(data))
-    return b0 & 0x0F, data
+# WebSocket framing comes from the shared helpers (lk.ws_frame, lk.ws_read_frame,
+# lk.ws_accept).
+ws_accept = lk.ws_accept
+ws_frame = lk.ws_frame
+ws_read = lk.ws_read_frame
 
 
 def read_head(sock):
