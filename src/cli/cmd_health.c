@@ -2,10 +2,15 @@
  * cmd_health.c - `linkup health [--json]` (SPEC §6.5.5 + DESIGN §2.13).
  *
  * Never fails on a component that is down. Secrets (worker and session
- * tokens) are masked everywhere in the output.
+ * tokens) are masked everywhere in the output. On Linux it also says whether
+ * the local server may bind its ports below 1024 (root, capabilities, the
+ * binary's file capability, the unprivileged-port sysctl; issue 10).
  */
 #include <dirent.h>
+#include <endian.h>
+#include <errno.h>
 #include <jansson.h>
+#include <linux/capability.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +26,9 @@
 #include "cli/procs.h"
 #include "cli/tunnel.h"
 #include "core/alloc.h"
+#include "net/addr.h"
 
-#define CAP_NET_BIND_SERVICE_BIT 10
-#define MAX_ORPHANS              64
+#define MAX_ORPHANS 64
 
 static const char health_usage[] = "Output the health of the CLI service\n\n"
                                    "Usage: linkup health [OPTIONS]\n\n"
@@ -31,26 +36,116 @@ static const char health_usage[] = "Output the health of the CLI service\n\n"
                                    "      --json  Print the health as JSON\n"
                                    "  -h, --help  Print help\n";
 
-/* Effective capabilities of this process, or file capabilities of the binary
- * (security.capability xattr, permitted set). */
-static bool can_bind_privileged(void)
+/* What decides whether the local server may bind its ports below 1024
+ * (Linux; DESIGN §2.13, issue 10). */
+struct priv_ports {
+    int ports[2];       /* configured listener ports below 1024 */
+    size_t n_ports;     /* entries of ports[] */
+    bool is_root;       /* euid 0 */
+    bool cap_effective; /* CAP_NET_BIND_SERVICE in this process's CapEff */
+    bool cap_bounding;  /* ... in CapBnd: an exec'd server may gain it */
+    bool file_cap;      /* the binary carries cap_net_bind_service=+ep */
+    long unpriv_start;  /* net.ipv4.ip_unprivileged_port_start, -1 when unknown */
+    bool can_bind;      /* the verdict */
+};
+
+/* The capability set named key ("CapEff") of /proc/self/status text. */
+static uint64_t status_caps(const char *status, const char *key)
 {
-    if (geteuid() == 0)
-        return true;
+    const char *p = strstr(status, key);
+    if (p == NULL)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(p + strlen(key), &end, 16);
+    return errno == 0 && end != p + strlen(key) ? (uint64_t)v : 0;
+}
+
+/* True when the file at path has CAP_NET_BIND_SERVICE in its permitted set
+ * with the effective flag (setcap ...=+ep): struct vfs_cap_data, revision
+ * 1 to 3, little-endian words. */
+static bool file_has_cap(const char *path)
+{
+    uint32_t words[6] = { 0 };
+    ssize_t n = getxattr(path, "security.capability", words, sizeof(words));
+    if (n < 12)
+        return false;
+    uint32_t magic = le32toh(words[0]);
+    return (magic & VFS_CAP_FLAGS_EFFECTIVE) != 0 &&
+           (le32toh(words[1]) >> CAP_NET_BIND_SERVICE & 1u) != 0;
+}
+
+static long unprivileged_port_start(void)
+{
+    struct lk_buf text = LK_BUF_INIT;
+    uint64_t v = 0;
+    long start = -1;
+    if (cli_read_file("/proc/sys/net/ipv4/ip_unprivileged_port_start", &text, 64) == 0 &&
+        lk_str_to_u64(lk_str_trim(lk_buf_str(&text)), 65536, &v) == 0)
+        start = (long)v;
+    lk_buf_release(&text);
+    return start;
+}
+
+/* Adds the port of a listener address (env value or default) when below 1024. */
+static void add_port(struct priv_ports *pp, const char *env, const char *dflt)
+{
+    const char *addr = getenv(env);
+    struct sockaddr_storage ss;
+    socklen_t ss_len = 0;
+    if (addr == NULL || *addr == '\0')
+        addr = dflt;
+    if (strcmp(addr, "off") == 0 || lk_addr_parse(addr, &ss, &ss_len) != 0)
+        return;
+    int port = lk_addr_port((struct sockaddr *)&ss);
+    if (port > 0 && port < 1024 && pp->n_ports < 2)
+        pp->ports[pp->n_ports++] = port;
+}
+
+/* Root with the capability in reach, the capability in this process, the
+ * binary's file capability (the server is exec'd from it; the bounding set
+ * must allow it), or a sysctl that makes the lowest such port unprivileged
+ * (80, the default, when no configured port is below 1024). */
+static void priv_ports_get(struct priv_ports *pp)
+{
     struct lk_buf status = LK_BUF_INIT;
-    bool can = false;
+    char self[4096];
+    memset(pp, 0, sizeof(*pp));
+    add_port(pp, "LINKUP_HTTP_ADDR", "0.0.0.0:80");
+    add_port(pp, "LINKUP_HTTPS_ADDR", "0.0.0.0:443");
+    pp->is_root = geteuid() == 0;
     if (cli_read_file("/proc/self/status", &status, 1u << 20) == 0) {
-        const char *eff = strstr(status.data, "CapEff:");
-        if (eff)
-            can = (strtoull(eff + 7, NULL, 16) >> CAP_NET_BIND_SERVICE_BIT) & 1u;
+        pp->cap_effective = status_caps(status.data, "\nCapEff:") >> CAP_NET_BIND_SERVICE & 1u;
+        pp->cap_bounding = status_caps(status.data, "\nCapBnd:") >> CAP_NET_BIND_SERVICE & 1u;
     }
     lk_buf_release(&status);
-    char self[4096];
-    uint32_t caps[5] = { 0 };
-    if (!can && cli_procs_self_exe(self, sizeof(self)) == 0 &&
-        getxattr(self, "security.capability", caps, sizeof(caps)) >= 8)
-        can = (caps[1] >> CAP_NET_BIND_SERVICE_BIT) & 1u;
-    return can;
+    pp->file_cap = cli_procs_self_exe(self, sizeof(self)) == 0 && file_has_cap(self);
+    pp->unpriv_start = unprivileged_port_start();
+    int lowest = 80;
+    for (size_t i = 0; i < pp->n_ports; i++)
+        lowest = i == 0 || pp->ports[i] < lowest ? pp->ports[i] : lowest;
+    pp->can_bind = pp->cap_effective || ((pp->is_root || pp->file_cap) && pp->cap_bounding) ||
+                   (pp->unpriv_start >= 0 && pp->unpriv_start <= lowest);
+}
+
+/* The human line, only when a configured port is below 1024. */
+static void print_priv_ports(const struct priv_ports *pp)
+{
+    if (pp->n_ports == 0)
+        return;
+    printf("  Can bind ports %d", pp->ports[0]);
+    for (size_t i = 1; i < pp->n_ports; i++)
+        printf("/%d", pp->ports[i]);
+    if (!pp->can_bind)
+        printf(": NO - run: sudo setcap cap_net_bind_service=+ep \"$(which linkup)\"\n");
+    else if (pp->is_root && (pp->cap_effective || pp->cap_bounding))
+        printf(": YES (root)\n");
+    else if (pp->file_cap && pp->cap_bounding)
+        printf(": YES (cap_net_bind_service)\n");
+    else if (pp->cap_effective)
+        printf(": YES (capability)\n");
+    else
+        printf(": YES (net.ipv4.ip_unprivileged_port_start=%ld)\n", pp->unpriv_start);
 }
 
 static char *os_name(void)
@@ -90,7 +185,7 @@ static json_t *dir_list(const char *path)
     return arr;
 }
 
-static json_t *system_json(void)
+static json_t *system_json(const struct priv_ports *pp)
 {
     struct utsname u;
     char *os = os_name();
@@ -98,7 +193,9 @@ static json_t *system_json(void)
     json_object_set_new(sys, "os", json_string(os));
     json_object_set_new(sys, "architecture", json_string(uname(&u) == 0 ? u.machine : "unknown"));
     json_object_set_new(sys, "dns_resolvers", dir_list("/etc/resolver"));
-    json_object_set_new(sys, "can_bind_privileged_ports", json_boolean(can_bind_privileged()));
+    json_object_set_new(sys, "can_bind_privileged_ports", json_boolean(pp->can_bind));
+    json_object_set_new(sys, "cap_net_bind_service", json_boolean(pp->file_cap));
+    json_object_set_new(sys, "is_root", json_boolean(pp->is_root));
     free(os);
     return sys;
 }
@@ -235,7 +332,7 @@ static json_t *tunnel_json(const struct lk_state *st)
     return o;
 }
 
-static json_t *gather(void)
+static json_t *gather(const struct priv_ports *pp)
 {
     struct lk_state *st = NULL;
     bool has_state = cli_state_load(&st, NULL) == 0;
@@ -243,7 +340,7 @@ static json_t *gather(void)
     pid_t tunnel = cli_cloudflared_find();
     json_t *root = json_object();
     json_object_set_new(root, "cli", json_pack("{s:s}", "version", LK_VERSION));
-    json_object_set_new(root, "system", system_json());
+    json_object_set_new(root, "system", system_json(pp));
     json_t *items = json_object();
     if (has_state)
         json_object_set_new(items, "state", state_json(st));
@@ -318,14 +415,13 @@ static void print_local_server(json_t *ls)
     print_list("DNS Records", json_object_get(run, "dns_records"), "NONE", "  ");
 }
 
-static void print_text(json_t *root)
+static void print_text(json_t *root, const struct priv_ports *pp)
 {
     json_t *sys = json_object_get(root, "system");
     printf("System:\n  OS: %s\n  Architecture: %s\n", json_string_value(json_object_get(sys, "os")),
            json_string_value(json_object_get(sys, "architecture")));
     print_list("DNS Resolvers", json_object_get(sys, "dns_resolvers"), "NONE", "  ");
-    printf("  Can bind ports below 1024: %s\n",
-           json_is_true(json_object_get(sys, "can_bind_privileged_ports")) ? "YES" : "NO");
+    print_priv_ports(pp);
     printf("CLI:\n  Version: %s\n", LK_VERSION);
     json_t *state =
         json_object_get(json_object_get(json_object_get(root, "states"), "items"), "state");
@@ -381,13 +477,15 @@ int cmd_health(int argc, char **argv, struct cli_ctx *ctx)
     int rc = cli_home_ensure();
     if (rc != 0)
         return rc;
-    json_t *root = gather();
+    struct priv_ports pp;
+    priv_ports_get(&pp);
+    json_t *root = gather(&pp);
     if (as_json) {
         char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         fputs(text ? text : "{}", stdout);
         free(text);
     } else {
-        print_text(root);
+        print_text(root, &pp);
     }
     json_decref(root);
     return LK_EXIT_OK;

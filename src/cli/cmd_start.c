@@ -75,15 +75,24 @@ static void delete_old_states(void)
         closedir(d);
 }
 
-/* The last non-empty line of the server's stderr, for error messages. */
+/* The last non-empty line of the server's stderr, for error messages, without
+ * the server's own "Exited with error: " (start prints its own). When the
+ * server could not bind a port below 1024, that line carries the setcap
+ * command to run (server.c, issue 10), so start fails with it too. */
 static void last_log_line(const char *path, struct lk_buf *out)
 {
+    static const char prefix[] = "Exited with error: ";
     struct lk_buf text = LK_BUF_INIT;
     if (cli_read_file(path, &text, 1u << 20) == 0) {
         struct lk_str t = lk_str_trim(lk_buf_str(&text));
         const char *nl = t.len ? memrchr(t.ptr, '\n', t.len) : NULL;
         const char *from = nl ? nl + 1 : t.ptr;
-        lk_buf_add(out, from, (size_t)(t.ptr + t.len - from));
+        size_t len = (size_t)(t.ptr + t.len - from);
+        if (len >= sizeof(prefix) - 1 && memcmp(from, prefix, sizeof(prefix) - 1) == 0) {
+            from += sizeof(prefix) - 1;
+            len -= sizeof(prefix) - 1;
+        }
+        lk_buf_add(out, from, len);
     }
     lk_buf_release(&text);
 }

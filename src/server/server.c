@@ -26,6 +26,7 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "net/addr.h"
 #include "net/certs.h"
 #include "net/dns_server.h"
 #include "net/http_server.h"
@@ -104,6 +105,22 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         event_base_loopexit(ls->base, NULL);
 }
 
+/* The listener's fatal error, one line (`linkup start` quotes the last line
+ * of this log). A port below 1024 refused with EACCES/EPERM gets the fix:
+ * root or the capability install.sh and `linkup update` set (issue 10). */
+static void report_listen_error(const char *what, const char *addr, int err)
+{
+    struct sockaddr_storage ss;
+    socklen_t ss_len = 0;
+    bool privileged = (err == EACCES || err == EPERM) && lk_addr_parse(addr, &ss, &ss_len) == 0 &&
+                      lk_addr_port((struct sockaddr *)&ss) < 1024;
+    fprintf(stderr, "Exited with error: Failed to listen for %s on %s%s%s%s\n", what, addr,
+            err ? ": " : "", err ? strerror(err) : "",
+            privileged ? ". Ports below 1024 need root or the capability: run "
+                         "sudo setcap cap_net_bind_service=+ep \"$(which linkup)\""
+                       : "");
+}
+
 static int start_http(struct local_server *ls, const struct local_opts *o)
 {
     struct lk_http_server_opts hopts;
@@ -119,8 +136,7 @@ static int start_http(struct local_server *ls, const struct local_opts *o)
     char bound[64];
     errno = 0;
     if (lk_http_server_listen(ls->http, o->http_addr, NULL, bound, sizeof(bound)) != 0) {
-        fprintf(stderr, "Exited with error: Failed to listen for HTTP on %s%s%s\n", o->http_addr,
-                errno ? ": " : "", errno ? strerror(errno) : "");
+        report_listen_error("HTTP", o->http_addr, errno);
         return LK_EIO;
     }
     printf("HTTP listening on %s\n", bound);
@@ -187,8 +203,7 @@ static int start_https(struct local_server *ls, const struct local_opts *o)
     char bound[64];
     errno = 0;
     if (lk_http_server_listen(ls->http, o->https_addr, ls->tls, bound, sizeof(bound)) != 0) {
-        fprintf(stderr, "Exited with error: Failed to listen for HTTPS on %s%s%s\n", o->https_addr,
-                errno ? ": " : "", errno ? strerror(errno) : "");
+        report_listen_error("HTTPS", o->https_addr, errno);
         return LK_EIO;
     }
     printf("HTTPS listening on %s\n", bound);
