@@ -56,18 +56,20 @@ check-layering:
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
 
-# Brings $(BUILD)/linkup up to date (an incremental cmake build), or with
-# NOBUILD=1 only insists that it exists (packaging, tests: install what is
-# there without touching the build tree).
-install-bin: deps
+# Brings $(BUILD)/linkup up to date (packages, then an incremental cmake
+# build), or with NOBUILD=1 only insists that it exists: packaging and the
+# tests install what is there without touching packages or the build tree.
 ifeq ($(NOBUILD),1)
+install-bin:
 	@test -x $(BUILD)/linkup || { echo "make install: $(BUILD)/linkup is missing (run make first)" >&2; exit 1; }
 else
+install-bin: deps
 	@cmake -S . -B $(BUILD) >/dev/null
 	@cmake --build $(BUILD) -j $$(nproc) --target linkup
 endif
 
 $(GEN)/linkup.1: $(BUILD)/linkup
+	@command -v help2man >/dev/null || { echo "make install: help2man is missing (scripts/deps.sh installs it)" >&2; exit 1; }
 	@mkdir -p $(GEN)/home
 	@$(GEN_ENV) help2man --no-info --output=$@.tmp \
 		--name="connect remote and local dev/preview environments" $(abspath $(BUILD))/linkup
