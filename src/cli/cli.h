@@ -48,6 +48,7 @@ int cmd_status(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_health(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_uninstall(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_completion(int argc, char **argv, struct cli_ctx *ctx);
+int cmd_update(int argc, char **argv, struct cli_ctx *ctx);
 /* Stops Linkup (cmd_stop.c): clears env files when clear_env, stops the
  * local server and cloudflared when their pid files name ours, prints
  * "Stopped linkup". */

@@ -5,10 +5,12 @@
  * removed from argv here so commands see only their own arguments.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/update.h"
 
 static const struct cli_command commands[] = {
     { "config", cmd_config, "Validate and summarise a linkup config file", 0 },
@@ -18,6 +20,7 @@ static const struct cli_command commands[] = {
     { "sessions", cmd_sessions, "Manage sessions", 0 },
     { "status", cmd_status, "View linkup component and service status", 0 },
     { "health", cmd_health, "Output the health of the CLI service", 0 },
+    { "update", cmd_update, "Update linkup to the latest released version.", 0 },
     { "uninstall", cmd_uninstall, "Uninstall linkup and cleanup configurations.", 0 },
     { "completion", cmd_completion, "Generate completions for your shell", 0 },
     { "server", cmd_server, "Run the local server (used by `linkup start`)", 1 },
@@ -99,6 +102,29 @@ static int take_config(int argc, char **argv, struct cli_ctx *ctx)
     return out;
 }
 
+/*
+ * True when the update notice (SPEC §6.1) may run before this invocation:
+ * not for completion, update, uninstall, config, the servers and other
+ * background commands, help, or anything with --json in its arguments (its
+ * stdout is for machines).
+ */
+static bool wants_update_notice(const struct cli_command *cmd, int argc, char **argv)
+{
+    static const char *const quiet[] = { "completion", "update", "uninstall", "config",
+                                         "server",     "worker", "dns-serve" };
+    if (cmd->hidden)
+        return false;
+    for (size_t i = 0; i < sizeof(quiet) / sizeof(quiet[0]); i++) {
+        if (strcmp(cmd->name, quiet[i]) == 0)
+            return false;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0 || cli_is_help(argv[i]))
+            return false;
+    }
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     struct cli_ctx ctx = { 0 };
@@ -119,8 +145,11 @@ int main(int argc, char **argv)
         return LK_EXIT_OK;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        if (strcmp(argv[0], commands[i].name) == 0)
-            return commands[i].fn(argc, argv, &ctx);
+        if (strcmp(argv[0], commands[i].name) != 0)
+            continue;
+        if (wants_update_notice(&commands[i], argc, argv))
+            cli_update_notice();
+        return commands[i].fn(argc, argv, &ctx);
     }
     if (argv[0][0] == '-')
         return cli_usage_error(NULL, "unknown option '%s'", argv[0]);

@@ -23,6 +23,8 @@ def env(tmp_path):
     e["HOME"] = str(home)
     e["LINKUP_HOME"] = str(home / ".linkup")
     e["LINKUP_NO_UPDATE_CHECK"] = "1"
+    # No test reaches a release server unless it sets one up itself.
+    e.pop("LINKUP_RELEASE_URL", None)
     e.pop("LINKUP_CONFIG", None)
     e["NO_COLOR"] = "1"
     return e

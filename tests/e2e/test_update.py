@@ -1,0 +1,392 @@
+"""`linkup update`, the release cache and the update notice (SPEC §6.1,
+§6.5.9, DESIGN §2.15, docs/releases.md) against a release server on
+loopback: a ThreadingHTTPServer serving a manifest and assets and counting
+requests. The binary under test is always a copy of LINKUP_BIN in the test's
+own directory, never the build's binary."""
+import datetime
+import hashlib
+import http.server
+import io
+import json
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import tarfile
+import threading
+
+import pytest
+
+import lk
+
+NEW_SCRIPT = b"#!/bin/sh\necho linkup 9.9.9\n"
+NOTICE = "\u26a0\ufe0f New version of linkup is available! Run `linkup update` to update it.\n\n"
+
+
+def platform_key():
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine(), platform.machine())
+    return f"{arch}-unknown-linux-gnu"
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+class ReleaseServer:
+    """Serves files[path] = bytes on 127.0.0.1:0 and counts GETs per path."""
+
+    def __init__(self):
+        self.files = {}
+        self.hits = {}
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                with outer.lock:
+                    outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                    body = outer.files.get(self.path)
+                    self.server.last_headers = dict(self.headers)
+                if body is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.last_headers = {}
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.manifest_url = self.base + "/rel/manifest.json"
+
+    def hits_of(self, path):
+        with self.lock:
+            return self.hits.get(path, 0)
+
+    def publish(self, releases):
+        """releases: [(version, channel or None, asset url, sha256)]."""
+        doc = {"releases": []}
+        for version, channel, url, digest in releases:
+            rel = {"version": version,
+                   "assets": {"aarch64-apple-darwin": {"url": "mac.tar.gz", "sha256": "0" * 64},
+                              platform_key(): {"url": url, "sha256": digest}}}
+            if channel:
+                rel["channel"] = channel
+            doc["releases"].append(rel)
+        self.files["/rel/manifest.json"] = json.dumps(doc).encode()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server():
+    s = ReleaseServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def copy(linkup_bin, tmp_path):
+    d = tmp_path / "bin"
+    d.mkdir()
+    dst = d / "linkup"
+    shutil.copyfile(linkup_bin, dst)
+    os.chmod(dst, 0o755)
+    return dst
+
+
+@pytest.fixture
+def uenv(env, server):
+    e = dict(env)
+    e["LINKUP_RELEASE_URL"] = server.manifest_url
+    e["LINKUP_NO_SETCAP"] = "1"
+    e.pop("LINKUP_NO_UPDATE_CHECK", None)
+    return e
+
+
+def current_version(bin_):
+    return lk.run(str(bin_), "--version", timeout=20).stdout.split()[1]
+
+
+def run(bin_, *args, env, timeout=30):
+    return lk.run(str(bin_), *args, env=env, timeout=timeout)
+
+
+def leftovers(copy):
+    return sorted(p.name for p in copy.parent.iterdir() if p.name != "linkup")
+
+
+def cache_file(env):
+    return os.path.join(env["LINKUP_HOME"], "releases_cache.json")
+
+
+def test_update_to_newer_stable(server, copy, uenv):
+    cur = current_version(copy)
+    server.files["/rel/linkup-9.9.9"] = NEW_SCRIPT
+    server.publish([("4.0.0", "stable", "linkup-old", "1" * 64),
+                    ("9.9.9", "stable", "linkup-9.9.9", sha(NEW_SCRIPT))])
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 0, r.stderr
+    assert "Stopped linkup\n" in r.stdout
+    assert f"Updating from version '{cur}' (stable) to '9.9.9' (stable)...\n" in r.stdout
+    assert r.stdout.endswith(f"Updated linkup from {cur} to 9.9.9\nFinished update!\n")
+    assert copy.read_bytes() == NEW_SCRIPT
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o755
+    assert subprocess.run([str(copy)], capture_output=True, text=True,
+                          timeout=10).stdout == "linkup 9.9.9\n"
+    assert leftovers(copy) == []
+    assert server.httpd.last_headers.get("User-Agent", "").startswith("linkup-cli")
+
+    with open(cache_file(uenv)) as f:
+        text = f.read()
+    assert text.startswith("{\n  \"fetched_at\": ")
+    cache = json.loads(text)
+    now = int(datetime.datetime.now(datetime.timezone.utc).timestamp())
+    assert abs(cache["fetched_at"] - now) < 60
+    assert cache["next_fetch_at"] == (cache["fetched_at"] // 86400 + 1) * 86400
+    assert cache["releases"] == [{
+        "channel": "Stable",
+        "version": {"major": 9, "minor": 9, "patch": 9, "pre_release": None},
+        "binary": {"name": "linkup-9.9.9",
+                   "browser_download_url": server.base + "/rel/linkup-9.9.9",
+                   "sha256": sha(NEW_SCRIPT)},
+    }]
+
+
+def make_tgz(members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                info.mode = 0o755
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_update_from_tar_gz(server, copy, uenv):
+    tgz = make_tgz([("README", b"read me\n"), ("linkup-9.9.9/", None),
+                    ("linkup-9.9.9/linkup", NEW_SCRIPT)])
+    server.files["/dl/linkup.tar.gz"] = tgz
+    server.publish([("9.9.9", None, "/dl/linkup.tar.gz", sha(tgz).upper())])
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 0, r.stderr
+    assert copy.read_bytes() == NEW_SCRIPT
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o755
+    assert leftovers(copy) == []
+
+
+def test_tar_gz_without_linkup_entry_is_refused(server, copy, uenv):
+    before = copy.read_bytes()
+    tgz = make_tgz([("README", b"read me\n"), ("bin/other", NEW_SCRIPT)])
+    server.files["/dl/x.tar.gz"] = tgz
+    server.publish([("9.9.9", None, "/dl/x.tar.gz", sha(tgz))])
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 1
+    assert ("Exited with error: Failed to download new version: "
+            "File missing from downloaded compressed archive") in r.stderr
+    assert copy.read_bytes() == before
+    assert leftovers(copy) == []
+
+
+def test_channel_beta(server, copy, uenv):
+    cur = current_version(copy)
+    server.files["/rel/beta"] = NEW_SCRIPT
+    server.publish([(cur, "stable", "same", "2" * 64),
+                    ("0.0.0-next-2030-01-01", "beta", "beta", sha(NEW_SCRIPT))])
+    before = copy.read_bytes()
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "No new version available.\n"
+    assert copy.read_bytes() == before
+    r = run(copy, "update", "--channel", "beta", env=uenv)
+    assert r.returncode == 0, r.stderr
+    assert (f"Updating from version '{cur}' (stable) to '0.0.0-next-2030-01-01' (beta)...\n"
+            in r.stdout)
+    assert copy.read_bytes() == NEW_SCRIPT
+
+
+def test_no_update_when_current(server, copy, uenv):
+    cur = current_version(copy)
+    server.publish([(cur, "stable", "same", "3" * 64), ("1.0.0", "stable", "old", "4" * 64)])
+    before = copy.read_bytes()
+    r = run(copy, "update", env=uenv)
+    assert (r.returncode, r.stdout) == (0, "No new version available.\n")
+    assert copy.read_bytes() == before
+    assert server.hits_of("/rel/same") == 0
+
+
+def test_cache_respected_and_skip_cache(server, copy, uenv):
+    cur = current_version(copy)
+    server.publish([(cur, "stable", "same", "3" * 64)])
+    assert run(copy, "update", env=uenv).stdout == "No new version available.\n"
+    assert server.hits_of("/rel/manifest.json") == 1
+    # A newer release appears, but the cache answers until the next UTC midnight.
+    server.files["/rel/new"] = NEW_SCRIPT
+    server.publish([("9.9.9", "stable", "new", sha(NEW_SCRIPT))])
+    assert run(copy, "update", env=uenv).stdout == "No new version available.\n"
+    assert server.hits_of("/rel/manifest.json") == 1
+    r = run(copy, "update", "--skip-cache", env=uenv)
+    assert r.returncode == 0, r.stderr
+    assert server.hits_of("/rel/manifest.json") == 2
+    assert copy.read_bytes() == NEW_SCRIPT
+
+
+def test_expired_or_broken_cache_is_refetched(server, copy, uenv):
+    cur = current_version(copy)
+    server.publish([(cur, "stable", "same", "3" * 64)])
+    os.makedirs(uenv["LINKUP_HOME"], exist_ok=True)
+    with open(cache_file(uenv), "w") as f:
+        json.dump({"fetched_at": 1, "next_fetch_at": 86400, "releases": []}, f)
+    assert run(copy, "update", env=uenv).stdout == "No new version available.\n"
+    assert server.hits_of("/rel/manifest.json") == 1
+    with open(cache_file(uenv), "w") as f:
+        f.write("{not json")
+    assert run(copy, "update", env=uenv).stdout == "No new version available.\n"
+    assert server.hits_of("/rel/manifest.json") == 2
+    assert json.load(open(cache_file(uenv)))["next_fetch_at"] > 86400
+
+
+def test_digest_mismatch_keeps_old_binary(server, copy, uenv):
+    before = copy.read_bytes()
+    server.files["/rel/new"] = NEW_SCRIPT
+    server.publish([("9.9.9", "stable", "new", "ab" * 32)])
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 1
+    assert (f"Exited with error: Failed to download new version: SHA-256 mismatch "
+            f"(expected {'ab' * 32}, got {sha(NEW_SCRIPT)})") in r.stderr
+    assert copy.read_bytes() == before
+    assert leftovers(copy) == []
+    assert "Finished update!" not in r.stdout
+
+
+def test_download_404_keeps_old_binary(server, copy, uenv):
+    before = copy.read_bytes()
+    server.publish([("9.9.9", "stable", "missing", sha(NEW_SCRIPT))])
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 1
+    assert "Exited with error: Failed to download new version: HTTP 404" in r.stderr
+    assert copy.read_bytes() == before
+    assert leftovers(copy) == []
+
+
+def test_manifest_unreachable(copy, uenv):
+    uenv["LINKUP_RELEASE_URL"] = f"http://127.0.0.1:{lk.free_port()}/manifest.json"
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 1
+    assert "Exited with error: Failed to fetch release manifest: " in r.stderr
+    assert not os.path.exists(cache_file(uenv))
+
+
+def test_manifest_http_error_and_garbage(server, copy, uenv):
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 1
+    assert "Exited with error: Failed to fetch release manifest: HTTP 404 Not Found" in r.stderr
+    server.files["/rel/manifest.json"] = b"<html>"
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 1
+    assert "Failed to fetch release manifest: malformed manifest" in r.stderr
+    assert not os.path.exists(cache_file(uenv))
+
+
+def test_no_release_url(copy, uenv):
+    del uenv["LINKUP_RELEASE_URL"]
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 1
+    assert "Exited with error: No release manifest configured: set LINKUP_RELEASE_URL" in r.stderr
+
+
+def test_usage(copy, uenv):
+    r = run(copy, "update", "--channel", "nightly", env=uenv)
+    assert r.returncode == 2
+    assert run(copy, "update", "--bogus", env=uenv).returncode == 2
+    r = run(copy, "update", "--help", env=uenv)
+    assert r.returncode == 0
+    assert "--channel" in r.stdout and "--skip-cache" in r.stdout
+    assert "Update linkup to the latest released version." in run(copy, "--help", env=uenv).stdout
+
+
+def test_notice(server, copy, uenv):
+    server.files["/rel/new"] = NEW_SCRIPT
+    server.publish([("9.9.9", "stable", "new", sha(NEW_SCRIPT))])
+    r = run(copy, "status", env=uenv)
+    assert r.stdout.startswith(NOTICE), r.stdout
+    r = run(copy, "stop", env=uenv)
+    assert r.stdout.startswith(NOTICE)
+    # Two commands, one manifest request: the cache answers the second.
+    assert server.hits_of("/rel/manifest.json") == 1
+    assert NOTICE not in run(copy, "status", "--json", env=uenv).stdout
+    assert NOTICE not in run(copy, "health", "--json", env=uenv).stdout
+    assert NOTICE not in run(copy, "completion", "--shell", "bash", env=uenv).stdout
+    quiet = dict(uenv, LINKUP_NO_UPDATE_CHECK="1")
+    assert NOTICE not in run(copy, "status", env=quiet).stdout
+    assert server.hits_of("/rel/manifest.json") == 1
+    assert server.hits_of("/rel/new") == 0
+
+
+def test_notice_from_cache_without_network(copy, uenv):
+    # A cache saying a newer version exists is enough: no request is made.
+    uenv["LINKUP_RELEASE_URL"] = f"http://127.0.0.1:{lk.free_port()}/manifest.json"
+    now = int(datetime.datetime.now(datetime.timezone.utc).timestamp())
+    os.makedirs(uenv["LINKUP_HOME"], exist_ok=True)
+    with open(cache_file(uenv), "w") as f:
+        json.dump({"fetched_at": now, "next_fetch_at": (now // 86400 + 1) * 86400, "releases": [{
+            "channel": "Stable",
+            "version": {"major": 9, "minor": 9, "patch": 9, "pre_release": None},
+            "binary": {"name": "x", "browser_download_url": "http://127.0.0.1:9/x",
+                       "sha256": "0" * 64}}]}, f)
+    r = run(copy, "status", env=uenv)
+    assert r.stdout.startswith(NOTICE)
+
+
+def test_notice_when_current_or_failing(server, copy, uenv):
+    cur = current_version(copy)
+    server.publish([(cur, "stable", "same", "3" * 64)])
+    assert NOTICE not in run(copy, "status", env=uenv).stdout
+    assert server.hits_of("/rel/manifest.json") == 1
+    # A failed check is cached too (empty list until the next UTC midnight).
+    os.unlink(cache_file(uenv))
+    del server.files["/rel/manifest.json"]
+    r1 = run(copy, "status", env=uenv)
+    r2 = run(copy, "stop", env=uenv)
+    assert NOTICE not in r1.stdout + r2.stdout
+    assert r2.returncode == 0 and r2.stdout == "Stopped linkup\n"
+    assert server.hits_of("/rel/manifest.json") == 2
+    cache = json.load(open(cache_file(uenv)))
+    assert cache["releases"] == []
+    assert cache["next_fetch_at"] == (cache["fetched_at"] // 86400 + 1) * 86400
+    # `update` does not trust an empty cache: it asks again.
+    assert run(copy, "update", env=uenv).returncode == 1
+    assert server.hits_of("/rel/manifest.json") == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("getcap") is None
+                    or shutil.which("setcap") is None,
+                    reason="needs root and getcap/setcap (libcap2-bin)")
+def test_setcap_applied(server, copy, uenv):
+    del uenv["LINKUP_NO_SETCAP"]
+    server.files["/rel/new"] = NEW_SCRIPT
+    server.publish([("9.9.9", "stable", "new", sha(NEW_SCRIPT))])
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 0, r.stderr
+    out = subprocess.run([shutil.which("getcap"), str(copy)], capture_output=True, text=True,
+                         timeout=10).stdout
+    assert "cap_net_bind_service" in out, (out, r.stderr)
