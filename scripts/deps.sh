@@ -8,6 +8,7 @@ pkgs=(
     build-essential cmake pkg-config gcc clang libclang-rt-14-dev clang-format
     libevent-dev libssl-dev libyaml-dev libjansson-dev libpcre2-dev
     libsqlite3-dev libhiredis-dev libnghttp2-dev libcurl4-openssl-dev
+    libcurl4 # libcurl.so.4, dlopen()ed by the CLI and the worker's cache (lib/net/curl_dl.c)
     redis-server dnsutils curl ca-certificates help2man libcap2-bin tar
     python3 python3-pytest python3-websockets python3-dnspython
 )

@@ -1,29 +1,22 @@
 /*
  * http.c - libcurl glue: one blocking easy handle per request, a multi
  * handle for parallel probes, and the local-server address rules of
- * DESIGN §3.
+ * DESIGN §3. libcurl is loaded (lk_curl) by the first request, not at
+ * start-up; without it every request fails with "libcurl.so.4 not found:
+ * install libcurl4".
  */
 #include "cli/http.h"
 
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/home.h"
 #include "core/err.h"
+#include "net/curl_dl.h"
 
 /* Responses the CLI reads are small JSON documents or short texts. */
 #define CLI_HTTP_MAX_BODY (16u * 1024u * 1024u)
-
-static void global_init(void)
-{
-    static bool done;
-    if (!done) {
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-        done = true;
-    }
-}
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *data)
 {
@@ -44,51 +37,57 @@ void cli_http_resp_release(struct cli_http_resp *resp)
     lk_buf_release(&resp->body);
 }
 
-static struct curl_slist *header_list(const char *const *headers, bool json)
+static struct curl_slist *header_list(const struct lk_curl *lc, const char *const *headers,
+                                      bool json)
 {
     struct curl_slist *list = NULL;
     for (size_t i = 0; headers && headers[i]; i++)
-        list = curl_slist_append(list, headers[i]);
+        list = lc->slist_append(list, headers[i]);
     if (json)
-        list = curl_slist_append(list, "Content-Type: application/json");
+        list = lc->slist_append(list, "Content-Type: application/json");
     /* No "Expect: 100-continue" round trip for small bodies. */
-    list = curl_slist_append(list, "Expect:");
+    list = lc->slist_append(list, "Expect:");
     return list;
 }
 
 int cli_http_request(const char *method, const char *url, const char *const *headers,
                      const char *body, long timeout_ms, struct cli_http_resp *resp)
 {
-    global_init();
     memset(resp, 0, sizeof(*resp));
     lk_buf_init(&resp->body, CLI_HTTP_MAX_BODY);
-    CURL *c = curl_easy_init();
+    const char *why = NULL;
+    const struct lk_curl *lc = lk_curl(&why);
+    if (lc == NULL) {
+        snprintf(resp->error, sizeof(resp->error), "%s", why);
+        return LK_EIO;
+    }
+    CURL *c = lc->easy_init();
     if (c == NULL) {
         snprintf(resp->error, sizeof(resp->error), "cannot initialise libcurl");
         return LK_EIO;
     }
-    struct curl_slist *list = header_list(headers, body != NULL);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp->body);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "linkup-cli/" LK_VERSION);
+    struct curl_slist *list = header_list(lc, headers, body != NULL);
+    lc->easy_setopt(c, CURLOPT_URL, url);
+    lc->easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    lc->easy_setopt(c, CURLOPT_HTTPHEADER, list);
+    lc->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    lc->easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    lc->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+    lc->easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    lc->easy_setopt(c, CURLOPT_WRITEDATA, &resp->body);
+    lc->easy_setopt(c, CURLOPT_USERAGENT, "linkup-cli/" LK_VERSION);
     if (body)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    CURLcode cc = curl_easy_perform(c);
+        lc->easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    CURLcode cc = lc->easy_perform(c);
     int rc = 0;
     if (cc == CURLE_OK) {
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+        lc->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
     } else {
-        snprintf(resp->error, sizeof(resp->error), "%s", curl_easy_strerror(cc));
+        snprintf(resp->error, sizeof(resp->error), "%s", lc->easy_strerror(cc));
         rc = cc == CURLE_OPERATION_TIMEDOUT ? LK_ETIMEDOUT : LK_EIO;
     }
-    curl_slist_free_all(list);
-    curl_easy_cleanup(c);
+    lc->slist_free_all(list);
+    lc->easy_cleanup(c);
     return rc;
 }
 
@@ -180,50 +179,53 @@ bool cli_local_check(long timeout_ms)
 
 void cli_http_probe_all(struct cli_probe *probes, size_t n, long timeout_ms)
 {
-    global_init();
-    CURLM *m = curl_multi_init();
+    const struct lk_curl *lc = lk_curl(NULL);
+    for (size_t i = 0; i < n; i++)
+        probes[i].status = 0;
+    if (lc == NULL)
+        return;
+    CURLM *m = lc->multi_init();
     CURL **easy = calloc(n ? n : 1, sizeof(*easy));
     struct curl_slist **lists = calloc(n ? n : 1, sizeof(*lists));
     for (size_t i = 0; m && easy && lists && i < n; i++) {
-        probes[i].status = 0;
-        easy[i] = curl_easy_init();
+        easy[i] = lc->easy_init();
         if (easy[i] == NULL)
             continue;
-        lists[i] = header_list(probes[i].headers, false);
-        curl_easy_setopt(easy[i], CURLOPT_URL, probes[i].url);
-        curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, lists[i]);
-        curl_easy_setopt(easy[i], CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(easy[i], CURLOPT_TIMEOUT_MS, timeout_ms);
-        curl_easy_setopt(easy[i], CURLOPT_FOLLOWLOCATION, 1L);
-        curl_easy_setopt(easy[i], CURLOPT_MAXREDIRS, 10L);
-        curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, discard);
-        curl_easy_setopt(easy[i], CURLOPT_PRIVATE, (char *)&probes[i]);
-        curl_multi_add_handle(m, easy[i]);
+        lists[i] = header_list(lc, probes[i].headers, false);
+        lc->easy_setopt(easy[i], CURLOPT_URL, probes[i].url);
+        lc->easy_setopt(easy[i], CURLOPT_HTTPHEADER, lists[i]);
+        lc->easy_setopt(easy[i], CURLOPT_NOSIGNAL, 1L);
+        lc->easy_setopt(easy[i], CURLOPT_TIMEOUT_MS, timeout_ms);
+        lc->easy_setopt(easy[i], CURLOPT_FOLLOWLOCATION, 1L);
+        lc->easy_setopt(easy[i], CURLOPT_MAXREDIRS, 10L);
+        lc->easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, discard);
+        lc->easy_setopt(easy[i], CURLOPT_PRIVATE, (char *)&probes[i]);
+        lc->multi_add_handle(m, easy[i]);
     }
     int running = 1;
     while (m && running > 0) {
-        if (curl_multi_perform(m, &running) != CURLM_OK)
+        if (lc->multi_perform(m, &running) != CURLM_OK)
             break;
         if (running > 0)
-            curl_multi_poll(m, NULL, 0, 100, NULL);
+            lc->multi_poll(m, NULL, 0, 100, NULL);
     }
     /* Only transfers that completed without a transport error count. */
     CURLMsg *msg;
     int left;
-    while (m && (msg = curl_multi_info_read(m, &left)) != NULL) {
+    while (m && (msg = lc->multi_info_read(m, &left)) != NULL) {
         struct cli_probe *p = NULL;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&p);
+        lc->easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&p);
         if (msg->msg == CURLMSG_DONE && msg->data.result == CURLE_OK && p)
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &p->status);
+            lc->easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &p->status);
     }
     for (size_t i = 0; easy && i < n; i++) {
         if (easy[i] == NULL)
             continue;
-        curl_multi_remove_handle(m, easy[i]);
-        curl_easy_cleanup(easy[i]);
-        curl_slist_free_all(lists[i]);
+        lc->multi_remove_handle(m, easy[i]);
+        lc->easy_cleanup(easy[i]);
+        lc->slist_free_all(lists[i]);
     }
     free(easy);
     free(lists);
-    curl_multi_cleanup(m);
+    lc->multi_cleanup(m);
 }

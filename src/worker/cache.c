@@ -1,14 +1,17 @@
 /*
  * cache.c - the worker's response cache: an LRU map bounded in bytes, and
  * whole-response fetches through libcurl's multi interface on the worker's
- * libevent loop (one event per curl socket plus one timer).
+ * libevent loop (one event per curl socket plus one timer). libcurl is
+ * loaded (lk_curl) and the multi handle created by the first fetch, so a
+ * worker whose sessions have no cache routes never maps libcurl; without
+ * libcurl every miss is streamed by the engine instead, uncached, and the
+ * reason is logged once.
  *
  * Invariant: a pending fetch owns its exchange until it completes it exactly
  * once, by lk_exchange_respond() (success) or lk_exchange_proxy() (fallback).
  */
 #include "worker/cache.h"
 
-#include <curl/curl.h>
 #include <event2/event.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -19,6 +22,7 @@
 #include "core/buf.h"
 #include "core/err.h"
 #include "core/headers.h"
+#include "net/curl_dl.h"
 #include "net/log.h"
 #include "proto/http1.h"
 
@@ -42,13 +46,15 @@ struct fetch;
 
 struct worker_cache {
     struct event_base *base;
-    CURLM *multi;
+    const struct lk_curl *lc; /* NULL until the first fetch loads libcurl */
+    CURLM *multi;             /* created with lc */
     struct event *timer;
     struct centry **buckets;
     size_t n_buckets, n_entries, bytes, max_bytes;
     struct centry *lru_head, *lru_tail;
     struct fetch *pending; /* doubly linked */
     bool draining;         /* no new fetches: everything goes to the engine */
+    bool no_curl;          /* libcurl failed to load: misses go to the engine */
 };
 
 static uint64_t now_ms(void)
@@ -300,11 +306,13 @@ static void unlink_fetch(struct fetch *f)
 
 static void fetch_free(struct fetch *f)
 {
+    const struct lk_curl *lc = f->c->lc;
     if (f->easy) {
-        curl_multi_remove_handle(f->c->multi, f->easy);
-        curl_easy_cleanup(f->easy);
+        lc->multi_remove_handle(f->c->multi, f->easy);
+        lc->easy_cleanup(f->easy);
     }
-    curl_slist_free_all(f->req_headers);
+    if (f->req_headers)
+        lc->slist_free_all(f->req_headers);
     lk_buf_release(&f->hmem);
     lk_buf_release(&f->body);
     free(f->key);
@@ -367,13 +375,14 @@ static void store_response(struct worker_cache *c, struct fetch *f, int status,
 
 static void finish(struct fetch *f, CURLcode result)
 {
+    const struct lk_curl *lc = f->c->lc;
     long status = 0;
     unlink_fetch(f);
-    curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
+    lc->easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
     if (result != CURLE_OK || status < 200 || status > 599) {
         if (result != CURLE_OK && !f->too_big)
             LK_CLOG(lk_exchange_conn_id(f->ex), DEBUG, "cache fetch failed: %s",
-                    curl_easy_strerror(result));
+                    lc->easy_strerror(result));
         fall_back(f);
         fetch_free(f);
         return;
@@ -391,11 +400,11 @@ static void check_done(struct worker_cache *c)
 {
     CURLMsg *msg;
     int left = 0;
-    while ((msg = curl_multi_info_read(c->multi, &left)) != NULL) {
+    while ((msg = c->lc->multi_info_read(c->multi, &left)) != NULL) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         struct fetch *f = NULL;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&f);
+        c->lc->easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&f);
         finish(f, msg->data.result);
     }
 }
@@ -452,7 +461,7 @@ static void on_socket_event(evutil_socket_t fd, short what, void *data)
     int running = 0;
     int action =
         ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    curl_multi_socket_action(c->multi, fd, action, &running);
+    c->lc->multi_socket_action(c->multi, fd, action, &running);
     check_done(c);
 }
 
@@ -464,7 +473,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
     if (what == CURL_POLL_REMOVE) {
         if (ev != NULL)
             event_free(ev);
-        curl_multi_assign(c->multi, s, NULL);
+        c->lc->multi_assign(c->multi, s, NULL);
         return 0;
     }
     short flags = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
@@ -472,7 +481,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
     if (ev != NULL)
         event_free(ev);
     ev = event_new(c->base, s, flags, on_socket_event, c);
-    curl_multi_assign(c->multi, s, ev);
+    c->lc->multi_assign(c->multi, s, ev);
     event_add(ev, NULL);
     return 0;
 }
@@ -483,7 +492,7 @@ static void on_timer(evutil_socket_t fd, short what, void *data)
     int running = 0;
     (void)fd;
     (void)what;
-    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    c->lc->multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_done(c);
 }
 
@@ -507,17 +516,34 @@ struct worker_cache *worker_cache_new(struct event_base *base, size_t max_bytes)
     struct worker_cache *c = lk_xcalloc(1, sizeof(*c));
     c->base = base;
     c->max_bytes = max_bytes;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        LK_BUG("curl_global_init failed");
-    c->multi = curl_multi_init();
+    return c;
+}
+
+/* Loads libcurl and creates the multi handle on the first fetch; false
+ * (logged once) when libcurl cannot be loaded. */
+static bool ensure_multi(struct worker_cache *c)
+{
+    if (c->multi != NULL)
+        return true;
+    if (c->no_curl)
+        return false;
+    const char *why = NULL;
+    const struct lk_curl *lc = lk_curl(&why);
+    if (lc == NULL) {
+        LK_LOG(ERROR, "response cache disabled: %s", why);
+        c->no_curl = true;
+        return false;
+    }
+    c->lc = lc;
+    c->multi = lc->multi_init();
     if (c->multi == NULL)
         LK_BUG("curl_multi_init failed");
-    c->timer = evtimer_new(base, on_timer, c);
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-    return c;
+    c->timer = evtimer_new(c->base, on_timer, c);
+    lc->multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    lc->multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+    lc->multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    lc->multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    return true;
 }
 
 void worker_cache_cancel_all(struct worker_cache *c)
@@ -540,9 +566,11 @@ void worker_cache_free(struct worker_cache *c)
     while (c->lru_head != NULL)
         remove_entry(c, c->lru_head);
     free(c->buckets);
-    curl_multi_cleanup(c->multi);
-    event_free(c->timer);
-    curl_global_cleanup();
+    if (c->multi != NULL) {
+        c->lc->multi_cleanup(c->multi);
+        event_free(c->timer);
+        lk_curl_cleanup();
+    }
     free(c);
 }
 
@@ -550,7 +578,7 @@ void worker_cache_free(struct worker_cache *c)
 
 /* Request headers for curl: the engine's list minus Host and hop-by-hop
  * headers; curl's own Accept is suppressed when the client sent none. */
-static struct curl_slist *curl_headers(const struct lk_proxy_req *spec)
+static struct curl_slist *curl_headers(const struct lk_curl *lc, const struct lk_proxy_req *spec)
 {
     struct curl_slist *list = NULL;
     struct lk_buf line = LK_BUF_INIT;
@@ -565,46 +593,47 @@ static struct curl_slist *curl_headers(const struct lk_proxy_req *spec)
         lk_buf_reset(&line);
         /* "Name;" is curl's way of sending a header with an empty value. */
         lk_buf_addf(&line, "%.*s%s%.*s", (int)n.len, n.ptr, v.len ? ": " : ";", (int)v.len, v.ptr);
-        list = curl_slist_append(list, line.data);
+        list = lc->slist_append(list, line.data);
     }
     if (!has_accept)
-        list = curl_slist_append(list, "Accept:");
+        list = lc->slist_append(list, "Accept:");
     lk_buf_release(&line);
     return list;
 }
 
 static void start_fetch(struct worker_cache *c, struct fetch *f)
 {
-    CURL *e = curl_easy_init();
+    const struct lk_curl *lc = c->lc;
+    CURL *e = lc->easy_init();
     if (e == NULL)
         LK_BUG("curl_easy_init failed");
     f->easy = e;
-    f->req_headers = curl_headers(&f->spec);
-    curl_easy_setopt(e, CURLOPT_URL, f->spec.url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->req_headers);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, WORKER_CACHE_CONNECT_MS);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, WORKER_CACHE_FETCH_MS);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, f);
+    f->req_headers = curl_headers(lc, &f->spec);
+    lc->easy_setopt(e, CURLOPT_URL, f->spec.url);
+    lc->easy_setopt(e, CURLOPT_HTTPHEADER, f->req_headers);
+    lc->easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    lc->easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    lc->easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    lc->easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, WORKER_CACHE_CONNECT_MS);
+    lc->easy_setopt(e, CURLOPT_TIMEOUT_MS, WORKER_CACHE_FETCH_MS);
+    lc->easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    lc->easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    lc->easy_setopt(e, CURLOPT_WRITEDATA, f);
+    lc->easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    lc->easy_setopt(e, CURLOPT_HEADERDATA, f);
+    lc->easy_setopt(e, CURLOPT_PRIVATE, f);
     f->next = c->pending;
     if (c->pending)
         c->pending->prev = f;
     c->pending = f;
-    curl_multi_add_handle(c->multi, e);
+    lc->multi_add_handle(c->multi, e);
 }
 
 void worker_cache_handle(struct worker_cache *c, struct lk_exchange *ex, const char *key,
                          const struct lk_proxy_req *spec)
 {
     struct centry *e = lookup(c, key);
-    if (c->draining && e == NULL) {
+    if (e == NULL && (c->draining || !ensure_multi(c))) {
         proxy_or_502(ex, spec);
         return;
     }
