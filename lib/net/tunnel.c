@@ -6,12 +6,24 @@
  * Invariants: nghttp2_session_send() runs only from libevent callbacks
  * (flush()), never inside an nghttp2 callback. Received DATA is given back to
  * the flow-control windows only once it has been written into the pipe's
- * socket (pipe write callback), so a slow reader stalls its own stream and
- * nothing is buffered without bound. A dying connection is only marked
- * (lk_tunnel_kill); its owner frees it from the deferred closed callback.
+ * socket (at once when the socket takes it, else from the pipe write
+ * callback), so a slow reader stalls its own stream and nothing is buffered
+ * without bound. A dying connection is only marked (lk_tunnel_kill); its
+ * owner frees it from the deferred closed callback.
+ *
+ * Data path (docs/performance.md, finding 12): bytes to send are pulled from
+ * a pipe's socket only when nghttp2 asks for the next DATA frame (the data
+ * provider reads up to the frame size in 64 KiB reads), and go out without a
+ * copy: the frame header and the pipe's evbuffer chains are moved into one
+ * staging evbuffer, written to the tunnel socket inline when nothing is
+ * queued before them. So what one tunnel holds on the sending side is
+ * bounded by out_buffer_max plus one frame, whatever the number of streams;
+ * on the receiving side by conn_window. A plain tunnel socket is read by our
+ * own EV_READ event in 64 KiB reads instead of libevent's 4 KiB ones.
  */
 #include "net/tunnel.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -28,20 +40,29 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "net/http_internal.h"
 #include "net/log.h"
 #include "net/tunnel_internal.h"
 
-/* Bytes read from the engine's side of a stream before reading pauses, and
- * the kernel buffer of each socketpair end: together they bound what one
- * stream holds on top of its HTTP/2 window. */
-#define PIPE_READ_MAX   (64 * 1024)
+/* The kernel buffer of each socketpair end: what one stream holds on top of
+ * its HTTP/2 window. */
 #define PIPE_SOCKET_BUF (64 * 1024)
+/* Largest DATA frame we send and accept (SETTINGS_MAX_FRAME_SIZE; the
+ * protocol default is 16 KiB): one frame per pull from a pipe. */
+#define FRAME_MAX (256 * 1024)
+/* Bytes read from a plain tunnel socket per read event. */
+#define TUNNEL_READ_MAX (256 * 1024)
+/* nghttp2_session_send() rounds per flush() before the rest is left to the
+ * loop (fairness towards the other connections). */
+#define FLUSH_ROUNDS 16
 
 struct lk_tunnel_pipe {
     struct lk_tunnel *t;
     struct lk_tunnel_pipe *prev, *next;
     int32_t stream_id;       /* 0 once the HTTP/2 stream is closed */
-    struct bufferevent *bev; /* our socketpair end; NULL once closed */
+    struct bufferevent *bev; /* our socketpair end (written through; read by
+                                the data provider); NULL once closed */
+    struct event readable;   /* one-shot: the engine wrote, resume the provider */
     size_t unconsumed;       /* DATA bytes queued in bev, window not yet released */
     bool in_eof;             /* the engine shut its side: END_STREAM after the input */
     bool out_eof;            /* the peer sent END_STREAM: shut our side after the output */
@@ -53,6 +74,9 @@ struct lk_tunnel_pipe {
 struct lk_tunnel {
     struct event_base *base;
     struct bufferevent *bev;
+    bool plain;            /* bev is a plain socket: own reads, inline writes */
+    struct event read_ev;  /* our EV_READ on a plain bev's socket */
+    struct evbuffer *wbuf; /* frames of the current flush(), not yet written */
     nghttp2_session *h2;
     struct lk_tunnel_opts opts;
     bool is_h2_client;
@@ -60,7 +84,7 @@ struct lk_tunnel {
     struct lk_http_server *adopt_into;
     struct lk_tunnel_pipe *pipes;
     size_t n_pipes, n_streams;
-    struct event ping_timer, close_ev;
+    struct event ping_timer, close_ev, flush_ev;
     struct timeval last_recv;
     bool dead;
     char why[160];
@@ -110,21 +134,43 @@ void lk_tunnel_kill(struct lk_tunnel *t, const char *why)
     snprintf(t->why, sizeof(t->why), "%s", why);
     LK_LOG(DEBUG, "tunnel %s: closing: %s", t->label, why);
     bufferevent_disable(t->bev, EV_READ | EV_WRITE);
+    event_del(&t->read_ev);
     event_active(&t->close_ev, EV_TIMEOUT, 0);
 }
 
-/* Sends what nghttp2 has queued; called after every batch of changes. */
+static size_t queued_out(const struct lk_tunnel *t)
+{
+    return evbuffer_get_length(t->wbuf) + evbuffer_get_length(bufferevent_get_output(t->bev));
+}
+
+/* Sends what nghttp2 has queued; called after every batch of changes. The
+ * frames are gathered in wbuf and written inline (lk_net_send); while the
+ * socket takes everything and nghttp2 has more (it stopped at
+ * out_buffer_max), another round follows. Once the socket is full, the
+ * bufferevent's write callback calls us again. */
 static void flush(struct lk_tunnel *t)
 {
+    for (int round = 0; !t->dead; round++) {
+        int rc = nghttp2_session_send(t->h2);
+        if (rc != 0) {
+            char why[128];
+            snprintf(why, sizeof(why), "http/2 send failed: %s", nghttp2_strerror(rc));
+            lk_tunnel_kill(t, why);
+            return;
+        }
+        size_t n = evbuffer_get_length(t->wbuf);
+        if (n > 0)
+            lk_net_send(t->bev, t->plain, NULL, 0, t->wbuf, n);
+        if (n == 0 || evbuffer_get_length(bufferevent_get_output(t->bev)) > 0 ||
+            !nghttp2_session_want_write(t->h2))
+            break;
+        if (round == FLUSH_ROUNDS) {
+            event_active(&t->flush_ev, EV_TIMEOUT, 0);
+            break;
+        }
+    }
     if (t->dead)
         return;
-    int rc = nghttp2_session_send(t->h2);
-    if (rc != 0) {
-        char why[128];
-        snprintf(why, sizeof(why), "http/2 send failed: %s", nghttp2_strerror(rc));
-        lk_tunnel_kill(t, why);
-        return;
-    }
     if (!nghttp2_session_want_read(t->h2) && !nghttp2_session_want_write(t->h2))
         lk_tunnel_kill(t, "http/2 session finished");
 }
@@ -150,6 +196,7 @@ static void pipe_close_bev(struct lk_tunnel_pipe *p)
 {
     if (p->bev == NULL)
         return;
+    event_del(&p->readable);
     bufferevent_free(p->bev);
     p->bev = NULL;
 }
@@ -189,11 +236,13 @@ static void pipe_check_out_eof(struct lk_tunnel_pipe *p)
         shutdown(fd, SHUT_WR);
 }
 
-static void on_pipe_read(struct bufferevent *bev, void *arg)
+/* The engine wrote into a pipe whose data provider was waiting. */
+static void on_pipe_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct lk_tunnel_pipe *p = arg;
     struct lk_tunnel *t = p->t;
-    (void)bev;
+    (void)fd;
+    (void)what;
     if (p->deferred && p->stream_id != 0 && !t->dead) {
         p->deferred = false;
         nghttp2_session_resume_data(t->h2, p->stream_id);
@@ -216,30 +265,18 @@ static void on_pipe_write(struct bufferevent *bev, void *arg)
     flush(t);
 }
 
+/* Only writing is enabled on a pipe's bufferevent (reads are the data
+ * provider's, which also sees the engine's EOF), so this is a write error:
+ * the engine closed its end while we still had bytes for it. */
 static void on_pipe_event(struct bufferevent *bev, short what, void *arg)
 {
     struct lk_tunnel_pipe *p = arg;
     struct lk_tunnel *t = p->t;
     (void)bev;
-    if (what & BEV_EVENT_ERROR) {
-        /* The engine closed its end while we still had bytes for it. */
-        pipe_abort(p, NGHTTP2_CANCEL);
-        pipe_maybe_free(p);
-        flush(t);
+    if (!(what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)))
         return;
-    }
-    if (!(what & BEV_EVENT_EOF))
-        return;
-    p->in_eof = true;
-    if (p->stream_id == 0) {
-        pipe_close_bev(p);
-        pipe_maybe_free(p);
-        return;
-    }
-    if (p->deferred && !t->dead) {
-        p->deferred = false;
-        nghttp2_session_resume_data(t->h2, p->stream_id);
-    }
+    pipe_abort(p, NGHTTP2_CANCEL);
+    pipe_maybe_free(p);
     flush(t);
 }
 
@@ -273,33 +310,48 @@ static struct lk_tunnel_pipe *pipe_new(struct lk_tunnel *t)
 static void pipe_attach(struct lk_tunnel_pipe *p, struct bufferevent *bev)
 {
     p->bev = bev;
-    bufferevent_setcb(bev, on_pipe_read, on_pipe_write, on_pipe_event, p);
-    bufferevent_setwatermark(bev, EV_READ, 0, PIPE_READ_MAX);
+    event_assign(&p->readable, p->t->base, bufferevent_getfd(bev), EV_READ, on_pipe_readable, p);
+    bufferevent_setcb(bev, NULL, on_pipe_write, on_pipe_event, p);
     bufferevent_setwatermark(bev, EV_WRITE, p->t->opts.stream_window / 2, 0);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    lk_net_tune_socket(bev);
+    bufferevent_enable(bev, EV_WRITE);
 }
 
-/* nghttp2 data provider: the engine's bytes of this stream. */
+/* nghttp2 data provider: the engine's bytes of this stream, pulled from the
+ * pipe's socket now that the windows and the tunnel's output have room for
+ * len of them. They stay in the pipe's input buffer and on_send_data() moves
+ * them into the frame (NO_COPY). */
 static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
                               uint32_t *flags, nghttp2_data_source *src, void *user)
 {
     struct lk_tunnel_pipe *p = src->ptr;
     (void)s;
     (void)id;
+    (void)buf;
     (void)user;
     if (p->bev == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     struct evbuffer *in = bufferevent_get_input(p->bev);
-    int n = evbuffer_remove(in, buf, len);
-    if (n < 0)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    if (n == 0 && !p->in_eof) {
+    size_t have = evbuffer_get_length(in);
+    if (have < len && !p->in_eof) {
+        int state = 0;
+        lk_net_read_more(p->bev, len - have, &state);
+        if (state < 0)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        p->in_eof = state == 1;
+        have = evbuffer_get_length(in);
+    }
+    if (have == 0 && !p->in_eof) {
         p->deferred = true;
+        event_add(&p->readable, NULL);
         return NGHTTP2_ERR_DEFERRED;
     }
-    if (p->in_eof && evbuffer_get_length(in) == 0)
+    size_t n = have < len ? have : len;
+    if (n > 0)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (p->in_eof && n == have)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return n;
+    return (ssize_t)n;
 }
 
 /* ---- opening streams (worker side) --------------------------------------- */
@@ -373,11 +425,45 @@ static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int 
     (void)flags;
     if (t->dead)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    struct evbuffer *out = bufferevent_get_output(t->bev);
-    if (evbuffer_get_length(out) >= t->opts.out_buffer_max)
+    if (queued_out(t) >= t->opts.out_buffer_max)
         return NGHTTP2_ERR_WOULDBLOCK;
-    evbuffer_add(out, data, len);
+    evbuffer_add(t->wbuf, data, len);
     return (ssize_t)len;
+}
+
+/* A DATA frame whose payload on_data_source() left in the pipe's input:
+ * header, then the payload's evbuffer chains moved (not copied) behind it.
+ * We never pad. */
+static int on_send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *framehd, size_t len,
+                        nghttp2_data_source *src, void *user)
+{
+    struct lk_tunnel *t = user;
+    struct lk_tunnel_pipe *p = src->ptr;
+    (void)s;
+    if (t->dead)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (queued_out(t) >= t->opts.out_buffer_max)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (p->bev == NULL || f->data.padlen != 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    struct evbuffer *in = bufferevent_get_input(p->bev);
+    LK_ASSERT(evbuffer_get_length(in) >= len);
+    evbuffer_add(t->wbuf, framehd, 9);
+    evbuffer_remove_buffer(in, t->wbuf, len);
+    return 0;
+}
+
+static ssize_t on_read_length(nghttp2_session *s, uint8_t type, int32_t id, int32_t conn_window,
+                              int32_t stream_window, uint32_t max_frame, void *user)
+{
+    (void)s;
+    (void)type;
+    (void)id;
+    (void)conn_window;
+    (void)stream_window;
+    (void)max_frame;
+    (void)user;
+    return FRAME_MAX; /* nghttp2 caps it at the windows and the peer's frame size */
 }
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *user)
@@ -443,8 +529,22 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         nghttp2_session_consume(s, id, len);
         return 0;
     }
-    evbuffer_add(bufferevent_get_output(p->bev), data, len);
-    p->unconsumed += len;
+    struct evbuffer *out = bufferevent_get_output(p->bev);
+    size_t written = 0;
+    if (evbuffer_get_length(out) == 0) {
+        /* Straight into the engine's socket; errors are left to the write
+         * event of what we queue (on_pipe_event). */
+        ssize_t r = send(bufferevent_getfd(p->bev), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        written = r > 0 ? (size_t)r : 0;
+    }
+    if (written < len) {
+        evbuffer_add(out, data + written, len - written);
+        p->unconsumed += len - written;
+    }
+    /* Delivered: back to the windows (WINDOW_UPDATE goes out with the next
+     * flush, batched by nghttp2 at half a window). */
+    if (written > 0)
+        nghttp2_session_consume(s, id, written);
     return 0;
 }
 
@@ -466,10 +566,10 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
 
 /* ---- the connection ------------------------------------------------------ */
 
-static void on_tunnel_read(struct bufferevent *bev, void *arg)
+/* Feeds everything in the connection's input buffer to nghttp2. */
+static void tunnel_recv(struct lk_tunnel *t)
 {
-    struct lk_tunnel *t = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = bufferevent_get_input(t->bev);
     evutil_gettimeofday(&t->last_recv, NULL);
     while (!t->dead && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
@@ -484,7 +584,41 @@ static void on_tunnel_read(struct bufferevent *bev, void *arg)
         }
         evbuffer_drain(in, (size_t)rc);
     }
+}
+
+static void on_tunnel_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    tunnel_recv(arg);
+    flush(arg);
+}
+
+/* Our EV_READ on a plain tunnel socket: 64 KiB reads (lk_net_read_more)
+ * instead of libevent's ioctl + 4 KiB read per event. */
+static void on_tunnel_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_tunnel *t = arg;
+    (void)fd;
+    (void)what;
+    int state = 0;
+    lk_net_read_more(t->bev, TUNNEL_READ_MAX, &state);
+    int err = errno;
+    tunnel_recv(t);
+    if (state == 1) {
+        lk_tunnel_kill(t, "connection closed by peer");
+    } else if (state < 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "connection error: %s", evutil_socket_error_to_string(err));
+        lk_tunnel_kill(t, why);
+    }
     flush(t);
+}
+
+static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    flush(arg);
 }
 
 static void on_tunnel_write(struct bufferevent *bev, void *arg)
@@ -551,6 +685,8 @@ static nghttp2_session *new_session(struct lk_tunnel *t)
     nghttp2_session *h2 = NULL;
     LK_ASSERT(nghttp2_session_callbacks_new(&cbs) == 0 && nghttp2_option_new(&opt) == 0);
     nghttp2_session_callbacks_set_send_callback(cbs, on_send);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
+    nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, on_read_length);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -563,17 +699,15 @@ static nghttp2_session *new_session(struct lk_tunnel *t)
     LK_ASSERT(rc == 0);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
-    nghttp2_settings_entry iv[3] = {
+    nghttp2_settings_entry iv[4] = {
         { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, t->opts.stream_window },
-        { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+        { NGHTTP2_SETTINGS_MAX_FRAME_SIZE, FRAME_MAX },
         { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, t->is_h2_client ? 0 : t->opts.max_streams },
+        { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
     };
-    /* A server must not send ENABLE_PUSH; the client accepts no streams. */
-    if (t->is_h2_client)
-        nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, iv, 3);
-    else
-        nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, (nghttp2_settings_entry[]){ iv[0], iv[2] },
-                                2);
+    /* A server must not send ENABLE_PUSH; the client accepts no streams. A
+     * peer that announces no larger frame size gets 16 KiB frames. */
+    nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, iv, t->is_h2_client ? 4 : 3);
     nghttp2_session_set_local_window_size(h2, NGHTTP2_FLAG_NONE, 0, (int32_t)t->opts.conn_window);
     return h2;
 }
@@ -596,22 +730,37 @@ struct lk_tunnel *lk_tunnel_new(struct event_base *base, struct bufferevent *bev
     t->on_closed = on_closed;
     t->data = data;
     evutil_gettimeofday(&t->last_recv, NULL);
+    t->wbuf = evbuffer_new();
+    LK_ASSERT(t->wbuf != NULL);
     evtimer_assign(&t->ping_timer, base, on_ping_timer, t);
     event_assign(&t->close_ev, base, -1, 0, on_close_ev, t);
-    evutil_socket_t fd = bufferevent_getfd(bev);
-    int one = 1;
-    if (fd >= 0)
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    event_assign(&t->flush_ev, base, -1, 0, on_flush_ev, t);
+    t->plain = lk_net_bev_is_plain(bev);
+    event_assign(&t->read_ev, base, t->plain ? bufferevent_getfd(bev) : -1, EV_READ | EV_PERSIST,
+                 on_tunnel_readable, t);
+    lk_net_tune_socket(bev);
     t->h2 = new_session(t);
     bufferevent_setcb(bev, on_tunnel_read, on_tunnel_write, on_tunnel_event, t);
     bufferevent_setwatermark(bev, EV_READ, 0, 0);
     bufferevent_setwatermark(bev, EV_WRITE, t->opts.out_buffer_max / 2, 0);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (t->plain) {
+        /* Reading is ours; libevent only writes (and reports write errors). */
+        bufferevent_disable(bev, EV_READ);
+        bufferevent_enable(bev, EV_WRITE);
+        event_add(&t->read_ev, NULL);
+    } else {
+        bufferevent_enable(bev, EV_READ | EV_WRITE);
+    }
     arm_ping(t);
     flush(t);
     /* Bytes that arrived with the 101 are read from the loop. */
-    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
-        bufferevent_trigger(bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0) {
+        if (t->plain)
+            event_active(&t->read_ev, EV_READ, 0);
+        else
+            bufferevent_trigger(bev, EV_READ,
+                                BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    }
     return t;
 }
 
@@ -621,14 +770,16 @@ void lk_tunnel_free(struct lk_tunnel *t)
         return;
     event_del(&t->ping_timer);
     event_del(&t->close_ev);
+    event_del(&t->flush_ev);
+    event_del(&t->read_ev);
     while (t->pipes != NULL) {
         struct lk_tunnel_pipe *p = t->pipes;
         t->pipes = p->next;
-        if (p->bev != NULL)
-            bufferevent_free(p->bev);
+        pipe_close_bev(p);
         free(p);
     }
     nghttp2_session_del(t->h2);
+    evbuffer_free(t->wbuf);
     bufferevent_free(t->bev);
     free(t);
 }
