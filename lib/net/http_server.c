@@ -102,6 +102,7 @@ void lk_http_server_opts_init(struct lk_http_server_opts *o)
     o->idle_timeout_ms = 60000;
     o->connect_timeout_ms = 10000;
     o->first_byte_timeout_ms = 120000;
+    o->upstream_idle_timeout_ms = 60000;
     o->max_conns = 4096;
     o->stream_buffer_max = 256 * 1024;
     o->ws_buffer_max = 1024 * 1024;

@@ -96,6 +96,12 @@ struct lk_http_server_opts {
     struct evdns_base *dns;
     bool access_log; /* one INFO access line per request (buffered, see
                         lk_log_access() in lib/net/log.h): true */
+    /* While a response body is relayed: the longest time without a byte
+     * from the upstream while it is being read (the timer stops while
+     * reading pauses for a slow client); the client connection is then cut,
+     * since the response already started: 60 000. Not for WebSocket tunnels
+     * nor for custom connectors (built-in tunnel streams). */
+    unsigned upstream_idle_timeout_ms;
 };
 
 /* Fills o with the defaults listed above. */

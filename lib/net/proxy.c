@@ -65,8 +65,15 @@ struct lk_proxy {
     uint64_t resp_left;
     struct lk_http1_chunked resp_chunked;
     bool client_chunked, client_keep;
-    struct event timer; /* first response byte */
+    /* One timer, by state: AWAIT_HEAD the first response byte; BODY the
+     * upstream idle timeout (upstream_idle_timeout_ms without a read; off
+     * while reading is paused for a slow client, and for custom connectors,
+     * whose streams have their own rules). Reads only record idle_mark_ms
+     * (the loop's cached time); the expiry re-arms for the rest. */
+    struct event timer;
     bool timer_set;
+    bool body_idle_off; /* no idle timeout: custom connector (tunnel stream) */
+    int64_t idle_mark_ms;
     /* tunnel */
     bool c_eof, u_eof, c_shut, u_shut;
     char errtext[256];
@@ -152,12 +159,57 @@ static void deferred_fail(struct lk_exchange *ex)
     fail(px, px->errtext);
 }
 
-static void on_first_byte_timeout(evutil_socket_t fd, short what, void *arg)
+static int64_t loop_now_ms(struct lk_proxy *px)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(px->srv->base, &tv);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* Upstream body bytes arrived (or reading resumed): the idle period
+ * restarts. Cheap enough for every read: no timer syscall or heap work. */
+static void idle_mark(struct lk_proxy *px)
+{
+    if (px->timer_set)
+        px->idle_mark_ms = loop_now_ms(px);
+}
+
+/* Arms (on) or stops the body idle timer. */
+static void idle_timer(struct lk_proxy *px, bool on)
+{
+    unsigned ms = px->srv->opts.upstream_idle_timeout_ms;
+    if (!on || ms == 0 || px->body_idle_off) {
+        set_timer(px, 0);
+        return;
+    }
+    if (px->timer_set) {
+        idle_mark(px);
+        return;
+    }
+    set_timer(px, ms);
+    px->idle_mark_ms = loop_now_ms(px);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct lk_proxy *px = arg;
     (void)fd;
     (void)what;
     px->timer_set = false;
+    if (px->state == PX_BODY) {
+        unsigned ms = px->srv->opts.upstream_idle_timeout_ms;
+        int64_t idle = loop_now_ms(px) - px->idle_mark_ms;
+        if (idle >= 0 && idle < (int64_t)ms) {
+            int64_t mark = px->idle_mark_ms;
+            set_timer(px, ms - (unsigned)idle);
+            px->idle_mark_ms = mark;
+            return;
+        }
+        snprintf(px->errtext, sizeof(px->errtext),
+                 "upstream %s sent no body bytes for %u ms (upstream idle timeout)", px->host, ms);
+        fail(px, px->errtext); /* the response started: aborts the client */
+        return;
+    }
     snprintf(px->errtext, sizeof(px->errtext), "upstream %s did not answer in time", px->host);
     fail(px, px->errtext);
 }
@@ -386,7 +438,8 @@ int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec)
     px->resp_default = copy_headers(ex, spec->resp_default, spec->n_resp_default);
     px->n_resp_default = px->resp_default ? spec->n_resp_default : 0;
     px->retry_ok = is_idempotent(ex->req.method) && ex->req.body_kind == LK_HTTP1_BODY_NONE;
-    evtimer_assign(&px->timer, ex->srv->base, on_first_byte_timeout, px);
+    px->body_idle_off = spec->connect != NULL;
+    evtimer_assign(&px->timer, ex->srv->base, on_timer, px);
     ex->proxy = px;
     ex->phase = LK_EX_PROXY;
     if (ex->conn != NULL)
@@ -408,21 +461,48 @@ int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec)
 
 /* ---- request side ------------------------------------------------------ */
 
-static void pump_request(struct lk_proxy *px)
+/* The client's chunked request body is malformed. Before any response byte
+ * went out the client still gets the truth: the upstream exchange is
+ * cancelled (its connection saw a partial body, so it is closed, never
+ * pooled) and the engine answers 400 with Connection: close. After that the
+ * client connection can only be cut. */
+static void reject_body(struct lk_proxy *px, const char *why)
+{
+    struct lk_exchange *ex = px->ex;
+    snprintf(px->errtext, sizeof(px->errtext), "invalid chunked request body: %s", why);
+    if (px->resp_started || ex->conn == NULL) {
+        fail(px, px->errtext);
+        return;
+    }
+    LK_CLOG(ex->conn_id, INFO, "rejected request body: 400 %s", why);
+    drop_upstream(px, false);
+    ex->proxy = NULL;
+    ex->phase = LK_EX_HANDLER;
+    lk_conn_set_state(ex->conn, LK_CONN_HANDLER);
+    ex->req.keep_alive = false; /* the framing is lost: close after the 400 */
+    static const struct lk_http_header ct = { LK_STR("Content-Type"),
+                                              LK_STR("text/plain; charset=utf-8") };
+    lk_exchange_respond(ex, 400, &ct, 1, why, strlen(why));
+}
+
+/* Moves request body bytes upstream. Returns false when it ended the
+ * exchange (px and ex are gone or handed back), true otherwise. */
+static bool pump_request(struct lk_proxy *px)
 {
     struct lk_exchange *ex = px->ex;
     if (px->up == NULL || ex->conn == NULL || px->state == PX_TUNNEL || ex->body_done)
-        return;
+        return true;
     struct evbuffer *out = bufferevent_get_output(px->up->bev);
     size_t limit = px->srv->opts.stream_buffer_max, have = evbuffer_get_length(out);
     if (have >= limit)
-        return;
+        return true;
     const char *why = NULL;
     struct evbuffer *in = bufferevent_get_input(ex->conn->bev);
     if (lk_exchange_move_body(ex, in, out, px->req_chunked_out, limit - have, &why) != 0) {
-        snprintf(px->errtext, sizeof(px->errtext), "invalid chunked request body: %s", why);
-        fail(px, px->errtext);
+        reject_body(px, why ? why : "invalid chunked body");
+        return false;
     }
+    return true;
 }
 
 static void attach(struct lk_proxy *px, struct lk_upstream *up);
@@ -534,6 +614,7 @@ static void start_response(struct lk_proxy *px)
     px->resp_started = true;
     ex->status = px->resp.status;
     px->state = PX_BODY;
+    idle_timer(px, true);
     bufferevent_setwatermark(c->bev, EV_WRITE, px->srv->opts.stream_buffer_max / 2, 0);
 }
 
@@ -811,16 +892,21 @@ static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
         fail(px, px->errtext);
         return;
     }
-    if (px->up_eof)
+    if (px->up_eof) {
+        idle_timer(px, false); /* nothing more to read; the rest is the client's pace */
         return;
-    /* Backpressure: pause the upstream while the client is slow. */
+    }
+    /* Backpressure: pause the upstream while the client is slow; the idle
+     * timer only runs while the upstream is being read. */
     bool full = evbuffer_get_length(out) >= limit;
     if (full && !px->up_paused) {
         set_up_reading(px, false);
         px->up_paused = true;
+        idle_timer(px, false);
     } else if (!full && px->up_paused) {
         set_up_reading(px, true);
         px->up_paused = false;
+        idle_timer(px, true);
     }
     maybe_own_read(px, in);
 }
@@ -841,6 +927,7 @@ static void on_up_readable(evutil_socket_t fd, short what, void *arg)
     int state = 0;
     if (px->resp_left > have)
         lk_net_read_more(bev, want, &state);
+    idle_mark(px);
     if (state != 0) {
         int e = errno;
         set_up_reading(px, false);
@@ -855,11 +942,12 @@ static void on_up_read(struct bufferevent *bev, void *arg)
 {
     struct lk_proxy *px = arg;
     (void)bev;
-    if (px->state == PX_AWAIT_HEAD)
+    if (px->state == PX_AWAIT_HEAD) {
         read_response_head(px);
-    else if (px->state == PX_BODY)
+    } else if (px->state == PX_BODY) {
+        idle_mark(px);
         pump_response(px, NULL, 0);
-    else if (px->state == PX_TUNNEL)
+    } else if (px->state == PX_TUNNEL)
         tunnel_pump(px);
 }
 
@@ -954,7 +1042,8 @@ void lk_proxy_on_client_eof(struct lk_exchange *ex)
         tunnel_pump(px);
         return;
     }
-    pump_request(px);
+    if (!pump_request(px))
+        return;
     /* A half-close after the whole request is legal; before it, the client
      * is gone and the upstream request is cancelled. */
     if (!ex->body_done && ex->conn != NULL)

@@ -142,14 +142,64 @@ def test_upstream_stalling_mid_body_does_not_block_others(front_factory, kind):
     assert how != "complete"
 
 
-@pytest.mark.xfail(strict=True, reason="no read timeout while the response body streams: a "
-                   "stalled upstream holds the client connection until the client gives up "
-                   "(lib/net/proxy.c clears the proxy timer once the response head is relayed)")
-def test_upstream_stalling_mid_body_is_cut_by_a_timeout(front_factory):
-    f = front_factory("server", env={"LINKUP_FIRST_BYTE_TIMEOUT_MS": "1000"})
+@pytest.mark.parametrize("kind", KINDS)
+def test_upstream_stalling_mid_body_is_cut_by_a_timeout(front_factory, kind):
+    """LINKUP_UPSTREAM_IDLE_TIMEOUT_MS: the 200 head and half the body went
+    out, then the upstream is silent: the client connection is cut (the only
+    honest signal left), the server logs why and keeps serving."""
+    f = front_factory(kind, env={"LINKUP_UPSTREAM_IDLE_TIMEOUT_MS": "700"})
+    t0 = time.monotonic()
     data, how = read_response_raw(f, "/stall", 6)
+    elapsed = time.monotonic() - t0
     assert data.startswith(b"HTTP/1.1 200")
     assert how in ("eof", "reset"), how
+    assert len(data.split(b"\r\n\r\n", 1)[1]) < 100000
+    assert 0.6 < elapsed < 4, elapsed
+    assert "upstream idle timeout" in f.log()
+    still_serves(f)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_slow_client_of_a_large_body_is_not_cut_by_the_upstream_idle_timeout(front_factory,
+                                                                           kind):
+    """Backpressure is not a stall: while the client reads slowly the proxy
+    stops reading the upstream, and the idle timer must not run then. A
+    client with a small receive window reads 32 MiB with pauses of 1 s, far
+    longer than the 300 ms timeout, and gets every byte."""
+    f = front_factory(kind, env={"LINKUP_UPSTREAM_IDLE_TIMEOUT_MS": "300"})
+    n = 32 * 1024 * 1024
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.settimeout(10)
+    s.connect(f.addr)
+    got = 0
+    t0 = time.monotonic()
+    try:
+        s.sendall(b"GET /big/32 HTTP/1.1\r\nHost: %s\r\n\r\n" % f.host.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            c = s.recv(65536)
+            assert c, data
+            data += c
+        head, rest = data.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"content-length: %d" % n in head.lower(), head
+        got = len(rest)
+        pauses = 0
+        while got < n:
+            if pauses < 3 and got >= pauses * 4 * 1024 * 1024:
+                time.sleep(1.0)  # the proxy's buffers fill; it pauses the upstream
+                pauses += 1
+            c = s.recv(1 << 20)
+            assert c, f"cut after {got} of {n} body bytes"
+            got += len(c)
+            assert time.monotonic() - t0 < 60
+    finally:
+        s.close()
+    assert got == n
+    assert time.monotonic() - t0 > 3
+    assert "upstream idle timeout" not in f.log()
+    still_serves(f)
 
 
 @pytest.mark.parametrize("kind", KINDS)
