@@ -6,8 +6,8 @@
 # platform, verifies its SHA-256, moves it into place atomically and, on
 # Linux, gives it cap_net_bind_service so `linkup start` can bind 80/443.
 #
-#   curl -fsSL https://github.com/linkup-in-c/linkup/releases/latest/download/install.sh | sh
 #   sh install.sh [--prefix DIR] [--channel stable|beta] [--version X]
+#   (self-contained: it also works piped into `sh -s -- [OPTIONS]`)
 #
 # An existing binary is only replaced by a verified one.
 set -eu
