@@ -67,8 +67,11 @@ struct lk_tunnel_pipe {
     bool in_eof;             /* the engine shut its side: END_STREAM after the input */
     bool out_eof;            /* the peer sent END_STREAM: shut our side after the output */
     bool out_shut;
-    bool deferred; /* the data provider waits for input */
-    bool bad;      /* request or response envelope rejected */
+    bool deferred;   /* the data provider waits for input */
+    bool may_read;   /* the socket may have bytes: no EAGAIN read since the last
+                        readable event (saves a read per pull that finds nothing) */
+    bool unanswered; /* local side: ":status 200" waits for the first bytes */
+    bool bad;        /* request or response envelope rejected */
 };
 
 struct lk_tunnel {
@@ -236,14 +239,21 @@ static void pipe_check_out_eof(struct lk_tunnel_pipe *p)
         shutdown(fd, SHUT_WR);
 }
 
-/* The engine wrote into a pipe whose data provider was waiting. */
+static void pipe_answer(struct lk_tunnel_pipe *p);
+
+/* The engine wrote into a pipe whose data provider was waiting (or shut its
+ * end). */
 static void on_pipe_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct lk_tunnel_pipe *p = arg;
     struct lk_tunnel *t = p->t;
     (void)fd;
     (void)what;
-    if (p->deferred && p->stream_id != 0 && !t->dead) {
+    p->may_read = true;
+    if (p->unanswered && p->stream_id != 0 && !t->dead) {
+        pipe_answer(p);
+        flush(t);
+    } else if (p->deferred && p->stream_id != 0 && !t->dead) {
         p->deferred = false;
         nghttp2_session_resume_data(t->h2, p->stream_id);
         flush(t);
@@ -313,8 +323,9 @@ static void pipe_attach(struct lk_tunnel_pipe *p, struct bufferevent *bev)
     event_assign(&p->readable, p->t->base, bufferevent_getfd(bev), EV_READ, on_pipe_readable, p);
     bufferevent_setcb(bev, NULL, on_pipe_write, on_pipe_event, p);
     bufferevent_setwatermark(bev, EV_WRITE, p->t->opts.stream_window / 2, 0);
-    lk_net_tune_socket(bev);
-    bufferevent_enable(bev, EV_WRITE);
+    bufferevent_set_max_single_write(bev, FRAME_MAX);
+    /* Writing is enabled when on_data_chunk() first queues something: an
+     * enabled, empty bufferevent would still poll for EPOLLOUT once. */
 }
 
 /* nghttp2 data provider: the engine's bytes of this stream, pulled from the
@@ -333,12 +344,13 @@ static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     struct evbuffer *in = bufferevent_get_input(p->bev);
     size_t have = evbuffer_get_length(in);
-    if (have < len && !p->in_eof) {
+    if (have < len && !p->in_eof && p->may_read) {
         int state = 0;
-        lk_net_read_more(p->bev, len - have, &state);
+        size_t got = lk_net_read_more(p->bev, len - have, &state);
         if (state < 0)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         p->in_eof = state == 1;
+        p->may_read = got == len - have; /* a short read emptied the socket */
         have = evbuffer_get_length(in);
     }
     if (have == 0 && !p->in_eof) {
@@ -391,7 +403,10 @@ int lk_tunnel_connect(void *tunnel, struct bufferevent **out, char *errtext, siz
     }
     p->stream_id = id;
     t->n_streams++;
-    flush(t);
+    /* The engine writes the request head as soon as we return: flushing from
+     * the loop sends HEADERS and the first DATA in one write. */
+    p->may_read = true;
+    event_active(&t->flush_ev, EV_TIMEOUT, 0);
     *out = theirs;
     return 0;
 }
@@ -411,9 +426,19 @@ static void accept_stream(struct lk_tunnel *t, struct lk_tunnel_pipe *p)
         pipe_abort(p, NGHTTP2_REFUSED_STREAM);
         return;
     }
+    /* ":status 200" waits for the engine's first bytes (or its close), so
+     * that HEADERS and the first DATA leave in one write. */
+    p->unanswered = true;
+    event_add(&p->readable, NULL);
+}
+
+static void pipe_answer(struct lk_tunnel_pipe *p)
+{
     const nghttp2_nv nva[] = { NV(":status", "200") };
     nghttp2_data_provider prd = { .source.ptr = p, .read_callback = on_data_source };
-    nghttp2_submit_response(t->h2, p->stream_id, nva, 1, &prd);
+    p->unanswered = false;
+    if (nghttp2_submit_response(p->t->h2, p->stream_id, nva, 1, &prd) != 0)
+        pipe_abort(p, NGHTTP2_INTERNAL_ERROR);
 }
 
 /* ---- nghttp2 callbacks -------------------------------------------------- */
@@ -540,6 +565,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     if (written < len) {
         evbuffer_add(out, data + written, len - written);
         p->unconsumed += len - written;
+        bufferevent_enable(p->bev, EV_WRITE);
     }
     /* Delivered: back to the windows (WINDOW_UPDATE goes out with the next
      * flush, batched by nghttp2 at half a window). */
