@@ -14,17 +14,28 @@
  *   4. everything else is the unauthenticated proxy path (proxy.c).
  * POST bodies go through the framework rejections of SPEC §4.3 in axum's
  * order: Content-Type (415), size (413), JSON syntax (400), shape (422).
+ *
+ * Store writes never block the loop for long: a SQLite store locked by
+ * another process refuses a call after WORKER_SQLITE_BUSY_MS. The endpoint
+ * handler then answers nothing (store_failed()), and the whole handler runs
+ * again from a timer with backoff (its store steps are idempotent: names
+ * are re-chosen, puts overwrite) until it succeeds or WORKER_SQLITE_RETRY_MS
+ * have passed; only then is the store error answered (500 "Failed to store
+ * server config: ... database is locked"). Meanwhile every other request is
+ * served.
  */
+#include <event2/event.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/headers.h"
 #include "core/route.h"
 #include "core/session.h"
+#include "core/sha256.h"
 #include "core/upsert.h"
 #include "core/version.h"
 #include "net/log.h"
@@ -67,13 +78,57 @@ static void respond_error2(struct lk_exchange *ex, int status, const char *prefi
         lk_exchange_printf(ex, "%s%s%s", prefix, detail->data ? detail->data : "", suffix));
 }
 
+/* ---- store calls refused as busy --------------------------------------------- */
+
+struct endpoint;
+
+/* One request whose endpoint handler is (re)run until the store is free. */
+struct worker_store_try {
+    struct worker_store_try *prev, *next; /* in w->tries while waiting */
+    struct worker *w;
+    struct lk_exchange *ex;
+    const struct endpoint *ep;
+    const char *body; /* POST: the JSON body, in ex's arena; GET: NULL */
+    size_t len;
+    struct event *timer; /* owned; NULL until the first retry */
+    uint64_t deadline_ms;
+    unsigned delay_ms;
+    bool again; /* set by store_failed() during a run */
+};
+
+#define STORE_RETRY_FIRST_MS     10
+#define STORE_RETRY_MAX_DELAY_MS 250
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A store call of the running handler failed with e. When it failed only on
+ * another process's lock and the retry deadline is ahead, answers nothing
+ * and has the handler run again later (returns true: the handler must stop
+ * without responding). Otherwise answers 500 prefix + e (returns false). */
+static bool store_failed(struct worker *w, struct lk_exchange *ex, const char *prefix,
+                         const struct lk_buf *e)
+{
+    struct worker_store_try *t = w->cur_try;
+    bool busy = worker_store_take_busy(w->store);
+    if (busy && t != NULL && t->ex == ex && mono_ms() < t->deadline_ms) {
+        t->again = true;
+        return true;
+    }
+    respond_error2(ex, 500, prefix, e, "");
+    return false;
+}
+
 /* ---- authentication (SPEC §4.2) --------------------------------------------- */
 
+/* The core's SHA-256 (see worker.c: no OpenSSL provider for a digest). */
 static void sha256(const char *p, size_t n, unsigned char out[32])
 {
-    unsigned int len = 32;
-    if (EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) != 1)
-        LK_BUG("EVP_Digest failed");
+    lk_sha256(p, n, out);
 }
 
 /* The Authorization value with every "Bearer " removed, compared with the
@@ -161,7 +216,7 @@ static void v1_upsert(struct worker *w, struct lk_exchange *ex, const struct lk_
         return;
     const char *desired = req->named ? req->desired_name : "";
     if (lk_store_session(&w->store->sessions, s, naming, desired, &w->rng, &name, &e) != 0)
-        respond_error2(ex, 500, "Failed to store server config: ", &e, "");
+        store_failed(w, ex, "Failed to store server config: ", &e);
     else
         worker_respond_text(ex, 200, name.data);
     lk_buf_release(&e);
@@ -192,7 +247,7 @@ static int v2_name(struct worker *w, struct lk_exchange *ex, const struct lk_ups
     else
         rc = lk_new_session_name(&w->store->sessions, req->name_kind, "", s, &w->rng, name, &e);
     if (rc != 0)
-        respond_error2(ex, 500, "Failed generate new session name: ", &e, "");
+        store_failed(w, ex, "Failed generate new session name: ", &e);
     lk_buf_release(&e);
     return rc;
 }
@@ -206,7 +261,7 @@ static int v2_store(struct worker *w, struct lk_exchange *ex, const char *name,
     if (rc == LK_ECONFLICT)
         worker_respond_error(ex, 409, "Conflict");
     else if (rc != 0)
-        respond_error2(ex, 500, "Failed to store server config: ", &e, "");
+        store_failed(w, ex, "Failed to store server config: ", &e);
     lk_buf_release(&e);
     return rc;
 }
@@ -279,7 +334,7 @@ static void on_v2_tunneled(struct worker *w, struct lk_exchange *ex, const struc
     /* The tunnel is upserted before the conflict check, as in the original. */
     if (worker_tunnel_upsert(&w->store->tunnels, &w->tunnel, name.data, worker_now_ms(), &tunnel,
                              &url, &e) != 0) {
-        respond_error2(ex, 500, "Failed to upsert tunnel: ", &e, "");
+        store_failed(w, ex, "Failed to upsert tunnel: ", &e);
         goto out;
     }
     if (repoint_localhost(s, &url) != 0) {
@@ -401,7 +456,7 @@ static void on_tunnel(struct worker *w, struct lk_exchange *ex)
     }
     if (worker_tunnel_upsert(&w->store->tunnels, &w->tunnel, name, worker_now_ms(), &json, NULL,
                              &e) != 0)
-        respond_error2(ex, 500, "Failed to upsert tunnel: ", &e, "");
+        store_failed(w, ex, "Failed to upsert tunnel: ", &e);
     else
         respond_json(ex, &json);
     lk_buf_release(&e);
@@ -435,11 +490,108 @@ struct post_ctx {
     const struct endpoint *ep;
 };
 
+static void run_try(struct worker_store_try *t);
+
+static void free_try(struct worker_store_try *t)
+{
+    struct worker *w = t->w;
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else if (w->tries == t)
+        w->tries = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    if (t->timer != NULL)
+        event_free(t->timer);
+    free(t);
+}
+
+static void on_retry_timer(evutil_socket_t fd, short what, void *data)
+{
+    struct worker_store_try *t = data;
+    (void)fd;
+    (void)what;
+    if (lk_exchange_is_aborted(t->ex)) {
+        /* The client is gone: no point in writing; responding frees ex. */
+        lk_exchange_respond(t->ex, 500, NULL, 0, NULL, 0);
+        free_try(t);
+        return;
+    }
+    run_try(t);
+}
+
+/* Runs t's handler once; frees t when it answered, or arms the retry timer
+ * when a store call was refused as busy (store_failed()). */
+static void run_try(struct worker_store_try *t)
+{
+    struct worker *w = t->w;
+    t->again = false;
+    (void)worker_store_take_busy(w->store); /* forget failures of other paths */
+    w->cur_try = t;
+    if (t->body == NULL) {
+        t->ep->get(w, t->ex);
+    } else {
+        struct lk_upsert req = { 0 };
+        struct lk_buf why = LK_BUF_INIT;
+        int rc = lk_upsert_parse(t->body, t->len, &req, &why);
+        if (rc != 0)
+            worker_respond_text(t->ex, rc == LK_EPARSE ? 400 : 422, why.data ? why.data : "");
+        else
+            t->ep->post(w, t->ex, &req);
+        lk_upsert_release(&req);
+        lk_buf_release(&why);
+    }
+    w->cur_try = NULL;
+    if (!t->again) {
+        free_try(t);
+        return;
+    }
+    if (t->timer == NULL) {
+        t->timer = evtimer_new(w->base, on_retry_timer, t);
+        t->next = w->tries;
+        if (w->tries != NULL)
+            w->tries->prev = t;
+        w->tries = t;
+        LK_CLOG(lk_exchange_conn_id(t->ex), INFO,
+                "store busy (locked by another process); "
+                "retrying for up to %u ms",
+                WORKER_SQLITE_RETRY_MS);
+    }
+    uint64_t now = mono_ms();
+    uint64_t left = t->deadline_ms > now ? t->deadline_ms - now : 0;
+    /* The last run lands on the deadline, so the error is answered then. */
+    unsigned ms = left < t->delay_ms ? (unsigned)left : t->delay_ms;
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    evtimer_add(t->timer, &tv);
+    t->delay_ms =
+        t->delay_ms * 2 > STORE_RETRY_MAX_DELAY_MS ? STORE_RETRY_MAX_DELAY_MS : t->delay_ms * 2;
+}
+
+/* Runs an endpoint's handler (body: POST JSON in ex's arena, or NULL for
+ * GET) with retries of busy store calls. */
+static void run_endpoint_handler(struct worker *w, struct lk_exchange *ex,
+                                 const struct endpoint *ep, const char *body, size_t len)
+{
+    struct worker_store_try *t = lk_xcalloc(1, sizeof(*t));
+    t->w = w;
+    t->ex = ex;
+    t->ep = ep;
+    t->body = body;
+    t->len = len;
+    t->deadline_ms = mono_ms() + WORKER_SQLITE_RETRY_MS;
+    t->delay_ms = STORE_RETRY_FIRST_MS;
+    run_try(t);
+}
+
+void worker_api_cancel(struct worker *w)
+{
+    while (w->tries != NULL)
+        free_try(w->tries);
+}
+
 static void on_json_body(struct lk_exchange *ex, const char *body, size_t len, int err, void *data)
 {
     const struct post_ctx *pc = data;
-    struct lk_upsert req = { 0 };
-    struct lk_buf why = LK_BUF_INIT;
     if (err == LK_ELIMIT) {
         worker_respond_text(ex, 413, "Failed to buffer the request body: length limit exceeded");
         return;
@@ -448,13 +600,7 @@ static void on_json_body(struct lk_exchange *ex, const char *body, size_t len, i
         worker_respond_text(ex, 400, "Failed to buffer the request body");
         return;
     }
-    int rc = lk_upsert_parse(body, len, &req, &why);
-    if (rc != 0)
-        worker_respond_text(ex, rc == LK_EPARSE ? 400 : 422, why.data ? why.data : "");
-    else
-        pc->ep->post(pc->w, ex, &req);
-    lk_upsert_release(&req);
-    lk_buf_release(&why);
+    run_endpoint_handler(pc->w, ex, pc->ep, body != NULL ? body : "", len);
 }
 
 /* axum's Json extractor: application/json or application/<x>+json, any
@@ -482,7 +628,7 @@ static void run_endpoint(struct worker *w, struct lk_exchange *ex, const struct 
         return;
     if (ep->get != NULL &&
         (lk_str_eq(method, LK_STR("GET")) || lk_str_eq(method, LK_STR("HEAD")))) {
-        ep->get(w, ex);
+        run_endpoint_handler(w, ex, ep, NULL, 0);
         return;
     }
     if (ep->post != NULL && lk_str_eq(method, LK_STR("POST"))) {

@@ -7,7 +7,6 @@
 
 #include <jansson.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,11 +15,14 @@
 #include "core/err.h"
 #include "core/session.h"
 #include "net/log.h"
+#include "net/rng_os.h"
 
+/* lk_rng_os (ChaCha20 keyed from getrandom), not RAND_bytes: OpenSSL's DRBG
+ * would activate its default provider, ~2 MiB of resident pages the worker
+ * otherwise never needs (docs/performance.md, finding 10). */
 static void random_bytes(unsigned char *p, size_t n)
 {
-    if (RAND_bytes(p, (int)n) != 1)
-        LK_BUG("RAND_bytes failed");
+    lk_rng_os_fill(NULL, p, n);
 }
 
 /* A random (version 4) UUID, lower-case. */
