@@ -85,6 +85,11 @@ int worker_store_open(const char *spec, worker_clock_fn *clock, void *clock_ctx,
     return 0;
 }
 
+bool worker_store_take_busy(struct worker_store *st)
+{
+    return st->take_busy != NULL && st->take_busy(st->backend);
+}
+
 int worker_store_purge(struct worker_store *st, struct lk_buf *err)
 {
     return st->purge ? st->purge(st, err) : 0;

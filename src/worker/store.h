@@ -17,7 +17,9 @@
  *   "memory"                  lk_kv_memory_init() maps, lost on exit;
  *   "sqlite:PATH"             one SQLite file (WAL, busy timeout), tables
  *                             sessions/tunnels(key TEXT PRIMARY KEY, value TEXT,
- *                             expires_at INTEGER); survives restarts;
+ *                             expires_at INTEGER); survives restarts; a call
+ *                             finding another process's lock fails after a
+ *                             short busy timeout (worker_store_take_busy);
  *   "redis://HOST:PORT[/DB]"  hiredis, keys "session:NAME" (SET ... EX) and
  *                             "tunnel:NAME"; synchronous calls with a short
  *                             timeout, reconnecting on failure.
@@ -26,7 +28,9 @@
  * reason appended to err; never a crash when the backend goes away.
  *
  * The clock is injected (now_ms) so tests can move time. Loop thread only
- * (calls block for at most the backend's timeout).
+ * (calls block for at most the backend's timeout: WORKER_SQLITE_BUSY_MS for
+ * SQLite, whose lock-refused calls are retried by the API from a timer, and
+ * WORKER_REDIS_TIMEOUT_MS for Redis).
  */
 #ifndef LK_WORKER_STORE_H
 #define LK_WORKER_STORE_H
@@ -43,8 +47,15 @@
 /* Redis connect and command timeout. */
 #define WORKER_REDIS_TIMEOUT_MS 2000
 
-/* SQLite busy timeout (another process holding the write lock). */
-#define WORKER_SQLITE_BUSY_MS 5000
+/* SQLite busy timeout (another process holding the write lock): how long
+ * one call may block the loop. Short: a write that still finds the lock
+ * fails with worker_store_take_busy() true and the API retries it later
+ * from a timer (api.c), up to WORKER_SQLITE_RETRY_MS in total. */
+#define WORKER_SQLITE_BUSY_MS 20
+
+/* How long a store write refused as busy is retried before the request is
+ * answered 500 ("... database is locked"). */
+#define WORKER_SQLITE_RETRY_MS 5000
 
 /* Returns the current time in Unix epoch milliseconds. */
 typedef uint64_t worker_clock_fn(void *ctx);
@@ -63,6 +74,8 @@ struct worker_store {
                    struct lk_buf *err);
     int (*reg_get)(void *backend, const char *key, struct lk_buf *value, struct lk_buf *err);
     int (*reg_del_if)(void *backend, const char *key, const char *value, struct lk_buf *err);
+    /* private: see worker_store_take_busy() (NULL: never busy) */
+    bool (*take_busy)(void *backend);
 };
 
 /*
@@ -75,6 +88,12 @@ struct worker_store {
  */
 int worker_store_open(const char *spec, worker_clock_fn *clock, void *clock_ctx,
                       struct worker_store **out, struct lk_buf *err);
+
+/* True when a call since the last worker_store_take_busy() failed only
+ * because another process held the database lock (SQLite SQLITE_BUSY /
+ * SQLITE_LOCKED after WORKER_SQLITE_BUSY_MS): the same call may succeed
+ * later. Clears the flag. Always false for memory and redis. */
+bool worker_store_take_busy(struct worker_store *st);
 
 /* Deletes every expired session from the backend (Redis expires keys by
  * itself). Returns 0 or LK_ESTORE with a reason. */

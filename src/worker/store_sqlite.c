@@ -1,8 +1,10 @@
 /*
  * store_sqlite.c - the "sqlite:PATH" worker store (the default).
  *
- * One database file in WAL mode with a busy timeout, so several processes may
- * share it. Two tables of the same shape, sessions and tunnels:
+ * One database file in WAL mode with a short busy timeout, so several
+ * processes may share it without one blocking the loop: a call that still
+ * finds the lock fails, marks the store busy (worker_store_take_busy) and is
+ * retried by the API from a timer. Two tables of the same shape, sessions and tunnels:
  *     (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER)
  * expires_at is epoch milliseconds, NULL for no expiry (tunnels). Rows with
  * expires_at <= now are invisible to every read and deleted by the purge.
@@ -22,6 +24,7 @@ struct sq_db {
     sqlite3 *db;
     worker_clock_fn *clock;
     void *clock_ctx;
+    bool busy; /* a call failed on another process's lock */
 };
 
 struct sq_view {
@@ -32,6 +35,9 @@ struct sq_view {
 
 static int sq_fail(struct sq_db *d, const char *what, struct lk_buf *err)
 {
+    int code = sqlite3_errcode(d->db);
+    if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+        d->busy = true;
     if (err)
         lk_buf_addf(err, "sqlite %s: %s", what, sqlite3_errmsg(d->db));
     return LK_ESTORE;
@@ -170,6 +176,14 @@ static int sqlite_purge(struct worker_store *st, struct lk_buf *err)
     return sq_run(v, stmt, "purge", err);
 }
 
+static bool sqlite_take_busy(void *backend)
+{
+    struct sq_db *d = backend;
+    bool busy = d->busy;
+    d->busy = false;
+    return busy;
+}
+
 static void sqlite_close(void *backend)
 {
     struct sq_db *d = backend;
@@ -220,5 +234,6 @@ int worker_store_open_sqlite(struct worker_store *st, const char *path, worker_c
     st->sessions = sq_view_new(d, "sessions", true);
     st->tunnels = sq_view_new(d, "tunnels", false);
     st->purge = sqlite_purge;
+    st->take_busy = sqlite_take_busy;
     return 0;
 }

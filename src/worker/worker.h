@@ -76,12 +76,20 @@ struct worker {
     const char *peer_secret;   /* borrowed (--peer-secret); NULL: no forwarding */
     char **held;               /* owned; sessions whose tunnel this worker holds */
     size_t n_held, cap_held;
+    /* Requests waiting to retry a store write refused as busy (api.c). */
+    struct event_base *base;          /* borrowed; the loop */
+    struct worker_store_try *tries;   /* owned list; worker_api_cancel() */
+    struct worker_store_try *cur_try; /* the one being run, or NULL */
 };
 
 /* The lk_http_handler_cb of the worker (api.c): tunnel hostnames, the seven
  * /linkup endpoints (SPEC §4.2), everything else to worker_proxy(). data is
  * the struct worker. */
 void worker_handle(struct lk_exchange *ex, void *data);
+
+/* Drops the requests still waiting to retry a busy store write (their
+ * exchanges are the server's to free): at teardown, after the loop ended. */
+void worker_api_cancel(struct worker *w);
 
 /* Answers what no part of the worker may serve (proxy.c): CONNECT with 405
  * and Allow: WORKER_ALLOW (the worker opens no raw tunnels), and an HTTP/1.1

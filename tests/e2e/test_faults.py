@@ -292,10 +292,9 @@ def test_sqlite_locked_is_500_then_recovers(front_factory, upstream, tmp_path):
     still_serves(f)
 
 
-@pytest.mark.xfail(strict=True, reason="a locked SQLite store stalls the whole worker for the "
-                   "busy timeout (5 s): src/worker/store_sqlite.c runs sqlite3 with "
-                   "sqlite3_busy_timeout() synchronously on the event loop")
 def test_sqlite_locked_does_not_stall_other_requests(front_factory, upstream, tmp_path):
+    """The locked upsert waits on a timer (retries with backoff), never on
+    the loop: other requests are answered at once meanwhile."""
     db = tmp_path / "stall.db"
     f = front_factory("worker", store=f"sqlite:{db}")
     con = sqlite3.connect(str(db), timeout=1, isolation_level=None)
@@ -312,6 +311,35 @@ def test_sqlite_locked_does_not_stall_other_requests(front_factory, upstream, tm
     finally:
         con.execute("ROLLBACK")
         con.close()
+
+
+def test_sqlite_lock_released_during_the_retries_lets_the_upsert_succeed(front_factory,
+                                                                          upstream, tmp_path):
+    """A write refused as busy is retried from a timer: when the other
+    process lets go within WORKER_SQLITE_RETRY_MS (5 s) the upsert succeeds,
+    soon after the lock is released."""
+    db = tmp_path / "release.db"
+    f = front_factory("worker", store=f"sqlite:{db}")
+    con = sqlite3.connect(str(db), timeout=1, isolation_level=None)
+    holder = {}
+    try:
+        con.execute("BEGIN EXCLUSIVE")
+        t0 = time.monotonic()
+        t = threading.Thread(target=lambda: holder.update(
+            r=_upsert(f, "released", upstream.url), at=time.monotonic() - t0))
+        t.start()
+        time.sleep(1.0)
+        assert f.check() == 200
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    t.join(20)
+    r = holder["r"]
+    assert r.status == 200, r.text
+    assert json.loads(r.body)["session_name"] == "released"
+    assert 1.0 <= holder["at"] < 2.5, holder["at"]
+    assert "store busy" in f.log()
+    still_serves(f)
 
 
 def test_sqlite_read_only_store_is_a_clear_start_error(linkup_bin, env, tmp_path, upstream):
