@@ -257,6 +257,10 @@ static void on_pipe_readable(evutil_socket_t fd, short what, void *arg)
         p->deferred = false;
         nghttp2_session_resume_data(t->h2, p->stream_id);
         flush(t);
+    } else {
+        /* Nobody waits (the windows are shut, or the provider is done):
+         * stop polling until the provider defers again. */
+        event_del(&p->readable);
     }
 }
 
@@ -320,7 +324,10 @@ static struct lk_tunnel_pipe *pipe_new(struct lk_tunnel *t)
 static void pipe_attach(struct lk_tunnel_pipe *p, struct bufferevent *bev)
 {
     p->bev = bev;
-    event_assign(&p->readable, p->t->base, bufferevent_getfd(bev), EV_READ, on_pipe_readable, p);
+    /* Persistent, so that a provider that defers again and again (the engine
+     * writes a body piece by piece) costs no epoll_ctl per piece. */
+    event_assign(&p->readable, p->t->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST,
+                 on_pipe_readable, p);
     bufferevent_setcb(bev, NULL, on_pipe_write, on_pipe_event, p);
     bufferevent_setwatermark(bev, EV_WRITE, p->t->opts.stream_window / 2, 0);
     bufferevent_set_max_single_write(bev, FRAME_MAX);
@@ -350,12 +357,15 @@ static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size
         if (state < 0)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         p->in_eof = state == 1;
+        if (p->in_eof)
+            event_del(&p->readable);     /* a closed socket stays readable */
         p->may_read = got == len - have; /* a short read emptied the socket */
         have = evbuffer_get_length(in);
     }
     if (have == 0 && !p->in_eof) {
         p->deferred = true;
-        event_add(&p->readable, NULL);
+        if (!event_pending(&p->readable, EV_READ, NULL))
+            event_add(&p->readable, NULL);
         return NGHTTP2_ERR_DEFERRED;
     }
     size_t n = have < len ? have : len;
