@@ -151,8 +151,8 @@ static int download(const char *url, const char *name, int fd, char hex[2 * LK_S
         lc->easy_setopt(c, CURLOPT_XFERINFODATA, &d);
     }
     CURLcode cc = lc->easy_perform(c);
-    if (d.progress && d.last_pct >= 0)
-        fputc('\n', stderr);
+    if (d.progress && (d.last_pct >= 0 || d.last_shown > 0))
+        fputc('\n', stderr); /* end the progress line */
     if (cc == CURLE_HTTP_RETURNED_ERROR) {
         lc->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         const char *reason = cli_http_reason(status);
