@@ -62,7 +62,8 @@ struct lk_tunnel_pipe {
     int32_t stream_id;       /* 0 once the HTTP/2 stream is closed */
     struct bufferevent *bev; /* our socketpair end (written through; read by
                                 the data provider); NULL once closed */
-    struct event readable;   /* one-shot: the engine wrote, resume the provider */
+    struct event readable;   /* the engine wrote or closed: resume the provider
+                                (registered only while someone waits) */
     size_t unconsumed;       /* DATA bytes queued in bev, window not yet released */
     bool in_eof;             /* the engine shut its side: END_STREAM after the input */
     bool out_eof;            /* the peer sent END_STREAM: shut our side after the output */

@@ -711,19 +711,23 @@ struct upload {
 static void *upload_main(void *arg)
 {
     struct upload *u = arg;
-    static char chunk[65536];
+    enum {
+        CHUNK = 65536
+    };
+    char *chunk = malloc(CHUNK); /* per thread: several uploads run at once */
     uint64_t off = 0;
     u->rc = 0;
     while (off < u->n) {
-        size_t k = u->n - off < sizeof(chunk) ? (size_t)(u->n - off) : sizeof(chunk);
+        size_t k = u->n - off < CHUNK ? (size_t)(u->n - off) : CHUNK;
         for (size_t i = 0; i < k; i++)
             chunk[i] = (char)pattern(off + i);
         if (send_all(u->fd, chunk, k) != 0) {
             u->rc = -1;
-            return NULL;
+            break;
         }
         off += k;
     }
+    free(chunk);
     return NULL;
 }
 
@@ -771,6 +775,80 @@ static void test_big_body_both_ways(void)
     if (grown_kb > 40 * 1024)
         fprintf(stderr, "  rss grew by %ld KiB\n", grown_kb);
     CHECK(grown_kb < 40 * 1024);
+}
+
+/* Reads n echoed bytes from r (the head already read) and checks them. */
+static bool read_echo_body(struct reader *r, uint64_t n, uint64_t *got)
+{
+    while (*got < n) {
+        if (r->start == r->end && rd_fill(r) != 0)
+            return false;
+        for (; r->start < r->end && *got < n; r->start++, (*got)++) {
+            if ((unsigned char)r->buf[r->start] != pattern(*got))
+                return false;
+        }
+    }
+    return true;
+}
+
+static void test_interleaved_big_streams(void)
+{
+    /* Several large echoes at once on one tunnel, their responses read in
+     * turns of 256 KiB: the streams not being read stall on their windows
+     * while the others keep flowing, and every byte arrives in order. This
+     * is the data providers pulling from many stream sockets into large DATA
+     * frames, interleaved on the tunnel connection. */
+    enum {
+        N = 8
+    };
+    uint64_t n = SANITIZED ? 1ULL << 20 : 4ULL << 20;
+    static struct upload u[N];
+    static struct reader *r[N];
+    static uint64_t got[N];
+    static bool head_ok[N], failed[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        int fd = dial(worker_port);
+        set_timeouts(fd, 30);
+        char head[256];
+        snprintf(head, sizeof(head),
+                 "POST /echo HTTP/1.1\r\nHost: sess.test\r\nContent-Length: %llu\r\n\r\n",
+                 (unsigned long long)n);
+        send_str(fd, head);
+        u[i] = (struct upload){ fd, n, 0 };
+        pthread_create(&th[i], NULL, upload_main, &u[i]);
+        r[i] = calloc(1, sizeof(*r[i]));
+        r[i]->fd = fd;
+        got[i] = 0;
+        head_ok[i] = failed[i] = false;
+    }
+    bool progress = true;
+    while (progress) {
+        progress = false;
+        for (int i = 0; i < N; i++) {
+            if (failed[i] || got[i] == n)
+                continue;
+            if (!head_ok[i]) {
+                char resp_head[4096];
+                head_ok[i] = rd_head(r[i], resp_head, sizeof(resp_head)) == 0 &&
+                             strncmp(resp_head, "HTTP/1.1 200", 12) == 0;
+                failed[i] = !head_ok[i];
+                if (failed[i])
+                    continue;
+            }
+            uint64_t turn = got[i] + (256 << 10) < n ? got[i] + (256 << 10) : n;
+            failed[i] = !read_echo_body(r[i], turn, &got[i]);
+            progress = true;
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_INT_EQ(u[i].rc, 0);
+        CHECK(!failed[i]);
+        CHECK_INT_EQ(got[i], n);
+        close(u[i].fd);
+        free(r[i]);
+    }
 }
 
 static void test_websocket_through_tunnel(void)
@@ -1040,6 +1118,7 @@ int main(void)
     RUN(test_keepalive_requests_share_the_tunnel);
     RUN(test_concurrent_requests);
     RUN(test_big_body_both_ways);
+    RUN(test_interleaved_big_streams);
     RUN(test_websocket_through_tunnel);
     RUN(test_drop_mid_stream);
     RUN(test_wrong_secret_is_rejected);
