@@ -224,9 +224,67 @@ static void mask_secrets(json_t *j)
     }
 }
 
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *strings_or_null(bool has, char *const *items, size_t n)
+{
+    if (!has)
+        return json_null();
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_string(items[i]));
+    return arr;
+}
+
+static json_t *domain_json(const struct lk_state_domain *d)
+{
+    json_t *routes = json_null();
+    if (d->has_routes) {
+        routes = json_array();
+        for (size_t j = 0; j < d->n_routes; j++)
+            json_array_append_new(routes, json_pack("{s:s,s:s}", "path", d->routes[j].path,
+                                                    "service", d->routes[j].service));
+    }
+    return json_pack("{s:s,s:s,s:o}", "domain", d->domain, "default_service", d->default_service,
+                     "routes", routes);
+}
+
+/* One service as the state file has it: directory and health only when set. */
+static json_t *service_json(const struct lk_state_service *sv)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "current", lk_state_target_name(sv->current), "name",
+                          sv->name, "remote", sv->remote, "local", sv->local);
+    if (sv->directory)
+        json_object_set_new(o, "directory", json_string(sv->directory));
+    json_t *rw = json_null();
+    if (sv->has_rewrites) {
+        rw = json_array();
+        for (size_t j = 0; j < sv->n_rewrites; j++)
+            json_array_append_new(rw, json_pack("{s:s,s:s}", "source", sv->rewrites[j].source,
+                                                "target", sv->rewrites[j].target));
+    }
+    json_object_set_new(o, "rewrites", rw);
+    if (sv->has_health) {
+        json_t *statuses = json_null();
+        if (sv->health.has_statuses) {
+            statuses = json_array();
+            for (size_t j = 0; j < sv->health.n_statuses; j++)
+                json_array_append_new(statuses, json_integer(sv->health.statuses[j]));
+        }
+        json_object_set_new(
+            o, "health",
+            json_pack("{s:o,s:o}", "path", str_or_null(sv->health.path), "statuses", statuses));
+    }
+    return o;
+}
+
+/* The whole state with the keys and order of the state file (SPEC §6.3,
+ * §6.5.5: `states.items.state` is the state object). */
 static json_t *state_json(const struct lk_state *st)
 {
-    struct lk_buf yaml = LK_BUF_INIT;
     json_t *o = json_object();
     json_t *l = json_object();
     json_object_set_new(l, "session_name", json_string(st->session_name));
@@ -234,24 +292,20 @@ static json_t *state_json(const struct lk_state *st)
     json_object_set_new(l, "worker_url", json_string(st->worker_url));
     json_object_set_new(l, "worker_token", json_string(st->worker_token));
     json_object_set_new(l, "config_path", json_string(st->config_path));
-    json_object_set_new(l, "tunnel", st->tunnel ? json_string(st->tunnel) : json_null());
+    json_object_set_new(l, "tunnel", str_or_null(st->tunnel));
     json_object_set_new(l, "kind", json_string(st->kind));
+    json_object_set_new(
+        l, "cache_routes",
+        strings_or_null(st->has_cache_routes, st->cache_routes, st->n_cache_routes));
     json_object_set_new(o, "linkup", l);
-    json_t *svcs = json_array();
-    for (size_t i = 0; i < st->n_services; i++) {
-        const struct lk_state_service *sv = &st->services[i];
-        json_array_append_new(svcs, json_pack("{s:s,s:s,s:s,s:s}", "current",
-                                              lk_state_target_name(sv->current), "name", sv->name,
-                                              "remote", sv->remote, "local", sv->local));
-    }
     json_t *doms = json_array();
-    for (size_t i = 0; i < st->n_domains; i++) {
-        json_array_append_new(doms, json_pack("{s:s,s:s}", "domain", st->domains[i].domain,
-                                              "default_service", st->domains[i].default_service));
-    }
+    for (size_t i = 0; i < st->n_domains; i++)
+        json_array_append_new(doms, domain_json(&st->domains[i]));
     json_object_set_new(o, "domains", doms);
+    json_t *svcs = json_array();
+    for (size_t i = 0; i < st->n_services; i++)
+        json_array_append_new(svcs, service_json(&st->services[i]));
     json_object_set_new(o, "services", svcs);
-    lk_buf_release(&yaml);
     return o;
 }
 

@@ -710,8 +710,22 @@ static int parse_args(int argc, char **argv, struct ldns *d, struct strlist *ext
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: linkup local-dns <install|uninstall> [--root DIR] [--platform "
-                 "linux|macos] [--dns A:P] [--domain D]...\n");
+    fprintf(out,
+            "Speed up your local environment by routing traffic locally when possible\n\n"
+            "Usage: linkup local-dns [OPTIONS] <COMMAND>\n\n"
+            "Commands:\n"
+            "  install    Send the managed domains to the local DNS responder and trust the "
+            "Linkup CA\n"
+            "  uninstall  Undo what install did\n\n"
+            "Options:\n"
+            "      --root <DIR>          Prefix system paths with DIR; print commands instead of "
+            "running them\n"
+            "      --platform <NAME>     Resolver layout [possible values: linux, macos]\n"
+            "      --dns <ADDR:PORT>     DNS responder address (default: $LINKUP_DNS_ADDR or "
+            "127.0.0.1:8053)\n"
+            "      --domain <DOMAIN>     Also manage DOMAIN (repeatable)\n"
+            "  -c, --config <CONFIG>     Path to config file\n"
+            "  -h, --help                Print help\n");
 }
 
 static int run_command(int argc, char **argv, struct cli_ctx *ctx, struct ldns *d)
@@ -749,9 +763,11 @@ int cmd_local_dns(int argc, char **argv, struct cli_ctx *ctx)
     const char *env_dns = getenv("LINKUP_DNS_ADDR");
     if (env_dns == NULL || set_dns(&d, env_dns) != 0)
         set_dns(&d, "127.0.0.1:8053");
-    if (argc > 1 && cli_is_help(argv[1])) {
-        usage(stdout);
-        return LK_EXIT_OK;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            usage(stdout);
+            return LK_EXIT_OK;
+        }
     }
     if (argc < 2 || (strcmp(argv[1], "install") != 0 && strcmp(argv[1], "uninstall") != 0)) {
         usage(stderr);

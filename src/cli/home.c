@@ -34,8 +34,12 @@ const char *cli_home(void)
 int cli_home_ensure(void)
 {
     const char *path = cli_home();
-    if (mkdir(path, 0755) == -1 && errno != EEXIST)
-        return cli_fail("Could not create linkup dir at %s: %s", path, strerror(errno));
+    if (mkdir(path, 0755) == -1 && errno != EEXIST) {
+        int e = errno;
+        /* The original prints Rust's io::Error: "<text> (os error N)". */
+        return cli_fail("Could not create linkup dir at %s: %s (os error %d)", path, strerror(e),
+                        e);
+    }
     return 0;
 }
 

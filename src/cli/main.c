@@ -12,22 +12,23 @@
 #include "cli/cli.h"
 #include "cli/update.h"
 
+/* SPEC §6.1 order first, then our additions. */
 static const struct cli_command commands[] = {
-    { "config", cmd_config, "Validate and summarise a linkup config file", 0 },
     { "start", cmd_start, "Start a new linkup session", 0 },
     { "stop", cmd_stop, "Stop a running linkup session", 0 },
     { "route", cmd_route, "Route session traffic to a local or remote service", 0 },
     { "sessions", cmd_sessions, "Manage sessions", 0 },
     { "status", cmd_status, "View linkup component and service status", 0 },
     { "health", cmd_health, "Output the health of the CLI service", 0 },
+    { "local-dns", cmd_local_dns,
+      "Speed up your local environment by routing traffic locally when possible", 0 },
     { "update", cmd_update, "Update linkup to the latest released version.", 0 },
     { "uninstall", cmd_uninstall, "Uninstall linkup and cleanup configurations.", 0 },
     { "completion", cmd_completion, "Generate completions for your shell", 0 },
+    { "config", cmd_config, "Validate and summarise a linkup config file", 0 },
+    { "worker", cmd_worker, "Run the Linkup worker (session API and edge proxy)", 0 },
     { "server", cmd_server, "Run the local server (used by `linkup start`)", 1 },
     { "dns-serve", cmd_dns_serve, "Run only the DNS responder (developer tool)", 1 },
-    { "local-dns", cmd_local_dns,
-      "Speed up your local environment by routing traffic locally when possible", 0 },
-    { "worker", cmd_worker, "Run the Linkup worker (session API and edge proxy)", 0 },
 };
 
 static void print_help(FILE *out)
@@ -40,10 +41,21 @@ static void print_help(FILE *out)
         if (!commands[i].hidden)
             fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].help);
     }
+    fprintf(out, "  %-12s %s\n", "help",
+            "Print this message or the help of the given subcommand(s)");
     fprintf(out, "\nOptions:\n"
                  "  -c, --config <CONFIG>  Path to config file, overriding environment variable.\n"
                  "  -h, --help             Print help\n"
                  "  -V, --version          Print version\n");
+}
+
+static const struct cli_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(name, commands[i].name) == 0)
+            return &commands[i];
+    }
+    return NULL;
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)
@@ -136,6 +148,15 @@ int main(int argc, char **argv)
         print_help(stderr);
         return LK_EXIT_USAGE;
     }
+    if (strcmp(argv[0], "help") == 0 && argc > 1) {
+        /* `linkup help <command>` is `linkup <command> --help` (clap). */
+        const struct cli_command *cmd = find_command(argv[1]);
+        if (cmd == NULL)
+            return cli_usage_error(NULL, "unrecognized subcommand '%s'", argv[1]);
+        char help_flag[] = "--help";
+        char *help_argv[] = { argv[1], help_flag, NULL };
+        return cmd->fn(2, help_argv, &ctx);
+    }
     if (cli_is_help(argv[0]) || strcmp(argv[0], "help") == 0) {
         print_help(stdout);
         return LK_EXIT_OK;
@@ -144,12 +165,11 @@ int main(int argc, char **argv)
         printf("linkup %s\n", LK_VERSION);
         return LK_EXIT_OK;
     }
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        if (strcmp(argv[0], commands[i].name) != 0)
-            continue;
-        if (wants_update_notice(&commands[i], argc, argv))
+    const struct cli_command *cmd = find_command(argv[0]);
+    if (cmd != NULL) {
+        if (wants_update_notice(cmd, argc, argv))
             cli_update_notice();
-        return commands[i].fn(argc, argv, &ctx);
+        return cmd->fn(argc, argv, &ctx);
     }
     if (argv[0][0] == '-')
         return cli_usage_error(NULL, "unknown option '%s'", argv[0]);
