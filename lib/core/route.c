@@ -32,6 +32,10 @@ static struct lk_str strip_scheme(struct lk_str s)
 {
     static const struct lk_str schemes[] = { LK_STR("http://"), LK_STR("https://"), LK_STR("ws://"),
                                              LK_STR("wss://") };
+    /* Most values are a bare Host ("name.example.com:8080"): no scheme to try. */
+    char c0 = s.len > 0 ? lk_ascii_lower(s.ptr[0]) : '\0';
+    if (c0 != 'h' && c0 != 'w')
+        return s;
     for (size_t i = 0; i < LK_ARRAY_LEN(schemes); i++) {
         if (strip_prefix_ci(&s, schemes[i]))
             break;
@@ -76,9 +80,9 @@ struct lk_str lk_route_host(struct lk_str s, struct lk_str *port)
     return host;
 }
 
-struct lk_str lk_route_first_subdomain(struct lk_str s)
+/* lk_route_first_subdomain of a host already split off by lk_route_host. */
+static struct lk_str first_subdomain_of_host(struct lk_str host)
 {
-    struct lk_str host = lk_route_host(s, NULL);
     long dot = lk_str_index(host, '.');
     if (dot < 0)
         return LK_STR(LK_ROUTE_NO_SUBDOMAIN);
@@ -88,10 +92,15 @@ struct lk_str lk_route_first_subdomain(struct lk_str s)
     return (struct lk_str){ host.ptr, (size_t)dot };
 }
 
-struct lk_str lk_route_target_domain(struct lk_str s, struct lk_str session_name)
+struct lk_str lk_route_first_subdomain(struct lk_str s)
 {
-    struct lk_str host = lk_route_host(s, NULL);
-    if (!lk_str_ieq(lk_route_first_subdomain(s), session_name))
+    return first_subdomain_of_host(lk_route_host(s, NULL));
+}
+
+/* lk_route_target_domain of a host already split off by lk_route_host. */
+static struct lk_str target_domain_of_host(struct lk_str host, struct lk_str session_name)
+{
+    if (!lk_str_ieq(first_subdomain_of_host(host), session_name))
         return host;
     /* SPEC §3.3 step 2: drop "{name}." when present. */
     if (host.len > session_name.len && host.ptr[session_name.len] == '.' &&
@@ -100,6 +109,11 @@ struct lk_str lk_route_target_domain(struct lk_str s, struct lk_str session_name
         host.len -= session_name.len + 1;
     }
     return host;
+}
+
+struct lk_str lk_route_target_domain(struct lk_str s, struct lk_str session_name)
+{
+    return target_domain_of_host(lk_route_host(s, NULL), session_name);
 }
 
 const struct lk_domain *lk_route_find_domain(const struct lk_session *s, struct lk_str domain)
@@ -293,9 +307,13 @@ static int resolve(const struct lk_session *s, struct lk_str name, struct lk_str
         return LK_ENOTFOUND;
     struct lk_buf a = LK_BUF_INIT, b = LK_BUF_INIT;
     struct lk_buf *cur = &a, *next = &b;
-    lk_buf_adds(&a, u->path);
-    bool rewritten = apply_rewrites(svc, &cur, &next);
-    int rc = build_url(u, svc, lk_buf_str(cur), rewritten, &out->url);
+    bool rewritten = false;
+    if (svc->n_rewrites > 0) {
+        lk_buf_adds(&a, u->path);
+        rewritten = apply_rewrites(svc, &cur, &next);
+    }
+    int rc =
+        build_url(u, svc, rewritten ? lk_buf_str(cur) : lk_str_c(u->path), rewritten, &out->url);
     if (rc == 0)
         out->service = svc;
     lk_buf_release(&b);
@@ -303,13 +321,109 @@ static int resolve(const struct lk_session *s, struct lk_str name, struct lk_str
     return rc;
 }
 
+/* Bytes that lk_url_parse keeps as they are in the path of an http(s) URL
+ * (no percent-encoding, no "\\" -> "/", no percent-decoding of "%2e"):
+ * unreserved, sub-delims, ":", "@" and "/". */
+static bool is_plain_path_byte(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("-._~!$&()*+,;=:@/", c) != NULL);
+}
+
+/* Bytes an http(s) query keeps as they are (WHATWG special-query set). */
+static bool is_plain_query_byte(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && c != '"' && c != '#' && c != '<' && c != '>' && c != '\'';
+}
+
+/* True when the path [p, p + n) has a "." or ".." segment. */
+static bool has_dot_segment(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != '/')
+            continue;
+        size_t dots = 0;
+        while (i + 1 + dots < n && p[i + 1 + dots] == '.')
+            dots++;
+        if ((dots == 1 || dots == 2) && (i + 1 + dots == n || p[i + 1 + dots] == '/'))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * The common request URL, "http(s)://host[:port]/path[?query]" with a plain
+ * host and a path and query that normalisation leaves unchanged, split
+ * without lk_url_parse's copies (this runs for every proxied request). u
+ * gets the fields build_url and resolve read: scheme, path and query copied
+ * into mem (cap bytes), no userinfo, no host (the service's replaces it).
+ * False when url is anything else; the caller then parses it in full.
+ */
+static bool split_plain_url(struct lk_str url, char *mem, size_t cap, struct lk_url *u)
+{
+    const char *scheme = NULL;
+    if (lk_str_starts_with(url, LK_STR("http://")))
+        scheme = "http";
+    else if (lk_str_starts_with(url, LK_STR("https://")))
+        scheme = "https";
+    if (scheme == NULL)
+        return false;
+    size_t i = strlen(scheme) + 3;
+    size_t host_start = i;
+    while (i < url.len &&
+           ((url.ptr[i] >= 'a' && url.ptr[i] <= 'z') || (url.ptr[i] >= '0' && url.ptr[i] <= '9') ||
+            url.ptr[i] == '.' || url.ptr[i] == '-'))
+        i++;
+    if (i == host_start)
+        return false;
+    if (i < url.len && url.ptr[i] == ':') {
+        size_t port_start = ++i;
+        while (i < url.len && url.ptr[i] >= '0' && url.ptr[i] <= '9')
+            i++;
+        if (i - port_start > 5 ||
+            (i - port_start == 5 && memcmp(url.ptr + port_start, "65535", 5) > 0))
+            return false;
+    }
+    if (i >= url.len || url.ptr[i] != '/')
+        return false;
+    size_t path_start = i;
+    while (i < url.len && url.ptr[i] != '?' && is_plain_path_byte((unsigned char)url.ptr[i]))
+        i++;
+    size_t path_len = i - path_start;
+    size_t query_start = i + 1;
+    if (i < url.len && url.ptr[i] == '?') {
+        for (i = query_start; i < url.len && is_plain_query_byte((unsigned char)url.ptr[i]);)
+            i++;
+    }
+    if (i != url.len || has_dot_segment(url.ptr + path_start, path_len))
+        return false;
+    size_t scheme_len = strlen(scheme);
+    size_t query_len = query_start <= url.len ? url.len - query_start : 0;
+    if (scheme_len + path_len + query_len + 3 > cap)
+        return false;
+    memset(u, 0, sizeof(*u));
+    u->port = -1;
+    u->scheme = memcpy(mem, scheme, scheme_len + 1);
+    u->path = mem + scheme_len + 1;
+    memcpy(u->path, url.ptr + path_start, path_len);
+    u->path[path_len] = '\0';
+    if (query_start <= url.len) {
+        u->query = u->path + path_len + 1;
+        memcpy(u->query, url.ptr + query_start, query_len);
+        u->query[query_len] = '\0';
+    }
+    return true;
+}
+
 int lk_route_find_target(const struct lk_session *s, struct lk_str session_name, struct lk_str url,
                          const struct lk_header *h, size_t n, struct lk_route_target *out)
 {
     struct lk_url u;
+    char mem[1024];
     out->service = NULL;
     lk_buf_reset(&out->url);
-    if (lk_url_parse(url.ptr, url.len, &u, NULL) != 0)
+    bool plain = split_plain_url(url, mem, sizeof(mem), &u);
+    if (!plain && lk_url_parse(url.ptr, url.len, &u, NULL) != 0)
         return LK_EPARSE;
     int rc;
     struct lk_str dest;
@@ -326,7 +440,8 @@ int lk_route_find_target(const struct lk_session *s, struct lk_str session_name,
     }
     if (rc != 0)
         lk_buf_reset(&out->url);
-    lk_url_release(&u);
+    if (!plain)
+        lk_url_release(&u);
     return rc;
 }
 
@@ -344,33 +459,39 @@ void lk_route_extra_release(struct lk_route_extra *x)
     x->n = 0;
 }
 
-static void add_hex(struct lk_buf *b, const unsigned char *p, size_t n)
+static char *put_hex(char *out, const unsigned char *p, size_t n)
 {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
-        lk_buf_addch(b, digits[p[i] >> 4]);
-        lk_buf_addch(b, digits[p[i] & 15]);
+        *out++ = digits[p[i] >> 4];
+        *out++ = digits[p[i] & 15];
     }
+    return out;
 }
 
+/* "00-{32 hex}-{16 hex}-00", formatted on the stack and appended at once
+ * (it is built for every request). */
 static void add_traceparent(const struct lk_rng *rng, struct lk_buf *b)
 {
     unsigned char id[24];
+    char text[3 + 32 + 1 + 16 + 3];
     rng->fill(rng->ctx, id, sizeof(id));
-    lk_buf_adds(b, "00-");
-    add_hex(b, id, 16);
-    lk_buf_addch(b, '-');
-    add_hex(b, id + 16, 8);
-    lk_buf_adds(b, "-00");
+    char *p = text;
+    memcpy(p, "00-", 3);
+    p = put_hex(p + 3, id, 16);
+    *p++ = '-';
+    p = put_hex(p, id + 16, 8);
+    memcpy(p, "-00", 3);
+    lk_buf_add(b, text, sizeof(text));
 }
 
 static void add_forwarded_host(struct lk_str url, struct lk_str name, struct lk_buf *b)
 {
     struct lk_str port;
-    lk_route_host(url, &port);
+    struct lk_str host = lk_route_host(url, &port);
     lk_buf_addstr(b, name);
     lk_buf_addch(b, '.');
-    lk_buf_addstr(b, lk_route_target_domain(url, name));
+    lk_buf_addstr(b, target_domain_of_host(host, name));
     if (port.len > 0) {
         lk_buf_addch(b, ':');
         lk_buf_addstr(b, port);

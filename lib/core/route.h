@@ -236,7 +236,9 @@ void lk_route_result_release(struct lk_route_result *r);
 /*
  * Routes one request: lk_route_find_session, lk_route_find_target,
  * lk_route_extra_headers and lk_headers_cookie_normalize, with the same
- * arguments. r must have been initialised (lk_route_result_init).
+ * arguments. r must have been initialised (lk_route_result_init); it may be
+ * passed again without a release in between, which reuses its buffers
+ * (everything from the previous call is overwritten).
  *
  * Returns 0 with r filled. Otherwise r->found.session tells the servers which
  * answer to give: NULL means "no session" (422; the return value is

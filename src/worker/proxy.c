@@ -44,9 +44,18 @@ static int lookup_session(void *ctx, struct lk_str name, const struct lk_session
     struct lk_session *s = NULL;
     if (memchr(name.ptr, '\0', name.len) != NULL || lc->n_held == MAX_HELD)
         return LK_ENOTFOUND;
-    char *cname = lk_xstrndup(name.ptr, name.len);
+    /* Session names are short: no allocation per request for the C string. */
+    char small[64];
+    char *cname = small;
+    if (name.len < sizeof(small)) {
+        memcpy(small, name.ptr, name.len);
+        small[name.len] = '\0';
+    } else {
+        cname = lk_xstrndup(name.ptr, name.len);
+    }
     int rc = lk_store_get_session(&lc->w->store->sessions, lc->w->cache, cname, &s, err);
-    free(cname);
+    if (cname != small)
+        free(cname);
     if (rc != 0)
         return rc;
     lc->held[lc->n_held++] = s;
@@ -99,9 +108,14 @@ static struct lk_str request_url(struct worker *w, struct lk_exchange *ex)
         return target;
     if (!lk_exchange_header(ex, LK_STR("host"), &host) || host.len == 0)
         host = lk_str_c(w->bound);
-    return lk_str_c(lk_exchange_printf(ex, "%s://%.*s%.*s",
-                                       lk_exchange_is_tls(ex) ? "https" : "http", (int)host.len,
-                                       host.ptr, (int)target.len, target.ptr));
+    /* Assembled with memcpy, not printf: this runs for every request. */
+    struct lk_str scheme = lk_exchange_is_tls(ex) ? LK_STR("https://") : LK_STR("http://");
+    size_t len = scheme.len + host.len + target.len;
+    char *url = lk_exchange_alloc(ex, len + 1);
+    memcpy(url, scheme.ptr, scheme.len);
+    memcpy(url + scheme.len, host.ptr, host.len);
+    memcpy(url + scheme.len + host.len, target.ptr, target.len);
+    return (struct lk_str){ url, len };
 }
 
 const char *worker_request_url(struct worker *w, struct lk_exchange *ex)
@@ -196,27 +210,36 @@ static void forward(struct worker *w, struct lk_exchange *ex, const struct lk_ro
 void worker_proxy(struct worker *w, struct lk_exchange *ex)
 {
     struct lookup_ctx lc = { w, { NULL }, 0 };
-    struct lk_route_result r;
+    struct lk_route_result local;
+    struct lk_route_result *r = &w->route;
     struct lk_buf err = LK_BUF_INIT;
     size_t n = 0;
     const struct lk_http_header *h = lk_exchange_headers(ex, &n);
     struct lk_str url = request_url(w, ex);
-    lk_route_result_init(&r);
-    int rc = lk_route_request(url, h, n, lookup_session, &lc, &w->rng, &r, &err);
-    if (rc != 0 && r.found.session == NULL) {
+    if (w->route_busy) {
+        r = &local;
+        lk_route_result_init(r);
+    }
+    w->route_busy = true;
+    int rc = lk_route_request(url, h, n, lookup_session, &lc, &w->rng, r, &err);
+    if (rc != 0 && r->found.session == NULL) {
         if (err.len > 0)
             LK_CLOG(lk_exchange_conn_id(ex), WARN, "session lookup failed: %s", err.data);
         worker_respond_error(ex, 422, no_session_text);
     } else if (rc != 0) {
-        lk_exchange_set_log_fields(ex, lk_exchange_strndup(ex, r.found.name.ptr, r.found.name.len),
-                                   NULL);
+        lk_exchange_set_log_fields(
+            ex, lk_exchange_strndup(ex, r->found.name.ptr, r->found.name.len), NULL);
         worker_respond_error(ex, 404, no_target_text);
     } else {
-        lk_exchange_set_log_fields(ex, lk_exchange_strndup(ex, r.found.name.ptr, r.found.name.len),
-                                   r.target.service->name);
-        forward(w, ex, &r);
+        lk_exchange_set_log_fields(ex,
+                                   lk_exchange_strndup(ex, r->found.name.ptr, r->found.name.len),
+                                   r->target.service->name);
+        forward(w, ex, r);
     }
-    lk_route_result_release(&r);
+    if (r == &local)
+        lk_route_result_release(r);
+    else
+        w->route_busy = false;
     release_held(&lc);
     lk_buf_release(&err);
 }

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "core/rng.h"
+#include "core/route.h"
 #include "core/store.h"
 #include "net/http_server.h"
 #include "worker/cache.h"
@@ -64,7 +65,7 @@ struct worker {
     struct worker_store *store;      /* owned */
     struct lk_session_cache *cache;  /* owned; parsed sessions by name */
     struct worker_cache *responses;  /* owned; SPEC §4.6 response cache */
-    struct lk_rng rng;               /* OpenSSL-backed */
+    struct lk_rng rng;               /* lk_rng_os(): ChaCha20, no syscall per use */
     unsigned char token_digest[32];  /* SHA-256 of the token (never the token) */
     struct worker_tunnel_cfg tunnel; /* strings borrowed from the options */
     char bound[64];                  /* "A:P" the server listens on */
@@ -80,6 +81,11 @@ struct worker {
     struct event_base *base;          /* borrowed; the loop */
     struct worker_store_try *tries;   /* owned list; worker_api_cancel() */
     struct worker_store_try *cur_try; /* the one being run, or NULL */
+    /* Routing scratch of worker_proxy() (proxy.c), reused so that its
+     * buffers keep their capacity from one request to the next; route_busy
+     * marks it in use (a re-entrant call routes into a local result). */
+    struct lk_route_result route;
+    bool route_busy;
 };
 
 /* The lk_http_handler_cb of the worker (api.c): tunnel hostnames, the seven

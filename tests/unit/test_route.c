@@ -589,6 +589,94 @@ static void test_target_locations_and_rewrites(void)
     free_session(s);
 }
 
+/* lk_route_find_target splits the common "http(s)://host[:port]/path?query"
+ * itself and parses every other URL in full (lk_url_parse): both must give
+ * the URL the full parse gives, for URLs on either side of the boundary. */
+static void test_target_plain_urls_match_full_parse(void)
+{
+    static const char *const paths[] = {
+        "/",
+        "/a/b/c",
+        "/a/b/",
+        "//a//b",
+        "/a/./b",
+        "/a/../b",
+        "/a/.",
+        "/a/..",
+        "/.a/..b/...",
+        "/%2e/x",
+        "/a%20b",
+        "/a b",
+        "/a\\b",
+        "/a\"b",
+        "/{x}`y",
+        "/a#frag",
+        "/-._~!$&()*+,;=:@",
+        "/?",
+        "/?a=b&c=d/e?f",
+        "/?q='x'",
+        "/?q=\"x\"",
+        "/?q=<x>",
+        "/p?%41%zz",
+        "/caf\xc3\xa9",
+        "/?caf\xc3\xa9",
+        "/a\tb",
+    };
+    static const char *const hosts[] = {
+        "http://tiny-cow.example.com",
+        "https://tiny-cow.example.com",
+        "http://tiny-cow.example.com:8080",
+        "http://tiny-cow.example.com:80",
+        "https://tiny-cow.example.com:443",
+        "http://tiny-cow.example.com:",
+        "http://tiny-cow.example.com:65535",
+        "http://tiny-cow.example.com:65536",
+        "http://tiny-cow.example.com:123456",
+        "http://Tiny-Cow.Example.COM",
+        "HTTP://tiny-cow.example.com",
+        "http://u:p@tiny-cow.example.com",
+        "http://[::1]",
+    };
+    struct lk_session *s = new_session();
+    add_service(s, "web", "http://localhost:8000", NULL, NULL);
+    add_domain(s, "example.com", "web", NULL);
+    struct lk_buf url = LK_BUF_INIT, want = LK_BUF_INIT;
+    for (size_t i = 0; i < LK_ARRAY_LEN(hosts); i++) {
+        for (size_t j = 0; j < LK_ARRAY_LEN(paths); j++) {
+            lk_buf_reset(&url);
+            lk_buf_adds(&url, hosts[i]);
+            lk_buf_adds(&url, paths[j]);
+            struct lk_url u;
+            int want_rc = lk_url_parse(url.data, url.len, &u, NULL);
+            lk_buf_reset(&want);
+            if (want_rc == 0) {
+                struct lk_url t = u;
+                t.scheme = s->services[0].location.scheme;
+                t.host = s->services[0].location.host;
+                t.port = s->services[0].location.port;
+                lk_url_serialize(&t, &want);
+                lk_url_release(&u);
+            }
+            struct lk_route_target got;
+            lk_route_target_init(&got);
+            /* linkup-destination: the target no matter which host the URL names. */
+            static const struct lk_header dest[] = { H("linkup-destination", "web") };
+            int rc = lk_route_find_target(s, S("tiny-cow"), lk_buf_str(&url), dest, 1, &got);
+            if (rc != (want_rc == 0 ? 0 : LK_EPARSE))
+                printf("# %s\n", url.data);
+            CHECK_INT_EQ(rc, want_rc == 0 ? 0 : LK_EPARSE);
+            if (rc == 0 && want_rc == 0 && strcmp(got.url.data, want.data) != 0) {
+                printf("# %s\n", url.data);
+                CHECK_STR_EQ(got.url.data, want.data);
+            }
+            lk_route_target_release(&got);
+        }
+    }
+    lk_buf_release(&want);
+    lk_buf_release(&url);
+    free_session(s);
+}
+
 /* ---- additional headers (SPEC §3.7, §8.1.2, DESIGN §2.3, §2.4) -------------------- */
 
 struct extra_case {
@@ -901,6 +989,7 @@ int main(void)
     RUN(test_target_8_1_4);
     RUN(test_target_rules);
     RUN(test_target_locations_and_rewrites);
+    RUN(test_target_plain_urls_match_full_parse);
     RUN(test_extra_headers);
     RUN(test_traceparent_from_rng);
     RUN(test_repeatable_rewritten_routes);
