@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <yaml.h>
 
 #include "core/alloc.h"
@@ -501,6 +502,50 @@ static int write_handler(void *data, unsigned char *buffer, size_t size)
     return 1;
 }
 
+static bool all_of(const char *s, const char *set)
+{
+    return *s != '\0' && strspn(s, set) == strlen(s);
+}
+
+/* True when s would read back as a number: an integer (decimal, 0x, 0o, 0b;
+ * '_' separators), a float ("1.5", ".5", "5.", "1e3", "1.5E-3") or an
+ * infinity/NaN spelling, with an optional sign. Strings that merely start
+ * with a digit ("3zgtAVF848wWVlbB", a session token) stay plain, as
+ * serde_yaml writes them in the original's state file (SPEC §6.3). */
+static bool looks_numeric(const char *s)
+{
+    if (*s == '-' || *s == '+')
+        s++;
+    static const char *const words[] = { "inf", "infinity", "nan", ".inf", ".nan" };
+    for (size_t i = 0; i < LK_ARRAY_LEN(words); i++) {
+        if (strcasecmp(s, words[i]) == 0)
+            return true;
+    }
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+        return all_of(s + 2, "0123456789abcdefABCDEF_");
+    if (s[0] == '0' && (s[1] == 'o' || s[1] == 'O'))
+        return all_of(s + 2, "01234567_");
+    if (s[0] == '0' && (s[1] == 'b' || s[1] == 'B'))
+        return all_of(s + 2, "01_");
+    /* Decimal: digits [. digits] or . digits, then an optional exponent. */
+    size_t int_digits = strspn(s, "0123456789_");
+    const char *p = s + int_digits;
+    size_t frac_digits = 0;
+    if (*p == '.') {
+        frac_digits = strspn(p + 1, "0123456789_");
+        p += 1 + frac_digits;
+    }
+    if (int_digits == 0 && frac_digits == 0)
+        return false;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '-' || *p == '+')
+            p++;
+        return all_of(p, "0123456789");
+    }
+    return *p == '\0';
+}
+
 /* True when a plain scalar s would not read back as the same string. */
 static bool needs_quotes(const char *s)
 {
@@ -516,11 +561,7 @@ static bool needs_quotes(const char *s)
         if (strcmp(s, special[i]) == 0)
             return true;
     }
-    /* Anything starting like a number (0x1f, 1e3, -5, .5, 1_000) is quoted. */
-    const char *p = s;
-    if (*p == '-' || *p == '+' || *p == '.')
-        p++;
-    return *p >= '0' && *p <= '9';
+    return looks_numeric(s);
 }
 
 static void emit(yaml_emitter_t *em, yaml_event_t *ev)

@@ -208,6 +208,46 @@ static void test_round_trip_tricky_strings(void)
     }
 }
 
+/* Only strings YAML reads as something else are quoted: a token that merely
+ * starts with a digit stays plain, as the original writes it (SPEC §6.3). */
+static void test_quoting_is_minimal(void)
+{
+    static const struct {
+        const char *value;
+        const char *line;
+    } cases[] = {
+        { "3zgtAVF848wWVlbB", "  session_name: 3zgtAVF848wWVlbB\n" },
+        { "1e3x", "  session_name: 1e3x\n" },
+        { "0xfg", "  session_name: 0xfg\n" },
+        { "1.2.3", "  session_name: 1.2.3\n" },
+        { "-", "  session_name: '-'\n" },
+        { "1e3", "  session_name: '1e3'\n" },
+        { "1_000", "  session_name: '1_000'\n" },
+        { "+.inf", "  session_name: '+.inf'\n" },
+        { "5.", "  session_name: '5.'\n" },
+        { "1.5E-3", "  session_name: '1.5E-3'\n" },
+        { "0o17", "  session_name: '0o17'\n" },
+        { "NaN", "  session_name: 'NaN'\n" },
+        { "1234567890123456", "  session_name: '1234567890123456'\n" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct lk_state *st = sample_state();
+        lk_state_set_str(&st->session_name, cases[i].value);
+        struct lk_buf out = LK_BUF_INIT;
+        lk_state_emit(st, &out);
+        if (strstr(out.data, cases[i].line) == NULL)
+            fprintf(stderr, "# %s:\n%s", cases[i].value, out.data);
+        CHECK(strstr(out.data, cases[i].line) != NULL);
+        struct lk_state *back = NULL;
+        CHECK_INT_EQ(lk_state_parse(out.data, out.len, &back, NULL), 0);
+        if (back)
+            CHECK_STR_EQ(back->session_name, cases[i].value);
+        lk_state_free(back);
+        lk_buf_release(&out);
+        lk_state_free(st);
+    }
+}
+
 static void test_clone(void)
 {
     struct lk_state *st = sample_state();
@@ -305,6 +345,7 @@ int main(void)
     RUN(test_config_to_state);
     RUN(test_null_optional_fields);
     RUN(test_round_trip_tricky_strings);
+    RUN(test_quoting_is_minimal);
     RUN(test_clone);
     RUN(test_malformed);
     RUN(test_upsert_json);
