@@ -561,7 +561,7 @@ const char *lk_http1_reason(int status)
     case 411:
         return "Length Required";
     case 413:
-        return "Content Too Large";
+        return "Payload Too Large";
     case 414:
         return "URI Too Long";
     case 415:
@@ -569,7 +569,7 @@ const char *lk_http1_reason(int status)
     case 417:
         return "Expectation Failed";
     case 422:
-        return "Unprocessable Content";
+        return "Unprocessable Entity";
     case 426:
         return "Upgrade Required";
     case 429:

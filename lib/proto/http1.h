@@ -135,8 +135,11 @@ const struct lk_http_header *lk_http1_find_header(const struct lk_http_header *h
  * Transfer-Encoding, Upgrade (callers keep Upgrade for WebSocket). */
 bool lk_http1_is_hop_by_hop(struct lk_str name);
 
-/* Standard reason phrase for a status ("Not Found"), "" when unknown. Never
- * NULL; static storage. */
+/* Standard reason phrase for a status ("Not Found"), "" when unknown: the
+ * canonical reasons of the original's Rust `http` crate (413 "Payload Too
+ * Large", 422 "Unprocessable Entity"), which appear in status lines and in
+ * the local server's "request failed with status {code} {reason}" (SPEC
+ * §5.2). Never NULL; static storage. */
 const char *lk_http1_reason(int status);
 
 /* ---- chunked transfer coding ------------------------------------------ */

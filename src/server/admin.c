@@ -378,17 +378,26 @@ static void on_worker_answer(const struct local_worker_resp *resp, void *data)
         if (!name)
             respond_worker_error(ex, lk_exchange_printf(ex, "error decoding response body: %s",
                                                         why.data ? why.data : ""));
-        else if (c->tunneled)
-            store_tunneled(c, name, resp);
-        else
+        else if (!c->tunneled)
             respond_json(ex, 200, resp->body, resp->body_len);
+        else if (lk_upsert_to_session(&c->req, LK_SESSION_TUNNELED, &c->session, &why) != 0)
+            /* SPEC §5.2 step 2: built from the original request only once
+             * the worker accepted it (the worker validates the same way). */
+            local_respond_text(ex, 400,
+                               lk_exchange_printf(ex,
+                                                  "Failed to parse server config: %s - local "
+                                                  "server",
+                                                  why.data));
+        else
+            store_tunneled(c, name, resp);
         free(name);
         lk_buf_release(&why);
     }
     upsert_call_free(c);
 }
 
-/* Parses the body, validates (tunneled) and forwards; completes ex on error. */
+/* Parses the body and forwards it; completes ex on error. A tunneled
+ * session is validated only after the worker's answer (SPEC §5.2). */
 static void on_upsert_body(struct lk_exchange *ex, const char *body, size_t len, int err,
                            void *data)
 {
@@ -401,11 +410,6 @@ static void on_upsert_body(struct lk_exchange *ex, const char *body, size_t len,
         local_respond_text(ex, 400, "Failed to buffer the request body");
     } else if ((rc = lk_upsert_parse(body, len, &c->req, &msg)) != 0) {
         respond_buf_text(ex, rc == LK_EPARSE ? 400 : 422, &msg);
-    } else if (c->tunneled &&
-               (rc = lk_upsert_to_session(&c->req, LK_SESSION_TUNNELED, &c->session, &msg)) != 0) {
-        local_respond_text(
-            ex, 400,
-            lk_exchange_printf(ex, "Failed to parse server config: %s - local server", msg.data));
     } else if (!c->ls->worker) {
         respond_worker_error(ex, "no worker configured");
         rc = LK_EINVAL;

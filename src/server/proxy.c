@@ -99,6 +99,14 @@ static void on_proxy_error(struct lk_exchange *ex, const char *errtext, void *da
     local_respond_text(ex, 502, lk_exchange_printf(ex, PROXY_ERROR_PREFIX "%s", errtext));
 }
 
+/* SPEC §5.4 step 3, §5.7: a WebSocket upstream that gave no HTTP answer is
+ * a 502 whose body is the error text alone, without Content-Type. */
+static void on_ws_error(struct lk_exchange *ex, const char *errtext, void *data)
+{
+    (void)data;
+    lk_exchange_respond(ex, 502, NULL, 0, errtext, strlen(errtext));
+}
+
 /* SPEC §5.4 step 2: the WebSocket handshake carries the target host without
  * its port. */
 static const char *ws_host(struct lk_exchange *ex, const struct lk_route_result *r)
@@ -121,7 +129,7 @@ static void forward(struct lk_exchange *ex, const struct lk_route_result *r)
         .n_resp_default = LK_HEADERS_N_CORS,
         .websocket = ws,
         .ws_pass_non_101 = true,
-        .on_error = on_proxy_error,
+        .on_error = ws ? on_ws_error : on_proxy_error,
     };
     if (lk_exchange_proxy(ex, &spec) != 0)
         local_respond_text(ex, 502, PROXY_ERROR_PREFIX "invalid upstream request");

@@ -403,10 +403,15 @@ static char *form_decode(struct lk_exchange *ex, const char *s, size_t n)
     return out;
 }
 
-/* The decoded value of the first query field named key, or NULL. */
-static const char *query_field(struct lk_exchange *ex, struct lk_str query, const char *key)
+/* The decoded value of the query field named key (NULL when absent), and
+ * in *n_found how often it occurs: serde's struct deserializer, behind the
+ * original's Query extractor, rejects a duplicated field. */
+static const char *query_field(struct lk_exchange *ex, struct lk_str query, const char *key,
+                               size_t *n_found)
 {
     size_t klen = strlen(key);
+    const char *value = NULL;
+    *n_found = 0;
     if (query.ptr == NULL)
         return NULL;
     const char *p = query.ptr;
@@ -417,11 +422,11 @@ static const char *query_field(struct lk_exchange *ex, struct lk_str query, cons
         const char *eq = memchr(p, '=', (size_t)(pair_end - p));
         const char *name_end = eq ? eq : pair_end;
         char *name = form_decode(ex, p, (size_t)(name_end - p));
-        if (strlen(name) == klen && memcmp(name, key, klen) == 0)
-            return eq ? form_decode(ex, eq + 1, (size_t)(pair_end - eq - 1)) : "";
+        if (strlen(name) == klen && memcmp(name, key, klen) == 0 && (*n_found)++ == 0)
+            value = eq ? form_decode(ex, eq + 1, (size_t)(pair_end - eq - 1)) : "";
         p = amp ? amp + 1 : end;
     }
-    return NULL;
+    return value;
 }
 
 /* Path and query of the request target (origin-form or absolute-form). */
@@ -448,10 +453,16 @@ static void on_tunnel(struct worker *w, struct lk_exchange *ex)
     struct lk_buf json = LK_BUF_INIT;
     struct lk_buf e = LK_BUF_INIT;
     split_target(lk_exchange_target(ex), &path, &query);
-    const char *name = query_field(ex, query, "session_name");
+    size_t n_found;
+    const char *name = query_field(ex, query, "session_name", &n_found);
     if (name == NULL) {
         worker_respond_text(ex, 400,
                             "Failed to deserialize query string: missing field `session_name`");
+        return;
+    }
+    if (n_found > 1) {
+        worker_respond_text(ex, 400,
+                            "Failed to deserialize query string: duplicate field `session_name`");
         return;
     }
     if (worker_tunnel_upsert(&w->store->tunnels, &w->tunnel, name, worker_now_ms(), &json, NULL,

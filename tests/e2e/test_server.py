@@ -284,7 +284,9 @@ def test_bad_bodies(server, worker, upstream):
     r = lk.request(addr, "POST", "/linkup/sessions/tunneled", [("Content-Type", "text/plain")],
                    json.dumps(empty))
     assert r.status == 415
-    assert worker.calls == []
+    # SPEC §5.2: the session is validated after the worker accepted it; only
+    # the two well-formed bodies reached the worker.
+    assert [c[0] for c in worker.calls] == ["/linkup/v2/sessions/tunneled"] * 2
     assert lk.request(addr, "GET", "/linkup/check").status == 200
 
 

@@ -429,6 +429,9 @@ static void test_misc(void)
 {
     CHECK_STR_EQ(lk_http1_reason(404), "Not Found");
     CHECK_STR_EQ(lk_http1_reason(431), "Request Header Fields Too Large");
+    /* The Rust http crate's names, as the original prints them (SPEC §5.2). */
+    CHECK_STR_EQ(lk_http1_reason(413), "Payload Too Large");
+    CHECK_STR_EQ(lk_http1_reason(422), "Unprocessable Entity");
     CHECK_STR_EQ(lk_http1_reason(799), "");
     CHECK(lk_http1_is_hop_by_hop(LK_STR("Transfer-Encoding")));
     CHECK(lk_http1_is_hop_by_hop(LK_STR("keep-alive")));

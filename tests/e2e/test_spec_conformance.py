@@ -1,0 +1,543 @@
+"""SPEC conformance of `linkup worker` and `linkup server` (SPEC §2-§5, §9,
+§11 as amended by DESIGN §2, §3, §9): the items of the SPEC that the other
+e2e files leave untested, each test citing its section. Everything runs
+over loopback: servers on 127.0.0.1:0, upstreams on 127.0.0.2, fake workers
+on 127.0.0.3."""
+import json
+import re
+import socket
+
+import pytest
+
+import lk
+
+TOKEN = "tok"
+AUTH = [("Authorization", f"Bearer {TOKEN}")]
+JSON = [("Content-Type", "application/json")]
+VERSION = [("x-linkup-version", "99.0.0")]
+
+WORKER_NO_SESSION = ("Linkup was unable to determine the session origin of the request.\n"
+                     "Make sure your request includes a valid session ID in the referer or "
+                     "tracestate headers. - Worker")
+SERVER_NO_SESSION = ("Linkup was unable to determine the session origin of the request. Ensure "
+                     "that your request includes a valid session identifier in the referer or "
+                     "tracestate headers. - Local Server")
+CORS_ORIGIN = "access-control-allow-origin"
+
+
+@pytest.fixture(autouse=True)
+def no_tls_no_dns(env):
+    """Local servers listen on HTTP only (the DESIGN §3 defaults :443 and
+    :8053 would collide between tests)."""
+    env["LINKUP_HTTPS_ADDR"] = "off"
+    env["LINKUP_DNS_ADDR"] = "off"
+
+
+@pytest.fixture
+def worker(linkup_bin, env, tmp_path):
+    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker.log"), token=TOKEN)
+    yield w
+    assert w.stop() == 0, open(w.log_path).read()[-3000:]
+
+
+@pytest.fixture
+def upstream():
+    u = lk.RecordingUpstream("127.0.0.2")
+    yield u
+    u.close()
+
+
+@pytest.fixture
+def fake_worker():
+    w = lk.FakeWorker("127.0.0.3")
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def server(linkup_bin, env, tmp_path, fake_worker):
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
+                              TOKEN, log_path=str(tmp_path / "server.log"))
+    yield s
+    code, _ = lk.stop_gracefully(s)
+    assert code == 0, open(s.log_path).read()
+
+
+def wpost(w, path, obj, headers=None):
+    """POST a JSON body (object or raw text) to the worker, authenticated."""
+    body = obj if isinstance(obj, str) else json.dumps(obj)
+    return lk.request(w.addrs["Worker"], "POST", path,
+                      AUTH + JSON + VERSION if headers is None else headers, body)
+
+
+def wget(w, path, headers=()):
+    return lk.request(w.addrs["Worker"], "GET", path, list(headers))
+
+
+def svc(name, url, rewrites=None):
+    return {"name": name, "location": url, "rewrites": rewrites}
+
+
+def dom(domain, default, routes=None):
+    return {"domain": domain, "default_service": default, "routes": routes}
+
+
+def named(name, services, domains, token="token"):
+    return {"desired_name": name, "session_token": token, "services": services,
+            "domains": domains, "cache_routes": None}
+
+
+FRONT = [svc("frontend", "http://example.com")]
+EXAMPLE = [dom("example.com", "frontend")]
+
+
+def upstream_headers(up):
+    """The last request's headers as {lower-case name: [values]}."""
+    h = {}
+    for k, v in up.last_headers():
+        h.setdefault(k.lower(), []).append(v)
+    return h
+
+
+# ==== worker ==================================================================
+
+def test_worker_named_shape_needs_a_string_token(worker):
+    """SPEC §2.3 quirk, §9: `desired_name` with `"session_token": null` does
+    not fit Named, so it is Unnamed (six_char by default): desired_name is
+    ignored and the name is the hash prefix 2551b2 (token preview_session)."""
+    body = {"desired_name": "wanted", "session_token": None, "services": FRONT,
+            "domains": EXAMPLE}
+    r = wpost(worker, "/linkup/v2/sessions/preview", body)
+    assert (r.status, r.text) == (200, '{"session_name":"2551b2"}')
+    # name_kind absent = six_char, cache_routes and rewrites/routes optional.
+    r = wpost(worker, "/linkup/v2/sessions/preview",
+              {"services": [{"name": "frontend", "location": "http://example.com"}],
+               "domains": [{"domain": "example.com", "default_service": "frontend"}]})
+    assert r.status == 200 and re.fullmatch(r'\{"session_name":"[0-9a-f]{6}"\}', r.text)
+
+
+def test_worker_unknown_name_kind_is_422(worker):
+    """SPEC §2.3: name_kind is "animal" or "six_char"; anything else fits no
+    shape, a framework 422."""
+    r = wpost(worker, "/linkup/v2/sessions/preview",
+              {"name_kind": "bogus", "services": FRONT, "domains": EXAMPLE})
+    assert r.status == 422
+    assert r.text.startswith("Failed to deserialize the JSON body into the target type:")
+
+
+@pytest.mark.parametrize("path", ["/linkup/v2/sessions/preview", "/linkup/v2/sessions/tunneled"])
+def test_worker_empty_name_is_a_500_store_error(worker, path):
+    """SPEC §2.5 strict_store_session, §4.3.6 step 4; for tunneled DESIGN
+    §2.1 (only a name conflict is 409, other store errors 500)."""
+    r = wpost(worker, path, named("", FRONT, EXAMPLE))
+    assert (r.status, r.text) == (500, "Failed to store server config: Session name is empty")
+    assert r.header("content-type") == "text/plain"
+    assert r.header("cache-control") == "no-store"
+
+
+@pytest.mark.parametrize("services,domains,detail", [
+    ([], EXAMPLE, "empty config"),
+    (FRONT, [], "empty config"),
+    ([svc("frontend", "ftp://files.example.com")], EXAMPLE,
+     "invalid url: ftp://files.example.com/"),
+    ([svc("frontend", "mailto:a@example.com")], EXAMPLE, "invalid url: mailto:a@example.com"),
+    # URLs are checked before service references (first failure wins).
+    ([svc("frontend", "ftp://x")], [dom("example.com", "nope")], "invalid url: ftp://x/"),
+    (FRONT, [dom("example.com", "web")], "no such service: web"),
+    (FRONT, [dom("example.com", "frontend", [{"path": "^/a", "service": "api"}])],
+     "no such service: api"),
+])
+def test_worker_session_validation_messages(worker, services, domains, detail):
+    """SPEC §2.2 (checks in order, first failure wins), §4.3.6 step 1, §4.5."""
+    for path in ("/linkup/v2/sessions/preview", "/linkup/v2/sessions/tunneled",
+                 "/linkup/local-session", "/linkup/preview-session"):
+        r = wpost(worker, path, named("val", services, domains))
+        assert (r.status, r.text) == (400, f"Failed to parse server config: {detail} - Worker"), \
+            path
+        assert r.header("content-type") == "text/plain"
+        assert r.header("cache-control") == "no-store"
+
+
+@pytest.mark.parametrize("services,cache_routes", [
+    ([svc("frontend", "http://")], None),
+    ([svc("frontend", "not a url")], None),
+    ([svc("frontend", "http://x.example.com", [{"source": "(", "target": "x"}])], None),
+    (FRONT, ["("]),
+])
+def test_worker_bad_url_or_regex_is_a_json_rejection(worker, services, cache_routes):
+    """SPEC §2.2: unparseable URLs and invalid regexes are JSON format errors,
+    i.e. the framework's 422 of §4.3 (only the status is asserted, §11.19)."""
+    body = named("bad", services, EXAMPLE)
+    body["cache_routes"] = cache_routes
+    assert wpost(worker, "/linkup/v2/sessions/preview", body).status == 422
+
+
+def test_worker_localhost_is_compared_after_normalisation(worker):
+    """SPEC §2 (hosts are lower-cased on input), §4.3.6 step 2, §4.3.7 step 4:
+    `http://LocalHost:3000` is a localhost location."""
+    body = named("lh", [svc("frontend", "http://LocalHost:3000/app")], EXAMPLE)
+    r = wpost(worker, "/linkup/v2/sessions/preview", body)
+    assert (r.status, r.text) == (400,
+                                  "Preview session cannot contain services pointing to localhost")
+    r = wpost(worker, "/linkup/v2/sessions/tunneled", body)
+    assert r.status == 200
+    # Re-pointed at the (unconnected) tunnel.
+    r = wget(worker, "/page", [("Host", "lh.example.com")])
+    assert (r.status, r.text) == (502, "Failed to fetch from target service: tunnel for session "
+                                       "'lh' is not connected")
+
+
+def test_worker_v1_local_session_stores_localhost_unchanged(worker):
+    """SPEC §4.3.3: no tunnel is created by the v1 endpoint and locations are
+    stored unchanged, so a localhost service is fetched at localhost."""
+    up = lk.RecordingUpstream("127.0.0.1", body="on-localhost")
+    try:
+        port = up.addr[1]
+        body = named("v1cow", [svc("frontend", f"http://localhost:{port}")], EXAMPLE)
+        r = wpost(worker, "/linkup/local-session", body)
+        assert (r.status, r.text) == (200, "v1cow")
+        r = wget(worker, "/x", [("Host", "v1cow.example.com")])
+        assert (r.status, r.text) == (200, "on-localhost")
+        assert upstream_headers(up)["host"] == [f"localhost:{port}"]
+    finally:
+        up.close()
+
+
+def test_worker_v1_local_session_unnamed_gets_an_animal_name(worker):
+    """SPEC §4.3.3 step 2-3: Unnamed -> desired is empty -> animal name
+    (§2.5: adjective-animal); the v1 answer is the bare name as text."""
+    r = wpost(worker, "/linkup/local-session", {"services": FRONT, "domains": EXAMPLE})
+    assert r.status == 200
+    assert re.fullmatch(r"[a-z]+-[a-z]+", r.text)
+    assert r.header("content-type") == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize("version,status", [
+    ("2.0.0-", 200),       # a pre-release (even empty) is the beta channel
+    ("2.0.0-beta-1", 200),
+    ("02.01.00", 200),     # plain unsigned integers
+    ("2.1.0.0", 401),
+    ("65536.0.0", 401),    # not a 16-bit number
+    ("v2.1.0", 401),
+    ("2..0", 401),
+])
+def test_worker_version_parsing_edges(worker, version, status):
+    """SPEC §3.11 parsing and channel, §4.2 step 1."""
+    r = wpost(worker, "/linkup/local-session", named("ver", FRONT, EXAMPLE),
+              AUTH + JSON + [("x-linkup-version", version)])
+    assert r.status == status, r.text
+    if status == 401:
+        assert r.text == "Invalid x-linkup-version header."
+
+
+def test_worker_tunnel_query_field_rules(worker):
+    """SPEC §4.3.5: session_name is a query field (form-decoded); a missing
+    or duplicated field is the framework's 400 (serde rejects duplicates)."""
+    r = wget(worker, "/linkup/tunnel?session_name=a&session_name=b", AUTH)
+    assert r.status == 400
+    assert r.text.startswith("Failed to deserialize query string:")
+    r = wget(worker, "/linkup/tunnel?other=1", AUTH)
+    assert r.status == 400
+    r = wget(worker, "/linkup/tunnel?x=1&session_name=tiny+cow", AUTH)
+    assert r.status == 200 and json.loads(r.body)["name"] == "linkup-tunnel-tiny cow"
+    r = lk.request(worker.addrs["Worker"], "HEAD", "/linkup/tunnel?session_name=h", AUTH)
+    assert (r.status, r.body) == (200, b"")
+    assert r.header("content-type") == "application/json"
+
+
+def test_worker_api_paths_are_exact_and_on_every_host(worker):
+    """SPEC §4.2: the seven paths are intercepted on every host; any other
+    path, /linkup/... included, is the unauthenticated proxy."""
+    r = wget(worker, "/linkup/check", AUTH + [("Host", "anything.example.com")])
+    assert (r.status, r.text) == (200, "OK")
+    r = wget(worker, "/linkup/check?probe=1", AUTH)
+    assert (r.status, r.text) == (200, "OK")
+    for path in ("/linkup/check/", "/linkup/sessions", "/linkup/v2/sessions"):
+        r = wget(worker, path)
+        assert (r.status, r.text) == (422, WORKER_NO_SESSION), path
+    r = lk.request(worker.addrs["Worker"], "HEAD", "/linkup/no-tunnel", AUTH)
+    assert (r.status, r.body) == (422, b"")
+
+
+def test_worker_405_lists_the_allowed_methods(worker):
+    """SPEC §4.2: after authentication a wrong method is 405 with Allow."""
+    for method in ("PUT", "DELETE", "OPTIONS", "PATCH"):
+        r = lk.request(worker.addrs["Worker"], method, "/linkup/check", AUTH, body="")
+        assert r.status == 405 and r.header("allow") == "GET,HEAD", method
+    r = wget(worker, "/linkup/v2/sessions/preview", AUTH)
+    assert r.status == 405 and r.header("allow") == "POST"
+
+
+def make_worker_session(worker, name, services, domains):
+    r = wpost(worker, "/linkup/v2/sessions/preview", named(name, services, domains))
+    assert r.status == 200, r.text
+
+
+def test_worker_header_map_last_visible_occurrence_wins(worker, upstream):
+    """SPEC §3.1: a repeated header's last (visible ASCII) value is the one
+    routing uses, §3.4 candidates in order."""
+    make_worker_session(worker, "potato", [svc("frontend", upstream.url)], EXAMPLE)
+    r = wget(worker, "/x", [("Host", "example.com"),
+                            ("x-forwarded-host", "potato.example.com"),
+                            ("x-forwarded-host", "nobody.example.com")])
+    assert (r.status, r.text) == (422, WORKER_NO_SESSION)
+    r = wget(worker, "/x", [("Host", "example.com"),
+                            ("x-forwarded-host", "nobody.example.com"),
+                            ("x-forwarded-host", "potato.example.com")])
+    assert (r.status, r.text) == (200, "under_fe")
+
+
+def test_worker_sentinel_is_looked_up_like_a_name(worker, upstream):
+    """SPEC §3.2/§3.4: a host of two labels gives the sentinel DOES-NOT-EXIST,
+    which is looked up like any other name (§2.5: names have no syntax)."""
+    make_worker_session(worker, "DOES-NOT-EXIST", [svc("frontend", upstream.url)], EXAMPLE)
+    r = wget(worker, "/x", [("Host", "example.com")])
+    assert (r.status, r.text) == (200, "under_fe")
+
+
+def test_worker_rewrite_templates_replace_every_match(worker, upstream):
+    """SPEC §1.3 template dialect ($1a is group "1a", ${2}, $$), §3.5 step 6
+    (all non-overlapping matches of the path; the query is untouched)."""
+    make_worker_session(
+        worker, "rw",
+        [svc("frontend", upstream.url, [{"source": "/(a)(b)", "target": "/$1a-${2}x-$$"}])],
+        EXAMPLE)
+    r = wget(worker, "/ab/ab?q=/ab", [("Host", "rw.example.com")])
+    assert r.status == 200
+    assert upstream.requests[-1][1] == "/-bx-$/-bx-$?q=/ab"
+
+
+def test_worker_unknown_destination_falls_back_to_routes(worker, upstream):
+    """SPEC §3.5 step 2: a linkup-destination naming no service of the
+    session is ignored (routes apply); §3.7: the header is kept as sent."""
+    make_worker_session(worker, "dest", [svc("frontend", upstream.url)], EXAMPLE)
+    r = wget(worker, "/x", [("Host", "dest.example.com"), ("linkup-destination", "nope")])
+    assert (r.status, r.text) == (200, "under_fe")
+    assert upstream_headers(upstream)["linkup-destination"] == ["nope"]
+
+
+def test_worker_tracestate_entry_is_matched_exactly(worker, upstream):
+    """DESIGN §2.3 (fixes the SPEC §3.7 substring quirk): an entry
+    linkup-session=dest2 does not stop linkup-session=dest being added."""
+    make_worker_session(worker, "dest", [svc("frontend", upstream.url)], EXAMPLE)
+    wget(worker, "/x", [("Host", "dest.example.com"), ("tracestate", "linkup-session=dest2")])
+    assert upstream_headers(upstream)["tracestate"] == [
+        "linkup-session=dest2,linkup-session=dest"]
+    wget(worker, "/x", [("Host", "dest.example.com"), ("tracestate", "a=1,linkup-session=dest")])
+    assert upstream_headers(upstream)["tracestate"] == ["a=1,linkup-session=dest"]
+
+
+# ==== local server ============================================================
+
+def test_server_tunneled_forwards_before_validating(server, fake_worker, upstream):
+    """SPEC §5.2 POST /linkup/sessions/tunneled: step 1 forwards to the
+    worker, step 2 builds the session; a session the worker accepted but
+    that fails validation here is 400 `... - local server`."""
+    addr = server.addrs["HTTP"]
+    bad = named("bad", [svc("frontend", upstream.url)], [dom("example.com", "nope")])
+    r = lk.post_json(addr, "/linkup/sessions/tunneled", bad)
+    assert (r.status, r.text) == (
+        400, "Failed to parse server config: no such service: nope - local server")
+    assert r.header("content-type") == "text/plain"
+    assert [c[0] for c in fake_worker.calls] == ["/linkup/v2/sessions/tunneled"]
+    assert lk.request(addr, "GET", "/linkup/sessions").json() == {"sessions": {}}
+    assert lk.request(addr, "GET", "/linkup/dns").json() == {"domains": []}
+
+
+def test_server_tunneled_invalid_session_through_real_worker(linkup_bin, env, tmp_path):
+    """SPEC §5.2 step 1 with a real worker: the worker's 400 comes back as
+    500 `Failed to request to Worker: request failed with status 400 Bad
+    Request: {worker body}`."""
+    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "w.log"), token=TOKEN)
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", w.url("Worker"), "--worker-token",
+                              TOKEN, log_path=str(tmp_path / "s.log"))
+    try:
+        r = lk.post_json(s.addrs["HTTP"], "/linkup/sessions/tunneled",
+                         named("empty", [], EXAMPLE))
+        assert (r.status, r.text) == (
+            500, "Failed to request to Worker: request failed with status 400 Bad Request: "
+                 "Failed to parse server config: empty config - Worker")
+        assert r.header("content-type") == "text/plain"
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0
+        assert w.stop() == 0
+
+
+@pytest.mark.parametrize("status,reason", [(400, "Bad Request"), (413, "Payload Too Large"),
+                                           (422, "Unprocessable Entity"),
+                                           (503, "Service Unavailable")])
+def test_server_worker_error_reason_phrases(linkup_bin, env, tmp_path, upstream, status, reason):
+    """SPEC §5.2 step 1: `request failed with status {code} {reason}: {body}`
+    with the canonical reason phrases of the original (Rust http crate)."""
+    fw = lk.FakeWorker("127.0.0.3", mode=status, body="nope")
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fw.url, "--worker-token", TOKEN,
+                              log_path=str(tmp_path / "s.log"))
+    try:
+        r = lk.post_json(s.addrs["HTTP"], "/linkup/sessions/tunneled",
+                         named("r", [svc("frontend", upstream.url)], EXAMPLE))
+        assert (r.status, r.text) == (
+            500, f"Failed to request to Worker: request failed with status {status} {reason}: nope")
+        # Preview passes the worker's status and body through.
+        r = lk.post_json(s.addrs["HTTP"], "/linkup/sessions/preview",
+                         named("r", [svc("frontend", upstream.url)], EXAMPLE))
+        assert (r.status, r.text) == (status, "nope")
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0
+        fw.close()
+
+
+def test_server_worker_answer_without_a_name_is_500(linkup_bin, env, tmp_path, upstream):
+    """SPEC §5.2: a worker answer that does not parse is a transport/parse
+    error: 500 `Failed to request to Worker: {e}`; nothing is stored."""
+    bad = lk.ScriptedUpstream(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: 2\r\nConnection: close\r\n\r\n{}", "127.0.0.3")
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", bad.url + "/", "--worker-token",
+                              TOKEN, log_path=str(tmp_path / "s.log"))
+    try:
+        addr = s.addrs["HTTP"]
+        body = named("x", [svc("frontend", upstream.url)], EXAMPLE)
+        for path in ("/linkup/sessions/tunneled", "/linkup/sessions/preview"):
+            r = lk.post_json(addr, path, body)
+            assert r.status == 500, path
+            assert r.text.startswith("Failed to request to Worker: "), r.text
+        assert lk.request(addr, "GET", "/linkup/sessions").json() == {"sessions": {}}
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0
+        bad.close()
+
+
+def test_server_unnamed_tunneled_takes_the_worker_name(server, fake_worker, upstream):
+    """SPEC §5.2 steps 3-5: the session is stored locally under the name the
+    worker chose, DNS names follow it, the answer is the worker's JSON."""
+    addr = server.addrs["HTTP"]
+    body = {"name_kind": "animal", "session_token": "t",
+            "services": [svc("frontend", upstream.url)], "domains": EXAMPLE}
+    r = lk.post_json(addr, "/linkup/sessions/tunneled", body)
+    assert r.status == 200
+    assert r.json()["session_name"] == "fake-name"
+    assert fake_worker.calls[-1][2]["name_kind"] == "animal"
+    assert list(lk.request(addr, "GET", "/linkup/sessions").json()["sessions"]) == ["fake-name"]
+    assert lk.request(addr, "GET", "/linkup/dns").json() == {"domains": ["fake-name.example.com"]}
+
+
+def test_server_session_name_in_path_is_percent_decoded(server):
+    """SPEC §5.2 GET/DELETE /linkup/sessions/{name}: the path parameter is
+    percent-decoded; unknown -> 404 `Session '{name}' not found`."""
+    addr = server.addrs["HTTP"]
+    for method in ("GET", "DELETE"):
+        r = lk.request(addr, method, "/linkup/sessions/no%20such")
+        assert (r.status, r.text) == (404, "Session 'no such' not found"), method
+        assert r.header("content-type") == "text/plain"
+
+
+def test_server_other_linkup_paths_are_proxied(server, upstream):
+    """SPEC §5.2 "anything else -> proxy (§5.3)": /linkup/... paths that are
+    not admin routes (trailing slash, deeper paths) are routed like any
+    request."""
+    addr = server.addrs["HTTP"]
+    for path in ("/linkup/sessions/", "/linkup/sessions/a/b", "/linkup/whatever"):
+        r = lk.request(addr, "GET", path)
+        assert (r.status, r.text) == (422, SERVER_NO_SESSION), path
+    r = lk.post_json(addr, "/linkup/sessions/tunneled",
+                     named("lp", [svc("frontend", upstream.url)], EXAMPLE))
+    assert r.status == 200
+    r = lk.request(addr, "GET", "/linkup/whatever?x=1", [("Host", "lp.example.com")])
+    assert (r.status, r.text) == (200, "under_fe")
+    assert upstream.requests[-1][1] == "/linkup/whatever?x=1"
+
+
+def test_server_admin_answers_on_any_host(server, upstream):
+    """SPEC §5.1/§5.2: the admin routes win whatever the Host header, even a
+    session's host."""
+    addr = server.addrs["HTTP"]
+    lk.post_json(addr, "/linkup/sessions/tunneled",
+                 named("anyhost", [svc("frontend", upstream.url)], EXAMPLE))
+    n = len(upstream.requests)
+    r = lk.request(addr, "GET", "/linkup/check", [("Host", "anyhost.example.com")])
+    assert (r.status, r.text) == (200, "OK")
+    r = lk.request(addr, "HEAD", "/linkup/check")
+    assert (r.status, r.body) == (200, b"")
+    r = lk.request(addr, "GET", "/linkup/dns", [("Host", "anyhost.example.com")])
+    assert r.json() == {"domains": ["anyhost.example.com"]}
+    assert len(upstream.requests) == n
+
+
+def test_server_405_allow(server):
+    """SPEC §5.2: wrong methods on admin routes are 405 with Allow."""
+    addr = server.addrs["HTTP"]
+    cases = [("PUT", "/linkup/sessions/x", "DELETE"), ("POST", "/linkup/dns", "GET"),
+             ("DELETE", "/linkup/sessions", "GET"), ("GET", "/linkup/sessions/tunneled", "POST"),
+             ("PUT", "/linkup/check", "GET")]
+    for method, path, allowed in cases:
+        r = lk.request(addr, method, path, body="" if method != "GET" else None)
+        assert r.status == 405, (method, path)
+        assert allowed in r.header("allow"), (method, path)
+
+
+def test_server_request_url_without_host_is_localhost(server, upstream):
+    """SPEC §5.3 step 1: no Host (HTTP/1.0) -> http://localhost{target}; a
+    session from tracestate, but no domain matches -> 404."""
+    addr = server.addrs["HTTP"]
+    lk.post_json(addr, "/linkup/sessions/tunneled",
+                 named("nohost", [svc("frontend", upstream.url)], EXAMPLE))
+    data, _ = lk.raw_exchange(addr, b"GET /x HTTP/1.0\r\ntracestate: linkup-session=nohost\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 404"), data
+    data, _ = lk.raw_exchange(addr, b"GET /x HTTP/1.0\r\ntracestate: linkup-session=nohost\r\n"
+                                    b"Referer: http://example.com/\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"under_fe"), data
+
+
+def test_server_header_map_last_occurrence_wins(server, upstream):
+    """SPEC §3.1 on the local server: the last Referer is the one used."""
+    addr = server.addrs["HTTP"]
+    lk.post_json(addr, "/linkup/sessions/tunneled",
+                 named("last", [svc("frontend", upstream.url)], EXAMPLE))
+    r = lk.request(addr, "GET", "/", [("Host", "example.com"),
+                                      ("Referer", "http://last.example.com/"),
+                                      ("Referer", "http://other.example.com/")])
+    assert (r.status, r.text) == (422, SERVER_NO_SESSION)
+    r = lk.request(addr, "GET", "/", [("Host", "example.com"),
+                                      ("Referer", "http://other.example.com/"),
+                                      ("Referer", "http://last.example.com/")])
+    assert (r.status, r.text) == (200, "under_fe")
+
+
+def ws_handshake(addr, host, path="/ws"):
+    sock = socket.create_connection(addr, timeout=10)
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    return sock
+
+
+def test_server_websocket_connect_failure_is_a_bare_502(server):
+    """SPEC §5.4 step 3, §5.7: a WebSocket upstream that cannot be reached
+    (no HTTP answer) is 502 with the error text as the whole body and no
+    Content-Type; plain HTTP to it keeps the `Failed to proxy request` text."""
+    addr = server.addrs["HTTP"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        dead = s.getsockname()[1]
+    r = lk.post_json(addr, "/linkup/sessions/tunneled",
+                     named("deadws", [svc("frontend", f"http://127.0.0.2:{dead}")], EXAMPLE))
+    assert r.status == 200
+    with ws_handshake(addr, "deadws.example.com") as sock:
+        sock.settimeout(10)
+        data = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+            resp = lk.parse_responses(data)
+            if resp:
+                break
+    resp = lk.parse_responses(data)[0]
+    assert resp.status == 502
+    assert resp.header("content-type") is None
+    assert resp.body and not resp.body.startswith(b"Failed to proxy request")
+    assert resp.header(CORS_ORIGIN) is None
+    r = lk.request(addr, "GET", "/", [("Host", "deadws.example.com")])
+    assert r.status == 502
+    assert r.text.startswith("Failed to proxy request - are all your servers started? ")
+    assert r.header("content-type") == "text/plain"
