@@ -19,7 +19,7 @@ static const char completion_usage[] =
     "  -h, --help           Print help\n";
 
 static const char commands[] =
-    "start stop route sessions status health local-dns update uninstall completion config";
+    "start stop route sessions status health local-dns update uninstall completion infra config";
 
 /* Space-separated service names of the config (ctx or LINKUP_CONFIG), or "". */
 static void service_names(const struct cli_ctx *ctx, struct lk_buf *out)

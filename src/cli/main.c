@@ -25,6 +25,7 @@ static const struct cli_command commands[] = {
     { "update", cmd_update, "Update linkup to the latest released version.", 0 },
     { "uninstall", cmd_uninstall, "Uninstall linkup and cleanup configurations.", 0 },
     { "completion", cmd_completion, "Generate completions for your shell", 0 },
+    { "infra", cmd_infra, "Manage linkup infrastructure on Cloudflare", 0 },
     { "config", cmd_config, "Validate and summarise a linkup config file", 0 },
     { "worker", cmd_worker, "Run the Linkup worker (session API and edge proxy)", 0 },
     { "server", cmd_server, "Run the local server (used by `linkup start`)", 1 },
