@@ -918,3 +918,75 @@ def test_infra_interface(linkup_bin, cenv):
         r = run(linkup_bin, cenv, "infra", *full, cmd)
         assert r.returncode == 1 and r.stdout == ""
         assert r.stderr.startswith("Exited with error: ")
+
+
+# ---- §1.1 which commands read the config; §6.7 table with several domains -------------------
+
+
+def test_route_stop_health_never_read_the_config(linkup_bin, cenv, tmp_path):
+    """SPEC §1.1: route, stop and health never read the config, so a broken
+    --config or LINKUP_CONFIG does not fail them."""
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("linkup: [\n")
+    cenv["LINKUP_CONFIG"] = str(bad)
+    assert run(linkup_bin, cenv, "stop").stdout == "Stopped linkup\n"
+    assert run(linkup_bin, cenv, "-c", str(tmp_path / "missing.yaml"), "stop").returncode == 0
+    assert run(linkup_bin, cenv, "health", "--json").returncode == 0
+    r = run(linkup_bin, cenv, "route", "local", "web")
+    assert r.returncode == 0 and r.stdout == NOT_RUNNING
+    r = run(linkup_bin, cenv, "start")
+    assert r.returncode == 1
+    assert f'Exited with error: Failed to deserialize config file "{bad}"' in r.stderr
+
+
+def test_table_top_level_domains_and_several_lines(linkup_bin, cenv, tmp_path):
+    """SPEC §6.7 + §6.5.6 step 5 + §11.16: one line per top-level domain URL
+    (a domain ending with another configured domain is dropped, by plain
+    string suffix, so `myexample.com` is hidden by `example.com`); widths
+    follow the longest URL."""
+    fw = lk.FakeWorker(host="127.0.0.1")
+    try:
+        cfg = tmp_path / "linkup.yaml"
+        cfg.write_text(f"""linkup:
+  worker_url: {fw.url}
+  worker_token: t
+services:
+  - name: web
+    remote: https://web.example.net
+    local: http://localhost:3000
+domains:
+  - domain: example.com
+    default_service: web
+  - domain: myexample.com
+    default_service: web
+  - domain: a-much-longer-domain.org
+    default_service: web
+  - domain: api.a-much-longer-domain.org
+    default_service: web
+""")
+        r = run(linkup_bin, cenv, "sessions", "create-preview", "pr", "-c", str(cfg))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == table([("pr", "preview", ["https://pr.example.com",
+                                                     "https://pr.a-much-longer-domain.org"])])
+        assert r.stdout.count("\n") == 6
+    finally:
+        fw.close()
+
+
+def test_status_component_kind_when_local_equals_remote(live):
+    """SPEC §6.5.4 step 7: a service whose config local == remote is `local`
+    when that URL's host names localhost/127.0.0.1/0.0.0.0."""
+    lv = live()
+    text = lv.cfg.read_text().replace("domains:\n", """  - name: same
+    remote: http://localhost:1
+    local: http://localhost:1
+domains:
+""", 1)
+    lv.cfg.write_text(text)
+    lv.start()
+    st = json.loads(lv.run("status", "--json").stdout)
+    kinds = {s["name"]: s["component_kind"] for s in st["services"]}
+    assert kinds == {"backend": "remote", "frontend": "remote", "same": "local"}
+    # Sorted by priority, then component kind (string order), then name.
+    assert [s["name"] for s in st["services"]] == ["same", "backend", "frontend"]
+    assert {s["name"]: s["status"] for s in st["services"]}["same"] == "Error"
