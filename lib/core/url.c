@@ -7,6 +7,7 @@
  */
 #include "core/url.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -309,6 +310,139 @@ static char *serialize_ipv6(const uint16_t pieces[8])
     return lk_buf_detach(&out, NULL);
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = lk_ascii_lower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* WHATWG "IPv4 number parser": 0x/0X hex (may be empty), leading-0 octal,
+ * else decimal. False when [p, p + n) is not such a number or overflows. */
+static bool ipv4_number(const char *p, size_t n, uint64_t *out)
+{
+    unsigned base = 10;
+    uint64_t v = 0;
+    if (n >= 2 && p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+        base = 16;
+        p += 2;
+        n -= 2;
+    } else if (n >= 2 && p[0] == '0') {
+        base = 8;
+        p++;
+        n--;
+    } else if (n == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int d = hex_digit(p[i]);
+        if (d < 0 || (unsigned)d >= base || v > (UINT64_C(1) << 40))
+            return false;
+        v = v * base + (uint64_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+/* WHATWG "ends in a number" for a lower-cased domain h. */
+static bool ends_in_number(const char *h)
+{
+    size_t n = strlen(h);
+    if (n > 1 && h[n - 1] == '.')
+        n--;
+    size_t start = n;
+    while (start > 0 && h[start - 1] != '.')
+        start--;
+    const char *last = h + start;
+    size_t len = n - start;
+    if (len == 0)
+        return false;
+    size_t i = 0;
+    while (i < len && last[i] >= '0' && last[i] <= '9')
+        i++;
+    if (i == len)
+        return true;
+    if (len < 2 || last[0] != '0' || last[1] != 'x')
+        return false;
+    for (i = 2; i < len; i++) {
+        if (hex_digit(last[i]) < 0)
+            return false;
+    }
+    return true;
+}
+
+/* WHATWG IPv4 parser over domain h (ends in a number): replaces *h with the
+ * dotted-decimal form. Fails on anything that is not an IPv4 address. */
+static int parse_ipv4(char **h, const char **why)
+{
+    uint64_t parts[4];
+    size_t n_parts = 0;
+    size_t len = strlen(*h);
+    if (len > 1 && (*h)[len - 1] == '.')
+        len--;
+    const char *p = *h;
+    const char *end = *h + len;
+    while (p <= end) {
+        const char *dot = memchr(p, '.', (size_t)(end - p));
+        const char *part_end = dot ? dot : end;
+        if (n_parts == 4 || !ipv4_number(p, (size_t)(part_end - p), &parts[n_parts]))
+            return fail(why, "invalid IPv4 address");
+        n_parts++;
+        p = part_end + 1;
+    }
+    for (size_t i = 0; i + 1 < n_parts; i++) {
+        if (parts[i] > 255)
+            return fail(why, "invalid IPv4 address");
+    }
+    if (parts[n_parts - 1] >= (UINT64_C(1) << (8 * (5 - n_parts))))
+        return fail(why, "invalid IPv4 address");
+    uint64_t v = parts[n_parts - 1];
+    for (size_t i = 0; i + 1 < n_parts; i++)
+        v += parts[i] << (8 * (3 - i));
+    char text[16];
+    snprintf(text, sizeof(text), "%u.%u.%u.%u", (unsigned)(v >> 24) & 255u,
+             (unsigned)(v >> 16) & 255u, (unsigned)(v >> 8) & 255u, (unsigned)v & 255u);
+    free(*h);
+    *h = lk_xstrdup(text);
+    return 0;
+}
+
+/* A special URL's domain (WHATWG host parser): percent-decoded, ASCII
+ * lower-cased, no forbidden code point (no IDNA here: non-ASCII fails),
+ * and an IPv4 address when it ends in a number. Takes [p, p + n). */
+static int parse_domain(const char *p, size_t n, char **out, const char **why)
+{
+    char *h = lk_xmalloc(n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '%' && i + 2 < n && hex_digit(p[i + 1]) >= 0 && hex_digit(p[i + 2]) >= 0) {
+            h[o++] = (char)(hex_digit(p[i + 1]) * 16 + hex_digit(p[i + 2]));
+            i += 2;
+        } else {
+            h[o++] = p[i];
+        }
+    }
+    h[o] = '\0';
+    for (size_t i = 0; i < o; i++) {
+        if (h[i] == '\0' || is_forbidden_host_char((unsigned char)h[i]) || h[i] == '%') {
+            free(h);
+            return fail(why, "invalid host character");
+        }
+        h[i] = lk_ascii_lower(h[i]);
+    }
+    if (o == 0) {
+        free(h);
+        return fail(why, "empty host");
+    }
+    if (ends_in_number(h) && parse_ipv4(&h, why) != 0) {
+        free(h);
+        return LK_EPARSE;
+    }
+    *out = h;
+    return 0;
+}
+
 static int parse_host_port(const char *p, size_t n, bool special, struct lk_url *u,
                            const char **why)
 {
@@ -339,7 +473,7 @@ static int parse_host_port(const char *p, size_t n, bool special, struct lk_url 
     }
     if (special && host_end == 0)
         return fail(why, "empty host");
-    if (p[0] != '[') {
+    if (p[0] != '[' && !special) {
         for (size_t i = 0; i < host_end; i++) {
             if (is_forbidden_host_char((unsigned char)p[i]))
                 return fail(why, "invalid host character");
@@ -354,6 +488,9 @@ static int parse_host_port(const char *p, size_t n, bool special, struct lk_url 
     }
     if (n && p[0] == '[') {
         u->host = serialize_ipv6(pieces);
+    } else if (special) {
+        if (parse_domain(p, host_end, &u->host, why) != 0)
+            return LK_EPARSE;
     } else {
         u->host = lk_xstrndup(p, host_end);
         for (char *h = u->host; *h; h++)

@@ -541,3 +541,25 @@ def test_server_websocket_connect_failure_is_a_bare_502(server):
     assert r.status == 502
     assert r.text.startswith("Failed to proxy request - are all your servers started? ")
     assert r.header("content-type") == "text/plain"
+
+
+@pytest.mark.parametrize("location,stored", [
+    ("http://localhost:8000", "http://localhost:8000/"),
+    ("HTTP://Example.COM:80/a/../b", "http://example.com/b"),
+    ("https://x.example.com:443", "https://x.example.com/"),
+    ("http://x.example.com/a b?q=a b", "http://x.example.com/a%20b?q=a%20b"),
+    ("http://ex%41mple.com/", "http://example.com/"),
+    ("http://127.1:3000", "http://127.0.0.1:3000/"),
+    ("http://0x7f.0.0.1/", "http://127.0.0.1/"),
+    ("http://[::FFFF:127.0.0.1]/", "http://[::ffff:7f00:1]/"),
+])
+def test_server_locations_are_whatwg_normalised(server, location, stored):
+    """SPEC §2: locations are WHATWG-URL normalised on input and serialised
+    back normalised (lower-case scheme and host, percent-decoded domain,
+    IPv4 numbers, default port dropped, empty path `/`)."""
+    addr = server.addrs["HTTP"]
+    r = lk.post_json(addr, "/linkup/sessions/tunneled",
+                     named("norm", [svc("frontend", location)], EXAMPLE))
+    assert r.status == 200, r.text
+    got = lk.request(addr, "GET", "/linkup/sessions/norm").json()
+    assert got["services"][0]["location"] == stored
