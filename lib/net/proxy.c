@@ -461,21 +461,11 @@ int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec)
 
 /* ---- request side ------------------------------------------------------ */
 
-/* The client's chunked request body is malformed. Before any response byte
- * went out the client still gets the truth: the upstream exchange is
- * cancelled (its connection saw a partial body, so it is closed, never
- * pooled) and the engine answers 400 with Connection: close. After that the
- * client connection can only be cut. */
-static void reject_body(struct lk_proxy *px, const char *why)
+/* Answers the 400 of reject_body() (from the loop). */
+static void deferred_reject(struct lk_exchange *ex)
 {
-    struct lk_exchange *ex = px->ex;
-    snprintf(px->errtext, sizeof(px->errtext), "invalid chunked request body: %s", why);
-    if (px->resp_started || ex->conn == NULL) {
-        fail(px, px->errtext);
-        return;
-    }
-    LK_CLOG(ex->conn_id, INFO, "rejected request body: 400 %s", why);
-    drop_upstream(px, false);
+    struct lk_proxy *px = ex->proxy;
+    const char *why = px->errtext;
     ex->proxy = NULL;
     ex->phase = LK_EX_HANDLER;
     lk_conn_set_state(ex->conn, LK_CONN_HANDLER);
@@ -485,8 +475,31 @@ static void reject_body(struct lk_proxy *px, const char *why)
     lk_exchange_respond(ex, 400, &ct, 1, why, strlen(why));
 }
 
-/* Moves request body bytes upstream. Returns false when it ended the
- * exchange (px and ex are gone or handed back), true otherwise. */
+/* The client's chunked request body is malformed. Before any response byte
+ * went out the client still gets the truth: the upstream exchange is
+ * cancelled at once (its connection saw a partial body, so it is closed,
+ * never pooled) and the engine answers 400 with Connection: close from the
+ * loop (this may run inside lk_exchange_proxy(), via attach()). Meanwhile
+ * px->up is NULL, so the pumps do nothing; a client leaving first aborts the
+ * exchange, which cancels the deferred answer. After the response started
+ * the client connection can only be cut. */
+static void reject_body(struct lk_proxy *px, const char *why)
+{
+    struct lk_exchange *ex = px->ex;
+    if (px->resp_started || ex->conn == NULL) {
+        snprintf(px->errtext, sizeof(px->errtext), "invalid chunked request body: %s", why);
+        fail(px, px->errtext);
+        return;
+    }
+    LK_CLOG(ex->conn_id, INFO, "rejected request body: 400 %s", why);
+    drop_upstream(px, false);
+    snprintf(px->errtext, sizeof(px->errtext), "%s", why);
+    lk_exchange_defer(ex, deferred_reject);
+}
+
+/* Moves request body bytes upstream. Returns false when it ended or is
+ * ending the exchange (the caller must leave px and ex alone), true
+ * otherwise. */
 static bool pump_request(struct lk_proxy *px)
 {
     struct lk_exchange *ex = px->ex;
