@@ -869,9 +869,15 @@ def test_local_server_process_identity(live):
     process group with stdin /dev/null, `LINKUP_SERVICE_ID=linkup-local-server`
     in its environment, output in localserver-stdout/-stderr; SPEC §6.5.1
     step 5: with the server running but no state, start says
-    `Already running.` and uploads to the running server."""
+    `Already running.` and uploads to the running server. SPEC §6.2: the
+    output files are truncated on each spawn."""
     lv = live()
+    lv.home.mkdir(parents=True, exist_ok=True)
+    for name in ("localserver-stdout", "localserver-stderr"):
+        (lv.home / name).write_text("OLD-JUNK\n")
     lv.start()
+    for name in ("localserver-stdout", "localserver-stderr"):
+        assert "OLD-JUNK" not in (lv.home / name).read_text()
     pid = json.loads(lv.run("health", "--json").stdout)["local_server"]["Running"]["pid"]
     environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert b"LINKUP_SERVICE_ID=linkup-local-server" in environ
@@ -990,3 +996,49 @@ domains:
     # Sorted by priority, then component kind (string order), then name.
     assert [s["name"] for s in st["services"]] == ["same", "backend", "frontend"]
     assert {s["name"]: s["status"] for s in st["services"]}["same"] == "Error"
+
+
+def test_every_config_load_checks_service_references(linkup_bin, cenv, tmp_path):
+    """DESIGN §2.2: create-preview (also with --print-request) and server
+    reject a route naming no service and duplicate service names, with the
+    real path and line/column."""
+    cfg = tmp_path / "refs.yaml"
+    base = """linkup:
+  worker_url: http://127.0.0.1:9
+  worker_token: t
+services:
+  - name: a
+    remote: http://127.0.0.1:9
+    local: http://127.0.0.1:10
+domains:
+  - domain: example.com
+    default_service: a
+    routes:
+      - path: /x
+        service: ghost
+"""
+    cfg.write_text(base)
+    want = f'Exited with error: Failed to deserialize config file "{cfg}": line 13, column 18: ' \
+        'unknown service "ghost"'
+    r = run(linkup_bin, cenv, "sessions", "create-preview", "--print-request", "-c", str(cfg))
+    assert r.returncode == 1 and want in r.stderr and r.stdout == ""
+    r = run(linkup_bin, cenv, "server", "-c", str(cfg), "--http", "127.0.0.1:0", timeout=20)
+    assert r.returncode == 1 and want in r.stderr
+    cfg.write_text(base.replace("service: ghost", "service: a").replace(
+        "domains:", "  - name: a\n    remote: http://127.0.0.1:9\n    local: http://127.0.0.1:10\n"
+        "domains:"))
+    r = run(linkup_bin, cenv, "sessions", "create-preview", "--print-request", "-c", str(cfg))
+    assert r.returncode == 1 and 'duplicate service "a"' in r.stderr
+
+
+def test_stop_reports_missing_service_directory(linkup_bin, cenv, tmp_path):
+    """SPEC §6.5.2 step 1: a service whose directory cannot be read prints
+    `Could not remove env for service {name}: {e}` and stop goes on."""
+    cfg = tmp_path / "linkup.yaml"
+    cfg.write_text(config_text("http://127.0.0.1:9", directory="    directory: gone\n"))
+    r = failing_start(linkup_bin, cenv, cfg)
+    assert r.returncode == 1
+    assert f'Exited with error: Failed to read service directory "{tmp_path}/gone"' in r.stderr
+    r = run(linkup_bin, cenv, "stop")
+    assert r.returncode == 0 and r.stdout == "Stopped linkup\n"
+    assert "Could not remove env for service backend: " in r.stderr
