@@ -235,6 +235,11 @@ static void pipe_check_out_eof(struct lk_tunnel_pipe *p)
         evbuffer_get_length(bufferevent_get_output(p->bev)) != 0)
         return;
     p->out_shut = true;
+    /* When our side of the stream is done too, the stream closes now and
+     * closing the socket (on_stream_close, or on_pipe_write once the output
+     * is written) tells the engine; no half-close needed. */
+    if (p->stream_id == 0 || nghttp2_session_get_stream_local_close(p->t->h2, p->stream_id) == 1)
+        return;
     evutil_socket_t fd = bufferevent_getfd(p->bev);
     if (fd >= 0)
         shutdown(fd, SHUT_WR);
