@@ -1042,3 +1042,42 @@ def test_stop_reports_missing_service_directory(linkup_bin, cenv, tmp_path):
     r = run(linkup_bin, cenv, "stop")
     assert r.returncode == 0 and r.stdout == "Stopped linkup\n"
     assert "Could not remove env for service backend: " in r.stderr
+
+
+def test_table_styling_only_on_a_terminal(linkup_bin, cenv, tmp_path):
+    """SPEC §6.1 + §6.7: header cells are bold only when stdout is a terminal
+    and neither NO_COLOR nor CLICOLOR=0 is set; borders never change."""
+    import pty
+    fw = lk.FakeWorker(host="127.0.0.1")
+    try:
+        cfg = tmp_path / "linkup.yaml"
+        cfg.write_text(config_text(fw.url))
+        plain = table([("pr", "preview", ["https://pr.example.com"])])
+
+        def on_tty(extra):
+            env = {k: v for k, v in cenv.items() if k not in ("NO_COLOR", "CLICOLOR")}
+            env.update(extra)
+            master, slave = pty.openpty()
+            p = subprocess.Popen([linkup_bin, "sessions", "create-preview", "pr", "-c", str(cfg)],
+                                 stdout=slave, stderr=subprocess.DEVNULL, env=env)
+            os.close(slave)
+            out = b""
+            try:
+                while True:
+                    chunk = os.read(master, 65536)
+                    if not chunk:
+                        break
+                    out += chunk
+            except OSError:
+                pass
+            assert p.wait(20) == 0
+            os.close(master)
+            return out.decode().replace("\r\n", "\n")
+
+        bold = on_tty({})
+        assert "│ \x1b[1mSESSION NAME\x1b[0m │ \x1b[1mTYPE\x1b[0m    │ \x1b[1mDOMAINS\x1b[0m" in bold
+        assert re.sub(r"\x1b\[[0-9;]*m", "", bold) == plain
+        assert on_tty({"NO_COLOR": "1"}) == plain
+        assert on_tty({"CLICOLOR": "0"}) == plain
+    finally:
+        fw.close()
