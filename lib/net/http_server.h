@@ -335,9 +335,10 @@ struct lk_proxy_req {
      * half-close passed on). */
     bool websocket;
     /* For websocket only: when the upstream answers anything but 101, true
-     * passes that response to the client unchanged (local server, SPEC §5.4),
-     * false calls on_error with "upstream answered <status> instead of 101"
-     * (worker, SPEC §4.7). */
+     * passes that response to the client unchanged (local server, SPEC §5.4:
+     * resp_set and resp_default are not applied; only hop-by-hop headers and
+     * the body framing are redone as for any response), false calls on_error with "upstream
+     * answered <status> instead of 101" (worker, SPEC §4.7). */
     bool ws_pass_non_101;
     lk_proxy_error_cb *on_error; /* required */
     void *data;

@@ -711,6 +711,11 @@ static void read_response_head(struct lk_proxy *px)
             fail(px, px->errtext);
             return;
         }
+        if (px->websocket) {
+            /* A refused upgrade goes to the client unchanged (SPEC §5.4 step
+             * 3): no resp_set, no CORS defaults, on interim and final heads. */
+            px->n_resp_set = px->n_resp_default = 0;
+        }
         if (status < 200) {
             relay_interim(px);
             set_timer(px, px->srv->opts.first_byte_timeout_ms);

@@ -95,6 +95,56 @@ def test_non_101_answer_is_passed_through(server):
         while len(body) < int(h["content-length"]):
             body += sock.recv(4096)
         assert body == b"no websocket here"
+        # Unchanged (SPEC §5.4 step 3): exactly the upstream's headers, no
+        # CORS defaults added (those are for proxied 101s and HTTP, §3.9).
+        assert sorted(h) == ["content-length", "content-type"], headers
+        assert h["content-type"] == "text/plain"
+
+
+REFUSAL = (b"HTTP/1.1 401 Unauthorized\r\n"
+           b"Content-Type: application/json\r\n"
+           b"Set-Cookie: a=1; Path=/\r\n"
+           b"Set-Cookie: b=2; HttpOnly\r\n"
+           b"Access-Control-Allow-Origin: https://app.example.com\r\n"
+           b"WWW-Authenticate: Bearer realm=\"ws\"\r\n"
+           b"X-Why: token expired\r\n"
+           b"Content-Length: 20\r\n"
+           b"Connection: close\r\n\r\n"
+           b'{"error":"expired"}\n')
+
+
+def test_refused_upgrade_keeps_every_upstream_header(linkup_bin, env, tmp_path, worker):
+    """A refusal with repeated and CORS-like headers of its own reaches the
+    client as the upstream sent it: same status line, same headers in the
+    same order (Connection is hop-by-hop), same body, nothing added."""
+    up = lk.ScriptedUpstream(REFUSAL, host="127.0.0.2")
+    srv = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
+                                "token123", log_path=str(tmp_path / "server.log"))
+    try:
+        body = lk.session_body("ws-session", {"frontend": up.url},
+                               [("example.com", "frontend", None)])
+        assert lk.post_json(srv.addrs["HTTP"], "/linkup/sessions/tunneled", body).status == 200
+        sock, status, headers, rest = handshake(srv.addrs["HTTP"])
+        with sock:
+            while len(rest) < 20:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                rest += chunk
+        assert status == "HTTP/1.1 401 Unauthorized", status
+        assert up.count == 1
+        got = [(k.lower(), v) for k, v in headers if k.lower() != "connection"]
+        assert got == [("content-type", "application/json"),
+                       ("set-cookie", "a=1; Path=/"),
+                       ("set-cookie", "b=2; HttpOnly"),
+                       ("access-control-allow-origin", "https://app.example.com"),
+                       ("www-authenticate", 'Bearer realm="ws"'),
+                       ("x-why", "token expired"),
+                       ("content-length", "20")], headers
+        assert rest == b'{"error":"expired"}\n'
+    finally:
+        up.close()
+        assert lk.stop_gracefully(srv)[0] == 0, open(srv.log_path).read()
 
 
 def test_websocket_to_dead_upstream_is_502(linkup_bin, env, tmp_path, worker):

@@ -933,6 +933,26 @@ def test_websocket_refused_upgrade_is_502(worker, upstreams):
     assert r.text.startswith("Failed to connect to destination: ")
 
 
+def test_websocket_refusal_is_502_not_passed_on(worker):
+    """SPEC §4.7 differs from the local server (§5.4 step 3): an upstream that
+    refuses the upgrade with its own response (403 + body) is not passed on;
+    the worker answers its own 502, which carries no CORS headers (§3.9)."""
+    up = lk.WsEchoUpstream("127.0.0.2")
+    try:
+        make_session(worker, "refused", up.url)
+        r = request(worker.addr, "GET", "/reject",
+                    [("Host", "refused.example.com"), ("Upgrade", "websocket"),
+                     ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                     ("Sec-WebSocket-Version", "13")])
+        assert r.status == 502
+        assert r.text.startswith("Failed to connect to destination: "), r.text
+        assert "no websocket here" not in r.text
+        assert not [k for k, _ in r.headers if k.lower().startswith("access-control-")], r.headers
+        assert up.heads and up.heads[-1][0] == "GET /reject HTTP/1.1"
+    finally:
+        up.close()
+
+
 # ---- stores ----------------------------------------------------------------------
 
 def test_sqlite_session_survives_restart(start_worker, upstreams, tmp_path):
