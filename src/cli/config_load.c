@@ -7,12 +7,10 @@
  */
 #include "cli/config_load.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
-#include <unistd.h>
 
+#include "cli/home.h"
 #include "core/err.h"
 
 int cli_config_locate(const struct cli_ctx *ctx, char **abs_path, struct lk_buf *err)
@@ -35,29 +33,9 @@ int cli_config_locate(const struct cli_ctx *ctx, char **abs_path, struct lk_buf 
     return 0;
 }
 
-/* Reads at most max + 1 bytes, so that "too large" is detected. */
-static int read_capped(int fd, struct lk_buf *text, size_t max)
-{
-    char chunk[65536];
-    for (;;) {
-        ssize_t n = read(fd, chunk, sizeof(chunk));
-        if (n == -1 && errno == EINTR)
-            continue;
-        if (n == -1)
-            return LK_EIO;
-        if (n == 0)
-            return 0;
-        if (lk_buf_add(text, chunk, (size_t)n) != 0 || text->len > max)
-            return LK_ELIMIT;
-    }
-}
-
 static int read_file(const char *path, struct lk_buf *text, struct lk_buf *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    int rc = fd == -1 ? LK_EIO : read_capped(fd, text, LK_CONFIG_MAX_BYTES);
-    if (fd != -1)
-        close(fd);
+    int rc = cli_read_file(path, text, LK_CONFIG_MAX_BYTES);
     if (rc != 0) {
         lk_buf_adds(err, "Failed to read config file ");
         lk_config_add_quoted(err, path);

@@ -34,9 +34,9 @@ int cli_config_locate(const struct cli_ctx *ctx, char **abs_path, struct lk_buf 
 /* Reads and parses the config file at path (used verbatim in messages, so
  * pass the canonical path). On success stores a new config in *out (owned by
  * the caller, lk_config_free) and returns 0. On failure appends the message to
- * err and returns LK_EIO (unreadable), LK_ELIMIT (too large) or the parser's
- * error (LK_EPARSE, LK_ELIMIT). Used directly by `status`, which takes the path
- * from the state file. */
+ * err and returns LK_ENOTFOUND (missing), LK_EIO (unreadable), LK_ELIMIT (too large) or the
+ * parser's error (LK_EPARSE, LK_ELIMIT). Used directly by `status`, which takes the path from the
+ * state file. */
 int cli_config_load_file(const char *path, struct lk_config **out, struct lk_buf *err);
 
 /* cli_config_locate then cli_config_load_file. On success *out is owned by the

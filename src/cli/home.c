@@ -48,30 +48,30 @@ void cli_home_file(const char *name, struct lk_buf *out)
     lk_buf_addf(out, "%s/%s", cli_home(), name);
 }
 
+int cli_read_fd(int fd, struct lk_buf *out, size_t max)
+{
+    char chunk[8192];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1)
+            return LK_EIO;
+        if (n == 0)
+            return 0;
+        if (out->len + (size_t)n > max)
+            return LK_ELIMIT;
+        lk_buf_add(out, chunk, (size_t)n);
+    }
+}
+
 int cli_read_file(const char *path, struct lk_buf *out, size_t max)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd == -1)
         return errno == ENOENT ? LK_ENOTFOUND : LK_EIO;
     lk_buf_reset(out);
-    int rc = 0;
-    char chunk[8192];
-    for (;;) {
-        ssize_t n = read(fd, chunk, sizeof(chunk));
-        if (n == -1 && errno == EINTR)
-            continue;
-        if (n == -1) {
-            rc = LK_EIO;
-            break;
-        }
-        if (n == 0)
-            break;
-        if (out->len + (size_t)n > max) {
-            rc = LK_ELIMIT;
-            break;
-        }
-        lk_buf_add(out, chunk, (size_t)n);
-    }
+    int rc = cli_read_fd(fd, out, max);
     close(fd);
     return rc;
 }

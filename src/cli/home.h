@@ -39,6 +39,11 @@ int cli_home_read(const char *name, struct lk_buf *out, size_t max);
 /* Reads any file into out (as cli_home_read, absolute path). */
 int cli_read_file(const char *path, struct lk_buf *out, size_t max);
 
+/* Appends what is left of fd (from its current offset to end of file) to
+ * out. Returns 0, LK_EIO (errno kept) or LK_ELIMIT when out would pass max
+ * bytes (out then holds what was read before). fd stays open. */
+int cli_read_fd(int fd, struct lk_buf *out, size_t max);
+
 /* Writes data[0..len) to path atomically (temp file + rename), mode 0600.
  * Returns 0 or LK_EIO (errno kept). */
 int cli_write_file(const char *path, const char *data, size_t len);

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli/home.h"
 #include "cli/http.h"
 #include "core/err.h"
 #include "core/sha256.h"
@@ -198,26 +199,6 @@ static int run(char *const argv[], int out_fd)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* Reads the whole of fd (from offset 0) into out, up to max bytes. */
-static int read_fd(int fd, struct lk_buf *out, size_t max)
-{
-    char chunk[8192];
-    lk_buf_init(out, max);
-    if (lseek(fd, 0, SEEK_SET) == -1)
-        return LK_EIO;
-    for (;;) {
-        ssize_t n = read(fd, chunk, sizeof(chunk));
-        if (n == -1 && errno == EINTR)
-            continue;
-        if (n == -1)
-            return LK_EIO;
-        if (n == 0)
-            return 0;
-        if (lk_buf_add(out, chunk, (size_t)n) != 0)
-            return LK_ELIMIT;
-    }
-}
-
 /* Creates "{dir}/.linkup-update-XXXXXX"; path receives its name. */
 static int make_temp(const char *dir, struct lk_buf *path, struct lk_buf *err)
 {
@@ -244,7 +225,8 @@ static int find_entry(const char *archive, const char *dir, struct lk_buf *entry
         goto out;
     unlink(tmp.data);
     char *argv[] = { "tar", "--quoting-style=literal", "-tzf", (char *)(uintptr_t)archive, NULL };
-    if (run(argv, fd) != 0 || read_fd(fd, &listing, TAR_LIST_MAX_BYTES) != 0) {
+    if (run(argv, fd) != 0 || lseek(fd, 0, SEEK_SET) == -1 ||
+        cli_read_fd(fd, &listing, TAR_LIST_MAX_BYTES) != 0) {
         lk_buf_adds(err, "cannot read the downloaded archive");
         goto out;
     }
