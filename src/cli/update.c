@@ -73,38 +73,46 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *data)
     return lk_buf_add(data, ptr, n) == 0 ? n : 0;
 }
 
+CURL *cli_release_curl(const char *url, long max_redirs, curl_write_callback write_cb, void *data,
+                       const struct lk_curl **lc, struct lk_buf *err)
+{
+    const char *why = NULL;
+    *lc = lk_curl(&why);
+    if (*lc == NULL) {
+        lk_buf_adds(err, why);
+        return NULL;
+    }
+    CURL *c = (*lc)->easy_init();
+    if (c == NULL) {
+        lk_buf_adds(err, "cannot initialise libcurl");
+        return NULL;
+    }
+    (*lc)->easy_setopt(c, CURLOPT_URL, url);
+    (*lc)->easy_setopt(c, CURLOPT_USERAGENT, "linkup-cli");
+    (*lc)->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    (*lc)->easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    (*lc)->easy_setopt(c, CURLOPT_MAXREDIRS, max_redirs);
+    (*lc)->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    (*lc)->easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    (*lc)->easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
+    (*lc)->easy_setopt(c, CURLOPT_WRITEDATA, data);
+    return c;
+}
+
 /* GETs the manifest into body (redirects followed). 0 or LK_EIO with the
  * reason in err. */
 static int fetch_manifest(const char *url, struct lk_buf *body, struct lk_buf *err)
 {
-    static const char *const hdrs[] = { "User-Agent: linkup-cli", "Accept: application/json" };
-    struct curl_slist *list = NULL;
+    const struct lk_curl *lc;
     long status = 0;
     int rc = 0;
 
-    const char *why = NULL;
-    const struct lk_curl *lc = lk_curl(&why);
-    if (lc == NULL) {
-        lk_buf_adds(err, why);
+    CURL *c = cli_release_curl(url, 5L, on_body, body, &lc, err);
+    if (c == NULL)
         return LK_EIO;
-    }
-    CURL *c = lc->easy_init();
-    if (c == NULL) {
-        lk_buf_adds(err, "cannot initialise libcurl");
-        return LK_EIO;
-    }
-    for (size_t i = 0; i < sizeof(hdrs) / sizeof(hdrs[0]); i++)
-        list = lc->slist_append(list, hdrs[i]);
-    lc->easy_setopt(c, CURLOPT_URL, url);
+    struct curl_slist *list = lc->slist_append(NULL, "Accept: application/json");
     lc->easy_setopt(c, CURLOPT_HTTPHEADER, list);
-    lc->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     lc->easy_setopt(c, CURLOPT_TIMEOUT_MS, MANIFEST_TIMEOUT_MS);
-    lc->easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-    lc->easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
-    lc->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    lc->easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    lc->easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    lc->easy_setopt(c, CURLOPT_WRITEDATA, body);
     CURLcode cc = lc->easy_perform(c);
     if (cc != CURLE_OK) {
         lk_buf_adds(err, cc == CURLE_WRITE_ERROR ? "manifest too large" : lc->easy_strerror(cc));

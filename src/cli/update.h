@@ -16,6 +16,7 @@
 
 #include "core/buf.h"
 #include "core/release.h"
+#include "net/curl_dl.h"
 
 /* File name of the cache inside the Linkup directory. */
 #define CLI_RELEASES_CACHE "releases_cache.json"
@@ -45,6 +46,18 @@ int cli_releases_get(const char *url, bool for_update, struct lk_release_cache *
 /* The running platform's asset key parts (uname): OS part ("unknown-linux",
  * "apple-darwin", or "unsupported-os") and architecture. Borrowed, static. */
 void cli_platform(const char **os_part, const char **arch);
+
+/*
+ * A libcurl easy handle for the release server: GET url with User-Agent:
+ * linkup-cli, over http(s) only (redirects too, at most max_redirs of them),
+ * no signals, the body handed to write_cb(ptr, size, nmemb, data). *lc
+ * receives the libcurl table (borrowed). The caller sets its own timeouts,
+ * performs the transfer and frees the handle with (*lc)->easy_cleanup.
+ * Returns NULL with the reason appended to err when libcurl cannot be loaded
+ * or initialised.
+ */
+CURL *cli_release_curl(const char *url, long max_redirs, curl_write_callback write_cb, void *data,
+                       const struct lk_curl **lc, struct lk_buf *err);
 
 /* Absolute, symlink-resolved path of the running binary into out; 0 or
  * LK_EIO (errno kept). */

@@ -25,6 +25,7 @@
 
 #include "cli/home.h"
 #include "cli/http.h"
+#include "cli/update.h"
 #include "core/err.h"
 #include "core/sha256.h"
 #include "net/curl_dl.h"
@@ -114,38 +115,22 @@ static int download(const char *url, const char *name, int fd, char hex[2 * LK_S
                     struct lk_buf *err)
 {
     struct download d = { .fd = fd, .name = name, .last_pct = -1 };
+    const struct lk_curl *lc;
     unsigned char digest[LK_SHA256_LEN];
     long status = 0;
     int rc = 0;
 
     lk_sha256_init(&d.sha);
     d.progress = isatty(STDERR_FILENO) == 1;
-    const char *why = NULL;
-    const struct lk_curl *lc = lk_curl(&why);
-    if (lc == NULL) {
-        lk_buf_adds(err, why);
+    CURL *c = cli_release_curl(url, 10L, on_data, &d, &lc, err);
+    if (c == NULL)
         return LK_EIO;
-    }
-    CURL *c = lc->easy_init();
-    if (c == NULL) {
-        lk_buf_adds(err, "cannot initialise libcurl");
-        return LK_EIO;
-    }
-    lc->easy_setopt(c, CURLOPT_URL, url);
-    lc->easy_setopt(c, CURLOPT_USERAGENT, "linkup-cli");
-    lc->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     lc->easy_setopt(c, CURLOPT_FAILONERROR, 1L);
-    lc->easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-    lc->easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
-    lc->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    lc->easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     lc->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, DOWNLOAD_CONNECT_MS);
     /* No overall timeout (binaries are large, links slow), but a stalled
      * transfer is abandoned. */
     lc->easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     lc->easy_setopt(c, CURLOPT_LOW_SPEED_TIME, DOWNLOAD_STALL_S);
-    lc->easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    lc->easy_setopt(c, CURLOPT_WRITEDATA, &d);
     if (d.progress) {
         lc->easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
         lc->easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
