@@ -216,27 +216,38 @@ out:
     return rc;
 }
 
+static int fail(struct lk_buf *why, const char *msg)
+{
+    if (why)
+        lk_buf_adds(why, msg);
+    return LK_EPARSE;
+}
+
+/* Parses a JSON document; NULL with jansson's reason in why on failure. */
+static json_t *load_json(const char *json, size_t len, struct lk_buf *why)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, JSON_DECODE_ANY, &jerr);
+    if (root == NULL && why)
+        lk_buf_addf(why, "%s at line %d column %d", jerr.text, jerr.line, jerr.column);
+    return root;
+}
+
 int lk_release_manifest_parse(const char *json, size_t len, const char *manifest_url,
                               const char *os_part, const char *arch, struct lk_release_list *out,
                               struct lk_buf *why)
 {
     struct lk_release best[2];
-    json_error_t jerr;
     size_t i;
     const json_t *item;
 
-    json_t *root = json_loadb(json, len, JSON_DECODE_ANY, &jerr);
-    if (root == NULL) {
-        if (why)
-            lk_buf_addf(why, "%s at line %d column %d", jerr.text, jerr.line, jerr.column);
+    json_t *root = load_json(json, len, why);
+    if (root == NULL)
         return LK_EPARSE;
-    }
     const json_t *releases = json_object_get(root, "releases");
     if (!json_is_array(releases)) {
-        if (why)
-            lk_buf_adds(why, "no \"releases\" array");
         json_decref(root);
-        return LK_EPARSE;
+        return fail(why, "no \"releases\" array");
     }
     memset(best, 0, sizeof(best));
     json_array_foreach(releases, i, item)
@@ -336,17 +347,9 @@ out:
     return rc;
 }
 
-static int fail(struct lk_buf *why, const char *msg)
-{
-    if (why)
-        lk_buf_adds(why, msg);
-    return LK_EPARSE;
-}
-
 int lk_release_cache_parse(const char *json, size_t len, struct lk_release_cache *out,
                            struct lk_buf *why)
 {
-    json_error_t jerr;
     json_int_t fetched;
     json_int_t next;
     size_t i;
@@ -354,12 +357,9 @@ int lk_release_cache_parse(const char *json, size_t len, struct lk_release_cache
     int rc = 0;
 
     memset(out, 0, sizeof(*out));
-    json_t *root = json_loadb(json, len, JSON_DECODE_ANY, &jerr);
-    if (root == NULL) {
-        if (why)
-            lk_buf_addf(why, "%s at line %d column %d", jerr.text, jerr.line, jerr.column);
+    json_t *root = load_json(json, len, why);
+    if (root == NULL)
         return LK_EPARSE;
-    }
     const json_t *releases = json_object_get(root, "releases");
     if (get_int(root, "fetched_at", INT64_MIN, INT64_MAX, &fetched) != 0 ||
         get_int(root, "next_fetch_at", INT64_MIN, INT64_MAX, &next) != 0) {
