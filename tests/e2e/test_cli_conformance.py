@@ -25,16 +25,6 @@ NOT_RUNNING = ("Seems like your local Linkup server is not running. "
 # ---- helpers -----------------------------------------------------------------
 
 
-@pytest.fixture
-def cenv(env):
-    """env with the local server expected on a free port, HTTPS and DNS off."""
-    env = dict(env)
-    env["LINKUP_HTTP_ADDR"] = f"127.0.0.1:{lk.free_port()}"
-    env["LINKUP_HTTPS_ADDR"] = "off"
-    env["LINKUP_DNS_ADDR"] = "off"
-    return env
-
-
 def run(linkup_bin, env, *args, **kw):
     kw.setdefault("timeout", 60)
     return lk.run(linkup_bin, *args, env=env, **kw)

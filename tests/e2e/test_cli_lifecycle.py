@@ -49,16 +49,6 @@ domains:
     return cfg
 
 
-@pytest.fixture
-def cenv(env):
-    """env with the local server expected on a free (closed) port."""
-    env = dict(env)
-    env["LINKUP_HTTP_ADDR"] = f"127.0.0.1:{lk.free_port()}"
-    env["LINKUP_HTTPS_ADDR"] = "off"
-    env["LINKUP_DNS_ADDR"] = "off"
-    return env
-
-
 class occupied_port:
     """A listening socket on a free port, so a server told to bind it fails."""
 

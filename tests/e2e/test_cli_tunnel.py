@@ -30,15 +30,6 @@ domains:
     return cfg
 
 
-@pytest.fixture
-def tenv(env):
-    env = dict(env)
-    env["LINKUP_HTTP_ADDR"] = f"127.0.0.1:{lk.free_port()}"
-    env["LINKUP_HTTPS_ADDR"] = "off"
-    env["LINKUP_DNS_ADDR"] = "off"
-    return env
-
-
 def needs_builtin_tunnel(linkup_bin, env, tmp_path):
     """Skips unless `linkup server` exposes GET /linkup/tunnel (docs/server.md)."""
     for name in ("server", "worker"):
@@ -63,57 +54,57 @@ def worker_get(worker, host, path="/"):
     return lk.request(worker.addrs["Worker"], "GET", path, [("Host", host)], timeout=10)
 
 
-def test_start_waits_for_builtin_tunnel_and_traffic_flows(linkup_bin, tenv, tmp_path):
-    needs_builtin_tunnel(linkup_bin, tenv, tmp_path)
+def test_start_waits_for_builtin_tunnel_and_traffic_flows(linkup_bin, cenv, tmp_path):
+    needs_builtin_tunnel(linkup_bin, cenv, tmp_path)
     remote, remote_url = lk.fake_upstream("remote web")
     local, local_url = lk.fake_upstream("local web")
     local_port = local.server_address[1]
-    worker = lk.spawn_worker(linkup_bin, tenv, f"sqlite:{tmp_path}/worker.db")
+    worker = lk.spawn_worker(linkup_bin, cenv, f"sqlite:{tmp_path}/worker.db")
     try:
         # "localhost" locations are re-pointed at the tunnel by the worker.
         cfg = write_config(tmp_path, worker.url("Worker"), remote_url,
                            f"http://localhost:{local_port}")
-        r = lk.run(linkup_bin, "start", "--config", str(cfg), env=tenv, timeout=90)
+        r = lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)
         assert r.returncode == 0, r.stderr
         assert "SESSION NAME" in r.stdout
         wport = worker.addrs["Worker"][1]
-        state = (pathlib.Path(tenv["LINKUP_HOME"]) / "state").read_text()
+        state = (pathlib.Path(cenv["LINKUP_HOME"]) / "state").read_text()
         name = state.split("session_name: ", 1)[1].split("\n", 1)[0].strip()
         tunnel_url = f"http://linkup-tunnel-{name}.localhost:{wport}/"
         assert f"  tunnel: {tunnel_url}\n" in state
 
-        st = lk.run(linkup_bin, "status", "--json", env=tenv)
+        st = lk.run(linkup_bin, "status", "--json", env=cenv)
         assert st.returncode == 0, st.stderr
         assert json.loads(st.stdout)["tunnel"] == {"url": tunnel_url, "connected": True}
         assert f"\nTunnel: {tunnel_url} (connected)\n" in lk.run(
-            linkup_bin, "status", env=tenv).stdout
-        h = json.loads(lk.run(linkup_bin, "health", "--json", env=tenv).stdout)
+            linkup_bin, "status", env=cenv).stdout
+        h = json.loads(lk.run(linkup_bin, "health", "--json", env=cenv).stdout)
         assert h["tunnel"] == {"url": tunnel_url, "connected": True}
         assert h["cloudflared"] == "Stopped"
         # SPEC §6.5.5: GET {tunnel}/linkup/check, through worker and tunnel.
         assert h["linkup_services"]["tunnel"] == {
             "url": f"{tunnel_url}linkup/check", "status": "Ok"}
         assert f"Tunnel:\n  URL: {tunnel_url}\n  Connected: YES\n" in lk.run(
-            linkup_bin, "health", env=tenv).stdout
+            linkup_bin, "health", env=cenv).stdout
 
         # The whole path: worker -> tunnel -> local server.
         r = worker_get(worker, f"linkup-tunnel-{name}.localhost:{wport}", "/linkup/check")
         assert r.status == 200, r.body
         host = f"{name}.example.com"
         assert worker_get(worker, host).text == "remote web"
-        r = lk.run(linkup_bin, "route", "local", "web", env=tenv)
+        r = lk.run(linkup_bin, "route", "local", "web", env=cenv)
         assert r.returncode == 0, r.stderr
         r = worker_get(worker, host)
         assert (r.status, r.text) == (200, "local web")
-        r = lk.run(linkup_bin, "route", "remote", "web", env=tenv)
+        r = lk.run(linkup_bin, "route", "remote", "web", env=cenv)
         assert r.returncode == 0 and worker_get(worker, host).text == "remote web"
 
-        r = lk.run(linkup_bin, "stop", env=tenv)
+        r = lk.run(linkup_bin, "stop", env=cenv)
         assert r.returncode == 0 and r.stdout == "Stopped linkup\n"
-        h = json.loads(lk.run(linkup_bin, "health", "--json", env=tenv).stdout)
+        h = json.loads(lk.run(linkup_bin, "health", "--json", env=cenv).stdout)
         assert h["tunnel"]["connected"] is False
     finally:
-        lk.run(linkup_bin, "stop", env=tenv)
+        lk.run(linkup_bin, "stop", env=cenv)
         worker.stop()
         remote.shutdown()
         local.shutdown()
@@ -161,23 +152,23 @@ class RefusingWorker:
         self.server.server_close()
 
 
-def test_start_fails_when_tunnel_never_connects(linkup_bin, tenv, tmp_path):
-    needs_builtin_tunnel(linkup_bin, tenv, tmp_path)
+def test_start_fails_when_tunnel_never_connects(linkup_bin, cenv, tmp_path):
+    needs_builtin_tunnel(linkup_bin, cenv, tmp_path)
     worker = RefusingWorker()
     try:
         cfg = write_config(tmp_path, worker.url, "http://127.0.0.1:9", "http://127.0.0.1:9")
-        tenv["LINKUP_TUNNEL_CONNECT_RETRIES"] = "3"
-        tenv["LINKUP_TUNNEL_CONNECT_INTERVAL_MS"] = "300"
-        r = lk.run(linkup_bin, "start", "--config", str(cfg), env=tenv, timeout=90)
+        cenv["LINKUP_TUNNEL_CONNECT_RETRIES"] = "3"
+        cenv["LINKUP_TUNNEL_CONNECT_INTERVAL_MS"] = "300"
+        r = lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)
         assert r.returncode == 1
         assert "Waiting for tunnel... retry #3" in r.stderr
-        log = pathlib.Path(tenv["LINKUP_HOME"]) / "localserver-stderr"
+        log = pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-stderr"
         line = [l for l in r.stderr.splitlines() if l.startswith("Exited with error: ")][-1]
         assert line.startswith("Exited with error: Failed to start: ")
         assert "401" in line, line
         assert line.endswith(f" (logs: {log})")
-        h = json.loads(lk.run(linkup_bin, "health", "--json", env=tenv).stdout)
+        h = json.loads(lk.run(linkup_bin, "health", "--json", env=cenv).stdout)
         assert h["tunnel"]["connected"] is False
     finally:
-        lk.run(linkup_bin, "stop", env=tenv)
+        lk.run(linkup_bin, "stop", env=cenv)
         worker.close()

@@ -24,30 +24,6 @@ API_HEADERS = [("Authorization", "Bearer token123"), ("Content-Type", "applicati
                ("x-linkup-version", "99.0.0")]
 
 
-@pytest.fixture
-def upstream():
-    u = lk.RawRecordingUpstream("127.0.0.2")
-    yield u
-    u.close()
-
-
-@pytest.fixture
-def front_factory(linkup_bin, env, tmp_path, upstream):
-    started = []
-
-    def make(kind, url=None, name="fault", **kw):
-        extra_env = kw.pop("env", {})
-        f = lk.Front(kind, linkup_bin, dict(env, **extra_env), tmp_path, url or upstream.url,
-                     name=name, **kw)
-        started.append(f)
-        return f
-
-    yield make
-    for f in started:
-        rc = f.stop()
-        assert rc == 0, f"{f.kind} exited {rc}: {f.log()[-3000:]}"
-
-
 def get(f, path, timeout=10):
     return lk.request(f.addr, "GET", path, [("Host", f.host)], timeout=timeout)
 
@@ -273,13 +249,13 @@ def _upsert(f, name, url, timeout=20):
                       json.dumps(body), timeout=timeout)
 
 
-def test_sqlite_locked_is_500_then_recovers(front_factory, upstream, tmp_path):
+def test_sqlite_locked_is_500_then_recovers(front_factory, raw_upstream, tmp_path):
     db = tmp_path / "locked.db"
     f = front_factory("worker", store=f"sqlite:{db}")
     con = sqlite3.connect(str(db), timeout=1, isolation_level=None)
     try:
         con.execute("BEGIN EXCLUSIVE")
-        r = _upsert(f, "other", upstream.url)
+        r = _upsert(f, "other", raw_upstream.url)
         assert r.status == 500
         assert r.text.startswith("Failed to store server config: "), r.text
         assert "locked" in r.text
@@ -288,11 +264,11 @@ def test_sqlite_locked_is_500_then_recovers(front_factory, upstream, tmp_path):
     finally:
         con.execute("ROLLBACK")
         con.close()
-    assert _upsert(f, "other", upstream.url).status == 200
+    assert _upsert(f, "other", raw_upstream.url).status == 200
     still_serves(f)
 
 
-def test_sqlite_locked_does_not_stall_other_requests(front_factory, upstream, tmp_path):
+def test_sqlite_locked_does_not_stall_other_requests(front_factory, raw_upstream, tmp_path):
     """The locked upsert waits on a timer (retries with backoff), never on
     the loop: other requests are answered at once meanwhile."""
     db = tmp_path / "stall.db"
@@ -300,7 +276,7 @@ def test_sqlite_locked_does_not_stall_other_requests(front_factory, upstream, tm
     con = sqlite3.connect(str(db), timeout=1, isolation_level=None)
     try:
         con.execute("BEGIN EXCLUSIVE")
-        t = threading.Thread(target=_upsert, args=(f, "other", upstream.url))
+        t = threading.Thread(target=_upsert, args=(f, "other", raw_upstream.url))
         t.start()
         time.sleep(0.3)
         t0 = time.monotonic()
@@ -313,8 +289,8 @@ def test_sqlite_locked_does_not_stall_other_requests(front_factory, upstream, tm
         con.close()
 
 
-def test_sqlite_lock_released_during_the_retries_lets_the_upsert_succeed(front_factory,
-                                                                          upstream, tmp_path):
+def test_sqlite_lock_released_during_the_retries_lets_the_upsert_succeed(
+        front_factory, raw_upstream, tmp_path):
     """A write refused as busy is retried from a timer: when the other
     process lets go within WORKER_SQLITE_RETRY_MS (5 s) the upsert succeeds,
     soon after the lock is released."""
@@ -326,7 +302,7 @@ def test_sqlite_lock_released_during_the_retries_lets_the_upsert_succeed(front_f
         con.execute("BEGIN EXCLUSIVE")
         t0 = time.monotonic()
         t = threading.Thread(target=lambda: holder.update(
-            r=_upsert(f, "released", upstream.url), at=time.monotonic() - t0))
+            r=_upsert(f, "released", raw_upstream.url), at=time.monotonic() - t0))
         t.start()
         time.sleep(1.0)
         assert f.check() == 200
@@ -342,7 +318,7 @@ def test_sqlite_lock_released_during_the_retries_lets_the_upsert_succeed(front_f
     still_serves(f)
 
 
-def test_sqlite_read_only_store_is_a_clear_start_error(linkup_bin, env, tmp_path, upstream):
+def test_sqlite_read_only_store_is_a_clear_start_error(linkup_bin, env, tmp_path, raw_upstream):
     """A store the worker may not write (file mode 0444, worker run as
     nobody so root's DAC override does not apply) is refused at start with a
     message naming the store, exit 1; never a crash later."""
@@ -385,7 +361,7 @@ def _start_redis(port):
             time.sleep(0.05)
 
 
-def test_redis_stopped_and_restarted(front_factory, upstream):
+def test_redis_stopped_and_restarted(front_factory, raw_upstream):
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not installed")
     port = lk.free_port()
@@ -395,14 +371,14 @@ def test_redis_stopped_and_restarted(front_factory, upstream):
         assert get(f, "/x").status == 200
         redis.terminate()
         redis.wait(10)
-        r = _upsert(f, "other", upstream.url)
+        r = _upsert(f, "other", raw_upstream.url)
         assert r.status == 500 and r.text.startswith("Failed to store server config: ")
         assert get(f, "/x").status == 422  # no store, no session
         assert f.check() == 200
         redis = _start_redis(port)
         # Recovery without restarting the worker (the data did not persist).
         deadline = time.time() + 10
-        while _upsert(f, "fault", upstream.url).status != 200:
+        while _upsert(f, "fault", raw_upstream.url).status != 200:
             assert time.time() < deadline, "the worker did not reconnect to Redis"
             time.sleep(0.2)
         still_serves(f)

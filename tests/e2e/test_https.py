@@ -14,20 +14,6 @@ import lk
 
 
 @pytest.fixture
-def worker():
-    w = lk.FakeWorker("127.0.0.3")
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def upstream():
-    u = lk.RecordingUpstream("127.0.0.2")
-    yield u
-    u.close()
-
-
-@pytest.fixture
 def ws_upstream():
     u = lk.WsEchoUpstream("127.0.0.2")
     yield u
@@ -35,10 +21,10 @@ def ws_upstream():
 
 
 @pytest.fixture
-def tls_server(linkup_bin, env, tmp_path, worker):
+def tls_server(linkup_bin, env, tmp_path, fake_worker):
     env["LINKUP_DNS_ADDR"] = "off"
     certs = tmp_path / "certs"
-    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
                               "token123", "--https", "127.0.0.1:0", "--certs-dir", str(certs),
                               log_path=str(tmp_path / "server.log"), wanted=("HTTP", "HTTPS"))
     s.certs = certs

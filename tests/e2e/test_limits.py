@@ -18,29 +18,6 @@ import lk
 BOTH_KNOBS = ["server", "worker"]
 
 
-@pytest.fixture
-def upstream():
-    u = lk.RawRecordingUpstream("127.0.0.2")
-    yield u
-    u.close()
-
-
-@pytest.fixture
-def front_factory(linkup_bin, env, tmp_path, upstream):
-    started = []
-
-    def make(kind, url=None, **extra_env):
-        e = dict(env, **extra_env)
-        f = lk.Front(kind, linkup_bin, e, tmp_path, url or upstream.url)
-        started.append(f)
-        return f
-
-    yield make
-    for f in started:
-        rc = f.stop()
-        assert rc == 0, f"{f.kind} exited {rc}: {f.log()[-3000:]}"
-
-
 def wait_closed(sock, seconds):
     """Reads until EOF/reset; returns the elapsed time, or None if the
     connection is still open after `seconds`."""
@@ -61,7 +38,7 @@ def wait_closed(sock, seconds):
 
 @pytest.mark.parametrize("kind", BOTH_KNOBS)
 def test_slowloris_head_is_cut_at_the_head_timeout(front_factory, kind):
-    f = front_factory(kind, LINKUP_HEAD_TIMEOUT_MS="700")
+    f = front_factory(kind, env={"LINKUP_HEAD_TIMEOUT_MS": "700"})
     s = socket.create_connection(f.addr, timeout=5)
     try:
         s.sendall(b"GET / HTTP/1.1\r\n")
@@ -96,14 +73,14 @@ def test_slowloris_head_is_cut_at_the_head_timeout(front_factory, kind):
 
 @pytest.mark.parametrize("kind", BOTH_KNOBS)
 def test_silent_connection_is_closed_at_the_head_timeout(front_factory, kind):
-    f = front_factory(kind, LINKUP_HEAD_TIMEOUT_MS="500")
+    f = front_factory(kind, env={"LINKUP_HEAD_TIMEOUT_MS": "500"})
     with socket.create_connection(f.addr, timeout=5) as s:
         elapsed = wait_closed(s, 4)
         assert elapsed is not None and elapsed < 3
 
 
-def test_slow_but_complete_head_within_the_timeout_is_served(front_factory, upstream):
-    f = front_factory("server", LINKUP_HEAD_TIMEOUT_MS="3000")
+def test_slow_but_complete_head_within_the_timeout_is_served(front_factory, raw_upstream):
+    f = front_factory("server", env={"LINKUP_HEAD_TIMEOUT_MS": "3000"})
     head = (b"GET /slow-ok HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
             % f.host.encode())
     got, _ = lk.raw_exchange(f.addr, [head[i:i + 10] for i in range(0, len(head), 10)],
@@ -113,7 +90,7 @@ def test_slow_but_complete_head_within_the_timeout_is_served(front_factory, upst
 
 @pytest.mark.parametrize("kind", BOTH_KNOBS)
 def test_idle_keep_alive_timeout(front_factory, kind):
-    f = front_factory(kind, LINKUP_IDLE_TIMEOUT_MS="500")
+    f = front_factory(kind, env={"LINKUP_IDLE_TIMEOUT_MS": "500"})
     with socket.create_connection(f.addr, timeout=5) as s:
         s.sendall(b"GET /k HTTP/1.1\r\nHost: %s\r\n\r\n" % f.host.encode())
         data = b""
@@ -159,7 +136,7 @@ def _expect_503_then_recovery(f, socks):
 
 @pytest.mark.parametrize("kind", BOTH_KNOBS)
 def test_max_connections_configured_503(front_factory, kind):
-    f = front_factory(kind, LINKUP_MAX_CONNS="8")
+    f = front_factory(kind, env={"LINKUP_MAX_CONNS": "8"})
     socks = _fill(f.addr, 8)
     _expect_503_then_recovery(f, socks)
 
@@ -218,7 +195,7 @@ def _chunked_post(addr, path, total, extra_headers=b"", timeout=30):
 
 
 def test_admin_json_body_limit_configured(front_factory):
-    f = front_factory("server", LINKUP_MAX_JSON_BODY=str(lk.MIB))
+    f = front_factory("server", env={"LINKUP_MAX_JSON_BODY": str(lk.MIB)})
     assert _chunked_post(f.addr, b"/linkup/sessions/tunneled", lk.MIB + 1) == 413
     # Exactly the limit is read (then rejected as malformed JSON, not 413).
     assert _chunked_post(f.addr, b"/linkup/sessions/tunneled", lk.MIB) == 400

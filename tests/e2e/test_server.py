@@ -24,26 +24,7 @@ CORS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_tls_no_dns(env):
-    """Servers here listen on HTTP only unless a test asks for more; the
-    DESIGN §3 defaults (:443, :8053) would collide between servers."""
-    env["LINKUP_HTTPS_ADDR"] = "off"
-    env["LINKUP_DNS_ADDR"] = "off"
-
-
-@pytest.fixture
-def upstream():
-    u = lk.RecordingUpstream("127.0.0.2")
-    yield u
-    u.close()
-
-
-@pytest.fixture
-def worker():
-    w = lk.FakeWorker("127.0.0.3")
-    yield w
-    w.close()
+pytestmark = pytest.mark.usefixtures("http_only")
 
 
 def start(linkup_bin, env, tmp_path, worker_url, *extra, name="server"):
@@ -52,8 +33,8 @@ def start(linkup_bin, env, tmp_path, worker_url, *extra, name="server"):
 
 
 @pytest.fixture
-def server(linkup_bin, env, tmp_path, worker):
-    s = start(linkup_bin, env, tmp_path, worker.url)
+def server(linkup_bin, env, tmp_path, fake_worker):
+    s = start(linkup_bin, env, tmp_path, fake_worker.url)
     yield s
     code, _ = lk.stop_gracefully(s)
     assert code == 0, open(s.log_path).read()
@@ -184,7 +165,7 @@ def test_upstream_down_is_502(server):
 
 # ---- admin API (SPEC §5.2, §2.4) ---------------------------------------------
 
-def test_tunneled_forwarding_and_session_lifecycle(server, worker, upstream):
+def test_tunneled_forwarding_and_session_lifecycle(server, fake_worker, upstream):
     addr = server.addrs["HTTP"]
     body = lk.session_body("tiny-cow", {"frontend": upstream.url},
                            [("example.com", "frontend", None),
@@ -194,7 +175,7 @@ def test_tunneled_forwarding_and_session_lifecycle(server, worker, upstream):
     assert r.header("content-type") == "application/json"
     assert r.json()["session_name"] == "tiny-cow"
     assert "tunnel_data" in r.json()
-    path, headers, sent = worker.calls[-1]
+    path, headers, sent = fake_worker.calls[-1]
     assert path == "/linkup/v2/sessions/tunneled"
     assert headers["authorization"] == "Bearer token123"
     assert headers["x-linkup-version"] == "4.1.1"
@@ -243,19 +224,20 @@ def test_same_name_other_token_gets_a_new_local_name(server, upstream):
     assert len(names) == 2 and "dup" in names
 
 
-def test_preview_is_forwarded_and_not_stored(server, worker, upstream):
+def test_preview_is_forwarded_and_not_stored(server, fake_worker, upstream):
     addr = server.addrs["HTTP"]
     body = lk.session_body("prev", {"frontend": "https://example.com"},
                            [("example.com", "frontend", None)])
     r = lk.post_json(addr, "/linkup/sessions/preview", body)
     assert (r.status, r.json()) == (200, {"session_name": "prev"})
-    assert worker.calls[-1][0] == "/linkup/v2/sessions/preview"
-    assert worker.calls[-1][1]["authorization"] == "Bearer token123"
+    assert fake_worker.calls[-1][0] == "/linkup/v2/sessions/preview"
+    assert fake_worker.calls[-1][1]["authorization"] == "Bearer token123"
     assert lk.request(addr, "GET", "/linkup/sessions").json() == {"sessions": {}}
     assert lk.request(addr, "GET", "/linkup/dns").json() == {"domains": []}
-    worker.mode, worker.body = 400, "Preview session cannot contain services pointing to localhost"
+    fake_worker.mode = 400
+    fake_worker.body = "Preview session cannot contain services pointing to localhost"
     r = lk.post_json(addr, "/linkup/sessions/preview", body)
-    assert (r.status, r.text) == (400, worker.body)
+    assert (r.status, r.text) == (400, fake_worker.body)
 
 
 def test_static_paths_win_over_names(server):
@@ -268,7 +250,7 @@ def test_static_paths_win_over_names(server):
 
 # ---- bad input (SPEC §5.2, §5.7) ---------------------------------------------
 
-def test_bad_bodies(server, worker, upstream):
+def test_bad_bodies(server, fake_worker, upstream):
     addr = server.addrs["HTTP"]
     r = lk.post_json(addr, "/linkup/sessions/tunneled", "{not json")
     assert r.status == 400
@@ -286,7 +268,7 @@ def test_bad_bodies(server, worker, upstream):
     assert r.status == 415
     # SPEC §5.2: the session is validated after the worker accepted it; only
     # the two well-formed bodies reached the worker.
-    assert [c[0] for c in worker.calls] == ["/linkup/v2/sessions/tunneled"] * 2
+    assert [c[0] for c in fake_worker.calls] == ["/linkup/v2/sessions/tunneled"] * 2
     assert lk.request(addr, "GET", "/linkup/check").status == 200
 
 
@@ -348,9 +330,9 @@ def test_worker_unreachable_is_500(linkup_bin, env, tmp_path, upstream):
 
 # ---- DESIGN §2.8: loopback only ----------------------------------------------
 
-def test_admin_refuses_non_loopback_peers(linkup_bin, env, tmp_path, worker):
+def test_admin_refuses_non_loopback_peers(linkup_bin, env, tmp_path, fake_worker):
     env = dict(env, LINKUP_TEST_TREAT_PEERS_AS_REMOTE="1")
-    s = start(linkup_bin, env, tmp_path, worker.url)
+    s = start(linkup_bin, env, tmp_path, fake_worker.url)
     try:
         addr = s.addrs["HTTP"]
         assert lk.request(addr, "GET", "/linkup/check").status == 200
@@ -361,24 +343,25 @@ def test_admin_refuses_non_loopback_peers(linkup_bin, env, tmp_path, worker):
                          lk.session_body("x", {"frontend": "http://127.0.0.2:1"},
                                          [("example.com", "frontend", None)]))
         assert r.status == 403
-        assert worker.calls == []
+        assert fake_worker.calls == []
     finally:
         assert lk.stop_gracefully(s)[0] == 0
 
 
 # ---- options and lifecycle (DESIGN §3) ---------------------------------------
 
-def test_sigterm_exits_zero(linkup_bin, env, tmp_path, worker):
-    s = start(linkup_bin, env, tmp_path, worker.url)
+def test_sigterm_exits_zero(linkup_bin, env, tmp_path, fake_worker):
+    s = start(linkup_bin, env, tmp_path, fake_worker.url)
     code, out = lk.stop_gracefully(s)
     assert code == 0
     assert "Received SIGTERM signal" in out
 
 
-def test_http_addr_from_env(linkup_bin, env, tmp_path, worker):
+def test_http_addr_from_env(linkup_bin, env, tmp_path, fake_worker):
     env = dict(env, LINKUP_HTTP_ADDR="127.0.0.1:0")
-    p = subprocess.Popen([linkup_bin, "server", "--worker-url", worker.url, "--worker-token", "t"],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    p = subprocess.Popen([linkup_bin, "server", "--worker-url", fake_worker.url,
+                          "--worker-token", "t"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         line = p.stdout.readline()
         assert lk.LISTEN_RE.match(line.strip()), line
@@ -388,13 +371,13 @@ def test_http_addr_from_env(linkup_bin, env, tmp_path, worker):
         assert p.wait(10) == 0
 
 
-def test_bind_failure_exits_one(linkup_bin, env, tmp_path, worker):
+def test_bind_failure_exits_one(linkup_bin, env, tmp_path, fake_worker):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(1)
         port = sock.getsockname()[1]
         r = subprocess.run([linkup_bin, "server", "--http", f"127.0.0.1:{port}", "--worker-url",
-                            worker.url, "--worker-token", "t"], capture_output=True, text=True,
+                            fake_worker.url, "--worker-token", "t"], capture_output=True, text=True,
                            env=env, timeout=20)
     assert r.returncode == 1
     assert f"127.0.0.1:{port}" in r.stderr
@@ -415,10 +398,10 @@ def test_config_is_required_without_worker_url(linkup_bin, env):
             in r.stderr)
 
 
-def test_worker_from_config(linkup_bin, env, tmp_path, worker, upstream):
+def test_worker_from_config(linkup_bin, env, tmp_path, fake_worker, upstream):
     cfg = tmp_path / "linkup.yaml"
     cfg.write_text(f"""linkup:
-  worker_url: {worker.url}
+  worker_url: {fake_worker.url}
   worker_token: from-config
 services:
   - name: frontend
@@ -434,7 +417,7 @@ domains:
         m = lk.LISTEN_RE.match(p.stdout.readline().strip())
         addr = (m.group(2), int(m.group(3)))
         seed(addr, "cfg-cow", {"frontend": upstream.url})
-        assert worker.calls[-1][1]["authorization"] == "Bearer from-config"
+        assert fake_worker.calls[-1][1]["authorization"] == "Bearer from-config"
     finally:
         p.terminate()
         assert p.wait(10) == 0
@@ -504,12 +487,12 @@ def test_chain_through_real_worker(linkup_bin, env, tmp_path):
 
 # ---- HTTPS and DNS listeners (issue 6 via lib/net/certs and dns_server) -------
 
-def test_https_and_dns_listeners(linkup_bin, env, tmp_path, worker, upstream):
+def test_https_and_dns_listeners(linkup_bin, env, tmp_path, fake_worker, upstream):
     import os
     import ssl
     import stat
     certs = tmp_path / "certs"
-    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
                               "token123", "--https", "127.0.0.1:0", "--dns", "127.0.0.1:0",
                               "--certs-dir", str(certs), log_path=str(tmp_path / "server.log"),
                               wanted=("HTTP", "HTTPS", "DNS"))

@@ -25,12 +25,7 @@ SERVER_NO_SESSION = ("Linkup was unable to determine the session origin of the r
 CORS_ORIGIN = "access-control-allow-origin"
 
 
-@pytest.fixture(autouse=True)
-def no_tls_no_dns(env):
-    """Local servers listen on HTTP only (the DESIGN §3 defaults :443 and
-    :8053 would collide between tests)."""
-    env["LINKUP_HTTPS_ADDR"] = "off"
-    env["LINKUP_DNS_ADDR"] = "off"
+pytestmark = pytest.mark.usefixtures("http_only")
 
 
 @pytest.fixture
@@ -38,20 +33,6 @@ def worker(linkup_bin, env, tmp_path):
     w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker.log"), token=TOKEN)
     yield w
     assert w.stop() == 0, open(w.log_path).read()[-3000:]
-
-
-@pytest.fixture
-def upstream():
-    u = lk.RecordingUpstream("127.0.0.2")
-    yield u
-    u.close()
-
-
-@pytest.fixture
-def fake_worker():
-    w = lk.FakeWorker("127.0.0.3")
-    yield w
-    w.close()
 
 
 @pytest.fixture
