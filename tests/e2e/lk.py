@@ -12,9 +12,10 @@ import time
 LISTEN_RE = re.compile(r"^(HTTP|HTTPS|DNS|Worker) listening on (\S+):(\d+)$")
 
 
-def run(bin_, *args, env=None, input=None, timeout=60):
+def run(bin_, *args, env=None, input=None, timeout=60, cwd=None):
+    """`bin_ ARGS...` with text output captured; a CompletedProcess."""
     return subprocess.run([bin_, *args], capture_output=True, text=True, env=env,
-                          input=input, timeout=timeout)
+                          input=input, timeout=timeout, cwd=cwd)
 
 
 def has_command(bin_, name, env=None):
@@ -26,6 +27,20 @@ def free_port(host="127.0.0.1"):
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+class occupied_port:
+    """A listening socket on a free 127.0.0.1 port (`with occupied_port() as
+    addr:` gives "127.0.0.1:P"), so a server told to bind it fails."""
+
+    def __enter__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def __exit__(self, *exc):
+        self.sock.close()
 
 
 class Proc:
@@ -827,3 +842,99 @@ class ScriptedUpstream:
     def close(self):
         self.running = False
         self.sock.close()
+
+
+# ---- release channel (tests/e2e/test_install.py, test_update.py) -----------
+
+import io as _io
+import platform as _platform
+import tarfile as _tarfile
+
+
+def release_arch():
+    """This machine's architecture as release asset keys spell it."""
+    m = _platform.machine()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
+
+
+def release_key():
+    """This platform's asset key ("x86_64-unknown-linux-gnu")."""
+    os_part = {"Linux": "unknown-linux", "Darwin": "apple-darwin"}[_platform.system()]
+    return f"{release_arch()}-{os_part}-gnu"
+
+
+def sha256_hex(data):
+    return _hashlib.sha256(data).hexdigest()
+
+
+def tar_gz(entries):
+    """A .tar.gz of entries [(name, bytes or None for a directory)], mode 0755."""
+    buf = _io.BytesIO()
+    with _tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in entries:
+            info = _tarfile.TarInfo(name)
+            info.mode = 0o755
+            if data is None:
+                info.type = _tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, _io.BytesIO(data))
+    return buf.getvalue()
+
+
+class ReleaseServer:
+    """A release channel on 127.0.0.1:0: serves files[path] = bytes (404 for
+    anything else), counts GETs per path (hits_of) and keeps the headers of
+    the last request (httpd.last_headers). close() when done."""
+
+    def __init__(self):
+        self.files = {}
+        self.hits = {}
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                with outer.lock:
+                    outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                    body = outer.files.get(self.path)
+                    self.server.last_headers = dict(self.headers)
+                if body is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.last_headers = {}
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def hits_of(self, path):
+        with self.lock:
+            return self.hits.get(path, 0)
+
+    def add(self, name, data):
+        """Serves data at /name; returns its SHA-256 (hex)."""
+        self.files["/" + name] = data
+        return sha256_hex(data)
+
+    def manifest(self, releases, name="manifest.json"):
+        """Serves {"releases": releases} at /name; returns its URL."""
+        self.files["/" + name] = _json.dumps({"releases": releases}).encode()
+        return f"{self.base}/{name}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)

@@ -1,9 +1,10 @@
 """The CLI's global behaviour: --version, --help, usage errors (exit 2)."""
-import subprocess
+import functools
+
+import lk
 
 
-def run(bin_, *args, env=None):
-    return subprocess.run([bin_, *args], capture_output=True, text=True, env=env, timeout=20)
+run = functools.partial(lk.run, timeout=20)
 
 
 def test_version(linkup_bin, env):

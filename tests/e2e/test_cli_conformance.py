@@ -10,7 +10,6 @@ import json
 import os
 import pathlib
 import re
-import socket
 import subprocess
 
 import pytest
@@ -30,24 +29,10 @@ def run(linkup_bin, env, *args, **kw):
     return lk.run(linkup_bin, *args, env=env, **kw)
 
 
-class occupied_port:
-    """A listening socket, so a local server told to bind it exits at once and
-    `start` fails after saving the state and injecting the env files."""
-
-    def __enter__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        return f"127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def __exit__(self, *exc):
-        self.sock.close()
-
-
 def failing_start(linkup_bin, cenv, cfg):
     """`linkup start` whose local server cannot bind: returns the result."""
     env = dict(cenv)
-    with occupied_port() as addr:
+    with lk.occupied_port() as addr:
         env["LINKUP_HTTP_ADDR"] = addr
         return run(linkup_bin, env, "start", "--config", str(cfg), timeout=90)
 
@@ -299,7 +284,7 @@ def test_config_path_canonicalised_through_symlink(linkup_bin, cenv, tmp_path):
     cfg.write_text(config_text("http://127.0.0.1:9"))
     (tmp_path / "link.yaml").symlink_to(cfg)
     cenv["LINKUP_CONFIG"] = "link.yaml"
-    with occupied_port() as addr:
+    with lk.occupied_port() as addr:
         cenv["LINKUP_HTTP_ADDR"] = addr
         r = subprocess.run([linkup_bin, "start"], cwd=tmp_path, env=cenv, capture_output=True,
                            text=True, timeout=90)

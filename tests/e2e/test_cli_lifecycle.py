@@ -49,19 +49,6 @@ domains:
     return cfg
 
 
-class occupied_port:
-    """A listening socket on a free port, so a server told to bind it fails."""
-
-    def __enter__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        return f"127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def __exit__(self, *exc):
-        self.sock.close()
-
-
 def needs_servers(linkup_bin, env):
     for name in ("server", "worker"):
         if not lk.has_command(linkup_bin, name, env):
@@ -166,7 +153,7 @@ def test_start_injects_env_and_stop_clears_it(linkup_bin, cenv, tmp_path):
     home = pathlib.Path(cenv["LINKUP_HOME"])
     (home).mkdir(parents=True, exist_ok=True)
     (home / "state-old").write_text("x")
-    with occupied_port() as addr:  # the server (if built) cannot bind it
+    with lk.occupied_port() as addr:  # the server (if built) cannot bind it
         cenv["LINKUP_HTTP_ADDR"] = addr
         r = lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)
     assert r.returncode == 1
@@ -222,7 +209,7 @@ def test_health_json_fields(linkup_bin, cenv, tmp_path):
     assert h["local_server"] == "Stopped" and h["cloudflared"] == "Stopped"
     # With a state, secrets are masked.
     cfg = write_config(tmp_path, token="supersecrettoken99")
-    with occupied_port() as addr:
+    with lk.occupied_port() as addr:
         cenv["LINKUP_HTTP_ADDR"] = addr
         lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)
     r = lk.run(linkup_bin, "health", "--json", env=cenv)

@@ -1,10 +1,12 @@
 """`linkup config check`: locating the config (SPEC §1.1), the summary, and
 the error messages of DESIGN §2.2, driven through the real binary."""
+import functools
 import json
 import pathlib
-import subprocess
 
 import pytest
+
+import lk
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "linkup.yaml"
@@ -23,9 +25,7 @@ domains:
 """
 
 
-def run(bin_, *args, env=None, cwd=None):
-    return subprocess.run([bin_, *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=20)
+run = functools.partial(lk.run, timeout=20)
 
 
 def write(tmp_path, text, name="linkup.yaml"):

@@ -5,18 +5,12 @@ the privileged-port keys of `linkup health` and the setcap hint of
 
 Nothing here touches the real /usr/local: every install goes to a temp dir,
 LINKUP_NO_SETCAP=1 except in the one root-only test that checks getcap."""
-import functools
-import hashlib
-import http.server
-import io
 import json
 import os
 import pathlib
 import platform
 import shutil
 import subprocess
-import tarfile
-import threading
 
 import pytest
 
@@ -27,18 +21,10 @@ INSTALL_SH = ROOT / "install.sh"
 HINT = 'sudo setcap cap_net_bind_service=+ep "$(which linkup)"'
 
 
-def platform_key():
-    os_part = {"Linux": "unknown-linux", "Darwin": "apple-darwin"}[platform.system()]
-    arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
-            "arm64": "aarch64"}[platform.machine()]
-    return f"{arch}-{os_part}-gnu", arch
-
-
 def other_key():
     """An asset key for a platform that is not this one (same arch, other OS)."""
-    _, arch = platform_key()
     other = "apple-darwin" if platform.system() == "Linux" else "unknown-linux"
-    return f"{arch}-{other}"
+    return f"{lk.release_arch()}-{other}"
 
 
 # --- make install ------------------------------------------------------------
@@ -90,62 +76,15 @@ def test_make_install_layout(linkup_bin, tmp_path):
 
 # --- install.sh --------------------------------------------------------------
 
-class ReleaseServer:
-    """A static release channel on loopback: files written into a directory,
-    served by a ThreadingHTTPServer on port 0."""
-
-    def __init__(self, root):
-        self.root = root
-        handler = functools.partial(QuietHandler, directory=str(root))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def add(self, name, data):
-        (self.root / name).write_bytes(data)
-        return hashlib.sha256(data).hexdigest()
-
-    def manifest(self, releases, name="manifest.json"):
-        (self.root / name).write_text(json.dumps({"releases": releases}))
-        return f"{self.base}/{name}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def rel(tmp_path):
-    root = tmp_path / "releases"
-    root.mkdir()
-    srv = ReleaseServer(root)
+def rel():
+    srv = lk.ReleaseServer()
     yield srv
     srv.close()
 
 
 def fake_binary(version):
     return f"#!/bin/sh\necho linkup-fake {version}\n".encode()
-
-
-def tar_gz(entries):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in entries:
-            info = tarfile.TarInfo(name)
-            if data is None:
-                info.type = tarfile.DIRTYPE
-                info.mode = 0o755
-                tar.addfile(info)
-            else:
-                info.size = len(data)
-                info.mode = 0o755
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def release(version, assets, channel=None):
@@ -178,7 +117,7 @@ def installed_output(path):
 def standard_manifest(rel):
     """4.1.1 and 4.2.0 stable, two betas (the lexicographically higher
     pre-release has the lower numbers), a decoy key for another OS first."""
-    key, _ = platform_key()
+    key = lk.release_key()
     releases = []
     for v in ["4.1.1", "4.2.0", "4.3.0-next-2026-11-20", "4.2.5-next-2026-12-01"]:
         decoy = rel.add(f"decoy-{v}", b"#!/bin/sh\necho wrong platform\n")
@@ -236,8 +175,8 @@ def test_install_sh_beta_channel(rel, tmp_path):
 
 
 def test_install_sh_tar_gz_and_absolute_url(rel, tmp_path):
-    key, _ = platform_key()
-    archive = tar_gz([("dist/", None), ("dist/README.md", b"read me\n"),
+    key = lk.release_key()
+    archive = lk.tar_gz([("dist/", None), ("dist/README.md", b"read me\n"),
                       ("dist/linkup", fake_binary("4.2.0")), ("dist/linkup.1", b".TH\n")])
     sha = rel.add("linkup-4.2.0.tar.gz", archive)
     url = rel.manifest([release("4.2.0", {key: asset(f"{rel.base}/linkup-4.2.0.tar.gz",
@@ -251,7 +190,7 @@ def test_install_sh_tar_gz_and_absolute_url(rel, tmp_path):
 
 
 def test_install_sh_digest_mismatch_keeps_old_binary(rel, tmp_path):
-    key, _ = platform_key()
+    key = lk.release_key()
     rel.add("linkup-4.2.0", fake_binary("4.2.0"))
     url = rel.manifest([release("4.2.0", {key: asset("linkup-4.2.0", "0" * 64)})])
     dest = tmp_path / "bin"
@@ -273,15 +212,14 @@ def test_install_sh_no_asset_for_platform(rel, tmp_path):
     dest = tmp_path / "bin"
     r = run_install(url, "--prefix", str(dest))
     assert r.returncode == 1
-    key, arch = platform_key()
-    assert f"no stable release for {arch}-" in r.stderr
+    assert f"no stable release for {lk.release_arch()}-" in r.stderr
     assert not (dest / "linkup").exists()
     r = run_install(url, "--prefix", str(dest), "--version", "4.2.0")
     assert r.returncode == 1 and "no release 4.2.0 for" in r.stderr
 
 
 def test_install_sh_bad_manifest(rel, tmp_path):
-    (rel.root / "broken.json").write_text("{not json")
+    rel.files["/broken.json"] = b"{not json"
     r = run_install(f"{rel.base}/broken.json", "--prefix", str(tmp_path / "bin"))
     assert r.returncode == 1 and "cannot read the release manifest" in r.stderr
     r = run_install(f"{rel.base}/missing.json", "--prefix", str(tmp_path / "bin"))

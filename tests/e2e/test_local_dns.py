@@ -10,6 +10,8 @@ import subprocess
 
 import pytest
 
+import lk
+
 CONFIG = """\
 linkup:
   worker_url: http://127.0.0.1:8787
@@ -43,8 +45,7 @@ def setup(tmp_path, env):
 
 
 def run(linkup_bin, env, *args):
-    return subprocess.run([linkup_bin, "local-dns", *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+    return lk.run(linkup_bin, "local-dns", *args, env=env)
 
 
 def tree(root):

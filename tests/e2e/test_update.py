@@ -4,17 +4,12 @@ loopback: a ThreadingHTTPServer serving a manifest and assets and counting
 requests. The binary under test is always a copy of LINKUP_BIN in the test's
 own directory, never the build's binary."""
 import datetime
-import hashlib
-import http.server
-import io
+import functools
 import json
 import os
-import platform
 import shutil
 import stat
 import subprocess
-import tarfile
-import threading
 
 import pytest
 
@@ -24,76 +19,29 @@ NEW_SCRIPT = b"#!/bin/sh\necho linkup 9.9.9\n"
 NOTICE = "\u26a0\ufe0f New version of linkup is available! Run `linkup update` to update it.\n\n"
 
 
-def platform_key():
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine(), platform.machine())
-    return f"{arch}-unknown-linux-gnu"
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-class ReleaseServer:
-    """Serves files[path] = bytes on 127.0.0.1:0 and counts GETs per path."""
+class UpdateServer(lk.ReleaseServer):
+    """The release server with the manifest at /rel/manifest.json."""
 
     def __init__(self):
-        self.files = {}
-        self.hits = {}
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                with outer.lock:
-                    outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
-                    body = outer.files.get(self.path)
-                    self.server.last_headers = dict(self.headers)
-                if body is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.last_headers = {}
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        super().__init__()
         self.manifest_url = self.base + "/rel/manifest.json"
-
-    def hits_of(self, path):
-        with self.lock:
-            return self.hits.get(path, 0)
 
     def publish(self, releases):
         """releases: [(version, channel or None, asset url, sha256)]."""
-        doc = {"releases": []}
+        doc = []
         for version, channel, url, digest in releases:
             rel = {"version": version,
                    "assets": {"aarch64-apple-darwin": {"url": "mac.tar.gz", "sha256": "0" * 64},
-                              platform_key(): {"url": url, "sha256": digest}}}
+                              lk.release_key(): {"url": url, "sha256": digest}}}
             if channel:
                 rel["channel"] = channel
-            doc["releases"].append(rel)
-        self.files["/rel/manifest.json"] = json.dumps(doc).encode()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+            doc.append(rel)
+        self.manifest(doc, "rel/manifest.json")
 
 
 @pytest.fixture
 def server():
-    s = ReleaseServer()
+    s = UpdateServer()
     yield s
     s.close()
 
@@ -121,8 +69,7 @@ def current_version(bin_):
     return lk.run(str(bin_), "--version", timeout=20).stdout.split()[1]
 
 
-def run(bin_, *args, env, timeout=30):
-    return lk.run(str(bin_), *args, env=env, timeout=timeout)
+run = functools.partial(lk.run, timeout=30)
 
 
 def leftovers(copy):
@@ -137,7 +84,7 @@ def test_update_to_newer_stable(server, copy, uenv):
     cur = current_version(copy)
     server.files["/rel/linkup-9.9.9"] = NEW_SCRIPT
     server.publish([("4.0.0", "stable", "linkup-old", "1" * 64),
-                    ("9.9.9", "stable", "linkup-9.9.9", sha(NEW_SCRIPT))])
+                    ("9.9.9", "stable", "linkup-9.9.9", lk.sha256_hex(NEW_SCRIPT))])
     r = run(copy, "update", env=uenv)
     assert r.returncode == 0, r.stderr
     assert "Stopped linkup\n" in r.stdout
@@ -162,31 +109,15 @@ def test_update_to_newer_stable(server, copy, uenv):
         "version": {"major": 9, "minor": 9, "patch": 9, "pre_release": None},
         "binary": {"name": "linkup-9.9.9",
                    "browser_download_url": server.base + "/rel/linkup-9.9.9",
-                   "sha256": sha(NEW_SCRIPT)},
+                   "sha256": lk.sha256_hex(NEW_SCRIPT)},
     }]
 
 
-def make_tgz(members):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            if data is None:
-                info.type = tarfile.DIRTYPE
-                info.mode = 0o755
-                tar.addfile(info)
-            else:
-                info.size = len(data)
-                info.mode = 0o755
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def test_update_from_tar_gz(server, copy, uenv):
-    tgz = make_tgz([("README", b"read me\n"), ("linkup-9.9.9/", None),
+    tgz = lk.tar_gz([("README", b"read me\n"), ("linkup-9.9.9/", None),
                     ("linkup-9.9.9/linkup", NEW_SCRIPT)])
     server.files["/dl/linkup.tar.gz"] = tgz
-    server.publish([("9.9.9", None, "/dl/linkup.tar.gz", sha(tgz).upper())])
+    server.publish([("9.9.9", None, "/dl/linkup.tar.gz", lk.sha256_hex(tgz).upper())])
     r = run(copy, "update", env=uenv)
     assert r.returncode == 0, r.stderr
     assert copy.read_bytes() == NEW_SCRIPT
@@ -196,9 +127,9 @@ def test_update_from_tar_gz(server, copy, uenv):
 
 def test_tar_gz_without_linkup_entry_is_refused(server, copy, uenv):
     before = copy.read_bytes()
-    tgz = make_tgz([("README", b"read me\n"), ("bin/other", NEW_SCRIPT)])
+    tgz = lk.tar_gz([("README", b"read me\n"), ("bin/other", NEW_SCRIPT)])
     server.files["/dl/x.tar.gz"] = tgz
-    server.publish([("9.9.9", None, "/dl/x.tar.gz", sha(tgz))])
+    server.publish([("9.9.9", None, "/dl/x.tar.gz", lk.sha256_hex(tgz))])
     r = run(copy, "update", env=uenv)
     assert r.returncode == 1
     assert ("Exited with error: Failed to download new version: "
@@ -211,7 +142,7 @@ def test_channel_beta(server, copy, uenv):
     cur = current_version(copy)
     server.files["/rel/beta"] = NEW_SCRIPT
     server.publish([(cur, "stable", "same", "2" * 64),
-                    ("0.0.0-next-2030-01-01", "beta", "beta", sha(NEW_SCRIPT))])
+                    ("0.0.0-next-2030-01-01", "beta", "beta", lk.sha256_hex(NEW_SCRIPT))])
     before = copy.read_bytes()
     r = run(copy, "update", env=uenv)
     assert r.returncode == 0, r.stderr
@@ -241,7 +172,7 @@ def test_cache_respected_and_skip_cache(server, copy, uenv):
     assert server.hits_of("/rel/manifest.json") == 1
     # A newer release appears, but the cache answers until the next UTC midnight.
     server.files["/rel/new"] = NEW_SCRIPT
-    server.publish([("9.9.9", "stable", "new", sha(NEW_SCRIPT))])
+    server.publish([("9.9.9", "stable", "new", lk.sha256_hex(NEW_SCRIPT))])
     assert run(copy, "update", env=uenv).stdout == "No new version available.\n"
     assert server.hits_of("/rel/manifest.json") == 1
     r = run(copy, "update", "--skip-cache", env=uenv)
@@ -272,7 +203,7 @@ def test_digest_mismatch_keeps_old_binary(server, copy, uenv):
     r = run(copy, "update", env=uenv)
     assert r.returncode == 1
     assert (f"Exited with error: Failed to download new version: SHA-256 mismatch "
-            f"(expected {'ab' * 32}, got {sha(NEW_SCRIPT)})") in r.stderr
+            f"(expected {'ab' * 32}, got {lk.sha256_hex(NEW_SCRIPT)})") in r.stderr
     assert copy.read_bytes() == before
     assert leftovers(copy) == []
     assert "Finished update!" not in r.stdout
@@ -280,7 +211,7 @@ def test_digest_mismatch_keeps_old_binary(server, copy, uenv):
 
 def test_download_404_keeps_old_binary(server, copy, uenv):
     before = copy.read_bytes()
-    server.publish([("9.9.9", "stable", "missing", sha(NEW_SCRIPT))])
+    server.publish([("9.9.9", "stable", "missing", lk.sha256_hex(NEW_SCRIPT))])
     r = run(copy, "update", env=uenv)
     assert r.returncode == 1
     assert "Exited with error: Failed to download new version: HTTP 404" in r.stderr
@@ -326,7 +257,7 @@ def test_usage(copy, uenv):
 
 def test_notice(server, copy, uenv):
     server.files["/rel/new"] = NEW_SCRIPT
-    server.publish([("9.9.9", "stable", "new", sha(NEW_SCRIPT))])
+    server.publish([("9.9.9", "stable", "new", lk.sha256_hex(NEW_SCRIPT))])
     r = run(copy, "status", env=uenv)
     assert r.stdout.startswith(NOTICE), r.stdout
     r = run(copy, "stop", env=uenv)
@@ -384,7 +315,7 @@ def test_notice_when_current_or_failing(server, copy, uenv):
 def test_setcap_applied(server, copy, uenv):
     del uenv["LINKUP_NO_SETCAP"]
     server.files["/rel/new"] = NEW_SCRIPT
-    server.publish([("9.9.9", "stable", "new", sha(NEW_SCRIPT))])
+    server.publish([("9.9.9", "stable", "new", lk.sha256_hex(NEW_SCRIPT))])
     r = run(copy, "update", env=uenv)
     assert r.returncode == 0, r.stderr
     out = subprocess.run([shutil.which("getcap"), str(copy)], capture_output=True, text=True,
