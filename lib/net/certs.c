@@ -1,7 +1,9 @@
 /*
  * certs.c - local CA creation, certificate files and leaf minting (OpenSSL 3).
  *
- * Invariants: the CA key never leaves this module; files are written whole
+ * Invariants: the CA key never leaves this module; a lazily opened struct
+ * (lk_certs_open_lazy()) calls no OpenSSL function until lk_certs_load(),
+ * which runs once and keeps its result; files are written whole
  * (temporary file, fsync, rename) so a crash never leaves half a key; the
  * cache holds at most LK_CERTS_CACHE_MAX leaves and hands out new references,
  * so evicting an entry never frees a certificate a connection still uses.
@@ -12,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/bn.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -43,6 +46,9 @@ struct lk_certs {
     size_t next_evict;
     lk_certs_managed_cb *is_managed;
     void *managed_data;
+    bool loaded; /* lk_certs_load() ran; load_rc is its result */
+    int load_rc;
+    char error[512]; /* why the CA did not load; "" otherwise */
 };
 
 static const unsigned char alpn_http11[] = "\x08http/1.1";
@@ -212,33 +218,71 @@ out:
     return rc;
 }
 
-/* Loads the CA pair, creating it first when a file is missing. */
-static int load_or_create_ca(const char *dir, X509 **ca, EVP_PKEY **key, bool *created)
+/* Parses the CA pair; on failure says why in why (file names only). */
+static int load_ca(const char *cert_path, const char *key_path, X509 **ca, EVP_PKEY **key,
+                   char *why, size_t why_len)
 {
-    char *cert_path = join(dir, LK_CERTS_CA_CERT_FILE);
-    char *key_path = join(dir, LK_CERTS_CA_KEY_FILE);
-    int rc = 0;
-    *created = false;
-    if (access(cert_path, F_OK) != 0 || access(key_path, F_OK) != 0) {
-        rc = make_ca(ca, key);
-        if (rc == 0)
-            rc = write_ca(cert_path, key_path, *ca, *key);
-        *created = rc == 0;
-    } else {
-        *ca = read_cert(cert_path);
-        *key = read_key(key_path);
-        if (*ca == NULL || *key == NULL || X509_check_private_key(*ca, *key) != 1)
-            rc = LK_EPARSE;
-    }
-    if (rc != 0) {
-        X509_free(*ca);
-        EVP_PKEY_free(*key);
-        *ca = NULL;
-        *key = NULL;
-    }
-    free(cert_path);
-    free(key_path);
+    *ca = read_cert(cert_path);
+    *key = read_key(key_path);
+    const char *reason = NULL;
+    if (*ca == NULL)
+        reason = LK_CERTS_CA_CERT_FILE ": cannot read a PEM certificate";
+    else if (*key == NULL)
+        reason = LK_CERTS_CA_KEY_FILE ": cannot read a PEM private key";
+    else if (X509_check_private_key(*ca, *key) != 1)
+        reason = LK_CERTS_CA_KEY_FILE ": the key does not match " LK_CERTS_CA_CERT_FILE;
+    if (reason == NULL)
+        return 0;
+    ERR_clear_error(); /* the queue would otherwise blame a later, unrelated call */
+    snprintf(why, why_len, "%s", reason);
+    X509_free(*ca);
+    EVP_PKEY_free(*key);
+    *ca = NULL;
+    *key = NULL;
+    return LK_EPARSE;
+}
+
+/* Makes a new CA and writes it; nothing is kept in memory (the first TLS
+ * use reads it back, like a CA that was already on disk). */
+static int create_ca(const char *cert_path, const char *key_path)
+{
+    X509 *ca = NULL;
+    EVP_PKEY *key = NULL;
+    int rc = make_ca(&ca, &key);
+    if (rc == 0)
+        rc = write_ca(cert_path, key_path, ca, key);
+    X509_free(ca);
+    EVP_PKEY_free(key);
     return rc;
+}
+
+static bool ca_missing(const char *cert_path, const char *key_path)
+{
+    return access(cert_path, F_OK) != 0 || access(key_path, F_OK) != 0;
+}
+
+/* The start-up check of an existing CA file without OpenSSL: it opens for
+ * reading (root included), is a regular file and is not empty. */
+static int check_file(const char *path, const char *file, char *why, size_t why_len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd == -1) {
+        snprintf(why, why_len, "%s: %s", file, strerror(errno));
+        return LK_EIO;
+    }
+    struct stat st;
+    const char *reason = NULL;
+    if (fstat(fd, &st) != 0)
+        reason = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        reason = "not a regular file";
+    else if (st.st_size == 0)
+        reason = "empty file";
+    close(fd);
+    if (reason == NULL)
+        return 0;
+    snprintf(why, why_len, "%s: %s", file, reason);
+    return LK_EIO;
 }
 
 static int ensure_dir(const char *dir)
@@ -250,14 +294,25 @@ static int ensure_dir(const char *dir)
 
 int lk_certs_ensure_ca(const char *dir, bool *created)
 {
-    X509 *ca = NULL;
-    EVP_PKEY *key = NULL;
     bool made = false;
     int rc = ensure_dir(dir);
-    if (rc == 0)
-        rc = load_or_create_ca(dir, &ca, &key, &made);
-    X509_free(ca);
-    EVP_PKEY_free(key);
+    if (rc == 0) {
+        char *cert_path = join(dir, LK_CERTS_CA_CERT_FILE);
+        char *key_path = join(dir, LK_CERTS_CA_KEY_FILE);
+        if (ca_missing(cert_path, key_path)) {
+            rc = create_ca(cert_path, key_path);
+            made = rc == 0;
+        } else {
+            X509 *ca = NULL;
+            EVP_PKEY *key = NULL;
+            char why[128];
+            rc = load_ca(cert_path, key_path, &ca, &key, why, sizeof(why));
+            X509_free(ca);
+            EVP_PKEY_free(key);
+        }
+        free(cert_path);
+        free(key_path);
+    }
     if (created != NULL)
         *created = made;
     return rc;
@@ -331,20 +386,72 @@ static void load_files(struct lk_certs *c)
     closedir(d);
 }
 
-int lk_certs_open(const char *dir, struct lk_certs **out)
+int lk_certs_open_lazy(const char *dir, struct lk_certs **out, bool *created, char *why,
+                       size_t why_len)
 {
-    struct lk_certs *c = lk_xcalloc(1, sizeof(*c));
-    bool created;
-    int rc = ensure_dir(dir);
-    if (rc == 0)
-        rc = load_or_create_ca(dir, &c->ca, &c->ca_key, &created);
+    if (ensure_dir(dir) != 0) {
+        snprintf(why, why_len, "%s", strerror(errno));
+        return LK_EIO;
+    }
+    char *cert_path = join(dir, LK_CERTS_CA_CERT_FILE);
+    char *key_path = join(dir, LK_CERTS_CA_KEY_FILE);
+    bool made = false;
+    int rc = 0;
+    if (ca_missing(cert_path, key_path)) {
+        errno = 0;
+        rc = create_ca(cert_path, key_path);
+        if (rc != 0)
+            snprintf(why, why_len, "cannot create the CA%s%s", errno ? ": " : "",
+                     errno ? strerror(errno) : "");
+        made = rc == 0;
+    } else {
+        rc = check_file(cert_path, LK_CERTS_CA_CERT_FILE, why, why_len);
+        if (rc == 0)
+            rc = check_file(key_path, LK_CERTS_CA_KEY_FILE, why, why_len);
+    }
+    free(key_path);
     if (rc != 0) {
-        free(c);
+        free(cert_path);
         return rc;
     }
+    struct lk_certs *c = lk_xcalloc(1, sizeof(*c));
     c->dir = lk_xstrdup(dir);
-    c->ca_path = join(dir, LK_CERTS_CA_CERT_FILE);
-    load_files(c);
+    c->ca_path = cert_path;
+    if (created != NULL)
+        *created = made;
+    *out = c;
+    return 0;
+}
+
+int lk_certs_load(struct lk_certs *c)
+{
+    if (c->loaded)
+        return c->load_rc;
+    c->loaded = true;
+    char *key_path = join(c->dir, LK_CERTS_CA_KEY_FILE);
+    c->load_rc = load_ca(c->ca_path, key_path, &c->ca, &c->ca_key, c->error, sizeof(c->error));
+    free(key_path);
+    if (c->load_rc == 0)
+        load_files(c);
+    return c->load_rc;
+}
+
+const char *lk_certs_error(const struct lk_certs *c)
+{
+    return c->error;
+}
+
+int lk_certs_open(const char *dir, struct lk_certs **out)
+{
+    struct lk_certs *c = NULL;
+    char why[256];
+    int rc = lk_certs_open_lazy(dir, &c, NULL, why, sizeof(why));
+    if (rc == 0)
+        rc = lk_certs_load(c);
+    if (rc != 0) {
+        lk_certs_free(c);
+        return rc;
+    }
     *out = c;
     return 0;
 }
@@ -375,6 +482,11 @@ void lk_certs_free(struct lk_certs *c)
 X509 *lk_certs_ca(const struct lk_certs *c)
 {
     return c->ca;
+}
+
+const char *lk_certs_dir(const struct lk_certs *c)
+{
+    return c->dir;
 }
 
 const char *lk_certs_ca_path(const struct lk_certs *c)
@@ -444,6 +556,8 @@ int lk_certs_get(struct lk_certs *c, const char *name, X509 **cert, EVP_PKEY **k
     char host[256];
     if (!normalise_name(name, host, sizeof(host), false))
         return LK_EINVAL;
+    if (lk_certs_load(c) != 0)
+        return LK_EIO;
     for (size_t i = 0; i < c->n_files; i++) {
         if (usable_file(&c->files[i], host))
             return hand_out(&c->files[i], cert, key);
@@ -474,6 +588,8 @@ int lk_certs_mint(const struct lk_certs *c, const char *name, X509 **cert, EVP_P
     char host[256];
     if (!normalise_name(name, host, sizeof(host), true))
         return LK_EINVAL;
+    if (c->ca == NULL)
+        return LK_EIO; /* not loaded (lk_certs_load()) */
     return mint(c->ca, c->ca_key, host, cert, key);
 }
 
@@ -525,6 +641,8 @@ int lk_certs_install_sni(SSL_CTX *ctx, struct lk_certs *c, lk_certs_managed_cb *
 
 SSL_CTX *lk_certs_new_server_ctx(struct lk_certs *c, lk_certs_managed_cb *is_managed, void *data)
 {
+    if (lk_certs_load(c) != 0)
+        return NULL;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL)
         return NULL;

@@ -54,6 +54,8 @@ struct lk_listener {
     struct lk_http_server *srv;
     struct evconnlistener *evl;
     struct ssl_ctx_st *tls;
+    lk_tls_ctx_cb *tls_get; /* lazy TLS listener: supplies tls on first use */
+    void *tls_data;
 };
 
 struct lk_conn {

@@ -998,6 +998,13 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         reject_busy(fd);
         return;
     }
+    if (l->tls == NULL && l->tls_get != NULL) {
+        l->tls = l->tls_get(l->tls_data); /* kept once it is not NULL */
+        if (l->tls == NULL) {
+            evutil_closesocket(fd);
+            return;
+        }
+    }
     struct lk_conn *c = conn_new(srv);
     memcpy(&c->peer, sa, (size_t)salen < sizeof(c->peer) ? (size_t)salen : sizeof(c->peer));
     lk_addr_format(sa, c->peer_str, sizeof(c->peer_str));
@@ -1185,6 +1192,17 @@ int lk_http_server_listen(struct lk_http_server *srv, const char *addr, struct s
     l->next = srv->listeners;
     srv->listeners = l;
     return 0;
+}
+
+int lk_http_server_listen_lazy_tls(struct lk_http_server *srv, const char *addr, lk_tls_ctx_cb *get,
+                                   void *data, char *bound, size_t bound_len)
+{
+    int rc = lk_http_server_listen(srv, addr, NULL, bound, bound_len);
+    if (rc == 0) {
+        srv->listeners->tls_get = get; /* the listener just added */
+        srv->listeners->tls_data = data;
+    }
+    return rc;
 }
 
 size_t lk_http_server_n_conns(const struct lk_http_server *srv)

@@ -132,6 +132,23 @@ int lk_http_server_new(struct event_base *base, const struct lk_http_server_opts
 int lk_http_server_listen(struct lk_http_server *srv, const char *addr, struct ssl_ctx_st *tls,
                           char *bound, size_t bound_len);
 
+/* Supplies the SSL_CTX of a lazy TLS listener (below): the context
+ * (borrowed, must outlive the server) or NULL to refuse this connection. */
+typedef struct ssl_ctx_st *lk_tls_ctx_cb(void *data);
+
+/* lk_http_server_listen() for a TLS listener whose SSL_CTX is built on
+ * first use, so that a program that gets no TLS connection never
+ * initialises OpenSSL for it (~3 MiB of RSS; docs/performance.md, finding
+ * 10). get(data) is called from on-accept, before the connection exists,
+ * for each accepted connection until it returns a context; that context
+ * then serves this listener like the tls argument of lk_http_server_listen()
+ * and get is not called again. NULL closes that connection at once (the
+ * client sees a failed handshake; the program logs why) and the next
+ * connection calls get again. data is borrowed. Same results as
+ * lk_http_server_listen(). */
+int lk_http_server_listen_lazy_tls(struct lk_http_server *srv, const char *addr, lk_tls_ctx_cb *get,
+                                   void *data, char *bound, size_t bound_len);
+
 /* Called once when a drain has finished; the server has been freed. */
 typedef void lk_http_server_drained_cb(void *data);
 

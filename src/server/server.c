@@ -3,7 +3,8 @@
  * graceful shutdown that frees everything (so LSan has nothing to report).
  *
  * Listeners (DESIGN §3): HTTP, HTTPS (same router; certificates minted by
- * lib/net/certs for names at or under a managed domain, DESIGN §2.10) and
+ * lib/net/certs for names at or under a managed domain, DESIGN §2.10; the
+ * CA is parsed and the SSL_CTX built on the first TLS connection) and
  * the DNS responder (lib/net/dns_server, zones from the names registry,
  * DESIGN §2.9), each printing its "... listening on A:P" line.
  *
@@ -171,7 +172,7 @@ static bool is_managed(const char *name, void *data)
 
 /* mkdir -p of the directories above dir (mode 0700, existing ones kept), so
  * a fresh LINKUP_HOME does not stop the certs directory from being created
- * (DESIGN §2.10). Errors surface in lk_certs_open(). */
+ * (DESIGN §2.10). Errors surface in lk_certs_open_lazy(). */
 static void make_parents(const char *dir)
 {
     char *path = lk_xstrdup(dir);
@@ -184,25 +185,45 @@ static void make_parents(const char *dir)
     free(path);
 }
 
+/* The HTTPS listener's SSL_CTX, built on its first connection (finding 10 of
+ * docs/performance.md: an idle server never initialises OpenSSL when the CA
+ * is already on disk). A CA that does not parse fails that connection and
+ * every later one with this log line; lk_certs_load() keeps its result, so
+ * the files are read once per run. */
+static struct ssl_ctx_st *https_ctx(void *data)
+{
+    struct local_server *ls = data;
+    if (ls->tls == NULL)
+        ls->tls = lk_certs_new_server_ctx(ls->certs, is_managed, ls);
+    if (ls->tls == NULL) {
+        const char *why = lk_certs_error(ls->certs);
+        LK_LOG(ERROR,
+               "HTTPS connection refused: Failed to load certificates from \"%s\": %s "
+               "(fix or remove both CA files, then restart)",
+               lk_certs_dir(ls->certs), why[0] ? why : "cannot set up TLS");
+    }
+    return ls->tls;
+}
+
+/* Start-up opens the certs directory and creates a missing CA (DESIGN
+ * §2.10), but parses nothing: https_ctx() does on the first connection.
+ * What a stat can tell (a CA file unreadable, empty or not a regular file)
+ * still stops the server here. */
 static int start_https(struct local_server *ls, const struct local_opts *o)
 {
     if (strcmp(o->https_addr, LOCAL_ADDR_OFF) == 0)
         return 0;
     make_parents(o->certs_dir);
-    errno = 0;
-    if (lk_certs_open(o->certs_dir, &ls->certs) != 0) {
-        fprintf(stderr, "Exited with error: Failed to load certificates from \"%s\"%s%s\n",
-                o->certs_dir, errno ? ": " : "", errno ? strerror(errno) : "");
-        return LK_EIO;
-    }
-    ls->tls = lk_certs_new_server_ctx(ls->certs, is_managed, ls);
-    if (!ls->tls) {
-        fprintf(stderr, "Exited with error: cannot set up TLS for the HTTPS listener\n");
+    char why[256];
+    if (lk_certs_open_lazy(o->certs_dir, &ls->certs, NULL, why, sizeof(why)) != 0) {
+        fprintf(stderr, "Exited with error: Failed to load certificates from \"%s\": %s\n",
+                o->certs_dir, why);
         return LK_EIO;
     }
     char bound[64];
     errno = 0;
-    if (lk_http_server_listen(ls->http, o->https_addr, ls->tls, bound, sizeof(bound)) != 0) {
+    if (lk_http_server_listen_lazy_tls(ls->http, o->https_addr, https_ctx, ls, bound,
+                                       sizeof(bound)) != 0) {
         report_listen_error("HTTPS", o->https_addr, errno);
         return LK_EIO;
     }

@@ -275,6 +275,103 @@ static void test_bad_ca_files(void)
     CHECK_INT_EQ(lk_certs_ensure_ca("/proc/no/such/dir", NULL), LK_EIO);
 }
 
+/* Writes text to sub/file (mode 0600). */
+static void put(const char *sub, const char *file, const char *text)
+{
+    char p[400];
+    snprintf(p, sizeof(p), "%s/%s", sub, file);
+    FILE *fp = fopen(p, "w");
+    if (fp == NULL)
+        return;
+    fputs(text, fp);
+    fclose(fp);
+}
+
+/* lk_certs_open_lazy(): a CA on disk is only checked with open+fstat; the
+ * first lk_certs_new_server_ctx() parses it (DESIGN §2.10, finding 10). */
+static void test_lazy_open(void)
+{
+    char sub[300], why[256] = "";
+    snprintf(sub, sizeof(sub), "%s/lazy", dir);
+    struct lk_certs *c = NULL;
+    bool created = false;
+    CHECK_INT_EQ(lk_certs_open_lazy(sub, &c, &created, why, sizeof(why)), 0);
+    CHECK(created); /* a missing CA is still made at once */
+    CHECK(lk_certs_ca(c) == NULL);
+    lk_certs_free(c);
+
+    c = NULL;
+    CHECK_INT_EQ(lk_certs_open_lazy(sub, &c, &created, why, sizeof(why)), 0);
+    CHECK(!created);
+    CHECK_STR_EQ(lk_certs_dir(c), sub);
+    CHECK(lk_certs_ca(c) == NULL); /* nothing parsed yet */
+    X509 *x = NULL;
+    EVP_PKEY *k = NULL;
+    CHECK_INT_EQ(lk_certs_mint(c, "a.example.com", &x, &k), LK_EIO);
+    SSL_CTX *sctx = lk_certs_new_server_ctx(c, managed, NULL);
+    CHECK(sctx != NULL);
+    CHECK(lk_certs_ca(c) != NULL);
+    CHECK_STR_EQ(lk_certs_error(c), "");
+    CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "tiny-cow.example.com", NULL), 1);
+    SSL_CTX_free(sctx);
+    lk_certs_free(c);
+}
+
+/* What start-up can tell without OpenSSL (LK_EIO + reason) and what only the
+ * first TLS use finds (LK_EPARSE + lk_certs_error()). */
+static void test_lazy_bad_ca(void)
+{
+    char sub[300], other[300], why[256] = "";
+    snprintf(sub, sizeof(sub), "%s/lazybad", dir);
+    snprintf(other, sizeof(other), "%s/lazyother", dir);
+    CHECK_INT_EQ(lk_certs_ensure_ca(sub, NULL), 0);
+    CHECK_INT_EQ(lk_certs_ensure_ca(other, NULL), 0);
+    struct lk_certs *c = NULL;
+
+    put(sub, LK_CERTS_CA_KEY_FILE, "");
+    CHECK_INT_EQ(lk_certs_open_lazy(sub, &c, NULL, why, sizeof(why)), LK_EIO);
+    CHECK_STR_EQ(why, "linkup_ca.key.pem: empty file");
+    CHECK_INT_EQ(lk_certs_open(sub, &c), LK_EIO);
+
+    put(sub, LK_CERTS_CA_KEY_FILE, "garbage\n");
+    CHECK_INT_EQ(lk_certs_open_lazy(sub, &c, NULL, why, sizeof(why)), 0);
+    CHECK(lk_certs_new_server_ctx(c, managed, NULL) == NULL);
+    CHECK_STR_EQ(lk_certs_error(c), "linkup_ca.key.pem: cannot read a PEM private key");
+    CHECK_INT_EQ(lk_certs_load(c), LK_EPARSE); /* kept, not read again */
+    X509 *x = NULL;
+    EVP_PKEY *k = NULL;
+    CHECK_INT_EQ(lk_certs_get(c, "a.example.com", &x, &k), LK_EIO);
+    lk_certs_free(c);
+
+    /* A well-formed key of another CA. */
+    char from[400], to[400];
+    snprintf(from, sizeof(from), "%s/%s", other, LK_CERTS_CA_KEY_FILE);
+    snprintf(to, sizeof(to), "%s/%s", sub, LK_CERTS_CA_KEY_FILE);
+    CHECK_INT_EQ(rename(from, to), 0);
+    c = NULL;
+    CHECK_INT_EQ(lk_certs_open_lazy(sub, &c, NULL, why, sizeof(why)), 0);
+    CHECK_INT_EQ(lk_certs_load(c), LK_EPARSE);
+    CHECK_STR_EQ(lk_certs_error(c), "linkup_ca.key.pem: the key does not match linkup_ca.cert.pem");
+    lk_certs_free(c);
+
+    put(sub, LK_CERTS_CA_CERT_FILE, "-----BEGIN CERTIFICATE-----\nAAAA\n");
+    c = NULL;
+    CHECK_INT_EQ(lk_certs_open_lazy(sub, &c, NULL, why, sizeof(why)), 0);
+    CHECK_INT_EQ(lk_certs_load(c), LK_EPARSE);
+    CHECK_STR_EQ(lk_certs_error(c), "linkup_ca.cert.pem: cannot read a PEM certificate");
+    lk_certs_free(c);
+
+    /* A directory where a CA file should be. */
+    CHECK_INT_EQ(unlink(to), 0);
+    CHECK_INT_EQ(mkdir(to, 0700), 0);
+    CHECK_INT_EQ(lk_certs_open_lazy(sub, &c, NULL, why, sizeof(why)), LK_EIO);
+    CHECK_STR_EQ(why, "linkup_ca.key.pem: not a regular file");
+    CHECK_INT_EQ(rmdir(to), 0);
+
+    CHECK_INT_EQ(lk_certs_open_lazy("/proc/no/such/dir", &c, NULL, why, sizeof(why)), LK_EIO);
+    CHECK_STR_EQ(why, "No such file or directory");
+}
+
 static void cleanup(void)
 {
     char cmd[300];
@@ -295,6 +392,8 @@ int main(void)
     RUN(test_wildcard_files);
     RUN(test_sni_handshake);
     RUN(test_bad_ca_files);
+    RUN(test_lazy_open);
+    RUN(test_lazy_bad_ca);
     dir[strlen(dir) - 6] = '\0';
     cleanup();
     return DONE();
