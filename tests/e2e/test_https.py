@@ -7,6 +7,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -121,3 +122,109 @@ def test_websocket_over_tls(tls_server, ws_upstream):
     uh = {k.lower(): v for k, v in up_headers}
     assert uh["tracestate"] == "linkup-session=wss-cow"
     assert uh["x-forwarded-host"] == "wss-cow.example.com"
+
+
+# ---- the CA is parsed on the first TLS connection (issue 8, finding 10) ----------------
+
+# A worker URL nothing listens on: the server needs a worker or a config.
+NO_WORKER = ("--worker-url", "http://127.0.0.3:9/", "--worker-token", "token123")
+
+
+def new_ca(certs):
+    """A Linkup-like CA made with the openssl CLI, written into certs."""
+    certs.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                    str(certs / "linkup_ca.key.pem"), "-out", str(certs / "linkup_ca.cert.pem"),
+                    "-subj", "/CN=Linkup Local CA", "-days", "30",
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                   check=True, capture_output=True, timeout=20)
+
+
+def tls_handshake(addr, cafile, name):
+    """The TLS version negotiated with addr for SNI name; cafile None: no
+    verification (the CA file itself may be broken)."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    if cafile is None:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(addr, timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as tls:
+            return tls.version()
+
+
+def refusals(log_path, n):
+    """The "HTTPS connection refused" lines of the log, once there are n."""
+    deadline = time.time() + 10
+    while True:
+        lines = [l for l in open(log_path).read().splitlines() if "HTTPS connection refused" in l]
+        if len(lines) >= n or time.time() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_ca_is_read_on_first_tls_connection(tls_server):
+    # Start-up created the CA; replacing it before the first TLS connection
+    # shows that the server only parses it then.
+    seed(tls_server, "lazy-cow", {"frontend": "http://127.0.0.2:9"}, ["example.com"])
+    new_ca(tls_server.certs)
+    ca = str(tls_server.certs / "linkup_ca.cert.pem")
+    assert tls_handshake(tls_server.addrs["HTTPS"], ca, "lazy-cow.example.com")
+    assert tls_handshake(tls_server.addrs["HTTPS"], ca, "api.lazy-cow.example.com")
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("linkup_ca.key.pem", "linkup_ca.key.pem: cannot read a PEM private key"),
+    ("linkup_ca.cert.pem", "linkup_ca.cert.pem: cannot read a PEM certificate"),
+])
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_corrupt_ca_fails_tls_connections_with_a_logged_error(linkup_bin, env, tmp_path,
+                                                              bad, reason):
+    # DESIGN §2.10 + docs/server.md: a CA file that is there but does not parse
+    # is found on the first TLS connection: each TLS connection is closed
+    # before the handshake with an ERROR line; HTTP keeps working.
+    certs = tmp_path / "certs"
+    new_ca(certs)
+    (certs / bad).write_text("garbage\n")
+    env["LINKUP_DNS_ADDR"] = "off"
+    log = str(tmp_path / "server.log")
+    s = lk.spawn_local_server(linkup_bin, env, *NO_WORKER, "--https", "127.0.0.1:0",
+                              "--certs-dir", str(certs), log_path=log, wanted=("HTTP", "HTTPS"))
+    try:
+        for n in (1, 2):
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                tls_handshake(s.addrs["HTTPS"], None, "x.example.com")
+            assert len(refusals(log, n)) == n
+        expected = (f'ERROR] HTTPS connection refused: Failed to load certificates from '
+                    f'"{certs}": {reason} (fix or remove both CA files, then restart)')
+        assert all(l.endswith(expected) for l in refusals(log, 2)), refusals(log, 2)
+        assert lk.request(s.addrs["HTTP"], "GET", "/linkup/check").status == 200
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0, open(log).read()
+    assert (certs / bad).read_text() == "garbage\n"  # never replaced
+
+
+@pytest.mark.parametrize("setup, reason", [
+    ("empty", "linkup_ca.key.pem: empty file"),
+    ("dir", "linkup_ca.cert.pem: not a regular file"),
+])
+def test_unusable_ca_file_stops_startup(linkup_bin, env, tmp_path, setup, reason):
+    # What open+fstat can tell is reported at start-up, without OpenSSL.
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    if setup == "empty":
+        (certs / "linkup_ca.cert.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+        (certs / "linkup_ca.key.pem").write_text("")
+    else:
+        (certs / "linkup_ca.cert.pem").mkdir()
+        (certs / "linkup_ca.key.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
+    env["LINKUP_DNS_ADDR"] = "off"
+    r = subprocess.run([linkup_bin, "server", *NO_WORKER, "--http", "127.0.0.1:0", "--https",
+                        "127.0.0.1:0", "--certs-dir", str(certs)], env=env, capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode == 1, r.stderr
+    assert "HTTPS listening" not in r.stdout
+    assert (f'Exited with error: Failed to load certificates from "{certs}": {reason}\n'
+            in r.stderr), r.stderr
