@@ -4,12 +4,14 @@ a locked or read-only SQLite store; Redis stopped and restarted; SIGTERM
 under load. Each must give a clear 5xx (or a cut connection once the
 response has started), never a crash, and recover without a restart."""
 import json
+import pathlib
 import os
 import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -318,25 +320,29 @@ def test_sqlite_lock_released_during_the_retries_lets_the_upsert_succeed(
     still_serves(f)
 
 
-def test_sqlite_read_only_store_is_a_clear_start_error(linkup_bin, env, tmp_path, raw_upstream):
+def test_sqlite_read_only_store_is_a_clear_start_error(linkup_bin, env, raw_upstream):
     """A store the worker may not write (file mode 0444, worker run as
     nobody so root's DAC override does not apply) is refused at start with a
     message naming the store, exit 1; never a crash later."""
     setpriv = shutil.which("setpriv")
     if not setpriv or os.geteuid() != 0:
         pytest.skip("needs root and setpriv to run the worker as another user")
-    d = tmp_path / "ro"
-    d.mkdir()
-    db = d / "ro.db"
-    sqlite3.connect(str(db)).execute("CREATE TABLE t(x)").connection.close()
-    os.chmod(db, 0o444)
-    os.chmod(d, 0o755)
-    for p in (tmp_path, tmp_path.parent, tmp_path.parent.parent):
-        os.chmod(p, os.stat(p).st_mode | 0o005)
-    e = dict(env, HOME=str(d), LINKUP_HOME=str(d))
-    r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", linkup_bin,
-                        "worker", "--listen", "127.0.0.1:0", "--token", "token123", "--store",
-                        f"sqlite:{db}"], capture_output=True, text=True, env=e, timeout=20)
+    # Not under tmp_path: another pytest process may reset the shared
+    # pytest-of-root directory to 0700 at any moment, and nobody must be able
+    # to reach the file for the error to be about writing, not opening.
+    d = pathlib.Path(tempfile.mkdtemp(prefix="linkup-ro-", dir="/tmp"))
+    try:
+        db = d / "ro.db"
+        sqlite3.connect(str(db)).execute("CREATE TABLE t(x)").connection.close()
+        os.chmod(db, 0o444)
+        os.chmod(d, 0o755)
+        e = dict(env, HOME=str(d), LINKUP_HOME=str(d))
+        r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                            linkup_bin, "worker", "--listen", "127.0.0.1:0", "--token", "token123",
+                            "--store", f"sqlite:{db}"], capture_output=True, text=True, env=e,
+                           timeout=20)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
     assert r.returncode == 1, r.stderr
     assert "store" in r.stderr and "readonly" in r.stderr.replace("read-only", "readonly")
 
