@@ -289,9 +289,11 @@ static void write_reply(const uint8_t *query, size_t qlen, const struct lk_dns_m
     put16(w, 0);
     put16(w, edns ? 1 : 0);
     if (r->with_question) {
+        /* The question parsed when m was built: its name is rewritten
+         * uncompressed, then QTYPE and QCLASS (the last 4 bytes) copied. */
         size_t next;
-        walk_name(query, qlen, m->question_off, NULL, w, &next);
-        put(w, query + next, 4);
+        if (walk_name(query, qlen, m->question_off, NULL, w, &next) == 0)
+            put(w, query + m->question_end - 4, 4);
     }
     if (n_an > 0 && r->want_a)
         put_address_rr(w, LK_DNS_T_A, v4, sizeof(v4));
