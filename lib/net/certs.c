@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -256,6 +257,33 @@ static int create_ca(const char *cert_path, const char *key_path)
     return rc;
 }
 
+/*
+ * create_ca() in a child process: making a CA initialises OpenSSL (~3 MiB of
+ * library pages that stay resident), and the server only needs the files. The
+ * child reports errno through its exit status (0: written). Falls back to
+ * doing it here when fork() fails.
+ */
+static int create_ca_detached(const char *cert_path, const char *key_path)
+{
+    pid_t pid = fork();
+    if (pid == -1)
+        return create_ca(cert_path, key_path);
+    if (pid == 0) {
+        errno = 0;
+        int rc = create_ca(cert_path, key_path);
+        _exit(rc == 0 ? 0 : (errno > 0 && errno < 255 ? errno : 255));
+    }
+    int status;
+    while (waitpid(pid, &status, 0) == -1) {
+        if (errno != EINTR)
+            return LK_EIO;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    errno = WIFEXITED(status) && WEXITSTATUS(status) != 255 ? WEXITSTATUS(status) : 0;
+    return LK_EIO;
+}
+
 static bool ca_missing(const char *cert_path, const char *key_path)
 {
     return access(cert_path, F_OK) != 0 || access(key_path, F_OK) != 0;
@@ -399,7 +427,7 @@ int lk_certs_open_lazy(const char *dir, struct lk_certs **out, bool *created, ch
     int rc = 0;
     if (ca_missing(cert_path, key_path)) {
         errno = 0;
-        rc = create_ca(cert_path, key_path);
+        rc = create_ca_detached(cert_path, key_path);
         if (rc != 0)
             snprintf(why, why_len, "cannot create the CA%s%s", errno ? ": " : "",
                      errno ? strerror(errno) : "");
