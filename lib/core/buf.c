@@ -90,6 +90,12 @@ int lk_buf_addch(struct lk_buf *b, char c)
     return lk_buf_add(b, &c, 1);
 }
 
+int lk_buf_add_u64(struct lk_buf *b, uint64_t v)
+{
+    char text[LK_U64_DEC_MAX];
+    return lk_buf_add(b, text, lk_u64_to_dec(v, text));
+}
+
 int lk_buf_vaddf(struct lk_buf *b, const char *fmt, va_list ap)
 {
     va_list cp;

@@ -38,6 +38,8 @@ int lk_buf_add(struct lk_buf *b, const void *p, size_t n);
 int lk_buf_adds(struct lk_buf *b, const char *s);
 int lk_buf_addstr(struct lk_buf *b, struct lk_str s);
 int lk_buf_addch(struct lk_buf *b, char c);
+/* Appends v in decimal (lk_u64_to_dec). */
+int lk_buf_add_u64(struct lk_buf *b, uint64_t v);
 int lk_buf_addf(struct lk_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int lk_buf_vaddf(struct lk_buf *b, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));

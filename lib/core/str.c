@@ -129,3 +129,15 @@ bool lk_mem_ct_eq(const void *a, size_t alen, const void *b, size_t blen)
     }
     return diff == 0;
 }
+
+size_t lk_u64_to_dec(uint64_t v, char out[LK_U64_DEC_MAX])
+{
+    char tmp[LK_U64_DEC_MAX];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    memcpy(out, tmp + i, sizeof(tmp) - i);
+    return sizeof(tmp) - i;
+}

@@ -53,4 +53,8 @@ int lk_parse_u64(const char **p, const char *end, uint64_t *out);
 /* Parses the whole range as a decimal unsigned number not above max. */
 int lk_str_to_u64(struct lk_str s, uint64_t max, uint64_t *out);
 
+/* Writes v in decimal to out (no NUL) without printf; returns the length. */
+#define LK_U64_DEC_MAX 20
+size_t lk_u64_to_dec(uint64_t v, char out[LK_U64_DEC_MAX]);
+
 #endif

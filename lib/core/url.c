@@ -610,15 +610,8 @@ void lk_url_host_port(const struct lk_url *url, struct lk_buf *out)
     lk_buf_adds(out, url->host ? url->host : "");
     if (url->port >= 0) {
         /* Without printf: this runs twice for every proxied request. */
-        char text[12];
-        size_t i = sizeof(text);
-        unsigned port = (unsigned)url->port;
-        do {
-            text[--i] = (char)('0' + port % 10);
-            port /= 10;
-        } while (port > 0 && i > 1);
-        text[--i] = ':';
-        lk_buf_add(out, text + i, sizeof(text) - i);
+        lk_buf_addch(out, ':');
+        lk_buf_add_u64(out, (uint64_t)url->port);
     }
 }
 

@@ -287,10 +287,9 @@ size_t lk_net_read_more(struct bufferevent *bev, size_t max, int *state);
 
 /* ---- heads (http_server.c) ---------------------------------------------- */
 
-/* Appends "name: value\r\n" / a decimal / a hex number to b (memcpy, no
- * printf: finding 5). */
+/* Appends "name: value\r\n" / a hex number to b (memcpy, no printf:
+ * finding 5; decimals: lk_buf_add_u64). */
 void lk_head_add_field(struct lk_buf *b, struct lk_str name, struct lk_str value);
-void lk_head_add_u64(struct lk_buf *b, uint64_t v);
 void lk_head_add_hex(struct lk_buf *b, uint64_t v);
 /* "HTTP/1.1 <status> <reason>\r\n". */
 void lk_head_add_status(struct lk_buf *b, int status, struct lk_str reason);

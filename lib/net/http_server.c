@@ -147,17 +147,6 @@ void lk_head_add_field(struct lk_buf *b, struct lk_str name, struct lk_str value
     lk_buf_add(b, "\r\n", 2);
 }
 
-void lk_head_add_u64(struct lk_buf *b, uint64_t v)
-{
-    char tmp[24];
-    size_t i = sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    lk_buf_add(b, tmp + i, sizeof(tmp) - i);
-}
-
 void lk_head_add_hex(struct lk_buf *b, uint64_t v)
 {
     char tmp[24];
@@ -172,7 +161,7 @@ void lk_head_add_hex(struct lk_buf *b, uint64_t v)
 void lk_head_add_status(struct lk_buf *b, int status, struct lk_str reason)
 {
     lk_buf_add(b, "HTTP/1.1 ", 9);
-    lk_head_add_u64(b, status > 0 ? (uint64_t)status : 0);
+    lk_buf_add_u64(b, status > 0 ? (uint64_t)status : 0);
     lk_buf_add(b, " ", 1);
     lk_buf_addstr(b, reason);
     lk_buf_add(b, "\r\n", 2);
@@ -611,7 +600,7 @@ static void write_error_and_close(struct lk_conn *c, int status, const char *why
     lk_buf_reset(b);
     lk_head_add_status(b, status, lk_str_c(lk_http1_reason(status)));
     lk_buf_adds(b, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-    lk_head_add_u64(b, len);
+    lk_buf_add_u64(b, len);
     lk_buf_adds(b, "\r\nConnection: close\r\n\r\n");
     lk_buf_add(b, why, len);
     lk_net_send(c->bev, c->plain, b->data, b->len, NULL, 0);
@@ -653,7 +642,7 @@ int lk_exchange_respond(struct lk_exchange *ex, int status, const struct lk_http
     }
     if (status != 204 && status != 304) {
         lk_buf_add(b, "Content-Length: ", 16);
-        lk_head_add_u64(b, len);
+        lk_buf_add_u64(b, len);
         lk_buf_add(b, "\r\n", 2);
     }
     if (!keep)

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "core/err.h"
+#include "core/str.h"
 
 enum lk_log_level lk_log_level_ = LK_LOG_INFO;
 
@@ -178,13 +179,8 @@ static void put_field(struct line *l, const char *s, size_t n)
 
 static void put_u64(struct line *l, uint64_t v)
 {
-    char tmp[24];
-    size_t i = sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    put(l, tmp + i, sizeof(tmp) - i);
+    char text[LK_U64_DEC_MAX];
+    put(l, text, lk_u64_to_dec(v, text));
 }
 
 static void put_int(struct line *l, int v)

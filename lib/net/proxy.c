@@ -298,7 +298,7 @@ static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
     }
     if (ex->req.body_kind == LK_HTTP1_BODY_LENGTH) {
         lk_buf_adds(b, "Content-Length: ");
-        lk_head_add_u64(b, ex->req.content_length);
+        lk_buf_add_u64(b, ex->req.content_length);
         lk_buf_add(b, "\r\n", 2);
     } else if (ex->req.body_kind == LK_HTTP1_BODY_CHUNKED) {
         lk_buf_adds(b, "Transfer-Encoding: chunked\r\n");

@@ -71,6 +71,19 @@ static void test_mem_ct_eq(void)
     CHECK(!lk_mem_ct_eq("a\0", 2, "a", 1));
 }
 
+static void test_u64_to_dec(void)
+{
+    char d[LK_U64_DEC_MAX];
+    CHECK_MEM_EQ(d, lk_u64_to_dec(0, d), "0", 1);
+    CHECK_MEM_EQ(d, lk_u64_to_dec(65535, d), "65535", 5);
+    CHECK_MEM_EQ(d, lk_u64_to_dec(UINT64_MAX, d), "18446744073709551615", 20);
+    struct lk_buf b = LK_BUF_INIT;
+    lk_buf_adds(&b, "port ");
+    CHECK_INT_EQ(lk_buf_add_u64(&b, 8080), 0);
+    CHECK_MEM_EQ(b.data, b.len, "port 8080", 9);
+    lk_buf_release(&b);
+}
+
 static void test_strerror(void)
 {
     CHECK_STR_EQ(lk_strerror(0), "success");
@@ -84,6 +97,7 @@ int main(void)
     RUN(test_buf_static_init);
     RUN(test_str_helpers);
     RUN(test_mem_ct_eq);
+    RUN(test_u64_to_dec);
     RUN(test_strerror);
     return DONE();
 }
