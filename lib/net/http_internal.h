@@ -152,6 +152,8 @@ struct lk_http_server {
     lk_http_server_drained_cb *drain_done;
     void *drain_data;
     struct event drain_check; /* finishes the drain from the loop */
+    struct lk_heap_idle *heap_idle; /* trims the heap 2 s after the last
+                                       connection closes (net/heap.h) */
 };
 
 /* ---- http_server.c ----------------------------------------------------- */

@@ -28,6 +28,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "net/addr.h"
+#include "net/heap.h"
 #include "net/http_internal.h"
 #include "net/log.h"
 #include "proto/ws.h"
@@ -38,6 +39,8 @@
 /* lk_exchange_respond() copies bodies up to this size next to the head. */
 #define RESPOND_COPY_MAX (16 * 1024)
 #define LINGER_MS        2000
+/* Idle time after the last connection before the heap is trimmed. */
+#define HEAP_IDLE_TRIM_MS 2000
 
 /* ---- arena ------------------------------------------------------------- */
 
@@ -261,7 +264,8 @@ static void conn_destroy(struct lk_conn *c)
     if (c->bev != NULL) /* NULL after lk_exchange_upgrade() took it */
         bufferevent_free(c->bev);
     free(c->scratch);
-    c->srv->n_conns--;
+    if (--c->srv->n_conns == 0)
+        lk_heap_idle_quiet(c->srv->heap_idle);
     free(c);
 }
 
@@ -1054,7 +1058,8 @@ static void conn_start(struct lk_conn *c)
     bufferevent_setwatermark(c->bev, EV_READ, 0, srv->opts.limits.max_head + 4096);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     LIST_PUSH(srv->conns, c);
-    srv->n_conns++;
+    if (srv->n_conns++ == 0)
+        lk_heap_idle_busy(srv->heap_idle);
     LK_CLOG(c->id, DEBUG, "accepted from %s", c->peer_str);
     c->state = LK_CONN_HANDLER; /* so that the first set_state logs */
     start_reading_head(c);
@@ -1140,6 +1145,7 @@ int lk_http_server_new(struct event_base *base, const struct lk_http_server_opts
         srv->own_client_tls = true;
     }
     evtimer_assign(&srv->log_flush, base, on_log_flush, srv);
+    srv->heap_idle = lk_heap_idle_new(base, HEAP_IDLE_TRIM_MS);
     lk_buf_init(&srv->head_buf, 0);
     srv->resp_scratch = lk_xcalloc(srv->opts.limits.max_headers + 1, sizeof(*srv->resp_scratch));
     srv->opts.dns = NULL;
@@ -1230,6 +1236,7 @@ static void free_everything(struct lk_http_server *srv)
         lk_exchange_free(srv->exchanges);
     lk_upstream_pool_clear(srv);
     event_del(&srv->drain_check);
+    lk_heap_idle_free(srv->heap_idle);
     if (srv->drain_timer_set)
         evtimer_del(&srv->drain_timer);
     if (srv->own_dns)

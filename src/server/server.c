@@ -30,6 +30,7 @@
 #include "net/addr.h"
 #include "net/certs.h"
 #include "net/dns_server.h"
+#include "net/heap.h"
 #include "net/http_server.h"
 #include "net/limits_env.h"
 #include "net/log.h"
@@ -285,6 +286,7 @@ int local_server_run(const struct local_opts *o)
     struct local_server ls;
     memset(&ls, 0, sizeof(ls));
     signal(SIGPIPE, SIG_IGN);
+    lk_heap_tune(); /* docs/performance.md finding 13 */
     ls.base = event_base_new();
     if (!ls.base) {
         fprintf(stderr, "Exited with error: cannot create the event loop\n");

@@ -21,6 +21,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/sha256.h"
+#include "net/heap.h"
 #include "net/limits_env.h"
 #include "net/log.h"
 #include "net/rng_os.h"
@@ -293,6 +294,7 @@ int cmd_worker(int argc, char **argv, struct cli_ctx *ctx)
         LK_LOG(WARN, "LINKUP_LOG: unknown level, using info");
     lk_log_set_level(level);
     signal(SIGPIPE, SIG_IGN);
+    lk_heap_tune(); /* docs/performance.md finding 13 */
     memset(&run, 0, sizeof(run));
     run.base = event_base_new();
     if (run.base == NULL)

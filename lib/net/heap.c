@@ -1,0 +1,81 @@
+/*
+ * heap.c - see heap.h. glibc's default trim threshold is 128 KiB and moves
+ * only when a mapped chunk is freed, so a proxy whose memory comes and goes
+ * in 64 KiB evbuffer chains shrinks and regrows its heap with brk() many
+ * times a second (53 % of the tunnel path's syscall time, finding 13).
+ * Setting the thresholds by hand also stops glibc's dynamic mmap threshold,
+ * which would otherwise climb past the 256 KiB tunnel frames; both are what
+ * the benchmark favoured (bench/run.sh, GLIBC_TUNABLES A/B in the finding).
+ */
+#include "net/heap.h"
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdlib.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include "core/alloc.h"
+
+#define KEEP_FREE_MAX (16 * 1024 * 1024)
+#define GROW_PAD      (1024 * 1024)
+
+void lk_heap_tune(void)
+{
+#if defined(__GLIBC__)
+    (void)mallopt(M_TRIM_THRESHOLD, KEEP_FREE_MAX);
+    (void)mallopt(M_TOP_PAD, GROW_PAD);
+#endif
+}
+
+struct lk_heap_idle {
+    struct event timer;
+    struct timeval delay;
+    size_t trims;
+};
+
+static void on_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_heap_idle *h = arg;
+    (void)fd;
+    (void)what;
+    h->trims++;
+#if defined(__GLIBC__)
+    (void)malloc_trim(0);
+#endif
+}
+
+struct lk_heap_idle *lk_heap_idle_new(struct event_base *base, unsigned delay_ms)
+{
+    struct lk_heap_idle *h = lk_xcalloc(1, sizeof(*h));
+    evtimer_assign(&h->timer, base, on_idle, h);
+    h->delay.tv_sec = delay_ms / 1000;
+    h->delay.tv_usec = (delay_ms % 1000) * 1000;
+    return h;
+}
+
+void lk_heap_idle_quiet(struct lk_heap_idle *h)
+{
+    if (h != NULL)
+        evtimer_add(&h->timer, &h->delay);
+}
+
+void lk_heap_idle_busy(struct lk_heap_idle *h)
+{
+    if (h != NULL && evtimer_pending(&h->timer, NULL))
+        evtimer_del(&h->timer);
+}
+
+size_t lk_heap_idle_trims(const struct lk_heap_idle *h)
+{
+    return h->trims;
+}
+
+void lk_heap_idle_free(struct lk_heap_idle *h)
+{
+    if (h == NULL)
+        return;
+    evtimer_del(&h->timer);
+    free(h);
+}
