@@ -268,6 +268,16 @@ void lk_upstream_pool_clear(struct lk_http_server *srv);
  * ignored: AF_UNIX has no Nagle) and lets libevent write up to 256 KiB per
  * writev instead of 16 KiB (finding 2). */
 void lk_net_tune_socket(struct bufferevent *bev);
+/* Half-closes bev's write side: shutdown(SHUT_WR) on a socket; on one end of
+ * a bufferevent pair (a tunnel stream), moves the queued output to the
+ * partner and runs the partner's event callback with BEV_EVENT_EOF
+ * (deferred: pair callbacks always are). Nothing for other bufferevents. */
+void lk_net_shutdown_write(struct bufferevent *bev);
+/* bufferevent_free() that a pair partner notices: the queued output and an
+ * EOF reach the partner first (libevent unlinks a freed pair end without
+ * telling the other). Every engine-owned connection is freed with it.
+ * NULL is a no-op. */
+void lk_net_bev_free(struct bufferevent *bev);
 /* True when bev is a socket bufferevent without TLS or filters, whose fd the
  * functions below may read and write directly. */
 bool lk_net_bev_is_plain(struct bufferevent *bev);

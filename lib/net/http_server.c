@@ -262,7 +262,7 @@ static void conn_destroy(struct lk_conn *c)
          * responding. */
     }
     if (c->bev != NULL) /* NULL after lk_exchange_upgrade() took it */
-        bufferevent_free(c->bev);
+        lk_net_bev_free(c->bev);
     free(c->scratch);
     if (--c->srv->n_conns == 0)
         lk_heap_idle_quiet(c->srv->heap_idle);
@@ -311,9 +311,7 @@ static void flushed(struct lk_conn *c)
         lk_conn_close(c, "response sent");
         return;
     }
-    evutil_socket_t fd = bufferevent_getfd(c->bev);
-    if (fd >= 0)
-        shutdown(fd, SHUT_WR);
+    lk_net_shutdown_write(c->bev);
     lk_conn_set_state(c, LK_CONN_LINGERING);
     evbuffer_drain(bufferevent_get_input(c->bev),
                    evbuffer_get_length(bufferevent_get_input(c->bev)));
@@ -1024,7 +1022,7 @@ int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
                          const char *peer_label, bool peer_is_loopback)
 {
     if (srv->draining || srv->n_conns >= srv->opts.max_conns) {
-        bufferevent_free(bev);
+        lk_net_bev_free(bev);
         return srv->draining ? LK_ECLOSED : LK_ELIMIT;
     }
     struct lk_conn *c = conn_new(srv);

@@ -11,6 +11,11 @@
  * touch plain socket bufferevents (lk_net_bev_is_plain()); TLS bufferevents
  * keep going through OpenSSL. Errors and EOF are left to libevent, which
  * sees them on its next (level-triggered) read or write of the same fd.
+ *
+ * A connection may also be one end of a bufferevent pair (a built-in tunnel
+ * stream, tunnel.c): no fd, so the shortcuts above fall back to the
+ * evbuffers, and a half-close or close is told to the other end with
+ * lk_net_shutdown_write() / lk_net_bev_free().
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -31,6 +36,37 @@
 #define READ_CHUNK (64 * 1024 - 256)
 /* libevent's default is 16 KiB per writev. */
 #define MAX_SINGLE_WRITE (256 * 1024)
+
+/* Moves all of a pair end's output to its partner, then tells the partner
+ * EOF. A pair flush moves only up to the partner's read high watermark when
+ * the partner is under it, and everything when it is at or over it: the
+ * first flush fills it, the second (BEV_FINISHED) moves the rest. */
+static void pair_finish(struct bufferevent *bev)
+{
+    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        bufferevent_flush(bev, EV_WRITE, BEV_FLUSH);
+    bufferevent_flush(bev, EV_WRITE, BEV_FINISHED);
+}
+
+void lk_net_shutdown_write(struct bufferevent *bev)
+{
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (fd >= 0)
+        (void)shutdown(fd, SHUT_WR);
+    else if (bufferevent_pair_get_partner(bev) != NULL)
+        pair_finish(bev);
+}
+
+void lk_net_bev_free(struct bufferevent *bev)
+{
+    if (bev == NULL)
+        return;
+    /* A pair end is unlinked silently on free: pass the queued bytes and an
+     * EOF to the partner first, as closing a socket would. */
+    if (bufferevent_pair_get_partner(bev) != NULL)
+        pair_finish(bev);
+    bufferevent_free(bev);
+}
 
 void lk_net_tune_socket(struct bufferevent *bev)
 {

@@ -360,7 +360,7 @@ static void connect_custom(struct lk_proxy *px)
     px->connect_data = NULL;
     if (rc != 0 || bev == NULL) {
         if (bev != NULL)
-            bufferevent_free(bev);
+            lk_net_bev_free(bev);
         if (px->errtext[0] == '\0')
             snprintf(px->errtext, sizeof(px->errtext), "custom connector failed: %s",
                      lk_strerror(rc));
@@ -1110,9 +1110,7 @@ static void pump_dir(struct lk_proxy *px, struct bufferevent *src, struct buffer
     if (src_eof && !*dst_shut) {
         bufferevent_setwatermark(dst, EV_WRITE, 0, 0);
         if (evbuffer_get_length(out) == 0) {
-            evutil_socket_t fd = bufferevent_getfd(dst);
-            if (fd >= 0)
-                shutdown(fd, SHUT_WR);
+            lk_net_shutdown_write(dst); /* a socket, or a tunnel stream's pair end */
             *dst_shut = true;
         }
     }

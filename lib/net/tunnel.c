@@ -1,19 +1,26 @@
 /*
  * tunnel.c - one tunnel connection: an nghttp2 session over an upgraded
- * bufferevent, and one pipe per stream joining the stream to a socketpair
- * whose other end belongs to the HTTP/1.1 engine.
+ * bufferevent, and one pipe per stream joining the stream to a bufferevent
+ * pair (in memory, no fd) whose other end belongs to the HTTP/1.1 engine.
  *
  * Invariants: nghttp2_session_send() runs only from libevent callbacks
- * (flush()), never inside an nghttp2 callback. Received DATA is given back to
- * the flow-control windows only once it has been written into the pipe's
- * socket (at once when the socket takes it, else from the pipe write
- * callback), so a slow reader stalls its own stream and nothing is buffered
- * without bound. A dying connection is only marked (lk_tunnel_kill); its
- * owner frees it from the deferred closed callback.
+ * (flush()), never inside an nghttp2 callback. Pair callbacks are always
+ * deferred (libevent forces BEV_OPT_DEFER_CALLBACKS on pairs), so neither
+ * side's code re-enters the other's. Received DATA is given back to the
+ * flow-control windows only once it has left the pipe's output buffer for
+ * the engine's input buffer (at once while the engine reads and its input is
+ * under its read watermark, else from the pipe write callback), so a slow
+ * reader stalls its own stream and nothing is buffered without bound. A
+ * half-close or close of either end is passed as BEV_EVENT_EOF to the other
+ * (bufferevent_flush(BEV_FINISHED): lk_net_shutdown_write(),
+ * lk_net_bev_free()); a pipe whose engine end is gone aborts its stream when
+ * DATA still arrives for it, as a write to a closed socket would fail. A
+ * dying connection is only marked (lk_tunnel_kill); its owner frees it from
+ * the deferred closed callback.
  *
- * Data path (docs/performance.md, finding 12): bytes to send are pulled from
- * a pipe's socket only when nghttp2 asks for the next DATA frame (the data
- * provider reads up to the frame size in 64 KiB reads), and go out without a
+ * Data path (docs/performance.md, finding 12): the engine's bytes move into
+ * the pipe's input buffer (chains moved, not copied) up to PIPE_READ_MAX,
+ * and leave it only when nghttp2 asks for the next DATA frame, without a
  * copy: the frame header and the pipe's evbuffer chains are moved into one
  * staging evbuffer, written to the tunnel socket inline when nothing is
  * queued before them. So what one tunnel holds on the sending side is
@@ -44,12 +51,19 @@
 #include "net/log.h"
 #include "net/tunnel_internal.h"
 
-/* The kernel buffer of each socketpair end: what one stream holds on top of
- * its HTTP/2 window. */
-#define PIPE_SOCKET_BUF (64 * 1024)
 /* Largest DATA frame we send and accept (SETTINGS_MAX_FRAME_SIZE; the
  * protocol default is 16 KiB): one frame per pull from a pipe. */
 #define FRAME_MAX (256 * 1024)
+/* What a pipe's input buffer takes from the engine before the pair stops
+ * moving bytes (its read high watermark): one full frame. The rest waits in
+ * the engine's output, under the engine's own limits. */
+#define PIPE_READ_MAX FRAME_MAX
+/* Received DATA is copied into a pipe's output in pieces of at most this
+ * size, so that each evbuffer chain (data + header, rounded up to a power of
+ * two) is a 64 KiB allocation: a 64 KiB chunk would make a 128 KiB chain, at
+ * malloc's mmap threshold, and cost an mmap/munmap or brk trim per chunk
+ * (as READ_CHUNK in io.c). */
+#define PIPE_ADD_MAX (64 * 1024 - 256)
 /* Bytes read from a plain tunnel socket per read event. */
 #define TUNNEL_READ_MAX (256 * 1024)
 /* nghttp2_session_send() rounds per flush() before the rest is left to the
@@ -60,17 +74,13 @@ struct lk_tunnel_pipe {
     struct lk_tunnel *t;
     struct lk_tunnel_pipe *prev, *next;
     int32_t stream_id;       /* 0 once the HTTP/2 stream is closed */
-    struct bufferevent *bev; /* our socketpair end (written through; read by
-                                the data provider); NULL once closed */
-    struct event readable;   /* the engine wrote or closed: resume the provider
-                                (registered only while someone waits) */
+    struct bufferevent *bev; /* our pair end (written through; read by the data
+                                provider); NULL once closed */
     size_t unconsumed;       /* DATA bytes queued in bev, window not yet released */
     bool in_eof;             /* the engine shut its side: END_STREAM after the input */
     bool out_eof;            /* the peer sent END_STREAM: shut our side after the output */
     bool out_shut;
     bool deferred;   /* the data provider waits for input */
-    bool may_read;   /* the socket may have bytes: no EAGAIN read since the last
-                        readable event (saves a read per pull that finds nothing) */
     bool unanswered; /* local side: ":status 200" waits for the first bytes */
     bool bad;        /* request or response envelope rejected */
 };
@@ -196,13 +206,19 @@ static void pipe_maybe_free(struct lk_tunnel_pipe *p)
     free(p);
 }
 
+/* Closes our end; the engine's end sees EOF (lk_net_bev_free). */
 static void pipe_close_bev(struct lk_tunnel_pipe *p)
 {
     if (p->bev == NULL)
         return;
-    event_del(&p->readable);
-    bufferevent_free(p->bev);
+    lk_net_bev_free(p->bev);
     p->bev = NULL;
+}
+
+/* The engine freed its end: nobody reads what we write any more. */
+static bool pipe_orphaned(const struct lk_tunnel_pipe *p)
+{
+    return bufferevent_pair_get_partner(p->bev) == NULL;
 }
 
 /* Gives the bytes the socket has taken back to the windows. */
@@ -240,41 +256,80 @@ static void pipe_check_out_eof(struct lk_tunnel_pipe *p)
      * is written) tells the engine; no half-close needed. */
     if (p->stream_id == 0 || nghttp2_session_get_stream_local_close(p->t->h2, p->stream_id) == 1)
         return;
-    evutil_socket_t fd = bufferevent_getfd(p->bev);
-    if (fd >= 0)
-        shutdown(fd, SHUT_WR);
+    lk_net_shutdown_write(p->bev);
 }
 
 static void pipe_answer(struct lk_tunnel_pipe *p);
 
-/* The engine wrote into a pipe whose data provider was waiting (or shut its
- * end). */
-static void on_pipe_readable(evutil_socket_t fd, short what, void *arg)
+static void on_pipe_read(struct bufferevent *bev, void *arg);
+static void on_pipe_write(struct bufferevent *bev, void *arg);
+static void on_pipe_event(struct bufferevent *bev, short what, void *arg);
+
+/* The read callback is set only while a provider waits: the pair runs it
+ * after every move into our input, which is useless (and, with the input
+ * at its watermark and the engine writing, frequent) otherwise. */
+static void pipe_watch_input(struct lk_tunnel_pipe *p, bool on)
 {
-    struct lk_tunnel_pipe *p = arg;
-    struct lk_tunnel *t = p->t;
-    (void)fd;
-    (void)what;
-    p->may_read = true;
-    if (p->unanswered && p->stream_id != 0 && !t->dead) {
-        pipe_answer(p);
-        flush(t);
-    } else if (p->deferred && p->stream_id != 0 && !t->dead) {
-        p->deferred = false;
-        nghttp2_session_resume_data(t->h2, p->stream_id);
-        flush(t);
-    } else {
-        /* Nobody waits (the windows are shut, or the provider is done):
-         * stop polling until the provider defers again. */
-        event_del(&p->readable);
-    }
+    bufferevent_setcb(p->bev, on ? on_pipe_read : NULL, on_pipe_write, on_pipe_event, p);
 }
 
+/* Stops the pair from moving the engine's bytes into our input while it
+ * holds PIPE_READ_MAX or more; a move takes the engine's whole output (its
+ * own limit bounds it), without splitting chains. */
+static void pipe_throttle(struct lk_tunnel_pipe *p)
+{
+    bool full = evbuffer_get_length(bufferevent_get_input(p->bev)) >= PIPE_READ_MAX;
+    if (full && (bufferevent_get_enabled(p->bev) & EV_READ))
+        bufferevent_disable(p->bev, EV_READ);
+    else if (!full && !(bufferevent_get_enabled(p->bev) & EV_READ))
+        bufferevent_enable(p->bev, EV_READ);
+}
+
+/* Our input grew (a move from the engine): pause at PIPE_READ_MAX. Only
+ * pauses here; resuming is on_send_data()'s, outside the pair's move. */
+static void on_pipe_input(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct lk_tunnel_pipe *p = arg;
+    if (info->n_added > 0 && evbuffer_get_length(in) >= PIPE_READ_MAX && p->bev != NULL)
+        bufferevent_disable(p->bev, EV_READ);
+}
+
+/* Wakes a data provider that waits for the engine's bytes or EOF (or sends
+ * the local side's ":status 200" with the first of them). */
+static void pipe_wake(struct lk_tunnel_pipe *p)
+{
+    struct lk_tunnel *t = p->t;
+    if (p->stream_id == 0 || t->dead)
+        return;
+    bool resumed = p->unanswered || p->deferred;
+    if (p->unanswered) {
+        pipe_answer(p);
+    } else if (p->deferred) {
+        p->deferred = false;
+        nghttp2_session_resume_data(t->h2, p->stream_id);
+    }
+    /* Nobody waits now; a provider that defers again inside flush() turns
+     * the callback back on. */
+    if (p->bev != NULL && !p->deferred && !p->unanswered)
+        pipe_watch_input(p, false);
+    if (resumed)
+        flush(t); /* last: closing the stream may free p (on_stream_close) */
+}
+
+/* The engine's bytes reached our input buffer. */
+static void on_pipe_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    pipe_wake(arg);
+}
+
+/* Our output moved on to the engine (or the engine's end went away). */
 static void on_pipe_write(struct bufferevent *bev, void *arg)
 {
     struct lk_tunnel_pipe *p = arg;
     struct lk_tunnel *t = p->t;
     size_t queued = evbuffer_get_length(bufferevent_get_output(bev));
+    size_t before = p->unconsumed;
     pipe_release(p, queued);
     pipe_check_out_eof(p);
     if (p->stream_id == 0 && queued == 0) {
@@ -282,37 +337,38 @@ static void on_pipe_write(struct bufferevent *bev, void *arg)
         pipe_close_bev(p);
         pipe_maybe_free(p);
     }
-    flush(t);
+    if (before != p->unconsumed)
+        flush(t); /* WINDOW_UPDATE */
 }
 
-/* Only writing is enabled on a pipe's bufferevent (reads are the data
- * provider's, which also sees the engine's EOF), so this is a write error:
- * the engine closed its end while we still had bytes for it. */
+/* The engine half-closed or freed its end (BEV_FINISHED: EOF). Its last
+ * bytes are in our input already: END_STREAM follows them. When the end was
+ * freed and the peer's bytes still wait for it, the stream is aborted. */
 static void on_pipe_event(struct bufferevent *bev, short what, void *arg)
 {
     struct lk_tunnel_pipe *p = arg;
     struct lk_tunnel *t = p->t;
-    (void)bev;
     if (!(what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)))
         return;
-    pipe_abort(p, NGHTTP2_CANCEL);
-    pipe_maybe_free(p);
-    flush(t);
+    if ((what & BEV_EVENT_ERROR) ||
+        (pipe_orphaned(p) && evbuffer_get_length(bufferevent_get_output(bev)) > 0)) {
+        pipe_abort(p, NGHTTP2_CANCEL);
+        pipe_maybe_free(p);
+        flush(t);
+        return;
+    }
+    p->in_eof = true;
+    pipe_wake(p);
 }
 
-/* Makes a socketpair: *ours joins the stream, *theirs goes to the engine. */
-static int make_pair(struct lk_tunnel *t, struct bufferevent **ours, struct bufferevent **theirs)
+/* Makes a bufferevent pair: *ours joins the stream, *theirs goes to the
+ * engine. */
+static void make_pair(struct lk_tunnel *t, struct bufferevent **ours, struct bufferevent **theirs)
 {
-    int fds[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == -1)
-        return LK_EIO;
-    int size = PIPE_SOCKET_BUF;
-    for (int i = 0; i < 2; i++)
-        setsockopt(fds[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
-    *ours = bufferevent_socket_new(t->base, fds[0], BEV_OPT_CLOSE_ON_FREE);
-    *theirs = bufferevent_socket_new(t->base, fds[1], BEV_OPT_CLOSE_ON_FREE);
-    LK_ASSERT(*ours != NULL && *theirs != NULL);
-    return 0;
+    struct bufferevent *pair[2] = { NULL, NULL };
+    LK_ASSERT(bufferevent_pair_new(t->base, 0, pair) == 0);
+    *ours = pair[0];
+    *theirs = pair[1];
 }
 
 static struct lk_tunnel_pipe *pipe_new(struct lk_tunnel *t)
@@ -330,21 +386,19 @@ static struct lk_tunnel_pipe *pipe_new(struct lk_tunnel *t)
 static void pipe_attach(struct lk_tunnel_pipe *p, struct bufferevent *bev)
 {
     p->bev = bev;
-    /* Persistent, so that a provider that defers again and again (the engine
-     * writes a body piece by piece) costs no epoll_ctl per piece. */
-    event_assign(&p->readable, p->t->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST,
-                 on_pipe_readable, p);
-    bufferevent_setcb(bev, NULL, on_pipe_write, on_pipe_event, p);
+    pipe_watch_input(p, true);
+    /* No read watermark: a pair moves only up to it and copies the split
+     * chain; reading is paused by hand instead (pipe_throttle). */
+    evbuffer_add_cb(bufferevent_get_input(bev), on_pipe_input, p);
     bufferevent_setwatermark(bev, EV_WRITE, p->t->opts.stream_window / 2, 0);
-    bufferevent_set_max_single_write(bev, FRAME_MAX);
-    /* Writing is enabled when on_data_chunk() first queues something: an
-     * enabled, empty bufferevent would still poll for EPOLLOUT once. */
+    /* A pair end polls nothing: enabled is only "bytes may move". */
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
-/* nghttp2 data provider: the engine's bytes of this stream, pulled from the
- * pipe's socket now that the windows and the tunnel's output have room for
- * len of them. They stay in the pipe's input buffer and on_send_data() moves
- * them into the frame (NO_COPY). */
+/* nghttp2 data provider: the engine's bytes of this stream, now that the
+ * windows and the tunnel's output have room for len of them. They stay in
+ * the pipe's input buffer and on_send_data() moves them into the frame
+ * (NO_COPY); taking them lets the pair move more from the engine. */
 static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
                               uint32_t *flags, nghttp2_data_source *src, void *user)
 {
@@ -355,23 +409,10 @@ static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size
     (void)user;
     if (p->bev == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    struct evbuffer *in = bufferevent_get_input(p->bev);
-    size_t have = evbuffer_get_length(in);
-    if (have < len && !p->in_eof && p->may_read) {
-        int state = 0;
-        size_t got = lk_net_read_more(p->bev, len - have, &state);
-        if (state < 0)
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        p->in_eof = state == 1;
-        if (p->in_eof)
-            event_del(&p->readable);     /* a closed socket stays readable */
-        p->may_read = got == len - have; /* a short read emptied the socket */
-        have = evbuffer_get_length(in);
-    }
+    size_t have = evbuffer_get_length(bufferevent_get_input(p->bev));
     if (have == 0 && !p->in_eof) {
-        p->deferred = true;
-        if (!event_pending(&p->readable, EV_READ, NULL))
-            event_add(&p->readable, NULL);
+        p->deferred = true; /* on_pipe_read() or on_pipe_event() resumes */
+        pipe_watch_input(p, true);
         return NGHTTP2_ERR_DEFERRED;
     }
     size_t n = have < len ? have : len;
@@ -398,10 +439,7 @@ int lk_tunnel_connect(void *tunnel, struct bufferevent **out, char *errtext, siz
         return LK_ECLOSED;
     }
     struct bufferevent *ours = NULL, *theirs = NULL;
-    if (make_pair(t, &ours, &theirs) != 0) {
-        snprintf(errtext, errtext_len, "tunnel %s: cannot create a stream socket", t->label);
-        return LK_EIO;
-    }
+    make_pair(t, &ours, &theirs);
     struct lk_tunnel_pipe *p = pipe_new(t);
     pipe_attach(p, ours);
     const nghttp2_nv nva[] = { NV(":method", "POST"), NV(":scheme", "http"),
@@ -414,14 +452,13 @@ int lk_tunnel_connect(void *tunnel, struct bufferevent **out, char *errtext, siz
                  nghttp2_strerror(id));
         pipe_close_bev(p);
         pipe_maybe_free(p);
-        bufferevent_free(theirs);
+        lk_net_bev_free(theirs);
         return LK_EIO;
     }
     p->stream_id = id;
     t->n_streams++;
     /* The engine writes the request head as soon as we return: flushing from
      * the loop sends HEADERS and the first DATA in one write. */
-    p->may_read = true;
     event_active(&t->flush_ev, EV_TIMEOUT, 0);
     *out = theirs;
     return 0;
@@ -432,10 +469,11 @@ int lk_tunnel_connect(void *tunnel, struct bufferevent **out, char *errtext, siz
 static void accept_stream(struct lk_tunnel *t, struct lk_tunnel_pipe *p)
 {
     struct bufferevent *ours = NULL, *theirs = NULL;
-    if (p->bad || make_pair(t, &ours, &theirs) != 0) {
+    if (p->bad) {
         nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, p->stream_id, NGHTTP2_REFUSED_STREAM);
         return;
     }
+    make_pair(t, &ours, &theirs);
     pipe_attach(p, ours);
     if (lk_http_server_adopt(t->adopt_into, theirs, "tunnel", false) != 0) {
         LK_LOG(WARN, "tunnel %s: local server refused a stream", t->label);
@@ -445,7 +483,6 @@ static void accept_stream(struct lk_tunnel *t, struct lk_tunnel_pipe *p)
     /* ":status 200" waits for the engine's first bytes (or its close), so
      * that HEADERS and the first DATA leave in one write. */
     p->unanswered = true;
-    event_add(&p->readable, NULL);
 }
 
 static void pipe_answer(struct lk_tunnel_pipe *p)
@@ -491,6 +528,7 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *fra
     LK_ASSERT(evbuffer_get_length(in) >= len);
     evbuffer_add(t->wbuf, framehd, 9);
     evbuffer_remove_buffer(in, t->wbuf, len);
+    pipe_throttle(p);
     return 0;
 }
 
@@ -570,23 +608,21 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         nghttp2_session_consume(s, id, len);
         return 0;
     }
+    if (pipe_orphaned(p)) {
+        /* The engine freed its end: as a write to a closed socket. */
+        nghttp2_session_consume(s, id, len);
+        pipe_abort(p, NGHTTP2_CANCEL);
+        return 0;
+    }
+    /* The pair moves the bytes on into the engine's input at once while the
+     * engine reads and has room; what it delivered goes back to the windows
+     * (WINDOW_UPDATE leaves with the next flush, batched by nghttp2 at half
+     * a window), the rest once on_pipe_write() sees it moved. */
     struct evbuffer *out = bufferevent_get_output(p->bev);
-    size_t written = 0;
-    if (evbuffer_get_length(out) == 0) {
-        /* Straight into the engine's socket; errors are left to the write
-         * event of what we queue (on_pipe_event). */
-        ssize_t r = send(bufferevent_getfd(p->bev), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        written = r > 0 ? (size_t)r : 0;
-    }
-    if (written < len) {
-        evbuffer_add(out, data + written, len - written);
-        p->unconsumed += len - written;
-        bufferevent_enable(p->bev, EV_WRITE);
-    }
-    /* Delivered: back to the windows (WINDOW_UPDATE goes out with the next
-     * flush, batched by nghttp2 at half a window). */
-    if (written > 0)
-        nghttp2_session_consume(s, id, written);
+    for (size_t off = 0; off < len; off += PIPE_ADD_MAX)
+        evbuffer_add(out, data + off, len - off < PIPE_ADD_MAX ? len - off : PIPE_ADD_MAX);
+    p->unconsumed += len;
+    pipe_release(p, evbuffer_get_length(out));
     return 0;
 }
 

@@ -83,7 +83,7 @@ void lk_upstream_free(struct lk_upstream *up)
     set_timer(up, 0);
     event_del(&up->deliver);
     if (up->bev != NULL)
-        bufferevent_free(up->bev);
+        lk_net_bev_free(up->bev); /* a tunnel stream's end sees EOF */
     free_addrs(up);
     free(up->key);
     free(up->host);
