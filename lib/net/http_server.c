@@ -301,8 +301,17 @@ static void close_after_flush(struct lk_conn *c)
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bufferevent_enable(c->bev, EV_WRITE);
     lk_conn_set_timer(c, c->srv->opts.idle_timeout_ms);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        lk_conn_kick(c);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+        return;
+    if (bufferevent_getfd(c->bev) < 0) {
+        /* An in-memory end (a tunnel stream): nothing to linger for, and
+         * the EOF now reaches the stream together with the last bytes, so
+         * both leave in one DATA frame. */
+        lk_net_shutdown_write(c->bev);
+        lk_conn_close(c, "response sent");
+        return;
+    }
+    lk_conn_kick(c);
 }
 
 static void flushed(struct lk_conn *c)

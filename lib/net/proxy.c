@@ -295,6 +295,11 @@ static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
         lk_buf_adds(b, "Connection: Upgrade\r\n");
         if (!has_upgrade)
             lk_buf_adds(b, "Upgrade: websocket\r\n");
+    } else if (spec->connect != NULL) {
+        /* A connector's connection is never pooled: the peer may close
+         * right after the response (a tunnel stream then ends with its last
+         * DATA frame instead of waiting for ours). */
+        lk_buf_adds(b, "Connection: close\r\n");
     }
     if (ex->req.body_kind == LK_HTTP1_BODY_LENGTH) {
         lk_buf_adds(b, "Content-Length: ");

@@ -312,8 +312,12 @@ static void pipe_wake(struct lk_tunnel_pipe *p)
      * the callback back on. */
     if (p->bev != NULL && !p->deferred && !p->unanswered)
         pipe_watch_input(p, false);
+    /* From the loop, after the callbacks already queued: an EOF that
+     * follows the bytes (the engine closing after its response) then
+     * leaves in the same DATA frame, and several woken streams share one
+     * write. */
     if (resumed)
-        flush(t); /* last: closing the stream may free p (on_stream_close) */
+        event_active(&t->flush_ev, EV_TIMEOUT, 0);
 }
 
 /* The engine's bytes reached our input buffer. */
