@@ -544,6 +544,11 @@ void lk_conn_exchange_done(struct lk_conn *c, bool keep_alive)
     struct lk_http1_chunked chunked = ex->chunked;
     enum lk_http1_body_kind kind = ex->req.body_kind;
     lk_exchange_free(ex);
+    /* Closed while the response was finishing (a tunnel stream's peer went
+     * away in the same loop turn): its destructor is already queued, and
+     * CLOSED is final. */
+    if (c->state == LK_CONN_CLOSED)
+        return;
     if (!keep_alive || c->read_eof || c->srv->draining) {
         close_after_flush(c);
         return;

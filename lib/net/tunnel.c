@@ -206,11 +206,17 @@ static void pipe_maybe_free(struct lk_tunnel_pipe *p)
     free(p);
 }
 
+static void on_pipe_input(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg);
+
 /* Closes our end; the engine's end sees EOF (lk_net_bev_free). */
 static void pipe_close_bev(struct lk_tunnel_pipe *p)
 {
     if (p->bev == NULL)
         return;
+    /* A pair end outlives bufferevent_free() while libevent still holds a
+     * reference (a deferred callback), and its partner can still move bytes
+     * into it until then: nothing may call back into p after this. */
+    evbuffer_remove_cb(bufferevent_get_input(p->bev), on_pipe_input, p);
     lk_net_bev_free(p->bev);
     p->bev = NULL;
 }

@@ -453,6 +453,36 @@ def test_200_concurrent_requests(stack):
         assert (status, text) == (200, "local web /hello?i=%d xfh=tiny.example.com dest=web" % i)
 
 
+def test_clients_cut_near_the_end_of_downloads(stack):
+    """Clients that reset their connection as the last bytes of a response
+    arrive: the stream's close and the end of the local server's proxying
+    then meet in one loop turn (a closed connection must stay closed: this
+    was a use after free). Both programs keep serving and exit cleanly."""
+    wait_connected(stack.server)
+    head = ("GET /big/1 HTTP/1.1\r\nHost: %s\r\n\r\n" % stack.host).encode()
+
+    def one(i):
+        want = MIB - (i * 7919) % (64 * 1024)  # stop up to 64 KiB before the end
+        with socket.create_connection(stack.waddr, timeout=20) as s:
+            s.sendall(head)
+            got = 0
+            while got < want:
+                b = s.recv(min(65536, want - got))
+                if not b:
+                    break
+                got += len(b)
+            # RST instead of FIN: the worker sees an error, not an EOF.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        return got
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        for _ in range(4):
+            assert all(n > 0 for n in pool.map(one, range(64)))
+    r = stack.get("/hello?after=1")
+    assert (r.status, r.text) == (200, "local web /hello?after=1 xfh=tiny.example.com dest=web")
+    assert stack.server.popen.poll() is None and stack.worker.popen.poll() is None
+
+
 def test_no_tunnel_is_502_and_wrong_secret_is_401(stack):
     wait_connected(stack.server)
     secret = stack.tunnel_data["secret"]
