@@ -69,6 +69,9 @@
 /* nghttp2_session_send() rounds per flush() before the rest is left to the
  * loop (fairness towards the other connections). */
 #define FLUSH_ROUNDS 16
+/* How long a bare END_STREAM that only completes a stream's close (the
+ * peer closed its side already) may wait for other frames to leave with. */
+#define LAZY_CLOSE_MS 2
 
 struct lk_tunnel_pipe {
     struct lk_tunnel *t;
@@ -82,7 +85,9 @@ struct lk_tunnel_pipe {
     bool out_shut;
     bool deferred;   /* the data provider waits for input */
     bool unanswered; /* local side: ":status 200" waits for the first bytes */
-    bool bad;        /* request or response envelope rejected */
+    bool lazy;       /* a bare END_STREAM waits for other frames (t->n_lazy) */
+    bool lazy_done;
+    bool bad; /* request or response envelope rejected */
 };
 
 struct lk_tunnel {
@@ -98,7 +103,9 @@ struct lk_tunnel {
     struct lk_http_server *adopt_into;
     struct lk_tunnel_pipe *pipes;
     size_t n_pipes, n_streams;
+    size_t n_lazy; /* pipes whose bare END_STREAM waits (on_data_source) */
     struct event ping_timer, close_ev, flush_ev;
+    struct event lazy_ev; /* flushes a lazily closed stream's END_STREAM */
     struct timeval last_recv;
     bool dead;
     char why[160];
@@ -162,9 +169,28 @@ static size_t queued_out(const struct lk_tunnel *t)
  * socket takes everything and nghttp2 has more (it stopped at
  * out_buffer_max), another round follows. Once the socket is full, the
  * bufferevent's write callback calls us again. */
+/* Lets every waiting bare END_STREAM go (see on_data_source). */
+static void resume_lazy(struct lk_tunnel *t)
+{
+    event_del(&t->lazy_ev);
+    for (struct lk_tunnel_pipe *p = t->pipes; p != NULL && t->n_lazy > 0; p = p->next) {
+        if (!p->lazy)
+            continue;
+        p->lazy = false;
+        p->lazy_done = true;
+        p->deferred = false;
+        t->n_lazy--;
+        if (p->stream_id != 0)
+            nghttp2_session_resume_data(t->h2, p->stream_id);
+    }
+    t->n_lazy = 0;
+}
+
 static void flush(struct lk_tunnel *t)
 {
     for (int round = 0; !t->dead; round++) {
+        if (t->n_lazy > 0 && nghttp2_session_want_write(t->h2))
+            resume_lazy(t); /* they leave with the frames that go now */
         int rc = nghttp2_session_send(t->h2);
         if (rc != 0) {
             char why[128];
@@ -318,12 +344,13 @@ static void pipe_wake(struct lk_tunnel_pipe *p)
      * the callback back on. */
     if (p->bev != NULL && !p->deferred && !p->unanswered)
         pipe_watch_input(p, false);
+    if (!resumed)
+        return;
     /* From the loop, after the callbacks already queued: an EOF that
      * follows the bytes (the engine closing after its response) then
      * leaves in the same DATA frame, and several woken streams share one
      * write. */
-    if (resumed)
-        event_active(&t->flush_ev, EV_TIMEOUT, 0);
+    event_active(&t->flush_ev, EV_TIMEOUT, 0);
 }
 
 /* The engine's bytes reached our input buffer. */
@@ -405,6 +432,19 @@ static void pipe_attach(struct lk_tunnel_pipe *p, struct bufferevent *bev)
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
+/* The longest prefix of in, at most len bytes, made of whole chains (when
+ * that is at least half of len): on_send_data() then moves chains into the
+ * frame instead of copying the part of a split one. */
+static size_t chain_aligned(struct evbuffer *in, size_t len)
+{
+    struct evbuffer_iovec v[16];
+    int k = evbuffer_peek(in, (ev_ssize_t)len, NULL, v, 16);
+    size_t whole = 0;
+    for (int i = 0; i < k && i < 16 && whole + v[i].iov_len <= len; i++)
+        whole += v[i].iov_len;
+    return whole > 0 && whole >= len / 2 ? whole : len;
+}
+
 /* nghttp2 data provider: the engine's bytes of this stream, now that the
  * windows and the tunnel's output have room for len of them. They stay in
  * the pipe's input buffer and on_send_data() moves them into the frame
@@ -420,12 +460,29 @@ static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size
     if (p->bev == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     size_t have = evbuffer_get_length(bufferevent_get_input(p->bev));
+    /* A bare END_STREAM that only completes the close (the peer finished
+     * first: the worker's engine letting go of a stream after the whole
+     * response) waits to leave with other frames, typically the next
+     * request's, or after LAZY_CLOSE_MS: one write and one wake-up of the
+     * peer fewer per request. */
+    if (have == 0 && p->in_eof && !p->lazy_done &&
+        nghttp2_session_get_stream_remote_close(s, id) == 1) {
+        struct lk_tunnel *t = p->t;
+        p->lazy = true;
+        p->deferred = true;
+        t->n_lazy++;
+        if (!event_pending(&t->lazy_ev, EV_TIMEOUT, NULL)) {
+            struct timeval tv = { 0, LAZY_CLOSE_MS * 1000 };
+            evtimer_add(&t->lazy_ev, &tv);
+        }
+        return NGHTTP2_ERR_DEFERRED;
+    }
     if (have == 0 && !p->in_eof) {
         p->deferred = true; /* on_pipe_read() or on_pipe_event() resumes */
         pipe_watch_input(p, true);
         return NGHTTP2_ERR_DEFERRED;
     }
-    size_t n = have < len ? have : len;
+    size_t n = have < len ? have : chain_aligned(bufferevent_get_input(p->bev), len);
     if (n > 0)
         *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
     if (p->in_eof && n == have)
@@ -644,6 +701,10 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
         return 0;
     t->n_streams--;
     p->stream_id = 0;
+    if (p->lazy) {
+        p->lazy = false;
+        t->n_lazy--;
+    }
     pipe_release(p, 0); /* the stream window is gone: settle the connection's */
     if (code != NGHTTP2_NO_ERROR || p->bev == NULL ||
         evbuffer_get_length(bufferevent_get_output(p->bev)) == 0)
@@ -706,6 +767,14 @@ static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
+    flush(arg);
+}
+
+static void on_lazy_ev(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    resume_lazy(arg);
     flush(arg);
 }
 
@@ -823,6 +892,7 @@ struct lk_tunnel *lk_tunnel_new(struct event_base *base, struct bufferevent *bev
     evtimer_assign(&t->ping_timer, base, on_ping_timer, t);
     event_assign(&t->close_ev, base, -1, 0, on_close_ev, t);
     event_assign(&t->flush_ev, base, -1, 0, on_flush_ev, t);
+    evtimer_assign(&t->lazy_ev, base, on_lazy_ev, t);
     t->plain = lk_net_bev_is_plain(bev);
     event_assign(&t->read_ev, base, t->plain ? bufferevent_getfd(bev) : -1, EV_READ | EV_PERSIST,
                  on_tunnel_readable, t);
@@ -859,6 +929,7 @@ void lk_tunnel_free(struct lk_tunnel *t)
     event_del(&t->ping_timer);
     event_del(&t->close_ev);
     event_del(&t->flush_ev);
+    event_del(&t->lazy_ev);
     event_del(&t->read_ev);
     while (t->pipes != NULL) {
         struct lk_tunnel_pipe *p = t->pipes;
