@@ -26,8 +26,8 @@
  *      a half-close; RST_STREAM aborts. HTTP/2 flow control (windows released
  *      only as the bytes are written on) gives per-stream backpressure.
  *
- * Each stream is joined to the HTTP/1.1 engine (http_server.h) through a
- * socketpair: on the worker the engine dials the stream through the custom
+ * Each stream is joined to the HTTP/1.1 engine (http_server.h) through an
+ * in-memory bufferevent pair: on the worker the engine dials the stream through the custom
  * connector lk_tunnel_connect(), on the local server the stream is served by
  * lk_http_server_adopt() with the peer NOT treated as loopback (requests
  * through the tunnel come from the internet; admin endpoints stay closed).

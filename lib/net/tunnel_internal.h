@@ -4,7 +4,7 @@
  * programs: use tunnel.h.
  *
  * Ownership: a struct lk_tunnel owns its connection bufferevent, its nghttp2
- * session and every stream pipe (our end of a socketpair per stream). The
+ * session and every stream pipe (our end of a bufferevent pair per stream). The
  * owner (hub entry or client) frees it with lk_tunnel_free(), typically from
  * its closed callback.
  */
@@ -33,7 +33,7 @@ struct lk_tunnel *lk_tunnel_new(struct event_base *base, struct bufferevent *bev
 /* Marks t dead with why; on_closed follows from the loop. */
 void lk_tunnel_kill(struct lk_tunnel *t, const char *why);
 
-/* Closes everything at once (stream sockets, connection) and frees t. No
+/* Closes everything at once (stream pipes, connection) and frees t. No
  * callback. NULL is a no-op. */
 void lk_tunnel_free(struct lk_tunnel *t);
 
