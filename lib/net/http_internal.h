@@ -71,6 +71,11 @@ struct lk_conn {
     char peer_str[64];
     bool is_loopback, is_tls;
     bool plain; /* a plain socket bufferevent: lk_net_send() may write inline */
+    /* Own reads (plain sockets, until a WebSocket tunnel): the bufferevent's
+     * EV_READ stays off and rd reads the socket straight into its input
+     * buffer, without libevent's FIONREAD ioctl before every read. */
+    struct event rd;
+    bool own_read, rd_want, rd_added, rd_eof;
     int local_port;
     bool read_eof;   /* the client shut its write side */
     bool eof_aborts; /* adopted stream: EOF while proxying means gone */
@@ -151,7 +156,7 @@ struct lk_http_server {
     bool drain_timer_set;
     lk_http_server_drained_cb *drain_done;
     void *drain_data;
-    struct event drain_check; /* finishes the drain from the loop */
+    struct event drain_check;       /* finishes the drain from the loop */
     struct lk_heap_idle *heap_idle; /* trims the heap 2 s after the last
                                        connection closes (net/heap.h) */
 };
@@ -170,6 +175,11 @@ void lk_conn_set_state(struct lk_conn *c, enum lk_conn_state s);
 void lk_conn_set_timer(struct lk_conn *c, unsigned ms);
 /* Schedules the client input to be processed again from the loop. */
 void lk_conn_kick(struct lk_conn *c);
+/* Starts or stops reading the client (own reads or the bufferevent's). */
+void lk_conn_read_enable(struct lk_conn *c, bool on);
+/* Hands reading back to libevent (a WebSocket tunnel drives the
+ * bufferevent's EV_READ itself); keeps whether reading was on. */
+void lk_conn_read_by_libevent(struct lk_conn *c);
 /* Moves up to max request-body data bytes from the client input to dst
  * (NULL: drop), re-framed as chunked when chunked_out. Returns 0 or
  * LK_EPARSE; ex->body_done is set at the end of the body. */

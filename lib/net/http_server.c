@@ -39,6 +39,9 @@
 /* lk_exchange_respond() copies bodies up to this size next to the head. */
 #define RESPOND_COPY_MAX (16 * 1024)
 #define LINGER_MS        2000
+/* Bytes read from a plain client socket per read event (libevent reads
+ * 4 KiB after a FIONREAD ioctl). */
+#define CLIENT_READ (16 * 1024)
 /* Idle time after the last connection before the heap is trimmed. */
 #define HEAP_IDLE_TRIM_MS 2000
 
@@ -208,6 +211,106 @@ void lk_conn_set_timer(struct lk_conn *c, unsigned ms)
     }
 }
 
+/* ---- own reads of plain client sockets ---------------------------------- */
+
+/* What a client can make us buffer while we are not consuming: the same
+ * bound as the bufferevent's read watermark (conn_start). */
+static size_t read_high(const struct lk_conn *c)
+{
+    return c->srv->opts.limits.max_head + 4096;
+}
+
+/* Registers rd exactly when reading is wanted, the peer has not closed and
+ * the input is under read_high() (libevent's watermark semantics). */
+static void rd_update(struct lk_conn *c)
+{
+    bool on = c->own_read && c->rd_want && !c->rd_eof && c->state != LK_CONN_CLOSED &&
+              evbuffer_get_length(bufferevent_get_input(c->bev)) < read_high(c);
+    if (on && !c->rd_added)
+        event_add(&c->rd, NULL);
+    else if (!on && c->rd_added)
+        event_del(&c->rd);
+    c->rd_added = on;
+}
+
+/* The engine consumed input: reading may resume under the bound. */
+static void on_input_drained(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct lk_conn *c = arg;
+    (void)in;
+    if (info->n_deleted > 0 && !c->rd_added)
+        rd_update(c);
+}
+
+static void on_client_read(struct bufferevent *bev, void *arg);
+static void on_client_event(struct bufferevent *bev, short what, void *arg);
+
+static void on_client_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_conn *c = arg;
+    (void)fd;
+    (void)what;
+    size_t have = evbuffer_get_length(bufferevent_get_input(c->bev));
+    size_t room = read_high(c) > have ? read_high(c) - have : 0;
+    int state = 0;
+    size_t want = room < CLIENT_READ ? room : CLIENT_READ;
+    size_t got = want > 0 ? lk_net_read_more(c->bev, want, &state) : 0;
+    int err = errno;
+    if (state != 0)
+        c->rd_eof = true; /* a closed or failed socket stays readable */
+    rd_update(c);
+    if (got > 0)
+        on_client_read(c->bev, c);
+    if (state == 0 || c->state == LK_CONN_CLOSED)
+        return;
+    EVUTIL_SET_SOCKET_ERROR(state < 0 ? err : 0);
+    on_client_event(c->bev, BEV_EVENT_READING | (state < 0 ? BEV_EVENT_ERROR : BEV_EVENT_EOF), c);
+}
+
+static void rd_start(struct lk_conn *c)
+{
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (!c->plain || fd < 0)
+        return;
+    event_assign(&c->rd, c->srv->base, fd, EV_READ | EV_PERSIST, on_client_readable, c);
+    evbuffer_add_cb(bufferevent_get_input(c->bev), on_input_drained, c);
+    c->own_read = true;
+}
+
+static void rd_stop(struct lk_conn *c)
+{
+    if (!c->own_read)
+        return;
+    if (c->rd_added)
+        event_del(&c->rd);
+    c->rd_added = false;
+    if (c->bev != NULL)
+        evbuffer_remove_cb(bufferevent_get_input(c->bev), on_input_drained, c);
+    c->own_read = false;
+}
+
+void lk_conn_read_enable(struct lk_conn *c, bool on)
+{
+    if (c->own_read) {
+        c->rd_want = on;
+        rd_update(c);
+    } else if (on) {
+        bufferevent_enable(c->bev, EV_READ);
+    } else {
+        bufferevent_disable(c->bev, EV_READ);
+    }
+}
+
+void lk_conn_read_by_libevent(struct lk_conn *c)
+{
+    if (!c->own_read)
+        return;
+    bool want = c->rd_want && !c->rd_eof;
+    rd_stop(c);
+    if (want)
+        bufferevent_enable(c->bev, EV_READ);
+}
+
 void lk_conn_kick(struct lk_conn *c)
 {
     if (c->state != LK_CONN_CLOSED && !event_pending(&c->kick, EV_TIMEOUT, NULL))
@@ -225,6 +328,7 @@ void lk_conn_close(struct lk_conn *c, const char *why)
     lk_conn_set_state(c, LK_CONN_CLOSED);
     lk_conn_set_timer(c, 0);
     event_del(&c->kick);
+    rd_stop(c);
     if (c->bev != NULL) {
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
         bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
@@ -287,7 +391,7 @@ static void start_reading_head(struct lk_conn *c)
     lk_conn_set_state(c, LK_CONN_READING_HEAD);
     c->head_begun = false;
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    lk_conn_read_enable(c, true);
     unsigned ms = c->n_requests == 0 ? c->srv->opts.head_timeout_ms : c->srv->opts.idle_timeout_ms;
     lk_conn_set_timer(c, ms);
     lk_conn_kick(c);
@@ -324,7 +428,7 @@ static void flushed(struct lk_conn *c)
     lk_conn_set_state(c, LK_CONN_LINGERING);
     evbuffer_drain(bufferevent_get_input(c->bev),
                    evbuffer_get_length(bufferevent_get_input(c->bev)));
-    bufferevent_enable(c->bev, EV_READ);
+    lk_conn_read_enable(c, true);
     lk_conn_set_timer(c, LINGER_MS);
 }
 
@@ -857,7 +961,7 @@ static void read_head(struct lk_conn *c)
         return;
     }
     if (rc < 0) {
-        bufferevent_disable(c->bev, EV_READ);
+        lk_conn_read_enable(c, false);
         write_error_and_close(c, req.err_status, why ? why : "bad request");
         return;
     }
@@ -1067,8 +1171,9 @@ static void conn_start(struct lk_conn *c)
     event_assign(&c->kick, srv->base, -1, 0, on_kick, c);
     bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
     /* Bound what a peer can make us buffer while we are not consuming. */
-    bufferevent_setwatermark(c->bev, EV_READ, 0, srv->opts.limits.max_head + 4096);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, read_high(c));
+    rd_start(c);
+    bufferevent_enable(c->bev, c->own_read ? EV_WRITE : EV_READ | EV_WRITE);
     LIST_PUSH(srv->conns, c);
     if (srv->n_conns++ == 0)
         lk_heap_idle_busy(srv->heap_idle);

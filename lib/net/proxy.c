@@ -106,7 +106,11 @@ static void drop_upstream(struct lk_proxy *px, bool reusable)
     }
     if (px->up != NULL) {
         if (px->own_read) {
-            /* lk_upstream_release() re-enables EV_READ for the pool. */
+            /* The pool watches a reusable connection with the bufferevent's
+             * EV_READ: enabled before ours goes, so that epoll's interest
+             * does not change. */
+            if (reusable)
+                bufferevent_enable(px->up->bev, EV_READ);
             if (px->rd_added)
                 event_del(&px->rd);
             px->own_read = px->rd_added = false;
@@ -526,6 +530,7 @@ static bool pump_request(struct lk_proxy *px)
 static void attach(struct lk_proxy *px, struct lk_upstream *up);
 
 static void on_up_read(struct bufferevent *bev, void *arg);
+static void on_up_readable(evutil_socket_t fd, short what, void *arg);
 static void on_up_write(struct bufferevent *bev, void *arg);
 static void on_up_event(struct bufferevent *bev, short what, void *arg);
 
@@ -539,8 +544,23 @@ static void attach(struct lk_proxy *px, struct lk_upstream *up)
     bufferevent_setwatermark(up->bev, EV_READ, 0, 0);
     /* Enabling EV_WRITE arms the write event even with nothing queued (an
      * epoll_ctl and a wake-up): only do it when not enabled already. */
-    if ((bufferevent_get_enabled(up->bev) & (EV_READ | EV_WRITE)) != (EV_READ | EV_WRITE))
+    short enabled = bufferevent_get_enabled(up->bev);
+    evutil_socket_t fd = up->plain ? bufferevent_getfd(up->bev) : -1;
+    if (fd >= 0) {
+        /* A plain socket is read by our own event (on_up_readable): no
+         * FIONREAD ioctl per read, 64 KiB per read. Ours is added before the
+         * bufferevent's read is removed, so epoll's interest in the fd (a
+         * pooled connection keeps EV_READ) does not change: no epoll_ctl. */
+        event_assign(&px->rd, px->srv->base, fd, EV_READ | EV_PERSIST, on_up_readable, px);
+        event_add(&px->rd, NULL);
+        px->own_read = px->rd_added = true;
+        if (!(enabled & EV_WRITE))
+            bufferevent_enable(up->bev, EV_WRITE);
+        if (enabled & EV_READ)
+            bufferevent_disable(up->bev, EV_READ);
+    } else if ((enabled & (EV_READ | EV_WRITE)) != (EV_READ | EV_WRITE)) {
         bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+    }
     lk_net_send(up->bev, up->plain, px->head, px->head_len, NULL, 0);
     set_timer(px, px->srv->opts.first_byte_timeout_ms);
     pump_request(px);
@@ -788,29 +808,6 @@ static size_t move_resp_chunked(struct lk_proxy *px, struct evbuffer *in, struct
 
 #define READ_MORE_MAX (64 * 1024 - 256)
 
-/* Reads more of the response body from a plain upstream socket than
- * libevent's 4 KiB per event (finding 1), bounded by the room left towards
- * the client. */
-static void read_more(struct lk_proxy *px, struct evbuffer *in, size_t room)
-{
-    size_t have = evbuffer_get_length(in);
-    if (!px->up->plain || px->up_eof || px->own_read || room <= have)
-        return;
-    /* One 64 KiB read per event: the buffer is sent and freed at once, so
-     * the next read reuses the same, cache-hot memory. */
-    size_t want = room - have < READ_MORE_MAX ? room - have : READ_MORE_MAX;
-    if (px->resp_kind == LK_HTTP1_BODY_LENGTH) {
-        if (px->resp_left <= have)
-            return;
-        if (px->resp_left - have < want)
-            want = (size_t)(px->resp_left - have);
-    } else if (have < 4096) {
-        return; /* unknown length: only when libevent's read came back full */
-    }
-    int state;
-    lk_net_read_more(px->up->bev, want, &state); /* EOF/errors: libevent reports them */
-}
-
 /* Pauses or resumes reading the upstream (backpressure). */
 static void set_up_reading(struct lk_proxy *px, bool on)
 {
@@ -827,27 +824,6 @@ static void set_up_reading(struct lk_proxy *px, bool on)
     }
 }
 
-static void on_up_readable(evutil_socket_t fd, short what, void *arg);
-
-/* A long Content-Length body from a plain socket is read by our own event
- * from here on: 2 syscalls per 64 KiB instead of libevent's ioctl + 4 KiB
- * readv before ours. */
-static void maybe_own_read(struct lk_proxy *px, struct evbuffer *in)
-{
-    if (px->own_read || !px->up->plain || px->up_eof || px->resp_kind != LK_HTTP1_BODY_LENGTH ||
-        px->resp_left <= evbuffer_get_length(in) + READ_MORE_MAX)
-        return;
-    evutil_socket_t fd = bufferevent_getfd(px->up->bev);
-    if (fd < 0)
-        return;
-    bufferevent_disable(px->up->bev, EV_READ);
-    event_assign(&px->rd, px->srv->base, fd, EV_READ | EV_PERSIST, on_up_readable, px);
-    px->own_read = true;
-    px->rd_added = false;
-    if (!px->up_paused)
-        set_up_reading(px, true);
-}
-
 /* Moves response body bytes to the client; pre (the response head, may be
  * NULL/0) goes first, in the same write when possible. */
 static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
@@ -862,7 +838,6 @@ static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
     size_t room = have < limit ? limit - have : 0;
     bool done = false;
     size_t moved = 0;
-    read_more(px, in, room);
     if (pre_len > 0 && px->resp_kind != LK_HTTP1_BODY_LENGTH)
         lk_net_send(c->bev, c->plain, pre, pre_len, NULL, 0);
     switch (px->resp_kind) {
@@ -931,34 +906,38 @@ static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
         px->up_paused = false;
         idle_timer(px, true);
     }
-    maybe_own_read(px, in);
 }
 
 static void on_up_event(struct bufferevent *bev, short what, void *arg);
 
+/* Our read event on a plain upstream socket (attach()): up to 64 KiB per
+ * event, no more than a Content-Length body still needs. An EOF or error is
+ * reported once nothing more was read (the socket stays readable), after the
+ * bytes of the same read were handled like any others. */
 static void on_up_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct lk_proxy *px = arg;
     struct bufferevent *bev = px->up->bev;
-    struct evbuffer *in = bufferevent_get_input(bev);
     (void)fd;
     (void)what;
-    size_t have = evbuffer_get_length(in);
+    size_t have = evbuffer_get_length(bufferevent_get_input(bev));
     size_t want = READ_MORE_MAX;
-    if (px->resp_left > have && px->resp_left - have < want)
-        want = (size_t)(px->resp_left - have);
+    if (px->state == PX_BODY && px->resp_kind == LK_HTTP1_BODY_LENGTH) {
+        uint64_t left = px->resp_left > have ? px->resp_left - have : 0;
+        want = left < want ? (size_t)left : want;
+    }
     int state = 0;
-    if (px->resp_left > have)
-        lk_net_read_more(bev, want, &state);
-    idle_mark(px);
-    if (state != 0) {
-        int e = errno;
+    size_t got = want > 0 ? lk_net_read_more(bev, want, &state) : 0;
+    int e = errno;
+    if (px->state == PX_BODY)
+        idle_mark(px);
+    if (state != 0 && got == 0) {
         set_up_reading(px, false);
         EVUTIL_SET_SOCKET_ERROR(state < 0 ? e : 0);
         on_up_event(bev, BEV_EVENT_READING | (state < 0 ? BEV_EVENT_ERROR : BEV_EVENT_EOF), px);
         return;
     }
-    pump_response(px, NULL, 0);
+    on_up_read(bev, px);
 }
 
 static void on_up_read(struct bufferevent *bev, void *arg)
@@ -1093,6 +1072,13 @@ static void start_tunnel(struct lk_proxy *px)
     bufferevent_setwatermark(c->bev, EV_WRITE, limit / 2, 0);
     bufferevent_setwatermark(px->up->bev, EV_WRITE, limit / 2, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    lk_conn_read_by_libevent(c); /* pump_dir() drives both sides' EV_READ */
+    if (px->own_read) {
+        bufferevent_enable(px->up->bev, EV_READ);
+        if (px->rd_added)
+            event_del(&px->rd);
+        px->own_read = px->rd_added = false;
+    }
     px->c_eof = c->read_eof;
     LK_CLOG(ex->conn_id, DEBUG, "websocket tunnel open to %s", px->host);
     tunnel_pump(px);

@@ -325,3 +325,71 @@ def test_websocket_client_flood_to_an_upstream_that_never_reads(linkup_bin, env,
         up.close()
         assert f.stop() == 0, f.log()[-2000:]
 
+
+
+# ---- request bodies -------------------------------------------------------------
+
+class HttpSink:
+    """HTTP upstream on 127.0.0.2:0 that reads a request head and then never
+    reads again (its socket buffers fill and stay full)."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(4)
+        self.url = f"http://127.0.0.2:{self.sock.getsockname()[1]}"
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        try:
+            c, _ = self.sock.accept()
+        except OSError:
+            return
+        self.conns.append(c)
+        c.settimeout(10)
+        try:
+            lk.read_http_head(c)
+            self.done.wait(30)
+        except (OSError, EOFError):
+            pass
+
+    def close(self):
+        self.done.set()
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("kind", ["server", "worker"])
+def test_request_body_to_an_upstream_that_never_reads(linkup_bin, env, tmp_path, kind):
+    """Reading the client pauses at the bounded input buffer (the engine's own
+    reads of plain sockets keep libevent's read-watermark semantics): a 512 MiB
+    upload stalls after a few MiB of socket buffers, memory stays flat, and
+    the server keeps serving others."""
+    up = HttpSink()
+    f = lk.Front(kind, linkup_bin, env, tmp_path, up.url, name="sink")
+    try:
+        rss0 = lk.rss_kib(f.proc.popen.pid)
+        s = socket.create_connection(f.addr, timeout=10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        s.sendall(("POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
+                   % (f.host, 512 * lk.MIB)).encode())
+        s.settimeout(3)
+        chunk = b"u" * 65536
+        sent = 0
+        try:
+            while sent < 512 * lk.MIB:
+                s.sendall(chunk)
+                sent += len(chunk)
+        except socket.timeout:
+            pass
+        rss1 = lk.rss_kib(f.proc.popen.pid)
+        assert sent < 48 * lk.MIB, sent
+        assert rss1 - rss0 < 48 * 1024, (rss0, rss1)
+        assert f.check() == 200
+        s.close()
+    finally:
+        up.close()
+        assert f.stop() == 0, f.log()[-2000:]
