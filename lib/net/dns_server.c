@@ -19,7 +19,6 @@
 #include <event2/event_struct.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +29,7 @@
 #include "core/err.h"
 #include "net/addr.h"
 #include "net/log.h"
+#include "net/rng_os.h"
 
 struct tcp_conn {
     struct lk_dns_server *s;
@@ -290,8 +290,8 @@ static int start_forward(struct lk_dns_server *s, struct pending *p)
     if (connect(p->fd, (const struct sockaddr *)&s->upstream, s->upstream_len) == -1)
         return LK_EIO;
     uint8_t id[2];
-    if (RAND_bytes(id, 2) != 1)
-        return LK_EIO;
+    /* The process's ChaCha20 generator: no OpenSSL DRBG started for DNS. */
+    lk_rng_os_fill(NULL, id, sizeof(id));
     p->upstream_id = (uint16_t)((id[0] << 8) | id[1]);
     memcpy(s->out, p->query, p->qlen);
     memcpy(s->out, id, 2);
