@@ -13,6 +13,7 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "core/str.h"
 
 static bool is_alpha(char c)
 {
@@ -400,9 +401,17 @@ static int parse_ipv4(char **h, const char **why)
     uint64_t v = parts[n_parts - 1];
     for (size_t i = 0; i + 1 < n_parts; i++)
         v += parts[i] << (8 * (3 - i));
+    /* Dotted decimal without printf (every upstream URL with an IPv4
+     * address passes here). */
     char text[16];
-    snprintf(text, sizeof(text), "%u.%u.%u.%u", (unsigned)(v >> 24) & 255u,
-             (unsigned)(v >> 16) & 255u, (unsigned)(v >> 8) & 255u, (unsigned)v & 255u);
+    size_t t = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        char dec[LK_U64_DEC_MAX];
+        size_t k = lk_u64_to_dec((v >> shift) & 255u, dec);
+        memcpy(text + t, dec, k);
+        t += k;
+        text[t++] = shift > 0 ? '.' : '\0';
+    }
     free(*h);
     *h = lk_xstrdup(text);
     return 0;

@@ -11,16 +11,18 @@
 #include "proto/http1.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/err.h"
 
-/* tchar of RFC 9110 §5.6.2. */
+/* tchar of RFC 9110 §5.6.2 as a bitmap by byte value: DIGIT, ALPHA and
+ * "!#$%&'*+-.^_`|~" (words for 0-63 and 64-127; nothing above). */
+static const uint64_t TCHAR[2] = { 0x03ff6cfa00000000ULL, 0x57ffffffc7fffffeULL };
+
 static bool is_tchar(unsigned char c)
 {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return true;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    return c < 128 && (TCHAR[c >> 6] >> (c & 63)) & 1;
 }
 
 /* field-vchar / SP / HTAB / obs-text: every byte but CTLs (HTAB allowed) and DEL. */
@@ -48,30 +50,38 @@ enum line_result {
 };
 
 /* Finds the CRLF ending the line at p. Content may be at most max bytes and
- * the CRLF must end at or before hard_end. Sets *eol to the CR. */
+ * the CRLF must end at or before hard_end. Sets *eol to the CR. The result
+ * is the one of a byte-by-byte scan that checks, at each position q: the
+ * line limit (q - p > max), the head limit (q >= hard_end), the end of the
+ * input, then the byte; the first CR or LF is found with memchr first. */
 static enum line_result find_line(const char *p, const char *end, size_t max, const char *hard_end,
                                   const char **eol)
 {
-    for (const char *q = p;; q++) {
-        if ((size_t)(q - p) > max)
+    /* p <= hard_end and p <= end here (the previous line ended before
+     * both), so lim - p is the length left to scan. */
+    const char *lim = end;
+    if (hard_end < lim)
+        lim = hard_end;
+    size_t span = (size_t)(lim - p);
+    if (span > max && span - max > 1)
+        lim = p + max + 1;
+    const char *q = lim > p ? memchr(p, '\r', (size_t)(lim - p)) : NULL;
+    const char *lf = memchr(p, '\n', (size_t)((q != NULL ? q : lim) - p));
+    if (lf != NULL)
+        return LINE_BARE;
+    if (q == NULL) {
+        if ((size_t)(lim - p) > max)
             return LINE_TOO_LONG;
-        if (q >= hard_end)
-            return LINE_HEAD_LONG;
-        if (q == end)
-            return LINE_PARTIAL;
-        if (*q == '\n')
-            return LINE_BARE;
-        if (*q == '\r') {
-            if (q + 1 >= hard_end)
-                return LINE_HEAD_LONG;
-            if (q + 1 == end)
-                return LINE_PARTIAL;
-            if (q[1] != '\n')
-                return LINE_BARE;
-            *eol = q;
-            return LINE_OK;
-        }
+        return lim >= hard_end ? LINE_HEAD_LONG : LINE_PARTIAL;
     }
+    if (q + 1 >= hard_end)
+        return LINE_HEAD_LONG;
+    if (q + 1 == end)
+        return LINE_PARTIAL;
+    if (q[1] != '\n')
+        return LINE_BARE;
+    *eol = q;
+    return LINE_OK;
 }
 
 /* Common state of one head parse. */

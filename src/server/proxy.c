@@ -41,9 +41,16 @@ static int lookup(void *ctx, struct lk_str name, const struct lk_session **out, 
 {
     struct lookup_ctx *c = ctx;
     struct lk_session *s = NULL;
-    char *key = lk_xstrndup(name.ptr, name.len);
+    if (memchr(name.ptr, '\0', name.len) != NULL)
+        return LK_ENOTFOUND;
+    /* Session names are short: no allocation per request for the C string. */
+    char small[64];
+    char *key = name.len < sizeof(small) ? small : lk_xmalloc(name.len + 1);
+    memcpy(key, name.ptr, name.len);
+    key[name.len] = '\0';
     int rc = lk_store_get_session(&c->ls->kv, c->ls->cache, key, &s, err);
-    free(key);
+    if (key != small)
+        free(key);
     if (rc != 0)
         return rc;
     /* Routing stops at the first session found, so one slot is used. */
@@ -75,10 +82,15 @@ static struct lk_str request_url(struct lk_exchange *ex)
         return target;
     struct lk_str host = LK_STR("localhost");
     lk_exchange_header(ex, LK_STR("host"), &host);
-    const char *url =
-        lk_exchange_printf(ex, "%s://%.*s%.*s", lk_exchange_is_tls(ex) ? "https" : "http",
-                           (int)host.len, host.ptr, (int)target.len, target.ptr);
-    return lk_str_c(url);
+    /* Assembled with memcpy, not printf: this runs for every request. */
+    struct lk_str scheme = lk_exchange_is_tls(ex) ? LK_STR("https://") : LK_STR("http://");
+    size_t len = scheme.len + host.len + target.len;
+    char *url = lk_exchange_alloc(ex, len + 1);
+    memcpy(url, scheme.ptr, scheme.len);
+    memcpy(url + scheme.len, host.ptr, host.len);
+    memcpy(url + scheme.len + host.len, target.ptr, target.len);
+    url[len] = '\0';
+    return (struct lk_str){ url, len };
 }
 
 /* The outgoing header list (lk_route_outgoing_headers) in the exchange's arena. */
@@ -138,29 +150,36 @@ static void forward(struct lk_exchange *ex, const struct lk_route_result *r)
 void local_proxy_handle(struct local_server *ls, struct lk_exchange *ex)
 {
     struct lookup_ctx ctx = { .ls = ls };
-    struct lk_route_result r;
+    struct lk_route_result local;
+    struct lk_route_result *r = &ls->route;
     struct lk_buf err = LK_BUF_INIT;
     struct lk_str url = request_url(ex);
     size_t n;
     const struct lk_http_header *h = lk_exchange_headers(ex, &n);
-    lk_route_result_init(&r);
-    int rc = lk_route_request(url, h, n, lookup, &ctx, &ls->rng, &r, &err);
-    if (rc != 0 && !r.found.session) {
+    if (ls->route_busy) {
+        r = &local;
+        lk_route_result_init(r);
+    }
+    ls->route_busy = true;
+    int rc = lk_route_request(url, h, n, lookup, &ctx, &ls->rng, r, &err);
+    if (rc != 0 && !r->found.session) {
         if (err.len > 0)
             LK_CLOG(lk_exchange_conn_id(ex), WARN, "session lookup failed: %s", err.data);
         local_respond_text(ex, 422, NO_SESSION_TEXT);
     } else if (rc != 0) {
-        char *name = lk_xstrndup(r.found.name.ptr, r.found.name.len);
-        lk_exchange_set_log_fields(ex, name, NULL);
-        free(name);
+        lk_exchange_set_log_fields(
+            ex, lk_exchange_strndup(ex, r->found.name.ptr, r->found.name.len), NULL);
         local_respond_text(ex, 404, NO_TARGET_TEXT);
     } else {
-        char *name = lk_xstrndup(r.found.name.ptr, r.found.name.len);
-        lk_exchange_set_log_fields(ex, name, r.target.service->name);
-        free(name);
-        forward(ex, &r);
+        lk_exchange_set_log_fields(ex,
+                                   lk_exchange_strndup(ex, r->found.name.ptr, r->found.name.len),
+                                   r->target.service->name);
+        forward(ex, r);
     }
-    lk_route_result_release(&r);
+    if (r == &local)
+        lk_route_result_release(r);
+    else
+        ls->route_busy = false;
     lookup_release(&ctx);
     lk_buf_release(&err);
 }

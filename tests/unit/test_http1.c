@@ -2,6 +2,7 @@
  * test_http1.c - the HTTP/1.1 head parsers and the chunked decoder
  * (lib/proto/http1.h) and WebSocket upgrade detection (lib/proto/ws.h).
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -193,6 +194,26 @@ static void test_request_limits(void)
     CHECK_INT_EQ(req.err_status, 431);
     CHECK_STR_EQ(why, "header line too long");
     free(t);
+    /* a field line of exactly max_line bytes is fine, one more is 431,
+     * also when the CRLF has not arrived yet */
+    t = repeat('v', 16384 - 3);
+    snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nX: %s\r\n\r\n", t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), (int)strlen(buf));
+    snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nX: %sw\r\n\r\n", t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), LK_ELIMIT);
+    snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nX: %s", t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), LK_PARTIAL);
+    snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nX: %sw", t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), LK_ELIMIT);
+    free(t);
+    /* no line limit at all (SIZE_MAX) still finds the lines */
+    struct lk_http1_limits unl = LK_HTTP1_LIMITS_DEFAULT;
+    unl.max_line = SIZE_MAX;
+    snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\n");
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, &unl, &why), (int)strlen(buf));
+    CHECK_INT_EQ(req.n_headers, 2);
+    snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nX: a\nb\r\n\r\n");
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, &unl, &why), LK_EPARSE);
     /* 101 headers -> 431, 100 ok */
     size_t n = (size_t)snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\n");
     for (int i = 0; i < 100; i++)
