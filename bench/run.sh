@@ -337,6 +337,30 @@ pids_of() { # target -> pids whose CPU counts for it
   esac
 }
 
+# ---------------------------------------------------------------- RSS
+RSS="$OUT/rss.tsv"
+printf 'process\tphase\tVmRSS_kB\tVmHWM_kB\tRssAnon_kB\n' > "$RSS"
+rss_row() { # role phase
+  local p=${PID_OF[$1]:-}; [ -n "$p" ] || return 0
+  awk -v r="$1" -v ph="$2" '/^VmRSS/{a=$2} /^VmHWM/{b=$2} /^RssAnon/{c=$2} END{ if (a != "") printf "%s\t%s\t%s\t%s\t%s\n", r, ph, a, b, c }' \
+    "/proc/$p/status" >> "$RSS" 2>/dev/null
+}
+nginx_rss() { # sum over the nginx proxy's processes (master + worker)
+  local p=${PID_OF[nginx]:-} t=0 c v
+  [ -n "$p" ] || return 0
+  for c in $p $(cat /proc/"$p"/task/*/children 2>/dev/null); do v=$(awk '/^VmRSS/{print $2}' /proc/"$c"/status 2>/dev/null); t=$((t + ${v:-0})); done
+  printf 'nginx-proxy(all)\t%s\t%s\t-\t-\n' "$1" "$t" >> "$RSS"
+}
+LK_ROLES=""; for r in server worker worker10k; do [ -n "${PID_OF[$r]:-}" ] && LK_ROLES="$LK_ROLES $r"; done
+rss_idle() {
+  sleep 1
+  for r in $LK_ROLES; do rss_row "$r" "$1"; done
+  nginx_rss "$1"
+}
+# Idle: after start-up and session creation, before the checks below make the
+# first requests (the HTTPS check maps OpenSSL into the local server).
+rss_idle idle
+
 # ---------------------------------------------------------------- sanity: byte-identical bodies
 LIVE=""
 for t in $TARGETS; do
@@ -369,27 +393,6 @@ if [[ " $WORKLOADS " == *" tls-newconn-c16 "* ]]; then
   done
 fi
 
-# ---------------------------------------------------------------- RSS
-RSS="$OUT/rss.tsv"
-printf 'process\tphase\tVmRSS_kB\tVmHWM_kB\tRssAnon_kB\n' > "$RSS"
-rss_row() { # role phase
-  local p=${PID_OF[$1]:-}; [ -n "$p" ] || return 0
-  awk -v r="$1" -v ph="$2" '/^VmRSS/{a=$2} /^VmHWM/{b=$2} /^RssAnon/{c=$2} END{ if (a != "") printf "%s\t%s\t%s\t%s\t%s\n", r, ph, a, b, c }' \
-    "/proc/$p/status" >> "$RSS" 2>/dev/null
-}
-nginx_rss() { # sum over the nginx proxy's processes (master + worker)
-  local p=${PID_OF[nginx]:-} t=0 c v
-  [ -n "$p" ] || return 0
-  for c in $p $(cat /proc/"$p"/task/*/children 2>/dev/null); do v=$(awk '/^VmRSS/{print $2}' /proc/"$c"/status 2>/dev/null); t=$((t + ${v:-0})); done
-  printf 'nginx-proxy(all)\t%s\t%s\t-\t-\n' "$1" "$t" >> "$RSS"
-}
-LK_ROLES=""; for r in server worker worker10k; do [ -n "${PID_OF[$r]:-}" ] && LK_ROLES="$LK_ROLES $r"; done
-rss_idle() {
-  sleep 1
-  for r in $LK_ROLES; do rss_row "$r" "$1"; done
-  nginx_rss "$1"
-}
-rss_idle idle
 
 # ---------------------------------------------------------------- measuring
 tree_pids() { local p=$1 c; echo "$p"; for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree_pids "$c"; done; }
