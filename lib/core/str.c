@@ -17,17 +17,6 @@ bool lk_str_eq(struct lk_str a, struct lk_str b)
     return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
 }
 
-bool lk_str_ieq(struct lk_str a, struct lk_str b)
-{
-    if (a.len != b.len)
-        return false;
-    for (size_t i = 0; i < a.len; i++) {
-        if (lk_ascii_lower(a.ptr[i]) != lk_ascii_lower(b.ptr[i]))
-            return false;
-    }
-    return true;
-}
-
 bool lk_str_starts_with(struct lk_str s, struct lk_str prefix)
 {
     return s.len >= prefix.len && (prefix.len == 0 || memcmp(s.ptr, prefix.ptr, prefix.len) == 0);
