@@ -47,7 +47,7 @@ options:
   --workloads LIST   comma list of small-c64,small-c1,1m-c64,1m-c1,tls-newconn-c16 [all]
   --sessions N       sessions in the worker-10k store                    [10000]
   --store KIND       worker store: memory | sqlite (a file in the run dir) [memory]
-  --linkup PATH      linkup binary       [build-bench/linkup, built Release when missing]
+  --linkup PATH      linkup binary       [build-bench/linkup, built Release and kept up to date]
   --backend-port N   origin port (nginx proxy = N+1, TLS = N+360/N+361)  [18080]
   --out DIR          results directory   [bench/results/<timestamp>]
   --perf TARGET[:WORKLOAD]  after the runs, `perf record -g` the Linkup process of TARGET
@@ -148,11 +148,10 @@ if [ $DEPS = 1 ]; then "$ROOT/scripts/deps.sh" --bench || { echo "scripts/deps.s
 for bin in wrk curl nginx ss openssl python3 cc; do command -v $bin >/dev/null || { echo "missing $bin" >&2; exit 2; }; done
 if [ -z "$LINKUP" ]; then
   LINKUP="$ROOT/build-bench/linkup"
-  if [ ! -x "$LINKUP" ]; then
-    echo "building $LINKUP (Release)"
-    { cmake -S "$ROOT" -B "$ROOT/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null &&
-      cmake --build "$ROOT/build-bench" -j"$(nproc)" --target linkup >/dev/null; } || { echo "build failed" >&2; exit 2; }
-  fi
+  # Always brought up to date (incremental), so a stale binary is never measured.
+  echo "building $LINKUP (Release)"
+  { cmake -S "$ROOT" -B "$ROOT/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null &&
+    cmake --build "$ROOT/build-bench" -j"$(nproc)" --target linkup >/dev/null; } || { echo "build failed" >&2; exit 2; }
 fi
 [ -x "$LINKUP" ] || { echo "no linkup binary at $LINKUP" >&2; exit 2; }
 
