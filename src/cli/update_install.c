@@ -14,7 +14,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +186,52 @@ static int run(char *const argv[], int out_fd)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* ---- temp files and signals ------------------------------------------------ */
+
+/* An update ended by a signal (Ctrl-C, kill) must not leave its temp files
+ * next to the binary: the names of those that exist are kept here for the
+ * handler (at most the download and the binary unpacked from it). */
+#define TEMP_SLOTS 2
+static char temp_paths[TEMP_SLOTS][4096];
+static volatile sig_atomic_t temp_used[TEMP_SLOTS];
+
+static void temp_track(const char *path)
+{
+    size_t n = strlen(path);
+    for (int i = 0; i < TEMP_SLOTS; i++) {
+        if (!temp_used[i] && n < sizeof(temp_paths[i])) {
+            memcpy(temp_paths[i], path, n + 1);
+            atomic_signal_fence(memory_order_seq_cst); /* the name before the flag */
+            temp_used[i] = 1;
+            return;
+        }
+    }
+}
+
+/* path was renamed or deleted. */
+static void temp_forget(const char *path)
+{
+    for (int i = 0; i < TEMP_SLOTS; i++) {
+        if (temp_used[i] && strcmp(temp_paths[i], path) == 0)
+            temp_used[i] = 0;
+    }
+}
+
+/* Deletes the temp files, then dies of the same signal. Only
+ * async-signal-safe calls. */
+static void on_fatal_signal(int sig)
+{
+    for (int i = 0; i < TEMP_SLOTS; i++) {
+        if (temp_used[i])
+            unlink(temp_paths[i]);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static const int fatal_signals[] = { SIGINT, SIGTERM, SIGHUP };
+#define N_FATAL (sizeof(fatal_signals) / sizeof(fatal_signals[0]))
+
 /* Creates "{dir}/.linkup-update-XXXXXX"; path receives its name. */
 static int make_temp(const char *dir, struct lk_buf *path, struct lk_buf *err)
 {
@@ -193,8 +241,16 @@ static int make_temp(const char *dir, struct lk_buf *path, struct lk_buf *err)
     if (fd == -1) {
         lk_buf_addf(err, "cannot create a file in %s: %s", dir, strerror(errno));
         lk_buf_reset(path);
+    } else {
+        temp_track(path->data);
     }
     return fd;
+}
+
+static void remove_temp(const char *path)
+{
+    unlink(path);
+    temp_forget(path);
 }
 
 /* Finds the first archive entry whose path contains "linkup" (not a
@@ -208,7 +264,7 @@ static int find_entry(const char *archive, const char *dir, struct lk_buf *entry
     int fd = make_temp(dir, &tmp, err);
     if (fd == -1)
         goto out;
-    unlink(tmp.data);
+    remove_temp(tmp.data);
     char *argv[] = { "tar", "--quoting-style=literal", "-tzf", (char *)(uintptr_t)archive, NULL };
     if (run(argv, fd) != 0 || lseek(fd, 0, SEEK_SET) == -1 ||
         cli_read_fd(fd, &listing, TAR_LIST_MAX_BYTES) != 0) {
@@ -275,7 +331,7 @@ static int prepare_executable(const char *dir, int *fd, struct lk_buf *path, str
     int bin_fd = -1;
     int rc = extract(path->data, dir, &bin_fd, &bin_path, err);
     close(*fd);
-    unlink(path->data);
+    remove_temp(path->data);
     lk_buf_reset(path);
     lk_buf_addstr(path, lk_buf_str(&bin_path));
     *fd = bin_fd;
@@ -293,6 +349,12 @@ int cli_update_install(const struct lk_release *rel, const char *exe, struct lk_
 
     const char *slash = strrchr(exe, '/');
     lk_buf_add(&dir, exe, slash && slash != exe ? (size_t)(slash - exe) : 1);
+    struct sigaction sa, old[N_FATAL];
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_fatal_signal;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < N_FATAL; i++)
+        sigaction(fatal_signals[i], &sa, &old[i]);
     fd = make_temp(dir.data, &tmp, err);
     if (fd == -1) {
         rc = LK_EIO;
@@ -314,12 +376,15 @@ int cli_update_install(const struct lk_release *rel, const char *exe, struct lk_
         rc = LK_EIO;
         goto out;
     }
+    temp_forget(tmp.data);
     lk_buf_reset(&tmp); /* renamed: nothing to delete */
 out:
     if (fd >= 0)
         close(fd);
     if (tmp.len > 0)
-        unlink(tmp.data);
+        remove_temp(tmp.data);
+    for (size_t i = 0; i < N_FATAL; i++)
+        sigaction(fatal_signals[i], &old[i], NULL);
     lk_buf_release(&tmp);
     lk_buf_release(&dir);
     return rc;

@@ -8,8 +8,12 @@ import functools
 import json
 import os
 import shutil
+import signal
+import socket
 import stat
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -321,3 +325,59 @@ def test_setcap_applied(server, copy, uenv):
     out = subprocess.run([shutil.which("getcap"), str(copy)], capture_output=True, text=True,
                          timeout=10).stdout
     assert "cap_net_bind_service" in out, (out, r.stderr)
+
+
+class StallingAsset:
+    """An asset server on 127.0.0.1:0 that announces 64 MiB, sends 256 KiB
+    and then stalls until closed: the download is under way and not done."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.url = "http://127.0.0.1:%d/linkup-9.9.9" % self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        try:
+            c, _ = self.sock.accept()
+        except OSError:
+            return
+        self.conns.append(c)
+        try:
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (64 * 1024 * 1024))
+            c.sendall(b"x" * 256 * 1024)
+            self.stop.wait(30)
+        except OSError:
+            pass
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_update_killed_mid_download_leaves_no_temp_file(server, copy, uenv, sig):
+    asset = StallingAsset()
+    try:
+        server.publish([("9.9.9", "stable", asset.url, "0" * 64)])
+        before = copy.read_bytes()
+        p = subprocess.Popen([str(copy), "update"], env=uenv, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not leftovers(copy):
+            time.sleep(0.05)
+        assert leftovers(copy), "the download never started"
+        time.sleep(0.3)  # bytes are being written into the temp file
+        p.send_signal(sig)
+        p.communicate(timeout=15)
+        assert p.returncode == -sig
+        assert leftovers(copy) == []
+        assert copy.read_bytes() == before
+    finally:
+        asset.close()
