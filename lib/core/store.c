@@ -313,6 +313,21 @@ static int wrap(int rc, const char *what, const struct lk_buf *why, struct lk_bu
     return rc;
 }
 
+int lk_store_get_session_str(const struct lk_kv *kv, struct lk_session_cache *cache,
+                             struct lk_str name, struct lk_session **out, struct lk_buf *err)
+{
+    if (memchr(name.ptr, '\0', name.len) != NULL)
+        return LK_ENOTFOUND;
+    char small[64]; /* session names are short: no allocation per request */
+    char *key = name.len < sizeof(small) ? small : lk_xmalloc(name.len + 1);
+    memcpy(key, name.ptr, name.len);
+    key[name.len] = '\0';
+    int rc = lk_store_get_session(kv, cache, key, out, err);
+    if (key != small)
+        free(key);
+    return rc;
+}
+
 int lk_store_get_session(const struct lk_kv *kv, struct lk_session_cache *cache, const char *name,
                          struct lk_session **out, struct lk_buf *err)
 {

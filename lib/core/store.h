@@ -37,6 +37,7 @@
 #include "core/buf.h"
 #include "core/rng.h"
 #include "core/session.h"
+#include "core/str.h"
 #include "core/upsert.h"
 
 /* Called by list for each entry; key and value are borrowed for the call.
@@ -106,6 +107,10 @@ void lk_session_cache_free(struct lk_session_cache *cache);
  */
 int lk_store_get_session(const struct lk_kv *kv, struct lk_session_cache *cache, const char *name,
                          struct lk_session **out, struct lk_buf *err);
+/* The same for a name given as a range (routing's session names): no
+ * allocation for a short name; a name with a NUL byte is LK_ENOTFOUND. */
+int lk_store_get_session_str(const struct lk_kv *kv, struct lk_session_cache *cache,
+                             struct lk_str name, struct lk_session **out, struct lk_buf *err);
 
 /* Serialises s (lk_session_to_json) and puts it under name. 0, or the kv's
  * code with "Could not put config: {e}". */

@@ -1442,6 +1442,18 @@ struct lk_str lk_exchange_target(const struct lk_exchange *ex)
     return ex->req.target;
 }
 
+struct lk_str lk_exchange_url(struct lk_exchange *ex, struct lk_str host)
+{
+    struct lk_str scheme = ex->is_tls ? LK_STR("https://") : LK_STR("http://");
+    struct lk_str target = ex->req.target;
+    size_t len = scheme.len + host.len + target.len;
+    char *url = lk_net_arena_alloc(&ex->arena, len + 1); /* zeroed: NUL-terminated */
+    memcpy(url, scheme.ptr, scheme.len);
+    memcpy(url + scheme.len, host.ptr, host.len);
+    memcpy(url + scheme.len + host.len, target.ptr, target.len);
+    return (struct lk_str){ url, len };
+}
+
 int lk_exchange_minor_version(const struct lk_exchange *ex)
 {
     return ex->req.minor_version;

@@ -202,6 +202,11 @@ size_t lk_http_server_n_idle_upstreams(const struct lk_http_server *srv);
 struct lk_str lk_exchange_method(const struct lk_exchange *ex);
 struct lk_str lk_exchange_target(const struct lk_exchange *ex);
 int lk_exchange_minor_version(const struct lk_exchange *ex);
+/* "{http|https}://{host}{target}" (the scheme of the listener the request
+ * came in on, the raw target) in the exchange's memory, NUL-terminated:
+ * the request URL of an origin-form request (SPEC §4.4 step 1, §5.3 step
+ * 1; the caller picks host). Built without printf (every proxied request). */
+struct lk_str lk_exchange_url(struct lk_exchange *ex, struct lk_str host);
 
 /* First header named name (ASCII case-insensitive). Returns true and sets
  * *value (borrowed, OWS-trimmed) when present; false otherwise. */

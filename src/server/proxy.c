@@ -41,16 +41,7 @@ static int lookup(void *ctx, struct lk_str name, const struct lk_session **out, 
 {
     struct lookup_ctx *c = ctx;
     struct lk_session *s = NULL;
-    if (memchr(name.ptr, '\0', name.len) != NULL)
-        return LK_ENOTFOUND;
-    /* Session names are short: no allocation per request for the C string. */
-    char small[64];
-    char *key = name.len < sizeof(small) ? small : lk_xmalloc(name.len + 1);
-    memcpy(key, name.ptr, name.len);
-    key[name.len] = '\0';
-    int rc = lk_store_get_session(&c->ls->kv, c->ls->cache, key, &s, err);
-    if (key != small)
-        free(key);
+    int rc = lk_store_get_session_str(&c->ls->kv, c->ls->cache, name, &s, err);
     if (rc != 0)
         return rc;
     /* Routing stops at the first session found, so one slot is used. */
@@ -82,15 +73,7 @@ static struct lk_str request_url(struct lk_exchange *ex)
         return target;
     struct lk_str host = LK_STR("localhost");
     lk_exchange_header(ex, LK_STR("host"), &host);
-    /* Assembled with memcpy, not printf: this runs for every request. */
-    struct lk_str scheme = lk_exchange_is_tls(ex) ? LK_STR("https://") : LK_STR("http://");
-    size_t len = scheme.len + host.len + target.len;
-    char *url = lk_exchange_alloc(ex, len + 1);
-    memcpy(url, scheme.ptr, scheme.len);
-    memcpy(url + scheme.len, host.ptr, host.len);
-    memcpy(url + scheme.len + host.len, target.ptr, target.len);
-    url[len] = '\0';
-    return (struct lk_str){ url, len };
+    return lk_exchange_url(ex, host);
 }
 
 /* The outgoing header list (lk_route_outgoing_headers) in the exchange's arena. */

@@ -42,20 +42,9 @@ static int lookup_session(void *ctx, struct lk_str name, const struct lk_session
 {
     struct lookup_ctx *lc = ctx;
     struct lk_session *s = NULL;
-    if (memchr(name.ptr, '\0', name.len) != NULL || lc->n_held == MAX_HELD)
+    if (lc->n_held == MAX_HELD)
         return LK_ENOTFOUND;
-    /* Session names are short: no allocation per request for the C string. */
-    char small[64];
-    char *cname = small;
-    if (name.len < sizeof(small)) {
-        memcpy(small, name.ptr, name.len);
-        small[name.len] = '\0';
-    } else {
-        cname = lk_xstrndup(name.ptr, name.len);
-    }
-    int rc = lk_store_get_session(&lc->w->store->sessions, lc->w->cache, cname, &s, err);
-    if (cname != small)
-        free(cname);
+    int rc = lk_store_get_session_str(&lc->w->store->sessions, lc->w->cache, name, &s, err);
     if (rc != 0)
         return rc;
     lc->held[lc->n_held++] = s;
@@ -108,14 +97,7 @@ static struct lk_str request_url(struct worker *w, struct lk_exchange *ex)
         return target;
     if (!lk_exchange_header(ex, LK_STR("host"), &host) || host.len == 0)
         host = lk_str_c(w->bound);
-    /* Assembled with memcpy, not printf: this runs for every request. */
-    struct lk_str scheme = lk_exchange_is_tls(ex) ? LK_STR("https://") : LK_STR("http://");
-    size_t len = scheme.len + host.len + target.len;
-    char *url = lk_exchange_alloc(ex, len + 1);
-    memcpy(url, scheme.ptr, scheme.len);
-    memcpy(url + scheme.len, host.ptr, host.len);
-    memcpy(url + scheme.len + host.len, target.ptr, target.len);
-    return (struct lk_str){ url, len };
+    return lk_exchange_url(ex, host);
 }
 
 const char *worker_request_url(struct worker *w, struct lk_exchange *ex)

@@ -375,9 +375,38 @@ static void test_failing_kv(void)
     lk_kv_free(&kv);
 }
 
+/* Names as ranges (routing): short ones on the stack, long ones allocated,
+ * a NUL byte never found. */
+static void test_get_by_range(void)
+{
+    struct lk_kv kv;
+    struct lk_session *s1 = make("one", fb, 2);
+    struct lk_session *got = NULL;
+    char longname[100];
+    memset(longname, 'l', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    lk_kv_memory_init(&kv);
+    CHECK_INT_EQ(lk_store_put_session(&kv, "tiny-cow", s1, NULL), 0);
+    CHECK_INT_EQ(lk_store_put_session(&kv, longname, s1, NULL), 0);
+    struct lk_str shortr = { "tiny-cow.example.com", 8 };
+    CHECK_INT_EQ(lk_store_get_session_str(&kv, NULL, shortr, &got, NULL), 0);
+    if (got)
+        CHECK_STR_EQ(got->session_token, "one");
+    lk_session_free(got);
+    got = NULL;
+    CHECK_INT_EQ(lk_store_get_session_str(&kv, NULL, lk_str_c(longname), &got, NULL), 0);
+    lk_session_free(got);
+    struct lk_str nul = { "tiny-cow\0x", 10 };
+    CHECK_INT_EQ(lk_store_get_session_str(&kv, NULL, nul, &got, NULL), LK_ENOTFOUND);
+    CHECK_INT_EQ(lk_store_get_session_str(&kv, NULL, LK_STR("tiny"), &got, NULL), LK_ENOTFOUND);
+    lk_session_free(s1);
+    lk_kv_free(&kv);
+}
+
 int main(void)
 {
     RUN(test_memory_kv);
+    RUN(test_get_by_range);
     RUN(test_scale);
     RUN(test_cache);
     RUN(test_invalid_stored);
