@@ -96,6 +96,20 @@ static void set_timer(struct lk_proxy *px, unsigned ms)
     }
 }
 
+/* Ends our own reads of the upstream socket (attach()); with
+ * libevent_reads the bufferevent's EV_READ takes over, enabled before ours
+ * goes so that epoll's interest in the fd does not change (no epoll_ctl). */
+static void own_read_off(struct lk_proxy *px, bool libevent_reads)
+{
+    if (!px->own_read)
+        return;
+    if (libevent_reads)
+        bufferevent_enable(px->up->bev, EV_READ);
+    if (px->rd_added)
+        event_del(&px->rd);
+    px->own_read = px->rd_added = false;
+}
+
 /* Frees the upstream side; reusable connections go back to the pool. */
 static void drop_upstream(struct lk_proxy *px, bool reusable)
 {
@@ -105,16 +119,7 @@ static void drop_upstream(struct lk_proxy *px, bool reusable)
         px->pending = NULL;
     }
     if (px->up != NULL) {
-        if (px->own_read) {
-            /* The pool watches a reusable connection with the bufferevent's
-             * EV_READ: enabled before ours goes, so that epoll's interest
-             * does not change. */
-            if (reusable)
-                bufferevent_enable(px->up->bev, EV_READ);
-            if (px->rd_added)
-                event_del(&px->rd);
-            px->own_read = px->rd_added = false;
-        }
+        own_read_off(px, reusable); /* the pool watches a reusable one */
         bufferevent_setcb(px->up->bev, NULL, NULL, NULL, NULL);
         /* A pooled connection keeps reading enabled (no epoll_ctl per
          * request); the pool watches it for a close. */
@@ -1073,12 +1078,7 @@ static void start_tunnel(struct lk_proxy *px)
     bufferevent_setwatermark(px->up->bev, EV_WRITE, limit / 2, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
     lk_conn_read_by_libevent(c); /* pump_dir() drives both sides' EV_READ */
-    if (px->own_read) {
-        bufferevent_enable(px->up->bev, EV_READ);
-        if (px->rd_added)
-            event_del(&px->rd);
-        px->own_read = px->rd_added = false;
-    }
+    own_read_off(px, true);
     px->c_eof = c->read_eof;
     LK_CLOG(ex->conn_id, DEBUG, "websocket tunnel open to %s", px->host);
     tunnel_pump(px);

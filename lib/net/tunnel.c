@@ -164,11 +164,6 @@ static size_t queued_out(const struct lk_tunnel *t)
     return evbuffer_get_length(t->wbuf) + evbuffer_get_length(bufferevent_get_output(t->bev));
 }
 
-/* Sends what nghttp2 has queued; called after every batch of changes. The
- * frames are gathered in wbuf and written inline (lk_net_send); while the
- * socket takes everything and nghttp2 has more (it stopped at
- * out_buffer_max), another round follows. Once the socket is full, the
- * bufferevent's write callback calls us again. */
 /* Lets every waiting bare END_STREAM go (see on_data_source). */
 static void resume_lazy(struct lk_tunnel *t)
 {
@@ -183,9 +178,13 @@ static void resume_lazy(struct lk_tunnel *t)
         if (p->stream_id != 0)
             nghttp2_session_resume_data(t->h2, p->stream_id);
     }
-    t->n_lazy = 0;
 }
 
+/* Sends what nghttp2 has queued; called after every batch of changes. The
+ * frames are gathered in wbuf and written inline (lk_net_send); while the
+ * socket takes everything and nghttp2 has more (it stopped at
+ * out_buffer_max), another round follows. Once the socket is full, the
+ * bufferevent's write callback calls us again. */
 static void flush(struct lk_tunnel *t)
 {
     for (int round = 0; !t->dead; round++) {
