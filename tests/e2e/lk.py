@@ -844,6 +844,44 @@ class ScriptedUpstream:
         self.sock.close()
 
 
+class OneShotServer:
+    """A TCP server on host:0 for one connection, served by handle(conn) in
+    a thread (subclasses define it). self.stop is set by close(), which
+    handle() may wait on to keep the connection open; close() also closes
+    the listening socket and the connection."""
+
+    def __init__(self, host="127.0.0.1"):
+        self.stop = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        try:
+            c, _ = self.sock.accept()
+        except OSError:
+            return
+        self.conns.append(c)
+        c.settimeout(10)
+        try:
+            self.handle(c)
+        except (OSError, EOFError, KeyError):
+            pass
+
+    def handle(self, conn):
+        raise NotImplementedError
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
 # ---- release channel (tests/e2e/test_install.py, test_update.py) -----------
 
 import io as _io

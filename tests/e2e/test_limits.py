@@ -221,27 +221,17 @@ def test_json_body_100_mib_plus_one_streamed_is_413(front_factory, kind):
 
 # ---- WebSocket buffers ----------------------------------------------------------
 
-class WsFlood:
+class WsFlood(lk.OneShotServer):
     """WebSocket upstream on 127.0.0.2:0. mode "flood": after the 101 it
     sends 64 KiB binary frames until a send blocks for 3 s (the proxy stopped
-    reading); mode "sink": it never reads. self.sent counts bytes sent."""
+    reading); mode "sink": it never reads. self.sent counts bytes sent;
+    self.done is set when the upstream has finished."""
 
     def __init__(self, mode):
         self.mode, self.sent, self.done = mode, 0, threading.Event()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(4)
-        self.url = f"http://127.0.0.2:{self.sock.getsockname()[1]}"
-        self.conns = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__("127.0.0.2")
 
-    def _serve(self):
-        try:
-            c, _ = self.sock.accept()
-        except OSError:
-            return
-        self.conns.append(c)
-        c.settimeout(10)
+    def handle(self, c):
         try:
             _, headers, _ = lk.read_http_head(c)
             key = dict((k.lower(), v) for k, v in headers)["sec-websocket-key"]
@@ -255,17 +245,9 @@ class WsFlood:
                     c.sendall(frame)
                     self.sent += len(frame)
             else:
-                self.done.wait(30)
-        except (OSError, KeyError, EOFError):
-            pass
+                self.stop.wait(30)
         finally:
             self.done.set()
-
-    def close(self):
-        self.done.set()
-        self.sock.close()
-        for c in self.conns:
-            c.close()
 
 
 def _ws_connect(f):
@@ -329,37 +311,16 @@ def test_websocket_client_flood_to_an_upstream_that_never_reads(linkup_bin, env,
 
 # ---- request bodies -------------------------------------------------------------
 
-class HttpSink:
+class HttpSink(lk.OneShotServer):
     """HTTP upstream on 127.0.0.2:0 that reads a request head and then never
     reads again (its socket buffers fill and stay full)."""
 
     def __init__(self):
-        self.done = threading.Event()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(4)
-        self.url = f"http://127.0.0.2:{self.sock.getsockname()[1]}"
-        self.conns = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__("127.0.0.2")
 
-    def _serve(self):
-        try:
-            c, _ = self.sock.accept()
-        except OSError:
-            return
-        self.conns.append(c)
-        c.settimeout(10)
-        try:
-            lk.read_http_head(c)
-            self.done.wait(30)
-        except (OSError, EOFError):
-            pass
-
-    def close(self):
-        self.done.set()
-        self.sock.close()
-        for c in self.conns:
-            c.close()
+    def handle(self, c):
+        lk.read_http_head(c)
+        self.stop.wait(30)
 
 
 @pytest.mark.parametrize("kind", ["server", "worker"])

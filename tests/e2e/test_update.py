@@ -9,10 +9,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
-import threading
 import time
 
 import pytest
@@ -327,38 +325,19 @@ def test_setcap_applied(server, copy, uenv):
     assert "cap_net_bind_service" in out, (out, r.stderr)
 
 
-class StallingAsset:
+class StallingAsset(lk.OneShotServer):
     """An asset server on 127.0.0.1:0 that announces 64 MiB, sends 256 KiB
     and then stalls until closed: the download is under way and not done."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.url = "http://127.0.0.1:%d/linkup-9.9.9" % self.sock.getsockname()[1]
-        self.stop = threading.Event()
-        self.conns = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
+        self.url += "/linkup-9.9.9"
 
-    def _serve(self):
-        try:
-            c, _ = self.sock.accept()
-        except OSError:
-            return
-        self.conns.append(c)
-        try:
-            c.recv(65536)
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (64 * 1024 * 1024))
-            c.sendall(b"x" * 256 * 1024)
-            self.stop.wait(30)
-        except OSError:
-            pass
-
-    def close(self):
-        self.stop.set()
-        self.sock.close()
-        for c in self.conns:
-            c.close()
+    def handle(self, c):
+        lk.read_http_head(c)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (64 * 1024 * 1024))
+        c.sendall(b"x" * 256 * 1024)
+        self.stop.wait(30)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
