@@ -75,6 +75,16 @@ int lk_buf_add(struct lk_buf *b, const void *p, size_t n)
     return 0;
 }
 
+char *lk_buf_grow(struct lk_buf *b, size_t n)
+{
+    if (reserve(b, n) != 0)
+        return NULL;
+    char *p = b->data + b->len;
+    b->len += n;
+    b->data[b->len] = '\0';
+    return p;
+}
+
 int lk_buf_adds(struct lk_buf *b, const char *s)
 {
     return lk_buf_add(b, s, strlen(s));

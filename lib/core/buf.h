@@ -38,6 +38,10 @@ int lk_buf_add(struct lk_buf *b, const void *p, size_t n);
 int lk_buf_adds(struct lk_buf *b, const char *s);
 int lk_buf_addstr(struct lk_buf *b, struct lk_str s);
 int lk_buf_addch(struct lk_buf *b, char c);
+/* Appends n bytes for the caller to fill and returns where they start (the
+ * terminating NUL is already after them); NULL (nothing appended) past the
+ * cap. For writers that know a piece's whole length up front. */
+char *lk_buf_grow(struct lk_buf *b, size_t n);
 /* Appends v in decimal (lk_u64_to_dec). */
 int lk_buf_add_u64(struct lk_buf *b, uint64_t v);
 int lk_buf_addf(struct lk_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -62,6 +62,8 @@ long lk_str_find(struct lk_str s, struct lk_str needle)
 
 bool lk_str_has_token(struct lk_str list, struct lk_str tok)
 {
+    if (tok.len > list.len) /* no item is longer than the list */
+        return false;
     size_t i = 0;
     while (i <= list.len) {
         size_t j = i;

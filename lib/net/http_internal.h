@@ -82,7 +82,6 @@ struct lk_conn {
     bool head_begun; /* bytes of the next head have arrived */
     unsigned n_requests;
     struct lk_exchange *ex;         /* current exchange, or NULL */
-    struct lk_http_header *scratch; /* parser output array (max_headers) */
     uint64_t discard_left;          /* LK_CONN_DISCARDING budget */
 };
 
@@ -147,7 +146,12 @@ struct lk_http_server {
     size_t n_pool_hosts;
     size_t n_idle;
     struct lk_buf head_buf;              /* scratch for outgoing heads; reset per use */
-    struct lk_http_header *resp_scratch; /* parser output for upstream heads */
+    /* Parser output for client and upstream heads: a parse and the copy
+     * of its result into the exchange (exchange_new(), read_response_head())
+     * run without returning to the loop, so one array of each serves every
+     * connection. */
+    struct lk_http_header *req_scratch;
+    struct lk_http_header *resp_scratch;
     struct event log_flush;              /* flushes the buffered access log */
     bool log_flush_set;
     uint64_t next_id;

@@ -147,10 +147,19 @@ static struct timeval ms_tv(unsigned ms)
 
 void lk_head_add_field(struct lk_buf *b, struct lk_str name, struct lk_str value)
 {
-    lk_buf_addstr(b, name);
-    lk_buf_add(b, ": ", 2);
-    lk_buf_addstr(b, value);
-    lk_buf_add(b, "\r\n", 2);
+    char *p = lk_buf_grow(b, name.len + value.len + 4); /* "name: value\r\n" */
+    if (p == NULL)
+        return;
+    if (name.len) /* an empty lk_str may have a NULL ptr */
+        memcpy(p, name.ptr, name.len);
+    p += name.len;
+    *p++ = ':';
+    *p++ = ' ';
+    if (value.len)
+        memcpy(p, value.ptr, value.len);
+    p += value.len;
+    *p++ = '\r';
+    *p = '\n';
 }
 
 void lk_head_add_hex(struct lk_buf *b, uint64_t v)
@@ -367,7 +376,6 @@ static void conn_destroy(struct lk_conn *c)
     }
     if (c->bev != NULL) /* NULL after lk_exchange_upgrade() took it */
         lk_net_bev_free(c->bev);
-    free(c->scratch);
     if (--c->srv->n_conns == 0)
         lk_heap_idle_quiet(c->srv->heap_idle);
     free(c);
@@ -939,7 +947,7 @@ static void read_head(struct lk_conn *c)
     if (evbuffer_get_length(out) > c->srv->opts.stream_buffer_max)
         return;
     size_t n = len < c->srv->opts.limits.max_head + 1 ? len : c->srv->opts.limits.max_head + 1;
-    struct lk_http1_request req = { .headers = c->scratch,
+    struct lk_http1_request req = { .headers = c->srv->req_scratch,
                                     .headers_cap = c->srv->opts.limits.max_headers };
     const char *why = NULL;
     /* Parse in place in the first chain; pull the head together only when
@@ -1159,7 +1167,6 @@ static struct lk_conn *conn_new(struct lk_http_server *srv)
     struct lk_conn *c = lk_xcalloc(1, sizeof(*c));
     c->srv = srv;
     c->id = ++srv->next_id;
-    c->scratch = lk_xcalloc(srv->opts.limits.max_headers + 1, sizeof(*c->scratch));
     return c;
 }
 
@@ -1264,6 +1271,7 @@ int lk_http_server_new(struct event_base *base, const struct lk_http_server_opts
     evtimer_assign(&srv->log_flush, base, on_log_flush, srv);
     srv->heap_idle = lk_heap_idle_new(base, HEAP_IDLE_TRIM_MS);
     lk_buf_init(&srv->head_buf, 0);
+    srv->req_scratch = lk_xcalloc(srv->opts.limits.max_headers + 1, sizeof(*srv->req_scratch));
     srv->resp_scratch = lk_xcalloc(srv->opts.limits.max_headers + 1, sizeof(*srv->resp_scratch));
     srv->opts.dns = NULL;
     srv->opts.upstream_ca_file = NULL;
@@ -1364,6 +1372,7 @@ static void free_everything(struct lk_http_server *srv)
         evtimer_del(&srv->log_flush);
     lk_log_flush();
     lk_buf_release(&srv->head_buf);
+    free(srv->req_scratch);
     free(srv->resp_scratch);
     free(srv);
 }

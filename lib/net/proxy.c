@@ -225,18 +225,30 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- building the request head ------------------------------------------ */
 
-static bool listed_in_connection(const struct lk_http_header *h, size_t n, struct lk_str name)
+/* The part of a field list that can hold Connection fields: from the first
+ * one on (n == 0 when there is none), found once per head so that checking
+ * each field against the Connection tokens does not rescan the whole list. */
+struct conn_fields {
+    const struct lk_http_header *h;
+    size_t n;
+};
+
+static struct conn_fields connection_fields(const struct lk_http_header *h, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (lk_str_ieq(h[i].name, LK_STR("connection")) && lk_str_has_token(h[i].value, name))
+    const struct lk_http_header *first = lk_http1_find_header(h, n, LK_STR("connection"));
+    if (first == NULL)
+        return (struct conn_fields){ NULL, 0 };
+    return (struct conn_fields){ first, n - (size_t)(first - h) };
+}
+
+/* name is a token of some Connection field (RFC 9110 §7.6.1). */
+static bool listed_in_connection(struct conn_fields cf, struct lk_str name)
+{
+    for (size_t i = 0; i < cf.n; i++) {
+        if (lk_str_ieq(cf.h[i].name, LK_STR("connection")) && lk_str_has_token(cf.h[i].value, name))
             return true;
     }
     return false;
-}
-
-static bool has_connection(const struct lk_http_header *h, size_t n)
-{
-    return lk_http1_find_header(h, n, LK_STR("connection")) != NULL;
 }
 
 /* True when h is a field the client sent (the program passed the engine's own
@@ -253,21 +265,20 @@ static bool is_client_field(const struct lk_exchange *ex, const struct lk_http_h
     return false;
 }
 
-/* check_conn: some Connection header exists (else the per-header scan of
- * Connection tokens is skipped). */
-static bool skip_request_header(const struct lk_exchange *ex, const struct lk_proxy_req *spec,
-                                const struct lk_http_header *h, bool check_conn)
+/* spec_conn, req_conn: the Connection fields of the program's and the
+ * client's lists (connection_fields()). */
+static bool skip_request_header(const struct lk_exchange *ex, const struct lk_http_header *h,
+                                bool websocket, struct conn_fields spec_conn,
+                                struct conn_fields req_conn)
 {
     struct lk_str name = h->name;
     if (lk_str_ieq(name, LK_STR("host")) || lk_str_ieq(name, LK_STR("content-length")))
         return true;
     if (lk_str_ieq(name, LK_STR("upgrade")))
-        return !spec->websocket;
+        return !websocket;
     if (lk_http1_is_hop_by_hop(name))
         return true;
-    return check_conn &&
-           (listed_in_connection(spec->headers, spec->n_headers, name) ||
-            listed_in_connection(ex->req.headers, ex->req.n_headers, name)) &&
+    return (listed_in_connection(spec_conn, name) || listed_in_connection(req_conn, name)) &&
            is_client_field(ex, h);
 }
 
@@ -291,11 +302,11 @@ static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
         lk_url_host_port(url, b);
     lk_buf_add(b, "\r\n", 2);
     bool has_upgrade = false;
-    bool check_conn = has_connection(spec->headers, spec->n_headers) ||
-                      has_connection(ex->req.headers, ex->req.n_headers);
+    struct conn_fields spec_conn = connection_fields(spec->headers, spec->n_headers);
+    struct conn_fields req_conn = connection_fields(ex->req.headers, ex->req.n_headers);
     for (size_t i = 0; i < spec->n_headers; i++) {
         const struct lk_http_header *h = &spec->headers[i];
-        if (skip_request_header(ex, spec, h, check_conn))
+        if (skip_request_header(ex, h, spec->websocket, spec_conn, req_conn))
             continue;
         has_upgrade |= lk_str_ieq(h->name, LK_STR("upgrade"));
         lk_head_add_field(b, h->name, h->value);
@@ -588,7 +599,7 @@ static void add_header(struct lk_buf *out, const struct lk_http_header *h)
 static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
 {
     const struct lk_http1_response *r = &px->resp;
-    bool check_conn = has_connection(r->headers, r->n_headers);
+    struct conn_fields conn = connection_fields(r->headers, r->n_headers);
     for (size_t i = 0; i < r->n_headers; i++) {
         struct lk_str name = r->headers[i].name;
         bool drop;
@@ -597,7 +608,7 @@ static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
                    lk_str_ieq(name, LK_STR("content-encoding"));
         } else {
             drop = lk_http1_is_hop_by_hop(name) ||
-                   (check_conn && listed_in_connection(r->headers, r->n_headers, name)) ||
+                   listed_in_connection(conn, name) ||
                    (lk_str_ieq(name, LK_STR("content-length")) &&
                     px->resp_kind != LK_HTTP1_BODY_LENGTH && px->resp_kind != LK_HTTP1_BODY_NONE);
         }

@@ -491,9 +491,11 @@ static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size
 
 /* ---- opening streams (worker side) --------------------------------------- */
 
-#define NV(n, v)                                                                           \
-    {                                                                                      \
-        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE \
+/* Name and value are string literals: nghttp2 need not copy them. */
+#define NV(n, v)                                                         \
+    {                                                                    \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1,    \
+            NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE \
     }
 
 int lk_tunnel_connect(void *tunnel, struct bufferevent **out, char *errtext, size_t errtext_len)

@@ -2,6 +2,7 @@
  * test_buf.c - lk_buf, lk_str and lk_strerror.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/buf.h"
 #include "core/err.h"
@@ -39,6 +40,27 @@ static void test_buf_static_init(void)
     for (int i = 0; i < 1000; i++)
         CHECK_INT_EQ(lk_buf_addch(&b, 'a'), 0);
     CHECK_INT_EQ(b.len, 1000);
+    lk_buf_release(&b);
+}
+
+static void test_buf_grow(void)
+{
+    struct lk_buf b;
+    lk_buf_init(&b, 8);
+    char *p = lk_buf_grow(&b, 3);
+    CHECK(p != NULL);
+    memcpy(p, "abc", 3);
+    CHECK_INT_EQ(b.len, 3);
+    CHECK_STR_EQ(b.data, "abc");
+    CHECK(lk_buf_grow(&b, 0) == b.data + 3);
+    /* Past the cap: nothing is appended, not even part of it. */
+    CHECK(lk_buf_grow(&b, 6) == NULL);
+    CHECK_INT_EQ(b.len, 3);
+    CHECK_STR_EQ(b.data, "abc");
+    p = lk_buf_grow(&b, 5);
+    CHECK(p != NULL);
+    memcpy(p, "defgh", 5);
+    CHECK_STR_EQ(b.data, "abcdefgh");
     lk_buf_release(&b);
 }
 
@@ -95,6 +117,7 @@ int main(void)
 {
     RUN(test_buf_append_and_cap);
     RUN(test_buf_static_init);
+    RUN(test_buf_grow);
     RUN(test_str_helpers);
     RUN(test_mem_ct_eq);
     RUN(test_u64_to_dec);
