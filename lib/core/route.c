@@ -321,100 +321,6 @@ static int resolve(const struct lk_session *s, struct lk_str name, struct lk_str
     return rc;
 }
 
-/* Bytes that lk_url_parse keeps as they are in the path of an http(s) URL
- * (no percent-encoding, no "\\" -> "/", no percent-decoding of "%2e"):
- * unreserved, sub-delims, ":", "@" and "/". */
-static bool is_plain_path_byte(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != '\0' && strchr("-._~!$&()*+,;=:@/", c) != NULL);
-}
-
-/* Bytes an http(s) query keeps as they are (WHATWG special-query set). */
-static bool is_plain_query_byte(unsigned char c)
-{
-    return c > 0x20 && c < 0x7f && c != '"' && c != '#' && c != '<' && c != '>' && c != '\'';
-}
-
-/* True when the path [p, p + n) has a "." or ".." segment. */
-static bool has_dot_segment(const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] != '/')
-            continue;
-        size_t dots = 0;
-        while (i + 1 + dots < n && p[i + 1 + dots] == '.')
-            dots++;
-        if ((dots == 1 || dots == 2) && (i + 1 + dots == n || p[i + 1 + dots] == '/'))
-            return true;
-    }
-    return false;
-}
-
-/*
- * The common request URL, "http(s)://host[:port]/path[?query]" with a plain
- * host and a path and query that normalisation leaves unchanged, split
- * without lk_url_parse's copies (this runs for every proxied request). u
- * gets the fields build_url and resolve read: scheme, path and query copied
- * into mem (cap bytes), no userinfo, no host (the service's replaces it).
- * False when url is anything else; the caller then parses it in full.
- */
-static bool split_plain_url(struct lk_str url, char *mem, size_t cap, struct lk_url *u)
-{
-    const char *scheme = NULL;
-    if (lk_str_starts_with(url, LK_STR("http://")))
-        scheme = "http";
-    else if (lk_str_starts_with(url, LK_STR("https://")))
-        scheme = "https";
-    if (scheme == NULL)
-        return false;
-    size_t i = strlen(scheme) + 3;
-    size_t host_start = i;
-    while (i < url.len &&
-           ((url.ptr[i] >= 'a' && url.ptr[i] <= 'z') || (url.ptr[i] >= '0' && url.ptr[i] <= '9') ||
-            url.ptr[i] == '.' || url.ptr[i] == '-'))
-        i++;
-    if (i == host_start)
-        return false;
-    if (i < url.len && url.ptr[i] == ':') {
-        size_t port_start = ++i;
-        while (i < url.len && url.ptr[i] >= '0' && url.ptr[i] <= '9')
-            i++;
-        if (i - port_start > 5 ||
-            (i - port_start == 5 && memcmp(url.ptr + port_start, "65535", 5) > 0))
-            return false;
-    }
-    if (i >= url.len || url.ptr[i] != '/')
-        return false;
-    size_t path_start = i;
-    while (i < url.len && url.ptr[i] != '?' && is_plain_path_byte((unsigned char)url.ptr[i]))
-        i++;
-    size_t path_len = i - path_start;
-    size_t query_start = i + 1;
-    if (i < url.len && url.ptr[i] == '?') {
-        for (i = query_start; i < url.len && is_plain_query_byte((unsigned char)url.ptr[i]);)
-            i++;
-    }
-    if (i != url.len || has_dot_segment(url.ptr + path_start, path_len))
-        return false;
-    size_t scheme_len = strlen(scheme);
-    size_t query_len = query_start <= url.len ? url.len - query_start : 0;
-    if (scheme_len + path_len + query_len + 3 > cap)
-        return false;
-    memset(u, 0, sizeof(*u));
-    u->port = -1;
-    u->scheme = memcpy(mem, scheme, scheme_len + 1);
-    u->path = mem + scheme_len + 1;
-    memcpy(u->path, url.ptr + path_start, path_len);
-    u->path[path_len] = '\0';
-    if (query_start <= url.len) {
-        u->query = u->path + path_len + 1;
-        memcpy(u->query, url.ptr + query_start, query_len);
-        u->query[query_len] = '\0';
-    }
-    return true;
-}
-
 int lk_route_find_target(const struct lk_session *s, struct lk_str session_name, struct lk_str url,
                          const struct lk_header *h, size_t n, struct lk_route_target *out)
 {
@@ -422,7 +328,7 @@ int lk_route_find_target(const struct lk_session *s, struct lk_str session_name,
     char mem[1024];
     out->service = NULL;
     lk_buf_reset(&out->url);
-    bool plain = split_plain_url(url, mem, sizeof(mem), &u);
+    bool plain = lk_url_split_plain(url, mem, sizeof(mem), &u);
     if (!plain && lk_url_parse(url.ptr, url.len, &u, NULL) != 0)
         return LK_EPARSE;
     int rc;

@@ -586,6 +586,129 @@ out:
     return rc;
 }
 
+/* ---- the common URL without a parse (lk_url_split_plain) ---------------- */
+
+/* Bytes that the path parse keeps as they are in an http(s) URL (no
+ * percent-encoding, no "\\" -> "/", no percent-decoding of "%2e"):
+ * unreserved, sub-delims, ":", "@" and "/". */
+static bool is_plain_path_byte(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("-._~!$&()*+,;=:@/", c) != NULL);
+}
+
+/* Bytes an http(s) query keeps as they are (WHATWG special-query set). */
+static bool is_plain_query_byte(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && c != '"' && c != '#' && c != '<' && c != '>' && c != '\'';
+}
+
+/* True when the path [p, p + n) has a "." or ".." segment. */
+static bool has_dot_segment(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != '/')
+            continue;
+        size_t dots = 0;
+        while (i + 1 + dots < n && p[i + 1 + dots] == '.')
+            dots++;
+        if ((dots == 1 || dots == 2) && (i + 1 + dots == n || p[i + 1 + dots] == '/'))
+            return true;
+    }
+    return false;
+}
+
+/* Dotted decimal as parse_ipv4() writes it: four parts of 0-255 without
+ * leading zeros. */
+static bool is_dotted_quad(const char *h, size_t n)
+{
+    size_t parts = 0, i = 0;
+    while (i < n) {
+        size_t start = i;
+        unsigned v = 0;
+        while (i < n && is_digit(h[i]) && i - start < 3)
+            v = v * 10 + (unsigned)(h[i++] - '0');
+        size_t len = i - start;
+        if (len == 0 || v > 255 || (len > 1 && h[start] == '0') || ++parts > 4)
+            return false;
+        if (i < n && (h[i] != '.' || i + 1 == n))
+            return false;
+        i += i < n;
+    }
+    return parts == 4;
+}
+
+bool lk_url_split_plain(struct lk_str s, char *mem, size_t cap, struct lk_url *url)
+{
+    const char *scheme = NULL;
+    if (lk_str_starts_with(s, LK_STR("http://")))
+        scheme = "http";
+    else if (lk_str_starts_with(s, LK_STR("https://")))
+        scheme = "https";
+    if (scheme == NULL)
+        return false;
+    size_t scheme_len = strlen(scheme);
+    size_t i = scheme_len + 3;
+    size_t host_start = i;
+    while (i < s.len && ((s.ptr[i] >= 'a' && s.ptr[i] <= 'z') || is_digit(s.ptr[i]) ||
+                         s.ptr[i] == '.' || s.ptr[i] == '-'))
+        i++;
+    size_t host_len = i - host_start;
+    if (host_len == 0 || host_len > 253)
+        return false;
+    int port = -1;
+    if (i < s.len && s.ptr[i] == ':') {
+        size_t port_start = ++i;
+        while (i < s.len && is_digit(s.ptr[i]) && i - port_start < 5)
+            i++;
+        if (i < s.len && is_digit(s.ptr[i]))
+            return false; /* six digits or more: lk_url_parse decides */
+        if (i > port_start) {
+            uint64_t v = 0;
+            if (lk_str_to_u64((struct lk_str){ s.ptr + port_start, i - port_start }, 65535, &v) !=
+                0)
+                return false;
+            port = (int)v == lk_url_default_port(scheme) ? -1 : (int)v;
+        }
+    }
+    if (i >= s.len || s.ptr[i] != '/')
+        return false;
+    size_t path_start = i;
+    while (i < s.len && s.ptr[i] != '?' && is_plain_path_byte((unsigned char)s.ptr[i]))
+        i++;
+    size_t path_len = i - path_start;
+    size_t query_start = i + 1;
+    if (i < s.len && s.ptr[i] == '?') {
+        for (i = query_start; i < s.len && is_plain_query_byte((unsigned char)s.ptr[i]);)
+            i++;
+    }
+    if (i != s.len || has_dot_segment(s.ptr + path_start, path_len))
+        return false;
+    size_t query_len = query_start <= s.len ? s.len - query_start : 0;
+    if (scheme_len + host_len + path_len + query_len + 4 > cap)
+        return false;
+    /* The host as parse_domain() leaves it: what ends in a number is an IPv4
+     * address, kept as it is only when written the way parse_ipv4() would. */
+    char *host = mem + scheme_len + 1;
+    memcpy(host, s.ptr + host_start, host_len);
+    host[host_len] = '\0';
+    if (ends_in_number(host) && !is_dotted_quad(host, host_len))
+        return false;
+    memset(url, 0, sizeof(*url));
+    url->port = port;
+    url->scheme = memcpy(mem, scheme, scheme_len + 1);
+    url->host = host;
+    url->path = host + host_len + 1;
+    memcpy(url->path, s.ptr + path_start, path_len);
+    url->path[path_len] = '\0';
+    if (query_start <= s.len) {
+        url->query = url->path + path_len + 1;
+        memcpy(url->query, s.ptr + query_start, query_len);
+        url->query[query_len] = '\0';
+    }
+    return true;
+}
+
 void lk_url_release(struct lk_url *url)
 {
     free(url->scheme);

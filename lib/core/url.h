@@ -37,6 +37,16 @@ struct lk_url {
  * *why (static text) when why is non-NULL. *url is untouched on failure. */
 int lk_url_parse(const char *s, size_t len, struct lk_url *url, const char **why);
 
+/* The common URL, "http(s)://host[:port]/path[?query]", whose lk_url_parse
+ * would leave every part as it is (a lower-case ASCII host that is not an
+ * IPv4 address in another form than dotted decimal, a path without
+ * percent-encoding work or dot segments, a plain query), split into *url
+ * without allocating: scheme, host, path and query are copied into mem (cap
+ * bytes), which must outlive *url; port, userinfo and fragment as
+ * lk_url_parse sets them. Do not lk_url_release() the result. False (and
+ * *url untouched) for anything else; lk_url_parse then gives the answer. */
+bool lk_url_split_plain(struct lk_str s, char *mem, size_t cap, struct lk_url *url);
+
 /* Frees the owned strings; the struct may be reused. Safe on a zeroed struct. */
 void lk_url_release(struct lk_url *url);
 

@@ -416,8 +416,12 @@ static int setup(struct lk_proxy *px, const struct lk_proxy_req *spec)
 {
     struct lk_exchange *ex = px->ex;
     struct lk_url url;
+    char mem[1024];
     const char *why = NULL;
-    if (spec->url == NULL || lk_url_parse(spec->url, strlen(spec->url), &url, &why) != 0) {
+    bool plain =
+        spec->url != NULL && lk_url_split_plain(lk_str_c(spec->url), mem, sizeof(mem), &url);
+    if (!plain &&
+        (spec->url == NULL || lk_url_parse(spec->url, strlen(spec->url), &url, &why) != 0)) {
         snprintf(px->errtext, sizeof(px->errtext), "invalid upstream URL: %s",
                  why ? why : "missing");
         return LK_EINVAL;
@@ -440,7 +444,8 @@ static int setup(struct lk_proxy *px, const struct lk_proxy_req *spec)
         px->host = lk_net_arena_strndup(&ex->arena, url.host, hl);
     build_head(px, spec, &url);
 out:
-    lk_url_release(&url);
+    if (!plain)
+        lk_url_release(&url);
     return rc;
 }
 
@@ -607,8 +612,7 @@ static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
             drop = lk_str_ieq(name, LK_STR("content-length")) ||
                    lk_str_ieq(name, LK_STR("content-encoding"));
         } else {
-            drop = lk_http1_is_hop_by_hop(name) ||
-                   listed_in_connection(conn, name) ||
+            drop = lk_http1_is_hop_by_hop(name) || listed_in_connection(conn, name) ||
                    (lk_str_ieq(name, LK_STR("content-length")) &&
                     px->resp_kind != LK_HTTP1_BODY_LENGTH && px->resp_kind != LK_HTTP1_BODY_NONE);
         }

@@ -203,6 +203,82 @@ static void test_default_port(void)
 }
 
 /* Normalising is idempotent: the output of normalize normalises to itself. */
+/* CHECK(cond), naming the input it failed for. */
+#define CHECK_FOR(cond, what)                           \
+    do {                                                \
+        if (!(cond))                                    \
+            fprintf(stderr, "  for \"%s\":\n", (what)); \
+        CHECK(cond);                                    \
+    } while (0)
+
+static bool same_field(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* lk_url_split_plain: takes exactly the URLs it claims to, and gives for each
+ * what lk_url_parse gives. */
+static void test_split_plain(void)
+{
+    static const struct {
+        const char *in;
+        bool plain;
+    } cases[] = {
+        { "http://localhost:8080/", true },
+        { "http://localhost:80/a/b?x=1&y=%20", true },
+        { "https://api.example.com/v1/items?", true },
+        { "https://api.example.com:443/", true },
+        { "http://127.0.0.1:3000/x", true },
+        { "http://10.0.0.255/", true },
+        { "http://h:/p", true },
+        { "http://h:0/p", true },
+        { "http://a-b.c-d.example/~u/!$&()*+,;=:@-._", true },
+        { "http://localhost:8080", false }, /* no path: the parse adds "/" */
+        { "http://LocalHost/", false },     /* upper case: the parse lowers it */
+        { "http://127.1/", false },         /* IPv4 shorthand */
+        { "http://0x7f.0.0.1/", false },    /* hex IPv4 */
+        { "http://010.0.0.1/", false },     /* octal IPv4 */
+        { "http://256.0.0.1/", false },     /* invalid IPv4 */
+        { "http://1.2.3.4.5/", false },     /* ends in a number */
+        { "http://example.123/", false },   /* ends in a number */
+        { "http://h/a/../b", false },       /* dot segment */
+        { "http://h/a/./b", false },        /* dot segment */
+        { "http://h/%2e%2E/b", false },     /* percent-encoded */
+        { "http://h/a b", false },          /* encoded by the parse */
+        { "http://h/a\\b", false },         /* "\\" becomes "/" */
+        { "http://h/a#f", false },          /* fragment */
+        { "http://h/?a#f", false },         /* fragment */
+        { "http://u:p@h/", false },         /* userinfo */
+        { "http://[::1]:8080/", false },    /* IPv6 */
+        { "http://h:65536/", false },       /* bad port */
+        { "http://h:000080/", false },      /* six digits: the parse decides */
+        { "ws://h/", false },
+        { "HTTP://h/", false },
+        { "http:/h/", false },
+        { "", false },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char mem[256];
+        struct lk_url a, b;
+        struct lk_str in = lk_str_c(cases[i].in);
+        bool plain = lk_url_split_plain(in, mem, sizeof(mem), &a);
+        CHECK_FOR(plain == cases[i].plain, cases[i].in);
+        if (!plain)
+            continue;
+        CHECK_INT_EQ(lk_url_parse(in.ptr, in.len, &b, NULL), 0);
+        CHECK_FOR(same_field(a.scheme, b.scheme) && same_field(a.userinfo, b.userinfo) &&
+                      same_field(a.host, b.host) && a.port == b.port &&
+                      same_field(a.path, b.path) && same_field(a.query, b.query) &&
+                      same_field(a.fragment, b.fragment),
+                  cases[i].in);
+        lk_url_release(&b);
+    }
+    /* Too small a buffer: not split (the caller parses). */
+    char tiny[8];
+    struct lk_url u;
+    CHECK(!lk_url_split_plain(LK_STR("http://localhost/"), tiny, sizeof(tiny), &u));
+}
+
 static void test_idempotent(void)
 {
     static const char *const inputs[] = {
@@ -232,5 +308,6 @@ int main(void)
     RUN(test_fields);
     RUN(test_default_port);
     RUN(test_idempotent);
+    RUN(test_split_plain);
     return DONE();
 }
