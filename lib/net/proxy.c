@@ -225,27 +225,52 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- building the request head ------------------------------------------ */
 
-/* The part of a field list that can hold Connection fields: from the first
- * one on (n == 0 when there is none), found once per head so that checking
- * each field against the Connection tokens does not rescan the whole list. */
-struct conn_fields {
+/* The tokens of a field list's Connection fields (RFC 9110 §7.6.1), split
+ * once per head so that checking each field against them costs a few
+ * length compares. When they do not fit, h and n keep the list and
+ * listed_in_connection() scans it as lk_str_has_token() would. */
+#define CONN_TOKENS_MAX 8
+struct conn_tokens {
+    struct lk_str tok[CONN_TOKENS_MAX];
+    size_t n_tok;
     const struct lk_http_header *h;
     size_t n;
 };
 
-static struct conn_fields connection_fields(const struct lk_http_header *h, size_t n)
+static void connection_tokens(const struct lk_http_header *h, size_t n, struct conn_tokens *ct)
 {
-    const struct lk_http_header *first = lk_http1_find_header(h, n, LK_STR("connection"));
-    if (first == NULL)
-        return (struct conn_fields){ NULL, 0 };
-    return (struct conn_fields){ first, n - (size_t)(first - h) };
+    ct->n_tok = 0;
+    ct->h = NULL;
+    ct->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!lk_str_ieq(h[i].name, LK_STR("connection")))
+            continue;
+        struct lk_str v = h[i].value;
+        for (size_t at = 0; at <= v.len;) { /* the items lk_str_has_token() sees */
+            size_t end = at;
+            while (end < v.len && v.ptr[end] != ',')
+                end++;
+            if (ct->n_tok == CONN_TOKENS_MAX) {
+                ct->h = h;
+                ct->n = n;
+                return;
+            }
+            ct->tok[ct->n_tok++] = lk_str_trim((struct lk_str){ v.ptr + at, end - at });
+            at = end + 1;
+        }
+    }
 }
 
-/* name is a token of some Connection field (RFC 9110 §7.6.1). */
-static bool listed_in_connection(struct conn_fields cf, struct lk_str name)
+/* name is a token of some Connection field. */
+static bool listed_in_connection(const struct conn_tokens *ct, struct lk_str name)
 {
-    for (size_t i = 0; i < cf.n; i++) {
-        if (lk_str_ieq(cf.h[i].name, LK_STR("connection")) && lk_str_has_token(cf.h[i].value, name))
+    for (size_t i = 0; i < ct->n; i++) {
+        if (lk_str_ieq(ct->h[i].name, LK_STR("connection")) &&
+            lk_str_has_token(ct->h[i].value, name))
+            return true;
+    }
+    for (size_t i = 0; i < ct->n_tok; i++) {
+        if (lk_str_ieq(ct->tok[i], name))
             return true;
     }
     return false;
@@ -265,11 +290,11 @@ static bool is_client_field(const struct lk_exchange *ex, const struct lk_http_h
     return false;
 }
 
-/* spec_conn, req_conn: the Connection fields of the program's and the
- * client's lists (connection_fields()). */
+/* spec_conn, req_conn: the Connection tokens of the program's and the
+ * client's lists. */
 static bool skip_request_header(const struct lk_exchange *ex, const struct lk_http_header *h,
-                                bool websocket, struct conn_fields spec_conn,
-                                struct conn_fields req_conn)
+                                bool websocket, const struct conn_tokens *spec_conn,
+                                const struct conn_tokens *req_conn)
 {
     struct lk_str name = h->name;
     if (lk_str_ieq(name, LK_STR("host")) || lk_str_ieq(name, LK_STR("content-length")))
@@ -302,11 +327,12 @@ static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
         lk_url_host_port(url, b);
     lk_buf_add(b, "\r\n", 2);
     bool has_upgrade = false;
-    struct conn_fields spec_conn = connection_fields(spec->headers, spec->n_headers);
-    struct conn_fields req_conn = connection_fields(ex->req.headers, ex->req.n_headers);
+    struct conn_tokens spec_conn, req_conn;
+    connection_tokens(spec->headers, spec->n_headers, &spec_conn);
+    connection_tokens(ex->req.headers, ex->req.n_headers, &req_conn);
     for (size_t i = 0; i < spec->n_headers; i++) {
         const struct lk_http_header *h = &spec->headers[i];
-        if (skip_request_header(ex, h, spec->websocket, spec_conn, req_conn))
+        if (skip_request_header(ex, h, spec->websocket, &spec_conn, &req_conn))
             continue;
         has_upgrade |= lk_str_ieq(h->name, LK_STR("upgrade"));
         lk_head_add_field(b, h->name, h->value);
@@ -604,7 +630,8 @@ static void add_header(struct lk_buf *out, const struct lk_http_header *h)
 static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
 {
     const struct lk_http1_response *r = &px->resp;
-    struct conn_fields conn = connection_fields(r->headers, r->n_headers);
+    struct conn_tokens conn;
+    connection_tokens(r->headers, r->n_headers, &conn);
     for (size_t i = 0; i < r->n_headers; i++) {
         struct lk_str name = r->headers[i].name;
         bool drop;
@@ -612,7 +639,7 @@ static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
             drop = lk_str_ieq(name, LK_STR("content-length")) ||
                    lk_str_ieq(name, LK_STR("content-encoding"));
         } else {
-            drop = lk_http1_is_hop_by_hop(name) || listed_in_connection(conn, name) ||
+            drop = lk_http1_is_hop_by_hop(name) || listed_in_connection(&conn, name) ||
                    (lk_str_ieq(name, LK_STR("content-length")) &&
                     px->resp_kind != LK_HTTP1_BODY_LENGTH && px->resp_kind != LK_HTTP1_BODY_NONE);
         }
