@@ -188,7 +188,10 @@ static void resume_lazy(struct lk_tunnel *t)
 static void flush(struct lk_tunnel *t)
 {
     for (int round = 0; !t->dead; round++) {
-        if (t->n_lazy > 0 && nghttp2_session_want_write(t->h2))
+        bool want = nghttp2_session_want_write(t->h2) != 0;
+        if (!want)
+            break; /* a wake-up with nothing to frame costs a whole send pass */
+        if (t->n_lazy > 0)
             resume_lazy(t); /* they leave with the frames that go now */
         int rc = nghttp2_session_send(t->h2);
         if (rc != 0) {
@@ -325,6 +328,33 @@ static void on_pipe_input(struct evbuffer *in, const struct evbuffer_cb_info *in
         bufferevent_disable(p->bev, EV_READ);
 }
 
+/* All that is left of p's stream is a bare END_STREAM that only completes
+ * its close: the engine shut its end, nothing of it is left to send, and the
+ * peer finished first (the worker's engine letting go of a stream after the
+ * whole response). */
+static bool wants_lazy_close(const struct lk_tunnel_pipe *p)
+{
+    return p->in_eof && !p->lazy_done && p->bev != NULL &&
+           evbuffer_get_length(bufferevent_get_input(p->bev)) == 0 &&
+           nghttp2_session_get_stream_remote_close(p->t->h2, p->stream_id) == 1;
+}
+
+/* Such an END_STREAM waits to leave with other frames, typically the next
+ * request's, or for LAZY_CLOSE_MS: one write and one wake-up of the peer
+ * fewer per request. The stream stays deferred in nghttp2 until
+ * resume_lazy(). */
+static void go_lazy(struct lk_tunnel_pipe *p)
+{
+    struct lk_tunnel *t = p->t;
+    p->lazy = true;
+    p->deferred = true;
+    t->n_lazy++;
+    if (!event_pending(&t->lazy_ev, EV_TIMEOUT, NULL)) {
+        struct timeval tv = { 0, LAZY_CLOSE_MS * 1000 };
+        evtimer_add(&t->lazy_ev, &tv);
+    }
+}
+
 /* Wakes a data provider that waits for the engine's bytes or EOF (or sends
  * the local side's ":status 200" with the first of them). */
 static void pipe_wake(struct lk_tunnel_pipe *p)
@@ -332,6 +362,17 @@ static void pipe_wake(struct lk_tunnel_pipe *p)
     struct lk_tunnel *t = p->t;
     if (p->stream_id == 0 || t->dead)
         return;
+    /* A read callback of the pair can come after flush() took the bytes it
+     * announced: with nothing new and no EOF, waking the provider would
+     * only make it defer again, at the cost of a send pass. */
+    if (p->bev != NULL && !p->in_eof && evbuffer_get_length(bufferevent_get_input(p->bev)) == 0)
+        return;
+    if (p->deferred && !p->lazy && !p->unanswered && wants_lazy_close(p)) {
+        /* Deferred in nghttp2 already: going lazy here spares a send pass
+         * that would only defer it again. */
+        go_lazy(p);
+        return;
+    }
     bool resumed = p->unanswered || p->deferred;
     if (p->unanswered) {
         pipe_answer(p);
@@ -459,21 +500,8 @@ static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size
     if (p->bev == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     size_t have = evbuffer_get_length(bufferevent_get_input(p->bev));
-    /* A bare END_STREAM that only completes the close (the peer finished
-     * first: the worker's engine letting go of a stream after the whole
-     * response) waits to leave with other frames, typically the next
-     * request's, or after LAZY_CLOSE_MS: one write and one wake-up of the
-     * peer fewer per request. */
-    if (have == 0 && p->in_eof && !p->lazy_done &&
-        nghttp2_session_get_stream_remote_close(s, id) == 1) {
-        struct lk_tunnel *t = p->t;
-        p->lazy = true;
-        p->deferred = true;
-        t->n_lazy++;
-        if (!event_pending(&t->lazy_ev, EV_TIMEOUT, NULL)) {
-            struct timeval tv = { 0, LAZY_CLOSE_MS * 1000 };
-            evtimer_add(&t->lazy_ev, &tv);
-        }
+    if (have == 0 && wants_lazy_close(p)) { /* see go_lazy() */
+        go_lazy(p);
         return NGHTTP2_ERR_DEFERRED;
     }
     if (have == 0 && !p->in_eof) {
