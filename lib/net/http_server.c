@@ -1152,7 +1152,9 @@ int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
         return srv->draining ? LK_ECLOSED : LK_ELIMIT;
     }
     struct lk_conn *c = conn_new(srv);
-    snprintf(c->peer_str, sizeof(c->peer_str), "%s", peer_label ? peer_label : "adopted");
+    const char *label = peer_label ? peer_label : "adopted";
+    size_t n = strnlen(label, sizeof(c->peer_str) - 1);
+    memcpy(c->peer_str, label, n); /* c is zeroed: NUL-terminated */
     c->is_loopback = peer_is_loopback;
     c->eof_aborts = true;
     c->bev = bev;
