@@ -81,8 +81,8 @@ struct lk_conn {
     bool eof_aborts; /* adopted stream: EOF while proxying means gone */
     bool head_begun; /* bytes of the next head have arrived */
     unsigned n_requests;
-    struct lk_exchange *ex;         /* current exchange, or NULL */
-    uint64_t discard_left;          /* LK_CONN_DISCARDING budget */
+    struct lk_exchange *ex; /* current exchange, or NULL */
+    uint64_t discard_left;  /* LK_CONN_DISCARDING budget */
 };
 
 enum lk_ex_phase {
@@ -145,14 +145,14 @@ struct lk_http_server {
     struct lk_pool_host *pool; /* idle upstream connections by (scheme, host, port) */
     size_t n_pool_hosts;
     size_t n_idle;
-    struct lk_buf head_buf;              /* scratch for outgoing heads; reset per use */
+    struct lk_buf head_buf; /* scratch for outgoing heads; reset per use */
     /* Parser output for client and upstream heads: a parse and the copy
      * of its result into the exchange (exchange_new(), read_response_head())
      * run without returning to the loop, so one array of each serves every
      * connection. */
     struct lk_http_header *req_scratch;
     struct lk_http_header *resp_scratch;
-    struct event log_flush;              /* flushes the buffered access log */
+    struct event log_flush; /* flushes the buffered access log */
     bool log_flush_set;
     uint64_t next_id;
     bool draining;
