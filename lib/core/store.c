@@ -262,12 +262,17 @@ size_t lk_kv_memory_count(const struct lk_kv *kv)
 struct lk_session_cache {
     struct map map;
     size_t max_entries;
+    struct lk_buf raw; /* lk_store_get_session()'s copy of the stored bytes, reused */
 };
+
+/* A scratch copy that grew past this is freed after use. */
+#define CACHE_RAW_KEEP (64 * 1024)
 
 struct lk_session_cache *lk_session_cache_new(size_t max_entries)
 {
     struct lk_session_cache *c = lk_xcalloc(1, sizeof(*c));
     c->max_entries = max_entries ? max_entries : 1024;
+    lk_buf_init(&c->raw, 0);
     return c;
 }
 
@@ -276,6 +281,7 @@ void lk_session_cache_free(struct lk_session_cache *cache)
     if (cache == NULL)
         return;
     map_release(&cache->map);
+    lk_buf_release(&cache->raw);
     free(cache);
 }
 
@@ -331,31 +337,37 @@ int lk_store_get_session_str(const struct lk_kv *kv, struct lk_session_cache *ca
 int lk_store_get_session(const struct lk_kv *kv, struct lk_session_cache *cache, const char *name,
                          struct lk_session **out, struct lk_buf *err)
 {
-    struct lk_buf raw = LK_BUF_INIT;
+    /* With a cache, the stored bytes are copied into its scratch buffer:
+     * no allocation per lookup (this runs for every proxied request). */
+    struct lk_buf own = LK_BUF_INIT;
+    struct lk_buf *raw = cache ? &cache->raw : &own;
     struct lk_buf why = LK_BUF_INIT;
     struct lk_session *s = NULL;
-    int rc = lk_kv_get(kv, name, &raw, &why);
+    lk_buf_reset(raw);
+    int rc = lk_kv_get(kv, name, raw, &why);
     if (rc == LK_ENOTFOUND)
         goto out;
     if (rc != 0) {
         wrap(rc, "Could not get config: ", &why, err);
         goto out;
     }
-    s = cache_lookup(cache, name, &raw);
+    s = cache_lookup(cache, name, raw);
     if (s == NULL) {
-        rc = lk_session_from_json(raw.data, raw.len, &s, &why);
+        rc = lk_session_from_json(raw->data, raw->len, &s, &why);
         if (rc != 0) {
             if (cache)
                 map_remove(&cache->map, name);
             rc = wrap(LK_EINVAL, "Invalid stored config: ", &why, err);
             goto out;
         }
-        cache_store(cache, name, &raw, s);
+        cache_store(cache, name, raw, s);
     }
     *out = s;
 out:
     lk_buf_release(&why);
-    lk_buf_release(&raw);
+    lk_buf_release(&own);
+    if (cache && cache->raw.cap > CACHE_RAW_KEEP)
+        lk_buf_release(&cache->raw);
     return rc;
 }
 

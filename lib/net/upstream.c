@@ -85,7 +85,8 @@ void lk_upstream_free(struct lk_upstream *up)
     if (up->bev != NULL)
         lk_net_bev_free(up->bev); /* a tunnel stream's end sees EOF */
     free_addrs(up);
-    free(up->key);
+    if (up->key != up->host)
+        free(up->key);
     free(up->host);
     free(up);
 }
@@ -410,8 +411,8 @@ struct lk_upstream *lk_upstream_wrap(struct lk_http_server *srv, struct bufferev
 {
     struct lk_upstream *up = lk_xcalloc(1, sizeof(*up));
     up->srv = srv;
-    up->key = lk_xstrdup(label);
     up->host = lk_xstrdup(label);
+    up->key = up->host; /* never pooled: the key only names it */
     up->no_pool = true;
     up->bev = bev;
     up->plain = lk_net_bev_is_plain(bev);
