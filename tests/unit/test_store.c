@@ -143,6 +143,34 @@ static void test_cache(void)
     /* A deleted session is not served from the cache. */
     CHECK_INT_EQ(lk_store_delete_session(&kv, "k9", NULL), 0);
     CHECK_INT_EQ(lk_store_get_session(&kv, cache, "k9", &a, NULL), LK_ENOTFOUND);
+    /* The cache's scratch copy of the stored bytes: a large session (past
+     * what the scratch keeps), then a shorter one under the same name, each
+     * read back as itself. */
+    enum {
+        N_BIG = 1500
+    };
+    static char names[N_BIG][16];
+    const char *svc[N_BIG];
+    for (int i = 0; i < N_BIG; i++) {
+        snprintf(names[i], sizeof(names[i]), "svc%d", i);
+        svc[i] = i < 2 ? fb[i] : names[i]; /* make()'s routes name these two */
+    }
+    struct lk_session *big = make("big", svc, N_BIG);
+    struct lk_buf json = LK_BUF_INIT;
+    lk_session_to_json(big, &json);
+    CHECK(json.len > 64 * 1024);
+    lk_buf_release(&json);
+    CHECK_INT_EQ(lk_store_put_session(&kv, "z", big, NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "z", &a, NULL), 0);
+    CHECK(a != NULL && a->n_services == N_BIG);
+    lk_session_free(a);
+    CHECK_INT_EQ(lk_store_put_session(&kv, "z", s2, NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "z", &a, NULL), 0);
+    CHECK(a != NULL && a->n_services == 2);
+    if (a)
+        CHECK_STR_EQ(a->session_token, "two");
+    lk_session_free(a);
+    lk_session_free(big);
     lk_session_free(s1);
     lk_session_free(s2);
     lk_session_cache_free(cache);
