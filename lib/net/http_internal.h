@@ -292,6 +292,9 @@ void lk_net_shutdown_write(struct bufferevent *bev);
  * telling the other). Every engine-owned connection is freed with it.
  * NULL is a no-op. */
 void lk_net_bev_free(struct bufferevent *bev);
+/* True when bev is one end of a bufferevent pair whose other end is gone
+ * (freed): nothing it holds or is given to write can be delivered any more. */
+bool lk_net_bev_orphaned(struct bufferevent *bev);
 /* True when bev is a socket bufferevent without TLS or filters, whose fd the
  * functions below may read and write directly. */
 bool lk_net_bev_is_plain(struct bufferevent *bev);

@@ -1046,6 +1046,14 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
     if (!(what & BEV_EVENT_EOF))
         return;
     c->read_eof = true;
+    if (lk_net_bev_orphaned(c->bev)) {
+        /* A tunnel stream whose other end went away (reset, or the tunnel
+         * closed): whatever is queued for it, or still to come, has nowhere
+         * to go. Holding the connection would keep its buffers until a
+         * timeout. */
+        lk_conn_close(c, "stream closed by the peer");
+        return;
+    }
     switch (c->state) {
     case LK_CONN_PROXYING:
         if (c->eof_aborts) {

@@ -68,6 +68,13 @@ void lk_net_bev_free(struct bufferevent *bev)
     bufferevent_free(bev);
 }
 
+bool lk_net_bev_orphaned(struct bufferevent *bev)
+{
+    /* Engine connections are sockets (an fd) or pair ends: no fd and no
+     * partner is a pair end that lost its other half. */
+    return bufferevent_getfd(bev) < 0 && bufferevent_pair_get_partner(bev) == NULL;
+}
+
 void lk_net_tune_socket(struct bufferevent *bev)
 {
     evutil_socket_t fd = bufferevent_getfd(bev);

@@ -269,11 +269,27 @@ static void pipe_release(struct lk_tunnel_pipe *p, size_t still_queued)
         nghttp2_session_consume_connection(t->h2, n);
 }
 
+/* Closes our end of a stream that was reset (by either side) or whose
+ * tunnel is gone. On the local side the engine's end is told with an error
+ * first, as a reset socket would be: an EOF alone reads as the worker having
+ * finished sending, and the engine would go on holding whatever it still had
+ * queued for the stream. (The EOF of a freed pair end can also come before
+ * libevent unlinks the pair, so the engine cannot tell from the EOF.) */
+static void pipe_reset_bev(struct lk_tunnel_pipe *p)
+{
+    if (p->bev != NULL && !p->t->is_h2_client) {
+        struct bufferevent *engine = bufferevent_pair_get_partner(p->bev);
+        if (engine != NULL)
+            bufferevent_trigger_event(engine, BEV_EVENT_ERROR | BEV_EVENT_READING, 0);
+    }
+    pipe_close_bev(p);
+}
+
 static void pipe_abort(struct lk_tunnel_pipe *p, uint32_t code)
 {
     struct lk_tunnel *t = p->t;
     pipe_release(p, 0);
-    pipe_close_bev(p);
+    pipe_reset_bev(p);
     if (p->stream_id != 0 && !t->dead)
         nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, p->stream_id, code);
 }
@@ -735,8 +751,9 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
         t->n_lazy--;
     }
     pipe_release(p, 0); /* the stream window is gone: settle the connection's */
-    if (code != NGHTTP2_NO_ERROR || p->bev == NULL ||
-        evbuffer_get_length(bufferevent_get_output(p->bev)) == 0)
+    if (code != NGHTTP2_NO_ERROR)
+        pipe_reset_bev(p);
+    else if (p->bev == NULL || evbuffer_get_length(bufferevent_get_output(p->bev)) == 0)
         pipe_close_bev(p);
     pipe_maybe_free(p);
     return 0;
@@ -963,7 +980,7 @@ void lk_tunnel_free(struct lk_tunnel *t)
     while (t->pipes != NULL) {
         struct lk_tunnel_pipe *p = t->pipes;
         t->pipes = p->next;
-        pipe_close_bev(p);
+        pipe_reset_bev(p);
         free(p);
     }
     nghttp2_session_del(t->h2);

@@ -54,15 +54,20 @@ static int worker_tls_port; /* the worker engine's TLS listener */
 static char cert_path[64];  /* its self-signed certificate (localhost, 127.0.0.1) */
 
 /* Written by the loop thread, read by the test. */
-static atomic_int n_connects;      /* good client: connected transitions */
-static atomic_int good_connected;  /* good client: current state */
-static atomic_int n_rejected;      /* worker: failed tunnel authentications */
-static atomic_int bad_connected;   /* wrong-secret client ever connected */
-static atomic_int bad_saw_401;     /* wrong-secret client reported a 401 */
-static atomic_int upstream_closed; /* /slow and /hang saw their client go */
-static atomic_int tls_connected;   /* the https client is connected */
-static atomic_int silent_connects; /* the client of a silent worker connected */
-static atomic_int silent_dropped;  /* ... and dropped it as silent */
+static atomic_int n_connects;          /* good client: connected transitions */
+static atomic_int good_connected;      /* good client: current state */
+static atomic_int n_rejected;          /* worker: failed tunnel authentications */
+static atomic_int bad_connected;       /* wrong-secret client ever connected */
+static atomic_int bad_saw_401;         /* wrong-secret client reported a 401 */
+static atomic_int upstream_closed;     /* /slow and /hang saw their client go */
+static atomic_int tls_connected;       /* the https client is connected */
+static atomic_int silent_connects;     /* the client of a silent worker connected */
+static atomic_int silent_dropped;      /* ... and dropped it as silent */
+static atomic_int local_conns;         /* the local engine's connections ('n' command) */
+static atomic_int n_counted;           /* 'n' commands answered */
+static struct bufferevent *orphan_end; /* our end of a stream adopted by hand ('o') */
+static struct lk_exchange *held_ex;    /* a local exchange left unanswered (/held) */
+static atomic_int n_held;              /* /held requests that reached the local engine */
 
 /* ---- blocking helpers --------------------------------------------------- */
 
@@ -449,6 +454,19 @@ static void local_handler(struct lk_exchange *ex, void *data)
         lk_exchange_respond(ex, 200, h, 2, "hello from local", 16);
         return;
     }
+    if (lk_str_eq(target, LK_STR("/held"))) {
+        held_ex = ex; /* answered by command 'r' */
+        atomic_fetch_add(&n_held, 1);
+        return;
+    }
+    if (lk_str_eq(target, LK_STR("/huge"))) {
+        size_t len = 4u << 20;
+        char *body = malloc(len);
+        memset(body, 'h', len);
+        lk_exchange_respond(ex, 200, &text_ct, 1, body, len);
+        free(body);
+        return;
+    }
     if (lk_str_eq(target, LK_STR("/admin"))) {
         if (lk_exchange_peer_is_loopback(ex))
             respond_text(ex, 200, "admin");
@@ -553,6 +571,31 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
         tls = start_client("tlss", SECRET, on_tls_state);
     } else if (cmd == 's') {
         silent = start_client("sess", SECRET, on_silent_state);
+    } else if (cmd == 'o') {
+        /* A stream as the tunnel would hand it to the local engine, whose
+         * other end takes no more than 64 KiB of the answer. */
+        struct bufferevent *pair[2];
+        if (bufferevent_pair_new(base, 0, pair) != 0)
+            abort();
+        orphan_end = pair[0];
+        bufferevent_setwatermark(orphan_end, EV_READ, 0, 64 * 1024);
+        bufferevent_enable(orphan_end, EV_READ | EV_WRITE);
+        if (lk_http_server_adopt(local, pair[1], "tunnel", false) != 0)
+            abort();
+        bufferevent_write(orphan_end, "GET /huge HTTP/1.1\r\nHost: x\r\n\r\n", 34);
+    } else if (cmd == 'x') {
+        /* That end goes away as the tunnel lets go of a reset stream
+         * (lk_net_bev_free): EOF to the engine's end, then the free. */
+        bufferevent_flush(orphan_end, EV_WRITE, BEV_FINISHED);
+        bufferevent_free(orphan_end);
+        orphan_end = NULL;
+    } else if (cmd == 'r') {
+        if (held_ex != NULL)
+            respond_text(held_ex, 200, "late");
+        held_ex = NULL;
+    } else if (cmd == 'n') {
+        atomic_store(&local_conns, (int)lk_http_server_n_conns(local));
+        atomic_fetch_add(&n_counted, 1);
     } else if (cmd == 'q') {
         lk_tunnel_client_free(silent);
         if (silent_bev != NULL)
@@ -924,6 +967,70 @@ static void test_drop_mid_stream(void)
     free(r);
 }
 
+/* The local engine's connection count, read on the loop's thread. */
+static int count_local_conns(void)
+{
+    int asked = atomic_load(&n_counted);
+    command('n');
+    if (!wait_for(&n_counted, asked + 1, 2000))
+        return -1;
+    return atomic_load(&local_conns);
+}
+
+static void test_orphaned_stream_is_closed_at_once(void)
+{
+    /* The local engine answers a stream with more than the stream's other
+     * end takes, so most of the answer waits in the engine; then that end
+     * goes away (the stream was reset). Nothing can take those bytes any
+     * more: the engine closes the connection at once, instead of holding
+     * it and its buffers until a timeout. */
+    command('o');
+    usleep(200 * 1000);
+    CHECK_INT_EQ(count_local_conns(), 1);
+    command('x');
+    int n = -1;
+    for (int i = 0; i < 50 && n != 0; i++) {
+        usleep(20 * 1000);
+        n = count_local_conns();
+    }
+    CHECK_INT_EQ(n, 0);
+}
+
+static void test_tunnel_loss_closes_waiting_local_streams(void)
+{
+    /* A request the local program has not answered yet, when the tunnel
+     * goes away: the stream is gone with it, so the local engine closes
+     * that connection at once (the program may still answer later, into
+     * nothing) instead of keeping it as a half-closed client. */
+    int before = atomic_load(&n_connects);
+    int held = atomic_load(&n_held);
+    int fd = dial(worker_port);
+    send_str(fd, "GET /held HTTP/1.1\r\nHost: sess.test\r\n\r\n");
+    CHECK(wait_for(&n_held, held + 1, 2000));
+    CHECK_INT_EQ(count_local_conns(), 1);
+    command('d');
+    int n = -1;
+    for (int i = 0; i < 50 && n != 0; i++) {
+        usleep(20 * 1000);
+        n = count_local_conns();
+    }
+    CHECK_INT_EQ(n, 0);
+    command('r'); /* the late answer goes nowhere, and frees the exchange */
+    struct reader *r = calloc(1, sizeof(*r));
+    struct response *resp = calloc(1, sizeof(*resp));
+    r->fd = fd;
+    CHECK_INT_EQ(read_response(r, resp), 0);
+    CHECK_INT_EQ(resp->status, 502);
+    close(fd);
+    /* The client reconnects and the tunnel serves again. */
+    CHECK(wait_for(&n_connects, before + 1, 2000));
+    CHECK(wait_for(&good_connected, 1, 1000));
+    CHECK_INT_EQ(request("sess.test", "/hello", resp), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    free(resp);
+    free(r);
+}
+
 static void test_wrong_secret_is_rejected(void)
 {
     int rejected = atomic_load(&n_rejected);
@@ -1121,6 +1228,8 @@ int main(void)
     RUN(test_interleaved_big_streams);
     RUN(test_websocket_through_tunnel);
     RUN(test_drop_mid_stream);
+    RUN(test_orphaned_stream_is_closed_at_once);
+    RUN(test_tunnel_loss_closes_waiting_local_streams);
     RUN(test_wrong_secret_is_rejected);
     RUN(test_tls_tunnel);
     RUN(test_silent_peer_is_dropped);
