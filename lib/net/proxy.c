@@ -620,6 +620,27 @@ static bool in_list(const struct lk_http_header *h, size_t n, struct lk_str name
     return lk_http1_find_header(h, n, name) != NULL;
 }
 
+/* A field list with the set of its name lengths (bit len % 64): most names
+ * are told absent by one test instead of a pass over the list. */
+struct name_set {
+    const struct lk_http_header *h;
+    size_t n;
+    uint64_t lens;
+};
+
+static struct name_set name_set(const struct lk_http_header *h, size_t n)
+{
+    struct name_set ns = { h, n, 0 };
+    for (size_t i = 0; i < n; i++)
+        ns.lens |= UINT64_C(1) << (h[i].name.len & 63);
+    return ns;
+}
+
+static bool in_set(const struct name_set *ns, struct lk_str name)
+{
+    return (ns->lens >> (name.len & 63) & 1) && in_list(ns->h, ns->n, name);
+}
+
 static void add_header(struct lk_buf *out, const struct lk_http_header *h)
 {
     lk_head_add_field(out, h->name, h->value);
@@ -632,6 +653,7 @@ static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
     const struct lk_http1_response *r = &px->resp;
     struct conn_tokens conn;
     connection_tokens(r->headers, r->n_headers, &conn);
+    struct name_set set = name_set(px->resp_set, px->n_resp_set);
     for (size_t i = 0; i < r->n_headers; i++) {
         struct lk_str name = r->headers[i].name;
         bool drop;
@@ -643,17 +665,18 @@ static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
                    (lk_str_ieq(name, LK_STR("content-length")) &&
                     px->resp_kind != LK_HTTP1_BODY_LENGTH && px->resp_kind != LK_HTTP1_BODY_NONE);
         }
-        if (drop || in_list(px->resp_set, px->n_resp_set, name))
+        if (drop || in_set(&set, name))
             continue;
         add_header(out, &r->headers[i]);
     }
     for (size_t i = 0; i < px->n_resp_set; i++)
         add_header(out, &px->resp_set[i]);
+    if (px->n_resp_default == 0)
+        return;
+    struct name_set upstream = name_set(r->headers, r->n_headers);
     for (size_t i = 0; i < px->n_resp_default; i++) {
         struct lk_str name = px->resp_default[i].name;
-        if (in_list(px->resp_set, px->n_resp_set, name))
-            continue;
-        if (in_list(r->headers, r->n_headers, name))
+        if (in_set(&set, name) || in_set(&upstream, name))
             continue;
         add_header(out, &px->resp_default[i]);
     }

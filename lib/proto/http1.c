@@ -16,13 +16,22 @@
 
 #include "core/err.h"
 
-/* tchar of RFC 9110 §5.6.2 as a bitmap by byte value: DIGIT, ALPHA and
- * "!#$%&'*+-.^_`|~" (words for 0-63 and 64-127; nothing above). */
-static const uint64_t TCHAR[2] = { 0x03ff6cfa00000000ULL, 0x57ffffffc7fffffeULL };
+/* tchar of RFC 9110 §5.6.2 by byte value, 32 per row: DIGIT, ALPHA and
+ * "!#$%&'*+-.^_`|~" (a byte table: one load per byte of every field name). */
+static const unsigned char TCHAR[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
 
 static bool is_tchar(unsigned char c)
 {
-    return c < 128 && (TCHAR[c >> 6] >> (c & 63)) & 1;
+    return TCHAR[c] != 0;
 }
 
 /* field-vchar / SP / HTAB / obs-text: every byte but CTLs (HTAB allowed) and DEL. */

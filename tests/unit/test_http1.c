@@ -281,6 +281,30 @@ static void test_value_bytes_everywhere(void)
     CHECK_INT_EQ(good_bad, 0);
 }
 
+/* Every byte value inside a field name: only the tchars of RFC 9110 §5.6.2
+ * make a name. (':' ends the name; CR and LF end the line.) */
+static void test_name_bytes(void)
+{
+    static const char tchars[] = "!#$%&'*+-.^_`|~0123456789"
+                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    struct lk_http1_limits lim = LK_HTTP1_LIMITS_DEFAULT;
+    struct lk_http1_request req;
+    struct lk_http_header h[NH];
+    int wrong = 0;
+    for (int c = 1; c < 256; c++) {
+        if (c == ':' || c == '\r' || c == '\n')
+            continue;
+        char buf[64];
+        int n = snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nX%cY: v\r\n\r\n", c);
+        const char *why = NULL;
+        int rc = parse_req(buf, (size_t)n, &req, h, &lim, &why);
+        bool tchar = strchr(tchars, c) != NULL;
+        if (tchar ? rc != n || req.headers[0].name.len != 3 : rc != LK_EPARSE)
+            wrong++;
+    }
+    CHECK_INT_EQ(wrong, 0);
+}
+
 static void test_request_prefixes(void)
 {
     for (size_t i = 0; i < sizeof(req_cases) / sizeof(req_cases[0]); i++) {
@@ -511,6 +535,7 @@ int main(void)
     RUN(test_request_limits);
     RUN(test_request_prefixes);
     RUN(test_value_bytes_everywhere);
+    RUN(test_name_bytes);
     RUN(test_pipelined);
     RUN(test_response_framing);
     RUN(test_chunked_table);
