@@ -46,7 +46,8 @@ static inline bool lk_str_ieq(struct lk_str a, struct lk_str b)
     if (a.len != b.len)
         return false;
     for (size_t i = 0; i < a.len; i++) {
-        if (lk_ascii_lower(a.ptr[i]) != lk_ascii_lower(b.ptr[i]))
+        /* Names mostly arrive in the same case: equal bytes skip the folding. */
+        if (a.ptr[i] != b.ptr[i] && lk_ascii_lower(a.ptr[i]) != lk_ascii_lower(b.ptr[i]))
             return false;
     }
     return true;
