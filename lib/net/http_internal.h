@@ -292,6 +292,11 @@ void lk_net_shutdown_write(struct bufferevent *bev);
  * telling the other). Every engine-owned connection is freed with it.
  * NULL is a no-op. */
 void lk_net_bev_free(struct bufferevent *bev);
+/* How many of the first len bytes of b to move so that the move ends on a
+ * chain boundary: the longest prefix of whole chains, when that is at least
+ * half of len, else len. Whole chains move by pointer; evbuffer_remove_buffer()
+ * copies the part of a chain it splits. */
+size_t lk_net_whole_chains(struct evbuffer *b, size_t len);
 /* True when bev is one end of a bufferevent pair whose other end is gone
  * (freed): nothing it holds or is given to write can be delivered any more. */
 bool lk_net_bev_orphaned(struct bufferevent *bev);

@@ -68,6 +68,16 @@ void lk_net_bev_free(struct bufferevent *bev)
     bufferevent_free(bev);
 }
 
+size_t lk_net_whole_chains(struct evbuffer *b, size_t len)
+{
+    struct evbuffer_iovec v[16];
+    int k = evbuffer_peek(b, (ev_ssize_t)len, NULL, v, 16);
+    size_t whole = 0;
+    for (int i = 0; i < k && i < 16 && whole + v[i].iov_len <= len; i++)
+        whole += v[i].iov_len;
+    return whole > 0 && whole >= len / 2 ? whole : len;
+}
+
 bool lk_net_bev_orphaned(struct bufferevent *bev)
 {
     /* Engine connections are sockets (an fd) or pair ends: no fd and no

@@ -915,9 +915,11 @@ static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
         done = true;
         break;
     case LK_HTTP1_BODY_LENGTH: {
-        size_t n = evbuffer_get_length(in);
-        n = n < room ? n : room;
+        size_t have_in = evbuffer_get_length(in);
+        size_t n = have_in < room ? have_in : room;
         n = n < px->resp_left ? n : (size_t)px->resp_left;
+        if (n < have_in && n < px->resp_left)
+            n = lk_net_whole_chains(in, n); /* cut by room: end on a chain */
         lk_net_send(c->bev, c->plain, pre, pre_len, in, n);
         px->resp_left -= n;
         moved = n;
@@ -935,8 +937,10 @@ static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
         break;
     }
     case LK_HTTP1_BODY_UNTIL_CLOSE: {
-        size_t n = evbuffer_get_length(in);
-        n = n < room ? n : room;
+        size_t have_in = evbuffer_get_length(in);
+        size_t n = have_in < room ? have_in : room;
+        if (n < have_in)
+            n = lk_net_whole_chains(in, n);
         if (n > 0 && px->client_chunked)
             add_chunk_size(out, n);
         evbuffer_remove_buffer(in, out, n);

@@ -488,19 +488,6 @@ static void pipe_attach(struct lk_tunnel_pipe *p, struct bufferevent *bev)
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
-/* The longest prefix of in, at most len bytes, made of whole chains (when
- * that is at least half of len): on_send_data() then moves chains into the
- * frame instead of copying the part of a split one. */
-static size_t chain_aligned(struct evbuffer *in, size_t len)
-{
-    struct evbuffer_iovec v[16];
-    int k = evbuffer_peek(in, (ev_ssize_t)len, NULL, v, 16);
-    size_t whole = 0;
-    for (int i = 0; i < k && i < 16 && whole + v[i].iov_len <= len; i++)
-        whole += v[i].iov_len;
-    return whole > 0 && whole >= len / 2 ? whole : len;
-}
-
 /* nghttp2 data provider: the engine's bytes of this stream, now that the
  * windows and the tunnel's output have room for len of them. They stay in
  * the pipe's input buffer and on_send_data() moves them into the frame
@@ -525,7 +512,7 @@ static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size
         pipe_watch_input(p, true);
         return NGHTTP2_ERR_DEFERRED;
     }
-    size_t n = have < len ? have : chain_aligned(bufferevent_get_input(p->bev), len);
+    size_t n = have < len ? have : lk_net_whole_chains(bufferevent_get_input(p->bev), len);
     if (n > 0)
         *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
     if (p->in_eof && n == have)
