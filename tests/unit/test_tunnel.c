@@ -582,7 +582,8 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
         bufferevent_enable(orphan_end, EV_READ | EV_WRITE);
         if (lk_http_server_adopt(local, pair[1], "tunnel", false) != 0)
             abort();
-        bufferevent_write(orphan_end, "GET /huge HTTP/1.1\r\nHost: x\r\n\r\n", 34);
+        static const char req[] = "GET /huge HTTP/1.1\r\nHost: x\r\n\r\n";
+        bufferevent_write(orphan_end, req, sizeof(req) - 1);
     } else if (cmd == 'x') {
         /* That end goes away as the tunnel lets go of a reset stream
          * (lk_net_bev_free): EOF to the engine's end, then the free. */
