@@ -209,15 +209,15 @@ static struct lk_str header_or_absent(const struct lk_header *h, size_t n, struc
 static const struct lk_domain *pick_domain(const struct lk_session *s, struct lk_str name,
                                            struct lk_str url, const struct lk_header *h, size_t n)
 {
-    const struct lk_str cands[] = { url, header_or_absent(h, n, LK_STR("x-forwarded-host")),
-                                    header_or_absent(h, n, LK_STR("referer")),
-                                    header_or_absent(h, n, LK_STR("origin")) };
-    for (size_t i = 0; i < LK_ARRAY_LEN(cands); i++) {
-        const struct lk_domain *d = lk_route_find_domain(s, lk_route_target_domain(cands[i], name));
-        if (d != NULL)
-            return d;
-    }
-    return NULL;
+    static const struct lk_str headers[] = { LK_STR("x-forwarded-host"), LK_STR("referer"),
+                                             LK_STR("origin") };
+    /* The headers are looked up only when the URL's domain is not configured
+     * (most requests stop at the URL). */
+    const struct lk_domain *d = lk_route_find_domain(s, lk_route_target_domain(url, name));
+    for (size_t i = 0; d == NULL && i < LK_ARRAY_LEN(headers); i++)
+        d = lk_route_find_domain(s,
+                                 lk_route_target_domain(header_or_absent(h, n, headers[i]), name));
+    return d;
 }
 
 /* SPEC §3.5 step 4: the first matching route, else the default service. */
