@@ -273,6 +273,29 @@ static void test_split_plain(void)
                   cases[i].in);
         lk_url_release(&b);
     }
+    /* Every byte value in a path: the plain ones are split, and whatever is
+     * split equals the parse. */
+    static const char plain_path[] = "-._~!$&()*+,;=:@/0123456789"
+                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    int wrong = 0;
+    for (int c = 1; c < 256; c++) {
+        char in[32], mem[64];
+        int n = snprintf(in, sizeof(in), "http://h/a%cb", c);
+        struct lk_url a, b;
+        bool split = lk_url_split_plain((struct lk_str){ in, (size_t)n }, mem, sizeof(mem), &a);
+        bool plain = strchr(plain_path, c) != NULL;
+        if (split != plain && c != '?') /* "?" starts a query: split, and right */
+            wrong++;
+        if (split) {
+            if (lk_url_parse(in, (size_t)n, &b, NULL) != 0)
+                wrong++;
+            else if (!same_field(a.path, b.path) || !same_field(a.query, b.query))
+                wrong++;
+            else
+                lk_url_release(&b);
+        }
+    }
+    CHECK_INT_EQ(wrong, 0);
     /* Too small a buffer: not split (the caller parses). */
     char tiny[8];
     struct lk_url u;
