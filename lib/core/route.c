@@ -522,6 +522,35 @@ void lk_route_result_release(struct lk_route_result *r)
     memset(&r->found, 0, sizeof(r->found));
 }
 
+void lk_route_slot_init(struct lk_route_slot *s)
+{
+    lk_route_result_init(&s->r);
+    s->busy = false;
+}
+
+void lk_route_slot_release(struct lk_route_slot *s)
+{
+    lk_route_result_release(&s->r);
+}
+
+struct lk_route_result *lk_route_slot_take(struct lk_route_slot *s, struct lk_route_result *local)
+{
+    if (s->busy) {
+        lk_route_result_init(local);
+        return local;
+    }
+    s->busy = true;
+    return &s->r;
+}
+
+void lk_route_slot_give(struct lk_route_slot *s, struct lk_route_result *r)
+{
+    if (r == &s->r)
+        s->busy = false;
+    else
+        lk_route_result_release(r);
+}
+
 int lk_route_request(struct lk_str url, const struct lk_header *h, size_t n,
                      lk_session_lookup_fn *lookup, void *ctx, const struct lk_rng *rng,
                      struct lk_route_result *r, struct lk_buf *err)

@@ -233,6 +233,19 @@ void lk_route_result_init(struct lk_route_result *r);
 /* Frees everything r owns; r may be reused after lk_route_result_init. */
 void lk_route_result_release(struct lk_route_result *r);
 
+/* A program's route result kept from one request to the next, so that its
+ * buffers keep their capacity. lk_route_slot_take() hands it out, or, while
+ * it is in use (a re-entrant call), initialises *local and hands that out;
+ * lk_route_slot_give() takes back what take handed out (releasing *local). */
+struct lk_route_slot {
+    struct lk_route_result r;
+    bool busy;
+};
+void lk_route_slot_init(struct lk_route_slot *s);
+void lk_route_slot_release(struct lk_route_slot *s);
+struct lk_route_result *lk_route_slot_take(struct lk_route_slot *s, struct lk_route_result *local);
+void lk_route_slot_give(struct lk_route_slot *s, struct lk_route_result *r);
+
 /*
  * Routes one request: lk_route_find_session, lk_route_find_target,
  * lk_route_extra_headers and lk_headers_cookie_normalize, with the same

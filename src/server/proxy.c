@@ -134,16 +134,11 @@ void local_proxy_handle(struct local_server *ls, struct lk_exchange *ex)
 {
     struct lookup_ctx ctx = { .ls = ls };
     struct lk_route_result local;
-    struct lk_route_result *r = &ls->route;
+    struct lk_route_result *r = lk_route_slot_take(&ls->route, &local);
     struct lk_buf err = LK_BUF_INIT;
     struct lk_str url = request_url(ex);
     size_t n;
     const struct lk_http_header *h = lk_exchange_headers(ex, &n);
-    if (ls->route_busy) {
-        r = &local;
-        lk_route_result_init(r);
-    }
-    ls->route_busy = true;
     int rc = lk_route_request(url, h, n, lookup, &ctx, &ls->rng, r, &err);
     if (rc != 0 && !r->found.session) {
         if (err.len > 0)
@@ -159,10 +154,7 @@ void local_proxy_handle(struct local_server *ls, struct lk_exchange *ex)
                                    r->target.service->name);
         forward(ex, r);
     }
-    if (r == &local)
-        lk_route_result_release(r);
-    else
-        ls->route_busy = false;
+    lk_route_slot_give(&ls->route, r);
     lookup_release(&ctx);
     lk_buf_release(&err);
 }

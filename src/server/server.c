@@ -275,7 +275,7 @@ static void server_release(struct local_server *ls)
     if (ls->sigterm)
         event_free(ls->sigterm);
     lk_session_cache_free(ls->cache);
-    lk_route_result_release(&ls->route);
+    lk_route_slot_release(&ls->route);
     lk_kv_free(&ls->kv);
     local_dns_names_release(&ls->names);
     if (ls->base)
@@ -297,7 +297,7 @@ int local_server_run(const struct local_opts *o)
     ls.peers_remote = o->peers_remote;
     lk_kv_memory_init(&ls.kv);
     ls.cache = lk_session_cache_new(0);
-    lk_route_result_init(&ls.route);
+    lk_route_slot_init(&ls.route);
     local_dns_names_init(&ls.names);
     ls.sigint = evsignal_new(ls.base, SIGINT, on_signal, &ls);
     ls.sigterm = evsignal_new(ls.base, SIGTERM, on_signal, &ls);

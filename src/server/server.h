@@ -87,12 +87,8 @@ struct local_server {
     struct lk_kv kv;                /* in-memory sessions (SPEC §2.7) */
     struct lk_session_cache *cache; /* parsed sessions, by name */
     struct local_dns_names names;
-    struct lk_rng rng; /* getrandom-backed */
-    /* Routing scratch of local_proxy_handle() (proxy.c), reused so that its
-     * buffers keep their capacity from one request to the next; route_busy
-     * marks it in use (a re-entrant call routes into a local result). */
-    struct lk_route_result route;
-    bool route_busy;
+    struct lk_rng rng;          /* getrandom-backed */
+    struct lk_route_slot route; /* local_proxy_handle()'s reused route result */
     bool peers_remote;
     bool stopping;
     size_t max_json_body;           /* admin JSON bodies; 413 past it */

@@ -193,16 +193,11 @@ void worker_proxy(struct worker *w, struct lk_exchange *ex)
 {
     struct lookup_ctx lc = { w, { NULL }, 0 };
     struct lk_route_result local;
-    struct lk_route_result *r = &w->route;
+    struct lk_route_result *r = lk_route_slot_take(&w->route, &local);
     struct lk_buf err = LK_BUF_INIT;
     size_t n = 0;
     const struct lk_http_header *h = lk_exchange_headers(ex, &n);
     struct lk_str url = request_url(w, ex);
-    if (w->route_busy) {
-        r = &local;
-        lk_route_result_init(r);
-    }
-    w->route_busy = true;
     int rc = lk_route_request(url, h, n, lookup_session, &lc, &w->rng, r, &err);
     if (rc != 0 && r->found.session == NULL) {
         if (err.len > 0)
@@ -218,10 +213,7 @@ void worker_proxy(struct worker *w, struct lk_exchange *ex)
                                    r->target.service->name);
         forward(w, ex, r);
     }
-    if (r == &local)
-        lk_route_result_release(r);
-    else
-        w->route_busy = false;
+    lk_route_slot_give(&w->route, r);
     release_held(&lc);
     lk_buf_release(&err);
 }

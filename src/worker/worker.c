@@ -203,7 +203,7 @@ static int start(struct worker_run *run, const struct worker_opts *o)
     struct worker *w = &run->w;
     struct lk_buf err = LK_BUF_INIT;
     struct lk_http_server_opts so;
-    lk_route_result_init(&w->route);
+    lk_route_slot_init(&w->route);
     int rc = worker_store_open(o->store, NULL, NULL, &w->store, &err);
     if (rc != 0) {
         rc = cli_fail("cannot open the worker store: %s", err.data);
@@ -264,7 +264,7 @@ static void teardown(struct worker_run *run)
     lk_http_server_free(run->w.srv);
     worker_cache_free(run->w.responses);
     lk_session_cache_free(run->w.cache);
-    lk_route_result_release(&run->w.route);
+    lk_route_slot_release(&run->w.route);
     worker_store_free(run->w.store);
     if (run->base)
         event_base_free(run->base);

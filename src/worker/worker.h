@@ -81,11 +81,7 @@ struct worker {
     struct event_base *base;          /* borrowed; the loop */
     struct worker_store_try *tries;   /* owned list; worker_api_cancel() */
     struct worker_store_try *cur_try; /* the one being run, or NULL */
-    /* Routing scratch of worker_proxy() (proxy.c), reused so that its
-     * buffers keep their capacity from one request to the next; route_busy
-     * marks it in use (a re-entrant call routes into a local result). */
-    struct lk_route_result route;
-    bool route_busy;
+    struct lk_route_slot route;       /* worker_proxy()'s reused route result */
 };
 
 /* The lk_http_handler_cb of the worker (api.c): tunnel hostnames, the seven
