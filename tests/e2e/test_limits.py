@@ -34,6 +34,20 @@ def wait_closed(sock, seconds):
     return None
 
 
+def _send_until_stalled(sock, block, limit=512 * lk.MIB):
+    """Sends block after block until `limit` bytes or until a send makes no
+    progress for 3 s (the peer stopped taking); returns the bytes sent."""
+    sock.settimeout(3)
+    sent = 0
+    try:
+        while sent < limit:
+            sock.sendall(block)
+            sent += len(block)
+    except socket.timeout:
+        pass
+    return sent
+
+
 # ---- head read (slowloris) and idle keep-alive -----------------------------
 
 @pytest.mark.parametrize("kind", BOTH_KNOBS)
@@ -289,15 +303,7 @@ def test_websocket_client_flood_to_an_upstream_that_never_reads(linkup_bin, env,
     try:
         rss0 = lk.rss_kib(f.proc.popen.pid)
         s = _ws_connect(f)
-        s.settimeout(3)
-        frame = lk.ws_frame(2, b"c" * 65536, mask=True)
-        sent = 0
-        try:
-            while sent < 512 * lk.MIB:
-                s.sendall(frame)
-                sent += len(frame)
-        except socket.timeout:
-            pass
+        sent = _send_until_stalled(s, lk.ws_frame(2, b"c" * 65536, mask=True))
         rss1 = lk.rss_kib(f.proc.popen.pid)
         assert sent < 48 * lk.MIB, sent
         assert rss1 - rss0 < 48 * 1024, (rss0, rss1)
@@ -337,15 +343,7 @@ def test_request_body_to_an_upstream_that_never_reads(linkup_bin, env, tmp_path,
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         s.sendall(("POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
                    % (f.host, 512 * lk.MIB)).encode())
-        s.settimeout(3)
-        chunk = b"u" * 65536
-        sent = 0
-        try:
-            while sent < 512 * lk.MIB:
-                s.sendall(chunk)
-                sent += len(chunk)
-        except socket.timeout:
-            pass
+        sent = _send_until_stalled(s, b"u" * 65536)
         rss1 = lk.rss_kib(f.proc.popen.pid)
         assert sent < 48 * lk.MIB, sent
         assert rss1 - rss0 < 48 * 1024, (rss0, rss1)

@@ -667,18 +667,18 @@ static void test_hop_by_hop(void)
     CHECK_MEM_EQ(resp->body, resp->body_len, "te=0 keep=0 x-private=0 x-end=1", 31);
     CHECK(strstr(resp->head, "X-Up-Private") == NULL);
     CHECK(strstr(resp->head, "Keep-Alive") == NULL);
-    /* Tokens with white space around them, in a second Connection field. */
-    CHECK_INT_EQ(request("GET /hop HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n"
-                         "X-Private: 1\r\nConnection: foo ,\t x-private \t,\r\nX-End: 1\r\n\r\n",
-                         resp, false),
-                 0);
-    CHECK_MEM_EQ(resp->body, resp->body_len, "te=0 keep=0 x-private=0 x-end=1", 31);
-    /* More tokens than the proxy splits up front: the last one still counts. */
-    CHECK_INT_EQ(request("GET /hop HTTP/1.1\r\nHost: a\r\nConnection: a, b, c, d, e\r\n"
-                         "Connection: f, g, h, i,X-Private\r\nX-Private: 1\r\nX-End: 1\r\n\r\n",
-                         resp, false),
-                 0);
-    CHECK_MEM_EQ(resp->body, resp->body_len, "te=0 keep=0 x-private=0 x-end=1", 31);
+    static const char *const more[] = {
+        /* Tokens with white space around them, in a second Connection field. */
+        "GET /hop HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n"
+        "X-Private: 1\r\nConnection: foo ,\t x-private \t,\r\nX-End: 1\r\n\r\n",
+        /* More tokens than the proxy splits up front: the last one still counts. */
+        "GET /hop HTTP/1.1\r\nHost: a\r\nConnection: a, b, c, d, e\r\n"
+        "Connection: f, g, h, i,X-Private\r\nX-Private: 1\r\nX-End: 1\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
+        CHECK_INT_EQ(request(more[i], resp, false), 0);
+        CHECK_MEM_EQ(resp->body, resp->body_len, "te=0 keep=0 x-private=0 x-end=1", 31);
+    }
 }
 
 static void test_reframing(void)

@@ -978,6 +978,18 @@ static int count_local_conns(void)
     return atomic_load(&local_conns);
 }
 
+/* Polls the local engine's connection count until it is 0 or ms pass;
+ * returns the last count. */
+static int wait_local_conns_gone(int ms)
+{
+    int n = -1;
+    for (int waited = 0; waited < ms && n != 0; waited += 20) {
+        usleep(20 * 1000);
+        n = count_local_conns();
+    }
+    return n;
+}
+
 static void test_orphaned_stream_is_closed_at_once(void)
 {
     /* The local engine answers a stream with more than the stream's other
@@ -989,12 +1001,7 @@ static void test_orphaned_stream_is_closed_at_once(void)
     usleep(200 * 1000);
     CHECK_INT_EQ(count_local_conns(), 1);
     command('x');
-    int n = -1;
-    for (int i = 0; i < 50 && n != 0; i++) {
-        usleep(20 * 1000);
-        n = count_local_conns();
-    }
-    CHECK_INT_EQ(n, 0);
+    CHECK_INT_EQ(wait_local_conns_gone(1000), 0);
 }
 
 static void test_tunnel_loss_closes_waiting_local_streams(void)
@@ -1010,12 +1017,7 @@ static void test_tunnel_loss_closes_waiting_local_streams(void)
     CHECK(wait_for(&n_held, held + 1, 2000));
     CHECK_INT_EQ(count_local_conns(), 1);
     command('d');
-    int n = -1;
-    for (int i = 0; i < 50 && n != 0; i++) {
-        usleep(20 * 1000);
-        n = count_local_conns();
-    }
-    CHECK_INT_EQ(n, 0);
+    CHECK_INT_EQ(wait_local_conns_gone(1000), 0);
     command('r'); /* the late answer goes nowhere, and frees the exchange */
     struct reader *r = calloc(1, sizeof(*r));
     struct response *resp = calloc(1, sizeof(*resp));
