@@ -18,6 +18,13 @@ struct lk_regex {
     char *source;
     pcre2_code *code;
     pcre2_match_data *md;
+    /* Every match starts with these bytes ("/api/" of "/api/v[0-9]"), at the
+     * subject's start when anchored ("^/api/..."): a subject without them is
+     * rejected before PCRE2, whose per-call set-up costs more than matching
+     * most route patterns. */
+    const char *lit;
+    size_t lit_len;
+    bool anchored;
 };
 
 /* A flag group "(?imsx-U)" or "(?i:" may only use flags Rust knows. */
@@ -96,6 +103,72 @@ static const char *rust_incompatible(const char *p, size_t n)
     return NULL;
 }
 
+/* True when c stands for itself in a pattern, outside any group or class:
+ * printable ASCII that is neither a metacharacter nor a brace ("#" and the
+ * space too, which the x flag would change). */
+static bool is_plain_literal(char c)
+{
+    return c > ' ' && c < 0x7f && strchr("\\^$.|?*+()[]{}#", c) == NULL;
+}
+
+/* A top-level "|" would let a match start elsewhere ("^/a|b"). */
+static bool has_top_level_alternative(const char *p, size_t n)
+{
+    int depth = 0;
+    bool in_class = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (c == '\\') {
+            i++;
+        } else if (in_class) {
+            in_class = c != ']';
+        } else if (c == '[') {
+            in_class = true;
+            if (i + 1 < n && p[i + 1] == '^')
+                i++;
+            if (i + 1 < n && p[i + 1] == ']')
+                i++;
+        } else if (c == '(') {
+            depth++;
+        } else if (c == ')') {
+            depth--;
+        } else if (c == '|' && depth <= 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The literal bytes every match of p starts with, and whether that is at the
+ * subject's start: p begins with them, or with "^" or \A and then them (start
+ * of text: no multi-line flag can come before it), and has no top-level
+ * alternative. The literal ends at the first character that is not plain
+ * ASCII (so a UTF-8 sequence is never cut) and leaves out a character made
+ * optional by the quantifier after it ("^/ab?" gives "/a"); "+" keeps it.
+ * Returns the length, 0 when there is none. */
+static size_t leading_literal(const char *p, size_t n, size_t *start, bool *anchored)
+{
+    size_t i = 0;
+    if (n >= 1 && p[0] == '^')
+        i = 1;
+    else if (n >= 2 && p[0] == '\\' && p[1] == 'A')
+        i = 2;
+    *anchored = i > 0;
+    *start = i;
+    if (has_top_level_alternative(p, n))
+        return 0;
+    size_t end = i;
+    while (end < n && is_plain_literal(p[end])) {
+        char next = end + 1 < n ? p[end + 1] : '\0';
+        if (next == '*' || next == '?' || next == '{')
+            break;
+        end++;
+        if (next == '+')
+            break;
+    }
+    return end - i;
+}
+
 int lk_regex_compile(const char *src, size_t len, struct lk_regex **out, struct lk_buf *err)
 {
     const char *why = rust_incompatible(src, len);
@@ -121,6 +194,9 @@ int lk_regex_compile(const char *src, size_t len, struct lk_regex **out, struct 
     (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter */
     struct lk_regex *r = lk_xcalloc(1, sizeof(*r));
     r->source = lk_xstrndup(src, len);
+    size_t at = 0;
+    r->lit_len = leading_literal(r->source, len, &at, &r->anchored);
+    r->lit = r->source + at;
     r->code = re;
     r->md = pcre2_match_data_create_from_pattern(re, NULL);
     if (r->md == NULL)
@@ -144,11 +220,30 @@ const char *lk_regex_source(const struct lk_regex *re)
     return re->source;
 }
 
+struct lk_str lk_regex_leading_literal(const struct lk_regex *re, bool *anchored)
+{
+    *anchored = re->anchored;
+    return (struct lk_str){ re->lit, re->lit_len };
+}
+
+/* False when s cannot hold a match starting at or after start. */
+static bool may_match(const struct lk_regex *re, const char *s, size_t len, size_t start)
+{
+    if (re->lit_len == 0)
+        return true;
+    if (re->anchored)
+        return len >= re->lit_len && memcmp(s, re->lit, re->lit_len) == 0;
+    return len - start >= re->lit_len &&
+           memmem(s + start, len - start, re->lit, re->lit_len) != NULL;
+}
+
 /* Subjects may hold invalid UTF-8 (raw request paths): match them in a mode
  * that tolerates it by checking validity and refusing to match otherwise. */
 static int match_at(const struct lk_regex *re, const char *s, size_t len, size_t start,
                     uint32_t flags)
 {
+    if (!may_match(re, s, len, start))
+        return PCRE2_ERROR_NOMATCH;
     return pcre2_match(re->code, (PCRE2_SPTR)s, len, start, flags, re->md, NULL);
 }
 
@@ -264,7 +359,7 @@ int lk_regex_replace_all(const struct lk_regex *re, const char *s, size_t len, c
             step++;
         pos = me + step;
     }
-    if (copy < len)
+    if (n > 0 && copy < len)
         lk_buf_add(out, s + copy, len - copy);
     return n;
 }

@@ -2,7 +2,9 @@
  * regex.h - the Rust-regex dialect of Linkup configs on PCRE2 (SPEC §1.3).
  *
  * Patterns are compiled once (JIT when available) and matched as an
- * unanchored search. Syntax the Rust `regex` crate rejects is rejected here
+ * unanchored search. A pattern that starts with literal characters (after
+ * "^" or not, as route patterns mostly do) rejects subjects without them
+ * before PCRE2 runs. Syntax the Rust `regex` crate rejects is rejected here
  * too, so a config valid for us is valid for the original: look-around,
  * back-references, atomic groups, possessive quantifiers, recursion,
  * conditionals, \K, callouts, \Z, \Q..\E, octal escapes and flags other
@@ -41,12 +43,20 @@ bool lk_regex_search(const struct lk_regex *re, const char *s, size_t len);
  * name, so "$1a" names group "1a". Unknown or unmatched groups expand to "".
  * As in Rust, an empty match right where the previous match ended is not
  * replaced ("a*" on "baaac" with "-" gives "-b-c-").
- * The result is appended to out. Returns the number of replacements (>= 0). */
+ * Returns the number of replacements (>= 0). The result is appended to out
+ * only when there was one: with none, the result is s itself and out is left
+ * as it was (a rewrite that does not apply costs no copy). */
 int lk_regex_replace_all(const struct lk_regex *re, const char *s, size_t len, const char *tmpl,
                          size_t tlen, struct lk_buf *out);
 
 /* Capture group i of the last successful lk_regex_search/replace on re as
  * (ptr,len) into the subject; returns false when unset. For tests. */
 bool lk_regex_group(const struct lk_regex *re, const char *subject, unsigned i, struct lk_str *out);
+
+/* The literal bytes every match starts with ("/api/" for "/api/v[0-9]"), and
+ * in *anchored whether that is at the subject's start ("^/api/v[0-9]"); empty
+ * when the pattern has none. Subjects without them are rejected before PCRE2
+ * runs. For tests. */
+struct lk_str lk_regex_leading_literal(const struct lk_regex *re, bool *anchored);
 
 #endif

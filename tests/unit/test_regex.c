@@ -137,7 +137,7 @@ static void test_replace_all(void)
         /* SPEC §1.4 and §3.5 rewrites. */
         { "/foo/(.*)", "/foo/b/c/", "/bar/$1", "/bar/b/c/", 1 },
         { "/api/v2/(.*)", "/api/v2/user", "/$1", "/user", 1 },
-        { "/foo/(.*)", "/other", "/bar/$1", "/other", 0 },
+        { "/foo/(.*)", "/other", "/bar/$1", "", 0 }, /* no match: out untouched */
         /* Template syntax. */
         { "(a)(b)", "ab", "${2}${1}", "ba", 1 },
         { "(a)(b)", "ab", "$2$1", "ba", 1 },
@@ -166,7 +166,7 @@ static void test_replace_all(void)
         struct lk_buf out = LK_BUF_INIT;
         int n = lk_regex_replace_all(re, cases[i].subject, strlen(cases[i].subject), cases[i].tmpl,
                                      strlen(cases[i].tmpl), &out);
-        CHECK_STR_EQ(out.data, cases[i].want);
+        CHECK_MEM_EQ(out.len ? out.data : "", out.len, cases[i].want, strlen(cases[i].want));
         CHECK_INT_EQ(n, cases[i].n);
         lk_buf_release(&out);
         lk_regex_free(re);
@@ -207,15 +207,97 @@ static void test_invalid_utf8_subject(void)
                                       "a",
                                       2, "b", 1, &out),
                  0);
-    CHECK_MEM_EQ(out.data, out.len,
-                 "\xFF"
-                 "a",
-                 2);
+    CHECK_INT_EQ(out.len, 0);
     lk_buf_release(&out);
     lk_regex_free(re);
     /* An invalid UTF-8 pattern is a compile error. */
     struct lk_regex *bad = NULL;
     CHECK_INT_EQ(lk_regex_compile("\xFF", 1, &bad, NULL), LK_EPARSE);
+}
+
+/* A pattern that starts with literal characters (after "^" or not) rejects
+ * subjects without them before PCRE2 runs. Each case is checked against the
+ * same pattern behind "(?:)", which matches the same strings but has no such
+ * literal, so the shortcut can only ever agree with PCRE2. */
+static void test_leading_literal(void)
+{
+    static const char *const patterns[] = {
+        "^/api/v1/", "^/api/v1/.*", "\\A/api", "^/ab?c",   "^/ab*c",       "^/ab+c",
+        "^/ab{2}c",  "^/ab{0,1}c",  "^/a|/b",  "^(/a|/b)", "^/a(b|c)",     "^/x|",
+        "^/[|]a",    "^/\\|a",      "^/a\\.b", "^/a.b",    "^/\xC3\xA9?x", "^/#a",
+        "^/a b",     "^",           "^^/a",    "^$",       "^/a$",         "^/(?i)A",
+        "^/a(?m)^",  "^/a]",        "^/a}",    "^/1[km]$", "^/(1[km])$",   "/api/v1/.*",
+        "/a|b",      "ab?c",        "ab+",     "a$",       "/x(y|z)",      "b",
+        "a\\b",      "/",
+    };
+    static const char *const subjects[] = {
+        "",         "/",    "/a",     "/ac",        "/abc",     "/abbc",
+        "/abbbc",   "/b",   "/x",     "/api",       "/api/v1/", "/api/v1/users",
+        "/api/v2/", "/a.b", "/axb",   "/\xC3\xA9x", "x/a",      "/#a",
+        "/a b",     "/A",   "/a]",    "/a}",        "/1k",      "/1m",
+        "/1km",     "|a",   "/|a",    "/a|",        "//a",      "/x/api/v1/y",
+        "ac",       "abb",  "xab",    "b",          "a",        "/xz",
+        "/x/xy",    "a b",  "\xFF/a",
+    };
+    for (size_t i = 0; i < LK_ARRAY_LEN(patterns); i++) {
+        char plain[64];
+        snprintf(plain, sizeof(plain), "(?:)%s", patterns[i]);
+        struct lk_regex *re = compile(patterns[i]), *ref = compile(plain);
+        for (size_t j = 0; re != NULL && ref != NULL && j < LK_ARRAY_LEN(subjects); j++) {
+            size_t n = strlen(subjects[j]);
+            bool got = lk_regex_search(re, subjects[j], n);
+            bool want = lk_regex_search(ref, subjects[j], n);
+            if (got != want)
+                fprintf(stderr, "  %s on \"%s\": got %d\n", patterns[i], subjects[j], got);
+            CHECK(got == want);
+            struct lk_buf a = LK_BUF_INIT, b = LK_BUF_INIT;
+            CHECK_INT_EQ(lk_regex_replace_all(re, subjects[j], n, "<$0>", 4, &a),
+                         lk_regex_replace_all(ref, subjects[j], n, "<$0>", 4, &b));
+            CHECK_MEM_EQ(a.len ? a.data : "", a.len, b.len ? b.data : "", b.len);
+            lk_buf_release(&a);
+            lk_buf_release(&b);
+        }
+        lk_regex_free(re);
+        lk_regex_free(ref);
+    }
+    /* The literals themselves. */
+    static const struct {
+        const char *re, *lit;
+        bool anchored;
+    } cases[] = {
+        { "^/api/v1/", "/api/v1/", true },
+        { "\\A/api", "/api", true },
+        { "^/ab?c", "/a", true },
+        { "^/ab*c", "/a", true },
+        { "^/ab+c", "/ab", true },
+        { "^/ab{2}c", "/a", true },
+        { "^/a\\.b", "/a", true },
+        { "^/a.b", "/a", true },
+        { "^/\xC3\xA9", "/", true },
+        { "^/1[km]$", "/1", true },
+        { "^/a|/b", "", true },
+        { "^(/a|/b)", "", true },
+        { "^/a(b|c)", "/a", true },
+        { "^/[|]a", "/", true },
+        { "^/\\|a", "/", true },
+        { "^/a b", "/a", true },
+        { "^", "", true },
+        { "/api/v1/.*", "/api/v1/", false },
+        { "/a|b", "", false },
+        { "(?i)^/api", "", false },
+        { ".*/_next/", "", false },
+        { "[a]b", "", false },
+    };
+    for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
+        struct lk_regex *re = compile(cases[i].re);
+        if (re == NULL)
+            continue;
+        bool anchored = !cases[i].anchored;
+        struct lk_str lit = lk_regex_leading_literal(re, &anchored);
+        CHECK_MEM_EQ(lit.len ? lit.ptr : "", lit.len, cases[i].lit, strlen(cases[i].lit));
+        CHECK(anchored == cases[i].anchored);
+        lk_regex_free(re);
+    }
 }
 
 int main(void)
@@ -225,5 +307,6 @@ int main(void)
     RUN(test_replace_all);
     RUN(test_groups);
     RUN(test_invalid_utf8_subject);
+    RUN(test_leading_literal);
     return DONE();
 }
