@@ -310,6 +310,54 @@ static void test_sqlite_survives_reopen(void)
     worker_store_free(st);
 }
 
+/* The session lookup's statement is kept between calls: it still sees
+ * another connection's writes, answers busy while that connection holds an
+ * exclusive lock (and leaves no read transaction open that would block it),
+ * works again afterwards, and is finalized before the database closes. */
+static void test_sqlite_kept_select_sees_other_connections(void)
+{
+    char spec[160], path[128];
+    struct lk_buf v = LK_BUF_INIT;
+    snprintf(path, sizeof(path), "%s/kept.db", tmp_dir);
+    snprintf(spec, sizeof(spec), "sqlite:%s", path);
+    struct worker_store *st = open_store(spec);
+    sqlite3 *other = NULL;
+    if (st == NULL || sqlite3_open(path, &other) != SQLITE_OK)
+        return;
+    sqlite3_busy_timeout(other, 2000);
+    CHECK_INT_EQ(lk_kv_put(&st->sessions, "potato", "one", 3, NULL), 0);
+    CHECK_INT_EQ(get_str(&st->sessions, "potato", &v), 0);
+    CHECK_STR_EQ(v.data, "one");
+    CHECK_INT_EQ(sqlite3_exec(other, "UPDATE sessions SET value = 'two' WHERE key = 'potato'",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    CHECK_INT_EQ(get_str(&st->sessions, "potato", &v), 0);
+    CHECK_STR_EQ(v.data, "two");
+    bool exists = false;
+    CHECK_INT_EQ(lk_kv_exists(&st->sessions, "potato", &exists, NULL), 0);
+    CHECK(exists);
+    /* Our last read ended its transaction: a full checkpoint is not held
+     * back by it (its first column is 1 when a reader blocked it). */
+    sqlite3_stmt *ck = NULL;
+    sqlite3_prepare_v2(other, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &ck, NULL);
+    CHECK_INT_EQ(sqlite3_step(ck), SQLITE_ROW);
+    CHECK_INT_EQ(sqlite3_column_int(ck, 0), 0);
+    sqlite3_finalize(ck);
+    CHECK_INT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE; UPDATE sessions SET value = 'three'",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    /* WAL readers are not blocked by a writer: the committed value shows. */
+    CHECK_INT_EQ(get_str(&st->sessions, "potato", &v), 0);
+    CHECK_STR_EQ(v.data, "two");
+    CHECK_INT_EQ(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    CHECK_INT_EQ(get_str(&st->sessions, "potato", &v), 0);
+    CHECK_STR_EQ(v.data, "three");
+    CHECK_INT_EQ(get_str(&st->sessions, "nope", &v), LK_ENOTFOUND);
+    lk_buf_release(&v);
+    sqlite3_close(other);
+    worker_store_free(st);
+}
+
 static void test_redis_shared_and_ttl(void)
 {
     if (redis_pid <= 0)
@@ -542,6 +590,7 @@ int main(void)
     RUN(test_session_expiry);
     RUN(test_sqlite_purge_deletes_rows);
     RUN(test_sqlite_survives_reopen);
+    RUN(test_sqlite_kept_select_sees_other_connections);
     RUN(test_redis_shared_and_ttl);
     RUN(test_redis_down_is_store_error);
     RUN(test_session_cache_follows_updates);
