@@ -328,8 +328,8 @@ static void test_sqlite_kept_select_sees_other_connections(void)
     CHECK_INT_EQ(lk_kv_put(&st->sessions, "potato", "one", 3, NULL), 0);
     CHECK_INT_EQ(get_str(&st->sessions, "potato", &v), 0);
     CHECK_STR_EQ(v.data, "one");
-    CHECK_INT_EQ(sqlite3_exec(other, "UPDATE sessions SET value = 'two' WHERE key = 'potato'",
-                              NULL, NULL, NULL),
+    CHECK_INT_EQ(sqlite3_exec(other, "UPDATE sessions SET value = 'two' WHERE key = 'potato'", NULL,
+                              NULL, NULL),
                  SQLITE_OK);
     CHECK_INT_EQ(get_str(&st->sessions, "potato", &v), 0);
     CHECK_STR_EQ(v.data, "two");
@@ -343,8 +343,8 @@ static void test_sqlite_kept_select_sees_other_connections(void)
     CHECK_INT_EQ(sqlite3_step(ck), SQLITE_ROW);
     CHECK_INT_EQ(sqlite3_column_int(ck, 0), 0);
     sqlite3_finalize(ck);
-    CHECK_INT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE; UPDATE sessions SET value = 'three'",
-                              NULL, NULL, NULL),
+    CHECK_INT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE; UPDATE sessions SET value = 'three'", NULL,
+                              NULL, NULL),
                  SQLITE_OK);
     /* WAL readers are not blocked by a writer: the committed value shows. */
     CHECK_INT_EQ(get_str(&st->sessions, "potato", &v), 0);
