@@ -25,6 +25,8 @@ struct entry {
     char *raw; /* owned value bytes (NUL-terminated) */
     size_t raw_len;
     struct lk_session *session; /* cache only: one reference */
+    const void *stamp_kv;       /* cache only: the kv (ctx) and its stamp when */
+    uint64_t stamp;             /* the session was read; 0: no stamp */
 };
 
 struct map {
@@ -188,12 +190,24 @@ int lk_kv_list(const struct lk_kv *kv, lk_kv_list_cb *cb, void *data, struct lk_
     return kv->ops->list(kv->ctx, cb, data, err);
 }
 
+int lk_kv_stamp(const struct lk_kv *kv, uint64_t *stamp)
+{
+    if (kv->ops->stamp == NULL)
+        return LK_EUNSUPPORTED;
+    return kv->ops->stamp(kv->ctx, stamp);
+}
+
 /* ---- in-memory kv ---------------------------------------------------------------- */
+
+struct mem_kv {
+    struct map map;
+    uint64_t stamp; /* counts writes, from 1 */
+};
 
 static int mem_get(void *ctx, const char *key, struct lk_buf *value, struct lk_buf *err)
 {
     (void)err;
-    const struct entry *e = map_find(ctx, key);
+    const struct entry *e = map_find(&((struct mem_kv *)ctx)->map, key);
     if (e == NULL)
         return LK_ENOTFOUND;
     lk_buf_reset(value);
@@ -203,28 +217,38 @@ static int mem_get(void *ctx, const char *key, struct lk_buf *value, struct lk_b
 static int mem_exists(void *ctx, const char *key, bool *exists, struct lk_buf *err)
 {
     (void)err;
-    *exists = map_find(ctx, key) != NULL;
+    *exists = map_find(&((struct mem_kv *)ctx)->map, key) != NULL;
     return 0;
 }
 
 static int mem_put(void *ctx, const char *key, const char *value, size_t len, struct lk_buf *err)
 {
+    struct mem_kv *m = ctx;
     (void)err;
-    entry_set_raw(map_upsert(ctx, key), value, len);
+    entry_set_raw(map_upsert(&m->map, key), value, len);
+    m->stamp++;
     return 0;
 }
 
 static int mem_del(void *ctx, const char *key, struct lk_buf *err)
 {
+    struct mem_kv *m = ctx;
     (void)err;
-    map_remove(ctx, key);
+    map_remove(&m->map, key);
+    m->stamp++;
+    return 0;
+}
+
+static int mem_stamp(void *ctx, uint64_t *stamp)
+{
+    *stamp = ((const struct mem_kv *)ctx)->stamp;
     return 0;
 }
 
 static int mem_list(void *ctx, lk_kv_list_cb *cb, void *data, struct lk_buf *err)
 {
     (void)err;
-    const struct map *m = ctx;
+    const struct map *m = &((const struct mem_kv *)ctx)->map;
     for (size_t i = 0; i < m->n_buckets; i++) {
         for (const struct entry *e = m->buckets[i]; e != NULL; e = e->next) {
             int rc = cb(data, e->key, e->raw, e->raw_len);
@@ -237,24 +261,26 @@ static int mem_list(void *ctx, lk_kv_list_cb *cb, void *data, struct lk_buf *err
 
 static void mem_destroy(void *ctx)
 {
-    map_release(ctx);
+    map_release(&((struct mem_kv *)ctx)->map);
     free(ctx);
 }
 
 static const struct lk_kv_ops memory_ops = {
-    mem_get, mem_exists, mem_put, mem_del, mem_list, mem_destroy,
+    mem_get, mem_exists, mem_put, mem_del, mem_list, mem_destroy, mem_stamp,
 };
 
 void lk_kv_memory_init(struct lk_kv *kv)
 {
+    struct mem_kv *m = lk_xcalloc(1, sizeof(*m));
+    m->stamp = 1;
     kv->ops = &memory_ops;
-    kv->ctx = lk_xcalloc(1, sizeof(struct map));
+    kv->ctx = m;
 }
 
 size_t lk_kv_memory_count(const struct lk_kv *kv)
 {
     LK_ASSERT(kv->ops == &memory_ops);
-    return ((const struct map *)kv->ctx)->count;
+    return ((const struct mem_kv *)kv->ctx)->map.count;
 }
 
 /* ---- parsed-session cache -------------------------------------------------------- */
@@ -297,17 +323,39 @@ static struct lk_session *cache_lookup(struct lk_session_cache *cache, const cha
     return lk_session_ref(e->session);
 }
 
-static void cache_store(struct lk_session_cache *cache, const char *name, const struct lk_buf *raw,
-                        struct lk_session *s)
+/* A new reference to the cached session when kv's stamp has not moved since
+ * it was read: no read of the kv needed. */
+static struct lk_session *cache_lookup_stamped(struct lk_session_cache *cache,
+                                               const struct lk_kv *kv, const char *name,
+                                               uint64_t stamp)
+{
+    if (cache == NULL || stamp == 0)
+        return NULL;
+    const struct entry *e = map_find(&cache->map, name);
+    if (e == NULL || e->stamp != stamp || e->stamp_kv != kv->ctx)
+        return NULL;
+    return lk_session_ref(e->session);
+}
+
+/* stamp is kv's stamp taken before raw was read (0 when it has none). */
+static void cache_store(struct lk_session_cache *cache, const struct lk_kv *kv, const char *name,
+                        const struct lk_buf *raw, struct lk_session *s, uint64_t stamp)
 {
     if (cache == NULL)
         return;
-    if (map_find(&cache->map, name) == NULL && cache->map.count >= cache->max_entries)
+    struct entry *e = map_find(&cache->map, name);
+    if (e == NULL && cache->map.count >= cache->max_entries)
         map_evict_one(&cache->map, fnv1a(name));
-    struct entry *e = map_upsert(&cache->map, name);
-    entry_set_raw(e, raw->data, raw->len);
-    lk_session_free(e->session);
-    e->session = lk_session_ref(s);
+    if (e == NULL)
+        e = map_upsert(&cache->map, name);
+    if (e->raw_len != raw->len || memcmp(e->raw, raw->data, raw->len) != 0)
+        entry_set_raw(e, raw->data, raw->len);
+    if (e->session != s) {
+        lk_session_free(e->session);
+        e->session = lk_session_ref(s);
+    }
+    e->stamp_kv = kv->ctx;
+    e->stamp = stamp;
 }
 
 /* ---- sessions over a kv ---------------------------------------------------------- */
@@ -337,12 +385,21 @@ int lk_store_get_session_str(const struct lk_kv *kv, struct lk_session_cache *ca
 int lk_store_get_session(const struct lk_kv *kv, struct lk_session_cache *cache, const char *name,
                          struct lk_session **out, struct lk_buf *err)
 {
+    /* The stamp is taken before the read: a write between the two leaves the
+     * entry with an older stamp, so the next lookup reads again. */
+    uint64_t stamp = 0;
+    if (cache != NULL && lk_kv_stamp(kv, &stamp) != 0)
+        stamp = 0;
+    struct lk_session *s = cache_lookup_stamped(cache, kv, name, stamp);
+    if (s != NULL) {
+        *out = s;
+        return 0;
+    }
     /* With a cache, the stored bytes are copied into its scratch buffer:
      * no allocation per lookup (this runs for every proxied request). */
     struct lk_buf own = LK_BUF_INIT;
     struct lk_buf *raw = cache ? &cache->raw : &own;
     struct lk_buf why = LK_BUF_INIT;
-    struct lk_session *s = NULL;
     lk_buf_reset(raw);
     int rc = lk_kv_get(kv, name, raw, &why);
     if (rc == LK_ENOTFOUND)
@@ -360,8 +417,8 @@ int lk_store_get_session(const struct lk_kv *kv, struct lk_session_cache *cache,
             rc = wrap(LK_EINVAL, "Invalid stored config: ", &why, err);
             goto out;
         }
-        cache_store(cache, name, raw, s);
     }
+    cache_store(cache, kv, name, raw, s, stamp);
     *out = s;
 out:
     lk_buf_release(&why);

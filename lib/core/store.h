@@ -20,11 +20,13 @@
  *
  * Parsed sessions: a value read back is re-parsed and re-validated. To avoid
  * parsing (and compiling regexes) on every request, lk_store_get_session takes
- * an optional struct lk_session_cache owned by the caller: it still reads the
- * raw value from the kv (the kv may be shared between workers, so the cache is
- * never authoritative) and returns the cached parsed session when the bytes
- * are unchanged. Returned sessions are new references (lk_session_free), so
- * they stay valid while a request is in flight even if the entry is replaced.
+ * an optional struct lk_session_cache owned by the caller. When the kv has a
+ * stamp and it has not moved since the cached session was read, that session
+ * is the answer and the kv is not read at all. Otherwise it reads the raw
+ * value (a kv shared between workers is never answered from the cache) and
+ * returns the cached parsed session when the bytes are unchanged. Returned
+ * sessions are new references (lk_session_free), so they stay valid while a
+ * request is in flight even if the entry is replaced.
  *
  * Single-threaded use only.
  */
@@ -33,6 +35,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/buf.h"
 #include "core/rng.h"
@@ -58,6 +61,13 @@ struct lk_kv_ops {
     int (*list)(void *ctx, lk_kv_list_cb *cb, void *data, struct lk_buf *err);
     /* Frees ctx and everything it owns (lk_kv_free). */
     void (*destroy)(void *ctx);
+    /* Optional (NULL: not supported). Sets *stamp to a non-zero number that
+     * changes whenever get or exists of any key could answer differently than
+     * before: a write by this or any other process, or an expiry coming due.
+     * What get answered under a stamp is still the answer while stamp gives
+     * the same number. Only a kv that learns of every change cheaply offers
+     * it (not one shared over the network). */
+    int (*stamp)(void *ctx, uint64_t *stamp);
 };
 
 struct lk_kv {
@@ -76,11 +86,13 @@ int lk_kv_put(const struct lk_kv *kv, const char *key, const char *value, size_t
               struct lk_buf *err);
 int lk_kv_del(const struct lk_kv *kv, const char *key, struct lk_buf *err);
 int lk_kv_list(const struct lk_kv *kv, lk_kv_list_cb *cb, void *data, struct lk_buf *err);
+/* LK_EUNSUPPORTED when the kv has no stamp. */
+int lk_kv_stamp(const struct lk_kv *kv, uint64_t *stamp);
 
 /*
  * Initialises kv as an in-memory store (a chained hash map with doubling, O(1)
- * average get/put/delete; fine for 10,000+ sessions). Never fails; list is
- * supported. Free with lk_kv_free.
+ * average get/put/delete; fine for 10,000+ sessions). Never fails; list and
+ * stamp are supported. Free with lk_kv_free.
  */
 void lk_kv_memory_init(struct lk_kv *kv);
 
@@ -92,7 +104,9 @@ size_t lk_kv_memory_count(const struct lk_kv *kv);
 struct lk_session_cache;
 
 /* A cache of at most max_entries parsed sessions (0 means 1024). When full,
- * an arbitrary entry is evicted. Free with lk_session_cache_free. */
+ * an arbitrary entry is evicted. Entries remember their kv by its ctx
+ * pointer, so a cache must not outlive a kv it was used with. Free with
+ * lk_session_cache_free. */
 struct lk_session_cache *lk_session_cache_new(size_t max_entries);
 /* Drops every entry (its references). NULL is a no-op. */
 void lk_session_cache_free(struct lk_session_cache *cache);

@@ -1,6 +1,7 @@
 /*
  * store.c - picks the worker's store backend from its spec string and holds
- * what the backends share (the clock, the purge entry point).
+ * what the backends share (the clock, the purge entry point, the stamp of
+ * expiring entries).
  */
 #include "worker/store.h"
 
@@ -10,6 +11,39 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+
+void worker_stamp_init(struct worker_stamp *s, uint64_t max_age_ms)
+{
+    *s = (struct worker_stamp){ .stamp = 1, .next_expiry = UINT64_MAX, .max_age_ms = max_age_ms };
+}
+
+void worker_stamp_bump(struct worker_stamp *s)
+{
+    s->stamp++;
+    s->next_expiry = UINT64_MAX;
+    s->timed = false; /* the next worker_stamp_at() starts the clock */
+}
+
+void worker_stamp_saw_expiry(struct worker_stamp *s, uint64_t expires_ms)
+{
+    if (expires_ms < s->next_expiry)
+        s->next_expiry = expires_ms;
+}
+
+uint64_t worker_stamp_at(struct worker_stamp *s, uint64_t now_ms)
+{
+    /* A row is live while expires_at > now (store_sqlite.c, store_memory.c). */
+    if (now_ms >= s->next_expiry)
+        worker_stamp_bump(s);
+    else if (s->max_age_ms > 0 && s->timed &&
+             (now_ms < s->moved_at || now_ms - s->moved_at >= s->max_age_ms))
+        worker_stamp_bump(s);
+    if (!s->timed) {
+        s->moved_at = now_ms;
+        s->timed = true;
+    }
+    return s->stamp;
+}
 
 uint64_t worker_clock_real(void *ctx)
 {

@@ -27,6 +27,12 @@
  * Errors of every kv call follow core/store.h: LK_ESTORE with a one-line
  * reason appended to err; never a crash when the backend goes away.
  *
+ * Stamps (core/store.h), which let the session cache skip the read on every
+ * proxied request: memory has them (one process, every write is its own);
+ * sqlite has them while inotify watches its files (another process's commit
+ * writes the WAL file, and one read() per stamp drains those events; without
+ * inotify every lookup reads); redis has none (shared over the network).
+ *
  * The clock is injected (now_ms) so tests can move time. Loop thread only
  * (calls block for at most the backend's timeout: WORKER_SQLITE_BUSY_MS for
  * SQLite, whose lock-refused calls are retried by the API from a timer, and
@@ -59,6 +65,29 @@
 
 /* Returns the current time in Unix epoch milliseconds. */
 typedef uint64_t worker_clock_fn(void *ctx);
+
+/*
+ * The stamp (core/store.h) of a view whose entries expire: it moves on every
+ * write the backend learns of (worker_stamp_bump), once the earliest expiry
+ * among the values read under the current stamp comes due (so a session
+ * cached under a stamp never outlives its row) and, with a non-zero
+ * max_age_ms, at least that often.
+ */
+struct worker_stamp {
+    uint64_t stamp;       /* from 1 */
+    uint64_t next_expiry; /* earliest expires_at read since the last move */
+    uint64_t max_age_ms;  /* 0: no limit */
+    uint64_t moved_at;    /* clock time of the first use since the last move */
+    bool timed;           /* moved_at is set */
+};
+
+void worker_stamp_init(struct worker_stamp *s, uint64_t max_age_ms);
+void worker_stamp_bump(struct worker_stamp *s);
+/* A value that expires at expires_ms was read under the current stamp. */
+void worker_stamp_saw_expiry(struct worker_stamp *s, uint64_t expires_ms);
+/* The stamp at now_ms (moved first when a read value has expired or the
+ * stamp is max_age_ms old). */
+uint64_t worker_stamp_at(struct worker_stamp *s, uint64_t now_ms);
 
 struct worker_store {
     struct lk_kv sessions; /* owned; 7-day expiry per put */

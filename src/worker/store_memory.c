@@ -2,7 +2,8 @@
  * store_memory.c - the "memory" worker store: two lk_kv_memory_init() maps.
  *
  * The sessions view wraps its map to add the 7-day expiry: each stored value
- * is prefixed with "{expires_at_ms}\n", which get/exists/list check and strip.
+ * is prefixed with "{expires_at_ms}\n", which get/exists/list check and strip,
+ * and its stamp moves on writes and expiries (struct worker_stamp).
  * The tunnels view is a plain memory map (no expiry).
  */
 #include <stdlib.h>
@@ -16,6 +17,7 @@ struct ttl_kv {
     struct lk_kv inner; /* owned */
     worker_clock_fn *clock;
     void *clock_ctx;
+    struct worker_stamp stamp;
 };
 
 /* Splits a stored "{expires}\n{value}"; false when malformed. */
@@ -43,6 +45,7 @@ static int ttl_read(struct ttl_kv *t, const char *key, struct lk_buf *raw, const
         lk_kv_del(&t->inner, key, NULL);
         return LK_ENOTFOUND;
     }
+    worker_stamp_saw_expiry(&t->stamp, expires);
     return 0;
 }
 
@@ -78,13 +81,22 @@ static int ttl_put(void *ctx, const char *key, const char *value, size_t len, st
     lk_buf_add(&raw, value, len);
     int rc = lk_kv_put(&t->inner, key, raw.data, raw.len, err);
     lk_buf_release(&raw);
+    worker_stamp_bump(&t->stamp);
     return rc;
 }
 
 static int ttl_del(void *ctx, const char *key, struct lk_buf *err)
 {
     struct ttl_kv *t = ctx;
+    worker_stamp_bump(&t->stamp);
     return lk_kv_del(&t->inner, key, err);
+}
+
+static int ttl_stamp(void *ctx, uint64_t *stamp)
+{
+    struct ttl_kv *t = ctx;
+    *stamp = worker_stamp_at(&t->stamp, t->clock(t->clock_ctx));
+    return 0;
 }
 
 struct list_state {
@@ -119,7 +131,7 @@ static void ttl_destroy(void *ctx)
 }
 
 static const struct lk_kv_ops ttl_ops = {
-    ttl_get, ttl_exists, ttl_put, ttl_del, ttl_list, ttl_destroy,
+    ttl_get, ttl_exists, ttl_put, ttl_del, ttl_list, ttl_destroy, ttl_stamp,
 };
 
 /* Collects the keys of expired entries (deleted after the listing). */
@@ -161,6 +173,7 @@ void worker_store_open_memory(struct worker_store *st, worker_clock_fn *clock, v
     lk_kv_memory_init(&t->inner);
     t->clock = clock;
     t->clock_ctx = clock_ctx;
+    worker_stamp_init(&t->stamp, 0); /* every change is ours */
     st->sessions.ops = &ttl_ops;
     st->sessions.ctx = t;
     lk_kv_memory_init(&st->tunnels);

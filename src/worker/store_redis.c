@@ -275,7 +275,8 @@ static void rd_view_destroy(void *ctx)
 }
 
 static const struct lk_kv_ops redis_ops = {
-    rd_get, rd_exists, rd_put, rd_del, rd_list, rd_view_destroy,
+    rd_get,  rd_exists,       rd_put, rd_del,
+    rd_list, rd_view_destroy, NULL, /* no stamp: other workers write without telling this one */
 };
 
 static void redis_close(void *backend)

@@ -8,25 +8,41 @@
  *     (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER)
  * expires_at is epoch milliseconds, NULL for no expiry (tunnels). Rows with
  * expires_at <= now are invisible to every read and deleted by the purge.
- * The SELECT that every proxied request runs (the session lookup) is
- * prepared once per table and reset after each use, which ends its read
- * transaction, so no transaction is left open between calls: preparing it
- * per call cost about a quarter of the worker's CPU per request. The rarer
- * statements are prepared per call.
+ * The SELECT of a lookup is prepared once per table and reset after each
+ * use, which ends its read transaction, so no transaction is left open
+ * between calls. The rarer statements are prepared per call.
+ *
+ * Stamps (core/store.h) spare the session cache that lookup on every
+ * proxied request. inotify watches the database and WAL files: a commit of
+ * any process writes one of them, and sq_stamp() drains the events with one
+ * read(). A commit is written before it is published in the WAL index, so a
+ * lookup racing a commit of another process can still read the old row
+ * after its event; the stamp therefore also moves every STAMP_MAX_AGE_MS,
+ * which bounds how long that row can be served. Our own writes move it at
+ * once. Without inotify (or once a watched file is deleted or moved) there
+ * is no stamp and every lookup reads.
  */
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/err.h"
 #include "worker/store.h"
+
+/* See the top of the file. */
+#define STAMP_MAX_AGE_MS 1000
 
 struct sq_db {
     sqlite3 *db;
     worker_clock_fn *clock;
     void *clock_ctx;
     bool busy; /* a call failed on another process's lock */
+    int watch; /* inotify fd, -1: no stamps */
+    struct worker_stamp stamp;
 };
 
 struct sq_view {
@@ -70,7 +86,7 @@ static int sq_select(struct sq_view *v, const char *key, struct lk_buf *value, b
                      struct lk_buf *err)
 {
     if (v->select == NULL) {
-        int rc = sq_prepare(v, "SELECT value FROM ",
+        int rc = sq_prepare(v, "SELECT value, expires_at FROM ",
                             " WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
                             &v->select, err);
         if (rc != 0)
@@ -82,6 +98,8 @@ static int sq_select(struct sq_view *v, const char *key, struct lk_buf *value, b
     sqlite3_bind_int64(st, 2, sq_now(v));
     int step = sqlite3_step(st);
     *found = step == SQLITE_ROW;
+    if (step == SQLITE_ROW && sqlite3_column_type(st, 1) != SQLITE_NULL)
+        worker_stamp_saw_expiry(&v->db->stamp, (uint64_t)sqlite3_column_int64(st, 1));
     if (step == SQLITE_ROW && value != NULL) {
         lk_buf_reset(value);
         rc = lk_buf_add(value, sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
@@ -113,6 +131,7 @@ static int sq_run(struct sq_view *v, sqlite3_stmt *st, const char *what, struct 
 {
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sq_fail(v->db, what, err);
     sqlite3_finalize(st);
+    worker_stamp_bump(&v->db->stamp);
     return rc;
 }
 
@@ -164,6 +183,51 @@ static int sq_list(void *ctx, lk_kv_list_cb *cb, void *data, struct lk_buf *err)
     return rc;
 }
 
+static void unwatch(struct sq_db *d)
+{
+    if (d->watch >= 0)
+        close(d->watch);
+    d->watch = -1;
+}
+
+/* Drains the inotify events: any change moves the stamp; a watch that ends
+ * (file deleted or moved, queue overflow) ends stamps. */
+static void drain_events(struct sq_db *d)
+{
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(d->watch, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+                unwatch(d);
+            return;
+        }
+        worker_stamp_bump(&d->stamp);
+        for (ssize_t off = 0; off < n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)(buf + off);
+            if (ev->mask & (IN_IGNORED | IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF)) {
+                unwatch(d);
+                return;
+            }
+            off += (ssize_t)(sizeof(*ev) + ev->len);
+        }
+    }
+}
+
+static int sq_stamp(void *ctx, uint64_t *stamp)
+{
+    struct sq_view *v = ctx;
+    struct sq_db *d = v->db;
+    if (d->watch >= 0)
+        drain_events(d);
+    if (d->watch < 0)
+        return LK_EUNSUPPORTED;
+    *stamp = worker_stamp_at(&d->stamp, (uint64_t)sq_now(v));
+    return 0;
+}
+
 static void sq_view_destroy(void *ctx)
 {
     struct sq_view *v = ctx;
@@ -172,7 +236,7 @@ static void sq_view_destroy(void *ctx)
 }
 
 static const struct lk_kv_ops sqlite_ops = {
-    sq_get, sq_exists, sq_put, sq_del, sq_list, sq_view_destroy,
+    sq_get, sq_exists, sq_put, sq_del, sq_list, sq_view_destroy, sq_stamp,
 };
 
 static int sqlite_purge(struct worker_store *st, struct lk_buf *err)
@@ -201,6 +265,7 @@ static void sqlite_close(void *backend)
     if (d == NULL)
         return;
     sqlite3_close(d->db);
+    unwatch(d);
     free(d);
 }
 
@@ -209,6 +274,23 @@ static const char *const schema =
     "expires_at INTEGER);"
     "CREATE TABLE IF NOT EXISTS tunnels (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
     "expires_at INTEGER);";
+
+/* Starts the inotify watch of the database file and its WAL (which exists
+ * now: the schema ran in WAL mode). Any failure leaves the store without
+ * stamps. */
+static void watch_files(struct sq_db *d)
+{
+    sqlite3_filename name = sqlite3_db_filename(d->db, "main");
+    const char *wal = name ? sqlite3_filename_wal(name) : NULL;
+    if (name == NULL || *name == '\0' || wal == NULL || *wal == '\0')
+        return;
+    d->watch = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (d->watch < 0)
+        return;
+    uint32_t mask = IN_MODIFY | IN_DELETE_SELF | IN_MOVE_SELF;
+    if (inotify_add_watch(d->watch, name, mask) < 0 || inotify_add_watch(d->watch, wal, mask) < 0)
+        unwatch(d);
+}
 
 static struct lk_kv sq_view_new(struct sq_db *d, const char *table, bool ttl)
 {
@@ -225,6 +307,8 @@ int worker_store_open_sqlite(struct worker_store *st, const char *path, worker_c
     struct sq_db *d = lk_xcalloc(1, sizeof(*d));
     d->clock = clock;
     d->clock_ctx = clock_ctx;
+    d->watch = -1;
+    worker_stamp_init(&d->stamp, STAMP_MAX_AGE_MS);
     st->backend = d;
     st->close = sqlite_close;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
@@ -242,6 +326,7 @@ int worker_store_open_sqlite(struct worker_store *st, const char *path, worker_c
         lk_buf_addf(err, "cannot initialise sqlite store '%s': %s", path, sqlite3_errmsg(d->db));
         return LK_ESTORE;
     }
+    watch_files(d);
     st->sessions = sq_view_new(d, "sessions", true);
     st->tunnels = sq_view_new(d, "tunnels", false);
     st->purge = sqlite_purge;

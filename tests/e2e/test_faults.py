@@ -320,6 +320,37 @@ def test_sqlite_lock_released_during_the_retries_lets_the_upsert_succeed(
     still_serves(f)
 
 
+def test_sqlite_row_changed_by_another_process_is_seen_at_once(front_factory, raw_upstream,
+                                                               tmp_path):
+    """The worker's session lookups skip the store while its stamp has not
+    moved (inotify on the database and WAL files): a commit of another
+    process must still be routed by on the very next request, whichever of
+    a request stream it lands between."""
+    db = tmp_path / "shared.db"
+    f = front_factory("worker", store=f"sqlite:{db}")
+    other = lk.RawRecordingUpstream("127.0.0.5")
+    con = sqlite3.connect(str(db), timeout=5, isolation_level=None)
+    try:
+        for rnd in range(5):
+            target, old = (other, raw_upstream) if rnd % 2 == 0 else (raw_upstream, other)
+            assert get(f, f"/warm/{rnd}").status == 200
+            before = (len(target.requests), len(old.requests))
+            (value,) = con.execute("SELECT value FROM sessions WHERE key = ?",
+                                   (f.name,)).fetchone()
+            assert old.url in value
+            con.execute("UPDATE sessions SET value = ? WHERE key = ?",
+                        (value.replace(old.url, target.url), f.name))
+            r = get(f, f"/moved/{rnd}")
+            assert r.status == 200, r.text
+            assert (len(target.requests), len(old.requests)) == (before[0] + 1, before[1]), rnd
+        # A row deleted by another process is gone at once too.
+        con.execute("DELETE FROM sessions WHERE key = ?", (f.name,))
+        assert get(f, "/gone").status != 200
+    finally:
+        con.close()
+        other.close()
+
+
 def test_sqlite_read_only_store_is_a_clear_start_error(linkup_bin, env, raw_upstream):
     """A store the worker may not write (file mode 0444, worker run as
     nobody so root's DAC override does not apply) is refused at start with a

@@ -108,6 +108,98 @@ static void test_scale(void)
     lk_kv_free(&kv);
 }
 
+/* A kv over a memory kv that counts reads and can hide its stamp. */
+struct counting_kv {
+    struct lk_kv inner;
+    int gets;
+    bool no_stamp;
+};
+
+static int counting_get(void *ctx, const char *key, struct lk_buf *value, struct lk_buf *err)
+{
+    struct counting_kv *c = ctx;
+    c->gets++;
+    return lk_kv_get(&c->inner, key, value, err);
+}
+
+static int counting_stamp(void *ctx, uint64_t *stamp)
+{
+    struct counting_kv *c = ctx;
+    return c->no_stamp ? LK_EUNSUPPORTED : lk_kv_stamp(&c->inner, stamp);
+}
+
+/* With a stamp that has not moved, a cached session is the answer without a
+ * read; any write moves the stamp, and a kv without stamps is read on every
+ * lookup. */
+static void test_cache_skips_reads_under_a_stamp(void)
+{
+    static const struct lk_kv_ops ops = {
+        counting_get, NULL, NULL, NULL, NULL, NULL, counting_stamp
+    };
+    struct counting_kv c = { 0 };
+    struct lk_kv kv = { &ops, &c };
+    struct lk_session_cache *cache = lk_session_cache_new(10);
+    struct lk_session *s1 = make("one", fb, 2), *s2 = make("two", fb, 2), *got = NULL;
+    uint64_t st0 = 0, st1 = 0, st2 = 0;
+    lk_kv_memory_init(&c.inner);
+    CHECK_INT_EQ(lk_kv_stamp(&c.inner, &st0), 0);
+    CHECK(st0 != 0);
+    CHECK_INT_EQ(lk_store_put_session(&c.inner, "n", s1, NULL), 0);
+    CHECK_INT_EQ(lk_kv_stamp(&c.inner, &st1), 0);
+    CHECK(st1 != st0);
+    for (int i = 0; i < 3; i++) {
+        CHECK_INT_EQ(lk_store_get_session(&kv, cache, "n", &got, NULL), 0);
+        CHECK(got != NULL && strcmp(got->session_token, "one") == 0);
+        lk_session_free(got);
+    }
+    CHECK_INT_EQ(c.gets, 1);
+    /* A read moves nothing; a write does, and the next lookup reads it. */
+    CHECK_INT_EQ(lk_kv_stamp(&c.inner, &st2), 0);
+    CHECK(st2 == st1);
+    CHECK_INT_EQ(lk_store_put_session(&c.inner, "n", s2, NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "n", &got, NULL), 0);
+    CHECK(got != NULL && strcmp(got->session_token, "two") == 0);
+    lk_session_free(got);
+    CHECK_INT_EQ(c.gets, 2);
+    CHECK_INT_EQ(lk_store_delete_session(&c.inner, "n", NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "n", &got, NULL), LK_ENOTFOUND);
+    CHECK_INT_EQ(c.gets, 3);
+    /* The same cache over another kv with the same stamp number reads. */
+    struct counting_kv c2 = { 0 };
+    struct lk_kv kv2 = { &ops, &c2 };
+    lk_kv_memory_init(&c2.inner);
+    CHECK_INT_EQ(lk_store_put_session(&c.inner, "m", s2, NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "m", &got, NULL), 0);
+    lk_session_free(got);
+    /* c2's stamp counts its writes: bring it to c's number. */
+    CHECK_INT_EQ(lk_kv_stamp(&c.inner, &st1), 0);
+    CHECK_INT_EQ(lk_kv_stamp(&c2.inner, &st2), 0);
+    while (st2 < st1) {
+        CHECK_INT_EQ(lk_store_put_session(&c2.inner, "m", s1, NULL), 0);
+        CHECK_INT_EQ(lk_kv_stamp(&c2.inner, &st2), 0);
+    }
+    CHECK(st1 == st2);
+    CHECK_INT_EQ(lk_store_get_session(&kv2, cache, "m", &got, NULL), 0);
+    CHECK(got != NULL && strcmp(got->session_token, "one") == 0);
+    lk_session_free(got);
+    CHECK_INT_EQ(c2.gets, 1);
+    /* Without a stamp, every lookup reads (and still parses once). */
+    c.no_stamp = true;
+    int before = c.gets;
+    struct lk_session *a = NULL, *b = NULL;
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "m", &a, NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "m", &b, NULL), 0);
+    CHECK(a != NULL && a == b);
+    CHECK_INT_EQ(c.gets, before + 2);
+    lk_session_free(a);
+    lk_session_free(b);
+    lk_session_free(s1);
+    lk_session_free(s2);
+    lk_session_cache_free(cache);
+    lk_kv_free(&c.inner);
+    lk_kv_free(&c2.inner);
+}
+
 static void test_cache(void)
 {
     struct lk_kv kv;
@@ -373,7 +465,8 @@ static int fail_del(void *ctx, const char *key, struct lk_buf *err)
 
 static void test_failing_kv(void)
 {
-    static const struct lk_kv_ops ops = { fail_get, fail_exists, fail_put, fail_del, NULL, NULL };
+    static const struct lk_kv_ops ops = { fail_get, fail_exists, fail_put, fail_del,
+                                          NULL,     NULL,        NULL };
     struct lk_kv kv = { &ops, NULL };
     struct lk_session *s = make("t", fb, 2);
     struct lk_session *got = NULL;
@@ -437,6 +530,7 @@ int main(void)
     RUN(test_get_by_range);
     RUN(test_scale);
     RUN(test_cache);
+    RUN(test_cache_skips_reads_under_a_stamp);
     RUN(test_invalid_stored);
     RUN(test_identical_preview_requests);
     RUN(test_store_session);

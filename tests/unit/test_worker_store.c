@@ -358,6 +358,65 @@ static void test_sqlite_kept_select_sees_other_connections(void)
     worker_store_free(st);
 }
 
+/* Stamps (core/store.h): they stay while nothing changes, move on writes,
+ * on another connection's commit (sqlite, through inotify), when a row that
+ * was read expires and, for sqlite, at least every STAMP_MAX_AGE_MS. */
+static void test_stamps(void)
+{
+    char spec[160], path[128];
+    snprintf(path, sizeof(path), "%s/stamp.db", tmp_dir);
+    snprintf(spec, sizeof(spec), "sqlite:%s", path);
+    const char *specs[] = { "memory", spec };
+    uint64_t t0 = fake_now;
+    for (size_t i = 0; i < LK_ARRAY_LEN(specs); i++) {
+        struct worker_store *st = open_store(specs[i]);
+        struct lk_buf v = LK_BUF_INIT;
+        uint64_t a = 0, b = 0;
+        bool sqlite = i == 1;
+        if (st == NULL)
+            continue;
+        CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &a), 0);
+        CHECK_INT_EQ(lk_kv_put(&st->sessions, "potato", "one", 3, NULL), 0);
+        CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &b), 0);
+        CHECK(a != b);
+        CHECK_INT_EQ(get_str(&st->sessions, "potato", &v), 0);
+        CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &a), 0);
+        fake_now += 10;
+        CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &b), 0);
+        CHECK(a == b);
+        if (sqlite) {
+            sqlite3 *other = NULL;
+            CHECK_INT_EQ(sqlite3_open(path, &other), SQLITE_OK);
+            sqlite3_busy_timeout(other, 2000);
+            CHECK_INT_EQ(sqlite3_exec(other, "UPDATE sessions SET value = 'two'", NULL, NULL, NULL),
+                         SQLITE_OK);
+            sqlite3_close(other);
+            CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &b), 0);
+            CHECK(a != b);
+            /* No change, but older than STAMP_MAX_AGE_MS: it moves anyway. */
+            CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &a), 0);
+            fake_now += STAMP_MAX_AGE_MS - 1;
+            CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &b), 0);
+            CHECK(a == b);
+            fake_now += 1;
+            CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &b), 0);
+            CHECK(a != b);
+        }
+        /* A row read under a stamp expires a week after its put: the stamp
+         * moves then, and the next read finds nothing. */
+        fake_now = t0 + WORKER_SESSION_TTL_MS - 1;
+        CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &a), 0);
+        CHECK_INT_EQ(get_str(&st->sessions, "potato", &v), 0);
+        fake_now = t0 + WORKER_SESSION_TTL_MS;
+        CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &b), 0);
+        CHECK(a != b);
+        CHECK_INT_EQ(get_str(&st->sessions, "potato", &v), LK_ENOTFOUND);
+        fake_now = t0;
+        lk_buf_release(&v);
+        worker_store_free(st);
+    }
+}
+
 static void test_redis_shared_and_ttl(void)
 {
     if (redis_pid <= 0)
@@ -591,6 +650,7 @@ int main(void)
     RUN(test_sqlite_purge_deletes_rows);
     RUN(test_sqlite_survives_reopen);
     RUN(test_sqlite_kept_select_sees_other_connections);
+    RUN(test_stamps);
     RUN(test_redis_shared_and_ttl);
     RUN(test_redis_down_is_store_error);
     RUN(test_session_cache_follows_updates);
