@@ -17,7 +17,7 @@ Starts, all on 127.0.0.1 and stopped by pid/process group at the end:
   origin      nginx (1 worker, sendfile) serving /1k (1024 B) and /1m (1 MiB) files,
               plain on --backend-port (18080) and TLS on port+360           -> target "direct"
   nginx       nginx reverse proxy, 1 worker, HTTP/1.1 keep-alive upstream  -> target "nginx"
-  worker      linkup worker --store memory (or --store)                    -> target "worker"
+  worker      linkup worker --store sqlite:RUN/worker.db (or --store memory) -> target "worker"
   server      linkup server --http/--https 127.0.0.1:0, sessions forwarded
               to that worker                                                -> target "server"
   worker-10k  a second worker with 10,000 sessions in its store (--sessions) -> "worker-10k"
@@ -46,7 +46,8 @@ options:
                                                                           [all]
   --workloads LIST   comma list of small-c64,small-c1,1m-c64,1m-c1,tls-newconn-c16 [all]
   --sessions N       sessions in the worker-10k store                    [10000]
-  --store KIND       worker store: memory | sqlite (a file in the run dir) [memory]
+  --store KIND       worker store: sqlite (a file in the run dir; the worker's
+                     default) | memory                                   [sqlite]
   --linkup PATH      linkup binary       [build-bench/linkup, built Release and kept up to date]
   --backend-port N   origin port (nginx proxy = N+1, TLS = N+360/N+361)  [18080]
   --out DIR          results directory   [bench/results/<timestamp>]
@@ -65,7 +66,7 @@ EOF
 
 # ---------------------------------------------------------------- options
 DURATION=5; REPS=2; MAX_TIME=600; TARGETS_OPT=""; WORKLOADS_OPT=""; NSESS=10000
-STORE=memory; LINKUP=""; BACKEND_PORT=18080; OUT=""; PERF_T=""; CG_T=""; DEPS=1; SUMMARIZE=""
+STORE=sqlite; LINKUP=""; BACKEND_PORT=18080; OUT=""; PERF_T=""; CG_T=""; DEPS=1; SUMMARIZE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2;;
