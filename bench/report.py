@@ -10,8 +10,16 @@ req/s, latencies and CPU are medians over reps; /direct, /nginx and /base are me
 per-rep paired ratios (same rep, back-to-back cells), which cancel most of the drift of a
 shared machine. /base compares a variant with the plain path it extends:
 worker-10k and worker-r100 and tunnel against worker, server-r100 against server.
+
+A run whose latency figures cannot be right is left out of the latency medians (marked †):
+each connection has one request in flight, so wrk's mean latency × requests cannot much exceed
+connections × wall time (ordinary runs reach 1.1–1.3× of it, wrk's clock reads included); runs
+past 2× are dropped. Such runs (mean ~1.3 ms, p99 near 60 ms, max near 100 ms, at 12–14× of
+the bound, on any target including direct) come from a stall of the machine or of wrk, not of
+the proxy.
 """
 import os
+import re
 import statistics
 import sys
 
@@ -41,17 +49,47 @@ def load_rows(path):
     return rows
 
 
+LATENCY_KEYS = ("p50_us", "p90_us", "p99_us", "max_us")
+
+
+def timing_ok(r):
+    """False when wrk's latencies add up to more time than its connections had."""
+    conns = re.search(r"-c(\d+)$", r["workload"])
+    mean, reqs, secs = (num(r.get(k) or "") for k in ("mean_us", "reqs", "secs"))
+    if conns is None or None in (mean, reqs, secs):
+        return True
+    return mean * reqs <= int(conns.group(1)) * secs * 1e6 * 2
+
+
+def wrk_result(d, r):
+    """The RESULT fields of a run's wrk output (results written before runs.tsv had them)."""
+    path = os.path.join(d, "wrk", "%s.%s.%s.txt" % (r["workload"], r["target"], r["rep"]))
+    try:
+        with open(path) as f:
+            lines = [line for line in f if line.startswith("RESULT ")]
+    except OSError:
+        return {}
+    return dict(kv.split("=", 1) for kv in lines[-1].split()[1:]) if lines else {}
+
+
 class Runs:
     def __init__(self, rows):
         self.cell = {}      # (w, t) -> list of rows
         self.by_rep = {}    # (rep, w, t) -> row
         for r in rows:
+            r["timing_ok"] = timing_ok(r)
             self.cell.setdefault((r["workload"], r["target"]), []).append(r)
             self.by_rep[(r["rep"], r["workload"], r["target"])] = r
         self.reps = sorted({r["rep"] for r in rows})
 
     def m(self, w, t, key):
-        return med([num(r.get(key) or "") for r in self.cell.get((w, t), [])])
+        rows = self.cell.get((w, t), [])
+        if key in LATENCY_KEYS:
+            rows = [r for r in rows if r["timing_ok"]]
+        return med([num(r.get(key) or "") for r in rows])
+
+    def dropped(self, w, t):
+        return sum(1 for r in self.cell.get((w, t), []) if not r["timing_ok"])
 
     def ratio(self, w, t, ref, key="rps"):
         """median of paired per-rep ratios t/ref, plus (min, max)."""
@@ -87,13 +125,15 @@ def main_table(R, out):
                 continue
             rps = [num(r["rps"]) for r in rows]
             dp = None
-            if t != "direct" and (w, "direct") in R.cell:
-                dp = R.m(w, t, "p50_us") - R.m(w, "direct", "p50_us")
+            a, b = R.m(w, t, "p50_us"), R.m(w, "direct", "p50_us")
+            if t != "direct" and a is not None and b is not None:
+                dp = a - b
             base = BASE.get(t)
             out.append("| %s | %s | %s | [%s–%s] | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |" % (
                 w, t, fmt(med(rps)), fmt(min(rps)), fmt(max(rps)),
                 fmt(R.m(w, t, "MiBps"), "%.1f") if w.startswith("1m") else "-",
-                fmt(R.m(w, t, "p50_us")), fmt(R.m(w, t, "p99_us")),
+                fmt(R.m(w, t, "p50_us")),
+                fmt(R.m(w, t, "p99_us")) + (" †%d" % R.dropped(w, t) if R.dropped(w, t) else ""),
                 "-" if dp is None else "%+.0f" % dp, fmt(R.m(w, t, "cpu_us_per_req"), "%.1f"),
                 "1.00" if t == "direct" else fmt_ratio(R.ratio(w, t, "direct")),
                 "1.00" if t == "nginx" else fmt_ratio(R.ratio(w, t, "nginx")),
@@ -200,6 +240,8 @@ def main():
     rows = []
     for i, dd in enumerate(sys.argv[1:]):
         for r in load_rows(os.path.join(dd, "runs.tsv")):
+            if "mean_us" not in r:
+                r.update(wrk_result(dd, r))
             r["rep"] = "%d.%s" % (i, r["rep"])
             rows.append(r)
     d = sys.argv[-1]
@@ -224,6 +266,12 @@ def main():
     out.append("#### All cells (medians over %d rep(s); for 1 MiB rows req/s = MiB/s)" % len(R.reps))
     out.append("")
     main_table(R, out)
+    n = sum(1 for r in rows if not r["timing_ok"])
+    if n:
+        out.append("")
+        out.append("† runs left out of that cell's latency medians (%d in all): wrk's mean latency × "
+                   "requests exceeded twice connections × wall time, so its latency figures cannot "
+                   "be right (see bench/report.py)." % n)
     out.append("")
     out.append("#### Resident memory (Linkup processes; nginx proxy master+worker for reference)")
     out.append("")

@@ -419,7 +419,7 @@ run_cell() { # workload target outfile duration
 for t in $TARGETS; do run_cell small-c64 "$t" "$RUN/warmup.out" 1; wait "$LOAD_PID"; LOAD_PID=""; done
 
 RAW="$OUT/runs.tsv"
-printf 'rep\tworkload\ttarget\trps\tp50_us\tp90_us\tp99_us\tmax_us\tMiBps\terrors\tcpu_us_per_req\trss_load_kB\tforeign_pct\n' > "$RAW"
+printf 'rep\tworkload\ttarget\trps\tp50_us\tp90_us\tp99_us\tmax_us\tMiBps\terrors\tcpu_us_per_req\trss_load_kB\tforeign_pct\tmean_us\treqs\tsecs\n' > "$RAW"
 sys_cpu() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat; }   # busy idle (ticks)
 for rep in $(seq "$REPS"); do
   order=$TARGETS
@@ -454,8 +454,8 @@ for rep in $(seq "$REPS"); do
       cpu=$(awk -v a="$c0" -v b="$c1" -v n="${R[reqs]}" -v hz="$HZ" 'BEGIN{ if (n == 0) print "NA"; else printf "%.1f", (b-a)/hz*1e6/n }')
       mib=$(awk -v by="${R[bytes]}" -v s="${R[secs]}" 'BEGIN{ printf "%.1f", by/s/1048576 }')
       [ "$rl" = 0 ] && rl=NA
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$w" "$t" "${R[rps]}" "${R[p50_us]}" "${R[p90_us]}" \
-        "${R[p99_us]}" "${R[max_us]}" "$mib" "$errs" "$cpu" "$rl" "$fg" >> "$RAW"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$w" "$t" "${R[rps]}" "${R[p50_us]}" "${R[p90_us]}" \
+        "${R[p99_us]}" "${R[max_us]}" "$mib" "$errs" "$cpu" "$rl" "$fg" "${R[mean_us]}" "${R[reqs]}" "${R[secs]}" >> "$RAW"
       printf '  [%s] %-15s %-11s %9s req/s  p50 %6sus  p99 %7sus  %7s MiB/s  err %s  cpu %s us/req  rss %s kB  foreign %s%%\n' \
         "$rep" "$w" "$t" "${R[rps]}" "${R[p50_us]}" "${R[p99_us]}" "$mib" "$errs" "$cpu" "$rl" "$fg"
       unset R
