@@ -1,0 +1,50 @@
+"""bench/report.py: a results directory rendered as markdown, and runs whose
+wrk latency figures cannot be right left out of the latency medians."""
+import pathlib
+import subprocess
+import sys
+
+REPORT = pathlib.Path(__file__).resolve().parents[2] / "bench" / "report.py"
+HEAD = ("rep\tworkload\ttarget\trps\tp50_us\tp90_us\tp99_us\tmax_us\tMiBps\terrors\t"
+        "cpu_us_per_req\trss_load_kB\tforeign_pct\tmean_us\treqs\tsecs\n")
+
+
+def row(rep, target, p99, mean_us, reqs=40000, w="small-c1"):
+    return (f"{rep}\t{w}\t{target}\t10000\t85\t120\t{p99}\t5000\t-\t0\t45.0\tNA\t0\t"
+            f"{mean_us}\t{reqs}\t4.000\n")
+
+
+def render(tmp_path, lines):
+    (tmp_path / "runs.tsv").write_text(HEAD + "".join(lines))
+    r = subprocess.run([sys.executable, str(REPORT), str(tmp_path)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def cell(out, target):
+    for line in out.splitlines():
+        if line.startswith(f"| small-c1 | {target} |"):
+            return [c.strip() for c in line.split("|")[1:-1]]
+    raise AssertionError(f"no row for {target}:\n{out}")
+
+
+def test_a_run_with_impossible_latencies_is_left_out(tmp_path):
+    # 40,000 requests on one connection in 4 s: a mean of 1,350 µs would need 54 s.
+    out = render(tmp_path, [
+        row(1, "direct", 150, 50), row(1, "nginx", 300, 100), row(1, "server", 60000, 1350),
+        row(2, "direct", 160, 50), row(2, "nginx", 320, 100), row(2, "server", 330, 100),
+        row(3, "direct", 170, 50), row(3, "nginx", 340, 100), row(3, "server", 350, 100),
+    ])
+    assert cell(out, "server")[6] == "340 †1"  # median of 330 and 350
+    assert cell(out, "nginx")[6] == "320"
+    assert "† runs left out of that cell's latency medians (1 in all)" in out
+    assert "| p99 vs nginx, small-c1 | 1.06× ✅ |" in out
+
+
+def test_ordinary_runs_are_all_kept(tmp_path):
+    # 1.25× of the bound, as wrk's direct runs reach: kept.
+    out = render(tmp_path, [row(1, "direct", 150, 125), row(1, "server", 400, 100),
+                            row(2, "direct", 150, 125), row(2, "server", 500, 100)])
+    assert cell(out, "server")[6] == "450"
+    assert "†" not in out
