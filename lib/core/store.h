@@ -66,7 +66,9 @@ struct lk_kv_ops {
      * before: a write by this or any other process, or an expiry coming due.
      * What get answered under a stamp is still the answer while stamp gives
      * the same number. Only a kv that learns of every change cheaply offers
-     * it (not one shared over the network). */
+     * it (not one shared over the network); one that learns of another
+     * process's writes a moment late must bound how late (the worker's
+     * SQLite store: a second). */
     int (*stamp)(void *ctx, uint64_t *stamp);
 };
 
