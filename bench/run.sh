@@ -447,7 +447,7 @@ for rep in $(seq "$REPS"); do
            'BEGIN{ t=(b1-b0)+(i1-i0); if (t<=0) t=1; f=100*((b1-b0)-o)/t; if (f<0) f=0; printf "%.0f", f }')
       line=$(grep '^RESULT' "$f" | tail -1)
       if [ -z "$line" ]; then echo "  [$rep] $w $t: load generator failed ($(tail -1 "$f"))" >&2; continue; fi
-      declare -A R=([err_connect]=0 [err_read]=0 [err_write]=0 [err_timeout]=0 [errors]=0 [bytes]=0)
+      declare -A R=([err_connect]=0 [err_read]=0 [err_write]=0 [err_timeout]=0 [errors]=0 [bytes]=0 [mean_us]=NA [reqs]=0 [secs]=NA)
       for kv in ${line#RESULT }; do R[${kv%%=*}]=${kv#*=}; done
       non2xx=$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$f" | grep -o '[0-9]*$' || true)
       errs=$(( R[err_connect] + R[err_read] + R[err_write] + R[err_timeout] + R[errors] + ${non2xx:-0} ))
