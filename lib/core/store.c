@@ -348,9 +348,10 @@ static void cache_store(struct lk_session_cache *cache, const struct lk_kv *kv, 
         map_evict_one(&cache->map, fnv1a(name));
     if (e == NULL)
         e = map_upsert(&cache->map, name);
-    if (e->raw_len != raw->len || memcmp(e->raw, raw->data, raw->len) != 0)
-        entry_set_raw(e, raw->data, raw->len);
+    /* s is the entry's own session exactly when cache_lookup() found raw
+     * unchanged; otherwise both are new. */
     if (e->session != s) {
+        entry_set_raw(e, raw->data, raw->len);
         lk_session_free(e->session);
         e->session = lk_session_ref(s);
     }
