@@ -923,6 +923,16 @@ static void test_websocket_through_tunnel(void)
     close(fd);
 }
 
+/* After a drop: the client has connected again (connects past before,
+ * within connect_ms) and a request through the tunnel is answered 200. */
+static void check_reconnects_and_serves(int before, int connect_ms, struct response *resp)
+{
+    CHECK(wait_for(&n_connects, before + 1, connect_ms));
+    CHECK(wait_for(&good_connected, 1, 1000));
+    CHECK_INT_EQ(request("sess.test", "/hello", resp), 0);
+    CHECK_INT_EQ(resp->status, 200);
+}
+
 static void test_drop_mid_stream(void)
 {
     int before = atomic_load(&n_connects);
@@ -960,10 +970,7 @@ static void test_drop_mid_stream(void)
     /* Both requests were cancelled all the way to the upstream. */
     CHECK(wait_for(&upstream_closed, closed_before + 2, 5000));
     /* The client reconnects within a second and the next request works. */
-    CHECK(wait_for(&n_connects, before + 1, 1000));
-    CHECK(wait_for(&good_connected, 1, 1000));
-    CHECK_INT_EQ(request("sess.test", "/hello", resp), 0);
-    CHECK_INT_EQ(resp->status, 200);
+    check_reconnects_and_serves(before, 1000, resp);
     free(resp);
     free(r);
 }
@@ -1026,10 +1033,7 @@ static void test_tunnel_loss_closes_waiting_local_streams(void)
     CHECK_INT_EQ(resp->status, 502);
     close(fd);
     /* The client reconnects and the tunnel serves again. */
-    CHECK(wait_for(&n_connects, before + 1, 2000));
-    CHECK(wait_for(&good_connected, 1, 1000));
-    CHECK_INT_EQ(request("sess.test", "/hello", resp), 0);
-    CHECK_INT_EQ(resp->status, 200);
+    check_reconnects_and_serves(before, 2000, resp);
     free(resp);
     free(r);
 }
