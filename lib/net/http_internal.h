@@ -266,10 +266,14 @@ struct lk_upstream *lk_upstream_connect(struct lk_http_server *srv, bool tls, co
                                         int port, lk_upstream_cb *cb, void *data,
                                         struct lk_upstream **pending);
 /* Wraps a bufferevent from a custom connector (lk_proxy_req.connect) as a
- * connected upstream; takes ownership of bev. label names it in log lines and
- * errors. The result is never pooled. */
+ * connected upstream; takes ownership of bev. With pool_key NULL, label names
+ * it in log lines and it is never pooled; otherwise released connections
+ * wait in the pool under pool_key (lk_upstream_take()). */
 struct lk_upstream *lk_upstream_wrap(struct lk_http_server *srv, struct bufferevent *bev,
-                                     const char *label);
+                                     const char *label, const char *pool_key);
+/* Takes an idle connection pooled under pool_key by lk_upstream_wrap()
+ * (reused set, no callback), or returns NULL. */
+struct lk_upstream *lk_upstream_take(struct lk_http_server *srv, const char *pool_key);
 /* Returns a connection to the pool (reusable) or frees it. */
 void lk_upstream_release(struct lk_upstream *up, bool reusable);
 void lk_upstream_free(struct lk_upstream *up);

@@ -369,11 +369,18 @@ struct lk_proxy_req {
      * it is); it calls connect(connect_data, ...) once, from inside
      * lk_exchange_proxy() before it returns, and speaks HTTP/1.1 to the
      * bufferevent it returns exactly as to a dialled upstream (url still gives
-     * the request target and, unless host is set, the Host header). Such
-     * connections are never pooled and never retried. connect_data only needs
-     * to stay valid during the lk_exchange_proxy() call. */
+     * the request target and, unless host is set, the Host header). Without
+     * connect_pool_key such connections are never pooled and never retried,
+     * the request carries "Connection: close", and connect_data only needs to
+     * stay valid during the lk_exchange_proxy() call. */
     lk_proxy_connect_cb *connect;
     void *connect_data;
+    /* With connect: connections are kept alive in the upstream pool under
+     * this key (copied) and an idle one under the same key is used before
+     * connect is called; a pooled one found dead before any response byte is
+     * retried once through connect, as dialled ones are. connect_data must
+     * then stay valid until the exchange completes. */
+    const char *connect_pool_key;
 };
 
 /* Forwards the request to spec->url and streams the answer back: status and

@@ -49,7 +49,8 @@ struct lk_proxy {
     lk_proxy_error_cb *on_error;
     void *data;
     lk_proxy_connect_cb *connect; /* custom connector, or NULL */
-    void *connect_data;           /* valid during lk_exchange_proxy() only */
+    void *connect_data;           /* see lk_proxy_req.connect_pool_key */
+    char *pool_key;               /* the connector's pool key, or NULL */
     bool retry_ok, retried;
     bool req_chunked_out;
     bool resp_started; /* response bytes went to the client */
@@ -341,10 +342,10 @@ static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
         lk_buf_adds(b, "Connection: Upgrade\r\n");
         if (!has_upgrade)
             lk_buf_adds(b, "Upgrade: websocket\r\n");
-    } else if (spec->connect != NULL) {
-        /* A connector's connection is never pooled: the peer may close
-         * right after the response (a tunnel stream then ends with its last
-         * DATA frame instead of waiting for ours). */
+    } else if (spec->connect != NULL && spec->connect_pool_key == NULL) {
+        /* An unpooled connector's connection: the peer may close right
+         * after the response (a tunnel stream then ends with its last DATA
+         * frame instead of waiting for ours). */
         lk_buf_adds(b, "Connection: close\r\n");
     }
     if (ex->req.body_kind == LK_HTTP1_BODY_LENGTH) {
@@ -407,8 +408,10 @@ static void connect_custom(struct lk_proxy *px)
     px->state = PX_CONNECTING;
     px->errtext[0] = '\0';
     int rc = px->connect(px->connect_data, &bev, px->errtext, sizeof(px->errtext));
-    px->connect = NULL;
-    px->connect_data = NULL;
+    if (px->pool_key == NULL) { /* connect_data is gone after lk_exchange_proxy() */
+        px->connect = NULL;
+        px->connect_data = NULL;
+    }
     if (rc != 0 || bev == NULL) {
         if (bev != NULL)
             lk_net_bev_free(bev);
@@ -418,14 +421,20 @@ static void connect_custom(struct lk_proxy *px)
         lk_exchange_defer(px->ex, deferred_fail);
         return;
     }
-    attach(px, lk_upstream_wrap(px->srv, bev, px->host));
+    attach(px, lk_upstream_wrap(px->srv, bev, px->host, px->pool_key));
 }
 
 static void connect_upstream(struct lk_proxy *px, bool fresh)
 {
     struct lk_upstream *up = NULL;
     if (px->connect != NULL) {
-        connect_custom(px);
+        up = px->pool_key != NULL && !fresh ? lk_upstream_take(px->srv, px->pool_key) : NULL;
+        if (up == NULL) {
+            connect_custom(px);
+            return;
+        }
+        px->state = PX_CONNECTING;
+        attach(px, up);
         return;
     }
     if (!fresh)
@@ -489,6 +498,9 @@ int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec)
     px->pass_non_101 = spec->ws_pass_non_101;
     px->connect = spec->connect;
     px->connect_data = spec->connect_data;
+    if (spec->connect != NULL && spec->connect_pool_key != NULL)
+        px->pool_key = lk_net_arena_strndup(&ex->arena, spec->connect_pool_key,
+                                            strlen(spec->connect_pool_key));
     px->resp_set = copy_headers(ex, spec->resp_set, spec->n_resp_set);
     px->n_resp_set = px->resp_set ? spec->n_resp_set : 0;
     px->resp_default = copy_headers(ex, spec->resp_default, spec->n_resp_default);
@@ -894,25 +906,21 @@ static void set_up_reading(struct lk_proxy *px, bool on)
     }
 }
 
-/* Moves response body bytes to the client; pre (the response head, may be
- * NULL/0) goes first, in the same write when possible. */
-static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
+/* Moves what the upstream's input holds of the response body to the client,
+ * at most room (stream_buffer_max less what is queued) at a time; returns the
+ * bytes moved, or (size_t)-1 after failing the exchange. pre (the response
+ * head, may be NULL/0) goes first, in the same write when possible. */
+static size_t move_response(struct lk_proxy *px, struct lk_conn *c, const char *pre, size_t pre_len,
+                            size_t room, bool *done)
 {
-    struct lk_exchange *ex = px->ex;
-    if (px->state != PX_BODY || ex->conn == NULL)
-        return;
-    struct lk_conn *c = ex->conn;
     struct evbuffer *in = bufferevent_get_input(px->up->bev);
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    size_t limit = px->srv->opts.stream_buffer_max, have = evbuffer_get_length(out);
-    size_t room = have < limit ? limit - have : 0;
-    bool done = false;
     size_t moved = 0;
     if (pre_len > 0 && px->resp_kind != LK_HTTP1_BODY_LENGTH)
         lk_net_send(c->bev, c->plain, pre, pre_len, NULL, 0);
     switch (px->resp_kind) {
     case LK_HTTP1_BODY_NONE:
-        done = true;
+        *done = true;
         break;
     case LK_HTTP1_BODY_LENGTH: {
         size_t have_in = evbuffer_get_length(in);
@@ -923,16 +931,15 @@ static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
         lk_net_send(c->bev, c->plain, pre, pre_len, in, n);
         px->resp_left -= n;
         moved = n;
-        done = px->resp_left == 0;
+        *done = px->resp_left == 0;
         break;
     }
     case LK_HTTP1_BODY_CHUNKED: {
         const char *why = NULL;
-        moved = move_resp_chunked(px, in, out, room, &done, &why);
+        moved = move_resp_chunked(px, in, out, room, done, &why);
         if (moved == (size_t)-1) {
             snprintf(px->errtext, sizeof(px->errtext), "invalid chunked response: %s", why);
             fail(px, px->errtext);
-            return;
         }
         break;
     }
@@ -947,10 +954,39 @@ static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
         if (n > 0 && px->client_chunked)
             evbuffer_add(out, "\r\n", 2);
         moved = n;
-        done = px->up_eof && evbuffer_get_length(in) == 0;
+        *done = px->up_eof && evbuffer_get_length(in) == 0;
         break;
     }
     }
+    return moved;
+}
+
+/* Moves response body bytes to the client; pre (the response head, may be
+ * NULL/0) goes first, in the same write when possible. */
+static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
+{
+    struct lk_exchange *ex = px->ex;
+    if (px->state != PX_BODY || ex->conn == NULL)
+        return;
+    struct lk_conn *c = ex->conn;
+    struct evbuffer *in = bufferevent_get_input(px->up->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t limit = px->srv->opts.stream_buffer_max;
+    bool done = false;
+    size_t moved = 0, step;
+    /* Again while the input holds more than one room's worth and the client
+     * took the last one at once: an inline write leaves no output, so no
+     * write callback would come back for the rest, and an upstream that is a
+     * tunnel stream delivers far more than a socket read at a time. */
+    do {
+        size_t have = evbuffer_get_length(out);
+        step = move_response(px, c, pre, pre_len, have < limit ? limit - have : 0, &done);
+        if (step == (size_t)-1)
+            return;
+        moved += step;
+        pre = NULL;
+        pre_len = 0;
+    } while (!done && step > 0 && evbuffer_get_length(in) > 0 && evbuffer_get_length(out) < limit);
     ex->bytes_out += moved;
     if (done) {
         if (px->client_chunked)

@@ -100,6 +100,7 @@ struct lk_tunnel {
     struct lk_tunnel_opts opts;
     bool is_h2_client;
     char label[96];
+    char pool_key[128]; /* lk_tunnel_pool_key() */
     struct lk_http_server *adopt_into;
     struct lk_tunnel_pipe *pipes;
     size_t n_pipes, n_streams;
@@ -138,6 +139,11 @@ bool lk_tunnel_secret_eq(const char *a, size_t a_len, const char *b, size_t b_le
 size_t lk_tunnel_n_streams(const struct lk_tunnel *t)
 {
     return t->n_streams;
+}
+
+const char *lk_tunnel_pool_key(const struct lk_tunnel *t)
+{
+    return t->pool_key;
 }
 
 static long long ms_since(const struct timeval *then)
@@ -916,6 +922,11 @@ struct lk_tunnel *lk_tunnel_new(struct event_base *base, struct bufferevent *bev
         lk_tunnel_opts_init(&t->opts);
     t->is_h2_client = is_h2_client;
     snprintf(t->label, sizeof(t->label), "%s", label);
+    /* Unique for the process's life: the engine's pooled streams of a
+     * replaced tunnel are never taken for its successor. */
+    static uint64_t serial;
+    snprintf(t->pool_key, sizeof(t->pool_key), "tunnel %s #%llu", t->label,
+             (unsigned long long)++serial);
     t->adopt_into = adopt_into;
     t->on_closed = on_closed;
     t->data = data;

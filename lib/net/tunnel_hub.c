@@ -128,6 +128,19 @@ struct lk_tunnel *lk_tunnel_hub_find(struct lk_tunnel_hub *hub, struct lk_str se
     return e != NULL ? e->t : NULL;
 }
 
+int lk_tunnel_dial(void *dial, struct bufferevent **out, char *errtext, size_t errtext_len)
+{
+    const struct lk_tunnel_dial *d = dial;
+    struct lk_tunnel *t = lk_tunnel_hub_find(d->hub, d->session);
+    if (t == NULL) {
+        *out = NULL;
+        snprintf(errtext, errtext_len, "tunnel for session '%.*s' is not connected",
+                 (int)d->session.len, d->session.ptr);
+        return LK_ECLOSED;
+    }
+    return lk_tunnel_connect(t, out, errtext, errtext_len);
+}
+
 bool lk_tunnel_hub_is_connected(struct lk_tunnel_hub *hub, struct lk_str session)
 {
     return lk_tunnel_hub_find(hub, session) != NULL;

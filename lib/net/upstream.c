@@ -369,21 +369,36 @@ static void pool_remove(struct lk_upstream *up)
     up->srv->n_idle--;
 }
 
+/* Connections pooled by key (custom connectors) share the buckets of
+ * dialled ones: the key as host, no TLS, and a port no socket has. */
+#define KEYED_PORT (-1)
+
+static struct lk_upstream *take_idle(struct lk_pool_host *h)
+{
+    if (h == NULL || h->idle == NULL)
+        return NULL;
+    struct lk_upstream *up = h->idle; /* LIFO: the warmest connection */
+    pool_remove(up);
+    set_timer(up, 0);
+    bufferevent_setcb(up->bev, NULL, NULL, NULL, NULL);
+    up->reused = true;
+    return up;
+}
+
 struct lk_upstream *lk_upstream_get(struct lk_http_server *srv, bool tls, const char *host,
                                     int port, lk_upstream_cb *cb, void *data,
                                     struct lk_upstream **pending)
 {
     *pending = NULL;
-    struct lk_pool_host *h = find_host(srv, tls, host, port);
-    if (h != NULL && h->idle != NULL) {
-        struct lk_upstream *up = h->idle; /* LIFO: the warmest connection */
-        pool_remove(up);
-        set_timer(up, 0);
-        bufferevent_setcb(up->bev, NULL, NULL, NULL, NULL);
-        up->reused = true;
+    struct lk_upstream *up = take_idle(find_host(srv, tls, host, port));
+    if (up != NULL)
         return up;
-    }
     return lk_upstream_connect(srv, tls, host, port, cb, data, pending);
+}
+
+struct lk_upstream *lk_upstream_take(struct lk_http_server *srv, const char *pool_key)
+{
+    return take_idle(find_host(srv, false, pool_key, KEYED_PORT));
 }
 
 struct lk_upstream *lk_upstream_connect(struct lk_http_server *srv, bool tls, const char *host,
@@ -407,13 +422,14 @@ struct lk_upstream *lk_upstream_connect(struct lk_http_server *srv, bool tls, co
 }
 
 struct lk_upstream *lk_upstream_wrap(struct lk_http_server *srv, struct bufferevent *bev,
-                                     const char *label)
+                                     const char *label, const char *pool_key)
 {
     struct lk_upstream *up = lk_xcalloc(1, sizeof(*up));
     up->srv = srv;
-    up->host = lk_xstrdup(label);
-    up->key = up->host; /* never pooled: the key only names it */
-    up->no_pool = true;
+    up->host = lk_xstrdup(pool_key != NULL ? pool_key : label);
+    up->key = up->host; /* a pool key, or only a name */
+    up->port = KEYED_PORT;
+    up->no_pool = pool_key == NULL;
     up->bev = bev;
     up->plain = lk_net_bev_is_plain(bev);
     evtimer_assign(&up->timer, srv->base, on_connect_timeout, up);

@@ -258,6 +258,7 @@ static void to_peer(struct lk_exchange *ex, struct lk_proxy_req *spec, const cha
                                    rest[0] == '/' ? "" : "/", rest);
     spec->connect = NULL;
     spec->connect_data = NULL;
+    spec->connect_pool_key = NULL;
 }
 
 void worker_tunnel_forward(struct worker *w, struct lk_exchange *ex, struct lk_str session,
@@ -267,8 +268,14 @@ void worker_tunnel_forward(struct worker *w, struct lk_exchange *ex, struct lk_s
     struct lk_buf holder = LK_BUF_INIT;
     if (t != NULL) {
         filter_headers(ex, spec, NULL);
-        spec->connect = lk_tunnel_connect;
-        spec->connect_data = t;
+        /* Streams stay open between requests (keep-alive inside them). */
+        struct lk_tunnel_dial *d = lk_exchange_alloc(ex, sizeof(*d));
+        d->hub = w->hub;
+        d->session.ptr = lk_exchange_strndup(ex, session.ptr, session.len);
+        d->session.len = session.len;
+        spec->connect = lk_tunnel_dial;
+        spec->connect_data = d;
+        spec->connect_pool_key = lk_tunnel_pool_key(t);
     } else if (has_registry(w) && !from_peer(w, ex) && find_holder(w, session, &holder)) {
         LK_CLOG(lk_exchange_conn_id(ex), DEBUG, "tunnel for session '%.*s' is held by %s",
                 (int)session.len, session.ptr, holder.data);

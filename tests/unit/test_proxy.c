@@ -8,6 +8,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <openssl/ec.h>
@@ -16,6 +18,7 @@
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -331,7 +334,8 @@ static void *up_conn(void *arg)
     struct reader *r = calloc(1, sizeof(*r));
     r->fd = fd;
     char head[16384], extra[512], v[256];
-    while (rd_head(r, head, sizeof(head)) == 0) {
+    int served = 0; /* requests answered on this connection */
+    for (; rd_head(r, head, sizeof(head)) == 0; served++) {
         uint64_t body = up_read_body(r, head);
         char path[256] = "";
         sscanf(head, "%*s %255s", path);
@@ -378,6 +382,12 @@ static void *up_conn(void *arg)
             up_respond(fd, "403 Forbidden", extra, "no websocket");
         } else if (strcmp(path, "/drop") == 0) {
             break; /* close without answering */
+        } else if (strcmp(path, "/drop-reused") == 0) {
+            if (served > 0)
+                break; /* a kept-alive connection that died before this request */
+            up_respond(fd, "200 OK", extra, "fresh");
+        } else if (strcmp(path, "/conn-header") == 0) {
+            up_respond(fd, "200 OK", extra, find_hdr(head, "Connection", v, sizeof(v)) ? v : "-");
         } else {
             up_respond(fd, "200 OK", extra, "under_fe");
         }
@@ -490,7 +500,112 @@ static struct event_base *base;
 static struct lk_http_server *srv;
 static struct lk_http_server *small_srv; /* max_conns 1, short head timeout */
 static int small_port;
+static struct lk_http_server *tiny_srv; /* stream_buffer_max 8 KiB */
+static int tiny_port;
 static int n_drained;
+
+/* ---- custom connectors (lk_proxy_req.connect) ---------------------------- */
+
+static void on_proxy_error(struct lk_exchange *ex, const char *errtext, void *data);
+
+static atomic_int connector_calls;
+
+/* A plain TCP connection to the upstream, made at once. */
+static int connect_up(void *data, struct bufferevent **out, char *errtext, size_t errtext_len)
+{
+    (void)data;
+    atomic_fetch_add(&connector_calls, 1);
+    int fd = dial(up_port);
+    if (fd < 0 || evutil_make_socket_nonblocking(fd) != 0) {
+        if (fd >= 0)
+            close(fd);
+        snprintf(errtext, errtext_len, "cannot reach the upstream");
+        *out = NULL;
+        return LK_EIO;
+    }
+    *out = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    return 0;
+}
+
+static unsigned char pattern(uint64_t i)
+{
+    return (unsigned char)(i % 251);
+}
+
+/* The upstream end of an in-memory connection: once the request head is in,
+ * the whole answer (head and n body bytes) is written at once, far more
+ * than one socket read brings. */
+struct pair_up {
+    uint64_t n;
+    bool answered;
+};
+
+static void on_pair_up_read(struct bufferevent *bev, void *arg)
+{
+    struct pair_up *u = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    if (u->answered || end.pos < 0)
+        return;
+    u->answered = true;
+    evbuffer_drain(in, (size_t)end.pos + 4);
+    struct evbuffer *out = bufferevent_get_output(bev);
+    evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: %llu\r\n\r\n",
+                        (unsigned long long)u->n);
+    static unsigned char chunk[251 * 64];
+    for (size_t i = 0; i < sizeof(chunk); i++)
+        chunk[i] = pattern(i);
+    for (uint64_t left = u->n; left > 0;) {
+        size_t k = left < sizeof(chunk) ? (size_t)left : sizeof(chunk);
+        evbuffer_add(out, chunk, k);
+        left -= k;
+    }
+}
+
+static void on_pair_up_event(struct bufferevent *bev, short what, void *arg)
+{
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        bufferevent_free(bev);
+        free(arg);
+    }
+}
+
+static int connect_pair(void *data, struct bufferevent **out, char *errtext, size_t errtext_len)
+{
+    (void)errtext;
+    (void)errtext_len;
+    struct bufferevent *pair[2];
+    if (bufferevent_pair_new(base, 0, pair) != 0)
+        abort();
+    struct pair_up *u = calloc(1, sizeof(*u));
+    u->n = (uint64_t)(uintptr_t)data;
+    bufferevent_setcb(pair[0], on_pair_up_read, NULL, on_pair_up_event, u);
+    bufferevent_enable(pair[0], EV_READ | EV_WRITE);
+    *out = pair[1];
+    return 0;
+}
+
+/* /kc/REST and /uc/REST: REST from the upstream through connect_up(), with
+ * and without a pool key; /pair/N: N bytes through connect_pair(). */
+static bool proxy_by_connector(struct lk_exchange *ex, struct lk_str target)
+{
+    bool keyed = lk_str_starts_with(target, LK_STR("/kc/"));
+    bool pair = lk_str_starts_with(target, LK_STR("/pair/"));
+    if (!keyed && !pair && !lk_str_starts_with(target, LK_STR("/uc/")))
+        return false;
+    size_t skip = pair ? 5 : 3;
+    struct lk_proxy_req spec = {
+        .url = lk_exchange_printf(ex, "http://127.0.0.1:%d%.*s", up_port, (int)(target.len - skip),
+                                  target.ptr + skip),
+        .on_error = on_proxy_error,
+        .connect = pair ? connect_pair : connect_up,
+        .connect_pool_key = keyed ? "test-connector" : NULL,
+    };
+    if (pair)
+        spec.connect_data = (void *)(uintptr_t)strtoull(target.ptr + 6, NULL, 10);
+    lk_exchange_proxy(ex, &spec);
+    return true;
+}
 static int ctl[2]; /* test -> loop: drain request */
 
 static const struct lk_http_header cors[] = {
@@ -533,6 +648,8 @@ static void handler(struct lk_exchange *ex, void *data)
         lk_exchange_read_body(ex, 16, on_body, NULL);
         return;
     }
+    if (proxy_by_connector(ex, target))
+        return;
     /* Proxy: all headers but Host; the upstream URL from the target. */
     size_t n = 0;
     const struct lk_http_header *in = lk_exchange_headers(ex, &n);
@@ -575,7 +692,7 @@ static void handler(struct lk_exchange *ex, void *data)
 static void on_drained(void *data)
 {
     (void)data;
-    if (++n_drained == 2)
+    if (++n_drained == 3)
         event_base_loopexit(base, NULL);
 }
 
@@ -587,6 +704,7 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     if (read(fd, &c, 1) == 1) {
         lk_http_server_drain(srv, 2000, on_drained, NULL);
         lk_http_server_drain(small_srv, 2000, on_drained, NULL);
+        lk_http_server_drain(tiny_srv, 2000, on_drained, NULL);
     }
 }
 
@@ -934,6 +1052,78 @@ static void test_max_conns_and_head_timeout(void)
     close(a);
 }
 
+static void test_connector_pool(void)
+{
+    struct response *resp = &resp_storage;
+    char v1[32] = "", v2[32] = "";
+    int calls = atomic_load(&connector_calls);
+    /* A connector with a pool key: its connections are kept alive (no
+     * Connection: close) and the next request under the key takes one. */
+    CHECK_INT_EQ(request("GET /kc/conn-header HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "-", 1);
+    find_hdr(resp->head, "X-Conn", v1, sizeof(v1));
+    CHECK_INT_EQ(request("GET /kc/b HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    find_hdr(resp->head, "X-Conn", v2, sizeof(v2));
+    CHECK_STR_EQ(v1, v2);
+    CHECK_INT_EQ(atomic_load(&connector_calls), calls + 1);
+    /* One found dead when reused is retried through the connector... */
+    CHECK_INT_EQ(request("GET /kc/drop-reused HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "fresh", 5);
+    CHECK_INT_EQ(atomic_load(&connector_calls), calls + 2);
+    /* ...unless the request has a body. */
+    CHECK_INT_EQ(request("POST /kc/drop-reused HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+                         resp, false),
+                 0);
+    CHECK_INT_EQ(resp->status, 502);
+    CHECK_INT_EQ(atomic_load(&connector_calls), calls + 2);
+    /* Without a key: a new connection per request, told Connection: close. */
+    CHECK_INT_EQ(request("GET /uc/conn-header HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "close", 5);
+    find_hdr(resp->head, "X-Conn", v1, sizeof(v1));
+    CHECK_INT_EQ(request("GET /uc/b HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    find_hdr(resp->head, "X-Conn", v2, sizeof(v2));
+    CHECK(strcmp(v1, v2) != 0);
+    CHECK_INT_EQ(atomic_load(&connector_calls), calls + 4);
+}
+
+static void test_upstream_delivering_more_than_room(void)
+{
+    /* An upstream whose whole 4 MiB answer lands in the engine's input at
+     * once (a tunnel stream does that), behind a stream_buffer_max of 8 KiB,
+     * to a client that takes every write at once: each pass moves one room's
+     * worth, and no write callback follows a write the socket took whole, so
+     * the pass must go on by itself. Before it did, the client got the first
+     * pieces and then waited forever. */
+    uint64_t n = 4u << 20;
+    int fd = dial(tiny_port);
+    CHECK(fd >= 0);
+    char req[64];
+    snprintf(req, sizeof(req), "GET /pair/%llu HTTP/1.1\r\nHost: a\r\n\r\n", (unsigned long long)n);
+    send_str(fd, req);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    char head[4096], v[64];
+    CHECK_INT_EQ(rd_head(r, head, sizeof(head)), 0);
+    CHECK(strncmp(head, "HTTP/1.1 200", 12) == 0);
+    CHECK_INT_EQ(strtoull(find_hdr(head, "Content-Length", v, sizeof(v)) ? v : "0", NULL, 10), n);
+    uint64_t got = 0, bad_at = UINT64_MAX;
+    while (got < n) {
+        if (r->start == r->end && rd_fill(r) != 0)
+            break;
+        for (; r->start < r->end && got < n; r->start++, got++) {
+            if ((unsigned char)r->buf[r->start] != pattern(got) && bad_at == UINT64_MAX)
+                bad_at = got;
+        }
+    }
+    CHECK_INT_EQ(got, n);
+    CHECK(bad_at == UINT64_MAX);
+    free(r);
+    close(fd);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -968,6 +1158,12 @@ int main(void)
     CHECK_INT_EQ(lk_http_server_new(base, &small, handler, NULL, &small_srv), 0);
     CHECK_INT_EQ(lk_http_server_listen(small_srv, "127.0.0.1:0", NULL, bound, sizeof(bound)), 0);
     small_port = (int)strtol(strrchr(bound, ':') + 1, NULL, 10);
+    struct lk_http_server_opts tiny = opts;
+    tiny.upstream_ca_file = NULL;
+    tiny.stream_buffer_max = 8 * 1024;
+    CHECK_INT_EQ(lk_http_server_new(base, &tiny, handler, NULL, &tiny_srv), 0);
+    CHECK_INT_EQ(lk_http_server_listen(tiny_srv, "127.0.0.1:0", NULL, bound, sizeof(bound)), 0);
+    tiny_port = (int)strtol(strrchr(bound, ':') + 1, NULL, 10);
     if (pipe(ctl) != 0)
         abort();
     struct event *ctl_ev = event_new(base, ctl[0], EV_READ, on_ctl, NULL);
@@ -988,6 +1184,8 @@ int main(void)
     RUN(test_client_abort_frees_upstream);
     RUN(test_tls_upstream);
     RUN(test_max_conns_and_head_timeout);
+    RUN(test_connector_pool);
+    RUN(test_upstream_delivering_more_than_room);
 
     if (write(ctl[1], "x", 1) != 1)
         abort();

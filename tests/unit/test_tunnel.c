@@ -423,6 +423,16 @@ static void worker_proxy(struct lk_exchange *ex)
         .connect = lk_tunnel_connect,
         .connect_data = t,
     };
+    if (lk_str_ends_with(host, LK_STR(".pooled"))) {
+        /* As the worker does: streams kept open between requests. */
+        struct lk_tunnel_dial *d = lk_exchange_alloc(ex, sizeof(*d));
+        d->hub = hub;
+        d->session.ptr = lk_exchange_strndup(ex, session.ptr, session.len);
+        d->session.len = session.len;
+        spec.connect = lk_tunnel_dial;
+        spec.connect_data = d;
+        spec.connect_pool_key = lk_tunnel_pool_key(t);
+    }
     lk_exchange_proxy(ex, &spec);
 }
 
@@ -1139,6 +1149,59 @@ static void test_tls_tunnel(void)
     close(fd);
 }
 
+/* Polls the local engine's connection count until it is want or ms pass;
+ * returns the last count. */
+static int wait_local_conns(int want, int ms)
+{
+    int n = -1;
+    for (int waited = 0; waited < ms && n != want; waited += 20) {
+        n = count_local_conns();
+        if (n != want)
+            usleep(20 * 1000);
+    }
+    return n;
+}
+
+static void test_pooled_streams(void)
+{
+    /* With a pool key, requests from different client connections take
+     * turns on one stream: the local engine keeps one connection for them
+     * all, a keep-alive client of its own. */
+    CHECK(wait_for(&good_connected, 1, 5000));
+    CHECK_INT_EQ(wait_local_conns(0, 2000), 0);
+    struct response *resp = calloc(1, sizeof(*resp));
+    for (int i = 0; i < 3; i++) {
+        CHECK_INT_EQ(request("sess.pooled", "/hello", resp), 0);
+        CHECK_INT_EQ(resp->status, 200);
+        CHECK_STR_EQ(resp->body, "hello from local");
+    }
+    CHECK_INT_EQ(count_local_conns(), 1);
+    /* A large answer on a kept stream, and the stream still serves after. */
+    int fd = dial(worker_port);
+    send_str(fd, "GET /huge HTTP/1.1\r\nHost: sess.pooled\r\n\r\n");
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    char v[64];
+    CHECK_INT_EQ(rd_head(r, resp->head, sizeof(resp->head)), 0);
+    CHECK(strncmp(resp->head, "HTTP/1.1 200", 12) == 0);
+    uint64_t len = find_hdr(resp->head, "Content-Length", v, sizeof(v)) ? strtoull(v, NULL, 10) : 0;
+    CHECK_INT_EQ(len, 4u << 20);
+    CHECK_INT_EQ(rd_exact(r, NULL, len), 0);
+    free(r);
+    close(fd);
+    CHECK_INT_EQ(request("sess.pooled", "/nothing-here", resp), 0);
+    CHECK_INT_EQ(resp->status, 404);
+    CHECK_INT_EQ(count_local_conns(), 1);
+    /* A new tunnel gets new streams: the kept one went with the old. */
+    int before = atomic_load(&n_connects);
+    command('d');
+    check_reconnects_and_serves(before, 2000, resp);
+    CHECK_INT_EQ(request("sess.pooled", "/hello", resp), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_INT_EQ(wait_local_conns(1, 2000), 1);
+    free(resp);
+}
+
 static void test_silent_peer_is_dropped(void)
 {
     /* Pings go unanswered: the client drops the connection after
@@ -1240,6 +1303,7 @@ int main(void)
     RUN(test_wrong_secret_is_rejected);
     RUN(test_tls_tunnel);
     RUN(test_silent_peer_is_dropped);
+    RUN(test_pooled_streams);
 
     command('q');
     pthread_join(loop, NULL);
