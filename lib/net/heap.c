@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -29,17 +30,39 @@ void lk_heap_tune(void)
 #endif
 }
 
+/* busy()/quiet() run per request: they only set a flag and note the loop's
+ * cached time; the timer is armed at most once per delay and checks, when it
+ * fires, whether the process stayed quiet for the whole delay. */
 struct lk_heap_idle {
+    struct event_base *base;
     struct event timer;
-    struct timeval delay;
+    unsigned delay_ms;
+    bool busy;
+    struct timeval quiet_since; /* the last quiet() */
     size_t trims;
 };
+
+static void arm(struct lk_heap_idle *h, unsigned ms)
+{
+    struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+    evtimer_add(&h->timer, &tv);
+}
 
 static void on_idle(evutil_socket_t fd, short what, void *arg)
 {
     struct lk_heap_idle *h = arg;
     (void)fd;
     (void)what;
+    if (h->busy)
+        return; /* the next quiet() arms it again */
+    struct timeval now;
+    event_base_gettimeofday_cached(h->base, &now);
+    long long quiet_ms = (now.tv_sec - h->quiet_since.tv_sec) * 1000LL +
+                         (now.tv_usec - h->quiet_since.tv_usec) / 1000;
+    if (quiet_ms >= 0 && quiet_ms < (long long)h->delay_ms) {
+        arm(h, h->delay_ms - (unsigned)quiet_ms);
+        return;
+    }
     h->trims++;
 #if defined(__GLIBC__)
     (void)malloc_trim(0);
@@ -49,22 +72,26 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
 struct lk_heap_idle *lk_heap_idle_new(struct event_base *base, unsigned delay_ms)
 {
     struct lk_heap_idle *h = lk_xcalloc(1, sizeof(*h));
+    h->base = base;
     evtimer_assign(&h->timer, base, on_idle, h);
-    h->delay.tv_sec = delay_ms / 1000;
-    h->delay.tv_usec = (delay_ms % 1000) * 1000;
+    h->delay_ms = delay_ms;
     return h;
 }
 
 void lk_heap_idle_quiet(struct lk_heap_idle *h)
 {
-    if (h != NULL)
-        evtimer_add(&h->timer, &h->delay);
+    if (h == NULL)
+        return;
+    h->busy = false;
+    event_base_gettimeofday_cached(h->base, &h->quiet_since);
+    if (!evtimer_pending(&h->timer, NULL))
+        arm(h, h->delay_ms);
 }
 
 void lk_heap_idle_busy(struct lk_heap_idle *h)
 {
-    if (h != NULL && evtimer_pending(&h->timer, NULL))
-        evtimer_del(&h->timer);
+    if (h != NULL)
+        h->busy = true;
 }
 
 size_t lk_heap_idle_trims(const struct lk_heap_idle *h)

@@ -21,7 +21,8 @@ void lk_heap_tune(void);
 
 /* Gives the kept memory back to the kernel (malloc_trim) once the process
  * has been idle for delay_ms: call lk_heap_idle_busy() whenever work starts
- * and lk_heap_idle_quiet() when the last piece of work ends. */
+ * and lk_heap_idle_quiet() when the last piece of work ends. Both are cheap
+ * enough to call per request (a flag and the loop's cached time). */
 struct lk_heap_idle *lk_heap_idle_new(struct event_base *base, unsigned delay_ms);
 void lk_heap_idle_quiet(struct lk_heap_idle *h);
 void lk_heap_idle_busy(struct lk_heap_idle *h);

@@ -142,6 +142,7 @@ struct lk_http_server {
     struct lk_conn *reap; /* closed connections awaiting destruction */
     struct event reap_ev; /* runs on_reap */
     struct lk_exchange *exchanges;
+    size_t n_exchanges;        /* in exchanges; 0 = idle for the heap policy */
     struct lk_pool_host *pool; /* idle upstream connections by (scheme, host, port) */
     size_t n_pool_hosts;
     size_t n_idle;

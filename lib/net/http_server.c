@@ -376,8 +376,7 @@ static void conn_destroy(struct lk_conn *c)
     }
     if (c->bev != NULL) /* NULL after lk_exchange_upgrade() took it */
         lk_net_bev_free(c->bev);
-    if (--c->srv->n_conns == 0)
-        lk_heap_idle_quiet(c->srv->heap_idle);
+    c->srv->n_conns--;
     free(c);
 }
 
@@ -582,6 +581,11 @@ static struct lk_exchange *exchange_new(struct lk_conn *c, const char *head, siz
     lk_http1_chunked_init(&ex->chunked);
     gettimeofday(&ex->start, NULL);
     LIST_PUSH(srv->exchanges, ex);
+    /* Idle (heap trim) means no request in flight: idle keep-alive
+     * connections (browsers', the worker's pooled tunnel streams) hold no
+     * body buffers. */
+    if (srv->n_exchanges++ == 0)
+        lk_heap_idle_busy(srv->heap_idle);
     return ex;
 }
 
@@ -590,6 +594,8 @@ void lk_exchange_free(struct lk_exchange *ex)
     if (ex == NULL)
         return;
     LIST_UNLINK(ex->srv->exchanges, ex);
+    if (--ex->srv->n_exchanges == 0)
+        lk_heap_idle_quiet(ex->srv->heap_idle);
     if (ex->defer_ready)
         event_del(&ex->defer);
     if (ex->body_buf != NULL)
@@ -1192,8 +1198,7 @@ static void conn_start(struct lk_conn *c)
     rd_start(c);
     bufferevent_enable(c->bev, c->own_read ? EV_WRITE : EV_READ | EV_WRITE);
     LIST_PUSH(srv->conns, c);
-    if (srv->n_conns++ == 0)
-        lk_heap_idle_busy(srv->heap_idle);
+    srv->n_conns++;
     LK_CLOG(c->id, DEBUG, "accepted from %s", c->peer_str);
     c->state = LK_CONN_HANDLER; /* so that the first set_state logs */
     start_reading_head(c);
@@ -1338,6 +1343,11 @@ int lk_http_server_listen_lazy_tls(struct lk_http_server *srv, const char *addr,
 size_t lk_http_server_n_conns(const struct lk_http_server *srv)
 {
     return srv->n_conns;
+}
+
+size_t lk_http_server_n_heap_trims(const struct lk_http_server *srv)
+{
+    return lk_heap_idle_trims(srv->heap_idle);
 }
 
 size_t lk_http_server_n_idle_upstreams(const struct lk_http_server *srv)

@@ -192,6 +192,9 @@ int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
 
 /* Number of open client connections (for tests and health output). */
 size_t lk_http_server_n_conns(const struct lk_http_server *srv);
+/* Times the heap was given back to the kernel after no request was in
+ * flight for 2 s (lib/net/heap.h; for tests). */
+size_t lk_http_server_n_heap_trims(const struct lk_http_server *srv);
 /* Number of idle pooled upstream connections (for tests). */
 size_t lk_http_server_n_idle_upstreams(const struct lk_http_server *srv);
 

@@ -606,7 +606,9 @@ static bool proxy_by_connector(struct lk_exchange *ex, struct lk_str target)
     lk_exchange_proxy(ex, &spec);
     return true;
 }
-static int ctl[2]; /* test -> loop: drain request */
+static int ctl[2];            /* test -> loop: 'h' heap trims, anything else drains */
+static atomic_int heap_trims; /* srv's, as of the last 'h' */
+static atomic_int n_asked;    /* 'h' commands answered */
 
 static const struct lk_http_header cors[] = {
     { LK_STR("Access-Control-Allow-Origin"), LK_STR("*") },
@@ -701,7 +703,10 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     (void)what;
     (void)arg;
     char c;
-    if (read(fd, &c, 1) == 1) {
+    if (read(fd, &c, 1) == 1 && c == 'h') {
+        atomic_store(&heap_trims, (int)lk_http_server_n_heap_trims(srv));
+        atomic_fetch_add(&n_asked, 1);
+    } else if (c != 'h') {
         lk_http_server_drain(srv, 2000, on_drained, NULL);
         lk_http_server_drain(small_srv, 2000, on_drained, NULL);
         lk_http_server_drain(tiny_srv, 2000, on_drained, NULL);
@@ -1124,6 +1129,42 @@ static void test_upstream_delivering_more_than_room(void)
     close(fd);
 }
 
+static int ask_heap_trims(void)
+{
+    int asked = atomic_load(&n_asked);
+    if (write(ctl[1], "h", 1) != 1)
+        abort();
+    for (int i = 0; i < 500 && atomic_load(&n_asked) == asked; i++)
+        usleep(10 * 1000);
+    return atomic_load(&heap_trims);
+}
+
+static void test_heap_trimmed_while_keepalive_idle(void)
+{
+    /* The heap goes back to the kernel 2 s after the last request ended,
+     * even while keep-alive connections stay open without one (browsers
+     * keep theirs for minutes, the worker its pooled tunnel streams). */
+    struct response *resp = &resp_storage;
+    int fd = dial(server_port);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    send_str(fd, "GET /local HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    int before = ask_heap_trims();
+    int now = before;
+    for (int waited = 0; waited < 6000 && now == before; waited += 100) {
+        usleep(100 * 1000);
+        now = ask_heap_trims();
+    }
+    CHECK_INT_EQ(now, before + 1);
+    /* The connection is still there and serves. */
+    send_str(fd, "GET /local HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    free(r);
+    close(fd);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1166,7 +1207,7 @@ int main(void)
     tiny_port = (int)strtol(strrchr(bound, ':') + 1, NULL, 10);
     if (pipe(ctl) != 0)
         abort();
-    struct event *ctl_ev = event_new(base, ctl[0], EV_READ, on_ctl, NULL);
+    struct event *ctl_ev = event_new(base, ctl[0], EV_READ | EV_PERSIST, on_ctl, NULL);
     event_add(ctl_ev, NULL);
     pthread_t loop;
     pthread_create(&loop, NULL, loop_main, NULL);
@@ -1186,6 +1227,7 @@ int main(void)
     RUN(test_max_conns_and_head_timeout);
     RUN(test_connector_pool);
     RUN(test_upstream_delivering_more_than_room);
+    RUN(test_heap_trimmed_while_keepalive_idle);
 
     if (write(ctl[1], "x", 1) != 1)
         abort();
