@@ -190,6 +190,12 @@ void lk_http_server_free(struct lk_http_server *srv);
 int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
                          const char *peer_label, bool peer_is_loopback);
 
+/* Runs the callbacks still queued on base after its loop ended (a few
+ * rounds, as callbacks queue others). A bufferevent freed while one of its
+ * deferred callbacks was queued (every tunnel stream end) is only released
+ * when that callback runs: call this before event_base_free(). */
+void lk_net_loop_settle(struct event_base *base);
+
 /* Number of open client connections (for tests and health output). */
 size_t lk_http_server_n_conns(const struct lk_http_server *srv);
 /* Times the heap was given back to the kernel after no request was in

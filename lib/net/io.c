@@ -21,6 +21,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -66,6 +67,12 @@ void lk_net_bev_free(struct bufferevent *bev)
     if (bufferevent_pair_get_partner(bev) != NULL)
         pair_finish(bev);
     bufferevent_free(bev);
+}
+
+void lk_net_loop_settle(struct event_base *base)
+{
+    for (int i = 0; i < 16 && event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) > 0; i++)
+        event_base_loop(base, EVLOOP_NONBLOCK);
 }
 
 size_t lk_net_whole_chains(struct evbuffer *b, size_t len)

@@ -312,8 +312,10 @@ int local_server_run(const struct local_opts *o)
         rc = start_https(&ls, o);
     if (rc == 0)
         rc = start_dns(&ls, o);
-    if (rc == 0)
+    if (rc == 0) {
         event_base_dispatch(ls.base);
+        lk_net_loop_settle(ls.base);
+    }
     server_release(&ls);
     return rc == 0 ? 0 : 1;
 }

@@ -304,6 +304,7 @@ int cmd_worker(int argc, char **argv, struct cli_ctx *ctx)
         add_events(&run);
         run_cleanup(&run.w);
         event_base_dispatch(run.base);
+        lk_net_loop_settle(run.base);
         LK_LOG(INFO, "worker stopped");
     }
     teardown(&run);
