@@ -596,6 +596,50 @@ def test_tunnel_killed_mid_stream_reconnects(linkup_bin, env, tmp_path):
     s.assert_clean_exit()
 
 
+def access_conns(log_path, marker):
+    """Connection ids of the access lines whose target contains marker."""
+    ids = []
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            if ": access " in line and marker in line:
+                ids.append(line.split("conn ", 1)[1].split(":", 1)[0])
+    return ids
+
+
+def test_streams_kept_between_requests_and_replaced_after_idle(linkup_bin, env, tmp_path):
+    """The worker keeps its tunnel streams open between requests, so requests
+    of different clients reach the local server on one connection; when the
+    local server closes an idle one (its keep-alive idle timeout, 300 ms
+    here), the next requests, GET and POST, go on new streams instead of
+    failing."""
+    s = Stack(linkup_bin, dict(env, LINKUP_IDLE_TIMEOUT_MS="300"), tmp_path, name="keep")
+    try:
+        wait_connected(s.server)
+        for i in range(3):
+            r = s.get("/hello?quick=%d" % i)
+            assert (r.status, r.text) == (
+                200, "local web /hello?quick=%d xfh=keep.example.com dest=web" % i)
+        deadline = time.time() + 5
+        while len(access_conns(s.server.log_path, "/hello?quick=")) < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(set(access_conns(s.server.log_path, "/hello?quick="))) == 1
+        for i in range(3):
+            time.sleep(0.6)
+            r = s.get("/hello?idle=%d" % i)
+            assert (r.status, r.text) == (
+                200, "local web /hello?idle=%d xfh=keep.example.com dest=web" % i)
+            body = b"p" * 1000
+            r = lk.request(s.waddr, "POST", "/upload", [("Host", s.host)], body=body)
+            assert (r.status, r.text) == (200, "1000 %s" % hashlib.sha256(body).hexdigest())
+        deadline = time.time() + 5
+        while len(access_conns(s.server.log_path, "/hello?idle=")) < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(set(access_conns(s.server.log_path, "/hello?idle="))) == 3
+    finally:
+        s.close()
+    s.assert_clean_exit()
+
+
 def test_delete_session_stops_the_tunnel(stack):
     wait_connected(stack.server)
     r = lk.request(stack.saddr, "DELETE", "/linkup/sessions/tiny")
