@@ -17,7 +17,8 @@
  *      is the HTTP/2 client (sends the preface, opens streams), the local
  *      server the HTTP/2 server. Both sides send PING every ping_interval_ms
  *      and drop a peer silent for dead_after_ms.
- *   3. One stream per proxied request. The stream is a byte pipe: the worker
+ *   3. Streams carry the proxied requests, kept open between them like
+ *      keep-alive connections. A stream is a byte pipe: the worker
  *      opens it with HEADERS ":method POST", ":scheme http", ":authority
  *      linkup-tunnel", ":path /linkup/stream"; the local server answers
  *      ":status 200" at once. DATA frames then carry the raw HTTP/1.1
@@ -85,11 +86,6 @@ bool lk_tunnel_secret_eq(const char *a, size_t a_len, const char *b, size_t b_le
  * closing, LK_EIO when no stream can be opened (reason in errtext). */
 int lk_tunnel_connect(void *tunnel, struct bufferevent **out, char *errtext, size_t errtext_len);
 
-/* A key unique to t for lk_proxy_req.connect_pool_key: the engine keeps
- * t's streams alive between requests (HTTP/1.1 keep-alive inside the
- * stream) instead of opening one per request. */
-const char *lk_tunnel_pool_key(const struct lk_tunnel *t);
-
 /* Streams currently open on t (for tests and status output). */
 size_t lk_tunnel_n_streams(const struct lk_tunnel *t);
 
@@ -140,19 +136,17 @@ void lk_tunnel_hub_accept(struct lk_tunnel_hub *hub, const char *session, struct
  * lk_proxy_req.connect_data with lk_tunnel_connect. */
 struct lk_tunnel *lk_tunnel_hub_find(struct lk_tunnel_hub *hub, struct lk_str session);
 
-/* A connector for lk_proxy_req.connect (connect_data = the dial): it opens a
- * stream on whatever tunnel session has at each call, so it stays usable for
- * the whole exchange. Pair it with connect_pool_key = lk_tunnel_pool_key() of
- * the tunnel found when the request starts: streams then stay open between
- * requests, and a pooled one found dead is retried through the dial. The dial
- * and the session bytes must live as long as the exchange (allocate them
- * with lk_exchange_alloc()). Errors: LK_ECLOSED when session has no tunnel,
- * else those of lk_tunnel_connect(). */
-struct lk_tunnel_dial {
-    struct lk_tunnel_hub *hub;
-    struct lk_str session;
-};
-int lk_tunnel_dial(void *dial, struct bufferevent **out, char *errtext, size_t errtext_len);
+/* Sends spec's request through session's tunnel t (from lk_tunnel_hub_find)
+ * on streams kept open between requests (HTTP/1.1 keep-alive inside them):
+ * sets spec->connect to a connector, allocated in ex, that opens a stream on
+ * whatever tunnel session has at each call (so a kept stream found dead is
+ * retried even after the tunnel changed), and spec->connect_pool_key to a key
+ * unique to t (a replaced tunnel's streams are never reused). The connector
+ * fails with "tunnel for session '<name>' is not connected" when session has
+ * no tunnel any more. */
+void lk_tunnel_hub_target(struct lk_tunnel_hub *hub, struct lk_exchange *ex,
+                          const struct lk_tunnel *t, struct lk_str session,
+                          struct lk_proxy_req *spec);
 
 /* True when session has a live tunnel. */
 bool lk_tunnel_hub_is_connected(struct lk_tunnel_hub *hub, struct lk_str session);

@@ -128,9 +128,15 @@ struct lk_tunnel *lk_tunnel_hub_find(struct lk_tunnel_hub *hub, struct lk_str se
     return e != NULL ? e->t : NULL;
 }
 
-int lk_tunnel_dial(void *dial, struct bufferevent **out, char *errtext, size_t errtext_len)
+/* The connector of lk_tunnel_hub_target(): lives as long as the exchange. */
+struct tunnel_dial {
+    struct lk_tunnel_hub *hub;
+    struct lk_str session;
+};
+
+static int tunnel_dial(void *dial, struct bufferevent **out, char *errtext, size_t errtext_len)
 {
-    const struct lk_tunnel_dial *d = dial;
+    const struct tunnel_dial *d = dial;
     struct lk_tunnel *t = lk_tunnel_hub_find(d->hub, d->session);
     if (t == NULL) {
         *out = NULL;
@@ -139,6 +145,19 @@ int lk_tunnel_dial(void *dial, struct bufferevent **out, char *errtext, size_t e
         return LK_ECLOSED;
     }
     return lk_tunnel_connect(t, out, errtext, errtext_len);
+}
+
+void lk_tunnel_hub_target(struct lk_tunnel_hub *hub, struct lk_exchange *ex,
+                          const struct lk_tunnel *t, struct lk_str session,
+                          struct lk_proxy_req *spec)
+{
+    struct tunnel_dial *d = lk_exchange_alloc(ex, sizeof(*d));
+    d->hub = hub;
+    d->session.ptr = lk_exchange_strndup(ex, session.ptr, session.len);
+    d->session.len = session.len;
+    spec->connect = tunnel_dial;
+    spec->connect_data = d;
+    spec->connect_pool_key = lk_tunnel_pool_key(t);
 }
 
 bool lk_tunnel_hub_is_connected(struct lk_tunnel_hub *hub, struct lk_str session)

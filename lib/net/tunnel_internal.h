@@ -36,5 +36,8 @@ void lk_tunnel_kill(struct lk_tunnel *t, const char *why);
 /* Closes everything at once (stream pipes, connection) and frees t. No
  * callback. NULL is a no-op. */
 void lk_tunnel_free(struct lk_tunnel *t);
+/* A key unique to t, for the engine's pool of t's kept streams
+ * (lk_tunnel_hub_target). */
+const char *lk_tunnel_pool_key(const struct lk_tunnel *t);
 
 #endif

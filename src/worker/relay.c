@@ -268,14 +268,7 @@ void worker_tunnel_forward(struct worker *w, struct lk_exchange *ex, struct lk_s
     struct lk_buf holder = LK_BUF_INIT;
     if (t != NULL) {
         filter_headers(ex, spec, NULL);
-        /* Streams stay open between requests (keep-alive inside them). */
-        struct lk_tunnel_dial *d = lk_exchange_alloc(ex, sizeof(*d));
-        d->hub = w->hub;
-        d->session.ptr = lk_exchange_strndup(ex, session.ptr, session.len);
-        d->session.len = session.len;
-        spec->connect = lk_tunnel_dial;
-        spec->connect_data = d;
-        spec->connect_pool_key = lk_tunnel_pool_key(t);
+        lk_tunnel_hub_target(w->hub, ex, t, session, spec);
     } else if (has_registry(w) && !from_peer(w, ex) && find_holder(w, session, &holder)) {
         LK_CLOG(lk_exchange_conn_id(ex), DEBUG, "tunnel for session '%.*s' is held by %s",
                 (int)session.len, session.ptr, holder.data);

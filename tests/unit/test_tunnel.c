@@ -423,16 +423,8 @@ static void worker_proxy(struct lk_exchange *ex)
         .connect = lk_tunnel_connect,
         .connect_data = t,
     };
-    if (lk_str_ends_with(host, LK_STR(".pooled"))) {
-        /* As the worker does: streams kept open between requests. */
-        struct lk_tunnel_dial *d = lk_exchange_alloc(ex, sizeof(*d));
-        d->hub = hub;
-        d->session.ptr = lk_exchange_strndup(ex, session.ptr, session.len);
-        d->session.len = session.len;
-        spec.connect = lk_tunnel_dial;
-        spec.connect_data = d;
-        spec.connect_pool_key = lk_tunnel_pool_key(t);
-    }
+    if (lk_str_ends_with(host, LK_STR(".pooled")))
+        lk_tunnel_hub_target(hub, ex, t, session, &spec); /* as the worker does */
     lk_exchange_proxy(ex, &spec);
 }
 
