@@ -12,8 +12,9 @@ struct event_base;
 struct lk_heap_idle;
 
 /* Sets the process's allocator policy once, before the first connection:
- * freed memory at the top of the heap is kept up to 16 MiB (glibc trims at
- * 128 KiB by default, i.e. a brk() pair per burst of 64 KiB body buffers)
+ * freed memory at the top of the heap is kept up to 64 MiB (glibc trims at
+ * 128 KiB by default, i.e. a brk() pair per burst of 64 KiB body buffers,
+ * and page faults on every regrowth)
  * and the heap grows 1 MiB past each request for it. Allocations of
  * 128 KiB and more are still mapped and unmapped one by one. No-op without
  * glibc. */

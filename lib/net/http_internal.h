@@ -107,6 +107,7 @@ struct lk_exchange {
     enum lk_ex_phase phase;
     bool aborted;
     bool used_read_body;
+    bool relaying; /* a WebSocket tunnel: not counted in srv->n_exchanges */
     /* Request body consumption (client -> somewhere). */
     uint64_t body_left; /* LENGTH: bytes left */
     struct lk_http1_chunked chunked;
@@ -142,7 +143,7 @@ struct lk_http_server {
     struct lk_conn *reap; /* closed connections awaiting destruction */
     struct event reap_ev; /* runs on_reap */
     struct lk_exchange *exchanges;
-    size_t n_exchanges;        /* in exchanges; 0 = idle for the heap policy */
+    size_t n_exchanges;        /* exchanges not relaying; 0 = idle for the heap policy */
     struct lk_pool_host *pool; /* idle upstream connections by (scheme, host, port) */
     size_t n_pool_hosts;
     size_t n_idle;
@@ -193,6 +194,10 @@ int lk_exchange_move_body(struct lk_exchange *ex, struct evbuffer *in, struct ev
 /* Runs fn(ex) from the loop (once; a later call replaces an earlier pending
  * one). Cancelled when ex is freed. */
 void lk_exchange_defer(struct lk_exchange *ex, void (*fn)(struct lk_exchange *));
+/* The exchange became a WebSocket tunnel: it no longer keeps the heap busy
+ * (its buffers are bounded by ws_buffer_max; HMR sockets stay open for
+ * hours). */
+void lk_exchange_relaying(struct lk_exchange *ex);
 /* Frees an exchange (arena, body buffer) and unlinks it from the server. */
 void lk_exchange_free(struct lk_exchange *ex);
 /* The drain may be complete: check it from the loop. */

@@ -583,10 +583,24 @@ static struct lk_exchange *exchange_new(struct lk_conn *c, const char *head, siz
     LIST_PUSH(srv->exchanges, ex);
     /* Idle (heap trim) means no request in flight: idle keep-alive
      * connections (browsers', the worker's pooled tunnel streams) hold no
-     * body buffers. */
+     * body buffers, WebSocket tunnels little (lk_exchange_relaying). */
     if (srv->n_exchanges++ == 0)
         lk_heap_idle_busy(srv->heap_idle);
     return ex;
+}
+
+static void exchange_uncount(struct lk_exchange *ex)
+{
+    if (--ex->srv->n_exchanges == 0)
+        lk_heap_idle_quiet(ex->srv->heap_idle);
+}
+
+void lk_exchange_relaying(struct lk_exchange *ex)
+{
+    if (ex->relaying)
+        return;
+    ex->relaying = true;
+    exchange_uncount(ex);
 }
 
 void lk_exchange_free(struct lk_exchange *ex)
@@ -594,8 +608,8 @@ void lk_exchange_free(struct lk_exchange *ex)
     if (ex == NULL)
         return;
     LIST_UNLINK(ex->srv->exchanges, ex);
-    if (--ex->srv->n_exchanges == 0)
-        lk_heap_idle_quiet(ex->srv->heap_idle);
+    if (!ex->relaying)
+        exchange_uncount(ex);
     if (ex->defer_ready)
         event_del(&ex->defer);
     if (ex->body_buf != NULL)

@@ -1178,6 +1178,7 @@ static void start_tunnel(struct lk_proxy *px)
     ex->status = 101;
     px->state = PX_TUNNEL;
     lk_conn_set_state(c, LK_CONN_TUNNEL);
+    lk_exchange_relaying(ex);
     size_t limit = px->srv->opts.ws_buffer_max;
     bufferevent_setwatermark(c->bev, EV_WRITE, limit / 2, 0);
     bufferevent_setwatermark(px->up->bev, EV_WRITE, limit / 2, 0);

@@ -382,6 +382,10 @@ static void *up_conn(void *arg)
             up_respond(fd, "403 Forbidden", extra, "no websocket");
         } else if (strcmp(path, "/drop") == 0) {
             break; /* close without answering */
+        } else if (strcmp(path, "/stall") == 0) {
+            while (rd_fill(r) == 0) /* never answer; wait for the proxy to go */
+                ;
+            break;
         } else if (strcmp(path, "/drop-reused") == 0) {
             if (served > 0)
                 break; /* a kept-alive connection that died before this request */
@@ -1139,6 +1143,16 @@ static int ask_heap_trims(void)
     return atomic_load(&heap_trims);
 }
 
+static int wait_heap_trim(int before)
+{
+    int now = before;
+    for (int waited = 0; waited < 6000 && now == before; waited += 100) {
+        usleep(100 * 1000);
+        now = ask_heap_trims();
+    }
+    return now;
+}
+
 static void test_heap_trimmed_while_keepalive_idle(void)
 {
     /* The heap goes back to the kernel 2 s after the last request ended,
@@ -1151,16 +1165,46 @@ static void test_heap_trimmed_while_keepalive_idle(void)
     send_str(fd, "GET /local HTTP/1.1\r\nHost: a\r\n\r\n");
     CHECK_INT_EQ(read_response(r, resp, false), 0);
     int before = ask_heap_trims();
-    int now = before;
-    for (int waited = 0; waited < 6000 && now == before; waited += 100) {
-        usleep(100 * 1000);
-        now = ask_heap_trims();
-    }
-    CHECK_INT_EQ(now, before + 1);
+    CHECK_INT_EQ(wait_heap_trim(before), before + 1);
     /* The connection is still there and serves. */
     send_str(fd, "GET /local HTTP/1.1\r\nHost: a\r\n\r\n");
     CHECK_INT_EQ(read_response(r, resp, false), 0);
     CHECK_INT_EQ(resp->status, 200);
+    free(r);
+    close(fd);
+}
+
+static void test_heap_trimmed_while_websocket_open(void)
+{
+    /* An open WebSocket tunnel (a dev server's hot-reload socket stays open
+     * for hours) does not keep the process busy; a request does. */
+    struct response *resp = &resp_storage;
+    int fd = dial(server_port);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    send_str(fd,
+             "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    CHECK_INT_EQ(resp->status, 101);
+    int before = ask_heap_trims();
+    CHECK_INT_EQ(wait_heap_trim(before), before + 1);
+    /* A request in flight (a slow upstream) holds the trim off. */
+    int slow = dial(server_port);
+    send_str(slow, "GET /stall HTTP/1.1\r\nHost: a\r\n\r\n");
+    usleep(100 * 1000);
+    before = ask_heap_trims();
+    usleep(2500 * 1000);
+    CHECK_INT_EQ(ask_heap_trims(), before);
+    close(slow);
+    /* The tunnel still relays, and closes cleanly. */
+    send_str(fd, "\x81\x02hi");
+    size_t got = 0;
+    char echo[16];
+    CHECK_INT_EQ(rd_n(r, 4, echo, sizeof(echo), &got), 0);
+    CHECK_MEM_EQ(echo, got, "\x81\x02hi", 4);
+    shutdown(fd, SHUT_WR);
+    CHECK_INT_EQ(rd_fill(r), -1);
     free(r);
     close(fd);
 }
@@ -1228,6 +1272,7 @@ int main(void)
     RUN(test_connector_pool);
     RUN(test_upstream_delivering_more_than_room);
     RUN(test_heap_trimmed_while_keepalive_idle);
+    RUN(test_heap_trimmed_while_websocket_open);
 
     if (write(ctl[1], "x", 1) != 1)
         abort();
