@@ -5,8 +5,11 @@
 
     tests/soak/soak.py --bin build-rel-asan/linkup --seconds 600 [--json out.json]
 
-Load, per front (local server and worker, both routing session `soak` on
-example.com to the same upstreams on 127.0.0.2):
+Load, per front: the local server and the worker, both routing session
+`soak` on example.com to the same upstreams on 127.0.0.2, and the worker's
+built-in tunnel (soak.lo.example.com: services on localhost, so the worker
+sends them through the session's tunnel to the local server, which calls
+upstreams on 127.0.0.1):
   * keep-alive GET loops (one persistent connection per thread),
   * 1 MiB uploads whose SHA-256 the upstream echoes back (checked),
   * WebSocket sessions (connect, 20 echoes of 1-64 KiB, close).
@@ -184,6 +187,18 @@ def websockets(addr, host, stats, stop, tag):
             stats.err(tag, f"WS {type(e).__name__} {e}")
 
 
+def wait_tunnel(addr, timeout=15.0):
+    """Until the local server's GET /linkup/tunnel says connected."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = lk.request(addr, "GET", "/linkup/tunnel")
+        if r.status == 200 and r.json().get("connected"):
+            return
+        if time.monotonic() > deadline:
+            sys.exit(f"tunnel not connected after {timeout} s: {r.status} {r.body!r}")
+        time.sleep(0.1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="build-rel-asan/linkup")
@@ -202,25 +217,34 @@ def main():
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
     env.pop("LINKUP_CONFIG", None)
     up, ws = Upstream(), lk.WsEchoUpstream("127.0.0.2")
+    lup, lws = Upstream("127.0.0.1"), lk.WsEchoUpstream("127.0.0.1")
     # One HTTP upstream for GET/POST, the WebSocket one under the same session
-    # through a route: /ws goes to service "ws".
+    # through a route: /ws goes to service "ws". The same again on localhost
+    # for the tunnel front.
     worker = lk.spawn_worker_logged(a.bin, env, str(tmp / "worker.log"),
                                     store=f"sqlite:{tmp}/worker.db", token="soaktoken")
     wurl = "http://%s:%d/" % worker.addrs["Worker"]
     server = lk.spawn_local_server(a.bin, env, "--worker-url", wurl, "--worker-token",
                                    "soaktoken", log_path=str(tmp / "server.log"))
-    body = lk.session_body("soak", {"web": up.url, "ws": ws.url},
-                           [("example.com", "web", [("^/ws", "ws")])], "soaksession")
+    local = "http://localhost:%d"
+    body = lk.session_body("soak", {"web": up.url, "ws": ws.url,
+                                    "lweb": local % lup.server.server_address[1],
+                                    "lws": local % lws.addr[1]},
+                           [("example.com", "web", [("^/ws", "ws")]),
+                            ("lo.example.com", "lweb", [("^/ws", "lws")])], "soaksession")
     r = lk.post_json(server.addrs["HTTP"], "/linkup/sessions/tunneled", body)
     if r.status != 200:
         sys.exit(f"session setup failed: {r.status} {r.body!r}")
     name = r.json()["session_name"]
+    wait_tunnel(server.addrs["HTTP"])
     host = f"{name}.example.com"
-    fronts = {"server": (server.addrs["HTTP"], server.popen.pid),
-              "worker": (worker.addrs["Worker"], worker.popen.pid)}
+    fronts = {"server": (server.addrs["HTTP"], host),
+              "worker": (worker.addrs["Worker"], host),
+              "tunnel": (worker.addrs["Worker"], f"{name}.lo.example.com")}
+    procs = {"server": server.popen.pid, "worker": worker.popen.pid}
     stats, stop = Stats(), threading.Event()
     threads = []
-    for tag, (addr, _) in fronts.items():
+    for tag, (addr, host) in fronts.items():
         for fn, n in ((gets, a.get_threads), (uploads, a.upload_threads),
                       (websockets, a.ws_threads)):
             for _ in range(n):
@@ -228,11 +252,11 @@ def main():
                                                       f"{tag}/{fn.__name__}"), daemon=True)
                 t.start()
                 threads.append(t)
-    rss = {tag: [] for tag in fronts}
+    rss = {tag: [] for tag in procs}
     t0 = time.monotonic()
     while time.monotonic() - t0 < a.seconds:
         time.sleep(min(10, max(0.1, a.seconds - (time.monotonic() - t0))))
-        for tag, (_, pid) in fronts.items():
+        for tag, pid in procs.items():
             rss[tag].append((round(time.monotonic() - t0), lk.rss_kib(pid)))
         done = sum(stats.count.values())
         print(f"[{round(time.monotonic() - t0)} s] ok={done} errors={sum(stats.errors.values())} "
@@ -241,8 +265,8 @@ def main():
     for t in threads:
         t.join(90)
     codes = {"server": lk.stop_gracefully(server, 30)[0], "worker": worker.stop(30)}
-    up.close()
-    ws.close()
+    for u in (up, ws, lup, lws):
+        u.close()
     reports = {}
     for tag, log in (("server", tmp / "server.log"), ("worker", tmp / "worker.log")):
         text = log.read_text(errors="replace")
