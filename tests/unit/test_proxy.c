@@ -901,28 +901,41 @@ static void test_bad_requests(void)
     CHECK_MEM_EQ(resp->body, resp->body_len, "{\"a\":1}", 7);
 }
 
+/* Asks the server for a WebSocket to the echoing upstream (/ws) on r's
+ * connection; the answer (101 expected) is left in resp. */
+static void ws_open(struct reader *r, struct response *resp)
+{
+    send_str(r->fd,
+             "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    CHECK_INT_EQ(resp->status, 101);
+}
+
+/* Sends frame (no NUL inside) through an open WebSocket, checks the echo,
+ * then half-closes: that travels to the upstream, which closes back. */
+static void ws_echo_then_close(struct reader *r, const char *frame)
+{
+    size_t len = strlen(frame), got = 0;
+    char echo[16];
+    send_str(r->fd, frame);
+    CHECK_INT_EQ(rd_n(r, len, echo, sizeof(echo), &got), 0);
+    CHECK_MEM_EQ(echo, got, frame, len);
+    shutdown(r->fd, SHUT_WR);
+    CHECK_INT_EQ(rd_fill(r), -1);
+}
+
 static void test_websocket(void)
 {
     int fd = dial(server_port);
     struct reader *r = calloc(1, sizeof(*r));
     r->fd = fd;
     struct response *resp = &resp_storage;
-    send_str(fd,
-             "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
-    CHECK_INT_EQ(read_response(r, resp, false), 0);
-    CHECK_INT_EQ(resp->status, 101);
+    ws_open(r, resp);
     char v[128];
     CHECK_STR_EQ(find_hdr(resp->head, "my-special-header", v, sizeof(v)), "special-value");
     CHECK_STR_EQ(find_hdr(resp->head, "Access-Control-Allow-Origin", v, sizeof(v)), "*");
-    send_str(fd, "\x81\x05hello");
-    size_t got = 0;
-    char echo[16];
-    CHECK_INT_EQ(rd_n(r, 7, echo, sizeof(echo), &got), 0);
-    CHECK_MEM_EQ(echo, got, "\x81\x05hello", 7);
-    /* Half-close travels to the upstream, which closes back. */
-    shutdown(fd, SHUT_WR);
-    CHECK_INT_EQ(rd_fill(r), -1);
+    ws_echo_then_close(r, "\x81\x05hello");
     free(r);
     close(fd);
     /* Non-101 passed through when asked to. */
@@ -1182,11 +1195,7 @@ static void test_heap_trimmed_while_websocket_open(void)
     int fd = dial(server_port);
     struct reader *r = calloc(1, sizeof(*r));
     r->fd = fd;
-    send_str(fd,
-             "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
-    CHECK_INT_EQ(read_response(r, resp, false), 0);
-    CHECK_INT_EQ(resp->status, 101);
+    ws_open(r, resp);
     int before = ask_heap_trims();
     CHECK_INT_EQ(wait_heap_trim(before), before + 1);
     /* A request in flight (a slow upstream) holds the trim off. */
@@ -1198,13 +1207,7 @@ static void test_heap_trimmed_while_websocket_open(void)
     CHECK_INT_EQ(ask_heap_trims(), before);
     close(slow);
     /* The tunnel still relays, and closes cleanly. */
-    send_str(fd, "\x81\x02hi");
-    size_t got = 0;
-    char echo[16];
-    CHECK_INT_EQ(rd_n(r, 4, echo, sizeof(echo), &got), 0);
-    CHECK_MEM_EQ(echo, got, "\x81\x02hi", 4);
-    shutdown(fd, SHUT_WR);
-    CHECK_INT_EQ(rd_fill(r), -1);
+    ws_echo_then_close(r, "\x81\x02hi");
     free(r);
     close(fd);
 }
