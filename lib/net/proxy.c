@@ -428,20 +428,18 @@ static void connect_upstream(struct lk_proxy *px, bool fresh)
 {
     struct lk_upstream *up = NULL;
     if (px->connect != NULL) {
-        up = px->pool_key != NULL && !fresh ? lk_upstream_take(px->srv, px->pool_key) : NULL;
+        if (px->pool_key != NULL && !fresh)
+            up = lk_upstream_take(px->srv, px->pool_key);
         if (up == NULL) {
             connect_custom(px);
             return;
         }
-        px->state = PX_CONNECTING;
-        attach(px, up);
-        return;
-    }
-    if (!fresh)
+    } else if (!fresh) {
         up = lk_upstream_get(px->srv, px->tls, px->host, px->port, on_connected, px, &px->pending);
-    else
+    } else {
         up = lk_upstream_connect(px->srv, px->tls, px->host, px->port, on_connected, px,
                                  &px->pending);
+    }
     px->state = PX_CONNECTING;
     if (up != NULL)
         attach(px, up);
