@@ -24,6 +24,7 @@
 #include "core/url.h"
 #include "net/http_internal.h"
 #include "net/log.h"
+#include "net/tunnel_internal.h"
 
 enum px_state {
     PX_CONNECTING = 0,
@@ -60,6 +61,10 @@ struct lk_proxy {
     struct event rd;
     bool own_read, rd_added;
     bool up_eof; /* the upstream closed (its input may still hold bytes) */
+    /* The rest of a Content-Length body goes from the upstream socket into
+     * a built-in tunnel stream by splice(2) (try_splice()); the tunnel reads
+     * the socket meanwhile. */
+    struct lk_tunnel_splice *splice;
     /* response */
     struct lk_http1_response resp;
     enum lk_http1_body_kind resp_kind;
@@ -115,6 +120,10 @@ static void own_read_off(struct lk_proxy *px, bool libevent_reads)
 static void drop_upstream(struct lk_proxy *px, bool reusable)
 {
     set_timer(px, 0);
+    if (px->splice != NULL) {
+        lk_tunnel_splice_cancel(px->splice);
+        px->splice = NULL;
+    }
     if (px->pending != NULL) {
         lk_upstream_free(px->pending);
         px->pending = NULL;
@@ -208,6 +217,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     px->timer_set = false;
     if (px->state == PX_BODY) {
         unsigned ms = px->srv->opts.upstream_idle_timeout_ms;
+        if (px->splice != NULL && !lk_tunnel_splice_reading(px->splice)) {
+            set_timer(px, ms); /* waiting for the tunnel, not the upstream */
+            px->idle_mark_ms = loop_now_ms(px);
+            return;
+        }
         int64_t idle = loop_now_ms(px) - px->idle_mark_ms;
         if (idle >= 0 && idle < (int64_t)ms) {
             int64_t mark = px->idle_mark_ms;
@@ -959,12 +973,74 @@ static size_t move_response(struct lk_proxy *px, struct lk_conn *c, const char *
     return moved;
 }
 
+/* The tunnel stream a body was spliced into went away: the client is gone,
+ * as when a socket client resets; nothing failed upstream. */
+static void deferred_stream_gone(struct lk_exchange *ex)
+{
+    if (ex->proxy != NULL)
+        drop_upstream(ex->proxy, false);
+    if (ex->conn != NULL)
+        lk_conn_close(ex->conn, "tunnel stream closed mid-response");
+}
+
+static void on_splice(void *ctx, int status, size_t n)
+{
+    struct lk_proxy *px = ctx;
+    struct lk_exchange *ex = px->ex;
+    if (status == LK_TUNNEL_SPLICE_MOVED) {
+        ex->bytes_out += n;
+        px->resp_left -= n;
+        idle_mark(px);
+        return;
+    }
+    px->splice = NULL;
+    switch (status) {
+    case LK_TUNNEL_SPLICE_DONE:
+        finish(px, true);
+        return;
+    case LK_TUNNEL_SPLICE_EOF:
+        snprintf(px->errtext, sizeof(px->errtext), "upstream %s closed the connection mid-body",
+                 px->host);
+        fail(px, px->errtext);
+        return;
+    case LK_TUNNEL_SPLICE_ERROR:
+        snprintf(px->errtext, sizeof(px->errtext), "upstream %s: read error: %s", px->host,
+                 evutil_socket_error_to_string((int)n));
+        fail(px, px->errtext);
+        return;
+    default: /* GONE: from inside the tunnel, which must not be re-entered */
+        lk_exchange_defer(ex, deferred_stream_gone);
+        return;
+    }
+}
+
+/* Hands the rest of a long Content-Length body to the built-in tunnel when
+ * the client is one of its streams: splice(2) moves it from the upstream
+ * socket to the tunnel socket without passing through our memory
+ * (docs/performance.md, finding 27). Only once everything read so far has
+ * left for the stream. */
+static bool try_splice(struct lk_proxy *px, struct lk_conn *c)
+{
+    if (px->resp_kind != LK_HTTP1_BODY_LENGTH || !px->own_read || px->up_eof || c->plain ||
+        px->resp_left < LK_TUNNEL_SPLICE_MIN ||
+        evbuffer_get_length(bufferevent_get_input(px->up->bev)) != 0)
+        return false;
+    px->splice = lk_tunnel_splice_start(c->bev, bufferevent_getfd(px->up->bev), px->resp_left,
+                                        on_splice, px);
+    if (px->splice == NULL)
+        return false;
+    set_up_reading(px, false);
+    px->up_paused = false;
+    idle_timer(px, true);
+    return true;
+}
+
 /* Moves response body bytes to the client; pre (the response head, may be
  * NULL/0) goes first, in the same write when possible. */
 static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
 {
     struct lk_exchange *ex = px->ex;
-    if (px->state != PX_BODY || ex->conn == NULL)
+    if (px->state != PX_BODY || ex->conn == NULL || px->splice != NULL)
         return;
     struct lk_conn *c = ex->conn;
     struct evbuffer *in = bufferevent_get_input(px->up->bev);
@@ -1002,6 +1078,8 @@ static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
         idle_timer(px, false); /* nothing more to read; the rest is the client's pace */
         return;
     }
+    if (try_splice(px, c))
+        return;
     /* Backpressure: pause the upstream while the client is slow; the idle
      * timer only runs while the upstream is being read. */
     bool full = evbuffer_get_length(out) >= limit;

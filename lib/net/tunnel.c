@@ -36,6 +36,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <event2/util.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
@@ -44,6 +45,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/err.h"
@@ -69,6 +71,10 @@
 /* nghttp2_session_send() rounds per flush() before the rest is left to the
  * loop (fairness towards the other connections). */
 #define FLUSH_ROUNDS 16
+/* Splices (lk_tunnel_splice_start) one tunnel runs at once, and the size
+ * asked for each one's kernel pipe: one full frame. */
+#define SPLICE_MAX  128
+#define SPLICE_PIPE FRAME_MAX
 /* How long a bare END_STREAM that only completes a stream's close (the
  * peer closed its side already) may wait for other frames to leave with. */
 #define LAZY_CLOSE_MS 2
@@ -88,6 +94,29 @@ struct lk_tunnel_pipe {
     bool lazy;       /* a bare END_STREAM waits for other frames (t->n_lazy) */
     bool lazy_done;
     bool bad; /* request or response envelope rejected */
+    struct lk_tunnel_splice *sp; /* a body spliced in from the origin, or NULL */
+    bool sp_frame;               /* the DATA frame being sent comes from sp's pipe */
+};
+
+/* A response body moved from the origin socket into the stream by splice(2)
+ * (lk_tunnel_splice_start). The kernel pipe holds, in order, the payload of
+ * a frame being written (t->out_left, when t->out_sp is this one) and
+ * in_pipe bytes not framed yet. */
+struct lk_tunnel_splice {
+    struct lk_tunnel *t;
+    struct lk_tunnel_pipe *p; /* NULL once released (the engine or the stream let go) */
+    int fd;                   /* the origin socket: the engine's */
+    uint64_t left;            /* bytes still to take from fd */
+    int pfd[2];
+    size_t cap;     /* the pipe's size */
+    size_t in_pipe; /* bytes in the pipe not framed yet */
+    struct event rd;   /* EV_READ on fd */
+    struct event note; /* the end, told from the loop */
+    bool rd_added;
+    int status; /* LK_TUNNEL_SPLICE_MOVED while running */
+    int err;
+    lk_tunnel_splice_cb *cb;
+    void *ctx;
 };
 
 struct lk_tunnel {
@@ -108,6 +137,15 @@ struct lk_tunnel {
     struct event ping_timer, close_ev, flush_ev;
     struct event lazy_ev; /* flushes a lazily closed stream's END_STREAM */
     struct timeval last_recv;
+    /* A DATA frame whose payload is spliced from a pipe: its header and
+     * out_left payload bytes go to the socket before anything else. */
+    struct lk_tunnel_splice *out_sp;
+    size_t out_left;
+    uint8_t out_hd[9];
+    size_t out_hd_off;
+    struct event wr_ev; /* EV_WRITE on a plain socket while out_sp waits */
+    size_t n_splices;
+    uint64_t spliced; /* payload bytes written by splice_out() */
     bool dead;
     char why[160];
     lk_tunnel_closed_cb *on_closed;
@@ -141,6 +179,11 @@ size_t lk_tunnel_n_streams(const struct lk_tunnel *t)
     return t->n_streams;
 }
 
+uint64_t lk_tunnel_spliced_bytes(const struct lk_tunnel *t)
+{
+    return t->spliced;
+}
+
 const char *lk_tunnel_pool_key(const struct lk_tunnel *t)
 {
     return t->pool_key;
@@ -162,6 +205,7 @@ void lk_tunnel_kill(struct lk_tunnel *t, const char *why)
     LK_LOG(DEBUG, "tunnel %s: closing: %s", t->label, why);
     bufferevent_disable(t->bev, EV_READ | EV_WRITE);
     event_del(&t->read_ev);
+    event_del(&t->wr_ev);
     event_active(&t->close_ev, EV_TIMEOUT, 0);
 }
 
@@ -186,6 +230,8 @@ static void resume_lazy(struct lk_tunnel *t)
     }
 }
 
+static bool splice_out(struct lk_tunnel *t);
+
 /* Sends what nghttp2 has queued; called after every batch of changes. The
  * frames are gathered in wbuf and written inline (lk_net_send); while the
  * socket takes everything and nghttp2 has more (it stopped at
@@ -193,6 +239,8 @@ static void resume_lazy(struct lk_tunnel *t)
  * bufferevent's write callback calls us again. */
 static void flush(struct lk_tunnel *t)
 {
+    if (t->out_sp != NULL && !t->dead && !splice_out(t))
+        return; /* wr_ev calls again */
     for (int round = 0; !t->dead; round++) {
         bool want = nghttp2_session_want_write(t->h2) != 0;
         if (!want)
@@ -243,8 +291,11 @@ static void pipe_maybe_free(struct lk_tunnel_pipe *p)
 static void on_pipe_input(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg);
 
 /* Closes our end; the engine's end sees EOF (lk_net_bev_free). */
+static void splice_gone(struct lk_tunnel_pipe *p);
+
 static void pipe_close_bev(struct lk_tunnel_pipe *p)
 {
+    splice_gone(p);
     if (p->bev == NULL)
         return;
     /* A pair end outlives bufferevent_free() while libevent still holds a
@@ -494,6 +545,266 @@ static void pipe_attach(struct lk_tunnel_pipe *p, struct bufferevent *bev)
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
+/* ---- splicing a body from the origin (local side, plain tunnels) --------- */
+
+static void splice_free(struct lk_tunnel_splice *sp)
+{
+    event_del(&sp->rd);
+    event_del(&sp->note);
+    close(sp->pfd[0]);
+    close(sp->pfd[1]);
+    sp->t->n_splices--;
+    free(sp);
+}
+
+/* Nobody is told anything more; sp goes, once a frame of it being written
+ * is out (splice_out). */
+static void splice_release(struct lk_tunnel_splice *sp)
+{
+    if (sp->p != NULL)
+        sp->p->sp = NULL;
+    sp->p = NULL;
+    sp->cb = NULL;
+    event_del(&sp->rd);
+    event_del(&sp->note);
+    sp->rd_added = false;
+    if (sp->t->out_sp != sp)
+        splice_free(sp);
+}
+
+/* p's stream or tunnel goes away: its splice ends, and the engine is told
+ * at once (LK_TUNNEL_SPLICE_GONE). */
+static void splice_gone(struct lk_tunnel_pipe *p)
+{
+    struct lk_tunnel_splice *sp = p->sp;
+    if (sp == NULL)
+        return;
+    lk_tunnel_splice_cb *cb = sp->cb;
+    void *ctx = sp->ctx;
+    splice_release(sp);
+    if (cb != NULL)
+        cb(ctx, LK_TUNNEL_SPLICE_GONE, 0);
+}
+
+static void on_splice_note(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_tunnel_splice *sp = arg;
+    (void)fd;
+    (void)what;
+    lk_tunnel_splice_cb *cb = sp->cb;
+    void *ctx = sp->ctx;
+    int status = sp->status, err = sp->err;
+    splice_release(sp);
+    cb(ctx, status, (size_t)err);
+}
+
+/* Ends the splice with status, told from the loop (on_splice_note). */
+static void splice_end(struct lk_tunnel_splice *sp, int status, int err)
+{
+    sp->status = status;
+    sp->err = err;
+    event_del(&sp->rd);
+    sp->rd_added = false;
+    event_active(&sp->note, EV_TIMEOUT, 0);
+}
+
+static size_t splice_room(const struct lk_tunnel_splice *sp)
+{
+    size_t used = sp->in_pipe + (sp->t->out_sp == sp ? sp->t->out_left : 0);
+    return used < sp->cap ? sp->cap - used : 0;
+}
+
+static void splice_watch(struct lk_tunnel_splice *sp, bool on)
+{
+    if (on && !sp->rd_added)
+        event_add(&sp->rd, NULL);
+    else if (!on && sp->rd_added)
+        event_del(&sp->rd);
+    sp->rd_added = on;
+}
+
+/* Moves what the origin has (up to the pipe's room and the bytes left) into
+ * the pipe and wakes the stream's data provider. */
+static void on_splice_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_tunnel_splice *sp = arg;
+    struct lk_tunnel_pipe *p = sp->p;
+    (void)what;
+    if (p == NULL || sp->status != LK_TUNNEL_SPLICE_MOVED || sp->t->dead)
+        return;
+    size_t want = splice_room(sp);
+    if ((uint64_t)want > sp->left)
+        want = (size_t)sp->left;
+    if (want == 0) { /* the pipe is full: splice_out() calls again */
+        splice_watch(sp, false);
+        return;
+    }
+    ssize_t n = splice(fd, NULL, sp->pfd[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n == 0) {
+        splice_end(sp, LK_TUNNEL_SPLICE_EOF, 0);
+        return;
+    }
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR) {
+            splice_end(sp, LK_TUNNEL_SPLICE_ERROR, errno);
+            return;
+        }
+        /* Either the origin has nothing now or the pipe is out of slots
+         * (they hold pages, not bytes): while it holds anything, wait for it
+         * to drain; else for the origin. */
+        splice_watch(sp, sp->in_pipe == 0 && sp->t->out_sp != sp);
+        return;
+    }
+    sp->left -= (uint64_t)n;
+    sp->in_pipe += (size_t)n;
+    splice_watch(sp, sp->left > 0);
+    struct lk_tunnel *t = sp->t;
+    if (p->deferred && !p->lazy && p->stream_id != 0) {
+        p->deferred = false;
+        nghttp2_session_resume_data(t->h2, p->stream_id);
+        event_active(&t->flush_ev, EV_TIMEOUT, 0);
+    }
+    sp->cb(sp->ctx, LK_TUNNEL_SPLICE_MOVED, (size_t)n);
+}
+
+/* Writes the spliced frame's header and payload (t->out_sp); true when it
+ * is all out. Then the splice's reading goes on (the pipe has room), or a
+ * released splice is freed. */
+static bool splice_out(struct lk_tunnel *t)
+{
+    struct lk_tunnel_splice *sp = t->out_sp;
+    int fd = bufferevent_getfd(t->bev);
+    while (t->out_hd_off < sizeof(t->out_hd)) {
+        ssize_t n = send(fd, t->out_hd + t->out_hd_off, sizeof(t->out_hd) - t->out_hd_off,
+                         MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0)
+            goto blocked;
+        t->out_hd_off += (size_t)n;
+    }
+    while (t->out_left > 0) {
+        ssize_t n = splice(sp->pfd[0], NULL, fd, NULL, t->out_left,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n <= 0) {
+            if (n == 0)
+                errno = EPIPE;
+            goto blocked;
+        }
+        t->out_left -= (size_t)n;
+        t->spliced += (uint64_t)n;
+    }
+    t->out_sp = NULL;
+    if (sp->p == NULL)
+        splice_free(sp);
+    else if (sp->status == LK_TUNNEL_SPLICE_MOVED && sp->left > 0 && !sp->rd_added)
+        event_active(&sp->rd, EV_READ, 0);
+    return true;
+blocked:
+    if (errno == EAGAIN || errno == EINTR) {
+        event_add(&t->wr_ev, NULL);
+    } else {
+        char why[128];
+        snprintf(why, sizeof(why), "connection error: %s", evutil_socket_error_to_string(errno));
+        lk_tunnel_kill(t, why);
+    }
+    return false;
+}
+
+static void on_wr_ev(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    flush(arg);
+}
+
+/* on_send_data() of a frame whose payload is in sp's pipe: everything
+ * queued before it is written first, then the header and the payload
+ * (splice_out); what it cannot write at once leaves first later, and
+ * nothing else is framed meanwhile. */
+static int send_spliced(struct lk_tunnel *t, struct lk_tunnel_pipe *p, const uint8_t *framehd,
+                        size_t len)
+{
+    struct lk_tunnel_splice *sp = p->sp;
+    if (sp == NULL || sp->in_pipe < len) { /* cancelled since the frame was made */
+        p->sp_frame = false;
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    if (t->out_sp != NULL)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    size_t q = evbuffer_get_length(t->wbuf);
+    if (q > 0)
+        lk_net_send(t->bev, true, NULL, 0, t->wbuf, q);
+    if (evbuffer_get_length(bufferevent_get_output(t->bev)) > 0)
+        return NGHTTP2_ERR_WOULDBLOCK; /* on_tunnel_write() calls again */
+    p->sp_frame = false;
+    memcpy(t->out_hd, framehd, sizeof(t->out_hd));
+    t->out_hd_off = 0;
+    t->out_sp = sp;
+    t->out_left = len;
+    sp->in_pipe -= len;
+    if (sp->left == 0 && sp->in_pipe == 0)
+        splice_end(sp, LK_TUNNEL_SPLICE_DONE, 0);
+    splice_out(t);
+    return 0;
+}
+
+struct lk_tunnel_splice *lk_tunnel_splice_start(struct bufferevent *engine_end, int fd,
+                                                uint64_t len, lk_tunnel_splice_cb *cb, void *ctx)
+{
+    struct bufferevent *ours = bufferevent_pair_get_partner(engine_end);
+    if (ours == NULL)
+        return NULL;
+    bufferevent_data_cb rcb = NULL, wcb = NULL;
+    bufferevent_event_cb ecb = NULL;
+    void *arg = NULL;
+    bufferevent_getcb(ours, &rcb, &wcb, &ecb, &arg);
+    if (wcb != on_pipe_write)
+        return NULL; /* a pair, but not one of ours */
+    struct lk_tunnel_pipe *p = arg;
+    struct lk_tunnel *t = p->t;
+    if (!t->plain || t->is_h2_client || t->dead || p->sp != NULL || p->sp_frame ||
+        p->stream_id == 0 || p->in_eof || t->n_splices >= SPLICE_MAX ||
+        evbuffer_get_length(bufferevent_get_output(engine_end)) > 0)
+        return NULL;
+    int pfd[2];
+    if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0)
+        return NULL;
+    int cap = fcntl(pfd[1], F_SETPIPE_SZ, SPLICE_PIPE);
+    if (cap < 0)
+        cap = fcntl(pfd[1], F_GETPIPE_SZ);
+    if (cap <= 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return NULL;
+    }
+    struct lk_tunnel_splice *sp = lk_xcalloc(1, sizeof(*sp));
+    sp->t = t;
+    sp->p = p;
+    sp->fd = fd;
+    sp->left = len;
+    sp->pfd[0] = pfd[0];
+    sp->pfd[1] = pfd[1];
+    sp->cap = (size_t)cap;
+    sp->cb = cb;
+    sp->ctx = ctx;
+    event_assign(&sp->rd, t->base, fd, EV_READ | EV_PERSIST, on_splice_readable, sp);
+    event_assign(&sp->note, t->base, -1, 0, on_splice_note, sp);
+    splice_watch(sp, true);
+    p->sp = sp;
+    t->n_splices++;
+    return sp;
+}
+
+void lk_tunnel_splice_cancel(struct lk_tunnel_splice *sp)
+{
+    if (sp != NULL)
+        splice_release(sp);
+}
+
+bool lk_tunnel_splice_reading(const struct lk_tunnel_splice *sp)
+{
+    return sp->status == LK_TUNNEL_SPLICE_MOVED && sp->rd_added;
+}
+
 /* nghttp2 data provider: the engine's bytes of this stream, now that the
  * windows and the tunnel's output have room for len of them. They stay in
  * the pipe's input buffer and on_send_data() moves them into the frame
@@ -509,6 +820,17 @@ static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size
     if (p->bev == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     size_t have = evbuffer_get_length(bufferevent_get_input(p->bev));
+    struct lk_tunnel_splice *sp = p->sp;
+    if (have == 0 && sp != NULL && sp->status == LK_TUNNEL_SPLICE_MOVED) {
+        /* The engine's bytes before the hand-off went first; now the pipe's. */
+        if (sp->in_pipe > 0) {
+            p->sp_frame = true;
+            *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+            return (ssize_t)(sp->in_pipe < len ? sp->in_pipe : len);
+        }
+        p->deferred = true; /* on_splice_readable() resumes */
+        return NGHTTP2_ERR_DEFERRED;
+    }
     if (have == 0 && wants_lazy_close(p)) { /* see go_lazy() */
         go_lazy(p);
         return NGHTTP2_ERR_DEFERRED;
@@ -608,7 +930,7 @@ static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int 
     (void)flags;
     if (t->dead)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (queued_out(t) >= t->opts.out_buffer_max)
+    if (t->out_sp != NULL || queued_out(t) >= t->opts.out_buffer_max)
         return NGHTTP2_ERR_WOULDBLOCK;
     evbuffer_add(t->wbuf, data, len);
     return (ssize_t)len;
@@ -625,7 +947,9 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *fra
     (void)s;
     if (t->dead)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (queued_out(t) >= t->opts.out_buffer_max)
+    if (p->sp_frame && f->data.padlen == 0)
+        return send_spliced(t, p, framehd, len);
+    if (t->out_sp != NULL || queued_out(t) >= t->opts.out_buffer_max)
         return NGHTTP2_ERR_WOULDBLOCK;
     if (p->bev == NULL || f->data.padlen != 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -739,6 +1063,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
         return 0;
     t->n_streams--;
     p->stream_id = 0;
+    splice_gone(p);
     if (p->lazy) {
         p->lazy = false;
         t->n_lazy--;
@@ -940,6 +1265,7 @@ struct lk_tunnel *lk_tunnel_new(struct event_base *base, struct bufferevent *bev
     t->plain = lk_net_bev_is_plain(bev);
     event_assign(&t->read_ev, base, t->plain ? bufferevent_getfd(bev) : -1, EV_READ | EV_PERSIST,
                  on_tunnel_readable, t);
+    event_assign(&t->wr_ev, base, t->plain ? bufferevent_getfd(bev) : -1, EV_WRITE, on_wr_ev, t);
     lk_net_tune_socket(bev);
     t->h2 = new_session(t);
     bufferevent_setcb(bev, on_tunnel_read, on_tunnel_write, on_tunnel_event, t);
@@ -975,11 +1301,18 @@ void lk_tunnel_free(struct lk_tunnel *t)
     event_del(&t->flush_ev);
     event_del(&t->lazy_ev);
     event_del(&t->read_ev);
+    event_del(&t->wr_ev);
     while (t->pipes != NULL) {
         struct lk_tunnel_pipe *p = t->pipes;
         t->pipes = p->next;
         pipe_reset_bev(p);
+        splice_gone(p); /* when its bev was closed already */
         free(p);
+    }
+    if (t->out_sp != NULL) {
+        struct lk_tunnel_splice *sp = t->out_sp;
+        t->out_sp = NULL;
+        splice_free(sp);
     }
     nghttp2_session_del(t->h2);
     evbuffer_free(t->wbuf);

@@ -202,6 +202,12 @@ bool lk_tunnel_client_is_connected(const struct lk_tunnel_client *c);
  * none); borrowed, valid until the next loop iteration. */
 const char *lk_tunnel_client_last_error(const struct lk_tunnel_client *c);
 
+/* Response-body bytes the client's tunnels (this one and the ones before)
+ * moved from plain origin sockets to the tunnel socket with splice(2),
+ * without passing through the process's memory (docs/performance.md,
+ * finding 27). For diagnostics and tests. */
+uint64_t lk_tunnel_client_spliced_bytes(const struct lk_tunnel_client *c);
+
 /* Stops: closes the tunnel (streams in progress end; their adopted
  * connections see the close) and frees c. No callback is called. NULL is a
  * no-op. Free the client before draining or freeing srv. Not from inside the

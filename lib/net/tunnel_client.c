@@ -49,6 +49,7 @@ struct lk_tunnel_client {
     struct lk_tunnel *t;         /* while connected */
     struct event retry_timer, hs_timer;
     unsigned backoff_ms;
+    uint64_t spliced; /* by the tunnels before t */
     char last_error[192];
 };
 
@@ -105,6 +106,7 @@ static void on_tunnel_closed(struct lk_tunnel *t, const char *why, void *data)
     struct lk_tunnel_client *c = data;
     char reason[160];
     snprintf(reason, sizeof(reason), "%s", why); /* why lives in t */
+    c->spliced += lk_tunnel_spliced_bytes(t);
     lk_tunnel_free(t);
     c->t = NULL;
     retry_later(c, reason);
@@ -273,6 +275,11 @@ bool lk_tunnel_client_is_connected(const struct lk_tunnel_client *c)
 const char *lk_tunnel_client_last_error(const struct lk_tunnel_client *c)
 {
     return c->last_error;
+}
+
+uint64_t lk_tunnel_client_spliced_bytes(const struct lk_tunnel_client *c)
+{
+    return c->spliced + (c->t != NULL ? lk_tunnel_spliced_bytes(c->t) : 0);
 }
 
 void lk_tunnel_client_free(struct lk_tunnel_client *c)

@@ -60,12 +60,15 @@ static atomic_int n_rejected;          /* worker: failed tunnel authentications 
 static atomic_int bad_connected;       /* wrong-secret client ever connected */
 static atomic_int bad_saw_401;         /* wrong-secret client reported a 401 */
 static atomic_int upstream_closed;     /* /slow and /hang saw their client go */
+static atomic_int blob_cut;            /* a /blob/N send failed: its client went */
 static atomic_int tls_connected;       /* the https client is connected */
 static atomic_int silent_connects;     /* the client of a silent worker connected */
 static atomic_int silent_dropped;      /* ... and dropped it as silent */
 static atomic_int local_conns;         /* the local engine's connections ('n' command) */
 static atomic_int n_counted;           /* 'n' commands answered */
 static struct bufferevent *orphan_end; /* our end of a stream adopted by hand ('o') */
+static _Atomic uint64_t spliced;       /* the good client's spliced bytes ('S') */
+static atomic_int n_spliced_read;      /* 'S' commands answered */
 static struct lk_exchange *held_ex;    /* a local exchange left unanswered (/held) */
 static atomic_int n_held;              /* /held requests that reached the local engine */
 
@@ -287,6 +290,27 @@ static void up_echo(int fd, struct reader *r, uint64_t n)
     }
 }
 
+/* A Content-Length body of n pattern bytes, of which only the first cut
+ * are sent before the connection closes (cut == n: all of it). */
+static int up_blob(int fd, uint64_t n, uint64_t cut)
+{
+    char head[96];
+    snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %llu\r\n\r\n",
+             (unsigned long long)n);
+    if (send_str(fd, head) != 0)
+        return -1;
+    static _Thread_local unsigned char chunk[64 * 1024];
+    for (uint64_t off = 0; off < cut;) {
+        size_t k = cut - off < sizeof(chunk) ? (size_t)(cut - off) : sizeof(chunk);
+        for (size_t i = 0; i < k; i++)
+            chunk[i] = pattern(off + i);
+        if (send_all(fd, chunk, k) != 0)
+            return -1;
+        off += k;
+    }
+    return 0;
+}
+
 /* Waits for the client to go away (read returns 0 or fails). */
 static void up_wait_close(int fd)
 {
@@ -322,7 +346,15 @@ static void *up_conn(void *arg)
     while (rd_head(r, head, sizeof(head)) == 0) {
         path[0] = '\0';
         sscanf(head, "%*s %255s", path);
-        if (strcmp(path, "/echo") == 0) {
+        if (strncmp(path, "/blob/", 6) == 0) {
+            if (up_blob(fd, strtoull(path + 6, NULL, 10), strtoull(path + 6, NULL, 10)) != 0) {
+                atomic_fetch_add(&blob_cut, 1);
+                break;
+            }
+        } else if (strcmp(path, "/cut") == 0) {
+            up_blob(fd, 1 << 20, 400 << 10);
+            break;
+        } else if (strcmp(path, "/echo") == 0) {
             uint64_t n = find_hdr(head, "Content-Length", v, sizeof(v)) ? strtoull(v, NULL, 10) : 0;
             up_echo(fd, r, n);
         } else if (strcmp(path, "/slow") == 0) {
@@ -596,6 +628,9 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
         if (held_ex != NULL)
             respond_text(held_ex, 200, "late");
         held_ex = NULL;
+    } else if (cmd == 'S') {
+        atomic_store(&spliced, lk_tunnel_client_spliced_bytes(good));
+        atomic_fetch_add(&n_spliced_read, 1);
     } else if (cmd == 'n') {
         atomic_store(&local_conns, (int)lk_http_server_n_conns(local));
         atomic_fetch_add(&n_counted, 1);
@@ -977,6 +1012,151 @@ static void test_drop_mid_stream(void)
     free(r);
 }
 
+/* The good client's spliced bytes, read on the loop's thread. */
+static uint64_t spliced_bytes(void)
+{
+    int asked = atomic_load(&n_spliced_read);
+    command('S');
+    CHECK(wait_for(&n_spliced_read, asked + 1, 2000));
+    return atomic_load(&spliced);
+}
+
+/* Reads a response head and n pattern bytes from fd; false on any
+ * difference. */
+static bool read_blob(struct reader *r, uint64_t n)
+{
+    char head[4096], v[64];
+    if (rd_head(r, head, sizeof(head)) != 0 || strncmp(head, "HTTP/1.1 200", 12) != 0 ||
+        find_hdr(head, "Content-Length", v, sizeof(v)) == NULL ||
+        strtoull(v, NULL, 10) != n)
+        return false;
+    uint64_t got = 0;
+    return read_echo_body(r, n, &got) && got == n;
+}
+
+static void test_spliced_downloads(void)
+{
+    /* Long Content-Length bodies from a plain origin leave the local side
+     * by splice(2) (finding 27): two in a row on one kept stream (the
+     * second's head must follow the first's spliced body), then a short
+     * answer on the same stream, every byte checked. */
+    uint64_t before = spliced_bytes();
+    uint64_t n = 3u << 20;
+    int fd = dial(worker_port);
+    set_timeouts(fd, 20);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    char req[128];
+    snprintf(req, sizeof(req), "GET /blob/%llu HTTP/1.1\r\nHost: sess.pooled\r\n\r\n",
+             (unsigned long long)n);
+    for (int i = 0; i < 2; i++) {
+        CHECK_INT_EQ(send_str(fd, req), 0);
+        CHECK(read_blob(r, n));
+    }
+    struct response *resp = calloc(1, sizeof(*resp));
+    CHECK_INT_EQ(send_str(fd, "GET /hello HTTP/1.1\r\nHost: sess.pooled\r\n\r\n"), 0);
+    CHECK_INT_EQ(read_response(r, resp), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_STR_EQ(resp->body, "hello from local");
+    close(fd);
+    free(r);
+    free(resp);
+    /* All but what came with the head or before the hand-off was spliced. */
+    uint64_t moved = spliced_bytes() - before;
+    if (moved < 2 * (n - (256u << 10)))
+        fprintf(stderr, "  spliced %llu of %llu bytes\n", (unsigned long long)moved,
+                (unsigned long long)(2 * n));
+    CHECK(moved >= 2 * (n - (256u << 10)) && moved <= 2 * n);
+}
+
+static void test_spliced_body_cut_by_the_origin(void)
+{
+    /* The origin closes 400 KiB into a 1 MiB body: the client's connection
+     * closes early, as with a socket origin, and the tunnel goes on serving. */
+    int fd = dial(worker_port);
+    set_timeouts(fd, 10);
+    CHECK_INT_EQ(send_str(fd, "GET /cut HTTP/1.1\r\nHost: sess.test\r\n\r\n"), 0);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    char head[4096];
+    CHECK_INT_EQ(rd_head(r, head, sizeof(head)), 0);
+    CHECK(strncmp(head, "HTTP/1.1 200", 12) == 0);
+    uint64_t got = 0;
+    CHECK(!read_echo_body(r, 1 << 20, &got)); /* ends early, no wrong byte before */
+    CHECK(got <= 400 << 10);
+    close(fd);
+    free(r);
+    struct response *resp = calloc(1, sizeof(*resp));
+    CHECK_INT_EQ(request("sess.test", "/hello", resp), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    free(resp);
+}
+
+static void test_spliced_body_slow_reader_and_stalled_origin(void)
+{
+    /* A client that reads nothing for longer than the local side's upstream
+     * idle timeout (2 s here) while the origin has sent everything: the
+     * splice waits for the tunnel, not the origin, so nothing times out and
+     * every byte arrives. 64 MiB: more than all the socket buffers on the
+     * way take, so that the splice does stall. */
+    uint64_t n = 64u << 20;
+    int fd = dial(worker_port);
+    set_timeouts(fd, 20);
+    char req[128];
+    snprintf(req, sizeof(req), "GET /blob/%llu HTTP/1.1\r\nHost: sess.test\r\n\r\n",
+             (unsigned long long)n);
+    CHECK_INT_EQ(send_str(fd, req), 0);
+    sleep(3);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    CHECK(read_blob(r, n));
+    close(fd);
+    /* An origin that stops sending mid-body (/slow: 1000 bytes of a million)
+     * is cut after the idle timeout, all the way to the origin. */
+    int closed_before = atomic_load(&upstream_closed);
+    fd = dial(worker_port);
+    set_timeouts(fd, 10);
+    CHECK_INT_EQ(send_str(fd, "GET /slow HTTP/1.1\r\nHost: sess.test\r\n\r\n"), 0);
+    r->fd = fd;
+    r->start = r->end = 0;
+    char head[4096];
+    CHECK_INT_EQ(rd_head(r, head, sizeof(head)), 0);
+    uint64_t more = 0;
+    while (rd_fill(r) == 0) {
+        more += r->end - r->start;
+        r->start = r->end;
+    }
+    CHECK(more <= 1000);
+    close(fd);
+    free(r);
+    CHECK(wait_for(&upstream_closed, closed_before + 1, 5000));
+}
+
+static void test_spliced_body_client_gone(void)
+{
+    /* The client goes away 1 MiB into a 64 MiB spliced body: the worker
+     * resets the stream at the next DATA for it, and the local side lets go
+     * of the origin connection at once (the origin's send fails), not after
+     * an idle timeout: the splice, stalled on the tunnel, was not reading. */
+    int cut_before = atomic_load(&blob_cut);
+    int fd = dial(worker_port);
+    set_timeouts(fd, 10);
+    CHECK_INT_EQ(send_str(fd, "GET /blob/67108864 HTTP/1.1\r\nHost: sess.test\r\n\r\n"), 0);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    char head[4096];
+    CHECK_INT_EQ(rd_head(r, head, sizeof(head)), 0);
+    uint64_t got = 0;
+    CHECK(read_echo_body(r, 1 << 20, &got));
+    close(fd);
+    free(r);
+    CHECK(wait_for(&blob_cut, cut_before + 1, 1500));
+    struct response *resp = calloc(1, sizeof(*resp));
+    CHECK_INT_EQ(request("sess.test", "/hello", resp), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    free(resp);
+}
+
 /* The local engine's connection count, read on the loop's thread. */
 static int count_local_conns(void)
 {
@@ -1264,6 +1444,7 @@ int main(void)
     CHECK_INT_EQ(lk_http_server_listen(worker, "127.0.0.1:0", worker_tls, bound, sizeof(bound)), 0);
     worker_tls_port = (int)strtol(strrchr(bound, ':') + 1, NULL, 10);
     opts.upstream_ca_file = cert_path;
+    opts.upstream_idle_timeout_ms = 2000; /* test_spliced_body_slow_reader_and_stalled_origin */
     CHECK_INT_EQ(lk_http_server_new(base, &opts, local_handler, NULL, &local), 0);
     struct lk_tunnel_opts topts;
     lk_tunnel_opts_init(&topts);
@@ -1289,6 +1470,10 @@ int main(void)
     RUN(test_big_body_both_ways);
     RUN(test_interleaved_big_streams);
     RUN(test_websocket_through_tunnel);
+    RUN(test_spliced_downloads);
+    RUN(test_spliced_body_cut_by_the_origin);
+    RUN(test_spliced_body_slow_reader_and_stalled_origin);
+    RUN(test_spliced_body_client_gone);
     RUN(test_drop_mid_stream);
     RUN(test_orphaned_stream_is_closed_at_once);
     RUN(test_tunnel_loss_closes_waiting_local_streams);
