@@ -41,10 +41,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "e2e"))
 import lk  # noqa: E402
 
 BLOCK = os.urandom(lk.MIB)
+DOWNLOAD_MAX = 2 * lk.MIB
 
 
 class Upstream:
-    """HTTP/1.1 upstream: GET -> small body; POST -> "LEN SHA256" of the body."""
+    """HTTP/1.1 upstream: GET -> small body, GET /d/I/N -> download(I, N);
+    POST -> "LEN SHA256" of the body."""
 
     def __init__(self, host="127.0.0.2"):
         class H(http.server.BaseHTTPRequestHandler):
@@ -57,6 +59,10 @@ class Upstream:
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_GET(self):
+                if self.path.startswith("/d/"):
+                    _, _, i, n = self.path.split("/")
+                    self._send(download(int(i), int(n)))
+                    return
                 self._send(b"soak " + self.path.encode())
 
             def do_POST(self):
@@ -143,6 +149,42 @@ def gets(addr, host, stats, stop, tag):
         c.close()
 
 
+PATTERN = bytes(range(256)) * (DOWNLOAD_MAX // 256 + 2)
+
+
+def download(i, n):
+    """The body of GET /d/I/N: N pattern bytes starting at I mod 256."""
+    return PATTERN[i % 256:i % 256 + n]
+
+
+def downloads(addr, host, stats, stop, tag):
+    """Keep-alive GETs of 64 KiB to 2 MiB bodies, checked byte for byte
+    (through the tunnel front the long ones are spliced past the local
+    server: docs/performance.md, finding 27)."""
+    c = None
+    i = 0
+    while not stop.is_set():
+        n = 64 * 1024 + (i * 389 * 1024) % (DOWNLOAD_MAX - 64 * 1024)
+        try:
+            if c is None:
+                c = http.client.HTTPConnection(*addr, timeout=60)
+            t0 = time.monotonic()
+            c.request("GET", f"/d/{i}/{n}", headers={"Host": host})
+            r = c.getresponse()
+            body = r.read()
+            if r.status != 200 or body != download(i, n):
+                stats.err(tag, f"GET /d {r.status} {len(body)} of {n} bytes")
+            else:
+                stats.ok(tag, time.monotonic() - t0)
+            i += 1
+        except (OSError, http.client.HTTPException) as e:
+            stats.err(tag, f"GET /d {type(e).__name__} {e}")
+            c.close()
+            c = None
+    if c:
+        c.close()
+
+
 def uploads(addr, host, stats, stop, tag):
     want = f"{len(BLOCK)} {hashlib.sha256(BLOCK).hexdigest()}".encode()
     while not stop.is_set():
@@ -205,6 +247,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=600)
     ap.add_argument("--get-threads", type=int, default=4)
     ap.add_argument("--upload-threads", type=int, default=1)
+    ap.add_argument("--download-threads", type=int, default=1)
     ap.add_argument("--ws-threads", type=int, default=1)
     ap.add_argument("--rss-slack-mib", type=int, default=32)
     ap.add_argument("--json")
@@ -246,6 +289,7 @@ def main():
     threads = []
     for tag, (addr, host) in fronts.items():
         for fn, n in ((gets, a.get_threads), (uploads, a.upload_threads),
+                      (downloads, a.download_threads),
                       (websockets, a.ws_threads)):
             for _ in range(n):
                 t = threading.Thread(target=fn, args=(addr, host, stats, stop,
