@@ -24,6 +24,7 @@
 #include "core/url.h"
 #include "net/http_internal.h"
 #include "net/log.h"
+#include "net/splice.h"
 #include "net/tunnel_internal.h"
 
 enum px_state {
@@ -61,9 +62,10 @@ struct lk_proxy {
     struct event rd;
     bool own_read, rd_added;
     bool up_eof; /* the upstream closed (its input may still hold bytes) */
-    /* The rest of a Content-Length body goes from the upstream socket into
-     * a built-in tunnel stream by splice(2) (try_splice()); the tunnel reads
-     * the socket meanwhile. */
+    /* The rest of a Content-Length body goes from the upstream socket to a
+     * plain client socket (relay) or into a built-in tunnel stream (splice)
+     * by splice(2) (try_splice()), which reads the upstream meanwhile. */
+    struct lk_splice *relay;
     struct lk_tunnel_splice *splice;
     /* response */
     struct lk_http1_response resp;
@@ -120,10 +122,10 @@ static void own_read_off(struct lk_proxy *px, bool libevent_reads)
 static void drop_upstream(struct lk_proxy *px, bool reusable)
 {
     set_timer(px, 0);
-    if (px->splice != NULL) {
-        lk_tunnel_splice_cancel(px->splice);
-        px->splice = NULL;
-    }
+    lk_splice_cancel(px->relay);
+    lk_tunnel_splice_cancel(px->splice);
+    px->relay = NULL;
+    px->splice = NULL;
     if (px->pending != NULL) {
         lk_upstream_free(px->pending);
         px->pending = NULL;
@@ -217,7 +219,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     px->timer_set = false;
     if (px->state == PX_BODY) {
         unsigned ms = px->srv->opts.upstream_idle_timeout_ms;
-        if (px->splice != NULL && !lk_tunnel_splice_reading(px->splice)) {
+        if ((px->relay != NULL && !lk_splice_reading(px->relay)) ||
+            (px->splice != NULL && !lk_tunnel_splice_reading(px->splice))) {
             set_timer(px, ms); /* waiting for the tunnel, not the upstream */
             px->idle_mark_ms = loop_now_ms(px);
             return;
@@ -983,27 +986,34 @@ static void deferred_stream_gone(struct lk_exchange *ex)
         lk_conn_close(ex->conn, "tunnel stream closed mid-response");
 }
 
+/* Both splice movers report here (splice.h). */
 static void on_splice(void *ctx, int status, size_t n)
 {
     struct lk_proxy *px = ctx;
     struct lk_exchange *ex = px->ex;
-    if (status == LK_TUNNEL_SPLICE_MOVED) {
+    if (status == LK_SPLICE_MOVED) {
         ex->bytes_out += n;
         px->resp_left -= n;
         idle_mark(px);
         return;
     }
+    px->relay = NULL; /* gone: only one of them ran */
     px->splice = NULL;
     switch (status) {
-    case LK_TUNNEL_SPLICE_DONE:
+    case LK_SPLICE_DONE:
         finish(px, true);
         return;
-    case LK_TUNNEL_SPLICE_EOF:
+    case LK_SPLICE_WRITE_ERROR: /* the client is gone; nothing failed upstream */
+        drop_upstream(px, false);
+        if (ex->conn != NULL)
+            lk_conn_close(ex->conn, "client went away mid-response");
+        return;
+    case LK_SPLICE_EOF:
         snprintf(px->errtext, sizeof(px->errtext), "upstream %s closed the connection mid-body",
                  px->host);
         fail(px, px->errtext);
         return;
-    case LK_TUNNEL_SPLICE_ERROR:
+    case LK_SPLICE_READ_ERROR:
         snprintf(px->errtext, sizeof(px->errtext), "upstream %s: read error: %s", px->host,
                  evutil_socket_error_to_string((int)n));
         fail(px, px->errtext);
@@ -1014,20 +1024,26 @@ static void on_splice(void *ctx, int status, size_t n)
     }
 }
 
-/* Hands the rest of a long Content-Length body to the built-in tunnel when
- * the client is one of its streams: splice(2) moves it from the upstream
- * socket to the tunnel socket without passing through our memory
- * (docs/performance.md, finding 27). Only once everything read so far has
- * left for the stream. */
+/* Hands the rest of a long Content-Length body from a plain upstream socket
+ * to splice(2), which moves it to a plain client socket (finding 28) or
+ * into a built-in tunnel stream (finding 27) without passing through our
+ * memory. Only once everything read so far has left for the client. */
 static bool try_splice(struct lk_proxy *px, struct lk_conn *c)
 {
-    if (px->resp_kind != LK_HTTP1_BODY_LENGTH || !px->own_read || px->up_eof || c->plain ||
-        px->resp_left < LK_TUNNEL_SPLICE_MIN ||
+    if (px->resp_kind != LK_HTTP1_BODY_LENGTH || !px->own_read || px->up_eof ||
+        px->resp_left < LK_SPLICE_MIN ||
         evbuffer_get_length(bufferevent_get_input(px->up->bev)) != 0)
         return false;
-    px->splice = lk_tunnel_splice_start(c->bev, bufferevent_getfd(px->up->bev), px->resp_left,
-                                        on_splice, px);
-    if (px->splice == NULL)
+    int up_fd = bufferevent_getfd(px->up->bev);
+    if (c->plain) {
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+            return false;
+        px->relay = lk_splice_start(px->srv->base, up_fd, bufferevent_getfd(c->bev),
+                                    px->resp_left, on_splice, px);
+    } else {
+        px->splice = lk_tunnel_splice_start(c->bev, up_fd, px->resp_left, on_splice, px);
+    }
+    if (px->relay == NULL && px->splice == NULL)
         return false;
     set_up_reading(px, false);
     px->up_paused = false;
@@ -1040,7 +1056,7 @@ static bool try_splice(struct lk_proxy *px, struct lk_conn *c)
 static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
 {
     struct lk_exchange *ex = px->ex;
-    if (px->state != PX_BODY || ex->conn == NULL || px->splice != NULL)
+    if (px->state != PX_BODY || ex->conn == NULL || px->relay != NULL || px->splice != NULL)
         return;
     struct lk_conn *c = ex->conn;
     struct evbuffer *in = bufferevent_get_input(px->up->bev);

@@ -31,12 +31,12 @@
 #include "net/tunnel.h"
 
 #include <errno.h>
+#include <fcntl.h> /* splice */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <event2/util.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
@@ -71,10 +71,8 @@
 /* nghttp2_session_send() rounds per flush() before the rest is left to the
  * loop (fairness towards the other connections). */
 #define FLUSH_ROUNDS 16
-/* Splices (lk_tunnel_splice_start) one tunnel runs at once, and the size
- * asked for each one's kernel pipe: one full frame. */
-#define SPLICE_MAX  128
-#define SPLICE_PIPE FRAME_MAX
+/* Splices (lk_tunnel_splice_start) one tunnel runs at once. */
+#define SPLICE_MAX 128
 /* How long a bare END_STREAM that only completes a stream's close (the
  * peer closed its side already) may wait for other frames to leave with. */
 #define LAZY_CLOSE_MS 2
@@ -113,9 +111,9 @@ struct lk_tunnel_splice {
     struct event rd;   /* EV_READ on fd */
     struct event note; /* the end, told from the loop */
     bool rd_added;
-    int status; /* LK_TUNNEL_SPLICE_MOVED while running */
+    int status; /* LK_SPLICE_MOVED while running */
     int err;
-    lk_tunnel_splice_cb *cb;
+    lk_splice_cb *cb;
     void *ctx;
 };
 
@@ -573,17 +571,17 @@ static void splice_release(struct lk_tunnel_splice *sp)
 }
 
 /* p's stream or tunnel goes away: its splice ends, and the engine is told
- * at once (LK_TUNNEL_SPLICE_GONE). */
+ * at once (LK_SPLICE_GONE). */
 static void splice_gone(struct lk_tunnel_pipe *p)
 {
     struct lk_tunnel_splice *sp = p->sp;
     if (sp == NULL)
         return;
-    lk_tunnel_splice_cb *cb = sp->cb;
+    lk_splice_cb *cb = sp->cb;
     void *ctx = sp->ctx;
     splice_release(sp);
     if (cb != NULL)
-        cb(ctx, LK_TUNNEL_SPLICE_GONE, 0);
+        cb(ctx, LK_SPLICE_GONE, 0);
 }
 
 static void on_splice_note(evutil_socket_t fd, short what, void *arg)
@@ -591,7 +589,7 @@ static void on_splice_note(evutil_socket_t fd, short what, void *arg)
     struct lk_tunnel_splice *sp = arg;
     (void)fd;
     (void)what;
-    lk_tunnel_splice_cb *cb = sp->cb;
+    lk_splice_cb *cb = sp->cb;
     void *ctx = sp->ctx;
     int status = sp->status, err = sp->err;
     splice_release(sp);
@@ -630,7 +628,7 @@ static void on_splice_readable(evutil_socket_t fd, short what, void *arg)
     struct lk_tunnel_splice *sp = arg;
     struct lk_tunnel_pipe *p = sp->p;
     (void)what;
-    if (p == NULL || sp->status != LK_TUNNEL_SPLICE_MOVED || sp->t->dead)
+    if (p == NULL || sp->status != LK_SPLICE_MOVED || sp->t->dead)
         return;
     size_t want = splice_room(sp);
     if ((uint64_t)want > sp->left)
@@ -641,12 +639,12 @@ static void on_splice_readable(evutil_socket_t fd, short what, void *arg)
     }
     ssize_t n = splice(fd, NULL, sp->pfd[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n == 0) {
-        splice_end(sp, LK_TUNNEL_SPLICE_EOF, 0);
+        splice_end(sp, LK_SPLICE_EOF, 0);
         return;
     }
     if (n < 0) {
         if (errno != EAGAIN && errno != EINTR) {
-            splice_end(sp, LK_TUNNEL_SPLICE_ERROR, errno);
+            splice_end(sp, LK_SPLICE_READ_ERROR, errno);
             return;
         }
         /* Either the origin has nothing now or the pipe is out of slots
@@ -664,7 +662,7 @@ static void on_splice_readable(evutil_socket_t fd, short what, void *arg)
         nghttp2_session_resume_data(t->h2, p->stream_id);
         event_active(&t->flush_ev, EV_TIMEOUT, 0);
     }
-    sp->cb(sp->ctx, LK_TUNNEL_SPLICE_MOVED, (size_t)n);
+    sp->cb(sp->ctx, LK_SPLICE_MOVED, (size_t)n);
 }
 
 /* Writes the spliced frame's header and payload (t->out_sp); true when it
@@ -695,7 +693,7 @@ static bool splice_out(struct lk_tunnel *t)
     t->out_sp = NULL;
     if (sp->p == NULL)
         splice_free(sp);
-    else if (sp->status == LK_TUNNEL_SPLICE_MOVED && sp->left > 0 && !sp->rd_added)
+    else if (sp->status == LK_SPLICE_MOVED && sp->left > 0 && !sp->rd_added)
         event_active(&sp->rd, EV_READ, 0);
     return true;
 blocked:
@@ -742,13 +740,13 @@ static int send_spliced(struct lk_tunnel *t, struct lk_tunnel_pipe *p, const uin
     t->out_left = len;
     sp->in_pipe -= len;
     if (sp->left == 0 && sp->in_pipe == 0)
-        splice_end(sp, LK_TUNNEL_SPLICE_DONE, 0);
+        splice_end(sp, LK_SPLICE_DONE, 0);
     splice_out(t);
     return 0;
 }
 
 struct lk_tunnel_splice *lk_tunnel_splice_start(struct bufferevent *engine_end, int fd,
-                                                uint64_t len, lk_tunnel_splice_cb *cb, void *ctx)
+                                                uint64_t len, lk_splice_cb *cb, void *ctx)
 {
     struct bufferevent *ours = bufferevent_pair_get_partner(engine_end);
     if (ours == NULL)
@@ -766,16 +764,9 @@ struct lk_tunnel_splice *lk_tunnel_splice_start(struct bufferevent *engine_end, 
         evbuffer_get_length(bufferevent_get_output(engine_end)) > 0)
         return NULL;
     int pfd[2];
-    if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0)
+    size_t cap = 0;
+    if (lk_splice_pipe(pfd, &cap) != 0)
         return NULL;
-    int cap = fcntl(pfd[1], F_SETPIPE_SZ, SPLICE_PIPE);
-    if (cap < 0)
-        cap = fcntl(pfd[1], F_GETPIPE_SZ);
-    if (cap <= 0) {
-        close(pfd[0]);
-        close(pfd[1]);
-        return NULL;
-    }
     struct lk_tunnel_splice *sp = lk_xcalloc(1, sizeof(*sp));
     sp->t = t;
     sp->p = p;
@@ -783,7 +774,7 @@ struct lk_tunnel_splice *lk_tunnel_splice_start(struct bufferevent *engine_end, 
     sp->left = len;
     sp->pfd[0] = pfd[0];
     sp->pfd[1] = pfd[1];
-    sp->cap = (size_t)cap;
+    sp->cap = cap;
     sp->cb = cb;
     sp->ctx = ctx;
     event_assign(&sp->rd, t->base, fd, EV_READ | EV_PERSIST, on_splice_readable, sp);
@@ -802,7 +793,7 @@ void lk_tunnel_splice_cancel(struct lk_tunnel_splice *sp)
 
 bool lk_tunnel_splice_reading(const struct lk_tunnel_splice *sp)
 {
-    return sp->status == LK_TUNNEL_SPLICE_MOVED && sp->rd_added;
+    return sp->status == LK_SPLICE_MOVED && sp->rd_added;
 }
 
 /* nghttp2 data provider: the engine's bytes of this stream, now that the
@@ -821,7 +812,7 @@ static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     size_t have = evbuffer_get_length(bufferevent_get_input(p->bev));
     struct lk_tunnel_splice *sp = p->sp;
-    if (have == 0 && sp != NULL && sp->status == LK_TUNNEL_SPLICE_MOVED) {
+    if (have == 0 && sp != NULL && sp->status == LK_SPLICE_MOVED) {
         /* The engine's bytes before the hand-off went first; now the pipe's. */
         if (sp->in_pipe > 0) {
             p->sp_frame = true;

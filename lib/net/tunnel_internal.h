@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net/splice.h"
 #include "net/tunnel.h"
 
 /* The connection died (peer close, error, protocol error, silent peer, or
@@ -46,42 +47,22 @@ const char *lk_tunnel_pool_key(const struct lk_tunnel *t);
 
 /* ---- splicing a response body into a stream (local side) ----------------
  * A response body the engine relays from a plain origin socket into a
- * stream of a plain tunnel can skip the local server's memory: splice(2)
- * moves it from the origin socket into a kernel pipe and from there, behind
- * each DATA frame header, into the tunnel socket (docs/performance.md,
- * finding 27). The engine hands the socket over for len bytes; the tunnel
- * reads it from then on and tells the engine through cb:
- *   status LK_TUNNEL_SPLICE_MOVED   n more bytes left the origin (progress;
- *                                   the handle stays valid);
- *   status LK_TUNNEL_SPLICE_DONE    all len bytes are framed, in order
- *                                   before anything the engine writes next;
- *   status LK_TUNNEL_SPLICE_EOF     the origin closed before len bytes;
- *   status LK_TUNNEL_SPLICE_ERROR   reading the origin failed (errno in n);
- *   status LK_TUNNEL_SPLICE_GONE    the stream or the tunnel went away.
- * After any status but MOVED the handle is gone. DONE, EOF and ERROR come
- * from the loop; GONE may come from inside any tunnel call that closes the
- * stream (and the callee must then not call into the tunnel). The fd stays
- * the engine's: lk_tunnel_splice_cancel() before closing it. */
-enum {
-    LK_TUNNEL_SPLICE_MOVED = 0,
-    LK_TUNNEL_SPLICE_DONE,
-    LK_TUNNEL_SPLICE_EOF,
-    LK_TUNNEL_SPLICE_ERROR,
-    LK_TUNNEL_SPLICE_GONE,
-};
+ * stream of a plain tunnel can skip the local server's memory (splice.h,
+ * docs/performance.md finding 27): the tunnel reads the origin socket from
+ * the hand-off on, splices it into a kernel pipe and from there, behind each
+ * DATA frame header, into the tunnel socket. Statuses as in splice.h, where
+ * DONE means all bytes are framed, ahead of anything the engine writes
+ * next, and GONE (the stream or the tunnel went away) may come from inside
+ * any tunnel call that closes the stream: the callee must then not call into
+ * the tunnel. DONE, EOF and READ_ERROR come from the loop. */
 struct lk_tunnel_splice;
-typedef void lk_tunnel_splice_cb(void *ctx, int status, size_t n);
-
-/* Bodies shorter than this are not worth a pipe. */
-#define LK_TUNNEL_SPLICE_MIN (128 * 1024)
 
 /* Takes over the next len bytes of fd for the stream whose engine end is
  * engine_end. NULL (nothing taken) when engine_end is not a stream of a
  * plain tunnel, the stream's input is not empty, the tunnel has too many
  * splices running, or no pipe can be made. */
 struct lk_tunnel_splice *lk_tunnel_splice_start(struct bufferevent *engine_end, int fd,
-                                                uint64_t len, lk_tunnel_splice_cb *cb,
-                                                void *ctx);
+                                                uint64_t len, lk_splice_cb *cb, void *ctx);
 /* Ends a splice early; no callback follows. Bytes already framed still go
  * out (their frame headers have). */
 void lk_tunnel_splice_cancel(struct lk_tunnel_splice *sp);

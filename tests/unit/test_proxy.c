@@ -30,6 +30,7 @@
 #include "harness.h"
 #include "net/http_server.h"
 #include "net/log.h"
+#include "net/splice.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SANITIZED 1
@@ -324,6 +325,30 @@ static void up_big(int fd, uint64_t n)
     }
 }
 
+static unsigned char pattern(uint64_t i);
+
+/* A Content-Length body of n pattern bytes, of which only the first send
+ * are sent; then the connection closes (close) or waits for the proxy to go. */
+static void up_pattern(int fd, struct reader *r, uint64_t n, uint64_t send, bool close_after)
+{
+    char head[128];
+    snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %llu\r\n\r\n",
+             (unsigned long long)n);
+    send_str(fd, head);
+    static _Thread_local unsigned char chunk[65536];
+    for (uint64_t off = 0; off < send;) {
+        size_t k = send - off < sizeof(chunk) ? (size_t)(send - off) : sizeof(chunk);
+        for (size_t i = 0; i < k; i++)
+            chunk[i] = pattern(off + i);
+        if (send_all(fd, chunk, k) != 0)
+            return;
+        off += k;
+    }
+    if (send < n && !close_after)
+        while (rd_fill(r) == 0) /* until the proxy goes */
+            ;
+}
+
 static void *up_conn(void *arg)
 {
     int fd = (int)(intptr_t)arg;
@@ -361,6 +386,14 @@ static void *up_conn(void *arg)
             up_respond(fd, "200 OK", extra, b);
         } else if (strncmp(path, "/big/", 5) == 0) {
             up_big(fd, strtoull(path + 5, NULL, 10));
+        } else if (strncmp(path, "/pat/", 5) == 0) { /* /pat/N[/SENT[/close]] */
+            char *end = NULL;
+            uint64_t n = strtoull(path + 5, &end, 10);
+            uint64_t sent = *end == '/' ? strtoull(end + 1, &end, 10) : n;
+            bool close_after = strstr(path, "/close") != NULL;
+            up_pattern(fd, r, n, sent, close_after);
+            if (sent < n)
+                break;
         } else if (strcmp(path, "/cors") == 0) {
             append(extra, sizeof(extra), "Access-Control-Allow-Origin: https://x.example\r\n");
             up_respond(fd, "200 OK", extra, "cors");
@@ -612,7 +645,8 @@ static bool proxy_by_connector(struct lk_exchange *ex, struct lk_str target)
 }
 static int ctl[2];            /* test -> loop: 'h' heap trims, anything else drains */
 static atomic_int heap_trims; /* srv's, as of the last 'h' */
-static atomic_int n_asked;    /* 'h' commands answered */
+static atomic_int n_asked;    /* 'h' and 's' commands answered */
+static _Atomic uint64_t spliced; /* lk_splice_total_bytes(), as of the last 's' */
 
 static const struct lk_http_header cors[] = {
     { LK_STR("Access-Control-Allow-Origin"), LK_STR("*") },
@@ -710,7 +744,10 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     if (read(fd, &c, 1) == 1 && c == 'h') {
         atomic_store(&heap_trims, (int)lk_http_server_n_heap_trims(srv));
         atomic_fetch_add(&n_asked, 1);
-    } else if (c != 'h') {
+    } else if (c == 's') {
+        atomic_store(&spliced, lk_splice_total_bytes());
+        atomic_fetch_add(&n_asked, 1);
+    } else {
         lk_http_server_drain(srv, 2000, on_drained, NULL);
         lk_http_server_drain(small_srv, 2000, on_drained, NULL);
         lk_http_server_drain(tiny_srv, 2000, on_drained, NULL);
@@ -1028,6 +1065,112 @@ static void test_client_abort_frees_upstream(void)
     CHECK_INT_EQ(resp->status, 200);
 }
 
+static uint64_t spliced_bytes(void)
+{
+    int asked = atomic_load(&n_asked);
+    if (write(ctl[1], "s", 1) != 1)
+        abort();
+    for (int i = 0; i < 500 && atomic_load(&n_asked) == asked; i++)
+        usleep(10 * 1000);
+    return atomic_load(&spliced);
+}
+
+/* Reads a response head (into head) and up to n pattern bytes; returns how
+ * many arrived before the end, a wrong byte or a timeout. */
+static uint64_t read_pattern(struct reader *r, uint64_t n, char *head, size_t cap)
+{
+    if (rd_head(r, head, cap) != 0 || strncmp(head, "HTTP/1.1 200", 12) != 0)
+        return 0;
+    uint64_t got = 0;
+    while (got < n) {
+        if (r->start == r->end && rd_fill(r) != 0)
+            break;
+        for (; r->start < r->end && got < n; r->start++, got++) {
+            if ((unsigned char)r->buf[r->start] != pattern(got))
+                return got;
+        }
+    }
+    return got;
+}
+
+static void test_spliced_relay(void)
+{
+    /* A long Content-Length body from a plain upstream to a plain client
+     * moves by splice(2) (finding 28): two in a row on one keep-alive
+     * connection (the second head must follow the first body), then a short
+     * answer on it, every byte checked, and the bytes counted as spliced. */
+    uint64_t before = spliced_bytes();
+    uint64_t n = 3u << 20;
+    int fd = dial(server_port);
+    set_timeouts(fd, 20);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    char req[96], head[4096], v[64];
+    snprintf(req, sizeof(req), "GET /pat/%llu HTTP/1.1\r\nHost: a\r\n\r\n",
+             (unsigned long long)n);
+    for (int i = 0; i < 2; i++) {
+        send_str(fd, req);
+        CHECK_INT_EQ(read_pattern(r, n, head, sizeof(head)), n);
+        CHECK_INT_EQ(strtoull(find_hdr(head, "Content-Length", v, sizeof(v)) ? v : "0", NULL, 10),
+                     n);
+    }
+    struct response *resp = &resp_storage;
+    send_str(fd, "GET /count HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK_INT_EQ(read_response(r, resp, false), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    free(r);
+    close(fd);
+    uint64_t moved = spliced_bytes() - before;
+    if (moved < 2 * (n - (256u << 10)))
+        fprintf(stderr, "  spliced %llu of %llu bytes\n", (unsigned long long)moved,
+                (unsigned long long)(2 * n));
+    CHECK(moved >= 2 * (n - (256u << 10)) && moved <= 2 * n);
+}
+
+static void test_spliced_relay_failures(void)
+{
+    /* (tiny_srv: upstream idle timeout 1.5 s.) An upstream that closes
+     * 300 KiB into a 1 MiB body: the client's connection closes early, with
+     * no wrong byte before. */
+    char head[4096];
+    int fd = dial(tiny_port);
+    set_timeouts(fd, 10);
+    struct reader *r = calloc(1, sizeof(*r));
+    r->fd = fd;
+    send_str(fd, "GET /pat/1048576/307200/close HTTP/1.1\r\nHost: a\r\n\r\n");
+    uint64_t got = read_pattern(r, 1 << 20, head, sizeof(head));
+    CHECK(got <= 307200);
+    CHECK(rd_fill(r) != 0); /* closed, not stalled */
+    close(fd);
+    /* One that stops sending 300 KiB in: cut after the idle timeout. */
+    fd = dial(tiny_port);
+    set_timeouts(fd, 10);
+    r->fd = fd;
+    r->start = r->end = 0;
+    send_str(fd, "GET /pat/1048576/307200 HTTP/1.1\r\nHost: a\r\n\r\n");
+    got = read_pattern(r, 1 << 20, head, sizeof(head));
+    CHECK(got <= 307200);
+    CHECK(rd_fill(r) != 0);
+    close(fd);
+    /* A client that reads nothing for longer than the idle timeout while the
+     * upstream has sent everything (64 MiB: more than the socket buffers on
+     * the way take, so the splice does wait for the client): nothing times
+     * out, and every byte arrives. */
+    uint64_t n = 64u << 20;
+    fd = dial(tiny_port);
+    set_timeouts(fd, 20);
+    r->fd = fd;
+    r->start = r->end = 0;
+    char req[96];
+    snprintf(req, sizeof(req), "GET /pat/%llu HTTP/1.1\r\nHost: a\r\n\r\n",
+             (unsigned long long)n);
+    send_str(fd, req);
+    sleep(3);
+    CHECK_INT_EQ(read_pattern(r, n, head, sizeof(head)), n);
+    close(fd);
+    free(r);
+}
+
 static void test_tls_upstream(void)
 {
     struct response *resp = &resp_storage;
@@ -1249,6 +1392,7 @@ int main(void)
     struct lk_http_server_opts tiny = opts;
     tiny.upstream_ca_file = NULL;
     tiny.stream_buffer_max = 8 * 1024;
+    tiny.upstream_idle_timeout_ms = 1500; /* test_spliced_relay_failures */
     CHECK_INT_EQ(lk_http_server_new(base, &tiny, handler, NULL, &tiny_srv), 0);
     CHECK_INT_EQ(lk_http_server_listen(tiny_srv, "127.0.0.1:0", NULL, bound, sizeof(bound)), 0);
     tiny_port = (int)strtol(strrchr(bound, ':') + 1, NULL, 10);
@@ -1270,6 +1414,8 @@ int main(void)
     RUN(test_websocket);
     RUN(test_streaming_large);
     RUN(test_client_abort_frees_upstream);
+    RUN(test_spliced_relay);
+    RUN(test_spliced_relay_failures);
     RUN(test_tls_upstream);
     RUN(test_max_conns_and_head_timeout);
     RUN(test_connector_pool);

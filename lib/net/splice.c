@@ -1,0 +1,181 @@
+/*
+ * splice.c - a Content-Length body moved from the upstream socket to the
+ * client socket through a kernel pipe (docs/performance.md, finding 28).
+ *
+ * The pipe holds in_pipe bytes taken from the upstream and not yet written
+ * to the client. The upstream is read (EV_READ) while the pipe has room and
+ * bytes are left; the client's EV_WRITE is watched only while it refuses
+ * bytes. A splice into the pipe that returns EAGAIN means either an empty
+ * socket or a pipe out of slots (they hold pages, not bytes): while the
+ * pipe holds anything, reading waits for the next write to make room.
+ */
+#include "net/splice.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <fcntl.h> /* pipe2, splice */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+
+struct lk_splice {
+    int from, to;
+    uint64_t left; /* bytes still to take from the upstream */
+    int pfd[2];
+    size_t cap, in_pipe;
+    struct event rd, wr;
+    bool rd_added, wr_added;
+    lk_splice_cb *cb;
+    void *ctx;
+};
+
+static uint64_t total_bytes; /* lk_splice_total_bytes() */
+
+uint64_t lk_splice_total_bytes(void)
+{
+    return total_bytes;
+}
+
+int lk_splice_pipe(int pfd[2], size_t *cap)
+{
+    if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0)
+        return -1;
+    int n = fcntl(pfd[1], F_SETPIPE_SZ, LK_SPLICE_PIPE);
+    if (n < 0)
+        n = fcntl(pfd[1], F_GETPIPE_SZ); /* over the user's pipe allowance */
+    if (n <= 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return -1;
+    }
+    *cap = (size_t)n;
+    return 0;
+}
+
+static void watch(struct event *ev, bool *added, bool on)
+{
+    if (on && !*added)
+        event_add(ev, NULL);
+    else if (!on && *added)
+        event_del(ev);
+    *added = on;
+}
+
+static void splice_free(struct lk_splice *s)
+{
+    event_del(&s->rd);
+    event_del(&s->wr);
+    close(s->pfd[0]);
+    close(s->pfd[1]);
+    free(s);
+}
+
+/* Ends the splice and tells the caller; s is gone after. */
+static void end(struct lk_splice *s, int status, int err)
+{
+    lk_splice_cb *cb = s->cb;
+    void *ctx = s->ctx;
+    splice_free(s);
+    cb(ctx, status, (size_t)err);
+}
+
+/* Writes what the pipe holds; false when s ended. */
+static bool drain(struct lk_splice *s)
+{
+    while (s->in_pipe > 0) {
+        ssize_t n = splice(s->pfd[0], NULL, s->to, NULL, s->in_pipe,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            s->in_pipe -= (size_t)n;
+            total_bytes += (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            watch(&s->wr, &s->wr_added, true);
+            return true;
+        }
+        end(s, LK_SPLICE_WRITE_ERROR, n < 0 ? errno : EPIPE);
+        return false;
+    }
+    watch(&s->wr, &s->wr_added, false);
+    if (s->left == 0) {
+        end(s, LK_SPLICE_DONE, 0);
+        return false;
+    }
+    return true;
+}
+
+/* Takes what the upstream has, up to the pipe's room and the bytes left,
+ * then writes it on. */
+static void pump(struct lk_splice *s)
+{
+    if (!drain(s))
+        return;
+    size_t want = s->cap - s->in_pipe;
+    if ((uint64_t)want > s->left)
+        want = (size_t)s->left;
+    if (want == 0) { /* the pipe is full: the client's EV_WRITE calls again */
+        watch(&s->rd, &s->rd_added, false);
+        return;
+    }
+    ssize_t n = splice(s->from, NULL, s->pfd[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n == 0) {
+        end(s, LK_SPLICE_EOF, 0);
+        return;
+    }
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR) {
+            end(s, LK_SPLICE_READ_ERROR, errno);
+            return;
+        }
+        watch(&s->rd, &s->rd_added, s->in_pipe == 0);
+        return;
+    }
+    s->left -= (uint64_t)n;
+    s->in_pipe += (size_t)n;
+    watch(&s->rd, &s->rd_added, s->left > 0);
+    s->cb(s->ctx, LK_SPLICE_MOVED, (size_t)n);
+    drain(s);
+}
+
+static void on_event(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pump(arg);
+}
+
+struct lk_splice *lk_splice_start(struct event_base *base, int from, int to, uint64_t len,
+                                  lk_splice_cb *cb, void *ctx)
+{
+    int pfd[2];
+    size_t cap = 0;
+    if (len == 0 || lk_splice_pipe(pfd, &cap) != 0)
+        return NULL;
+    struct lk_splice *s = lk_xcalloc(1, sizeof(*s));
+    s->from = from;
+    s->to = to;
+    s->left = len;
+    s->pfd[0] = pfd[0];
+    s->pfd[1] = pfd[1];
+    s->cap = cap;
+    s->cb = cb;
+    s->ctx = ctx;
+    event_assign(&s->rd, base, from, EV_READ | EV_PERSIST, on_event, s);
+    event_assign(&s->wr, base, to, EV_WRITE | EV_PERSIST, on_event, s);
+    watch(&s->rd, &s->rd_added, true);
+    return s;
+}
+
+void lk_splice_cancel(struct lk_splice *s)
+{
+    if (s != NULL)
+        splice_free(s);
+}
+
+bool lk_splice_reading(const struct lk_splice *s)
+{
+    return s->rd_added;
+}

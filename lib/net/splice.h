@@ -1,0 +1,74 @@
+/*
+ * splice.h - moving a response body from one socket to another with
+ * splice(2) through a kernel pipe, so that it never enters the process's
+ * memory (docs/performance.md, findings 27 and 28).
+ *
+ * The proxy hands the rest of a long Content-Length body over once
+ * everything it read so far has left for the client. Two movers share the
+ * callback below: lk_splice_start() (this file: plain upstream socket to a
+ * plain client socket) and lk_tunnel_splice_start() (tunnel_internal.h:
+ * plain upstream socket into a stream of a plain built-in tunnel, behind
+ * each DATA frame header).
+ *
+ * The callback's statuses:
+ *   LK_SPLICE_MOVED        n more bytes left the upstream (progress; the
+ *                          handle stays valid);
+ *   LK_SPLICE_DONE         all bytes are written on (for the tunnel: framed,
+ *                          ahead of anything the engine writes next);
+ *   LK_SPLICE_EOF          the upstream closed before the last byte;
+ *   LK_SPLICE_READ_ERROR   reading the upstream failed (errno in n);
+ *   LK_SPLICE_WRITE_ERROR  writing to the client failed (errno in n): it is
+ *                          gone;
+ *   LK_SPLICE_GONE         the tunnel stream or the tunnel went away.
+ * After any status but MOVED the handle is gone (freed before the call).
+ * The sockets stay the caller's: cancel the splice before closing either.
+ *
+ * Loop thread only.
+ */
+#ifndef LK_NET_SPLICE_H
+#define LK_NET_SPLICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+
+enum {
+    LK_SPLICE_MOVED = 0,
+    LK_SPLICE_DONE,
+    LK_SPLICE_EOF,
+    LK_SPLICE_READ_ERROR,
+    LK_SPLICE_WRITE_ERROR,
+    LK_SPLICE_GONE,
+};
+typedef void lk_splice_cb(void *ctx, int status, size_t n);
+
+/* Bodies shorter than this are not worth a pipe. */
+#define LK_SPLICE_MIN (128 * 1024)
+/* The size asked for each splice's kernel pipe. */
+#define LK_SPLICE_PIPE (256 * 1024)
+
+struct lk_splice;
+
+/* Moves the next len bytes of from (a non-blocking socket) to to (the
+ * same), reading from's readiness and waiting for to's room on the loop;
+ * the first move happens from the loop, never inside this call. NULL when no
+ * pipe can be made (the caller copies as before). */
+struct lk_splice *lk_splice_start(struct event_base *base, int from, int to, uint64_t len,
+                                  lk_splice_cb *cb, void *ctx);
+/* Ends a splice early; no callback follows. */
+void lk_splice_cancel(struct lk_splice *s);
+/* True while the splice waits for the upstream (not for the client to take
+ * what the pipe holds): for the proxy's upstream idle timeout. */
+bool lk_splice_reading(const struct lk_splice *s);
+
+/* Bytes every lk_splice_start() splice of this process has written on (for
+ * diagnostics and tests). */
+uint64_t lk_splice_total_bytes(void);
+
+/* A kernel pipe for splicing (O_NONBLOCK, O_CLOEXEC), grown to
+ * LK_SPLICE_PIPE when the system allows; its size in *cap. -1 on failure. */
+int lk_splice_pipe(int pfd[2], size_t *cap);
+
+#endif
