@@ -1038,8 +1038,8 @@ static bool try_splice(struct lk_proxy *px, struct lk_conn *c)
     if (c->plain) {
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
             return false;
-        px->relay = lk_splice_start(px->srv->base, up_fd, bufferevent_getfd(c->bev),
-                                    px->resp_left, on_splice, px);
+        px->relay = lk_splice_start(px->srv->base, up_fd, bufferevent_getfd(c->bev), px->resp_left,
+                                    on_splice, px);
     } else {
         px->splice = lk_tunnel_splice_start(c->bev, up_fd, px->resp_left, on_splice, px);
     }

@@ -85,8 +85,8 @@ static void end(struct lk_splice *s, int status, int err)
 static bool drain(struct lk_splice *s)
 {
     while (s->in_pipe > 0) {
-        ssize_t n = splice(s->pfd[0], NULL, s->to, NULL, s->in_pipe,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        ssize_t n =
+            splice(s->pfd[0], NULL, s->to, NULL, s->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             s->in_pipe -= (size_t)n;
             total_bytes += (uint64_t)n;

@@ -31,12 +31,12 @@
 #include "net/tunnel.h"
 
 #include <errno.h>
-#include <fcntl.h> /* splice */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <event2/util.h>
+#include <fcntl.h> /* splice */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
@@ -91,7 +91,7 @@ struct lk_tunnel_pipe {
     bool unanswered; /* local side: ":status 200" waits for the first bytes */
     bool lazy;       /* a bare END_STREAM waits for other frames (t->n_lazy) */
     bool lazy_done;
-    bool bad; /* request or response envelope rejected */
+    bool bad;                    /* request or response envelope rejected */
     struct lk_tunnel_splice *sp; /* a body spliced in from the origin, or NULL */
     bool sp_frame;               /* the DATA frame being sent comes from sp's pipe */
 };
@@ -106,8 +106,8 @@ struct lk_tunnel_splice {
     int fd;                   /* the origin socket: the engine's */
     uint64_t left;            /* bytes still to take from fd */
     int pfd[2];
-    size_t cap;     /* the pipe's size */
-    size_t in_pipe; /* bytes in the pipe not framed yet */
+    size_t cap;        /* the pipe's size */
+    size_t in_pipe;    /* bytes in the pipe not framed yet */
     struct event rd;   /* EV_READ on fd */
     struct event note; /* the end, told from the loop */
     bool rd_added;
@@ -680,8 +680,8 @@ static bool splice_out(struct lk_tunnel *t)
         t->out_hd_off += (size_t)n;
     }
     while (t->out_left > 0) {
-        ssize_t n = splice(sp->pfd[0], NULL, fd, NULL, t->out_left,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        ssize_t n =
+            splice(sp->pfd[0], NULL, fd, NULL, t->out_left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n <= 0) {
             if (n == 0)
                 errno = EPIPE;

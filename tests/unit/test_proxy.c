@@ -643,9 +643,9 @@ static bool proxy_by_connector(struct lk_exchange *ex, struct lk_str target)
     lk_exchange_proxy(ex, &spec);
     return true;
 }
-static int ctl[2];            /* test -> loop: 'h' heap trims, anything else drains */
-static atomic_int heap_trims; /* srv's, as of the last 'h' */
-static atomic_int n_asked;    /* 'h' and 's' commands answered */
+static int ctl[2];               /* test -> loop: 'h' heap trims, anything else drains */
+static atomic_int heap_trims;    /* srv's, as of the last 'h' */
+static atomic_int n_asked;       /* 'h' and 's' commands answered */
 static _Atomic uint64_t spliced; /* lk_splice_total_bytes(), as of the last 's' */
 
 static const struct lk_http_header cors[] = {
@@ -1106,8 +1106,7 @@ static void test_spliced_relay(void)
     struct reader *r = calloc(1, sizeof(*r));
     r->fd = fd;
     char req[96], head[4096], v[64];
-    snprintf(req, sizeof(req), "GET /pat/%llu HTTP/1.1\r\nHost: a\r\n\r\n",
-             (unsigned long long)n);
+    snprintf(req, sizeof(req), "GET /pat/%llu HTTP/1.1\r\nHost: a\r\n\r\n", (unsigned long long)n);
     for (int i = 0; i < 2; i++) {
         send_str(fd, req);
         CHECK_INT_EQ(read_pattern(r, n, head, sizeof(head)), n);
@@ -1162,8 +1161,7 @@ static void test_spliced_relay_failures(void)
     r->fd = fd;
     r->start = r->end = 0;
     char req[96];
-    snprintf(req, sizeof(req), "GET /pat/%llu HTTP/1.1\r\nHost: a\r\n\r\n",
-             (unsigned long long)n);
+    snprintf(req, sizeof(req), "GET /pat/%llu HTTP/1.1\r\nHost: a\r\n\r\n", (unsigned long long)n);
     send_str(fd, req);
     sleep(3);
     CHECK_INT_EQ(read_pattern(r, n, head, sizeof(head)), n);

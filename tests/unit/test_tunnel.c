@@ -1027,8 +1027,7 @@ static bool read_blob(struct reader *r, uint64_t n)
 {
     char head[4096], v[64];
     if (rd_head(r, head, sizeof(head)) != 0 || strncmp(head, "HTTP/1.1 200", 12) != 0 ||
-        find_hdr(head, "Content-Length", v, sizeof(v)) == NULL ||
-        strtoull(v, NULL, 10) != n)
+        find_hdr(head, "Content-Length", v, sizeof(v)) == NULL || strtoull(v, NULL, 10) != n)
         return false;
     uint64_t got = 0;
     return read_echo_body(r, n, &got) && got == n;
