@@ -31,7 +31,12 @@ struct lk_splice {
     void *ctx;
 };
 
+/* Splices running at once: each holds a pipe (two fds), which must not
+ * starve accept() of descriptors; past this, bodies are copied. */
+#define ACTIVE_MAX 256
+
 static uint64_t total_bytes; /* lk_splice_total_bytes() */
+static unsigned n_active;
 
 uint64_t lk_splice_total_bytes(void)
 {
@@ -70,6 +75,7 @@ static void splice_free(struct lk_splice *s)
     close(s->pfd[0]);
     close(s->pfd[1]);
     free(s);
+    n_active--;
 }
 
 /* Ends the splice and tells the caller; s is gone after. */
@@ -152,8 +158,9 @@ struct lk_splice *lk_splice_start(struct event_base *base, int from, int to, uin
 {
     int pfd[2];
     size_t cap = 0;
-    if (len == 0 || lk_splice_pipe(pfd, &cap) != 0)
+    if (len == 0 || n_active >= ACTIVE_MAX || lk_splice_pipe(pfd, &cap) != 0)
         return NULL;
+    n_active++;
     struct lk_splice *s = lk_xcalloc(1, sizeof(*s));
     s->from = from;
     s->to = to;

@@ -54,7 +54,8 @@ struct lk_splice;
 /* Moves the next len bytes of from (a non-blocking socket) to to (the
  * same), reading from's readiness and waiting for to's room on the loop;
  * the first move happens from the loop, never inside this call. NULL when no
- * pipe can be made (the caller copies as before). */
+ * pipe can be made or 256 splices run already (the caller copies as
+ * before). */
 struct lk_splice *lk_splice_start(struct event_base *base, int from, int to, uint64_t len,
                                   lk_splice_cb *cb, void *ctx);
 /* Ends a splice early; no callback follows. */
