@@ -119,6 +119,16 @@ int worker_store_open(const char *spec, worker_clock_fn *clock, void *clock_ctx,
     return 0;
 }
 
+int worker_store_change_fd(const struct worker_store *st)
+{
+    return st->change_fd != NULL ? st->change_fd(st->backend) : -1;
+}
+
+bool worker_store_changed(struct worker_store *st)
+{
+    return st->changed != NULL && st->changed(st->backend);
+}
+
 bool worker_store_take_busy(struct worker_store *st)
 {
     return st->take_busy != NULL && st->take_busy(st->backend);

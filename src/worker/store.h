@@ -105,6 +105,9 @@ struct worker_store {
     int (*reg_del_if)(void *backend, const char *key, const char *value, struct lk_buf *err);
     /* private: see worker_store_take_busy() (NULL: never busy) */
     bool (*take_busy)(void *backend);
+    /* private: see worker_store_change_fd() (NULL: none) */
+    int (*change_fd)(void *backend);
+    bool (*changed)(void *backend);
 };
 
 /*
@@ -123,6 +126,20 @@ int worker_store_open(const char *spec, worker_clock_fn *clock, void *clock_ctx,
  * SQLITE_LOCKED after WORKER_SQLITE_BUSY_MS): the same call may succeed
  * later. Clears the flag. Always false for memory and redis. */
 bool worker_store_take_busy(struct worker_store *st);
+
+/* A descriptor that becomes readable when another process changes the
+ * store (sqlite: its inotify watch of the database and WAL files), or -1.
+ * A caller whose loop watches it for EV_READ calls worker_store_changed()
+ * whenever it is readable; from the first call on, lookups no longer poll it
+ * themselves (docs/performance.md, finding 29: one read() per proxied
+ * request fewer). */
+int worker_store_change_fd(const struct worker_store *st);
+
+/* Takes the change notices waiting on worker_store_change_fd(). False when
+ * the watch ended (file deleted or moved, queue overflow): the descriptor is
+ * closed already, the caller must drop its event at once, and lookups read
+ * the store every time from then on. */
+bool worker_store_changed(struct worker_store *st);
 
 /* Deletes every expired session from the backend (Redis expires keys by
  * itself). Returns 0 or LK_ESTORE with a reason. */

@@ -15,7 +15,9 @@
  * Stamps (core/store.h) spare the session cache that lookup on every
  * proxied request. inotify watches the database and WAL files: a commit of
  * any process writes one of them, and sq_stamp() drains the events with one
- * read(). A commit is written before it is published in the WAL index, so a
+ * read(), or, once the worker's loop watches the descriptor
+ * (worker_store_change_fd()), the loop does when it is readable: no read()
+ * per lookup. A commit is written before it is published in the WAL index, so a
  * lookup racing a commit of another process can still read the old row
  * after its event; the stamp therefore also moves every STAMP_MAX_AGE_MS,
  * which bounds how long that row can be served. Our own writes move it at
@@ -41,7 +43,8 @@ struct sq_db {
     worker_clock_fn *clock;
     void *clock_ctx;
     bool busy; /* a call failed on another process's lock */
-    int watch; /* inotify fd, -1: no stamps */
+    int watch;         /* inotify fd, -1: no stamps */
+    bool loop_watched; /* the caller's loop drains watch (sqlite_changed) */
     struct worker_stamp stamp;
 };
 
@@ -220,7 +223,7 @@ static int sq_stamp(void *ctx, uint64_t *stamp)
 {
     struct sq_view *v = ctx;
     struct sq_db *d = v->db;
-    if (d->watch >= 0)
+    if (d->watch >= 0 && !d->loop_watched)
         drain_events(d);
     if (d->watch < 0)
         return LK_EUNSUPPORTED;
@@ -257,6 +260,21 @@ static bool sqlite_take_busy(void *backend)
     bool busy = d->busy;
     d->busy = false;
     return busy;
+}
+
+static int sqlite_change_fd(void *backend)
+{
+    struct sq_db *d = backend;
+    return d->watch;
+}
+
+static bool sqlite_changed(void *backend)
+{
+    struct sq_db *d = backend;
+    d->loop_watched = true;
+    if (d->watch >= 0)
+        drain_events(d);
+    return d->watch >= 0;
 }
 
 static void sqlite_close(void *backend)
@@ -331,5 +349,7 @@ int worker_store_open_sqlite(struct worker_store *st, const char *path, worker_c
     st->tunnels = sq_view_new(d, "tunnels", false);
     st->purge = sqlite_purge;
     st->take_busy = sqlite_take_busy;
+    st->change_fd = sqlite_change_fd;
+    st->changed = sqlite_changed;
     return 0;
 }

@@ -40,6 +40,7 @@ struct worker_run {
     struct worker w;
     struct event_base *base;
     struct event *sigint_ev, *sigterm_ev, *cleanup_ev;
+    struct event *store_ev; /* another process changed the store */
 };
 
 static const char usage_text[] =
@@ -197,6 +198,19 @@ static int listen_port(const char *bound)
     return (int)port;
 }
 
+/* Another process changed the store (worker_store_change_fd()): the
+ * session cache's stamp moves here instead of a read() per lookup. */
+static void on_store_changed(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker_run *run = arg;
+    (void)fd;
+    (void)what;
+    if (!worker_store_changed(run->w.store)) {
+        event_free(run->store_ev); /* the watch ended; lookups read from now on */
+        run->store_ev = NULL;
+    }
+}
+
 /* Opens the store, the server and the listener; prints the listening line. */
 static int start(struct worker_run *run, const struct worker_opts *o)
 {
@@ -210,6 +224,17 @@ static int start(struct worker_run *run, const struct worker_opts *o)
         goto out;
     }
     w->base = run->base;
+    int change_fd = worker_store_change_fd(w->store);
+    if (change_fd >= 0) {
+        run->store_ev =
+            event_new(run->base, change_fd, EV_READ | EV_PERSIST, on_store_changed, run);
+        /* From the first call on, lookups stop polling it. */
+        if (run->store_ev != NULL &&
+            (event_add(run->store_ev, NULL) != 0 || !worker_store_changed(w->store))) {
+            event_free(run->store_ev);
+            run->store_ev = NULL;
+        }
+    }
     w->cache = lk_session_cache_new(WORKER_SESSION_CACHE_ENTRIES);
     w->responses = worker_cache_new(run->base, WORKER_CACHE_MAX_BYTES);
     w->rng = lk_rng_os(); /* ChaCha20 seeded once: no syscall per traceparent */
@@ -259,6 +284,8 @@ static void teardown(struct worker_run *run)
         event_free(run->sigterm_ev);
     if (run->cleanup_ev)
         event_free(run->cleanup_ev);
+    if (run->store_ev)
+        event_free(run->store_ev); /* before the store closes its descriptor */
     worker_relay_stop(&run->w);
     worker_api_cancel(&run->w);
     lk_http_server_free(run->w.srv);

@@ -6,6 +6,7 @@
  * store and tunnel modules are compiled into this test directly. Time is a
  * fake clock so expiry can be tested without waiting.
  */
+#include <poll.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -417,6 +418,53 @@ static void test_stamps(void)
     }
 }
 
+/* The change descriptor (worker_store_change_fd): once the caller's loop
+ * takes the notices (worker_store_changed), a lookup no longer reads them
+ * itself, so another connection's commit moves the stamp only when the
+ * caller passes it on; a database file moved away ends the watch. Memory
+ * has none. */
+static void test_change_fd(void)
+{
+    struct worker_store *mem = open_store("memory");
+    if (mem != NULL)
+        CHECK_INT_EQ(worker_store_change_fd(mem), -1);
+    worker_store_free(mem);
+    char spec[160], path[128];
+    snprintf(path, sizeof(path), "%s/change.db", tmp_dir);
+    snprintf(spec, sizeof(spec), "sqlite:%s", path);
+    struct worker_store *st = open_store(spec);
+    if (st == NULL)
+        return;
+    int fd = worker_store_change_fd(st);
+    CHECK(fd >= 0);
+    CHECK(worker_store_changed(st)); /* the loop takes over */
+    uint64_t a = 0, b = 0;
+    CHECK_INT_EQ(lk_kv_put(&st->sessions, "potato", "one", 3, NULL), 0);
+    CHECK(worker_store_changed(st)); /* our own write's notices */
+    CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &a), 0);
+    sqlite3 *other = NULL;
+    CHECK_INT_EQ(sqlite3_open(path, &other), SQLITE_OK);
+    sqlite3_busy_timeout(other, 2000);
+    CHECK_INT_EQ(sqlite3_exec(other, "UPDATE sessions SET value = 'two'", NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(other);
+    struct pollfd pfd = { fd, POLLIN, 0 };
+    CHECK_INT_EQ(poll(&pfd, 1, 2000), 1); /* what the loop waits for */
+    CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &b), 0);
+    CHECK(a == b); /* a lookup did not read the notice */
+    CHECK(worker_store_changed(st));
+    CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &b), 0);
+    CHECK(a != b);
+    /* The file is moved away: the watch ends, and lookups read every time. */
+    char moved[160];
+    snprintf(moved, sizeof(moved), "%s.moved", path);
+    CHECK_INT_EQ(rename(path, moved), 0);
+    CHECK_INT_EQ(poll(&pfd, 1, 2000), 1);
+    CHECK(!worker_store_changed(st));
+    CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &b), LK_EUNSUPPORTED);
+    worker_store_free(st);
+}
+
 static void test_redis_shared_and_ttl(void)
 {
     if (redis_pid <= 0)
@@ -651,6 +699,7 @@ int main(void)
     RUN(test_sqlite_survives_reopen);
     RUN(test_sqlite_kept_select_sees_other_connections);
     RUN(test_stamps);
+    RUN(test_change_fd);
     RUN(test_redis_shared_and_ttl);
     RUN(test_redis_down_is_store_error);
     RUN(test_session_cache_follows_updates);
