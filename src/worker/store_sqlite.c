@@ -42,7 +42,7 @@ struct sq_db {
     sqlite3 *db;
     worker_clock_fn *clock;
     void *clock_ctx;
-    bool busy; /* a call failed on another process's lock */
+    bool busy;         /* a call failed on another process's lock */
     int watch;         /* inotify fd, -1: no stamps */
     bool loop_watched; /* the caller's loop drains watch (sqlite_changed) */
     struct worker_stamp stamp;

@@ -6,11 +6,11 @@
  * store and tunnel modules are compiled into this test directly. Time is a
  * fake clock so expiry can be tested without waiting.
  */
-#include <poll.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
