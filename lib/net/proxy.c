@@ -221,7 +221,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         unsigned ms = px->srv->opts.upstream_idle_timeout_ms;
         if ((px->relay != NULL && !lk_splice_reading(px->relay)) ||
             (px->splice != NULL && !lk_tunnel_splice_reading(px->splice))) {
-            set_timer(px, ms); /* waiting for the tunnel, not the upstream */
+            set_timer(px, ms); /* waiting for the client, not the upstream */
             px->idle_mark_ms = loop_now_ms(px);
             return;
         }
