@@ -976,14 +976,20 @@ static size_t move_response(struct lk_proxy *px, struct lk_conn *c, const char *
     return moved;
 }
 
-/* The tunnel stream a body was spliced into went away: the client is gone,
- * as when a socket client resets; nothing failed upstream. */
-static void deferred_stream_gone(struct lk_exchange *ex)
+/* The client a body was spliced to went away; nothing failed upstream. */
+static void client_gone(struct lk_exchange *ex, const char *why)
 {
     if (ex->proxy != NULL)
         drop_upstream(ex->proxy, false);
     if (ex->conn != NULL)
-        lk_conn_close(ex->conn, "tunnel stream closed mid-response");
+        lk_conn_close(ex->conn, why);
+}
+
+/* The tunnel stream a body was spliced into went away, as a socket client
+ * that resets. */
+static void deferred_stream_gone(struct lk_exchange *ex)
+{
+    client_gone(ex, "tunnel stream closed mid-response");
 }
 
 /* Both splice movers report here (splice.h). */
@@ -1003,10 +1009,8 @@ static void on_splice(void *ctx, int status, size_t n)
     case LK_SPLICE_DONE:
         finish(px, true);
         return;
-    case LK_SPLICE_WRITE_ERROR: /* the client is gone; nothing failed upstream */
-        drop_upstream(px, false);
-        if (ex->conn != NULL)
-            lk_conn_close(ex->conn, "client went away mid-response");
+    case LK_SPLICE_WRITE_ERROR:
+        client_gone(ex, "client went away mid-response");
         return;
     case LK_SPLICE_EOF:
         snprintf(px->errtext, sizeof(px->errtext), "upstream %s closed the connection mid-body",

@@ -59,6 +59,27 @@ int lk_splice_pipe(int pfd[2], size_t *cap)
     return 0;
 }
 
+int lk_splice_fill(int from, int pipe_w, size_t room, uint64_t *left, size_t *n)
+{
+    *n = 0;
+    if ((uint64_t)room > *left)
+        room = (size_t)*left;
+    if (room == 0)
+        return LK_SPLICE_MOVED;
+    ssize_t got = splice(from, NULL, pipe_w, NULL, room, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (got == 0)
+        return LK_SPLICE_EOF;
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EINTR)
+            return LK_SPLICE_MOVED;
+        *n = (size_t)errno;
+        return LK_SPLICE_READ_ERROR;
+    }
+    *n = (size_t)got;
+    *left -= (uint64_t)got;
+    return LK_SPLICE_MOVED;
+}
+
 static void watch(struct event *ev, bool *added, bool on)
 {
     if (on && !*added)
@@ -119,30 +140,19 @@ static void pump(struct lk_splice *s)
 {
     if (!drain(s))
         return;
-    size_t want = s->cap - s->in_pipe;
-    if ((uint64_t)want > s->left)
-        want = (size_t)s->left;
-    if (want == 0) { /* the pipe is full: the client's EV_WRITE calls again */
-        watch(&s->rd, &s->rd_added, false);
+    size_t n = 0;
+    int status = lk_splice_fill(s->from, s->pfd[1], s->cap - s->in_pipe, &s->left, &n);
+    if (status != LK_SPLICE_MOVED) {
+        end(s, status, (int)n);
         return;
     }
-    ssize_t n = splice(s->from, NULL, s->pfd[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n == 0) {
-        end(s, LK_SPLICE_EOF, 0);
+    /* Nothing moved: while the pipe holds anything, the client's EV_WRITE
+     * calls again once it took some (the pipe may be out of room). */
+    watch(&s->rd, &s->rd_added, s->left > 0 && (n > 0 || s->in_pipe == 0));
+    if (n == 0)
         return;
-    }
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EINTR) {
-            end(s, LK_SPLICE_READ_ERROR, errno);
-            return;
-        }
-        watch(&s->rd, &s->rd_added, s->in_pipe == 0);
-        return;
-    }
-    s->left -= (uint64_t)n;
-    s->in_pipe += (size_t)n;
-    watch(&s->rd, &s->rd_added, s->left > 0);
-    s->cb(s->ctx, LK_SPLICE_MOVED, (size_t)n);
+    s->in_pipe += n;
+    s->cb(s->ctx, LK_SPLICE_MOVED, n);
     drain(s);
 }
 

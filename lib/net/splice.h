@@ -64,6 +64,14 @@ void lk_splice_cancel(struct lk_splice *s);
  * what the pipe holds): for the proxy's upstream idle timeout. */
 bool lk_splice_reading(const struct lk_splice *s);
 
+/* One splice(2) of at most room bytes, and no more than *left, from the
+ * socket from into a pipe's write end: the step both movers read the
+ * upstream with. LK_SPLICE_MOVED with *n the bytes moved (*left goes down by
+ * as much; 0 when there was no room or nothing to read now: a socket with
+ * nothing, or a pipe out of slots, which hold pages, not bytes),
+ * LK_SPLICE_EOF, or LK_SPLICE_READ_ERROR with the errno in *n. */
+int lk_splice_fill(int from, int pipe_w, size_t room, uint64_t *left, size_t *n);
+
 /* Bytes every lk_splice_start() splice of this process has written on (for
  * diagnostics and tests). */
 uint64_t lk_splice_total_bytes(void);

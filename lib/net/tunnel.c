@@ -103,12 +103,11 @@ struct lk_tunnel_pipe {
 struct lk_tunnel_splice {
     struct lk_tunnel *t;
     struct lk_tunnel_pipe *p; /* NULL once released (the engine or the stream let go) */
-    int fd;                   /* the origin socket: the engine's */
-    uint64_t left;            /* bytes still to take from fd */
+    uint64_t left;            /* bytes still to take from the origin socket */
     int pfd[2];
     size_t cap;        /* the pipe's size */
     size_t in_pipe;    /* bytes in the pipe not framed yet */
-    struct event rd;   /* EV_READ on fd */
+    struct event rd;   /* EV_READ on the origin socket (the engine's) */
     struct event note; /* the end, told from the loop */
     bool rd_added;
     int status; /* LK_SPLICE_MOVED while running */
@@ -630,39 +629,26 @@ static void on_splice_readable(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (p == NULL || sp->status != LK_SPLICE_MOVED || sp->t->dead)
         return;
-    size_t want = splice_room(sp);
-    if ((uint64_t)want > sp->left)
-        want = (size_t)sp->left;
-    if (want == 0) { /* the pipe is full: splice_out() calls again */
-        splice_watch(sp, false);
+    size_t n = 0;
+    int status = lk_splice_fill(fd, sp->pfd[1], splice_room(sp), &sp->left, &n);
+    if (status != LK_SPLICE_MOVED) {
+        splice_end(sp, status, (int)n);
         return;
     }
-    ssize_t n = splice(fd, NULL, sp->pfd[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n == 0) {
-        splice_end(sp, LK_SPLICE_EOF, 0);
+    /* Nothing moved: while the pipe holds anything, splice_out() calls again
+     * once it wrote some (the pipe may be out of room). */
+    bool empty = sp->in_pipe == 0 && sp->t->out_sp != sp;
+    splice_watch(sp, sp->left > 0 && (n > 0 || empty));
+    if (n == 0)
         return;
-    }
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EINTR) {
-            splice_end(sp, LK_SPLICE_READ_ERROR, errno);
-            return;
-        }
-        /* Either the origin has nothing now or the pipe is out of slots
-         * (they hold pages, not bytes): while it holds anything, wait for it
-         * to drain; else for the origin. */
-        splice_watch(sp, sp->in_pipe == 0 && sp->t->out_sp != sp);
-        return;
-    }
-    sp->left -= (uint64_t)n;
-    sp->in_pipe += (size_t)n;
-    splice_watch(sp, sp->left > 0);
+    sp->in_pipe += n;
     struct lk_tunnel *t = sp->t;
     if (p->deferred && !p->lazy && p->stream_id != 0) {
         p->deferred = false;
         nghttp2_session_resume_data(t->h2, p->stream_id);
         event_active(&t->flush_ev, EV_TIMEOUT, 0);
     }
-    sp->cb(sp->ctx, LK_SPLICE_MOVED, (size_t)n);
+    sp->cb(sp->ctx, LK_SPLICE_MOVED, n);
 }
 
 /* Writes the spliced frame's header and payload (t->out_sp); true when it
@@ -770,7 +756,6 @@ struct lk_tunnel_splice *lk_tunnel_splice_start(struct bufferevent *engine_end, 
     struct lk_tunnel_splice *sp = lk_xcalloc(1, sizeof(*sp));
     sp->t = t;
     sp->p = p;
-    sp->fd = fd;
     sp->left = len;
     sp->pfd[0] = pfd[0];
     sp->pfd[1] = pfd[1];
@@ -1296,8 +1281,7 @@ void lk_tunnel_free(struct lk_tunnel *t)
     while (t->pipes != NULL) {
         struct lk_tunnel_pipe *p = t->pipes;
         t->pipes = p->next;
-        pipe_reset_bev(p);
-        splice_gone(p); /* when its bev was closed already */
+        pipe_reset_bev(p); /* ends its splice too (pipe_close_bev) */
         free(p);
     }
     if (t->out_sp != NULL) {

@@ -359,6 +359,18 @@ static void test_sqlite_kept_select_sees_other_connections(void)
     worker_store_free(st);
 }
 
+/* Another connection to the database at path commits a change to every
+ * session (as another worker process would). */
+static void update_elsewhere(const char *path)
+{
+    sqlite3 *other = NULL;
+    CHECK_INT_EQ(sqlite3_open(path, &other), SQLITE_OK);
+    sqlite3_busy_timeout(other, 2000);
+    CHECK_INT_EQ(sqlite3_exec(other, "UPDATE sessions SET value = 'two'", NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(other);
+}
+
 /* Stamps (core/store.h): they stay while nothing changes, move on writes,
  * on another connection's commit (sqlite, through inotify), when a row that
  * was read expires and, for sqlite, at least every STAMP_MAX_AGE_MS. */
@@ -386,12 +398,7 @@ static void test_stamps(void)
         CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &b), 0);
         CHECK(a == b);
         if (sqlite) {
-            sqlite3 *other = NULL;
-            CHECK_INT_EQ(sqlite3_open(path, &other), SQLITE_OK);
-            sqlite3_busy_timeout(other, 2000);
-            CHECK_INT_EQ(sqlite3_exec(other, "UPDATE sessions SET value = 'two'", NULL, NULL, NULL),
-                         SQLITE_OK);
-            sqlite3_close(other);
+            update_elsewhere(path);
             CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &b), 0);
             CHECK(a != b);
             /* No change, but older than STAMP_MAX_AGE_MS: it moves anyway. */
@@ -442,12 +449,7 @@ static void test_change_fd(void)
     CHECK_INT_EQ(lk_kv_put(&st->sessions, "potato", "one", 3, NULL), 0);
     CHECK(worker_store_changed(st)); /* our own write's notices */
     CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &a), 0);
-    sqlite3 *other = NULL;
-    CHECK_INT_EQ(sqlite3_open(path, &other), SQLITE_OK);
-    sqlite3_busy_timeout(other, 2000);
-    CHECK_INT_EQ(sqlite3_exec(other, "UPDATE sessions SET value = 'two'", NULL, NULL, NULL),
-                 SQLITE_OK);
-    sqlite3_close(other);
+    update_elsewhere(path);
     struct pollfd pfd = { fd, POLLIN, 0 };
     CHECK_INT_EQ(poll(&pfd, 1, 2000), 1); /* what the loop waits for */
     CHECK_INT_EQ(lk_kv_stamp(&st->sessions, &b), 0);
