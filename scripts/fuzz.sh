@@ -4,7 +4,7 @@
 # interesting inputs stay in build-fuzz/.
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 secs=${1:-30}
 shift || true
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DLK_FUZZ=ON -DLK_SANITIZE=ON >/dev/null || exit 1
