@@ -109,6 +109,7 @@ void lk_http_server_opts_init(struct lk_http_server_opts *o)
     o->connect_timeout_ms = 10000;
     o->first_byte_timeout_ms = 120000;
     o->upstream_idle_timeout_ms = 60000;
+    o->send_timeout_ms = 60000;
     o->max_conns = 4096;
     o->stream_buffer_max = 256 * 1024;
     o->ws_buffer_max = 1024 * 1024;
@@ -852,6 +853,7 @@ int lk_exchange_upgrade(struct lk_exchange *ex, const struct lk_http_header *ext
     lk_conn_close(c, "upgraded");
     c->bev = NULL;
     bufferevent_setwatermark(bev, EV_READ | EV_WRITE, 0, 0);
+    bufferevent_set_timeouts(bev, NULL, NULL);
     *out = bev;
     return 0;
 }
@@ -1063,6 +1065,14 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
         lk_conn_close(c, "client error");
         return;
     }
+    if (what & BEV_EVENT_TIMEOUT) {
+        /* Only the write timeout is set (conn_start): the client took no
+         * byte of its pending output for send_timeout_ms. */
+        LK_CLOG(c->id, INFO, "client took no bytes for %u ms (send timeout); closing",
+                c->srv->opts.send_timeout_ms);
+        lk_conn_close(c, "send timeout");
+        return;
+    }
     if (!(what & BEV_EVENT_EOF))
         return;
     c->read_eof = true;
@@ -1209,6 +1219,13 @@ static void conn_start(struct lk_conn *c)
     bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
     /* Bound what a peer can make us buffer while we are not consuming. */
     bufferevent_setwatermark(c->bev, EV_READ, 0, read_high(c));
+    /* The send timeout: libevent arms it only while output is queued and
+     * restarts it on every write, so it measures a client taking nothing.
+     * A pair end (tunnel stream) has no socket and would time out idle. */
+    if (srv->opts.send_timeout_ms > 0 && bufferevent_getfd(c->bev) >= 0) {
+        struct timeval tv = ms_tv(srv->opts.send_timeout_ms);
+        bufferevent_set_timeouts(c->bev, NULL, &tv);
+    }
     rd_start(c);
     bufferevent_enable(c->bev, c->own_read ? EV_WRITE : EV_READ | EV_WRITE);
     LIST_PUSH(srv->conns, c);

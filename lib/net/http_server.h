@@ -102,6 +102,12 @@ struct lk_http_server_opts {
      * since the response already started: 60 000. Not for WebSocket tunnels
      * nor for custom connectors (built-in tunnel streams). */
     unsigned upstream_idle_timeout_ms;
+    /* The longest a client socket may refuse every byte of pending output
+     * (a response, a WebSocket's upstream bytes) before the connection is
+     * closed: 60 000. Runs only while output waits for the client; an idle
+     * connection or one that takes bytes at any pace is not cut. Not for
+     * built-in tunnel streams (HTTP/2 flow control paces them). */
+    unsigned send_timeout_ms;
 };
 
 /* Fills o with the defaults listed above. */
@@ -303,7 +309,7 @@ int lk_exchange_read_body(struct lk_exchange *ex, size_t max_bytes, lk_exchange_
  * timed out, and the access log shows status 101. On success *out receives the
  * connection's bufferevent (ownership moves to the caller, who frees it with
  * bufferevent_free()): its callbacks are cleared and reading/writing are
- * disabled, its watermarks reset, the 101 is queued in its output buffer and
+ * disabled, its watermarks and timeouts reset, the 101 is queued in its output buffer and
  * any bytes the client sent after the request head are still in its input
  * buffer. It is a TLS bufferevent when the request came over a TLS listener.
  * Completes the exchange. Returns 0; LK_EINVAL (nothing happened) when ex is

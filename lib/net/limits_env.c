@@ -43,6 +43,7 @@ void lk_limits_from_env(struct lk_http_server_opts *so, size_t *max_json_body)
     ms_from_env("LINKUP_CONNECT_TIMEOUT_MS", &so->connect_timeout_ms);
     ms_from_env("LINKUP_FIRST_BYTE_TIMEOUT_MS", &so->first_byte_timeout_ms);
     ms_from_env("LINKUP_UPSTREAM_IDLE_TIMEOUT_MS", &so->upstream_idle_timeout_ms);
+    ms_from_env("LINKUP_SEND_TIMEOUT_MS", &so->send_timeout_ms);
     size_from_env("LINKUP_MAX_CONNS", SIZE_MAX, &so->max_conns);
     size_from_env("LINKUP_WS_BUFFER_MAX", SIZE_MAX, &so->ws_buffer_max);
     size_from_env("LINKUP_MAX_JSON_BODY", SIZE_MAX, max_json_body);

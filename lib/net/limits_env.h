@@ -8,6 +8,7 @@
  *   LINKUP_CONNECT_TIMEOUT_MS     upstream DNS + connect + TLS
  *   LINKUP_FIRST_BYTE_TIMEOUT_MS  request sent -> first response byte
  *   LINKUP_UPSTREAM_IDLE_TIMEOUT_MS  response body: longest upstream silence
+ *   LINKUP_SEND_TIMEOUT_MS        longest a client refuses pending output
  *   LINKUP_MAX_CONNS              open client connections (503 past it)
  *   LINKUP_WS_BUFFER_MAX          bytes queued per WebSocket direction
  *   LINKUP_MAX_JSON_BODY          session JSON bodies (413 past it)

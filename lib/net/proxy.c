@@ -12,6 +12,7 @@
  * The proxy state lives in the exchange's arena, so finishing the exchange
  * frees it: nothing may touch px after lk_conn_exchange_done().
  */
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -1010,6 +1011,13 @@ static void on_splice(void *ctx, int status, size_t n)
         finish(px, true);
         return;
     case LK_SPLICE_WRITE_ERROR:
+        if (n == ETIMEDOUT) {
+            LK_CLOG(lk_exchange_conn_id(ex), INFO,
+                    "client took no bytes for %u ms (send timeout); closing",
+                    px->srv->opts.send_timeout_ms);
+            client_gone(ex, "send timeout");
+            return;
+        }
         client_gone(ex, "client went away mid-response");
         return;
     case LK_SPLICE_EOF:
@@ -1043,7 +1051,7 @@ static bool try_splice(struct lk_proxy *px, struct lk_conn *c)
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
             return false;
         px->relay = lk_splice_start(px->srv->base, up_fd, bufferevent_getfd(c->bev), px->resp_left,
-                                    on_splice, px);
+                                    px->srv->opts.send_timeout_ms, on_splice, px);
     } else {
         px->splice = lk_tunnel_splice_start(c->bev, up_fd, px->resp_left, on_splice, px);
     }

@@ -16,6 +16,7 @@
 #include <event2/event_struct.h>
 #include <fcntl.h> /* pipe2, splice */
 #include <stdlib.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -27,6 +28,7 @@ struct lk_splice {
     size_t cap, in_pipe;
     struct event rd, wr;
     bool rd_added, wr_added;
+    struct timeval send_tv; /* the client's send timeout; unset: none */
     lk_splice_cb *cb;
     void *ctx;
 };
@@ -111,16 +113,21 @@ static void end(struct lk_splice *s, int status, int err)
 /* Writes what the pipe holds; false when s ended. */
 static bool drain(struct lk_splice *s)
 {
+    bool moved = false;
     while (s->in_pipe > 0) {
         ssize_t n =
             splice(s->pfd[0], NULL, s->to, NULL, s->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             s->in_pipe -= (size_t)n;
             total_bytes += (uint64_t)n;
+            moved = true;
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            watch(&s->wr, &s->wr_added, true);
+            /* (Re)adding restarts the send timeout: the client took bytes. */
+            if (!s->wr_added || moved)
+                event_add(&s->wr, timerisset(&s->send_tv) ? &s->send_tv : NULL);
+            s->wr_added = true;
             return true;
         }
         end(s, LK_SPLICE_WRITE_ERROR, n < 0 ? errno : EPIPE);
@@ -159,12 +166,15 @@ static void pump(struct lk_splice *s)
 static void on_event(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
-    (void)what;
+    if (what & EV_TIMEOUT) { /* only wr has one: the client took nothing */
+        end(arg, LK_SPLICE_WRITE_ERROR, ETIMEDOUT);
+        return;
+    }
     pump(arg);
 }
 
 struct lk_splice *lk_splice_start(struct event_base *base, int from, int to, uint64_t len,
-                                  lk_splice_cb *cb, void *ctx)
+                                  unsigned send_timeout_ms, lk_splice_cb *cb, void *ctx)
 {
     int pfd[2];
     size_t cap = 0;
@@ -180,6 +190,8 @@ struct lk_splice *lk_splice_start(struct event_base *base, int from, int to, uin
     s->cap = cap;
     s->cb = cb;
     s->ctx = ctx;
+    s->send_tv.tv_sec = send_timeout_ms / 1000;
+    s->send_tv.tv_usec = (suseconds_t)(send_timeout_ms % 1000) * 1000;
     event_assign(&s->rd, base, from, EV_READ | EV_PERSIST, on_event, s);
     event_assign(&s->wr, base, to, EV_WRITE | EV_PERSIST, on_event, s);
     watch(&s->rd, &s->rd_added, true);

@@ -18,7 +18,8 @@
  *   LK_SPLICE_EOF          the upstream closed before the last byte;
  *   LK_SPLICE_READ_ERROR   reading the upstream failed (errno in n);
  *   LK_SPLICE_WRITE_ERROR  writing to the client failed (errno in n): it is
- *                          gone;
+ *                          gone; ETIMEDOUT when it took no byte for the
+ *                          send timeout;
  *   LK_SPLICE_GONE         the tunnel stream or the tunnel went away.
  * After any status but MOVED the handle is gone (freed before the call).
  * The sockets stay the caller's: cancel the splice before closing either.
@@ -53,11 +54,12 @@ struct lk_splice;
 
 /* Moves the next len bytes of from (a non-blocking socket) to to (the
  * same), reading from's readiness and waiting for to's room on the loop;
- * the first move happens from the loop, never inside this call. NULL when no
- * pipe can be made or 256 splices run already (the caller copies as
- * before). */
+ * the first move happens from the loop, never inside this call. When to
+ * takes no byte for send_timeout_ms (0: no limit) while the pipe holds some,
+ * the splice ends with LK_SPLICE_WRITE_ERROR, ETIMEDOUT. NULL when no pipe
+ * can be made or 256 splices run already (the caller copies as before). */
 struct lk_splice *lk_splice_start(struct event_base *base, int from, int to, uint64_t len,
-                                  lk_splice_cb *cb, void *ctx);
+                                  unsigned send_timeout_ms, lk_splice_cb *cb, void *ctx);
 /* Ends a splice early; no callback follows. */
 void lk_splice_cancel(struct lk_splice *s);
 /* True while the splice waits for the upstream (not for the client to take

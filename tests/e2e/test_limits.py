@@ -1,6 +1,7 @@
 """Limits and timeouts (DESIGN §9, issue 9) of `linkup server` and `linkup
 worker`: slowloris head read, idle keep-alive, maximum connections (503),
-JSON bodies (413), bounded WebSocket buffers.
+JSON bodies (413), bounded WebSocket buffers, the send timeout for a client
+that stops taking its response.
 
 Both servers read their limits from environment variables
 (LINKUP_HEAD_TIMEOUT_MS, LINKUP_IDLE_TIMEOUT_MS, LINKUP_MAX_CONNS,
@@ -349,6 +350,138 @@ def test_request_body_to_an_upstream_that_never_reads(linkup_bin, env, tmp_path,
         assert rss1 - rss0 < 48 * 1024, (rss0, rss1)
         assert f.check() == 200
         s.close()
+    finally:
+        up.close()
+        assert f.stop() == 0, f.log()[-2000:]
+
+
+# ---- send timeout: a client that stops taking its response --------------------
+
+class BigBody(lk.OneShotServer):
+    """HTTP upstream on 127.0.0.2:0 answering one request with n bytes, with
+    a Content-Length (spliced by the proxy) or chunked (copied). self.cut is
+    set when the proxy closes the connection before the body is sent."""
+
+    def __init__(self, kind, n):
+        self.kind, self.n, self.cut = kind, n, threading.Event()
+        super().__init__("127.0.0.2")
+
+    def handle(self, c):
+        lk.read_http_head(c)
+        c.settimeout(30)
+        block = b"b" * 65536
+        try:
+            if self.kind == "length":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.n)
+            else:
+                c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(self.n // len(block)):
+                c.sendall(block if self.kind == "length" else b"10000\r\n" + block + b"\r\n")
+            if self.kind != "length":
+                c.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.cut.set()
+            return
+        self.stop.wait(30)
+
+
+def _get_big(f):
+    s = socket.create_connection(f.addr, timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: %s\r\n\r\n" % f.host.encode())
+    line, _, rest = lk.read_http_head(s)
+    assert line.startswith("HTTP/1.1 200"), line
+    return s, len(rest)
+
+
+def _read_upto(s, got, upto):
+    while got < upto:
+        b = s.recv(min(1 << 20, upto - got))
+        if not b:
+            break
+        got += len(b)
+    return got
+
+
+def _read_to_close(s):
+    n = 0
+    try:
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                return n
+            n += len(b)
+    except ConnectionResetError:
+        return n
+
+
+@pytest.mark.parametrize("body", ["length", "chunked"])
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_client_that_stops_reading_is_cut_at_the_send_timeout(linkup_bin, env, tmp_path,
+                                                              kind, body):
+    """LINKUP_SEND_TIMEOUT_MS: a client that takes nothing of a pending
+    response for that long loses its connection, and the upstream
+    connection is closed with it (nothing left waiting for ever)."""
+    n = 256 * lk.MIB
+    up = BigBody(body, n)
+    f = lk.Front(kind, linkup_bin, dict(env, LINKUP_SEND_TIMEOUT_MS="700"), tmp_path, up.url,
+                 name="slowreader")
+    try:
+        s, got = _get_big(f)
+        got = _read_upto(s, got, lk.MIB)
+        t0 = time.monotonic()
+        assert up.cut.wait(10), "the upstream connection was not closed"
+        # Not before the timeout: the last byte the client took (t0) starts it.
+        assert time.monotonic() - t0 >= 0.6
+        assert got + _read_to_close(s) < n
+        s.close()
+        assert "(send timeout)" in f.log()
+        assert f.check() == 200
+    finally:
+        up.close()
+        assert f.stop() == 0, f.log()[-2000:]
+
+
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_pauses_shorter_than_the_send_timeout_get_every_byte(linkup_bin, env, tmp_path, kind):
+    """Three pauses of 500 ms under a 1 s send timeout, 8 MiB read after each
+    (a socket is writable again only once a third of its send buffer is
+    free): the whole 32 MiB body arrives."""
+    n = 32 * lk.MIB
+    up = BigBody("length", n)
+    f = lk.Front(kind, linkup_bin, dict(env, LINKUP_SEND_TIMEOUT_MS="1000"), tmp_path, up.url,
+                 name="pauser")
+    try:
+        s, got = _get_big(f)
+        for i in range(1, 4):
+            time.sleep(0.5)
+            got = _read_upto(s, got, i * 8 * lk.MIB)
+        assert _read_upto(s, got, n) == n
+        assert not up.cut.is_set()
+        assert "(send timeout)" not in f.log()
+        s.close()
+    finally:
+        up.close()
+        assert f.stop() == 0, f.log()[-2000:]
+
+
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_websocket_client_that_stops_reading_is_cut_at_the_send_timeout(linkup_bin, env,
+                                                                        tmp_path, kind):
+    """The same for a WebSocket: an upstream flooding a client that reads
+    nothing ends with both connections closed, not a paused tunnel held
+    open for ever."""
+    up = WsFlood("flood")
+    f = lk.Front(kind, linkup_bin, dict(env, LINKUP_SEND_TIMEOUT_MS="700"), tmp_path, up.url,
+                 name="wsslow")
+    try:
+        s = _ws_connect(f)
+        assert up.done.wait(20)
+        s.settimeout(10)
+        _read_to_close(s)  # EOF or reset, not a read timeout
+        s.close()
+        assert "(send timeout)" in f.log()
+        assert f.check() == 200
     finally:
         up.close()
         assert f.stop() == 0, f.log()[-2000:]

@@ -325,6 +325,23 @@ static void up_big(int fd, uint64_t n)
     }
 }
 
+/* A chunked body of n bytes in 64 KiB chunks: never spliced. */
+static void up_chunked_big(int fd, uint64_t n)
+{
+    send_str(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    static char chunk[65536];
+    memset(chunk, 'c', sizeof(chunk));
+    while (n > 0) {
+        size_t k = n < sizeof(chunk) ? (size_t)n : sizeof(chunk);
+        char size[24];
+        snprintf(size, sizeof(size), "%zx\r\n", k);
+        if (send_str(fd, size) != 0 || send_all(fd, chunk, k) != 0 || send_str(fd, "\r\n") != 0)
+            return;
+        n -= k;
+    }
+    send_str(fd, "0\r\n\r\n");
+}
+
 static unsigned char pattern(uint64_t i);
 
 /* A Content-Length body of n pattern bytes, of which only the first send
@@ -386,6 +403,8 @@ static void *up_conn(void *arg)
             up_respond(fd, "200 OK", extra, b);
         } else if (strncmp(path, "/big/", 5) == 0) {
             up_big(fd, strtoull(path + 5, NULL, 10));
+        } else if (strncmp(path, "/chunkbig/", 10) == 0) {
+            up_chunked_big(fd, strtoull(path + 10, NULL, 10));
         } else if (strncmp(path, "/pat/", 5) == 0) { /* /pat/N[/SENT[/close]] */
             char *end = NULL;
             uint64_t n = strtoull(path + 5, &end, 10);
@@ -1169,6 +1188,88 @@ static void test_spliced_relay_failures(void)
     free(r);
 }
 
+/* Reads what fd still holds until the server's close: the byte count, or
+ * UINT64_MAX when the connection stays open (a read times out). */
+static uint64_t read_to_close(int fd)
+{
+    static char sink[65536];
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t n = recv(fd, sink, sizeof(sink), 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return total;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return UINT64_MAX;
+        total += (uint64_t)n;
+    }
+}
+
+/* Reads on (r's buffer is dropped) until upto bytes arrived in all, counting
+ * from got; returns the new count (less at the end or a timeout). */
+static uint64_t read_more(struct reader *r, uint64_t got, uint64_t upto)
+{
+    while (got < upto) {
+        r->start = r->end = 0;
+        if (rd_fill(r) != 0)
+            break;
+        got += r->end;
+    }
+    r->start = r->end = 0;
+    return got;
+}
+
+/* A client that stops taking a response (64 MiB: more than every socket
+ * buffer on the way) for longer than the send timeout (small_srv: 600 ms)
+ * is cut, on the spliced path (Content-Length) as on the copying one
+ * (chunked); pauses shorter than the timeout, one after another, are not
+ * (the client reads 8 MiB after each: a socket is only writable again once
+ * a third of its send buffer is free). */
+static void test_send_timeout(void)
+{
+    const uint64_t n = 64u << 20;
+    char req[96], head[4096];
+    struct reader *r = calloc(1, sizeof(*r));
+    for (int chunked = 0; chunked < 2; chunked++) {
+        uint64_t before = spliced_bytes();
+        int fd = dial(small_port);
+        set_timeouts(fd, 10);
+        r->fd = fd;
+        r->start = r->end = 0;
+        snprintf(req, sizeof(req), "GET /%s/%llu HTTP/1.1\r\nHost: a\r\n\r\n",
+                 chunked ? "chunkbig" : "pat", (unsigned long long)n);
+        send_str(fd, req);
+        CHECK_INT_EQ(rd_head(r, head, sizeof(head)), 0);
+        uint64_t got = read_more(r, r->end - r->start, 1u << 20);
+        usleep(1500 * 1000); /* takes nothing: the send timeout fires */
+        uint64_t rest = read_to_close(fd);
+        CHECK(rest != UINT64_MAX);
+        CHECK(got + rest < n);
+        if (chunked)
+            CHECK_INT_EQ(spliced_bytes(), before);
+        else
+            CHECK(spliced_bytes() > before);
+        close(fd);
+    }
+    /* Three pauses of 400 ms, each shorter than the timeout: every byte. */
+    int fd = dial(small_port);
+    set_timeouts(fd, 20);
+    r->fd = fd;
+    r->start = r->end = 0;
+    snprintf(req, sizeof(req), "GET /pat/%llu HTTP/1.1\r\nHost: a\r\n\r\n", (unsigned long long)n);
+    send_str(fd, req);
+    CHECK_INT_EQ(rd_head(r, head, sizeof(head)), 0);
+    uint64_t got = r->end - r->start;
+    for (int i = 1; i <= 3; i++) {
+        usleep(400 * 1000);
+        got = read_more(r, got, (uint64_t)i * (8u << 20));
+    }
+    CHECK_INT_EQ(read_more(r, got, n), n);
+    close(fd);
+    free(r);
+}
+
 static void test_tls_upstream(void)
 {
     struct response *resp = &resp_storage;
@@ -1384,6 +1485,7 @@ int main(void)
     small.upstream_ca_file = NULL;
     small.max_conns = 1;
     small.head_timeout_ms = 300;
+    small.send_timeout_ms = 600; /* test_send_timeout */
     CHECK_INT_EQ(lk_http_server_new(base, &small, handler, NULL, &small_srv), 0);
     CHECK_INT_EQ(lk_http_server_listen(small_srv, "127.0.0.1:0", NULL, bound, sizeof(bound)), 0);
     small_port = (int)strtol(strrchr(bound, ':') + 1, NULL, 10);
@@ -1420,6 +1522,7 @@ int main(void)
     RUN(test_upstream_delivering_more_than_room);
     RUN(test_heap_trimmed_while_keepalive_idle);
     RUN(test_heap_trimmed_while_websocket_open);
+    RUN(test_send_timeout);
 
     if (write(ctl[1], "x", 1) != 1)
         abort();
