@@ -131,6 +131,9 @@ struct lk_exchange {
 struct lk_http_server {
     struct event_base *base;
     struct lk_http_server_opts opts;
+    /* opts.send_timeout_ms as one of the base's common timeouts (every
+     * connection has the same: a queue, not the timer heap); unset when 0. */
+    struct timeval send_tv;
     lk_http_handler_cb *handler;
     void *data;
     struct evdns_base *dns;

@@ -1222,10 +1222,8 @@ static void conn_start(struct lk_conn *c)
     /* The send timeout: libevent arms it only while output is queued and
      * restarts it on every write, so it measures a client taking nothing.
      * A pair end (tunnel stream) has no socket and would time out idle. */
-    if (srv->opts.send_timeout_ms > 0 && bufferevent_getfd(c->bev) >= 0) {
-        struct timeval tv = ms_tv(srv->opts.send_timeout_ms);
-        bufferevent_set_timeouts(c->bev, NULL, &tv);
-    }
+    if (evutil_timerisset(&srv->send_tv) && bufferevent_getfd(c->bev) >= 0)
+        bufferevent_set_timeouts(c->bev, NULL, &srv->send_tv);
     rd_start(c);
     bufferevent_enable(c->bev, c->own_read ? EV_WRITE : EV_READ | EV_WRITE);
     LIST_PUSH(srv->conns, c);
@@ -1280,6 +1278,11 @@ int lk_http_server_new(struct event_base *base, const struct lk_http_server_opts
         lk_http1_limits_default(&srv->opts.limits);
     srv->handler = handler;
     srv->data = data;
+    if (srv->opts.send_timeout_ms > 0) {
+        struct timeval tv = ms_tv(srv->opts.send_timeout_ms);
+        const struct timeval *common = event_base_init_common_timeout(base, &tv);
+        srv->send_tv = common != NULL ? *common : tv;
+    }
     event_assign(&srv->reap_ev, base, -1, 0, on_reap, srv);
     event_assign(&srv->drain_check, base, -1, 0, on_drain_check, srv);
     evtimer_assign(&srv->drain_timer, base, on_drain_timer, srv);

@@ -16,7 +16,6 @@
 #include <event2/event_struct.h>
 #include <fcntl.h> /* pipe2, splice */
 #include <stdlib.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -126,7 +125,7 @@ static bool drain(struct lk_splice *s)
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
             /* (Re)adding restarts the send timeout: the client took bytes. */
             if (!s->wr_added || moved)
-                event_add(&s->wr, timerisset(&s->send_tv) ? &s->send_tv : NULL);
+                event_add(&s->wr, evutil_timerisset(&s->send_tv) ? &s->send_tv : NULL);
             s->wr_added = true;
             return true;
         }
@@ -190,8 +189,13 @@ struct lk_splice *lk_splice_start(struct event_base *base, int from, int to, uin
     s->cap = cap;
     s->cb = cb;
     s->ctx = ctx;
-    s->send_tv.tv_sec = send_timeout_ms / 1000;
-    s->send_tv.tv_usec = (suseconds_t)(send_timeout_ms % 1000) * 1000;
+    if (send_timeout_ms > 0) {
+        struct timeval tv = { .tv_sec = send_timeout_ms / 1000,
+                              .tv_usec = (suseconds_t)(send_timeout_ms % 1000) * 1000 };
+        /* One of the base's common timeouts, as the client's (http_server.c). */
+        const struct timeval *common = event_base_init_common_timeout(base, &tv);
+        s->send_tv = common != NULL ? *common : tv;
+    }
     event_assign(&s->rd, base, from, EV_READ | EV_PERSIST, on_event, s);
     event_assign(&s->wr, base, to, EV_WRITE | EV_PERSIST, on_event, s);
     watch(&s->rd, &s->rd_added, true);
