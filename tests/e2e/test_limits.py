@@ -485,3 +485,40 @@ def test_websocket_client_that_stops_reading_is_cut_at_the_send_timeout(linkup_b
     finally:
         up.close()
         assert f.stop() == 0, f.log()[-2000:]
+
+
+def test_tls_client_that_stops_reading_is_cut_at_the_send_timeout(linkup_bin, env, tmp_path,
+                                                                  fake_worker):
+    """The same over the local server's HTTPS listener (OpenSSL bufferevent)."""
+    import ssl
+    up = BigBody("length", 256 * lk.MIB)
+    certs = tmp_path / "certs"
+    env = dict(env, LINKUP_DNS_ADDR="off", LINKUP_SEND_TIMEOUT_MS="700")
+    srv = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url,
+                                "--worker-token", "token123", "--https", "127.0.0.1:0",
+                                "--certs-dir", str(certs), log_path=str(tmp_path / "server.log"),
+                                wanted=("HTTP", "HTTPS"))
+    try:
+        body = lk.session_body("tlsslow", {"frontend": up.url},
+                               [("example.com", "frontend", None)])
+        assert lk.post_json(srv.addrs["HTTP"], "/linkup/sessions/tunneled", body).status == 200
+        ctx = ssl.create_default_context(cafile=str(certs / "linkup_ca.cert.pem"))
+        raw = socket.create_connection(srv.addrs["HTTPS"], timeout=10)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s = ctx.wrap_socket(raw, server_hostname="tlsslow.example.com")
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: tlsslow.example.com\r\n\r\n")
+        line, _, rest = lk.read_http_head(s)
+        assert line.startswith("HTTP/1.1 200"), line
+        got = _read_upto(s, len(rest), lk.MIB)
+        assert up.cut.wait(10), "the upstream connection was not closed"
+        try:
+            got += _read_to_close(s)
+        except (ssl.SSLError, OSError):
+            pass  # a close without close_notify is what a cut looks like
+        assert got < 256 * lk.MIB
+        s.close()
+        assert "(send timeout)" in open(srv.log_path).read()
+    finally:
+        up.close()
+        code, _ = lk.stop_gracefully(srv)
+        assert code == 0, open(srv.log_path).read()[-2000:]
