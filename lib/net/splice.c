@@ -39,6 +39,13 @@ struct lk_splice {
 static uint64_t total_bytes; /* lk_splice_total_bytes() */
 static unsigned n_active;
 
+/* lk_splice_pipe_put(): empty pipes, last in first out. */
+static struct {
+    int pfd[2];
+    size_t cap;
+} pool[LK_SPLICE_POOL];
+static unsigned n_pool;
+
 uint64_t lk_splice_total_bytes(void)
 {
     return total_bytes;
@@ -46,6 +53,13 @@ uint64_t lk_splice_total_bytes(void)
 
 int lk_splice_pipe(int pfd[2], size_t *cap)
 {
+    if (n_pool > 0) {
+        n_pool--;
+        pfd[0] = pool[n_pool].pfd[0];
+        pfd[1] = pool[n_pool].pfd[1];
+        *cap = pool[n_pool].cap;
+        return 0;
+    }
     if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0)
         return -1;
     int n = fcntl(pfd[1], F_SETPIPE_SZ, LK_SPLICE_PIPE);
@@ -58,6 +72,19 @@ int lk_splice_pipe(int pfd[2], size_t *cap)
     }
     *cap = (size_t)n;
     return 0;
+}
+
+void lk_splice_pipe_put(const int pfd[2], size_t cap, bool empty)
+{
+    if (empty && n_pool < LK_SPLICE_POOL) {
+        pool[n_pool].pfd[0] = pfd[0];
+        pool[n_pool].pfd[1] = pfd[1];
+        pool[n_pool].cap = cap;
+        n_pool++;
+        return;
+    }
+    close(pfd[0]);
+    close(pfd[1]);
 }
 
 int lk_splice_fill(int from, int pipe_w, size_t room, uint64_t *left, size_t *n)
@@ -94,8 +121,7 @@ static void splice_free(struct lk_splice *s)
 {
     event_del(&s->rd);
     event_del(&s->wr);
-    close(s->pfd[0]);
-    close(s->pfd[1]);
+    lk_splice_pipe_put(s->pfd, s->cap, s->in_pipe == 0);
     free(s);
     n_active--;
 }

@@ -79,7 +79,15 @@ int lk_splice_fill(int from, int pipe_w, size_t room, uint64_t *left, size_t *n)
 uint64_t lk_splice_total_bytes(void);
 
 /* A kernel pipe for splicing (O_NONBLOCK, O_CLOEXEC), grown to
- * LK_SPLICE_PIPE when the system allows; its size in *cap. -1 on failure. */
+ * LK_SPLICE_PIPE when the system allows; its size in *cap. An empty one
+ * given back earlier when there is one, else a new one. -1 on failure. */
 int lk_splice_pipe(int pfd[2], size_t *cap);
+/* Gives a pipe of lk_splice_pipe() back: kept for the next splice when
+ * empty (no byte written to it and not read back) and fewer than
+ * LK_SPLICE_POOL are kept, else closed. */
+void lk_splice_pipe_put(const int pfd[2], size_t cap, bool empty);
+/* Empty pipes kept for reuse: saves a pipe2, an fcntl and two closes per
+ * spliced body, for two idle descriptors each. */
+#define LK_SPLICE_POOL 16
 
 #endif

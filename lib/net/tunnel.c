@@ -548,8 +548,8 @@ static void splice_free(struct lk_tunnel_splice *sp)
 {
     event_del(&sp->rd);
     event_del(&sp->note);
-    close(sp->pfd[0]);
-    close(sp->pfd[1]);
+    /* Empty: nothing unframed, and no frame of it half written. */
+    lk_splice_pipe_put(sp->pfd, sp->cap, sp->in_pipe == 0 && sp->t->out_sp != sp);
     sp->t->n_splices--;
     free(sp);
 }
@@ -1285,9 +1285,8 @@ void lk_tunnel_free(struct lk_tunnel *t)
         free(p);
     }
     if (t->out_sp != NULL) {
-        struct lk_tunnel_splice *sp = t->out_sp;
+        splice_free(t->out_sp); /* (a frame of it half written: not pooled) */
         t->out_sp = NULL;
-        splice_free(sp);
     }
     nghttp2_session_del(t->h2);
     evbuffer_free(t->wbuf);
