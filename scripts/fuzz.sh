@@ -45,21 +45,23 @@ report() {
 }
 
 rc=0
-declare -A name_of=()
+declare -A name_of=() # running targets by pid
+
+# Waits for one running target and reports it.
+reap_one() {
+    local pid status
+    wait -n -p pid
+    status=$?
+    report "${name_of[$pid]}" "$status"
+    unset "name_of[$pid]"
+}
+
 for t in "${targets[@]}"; do
-    if [ ${#name_of[@]} -ge "$jobs" ]; then
-        wait -n -p done_pid
-        status=$?
-        report "${name_of[$done_pid]}" "$status"
-        unset "name_of[$done_pid]"
-    fi
+    [ ${#name_of[@]} -ge "$jobs" ] && reap_one
     run_one "$t" &
     name_of[$!]=$t
 done
 while [ ${#name_of[@]} -gt 0 ]; do
-    wait -n -p done_pid
-    status=$?
-    report "${name_of[$done_pid]}" "$status"
-    unset "name_of[$done_pid]"
+    reap_one
 done
 exit $rc

@@ -175,6 +175,9 @@ struct lk_http_server {
 /* Marks c closed, stops its watchers and queues it for destruction at the end
  * of the loop iteration (the one destructor: conn_destroy via on_reap). */
 void lk_conn_close(struct lk_conn *c, const char *why);
+/* lk_conn_close() for a client that took no byte of its pending output for
+ * the send timeout, with the INFO line that says so. */
+void lk_conn_close_send_timeout(struct lk_conn *c);
 /* The engine has finished the response of c->ex: logs it, frees the
  * exchange, and continues with keep-alive, discarding or closing. */
 void lk_conn_exchange_done(struct lk_conn *c, bool keep_alive);

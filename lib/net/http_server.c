@@ -348,6 +348,13 @@ void lk_conn_close(struct lk_conn *c, const char *why)
     event_active(&srv->reap_ev, EV_TIMEOUT, 0);
 }
 
+void lk_conn_close_send_timeout(struct lk_conn *c)
+{
+    LK_CLOG(c->id, INFO, "client took no bytes for %u ms (send timeout); closing",
+            c->srv->opts.send_timeout_ms);
+    lk_conn_close(c, "send timeout");
+}
+
 static void respond_nothing_body_cb(struct lk_exchange *ex)
 {
     /* The program gets LK_ECLOSED and must still respond to free ex. */
@@ -1065,12 +1072,8 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
         lk_conn_close(c, "client error");
         return;
     }
-    if (what & BEV_EVENT_TIMEOUT) {
-        /* Only the write timeout is set (conn_start): the client took no
-         * byte of its pending output for send_timeout_ms. */
-        LK_CLOG(c->id, INFO, "client took no bytes for %u ms (send timeout); closing",
-                c->srv->opts.send_timeout_ms);
-        lk_conn_close(c, "send timeout");
+    if (what & BEV_EVENT_TIMEOUT) { /* only the write timeout is set (conn_start) */
+        lk_conn_close_send_timeout(c);
         return;
     }
     if (!(what & BEV_EVENT_EOF))

@@ -1012,10 +1012,8 @@ static void on_splice(void *ctx, int status, size_t n)
         return;
     case LK_SPLICE_WRITE_ERROR:
         if (n == ETIMEDOUT) {
-            LK_CLOG(lk_exchange_conn_id(ex), INFO,
-                    "client took no bytes for %u ms (send timeout); closing",
-                    px->srv->opts.send_timeout_ms);
-            client_gone(ex, "send timeout");
+            drop_upstream(px, false);
+            lk_conn_close_send_timeout(ex->conn);
             return;
         }
         client_gone(ex, "client went away mid-response");
@@ -1051,7 +1049,7 @@ static bool try_splice(struct lk_proxy *px, struct lk_conn *c)
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
             return false;
         px->relay = lk_splice_start(px->srv->base, up_fd, bufferevent_getfd(c->bev), px->resp_left,
-                                    px->srv->opts.send_timeout_ms, on_splice, px);
+                                    &px->srv->send_tv, on_splice, px);
     } else {
         px->splice = lk_tunnel_splice_start(c->bev, up_fd, px->resp_left, on_splice, px);
     }

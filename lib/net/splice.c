@@ -199,29 +199,23 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
 }
 
 struct lk_splice *lk_splice_start(struct event_base *base, int from, int to, uint64_t len,
-                                  unsigned send_timeout_ms, lk_splice_cb *cb, void *ctx)
+                                  const struct timeval *send_tv, lk_splice_cb *cb, void *ctx)
 {
-    int pfd[2];
-    size_t cap = 0;
-    if (len == 0 || n_active >= ACTIVE_MAX || lk_splice_pipe(pfd, &cap) != 0)
+    if (len == 0 || n_active >= ACTIVE_MAX)
         return NULL;
-    n_active++;
     struct lk_splice *s = lk_xcalloc(1, sizeof(*s));
+    if (lk_splice_pipe(s->pfd, &s->cap) != 0) {
+        free(s);
+        return NULL;
+    }
+    n_active++;
     s->from = from;
     s->to = to;
     s->left = len;
-    s->pfd[0] = pfd[0];
-    s->pfd[1] = pfd[1];
-    s->cap = cap;
     s->cb = cb;
     s->ctx = ctx;
-    if (send_timeout_ms > 0) {
-        struct timeval tv = { .tv_sec = send_timeout_ms / 1000,
-                              .tv_usec = (suseconds_t)(send_timeout_ms % 1000) * 1000 };
-        /* One of the base's common timeouts, as the client's (http_server.c). */
-        const struct timeval *common = event_base_init_common_timeout(base, &tv);
-        s->send_tv = common != NULL ? *common : tv;
-    }
+    if (send_tv != NULL)
+        s->send_tv = *send_tv;
     event_assign(&s->rd, base, from, EV_READ | EV_PERSIST, on_event, s);
     event_assign(&s->wr, base, to, EV_WRITE | EV_PERSIST, on_event, s);
     watch(&s->rd, &s->rd_added, true);

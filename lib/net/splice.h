@@ -34,6 +34,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct timeval;
 
 enum {
     LK_SPLICE_MOVED = 0,
@@ -55,11 +56,12 @@ struct lk_splice;
 /* Moves the next len bytes of from (a non-blocking socket) to to (the
  * same), reading from's readiness and waiting for to's room on the loop;
  * the first move happens from the loop, never inside this call. When to
- * takes no byte for send_timeout_ms (0: no limit) while the pipe holds some,
- * the splice ends with LK_SPLICE_WRITE_ERROR, ETIMEDOUT. NULL when no pipe
- * can be made or 256 splices run already (the caller copies as before). */
+ * takes no byte for *send_tv (NULL or unset: no limit; the server passes its
+ * common timeout) while the pipe holds some, the splice ends with
+ * LK_SPLICE_WRITE_ERROR, ETIMEDOUT. NULL when no pipe can be made or 256
+ * splices run already (the caller copies as before). */
 struct lk_splice *lk_splice_start(struct event_base *base, int from, int to, uint64_t len,
-                                  unsigned send_timeout_ms, lk_splice_cb *cb, void *ctx);
+                                  const struct timeval *send_tv, lk_splice_cb *cb, void *ctx);
 /* Ends a splice early; no callback follows. */
 void lk_splice_cancel(struct lk_splice *s);
 /* True while the splice waits for the upstream (not for the client to take

@@ -749,17 +749,14 @@ struct lk_tunnel_splice *lk_tunnel_splice_start(struct bufferevent *engine_end, 
         p->stream_id == 0 || p->in_eof || t->n_splices >= SPLICE_MAX ||
         evbuffer_get_length(bufferevent_get_output(engine_end)) > 0)
         return NULL;
-    int pfd[2];
-    size_t cap = 0;
-    if (lk_splice_pipe(pfd, &cap) != 0)
-        return NULL;
     struct lk_tunnel_splice *sp = lk_xcalloc(1, sizeof(*sp));
+    if (lk_splice_pipe(sp->pfd, &sp->cap) != 0) {
+        free(sp);
+        return NULL;
+    }
     sp->t = t;
     sp->p = p;
     sp->left = len;
-    sp->pfd[0] = pfd[0];
-    sp->pfd[1] = pfd[1];
-    sp->cap = cap;
     sp->cb = cb;
     sp->ctx = ctx;
     event_assign(&sp->rd, t->base, fd, EV_READ | EV_PERSIST, on_splice_readable, sp);

@@ -160,7 +160,7 @@ static void test_mover(void)
     static char block[65536];
     memset(block, 'm', sizeof(block));
     CHECK_INT_EQ(write(up[0], block, 1000), 1000);
-    struct lk_splice *s = lk_splice_start(r.base, up[1], down[0], 1000, 0, on_status, &r);
+    struct lk_splice *s = lk_splice_start(r.base, up[1], down[0], 1000, NULL, on_status, &r);
     CHECK(s != NULL);
     run_loop(&r, 5);
     CHECK_INT_EQ(r.last, LK_SPLICE_DONE);
@@ -170,7 +170,7 @@ static void test_mover(void)
     /* The upstream closes early: EOF. */
     r.last = -1;
     r.moved = 0;
-    s = lk_splice_start(r.base, up[1], down[0], 1000, 0, on_status, &r);
+    s = lk_splice_start(r.base, up[1], down[0], 1000, NULL, on_status, &r);
     CHECK(s != NULL);
     CHECK_INT_EQ(write(up[0], block, 10), 10);
     shutdown(up[0], SHUT_WR);
@@ -187,7 +187,8 @@ static void test_mover(void)
     struct feeder f = { .fd = up[0], .left = 64u << 20 };
     f.ev = event_new(r.base, up[0], EV_WRITE | EV_PERSIST, on_feed, &f);
     event_add(f.ev, NULL);
-    s = lk_splice_start(r.base, up[1], down[0], f.left, 300, on_status, &r);
+    struct timeval send_tv = { 0, 300 * 1000 };
+    s = lk_splice_start(r.base, up[1], down[0], f.left, &send_tv, on_status, &r);
     CHECK(s != NULL);
     run_loop(&r, 10);
     event_free(f.ev);
