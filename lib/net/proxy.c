@@ -1034,24 +1034,32 @@ static void on_splice(void *ctx, int status, size_t n)
     }
 }
 
-/* Hands the rest of a long Content-Length body from a plain upstream socket
- * to splice(2), which moves it to a plain client socket (finding 28) or
- * into a built-in tunnel stream (finding 27) without passing through our
- * memory. Only once everything read so far has left for the client. */
+/* Hands the rest of a long Content-Length body to splice(2), which moves
+ * it without passing through our memory: from a plain upstream socket to a
+ * plain client socket (finding 28) or into a built-in tunnel stream
+ * (finding 27), or from a built-in tunnel stream (the worker's upstream) to
+ * a plain client socket (finding 31). Only once everything read so far has
+ * left for the client. */
 static bool try_splice(struct lk_proxy *px, struct lk_conn *c)
 {
-    if (px->resp_kind != LK_HTTP1_BODY_LENGTH || !px->own_read || px->up_eof ||
-        px->resp_left < LK_SPLICE_MIN ||
+    if (px->resp_kind != LK_HTTP1_BODY_LENGTH || px->up_eof || px->resp_left < LK_SPLICE_MIN ||
         evbuffer_get_length(bufferevent_get_input(px->up->bev)) != 0)
         return false;
-    int up_fd = bufferevent_getfd(px->up->bev);
-    if (c->plain) {
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+    bool client_empty = evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+    if (!px->own_read) {
+        if (!c->plain || px->up->plain || !client_empty)
             return false;
-        px->relay = lk_splice_start(px->srv->base, up_fd, bufferevent_getfd(c->bev), px->resp_left,
-                                    &px->srv->send_tv, on_splice, px);
+        px->splice = lk_tunnel_splice_to(px->up->bev, bufferevent_getfd(c->bev), px->resp_left,
+                                         &px->srv->send_tv, on_splice, px);
+    } else if (c->plain) {
+        if (!client_empty)
+            return false;
+        px->relay = lk_splice_start(px->srv->base, bufferevent_getfd(px->up->bev),
+                                    bufferevent_getfd(c->bev), px->resp_left, &px->srv->send_tv,
+                                    on_splice, px);
     } else {
-        px->splice = lk_tunnel_splice_start(c->bev, up_fd, px->resp_left, on_splice, px);
+        px->splice = lk_tunnel_splice_start(c->bev, bufferevent_getfd(px->up->bev), px->resp_left,
+                                            on_splice, px);
     }
     if (px->relay == NULL && px->splice == NULL)
         return false;

@@ -93,27 +93,41 @@ struct lk_tunnel_pipe {
     bool lazy_done;
     bool bad;                    /* request or response envelope rejected */
     struct lk_tunnel_splice *sp; /* a body spliced in from the origin, or NULL */
+    struct lk_tunnel_splice *rx; /* a body spliced out to the client, or NULL */
     bool sp_frame;               /* the DATA frame being sent comes from sp's pipe */
 };
 
-/* A response body moved from the origin socket into the stream by splice(2)
- * (lk_tunnel_splice_start). The kernel pipe holds, in order, the payload of
- * a frame being written (t->out_left, when t->out_sp is this one) and
- * in_pipe bytes not framed yet. */
+/* A response body moved by splice(2) through a kernel pipe, one of two
+ * kinds. Sending (lk_tunnel_splice_start, local side): from the origin
+ * socket into the stream; the pipe holds, in order, the payload of a frame
+ * being written (t->out_left, when t->out_sp is this one) and in_pipe bytes
+ * not framed yet. Receiving (rx, lk_tunnel_splice_to, worker side): from
+ * the stream to the client socket; the pipe holds in_pipe bytes of DATA
+ * payload not written to the client yet, and ovf what came in through
+ * memory while the pipe had no room (it goes into the pipe first). */
 struct lk_tunnel_splice {
     struct lk_tunnel *t;
     struct lk_tunnel_pipe *p; /* NULL once released (the engine or the stream let go) */
-    uint64_t left;            /* bytes still to take from the origin socket */
+    uint64_t left;            /* bytes still to take from the origin socket / the stream */
     int pfd[2];
     size_t cap;        /* the pipe's size */
-    size_t in_pipe;    /* bytes in the pipe not framed yet */
-    struct event rd;   /* EV_READ on the origin socket (the engine's) */
+    size_t in_pipe;    /* bytes in the pipe not framed yet / not written yet */
+    struct event rd;   /* EV_READ on the origin socket (the engine's); unused by rx */
     struct event note; /* the end, told from the loop */
     bool rd_added;
     int status; /* LK_SPLICE_MOVED while running */
     int err;
     lk_splice_cb *cb;
     void *ctx;
+    /* rx only */
+    bool rx;
+    bool eof;        /* the stream ended before the last byte came */
+    bool wr_added;   /* wr waits for the client to take bytes */
+    int to;          /* the client socket (the engine's) */
+    struct event wr; /* EV_WRITE on it, with the send timeout */
+    struct timeval send_tv;
+    struct evbuffer *ovf; /* payload read into memory while the pipe was full */
+    size_t held;          /* bytes in the pipe and ovf whose window is not given back */
 };
 
 struct lk_tunnel {
@@ -142,7 +156,21 @@ struct lk_tunnel {
     size_t out_hd_off;
     struct event wr_ev; /* EV_WRITE on a plain socket while out_sp waits */
     size_t n_splices;
-    uint64_t spliced; /* payload bytes written by splice_out() */
+    uint64_t spliced; /* payload bytes written by splice_out() and rx splices */
+    /* Receiving splices (worker side of a plain tunnel): where the bytes
+     * given to nghttp2 stand in the frame layout, so that the payload of a
+     * DATA frame for an rx splice's stream is spliced off the socket instead
+     * of read (rx_splice_payload). */
+    bool track;
+    uint8_t rx_hd[9]; /* the header being read ... */
+    size_t rx_hd_n;   /* ... and how much of it is in */
+    uint32_t rx_need; /* payload bytes of the current frame still to come */
+    uint8_t rx_type, rx_flags;
+    int32_t rx_sid;
+    size_t n_rx;                      /* rx splices running */
+    bool rx_faking;                   /* nghttp2 is fed zeros for spliced payload ... */
+    struct lk_tunnel_splice *rx_fake; /* ... of this splice (NULL once it went) */
+    size_t rx_fake_got;               /* ... and gave this many to its stream */
     bool dead;
     char why[160];
     lk_tunnel_closed_cb *on_closed;
@@ -351,7 +379,7 @@ static void pipe_abort(struct lk_tunnel_pipe *p, uint32_t code)
 /* Passes the peer's END_STREAM on once everything before it is written. */
 static void pipe_check_out_eof(struct lk_tunnel_pipe *p)
 {
-    if (p->bev == NULL || !p->out_eof || p->out_shut ||
+    if (p->bev == NULL || !p->out_eof || p->out_shut || p->rx != NULL ||
         evbuffer_get_length(bufferevent_get_output(p->bev)) != 0)
         return;
     p->out_shut = true;
@@ -548,17 +576,31 @@ static void splice_free(struct lk_tunnel_splice *sp)
 {
     event_del(&sp->rd);
     event_del(&sp->note);
-    /* Empty: nothing unframed, and no frame of it half written. */
+    /* Empty: nothing unframed (unwritten), and no frame of it half written. */
     lk_splice_pipe_put(sp->pfd, sp->cap, sp->in_pipe == 0 && sp->t->out_sp != sp);
     sp->t->n_splices--;
+    if (sp->rx)
+        evbuffer_free(sp->ovf);
     free(sp);
 }
+
+static void rx_give_back(struct lk_tunnel_splice *sp, size_t n);
 
 /* Nobody is told anything more; sp goes, once a frame of it being written
  * is out (splice_out). */
 static void splice_release(struct lk_tunnel_splice *sp)
 {
-    if (sp->p != NULL)
+    if (sp->rx && sp->p != NULL) {
+        struct lk_tunnel *t = sp->t;
+        rx_give_back(sp, sp->held); /* what it holds is dropped */
+        event_del(&sp->wr);
+        t->n_rx--;
+        if (t->rx_fake == sp)
+            t->rx_fake = NULL; /* rx_splice_payload() sees it went */
+    }
+    if (sp->p != NULL && sp->rx)
+        sp->p->rx = NULL;
+    else if (sp->p != NULL)
         sp->p->sp = NULL;
     sp->p = NULL;
     sp->cb = NULL;
@@ -569,11 +611,8 @@ static void splice_release(struct lk_tunnel_splice *sp)
         splice_free(sp);
 }
 
-/* p's stream or tunnel goes away: its splice ends, and the engine is told
- * at once (LK_SPLICE_GONE). */
-static void splice_gone(struct lk_tunnel_pipe *p)
+static void splice_gone_one(struct lk_tunnel_splice *sp)
 {
-    struct lk_tunnel_splice *sp = p->sp;
     if (sp == NULL)
         return;
     lk_splice_cb *cb = sp->cb;
@@ -583,15 +622,31 @@ static void splice_gone(struct lk_tunnel_pipe *p)
         cb(ctx, LK_SPLICE_GONE, 0);
 }
 
+/* p's stream or tunnel goes away: its splice ends, and the engine is told
+ * at once (LK_SPLICE_GONE). */
+static void splice_gone(struct lk_tunnel_pipe *p)
+{
+    splice_gone_one(p->sp);
+    splice_gone_one(p->rx);
+}
+
+static void pipe_check_out_eof(struct lk_tunnel_pipe *p);
+
 static void on_splice_note(evutil_socket_t fd, short what, void *arg)
 {
     struct lk_tunnel_splice *sp = arg;
     (void)fd;
     (void)what;
+    struct lk_tunnel *t = sp->t;
+    struct lk_tunnel_pipe *rx_p = sp->rx ? sp->p : NULL;
     lk_splice_cb *cb = sp->cb;
     void *ctx = sp->ctx;
     int status = sp->status, err = sp->err;
     splice_release(sp);
+    if (rx_p != NULL) {
+        pipe_check_out_eof(rx_p); /* an END_STREAM held back behind the body */
+        flush(t);                 /* the windows it gave back */
+    }
     cb(ctx, status, (size_t)err);
 }
 
@@ -602,6 +657,10 @@ static void splice_end(struct lk_tunnel_splice *sp, int status, int err)
     sp->err = err;
     event_del(&sp->rd);
     sp->rd_added = false;
+    if (sp->rx) {
+        event_del(&sp->wr);
+        sp->wr_added = false;
+    }
     event_active(&sp->note, EV_TIMEOUT, 0);
 }
 
@@ -731,8 +790,8 @@ static int send_spliced(struct lk_tunnel *t, struct lk_tunnel_pipe *p, const uin
     return 0;
 }
 
-struct lk_tunnel_splice *lk_tunnel_splice_start(struct bufferevent *engine_end, int fd,
-                                                uint64_t len, lk_splice_cb *cb, void *ctx)
+/* The pipe whose engine end engine_end is, or NULL (not a pair of ours). */
+static struct lk_tunnel_pipe *pipe_of(struct bufferevent *engine_end)
 {
     struct bufferevent *ours = bufferevent_pair_get_partner(engine_end);
     if (ours == NULL)
@@ -741,9 +800,15 @@ struct lk_tunnel_splice *lk_tunnel_splice_start(struct bufferevent *engine_end, 
     bufferevent_event_cb ecb = NULL;
     void *arg = NULL;
     bufferevent_getcb(ours, &rcb, &wcb, &ecb, &arg);
-    if (wcb != on_pipe_write)
-        return NULL; /* a pair, but not one of ours */
-    struct lk_tunnel_pipe *p = arg;
+    return wcb == on_pipe_write ? arg : NULL;
+}
+
+struct lk_tunnel_splice *lk_tunnel_splice_start(struct bufferevent *engine_end, int fd,
+                                                uint64_t len, lk_splice_cb *cb, void *ctx)
+{
+    struct lk_tunnel_pipe *p = pipe_of(engine_end);
+    if (p == NULL)
+        return NULL;
     struct lk_tunnel *t = p->t;
     if (!t->plain || t->is_h2_client || t->dead || p->sp != NULL || p->sp_frame ||
         p->stream_id == 0 || p->in_eof || t->n_splices >= SPLICE_MAX ||
@@ -775,7 +840,252 @@ void lk_tunnel_splice_cancel(struct lk_tunnel_splice *sp)
 
 bool lk_tunnel_splice_reading(const struct lk_tunnel_splice *sp)
 {
+    if (sp->rx)
+        return sp->status == LK_SPLICE_MOVED && sp->in_pipe == 0 &&
+               evbuffer_get_length(sp->ovf) == 0;
     return sp->status == LK_SPLICE_MOVED && sp->rd_added;
+}
+
+/* ---- splicing a body to the client (worker side, plain tunnels) ---------- */
+
+/* Gives n bytes an rx splice held back to the windows (they left the pipe,
+ * or the splice ends). */
+static void rx_give_back(struct lk_tunnel_splice *sp, size_t n)
+{
+    struct lk_tunnel *t = sp->t;
+    sp->held -= n;
+    if (n == 0 || t->dead)
+        return;
+    if (sp->p != NULL && sp->p->stream_id != 0)
+        nghttp2_session_consume(t->h2, sp->p->stream_id, n);
+    else
+        nghttp2_session_consume_connection(t->h2, n);
+}
+
+/* Writes what the pipe holds to the client, refilling the pipe from ovf;
+ * ends the splice once every byte is written (DONE) or none more can come
+ * (EOF), or the client fails. The caller flushes (WINDOW_UPDATE). */
+static void rx_drain(struct lk_tunnel_splice *sp)
+{
+    if (sp->p == NULL || sp->status != LK_SPLICE_MOVED)
+        return;
+    bool moved = false;
+    for (;;) {
+        if (evbuffer_get_length(sp->ovf) > 0) {
+            int n = evbuffer_write(sp->ovf, sp->pfd[1]);
+            if (n > 0)
+                sp->in_pipe += (size_t)n;
+        }
+        if (sp->in_pipe == 0)
+            break;
+        ssize_t n =
+            splice(sp->pfd[0], NULL, sp->to, NULL, sp->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            sp->in_pipe -= (size_t)n;
+            sp->t->spliced += (uint64_t)n;
+            rx_give_back(sp, (size_t)n);
+            moved = true;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            /* (Re)adding restarts the send timeout: the client took bytes. */
+            if (!sp->wr_added || moved)
+                event_add(&sp->wr, evutil_timerisset(&sp->send_tv) ? &sp->send_tv : NULL);
+            sp->wr_added = true;
+            return;
+        }
+        splice_end(sp, LK_SPLICE_WRITE_ERROR, n < 0 ? errno : EPIPE);
+        return;
+    }
+    if (sp->wr_added) {
+        event_del(&sp->wr);
+        sp->wr_added = false;
+    }
+    if (evbuffer_get_length(sp->ovf) > 0)
+        return; /* (only when the pipe takes nothing: the next call tries again) */
+    if (sp->left == 0)
+        splice_end(sp, LK_SPLICE_DONE, 0);
+    else if (sp->eof)
+        splice_end(sp, LK_SPLICE_EOF, 0);
+}
+
+static void on_rx_writable(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_tunnel_splice *sp = arg;
+    (void)fd;
+    if (what & EV_TIMEOUT) { /* the client took no byte for the send timeout */
+        splice_end(sp, LK_SPLICE_WRITE_ERROR, ETIMEDOUT);
+        return;
+    }
+    struct lk_tunnel *t = sp->t;
+    rx_drain(sp);
+    flush(t);
+}
+
+/* DATA payload for an rx splice's stream that came through memory (not
+ * spliced off the socket): up to the bytes the body still needs go into
+ * the pipe, or into ovf behind what waits there. Returns the bytes taken. */
+static size_t rx_take(struct lk_tunnel_splice *sp, const uint8_t *data, size_t len)
+{
+    size_t k = (uint64_t)len < sp->left ? len : (size_t)sp->left;
+    if (k == 0 || sp->status != LK_SPLICE_MOVED)
+        return 0;
+    size_t w = 0;
+    if (evbuffer_get_length(sp->ovf) == 0) {
+        ssize_t n = write(sp->pfd[1], data, k);
+        w = n > 0 ? (size_t)n : 0;
+    }
+    if (w < k)
+        evbuffer_add(sp->ovf, data + w, k - w);
+    sp->in_pipe += w;
+    sp->left -= k;
+    sp->held += k;
+    sp->cb(sp->ctx, LK_SPLICE_MOVED, k);
+    rx_drain(sp);
+    return k;
+}
+
+/* Follows the frame layout over n more bytes given to nghttp2. */
+static void rx_track(struct lk_tunnel *t, const uint8_t *d, size_t n)
+{
+    while (n > 0) {
+        if (t->rx_need > 0) {
+            size_t k = n < t->rx_need ? n : t->rx_need;
+            t->rx_need -= (uint32_t)k;
+            d += k;
+            n -= k;
+            continue;
+        }
+        size_t k = sizeof(t->rx_hd) - t->rx_hd_n;
+        k = k < n ? k : n;
+        memcpy(t->rx_hd + t->rx_hd_n, d, k);
+        t->rx_hd_n += k;
+        d += k;
+        n -= k;
+        if (t->rx_hd_n < sizeof(t->rx_hd))
+            break;
+        const uint8_t *h = t->rx_hd; /* RFC 9113 §4.1 */
+        t->rx_need = (uint32_t)h[0] << 16 | (uint32_t)h[1] << 8 | h[2];
+        t->rx_type = h[3];
+        t->rx_flags = h[4];
+        t->rx_sid = (int32_t)((uint32_t)(h[5] & 0x7f) << 24 | (uint32_t)h[6] << 16 |
+                              (uint32_t)h[7] << 8 | h[8]);
+        t->rx_hd_n = 0;
+    }
+}
+
+/* How much the next read of the tunnel socket may take: while rx splices
+ * run, no further than the next frame header, so that a payload for one of
+ * them is spliced, not read. */
+static size_t rx_read_max(const struct lk_tunnel *t)
+{
+    if (t->n_rx == 0)
+        return TUNNEL_READ_MAX;
+    if (t->rx_need == 0)
+        return sizeof(t->rx_hd) - t->rx_hd_n;
+    /* The rest of a frame that is not spliced, and the next header. */
+    size_t n = (size_t)t->rx_need + sizeof(t->rx_hd);
+    return n < TUNNEL_READ_MAX ? n : TUNNEL_READ_MAX;
+}
+
+/* When the frame under way is DATA for an rx splice's stream, splices as
+ * much of its payload as the pipe and the body take off the socket into the
+ * splice's pipe, and feeds nghttp2 as many zeros in its place (it looks at
+ * no payload byte; on_data_chunk() only counts them). True when bytes
+ * moved. */
+static bool rx_splice_payload(struct lk_tunnel *t)
+{
+    if (t->rx_need == 0 || t->rx_type != NGHTTP2_DATA || (t->rx_flags & NGHTTP2_FLAG_PADDED) ||
+        evbuffer_get_length(bufferevent_get_input(t->bev)) > 0)
+        return false;
+    struct lk_tunnel_pipe *p = nghttp2_session_get_stream_user_data(t->h2, t->rx_sid);
+    struct lk_tunnel_splice *sp = p != NULL ? p->rx : NULL;
+    if (sp == NULL || sp->status != LK_SPLICE_MOVED || sp->left == 0 ||
+        evbuffer_get_length(sp->ovf) > 0)
+        return false;
+    size_t room = sp->cap > sp->in_pipe ? sp->cap - sp->in_pipe : 0;
+    size_t n = 0;
+    int status = lk_splice_fill(bufferevent_getfd(t->bev), sp->pfd[1],
+                                room < t->rx_need ? room : t->rx_need, &sp->left, &n);
+    if (status == LK_SPLICE_EOF) {
+        lk_tunnel_kill(t, "connection closed by peer");
+        return true;
+    }
+    if (status == LK_SPLICE_READ_ERROR) {
+        char why[128];
+        snprintf(why, sizeof(why), "connection error: %s", evutil_socket_error_to_string((int)n));
+        lk_tunnel_kill(t, why);
+        return true;
+    }
+    if (n == 0)
+        return false; /* nothing there yet, or the pipe is out of slots: read instead */
+    evutil_gettimeofday(&t->last_recv, NULL);
+    sp->in_pipe += n;
+    static uint8_t zeros[16 * 1024];
+    t->rx_fake = sp;
+    t->rx_fake_got = 0;
+    t->rx_faking = true;
+    for (size_t off = 0; off < n && !t->dead;) {
+        size_t k = n - off < sizeof(zeros) ? n - off : sizeof(zeros);
+        ssize_t rc = nghttp2_session_mem_recv(t->h2, zeros, k);
+        if (rc < 0) {
+            char why[128];
+            snprintf(why, sizeof(why), "http/2 protocol error: %s", nghttp2_strerror((int)rc));
+            lk_tunnel_kill(t, why);
+            break;
+        }
+        rx_track(t, zeros, (size_t)rc);
+        off += (size_t)rc;
+    }
+    t->rx_faking = false;
+    if (t->rx_fake == NULL || t->dead) /* the stream went meanwhile, and its pipe with it */
+        return true;
+    t->rx_fake = NULL;
+    if (t->rx_fake_got != n) {
+        /* nghttp2 gave the stream less than the pipe took (it dropped the
+         * frame): what the pipe holds is no longer the body. */
+        pipe_abort(sp->p, NGHTTP2_INTERNAL_ERROR);
+        return true;
+    }
+    sp->cb(sp->ctx, LK_SPLICE_MOVED, n);
+    rx_drain(sp);
+    return true;
+}
+
+struct lk_tunnel_splice *lk_tunnel_splice_to(struct bufferevent *engine_end, int fd, uint64_t len,
+                                             const struct timeval *send_tv, lk_splice_cb *cb,
+                                             void *ctx)
+{
+    struct lk_tunnel_pipe *p = pipe_of(engine_end);
+    if (p == NULL)
+        return NULL;
+    struct lk_tunnel *t = p->t;
+    if (!t->track || t->dead || len == 0 || p->rx != NULL || p->stream_id == 0 || p->out_eof ||
+        t->n_splices >= SPLICE_MAX || evbuffer_get_length(bufferevent_get_output(p->bev)) > 0)
+        return NULL;
+    struct lk_tunnel_splice *sp = lk_xcalloc(1, sizeof(*sp));
+    if (lk_splice_pipe(sp->pfd, &sp->cap) != 0) {
+        free(sp);
+        return NULL;
+    }
+    sp->t = t;
+    sp->p = p;
+    sp->rx = true;
+    sp->left = len;
+    sp->to = fd;
+    sp->cb = cb;
+    sp->ctx = ctx;
+    if (send_tv != NULL)
+        sp->send_tv = *send_tv;
+    sp->ovf = evbuffer_new();
+    LK_ASSERT(sp->ovf != NULL);
+    event_assign(&sp->rd, t->base, -1, 0, on_splice_readable, sp); /* never added */
+    event_assign(&sp->wr, t->base, fd, EV_WRITE | EV_PERSIST, on_rx_writable, sp);
+    event_assign(&sp->note, t->base, -1, 0, on_splice_note, sp);
+    p->rx = sp;
+    t->n_splices++;
+    t->n_rx++;
+    return sp;
 }
 
 /* nghttp2 data provider: the engine's bytes of this stream, now that the
@@ -995,6 +1305,10 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
         pipe_abort(p, NGHTTP2_REFUSED_STREAM);
     if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
         p->out_eof = true;
+        if (p->rx != NULL) {
+            p->rx->eof = true;
+            rx_drain(p->rx); /* EOF once the pipe is written, if bytes are missing */
+        }
         pipe_check_out_eof(p);
     }
     return 0;
@@ -1003,9 +1317,18 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
                          size_t len, void *user)
 {
+    struct lk_tunnel *t = user;
     (void)flags;
-    (void)user;
     struct lk_tunnel_pipe *p = nghttp2_session_get_stream_user_data(s, id);
+    if (t->rx_faking) {
+        /* Zeros in place of payload spliced into t->rx_fake's pipe. */
+        if (p != NULL && p->rx != NULL && p->rx == t->rx_fake) {
+            t->rx_fake_got += len;
+            p->rx->held += len;
+        } else
+            nghttp2_session_consume(s, id, len);
+        return 0;
+    }
     if (p == NULL || p->bev == NULL) {
         nghttp2_session_consume(s, id, len);
         return 0;
@@ -1015,6 +1338,13 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         nghttp2_session_consume(s, id, len);
         pipe_abort(p, NGHTTP2_CANCEL);
         return 0;
+    }
+    if (p->rx != NULL) {
+        size_t k = rx_take(p->rx, data, len);
+        data += k;
+        len -= k;
+        if (len == 0)
+            return 0;
     }
     /* The pair moves the bytes on into the engine's input at once while the
      * engine reads and has room; what it delivered goes back to the windows
@@ -1068,6 +1398,8 @@ static void tunnel_recv(struct lk_tunnel *t)
             lk_tunnel_kill(t, why);
             return;
         }
+        if (t->track)
+            rx_track(t, v.iov_base, (size_t)rc);
         evbuffer_drain(in, (size_t)rc);
     }
 }
@@ -1079,15 +1411,21 @@ static void on_tunnel_read(struct bufferevent *bev, void *arg)
     flush(arg);
 }
 
-/* Our EV_READ on a plain tunnel socket: 64 KiB reads (lk_net_read_more)
- * instead of libevent's ioctl + 4 KiB read per event. */
+/* Our EV_READ on a plain tunnel socket: 256 KiB reads (lk_net_read_more)
+ * instead of libevent's ioctl + 4 KiB read per event. While rx splices run,
+ * a payload for one of them is spliced off the socket instead, and reads
+ * stop at frame boundaries (rx_read_max). */
 static void on_tunnel_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct lk_tunnel *t = arg;
     (void)fd;
     (void)what;
+    if (t->n_rx > 0 && rx_splice_payload(t)) {
+        flush(t);
+        return;
+    }
     int state = 0;
-    lk_net_read_more(t->bev, TUNNEL_READ_MAX, &state);
+    lk_net_read_more(t->bev, rx_read_max(t), &state);
     int err = errno;
     tunnel_recv(t);
     if (state == 1) {
@@ -1096,6 +1434,8 @@ static void on_tunnel_readable(evutil_socket_t fd, short what, void *arg)
         char why[128];
         snprintf(why, sizeof(why), "connection error: %s", evutil_socket_error_to_string(err));
         lk_tunnel_kill(t, why);
+    } else if (t->n_rx > 0 && !t->dead) {
+        rx_splice_payload(t); /* the payload behind the header just read */
     }
     flush(t);
 }
@@ -1236,6 +1576,7 @@ struct lk_tunnel *lk_tunnel_new(struct event_base *base, struct bufferevent *bev
     event_assign(&t->flush_ev, base, -1, 0, on_flush_ev, t);
     evtimer_assign(&t->lazy_ev, base, on_lazy_ev, t);
     t->plain = lk_net_bev_is_plain(bev);
+    t->track = t->plain && is_h2_client; /* the client receives no preface */
     event_assign(&t->read_ev, base, t->plain ? bufferevent_getfd(bev) : -1, EV_READ | EV_PERSIST,
                  on_tunnel_readable, t);
     event_assign(&t->wr_ev, base, t->plain ? bufferevent_getfd(bev) : -1, EV_WRITE, on_wr_ev, t);

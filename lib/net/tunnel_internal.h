@@ -18,6 +18,8 @@
 #include "net/splice.h"
 #include "net/tunnel.h"
 
+struct timeval;
+
 /* The connection died (peer close, error, protocol error, silent peer, or
  * lk_tunnel_kill()). Called from the loop, once; why is borrowed during the
  * call. The owner must lk_tunnel_free(t) (it may do so inside the call). */
@@ -67,7 +69,33 @@ struct lk_tunnel_splice *lk_tunnel_splice_start(struct bufferevent *engine_end, 
  * out (their frame headers have). */
 void lk_tunnel_splice_cancel(struct lk_tunnel_splice *sp);
 /* True while the splice waits for the origin (not for the tunnel to take
- * what the pipe holds): for the engine's upstream idle timeout. */
+ * what the pipe holds), or for the peer's bytes (not for the client): for
+ * the engine's upstream idle timeout. */
 bool lk_tunnel_splice_reading(const struct lk_tunnel_splice *sp);
+
+/* ---- splicing a response body out of a stream (worker side) --------------
+ * The mirror image, for a Content-Length body that a stream of a plain
+ * tunnel brings for a plain client socket (docs/performance.md, finding
+ * 31): the tunnel reads each DATA frame header of the stream and splices the
+ * payload off the tunnel socket into a kernel pipe, and from there to the
+ * client socket. Payload that came through memory anyway (read with other
+ * frames) is written into the pipe, in order. The stream's window is given
+ * back as bytes reach the client, so the pipe, sized like the window, is
+ * where the peer's bytes wait. Statuses as in splice.h: MOVED counts bytes
+ * taken from the stream, DONE means all len bytes are written to fd, EOF
+ * that the stream ended before (the peer's END_STREAM is passed to the
+ * engine only after the splice), WRITE_ERROR that the client failed or
+ * took no byte for *send_tv, GONE as above. DONE, EOF and WRITE_ERROR come
+ * from the loop. */
+
+/* Takes over the next len bytes of the stream whose engine end is
+ * engine_end, for fd. NULL (nothing taken) when engine_end is not a stream
+ * of a plain tunnel on the worker side, bytes of the stream wait for the
+ * engine, the stream has ended, too many splices run, or no pipe can be
+ * made. Cancel with lk_tunnel_splice_cancel(): what the pipe holds is
+ * dropped, so the stream is not reusable then. */
+struct lk_tunnel_splice *lk_tunnel_splice_to(struct bufferevent *engine_end, int fd, uint64_t len,
+                                             const struct timeval *send_tv, lk_splice_cb *cb,
+                                             void *ctx);
 
 #endif
