@@ -489,6 +489,85 @@ def test_clients_cut_near_the_end_of_downloads(stack):
     assert "drain deadline reached" not in open(stack.server.log_path).read()
 
 
+def test_concurrent_big_downloads_byte_exact(stack):
+    """24 downloads of 4 MiB at once through one tunnel, with small requests
+    among them: the worker splices each body off the tunnel socket to its
+    client (docs/performance.md, finding 31) while the frames of all the
+    streams interleave; every body has the origin's bytes in order."""
+    wait_connected(stack.server)
+    want = hashlib.sha256()
+    for _ in range(4):
+        want.update(pattern_block())
+
+    def big(i):
+        c = http.client.HTTPConnection(*stack.waddr, timeout=60)
+        c.putrequest("GET", "/big/4", skip_host=True)
+        c.putheader("Host", stack.host)
+        c.endheaders()
+        r = c.getresponse()
+        h, n = hashlib.sha256(), 0
+        while True:
+            chunk = r.read(256 * 1024 + i)  # reads of different sizes
+            if not chunk:
+                break
+            h.update(chunk)
+            n += len(chunk)
+        c.close()
+        return r.status, n, h.hexdigest()
+
+    def small(i):
+        r = stack.get("/hello?i=%d" % i, timeout=30)
+        return r.status, r.text
+
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        bigs = [pool.submit(big, i) for i in range(24)]
+        smalls = [pool.submit(small, i) for i in range(48)]
+        for f in bigs:
+            assert f.result() == (200, 4 * MIB, want.hexdigest())
+        for i, f in enumerate(smalls):
+            assert f.result() == (200, "local web /hello?i=%d xfh=tiny.example.com dest=web" % i)
+
+
+def test_client_that_stops_reading_a_tunnelled_body_is_cut_at_the_send_timeout(
+        linkup_bin, env, tmp_path):
+    """A client that takes nothing of a long body coming through the tunnel
+    (spliced off the tunnel socket by the worker) loses its connection at
+    LINKUP_SEND_TIMEOUT_MS, and the tunnel serves the next request."""
+    s = Stack(linkup_bin, dict(env, LINKUP_SEND_TIMEOUT_MS="700"), tmp_path)
+    try:
+        wait_connected(s.server)
+        c = socket.create_connection(s.waddr, timeout=10)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.sendall(("GET /big/256 HTTP/1.1\r\nHost: %s\r\n\r\n" % s.host).encode())
+        line, _, rest = lk.read_http_head(c)
+        assert line.startswith("HTTP/1.1 200"), line
+        got = len(rest)
+        while got < MIB:
+            b = c.recv(MIB - got)
+            assert b, "closed after %d bytes" % got
+            got += len(b)
+        time.sleep(2.5)  # well past the send timeout
+        try:
+            while True:
+                b = c.recv(1 << 20)
+                if not b:
+                    break
+                got += len(b)
+        except ConnectionResetError:
+            pass
+        assert got < 256 * MIB
+        c.close()
+        deadline = time.monotonic() + 5
+        while "(send timeout)" not in open(s.worker.log_path).read():
+            assert time.monotonic() < deadline, open(s.worker.log_path).read()[-2000:]
+            time.sleep(0.05)
+        r = s.get("/hello?after=1")
+        assert (r.status, r.text) == (200, "local web /hello?after=1 xfh=tiny.example.com dest=web")
+    finally:
+        s.close()
+    s.assert_clean_exit()
+
+
 def test_no_tunnel_is_502_and_wrong_secret_is_401(stack):
     wait_connected(stack.server)
     secret = stack.tunnel_data["secret"]
