@@ -1021,7 +1021,7 @@ static bool rx_splice_payload(struct lk_tunnel *t)
         return false; /* nothing there yet, or the pipe is out of slots: read instead */
     evutil_gettimeofday(&t->last_recv, NULL);
     sp->in_pipe += n;
-    static uint8_t zeros[16 * 1024];
+    static uint8_t zeros[64 * 1024]; /* never written: costs no memory */
     t->rx_fake = sp;
     t->rx_fake_got = 0;
     t->rx_faking = true;

@@ -160,7 +160,7 @@ def download(i, n):
 def downloads(addr, host, stats, stop, tag):
     """Keep-alive GETs of 64 KiB to 2 MiB bodies, checked byte for byte
     (through the tunnel front the long ones are spliced past the local
-    server: docs/performance.md, finding 27)."""
+    server and the worker: docs/performance.md, findings 27 and 31)."""
     c = None
     i = 0
     while not stop.is_set():
