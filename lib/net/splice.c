@@ -108,6 +108,22 @@ int lk_splice_fill(int from, int pipe_w, size_t room, uint64_t *left, size_t *n)
     return LK_SPLICE_MOVED;
 }
 
+int lk_splice_flush(int pipe_r, int to, size_t *in_pipe, size_t *moved)
+{
+    while (*in_pipe > 0) {
+        ssize_t n = splice(pipe_r, NULL, to, NULL, *in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            *in_pipe -= (size_t)n;
+            *moved += (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return EAGAIN;
+        return n < 0 ? errno : EPIPE;
+    }
+    return 0;
+}
+
 static void watch(struct event *ev, bool *added, bool on)
 {
     if (on && !*added)
@@ -138,24 +154,18 @@ static void end(struct lk_splice *s, int status, int err)
 /* Writes what the pipe holds; false when s ended. */
 static bool drain(struct lk_splice *s)
 {
-    bool moved = false;
-    while (s->in_pipe > 0) {
-        ssize_t n =
-            splice(s->pfd[0], NULL, s->to, NULL, s->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) {
-            s->in_pipe -= (size_t)n;
-            total_bytes += (uint64_t)n;
-            moved = true;
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            /* (Re)adding restarts the send timeout: the client took bytes. */
-            if (!s->wr_added || moved)
-                event_add(&s->wr, evutil_timerisset(&s->send_tv) ? &s->send_tv : NULL);
-            s->wr_added = true;
-            return true;
-        }
-        end(s, LK_SPLICE_WRITE_ERROR, n < 0 ? errno : EPIPE);
+    size_t moved = 0;
+    int err = lk_splice_flush(s->pfd[0], s->to, &s->in_pipe, &moved);
+    total_bytes += moved;
+    if (err == EAGAIN) {
+        /* (Re)adding restarts the send timeout: the client took bytes. */
+        if (!s->wr_added || moved > 0)
+            event_add(&s->wr, evutil_timerisset(&s->send_tv) ? &s->send_tv : NULL);
+        s->wr_added = true;
+        return true;
+    }
+    if (err != 0) {
+        end(s, LK_SPLICE_WRITE_ERROR, err);
         return false;
     }
     watch(&s->wr, &s->wr_added, false);

@@ -76,6 +76,13 @@ bool lk_splice_reading(const struct lk_splice *s);
  * LK_SPLICE_EOF, or LK_SPLICE_READ_ERROR with the errno in *n. */
 int lk_splice_fill(int from, int pipe_w, size_t room, uint64_t *left, size_t *n);
 
+/* Splices what a pipe holds (*in_pipe bytes, from its read end pipe_r) to
+ * the socket to until the pipe is empty or to is full: the step both
+ * movers write with. *in_pipe goes down and *moved up by the bytes written.
+ * 0 when the pipe is empty, EAGAIN when to takes no more now, else the
+ * errno of the failure (EPIPE for a socket that takes nothing). */
+int lk_splice_flush(int pipe_r, int to, size_t *in_pipe, size_t *moved);
+
 /* Bytes every lk_splice_start() splice of this process has written on (for
  * diagnostics and tests). */
 uint64_t lk_splice_total_bytes(void);

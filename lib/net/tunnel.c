@@ -790,6 +790,30 @@ static int send_spliced(struct lk_tunnel *t, struct lk_tunnel_pipe *p, const uin
     return 0;
 }
 
+/* A splice of either kind for p's stream, reading fd (sending) or not
+ * (-1), with its pipe; NULL when too many run or no pipe can be made. */
+static struct lk_tunnel_splice *splice_new(struct lk_tunnel_pipe *p, int fd, uint64_t len,
+                                           lk_splice_cb *cb, void *ctx)
+{
+    struct lk_tunnel *t = p->t;
+    if (t->n_splices >= SPLICE_MAX)
+        return NULL;
+    struct lk_tunnel_splice *sp = lk_xcalloc(1, sizeof(*sp));
+    if (lk_splice_pipe(sp->pfd, &sp->cap) != 0) {
+        free(sp);
+        return NULL;
+    }
+    sp->t = t;
+    sp->p = p;
+    sp->left = len;
+    sp->cb = cb;
+    sp->ctx = ctx;
+    event_assign(&sp->rd, t->base, fd, fd >= 0 ? EV_READ | EV_PERSIST : 0, on_splice_readable, sp);
+    event_assign(&sp->note, t->base, -1, 0, on_splice_note, sp);
+    t->n_splices++;
+    return sp;
+}
+
 /* The pipe whose engine end engine_end is, or NULL (not a pair of ours). */
 static struct lk_tunnel_pipe *pipe_of(struct bufferevent *engine_end)
 {
@@ -811,24 +835,14 @@ struct lk_tunnel_splice *lk_tunnel_splice_start(struct bufferevent *engine_end, 
         return NULL;
     struct lk_tunnel *t = p->t;
     if (!t->plain || t->is_h2_client || t->dead || p->sp != NULL || p->sp_frame ||
-        p->stream_id == 0 || p->in_eof || t->n_splices >= SPLICE_MAX ||
+        p->stream_id == 0 || p->in_eof ||
         evbuffer_get_length(bufferevent_get_output(engine_end)) > 0)
         return NULL;
-    struct lk_tunnel_splice *sp = lk_xcalloc(1, sizeof(*sp));
-    if (lk_splice_pipe(sp->pfd, &sp->cap) != 0) {
-        free(sp);
+    struct lk_tunnel_splice *sp = splice_new(p, fd, len, cb, ctx);
+    if (sp == NULL)
         return NULL;
-    }
-    sp->t = t;
-    sp->p = p;
-    sp->left = len;
-    sp->cb = cb;
-    sp->ctx = ctx;
-    event_assign(&sp->rd, t->base, fd, EV_READ | EV_PERSIST, on_splice_readable, sp);
-    event_assign(&sp->note, t->base, -1, 0, on_splice_note, sp);
     splice_watch(sp, true);
     p->sp = sp;
-    t->n_splices++;
     return sp;
 }
 
@@ -869,32 +883,29 @@ static void rx_drain(struct lk_tunnel_splice *sp)
 {
     if (sp->p == NULL || sp->status != LK_SPLICE_MOVED)
         return;
-    bool moved = false;
-    for (;;) {
+    size_t moved = 0, step;
+    int err;
+    do { /* the pipe, refilled from ovf while it empties */
         if (evbuffer_get_length(sp->ovf) > 0) {
             int n = evbuffer_write(sp->ovf, sp->pfd[1]);
             if (n > 0)
                 sp->in_pipe += (size_t)n;
         }
-        if (sp->in_pipe == 0)
-            break;
-        ssize_t n =
-            splice(sp->pfd[0], NULL, sp->to, NULL, sp->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) {
-            sp->in_pipe -= (size_t)n;
-            sp->t->spliced += (uint64_t)n;
-            rx_give_back(sp, (size_t)n);
-            moved = true;
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            /* (Re)adding restarts the send timeout: the client took bytes. */
-            if (!sp->wr_added || moved)
-                event_add(&sp->wr, evutil_timerisset(&sp->send_tv) ? &sp->send_tv : NULL);
-            sp->wr_added = true;
-            return;
-        }
-        splice_end(sp, LK_SPLICE_WRITE_ERROR, n < 0 ? errno : EPIPE);
+        step = 0;
+        err = lk_splice_flush(sp->pfd[0], sp->to, &sp->in_pipe, &step);
+        moved += step;
+        sp->t->spliced += step;
+        rx_give_back(sp, step);
+    } while (err == 0 && step > 0 && evbuffer_get_length(sp->ovf) > 0);
+    if (err == EAGAIN) {
+        /* (Re)adding restarts the send timeout: the client took bytes. */
+        if (!sp->wr_added || moved > 0)
+            event_add(&sp->wr, evutil_timerisset(&sp->send_tv) ? &sp->send_tv : NULL);
+        sp->wr_added = true;
+        return;
+    }
+    if (err != 0) {
+        splice_end(sp, LK_SPLICE_WRITE_ERROR, err);
         return;
     }
     if (sp->wr_added) {
@@ -1061,29 +1072,19 @@ struct lk_tunnel_splice *lk_tunnel_splice_to(struct bufferevent *engine_end, int
         return NULL;
     struct lk_tunnel *t = p->t;
     if (!t->track || t->dead || len == 0 || p->rx != NULL || p->stream_id == 0 || p->out_eof ||
-        t->n_splices >= SPLICE_MAX || evbuffer_get_length(bufferevent_get_output(p->bev)) > 0)
+        evbuffer_get_length(bufferevent_get_output(p->bev)) > 0)
         return NULL;
-    struct lk_tunnel_splice *sp = lk_xcalloc(1, sizeof(*sp));
-    if (lk_splice_pipe(sp->pfd, &sp->cap) != 0) {
-        free(sp);
+    struct lk_tunnel_splice *sp = splice_new(p, -1, len, cb, ctx);
+    if (sp == NULL)
         return NULL;
-    }
-    sp->t = t;
-    sp->p = p;
     sp->rx = true;
-    sp->left = len;
     sp->to = fd;
-    sp->cb = cb;
-    sp->ctx = ctx;
     if (send_tv != NULL)
         sp->send_tv = *send_tv;
     sp->ovf = evbuffer_new();
     LK_ASSERT(sp->ovf != NULL);
-    event_assign(&sp->rd, t->base, -1, 0, on_splice_readable, sp); /* never added */
     event_assign(&sp->wr, t->base, fd, EV_WRITE | EV_PERSIST, on_rx_writable, sp);
-    event_assign(&sp->note, t->base, -1, 0, on_splice_note, sp);
     p->rx = sp;
-    t->n_splices++;
     t->n_rx++;
     return sp;
 }

@@ -1,6 +1,6 @@
 /*
  * test_splice.c - lib/net/splice.h on its own: the pipe pool, one
- * lk_splice_fill() step, and a splice between two socket pairs driven by a
+ * lk_splice_fill() step, lk_splice_flush(), and a splice between two socket pairs driven by a
  * libevent loop in this thread (done; upstream EOF; a client that takes
  * nothing for the send timeout).
  */
@@ -149,6 +149,40 @@ static void on_feed(evutil_socket_t fd, short what, void *arg)
         event_del(f->ev);
 }
 
+static void test_flush(void)
+{
+    int pfd[2], sv[2];
+    size_t cap = 0, in_pipe = 0, moved = 0;
+    CHECK_INT_EQ(lk_splice_pipe(pfd, &cap), 0);
+    nonblocking_pair(sv);
+    /* An empty pipe: nothing to do. */
+    CHECK_INT_EQ(lk_splice_flush(pfd[0], sv[0], &in_pipe, &moved), 0);
+    CHECK_INT_EQ(moved, 0);
+    /* Everything the pipe holds goes out. */
+    static char block[65536];
+    memset(block, 'f', sizeof(block));
+    CHECK_INT_EQ(write(pfd[1], block, 1000), 1000);
+    in_pipe = 1000;
+    CHECK_INT_EQ(lk_splice_flush(pfd[0], sv[0], &in_pipe, &moved), 0);
+    CHECK_INT_EQ(in_pipe, 0);
+    CHECK_INT_EQ(moved, 1000);
+    char got[2000];
+    CHECK_INT_EQ(read(sv[1], got, sizeof(got)), 1000);
+    /* A socket that takes no more: EAGAIN, with what it took counted. */
+    while (write(sv[0], block, sizeof(block)) > 0)
+        ;
+    CHECK_INT_EQ(write(pfd[1], block, 1000), 1000);
+    in_pipe = 1000;
+    moved = 0;
+    CHECK_INT_EQ(lk_splice_flush(pfd[0], sv[0], &in_pipe, &moved), EAGAIN);
+    CHECK_INT_EQ(in_pipe + moved, 1000);
+    /* A socket whose peer is gone: the errno. */
+    close(sv[1]);
+    CHECK_INT_EQ(lk_splice_flush(pfd[0], sv[0], &in_pipe, &moved), EPIPE);
+    close(sv[0]);
+    lk_splice_pipe_put(pfd, cap, false);
+}
+
 /* from: up[1] (the test writes up[0]); to: down[0] (the test reads down[1]). */
 static void test_mover(void)
 {
@@ -208,6 +242,7 @@ int main(void)
     alarm(30);
     RUN(test_pipe_pool);
     RUN(test_fill);
+    RUN(test_flush);
     RUN(test_mover);
     return DONE();
 }
