@@ -32,12 +32,8 @@ struct lk_splice {
     void *ctx;
 };
 
-/* Splices running at once: each holds a pipe (two fds), which must not
- * starve accept() of descriptors; past this, bodies are copied. */
-#define ACTIVE_MAX 256
-
 static uint64_t total_bytes; /* lk_splice_total_bytes() */
-static unsigned n_active;
+static unsigned n_out;       /* pipes handed out (LK_SPLICE_PIPES_MAX) */
 
 /* lk_splice_pipe_put(): empty pipes, last in first out. */
 static struct {
@@ -53,11 +49,16 @@ uint64_t lk_splice_total_bytes(void)
 
 int lk_splice_pipe(int pfd[2], size_t *cap)
 {
+    if (n_out >= LK_SPLICE_PIPES_MAX) {
+        errno = EMFILE;
+        return -1;
+    }
     if (n_pool > 0) {
         n_pool--;
         pfd[0] = pool[n_pool].pfd[0];
         pfd[1] = pool[n_pool].pfd[1];
         *cap = pool[n_pool].cap;
+        n_out++;
         return 0;
     }
     if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0)
@@ -71,11 +72,13 @@ int lk_splice_pipe(int pfd[2], size_t *cap)
         return -1;
     }
     *cap = (size_t)n;
+    n_out++;
     return 0;
 }
 
 void lk_splice_pipe_put(const int pfd[2], size_t cap, bool empty)
 {
+    n_out--;
     if (empty && n_pool < LK_SPLICE_POOL) {
         pool[n_pool].pfd[0] = pfd[0];
         pool[n_pool].pfd[1] = pfd[1];
@@ -139,7 +142,6 @@ static void splice_free(struct lk_splice *s)
     event_del(&s->wr);
     lk_splice_pipe_put(s->pfd, s->cap, s->in_pipe == 0);
     free(s);
-    n_active--;
 }
 
 /* Ends the splice and tells the caller; s is gone after. */
@@ -211,14 +213,13 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
 struct lk_splice *lk_splice_start(struct event_base *base, int from, int to, uint64_t len,
                                   const struct timeval *send_tv, lk_splice_cb *cb, void *ctx)
 {
-    if (len == 0 || n_active >= ACTIVE_MAX)
+    if (len == 0)
         return NULL;
     struct lk_splice *s = lk_xcalloc(1, sizeof(*s));
     if (lk_splice_pipe(s->pfd, &s->cap) != 0) {
         free(s);
         return NULL;
     }
-    n_active++;
     s->from = from;
     s->to = to;
     s->left = len;

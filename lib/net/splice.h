@@ -58,8 +58,8 @@ struct lk_splice;
  * the first move happens from the loop, never inside this call. When to
  * takes no byte for *send_tv (NULL or unset: no limit; the server passes its
  * common timeout) while the pipe holds some, the splice ends with
- * LK_SPLICE_WRITE_ERROR, ETIMEDOUT. NULL when no pipe can be made or 256
- * splices run already (the caller copies as before). */
+ * LK_SPLICE_WRITE_ERROR, ETIMEDOUT. NULL when no pipe can be had
+ * (lk_splice_pipe()): the caller copies as before. */
 struct lk_splice *lk_splice_start(struct event_base *base, int from, int to, uint64_t len,
                                   const struct timeval *send_tv, lk_splice_cb *cb, void *ctx);
 /* Ends a splice early; no callback follows. */
@@ -89,12 +89,16 @@ uint64_t lk_splice_total_bytes(void);
 
 /* A kernel pipe for splicing (O_NONBLOCK, O_CLOEXEC), grown to
  * LK_SPLICE_PIPE when the system allows; its size in *cap. An empty one
- * given back earlier when there is one, else a new one. -1 on failure. */
+ * given back earlier when there is one, else a new one. -1 on failure, or
+ * when LK_SPLICE_PIPES_MAX are out (every mover of the process counts). */
 int lk_splice_pipe(int pfd[2], size_t *cap);
 /* Gives a pipe of lk_splice_pipe() back: kept for the next splice when
  * empty (no byte written to it and not read back) and fewer than
  * LK_SPLICE_POOL are kept, else closed. */
 void lk_splice_pipe_put(const int pfd[2], size_t cap, bool empty);
+/* Pipes out at once, at most: each holds two descriptors, which must not
+ * starve accept() of them; past this, bodies are copied. */
+#define LK_SPLICE_PIPES_MAX 256
 /* Empty pipes kept for reuse: saves a pipe2, an fcntl and two closes per
  * spliced body, for two idle descriptors each. */
 #define LK_SPLICE_POOL 16

@@ -71,7 +71,8 @@
 /* nghttp2_session_send() rounds per flush() before the rest is left to the
  * loop (fairness towards the other connections). */
 #define FLUSH_ROUNDS 16
-/* Splices (lk_tunnel_splice_start) one tunnel runs at once. */
+/* Splices (both kinds) one tunnel runs at once; the process's pipes are
+ * capped as well (LK_SPLICE_PIPES_MAX). */
 #define SPLICE_MAX 128
 /* How long a bare END_STREAM that only completes a stream's close (the
  * peer closed its side already) may wait for other frames to leave with. */

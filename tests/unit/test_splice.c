@@ -60,9 +60,20 @@ static void test_pipe_pool(void)
     /* Drain the pool so later tests start from nothing. */
     for (int i = 0; i < LK_SPLICE_POOL; i++) {
         CHECK_INT_EQ(lk_splice_pipe(c, &cap), 0);
-        close(c[0]);
-        close(c[1]);
+        lk_splice_pipe_put(c, cap, false);
     }
+    /* No more than LK_SPLICE_PIPES_MAX are out at once; one given back
+     * makes room for the next. */
+    static int out[LK_SPLICE_PIPES_MAX][2];
+    static size_t out_cap[LK_SPLICE_PIPES_MAX];
+    for (int i = 0; i < LK_SPLICE_PIPES_MAX; i++)
+        CHECK_INT_EQ(lk_splice_pipe(out[i], &out_cap[i]), 0);
+    CHECK_INT_EQ(lk_splice_pipe(c, &cap), -1);
+    CHECK_INT_EQ(errno, EMFILE);
+    lk_splice_pipe_put(out[0], out_cap[0], false);
+    CHECK_INT_EQ(lk_splice_pipe(out[0], &out_cap[0]), 0);
+    for (int i = 0; i < LK_SPLICE_PIPES_MAX; i++)
+        lk_splice_pipe_put(out[i], out_cap[i], false);
 }
 
 static void test_fill(void)
