@@ -68,6 +68,8 @@
 #define PIPE_ADD_MAX (64 * 1024 - 256)
 /* Bytes read from a plain tunnel socket per read event. */
 #define TUNNEL_READ_MAX (256 * 1024)
+/* Frames taken per read event while rx splices run (on_tunnel_readable). */
+#define RX_FRAMES_PER_EVENT 8
 /* nghttp2_session_send() rounds per flush() before the rest is left to the
  * loop (fairness towards the other connections). */
 #define FLUSH_ROUNDS 16
@@ -1417,17 +1419,14 @@ static void on_tunnel_read(struct bufferevent *bev, void *arg)
  * instead of libevent's ioctl + 4 KiB read per event. While rx splices run,
  * a payload for one of them is spliced off the socket instead, and reads
  * stop at frame boundaries (rx_read_max). */
-static void on_tunnel_readable(evutil_socket_t fd, short what, void *arg)
+/* One read (or splice) of the tunnel socket; true when it may hold more. */
+static bool tunnel_read_once(struct lk_tunnel *t)
 {
-    struct lk_tunnel *t = arg;
-    (void)fd;
-    (void)what;
-    if (t->n_rx > 0 && rx_splice_payload(t)) {
-        flush(t);
-        return;
-    }
+    if (t->n_rx > 0 && rx_splice_payload(t))
+        return !t->dead;
     int state = 0;
-    lk_net_read_more(t->bev, rx_read_max(t), &state);
+    size_t max = rx_read_max(t);
+    size_t got = lk_net_read_more(t->bev, max, &state);
     int err = errno;
     tunnel_recv(t);
     if (state == 1) {
@@ -1439,6 +1438,18 @@ static void on_tunnel_readable(evutil_socket_t fd, short what, void *arg)
     } else if (t->n_rx > 0 && !t->dead) {
         rx_splice_payload(t); /* the payload behind the header just read */
     }
+    return got == max && !t->dead;
+}
+
+static void on_tunnel_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_tunnel *t = arg;
+    (void)fd;
+    (void)what;
+    /* While rx splices run, reads stop at frame headers: a few frames per
+     * event instead of an epoll_wait each. */
+    for (int i = 0; i < RX_FRAMES_PER_EVENT && tunnel_read_once(t) && t->n_rx > 0; i++)
+        ;
     flush(t);
 }
 
