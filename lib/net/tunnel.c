@@ -600,11 +600,10 @@ static void splice_release(struct lk_tunnel_splice *sp)
         t->n_rx--;
         if (t->rx_fake == sp)
             t->rx_fake = NULL; /* rx_splice_payload() sees it went */
-    }
-    if (sp->p != NULL && sp->rx)
         sp->p->rx = NULL;
-    else if (sp->p != NULL)
+    } else if (sp->p != NULL) {
         sp->p->sp = NULL;
+    }
     sp->p = NULL;
     sp->cb = NULL;
     event_del(&sp->rd);
