@@ -127,6 +127,13 @@ int lk_splice_flush(int pipe_r, int to, size_t *in_pipe, size_t *moved)
     return 0;
 }
 
+void lk_splice_wait_client(struct event *wr, bool *added, bool took, const struct timeval *send_tv)
+{
+    if (!*added || took) /* (re)adding restarts the timeout */
+        event_add(wr, evutil_timerisset(send_tv) ? send_tv : NULL);
+    *added = true;
+}
+
 static void watch(struct event *ev, bool *added, bool on)
 {
     if (on && !*added)
@@ -160,10 +167,7 @@ static bool drain(struct lk_splice *s)
     int err = lk_splice_flush(s->pfd[0], s->to, &s->in_pipe, &moved);
     total_bytes += moved;
     if (err == EAGAIN) {
-        /* (Re)adding restarts the send timeout: the client took bytes. */
-        if (!s->wr_added || moved > 0)
-            event_add(&s->wr, evutil_timerisset(&s->send_tv) ? &s->send_tv : NULL);
-        s->wr_added = true;
+        lk_splice_wait_client(&s->wr, &s->wr_added, moved > 0, &s->send_tv);
         return true;
     }
     if (err != 0) {

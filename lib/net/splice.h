@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct event;
 struct event_base;
 struct timeval;
 
@@ -82,6 +83,12 @@ int lk_splice_fill(int from, int pipe_w, size_t room, uint64_t *left, size_t *n)
  * 0 when the pipe is empty, EAGAIN when to takes no more now, else the
  * errno of the failure (EPIPE for a socket that takes nothing). */
 int lk_splice_flush(int pipe_r, int to, size_t *in_pipe, size_t *moved);
+
+/* After lk_splice_flush() said EAGAIN: waits for the client's room with wr
+ * (an EV_WRITE event on it; *added tells whether it is added), timing out
+ * after *send_tv (unset: never). The timeout restarts when the client took
+ * bytes (took), not when it took none: the step both movers wait with. */
+void lk_splice_wait_client(struct event *wr, bool *added, bool took, const struct timeval *send_tv);
 
 /* Bytes every lk_splice_start() splice of this process has written on (for
  * diagnostics and tests). */

@@ -900,10 +900,7 @@ static void rx_drain(struct lk_tunnel_splice *sp)
         rx_give_back(sp, step);
     } while (err == 0 && step > 0 && evbuffer_get_length(sp->ovf) > 0);
     if (err == EAGAIN) {
-        /* (Re)adding restarts the send timeout: the client took bytes. */
-        if (!sp->wr_added || moved > 0)
-            event_add(&sp->wr, evutil_timerisset(&sp->send_tv) ? &sp->send_tv : NULL);
-        sp->wr_added = true;
+        lk_splice_wait_client(&sp->wr, &sp->wr_added, moved > 0, &sp->send_tv);
         return;
     }
     if (err != 0) {
@@ -1328,8 +1325,9 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         if (p != NULL && p->rx != NULL && p->rx == t->rx_fake) {
             t->rx_fake_got += len;
             p->rx->held += len;
-        } else
+        } else {
             nghttp2_session_consume(s, id, len);
+        }
         return 0;
     }
     if (p == NULL || p->bev == NULL) {
@@ -1414,10 +1412,6 @@ static void on_tunnel_read(struct bufferevent *bev, void *arg)
     flush(arg);
 }
 
-/* Our EV_READ on a plain tunnel socket: 256 KiB reads (lk_net_read_more)
- * instead of libevent's ioctl + 4 KiB read per event. While rx splices run,
- * a payload for one of them is spliced off the socket instead, and reads
- * stop at frame boundaries (rx_read_max). */
 /* One read (or splice) of the tunnel socket; true when it may hold more. */
 static bool tunnel_read_once(struct lk_tunnel *t)
 {
@@ -1440,13 +1434,16 @@ static bool tunnel_read_once(struct lk_tunnel *t)
     return got == max && !t->dead;
 }
 
+/* Our EV_READ on a plain tunnel socket: 256 KiB reads (lk_net_read_more)
+ * instead of libevent's ioctl + 4 KiB read per event. While rx splices run,
+ * a payload for one of them is spliced off the socket instead, and reads
+ * stop at frame boundaries (rx_read_max): a few frames per event then,
+ * instead of an epoll_wait each. */
 static void on_tunnel_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct lk_tunnel *t = arg;
     (void)fd;
     (void)what;
-    /* While rx splices run, reads stop at frame headers: a few frames per
-     * event instead of an epoll_wait each. */
     for (int i = 0; i < RX_FRAMES_PER_EVENT && tunnel_read_once(t) && t->n_rx > 0; i++)
         ;
     flush(t);
