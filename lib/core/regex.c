@@ -39,43 +39,200 @@ static bool flags_ok(const char *g, size_t left)
     return true;
 }
 
-/* Returns a reason when the pattern uses syntax the Rust crate rejects. */
-static const char *rust_incompatible(const char *p, size_t n)
+/* The PCRE2 text of a Rust pattern, built by rust_to_pcre2(): out holds the
+ * pattern, at[k] the source offset of out byte k (for PCRE2's error
+ * offsets), at[out.len] the source length. */
+struct xlat {
+    struct lk_buf out;
+    size_t *at;
+    size_t cap;
+};
+
+/* Appends s[0..n) to the translation, standing for source offset src_at. */
+static void put(struct xlat *x, const char *s, size_t n, size_t src_at)
+{
+    if (x->out.len + n + 1 > x->cap) {
+        size_t cap = x->cap ? x->cap : 64;
+        while (cap < x->out.len + n + 1)
+            cap *= 2;
+        x->at = lk_xrealloc(x->at, cap * sizeof(*x->at));
+        x->cap = cap;
+    }
+    for (size_t k = 0; k < n; k++)
+        x->at[x->out.len + k] = src_at;
+    lk_buf_add(&x->out, s, n);
+}
+
+/* Appends the source bytes p[i..i+n) unchanged. */
+static void copy(struct xlat *x, const char *p, size_t i, size_t n)
+{
+    size_t from = x->out.len;
+    put(x, p + i, n, i);
+    for (size_t k = 1; k < n; k++)
+        x->at[from + k] = i + k;
+}
+
+static bool is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* Rust's \u and \U escapes at p[i] ("\u0041", "\u{41}", "\U00000041",
+ * "\U{41}") as PCRE2's "\x{41}". Returns the length taken, 0 if invalid. */
+static size_t unicode_escape(const char *p, size_t n, size_t i, struct xlat *x)
+{
+    size_t j = i + 2, digits;
+    if (j < n && p[j] == '{') {
+        size_t k = j + 1;
+        while (k < n && is_hex(p[k]))
+            k++;
+        if (k == j + 1 || k - j - 1 > 8 || k >= n || p[k] != '}')
+            return 0;
+        j++;
+        digits = k - j;
+    } else {
+        digits = p[i + 1] == 'u' ? 4 : 8;
+        for (size_t k = 0; k < digits; k++) {
+            if (j + k >= n || !is_hex(p[j + k]))
+                return 0;
+        }
+    }
+    put(x, "\\x{", 3, i);
+    put(x, p + j, digits, i);
+    put(x, "}", 1, i);
+    return (p[i + 2] == '{' ? digits + 2 : digits) + 2;
+}
+
+/* Copies the braced part of "\p{Greek}" / "\x{2F}" at p[j] == '{' through
+ * its '}' (PCRE2 judges the content). Returns the index after it. */
+static size_t copy_braces(const char *p, size_t n, size_t j, struct xlat *x)
+{
+    const char *close = memchr(p + j, '}', n - j);
+    size_t end = close ? (size_t)(close - p) + 1 : n;
+    copy(x, p, j, end - j);
+    return end;
+}
+
+/* A flag group "(?imsx-U)" or "(?i:" at p[i] == '(' with the Unicode flag u
+ * left out (PCRE2 has no such flag; patterns are always compiled with
+ * Unicode semantics). Returns the index after what it took, 0 when the
+ * group is not a plain flag group. */
+static size_t flag_group(const char *p, size_t n, size_t i, struct xlat *x)
+{
+    size_t j = i + 2, end = j;
+    while (end < n && p[end] != ')' && p[end] != ':')
+        end++;
+    if (end >= n || memchr(p + j, 'u', end - j) == NULL)
+        return 0;
+    char flags[16];
+    size_t m = 0;
+    for (size_t k = j; k < end && m < sizeof(flags) - 1; k++) {
+        if (p[k] != 'u')
+            flags[m++] = p[k];
+    }
+    if (m > 0 && flags[m - 1] == '-')
+        m--;
+    if (m == 0 && p[end] == ')')
+        return end + 1; /* "(?u)": nothing left to say */
+    put(x, "(?", 2, i);
+    put(x, flags, m, j);
+    put(x, p + end, 1, end);
+    return end + 1;
+}
+
+/* Translates the Rust pattern p[0..n) into PCRE2 syntax in x. Returns NULL,
+ * or why the pattern uses syntax the Rust crate rejects or that has no
+ * PCRE2 equivalent; plain syntax errors are left to PCRE2. */
+static const char *rust_to_pcre2(const char *p, size_t n, struct xlat *x)
 {
     bool in_class = false;
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    while (i < n) {
         char c = p[i];
         if (c == '\\') {
-            if (i + 1 >= n)
-                return NULL; /* PCRE2 reports the trailing backslash */
-            char e = p[++i];
+            if (i + 1 >= n) {
+                copy(x, p, i, 1); /* PCRE2 reports the trailing backslash */
+                break;
+            }
+            char e = p[i + 1];
             /* Rust has no octal escapes either, so a digit is never valid. */
-            if (e >= '0' && e <= '9')
-                return "back-references are not supported";
-            if (e == 'k' || e == 'g')
+            if ((e >= '0' && e <= '9') || e == 'k' || e == 'g')
                 return "back-references are not supported";
             if (e == 'K')
                 return "\\K is not supported";
-            if (e == 'Z' || e == 'G' || e == 'R' || e == 'X' || e == 'C' || e == 'N' || e == 'h' ||
-                e == 'H' || e == 'V' || e == 'o' || e == 'c' || e == 'Q' || e == 'E')
+            if (strchr("ZGRXCNhHVocQEe", e) != NULL)
                 return "unsupported escape sequence";
+            if (e == 'u' || e == 'U') {
+                size_t took = unicode_escape(p, n, i, x);
+                if (took == 0)
+                    return "invalid Unicode escape";
+                i += took;
+            } else if (e == 'v') { /* Rust: the vertical tab; PCRE2: a class */
+                put(x, "\\x{0B}", 6, i);
+                i += 2;
+            } else if ((e == 'p' || e == 'P' || e == 'x') && i + 2 < n && p[i + 2] == '{') {
+                copy(x, p, i, 2);
+                i = copy_braces(p, n, i + 2, x);
+            } else if (!in_class && (e == '<' || e == '>')) {
+                /* Word-start and word-end assertions (regex 1.10). */
+                const char *b = e == '<' ? "\\b(?=\\w)" : "\\b(?<=\\w)";
+                put(x, b, strlen(b), i);
+                i += 2;
+            } else if (!in_class && e == 'b' && i + 2 < n && p[i + 2] == '{') {
+                static const struct {
+                    const char *name, *pcre;
+                } bounds[] = { { "{start}", "\\b(?=\\w)" },
+                               { "{end}", "\\b(?<=\\w)" },
+                               { "{start-half}", "(?<!\\w)" },
+                               { "{end-half}", "(?!\\w)" } };
+                size_t k = 0;
+                while (k < LK_ARRAY_LEN(bounds) &&
+                       (n - i - 2 < strlen(bounds[k].name) ||
+                        memcmp(p + i + 2, bounds[k].name, strlen(bounds[k].name)) != 0))
+                    k++;
+                if (k == LK_ARRAY_LEN(bounds))
+                    return "unsupported escape sequence";
+                put(x, bounds[k].pcre, strlen(bounds[k].pcre), i);
+                i += 2 + strlen(bounds[k].name);
+            } else {
+                copy(x, p, i, 2);
+                i += 2;
+            }
             continue;
         }
+        char next = i + 1 < n ? p[i + 1] : '\0';
         if (in_class) {
-            if (c == ']')
+            if (c == ']') {
                 in_class = false;
+            } else if (c == '[' && next == ':') {
+                /* "[[:alpha:]]": a POSIX class, copied whole. */
+                const char *close = memmem(p + i, n - i, ":]", 2);
+                size_t end = close ? (size_t)(close - p) + 2 : n;
+                copy(x, p, i, end - i);
+                i = end;
+                continue;
+            } else if (c == '[') {
+                return "nested character classes are not supported";
+            } else if ((c == '&' || c == '-' || c == '~') && next == c) {
+                return "character class set operations are not supported";
+            }
+            copy(x, p, i, 1);
+            i++;
             continue;
         }
         if (c == '[') {
             in_class = true;
             /* A leading "]" or "^]" is a literal inside the class. */
-            if (i + 1 < n && p[i + 1] == '^')
-                i++;
-            if (i + 1 < n && p[i + 1] == ']')
-                i++;
+            size_t end = i + 1;
+            if (end < n && p[end] == '^')
+                end++;
+            if (end < n && p[end] == ']')
+                end++;
+            copy(x, p, i, end - i);
+            i = end;
             continue;
         }
-        if (c == '(' && i + 1 < n && p[i + 1] == '?') {
+        if (c == '(' && next == '?') {
             const char *g = p + i + 2;
             size_t left = n - i - 2;
             if (left >= 1 && (g[0] == '=' || g[0] == '!'))
@@ -93,13 +250,44 @@ static const char *rust_incompatible(const char *p, size_t n)
                 return "unsupported flag";
             if (left >= 2 && g[0] == 'P' && (g[1] == '=' || g[1] == '>'))
                 return "back-references are not supported";
+            size_t after = left >= 1 && g[0] != 'P' && g[0] != '<' ? flag_group(p, n, i, x) : 0;
+            if (after == 0) {
+                copy(x, p, i, 2);
+                after = i + 2;
+            }
+            i = after;
             continue;
         }
-        if (c == '(' && i + 1 < n && p[i + 1] == '*')
+        if (c == '(' && next == '*')
             return "unsupported verb";
-        if ((c == '*' || c == '+' || c == '?' || c == '}') && i + 1 < n && p[i + 1] == '+')
+        if (c == '{') {
+            /* Rust reads every "{" as a counted repetition: "a{", "a{,3}"
+             * and "{x}" are errors there, literals in PCRE2. */
+            size_t k = i + 1;
+            while (k < n && p[k] >= '0' && p[k] <= '9')
+                k++;
+            if (k == i + 1)
+                return "invalid counted repetition";
+            if (k < n && p[k] == ',') {
+                k++;
+                while (k < n && p[k] >= '0' && p[k] <= '9')
+                    k++;
+            }
+            if (k >= n || p[k] != '}')
+                return "invalid counted repetition";
+            copy(x, p, i, k + 1 - i);
+            i = k + 1;
+            if (i < n && p[i] == '+')
+                return "possessive quantifiers are not supported";
+            continue;
+        }
+        if ((c == '*' || c == '+' || c == '?') && next == '+')
             return "possessive quantifiers are not supported";
+        copy(x, p, i, 1);
+        i++;
     }
+    put(x, "", 0, n);
+    x->at[x->out.len] = n;
     return NULL;
 }
 
@@ -171,26 +359,35 @@ static size_t leading_literal(const char *p, size_t n, size_t *start, bool *anch
 
 int lk_regex_compile(const char *src, size_t len, struct lk_regex **out, struct lk_buf *err)
 {
-    const char *why = rust_incompatible(src, len);
+    struct xlat x = { .out = LK_BUF_INIT };
+    const char *why = rust_to_pcre2(src, len, &x);
     if (why) {
         if (err)
             lk_buf_adds(err, why);
+        lk_buf_release(&x.out);
+        free(x.at);
         return LK_EPARSE;
     }
     int code;
     PCRE2_SIZE off;
     uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY | PCRE2_NO_UTF_CHECK;
     /* NO_UTF_CHECK is only safe on valid UTF-8: check the pattern first. */
-    pcre2_code *re =
-        pcre2_compile((PCRE2_SPTR)src, len, opts & ~PCRE2_NO_UTF_CHECK, &code, &off, NULL);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)(x.out.data ? x.out.data : ""), x.out.len,
+                                   opts & ~PCRE2_NO_UTF_CHECK, &code, &off, NULL);
     if (re == NULL) {
         if (err) {
             PCRE2_UCHAR msg[160];
             pcre2_get_error_message(code, msg, sizeof(msg));
-            lk_buf_addf(err, "%s at offset %zu", (const char *)msg, (size_t)off);
+            /* The offset in the pattern as written, not in its translation. */
+            size_t at = off <= x.out.len ? x.at[off] : len;
+            lk_buf_addf(err, "%s at offset %zu", (const char *)msg, at);
         }
+        lk_buf_release(&x.out);
+        free(x.at);
         return LK_EPARSE;
     }
+    lk_buf_release(&x.out);
+    free(x.at);
     (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter */
     struct lk_regex *r = lk_xcalloc(1, sizeof(*r));
     r->source = lk_xstrndup(src, len);

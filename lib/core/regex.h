@@ -7,8 +7,12 @@
  * before PCRE2 runs. Syntax the Rust `regex` crate rejects is rejected here
  * too, so a config valid for us is valid for the original: look-around,
  * back-references, atomic groups, possessive quantifiers, recursion,
- * conditionals, \K, callouts, \Z, \Q..\E, octal escapes and flags other
- * than imsUux. `$` matches only at the very end
+ * conditionals, \K, callouts, \Z, \e, \Q..\E, octal escapes, flags other
+ * than imsUux, a "{" that starts no counted repetition, and nested classes
+ * and class set operations (which PCRE2 would read differently). Rust
+ * spellings PCRE2 lacks are translated: \u / \U escapes, \v (the vertical
+ * tab), \< \> \b{start} \b{end} (word boundaries), the u flag (patterns are
+ * always Unicode-aware). `$` matches only at the very end
  * (PCRE2_DOLLAR_ENDONLY) and `.` does not match "\n", as in Rust.
  *
  * Matching keeps per-pattern match data inside the object: single-threaded use

@@ -56,6 +56,29 @@ static void test_search(void)
         { "[^]a]", "b", true },
         { "a{2}", "aa", true },
         { "", "anything", true },
+        /* Rust escapes PCRE2 spells differently, translated on compile. */
+        { "/\\p{L}+", "/\xC3\xA9t\xC3\xA9", true },
+        { "/\\x{2F}+x", "//x", true },
+        { "\\u0041", "A", true },
+        { "\\u{41}+", "AA", true },
+        { "\\U00000041", "A", true },
+        { "\\U{1F600}", "\xF0\x9F\x98\x80", true },
+        { "a\\vb", "a\vb", true },  /* \v: the vertical tab only */
+        { "a\\vb", "a\nb", false }, /* (a class of line breaks in PCRE2) */
+        { "\\<foo\\>", "a foo b", true },
+        { "\\<foo\\>", "afoo", false },
+        { "\\<foo\\>", "foob", false },
+        { "\\b{start}foo\\b{end}", "(foo)", true },
+        { "\\b{start}foo", "xfoo", false },
+        { "\\b{start-half}x", "-x", true },
+        { "x\\b{end-half}", "xy", false },
+        { "[\\<]", "<", true },
+        /* The Unicode flag: PCRE2 has none, patterns are Unicode-aware. */
+        { "(?i-u:A)", "a", true },
+        { "(?u)a", "a", true },
+        { "(?-u)b", "b", true },
+        { "(?iu)B", "b", true },
+        { "a{2,}?", "aaa", true },
     };
     for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
         struct lk_regex *re = compile(cases[i].re);
@@ -102,6 +125,22 @@ static void test_rust_rejections(void)
         { "(*FAIL)", "unsupported verb" },
         { "(?J)a", "unsupported flag" },
         { "(?n:a)", "unsupported flag" },
+        { "\\e", "unsupported escape sequence" },
+        { "\\b{word}", "unsupported escape sequence" },
+        { "\\u004", "invalid Unicode escape" },
+        { "\\u{}", "invalid Unicode escape" },
+        { "\\U{123456789}", "invalid Unicode escape" },
+        /* Rust reads every "{" as a counted repetition. */
+        { "a{", "invalid counted repetition" },
+        { "a{,3}", "invalid counted repetition" },
+        { "a{x}", "invalid counted repetition" },
+        /* Rust's nested classes and set operations have no PCRE2 form. */
+        { "[[a-z]]", "nested character classes are not supported" },
+        { "[a-z&&[^b]]", "character class set operations are not supported" },
+        { "[\\d--5]", "character class set operations are not supported" },
+        { "[a~~b]", "character class set operations are not supported" },
+        /* PCRE2's offsets are those of the pattern as written. */
+        { "(\\u0041", "missing closing parenthesis at offset 7" },
         /* Plain syntax errors come from PCRE2. */
         { "(", "missing closing parenthesis at offset 1" },
         { "[a", "missing terminating ] for character class at offset 2" },
