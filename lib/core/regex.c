@@ -470,7 +470,13 @@ static void add_group(const struct lk_regex *re, const char *s, const char *name
 {
     struct lk_str g;
     uint64_t num;
-    if (lk_str_to_u64((struct lk_str){ name, n }, 65535, &num) == 0) {
+    /* Rust parses the name as a usize first, which takes a leading "+". */
+    struct lk_str digits = { name, n };
+    if (n > 1 && name[0] == '+') {
+        digits.ptr++;
+        digits.len--;
+    }
+    if (lk_str_to_u64(digits, 65535, &num) == 0) {
         if (lk_regex_group(re, s, (unsigned)num, &g))
             lk_buf_addstr(out, g);
         return;
@@ -500,8 +506,9 @@ static void expand(const struct lk_regex *re, const char *s, const char *t, size
             continue;
         }
         if (i + 1 < tn && t[i + 1] == '{') {
+            /* Any text up to "}" names the group; "${}" names none. */
             const char *close = memchr(t + i + 2, '}', tn - i - 2);
-            if (close && close > t + i + 2) {
+            if (close) {
                 add_group(re, s, t + i + 2, (size_t)(close - (t + i + 2)), out);
                 i = (size_t)(close - t) + 1;
                 continue;

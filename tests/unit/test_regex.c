@@ -190,6 +190,10 @@ static void test_replace_all(void)
         { "(a)|(b)", "b", "[$1]", "[]", 1 }, /* unmatched group: empty */
         { "(a)", "a", "$", "$", 1 },
         { "(a)", "a", "${", "${", 1 },
+        { "(a)", "a", "[${}]", "[]", 1 },    /* the empty name: no group */
+        { "(a)", "a", "[${+1}]", "[a]", 1 }, /* Rust's usize parse takes "+" */
+        { "(a)", "a", "[${01}]", "[a]", 1 },
+        { "(a)", "a", "[${1 }]", "[]", 1 }, /* not a number: a name */
         { "(a)", "a", "$!", "$!", 1 },
         { "(a)", "a", "$0$0", "aa", 1 },
         /* Every non-overlapping match is replaced. */
