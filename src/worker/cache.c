@@ -8,7 +8,9 @@
  * reason is logged once.
  *
  * Invariant: a pending fetch owns its exchange until it completes it exactly
- * once, by lk_exchange_respond() (success) or lk_exchange_proxy() (fallback).
+ * once, by lk_exchange_respond() (the answer, or a 502 once the request may
+ * have reached the upstream) or lk_exchange_proxy() (fallback, only while
+ * it cannot have: see may_resend()).
  */
 #include "worker/cache.h"
 
@@ -22,6 +24,7 @@
 #include "core/buf.h"
 #include "core/err.h"
 #include "core/headers.h"
+#include "core/route.h"
 #include "net/curl_dl.h"
 #include "net/log.h"
 #include "proto/http1.h"
@@ -55,6 +58,9 @@ struct worker_cache {
     struct fetch *pending; /* doubly linked */
     bool draining;         /* no new fetches: everything goes to the engine */
     bool no_curl;          /* libcurl failed to load: misses go to the engine */
+    /* The engine's upstream timeouts (DESIGN §9; 0 = none), see
+     * worker_cache_new(). */
+    unsigned connect_ms, first_byte_ms, idle_ms;
 };
 
 static uint64_t now_ms(void)
@@ -234,12 +240,35 @@ static long directive_seconds(struct lk_str cc, struct lk_str name)
     return -1;
 }
 
+/* The statuses a shared cache may store without being told to (RFC 9111
+ * §3, "heuristically cacheable" in RFC 9110 §15.1), less 501 (SPEC §4.6
+ * stores nothing above 499). Never 206 (a part of the representation), 304
+ * (an answer to a conditional request only) or 1xx. */
+static bool storable_status(int status)
+{
+    switch (status) {
+    case 200:
+    case 203:
+    case 204:
+    case 300:
+    case 301:
+    case 308:
+    case 404:
+    case 405:
+    case 410:
+    case 414:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* The lifetime in ms of a response that may be stored, or 0. */
 static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t n)
 {
     long smax = -1;
     long max = -1;
-    if (status > 499 || status == 206)
+    if (!storable_status(status))
         return 0;
     for (size_t i = 0; i < n; i++) {
         if (lk_str_ieq(h[i].name, LK_STR("set-cookie")))
@@ -261,6 +290,24 @@ static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t 
     return ttl > 0 ? (uint64_t)ttl * 1000u : WORKER_CACHE_DEFAULT_TTL_MS;
 }
 
+/* A conditional or range request (RFC 9110 §13.1, §14.2) bypasses the
+ * cache: a stored entry is a full answer to an unconditional request, and
+ * the upstream's answer to such a request (304, 206, 412) fits it alone. */
+static bool bypasses_cache(const struct lk_proxy_req *spec)
+{
+    static const struct lk_str names[] = {
+        LK_STR("if-none-match"),       LK_STR("if-modified-since"), LK_STR("if-match"),
+        LK_STR("if-unmodified-since"), LK_STR("if-range"),          LK_STR("range"),
+    };
+    for (size_t i = 0; i < spec->n_headers; i++) {
+        for (size_t j = 0; j < LK_ARRAY_LEN(names); j++) {
+            if (lk_str_ieq(spec->headers[i].name, names[j]))
+                return true;
+        }
+    }
+    return false;
+}
+
 /* ---- fetches ------------------------------------------------------------------- */
 
 struct fetch {
@@ -271,26 +318,72 @@ struct fetch {
     char *key;                /* owned */
     CURL *easy;
     struct curl_slist *req_headers;
-    struct lk_buf hmem; /* "name\0value\0" of the final response */
+    struct event *timer;   /* owned; first-byte, then body idle timeout */
+    uint64_t last_byte_ms; /* when a response byte last arrived */
+    struct lk_buf hmem;    /* "name\0value\0" of the final response */
     size_t n_headers;
+    struct lk_buf conn; /* the final response's Connection values, ", "-joined */
     struct lk_buf body; /* capped at WORKER_CACHE_MAX_ENTRY */
+    char errbuf[CURL_ERROR_SIZE];
+    bool sent;     /* curl got to sending the request (may_resend()) */
+    bool got_byte; /* a response byte arrived */
     bool too_big;
 };
 
-/* Copies spec into the exchange's arena (it is borrowed during the call). */
+static const struct lk_http_header error_headers[] = {
+    { LK_STR("Content-Type"), LK_STR("text/plain") },
+    { LK_STR("Cache-Control"), LK_STR("no-store") },
+};
+
+/* name is a token of a Connection field of h[0..n). */
+static bool named_by_connection(const struct lk_http_header *h, size_t n, struct lk_str name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (lk_str_ieq(h[i].name, LK_STR("connection")) && lk_str_has_token(h[i].value, name))
+            return true;
+    }
+    return false;
+}
+
+/* h is one of the client's own fields (the engine's slice passed through)
+ * rather than one the route set: only those may be named by the client's
+ * Connection header (RFC 9110 §7.6.1), as in the engine. */
+static bool is_client_field(const struct lk_http_header *req, size_t n_req,
+                            const struct lk_http_header *h)
+{
+    for (size_t i = 0; i < n_req; i++) {
+        if (req[i].name.ptr == h->name.ptr && req[i].value.ptr == h->value.ptr)
+            return true;
+    }
+    return false;
+}
+
+/* Copies spec into the exchange's arena (it is borrowed during the call),
+ * without the client's fields that a Connection field names (SPEC §3.10):
+ * the engine would drop them, so neither curl nor the fallback sends them.
+ * The other hop-by-hop headers are curl_headers()' and the engine's. */
 static void copy_spec(struct lk_exchange *ex, const struct lk_proxy_req *in,
                       struct lk_proxy_req *out)
 {
+    size_t n_req = 0;
+    const struct lk_http_header *req = lk_exchange_headers(ex, &n_req);
+    size_t k = 0;
     *out = *in;
     out->url = lk_exchange_strndup(ex, in->url, strlen(in->url));
     struct lk_http_header *h = lk_exchange_alloc(ex, (in->n_headers + 1) * sizeof(*h));
     for (size_t i = 0; i < in->n_headers; i++) {
         struct lk_str n = in->headers[i].name;
         struct lk_str v = in->headers[i].value;
-        h[i].name = (struct lk_str){ lk_exchange_strndup(ex, n.ptr, n.len), n.len };
-        h[i].value = (struct lk_str){ lk_exchange_strndup(ex, v.ptr, v.len), v.len };
+        if ((named_by_connection(in->headers, in->n_headers, n) ||
+             named_by_connection(req, n_req, n)) &&
+            is_client_field(req, n_req, &in->headers[i]))
+            continue;
+        h[k].name = (struct lk_str){ lk_exchange_strndup(ex, n.ptr, n.len), n.len };
+        h[k].value = (struct lk_str){ lk_exchange_strndup(ex, v.ptr, v.len), v.len };
+        k++;
     }
     out->headers = h;
+    out->n_headers = k;
 }
 
 static void unlink_fetch(struct fetch *f)
@@ -313,7 +406,10 @@ static void fetch_free(struct fetch *f)
     }
     if (f->req_headers)
         lc->slist_free_all(f->req_headers);
+    if (f->timer)
+        event_free(f->timer);
     lk_buf_release(&f->hmem);
+    lk_buf_release(&f->conn);
     lk_buf_release(&f->body);
     free(f->key);
     free(f);
@@ -321,13 +417,10 @@ static void fetch_free(struct fetch *f)
 
 static void proxy_or_502(struct lk_exchange *ex, const struct lk_proxy_req *spec)
 {
-    static const struct lk_http_header h[] = {
-        { LK_STR("Content-Type"), LK_STR("text/plain") },
-        { LK_STR("Cache-Control"), LK_STR("no-store") },
-    };
     static const char msg[] = "Failed to fetch from target service: proxy refused";
     if (lk_exchange_proxy(ex, spec) != 0)
-        lk_exchange_respond(ex, 502, h, 2, msg, sizeof(msg) - 1);
+        lk_exchange_respond(ex, 502, error_headers, LK_ARRAY_LEN(error_headers), msg,
+                            sizeof(msg) - 1);
 }
 
 static void fall_back(struct fetch *f)
@@ -335,32 +428,60 @@ static void fall_back(struct fetch *f)
     proxy_or_502(f->ex, &f->spec);
 }
 
-/* The response headers collected in f->hmem as an array in the arena. */
-static struct lk_http_header *response_headers(struct fetch *f)
+/* SPEC §4.4 step 7 for a fetch that may have reached the upstream: 502
+ * "Failed to fetch from target service: {why}", as the engine's on_error
+ * answers (why is borrowed during the call). */
+static void respond_fetch_error(struct fetch *f, const char *why)
+{
+    const char *body = lk_exchange_printf(f->ex, "Failed to fetch from target service: %s", why);
+    LK_CLOG(lk_exchange_conn_id(f->ex), INFO, "cache fetch error: %s", why);
+    lk_exchange_respond(f->ex, 502, error_headers, LK_ARRAY_LEN(error_headers), body, strlen(body));
+}
+
+/* A failed fetch may go to the streaming engine only when the request cannot
+ * have reached the upstream: curl never got to sending it (resolve, connect
+ * or TLS failed; on_prereq() not called) and did not time out (the engine
+ * would only wait as long again). Anything else is answered with a 502: a
+ * second request could repeat what the upstream already did. */
+static bool may_resend(const struct fetch *f, CURLcode result)
+{
+    return !f->sent && result != CURLE_OPERATION_TIMEDOUT;
+}
+
+/* The response headers collected in f->hmem as an array in the arena (*n
+ * entries), without those the response's Connection fields name (SPEC
+ * §3.10; the hop-by-hop ones never reach f->hmem). */
+static struct lk_http_header *response_headers(struct fetch *f, size_t *n)
 {
     struct lk_http_header *h = lk_exchange_alloc(f->ex, (f->n_headers + 1) * sizeof(*h));
+    struct lk_str conn = lk_buf_str(&f->conn);
     const char *p = f->hmem.data;
+    size_t k = 0;
     for (size_t i = 0; i < f->n_headers; i++) {
         size_t nl = strlen(p);
         size_t vl = strlen(p + nl + 1);
-        h[i].name = (struct lk_str){ p, nl };
-        h[i].value = (struct lk_str){ p + nl + 1, vl };
+        h[k].name = (struct lk_str){ p, nl };
+        h[k].value = (struct lk_str){ p + nl + 1, vl };
+        if (conn.len == 0 || !lk_str_has_token(conn, h[k].name))
+            k++;
         p += nl + vl + 2;
     }
+    *n = k;
     return h;
 }
 
+/* Stores h[0..n) (pointing into f->hmem) and f->body under f->key. */
 static void store_response(struct worker_cache *c, struct fetch *f, int status,
-                           const struct lk_http_header *h, uint64_t ttl)
+                           const struct lk_http_header *h, size_t n, uint64_t ttl)
 {
     struct centry *e = lk_xcalloc(1, sizeof(*e));
     e->key = f->key;
     f->key = NULL;
     e->status = status;
-    e->n_headers = f->n_headers;
+    e->n_headers = n;
     e->hmem = lk_xmemdup(f->hmem.data, f->hmem.len + 1);
-    e->headers = lk_xcalloc(f->n_headers + 1, sizeof(*e->headers));
-    for (size_t i = 0; i < f->n_headers; i++) {
+    e->headers = lk_xcalloc(n + 1, sizeof(*e->headers));
+    for (size_t i = 0; i < n; i++) {
         e->headers[i].name =
             (struct lk_str){ e->hmem + (h[i].name.ptr - f->hmem.data), h[i].name.len };
         e->headers[i].value =
@@ -373,26 +494,62 @@ static void store_response(struct worker_cache *c, struct fetch *f, int status,
     insert(c, e);
 }
 
+/* The upstream's host name (no IPv6 brackets) and, when port is not NULL,
+ * port (the scheme's default when the URL has none), for the engine's texts. */
+static struct lk_str upstream_host(const struct fetch *f, struct lk_str *port)
+{
+    struct lk_str url = lk_str_c(f->spec.url);
+    struct lk_str p;
+    struct lk_str host = lk_route_host(url, &p);
+    if (port != NULL)
+        *port = p.len > 0                                   ? p
+                : lk_str_starts_with(url, LK_STR("https:")) ? LK_STR("443")
+                                                            : LK_STR("80");
+    if (host.len >= 2 && host.ptr[0] == '[')
+        return (struct lk_str){ host.ptr + 1, host.len - 2 };
+    return host;
+}
+
+/* The engine's text for a connect timeout (lib/net/upstream.c), in the
+ * exchange's arena. */
+static const char *connect_timeout_text(struct fetch *f)
+{
+    struct lk_str port;
+    struct lk_str host = upstream_host(f, &port);
+    return lk_exchange_printf(f->ex, "connection to %.*s:%.*s timed out", (int)host.len, host.ptr,
+                              (int)port.len, port.ptr);
+}
+
 static void finish(struct fetch *f, CURLcode result)
 {
     const struct lk_curl *lc = f->c->lc;
+    const char *why = f->errbuf[0] != '\0' ? f->errbuf : lc->easy_strerror(result);
     long status = 0;
     unlink_fetch(f);
     lc->easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (result != CURLE_OK || status < 200 || status > 599) {
-        if (result != CURLE_OK && !f->too_big)
-            LK_CLOG(lk_exchange_conn_id(f->ex), DEBUG, "cache fetch failed: %s",
-                    lc->easy_strerror(result));
+    if (result != CURLE_OK && f->too_big) {
+        /* Deliberate: the engine asks again and streams the large answer. */
         fall_back(f);
-        fetch_free(f);
-        return;
+    } else if (result != CURLE_OK && may_resend(f, result)) {
+        LK_CLOG(lk_exchange_conn_id(f->ex), DEBUG, "cache fetch failed before sending: %s", why);
+        fall_back(f);
+    } else if (result == CURLE_OPERATION_TIMEDOUT && !f->sent) {
+        respond_fetch_error(f, connect_timeout_text(f));
+    } else if (result != CURLE_OK) {
+        respond_fetch_error(f, why);
+    } else if (status < 200) {
+        respond_fetch_error(
+            f, lk_exchange_printf(f->ex, "invalid response from upstream: status %ld", status));
+    } else {
+        size_t n = 0;
+        struct lk_http_header *h = response_headers(f, &n);
+        uint64_t ttl = storable_ttl((int)status, h, n);
+        /* Stored first: h lives in the exchange's arena, which responding
+         * frees. */
+        if (ttl > 0)
+            store_response(f->c, f, (int)status, h, n, ttl);
+        respond_with_cors(f->ex, (int)status, h, n, f->body.data, f->body.len);
     }
-    struct lk_http_header *h = response_headers(f);
-    uint64_t ttl = storable_ttl((int)status, h, f->n_headers);
-    /* Stored first: h lives in the exchange's arena, which responding frees. */
-    if (ttl > 0)
-        store_response(f->c, f, (int)status, h, ttl);
-    respond_with_cors(f->ex, (int)status, h, f->n_headers, f->body.data, f->body.len);
     fetch_free(f);
 }
 
@@ -409,12 +566,81 @@ static void check_done(struct worker_cache *c)
     }
 }
 
+/* ---- timeouts (DESIGN §9, the engine's) ------------------------------------------- */
+
+/* (Re)arms f's timer for ms; 0 stops it. */
+static void arm_timer(struct fetch *f, unsigned ms)
+{
+    if (ms == 0) {
+        evtimer_del(f->timer);
+        return;
+    }
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+    evtimer_add(f->timer, &tv);
+}
+
+/* A response byte arrived: the first one ends the first-byte timeout and
+ * starts the body idle timeout, which later bytes restart (cheaply: the
+ * timer re-checks last_byte_ms when it fires). */
+static void got_response_bytes(struct fetch *f)
+{
+    f->last_byte_ms = now_ms();
+    if (!f->got_byte) {
+        f->got_byte = true;
+        arm_timer(f, f->c->idle_ms);
+    }
+}
+
+/* The request was sent and the upstream is silent (no head within
+ * first_byte_ms, or no body byte for idle_ms): 502 with the engine's texts,
+ * never a second request. */
+static void on_fetch_timer(evutil_socket_t fd, short what, void *data)
+{
+    struct fetch *f = data;
+    struct lk_str host = upstream_host(f, NULL);
+    const char *why;
+    (void)fd;
+    (void)what;
+    if (f->got_byte) {
+        uint64_t idle = now_ms() - f->last_byte_ms;
+        if (idle < f->c->idle_ms) {
+            arm_timer(f, f->c->idle_ms - (unsigned)idle);
+            return;
+        }
+        why = lk_exchange_printf(f->ex,
+                                 "upstream %.*s sent no body bytes for %u ms (upstream idle "
+                                 "timeout)",
+                                 (int)host.len, host.ptr, f->c->idle_ms);
+    } else {
+        why = lk_exchange_printf(f->ex, "upstream %.*s did not answer in time", (int)host.len,
+                                 host.ptr);
+    }
+    unlink_fetch(f);
+    respond_fetch_error(f, why);
+    fetch_free(f);
+}
+
 /* ---- libcurl callbacks ----------------------------------------------------------- */
+
+/* CURLOPT_PREREQFUNCTION: connected (DNS, TCP and TLS done), the request is
+ * about to be sent. From here on it may reach the upstream. */
+static int on_prereq(void *data, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    struct fetch *f = data;
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    f->sent = true;
+    arm_timer(f, f->c->first_byte_ms);
+    return CURL_PREREQFUNC_OK;
+}
 
 static size_t on_body(char *p, size_t size, size_t n, void *data)
 {
     struct fetch *f = data;
     size_t len = size * n;
+    got_response_bytes(f);
     if (f->body.len + len > WORKER_CACHE_MAX_ENTRY) {
         f->too_big = true;
         return 0; /* aborts the transfer: the engine streams it instead */
@@ -433,9 +659,11 @@ static size_t on_header(char *p, size_t size, size_t n, void *data)
     struct fetch *f = data;
     size_t len = size * n;
     struct lk_str line = lk_str_trim((struct lk_str){ p, len });
+    got_response_bytes(f);
     if (lk_str_starts_with(line, LK_STR("HTTP/"))) {
         /* A new status line (after a 1xx): forget the headers so far. */
         lk_buf_reset(&f->hmem);
+        lk_buf_reset(&f->conn);
         f->n_headers = 0;
         return len;
     }
@@ -445,7 +673,16 @@ static size_t on_header(char *p, size_t size, size_t n, void *data)
     struct lk_str name = { line.ptr, (size_t)colon };
     struct lk_str value =
         lk_str_trim((struct lk_str){ line.ptr + colon + 1, line.len - (size_t)colon - 1 });
-    if (skip_response_header(name) || memchr(line.ptr, '\0', line.len) != NULL)
+    if (memchr(line.ptr, '\0', line.len) != NULL)
+        return len;
+    if (lk_str_ieq(name, LK_STR("connection"))) {
+        /* Kept aside: response_headers() drops the fields it names. */
+        if (f->conn.len > 0)
+            lk_buf_add(&f->conn, ", ", 2);
+        lk_buf_add(&f->conn, value.ptr, value.len);
+        return len;
+    }
+    if (skip_response_header(name))
         return len;
     lk_buf_add(&f->hmem, name.ptr, name.len);
     lk_buf_addch(&f->hmem, '\0');
@@ -511,11 +748,15 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- lifecycle -------------------------------------------------------------------- */
 
-struct worker_cache *worker_cache_new(struct event_base *base, size_t max_bytes)
+struct worker_cache *worker_cache_new(struct event_base *base, size_t max_bytes,
+                                      const struct lk_http_server_opts *so)
 {
     struct worker_cache *c = lk_xcalloc(1, sizeof(*c));
     c->base = base;
     c->max_bytes = max_bytes;
+    c->connect_ms = so->connect_timeout_ms;
+    c->first_byte_ms = so->first_byte_timeout_ms;
+    c->idle_ms = so->upstream_idle_timeout_ms;
     return c;
 }
 
@@ -577,7 +818,8 @@ void worker_cache_free(struct worker_cache *c)
 /* ---- requests ---------------------------------------------------------------------- */
 
 /* Request headers for curl: the engine's list minus Host and hop-by-hop
- * headers; curl's own Accept is suppressed when the client sent none. */
+ * headers (those the client's Connection names are already gone, see
+ * copy_spec()); curl's own Accept is suppressed when the client sent none. */
 static struct curl_slist *curl_headers(const struct lk_curl *lc, const struct lk_proxy_req *spec)
 {
     struct curl_slist *list = NULL;
@@ -608,14 +850,22 @@ static void start_fetch(struct worker_cache *c, struct fetch *f)
     if (e == NULL)
         LK_BUG("curl_easy_init failed");
     f->easy = e;
+    f->timer = evtimer_new(c->base, on_fetch_timer, f);
+    if (f->timer == NULL)
+        LK_BUG("evtimer_new failed");
     f->req_headers = curl_headers(lc, &f->spec);
     lc->easy_setopt(e, CURLOPT_URL, f->spec.url);
     lc->easy_setopt(e, CURLOPT_HTTPHEADER, f->req_headers);
     lc->easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     lc->easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     lc->easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    lc->easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, WORKER_CACHE_CONNECT_MS);
-    lc->easy_setopt(e, CURLOPT_TIMEOUT_MS, WORKER_CACHE_FETCH_MS);
+    /* DNS + connect + TLS as the engine's connect timeout (0: curl's own,
+     * 300 s); first byte and body idle: f->timer (on_prereq()). */
+    if (c->connect_ms > 0)
+        lc->easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_ms);
+    lc->easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+    lc->easy_setopt(e, CURLOPT_PREREQDATA, f);
+    lc->easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf);
     lc->easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     lc->easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     lc->easy_setopt(e, CURLOPT_WRITEDATA, f);
@@ -632,6 +882,10 @@ static void start_fetch(struct worker_cache *c, struct fetch *f)
 void worker_cache_handle(struct worker_cache *c, struct lk_exchange *ex, const char *key,
                          const struct lk_proxy_req *spec)
 {
+    if (bypasses_cache(spec)) {
+        proxy_or_502(ex, spec);
+        return;
+    }
     struct centry *e = lookup(c, key);
     if (e == NULL && (c->draining || !ensure_multi(c))) {
         proxy_or_502(ex, spec);

@@ -11,13 +11,18 @@
  * whole response with libcurl on the loop (curl multi driven by libevent),
  * because the streaming engine has no way to copy a body it forwards; the
  * answer goes to the client from memory and is stored when it may be:
- * status not above 499 and not 206, no Cache-Control no-store, private or
- * no-cache, no max-age=0, no Set-Cookie; its lifetime is s-maxage, else
- * max-age, else WORKER_CACHE_DEFAULT_TTL_MS. A response larger than
- * WORKER_CACHE_MAX_ENTRY, or any failure of the fetch, falls back to the
- * streaming engine (lk_exchange_proxy with the same request), which then
- * produces the usual 502 texts on errors. The cache holds at most max_bytes
- * (keys, headers and bodies), evicting the least recently used entries.
+ * status 200, 203, 204, 300, 301, 308, 404, 405, 410 or 414, no
+ * Cache-Control no-store, private or no-cache, no max-age=0, no Set-Cookie;
+ * its lifetime is s-maxage, else max-age, else WORKER_CACHE_DEFAULT_TTL_MS.
+ * Conditional and range requests (If-* or Range) bypass the cache. The fetch
+ * waits as long as the engine would (its connect, first-byte and body idle
+ * timeouts). It falls back to the streaming engine (lk_exchange_proxy with
+ * the same request) only when the request cannot have reached the upstream
+ * (resolve, connect or TLS failed without a timeout) or the response is
+ * larger than WORKER_CACHE_MAX_ENTRY; other failures are the 502 "Failed to
+ * fetch from target service: {e}" of SPEC §4.5. The cache holds at most
+ * max_bytes (keys, headers and bodies), evicting the least recently used
+ * entries.
  *
  * Loop thread only.
  */
@@ -32,15 +37,16 @@
 #define WORKER_CACHE_MAX_BYTES      (64u * 1024u * 1024u)
 #define WORKER_CACHE_MAX_ENTRY      (8u * 1024u * 1024u)
 #define WORKER_CACHE_DEFAULT_TTL_MS (300u * 1000u)
-#define WORKER_CACHE_FETCH_MS       30000L
-#define WORKER_CACHE_CONNECT_MS     10000L
 
 struct event_base;
 struct worker_cache;
 
-/* A cache of at most max_bytes on base (borrowed; must outlive the cache).
+/* A cache of at most max_bytes on base (borrowed; must outlive the cache)
+ * whose fetches use the upstream timeouts of so (connect_timeout_ms,
+ * first_byte_timeout_ms, upstream_idle_timeout_ms; read during the call).
  * Free with worker_cache_free(). */
-struct worker_cache *worker_cache_new(struct event_base *base, size_t max_bytes);
+struct worker_cache *worker_cache_new(struct event_base *base, size_t max_bytes,
+                                      const struct lk_http_server_opts *so);
 
 /* Cancels pending fetches (see worker_cache_cancel_all) and frees
  * everything. NULL is a no-op. */

@@ -125,9 +125,19 @@ static void on_http_error(struct lk_exchange *ex, const char *errtext, void *dat
         ex, 502, lk_exchange_printf(ex, "Failed to fetch from target service: %s", errtext));
 }
 
+/* SPEC §4.7: "Failed to connect to destination" is for an upstream that
+ * answered the upgrade without switching protocols, which the engine reports
+ * as "upstream answered <status> instead of 101" (lk_proxy_req.ws_pass_non_101
+ * false). Every other failure (DNS, connect, TLS, timeout, a malformed
+ * answer) is the network failure of SPEC §4.4 step 7. */
 static void on_ws_error(struct lk_exchange *ex, const char *errtext, void *data)
 {
-    (void)data;
+    struct lk_str e = lk_str_c(errtext);
+    if (!lk_str_starts_with(e, LK_STR("upstream answered ")) ||
+        !lk_str_ends_with(e, LK_STR(" instead of 101"))) {
+        on_http_error(ex, errtext, data);
+        return;
+    }
     worker_respond_error(ex, 502,
                          lk_exchange_printf(ex, "Failed to connect to destination: %s", errtext));
 }

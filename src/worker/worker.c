@@ -236,7 +236,6 @@ static int start(struct worker_run *run, const struct worker_opts *o)
         }
     }
     w->cache = lk_session_cache_new(WORKER_SESSION_CACHE_ENTRIES);
-    w->responses = worker_cache_new(run->base, WORKER_CACHE_MAX_BYTES);
     w->rng = lk_rng_os(); /* ChaCha20 seeded once: no syscall per traceparent */
     /* The core's SHA-256, not EVP: the first EVP fetch activates OpenSSL's
      * default provider, ~2 MiB of resident pages a plain worker never needs. */
@@ -245,6 +244,8 @@ static int start(struct worker_run *run, const struct worker_opts *o)
     lk_http_server_opts_init(&so);
     w->max_json_body = WORKER_MAX_JSON_BODY;
     lk_limits_from_env(&so, &w->max_json_body);
+    /* Cache fetches wait for the upstream as long as the engine does. */
+    w->responses = worker_cache_new(run->base, WORKER_CACHE_MAX_BYTES, &so);
     if (lk_http_server_new(run->base, &so, worker_handle, w, &w->srv) != 0 ||
         lk_http_server_listen(w->srv, o->listen, NULL, w->bound, sizeof(w->bound)) != 0) {
         rc = cli_fail("cannot listen on %s", o->listen);

@@ -1,0 +1,386 @@
+"""Black-box tests of the worker's response cache and proxy-path error
+texts (SPEC §3.10, §4.4–§4.7; docs/worker.md "Cache"):
+
+* only the statuses a shared cache may store by default are stored, never
+  304 or 206, and conditional or range requests bypass the cache;
+* the cache fetch uses the engine's connect and first-byte timeouts
+  (LINKUP_CONNECT_TIMEOUT_MS, LINKUP_FIRST_BYTE_TIMEOUT_MS) and re-sends a
+  request through the streaming engine only when it cannot have reached the
+  upstream, so a slow or failing upstream sees each GET once;
+* headers named by Connection (and the hop-by-hop ones) are not forwarded
+  on the cache fetch path, in either direction;
+* a WebSocket upgrade to an unreachable upstream is
+  `502 Failed to fetch from target service: …`; only an upstream that
+  answers without switching protocols is `Failed to connect to destination`.
+
+The worker listens on 127.0.0.1:0, upstreams are Python servers on
+127.0.0.2 port 0. Every worker is stopped with SIGTERM and must exit 0."""
+import http.server
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+import lk
+
+TOKEN = "tok"
+API = [("Authorization", f"Bearer {TOKEN}"), ("Content-Type", "application/json"),
+       ("x-linkup-version", "99.99.99")]
+FETCH_502 = "Failed to fetch from target service: "
+CONNECT_502 = "Failed to connect to destination: "
+WS_HEADERS = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+              ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
+
+
+# ---- worker and sessions ------------------------------------------------------------
+
+@pytest.fixture
+def start_worker(linkup_bin, env, tmp_path):
+    """start(**env_extra) -> lk.Proc of a memory-store worker (addr in
+    proc.addrs["Worker"]); each is stopped at teardown and must exit 0."""
+    started = []
+
+    def start(**env_extra):
+        e = dict(env, **env_extra)
+        log = str(tmp_path / f"worker-{time.monotonic_ns()}.log")
+        w = lk.spawn_worker_logged(linkup_bin, e, log, store="memory", token=TOKEN)
+        w.addr = w.addrs["Worker"]
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        rc = lk.stop_gracefully(w, timeout=20)[0]
+        assert rc == 0, f"worker exited {rc}: {open(w.log_path).read()[-3000:]}"
+
+
+@pytest.fixture
+def worker(start_worker):
+    return start_worker()
+
+
+def make_session(w, name, url, cache_routes=("^/static",)):
+    """Preview session `name`: example.com -> url, with cache_routes."""
+    body = lk.session_body(name, {"frontend": url}, [("example.com", "frontend", None)])
+    body["cache_routes"] = list(cache_routes) if cache_routes is not None else None
+    r = lk.request(w.addr, "POST", "/linkup/v2/sessions/preview", API, json.dumps(body))
+    assert r.status == 200, r.body
+
+
+def get(w, path, headers=(), name="potato", timeout=15):
+    return lk.request(w.addr, "GET", path, [("Host", f"{name}.example.com"), *headers],
+                      timeout=timeout)
+
+
+# ---- upstream -------------------------------------------------------------------------
+
+class Upstream:
+    """Threaded HTTP/1.1 server on 127.0.0.2:0. self.requests: list of
+    (path, [(name, value)]). Paths (query ignored):
+      /static/etag         304 + ETag "v1" when If-None-Match is "v1", else
+                           200 "full N" + ETag "v1"; Range -> 206 "fu";
+                           Cache-Control max-age=60 on every answer
+      /static/status/CODE  CODE with body "CODE N" (no body for 204/304)
+      /static/slow/MS      200 "slow N" after MS milliseconds
+      /static/drop         reads the request, closes without answering
+      /static/echo         200, body = JSON of the request headers
+      /static/connhdr      200 with "Connection: X-Secret" and X-Secret/X-Open
+    where N counts the requests for that path so far (1 for the first)."""
+
+    def __init__(self):
+        self.requests = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                with outer.lock:
+                    outer.requests.append((path, list(self.headers.items())))
+                    n = sum(1 for p, _ in outer.requests if p == path)
+                if path == "/static/etag":
+                    cc = [("Cache-Control", "max-age=60"), ("ETag", '"v1"')]
+                    if self.headers.get("If-None-Match") == '"v1"':
+                        self.answer(304, cc, b"")
+                    elif self.headers.get("Range"):
+                        self.answer(206, cc + [("Content-Range", "bytes 0-1/6")], b"fu")
+                    else:
+                        self.answer(200, cc, f"full {n}".encode())
+                elif path.startswith("/static/status/"):
+                    code = int(path.rsplit("/", 1)[1])
+                    self.answer(code, [], f"{code} {n}".encode())
+                elif path.startswith("/static/slow/"):
+                    time.sleep(int(path.rsplit("/", 1)[1]) / 1000)
+                    self.answer(200, [], f"slow {n}".encode())
+                elif path == "/static/drop":
+                    self.close_connection = True
+                elif path == "/static/echo":
+                    self.answer(200, [("Cache-Control", "no-store")],
+                                json.dumps(list(self.headers.items())).encode())
+                elif path == "/static/connhdr":
+                    self.answer(200, [("Connection", "X-Secret"), ("X-Secret", "1"),
+                                      ("X-Open", "2")], f"connhdr {n}".encode())
+                else:
+                    self.answer(200, [], f"other {n}".encode())
+
+            def answer(self, status, headers, data):
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                if status not in (204, 304):
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if status not in (204, 304):
+                    self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.2:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def count(self, path):
+        with self.lock:
+            return sum(1 for p, _ in self.requests if p == path)
+
+    def headers_of(self, path):
+        with self.lock:
+            return [h for p, h in self.requests if p == path][-1]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def up():
+    u = Upstream()
+    yield u
+    u.close()
+
+
+def closed_port_url():
+    s = socket.socket()
+    s.bind(("127.0.0.2", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.2:{port}"
+
+
+# ---- 1. what is stored, and conditional requests ----------------------------------
+
+def test_304_is_never_stored_nor_served_to_a_plain_get(worker, up):
+    """The audit's repro: a conditional GET gets the upstream's 304, then a
+    plain GET must get the full 200, not a cached 304 with an empty body."""
+    make_session(worker, "potato", up.url)
+    r = get(worker, "/static/etag", [("If-None-Match", '"v1"')])
+    assert (r.status, r.body) == (304, b"")
+    r = get(worker, "/static/etag")
+    assert (r.status, r.text) == (200, "full 2")
+    assert r.header("etag") == '"v1"'
+    # The 200 is stored and serves plain GETs ...
+    assert get(worker, "/static/etag").text == "full 2"
+    assert up.count("/static/etag") == 2
+    # ... but never a conditional GET: it goes to the upstream, which decides.
+    r = get(worker, "/static/etag", [("If-None-Match", '"v1"')])
+    assert (r.status, r.body) == (304, b"")
+    assert up.count("/static/etag") == 3
+    assert get(worker, "/static/etag").text == "full 2"
+    assert up.count("/static/etag") == 3
+
+
+@pytest.mark.parametrize("name,value", [
+    ("If-None-Match", '"other"'),
+    ("If-Modified-Since", "Wed, 21 Oct 2015 07:28:00 GMT"),
+    ("If-Match", '"v1"'),
+    ("If-Unmodified-Since", "Wed, 21 Oct 2015 07:28:00 GMT"),
+    ("If-Range", '"v1"'),
+    ("Range", "bytes=0-1"),
+])
+def test_conditional_and_range_requests_bypass_the_cache(worker, up, name, value):
+    make_session(worker, "potato", up.url)
+    # Nothing stored: the conditional request is not stored either.
+    first = get(worker, "/static/etag", [(name, value)])
+    assert first.status in (200, 206)
+    assert up.count("/static/etag") == 1
+    r = get(worker, "/static/etag")
+    assert (r.status, r.text) == (200, "full 2")
+    assert up.count("/static/etag") == 2
+    # With a stored 200, the conditional request still reaches the upstream.
+    r = get(worker, "/static/etag", [(name, value)])
+    assert up.count("/static/etag") == 3
+    if name == "Range":
+        assert (r.status, r.text) == (206, "fu")
+    else:
+        assert (r.status, r.text) == (200, "full 3")
+    # ... and does not replace the stored entry.
+    assert get(worker, "/static/etag").text == "full 2"
+    assert up.count("/static/etag") == 3
+
+
+STORED = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414]
+NOT_STORED = [201, 202, 302, 303, 307, 400, 401, 403, 409, 500, 501, 503]
+
+
+@pytest.mark.parametrize("code", STORED + NOT_STORED)
+def test_only_default_cacheable_statuses_are_stored(worker, up, code):
+    make_session(worker, "potato", up.url)
+    path = f"/static/status/{code}"
+    for i in (1, 2):
+        r = get(worker, path)
+        assert r.status == code
+        n = 1 if code in STORED else i
+        assert r.body == (b"" if code == 204 else f"{code} {n}".encode())
+        assert r.header("access-control-allow-origin") == "*"
+    assert up.count(path) == (1 if code in STORED else 2)
+
+
+def test_upstream_304_to_a_plain_get_is_passed_on_not_stored(worker, up):
+    make_session(worker, "potato", up.url)
+    for _ in range(2):
+        r = get(worker, "/static/status/304")
+        assert (r.status, r.body) == (304, b"")
+    assert up.count("/static/status/304") == 2
+
+
+# ---- 2. timeouts and fallback --------------------------------------------------------
+
+def test_first_byte_timeout_is_the_engines_and_gives_one_request(start_worker, up):
+    w = start_worker(LINKUP_FIRST_BYTE_TIMEOUT_MS="700")
+    make_session(w, "potato", up.url)
+    t0 = time.monotonic()
+    r = get(w, "/static/slow/2500")
+    took = time.monotonic() - t0
+    assert r.status == 502, r.text
+    assert r.text.startswith(FETCH_502) and "did not answer in time" in r.text, r.text
+    assert r.header("content-type") == "text/plain"
+    assert took < 2.0, took
+    time.sleep(3.0 - took)  # time enough for a second request to arrive
+    assert up.count("/static/slow/2500") == 1
+    # A slow answer within the timeout is served and stored.
+    assert get(w, "/static/slow/300").text == "slow 1"
+    assert get(w, "/static/slow/300").text == "slow 1"
+    assert up.count("/static/slow/300") == 1
+
+
+def test_slow_upstream_within_the_first_byte_timeout_is_served_once(start_worker, up):
+    """LINKUP_FIRST_BYTE_TIMEOUT_MS=4000 serves a 2.5 s upstream, asked once."""
+    w = start_worker(LINKUP_FIRST_BYTE_TIMEOUT_MS="4000")
+    make_session(w, "potato", up.url)
+    t0 = time.monotonic()
+    r = get(w, "/static/slow/2500")
+    assert (r.status, r.text) == (200, "slow 1")
+    assert time.monotonic() - t0 < 4.0
+    assert up.count("/static/slow/2500") == 1
+
+
+def test_upstream_dropping_the_request_is_502_without_a_retry(worker, up):
+    make_session(worker, "potato", up.url)
+    r = get(worker, "/static/drop")
+    assert r.status == 502
+    assert r.text.startswith(FETCH_502), r.text
+    time.sleep(0.3)
+    assert up.count("/static/drop") == 1
+
+
+def test_connection_refused_falls_back_to_the_engine(worker):
+    """Nothing was sent: the streaming engine retries and gives its own text."""
+    make_session(worker, "potato", closed_port_url())
+    r = get(worker, "/static/x.js")
+    assert r.status == 502
+    assert r.text.startswith(FETCH_502), r.text
+    assert "connect" in r.text.lower(), r.text
+
+
+@pytest.fixture
+def blackhole():
+    """A loopback address:port whose accept queue is full, so a connect to
+    it hangs until the connector gives up (as in test_faults.py)."""
+    bh = socket.socket()
+    bh.bind(("127.0.0.2", 0))
+    bh.listen(0)
+    fill = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(bh.getsockname())
+        except BlockingIOError:
+            pass
+        fill.append(c)
+    probe = socket.socket()
+    probe.settimeout(0.5)
+    try:
+        probe.connect(bh.getsockname())
+        pytest.skip("this kernel accepts past a full backlog")
+    except socket.timeout:
+        pass
+    finally:
+        probe.close()
+    yield "http://%s:%d" % bh.getsockname()
+    for c in fill:
+        c.close()
+    bh.close()
+
+
+def test_connect_timeout_is_the_engines_and_not_retried(start_worker, blackhole):
+    w = start_worker(LINKUP_CONNECT_TIMEOUT_MS="1500")
+    make_session(w, "potato", blackhole)
+    t0 = time.monotonic()
+    r = get(w, "/static/x.js", timeout=30)
+    took = time.monotonic() - t0
+    assert r.status == 502
+    assert r.text.startswith(FETCH_502) and "timed out" in r.text, r.text
+    # One connect timeout, not one for the cache fetch and one for the engine.
+    assert 1.4 < took < 2.8, took
+
+
+# ---- 3. hop-by-hop headers on the cache fetch path --------------------------------
+
+def test_connection_listed_request_headers_are_not_forwarded(worker, up):
+    make_session(worker, "potato", up.url)
+    r = get(worker, "/static/echo", [("Connection", "keep-alive, X-Foo, tracestate"),
+                                     ("X-Foo", "1"), ("X-Bar", "2"), ("Keep-Alive", "timeout=5"),
+                                     ("TE", "trailers"), ("Proxy-Connection", "keep-alive")])
+    assert r.status == 200
+    got = {k.lower(): v for k, v in json.loads(r.body)}
+    for name in ("x-foo", "keep-alive", "te", "proxy-connection"):
+        assert name not in got, got
+    assert "x-foo" not in got.get("connection", "").lower(), got
+    assert got["x-bar"] == "2"
+    # The worker's own tracestate is not the client's to remove.
+    assert got["tracestate"] == "linkup-session=potato"
+    assert got["linkup-destination"] == "frontend"
+
+
+def test_connection_listed_response_headers_are_not_passed_on(worker, up):
+    make_session(worker, "potato", up.url)
+    for _ in range(2):  # the miss and the hit
+        r = get(worker, "/static/connhdr")
+        assert (r.status, r.text) == (200, "connhdr 1")
+        assert r.header("x-secret") is None
+        assert r.header("x-open") == "2"
+    assert up.count("/static/connhdr") == 1
+
+
+# ---- 4. WebSocket error texts ------------------------------------------------------
+
+def test_websocket_to_unreachable_upstream_is_fetch_failure(worker):
+    make_session(worker, "potato", closed_port_url(), cache_routes=None)
+    r = get(worker, "/ws", WS_HEADERS)
+    assert r.status == 502
+    assert r.text.startswith(FETCH_502), r.text
+
+
+def test_websocket_non_101_answer_keeps_connect_text(worker, up):
+    make_session(worker, "potato", up.url, cache_routes=None)
+    r = get(worker, "/ws", WS_HEADERS)
+    assert r.status == 502
+    assert r.text == CONNECT_502 + "upstream answered 200 instead of 101", r.text
