@@ -12,7 +12,8 @@
  *        Connection: Upgrade
  *        Upgrade: linkup-tunnel
  *      The worker answers "101 Switching Protocols" (Upgrade: linkup-tunnel)
- *      when the secret matches the session's tunnel record, 401 otherwise.
+ *      when the secret matches the session's tunnel record, 401 otherwise
+ *      (409 while a session differing only in case holds the hostname).
  *   2. The connection then carries HTTP/2 with the roles reversed: the worker
  *      is the HTTP/2 client (sends the preface, opens streams), the local
  *      server the HTTP/2 server. Both sides send PING every ping_interval_ms
@@ -91,9 +92,17 @@ size_t lk_tunnel_n_streams(const struct lk_tunnel *t);
 
 /* ---- the hub: the worker's live tunnels, by session ------------------- */
 
+/* The hub keys its tunnels by tunnel hostname ({prefix}{session}.{domain}):
+ * session names are compared ASCII case-insensitively wherever a tunnel is
+ * looked up (the proxy path reads the name back from a host, which clients
+ * and URL parsers lower-case), so "Big-Cow" and "big-cow" share one tunnel.
+ * Authentication stays exact: auth gets the name the local server sent, and
+ * on_change the name of the tunnel's own session. */
+
 /* Called when a session's tunnel connects (connected true) or goes away
- * (false; also when replaced by a newer connection for the same session, in
- * which case a true call follows at once). session is borrowed during the
+ * (false; also when replaced by a newer connection for the same hostname, in
+ * which case a true call, maybe with the other case of the name, follows at
+ * once). session is borrowed during the
  * call. Use it to refresh the tunnel registry (DESIGN §8, several workers). */
 typedef void lk_tunnel_hub_change_cb(const char *session, bool connected, void *data);
 
@@ -121,17 +130,24 @@ void lk_tunnel_hub_free(struct lk_tunnel_hub *hub);
  * header"), the bearer secret through auth (401 "Invalid tunnel secret",
  * logged with the session and peer, never the secret), then answers 101 and
  * keeps the connection as the session's tunnel (lk_tunnel_hub_accept()).
- * Always completes ex. auth is called before this returns. */
+ * While another session whose name differs only in case holds the tunnel
+ * hostname, an authenticated request is refused with 409 "Tunnel hostname in
+ * use by another session" (logged with both names) instead: the first live
+ * tunnel keeps the hostname, so two local servers never take it from each
+ * other in turn. Always completes ex. auth is called before this returns. */
 void lk_tunnel_hub_handle(struct lk_tunnel_hub *hub, struct lk_exchange *ex,
                           lk_tunnel_auth_cb *auth, void *data);
 
 /* Makes bev (ownership taken; a connection that has just answered 101) the
- * tunnel of session (copied), replacing and closing an older one. Starts the
+ * tunnel of session (copied), replacing and closing an older one of the same
+ * hostname (session compared case-insensitively; lk_tunnel_hub_handle()
+ * refuses a different-case session before it gets here). Starts the
  * HTTP/2 client side. on_change(session, true) is called before this
  * returns. */
 void lk_tunnel_hub_accept(struct lk_tunnel_hub *hub, const char *session, struct bufferevent *bev);
 
-/* The live tunnel of session, or NULL when none is connected. The pointer is
+/* The live tunnel of session's hostname (session compared ASCII
+ * case-insensitively), or NULL when none is connected. The pointer is
  * borrowed and valid until control returns to the loop: use it at once, as
  * lk_proxy_req.connect_data with lk_tunnel_connect. */
 struct lk_tunnel *lk_tunnel_hub_find(struct lk_tunnel_hub *hub, struct lk_str session);
@@ -148,11 +164,12 @@ void lk_tunnel_hub_target(struct lk_tunnel_hub *hub, struct lk_exchange *ex,
                           const struct lk_tunnel *t, struct lk_str session,
                           struct lk_proxy_req *spec);
 
-/* True when session has a live tunnel. */
+/* True when session's hostname has a live tunnel (as lk_tunnel_hub_find). */
 bool lk_tunnel_hub_is_connected(struct lk_tunnel_hub *hub, struct lk_str session);
 
-/* Drops session's tunnel, if any (e.g. the session was deleted); its
- * streams fail and on_change(session, false) is called from the loop. */
+/* Drops session's tunnel, if any (e.g. the session was deleted); session is
+ * compared exactly, so the tunnel of a session differing only in case stays.
+ * Its streams fail and on_change(session, false) is called from the loop. */
 void lk_tunnel_hub_close(struct lk_tunnel_hub *hub, struct lk_str session);
 
 /* Number of live tunnels. */

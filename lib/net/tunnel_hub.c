@@ -4,9 +4,15 @@
  * live tunnels by session that the proxy path asks for a connector.
  *
  * The map is a plain list: a worker holds one entry per connected developer,
- * and a lookup is a handful of string compares. A newer connection for a
- * session replaces the older one (the local server reconnects before the
- * worker may have noticed the old connection die).
+ * and a lookup is a handful of string compares. It is keyed by tunnel
+ * hostname, i.e. by session name compared case-insensitively (ASCII): the
+ * proxy path reads the name back from a host, which clients and URL parsers
+ * lower-case. So at most one entry exists per hostname. A newer connection
+ * for the same session replaces the older one (the local server reconnects
+ * before the worker may have noticed the old connection die); a session
+ * that differs only in case from the live one ("Big-Cow" vs "big-cow") is
+ * refused with 409 while that tunnel is up, since replacing it would make
+ * the two local servers take the hostname from each other forever.
  */
 #include <event2/bufferevent.h>
 #include <stdio.h>
@@ -22,7 +28,7 @@
 struct hub_entry {
     struct lk_tunnel_hub *hub;
     struct hub_entry *next;
-    char *session; /* owned */
+    char *session; /* owned; exactly as the local server sent it */
     struct lk_tunnel *t;
 };
 
@@ -68,11 +74,18 @@ void lk_tunnel_hub_free(struct lk_tunnel_hub *hub)
     free(hub);
 }
 
-static struct hub_entry **find_slot(struct lk_tunnel_hub *hub, struct lk_str session)
+/* The slot of session's entry: the one of its tunnel hostname (session
+ * compared ASCII case-insensitively), or with exact, only an entry of that
+ * very name. Points at the terminating NULL when there is none. */
+static struct hub_entry **find_slot(struct lk_tunnel_hub *hub, struct lk_str session, bool exact)
 {
     struct hub_entry **pp = &hub->entries;
-    while (*pp != NULL && !lk_str_eq(lk_str_c((*pp)->session), session))
+    while (*pp != NULL) {
+        struct lk_str name = lk_str_c((*pp)->session);
+        if (exact ? lk_str_eq(name, session) : lk_str_ieq(name, session))
+            break;
         pp = &(*pp)->next;
+    }
     return pp;
 }
 
@@ -99,10 +112,14 @@ static void on_tunnel_closed(struct lk_tunnel *t, const char *why, void *data)
 
 void lk_tunnel_hub_accept(struct lk_tunnel_hub *hub, const char *session, struct bufferevent *bev)
 {
-    struct hub_entry **slot = find_slot(hub, lk_str_c(session));
+    struct hub_entry **slot = find_slot(hub, lk_str_c(session), false);
     if (*slot != NULL) {
         struct hub_entry *old = *slot;
-        LK_LOG(INFO, "tunnel for session '%s' replaced by a new connection", session);
+        if (strcmp(old->session, session) == 0)
+            LK_LOG(INFO, "tunnel for session '%s' replaced by a new connection", session);
+        else
+            LK_LOG(INFO, "tunnel for session '%s' replaced by one for session '%s'", old->session,
+                   session);
         unlink_entry(hub, old);
         if (hub->on_change != NULL)
             hub->on_change(old->session, false, hub->data);
@@ -124,7 +141,7 @@ void lk_tunnel_hub_accept(struct lk_tunnel_hub *hub, const char *session, struct
 
 struct lk_tunnel *lk_tunnel_hub_find(struct lk_tunnel_hub *hub, struct lk_str session)
 {
-    struct hub_entry *e = *find_slot(hub, session);
+    struct hub_entry *e = *find_slot(hub, session, false);
     return e != NULL ? e->t : NULL;
 }
 
@@ -167,7 +184,7 @@ bool lk_tunnel_hub_is_connected(struct lk_tunnel_hub *hub, struct lk_str session
 
 void lk_tunnel_hub_close(struct lk_tunnel_hub *hub, struct lk_str session)
 {
-    struct hub_entry *e = *find_slot(hub, session);
+    struct hub_entry *e = *find_slot(hub, session, true);
     if (e != NULL)
         lk_tunnel_kill(e->t, "closed by the worker");
 }
@@ -216,6 +233,13 @@ void lk_tunnel_hub_handle(struct lk_tunnel_hub *hub, struct lk_exchange *ex,
         LK_LOG(WARN, "tunnel for session '%s' rejected from %s: invalid tunnel secret", name,
                lk_exchange_peer(ex));
         respond_text(ex, 401, "Invalid tunnel secret");
+        return;
+    }
+    const struct hub_entry *holder = *find_slot(hub, lk_str_c(name), false);
+    if (holder != NULL && strcmp(holder->session, name) != 0) {
+        LK_LOG(WARN, "tunnel for session '%s' refused: its hostname is held by session '%s'", name,
+               holder->session);
+        respond_text(ex, 409, "Tunnel hostname in use by another session");
         return;
     }
     static const struct lk_http_header up = { LK_STR("Upgrade"), LK_STR(LK_TUNNEL_UPGRADE) };

@@ -86,16 +86,24 @@ static bool has_registry(const struct worker *w)
     return w->peer_url != NULL && w->peer_secret != NULL && worker_store_is_shared(w->store);
 }
 
-static void holder_key(struct lk_buf *key, const char *session)
+/* The registry key of session's tunnel hostname: WORKER_HOLDER_PREFIX and
+ * the session in lower case (ASCII). Hostnames are case-insensitive and a
+ * peer reads the name back from a host that clients and URL parsers
+ * lower-case, so the holder writes and every worker reads this one form. */
+static void holder_key(struct lk_buf *key, struct lk_str session)
 {
-    lk_buf_addf(key, "%s%s", WORKER_HOLDER_PREFIX, session);
+    lk_buf_adds(key, WORKER_HOLDER_PREFIX);
+    size_t at = key->len;
+    lk_buf_addstr(key, session);
+    for (size_t i = at; i < key->len; i++)
+        key->data[i] = lk_ascii_lower(key->data[i]);
 }
 
 static void holder_put(struct worker *w, const char *session)
 {
     struct lk_buf key = LK_BUF_INIT;
     struct lk_buf err = LK_BUF_INIT;
-    holder_key(&key, session);
+    holder_key(&key, lk_str_c(session));
     if (worker_store_reg_put(w->store, key.data, w->peer_url, WORKER_HOLDER_TTL_MS, &err) != 0)
         LK_LOG(WARN, "tunnel registry: cannot record %s: %s", key.data, err.data);
     lk_buf_release(&err);
@@ -106,7 +114,7 @@ static void holder_del(struct worker *w, const char *session)
 {
     struct lk_buf key = LK_BUF_INIT;
     struct lk_buf err = LK_BUF_INIT;
-    holder_key(&key, session);
+    holder_key(&key, lk_str_c(session));
     if (worker_store_reg_del_if(w->store, key.data, w->peer_url, &err) != 0)
         LK_LOG(WARN, "tunnel registry: cannot delete %s: %s", key.data, err.data);
     lk_buf_release(&err);
@@ -229,8 +237,7 @@ static bool find_holder(struct worker *w, struct lk_str session, struct lk_buf *
 {
     struct lk_buf key = LK_BUF_INIT;
     struct lk_buf err = LK_BUF_INIT;
-    lk_buf_adds(&key, WORKER_HOLDER_PREFIX);
-    lk_buf_addstr(&key, session);
+    holder_key(&key, session);
     int rc = worker_store_reg_get(w->store, key.data, url, &err);
     if (rc != 0 && rc != LK_ENOTFOUND)
         LK_LOG(WARN, "tunnel registry: cannot read %s: %s", key.data, err.data);

@@ -51,7 +51,8 @@ struct lk_tunnel_hub;
 #define WORKER_DRAIN_MS 10000u
 
 /* Registry of tunnel holders (DESIGN §8, several workers on one Redis): key
- * prefix, expiry of an entry, and how often the holder refreshes it. */
+ * prefix (followed by the session name in lower case: one key per tunnel
+ * hostname), expiry of an entry, and how often the holder refreshes it. */
 #define WORKER_HOLDER_PREFIX     "tunnel-holder:"
 #define WORKER_HOLDER_TTL_MS     15000u
 #define WORKER_HOLDER_REFRESH_MS 5000u

@@ -74,6 +74,9 @@ static _Atomic uint64_t w_spliced;     /* the worker's, on the tunnel of "sess" 
 static atomic_int n_w_spliced_read;    /* 'W' commands answered */
 static struct lk_exchange *held_ex;    /* a local exchange left unanswered (/held) */
 static atomic_int n_held;              /* /held requests that reached the local engine */
+static atomic_int upper_connected;     /* the "Big-Cow" client: current state */
+static atomic_int lower_connected;     /* the "big-cow" client: current state */
+static atomic_int lower_saw_409;       /* ... was refused: "Big-Cow" holds the hostname */
 
 /* ---- blocking helpers --------------------------------------------------- */
 
@@ -401,7 +404,8 @@ static struct event_base *base;
 static struct lk_http_server *worker, *local;
 static struct lk_tunnel_hub *hub;
 static struct lk_tunnel_client *good, *bad, *tls, *silent;
-static struct bufferevent *silent_bev; /* a worker end that never speaks */
+static struct lk_tunnel_client *upper, *lower; /* sessions "Big-Cow", "big-cow" */
+static struct bufferevent *silent_bev;         /* a worker end that never speaks */
 static int n_drained;
 static int ctl[2]; /* test -> loop commands */
 
@@ -415,7 +419,8 @@ static void respond_text(struct lk_exchange *ex, int status, const char *text)
 static bool auth(const char *session, const char *secret, size_t len, void *data)
 {
     (void)data;
-    bool known = strcmp(session, "sess") == 0 || strcmp(session, "tlss") == 0;
+    bool known = strcmp(session, "sess") == 0 || strcmp(session, "tlss") == 0 ||
+                 strcmp(session, "Big-Cow") == 0 || strcmp(session, "big-cow") == 0;
     bool ok = known && lk_tunnel_secret_eq(SECRET, strlen(SECRET), secret, len);
     if (!ok)
         atomic_fetch_add(&n_rejected, 1);
@@ -563,6 +568,23 @@ static void on_silent_state(struct lk_tunnel_client *c, bool connected, const ch
         atomic_store(&silent_dropped, 1);
 }
 
+static void on_upper_state(struct lk_tunnel_client *c, bool connected, const char *why, void *data)
+{
+    (void)c;
+    (void)why;
+    (void)data;
+    atomic_store(&upper_connected, connected);
+}
+
+static void on_lower_state(struct lk_tunnel_client *c, bool connected, const char *why, void *data)
+{
+    (void)c;
+    (void)data;
+    atomic_store(&lower_connected, connected);
+    if (strstr(why, "409") != NULL)
+        atomic_store(&lower_saw_409, 1);
+}
+
 static struct lk_tunnel_client *start_client(const char *session, const char *secret,
                                              lk_tunnel_client_state_cb *cb)
 {
@@ -608,6 +630,16 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
         tls = start_client("tlss", SECRET, on_tls_state);
     } else if (cmd == 's') {
         silent = start_client("sess", SECRET, on_silent_state);
+    } else if (cmd == 'u') {
+        upper = start_client("Big-Cow", SECRET, on_upper_state);
+    } else if (cmd == 'l') {
+        lower = start_client("big-cow", SECRET, on_lower_state);
+    } else if (cmd == 'c') {
+        lk_tunnel_hub_close(hub, LK_STR("big-cow")); /* exact: not "Big-Cow"'s */
+    } else if (cmd == 'U') {
+        lk_tunnel_client_free(upper);
+        upper = NULL;
+        atomic_store(&upper_connected, 0);
     } else if (cmd == 'o') {
         /* A stream as the tunnel would hand it to the local engine, whose
          * other end takes no more than 64 KiB of the answer. */
@@ -642,6 +674,8 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
         atomic_store(&local_conns, (int)lk_http_server_n_conns(local));
         atomic_fetch_add(&n_counted, 1);
     } else if (cmd == 'q') {
+        lk_tunnel_client_free(lower);
+        lk_tunnel_client_free(upper);
         lk_tunnel_client_free(silent);
         if (silent_bev != NULL)
             bufferevent_free(silent_bev);
@@ -1405,6 +1439,38 @@ static void test_silent_peer_is_dropped(void)
     CHECK(wait_for(&silent_connects, 2, 3000));
 }
 
+/* Hostnames are case-insensitive: the tunnel of "Big-Cow" serves whatever
+ * case the host has. "big-cow" shares its hostname: refused (409) while
+ * "Big-Cow" is connected, it takes over once that tunnel is gone. */
+static void test_session_names_compare_case_insensitively(void)
+{
+    command('u');
+    CHECK(wait_for(&upper_connected, 1, 5000));
+    struct response *resp = calloc(1, sizeof(*resp));
+    static const char *const hosts[] = { "big-cow.test", "Big-Cow.test", "BIG-COW.test",
+                                         "big-cow.pooled" };
+    for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+        CHECK_INT_EQ(request(hosts[i], "/hello", resp), 0);
+        CHECK_INT_EQ(resp->status, 200);
+        CHECK_STR_EQ(resp->body, "hello from local");
+    }
+    command('l');
+    CHECK(wait_for(&lower_saw_409, 1, 3000));
+    CHECK_INT_EQ(atomic_load(&lower_connected), 0);
+    /* Closing "big-cow" (exact) leaves "Big-Cow"'s tunnel alone. */
+    command('c');
+    usleep(200 * 1000);
+    CHECK_INT_EQ(atomic_load(&upper_connected), 1);
+    CHECK_INT_EQ(request("big-cow.test", "/hello", resp), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    command('U');
+    CHECK(wait_for(&lower_connected, 1, 8000));
+    CHECK_INT_EQ(request("Big-Cow.test", "/hello", resp), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_STR_EQ(resp->body, "hello from local");
+    free(resp);
+}
+
 static SSL_CTX *make_worker_tls(void)
 {
     EVP_PKEY *pkey = EVP_EC_gen("P-256");
@@ -1506,6 +1572,7 @@ int main(void)
     RUN(test_tls_tunnel);
     RUN(test_silent_peer_is_dropped);
     RUN(test_pooled_streams);
+    RUN(test_session_names_compare_case_insensitively);
 
     command('q');
     pthread_join(loop, NULL);
