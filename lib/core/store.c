@@ -531,13 +531,18 @@ int lk_store_session(const struct lk_kv *kv, const struct lk_session *s, enum lk
     struct lk_buf name = LK_BUF_INIT;
     struct lk_session *existing = NULL;
     int rc = 0;
-    if (desired != NULL && desired[0] != '\0' &&
-        lk_store_get_session(kv, NULL, desired, &existing, NULL) == 0 &&
-        same_token(existing->session_token, s->session_token)) {
-        lk_buf_adds(&name, desired);
-    } else {
-        rc = lk_new_session_name(kv, kind, desired, s, rng, &name, err);
+    /* SPEC §2.5 step 1 + §2.7: a missing name is no error, but a value that
+     * cannot be read or parsed fails the lookup ("Invalid stored config: {e}")
+     * rather than silently allocating another name. */
+    if (desired != NULL && desired[0] != '\0') {
+        rc = lk_store_get_session(kv, NULL, desired, &existing, err);
+        if (rc == LK_ENOTFOUND)
+            rc = 0;
     }
+    if (rc == 0 && existing != NULL && same_token(existing->session_token, s->session_token))
+        lk_buf_adds(&name, desired);
+    else if (rc == 0)
+        rc = lk_new_session_name(kv, kind, desired, s, rng, &name, err);
     if (rc == 0)
         rc = lk_store_put_session(kv, name.data, s, err);
     if (rc == 0)

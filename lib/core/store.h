@@ -150,9 +150,10 @@ int lk_new_session_name(const struct lk_kv *kv, enum lk_name_kind kind, const ch
 
 /*
  * store_session (SPEC §2.5, worker v1 and local server): name = desired when
- * it is non-empty and already holds a session with the same session_token
- * (an unreadable or invalid stored value counts as "not the same");
- * otherwise lk_new_session_name. Puts s under the name (overwriting) and
+ * it is non-empty and already holds a session with the same session_token;
+ * otherwise lk_new_session_name. A desired name whose stored value cannot be
+ * read or parsed fails the call with the lookup's error ("Invalid stored
+ * config: {e}", SPEC §2.7). Puts s under the name (overwriting) and
  * appends the name to *name_out. Returns 0 or a kv error with its SPEC text.
  */
 int lk_store_session(const struct lk_kv *kv, const struct lk_session *s, enum lk_name_kind kind,

@@ -140,28 +140,67 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     deliver(up, LK_ETIMEDOUT);
 }
 
+/*
+ * libevent's TLS bufferevent reports a failure as a stack of codes, popped
+ * last-pushed first: SSL_get_error()'s value (SSL_ERROR_SSL, SSL_ERROR_SYSCALL;
+ * library 0, not OpenSSL errors), then OpenSSL's own error queue. Only the
+ * latter, or a bare SSL_ERROR_SSL, means TLS itself failed. SSL_ERROR_SYSCALL
+ * or an OpenSSL system error means the socket failed (refused, reset) before
+ * or during the handshake: that is reported like a plain connection, with
+ * the same text as for http:// (SPEC §5.3 / §4.4 bodies).
+ */
+struct conn_errors {
+    unsigned long tls; /* the first OpenSSL (non-system) error queued, or 0 */
+    int sys;           /* errno of an OpenSSL system error, or 0 */
+    bool is_ssl;       /* SSL_ERROR_SSL was reported */
+};
+
+static void collect_tls_errors(struct bufferevent *bev, struct conn_errors *ce)
+{
+    unsigned long e;
+    while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+        if (ERR_SYSTEM_ERROR(e))
+            ce->sys = ERR_GET_REASON(e);
+        else if (ERR_GET_LIB(e) == 0)
+            ce->is_ssl |= e == SSL_ERROR_SSL;
+        else
+            ce->tls = e; /* popped last = queued first: the root cause */
+    }
+}
+
+static void describe_tls_error(struct lk_upstream *up, const char *addr, unsigned long tls_err)
+{
+    char buf[160] = "";
+    const char *verify = "";
+    SSL *ssl = bufferevent_openssl_get_ssl(up->bev);
+    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (tls_err != 0)
+        ERR_error_string_n(tls_err, buf, sizeof(buf));
+    if (vr != X509_V_OK)
+        verify = X509_verify_cert_error_string(vr);
+    snprintf(up->errtext, sizeof(up->errtext), "tls handshake with %s (%s) failed%s%s%s%s",
+             up->host, addr, *buf ? ": " : "", buf, *verify ? ": " : "", verify);
+}
+
 static void describe_error(struct lk_upstream *up, const char *addr)
 {
-    unsigned long ssl_err = 0, e;
-    while ((e = bufferevent_get_openssl_error(up->bev)) != 0)
-        ssl_err = e;
+    /* Read first: libevent restores the errno of the failed connect(),
+     * read() or write() for deferred callbacks; nothing may clobber it. */
     int sock_err = EVUTIL_SOCKET_ERROR();
-    if (ssl_err != 0) {
-        char buf[160];
-        ERR_error_string_n(ssl_err, buf, sizeof(buf));
-        const char *verify = "";
-        SSL *ssl = bufferevent_openssl_get_ssl(up->bev);
-        long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-        if (vr != X509_V_OK)
-            verify = X509_verify_cert_error_string(vr);
-        snprintf(up->errtext, sizeof(up->errtext), "tls handshake with %s (%s) failed: %s%s%s",
-                 up->host, addr, buf, *verify ? ": " : "", verify);
-    } else if (sock_err != 0) {
+    struct conn_errors ce = { 0, 0, false };
+    if (bufferevent_openssl_get_ssl(up->bev) != NULL)
+        collect_tls_errors(up->bev, &ce);
+    if (ce.tls != 0 || (ce.is_ssl && ce.sys == 0)) {
+        describe_tls_error(up, addr, ce.tls);
+        return;
+    }
+    if (ce.sys != 0)
+        sock_err = ce.sys;
+    if (sock_err != 0)
         snprintf(up->errtext, sizeof(up->errtext), "error trying to connect to %s: %s", addr,
                  evutil_socket_error_to_string(sock_err));
-    } else {
+    else
         snprintf(up->errtext, sizeof(up->errtext), "connection to %s closed during setup", addr);
-    }
 }
 
 static void on_connect_event(struct bufferevent *bev, short what, void *arg)

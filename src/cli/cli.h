@@ -8,6 +8,7 @@
 #ifndef LK_CLI_H
 #define LK_CLI_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #define LK_EXIT_OK    0
@@ -33,6 +34,43 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* True when arg is -h or --help. */
 int cli_is_help(const char *arg);
+
+/* An option that takes a value, as --help shows it: "--session <NAME>" is
+ * { NULL, "--session", "NAME" }, "-e, --email <EMAIL>" { "-e", "--email",
+ * "EMAIL" }. Strings are static. */
+struct cli_opt {
+    const char *short_name; /* "-e", or NULL */
+    const char *long_name;  /* "--email" */
+    const char *value_name; /* "EMAIL" */
+};
+
+enum cli_opt_result {
+    CLI_OPT_NO_MATCH = 0, /* argv[*i] is some other argument */
+    CLI_OPT_TAKEN,        /* *value set */
+    CLI_OPT_ERROR,        /* usage error printed: return LK_EXIT_USAGE */
+};
+
+/*
+ * The shared option parser: takes the value of argv[*i] when it is opt, the
+ * way clap does: "--long VALUE", "--long=VALUE", "-s VALUE", "-sVALUE" and
+ * "-s=VALUE". *value is borrowed from argv; *i moves past a separate value.
+ * A value is missing at the end of argv or when the next argument looks like
+ * an option (starts with '-' and is not "-" itself): then the usage error
+ * "a value is required for '--long <VALUE>' but none was supplied" is printed
+ * for cmd (NULL: top level) and CLI_OPT_ERROR returned.
+ */
+enum cli_opt_result cli_opt_value(const char *cmd, const struct cli_opt *opt, int argc, char **argv,
+                                  int *i, const char **value);
+/* True when arg is opt, in any of cli_opt_value's forms; *attached is then
+ * the value attached to arg (borrowed), or NULL when a separate one should
+ * follow. */
+bool cli_opt_match(const struct cli_opt *opt, const char *arg, const char **attached);
+/* Prints the usage error "a value is required for '--long <VALUE>' but none
+ * was supplied" for cmd and returns LK_EXIT_USAGE. suffix follows the value
+ * name ("..." for an option taking several values, else ""). */
+int cli_missing_value(const char *cmd, const struct cli_opt *opt, const char *suffix);
+/* True when arg can be an option's separate value (not an option itself). */
+bool cli_is_value(const char *arg);
 
 /* Commands (one cmd_<name>.c each). */
 int cmd_config(int argc, char **argv, struct cli_ctx *ctx);

@@ -227,17 +227,17 @@ static const char *detect_shell(void)
 
 int cmd_completion(int argc, char **argv, struct cli_ctx *ctx)
 {
+    static const struct cli_opt shell_opt = { NULL, "--shell", "SHELL" };
     const char *shell = NULL;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             fputs(completion_usage, stdout);
             return LK_EXIT_OK;
         }
-        if (strcmp(argv[i], "--shell") == 0 && i + 1 < argc)
-            shell = argv[++i];
-        else if (strncmp(argv[i], "--shell=", 8) == 0)
-            shell = argv[i] + 8;
-        else
+        enum cli_opt_result r = cli_opt_value("completion", &shell_opt, argc, argv, &i, &shell);
+        if (r == CLI_OPT_ERROR)
+            return LK_EXIT_USAGE;
+        if (r == CLI_OPT_NO_MATCH)
             return cli_usage_error("completion", "unexpected argument '%s'", argv[i]);
     }
     bool explicit_shell = shell != NULL;

@@ -143,6 +143,6 @@ int cmd_config(int argc, char **argv, struct cli_ctx *ctx)
         return LK_EXIT_OK;
     }
     if (strcmp(argv[1], "check") != 0)
-        return cli_usage_error("config", "unknown subcommand '%s'", argv[1]);
+        return cli_usage_error("config", "unrecognized subcommand '%s'", argv[1]);
     return config_check(argc - 1, argv + 1, ctx);
 }

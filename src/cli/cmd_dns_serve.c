@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/alloc.h"
 #include "core/err.h"
 #include "net/dns_server.h"
 
@@ -56,28 +57,70 @@ static int add_to(const char **list, size_t *n, const char *v)
     return 0;
 }
 
+enum serve_opt {
+    SERVE_DNS = 0,
+    SERVE_UPSTREAM,
+    SERVE_RESOLV_CONF,
+    SERVE_NAME,
+    SERVE_DOMAIN,
+    SERVE_N_OPTS,
+};
+
+static const struct cli_opt serve_opts[SERVE_N_OPTS] = {
+    [SERVE_DNS] = { NULL, "--dns", "A:P" },
+    [SERVE_UPSTREAM] = { NULL, "--dns-upstream", "A:P" },
+    [SERVE_RESOLV_CONF] = { NULL, "--resolv-conf", "FILE" },
+    [SERVE_NAME] = { NULL, "--name", "NAME" },
+    [SERVE_DOMAIN] = { NULL, "--domain", "D" },
+};
+
+static int apply_option(enum serve_opt k, const char *v, struct serve_args *a)
+{
+    int rc = 0;
+    switch (k) {
+    case SERVE_DNS:
+        a->listen = v;
+        break;
+    case SERVE_UPSTREAM:
+        a->upstream = v;
+        break;
+    case SERVE_RESOLV_CONF:
+        a->resolv_conf = v;
+        break;
+    case SERVE_NAME:
+        rc = add_to(a->names, &a->n_names, v);
+        break;
+    case SERVE_DOMAIN:
+        rc = add_to(a->domains, &a->n_domains, v);
+        break;
+    case SERVE_N_OPTS:
+        LK_BUG("no such dns-serve option");
+    }
+    if (rc != 0)
+        return cli_usage_error("dns-serve", "too many names (at most %d)", MAX_NAMES);
+    return 0;
+}
+
+/* One option at argv[*i]: 0, or the usage error's exit code. */
+static int take_option(int argc, char **argv, int *i, struct serve_args *a)
+{
+    for (int k = 0; k < SERVE_N_OPTS; k++) {
+        const char *v = NULL;
+        enum cli_opt_result r = cli_opt_value("dns-serve", &serve_opts[k], argc, argv, i, &v);
+        if (r == CLI_OPT_ERROR)
+            return LK_EXIT_USAGE;
+        if (r == CLI_OPT_TAKEN)
+            return apply_option((enum serve_opt)k, v, a);
+    }
+    return cli_usage_error("dns-serve", "unexpected argument '%s'", argv[*i]);
+}
+
 static int parse_args(int argc, char **argv, struct serve_args *a)
 {
     for (int i = 1; i < argc; i++) {
-        const char *opt = argv[i];
-        if (i + 1 >= argc)
-            return cli_usage_error("dns-serve", "option '%s' needs a value", opt);
-        const char *v = argv[++i];
-        int rc = 0;
-        if (strcmp(opt, "--dns") == 0)
-            a->listen = v;
-        else if (strcmp(opt, "--dns-upstream") == 0)
-            a->upstream = v;
-        else if (strcmp(opt, "--resolv-conf") == 0)
-            a->resolv_conf = v;
-        else if (strcmp(opt, "--name") == 0)
-            rc = add_to(a->names, &a->n_names, v);
-        else if (strcmp(opt, "--domain") == 0)
-            rc = add_to(a->domains, &a->n_domains, v);
-        else
-            return cli_usage_error("dns-serve", "unknown option '%s'", opt);
+        int rc = take_option(argc, argv, &i, a);
         if (rc != 0)
-            return cli_usage_error("dns-serve", "too many names (at most %d)", MAX_NAMES);
+            return rc;
     }
     if (a->n_domains == 0) {
         for (size_t i = 0; i < a->n_names; i++) {

@@ -15,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "cli/home.h"
+#include "core/buf.h"
 
 static const char infra_usage[] =
     "Manage linkup infrastructure on Cloudflare\n\n"
@@ -35,58 +36,97 @@ struct infra_args {
     int n_zones;
 };
 
-static bool is_opt(const char *arg, const char *s, const char *l)
-{
-    return strcmp(arg, s) == 0 || strcmp(arg, l) == 0;
-}
+static const struct cli_opt email_opt = { "-e", "--email", "EMAIL" };
+static const struct cli_opt api_key_opt = { "-k", "--api-key", "API_KEY" };
+static const struct cli_opt account_opt = { "-a", "--account-id", "ACCOUNT_ID" };
+static const struct cli_opt zones_opt = { "-z", "--zone-ids", "ZONE_IDS" };
 
 static bool is_command(const char *arg)
 {
     return strcmp(arg, "deploy") == 0 || strcmp(arg, "destroy") == 0;
 }
 
-/* One option with its value at argv[*i]; returns 0, or the usage error. */
-static int take_value(int argc, char **argv, int *i, const char **out)
+/* -z/--zone-ids: an attached first id ("-zID", "--zone-ids=ID"), then the
+ * ids up to the next option or the subcommand (SPEC §11.6). Returns 0 when
+ * argv[*i] is another argument, 1 when it took the ids, -1 after a usage
+ * error. */
+static int take_zones(int argc, char **argv, int *i, struct infra_args *a)
 {
-    if (*i + 1 >= argc || argv[*i + 1][0] == '-')
-        return cli_usage_error("infra", "a value is required for '%s' but none was supplied",
-                               argv[*i]);
-    *out = argv[++*i];
-    return 0;
+    const char *attached = NULL;
+    if (!cli_opt_match(&zones_opt, argv[*i], &attached))
+        return 0;
+    int n = attached != NULL;
+    while (*i + 1 < argc && cli_is_value(argv[*i + 1]) && !is_command(argv[*i + 1])) {
+        n++;
+        ++*i;
+    }
+    if (n == 0) {
+        cli_missing_value("infra", &zones_opt, "...");
+        return -1;
+    }
+    a->n_zones += n;
+    return 1;
+}
+
+static int take_option(int argc, char **argv, int *i, struct infra_args *a)
+{
+    const struct cli_opt *opts[] = { &email_opt, &api_key_opt, &account_opt };
+    const char **slots[] = { &a->email, &a->api_key, &a->account_id };
+    for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]); k++) {
+        enum cli_opt_result r = cli_opt_value("infra", opts[k], argc, argv, i, slots[k]);
+        if (r == CLI_OPT_TAKEN)
+            return 1;
+        if (r == CLI_OPT_ERROR)
+            return -1;
+    }
+    return take_zones(argc, argv, i, a);
+}
+
+/* clap's list: one line per required option that was not given. */
+static int missing_options(const struct infra_args *a)
+{
+    const struct {
+        bool missing;
+        const struct cli_opt *opt;
+        const char *suffix;
+    } req[] = {
+        { a->email == NULL, &email_opt, "" },
+        { a->api_key == NULL, &api_key_opt, "" },
+        { a->account_id == NULL, &account_opt, "" },
+        { a->n_zones == 0, &zones_opt, "..." },
+    };
+    struct lk_buf msg = LK_BUF_INIT;
+    lk_buf_adds(&msg, "the following required arguments were not provided:");
+    bool any = false;
+    for (size_t k = 0; k < sizeof(req) / sizeof(req[0]); k++) {
+        if (!req[k].missing)
+            continue;
+        lk_buf_addf(&msg, "\n  %s <%s>%s", req[k].opt->long_name, req[k].opt->value_name,
+                    req[k].suffix);
+        any = true;
+    }
+    int rc = any ? cli_usage_error("infra", "%s", msg.data) : 0;
+    lk_buf_release(&msg);
+    return rc;
 }
 
 static int parse(int argc, char **argv, struct infra_args *a)
 {
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
-        int rc = 0;
-        if (is_opt(arg, "-e", "--email")) {
-            rc = take_value(argc, argv, &i, &a->email);
-        } else if (is_opt(arg, "-k", "--api-key")) {
-            rc = take_value(argc, argv, &i, &a->api_key);
-        } else if (is_opt(arg, "-a", "--account-id")) {
-            rc = take_value(argc, argv, &i, &a->account_id);
-        } else if (is_opt(arg, "-z", "--zone-ids")) {
-            /* Zone ids run up to the next option or the subcommand (SPEC §11.6). */
-            while (i + 1 < argc && argv[i + 1][0] != '-' && !is_command(argv[i + 1])) {
-                a->n_zones++;
-                i++;
-            }
-            if (a->n_zones == 0)
-                rc = cli_usage_error("infra", "a value is required for '%s' but none was supplied",
-                                     arg);
-        } else if (a->command == NULL && is_command(arg)) {
+        int took = take_option(argc, argv, &i, a);
+        if (took < 0)
+            return LK_EXIT_USAGE;
+        if (took > 0)
+            continue;
+        if (a->command == NULL && is_command(arg))
             a->command = arg;
-        } else {
-            rc = cli_usage_error("infra", "unexpected argument '%s'", arg);
-        }
-        if (rc != 0)
-            return rc;
+        else
+            return cli_usage_error("infra", "unexpected argument '%s'", arg);
     }
-    if (a->email == NULL || a->api_key == NULL || a->account_id == NULL || a->n_zones == 0)
-        return cli_usage_error("infra", "the following required arguments were not provided: "
-                                        "--email <EMAIL> --api-key <API_KEY> --account-id "
-                                        "<ACCOUNT_ID> --zone-ids <ZONE_IDS>...");
+    int rc = missing_options(a);
+    if (rc != 0)
+        return rc;
     if (a->command == NULL)
         return cli_usage_error("infra", "a subcommand is required: deploy or destroy");
     return 0;

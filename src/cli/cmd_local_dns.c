@@ -683,27 +683,69 @@ static int set_dns(struct ldns *d, const char *spec)
     return 0;
 }
 
+enum ldns_opt {
+    LDNS_ROOT = 0,
+    LDNS_PLATFORM,
+    LDNS_DNS,
+    LDNS_DOMAIN,
+    LDNS_N_OPTS,
+};
+
+static const struct cli_opt ldns_opts[LDNS_N_OPTS] = {
+    [LDNS_ROOT] = { NULL, "--root", "DIR" },
+    [LDNS_PLATFORM] = { NULL, "--platform", "NAME" },
+    [LDNS_DNS] = { NULL, "--dns", "ADDR:PORT" },
+    [LDNS_DOMAIN] = { NULL, "--domain", "DOMAIN" },
+};
+
+static int apply_option(enum ldns_opt k, const char *v, struct ldns *d, struct strlist *extra)
+{
+    switch (k) {
+    case LDNS_ROOT:
+        d->root = v;
+        d->dry = true;
+        break;
+    case LDNS_PLATFORM:
+        if (strcmp(v, "linux") != 0 && strcmp(v, "macos") != 0)
+            return cli_usage_error("local-dns",
+                                   "invalid value '%s' for '--platform <NAME>' [possible values: "
+                                   "linux, macos]",
+                                   v);
+        d->macos = strcmp(v, "macos") == 0;
+        break;
+    case LDNS_DNS:
+        if (set_dns(d, v) != 0)
+            return cli_usage_error("local-dns", "invalid address '%s' for --dns", v);
+        break;
+    case LDNS_DOMAIN:
+        list_add(extra, v);
+        break;
+    case LDNS_N_OPTS:
+        LK_BUG("no such local-dns option");
+    }
+    return 0;
+}
+
+static int take_option(int argc, char **argv, int *i, struct ldns *d, struct strlist *extra)
+{
+    for (int k = 0; k < LDNS_N_OPTS; k++) {
+        const char *v = NULL;
+        enum cli_opt_result r = cli_opt_value("local-dns", &ldns_opts[k], argc, argv, i, &v);
+        if (r == CLI_OPT_ERROR)
+            return LK_EXIT_USAGE;
+        if (r == CLI_OPT_TAKEN)
+            return apply_option((enum ldns_opt)k, v, d, extra);
+    }
+    return cli_usage_error("local-dns", "unexpected argument '%s'", argv[*i]);
+}
+
+/* The options after the subcommand (argv[1]). */
 static int parse_args(int argc, char **argv, struct ldns *d, struct strlist *extra)
 {
     for (int i = 2; i < argc; i++) {
-        const char *opt = argv[i];
-        if (i + 1 >= argc)
-            return cli_usage_error("local-dns", "unknown or incomplete option '%s'", opt);
-        const char *v = argv[++i];
-        if (strcmp(opt, "--root") == 0) {
-            d->root = v;
-            d->dry = true;
-        } else if (strcmp(opt, "--platform") == 0 &&
-                   (strcmp(v, "linux") == 0 || strcmp(v, "macos") == 0)) {
-            d->macos = strcmp(v, "macos") == 0;
-        } else if (strcmp(opt, "--dns") == 0) {
-            if (set_dns(d, v) != 0)
-                return cli_usage_error("local-dns", "invalid address '%s' for --dns", v);
-        } else if (strcmp(opt, "--domain") == 0) {
-            list_add(extra, v);
-        } else {
-            return cli_usage_error("local-dns", "unknown option '%s'", opt);
-        }
+        int rc = take_option(argc, argv, &i, d, extra);
+        if (rc != 0)
+            return rc;
     }
     return 0;
 }
@@ -769,10 +811,15 @@ int cmd_local_dns(int argc, char **argv, struct cli_ctx *ctx)
             return LK_EXIT_OK;
         }
     }
-    if (argc < 2 || (strcmp(argv[1], "install") != 0 && strcmp(argv[1], "uninstall") != 0)) {
+    if (argc < 2) {
         usage(stderr);
         return LK_EXIT_USAGE;
     }
+    /* clap's words, like `linkup bogus` and `linkup sessions bogus`. */
+    if (argv[1][0] == '-')
+        return cli_usage_error("local-dns", "unexpected argument '%s'", argv[1]);
+    if (strcmp(argv[1], "install") != 0 && strcmp(argv[1], "uninstall") != 0)
+        return cli_usage_error("local-dns", "unrecognized subcommand '%s'", argv[1]);
     int rc = run_command(argc, argv, ctx, &d);
     list_free(&d.domains);
     list_free(&d.tops);

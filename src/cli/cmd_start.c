@@ -117,8 +117,11 @@ static int wait_ready(pid_t pid, const char *err_path)
         if (cli_procs_is_dead(pid)) {
             struct lk_buf why = LK_BUF_INIT;
             last_log_line(err_path, &why);
-            int rc = cli_fail("The local server exited during start-up: %s (logs: %s)",
-                              why.len ? why.data : "no output", err_path);
+            /* SPEC §6.5.1 step 5's error first, then why and where to look. */
+            int rc = cli_fail(
+                "Failed to reach the local server: the local server exited during start-up: "
+                "%s (logs: %s)",
+                why.len ? why.data : "no output", err_path);
             lk_buf_release(&why);
             return rc;
         }

@@ -308,19 +308,21 @@ static int run_status(const struct status_args *a)
 int cmd_status(int argc, char **argv, struct cli_ctx *ctx)
 {
     (void)ctx;
+    static const struct cli_opt session_opt = { NULL, "--session", "NAME" };
     struct status_args a = { 0 };
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             fputs(status_usage, stdout);
             return LK_EXIT_OK;
         }
-        if (strcmp(argv[i], "--json") == 0)
+        if (strcmp(argv[i], "--json") == 0) {
             a.json = true;
-        else if (strcmp(argv[i], "--session") == 0 && i + 1 < argc)
-            a.session = argv[++i];
-        else if (strncmp(argv[i], "--session=", 10) == 0)
-            a.session = argv[i] + 10;
-        else
+            continue;
+        }
+        enum cli_opt_result r = cli_opt_value("status", &session_opt, argc, argv, &i, &a.session);
+        if (r == CLI_OPT_ERROR)
+            return LK_EXIT_USAGE;
+        if (r == CLI_OPT_NO_MATCH)
             return cli_usage_error("status", "unexpected argument '%s'", argv[i]);
     }
     int rc = cli_home_ensure();

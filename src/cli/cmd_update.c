@@ -37,21 +37,22 @@ struct update_opts {
 
 static int parse_args(int argc, char **argv, struct update_opts *o)
 {
+    static const struct cli_opt channel_opt = { NULL, "--channel", "CHANNEL" };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) {
             o->help = true;
-        } else if (strcmp(a, "--skip-cache") == 0) {
-            o->skip_cache = true;
-        } else if (strcmp(a, "--channel") == 0) {
-            if (i + 1 >= argc)
-                return cli_usage_error("update", "option '--channel' requires a value");
-            o->channel = argv[++i];
-        } else if (strncmp(a, "--channel=", 10) == 0) {
-            o->channel = a + 10;
-        } else {
-            return cli_usage_error("update", "unexpected argument '%s'", a);
+            continue;
         }
+        if (strcmp(a, "--skip-cache") == 0) {
+            o->skip_cache = true;
+            continue;
+        }
+        enum cli_opt_result r = cli_opt_value("update", &channel_opt, argc, argv, &i, &o->channel);
+        if (r == CLI_OPT_ERROR)
+            return LK_EXIT_USAGE;
+        if (r == CLI_OPT_NO_MATCH)
+            return cli_usage_error("update", "unexpected argument '%s'", a);
     }
     if (o->channel && strcmp(o->channel, "stable") != 0 && strcmp(o->channel, "beta") != 0)
         return cli_usage_error("update",

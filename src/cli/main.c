@@ -89,25 +89,72 @@ int cli_is_help(const char *arg)
     return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
 }
 
-/* Removes -c/--config[=]VALUE from argv (before any "--"); returns the new
- * argc, or -1 when the option lacks its value. */
+bool cli_is_value(const char *arg)
+{
+    return arg[0] != '-' || strcmp(arg, "-") == 0;
+}
+
+int cli_missing_value(const char *cmd, const struct cli_opt *opt, const char *suffix)
+{
+    return cli_usage_error(cmd, "a value is required for '%s <%s>%s' but none was supplied",
+                           opt->long_name, opt->value_name, suffix);
+}
+
+bool cli_opt_match(const struct cli_opt *opt, const char *arg, const char **attached)
+{
+    size_t n = strlen(opt->long_name);
+    *attached = NULL;
+    if (strcmp(arg, opt->long_name) == 0)
+        return true;
+    if (strncmp(arg, opt->long_name, n) == 0 && arg[n] == '=') {
+        *attached = arg + n + 1;
+        return true;
+    }
+    if (opt->short_name == NULL)
+        return false;
+    n = strlen(opt->short_name);
+    if (strncmp(arg, opt->short_name, n) != 0)
+        return false;
+    /* clap: "-c FILE", "-cFILE" and "-c=FILE" all give FILE. */
+    if (arg[n] != '\0')
+        *attached = arg[n] == '=' ? arg + n + 1 : arg + n;
+    return true;
+}
+
+enum cli_opt_result cli_opt_value(const char *cmd, const struct cli_opt *opt, int argc, char **argv,
+                                  int *i, const char **value)
+{
+    const char *v = NULL;
+    if (!cli_opt_match(opt, argv[*i], &v))
+        return CLI_OPT_NO_MATCH;
+    if (v == NULL) {
+        if (*i + 1 >= argc || !cli_is_value(argv[*i + 1])) {
+            cli_missing_value(cmd, opt, "");
+            return CLI_OPT_ERROR;
+        }
+        v = argv[++*i];
+    }
+    *value = v;
+    return CLI_OPT_TAKEN;
+}
+
+/* Removes -c/--config VALUE (every form of cli_opt_value) from argv, before
+ * any "--"; returns the new argc, or -1 after a usage error. */
 static int take_config(int argc, char **argv, struct cli_ctx *ctx)
 {
+    static const struct cli_opt config_opt = { "-c", "--config", "CONFIG" };
     int out = 0;
     int passthrough = 0;
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!passthrough && strcmp(a, "--") == 0)
+        if (!passthrough && strcmp(argv[i], "--") == 0)
             passthrough = 1;
-        if (!passthrough && (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0)) {
-            if (i + 1 >= argc)
+        if (!passthrough) {
+            enum cli_opt_result r =
+                cli_opt_value(NULL, &config_opt, argc, argv, &i, &ctx->config_path);
+            if (r == CLI_OPT_ERROR)
                 return -1;
-            ctx->config_path = argv[++i];
-            continue;
-        }
-        if (!passthrough && strncmp(a, "--config=", 9) == 0) {
-            ctx->config_path = a + 9;
-            continue;
+            if (r == CLI_OPT_TAKEN)
+                continue;
         }
         argv[out++] = argv[i];
     }
@@ -144,7 +191,7 @@ int main(int argc, char **argv)
     argc = take_config(argc - 1, argv + 1, &ctx);
     argv++;
     if (argc < 0)
-        return cli_usage_error(NULL, "option '--config' requires a value");
+        return LK_EXIT_USAGE;
     if (argc == 0) {
         print_help(stderr);
         return LK_EXIT_USAGE;
@@ -172,7 +219,8 @@ int main(int argc, char **argv)
             cli_update_notice();
         return cmd->fn(argc, argv, &ctx);
     }
+    /* clap's words for both. */
     if (argv[0][0] == '-')
-        return cli_usage_error(NULL, "unknown option '%s'", argv[0]);
-    return cli_usage_error(NULL, "unknown command '%s'", argv[0]);
+        return cli_usage_error(NULL, "unexpected argument '%s'", argv[0]);
+    return cli_usage_error(NULL, "unrecognized subcommand '%s'", argv[0]);
 }

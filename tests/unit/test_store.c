@@ -437,6 +437,46 @@ static void test_strict_store(void)
     lk_kv_free(&kv);
 }
 
+/* SPEC §2.5 step 1 + §2.7: store_session's lookup of the desired name fails
+ * on a stored value that does not parse, for both namings, and leaves the
+ * store alone; a missing desired name is no error. */
+static void test_store_session_invalid_desired(void)
+{
+    static const char corrupt[] = "not json";
+    static const char want[] = "Invalid stored config: linkup session json format error: ";
+    static const enum lk_name_kind kinds[] = { LK_NAME_ANIMAL, LK_NAME_SIX_CHAR };
+    struct lk_kv kv;
+    unsigned long long state = 5;
+    struct lk_rng rng = { fill_splitmix, &state };
+    struct lk_session *s = make("mine", fb, 2);
+    lk_kv_memory_init(&kv);
+    CHECK_INT_EQ(lk_kv_put(&kv, "tiny-cow", corrupt, sizeof(corrupt) - 1, NULL), 0);
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        struct lk_buf name = LK_BUF_INIT;
+        struct lk_buf err = LK_BUF_INIT;
+        struct lk_buf raw = LK_BUF_INIT;
+        CHECK_INT_EQ(lk_store_session(&kv, s, kinds[i], "tiny-cow", &rng, &name, &err), LK_EINVAL);
+        CHECK_INT_EQ(name.len, 0);
+        CHECK(strncmp(err.data, want, strlen(want)) == 0);
+        CHECK_INT_EQ(lk_kv_memory_count(&kv), 1);
+        CHECK_INT_EQ(lk_kv_get(&kv, "tiny-cow", &raw, NULL), 0);
+        CHECK_STR_EQ(raw.data, corrupt);
+        lk_buf_release(&raw);
+        lk_buf_release(&err);
+        lk_buf_release(&name);
+    }
+    /* A desired name that is not stored is taken, with no error text. */
+    struct lk_buf name = LK_BUF_INIT;
+    struct lk_buf err = LK_BUF_INIT;
+    CHECK_INT_EQ(lk_store_session(&kv, s, LK_NAME_ANIMAL, "free-fox", &rng, &name, &err), 0);
+    CHECK_STR_EQ(name.data, "free-fox");
+    CHECK_INT_EQ(err.len, 0);
+    lk_buf_release(&err);
+    lk_buf_release(&name);
+    lk_session_free(s);
+    lk_kv_free(&kv);
+}
+
 /* A kv whose every operation fails: the SPEC texts wrap its reason. */
 static int fail_get(void *ctx, const char *key, struct lk_buf *value, struct lk_buf *err)
 {
@@ -534,6 +574,7 @@ int main(void)
     RUN(test_invalid_stored);
     RUN(test_identical_preview_requests);
     RUN(test_store_session);
+    RUN(test_store_session_invalid_desired);
     RUN(test_saturation);
     RUN(test_strict_store);
     RUN(test_failing_kv);

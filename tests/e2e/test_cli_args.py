@@ -1,0 +1,168 @@
+"""The `linkup` CLI's argument errors and start-up failure message (SPEC §6.1,
+§6.5.1 step 5, §6.5.4, §6.5.7, §6.5.8, §6.5.11; docs/cli.md): clap's
+wording and exit status 2 for usage errors, every clap form of an option's
+value, and `Failed to reach the local server` first when the spawned server
+dies during start-up. The real binary runs with a private LINKUP_HOME, no
+update check and the local server expected on a free loopback port."""
+import json
+import pathlib
+import socket
+
+import pytest
+
+import lk
+
+CONFIG = """linkup:
+  worker_url: http://127.0.0.1:9
+  worker_token: token123
+services:
+  - name: web
+    remote: http://127.0.0.1:9001
+    local: http://127.0.0.1:9002
+domains:
+  - domain: example.com
+    default_service: web
+"""
+NOT_RUNNING = ("Seems like your local Linkup server is not running. "
+               "Please run 'linkup start' first.")
+
+
+def usage_error(linkup_bin, env, *args, cwd=None):
+    """Runs `linkup ARGS`, checks exit 2 and an empty stdout, returns the
+    stderr lines."""
+    r = lk.run(linkup_bin, *args, env=env, cwd=cwd, timeout=30)
+    assert r.returncode == 2, (args, r.stdout, r.stderr)
+    assert r.stdout == "", (args, r.stdout)
+    return r.stderr.splitlines()
+
+
+# ---- -c/--config: every clap form (4a) ------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["-cp.yaml", "config", "check", "--json"],
+    ["-c=p.yaml", "config", "check", "--json"],
+    ["-c", "p.yaml", "config", "check", "--json"],
+    ["--config=p.yaml", "config", "check", "--json"],
+    ["--config", "p.yaml", "config", "check", "--json"],
+    ["config", "check", "--json", "-cp.yaml"],
+])
+def test_config_option_forms(linkup_bin, cenv, tmp_path, args):
+    (tmp_path / "p.yaml").write_text(CONFIG)
+    r = lk.run(linkup_bin, *args, env=cenv, cwd=tmp_path, timeout=30)
+    assert r.returncode == 0, (args, r.stderr)
+    assert json.loads(r.stdout)["config_path"] == str((tmp_path / "p.yaml").resolve())
+
+
+def test_attached_short_config_with_status(linkup_bin, cenv, tmp_path):
+    (tmp_path / "p.yaml").write_text(CONFIG)
+    for args in (["-cp.yaml", "status"], ["-c", "p.yaml", "status"]):
+        r = lk.run(linkup_bin, *args, env=cenv, cwd=tmp_path, timeout=30)
+        assert r.returncode == 0, (args, r.stderr)
+        assert NOT_RUNNING in r.stdout
+
+
+# ---- a value is required (4c) -------------------------------------------------
+
+
+@pytest.mark.parametrize("args,display,hint", [
+    (["status", "--session"], "--session <NAME>", "status"),
+    (["status", "--session", "--json"], "--session <NAME>", "status"),
+    (["completion", "--shell"], "--shell <SHELL>", "completion"),
+    (["update", "--channel"], "--channel <CHANNEL>", "update"),
+    (["local-dns", "install", "--root"], "--root <DIR>", "local-dns"),
+    (["local-dns", "uninstall", "--dns"], "--dns <ADDR:PORT>", "local-dns"),
+    (["infra", "-e"], "--email <EMAIL>", "infra"),
+    (["infra", "-e", "a", "-k", "-a", "c"], "--api-key <API_KEY>", "infra"),
+    (["infra", "-e", "a", "-k", "b", "-a", "c", "-z", "deploy"],
+     "--zone-ids <ZONE_IDS>...", "infra"),
+    (["-c"], "--config <CONFIG>", None),
+    (["status", "--config"], "--config <CONFIG>", None),
+])
+def test_missing_value(linkup_bin, cenv, args, display, hint):
+    lines = usage_error(linkup_bin, cenv, *args)
+    where = f"{hint}: " if hint else ""
+    assert lines[0] == (f"linkup: {where}a value is required for '{display}' "
+                        "but none was supplied"), lines
+    assert lines[1:] == [f"Run 'linkup {hint + ' ' if hint else ''}--help' for usage."], lines
+
+
+def test_attached_values_of_command_options(linkup_bin, cenv):
+    """`--opt=VALUE` still works, and an invalid value still names the option."""
+    r = lk.run(linkup_bin, "completion", "--shell=bash", env=cenv, timeout=30)
+    assert r.returncode == 0 and "linkup" in r.stdout, r.stderr
+    lines = usage_error(linkup_bin, cenv, "local-dns", "install", "--platform=win")
+    assert lines[0] == ("linkup: local-dns: invalid value 'win' for '--platform <NAME>' "
+                        "[possible values: linux, macos]")
+
+
+# ---- infra lists only the missing options (4b) ------------------------------------
+
+
+@pytest.mark.parametrize("args,missing", [
+    (["-e", "a", "-k", "b", "-a", "c", "deploy"], ["--zone-ids <ZONE_IDS>..."]),
+    (["-k", "b", "-z", "z1", "z2", "destroy"], ["--email <EMAIL>", "--account-id <ACCOUNT_ID>"]),
+    (["deploy"], ["--email <EMAIL>", "--api-key <API_KEY>", "--account-id <ACCOUNT_ID>",
+                  "--zone-ids <ZONE_IDS>..."]),
+])
+def test_infra_lists_only_missing_options(linkup_bin, cenv, args, missing):
+    lines = usage_error(linkup_bin, cenv, "infra", *args)
+    assert lines == (["linkup: infra: the following required arguments were not provided:"]
+                     + [f"  {m}" for m in missing]
+                     + ["Run 'linkup infra --help' for usage."]), lines
+
+
+def test_infra_attached_zone_id_counts(linkup_bin, cenv):
+    r = lk.run(linkup_bin, "infra", "-ea", "-k=b", "--account-id=c", "-zz1", "z2", "deploy",
+               env=cenv, timeout=30)
+    # All four given: past the usage checks, to the "not in this build" failure.
+    assert r.returncode == 1 and r.stderr.startswith("Exited with error: "), r.stderr
+
+
+# ---- unrecognized subcommands (4d) ----------------------------------------------
+
+
+@pytest.mark.parametrize("args,where", [
+    (["bogus"], ""),
+    (["local-dns", "bogus"], "local-dns"),
+    (["sessions", "bogus"], "sessions"),
+    (["config", "bogus"], "config"),
+])
+def test_unrecognized_subcommand(linkup_bin, cenv, args, where):
+    lines = usage_error(linkup_bin, cenv, *args)
+    prefix = f"linkup: {where}: " if where else "linkup: "
+    assert lines == [f"{prefix}unrecognized subcommand 'bogus'",
+                     f"Run 'linkup {where + ' ' if where else ''}--help' for usage."], lines
+
+
+def test_local_dns_unexpected_arguments(linkup_bin, cenv):
+    lines = usage_error(linkup_bin, cenv, "local-dns", "install", "--frob")
+    assert lines[0] == "linkup: local-dns: unexpected argument '--frob'"
+    lines = usage_error(linkup_bin, cenv, "local-dns", "--frob", "install")
+    assert lines[0] == "linkup: local-dns: unexpected argument '--frob'"
+
+
+# ---- start: the spawned server dies during start-up (2) ---------------------------
+
+
+def test_start_port_taken_says_failed_to_reach(linkup_bin, cenv, tmp_path):
+    for name in ("server", "worker"):
+        if not lk.has_command(linkup_bin, name, cenv):
+            pytest.skip(f"`linkup {name}` does not exist")
+    cfg = tmp_path / "linkup.yaml"
+    cfg.write_text(CONFIG)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        addr = f"127.0.0.1:{s.getsockname()[1]}"
+        cenv["LINKUP_HTTP_ADDR"] = addr
+        r = lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)
+    assert r.returncode == 1, r.stderr
+    log = pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-stderr"
+    line = [x for x in r.stderr.splitlines() if x.startswith("Exited with error: ")]
+    assert len(line) == 1, r.stderr
+    head = ("Exited with error: Failed to reach the local server: "
+            "the local server exited during start-up: ")
+    assert line[0].startswith(head), line[0]
+    assert addr in line[0] and line[0].endswith(f" (logs: {log})"), line[0]
+    assert not (pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-pid").exists()
