@@ -185,6 +185,10 @@ static void forward(struct worker *w, struct lk_exchange *ex, const struct lk_ro
     spec.ws_pass_non_101 = false;
     spec.on_error = ws ? on_ws_error : on_http_error;
     if (on_tunnel) {
+        /* The host spells the name in lower case; messages use the routed
+         * session's own spelling ("Big-Cow") when it is that session. */
+        if (lk_str_ieq(session, r->found.name))
+            session = r->found.name;
         /* Not cached: the cache's own fetch cannot use the tunnel. */
         worker_tunnel_forward(w, ex, session, &spec);
         return;
