@@ -391,13 +391,22 @@ static void add_traceparent(const struct lk_rng *rng, struct lk_buf *b)
     lk_buf_add(b, text, sizeof(text));
 }
 
+/* {name}.{target domain}[:port] (SPEC §3.7, DESIGN §2.4), with the host as
+ * the original's URL parser leaves it: lower case, and no port when it is
+ * the scheme's default. */
 static void add_forwarded_host(struct lk_str url, struct lk_str name, struct lk_buf *b)
 {
     struct lk_str port;
     struct lk_str host = lk_route_host(url, &port);
     lk_buf_addstr(b, name);
     lk_buf_addch(b, '.');
+    size_t at = b->len;
     lk_buf_addstr(b, target_domain_of_host(host, name));
+    for (size_t i = at; i < b->len; i++)
+        b->data[i] = lk_ascii_lower(b->data[i]);
+    if ((lk_str_eq(port, LK_STR("80")) && lk_str_starts_with(url, LK_STR("http://"))) ||
+        (lk_str_eq(port, LK_STR("443")) && lk_str_starts_with(url, LK_STR("https://"))))
+        port.len = 0;
     if (port.len > 0) {
         lk_buf_addch(b, ':');
         lk_buf_addstr(b, port);
