@@ -26,6 +26,7 @@
 struct bufferevent;
 struct evbuffer;
 struct evconnlistener;
+struct lk_h2_front;
 struct lk_proxy;
 struct lk_upstream;
 
@@ -46,6 +47,7 @@ enum lk_conn_state {
     LK_CONN_TUNNEL,       /* WebSocket byte pump */
     LK_CONN_FLUSHING,     /* writing the last response, then close */
     LK_CONN_LINGERING,    /* write side shut, draining input before close */
+    LK_CONN_H2,           /* HTTP/2 prior knowledge: h2 serves it (net/h2_front.h) */
     LK_CONN_CLOSED,       /* queued for destruction */
 };
 
@@ -83,6 +85,9 @@ struct lk_conn {
     unsigned n_requests;
     struct lk_exchange *ex; /* current exchange, or NULL */
     uint64_t discard_left;  /* LK_CONN_DISCARDING budget */
+    /* LK_CONN_H2: owns the client bufferevent (bev is NULL then); freed by
+     * the connection's destructor. */
+    struct lk_h2_front *h2;
 };
 
 enum lk_ex_phase {

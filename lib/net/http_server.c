@@ -28,6 +28,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "net/addr.h"
+#include "net/h2_front.h"
 #include "net/heap.h"
 #include "net/http_internal.h"
 #include "net/log.h"
@@ -193,9 +194,9 @@ void lk_head_rebase(struct lk_http_header *h, size_t n, const char *from, const 
 
 static const char *state_name(enum lk_conn_state s)
 {
-    static const char *const names[] = { "READING_HEAD", "HANDLER",    "READING_BODY",
-                                         "PROXYING",     "DISCARDING", "TUNNEL",
-                                         "FLUSHING",     "LINGERING",  "CLOSED" };
+    static const char *const names[] = { "READING_HEAD", "HANDLER", "READING_BODY", "PROXYING",
+                                         "DISCARDING",   "TUNNEL",  "FLUSHING",     "LINGERING",
+                                         "H2",           "CLOSED" };
     return names[s];
 }
 
@@ -382,8 +383,9 @@ static void conn_destroy(struct lk_conn *c)
         /* LK_EX_HANDLER: the program still holds ex and frees it by
          * responding. */
     }
-    if (c->bev != NULL) /* NULL after lk_exchange_upgrade() took it */
+    if (c->bev != NULL) /* NULL after lk_exchange_upgrade() or start_h2() took it */
         lk_net_bev_free(c->bev);
+    lk_h2_front_free(c->h2);
     c->srv->n_conns--;
     free(c);
 }
@@ -958,6 +960,47 @@ static void dispatch_head(struct lk_conn *c, const char *head, size_t len,
     c->srv->handler(ex, c->srv->data);
 }
 
+static void on_h2_closed(void *data, const char *why)
+{
+    lk_conn_close(data, why);
+}
+
+/* The client spoke the HTTP/2 preface: the connection (still one of
+ * srv->conns, counted against max_conns) is served by h2_front from now on;
+ * it owns the bufferevent, and conn_destroy() frees it. */
+static void start_h2(struct lk_conn *c)
+{
+    struct bufferevent *bev = c->bev;
+    lk_conn_set_timer(c, 0);
+    event_del(&c->kick);
+    rd_stop(c);
+    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    c->bev = NULL;
+    lk_conn_set_state(c, LK_CONN_H2);
+    c->h2 = lk_h2_front_new(c->srv, bev, c->id, c->peer_str, c->is_loopback, on_h2_closed, c);
+    if (c->srv->draining)
+        lk_h2_front_drain(c->h2);
+}
+
+/* HTTP/2 with prior knowledge (RFC 9113 §3.3) on a plain TCP client's first
+ * request: 1 when the preface came and the connection became HTTP/2, 0
+ * when the bytes so far are a prefix of it (wait for more), -1 when this is
+ * HTTP/1.x. TLS connections (ALPN is http/1.1 only) and adopted streams are
+ * never HTTP/2. */
+static int sniff_h2(struct lk_conn *c, struct evbuffer *in)
+{
+    if (c->n_requests > 0 || !c->plain || c->is_tls || c->eof_aborts)
+        return -1;
+    char first[LK_H2_PREFACE_LEN];
+    ev_ssize_t n = evbuffer_copyout(in, first, sizeof(first));
+    int m = lk_h2_preface_match(first, n > 0 ? (size_t)n : 0);
+    if (m == 0 && c->read_eof)
+        return -1; /* the 400 path closes it */
+    if (m == 1)
+        start_h2(c);
+    return m;
+}
+
 static void read_head(struct lk_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -972,6 +1015,8 @@ static void read_head(struct lk_conn *c)
         c->head_begun = true;
         lk_conn_set_timer(c, c->srv->opts.head_timeout_ms);
     }
+    if (sniff_h2(c, in) >= 0)
+        return;
     /* Pipelining backpressure: answer the queued responses first. */
     if (evbuffer_get_length(out) > c->srv->opts.stream_buffer_max)
         return;
@@ -1033,6 +1078,7 @@ static void process(struct lk_conn *c)
             flushed(c);
         break;
     case LK_CONN_HANDLER:
+    case LK_CONN_H2:
     case LK_CONN_CLOSED:
         break;
     }
@@ -1467,6 +1513,8 @@ static void on_drain_check(evutil_socket_t fd, short what, void *arg)
         next = c->next;
         if (c->state == LK_CONN_READING_HEAD && !c->head_begun)
             lk_conn_close(c, "server draining");
+        else if (c->state == LK_CONN_H2)
+            lk_h2_front_drain(c->h2); /* GOAWAY; closes once its streams are done */
     }
     lk_upstream_pool_clear(srv);
     if (srv->conns == NULL && srv->reap == NULL && srv->exchanges == NULL)
