@@ -55,10 +55,14 @@
  * destroys the frames the client has not read yet (as the engine's
  * lingering close, RFC 9112 §9.6). */
 #define LINGER_MS 2000
-/* The engine's response heads: its own CORS headers come on top of an
- * upstream's 100, so allow more than a request head. */
-#define RESP_MAX_HEADERS (2 * LK_HTTP1_MAX_HEADERS)
-#define RESP_MAX_HEAD    (2 * LK_HTTP1_MAX_HEAD)
+/* The engine's response heads: its own CORS headers come on top of what an
+ * upstream may send within the server's limits, so allow twice those. */
+static struct lk_http1_limits resp_limits(const struct lk_http_server *srv)
+{
+    const struct lk_http1_limits *l = &srv->opts.limits;
+    return (struct lk_http1_limits){ 2 * l->max_line, 2 * l->max_head, 2 * l->max_headers,
+                                     l->max_target };
+}
 
 enum resp_state {
     RESP_HEAD = 0, /* waiting for the engine's (next) response head */
@@ -99,7 +103,7 @@ struct lk_h2_front {
     bool is_loopback;
     struct h2s *streams;
     size_t n_streams;
-    struct lk_http_header *resp_hdrs; /* parser output, RESP_MAX_HEADERS */
+    struct lk_http_header *resp_hdrs; /* parser output, resp_limits().max_headers */
     struct event close_ev, pump_ev, idle_ev;
     bool goaway, finishing, lingering, dead, freeing;
     char why[128];
@@ -373,17 +377,15 @@ static int submit_head(struct h2s *s, const struct lk_http1_response *r, bool fi
  * (the stream is reset). */
 static int read_head(struct h2s *s)
 {
-    static const struct lk_http1_limits lim = { LK_HTTP1_MAX_LINE, RESP_MAX_HEAD, RESP_MAX_HEADERS,
-                                                LK_HTTP1_MAX_TARGET };
+    const struct lk_http1_limits lim = resp_limits(s->f->srv);
     struct evbuffer *in = bufferevent_get_input(s->bev);
     for (;;) {
         size_t len = evbuffer_get_length(in);
         if (len == 0)
             return 0;
-        size_t n = len < RESP_MAX_HEAD + 1 ? len : RESP_MAX_HEAD + 1;
+        size_t n = len < lim.max_head + 1 ? len : lim.max_head + 1;
         const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-        struct lk_http1_response r = { .headers = s->f->resp_hdrs,
-                                       .headers_cap = RESP_MAX_HEADERS };
+        struct lk_http1_response r = { .headers = s->f->resp_hdrs, .headers_cap = lim.max_headers };
         const char *why = NULL;
         int rc = lk_http1_parse_response(p, n, &lim, s->is_head, &r, &why);
         if (rc == LK_PARTIAL)
@@ -479,7 +481,7 @@ static void pump(struct h2s *s)
             return;
         }
     }
-    if (s->rs == RESP_HEAD && evbuffer_get_length(in) > RESP_MAX_HEAD) {
+    if (s->rs == RESP_HEAD && evbuffer_get_length(in) > resp_limits(s->f->srv).max_head) {
         stream_reset(s, NGHTTP2_INTERNAL_ERROR);
         return;
     }
@@ -945,7 +947,7 @@ struct lk_h2_front *lk_h2_front_new(struct lk_http_server *srv, struct buffereve
     f->is_loopback = peer_is_loopback;
     f->on_closed = on_closed;
     f->data = data;
-    f->resp_hdrs = lk_xcalloc(RESP_MAX_HEADERS, sizeof(*f->resp_hdrs));
+    f->resp_hdrs = lk_xcalloc(resp_limits(srv).max_headers, sizeof(*f->resp_hdrs));
     event_assign(&f->close_ev, srv->base, -1, 0, on_close_ev, f);
     event_assign(&f->pump_ev, srv->base, -1, 0, on_pump_ev, f);
     evtimer_assign(&f->idle_ev, srv->base, on_idle, f);

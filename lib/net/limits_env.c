@@ -12,6 +12,9 @@
 #include "net/http_server.h"
 #include "net/log.h"
 
+#define LK_HEAD_LIMIT_MAX    (4u * 1024u * 1024u)
+#define LK_HEADERS_LIMIT_MAX 10000u
+
 /* A positive decimal from env into *dst (unchanged when unset or empty; a
  * warning when malformed or out of 1..max). */
 static void size_from_env(const char *env, size_t max, size_t *dst)
@@ -47,4 +50,10 @@ void lk_limits_from_env(struct lk_http_server_opts *so, size_t *max_json_body)
     size_from_env("LINKUP_MAX_CONNS", SIZE_MAX, &so->max_conns);
     size_from_env("LINKUP_WS_BUFFER_MAX", SIZE_MAX, &so->ws_buffer_max);
     size_from_env("LINKUP_MAX_JSON_BODY", SIZE_MAX, max_json_body);
+    /* The request-head limits (431 / 414 past them). The head buffer holds
+     * max_head bytes, so they stay within a few MiB. */
+    size_from_env("LINKUP_MAX_HEADER_LINE", LK_HEAD_LIMIT_MAX, &so->limits.max_line);
+    size_from_env("LINKUP_MAX_HEAD", LK_HEAD_LIMIT_MAX, &so->limits.max_head);
+    size_from_env("LINKUP_MAX_HEADERS", LK_HEADERS_LIMIT_MAX, &so->limits.max_headers);
+    size_from_env("LINKUP_MAX_TARGET", LK_HEAD_LIMIT_MAX, &so->limits.max_target);
 }

@@ -12,9 +12,13 @@
  *   LINKUP_MAX_CONNS              open client connections (503 past it)
  *   LINKUP_WS_BUFFER_MAX          bytes queued per WebSocket direction
  *   LINKUP_MAX_JSON_BODY          session JSON bodies (413 past it)
+ *   LINKUP_MAX_TARGET             request-target (414 past it)
+ *   LINKUP_MAX_HEADER_LINE        one request header line (431 past it)
+ *   LINKUP_MAX_HEAD               whole request head (431 past it)
+ *   LINKUP_MAX_HEADERS            request header fields (431 past it)
  *
  * Each value is a decimal from 1 upwards (at most UINT_MAX for the _MS
- * ones). Unset or empty keeps the default; anything else is ignored with a
+ * ones, 4 MiB for the head sizes, 10 000 for the field count). Unset or empty keeps the default; anything else is ignored with a
  * warning in the log. Uses getenv(): call from the main thread at start-up.
  */
 #ifndef LK_NET_LIMITS_ENV_H

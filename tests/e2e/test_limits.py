@@ -5,8 +5,8 @@ that stops taking its response.
 
 Both servers read their limits from environment variables
 (LINKUP_HEAD_TIMEOUT_MS, LINKUP_IDLE_TIMEOUT_MS, LINKUP_MAX_CONNS,
-LINKUP_MAX_JSON_BODY, ...; docs/reliability.md) so these tests run in
-seconds."""
+LINKUP_MAX_JSON_BODY, LINKUP_MAX_HEADERS, ...; docs/reliability.md) so these
+tests run in seconds."""
 import resource
 import socket
 import threading
@@ -114,6 +114,50 @@ def test_idle_keep_alive_timeout(front_factory, kind):
         assert lk.parse_responses(data)[0].status == 200
         elapsed = wait_closed(s, 4)
         assert elapsed is not None and elapsed < 3
+
+
+# ---- request-head limits -------------------------------------------------------
+
+def _status_of(f, head):
+    got, _ = lk.raw_exchange(f.addr, head, timeout=5)
+    rs = lk.parse_responses(got)
+    return rs[0].status if rs else None
+
+
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_request_head_limits_configured(front_factory, kind):
+    """LINKUP_MAX_TARGET (414), LINKUP_MAX_HEADER_LINE, LINKUP_MAX_HEADERS and
+    LINKUP_MAX_HEAD (431): each limit holds exactly at its configured value."""
+    f = front_factory(kind, env={"LINKUP_MAX_TARGET": "64", "LINKUP_MAX_HEADER_LINE": "100",
+                                 "LINKUP_MAX_HEADERS": "8", "LINKUP_MAX_HEAD": "600"})
+    # Three fields of every request: Host, the worker's token, and a close
+    # so that each answer ends its connection.
+    base = (b"Host: %s\r\nAuthorization: Bearer token123\r\nConnection: close\r\n"
+            % f.host.encode())
+
+    def req(target=b"/linkup/check", fields=b""):
+        return b"GET " + target + b" HTTP/1.1\r\n" + base + fields + b"\r\n"
+
+    def line(n):  # one field line with n bytes of content
+        return b"X-A: " + b"v" * (n - 5) + b"\r\n"
+
+    def fields(n):
+        return b"".join(b"X-%d: 1\r\n" % i for i in range(n))
+
+    assert _status_of(f, req()) == 200
+    # target: 64 bytes pass, 65 do not
+    assert _status_of(f, req(b"/linkup/check?" + b"a" * (64 - 14))) == 200
+    assert _status_of(f, req(b"/linkup/check?" + b"a" * (65 - 14))) == 414
+    # one field line: 100 bytes of content pass, 101 do not
+    assert _status_of(f, req(fields=line(100))) == 200
+    assert _status_of(f, req(fields=line(101))) == 431
+    # field count: 8 pass, 9 do not
+    assert _status_of(f, req(fields=fields(5))) == 200
+    assert _status_of(f, req(fields=fields(6))) == 431
+    # whole head (8 fields or fewer): about 510 bytes pass, about 610 do not
+    assert _status_of(f, req(fields=line(100) * 4)) == 200
+    assert _status_of(f, req(fields=line(100) * 5)) == 431
+    assert f.check() == 200
 
 
 # ---- maximum connections -----------------------------------------------------
