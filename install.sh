@@ -6,7 +6,7 @@
 # platform, verifies its SHA-256, moves it into place atomically and, on
 # Linux, gives it cap_net_bind_service so `linkup start` can bind 80/443.
 #
-#   sh install.sh [--prefix DIR] [--channel stable|beta] [--version X]
+#   sh install.sh [--prefix DIR | --bin-dir DIR] [--channel stable|beta] [--version X]
 #   (self-contained: it also works piped into `sh -s -- [OPTIONS]`)
 #
 # An existing binary is only replaced by a verified one.
@@ -27,8 +27,10 @@ Install a released linkup binary
 Usage: install.sh [OPTIONS]
 
 Options:
-      --prefix <DIR>      Directory that receives the binary [env: LINKUP_INSTALL_DIR]
-                          [default: /usr/local/bin]
+      --prefix <DIR>      Install into DIR/bin (like make install PREFIX=DIR)
+                          [default: /usr/local]
+      --bin-dir <DIR>     Directory that receives the binary itself
+                          [env: LINKUP_INSTALL_DIR] [default: /usr/local/bin]
       --channel <CHANNEL> Release channel [possible values: stable, beta] [default: stable]
       --version <VERSION> Install this release instead of the channel's newest
   -h, --help              Print help
@@ -73,10 +75,19 @@ parse_args() {
             ;;
         --prefix)
             need_arg "$@"
+            install_dir=${2%/}/bin
+            shift
+            ;;
+        --prefix=*)
+            install_dir=${1#--prefix=}
+            install_dir=${install_dir%/}/bin
+            ;;
+        --bin-dir)
+            need_arg "$@"
             install_dir=$2
             shift
             ;;
-        --prefix=*) install_dir=${1#--prefix=} ;;
+        --bin-dir=*) install_dir=${1#--bin-dir=} ;;
         --channel)
             need_arg "$@"
             channel=$2

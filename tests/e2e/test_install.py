@@ -137,17 +137,31 @@ def test_install_sh_is_posix_sh_and_has_help():
     r = subprocess.run(["sh", str(INSTALL_SH), "--help"], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 0
-    assert "--prefix" in r.stdout and "--channel" in r.stdout and "--version" in r.stdout
+    assert "--prefix" in r.stdout and "--bin-dir" in r.stdout
+    assert "--channel" in r.stdout and "--version" in r.stdout
     assert "LINKUP_RELEASE_URL" in r.stdout
     r = subprocess.run(["sh", str(INSTALL_SH), "--bogus"], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode != 0 and "unexpected argument '--bogus'" in r.stderr
 
 
+def test_install_sh_prefix_is_a_prefix(rel, tmp_path):
+    """--prefix P installs P/bin/linkup, as make install PREFIX=P does."""
+    url = standard_manifest(rel)
+    for args, prefix in ((["--prefix", str(tmp_path / "a")], tmp_path / "a"),
+                         ([f"--prefix={tmp_path / 'b'}/"], tmp_path / "b")):
+        r = run_install(url, *args)
+        assert r.returncode == 0, r.stderr
+        target = prefix / "bin" / "linkup"
+        assert f"Installed linkup 4.2.0 to {target}" in r.stdout
+        assert installed_output(target) == "linkup-fake 4.2.0"
+        assert sorted(p.name for p in prefix.iterdir()) == ["bin"]
+
+
 def test_install_sh_stable(rel, tmp_path):
     url = standard_manifest(rel)
     dest = tmp_path / "bin"
-    r = run_install(url, "--prefix", str(dest))
+    r = run_install(url, "--bin-dir", str(dest))
     assert r.returncode == 0, r.stderr
     target = dest / "linkup"
     assert f"Installed linkup 4.2.0 to {target}" in r.stdout
@@ -155,7 +169,7 @@ def test_install_sh_stable(rel, tmp_path):
     assert target.stat().st_mode & 0o777 == 0o755
     assert installed_output(target) == "linkup-fake 4.2.0"
     assert sorted(p.name for p in dest.iterdir()) == ["linkup"]  # no temp files left
-    # LINKUP_INSTALL_DIR works like --prefix; a specific --version too.
+    # LINKUP_INSTALL_DIR works like --bin-dir; a specific --version too.
     r = run_install(url, "--version", "4.1.1", env_extra={"LINKUP_INSTALL_DIR": str(dest)})
     assert r.returncode == 0, r.stderr
     assert f"Installed linkup 4.1.1 to {target}" in r.stdout
@@ -165,12 +179,12 @@ def test_install_sh_stable(rel, tmp_path):
 def test_install_sh_beta_channel(rel, tmp_path):
     url = standard_manifest(rel)
     dest = tmp_path / "bin"
-    r = run_install(url, "--prefix", str(dest), "--channel", "beta")
+    r = run_install(url, "--bin-dir", str(dest), "--channel", "beta")
     assert r.returncode == 0, r.stderr
     # SPEC §3.11: pre-releases compare by the pre-release string only.
     assert "Installed linkup 4.2.5-next-2026-12-01" in r.stdout
     assert installed_output(dest / "linkup") == "linkup-fake 4.2.5-next-2026-12-01"
-    r = run_install(url, "--prefix", str(dest), "--channel", "nightly")
+    r = run_install(url, "--bin-dir", str(dest), "--channel", "nightly")
     assert r.returncode != 0 and "invalid channel 'nightly'" in r.stderr
 
 
@@ -182,7 +196,7 @@ def test_install_sh_tar_gz_and_absolute_url(rel, tmp_path):
     url = rel.manifest([release("4.2.0", {key: asset(f"{rel.base}/linkup-4.2.0.tar.gz",
                                                      sha.upper())})])
     dest = tmp_path / "bin"
-    r = run_install(url, "--prefix", str(dest))
+    r = run_install(url, "--bin-dir", str(dest))
     assert r.returncode == 0, r.stderr
     assert "Installed linkup 4.2.0" in r.stdout
     assert installed_output(dest / "linkup") == "linkup-fake 4.2.0"
@@ -198,7 +212,7 @@ def test_install_sh_digest_mismatch_keeps_old_binary(rel, tmp_path):
     old = dest / "linkup"
     old.write_text("#!/bin/sh\necho old\n")
     old.chmod(0o755)
-    r = run_install(url, "--prefix", str(dest))
+    r = run_install(url, "--bin-dir", str(dest))
     assert r.returncode == 1
     assert "SHA-256 mismatch" in r.stderr
     assert "Installed" not in r.stdout
@@ -210,19 +224,19 @@ def test_install_sh_no_asset_for_platform(rel, tmp_path):
     sha = rel.add("linkup-4.2.0", fake_binary("4.2.0"))
     url = rel.manifest([release("4.2.0", {other_key(): asset("linkup-4.2.0", sha)})])
     dest = tmp_path / "bin"
-    r = run_install(url, "--prefix", str(dest))
+    r = run_install(url, "--bin-dir", str(dest))
     assert r.returncode == 1
     assert f"no stable release for {lk.release_arch()}-" in r.stderr
     assert not (dest / "linkup").exists()
-    r = run_install(url, "--prefix", str(dest), "--version", "4.2.0")
+    r = run_install(url, "--bin-dir", str(dest), "--version", "4.2.0")
     assert r.returncode == 1 and "no release 4.2.0 for" in r.stderr
 
 
 def test_install_sh_bad_manifest(rel, tmp_path):
     rel.files["/broken.json"] = b"{not json"
-    r = run_install(f"{rel.base}/broken.json", "--prefix", str(tmp_path / "bin"))
+    r = run_install(f"{rel.base}/broken.json", "--bin-dir", str(tmp_path / "bin"))
     assert r.returncode == 1 and "cannot read the release manifest" in r.stderr
-    r = run_install(f"{rel.base}/missing.json", "--prefix", str(tmp_path / "bin"))
+    r = run_install(f"{rel.base}/missing.json", "--bin-dir", str(tmp_path / "bin"))
     assert r.returncode == 1 and "cannot download the release manifest" in r.stderr
 
 
@@ -246,14 +260,14 @@ def test_install_sh_jq_fallback(rel, tmp_path):
     url = standard_manifest(rel)
     path = path_without_python(tmp_path)
     dest = tmp_path / "bin"
-    r = run_install(url, "--prefix", str(dest), path=path)
+    r = run_install(url, "--bin-dir", str(dest), path=path)
     assert r.returncode == 0, r.stderr
     assert "Installed linkup 4.2.0" in r.stdout
-    r = run_install(url, "--prefix", str(dest), "--channel", "beta", path=path)
+    r = run_install(url, "--bin-dir", str(dest), "--channel", "beta", path=path)
     assert r.returncode == 0, r.stderr
     assert "Installed linkup 4.2.5-next-2026-12-01" in r.stdout
     assert installed_output(dest / "linkup") == "linkup-fake 4.2.5-next-2026-12-01"
-    r = run_install(url, "--prefix", str(dest), "--version", "4.1.1", path=path)
+    r = run_install(url, "--bin-dir", str(dest), "--version", "4.1.1", path=path)
     assert r.returncode == 0 and "Installed linkup 4.1.1" in r.stdout
 
 
@@ -263,7 +277,7 @@ def test_install_sh_sets_capability(rel, tmp_path):
         pytest.skip("getcap missing (Debian: libcap2-bin)")
     url = standard_manifest(rel)
     dest = tmp_path / "bin"
-    r = run_install(url, "--prefix", str(dest), env_extra={"LINKUP_NO_SETCAP": ""})
+    r = run_install(url, "--bin-dir", str(dest), env_extra={"LINKUP_NO_SETCAP": ""})
     assert r.returncode == 0, r.stderr
     if "could not add the capability" in r.stderr:
         pytest.skip(f"this file system refuses file capabilities: {r.stderr}")
