@@ -1,9 +1,11 @@
 """Shared fixtures for the black-box tests: the binary under test, a
 private LINKUP_HOME/HOME per test, env variants for HTTP-only servers and CLI
-commands, fake upstreams (127.0.0.2) and a fake worker (127.0.0.3), and
-lk.Front factories. A test module's own fixture of the same name wins."""
+commands, fake upstreams (127.0.0.2) and a fake worker (127.0.0.3),
+lk.Front factories, and a black-holed address (a full accept queue). A test
+module's own fixture of the same name wins."""
 import os
 import pathlib
+import socket
 
 import pytest
 
@@ -97,3 +99,34 @@ def front_factory(linkup_bin, env, tmp_path, raw_upstream):
     for f in started:
         rc = f.stop()
         assert rc == 0, f"{f.kind} exited {rc}: {f.log()[-3000:]}"
+
+
+@pytest.fixture
+def blackhole():
+    """A loopback address:port whose accept queue is full, so a connect to
+    it hangs (SYNs are dropped) until the connector gives up."""
+    bh = socket.socket()
+    bh.bind(("127.0.0.2", 0))
+    bh.listen(0)
+    fill = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(bh.getsockname())
+        except BlockingIOError:
+            pass
+        fill.append(c)
+    probe = socket.socket()
+    probe.settimeout(0.5)
+    try:
+        probe.connect(bh.getsockname())
+        pytest.skip("this kernel accepts past a full backlog")
+    except socket.timeout:
+        pass
+    finally:
+        probe.close()
+    yield "http://%s:%d" % bh.getsockname()
+    for c in fill:
+        c.close()
+    bh.close()

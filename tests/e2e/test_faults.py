@@ -190,37 +190,6 @@ def test_upstream_silent_before_head_is_502_at_first_byte_timeout(front_factory,
     still_serves(f)
 
 
-@pytest.fixture
-def blackhole():
-    """A loopback address:port whose accept queue is full, so a connect to
-    it hangs (SYNs are dropped) until the connector gives up."""
-    bh = socket.socket()
-    bh.bind(("127.0.0.2", 0))
-    bh.listen(0)
-    fill = []
-    for _ in range(3):
-        c = socket.socket()
-        c.setblocking(False)
-        try:
-            c.connect(bh.getsockname())
-        except BlockingIOError:
-            pass
-        fill.append(c)
-    probe = socket.socket()
-    probe.settimeout(0.5)
-    try:
-        probe.connect(bh.getsockname())
-        pytest.skip("this kernel accepts past a full backlog")
-    except socket.timeout:
-        pass
-    finally:
-        probe.close()
-    yield "http://%s:%d" % bh.getsockname()
-    for c in fill:
-        c.close()
-    bh.close()
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_upstream_connect_timeout_is_502(front_factory, blackhole, kind):
     f = front_factory(kind, url=blackhole, env={"LINKUP_CONNECT_TIMEOUT_MS": "700"})

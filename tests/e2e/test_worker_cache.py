@@ -299,37 +299,6 @@ def test_connection_refused_falls_back_to_the_engine(worker):
     assert "connect" in r.text.lower(), r.text
 
 
-@pytest.fixture
-def blackhole():
-    """A loopback address:port whose accept queue is full, so a connect to
-    it hangs until the connector gives up (as in test_faults.py)."""
-    bh = socket.socket()
-    bh.bind(("127.0.0.2", 0))
-    bh.listen(0)
-    fill = []
-    for _ in range(3):
-        c = socket.socket()
-        c.setblocking(False)
-        try:
-            c.connect(bh.getsockname())
-        except BlockingIOError:
-            pass
-        fill.append(c)
-    probe = socket.socket()
-    probe.settimeout(0.5)
-    try:
-        probe.connect(bh.getsockname())
-        pytest.skip("this kernel accepts past a full backlog")
-    except socket.timeout:
-        pass
-    finally:
-        probe.close()
-    yield "http://%s:%d" % bh.getsockname()
-    for c in fill:
-        c.close()
-    bh.close()
-
-
 def test_connect_timeout_is_the_engines_and_not_retried(start_worker, blackhole):
     w = start_worker(LINKUP_CONNECT_TIMEOUT_MS="1500")
     make_session(w, "potato", blackhole)
