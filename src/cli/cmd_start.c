@@ -4,9 +4,12 @@
  * Order matters: the state is saved before env files are touched, so a
  * failing start can still be undone by `linkup stop`. The tunnel step
  * (tunnel.h) runs after the upload, whose answer carries the tunnel data.
+ * The server's address is recorded from its "HTTP listening on A:P" line, so
+ * a LINKUP_HTTP_ADDR on port 0 (an ephemeral port) works too (DESIGN §3).
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,10 @@
 #include "core/alloc.h"
 
 #define START_RETRIES 10
+/* How much of the server's stdout is searched for its listening line. */
+#define START_STDOUT_MAX (64u * 1024u)
+/* The longest address accepted from that line ("[v6]:port" fits). */
+#define START_ADDR_MAX 128
 
 static const char start_usage[] = "Start a new linkup session\n\n"
                                   "Usage: linkup start [OPTIONS]\n\n"
@@ -76,9 +83,11 @@ static void delete_old_states(void)
 }
 
 /* The last non-empty line of the server's stderr, for error messages, without
- * the server's own "Exited with error: " (start prints its own). When the
- * server could not bind a port below 1024, that line carries the setcap
- * command to run (server.c, issue 10), so start fails with it too. */
+ * the server's own "Exited with error: " (start prints its own), and not a
+ * usage hint ("Run 'linkup server --help' for usage.") but the error before
+ * it. When the server could not bind a port below 1024, that line carries
+ * the setcap command to run (server.c, issue 10), so start fails with it
+ * too. */
 static void last_log_line(const char *path, struct lk_buf *out)
 {
     static const char prefix[] = "Exited with error: ";
@@ -88,6 +97,14 @@ static void last_log_line(const char *path, struct lk_buf *out)
         const char *nl = t.len ? memrchr(t.ptr, '\n', t.len) : NULL;
         const char *from = nl ? nl + 1 : t.ptr;
         size_t len = (size_t)(t.ptr + t.len - from);
+        struct lk_str last = { from, len };
+        if (nl != NULL && lk_str_starts_with(last, LK_STR("Run '")) &&
+            lk_str_ends_with(last, LK_STR("' for usage."))) {
+            struct lk_str rest = lk_str_trim((struct lk_str){ t.ptr, (size_t)(nl - t.ptr) });
+            nl = rest.len ? memrchr(rest.ptr, '\n', rest.len) : NULL;
+            from = nl ? nl + 1 : rest.ptr;
+            len = (size_t)(rest.ptr + rest.len - from);
+        }
         if (len >= sizeof(prefix) - 1 && memcmp(from, prefix, sizeof(prefix) - 1) == 0) {
             from += sizeof(prefix) - 1;
             len -= sizeof(prefix) - 1;
@@ -104,31 +121,110 @@ static void sleep_ms(long ms)
     }
 }
 
-/* Waits for /linkup/check; fails early when the child died (port taken). */
-static int wait_ready(pid_t pid, const char *err_path)
+/* The files of one spawned server (paths in the Linkup directory). */
+struct server_files {
+    struct lk_buf out, err, pid, addr;
+};
+
+/* The address of the first complete "HTTP listening on A:P" line of the
+ * server's stdout into addr (DESIGN §3: printed, flushed, once it listens).
+ * False while there is none yet; a line not ended by "\n" is not yet whole. */
+static bool read_bound_addr(const char *out_path, struct lk_buf *addr)
 {
+    static const char prefix[] = "HTTP listening on ";
+    struct lk_buf text = LK_BUF_INIT;
+    bool found = false;
+    int fd = open(out_path, O_RDONLY | O_CLOEXEC);
+    if (fd != -1) {
+        /* The line comes first; LK_ELIMIT still leaves what was read. */
+        (void)cli_read_fd(fd, &text, START_STDOUT_MAX);
+        close(fd);
+    }
+    struct lk_str rest = lk_buf_str(&text);
+    long nl;
+    while (!found && (nl = lk_str_index(rest, '\n')) >= 0) {
+        struct lk_str line = { rest.ptr, (size_t)nl };
+        rest.ptr += nl + 1;
+        rest.len -= (size_t)nl + 1;
+        if (!lk_str_starts_with(line, lk_str_c(prefix)))
+            continue;
+        line.ptr += sizeof(prefix) - 1;
+        line.len -= sizeof(prefix) - 1;
+        line = lk_str_trim(line);
+        /* "127.0.0.1:46729", "[::1]:46729": one word, a real port. */
+        lk_buf_reset(addr);
+        lk_buf_add(addr, line.ptr, line.len);
+        found = line.len > 0 && line.len <= START_ADDR_MAX && strpbrk(addr->data, " \t") == NULL &&
+                strchr(addr->data, ':') != NULL && !cli_addr_is_ephemeral(addr->data);
+    }
+    lk_buf_release(&text);
+    return found;
+}
+
+/* Records the address the server bound once its stdout names it, so this
+ * and later commands reach it there (cli_local_addr), and sets *recorded.
+ * Returns 0, or LK_EXIT_FAIL (printed) when the address cannot be saved. */
+static int record_bound_addr(const struct server_files *f, bool *recorded)
+{
+    struct lk_buf bound = LK_BUF_INIT;
+    int rc = 0;
+    if (read_bound_addr(f->out.data, &bound)) {
+        if (cli_write_file(f->addr.data, bound.data, bound.len) != 0)
+            rc = cli_fail("Failed to start the local server: cannot write %s: %s", f->addr.data,
+                          strerror(errno));
+        *recorded = rc == 0;
+        cli_local_addr_reset();
+    }
+    lk_buf_release(&bound);
+    return rc;
+}
+
+/* Waits for /linkup/check; fails early when the child died (port taken).
+ * The check goes to the address the server printed once it did; before
+ * that, only when the listen address names a real port (with port 0 there
+ * is nothing to poll yet). */
+static int wait_ready(pid_t pid, const struct server_files *f, bool ephemeral)
+{
+    bool recorded = false;
     for (int retry = 0; retry <= START_RETRIES; retry++) {
         if (retry > 0) {
             fprintf(stderr, "Waiting for server... retry #%d\n", retry);
             sleep_ms(1000);
         }
-        if (cli_local_check(1000))
+        if (!recorded && record_bound_addr(f, &recorded) != 0) {
+            cli_procs_stop(pid, 2000);
+            return LK_EXIT_FAIL;
+        }
+        if ((recorded || !ephemeral) && cli_local_check(1000))
             return 0;
         if (cli_procs_is_dead(pid)) {
             struct lk_buf why = LK_BUF_INIT;
-            last_log_line(err_path, &why);
+            last_log_line(f->err.data, &why);
             /* SPEC §6.5.1 step 5's error first, then why and where to look. */
             int rc = cli_fail(
                 "Failed to reach the local server: the local server exited during start-up: "
                 "%s (logs: %s)",
-                why.len ? why.data : "no output", err_path);
+                why.len ? why.data : "no output", f->err.data);
             lk_buf_release(&why);
             return rc;
         }
     }
     cli_procs_stop(pid, 2000);
-    fprintf(stderr, "Local server logs: %s\n", err_path);
+    fprintf(stderr, "Local server logs: %s\n", f->err.data);
     return cli_fail("Failed to reach the local server");
+}
+
+/* Before the spawn, localserver-http holds the listen address, or nothing
+ * when its port is 0 (a stale address must not be polled meanwhile). */
+static int record_listen_addr(const char *path, const char *listen)
+{
+    int rc = 0;
+    if (!cli_addr_is_ephemeral(listen))
+        rc = cli_write_file(path, listen, strlen(listen));
+    else if (unlink(path) == -1 && errno != ENOENT)
+        rc = -1;
+    cli_local_addr_reset();
+    return rc;
 }
 
 static int spawn_server(const char *config_path)
@@ -138,25 +234,25 @@ static int spawn_server(const char *config_path)
         return cli_fail("Failed to start the local server: cannot find the linkup binary");
     const char *listen = cli_local_listen_addr();
     const char *argv[] = { self, "server", "--config", config_path, "--http", listen, NULL };
-    struct lk_buf out = LK_BUF_INIT, err = LK_BUF_INIT, pidf = LK_BUF_INIT, addr = LK_BUF_INIT;
-    cli_home_file(CLI_SERVER_STDOUT, &out);
-    cli_home_file(CLI_SERVER_STDERR, &err);
-    cli_home_file(CLI_SERVER_PID_FILE, &pidf);
-    cli_home_file(CLI_SERVER_ADDR_FILE, &addr);
-    struct cli_spawn sp = { argv, CLI_LOCAL_SERVER_ID, out.data, err.data, pidf.data };
+    struct server_files f = { LK_BUF_INIT, LK_BUF_INIT, LK_BUF_INIT, LK_BUF_INIT };
+    cli_home_file(CLI_SERVER_STDOUT, &f.out);
+    cli_home_file(CLI_SERVER_STDERR, &f.err);
+    cli_home_file(CLI_SERVER_PID_FILE, &f.pid);
+    cli_home_file(CLI_SERVER_ADDR_FILE, &f.addr);
+    struct cli_spawn sp = { argv, CLI_LOCAL_SERVER_ID, f.out.data, f.err.data, f.pid.data };
     pid_t pid = 0;
     int rc;
     /* Later commands find the server at the address recorded here. */
-    if (cli_write_file(addr.data, listen, strlen(listen)) != 0 || cli_procs_spawn(&sp, &pid) != 0)
+    if (record_listen_addr(f.addr.data, listen) != 0 || cli_procs_spawn(&sp, &pid) != 0)
         rc = cli_fail("Failed to start the local server: %s", strerror(errno));
     else
-        rc = wait_ready(pid, err.data);
+        rc = wait_ready(pid, &f, cli_addr_is_ephemeral(listen));
     if (rc != 0 && pid > 0)
-        unlink(pidf.data);
-    lk_buf_release(&out);
-    lk_buf_release(&err);
-    lk_buf_release(&pidf);
-    lk_buf_release(&addr);
+        unlink(f.pid.data);
+    lk_buf_release(&f.out);
+    lk_buf_release(&f.err);
+    lk_buf_release(&f.pid);
+    lk_buf_release(&f.addr);
     return rc;
 }
 

@@ -139,25 +139,57 @@ static void client_addr(const char *listen, struct lk_buf *out)
         lk_buf_adds(out, listen);
 }
 
+bool cli_addr_is_ephemeral(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || colon[1] == '\0')
+        return false;
+    for (const char *p = colon + 1; *p; p++) {
+        if (*p != '0')
+            return false;
+    }
+    return true;
+}
+
+/* The cached answer of cli_local_addr(); empty until computed. */
+static struct lk_buf local_addr = LK_BUF_INIT;
+
+void cli_local_addr_reset(void)
+{
+    lk_buf_release(&local_addr);
+}
+
+/* Reads the address `start` recorded into out (trimmed); false when there is
+ * none, or only an unusable port 0 (nothing listens there). */
+static bool recorded_addr(struct lk_buf *out)
+{
+    struct lk_buf text = LK_BUF_INIT;
+    bool ok = false;
+    if (cli_home_read(CLI_SERVER_ADDR_FILE, &text, 256) == 0) {
+        struct lk_str t = lk_str_trim(lk_buf_str(&text));
+        lk_buf_add(out, t.ptr, t.len);
+        ok = out->len > 0 && !cli_addr_is_ephemeral(out->data);
+    }
+    lk_buf_release(&text);
+    return ok;
+}
+
 const char *cli_local_addr(void)
 {
-    static struct lk_buf addr = LK_BUF_INIT;
-    if (addr.len > 0)
-        return addr.data;
+    if (local_addr.len > 0)
+        return local_addr.data;
     const char *env = getenv("LINKUP_HTTP_ADDR");
     struct lk_buf recorded = LK_BUF_INIT;
-    if (env && *env) {
-        client_addr(env, &addr);
-    } else if (cli_home_read(CLI_SERVER_ADDR_FILE, &recorded, 256) == 0 &&
-               lk_str_trim(lk_buf_str(&recorded)).len > 0) {
-        struct lk_str t = lk_str_trim(lk_buf_str(&recorded));
-        lk_buf_truncate(&recorded, (size_t)(t.ptr - recorded.data) + t.len);
-        client_addr(recorded.data + (t.ptr - recorded.data), &addr);
-    } else {
-        client_addr(cli_local_listen_addr(), &addr);
-    }
+    /* An env port 0 says how `start` spawned the server, not where it
+     * listens: the address it recorded (the bound one) wins then. */
+    if (env && *env && !cli_addr_is_ephemeral(env))
+        client_addr(env, &local_addr);
+    else if (recorded_addr(&recorded))
+        client_addr(recorded.data, &local_addr);
+    else
+        client_addr(cli_local_listen_addr(), &local_addr);
     lk_buf_release(&recorded);
-    return addr.data;
+    return local_addr.data;
 }
 
 void cli_local_url(const char *path, struct lk_buf *out)

@@ -3,9 +3,10 @@
  * the worker API and health probes.
  *
  * The local server is reached at LINKUP_HTTP_ADDR (a 0.0.0.0 host means
- * 127.0.0.1), else at the address `linkup start` recorded in
- * $LINKUP_HOME/localserver-http, else at the default 127.0.0.1:80 - never a
- * fixed port chosen here (DESIGN §3).
+ * 127.0.0.1) unless its port is 0, else at the address `linkup start`
+ * recorded in $LINKUP_HOME/localserver-http (the one the server bound, read
+ * from its "HTTP listening on A:P" line), else at LINKUP_HTTP_ADDR or the
+ * default 127.0.0.1:80 - never a fixed port chosen here (DESIGN §3).
  *
  * Blocking calls; not thread-safe.
  */
@@ -41,8 +42,18 @@ int cli_http_request(const char *method, const char *url, const char *const *hea
 const char *cli_http_reason(long status);
 
 /* The address "host:port" the local server listens on, for a client
- * (0.0.0.0 -> 127.0.0.1, [::] -> [::1]). Borrowed, static. */
+ * (0.0.0.0 -> 127.0.0.1, [::] -> [::1]), by the rules above. Computed once
+ * and cached until cli_local_addr_reset(). Borrowed, static. */
 const char *cli_local_addr(void);
+
+/* Forgets what cli_local_addr() computed, so its next call reads
+ * LINKUP_HTTP_ADDR and localserver-http again (after `start` recorded the
+ * address its server bound). Invalidates earlier cli_local_addr() answers. */
+void cli_local_addr_reset(void);
+
+/* True when addr ("host:port", "[v6]:port") names port 0, an ephemeral port
+ * the server picks when it binds (DESIGN §3). */
+bool cli_addr_is_ephemeral(const char *addr);
 
 /* The address to pass to `linkup server --http`: LINKUP_HTTP_ADDR or the
  * default 0.0.0.0:80. Borrowed. */
