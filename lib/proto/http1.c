@@ -640,10 +640,19 @@ enum chunk_state {
     CS_SIZE = 0,  /* first hex digit of a chunk size */
     CS_SIZE_MORE, /* more hex digits, BWS, ';' or CR */
     CS_SIZE_BWS,  /* whitespace after the size: more BWS, ';' or CR */
-    CS_EXT,       /* inside chunk extensions, until CR */
-    CS_SIZE_LF,   /* LF of the size line */
-    CS_DATA,      /* chunk data */
-    CS_DATA_CR,   /* CRLF after chunk data */
+    /* chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ), value =
+     * token / quoted-string (RFC 9112 §7.1.1) */
+    CS_EXT,        /* after ';': BWS, then the first name byte */
+    CS_EXT_NAME,   /* more name bytes, BWS, '=', ';' or CR */
+    CS_EXT_EQ,     /* BWS after a name: '=', ';' or CR */
+    CS_EXT_VAL,    /* after '=': BWS, then a token or '"' */
+    CS_EXT_TOKEN,  /* more token bytes, BWS, ';' or CR */
+    CS_EXT_QUOTED, /* inside a quoted-string */
+    CS_EXT_QPAIR,  /* the byte after a backslash in it */
+    CS_EXT_END,    /* after a value: BWS, ';' or CR */
+    CS_SIZE_LF,    /* LF of the size line */
+    CS_DATA,       /* chunk data */
+    CS_DATA_CR,    /* CRLF after chunk data */
     CS_DATA_LF,
     CS_TRAILER,  /* start of a trailer line, or the final CR */
     CS_TR_NAME,  /* trailer field name */
@@ -708,6 +717,56 @@ static int size_tail(struct lk_http1_chunked *d, unsigned char c, const char **w
     return 0;
 }
 
+/* One byte of the chunk extensions of a size line (RFC 9112 §7.1.1). */
+static int ext_byte(struct lk_http1_chunked *d, unsigned char c, const char **why)
+{
+    enum chunk_state s = d->state;
+    bool ws = is_ows((char)c);
+    if (s == CS_EXT_QUOTED) {
+        if (c == '"')
+            d->state = CS_EXT_END;
+        else if (c == '\\')
+            d->state = CS_EXT_QPAIR;
+        else if (!is_value_byte(c))
+            return chunk_fail(why, "invalid character in chunk extension");
+        return 0;
+    }
+    if (s == CS_EXT_QPAIR) {
+        if (!is_value_byte(c))
+            return chunk_fail(why, "invalid character in chunk extension");
+        d->state = CS_EXT_QUOTED;
+        return 0;
+    }
+    /* Outside quotes: CR ends the line once a name has been seen. */
+    if (c == '\r' && s != CS_EXT && s != CS_EXT_VAL) {
+        d->state = CS_SIZE_LF;
+        return 0;
+    }
+    if (s == CS_EXT || s == CS_EXT_VAL) { /* BWS, then a name or a value */
+        if (ws)
+            return 0;
+        if (s == CS_EXT_VAL && c == '"')
+            d->state = CS_EXT_QUOTED;
+        else if (is_tchar(c))
+            d->state = s == CS_EXT ? CS_EXT_NAME : CS_EXT_TOKEN;
+        else
+            return chunk_fail(why, "invalid chunk extension");
+        return 0;
+    }
+    if ((s == CS_EXT_NAME || s == CS_EXT_TOKEN) && is_tchar(c))
+        return 0;
+    /* What may follow a name or a value. */
+    if (ws)
+        d->state = s == CS_EXT_NAME ? CS_EXT_EQ : s == CS_EXT_TOKEN ? CS_EXT_END : s;
+    else if (c == ';')
+        d->state = CS_EXT;
+    else if (c == '=' && (s == CS_EXT_NAME || s == CS_EXT_EQ))
+        d->state = CS_EXT_VAL;
+    else
+        return chunk_fail(why, "invalid chunk extension");
+    return 0;
+}
+
 /* One framing byte; returns 0 or LK_EPARSE. */
 static int chunk_byte(struct lk_http1_chunked *d, unsigned char c, const char **why)
 {
@@ -727,15 +786,16 @@ static int chunk_byte(struct lk_http1_chunked *d, unsigned char c, const char **
     case CS_SIZE_BWS:
         return size_tail(d, c, why);
     case CS_EXT:
-        if (c == '\r') {
-            d->state = CS_SIZE_LF;
-            return 0;
-        }
-        if (!is_value_byte(c))
-            return chunk_fail(why, "invalid character in chunk extension");
+    case CS_EXT_NAME:
+    case CS_EXT_EQ:
+    case CS_EXT_VAL:
+    case CS_EXT_TOKEN:
+    case CS_EXT_QUOTED:
+    case CS_EXT_QPAIR:
+    case CS_EXT_END:
         if (++d->line_len > LK_HTTP1_CHUNK_MAX_LINE)
             return chunk_fail(why, "chunk extension too long");
-        return 0;
+        return ext_byte(d, c, why);
     case CS_SIZE_LF:
         if (c != '\n')
             return chunk_fail(why, "bare CR in chunk size line");

@@ -452,6 +452,19 @@ static void test_chunked_table(void)
         { "5\r\nhello\r\n0\r\n\n", LK_EPARSE, NULL },
         { "11111111111111111\r\n", LK_EPARSE, NULL },
         { "5;\x01\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL },
+        /* chunk-ext grammar (RFC 9112 §7.1.1): BWS around ';' and '=', token
+         * or quoted-string values with quoted-pairs. */
+        { "5 ;a ; b = c ;d=\"x\\\"y;z\"\t\r\nhello\r\n0;last\r\n\r\n", 1, "hello" },
+        { "5;a=\"b\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL }, /* unterminated quote */
+        { "5;\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL },      /* no name */
+        { "5;a=\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL },    /* no value */
+        { "5;=b\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL },
+        { "5;a b\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL }, /* two names */
+        { "5;a=b c\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL },
+        { "5;a=\"b\"c\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL },
+        { "5;a==b\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL },
+        { "5;a@b\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL },
+        { "5;a=\"\x01\"\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL },
         { "-5\r\n", LK_EPARSE, NULL },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
