@@ -49,8 +49,9 @@ static void new_secret(char out[45])
 
 void worker_tunnel_url(const struct worker_tunnel_cfg *cfg, const char *session, struct lk_buf *out)
 {
-    lk_buf_addf(out, "http://%s%s.%s", cfg->prefix, session, cfg->domain);
-    if (cfg->port != 80)
+    bool https = strcmp(cfg->scheme, "https") == 0;
+    lk_buf_addf(out, "%s://%s%s.%s", https ? "https" : "http", cfg->prefix, session, cfg->domain);
+    if (cfg->port != (https ? 443 : 80))
         lk_buf_addf(out, ":%d", cfg->port);
 }
 

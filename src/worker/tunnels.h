@@ -38,7 +38,9 @@
 struct worker_tunnel_cfg {
     const char *prefix; /* "linkup-tunnel-" */
     const char *domain; /* "localhost" */
-    int port;           /* the worker's listening port (80 = no ":port") */
+    const char *scheme; /* "http" or "https" (--tunnel-scheme) */
+    int port;           /* published port (--tunnel-port, else the listening
+                           one); the scheme's default port is left out */
 };
 
 /* Appends the tunnel URL of session to out (no trailing slash). */

@@ -32,6 +32,8 @@ struct worker_opts {
     const char *store;
     const char *tunnel_domain;
     const char *tunnel_prefix;
+    const char *tunnel_scheme;
+    const char *tunnel_port;
     const char *peer_url;
     const char *peer_secret;
 };
@@ -57,6 +59,10 @@ static const char usage_text[] =
     "      --tunnel-domain <D>     Domain of tunnel hostnames "
     "[env: LINKUP_WORKER_TUNNEL_DOMAIN] [default: localhost]\n"
     "      --tunnel-prefix <P>     Prefix of tunnel hostnames [default: linkup-tunnel-]\n"
+    "      --tunnel-scheme <S>     Scheme of published tunnel URLs: http | https (behind a\n"
+    "                              TLS proxy) [env: LINKUP_WORKER_TUNNEL_SCHEME] [default: http]\n"
+    "      --tunnel-port <PORT>    Port of published tunnel URLs [env: LINKUP_WORKER_TUNNEL_PORT]\n"
+    "                              [default: the listening port]\n"
     "      --peer-url <U>          This worker's address for peer workers, e.g.\n"
     "                              http://10.0.0.5:8787 [env: LINKUP_WORKER_PEER_URL]\n"
     "      --peer-secret <S>       Secret shared by peer workers "
@@ -90,10 +96,11 @@ static int take_value(int argc, char **argv, int *i, const char *name, const cha
 static int parse_args(int argc, char **argv, struct worker_opts *o)
 {
     static const char *const names[] = { "--listen",        "--token",         "--store",
-                                         "--tunnel-domain", "--tunnel-prefix", "--peer-url",
-                                         "--peer-secret" };
-    const char **slots[] = { &o->listen,        &o->token,    &o->store,      &o->tunnel_domain,
-                             &o->tunnel_prefix, &o->peer_url, &o->peer_secret };
+                                         "--tunnel-domain", "--tunnel-prefix", "--tunnel-scheme",
+                                         "--tunnel-port",   "--peer-url",      "--peer-secret" };
+    const char **slots[] = { &o->listen,        &o->token,         &o->store,
+                             &o->tunnel_domain, &o->tunnel_prefix, &o->tunnel_scheme,
+                             &o->tunnel_port,   &o->peer_url,      &o->peer_secret };
     for (int i = 1; i < argc; i++) {
         int matched = 0;
         for (size_t k = 0; k < LK_ARRAY_LEN(names) && matched == 0; k++) {
@@ -121,6 +128,8 @@ static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
     o->token = env_or(o->token, "LINKUP_WORKER_TOKEN");
     o->store = env_or(o->store, "LINKUP_WORKER_STORE");
     o->tunnel_domain = env_or(o->tunnel_domain, "LINKUP_WORKER_TUNNEL_DOMAIN");
+    o->tunnel_scheme = env_or(o->tunnel_scheme, "LINKUP_WORKER_TUNNEL_SCHEME");
+    o->tunnel_port = env_or(o->tunnel_port, "LINKUP_WORKER_TUNNEL_PORT");
     o->peer_secret = env_or(o->peer_secret, "LINKUP_WORKER_PEER_SECRET");
     o->peer_url = env_or(o->peer_url, "LINKUP_WORKER_PEER_URL");
     if (o->peer_url != NULL && o->peer_url[0] == '\0')
@@ -133,6 +142,18 @@ static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
         o->tunnel_domain = "localhost";
     if (o->tunnel_prefix == NULL)
         o->tunnel_prefix = "linkup-tunnel-";
+    if (o->tunnel_scheme == NULL)
+        o->tunnel_scheme = "http";
+    if (strcmp(o->tunnel_scheme, "http") != 0 && strcmp(o->tunnel_scheme, "https") != 0)
+        return cli_usage_error("worker",
+                               "invalid value '%s' for '--tunnel-scheme': expected http or https",
+                               o->tunnel_scheme);
+    uint64_t port = 0;
+    if (o->tunnel_port != NULL &&
+        (lk_str_to_u64(lk_str_c(o->tunnel_port), 65535, &port) != 0 || port == 0))
+        return cli_usage_error("worker",
+                               "invalid value '%s' for '--tunnel-port': expected 1 to 65535",
+                               o->tunnel_port);
     if (o->token == NULL || o->token[0] == '\0')
         return cli_fail("the worker needs a token: pass --token or set LINKUP_WORKER_TOKEN");
     if (o->store == NULL) {
@@ -252,7 +273,8 @@ static int start(struct worker_run *run, const struct worker_opts *o)
         goto out;
     }
     w->tunnel =
-        (struct worker_tunnel_cfg){ o->tunnel_prefix, o->tunnel_domain, listen_port(w->bound) };
+        (struct worker_tunnel_cfg){ o->tunnel_prefix, o->tunnel_domain, o->tunnel_scheme,
+                                    o->tunnel_port ? atoi(o->tunnel_port) : listen_port(w->bound) };
     w->peer_url = o->peer_url;
     w->peer_secret = o->peer_secret;
     worker_relay_start(w, run->base);

@@ -615,6 +615,35 @@ def test_tunnel_options(start_worker):
     assert r.status == 502 and "'s1'" in r.text
 
 
+def test_tunnel_url_scheme_and_port(start_worker):
+    """Behind a TLS proxy: --tunnel-scheme https publishes https:// URLs, and
+    --tunnel-port the proxy's port (left out when it is the scheme's default);
+    the same from the environment. Requests for the host still reach the
+    tunnel (not connected here)."""
+    w = start_worker(extra=("--tunnel-domain", "dev.test", "--tunnel-scheme", "https",
+                            "--tunnel-port", "443"))
+    td = json.loads(request(w.addr, "GET", "/linkup/tunnel?session_name=s1", AUTH).body)
+    assert td["url"] == "https://linkup-tunnel-s1.dev.test"
+    r = request(w.addr, "GET", "/", [("Host", "linkup-tunnel-s1.dev.test")])
+    assert r.status == 502 and "'s1'" in r.text
+    w = start_worker(env_extra={"LINKUP_WORKER_TUNNEL_SCHEME": "https",
+                                "LINKUP_WORKER_TUNNEL_PORT": "8443"})
+    td = json.loads(request(w.addr, "GET", "/linkup/tunnel?session_name=s2", AUTH).body)
+    assert td["url"] == "https://linkup-tunnel-s2.localhost:8443"
+
+
+@pytest.mark.parametrize("args, why", [
+    (("--tunnel-scheme", "ftp"), "invalid value 'ftp' for '--tunnel-scheme'"),
+    (("--tunnel-port", "0"), "invalid value '0' for '--tunnel-port'"),
+    (("--tunnel-port", "70000"), "invalid value '70000' for '--tunnel-port'"),
+])
+def test_tunnel_url_options_are_checked(linkup_bin, env, args, why):
+    r = subprocess.run([linkup_bin, "worker", "--listen", "127.0.0.1:0", "--token", "t",
+                        "--store", "memory", *args], capture_output=True, text=True, env=env,
+                       timeout=10)
+    assert r.returncode == 2 and why in r.stderr
+
+
 # ---- proxy path ------------------------------------------------------------------
 
 def test_routing_by_subdomain_and_headers(worker, upstreams):

@@ -555,16 +555,23 @@ static void test_session_cache_follows_updates(void)
 static void test_tunnel_url(void)
 {
     static const struct {
-        const char *prefix, *domain;
+        const char *prefix, *domain, *scheme;
         int port;
         const char *want;
     } cases[] = {
-        { "linkup-tunnel-", "localhost", 8787, "http://linkup-tunnel-tiny-cow.localhost:8787" },
-        { "linkup-tunnel-", "localhost", 80, "http://linkup-tunnel-tiny-cow.localhost" },
-        { "t-", "tunnels.example.com", 443, "http://t-tiny-cow.tunnels.example.com:443" },
+        { "linkup-tunnel-", "localhost", "http", 8787,
+          "http://linkup-tunnel-tiny-cow.localhost:8787" },
+        { "linkup-tunnel-", "localhost", "http", 80, "http://linkup-tunnel-tiny-cow.localhost" },
+        { "t-", "tunnels.example.com", "http", 443, "http://t-tiny-cow.tunnels.example.com:443" },
+        /* --tunnel-scheme https behind a TLS proxy: its default port is left out. */
+        { "t-", "tunnels.example.com", "https", 443, "https://t-tiny-cow.tunnels.example.com" },
+        { "t-", "tunnels.example.com", "https", 8443,
+          "https://t-tiny-cow.tunnels.example.com:8443" },
+        { "t-", "tunnels.example.com", "https", 80, "https://t-tiny-cow.tunnels.example.com:80" },
     };
     for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
-        struct worker_tunnel_cfg cfg = { cases[i].prefix, cases[i].domain, cases[i].port };
+        struct worker_tunnel_cfg cfg = { cases[i].prefix, cases[i].domain, cases[i].scheme,
+                                         cases[i].port };
         struct lk_buf out = LK_BUF_INIT;
         worker_tunnel_url(&cfg, "tiny-cow", &out);
         CHECK_STR_EQ(out.data, cases[i].want);
@@ -588,7 +595,7 @@ static void test_tunnel_host_session(void)
         { "localhost", NULL },
         { "", NULL },
     };
-    struct worker_tunnel_cfg cfg = { "linkup-tunnel-", "localhost", 8787 };
+    struct worker_tunnel_cfg cfg = { "linkup-tunnel-", "localhost", "http", 8787 };
     for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
         struct lk_str s = LK_STR_NULL;
         bool is = worker_tunnel_host_session(&cfg, lk_str_c(cases[i].host), &s);
@@ -606,7 +613,7 @@ static const char *json_str(const json_t *o, const char *k)
 static void test_tunnel_upsert_record(void)
 {
     struct worker_store *st = open_store("memory");
-    struct worker_tunnel_cfg cfg = { "linkup-tunnel-", "localhost", 8787 };
+    struct worker_tunnel_cfg cfg = { "linkup-tunnel-", "localhost", "http", 8787 };
     struct lk_buf j1 = LK_BUF_INIT;
     struct lk_buf j2 = LK_BUF_INIT;
     struct lk_buf url = LK_BUF_INIT;
@@ -655,7 +662,7 @@ static void test_tunnel_upsert_record(void)
 static void test_tunnel_cleanup(void)
 {
     struct worker_store *st = open_store("memory");
-    struct worker_tunnel_cfg cfg = { "p-", "d", 80 };
+    struct worker_tunnel_cfg cfg = { "p-", "d", "http", 80 };
     const uint64_t now = 10 * WORKER_TUNNEL_MAX_AGE_MS;
     static const struct {
         const char *session;
