@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "core/buf.h"
 #include "net/http_server.h"
@@ -156,6 +157,11 @@ struct lk_http_server {
     size_t n_pool_hosts;
     size_t n_idle;
     struct lk_buf head_buf; /* scratch for outgoing heads; reset per use */
+    /* "Date: <IMF-fixdate>\r\n" of the second date_sec, for the responses
+     * the server makes itself (RFC 9110 §6.6.1); see date_field(). */
+    char date_field[64];
+    size_t date_len;
+    time_t date_sec;
     /* Parser output for client and upstream heads: a parse and the copy
      * of its result into the exchange (exchange_new(), read_response_head())
      * run without returning to the loop, so one array of each serves every

@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -751,12 +753,37 @@ static bool status_has_body(int status)
     return status >= 200 && status != 204 && status != 304;
 }
 
+/* Appends "Date: <IMF-fixdate>\r\n" (RFC 9110 §5.6.7) for now, formatted
+ * once per second (the loop's cached time; no locale). */
+static void add_date_field(struct lk_http_server *srv, struct lk_buf *b)
+{
+    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+    static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+    struct timeval tv;
+    if (event_base_gettimeofday_cached(srv->base, &tv) != 0)
+        gettimeofday(&tv, NULL);
+    if (srv->date_len == 0 || tv.tv_sec != srv->date_sec) {
+        struct tm tm;
+        time_t t = tv.tv_sec;
+        gmtime_r(&t, &tm);
+        int n = snprintf(srv->date_field, sizeof(srv->date_field),
+                         "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n", days[tm.tm_wday % 7],
+                         tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour,
+                         tm.tm_min, tm.tm_sec);
+        srv->date_len = n > 0 && (size_t)n < sizeof(srv->date_field) ? (size_t)n : 0;
+        srv->date_sec = tv.tv_sec;
+    }
+    lk_buf_add(b, srv->date_field, srv->date_len);
+}
+
 static void write_error_and_close(struct lk_conn *c, int status, const char *why)
 {
     struct lk_buf *b = &c->srv->head_buf;
     size_t len = strlen(why);
     lk_buf_reset(b);
     lk_head_add_status(b, status, lk_str_c(lk_http1_reason(status)));
+    add_date_field(c->srv, b);
     lk_buf_adds(b, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
     lk_buf_add_u64(b, len);
     lk_buf_adds(b, "\r\nConnection: close\r\n\r\n");
@@ -794,10 +821,15 @@ int lk_exchange_respond(struct lk_exchange *ex, int status, const struct lk_http
     struct lk_buf *b = &c->srv->head_buf;
     lk_buf_reset(b);
     lk_head_add_status(b, status, lk_str_c(lk_http1_reason(status)));
+    bool has_date = false;
     for (size_t i = 0; i < n_extra; i++) {
         if (!header_forbidden_in_respond(extra[i].name))
             lk_head_add_field(b, extra[i].name, extra[i].value);
+        has_date = has_date || lk_str_ieq(extra[i].name, LK_STR("date"));
     }
+    /* A stored upstream answer (the worker's cache) keeps its own Date. */
+    if (!has_date)
+        add_date_field(c->srv, b);
     if (status != 204 && status != 304) {
         lk_buf_add(b, "Content-Length: ", 16);
         lk_buf_add_u64(b, len);

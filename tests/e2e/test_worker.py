@@ -615,6 +615,19 @@ def test_tunnel_options(start_worker):
     assert r.status == 502 and "'s1'" in r.text
 
 
+def test_own_responses_carry_a_date(worker):
+    """RFC 9110 §6.6.1: the worker's own answers (API, errors) have a Date
+    in IMF-fixdate, the current second."""
+    import email.utils
+    import time
+    for path, headers in (("/linkup/check", AUTH), ("/x", [("Host", "nosuch.example.com")])):
+        r = request(worker.addr, "GET", path, headers)
+        d = r.header("Date")
+        assert d is not None and d.endswith(" GMT"), (path, d)
+        when = email.utils.parsedate_to_datetime(d).timestamp()
+        assert abs(when - time.time()) < 5
+
+
 def test_tunnel_url_scheme_and_port(start_worker):
     """Behind a TLS proxy: --tunnel-scheme https publishes https:// URLs, and
     --tunnel-port the proxy's port (left out when it is the scheme's default);
