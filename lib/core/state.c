@@ -16,6 +16,7 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "core/url.h"
 
 /* ---- building ------------------------------------------------------------ */
 
@@ -352,6 +353,23 @@ static void parse_rewrites(struct parser *p, yaml_node_t *svn, struct lk_state_s
     }
 }
 
+/* A URL field as the original reads it (a `Url`, SPEC §6.3): normalised, or
+ * the state fails to parse. NULL and "" (a state not yet filled in) stay. */
+static void normalize_url(struct parser *p, char **field, const char *key)
+{
+    if (*field == NULL || (*field)[0] == '\0' || p->rc != 0)
+        return;
+    struct lk_buf out = LK_BUF_INIT;
+    const char *why = NULL;
+    if (lk_url_normalize(*field, strlen(*field), &out, &why) != 0) {
+        fail(p, "invalid URL in field", key);
+    } else {
+        free(*field);
+        *field = lk_xstrndup(out.data, out.len);
+    }
+    lk_buf_release(&out);
+}
+
 static void parse_service(struct parser *p, yaml_node_t *svn, struct lk_state *st)
 {
     struct lk_state_service *sv = lk_state_add_service(st);
@@ -364,6 +382,8 @@ static void parse_service(struct parser *p, yaml_node_t *svn, struct lk_state *s
     sv->name = get_req_str(p, svn, "name");
     sv->remote = get_str(p, svn, "remote", true);
     sv->local = get_str(p, svn, "local", true);
+    normalize_url(p, &sv->remote, "remote");
+    normalize_url(p, &sv->local, "local");
     sv->directory = get_str(p, svn, "directory", false);
     parse_rewrites(p, svn, sv);
     parse_health(p, map_get(p, svn, "health"), sv);
@@ -417,6 +437,8 @@ static void parse_linkup(struct parser *p, yaml_node_t *ln, struct lk_state *st)
         *field = get_req_str(p, ln, fields[i].key);
     }
     st->tunnel = get_str(p, ln, "tunnel", false);
+    normalize_url(p, &st->worker_url, "worker_url");
+    normalize_url(p, &st->tunnel, "tunnel");
     char *kind = get_str(p, ln, "kind", false);
     if (kind && strcmp(kind, "tunneled") != 0 && strcmp(kind, "preview") != 0)
         fail(p, "unknown variant for field", "kind");

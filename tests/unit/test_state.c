@@ -270,16 +270,24 @@ static void test_malformed(void)
         "linkup: 3\ndomains: []\nservices: []\n",
         "linkup:\n  session_name: a\ndomains: []\nservices: []\n",
         "{{{",
-        "linkup: {session_name: a, session_token: b, worker_url: c, worker_token: d, "
-        "config_path: e}\ndomains: []\nservices:\n- {current: Sideways, name: a, remote: r, "
-        "local: l}\n",
-        "linkup: {session_name: a, session_token: b, worker_url: c, worker_token: d, "
-        "config_path: e}\ndomains: []\nservices:\n- {current: Local, name: a, remote: r, "
-        "local: l, health: {statuses: [70000]}}\n",
-        "linkup: {session_name: a, session_token: b, worker_url: c, worker_token: d, "
+        "linkup: {session_name: a, session_token: b, worker_url: \"http://c/\", worker_token: d, "
+        "config_path: e}\ndomains: []\nservices:\n- {current: Sideways, name: a, remote: "
+        "\"http://r/\", "
+        "local: \"http://l/\"}\n",
+        "linkup: {session_name: a, session_token: b, worker_url: \"http://c/\", worker_token: d, "
+        "config_path: e}\ndomains: []\nservices:\n- {current: Local, name: a, remote: "
+        "\"http://r/\", "
+        "local: \"http://l/\", health: {statuses: [70000]}}\n",
+        "linkup: {session_name: a, session_token: b, worker_url: \"http://c/\", worker_token: d, "
         "config_path: e, kind: isolated}\ndomains: []\nservices: []\n",
-        "linkup: {session_name: a, session_token: b, worker_url: c, worker_token: d, "
+        "linkup: {session_name: a, session_token: b, worker_url: \"http://c/\", worker_token: d, "
         "config_path: e}\ndomains: [{domain: x}]\nservices: []\n",
+        /* URLs are read as the original's Url fields (SPEC §6.3). */
+        "linkup: {session_name: a, session_token: b, worker_url: c, worker_token: d, "
+        "config_path: e}\ndomains: []\nservices: []\n",
+        "linkup: {session_name: a, session_token: b, worker_url: \"http://c/\", worker_token: d, "
+        "config_path: e}\ndomains: []\nservices:\n- {current: Local, name: a, remote: "
+        "\"http://r/\", local: \"not a url\"}\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct lk_state *st = NULL;
@@ -289,6 +297,26 @@ static void test_malformed(void)
         CHECK(err.len > 0);
         lk_buf_release(&err);
     }
+}
+
+/* URL fields are normalised on read, as the original's Url type does. */
+static void test_urls_normalised_on_read(void)
+{
+    static const char yaml[] =
+        "linkup: {session_name: a, session_token: b, worker_url: \"HTTP://W.Example.com:80\", "
+        "worker_token: d, config_path: e, tunnel: \"https://t.example.com\"}\n"
+        "domains: []\n"
+        "services:\n- {current: Local, name: a, remote: \"http://r.example.com\", "
+        "local: \"http://localhost:8000\"}\n";
+    struct lk_state *st = NULL;
+    CHECK_INT_EQ(lk_state_parse(yaml, sizeof(yaml) - 1, &st, NULL), 0);
+    if (st == NULL)
+        return;
+    CHECK_STR_EQ(st->worker_url, "http://w.example.com/");
+    CHECK_STR_EQ(st->tunnel, "https://t.example.com/");
+    CHECK_STR_EQ(st->services[0].remote, "http://r.example.com/");
+    CHECK_STR_EQ(st->services[0].local, "http://localhost:8000/");
+    lk_state_free(st);
 }
 
 static const char *override_fe(void *ctx, const struct lk_state_service *sv)
@@ -348,6 +376,7 @@ int main(void)
     RUN(test_quoting_is_minimal);
     RUN(test_clone);
     RUN(test_malformed);
+    RUN(test_urls_normalised_on_read);
     RUN(test_upsert_json);
     return DONE();
 }
