@@ -153,10 +153,12 @@ static bool wait_dead(pid_t pid, int timeout_ms)
 
 bool cli_procs_stop(pid_t pid, int timeout_ms)
 {
-    /* The process leads its own group (setsid at spawn), so its children
-     * (if any) get the signal too. */
+    /* SIGINT, as the original stops its background processes (SPEC §6.4);
+     * unlike it we wait, and kill what does not stop. The process leads its
+     * own group (setsid at spawn), so its children (if any) get the signal
+     * too. */
     bool leads = getpgid(pid) == pid;
-    kill(leads ? -pid : pid, SIGTERM);
+    kill(leads ? -pid : pid, SIGINT);
     if (wait_dead(pid, timeout_ms))
         return true;
     kill(leads ? -pid : pid, SIGKILL);

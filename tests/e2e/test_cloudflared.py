@@ -22,7 +22,13 @@ SECRET = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="
 ACCOUNT = "acc0123456789"
 
 STAND_IN = """#!{python}
-import json, os, sys, time
+import json, os, signal, sys, time
+def stopped(sig, frame):  # which signal `linkup stop` sends (SPEC §6.4: SIGINT)
+    with open(os.environ["CF_RECORD"] + ".signals", "a") as f:
+        f.write("%d\\n" % sig)
+    sys.exit(0)
+signal.signal(signal.SIGINT, stopped)
+signal.signal(signal.SIGTERM, stopped)
 mode = os.environ.get("CF_MODE", "ok")
 args = sys.argv[1:]
 with open(os.environ["CF_RECORD"], "a") as f:
@@ -223,6 +229,8 @@ def test_start_runs_cloudflared_with_files_and_stop_stops_it(setup):
     r = ctx.run("stop")
     assert r.returncode == 0 and r.stdout == "Stopped linkup\n"
     assert wait_gone(call["pid"]), "stop must stop cloudflared"
+    signals = pathlib.Path(str(ctx.record) + ".signals").read_text()
+    assert signals == "%d\n" % signal.SIGINT, "SPEC §6.4: stop sends SIGINT"
     assert not pid_file.exists()
     h = json.loads(ctx.run("health", "--json").stdout)
     assert h["cloudflared"] == "Stopped"
