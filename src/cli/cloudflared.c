@@ -227,8 +227,9 @@ static int launch(const char *pid_path)
         cli_home_file(CLI_CLOUDFLARED_STDERR, &log);
         if (!cli_procs_is_dead(child))
             cli_procs_stop(child, 2000);
-        fprintf(stderr, "Failed to start tunnel\n");
-        rc = cli_fail("Failed to start: Failed to find pidfile (logs: %s)", log.data);
+        /* SPEC §7 step 6: the error is exactly this; the logs go above it. */
+        fprintf(stderr, "Failed to start tunnel (cloudflared logs: %s)\n", log.data);
+        rc = cli_fail("Failed to find pidfile");
         lk_buf_release(&log);
     }
     lk_buf_release(&exe);
