@@ -25,7 +25,7 @@ import sys
 
 BASE = {"worker-10k": "worker", "worker-r100": "worker", "server-r100": "server", "tunnel": "worker"}
 ORDER = ["direct", "nginx", "server", "worker", "tunnel", "worker-10k", "server-r100", "worker-r100"]
-WL_ORDER = ["small-c64", "small-c1", "1m-c64", "1m-c1", "tls-newconn-c16"]
+WL_ORDER = ["small-c64", "small-c1", "1m-c64", "1m-c1", "tls-newconn-c16", "h2-small-c64"]
 
 
 def num(s):
@@ -228,6 +228,12 @@ def targets_table(R, rss, out):
         out.append("| tunnel path vs direct worker path | – | not available | ≥ 0.7× |")
     else:
         out.append("| tunnel path vs direct worker path | – | %s | ≥ 0.7× |" % "; ".join(parts))
+    vals = []
+    for t in ("server", "worker"):
+        r = R.ratio("h2-small-c64", t, "nginx")
+        vals.append("n/a" if r is None else "%.2f×" % r[0])
+    out.append("| HTTP/2 prior knowledge req/s vs nginx (1 KiB, 8 conns × 8 streams) | %s | %s | (no bar) |"
+               % (vals[0], vals[1]))
     r = R.ratio("tls-newconn-c16", "server", "nginx")
     out.append("| TLS handshakes/s vs nginx (new connection per request, 16 conns) | %s | – | (anchor: ≥ 0.8×) |"
                % cell(None if r is None else "%.2f×" % r[0], r is not None and r[0] >= 0.8))

@@ -44,12 +44,13 @@ options:
   --max-time S       budget; durations shrink to fit, watchdog at +60 s  [600]
   --targets LIST     comma list of direct,nginx,server,worker,tunnel,worker-10k,server-r100,worker-r100
                                                                           [all]
-  --workloads LIST   comma list of small-c64,small-c1,1m-c64,1m-c1,tls-newconn-c16 [all]
+  --workloads LIST   comma list of small-c64,small-c1,1m-c64,1m-c1,tls-newconn-c16,
+                     h2-small-c64 (h2load, HTTP/2 prior knowledge, 8 conns x 8 streams) [all]
   --sessions N       sessions in the worker-10k store                    [10000]
   --store KIND       worker store: sqlite (a file in the run dir; the worker's
                      default) | memory                                   [sqlite]
   --linkup PATH      linkup binary       [build-bench/linkup, built Release and kept up to date]
-  --backend-port N   origin port (nginx proxy = N+1, TLS = N+360/N+361)  [18080]
+  --backend-port N   origin port (nginx proxy = N+1, its h2c = N+2, TLS = N+360/N+361) [18080]
   --out DIR          results directory   [bench/results/<timestamp>]
   --perf TARGET[:WORKLOAD]  after the runs, `perf record -g` the Linkup process of TARGET
                      (server|worker|worker-10k|server-r100|worker-r100|tunnel) during one extra run
@@ -93,7 +94,7 @@ if [ -n "$SUMMARIZE" ]; then
 fi
 
 ALL_TARGETS="direct nginx server worker tunnel worker-10k server-r100 worker-r100"
-ALL_WORKLOADS="small-c64 small-c1 1m-c64 1m-c1 tls-newconn-c16"
+ALL_WORKLOADS="small-c64 small-c1 1m-c64 1m-c1 tls-newconn-c16 h2-small-c64"
 TARGETS=${TARGETS_OPT:-$ALL_TARGETS}; TARGETS=${TARGETS//,/ }
 WORKLOADS=${WORKLOADS_OPT:-$ALL_WORKLOADS}; WORKLOADS=${WORKLOADS//,/ }
 for t in $TARGETS; do [[ " $ALL_TARGETS " == *" $t "* ]] || { echo "unknown target $t" >&2; exit 2; }; done
@@ -118,6 +119,7 @@ wl_spec() {
     1m-c64) echo "wrk /1m 2 64";;
     1m-c1) echo "wrk /1m 1 1";;
     tls-newconn-c16) echo "tls /1k 16 16";;
+    h2-small-c64) echo "h2 /1k 8 8";;   # h2load: 8 connections x 8 concurrent streams
   esac
 }
 # does target t take part in workload w?
@@ -126,6 +128,7 @@ applies() {
     small-c64|small-c1) return 0;;
     1m-c64|1m-c1) case $1 in direct|nginx|server|worker|tunnel) return 0;; esac; return 1;;
     tls-newconn-c16) case $1 in direct|nginx|server) return 0;; esac; return 1;;
+    h2-small-c64) case $1 in nginx|server|worker|tunnel) return 0;; esac; return 1;;
   esac
   return 1
 }
@@ -221,7 +224,7 @@ wait_200() { # url [curl args...]
   done
   return 1
 }
-for p in $BACKEND_PORT $((BACKEND_PORT + 1)) $((BACKEND_PORT + 360)) $((BACKEND_PORT + 361)); do
+for p in $BACKEND_PORT $((BACKEND_PORT + 1)) $((BACKEND_PORT + 2)) $((BACKEND_PORT + 360)) $((BACKEND_PORT + 361)); do
   if ss -Hltn "sport = :$p" | grep -q .; then echo "port $p already in use; refusing to start (--backend-port)" >&2; exit 2; fi
 done
 
@@ -233,6 +236,7 @@ echo "== linkup bench: targets [$TARGETS] workloads [$WORKLOADS] reps=$REPS dura
   echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "linkup: $LINKUP (git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- lib src 2>/dev/null || echo ' + uncommitted changes in lib/src'))"
   echo "wrk: $(wrk -v 2>&1 | head -1)"
+  echo "h2load: $(h2load --version 2>&1 | head -1)"
   echo "nginx: $(nginx -v 2>&1)"
   echo "openssl: $(openssl version)"
   echo "libevent: $(dpkg-query -W -f='${Version}' libevent-dev 2>/dev/null)"
@@ -248,7 +252,8 @@ head -c 1024 /dev/urandom > "$RUN/www/1k"
 head -c 1048576 /dev/urandom > "$RUN/www/1m"
 render() { # template -> $RUN/template
   sed -e "s#@RUN@#$RUN#g" -e "s#@BACKEND_PORT@#$BACKEND_PORT#g" -e "s#@BACKEND_TLS_PORT@#$((BACKEND_PORT + 360))#g" \
-      -e "s#@PROXY_WORKERS@#1#g" -e "s#@BACKEND_WORKERS@#1#g" -e "s#@PORT@#$((BACKEND_PORT + 1))#g" -e "s#@TLS_PORT@#$((BACKEND_PORT + 361))#g" "$HERE/conf/$1" > "$RUN/$1"
+      -e "s#@PROXY_WORKERS@#1#g" -e "s#@BACKEND_WORKERS@#1#g" -e "s#@PORT@#$((BACKEND_PORT + 1))#g" -e "s#@TLS_PORT@#$((BACKEND_PORT + 361))#g" \
+      -e "s#@H2_PORT@#$((BACKEND_PORT + 2))#g" "$HERE/conf/$1" > "$RUN/$1"
 }
 render backend.nginx.conf
 start_bg backend nginx -c "$RUN/backend.nginx.conf" -p "$RUN"
@@ -401,12 +406,32 @@ cpu_ticks() { local t=0 p v q; for q in "$@"; do for p in $(tree_pids "$q"); do
 HZ=$(getconf CLK_TCK)
 role_of() { case $1 in server|server-r100) echo server;; worker|worker-r100) echo worker;; worker-10k) echo worker10k;; tunnel) echo "worker server";; esac; }
 
+# h2load with prior knowledge, its summary turned into report.lua's RESULT line
+# (h2load prints no percentiles: p50/p99 are NA, the mean comes from "time for
+# request"). streams per connection = $3, connections = $4.
+h2_cell() { # addr path streams conns duration host outfile
+  timeout -k 2 $(($5 + 20)) h2load -D "$5" -c "$4" -m "$3" -t 1 -H ":authority: $6" "http://$1$2" > "$7" 2>&1
+  awk -v secs="$5" '
+    function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; if (v ~ /s$/) return v * 1e6; return v }
+    /^requests:/ { done = $8; failed = $10; errored = $12; timeout = $14 }
+    /^status codes:/ { non2 = $5 + $7 + $9 }
+    /^traffic:/ { gsub(/[()]/, "", $3); bytes = $3 }
+    /^time for request:/ { mean = us($6) }
+    END { if (done == "") exit 1
+          printf "RESULT rps=%.2f p50_us=NA p90_us=NA p99_us=NA max_us=NA bytes=%s errors=%d mean_us=%.1f reqs=%d secs=%s\n",
+                 done / secs, bytes, failed + errored + timeout + non2, mean, done, secs }' "$7" >> "$7"
+}
+
 run_cell() { # workload target outfile duration
   local kind path th co a
   read -r kind path th co <<<"$(wl_spec "$1")"
   if [ "$kind" = tls ]; then
     a=${TLSADDR_OF[$2]:-}; [ -n "$a" ] || return 2
     timeout -k 2 $(($4 + 20)) "$RUN/tlsconn" 127.0.0.1 "${a##*:}" bench.example.com "$path" "$co" "$4" > "$3" 2>&1 &
+  elif [ "$kind" = h2 ]; then
+    # nginx serves HTTP/2 prior knowledge on its own port; Linkup on its HTTP port.
+    a=${ADDR_OF[$2]}; [ "$2" = nginx ] && a="127.0.0.1:$((BACKEND_PORT + 2))"
+    h2_cell "$a" "$path" "$th" "$co" "$4" "$(host_of "$2")" "$3" &
   else
     a=${ADDR_OF[$2]}
     timeout -k 2 $(($4 + 15)) wrk --latency -t"$th" -c"$co" -d"$4"s --timeout 5s -s "$HERE/report.lua" \

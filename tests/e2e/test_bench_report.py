@@ -48,3 +48,18 @@ def test_ordinary_runs_are_all_kept(tmp_path):
                             row(2, "direct", 150, 125), row(2, "server", 500, 100)])
     assert cell(out, "server")[6] == "450"
     assert "†" not in out
+
+
+def h2_row(rep, target, rps):
+    # h2load has no percentiles: p50/p90/p99/max are NA.
+    return (f"{rep}\th2-small-c64\t{target}\t{rps}\tNA\tNA\tNA\tNA\t-\t0\t45.0\tNA\t0\t"
+            f"1900.0\t{rps * 5}\t5.000\n")
+
+
+def test_http2_cells_and_their_ratio(tmp_path):
+    out = render(tmp_path, [h2_row(1, "nginx", 20000), h2_row(1, "server", 30000),
+                            h2_row(1, "worker", 25000)])
+    assert ("| HTTP/2 prior knowledge req/s vs nginx (1 KiB, 8 conns × 8 streams) | 1.50× | "
+            "1.25× | (no bar) |") in out
+    rows = [line for line in out.splitlines() if line.startswith("| h2-small-c64 | ")]
+    assert [r.split("|")[2].strip() for r in rows] == ["nginx", "server", "worker"]
