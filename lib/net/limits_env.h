@@ -18,8 +18,9 @@
  *   LINKUP_MAX_HEADERS            request header fields (431 past it)
  *
  * Each value is a decimal from 1 upwards (at most UINT_MAX for the _MS
- * ones, 4 MiB for the head sizes, 10 000 for the field count). Unset or empty keeps the default; anything else is ignored with a
- * warning in the log. Uses getenv(): call from the main thread at start-up.
+ * ones, 4 MiB for the head sizes, 10 000 for the field count). Unset or
+ * empty keeps the default; anything else is ignored with a warning in the
+ * log. Uses getenv(): call from the main thread at start-up.
  */
 #ifndef LK_NET_LIMITS_ENV_H
 #define LK_NET_LIMITS_ENV_H

@@ -34,6 +34,7 @@ struct worker_opts {
     const char *tunnel_prefix;
     const char *tunnel_scheme;
     const char *tunnel_port;
+    int tunnel_port_num; /* the value of tunnel_port; 0 when unset */
     const char *peer_url;
     const char *peer_secret;
 };
@@ -154,6 +155,7 @@ static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
         return cli_usage_error("worker",
                                "invalid value '%s' for '--tunnel-port': expected 1 to 65535",
                                o->tunnel_port);
+    o->tunnel_port_num = (int)port;
     if (o->token == NULL || o->token[0] == '\0')
         return cli_fail("the worker needs a token: pass --token or set LINKUP_WORKER_TOKEN");
     if (o->store == NULL) {
@@ -272,9 +274,9 @@ static int start(struct worker_run *run, const struct worker_opts *o)
         rc = cli_fail("cannot listen on %s", o->listen);
         goto out;
     }
-    w->tunnel =
-        (struct worker_tunnel_cfg){ o->tunnel_prefix, o->tunnel_domain, o->tunnel_scheme,
-                                    o->tunnel_port ? atoi(o->tunnel_port) : listen_port(w->bound) };
+    w->tunnel = (struct worker_tunnel_cfg){ o->tunnel_prefix, o->tunnel_domain, o->tunnel_scheme,
+                                            o->tunnel_port_num ? o->tunnel_port_num
+                                                               : listen_port(w->bound) };
     w->peer_url = o->peer_url;
     w->peer_secret = o->peer_secret;
     worker_relay_start(w, run->base);
