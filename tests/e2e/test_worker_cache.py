@@ -177,7 +177,7 @@ def closed_port_url():
 # ---- 1. what is stored, and conditional requests ----------------------------------
 
 def test_304_is_never_stored_nor_served_to_a_plain_get(worker, up):
-    """The audit's repro: a conditional GET gets the upstream's 304, then a
+    """A conditional GET gets the upstream's 304, then a
     plain GET must get the full 200, not a cached 304 with an empty body."""
     make_session(worker, "potato", up.url)
     r = get(worker, "/static/etag", [("If-None-Match", '"v1"')])
