@@ -338,6 +338,13 @@ typedef int lk_proxy_connect_cb(void *data, struct bufferevent **out, char *errt
  * now or later. Not called when the client itself went away. */
 typedef void lk_proxy_error_cb(struct lk_exchange *ex, const char *errtext, void *data);
 
+/* The engine's texts (errtext) for the upstream timeouts of DESIGN §9, as
+ * printf formats, for a program that fetches on its own and must answer
+ * alike (the worker's cache): host and port; host; host and the idle ms. */
+#define LK_ETEXT_CONNECT_TIMEOUT "connection to %s:%d timed out"
+#define LK_ETEXT_NO_ANSWER       "upstream %s did not answer in time"
+#define LK_ETEXT_BODY_IDLE       "upstream %s sent no body bytes for %u ms (upstream idle timeout)"
+
 /* What lk_exchange_proxy() sends and how it treats the answer. Everything is
  * borrowed during the lk_exchange_proxy() call only (copied into the arena). */
 struct lk_proxy_req {
@@ -375,10 +382,13 @@ struct lk_proxy_req {
     /* For websocket only: when the upstream answers anything but 101, true
      * passes that response to the client unchanged (local server, SPEC §5.4:
      * resp_set and resp_default are not applied; only hop-by-hop headers and
-     * the body framing are redone as for any response), false calls on_error with "upstream
-     * answered <status> instead of 101" (worker, SPEC §4.7). */
+     * the body framing are redone as for any response), false calls on_ws_refused (else
+     * on_error) with "upstream answered <status> instead of 101" (worker, SPEC §4.7). */
     bool ws_pass_non_101;
     lk_proxy_error_cb *on_error; /* required */
+    /* With websocket and !ws_pass_non_101: the upstream answered without
+     * switching protocols (may be NULL: on_error). */
+    lk_proxy_error_cb *on_ws_refused;
     void *data;
     /* Optional custom connector: when set, the engine does not resolve or
      * dial url's host (and does no TLS: the connector's transport is used as
@@ -417,5 +427,12 @@ struct lk_proxy_req {
  * needs completing) when spec->on_error is NULL, the exchange was already
  * completed, or read_body was used. */
 int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec);
+
+/* True when lk_exchange_proxy() would leave out h, one of spec's headers,
+ * because a Connection field of the client's request or of spec names it
+ * and it is one of the client's own fields (RFC 9110 §7.6.1): for a program
+ * that sends spec's request itself (the worker's cache). */
+bool lk_exchange_connection_drops(const struct lk_exchange *ex, const struct lk_proxy_req *spec,
+                                  const struct lk_http_header *h);
 
 #endif

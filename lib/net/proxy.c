@@ -50,6 +50,7 @@ struct lk_proxy {
     size_t n_resp_set, n_resp_default;
     bool websocket, pass_non_101;
     lk_proxy_error_cb *on_error;
+    lk_proxy_error_cb *on_ws_refused; /* NULL: on_error */
     void *data;
     lk_proxy_connect_cb *connect; /* custom connector, or NULL */
     void *connect_data;           /* see lk_proxy_req.connect_pool_key */
@@ -233,12 +234,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
             px->idle_mark_ms = mark;
             return;
         }
-        snprintf(px->errtext, sizeof(px->errtext),
-                 "upstream %s sent no body bytes for %u ms (upstream idle timeout)", px->host, ms);
+        snprintf(px->errtext, sizeof(px->errtext), LK_ETEXT_BODY_IDLE, px->host, ms);
         fail(px, px->errtext); /* the response started: aborts the client */
         return;
     }
-    snprintf(px->errtext, sizeof(px->errtext), "upstream %s did not answer in time", px->host);
+    snprintf(px->errtext, sizeof(px->errtext), LK_ETEXT_NO_ANSWER, px->host);
     fail(px, px->errtext);
 }
 
@@ -309,6 +309,25 @@ static bool is_client_field(const struct lk_exchange *ex, const struct lk_http_h
     return false;
 }
 
+/* h is a client's own field that a Connection field names (spec_conn,
+ * req_conn: the tokens of the program's and the client's lists). */
+static bool dropped_by_connection(const struct lk_exchange *ex, const struct lk_http_header *h,
+                                  const struct conn_tokens *spec_conn,
+                                  const struct conn_tokens *req_conn)
+{
+    return (listed_in_connection(spec_conn, h->name) || listed_in_connection(req_conn, h->name)) &&
+           is_client_field(ex, h);
+}
+
+bool lk_exchange_connection_drops(const struct lk_exchange *ex, const struct lk_proxy_req *spec,
+                                  const struct lk_http_header *h)
+{
+    struct conn_tokens spec_conn, req_conn;
+    connection_tokens(spec->headers, spec->n_headers, &spec_conn);
+    connection_tokens(ex->req.headers, ex->req.n_headers, &req_conn);
+    return dropped_by_connection(ex, h, &spec_conn, &req_conn);
+}
+
 /* spec_conn, req_conn: the Connection tokens of the program's and the
  * client's lists. */
 static bool skip_request_header(const struct lk_exchange *ex, const struct lk_http_header *h,
@@ -322,8 +341,7 @@ static bool skip_request_header(const struct lk_exchange *ex, const struct lk_ht
         return !websocket;
     if (lk_http1_is_hop_by_hop(name))
         return true;
-    return (listed_in_connection(spec_conn, name) || listed_in_connection(req_conn, name)) &&
-           is_client_field(ex, h);
+    return dropped_by_connection(ex, h, spec_conn, req_conn);
 }
 
 static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
@@ -509,6 +527,7 @@ int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec)
     px->ex = ex;
     px->srv = ex->srv;
     px->on_error = spec->on_error;
+    px->on_ws_refused = spec->on_ws_refused;
     px->data = spec->data;
     px->websocket = spec->websocket;
     px->pass_non_101 = spec->ws_pass_non_101;
@@ -831,6 +850,8 @@ static void read_response_head(struct lk_proxy *px)
         if (px->websocket && !px->pass_non_101) {
             snprintf(px->errtext, sizeof(px->errtext), "upstream answered %d instead of 101",
                      status);
+            if (px->on_ws_refused != NULL)
+                px->on_error = px->on_ws_refused;
             fail(px, px->errtext);
             return;
         }

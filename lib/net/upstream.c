@@ -136,7 +136,7 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
         bufferevent_free(up->bev);
         up->bev = NULL;
     }
-    snprintf(up->errtext, sizeof(up->errtext), "connection to %s:%d timed out", up->host, up->port);
+    snprintf(up->errtext, sizeof(up->errtext), LK_ETEXT_CONNECT_TIMEOUT, up->host, up->port);
     deliver(up, LK_ETIMEDOUT);
 }
 

@@ -335,29 +335,6 @@ static const struct lk_http_header error_headers[] = {
     { LK_STR("Cache-Control"), LK_STR("no-store") },
 };
 
-/* name is a token of a Connection field of h[0..n). */
-static bool named_by_connection(const struct lk_http_header *h, size_t n, struct lk_str name)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (lk_str_ieq(h[i].name, LK_STR("connection")) && lk_str_has_token(h[i].value, name))
-            return true;
-    }
-    return false;
-}
-
-/* h is one of the client's own fields (the engine's slice passed through)
- * rather than one the route set: only those may be named by the client's
- * Connection header (RFC 9110 §7.6.1), as in the engine. */
-static bool is_client_field(const struct lk_http_header *req, size_t n_req,
-                            const struct lk_http_header *h)
-{
-    for (size_t i = 0; i < n_req; i++) {
-        if (req[i].name.ptr == h->name.ptr && req[i].value.ptr == h->value.ptr)
-            return true;
-    }
-    return false;
-}
-
 /* Copies spec into the exchange's arena (it is borrowed during the call),
  * without the client's fields that a Connection field names (SPEC §3.10):
  * the engine would drop them, so neither curl nor the fallback sends them.
@@ -365,8 +342,6 @@ static bool is_client_field(const struct lk_http_header *req, size_t n_req,
 static void copy_spec(struct lk_exchange *ex, const struct lk_proxy_req *in,
                       struct lk_proxy_req *out)
 {
-    size_t n_req = 0;
-    const struct lk_http_header *req = lk_exchange_headers(ex, &n_req);
     size_t k = 0;
     *out = *in;
     out->url = lk_exchange_strndup(ex, in->url, strlen(in->url));
@@ -374,9 +349,7 @@ static void copy_spec(struct lk_exchange *ex, const struct lk_proxy_req *in,
     for (size_t i = 0; i < in->n_headers; i++) {
         struct lk_str n = in->headers[i].name;
         struct lk_str v = in->headers[i].value;
-        if ((named_by_connection(in->headers, in->n_headers, n) ||
-             named_by_connection(req, n_req, n)) &&
-            is_client_field(req, n_req, &in->headers[i]))
+        if (lk_exchange_connection_drops(ex, in, &in->headers[i]))
             continue;
         h[k].name = (struct lk_str){ lk_exchange_strndup(ex, n.ptr, n.len), n.len };
         h[k].value = (struct lk_str){ lk_exchange_strndup(ex, v.ptr, v.len), v.len };
@@ -494,30 +467,22 @@ static void store_response(struct worker_cache *c, struct fetch *f, int status,
     insert(c, e);
 }
 
-/* The upstream's host name (no IPv6 brackets) and, when port is not NULL,
- * port (the scheme's default when the URL has none), for the engine's texts. */
-static struct lk_str upstream_host(const struct fetch *f, struct lk_str *port)
+/* The upstream's host (no IPv6 brackets; in the exchange's arena) and port
+ * (the scheme's default when the URL has none), for the engine's texts. */
+static const char *upstream_host(const struct fetch *f, int *port)
 {
     struct lk_str url = lk_str_c(f->spec.url);
     struct lk_str p;
     struct lk_str host = lk_route_host(url, &p);
-    if (port != NULL)
-        *port = p.len > 0                                   ? p
-                : lk_str_starts_with(url, LK_STR("https:")) ? LK_STR("443")
-                                                            : LK_STR("80");
-    if (host.len >= 2 && host.ptr[0] == '[')
-        return (struct lk_str){ host.ptr + 1, host.len - 2 };
-    return host;
-}
-
-/* The engine's text for a connect timeout (lib/net/upstream.c), in the
- * exchange's arena. */
-static const char *connect_timeout_text(struct fetch *f)
-{
-    struct lk_str port;
-    struct lk_str host = upstream_host(f, &port);
-    return lk_exchange_printf(f->ex, "connection to %.*s:%.*s timed out", (int)host.len, host.ptr,
-                              (int)port.len, port.ptr);
+    uint64_t n = 0;
+    if (lk_str_to_u64(p, 65535, &n) != 0)
+        n = lk_str_starts_with(url, LK_STR("https:")) ? 443 : 80;
+    *port = (int)n;
+    if (host.len >= 2 && host.ptr[0] == '[') {
+        host.ptr++;
+        host.len -= 2;
+    }
+    return lk_exchange_strndup(f->ex, host.ptr, host.len);
 }
 
 static void finish(struct fetch *f, CURLcode result)
@@ -534,7 +499,9 @@ static void finish(struct fetch *f, CURLcode result)
         LK_CLOG(lk_exchange_conn_id(f->ex), DEBUG, "cache fetch failed before sending: %s", why);
         fall_back(f);
     } else if (result == CURLE_OPERATION_TIMEDOUT && !f->sent) {
-        respond_fetch_error(f, connect_timeout_text(f));
+        int port = 0;
+        const char *host = upstream_host(f, &port);
+        respond_fetch_error(f, lk_exchange_printf(f->ex, LK_ETEXT_CONNECT_TIMEOUT, host, port));
     } else if (result != CURLE_OK) {
         respond_fetch_error(f, why);
     } else if (status < 200) {
@@ -597,24 +564,18 @@ static void got_response_bytes(struct fetch *f)
 static void on_fetch_timer(evutil_socket_t fd, short what, void *data)
 {
     struct fetch *f = data;
-    struct lk_str host = upstream_host(f, NULL);
-    const char *why;
     (void)fd;
     (void)what;
-    if (f->got_byte) {
-        uint64_t idle = now_ms() - f->last_byte_ms;
-        if (idle < f->c->idle_ms) {
-            arm_timer(f, f->c->idle_ms - (unsigned)idle);
-            return;
-        }
-        why = lk_exchange_printf(f->ex,
-                                 "upstream %.*s sent no body bytes for %u ms (upstream idle "
-                                 "timeout)",
-                                 (int)host.len, host.ptr, f->c->idle_ms);
-    } else {
-        why = lk_exchange_printf(f->ex, "upstream %.*s did not answer in time", (int)host.len,
-                                 host.ptr);
+    uint64_t idle = now_ms() - f->last_byte_ms;
+    if (f->got_byte && idle < f->c->idle_ms) {
+        arm_timer(f, f->c->idle_ms - (unsigned)idle);
+        return;
     }
+    int port = 0;
+    const char *host = upstream_host(f, &port);
+    const char *why = f->got_byte
+                          ? lk_exchange_printf(f->ex, LK_ETEXT_BODY_IDLE, host, f->c->idle_ms)
+                          : lk_exchange_printf(f->ex, LK_ETEXT_NO_ANSWER, host);
     unlink_fetch(f);
     respond_fetch_error(f, why);
     fetch_free(f);

@@ -126,18 +126,13 @@ static void on_http_error(struct lk_exchange *ex, const char *errtext, void *dat
 }
 
 /* SPEC §4.7: "Failed to connect to destination" is for an upstream that
- * answered the upgrade without switching protocols, which the engine reports
- * as "upstream answered <status> instead of 101" (lk_proxy_req.ws_pass_non_101
- * false). Every other failure (DNS, connect, TLS, timeout, a malformed
- * answer) is the network failure of SPEC §4.4 step 7. */
-static void on_ws_error(struct lk_exchange *ex, const char *errtext, void *data)
+ * answered the upgrade without switching protocols (the engine's
+ * on_ws_refused). Every other failure (DNS, connect, TLS, timeout, a
+ * malformed answer) is the network failure of SPEC §4.4 step 7
+ * (on_http_error). */
+static void on_ws_refused(struct lk_exchange *ex, const char *errtext, void *data)
 {
-    struct lk_str e = lk_str_c(errtext);
-    if (!lk_str_starts_with(e, LK_STR("upstream answered ")) ||
-        !lk_str_ends_with(e, LK_STR(" instead of 101"))) {
-        on_http_error(ex, errtext, data);
-        return;
-    }
+    (void)data;
     worker_respond_error(ex, 502,
                          lk_exchange_printf(ex, "Failed to connect to destination: %s", errtext));
 }
@@ -183,7 +178,8 @@ static void forward(struct worker *w, struct lk_exchange *ex, const struct lk_ro
     spec.n_resp_default = LK_HEADERS_N_CORS;
     spec.websocket = ws;
     spec.ws_pass_non_101 = false;
-    spec.on_error = ws ? on_ws_error : on_http_error;
+    spec.on_error = on_http_error;
+    spec.on_ws_refused = on_ws_refused;
     if (on_tunnel) {
         /* The host spells the name in lower case; messages use the routed
          * session's own spelling ("Big-Cow") when it is that session. */
