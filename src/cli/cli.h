@@ -61,6 +61,12 @@ enum cli_opt_result {
  */
 enum cli_opt_result cli_opt_value(const char *cmd, const struct cli_opt *opt, int argc, char **argv,
                                   int *i, const char **value);
+/* Takes argv[*i] when it is one of opts[0..n) (cli_opt_value on each):
+ * returns that option's index with *value set, -1 when argv[*i] is none of
+ * them, or CLI_OPT_FAILED after the usage error was printed for cmd. */
+#define CLI_OPT_FAILED (-2)
+int cli_opt_take(const char *cmd, const struct cli_opt *opts, size_t n, int argc, char **argv,
+                 int *i, const char **value);
 /* True when arg is opt, in any of cli_opt_value's forms; *attached is then
  * the value attached to arg (borrowed), or NULL when a separate one should
  * follow. */

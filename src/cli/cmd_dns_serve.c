@@ -104,15 +104,13 @@ static int apply_option(enum serve_opt k, const char *v, struct serve_args *a)
 /* One option at argv[*i]: 0, or the usage error's exit code. */
 static int take_option(int argc, char **argv, int *i, struct serve_args *a)
 {
-    for (int k = 0; k < SERVE_N_OPTS; k++) {
-        const char *v = NULL;
-        enum cli_opt_result r = cli_opt_value("dns-serve", &serve_opts[k], argc, argv, i, &v);
-        if (r == CLI_OPT_ERROR)
-            return LK_EXIT_USAGE;
-        if (r == CLI_OPT_TAKEN)
-            return apply_option((enum serve_opt)k, v, a);
-    }
-    return cli_usage_error("dns-serve", "unexpected argument '%s'", argv[*i]);
+    const char *v = NULL;
+    int k = cli_opt_take("dns-serve", serve_opts, SERVE_N_OPTS, argc, argv, i, &v);
+    if (k == CLI_OPT_FAILED)
+        return LK_EXIT_USAGE;
+    if (k < 0)
+        return cli_usage_error("dns-serve", "unexpected argument '%s'", argv[*i]);
+    return apply_option((enum serve_opt)k, v, a);
 }
 
 static int parse_args(int argc, char **argv, struct serve_args *a)

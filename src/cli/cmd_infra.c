@@ -15,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "cli/home.h"
+#include "core/alloc.h"
 #include "core/buf.h"
 
 static const char infra_usage[] =
@@ -36,9 +37,12 @@ struct infra_args {
     int n_zones;
 };
 
-static const struct cli_opt email_opt = { "-e", "--email", "EMAIL" };
-static const struct cli_opt api_key_opt = { "-k", "--api-key", "API_KEY" };
-static const struct cli_opt account_opt = { "-a", "--account-id", "ACCOUNT_ID" };
+/* The options taking one value, in struct infra_args' order; then -z. */
+static const struct cli_opt value_opts[] = {
+    { "-e", "--email", "EMAIL" },
+    { "-k", "--api-key", "API_KEY" },
+    { "-a", "--account-id", "ACCOUNT_ID" },
+};
 static const struct cli_opt zones_opt = { "-z", "--zone-ids", "ZONE_IDS" };
 
 static bool is_command(const char *arg)
@@ -70,16 +74,15 @@ static int take_zones(int argc, char **argv, int *i, struct infra_args *a)
 
 static int take_option(int argc, char **argv, int *i, struct infra_args *a)
 {
-    const struct cli_opt *opts[] = { &email_opt, &api_key_opt, &account_opt };
     const char **slots[] = { &a->email, &a->api_key, &a->account_id };
-    for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]); k++) {
-        enum cli_opt_result r = cli_opt_value("infra", opts[k], argc, argv, i, slots[k]);
-        if (r == CLI_OPT_TAKEN)
-            return 1;
-        if (r == CLI_OPT_ERROR)
-            return -1;
-    }
-    return take_zones(argc, argv, i, a);
+    const char *v = NULL;
+    int k = cli_opt_take("infra", value_opts, LK_ARRAY_LEN(value_opts), argc, argv, i, &v);
+    if (k == CLI_OPT_FAILED)
+        return -1;
+    if (k < 0)
+        return take_zones(argc, argv, i, a);
+    *slots[k] = v;
+    return 1;
 }
 
 /* clap's list: one line per required option that was not given. */
@@ -90,15 +93,15 @@ static int missing_options(const struct infra_args *a)
         const struct cli_opt *opt;
         const char *suffix;
     } req[] = {
-        { a->email == NULL, &email_opt, "" },
-        { a->api_key == NULL, &api_key_opt, "" },
-        { a->account_id == NULL, &account_opt, "" },
+        { a->email == NULL, &value_opts[0], "" },
+        { a->api_key == NULL, &value_opts[1], "" },
+        { a->account_id == NULL, &value_opts[2], "" },
         { a->n_zones == 0, &zones_opt, "..." },
     };
     struct lk_buf msg = LK_BUF_INIT;
     lk_buf_adds(&msg, "the following required arguments were not provided:");
     bool any = false;
-    for (size_t k = 0; k < sizeof(req) / sizeof(req[0]); k++) {
+    for (size_t k = 0; k < LK_ARRAY_LEN(req); k++) {
         if (!req[k].missing)
             continue;
         lk_buf_addf(&msg, "\n  %s <%s>%s", req[k].opt->long_name, req[k].opt->value_name,

@@ -728,15 +728,13 @@ static int apply_option(enum ldns_opt k, const char *v, struct ldns *d, struct s
 
 static int take_option(int argc, char **argv, int *i, struct ldns *d, struct strlist *extra)
 {
-    for (int k = 0; k < LDNS_N_OPTS; k++) {
-        const char *v = NULL;
-        enum cli_opt_result r = cli_opt_value("local-dns", &ldns_opts[k], argc, argv, i, &v);
-        if (r == CLI_OPT_ERROR)
-            return LK_EXIT_USAGE;
-        if (r == CLI_OPT_TAKEN)
-            return apply_option((enum ldns_opt)k, v, d, extra);
-    }
-    return cli_usage_error("local-dns", "unexpected argument '%s'", argv[*i]);
+    const char *v = NULL;
+    int k = cli_opt_take("local-dns", ldns_opts, LDNS_N_OPTS, argc, argv, i, &v);
+    if (k == CLI_OPT_FAILED)
+        return LK_EXIT_USAGE;
+    if (k < 0)
+        return cli_usage_error("local-dns", "unexpected argument '%s'", argv[*i]);
+    return apply_option((enum ldns_opt)k, v, d, extra);
 }
 
 /* The options after the subcommand (argv[1]). */

@@ -9,7 +9,6 @@
  */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,12 +133,8 @@ static bool read_bound_addr(const char *out_path, struct lk_buf *addr)
     static const char prefix[] = "HTTP listening on ";
     struct lk_buf text = LK_BUF_INIT;
     bool found = false;
-    int fd = open(out_path, O_RDONLY | O_CLOEXEC);
-    if (fd != -1) {
-        /* The line comes first; LK_ELIMIT still leaves what was read. */
-        (void)cli_read_fd(fd, &text, START_STDOUT_MAX);
-        close(fd);
-    }
+    /* The line comes first; LK_ELIMIT still leaves what was read. */
+    (void)cli_read_file(out_path, &text, START_STDOUT_MAX);
     struct lk_str rest = lk_buf_str(&text);
     long nl;
     while (!found && (nl = lk_str_index(rest, '\n')) >= 0) {

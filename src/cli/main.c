@@ -138,6 +138,19 @@ enum cli_opt_result cli_opt_value(const char *cmd, const struct cli_opt *opt, in
     return CLI_OPT_TAKEN;
 }
 
+int cli_opt_take(const char *cmd, const struct cli_opt *opts, size_t n, int argc, char **argv,
+                 int *i, const char **value)
+{
+    for (size_t k = 0; k < n; k++) {
+        enum cli_opt_result r = cli_opt_value(cmd, &opts[k], argc, argv, i, value);
+        if (r == CLI_OPT_ERROR)
+            return CLI_OPT_FAILED;
+        if (r == CLI_OPT_TAKEN)
+            return (int)k;
+    }
+    return -1;
+}
+
 /* Removes -c/--config VALUE (every form of cli_opt_value) from argv, before
  * any "--"; returns the new argc, or -1 after a usage error. */
 static int take_config(int argc, char **argv, struct cli_ctx *ctx)
