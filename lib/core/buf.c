@@ -95,6 +95,15 @@ int lk_buf_addstr(struct lk_buf *b, struct lk_str s)
     return lk_buf_add(b, s.ptr, s.len);
 }
 
+int lk_buf_addstr_lower(struct lk_buf *b, struct lk_str s)
+{
+    size_t at = b->len;
+    int rc = lk_buf_add(b, s.ptr, s.len);
+    for (size_t i = at; rc == 0 && i < b->len; i++)
+        b->data[i] = lk_ascii_lower(b->data[i]);
+    return rc;
+}
+
 int lk_buf_addch(struct lk_buf *b, char c)
 {
     return lk_buf_add(b, &c, 1);

@@ -37,6 +37,8 @@ char *lk_buf_detach(struct lk_buf *b, size_t *len);
 int lk_buf_add(struct lk_buf *b, const void *p, size_t n);
 int lk_buf_adds(struct lk_buf *b, const char *s);
 int lk_buf_addstr(struct lk_buf *b, struct lk_str s);
+/* Appends s with ASCII letters lower-cased (host names); 0 or LK_ELIMIT. */
+int lk_buf_addstr_lower(struct lk_buf *b, struct lk_str s);
 int lk_buf_addch(struct lk_buf *b, char c);
 /* Appends n bytes for the caller to fill and returns where they start (the
  * terminating NUL is already after them); NULL (nothing appended) past the

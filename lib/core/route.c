@@ -400,10 +400,7 @@ static void add_forwarded_host(struct lk_str url, struct lk_str name, struct lk_
     struct lk_str host = lk_route_host(url, &port);
     lk_buf_addstr(b, name);
     lk_buf_addch(b, '.');
-    size_t at = b->len;
-    lk_buf_addstr(b, target_domain_of_host(host, name));
-    for (size_t i = at; i < b->len; i++)
-        b->data[i] = lk_ascii_lower(b->data[i]);
+    lk_buf_addstr_lower(b, target_domain_of_host(host, name));
     if ((lk_str_eq(port, LK_STR("80")) && lk_str_starts_with(url, LK_STR("http://"))) ||
         (lk_str_eq(port, LK_STR("443")) && lk_str_starts_with(url, LK_STR("https://"))))
         port.len = 0;

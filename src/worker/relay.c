@@ -93,10 +93,7 @@ static bool has_registry(const struct worker *w)
 static void holder_key(struct lk_buf *key, struct lk_str session)
 {
     lk_buf_adds(key, WORKER_HOLDER_PREFIX);
-    size_t at = key->len;
-    lk_buf_addstr(key, session);
-    for (size_t i = at; i < key->len; i++)
-        key->data[i] = lk_ascii_lower(key->data[i]);
+    lk_buf_addstr_lower(key, session);
 }
 
 static void holder_put(struct worker *w, const char *session)

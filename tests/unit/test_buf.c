@@ -43,6 +43,19 @@ static void test_buf_static_init(void)
     lk_buf_release(&b);
 }
 
+static void test_buf_addstr_lower(void)
+{
+    struct lk_buf b = LK_BUF_INIT;
+    lk_buf_adds(&b, "Keep:");
+    CHECK_INT_EQ(lk_buf_addstr_lower(&b, LK_STR("Big-Cow.EXAMPLE.com\xC3\x89")), 0);
+    CHECK_STR_EQ(b.data, "Keep:big-cow.example.com\xC3\x89"); /* ASCII only */
+    lk_buf_release(&b);
+    struct lk_buf capped;
+    lk_buf_init(&capped, 4);
+    CHECK_INT_EQ(lk_buf_addstr_lower(&capped, LK_STR("ABCDEF")), LK_ELIMIT);
+    lk_buf_release(&capped);
+}
+
 static void test_buf_grow(void)
 {
     struct lk_buf b;
@@ -117,6 +130,7 @@ int main(void)
 {
     RUN(test_buf_append_and_cap);
     RUN(test_buf_static_init);
+    RUN(test_buf_addstr_lower);
     RUN(test_buf_grow);
     RUN(test_str_helpers);
     RUN(test_mem_ct_eq);
