@@ -481,10 +481,6 @@ static void pump(struct h2s *s)
             return;
         }
     }
-    if (s->rs == RESP_HEAD && evbuffer_get_length(in) > resp_limits(s->f->srv).max_head) {
-        stream_reset(s, NGHTTP2_INTERNAL_ERROR);
-        return;
-    }
     if (s->rs == RESP_DONE) {
         /* The whole response is in s->body: the pair has served its
          * purpose (the engine sees EOF after a complete exchange). */

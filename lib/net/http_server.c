@@ -761,8 +761,7 @@ static void add_date_field(struct lk_http_server *srv, struct lk_buf *b)
     static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
     struct timeval tv;
-    if (event_base_gettimeofday_cached(srv->base, &tv) != 0)
-        gettimeofday(&tv, NULL);
+    (void)event_base_gettimeofday_cached(srv->base, &tv); /* falls back to the clock itself */
     if (srv->date_len == 0 || tv.tv_sec != srv->date_sec) {
         struct tm tm;
         time_t t = tv.tv_sec;
