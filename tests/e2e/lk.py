@@ -3,6 +3,7 @@ and the local server on port 0 and read their "... listening on A:P" line,
 run fake upstreams, and run CLI commands."""
 import http.server
 import os
+import pathlib
 import re
 import socket
 import subprocess
@@ -79,6 +80,25 @@ def _spawn(argv, env, wanted, timeout=20):
         if m:
             addrs[m.group(1)] = (m.group(2), int(m.group(3)))
     return Proc(p, addrs)
+
+
+def write_web_config(dir_, worker_url="http://127.0.0.1:9", remote="http://127.0.0.1:9001",
+                     local="http://127.0.0.1:9002", name="linkup.yaml"):
+    """dir_/name: a config with one service `web` (remote, local) as the default
+    of example.com, worker token `token123`. Returns the path."""
+    cfg = pathlib.Path(dir_) / name
+    cfg.write_text(f"""linkup:
+  worker_url: {worker_url}
+  worker_token: token123
+services:
+  - name: web
+    remote: {remote}
+    local: {local}
+domains:
+  - domain: example.com
+    default_service: web
+""")
+    return cfg
 
 
 def spawn_worker(bin_, env, store, token="token123"):

@@ -12,17 +12,6 @@ import pytest
 
 import lk
 
-CONFIG = """linkup:
-  worker_url: http://127.0.0.1:9
-  worker_token: token123
-services:
-  - name: web
-    remote: http://127.0.0.1:9001
-    local: http://127.0.0.1:9002
-domains:
-  - domain: example.com
-    default_service: web
-"""
 NOT_RUNNING = ("Seems like your local Linkup server is not running. "
                "Please run 'linkup start' first.")
 
@@ -48,14 +37,14 @@ def usage_error(linkup_bin, env, *args, cwd=None):
     ["config", "check", "--json", "-cp.yaml"],
 ])
 def test_config_option_forms(linkup_bin, cenv, tmp_path, args):
-    (tmp_path / "p.yaml").write_text(CONFIG)
+    lk.write_web_config(tmp_path, name="p.yaml")
     r = lk.run(linkup_bin, *args, env=cenv, cwd=tmp_path, timeout=30)
     assert r.returncode == 0, (args, r.stderr)
     assert json.loads(r.stdout)["config_path"] == str((tmp_path / "p.yaml").resolve())
 
 
 def test_attached_short_config_with_status(linkup_bin, cenv, tmp_path):
-    (tmp_path / "p.yaml").write_text(CONFIG)
+    lk.write_web_config(tmp_path, name="p.yaml")
     for args in (["-cp.yaml", "status"], ["-c", "p.yaml", "status"]):
         r = lk.run(linkup_bin, *args, env=cenv, cwd=tmp_path, timeout=30)
         assert r.returncode == 0, (args, r.stderr)
@@ -149,8 +138,7 @@ def test_start_port_taken_says_failed_to_reach(linkup_bin, cenv, tmp_path):
     for name in ("server", "worker"):
         if not lk.has_command(linkup_bin, name, cenv):
             pytest.skip(f"`linkup {name}` does not exist")
-    cfg = tmp_path / "linkup.yaml"
-    cfg.write_text(CONFIG)
+    cfg = lk.write_web_config(tmp_path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()

@@ -24,23 +24,6 @@ STEP = 30  # seconds any one CLI command may take (start: 11 polls of 1 s + uplo
 NOT_RUNNING = "Seems like your local Linkup server is not running. Please run 'linkup start' first."
 
 
-def write_config(tmp_path, worker_url, web_remote="http://127.0.0.1:9",
-                 web_local="http://127.0.0.1:9"):
-    cfg = tmp_path / "linkup.yaml"
-    cfg.write_text(f"""linkup:
-  worker_url: {worker_url}
-  worker_token: token123
-services:
-  - name: web
-    remote: {web_remote}
-    local: {web_local}
-domains:
-  - domain: example.com
-    default_service: web
-""")
-    return cfg
-
-
 @pytest.fixture
 def eenv(env):
     """env with every listener of the local server on an ephemeral port."""
@@ -126,7 +109,7 @@ def start(linkup_bin, e, cfg):
 def test_start_on_port_0_then_every_command_finds_the_server(linkup_bin, eenv, tmp_path,
                                                              worker, upstreams):
     remote_url, local_url = upstreams
-    cfg = write_config(tmp_path, worker.url("Worker"), remote_url, local_url)
+    cfg = lk.write_web_config(tmp_path, worker.url("Worker"), remote_url, local_url)
     try:
         r, took = start(linkup_bin, eenv, cfg)
         assert r.returncode == 0, r.stderr
@@ -198,7 +181,8 @@ def test_start_on_ipv6_port_0(linkup_bin, eenv, tmp_path, worker):
     except OSError:
         pytest.skip("no IPv6 loopback here")
     eenv["LINKUP_HTTP_ADDR"] = "[::1]:0"
-    cfg = write_config(tmp_path, worker.url("Worker"))
+    cfg = lk.write_web_config(tmp_path, worker.url("Worker"), "http://127.0.0.1:9",
+                              "http://127.0.0.1:9")
     try:
         r, _ = start(linkup_bin, eenv, cfg)
         assert r.returncode == 0, r.stderr
@@ -221,7 +205,8 @@ def test_server_exiting_before_it_listens_keeps_the_message(linkup_bin, eenv, tm
     # Port 0 but an address the server cannot use: it exits before it
     # prints "HTTP listening on", and start says so at once.
     eenv["LINKUP_HTTP_ADDR"] = "256.0.0.1:0"
-    cfg = write_config(tmp_path, worker.url("Worker"))
+    cfg = lk.write_web_config(tmp_path, worker.url("Worker"), "http://127.0.0.1:9",
+                              "http://127.0.0.1:9")
     try:
         r, took = start(linkup_bin, eenv, cfg)
         assert r.returncode == 1

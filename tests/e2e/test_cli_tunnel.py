@@ -14,28 +14,12 @@ import pytest
 import lk
 
 
-def write_config(tmp_path, worker_url, web_remote, web_local):
-    cfg = tmp_path / "linkup.yaml"
-    cfg.write_text(f"""linkup:
-  worker_url: {worker_url}
-  worker_token: token123
-services:
-  - name: web
-    remote: {web_remote}
-    local: {web_local}
-domains:
-  - domain: example.com
-    default_service: web
-""")
-    return cfg
-
-
 def needs_builtin_tunnel(linkup_bin, env, tmp_path):
     """Skips unless `linkup server` exposes GET /linkup/tunnel (docs/server.md)."""
     for name in ("server", "worker"):
         if not lk.has_command(linkup_bin, name, env):
             pytest.skip(f"`linkup {name}` does not exist yet")
-    cfg = write_config(tmp_path, "http://127.0.0.1:9/", "http://127.0.0.1:9", "http://127.0.0.1:9")
+    cfg = lk.write_web_config(tmp_path, "http://127.0.0.1:9/", "http://127.0.0.1:9", "http://127.0.0.1:9")
     srv = lk.spawn_local_server(linkup_bin, env, "--config", str(cfg), "--https", "off",
                                 "--dns", "off")
     try:
@@ -62,7 +46,7 @@ def test_start_waits_for_builtin_tunnel_and_traffic_flows(linkup_bin, cenv, tmp_
     worker = lk.spawn_worker(linkup_bin, cenv, f"sqlite:{tmp_path}/worker.db")
     try:
         # "localhost" locations are re-pointed at the tunnel by the worker.
-        cfg = write_config(tmp_path, worker.url("Worker"), remote_url,
+        cfg = lk.write_web_config(tmp_path, worker.url("Worker"), remote_url,
                            f"http://localhost:{local_port}")
         r = lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)
         assert r.returncode == 0, r.stderr
@@ -156,7 +140,7 @@ def test_start_fails_when_tunnel_never_connects(linkup_bin, cenv, tmp_path):
     needs_builtin_tunnel(linkup_bin, cenv, tmp_path)
     worker = RefusingWorker()
     try:
-        cfg = write_config(tmp_path, worker.url, "http://127.0.0.1:9", "http://127.0.0.1:9")
+        cfg = lk.write_web_config(tmp_path, worker.url, "http://127.0.0.1:9", "http://127.0.0.1:9")
         cenv["LINKUP_TUNNEL_CONNECT_RETRIES"] = "3"
         cenv["LINKUP_TUNNEL_CONNECT_INTERVAL_MS"] = "300"
         r = lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)

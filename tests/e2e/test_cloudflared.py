@@ -85,22 +85,6 @@ class CloudflareWorker:
         self.server.server_close()
 
 
-def write_config(tmp_path, worker_url):
-    cfg = tmp_path / "linkup.yaml"
-    cfg.write_text(f"""linkup:
-  worker_url: {worker_url}
-  worker_token: token123
-services:
-  - name: web
-    remote: http://127.0.0.1:9001
-    local: http://127.0.0.1:9002
-domains:
-  - domain: example.com
-    default_service: web
-""")
-    return cfg
-
-
 def alive(pid):
     try:
         stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
@@ -173,7 +157,7 @@ def setup(linkup_bin, env, tmp_path):
     def start(tunnel_url, mode="ok", tunnel_id=TUNNEL_ID, **extra):
         w = CloudflareWorker(tunnel_url, tunnel_id)
         workers.append(w)
-        ctx.cfg = write_config(tmp_path, w.url)
+        ctx.cfg = lk.write_web_config(tmp_path, w.url)
         env["CF_MODE"] = mode
         env.update(extra)
         return lk.run(linkup_bin, "start", "--config", str(ctx.cfg), env=env, timeout=90), ctx
