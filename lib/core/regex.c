@@ -132,8 +132,9 @@ static size_t flag_group(const char *p, size_t n, size_t i, struct xlat *x)
     }
     if (m > 0 && flags[m - 1] == '-')
         m--;
-    if (m == 0 && p[end] == ')')
-        return end + 1; /* "(?u)": nothing left to say */
+    /* "(?u)" becomes "(?)", not nothing: a quantifier after it must stay an
+     * error ("(?u)*" is one in Rust and "(?)*" in PCRE2), not repeat the
+     * atom before the group. */
     put(x, "(?", 2, i);
     put(x, flags, m, j);
     put(x, p + end, 1, end);

@@ -147,6 +147,10 @@ static void test_rust_rejections(void)
         { "a{2,1}", "numbers out of order in {} quantifier at offset 5" },
         { "\\", "\\ at end of pattern at offset 1" },
         { "*a", "quantifier does not follow a repeatable item at offset 0" },
+        /* A dropped Unicode flag leaves nothing for a quantifier to repeat. */
+        { "8(?u)*", "quantifier does not follow a repeatable item at offset 5" },
+        { "8(?uuu)*", "quantifier does not follow a repeatable item at offset 7" },
+        { "a(?u-)+", "quantifier does not follow a repeatable item at offset 6" },
     };
     for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
         struct lk_regex *re = NULL;
