@@ -385,6 +385,13 @@ struct lk_proxy_req {
      * the body framing are redone as for any response), false calls on_ws_refused (else
      * on_error) with "upstream answered <status> instead of 101" (worker, SPEC §4.7). */
     bool ws_pass_non_101;
+    /* For websocket only (the worker, SPEC §4.7): the tunnel reads frame
+     * heads; a close frame is passed on with code 1000 and its reason (same
+     * mask key), and a side that ends or fails without sending one gets the
+     * other side a 1011 close with a reason saying so. Data, ping and pong
+     * frames, and a malformed head and everything after it, pass untouched.
+     * False: the tunnel moves bytes. */
+    bool ws_close_normal;
     lk_proxy_error_cb *on_error; /* required */
     /* With websocket and !ws_pass_non_101: the upstream answered without
      * switching protocols (may be NULL: on_error). */

@@ -11,6 +11,9 @@
  * goes to spec->on_error; after it the client connection is aborted.
  * The proxy state lives in the exchange's arena, so finishing the exchange
  * frees it: nothing may touch px after lk_conn_exchange_done().
+ * With ws_close_normal (the worker, SPEC §4.7) the tunnel reads frame heads:
+ * data frames pass untouched, close frames are re-sent with code 1000, and a
+ * side that ends without a close frame gets the other one a 1011 close.
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -25,14 +28,24 @@
 #include "core/url.h"
 #include "net/http_internal.h"
 #include "net/log.h"
+#include "net/rng_os.h"
 #include "net/splice.h"
 #include "net/tunnel_internal.h"
+#include "proto/ws.h"
 
 enum px_state {
     PX_CONNECTING = 0,
     PX_AWAIT_HEAD,
     PX_BODY,
     PX_TUNNEL,
+};
+
+/* One direction of a WebSocket tunnel read frame by frame (ws_move()). */
+struct ws_dir {
+    uint64_t left;  /* bytes of the current frame still to pass on */
+    bool closed;    /* a close frame went this way */
+    bool malformed; /* a head we could not read: the rest passes as bytes */
+    bool to_upstream;
 };
 
 struct lk_proxy {
@@ -86,6 +99,9 @@ struct lk_proxy {
     int64_t idle_mark_ms;
     /* tunnel */
     bool c_eof, u_eof, c_shut, u_shut;
+    bool u_dead;                  /* the upstream failed: nothing more is written to it */
+    bool ws_frames;               /* ws_close_normal: frames are read (ws_move()) */
+    struct ws_dir ws_up, ws_down; /* client -> upstream, upstream -> client */
     char errtext[256];
 };
 
@@ -531,6 +547,8 @@ int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec)
     px->data = spec->data;
     px->websocket = spec->websocket;
     px->pass_non_101 = spec->ws_pass_non_101;
+    px->ws_frames = spec->websocket && spec->ws_close_normal;
+    px->ws_up.to_upstream = true;
     px->connect = spec->connect;
     px->connect_data = spec->connect_data;
     if (spec->connect != NULL && spec->connect_pool_key != NULL)
@@ -1217,9 +1235,14 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
     struct lk_proxy *px = arg;
     (void)bev;
     if (px->state == PX_TUNNEL) {
-        if (what & BEV_EVENT_ERROR) {
+        if ((what & BEV_EVENT_ERROR) && !px->ws_frames) {
             lk_conn_close(px->ex->conn, "websocket upstream error");
             return;
+        }
+        if (what & BEV_EVENT_ERROR) {
+            /* The client still gets a 1011 close (pump_dir()). */
+            LK_CLOG(px->ex->conn_id, DEBUG, "websocket upstream error");
+            px->u_dead = px->u_shut = true;
         }
         px->u_eof = true;
         tunnel_pump(px);
@@ -1321,13 +1344,87 @@ static void start_tunnel(struct lk_proxy *px)
     tunnel_pump(px);
 }
 
+/* Moves whole frames and frame parts from in to out (SPEC §4.7): data and
+ * control frames as they are, a close frame only once it is all in, with
+ * code 1000 and its reason. Leaves in a frame head that is not all there. */
+static void ws_move(struct evbuffer *in, struct evbuffer *out, struct ws_dir *wd)
+{
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (wd->malformed) {
+            evbuffer_add_buffer(out, in);
+            return;
+        }
+        if (wd->left > 0) {
+            size_t n = avail < wd->left ? avail : (size_t)wd->left;
+            if (n == 0)
+                return;
+            evbuffer_remove_buffer(in, out, n);
+            wd->left -= n;
+            continue;
+        }
+        uint8_t head[LK_WS_HEAD_MAX];
+        ev_ssize_t got = evbuffer_copyout(in, head, sizeof(head));
+        struct lk_ws_head h;
+        int rc = lk_ws_parse_head(head, got > 0 ? (size_t)got : 0, &h);
+        if (rc == 0)
+            return;
+        if (rc < 0) {
+            wd->malformed = true; /* the far end judges it */
+            continue;
+        }
+        if (h.opcode != LK_WS_OP_CLOSE) {
+            wd->left = h.len + h.payload_len;
+            continue;
+        }
+        size_t whole = h.len + (size_t)h.payload_len;
+        if (avail < whole)
+            return;
+        uint8_t f[LK_WS_CLOSE_FRAME_MAX], o[LK_WS_CLOSE_FRAME_MAX];
+        evbuffer_remove(in, f, whole);
+        evbuffer_add(out, o, lk_ws_close_normalize(f, &h, o));
+        wd->closed = true;
+    }
+}
+
+/* The source of wd ended without a close frame: what it left is passed on
+ * and, at a frame boundary, the other side gets a 1011 close (SPEC §4.7:
+ * an error closes both sides with 1011 and a diagnostic reason). */
+static void ws_end(struct evbuffer *in, struct evbuffer *out, struct ws_dir *wd)
+{
+    bool boundary = wd->left == 0 && evbuffer_get_length(in) == 0 && !wd->malformed;
+    evbuffer_add_buffer(out, in);
+    if (wd->closed || !boundary)
+        return;
+    static const char why_up[] = "websocket upstream went away without a close frame";
+    static const char why_client[] = "websocket client went away without a close frame";
+    const char *why = wd->to_upstream ? why_client : why_up;
+    uint8_t mask[4], f[LK_WS_CLOSE_FRAME_MAX];
+    if (wd->to_upstream)
+        lk_rng_os_fill(NULL, mask, sizeof(mask)); /* a client's frames are masked */
+    evbuffer_add(out, f,
+                 lk_ws_close_frame(f, LK_WS_CLOSE_INTERNAL_ERROR, (const uint8_t *)why, strlen(why),
+                                   wd->to_upstream ? mask : NULL));
+    wd->closed = true;
+}
+
 /* Moves src's input to dst's output; pauses src while dst is full; passes a
- * half-close on once dst has flushed. */
+ * half-close on once dst has flushed. wd: the direction read frame by frame,
+ * or NULL. */
 static void pump_dir(struct lk_proxy *px, struct bufferevent *src, struct bufferevent *dst,
-                     bool src_eof, bool *dst_shut)
+                     bool src_eof, bool *dst_shut, struct ws_dir *wd)
 {
     struct evbuffer *out = bufferevent_get_output(dst);
-    evbuffer_add_buffer(out, bufferevent_get_input(src));
+    struct evbuffer *in = bufferevent_get_input(src);
+    if (wd != NULL && wd->to_upstream && px->u_dead)
+        evbuffer_drain(in, evbuffer_get_length(in)); /* nowhere to go */
+    else if (wd == NULL)
+        evbuffer_add_buffer(out, in);
+    else if (src_eof && !*dst_shut) {
+        ws_move(in, out, wd);
+        ws_end(in, out, wd);
+    } else
+        ws_move(in, out, wd);
     size_t limit = px->srv->opts.ws_buffer_max;
     if (!src_eof) {
         if (evbuffer_get_length(out) >= limit)
@@ -1344,6 +1441,16 @@ static void pump_dir(struct lk_proxy *px, struct bufferevent *src, struct buffer
     }
 }
 
+static struct ws_dir *ws_up(struct lk_proxy *px)
+{
+    return px->ws_frames ? &px->ws_up : NULL;
+}
+
+static struct ws_dir *ws_down(struct lk_proxy *px)
+{
+    return px->ws_frames ? &px->ws_down : NULL;
+}
+
 static void tunnel_pump(struct lk_proxy *px)
 {
     struct lk_exchange *ex = px->ex;
@@ -1353,8 +1460,8 @@ static void tunnel_pump(struct lk_proxy *px)
     if (px->tls || c->is_tls) {
         /* TLS has no half-close we can pass on: either EOF ends the tunnel. */
         if (px->c_eof || px->u_eof) {
-            pump_dir(px, c->bev, px->up->bev, px->c_eof, &px->u_shut);
-            pump_dir(px, px->up->bev, c->bev, px->u_eof, &px->c_shut);
+            pump_dir(px, c->bev, px->up->bev, px->c_eof, &px->u_shut, ws_up(px));
+            pump_dir(px, px->up->bev, c->bev, px->u_eof, &px->c_shut, ws_down(px));
             if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
                 drop_upstream(px, false);
                 lk_conn_close(c, "websocket tunnel closed");
@@ -1362,8 +1469,8 @@ static void tunnel_pump(struct lk_proxy *px)
             return;
         }
     }
-    pump_dir(px, c->bev, px->up->bev, px->c_eof, &px->u_shut);
-    pump_dir(px, px->up->bev, c->bev, px->u_eof, &px->c_shut);
+    pump_dir(px, c->bev, px->up->bev, px->c_eof, &px->u_shut, ws_up(px));
+    pump_dir(px, px->up->bev, c->bev, px->u_eof, &px->c_shut, ws_down(px));
     if (px->c_shut && px->u_shut) {
         LK_CLOG(ex->conn_id, DEBUG, "websocket tunnel closed both ways");
         drop_upstream(px, false);

@@ -178,6 +178,7 @@ static void forward(struct worker *w, struct lk_exchange *ex, const struct lk_ro
     spec.n_resp_default = LK_HEADERS_N_CORS;
     spec.websocket = ws;
     spec.ws_pass_non_101 = false;
+    spec.ws_close_normal = true; /* SPEC §4.7 */
     spec.on_error = on_http_error;
     spec.on_ws_refused = on_ws_refused;
     if (on_tunnel) {

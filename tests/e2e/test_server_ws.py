@@ -70,10 +70,11 @@ def test_websocket_echo_with_upstream_101_headers(server, ws_upstream):
         assert lk.ws_read_frame(sock) == (1, b"Hello, WebSocket!")
         sock.sendall(lk.ws_frame(2, bytes(range(256)) * 300))
         assert lk.ws_read_frame(sock) == (2, bytes(range(256)) * 300)
-        sock.sendall(lk.ws_frame(8, b"\x03\xe8bye"))
+        # SPEC §5.4 step 5: the local server keeps close codes (4001 here).
+        sock.sendall(lk.ws_frame(8, b"\x0f\xa1bye"))
         try:
             op, payload = lk.ws_read_frame(sock)
-            assert (op, payload) == (8, b"\x03\xe8bye")
+            assert (op, payload) == (8, b"\x0f\xa1bye")
         except EOFError:
             pass
     # The upstream saw the Linkup headers and its own host without port.

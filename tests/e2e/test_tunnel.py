@@ -370,8 +370,10 @@ def test_websocket_echo_through_the_tunnel(stack):
             s.sendall(lk.ws_frame(2, payload))
             op, got = lk.ws_read_frame(s)
             assert (op, got) == (2, payload)
-        s.sendall(lk.ws_frame(8, b"\x03\xe8"))
-        assert lk.ws_read_frame(s)[0] == 8
+        # The worker re-sends a close with code 1000 (SPEC §4.7), whatever
+        # code the client gave; the local server's echo returns it.
+        s.sendall(lk.ws_frame(8, b"\x0f\xa1bye"))
+        assert lk.ws_read_frame(s) == (8, b"\x03\xe8bye")
     finally:
         s.close()
 

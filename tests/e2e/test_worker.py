@@ -995,6 +995,155 @@ def test_websocket_refusal_is_502_not_passed_on(worker):
         up.close()
 
 
+class WsScripted:
+    """A WebSocket upstream on 127.0.0.2:0 whose path says how it ends:
+    /close answers a close with close 4002 "later"; /drop echoes one frame,
+    reads the next and closes the socket without a close frame; /reset does
+    the same with an RST; /listen echoes until the end. self.frames: (opcode, payload, masked)
+    of every frame received, per connection; self.ended: set at its end."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.2:{self.sock.getsockname()[1]}"
+        self.frames = []
+        self.ended = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.conn, args=(c,), daemon=True).start()
+
+    def read(self, c):
+        b0, b1 = lk._recv_exact(c, 2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", lk._recv_exact(c, 2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", lk._recv_exact(c, 8))[0]
+        key = lk._recv_exact(c, 4) if b1 & 0x80 else None
+        payload = lk._recv_exact(c, n)
+        if key:
+            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        self.frames.append((b0 & 0x0F, payload, key is not None))
+        return b0 & 0x0F, payload
+
+    def conn(self, c):
+        c.settimeout(10)
+        try:
+            head = read_head(c)
+            path = head.split(" ")[1]
+            key = re.search(r"(?im)^sec-websocket-key:\s*(\S+)", head).group(1)
+            c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       f"Connection: Upgrade\r\nSec-WebSocket-Accept: {ws_accept(key)}\r\n"
+                       "\r\n").encode())
+            while True:
+                op, data = self.read(c)
+                if path == "/close" and op == 8:
+                    c.sendall(ws_frame(8, struct.pack("!H", 4002) + b"later", False))
+                    return
+                if path in ("/drop", "/reset") and op in (1, 2):
+                    c.sendall(ws_frame(op, data, False))
+                    self.read(c)  # the client has the echo: the worker relayed it
+                    if path == "/reset":
+                        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                     struct.pack("ii", 1, 0))
+                    return
+                if op in (1, 2, 9):
+                    c.sendall(ws_frame(10 if op == 9 else op, data, False))
+        except (EOFError, OSError):
+            pass
+        finally:
+            c.close()
+            self.ended.set()
+
+    def close(self):
+        self.sock.close()
+
+
+def ws_open(worker, host, path):
+    s = socket.create_connection(worker.addr, timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = read_head(s)
+    assert head.startswith("HTTP/1.1 101"), head
+    return s
+
+
+@pytest.fixture
+def ws_scripted(worker):
+    up = WsScripted()
+    make_session(worker, "wsclose", up.url)
+    yield up
+    up.close()
+
+
+def test_websocket_close_is_resent_with_1000_and_its_reason(worker, ws_scripted):
+    """SPEC §4.7: a close from one side closes the other with code 1000 and
+    the received reason, both ways; frames before it pass unchanged."""
+    s = ws_open(worker, "wsclose.example.com", "/close")
+    s.sendall(ws_frame(9, b"are you there", True))
+    assert ws_read(s) == (10, b"are you there")
+    blob = os.urandom(70000)
+    s.sendall(ws_frame(2, blob, True))
+    assert ws_read(s) == (2, blob)
+    s.sendall(ws_frame(8, struct.pack("!H", 4001) + b"bye", True))
+    assert ws_read(s) == (8, struct.pack("!H", 1000) + b"later")
+    assert ws_scripted.ended.wait(10)
+    assert ws_scripted.frames[-1] == (8, struct.pack("!H", 1000) + b"bye", True)
+    s.settimeout(10)
+    assert s.recv(1) == b""
+    s.close()
+
+
+def test_websocket_close_without_code_gets_1000(worker, ws_scripted):
+    s = ws_open(worker, "wsclose.example.com", "/close")
+    s.sendall(ws_frame(8, b"", True))
+    assert ws_read(s) == (8, struct.pack("!H", 1000) + b"later")
+    assert ws_scripted.ended.wait(10)
+    assert ws_scripted.frames[-1] == (8, struct.pack("!H", 1000), True)
+    s.close()
+
+
+@pytest.mark.parametrize("path", ["/drop", "/reset"])
+def test_websocket_upstream_gone_without_close_is_1011(worker, ws_scripted, path):
+    """SPEC §4.7: an upstream that ends (FIN or RST) without a close frame
+    closes the client with 1011 and a reason."""
+    s = ws_open(worker, "wsclose.example.com", path)
+    s.sendall(ws_frame(1, b"last words", True))
+    assert ws_read(s) == (1, b"last words")
+    s.sendall(ws_frame(1, b"go", True))
+    op, data = ws_read(s)
+    assert op == 8
+    assert struct.unpack("!H", data[:2])[0] == 1011
+    assert data[2:] == b"websocket upstream went away without a close frame"
+    s.settimeout(10)
+    assert s.recv(1) == b""
+    s.close()
+    # The worker is still fine.
+    assert request(worker.addr, "GET", "/linkup/check", AUTH).status == 200
+
+
+def test_websocket_client_gone_without_close_is_1011(worker, ws_scripted):
+    s = ws_open(worker, "wsclose.example.com", "/listen")
+    s.sendall(ws_frame(1, b"hello", True))
+    assert ws_read(s) == (1, b"hello")
+    s.shutdown(socket.SHUT_WR)
+    assert ws_scripted.ended.wait(10)
+    op, data, masked = ws_scripted.frames[-1]
+    assert (op, masked) == (8, True)
+    assert struct.unpack("!H", data[:2])[0] == 1011
+    assert data[2:] == b"websocket client went away without a close frame"
+    s.close()
+
+
 # ---- stores ----------------------------------------------------------------------
 
 def test_sqlite_session_survives_restart(start_worker, upstreams, tmp_path):
