@@ -1112,6 +1112,40 @@ def test_websocket_close_without_code_gets_1000(worker, ws_scripted):
     s.close()
 
 
+def test_websocket_frames_split_anywhere_pass_unchanged(worker, ws_scripted):
+    """The worker reads frame heads (SPEC §4.7): heads and payloads cut at
+    every byte, every length form (7, 16 and 64 bits) and several frames in
+    one write come back exactly."""
+    import random
+    rnd = random.Random(8)
+    s = ws_open(worker, "wsclose.example.com", "/close")
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sizes = [0, 1, 125, 126, 127, 65535, 65536, 200000, 3, 0]
+    for n in sizes:
+        payload = os.urandom(n)
+        frame = ws_frame(2, payload, True)
+        cut = 0
+        while cut < len(frame):  # the head a byte at a time, the rest in pieces
+            step = 1 if cut < 14 else rnd.randint(1, 70000)
+            s.sendall(frame[cut:cut + step])
+            cut += step
+            if cut < 14:
+                time.sleep(0.002)
+        assert ws_read(s) == (2, payload)
+    batch = [os.urandom(rnd.randint(0, 300)) for _ in range(50)]
+    s.sendall(b"".join(ws_frame(1 + i % 2, b, True) for i, b in enumerate(batch)))
+    for i, b in enumerate(batch):
+        assert ws_read(s) == (1 + i % 2, b)
+    close = ws_frame(8, struct.pack("!H", 4000) + b"split", True)
+    s.sendall(close[:3])
+    time.sleep(0.05)
+    s.sendall(close[3:])
+    assert ws_read(s) == (8, struct.pack("!H", 1000) + b"later")
+    assert ws_scripted.ended.wait(10)
+    assert ws_scripted.frames[-1] == (8, struct.pack("!H", 1000) + b"split", True)
+    s.close()
+
+
 @pytest.mark.parametrize("path", ["/drop", "/reset"])
 def test_websocket_upstream_gone_without_close_is_1011(worker, ws_scripted, path):
     """SPEC §4.7: an upstream that ends (FIN or RST) without a close frame
