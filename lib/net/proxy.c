@@ -160,11 +160,15 @@ static void drop_upstream(struct lk_proxy *px, bool reusable)
     }
 }
 
+static void ws_abort_close(struct lk_proxy *px);
+
 void lk_proxy_abort(struct lk_exchange *ex)
 {
     struct lk_proxy *px = ex->proxy;
-    if (px != NULL)
+    if (px != NULL) {
+        ws_abort_close(px);
         drop_upstream(px, false);
+    }
     ex->proxy = NULL;
     lk_exchange_free(ex);
 }
@@ -1387,6 +1391,21 @@ static void ws_move(struct evbuffer *in, struct evbuffer *out, struct ws_dir *wd
     }
 }
 
+/* Writes to f the 1011 close that goes wd's way when its source went away
+ * without a close frame, and marks wd closed. Returns its length. */
+static size_t ws_gone_frame(struct ws_dir *wd, uint8_t *f)
+{
+    static const char why_up[] = "websocket upstream went away without a close frame";
+    static const char why_client[] = "websocket client went away without a close frame";
+    const char *why = wd->to_upstream ? why_client : why_up;
+    uint8_t mask[4];
+    if (wd->to_upstream)
+        lk_rng_os_fill(NULL, mask, sizeof(mask)); /* a client's frames are masked */
+    wd->closed = true;
+    return lk_ws_close_frame(f, LK_WS_CLOSE_INTERNAL_ERROR, (const uint8_t *)why, strlen(why),
+                             wd->to_upstream ? mask : NULL);
+}
+
 /* The source of wd ended without a close frame: what it left is passed on
  * and, at a frame boundary, the other side gets a 1011 close (SPEC §4.7:
  * an error closes both sides with 1011 and a diagnostic reason). */
@@ -1396,16 +1415,27 @@ static void ws_end(struct evbuffer *in, struct evbuffer *out, struct ws_dir *wd)
     evbuffer_add_buffer(out, in);
     if (wd->closed || !boundary)
         return;
-    static const char why_up[] = "websocket upstream went away without a close frame";
-    static const char why_client[] = "websocket client went away without a close frame";
-    const char *why = wd->to_upstream ? why_client : why_up;
-    uint8_t mask[4], f[LK_WS_CLOSE_FRAME_MAX];
-    if (wd->to_upstream)
-        lk_rng_os_fill(NULL, mask, sizeof(mask)); /* a client's frames are masked */
-    evbuffer_add(out, f,
-                 lk_ws_close_frame(f, LK_WS_CLOSE_INTERNAL_ERROR, (const uint8_t *)why, strlen(why),
-                                   wd->to_upstream ? mask : NULL));
-    wd->closed = true;
+    uint8_t f[LK_WS_CLOSE_FRAME_MAX];
+    evbuffer_add(out, f, ws_gone_frame(wd, f));
+}
+
+/* The client connection is being torn down (reset, send timeout) while a
+ * frame-reading tunnel is open: a plain upstream socket that has taken
+ * everything so far and is at a frame boundary still gets its 1011 close,
+ * if the kernel takes it at once (SPEC §4.7: an error closes both sides). */
+static void ws_abort_close(struct lk_proxy *px)
+{
+    struct ws_dir *wd = &px->ws_up;
+    if (!px->ws_frames || px->state != PX_TUNNEL || px->up == NULL || px->tls || px->u_dead ||
+        px->u_shut || wd->closed || wd->left != 0 || wd->malformed)
+        return;
+    int fd = bufferevent_getfd(px->up->bev);
+    if (fd < 0 || evbuffer_get_length(bufferevent_get_output(px->up->bev)) != 0)
+        return;
+    uint8_t f[LK_WS_CLOSE_FRAME_MAX];
+    size_t n = ws_gone_frame(wd, f);
+    if (send(fd, f, n, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)n)
+        LK_CLOG(px->ex->conn_id, DEBUG, "websocket client gone: 1011 close sent upstream");
 }
 
 /* Moves src's input to dst's output; pauses src while dst is full; passes a

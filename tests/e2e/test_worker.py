@@ -1165,11 +1165,16 @@ def test_websocket_upstream_gone_without_close_is_1011(worker, ws_scripted, path
     assert request(worker.addr, "GET", "/linkup/check", AUTH).status == 200
 
 
-def test_websocket_client_gone_without_close_is_1011(worker, ws_scripted):
+@pytest.mark.parametrize("how", ["fin", "reset"])
+def test_websocket_client_gone_without_close_is_1011(worker, ws_scripted, how):
     s = ws_open(worker, "wsclose.example.com", "/listen")
     s.sendall(ws_frame(1, b"hello", True))
     assert ws_read(s) == (1, b"hello")
-    s.shutdown(socket.SHUT_WR)
+    if how == "fin":
+        s.shutdown(socket.SHUT_WR)
+    else:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
     assert ws_scripted.ended.wait(10)
     op, data, masked = ws_scripted.frames[-1]
     assert (op, masked) == (8, True)
