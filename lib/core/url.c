@@ -534,6 +534,9 @@ int lk_url_parse(const char *s, size_t len, struct lk_url *url, const char **why
         *c = lk_ascii_lower(*c);
     i++;
     bool special = is_special(u.scheme);
+    /* WHATWG counts "file" special too (no port): its path always starts
+     * with "/" and it always serialises with "//" (lk_url_serialize()). */
+    bool file = strcmp(u.scheme, "file") == 0;
     bool has_authority = special || (n - i >= 2 && in[i] == '/' && in[i + 1] == '/');
     if (has_authority) {
         /* Special schemes skip any run of slashes; others exactly "//". */
@@ -564,8 +567,8 @@ int lk_url_parse(const char *s, size_t len, struct lk_url *url, const char **why
     size_t ps = i;
     while (i < n && in[i] != '?' && in[i] != '#')
         i++;
-    if (special || (i > ps && in[ps] == '/'))
-        u.path = normalize_path(in + ps, i - ps, special);
+    if (special || file || (i > ps && in[ps] == '/'))
+        u.path = normalize_path(in + ps, i - ps, special || file);
     else /* an opaque path ("mailto:a/b") is kept as written */
         u.path = encode_part(in + ps, i - ps, PCT_OPAQUE);
     if (i < n && in[i] == '?') {
@@ -761,7 +764,8 @@ void lk_url_serialize(const struct lk_url *url, struct lk_buf *out)
 {
     lk_buf_adds(out, url->scheme);
     lk_buf_addch(out, ':');
-    if (is_special(url->scheme) || (url->host && url->host[0])) {
+    if (is_special(url->scheme) || strcmp(url->scheme, "file") == 0 ||
+        (url->host && url->host[0])) {
         lk_buf_adds(out, "//");
         if (url->userinfo) {
             lk_buf_adds(out, url->userinfo);

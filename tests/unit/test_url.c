@@ -60,6 +60,12 @@ static void test_normalize(void)
         { "foo://h:80/p", "foo://h:80/p" },
         { "mailto:a/../b", "mailto:a/../b" },
         { "foo:/.//p", "foo:/.//p" },
+        /* "file" is special to WHATWG: always "//", a path from "/". */
+        { "file:///tmp", "file:///tmp" },
+        { "FILE:///TMP/a/../b", "file:///TMP/b" },
+        { "file:/tmp", "file:///tmp" },
+        { "file:tmp", "file:///tmp" },
+        { "file://host/x", "file://host/x" },
         { "http://127.0.0.1:3000", "http://127.0.0.1:3000/" },
         /* WHATWG host parser: percent-decoded domains, IPv4 numbers. */
         { "http://ex%41mple.com/", "http://example.com/" },
