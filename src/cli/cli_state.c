@@ -160,7 +160,9 @@ static void upsert_body(const struct lk_state *st, bool unnamed_retry, struct lk
     lk_state_upsert_json(st, &o, out);
 }
 
-/* Reads session_name (and the tunnel URL, when one came back). */
+/* Reads session_name (SPEC §6.5.13 step 4). The tunnel URL is not taken
+ * here: only start stores it, and only when the state asks for a tunnel
+ * (§6.5.1 step 7, cli_tunnel_start()). */
 static int apply_response(struct lk_state *st, const struct lk_buf *body, struct lk_buf *err)
 {
     json_t *root = json_loadb(body->data, body->len, 0, NULL);
@@ -172,14 +174,6 @@ static int apply_response(struct lk_state *st, const struct lk_buf *body, struct
     }
     lk_state_set_str(&st->session_name, name);
     lk_state_set_str(&st->kind, "tunneled");
-    const char *tunnel =
-        json_string_value(json_object_get(json_object_get(root, "tunnel_data"), "url"));
-    if (tunnel && *tunnel) {
-        struct lk_buf norm = LK_BUF_INIT;
-        if (lk_url_normalize(tunnel, strlen(tunnel), &norm, NULL) == 0)
-            lk_state_set_str(&st->tunnel, norm.data);
-        lk_buf_release(&norm);
-    }
     json_decref(root);
     return 0;
 }

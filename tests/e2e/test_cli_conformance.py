@@ -779,6 +779,26 @@ def test_route_output_sorted_and_aligned(live):
     assert lv.state() == before
 
 
+def test_upload_leaves_a_null_tunnel_alone(live):
+    """SPEC §6.5.13 step 4: an upload saves only session_name and kind; the
+    tunnel URL is stored by start's step 7, and only when the state asks for
+    a tunnel. With `tunnel: null`, start says it skips and route keeps it."""
+    lv = live()
+    lv.start()
+    assert re.search(r"(?m)^  tunnel: http://", lv.state())
+    st = lv.home / "state"
+    st.write_text(re.sub(r"(?m)^  tunnel: .*$", "  tunnel: null", lv.state()))
+    r = lv.run("route", "local", "backend")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"(?m)^  tunnel: null$", lv.state()), lv.state()
+    lv.run("stop")
+    st.write_text(re.sub(r"(?m)^  tunnel: .*$", "  tunnel: null", lv.state()))
+    r = lv.run("start", "--config", str(lv.cfg))
+    assert r.returncode == 0, r.stderr
+    assert "Skipping. State file requested no tunnel." in r.stderr
+    assert re.search(r"(?m)^  tunnel: null$", lv.state()), lv.state()
+
+
 def test_restart_keeps_name_and_token_resets_routing(live):
     """SPEC §6.5.1 step 2: a new start keeps session_name, session_token and
     tunnel of the previous state, but every service is Remote again; step 1
