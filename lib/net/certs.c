@@ -136,9 +136,10 @@ static int set_serial(X509 *cert)
     return ok ? 0 : LK_EIO;
 }
 
-/* A certificate for key with subject CN cn, valid from a day ago for days
- * days; issuer NULL means self-signed. Extensions are added by the caller. */
-static X509 *new_cert(const char *cn, EVP_PKEY *key, X509 *issuer, long days)
+/* A certificate for key with subject CN cn, valid from LK_CERTS_NOT_BEFORE
+ * to LK_CERTS_NOT_AFTER (SPEC §5.5); issuer NULL means self-signed.
+ * Extensions are added by the caller. */
+static X509 *new_cert(const char *cn, EVP_PKEY *key, X509 *issuer)
 {
     X509 *x = X509_new();
     X509_NAME *subject = X509_NAME_new();
@@ -147,8 +148,8 @@ static X509 *new_cert(const char *cn, EVP_PKEY *key, X509 *issuer, long days)
                                          -1, -1, 0) == 1 &&
               X509_set_subject_name(x, subject) == 1 &&
               X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) == 1 &&
-              X509_gmtime_adj(X509_getm_notBefore(x), -86400) != NULL &&
-              X509_gmtime_adj(X509_getm_notAfter(x), days * 86400L) != NULL &&
+              ASN1_TIME_set_string_X509(X509_getm_notBefore(x), LK_CERTS_NOT_BEFORE) == 1 &&
+              ASN1_TIME_set_string_X509(X509_getm_notAfter(x), LK_CERTS_NOT_AFTER) == 1 &&
               X509_set_pubkey(x, key) == 1;
     X509_NAME_free(subject);
     if (!ok) {
@@ -161,7 +162,7 @@ static X509 *new_cert(const char *cn, EVP_PKEY *key, X509 *issuer, long days)
 static int make_ca(X509 **cert, EVP_PKEY **key)
 {
     EVP_PKEY *k = EVP_EC_gen("P-256");
-    X509 *x = k ? new_cert(LK_CERTS_CA_CN, k, NULL, LK_CERTS_CA_DAYS) : NULL;
+    X509 *x = k ? new_cert(LK_CERTS_CA_CN, k, NULL) : NULL;
     bool ok = x != NULL && add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE") == 0 &&
               add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign") == 0 &&
               add_ext(x, x, NID_subject_key_identifier, "hash") == 0 &&
@@ -181,7 +182,7 @@ static int mint(X509 *ca, EVP_PKEY *ca_key, const char *name, X509 **cert, EVP_P
     char san[300];
     snprintf(san, sizeof(san), "DNS:%s", name);
     EVP_PKEY *k = EVP_EC_gen("P-256");
-    X509 *x = k ? new_cert(name, k, ca, LK_CERTS_LEAF_DAYS) : NULL;
+    X509 *x = k ? new_cert(name, k, ca) : NULL;
     bool ok = x != NULL && add_ext(x, ca, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
               add_ext(x, ca, NID_key_usage, "critical,digitalSignature") == 0 &&
               add_ext(x, ca, NID_ext_key_usage, "serverAuth") == 0 &&

@@ -14,7 +14,7 @@
  * certificate that really matches the name (RFC 6125 matching, so *.D serves
  * x.D but not a.b.D, fixing the SPEC quirk), else a cached leaf, else a new
  * leaf (ECDSA P-256, SAN DNS = the name, CN = the name, serverAuth, valid
- * from one day ago for LK_CERTS_LEAF_DAYS days, signed by the CA).
+ * from LK_CERTS_NOT_BEFORE to LK_CERTS_NOT_AFTER, signed by the CA).
  *
  * Lazy loading (docs/performance.md, finding 10): a server opens the
  * directory with lk_certs_open_lazy(), which touches OpenSSL only to create a
@@ -38,10 +38,13 @@
 #define LK_CERTS_CA_CERT_FILE "linkup_ca.cert.pem"
 #define LK_CERTS_CA_KEY_FILE  "linkup_ca.key.pem"
 #define LK_CERTS_CA_CN        "Linkup Local CA"
-#define LK_CERTS_CACHE_MAX    256  /* minted leaves kept; the oldest is evicted */
-#define LK_CERTS_FILES_MAX    256  /* certificate files loaded from the directory */
-#define LK_CERTS_LEAF_DAYS    397  /* leaf validity (under Apple's 398-day limit) */
-#define LK_CERTS_CA_DAYS      7300 /* CA validity: 20 years */
+#define LK_CERTS_CACHE_MAX    256 /* minted leaves kept; the oldest is evicted */
+#define LK_CERTS_FILES_MAX    256 /* certificate files loaded from the directory */
+/* Validity of the CA and of minted leaves (SPEC §5.5, the original's
+ * library defaults): a not-before before July 2019 keeps Apple's 825-day
+ * rule for TLS server certificates from applying. */
+#define LK_CERTS_NOT_BEFORE "19750101000000Z"
+#define LK_CERTS_NOT_AFTER  "40960101000000Z"
 
 struct lk_certs;
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/err.h"
@@ -37,6 +38,19 @@ static int verify(X509 *ca, X509 *leaf, const char *host)
     X509_STORE_CTX_free(ctx);
     X509_STORE_free(store);
     return rc;
+}
+
+/* SPEC §5.5: 1975-01-01 to 4096-01-01, for the CA and every leaf. */
+static void check_validity(const X509 *x)
+{
+    struct tm from, to;
+    CHECK_INT_EQ(ASN1_TIME_to_tm(X509_get0_notBefore(x), &from), 1);
+    CHECK_INT_EQ(ASN1_TIME_to_tm(X509_get0_notAfter(x), &to), 1);
+    CHECK_INT_EQ(from.tm_year + 1900, 1975);
+    CHECK_INT_EQ(from.tm_mon * 100 + from.tm_mday, 1);
+    CHECK_INT_EQ(from.tm_hour * 10000 + from.tm_min * 100 + from.tm_sec, 0);
+    CHECK_INT_EQ(to.tm_year + 1900, 4096);
+    CHECK_INT_EQ(to.tm_mon * 100 + to.tm_mday, 1);
 }
 
 static void test_ca_creation(void)
@@ -73,6 +87,7 @@ static void test_ca_creation(void)
     CHECK_INT_EQ(X509_get_key_usage(ca), KU_KEY_CERT_SIGN | KU_CRL_SIGN);
     CHECK_INT_EQ(X509_get_signature_nid(ca), NID_ecdsa_with_SHA256);
     CHECK(X509_cmp_current_time(X509_get0_notBefore(ca)) < 0);
+    check_validity(ca);
     EVP_PKEY *pub = X509_get0_pubkey(ca);
     char group[32] = "";
     EVP_PKEY_get_utf8_string_param(pub, "group", group, sizeof(group), NULL);
@@ -101,6 +116,7 @@ static void test_leaf_minting_and_cache(void)
                      X509_V_ERR_HOSTNAME_MISMATCH);
         CHECK_INT_EQ(X509_check_private_key(leaf, key), 1);
         CHECK_INT_EQ(X509_check_ca(leaf), 0);
+        check_validity(leaf);
         X509 *again = NULL;
         EVP_PKEY *key2 = NULL;
         CHECK_INT_EQ(lk_certs_get(c, hosts[i], &again, &key2), 0);
