@@ -186,7 +186,6 @@ def test_dig_tcp(server):
     ("tiny-cow.example.com", 15, 0, 0),   # MX: NODATA
     ("tiny-cow.example.com", 16, 0, 0),   # TXT: NODATA
     ("unknown.example.com", 1, 3, 0),     # NXDOMAIN under a managed domain
-    ("example.com", 1, 3, 0),
     ("tiny-cow.other.com", 28, 3, 0),
     ("tiny-cow.example.com", 1, 0, 1),
 ])
@@ -218,6 +217,16 @@ def test_forwarding_to_upstream(server, upstream):
     answers = tcp_ask(server.port, [build_query("a.example.net", 1, qid=7)])
     assert parse_answer(answers[0])[0] == 7
     assert parse_answer(answers[0])[3][0][2] == bytes([192, 0, 2, 7])
+
+
+def test_bare_managed_domain_is_forwarded(server, upstream):
+    """SPEC §5.6: the bare configured domain (the shared deployment) is
+    forwarded; only names below it are answered here."""
+    q = build_query("Example.COM", 1, qid=0x55)
+    qid, flags, rc, records, _ = parse_answer(udp_ask(server.port, q))
+    assert (qid, rc) == (0x55, 0)
+    assert records == [(1, 33, bytes([192, 0, 2, 7]))]
+    assert len(upstream.queries) == 1
 
 
 def test_managed_names_are_never_forwarded(server, upstream):

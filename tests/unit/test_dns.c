@@ -34,7 +34,9 @@ static const struct answer_case answer_cases[] = {
     { "a.b.tiny-cow.example.com", LK_DNS_T_AAAA, LK_DNS_NOERROR, 1, true },
     { "quiet-fox.other.com", LK_DNS_T_A, LK_DNS_NOERROR, 1, true },
     { "other-cow.example.com", LK_DNS_T_A, LK_DNS_NXDOMAIN, 0, true },
-    { "example.com", LK_DNS_T_A, LK_DNS_NXDOMAIN, 0, true },
+    { "example.com", LK_DNS_T_A, FWD, 0, false }, /* SPEC §5.6: bare domains forwarded */
+    { "EXAMPLE.com.", LK_DNS_T_MX, FWD, 0, false },
+    { "other.com", LK_DNS_T_A, FWD, 0, false },
     { "xtiny-cow.example.com", LK_DNS_T_A, LK_DNS_NXDOMAIN, 0, true },
     { "tiny-cow.other.com", LK_DNS_T_A, LK_DNS_NXDOMAIN, 0, true },
     { "example.org", LK_DNS_T_A, FWD, 0, false },
