@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs=(
     build-essential cmake pkg-config gcc clang libclang-rt-14-dev clang-format
-    libevent-dev libssl-dev libyaml-dev libjansson-dev libpcre2-dev
+    libevent-dev libssl-dev libyaml-dev libjansson-dev libpcre2-dev libidn2-dev
     libsqlite3-dev libhiredis-dev libnghttp2-dev libcurl4-openssl-dev
     libcurl4 # libcurl.so.4, dlopen()ed by the CLI and the worker's cache (lib/net/curl_dl.c)
     redis-server dnsutils curl ca-certificates help2man libcap2-bin tar

@@ -7,6 +7,7 @@
  */
 #include "core/url.h"
 
+#include <idn2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,8 @@ static bool is_special(const char *scheme)
     return lk_url_default_port(scheme) != -1;
 }
 
-/* WHATWG forbidden host code points (plus anything non-ASCII: no IDNA here). */
+/* WHATWG forbidden host code points (plus anything non-ASCII: a special
+ * URL's domain has been through IDNA first, parse_domain()). */
 static bool is_forbidden_host_char(unsigned char c)
 {
     return c <= 0x20 || c >= 0x7f || strchr("#%/:<>?@[\\]^|", c) != NULL;
@@ -417,8 +419,26 @@ static int parse_ipv4(char **h, const char **why)
     return 0;
 }
 
-/* A special URL's domain (WHATWG host parser): percent-decoded, ASCII
- * lower-cased, no forbidden code point (no IDNA here: non-ASCII fails),
+/* WHATWG "domain to ASCII" for a host with non-ASCII bytes: UTS #46
+ * non-transitional processing (libidn2), so "bücher.example" becomes
+ * "xn--bcher-kva.example". Replaces *h; fails on invalid UTF-8 or a name
+ * IDNA rejects. */
+static int domain_to_ascii(char **h, size_t len, const char **why)
+{
+    if (strlen(*h) != len)
+        return fail(why, "invalid host character"); /* a decoded %00 */
+    char *ascii = NULL;
+    /* libidn2 also refuses invalid UTF-8 (IDN2_ENCODING_ERROR). */
+    if (idn2_to_ascii_8z(*h, &ascii, IDN2_NONTRANSITIONAL | IDN2_NFC_INPUT) != IDN2_OK)
+        return fail(why, "invalid international domain name");
+    free(*h);
+    *h = lk_xstrdup(ascii);
+    idn2_free(ascii);
+    return 0;
+}
+
+/* A special URL's domain (WHATWG host parser): percent-decoded, through
+ * IDNA when it is not ASCII, ASCII lower-cased, no forbidden code point,
  * and an IPv4 address when it ends in a number. Takes [p, p + n). */
 static int parse_domain(const char *p, size_t n, char **out, const char **why)
 {
@@ -433,6 +453,16 @@ static int parse_domain(const char *p, size_t n, char **out, const char **why)
         }
     }
     h[o] = '\0';
+    bool ascii = true;
+    for (size_t i = 0; i < o; i++)
+        ascii &= (unsigned char)h[i] < 0x80;
+    if (!ascii) {
+        if (domain_to_ascii(&h, o, why) != 0) {
+            free(h);
+            return LK_EPARSE;
+        }
+        o = strlen(h);
+    }
     for (size_t i = 0; i < o; i++) {
         if (h[i] == '\0' || is_forbidden_host_char((unsigned char)h[i]) || h[i] == '%') {
             free(h);

@@ -2,7 +2,9 @@
  * url.h - parsing and normalising absolute URLs (SPEC §2 intro, WHATWG-style).
  *
  * Linkup only ever needs absolute http(s) and ws(s) URLs. Normalisation, as
- * the original's WHATWG parser does it: lower-case scheme and host, default
+ * the original's WHATWG parser does it: lower-case scheme and host (a
+ * non-ASCII host of a special scheme goes through UTS #46 to its punycode
+ * form, "bücher.de" -> "xn--bcher-kva.de", with libidn2), default
  * port dropped (http/ws 80, https/wss 443), empty path becomes "/", dot
  * segments resolved, `\` read as `/`, and bytes outside the URL code points
  * percent-encoded in path, query and fragment. IPv6 hosts are parsed and
@@ -12,7 +14,8 @@
  * "mailto:a/b") but get no default port. Normalising is idempotent
  * (tests/fuzz/fuzz_url.c).
  *
- * Pure: no allocation other than through lk_x*, no I/O.
+ * Pure: no allocation other than through lk_x* (and libidn2's own, freed
+ * before returning), no I/O.
  */
 #ifndef LK_CORE_URL_H
 #define LK_CORE_URL_H

@@ -482,6 +482,22 @@ def test_body_over_100_mib_is_413(worker):
         s.close()
 
 
+def test_international_host_is_punycoded(worker):
+    """SPEC §2: URLs are WHATWG-normalised, so a non-ASCII host is its
+    punycode form: the same session (same hash name) either way."""
+    doms = [("example.com", "frontend", None)]
+    a = post(worker.addr, "/linkup/v2/sessions/preview",
+             unnamed([("frontend", "http://B\u00fccher.example:8080", None)], doms))
+    b = post(worker.addr, "/linkup/v2/sessions/preview",
+             unnamed([("frontend", "http://xn--bcher-kva.example:8080/", None)], doms))
+    assert a.status == b.status == 200, a.text
+    assert json.loads(a.body) == json.loads(b.body)
+    bad = post(worker.addr, "/linkup/v2/sessions/preview",
+               unnamed([("frontend", "http://a\u200db.example/", None)], doms))
+    assert bad.status == 422, bad.text
+    assert "invalid international domain name" in bad.text
+
+
 def test_v2_preview_names_and_conflicts(worker):
     fwd = [("frontend", "https://frontend.example.com", None),
            ("backend", "https://backend.example.com", None)]
