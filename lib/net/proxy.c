@@ -19,8 +19,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -815,35 +813,6 @@ static void relay_interim(struct lk_proxy *px)
 
 /* Parses response heads until a final one; returns true when it started the
  * body or the tunnel, false when waiting or failed. */
-/* True when the upstream's 101 carries the Sec-WebSocket-Accept that the
- * request's Sec-WebSocket-Key calls for: base64(SHA-1(key + GUID)), RFC 6455
- * §4.2.2 (the key is sent on unchanged). A request without a key (the
- * worker's looser upgrade test, SPEC §4.4) is not checked. */
-static bool accept_matches(const struct lk_proxy *px)
-{
-    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    const struct lk_exchange *ex = px->ex;
-    const struct lk_http_header *key =
-        lk_http1_find_header(ex->req.headers, ex->req.n_headers, LK_STR("sec-websocket-key"));
-    const struct lk_http_header *got =
-        lk_http1_find_header(px->resp.headers, px->resp.n_headers, LK_STR("sec-websocket-accept"));
-    if (key == NULL)
-        return true; /* the worker's looser upgrade test: nothing to check */
-    if (got == NULL)
-        return false;
-    struct lk_str k = lk_str_trim(key->value);
-    if (k.len > 64)
-        return false; /* a real key is 24 characters */
-    char in[64 + sizeof(guid)];
-    memcpy(in, k.ptr, k.len);
-    memcpy(in + k.len, guid, sizeof(guid) - 1);
-    unsigned char digest[SHA_DIGEST_LENGTH];
-    SHA1((const unsigned char *)in, k.len + sizeof(guid) - 1, digest);
-    char want[32]; /* 28 characters and a NUL */
-    int n = EVP_EncodeBlock((unsigned char *)want, digest, sizeof(digest));
-    return lk_str_eq(lk_str_trim(got->value), (struct lk_str){ want, (size_t)n });
-}
-
 static void read_response_head(struct lk_proxy *px)
 {
     struct lk_exchange *ex = px->ex;
@@ -892,14 +861,6 @@ static void read_response_head(struct lk_proxy *px)
         evbuffer_drain(in, (size_t)rc);
         set_timer(px, 0);
         int status = px->resp.status;
-        if (status == 101 && px->websocket && !accept_matches(px)) {
-            /* RFC 6455 §4.1: the client fails such a handshake; so does the
-             * proxy, before the client sees a 101 (SPEC §5.4 step 3, §4.7). */
-            if (px->on_ws_refused != NULL)
-                px->on_error = px->on_ws_refused;
-            fail(px, "upstream's Sec-WebSocket-Accept does not match the request's key");
-            return;
-        }
         if (status == 101 && px->websocket) {
             start_tunnel(px);
             return;

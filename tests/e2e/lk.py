@@ -417,8 +417,7 @@ def read_http_head(sock):
 
 class WsEchoUpstream:
     """A raw WebSocket echo server on host:0. Upgrades on any path except
-    /reject (403 "no websocket here"); on /badaccept its 101 carries a
-    Sec-WebSocket-Accept for another key; its 101 carries
+    /reject (403 "no websocket here"); its 101 carries
     `my-special-header: special-value`. Echoes text/binary frames; answers a
     close with a close and ends the connection. self.heads: request heads."""
 
@@ -452,8 +451,6 @@ class WsEchoUpstream:
                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
                 return
             key = dict((k.lower(), v) for k, v in headers)["sec-websocket-key"]
-            if line.split(" ")[1] == "/badaccept":
-                key += "x"
             c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                        "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
                        "my-special-header: special-value\r\n\r\n" % ws_accept(key)).encode())
