@@ -389,7 +389,9 @@ struct lk_proxy_req {
      * heads; a close frame is passed on with code 1000 and its reason (same
      * mask key), and a side that ends or fails without sending one gets the
      * other side a 1011 close with a reason saying so. Data, ping and pong
-     * frames, and a malformed head and everything after it, pass untouched.
+     * frames pass untouched; so does, from its first head that breaks RFC
+     * 6455 §5.2 on (reserved bits without an extension in the 101, reserved
+     * opcodes, the wrong masking), everything a direction carries.
      * False: the tunnel moves bytes. */
     bool ws_close_normal;
     lk_proxy_error_cb *on_error; /* required */

@@ -44,8 +44,9 @@ enum px_state {
 struct ws_dir {
     uint64_t left;  /* bytes of the current frame still to pass on */
     bool closed;    /* a close frame went this way */
-    bool malformed; /* a head we could not read: the rest passes as bytes */
+    bool malformed; /* a head that breaks RFC 6455 §5.2: the rest passes as bytes */
     bool to_upstream;
+    uint8_t rsv_ok; /* RSV bits data frames may carry: some only with an extension */
 };
 
 struct lk_proxy {
@@ -1342,6 +1343,9 @@ static void start_tunnel(struct lk_proxy *px)
     bufferevent_setwatermark(px->up->bev, EV_WRITE, limit / 2, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
     lk_conn_read_by_libevent(c); /* pump_dir() drives both sides' EV_READ */
+    if (px->ws_frames && lk_http1_find_header(px->resp.headers, px->resp.n_headers,
+                                              LK_STR("sec-websocket-extensions")) != NULL)
+        px->ws_up.rsv_ok = px->ws_down.rsv_ok = 0x70; /* permessage-deflate uses RSV1 */
     own_read_off(px, true);
     px->c_eof = c->read_eof;
     LK_CLOG(ex->conn_id, DEBUG, "websocket tunnel open to %s", px->host);
@@ -1373,8 +1377,14 @@ static void ws_move(struct evbuffer *in, struct evbuffer *out, struct ws_dir *wd
         int rc = lk_ws_parse_head(head, got > 0 ? (size_t)got : 0, &h);
         if (rc == 0)
             return;
-        if (rc < 0) {
-            wd->malformed = true; /* the far end judges it */
+        /* §5.2: reserved bits only as an extension defines them, no
+         * reserved opcode, client frames masked and server frames not.
+         * Anything else is no WebSocket stream we understand (the far end
+         * judges it): from there on it passes as bytes, untouched. */
+        bool control = h.opcode >= 8;
+        if (rc < 0 || (h.opcode > 2 && h.opcode < 8) || h.opcode > 10 ||
+            (h.rsv & ~(control ? 0 : wd->rsv_ok)) != 0 || h.masked != wd->to_upstream) {
+            wd->malformed = true;
             continue;
         }
         if (h.opcode != LK_WS_OP_CLOSE) {

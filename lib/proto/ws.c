@@ -46,6 +46,7 @@ int lk_ws_parse_head(const uint8_t *p, size_t n, struct lk_ws_head *h)
     if (n < 2)
         return 0;
     h->fin = (p[0] & 0x80) != 0;
+    h->rsv = p[0] & 0x70;
     h->opcode = p[0] & 0x0F;
     h->masked = (p[1] & 0x80) != 0;
     uint64_t len = p[1] & 0x7F;

@@ -37,6 +37,7 @@ enum {
 /* A frame head (RFC 6455 §5.2). */
 struct lk_ws_head {
     uint8_t opcode; /* low 4 bits of the first byte */
+    uint8_t rsv;    /* RSV1-3 as they are in the first byte (0x70 mask) */
     bool fin;
     bool masked;
     uint8_t mask[4];      /* when masked */

@@ -1013,7 +1013,8 @@ def test_websocket_refusal_is_502_not_passed_on(worker):
 
 class WsScripted:
     """A WebSocket upstream on 127.0.0.2:0 whose path says how it ends:
-    /close answers a close with close 4002 "later"; /drop echoes one frame,
+    /close (and /deflate, which also accepts permessage-deflate) answers a
+    close with close 4002 "later"; /raw echoes bytes, not frames; /drop echoes one frame,
     reads the next and closes the socket without a close frame; /reset does
     the same with an RST; /listen echoes until the end. self.frames: (opcode, payload, masked)
     of every frame received, per connection; self.ended: set at its end."""
@@ -1055,12 +1056,17 @@ class WsScripted:
             head = read_head(c)
             path = head.split(" ")[1]
             key = re.search(r"(?im)^sec-websocket-key:\s*(\S+)", head).group(1)
+            ext = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if path == "/deflate" else ""
             c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                        f"Connection: Upgrade\r\nSec-WebSocket-Accept: {ws_accept(key)}\r\n"
-                       "\r\n").encode())
+                       f"{ext}\r\n").encode())
+            if path == "/raw":  # bytes, not frames: echoed until the end
+                while data := c.recv(65536):
+                    c.sendall(data)
+                return
             while True:
                 op, data = self.read(c)
-                if path == "/close" and op == 8:
+                if path in ("/close", "/deflate") and op == 8:
                     c.sendall(ws_frame(8, struct.pack("!H", 4002) + b"later", False))
                     return
                 if path in ("/drop", "/reset") and op in (1, 2):
@@ -1159,6 +1165,46 @@ def test_websocket_frames_split_anywhere_pass_unchanged(worker, ws_scripted):
     assert ws_read(s) == (8, struct.pack("!H", 1000) + b"later")
     assert ws_scripted.ended.wait(10)
     assert ws_scripted.frames[-1] == (8, struct.pack("!H", 1000) + b"split", True)
+    s.close()
+
+
+def test_websocket_raw_bytes_pass_untouched(worker, ws_scripted):
+    """Bytes that break RFC 6455 §5.2 from the start (text: reserved bits
+    set, no mask) are no frames to rewrite: what follows, close-looking
+    bytes and random data included, passes byte-exact both ways, and the
+    end adds no close of its own."""
+    s = ws_open(worker, "wsclose.example.com", "/raw")
+    data = (b"hello, raw bytes\n" + bytes([0x88, 0x02, 0x0f, 0xa1]) + os.urandom(200000)
+            + bytes([0x88, 0x82, 1, 2, 3, 4, 0x0e, 0xa3]))
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    s.settimeout(10)
+    while chunk := s.recv(65536):
+        got += chunk
+    assert got == data
+    s.close()
+
+
+@pytest.mark.parametrize("ext", [True, False])
+def test_websocket_reserved_bits_need_an_extension(worker, ws_scripted, ext):
+    """RSV1 (permessage-deflate) is fine once the 101 names an extension and
+    the client's close is still re-sent with 1000; without one the client's
+    stream is not read as frames any more and its close passes as it is (the
+    upstream's own direction is still read: its close becomes 1000)."""
+    s = ws_open(worker, "wsclose.example.com", "/deflate" if ext else "/close")
+    key = os.urandom(4)
+    payload = b"compressed?"
+    s.sendall(bytes([0xC2, 0x80 | len(payload)]) + key
+              + bytes(b ^ key[i % 4] for i, b in enumerate(payload)))
+    assert ws_read(s) == (2, payload)
+    s.sendall(ws_frame(8, struct.pack("!H", 4001) + b"bye", True))
+    op, data = ws_read(s)
+    assert op == 8
+    assert ws_scripted.ended.wait(10)
+    assert data == struct.pack("!H", 1000) + b"later"
+    code = 1000 if ext else 4001
+    assert ws_scripted.frames[-1] == (8, struct.pack("!H", code) + b"bye", True)
     s.close()
 
 

@@ -24,6 +24,7 @@ static void test_head_lengths(void)
         { "\x82\x7f\x7f\xff\xff\xff\xff\xff\xff\xff", 10, 0x7fffffffffffffffULL, 10 },
         { "\x88\x82\x01\x02\x03\x04", 6, 2, 6 },
         { "\x81\xfe\x01\x00\xaa\xbb\xcc\xdd", 8, 256, 8 },
+        { "\xc1\x03", 2, 3, 2 }, /* RSV1: read; the relay decides (permessage-deflate) */
     };
     for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
         const uint8_t *p = (const uint8_t *)cases[i].bytes;
@@ -35,6 +36,7 @@ static void test_head_lengths(void)
         CHECK(h.payload_len == cases[i].payload);
         CHECK_INT_EQ(h.len, cases[i].head);
         CHECK_INT_EQ(h.opcode, p[0] & 0x0F);
+        CHECK_INT_EQ(h.rsv, p[0] & 0x70);
         CHECK(h.fin == ((p[0] & 0x80) != 0));
         CHECK(h.masked == ((p[1] & 0x80) != 0));
         if (h.masked)
