@@ -40,7 +40,9 @@ cleanup() {
     rm -rf "$TMP"
     echo "Stopped."
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'exit 130' INT # the EXIT trap cleans up; without exit the wait loop below would go on
+trap 'exit 143' TERM
 
 free_port() {
     "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
