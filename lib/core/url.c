@@ -42,6 +42,13 @@ static bool is_special(const char *scheme)
     return lk_url_default_port(scheme) != -1;
 }
 
+/* WHATWG counts "file" special too, without a port: its path always starts
+ * with "/" and it always serialises with "//". */
+static bool is_file(const char *scheme)
+{
+    return strcmp(scheme, "file") == 0;
+}
+
 /* WHATWG forbidden host code points (plus anything non-ASCII: a special
  * URL's domain has been through IDNA first, parse_domain()). */
 static bool is_forbidden_host_char(unsigned char c)
@@ -564,9 +571,7 @@ int lk_url_parse(const char *s, size_t len, struct lk_url *url, const char **why
         *c = lk_ascii_lower(*c);
     i++;
     bool special = is_special(u.scheme);
-    /* WHATWG counts "file" special too (no port): its path always starts
-     * with "/" and it always serialises with "//" (lk_url_serialize()). */
-    bool file = strcmp(u.scheme, "file") == 0;
+    bool file = is_file(u.scheme);
     bool has_authority = special || (n - i >= 2 && in[i] == '/' && in[i + 1] == '/');
     if (has_authority) {
         /* Special schemes skip any run of slashes; others exactly "//". */
@@ -794,8 +799,7 @@ void lk_url_serialize(const struct lk_url *url, struct lk_buf *out)
 {
     lk_buf_adds(out, url->scheme);
     lk_buf_addch(out, ':');
-    if (is_special(url->scheme) || strcmp(url->scheme, "file") == 0 ||
-        (url->host && url->host[0])) {
+    if (is_special(url->scheme) || is_file(url->scheme) || (url->host && url->host[0])) {
         lk_buf_adds(out, "//");
         if (url->userinfo) {
             lk_buf_adds(out, url->userinfo);

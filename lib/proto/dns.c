@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/str.h"
 
 struct writer {
     uint8_t *out;
@@ -325,13 +326,6 @@ static int emit(const uint8_t *query, size_t qlen, const struct lk_dns_msg *m, s
     return LK_EPARSE;
 }
 
-/* name and zone are the same name (ASCII case-insensitive, as the zones are
- * compared; neither carries a trailing dot: the parser drops it). */
-static bool is_same_name(const char *name, const char *zone)
-{
-    return strlen(name) == strlen(zone) && lk_dns_name_at_or_under(name, zone);
-}
-
 static bool in_list(const char *name, const char *const *list, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -357,7 +351,7 @@ static bool decide(const struct lk_dns_msg *m, const struct lk_dns_zones *z, str
     /* A managed domain itself ("example.com", the shared deployment) is
      * forwarded (SPEC §5.6); only names below one are ours to deny. */
     for (size_t i = 0; i < z->n_domains; i++) {
-        if (z->domains[i] != NULL && is_same_name(m->qname, z->domains[i]))
+        if (z->domains[i] != NULL && lk_str_ieq(lk_str_c(m->qname), lk_str_c(z->domains[i])))
             return false;
     }
     if (in_list(m->qname, z->domains, z->n_domains)) {
