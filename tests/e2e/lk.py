@@ -387,8 +387,9 @@ def _recv_exact(sock, n):
     return data
 
 
-def ws_read_frame(sock):
-    """Returns (opcode, payload); raises EOFError at end of stream."""
+def ws_read_frame(sock, with_mask=False):
+    """Returns (opcode, payload), and whether the frame was masked when
+    with_mask; raises EOFError at end of stream."""
     b0, b1 = _recv_exact(sock, 2)
     n = b1 & 0x7F
     if n == 126:
@@ -399,7 +400,7 @@ def ws_read_frame(sock):
     payload = _recv_exact(sock, n)
     if key:
         payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return b0 & 0x0F, payload
+    return (b0 & 0x0F, payload, key is not None) if with_mask else (b0 & 0x0F, payload)
 
 
 def read_http_head(sock):

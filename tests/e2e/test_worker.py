@@ -930,9 +930,9 @@ class WsEcho:
                 c, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self.echo, args=(c,), daemon=True).start()
+            threading.Thread(target=self.conn, args=(c,), daemon=True).start()
 
-    def echo(self, c):
+    def conn(self, c):
         try:
             head = read_head(c)
             key = re.search(r"(?im)^sec-websocket-key:\s*(\S+)", head).group(1)
@@ -1011,7 +1011,7 @@ def test_websocket_refusal_is_502_not_passed_on(worker):
         up.close()
 
 
-class WsScripted:
+class WsScripted(WsEcho):
     """A WebSocket upstream on 127.0.0.2:0 whose path says how it ends:
     /close (and /deflate, which also accepts permessage-deflate) answers a
     close with close 4002 "later"; /raw echoes bytes, not frames; /drop echoes one frame,
@@ -1020,35 +1020,14 @@ class WsScripted:
     of every frame received, per connection; self.ended: set at its end."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(8)
-        self.url = f"http://127.0.0.2:{self.sock.getsockname()[1]}"
         self.frames = []
         self.ended = threading.Event()
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.conn, args=(c,), daemon=True).start()
+        super().__init__()
 
     def read(self, c):
-        b0, b1 = lk._recv_exact(c, 2)
-        n = b1 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", lk._recv_exact(c, 2))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", lk._recv_exact(c, 8))[0]
-        key = lk._recv_exact(c, 4) if b1 & 0x80 else None
-        payload = lk._recv_exact(c, n)
-        if key:
-            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        self.frames.append((b0 & 0x0F, payload, key is not None))
-        return b0 & 0x0F, payload
+        op, payload, masked = lk.ws_read_frame(c, with_mask=True)
+        self.frames.append((op, payload, masked))
+        return op, payload
 
     def conn(self, c):
         c.settimeout(10)
