@@ -91,7 +91,15 @@ int lk_upsert_parse(const char *json, size_t len, struct lk_upsert *req, struct 
             lk_buf_addf(err, "%s%s", JSON_ERROR, why.data);
         goto out;
     }
-    if (!json_is_object(root)) {
+    json_error_t jerr;
+    json_t *strict = json_loadb(json, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    bool duplicate_key = strict == NULL; /* the only error left after lk_json_load() */
+    json_decref(strict);
+    if (duplicate_key) {
+        /* serde: a field given twice fits no shape (422), unlike bad syntax. */
+        lk_buf_addf(&why, "%s at line %d column %d", jerr.text, jerr.line, jerr.column);
+        rc = LK_EINVAL;
+    } else if (!json_is_object(root)) {
         lk_buf_adds(&why, "invalid type, expected an object");
         rc = LK_EINVAL;
     } else if (try_named(root, req, &why) == 0) {

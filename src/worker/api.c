@@ -151,13 +151,45 @@ static bool token_matches(const struct worker *w, struct lk_exchange *ex, struct
     return CRYPTO_memcmp(digest, w->token_digest, sizeof(digest)) == 0;
 }
 
+/* The value of request header name as the original's runtime (Cloudflare
+ * Workers' Headers.get()) sees it: every occurrence, joined with ", ", so a
+ * repeated Authorization is one value that matches no token. False when the
+ * header is absent. */
+static bool joined_header(struct lk_exchange *ex, struct lk_str name, struct lk_str *value)
+{
+    size_t n, count = 0, len = 0;
+    const struct lk_http_header *h = lk_exchange_headers(ex, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (lk_str_ieq(h[i].name, name)) {
+            *value = h[i].value;
+            len += h[i].value.len + 2;
+            count++;
+        }
+    }
+    if (count <= 1)
+        return count == 1;
+    char *out = lk_exchange_alloc(ex, len), *at = out;
+    for (size_t i = 0, seen = 0; i < n; i++) {
+        if (!lk_str_ieq(h[i].name, name))
+            continue;
+        if (seen++ > 0) {
+            memcpy(at, ", ", 2);
+            at += 2;
+        }
+        memcpy(at, h[i].value.ptr, h[i].value.len);
+        at += h[i].value.len;
+    }
+    *value = (struct lk_str){ out, (size_t)(at - out) };
+    return true;
+}
+
 /* x-linkup-version rules of /linkup/local-session; responds and returns false
  * when the client is turned away. */
 static bool version_ok(struct lk_exchange *ex)
 {
     struct lk_str v;
     struct lk_version ver;
-    if (!lk_exchange_header(ex, LK_STR("x-linkup-version"), &v)) {
+    if (!joined_header(ex, LK_STR("x-linkup-version"), &v)) {
         worker_respond_text(ex, 401, "No x-linkup-version header, please upgrade your Linkup CLI.");
         return false;
     }
@@ -180,7 +212,7 @@ static bool authorized(const struct worker *w, struct lk_exchange *ex, bool chec
     struct lk_str v;
     if (check_version && !version_ok(ex))
         return false;
-    if (!lk_exchange_header(ex, LK_STR("authorization"), &v)) {
+    if (!joined_header(ex, LK_STR("authorization"), &v)) {
         worker_respond_text(ex, 401, "Missing authorization header.");
         return false;
     }

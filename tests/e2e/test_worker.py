@@ -404,6 +404,30 @@ def test_auth_variants(worker, value, status):
         assert r.header("content-type") is None
 
 
+def test_repeated_authorization_is_one_joined_value(worker):
+    """SPEC §4.2 on the original's runtime: Headers.get() joins repeated values with ", ",
+    so a second Authorization, right or wrong, makes a value that matches no token."""
+    for values in ([f"Bearer {TOKEN}", "Bearer WRONG"], ["Bearer WRONG", f"Bearer {TOKEN}"],
+                   [f"Bearer {TOKEN}", f"Bearer {TOKEN}"]):
+        r = request(worker.addr, "GET", "/linkup/check", [("Authorization", v) for v in values])
+        assert (r.status, r.body) == (401, b""), values
+    r = request(worker.addr, "GET", "/linkup/check", [("Authorization", f"Bearer {TOKEN}")])
+    assert r.status == 200
+
+
+def test_repeated_json_key_is_422(worker):
+    """SPEC §2.3/§4.3: a body whose object names a field twice fits neither upsert shape."""
+    body = ('{"desired_name":"dup","session_token":"t","session_token":"u",'
+            '"services":[{"name":"a","location":"http://a.com"}],'
+            '"domains":[{"domain":"e.com","default_service":"a"}]}')
+    r = post(worker.addr, "/linkup/v2/sessions/preview", body, AUTH + JSON)
+    assert r.status == 422
+    assert r.text.startswith("Failed to deserialize the JSON body into the target type: ")
+    r = post(worker.addr, "/linkup/v2/sessions/preview", body.replace(',"session_token":"u"', ""),
+             AUTH + JSON)
+    assert (r.status, r.text) == (200, '{"session_name":"dup"}')
+
+
 def test_missing_authorization(worker):
     for path in ("/linkup/check", "/linkup/no-tunnel", "/linkup/tunnel?session_name=a",
                  "/linkup/v2/sessions/preview"):

@@ -96,6 +96,12 @@ static void test_errors(void)
         { "{\"desired_name\":\"n\",\"session_token\":\"t\",\"services\":[{\"name\":\"a\"}],"
           "\"domains\":[]}",
           LK_EINVAL, "Failed to deserialize" },
+        /* A key given twice fits no shape (serde's "duplicate field"), at any depth. */
+        { "{\"session_token\":\"t\",\"session_token\":\"u\"," LISTS "}", LK_EINVAL,
+          "Failed to deserialize the JSON body into the target type: duplicate object key" },
+        { "{\"services\":[{\"name\":\"a\",\"name\":\"b\",\"location\":\"http://a/\"}],"
+          "\"domains\":[]}",
+          LK_EINVAL, "Failed to deserialize the JSON body into the target type: duplicate" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct lk_upsert req;
