@@ -580,17 +580,20 @@ static int hand_out(const struct cert_entry *e, X509 **cert, EVP_PKEY **key)
     return 0;
 }
 
-int lk_certs_get(struct lk_certs *c, const char *name, X509 **cert, EVP_PKEY **key)
+/* The certificate for normalised host: a file of the certs directory that
+ * covers it, else (when may_mint) a cached or newly minted leaf, else
+ * LK_ENOTFOUND. */
+static int get_cert(struct lk_certs *c, const char *host, bool may_mint, X509 **cert,
+                    EVP_PKEY **key)
 {
-    char host[256];
-    if (!normalise_name(name, host, sizeof(host), false))
-        return LK_EINVAL;
     if (lk_certs_load(c) != 0)
         return LK_EIO;
     for (size_t i = 0; i < c->n_files; i++) {
         if (usable_file(&c->files[i], host))
             return hand_out(&c->files[i], cert, key);
     }
+    if (!may_mint)
+        return LK_ENOTFOUND;
     for (size_t i = 0; i < c->n_cached; i++) {
         if (strcmp(c->cache[i].name, host) == 0)
             return hand_out(&c->cache[i], cert, key);
@@ -610,6 +613,14 @@ int lk_certs_get(struct lk_certs *c, const char *name, X509 **cert, EVP_PKEY **k
     }
     c->cache[slot] = e;
     return hand_out(&c->cache[slot], cert, key);
+}
+
+int lk_certs_get(struct lk_certs *c, const char *name, X509 **cert, EVP_PKEY **key)
+{
+    char host[256];
+    if (!normalise_name(name, host, sizeof(host), false))
+        return LK_EINVAL;
+    return get_cert(c, host, true, cert, key);
 }
 
 int lk_certs_mint(const struct lk_certs *c, const char *name, X509 **cert, EVP_PKEY **key)
@@ -633,12 +644,18 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
     EVP_PKEY *key = NULL;
 
     *alert = SSL_AD_UNRECOGNIZED_NAME;
-    if (sni == NULL || !normalise_name(sni, host, sizeof(host), false) || c->is_managed == NULL ||
-        !c->is_managed(host, c->managed_data))
+    if (sni == NULL || !normalise_name(sni, host, sizeof(host), false))
         return SSL_TLSEXT_ERR_ALERT_FATAL;
-    *alert = SSL_AD_INTERNAL_ERROR;
-    if (lk_certs_get(c, host, &cert, &key) != 0)
+    /* Leaves are minted only for managed names (DESIGN §2.10); the
+     * directory's own files (SPEC §5.5 wildcard_.{D}) serve whatever they
+     * cover. */
+    bool managed = c->is_managed != NULL && c->is_managed(host, c->managed_data);
+    int rc = get_cert(c, host, managed, &cert, &key);
+    if (rc != 0) {
+        if (rc != LK_ENOTFOUND)
+            *alert = SSL_AD_INTERNAL_ERROR;
         return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
     bool ok = SSL_use_certificate(ssl, cert) == 1 && SSL_use_PrivateKey(ssl, key) == 1;
     X509_free(cert);
     EVP_PKEY_free(key);

@@ -127,8 +127,11 @@ size_t lk_certs_n_cached(const struct lk_certs *c);
 
 /* Installs an SNI callback on ctx: a ClientHello with a server name for
  * which is_managed(name, data) is true gets lk_certs_get()'s certificate;
- * no server name, an unmanaged name or a failure ends the handshake with a
- * fatal alert (unrecognized_name or internal_error). c, is_managed and data
+ * another name gets a file certificate of the directory that covers it
+ * (SPEC §5.5: wildcard_.{D} files serve whether or not D is managed), and
+ * nothing is minted for it. No server name, an unmanaged name no file covers
+ * or a failure ends the handshake with a fatal alert (unrecognized_name or
+ * internal_error). c, is_managed and data
  * are borrowed for the life of ctx; a later call on the same c replaces
  * is_managed/data for every context using c. Returns 0. */
 int lk_certs_install_sni(SSL_CTX *ctx, struct lk_certs *c, lk_certs_managed_cb *is_managed,

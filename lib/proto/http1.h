@@ -137,10 +137,13 @@ bool lk_http1_is_hop_by_hop(struct lk_str name);
 
 /* Standard reason phrase for a status ("Not Found"), "" when unknown: the
  * canonical reasons of the original's Rust `http` crate (413 "Payload Too
- * Large", 422 "Unprocessable Entity"), which appear in status lines and in
- * the local server's "request failed with status {code} {reason}" (SPEC
- * §5.2). Never NULL; static storage. */
+ * Large", 422 "Unprocessable Entity", 418 "I'm a teapot"), as status lines
+ * carry them. Never NULL; static storage. */
 const char *lk_http1_reason(int status);
+/* The reason as the original's messages "request failed with status {code}
+ * {reason}: {body}" print it (SPEC §5.2, §6.5.6; Rust's StatusCode Display):
+ * lk_http1_reason(), or "<unknown status code>" when it has none. */
+const char *lk_http1_status_reason(int status);
 
 /* ---- chunked transfer coding ------------------------------------------ */
 

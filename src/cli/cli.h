@@ -30,8 +30,27 @@ struct cli_command {
 
 /* Prints "linkup: <msg>" on stderr and returns LK_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Prints "Exited with error: <msg>" on stderr and returns LK_EXIT_FAIL. */
+/* Prints "Exited with error: <msg>" on stderr (an ERROR line: cli_log) and
+ * returns LK_EXIT_FAIL. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The CLI's progress and warning lines (SPEC §6.1 "Logging"): printed on
+ * stderr, followed by a newline, when level is at or above the threshold that
+ * env LINKUP_LOG sets (default info). LINKUP_LOG takes env_logger's syntax:
+ * "off", "error", "warn", "info", "debug", "trace", or comma-separated
+ * directives "[module=]level" of which those without a module or for a
+ * module "linkup..." count (the most verbose wins); a value with no directive
+ * for us keeps info. */
+enum cli_log_level {
+    CLI_LOG_ERROR = 1,
+    CLI_LOG_WARN,
+    CLI_LOG_INFO,
+    CLI_LOG_DEBUG
+};
+void cli_log(enum cli_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The threshold LINKUP_LOG value s asks for (NULL: unset): 0 for off, else
+ * an enum cli_log_level. Pure, for tests. */
+int cli_log_threshold(const char *s);
 /* True when arg is -h or --help. */
 int cli_is_help(const char *arg);
 

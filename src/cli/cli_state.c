@@ -13,6 +13,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "cli/config_load.h"
 #include "cli/home.h"
 #include "cli/http.h"
@@ -20,6 +21,7 @@
 #include "core/alloc.h"
 #include "core/envfile.h"
 #include "core/err.h"
+#include "proto/http1.h"
 
 #define STATE_MAX_BYTES (16u * 1024u * 1024u)
 #define ENV_MAX_BYTES   (16u * 1024u * 1024u)
@@ -182,7 +184,7 @@ int cli_upload(struct lk_state *st, struct lk_buf *answer, struct lk_buf *err)
 {
     struct lk_buf body = LK_BUF_INIT;
     struct cli_http_resp resp;
-    fprintf(stderr, "Uploading state to server...\n");
+    cli_log(CLI_LOG_INFO, "Uploading state to server...");
     upsert_body(st, false, &body);
     int rc = post_upsert(body.data, &resp);
     if (rc == 0 && resp.status == 409) {
@@ -196,10 +198,10 @@ int cli_upload(struct lk_state *st, struct lk_buf *answer, struct lk_buf *err)
                     resp.error);
     } else if (resp.status < 200 || resp.status > 299) {
         lk_buf_addf(err, "request failed with status %ld %s: %s", resp.status,
-                    cli_http_reason(resp.status), resp.body.data);
+                    lk_http1_status_reason((int)resp.status), resp.body.data);
         rc = LK_EIO;
     } else {
-        fprintf(stderr, "Updating local state file...\n");
+        cli_log(CLI_LOG_INFO, "Updating local state file...");
         rc = apply_response(st, &resp.body, err);
         if (rc == 0 && answer)
             lk_buf_add(answer, resp.body.data, resp.body.len);
@@ -328,7 +330,12 @@ void cli_env_clear(const struct lk_state *st)
         service_dir(st, sv, &dir);
         DIR *d = opendir(dir.data);
         if (d == NULL) {
-            fprintf(stderr, "Could not remove env for service %s: %s\n", sv->name, strerror(errno));
+            /* SPEC §6.5.2: on stdout, and the same words as start's (§6.6). */
+            struct lk_buf msg = LK_BUF_INIT;
+            lk_buf_adds(&msg, "Failed to read service directory ");
+            lk_config_add_quoted(&msg, dir.data);
+            printf("Could not remove env for service %s: %s\n", sv->name, msg.data);
+            lk_buf_release(&msg);
         }
         struct dirent *e;
         while (d && (e = readdir(d)) != NULL) {
@@ -337,8 +344,8 @@ void cli_env_clear(const struct lk_state *st)
             struct lk_buf path = LK_BUF_INIT;
             lk_buf_addf(&path, "%s/%s", dir.data, e->d_name);
             if (clear_file(path.data) != 0)
-                fprintf(stderr, "Could not remove env for service %s: %s: %s\n", sv->name,
-                        path.data, strerror(errno));
+                printf("Could not remove env for service %s: %s: %s\n", sv->name, path.data,
+                       strerror(errno));
             lk_buf_release(&path);
         }
         if (d)

@@ -12,6 +12,7 @@
 #include "cli/home.h"
 #include "cli/http.h"
 #include "core/alloc.h"
+#include "proto/http1.h"
 
 static const char sessions_usage[] = "Manage sessions\n\n"
                                      "Usage: linkup sessions <COMMAND>\n\n"
@@ -121,7 +122,7 @@ static int send_preview(const struct lk_state *st, const char *body, struct lk_b
         rc = cli_fail("Failed to reach the worker at %s: %s", url.data, resp.error);
     } else if (resp.status < 200 || resp.status > 299) {
         rc = cli_fail("request failed with status %ld %s: %s", resp.status,
-                      cli_http_reason(resp.status), resp.body.data);
+                      lk_http1_status_reason((int)resp.status), resp.body.data);
     } else {
         json_t *root = json_loadb(resp.body.data, resp.body.len, 0, NULL);
         const char *n = json_string_value(json_object_get(root, "session_name"));
@@ -235,7 +236,7 @@ static int list_sessions(int argc, char **argv)
         printf("%s\n", CLI_NOT_RUNNING);
     } else if (resp.status != 200) {
         rc = cli_fail("request failed with status %ld %s: %s", resp.status,
-                      cli_http_reason(resp.status), resp.body.data);
+                      lk_http1_status_reason((int)resp.status), resp.body.data);
     } else {
         struct cli_rows rows = { 0 };
         cli_rows_from_sessions_json(resp.body.data, resp.body.len, &rows);

@@ -91,37 +91,6 @@ int cli_http_request(const char *method, const char *url, const char *const *hea
     return rc;
 }
 
-const char *cli_http_reason(long status)
-{
-    static const struct {
-        long code;
-        const char *text;
-    } reasons[] = {
-        { 200, "OK" },
-        { 201, "Created" },
-        { 204, "No Content" },
-        { 400, "Bad Request" },
-        { 401, "Unauthorized" },
-        { 403, "Forbidden" },
-        { 404, "Not Found" },
-        { 405, "Method Not Allowed" },
-        { 409, "Conflict" },
-        { 413, "Payload Too Large" },
-        { 422, "Unprocessable Entity" },
-        { 429, "Too Many Requests" },
-        { 500, "Internal Server Error" },
-        { 501, "Not Implemented" },
-        { 502, "Bad Gateway" },
-        { 503, "Service Unavailable" },
-        { 504, "Gateway Timeout" },
-    };
-    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
-        if (reasons[i].code == status)
-            return reasons[i].text;
-    }
-    return "";
-}
-
 const char *cli_local_listen_addr(void)
 {
     const char *env = getenv("LINKUP_HTTP_ADDR");

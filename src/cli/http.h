@@ -38,9 +38,6 @@ void cli_http_resp_release(struct cli_http_resp *resp);
 int cli_http_request(const char *method, const char *url, const char *const *headers,
                      const char *body, long timeout_ms, struct cli_http_resp *resp);
 
-/* The canonical reason phrase of status ("Conflict"), "" when unknown. */
-const char *cli_http_reason(long status);
-
 /* The address "host:port" the local server listens on, for a client
  * (0.0.0.0 -> 127.0.0.1, [::] -> [::1]), by the rules above. Computed once
  * and cached until cli_local_addr_reset(). Borrowed, static. */

@@ -19,11 +19,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "cli/home.h"
 #include "cli/http.h"
 #include "core/err.h"
 #include "core/version.h"
 #include "net/curl_dl.h"
+#include "proto/http1.h"
 
 #ifndef LK_RELEASE_URL
 #define LK_RELEASE_URL ""
@@ -121,7 +123,7 @@ static int fetch_manifest(const char *url, struct lk_buf *body, struct lk_buf *e
     }
     lc->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     if (status < 200 || status > 299) {
-        const char *reason = cli_http_reason(status);
+        const char *reason = lk_http1_reason((int)status);
         lk_buf_addf(err, "HTTP %ld%s%s", status, *reason ? " " : "", reason);
         rc = LK_EIO;
     }
@@ -169,7 +171,7 @@ static void write_cache(const struct lk_release_cache *cache)
     if (mkdir(cli_home(), 0755) == -1 && errno != EEXIST) {
         /* The command itself reports an unusable Linkup directory. */
     } else if (cli_write_file(path.data, json.data, json.len) != 0) {
-        fprintf(stderr, "Failed to save %s: %s\n", path.data, strerror(errno));
+        cli_log(CLI_LOG_WARN, "Failed to save %s: %s", path.data, strerror(errno));
     }
     lk_buf_release(&json);
     lk_buf_release(&path);

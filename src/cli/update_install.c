@@ -31,6 +31,7 @@
 #include "core/err.h"
 #include "core/sha256.h"
 #include "net/curl_dl.h"
+#include "proto/http1.h"
 
 extern char **environ;
 
@@ -143,7 +144,7 @@ static int download(const char *url, const char *name, int fd, char hex[2 * LK_S
         fputc('\n', stderr); /* end the progress line */
     if (cc == CURLE_HTTP_RETURNED_ERROR) {
         lc->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        const char *reason = cli_http_reason(status);
+        const char *reason = lk_http1_reason((int)status);
         lk_buf_addf(err, "HTTP %ld%s%s from %s", status, *reason ? " " : "", reason, url);
         rc = LK_EIO;
     } else if (cc != CURLE_OK) {

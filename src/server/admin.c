@@ -368,9 +368,9 @@ static void on_worker_answer(const struct local_worker_resp *resp, void *data)
             const struct lk_http_header ct = { LK_STR("Content-Type"), LK_STR("text/plain") };
             lk_exchange_respond(ex, resp->status, &ct, 1, resp->body, resp->body_len);
         } else {
-            respond_worker_error(ex, lk_exchange_printf(ex, "request failed with status %d %s: %s",
-                                                        resp->status, lk_http1_reason(resp->status),
-                                                        resp->body));
+            respond_worker_error(
+                ex, lk_exchange_printf(ex, "request failed with status %d %s: %s", resp->status,
+                                       lk_http1_status_reason(resp->status), resp->body));
         }
     } else {
         struct lk_buf why = LK_BUF_INIT;

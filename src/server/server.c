@@ -6,7 +6,8 @@
  * lib/net/certs for names at or under a managed domain, DESIGN §2.10; the
  * CA is parsed and the SSL_CTX built on the first TLS connection) and
  * the DNS responder (lib/net/dns_server, zones from the names registry,
- * DESIGN §2.9), each printing its "... listening on A:P" line.
+ * DESIGN §2.9); their "... listening on A:P" lines are printed together once
+ * all of them are bound.
  *
  * Shutdown order on SIGINT/SIGTERM: worker calls in flight are failed (their
  * exchanges get a 500 while the engine can still send it), the DNS
@@ -123,7 +124,7 @@ static void report_listen_error(const char *what, const char *addr, int err)
                        : "");
 }
 
-static int start_http(struct local_server *ls, const struct local_opts *o)
+static int start_http(struct local_server *ls, const struct local_opts *o, struct lk_buf *ready)
 {
     struct lk_http_server_opts hopts;
     lk_http_server_opts_init(&hopts);
@@ -141,8 +142,7 @@ static int start_http(struct local_server *ls, const struct local_opts *o)
         report_listen_error("HTTP", o->http_addr, errno);
         return LK_EIO;
     }
-    printf("HTTP listening on %s\n", bound);
-    fflush(stdout);
+    lk_buf_addf(ready, "HTTP listening on %s\n", bound);
     return 0;
 }
 
@@ -210,7 +210,7 @@ static struct ssl_ctx_st *https_ctx(void *data)
  * §2.10), but parses nothing: https_ctx() does on the first connection.
  * What a stat can tell (a CA file unreadable, empty or not a regular file)
  * still stops the server here. */
-static int start_https(struct local_server *ls, const struct local_opts *o)
+static int start_https(struct local_server *ls, const struct local_opts *o, struct lk_buf *ready)
 {
     if (strcmp(o->https_addr, LOCAL_ADDR_OFF) == 0)
         return 0;
@@ -228,8 +228,7 @@ static int start_https(struct local_server *ls, const struct local_opts *o)
         report_listen_error("HTTPS", o->https_addr, errno);
         return LK_EIO;
     }
-    printf("HTTPS listening on %s\n", bound);
-    fflush(stdout);
+    lk_buf_addf(ready, "HTTPS listening on %s\n", bound);
     return 0;
 }
 
@@ -239,7 +238,7 @@ static void dns_zones(struct lk_dns_zones *zones, void *data)
     local_dns_names_zones(&ls->names, zones);
 }
 
-static int start_dns(struct local_server *ls, const struct local_opts *o)
+static int start_dns(struct local_server *ls, const struct local_opts *o, struct lk_buf *ready)
 {
     if (strcmp(o->dns_addr, LOCAL_ADDR_OFF) == 0)
         return 0;
@@ -256,8 +255,7 @@ static int start_dns(struct local_server *ls, const struct local_opts *o)
         return LK_EIO;
     }
     char bound[64];
-    printf("DNS listening on %s\n", lk_dns_server_addr(ls->dns, bound, sizeof(bound)));
-    fflush(stdout);
+    lk_buf_addf(ready, "DNS listening on %s\n", lk_dns_server_addr(ls->dns, bound, sizeof(bound)));
     return 0;
 }
 
@@ -305,13 +303,22 @@ int local_server_run(const struct local_opts *o)
      * that stops us right after reading it still gets a clean exit. */
     event_add(ls.sigint, NULL);
     event_add(ls.sigterm, NULL);
+    /* The "... listening on A:P" lines are printed once every listener is
+     * bound (DESIGN §3), so a parent never reads one from a server that then
+     * fails to start. */
+    struct lk_buf ready = LK_BUF_INIT;
     int rc = start_worker(&ls, o);
     if (rc == 0)
-        rc = start_http(&ls, o);
+        rc = start_http(&ls, o, &ready);
     if (rc == 0)
-        rc = start_https(&ls, o);
+        rc = start_https(&ls, o, &ready);
     if (rc == 0)
-        rc = start_dns(&ls, o);
+        rc = start_dns(&ls, o, &ready);
+    if (rc == 0 && ready.len > 0) {
+        fputs(ready.data, stdout);
+        fflush(stdout);
+    }
+    lk_buf_release(&ready);
     if (rc == 0) {
         event_base_dispatch(ls.base);
         lk_net_loop_settle(ls.base);

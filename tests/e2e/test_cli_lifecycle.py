@@ -305,6 +305,17 @@ def test_full_lifecycle(linkup_bin, cenv, tmp_path):
         r = lk.run(linkup_bin, "route", "local", "web", env=cenv)
         assert r.returncode == 0, r.stderr
         assert r.stdout == f"\nSession: {name}\n  web  ->  {local_url}/\n"
+        assert "Uploading state to server...\nUpdating local state file...\n" in r.stderr
+        # SPEC §6.1: LINKUP_LOG sets the level of the CLI's lines (env_logger syntax).
+        for level, shown in (("warn", False), ("error", False), ("off", False),
+                             ("linkup=debug", True), ("other_crate=debug", True), ("info", True)):
+            r = lk.run(linkup_bin, "route", "local", "web", env={**cenv, "LINKUP_LOG": level})
+            assert r.returncode == 0, r.stderr
+            assert ("Uploading state to server..." in r.stderr) == shown, level
+        r = lk.run(linkup_bin, "route", "local", "nosuch", env={**cenv, "LINKUP_LOG": "off"})
+        assert r.returncode == 1 and r.stderr == ""
+        r = lk.run(linkup_bin, "route", "local", "nosuch", env={**cenv, "LINKUP_LOG": "error"})
+        assert r.returncode == 1 and "Service 'nosuch' does not exist" in r.stderr
         assert get(server + "/", hdrs) == "local web"
         r = lk.run(linkup_bin, "route", "remote", "--all", env=cenv)
         assert r.returncode == 0 and get(server + "/", hdrs) == "remote web"
@@ -327,6 +338,21 @@ def test_full_lifecycle(linkup_bin, cenv, tmp_path):
         worker.stop()
         remote.shutdown()
         local.shutdown()
+
+
+@pytest.mark.parametrize("status, text", [(418, "418 I'm a teapot"), (410, "410 Gone"),
+                                          (599, "599 <unknown status code>")])
+def test_create_preview_worker_error_reason(linkup_bin, cenv, tmp_path, status, text):
+    """SPEC §6.5.6 step 4: `request failed with status {code} {reason}: {body}`, the reason
+    as the original's StatusCode prints it, also for the rarer codes."""
+    worker = lk.FakeWorker(host="127.0.0.1", mode=status, body="nope")
+    try:
+        cfg = write_config(tmp_path, worker_url=worker.url)
+        r = lk.run(linkup_bin, "sessions", "create-preview", "--config", str(cfg), env=cenv)
+        assert r.returncode == 1
+        assert f"Exited with error: request failed with status {text}: nope\n" in r.stderr
+    finally:
+        worker.close()
 
 
 def test_worker_401_is_clear(linkup_bin, cenv, tmp_path):

@@ -286,11 +286,26 @@ def test_body_over_limit_is_413(server):
     assert data.startswith(b"HTTP/1.1 413"), data
 
 
+def test_no_listening_line_when_a_later_listener_fails(linkup_bin, env, tmp_path):
+    """DESIGN §3: the "listening" lines say the server is up, so none is printed when the
+    DNS listener (bound after HTTP and HTTPS) cannot bind."""
+    with lk.occupied_port() as taken:
+        r = lk.run(linkup_bin, "server", "--http", "127.0.0.1:0", "--https", "127.0.0.1:0",
+                   "--dns", taken, "--certs-dir", str(tmp_path / "certs"), "--worker-url",
+                   "http://127.0.0.1:9", "--worker-token", "t", env=env, timeout=20)
+    assert r.returncode == 1 and r.stdout == ""
+    assert f"Exited with error: Failed to listen for DNS on {taken}" in r.stderr
+
+
 @pytest.mark.parametrize("status,body,want_status,want_text", [
     (401, "", 500, "Failed to request to Worker: request failed with status 401 Unauthorized: "),
     (409, "Conflict", 409, "Conflict"),
     (500, "boom", 500,
      "Failed to request to Worker: request failed with status 500 Internal Server Error: boom"),
+    (410, "b", 500, "Failed to request to Worker: request failed with status 410 Gone: b"),
+    (418, "b", 500, "Failed to request to Worker: request failed with status 418 I'm a teapot: b"),
+    (599, "b", 500,
+     "Failed to request to Worker: request failed with status 599 <unknown status code>: b"),
 ])
 def test_worker_errors_are_mapped(linkup_bin, env, tmp_path, upstream, status, body,
                                   want_status, want_text):

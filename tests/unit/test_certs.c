@@ -272,6 +272,13 @@ static void test_sni_handshake(void)
     CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "example.com", NULL), 1);
     CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), NULL, NULL), 0);
     CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "www.example.org", NULL), 0);
+    /* other.com is not managed, but test_wildcard_files left wildcard_.other.com in the
+     * directory: the file serves the names it covers (SPEC §5.5); nothing is minted for
+     * the others. */
+    size_t cached = lk_certs_n_cached(c);
+    CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "tiny-cow.other.com", NULL), 1);
+    CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "a.b.other.com", NULL), 0);
+    CHECK_INT_EQ(lk_certs_n_cached(c), cached);
     SSL_CTX_free(sctx);
     lk_certs_free(c);
 }

@@ -534,6 +534,13 @@ static void test_misc(void)
     CHECK_STR_EQ(lk_http1_reason(413), "Payload Too Large");
     CHECK_STR_EQ(lk_http1_reason(422), "Unprocessable Entity");
     CHECK_STR_EQ(lk_http1_reason(799), "");
+    CHECK_STR_EQ(lk_http1_reason(418), "I'm a teapot");
+    CHECK_STR_EQ(lk_http1_reason(203), "Non Authoritative Information");
+    CHECK_STR_EQ(lk_http1_reason(511), "Network Authentication Required");
+    CHECK_STR_EQ(lk_http1_reason(306), "");
+    /* Messages print an unknown reason the way Rust's StatusCode does. */
+    CHECK_STR_EQ(lk_http1_status_reason(410), "Gone");
+    CHECK_STR_EQ(lk_http1_status_reason(599), "<unknown status code>");
     CHECK(lk_http1_is_hop_by_hop(LK_STR("Transfer-Encoding")));
     CHECK(lk_http1_is_hop_by_hop(LK_STR("keep-alive")));
     CHECK(!lk_http1_is_hop_by_hop(LK_STR("set-cookie")));
