@@ -118,7 +118,8 @@ int cli_log_threshold(const char *s)
     return best < 0 ? CLI_LOG_INFO : best;
 }
 
-static void log_v(enum cli_log_level level, const char *prefix, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void
+log_v(enum cli_log_level level, const char *prefix, const char *fmt, va_list ap)
 {
     static int threshold = -1;
     if (threshold < 0)
