@@ -31,22 +31,57 @@ void lk_log_set_level(enum lk_log_level level)
     lk_log_level_ = level;
 }
 
+/* The level named by s[0..n), or -2 when it names none ("off" is OFF,
+ * "trace" is DEBUG). */
+static int level_named(const char *s, size_t n)
+{
+    static const char *const words[] = {
+        "off", "error", "warn", "warning", "info", "debug", "trace"
+    };
+    static const int levels[] = { LK_LOG_OFF,  LK_LOG_ERROR, LK_LOG_WARN, LK_LOG_WARN,
+                                  LK_LOG_INFO, LK_LOG_DEBUG, LK_LOG_DEBUG };
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        if (strlen(words[i]) == n && strncasecmp(s, words[i], n) == 0)
+            return levels[i];
+    }
+    return -2;
+}
+
+static bool names_linkup(const char *module, size_t n)
+{
+    return n >= 6 && strncmp(module, "linkup", 6) == 0;
+}
+
 int lk_log_level_parse(const char *s, enum lk_log_level *out)
 {
     *out = LK_LOG_INFO;
     if (s == NULL || *s == '\0')
         return 0;
-    for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
-        if (strcasecmp(s, level_names[i]) == 0) {
-            *out = (enum lk_log_level)i;
-            return 0;
+    int best = -2;
+    size_t end = strcspn(s, "/"); /* env_logger's "/regex" message filter: not kept */
+    for (size_t at = 0; at < end;) {
+        size_t len = strcspn(s + at, ",");
+        if (at + len > end)
+            len = end - at;
+        const char *d = s + at, *eq = memchr(d, '=', len);
+        int lv = -2;
+        if (eq == NULL) {
+            lv = level_named(d, len); /* "warn"; else a module name: all its lines */
+            if (lv == -2 && names_linkup(d, len))
+                lv = LK_LOG_DEBUG;
+        } else if (names_linkup(d, (size_t)(eq - d))) {
+            lv = level_named(eq + 1, len - (size_t)(eq + 1 - d));
+            if (lv == -2)
+                lv = LK_LOG_INFO;
         }
+        if (lv > best)
+            best = lv;
+        at += len + 1;
     }
-    if (strcasecmp(s, "warning") == 0) {
-        *out = LK_LOG_WARN;
-        return 0;
-    }
-    return LK_EINVAL;
+    if (best == -2)
+        return LK_EINVAL;
+    *out = (enum lk_log_level)best;
+    return 0;
 }
 
 #define LINE_MAX_BYTES 2048

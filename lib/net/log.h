@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 enum lk_log_level {
+    LK_LOG_OFF = -1, /* a threshold only: nothing is logged */
     LK_LOG_ERROR = 0,
     LK_LOG_WARN,
     LK_LOG_INFO,
@@ -36,8 +37,13 @@ enum lk_log_level {
 extern enum lk_log_level lk_log_level_;
 
 void lk_log_set_level(enum lk_log_level level);
-/* Parses "error", "warn", "info" or "debug" (case-insensitive; NULL or ""
- * gives INFO). Returns 0 and *out, or LK_EINVAL (then *out is INFO). */
+/* Parses a LINKUP_LOG value in env_logger's syntax (SPEC §6.1): a level
+ * ("off", "error", "warn", "info", "debug", "trace"; case-insensitive) or
+ * comma-separated directives "[module=]level", of which those without a
+ * module and those for a module named "linkup..." count (a bare "linkup..."
+ * means all its levels); the most verbose wins; a "/filter" suffix is
+ * ignored. NULL or "" gives INFO. Returns 0 and *out, or LK_EINVAL when no
+ * directive applies to Linkup (then *out is INFO). */
 int lk_log_level_parse(const char *s, enum lk_log_level *out);
 
 static inline bool lk_log_enabled(enum lk_log_level level)

@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "net/log.h"
+
 #define LK_EXIT_OK    0
 #define LK_EXIT_FAIL  1
 #define LK_EXIT_USAGE 2
@@ -35,22 +37,10 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* The CLI's progress and warning lines (SPEC §6.1 "Logging"): printed on
- * stderr, followed by a newline, when level is at or above the threshold that
- * env LINKUP_LOG sets (default info). LINKUP_LOG takes env_logger's syntax:
- * "off", "error", "warn", "info", "debug", "trace", or comma-separated
- * directives "[module=]level" of which those without a module or for a
- * module "linkup..." count (the most verbose wins); a value with no directive
- * for us keeps info. */
-enum cli_log_level {
-    CLI_LOG_ERROR = 1,
-    CLI_LOG_WARN,
-    CLI_LOG_INFO,
-    CLI_LOG_DEBUG
-};
-void cli_log(enum cli_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* The threshold LINKUP_LOG value s asks for (NULL: unset): 0 for off, else
- * an enum cli_log_level. Pure, for tests. */
-int cli_log_threshold(const char *s);
+ * stderr, followed by a newline, when lk_log_enabled(level); main() sets the
+ * level from env LINKUP_LOG (lk_log_level_parse(): env_logger's syntax,
+ * default info; a value it does not understand keeps info). */
+void cli_log(enum lk_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* True when arg is -h or --help. */
 int cli_is_help(const char *arg);
 

@@ -184,7 +184,7 @@ int cli_upload(struct lk_state *st, struct lk_buf *answer, struct lk_buf *err)
 {
     struct lk_buf body = LK_BUF_INIT;
     struct cli_http_resp resp;
-    cli_log(CLI_LOG_INFO, "Uploading state to server...");
+    cli_log(LK_LOG_INFO, "Uploading state to server...");
     upsert_body(st, false, &body);
     int rc = post_upsert(body.data, &resp);
     if (rc == 0 && resp.status == 409) {
@@ -201,7 +201,7 @@ int cli_upload(struct lk_state *st, struct lk_buf *answer, struct lk_buf *err)
                     lk_http1_status_reason((int)resp.status), resp.body.data);
         rc = LK_EIO;
     } else {
-        cli_log(CLI_LOG_INFO, "Updating local state file...");
+        cli_log(LK_LOG_INFO, "Updating local state file...");
         rc = apply_response(st, &resp.body, err);
         if (rc == 0 && answer)
             lk_buf_add(answer, resp.body.data, resp.body.len);

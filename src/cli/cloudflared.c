@@ -146,7 +146,7 @@ static bool wait_pidfile(pid_t child, const char *pid_path)
     int interval = cli_tunnel_env_count("LINKUP_TUNNEL_PID_INTERVAL_MS", 1000);
     for (int retry = 0; retry <= retries; retry++) {
         if (retry > 0) {
-            cli_log(CLI_LOG_INFO, "Waiting for tunnel... retry #%d", retry);
+            cli_log(LK_LOG_INFO, "Waiting for tunnel... retry #%d", retry);
             cli_procs_sleep_ms(interval);
         }
         if (cli_procs_find(pid_path, CLI_TUNNEL_ID) > 0)
@@ -183,7 +183,7 @@ static bool wait_dns(const char *url)
         return false;
     for (int retry = 0; retry <= retries && !ok; retry++) {
         if (retry > 0) {
-            cli_log(CLI_LOG_INFO, "Waiting for tunnel DNS to propagate... retry #%d", retry);
+            cli_log(LK_LOG_INFO, "Waiting for tunnel DNS to propagate... retry #%d", retry);
             cli_procs_sleep_ms(interval);
         }
         ok = resolves(u.host);
@@ -218,7 +218,7 @@ static int launch(const char *pid_path)
     pid_t child = 0;
     int rc = 0;
     if (find_on_path("cloudflared", &exe) != 0) {
-        cli_log(CLI_LOG_ERROR, "cloudflared was not found on PATH");
+        cli_log(LK_LOG_ERROR, "cloudflared was not found on PATH");
         rc = cli_fail("%s (os error %d)", strerror(ENOENT), ENOENT);
     } else if (spawn(exe.data, pid_path, &child) != 0) {
         rc = cli_fail("Failed to start: %s (os error %d)", strerror(errno), errno);
@@ -228,7 +228,7 @@ static int launch(const char *pid_path)
         if (!cli_procs_is_dead(child))
             cli_procs_stop(child, 2000);
         /* SPEC §7 step 6: the error is exactly this; the logs go above it. */
-        cli_log(CLI_LOG_ERROR, "Failed to start tunnel (cloudflared logs: %s)", log.data);
+        cli_log(LK_LOG_ERROR, "Failed to start tunnel (cloudflared logs: %s)", log.data);
         rc = cli_fail("Failed to find pidfile");
         lk_buf_release(&log);
     }
@@ -239,7 +239,7 @@ static int launch(const char *pid_path)
 int cli_cloudflared_start(const struct cli_tunnel_data *td)
 {
     if (cli_cloudflared_find() > 0) {
-        cli_log(CLI_LOG_INFO, "Already running. Skipping starting tunnel.");
+        cli_log(LK_LOG_INFO, "Already running. Skipping starting tunnel.");
         return 0;
     }
     struct lk_buf pid_path = LK_BUF_INIT;
@@ -248,11 +248,11 @@ int cli_cloudflared_start(const struct cli_tunnel_data *td)
     if (rc == 0)
         rc = launch(pid_path.data);
     if (rc == 0 && !wait_dns(td->url)) {
-        cli_log(CLI_LOG_ERROR, "Failed to propagate tunnel DNS");
+        cli_log(LK_LOG_ERROR, "Failed to propagate tunnel DNS");
         rc = cli_fail("Failed to verify that DNS got propagated");
     }
     if (rc == 0)
-        cli_log(CLI_LOG_INFO, "Started!");
+        cli_log(LK_LOG_INFO, "Started!");
     lk_buf_release(&pid_path);
     return rc;
 }

@@ -332,17 +332,17 @@ static void dns_flush(const struct ldns *d)
         const char *a[] = { "dscacheutil", "-flushcache", NULL };
         const char *b[] = { "killall", "-HUP", "mDNSResponder", NULL };
         if (run(d, true, a) != 0)
-            cli_log(CLI_LOG_WARN, "Flushing DNS cache was unsuccessful");
+            cli_log(LK_LOG_WARN, "Flushing DNS cache was unsuccessful");
         if (run(d, true, b) != 0)
-            cli_log(CLI_LOG_WARN, "Killing DNS responder was unsuccessful");
+            cli_log(LK_LOG_WARN, "Killing DNS responder was unsuccessful");
         return;
     }
     const char *a[] = { "systemctl", "restart", "systemd-resolved", NULL };
     const char *b[] = { "resolvectl", "flush-caches", NULL };
     if (run(d, true, a) != 0)
-        cli_log(CLI_LOG_WARN, "warning: could not restart systemd-resolved");
+        cli_log(LK_LOG_WARN, "warning: could not restart systemd-resolved");
     if (run(d, true, b) != 0)
-        cli_log(CLI_LOG_WARN, "warning: could not flush the systemd-resolved cache");
+        cli_log(LK_LOG_WARN, "warning: could not flush the systemd-resolved cache");
 }
 
 static int install_dns(struct ldns *d)
@@ -453,7 +453,7 @@ static int install_nss(struct ldns *d, const char *ca_path)
             printf("  trusted the CA in %s\n", dbs.items[i]);
             record(d, "nss", dbs.items[i]);
         } else {
-            cli_log(CLI_LOG_WARN, "warning: certutil failed for %s", dbs.items[i]);
+            cli_log(LK_LOG_WARN, "warning: certutil failed for %s", dbs.items[i]);
         }
     }
     list_free(&dbs);
@@ -496,7 +496,7 @@ static int install_ca(struct ldns *d)
         rc = install_file(d, CA_STORE_FILE, pem.data, &d->ca_changed);
         const char *argv[] = { "update-ca-certificates", NULL };
         if (rc == 0 && d->ca_changed && run(d, true, argv) != 0)
-            cli_log(CLI_LOG_WARN, "warning: update-ca-certificates failed");
+            cli_log(LK_LOG_WARN, "warning: update-ca-certificates failed");
     }
     if (rc == 0)
         rc = install_nss(d, ca_path.data);

@@ -183,7 +183,7 @@ static int wait_ready(pid_t pid, const struct server_files *f, bool ephemeral)
     bool recorded = false;
     for (int retry = 0; retry <= START_RETRIES; retry++) {
         if (retry > 0) {
-            cli_log(CLI_LOG_INFO, "Waiting for server... retry #%d", retry);
+            cli_log(LK_LOG_INFO, "Waiting for server... retry #%d", retry);
             sleep_ms(1000);
         }
         if (!recorded && record_bound_addr(f, &recorded) != 0) {
@@ -205,7 +205,7 @@ static int wait_ready(pid_t pid, const struct server_files *f, bool ephemeral)
         }
     }
     cli_procs_stop(pid, 2000);
-    cli_log(CLI_LOG_ERROR, "Local server logs: %s", f->err.data);
+    cli_log(LK_LOG_ERROR, "Local server logs: %s", f->err.data);
     return cli_fail("Failed to reach the local server");
 }
 
@@ -258,7 +258,7 @@ static int start_server(const char *config_path)
     pid_t pid = cli_procs_find(pidf.data, CLI_LOCAL_SERVER_ID);
     lk_buf_release(&pidf);
     if (pid > 0) {
-        cli_log(CLI_LOG_INFO, "Already running.");
+        cli_log(LK_LOG_INFO, "Already running.");
         return 0;
     }
     return spawn_server(config_path);
@@ -281,7 +281,7 @@ static void print_session(const struct lk_state *st)
 static int start_tunnel(struct lk_state *st, bool wants_tunnel, const struct lk_buf *answer)
 {
     if (!wants_tunnel) {
-        cli_log(CLI_LOG_INFO, "Skipping. State file requested no tunnel.");
+        cli_log(LK_LOG_INFO, "Skipping. State file requested no tunnel.");
         return 0;
     }
     struct cli_tunnel_data td;
@@ -308,7 +308,7 @@ static int run_start(struct lk_state *st)
         goto out;
     bool wants_tunnel = st->tunnel != NULL;
     if (cli_upload(st, &answer, &err) != 0) {
-        cli_log(CLI_LOG_ERROR, "Failed to upload state: %s", err.data);
+        cli_log(LK_LOG_ERROR, "Failed to upload state: %s", err.data);
         rc = cli_fail("%s", err.data);
         goto out;
     }

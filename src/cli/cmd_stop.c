@@ -23,7 +23,7 @@ void cli_stop_all(int clear_env)
         if (cli_state_load(&st, &err) == 0)
             cli_env_clear(st);
         else
-            cli_log(CLI_LOG_WARN, "Failed to fetch local state: %s", err.data);
+            cli_log(LK_LOG_WARN, "Failed to fetch local state: %s", err.data);
         lk_state_free(st);
         lk_buf_release(&err);
     }

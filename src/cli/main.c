@@ -8,7 +8,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "cli/cli.h"
 #include "cli/update.h"
@@ -74,64 +73,17 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     return LK_EXIT_USAGE;
 }
 
-/* The level named by s[0..n), or -1 when it names none. */
-static int level_of(const char *s, size_t n)
+__attribute__((format(printf, 3, 0))) static void log_v(enum lk_log_level level, const char *prefix,
+                                                        const char *fmt, va_list ap)
 {
-    static const char *const names[] = { "off", "error", "warn", "info", "debug", "trace" };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (strlen(names[i]) == n && strncasecmp(s, names[i], n) == 0)
-            return i == 5 ? CLI_LOG_DEBUG : (int)i;
-    }
-    return -1;
-}
-
-static bool for_us(const char *module, size_t n)
-{
-    return n >= 6 && strncmp(module, "linkup", 6) == 0;
-}
-
-int cli_log_threshold(const char *s)
-{
-    if (s == NULL || *s == '\0')
-        return CLI_LOG_INFO;
-    int best = -1;
-    size_t end = strcspn(s, "/"); /* env_logger: "/regex" filters messages; not kept */
-    for (size_t at = 0; at < end;) {
-        size_t len = strcspn(s + at, ",");
-        if (at + len > end)
-            len = end - at;
-        const char *d = s + at, *eq = memchr(d, '=', len);
-        int lv = -1;
-        if (eq == NULL) {
-            lv = level_of(d, len); /* "warn"; else a module name: all its lines */
-            if (lv < 0 && for_us(d, len))
-                lv = CLI_LOG_DEBUG;
-        } else if (for_us(d, (size_t)(eq - d))) {
-            lv = level_of(eq + 1, len - (size_t)(eq + 1 - d));
-            if (lv < 0)
-                lv = CLI_LOG_INFO;
-        }
-        if (lv > best)
-            best = lv;
-        at += len + 1;
-    }
-    return best < 0 ? CLI_LOG_INFO : best;
-}
-
-__attribute__((format(printf, 3, 0))) static void
-log_v(enum cli_log_level level, const char *prefix, const char *fmt, va_list ap)
-{
-    static int threshold = -1;
-    if (threshold < 0)
-        threshold = cli_log_threshold(getenv("LINKUP_LOG"));
-    if ((int)level > threshold)
+    if (!lk_log_enabled(level))
         return;
     fputs(prefix, stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
 }
 
-void cli_log(enum cli_log_level level, const char *fmt, ...)
+void cli_log(enum lk_log_level level, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -143,7 +95,7 @@ int cli_fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    log_v(CLI_LOG_ERROR, "Exited with error: ", fmt, ap);
+    log_v(LK_LOG_ERROR, "Exited with error: ", fmt, ap);
     va_end(ap);
     return LK_EXIT_FAIL;
 }
@@ -265,6 +217,9 @@ static bool wants_update_notice(const struct cli_command *cmd, int argc, char **
 int main(int argc, char **argv)
 {
     struct cli_ctx ctx = { 0 };
+    enum lk_log_level level;
+    lk_log_level_parse(getenv("LINKUP_LOG"), &level); /* INFO when not understood */
+    lk_log_set_level(level);
     argc = take_config(argc - 1, argv + 1, &ctx);
     argv++;
     if (argc < 0)

@@ -132,7 +132,7 @@ static int builtin_failed(const char *why)
 {
     struct lk_buf log = LK_BUF_INIT;
     cli_home_file(CLI_SERVER_STDERR, &log);
-    cli_log(CLI_LOG_ERROR, "Failed to start tunnel");
+    cli_log(LK_LOG_ERROR, "Failed to start tunnel");
     int rc =
         cli_fail("Failed to start: %s (logs: %s)", why ? why : "tunnel did not connect", log.data);
     lk_buf_release(&log);
@@ -147,7 +147,7 @@ static int wait_builtin(void)
     char *why = NULL;
     for (int retry = 0; retry <= retries; retry++) {
         if (retry > 0) {
-            cli_log(CLI_LOG_INFO, "Waiting for tunnel... retry #%d", retry);
+            cli_log(LK_LOG_INFO, "Waiting for tunnel... retry #%d", retry);
             cli_procs_sleep_ms(interval);
         }
         struct builtin_probe p;

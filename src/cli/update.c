@@ -171,7 +171,7 @@ static void write_cache(const struct lk_release_cache *cache)
     if (mkdir(cli_home(), 0755) == -1 && errno != EEXIST) {
         /* The command itself reports an unusable Linkup directory. */
     } else if (cli_write_file(path.data, json.data, json.len) != 0) {
-        cli_log(CLI_LOG_WARN, "Failed to save %s: %s", path.data, strerror(errno));
+        cli_log(LK_LOG_WARN, "Failed to save %s: %s", path.data, strerror(errno));
     }
     lk_buf_release(&json);
     lk_buf_release(&path);

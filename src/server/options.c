@@ -156,7 +156,10 @@ static void apply_env(struct local_opts *o)
     enum lk_log_level level;
     const char *lv = getenv("LINKUP_LOG");
     if (lk_log_level_parse(lv, &level) != 0)
-        LK_LOG(WARN, "ignoring LINKUP_LOG=%s: expected error, warn, info or debug", lv);
+        LK_LOG(WARN,
+               "ignoring LINKUP_LOG=%s: expected a level (off, error, warn, info, debug, "
+               "trace) or linkup=LEVEL",
+               lv);
     lk_log_set_level(level);
 }
 

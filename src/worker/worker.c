@@ -343,7 +343,10 @@ int cmd_worker(int argc, char **argv, struct cli_ctx *ctx)
         return rc;
     }
     if (lk_log_level_parse(getenv("LINKUP_LOG"), &level) != 0)
-        LK_LOG(WARN, "LINKUP_LOG: unknown level, using info");
+        LK_LOG(WARN,
+               "ignoring LINKUP_LOG=%s: expected a level (off, error, warn, info, debug, "
+               "trace) or linkup=LEVEL",
+               getenv("LINKUP_LOG"));
     lk_log_set_level(level);
     signal(SIGPIPE, SIG_IGN);
     lk_heap_tune(); /* docs/performance.md finding 13 */

@@ -286,6 +286,26 @@ def test_body_over_limit_is_413(server):
     assert data.startswith(b"HTTP/1.1 413"), data
 
 
+@pytest.mark.parametrize("value, info_lines, warned", [
+    ("info", True, False), ("warn", False, False), ("off", False, False),
+    ("linkup=debug", True, False), ("hyper=debug", True, True),
+])
+def test_linkup_log_levels(linkup_bin, env, tmp_path, fake_worker, value, info_lines, warned):
+    """SPEC §6.1: LINKUP_LOG in env_logger's syntax sets the server's stderr level, as the
+    CLI's; a value with nothing for Linkup keeps info and says so."""
+    s = start(linkup_bin, {**env, "LINKUP_LOG": value}, tmp_path, fake_worker.url)
+    try:
+        lk.request(s.addrs["HTTP"], "GET", "/linkup/check")
+    finally:
+        code, _ = lk.stop_gracefully(s)
+    log = open(s.log_path).read()
+    assert code == 0
+    assert (" INFO] " in log) == info_lines, log
+    assert ("ignoring LINKUP_LOG=" in log) == warned, log
+    if value == "off":
+        assert log == ""
+
+
 def test_no_listening_line_when_a_later_listener_fails(linkup_bin, env, tmp_path):
     """DESIGN §3: the "listening" lines say the server is up, so none is printed when the
     DNS listener (bound after HTTP and HTTPS) cannot bind."""

@@ -1,0 +1,62 @@
+/*
+ * test_log.c - lib/net/log: LINKUP_LOG values in env_logger's syntax
+ * (SPEC §6.1), shared by the CLI, the local server and the worker.
+ */
+#include <stdlib.h>
+
+#include "core/err.h"
+#include "harness.h"
+#include "net/log.h"
+
+static void test_level_parse(void)
+{
+    static const struct {
+        const char *value;
+        int rc;
+        enum lk_log_level level;
+    } cases[] = {
+        { NULL, 0, LK_LOG_INFO },
+        { "", 0, LK_LOG_INFO },
+        { "off", 0, LK_LOG_OFF },
+        { "error", 0, LK_LOG_ERROR },
+        { "WARN", 0, LK_LOG_WARN },
+        { "warning", 0, LK_LOG_WARN },
+        { "info", 0, LK_LOG_INFO },
+        { "debug", 0, LK_LOG_DEBUG },
+        { "trace", 0, LK_LOG_DEBUG },
+        /* Directives: those for linkup... count, the most verbose wins. */
+        { "linkup=debug", 0, LK_LOG_DEBUG },
+        { "linkup_cli=warn", 0, LK_LOG_WARN },
+        { "info,linkup=warn", 0, LK_LOG_INFO },
+        { "error,hyper=debug", 0, LK_LOG_ERROR },
+        { "linkup", 0, LK_LOG_DEBUG },
+        { "linkup=nonsense", 0, LK_LOG_INFO },
+        { "warn/some regex", 0, LK_LOG_WARN },
+        /* Nothing for Linkup: INFO, reported. */
+        { "hyper=debug", LK_EINVAL, LK_LOG_INFO },
+        { "verbose", LK_EINVAL, LK_LOG_INFO },
+        { ",", LK_EINVAL, LK_LOG_INFO },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        enum lk_log_level level = LK_LOG_DEBUG;
+        CHECK_INT_EQ(lk_log_level_parse(cases[i].value, &level), cases[i].rc);
+        CHECK_INT_EQ(level, cases[i].level);
+    }
+}
+
+static void test_off_disables_everything(void)
+{
+    lk_log_set_level(LK_LOG_OFF);
+    CHECK(!lk_log_enabled(LK_LOG_ERROR));
+    lk_log_set_level(LK_LOG_ERROR);
+    CHECK(lk_log_enabled(LK_LOG_ERROR));
+    CHECK(!lk_log_enabled(LK_LOG_WARN));
+    lk_log_set_level(LK_LOG_INFO);
+}
+
+int main(void)
+{
+    RUN(test_level_parse);
+    RUN(test_off_disables_everything);
+    return DONE();
+}
