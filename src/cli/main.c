@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "cli/update.h"
+#include "core/alloc.h"
 
 /* SPEC §6.1 order first, then our additions. */
 static const struct cli_command commands[] = {
@@ -228,14 +229,21 @@ int main(int argc, char **argv)
         print_help(stderr);
         return LK_EXIT_USAGE;
     }
-    if (strcmp(argv[0], "help") == 0 && argc > 1) {
-        /* `linkup help <command>` is `linkup <command> --help` (clap). */
+    if (strcmp(argv[0], "help") == 0 && argc > 1 && strcmp(argv[1], "help") != 0 &&
+        !cli_is_help(argv[1])) {
+        /* `linkup help <command> [<subcommand>]` is `linkup <command> [<subcommand>] --help`
+         * (clap). */
         const struct cli_command *cmd = find_command(argv[1]);
         if (cmd == NULL)
             return cli_usage_error(NULL, "unrecognized subcommand '%s'", argv[1]);
         char help_flag[] = "--help";
-        char *help_argv[] = { argv[1], help_flag, NULL };
-        return cmd->fn(2, help_argv, &ctx);
+        char **help_argv = lk_xcalloc((size_t)argc + 1, sizeof(char *));
+        for (int i = 1; i < argc; i++)
+            help_argv[i - 1] = argv[i];
+        help_argv[argc - 1] = help_flag;
+        int rc = cmd->fn(argc, help_argv, &ctx);
+        free(help_argv);
+        return rc;
     }
     if (cli_is_help(argv[0]) || strcmp(argv[0], "help") == 0) {
         print_help(stdout);

@@ -198,6 +198,19 @@ def test_command_help_starts_with_its_one_line_help(linkup_bin, env, name, help_
     assert run(linkup_bin, env, name, "-h").stdout == r.stdout
 
 
+def test_help_of_a_subcommand_and_of_help(linkup_bin, env):
+    """clap: `linkup help sessions list` is `linkup sessions list --help`; `linkup help help`
+    and `linkup help --help` print the top-level help."""
+    want = run(linkup_bin, env, "sessions", "list", "--help")
+    assert want.returncode == 0 and want.stdout.startswith("List the sessions")
+    h = run(linkup_bin, env, "help", "sessions", "list")
+    assert (h.returncode, h.stdout) == (0, want.stdout)
+    top = run(linkup_bin, env, "--help").stdout
+    for args in (["help", "help"], ["help", "--help"]):
+        r = run(linkup_bin, env, *args)
+        assert (r.returncode, r.stdout) == (0, top), args
+
+
 def test_help_of_unknown_command_is_usage_error(linkup_bin, env):
     """SPEC §6.1: usage errors exit 2."""
     r = run(linkup_bin, env, "help", "frobnicate")
