@@ -92,6 +92,10 @@ int cmd_config(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_worker(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_dns_serve(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_local_dns(int argc, char **argv, struct cli_ctx *ctx);
+/* `linkup local-dns uninstall` with the --root and platform the install
+ * recorded in its manifest (SPEC §6.5.10 step 3): its exit code, or -1 when
+ * no manifest says local DNS is installed. */
+int cli_local_dns_uninstall_recorded(struct cli_ctx *ctx);
 int cmd_server(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_start(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_stop(int argc, char **argv, struct cli_ctx *ctx);

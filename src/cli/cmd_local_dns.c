@@ -12,7 +12,8 @@
  *          Firefox NSS databases, dscacheutil + mDNSResponder flush.
  *
  * Every change install makes is recorded in $LINKUP_HOME/local-dns.manifest
- * (files and directories it created, NSS databases and keychain it touched);
+ * (files and directories it created, NSS databases and keychain it touched,
+ * after the --root and platform it ran with, which `linkup uninstall` reuses);
  * uninstall undoes exactly those, in reverse order, and falls back to the
  * well-known paths when the manifest is missing. Install is idempotent: files
  * with the right content are left alone and no command runs for them.
@@ -104,12 +105,17 @@ static char *rooted(const struct ldns *d, const char *path)
     return lk_buf_detach(&b, NULL);
 }
 
-static void record(struct ldns *d, const char *kind, const char *what)
+static void record_into(struct strlist *l, const char *kind, const char *what)
 {
     struct lk_buf b = LK_BUF_INIT;
     lk_buf_addf(&b, "%s %s", kind, what);
-    list_add(&d->done, b.data);
+    list_add(l, b.data);
     lk_buf_release(&b);
+}
+
+static void record(struct ldns *d, const char *kind, const char *what)
+{
+    record_into(&d->done, kind, what);
 }
 
 static bool exists(const char *path)
@@ -548,6 +554,30 @@ static int save_manifest(const struct strlist *l)
     return rc;
 }
 
+/* The install's --root and platform lead the manifest ("root DIR",
+ * "platform NAME"), so `linkup uninstall` can undo it as it was made; undo()
+ * skips these lines. A later install replaces them. */
+static void record_context(struct ldns *d)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < d->done.n; i++) {
+        if (strncmp(d->done.items[i], "root ", 5) == 0 ||
+            strncmp(d->done.items[i], "platform ", 9) == 0)
+            free(d->done.items[i]);
+        else
+            d->done.items[kept++] = d->done.items[i];
+    }
+    d->done.n = kept;
+    struct strlist ctx = { .n = 0 };
+    if (*d->root)
+        record_into(&ctx, "root", d->root);
+    record_into(&ctx, "platform", d->macos ? "macos" : "linux");
+    for (size_t i = 0; i < d->done.n; i++)
+        list_add(&ctx, d->done.items[i]);
+    list_free(&d->done);
+    d->done = ctx;
+}
+
 /* ---- install / uninstall ------------------------------------------------ */
 
 static void print_plan(const struct ldns *d, bool install)
@@ -591,6 +621,7 @@ static int do_install(struct ldns *d)
     if (get_sudo(d) != 0)
         return LK_EXIT_FAIL;
     load_manifest(&d->done);
+    record_context(d);
     int rc = install_dns(d);
     if (rc == 0)
         rc = install_ca(d);
@@ -792,6 +823,37 @@ static int run_command(int argc, char **argv, struct cli_ctx *ctx, struct ldns *
     cli_home_file("certs", &certs);
     d->certs_dir = lk_buf_detach(&certs, NULL);
     return strcmp(argv[1], "install") == 0 ? do_install(d) : do_uninstall(d);
+}
+
+int cli_local_dns_uninstall_recorded(struct cli_ctx *ctx)
+{
+    struct strlist lines = { .n = 0 };
+    char *path = manifest_path();
+    bool installed = exists(path);
+    free(path);
+    if (!installed)
+        return -1;
+    load_manifest(&lines);
+    char name[] = "local-dns", sub[] = "uninstall", root_opt[] = "--root",
+         platform_opt[] = "--platform";
+    char *args[6] = { name, sub };
+    int n = 2;
+    for (size_t i = 0; i < lines.n; i++) {
+        if (strncmp(lines.items[i], "root ", 5) == 0 && n == 2) {
+            args[n++] = root_opt;
+            args[n++] = lines.items[i] + 5;
+        }
+    }
+    for (size_t i = 0; i < lines.n && n < 6; i++) {
+        if (strncmp(lines.items[i], "platform ", 9) == 0) {
+            args[n++] = platform_opt;
+            args[n++] = lines.items[i] + 9;
+            break;
+        }
+    }
+    int rc = cmd_local_dns(n, args, ctx);
+    list_free(&lines);
+    return rc;
 }
 
 int cmd_local_dns(int argc, char **argv, struct cli_ctx *ctx)

@@ -1,6 +1,7 @@
 /*
  * cmd_uninstall.c - `linkup uninstall [--yes]` (SPEC §6.5.10): confirm, stop
- * with env clearing, remove $LINKUP_HOME, say what else to remove.
+ * with env clearing, `local-dns uninstall` when its manifest says local DNS
+ * is installed, remove $LINKUP_HOME, say where the binary is.
  */
 #include <ftw.h>
 #include <stdio.h>
@@ -40,7 +41,6 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
 
 int cmd_uninstall(int argc, char **argv, struct cli_ctx *ctx)
 {
-    (void)ctx;
     bool yes = false;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
@@ -59,13 +59,16 @@ int cmd_uninstall(int argc, char **argv, struct cli_ctx *ctx)
         return LK_EXIT_OK;
     }
     cli_stop_all(true);
+    /* Step 3: undo local DNS as its install recorded it; on failure keep
+     * $LINKUP_HOME (and so the record) for another try. */
+    int dns = cli_local_dns_uninstall_recorded(ctx);
+    if (dns > 0)
+        return cli_fail("Failed to uninstall local DNS; nothing else was removed");
     if (nftw(cli_home(), remove_entry, 16, FTW_DEPTH | FTW_PHYS) == -1)
         return cli_fail("Failed to remove %s", cli_home());
     char self[4096];
     if (cli_procs_self_exe(self, sizeof(self)) == 0)
         printf("To finish, remove the linkup binary: %s\n", self);
-    printf("Local DNS resolver files and the CA, if installed, stay: remove them with 'linkup "
-           "local-dns uninstall'.\n");
     printf("linkup uninstalled!\n");
     return LK_EXIT_OK;
 }

@@ -267,3 +267,32 @@ def test_domains_from_the_state_file(linkup_bin, setup):
     r = run(linkup_bin, env, "install", "--root", str(root), "--platform", "macos")
     assert r.returncode == 0, r.stderr
     assert tree(root) == ["etc/", "etc/resolver/", "etc/resolver/state-only.test"]
+
+
+@pytest.mark.parametrize("platform", ["linux", "macos"])
+def test_linkup_uninstall_undoes_local_dns_as_installed(linkup_bin, setup, platform):
+    """SPEC §6.5.10 step 3: `linkup uninstall` runs `local-dns uninstall` when local DNS is
+    installed, with the --root and platform its install recorded, before $LINKUP_HOME (which
+    holds that record) goes."""
+    root, env, home, _ = setup
+    r = run(linkup_bin, env, "install", "--root", str(root), "--platform", platform)
+    assert r.returncode == 0, r.stderr
+    manifest = (home / "local-dns.manifest").read_text().splitlines()
+    assert manifest[:2] == [f"root {root}", f"platform {platform}"]
+    assert tree(root) != []
+    env.pop("LINKUP_CONFIG")  # the record alone says what to undo
+    r = lk.run(linkup_bin, "uninstall", "--yes", env=env)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert out.index("Stopped linkup") < out.index("Local DNS uninstalled!") < \
+        out.index("linkup uninstalled!")
+    assert tree(root) == []
+    assert not home.exists()
+
+
+def test_linkup_uninstall_without_local_dns_runs_no_local_dns(linkup_bin, setup):
+    _, env, home, _ = setup
+    r = lk.run(linkup_bin, "uninstall", "--yes", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "Local DNS" not in r.stdout and "linkup uninstalled!" in r.stdout
+    assert not home.exists()
