@@ -96,6 +96,11 @@ int cmd_local_dns(int argc, char **argv, struct cli_ctx *ctx);
  * recorded in its manifest (SPEC §6.5.10 step 3): its exit code, or -1 when
  * no manifest says local DNS is installed. */
 int cli_local_dns_uninstall_recorded(struct cli_ctx *ctx);
+/* Calls add for each domain that Linkup's systemd-resolved drop-in routes to
+ * the DNS responder (its Domains=~D entries): the drop-in local-dns install
+ * recorded in its manifest, else /etc/systemd/resolved.conf.d/linkup.conf.
+ * Nothing when there is none. */
+void cli_local_dns_resolved_domains(void (*add)(const char *domain, void *data), void *data);
 int cmd_server(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_start(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_stop(int argc, char **argv, struct cli_ctx *ctx);

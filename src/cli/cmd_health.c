@@ -185,6 +185,28 @@ static json_t *dir_list(const char *path)
     return arr;
 }
 
+static void add_domain(const char *domain, void *data)
+{
+    json_t *arr = data;
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        if (strcmp(json_string_value(v), domain) == 0)
+            return;
+    }
+    json_array_append_new(arr, json_string(domain));
+}
+
+/* SPEC §6.5.5: the files of /etc/resolver (macOS); DESIGN §2.11: on Linux
+ * the domains Linkup's systemd-resolved drop-in routes, as resolver names. */
+static json_t *dns_resolvers(void)
+{
+    json_t *arr = dir_list("/etc/resolver");
+    cli_local_dns_resolved_domains(add_domain, arr);
+    return arr;
+}
+
 static json_t *system_json(const struct priv_ports *pp)
 {
     struct utsname u;
@@ -192,7 +214,7 @@ static json_t *system_json(const struct priv_ports *pp)
     json_t *sys = json_object();
     json_object_set_new(sys, "os", json_string(os));
     json_object_set_new(sys, "architecture", json_string(uname(&u) == 0 ? u.machine : "unknown"));
-    json_object_set_new(sys, "dns_resolvers", dir_list("/etc/resolver"));
+    json_object_set_new(sys, "dns_resolvers", dns_resolvers());
     json_object_set_new(sys, "can_bind_privileged_ports", json_boolean(pp->can_bind));
     json_object_set_new(sys, "cap_net_bind_service", json_boolean(pp->file_cap));
     json_object_set_new(sys, "is_root", json_boolean(pp->is_root));

@@ -825,6 +825,42 @@ static int run_command(int argc, char **argv, struct cli_ctx *ctx, struct ldns *
     return strcmp(argv[1], "install") == 0 ? do_install(d) : do_uninstall(d);
 }
 
+void cli_local_dns_resolved_domains(void (*add)(const char *domain, void *data), void *data)
+{
+    struct strlist lines = { .n = 0 };
+    load_manifest(&lines);
+    const char *path = RESOLVED_FILE;
+    size_t tail = strlen(RESOLVED_FILE);
+    for (size_t i = 0; i < lines.n; i++) {
+        const char *l = lines.items[i];
+        size_t n = strlen(l);
+        if (strncmp(l, "file ", 5) == 0 && n >= 5 + tail &&
+            strcmp(l + n - tail, RESOLVED_FILE) == 0)
+            path = l + 5; /* where install wrote it (under its --root) */
+    }
+    struct lk_buf text = LK_BUF_INIT;
+    if (cli_read_file(path, &text, MAX_FILE_BYTES) == 0) {
+        for (char *line = text.data, *next; line != NULL; line = next) {
+            next = strchr(line, '\n');
+            if (next != NULL)
+                *next++ = '\0';
+            if (strncmp(line, "Domains=", 8) != 0)
+                continue;
+            for (char *tok = line + 8; *(tok += strspn(tok, " \t")) != '\0';) {
+                size_t len = strcspn(tok, " \t");
+                char end = tok[len];
+                tok[len] = '\0';
+                const char *domain = tok[0] == '~' ? tok + 1 : tok;
+                if (*domain != '\0')
+                    add(domain, data);
+                tok += len + (end != '\0');
+            }
+        }
+    }
+    lk_buf_release(&text);
+    list_free(&lines);
+}
+
 int cli_local_dns_uninstall_recorded(struct cli_ctx *ctx)
 {
     struct strlist lines = { .n = 0 };

@@ -2,6 +2,7 @@
 DESIGN §2.11) against a scratch --root: the exact files install leaves, that a
 second install changes nothing, and that uninstall removes exactly what
 install added."""
+import json
 import os
 import pathlib
 import shutil
@@ -296,3 +297,23 @@ def test_linkup_uninstall_without_local_dns_runs_no_local_dns(linkup_bin, setup)
     assert r.returncode == 0, r.stderr
     assert "Local DNS" not in r.stdout and "linkup uninstalled!" in r.stdout
     assert not home.exists()
+
+
+def test_health_lists_the_domains_of_the_linux_drop_in(linkup_bin, setup):
+    """Issue 5 / DESIGN §2.11: `health` shows local DNS on Linux too: the domains the
+    systemd-resolved drop-in that install wrote routes to the responder, as DNS resolvers."""
+    root, env, _, _ = setup
+
+    def resolvers():
+        r = lk.run(linkup_bin, "health", "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)["system"]["dns_resolvers"]
+
+    before = resolvers()
+    assert "example.com" not in before
+    assert run(linkup_bin, env, "install", "--root", str(root), "--platform", "linux").returncode == 0
+    assert resolvers() == before + ["example.com", "other.com"]
+    r = lk.run(linkup_bin, "health", env=env)
+    assert "  DNS Resolvers:\n" in r.stdout and "    - example.com\n    - other.com\n" in r.stdout
+    assert run(linkup_bin, env, "uninstall", "--root", str(root), "--platform", "linux").returncode == 0
+    assert resolvers() == before
