@@ -205,7 +205,11 @@ static const char *state_name(enum lk_conn_state s)
 /* Every state change goes through here (STYLE §3.7). */
 void lk_conn_set_state(struct lk_conn *c, enum lk_conn_state s)
 {
-    if (c->state == s)
+    /* CLOSED is final: the connection waits in the reap list for
+     * conn_destroy(). A proxy failing in the same loop turn as the close (the
+     * exchange still points at the connection until then) would otherwise
+     * revive it, and its second lk_conn_close() would queue it twice. */
+    if (c->state == s || c->state == LK_CONN_CLOSED)
         return;
     LK_CLOG(c->id, DEBUG, "%s -> %s", state_name(c->state), state_name(s));
     c->state = s;
@@ -217,7 +221,7 @@ void lk_conn_set_timer(struct lk_conn *c, unsigned ms)
         evtimer_del(&c->timer);
         c->timer_set = false;
     }
-    if (ms > 0) {
+    if (ms > 0 && c->state != LK_CONN_CLOSED) {
         struct timeval tv = ms_tv(ms);
         evtimer_add(&c->timer, &tv);
         c->timer_set = true;

@@ -21,6 +21,30 @@ static const char completion_usage[] =
 static const char commands[] =
     "start stop route sessions status health local-dns update uninstall completion infra config";
 
+/* What each command completes to (subcommands, options, option values); with
+ * services, also the config's service names. Everything else: --config
+ * --help. */
+static const struct {
+    const char *cmd;
+    const char *words;
+    bool services;
+} table[] = {
+    { "start", "--config --help", false },
+    { "stop", "--help", false },
+    { "route", "local remote --all --help", true },
+    { "sessions", "create-preview list --print-request --json --help", true },
+    { "status", "--json --session --help", false },
+    { "health", "--json --help", false },
+    { "local-dns", "install uninstall --root --platform linux macos --dns --domain --config --help",
+      false },
+    { "update", "--channel stable beta --skip-cache --help", false },
+    { "uninstall", "--yes --help", false },
+    { "completion", "--shell bash elvish fish powershell zsh --help", false },
+    { "infra", "deploy destroy --email --api-key --account-id --zone-ids --help", false },
+    { "config", "check --json --config --help", false },
+};
+#define N_TABLE (sizeof(table) / sizeof(table[0]))
+
 /* Space-separated service names of the config (ctx or LINKUP_CONFIG), or "". */
 static void service_names(const struct cli_ctx *ctx, struct lk_buf *out)
 {
@@ -31,32 +55,32 @@ static void service_names(const struct cli_ctx *ctx, struct lk_buf *out)
     lk_config_free(cfg);
 }
 
+/* Bash and zsh find the command as the first word that is neither an option
+ * nor the value of -c/--config, so `linkup -c F route <TAB>` completes too. */
 static void bash_script(const char *services)
 {
     printf("# bash completion for linkup\n"
            "_linkup() {\n"
-           "    local cur prev cmd\n"
-           "    cur=\"${COMP_WORDS[COMP_CWORD]}\"\n"
-           "    prev=\"${COMP_WORDS[COMP_CWORD-1]}\"\n"
-           "    cmd=\"${COMP_WORDS[1]}\"\n"
-           "    if [ \"$COMP_CWORD\" -eq 1 ]; then\n"
-           "        COMPREPLY=($(compgen -W \"%s --config --help --version\" -- \"$cur\"))\n"
-           "        return\n"
-           "    fi\n"
+           "    local cur=\"${COMP_WORDS[COMP_CWORD]}\" cmd=\"\" i\n"
+           "    for ((i = 1; i < COMP_CWORD; i++)); do\n"
+           "        case \"${COMP_WORDS[i]}\" in\n"
+           "        -c | --config) i=$((i + 1)) ;;\n"
+           "        -*) ;;\n"
+           "        *) cmd=\"${COMP_WORDS[i]}\"; break ;;\n"
+           "        esac\n"
+           "    done\n"
+           "    local words\n"
            "    case \"$cmd\" in\n"
-           "    route) COMPREPLY=($(compgen -W \"local remote --all --help %s\" -- \"$cur\")) ;;\n"
-           "    status) COMPREPLY=($(compgen -W \"--json --session --help\" -- \"$cur\")) ;;\n"
-           "    health) COMPREPLY=($(compgen -W \"--json --help\" -- \"$cur\")) ;;\n"
-           "    sessions) COMPREPLY=($(compgen -W \"create-preview list --print-request --json "
-           "--help %s\" -- \"$cur\")) ;;\n"
-           "    completion) COMPREPLY=($(compgen -W \"--shell bash elvish fish powershell zsh\" -- "
-           "\"$cur\")) ;;\n"
-           "    uninstall) COMPREPLY=($(compgen -W \"--yes --help\" -- \"$cur\")) ;;\n"
-           "    *) COMPREPLY=($(compgen -W \"--config --help\" -- \"$cur\")) ;;\n"
+           "    \"\") words=\"%s --config --help --version\" ;;\n",
+           commands);
+    for (size_t i = 0; i < N_TABLE; i++)
+        printf("    %s) words=\"%s%s%s\" ;;\n", table[i].cmd, table[i].words,
+               table[i].services && *services ? " " : "", table[i].services ? services : "");
+    printf("    *) words=\"--config --help\" ;;\n"
            "    esac\n"
+           "    COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n"
            "}\n"
-           "complete -F _linkup linkup\n",
-           commands, services, services);
+           "complete -F _linkup linkup\n");
 }
 
 static void zsh_script(const char *services)
@@ -64,45 +88,57 @@ static void zsh_script(const char *services)
     printf("#compdef linkup\n"
            "_linkup() {\n"
            "    local -a cmds services\n"
+           "    local cmd=\"\" i\n"
            "    cmds=(%s)\n"
            "    services=(%s)\n"
-           "    if (( CURRENT == 2 )); then\n"
-           "        compadd -- $cmds --config --help --version\n"
-           "        return\n"
-           "    fi\n"
-           "    case $words[2] in\n"
-           "    route) compadd -- local remote --all --help $services ;;\n"
-           "    status) compadd -- --json --session --help ;;\n"
-           "    health) compadd -- --json --help ;;\n"
-           "    sessions) compadd -- create-preview list --print-request --json --help ;;\n"
-           "    completion) compadd -- --shell bash elvish fish powershell zsh ;;\n"
-           "    uninstall) compadd -- --yes --help ;;\n"
-           "    *) compadd -- --config --help ;;\n"
+           "    for ((i = 2; i < CURRENT; i++)); do\n"
+           "        case $words[i] in\n"
+           "        -c|--config) i=$((i + 1)) ;;\n"
+           "        -*) ;;\n"
+           "        *) cmd=$words[i]; break ;;\n"
+           "        esac\n"
+           "    done\n"
+           "    case $cmd in\n"
+           "    \"\") compadd -- $cmds --config --help --version ;;\n",
+           commands, services);
+    for (size_t i = 0; i < N_TABLE; i++)
+        printf("    %s) compadd -- %s%s ;;\n", table[i].cmd, table[i].words,
+               table[i].services ? " $services" : "");
+    printf("    *) compadd -- --config --help ;;\n"
            "    esac\n"
            "}\n"
-           "compdef _linkup linkup\n",
-           commands, services);
+           "compdef _linkup linkup\n");
 }
 
+/* fish: options (--x) as -l, other words as -a, per command. */
 static void fish_script(const char *services)
 {
     printf("# fish completion for linkup\n"
            "complete -c linkup -f\n"
            "complete -c linkup -n __fish_use_subcommand -a '%s'\n"
-           "complete -c linkup -s c -l config -r -d 'Path to config file'\n"
-           "complete -c linkup -n '__fish_seen_subcommand_from route' -a 'local remote %s'\n"
-           "complete -c linkup -n '__fish_seen_subcommand_from route' -s a -l all\n"
-           "complete -c linkup -n '__fish_seen_subcommand_from status health sessions' -l json\n"
-           "complete -c linkup -n '__fish_seen_subcommand_from status' -l session -r\n"
-           "complete -c linkup -n '__fish_seen_subcommand_from sessions' -a 'create-preview "
-           "list'\n"
-           "complete -c linkup -n '__fish_seen_subcommand_from sessions' -l print-request\n"
-           "complete -c linkup -n '__fish_seen_subcommand_from completion' -l shell -a 'bash "
-           "elvish fish powershell zsh'\n"
-           "complete -c linkup -n '__fish_seen_subcommand_from uninstall' -l yes\n",
-           commands, services);
+           "complete -c linkup -s c -l config -r -d 'Path to config file'\n",
+           commands);
+    for (size_t i = 0; i < N_TABLE; i++) {
+        const char *w = table[i].words;
+        struct lk_buf args = LK_BUF_INIT;
+        lk_buf_adds(&args, "");
+        while (*w) {
+            size_t len = strcspn(w, " ");
+            if (strncmp(w, "--", 2) == 0)
+                printf("complete -c linkup -n '__fish_seen_subcommand_from %s' -l %.*s\n",
+                       table[i].cmd, (int)len - 2, w + 2);
+            else
+                lk_buf_addf(&args, "%s%.*s", args.len ? " " : "", (int)len, w);
+            w += len + (w[len] == ' ');
+        }
+        if (table[i].services && *services)
+            lk_buf_addf(&args, "%s%s", args.len ? " " : "", services);
+        if (args.len)
+            printf("complete -c linkup -n '__fish_seen_subcommand_from %s' -a '%s'\n", table[i].cmd,
+                   args.data);
+        lk_buf_release(&args);
+    }
 }
-
 /* Each space-separated word of list as a single-quoted string (a quote
  * doubled inside), joined by sep: the literal syntax of elvish and
  * PowerShell alike. */
@@ -129,7 +165,7 @@ static void quoted_words(const char *list, const char *sep, struct lk_buf *out)
 
 static void elvish_script(const char *services)
 {
-    struct lk_buf cmds = LK_BUF_INIT, svcs = LK_BUF_INIT;
+    struct lk_buf cmds = LK_BUF_INIT, svcs = LK_BUF_INIT, words = LK_BUF_INIT;
     quoted_words(commands, " ", &cmds);
     quoted_words(services, " ", &svcs);
     printf("# elvish completion for linkup\n"
@@ -142,32 +178,29 @@ static void elvish_script(const char *services)
            "        return\n"
            "    }\n"
            "    var sub = $words[1]\n"
-           "    if (eq $sub route) {\n"
-           "        put local remote --all --help\n"
-           "        all $services\n"
-           "    } elif (eq $sub status) {\n"
-           "        put --json --session --help\n"
-           "    } elif (eq $sub health) {\n"
-           "        put --json --help\n"
-           "    } elif (eq $sub sessions) {\n"
-           "        put create-preview list --print-request --json --help\n"
-           "        all $services\n"
-           "    } elif (eq $sub completion) {\n"
-           "        put --shell bash elvish fish powershell zsh\n"
-           "    } elif (eq $sub uninstall) {\n"
-           "        put --yes --help\n"
-           "    } else {\n"
+           "    ",
+           cmds.data ? cmds.data : "", svcs.data ? svcs.data : "");
+    for (size_t i = 0; i < N_TABLE; i++) {
+        lk_buf_reset(&words);
+        quoted_words(table[i].words, " ", &words);
+        printf("%sif (eq $sub %s) {\n"
+               "        put %s\n%s"
+               "    } ",
+               i ? "el" : "", table[i].cmd, words.data,
+               table[i].services ? "        all $services\n" : "");
+    }
+    printf("else {\n"
            "        put --config --help\n"
            "    }\n"
-           "}\n",
-           cmds.data ? cmds.data : "", svcs.data ? svcs.data : "");
+           "}\n");
     lk_buf_release(&cmds);
     lk_buf_release(&svcs);
+    lk_buf_release(&words);
 }
 
 static void powershell_script(const char *services)
 {
-    struct lk_buf cmds = LK_BUF_INIT, svcs = LK_BUF_INIT;
+    struct lk_buf cmds = LK_BUF_INIT, svcs = LK_BUF_INIT, words = LK_BUF_INIT;
     quoted_words(commands, ", ", &cmds);
     quoted_words(services, ", ", &svcs);
     printf("# PowerShell completion for linkup\n"
@@ -180,26 +213,25 @@ static void powershell_script(const char *services)
            "    if ($words.Count -le 1) {\n"
            "        $candidates = $commands + @('--config', '--help', '--version')\n"
            "    } else {\n"
-           "        $candidates = switch ($words[1]) {\n"
-           "            'route' { @('local', 'remote', '--all', '--help') + $services }\n"
-           "            'status' { @('--json', '--session', '--help') }\n"
-           "            'health' { @('--json', '--help') }\n"
-           "            'sessions' { @('create-preview', 'list', '--print-request', '--json', "
-           "'--help') + $services }\n"
-           "            'completion' { @('--shell', 'bash', 'elvish', 'fish', 'powershell', "
-           "'zsh') }\n"
-           "            'uninstall' { @('--yes', '--help') }\n"
-           "            default { @('--config', '--help') }\n"
+           "        $candidates = switch ($words[1]) {\n",
+           cmds.data ? cmds.data : "", svcs.data ? svcs.data : "");
+    for (size_t i = 0; i < N_TABLE; i++) {
+        lk_buf_reset(&words);
+        quoted_words(table[i].words, ", ", &words);
+        printf("            '%s' { @(%s)%s }\n", table[i].cmd, words.data,
+               table[i].services ? " + $services" : "");
+    }
+    printf("            default { @('--config', '--help') }\n"
            "        }\n"
            "    }\n"
            "    $candidates | Where-Object { $_ -like \"$wordToComplete*\" } | ForEach-Object {\n"
            "        [System.Management.Automation.CompletionResult]::new($_, $_, "
            "'ParameterValue', $_)\n"
            "    }\n"
-           "}\n",
-           cmds.data ? cmds.data : "", svcs.data ? svcs.data : "");
+           "}\n");
     lk_buf_release(&cmds);
     lk_buf_release(&svcs);
+    lk_buf_release(&words);
 }
 
 /* The shells clap_complete knows, by the file stem of $SHELL or --shell. */

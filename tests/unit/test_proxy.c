@@ -434,6 +434,12 @@ static void *up_conn(void *arg)
             break;
         } else if (strcmp(path, "/nows") == 0) {
             up_respond(fd, "403 Forbidden", extra, "no websocket");
+        } else if (strncmp(path, "/late-garbage/", 14) == 0) {
+            usleep((useconds_t)strtoul(path + 14, NULL, 10) * 1000);
+            send_str(fd, "HTTP/1.1 200 OK\r\nBad\rHeader: x\r\n\r\n"); /* bare CR */
+            while (rd_fill(r) == 0)                                    /* until the proxy goes */
+                ;
+            break;
         } else if (strcmp(path, "/drop") == 0) {
             break; /* close without answering */
         } else if (strcmp(path, "/stall") == 0) {
@@ -768,6 +774,8 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     } else if (c == 's') {
         atomic_store(&spliced, lk_splice_total_bytes());
         atomic_fetch_add(&n_asked, 1);
+    } else if (c == 'p') {
+        usleep(400 * 1000); /* hold the loop: the next wake-up sees all that happened */
     } else {
         lk_http_server_drain(srv, 2000, on_drained, NULL);
         lk_http_server_drain(small_srv, 2000, on_drained, NULL);
@@ -1084,6 +1092,30 @@ static void test_client_abort_frees_upstream(void)
     struct response *resp = &resp_storage;
     CHECK_INT_EQ(request("GET /local HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
     CHECK_INT_EQ(resp->status, 200);
+}
+
+/* The client resets while the upstream's answer turns out invalid, both seen
+ * in one loop wake-up: the connection is closed first, then the proxy fails
+ * before any response byte. The closed connection must stay closed (it was
+ * queued for freeing twice, and the reaper crashed on the list), and the
+ * server keeps serving. */
+static void test_client_reset_as_upstream_answer_fails(void)
+{
+    int fd = dial(server_port);
+    send_str(fd, "GET /late-garbage/150 HTTP/1.1\r\nHost: a\r\n\r\n");
+    usleep(50 * 1000); /* the request is with the upstream */
+    if (write(ctl[1], "p", 1) != 1)
+        abort();
+    usleep(50 * 1000);
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);          /* RST, before the upstream's answer at 150 ms */
+    usleep(450 * 1000); /* the loop wakes with both */
+    struct response *resp = &resp_storage;
+    for (int i = 0; i < 3; i++) {
+        CHECK_INT_EQ(request("GET /local HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+        CHECK_INT_EQ(resp->status, 200);
+    }
 }
 
 static uint64_t spliced_bytes(void)
@@ -1516,6 +1548,7 @@ int main(void)
     RUN(test_websocket);
     RUN(test_streaming_large);
     RUN(test_client_abort_frees_upstream);
+    RUN(test_client_reset_as_upstream_answer_fails);
     RUN(test_spliced_relay);
     RUN(test_spliced_relay_failures);
     RUN(test_tls_upstream);
