@@ -234,6 +234,33 @@ def test_completion(linkup_bin, cenv, tmp_path, shell):
         linkup_bin, "completion", "--shell", shell, env=cenv).stdout
 
 
+@pytest.mark.parametrize("words, want", [
+    (["linkup", ""], {"start", "route", "local-dns", "--config"}),
+    (["linkup", "route", ""], {"local", "remote", "--all", "web", "api"}),
+    (["linkup", "-c", "x.yaml", "route", ""], {"local", "remote", "web"}),
+    (["linkup", "--config", "x.yaml", "st"], {"start", "status", "stop"}),
+    (["linkup", "local-dns", ""], {"install", "uninstall", "--root", "--platform"}),
+    (["linkup", "update", "--"], {"--channel", "--skip-cache", "--help"}),
+    (["linkup", "infra", ""], {"deploy", "destroy", "--zone-ids"}),
+])
+def test_bash_completion_words(linkup_bin, cenv, tmp_path, words, want):
+    """Issue 5: completion of commands, options and service names, by running the bash
+    script's function; the command is found after -c/--config FILE too."""
+    cfg = write_config(tmp_path)
+    script = tmp_path / "linkup.bash"
+    script.write_text(lk.run(linkup_bin, "completion", "--shell", "bash", "--config", str(cfg),
+                             env=cenv).stdout)
+    quoted = " ".join("'" + w + "'" for w in words)
+    r = subprocess.run(["bash", "-c", f"source {script}; COMP_WORDS=({quoted}); "
+                        f"COMP_CWORD={len(words) - 1}; _linkup; printf '%s\\n' \"${{COMPREPLY[@]}}\""],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    got = set(r.stdout.split())
+    assert want <= got, (want - got, got)
+    prefix = words[-1]
+    assert all(w.startswith(prefix) for w in got)
+
+
 def test_completion_unknown_shell(linkup_bin, cenv):
     cenv["SHELL"] = "/bin/tcsh"
     r = lk.run(linkup_bin, "completion", env=cenv)
