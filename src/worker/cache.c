@@ -322,8 +322,10 @@ struct fetch {
     uint64_t last_byte_ms; /* when a response byte last arrived */
     struct lk_buf hmem;    /* "name\0value\0" of the final response */
     size_t n_headers;
-    struct lk_buf conn; /* the final response's Connection values, ", "-joined */
-    struct lk_buf body; /* capped at WORKER_CACHE_MAX_ENTRY */
+    struct lk_buf conn;   /* the final response's Connection values, ", "-joined */
+    struct lk_buf raw;    /* the current response head as received, for check_head() */
+    const char *bad_head; /* why the engine's parser refused that head (static) */
+    struct lk_buf body;   /* capped at WORKER_CACHE_MAX_ENTRY */
     char errbuf[CURL_ERROR_SIZE];
     bool sent;     /* curl got to sending the request (may_resend()) */
     bool got_byte; /* a response byte arrived */
@@ -383,6 +385,7 @@ static void fetch_free(struct fetch *f)
         event_free(f->timer);
     lk_buf_release(&f->hmem);
     lk_buf_release(&f->conn);
+    lk_buf_release(&f->raw);
     lk_buf_release(&f->body);
     free(f->key);
     free(f);
@@ -492,7 +495,11 @@ static void finish(struct fetch *f, CURLcode result)
     long status = 0;
     unlink_fetch(f);
     lc->easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (result != CURLE_OK && f->too_big) {
+    if (f->bad_head != NULL) {
+        /* The engine's words for the same head (lib/net/proxy.c). */
+        respond_fetch_error(
+            f, lk_exchange_printf(f->ex, "invalid response from upstream: %s", f->bad_head));
+    } else if (result != CURLE_OK && f->too_big) {
         /* Deliberate: the engine asks again and streams the large answer. */
         fall_back(f);
     } else if (result != CURLE_OK && may_resend(f, result)) {
@@ -615,12 +622,40 @@ static bool skip_response_header(struct lk_str name)
     return lk_http1_is_hop_by_hop(name) || lk_str_ieq(name, LK_STR("content-length"));
 }
 
+/* The complete head in f->raw through the engine's own parser (RFC 9112:
+ * bare CR, obs-fold, differing Content-Lengths, the DESIGN §9 limits), which
+ * libcurl is laxer about: a head the streaming path would answer with a 502
+ * is neither relayed nor stored. True when it passes. */
+static bool check_head(struct fetch *f)
+{
+    struct lk_http_header headers[LK_HTTP1_MAX_HEADERS];
+    struct lk_http1_response resp = { .headers = headers, .headers_cap = LK_HTTP1_MAX_HEADERS };
+    const char *why = NULL;
+    int rc = lk_http1_parse_response(f->raw.data, f->raw.len, NULL, false, &resp, &why);
+    if (rc > 0)
+        return true;
+    f->bad_head = why ? why : "malformed";
+    return false;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *data)
 {
     struct fetch *f = data;
     size_t len = size * n;
     struct lk_str line = lk_str_trim((struct lk_str){ p, len });
     got_response_bytes(f);
+    if (lk_str_starts_with((struct lk_str){ p, len }, LK_STR("HTTP/")))
+        lk_buf_reset(&f->raw); /* a new head (after a 1xx) */
+    if (f->raw.len + len > LK_HTTP1_MAX_HEAD) {
+        f->bad_head = "message head too large";
+        return 0; /* aborts the transfer */
+    }
+    lk_buf_add(&f->raw, p, len);
+    if (line.len == 0) {
+        /* The end of a head; a 1xx one is followed by another. */
+        bool interim = f->raw.len > 9 && f->raw.data[9] == '1';
+        return interim || check_head(f) ? len : 0;
+    }
     if (lk_str_starts_with(line, LK_STR("HTTP/"))) {
         /* A new status line (after a 1xx): forget the headers so far. */
         lk_buf_reset(&f->hmem);
