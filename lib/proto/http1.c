@@ -753,7 +753,10 @@ static int chunk_fail(const char **why, const char *msg)
 
 static int size_digit(struct lk_http1_chunked *d, int v, const char **why)
 {
-    if (++d->n_digits > 16)
+    /* RFC 9112 §7.1: 1*HEXDIG; leading zeros add nothing (the line's own
+     * length bound still applies), 16 significant digits fill 64 bits. */
+    bool leading_zero = d->remaining == 0 && v == 0;
+    if (!leading_zero && ++d->n_digits > 16)
         return chunk_fail(why, "chunk size too large");
     d->remaining = d->remaining * 16 + (uint64_t)v;
     d->state = CS_SIZE_MORE;

@@ -451,6 +451,10 @@ static void test_chunked_table(void)
         { "5\r\nhello\r\n0\r\nbad trailer\r\n\r\n", LK_EPARSE, NULL },
         { "5\r\nhello\r\n0\r\n\n", LK_EPARSE, NULL },
         { "11111111111111111\r\n", LK_EPARSE, NULL },
+        /* Leading zeros are no significant digits (1*HEXDIG). */
+        { "00000000000000000000005\r\nhello\r\n0000000000000000000\r\n\r\n", 1, "hello" },
+        { "0000ffffffffffffffff\r\n", 0, "" },
+        { "00010000000000000000\r\n", LK_EPARSE, NULL },
         { "5;\x01\r\nhello\r\n0\r\n\r\n", LK_EPARSE, NULL },
         /* chunk-ext grammar (RFC 9112 §7.1.1): BWS around ';' and '=', token
          * or quoted-string values with quoted-pairs. */
