@@ -105,7 +105,8 @@ static int hex_value(char c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Percent-decodes a path segment into the arena (invalid escapes kept). */
+/* Percent-decodes a path segment into the arena (invalid escapes kept, and
+ * "%00": a NUL would cut the name short, `smug%00x` naming `smug`). */
 static char *decode_segment(struct lk_exchange *ex, struct lk_str s)
 {
     char *out = lk_exchange_alloc(ex, s.len + 1);
@@ -114,7 +115,7 @@ static char *decode_segment(struct lk_exchange *ex, struct lk_str s)
         if (s.ptr[i] == '%' && i + 2 < s.len) {
             int hi = hex_value(s.ptr[i + 1]);
             int lo = hex_value(s.ptr[i + 2]);
-            if (hi >= 0 && lo >= 0) {
+            if (hi >= 0 && lo >= 0 && (hi | lo) != 0) {
                 out[n++] = (char)(hi * 16 + lo);
                 i += 2;
                 continue;

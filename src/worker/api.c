@@ -420,12 +420,14 @@ static int hexval(char c)
 /* application/x-www-form-urlencoded decoding of s[0..n) into the arena. */
 static char *form_decode(struct lk_exchange *ex, const char *s, size_t n)
 {
-    char *out = lk_exchange_alloc(ex, n + 1);
+    char *out = lk_exchange_alloc(ex, n + 1); /* zeroed: terminated */
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '+') {
             out[o++] = ' ';
-        } else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+        } else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0 &&
+                   (hexval(s[i + 1]) | hexval(s[i + 2])) != 0) {
+            /* "%00" stays as it is: a NUL would cut the C string short. */
             out[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
             i += 2;
         } else {

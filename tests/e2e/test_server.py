@@ -203,6 +203,10 @@ def test_tunneled_forwarding_and_session_lifecycle(server, fake_worker, upstream
     assert r.status == 200
     assert r.text == '{"domains":["tiny-cow.api.example.com","tiny-cow.example.com"]}'
 
+    # A percent-encoded NUL does not cut the name short (it named `tiny-cow`).
+    for method in ("GET", "DELETE"):
+        r = lk.request(addr, method, "/linkup/sessions/tiny-cow%00zzz")
+        assert (r.status, r.text) == (404, "Session 'tiny-cow%00zzz' not found")
     r = lk.request(addr, "DELETE", "/linkup/sessions/tiny-cow")
     assert (r.status, r.body) == (204, b"")
     r = lk.request(addr, "GET", "/linkup/sessions/tiny-cow")

@@ -632,6 +632,9 @@ def test_v1_tunnel_endpoint(worker):
     r = request(worker.addr, "GET", "/linkup/tunnel?session_name=my%20cow", AUTH)
     assert r.status == 200 and r.header("content-type") == "application/json"
     check_tunnel_data(json.loads(r.body), worker, "my cow")
+    # A percent-encoded NUL does not cut the name short (it gave the tunnel of `a`).
+    r = request(worker.addr, "GET", "/linkup/tunnel?session_name=a%00b", AUTH)
+    assert r.status == 200 and json.loads(r.body)["name"] != "linkup-tunnel-a"
     r = request(worker.addr, "GET", "/linkup/tunnel", AUTH)
     assert r.status == 400
     assert r.text.startswith("Failed to deserialize query string:")
