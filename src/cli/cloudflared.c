@@ -218,7 +218,7 @@ static int launch(const char *pid_path)
     pid_t child = 0;
     int rc = 0;
     if (find_on_path("cloudflared", &exe) != 0) {
-        cli_log(LK_LOG_ERROR, "cloudflared was not found on PATH");
+        cli_log(LK_LOG_ERROR, "Failed to start: cloudflared was not found on PATH");
         rc = cli_fail("%s (os error %d)", strerror(ENOENT), ENOENT);
     } else if (spawn(exe.data, pid_path, &child) != 0) {
         rc = cli_fail("Failed to start: %s (os error %d)", strerror(errno), errno);
@@ -227,8 +227,11 @@ static int launch(const char *pid_path)
         cli_home_file(CLI_CLOUDFLARED_STDERR, &log);
         if (!cli_procs_is_dead(child))
             cli_procs_stop(child, 2000);
-        /* SPEC §7 step 6: the error is exactly this; the logs go above it. */
-        cli_log(LK_LOG_ERROR, "Failed to start tunnel (cloudflared logs: %s)", log.data);
+        /* SPEC §7 step 6: this log line and error; between them issue 7's
+         * "Failed to start: …" with the log path. */
+        cli_log(LK_LOG_ERROR, "Failed to start tunnel");
+        cli_log(LK_LOG_ERROR,
+                "Failed to start: cloudflared wrote no pid file (cloudflared logs: %s)", log.data);
         rc = cli_fail("Failed to find pidfile");
         lk_buf_release(&log);
     }

@@ -259,7 +259,9 @@ def test_stand_in_exits_without_pid_file(setup):
     assert r.returncode == 1
     log = ctx.home / "cloudflared-stderr"
     assert r.stderr.rstrip("\n").endswith("Exited with error: Failed to find pidfile")
-    assert f"Failed to start tunnel (cloudflared logs: {log})" in r.stderr
+    assert ("Failed to start tunnel\n"
+            f"Failed to start: cloudflared wrote no pid file (cloudflared logs: {log})\n"
+            "Exited with error: Failed to find pidfile\n") in r.stderr
     assert "mode exit" in log.read_text()
     assert not (ctx.home / "cloudflared-pid").exists()
 
@@ -280,7 +282,8 @@ def test_stand_in_never_writes_pid_file(setup):
 def test_cloudflared_not_on_path(setup):
     r, ctx = setup("https://localhost", PATH="/nonexistent-linkup-bin")
     assert r.returncode == 1
-    assert "Exited with error: No such file or directory (os error 2)" in r.stderr
+    assert ("Failed to start: cloudflared was not found on PATH\n"
+            "Exited with error: No such file or directory (os error 2)\n") in r.stderr
     assert ctx.calls() == []
 
 
