@@ -292,7 +292,10 @@ static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t 
 
 /* A conditional or range request (RFC 9110 §13.1, §14.2) bypasses the
  * cache: a stored entry is a full answer to an unconditional request, and
- * the upstream's answer to such a request (304, 206, 412) fits it alone. */
+ * the upstream's answer to such a request (304, 206, 412) fits it alone.
+ * So does a request whose Cache-Control says no-store (RFC 9111 §5.2.1.5:
+ * nothing of the exchange may be stored) or no-cache (§5.2.1.4: no stored
+ * answer without asking the origin; a browser's reload sends it). */
 static bool bypasses_cache(const struct lk_proxy_req *spec)
 {
     static const struct lk_str names[] = {
@@ -300,6 +303,10 @@ static bool bypasses_cache(const struct lk_proxy_req *spec)
         LK_STR("if-unmodified-since"), LK_STR("if-range"),          LK_STR("range"),
     };
     for (size_t i = 0; i < spec->n_headers; i++) {
+        struct lk_str v = spec->headers[i].value;
+        if (lk_str_ieq(spec->headers[i].name, LK_STR("cache-control")) &&
+            (lk_str_has_token(v, LK_STR("no-store")) || lk_str_has_token(v, LK_STR("no-cache"))))
+            return true;
         for (size_t j = 0; j < LK_ARRAY_LEN(names); j++) {
             if (lk_str_ieq(spec->headers[i].name, names[j]))
                 return true;

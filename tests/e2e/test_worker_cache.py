@@ -209,6 +209,20 @@ def test_conditional_and_range_requests_bypass_the_cache(worker, up, name, value
     # Nothing stored: the conditional request is not stored either.
     first = get(worker, "/static/etag", [(name, value)])
     assert first.status in (200, 206)
+    check_bypass(worker, up, name, value)
+
+
+@pytest.mark.parametrize("value", ["no-store", "no-cache", "max-age=10, No-Cache"])
+def test_request_cache_control_no_store_or_no_cache_bypasses_the_cache(worker, up, value):
+    """RFC 9111 §5.2.1.4/§5.2.1.5 (issue 3: the cache honours no-store): such a request is
+    neither answered from the cache nor stored."""
+    make_session(worker, "potato", up.url)
+    first = get(worker, "/static/etag", [("Cache-Control", value)])
+    assert (first.status, first.text) == (200, "full 1")
+    check_bypass(worker, up, "Cache-Control", value)
+
+
+def check_bypass(worker, up, name, value):
     assert up.count("/static/etag") == 1
     r = get(worker, "/static/etag")
     assert (r.status, r.text) == (200, "full 2")
