@@ -82,6 +82,7 @@ struct lk_conn {
     int local_port;
     bool read_eof;   /* the client shut its write side */
     bool eof_aborts; /* adopted stream: EOF while proxying means gone */
+    bool relayed;    /* a tunnel stream: heads parsed with srv->relay_limits */
     bool head_begun; /* bytes of the next head have arrived */
     unsigned n_requests;
     struct lk_exchange *ex; /* current exchange, or NULL */
@@ -166,8 +167,11 @@ struct lk_http_server {
      * of its result into the exchange (exchange_new(), read_response_head())
      * run without returning to the loop, so one array of each serves every
      * connection. */
-    struct lk_http_header *req_scratch;
+    struct lk_http_header *req_scratch; /* relay_limits.max_headers + 1 entries */
     struct lk_http_header *resp_scratch;
+    /* opts.limits plus room for the fields a relaying Linkup hop adds
+     * (lk_http_server_adopt_relayed()). */
+    struct lk_http1_limits relay_limits;
     struct event log_flush; /* flushes the buffered access log */
     bool log_flush_set;
     uint64_t next_id;

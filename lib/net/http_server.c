@@ -234,7 +234,7 @@ void lk_conn_set_timer(struct lk_conn *c, unsigned ms)
  * bound as the bufferevent's read watermark (conn_start). */
 static size_t read_high(const struct lk_conn *c)
 {
-    return c->srv->opts.limits.max_head + 4096;
+    return (c->relayed ? c->srv->relay_limits : c->srv->opts.limits).max_head + 4096;
 }
 
 /* Registers rd exactly when reading is wanted, the peer has not closed and
@@ -1055,9 +1055,10 @@ static void read_head(struct lk_conn *c)
     /* Pipelining backpressure: answer the queued responses first. */
     if (evbuffer_get_length(out) > c->srv->opts.stream_buffer_max)
         return;
-    size_t n = len < c->srv->opts.limits.max_head + 1 ? len : c->srv->opts.limits.max_head + 1;
+    const struct lk_http1_limits *lim = c->relayed ? &c->srv->relay_limits : &c->srv->opts.limits;
+    size_t n = len < lim->max_head + 1 ? len : lim->max_head + 1;
     struct lk_http1_request req = { .headers = c->srv->req_scratch,
-                                    .headers_cap = c->srv->opts.limits.max_headers };
+                                    .headers_cap = lim->max_headers };
     const char *why = NULL;
     /* Parse in place in the first chain; pull the head together only when
      * it spans chains (evbuffer_pullup() would copy up to max_head). */
@@ -1066,11 +1067,11 @@ static void read_head(struct lk_conn *c)
     int rc = LK_PARTIAL;
     if (evbuffer_peek(in, -1, NULL, &v, 1) >= 1 && v.iov_len < n) {
         p = v.iov_base;
-        rc = lk_http1_parse_request(p, v.iov_len, &c->srv->opts.limits, &req, &why);
+        rc = lk_http1_parse_request(p, v.iov_len, lim, &req, &why);
     }
     if (rc == LK_PARTIAL) {
         p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-        rc = lk_http1_parse_request(p, n, &c->srv->opts.limits, &req, &why);
+        rc = lk_http1_parse_request(p, n, lim, &req, &why);
     }
     if (rc == LK_PARTIAL) {
         if (c->read_eof)
@@ -1266,8 +1267,23 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     conn_start(c);
 }
 
+static int adopt(struct lk_http_server *srv, struct bufferevent *bev, const char *peer_label,
+                 bool peer_is_loopback, bool relayed);
+
 int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
                          const char *peer_label, bool peer_is_loopback)
+{
+    return adopt(srv, bev, peer_label, peer_is_loopback, false);
+}
+
+int lk_http_server_adopt_relayed(struct lk_http_server *srv, struct bufferevent *bev,
+                                 const char *peer_label)
+{
+    return adopt(srv, bev, peer_label, false, true);
+}
+
+static int adopt(struct lk_http_server *srv, struct bufferevent *bev, const char *peer_label,
+                 bool peer_is_loopback, bool relayed)
 {
     if (srv->draining || srv->n_conns >= srv->opts.max_conns) {
         lk_net_bev_free(bev);
@@ -1279,6 +1295,7 @@ int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
     memcpy(c->peer_str, label, n); /* c is zeroed: NUL-terminated */
     c->is_loopback = peer_is_loopback;
     c->eof_aborts = true;
+    c->relayed = relayed;
     c->bev = bev;
     c->plain = lk_net_bev_is_plain(bev);
     bufferevent_set_max_single_write(bev, 256 * 1024);
@@ -1404,7 +1421,11 @@ int lk_http_server_new(struct event_base *base, const struct lk_http_server_opts
     evtimer_assign(&srv->log_flush, base, on_log_flush, srv);
     srv->heap_idle = lk_heap_idle_new(base, HEAP_IDLE_TRIM_MS);
     lk_buf_init(&srv->head_buf, 0);
-    srv->req_scratch = lk_xcalloc(srv->opts.limits.max_headers + 1, sizeof(*srv->req_scratch));
+    srv->relay_limits = srv->opts.limits;
+    srv->relay_limits.max_headers += LK_HTTP_RELAY_EXTRA_HEADERS;
+    srv->relay_limits.max_line += LK_HTTP_RELAY_EXTRA_BYTES;
+    srv->relay_limits.max_head += LK_HTTP_RELAY_EXTRA_BYTES;
+    srv->req_scratch = lk_xcalloc(srv->relay_limits.max_headers + 1, sizeof(*srv->req_scratch));
     srv->resp_scratch = lk_xcalloc(srv->opts.limits.max_headers + 1, sizeof(*srv->resp_scratch));
     srv->opts.dns = NULL;
     srv->opts.upstream_ca_file = NULL;

@@ -196,6 +196,20 @@ void lk_http_server_free(struct lk_http_server *srv);
 int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
                          const char *peer_label, bool peer_is_loopback);
 
+/* Room a relayed head gets past the server's limits: the worker adds up to
+ * four fields to a request it passes through a tunnel (traceparent,
+ * tracestate, linkup-destination, x-forwarded-host; SPEC §3.7) and may
+ * lengthen an existing tracestate line, so a request it accepted under the
+ * same limits must not be refused with a 431 by the local server. */
+#define LK_HTTP_RELAY_EXTRA_HEADERS 8
+#define LK_HTTP_RELAY_EXTRA_BYTES   2048
+
+/* lk_http_server_adopt() for a tunnel stream (peer not loopback): its heads
+ * are parsed with the limits widened by LK_HTTP_RELAY_EXTRA_HEADERS fields
+ * and LK_HTTP_RELAY_EXTRA_BYTES bytes (line and head). */
+int lk_http_server_adopt_relayed(struct lk_http_server *srv, struct bufferevent *bev,
+                                 const char *peer_label);
+
 /* Runs the callbacks still queued on base after its loop ended (a few
  * rounds, as callbacks queue others). A bufferevent freed while one of its
  * deferred callbacks was queued (every tunnel stream end) is only released

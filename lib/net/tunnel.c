@@ -1185,7 +1185,7 @@ static void accept_stream(struct lk_tunnel *t, struct lk_tunnel_pipe *p)
     }
     make_pair(t, &ours, &theirs);
     pipe_attach(p, ours);
-    if (lk_http_server_adopt(t->adopt_into, theirs, "tunnel", false) != 0) {
+    if (lk_http_server_adopt_relayed(t->adopt_into, theirs, "tunnel") != 0) {
         LK_LOG(WARN, "tunnel %s: local server refused a stream", t->label);
         pipe_abort(p, NGHTTP2_REFUSED_STREAM);
         return;

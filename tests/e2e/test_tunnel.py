@@ -333,6 +333,24 @@ def test_tunnel_state_and_request_through_the_tunnel(stack):
     assert r.header("access-control-allow-origin") == "*"
 
 
+def test_heads_at_the_workers_limits_pass_the_local_server_too(stack, monkeypatch):
+    """DESIGN §9: a request the worker accepts (100 fields, a 16 KiB line) is not refused
+    by the local server because of the fields the worker added on its way (SPEC §3.7)."""
+    import http.client
+    monkeypatch.setattr(http.client, "_MAXHEADERS", 1000)  # the in-process local web service
+    wait_connected(stack.server)
+    host = [("Host", stack.host)]
+    fields = host + [(f"x-f{i}", "v") for i in range(99)]
+    r = lk.request(stack.waddr, "GET", "/hello", fields, timeout=15)
+    assert r.status == 200, r.text
+    long_state = host + [("tracestate", "k=" + "v" * (16384 - len("tracestate: k=")))]
+    r = lk.request(stack.waddr, "GET", "/hello", long_state, timeout=15)
+    assert r.status == 200, r.text
+    # Past the worker's own limit it is the worker's 431.
+    r = lk.request(stack.waddr, "GET", "/hello", fields + [("x-f99", "v")], timeout=15)
+    assert r.status == 431
+
+
 def test_tunnel_url_check_and_admin_closed_through_the_tunnel(stack):
     wait_connected(stack.server)
     tunnel_host = stack.tunnel_data["url"][len("http://"):]
