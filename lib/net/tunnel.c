@@ -151,6 +151,7 @@ struct lk_tunnel {
     struct event ping_timer, close_ev, flush_ev;
     struct event lazy_ev; /* flushes a lazily closed stream's END_STREAM */
     struct timeval last_recv;
+    struct timeval last_ping; /* when our last PING went out (or the start) */
     /* A DATA frame whose payload is spliced from a pipe: its header and
      * out_left payload bytes go to the socket before anything else. */
     struct lk_tunnel_splice *out_sp;
@@ -1485,12 +1486,23 @@ static void on_tunnel_event(struct bufferevent *bev, short what, void *arg)
     }
 }
 
+/* The next tick: the next PING (ping_interval_ms after the last) or the
+ * moment the peer's silence reaches dead_after_ms, whichever comes first, so
+ * a silent peer is dropped on time, not up to a ping interval late. */
 static void arm_ping(struct lk_tunnel *t)
 {
     if (t->opts.ping_interval_ms == 0)
         return;
-    struct timeval tv = { .tv_sec = t->opts.ping_interval_ms / 1000,
-                          .tv_usec = (t->opts.ping_interval_ms % 1000) * 1000 };
+    long long next = (long long)t->opts.ping_interval_ms - ms_since(&t->last_ping);
+    if (t->opts.dead_after_ms > 0) {
+        long long dead_in = (long long)t->opts.dead_after_ms - ms_since(&t->last_recv);
+        if (dead_in < next)
+            next = dead_in;
+    }
+    if (next < 1)
+        next = 1;
+    struct timeval tv = { .tv_sec = (time_t)(next / 1000),
+                          .tv_usec = (suseconds_t)(next % 1000) * 1000 };
     evtimer_add(&t->ping_timer, &tv);
 }
 
@@ -1508,8 +1520,11 @@ static void on_ping_timer(evutil_socket_t fd, short what, void *arg)
         lk_tunnel_kill(t, why);
         return;
     }
-    nghttp2_submit_ping(t->h2, NGHTTP2_FLAG_NONE, NULL);
-    flush(t);
+    if (ms_since(&t->last_ping) >= (long long)t->opts.ping_interval_ms) {
+        nghttp2_submit_ping(t->h2, NGHTTP2_FLAG_NONE, NULL);
+        flush(t);
+        evutil_gettimeofday(&t->last_ping, NULL);
+    }
     arm_ping(t);
 }
 
@@ -1578,6 +1593,7 @@ struct lk_tunnel *lk_tunnel_new(struct event_base *base, struct bufferevent *bev
     t->on_closed = on_closed;
     t->data = data;
     evutil_gettimeofday(&t->last_recv, NULL);
+    t->last_ping = t->last_recv;
     t->wbuf = evbuffer_new();
     LK_ASSERT(t->wbuf != NULL);
     evtimer_assign(&t->ping_timer, base, on_ping_timer, t);

@@ -559,14 +559,20 @@ static void on_tls_state(struct lk_tunnel_client *c, bool connected, const char 
     atomic_store(&tls_connected, connected);
 }
 
+static atomic_llong silent_for_ms;
+
 static void on_silent_state(struct lk_tunnel_client *c, bool connected, const char *why, void *data)
 {
     (void)c;
     (void)data;
-    if (connected)
+    if (connected) {
         atomic_fetch_add(&silent_connects, 1);
-    else if (strstr(why, "silent") != NULL)
+    } else if (strstr(why, "silent") != NULL) {
+        long long ms = 0;
+        sscanf(strstr(why, "silent for "), "silent for %lld", &ms);
+        atomic_store(&silent_for_ms, ms);
         atomic_store(&silent_dropped, 1);
+    }
 }
 
 static void on_upper_state(struct lk_tunnel_client *c, bool connected, const char *why, void *data)
@@ -601,8 +607,8 @@ static struct lk_tunnel_client *start_client(const char *session, const char *se
     o.worker_url = url;
     o.session = session;
     o.secret = secret;
-    o.tunnel.ping_interval_ms = 300; /* exercise the keepalive */
-    o.tunnel.dead_after_ms = cb == on_silent_state ? 600 : 5000;
+    o.tunnel.ping_interval_ms = 300;                             /* exercise the keepalive */
+    o.tunnel.dead_after_ms = cb == on_silent_state ? 650 : 5000; /* not a multiple of 300 */
     o.on_state = cb;
     struct lk_tunnel_client *c = NULL;
     CHECK_INT_EQ(lk_tunnel_client_start(local, &o, &c), 0);
@@ -1437,6 +1443,10 @@ static void test_silent_peer_is_dropped(void)
     command('s');
     CHECK(wait_for(&silent_connects, 1, 3000));
     CHECK(wait_for(&silent_dropped, 1, 3000));
+    /* Dropped when the silence reaches dead_after_ms (650), not at the next
+     * ping tick (900): the check is timed for it. */
+    long long ms = atomic_load(&silent_for_ms);
+    CHECK(ms >= 650 && ms < 850);
     CHECK(wait_for(&silent_connects, 2, 3000));
 }
 
