@@ -101,6 +101,8 @@ install-files: $(GEN)/linkup.1 $(GEN)/linkup.bash $(GEN)/_linkup $(GEN)/linkup.f
 	install -m 0644 $(GEN)/_linkup $(ZSH_DST)
 	install -m 0644 $(GEN)/linkup.fish $(FISH_DST)
 	install -m 0644 $(GEN)/linkup.1 $(MAN_DST)
+	@if [ -z "$(DESTDIR)" ] && [ "$$(uname -s)" = Linux ]; then \
+		echo "To let linkup bind ports 80/443 without root: sudo setcap cap_net_bind_service=+ep $(BIN_DST)"; fi
 
 uninstall:
 	rm -f $(BIN_DST) $(BASH_DST) $(ZSH_DST) $(FISH_DST) $(MAN_DST)

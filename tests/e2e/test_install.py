@@ -74,6 +74,26 @@ def test_make_install_layout(linkup_bin, tmp_path):
     assert [p for p in usr.rglob("*") if p.is_file()] == []
 
 
+def test_make_install_says_how_to_bind_low_ports(linkup_bin, tmp_path):
+    """Issue 10: `make install` (not a DESTDIR staging) ends with the setcap command that
+    lets the installed binary bind ports 80/443."""
+    if shutil.which("make") is None or shutil.which("help2man") is None:
+        pytest.skip("make or help2man missing (scripts/deps.sh installs them)")
+    build = str(pathlib.Path(linkup_bin).resolve().parent)
+    prefix = tmp_path / "pfx"
+    args = ["make", "-C", str(ROOT), "--no-print-directory", f"BUILD={build}", "NOBUILD=1",
+            f"PREFIX={prefix}"]
+    env = dict(os.environ)
+    env.pop("MAKEFLAGS", None)
+    r = subprocess.run(args + ["install"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ("To let linkup bind ports 80/443 without root: sudo setcap "
+            f"cap_net_bind_service=+ep {prefix}/bin/linkup") in r.stdout
+    r = subprocess.run(args + ["uninstall"], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 0 and not (prefix / "bin/linkup").exists()
+
+
 # --- install.sh --------------------------------------------------------------
 
 @pytest.fixture

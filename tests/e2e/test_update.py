@@ -7,10 +7,12 @@ import datetime
 import functools
 import json
 import os
+import pathlib
 import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -113,6 +115,41 @@ def test_update_to_newer_stable(server, copy, uenv):
                    "browser_download_url": server.base + "/rel/linkup-9.9.9",
                    "sha256": lk.sha256_hex(NEW_SCRIPT)},
     }]
+
+
+def test_unwritable_directory_says_to_use_sudo(server, copy, uenv):
+    """A binary whose directory the user cannot write (e.g. /usr/local/bin) is left alone,
+    before anything is stopped, with the command that works."""
+    server.files["/rel/linkup-9.9.9"] = NEW_SCRIPT
+    server.publish([("9.9.9", "stable", "linkup-9.9.9", lk.sha256_hex(NEW_SCRIPT))])
+    top = pathlib.Path(tempfile.mkdtemp(prefix="lk-update-"))  # /tmp: reachable by nobody
+    try:
+        os.chmod(top, 0o755)
+        bindir, home = top / "bin", top / "home"
+        bindir.mkdir()
+        home.mkdir()
+        exe = bindir / "linkup"
+        shutil.copyfile(copy, exe)
+        os.chmod(exe, 0o755)
+        before = exe.read_bytes()
+        env = {**uenv, "HOME": str(home), "LINKUP_HOME": str(home / ".linkup")}
+        argv = [str(exe), "update"]
+        if os.geteuid() == 0:  # root writes anywhere: run as nobody, as a user would be
+            if shutil.which("setpriv") is None:
+                pytest.skip("setpriv missing")
+            os.chown(home, 65534, 65534)
+            argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv
+        os.chmod(bindir, 0o555)
+        r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
+        assert r.returncode == 1, r.stderr
+        assert (f"Exited with error: Cannot update {exe}: its directory {bindir} is not "
+                "writable (Permission denied); run: sudo linkup update\n") in r.stderr
+        assert "Stopped linkup" not in r.stdout
+        assert exe.read_bytes() == before
+    finally:
+        if (top / "bin").exists():
+            os.chmod(top / "bin", 0o755)
+        shutil.rmtree(top)
 
 
 def test_update_from_tar_gz(server, copy, uenv):
