@@ -55,6 +55,15 @@ static void service_names(const struct cli_ctx *ctx, struct lk_buf *out)
     lk_config_free(cfg);
 }
 
+/* The fixed values of options that take one (bash and zsh complete only
+ * these after the option; files after -c/--config/--root). */
+#define VALUES_OF(sep, end)                                        \
+    "--channel) " sep "stable beta" end "\n"                       \
+    "    --shell) " sep "bash elvish fish powershell zsh" end "\n" \
+    "    --platform) " sep "linux macos" end
+#define BASH_VALUES VALUES_OF("COMPREPLY=($(compgen -W \"", "\" -- \"$cur\")); return ;;")
+#define ZSH_VALUES  VALUES_OF("compadd -- ", "; return ;;")
+
 /* Bash and zsh find the command as the first word that is neither an option
  * nor the value of -c/--config, so `linkup -c F route <TAB>` completes too. */
 static void bash_script(const char *services)
@@ -70,9 +79,13 @@ static void bash_script(const char *services)
            "        esac\n"
            "    done\n"
            "    local words\n"
+           "    case \"${COMP_WORDS[COMP_CWORD-1]}\" in\n"
+           "    -c | --config | --root) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n"
+           "    %s\n"
+           "    esac\n"
            "    case \"$cmd\" in\n"
            "    \"\") words=\"%s --config --help --version\" ;;\n",
-           commands);
+           BASH_VALUES, commands);
     for (size_t i = 0; i < N_TABLE; i++)
         printf("    %s) words=\"%s%s%s\" ;;\n", table[i].cmd, table[i].words,
                table[i].services && *services ? " " : "", table[i].services ? services : "");
@@ -98,9 +111,13 @@ static void zsh_script(const char *services)
            "        *) cmd=$words[i]; break ;;\n"
            "        esac\n"
            "    done\n"
+           "    case $words[CURRENT-1] in\n"
+           "    -c|--config|--root) _files; return ;;\n"
+           "    %s\n"
+           "    esac\n"
            "    case $cmd in\n"
            "    \"\") compadd -- $cmds --config --help --version ;;\n",
-           commands, services);
+           commands, services, ZSH_VALUES);
     for (size_t i = 0; i < N_TABLE; i++)
         printf("    %s) compadd -- %s%s ;;\n", table[i].cmd, table[i].words,
                table[i].services ? " $services" : "");

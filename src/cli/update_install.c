@@ -398,8 +398,9 @@ int cli_update_check_writable(const char *exe, struct lk_buf *err)
     lk_buf_add(&dir, exe, slash && slash != exe ? (size_t)(slash - exe) : 1);
     int rc = 0;
     if (access(dir.data, W_OK) == -1) {
-        lk_buf_addf(err, "Cannot update %s: its directory %s is not writable (%s); run: sudo linkup update",
-                    exe, dir.data, strerror(errno));
+        lk_buf_addf(
+            err, "Cannot update %s: its directory %s is not writable (%s); run: sudo linkup update",
+            exe, dir.data, strerror(errno));
         rc = LK_EIO;
     }
     lk_buf_release(&dir);

@@ -242,6 +242,10 @@ def test_completion(linkup_bin, cenv, tmp_path, shell):
     (["linkup", "local-dns", ""], {"install", "uninstall", "--root", "--platform"}),
     (["linkup", "update", "--"], {"--channel", "--skip-cache", "--help"}),
     (["linkup", "infra", ""], {"deploy", "destroy", "--zone-ids"}),
+    # Option values: only these.
+    (["linkup", "update", "--channel", ""], frozenset({"stable", "beta"})),
+    (["linkup", "completion", "--shell", "f"], frozenset({"fish"})),
+    (["linkup", "local-dns", "install", "--platform", ""], frozenset({"linux", "macos"})),
 ])
 def test_bash_completion_words(linkup_bin, cenv, tmp_path, words, want):
     """Issue 5: completion of commands, options and service names, by running the bash
@@ -257,6 +261,8 @@ def test_bash_completion_words(linkup_bin, cenv, tmp_path, words, want):
     assert r.returncode == 0, r.stderr
     got = set(r.stdout.split())
     assert want <= got, (want - got, got)
+    if isinstance(want, frozenset):
+        assert got == want
     prefix = words[-1]
     assert all(w.startswith(prefix) for w in got)
 
