@@ -1161,6 +1161,14 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
     if (!(what & BEV_EVENT_EOF))
         return;
     c->read_eof = true;
+    if (c->is_tls) {
+        /* bufferevent_openssl stops writing, too, once the client's
+         * close_notify arrived: nothing queued or still to come can reach
+         * it, so unlike a plain client's half-close this ends the connection
+         * (and cancels an upstream exchange that would wait for room). */
+        lk_conn_close(c, "TLS client closed");
+        return;
+    }
     if (lk_net_bev_orphaned(c->bev)) {
         /* A tunnel stream whose other end went away (reset, or the tunnel
          * closed): whatever is queued for it, or still to come, has nowhere

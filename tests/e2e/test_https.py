@@ -7,6 +7,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import threading
 import time
 
 import pytest
@@ -228,3 +229,72 @@ def test_unusable_ca_file_stops_startup(linkup_bin, env, tmp_path, setup, reason
     assert "HTTPS listening" not in r.stdout
     assert (f'Exited with error: Failed to load certificates from "{certs}": {reason}\n'
             in r.stderr), r.stderr
+
+
+# ---- a TLS client that says close_notify mid-response ----------------------------------
+
+class SlowBigUpstream:
+    """An origin on 127.0.0.2:0 whose every answer is a 64 MiB body, written as fast as the
+    proxy takes it. self.gone is set when the proxy closed the connection mid-body."""
+
+    def __init__(self):
+        self.gone = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.2:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        try:
+            c, _ = self.sock.accept()
+        except OSError:
+            return
+        with c:
+            c.settimeout(30)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += c.recv(4096)
+            n = 64 << 20
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+            chunk = b"x" * 65536
+            try:
+                for _ in range(n // len(chunk)):
+                    c.sendall(chunk)
+            except OSError:
+                self.gone.set()
+
+    def close(self):
+        self.sock.close()
+
+
+def test_close_notify_mid_response_cancels_the_upstream(tls_server):
+    """A TLS client that sends close_notify and closes while a long body streams: the
+    connection can take no more bytes (the TLS layer stops writing after close_notify), so
+    the server ends it and the upstream exchange, instead of keeping both open for ever."""
+    up = SlowBigUpstream()
+    try:
+        seed(tls_server, "cn-cow", {"frontend": up.url}, ["example.com"])
+        fds = lambda: len(os.listdir(f"/proc/{tls_server.popen.pid}/fd"))
+        before = fds()
+        ctx = ssl.create_default_context(cafile=str(tls_server.certs / "linkup_ca.cert.pem"))
+        raw = socket.create_connection(tls_server.addrs["HTTPS"], timeout=10)
+        tls = ctx.wrap_socket(raw, server_hostname="cn-cow.example.com")
+        tls.sendall(b"GET /big HTTP/1.1\r\nHost: cn-cow.example.com\r\n\r\n")
+        got = 0
+        while got < 200000:
+            got += len(tls.recv(65536))
+        try:
+            tls.unwrap()  # close_notify
+        except (OSError, ssl.SSLError):
+            pass
+        tls.close()
+        assert up.gone.wait(10), "the upstream connection was kept open"
+        deadline = time.time() + 10
+        while fds() > before and time.time() < deadline:
+            time.sleep(0.05)
+        assert fds() <= before
+        r = lk.request(tls_server.addrs["HTTP"], "GET", "/linkup/check")
+        assert r.status == 200
+    finally:
+        up.close()
