@@ -229,7 +229,10 @@ struct ssl_ctx_st *lk_http_server_client_tls(struct lk_http_server *srv);
 
 /* ---- proxy.c ----------------------------------------------------------- */
 
-/* Client-side events while LK_CONN_PROXYING or LK_CONN_TUNNEL. */
+/* Client-side events while LK_CONN_PROXYING or LK_CONN_TUNNEL. An EOF
+ * before any response byte closes the connection and cancels the upstream
+ * request (the client is gone, as nginx takes it); during the response, or
+ * in a WebSocket tunnel, it is a half-close. */
 void lk_proxy_on_client_read(struct lk_exchange *ex);
 void lk_proxy_on_client_write(struct lk_exchange *ex);
 void lk_proxy_on_client_eof(struct lk_exchange *ex);

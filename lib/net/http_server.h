@@ -186,11 +186,12 @@ void lk_http_server_free(struct lk_http_server *srv);
  * worker, so loopback-only admin endpoints must not be reachable through
  * them. The connection counts against max_conns and gets the usual head,
  * idle and lingering timers; lk_exchange_is_tls() is false and
- * lk_exchange_local_port() is 0 for it. Unlike a TCP client, an adopted
- * stream that reaches EOF while its request is being proxied (before a 101)
- * is taken as gone and the upstream request is cancelled: the tunnel's far
- * end never half-closes mid-request, it only closes when the stream was
- * aborted. Returns 0, LK_ELIMIT (max_conns
+ * lk_exchange_local_port() is 0 for it. A TCP client's EOF cancels the
+ * upstream request only until the response starts (lk_proxy_on_client_eof());
+ * an adopted stream that reaches EOF at any point while its request is being
+ * proxied (before a 101) is taken as gone: the tunnel's far end never
+ * half-closes mid-request, it only closes when the stream was aborted.
+ * Returns 0, LK_ELIMIT (max_conns
  * reached) or LK_ECLOSED (the server is draining). Loop thread only; calls no
  * program callback before returning. */
 int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,

@@ -1315,10 +1315,20 @@ void lk_proxy_on_client_eof(struct lk_exchange *ex)
     }
     if (!pump_request(px))
         return;
-    /* A half-close after the whole request is legal; before it, the client
-     * is gone and the upstream request is cancelled. */
-    if (!ex->body_done && ex->conn != NULL)
+    /* The client closed before the whole request: it is gone, and the
+     * upstream request is cancelled. After the request but before any
+     * response byte it is taken as gone too, as nginx does (its
+     * proxy_ignore_client_abort off): a browser that gives up closes, and a
+     * slow upstream (a long poll, a hung page) is not kept busy for nobody
+     * (issue 3). A client that half-closes and still waits is not served
+     * (nginx: 499). Once the response streams it goes on: the writes tell
+     * whether the client still reads. */
+    if (ex->conn == NULL)
+        return;
+    if (!ex->body_done)
         lk_conn_close(ex->conn, "client went away mid-request");
+    else if (!px->resp_started)
+        lk_conn_close(ex->conn, "client went away before the response");
 }
 
 /* ---- websocket tunnel -------------------------------------------------- */

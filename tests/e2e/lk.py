@@ -559,6 +559,8 @@ class RawRecordingUpstream:
       /stall      send the head and half the body, then stay silent;
       /nocl       answer without Content-Length and close (read-until-close);
       /slow/MS    wait MS milliseconds, then answer normally;
+      /hold       never answer; set self.hold_ended when the proxy closes the
+                  connection (within 30 s);
       /big/N      answer N MiB of b"x".
     A request with `Expect: 100-continue` gets `100 Continue` before its body
     is read.
@@ -567,6 +569,7 @@ class RawRecordingUpstream:
     def __init__(self, host="127.0.0.2"):
         self.requests = []
         self.conns = 0
+        self.hold_ended = threading.Event()
         self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.bind((host, 0))
@@ -607,6 +610,13 @@ class RawRecordingUpstream:
         if path == "/stall":
             c.sendall(head + half)
             time.sleep(30)
+            return False
+        if path == "/hold":
+            try:
+                if c.recv(1) == b"":
+                    self.hold_ended.set()
+            except OSError:
+                self.hold_ended.set()
             return False
         if path == "/nocl":
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-close")

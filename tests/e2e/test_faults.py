@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import tempfile
 import threading
@@ -187,6 +188,27 @@ def test_upstream_silent_before_head_is_502_at_first_byte_timeout(front_factory,
     r = get(f, "/slow/4000", timeout=10)
     assert r.status == 502 and r.text.startswith(PROXY_502[kind]), r.text
     assert time.monotonic() - t0 < 3
+    still_serves(f)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_client_gone_before_the_response_cancels_the_upstream(front_factory, raw_upstream,
+                                                              kind, how):
+    """Issue 3: the client going away cancels the upstream exchange, also when it closes
+    (FIN) after a whole request and before any response byte, as nginx does: a slow
+    upstream is not kept busy for nobody."""
+    f = front_factory(kind)
+    s = socket.create_connection(f.addr, timeout=10)
+    s.sendall(b"GET /hold HTTP/1.1\r\nHost: %s\r\n\r\n" % f.host.encode())
+    deadline = time.monotonic() + 10
+    while "/hold" not in raw_upstream.targets() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "/hold" in raw_upstream.targets()
+    if how == "reset":
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    assert raw_upstream.hold_ended.wait(5), "the upstream request was not cancelled"
     still_serves(f)
 
 
