@@ -913,6 +913,37 @@ class OneShotServer:
             c.close()
 
 
+class RawUpstream:
+    """A TCP listener on 127.0.0.2:0 that handles each connection with
+    handler(conn) in a thread and then closes it."""
+
+    def __init__(self, handler, wrap=None):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.2:{self.port}/"
+        self.handler, self.wrap = handler, wrap
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.settimeout(5)
+            try:
+                self.handler(self.wrap(conn) if self.wrap else conn)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
 # ---- release channel (tests/e2e/test_install.py, test_update.py) -----------
 
 import io as _io

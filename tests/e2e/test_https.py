@@ -233,39 +233,24 @@ def test_unusable_ca_file_stops_startup(linkup_bin, env, tmp_path, setup, reason
 
 # ---- a TLS client that says close_notify mid-response ----------------------------------
 
-class SlowBigUpstream:
-    """An origin on 127.0.0.2:0 whose every answer is a 64 MiB body, written as fast as the
-    proxy takes it. self.gone is set when the proxy closed the connection mid-body."""
+class SlowBigUpstream(lk.OneShotServer):
+    """An origin on 127.0.0.2:0 whose answer is a 64 MiB body, written as fast as the proxy
+    takes it. self.gone is set when the proxy closed the connection mid-body."""
 
     def __init__(self):
         self.gone = threading.Event()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(8)
-        self.url = f"http://127.0.0.2:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__("127.0.0.2")
 
-    def _serve(self):
+    def handle(self, c):
+        lk.read_raw_request(c.makefile("rb"))
+        n = 64 << 20
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+        chunk = b"x" * 65536
         try:
-            c, _ = self.sock.accept()
+            for _ in range(n // len(chunk)):
+                c.sendall(chunk)
         except OSError:
-            return
-        with c:
-            c.settimeout(30)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += c.recv(4096)
-            n = 64 << 20
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
-            chunk = b"x" * 65536
-            try:
-                for _ in range(n // len(chunk)):
-                    c.sendall(chunk)
-            except OSError:
-                self.gone.set()
-
-    def close(self):
-        self.sock.close()
+            self.gone.set()
 
 
 def test_close_notify_mid_response_cancels_the_upstream(tls_server):

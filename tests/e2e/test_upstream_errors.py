@@ -28,36 +28,6 @@ def closed_port():
         return s.getsockname()[1]
 
 
-class RawUpstream:
-    """A TCP listener on 127.0.0.2:0 that handles each connection with
-    handler(conn) in a thread and then closes it."""
-
-    def __init__(self, handler, wrap=None):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.handler, self.wrap = handler, wrap
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.settimeout(5)
-            try:
-                self.handler(self.wrap(conn) if self.wrap else conn)
-            except OSError:
-                pass
-            finally:
-                conn.close()
-
-    def close(self):
-        self.sock.close()
-
-
 def reset_after_hello(conn):
     """Reads the ClientHello, then closes with RST (SO_LINGER 0)."""
     conn.recv(4096)
@@ -92,7 +62,7 @@ def test_refused_https_is_the_socket_error_like_http(kind, linkup_bin, env, tmp_
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_reset_during_handshake_is_the_socket_error(kind, linkup_bin, env, tmp_path):
-    up = RawUpstream(reset_after_hello)
+    up = lk.RawUpstream(reset_after_hello)
     try:
         text = body_of(kind, linkup_bin, env, tmp_path, f"https://127.0.0.2:{up.port}")
     finally:
@@ -102,7 +72,7 @@ def test_reset_during_handshake_is_the_socket_error(kind, linkup_bin, env, tmp_p
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_non_tls_peer_is_a_tls_error_with_openssl_reason(kind, linkup_bin, env, tmp_path):
-    up = RawUpstream(plain_http)
+    up = lk.RawUpstream(plain_http)
     try:
         text = body_of(kind, linkup_bin, env, tmp_path, f"https://127.0.0.2:{up.port}")
     finally:
@@ -127,7 +97,7 @@ def test_untrusted_certificate_is_a_tls_error(kind, linkup_bin, env, tmp_path):
     def wrap(conn):
         return ctx.wrap_socket(conn, server_side=True)
 
-    up = RawUpstream(lambda c: c.recv(4096), wrap=wrap)
+    up = lk.RawUpstream(lambda c: c.recv(4096), wrap=wrap)
     try:
         text = body_of(kind, linkup_bin, env, tmp_path, f"https://127.0.0.2:{up.port}")
     finally:

@@ -369,52 +369,28 @@ def test_websocket_non_101_answer_keeps_connect_text(worker, up):
     assert r.text == CONNECT_502 + "upstream answered 200 instead of 101", r.text
 
 
-class RawHeads:
-    """A server on 127.0.0.2:0 that answers every request on a connection with the
-    raw response head of its path's case, a 2-byte body and a close."""
-    CASES = {
-        "bare-cr": b"HTTP/1.1 200 OK\r\nX-A: a\rSet-Cookie: x=1\r\nContent-Length: 2\r\n\r\nok",
-        "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
-        "obs-fold": b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
-        "many-fields": b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(200))
-        + b"Content-Length: 2\r\n\r\nok",
-    }
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.2:{self.sock.getsockname()[1]}/"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with c:
-                c.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = c.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                path = data.split(b" ", 2)[1].decode() if b" " in data else "/"
-                case = path.rsplit("/", 1)[-1]
-                c.sendall(self.CASES.get(case, b"HTTP/1.1 404 Not Found\r\n\r\n"))
-
-    def close(self):
-        self.sock.close()
+BAD_HEADS = {
+    "bare-cr": b"HTTP/1.1 200 OK\r\nX-A: a\rSet-Cookie: x=1\r\nContent-Length: 2\r\n\r\nok",
+    "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
+    "obs-fold": b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+    "many-fields": b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(200))
+    + b"Content-Length: 2\r\n\r\nok",
+}
 
 
-@pytest.mark.parametrize("case", sorted(RawHeads.CASES))
+def answer_bad_head(conn):
+    """lk.RawUpstream handler: the raw head of BAD_HEADS[last path segment], then close."""
+    req = lk.read_raw_request(conn.makefile("rb"))
+    case = req["target"].rsplit("/", 1)[-1] if req else ""
+    conn.sendall(BAD_HEADS.get(case, b"HTTP/1.1 404 Not Found\r\n\r\n"))
+
+
+@pytest.mark.parametrize("case", sorted(BAD_HEADS))
 def test_malformed_upstream_heads_are_502_on_the_cache_path_too(worker, case):
     """Issue 9 / RFC 9112 §2.2, §5.2, §6.3: a head the streaming engine refuses with a 502
     (bare CR, obs-fold, differing Content-Lengths, over 100 fields) gets the same 502 from
     the cache fetch, and is not stored: libcurl alone would relay it."""
-    up = RawHeads()
+    up = lk.RawUpstream(answer_bad_head)
     try:
         make_session(worker, "potato", up.url)
         streamed = get(worker, f"/plain/{case}")
