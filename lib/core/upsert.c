@@ -91,6 +91,9 @@ int lk_upsert_parse(const char *json, size_t len, struct lk_upsert *req, struct 
             lk_buf_addf(err, "%s%s", JSON_ERROR, why.data);
         goto out;
     }
+    /* A second, strict parse rather than one: serde reads the whole body
+     * before it tries the shapes, so bad syntax anywhere (400) wins over a
+     * key given twice (422). Upserts are rare; the proxy path never gets here. */
     json_error_t jerr;
     json_t *strict = json_loadb(json, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
     bool duplicate_key = strict == NULL; /* the only error left after lk_json_load() */

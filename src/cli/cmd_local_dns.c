@@ -559,22 +559,18 @@ static int save_manifest(const struct strlist *l)
  * skips these lines. A later install replaces them. */
 static void record_context(struct ldns *d)
 {
-    size_t kept = 0;
-    for (size_t i = 0; i < d->done.n; i++) {
-        if (strncmp(d->done.items[i], "root ", 5) == 0 ||
-            strncmp(d->done.items[i], "platform ", 9) == 0)
-            free(d->done.items[i]);
-        else
-            d->done.items[kept++] = d->done.items[i];
-    }
-    d->done.n = kept;
     struct strlist ctx = { .n = 0 };
     if (*d->root)
         record_into(&ctx, "root", d->root);
     record_into(&ctx, "platform", d->macos ? "macos" : "linux");
-    for (size_t i = 0; i < d->done.n; i++)
-        list_add(&ctx, d->done.items[i]);
-    list_free(&d->done);
+    for (size_t i = 0; i < d->done.n; i++) {
+        char *line = d->done.items[i];
+        if (strncmp(line, "root ", 5) == 0 || strncmp(line, "platform ", 9) == 0 ||
+            ctx.n == MAX_LIST)
+            free(line);
+        else
+            ctx.items[ctx.n++] = line; /* moved, not copied */
+    }
     d->done = ctx;
 }
 
