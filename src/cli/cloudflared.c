@@ -131,7 +131,7 @@ static int spawn(const char *exe, const char *pid_path, pid_t *pid)
     struct lk_buf err = LK_BUF_INIT;
     cli_home_file(CLI_CLOUDFLARED_STDOUT, &out);
     cli_home_file(CLI_CLOUDFLARED_STDERR, &err);
-    struct cli_spawn sp = { argv, CLI_TUNNEL_ID, out.data, err.data, NULL };
+    struct cli_spawn sp = { argv, CLI_TUNNEL_ID, out.data, err.data, NULL, NULL };
     unlink(pid_path);
     int rc = cli_procs_spawn(&sp, pid);
     lk_buf_release(&out);

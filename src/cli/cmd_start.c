@@ -228,13 +228,20 @@ static int spawn_server(const char *config_path)
     if (cli_procs_self_exe(self, sizeof(self)) != 0)
         return cli_fail("Failed to start the local server: cannot find the linkup binary");
     const char *listen = cli_local_listen_addr();
-    const char *argv[] = { self, "server", "--config", config_path, "--http", listen, NULL };
+    struct lk_buf certs = LK_BUF_INIT;
+    cli_home_file("certs", &certs);
+    /* SPEC §6.4: `linkup server --certs-dir <linkup dir>/certs`, plus the
+     * config and address (DESIGN §2.6, §3). */
+    const char *argv[] = { self,        "server", "--certs-dir", certs.data, "--config",
+                           config_path, "--http", listen,        NULL };
     struct server_files f = { LK_BUF_INIT, LK_BUF_INIT, LK_BUF_INIT, LK_BUF_INIT };
     cli_home_file(CLI_SERVER_STDOUT, &f.out);
     cli_home_file(CLI_SERVER_STDERR, &f.err);
     cli_home_file(CLI_SERVER_PID_FILE, &f.pid);
     cli_home_file(CLI_SERVER_ADDR_FILE, &f.addr);
-    struct cli_spawn sp = { argv, CLI_LOCAL_SERVER_ID, f.out.data, f.err.data, f.pid.data };
+    struct cli_spawn sp = { argv, CLI_LOCAL_SERVER_ID, f.out.data, f.err.data, f.pid.data,
+                            /* SPEC §6.4; our server reads LINKUP_LOG, not this. */
+                            "info,hickory_server=warn,hyper_util=warn,h2=warn,tower_http=info" };
     pid_t pid = 0;
     int rc;
     /* Later commands find the server at the address recorded here. */
@@ -248,6 +255,7 @@ static int spawn_server(const char *config_path)
     lk_buf_release(&f.err);
     lk_buf_release(&f.pid);
     lk_buf_release(&f.addr);
+    lk_buf_release(&certs);
     return rc;
 }
 

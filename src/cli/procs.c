@@ -34,6 +34,8 @@ static void child_exec(const struct cli_spawn *sp, int out_fd, int err_fd)
     dup2(out_fd, STDOUT_FILENO);
     dup2(err_fd, STDERR_FILENO);
     setenv("LINKUP_SERVICE_ID", sp->service_id, 1);
+    if (sp->rust_log != NULL)
+        setenv("RUST_LOG", sp->rust_log, 1);
     execv(sp->argv[0], (char *const *)(uintptr_t)sp->argv);
     dprintf(STDERR_FILENO, "failed to run %s: %s\n", sp->argv[0], strerror(errno));
     _exit(127);

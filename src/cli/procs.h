@@ -30,6 +30,7 @@ struct cli_spawn {
     const char *stderr_path; /* truncated */
     const char *pid_path;    /* written with the decimal pid and "\n"; NULL: the
                                 program writes its own (cloudflared --pidfile) */
+    const char *rust_log;    /* value of RUST_LOG in the child (SPEC §6.4), or NULL */
 };
 
 /* Spawns sp. On success sets *pid and returns 0; LK_EIO when fork or the log

@@ -889,6 +889,11 @@ def test_local_server_process_identity(live):
     pid = json.loads(lv.run("health", "--json").stdout)["local_server"]["Running"]["pid"]
     environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert b"LINKUP_SERVICE_ID=linkup-local-server" in environ
+    assert (b"RUST_LOG=info,hickory_server=warn,hyper_util=warn,h2=warn,tower_http=info"
+            in environ)
+    argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+    assert argv[1] == b"server"
+    assert argv[argv.index(b"--certs-dir") + 1] == bytes(lv.home / "certs")
     assert os.getpgid(pid) == pid
     assert os.readlink(f"/proc/{pid}/fd/0") == "/dev/null"
     assert os.readlink(f"/proc/{pid}/fd/2") == str(lv.home / "localserver-stderr")
