@@ -295,8 +295,8 @@ int cmd_completion(int argc, char **argv, struct cli_ctx *ctx)
     bool known = known_shell(shell);
     if (!known && explicit_shell)
         return cli_usage_error("completion",
-                               "invalid value '%s' for '--shell' [possible values: bash, elvish, "
-                               "fish, powershell, zsh]",
+                               "invalid value '%s' for '--shell <SHELL>' [possible values: bash, "
+                               "elvish, fish, powershell, zsh]",
                                shell);
     if (!known)
         return cli_fail("Could not detect your shell from $SHELL. Pass --shell explicitly "

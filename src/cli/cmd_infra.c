@@ -18,13 +18,16 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 
+#define INFRA_USAGE_HEAD                                                                 \
+    "Usage: linkup infra --email <EMAIL> --api-key <API_KEY> --account-id <ACCOUNT_ID> " \
+    "--zone-ids <ZONE_IDS>... "
+
 static const char infra_usage[] =
-    "Manage linkup infrastructure on Cloudflare\n\n"
-    "Usage: linkup infra --email <EMAIL> --api-key <API_KEY> --account-id <ACCOUNT_ID> "
-    "--zone-ids <ZONE_IDS>... <COMMAND>\n\n"
+    "Manage linkup infrastructure on Cloudflare\n\n" INFRA_USAGE_HEAD "<COMMAND>\n\n"
     "Commands:\n"
     "  deploy   Deploy linkup to Cloudflare\n"
-    "  destroy  Destroy linkup resources from Cloudflare\n\n"
+    "  destroy  Destroy linkup resources from Cloudflare\n"
+    "  help     Print this message or the help of the given subcommand(s)\n\n"
     "Options:\n"
     "  -e, --email <EMAIL>            Cloudflare user email\n"
     "  -k, --api-key <API_KEY>        Cloudflare user global API Key\n"
@@ -135,14 +138,39 @@ static int parse(int argc, char **argv, struct infra_args *a)
     return 0;
 }
 
+/* The help of `linkup infra`, or of its subcommand sub ("deploy",
+ * "destroy"; NULL: infra itself): clap's usage names the parent's required
+ * options before the subcommand. */
+static void print_usage(const char *sub)
+{
+    if (sub == NULL) {
+        fputs(infra_usage, stdout);
+        return;
+    }
+    printf("%s\n\n" INFRA_USAGE_HEAD "%s\n\nOptions:\n  -h, --help  Print help\n",
+           strcmp(sub, "deploy") == 0 ? "Deploy linkup to Cloudflare"
+                                      : "Destroy linkup resources from Cloudflare",
+           sub);
+}
+
 int cmd_infra(int argc, char **argv, struct cli_ctx *ctx)
 {
     (void)ctx;
+    const char *sub = NULL;
     for (int i = 1; i < argc; i++) {
+        if (sub == NULL && is_command(argv[i]))
+            sub = argv[i];
         if (cli_is_help(argv[i])) {
-            fputs(infra_usage, stdout);
+            print_usage(sub);
             return LK_EXIT_OK;
         }
+    }
+    /* clap's `help` subcommand: `linkup infra help [deploy|destroy]`. */
+    if (argc > 1 && strcmp(argv[1], "help") == 0) {
+        if (argc > 2 && !is_command(argv[2]))
+            return cli_usage_error("infra", "unrecognized subcommand '%s'", argv[2]);
+        print_usage(argc > 2 ? argv[2] : NULL);
+        return LK_EXIT_OK;
     }
     struct infra_args a = { 0 };
     int rc = parse(argc, argv, &a);

@@ -775,24 +775,44 @@ static int parse_args(int argc, char **argv, struct ldns *d, struct strlist *ext
     return 0;
 }
 
-static void usage(FILE *out)
+static const char ldns_options_help[] =
+    "Options:\n"
+    "      --root <DIR>          Prefix system paths with DIR; print commands instead of "
+    "running them\n"
+    "      --platform <NAME>     Resolver layout [possible values: linux, macos]\n"
+    "      --dns <ADDR:PORT>     DNS responder address (default: $LINKUP_DNS_ADDR or "
+    "127.0.0.1:8053)\n"
+    "      --domain <DOMAIN>     Also manage DOMAIN (repeatable)\n"
+    "  -c, --config <CONFIG>     Path to config file\n"
+    "  -h, --help                Print help\n";
+
+static const char ldns_install_about[] =
+    "Send the managed domains to the local DNS responder and trust the Linkup CA";
+static const char ldns_uninstall_about[] = "Undo what install did";
+
+/* The help of `linkup local-dns`, or of its subcommand sub ("install",
+ * "uninstall"; NULL: the command itself). */
+static void usage(FILE *out, const char *sub)
 {
+    if (sub != NULL) {
+        fprintf(out, "%s\n\nUsage: linkup local-dns %s [OPTIONS]\n\n%s",
+                strcmp(sub, "install") == 0 ? ldns_install_about : ldns_uninstall_about, sub,
+                ldns_options_help);
+        return;
+    }
     fprintf(out,
             "Speed up your local environment by routing traffic locally when possible\n\n"
             "Usage: linkup local-dns [OPTIONS] <COMMAND>\n\n"
             "Commands:\n"
-            "  install    Send the managed domains to the local DNS responder and trust the "
-            "Linkup CA\n"
-            "  uninstall  Undo what install did\n\n"
-            "Options:\n"
-            "      --root <DIR>          Prefix system paths with DIR; print commands instead of "
-            "running them\n"
-            "      --platform <NAME>     Resolver layout [possible values: linux, macos]\n"
-            "      --dns <ADDR:PORT>     DNS responder address (default: $LINKUP_DNS_ADDR or "
-            "127.0.0.1:8053)\n"
-            "      --domain <DOMAIN>     Also manage DOMAIN (repeatable)\n"
-            "  -c, --config <CONFIG>     Path to config file\n"
-            "  -h, --help                Print help\n");
+            "  install    %s\n"
+            "  uninstall  %s\n"
+            "  help       Print this message or the help of the given subcommand(s)\n\n%s",
+            ldns_install_about, ldns_uninstall_about, ldns_options_help);
+}
+
+static bool is_ldns_command(const char *arg)
+{
+    return strcmp(arg, "install") == 0 || strcmp(arg, "uninstall") == 0;
 }
 
 static int run_command(int argc, char **argv, struct cli_ctx *ctx, struct ldns *d)
@@ -897,20 +917,28 @@ int cmd_local_dns(int argc, char **argv, struct cli_ctx *ctx)
     const char *env_dns = getenv("LINKUP_DNS_ADDR");
     if (env_dns == NULL || set_dns(&d, env_dns) != 0)
         set_dns(&d, "127.0.0.1:8053");
+    const char *sub = argc > 1 && is_ldns_command(argv[1]) ? argv[1] : NULL;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            usage(stdout);
+            usage(stdout, sub);
             return LK_EXIT_OK;
         }
     }
     if (argc < 2) {
-        usage(stderr);
+        usage(stderr, NULL);
         return LK_EXIT_USAGE;
+    }
+    /* clap's `help` subcommand: `linkup local-dns help [install|uninstall]`. */
+    if (strcmp(argv[1], "help") == 0) {
+        if (argc > 2 && !is_ldns_command(argv[2]))
+            return cli_usage_error("local-dns", "unrecognized subcommand '%s'", argv[2]);
+        usage(stdout, argc > 2 ? argv[2] : NULL);
+        return LK_EXIT_OK;
     }
     /* clap's words, like `linkup bogus` and `linkup sessions bogus`. */
     if (argv[1][0] == '-')
         return cli_usage_error("local-dns", "unexpected argument '%s'", argv[1]);
-    if (strcmp(argv[1], "install") != 0 && strcmp(argv[1], "uninstall") != 0)
+    if (!is_ldns_command(argv[1]))
         return cli_usage_error("local-dns", "unrecognized subcommand '%s'", argv[1]);
     int rc = run_command(argc, argv, ctx, &d);
     list_free(&d.domains);

@@ -47,9 +47,12 @@ static int parse_args(int argc, char **argv, struct route_args *a, bool *help)
         else
             a->names[a->n_names++] = argv[i];
     }
+    /* clap's list: one line per missing argument. */
     if (target == NULL)
         return cli_usage_error("route",
-                               "the following required arguments were not provided: <TARGET>");
+                               "the following required arguments were not provided:\n"
+                               "  <TARGET>%s",
+                               a->all ? "" : "\n  <SERVICE_NAMES>...");
     if (strcmp(target, "local") != 0 && strcmp(target, "remote") != 0)
         return cli_usage_error(
             "route", "invalid value '%s' for '<TARGET>' [possible values: local, remote]", target);
@@ -58,9 +61,8 @@ static int parse_args(int argc, char **argv, struct route_args *a, bool *help)
         return cli_usage_error("route",
                                "the argument '--all' cannot be used with '[SERVICE_NAMES]...'");
     if (!a->all && a->n_names == 0)
-        return cli_usage_error(
-            "route",
-            "the following required arguments were not provided: <SERVICE_NAMES>... (or --all)");
+        return cli_usage_error("route", "the following required arguments were not provided:\n"
+                                        "  <SERVICE_NAMES>...");
     return 0;
 }
 

@@ -18,7 +18,9 @@ static const char sessions_usage[] = "Manage sessions\n\n"
                                      "Usage: linkup sessions <COMMAND>\n\n"
                                      "Commands:\n"
                                      "  create-preview  Create a preview session\n"
-                                     "  list            List the sessions of the local server\n\n"
+                                     "  list            List the sessions of the local server\n"
+                                     "  help            Print this message or the help of the "
+                                     "given subcommand(s)\n\n"
                                      "Options:\n"
                                      "  -h, --help  Print help\n";
 
@@ -259,6 +261,18 @@ int cmd_sessions(int argc, char **argv, struct cli_ctx *ctx)
     }
     if (cli_is_help(argv[1])) {
         fputs(sessions_usage, stdout);
+        return LK_EXIT_OK;
+    }
+    /* clap's `help` subcommand: `linkup sessions help [create-preview|list]`. */
+    if (strcmp(argv[1], "help") == 0) {
+        const char *text = sessions_usage;
+        if (argc > 2 && strcmp(argv[2], "create-preview") == 0)
+            text = preview_usage;
+        else if (argc > 2 && (strcmp(argv[2], "list") == 0 || strcmp(argv[2], "ls") == 0))
+            text = list_usage;
+        else if (argc > 2)
+            return cli_usage_error("sessions", "unrecognized subcommand '%s'", argv[2]);
+        fputs(text, stdout);
         return LK_EXIT_OK;
     }
     int rc = cli_home_ensure();

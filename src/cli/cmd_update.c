@@ -56,7 +56,8 @@ static int parse_args(int argc, char **argv, struct update_opts *o)
     }
     if (o->channel && strcmp(o->channel, "stable") != 0 && strcmp(o->channel, "beta") != 0)
         return cli_usage_error("update",
-                               "invalid value '%s' for '--channel' [possible values: stable, beta]",
+                               "invalid value '%s' for '--channel <CHANNEL>' [possible values: "
+                               "stable, beta]",
                                o->channel);
     return 0;
 }

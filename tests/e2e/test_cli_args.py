@@ -154,3 +154,66 @@ def test_start_port_taken_says_failed_to_reach(linkup_bin, cenv, tmp_path):
     assert line[0].startswith(head), line[0]
     assert addr in line[0] and line[0].endswith(f" (logs: {log})"), line[0]
     assert not (pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-pid").exists()
+
+
+# ---- help of every subcommand; clap's `help` subcommand (SPEC §6.1) ----------------
+
+
+@pytest.mark.parametrize("args,head", [
+    (["local-dns", "install"], "Usage: linkup local-dns install"),
+    (["local-dns", "uninstall"], "Usage: linkup local-dns uninstall"),
+    (["sessions", "create-preview"], "Usage: linkup sessions create-preview"),
+    (["sessions", "list"], "Usage: linkup sessions list"),
+    (["infra", "deploy"], "Usage: linkup infra --email <EMAIL> --api-key <API_KEY> "
+     "--account-id <ACCOUNT_ID> --zone-ids <ZONE_IDS>... deploy"),
+    (["infra", "destroy"], "Usage: linkup infra --email <EMAIL> --api-key <API_KEY> "
+     "--account-id <ACCOUNT_ID> --zone-ids <ZONE_IDS>... destroy"),
+])
+def test_subcommand_help(linkup_bin, cenv, args, head):
+    """`linkup A B --help`, `linkup help A B` and `linkup A help B` print B's
+    own help (its usage line names B), exit 0."""
+    r = lk.run(linkup_bin, *args, "--help", env=cenv, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert f"\n\n{head}" in r.stdout and r.stdout.index(head) < r.stdout.index("Options:"), \
+        r.stdout
+    assert "Commands:" not in r.stdout
+    for other in (["help", *args], [args[0], "help", args[1]]):
+        o = lk.run(linkup_bin, *other, env=cenv, timeout=30)
+        assert (o.returncode, o.stdout) == (0, r.stdout), other
+
+
+@pytest.mark.parametrize("cmd", ["sessions", "local-dns", "infra"])
+def test_help_subcommand_of_commands_with_subcommands(linkup_bin, cenv, cmd):
+    want = lk.run(linkup_bin, cmd, "--help", env=cenv, timeout=30)
+    assert want.returncode == 0
+    assert "\n  help " in want.stdout
+    r = lk.run(linkup_bin, cmd, "help", env=cenv, timeout=30)
+    assert (r.returncode, r.stdout) == (0, want.stdout)
+    lines = usage_error(linkup_bin, cenv, cmd, "help", "bogus")
+    assert lines[0] == f"linkup: {cmd}: unrecognized subcommand 'bogus'"
+
+
+# ---- invalid values and missing arguments in clap's words -------------------------
+
+
+@pytest.mark.parametrize("args,line", [
+    (["completion", "--shell", "tcsh"], "linkup: completion: invalid value 'tcsh' for "
+     "'--shell <SHELL>' [possible values: bash, elvish, fish, powershell, zsh]"),
+    (["update", "--channel", "nightly"], "linkup: update: invalid value 'nightly' for "
+     "'--channel <CHANNEL>' [possible values: stable, beta]"),
+])
+def test_invalid_value_names_the_option_with_its_value(linkup_bin, cenv, args, line):
+    lines = usage_error(linkup_bin, cenv, *args)
+    assert lines[0] == line, lines
+
+
+@pytest.mark.parametrize("args,missing", [
+    ([], ["<TARGET>", "<SERVICE_NAMES>..."]),
+    (["--all"], ["<TARGET>"]),
+    (["local"], ["<SERVICE_NAMES>..."]),
+])
+def test_route_lists_missing_arguments(linkup_bin, cenv, args, missing):
+    lines = usage_error(linkup_bin, cenv, "route", *args)
+    assert lines == (["linkup: route: the following required arguments were not provided:"]
+                     + [f"  {m}" for m in missing]
+                     + ["Run 'linkup route --help' for usage."]), lines
