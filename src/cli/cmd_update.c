@@ -123,7 +123,8 @@ static int run_update(const struct update_opts *o, const char *url)
         unlink(path.data);
     }
     if (cli_releases_get(url, true, &cache, &err) != 0) {
-        rc = cli_fail("Failed to fetch release manifest: %s", err.data);
+        rc = url == NULL ? cli_fail("%s", err.data)
+                         : cli_fail("Failed to fetch release manifest: %s", err.data);
         goto out;
     }
     const struct lk_release *rel = lk_release_find(&cache.releases, requested);
@@ -163,8 +164,6 @@ int cmd_update(int argc, char **argv, struct cli_ctx *ctx)
     rc = cli_home_ensure();
     if (rc != 0)
         return rc;
-    const char *url = cli_release_url();
-    if (url == NULL)
-        return cli_fail("No release manifest configured: set LINKUP_RELEASE_URL");
-    return run_update(&o, url);
+    /* NULL: only a still-valid releases_cache.json can answer. */
+    return run_update(&o, cli_release_url());
 }

@@ -212,6 +212,11 @@ int cli_releases_get(const char *url, bool for_update, struct lk_release_cache *
             return 0;
         lk_release_cache_release(out);
     }
+    if (url == NULL) {
+        /* A valid cache works without a release URL; nothing to fetch from. */
+        lk_buf_adds(err, "No release manifest configured: set LINKUP_RELEASE_URL");
+        return LK_ENOTFOUND;
+    }
     out->fetched_at = now;
     out->next_fetch_at = lk_release_next_midnight(now);
     int rc = fetch_releases(url, &out->releases, err);
@@ -246,7 +251,7 @@ void cli_update_notice(void)
     struct lk_buf self = LK_BUF_INIT;
     const char *url = cli_release_url();
 
-    if (checks_disabled() || url == NULL)
+    if (checks_disabled())
         return;
     if (lk_version_parse(lk_str_c(LK_VERSION), &cur, NULL) != 0)
         return;

@@ -37,6 +37,10 @@ const char *cli_release_url(void);
  * a failed fetch writes a cache with an empty list valid until the next UTC
  * midnight, so the network is tried at most once a day.
  *
+ * url NULL (no release URL configured): only a still-valid cache answers;
+ * else LK_ENOTFOUND with "No release manifest configured: set
+ * LINKUP_RELEASE_URL" in err and no cache written.
+ *
  * Returns 0, or LK_EIO with the reason (transport error, "HTTP 404 Not Found",
  * malformed manifest) appended to err.
  */

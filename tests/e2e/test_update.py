@@ -327,6 +327,31 @@ def test_notice_from_cache_without_network(copy, uenv):
     assert r.stdout.startswith(NOTICE)
 
 
+def test_valid_cache_answers_without_a_release_url(copy, uenv):
+    """SPEC §6.1/§6.5.9 (DESIGN §2.15): a still-valid releases_cache.json is
+    the release list; without LINKUP_RELEASE_URL the notice and `update`
+    still read it (nothing to fetch from), and an absent cache says so."""
+    del uenv["LINKUP_RELEASE_URL"]
+    now = int(datetime.datetime.now(datetime.timezone.utc).timestamp())
+    os.makedirs(uenv["LINKUP_HOME"], exist_ok=True)
+    with open(cache_file(uenv), "w") as f:
+        json.dump({"fetched_at": now, "next_fetch_at": (now // 86400 + 1) * 86400, "releases": [{
+            "channel": "Stable",
+            "version": {"major": 9, "minor": 9, "patch": 9, "pre_release": None},
+            "binary": {"name": "x", "browser_download_url": f"http://127.0.0.1:{lk.free_port()}/x",
+                       "sha256": "0" * 64}}]}, f)
+    r = run(copy, "stop", env=uenv)
+    assert r.stdout == NOTICE + "Stopped linkup\n", r.stdout
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 1
+    assert "Updating from version" in r.stdout and "to '9.9.9' (stable)" in r.stdout, r.stdout
+    assert "Exited with error: Failed to download new version: " in r.stderr, r.stderr
+    os.unlink(cache_file(uenv))
+    r = run(copy, "stop", env=uenv)
+    assert r.stdout == "Stopped linkup\n"
+    assert not os.path.exists(cache_file(uenv))
+
+
 def test_notice_when_current_or_failing(server, copy, uenv):
     cur = current_version(copy)
     server.publish([(cur, "stable", "same", "3" * 64)])
