@@ -329,9 +329,13 @@ static int read_cache_release(const json_t *item, struct lk_release *r)
     const json_t *name = json_object_get(bin, "name");
     const json_t *url = json_object_get(bin, "browser_download_url");
     const json_t *sha = json_object_get(bin, "sha256");
-    if (!json_is_string(name) || !json_is_string(url) || !json_is_string(sha))
+    if (!json_is_string(name) || !json_is_string(url))
         goto out;
-    if (!take_sha256(json_string_value(sha), json_string_length(sha), r->sha256))
+    /* SPEC §6.5.9's cache has no digest: such an entry reads with an empty
+     * one (it can tell of an update, never install one); a digest that is
+     * there must be valid. */
+    if (sha != NULL && (!json_is_string(sha) ||
+                        !take_sha256(json_string_value(sha), json_string_length(sha), r->sha256)))
         goto out;
     const char *u = json_string_value(url);
     if (strlen(u) != json_string_length(url) || lk_url_parse(u, strlen(u), &parsed, NULL) != 0 ||
@@ -408,7 +412,8 @@ static json_t *release_to_json(const struct lk_release *r)
     json_object_set_new(o, "version", version_to_json(&r->version));
     json_object_set_new(bin, "name", json_string(r->name));
     json_object_set_new(bin, "browser_download_url", json_string(r->url));
-    json_object_set_new(bin, "sha256", json_string(r->sha256));
+    if (r->sha256[0] != '\0')
+        json_object_set_new(bin, "sha256", json_string(r->sha256));
     json_object_set_new(o, "binary", bin);
     return o;
 }

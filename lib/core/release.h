@@ -9,7 +9,8 @@
  * per channel, the highest version (SPEC §3.11 ordering) that has an asset for
  * the platform. The result is a release list with at most one entry per
  * channel; it is also what the cache file $LINKUP_HOME/releases_cache.json
- * holds, in SPEC §6.5.9's shape plus "sha256" inside "binary".
+ * holds, in SPEC §6.5.9's shape plus "sha256" inside "binary" (optional when
+ * read, so a cache in the original's shape still tells of updates).
  *
  * Pure: no clock (times are arguments, epoch seconds), no I/O, no logging.
  * Memory comes from lk_x* (abort on OOM); parsing is bounded by the input.
@@ -33,7 +34,8 @@ struct lk_release {
     struct lk_version version; /* owned (lk_version_release) */
     char *name;                /* owned: the asset's file name (last URL path segment) */
     char *url;                 /* owned: absolute download URL */
-    char sha256[LK_RELEASE_SHA256_HEX + 1]; /* lower-case hex, NUL-terminated */
+    char sha256[LK_RELEASE_SHA256_HEX + 1]; /* lower-case hex, NUL-terminated; "" when a
+                                               * cache entry had none (SPEC §6.5.9 shape) */
 };
 
 /* A growable list of releases; embed it, zero it (or LK_RELEASE_LIST_INIT)

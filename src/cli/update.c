@@ -202,13 +202,24 @@ static int read_cache(int64_t now, struct lk_release_cache *out)
     return rc == 0 ? 0 : LK_ENOTFOUND;
 }
 
+/* True when every release carries a SHA-256: an update only installs what it
+ * can verify, so a cache entry without one (SPEC §6.5.9's shape) is fetched
+ * again first. */
+static bool all_have_digests(const struct lk_release_list *list)
+{
+    for (size_t i = 0; i < list->n; i++)
+        if (list->items[i].sha256[0] == '\0')
+            return false;
+    return true;
+}
+
 int cli_releases_get(const char *url, bool for_update, struct lk_release_cache *out,
                      struct lk_buf *err)
 {
     int64_t now = (int64_t)time(NULL);
 
     if (read_cache(now, out) == 0) {
-        if (!for_update || out->releases.n > 0)
+        if (!for_update || (out->releases.n > 0 && all_have_digests(&out->releases)))
             return 0;
         lk_release_cache_release(out);
     }

@@ -422,3 +422,28 @@ def test_update_killed_mid_download_leaves_no_temp_file(server, copy, uenv, sig)
         assert copy.read_bytes() == before
     finally:
         asset.close()
+
+
+def test_cache_in_the_original_shape(server, copy, uenv):
+    """SPEC §6.5.9's cache has no "sha256": it still tells of an update (and
+    is kept), while `update` fetches the manifest first, since it installs
+    only what it can verify."""
+    now = int(datetime.datetime.now(datetime.timezone.utc).timestamp())
+    os.makedirs(uenv["LINKUP_HOME"], exist_ok=True)
+    with open(cache_file(uenv), "w") as f:
+        json.dump({"fetched_at": now, "next_fetch_at": (now // 86400 + 1) * 86400, "releases": [{
+            "channel": "Stable",
+            "version": {"major": 9, "minor": 9, "patch": 9, "pre_release": None},
+            "binary": {"name": "x", "browser_download_url": server.base + "/rel/unverified"}}]}, f)
+    r = run(copy, "stop", env=uenv)
+    assert r.stdout == NOTICE + "Stopped linkup\n", r.stdout
+    assert os.path.exists(cache_file(uenv))
+    assert server.hits_of("/rel/manifest.json") == 0
+
+    server.files["/rel/linkup-9.9.9"] = NEW_SCRIPT
+    server.publish([("9.9.9", "stable", "linkup-9.9.9", lk.sha256_hex(NEW_SCRIPT))])
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 0, r.stderr
+    assert server.hits_of("/rel/manifest.json") == 1
+    assert server.hits_of("/rel/unverified") == 0
+    assert copy.read_bytes() == NEW_SCRIPT

@@ -201,7 +201,8 @@ static void test_cache_rejects(void)
         " \"sha256\": \"" SHA_A "\"}}]}",
         "{\"fetched_at\": 1, \"next_fetch_at\": 2, \"releases\": [{\"channel\": \"Stable\","
         " \"version\": {\"major\": 1, \"minor\": 0, \"patch\": 0, \"pre_release\": null},"
-        " \"binary\": {\"name\": \"n\", \"browser_download_url\": \"http://h/x\"}}]}",
+        " \"binary\": {\"name\": \"n\", \"browser_download_url\": \"http://h/x\","
+        " \"sha256\": \"abc\"}}]}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct lk_release_cache c;
@@ -211,6 +212,21 @@ static void test_cache_rejects(void)
         CHECK_INT_EQ(c.releases.n, 0);
         lk_buf_release(&why);
     }
+    /* SPEC §6.5.9's own shape has no digest: read with an empty one, and
+     * written back the same way. */
+    const char *orig = "{\"fetched_at\": 1, \"next_fetch_at\": 2, \"releases\": [{\"channel\":"
+                       " \"Stable\", \"version\": {\"major\": 9, \"minor\": 0, \"patch\": 0,"
+                       " \"pre_release\": null}, \"binary\": {\"name\": \"n\","
+                       " \"browser_download_url\": \"http://h/x\"}}]}";
+    struct lk_release_cache oc;
+    struct lk_buf ojson = LK_BUF_INIT;
+    CHECK_INT_EQ(lk_release_cache_parse(orig, strlen(orig), &oc, NULL), 0);
+    CHECK_INT_EQ(oc.releases.n, 1);
+    CHECK_STR_EQ(oc.releases.items[0].sha256, "");
+    lk_release_cache_to_json(&oc, &ojson);
+    CHECK(strstr(ojson.data, "sha256") == NULL);
+    lk_buf_release(&ojson);
+    lk_release_cache_release(&oc);
     const char *empty = "{\"fetched_at\": 1, \"next_fetch_at\": 2, \"releases\": []}";
     struct lk_release_cache c;
     CHECK_INT_EQ(lk_release_cache_parse(empty, strlen(empty), &c, NULL), 0);
