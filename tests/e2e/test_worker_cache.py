@@ -401,3 +401,27 @@ def test_malformed_upstream_heads_are_502_on_the_cache_path_too(worker, case):
             assert (cached.status, cached.text) == (502, streamed.text)
     finally:
         up.close()
+
+
+# ---- 5. requests with a body ------------------------------------------------------
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_get_with_a_body_bypasses_the_cache_and_keeps_its_body(worker, raw_upstream, framing):
+    """SPEC §4.4 step 5: method and body stream are kept. A GET that carries a
+    body is not a plain GET the cache may answer for: it streams to the
+    upstream with its body, every time, and nothing is stored."""
+    make_session(worker, "potato", raw_upstream.url)
+    payload = b"query-in-the-body"
+    if framing == "length":
+        head = b"Content-Length: %d\r\n\r\n" % len(payload)
+        data = payload
+    else:
+        head = b"Transfer-Encoding: chunked\r\n\r\n"
+        data = b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload)
+    req = (b"GET /static/q HTTP/1.1\r\nHost: potato.example.com\r\nConnection: close\r\n"
+           + head + data)
+    for i in range(2):
+        got = lk.parse_responses(lk.raw_exchange(worker.addr, req, timeout=10)[0])
+        assert [(r.status, r.body) for r in got] == [(200, b"ok %d" % i)]
+    assert [(r["method"], r["target"], r["body"]) for r in raw_upstream.requests] == \
+        [("GET", "/static/q", payload)] * 2
