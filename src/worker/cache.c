@@ -43,6 +43,8 @@ struct centry {
     char *body; /* owned */
     size_t body_len, size;
     uint64_t expires_ms;
+    char *vary; /* owned: see vary_request_fields(); "" without Vary */
+    size_t vary_len;
 };
 
 struct fetch;
@@ -116,6 +118,7 @@ static void entry_free(struct centry *e)
     free(e->headers);
     free(e->hmem);
     free(e->body);
+    free(e->vary);
     free(e);
 }
 
@@ -290,6 +293,73 @@ static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t 
     return ttl > 0 ? (uint64_t)ttl * 1000u : WORKER_CACHE_DEFAULT_TTL_MS;
 }
 
+/* ---- Vary (RFC 9111 §4.1) ---------------------------------------------------- */
+
+/* Appends to out the value of request field name as a stored response's
+ * Vary compares it: every field line of that name joined with ", ", or
+ * "\x01" when there is none (a field may be present and empty). */
+static void request_field(const struct lk_proxy_req *spec, struct lk_str name, struct lk_buf *out)
+{
+    bool found = false;
+    for (size_t i = 0; i < spec->n_headers; i++) {
+        if (!lk_str_ieq(spec->headers[i].name, name))
+            continue;
+        if (found)
+            lk_buf_add(out, ", ", 2);
+        lk_buf_addstr(out, spec->headers[i].value);
+        found = true;
+    }
+    if (!found)
+        lk_buf_addch(out, '\x01');
+}
+
+/* The request's fields that the response's Vary names, into out as
+ * "name\0value\0" pairs (names in lower case; out empty when the response
+ * has no Vary). False for "Vary: *": no later request matches it, so such
+ * a response is not stored. */
+static bool vary_request_fields(const struct lk_http_header *h, size_t n,
+                                const struct lk_proxy_req *spec, struct lk_buf *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!lk_str_ieq(h[i].name, LK_STR("vary")))
+            continue;
+        struct lk_str rest = h[i].value;
+        while (rest.len > 0) {
+            long comma = lk_str_index(rest, ',');
+            size_t end = comma < 0 ? rest.len : (size_t)comma;
+            struct lk_str name = lk_str_trim((struct lk_str){ rest.ptr, end });
+            rest =
+                comma < 0 ? LK_STR("") : (struct lk_str){ rest.ptr + end + 1, rest.len - end - 1 };
+            if (name.len == 0)
+                continue;
+            if (lk_str_eq(name, LK_STR("*")))
+                return false;
+            lk_buf_addstr_lower(out, name);
+            lk_buf_addch(out, '\0');
+            request_field(spec, name, out);
+            lk_buf_addch(out, '\0');
+        }
+    }
+    return true;
+}
+
+/* True when the request's fields match those e was stored for. */
+static bool vary_matches(const struct centry *e, const struct lk_proxy_req *spec)
+{
+    struct lk_buf now = LK_BUF_INIT;
+    bool same = true;
+    for (size_t at = 0; same && at < e->vary_len;) {
+        const char *name = e->vary + at;
+        const char *value = name + strlen(name) + 1;
+        lk_buf_reset(&now);
+        request_field(spec, lk_str_c(name), &now);
+        same = now.len == strlen(value) && memcmp(now.data, value, now.len) == 0;
+        at = (size_t)(value - e->vary) + strlen(value) + 1;
+    }
+    lk_buf_release(&now);
+    return same;
+}
+
 /* A conditional or range request (RFC 9110 §13.1, §14.2) bypasses the
  * cache: a stored entry is a full answer to an unconditional request, and
  * the upstream's answer to such a request (304, 206, 412) fits it alone.
@@ -453,11 +523,18 @@ static struct lk_http_header *response_headers(struct fetch *f, size_t *n)
     return h;
 }
 
-/* Stores h[0..n) (pointing into f->hmem) and f->body under f->key. */
+/* Stores h[0..n) (pointing into f->hmem) and f->body under f->key, unless
+ * the response varies on everything (Vary: *). */
 static void store_response(struct worker_cache *c, struct fetch *f, int status,
                            const struct lk_http_header *h, size_t n, uint64_t ttl)
 {
+    struct lk_buf vary = LK_BUF_INIT;
+    if (!vary_request_fields(h, n, &f->spec, &vary)) {
+        lk_buf_release(&vary);
+        return;
+    }
     struct centry *e = lk_xcalloc(1, sizeof(*e));
+    e->vary = lk_buf_detach(&vary, &e->vary_len);
     e->key = f->key;
     f->key = NULL;
     e->status = status;
@@ -472,7 +549,7 @@ static void store_response(struct worker_cache *c, struct fetch *f, int status,
     }
     e->body_len = f->body.len;
     e->body = lk_xmemdup(f->body.data ? f->body.data : "", f->body.len + 1);
-    e->size = strlen(e->key) + f->hmem.len + e->body_len + sizeof(*e);
+    e->size = strlen(e->key) + f->hmem.len + e->body_len + e->vary_len + sizeof(*e);
     e->expires_ms = now_ms() + ttl;
     insert(c, e);
 }
@@ -890,6 +967,8 @@ void worker_cache_handle(struct worker_cache *c, struct lk_exchange *ex, const c
         return;
     }
     struct centry *e = lookup(c, key);
+    if (e != NULL && !vary_matches(e, spec))
+        e = NULL; /* fetched again; its answer replaces e */
     if (e == NULL && (c->draining || !ensure_multi(c))) {
         proxy_or_502(ex, spec);
         return;

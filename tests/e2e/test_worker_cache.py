@@ -87,6 +87,9 @@ class Upstream:
       /static/drop         reads the request, closes without answering
       /static/echo         200, body = JSON of the request headers
       /static/connhdr      200 with "Connection: X-Secret" and X-Secret/X-Open
+      /static/vary         200 "{Accept-Encoding or identity} N", max-age=60,
+                           Vary: X-Other, accept-encoding
+      /static/varystar     200 "varystar N", max-age=60, Vary: *
     where N counts the requests for that path so far (1 for the first)."""
 
     def __init__(self):
@@ -121,6 +124,14 @@ class Upstream:
                 elif path == "/static/echo":
                     self.answer(200, [("Cache-Control", "no-store")],
                                 json.dumps(list(self.headers.items())).encode())
+                elif path == "/static/vary":
+                    enc = self.headers.get("Accept-Encoding") or "identity"
+                    self.answer(200, [("Cache-Control", "max-age=60"),
+                                      ("Vary", "X-Other, accept-encoding")],
+                                f"{enc} {n}".encode())
+                elif path == "/static/varystar":
+                    self.answer(200, [("Cache-Control", "max-age=60"), ("Vary", "*")],
+                                f"varystar {n}".encode())
                 elif path == "/static/connhdr":
                     self.answer(200, [("Connection", "X-Secret"), ("X-Secret", "1"),
                                       ("X-Open", "2")], f"connhdr {n}".encode())
@@ -425,3 +436,27 @@ def test_get_with_a_body_bypasses_the_cache_and_keeps_its_body(worker, raw_upstr
         assert [(r.status, r.body) for r in got] == [(200, b"ok %d" % i)]
     assert [(r["method"], r["target"], r["body"]) for r in raw_upstream.requests] == \
         [("GET", "/static/q", payload)] * 2
+
+
+# ---- 6. Vary -------------------------------------------------------------------------
+
+def test_stored_response_is_served_only_to_requests_matching_its_vary(worker, up):
+    """RFC 9111 §4.1: a response stored with Vary answers only a request whose
+    fields named by Vary match those of the request that fetched it (the
+    Cloudflare cache of SPEC §4.6 honours Vary). A gzip answer never reaches
+    a client that did not ask for gzip."""
+    make_session(worker, "potato", up.url)
+    gz = [("Accept-Encoding", "gzip")]
+    assert get(worker, "/static/vary", gz).text == "gzip 1"
+    assert get(worker, "/static/vary").text == "identity 2"
+    assert get(worker, "/static/vary").text == "identity 2"  # a hit
+    assert get(worker, "/static/vary", [("X-Other", "1")]).text == "identity 3"
+    assert get(worker, "/static/vary", [("x-other", "1")]).text == "identity 3"  # a hit
+    assert get(worker, "/static/vary", [("X-Other", "1")] + gz).text == "gzip 4"
+    assert up.count("/static/vary") == 4
+
+
+def test_vary_star_is_never_stored(worker, up):
+    make_session(worker, "potato", up.url)
+    assert [get(worker, "/static/varystar").text for _ in range(2)] == \
+        ["varystar 1", "varystar 2"]
