@@ -293,6 +293,25 @@ static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t 
     return ttl > 0 ? (uint64_t)ttl * 1000u : WORKER_CACHE_DEFAULT_TTL_MS;
 }
 
+/* RFC 9111 §3.5: the answer to a request with Authorization is stored only
+ * when the response allows a shared cache to (public, s-maxage or
+ * must-revalidate). */
+static bool authorization_allows(const struct lk_proxy_req *spec, const struct lk_http_header *h,
+                                 size_t n)
+{
+    if (!lk_headers_has(spec->headers, spec->n_headers, LK_STR("authorization")))
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        struct lk_str v = h[i].value;
+        if (lk_str_ieq(h[i].name, LK_STR("cache-control")) &&
+            (lk_str_has_token(v, LK_STR("public")) ||
+             lk_str_has_token(v, LK_STR("must-revalidate")) ||
+             directive_seconds(v, LK_STR("s-maxage")) >= 0))
+            return true;
+    }
+    return false;
+}
+
 /* ---- Vary (RFC 9111 §4.1) ---------------------------------------------------- */
 
 /* Appends to out the value of request field name as a stored response's
@@ -524,12 +543,13 @@ static struct lk_http_header *response_headers(struct fetch *f, size_t *n)
 }
 
 /* Stores h[0..n) (pointing into f->hmem) and f->body under f->key, unless
- * the response varies on everything (Vary: *). */
+ * the response varies on everything (Vary: *) or answers credentials it
+ * does not allow to share (RFC 9111 §3.5). */
 static void store_response(struct worker_cache *c, struct fetch *f, int status,
                            const struct lk_http_header *h, size_t n, uint64_t ttl)
 {
     struct lk_buf vary = LK_BUF_INIT;
-    if (!vary_request_fields(h, n, &f->spec, &vary)) {
+    if (!authorization_allows(&f->spec, h, n) || !vary_request_fields(h, n, &f->spec, &vary)) {
         lk_buf_release(&vary);
         return;
     }

@@ -90,6 +90,7 @@ class Upstream:
       /static/vary         200 "{Accept-Encoding or identity} N", max-age=60,
                            Vary: X-Other, accept-encoding
       /static/varystar     200 "varystar N", max-age=60, Vary: *
+      /static/cc/VALUE     200 "cc N" with Cache-Control VALUE ("_" for " ")
     where N counts the requests for that path so far (1 for the first)."""
 
     def __init__(self):
@@ -129,6 +130,9 @@ class Upstream:
                     self.answer(200, [("Cache-Control", "max-age=60"),
                                       ("Vary", "X-Other, accept-encoding")],
                                 f"{enc} {n}".encode())
+                elif path.startswith("/static/cc/"):
+                    cc = path.split("/", 3)[3].replace("_", " ")
+                    self.answer(200, [("Cache-Control", cc)], f"cc {n}".encode())
                 elif path == "/static/varystar":
                     self.answer(200, [("Cache-Control", "max-age=60"), ("Vary", "*")],
                                 f"varystar {n}".encode())
@@ -460,3 +464,22 @@ def test_vary_star_is_never_stored(worker, up):
     make_session(worker, "potato", up.url)
     assert [get(worker, "/static/varystar").text for _ in range(2)] == \
         ["varystar 1", "varystar 2"]
+
+
+# ---- 7. Authorization ------------------------------------------------------------------
+
+@pytest.mark.parametrize("cc, stored", [
+    ("max-age=60", False),
+    ("public,_max-age=60", True),
+    ("s-maxage=60", True),
+    ("max-age=60,_must-revalidate", True),
+])
+def test_answer_to_a_request_with_authorization(worker, up, cc, stored):
+    """RFC 9111 §3.5: a shared cache stores the answer to a request with
+    Authorization only when the response allows it (public, s-maxage or
+    must-revalidate); otherwise the next client, whoever it is, is not
+    served a response fetched with someone's credentials."""
+    make_session(worker, "potato", up.url)
+    path = f"/static/cc/{cc}"
+    assert get(worker, path, [("Authorization", "Bearer secret")]).text == "cc 1"
+    assert get(worker, path).text == ("cc 1" if stored else "cc 2")
