@@ -42,8 +42,9 @@ struct centry {
     char *hmem; /* owned "name\0value\0" pairs */
     char *body; /* owned */
     size_t body_len, size;
-    uint64_t expires_ms;
-    char *vary; /* owned: see vary_request_fields(); "" without Vary */
+    uint64_t stored_ms, expires_ms;
+    uint64_t age_s; /* the upstream's Age when stored */
+    char *vary;     /* owned: see vary_request_fields(); "" without Vary */
     size_t vary_len;
 };
 
@@ -221,6 +222,23 @@ static void respond_with_cors(struct lk_exchange *ex, int status, const struct l
     lk_exchange_respond(ex, status, all, k, body, len);
 }
 
+/* Answers from entry e: its headers with Age (RFC 9111 §4, §5.1: the
+ * upstream's Age plus the seconds e has been stored) instead of the stored
+ * one, and the CORS defaults. */
+static void respond_hit(struct lk_exchange *ex, const struct centry *e)
+{
+    struct lk_http_header *h = lk_exchange_alloc(ex, (e->n_headers + 1) * sizeof(*h));
+    size_t n = 0;
+    for (size_t i = 0; i < e->n_headers; i++) {
+        if (!lk_str_ieq(e->headers[i].name, LK_STR("age")))
+            h[n++] = e->headers[i];
+    }
+    uint64_t age = e->age_s + (now_ms() - e->stored_ms) / 1000u;
+    h[n++] = (struct lk_http_header){ LK_STR("Age"), lk_str_c(lk_exchange_printf(
+                                                         ex, "%llu", (unsigned long long)age)) };
+    respond_with_cors(ex, e->status, h, n, e->body, e->body_len);
+}
+
 /* ---- cacheability (SPEC §4.6) ------------------------------------------------ */
 
 /* The value of directive name= in a Cache-Control value, or -1. */
@@ -266,7 +284,29 @@ static bool storable_status(int status)
     }
 }
 
-/* The lifetime in ms of a response that may be stored, or 0. */
+/* The response's Age in seconds (RFC 9111 §5.1), 0 when absent or invalid. */
+static uint64_t response_age(const struct lk_http_header *h, size_t n)
+{
+    uint64_t age = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!lk_str_ieq(h[i].name, LK_STR("age")))
+            continue;
+        struct lk_str v = lk_str_trim(h[i].value);
+        bool digits = v.len > 0;
+        for (size_t k = 0; k < v.len && digits; k++)
+            digits = v.ptr[k] >= '0' && v.ptr[k] <= '9';
+        /* RFC 9111 §1.2.2: a value too large to hold is 2^31. */
+        if (!digits)
+            age = 0;
+        else if (lk_str_to_u64(v, 2147483648u, &age) != 0)
+            age = 2147483648u;
+    }
+    return age;
+}
+
+/* The lifetime in ms of a response that may be stored, or 0. The freshness
+ * lifetime less the response's Age (RFC 9111 §4.2): an answer already as
+ * old as its max-age is stale and not stored. */
 static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t n)
 {
     long smax = -1;
@@ -288,9 +328,9 @@ static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t 
         max = m >= 0 ? m : max;
     }
     long ttl = smax >= 0 ? smax : max;
-    if (ttl == 0)
-        return 0;
-    return ttl > 0 ? (uint64_t)ttl * 1000u : WORKER_CACHE_DEFAULT_TTL_MS;
+    uint64_t ms = ttl >= 0 ? (uint64_t)ttl * 1000u : WORKER_CACHE_DEFAULT_TTL_MS;
+    uint64_t age_ms = response_age(h, n) * 1000u;
+    return ms > age_ms ? ms - age_ms : 0;
 }
 
 /* RFC 9111 §3.5: the answer to a request with Authorization is stored only
@@ -570,7 +610,9 @@ static void store_response(struct worker_cache *c, struct fetch *f, int status,
     e->body_len = f->body.len;
     e->body = lk_xmemdup(f->body.data ? f->body.data : "", f->body.len + 1);
     e->size = strlen(e->key) + f->hmem.len + e->body_len + e->vary_len + sizeof(*e);
-    e->expires_ms = now_ms() + ttl;
+    e->stored_ms = now_ms();
+    e->expires_ms = e->stored_ms + ttl;
+    e->age_s = response_age(h, n);
     insert(c, e);
 }
 
@@ -994,7 +1036,7 @@ void worker_cache_handle(struct worker_cache *c, struct lk_exchange *ex, const c
         return;
     }
     if (e != NULL) {
-        respond_with_cors(ex, e->status, e->headers, e->n_headers, e->body, e->body_len);
+        respond_hit(ex, e);
         return;
     }
     struct fetch *f = lk_xcalloc(1, sizeof(*f));

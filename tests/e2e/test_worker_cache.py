@@ -91,6 +91,7 @@ class Upstream:
                            Vary: X-Other, accept-encoding
       /static/varystar     200 "varystar N", max-age=60, Vary: *
       /static/cc/VALUE     200 "cc N" with Cache-Control VALUE ("_" for " ")
+      /static/age/A        200 "age N", max-age=60 and Age: A
     where N counts the requests for that path so far (1 for the first)."""
 
     def __init__(self):
@@ -130,6 +131,10 @@ class Upstream:
                     self.answer(200, [("Cache-Control", "max-age=60"),
                                       ("Vary", "X-Other, accept-encoding")],
                                 f"{enc} {n}".encode())
+                elif path.startswith("/static/age/"):
+                    age = path.rsplit("/", 1)[1]
+                    self.answer(200, [("Cache-Control", "max-age=60"), ("Age", age)],
+                                f"age {n}".encode())
                 elif path.startswith("/static/cc/"):
                     cc = path.split("/", 3)[3].replace("_", " ")
                     self.answer(200, [("Cache-Control", cc)], f"cc {n}".encode())
@@ -483,3 +488,20 @@ def test_answer_to_a_request_with_authorization(worker, up, cc, stored):
     path = f"/static/cc/{cc}"
     assert get(worker, path, [("Authorization", "Bearer secret")]).text == "cc 1"
     assert get(worker, path).text == ("cc 1" if stored else "cc 2")
+
+
+# ---- 8. Age -----------------------------------------------------------------------------
+
+def test_hits_carry_age_and_the_upstream_age_counts(worker, up):
+    """RFC 9111 §4, §5.1: a response served from the cache carries Age (the
+    upstream's Age plus the time it was stored here, one header), and a
+    response whose Age already reaches its max-age is stale: not stored."""
+    make_session(worker, "potato", up.url)
+    first = get(worker, "/static/age/10")
+    assert (first.text, first.all("age")) == ("age 1", ["10"])
+    hit = get(worker, "/static/age/10")
+    assert hit.text == "age 1"
+    assert len(hit.all("age")) == 1 and 10 <= int(hit.header("age")) < 60
+    assert [get(worker, "/static/age/60").text for _ in range(2)] == ["age 1", "age 2"]
+    plain = [get(worker, "/static/x.js") for _ in range(2)]
+    assert plain[0].header("age") is None and plain[1].header("age") is not None
