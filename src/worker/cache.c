@@ -304,6 +304,72 @@ static uint64_t response_age(const struct lk_http_header *h, size_t n)
     return age;
 }
 
+/* Two digits at p, or -1. */
+static int two_digits(const char *p)
+{
+    if (p[0] < '0' || p[0] > '9' || p[1] < '0' || p[1] > '9')
+        return -1;
+    return (p[0] - '0') * 10 + (p[1] - '0');
+}
+
+/* An IMF-fixdate (RFC 9110 §5.6.7, "Sun, 06 Nov 1994 08:49:37 GMT") in
+ * seconds since the epoch into *out; false for anything else. */
+static bool parse_http_date(struct lk_str v, int64_t *out)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    v = lk_str_trim(v);
+    if (v.len != 29 || v.ptr[3] != ',' || v.ptr[4] != ' ' || v.ptr[7] != ' ' || v.ptr[11] != ' ' ||
+        v.ptr[16] != ' ' || v.ptr[19] != ':' || v.ptr[22] != ':' ||
+        memcmp(v.ptr + 25, " GMT", 4) != 0)
+        return false;
+    int mon = -1;
+    for (int m = 0; m < 12; m++) {
+        if (memcmp(v.ptr + 8, months + 3 * m, 3) == 0)
+            mon = m;
+    }
+    int day = two_digits(v.ptr + 5), y1 = two_digits(v.ptr + 12), y2 = two_digits(v.ptr + 14);
+    int hh = two_digits(v.ptr + 17), mm = two_digits(v.ptr + 20), ss = two_digits(v.ptr + 23);
+    if (mon < 0 || day < 1 || day > 31 || y1 < 0 || y2 < 0 || hh < 0 || hh > 23 || mm < 0 ||
+        mm > 59 || ss < 0 || ss > 60)
+        return false;
+    /* Days from civil (Howard Hinnant's algorithm), March-based years. */
+    int64_t y = y1 * 100 + y2 - (mon < 2);
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (mon + (mon > 1 ? -2 : 10)) + 2) / 5 + day - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    *out = days * 86400 + hh * 3600 + mm * 60 + ss;
+    return true;
+}
+
+/* RFC 9111 §4.2.1: the lifetime in ms that Expires gives, Expires minus
+ * Date (or the time now); 0 when Expires is in the past or not a valid
+ * date (§5.3: such as "0", a time in the past). -1 without Expires. */
+static int64_t expires_ttl_ms(const struct lk_http_header *h, size_t n)
+{
+    const struct lk_http_header *exp = NULL;
+    const struct lk_http_header *date = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (lk_str_ieq(h[i].name, LK_STR("expires")))
+            exp = &h[i];
+        else if (lk_str_ieq(h[i].name, LK_STR("date")))
+            date = &h[i];
+    }
+    if (exp == NULL)
+        return -1;
+    int64_t e = 0;
+    int64_t d = 0;
+    if (!parse_http_date(exp->value, &e))
+        return 0;
+    if (date == NULL || !parse_http_date(date->value, &d)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        d = (int64_t)ts.tv_sec;
+    }
+    return e > d ? (e - d) * 1000 : 0;
+}
+
 /* The lifetime in ms of a response that may be stored, or 0. The freshness
  * lifetime less the response's Age (RFC 9111 §4.2): an answer already as
  * old as its max-age is stale and not stored. */
@@ -328,7 +394,10 @@ static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t 
         max = m >= 0 ? m : max;
     }
     long ttl = smax >= 0 ? smax : max;
-    uint64_t ms = ttl >= 0 ? (uint64_t)ttl * 1000u : WORKER_CACHE_DEFAULT_TTL_MS;
+    int64_t expires = ttl >= 0 ? -1 : expires_ttl_ms(h, n);
+    uint64_t ms = ttl >= 0       ? (uint64_t)ttl * 1000u
+                  : expires >= 0 ? (uint64_t)expires
+                                 : WORKER_CACHE_DEFAULT_TTL_MS;
     uint64_t age_ms = response_age(h, n) * 1000u;
     return ms > age_ms ? ms - age_ms : 0;
 }

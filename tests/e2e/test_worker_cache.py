@@ -92,6 +92,9 @@ class Upstream:
       /static/varystar     200 "varystar N", max-age=60, Vary: *
       /static/cc/VALUE     200 "cc N" with Cache-Control VALUE ("_" for " ")
       /static/age/A        200 "age N", max-age=60 and Age: A
+      /static/expires/K    200 "expires N" with an Expires of kind K: zero ("0"),
+                           past, garbage, future (in an hour), maxage (past,
+                           with Cache-Control: max-age=60)
     where N counts the requests for that path so far (1 for the first)."""
 
     def __init__(self):
@@ -135,6 +138,17 @@ class Upstream:
                     age = path.rsplit("/", 1)[1]
                     self.answer(200, [("Cache-Control", "max-age=60"), ("Age", age)],
                                 f"age {n}".encode())
+                elif path.startswith("/static/expires/"):
+                    import email.utils
+                    kind = path.rsplit("/", 1)[1]
+                    value = {"zero": "0", "past": "Thu, 01 Jan 1970 00:00:00 GMT",
+                             "garbage": "tomorrow",
+                             "future": email.utils.formatdate(time.time() + 3600, usegmt=True),
+                             "maxage": "Thu, 01 Jan 1970 00:00:00 GMT"}[kind]
+                    hdrs = [("Expires", value)]
+                    if kind == "maxage":
+                        hdrs.append(("Cache-Control", "max-age=60"))
+                    self.answer(200, hdrs, f"expires {n}".encode())
                 elif path.startswith("/static/cc/"):
                     cc = path.split("/", 3)[3].replace("_", " ")
                     self.answer(200, [("Cache-Control", cc)], f"cc {n}".encode())
@@ -505,3 +519,18 @@ def test_hits_carry_age_and_the_upstream_age_counts(worker, up):
     assert [get(worker, "/static/age/60").text for _ in range(2)] == ["age 1", "age 2"]
     plain = [get(worker, "/static/x.js") for _ in range(2)]
     assert plain[0].header("age") is None and plain[1].header("age") is not None
+
+
+# ---- 9. Expires -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, stored", [
+    ("zero", False), ("past", False), ("garbage", False), ("future", True), ("maxage", True),
+])
+def test_expires_gives_the_lifetime_without_max_age(worker, up, kind, stored):
+    """RFC 9111 §4.2.1, §5.3: without max-age or s-maxage, Expires gives the
+    lifetime; one in the past, or not a valid date (such as "0"), means
+    already stale, so the answer is not stored. max-age wins over Expires."""
+    make_session(worker, "potato", up.url)
+    path = f"/static/expires/{kind}"
+    assert [get(worker, path).text for _ in range(2)] == \
+        ["expires 1", "expires 1" if stored else "expires 2"]
