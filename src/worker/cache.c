@@ -421,6 +421,22 @@ static bool authorization_allows(const struct lk_proxy_req *spec, const struct l
     return false;
 }
 
+/* RFC 9111 §5.2.1.1: true when the request's Cache-Control max-age=N
+ * refuses e, older than N seconds (max-age=0, a browser's reload, refuses
+ * every stored response). */
+static bool too_old_for(const struct centry *e, const struct lk_proxy_req *spec)
+{
+    uint64_t age_ms = e->age_s * 1000u + (now_ms() - e->stored_ms);
+    for (size_t i = 0; i < spec->n_headers; i++) {
+        if (!lk_str_ieq(spec->headers[i].name, LK_STR("cache-control")))
+            continue;
+        long max = directive_seconds(spec->headers[i].value, LK_STR("max-age"));
+        if (max == 0 || (max > 0 && age_ms > (uint64_t)max * 1000u))
+            return true;
+    }
+    return false;
+}
+
 /* ---- Vary (RFC 9111 §4.1) ---------------------------------------------------- */
 
 /* Appends to out the value of request field name as a stored response's
@@ -1098,7 +1114,7 @@ void worker_cache_handle(struct worker_cache *c, struct lk_exchange *ex, const c
         return;
     }
     struct centry *e = lookup(c, key);
-    if (e != NULL && !vary_matches(e, spec))
+    if (e != NULL && (!vary_matches(e, spec) || too_old_for(e, spec)))
         e = NULL; /* fetched again; its answer replaces e */
     if (e == NULL && (c->draining || !ensure_multi(c))) {
         proxy_or_502(ex, spec);

@@ -534,3 +534,15 @@ def test_expires_gives_the_lifetime_without_max_age(worker, up, kind, stored):
     path = f"/static/expires/{kind}"
     assert [get(worker, path).text for _ in range(2)] == \
         ["expires 1", "expires 1" if stored else "expires 2"]
+
+
+def test_request_max_age_refetches_an_older_entry(worker, up):
+    """RFC 9111 §5.2.1.1: a request's max-age=N refuses a stored response
+    older than N seconds (a browser's reload sends max-age=0): it is
+    fetched again, and its answer replaces the entry."""
+    make_session(worker, "potato", up.url)
+    assert get(worker, "/static/x.js").text == "other 1"
+    assert get(worker, "/static/x.js", [("Cache-Control", "max-age=0")]).text == "other 2"
+    assert get(worker, "/static/x.js").text == "other 2"
+    assert get(worker, "/static/x.js", [("Cache-Control", "max-age=3600")]).text == "other 2"
+    assert up.count("/static/x.js") == 2
