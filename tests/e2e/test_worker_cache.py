@@ -12,6 +12,8 @@ texts (SPEC §3.10, §4.4–§4.7; docs/worker.md "Cache"):
 * a WebSocket upgrade to an unreachable upstream is
   `502 Failed to fetch from target service: …`; only an upstream that
   answers without switching protocols is `Failed to connect to destination`.
+* a GET with a body streams with its body; a stored response honours Vary,
+  Authorization (RFC 9111 §3.5), Age, Expires and the request's max-age.
 
 The worker listens on 127.0.0.1:0, upstreams are Python servers on
 127.0.0.2 port 0. Every worker is stopped with SIGTERM and must exit 0."""
