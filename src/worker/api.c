@@ -417,7 +417,63 @@ static int hexval(char c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* application/x-www-form-urlencoded decoding of s[0..n) into the arena. */
+/* The length of the UTF-8 sequence at p[0..n) when it is valid (1 to 4),
+ * else minus the length of its maximal valid prefix (at least 1), the part
+ * that Rust's String::from_utf8_lossy replaces by one U+FFFD. */
+static int utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned char lo = 0x80, hi = 0xBF;
+    int len;
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xC2 && p[0] <= 0xDF)
+        len = 2;
+    else if (p[0] >= 0xE0 && p[0] <= 0xEF)
+        len = 3;
+    else if (p[0] >= 0xF0 && p[0] <= 0xF4)
+        len = 4;
+    else
+        return -1;
+    if (p[0] == 0xE0)
+        lo = 0xA0; /* overlong */
+    else if (p[0] == 0xED)
+        hi = 0x9F; /* surrogates */
+    else if (p[0] == 0xF0)
+        lo = 0x90; /* overlong */
+    else if (p[0] == 0xF4)
+        hi = 0x8F; /* above U+10FFFF */
+    for (int i = 1; i < len; i++) {
+        if ((size_t)i >= n || p[i] < lo || p[i] > hi)
+            return -i;
+        lo = 0x80;
+        hi = 0xBF;
+    }
+    return len;
+}
+
+/* s[0..n) with every invalid UTF-8 part replaced by U+FFFD, into the arena:
+ * serde_urlencoded (behind the original's Query extractor) decodes lossily. */
+static char *utf8_lossy(struct lk_exchange *ex, const char *s, size_t n)
+{
+    char *out = lk_exchange_alloc(ex, 3 * n + 1); /* zeroed: terminated */
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        int k = utf8_seq((const unsigned char *)s + i, n - i);
+        if (k > 0) {
+            memcpy(out + o, s + i, (size_t)k);
+            o += (size_t)k;
+            i += (size_t)k;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i += (size_t)-k;
+        }
+    }
+    return out;
+}
+
+/* application/x-www-form-urlencoded decoding of s[0..n) into the arena,
+ * then lossy UTF-8 (SPEC §4.3.5: the original's serde_urlencoded). */
 static char *form_decode(struct lk_exchange *ex, const char *s, size_t n)
 {
     char *out = lk_exchange_alloc(ex, n + 1); /* zeroed: terminated */
@@ -434,7 +490,7 @@ static char *form_decode(struct lk_exchange *ex, const char *s, size_t n)
             out[o++] = s[i];
         }
     }
-    return out;
+    return utf8_lossy(ex, out, o);
 }
 
 /* The decoded value of the query field named key (NULL when absent), and

@@ -42,7 +42,10 @@ struct centry {
     char *hmem; /* owned "name\0value\0" pairs */
     char *body; /* owned */
     size_t body_len, size;
-    uint64_t expires_ms;
+    uint64_t stored_ms, expires_ms;
+    uint64_t age_s; /* the upstream's Age when stored */
+    char *vary;     /* owned: see vary_request_fields(); "" without Vary */
+    size_t vary_len;
 };
 
 struct fetch;
@@ -116,6 +119,7 @@ static void entry_free(struct centry *e)
     free(e->headers);
     free(e->hmem);
     free(e->body);
+    free(e->vary);
     free(e);
 }
 
@@ -218,6 +222,23 @@ static void respond_with_cors(struct lk_exchange *ex, int status, const struct l
     lk_exchange_respond(ex, status, all, k, body, len);
 }
 
+/* Answers from entry e: its headers with Age (RFC 9111 §4, §5.1: the
+ * upstream's Age plus the seconds e has been stored) instead of the stored
+ * one, and the CORS defaults. */
+static void respond_hit(struct lk_exchange *ex, const struct centry *e)
+{
+    struct lk_http_header *h = lk_exchange_alloc(ex, (e->n_headers + 1) * sizeof(*h));
+    size_t n = 0;
+    for (size_t i = 0; i < e->n_headers; i++) {
+        if (!lk_str_ieq(e->headers[i].name, LK_STR("age")))
+            h[n++] = e->headers[i];
+    }
+    uint64_t age = e->age_s + (now_ms() - e->stored_ms) / 1000u;
+    h[n++] = (struct lk_http_header){ LK_STR("Age"), lk_str_c(lk_exchange_printf(
+                                                         ex, "%llu", (unsigned long long)age)) };
+    respond_with_cors(ex, e->status, h, n, e->body, e->body_len);
+}
+
 /* ---- cacheability (SPEC §4.6) ------------------------------------------------ */
 
 /* The value of directive name= in a Cache-Control value, or -1. */
@@ -263,7 +284,95 @@ static bool storable_status(int status)
     }
 }
 
-/* The lifetime in ms of a response that may be stored, or 0. */
+/* The response's Age in seconds (RFC 9111 §5.1), 0 when absent or invalid. */
+static uint64_t response_age(const struct lk_http_header *h, size_t n)
+{
+    uint64_t age = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!lk_str_ieq(h[i].name, LK_STR("age")))
+            continue;
+        struct lk_str v = lk_str_trim(h[i].value);
+        bool digits = v.len > 0;
+        for (size_t k = 0; k < v.len && digits; k++)
+            digits = v.ptr[k] >= '0' && v.ptr[k] <= '9';
+        /* RFC 9111 §1.2.2: a value too large to hold is 2^31. */
+        if (!digits)
+            age = 0;
+        else if (lk_str_to_u64(v, 2147483648u, &age) != 0)
+            age = 2147483648u;
+    }
+    return age;
+}
+
+/* Two digits at p, or -1. */
+static int two_digits(const char *p)
+{
+    if (p[0] < '0' || p[0] > '9' || p[1] < '0' || p[1] > '9')
+        return -1;
+    return (p[0] - '0') * 10 + (p[1] - '0');
+}
+
+/* An IMF-fixdate (RFC 9110 §5.6.7, "Sun, 06 Nov 1994 08:49:37 GMT") in
+ * seconds since the epoch into *out; false for anything else. */
+static bool parse_http_date(struct lk_str v, int64_t *out)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    v = lk_str_trim(v);
+    if (v.len != 29 || v.ptr[3] != ',' || v.ptr[4] != ' ' || v.ptr[7] != ' ' || v.ptr[11] != ' ' ||
+        v.ptr[16] != ' ' || v.ptr[19] != ':' || v.ptr[22] != ':' ||
+        memcmp(v.ptr + 25, " GMT", 4) != 0)
+        return false;
+    int mon = -1;
+    for (int m = 0; m < 12; m++) {
+        if (memcmp(v.ptr + 8, months + 3 * m, 3) == 0)
+            mon = m;
+    }
+    int day = two_digits(v.ptr + 5), y1 = two_digits(v.ptr + 12), y2 = two_digits(v.ptr + 14);
+    int hh = two_digits(v.ptr + 17), mm = two_digits(v.ptr + 20), ss = two_digits(v.ptr + 23);
+    if (mon < 0 || day < 1 || day > 31 || y1 < 0 || y2 < 0 || hh < 0 || hh > 23 || mm < 0 ||
+        mm > 59 || ss < 0 || ss > 60)
+        return false;
+    /* Days from civil (Howard Hinnant's algorithm), March-based years. */
+    int64_t y = y1 * 100 + y2 - (mon < 2);
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (mon + (mon > 1 ? -2 : 10)) + 2) / 5 + day - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    *out = days * 86400 + hh * 3600 + mm * 60 + ss;
+    return true;
+}
+
+/* RFC 9111 §4.2.1: the lifetime in ms that Expires gives, Expires minus
+ * Date (or the time now); 0 when Expires is in the past or not a valid
+ * date (§5.3: such as "0", a time in the past). -1 without Expires. */
+static int64_t expires_ttl_ms(const struct lk_http_header *h, size_t n)
+{
+    const struct lk_http_header *exp = NULL;
+    const struct lk_http_header *date = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (lk_str_ieq(h[i].name, LK_STR("expires")))
+            exp = &h[i];
+        else if (lk_str_ieq(h[i].name, LK_STR("date")))
+            date = &h[i];
+    }
+    if (exp == NULL)
+        return -1;
+    int64_t e = 0;
+    int64_t d = 0;
+    if (!parse_http_date(exp->value, &e))
+        return 0;
+    if (date == NULL || !parse_http_date(date->value, &d)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        d = (int64_t)ts.tv_sec;
+    }
+    return e > d ? (e - d) * 1000 : 0;
+}
+
+/* The lifetime in ms of a response that may be stored, or 0. The freshness
+ * lifetime less the response's Age (RFC 9111 §4.2): an answer already as
+ * old as its max-age is stale and not stored. */
 static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t n)
 {
     long smax = -1;
@@ -285,9 +394,114 @@ static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t 
         max = m >= 0 ? m : max;
     }
     long ttl = smax >= 0 ? smax : max;
-    if (ttl == 0)
-        return 0;
-    return ttl > 0 ? (uint64_t)ttl * 1000u : WORKER_CACHE_DEFAULT_TTL_MS;
+    int64_t expires = ttl >= 0 ? -1 : expires_ttl_ms(h, n);
+    uint64_t ms = ttl >= 0       ? (uint64_t)ttl * 1000u
+                  : expires >= 0 ? (uint64_t)expires
+                                 : WORKER_CACHE_DEFAULT_TTL_MS;
+    uint64_t age_ms = response_age(h, n) * 1000u;
+    return ms > age_ms ? ms - age_ms : 0;
+}
+
+/* RFC 9111 §3.5: the answer to a request with Authorization is stored only
+ * when the response allows a shared cache to (public, s-maxage or
+ * must-revalidate). */
+static bool authorization_allows(const struct lk_proxy_req *spec, const struct lk_http_header *h,
+                                 size_t n)
+{
+    if (!lk_headers_has(spec->headers, spec->n_headers, LK_STR("authorization")))
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        struct lk_str v = h[i].value;
+        if (lk_str_ieq(h[i].name, LK_STR("cache-control")) &&
+            (lk_str_has_token(v, LK_STR("public")) ||
+             lk_str_has_token(v, LK_STR("must-revalidate")) ||
+             directive_seconds(v, LK_STR("s-maxage")) >= 0))
+            return true;
+    }
+    return false;
+}
+
+/* RFC 9111 §5.2.1.1: true when the request's Cache-Control max-age=N
+ * refuses e, older than N seconds (max-age=0, a browser's reload, refuses
+ * every stored response). */
+static bool too_old_for(const struct centry *e, const struct lk_proxy_req *spec)
+{
+    uint64_t age_ms = e->age_s * 1000u + (now_ms() - e->stored_ms);
+    for (size_t i = 0; i < spec->n_headers; i++) {
+        if (!lk_str_ieq(spec->headers[i].name, LK_STR("cache-control")))
+            continue;
+        long max = directive_seconds(spec->headers[i].value, LK_STR("max-age"));
+        if (max == 0 || (max > 0 && age_ms > (uint64_t)max * 1000u))
+            return true;
+    }
+    return false;
+}
+
+/* ---- Vary (RFC 9111 §4.1) ---------------------------------------------------- */
+
+/* Appends to out the value of request field name as a stored response's
+ * Vary compares it: every field line of that name joined with ", ", or
+ * "\x01" when there is none (a field may be present and empty). */
+static void request_field(const struct lk_proxy_req *spec, struct lk_str name, struct lk_buf *out)
+{
+    bool found = false;
+    for (size_t i = 0; i < spec->n_headers; i++) {
+        if (!lk_str_ieq(spec->headers[i].name, name))
+            continue;
+        if (found)
+            lk_buf_add(out, ", ", 2);
+        lk_buf_addstr(out, spec->headers[i].value);
+        found = true;
+    }
+    if (!found)
+        lk_buf_addch(out, '\x01');
+}
+
+/* The request's fields that the response's Vary names, into out as
+ * "name\0value\0" pairs (names in lower case; out empty when the response
+ * has no Vary). False for "Vary: *": no later request matches it, so such
+ * a response is not stored. */
+static bool vary_request_fields(const struct lk_http_header *h, size_t n,
+                                const struct lk_proxy_req *spec, struct lk_buf *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!lk_str_ieq(h[i].name, LK_STR("vary")))
+            continue;
+        struct lk_str rest = h[i].value;
+        while (rest.len > 0) {
+            long comma = lk_str_index(rest, ',');
+            size_t end = comma < 0 ? rest.len : (size_t)comma;
+            struct lk_str name = lk_str_trim((struct lk_str){ rest.ptr, end });
+            rest =
+                comma < 0 ? LK_STR("") : (struct lk_str){ rest.ptr + end + 1, rest.len - end - 1 };
+            if (name.len == 0)
+                continue;
+            if (lk_str_eq(name, LK_STR("*")))
+                return false;
+            lk_buf_addstr_lower(out, name);
+            lk_buf_addch(out, '\0');
+            request_field(spec, name, out);
+            lk_buf_addch(out, '\0');
+        }
+    }
+    return true;
+}
+
+/* True when the request's fields match those e was stored for. */
+static bool vary_matches(const struct centry *e, const struct lk_proxy_req *spec)
+{
+    struct lk_buf now = LK_BUF_INIT;
+    bool same = true;
+    for (size_t at = 0; same && at < e->vary_len;) {
+        const char *name = e->vary + at;
+        const char *value = name + strlen(name) + 1;
+        lk_buf_reset(&now);
+        request_field(spec, lk_str_c(name), &now);
+        same = now.len == strlen(value) && memcmp(now.data, value, now.len) == 0;
+        at = (size_t)(value - e->vary) + strlen(value) + 1;
+    }
+    lk_buf_release(&now);
+    return same;
 }
 
 /* A conditional or range request (RFC 9110 §13.1, §14.2) bypasses the
@@ -453,11 +667,19 @@ static struct lk_http_header *response_headers(struct fetch *f, size_t *n)
     return h;
 }
 
-/* Stores h[0..n) (pointing into f->hmem) and f->body under f->key. */
+/* Stores h[0..n) (pointing into f->hmem) and f->body under f->key, unless
+ * the response varies on everything (Vary: *) or answers credentials it
+ * does not allow to share (RFC 9111 §3.5). */
 static void store_response(struct worker_cache *c, struct fetch *f, int status,
                            const struct lk_http_header *h, size_t n, uint64_t ttl)
 {
+    struct lk_buf vary = LK_BUF_INIT;
+    if (!authorization_allows(&f->spec, h, n) || !vary_request_fields(h, n, &f->spec, &vary)) {
+        lk_buf_release(&vary);
+        return;
+    }
     struct centry *e = lk_xcalloc(1, sizeof(*e));
+    e->vary = lk_buf_detach(&vary, &e->vary_len);
     e->key = f->key;
     f->key = NULL;
     e->status = status;
@@ -472,8 +694,10 @@ static void store_response(struct worker_cache *c, struct fetch *f, int status,
     }
     e->body_len = f->body.len;
     e->body = lk_xmemdup(f->body.data ? f->body.data : "", f->body.len + 1);
-    e->size = strlen(e->key) + f->hmem.len + e->body_len + sizeof(*e);
-    e->expires_ms = now_ms() + ttl;
+    e->size = strlen(e->key) + f->hmem.len + e->body_len + e->vary_len + sizeof(*e);
+    e->stored_ms = now_ms();
+    e->expires_ms = e->stored_ms + ttl;
+    e->age_s = response_age(h, n);
     insert(c, e);
 }
 
@@ -890,12 +1114,14 @@ void worker_cache_handle(struct worker_cache *c, struct lk_exchange *ex, const c
         return;
     }
     struct centry *e = lookup(c, key);
+    if (e != NULL && (!vary_matches(e, spec) || too_old_for(e, spec)))
+        e = NULL; /* fetched again; its answer replaces e */
     if (e == NULL && (c->draining || !ensure_multi(c))) {
         proxy_or_502(ex, spec);
         return;
     }
     if (e != NULL) {
-        respond_with_cors(ex, e->status, e->headers, e->n_headers, e->body, e->body_len);
+        respond_hit(ex, e);
         return;
     }
     struct fetch *f = lk_xcalloc(1, sizeof(*f));

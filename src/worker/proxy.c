@@ -146,15 +146,25 @@ static bool wants_websocket(struct lk_exchange *ex)
     return lk_headers_get(h, n, LK_STR("upgrade"), &v) && lk_str_eq(v, LK_STR("websocket"));
 }
 
+/* True when the request carries a body (chunked, or a non-zero length). */
+static bool has_body(const struct lk_exchange *ex)
+{
+    enum lk_http1_body_kind kind = lk_exchange_body_kind(ex);
+    return kind == LK_HTTP1_BODY_CHUNKED ||
+           (kind == LK_HTTP1_BODY_LENGTH && lk_exchange_content_length(ex) > 0);
+}
+
 /* SPEC §4.6: a GET whose upstream path matches a cache route of the session
- * is cacheable; its key is appended to key. */
+ * is cacheable; its key is appended to key. A GET with a body is not: the
+ * cache's fetch sends none, and SPEC §4.4 step 5 keeps the body stream, so
+ * it is streamed like any other request. */
 static bool cache_key(struct lk_exchange *ex, const struct lk_route_result *r, struct lk_buf *key)
 {
     const struct lk_session *s = r->found.session;
     struct lk_url u;
     bool cacheable = false;
     if (!s->has_cache_routes || s->n_cache_routes == 0 ||
-        !lk_str_eq(lk_exchange_method(ex), LK_STR("GET")))
+        !lk_str_eq(lk_exchange_method(ex), LK_STR("GET")) || has_body(ex))
         return false;
     if (lk_url_parse(r->target.url.data, r->target.url.len, &u, NULL) != 0)
         return false;

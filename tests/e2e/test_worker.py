@@ -640,6 +640,24 @@ def test_v1_tunnel_endpoint(worker):
     assert r.text.startswith("Failed to deserialize query string:")
 
 
+@pytest.mark.parametrize("query, name", [
+    ("%FF", "\ufffd"),                  # a lone byte that starts nothing
+    ("a%C3", "a\ufffd"),                # a sequence cut short
+    ("%E2%82x", "\ufffdx"),             # one U+FFFD for the maximal valid prefix
+    ("%F0%9F%90%AE", "\U0001f42e"),     # valid UTF-8 is kept
+    ("%ED%A0%80", "\ufffd" * 3),        # a surrogate is not UTF-8
+    ("%C0%AF", "\ufffd\ufffd"),          # nor is an overlong form
+])
+def test_v1_tunnel_query_is_decoded_as_lossy_utf8(worker, query, name):
+    """SPEC §4.3.5: the query goes through serde_urlencoded, which decodes
+    percent-escapes and then UTF-8 lossily (String::from_utf8_lossy): the
+    TunnelData answered is valid UTF-8 JSON whatever bytes the query spells."""
+    r = request(worker.addr, "GET", f"/linkup/tunnel?session_name={query}", AUTH)
+    assert r.status == 200
+    td = json.loads(r.body.decode("utf-8"))
+    assert td["name"] == "linkup-tunnel-" + name
+
+
 def test_tunnel_hostname_answers_not_connected(worker):
     for host in (f"linkup-tunnel-abc.localhost:{worker.port}", "LINKUP-TUNNEL-abc.LocalHost"):
         for path in ("/", "/linkup/check"):

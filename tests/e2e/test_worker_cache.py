@@ -12,6 +12,8 @@ texts (SPEC §3.10, §4.4–§4.7; docs/worker.md "Cache"):
 * a WebSocket upgrade to an unreachable upstream is
   `502 Failed to fetch from target service: …`; only an upstream that
   answers without switching protocols is `Failed to connect to destination`.
+* a GET with a body streams with its body; a stored response honours Vary,
+  Authorization (RFC 9111 §3.5), Age, Expires and the request's max-age.
 
 The worker listens on 127.0.0.1:0, upstreams are Python servers on
 127.0.0.2 port 0. Every worker is stopped with SIGTERM and must exit 0."""
@@ -87,6 +89,14 @@ class Upstream:
       /static/drop         reads the request, closes without answering
       /static/echo         200, body = JSON of the request headers
       /static/connhdr      200 with "Connection: X-Secret" and X-Secret/X-Open
+      /static/vary         200 "{Accept-Encoding or identity} N", max-age=60,
+                           Vary: X-Other, accept-encoding
+      /static/varystar     200 "varystar N", max-age=60, Vary: *
+      /static/cc/VALUE     200 "cc N" with Cache-Control VALUE ("_" for " ")
+      /static/age/A        200 "age N", max-age=60 and Age: A
+      /static/expires/K    200 "expires N" with an Expires of kind K: zero ("0"),
+                           past, garbage, future (in an hour), maxage (past,
+                           with Cache-Control: max-age=60)
     where N counts the requests for that path so far (1 for the first)."""
 
     def __init__(self):
@@ -121,6 +131,32 @@ class Upstream:
                 elif path == "/static/echo":
                     self.answer(200, [("Cache-Control", "no-store")],
                                 json.dumps(list(self.headers.items())).encode())
+                elif path == "/static/vary":
+                    enc = self.headers.get("Accept-Encoding") or "identity"
+                    self.answer(200, [("Cache-Control", "max-age=60"),
+                                      ("Vary", "X-Other, accept-encoding")],
+                                f"{enc} {n}".encode())
+                elif path.startswith("/static/age/"):
+                    age = path.rsplit("/", 1)[1]
+                    self.answer(200, [("Cache-Control", "max-age=60"), ("Age", age)],
+                                f"age {n}".encode())
+                elif path.startswith("/static/expires/"):
+                    import email.utils
+                    kind = path.rsplit("/", 1)[1]
+                    value = {"zero": "0", "past": "Thu, 01 Jan 1970 00:00:00 GMT",
+                             "garbage": "tomorrow",
+                             "future": email.utils.formatdate(time.time() + 3600, usegmt=True),
+                             "maxage": "Thu, 01 Jan 1970 00:00:00 GMT"}[kind]
+                    hdrs = [("Expires", value)]
+                    if kind == "maxage":
+                        hdrs.append(("Cache-Control", "max-age=60"))
+                    self.answer(200, hdrs, f"expires {n}".encode())
+                elif path.startswith("/static/cc/"):
+                    cc = path.split("/", 3)[3].replace("_", " ")
+                    self.answer(200, [("Cache-Control", cc)], f"cc {n}".encode())
+                elif path == "/static/varystar":
+                    self.answer(200, [("Cache-Control", "max-age=60"), ("Vary", "*")],
+                                f"varystar {n}".encode())
                 elif path == "/static/connhdr":
                     self.answer(200, [("Connection", "X-Secret"), ("X-Secret", "1"),
                                       ("X-Open", "2")], f"connhdr {n}".encode())
@@ -401,3 +437,114 @@ def test_malformed_upstream_heads_are_502_on_the_cache_path_too(worker, case):
             assert (cached.status, cached.text) == (502, streamed.text)
     finally:
         up.close()
+
+
+# ---- 5. requests with a body ------------------------------------------------------
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_get_with_a_body_bypasses_the_cache_and_keeps_its_body(worker, raw_upstream, framing):
+    """SPEC §4.4 step 5: method and body stream are kept. A GET that carries a
+    body is not a plain GET the cache may answer for: it streams to the
+    upstream with its body, every time, and nothing is stored."""
+    make_session(worker, "potato", raw_upstream.url)
+    payload = b"query-in-the-body"
+    if framing == "length":
+        head = b"Content-Length: %d\r\n\r\n" % len(payload)
+        data = payload
+    else:
+        head = b"Transfer-Encoding: chunked\r\n\r\n"
+        data = b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload)
+    req = (b"GET /static/q HTTP/1.1\r\nHost: potato.example.com\r\nConnection: close\r\n"
+           + head + data)
+    for i in range(2):
+        got = lk.parse_responses(lk.raw_exchange(worker.addr, req, timeout=10)[0])
+        assert [(r.status, r.body) for r in got] == [(200, b"ok %d" % i)]
+    assert [(r["method"], r["target"], r["body"]) for r in raw_upstream.requests] == \
+        [("GET", "/static/q", payload)] * 2
+
+
+# ---- 6. Vary -------------------------------------------------------------------------
+
+def test_stored_response_is_served_only_to_requests_matching_its_vary(worker, up):
+    """RFC 9111 §4.1: a response stored with Vary answers only a request whose
+    fields named by Vary match those of the request that fetched it (the
+    Cloudflare cache of SPEC §4.6 honours Vary). A gzip answer never reaches
+    a client that did not ask for gzip."""
+    make_session(worker, "potato", up.url)
+    gz = [("Accept-Encoding", "gzip")]
+    assert get(worker, "/static/vary", gz).text == "gzip 1"
+    assert get(worker, "/static/vary").text == "identity 2"
+    assert get(worker, "/static/vary").text == "identity 2"  # a hit
+    assert get(worker, "/static/vary", [("X-Other", "1")]).text == "identity 3"
+    assert get(worker, "/static/vary", [("x-other", "1")]).text == "identity 3"  # a hit
+    assert get(worker, "/static/vary", [("X-Other", "1")] + gz).text == "gzip 4"
+    assert up.count("/static/vary") == 4
+
+
+def test_vary_star_is_never_stored(worker, up):
+    make_session(worker, "potato", up.url)
+    assert [get(worker, "/static/varystar").text for _ in range(2)] == \
+        ["varystar 1", "varystar 2"]
+
+
+# ---- 7. Authorization ------------------------------------------------------------------
+
+@pytest.mark.parametrize("cc, stored", [
+    ("max-age=60", False),
+    ("public,_max-age=60", True),
+    ("s-maxage=60", True),
+    ("max-age=60,_must-revalidate", True),
+])
+def test_answer_to_a_request_with_authorization(worker, up, cc, stored):
+    """RFC 9111 §3.5: a shared cache stores the answer to a request with
+    Authorization only when the response allows it (public, s-maxage or
+    must-revalidate); otherwise the next client, whoever it is, is not
+    served a response fetched with someone's credentials."""
+    make_session(worker, "potato", up.url)
+    path = f"/static/cc/{cc}"
+    assert get(worker, path, [("Authorization", "Bearer secret")]).text == "cc 1"
+    assert get(worker, path).text == ("cc 1" if stored else "cc 2")
+
+
+# ---- 8. Age -----------------------------------------------------------------------------
+
+def test_hits_carry_age_and_the_upstream_age_counts(worker, up):
+    """RFC 9111 §4, §5.1: a response served from the cache carries Age (the
+    upstream's Age plus the time it was stored here, one header), and a
+    response whose Age already reaches its max-age is stale: not stored."""
+    make_session(worker, "potato", up.url)
+    first = get(worker, "/static/age/10")
+    assert (first.text, first.all("age")) == ("age 1", ["10"])
+    hit = get(worker, "/static/age/10")
+    assert hit.text == "age 1"
+    assert len(hit.all("age")) == 1 and 10 <= int(hit.header("age")) < 60
+    assert [get(worker, "/static/age/60").text for _ in range(2)] == ["age 1", "age 2"]
+    plain = [get(worker, "/static/x.js") for _ in range(2)]
+    assert plain[0].header("age") is None and plain[1].header("age") is not None
+
+
+# ---- 9. Expires -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, stored", [
+    ("zero", False), ("past", False), ("garbage", False), ("future", True), ("maxage", True),
+])
+def test_expires_gives_the_lifetime_without_max_age(worker, up, kind, stored):
+    """RFC 9111 §4.2.1, §5.3: without max-age or s-maxage, Expires gives the
+    lifetime; one in the past, or not a valid date (such as "0"), means
+    already stale, so the answer is not stored. max-age wins over Expires."""
+    make_session(worker, "potato", up.url)
+    path = f"/static/expires/{kind}"
+    assert [get(worker, path).text for _ in range(2)] == \
+        ["expires 1", "expires 1" if stored else "expires 2"]
+
+
+def test_request_max_age_refetches_an_older_entry(worker, up):
+    """RFC 9111 §5.2.1.1: a request's max-age=N refuses a stored response
+    older than N seconds (a browser's reload sends max-age=0): it is
+    fetched again, and its answer replaces the entry."""
+    make_session(worker, "potato", up.url)
+    assert get(worker, "/static/x.js").text == "other 1"
+    assert get(worker, "/static/x.js", [("Cache-Control", "max-age=0")]).text == "other 2"
+    assert get(worker, "/static/x.js").text == "other 2"
+    assert get(worker, "/static/x.js", [("Cache-Control", "max-age=3600")]).text == "other 2"
+    assert up.count("/static/x.js") == 2
