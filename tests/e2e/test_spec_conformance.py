@@ -122,6 +122,9 @@ def test_worker_empty_name_is_a_500_store_error(worker, path):
     ([svc("frontend", "ftp://files.example.com")], EXAMPLE,
      "invalid url: ftp://files.example.com/"),
     ([svc("frontend", "mailto:a@example.com")], EXAMPLE, "invalid url: mailto:a@example.com"),
+    # A non-special URL's host is opaque: its case is kept (WHATWG).
+    ([svc("frontend", "git://Git.Example.com/Repo")], EXAMPLE,
+     "invalid url: git://Git.Example.com/Repo"),
     # URLs are checked before service references (first failure wins).
     ([svc("frontend", "ftp://x")], [dom("example.com", "nope")], "invalid url: ftp://x/"),
     (FRONT, [dom("example.com", "web")], "no such service: web"),
