@@ -97,6 +97,23 @@ def test_worker_named_shape_needs_a_string_token(worker):
     assert r.status == 200 and re.fullmatch(r'\{"session_name":"[0-9a-f]{6}"\}', r.text)
 
 
+def test_worker_unknown_fields_are_ignored_even_repeated(worker):
+    """SPEC §2 "unknown fields are ignored on input" (serde): an unknown key
+    may be repeated and hold any number; a repeated known field fits no shape
+    that knows it, so a repeated desired_name leaves the Unnamed shape."""
+    lists = ('"services":[{"name":"frontend","location":"http://example.com","x":1,"x":2}],'
+             '"domains":[{"domain":"example.com","default_service":"frontend","y":[],"y":{}}]')
+    body = ('{"desired_name":"dupok","session_token":"t","extra":1,"extra":2,'
+            '"big":123456789012345678901234567890,' + lists + '}')
+    r = wpost(worker, "/linkup/v2/sessions/preview", body)
+    assert (r.status, r.text) == (200, '{"session_name":"dupok"}')
+    body = '{"desired_name":"a","desired_name":"b","session_token":null,' + lists + '}'
+    r = wpost(worker, "/linkup/v2/sessions/preview", body)
+    assert (r.status, r.text) == (200, '{"session_name":"2551b2"}')
+    body = '{"desired_name":"a","session_token":"t","session_token":"u",' + lists + '}'
+    assert wpost(worker, "/linkup/v2/sessions/preview", body).status == 422
+
+
 def test_worker_unknown_name_kind_is_422(worker):
     """SPEC §2.3: name_kind is "animal" or "six_char"; anything else fits no
     shape, a framework 422."""
