@@ -90,7 +90,7 @@ static int try_unnamed(const json_t *root, struct lk_upsert *req, struct lk_buf 
  * so a repeated one rules out the shapes that know it.
  */
 enum obj_kind {
-    OBJ_OTHER,
+    OBJ_OTHER = 0,
     OBJ_ROOT,
     OBJ_SERVICE,
     OBJ_REWRITE,
