@@ -267,6 +267,14 @@ static void scan_value(struct dup_scan *d, enum obj_kind kind)
 static int load_body(const char *json, size_t len, json_t **out, struct lk_buf *why)
 {
     json_error_t jerr;
+    /* jansson ends a number at a NUL byte ("[1\0]" loads); JSON has no
+     * place for a raw NUL, and serde_json refuses one anywhere. */
+    const char *nul = len > 0 ? memchr(json, '\0', len) : NULL;
+    if (nul != NULL) {
+        *out = NULL;
+        lk_buf_addf(why, "NUL byte at offset %zu", (size_t)(nul - json));
+        return LK_EPARSE;
+    }
     *out = json_loadb(json, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &jerr);
     if (*out == NULL) {
         lk_buf_addf(why, "%s at line %d column %d", jerr.text, jerr.line, jerr.column);

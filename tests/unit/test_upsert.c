@@ -149,6 +149,20 @@ static void test_errors(void)
     }
 }
 
+/* jansson ends a number at a NUL byte; JSON (and serde_json) has no place
+ * for a raw NUL, so such a body is malformed. */
+static void test_nul_byte_is_malformed(void)
+{
+    static const char json[] = "{\"x\":[1\0]," LISTS "}";
+    struct lk_upsert req;
+    struct lk_buf err = LK_BUF_INIT;
+    CHECK_INT_EQ(lk_upsert_parse(json, sizeof(json) - 1, &req, &err), LK_EPARSE);
+    CHECK(strncmp(err.data, "Failed to parse the request body as JSON: ", 42) == 0);
+    CHECK(req.body == NULL);
+    lk_upsert_release(&req);
+    lk_buf_release(&err);
+}
+
 static void test_to_session(void)
 {
     static const struct {
@@ -221,6 +235,7 @@ int main(void)
 {
     RUN(test_shapes);
     RUN(test_errors);
+    RUN(test_nul_byte_is_malformed);
     RUN(test_to_session);
     RUN(test_init_from_session);
     return DONE();
