@@ -287,7 +287,9 @@ top_level_extra: {a: b}
 
 
 @pytest.mark.parametrize("statuses,ok", [("[0, 65535]", True), ("[65536]", False),
-                                         ("[-1]", False), ("[ok]", False)])
+                                         ("[-1]", False), ("[ok]", False),
+                                         ("[0x1F4, 0o10, +200, -0]", True),
+                                         ("[0200]", False)])
 def test_health_statuses_are_16_bit(linkup_bin, env, tmp_path, statuses, ok):
     """SPEC §1.2: health.statuses is a list of integers 0-65535."""
     text = GOOD.replace("    local: http://localhost:3000\n",
