@@ -222,20 +222,25 @@ static int parse_regex(struct parser *p, const yaml_node_t *n, struct lk_regex *
     return rc;
 }
 
-/* YAML 1.2 core integers as serde reads them: [+]digits, 0x, 0o, 0b; plain
- * scalars only (a quoted "200" is a string). */
+/* YAML 1.2 core integers as serde_yaml reads them: [+]digits, 0x, 0o, 0b;
+ * plain scalars only (a quoted "200" is a string), and a leading zero before
+ * more digits makes a string too ("0200"). A negative number fits no u16
+ * except zero ("-0", "-0x0"). */
 static int parse_u16(struct parser *p, const yaml_node_t *n, uint16_t *out)
 {
     const char *expected = "an integer 0..65535";
     if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
         return type_error(p, n, expected);
     const char *s = scalar(n);
-    if (*s == '+')
+    bool negative = *s == '-';
+    if (*s == '+' || *s == '-')
         s++;
     int base = 10;
     if (s[0] == '0' && (s[1] == 'x' || s[1] == 'o' || s[1] == 'b')) {
         base = s[1] == 'x' ? 16 : s[1] == 'o' ? 8 : 2;
         s += 2;
+    } else if (s[0] == '0' && s[1] != '\0') {
+        return type_error(p, n, expected);
     }
     unsigned long v = 0;
     size_t digits = 0;
@@ -250,7 +255,7 @@ static int parse_u16(struct parser *p, const yaml_node_t *n, uint16_t *out)
         if (v > 65535)
             return type_error(p, n, expected);
     }
-    if (digits == 0)
+    if (digits == 0 || (negative && v != 0))
         return type_error(p, n, expected);
     *out = (uint16_t)v;
     return 0;

@@ -80,37 +80,239 @@ static int try_unnamed(const json_t *root, struct lk_upsert *req, struct lk_buf 
     return 0;
 }
 
+/* ---- fields given twice ------------------------------------------------------ */
+
+/*
+ * serde rejects a struct field given twice ("duplicate field") but ignores
+ * unknown keys, repeated or not; jansson can only reject every repeated key.
+ * So the body (already valid JSON) is walked once and only the known fields
+ * of each struct are checked. Named and Unnamed know different root fields,
+ * so a repeated one rules out the shapes that know it.
+ */
+enum obj_kind {
+    OBJ_OTHER = 0,
+    OBJ_ROOT,
+    OBJ_SERVICE,
+    OBJ_REWRITE,
+    OBJ_DOMAIN,
+    OBJ_ROUTE
+};
+
+static const char *const root_fields[] = { "desired_name", "session_token", "name_kind",
+                                           "services",     "domains",       "cache_routes" };
+#define ROOT_DESIRED   (1u << 0)
+#define ROOT_NAME_KIND (1u << 2)
+#define ROOT_ALL       ((1u << LK_ARRAY_LEN(root_fields)) - 1)
+static const char *const service_fields[] = { "name", "location", "rewrites" };
+static const char *const rewrite_fields[] = { "source", "target" };
+static const char *const domain_fields[] = { "domain", "default_service", "routes" };
+static const char *const route_fields[] = { "path", "service" };
+
+struct dup_scan {
+    const char *p, *end;
+    unsigned root_dups;   /* bits of root_fields given twice */
+    const char *repeated; /* the first repeated known field, or NULL */
+    bool nested_dup;      /* a field of a service/rewrite/domain/route twice */
+};
+
+static void skip_ws(struct dup_scan *d)
+{
+    while (d->p < d->end && (*d->p == ' ' || *d->p == '\t' || *d->p == '\n' || *d->p == '\r'))
+        d->p++;
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = lk_ascii_lower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Consumes a string at d->p (at its '"'); its ASCII text goes to key (a
+ * non-ASCII or too long key leaves an empty key: it names no field). */
+static void scan_string(struct dup_scan *d, char *key, size_t cap)
+{
+    size_t n = 0;
+    bool known = true;
+    d->p++;
+    while (d->p < d->end && *d->p != '"') {
+        char c = *d->p++;
+        if (c == '\\' && d->p < d->end) {
+            char e = *d->p++;
+            c = e == 'n'   ? '\n'
+                : e == 't' ? '\t'
+                : e == 'r' ? '\r'
+                : e == 'b' ? '\b'
+                : e == 'f' ? '\f'
+                           : e;
+            if (e == 'u') {
+                int v = 0;
+                for (int i = 0; i < 4 && d->p < d->end; i++)
+                    v = v * 16 + hex_digit(*d->p++);
+                if (v <= 0 || v >= 0x80)
+                    known = false;
+                c = (char)v;
+            }
+        }
+        if ((unsigned char)c >= 0x80 || n + 1 >= cap)
+            known = false;
+        else
+            key[n++] = c;
+    }
+    d->p++; /* the closing '"' */
+    key[known ? n : 0] = '\0';
+}
+
+static void scan_value(struct dup_scan *d, enum obj_kind kind);
+
+static void scan_fields(const char *const *fields, size_t n, enum obj_kind kind, const char *key,
+                        unsigned *seen, struct dup_scan *d)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(key, fields[i]) != 0)
+            continue;
+        if (*seen & (1u << i)) {
+            if (kind == OBJ_ROOT)
+                d->root_dups |= 1u << i;
+            else
+                d->nested_dup = true;
+            if (d->repeated == NULL)
+                d->repeated = fields[i];
+        }
+        *seen |= 1u << i;
+    }
+}
+
+/* The kind of the elements of the array under key of an object of kind. */
+static enum obj_kind child_kind(enum obj_kind kind, const char *key)
+{
+    if (kind == OBJ_ROOT && strcmp(key, "services") == 0)
+        return OBJ_SERVICE;
+    if (kind == OBJ_ROOT && strcmp(key, "domains") == 0)
+        return OBJ_DOMAIN;
+    if (kind == OBJ_SERVICE && strcmp(key, "rewrites") == 0)
+        return OBJ_REWRITE;
+    if (kind == OBJ_DOMAIN && strcmp(key, "routes") == 0)
+        return OBJ_ROUTE;
+    return OBJ_OTHER;
+}
+
+static void scan_object(struct dup_scan *d, enum obj_kind kind)
+{
+    static const struct {
+        const char *const *fields;
+        size_t n;
+    } known[] = {
+        [OBJ_OTHER] = { NULL, 0 },
+        [OBJ_ROOT] = { root_fields, LK_ARRAY_LEN(root_fields) },
+        [OBJ_SERVICE] = { service_fields, LK_ARRAY_LEN(service_fields) },
+        [OBJ_REWRITE] = { rewrite_fields, LK_ARRAY_LEN(rewrite_fields) },
+        [OBJ_DOMAIN] = { domain_fields, LK_ARRAY_LEN(domain_fields) },
+        [OBJ_ROUTE] = { route_fields, LK_ARRAY_LEN(route_fields) },
+    };
+    unsigned seen = 0;
+    d->p++; /* '{' */
+    for (;;) {
+        skip_ws(d);
+        if (d->p >= d->end || *d->p == '}')
+            break;
+        if (*d->p == ',') {
+            d->p++;
+            continue;
+        }
+        char key[32];
+        scan_string(d, key, sizeof(key));
+        scan_fields(known[kind].fields, known[kind].n, kind, key, &seen, d);
+        skip_ws(d);
+        d->p++; /* ':' */
+        scan_value(d, child_kind(kind, key));
+    }
+    d->p++;
+}
+
+/* kind: of the value if it is an object, of its elements if it is an array. */
+static void scan_value(struct dup_scan *d, enum obj_kind kind)
+{
+    skip_ws(d);
+    if (d->p >= d->end)
+        return;
+    if (*d->p == '{') {
+        scan_object(d, kind);
+    } else if (*d->p == '[') {
+        d->p++;
+        for (;;) {
+            skip_ws(d);
+            if (d->p >= d->end || *d->p == ']')
+                break;
+            if (*d->p == ',')
+                d->p++;
+            else
+                scan_value(d, kind);
+        }
+        d->p++;
+    } else if (*d->p == '"') {
+        char unused[1];
+        scan_string(d, unused, sizeof(unused));
+    } else {
+        /* A number or literal; at least one byte, so every loop advances. */
+        do
+            d->p++;
+        while (d->p < d->end && memchr(",]} \t\n\r", *d->p, 7) == NULL);
+    }
+}
+
+/* Loads the body as serde_json reads it: integers of any size are numbers
+ * (jansson would refuse one past 64 bits); repeated keys keep the last value. */
+static int load_body(const char *json, size_t len, json_t **out, struct lk_buf *why)
+{
+    json_error_t jerr;
+    /* jansson ends a number at a NUL byte ("[1\0]" loads); JSON has no
+     * place for a raw NUL, and serde_json refuses one anywhere. */
+    const char *nul = len > 0 ? memchr(json, '\0', len) : NULL;
+    if (nul != NULL) {
+        *out = NULL;
+        lk_buf_addf(why, "NUL byte at offset %zu", (size_t)(nul - json));
+        return LK_EPARSE;
+    }
+    *out = json_loadb(json, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &jerr);
+    if (*out == NULL) {
+        lk_buf_addf(why, "%s at line %d column %d", jerr.text, jerr.line, jerr.column);
+        return LK_EPARSE;
+    }
+    return 0;
+}
+
 int lk_upsert_parse(const char *json, size_t len, struct lk_upsert *req, struct lk_buf *err)
 {
     struct lk_buf why = LK_BUF_INIT;
     json_t *root = NULL;
     memset(req, 0, sizeof(*req));
-    int rc = lk_json_load(json, len, &root, &why);
+    int rc = load_body(json, len, &root, &why);
     if (rc != 0) {
         if (err)
             lk_buf_addf(err, "%s%s", JSON_ERROR, why.data);
         goto out;
     }
-    /* A second, strict parse rather than one: serde reads the whole body
-     * before it tries the shapes, so bad syntax anywhere (400) wins over a
-     * key given twice (422). Upserts are rare; the proxy path never gets here. */
-    json_error_t jerr;
-    json_t *strict = json_loadb(json, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
-    bool duplicate_key = strict == NULL; /* the only error left after lk_json_load() */
-    json_decref(strict);
-    if (duplicate_key) {
-        /* serde: a field given twice fits no shape (422), unlike bad syntax. */
-        lk_buf_addf(&why, "%s at line %d column %d", jerr.text, jerr.line, jerr.column);
-        rc = LK_EINVAL;
-    } else if (!json_is_object(root)) {
+    /* serde reads the whole body before it tries the shapes, so bad syntax
+     * anywhere (400) wins over a field given twice (422). */
+    struct dup_scan dups = { .p = json, .end = json + len };
+    scan_value(&dups, OBJ_ROOT);
+    bool named_fits = !dups.nested_dup && !(dups.root_dups & (ROOT_ALL & ~ROOT_NAME_KIND));
+    bool unnamed_fits = !dups.nested_dup && !(dups.root_dups & (ROOT_ALL & ~ROOT_DESIRED));
+    if (!json_is_object(root)) {
         lk_buf_adds(&why, "invalid type, expected an object");
         rc = LK_EINVAL;
-    } else if (try_named(root, req, &why) == 0) {
+    } else if (named_fits && try_named(root, req, &why) == 0) {
         rc = 0;
-    } else {
+    } else if (unnamed_fits) {
         /* Report why the last shape (Unnamed) did not fit. */
         lk_buf_reset(&why);
         rc = try_unnamed(root, req, &why);
+    } else {
+        lk_buf_reset(&why);
+        lk_buf_addf(&why, "duplicate field `%s`", dups.repeated);
+        rc = LK_EINVAL;
     }
     if (rc != 0 && err)
         lk_buf_addf(err, "%s%s", SHAPE_ERROR, why.data);

@@ -15,8 +15,9 @@
  * Error classes, so servers can map them to statuses (SPEC §4.3):
  *   LK_EPARSE     malformed JSON (syntax, not UTF-8)          -> 400
  *   LK_EINVAL     valid JSON that fits neither shape (missing
- *                 services, wrong types, bad URL or regex, an
- *                 object key given twice)                      -> 422
+ *                 services, wrong types, bad URL or regex, a
+ *                 known field given twice; unknown keys may
+ *                 repeat, as serde ignores them)               -> 422
  *   LK_EVALIDATE  the §2.2 session validation failed in
  *                 lk_upsert_to_session                         -> 400
  *                 "Failed to parse server config: {e} - Worker"

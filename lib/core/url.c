@@ -56,6 +56,13 @@ static bool is_forbidden_host_char(unsigned char c)
     return c <= 0x20 || c >= 0x7f || strchr("#%/:<>?@[\\]^|", c) != NULL;
 }
 
+/* WHATWG forbidden host code points, which an opaque host (a non-special
+ * URL's) must not contain; unlike a domain it may hold '%' and non-ASCII. */
+static bool is_forbidden_opaque_host_char(unsigned char c)
+{
+    return c == 0 || strchr("\t\n\r #/:<>?@[\\]^|", c) != NULL;
+}
+
 enum pct_set {
     PCT_OPAQUE = 0, /* C0 controls and non-ASCII only */
     PCT_PATH,
@@ -521,7 +528,7 @@ static int parse_host_port(const char *p, size_t n, bool special, struct lk_url 
         return fail(why, "empty host");
     if (p[0] != '[' && !special) {
         for (size_t i = 0; i < host_end; i++) {
-            if (is_forbidden_host_char((unsigned char)p[i]))
+            if (is_forbidden_opaque_host_char((unsigned char)p[i]))
                 return fail(why, "invalid host character");
         }
     }
@@ -538,9 +545,8 @@ static int parse_host_port(const char *p, size_t n, bool special, struct lk_url 
         if (parse_domain(p, host_end, &u->host, why) != 0)
             return LK_EPARSE;
     } else {
-        u->host = lk_xstrndup(p, host_end);
-        for (char *h = u->host; *h; h++)
-            *h = lk_ascii_lower(*h);
+        /* WHATWG opaque host: case kept, C0 controls and non-ASCII encoded. */
+        u->host = encode_part(p, host_end, PCT_OPAQUE);
     }
     if (u->port == lk_url_default_port(u->scheme))
         u->port = -1;

@@ -189,3 +189,113 @@ def test_usage(linkup_bin, env):
         r = run(linkup_bin, *args, env=env)
         assert r.returncode == 0
         assert "Usage: linkup config check" in r.stdout
+
+
+SPEC_EXAMPLE = """\
+linkup:
+  worker_url: https://where.linkup.is.deployed.com
+  worker_token: worker_token_from_linkup_deploy
+  cache_routes:
+    - .*/_next/static/.*
+services:
+  - name: web
+    remote: https://web-dev.hosting-provider.com
+    local: http://localhost:3000
+    rewrites:
+      - source: /foo/(.*)
+        target: /bar/$1
+  - name: backend
+    remote: https://api-dev.hosting-provider.com
+    local: http://localhost:9000
+    directory: ./relative/path/to/backend
+    health:
+      path: /healthz
+      statuses: [200, 204]
+domains:
+  - domain: dev-domain.com
+    default_service: web
+    routes:
+      - path: /api/v1/.*
+        service: backend
+  - domain: api.dev-domain.com
+    default_service: backend
+"""
+
+
+def test_spec_example_loads(linkup_bin, env, tmp_path):
+    """SPEC §1.4: the example config, verbatim; URLs stored normalised (§1.2)."""
+    p = write(tmp_path, SPEC_EXAMPLE)
+    r = run(linkup_bin, "config", "check", "--json", "--config", str(p), env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {
+        "config_path": str(p.resolve()),
+        "worker_url": "https://where.linkup.is.deployed.com/",
+        "services": [
+            {"name": "web", "remote": "https://web-dev.hosting-provider.com/",
+             "local": "http://localhost:3000/"},
+            {"name": "backend", "remote": "https://api-dev.hosting-provider.com/",
+             "local": "http://localhost:9000/"},
+        ],
+        "domains": [
+            {"domain": "dev-domain.com", "default_service": "web",
+             "routes": [{"path": "/api/v1/.*", "service": "backend"}]},
+            {"domain": "api.dev-domain.com", "default_service": "backend", "routes": None},
+        ],
+    }
+    r = run(linkup_bin, "config", "check", "--config", str(p), env=env)
+    assert r.returncode == 0, r.stderr
+    for text in (".*/_next/static/.*", "/foo/(.*) -> /bar/$1", "./relative/path/to/backend",
+                 "/healthz", "200, 204"):
+        assert text in r.stdout, text
+
+
+def test_schema_optional_keys_and_unknown_keys(linkup_bin, env, tmp_path):
+    """SPEC §1.2: unknown keys anywhere are ignored; cache_routes, rewrites,
+    routes and health.statuses may be null; services may be empty."""
+    text = """\
+linkup:
+  worker_url: https://w.example.com
+  worker_token: t
+  cache_routes: null
+  colour: blue
+services:
+  - name: web
+    remote: https://web.example.com
+    local: http://localhost:3000
+    rewrites: null
+    health:
+      path: null
+      statuses: null
+    extra: [1, 2]
+domains:
+  - domain: example.com
+    default_service: web
+    routes: null
+    weight: 3
+top_level_extra: {a: b}
+"""
+    r = run(linkup_bin, "config", "check", "--json", "--config", str(write(tmp_path, text)),
+            env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["domains"][0]["routes"] is None
+    empty = "linkup:\n  worker_url: https://w.example.com\n  worker_token: t\n" \
+            "services: []\ndomains: []\n"
+    r = run(linkup_bin, "config", "check", "--json", "--config",
+            str(write(tmp_path, empty, "empty.yaml")), env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["services"] == []
+
+
+@pytest.mark.parametrize("statuses,ok", [("[0, 65535]", True), ("[65536]", False),
+                                         ("[-1]", False), ("[ok]", False),
+                                         ("[0x1F4, 0o10, +200, -0]", True),
+                                         ("[0200]", False)])
+def test_health_statuses_are_16_bit(linkup_bin, env, tmp_path, statuses, ok):
+    """SPEC §1.2: health.statuses is a list of integers 0-65535."""
+    text = GOOD.replace("    local: http://localhost:3000\n",
+                        "    local: http://localhost:3000\n"
+                        f"    health:\n      statuses: {statuses}\n")
+    r = run(linkup_bin, "config", "check", "--config", str(write(tmp_path, text)), env=env)
+    assert r.returncode == (0 if ok else 1), r.stderr
+    if not ok:
+        assert '"statuses": expected an integer 0..65535' in r.stderr

@@ -97,6 +97,23 @@ def test_worker_named_shape_needs_a_string_token(worker):
     assert r.status == 200 and re.fullmatch(r'\{"session_name":"[0-9a-f]{6}"\}', r.text)
 
 
+def test_worker_unknown_fields_are_ignored_even_repeated(worker):
+    """SPEC §2 "unknown fields are ignored on input" (serde): an unknown key
+    may be repeated and hold any number; a repeated known field fits no shape
+    that knows it, so a repeated desired_name leaves the Unnamed shape."""
+    lists = ('"services":[{"name":"frontend","location":"http://example.com","x":1,"x":2}],'
+             '"domains":[{"domain":"example.com","default_service":"frontend","y":[],"y":{}}]')
+    body = ('{"desired_name":"dupok","session_token":"t","extra":1,"extra":2,'
+            '"big":123456789012345678901234567890,' + lists + '}')
+    r = wpost(worker, "/linkup/v2/sessions/preview", body)
+    assert (r.status, r.text) == (200, '{"session_name":"dupok"}')
+    body = '{"desired_name":"a","desired_name":"b","session_token":null,' + lists + '}'
+    r = wpost(worker, "/linkup/v2/sessions/preview", body)
+    assert (r.status, r.text) == (200, '{"session_name":"2551b2"}')
+    body = '{"desired_name":"a","session_token":"t","session_token":"u",' + lists + '}'
+    assert wpost(worker, "/linkup/v2/sessions/preview", body).status == 422
+
+
 def test_worker_unknown_name_kind_is_422(worker):
     """SPEC §2.3: name_kind is "animal" or "six_char"; anything else fits no
     shape, a framework 422."""
@@ -122,6 +139,9 @@ def test_worker_empty_name_is_a_500_store_error(worker, path):
     ([svc("frontend", "ftp://files.example.com")], EXAMPLE,
      "invalid url: ftp://files.example.com/"),
     ([svc("frontend", "mailto:a@example.com")], EXAMPLE, "invalid url: mailto:a@example.com"),
+    # A non-special URL's host is opaque: its case is kept (WHATWG).
+    ([svc("frontend", "git://Git.Example.com/Repo")], EXAMPLE,
+     "invalid url: git://Git.Example.com/Repo"),
     # URLs are checked before service references (first failure wins).
     ([svc("frontend", "ftp://x")], [dom("example.com", "nope")], "invalid url: ftp://x/"),
     (FRONT, [dom("example.com", "web")], "no such service: web"),
@@ -544,3 +564,233 @@ def test_server_locations_are_whatwg_normalised(server, location, stored):
     assert r.status == 200, r.text
     got = lk.request(addr, "GET", "/linkup/sessions/norm").json()
     assert got["services"][0]["location"] == stored
+
+
+# ==== SPEC §8.1 core vectors, black-box, through both fronts ==================
+#
+# Fixture CONF-A of SPEC §8 with its three services on three recording
+# upstreams (frontend, backend, other-frontend), stored under one session
+# name on the worker (v2 preview) or on the local server (tunneled upsert
+# via the fake worker). Each vector is the SPEC's; only the locations differ.
+
+CONF_A_NAME = "tiny-cow"
+
+
+class ConfA:
+    def __init__(self, kind, front, ups):
+        self.kind = kind
+        self.addr = front.addrs["Worker" if kind == "worker" else "HTTP"]
+        self.ups = ups  # {"frontend": RecordingUpstream, ...}
+
+    def get(self, target, headers):
+        """GET target; returns (status, service name or None, path+query the
+        service received, its headers as {lower name: [values]})."""
+        for u in self.ups.values():
+            u.requests.clear()
+        r = lk.request(self.addr, "GET", target, headers)
+        hit = [(n, u) for n, u in self.ups.items() if u.requests]
+        assert len(hit) <= 1, hit
+        if not hit:
+            return r.status, None, None, {}
+        name, up = hit[0]
+        return r.status, name, up.requests[-1][1], upstream_headers(up)
+
+
+def conf_a_body(ups):
+    return named(CONF_A_NAME, [
+        svc("frontend", ups["frontend"].url, [{"source": "/foo/(.*)", "target": "/bar/$1"}]),
+        svc("other-frontend", ups["other-frontend"].url),
+        svc("backend", ups["backend"].url + "/", [{"source": "/api/v2/(.*)", "target": "/$1"}]),
+    ], [
+        dom("example.com", "frontend", [{"path": "/api/v1/.*", "service": "backend"},
+                                        {"path": "/api/v2/.*", "service": "backend"}]),
+        dom("api.example.com", "backend"),
+        dom("other-example.com", "other-frontend"),
+    ], token="abcxyz")
+
+
+@pytest.fixture(params=["worker", "server"])
+def conf_a(request, linkup_bin, env, tmp_path):
+    ups = {n: lk.RecordingUpstream("127.0.0.2", body=n)
+           for n in ("frontend", "backend", "other-frontend")}
+    fw = None
+    if request.param == "worker":
+        front = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker.log"),
+                                       token=TOKEN)
+        r = wpost(front, "/linkup/v2/sessions/preview", conf_a_body(ups))
+    else:
+        fw = lk.FakeWorker("127.0.0.3")
+        front = lk.spawn_local_server(linkup_bin, env, "--worker-url", fw.url, "--worker-token",
+                                      TOKEN, log_path=str(tmp_path / "server.log"))
+        r = lk.post_json(front.addrs["HTTP"], "/linkup/sessions/tunneled", conf_a_body(ups))
+    try:
+        assert r.status == 200, r.text
+        assert json.loads(r.body)["session_name"] == CONF_A_NAME
+        yield ConfA(request.param, front, ups)
+    finally:
+        code = front.stop()
+        for u in ups.values():
+            u.close()
+        if fw is not None:
+            fw.close()
+    assert code == 0
+
+
+def test_8_1_1_session_by_subdomain_referer_origin_tracestate(conf_a):
+    """SPEC §8.1.1 get_request_session_by_subdomain (§3.4)."""
+    n = CONF_A_NAME
+    cases = [
+        [("Host", f"{n}.example.com")],
+        [("Host", "example.com"), ("referer", f"http://{n}.example.com")],
+        [("Host", "example.com"), ("origin", f"http://{n}.example.com")],
+        [("Host", "example.com"), ("tracestate", f"some-other=xyz,linkup-session={n}")],
+        [("Host", "example.com"), ("tracestate", f"linkup-session={n}")],
+    ]
+    for headers in cases:
+        status, service, _, _ = conf_a.get("/", headers)
+        assert (status, service) == (200, "frontend"), headers
+    # Without any of them there is no session.
+    status, service, _, _ = conf_a.get("/", [("Host", "example.com")])
+    assert (status, service) == (422, None)
+
+
+def test_8_1_2_additional_headers(conf_a):
+    """SPEC §8.1.2 get_additional_headers (§3.7), cases (a), (c) and (d);
+    (b) is the tunnel hop of test_8_1_5."""
+    n = CONF_A_NAME
+    host = [("Host", f"{n}.example.com")]
+    # (a) nothing incoming: all four added.
+    _, service, _, h = conf_a.get("/abc-xyz", host)
+    assert service == "frontend"
+    assert len(h["traceparent"]) == 1 and re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-00",
+                                                       h["traceparent"][0])
+    assert h["tracestate"] == [f"linkup-session={n}"]
+    assert h["x-forwarded-host"] == [f"{n}.example.com"]
+    assert h["linkup-destination"] == ["frontend"]
+    # (c) traceparent, another tracestate entry and x-forwarded-host incoming.
+    _, _, _, h = conf_a.get("/abc-xyz", host + [("traceparent", "anything"),
+                                                ("tracestate", "other-service=32"),
+                                                ("x-forwarded-host", f"{n}.example.com")])
+    assert h["traceparent"] == ["anything"]
+    assert h["tracestate"] == [f"other-service=32,linkup-session={n}"]
+    assert h["x-forwarded-host"] == [f"{n}.example.com"]
+    assert h["linkup-destination"] == ["frontend"]
+    # (d) only x-forwarded-host incoming.
+    _, _, _, h = conf_a.get("/abc-xyz", host + [("x-forwarded-host", f"{n}.example.com")])
+    assert len(h["traceparent"][0]) == 55
+    assert h["tracestate"] == [f"linkup-session={n}"]
+    assert h["x-forwarded-host"] == [f"{n}.example.com"]
+    # (b) all four present: none added or changed.
+    sent = [("traceparent", "00-" + "1" * 32 + "-" + "2" * 16 + "-00"),
+            ("tracestate", f"linkup-session={n}"), ("linkup-destination", "frontend"),
+            ("x-forwarded-host", f"{n}.example.com")]
+    _, service, _, h = conf_a.get("/abc-xyz", [("Host", "abc.some-tunnel.com")] + sent)
+    assert service == "frontend"
+    for k, v in sent:
+        assert h[k] == [v], k
+
+
+@pytest.mark.parametrize("target,headers,service,path", [
+    ("/?a=b", [("Host", "tiny-cow.example.com")], "frontend", "/?a=b"),
+    ("/a/b/c/?a=b", [("Host", "tiny-cow.example.com")], "frontend", "/a/b/c/?a=b"),
+    ("/foo/b/c/?a=b", [("Host", "tiny-cow.example.com")], "frontend", "/bar/b/c/?a=b"),
+    ("/api/v1/?a=b", [("Host", "tiny-cow.example.com")], "backend", "/api/v1/?a=b"),
+    ("/api/v1/?a=b", [("Host", "api.example.com"), ("referer", "http://tiny-cow.example.com/")],
+     "backend", "/api/v1/?a=b"),
+])
+def test_8_1_4_target_url(conf_a, target, headers, service, path):
+    """SPEC §8.1.4 get_target_url (§3.5, §3.6)."""
+    status, got_service, got_path, _ = conf_a.get(target, headers)
+    assert (status, got_service, got_path) == (200, service, path)
+
+
+def test_8_1_5_rewritten_routes_are_repeatable(conf_a):
+    """SPEC §8.1.5 repeatable_rewritten_routes: the rewrite happens once; the
+    headers the first hop added make a second hop (a tunnel: another host,
+    the rewritten path) pick the same service without rewriting again."""
+    n = CONF_A_NAME
+    status, service, path, h = conf_a.get("/api/v2/user", [("Host", "example.com"),
+                                                           ("tracestate", f"linkup-session={n}")])
+    assert (status, service, path) == (200, "backend", "/user")
+    assert h["linkup-destination"] == ["backend"]
+    assert h["x-forwarded-host"] == [f"{n}.example.com"]
+    again = [(k, h[k][0]) for k in ("traceparent", "tracestate", "linkup-destination",
+                                    "x-forwarded-host")]
+    status, service, path, h2 = conf_a.get("/user", [("Host", "localhost")] + again)
+    assert (status, service, path) == (200, "backend", "/user")
+    for k, v in again:
+        assert h2[k] == [v], k
+    # The black-box form of SPEC §8.1.5.
+    status, service, path, _ = conf_a.get("/user", [("Host", "localhost"),
+                                                    ("linkup-destination", "backend"),
+                                                    ("x-forwarded-host", f"{n}.example.com")])
+    assert (status, service, path) == (200, "backend", "/user")
+
+
+def test_8_1_6_iframable(conf_a):
+    """SPEC §8.1.6 iframable: a page of other-example.com framed by the
+    session's example.com page is found through the referer."""
+    status, service, path, h = conf_a.get(
+        "/", [("Host", "other-example.com"), ("referer", f"https://{CONF_A_NAME}.example.com/")])
+    assert (status, service, path) == (200, "other-frontend", "/")
+    assert h["x-forwarded-host"] == [f"{CONF_A_NAME}.other-example.com"]
+
+
+def test_8_1_7_conf_b_round_trips_through_the_local_server(server):
+    """SPEC §8.1.7 convert_session: CONF-B parses, validates and serialises
+    back normalised (§2.1: locations with a trailing slash, absent rewrites
+    and routes as null, regexes as their source text)."""
+    addr = server.addrs["HTTP"]
+    conf_b = {
+        "desired_name": "conf-b", "session_token": "abcxyz",
+        "services": [
+            {"name": "frontend", "location": "http://localhost:8000",
+             "rewrites": [{"source": "/foo/(.*)", "target": "/bar/$1"}]},
+            {"name": "backend", "location": "http://localhost:8001/"},
+        ],
+        "domains": [
+            {"domain": "example.com", "default_service": "frontend",
+             "routes": [{"path": "/api/v1/.*", "service": "backend"}]},
+            {"domain": "api.example.com", "default_service": "backend"},
+        ],
+        "cache_routes": ["/static/.*"],
+    }
+    r = lk.post_json(addr, "/linkup/sessions/tunneled", conf_b)
+    assert r.status == 200, r.text
+    services = ('[{"name":"frontend","location":"http://localhost:8000/","rewrites":'
+                '[{"source":"/foo/(.*)","target":"/bar/$1"}]},'
+                '{"name":"backend","location":"http://localhost:8001/","rewrites":null}]')
+    domains = ('[{"domain":"example.com","default_service":"frontend","routes":'
+               '[{"path":"/api/v1/.*","service":"backend"}]},'
+               '{"domain":"api.example.com","default_service":"backend","routes":null}]')
+    r = lk.request(addr, "GET", "/linkup/sessions/conf-b")
+    assert (r.status, r.text) == (
+        200, '{"session_kind":"tunneled","session_name":"conf-b","services":' + services
+        + ',"domains":' + domains + '}')
+    r = lk.request(addr, "GET", "/linkup/sessions")
+    assert (r.status, r.text) == (
+        200, '{"sessions":{"conf-b":{"kind":"tunneled","session_token":"abcxyz","services":'
+        + services + ',"domains":' + domains + ',"cache_routes":["/static/.*"]}}}')
+
+
+def test_8_1_10_cookie_normalisation(conf_a):
+    """SPEC §8.1.10 (§3.8): two Cookie headers become one; one header with
+    `; ` is unchanged; one with `, ` is re-joined with `; `."""
+    host = [("Host", f"{CONF_A_NAME}.example.com")]
+    for cookies, want in [([("Cookie", "a=b"), ("Cookie", "c=d")], ["a=b; c=d"]),
+                          ([("Cookie", "a=b; c=d")], ["a=b; c=d"]),
+                          ([("Cookie", "a=b, c=d")], ["a=b; c=d"])]:
+        _, _, _, h = conf_a.get("/", host + cookies)
+        assert h["cookie"] == want, cookies
+
+
+@pytest.mark.parametrize("host,found", [
+    ("localhost:8787", False),        # §9: http://localhost:8787/anypath -> sentinel
+    ("a.b", False),                   # §9: a.b -> sentinel
+    ("tiny-cow.b.c", True),           # §9: a.b.c -> a
+])
+def test_9_first_subdomain_vectors(conf_a, host, found):
+    """SPEC §9 first_subdomain vectors, seen through session extraction."""
+    status, _, _, _ = conf_a.get("/anypath", [("Host", host)])
+    # tiny-cow.b.c has a session but no configured domain b.c: 404, not 422.
+    assert status == (404 if found else 422)

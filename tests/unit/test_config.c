@@ -240,7 +240,7 @@ static void test_valid_variants(void)
         " domains: [{domain: d, default_service: web}]}\n...\n",
         /* Anchors and aliases used sensibly. */
         HEAD "services:\n  - name: web\n    remote: &u http://r.test\n    local: *u\n"
-             "    health: &h {path: /h, statuses: [0x10, 0o7, +200, 65535, 0]}\n"
+             "    health: &h {path: /h, statuses: [0x10, 0o7, +200, 65535, 0, -0, -0x0]}\n"
              "  - name: api\n    remote: *u\n    local: *u\n    health: *h\n" DOM_WEB,
         /* Numbers and booleans read as strings where strings are expected. */
         HEAD "services:\n  - name: 123\n    remote: http://r.test\n    local: http://l.test\n"
@@ -310,6 +310,15 @@ static const struct bad_case bad_cases[] = {
       "\"statuses\": expected an integer 0..65535, found \"70000\"" },
     { HEAD SVC_WEB "    health: {statuses: [-1]}\n" DOM_WEB, LK_EPARSE, 8, 25,
       "\"statuses\": expected an integer 0..65535, found \"-1\"" },
+    /* YAML 1.2 (serde_yaml): a leading zero before digits makes a string. */
+    { HEAD SVC_WEB "    health: {statuses: [0200]}\n" DOM_WEB, LK_EPARSE, 8, 25,
+      "\"statuses\": expected an integer 0..65535, found \"0200\"" },
+    { HEAD SVC_WEB "    health: {statuses: [+00]}\n" DOM_WEB, LK_EPARSE, 8, 25,
+      "\"statuses\": expected an integer 0..65535, found \"+00\"" },
+    { HEAD SVC_WEB "    health: {statuses: [-01]}\n" DOM_WEB, LK_EPARSE, 8, 25,
+      "\"statuses\": expected an integer 0..65535, found \"-01\"" },
+    { HEAD SVC_WEB "    health: {statuses: [0x+1]}\n" DOM_WEB, LK_EPARSE, 8, 25,
+      "\"statuses\": expected an integer 0..65535, found \"0x+1\"" },
     { HEAD SVC_WEB "    health: {statuses: ['200']}\n" DOM_WEB, LK_EPARSE, 8, 25,
       "\"statuses\": expected an integer 0..65535, found \"200\"" },
     { HEAD SVC_WEB "    health: {statuses: 200}\n" DOM_WEB, LK_EPARSE, 8, 24,

@@ -50,6 +50,26 @@ static void test_shapes(void)
           "", LK_NAME_SIX_CHAR, "t", NULL },
         { "{\"session_token\":\"t\",\"kind\":\"whatever\",\"x\":1," LISTS ",\"cache_routes\":[]}",
           false, NULL, LK_NAME_SIX_CHAR, "t", NULL },
+        /* serde ignores unknown keys even when repeated, at any depth, and
+         * numbers of any size in them. */
+        { "{\"x\":1,\"x\":{\"y\":2,\"y\":3},\"session_token\":\"t\","
+          "\"services\":[{\"name\":\"frontend\",\"location\":\"https://frontend.example.com\","
+          "\"z\":[],\"z\":null,\"rewrites\":[{\"source\":\"a\",\"target\":\"b\",\"q\":1,"
+          "\"q\":2}]}],\"domains\":[{\"domain\":\"example.com\",\"default_service\":"
+          "\"frontend\",\"w\":1,\"w\":2,\"routes\":[{\"path\":\"/\",\"service\":\"frontend\","
+          "\"v\":1,\"v\":1}]}],\"big\":123456789012345678901234567890,\"neg\":-1e300}",
+          false, NULL, LK_NAME_SIX_CHAR, "t", NULL },
+        /* A field of one shape only, given twice, rules out that shape alone:
+         * name_kind is unknown to Named, desired_name to Unnamed. */
+        { "{\"desired_name\":\"n\",\"session_token\":\"t\",\"name_kind\":\"animal\","
+          "\"name_kind\":\"six_char\"," LISTS "}",
+          true, "n", LK_NAME_SIX_CHAR, "t", NULL },
+        { "{\"desired_name\":\"n\",\"desired_name\":\"m\",\"session_token\":\"t\","
+          "\"name_kind\":\"animal\"," LISTS "}",
+          false, NULL, LK_NAME_ANIMAL, "t", NULL },
+        /* An escaped spelling of an unknown key is still unknown. */
+        { "{\"session_toke\\u006e2\":1,\"session_token2\":2,\"session_token\":\"t\"," LISTS "}",
+          false, NULL, LK_NAME_SIX_CHAR, "t", NULL },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct lk_upsert req;
@@ -98,10 +118,24 @@ static void test_errors(void)
           LK_EINVAL, "Failed to deserialize" },
         /* A key given twice fits no shape (serde's "duplicate field"), at any depth. */
         { "{\"session_token\":\"t\",\"session_token\":\"u\"," LISTS "}", LK_EINVAL,
-          "Failed to deserialize the JSON body into the target type: duplicate object key" },
+          "Failed to deserialize the JSON body into the target type: duplicate field" },
         { "{\"services\":[{\"name\":\"a\",\"name\":\"b\",\"location\":\"http://a/\"}],"
           "\"domains\":[]}",
           LK_EINVAL, "Failed to deserialize the JSON body into the target type: duplicate" },
+        /* A known field given twice in either spelling, in any nested struct. */
+        { "{\"session_token\":\"t\",\"session_\\u0074oken\":\"u\"," LISTS "}", LK_EINVAL,
+          "Failed to deserialize the JSON body into the target type: duplicate field "
+          "`session_token`" },
+        { "{\"services\":[],\"domains\":[{\"domain\":\"d\",\"default_service\":\"a\","
+          "\"routes\":[{\"path\":\"/\",\"service\":\"a\",\"path\":\"/x\"}]}]}",
+          LK_EINVAL, "Failed to deserialize the JSON body into the target type: duplicate field" },
+        { "{\"services\":[{\"name\":\"a\",\"location\":\"http://a/\",\"rewrites\":[{"
+          "\"source\":\"a\",\"target\":\"b\",\"target\":\"c\"}]}],\"domains\":[]}",
+          LK_EINVAL, "Failed to deserialize the JSON body into the target type: duplicate field" },
+        { "{\"desired_name\":\"n\",\"session_token\":\"t\",\"services\":[],\"services\":[],"
+          "\"domains\":[]}",
+          LK_EINVAL, "Failed to deserialize the JSON body into the target type: duplicate field" },
+        { "{\"x\":1e400," LISTS "}", LK_EPARSE, "Failed to parse the request body as JSON: " },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct lk_upsert req;
@@ -113,6 +147,20 @@ static void test_errors(void)
         lk_upsert_release(&req);
         lk_buf_release(&err);
     }
+}
+
+/* jansson ends a number at a NUL byte; JSON (and serde_json) has no place
+ * for a raw NUL, so such a body is malformed. */
+static void test_nul_byte_is_malformed(void)
+{
+    static const char json[] = "{\"x\":[1\0]," LISTS "}";
+    struct lk_upsert req;
+    struct lk_buf err = LK_BUF_INIT;
+    CHECK_INT_EQ(lk_upsert_parse(json, sizeof(json) - 1, &req, &err), LK_EPARSE);
+    CHECK(strncmp(err.data, "Failed to parse the request body as JSON: ", 42) == 0);
+    CHECK(req.body == NULL);
+    lk_upsert_release(&req);
+    lk_buf_release(&err);
 }
 
 static void test_to_session(void)
@@ -187,6 +235,7 @@ int main(void)
 {
     RUN(test_shapes);
     RUN(test_errors);
+    RUN(test_nul_byte_is_malformed);
     RUN(test_to_session);
     RUN(test_init_from_session);
     return DONE();

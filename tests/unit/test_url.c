@@ -90,6 +90,13 @@ static void test_normalize(void)
         { "http://1.2.3.4.example/", "http://1.2.3.4.example/" },
         { "http://x.0xg/", "http://x.0xg/" },
         { "foo://127.1/", "foo://127.1/" },
+        /* A non-special URL's host is opaque: case kept, '%' allowed, C0
+         * controls and non-ASCII percent-encoded (WHATWG opaque-host parser). */
+        { "foo://H:80/p", "foo://H:80/p" },
+        { "git://GitHub.Example/x", "git://GitHub.Example/x" },
+        { "foo://a%41b/", "foo://a%41b/" },
+        { "foo://\xc3\xa9/", "foo://%C3%A9/" },
+        { "foo://a\x01\x7f/", "foo://a%01%7F/" },
     };
     for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
         struct lk_buf out = LK_BUF_INIT;
@@ -127,6 +134,11 @@ static void test_reject(void)
         { "http://a%2fb/", "invalid host character" },
         { "http://a%25b/", "invalid host character" },
         { "http://a%00b/", "invalid host character" },
+        /* The opaque host's forbidden code points (WHATWG). */
+        { "foo://a b/", "invalid host character" },
+        { "foo://a<b/", "invalid host character" },
+        { "foo://a|b/", "invalid host character" },
+        { "foo://a^b/", "invalid host character" },
         { "http://\xFF.com/", "invalid international domain name" },
         { "http://a\xC3.com/", "invalid international domain name" },
         { "http://1.2.3.4.5/", "invalid IPv4 address" },
