@@ -262,6 +262,35 @@ static void scan_value(struct dup_scan *d, enum obj_kind kind)
     }
 }
 
+/* serde_json's nesting limit: the 129th open array or object is a syntax
+ * error (jansson's own limit is 2048). */
+#define JSON_MAX_DEPTH 128
+
+/* The offset of the first '[' or '{' nested deeper than JSON_MAX_DEPTH
+ * (outside strings), or len when there is none. */
+static size_t too_deep_at(const char *json, size_t len)
+{
+    size_t depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = json[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > JSON_MAX_DEPTH)
+                return i;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return len;
+}
+
 /* Loads the body as serde_json reads it: integers of any size are numbers
  * (jansson would refuse one past 64 bits); repeated keys keep the last value. */
 static int load_body(const char *json, size_t len, json_t **out, struct lk_buf *why)
@@ -278,6 +307,13 @@ static int load_body(const char *json, size_t len, json_t **out, struct lk_buf *
     *out = json_loadb(json, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &jerr);
     if (*out == NULL) {
         lk_buf_addf(why, "%s at line %d column %d", jerr.text, jerr.line, jerr.column);
+        return LK_EPARSE;
+    }
+    size_t deep = too_deep_at(json, len);
+    if (deep < len) {
+        json_decref(*out);
+        *out = NULL;
+        lk_buf_addf(why, "recursion limit exceeded at offset %zu", deep);
         return LK_EPARSE;
     }
     return 0;

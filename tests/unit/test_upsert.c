@@ -163,6 +163,35 @@ static void test_nul_byte_is_malformed(void)
     lk_buf_release(&err);
 }
 
+/* serde_json stops at 128 nested arrays/objects: a syntax error (400), not
+ * a shape error (422); 128 levels are still read. Brackets inside strings
+ * do not count. */
+static void test_nesting_limit(void)
+{
+    for (int depth = 127; depth <= 129; depth++) {
+        struct lk_buf json = LK_BUF_INIT;
+        lk_buf_adds(&json, "{\"s\":\"[[[{{\\\"\",\"x\":");
+        for (int i = 1; i < depth; i++)
+            lk_buf_adds(&json, "[");
+        for (int i = 1; i < depth; i++)
+            lk_buf_adds(&json, "]");
+        lk_buf_adds(&json, "," LISTS "}");
+        struct lk_upsert req;
+        struct lk_buf err = LK_BUF_INIT;
+        int rc = lk_upsert_parse(json.data, json.len, &req, &err);
+        if (depth <= 128) {
+            CHECK_INT_EQ(rc, 0);
+        } else {
+            CHECK_INT_EQ(rc, LK_EPARSE);
+            CHECK(strstr(err.data, "Failed to parse the request body as JSON: recursion limit") ==
+                  err.data);
+        }
+        lk_upsert_release(&req);
+        lk_buf_release(&err);
+        lk_buf_release(&json);
+    }
+}
+
 static void test_to_session(void)
 {
     static const struct {
@@ -236,6 +265,7 @@ int main(void)
     RUN(test_shapes);
     RUN(test_errors);
     RUN(test_nul_byte_is_malformed);
+    RUN(test_nesting_limit);
     RUN(test_to_session);
     RUN(test_init_from_session);
     return DONE();
