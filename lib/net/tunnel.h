@@ -106,12 +106,19 @@ size_t lk_tunnel_n_streams(const struct lk_tunnel *t);
  * call. Use it to refresh the tunnel registry (DESIGN §8, several workers). */
 typedef void lk_tunnel_hub_change_cb(const char *session, bool connected, void *data);
 
+/* What an lk_tunnel_auth_cb decided. */
+enum lk_tunnel_auth {
+    LK_TUNNEL_AUTH_OK = 0,
+    LK_TUNNEL_AUTH_DENIED,     /* unknown session or wrong secret */
+    LK_TUNNEL_AUTH_UNAVAILABLE /* the secret could not be looked up (store down) */
+};
+
 /* Decides whether secret (secret_len bytes, borrowed during the call, never
  * to be logged) is the tunnel secret of session (NUL-terminated, borrowed).
  * Compare with lk_tunnel_secret_eq(). Called before lk_tunnel_hub_handle()
  * returns. */
-typedef bool lk_tunnel_auth_cb(const char *session, const char *secret, size_t secret_len,
-                               void *data);
+typedef enum lk_tunnel_auth lk_tunnel_auth_cb(const char *session, const char *secret,
+                                              size_t secret_len, void *data);
 
 /* Creates an empty hub on base (borrowed; must outlive the hub). opts is
  * copied (NULL = defaults). on_change may be NULL; it and data are stored.
@@ -128,7 +135,9 @@ void lk_tunnel_hub_free(struct lk_tunnel_hub *hub);
  * program's handler received: checks the Upgrade token (400 "Expected
  * Upgrade: linkup-tunnel"), the session header (400 "Missing x-linkup-session
  * header"), the bearer secret through auth (401 "Invalid tunnel secret",
- * logged with the session and peer, never the secret), then answers 101 and
+ * logged with the session and peer, never the secret; 503 "Tunnel secret
+ * cannot be checked now" when auth could not look it up, so the local server
+ * retries and nobody reads a store outage as a wrong secret), then answers 101 and
  * keeps the connection as the session's tunnel (lk_tunnel_hub_accept()).
  * While another session whose name differs only in case holds the tunnel
  * hostname, an authenticated request is refused with 409 "Tunnel hostname in

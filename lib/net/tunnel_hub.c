@@ -229,7 +229,15 @@ void lk_tunnel_hub_handle(struct lk_tunnel_hub *hub, struct lk_exchange *ex,
         return;
     }
     char *name = lk_exchange_strndup(ex, session.ptr, session.len);
-    if (!bearer(ex, &secret) || !auth(name, secret.ptr, secret.len, data)) {
+    enum lk_tunnel_auth verdict =
+        bearer(ex, &secret) ? auth(name, secret.ptr, secret.len, data) : LK_TUNNEL_AUTH_DENIED;
+    if (verdict == LK_TUNNEL_AUTH_UNAVAILABLE) {
+        LK_LOG(WARN, "tunnel for session '%s' from %s not accepted: its secret cannot be checked",
+               name, lk_exchange_peer(ex));
+        respond_text(ex, 503, "Tunnel secret cannot be checked now");
+        return;
+    }
+    if (verdict != LK_TUNNEL_AUTH_OK) {
         LK_LOG(WARN, "tunnel for session '%s' rejected from %s: invalid tunnel secret", name,
                lk_exchange_peer(ex));
         respond_text(ex, 401, "Invalid tunnel secret");

@@ -24,41 +24,49 @@
 
 /* ---- the endpoint ------------------------------------------------------- */
 
-/* The secret of session's tunnel record into secret; false when the record
- * is missing or does not parse. */
-static bool record_secret(struct worker *w, const char *session, struct lk_buf *secret)
+/* The secret of session's tunnel record into secret: LK_TUNNEL_AUTH_OK,
+ * DENIED when the record is missing or does not parse, UNAVAILABLE when the
+ * store cannot be read. */
+static enum lk_tunnel_auth record_secret(struct worker *w, const char *session,
+                                         struct lk_buf *secret)
 {
     struct lk_buf key = LK_BUF_INIT;
     struct lk_buf raw = LK_BUF_INIT;
     struct lk_buf err = LK_BUF_INIT;
-    bool ok = false;
+    enum lk_tunnel_auth verdict = LK_TUNNEL_AUTH_DENIED;
     lk_buf_addf(&key, "%s%s", w->tunnel.prefix, session);
     int rc = lk_kv_get(&w->store->tunnels, key.data, &raw, &err);
     if (rc == 0) {
         json_t *obj = json_loadb(raw.data, raw.len, 0, NULL);
         const json_t *v = json_object_get(obj, "secret");
-        ok = json_is_string(v);
-        if (ok)
+        if (json_is_string(v)) {
             lk_buf_add(secret, json_string_value(v), json_string_length(v));
+            verdict = LK_TUNNEL_AUTH_OK;
+        }
         json_decref(obj);
     } else if (rc != LK_ENOTFOUND) {
         LK_LOG(ERROR, "tunnel for session '%s': cannot read its record: %s", session, err.data);
+        verdict = LK_TUNNEL_AUTH_UNAVAILABLE;
     }
     lk_buf_release(&err);
     lk_buf_release(&raw);
     lk_buf_release(&key);
-    return ok;
+    return verdict;
 }
 
 /* lk_tunnel_auth_cb: the secret must be the session's tunnel record's;
  * success refreshes the record's last_started (id and secret kept). */
-static bool tunnel_auth(const char *session, const char *secret, size_t secret_len, void *data)
+static enum lk_tunnel_auth tunnel_auth(const char *session, const char *secret, size_t secret_len,
+                                       void *data)
 {
     struct worker *w = data;
     struct lk_buf want = LK_BUF_INIT;
     struct lk_buf err = LK_BUF_INIT;
-    bool ok = record_secret(w, session, &want) &&
-              lk_tunnel_secret_eq(want.data, want.len, secret, secret_len);
+    enum lk_tunnel_auth verdict = record_secret(w, session, &want);
+    if (verdict == LK_TUNNEL_AUTH_OK &&
+        !lk_tunnel_secret_eq(want.data, want.len, secret, secret_len))
+        verdict = LK_TUNNEL_AUTH_DENIED;
+    bool ok = verdict == LK_TUNNEL_AUTH_OK;
     if (ok && worker_tunnel_upsert(&w->store->tunnels, &w->tunnel, session, worker_now_ms(), NULL,
                                    NULL, &err) != 0)
         LK_LOG(WARN, "tunnel for session '%s': cannot refresh last_started: %s", session, err.data);
@@ -66,7 +74,7 @@ static bool tunnel_auth(const char *session, const char *secret, size_t secret_l
         OPENSSL_cleanse(want.data, want.len);
     lk_buf_release(&want);
     lk_buf_release(&err);
-    return ok;
+    return verdict;
 }
 
 void worker_tunnel_endpoint(struct worker *w, struct lk_exchange *ex)

@@ -397,11 +397,23 @@ def test_redis_stopped_and_restarted(front_factory, raw_upstream):
     try:
         f = front_factory("worker", store=f"redis://127.0.0.1:{port}/3")
         assert get(f, "/x").status == 200
+        body = lk.session_body("tunfault", {"frontend": "http://localhost:9"},
+                               [("example.com", "frontend", None)])
+        r = lk.request(f.addr, "POST", "/linkup/v2/sessions/tunneled", API_HEADERS,
+                       json.dumps(body), timeout=20)
+        assert r.status == 200, r.text
+        secret = json.loads(r.text)["tunnel_data"]["secret"]
         redis.terminate()
         redis.wait(10)
         r = _upsert(f, "other", raw_upstream.url)
         assert r.status == 500 and r.text.startswith("Failed to store server config: ")
         assert get(f, "/x").status == 422  # no store, no session
+        # A tunnel secret that cannot be looked up is not called wrong.
+        r = lk.request(f.addr, "GET", "/linkup/v2/tunnel",
+                       [("Connection", "Upgrade"), ("Upgrade", "linkup-tunnel"),
+                        ("Authorization", f"Bearer {secret}"), ("x-linkup-session", "tunfault")],
+                       timeout=20)
+        assert (r.status, r.text) == (503, "Tunnel secret cannot be checked now")
         assert f.check() == 200
         redis = _start_redis(port)
         # Recovery without restarting the worker (the data did not persist).

@@ -417,15 +417,17 @@ static void respond_text(struct lk_exchange *ex, int status, const char *text)
     lk_exchange_respond(ex, status, &text_ct, 1, text, strlen(text));
 }
 
-static bool auth(const char *session, const char *secret, size_t len, void *data)
+static enum lk_tunnel_auth auth(const char *session, const char *secret, size_t len, void *data)
 {
     (void)data;
+    if (strcmp(session, "down") == 0)
+        return LK_TUNNEL_AUTH_UNAVAILABLE; /* a store that cannot be read */
     bool known = strcmp(session, "sess") == 0 || strcmp(session, "tlss") == 0 ||
                  strcmp(session, "Big-Cow") == 0 || strcmp(session, "big-cow") == 0;
     bool ok = known && lk_tunnel_secret_eq(SECRET, strlen(SECRET), secret, len);
     if (!ok)
         atomic_fetch_add(&n_rejected, 1);
-    return ok;
+    return ok ? LK_TUNNEL_AUTH_OK : LK_TUNNEL_AUTH_DENIED;
 }
 
 static void on_fetch_error(struct lk_exchange *ex, const char *errtext, void *data)
@@ -1315,6 +1317,11 @@ static void test_wrong_secret_is_rejected(void)
           "Upgrade: linkup-tunnel\r\nAuthorization: Basic " SECRET "\r\n"
           "x-linkup-session: sess\r\n\r\n",
           401 },
+        /* A secret that cannot be looked up is not called wrong. */
+        { "GET " LK_TUNNEL_PATH " HTTP/1.1\r\nHost: w\r\nConnection: Upgrade\r\n"
+          "Upgrade: linkup-tunnel\r\nAuthorization: Bearer " SECRET "\r\n"
+          "x-linkup-session: down\r\n\r\n",
+          503 },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         fd = dial(worker_port);
