@@ -14,7 +14,10 @@
  * certificate that really matches the name (RFC 6125 matching, so *.D serves
  * x.D but not a.b.D, fixing the SPEC quirk), else a cached leaf, else a new
  * leaf (ECDSA P-256, SAN DNS = the name, CN = the name, serverAuth, valid
- * from LK_CERTS_NOT_BEFORE to LK_CERTS_NOT_AFTER, signed by the CA).
+ * from LK_CERTS_NOT_BEFORE to LK_CERTS_NOT_AFTER, signed by the CA). A name
+ * for which nothing may be minted falls back to SPEC §5.5's lookup of the
+ * files by entry name (exact, then "*.{name}", then "*." + each shorter
+ * parent), quirk included: *.D is served for a.b.D and for D.
  *
  * Lazy loading (docs/performance.md, finding 10): a server opens the
  * directory with lk_certs_open_lazy(), which touches OpenSSL only to create a
@@ -127,11 +130,11 @@ size_t lk_certs_n_cached(const struct lk_certs *c);
 
 /* Installs an SNI callback on ctx: a ClientHello with a server name for
  * which is_managed(name, data) is true gets lk_certs_get()'s certificate;
- * another name gets a file certificate of the directory that covers it
- * (SPEC §5.5: wildcard_.{D} files serve whether or not D is managed), and
- * nothing is minted for it. No server name, an unmanaged name no file covers
- * or a failure ends the handshake with a fatal alert (unrecognized_name or
- * internal_error). c, is_managed and data
+ * another name gets a file certificate of the directory that covers it,
+ * else the file SPEC §5.5's name lookup selects (wildcard_.{D} files serve
+ * whether or not D is managed), and nothing is minted for it. No server
+ * name, an unmanaged name no file is selected for or a failure ends the
+ * handshake with a fatal alert (unrecognized_name or internal_error). c, is_managed and data
  * are borrowed for the life of ctx; a later call on the same c replaces
  * is_managed/data for every context using c. Returns 0. */
 int lk_certs_install_sni(SSL_CTX *ctx, struct lk_certs *c, lk_certs_managed_cb *is_managed,

@@ -283,3 +283,55 @@ def test_close_notify_mid_response_cancels_the_upstream(tls_server):
         assert r.status == 200
     finally:
         up.close()
+
+
+def _self_signed_pair(certs, stem, cn):
+    """certs/{stem}.cert.pem + .key.pem: a self-signed P-256 certificate for
+    DNS name cn, as `local-dns install` writes them (SPEC §5.5)."""
+    certs.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", f"/CN={cn}",
+                    "-addext", f"subjectAltName=DNS:{cn}",
+                    "-keyout", str(certs / f"{stem}.key.pem"),
+                    "-out", str(certs / f"{stem}.cert.pem")],
+                   check=True, capture_output=True, timeout=30)
+
+
+def _served_subject(addr, sni):
+    """The subject CN of the certificate served for sni (not verified), or
+    None when the handshake fails."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(addr, timeout=10) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname=sni) as tls:
+                der = tls.getpeercert(binary_form=True)
+        except (ssl.SSLError, ConnectionError):
+            return None
+    out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject"],
+                         input=der, capture_output=True, timeout=10).stdout.decode()
+    return out.strip().split("CN", 1)[1].lstrip(" =")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_wildcard_file_sni_selection(linkup_bin, env, tmp_path, fake_worker):
+    """SPEC §5.5: a wildcard_.{D} pair of the certs directory is selected for
+    an SNI name by entry name — exact, then *.{name}, then *.{parent}... — so
+    *.other.test is served for x.other.test, for a.b.other.test and for
+    other.test itself (the quirk: clients reject the last two), even though
+    no session manages other.test; an unrelated name gets no certificate."""
+    env["LINKUP_DNS_ADDR"] = "off"
+    certs = tmp_path / "certs"
+    _self_signed_pair(certs, "wildcard_.other.test", "*.other.test")
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
+                              "token123", "--https", "127.0.0.1:0", "--certs-dir", str(certs),
+                              log_path=str(tmp_path / "server.log"), wanted=("HTTP", "HTTPS"))
+    try:
+        addr = s.addrs["HTTPS"]
+        for sni in ("x.other.test", "a.b.other.test", "other.test"):
+            assert _served_subject(addr, sni) == "*.other.test", sni
+        assert _served_subject(addr, "other.example") is None
+    finally:
+        code, _ = lk.stop_gracefully(s)
+    assert code == 0, open(s.log_path).read()
