@@ -400,6 +400,37 @@ out:
     free(key_path);
 }
 
+/* The stem length of a certificate file of SPEC §5.5 ("NAME.cert.pem", not
+ * the CA), or -1. */
+static long cert_file_stem(const char *file)
+{
+    const char *hit = strstr(file, ".cert.pem");
+    if (hit == NULL || hit[9] != '\0' || strcmp(file, LK_CERTS_CA_CERT_FILE) == 0)
+        return -1;
+    return (long)(hit - file);
+}
+
+bool lk_certs_has_files(const struct lk_certs *c)
+{
+    DIR *d = opendir(c->dir);
+    if (d == NULL)
+        return false;
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        long stem = cert_file_stem(e->d_name);
+        if (stem < 0)
+            continue;
+        char key_file[512];
+        snprintf(key_file, sizeof(key_file), "%.*s.key.pem", (int)stem, e->d_name);
+        char *key_path = join(c->dir, key_file);
+        found = access(key_path, F_OK) == 0;
+        free(key_path);
+    }
+    closedir(d);
+    return found;
+}
+
 static void load_files(struct lk_certs *c)
 {
     DIR *d = opendir(c->dir);
@@ -407,10 +438,9 @@ static void load_files(struct lk_certs *c)
         return;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        const char *hit = strstr(e->d_name, ".cert.pem");
-        if (hit == NULL || hit[9] != '\0' || strcmp(e->d_name, LK_CERTS_CA_CERT_FILE) == 0)
-            continue;
-        load_pair(c, e->d_name, (size_t)(hit - e->d_name));
+        long stem = cert_file_stem(e->d_name);
+        if (stem >= 0)
+            load_pair(c, e->d_name, (size_t)stem);
     }
     closedir(d);
 }

@@ -12,7 +12,7 @@
  * NAME.cert.pem with its key), and a bounded in-memory cache of minted
  * leaves. For an SNI name, lk_certs_get() returns, in order: a loaded file
  * certificate that really matches the name (RFC 6125 matching, so *.D serves
- * x.D but not a.b.D, fixing the SPEC quirk), else a cached leaf, else a new
+ * x.D but not a.b.D, which gets a valid leaf), else a cached leaf, else a new
  * leaf (ECDSA P-256, SAN DNS = the name, CN = the name, serverAuth, valid
  * from LK_CERTS_NOT_BEFORE to LK_CERTS_NOT_AFTER, signed by the CA). A name
  * for which nothing may be minted falls back to SPEC §5.5's lookup of the
@@ -84,6 +84,11 @@ int lk_certs_open(const char *dir, struct lk_certs **out);
  * denied" or, for the directory itself, the errno text. */
 int lk_certs_open_lazy(const char *dir, struct lk_certs **out, bool *created, char *why,
                        size_t why_len);
+
+/* True when c's directory holds a certificate file pair other than the CA
+ * (NAME.cert.pem with NAME.key.pem, SPEC §5.5). Reads the directory only; no
+ * OpenSSL call. */
+bool lk_certs_has_files(const struct lk_certs *c);
 
 /* Parses the CA pair and loads the certificate files of the directory (as
  * lk_certs_open() does), the first time it is called; later calls return the

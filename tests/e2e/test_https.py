@@ -335,3 +335,23 @@ def test_wildcard_file_sni_selection(linkup_bin, env, tmp_path, fake_worker):
     finally:
         code, _ = lk.stop_gracefully(s)
     assert code == 0, open(s.log_path).read()
+
+
+def test_bad_certificate_file_pair_is_reported_at_startup(linkup_bin, env, tmp_path,
+                                                          fake_worker):
+    """SPEC §5.5: certificate files are loaded when the server starts; a pair
+    that does not load is reported on stderr as `Error loading cert/key for
+    {domain}: {e}` and skipped, without waiting for a TLS client. HTTPS keeps
+    working for the other names."""
+    env["LINKUP_DNS_ADDR"] = "off"
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "wildcard_.bad.test.cert.pem").write_text("not a certificate\n")
+    (certs / "wildcard_.bad.test.key.pem").write_text("not a key\n")
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
+                              "token123", "--https", "127.0.0.1:0", "--certs-dir", str(certs),
+                              log_path=str(tmp_path / "server.log"), wanted=("HTTP", "HTTPS"))
+    code, _ = lk.stop_gracefully(s)
+    log = open(s.log_path).read()
+    assert code == 0, log
+    assert "Error loading cert/key for *.bad.test: " in log
