@@ -356,6 +356,17 @@ static void store_tunneled(struct upsert_call *c, const char *worker_name,
     lk_buf_release(&err);
 }
 
+/* SPEC §5.2: the worker's SessionResponse, re-serialised (§2.4, compact). */
+static void respond_session_name(struct lk_exchange *ex, const char *name)
+{
+    struct lk_buf out = LK_BUF_INIT;
+    lk_buf_adds(&out, "{\"session_name\":");
+    lk_json_add_string(&out, name, strlen(name));
+    lk_buf_addch(&out, '}');
+    respond_json(ex, 200, out.data, out.len);
+    lk_buf_release(&out);
+}
+
 static void on_worker_answer(const struct local_worker_resp *resp, void *data)
 {
     struct upsert_call *c = data;
@@ -380,7 +391,7 @@ static void on_worker_answer(const struct local_worker_resp *resp, void *data)
             respond_worker_error(ex, lk_exchange_printf(ex, "error decoding response body: %s",
                                                         why.data ? why.data : ""));
         else if (!c->tunneled)
-            respond_json(ex, 200, resp->body, resp->body_len);
+            respond_session_name(ex, name);
         else if (lk_upsert_to_session(&c->req, LK_SESSION_TUNNELED, &c->session, &why) != 0)
             /* SPEC §5.2 step 2: built from the original request only once
              * the worker accepted it (the worker validates the same way). */

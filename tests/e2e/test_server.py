@@ -234,6 +234,10 @@ def test_preview_is_forwarded_and_not_stored(server, fake_worker, upstream):
                            [("example.com", "frontend", None)])
     r = lk.post_json(addr, "/linkup/sessions/preview", body)
     assert (r.status, r.json()) == (200, {"session_name": "prev"})
+    # SPEC §5.2, §2.4: the worker's SessionResponse is answered as compact
+    # JSON, whatever spacing the worker used (the fake worker adds spaces).
+    assert r.text == '{"session_name":"prev"}'
+    assert r.header("Content-Type") == "application/json"
     assert fake_worker.calls[-1][0] == "/linkup/v2/sessions/preview"
     assert fake_worker.calls[-1][1]["authorization"] == "Bearer token123"
     assert lk.request(addr, "GET", "/linkup/sessions").json() == {"sessions": {}}
