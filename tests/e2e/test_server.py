@@ -175,6 +175,12 @@ def test_tunneled_forwarding_and_session_lifecycle(server, fake_worker, upstream
     assert r.header("content-type") == "application/json"
     assert r.json()["session_name"] == "tiny-cow"
     assert "tunnel_data" in r.json()
+    # SPEC §5.2, §2.4: the worker's TunneledSessionResponse comes back as
+    # compact JSON in its field order (the fake worker adds spaces).
+    assert r.text == ('{"session_name":"tiny-cow","tunnel_data":{"account_id":"",'
+                      '"name":"linkup-tunnel-tiny-cow",'
+                      '"url":"http://linkup-tunnel-tiny-cow.localhost","id":"x","secret":"s",'
+                      '"last_started":1}}')
     path, headers, sent = fake_worker.calls[-1]
     assert path == "/linkup/v2/sessions/tunneled"
     assert headers["authorization"] == "Bearer token123"
