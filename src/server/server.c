@@ -221,7 +221,8 @@ static int start_https(struct local_server *ls, const struct local_opts *o, stru
     make_parents(o->certs_dir);
     char why[256];
     if (lk_certs_open_lazy(o->certs_dir, &ls->certs, NULL, why, sizeof(why)) != 0) {
-        fprintf(stderr, "Exited with error: Failed to load certificates from \"%s\": %s\n",
+        /* SPEC §5.1: "Failed to load certificates from {dir:?} into SNI: {error}". */
+        fprintf(stderr, "Exited with error: Failed to load certificates from \"%s\" into SNI: %s\n",
                 o->certs_dir, why);
         return LK_EIO;
     }

@@ -210,15 +210,20 @@ def test_corrupt_ca_fails_tls_connections_with_a_logged_error(linkup_bin, env, t
 @pytest.mark.parametrize("setup, reason", [
     ("empty", "linkup_ca.key.pem: empty file"),
     ("dir", "linkup_ca.cert.pem: not a regular file"),
+    ("file", "cannot create the CA: Not a directory"),
 ])
 def test_unusable_ca_file_stops_startup(linkup_bin, env, tmp_path, setup, reason):
-    # What open+fstat can tell is reported at start-up, without OpenSSL.
+    # What open+fstat can tell is reported at start-up, without OpenSSL, in
+    # SPEC §5.1's words; a certs "directory" that is a file is one too.
     certs = tmp_path / "certs"
-    certs.mkdir()
-    if setup == "empty":
+    if setup == "file":
+        certs.write_text("")
+    elif setup == "empty":
+        certs.mkdir()
         (certs / "linkup_ca.cert.pem").write_text("-----BEGIN CERTIFICATE-----\n")
         (certs / "linkup_ca.key.pem").write_text("")
     else:
+        certs.mkdir()
         (certs / "linkup_ca.cert.pem").mkdir()
         (certs / "linkup_ca.key.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
     env["LINKUP_DNS_ADDR"] = "off"
@@ -227,8 +232,8 @@ def test_unusable_ca_file_stops_startup(linkup_bin, env, tmp_path, setup, reason
                        text=True, timeout=20)
     assert r.returncode == 1, r.stderr
     assert "HTTPS listening" not in r.stdout
-    assert (f'Exited with error: Failed to load certificates from "{certs}": {reason}\n'
-            in r.stderr), r.stderr
+    assert (f'Exited with error: Failed to load certificates from "{certs}" into SNI: '
+            f'{reason}\n' in r.stderr), r.stderr
 
 
 # ---- a TLS client that says close_notify mid-response ----------------------------------
