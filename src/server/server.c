@@ -249,9 +249,13 @@ static int start_dns(struct local_server *ls, const struct local_opts *o, struct
 {
     if (strcmp(o->dns_addr, LOCAL_ADDR_OFF) == 0)
         return 0;
+    /* --dns-upstream off: no forwarding at all (names outside the managed
+     * domains get SERVFAIL), as with a resolv.conf without nameservers. */
+    bool no_forwarding = o->dns_upstream != NULL && strcmp(o->dns_upstream, LOCAL_ADDR_OFF) == 0;
     struct lk_dns_server_opts dopts = {
         .listen = o->dns_addr,
-        .upstream = o->dns_upstream,
+        .upstream = no_forwarding ? NULL : o->dns_upstream,
+        .resolv_conf = no_forwarding ? "/dev/null" : NULL,
         .zones_cb = dns_zones,
         .zones_data = ls,
     };
