@@ -139,9 +139,9 @@ size_t lk_certs_n_cached(const struct lk_certs *c);
  * else the file SPEC §5.5's name lookup selects (wildcard_.{D} files serve
  * whether or not D is managed), and nothing is minted for it. No server
  * name, an unmanaged name no file is selected for or a failure ends the
- * handshake with a fatal alert (unrecognized_name or internal_error). c, is_managed and data
- * are borrowed for the life of ctx; a later call on the same c replaces
- * is_managed/data for every context using c. Returns 0. */
+ * handshake with a fatal alert (unrecognized_name or internal_error). c,
+ * is_managed and data are borrowed for the life of ctx; a later call on the
+ * same c replaces is_managed/data for every context using c. Returns 0. */
 int lk_certs_install_sni(SSL_CTX *ctx, struct lk_certs *c, lk_certs_managed_cb *is_managed,
                          void *data);
 
