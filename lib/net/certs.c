@@ -400,6 +400,37 @@ out:
     free(key_path);
 }
 
+/* The stem length of a certificate file of SPEC §5.5 ("NAME.cert.pem", not
+ * the CA), or -1. */
+static long cert_file_stem(const char *file)
+{
+    const char *hit = strstr(file, ".cert.pem");
+    if (hit == NULL || hit[9] != '\0' || strcmp(file, LK_CERTS_CA_CERT_FILE) == 0)
+        return -1;
+    return (long)(hit - file);
+}
+
+bool lk_certs_has_files(const struct lk_certs *c)
+{
+    DIR *d = opendir(c->dir);
+    if (d == NULL)
+        return false;
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        long stem = cert_file_stem(e->d_name);
+        if (stem < 0)
+            continue;
+        char key_file[512];
+        snprintf(key_file, sizeof(key_file), "%.*s.key.pem", (int)stem, e->d_name);
+        char *key_path = join(c->dir, key_file);
+        found = access(key_path, F_OK) == 0;
+        free(key_path);
+    }
+    closedir(d);
+    return found;
+}
+
 static void load_files(struct lk_certs *c)
 {
     DIR *d = opendir(c->dir);
@@ -407,10 +438,9 @@ static void load_files(struct lk_certs *c)
         return;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        const char *hit = strstr(e->d_name, ".cert.pem");
-        if (hit == NULL || hit[9] != '\0' || strcmp(e->d_name, LK_CERTS_CA_CERT_FILE) == 0)
-            continue;
-        load_pair(c, e->d_name, (size_t)(hit - e->d_name));
+        long stem = cert_file_stem(e->d_name);
+        if (stem >= 0)
+            load_pair(c, e->d_name, (size_t)stem);
     }
     closedir(d);
 }
@@ -580,9 +610,34 @@ static int hand_out(const struct cert_entry *e, X509 **cert, EVP_PKEY **key)
     return 0;
 }
 
+/* SPEC §5.5 SNI selection over the directory's files by entry name: the
+ * exact entry host, else "*." + the labels of host from the i-th on, for
+ * i = 0 .. labels-1 ("*.a.b.example.com" first, then "*.b.example.com", ...).
+ * Quirk kept: "*.example.com" is served for a.b.example.com (which clients
+ * reject) and for example.com itself. NULL when no entry has such a name. */
+static const struct cert_entry *file_by_name(const struct lk_certs *c, const char *host)
+{
+    for (const char *suffix = NULL;;) {
+        for (size_t i = 0; i < c->n_files; i++) {
+            const char *n = c->files[i].name;
+            if (suffix == NULL ? strcmp(n, host) == 0
+                               : n[0] == '*' && n[1] == '.' && strcmp(n + 2, suffix) == 0)
+                return &c->files[i];
+        }
+        if (suffix == NULL) {
+            suffix = host;
+        } else {
+            suffix = strchr(suffix, '.');
+            if (suffix == NULL)
+                return NULL;
+            suffix++;
+        }
+    }
+}
+
 /* The certificate for normalised host: a file of the certs directory that
- * covers it, else (when may_mint) a cached or newly minted leaf, else
- * LK_ENOTFOUND. */
+ * covers it, else (when may_mint) a cached or newly minted leaf, else a file
+ * that SPEC §5.5's name lookup selects, else LK_ENOTFOUND. */
 static int get_cert(struct lk_certs *c, const char *host, bool may_mint, X509 **cert,
                     EVP_PKEY **key)
 {
@@ -592,8 +647,10 @@ static int get_cert(struct lk_certs *c, const char *host, bool may_mint, X509 **
         if (usable_file(&c->files[i], host))
             return hand_out(&c->files[i], cert, key);
     }
-    if (!may_mint)
-        return LK_ENOTFOUND;
+    if (!may_mint) {
+        const struct cert_entry *e = file_by_name(c, host);
+        return e != NULL ? hand_out(e, cert, key) : LK_ENOTFOUND;
+    }
     for (size_t i = 0; i < c->n_cached; i++) {
         if (strcmp(c->cache[i].name, host) == 0)
             return hand_out(&c->cache[i], cert, key);

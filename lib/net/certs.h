@@ -12,9 +12,12 @@
  * NAME.cert.pem with its key), and a bounded in-memory cache of minted
  * leaves. For an SNI name, lk_certs_get() returns, in order: a loaded file
  * certificate that really matches the name (RFC 6125 matching, so *.D serves
- * x.D but not a.b.D, fixing the SPEC quirk), else a cached leaf, else a new
+ * x.D but not a.b.D, which gets a valid leaf), else a cached leaf, else a new
  * leaf (ECDSA P-256, SAN DNS = the name, CN = the name, serverAuth, valid
- * from LK_CERTS_NOT_BEFORE to LK_CERTS_NOT_AFTER, signed by the CA).
+ * from LK_CERTS_NOT_BEFORE to LK_CERTS_NOT_AFTER, signed by the CA). A name
+ * for which nothing may be minted falls back to SPEC §5.5's lookup of the
+ * files by entry name (exact, then "*.{name}", then "*." + each shorter
+ * parent), quirk included: *.D is served for a.b.D and for D.
  *
  * Lazy loading (docs/performance.md, finding 10): a server opens the
  * directory with lk_certs_open_lazy(), which touches OpenSSL only to create a
@@ -82,6 +85,11 @@ int lk_certs_open(const char *dir, struct lk_certs **out);
 int lk_certs_open_lazy(const char *dir, struct lk_certs **out, bool *created, char *why,
                        size_t why_len);
 
+/* True when c's directory holds a certificate file pair other than the CA
+ * (NAME.cert.pem with NAME.key.pem, SPEC §5.5). Reads the directory only; no
+ * OpenSSL call. */
+bool lk_certs_has_files(const struct lk_certs *c);
+
 /* Parses the CA pair and loads the certificate files of the directory (as
  * lk_certs_open() does), the first time it is called; later calls return the
  * first result without reading anything again (fixing the files needs a new
@@ -127,13 +135,13 @@ size_t lk_certs_n_cached(const struct lk_certs *c);
 
 /* Installs an SNI callback on ctx: a ClientHello with a server name for
  * which is_managed(name, data) is true gets lk_certs_get()'s certificate;
- * another name gets a file certificate of the directory that covers it
- * (SPEC §5.5: wildcard_.{D} files serve whether or not D is managed), and
- * nothing is minted for it. No server name, an unmanaged name no file covers
- * or a failure ends the handshake with a fatal alert (unrecognized_name or
- * internal_error). c, is_managed and data
- * are borrowed for the life of ctx; a later call on the same c replaces
- * is_managed/data for every context using c. Returns 0. */
+ * another name gets a file certificate of the directory that covers it,
+ * else the file SPEC §5.5's name lookup selects (wildcard_.{D} files serve
+ * whether or not D is managed), and nothing is minted for it. No server
+ * name, an unmanaged name no file is selected for or a failure ends the
+ * handshake with a fatal alert (unrecognized_name or internal_error). c,
+ * is_managed and data are borrowed for the life of ctx; a later call on the
+ * same c replaces is_managed/data for every context using c. Returns 0. */
 int lk_certs_install_sni(SSL_CTX *ctx, struct lk_certs *c, lk_certs_managed_cb *is_managed,
                          void *data);
 

@@ -322,6 +322,25 @@ static bool is_dns_name(const char *name, const char *domain)
     return label > 0;
 }
 
+/* SPEC §5.2 step 5: the worker's TunneledSessionResponse as compact JSON
+ * (§2.4), in the worker's field order; fields the worker added (the built-in
+ * tunnel's "provider", DESIGN §8) are kept for the CLI. */
+static void respond_compact_json(struct lk_exchange *ex, const struct local_worker_resp *resp)
+{
+    json_t *root = NULL;
+    struct lk_buf why = LK_BUF_INIT;
+    char *text = NULL;
+    if (lk_json_load(resp->body, resp->body_len, &root, &why) == 0)
+        text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    if (text != NULL)
+        respond_json(ex, 200, text, strlen(text));
+    else
+        respond_json(ex, 200, resp->body, resp->body_len);
+    free(text);
+    json_decref(root);
+    lk_buf_release(&why);
+}
+
 /* SPEC §5.2 steps 3-5 once the worker accepted a tunneled session. */
 static void store_tunneled(struct upsert_call *c, const char *worker_name,
                            const struct local_worker_resp *resp)
@@ -350,10 +369,21 @@ static void store_tunneled(struct upsert_call *c, const char *worker_name,
         free(domains);
         LK_LOG(INFO, "session %s stored (worker name %s)", name.data, worker_name);
         local_tunnel_update(ls, worker_name, resp->body, resp->body_len);
-        respond_json(c->ex, 200, resp->body, resp->body_len);
+        respond_compact_json(c->ex, resp);
     }
     lk_buf_release(&name);
     lk_buf_release(&err);
+}
+
+/* SPEC §5.2: the worker's SessionResponse, re-serialised (§2.4, compact). */
+static void respond_session_name(struct lk_exchange *ex, const char *name)
+{
+    struct lk_buf out = LK_BUF_INIT;
+    lk_buf_adds(&out, "{\"session_name\":");
+    lk_json_add_string(&out, name, strlen(name));
+    lk_buf_addch(&out, '}');
+    respond_json(ex, 200, out.data, out.len);
+    lk_buf_release(&out);
 }
 
 static void on_worker_answer(const struct local_worker_resp *resp, void *data)
@@ -380,7 +410,7 @@ static void on_worker_answer(const struct local_worker_resp *resp, void *data)
             respond_worker_error(ex, lk_exchange_printf(ex, "error decoding response body: %s",
                                                         why.data ? why.data : ""));
         else if (!c->tunneled)
-            respond_json(ex, 200, resp->body, resp->body_len);
+            respond_session_name(ex, name);
         else if (lk_upsert_to_session(&c->req, LK_SESSION_TUNNELED, &c->session, &why) != 0)
             /* SPEC §5.2 step 2: built from the original request only once
              * the worker accepted it (the worker validates the same way). */

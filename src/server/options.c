@@ -51,7 +51,7 @@ static void print_help(void)
            "[default: " DEFAULT_HTTPS_ADDR "]\n"
            "      --dns <A:P|off>           DNS responder [env: LINKUP_DNS_ADDR] "
            "[default: " DEFAULT_DNS_ADDR "]\n"
-           "      --dns-upstream <A:P>      DNS forwarding target [env: LINKUP_DNS_UPSTREAM]\n"
+           "      --dns-upstream <A:P|off>  DNS forwarding target [env: LINKUP_DNS_UPSTREAM]\n"
            "      --certs-dir <DIR>         Certificates [default: $LINKUP_HOME/certs]\n"
            "      --worker-url <URL>        Worker to create sessions on (instead of the config)\n"
            "      --worker-token <TOKEN>    Token for --worker-url\n"

@@ -207,9 +207,13 @@ static struct ssl_ctx_st *https_ctx(void *data)
 }
 
 /* Start-up opens the certs directory and creates a missing CA (DESIGN
- * §2.10), but parses nothing: https_ctx() does on the first connection.
- * What a stat can tell (a CA file unreadable, empty or not a regular file)
- * still stops the server here. */
+ * §2.10), but parses nothing when the directory holds only the CA:
+ * https_ctx() does on the first connection. Certificate files of SPEC §5.5
+ * (wildcard_.{D} pairs) are loaded here, so a bad pair is reported on stderr
+ * at start-up ("Error loading cert/key for {domain}: ..."), as SPEC §5.5 has
+ * it; a CA that does not parse is still reported per TLS connection. What a
+ * stat can tell (a CA file unreadable, empty or not a regular file) still
+ * stops the server here. */
 static int start_https(struct local_server *ls, const struct local_opts *o, struct lk_buf *ready)
 {
     if (strcmp(o->https_addr, LOCAL_ADDR_OFF) == 0)
@@ -217,10 +221,13 @@ static int start_https(struct local_server *ls, const struct local_opts *o, stru
     make_parents(o->certs_dir);
     char why[256];
     if (lk_certs_open_lazy(o->certs_dir, &ls->certs, NULL, why, sizeof(why)) != 0) {
-        fprintf(stderr, "Exited with error: Failed to load certificates from \"%s\": %s\n",
+        /* SPEC §5.1: "Failed to load certificates from {dir:?} into SNI: {error}". */
+        fprintf(stderr, "Exited with error: Failed to load certificates from \"%s\" into SNI: %s\n",
                 o->certs_dir, why);
         return LK_EIO;
     }
+    if (lk_certs_has_files(ls->certs))
+        ls->tls = lk_certs_new_server_ctx(ls->certs, is_managed, ls);
     char bound[64];
     errno = 0;
     if (lk_http_server_listen_lazy_tls(ls->http, o->https_addr, https_ctx, ls, bound,
@@ -242,9 +249,13 @@ static int start_dns(struct local_server *ls, const struct local_opts *o, struct
 {
     if (strcmp(o->dns_addr, LOCAL_ADDR_OFF) == 0)
         return 0;
+    /* --dns-upstream off: no forwarding at all (names outside the managed
+     * domains get SERVFAIL), as with a resolv.conf without nameservers. */
+    bool no_forwarding = o->dns_upstream != NULL && strcmp(o->dns_upstream, LOCAL_ADDR_OFF) == 0;
     struct lk_dns_server_opts dopts = {
         .listen = o->dns_addr,
-        .upstream = o->dns_upstream,
+        .upstream = no_forwarding ? NULL : o->dns_upstream,
+        .resolv_conf = no_forwarding ? "/dev/null" : NULL,
         .zones_cb = dns_zones,
         .zones_data = ls,
     };

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+import lk
+
 NAMES = ["tiny-cow.example.com", "quiet-fox.other.com"]
 
 
@@ -368,3 +370,30 @@ def test_udp_truncation_of_big_upstream_answers(server, upstream):
     assert not flags & 0x0200 and len(records) == 40
     (answer,) = tcp_ask(server.port, [build_query("big.example.org", 1, qid=6)])
     assert parse_answer(answer)[0] == 6 and len(parse_answer(answer)[3]) == 40
+
+
+def test_server_dns_upstream_off_means_no_forwarding(linkup_bin, env, tmp_path):
+    """`linkup server --dns-upstream off` (the value its usage admits) starts
+    the responder without forwarding: outside names get SERVFAIL, registered
+    names still resolve."""
+    w = lk.FakeWorker("127.0.0.3")
+    env["LINKUP_HTTPS_ADDR"] = "off"
+    try:
+        s = lk.spawn_local_server(linkup_bin, env, "--dns", "127.0.0.1:0", "--dns-upstream", "off",
+                                  "--worker-url", w.url, "--worker-token", "token123",
+                                  log_path=str(tmp_path / "server.log"), wanted=("HTTP", "DNS"))
+        try:
+            body = lk.session_body("off-cow", {"web": "http://127.0.0.2:9"},
+                                   [("example.com", "web", None)])
+            assert lk.post_json(s.addrs["HTTP"], "/linkup/sessions/tunneled", body).status == 200
+            port = s.addrs["DNS"][1]
+            _, _, rc, _, _ = parse_answer(udp_ask(port, build_query("example.org", 1)))
+            assert rc == 2
+            _, _, rc, records, _ = parse_answer(udp_ask(port, build_query("off-cow.example.com",
+                                                                          1)))
+            assert rc == 0 and len(records) == 1
+        finally:
+            code, _ = lk.stop_gracefully(s)
+        assert code == 0, open(s.log_path).read()
+    finally:
+        w.close()

@@ -175,6 +175,12 @@ def test_tunneled_forwarding_and_session_lifecycle(server, fake_worker, upstream
     assert r.header("content-type") == "application/json"
     assert r.json()["session_name"] == "tiny-cow"
     assert "tunnel_data" in r.json()
+    # SPEC §5.2, §2.4: the worker's TunneledSessionResponse comes back as
+    # compact JSON in its field order (the fake worker adds spaces).
+    assert r.text == ('{"session_name":"tiny-cow","tunnel_data":{"account_id":"",'
+                      '"name":"linkup-tunnel-tiny-cow",'
+                      '"url":"http://linkup-tunnel-tiny-cow.localhost","id":"x","secret":"s",'
+                      '"last_started":1}}')
     path, headers, sent = fake_worker.calls[-1]
     assert path == "/linkup/v2/sessions/tunneled"
     assert headers["authorization"] == "Bearer token123"
@@ -234,6 +240,10 @@ def test_preview_is_forwarded_and_not_stored(server, fake_worker, upstream):
                            [("example.com", "frontend", None)])
     r = lk.post_json(addr, "/linkup/sessions/preview", body)
     assert (r.status, r.json()) == (200, {"session_name": "prev"})
+    # SPEC §5.2, §2.4: the worker's SessionResponse is answered as compact
+    # JSON, whatever spacing the worker used (the fake worker adds spaces).
+    assert r.text == '{"session_name":"prev"}'
+    assert r.header("Content-Type") == "application/json"
     assert fake_worker.calls[-1][0] == "/linkup/v2/sessions/preview"
     assert fake_worker.calls[-1][1]["authorization"] == "Bearer token123"
     assert lk.request(addr, "GET", "/linkup/sessions").json() == {"sessions": {}}

@@ -163,3 +163,126 @@ def test_websocket_to_dead_upstream_is_502(linkup_bin, env, tmp_path, worker):
         assert status.startswith("HTTP/1.1 502"), status
     finally:
         assert lk.stop_gracefully(srv)[0] == 0
+
+
+def read_frame_rest(sock, b0):
+    """(opcode, payload) of a frame whose first byte b0 was read; unmasks."""
+    b1 = lk._recv_exact(sock, 1)[0]
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(lk._recv_exact(sock, 2), "big")
+    elif n == 127:
+        n = int.from_bytes(lk._recv_exact(sock, 8), "big")
+    key = lk._recv_exact(sock, 4) if b1 & 0x80 else None
+    payload = lk._recv_exact(sock, n) if n else b""
+    if key:
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return b0 & 0x0F, payload
+
+
+class ScriptedWsUpstream:
+    """A WebSocket upstream on 127.0.0.2:0 for one connection: after the 101
+    it records every frame it reads as (fin, opcode, payload) and answers:
+    a text "script" with a fragmented text message, an unmasked ping and a
+    binary frame of 300 KiB; a ping with a pong of the same payload; a close
+    with close 4001 "bye now"."""
+
+    def __init__(self):
+        import threading
+        self.frames = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(4)
+        self.sock.settimeout(10)
+        self.url = f"http://127.0.0.2:{self.sock.getsockname()[1]}"
+        self.big = bytes(range(256)) * 1200
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @staticmethod
+    def _frame(fin, opcode, payload):
+        head = bytes([(0x80 if fin else 0) | opcode])
+        n = len(payload)
+        if n < 126:
+            return head + bytes([n]) + payload
+        if n < 65536:
+            return head + bytes([126]) + n.to_bytes(2, "big") + payload
+        return head + bytes([127]) + n.to_bytes(8, "big") + payload
+
+    def _serve(self):
+        try:
+            c, _ = self.sock.accept()
+        except OSError:
+            return
+        c.settimeout(10)
+        try:
+            _, headers, _ = lk.read_http_head(c)
+            key = dict((k.lower(), v) for k, v in headers)["sec-websocket-key"]
+            c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n"
+                       % lk.ws_accept(key)).encode())
+            while True:
+                b0 = lk._recv_exact(c, 1)[0]
+                op, payload = read_frame_rest(c, b0)
+                self.frames.append((bool(b0 & 0x80), op, payload))
+                if op == 1 and payload == b"script":
+                    c.sendall(self._frame(False, 1, b"part1-") + self._frame(False, 0, b"part2-")
+                              + self._frame(True, 0, b"part3") + self._frame(True, 9, b"up-ping")
+                              + self._frame(True, 2, self.big))
+                elif op == 9:
+                    c.sendall(self._frame(True, 10, payload))
+                elif op == 8:
+                    c.sendall(self._frame(True, 8, (4001).to_bytes(2, "big") + b"bye now"))
+                    return
+        except (EOFError, OSError, KeyError):
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def read_frame_fin(sock):
+    """(fin, opcode, payload) of the next frame from the server (unmasked)."""
+    b0 = lk._recv_exact(sock, 1)[0]
+    op, payload = read_frame_rest(sock, b0)
+    return bool(b0 & 0x80), op, payload
+
+
+def test_frames_pass_untouched_both_ways(linkup_bin, env, tmp_path, worker):
+    """SPEC §5.4 step 5: text, binary, continuation, ping, pong and close
+    frames are forwarded as they are, fragmentation, a 300 KiB binary frame
+    and the close code and reason included, in both directions."""
+    up = ScriptedWsUpstream()
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
+                              "token123", log_path=str(tmp_path / "server.log"))
+    try:
+        body = lk.session_body("ws-session", {"frontend": up.url},
+                               [("example.com", "frontend", None)])
+        assert lk.post_json(s.addrs["HTTP"], "/linkup/sessions/tunneled", body).status == 200
+        sock, status, _, rest = handshake(s.addrs["HTTP"])
+        assert status.startswith("HTTP/1.1 101") and rest == b""
+        # Client -> upstream: a fragmented text message, a ping, then "script".
+        first = lk.ws_frame(1, b"hello ")
+        sock.sendall(bytes([first[0] & 0x7F]) + first[1:] + lk.ws_frame(0, b"world")
+                     + lk.ws_frame(9, b"cl-ping"))
+        fin, op, payload = read_frame_fin(sock)
+        assert (fin, op, payload) == (True, 10, b"cl-ping")  # the upstream's pong
+        sock.sendall(lk.ws_frame(1, b"script"))
+        assert read_frame_fin(sock) == (False, 1, b"part1-")
+        assert read_frame_fin(sock) == (False, 0, b"part2-")
+        assert read_frame_fin(sock) == (True, 0, b"part3")
+        assert read_frame_fin(sock) == (True, 9, b"up-ping")
+        assert read_frame_fin(sock) == (True, 2, up.big)
+        sock.sendall(lk.ws_frame(10, b"up-ping") + lk.ws_frame(8, (1000).to_bytes(2, "big")
+                                                               + b"done"))
+        assert read_frame_fin(sock) == (True, 8, (4001).to_bytes(2, "big") + b"bye now")
+        assert sock.recv(1) == b""  # then the end of the stream
+        sock.close()
+        assert up.frames == [(False, 1, b"hello "), (True, 0, b"world"), (True, 9, b"cl-ping"),
+                             (True, 1, b"script"), (True, 10, b"up-ping"),
+                             (True, 8, (1000).to_bytes(2, "big") + b"done")]
+    finally:
+        up.close()
+        code, _ = lk.stop_gracefully(s)
+    assert code == 0, open(s.log_path).read()
