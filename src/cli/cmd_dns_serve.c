@@ -4,7 +4,7 @@
  * responder can be tested end to end without the local server.
  *
  *   linkup dns-serve [--dns A:P] --name NAME [--name NAME]... [--domain D]...
- *                    [--dns-upstream A:P] [--resolv-conf FILE]
+ *                    [--dns-upstream A:P|off] [--resolv-conf FILE]
  *
  * Managed domains default to the parent of each name (tiny-cow.example.com
  * manages example.com). Prints `DNS listening on A:P` once bound and runs
@@ -133,9 +133,11 @@ static int serve(struct serve_args *a)
 {
     struct event_base *base = event_base_new();
     struct lk_dns_server *server = NULL;
+    /* --dns-upstream off: no forwarding, as for `linkup server`. */
+    bool off = a->upstream != NULL && strcmp(a->upstream, "off") == 0;
     struct lk_dns_server_opts opts = { .listen = a->listen,
-                                       .upstream = a->upstream,
-                                       .resolv_conf = a->resolv_conf,
+                                       .upstream = off ? NULL : a->upstream,
+                                       .resolv_conf = off ? "/dev/null" : a->resolv_conf,
                                        .zones_cb = provide_zones,
                                        .zones_data = a };
     int rc = lk_dns_server_new(base, &opts, &server);
@@ -167,7 +169,7 @@ int cmd_dns_serve(int argc, char **argv, struct cli_ctx *ctx)
     (void)ctx;
     if (argc > 1 && cli_is_help(argv[1])) {
         printf("Usage: linkup dns-serve [--dns A:P] --name NAME... [--domain D]... "
-               "[--dns-upstream A:P] [--resolv-conf FILE]\n");
+               "[--dns-upstream A:P|off] [--resolv-conf FILE]\n");
         return LK_EXIT_OK;
     }
     int rc = parse_args(argc, argv, &a);

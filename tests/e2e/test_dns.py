@@ -278,6 +278,17 @@ def test_upstream_from_resolv_conf(linkup_bin, env, tmp_path):
         s.close()
 
 
+def test_dns_serve_upstream_off(linkup_bin, env):
+    """`dns-serve --dns-upstream off` forwards nothing, as `linkup server` does."""
+    s = DnsServe(linkup_bin, env, ["--dns-upstream", "off"])
+    try:
+        assert s.proc.stderr.readline().strip() == "dns-serve: upstream (none)"
+        _, _, rc, records, _ = parse_answer(udp_ask(s.port, build_query(NAMES[0], 1)))
+        assert rc == 0 and len(records) == 1
+    finally:
+        s.close()
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
             socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
