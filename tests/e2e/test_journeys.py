@@ -121,17 +121,17 @@ class Journey:
                                       extra=("--listen", listen))
 
     def write_config(self, name="linkup.yaml", worker_url=None, token="token123",
-                     web_default="web"):
+                     web_default="web", web_path="", web_extra=""):
         cfg = self.tmp / name
         cfg.write_text(f"""linkup:
   worker_url: {worker_url or 'http://%s:%d' % self.waddr}
   worker_token: {token}
 services:
   - name: web
-    remote: http://127.0.0.1:{self.remote_web.port}
-    local: http://localhost:{self.local_web.port}
+    remote: http://127.0.0.1:{self.remote_web.port}{web_path}
+    local: http://localhost:{self.local_web.port}{web_path}
     directory: web
-  - name: api
+{web_extra}  - name: api
     remote: http://127.0.0.1:{self.remote_api.port}
     local: http://localhost:{self.local_api_port}
 domains:
@@ -391,6 +391,35 @@ def test_tunneled_session_journey(journey):
     assert j.via_worker(host, "/z").text == "local web GET /z"
     assert j.run("stop").stdout == "Stopped linkup\n"
     assert j.wait_no_processes() == []
+
+
+def test_browser_referer_origin_and_rewrites_across_the_tunnel(journey):
+    """SPEC §3.4-§3.7 over the whole path: a page of NAME.example.com calls
+    api.example.com (session from Referer / Origin); a rewrite is applied
+    once by the worker, not again by the local server behind the tunnel
+    (`linkup-destination` + `x-forwarded-host`), and the path of a service
+    location is ignored (SPEC §3.6)."""
+    j = journey
+    cfg = j.write_config("rw.yaml", web_path="/prefix/", web_extra=(
+        "    rewrites:\n      - source: /v1/(.*)\n        target: /v1/v1/$1\n"))
+    j.start(cfg)
+    name = j.session()
+    page = f"https://{name}.example.com/page"
+    for hdr in (("Referer", page), ("Origin", f"https://{name}.example.com")):
+        r = j.via_worker("api.example.com", "/r", [hdr])
+        assert (r.status, r.text) == (200, "remote api GET /r"), hdr
+        assert j.remote_api.requests[-1][2]["x-forwarded-host"] == f"{name}.api.example.com"
+        r = j.via_worker("example.com", "/api/r", [hdr])
+        assert (r.status, r.text) == (200, "remote api GET /api/r"), hdr
+    host = f"{name}.example.com"
+    assert j.via_worker(host, "/v1/x?k=v").text == "remote web GET /v1/v1/x?k=v"
+    assert j.run("route", "local", "web").returncode == 0
+    assert j.via_worker(host, "/v1/x?k=v").text == "local web GET /v1/v1/x?k=v"
+    r = j.via_worker("example.com", "/v1/y", [("Origin", f"https://{name}.example.com")])
+    assert (r.status, r.text) == (200, "local web GET /v1/v1/y")
+    # Straight to the local server, the rewrite applies there (once).
+    r = lk.request(j.server_addr(), "GET", "/v1/z", [("Host", host)])
+    assert (r.status, r.text) == (200, "local web GET /v1/v1/z")
 
 
 def test_local_https_and_dns_path(linkup_bin, cenv, tmp_path):
