@@ -427,11 +427,28 @@ char *cli_mask(const char *secret)
     return lk_buf_detach(&out, NULL);
 }
 
+pid_t cli_local_server_find(void)
+{
+    struct lk_buf path = LK_BUF_INIT;
+    cli_home_file(CLI_SERVER_PID_FILE, &path);
+    pid_t pid = cli_procs_find(path.data, CLI_LOCAL_SERVER_ID);
+    if (pid == 0) {
+        /* SPEC §6.4 finds it by its environment alone; the certs dir of
+         * its command line (cmd_start.c, SPEC §6.4) keeps another Linkup
+         * directory's server out (DESIGN §2.12). */
+        lk_buf_reset(&path);
+        cli_home_file("certs", &path);
+        pid = cli_procs_find_by_arg(CLI_LOCAL_SERVER_ID, "--certs-dir", path.data);
+    }
+    lk_buf_release(&path);
+    return pid;
+}
+
 bool cli_stop_local_server(void)
 {
     struct lk_buf pid_path = LK_BUF_INIT;
     cli_home_file(CLI_SERVER_PID_FILE, &pid_path);
-    pid_t pid = cli_procs_find(pid_path.data, CLI_LOCAL_SERVER_ID);
+    pid_t pid = cli_local_server_find();
     if (pid > 0)
         cli_procs_stop(pid, 5000);
     /* A pid file that names no server of ours is stale: drop it. */

@@ -12,6 +12,7 @@
 #define LK_CLI_STATE_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "cli/cli.h"
 #include "cli/table.h"
@@ -85,7 +86,13 @@ void cli_rows_print(const struct cli_rows *rows, const char *current);
 /* Masks a secret for display (DESIGN §2.13). Returns an owned string. */
 char *cli_mask(const char *secret);
 
-/* Stops the local server recorded in the pid file (if ours), then prints
+/* The local server of this Linkup directory: the pid file's process when it
+ * carries LINKUP_SERVICE_ID=linkup-local-server, else (pid file gone) a
+ * process with that variable that `start` spawned with
+ * `--certs-dir $LINKUP_HOME/certs` (SPEC §6.4). 0 when none. */
+pid_t cli_local_server_find(void);
+
+/* Stops the local server cli_local_server_find() names, then prints
  * nothing. Returns true when one was running. */
 bool cli_stop_local_server(void);
 

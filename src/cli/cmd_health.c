@@ -374,15 +374,6 @@ static json_t *local_server_json(pid_t pid)
     return json_pack("{s:o}", "Running", run);
 }
 
-static pid_t find(const char *pid_file, const char *id)
-{
-    struct lk_buf path = LK_BUF_INIT;
-    cli_home_file(pid_file, &path);
-    pid_t pid = cli_procs_find(path.data, id);
-    lk_buf_release(&path);
-    return pid;
-}
-
 static json_t *orphans_json(pid_t server, pid_t tunnel)
 {
     pid_t skip[2] = { server, tunnel };
@@ -412,7 +403,7 @@ static json_t *gather(const struct priv_ports *pp)
 {
     struct lk_state *st = NULL;
     bool has_state = cli_state_load(&st, NULL) == 0;
-    pid_t server = find(CLI_SERVER_PID_FILE, CLI_LOCAL_SERVER_ID);
+    pid_t server = cli_local_server_find();
     pid_t tunnel = cli_cloudflared_find();
     json_t *root = json_object();
     json_object_set_new(root, "cli", json_pack("{s:s}", "version", LK_VERSION));

@@ -261,10 +261,7 @@ static int spawn_server(const char *config_path)
 
 static int start_server(const char *config_path)
 {
-    struct lk_buf pidf = LK_BUF_INIT;
-    cli_home_file(CLI_SERVER_PID_FILE, &pidf);
-    pid_t pid = cli_procs_find(pidf.data, CLI_LOCAL_SERVER_ID);
-    lk_buf_release(&pidf);
+    pid_t pid = cli_local_server_find();
     if (pid > 0) {
         cli_log(LK_LOG_INFO, "Already running.");
         return 0;

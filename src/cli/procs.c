@@ -126,6 +126,39 @@ pid_t cli_procs_find(const char *pid_path, const char *service_id)
     return pid;
 }
 
+/* True when pid's arguments hold opt immediately followed by value. */
+static bool has_arg_pair(pid_t pid, const char *opt, const char *value)
+{
+    struct lk_buf text = LK_BUF_INIT;
+    bool found = false;
+    if (read_proc(pid, "cmdline", &text) == 0) {
+        const char *prev = NULL;
+        for (size_t off = 0; off < text.len && !found; off += strlen(text.data + off) + 1) {
+            found = prev != NULL && strcmp(prev, opt) == 0 && strcmp(text.data + off, value) == 0;
+            prev = text.data + off;
+        }
+    }
+    lk_buf_release(&text);
+    return found;
+}
+
+pid_t cli_procs_find_by_arg(const char *service_id, const char *opt, const char *value)
+{
+    DIR *d = opendir("/proc");
+    pid_t found = 0;
+    struct dirent *e;
+    while (d && found == 0 && (e = readdir(d)) != NULL) {
+        uint64_t v = 0;
+        if (lk_str_to_u64(lk_str_c(e->d_name), 4194304, &v) != 0)
+            continue;
+        if (cli_procs_is_ours((pid_t)v, service_id) && has_arg_pair((pid_t)v, opt, value))
+            found = (pid_t)v;
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
 bool cli_procs_is_dead(pid_t pid)
 {
     int status;

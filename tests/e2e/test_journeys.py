@@ -300,7 +300,7 @@ def test_tunneled_session_journey(journey):
     assert list(running["sessions"]) == [name]
     assert h["cloudflared"] == "Stopped"
     assert h["tunnel"] == {"url": j.tunnel_url(name), "connected": True}
-    assert h["orphans"] == []
+    assert pid not in [o["pid"] for o in h["orphans"]]
 
     # Requests through the worker reach the remote services.
     host = f"{name}.example.com"
@@ -593,3 +593,51 @@ def test_worker_restart_tunnel_comes_back(journey):
     assert j.status_json()["tunnel"]["connected"] is True
     r = j.via_worker(host, "/again")
     assert (r.status, r.text) == (200, "local web GET /again")
+
+
+def test_server_whose_pid_file_is_gone_is_still_stopped(journey):
+    """SPEC §6.4: the local server is identified by LINKUP_SERVICE_ID in its
+    environment. Its pid file gone (deleted by hand, or a server started by
+    a version that wrote none), `stop` must still stop it: otherwise `start`
+    keeps answering `Linkup is already running. Run 'linkup stop' first to
+    restart.` and `stop` can never make it true. Only a server spawned for
+    this Linkup directory is taken (`--certs-dir $LINKUP_HOME/certs`)."""
+    j = journey
+    j.start()
+    pid = j.server_pid()
+    (j.home / "localserver-pid").unlink()
+    h = j.health_json()
+    assert h["local_server"]["Running"]["pid"] == pid
+    assert pid not in [o["pid"] for o in h["orphans"]]
+    r = j.run("start", "--config", str(j.cfg))
+    assert r.stdout == "Linkup is already running. Run 'linkup stop' first to restart.\n"
+    r = j.run("stop")
+    assert (r.returncode, r.stdout) == (0, "Stopped linkup\n")
+    assert j.wait_no_processes() == []
+    r = j.start()
+    assert j.status_json()["tunnel"]["connected"] is True
+
+
+def test_a_server_of_another_linkup_home_is_not_ours(journey, linkup_bin, tmp_path):
+    """DESIGN §2.12: a local server that another Linkup directory started
+    (another user, another LINKUP_HOME) is never taken for ours, pid file or
+    not: stop leaves it alone and health lists it among the orphans."""
+    j = journey
+    other = dict(j.env, LINKUP_HOME=str(tmp_path / "other-home"))
+    r = lk.run(linkup_bin, "start", "--config", str(j.cfg), env=other, timeout=90)
+    assert r.returncode == 0, r.stderr
+    other_pid = int((tmp_path / "other-home" / "localserver-pid").read_text())
+    try:
+        (tmp_path / "other-home" / "localserver-pid").unlink()
+        h = j.health_json()
+        assert h["local_server"] == "Stopped"
+        assert other_pid in [o["pid"] for o in h["orphans"]]
+        assert j.run("stop").stdout == "Stopped linkup\n"
+        assert lk.run(linkup_bin, "health", "--json", env=other).returncode == 0
+        assert pathlib.Path(f"/proc/{other_pid}").exists()
+        st = pathlib.Path(f"/proc/{other_pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        assert st != "Z"
+    finally:
+        lk.run(linkup_bin, "stop", env=other)
+        if pathlib.Path(f"/proc/{other_pid}").exists():
+            os.kill(other_pid, signal.SIGKILL)
