@@ -265,6 +265,11 @@ pid_t cli_cloudflared_find(void)
     struct lk_buf path = LK_BUF_INIT;
     cli_home_file(CLI_CLOUDFLARED_PID_FILE, &path);
     pid_t pid = cli_procs_find(path.data, CLI_TUNNEL_ID);
+    /* Its pid file gone, it is found by its environment (SPEC §6.4) and the
+     * `--pidfile` of its command line (SPEC §7 step 5), which keeps another
+     * Linkup directory's cloudflared out (DESIGN §2.12). */
+    if (pid == 0)
+        pid = cli_procs_find_by_arg(CLI_TUNNEL_ID, "--pidfile", path.data);
     lk_buf_release(&path);
     return pid;
 }
@@ -273,7 +278,7 @@ bool cli_cloudflared_stop(void)
 {
     struct lk_buf path = LK_BUF_INIT;
     cli_home_file(CLI_CLOUDFLARED_PID_FILE, &path);
-    pid_t pid = cli_procs_find(path.data, CLI_TUNNEL_ID);
+    pid_t pid = cli_cloudflared_find();
     if (pid > 0)
         cli_procs_stop(pid, 5000);
     /* A pid file that names no cloudflared of ours is stale: drop it. */

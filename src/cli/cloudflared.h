@@ -48,7 +48,9 @@
  */
 int cli_cloudflared_start(const struct cli_tunnel_data *td);
 
-/* The pid of our running cloudflared (pid file + environment), or 0. */
+/* The pid of our running cloudflared (pid file + environment; without a
+ * pid file, a process with that environment whose arguments hold
+ * `--pidfile $LINKUP_HOME/cloudflared-pid`), or 0. */
 pid_t cli_cloudflared_find(void);
 
 /* Stops our cloudflared (SIGTERM to its group, up to 5 s, then SIGKILL) and

@@ -641,3 +641,98 @@ def test_a_server_of_another_linkup_home_is_not_ours(journey, linkup_bin, tmp_pa
         lk.run(linkup_bin, "stop", env=other)
         if pathlib.Path(f"/proc/{other_pid}").exists():
             os.kill(other_pid, signal.SIGKILL)
+
+
+CLOUDFLARED_STAND_IN = """#!{python}
+import os, signal, sys, time
+signal.signal(signal.SIGINT, lambda *a: sys.exit(0))
+args = sys.argv[1:]
+with open(args[args.index("--pidfile") + 1], "w") as f:
+    f.write("%d\\n" % os.getpid())
+time.sleep(120)
+"""
+
+
+class CloudflareWorker:
+    """Answers tunneled upserts like an original worker: Cloudflare tunnel
+    credentials (non-empty account_id), tunnel URL https://localhost."""
+
+    def __init__(self):
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                name = json.loads(raw or b"{}").get("desired_name") or "tiny-cow"
+                data = json.dumps({"session_name": name, "tunnel_data": {
+                    "account_id": "acc123", "name": "linkup-tunnel-example-com-" + name,
+                    "url": "https://localhost", "id": "6ff42ae2-765d-4adf-8112-31c55c1551ef",
+                    "secret": "c2VjcmV0", "last_started": 1700000000000}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_cloudflared_whose_pid_file_is_gone_is_still_ours(linkup_bin, cenv, tmp_path):
+    """SPEC §7 / §6.4 with an original worker's Cloudflare credentials: the
+    cloudflared `start` ran is identified by LINKUP_SERVICE_ID even when its
+    pid file is gone (its `--pidfile $LINKUP_HOME/cloudflared-pid` argument
+    pins it to this Linkup directory): health shows it running, a new start
+    reuses it (`Already running. Skipping starting tunnel.`), stop stops it."""
+    import sys
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "cloudflared").write_text(CLOUDFLARED_STAND_IN.format(python=sys.executable))
+    (bindir / "cloudflared").chmod(0o755)
+    env = dict(cenv, PATH=f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+               LINKUP_TUNNEL_PID_INTERVAL_MS="200", LINKUP_TUNNEL_DNS_INTERVAL_MS="100")
+    home = pathlib.Path(env["LINKUP_HOME"])
+    worker = CloudflareWorker()
+    cf_pid = None
+    try:
+        cfg = lk.write_web_config(tmp_path, worker.url)
+        r = lk.run(linkup_bin, "start", "--config", str(cfg), env=env, timeout=90)
+        assert r.returncode == 0, r.stderr
+        assert "Started!" in r.stderr
+        cf_pid = int((home / "cloudflared-pid").read_text())
+        (home / "cloudflared-pid").unlink()
+        h = json.loads(lk.run(linkup_bin, "health", "--json", env=env).stdout)
+        assert h["cloudflared"] == {"Running": {"pid": cf_pid}}
+        assert cf_pid not in [o["pid"] for o in h["orphans"]]
+        os.kill(int((home / "localserver-pid").read_text()), signal.SIGKILL)
+        r = lk.run(linkup_bin, "start", "--config", str(cfg), env=env, timeout=90)
+        assert r.returncode == 0, r.stderr
+        assert "Already running. Skipping starting tunnel." in r.stderr
+        r = lk.run(linkup_bin, "stop", env=env)
+        assert (r.returncode, r.stdout) == (0, "Stopped linkup\n")
+        deadline = time.monotonic() + 10
+        while pathlib.Path(f"/proc/{cf_pid}").exists() and time.monotonic() < deadline:
+            st = pathlib.Path(f"/proc/{cf_pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if st == "Z":
+                break
+            time.sleep(0.05)
+        alive = pathlib.Path(f"/proc/{cf_pid}").exists() and pathlib.Path(
+            f"/proc/{cf_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        assert not alive, "stop must stop cloudflared"
+    finally:
+        lk.run(linkup_bin, "stop", env=env)
+        if cf_pid and pathlib.Path(f"/proc/{cf_pid}").exists():
+            try:
+                os.kill(cf_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        worker.close()
