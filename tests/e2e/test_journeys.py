@@ -238,18 +238,18 @@ def table(name, domains):
 
 def ws_session(addr, host, path="/ws"):
     """A WebSocket handshake to addr with Host host; returns (socket, status
-    line, headers dict lower-cased)."""
+    line, headers dict lower-cased, bytes read past the head)."""
     s = socket.create_connection(addr, timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                f"Sec-WebSocket-Key: {key}\r\n\r\n").encode())
     line, headers, rest = lk.read_http_head(s)
-    assert rest == b""
     h = {k.lower(): v for k, v in headers}
     if line.startswith("HTTP/1.1 101"):
         assert h["sec-websocket-accept"] == lk.ws_accept(key)
-    return s, line, h
+        assert rest == b""
+    return s, line, h, rest
 
 
 # ---- the happy path -------------------------------------------------------------------
@@ -338,7 +338,7 @@ def test_tunneled_session_journey(journey):
     assert r.status == 200
 
     # A WebSocket through worker, tunnel and local server.
-    s, line, _ = ws_session(j.waddr, host)
+    s, line, _, _ = ws_session(j.waddr, host)
     try:
         assert line.startswith("HTTP/1.1 101"), line
         s.sendall(lk.ws_frame(1, b"hello local"))
@@ -481,6 +481,17 @@ def test_local_service_down_is_a_502_with_the_spec_message(journey):
               lk.request(j.server_addr(), "GET", "/api/x", [("Host", f"{name}.example.com")])):
         assert r.status == 502
         assert r.text.startswith(prefix) and len(r.text) > len(prefix), r.text
+    # A WebSocket to it: the local server's 502 with the error text (SPEC
+    # §5.4 step 3); the worker says it got no 101 (SPEC §4.7).
+    s, line, _, _ = ws_session(j.server_addr(), f"{name}.example.com", "/api/ws")
+    s.close()
+    assert line.startswith("HTTP/1.1 502"), line
+    s, line, h, body = ws_session(j.waddr, f"{name}.example.com", "/api/ws")
+    while len(body) < int(h["content-length"]):
+        body += s.recv(4096)
+    s.close()
+    assert line.startswith("HTTP/1.1 502"), line
+    assert body.startswith(b"Failed to connect to destination: "), body
     st = j.status_json()
     assert st["services"][0] == {"name": "api", "status": "Error", "component_kind": "local",
                                  "url": f"http://localhost:{j.local_api_port}/",
@@ -736,3 +747,17 @@ def test_cloudflared_whose_pid_file_is_gone_is_still_ours(linkup_bin, cenv, tmp_
             except ProcessLookupError:
                 pass
         worker.close()
+
+
+def test_uninstall_while_running_stops_everything(journey):
+    """SPEC §6.5.10: uninstall stops with env clearing (prints
+    `Stopped linkup`), then removes the Linkup directory: nothing is left
+    running and the env files are as before start."""
+    j = journey
+    j.start()
+    r = j.run("uninstall", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Stopped linkup\n") and r.stdout.endswith("linkup uninstalled!\n")
+    assert j.wait_no_processes() == []
+    assert not j.home.exists()
+    assert (j.svc_dir / ".env.development").read_text() == "USER_SETTING=1\n"
