@@ -160,6 +160,29 @@ def test_request_head_limits_configured(front_factory, kind):
     assert f.check() == 200
 
 
+@pytest.mark.parametrize("knob,value", [("LINKUP_MAX_HEADERS", "8"), ("LINKUP_MAX_HEAD", "600"),
+                                        ("LINKUP_MAX_HEADER_LINE", "100")])
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_request_head_limits_do_not_shrink_upstream_responses(front_factory, kind, knob, value):
+    """The LINKUP_MAX_* head knobs are request limits (DESIGN §9,
+    docs/worker.md): an upstream response head with more fields, more bytes
+    or longer lines than a small configured request limit (but within the
+    defaults) is relayed, not a 502."""
+    fields = b"".join(b"X-R%d: %s\r\n" % (i, b"v" * 150) for i in range(12))
+    up = lk.ScriptedUpstream(b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok")
+    try:
+        f = front_factory(kind, url=up.url, env={knob: value})
+        r = lk.request(f.addr, "GET", "/", [("Host", f.host)])
+        assert (r.status, r.body) == (200, b"ok"), r.body[:200]
+        assert r.header("x-r11") == "v" * 150
+        # The request limit itself still holds.
+        big = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 150) for i in range(12))
+        assert _status_of(f, b"GET / HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (f.host.encode(), big)) \
+            == 431
+    finally:
+        up.close()
+
+
 # ---- maximum connections -----------------------------------------------------
 
 def _busy_status(addr):
