@@ -923,7 +923,11 @@ static void finish(struct lk_proxy *px, bool up_reusable)
     ex->phase = LK_EX_DONE;
     if (c != NULL) {
         bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-        lk_conn_exchange_done(c, px->client_keep && req_done);
+        /* The response head went out without `Connection: close`, so the
+         * connection stays even when the upstream answered before the whole
+         * request body (RFC 9110 §10.1.1): the engine reads and drops the
+         * rest of the body, or closes past its discard limit. */
+        lk_conn_exchange_done(c, px->client_keep);
     }
 }
 

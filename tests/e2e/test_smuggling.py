@@ -9,6 +9,7 @@ without CONNECT (RFC 9110 §9.3.6, §15.5.6: these are reverse proxies, not
 forward proxies); an HTTP/1.1 request without Host gets 400 (RFC 9112 §3.2).
 """
 import socket
+import threading
 import time
 
 import pytest
@@ -441,3 +442,106 @@ def test_connection_listed_client_fields_and_h2c_upgrade_are_not_forwarded(front
     names = {k.lower() for k, _ in new_requests(upstream, n0)[0]["headers"]}
     assert not names & {"upgrade", "connection", "http2-settings", "x-private", "keep-alive", "te",
                         "proxy-connection"}, names
+
+
+# ---- a final response before the whole request body -----------------------------
+
+class EarlyAnswer:
+    """On 127.0.0.2:0: answers every request head at once with `401` and
+    never reads a body (a connection is dropped after its first answer);
+    records the request lines."""
+
+    def __init__(self):
+        self.lines = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(16)
+        self.url = "http://127.0.0.2:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _conn(self, c):
+        c.settimeout(5)
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = c.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            self.lines.append(data.split(b"\r\n")[0])
+            c.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope")
+            time.sleep(1)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def _read_until_closed(s, data=b"", timeout=3):
+    s.settimeout(timeout)
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+    except socket.timeout:
+        return data, False
+    except ConnectionResetError:
+        return data, True
+
+
+@pytest.mark.parametrize("expect", [False, True], ids=["streaming", "expect_100"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_final_response_before_the_body_keeps_its_connection_promise(linkup_bin, env, tmp_path,
+                                                                    kind, expect):
+    """RFC 9110 §10.1.1, RFC 9112 §9.6: an upstream answering before the
+    request body arrived (with or without Expect: 100-continue). A relayed
+    final response without `Connection: close` promises that the connection
+    stays: the rest of the body is then read and dropped and the next
+    request on the connection is answered."""
+    up = EarlyAnswer()
+    front = lk.Front(kind, linkup_bin, env, tmp_path, up.url)
+    try:
+        host = front.host.encode()
+        s = socket.create_connection(front.addr, timeout=5)
+        try:
+            s.sendall(b"POST /early HTTP/1.1\r\nHost: %s\r\nContent-Length: 20\r\n%s\r\n%s"
+                      % (host, b"Expect: 100-continue\r\n" if expect else b"",
+                         b"" if expect else b"0123456789"))
+            data = b""
+            while not lk.parse_responses(data):
+                chunk = s.recv(65536)
+                assert chunk, data
+                data += chunk
+            first = lk.parse_responses(data)[0]
+            assert first.status == 401, data[:300]
+            promised = (first.header("connection") or "").lower() != "close"
+            try:
+                s.sendall(b"0123456789" + (b"0123456789" if expect else b"") +
+                          b"GET /next HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            data, closed = _read_until_closed(s, data)
+        finally:
+            s.close()
+        statuses = [r.status for r in lk.parse_responses(data)]
+        if promised:
+            assert statuses == [401, 401] and closed, data[:600]
+            assert up.lines == [b"POST /early HTTP/1.1", b"GET /next HTTP/1.1"]
+        else:
+            assert statuses == [401] and closed, data[:600]
+    finally:
+        up.close()
+        assert front.stop() == 0, front.log()[-2000:]
