@@ -183,6 +183,62 @@ def test_request_head_limits_do_not_shrink_upstream_responses(front_factory, kin
         up.close()
 
 
+# ---- first response byte: counted from the request sent -----------------------
+
+def _upload(f, pause, n=20, stall_after=None):
+    """POSTs an n-byte body one byte per `pause` seconds (stopping after
+    stall_after bytes); returns (raw response bytes, seconds from the head
+    to the end of the answer)."""
+    s = socket.create_connection(f.addr, timeout=10)
+    try:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n"
+                  b"Connection: close\r\n\r\n" % (f.host.encode(), n))
+        t0 = time.monotonic()
+        for i in range(n if stall_after is None else stall_after):
+            time.sleep(pause)
+            try:
+                s.sendall(b"x")
+            except OSError:
+                break
+        data = b""
+        s.settimeout(5)
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+        return data, time.monotonic() - t0
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_slow_upload_is_not_cut_by_the_first_byte_timeout(front_factory, raw_upstream, kind):
+    """LINKUP_FIRST_BYTE_TIMEOUT_MS runs from the request sent to the first
+    response byte (DESIGN §9, docs/worker.md): a body that keeps arriving
+    for 4 times the timeout reaches the upstream, whose answer is relayed."""
+    f = front_factory(kind, env={"LINKUP_FIRST_BYTE_TIMEOUT_MS": "500"})
+    n0 = len(raw_upstream.requests)
+    data, _ = _upload(f, 0.1)
+    rs = lk.parse_responses(data)
+    assert [r.status for r in rs] == [200], data[:300]
+    assert [r["body"] for r in raw_upstream.requests[n0:]] == [b"x" * 20]
+
+
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_stalled_upload_is_502_at_the_first_byte_timeout(front_factory, kind):
+    """The other side: a body that stops arriving leaves the upstream
+    waiting; the wait is bounded by the same timeout (502)."""
+    f = front_factory(kind, env={"LINKUP_FIRST_BYTE_TIMEOUT_MS": "500"})
+    data, _ = _upload(f, 0.05, stall_after=3)
+    rs = lk.parse_responses(data)
+    assert [r.status for r in rs] == [502], data[:300]
+    assert b"did not answer in time" in rs[0].body
+
+
 # ---- maximum connections -----------------------------------------------------
 
 def _busy_status(addr):
