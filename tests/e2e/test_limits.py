@@ -183,6 +183,26 @@ def test_request_head_limits_do_not_shrink_upstream_responses(front_factory, kin
         up.close()
 
 
+@pytest.mark.xfail(strict=True, reason="lib/net/h2_front.c resp_limits() doubles the configured "
+                   "request limits instead of the response limits (proxy.c response_limits())")
+@pytest.mark.skipif(__import__("shutil").which("curl") is None, reason="curl is not installed")
+def test_request_head_limits_do_not_shrink_responses_over_h2c(front_factory):
+    """The same through the local server's HTTP/2 cleartext front (curl
+    --http2-prior-knowledge): the engine's response head is re-parsed there."""
+    import subprocess
+    fields = b"".join(b"X-R%d: %s\r\n" % (i, b"v" * 150) for i in range(12))
+    up = lk.ScriptedUpstream(b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok")
+    try:
+        f = front_factory("server", url=up.url, env={"LINKUP_MAX_HEADERS": "8"})
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+                            "--http2-prior-knowledge", "-H", f"Host: {f.host}",
+                            f"http://{f.addr[0]}:{f.addr[1]}/"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.stdout == "200", (r.stdout, r.stderr)
+    finally:
+        up.close()
+
+
 # ---- first response byte: counted from the request sent -----------------------
 
 def _upload(f, pause, n=20, stall_after=None):
