@@ -1434,7 +1434,12 @@ int lk_http_server_new(struct event_base *base, const struct lk_http_server_opts
     srv->relay_limits.max_line += LK_HTTP_RELAY_EXTRA_BYTES;
     srv->relay_limits.max_head += LK_HTTP_RELAY_EXTRA_BYTES;
     srv->req_scratch = lk_xcalloc(srv->relay_limits.max_headers + 1, sizeof(*srv->req_scratch));
-    srv->resp_scratch = lk_xcalloc(srv->opts.limits.max_headers + 1, sizeof(*srv->resp_scratch));
+    /* Upstream response heads get at least the default field count
+     * (proxy.c response_limits()). */
+    size_t resp_fields = srv->opts.limits.max_headers;
+    if (resp_fields < LK_HTTP1_MAX_HEADERS)
+        resp_fields = LK_HTTP1_MAX_HEADERS;
+    srv->resp_scratch = lk_xcalloc(resp_fields + 1, sizeof(*srv->resp_scratch));
     srv->opts.dns = NULL;
     srv->opts.upstream_ca_file = NULL;
     *out = srv;

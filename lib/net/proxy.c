@@ -89,15 +89,18 @@ struct lk_proxy {
     uint64_t resp_left;
     struct lk_http1_chunked resp_chunked;
     bool client_chunked, client_keep;
-    /* One timer, by state: AWAIT_HEAD the first response byte; BODY the
-     * upstream idle timeout (upstream_idle_timeout_ms without a read; off
-     * while reading is paused for a slow client, and for custom connectors,
-     * whose streams have their own rules). Reads only record idle_mark_ms
-     * (the loop's cached time); the expiry re-arms for the rest. */
+    /* One timer, by state: AWAIT_HEAD the first response byte, counted from
+     * the last request byte passed upstream (sent_mark_ms: a body still
+     * arriving postpones it); BODY the upstream idle timeout
+     * (upstream_idle_timeout_ms without a read; off while reading is paused
+     * for a slow client, and for custom connectors, whose streams have their
+     * own rules). Progress only records a mark (the loop's cached time); the
+     * expiry re-arms for the rest. */
     struct event timer;
     bool timer_set;
     bool body_idle_off; /* no idle timeout: custom connector (tunnel stream) */
     int64_t idle_mark_ms;
+    int64_t sent_mark_ms;
     /* tunnel */
     bool c_eof, u_eof, c_shut, u_shut;
     bool u_dead;                  /* the upstream failed: nothing more is written to it */
@@ -258,6 +261,16 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         snprintf(px->errtext, sizeof(px->errtext), LK_ETEXT_BODY_IDLE, px->host, ms);
         fail(px, px->errtext); /* the response started: aborts the client */
         return;
+    }
+    if (px->state == PX_AWAIT_HEAD) {
+        /* DESIGN §9: request sent -> first response byte; a request body
+         * still moving upstream is not the upstream's delay. */
+        unsigned ms = px->srv->opts.first_byte_timeout_ms;
+        int64_t quiet = loop_now_ms(px) - px->sent_mark_ms;
+        if (quiet >= 0 && quiet < (int64_t)ms) {
+            set_timer(px, ms - (unsigned)quiet);
+            return;
+        }
     }
     snprintf(px->errtext, sizeof(px->errtext), LK_ETEXT_NO_ANSWER, px->host);
     fail(px, px->errtext);
@@ -641,6 +654,8 @@ static bool pump_request(struct lk_proxy *px)
         reject_body(px, why ? why : "invalid chunked body");
         return false;
     }
+    if (evbuffer_get_length(out) != have)
+        px->sent_mark_ms = loop_now_ms(px); /* on_timer(): the first byte waits from here */
     return true;
 }
 
@@ -680,6 +695,7 @@ static void attach(struct lk_proxy *px, struct lk_upstream *up)
     }
     lk_net_send(up->bev, up->plain, px->head, px->head_len, NULL, 0);
     set_timer(px, px->srv->opts.first_byte_timeout_ms);
+    px->sent_mark_ms = loop_now_ms(px);
     pump_request(px);
 }
 
@@ -812,13 +828,32 @@ static void relay_interim(struct lk_proxy *px)
     lk_net_send(ex->conn->bev, ex->conn->plain, out->data, out->len, NULL, 0);
 }
 
+static size_t at_least(size_t v, size_t min)
+{
+    return v > min ? v : min;
+}
+
+/* Limits of an upstream response head. The LINKUP_MAX_* knobs are request
+ * limits (DESIGN §9: 431/414 past them), so a small configured value must
+ * not turn ordinary responses into 502s: each limit is at least its
+ * default. http_server.c sizes srv->resp_scratch for max_headers. */
+static struct lk_http1_limits response_limits(const struct lk_http_server *srv)
+{
+    const struct lk_http1_limits *l = &srv->opts.limits;
+    return (struct lk_http1_limits){ at_least(l->max_line, LK_HTTP1_MAX_LINE),
+                                     at_least(l->max_head, LK_HTTP1_MAX_HEAD),
+                                     at_least(l->max_headers, LK_HTTP1_MAX_HEADERS),
+                                     at_least(l->max_target, LK_HTTP1_MAX_TARGET) };
+}
+
 /* Parses response heads until a final one; returns true when it started the
  * body or the tunnel, false when waiting or failed. */
 static void read_response_head(struct lk_proxy *px)
 {
     struct lk_exchange *ex = px->ex;
     struct evbuffer *in = bufferevent_get_input(px->up->bev);
-    const struct lk_http1_limits *lim = &px->srv->opts.limits;
+    const struct lk_http1_limits resp_lim = response_limits(px->srv);
+    const struct lk_http1_limits *lim = &resp_lim;
     bool is_head = lk_str_eq(ex->req.method, LK_STR("HEAD"));
     for (;;) {
         size_t len = evbuffer_get_length(in);
@@ -904,7 +939,11 @@ static void finish(struct lk_proxy *px, bool up_reusable)
     ex->phase = LK_EX_DONE;
     if (c != NULL) {
         bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-        lk_conn_exchange_done(c, px->client_keep && req_done);
+        /* The response head went out without `Connection: close`, so the
+         * connection stays even when the upstream answered before the whole
+         * request body (RFC 9110 §10.1.1): the engine reads and drops the
+         * rest of the body, or closes past its discard limit. */
+        lk_conn_exchange_done(c, px->client_keep);
     }
 }
 

@@ -160,6 +160,105 @@ def test_request_head_limits_configured(front_factory, kind):
     assert f.check() == 200
 
 
+@pytest.mark.parametrize("knob,value", [("LINKUP_MAX_HEADERS", "8"), ("LINKUP_MAX_HEAD", "600"),
+                                        ("LINKUP_MAX_HEADER_LINE", "100")])
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_request_head_limits_do_not_shrink_upstream_responses(front_factory, kind, knob, value):
+    """The LINKUP_MAX_* head knobs are request limits (DESIGN §9,
+    docs/worker.md): an upstream response head with more fields, more bytes
+    or longer lines than a small configured request limit (but within the
+    defaults) is relayed, not a 502."""
+    fields = b"".join(b"X-R%d: %s\r\n" % (i, b"v" * 150) for i in range(12))
+    up = lk.ScriptedUpstream(b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok")
+    try:
+        f = front_factory(kind, url=up.url, env={knob: value})
+        r = lk.request(f.addr, "GET", "/", [("Host", f.host)])
+        assert (r.status, r.body) == (200, b"ok"), r.body[:200]
+        assert r.header("x-r11") == "v" * 150
+        # The request limit itself still holds.
+        big = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 150) for i in range(12))
+        assert _status_of(f, b"GET / HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (f.host.encode(), big)) \
+            == 431
+    finally:
+        up.close()
+
+
+@pytest.mark.xfail(strict=True, reason="lib/net/h2_front.c resp_limits() doubles the configured "
+                   "request limits instead of the response limits (proxy.c response_limits())")
+@pytest.mark.skipif(__import__("shutil").which("curl") is None, reason="curl is not installed")
+def test_request_head_limits_do_not_shrink_responses_over_h2c(front_factory):
+    """The same through the local server's HTTP/2 cleartext front (curl
+    --http2-prior-knowledge): the engine's response head is re-parsed there."""
+    import subprocess
+    fields = b"".join(b"X-R%d: %s\r\n" % (i, b"v" * 150) for i in range(12))
+    up = lk.ScriptedUpstream(b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok")
+    try:
+        f = front_factory("server", url=up.url, env={"LINKUP_MAX_HEADERS": "8"})
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+                            "--http2-prior-knowledge", "-H", f"Host: {f.host}",
+                            f"http://{f.addr[0]}:{f.addr[1]}/"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.stdout == "200", (r.stdout, r.stderr)
+    finally:
+        up.close()
+
+
+# ---- first response byte: counted from the request sent -----------------------
+
+def _upload(f, pause, n=20, stall_after=None):
+    """POSTs an n-byte body one byte per `pause` seconds (stopping after
+    stall_after bytes); returns (raw response bytes, seconds from the head
+    to the end of the answer)."""
+    s = socket.create_connection(f.addr, timeout=10)
+    try:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n"
+                  b"Connection: close\r\n\r\n" % (f.host.encode(), n))
+        t0 = time.monotonic()
+        for i in range(n if stall_after is None else stall_after):
+            time.sleep(pause)
+            try:
+                s.sendall(b"x")
+            except OSError:
+                break
+        data = b""
+        s.settimeout(5)
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+        return data, time.monotonic() - t0
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_slow_upload_is_not_cut_by_the_first_byte_timeout(front_factory, raw_upstream, kind):
+    """LINKUP_FIRST_BYTE_TIMEOUT_MS runs from the request sent to the first
+    response byte (DESIGN §9, docs/worker.md): a body that keeps arriving
+    for 4 times the timeout reaches the upstream, whose answer is relayed."""
+    f = front_factory(kind, env={"LINKUP_FIRST_BYTE_TIMEOUT_MS": "500"})
+    n0 = len(raw_upstream.requests)
+    data, _ = _upload(f, 0.1)
+    rs = lk.parse_responses(data)
+    assert [r.status for r in rs] == [200], data[:300]
+    assert [r["body"] for r in raw_upstream.requests[n0:]] == [b"x" * 20]
+
+
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_stalled_upload_is_502_at_the_first_byte_timeout(front_factory, kind):
+    """The other side: a body that stops arriving leaves the upstream
+    waiting; the wait is bounded by the same timeout (502)."""
+    f = front_factory(kind, env={"LINKUP_FIRST_BYTE_TIMEOUT_MS": "500"})
+    data, _ = _upload(f, 0.05, stall_after=3)
+    rs = lk.parse_responses(data)
+    assert [r.status for r in rs] == [502], data[:300]
+    assert b"did not answer in time" in rs[0].body
+
+
 # ---- maximum connections -----------------------------------------------------
 
 def _busy_status(addr):

@@ -9,6 +9,7 @@ without CONNECT (RFC 9110 §9.3.6, §15.5.6: these are reverse proxies, not
 forward proxies); an HTTP/1.1 request without Host gets 400 (RFC 9112 §3.2).
 """
 import socket
+import threading
 import time
 
 import pytest
@@ -398,6 +399,14 @@ BAD_RESPONSES = [
     ("obs_fold", b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n"),
     ("bare_lf", b"HTTP/1.1 200 OK\nContent-Length: 0\n\n"),
     ("garbage", b"NOT HTTP AT ALL\r\n\r\n"),
+    ("status_two_digits", b"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n"),
+    ("status_letters", b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n"),
+    ("http2_version", b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    ("cl_negative", b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
+    ("head_over_64k", b"HTTP/1.1 200 OK\r\n" +
+     b"".join(b"X-%d: %s\r\n" % (i, b"a" * 8000) for i in range(9)) +
+     b"Content-Length: 0\r\n\r\n"),
+    ("line_over_16k", b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 17000 + b"\r\nContent-Length: 0\r\n\r\n"),
 ]
 
 
@@ -441,3 +450,213 @@ def test_connection_listed_client_fields_and_h2c_upgrade_are_not_forwarded(front
     names = {k.lower() for k, _ in new_requests(upstream, n0)[0]["headers"]}
     assert not names & {"upgrade", "connection", "http2-settings", "x-private", "keep-alive", "te",
                         "proxy-connection"}, names
+
+
+# ---- a final response before the whole request body -----------------------------
+
+class EarlyAnswer:
+    """On 127.0.0.2:0: answers every request head at once with `401` and
+    never reads a body (a connection is dropped after its first answer);
+    records the request lines."""
+
+    def __init__(self):
+        self.lines = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(16)
+        self.url = "http://127.0.0.2:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _conn(self, c):
+        c.settimeout(5)
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = c.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            self.lines.append(data.split(b"\r\n")[0])
+            c.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope")
+            time.sleep(1)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def _read_until_closed(s, data=b"", timeout=3):
+    s.settimeout(timeout)
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+    except socket.timeout:
+        return data, False
+    except ConnectionResetError:
+        return data, True
+
+
+@pytest.mark.parametrize("expect", [False, True], ids=["streaming", "expect_100"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_final_response_before_the_body_keeps_its_connection_promise(linkup_bin, env, tmp_path,
+                                                                    kind, expect):
+    """RFC 9110 §10.1.1, RFC 9112 §9.6: an upstream answering before the
+    request body arrived (with or without Expect: 100-continue). A relayed
+    final response without `Connection: close` promises that the connection
+    stays: the rest of the body is then read and dropped and the next
+    request on the connection is answered."""
+    up = EarlyAnswer()
+    front = lk.Front(kind, linkup_bin, env, tmp_path, up.url)
+    try:
+        host = front.host.encode()
+        s = socket.create_connection(front.addr, timeout=5)
+        try:
+            s.sendall(b"POST /early HTTP/1.1\r\nHost: %s\r\nContent-Length: 20\r\n%s\r\n%s"
+                      % (host, b"Expect: 100-continue\r\n" if expect else b"",
+                         b"" if expect else b"0123456789"))
+            data = b""
+            while not lk.parse_responses(data):
+                chunk = s.recv(65536)
+                assert chunk, data
+                data += chunk
+            first = lk.parse_responses(data)[0]
+            assert first.status == 401, data[:300]
+            promised = (first.header("connection") or "").lower() != "close"
+            try:
+                s.sendall(b"0123456789" + (b"0123456789" if expect else b"") +
+                          b"GET /next HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            data, closed = _read_until_closed(s, data)
+        finally:
+            s.close()
+        statuses = [r.status for r in lk.parse_responses(data)]
+        if promised:
+            assert statuses == [401, 401] and closed, data[:600]
+            assert up.lines == [b"POST /early HTTP/1.1", b"GET /next HTTP/1.1"]
+        else:
+            assert statuses == [401] and closed, data[:600]
+    finally:
+        up.close()
+        assert front.stop() == 0, front.log()[-2000:]
+
+
+# ---- response framing: HEAD, 204, 304 have no body; a broken chunked body ------
+
+class FramingUpstream:
+    """On 127.0.0.2:0, keep-alive: answers `/head` (any method) with a
+    Content-Length 100 head and no body, `/204` and `/304` with a declared
+    length and no body, `/badchunk` with a chunked body broken after one
+    chunk (then closes), anything else `200 ok`."""
+
+    REPLIES = {
+        "/head": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+        "/head-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "/204": b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+        "/304": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\nETag: \"e\"\r\n\r\n",
+        "/badchunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nhello\r\nzz\r\nmore",
+    }
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(16)
+        self.url = "http://127.0.0.2:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _conn(self, c):
+        c.settimeout(10)
+        f = c.makefile("rb")
+        try:
+            while True:
+                req = lk.read_raw_request(f)
+                if req is None:
+                    return
+                path = req["target"]
+                c.sendall(self.REPLIES.get(path, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+                if path == "/badchunk":
+                    return
+        except (EOFError, OSError, ValueError):
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def framing_fronts(linkup_bin, tmp_path_factory):
+    import os
+    tmp = tmp_path_factory.mktemp("framing")
+    env = dict(os.environ, HOME=str(tmp), LINKUP_HOME=str(tmp / ".linkup"),
+               LINKUP_NO_UPDATE_CHECK="1")
+    env.pop("LINKUP_CONFIG", None)
+    up = FramingUpstream()
+    fronts = {k: lk.Front(k, linkup_bin, env, tmp, up.url) for k in KINDS}
+    yield fronts
+    up.close()
+    for f in fronts.values():
+        assert f.stop() == 0, f.log()[-2000:]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("method,path,status", [("HEAD", "/head", 200),
+                                                ("HEAD", "/head-chunked", 200),
+                                                ("GET", "/204", 204), ("GET", "/304", 304)])
+def test_bodiless_responses_end_at_their_head(framing_fronts, kind, method, path, status):
+    """RFC 9112 §6.3: the response to HEAD and any 204 or 304 ends at its
+    blank line whatever Content-Length says; the next response on the same
+    connection follows directly (and no chunked framing is invented)."""
+    front = framing_fronts[kind]
+    # Raw bytes: lk.parse_responses() does not know the request was HEAD.
+    raw, closed = lk.raw_exchange(front.addr, (
+        b"%s %s HTTP/1.1\r\nHost: HOST\r\n\r\n"
+        b"GET /next HTTP/1.1\r\nHost: HOST\r\nConnection: close\r\n\r\n"
+        % (method.encode(), path.encode())).replace(b"HOST", front.host.encode()), timeout=3)
+    parts = raw.split(b"\r\n\r\n")
+    assert len(parts) == 3, raw[:600]
+    first, second, body = parts
+    assert first.startswith(b"HTTP/1.1 %d " % status), raw[:300]
+    assert b"transfer-encoding" not in first.lower(), raw[:300]
+    if path == "/head":
+        assert b"\r\ncontent-length: 100" in first.lower(), raw[:300]
+    assert second.startswith(b"HTTP/1.1 200 "), raw[:600]
+    assert body == b"ok" and closed, raw[:600]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_broken_chunked_response_cuts_the_client(framing_fronts, kind):
+    """A chunked body that breaks after the head went out: the client
+    connection is cut before any last chunk, so the client cannot take the
+    truncated body for a complete one; the front keeps serving."""
+    front = framing_fronts[kind]
+    rs, closed, raw = send(front, b"GET /badchunk HTTP/1.1\r\nHost: HOST\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200 "), raw[:300]
+    assert closed, raw[:300]
+    assert rs == [], raw[:300]  # no complete response
+    assert not raw.endswith(b"0\r\n\r\n"), raw[-100:]
+    assert front.check() == 200
