@@ -56,10 +56,11 @@
  * lingering close, RFC 9112 §9.6). */
 #define LINGER_MS 2000
 /* The engine's response heads: its own CORS headers come on top of what an
- * upstream may send within the server's limits, so allow twice those. */
+ * upstream may send within the server's response limits, so allow twice
+ * those. */
 static struct lk_http1_limits resp_limits(const struct lk_http_server *srv)
 {
-    const struct lk_http1_limits *l = &srv->opts.limits;
+    const struct lk_http1_limits *l = &srv->resp_limits;
     return (struct lk_http1_limits){ 2 * l->max_line, 2 * l->max_head, 2 * l->max_headers,
                                      l->max_target };
 }

@@ -167,11 +167,13 @@ struct lk_http_server {
      * of its result into the exchange (exchange_new(), read_response_head())
      * run without returning to the loop, so one array of each serves every
      * connection. */
-    struct lk_http_header *req_scratch; /* relay_limits.max_headers + 1 entries */
-    struct lk_http_header *resp_scratch;
+    struct lk_http_header *req_scratch;  /* relay_limits.max_headers + 1 entries */
+    struct lk_http_header *resp_scratch; /* resp_limits.max_headers + 1 entries */
     /* opts.limits plus room for the fields a relaying Linkup hop adds
      * (lk_http_server_adopt_relayed()). */
     struct lk_http1_limits relay_limits;
+    /* Upstream response heads: opts.limits, each at least its default. */
+    struct lk_http1_limits resp_limits;
     struct event log_flush; /* flushes the buffered access log */
     bool log_flush_set;
     uint64_t next_id;

@@ -1374,6 +1374,11 @@ struct ssl_ctx_st *lk_http_server_client_tls(struct lk_http_server *srv)
     return srv->client_tls;
 }
 
+static size_t at_least(size_t v, size_t min)
+{
+    return v > min ? v : min;
+}
+
 int lk_http_server_new(struct event_base *base, const struct lk_http_server_opts *opts,
                        lk_http_handler_cb *handler, void *data, struct lk_http_server **out)
 {
@@ -1434,12 +1439,15 @@ int lk_http_server_new(struct event_base *base, const struct lk_http_server_opts
     srv->relay_limits.max_line += LK_HTTP_RELAY_EXTRA_BYTES;
     srv->relay_limits.max_head += LK_HTTP_RELAY_EXTRA_BYTES;
     srv->req_scratch = lk_xcalloc(srv->relay_limits.max_headers + 1, sizeof(*srv->req_scratch));
-    /* Upstream response heads get at least the default field count
-     * (proxy.c response_limits()). */
-    size_t resp_fields = srv->opts.limits.max_headers;
-    if (resp_fields < LK_HTTP1_MAX_HEADERS)
-        resp_fields = LK_HTTP1_MAX_HEADERS;
-    srv->resp_scratch = lk_xcalloc(resp_fields + 1, sizeof(*srv->resp_scratch));
+    /* Upstream response heads. The LINKUP_MAX_* knobs are request limits
+     * (DESIGN §9: 431/414 past them), so a small configured value must not
+     * turn ordinary responses into 502s: each limit is at least its default. */
+    const struct lk_http1_limits *l = &srv->opts.limits;
+    srv->resp_limits = (struct lk_http1_limits){ at_least(l->max_line, LK_HTTP1_MAX_LINE),
+                                                 at_least(l->max_head, LK_HTTP1_MAX_HEAD),
+                                                 at_least(l->max_headers, LK_HTTP1_MAX_HEADERS),
+                                                 at_least(l->max_target, LK_HTTP1_MAX_TARGET) };
+    srv->resp_scratch = lk_xcalloc(srv->resp_limits.max_headers + 1, sizeof(*srv->resp_scratch));
     srv->opts.dns = NULL;
     srv->opts.upstream_ca_file = NULL;
     *out = srv;

@@ -828,32 +828,13 @@ static void relay_interim(struct lk_proxy *px)
     lk_net_send(ex->conn->bev, ex->conn->plain, out->data, out->len, NULL, 0);
 }
 
-static size_t at_least(size_t v, size_t min)
-{
-    return v > min ? v : min;
-}
-
-/* Limits of an upstream response head. The LINKUP_MAX_* knobs are request
- * limits (DESIGN §9: 431/414 past them), so a small configured value must
- * not turn ordinary responses into 502s: each limit is at least its
- * default. http_server.c sizes srv->resp_scratch for max_headers. */
-static struct lk_http1_limits response_limits(const struct lk_http_server *srv)
-{
-    const struct lk_http1_limits *l = &srv->opts.limits;
-    return (struct lk_http1_limits){ at_least(l->max_line, LK_HTTP1_MAX_LINE),
-                                     at_least(l->max_head, LK_HTTP1_MAX_HEAD),
-                                     at_least(l->max_headers, LK_HTTP1_MAX_HEADERS),
-                                     at_least(l->max_target, LK_HTTP1_MAX_TARGET) };
-}
-
 /* Parses response heads until a final one; returns true when it started the
  * body or the tunnel, false when waiting or failed. */
 static void read_response_head(struct lk_proxy *px)
 {
     struct lk_exchange *ex = px->ex;
     struct evbuffer *in = bufferevent_get_input(px->up->bev);
-    const struct lk_http1_limits resp_lim = response_limits(px->srv);
-    const struct lk_http1_limits *lim = &resp_lim;
+    const struct lk_http1_limits *lim = &px->srv->resp_limits;
     bool is_head = lk_str_eq(ex->req.method, LK_STR("HEAD"));
     for (;;) {
         size_t len = evbuffer_get_length(in);

@@ -183,8 +183,6 @@ def test_request_head_limits_do_not_shrink_upstream_responses(front_factory, kin
         up.close()
 
 
-@pytest.mark.xfail(strict=True, reason="lib/net/h2_front.c resp_limits() doubles the configured "
-                   "request limits instead of the response limits (proxy.c response_limits())")
 @pytest.mark.skipif(__import__("shutil").which("curl") is None, reason="curl is not installed")
 def test_request_head_limits_do_not_shrink_responses_over_h2c(front_factory):
     """The same through the local server's HTTP/2 cleartext front (curl
