@@ -1214,8 +1214,16 @@ static void on_client_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- accepting --------------------------------------------------------- */
 
-static void reject_busy(evutil_socket_t fd)
+/* Past max_conns (DESIGN §9): a plain client gets a 503 written straight
+ * to the socket. A TLS client would read those bytes as a broken handshake
+ * (WRONG_VERSION_NUMBER) and answering properly would need a handshake for
+ * a connection over the limit, so a TLS listener just closes. */
+static void reject_busy(evutil_socket_t fd, bool tls)
 {
+    if (tls) {
+        evutil_closesocket(fd);
+        return;
+    }
     static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\n"
                                "Content-Type: text/plain; charset=utf-8\r\n"
                                "Content-Length: 20\r\nConnection: close\r\n\r\n"
@@ -1242,8 +1250,10 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         return;
     }
     if (srv->n_conns >= srv->opts.max_conns) {
-        LK_LOG(WARN, "too many connections (%zu); answering 503", srv->n_conns);
-        reject_busy(fd);
+        bool tls = l->tls != NULL || l->tls_get != NULL;
+        LK_LOG(WARN, "too many connections (%zu); %s", srv->n_conns,
+               tls ? "closing a TLS connection" : "answering 503");
+        reject_busy(fd, tls);
         return;
     }
     if (l->tls == NULL && l->tls_get != NULL) {

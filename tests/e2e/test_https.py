@@ -360,3 +360,33 @@ def test_bad_certificate_file_pair_is_reported_at_startup(linkup_bin, env, tmp_p
     log = open(s.log_path).read()
     assert code == 0, log
     assert "Error loading cert/key for *.bad.test: " in log
+
+
+def test_tls_listener_past_max_conns_closes_without_plaintext(linkup_bin, env, tmp_path,
+                                                              fake_worker):
+    """DESIGN §9: past LINKUP_MAX_CONNS a plain client reads a 503, but on the
+    TLS listener those bytes would be a broken handshake, so it just closes."""
+    env["LINKUP_DNS_ADDR"] = "off"
+    env["LINKUP_MAX_CONNS"] = "4"
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
+                              "token123", "--https", "127.0.0.1:0", "--certs-dir",
+                              str(tmp_path / "certs"), log_path=str(tmp_path / "server.log"),
+                              wanted=("HTTP", "HTTPS"))
+    held = [socket.create_connection(s.addrs["HTTP"], timeout=5) for _ in range(4)]
+    try:
+        deadline = time.time() + 10
+        got = None
+        while time.time() < deadline:
+            with socket.create_connection(s.addrs["HTTPS"], timeout=1) as raw:
+                try:
+                    got = raw.recv(100)
+                except socket.timeout:
+                    continue  # accepted before the held ones counted
+            break
+        assert got == b"", got
+        assert "closing a TLS connection" in open(s.log_path).read()
+    finally:
+        for h in held:
+            h.close()
+        code, _ = lk.stop_gracefully(s)
+        assert code == 0
