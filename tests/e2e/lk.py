@@ -361,6 +361,18 @@ def ws_accept(key):
     return _base64.b64encode(_hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
 
 
+def ws_switch(c, extra=""):
+    """An upstream's side of a WebSocket opening on socket c: reads the
+    request head and answers 101 with the key's accept value (plus extra
+    header lines, each ending in CRLF). Returns (request line, headers)."""
+    line, headers, _ = read_http_head(c)
+    key = dict((k.lower(), v) for k, v in headers)["sec-websocket-key"]
+    c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n"
+               % (ws_accept(key), extra)).encode())
+    return line, headers
+
+
 def ws_frame(opcode, payload, mask=True):
     head = bytes([0x80 | opcode])
     n = len(payload)

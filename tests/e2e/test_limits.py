@@ -389,11 +389,7 @@ class WsFlood(lk.OneShotServer):
 
     def handle(self, c):
         try:
-            _, headers, _ = lk.read_http_head(c)
-            key = dict((k.lower(), v) for k, v in headers)["sec-websocket-key"]
-            c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n"
-                       % lk.ws_accept(key)).encode())
+            lk.ws_switch(c)
             if self.mode == "flood":
                 frame = lk.ws_frame(2, b"f" * 65536, mask=False)
                 c.settimeout(3)

@@ -215,11 +215,7 @@ class ScriptedWsUpstream:
             return
         c.settimeout(10)
         try:
-            _, headers, _ = lk.read_http_head(c)
-            key = dict((k.lower(), v) for k, v in headers)["sec-websocket-key"]
-            c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n"
-                       % lk.ws_accept(key)).encode())
+            lk.ws_switch(c)
             while True:
                 b0 = lk._recv_exact(c, 1)[0]
                 op, payload = read_frame_rest(c, b0)
