@@ -758,9 +758,11 @@ static int size_digit(struct lk_http1_chunked *d, int v, const char **why)
     bool leading_zero = d->remaining == 0 && v == 0;
     if (!leading_zero && ++d->n_digits > 16)
         return chunk_fail(why, "chunk size too large");
+    /* Checked at the byte that crosses it, so endless zeros stop here. */
+    if (++d->line_len > LK_HTTP1_CHUNK_MAX_LINE)
+        return chunk_fail(why, "chunk size line too long");
     d->remaining = d->remaining * 16 + (uint64_t)v;
     d->state = CS_SIZE_MORE;
-    d->line_len++;
     return 0;
 }
 

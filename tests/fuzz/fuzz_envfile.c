@@ -4,7 +4,9 @@
  * The input is split at its first NUL byte into target and source. Invariants:
  * after injecting into a target without a block, the block is found and
  * clearing it gives the target with its trailing newlines normalised to one;
- * clearing any text keeps its bytes before the first delimiter.
+ * clearing any text keeps its bytes before the first delimiter. The target
+ * name of a source name (the whole input) is the name without its final
+ * ".linkup", and exists exactly for ".env.*.linkup" names.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,9 +29,21 @@ static void check_clear_any(struct lk_str text)
     lk_buf_release(&out);
 }
 
+static void check_target_name(struct lk_str name)
+{
+    static const char pre[] = ".env.", suf[] = ".linkup";
+    struct lk_str t = { NULL, 0 };
+    bool ok = lk_envfile_target_name(name, &t);
+    bool want = lk_str_starts_with(name, LK_STR(pre)) && lk_str_ends_with(name, LK_STR(suf));
+    LK_ASSERT(ok == want);
+    if (ok)
+        LK_ASSERT(t.ptr == name.ptr && t.len == name.len - (sizeof(suf) - 1));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *p = (const char *)data;
+    check_target_name((struct lk_str){ p, size });
     const char *nul = memchr(p, 0, size);
     struct lk_str target = { p, nul ? (size_t)(nul - p) : size };
     struct lk_str source = nul ? (struct lk_str){ nul + 1, size - target.len - 1 } : LK_STR("");

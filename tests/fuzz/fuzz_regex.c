@@ -3,7 +3,8 @@
  * (lib/core/regex.h).
  *
  * Input: a pattern, then optionally a NUL and a subject (else the pattern is
- * its own subject). Beyond "no crash": a pattern that starts with "^", \A or
+ * its own subject), then optionally a NUL and a replacement template (else
+ * "<$0>"). Beyond "no crash": a pattern that starts with "^", \A or
  * a plain literal character gives the same search and replace_all results as
  * the same pattern behind "(?:)", which PCRE2 matches alike but which has no
  * leading literal, so the literal shortcut never changes an answer; and a
@@ -22,7 +23,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void same_answers(const struct lk_regex *re, const struct lk_regex *ref, const char *s,
-                         size_t n)
+                         size_t n, const char *tmpl, size_t tlen)
 {
     bool got = lk_regex_search(re, s, n);
     LK_ASSERT(got == lk_regex_search(ref, s, n));
@@ -33,10 +34,12 @@ static void same_answers(const struct lk_regex *re, const struct lk_regex *ref, 
     if (got && lit.len > 0 && !anchored)
         LK_ASSERT(memmem(s, n, lit.ptr, lit.len) != NULL);
     struct lk_buf a = LK_BUF_INIT, b = LK_BUF_INIT;
-    int na = lk_regex_replace_all(re, s, n, "<$0>", 4, &a);
-    int nb = lk_regex_replace_all(ref, s, n, "<$0>", 4, &b);
+    int na = lk_regex_replace_all(re, s, n, tmpl, tlen, &a);
+    int nb = lk_regex_replace_all(ref, s, n, tmpl, tlen, &b);
     LK_ASSERT(na == nb && a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0));
-    LK_ASSERT((na == 0) == (a.len == 0));
+    if (tlen > 0 && memchr(tmpl, '$', tlen) == NULL)
+        LK_ASSERT(a.len >= (size_t)na * tlen);
+    LK_ASSERT(na > 0 || a.len == 0);
     lk_buf_release(&a);
     lk_buf_release(&b);
 }
@@ -50,6 +53,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t plen = nul ? (size_t)(nul - data) : size;
     const char *subj = nul ? (const char *)nul + 1 : pat;
     size_t slen = nul ? size - plen - 1 : size;
+    const char *tmpl = "<$0>";
+    size_t tlen = 4;
+    const char *nul2 = nul ? memchr(subj, 0, slen) : NULL;
+    if (nul2 != NULL) {
+        tmpl = nul2 + 1;
+        tlen = slen - (size_t)(nul2 - subj) - 1;
+        slen = (size_t)(nul2 - subj);
+    }
     struct lk_regex *re = NULL;
     if (lk_regex_compile(pat, plen, &re, NULL) != 0) {
         LK_ASSERT(re == NULL);
@@ -66,10 +77,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(wrapped);
         bool anchored;
         LK_ASSERT(lk_regex_leading_literal(ref, &anchored).len == 0 && !anchored);
-        same_answers(re, ref, subj, slen);
+        same_answers(re, ref, subj, slen, tmpl, tlen);
         lk_regex_free(ref);
     } else {
+        struct lk_buf out = LK_BUF_INIT;
         (void)lk_regex_search(re, subj, slen);
+        (void)lk_regex_replace_all(re, subj, slen, tmpl, tlen, &out);
+        lk_buf_release(&out);
     }
     lk_regex_free(re);
     return 0;

@@ -3,7 +3,8 @@
  * (lib/core/release): the input is parsed both as a manifest (for two
  * platforms) and as a cache file. Invariants: a manifest yields at most one
  * release per channel, each with a 64-digit lower-case SHA-256 and an
- * absolute http(s) URL; any release list survives a cache write + read
+ * absolute http(s) URL; a cache entry has the same or, in SPEC §6.5.9's
+ * shape without "sha256", an empty digest; any release list survives a cache write + read
  * unchanged, and a parsed cache re-serialises to the same text twice.
  */
 #include <stdint.h>
@@ -17,11 +18,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check_release(const struct lk_release *r)
+static void check_release(const struct lk_release *r, bool digest_optional)
 {
     struct lk_url u = { 0 };
-    LK_ASSERT(strlen(r->sha256) == LK_RELEASE_SHA256_HEX);
-    for (size_t i = 0; i < LK_RELEASE_SHA256_HEX; i++)
+    LK_ASSERT(strlen(r->sha256) == LK_RELEASE_SHA256_HEX ||
+              (digest_optional && r->sha256[0] == '\0'));
+    for (size_t i = 0; r->sha256[0] != '\0' && i < LK_RELEASE_SHA256_HEX; i++)
         LK_ASSERT((r->sha256[i] >= '0' && r->sha256[i] <= '9') ||
                   (r->sha256[i] >= 'a' && r->sha256[i] <= 'f'));
     LK_ASSERT(r->name != NULL && r->url != NULL);
@@ -69,7 +71,7 @@ static void fuzz_manifest(const char *text, size_t size, const char *os, const c
     if (list.n == 2)
         LK_ASSERT(list.items[0].channel != list.items[1].channel);
     for (size_t i = 0; i < list.n; i++)
-        check_release(&list.items[i]);
+        check_release(&list.items[i], false);
     round_trip(&list);
 out:
     lk_release_list_release(&list);
@@ -85,7 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_manifest(text, size, "apple-darwin", "aarch64");
     if (lk_release_cache_parse(text, size, &cache, NULL) == 0) {
         for (size_t i = 0; i < cache.releases.n; i++)
-            check_release(&cache.releases.items[i]);
+            check_release(&cache.releases.items[i], true);
         round_trip(&cache.releases);
     } else {
         LK_ASSERT(cache.releases.n == 0);

@@ -7,7 +7,10 @@
  * an empty value). Invariants: every returned slice lies inside its input or
  * is the sentinel, a found target URL re-parses with lk_url_parse, extra
  * header values lie inside their buffer and a traceparent is 55 bytes, a
- * normalised Cookie value holds no ',', and the cache key of a target exists.
+ * normalised Cookie value holds no ',', and the cache key of a target exists;
+ * the outgoing header list (SPEC §3.10) fits its bound, has no Host, every
+ * added header exactly once and one Cookie when it was replaced; routing
+ * again with the same result (buffers reused) gives the same answer.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -128,6 +131,26 @@ static void check_result(const struct lk_route_result *r)
         LK_ASSERT(memchr(r->cookie.data, ',', r->cookie.len) == NULL);
 }
 
+static size_t count_named(const struct lk_header *h, size_t n, struct lk_str name)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += lk_str_ieq(h[i].name, name);
+    return k;
+}
+
+static void check_outgoing(const struct lk_header *in, size_t n_in, const struct lk_route_result *r)
+{
+    struct lk_header out[MAX_HEADERS + LK_ROUTE_MAX_EXTRA + 1];
+    size_t n = lk_route_outgoing_headers(in, n_in, r, out);
+    LK_ASSERT(n <= n_in + LK_ROUTE_MAX_EXTRA + 1);
+    LK_ASSERT(count_named(out, n, LK_STR("host")) == 0);
+    for (size_t i = 0; i < r->extra.n; i++)
+        LK_ASSERT(count_named(out, n, r->extra.items[i].name) == 1);
+    if (r->replace_cookie)
+        LK_ASSERT(count_named(out, n, LK_STR("cookie")) == 1);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct lk_str url;
@@ -142,10 +165,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct lk_buf err = LK_BUF_INIT;
     lk_route_result_init(&r);
     int rc = lk_route_request(url, h, n, lookup, NULL, &rng, &r, &err);
-    if (rc == 0)
+    if (rc == 0) {
         check_result(&r);
-    else
+        check_outgoing(h, n, &r);
+    } else {
         LK_ASSERT(rc == LK_ENOTFOUND || rc == LK_ESTORE || rc == LK_EPARSE);
+    }
+    struct lk_buf first = LK_BUF_INIT;
+    lk_buf_addstr(&first, lk_buf_str(&r.target.url));
+    const struct lk_session *first_session = r.found.session;
+    LK_ASSERT(lk_route_request(url, h, n, lookup, NULL, &rng, &r, &err) == rc);
+    LK_ASSERT(r.found.session == first_session);
+    LK_ASSERT(lk_str_eq(lk_buf_str(&first), lk_buf_str(&r.target.url)));
+    lk_buf_release(&first);
     lk_route_result_release(&r);
     lk_buf_release(&err);
 

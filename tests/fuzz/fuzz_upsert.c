@@ -1,7 +1,8 @@
 /*
  * fuzz_upsert.c - UpsertSessionRequest (SPEC §2.3): parse; when it succeeds,
  * convert into both session kinds and re-serialise; the re-serialised request
- * must parse back into the same shape.
+ * must parse back into the same shape and serialise to the same bytes (a
+ * fixed point after one round).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -38,6 +39,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (lk_upsert_parse(json.data, json.len, &again, NULL) != 0)
         LK_BUG("a serialised upsert request does not parse back");
     LK_ASSERT(again.named == req.named);
+    struct lk_buf json2 = LK_BUF_INIT;
+    lk_upsert_to_json(&again, &json2);
+    LK_ASSERT(json2.len == json.len && memcmp(json2.data, json.data, json.len) == 0);
+    lk_buf_release(&json2);
 out:
     lk_upsert_release(&again);
     lk_upsert_release(&req);

@@ -7,7 +7,8 @@
  * prefix of it asks for more bytes, its length is below 2^63, a control frame
  * is final and at most 125 bytes; a whole close frame re-sent by
  * lk_ws_close_normalize() is a well-formed close frame with the same mask
- * key, code 1000 and the same reason bytes.
+ * key, code 1000 and the same reason bytes; and lk_ws_close_frame() on any
+ * code and reason (masked or not) writes a frame that reads back as such.
  */
 #include <stdint.h>
 #include <string.h>
@@ -43,9 +44,34 @@ static void check_close(const uint8_t *f, const struct lk_ws_head *h)
     LK_ASSERT(reason == 0 || memcmp(out + o.len + 2, in + 2, reason) == 0);
 }
 
+/* A close frame built from the input's first bytes (code, mask flag and
+ * key, then the reason) reads back with that code and reason, cut at 123. */
+static void check_close_frame(const uint8_t *data, size_t size)
+{
+    if (size < 7)
+        return;
+    uint16_t code = (uint16_t)(data[0] << 8 | data[1]);
+    const uint8_t *mask = data[2] & 1 ? data + 3 : NULL;
+    const uint8_t *reason = data + 7;
+    size_t len = size - 7;
+    uint8_t out[LK_WS_CLOSE_FRAME_MAX];
+    size_t m = lk_ws_close_frame(out, code, reason, len, mask);
+    LK_ASSERT(m <= LK_WS_CLOSE_FRAME_MAX);
+    struct lk_ws_head h;
+    LK_ASSERT(lk_ws_parse_head(out, m, &h) == 1);
+    LK_ASSERT(h.opcode == LK_WS_OP_CLOSE && h.fin && h.rsv == 0 && h.masked == (mask != NULL));
+    LK_ASSERT(!h.masked || memcmp(h.mask, mask, 4) == 0);
+    size_t want = len < LK_WS_CONTROL_MAX - 2 ? len : LK_WS_CONTROL_MAX - 2;
+    LK_ASSERT(h.len + h.payload_len == m && h.payload_len == 2 + want);
+    unmask(out + h.len, (size_t)h.payload_len, &h);
+    LK_ASSERT(out[h.len] == code >> 8 && out[h.len + 1] == (code & 0xff));
+    LK_ASSERT(want == 0 || memcmp(out + h.len + 2, reason, want) == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t at = 0;
+    check_close_frame(data, size);
     while (at < size) {
         struct lk_ws_head h;
         int rc = lk_ws_parse_head(data + at, size - at, &h);

@@ -507,6 +507,28 @@ static void test_chunked_stops_at_end(void)
     CHECK_MEM_EQ(out, out_len, "abc", 3);
 }
 
+/* A size line of leading zeros is bounded like any other line, as soon as
+ * the limit is crossed (not only when the line ends). */
+static void test_chunked_size_line_limit(void)
+{
+    size_t n = LK_HTTP1_CHUNK_MAX_LINE + 1;
+    char *in = malloc(n);
+    CHECK(in != NULL);
+    memset(in, '0', n);
+    char out[8];
+    size_t out_len = 0, used = 0;
+    CHECK_INT_EQ(decode_steps(in, n - 1, n - 1, out, &out_len, &used), 0);
+    CHECK_INT_EQ(decode_steps(in, n, n, out, &out_len, &used), LK_EPARSE);
+    CHECK_INT_EQ(decode_steps(in, n, 1000, out, &out_len, &used), LK_EPARSE);
+    const char *why = NULL;
+    struct lk_http1_chunked d;
+    size_t fr, da;
+    lk_http1_chunked_init(&d);
+    CHECK_INT_EQ(lk_http1_chunked_decode(&d, in, n, &fr, &da, &why), LK_EPARSE);
+    CHECK_STR_EQ(why, "chunk size line too long");
+    free(in);
+}
+
 static void test_ws_detection(void)
 {
     struct lk_http_header h[] = {
@@ -564,6 +586,7 @@ int main(void)
     RUN(test_response_framing);
     RUN(test_chunked_table);
     RUN(test_chunked_stops_at_end);
+    RUN(test_chunked_size_line_limit);
     RUN(test_ws_detection);
     RUN(test_misc);
     return DONE();
