@@ -830,16 +830,39 @@ void lk_config_format_error(const char *path, const struct lk_diag *diag, struct
     lk_buf_adds(out, diag->msg);
 }
 
+/* True for a UTF-8 continuation byte (10xxxxxx). */
+static bool utf8_cont(char c)
+{
+    return ((unsigned char)c & 0xC0) == 0x80;
+}
+
 void lk_config_mask_secret(const char *secret, struct lk_buf *out)
 {
     size_t n = secret ? strlen(secret) : 0;
-    if (n < 8) {
+    size_t chars = 0;
+    for (size_t i = 0; i < n; i++)
+        chars += !utf8_cont(secret[i]);
+    if (chars < 8) {
         lk_buf_adds(out, "\xE2\x80\xA6");
         return;
     }
-    lk_buf_add(out, secret, 3);
+    /* Whole characters, so a multi-byte one is never cut (the result must
+     * stay valid UTF-8 for JSON output). */
+    size_t head = 0;
+    for (int k = 0; k < 3; k++) {
+        head++;
+        while (head < n && utf8_cont(secret[head]))
+            head++;
+    }
+    size_t tail = n;
+    for (int k = 0; k < 2; k++) {
+        while (tail > head && utf8_cont(secret[tail - 1]))
+            tail--;
+        tail--;
+    }
+    lk_buf_add(out, secret, head);
     lk_buf_adds(out, "\xE2\x80\xA6");
-    lk_buf_add(out, secret + n - 2, 2);
+    lk_buf_add(out, secret + tail, n - tail);
 }
 
 const struct lk_config_service *lk_config_find_service(const struct lk_config *cfg,

@@ -134,8 +134,9 @@ void lk_config_format_error(const char *path, const struct lk_diag *diag, struct
 void lk_config_add_quoted(struct lk_buf *out, const char *s);
 
 /* Appends a masked secret for display (DESIGN §2.13): the first 3 and last 2
- * characters around "…" ("tok…3f"); secrets shorter than 8 bytes become "…"
- * alone so that nothing of them leaks. */
+ * characters (UTF-8 code points, never a cut one) around "…" ("tok…3f");
+ * secrets of fewer than 8 characters become "…" alone so that nothing of
+ * them leaks. */
 void lk_config_mask_secret(const char *secret, struct lk_buf *out);
 
 /* The first service named name, or NULL. The result is borrowed from cfg. */

@@ -238,7 +238,8 @@ static void mask_secrets(json_t *j)
             (strcmp(key, "worker_token") == 0 || strcmp(key, "session_token") == 0 ||
              strcmp(key, "secret") == 0)) {
             char *m = cli_mask(json_string_value(v));
-            json_object_set_new(j, key, json_string(m));
+            json_t *masked = json_string(m); /* NULL if not UTF-8: mask it all */
+            json_object_set_new(j, key, masked ? masked : json_string("\xE2\x80\xA6"));
             free(m);
         } else {
             mask_secrets(v);

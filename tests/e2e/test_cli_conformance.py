@@ -449,6 +449,21 @@ def test_state_parses_null_optional_fields(linkup_bin, cenv):
     assert "States:\n  - [state] tiny-cow (tunneled)\n" in text.stdout
 
 
+def test_non_ascii_secrets_are_masked_by_character(linkup_bin, cenv):
+    """DESIGN §2.13: a token with multi-byte characters is masked by whole
+    characters ("éé-…n!"), never printed whole because a byte cut made the
+    masked text invalid UTF-8."""
+    home = pathlib.Path(cenv["LINKUP_HOME"])
+    home.mkdir(parents=True)
+    (home / "state").write_text(STATE_NULLS.replace("worker_token: token123",
+                                                    "worker_token: éé-secret-worker-tokén!"))
+    r = run(linkup_bin, cenv, "health", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "secret-worker" not in r.stdout
+    st = json.loads(r.stdout)["states"]["items"]["state"]
+    assert st["linkup"]["worker_token"] == "éé-…n!"
+
+
 def test_unparseable_state(linkup_bin, cenv, tmp_path):
     """SPEC §6.3: a state that does not parse is no state for health
     (`states.items` = {}) and `Failed to parse state file` for route/status

@@ -523,6 +523,12 @@ static void test_mask_secret(void)
                       "78" },
         { "1234567", "\xE2\x80\xA6" },
         { "", "\xE2\x80\xA6" },
+        /* Characters, not bytes: a multi-byte one is kept whole. */
+        { "\xC3\xA9\xC3\xA9-secret-token-\xE2\x82\xAC", "\xC3\xA9\xC3\xA9-\xE2\x80\xA6"
+                                                        "-\xE2\x82\xAC" },
+        { "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9", "\xE2\x80\xA6" },
+        { "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9",
+          "\xC3\xA9\xC3\xA9\xC3\xA9\xE2\x80\xA6\xC3\xA9\xC3\xA9" },
     };
     for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
         struct lk_buf out = LK_BUF_INIT;
