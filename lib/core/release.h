@@ -35,7 +35,7 @@ struct lk_release {
     char *name;                /* owned: the asset's file name (last URL path segment) */
     char *url;                 /* owned: absolute download URL */
     char sha256[LK_RELEASE_SHA256_HEX + 1]; /* lower-case hex, NUL-terminated; "" when a
-                                               * cache entry had none (SPEC §6.5.9 shape) */
+                                             * cache entry had none (SPEC §6.5.9 shape) */
 };
 
 /* A growable list of releases; embed it, zero it (or LK_RELEASE_LIST_INIT)
