@@ -23,6 +23,7 @@ import time
 import pytest
 
 import lk
+from test_cloudflared import CloudflareWorker  # an original worker handing out Cloudflare credentials
 
 DELIM = "##### Linkup environment - DO NOT EDIT #####"
 NOT_RUNNING = ("Seems like your local Linkup server is not running. "
@@ -664,40 +665,6 @@ time.sleep(120)
 """
 
 
-class CloudflareWorker:
-    """Answers tunneled upserts like an original worker: Cloudflare tunnel
-    credentials (non-empty account_id), tunnel URL https://localhost."""
-
-    def __init__(self):
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                name = json.loads(raw or b"{}").get("desired_name") or "tiny-cow"
-                data = json.dumps({"session_name": name, "tunnel_data": {
-                    "account_id": "acc123", "name": "linkup-tunnel-example-com-" + name,
-                    "url": "https://localhost", "id": "6ff42ae2-765d-4adf-8112-31c55c1551ef",
-                    "secret": "c2VjcmV0", "last_started": 1700000000000}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *a):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_cloudflared_whose_pid_file_is_gone_is_still_ours(linkup_bin, cenv, tmp_path):
     """SPEC §7 / §6.4 with an original worker's Cloudflare credentials: the
     cloudflared `start` ran is identified by LINKUP_SERVICE_ID even when its
@@ -712,7 +679,7 @@ def test_cloudflared_whose_pid_file_is_gone_is_still_ours(linkup_bin, cenv, tmp_
     env = dict(cenv, PATH=f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
                LINKUP_TUNNEL_PID_INTERVAL_MS="200", LINKUP_TUNNEL_DNS_INTERVAL_MS="100")
     home = pathlib.Path(env["LINKUP_HOME"])
-    worker = CloudflareWorker()
+    worker = CloudflareWorker("https://localhost")
     cf_pid = None
     try:
         cfg = lk.write_web_config(tmp_path, worker.url)
