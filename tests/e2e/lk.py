@@ -927,15 +927,16 @@ class OneShotServer:
 
 class RawUpstream:
     """A TCP listener on 127.0.0.2:0 that handles each connection with
-    handler(conn) in a thread and then closes it."""
+    handler(conn) (5 s socket timeout) and then closes it: one connection at
+    a time in the listener's thread, or each in its own with threaded=True."""
 
-    def __init__(self, handler, wrap=None):
+    def __init__(self, handler, wrap=None, threaded=False):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.2", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.2:{self.port}/"
-        self.handler, self.wrap = handler, wrap
+        self.handler, self.wrap, self.threaded = handler, wrap, threaded
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -944,13 +945,19 @@ class RawUpstream:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            conn.settimeout(5)
-            try:
-                self.handler(self.wrap(conn) if self.wrap else conn)
-            except OSError:
-                pass
-            finally:
-                conn.close()
+            if self.threaded:
+                threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            else:
+                self._handle(conn)
+
+    def _handle(self, conn):
+        conn.settimeout(5)
+        try:
+            self.handler(self.wrap(conn) if self.wrap else conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     def close(self):
         self.sock.close()

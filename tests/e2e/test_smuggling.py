@@ -9,7 +9,6 @@ without CONNECT (RFC 9110 §9.3.6, §15.5.6: these are reverse proxies, not
 forward proxies); an HTTP/1.1 request without Host gets 400 (RFC 9112 §3.2).
 """
 import socket
-import threading
 import time
 
 import pytest
@@ -454,26 +453,15 @@ def test_connection_listed_client_fields_and_h2c_upgrade_are_not_forwarded(front
 
 # ---- a final response before the whole request body -----------------------------
 
-class EarlyAnswer:
+class EarlyAnswer(lk.RawUpstream):
     """On 127.0.0.2:0: answers every request head at once with `401` and
     never reads a body (a connection is dropped after its first answer);
     records the request lines."""
 
     def __init__(self):
         self.lines = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(16)
-        self.url = "http://127.0.0.2:%d" % self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+        super().__init__(self._conn, threaded=True)
+        self.url = self.url.rstrip("/")
 
     def _conn(self, c):
         c.settimeout(5)
@@ -489,11 +477,6 @@ class EarlyAnswer:
             time.sleep(1)
         except OSError:
             pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.sock.close()
 
 
 def _read_until_closed(s, data=b"", timeout=3):
@@ -557,7 +540,7 @@ def test_final_response_before_the_body_keeps_its_connection_promise(linkup_bin,
 
 # ---- response framing: HEAD, 204, 304 have no body; a broken chunked body ------
 
-class FramingUpstream:
+class FramingUpstream(lk.RawUpstream):
     """On 127.0.0.2:0, keep-alive: answers `/head` (any method) with a
     Content-Length 100 head and no body, `/204` and `/304` with a declared
     length and no body, `/badchunk` with a chunked body broken after one
@@ -573,19 +556,8 @@ class FramingUpstream:
     }
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(16)
-        self.url = "http://127.0.0.2:%d" % self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+        super().__init__(self._conn, threaded=True)
+        self.url = self.url.rstrip("/")
 
     def _conn(self, c):
         c.settimeout(10)
@@ -601,11 +573,6 @@ class FramingUpstream:
                     return
         except (EOFError, OSError, ValueError):
             pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
