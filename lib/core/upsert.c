@@ -87,7 +87,8 @@ static int try_unnamed(const json_t *root, struct lk_upsert *req, struct lk_buf 
  * unknown keys, repeated or not; jansson can only reject every repeated key.
  * So the body (already valid JSON) is walked once and only the known fields
  * of each struct are checked. Named and Unnamed know different root fields,
- * so a repeated one rules out the shapes that know it.
+ * so a repeated one rules out the shapes that know it. The same walk finds
+ * nesting past serde_json's limit.
  */
 enum obj_kind {
     OBJ_OTHER = 0,
@@ -108,8 +109,14 @@ static const char *const rewrite_fields[] = { "source", "target" };
 static const char *const domain_fields[] = { "domain", "default_service", "routes" };
 static const char *const route_fields[] = { "path", "service" };
 
+/* serde_json's nesting limit: the 129th open array or object is a syntax
+ * error (jansson's own limit is 2048). */
+#define JSON_MAX_DEPTH 128
+
 struct dup_scan {
     const char *p, *end;
+    size_t depth;         /* arrays and objects open at p */
+    const char *too_deep; /* the first '[' or '{' past JSON_MAX_DEPTH, or NULL */
     unsigned root_dups;   /* bits of root_fields given twice */
     const char *repeated; /* the first repeated known field, or NULL */
     bool nested_dup;      /* a field of a service/rewrite/domain/route twice */
@@ -237,8 +244,11 @@ static void scan_value(struct dup_scan *d, enum obj_kind kind)
     skip_ws(d);
     if (d->p >= d->end)
         return;
+    if ((*d->p == '{' || *d->p == '[') && ++d->depth > JSON_MAX_DEPTH && d->too_deep == NULL)
+        d->too_deep = d->p;
     if (*d->p == '{') {
         scan_object(d, kind);
+        d->depth--;
     } else if (*d->p == '[') {
         d->p++;
         for (;;) {
@@ -251,6 +261,7 @@ static void scan_value(struct dup_scan *d, enum obj_kind kind)
                 scan_value(d, kind);
         }
         d->p++;
+        d->depth--;
     } else if (*d->p == '"') {
         char unused[1];
         scan_string(d, unused, sizeof(unused));
@@ -260,35 +271,6 @@ static void scan_value(struct dup_scan *d, enum obj_kind kind)
             d->p++;
         while (d->p < d->end && memchr(",]} \t\n\r", *d->p, 7) == NULL);
     }
-}
-
-/* serde_json's nesting limit: the 129th open array or object is a syntax
- * error (jansson's own limit is 2048). */
-#define JSON_MAX_DEPTH 128
-
-/* The offset of the first '[' or '{' nested deeper than JSON_MAX_DEPTH
- * (outside strings), or len when there is none. */
-static size_t too_deep_at(const char *json, size_t len)
-{
-    size_t depth = 0;
-    bool in_string = false;
-    for (size_t i = 0; i < len; i++) {
-        char c = json[i];
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > JSON_MAX_DEPTH)
-                return i;
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            depth--;
-        }
-    }
-    return len;
 }
 
 /* Loads the body as serde_json reads it: integers of any size are numbers
@@ -309,13 +291,6 @@ static int load_body(const char *json, size_t len, json_t **out, struct lk_buf *
         lk_buf_addf(why, "%s at line %d column %d", jerr.text, jerr.line, jerr.column);
         return LK_EPARSE;
     }
-    size_t deep = too_deep_at(json, len);
-    if (deep < len) {
-        json_decref(*out);
-        *out = NULL;
-        lk_buf_addf(why, "recursion limit exceeded at offset %zu", deep);
-        return LK_EPARSE;
-    }
     return 0;
 }
 
@@ -334,6 +309,13 @@ int lk_upsert_parse(const char *json, size_t len, struct lk_upsert *req, struct 
      * anywhere (400) wins over a field given twice (422). */
     struct dup_scan dups = { .p = json, .end = json + len };
     scan_value(&dups, OBJ_ROOT);
+    if (dups.too_deep != NULL) {
+        rc = LK_EPARSE;
+        if (err)
+            lk_buf_addf(err, "%srecursion limit exceeded at offset %zu", JSON_ERROR,
+                        (size_t)(dups.too_deep - json));
+        goto out;
+    }
     bool named_fits = !dups.nested_dup && !(dups.root_dups & (ROOT_ALL & ~ROOT_NAME_KIND));
     bool unnamed_fits = !dups.nested_dup && !(dups.root_dups & (ROOT_ALL & ~ROOT_DESIRED));
     if (!json_is_object(root)) {
