@@ -430,16 +430,13 @@ char *cli_mask(const char *secret)
 pid_t cli_local_server_find(void)
 {
     struct lk_buf path = LK_BUF_INIT;
+    struct lk_buf certs = LK_BUF_INIT;
     cli_home_file(CLI_SERVER_PID_FILE, &path);
-    pid_t pid = cli_procs_find(path.data, CLI_LOCAL_SERVER_ID);
-    if (pid == 0) {
-        /* SPEC §6.4 finds it by its environment alone; the certs dir of
-         * its command line (cmd_start.c, SPEC §6.4) keeps another Linkup
-         * directory's server out (DESIGN §2.12). */
-        lk_buf_reset(&path);
-        cli_home_file("certs", &path);
-        pid = cli_procs_find_by_arg(CLI_LOCAL_SERVER_ID, "--certs-dir", path.data);
-    }
+    /* The certs dir of its command line (cmd_start.c, SPEC §6.4) keeps
+     * another Linkup directory's server out. */
+    cli_home_file("certs", &certs);
+    pid_t pid = cli_procs_find_or_scan(path.data, CLI_LOCAL_SERVER_ID, "--certs-dir", certs.data);
+    lk_buf_release(&certs);
     lk_buf_release(&path);
     return pid;
 }

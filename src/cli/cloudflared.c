@@ -264,12 +264,9 @@ pid_t cli_cloudflared_find(void)
 {
     struct lk_buf path = LK_BUF_INIT;
     cli_home_file(CLI_CLOUDFLARED_PID_FILE, &path);
-    pid_t pid = cli_procs_find(path.data, CLI_TUNNEL_ID);
-    /* Its pid file gone, it is found by its environment (SPEC §6.4) and the
-     * `--pidfile` of its command line (SPEC §7 step 5), which keeps another
-     * Linkup directory's cloudflared out (DESIGN §2.12). */
-    if (pid == 0)
-        pid = cli_procs_find_by_arg(CLI_TUNNEL_ID, "--pidfile", path.data);
+    /* The `--pidfile` of its command line (SPEC §7 step 5) keeps another
+     * Linkup directory's cloudflared out. */
+    pid_t pid = cli_procs_find_or_scan(path.data, CLI_TUNNEL_ID, "--pidfile", path.data);
     lk_buf_release(&path);
     return pid;
 }

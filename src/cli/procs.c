@@ -142,17 +142,28 @@ static bool has_arg_pair(pid_t pid, const char *opt, const char *value)
     return found;
 }
 
-pid_t cli_procs_find_by_arg(const char *service_id, const char *opt, const char *value)
+/* The next process id of a /proc listing (d may be NULL), or 0 at its end. */
+static pid_t next_pid(DIR *d)
 {
-    DIR *d = opendir("/proc");
-    pid_t found = 0;
     struct dirent *e;
-    while (d && found == 0 && (e = readdir(d)) != NULL) {
+    while (d != NULL && (e = readdir(d)) != NULL) {
         uint64_t v = 0;
-        if (lk_str_to_u64(lk_str_c(e->d_name), 4194304, &v) != 0)
-            continue;
-        if (cli_procs_is_ours((pid_t)v, service_id) && has_arg_pair((pid_t)v, opt, value))
-            found = (pid_t)v;
+        if (lk_str_to_u64(lk_str_c(e->d_name), 4194304, &v) == 0)
+            return (pid_t)v;
+    }
+    return 0;
+}
+
+pid_t cli_procs_find_or_scan(const char *pid_path, const char *service_id, const char *opt,
+                             const char *value)
+{
+    pid_t found = cli_procs_find(pid_path, service_id);
+    if (found != 0)
+        return found;
+    DIR *d = opendir("/proc");
+    for (pid_t pid; found == 0 && (pid = next_pid(d)) != 0;) {
+        if (cli_procs_is_ours(pid, service_id) && has_arg_pair(pid, opt, value))
+            found = pid;
     }
     if (d)
         closedir(d);
@@ -220,20 +231,18 @@ size_t cli_procs_scan(const pid_t *skip, size_t n_skip, struct cli_proc_info *ou
 {
     DIR *d = opendir("/proc");
     size_t n = 0;
-    struct dirent *e;
-    while (d && n < max && (e = readdir(d)) != NULL) {
-        uint64_t v = 0;
-        if (lk_str_to_u64(lk_str_c(e->d_name), 4194304, &v) != 0 || (pid_t)v == getpid())
+    for (pid_t pid; n < max && (pid = next_pid(d)) != 0;) {
+        if (pid == getpid())
             continue;
         bool skipped = false;
         for (size_t i = 0; i < n_skip; i++)
-            skipped = skipped || skip[i] == (pid_t)v;
-        char *value = skipped || is_zombie((pid_t)v) ? NULL : service_id_of((pid_t)v);
+            skipped = skipped || skip[i] == pid;
+        char *value = skipped || is_zombie(pid) ? NULL : service_id_of(pid);
         if (value == NULL)
             continue;
         free(value);
-        out[n].pid = (pid_t)v;
-        read_cmdline((pid_t)v, out[n].cmd, sizeof(out[n].cmd));
+        out[n].pid = pid;
+        read_cmdline(pid, out[n].cmd, sizeof(out[n].cmd));
         n++;
     }
     if (d)
