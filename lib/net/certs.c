@@ -52,7 +52,9 @@ struct lk_certs {
     char error[512]; /* why the CA did not load; "" otherwise */
 };
 
-static const unsigned char alpn_http11[] = "\x08http/1.1";
+/* SPEC §5.1: ALPN `h2`, `http/1.1`, in the server's order of preference
+ * (the engine serves h2 over TLS through net/h2_front.h). */
+static const unsigned char alpn_server[] = "\x02h2\x08http/1.1";
 
 /* ---- files -------------------------------------------------------------- */
 
@@ -725,7 +727,7 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *out_len,
     unsigned char *selected = NULL;
     (void)ssl;
     (void)arg;
-    if (SSL_select_next_proto(&selected, out_len, alpn_http11, sizeof(alpn_http11) - 1, in,
+    if (SSL_select_next_proto(&selected, out_len, alpn_server, sizeof(alpn_server) - 1, in,
                               in_len) != OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_NOACK; /* no common protocol: carry on without ALPN */
     *out = selected;

@@ -145,7 +145,7 @@ size_t lk_certs_n_cached(const struct lk_certs *c);
 int lk_certs_install_sni(SSL_CTX *ctx, struct lk_certs *c, lk_certs_managed_cb *is_managed,
                          void *data);
 
-/* Builds a server SSL_CTX (TLS 1.2+, ALPN "http/1.1" only, SNI as
+/* Builds a server SSL_CTX (TLS 1.2+, ALPN "h2" then "http/1.1", SNI as
  * lk_certs_install_sni()), loading the CA first when needed
  * (lk_certs_load()). Returns the context (owned; SSL_CTX_free), or NULL when
  * the CA does not load (reason in lk_certs_error()) or on an OpenSSL failure

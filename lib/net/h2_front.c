@@ -102,6 +102,7 @@ struct lk_h2_front {
     uint64_t id;
     char peer[64];
     bool is_loopback;
+    bool is_tls; /* ALPN h2 on a TLS listener: streams adopted as https */
     struct h2s *streams;
     size_t n_streams;
     struct lk_http_header *resp_hdrs; /* parser output, resp_limits().max_headers */
@@ -161,8 +162,10 @@ static void start_linger(struct lk_h2_front *f)
     if (f->lingering)
         return;
     f->lingering = true;
+    /* Over TLS a bare FIN (no close_notify) reads as a truncated stream:
+     * the client closes after our GOAWAY instead. */
     evutil_socket_t fd = bufferevent_getfd(f->bev);
-    if (fd >= 0)
+    if (fd >= 0 && !f->is_tls)
         (void)shutdown(fd, SHUT_WR);
     bufferevent_disable(f->bev, EV_WRITE);
     bufferevent_enable(f->bev, EV_READ);
@@ -637,7 +640,9 @@ static void start_request(struct h2s *s)
     bufferevent_enable(ours, EV_READ | EV_WRITE);
     evbuffer_add(bufferevent_get_output(ours), head.data, head.len);
     lk_buf_release(&head);
-    if (lk_http_server_adopt(f->srv, theirs, f->peer, f->is_loopback) != 0) {
+    int rc = f->is_tls ? lk_http_server_adopt_https(f->srv, theirs, f->peer, f->is_loopback)
+                       : lk_http_server_adopt(f->srv, theirs, f->peer, f->is_loopback);
+    if (rc != 0) {
         LK_CLOG(f->id, WARN, "http/2 stream %d: the server refused it (draining or full)",
                 (int)s->id);
         stream_reset(s, NGHTTP2_REFUSED_STREAM);
@@ -749,7 +754,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *fr, const uint8_t
     } else if (nv_is(name, nlen, ":authority")) {
         rc = lk_buf_add(&s->authority, value, vlen);
     } else if (nlen > 0 && name[0] == ':') {
-        /* :scheme (always http here); :protocol is refused by nghttp2. */
+        /* :scheme (the adopted exchange knows whether the connection is
+         * TLS); :protocol is refused by nghttp2. */
     } else if (nv_is(name, nlen, "host")) {
         if (s->host.len == 0)
             rc = lk_buf_add(&s->host, value, vlen);
@@ -934,7 +940,7 @@ static nghttp2_session *new_session(struct lk_h2_front *f)
 
 struct lk_h2_front *lk_h2_front_new(struct lk_http_server *srv, struct bufferevent *bev,
                                     uint64_t conn_id, const char *peer_label, bool peer_is_loopback,
-                                    lk_h2_front_closed_cb *on_closed, void *data)
+                                    bool is_tls, lk_h2_front_closed_cb *on_closed, void *data)
 {
     struct lk_h2_front *f = lk_xcalloc(1, sizeof(*f));
     f->srv = srv;
@@ -942,6 +948,7 @@ struct lk_h2_front *lk_h2_front_new(struct lk_http_server *srv, struct buffereve
     f->id = conn_id;
     snprintf(f->peer, sizeof(f->peer), "%s", peer_label);
     f->is_loopback = peer_is_loopback;
+    f->is_tls = is_tls;
     f->on_closed = on_closed;
     f->data = data;
     f->resp_hdrs = lk_xcalloc(resp_limits(srv).max_headers, sizeof(*f->resp_hdrs));

@@ -1,24 +1,27 @@
 /*
- * h2_front.h - HTTP/2 cleartext with prior knowledge (RFC 9113 §3.3) on the
- * engine's plain-HTTP listeners (SPEC §5.1: the local server's HTTP port
- * serves "HTTP/1.1 and HTTP/2 cleartext (prior knowledge)").
+ * h2_front.h - HTTP/2 on the engine's listeners: cleartext with prior
+ * knowledge (RFC 9113 §3.3) on plain-HTTP listeners and "h2" chosen by ALPN
+ * on TLS listeners (SPEC §5.1: the local server's HTTP port serves "HTTP/1.1
+ * and HTTP/2 cleartext (prior knowledge)", its HTTPS port "ALPN h2,
+ * http/1.1").
  *
- * The engine (http_server.c) looks at the first bytes of every plain TCP
- * client connection (not TLS, not an adopted stream). When they are the
- * 24-byte connection preface it hands the connection's bufferevent to
- * lk_h2_front_new() instead of parsing an HTTP/1.1 head. The front then runs
+ * The engine (http_server.c) looks at every client connection's first
+ * request (not adopted streams). When a plain TCP client's first bytes are
+ * the 24-byte connection preface, or a TLS client agreed on "h2", it hands
+ * the connection's bufferevent to lk_h2_front_new() instead of parsing an
+ * HTTP/1.1 head. The front then runs
  * one nghttp2 server session over it and serves every request stream through
  * the HTTP/1.1 engine itself: the stream's request is re-serialised as an
  * HTTP/1.1 head (+ body) into one end of an in-memory bufferevent pair whose
  * other end is adopted into the server (lk_http_server_adopt(), with the real
- * client's "ip:port" and loopback flag), and the engine's HTTP/1.1 response
+ * client's "ip:port" and loopback flag; lk_http_server_adopt_https() over
+ * TLS), and the engine's HTTP/1.1 response
  * read back from the pair is turned into HEADERS + DATA. So routing, the
  * admin API (loopback only, as for HTTP/1.1), proxying and the access log
  * are the engine's, unchanged. docs/internals/h2c.md has the details.
  *
  * Not served: server push, extended CONNECT / WebSockets over HTTP/2
- * (SETTINGS_ENABLE_CONNECT_PROTOCOL is not advertised; CONNECT gets 501),
- * h2 over TLS (TLS listeners keep ALPN http/1.1 only).
+ * (SETTINGS_ENABLE_CONNECT_PROTOCOL is not advertised; CONNECT gets 501).
  *
  * Ownership: a struct lk_h2_front owns the client bufferevent, its nghttp2
  * session and our end of every stream's pair; the engine owns the adopted
@@ -56,7 +59,9 @@ int lk_h2_preface_match(const char *p, size_t len);
 typedef void lk_h2_front_closed_cb(void *data, const char *why);
 
 /* Starts serving HTTP/2 on bev, a plain socket bufferevent whose input
- * starts with the preface (left in place: nghttp2 checks it). Takes
+ * starts with the preface, or (is_tls) a TLS bufferevent whose handshake
+ * chose "h2" (either way the preface is left in place: nghttp2 checks it).
+ * Takes
  * ownership of bev (callbacks, watermarks and read/write state are replaced;
  * its write timeout, the engine's send timeout, is kept). Requests are
  * adopted into srv (borrowed; must outlive the front) with peer_label
@@ -66,7 +71,7 @@ typedef void lk_h2_front_closed_cb(void *data, const char *why);
  * GOAWAY first). Never NULL. */
 struct lk_h2_front *lk_h2_front_new(struct lk_http_server *srv, struct bufferevent *bev,
                                     uint64_t conn_id, const char *peer_label, bool peer_is_loopback,
-                                    lk_h2_front_closed_cb *on_closed, void *data);
+                                    bool is_tls, lk_h2_front_closed_cb *on_closed, void *data);
 
 /* Graceful shutdown: sends GOAWAY (no new streams), lets the open streams
  * finish and then reports on_closed. Idempotent. */

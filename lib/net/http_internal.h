@@ -83,6 +83,7 @@ struct lk_conn {
     bool read_eof;   /* the client shut its write side */
     bool eof_aborts; /* adopted stream: EOF while proxying means gone */
     bool relayed;    /* a tunnel stream: heads parsed with srv->relay_limits */
+    bool https;      /* a stream of an HTTP/2-over-TLS client: https:// URLs */
     bool head_begun; /* bytes of the next head have arrived */
     unsigned n_requests;
     struct lk_exchange *ex; /* current exchange, or NULL */

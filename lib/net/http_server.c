@@ -585,7 +585,7 @@ static struct lk_exchange *exchange_new(struct lk_conn *c, const char *head, siz
     lk_head_rebase(ex->req.headers, n, head, ex->head);
     ex->is_ws = lk_ws_is_upgrade_request(ex->req.method, ex->req.minor_version, ex->req.headers,
                                          ex->req.n_headers);
-    ex->is_tls = c->is_tls;
+    ex->is_tls = c->is_tls || c->https;
     ex->is_loopback = c->is_loopback;
     ex->local_port = c->local_port;
     memcpy(ex->peer_str, c->peer_str, sizeof(ex->peer_str));
@@ -1012,19 +1012,40 @@ static void start_h2(struct lk_conn *c)
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
     c->bev = NULL;
     lk_conn_set_state(c, LK_CONN_H2);
-    c->h2 = lk_h2_front_new(c->srv, bev, c->id, c->peer_str, c->is_loopback, on_h2_closed, c);
+    c->h2 = lk_h2_front_new(c->srv, bev, c->id, c->peer_str, c->is_loopback, c->is_tls,
+                            on_h2_closed, c);
     if (c->srv->draining)
         lk_h2_front_drain(c->h2);
 }
 
-/* HTTP/2 with prior knowledge (RFC 9113 §3.3) on a plain TCP client's first
- * request: 1 when the preface came and the connection became HTTP/2, 0
- * when the bytes so far are a prefix of it (wait for more), -1 when this is
- * HTTP/1.x. TLS connections (ALPN is http/1.1 only) and adopted streams are
- * never HTTP/2. */
+/* Whether the TLS handshake agreed on "h2" by ALPN (RFC 9113 §3.2). */
+static bool alpn_is_h2(struct lk_conn *c)
+{
+    const unsigned char *proto = NULL;
+    unsigned len = 0;
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl != NULL)
+        SSL_get0_alpn_selected(ssl, &proto, &len);
+    return len == 2 && memcmp(proto, "h2", 2) == 0;
+}
+
+/* HTTP/2 on a client's first request: 1 when the connection became HTTP/2,
+ * 0 when the bytes so far are a prefix of the preface (wait for more), -1
+ * when this is HTTP/1.x. A TLS client speaks HTTP/2 when ALPN chose "h2"
+ * (nghttp2 then checks the preface); a plain TCP client with prior
+ * knowledge (RFC 9113 §3.3) when it opens with the preface. Adopted streams
+ * are never HTTP/2. */
 static int sniff_h2(struct lk_conn *c, struct evbuffer *in)
 {
-    if (c->n_requests > 0 || !c->plain || c->is_tls || c->eof_aborts)
+    if (c->n_requests > 0 || c->eof_aborts)
+        return -1;
+    if (c->is_tls) {
+        if (!alpn_is_h2(c))
+            return -1;
+        start_h2(c);
+        return 1;
+    }
+    if (!c->plain)
         return -1;
     char first[LK_H2_PREFACE_LEN];
     ev_ssize_t n = evbuffer_copyout(in, first, sizeof(first));
@@ -1286,22 +1307,28 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 }
 
 static int adopt(struct lk_http_server *srv, struct bufferevent *bev, const char *peer_label,
-                 bool peer_is_loopback, bool relayed);
+                 bool peer_is_loopback, bool relayed, bool https);
 
 int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
                          const char *peer_label, bool peer_is_loopback)
 {
-    return adopt(srv, bev, peer_label, peer_is_loopback, false);
+    return adopt(srv, bev, peer_label, peer_is_loopback, false, false);
+}
+
+int lk_http_server_adopt_https(struct lk_http_server *srv, struct bufferevent *bev,
+                               const char *peer_label, bool peer_is_loopback)
+{
+    return adopt(srv, bev, peer_label, peer_is_loopback, false, true);
 }
 
 int lk_http_server_adopt_relayed(struct lk_http_server *srv, struct bufferevent *bev,
                                  const char *peer_label)
 {
-    return adopt(srv, bev, peer_label, false, true);
+    return adopt(srv, bev, peer_label, false, true, false);
 }
 
 static int adopt(struct lk_http_server *srv, struct bufferevent *bev, const char *peer_label,
-                 bool peer_is_loopback, bool relayed)
+                 bool peer_is_loopback, bool relayed, bool https)
 {
     if (srv->draining || srv->n_conns >= srv->opts.max_conns) {
         lk_net_bev_free(bev);
@@ -1314,6 +1341,7 @@ static int adopt(struct lk_http_server *srv, struct bufferevent *bev, const char
     c->is_loopback = peer_is_loopback;
     c->eof_aborts = true;
     c->relayed = relayed;
+    c->https = https;
     c->bev = bev;
     c->plain = lk_net_bev_is_plain(bev);
     bufferevent_set_max_single_write(bev, 256 * 1024);

@@ -211,13 +211,17 @@ static bool managed(const char *name, void *data)
            (strlen(name) > 12 && strcmp(name + strlen(name) - 12, ".example.com") == 0);
 }
 
-/* Runs a handshake over memory BIOs; returns 1 on success. */
-static int handshake(SSL_CTX *sctx, X509 *ca, const char *sni, char *alpn_out)
+/* Runs a handshake over memory BIOs, the client offering the ALPN list
+ * offer (wire format, NUL-terminated; "" offers nothing); returns 1 on
+ * success and the chosen protocol in alpn_out ("" for none). */
+static int handshake_alpn(SSL_CTX *sctx, X509 *ca, const char *sni, const char *offer,
+                          char *alpn_out)
 {
     SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
     X509_STORE_add_cert(SSL_CTX_get_cert_store(cctx), ca);
     SSL_CTX_set_verify(cctx, SSL_VERIFY_PEER, NULL);
-    SSL_CTX_set_alpn_protos(cctx, (const unsigned char *)"\x02h2\x08http/1.1", 12);
+    if (offer[0] != '\0')
+        SSL_CTX_set_alpn_protos(cctx, (const unsigned char *)offer, (unsigned)strlen(offer));
     SSL *cl = SSL_new(cctx);
     SSL *sv = SSL_new(sctx);
     BIO *a = NULL, *b = NULL;
@@ -259,6 +263,11 @@ static int handshake(SSL_CTX *sctx, X509 *ca, const char *sni, char *alpn_out)
     return ok;
 }
 
+static int handshake(SSL_CTX *sctx, X509 *ca, const char *sni, char *alpn_out)
+{
+    return handshake_alpn(sctx, ca, sni, "\x02h2\x08http/1.1", alpn_out);
+}
+
 static void test_sni_handshake(void)
 {
     struct lk_certs *c = NULL;
@@ -266,8 +275,18 @@ static void test_sni_handshake(void)
     SSL_CTX *sctx = lk_certs_new_server_ctx(c, managed, NULL);
     CHECK(sctx != NULL);
     char alpn[32] = "";
+    /* SPEC §5.1: ALPN h2, http/1.1, the server's preference first. */
     CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "tiny-cow.example.com", alpn), 1);
+    CHECK_STR_EQ(alpn, "h2");
+    const char *host = "tiny-cow.example.com";
+    CHECK_INT_EQ(handshake_alpn(sctx, lk_certs_ca(c), host, "\x08http/1.1\x02h2", alpn), 1);
+    CHECK_STR_EQ(alpn, "h2");
+    CHECK_INT_EQ(handshake_alpn(sctx, lk_certs_ca(c), host, "\x08http/1.1", alpn), 1);
     CHECK_STR_EQ(alpn, "http/1.1");
+    CHECK_INT_EQ(handshake_alpn(sctx, lk_certs_ca(c), host, "\x06spdy/3", alpn), 1);
+    CHECK_STR_EQ(alpn, "");
+    CHECK_INT_EQ(handshake_alpn(sctx, lk_certs_ca(c), host, "", alpn), 1);
+    CHECK_STR_EQ(alpn, "");
     CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "api.tiny-cow.example.com", NULL), 1);
     CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "example.com", NULL), 1);
     CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), NULL, NULL), 0);
