@@ -94,6 +94,94 @@ bool lk_headers_tracestate_has(struct lk_str tracestate, struct lk_str name)
     return false;
 }
 
+/* ---- baggage (DESIGN §7) ---- */
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The raw value of the first "linkup-session" member: properties dropped,
+ * trimmed. False when there is none. */
+static bool baggage_raw(struct lk_str baggage, struct lk_str *value)
+{
+    struct lk_str rest = baggage;
+    bool more = baggage.len > 0;
+    while (more) {
+        more = lk_str_index(rest, ',') >= 0;
+        struct lk_str item = next_item(&rest);
+        long eq = lk_str_index(item, '=');
+        if (eq < 0)
+            continue;
+        struct lk_str key = lk_str_trim((struct lk_str){ item.ptr, (size_t)eq });
+        if (!lk_str_eq(key, LK_STR(LK_TRACESTATE_KEY)))
+            continue;
+        struct lk_str v = { item.ptr + eq + 1, item.len - (size_t)eq - 1 };
+        long semi = lk_str_index(v, ';');
+        if (semi >= 0)
+            v.len = (size_t)semi;
+        *value = lk_str_trim(v);
+        return true;
+    }
+    return false;
+}
+
+long lk_headers_baggage_session(struct lk_str baggage, char *out, size_t cap)
+{
+    struct lk_str v;
+    if (!baggage_raw(baggage, &v) || v.len == 0 || cap == 0)
+        return -1;
+    size_t n = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        int c = (unsigned char)v.ptr[i];
+        if (c == '%') {
+            int hi = i + 2 < v.len ? hex_digit(v.ptr[i + 1]) : -1;
+            int lo = hi >= 0 ? hex_digit(v.ptr[i + 2]) : -1;
+            if (lo < 0)
+                return -1;
+            c = hi * 16 + lo;
+            i += 2;
+        }
+        if (c <= 0x20 || c > 0x7e || n + 1 >= cap)
+            return -1;
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return (long)n;
+}
+
+bool lk_headers_baggage_has(struct lk_str baggage, struct lk_str name)
+{
+    char buf[256];
+    long n = lk_headers_baggage_session(baggage, buf, sizeof(buf));
+    return n >= 0 && lk_str_eq((struct lk_str){ buf, (size_t)n }, name);
+}
+
+void lk_headers_baggage_add_value(struct lk_buf *b, struct lk_str name)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < name.len; i++) {
+        unsigned char c = (unsigned char)name.ptr[i];
+        /* W3C baggage-octet: %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E,
+         * less '%' itself, which starts an escape. */
+        bool plain = c >= 0x21 && c <= 0x7e && c != '"' && c != ',' && c != ';' && c != '\\' &&
+                     c != '%';
+        if (plain) {
+            lk_buf_addch(b, (char)c);
+        } else {
+            lk_buf_addch(b, '%');
+            lk_buf_addch(b, hex[c >> 4]);
+            lk_buf_addch(b, hex[c & 15]);
+        }
+    }
+}
+
 /* Counts the non-empty trimmed ','-separated parts of v. */
 static size_t count_parts(struct lk_str v)
 {

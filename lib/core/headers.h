@@ -72,6 +72,34 @@ struct lk_str lk_headers_tracestate_session(struct lk_str tracestate);
 bool lk_headers_tracestate_has(struct lk_str tracestate, struct lk_str name);
 
 /*
+ * DESIGN §7: W3C Baggage (https://www.w3.org/TR/baggage/) carries the session
+ * next to tracestate, as the list member "linkup-session=<name>".
+ *
+ * lk_headers_baggage_session(): the value of the first list member whose key
+ * (before its first '=', trimmed) is exactly "linkup-session", without its
+ * properties (from the first ';') and trimmed, percent-decoded into out (cap
+ * bytes, NUL-terminated). Returns the decoded length, or -1 when there is no
+ * such member or its value is empty, is not valid percent-encoding (a '%'
+ * not followed by two hex digits), decodes to a byte outside visible ASCII,
+ * or does not fit in cap - 1 bytes.
+ * Example: "k=v, linkup-session = tiny%2Dcow ;p=1" gives "tiny-cow".
+ */
+long lk_headers_baggage_session(struct lk_str baggage, char *out, size_t cap);
+
+/*
+ * True when some list member of baggage has key "linkup-session" and a
+ * value (properties dropped, trimmed, percent-decoded) equal to name.
+ */
+bool lk_headers_baggage_has(struct lk_str baggage, struct lk_str name);
+
+/*
+ * Appends name to b as a baggage value: bytes outside the W3C
+ * baggage-octet set (controls, space, '"', ',', ';', '\\', '%' and
+ * non-ASCII) percent-encoded as %XX.
+ */
+void lk_headers_baggage_add_value(struct lk_buf *b, struct lk_str name);
+
+/*
  * SPEC §3.8 cookie normalisation over the request headers h[0..n):
  * collects the visible-ASCII Cookie values (trimmed, empty ones dropped);
  * with none, or exactly one that contains no ',', the request is left as is.

@@ -179,6 +179,13 @@ int lk_route_find_session(struct lk_str url, const struct lk_header *h, size_t n
     struct lk_str ts;
     if (rc == LK_ENOTFOUND && lk_headers_get(h, n, LK_STR("tracestate"), &ts))
         rc = lookup_one(lk_headers_tracestate_session(ts), lookup, ctx, out, err);
+    /* DESIGN §7: then W3C baggage, only when it names a session. */
+    struct lk_str bg;
+    if (rc == LK_ENOTFOUND && lk_headers_get(h, n, LK_STR("baggage"), &bg)) {
+        long len = lk_headers_baggage_session(bg, out->name_buf, sizeof(out->name_buf));
+        if (len >= 0)
+            rc = lookup_one((struct lk_str){ out->name_buf, (size_t)len }, lookup, ctx, out, err);
+    }
     if (rc != 0)
         memset(out, 0, sizeof(*out));
     return rc;
@@ -427,7 +434,8 @@ void lk_route_extra_headers(struct lk_str url, const struct lk_header *h, size_t
         add_traceparent(rng, &x->mem);
     }
     bool has_ts = lk_headers_get(h, n, LK_STR("tracestate"), &ts);
-    if (!has_ts || !lk_headers_tracestate_has(ts, session_name)) {
+    bool add_ts = !has_ts || !lk_headers_tracestate_has(ts, session_name);
+    if (add_ts) {
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("tracestate");
         if (has_ts) {
@@ -436,6 +444,21 @@ void lk_route_extra_headers(struct lk_str url, const struct lk_header *h, size_t
         }
         lk_buf_adds(&x->mem, LK_TRACESTATE_KEY "=");
         lk_buf_addstr(&x->mem, session_name);
+    }
+    /* DESIGN §7: baggage is emitted next to tracestate, i.e. whenever
+     * tracestate is, so a request that already carries the session (SPEC
+     * §8.1.2 (b)) still gets nothing added. */
+    struct lk_str bg;
+    bool has_bg = lk_headers_get(h, n, LK_STR("baggage"), &bg);
+    if (add_ts && (!has_bg || !lk_headers_baggage_has(bg, session_name))) {
+        off[x->n] = x->mem.len;
+        x->items[x->n++].name = LK_STR("baggage");
+        if (has_bg) {
+            lk_buf_addstr(&x->mem, bg);
+            lk_buf_addch(&x->mem, ',');
+        }
+        lk_buf_adds(&x->mem, LK_TRACESTATE_KEY "=");
+        lk_headers_baggage_add_value(&x->mem, session_name);
     }
     if (!lk_headers_has(h, n, LK_STR("linkup-destination"))) {
         off[x->n] = x->mem.len;

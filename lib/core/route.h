@@ -47,8 +47,8 @@
 /* Longest host-derived session name retried in lower case (a DNS label). */
 #define LK_ROUTE_MAX_LABEL 63
 
-/* Most headers lk_route_extra_headers sets (SPEC §3.7). */
-#define LK_ROUTE_MAX_EXTRA 4
+/* Most headers lk_route_extra_headers sets (SPEC §3.7, and baggage). */
+#define LK_ROUTE_MAX_EXTRA 5
 
 /*
  * Session lookup callback (a store behind it). Looks up name and returns 0
@@ -112,7 +112,9 @@ struct lk_route_session {
  * SPEC §3.4: tries, in order, first_subdomain(url), then first_subdomain of
  * the x-forwarded-host, referer and origin headers (each only if present),
  * then the tracestate "linkup-session" entry (only if tracestate is present;
- * the empty name when it has no such entry). The first name the lookup
+ * the empty name when it has no such entry), then (DESIGN §7) the baggage
+ * "linkup-session" member (only when baggage has one, percent-decoded into
+ * out->name_buf: lk_headers_baggage_session()). The first name the lookup
  * finds wins. DESIGN §2.4: when a host-derived name (other than the sentinel)
  * holds upper-case ASCII and is not found as written, its lower-case form (if at most
  * LK_ROUTE_MAX_LABEL bytes) is tried before moving on.
@@ -182,6 +184,11 @@ void lk_route_extra_release(struct lk_route_extra *x);
  *   tracestate          absent: "linkup-session={name}"; present: unchanged
  *                       when an entry equals "linkup-session={name}" exactly
  *                       (DESIGN §2.3), else "{existing},linkup-session={name}";
+ *   baggage             (DESIGN §7) only when tracestate is set above:
+ *                       absent: "linkup-session={name}" (name
+ *                       percent-encoded where W3C baggage asks); present:
+ *                       unchanged when its "linkup-session" member already
+ *                       names the session, else "{existing},linkup-session=…";
  *   linkup-destination  absent: service_name;
  *   x-forwarded-host    absent: "{name}.{target_domain(url, name)}", plus
  *                       ":{port}" when url's host carried a port (DESIGN §2.4).

@@ -690,6 +690,37 @@ def test_8_1_2_additional_headers(conf_a):
         assert h[k] == [v], k
 
 
+def test_baggage_names_the_session_and_goes_out_with_tracestate(conf_a):
+    """DESIGN §7: W3C baggage is accepted (the "linkup-session" member, after
+    every SPEC §3.4 candidate, percent-decoded, properties dropped) and
+    emitted whenever tracestate is: added, appended to an existing list, or
+    left alone when it already names the session."""
+    n = CONF_A_NAME
+    # Accepted: no host, referer, origin or tracestate names the session.
+    status, service, _, h = conf_a.get("/", [("Host", "example.com"),
+                                             ("baggage", f"userId=alice, linkup-session = "
+                                                         f"{n.replace('-', '%2D')};ttl=1")])
+    assert (status, service) == (200, "frontend")
+    assert h["tracestate"] == [f"linkup-session={n}"]
+    assert h["baggage"] == [f"userId=alice, linkup-session = {n.replace('-', '%2D')};ttl=1"]
+    # A member for an unknown session, or none at all, is no session.
+    for bg in ("linkup-session=nobody", "userId=alice", "linkup-session=%zz"):
+        status, _, _, _ = conf_a.get("/", [("Host", "example.com"), ("baggage", bg)])
+        assert status == 422, bg
+    # Emitted next to tracestate.
+    host = [("Host", f"{n}.example.com")]
+    _, _, _, h = conf_a.get("/", host)
+    assert h["baggage"] == [f"linkup-session={n}"]
+    _, _, _, h = conf_a.get("/", host + [("baggage", "userId=alice,isProduction=false")])
+    assert h["baggage"] == [f"userId=alice,isProduction=false,linkup-session={n}"]
+    # Nothing added when tracestate already carries the session (SPEC §8.1.2 (b)).
+    _, _, _, h = conf_a.get("/", host + [("tracestate", f"linkup-session={n}")])
+    assert "baggage" not in h
+    _, _, _, h = conf_a.get("/", host + [("tracestate", f"linkup-session={n}"),
+                                         ("baggage", "k=v")])
+    assert h["baggage"] == ["k=v"]
+
+
 @pytest.mark.parametrize("target,headers,service,path", [
     ("/?a=b", [("Host", "tiny-cow.example.com")], "frontend", "/?a=b"),
     ("/a/b/c/?a=b", [("Host", "tiny-cow.example.com")], "frontend", "/a/b/c/?a=b"),

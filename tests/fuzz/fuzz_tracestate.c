@@ -18,6 +18,14 @@
  *     entry wins, SPEC §3.4) - for names without ',' and
  *     without OWS at either end, the only names that can survive the
  *     comma-separated, trimmed syntax.
+ * Baggage (DESIGN §7; every line is also read as a baggage value):
+ *   - lk_headers_baggage_session() gives -1 or a non-empty name of visible
+ *     ASCII without spaces that fits its buffer, and _has() agrees with it;
+ *   - a name written with lk_headers_baggage_add_value() reads back as
+ *     itself whenever it is such a name;
+ *   - lk_route_extra_headers() (no baggage field in the input) adds baggage
+ *     exactly when it adds tracestate, as "linkup-session=" + the encoded
+ *     name.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -127,6 +135,37 @@ static void check_parse(struct lk_str v, struct lk_str name)
     LK_ASSERT(lk_headers_tracestate_has(v, s) == model_has(v, s));
 }
 
+static bool baggage_name(struct lk_str s)
+{
+    for (size_t i = 0; i < s.len; i++) {
+        if ((unsigned char)s.ptr[i] <= 0x20 || (unsigned char)s.ptr[i] > 0x7e)
+            return false;
+    }
+    return s.len > 0;
+}
+
+static void check_baggage(struct lk_str v, struct lk_str name)
+{
+    char out[64];
+    long n = lk_headers_baggage_session(v, out, sizeof(out));
+    LK_ASSERT(n == -1 || (n > 0 && (size_t)n < sizeof(out) && out[n] == '\0'));
+    if (n > 0) {
+        LK_ASSERT(baggage_name((struct lk_str){ out, (size_t)n }));
+        LK_ASSERT(lk_headers_baggage_has(v, (struct lk_str){ out, (size_t)n }));
+    }
+    struct lk_buf b = LK_BUF_INIT;
+    lk_buf_adds(&b, "x=1, " LK_TRACESTATE_KEY " = ");
+    lk_headers_baggage_add_value(&b, name);
+    lk_buf_adds(&b, ";p=2");
+    char back[512];
+    long m = lk_headers_baggage_session(lk_buf_str(&b), back, sizeof(back));
+    if (baggage_name(name) && name.len < sizeof(back))
+        LK_ASSERT(m == (long)name.len && memcmp(back, name.ptr, name.len) == 0);
+    else
+        LK_ASSERT(m == -1);
+    lk_buf_release(&b);
+}
+
 static void fill_pattern(void *ctx, void *buf, size_t n)
 {
     (void)ctx;
@@ -159,11 +198,22 @@ static void check_edit(const struct lk_header *h, size_t n, struct lk_str name)
             old = &h[i].value;
     }
     const struct lk_header *ts = edited(&x);
+    const struct lk_header *bg = NULL;
+    for (size_t i = 0; i < x.n; i++) {
+        if (lk_str_eq(x.items[i].name, LK_STR("baggage")))
+            bg = &x.items[i];
+    }
+    LK_ASSERT((bg != NULL) == (ts != NULL));
     if (old != NULL && model_has(*old, name)) {
         LK_ASSERT(ts == NULL);
         goto out;
     }
     LK_ASSERT(ts != NULL);
+    struct lk_buf bwant = LK_BUF_INIT;
+    lk_buf_adds(&bwant, LK_TRACESTATE_KEY "=");
+    lk_headers_baggage_add_value(&bwant, name);
+    LK_ASSERT(same(bg->value, lk_buf_str(&bwant)));
+    lk_buf_release(&bwant);
     struct lk_buf want = LK_BUF_INIT;
     if (old != NULL) {
         lk_buf_addstr(&want, *old);
@@ -213,8 +263,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         p = nl ? nl + 1 : end;
     }
     check_parse(name, name);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         check_parse(h[i].value, name);
+        check_baggage(h[i].value, name);
+    }
     check_edit(h, n, name);
     free(buf);
     return 0;

@@ -347,6 +347,65 @@ static void test_tracestate_has(void)
                      cases[i].want);
 }
 
+/* ---- baggage (DESIGN §7, W3C Baggage) ------------------------------------------------ */
+
+static void test_baggage_session(void)
+{
+    static const struct {
+        const char *in, *want; /* want NULL: none */
+    } cases[] = {
+        { "linkup-session=tiny-cow", "tiny-cow" },
+        { "userId=alice, linkup-session = tiny-cow ;prop=1;flag ,x=y", "tiny-cow" },
+        { "linkup-session=tiny%2Dcow", "tiny-cow" },
+        { "linkup-session=%74iny-cow", "tiny-cow" },
+        { "linkup-session=first,linkup-session=second", "first" },
+        { "linkup-session=a=b", "a=b" },
+        { "linkup-session=", NULL },
+        { "linkup-session= ;p", NULL },
+        { "linkup-session=a%2", NULL },       /* truncated escape */
+        { "linkup-session=a%zz", NULL },      /* not hex */
+        { "linkup-session=a%20b", NULL },     /* decodes to a space */
+        { "linkup-session=a%00", NULL },      /* decodes to NUL */
+        { "linkup-session=caf%C3%A9", NULL }, /* not ASCII */
+        { "linkup-session", NULL },
+        { "linkup-sessions=x", NULL },
+        { "", NULL },
+    };
+    char out[64];
+    for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
+        long n = lk_headers_baggage_session(lk_str_c(cases[i].in), out, sizeof(out));
+        if (cases[i].want == NULL) {
+            CHECK_INT_EQ(n, -1);
+        } else {
+            CHECK_INT_EQ(n, (long)strlen(cases[i].want));
+            CHECK_STR_EQ(n >= 0 ? out : "", cases[i].want);
+        }
+    }
+    /* The decoded name must fit with its NUL. */
+    char small[9];
+    CHECK_INT_EQ(lk_headers_baggage_session(S("linkup-session=tiny-cow"), small, sizeof(small)), 8);
+    CHECK_INT_EQ(lk_headers_baggage_session(S("linkup-session=tiny-cows"), small, sizeof(small)),
+                 -1);
+    CHECK(lk_headers_baggage_has(S("a=1,linkup-session=tiny%2dcow;p"), S("tiny-cow")));
+    CHECK(!lk_headers_baggage_has(S("linkup-session=tiny-cow2"), S("tiny-cow")));
+    CHECK(!lk_headers_baggage_has(S("other=tiny-cow"), S("tiny-cow")));
+
+    struct lk_buf b = LK_BUF_INIT;
+    lk_headers_baggage_add_value(&b, S("tiny-cow"));
+    CHECK_STR_EQ(b.data, "tiny-cow");
+    lk_buf_reset(&b);
+    lk_headers_baggage_add_value(&b, S("a b,c;d\\e\"f%g\x7f\xc3\xa9!~"));
+    CHECK_STR_EQ(b.data, "a%20b%2Cc%3Bd%5Ce%22f%25g%7F%C3%A9!~");
+    /* What is written reads back. */
+    char back[64];
+    lk_buf_reset(&b);
+    lk_buf_adds(&b, "linkup-session=");
+    lk_headers_baggage_add_value(&b, S("x,y;z"));
+    CHECK_INT_EQ(lk_headers_baggage_session(lk_buf_str(&b), back, sizeof(back)), 5);
+    CHECK_STR_EQ(back, "x,y;z");
+    lk_buf_release(&b);
+}
+
 /* ---- session extraction (SPEC §3.4, §8.1.1, §8.1.6) ------------------------------ */
 
 static void test_find_session_8_1_1(void)
@@ -362,6 +421,7 @@ static void test_find_session_8_1_1(void)
         { "example.com", H("tracestate", "some-other=xyz,linkup-session=tiny-cow") },
         { "example.com", H("tracestate", "linkup-session=tiny-cow") },
         { "example.com", H("x-forwarded-host", "tiny-cow.example.com:8080") },
+        { "example.com", H("baggage", "k=v,linkup-session=tiny%2Dcow;p") }, /* DESIGN §7 */
         { "http://other-example.com/", H("referer", "https://tiny-cow.example.com/") }, /* §8.1.6 */
     };
     for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
@@ -379,12 +439,13 @@ static void test_find_session_8_1_1(void)
 static void test_find_session_order(void)
 {
     static const struct lk_header hs[] = {
+        H("baggage", "linkup-session=b"),
         H("tracestate", "x=1"),
         H("origin", "https://o.example.com"),
         H("referer", "https://r.example.com/a"),
         H("x-forwarded-host", "x.example.com"),
     };
-    static const char *const want[] = { LK_ROUTE_NO_SUBDOMAIN, "x", "r", "o", "" };
+    static const char *const want[] = { LK_ROUTE_NO_SUBDOMAIN, "x", "r", "o", "", "b" };
     struct fake_store st = { 0 };
     struct lk_route_session found;
     CHECK_INT_EQ(lk_route_find_session(S("http://example.com/"), hs, LK_ARRAY_LEN(hs), fake_lookup,
@@ -394,6 +455,13 @@ static void test_find_session_order(void)
     CHECK_INT_EQ(st.n_seen, LK_ARRAY_LEN(want));
     for (size_t i = 0; i < LK_ARRAY_LEN(want) && i < st.n_seen; i++)
         CHECK_STR_EQ(st.seen[i], want[i]);
+
+    /* A baggage header without a linkup-session member: nothing looked up. */
+    static const struct lk_header bg[] = { H("baggage", "k=v") };
+    struct fake_store st3 = { 0 };
+    CHECK_INT_EQ(lk_route_find_session(S("a.b.c"), bg, 1, fake_lookup, &st3, &found, NULL),
+                 LK_ENOTFOUND);
+    CHECK_INT_EQ(st3.n_seen, 1);
 
     /* No tracestate header: nothing is looked up for it. */
     struct fake_store st2 = { 0 };
@@ -709,6 +777,7 @@ static void test_extra_headers(void)
           0,
           { { "traceparent", "*55" },
             { "tracestate", "linkup-session=tiny-cow" },
+            { "baggage", "linkup-session=tiny-cow" },
             { "linkup-destination", "frontend" },
             { "x-forwarded-host", "tiny-cow.example.com" } } },
         /* §8.1.2 (b) */
@@ -723,6 +792,7 @@ static void test_extra_headers(void)
             H("x-forwarded-host", "tiny-cow.example.com") },
           3,
           { { "tracestate", "other-service=32,linkup-session=tiny-cow" },
+            { "baggage", "linkup-session=tiny-cow" },
             { "linkup-destination", "frontend" } } },
         /* §8.1.2 (d) */
         { "https://tiny-cow.example.com/abc-xyz",
@@ -730,13 +800,34 @@ static void test_extra_headers(void)
           1,
           { { "traceparent", "*55" },
             { "tracestate", "linkup-session=tiny-cow" },
+            { "baggage", "linkup-session=tiny-cow" },
             { "linkup-destination", "frontend" } } },
         /* DESIGN §2.3: a different session's entry does not suppress ours. */
         { "https://tiny-cow.example.com/",
           { H("traceparent", "t"), H("tracestate", "linkup-session=tiny-cow2"),
             H("linkup-destination", "d"), H("x-forwarded-host", "h") },
           4,
-          { { "tracestate", "linkup-session=tiny-cow2,linkup-session=tiny-cow" } } },
+          { { "tracestate", "linkup-session=tiny-cow2,linkup-session=tiny-cow" },
+            { "baggage", "linkup-session=tiny-cow" } } },
+        /* DESIGN §7: baggage goes with tracestate: appended to a list
+         * without the session, left alone when a member already names it
+         * (percent-decoded, properties dropped). */
+        { "https://tiny-cow.example.com/",
+          { H("traceparent", "t"), H("baggage", "userId=alice,isProduction=false"),
+            H("linkup-destination", "d"), H("x-forwarded-host", "h") },
+          4,
+          { { "tracestate", "linkup-session=tiny-cow" },
+            { "baggage", "userId=alice,isProduction=false,linkup-session=tiny-cow" } } },
+        { "https://tiny-cow.example.com/",
+          { H("traceparent", "t"), H("baggage", "a=1, linkup-session = tiny%2Dcow;p=2"),
+            H("linkup-destination", "d"), H("x-forwarded-host", "h") },
+          4,
+          { { "tracestate", "linkup-session=tiny-cow" } } },
+        { "https://tiny-cow.example.com/",
+          { H("traceparent", "t"), H("tracestate", "linkup-session=tiny-cow"),
+            H("baggage", "k=v"), H("x-forwarded-host", "h") },
+          4,
+          { { "linkup-destination", "frontend" } } },
         /* DESIGN §2.4: the port of the request host is kept; referer-identified request. */
         { "http://127.0.0.1:8080/x?q=1",
           { H("traceparent", "t"), H("tracestate", "linkup-session=tiny-cow"),
@@ -770,6 +861,13 @@ static void test_extra_headers(void)
             H("linkup-destination", "d"), H("x-forwarded-host", "\xff") },
           4,
           { { "traceparent", "*55" }, { "x-forwarded-host", "tiny-cow.example.com:8787" } } },
+        { "http://tiny-cow.example.com/",
+          { H("traceparent", "t"), H("tracestate", "x=1"), H("baggage", "linkup-session=a\x01"),
+            H("x-forwarded-host", "h") },
+          4,
+          { { "tracestate", "x=1,linkup-session=tiny-cow" },
+            { "baggage", "linkup-session=tiny-cow" },
+            { "linkup-destination", "frontend" } } },
     };
     unsigned char counter = 0;
     struct lk_rng rng = { counting_fill, &counter };
@@ -822,8 +920,8 @@ static void test_repeatable_rewritten_routes(void)
     CHECK_STR_EQ(t.url.data, "http://localhost:8001/user");
     lk_route_extra_headers(S("http://example.com/api/v2/user"), NULL, 0, S("tiny-cow"),
                            S("backend"), &rng, &x);
-    CHECK_INT_EQ(x.n, 4);
-    CHECK_LKSTR(x.items[3].value, "tiny-cow.example.com");
+    CHECK_INT_EQ(x.n, 5); /* traceparent, tracestate, baggage, linkup-destination, x-f-h */
+    CHECK_LKSTR(x.items[4].value, "tiny-cow.example.com");
 
     CHECK_INT_EQ(
         lk_route_find_target(s, S("tiny-cow"), S("http://localhost:8001/user"), x.items, x.n, &t),
@@ -1020,6 +1118,7 @@ int main(void)
     RUN(test_find_domain);
     RUN(test_tracestate_session);
     RUN(test_tracestate_has);
+    RUN(test_baggage_session);
     RUN(test_find_session_8_1_1);
     RUN(test_find_session_order);
     RUN(test_find_session_store_error_aborts);
