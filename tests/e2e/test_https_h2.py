@@ -232,3 +232,27 @@ def test_stop_sends_goaway_to_an_idle_h2_connection(h2_server):
             assert (last_stream, code) == (0, 0)
     h2_server.popen.communicate(timeout=15)
     assert h2_server.popen.returncode == 0, open(h2_server.log_path).read()
+
+
+def test_http11_bytes_after_alpn_h2_close_the_connection(h2_server):
+    """A client that chose h2 and then speaks HTTP/1.1 sent no connection
+    preface (RFC 9113 §3.4): the connection ends (after our SETTINGS, with
+    no HTTP/1.1 answer), and the server keeps serving everyone else."""
+    ctx = ssl.create_default_context(cafile=h2_server.ca)
+    ctx.set_alpn_protocols(["h2"])
+    data = b""
+    with socket.create_connection(h2_server.addrs["HTTPS"], timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=HOST) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+            try:
+                while True:
+                    chunk = tls.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            except (ssl.SSLError, ConnectionError):
+                pass
+    assert b"HTTP/1.1" not in data
+    assert data[3:4] in (b"", b"\x04")  # nothing, or our SETTINGS first
+    r = curl(h2_server, "-w", "\n%{http_version}", "BASE/linkup/check")
+    assert r.stdout == b"OK\n2", r.stderr
