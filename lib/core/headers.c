@@ -96,17 +96,6 @@ bool lk_headers_tracestate_has(struct lk_str tracestate, struct lk_str name)
 
 /* ---- baggage (DESIGN §7) ---- */
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The raw value of the first "linkup-session" member: properties dropped,
  * trimmed. False when there is none. */
 static bool baggage_raw(struct lk_str baggage, struct lk_str *value)
@@ -141,8 +130,8 @@ long lk_headers_baggage_session(struct lk_str baggage, char *out, size_t cap)
     for (size_t i = 0; i < v.len; i++) {
         int c = (unsigned char)v.ptr[i];
         if (c == '%') {
-            int hi = i + 2 < v.len ? hex_digit(v.ptr[i + 1]) : -1;
-            int lo = hi >= 0 ? hex_digit(v.ptr[i + 2]) : -1;
+            int hi = i + 2 < v.len ? lk_hex_digit(v.ptr[i + 1]) : -1;
+            int lo = hi >= 0 ? lk_hex_digit(v.ptr[i + 2]) : -1;
             if (lo < 0)
                 return -1;
             c = hi * 16 + lo;
@@ -170,8 +159,8 @@ void lk_headers_baggage_add_value(struct lk_buf *b, struct lk_str name)
         unsigned char c = (unsigned char)name.ptr[i];
         /* W3C baggage-octet: %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E,
          * less '%' itself, which starts an escape. */
-        bool plain = c >= 0x21 && c <= 0x7e && c != '"' && c != ',' && c != ';' && c != '\\' &&
-                     c != '%';
+        bool plain =
+            c >= 0x21 && c <= 0x7e && c != '"' && c != ',' && c != ';' && c != '\\' && c != '%';
         if (plain) {
             lk_buf_addch(b, (char)c);
         } else {

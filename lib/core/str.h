@@ -39,6 +39,15 @@ static inline char lk_ascii_lower(char c)
     return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
 }
 
+/* The value of a hexadecimal digit (either case), or -1. */
+static inline int lk_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = lk_ascii_lower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 /* ASCII case-insensitive equality. Inline: header filtering calls it some
  * hundreds of times per proxied request, mostly to find lengths differ. */
 static inline bool lk_str_ieq(struct lk_str a, struct lk_str b)

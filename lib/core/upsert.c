@@ -128,14 +128,6 @@ static void skip_ws(struct dup_scan *d)
         d->p++;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = lk_ascii_lower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* Consumes a string at d->p (at its '"'); its ASCII text goes to key (a
  * non-ASCII or too long key leaves an empty key: it names no field). */
 static void scan_string(struct dup_scan *d, char *key, size_t cap)
@@ -156,7 +148,7 @@ static void scan_string(struct dup_scan *d, char *key, size_t cap)
             if (e == 'u') {
                 int v = 0;
                 for (int i = 0; i < 4 && d->p < d->end; i++)
-                    v = v * 16 + hex_digit(*d->p++);
+                    v = v * 16 + lk_hex_digit(*d->p++);
                 if (v <= 0 || v >= 0x80)
                     known = false;
                 c = (char)v;

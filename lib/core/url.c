@@ -327,14 +327,6 @@ static char *serialize_ipv6(const uint16_t pieces[8])
     return lk_buf_detach(&out, NULL);
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = lk_ascii_lower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* WHATWG "IPv4 number parser": 0x/0X hex (may be empty), leading-0 octal,
  * else decimal. False when [p, p + n) is not such a number or overflows. */
 static bool ipv4_number(const char *p, size_t n, uint64_t *out)
@@ -353,7 +345,7 @@ static bool ipv4_number(const char *p, size_t n, uint64_t *out)
         return false;
     }
     for (size_t i = 0; i < n; i++) {
-        int d = hex_digit(p[i]);
+        int d = lk_hex_digit(p[i]);
         if (d < 0 || (unsigned)d >= base || v > (UINT64_C(1) << 40))
             return false;
         v = v * base + (uint64_t)d;
@@ -383,7 +375,7 @@ static bool ends_in_number(const char *h)
     if (len < 2 || last[0] != '0' || last[1] != 'x')
         return false;
     for (i = 2; i < len; i++) {
-        if (hex_digit(last[i]) < 0)
+        if (lk_hex_digit(last[i]) < 0)
             return false;
     }
     return true;
@@ -459,8 +451,9 @@ static int parse_domain(const char *p, size_t n, char **out, const char **why)
     char *h = lk_xmalloc(n + 1);
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
-        if (p[i] == '%' && i + 2 < n && hex_digit(p[i + 1]) >= 0 && hex_digit(p[i + 2]) >= 0) {
-            h[o++] = (char)(hex_digit(p[i + 1]) * 16 + hex_digit(p[i + 2]));
+        if (p[i] == '%' && i + 2 < n && lk_hex_digit(p[i + 1]) >= 0 &&
+            lk_hex_digit(p[i + 2]) >= 0) {
+            h[o++] = (char)(lk_hex_digit(p[i + 1]) * 16 + lk_hex_digit(p[i + 2]));
             i += 2;
         } else {
             h[o++] = p[i];

@@ -206,8 +206,8 @@ int lk_http_server_adopt_https(struct lk_http_server *srv, struct bufferevent *b
 /* Room a relayed head gets past the server's limits: the worker adds up to
  * five fields to a request it passes through a tunnel (traceparent,
  * tracestate, linkup-destination, x-forwarded-host, SPEC §3.7; baggage,
- * DESIGN §7) and may lengthen an existing tracestate or baggage line, so a request it accepted under the
- * same limits must not be refused with a 431 by the local server. */
+ * DESIGN §7) and may lengthen an existing tracestate or baggage line, so a request it accepted
+ * under the same limits must not be refused with a 431 by the local server. */
 #define LK_HTTP_RELAY_EXTRA_HEADERS 8
 #define LK_HTTP_RELAY_EXTRA_BYTES   2048
 

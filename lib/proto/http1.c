@@ -733,17 +733,6 @@ bool lk_http1_chunked_done(const struct lk_http1_chunked *d)
     return d->state == CS_DONE;
 }
 
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int chunk_fail(const char **why, const char *msg)
 {
     if (why != NULL)
@@ -837,13 +826,13 @@ static int chunk_byte(struct lk_http1_chunked *d, unsigned char c, const char **
 {
     switch (d->state) {
     case CS_SIZE: {
-        int v = hex_value(c);
+        int v = lk_hex_digit(c);
         if (v < 0)
             return chunk_fail(why, "invalid chunk size");
         return size_digit(d, v, why);
     }
     case CS_SIZE_MORE: {
-        int v = hex_value(c);
+        int v = lk_hex_digit(c);
         if (v >= 0)
             return size_digit(d, v, why);
         return size_tail(d, c, why);

@@ -97,14 +97,6 @@ static enum admin_route match_route(struct lk_str path, struct lk_str *name)
     return lk_str_index(*name, '/') < 0 ? ADMIN_SESSION : ADMIN_NONE;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = lk_ascii_lower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* Percent-decodes a path segment into the arena (invalid escapes kept, and
  * "%00": a NUL would cut the name short, `smug%00x` naming `smug`). */
 static char *decode_segment(struct lk_exchange *ex, struct lk_str s)
@@ -113,8 +105,8 @@ static char *decode_segment(struct lk_exchange *ex, struct lk_str s)
     size_t n = 0;
     for (size_t i = 0; i < s.len; i++) {
         if (s.ptr[i] == '%' && i + 2 < s.len) {
-            int hi = hex_value(s.ptr[i + 1]);
-            int lo = hex_value(s.ptr[i + 2]);
+            int hi = lk_hex_digit(s.ptr[i + 1]);
+            int lo = lk_hex_digit(s.ptr[i + 2]);
             if (hi >= 0 && lo >= 0 && (hi | lo) != 0) {
                 out[n++] = (char)(hi * 16 + lo);
                 i += 2;

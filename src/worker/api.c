@@ -409,14 +409,6 @@ static void on_no_tunnel(struct worker *w, struct lk_exchange *ex)
         ex, 422, "This linkup session has no associated tunnel / was started with --no-tunnel");
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = lk_ascii_lower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* The length of the UTF-8 sequence at p[0..n) when it is valid (1 to 4),
  * else minus the length of its maximal valid prefix (at least 1), the part
  * that Rust's String::from_utf8_lossy replaces by one U+FFFD. */
@@ -481,10 +473,11 @@ static char *form_decode(struct lk_exchange *ex, const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '+') {
             out[o++] = ' ';
-        } else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0 &&
-                   (hexval(s[i + 1]) | hexval(s[i + 2])) != 0) {
+        } else if (s[i] == '%' && i + 2 < n && lk_hex_digit(s[i + 1]) >= 0 &&
+                   lk_hex_digit(s[i + 2]) >= 0 &&
+                   (lk_hex_digit(s[i + 1]) | lk_hex_digit(s[i + 2])) != 0) {
             /* "%00" stays as it is: a NUL would cut the C string short. */
-            out[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            out[o++] = (char)(lk_hex_digit(s[i + 1]) * 16 + lk_hex_digit(s[i + 2]));
             i += 2;
         } else {
             out[o++] = s[i];

@@ -439,10 +439,8 @@ static void test_find_session_8_1_1(void)
 static void test_find_session_order(void)
 {
     static const struct lk_header hs[] = {
-        H("baggage", "linkup-session=b"),
-        H("tracestate", "x=1"),
-        H("origin", "https://o.example.com"),
-        H("referer", "https://r.example.com/a"),
+        H("baggage", "linkup-session=b"),       H("tracestate", "x=1"),
+        H("origin", "https://o.example.com"),   H("referer", "https://r.example.com/a"),
         H("x-forwarded-host", "x.example.com"),
     };
     static const char *const want[] = { LK_ROUTE_NO_SUBDOMAIN, "x", "r", "o", "", "b" };
@@ -824,8 +822,8 @@ static void test_extra_headers(void)
           4,
           { { "tracestate", "linkup-session=tiny-cow" } } },
         { "https://tiny-cow.example.com/",
-          { H("traceparent", "t"), H("tracestate", "linkup-session=tiny-cow"),
-            H("baggage", "k=v"), H("x-forwarded-host", "h") },
+          { H("traceparent", "t"), H("tracestate", "linkup-session=tiny-cow"), H("baggage", "k=v"),
+            H("x-forwarded-host", "h") },
           4,
           { { "linkup-destination", "frontend" } } },
         /* DESIGN §2.4: the port of the request host is kept; referer-identified request. */
