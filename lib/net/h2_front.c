@@ -1,7 +1,8 @@
 /*
- * h2_front.c - HTTP/2 cleartext (prior knowledge) in front of the HTTP/1.1
- * engine: one nghttp2 server session per client connection, one bufferevent
- * pair per request stream, the far end adopted into the engine.
+ * h2_front.c - HTTP/2 (cleartext with prior knowledge, or TLS with ALPN h2)
+ * in front of the HTTP/1.1 engine: one nghttp2 server session per client
+ * connection, one bufferevent pair per request stream (or WebSocket opened
+ * by extended CONNECT), the far end adopted into the engine.
  *
  * Invariants: nghttp2_session_send() runs only from flush(), which is called
  * from libevent callbacks, never inside an nghttp2 callback. Pair callbacks
@@ -27,6 +28,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +41,7 @@
 #include "core/str.h"
 #include "net/http_internal.h"
 #include "net/log.h"
+#include "net/rng_os.h"
 #include "proto/http1.h"
 
 #define MAX_STREAMS 100
@@ -65,6 +68,13 @@ static struct lk_http1_limits resp_limits(const struct lk_http_server *srv)
                                      l->max_target };
 }
 
+/* The :protocol of an extended CONNECT (RFC 8441 §4). */
+enum ext_protocol {
+    PROTO_NONE = 0,
+    PROTO_WEBSOCKET, /* a WebSocket over this stream (RFC 8441 §5) */
+    PROTO_OTHER,
+};
+
 enum resp_state {
     RESP_HEAD = 0, /* waiting for the engine's (next) response head */
     RESP_BODY,     /* HEADERS submitted; body bytes flow */
@@ -82,6 +92,11 @@ struct h2s {
     bool too_big; /* head over the limit: 431 */
     bool bad;     /* a field the HTTP/1.1 head cannot carry: 400 */
     bool has_cl, chunked_req, req_done, is_head;
+    enum ext_protocol protocol;
+    /* An extended CONNECT for a WebSocket, handed to the engine as an
+     * HTTP/1.1 upgrade: the engine's 101 becomes our 200 and the stream's
+     * DATA carries the WebSocket bytes both ways from then on. */
+    bool ws;
     size_t unconsumed; /* request DATA bytes in our pair output, window not given back */
     /* The response. */
     enum resp_state rs;
@@ -339,7 +354,7 @@ static void respond_local(struct h2s *s, int status, const char *text)
  * lower-cased, without the connection-specific ones (RFC 9113 §8.2.2).
  * final: a final response (with its body provider unless the response has
  * none); else an informational one. 0 or -1. */
-static int submit_head(struct h2s *s, const struct lk_http1_response *r, bool final)
+static int submit_head(struct h2s *s, const struct lk_http1_response *r, int status, bool final)
 {
     struct lk_h2_front *f = s->f;
     size_t names = 0;
@@ -348,13 +363,16 @@ static int submit_head(struct h2s *s, const struct lk_http1_response *r, bool fi
     nghttp2_nv *nva = lk_xcalloc(r->n_headers + 1, sizeof(*nva));
     char *lower = lk_xmalloc(names + 1);
     char st[4];
-    snprintf(st, sizeof(st), "%d", r->status);
+    snprintf(st, sizeof(st), "%d", status);
     nva[0] =
         (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)st, 7, strlen(st), NGHTTP2_NV_FLAG_NONE };
     size_t n = 1, off = 0;
     for (size_t i = 0; i < r->n_headers; i++) {
         struct lk_str name = r->headers[i].name, value = r->headers[i].value;
-        if (lk_http1_is_hop_by_hop(name))
+        /* RFC 8441 §5: the 200 carries no Sec-WebSocket-Accept (the key
+         * was ours). */
+        if (lk_http1_is_hop_by_hop(name) ||
+            (s->ws && lk_str_ieq(name, LK_STR("sec-websocket-accept"))))
             continue;
         for (size_t k = 0; k < name.len; k++)
             lower[off + k] = lk_ascii_lower(name.ptr[k]);
@@ -394,14 +412,25 @@ static int read_head(struct h2s *s)
         int rc = lk_http1_parse_response(p, n, &lim, s->is_head, &r, &why);
         if (rc == LK_PARTIAL)
             return 0;
-        if (rc < 0 || r.status == 101) {
+        bool switched = r.status == 101 && s->ws;
+        if (rc < 0 || (r.status == 101 && !switched)) {
             LK_CLOG(s->f->id, WARN, "http/2 stream %d: bad response head from the engine: %s",
                     (int)s->id, rc < 0 ? (why ? why : "malformed") : "101");
             stream_reset(s, NGHTTP2_INTERNAL_ERROR);
             return -1;
         }
-        bool final = r.status >= 200;
-        if (submit_head(s, &r, final) != 0) {
+        if (s->ws && r.status >= 200 && r.status < 300) {
+            /* A 2xx would tell an RFC 8441 client its WebSocket is open. */
+            LK_CLOG(s->f->id, DEBUG, "http/2 stream %d: upstream answered %d to an upgrade",
+                    (int)s->id, r.status);
+            pair_close(s, true);
+            respond_local(s, 502, "the upstream did not switch to the WebSocket protocol");
+            return -1;
+        }
+        bool final = r.status >= 200 || switched;
+        if (switched) /* RFC 8441 §5: the upgrade succeeded; bytes until the end */
+            r.body_kind = LK_HTTP1_BODY_UNTIL_CLOSE;
+        if (submit_head(s, &r, switched ? 200 : r.status, final) != 0) {
             stream_reset(s, NGHTTP2_INTERNAL_ERROR);
             return -1;
         }
@@ -583,7 +612,7 @@ static bool method_has_body(struct lk_str m)
  * joined (§8.2.3), and the body framing. */
 static void build_head(const struct h2s *s, struct lk_buf *b)
 {
-    lk_buf_addstr(b, lk_buf_str(&s->method));
+    lk_buf_addstr(b, s->ws ? LK_STR("GET") : lk_buf_str(&s->method));
     lk_buf_addch(b, ' ');
     lk_buf_addstr(b, lk_buf_str(&s->path));
     lk_buf_adds(b, " HTTP/1.1\r\n");
@@ -593,7 +622,17 @@ static void build_head(const struct h2s *s, struct lk_buf *b)
     lk_buf_addstr(b, lk_buf_str(&s->fields));
     if (s->cookie.len > 0)
         lk_head_add_field(b, LK_STR("Cookie"), lk_buf_str(&s->cookie));
-    if (s->req_done) {
+    if (s->ws) {
+        /* RFC 8441 §5 backwards: an HTTP/1.1 upgrade with a key of ours
+         * (the client's handshake has none); no body framing, the bytes
+         * after the head are the WebSocket's. */
+        uint8_t key[16];
+        char key64[32];
+        lk_rng_os_fill(NULL, key, sizeof(key));
+        int n = EVP_EncodeBlock((unsigned char *)key64, key, (int)sizeof(key));
+        lk_buf_adds(b, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
+        lk_head_add_field(b, LK_STR("Sec-WebSocket-Key"), (struct lk_str){ key64, (size_t)n });
+    } else if (s->req_done) {
         if (!s->has_cl && method_has_body(lk_buf_str(&s->method)))
             lk_buf_adds(b, "Content-Length: 0\r\n");
     } else if (!s->has_cl) {
@@ -620,14 +659,21 @@ static void start_request(struct h2s *s)
         return;
     }
     if (lk_str_eq(lk_buf_str(&s->method), LK_STR("CONNECT"))) {
-        respond_local(s, 501, "CONNECT is not supported over HTTP/2");
-        return;
+        if (s->protocol == PROTO_NONE) {
+            respond_local(s, 501, "CONNECT is not supported over HTTP/2");
+            return;
+        }
+        if (s->protocol != PROTO_WEBSOCKET) {
+            respond_local(s, 501, "extended CONNECT supports the websocket protocol only");
+            return;
+        }
+        s->ws = true;
     }
     if (s->bad || s->method.len == 0 || s->path.len == 0) {
         respond_local(s, 400, "malformed request");
         return;
     }
-    s->chunked_req = !s->req_done && !s->has_cl;
+    s->chunked_req = !s->ws && !s->req_done && !s->has_cl;
     struct lk_buf head = LK_BUF_INIT;
     build_head(s, &head);
     struct bufferevent *ours = NULL, *theirs = NULL;
@@ -753,9 +799,17 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *fr, const uint8_t
         s->bad |= memchr(value, ' ', vlen) != NULL;
     } else if (nv_is(name, nlen, ":authority")) {
         rc = lk_buf_add(&s->authority, value, vlen);
+    } else if (nv_is(name, nlen, ":protocol")) {
+        /* nghttp2 admits it on CONNECT only (we advertise
+         * ENABLE_CONNECT_PROTOCOL); RFC 6455 tokens are case-insensitive. */
+        s->protocol = lk_str_ieq((struct lk_str){ (const char *)value, vlen }, LK_STR("websocket"))
+                          ? PROTO_WEBSOCKET
+                          : PROTO_OTHER;
     } else if (nlen > 0 && name[0] == ':') {
-        /* :scheme (the adopted exchange knows whether the connection is
-         * TLS); :protocol is refused by nghttp2. */
+        /* :scheme: the adopted exchange knows whether the connection is
+         * TLS. */
+    } else if (s->protocol == PROTO_WEBSOCKET && nv_is(name, nlen, "sec-websocket-key")) {
+        /* Ours goes to the engine (build_head). */
     } else if (nv_is(name, nlen, "host")) {
         if (s->host.len == 0)
             rc = lk_buf_add(&s->host, value, vlen);
@@ -927,11 +981,12 @@ static nghttp2_session *new_session(struct lk_h2_front *f)
     LK_ASSERT(nghttp2_session_server_new2(&h2, cbs, f, opt) == 0);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
-    /* No ENABLE_PUSH (a server must not send it) and no
-     * ENABLE_CONNECT_PROTOCOL: no WebSockets over HTTP/2 (RFC 8441). */
+    /* No ENABLE_PUSH (a server must not send it); ENABLE_CONNECT_PROTOCOL
+     * for WebSockets over HTTP/2 (RFC 8441, SPEC §5.4). */
     nghttp2_settings_entry iv[] = {
         { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS },
         { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
+        { NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1 },
     };
     nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     nghttp2_session_set_local_window_size(h2, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);

@@ -20,8 +20,11 @@
  * admin API (loopback only, as for HTTP/1.1), proxying and the access log
  * are the engine's, unchanged. docs/internals/h2c.md has the details.
  *
- * Not served: server push, extended CONNECT / WebSockets over HTTP/2
- * (SETTINGS_ENABLE_CONNECT_PROTOCOL is not advertised; CONNECT gets 501).
+ * WebSockets: an extended CONNECT with :protocol websocket (RFC 8441;
+ * SETTINGS_ENABLE_CONNECT_PROTOCOL is advertised) goes to the engine as an
+ * HTTP/1.1 upgrade with a key of the front's own; the engine's 101 becomes
+ * a 200 and the stream's DATA then carries the WebSocket bytes both ways.
+ * Not served: server push, plain CONNECT and other :protocol values (501).
  *
  * Ownership: a struct lk_h2_front owns the client bufferevent, its nghttp2
  * session and our end of every stream's pair; the engine owns the adopted
