@@ -540,6 +540,7 @@ void lk_route_result_init(struct lk_route_result *r)
     lk_route_extra_init(&r->extra);
     r->replace_cookie = false;
     lk_buf_init(&r->cookie, 0);
+    lk_buf_init(&r->routed_to, 0);
 }
 
 void lk_route_result_release(struct lk_route_result *r)
@@ -547,8 +548,21 @@ void lk_route_result_release(struct lk_route_result *r)
     lk_route_target_release(&r->target);
     lk_route_extra_release(&r->extra);
     lk_buf_release(&r->cookie);
+    lk_buf_release(&r->routed_to);
     r->replace_cookie = false;
     memset(&r->found, 0, sizeof(r->found));
+}
+
+struct lk_str lk_route_routed_to(struct lk_route_result *r, const char *via)
+{
+    LK_ASSERT(r->target.service != NULL);
+    lk_buf_reset(&r->routed_to);
+    lk_headers_baggage_add_value(&r->routed_to, lk_str_c(r->target.service->name));
+    lk_buf_adds(&r->routed_to, "; session=");
+    lk_headers_baggage_add_value(&r->routed_to, r->found.name);
+    lk_buf_adds(&r->routed_to, "; via=");
+    lk_buf_adds(&r->routed_to, via);
+    return lk_buf_str(&r->routed_to);
 }
 
 void lk_route_slot_init(struct lk_route_slot *s)

@@ -223,6 +223,7 @@ struct lk_route_result {
      * every Cookie header and add one with value cookie (owned). */
     bool replace_cookie;
     struct lk_buf cookie;
+    struct lk_buf routed_to; /* lk_route_routed_to()'s value (owned) */
 };
 
 /* The outgoing request header list of SPEC §3.10 / §4.4 step 5: the incoming
@@ -252,6 +253,21 @@ void lk_route_slot_init(struct lk_route_slot *s);
 void lk_route_slot_release(struct lk_route_slot *s);
 struct lk_route_result *lk_route_slot_take(struct lk_route_slot *s, struct lk_route_result *local);
 void lk_route_slot_give(struct lk_route_slot *s, struct lk_route_result *r);
+
+/* The response header that tells the client where a request was routed
+ * (DESIGN §7). */
+#define LK_ROUTE_ROUTED_TO "linkup-routed-to"
+
+/*
+ * The value of LK_ROUTE_ROUTED_TO for r, a routed request (session found,
+ * target resolved): "{service}; session={name}; via={via}", the names
+ * percent-encoded where they hold anything but visible ASCII other than '"',
+ * ',', ';', '\\' and '%' (as lk_headers_baggage_add_value()). via names the
+ * hop that chose the target: "local-server", "worker" or "tunnel".
+ * Example: "web; session=tiny-cow; via=local-server". Borrowed from r
+ * (r->routed_to) until r is routed again or released.
+ */
+struct lk_str lk_route_routed_to(struct lk_route_result *r, const char *via);
 
 /*
  * Routes one request: lk_route_find_session, lk_route_find_target,

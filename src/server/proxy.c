@@ -110,16 +110,21 @@ static const char *ws_host(struct lk_exchange *ex, const struct lk_route_result 
     return lk_exchange_strndup(ex, host.ptr, host.len);
 }
 
-static void forward(struct lk_exchange *ex, const struct lk_route_result *r)
+static void forward(struct lk_exchange *ex, struct lk_route_result *r)
 {
     size_t n;
     struct lk_http_header *headers = outgoing_headers(ex, r, &n);
     bool ws = lk_exchange_is_websocket(ex);
+    /* DESIGN §7: where the request went (lk_exchange_proxy copies it). */
+    struct lk_http_header routed = { LK_STR(LK_ROUTE_ROUTED_TO),
+                                     lk_route_routed_to(r, "local-server") };
     struct lk_proxy_req spec = {
         .url = r->target.url.data,
         .headers = headers,
         .n_headers = n,
         .host = ws ? ws_host(ex, r) : NULL,
+        .resp_set = &routed,
+        .n_resp_set = 1,
         .resp_default = lk_headers_cors,
         .n_resp_default = LK_HEADERS_N_CORS,
         .websocket = ws,

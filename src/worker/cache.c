@@ -204,28 +204,42 @@ size_t worker_cache_n_bytes(const struct worker_cache *c)
 
 /* ---- responses ------------------------------------------------------------- */
 
-/* Responds with status, headers and body, adding each CORS header the
- * headers lack (DESIGN §2.7). */
-static void respond_with_cors(struct lk_exchange *ex, int status, const struct lk_http_header *h,
-                              size_t n, const char *body, size_t len)
+static bool named_in(struct lk_str name, const struct lk_http_header *h, size_t n)
 {
-    struct lk_http_header *all = lk_exchange_alloc(ex, (n + LK_HEADERS_N_CORS) * sizeof(*all));
-    size_t k = n;
-    memcpy(all, h, n * sizeof(*h));
-    for (size_t i = 0; i < LK_HEADERS_N_CORS; i++) {
-        bool present = false;
-        for (size_t j = 0; j < n && !present; j++)
-            present = lk_str_ieq(h[j].name, lk_headers_cors[i].name);
-        if (!present)
-            all[k++] = lk_headers_cors[i];
+    for (size_t i = 0; i < n; i++) {
+        if (lk_str_ieq(h[i].name, name))
+            return true;
+    }
+    return false;
+}
+
+/* Responds with status, headers and body as the engine answers a proxied
+ * request: spec's resp_set replacing the headers of the same names, then each
+ * resp_default header (CORS, DESIGN §2.7) the others lack. */
+static void respond_proxied(struct lk_exchange *ex, const struct lk_proxy_req *spec, int status,
+                            const struct lk_http_header *h, size_t n, const char *body, size_t len)
+{
+    size_t cap = n + spec->n_resp_set + spec->n_resp_default;
+    struct lk_http_header *all = lk_exchange_alloc(ex, cap * sizeof(*all));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!named_in(h[i].name, spec->resp_set, spec->n_resp_set))
+            all[k++] = h[i];
+    }
+    for (size_t i = 0; i < spec->n_resp_set; i++)
+        all[k++] = spec->resp_set[i];
+    for (size_t i = 0; i < spec->n_resp_default; i++) {
+        if (!named_in(spec->resp_default[i].name, all, k))
+            all[k++] = spec->resp_default[i];
     }
     lk_exchange_respond(ex, status, all, k, body, len);
 }
 
 /* Answers from entry e: its headers with Age (RFC 9111 §4, §5.1: the
  * upstream's Age plus the seconds e has been stored) instead of the stored
- * one, and the CORS defaults. */
-static void respond_hit(struct lk_exchange *ex, const struct centry *e)
+ * one, and spec's response headers. */
+static void respond_hit(struct lk_exchange *ex, const struct lk_proxy_req *spec,
+                        const struct centry *e)
 {
     struct lk_http_header *h = lk_exchange_alloc(ex, (e->n_headers + 1) * sizeof(*h));
     size_t n = 0;
@@ -236,7 +250,7 @@ static void respond_hit(struct lk_exchange *ex, const struct centry *e)
     uint64_t age = e->age_s + (now_ms() - e->stored_ms) / 1000u;
     h[n++] = (struct lk_http_header){ LK_STR("Age"), lk_str_c(lk_exchange_printf(
                                                          ex, "%llu", (unsigned long long)age)) };
-    respond_with_cors(ex, e->status, h, n, e->body, e->body_len);
+    respond_proxied(ex, spec, e->status, h, n, e->body, e->body_len);
 }
 
 /* ---- cacheability (SPEC §4.6) ------------------------------------------------ */
@@ -753,7 +767,7 @@ static void finish(struct fetch *f, CURLcode result)
          * frees. */
         if (ttl > 0)
             store_response(f->c, f, (int)status, h, n, ttl);
-        respond_with_cors(f->ex, (int)status, h, n, f->body.data, f->body.len);
+        respond_proxied(f->ex, &f->spec, (int)status, h, n, f->body.data, f->body.len);
     }
     fetch_free(f);
 }
@@ -1121,7 +1135,7 @@ void worker_cache_handle(struct worker_cache *c, struct lk_exchange *ex, const c
         return;
     }
     if (e != NULL) {
-        respond_hit(ex, e);
+        respond_hit(ex, spec, e);
         return;
     }
     struct fetch *f = lk_xcalloc(1, sizeof(*f));

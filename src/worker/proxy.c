@@ -174,7 +174,28 @@ static bool cache_key(struct lk_exchange *ex, const struct lk_route_result *r, s
     return cacheable;
 }
 
-static void forward(struct worker *w, struct lk_exchange *ex, const struct lk_route_result *r)
+/* DESIGN §7: the routed-to header (in the arena: the cache keeps the spec
+ * past this call) after the CORS defaults when tunnelled, where the local
+ * server's own answer, more precise, wins; else set by us. */
+static void add_routed_to(struct lk_exchange *ex, struct lk_route_result *r, bool tunnelled,
+                          struct lk_proxy_req *spec)
+{
+    struct lk_str v = lk_route_routed_to(r, tunnelled ? "tunnel" : "worker");
+    struct lk_http_header routed = { LK_STR(LK_ROUTE_ROUTED_TO),
+                                     { lk_exchange_strndup(ex, v.ptr, v.len), v.len } };
+    struct lk_http_header *h = lk_exchange_alloc(ex, (LK_HEADERS_N_CORS + 1) * sizeof(*h));
+    memcpy(h, lk_headers_cors, LK_HEADERS_N_CORS * sizeof(*h));
+    h[LK_HEADERS_N_CORS] = routed;
+    if (tunnelled) {
+        spec->resp_default = h;
+        spec->n_resp_default = LK_HEADERS_N_CORS + 1;
+    } else {
+        spec->resp_set = h + LK_HEADERS_N_CORS;
+        spec->n_resp_set = 1;
+    }
+}
+
+static void forward(struct worker *w, struct lk_exchange *ex, struct lk_route_result *r)
 {
     struct lk_str session;
     struct lk_str target_host = lk_route_host(lk_buf_str(&r->target.url), NULL);
@@ -191,6 +212,7 @@ static void forward(struct worker *w, struct lk_exchange *ex, const struct lk_ro
     spec.ws_close_normal = true; /* SPEC §4.7 */
     spec.on_error = on_http_error;
     spec.on_ws_refused = on_ws_refused;
+    add_routed_to(ex, r, on_tunnel, &spec);
     if (on_tunnel) {
         /* The host spells the name in lower case; messages use the routed
          * session's own spelling ("Big-Cow") when it is that session. */

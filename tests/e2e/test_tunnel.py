@@ -331,6 +331,9 @@ def test_tunnel_state_and_request_through_the_tunnel(stack):
     assert (r.status, r.text) == (200, "local web /hello?x=1 xfh=tiny.example.com dest=web")
     # The worker's CORS defaults are added on the way back (DESIGN §2.7).
     assert r.header("access-control-allow-origin") == "*"
+    # DESIGN §7: the local server says where it sent the request; the
+    # worker keeps that more precise answer.
+    assert r.all("linkup-routed-to") == ["web; session=tiny; via=local-server"]
 
 
 def test_heads_at_the_workers_limits_pass_the_local_server_too(stack, monkeypatch):

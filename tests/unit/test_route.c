@@ -1047,6 +1047,9 @@ static void test_route_request(void)
     CHECK_LKSTR(r.extra.items[2].value, "N.127.0.0.1:4000");
     CHECK(r.replace_cookie);
     CHECK_STR_EQ(r.cookie.data, "a=b; c=d");
+    /* DESIGN §7: where it went. */
+    CHECK_LKSTR(lk_route_routed_to(&r, "worker"), "frontend; session=N; via=worker");
+    CHECK_LKSTR(lk_route_routed_to(&r, "tunnel"), "frontend; session=N; via=tunnel");
 
     /* SPEC §3.10: the forwarded list keeps order, drops Host and the replaced
      * headers (both Cookie lines, an incoming traceparent), then appends the
