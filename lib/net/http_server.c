@@ -646,7 +646,8 @@ static void on_log_flush(evutil_socket_t fd, short what, void *arg)
 static void log_access(const struct lk_exchange *ex)
 {
     struct lk_http_server *srv = ex->srv;
-    if (!srv->opts.access_log || !lk_log_enabled(LK_LOG_INFO))
+    bool log = srv->opts.access_log && lk_log_enabled(LK_LOG_INFO);
+    if (!log && srv->opts.on_access == NULL)
         return;
     struct timeval now;
     gettimeofday(&now, NULL);
@@ -671,6 +672,10 @@ static void log_access(const struct lk_exchange *ex)
         .bytes = ex->bytes_out,
         .ms = ms > 0 ? (uint64_t)ms : 0,
     };
+    if (srv->opts.on_access != NULL)
+        srv->opts.on_access(srv->opts.access_data, &e);
+    if (!log)
+        return;
     lk_log_access(&e);
     if (lk_log_pending() && !srv->log_flush_set) {
         struct timeval tv = ms_tv(100);

@@ -55,6 +55,7 @@ struct evdns_base;
 struct ssl_ctx_st;
 struct lk_http_server;
 struct lk_exchange;
+struct lk_access_entry;
 
 /* ---- server ------------------------------------------------------------ */
 
@@ -96,6 +97,11 @@ struct lk_http_server_opts {
     struct evdns_base *dns;
     bool access_log; /* one INFO access line per request (buffered, see
                         lk_log_access() in lib/net/log.h): true */
+    /* Called with each request's access entry as it completes (whatever the
+     * log level; the entry and its strings are borrowed during the call):
+     * the local server's request inspector. NULL: none. */
+    void (*on_access)(void *data, const struct lk_access_entry *e);
+    void *access_data;
     /* While a response body is relayed: the longest time without a byte
      * from the upstream while it is being read (the timer stops while
      * reading pauses for a slow client); the client connection is then cut,

@@ -21,6 +21,7 @@
 #include "core/upsert.h"
 #include "net/http_server.h"
 #include "net/log.h"
+#include "server/inspector.h"
 #include "server/server.h"
 #include "server/worker_client.h"
 
@@ -33,6 +34,8 @@ enum admin_route {
     ADMIN_SESSION,
     ADMIN_DNS,
     ADMIN_TUNNEL,
+    ADMIN_INSPECTOR,
+    ADMIN_REQUESTS,
 };
 
 /* Per-route allowed methods: "Allow" header text and what it admits. */
@@ -50,6 +53,8 @@ static const struct admin_methods route_methods[] = {
     [ADMIN_SESSION] = { "GET,HEAD,DELETE", true, false, true },
     [ADMIN_DNS] = { "GET,HEAD", true, false, false },
     [ADMIN_TUNNEL] = { "GET,HEAD", true, false, false },
+    [ADMIN_INSPECTOR] = { "GET,HEAD", true, false, false },
+    [ADMIN_REQUESTS] = { "GET,HEAD", true, false, false },
 };
 
 #define JSON_CONTENT_TYPE_TEXT "Expected request with `Content-Type: application/json`"
@@ -85,6 +90,8 @@ static enum admin_route match_route(struct lk_str path, struct lk_str *name)
         { "/linkup/sessions/tunneled", ADMIN_TUNNELED },
         { "/linkup/dns", ADMIN_DNS },
         { "/linkup/tunnel", ADMIN_TUNNEL },
+        { "/linkup/inspector", ADMIN_INSPECTOR },
+        { "/linkup/inspector/requests", ADMIN_REQUESTS },
     };
     for (size_t i = 0; i < LK_ARRAY_LEN(fixed); i++) {
         if (lk_str_eq(path, lk_str_c(fixed[i].path)))
@@ -517,6 +524,74 @@ static void respond_dns(struct local_server *ls, struct lk_exchange *ex)
     lk_buf_release(&out);
 }
 
+/* ---- the request inspector (DESIGN §7, server/inspector.h) ------------------ */
+
+/* The raw value of query parameter key in the request target; false when
+ * absent. */
+static bool query_param(struct lk_exchange *ex, const char *key, struct lk_str *value)
+{
+    struct lk_str t = lk_exchange_target(ex);
+    long q = lk_str_index(t, '?');
+    if (q < 0)
+        return false;
+    struct lk_str rest = { t.ptr + q + 1, t.len - (size_t)q - 1 };
+    long hash = lk_str_index(rest, '#');
+    if (hash >= 0)
+        rest.len = (size_t)hash;
+    size_t klen = strlen(key);
+    while (rest.len > 0) {
+        long amp = lk_str_index(rest, '&');
+        struct lk_str pair = { rest.ptr, amp < 0 ? rest.len : (size_t)amp };
+        if (pair.len > klen && memcmp(pair.ptr, key, klen) == 0 && pair.ptr[klen] == '=') {
+            *value = (struct lk_str){ pair.ptr + klen + 1, pair.len - klen - 1 };
+            return true;
+        }
+        if (amp < 0)
+            break;
+        rest.ptr += amp + 1;
+        rest.len -= (size_t)amp + 1;
+    }
+    return false;
+}
+
+/* A decimal query parameter, dflt when absent; false when it is not one. */
+static bool query_u64(struct lk_exchange *ex, const char *key, uint64_t dflt, uint64_t *out)
+{
+    struct lk_str v;
+    *out = dflt;
+    if (!query_param(ex, key, &v))
+        return true;
+    return lk_str_to_u64(v, UINT64_MAX, out) == 0;
+}
+
+/* GET /linkup/inspector/requests[?session=N][&limit=K][&after=SEQ]. */
+static void respond_requests(struct local_server *ls, struct lk_exchange *ex)
+{
+    struct lk_str session = LK_STR_NULL;
+    uint64_t limit = 0, after = 0;
+    if (query_param(ex, "session", &session))
+        session = lk_str_c(decode_segment(ex, session));
+    if (!query_u64(ex, "limit", LOCAL_INSPECTOR_MAX, &limit) ||
+        !query_u64(ex, "after", 0, &after)) {
+        local_respond_text(ex, 400, "limit and after must be whole numbers");
+        return;
+    }
+    struct lk_buf out = LK_BUF_INIT;
+    local_inspector_json(&ls->inspector, session, (size_t)limit, after, &out);
+    respond_json(ex, 200, out.data, out.len);
+    lk_buf_release(&out);
+}
+
+static void respond_inspector_page(struct lk_exchange *ex)
+{
+    static const struct lk_http_header h[] = {
+        { LK_STR("Content-Type"), LK_STR("text/html; charset=utf-8") },
+        { LK_STR("Cache-Control"), LK_STR("no-store") },
+    };
+    lk_exchange_respond(ex, 200, h, LK_ARRAY_LEN(h), local_inspector_page,
+                        local_inspector_page_len);
+}
+
 bool local_admin_handle(struct local_server *ls, struct lk_exchange *ex)
 {
     struct lk_str name = LK_STR_NULL;
@@ -560,6 +635,12 @@ bool local_admin_handle(struct local_server *ls, struct lk_exchange *ex)
         break;
     case ADMIN_TUNNEL:
         local_tunnel_respond_state(ls, ex);
+        break;
+    case ADMIN_INSPECTOR:
+        respond_inspector_page(ex);
+        break;
+    case ADMIN_REQUESTS:
+        respond_requests(ls, ex);
         break;
     case ADMIN_NONE:
         LK_BUG("unreachable admin route");

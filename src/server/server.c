@@ -130,6 +130,8 @@ static int start_http(struct local_server *ls, const struct local_opts *o, struc
     lk_http_server_opts_init(&hopts);
     ls->max_json_body = LOCAL_MAX_JSON_BODY;
     lk_limits_from_env(&hopts, &ls->max_json_body); /* DESIGN §9: all configurable */
+    hopts.on_access = local_inspector_record;       /* DESIGN §7 */
+    hopts.access_data = &ls->inspector;
     if (lk_http_server_new(ls->base, &hopts, local_on_request, ls, &ls->http) != 0) {
         fprintf(stderr, "Exited with error: cannot set up the HTTP server\n");
         return LK_EIO;
@@ -285,6 +287,7 @@ static void server_release(struct local_server *ls)
         event_free(ls->sigterm);
     lk_session_cache_free(ls->cache);
     lk_route_slot_release(&ls->route);
+    local_inspector_release(&ls->inspector);
     lk_kv_free(&ls->kv);
     local_dns_names_release(&ls->names);
     if (ls->base)
@@ -307,6 +310,7 @@ int local_server_run(const struct local_opts *o)
     lk_kv_memory_init(&ls.kv);
     ls.cache = lk_session_cache_new(0);
     lk_route_slot_init(&ls.route);
+    local_inspector_init(&ls.inspector);
     local_dns_names_init(&ls.names);
     ls.sigint = evsignal_new(ls.base, SIGINT, on_signal, &ls);
     ls.sigterm = evsignal_new(ls.base, SIGTERM, on_signal, &ls);

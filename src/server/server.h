@@ -24,6 +24,7 @@
 #include "core/route.h"
 #include "core/store.h"
 #include "server/dns_names.h"
+#include "server/inspector.h"
 
 struct event;
 struct event_base;
@@ -87,8 +88,9 @@ struct local_server {
     struct lk_kv kv;                /* in-memory sessions (SPEC §2.7) */
     struct lk_session_cache *cache; /* parsed sessions, by name */
     struct local_dns_names names;
-    struct lk_rng rng;          /* getrandom-backed */
-    struct lk_route_slot route; /* local_proxy_handle()'s reused route result */
+    struct lk_rng rng;                /* getrandom-backed */
+    struct lk_route_slot route;       /* local_proxy_handle()'s reused route result */
+    struct local_inspector inspector; /* the last requests (DESIGN §7) */
     bool peers_remote;
     bool stopping;
     size_t max_json_body;           /* admin JSON bodies; 413 past it */

@@ -1,0 +1,100 @@
+"""The local server's request inspector (DESIGN §7): `GET /linkup/inspector`
+(a page) and `GET /linkup/inspector/requests` (JSON) show the last 256
+requests it answered, newest first; loopback only, like the admin API."""
+import re
+
+import pytest
+
+import lk
+
+
+@pytest.fixture
+def server(linkup_bin, env, tmp_path, fake_worker, upstream):
+    env["LINKUP_DNS_ADDR"] = "off"
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
+                              "tok", log_path=str(tmp_path / "server.log"))
+    body = lk.session_body("insp-cow", {"web": upstream.url}, [("example.com", "web", None)])
+    assert lk.post_json(s.addrs["HTTP"], "/linkup/sessions/tunneled", body).status == 200
+    yield s
+    code, _ = lk.stop_gracefully(s)
+    assert code == 0, open(s.log_path).read()
+
+
+def requests(server, query=""):
+    r = lk.request(server.addrs["HTTP"], "GET", "/linkup/inspector/requests" + query)
+    assert r.status == 200, r.body
+    assert r.header("content-type") == "application/json"
+    return r.json()["requests"]
+
+
+def test_requests_newest_first_with_their_routing(server):
+    addr = server.addrs["HTTP"]
+    assert lk.request(addr, "GET", "/a?x=1", [("Host", "insp-cow.example.com")]).status == 200
+    assert lk.request(addr, "POST", "/b", [("Host", "insp-cow.example.com")], "hi").status == 200
+    assert lk.request(addr, "GET", "/c", [("Host", "nobody.example.com")]).status == 422
+    got = requests(server)
+    assert [(x["method"], x["path"], x["status"]) for x in got[:3]] == [
+        ("GET", "/c", 422), ("POST", "/b", 200), ("GET", "/a?x=1", 200)]
+    a = got[2]
+    assert (a["host"], a["session"], a["service"], a["bytes"]) == (
+        "insp-cow.example.com", "insp-cow", "web", len("under_fe"))
+    assert got[0]["session"] is None and got[0]["service"] is None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", a["time"])
+    assert isinstance(a["ms"], int) and a["seq"] < got[0]["seq"]
+    # The session creation is there too; the inspector's own polls are not.
+    assert got[-1]["path"] == "/linkup/sessions/tunneled"
+    assert not any(x["path"].startswith("/linkup/inspector") for x in requests(server))
+
+
+def test_filters_and_paging(server):
+    addr = server.addrs["HTTP"]
+    for i in range(5):
+        lk.request(addr, "GET", f"/p{i}", [("Host", "insp-cow.example.com")])
+    lk.request(addr, "GET", "/other", [("Host", "nobody.example.com")])
+    mine = requests(server, "?session=insp-cow")
+    assert [x["path"] for x in mine] == [f"/p{i}" for i in range(4, -1, -1)]
+    assert [x["path"] for x in requests(server, "?session=insp-cow&limit=2")] == ["/p4", "/p3"]
+    newer = requests(server, f"?after={mine[2]['seq']}")
+    assert [x["path"] for x in newer] == ["/other", "/p4", "/p3"]
+    r = lk.request(addr, "GET", "/linkup/inspector/requests?limit=-1")
+    assert (r.status, r.text) == (400, "limit and after must be whole numbers")
+
+
+def test_ring_is_bounded(server):
+    addr = server.addrs["HTTP"]
+    for i in range(300):
+        lk.request(addr, "GET", f"/n{i}", [("Host", "insp-cow.example.com")])
+    got = requests(server)
+    assert len(got) == 256
+    assert got[0]["path"] == "/n299" and got[-1]["path"] == "/n44"
+
+
+def test_page_and_odd_bytes(server):
+    addr = server.addrs["HTTP"]
+    r = lk.request(addr, "GET", "/linkup/inspector")
+    assert r.status == 200
+    assert r.header("content-type") == "text/html; charset=utf-8"
+    assert "<title>Linkup inspector</title>" in r.text
+    assert "/linkup/inspector/requests" in r.text
+    # A service name past ASCII reads "?" there, so the JSON stays valid.
+    body = lk.session_body("odd-cow", {"w\u00e9b": "http://127.0.0.2:9"},
+                           [("example.com", "w\u00e9b", None)])
+    assert lk.post_json(addr, "/linkup/sessions/tunneled", body).status == 200
+    assert lk.request(addr, "GET", "/z", [("Host", "odd-cow.example.com")]).status == 502
+    got = requests(server)[0]
+    assert (got["path"], got["session"], got["service"]) == ("/z", "odd-cow", "w??b"), got
+    r = lk.request(addr, "POST", "/linkup/inspector/requests", body="")
+    assert r.status == 405
+
+
+def test_remote_peers_are_refused(linkup_bin, env, tmp_path, fake_worker):
+    env["LINKUP_DNS_ADDR"] = "off"
+    env["LINKUP_TEST_TREAT_PEERS_AS_REMOTE"] = "1"
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
+                              "tok", log_path=str(tmp_path / "server.log"))
+    try:
+        for path in ("/linkup/inspector", "/linkup/inspector/requests"):
+            r = lk.request(s.addrs["HTTP"], "GET", path)
+            assert r.status == 403, path
+    finally:
+        lk.stop_gracefully(s)
