@@ -112,6 +112,7 @@ int cmd_uninstall(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_completion(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_update(int argc, char **argv, struct cli_ctx *ctx);
 int cmd_infra(int argc, char **argv, struct cli_ctx *ctx);
+int cmd_inspect(int argc, char **argv, struct cli_ctx *ctx);
 /* Stops Linkup (cmd_stop.c): clears env files when clear_env, stops the
  * local server and cloudflared when their pid files name ours, prints
  * "Stopped linkup". */

@@ -19,7 +19,8 @@ static const char completion_usage[] =
     "  -h, --help           Print help\n";
 
 static const char commands[] =
-    "start stop route sessions status health local-dns update uninstall completion infra config";
+    "start stop route sessions status health local-dns update uninstall completion infra config "
+    "inspect";
 
 /* What each command completes to (subcommands, options, option values); with
  * services, also the config's service names. Everything else: --config
@@ -42,6 +43,7 @@ static const struct {
     { "completion", "--shell bash elvish fish powershell zsh --help", false },
     { "infra", "deploy destroy --email --api-key --account-id --zone-ids --help", false },
     { "config", "check --json --config --help", false },
+    { "inspect", "--session --limit --follow --json --help", false },
 };
 #define N_TABLE (sizeof(table) / sizeof(table[0]))
 

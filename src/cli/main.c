@@ -28,6 +28,7 @@ static const struct cli_command commands[] = {
     { "completion", cmd_completion, "Generate completions for your shell", 0 },
     { "infra", cmd_infra, "Manage linkup infrastructure on Cloudflare", 0 },
     { "config", cmd_config, "Validate and summarise a linkup config file", 0 },
+    { "inspect", cmd_inspect, "Show the latest requests the local server answered", 0 },
     { "worker", cmd_worker, "Run the Linkup worker (session API and edge proxy)", 0 },
     { "server", cmd_server, "Run the local server (used by `linkup start`)", 1 },
     { "dns-serve", cmd_dns_serve, "Run only the DNS responder (developer tool)", 1 },

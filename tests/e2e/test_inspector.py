@@ -1,7 +1,9 @@
 """The local server's request inspector (DESIGN §7): `GET /linkup/inspector`
 (a page) and `GET /linkup/inspector/requests` (JSON) show the last 256
 requests it answered, newest first; loopback only, like the admin API."""
+import json
 import re
+import subprocess
 
 import pytest
 
@@ -98,3 +100,65 @@ def test_remote_peers_are_refused(linkup_bin, env, tmp_path, fake_worker):
             assert r.status == 403, path
     finally:
         lk.stop_gracefully(s)
+
+
+# ---- linkup inspect ------------------------------------------------------------
+
+
+def cli_env(env, server):
+    e = dict(env)
+    e["LINKUP_HTTP_ADDR"] = "%s:%d" % server.addrs["HTTP"]
+    return e
+
+
+def test_cli_inspect_table_json_and_filters(linkup_bin, env, server):
+    addr = server.addrs["HTTP"]
+    for i in range(3):
+        lk.request(addr, "GET", f"/t{i}", [("Host", "insp-cow.example.com")])
+    lk.request(addr, "GET", "/nobody", [("Host", "nobody.example.com")])
+    e = cli_env(env, server)
+    r = lk.run(linkup_bin, "inspect", "--limit", "3", env=e, timeout=20)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:6] == ["TIME", "METHOD", "STATUS", "MS", "SESSION", "SERVICE"]
+    rows = [line.split() for line in lines[1:]]
+    # Oldest first, like a log.
+    assert [(x[1], x[2], x[4], x[5], x[6]) for x in rows] == [
+        ("GET", "200", "insp-cow", "web", "insp-cow.example.com/t1"),
+        ("GET", "200", "insp-cow", "web", "insp-cow.example.com/t2"),
+        ("GET", "422", "-", "-", "nobody.example.com/nobody")]
+    r = lk.run(linkup_bin, "inspect", "--session", "insp-cow", "--json", "-n", "2", env=e,
+               timeout=20)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)["requests"]
+    assert [x["path"] for x in got] == ["/t2", "/t1"]
+
+
+def test_cli_inspect_follow_prints_new_requests(linkup_bin, env, server):
+    e = cli_env(env, server)
+    p = subprocess.Popen([linkup_bin, "inspect", "--follow", "--session", "insp-cow"], env=e,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("TIME")
+        for i in range(3):
+            lk.request(server.addrs["HTTP"], "GET", f"/live{i}",
+                       [("Host", "insp-cow.example.com")])
+        seen = [p.stdout.readline().split()[-1] for _ in range(3)]
+        assert seen == [f"insp-cow.example.com/live{i}" for i in range(3)]
+    finally:
+        p.terminate()
+        p.wait(10)
+
+
+def test_cli_inspect_usage_and_server_down(linkup_bin, env):
+    e = dict(env)
+    e["LINKUP_HTTP_ADDR"] = f"127.0.0.1:{lk.free_port()}"
+    r = lk.run(linkup_bin, "inspect", env=e, timeout=20)
+    assert r.returncode == 1
+    assert "Please run 'linkup start' first." in r.stdout
+    for bad in (["--limit", "0"], ["--limit", "x"], ["--follow", "--json"], ["--bogus"],
+                ["--session"]):
+        r = lk.run(linkup_bin, "inspect", *bad, env=e, timeout=20)
+        assert r.returncode == 2, bad
+    r = lk.run(linkup_bin, "inspect", "--help", env=e, timeout=20)
+    assert r.returncode == 0 and r.stdout.startswith("Show the latest requests")
