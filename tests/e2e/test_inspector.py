@@ -9,10 +9,11 @@ import pytest
 
 import lk
 
+pytestmark = pytest.mark.usefixtures("http_only")
+
 
 @pytest.fixture
 def server(linkup_bin, env, tmp_path, fake_worker, upstream):
-    env["LINKUP_DNS_ADDR"] = "off"
     s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
                               "tok", log_path=str(tmp_path / "server.log"))
     body = lk.session_body("insp-cow", {"web": upstream.url}, [("example.com", "web", None)])
@@ -90,7 +91,6 @@ def test_page_and_odd_bytes(server):
 
 
 def test_remote_peers_are_refused(linkup_bin, env, tmp_path, fake_worker):
-    env["LINKUP_DNS_ADDR"] = "off"
     env["LINKUP_TEST_TREAT_PEERS_AS_REMOTE"] = "1"
     s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
                               "tok", log_path=str(tmp_path / "server.log"))
