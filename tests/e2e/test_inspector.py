@@ -3,7 +3,9 @@
 requests it answered, newest first; loopback only, like the admin API."""
 import json
 import re
+import socket
 import subprocess
+import time
 
 import pytest
 
@@ -60,6 +62,60 @@ def test_filters_and_paging(server):
     assert [x["path"] for x in newer] == ["/other", "/p4", "/p3"]
     r = lk.request(addr, "GET", "/linkup/inspector/requests?limit=-1")
     assert (r.status, r.text) == (400, "limit and after must be whole numbers")
+
+
+def test_query_edge_cases(server):
+    addr = server.addrs["HTTP"]
+    lk.request(addr, "GET", "/q", [("Host", "insp-cow.example.com")])
+    lk.request(addr, "GET", "/other", [("Host", "nobody.example.com")])
+    paths = lambda q: [x["path"] for x in requests(server, q)]
+    assert paths("?limit=0") == []
+    # Percent-encoded session; the first of a repeated key counts; an empty
+    # or valueless session means every session.
+    assert paths("?session=insp%2Dcow") == ["/q"]
+    assert paths("?session=insp-cow&session=nobody&limit=5&limit=x") == ["/q"]
+    assert paths("?session=&limit=2") == paths("?session&limit=2") == ["/other", "/q"]
+    assert paths("?&&limit=1&#frag") == ["/other"]
+    assert paths("?session=%") == paths("?session=no-such") == []
+    # The largest u64 is a whole number; one more is not.
+    assert len(paths("?limit=18446744073709551615")) >= 2
+    assert paths("?after=18446744073709551615") == []
+    for q in ("?limit=18446744073709551616", "?limit=", "?after=+1", "?limit=1.0"):
+        r = lk.request(addr, "GET", "/linkup/inspector/requests" + q)
+        assert (r.status, r.text) == (400, "limit and after must be whole numbers"), q
+
+
+def test_client_gone_before_the_answer_is_recorded_with_status_0(server):
+    """A request whose client leaves before any answer (its upstream never
+    answered) is recorded when the connection goes, with status 0."""
+    addr = server.addrs["HTTP"]
+    hang = socket.socket()
+    hang.bind(("127.0.0.2", 0))
+    hang.listen(4)
+    hang.settimeout(10)
+    try:
+        url = "http://127.0.0.2:%d" % hang.getsockname()[1]
+        body = lk.session_body("hang-cow", {"slow": url}, [("example.com", "slow", None)])
+        assert lk.post_json(addr, "/linkup/sessions/tunneled", body).status == 200
+        with socket.create_connection(addr, timeout=10) as c:
+            c.sendall(b"GET /gone HTTP/1.1\r\nHost: hang-cow.example.com\r\n\r\n")
+            up, _ = hang.accept()  # the request reached the upstream
+        deadline = time.time() + 10
+        while True:
+            got = requests(server, "?session=hang-cow")
+            if got or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        up.close()
+    finally:
+        hang.close()
+    assert [(x["path"], x["service"], x["status"], x["bytes"]) for x in got] == [
+        ("/gone", "slow", 0, 0)]
+    # The access log says it too (written within 100 ms).
+    line = "access GET hang-cow.example.com /gone session=hang-cow service=slow status=0 "
+    while line not in open(server.log_path).read() and time.time() < deadline + 5:
+        time.sleep(0.05)
+    assert line in open(server.log_path).read()
 
 
 def test_ring_is_bounded(server):
