@@ -13,6 +13,9 @@ import pytest
 
 import lk
 
+# HTTP only: the default :443 listener would bind beyond loopback and collide.
+pytestmark = pytest.mark.usefixtures("http_only")
+
 
 @pytest.fixture
 def server(linkup_bin, env, tmp_path, fake_worker, upstream):

@@ -9,6 +9,9 @@ import pytest
 
 import lk
 
+# HTTP only: the default :443 listener would bind beyond loopback and collide.
+pytestmark = pytest.mark.usefixtures("http_only")
+
 TOKEN = "tok"
 
 
