@@ -147,7 +147,7 @@ long lk_headers_baggage_session(struct lk_str baggage, char *out, size_t cap)
 
 bool lk_headers_baggage_has(struct lk_str baggage, struct lk_str name)
 {
-    char buf[256];
+    char buf[LK_HEADERS_BAGGAGE_NAME_MAX + 1];
     long n = lk_headers_baggage_session(baggage, buf, sizeof(buf));
     return n >= 0 && lk_str_eq((struct lk_str){ buf, (size_t)n }, name);
 }

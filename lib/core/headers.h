@@ -86,9 +86,14 @@ bool lk_headers_tracestate_has(struct lk_str tracestate, struct lk_str name);
  */
 long lk_headers_baggage_session(struct lk_str baggage, char *out, size_t cap);
 
+/* Longest session name read from baggage. SPEC §2.5 puts no limit on names
+ * (tracestate carries any); this one only bounds the decoding buffers. */
+#define LK_HEADERS_BAGGAGE_NAME_MAX 255
+
 /*
- * True when some list member of baggage has key "linkup-session" and a
- * value (properties dropped, trimmed, percent-decoded) equal to name.
+ * True when lk_headers_baggage_session() of baggage (the first
+ * "linkup-session" member, decoded into LK_HEADERS_BAGGAGE_NAME_MAX bytes)
+ * equals name.
  */
 bool lk_headers_baggage_has(struct lk_str baggage, struct lk_str name);
 

@@ -33,6 +33,7 @@
 
 #include "core/buf.h"
 #include "core/header.h"
+#include "core/headers.h"
 #include "core/rng.h"
 #include "core/session.h"
 #include "core/str.h"
@@ -103,9 +104,12 @@ struct lk_route_session {
     struct lk_str name;
     /* Borrowed from the lookup callback (see lk_session_lookup_fn). */
     const struct lk_session *session;
-    /* private: a lower-cased copy of a host-derived name. Because name may
-     * point here, do not copy a struct lk_route_session by value. */
-    char name_buf[LK_ROUTE_MAX_LABEL + 1];
+    /* private: a lower-cased copy of a host-derived name (at most
+     * LK_ROUTE_MAX_LABEL bytes), or the name decoded from baggage (at most
+     * LK_HEADERS_BAGGAGE_NAME_MAX, DESIGN §7: as long as tracestate allows).
+     * Because name may point here, do not copy a struct lk_route_session by
+     * value. */
+    char name_buf[LK_HEADERS_BAGGAGE_NAME_MAX + 1];
 };
 
 /*

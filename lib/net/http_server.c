@@ -372,6 +372,8 @@ static void respond_nothing_body_cb(struct lk_exchange *ex)
         cb(ex, NULL, 0, LK_ECLOSED, ex->body_data);
 }
 
+static void log_access(const struct lk_exchange *ex);
+
 /* The one destructor of a client connection; runs from on_reap only. */
 static void conn_destroy(struct lk_conn *c)
 {
@@ -380,6 +382,13 @@ static void conn_destroy(struct lk_conn *c)
     if (ex != NULL) {
         ex->conn = NULL;
         ex->aborted = true;
+        /* The client left before the exchange was done (it was never logged:
+         * lk_conn_exchange_done takes c->ex first). Log it, and hand it to
+         * on_access (the DESIGN §7 inspector), with the status it reached: 0
+         * when no answer had started. Not the body-discarding stand-in
+         * (status -1) of an exchange logged already. */
+        if (ex->status >= 0)
+            log_access(ex);
         if (ex->phase == LK_EX_PROXY)
             lk_proxy_abort(ex);
         else if (ex->phase == LK_EX_READ_BODY)
@@ -873,7 +882,6 @@ int lk_exchange_upgrade(struct lk_exchange *ex, const struct lk_http_header *ext
         ex->req.body_kind != LK_HTTP1_BODY_NONE)
         return LK_EINVAL;
     struct lk_conn *c = ex->conn;
-    ex->status = 101;
     if (c == NULL || c->read_eof) {
         if (c != NULL) {
             ex->phase = LK_EX_DONE;
@@ -883,6 +891,7 @@ int lk_exchange_upgrade(struct lk_exchange *ex, const struct lk_http_header *ext
         }
         return LK_ECLOSED;
     }
+    ex->status = 101;
     struct evbuffer *o = bufferevent_get_output(c->bev);
     evbuffer_add(o, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n", 55);
     for (size_t i = 0; i < n_extra; i++) {

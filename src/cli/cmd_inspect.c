@@ -144,9 +144,17 @@ static void print_header(void)
 }
 
 /* Prints the entries of reqs (newest first) oldest first; returns the
- * highest seq printed (or last). */
+ * highest seq printed, or last when there was none. Entries not newer than
+ * last mean the server restarted (its seq starts at 1 again, and it answers
+ * a cursor past its newest entry with everything): they are printed, and
+ * the cursor moves back to them. */
 static unsigned long long print_rows(json_t *reqs, unsigned long long last)
 {
+    unsigned long long newest = 0;
+    if (json_array_size(reqs) > 0 && last > 0 &&
+        (unsigned long long)json_integer_value(json_object_get(json_array_get(reqs, 0), "seq")) <=
+            last)
+        fprintf(stderr, "linkup inspect: the local server restarted\n");
     for (size_t i = json_array_size(reqs); i-- > 0;) {
         json_t *x = json_array_get(reqs, i);
         const char *time = str_or_dash(x, "time");
@@ -156,11 +164,11 @@ static unsigned long long print_rows(json_t *reqs, unsigned long long last)
                json_integer_value(json_object_get(x, "ms")), str_or_dash(x, "session"),
                str_or_dash(x, "service"), str_or_dash(x, "host"), str_or_dash(x, "path"));
         unsigned long long seq = (unsigned long long)json_integer_value(json_object_get(x, "seq"));
-        if (seq > last)
-            last = seq;
+        if (seq > newest)
+            newest = seq;
     }
     fflush(stdout);
-    return last;
+    return json_array_size(reqs) > 0 ? newest : last;
 }
 
 int cmd_inspect(int argc, char **argv, struct cli_ctx *ctx)

@@ -103,6 +103,10 @@ static void add_entry(struct lk_buf *out, const struct local_inspector_entry *x)
 void local_inspector_json(const struct local_inspector *in, struct lk_str session, size_t limit,
                           uint64_t after_seq, struct lk_buf *out)
 {
+    /* A cursor past the newest entry comes from an earlier run of the server
+     * (its seq restarted at 1): everything is newer than it. */
+    if (after_seq > in->seq)
+        after_seq = 0;
     lk_buf_adds(out, "{\"requests\":[");
     size_t n = 0;
     for (size_t k = 1; k <= LOCAL_INSPECTOR_MAX && n < limit; k++) {

@@ -48,7 +48,8 @@ void local_inspector_record(void *data, const struct lk_access_entry *e);
 
 /* Appends {"requests":[...]} to out: at most limit entries, newest first,
  * only those of session when session.len > 0, only those newer than
- * after_seq. Each: {"seq","time","method","host","path","session",
+ * after_seq (all when after_seq is past the newest entry's: a cursor from
+ * before a restart). Each: {"seq","time","method","host","path","session",
  * "service","status","bytes","ms"} ("time" RFC 3339 UTC with ms; absent
  * strings are null). */
 void local_inspector_json(const struct local_inspector *in, struct lk_str session, size_t limit,

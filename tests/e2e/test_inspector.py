@@ -1,19 +1,25 @@
 """The local server's request inspector (DESIGN §7): `GET /linkup/inspector`
 (a page) and `GET /linkup/inspector/requests` (JSON) show the last 256
 requests it answered, newest first; loopback only, like the admin API."""
+import http.server
 import json
 import re
+import socket
 import subprocess
+import threading
+import time
 
 import pytest
 
 import lk
 
+# HTTP only: the default :443 listener would bind beyond loopback and collide.
 pytestmark = pytest.mark.usefixtures("http_only")
 
 
 @pytest.fixture
 def server(linkup_bin, env, tmp_path, fake_worker, upstream):
+    env["LINKUP_DNS_ADDR"] = "off"
     s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
                               "tok", log_path=str(tmp_path / "server.log"))
     body = lk.session_body("insp-cow", {"web": upstream.url}, [("example.com", "web", None)])
@@ -63,6 +69,63 @@ def test_filters_and_paging(server):
     assert (r.status, r.text) == (400, "limit and after must be whole numbers")
 
 
+def test_query_edge_cases(server):
+    addr = server.addrs["HTTP"]
+    lk.request(addr, "GET", "/q", [("Host", "insp-cow.example.com")])
+    lk.request(addr, "GET", "/other", [("Host", "nobody.example.com")])
+    paths = lambda q: [x["path"] for x in requests(server, q)]
+    assert paths("?limit=0") == []
+    # Percent-encoded session; the first of a repeated key counts; an empty
+    # or valueless session means every session.
+    assert paths("?session=insp%2Dcow") == ["/q"]
+    assert paths("?session=insp-cow&session=nobody&limit=5&limit=x") == ["/q"]
+    assert paths("?session=&limit=2") == paths("?session&limit=2") == ["/other", "/q"]
+    assert paths("?&&limit=1&#frag") == ["/other"]
+    assert paths("?session=%") == paths("?session=no-such") == []
+    # The largest u64 is a whole number; one more is not.
+    assert len(paths("?limit=18446744073709551615")) >= 2
+    # A cursor past the newest entry is from before a restart: everything.
+    newest = requests(server)[0]["seq"]
+    assert paths(f"?after={newest}") == []
+    assert paths(f"?after={newest + 1}") == paths("?after=18446744073709551615") == paths("")
+    for q in ("?limit=18446744073709551616", "?limit=", "?after=+1", "?limit=1.0"):
+        r = lk.request(addr, "GET", "/linkup/inspector/requests" + q)
+        assert (r.status, r.text) == (400, "limit and after must be whole numbers"), q
+
+
+def test_client_gone_before_the_answer_is_recorded_with_status_0(server):
+    """A request whose client leaves before any answer (its upstream never
+    answered) is recorded when the connection goes, with status 0."""
+    addr = server.addrs["HTTP"]
+    hang = socket.socket()
+    hang.bind(("127.0.0.2", 0))
+    hang.listen(4)
+    hang.settimeout(10)
+    try:
+        url = "http://127.0.0.2:%d" % hang.getsockname()[1]
+        body = lk.session_body("hang-cow", {"slow": url}, [("example.com", "slow", None)])
+        assert lk.post_json(addr, "/linkup/sessions/tunneled", body).status == 200
+        with socket.create_connection(addr, timeout=10) as c:
+            c.sendall(b"GET /gone HTTP/1.1\r\nHost: hang-cow.example.com\r\n\r\n")
+            up, _ = hang.accept()  # the request reached the upstream
+        deadline = time.time() + 10
+        while True:
+            got = requests(server, "?session=hang-cow")
+            if got or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        up.close()
+    finally:
+        hang.close()
+    assert [(x["path"], x["service"], x["status"], x["bytes"]) for x in got] == [
+        ("/gone", "slow", 0, 0)]
+    # The access log says it too (written within 100 ms).
+    line = "access GET hang-cow.example.com /gone session=hang-cow service=slow status=0 "
+    while line not in open(server.log_path).read() and time.time() < deadline + 5:
+        time.sleep(0.05)
+    assert line in open(server.log_path).read()
+
+
 def test_ring_is_bounded(server):
     addr = server.addrs["HTTP"]
     for i in range(300):
@@ -91,6 +154,7 @@ def test_page_and_odd_bytes(server):
 
 
 def test_remote_peers_are_refused(linkup_bin, env, tmp_path, fake_worker):
+    env["LINKUP_DNS_ADDR"] = "off"
     env["LINKUP_TEST_TREAT_PEERS_AS_REMOTE"] = "1"
     s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
                               "tok", log_path=str(tmp_path / "server.log"))
@@ -138,6 +202,8 @@ def test_cli_inspect_follow_prints_new_requests(linkup_bin, env, server):
     e = cli_env(env, server)
     p = subprocess.Popen([linkup_bin, "inspect", "--follow", "--session", "insp-cow"], env=e,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(30, p.kill)  # readline() is not bounded
+    watchdog.start()
     try:
         assert p.stdout.readline().startswith("TIME")
         for i in range(3):
@@ -146,6 +212,7 @@ def test_cli_inspect_follow_prints_new_requests(linkup_bin, env, server):
         seen = [p.stdout.readline().split()[-1] for _ in range(3)]
         assert seen == [f"insp-cow.example.com/live{i}" for i in range(3)]
     finally:
+        watchdog.cancel()
         p.terminate()
         p.wait(10)
 
@@ -162,3 +229,97 @@ def test_cli_inspect_usage_and_server_down(linkup_bin, env):
         assert r.returncode == 2, bad
     r = lk.run(linkup_bin, "inspect", "--help", env=e, timeout=20)
     assert r.returncode == 0 and r.stdout.startswith("Show the latest requests")
+
+
+def test_cli_inspect_follow_exits_when_the_server_goes_away(linkup_bin, env, tmp_path,
+                                                           fake_worker):
+    env["LINKUP_DNS_ADDR"] = "off"
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
+                              "tok", log_path=str(tmp_path / "server.log"))
+    p = subprocess.Popen([linkup_bin, "inspect", "--follow"], env=cli_env(env, s),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(30, p.kill)  # readline() is not bounded
+    watchdog.start()
+    try:
+        assert p.stdout.readline().startswith("TIME")
+        assert lk.stop_gracefully(s)[0] == 0
+        out, _ = p.communicate(timeout=20)
+        assert p.returncode == 1
+        assert "Please run 'linkup start' first." in out
+    finally:
+        watchdog.cancel()
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+
+
+class RestartingInspector:
+    """Answers /linkup/inspector/requests like a local server that restarts
+    between two polls: seq 7 first; then, for the cursor 7 it has never
+    reached, its two entries since the restart; then nothing new."""
+
+    def __init__(self):
+        self.queries = []
+        outer = self
+
+        def entry(seq, path):
+            return {"seq": seq, "time": "2026-01-01T00:00:00.000Z", "method": "GET",
+                    "host": "h", "path": path, "session": None, "service": None,
+                    "status": 200, "bytes": 0, "ms": 0}
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                q = self.path.split("?", 1)[1] if "?" in self.path else ""
+                outer.queries.append(q)
+                after = [int(kv[6:]) for kv in q.split("&") if kv.startswith("after=")]
+                if not after:
+                    reqs = [entry(7, "/before")]
+                elif after[0] == 7:
+                    reqs = [entry(2, "/after2"), entry(1, "/after1")]
+                else:
+                    reqs = []
+                data = json.dumps({"requests": reqs}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.addr = self.server.server_address
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_cli_inspect_follow_across_a_server_restart(linkup_bin, env):
+    fake = RestartingInspector()
+    e = dict(env)
+    e["LINKUP_HTTP_ADDR"] = "%s:%d" % fake.addr
+    p = subprocess.Popen([linkup_bin, "inspect", "--follow"], env=e, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(30, p.kill)  # readline() is not bounded
+    watchdog.start()
+    try:
+        lines = [p.stdout.readline() for _ in range(4)]
+        assert lines[0].startswith("TIME")
+        assert [x.split()[-1] for x in lines[1:]] == ["h/before", "h/after1", "h/after2"]
+        # The cursor moved back to the restarted server's entries.
+        deadline = time.time() + 10
+        while "after=2" not in "".join(fake.queries) and time.time() < deadline:
+            time.sleep(0.05)
+        assert any(q.endswith("after=2") or "after=2&" in q for q in fake.queries), fake.queries
+    finally:
+        watchdog.cancel()
+        p.terminate()
+        _, err = p.communicate(timeout=10)
+        fake.close()
+    assert "the local server restarted" in err

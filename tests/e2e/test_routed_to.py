@@ -9,6 +9,7 @@ import pytest
 
 import lk
 
+# HTTP only: the default :443 listener would bind beyond loopback and collide.
 pytestmark = pytest.mark.usefixtures("http_only")
 
 TOKEN = "tok"
@@ -23,6 +24,7 @@ def worker(linkup_bin, env, tmp_path):
 
 @pytest.fixture
 def server(linkup_bin, env, tmp_path, fake_worker):
+    env["LINKUP_DNS_ADDR"] = "off"
     s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
                               TOKEN, log_path=str(tmp_path / "server.log"))
     yield s

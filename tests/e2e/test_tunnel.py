@@ -354,6 +354,29 @@ def test_heads_at_the_workers_limits_pass_the_local_server_too(stack, monkeypatc
     assert r.status == 431
 
 
+def test_local_servers_own_error_through_the_tunnel_says_via_tunnel(stack):
+    """DESIGN §7: through a tunnel the worker keeps the local server's
+    routed-to. The local server's own answers (here its 502, the service being
+    down) carry none, so the worker's `via=tunnel` is what the client sees:
+    the worker did route the request to that service through the tunnel, as
+    its CORS defaults on that answer say too (SPEC §3.9, DESIGN §2.7). The
+    worker's own 502 for a tunnel that is not connected carries none."""
+    wait_connected(stack.server)
+    body = lk.session_body(stack.name, {"web": "http://localhost:9", "ws": "http://localhost:9",
+                                        "remote": stack.remote.url},
+                           [("example.com", "web", None)])
+    assert lk.post_json(stack.saddr, "/linkup/sessions/tunneled", body).status == 200
+    wait_connected(stack.server)
+    r = stack.get("/down")
+    assert r.status == 502
+    assert r.text.startswith("Failed to proxy request - are all your servers started?")
+    assert r.all("linkup-routed-to") == ["web; session=tiny; via=tunnel"]
+    assert r.header("access-control-allow-origin") == "*"
+    # On the local server itself the same answer carries none.
+    r = lk.request(stack.saddr, "GET", "/down", [("Host", stack.host)])
+    assert r.status == 502 and r.header("linkup-routed-to") is None
+
+
 def test_tunnel_url_check_and_admin_closed_through_the_tunnel(stack):
     wait_connected(stack.server)
     tunnel_host = stack.tunnel_data["url"][len("http://"):]
@@ -802,6 +825,8 @@ def test_two_workers_on_one_redis(linkup_bin, env, tmp_path, redis_url):
         # B holds no tunnel: it forwards to A, which relays through its tunnel.
         r = s.get("/hello", addr=baddr)
         assert (r.status, r.text) == (200, "local web /hello xfh=duo.example.com dest=web")
+        # DESIGN §7: one routed-to, the local server's, past both workers.
+        assert r.all("linkup-routed-to") == ["web; session=duo; via=local-server"]
         tunnel_host = s.tunnel_data["url"][len("http://"):]
         r = s.get("/linkup/check", host=tunnel_host, addr=baddr)
         assert (r.status, r.text) == (200, "OK")
@@ -820,6 +845,7 @@ def test_two_workers_on_one_redis(linkup_bin, env, tmp_path, redis_url):
                 break
             time.sleep(0.05)
         assert (r.status, r.text) == (502, NOT_CONNECTED.format("duo"))
+        assert r.header("linkup-routed-to") is None
     finally:
         b.stop()
         s.close()

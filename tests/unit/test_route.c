@@ -436,6 +436,37 @@ static void test_find_session_8_1_1(void)
     free_session(s);
 }
 
+/* DESIGN §7: baggage names a session of any length tracestate could name,
+ * up to LK_HEADERS_BAGGAGE_NAME_MAX bytes once decoded (longer than a DNS
+ * label, the limit of the lower-cased host retry). */
+static void test_find_session_long_baggage_name(void)
+{
+    static const size_t lens[] = { LK_ROUTE_MAX_LABEL + 1, 200, LK_HEADERS_BAGGAGE_NAME_MAX,
+                                   LK_HEADERS_BAGGAGE_NAME_MAX + 1 };
+    struct lk_session *s = conf_a();
+    for (size_t i = 0; i < LK_ARRAY_LEN(lens); i++) {
+        /* "nnn…n-", the '-' sent as "%2D" */
+        char name[LK_HEADERS_BAGGAGE_NAME_MAX + 2];
+        memset(name, 'n', lens[i] - 1);
+        name[lens[i] - 1] = '-';
+        name[lens[i]] = '\0';
+        struct lk_buf v = LK_BUF_INIT;
+        lk_buf_adds(&v, "k=v, linkup-session=");
+        lk_buf_add(&v, name, lens[i] - 1);
+        lk_buf_adds(&v, "%2D;p");
+        struct lk_header h = { LK_STR("baggage"), lk_buf_str(&v) };
+        struct fake_store st = { .name = name, .session = s };
+        struct lk_route_session found;
+        int rc = lk_route_find_session(S("example.com"), &h, 1, fake_lookup, &st, &found, NULL);
+        bool fits = lens[i] <= LK_HEADERS_BAGGAGE_NAME_MAX;
+        CHECK_INT_EQ(rc, fits ? 0 : LK_ENOTFOUND);
+        CHECK(fits ? lk_str_eq(found.name, lk_str_c(name)) : found.name.len == 0);
+        CHECK(lk_headers_baggage_has(lk_buf_str(&v), lk_str_c(name)) == fits);
+        lk_buf_release(&v);
+    }
+    free_session(s);
+}
+
 static void test_find_session_order(void)
 {
     static const struct lk_header hs[] = {
@@ -1120,6 +1151,7 @@ int main(void)
     RUN(test_tracestate_session);
     RUN(test_tracestate_has);
     RUN(test_baggage_session);
+    RUN(test_find_session_long_baggage_name);
     RUN(test_find_session_8_1_1);
     RUN(test_find_session_order);
     RUN(test_find_session_store_error_aborts);
