@@ -19,7 +19,6 @@ pytestmark = pytest.mark.usefixtures("http_only")
 
 @pytest.fixture
 def server(linkup_bin, env, tmp_path, fake_worker, upstream):
-    env["LINKUP_DNS_ADDR"] = "off"
     s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
                               "tok", log_path=str(tmp_path / "server.log"))
     body = lk.session_body("insp-cow", {"web": upstream.url}, [("example.com", "web", None)])
@@ -154,7 +153,6 @@ def test_page_and_odd_bytes(server):
 
 
 def test_remote_peers_are_refused(linkup_bin, env, tmp_path, fake_worker):
-    env["LINKUP_DNS_ADDR"] = "off"
     env["LINKUP_TEST_TREAT_PEERS_AS_REMOTE"] = "1"
     s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
                               "tok", log_path=str(tmp_path / "server.log"))
@@ -233,7 +231,6 @@ def test_cli_inspect_usage_and_server_down(linkup_bin, env):
 
 def test_cli_inspect_follow_exits_when_the_server_goes_away(linkup_bin, env, tmp_path,
                                                            fake_worker):
-    env["LINKUP_DNS_ADDR"] = "off"
     s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
                               "tok", log_path=str(tmp_path / "server.log"))
     p = subprocess.Popen([linkup_bin, "inspect", "--follow"], env=cli_env(env, s),

@@ -24,7 +24,6 @@ def worker(linkup_bin, env, tmp_path):
 
 @pytest.fixture
 def server(linkup_bin, env, tmp_path, fake_worker):
-    env["LINKUP_DNS_ADDR"] = "off"
     s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
                               TOKEN, log_path=str(tmp_path / "server.log"))
     yield s
