@@ -808,8 +808,12 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *fr, const uint8_t
     } else if (nlen > 0 && name[0] == ':') {
         /* :scheme: the adopted exchange knows whether the connection is
          * TLS. */
-    } else if (s->protocol == PROTO_WEBSOCKET && nv_is(name, nlen, "sec-websocket-key")) {
-        /* Ours goes to the engine (build_head). */
+    } else if (s->protocol == PROTO_WEBSOCKET &&
+               (nv_is(name, nlen, "sec-websocket-key") || nv_is(name, nlen, "content-length"))) {
+        /* The key: ours goes to the engine (build_head). A length: the
+         * stream's bytes are the WebSocket's, not a body of the upgrade
+         * request (RFC 9110 §9.3.6: CONNECT content has no defined
+         * semantics). */
     } else if (nv_is(name, nlen, "host")) {
         if (s->host.len == 0)
             rc = lk_buf_add(&s->host, value, vlen);

@@ -1,0 +1,371 @@
+"""WebSockets over HTTP/2 (RFC 8441 extended CONNECT, SPEC §5.4) on their
+failure paths: a client that stops reading (flow control pauses the
+upstream), resets or ends its stream, sends before the 200; an upstream that
+floods, closes abruptly or never answers; malformed extended CONNECTs; a
+graceful stop with WebSockets open. Raw frames, as test_h2_websocket.py."""
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+import lk
+from test_h2_websocket import (DATA, END_HEADERS, END_STREAM, GOAWAY, H2, HEADERS, HOST, NAME,
+                               RST, frame, hpack)
+
+FLOOD_FRAME = 64 * 1024
+
+
+class WsScript:
+    """A WebSocket upstream on 127.0.0.2:0 whose behaviour depends on the
+    request path (one thread per connection):
+    /flood   101, then 64 KiB binary frames until a send blocks for 3 s
+             (self.blocked set, self.sent counts), then a text frame "end"
+             once self.resume is set, then close;
+    /abort   101, a text frame "last words", then a reset (SO_LINGER 0);
+    /silent  reads the head and never answers (until close());
+    /echo    101 (with the request's sec-websocket-extensions echoed), then
+             echoes every byte it receives, the head's leftovers first;
+             records them in self.got."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(32)
+        self.url = f"http://127.0.0.2:{self.sock.getsockname()[1]}"
+        self.sent = 0
+        self.blocked = threading.Event()
+        self.resume = threading.Event()
+        self.stop = threading.Event()
+        self.heads = []
+        self.got = b""
+        self.conns = []
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _switch(self, c, headers, extra=""):
+        key = dict((k.lower(), v) for k, v in headers)["sec-websocket-key"]
+        c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n"
+                   % (lk.ws_accept(key), extra)).encode())
+
+    def _conn(self, c):
+        c.settimeout(10)
+        try:
+            line, headers, rest = lk.read_http_head(c)
+            self.heads.append((line, headers))
+            path = line.split(" ")[1]
+            if path == "/flood":
+                self._switch(c, headers)
+                c.settimeout(3)
+                chunk = lk.ws_frame(2, b"x" * FLOOD_FRAME, mask=False)
+                try:
+                    while True:
+                        c.sendall(chunk)
+                        self.sent += len(chunk)
+                except socket.timeout:
+                    self.blocked.set()
+                c.settimeout(10)
+                self.resume.wait(30)
+                c.sendall(lk.ws_frame(1, b"end", mask=False))
+            elif path == "/abort":
+                self._switch(c, headers)
+                c.sendall(lk.ws_frame(1, b"last words", mask=False))
+                time.sleep(0.2)
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif path == "/silent":
+                self.stop.wait(30)
+            elif path == "/echo":
+                ext = dict((k.lower(), v) for k, v in headers).get("sec-websocket-extensions")
+                self._switch(c, headers, f"Sec-WebSocket-Extensions: {ext}\r\n" if ext else "")
+                self.got += rest
+                if rest:
+                    c.sendall(rest)
+                while True:
+                    b = c.recv(65536)
+                    if not b:
+                        break
+                    self.got += b
+                    c.sendall(b)
+        except (OSError, EOFError, KeyError, IndexError):
+            pass
+        finally:
+            c.close()
+            self.closed.set()
+
+    def close(self):
+        self.stop.set()
+        self.resume.set()
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def script():
+    u = WsScript()
+    yield u
+    u.close()
+
+
+def spawn(linkup_bin, env, tmp_path, fake_worker, script, **extra_env):
+    env["LINKUP_DNS_ADDR"] = "off"
+    env.update(extra_env)
+    certs = tmp_path / "certs"
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
+                              "token123", "--https", "127.0.0.1:0", "--certs-dir", str(certs),
+                              log_path=str(tmp_path / "server.log"), wanted=("HTTP", "HTTPS"))
+    s.ca = str(certs / "linkup_ca.cert.pem")
+    body = lk.session_body(NAME, {"frontend": script.url}, [("example.com", "frontend", None)])
+    r = lk.post_json(s.addrs["HTTP"], "/linkup/sessions/tunneled", body)
+    assert r.status == 200, r.body
+    return s
+
+
+@pytest.fixture
+def server(linkup_bin, env, tmp_path, fake_worker, script):
+    s = spawn(linkup_bin, env, tmp_path, fake_worker, script, LINKUP_FIRST_BYTE_TIMEOUT_MS="1500")
+    yield s
+    if s.popen.poll() is None:
+        code, _ = lk.stop_gracefully(s)
+        assert code == 0, open(s.log_path).read()[-3000:]
+
+
+def h2c(server):
+    return H2(socket.create_connection(server.addrs["HTTP"], timeout=10))
+
+
+def until_end(c, sid):
+    """Frames until stream sid ends (END_STREAM) or is reset; returns "end"
+    or "rst"."""
+    for _ in range(10000):
+        if sid in c.ended:
+            return "end"
+        ftype, _, got, _ = c.next_frame()
+        if ftype == RST and got == sid:
+            return "rst"
+        if ftype == GOAWAY:
+            raise AssertionError("GOAWAY")
+    raise AssertionError("stream did not end")
+
+
+def still_serves(c, sid):
+    assert c.connect(sid, path="/echo")[:1] == b"\x88"
+    c.send(sid, lk.ws_frame(1, b"ping?"))
+    assert lk.ws_read_frame(c.reader(sid)) == (1, b"ping?")
+
+
+def test_client_that_stops_reading_pauses_the_upstream(server, script):
+    """The client reads nothing (its windows run out): the server must not
+    buffer the upstream's flood without bound, the upstream's sends block;
+    once the client reads again, every byte arrives, in order."""
+    c = h2c(server)
+    try:
+        assert c.connect(1, path="/flood")[:1] == b"\x88"
+        # Not reading the socket at all: no WINDOW_UPDATE goes out.
+        assert script.blocked.wait(60), "the upstream never blocked"
+        sent = script.sent
+        # Windows (256 KiB stream, 16 MiB connection as the client set it),
+        # 1 MiB queued on the socket, the kernel's buffers, the engine's.
+        assert sent < 48 * lk.MIB, sent
+        script.resume.set()
+        ws = c.reader(1)
+        total = 0
+        while True:
+            op, payload = lk.ws_read_frame(ws)
+            if op == 1:
+                assert payload == b"end"
+                break
+            assert op == 2 and len(payload) == FLOOD_FRAME
+            total += len(payload) + 10  # 64-bit length form (RFC 6455 §5.2)
+        assert total == script.sent
+    finally:
+        c.sock.close()
+
+
+def test_client_reset_mid_message_closes_the_upstream(server, script):
+    c = h2c(server)
+    try:
+        assert c.connect(1, path="/echo")[:1] == b"\x88"
+        whole = lk.ws_frame(2, b"y" * 100000)
+        c.send(1, whole[:50000])  # half a WebSocket message
+        c.sock.sendall(frame(RST, 0, 1, (8).to_bytes(4, "big")))  # CANCEL
+        assert script.closed.wait(15), "the upstream connection stayed open"
+        still_serves(c, 3)
+    finally:
+        c.sock.close()
+
+
+def test_upstream_abort_ends_the_stream(server, script):
+    c = h2c(server)
+    try:
+        assert c.connect(1, path="/abort")[:1] == b"\x88"
+        assert lk.ws_read_frame(c.reader(1)) == (1, b"last words")
+        assert until_end(c, 1) in ("end", "rst")
+        still_serves(c, 3)
+    finally:
+        c.sock.close()
+
+
+def test_upstream_that_never_answers_times_out(server, script):
+    """LINKUP_FIRST_BYTE_TIMEOUT_MS=1500: the upgrade is not held forever."""
+    c = h2c(server)
+    try:
+        block = c.connect(1, path="/silent")
+        assert block[:1] != b"\x88"  # not a 200
+        assert until_end(c, 1) == "end"
+        still_serves(c, 3)
+    finally:
+        c.sock.close()
+
+
+def test_data_before_the_200_reaches_the_upstream(server, script):
+    """RFC 8441 §5 has the client wait for the 200, but bytes sent early
+    must not be lost nor taken for another request."""
+    c = h2c(server)
+    try:
+        fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                  (":path", "/echo"), (":authority", HOST), ("sec-websocket-version", "13")]
+        early = lk.ws_frame(1, b"early bird")
+        c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)) + frame(DATA, 0, 1, early))
+        assert c.until(HEADERS)[3][:1] == b"\x88"
+        assert lk.ws_read_frame(c.reader(1)) == (1, b"early bird")
+        c.send(1, lk.ws_frame(1, b"then more"))
+        assert lk.ws_read_frame(c.reader(1)) == (1, b"then more")
+    finally:
+        c.sock.close()
+
+
+def test_client_end_stream_then_upstream_data(server, script):
+    """The client's END_STREAM half-closes its side only: what the upstream
+    still sends arrives, and the upstream ending ends the stream."""
+    c = h2c(server)
+    try:
+        assert c.connect(1, path="/echo")[:1] == b"\x88"
+        c.send(1, lk.ws_frame(1, b"last from the client"), end=True)
+        assert lk.ws_read_frame(c.reader(1)) == (1, b"last from the client")
+        still_serves(c, 3)
+    finally:
+        c.sock.close()
+
+
+def test_client_key_and_extensions(server, script):
+    """A client's own sec-websocket-key is replaced by the front's (RFC 8441
+    §5: no key over HTTP/2); sec-websocket-extensions goes through."""
+    c = h2c(server)
+    try:
+        block = c.connect(1, path="/echo", extra=[
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits")])
+        assert block[:1] == b"\x88"
+        _, headers = script.heads[-1]
+        keys = [v for k, v in headers if k.lower() == "sec-websocket-key"]
+        assert len(keys) == 1 and keys[0] != "dGhlIHNhbXBsZSBub25jZQ=="
+        assert dict((k.lower(), v) for k, v in headers)["sec-websocket-extensions"] == \
+            "permessage-deflate; client_max_window_bits"
+    finally:
+        c.sock.close()
+
+
+def test_content_length_on_extended_connect_is_not_a_body(server, script):
+    """A content-length on the CONNECT does not turn the first WebSocket
+    bytes into a request body (RFC 9110 §9.3.6: CONNECT content has no
+    defined semantics)."""
+    c = h2c(server)
+    try:
+        first = lk.ws_frame(1, b"first")
+        block = c.connect(1, path="/echo", extra=[("content-length", str(len(first)))])
+        assert block[:1] == b"\x88"
+        _, headers = script.heads[-1]
+        assert "content-length" not in [k.lower() for k, _ in headers]
+        c.send(1, first)
+        assert lk.ws_read_frame(c.reader(1)) == (1, b"first")
+    finally:
+        c.sock.close()
+
+
+@pytest.mark.parametrize("fields", [
+    # :protocol on a method other than CONNECT (RFC 8441 §4).
+    [(":method", "GET"), (":protocol", "websocket"), (":scheme", "http"), (":path", "/echo"),
+     (":authority", HOST)],
+    # Extended CONNECT without :path, without :scheme (RFC 8441 §4: required).
+    [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+     (":authority", HOST)],
+    [(":method", "CONNECT"), (":protocol", "websocket"), (":path", "/echo"),
+     (":authority", HOST)],
+], ids=["protocol-on-get", "no-path", "no-scheme"])
+def test_malformed_extended_connect_is_reset(server, script, fields):
+    c = h2c(server)
+    try:
+        c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)))
+        assert until_end(c, 1) == "rst"
+        assert not script.heads
+        still_serves(c, 3)
+    finally:
+        c.sock.close()
+
+
+def test_many_websockets_and_requests_on_one_connection(server, script):
+    c = h2c(server)
+    try:
+        ids = list(range(1, 81, 2))  # 40 WebSockets
+        for sid in ids:
+            assert c.connect(sid, path="/echo")[:1] == b"\x88"
+        for sid in ids:
+            c.send(sid, lk.ws_frame(2, sid.to_bytes(2, "big") * 5000))
+        for sid in ids:
+            assert lk.ws_read_frame(c.reader(sid)) == (2, sid.to_bytes(2, "big") * 5000)
+        # Requests in between (the admin API, answered by the engine).
+        for sid in range(81, 121, 2):
+            c.sock.sendall(frame(HEADERS, END_HEADERS | END_STREAM, sid, hpack([
+                (":method", "GET"), (":scheme", "http"), (":path", "/linkup/check"),
+                (":authority", "localhost")])))
+        for sid in range(81, 121, 2):
+            assert until_end(c, sid) == "end"
+        for sid in ids[::3]:
+            c.sock.sendall(frame(RST, 0, sid, (8).to_bytes(4, "big")))
+        for sid in ids:
+            if sid not in ids[::3]:
+                c.send(sid, lk.ws_frame(1, b"again"))
+                assert lk.ws_read_frame(c.reader(sid)) == (1, b"again")
+    finally:
+        c.sock.close()
+
+
+def test_graceful_stop_with_websockets_open(linkup_bin, env, tmp_path, fake_worker, script):
+    """SIGTERM with WebSockets open over HTTP/2: GOAWAY, the WebSockets end,
+    the process exits 0 within the drain deadline."""
+    s = spawn(linkup_bin, env, tmp_path, fake_worker, script)
+    c = h2c(s)
+    try:
+        assert c.connect(1, path="/echo")[:1] == b"\x88"
+        assert c.connect(3, path="/echo")[:1] == b"\x88"
+        code, _ = lk.stop_gracefully(s, timeout=30)
+        assert code == 0, open(s.log_path).read()[-3000:]
+        # What the client saw: a GOAWAY, then the end of the connection.
+        saw_goaway = False
+        try:
+            for _ in range(1000):
+                if c.next_frame()[0] == GOAWAY:
+                    saw_goaway = True
+        except (EOFError, OSError):
+            pass
+        assert saw_goaway
+    finally:
+        c.sock.close()
+        if s.popen.poll() is None:
+            s.popen.kill()
+            s.popen.wait(5)
