@@ -3,6 +3,7 @@ failure paths: a client that stops reading (flow control pauses the
 upstream), resets or ends its stream, sends before the 200; an upstream that
 floods, closes abruptly or never answers; malformed extended CONNECTs; a
 graceful stop with WebSockets open. Raw frames, as test_h2_websocket.py."""
+import json
 import socket
 import struct
 import threading
@@ -25,6 +26,7 @@ class WsScript:
              once self.resume is set, then close;
     /abort   101, a text frame "last words", then a reset (SO_LINGER 0);
     /silent  reads the head and never answers (until close());
+    /reject  403 "no websocket here"; /ok200  200 "not a websocket";
     /echo    101 (with the request's sec-websocket-extensions echoed), then
              echoes every byte it receives, the head's leftovers first;
              records them in self.got."""
@@ -83,6 +85,11 @@ class WsScript:
                 c.sendall(lk.ws_frame(1, b"last words", mask=False))
                 time.sleep(0.2)
                 c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif path in ("/reject", "/ok200"):
+                status, body = ((b"403 Forbidden", b"no websocket here") if path == "/reject"
+                                else (b"200 OK", b"not a websocket"))
+                c.sendall(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n%s"
+                          % (status, len(body), body))
             elif path == "/silent":
                 self.stop.wait(30)
             elif path == "/echo":
@@ -369,3 +376,35 @@ def test_graceful_stop_with_websockets_open(linkup_bin, env, tmp_path, fake_work
         if s.popen.poll() is None:
             s.popen.kill()
             s.popen.wait(5)
+
+
+def test_worker_refused_upgrades_over_h2c(linkup_bin, env, tmp_path, script):
+    """The worker's WebSocket path (SPEC §4.7) over extended CONNECT: an
+    upstream that does not switch (403, or a 200) is a 502 `Failed to connect
+    to destination: ...`, never a 200; the connection serves on."""
+    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker.log"), token="tok")
+    try:
+        body = lk.session_body(NAME, {"frontend": script.url}, [("example.com", "frontend", None)])
+        r = lk.request(w.addrs["Worker"], "POST", "/linkup/v2/sessions/preview",
+                       [("Authorization", "Bearer tok"), ("Content-Type", "application/json"),
+                        ("x-linkup-version", "99.0.0")], json.dumps(body))
+        assert r.status == 200, r.body
+        host = f"{r.json()['session_name']}.example.com"
+        c = H2(socket.create_connection(w.addrs["Worker"], timeout=10))
+        try:
+            for sid, path in ((1, "/reject"), (3, "/ok200")):
+                fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                          (":path", path), (":authority", host), ("sec-websocket-version", "13")]
+                c.sock.sendall(frame(HEADERS, END_HEADERS, sid, hpack(fields)))
+                assert until_end(c, sid) == "end"
+                assert c.data[sid].startswith(b"Failed to connect to destination: "), c.data[sid]
+            fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                      (":path", "/echo"), (":authority", host), ("sec-websocket-version", "13")]
+            c.sock.sendall(frame(HEADERS, END_HEADERS, 5, hpack(fields)))
+            assert c.until(HEADERS)[3][:1] == b"\x88"
+            c.send(5, lk.ws_frame(1, b"via the worker"))
+            assert lk.ws_read_frame(c.reader(5)) == (1, b"via the worker")
+        finally:
+            c.sock.close()
+    finally:
+        assert w.stop() == 0, open(w.log_path).read()[-3000:]
