@@ -3,6 +3,8 @@ failure paths: a client that stops reading (flow control pauses the
 upstream), resets or ends its stream, sends before the 200; an upstream that
 floods, closes abruptly or never answers; malformed extended CONNECTs; a
 graceful stop with WebSockets open. Raw frames, as test_h2_websocket.py."""
+import ctypes
+import ctypes.util
 import json
 import socket
 import struct
@@ -27,6 +29,7 @@ class WsScript:
     /abort   101, a text frame "last words", then a reset (SO_LINGER 0);
     /silent  reads the head and never answers (until close());
     /reject  403 "no websocket here"; /ok200  200 "not a websocket";
+    /cl101   101 with Content-Length: 0 and X-Up: yes, then echoes;
     /echo    101 (with the request's sec-websocket-extensions echoed), then
              echoes every byte it receives, the head's leftovers first;
              records them in self.got."""
@@ -92,6 +95,13 @@ class WsScript:
                           % (status, len(body), body))
             elif path == "/silent":
                 self.stop.wait(30)
+            elif path == "/cl101":
+                self._switch(c, headers, "Content-Length: 0\r\nX-Up: yes\r\n")
+                while True:
+                    b = c.recv(65536)
+                    if not b:
+                        break
+                    c.sendall(b)
             elif path == "/echo":
                 ext = dict((k.lower(), v) for k, v in headers).get("sec-websocket-extensions")
                 self._switch(c, headers, f"Sec-WebSocket-Extensions: {ext}\r\n" if ext else "")
@@ -149,6 +159,58 @@ def server(linkup_bin, env, tmp_path, fake_worker, script):
     if s.popen.poll() is None:
         code, _ = lk.stop_gracefully(s)
         assert code == 0, open(s.log_path).read()[-3000:]
+
+
+class HpackDecoder:
+    """The answers' header blocks decoded with libnghttp2's own inflater
+    (ctypes): one per connection, fed every block in order."""
+
+    class NV(ctypes.Structure):
+        _fields_ = [("name", ctypes.POINTER(ctypes.c_uint8)),
+                    ("value", ctypes.POINTER(ctypes.c_uint8)), ("namelen", ctypes.c_size_t),
+                    ("valuelen", ctypes.c_size_t), ("flags", ctypes.c_uint8)]
+
+    def __init__(self):
+        name = ctypes.util.find_library("nghttp2") or "libnghttp2.so.14"
+        self.lib = ctypes.CDLL(name)
+        self.lib.nghttp2_hd_inflate_hd2.restype = ctypes.c_ssize_t
+        self.lib.nghttp2_hd_inflate_hd2.argtypes = [
+            ctypes.c_void_p, ctypes.POINTER(self.NV), ctypes.POINTER(ctypes.c_int),
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        self.inf = ctypes.c_void_p()
+        assert self.lib.nghttp2_hd_inflate_new(ctypes.byref(self.inf)) == 0
+
+    def decode(self, block):
+        out, nv, fl = [], self.NV(), ctypes.c_int(0)
+        buf = ctypes.create_string_buffer(block, len(block))
+        off = 0
+        while True:
+            rv = self.lib.nghttp2_hd_inflate_hd2(self.inf, ctypes.byref(nv), ctypes.byref(fl),
+                                                 ctypes.addressof(buf) + off, len(block) - off, 1)
+            assert rv >= 0, rv
+            off += rv
+            if fl.value & 2:  # NGHTTP2_HD_INFLATE_EMIT
+                out.append((ctypes.string_at(nv.name, nv.namelen).decode(),
+                            ctypes.string_at(nv.value, nv.valuelen).decode()))
+            if fl.value & 1:  # NGHTTP2_HD_INFLATE_FINAL
+                self.lib.nghttp2_hd_inflate_end_headers(self.inf)
+                return out
+            assert rv > 0 or fl.value & 2
+
+
+class H2D(H2):
+    """H2 that decodes every header block (END_HEADERS in one frame, no
+    padding or priority: what nghttp2 sends): self.fields[sid]."""
+
+    def __init__(self, sock):
+        self.hd = HpackDecoder()
+        self.fields = {}
+        super().__init__(sock)
+
+    def _note(self, ftype, flags, sid, payload):
+        if ftype == HEADERS:
+            self.fields[sid] = self.hd.decode(payload)
+        super()._note(ftype, flags, sid, payload)
 
 
 def h2c(server):
@@ -406,5 +468,40 @@ def test_worker_refused_upgrades_over_h2c(linkup_bin, env, tmp_path, script):
             assert lk.ws_read_frame(c.reader(5)) == (1, b"via the worker")
         finally:
             c.sock.close()
+    finally:
+        assert w.stop() == 0, open(w.log_path).read()[-3000:]
+
+
+def test_switched_answer_has_no_content_length(linkup_bin, env, tmp_path, server, script):
+    """An upstream 101 carrying Content-Length: the 200 that opens the
+    WebSocket must not (RFC 9110 §8.6: no Content-Length in a 2xx to CONNECT;
+    an HTTP/2 client would take the DATA that follows for a length error), on
+    the local server and on the worker (whose SPEC §4.7 101 appends the
+    upstream's fields); the upstream's other fields pass."""
+    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker.log"), token="tok")
+    try:
+        body = lk.session_body(NAME, {"frontend": script.url}, [("example.com", "frontend", None)])
+        r = lk.request(w.addrs["Worker"], "POST", "/linkup/v2/sessions/preview",
+                       [("Authorization", "Bearer tok"), ("Content-Type", "application/json"),
+                        ("x-linkup-version", "99.0.0")], json.dumps(body))
+        assert r.status == 200, r.body
+        for addr, host in ((server.addrs["HTTP"], HOST),
+                           (w.addrs["Worker"], f"{r.json()['session_name']}.example.com")):
+            c = H2D(socket.create_connection(addr, timeout=10))
+            try:
+                fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                          (":path", "/cl101"), (":authority", host),
+                          ("sec-websocket-version", "13")]
+                c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)))
+                c.until(HEADERS)
+                got = dict(c.fields[1])
+                assert got[":status"] == "200", c.fields[1]
+                assert got.get("x-up") == "yes", c.fields[1]
+                assert "content-length" not in got, c.fields[1]
+                assert "sec-websocket-accept" not in got, c.fields[1]
+                c.send(1, lk.ws_frame(1, b"after the 200"))
+                assert lk.ws_read_frame(c.reader(1)) == (1, b"after the 200")
+            finally:
+                c.sock.close()
     finally:
         assert w.stop() == 0, open(w.log_path).read()[-3000:]
