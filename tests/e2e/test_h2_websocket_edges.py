@@ -505,3 +505,21 @@ def test_switched_answer_has_no_content_length(linkup_bin, env, tmp_path, server
                 c.sock.close()
     finally:
         assert w.stop() == 0, open(w.log_path).read()[-3000:]
+
+
+def test_padded_data_gives_the_windows_back(server, script):
+    """Padding counts against flow control (RFC 9113 §6.1) and never reaches
+    the pair: 20 000 DATA frames of one byte and 255 of padding (5 MiB of
+    window, over the 4 MiB connection window) must not run the windows dry."""
+    c = h2c(server)
+    try:
+        assert c.connect(1, path="/echo")[:1] == b"\x88"
+        msg = bytes(i % 251 for i in range(20000))
+        wire = lk.ws_frame(2, msg)
+        out = b"".join(frame(DATA, 0x8, 1, bytes([254]) + wire[i:i + 1] + b"\0" * 254)
+                       for i in range(len(wire)))
+        for i in range(0, len(out), 1 << 20):
+            c.sock.sendall(out[i:i + (1 << 20)])
+        assert lk.ws_read_frame(c.reader(1)) == (2, msg)
+    finally:
+        c.sock.close()
