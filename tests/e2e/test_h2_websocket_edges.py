@@ -523,3 +523,22 @@ def test_padded_data_gives_the_windows_back(server, script):
         assert lk.ws_read_frame(c.reader(1)) == (2, msg)
     finally:
         c.sock.close()
+
+
+def test_early_data_on_a_refused_upgrade_is_not_a_request(server, script):
+    """Bytes a client sends before the answer belong to the WebSocket: when
+    the upstream refuses the upgrade they are dropped, never read as another
+    HTTP/1.1 request on the engine's side of the stream."""
+    c = h2c(server)
+    try:
+        fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                  (":path", "/reject"), (":authority", HOST), ("sec-websocket-version", "13")]
+        smuggled = f"GET /silent HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+        c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)) + frame(DATA, 0, 1, smuggled))
+        assert until_end(c, 1) == "end"
+        assert c.data[1] == b"no websocket here"
+        still_serves(c, 3)
+        assert [line for line, _ in script.heads] == ["GET /reject HTTP/1.1",
+                                                     "GET /echo HTTP/1.1"]
+    finally:
+        c.sock.close()
