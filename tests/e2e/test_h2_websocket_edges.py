@@ -542,3 +542,38 @@ def test_early_data_on_a_refused_upgrade_is_not_a_request(server, script):
                                                      "GET /echo HTTP/1.1"]
     finally:
         c.sock.close()
+
+
+@pytest.mark.parametrize("how", ["close", "goaway-then-close"])
+def test_client_gone_closes_its_websockets_upstream(server, script, how):
+    """The client connection ends (with or without a GOAWAY first) while a
+    WebSocket is open: the upstream connection is closed too."""
+    c = h2c(server)
+    try:
+        assert c.connect(1, path="/echo")[:1] == b"\x88"
+        c.send(1, lk.ws_frame(1, b"hi"))
+        assert lk.ws_read_frame(c.reader(1)) == (1, b"hi")
+        if how == "goaway-then-close":
+            c.sock.sendall(frame(GOAWAY, 0, 0, (0).to_bytes(4, "big") * 2))
+            c.send(1, lk.ws_frame(1, b"still open after our GOAWAY"))
+            assert lk.ws_read_frame(c.reader(1)) == (1, b"still open after our GOAWAY")
+    finally:
+        c.sock.close()
+    assert script.closed.wait(15), "the upstream connection stayed open"
+    assert lk.request(server.addrs["HTTP"], "GET", "/linkup/check").status == 200
+
+
+def test_extended_connect_with_end_stream(server, script):
+    """END_STREAM on the CONNECT's HEADERS: the client will send nothing, but
+    the WebSocket opens and what the upstream sends arrives."""
+    c = h2c(server)
+    try:
+        fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                  (":path", "/abort"), (":authority", HOST), ("sec-websocket-version", "13")]
+        c.sock.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1, hpack(fields)))
+        assert c.until(HEADERS)[3][:1] == b"\x88"
+        assert lk.ws_read_frame(c.reader(1)) == (1, b"last words")
+        assert until_end(c, 1) in ("end", "rst")
+        still_serves(c, 3)
+    finally:
+        c.sock.close()
