@@ -30,6 +30,8 @@ class WsScript:
     /silent  reads the head and never answers (until close());
     /reject  403 "no websocket here"; /ok200  200 "not a websocket";
     /cl101   101 with Content-Length: 0 and X-Up: yes, then echoes;
+    /burst   101, 32 binary frames of 64 KiB and a text frame "end", then
+             a close (self.closed set);
     /echo    101 (with the request's sec-websocket-extensions echoed), then
              echoes every byte it receives, the head's leftovers first;
              records them in self.got."""
@@ -82,6 +84,11 @@ class WsScript:
                     self.blocked.set()
                 c.settimeout(10)
                 self.resume.wait(30)
+                c.sendall(lk.ws_frame(1, b"end", mask=False))
+            elif path == "/burst":
+                self._switch(c, headers)
+                for _ in range(32):
+                    c.sendall(lk.ws_frame(2, b"b" * FLOOD_FRAME, mask=False))
                 c.sendall(lk.ws_frame(1, b"end", mask=False))
             elif path == "/abort":
                 self._switch(c, headers)
@@ -291,11 +298,12 @@ def test_upstream_abort_ends_the_stream(server, script):
 
 def test_upstream_that_never_answers_times_out(server, script):
     """LINKUP_FIRST_BYTE_TIMEOUT_MS=1500: the upgrade is not held forever."""
-    c = h2c(server)
+    c = H2D(socket.create_connection(server.addrs["HTTP"], timeout=10))
     try:
-        block = c.connect(1, path="/silent")
-        assert block[:1] != b"\x88"  # not a 200
+        c.connect(1, path="/silent")
         assert until_end(c, 1) == "end"
+        # SPEC §5.4 step 3: a failure without an HTTP answer is a 502.
+        assert dict(c.fields[1])[":status"] == "502", c.fields[1]
         still_serves(c, 3)
     finally:
         c.sock.close()
@@ -333,8 +341,9 @@ def test_client_end_stream_then_upstream_data(server, script):
 
 def test_client_key_and_extensions(server, script):
     """A client's own sec-websocket-key is replaced by the front's (RFC 8441
-    §5: no key over HTTP/2); sec-websocket-extensions goes through."""
-    c = h2c(server)
+    §5: no key over HTTP/2); sec-websocket-extensions goes through, both
+    ways."""
+    c = H2D(socket.create_connection(server.addrs["HTTP"], timeout=10))
     try:
         block = c.connect(1, path="/echo", extra=[
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
@@ -344,6 +353,8 @@ def test_client_key_and_extensions(server, script):
         keys = [v for k, v in headers if k.lower() == "sec-websocket-key"]
         assert len(keys) == 1 and keys[0] != "dGhlIHNhbXBsZSBub25jZQ=="
         assert dict((k.lower(), v) for k, v in headers)["sec-websocket-extensions"] == \
+            "permessage-deflate; client_max_window_bits"
+        assert dict(c.fields[1])["sec-websocket-extensions"] == \
             "permessage-deflate; client_max_window_bits"
     finally:
         c.sock.close()
@@ -575,5 +586,22 @@ def test_extended_connect_with_end_stream(server, script):
         assert lk.ws_read_frame(c.reader(1)) == (1, b"last words")
         assert until_end(c, 1) in ("end", "rst")
         still_serves(c, 3)
+    finally:
+        c.sock.close()
+
+
+def test_upstream_closes_while_the_client_is_not_reading(server, script):
+    """The upstream sends 2 MiB and closes while the client reads nothing:
+    whatever was held back (the stream paused at its bound) is still
+    delivered, whole, before the END_STREAM."""
+    c = h2c(server)
+    try:
+        assert c.connect(1, path="/burst")[:1] == b"\x88"
+        assert script.closed.wait(30), "the upstream could not send 2 MiB"
+        ws = c.reader(1)
+        for _ in range(32):
+            assert lk.ws_read_frame(ws) == (2, b"b" * FLOOD_FRAME)
+        assert lk.ws_read_frame(ws) == (1, b"end")
+        assert until_end(c, 1) == "end"
     finally:
         c.sock.close()
