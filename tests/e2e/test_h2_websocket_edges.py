@@ -27,7 +27,7 @@ class WsScript:
              (self.blocked set, self.sent counts), then a text frame "end"
              once self.resume is set, then close;
     /abort   101, a text frame "last words", then a reset (SO_LINGER 0);
-    /silent  reads the head and never answers (until close());
+    /silent  reads the head and never answers (reads until EOF);
     /reject  403 "no websocket here"; /ok200  200 "not a websocket";
     /cl101   101 with Content-Length: 0 and X-Up: yes, then echoes;
     /burst   101, 32 binary frames of 64 KiB and a text frame "end", then
@@ -101,7 +101,9 @@ class WsScript:
                 c.sendall(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n%s"
                           % (status, len(body), body))
             elif path == "/silent":
-                self.stop.wait(30)
+                c.settimeout(30)
+                while c.recv(65536):
+                    pass
             elif path == "/cl101":
                 self._switch(c, headers, "Content-Length: 0\r\nX-Up: yes\r\n")
                 while True:
@@ -603,5 +605,28 @@ def test_upstream_closes_while_the_client_is_not_reading(server, script):
             assert lk.ws_read_frame(ws) == (2, b"b" * FLOOD_FRAME)
         assert lk.ws_read_frame(ws) == (1, b"end")
         assert until_end(c, 1) == "end"
+    finally:
+        c.sock.close()
+
+
+def test_client_reset_before_the_answer_cancels_the_upgrade(server, script):
+    c = h2c(server)
+    try:
+        fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                  (":path", "/silent"), (":authority", HOST), ("sec-websocket-version", "13")]
+        c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)))
+        for _ in range(100):  # the upstream has the request
+            if script.heads:
+                break
+            c.sock.settimeout(0.1)
+            try:
+                c.next_frame()
+            except socket.timeout:
+                pass
+        c.sock.settimeout(10)
+        assert script.heads
+        c.sock.sendall(frame(RST, 0, 1, (8).to_bytes(4, "big")))  # CANCEL
+        assert script.closed.wait(15), "the upstream connection stayed open"
+        still_serves(c, 3)
     finally:
         c.sock.close()
