@@ -92,6 +92,7 @@ struct h2s {
     bool too_big; /* head over the limit: 431 */
     bool bad;     /* a field the HTTP/1.1 head cannot carry: 400 */
     bool has_cl, chunked_req, req_done, is_head;
+    bool started; /* the header block is complete (start_request) */
     enum ext_protocol protocol;
     /* An extended CONNECT for a WebSocket, handed to the engine as an
      * HTTP/1.1 upgrade: the engine's 101 becomes our 200 and the stream's
@@ -249,7 +250,15 @@ static struct h2s *stream_new(struct lk_h2_front *f, int32_t id)
         f->streams->prev = s;
     f->streams = s;
     f->n_streams++;
+    /* A header block in progress: nothing else may come on the connection
+     * until it ends (RFC 9113 §6.10), so it is bounded as an HTTP/1.1
+     * request head is (on_idle). */
     event_del(&f->idle_ev);
+    unsigned ms = f->srv->opts.head_timeout_ms;
+    if (ms > 0) {
+        struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+        evtimer_add(&f->idle_ev, &tv);
+    }
     return s;
 }
 
@@ -654,6 +663,7 @@ static void make_pair(struct lk_h2_front *f, struct bufferevent **ours, struct b
 static void start_request(struct h2s *s)
 {
     struct lk_h2_front *f = s->f;
+    s->started = true;
     if (s->too_big) {
         respond_local(s, 431, "request header fields too large");
         return;
@@ -808,8 +818,12 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *fr, const uint8_t
     } else if (nlen > 0 && name[0] == ':') {
         /* :scheme: the adopted exchange knows whether the connection is
          * TLS. */
-    } else if (s->protocol == PROTO_WEBSOCKET && nv_is(name, nlen, "sec-websocket-key")) {
-        /* Ours goes to the engine (build_head). */
+    } else if (s->protocol == PROTO_WEBSOCKET &&
+               (nv_is(name, nlen, "sec-websocket-key") || nv_is(name, nlen, "content-length"))) {
+        /* The key: ours goes to the engine (build_head). A length: the
+         * stream's bytes are the WebSocket's, not a body of the upgrade
+         * request (RFC 9110 §9.3.6: CONNECT content has no defined
+         * semantics). */
     } else if (nv_is(name, nlen, "host")) {
         if (s->host.len == 0)
             rc = lk_buf_add(&s->host, value, vlen);
@@ -948,8 +962,14 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
         front_kill(f, "http/2 connection finished (lingering close timed out)");
         return;
     }
-    if (f->n_streams > 0)
+    if (f->n_streams > 0) {
+        for (const struct h2s *s = f->streams; s != NULL; s = s->next)
+            if (!s->started) {
+                front_kill(f, "http/2: request head timed out");
+                return;
+            }
         return; /* re-armed when the last stream closes */
+    }
     LK_CLOG(f->id, DEBUG, "http/2: idle for %u ms", f->srv->opts.idle_timeout_ms);
     send_goaway(f);
     flush(f);
