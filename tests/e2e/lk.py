@@ -118,6 +118,14 @@ def spawn_server(bin_, env, config):
                    "--https", "off", "--dns", "off"], env, ["HTTP"])
 
 
+class Server(http.server.ThreadingHTTPServer):
+    """http.server's threaded server with a listen backlog for loads (its
+    default of 5 drops connection attempts under concurrency, and the
+    client's SYN retries then stall a run for seconds)."""
+    request_queue_size = 256
+    daemon_threads = True
+
+
 def fake_upstream(handler_text, host="127.0.0.1"):
     """An HTTP server answering every GET with handler_text (str or callable
     taking the request handler). Returns (server, url); call server.shutdown()."""
@@ -134,7 +142,7 @@ def fake_upstream(handler_text, host="127.0.0.1"):
         def log_message(self, *a):
             pass
 
-    srv = http.server.ThreadingHTTPServer((host, 0), H)
+    srv = Server((host, 0), H)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv, f"http://{host}:{srv.server_address[1]}"
 
@@ -268,7 +276,7 @@ class RecordingUpstream:
             def log_message(self, *a):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer((host, 0), H)
+        self.server = Server((host, 0), H)
         self.server.daemon_threads = True
         self.url = f"http://{host}:{self.server.server_address[1]}"
         self.addr = (host, self.server.server_address[1])
@@ -328,7 +336,7 @@ class FakeWorker:
             def log_message(self, *a):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer((host, 0), H)
+        self.server = Server((host, 0), H)
         self.server.daemon_threads = True
         self.url = f"http://{host}:{self.server.server_address[1]}/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
