@@ -62,10 +62,13 @@ static struct lk_str next_item(struct lk_str *rest)
     return item;
 }
 
-struct lk_str lk_headers_tracestate_session(struct lk_str tracestate)
+/* The value (untrimmed) of the first ','-separated member of list whose key,
+ * the text before its first '=' trimmed, is "linkup-session" (SPEC §3.4 step
+ * 5 for tracestate; W3C baggage list-members alike). False when none. */
+static bool session_member(struct lk_str list, struct lk_str *value)
 {
-    struct lk_str rest = tracestate;
-    bool more = tracestate.len > 0;
+    struct lk_str rest = list;
+    bool more = list.len > 0;
     while (more) {
         more = lk_str_index(rest, ',') >= 0;
         struct lk_str item = next_item(&rest);
@@ -73,10 +76,18 @@ struct lk_str lk_headers_tracestate_session(struct lk_str tracestate)
         if (eq < 0)
             continue;
         struct lk_str key = lk_str_trim((struct lk_str){ item.ptr, (size_t)eq });
-        if (lk_str_eq(key, LK_STR(LK_TRACESTATE_KEY)))
-            return lk_str_trim((struct lk_str){ item.ptr + eq + 1, item.len - (size_t)eq - 1 });
+        if (lk_str_eq(key, LK_STR(LK_TRACESTATE_KEY))) {
+            *value = (struct lk_str){ item.ptr + eq + 1, item.len - (size_t)eq - 1 };
+            return true;
+        }
     }
-    return (struct lk_str){ "", 0 };
+    return false;
+}
+
+struct lk_str lk_headers_tracestate_session(struct lk_str tracestate)
+{
+    struct lk_str v;
+    return session_member(tracestate, &v) ? lk_str_trim(v) : (struct lk_str){ "", 0 };
 }
 
 bool lk_headers_tracestate_has(struct lk_str tracestate, struct lk_str name)
@@ -100,25 +111,14 @@ bool lk_headers_tracestate_has(struct lk_str tracestate, struct lk_str name)
  * trimmed. False when there is none. */
 static bool baggage_raw(struct lk_str baggage, struct lk_str *value)
 {
-    struct lk_str rest = baggage;
-    bool more = baggage.len > 0;
-    while (more) {
-        more = lk_str_index(rest, ',') >= 0;
-        struct lk_str item = next_item(&rest);
-        long eq = lk_str_index(item, '=');
-        if (eq < 0)
-            continue;
-        struct lk_str key = lk_str_trim((struct lk_str){ item.ptr, (size_t)eq });
-        if (!lk_str_eq(key, LK_STR(LK_TRACESTATE_KEY)))
-            continue;
-        struct lk_str v = { item.ptr + eq + 1, item.len - (size_t)eq - 1 };
-        long semi = lk_str_index(v, ';');
-        if (semi >= 0)
-            v.len = (size_t)semi;
-        *value = lk_str_trim(v);
-        return true;
-    }
-    return false;
+    struct lk_str v;
+    if (!session_member(baggage, &v))
+        return false;
+    long semi = lk_str_index(v, ';');
+    if (semi >= 0)
+        v.len = (size_t)semi;
+    *value = lk_str_trim(v);
+    return true;
 }
 
 long lk_headers_baggage_session(struct lk_str baggage, char *out, size_t cap)
