@@ -175,23 +175,24 @@ static bool cache_key(struct lk_exchange *ex, const struct lk_route_result *r, s
 }
 
 /* DESIGN §7: the routed-to header (in the arena: the cache keeps the spec
- * past this call) after the CORS defaults when tunnelled, where the local
- * server's own answer, more precise, wins; else set by us. */
+ * past this call). Tunnelled, it joins the CORS defaults, so the local
+ * server's own answer, more precise, wins; else it is set by us. */
 static void add_routed_to(struct lk_exchange *ex, struct lk_route_result *r, bool tunnelled,
                           struct lk_proxy_req *spec)
 {
     struct lk_str v = lk_route_routed_to(r, tunnelled ? "tunnel" : "worker");
-    struct lk_http_header routed = { LK_STR(LK_ROUTE_ROUTED_TO),
-                                     { lk_exchange_strndup(ex, v.ptr, v.len), v.len } };
-    struct lk_http_header *h = lk_exchange_alloc(ex, (LK_HEADERS_N_CORS + 1) * sizeof(*h));
-    memcpy(h, lk_headers_cors, LK_HEADERS_N_CORS * sizeof(*h));
-    h[LK_HEADERS_N_CORS] = routed;
+    size_t n = tunnelled ? LK_HEADERS_N_CORS + 1 : 1;
+    struct lk_http_header *h = lk_exchange_alloc(ex, n * sizeof(*h));
+    if (tunnelled)
+        memcpy(h, lk_headers_cors, LK_HEADERS_N_CORS * sizeof(*h));
+    h[n - 1] = (struct lk_http_header){ LK_STR(LK_ROUTE_ROUTED_TO),
+                                        { lk_exchange_strndup(ex, v.ptr, v.len), v.len } };
     if (tunnelled) {
         spec->resp_default = h;
-        spec->n_resp_default = LK_HEADERS_N_CORS + 1;
+        spec->n_resp_default = n;
     } else {
-        spec->resp_set = h + LK_HEADERS_N_CORS;
-        spec->n_resp_set = 1;
+        spec->resp_set = h;
+        spec->n_resp_set = n;
     }
 }
 
