@@ -133,3 +133,28 @@ void lk_sha256_hex(const void *p, size_t len, char hex[2 * LK_SHA256_LEN + 1])
     }
     hex[2 * LK_SHA256_LEN] = '\0';
 }
+
+void lk_hmac_sha256(const void *key, size_t key_len, const void *msg, size_t len,
+                    unsigned char out[LK_SHA256_LEN])
+{
+    unsigned char block[64] = { 0 };
+    unsigned char pad[64];
+    unsigned char inner[LK_SHA256_LEN];
+    struct lk_sha256 ctx;
+    if (key_len > sizeof(block))
+        lk_sha256(key, key_len, block); /* RFC 2104: longer keys are hashed first */
+    else if (key_len > 0)
+        memcpy(block, key, key_len);
+    for (size_t i = 0; i < sizeof(pad); i++)
+        pad[i] = block[i] ^ 0x36;
+    lk_sha256_init(&ctx);
+    lk_sha256_update(&ctx, pad, sizeof(pad));
+    lk_sha256_update(&ctx, msg, len);
+    lk_sha256_final(&ctx, inner);
+    for (size_t i = 0; i < sizeof(pad); i++)
+        pad[i] = block[i] ^ 0x5c;
+    lk_sha256_init(&ctx);
+    lk_sha256_update(&ctx, pad, sizeof(pad));
+    lk_sha256_update(&ctx, inner, sizeof(inner));
+    lk_sha256_final(&ctx, out);
+}

@@ -1,9 +1,9 @@
 /*
  * sha256.h - a small pure SHA-256 (FIPS 180-4) for the core.
  *
- * The core may not use OpenSSL (STYLE §3.1); session names need exactly one
- * digest (SPEC §2.6). Streaming: init, update any number of times, final.
- * Tested against the NIST vectors in tests/unit/test_sha256.c.
+ * The core may not use OpenSSL (STYLE §3.1); session names need one digest
+ * (SPEC §2.6), session-auth cookies one HMAC (session_auth.h). Streaming: init, update any number
+ * of times, final. Tested against the NIST vectors in tests/unit/test_sha256.c.
  */
 #ifndef LK_CORE_SHA256_H
 #define LK_CORE_SHA256_H
@@ -32,5 +32,10 @@ void lk_sha256(const void *p, size_t len, unsigned char out[LK_SHA256_LEN]);
 
 /* One-shot digest as lower-case hex, NUL-terminated (hex holds 65 bytes). */
 void lk_sha256_hex(const void *p, size_t len, char hex[2 * LK_SHA256_LEN + 1]);
+
+/* HMAC-SHA256 (RFC 2104) of msg[0..len) keyed with key[0..key_len);
+ * tested against the RFC 4231 vectors. */
+void lk_hmac_sha256(const void *key, size_t key_len, const void *msg, size_t len,
+                    unsigned char out[LK_SHA256_LEN]);
 
 #endif

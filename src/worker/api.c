@@ -489,7 +489,7 @@ static char *form_decode(struct lk_exchange *ex, const char *s, size_t n)
 /* The decoded value of the query field named key (NULL when absent), and
  * in *n_found how often it occurs: serde's struct deserializer, behind the
  * original's Query extractor, rejects a duplicated field. */
-static const char *query_field(struct lk_exchange *ex, struct lk_str query, const char *key,
+const char *worker_query_field(struct lk_exchange *ex, struct lk_str query, const char *key,
                                size_t *n_found)
 {
     size_t klen = strlen(key);
@@ -537,7 +537,7 @@ static void on_tunnel(struct worker *w, struct lk_exchange *ex)
     struct lk_buf e = LK_BUF_INIT;
     split_target(lk_exchange_target(ex), &path, &query);
     size_t n_found;
-    const char *name = query_field(ex, query, "session_name", &n_found);
+    const char *name = worker_query_field(ex, query, "session_name", &n_found);
     if (name == NULL) {
         worker_respond_text(ex, 400,
                             "Failed to deserialize query string: missing field `session_name`");
@@ -761,11 +761,16 @@ void worker_handle(struct lk_exchange *ex, void *data)
     struct lk_str query;
     if (worker_reject_unproxyable(ex))
         return;
+    split_target(lk_exchange_target(ex), &path, &query);
+    /* DESIGN §7: the sign-in of session auth, on every host. */
+    if (w->auth_on && lk_str_eq(path, LK_STR(WORKER_AUTH_PATH))) {
+        worker_auth_endpoint(w, ex);
+        return;
+    }
     if (worker_tunnel_host_session(&w->tunnel, request_host(ex), &session)) {
         worker_tunnel_host_request(w, ex, session);
         return;
     }
-    split_target(lk_exchange_target(ex), &path, &query);
     if (lk_str_eq(path, LK_STR(LK_TUNNEL_PATH))) {
         worker_tunnel_endpoint(w, ex);
         return;

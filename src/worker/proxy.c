@@ -107,7 +107,7 @@ const char *worker_request_url(struct worker *w, struct lk_exchange *ex)
 }
 
 /* The outgoing header list (lk_route_outgoing_headers) in the exchange's arena. */
-static const struct lk_http_header *outgoing_headers(struct lk_exchange *ex,
+static const struct lk_http_header *outgoing_headers(struct worker *w, struct lk_exchange *ex,
                                                      const struct lk_route_result *r, size_t *n_out)
 {
     size_t n_in = 0;
@@ -115,7 +115,7 @@ static const struct lk_http_header *outgoing_headers(struct lk_exchange *ex,
     struct lk_http_header *out =
         lk_exchange_alloc(ex, (n_in + LK_ROUTE_MAX_EXTRA + 1) * sizeof(*out));
     *n_out = lk_route_outgoing_headers(in, n_in, r, out);
-    return out;
+    return worker_auth_strip(w, ex, out, n_out);
 }
 
 static void on_http_error(struct lk_exchange *ex, const char *errtext, void *data)
@@ -205,7 +205,7 @@ static void forward(struct worker *w, struct lk_exchange *ex, struct lk_route_re
     struct lk_buf key = LK_BUF_INIT;
     bool ws = wants_websocket(ex);
     spec.url = r->target.url.data;
-    spec.headers = outgoing_headers(ex, r, &spec.n_headers);
+    spec.headers = outgoing_headers(w, ex, r, &spec.n_headers);
     spec.resp_default = lk_headers_cors;
     spec.n_resp_default = LK_HEADERS_N_CORS;
     spec.websocket = ws;
@@ -233,6 +233,17 @@ static void forward(struct worker *w, struct lk_exchange *ex, struct lk_route_re
         worker_respond_error(ex, 502, "Failed to fetch from target service: proxy refused");
 }
 
+/* Session auth's "urls" scope: the session is the one the request's own URL
+ * (or the x-forwarded-host of a proxy in front) names (SPEC §3.4 step 1). */
+static bool named_by_url(struct lk_str url, const struct lk_http_header *h, size_t n,
+                         struct lk_str name)
+{
+    struct lk_str xfh;
+    return lk_str_ieq(lk_route_first_subdomain(url), name) ||
+           (lk_headers_get(h, n, LK_STR("x-forwarded-host"), &xfh) &&
+            lk_str_ieq(lk_route_first_subdomain(xfh), name));
+}
+
 void worker_proxy(struct worker *w, struct lk_exchange *ex)
 {
     struct lookup_ctx lc = { w, { NULL }, 0 };
@@ -247,6 +258,11 @@ void worker_proxy(struct worker *w, struct lk_exchange *ex)
         if (err.len > 0)
             LK_CLOG(lk_exchange_conn_id(ex), WARN, "session lookup failed: %s", err.data);
         worker_respond_error(ex, 422, no_session_text);
+    } else if (w->auth_on &&
+               !worker_auth_allow(w, ex,
+                                  w->auth_urls_only && named_by_url(url, h, n, r->found.name))) {
+        lk_exchange_set_log_fields(
+            ex, lk_exchange_strndup(ex, r->found.name.ptr, r->found.name.len), NULL);
     } else if (rc != 0) {
         lk_exchange_set_log_fields(
             ex, lk_exchange_strndup(ex, r->found.name.ptr, r->found.name.len), NULL);

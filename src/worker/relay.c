@@ -306,8 +306,19 @@ static void on_host_error(struct lk_exchange *ex, const char *errtext, void *dat
 void worker_tunnel_host_request(struct worker *w, struct lk_exchange *ex, struct lk_str session)
 {
     struct lk_proxy_req spec = { 0 };
+    /* Session auth (DESIGN §7): a tunnel hostname is a session URL; a peer
+     * checked the request before forwarding it, and the tunnel check
+     * (`linkup health`) tells nothing but that the tunnel is up. */
+    struct lk_str path = lk_exchange_target(ex);
+    long q = lk_str_index(path, '?');
+    if (q >= 0)
+        path.len = (size_t)q;
+    if (w->auth_on && !lk_str_eq(path, LK_STR("/linkup/check")) && !from_peer(w, ex) &&
+        !worker_auth_allow(w, ex, true))
+        return;
     spec.url = worker_request_url(w, ex);
     spec.headers = lk_exchange_headers(ex, &spec.n_headers);
+    spec.headers = worker_auth_strip(w, ex, spec.headers, &spec.n_headers);
     spec.websocket = lk_exchange_is_websocket(ex);
     spec.ws_pass_non_101 = true;
     spec.on_error = on_host_error;

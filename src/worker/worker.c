@@ -37,6 +37,8 @@ struct worker_opts {
     int tunnel_port_num; /* the value of tunnel_port; 0 when unset */
     const char *peer_url;
     const char *peer_secret;
+    const char *session_auth;
+    const char *session_auth_scope;
 };
 
 struct worker_run {
@@ -68,6 +70,13 @@ static const char usage_text[] =
     "                              http://10.0.0.5:8787 [env: LINKUP_WORKER_PEER_URL]\n"
     "      --peer-secret <S>       Secret shared by peer workers "
     "[env: LINKUP_WORKER_PEER_SECRET]\n"
+    "      --session-auth <SECRET> Guard sessions with a sign-in (cookie) or the\n"
+    "                              linkup-session-auth header; 16+ visible characters\n"
+    "                              [env: LINKUP_WORKER_SESSION_AUTH] [default: off]\n"
+    "      --session-auth-scope <S>\n"
+    "                              all: every request routed to a session | urls: only\n"
+    "                              session URLs and tunnel hostnames\n"
+    "                              [env: LINKUP_WORKER_SESSION_AUTH_SCOPE] [default: all]\n"
     "  -h, --help                  Print help\n";
 
 uint64_t worker_now_ms(void)
@@ -96,12 +105,18 @@ static int take_value(int argc, char **argv, int *i, const char *name, const cha
 
 static int parse_args(int argc, char **argv, struct worker_opts *o)
 {
-    static const char *const names[] = { "--listen",        "--token",         "--store",
-                                         "--tunnel-domain", "--tunnel-prefix", "--tunnel-scheme",
-                                         "--tunnel-port",   "--peer-url",      "--peer-secret" };
-    const char **slots[] = { &o->listen,        &o->token,         &o->store,
-                             &o->tunnel_domain, &o->tunnel_prefix, &o->tunnel_scheme,
-                             &o->tunnel_port,   &o->peer_url,      &o->peer_secret };
+    /* "--session-auth-scope" before "--session-auth": take_value() matches
+     * a name only whole, but the order keeps that obvious. */
+    static const char *const names[] = {
+        "--listen",        "--token",       "--store",    "--tunnel-domain", "--tunnel-prefix",
+        "--tunnel-scheme", "--tunnel-port", "--peer-url", "--peer-secret",   "--session-auth-scope",
+        "--session-auth",
+    };
+    const char **slots[] = {
+        &o->listen,        &o->token,       &o->store,    &o->tunnel_domain, &o->tunnel_prefix,
+        &o->tunnel_scheme, &o->tunnel_port, &o->peer_url, &o->peer_secret,   &o->session_auth_scope,
+        &o->session_auth,
+    };
     for (int i = 1; i < argc; i++) {
         int matched = 0;
         for (size_t k = 0; k < LK_ARRAY_LEN(names) && matched == 0; k++) {
@@ -121,6 +136,34 @@ static const char *env_or(const char *value, const char *env)
     return value ? value : (v && v[0] ? v : NULL);
 }
 
+/* --session-auth: at least LK_AUTH_SECRET_MIN visible ASCII characters (the
+ * header carries it trimmed, and a short one is guessed); the scope all or
+ * urls. An empty secret is off. */
+static int check_session_auth(struct worker_opts *o)
+{
+    if (o->session_auth != NULL && o->session_auth[0] == '\0')
+        o->session_auth = NULL;
+    const char *scope = o->session_auth_scope != NULL ? o->session_auth_scope : "all";
+    if (strcmp(scope, "all") != 0 && strcmp(scope, "urls") != 0)
+        return cli_usage_error(
+            "worker", "invalid value '%s' for '--session-auth-scope': expected all or urls", scope);
+    if (o->session_auth == NULL) {
+        if (o->session_auth_scope != NULL)
+            LK_LOG(WARN, "--session-auth-scope is used only with --session-auth");
+        return 0;
+    }
+    size_t n = strlen(o->session_auth);
+    bool visible = true;
+    for (size_t i = 0; i < n; i++)
+        visible &= o->session_auth[i] > 0x20 && o->session_auth[i] < 0x7f;
+    if (n < LK_AUTH_SECRET_MIN || !visible)
+        return cli_usage_error("worker",
+                               "invalid value for '--session-auth': expected at least %d visible "
+                               "ASCII characters, without spaces",
+                               LK_AUTH_SECRET_MIN);
+    return 0;
+}
+
 /* Fills the options from the environment and the defaults; default_store is
  * the buffer for the default store spec. */
 static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
@@ -137,6 +180,10 @@ static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
         o->peer_url = NULL;
     if (o->peer_secret != NULL && o->peer_secret[0] == '\0')
         o->peer_secret = NULL;
+    o->session_auth = env_or(o->session_auth, "LINKUP_WORKER_SESSION_AUTH");
+    o->session_auth_scope = env_or(o->session_auth_scope, "LINKUP_WORKER_SESSION_AUTH_SCOPE");
+    if (check_session_auth(o) != 0)
+        return LK_EXIT_USAGE;
     if (o->listen == NULL)
         o->listen = "127.0.0.1:8787";
     if (o->tunnel_domain == NULL)
@@ -279,6 +326,12 @@ static int start(struct worker_run *run, const struct worker_opts *o)
                                                                : listen_port(w->bound) };
     w->peer_url = o->peer_url;
     w->peer_secret = o->peer_secret;
+    if (o->session_auth != NULL) {
+        w->auth_on = true;
+        w->auth_urls_only =
+            o->session_auth_scope != NULL && strcmp(o->session_auth_scope, "urls") == 0;
+        lk_auth_key_init(&w->auth_key, lk_str_c(o->session_auth));
+    }
     worker_relay_start(w, run->base);
     if (o->peer_url != NULL && (o->peer_secret == NULL || !worker_store_is_shared(w->store)))
         LK_LOG(WARN, "--peer-url is used only with --peer-secret and a redis store");

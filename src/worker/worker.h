@@ -23,6 +23,7 @@
 
 #include "core/rng.h"
 #include "core/route.h"
+#include "core/session_auth.h"
 #include "core/store.h"
 #include "net/http_server.h"
 #include "worker/cache.h"
@@ -57,6 +58,13 @@ struct lk_tunnel_hub;
 #define WORKER_HOLDER_TTL_MS     15000u
 #define WORKER_HOLDER_REFRESH_MS 5000u
 
+/* Session auth (auth.c, DESIGN §7): how long a sign-in lasts, the sign-in
+ * endpoint (served only when --session-auth is set; without it the path is
+ * proxied like any other, SPEC §4.2) and the largest sign-in form body. */
+#define WORKER_AUTH_TTL_S    (7u * 24u * 3600u)
+#define WORKER_AUTH_PATH     "/linkup/session-auth"
+#define WORKER_AUTH_FORM_MAX (64u * 1024u)
+
 /* Header carrying --peer-secret on requests one worker forwards to the
  * worker holding the tunnel (compared in constant time). */
 #define WORKER_PEER_HEADER "x-linkup-peer-secret"
@@ -83,6 +91,10 @@ struct worker {
     struct worker_store_try *tries;   /* owned list; worker_api_cancel() */
     struct worker_store_try *cur_try; /* the one being run, or NULL */
     struct lk_route_slot route;       /* worker_proxy()'s reused route result */
+    /* Session auth (auth.c): off unless --session-auth is set. */
+    bool auth_on;
+    bool auth_urls_only;         /* --session-auth-scope urls */
+    struct lk_auth_key auth_key; /* from the secret; the secret is not kept */
 };
 
 /* The lk_http_handler_cb of the worker (api.c): tunnel hostnames, the seven
@@ -99,6 +111,29 @@ void worker_api_cancel(struct worker *w);
  * request without Host with 400 (RFC 9112 §3.2). Returns true when ex was
  * answered (completed), false when it is left untouched. */
 bool worker_reject_unproxyable(struct lk_exchange *ex);
+
+/* ---- session auth (auth.c; DESIGN §7, docs/worker.md) ---- */
+
+/* WORKER_AUTH_PATH: GET/HEAD the sign-in page, POST the form (secret, next,
+ * or signout); other methods 405. Completes ex. Only with w->auth_on. */
+void worker_auth_endpoint(struct worker *w, struct lk_exchange *ex);
+
+/* The gate in front of a request for a session (by_url: the session is the
+ * one its URL or x-forwarded-host names, or a tunnel hostname's). Returns
+ * true when ex may go on: auth is off, it is out of scope, a CORS preflight,
+ * or it carries a credential. Otherwise answers 401 (the sign-in page for
+ * a browser's GET) and returns false. */
+bool worker_auth_allow(struct worker *w, struct lk_exchange *ex, bool by_url);
+
+/* h[0..*n) without the credentials when auth is on (lk_auth_strip), in ex's
+ * arena; h itself otherwise. */
+const struct lk_http_header *worker_auth_strip(struct worker *w, struct lk_exchange *ex,
+                                               const struct lk_http_header *h, size_t *n);
+
+/* The decoded value of the x-www-form-urlencoded field key in query (NULL
+ * when absent; in ex's arena), and how often key occurs (api.c). */
+const char *worker_query_field(struct lk_exchange *ex, struct lk_str query, const char *key,
+                               size_t *n_found);
 
 /* Answers one request through the proxy path (proxy.c, SPEC §4.4). */
 void worker_proxy(struct worker *w, struct lk_exchange *ex);

@@ -1,6 +1,7 @@
 /*
  * test_sha256.c - lib/core/sha256: NIST FIPS 180-4 example vectors, streaming
- * in odd splits, and the session-name vectors of SPEC §2.6 and §9.
+ * in odd splits, the session-name vectors of SPEC §2.6 and §9, and the
+ * HMAC-SHA256 vectors of RFC 4231.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,16 @@ static void test_million_a(void)
     CHECK(memcmp(d, want, sizeof(want)) == 0);
 }
 
+static void to_hex(const unsigned char d[LK_SHA256_LEN], char hex[2 * LK_SHA256_LEN + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < LK_SHA256_LEN; i++) {
+        hex[2 * i] = digits[d[i] >> 4];
+        hex[2 * i + 1] = digits[d[i] & 15];
+    }
+    hex[2 * LK_SHA256_LEN] = '\0';
+}
+
 /* Feeding the same message in splits of every size gives the same digest;
  * lengths around the 55/56/64-byte padding boundaries are covered. */
 static void test_splits(void)
@@ -79,10 +90,37 @@ static void test_splits(void)
     }
 }
 
+/* RFC 4231 test cases 1, 2 and 6 (a key longer than the block). */
+static void test_hmac_rfc4231(void)
+{
+    static const char tc1[] = "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7";
+    static const char tc2[] = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+    static const char tc6[] = "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54";
+    static const char big_msg[] = "Test Using Larger Than Block-Size Key - Hash Key First";
+    unsigned char key[131];
+    unsigned char mac[LK_SHA256_LEN];
+    char hex[2 * LK_SHA256_LEN + 1];
+
+    memset(key, 0x0b, 20);
+    lk_hmac_sha256(key, 20, "Hi There", 8, mac);
+    to_hex(mac, hex);
+    CHECK_STR_EQ(hex, tc1);
+
+    lk_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac);
+    to_hex(mac, hex);
+    CHECK_STR_EQ(hex, tc2);
+
+    memset(key, 0xaa, sizeof(key));
+    lk_hmac_sha256(key, sizeof(key), big_msg, sizeof(big_msg) - 1, mac);
+    to_hex(mac, hex);
+    CHECK_STR_EQ(hex, tc6);
+}
+
 int main(void)
 {
     RUN(test_vectors);
     RUN(test_million_a);
     RUN(test_splits);
+    RUN(test_hmac_rfc4231);
     return DONE();
 }
