@@ -1469,8 +1469,8 @@ static void ws_move(struct evbuffer *in, struct evbuffer *out, struct ws_dir *wd
             continue;
         }
         if (h.opcode != LK_WS_OP_CLOSE || wd->dropping) {
-            /* The source's close after ours ends its closing handshake
-             * (RFC 6455 §7.1.2): nothing more is read from it. */
+            /* Draining, a close from the source: that side closed (RFC
+             * 6455 §7.1.2), sends nothing more, and is done as at its EOF. */
             wd->answered = wd->answered || h.opcode == LK_WS_OP_CLOSE;
             wd->left = h.len + h.payload_len;
             continue;
