@@ -109,6 +109,10 @@ struct h2s {
     bool deferred;         /* the data provider waits */
     bool throttled;        /* the pair's reading is paused (BODY_MAX) */
     bool pump_pending;     /* pump from the loop (on_pump_ev) */
+    /* A WebSocket whose upstream failed (the engine's end reported an error):
+     * after its last bytes the stream is reset with CANCEL, not ended
+     * (cancel_when_flushed(); cancel: the reset was submitted). */
+    bool in_err, cancel;
 };
 
 struct lk_h2_front {
@@ -321,6 +325,21 @@ static void release_window(struct h2s *s)
 static ssize_t on_data_source(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len,
                               uint32_t *flags, nghttp2_data_source *src, void *user);
 
+/* A WebSocket whose upstream failed, all of whose bytes are in DATA frames
+ * now: the stream is reset with CANCEL instead of ended (RFC 8441 §5:
+ * "Orderly TCP-level closures are represented as END_STREAM flags ... RST
+ * exceptions are represented with the RST_STREAM frame ... with the CANCEL
+ * error code"). A DATA frame nghttp2 is still writing leaves first. Called
+ * when the response completes and after each DATA frame. */
+static void cancel_when_flushed(struct h2s *s)
+{
+    if (!s->in_err || s->cancel || s->rs != RESP_DONE || evbuffer_get_length(s->body) > 0 ||
+        s->f->dead)
+        return;
+    s->cancel = true;
+    nghttp2_submit_rst_stream(s->f->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+}
+
 static void schedule_pump(struct h2s *s)
 {
     s->pump_pending = true;
@@ -528,6 +547,7 @@ static void pump(struct h2s *s)
          * purpose (the engine sees EOF after a complete exchange). */
         release_window(s);
         pair_close(s, false);
+        cancel_when_flushed(s);
     } else {
         bool full = evbuffer_get_length(s->body) >= BODY_MAX;
         if (full != s->throttled) {
@@ -549,14 +569,14 @@ static ssize_t on_data_source(nghttp2_session *h2, int32_t id, uint8_t *buf, siz
     (void)id;
     (void)user;
     size_t have = evbuffer_get_length(s->body);
-    if (have == 0 && s->rs != RESP_DONE) {
+    if (have == 0 && (s->rs != RESP_DONE || s->in_err)) {
         s->deferred = true; /* pump() resumes */
         return NGHTTP2_ERR_DEFERRED;
     }
     size_t n = have < len ? have : len;
     if (n > 0)
         evbuffer_remove(s->body, buf, n);
-    if (s->rs == RESP_DONE && n == have)
+    if (s->rs == RESP_DONE && n == have && !s->in_err)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
     else if (s->throttled && have - n < BODY_MAX / 2)
         schedule_pump(s); /* not from inside nghttp2: from the loop */
@@ -585,7 +605,9 @@ static void on_pair_write(struct bufferevent *bev, void *arg)
 }
 
 /* The engine closed (or freed) its end. Its last bytes are in our input
- * already; pump() decides whether the response was complete. */
+ * already; pump() decides whether the response was complete. An error
+ * comes with the EOF (lk_net_pair_error()) when a WebSocket's upstream
+ * failed. */
 static void on_pair_event(struct bufferevent *bev, short what, void *arg)
 {
     struct h2s *s = arg;
@@ -593,6 +615,7 @@ static void on_pair_event(struct bufferevent *bev, short what, void *arg)
     if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
         return;
     s->in_eof = true;
+    s->in_err = s->ws && (what & BEV_EVENT_ERROR) != 0; /* cancel_when_flushed() */
     pump(s);
     flush(s->f);
 }
@@ -696,8 +719,7 @@ static void start_request(struct h2s *s)
     bufferevent_enable(ours, EV_READ | EV_WRITE);
     evbuffer_add(bufferevent_get_output(ours), head.data, head.len);
     lk_buf_release(&head);
-    int rc = f->is_tls ? lk_http_server_adopt_https(f->srv, theirs, f->peer, f->is_loopback)
-                       : lk_http_server_adopt(f->srv, theirs, f->peer, f->is_loopback);
+    int rc = lk_http_server_adopt_h2(f->srv, theirs, f->peer, f->is_loopback, f->is_tls);
     if (rc != 0) {
         LK_CLOG(f->id, WARN, "http/2 stream %d: the server refused it (draining or full)",
                 (int)s->id);
@@ -877,10 +899,16 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id, const u
 
 /* Our END_STREAM left before the client finished its request (the engine
  * answered early, e.g. 413): ask the client to stop sending (RFC 9113
- * §8.1). */
+ * §8.1). After a DATA frame, a WebSocket whose upstream failed may be
+ * reset now (cancel_when_flushed()). */
 static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *fr, void *user)
 {
     (void)user;
+    if (fr->hd.type == NGHTTP2_DATA) {
+        struct h2s *s = nghttp2_session_get_stream_user_data(h2, fr->hd.stream_id);
+        if (s != NULL)
+            cancel_when_flushed(s);
+    }
     if ((fr->hd.type == NGHTTP2_HEADERS || fr->hd.type == NGHTTP2_DATA) &&
         (fr->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
         nghttp2_session_get_stream_remote_close(h2, fr->hd.stream_id) == 0)

@@ -13,9 +13,8 @@
  * one nghttp2 server session over it and serves every request stream through
  * the HTTP/1.1 engine itself: the stream's request is re-serialised as an
  * HTTP/1.1 head (+ body) into one end of an in-memory bufferevent pair whose
- * other end is adopted into the server (lk_http_server_adopt(), with the real
- * client's "ip:port" and loopback flag; lk_http_server_adopt_https() over
- * TLS), and the engine's HTTP/1.1 response
+ * other end is adopted into the server (lk_http_server_adopt_h2(), with the
+ * real client's "ip:port" and loopback flag, https over TLS), and the engine's HTTP/1.1 response
  * read back from the pair is turned into HEADERS + DATA. So routing, the
  * admin API (loopback only, as for HTTP/1.1), proxying and the access log
  * are the engine's, unchanged. docs/internals/h2c.md has the details.

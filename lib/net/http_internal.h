@@ -84,6 +84,11 @@ struct lk_conn {
     bool eof_aborts; /* adopted stream: EOF while proxying means gone */
     bool relayed;    /* a tunnel stream: heads parsed with srv->relay_limits */
     bool https;      /* a stream of an HTTP/2-over-TLS client: https:// URLs */
+    /* A stream of the HTTP/2 front: a WebSocket whose upstream failed ends
+     * with lk_net_pair_error(), for RST_STREAM CANCEL (RFC 8441 §5). Not for
+     * tunnel streams, whose pipes take an error as an abort that drops the
+     * bytes still queued. */
+    bool pair_resets;
     bool head_begun; /* bytes of the next head have arrived */
     unsigned n_requests;
     struct lk_exchange *ex; /* current exchange, or NULL */
@@ -224,6 +229,13 @@ void lk_exchange_defer(struct lk_exchange *ex, void (*fn)(struct lk_exchange *))
 void lk_exchange_relaying(struct lk_exchange *ex);
 /* Frees an exchange (arena, body buffer) and unlinks it from the server. */
 void lk_exchange_free(struct lk_exchange *ex);
+/* lk_http_server_adopt() for a stream of the HTTP/2 front (h2_front.c): the
+ * same, and a WebSocket on it whose upstream fails ends with an error
+ * (lk_conn.pair_resets); https: a stream of a TLS client connection, so
+ * lk_exchange_is_tls() is true and the request's URL is https:// as on the
+ * TLS listener itself. */
+int lk_http_server_adopt_h2(struct lk_http_server *srv, struct bufferevent *bev,
+                            const char *peer_label, bool peer_is_loopback, bool https);
 /* The drain may be complete: check it from the loop. */
 void lk_http_server_check_drain(struct lk_http_server *srv);
 /* The SSL_CTX for https:// upstreams, created on first use unless the
@@ -238,6 +250,13 @@ struct ssl_ctx_st *lk_http_server_client_tls(struct lk_http_server *srv);
  * in a WebSocket tunnel, it is a half-close. */
 void lk_proxy_on_client_read(struct lk_exchange *ex);
 void lk_proxy_on_client_write(struct lk_exchange *ex);
+/* The server started to drain (again: idempotent). A WebSocket tunnel that
+ * reads frames (ws_close_normal) sends both sides a 1001 close at the next
+ * frame boundary of each direction and relays nothing after it; it ends
+ * when both sides have closed, or at the drain deadline. Other tunnels
+ * carry on untouched: their bytes have no boundary the engine knows. May
+ * finish the exchange (nothing may touch ex after it). */
+void lk_proxy_drain(struct lk_exchange *ex);
 void lk_proxy_on_client_eof(struct lk_exchange *ex);
 /* The client connection is going away: cancel the upstream side and free
  * the proxy state (the upstream connection is closed, not pooled). */
@@ -324,6 +343,13 @@ void lk_net_tune_socket(struct bufferevent *bev);
  * partner and runs the partner's event callback with BEV_EVENT_EOF
  * (deferred: pair callbacks always are). Nothing for other bufferevents. */
 void lk_net_shutdown_write(struct bufferevent *bev);
+/* Tells bev's pair partner (none: nothing) that this end failed: its event
+ * callback gets BEV_EVENT_ERROR | BEV_EVENT_READING (deferred, as every pair
+ * callback). Called right before lk_net_shutdown_write() or
+ * lk_net_bev_free() in the same callback, the error joins their EOF in one
+ * event callback, which comes after the read callback for the bytes they
+ * move: the partner sees every byte, then an abnormal end. */
+void lk_net_pair_error(struct bufferevent *bev);
 /* bufferevent_free() that a pair partner notices: the queued output and an
  * EOF reach the partner first (libevent unlinks a freed pair end without
  * telling the other). Every engine-owned connection is freed with it.

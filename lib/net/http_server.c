@@ -1320,29 +1320,37 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     conn_start(c);
 }
 
+/* What an adopted byte stream is the far end of. */
+enum adopt_kind {
+    ADOPT_TUNNEL = 0, /* a tunnel stream (tunnel.c) */
+    ADOPT_RELAYED,    /* a tunnel stream with widened head limits */
+    ADOPT_H2,         /* an HTTP/2 front stream (h2_front.c) */
+    ADOPT_H2_TLS,     /* the same, of a TLS client connection */
+};
+
 static int adopt(struct lk_http_server *srv, struct bufferevent *bev, const char *peer_label,
-                 bool peer_is_loopback, bool relayed, bool https);
+                 bool peer_is_loopback, enum adopt_kind kind);
 
 int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
                          const char *peer_label, bool peer_is_loopback)
 {
-    return adopt(srv, bev, peer_label, peer_is_loopback, false, false);
+    return adopt(srv, bev, peer_label, peer_is_loopback, ADOPT_TUNNEL);
 }
 
-int lk_http_server_adopt_https(struct lk_http_server *srv, struct bufferevent *bev,
-                               const char *peer_label, bool peer_is_loopback)
+int lk_http_server_adopt_h2(struct lk_http_server *srv, struct bufferevent *bev,
+                            const char *peer_label, bool peer_is_loopback, bool https)
 {
-    return adopt(srv, bev, peer_label, peer_is_loopback, false, true);
+    return adopt(srv, bev, peer_label, peer_is_loopback, https ? ADOPT_H2_TLS : ADOPT_H2);
 }
 
 int lk_http_server_adopt_relayed(struct lk_http_server *srv, struct bufferevent *bev,
                                  const char *peer_label)
 {
-    return adopt(srv, bev, peer_label, false, true, false);
+    return adopt(srv, bev, peer_label, false, ADOPT_RELAYED);
 }
 
 static int adopt(struct lk_http_server *srv, struct bufferevent *bev, const char *peer_label,
-                 bool peer_is_loopback, bool relayed, bool https)
+                 bool peer_is_loopback, enum adopt_kind kind)
 {
     if (srv->draining || srv->n_conns >= srv->opts.max_conns) {
         lk_net_bev_free(bev);
@@ -1354,8 +1362,9 @@ static int adopt(struct lk_http_server *srv, struct bufferevent *bev, const char
     memcpy(c->peer_str, label, n); /* c is zeroed: NUL-terminated */
     c->is_loopback = peer_is_loopback;
     c->eof_aborts = true;
-    c->relayed = relayed;
-    c->https = https;
+    c->relayed = kind == ADOPT_RELAYED;
+    c->https = kind == ADOPT_H2_TLS;
+    c->pair_resets = kind == ADOPT_H2 || kind == ADOPT_H2_TLS;
     c->bev = bev;
     c->plain = lk_net_bev_is_plain(bev);
     bufferevent_set_max_single_write(bev, 256 * 1024);
@@ -1644,6 +1653,8 @@ static void on_drain_check(evutil_socket_t fd, short what, void *arg)
             lk_conn_close(c, "server draining");
         else if (c->state == LK_CONN_H2)
             lk_h2_front_drain(c->h2); /* GOAWAY; closes once its streams are done */
+        else if (c->state == LK_CONN_TUNNEL && c->ex != NULL)
+            lk_proxy_drain(c->ex); /* WebSockets: 1001 close frames (the worker) */
     }
     lk_upstream_pool_clear(srv);
     if (srv->conns == NULL && srv->reap == NULL && srv->exchanges == NULL)

@@ -203,12 +203,6 @@ void lk_http_server_free(struct lk_http_server *srv);
 int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
                          const char *peer_label, bool peer_is_loopback);
 
-/* lk_http_server_adopt() for a stream of a TLS client connection (HTTP/2
- * over TLS): the same, except that lk_exchange_is_tls() is true, so the
- * request's URL is https:// as on the TLS listener itself. */
-int lk_http_server_adopt_https(struct lk_http_server *srv, struct bufferevent *bev,
-                               const char *peer_label, bool peer_is_loopback);
-
 /* Room a relayed head gets past the server's limits: the worker adds up to
  * five fields to a request it passes through a tunnel (traceparent,
  * tracestate, linkup-destination, x-forwarded-host, SPEC §3.7; baggage,

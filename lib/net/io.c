@@ -58,6 +58,13 @@ void lk_net_shutdown_write(struct bufferevent *bev)
         pair_finish(bev);
 }
 
+void lk_net_pair_error(struct bufferevent *bev)
+{
+    struct bufferevent *partner = bufferevent_pair_get_partner(bev);
+    if (partner != NULL)
+        bufferevent_trigger_event(partner, BEV_EVENT_ERROR | BEV_EVENT_READING, 0);
+}
+
 void lk_net_bev_free(struct bufferevent *bev)
 {
     if (bev == NULL)

@@ -12,8 +12,11 @@
  * The proxy state lives in the exchange's arena, so finishing the exchange
  * frees it: nothing may touch px after lk_conn_exchange_done().
  * With ws_close_normal (the worker, SPEC §4.7) the tunnel reads frame heads:
- * data frames pass untouched, close frames are re-sent with code 1000, and a
- * side that ends without a close frame gets the other one a 1011 close.
+ * data frames pass untouched, close frames are re-sent with code 1000, a
+ * side that ends without a close frame gets the other one a 1011 close, and
+ * a drain closes both sides with 1001 at frame boundaries (lk_proxy_drain()).
+ * An upstream that fails (not a clean EOF) ends an HTTP/2 front stream with
+ * an error: RST_STREAM CANCEL (RFC 8441 §5).
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -46,7 +49,10 @@ struct ws_dir {
     bool closed;    /* a close frame went this way */
     bool malformed; /* a head that breaks RFC 6455 §5.2: the rest passes as bytes */
     bool to_upstream;
-    uint8_t rsv_ok; /* RSV bits data frames may carry: some only with an extension */
+    uint8_t rsv_ok;  /* RSV bits data frames may carry: some only with an extension */
+    bool going_away; /* draining: a 1001 close goes this way at the next frame boundary */
+    bool dropping;   /* our 1001 close went this way: the source's bytes are dropped */
+    bool answered;   /* dropping, a close came from the source: its side is done */
 };
 
 struct lk_proxy {
@@ -1255,13 +1261,33 @@ static void retry(struct lk_proxy *px)
     connect_upstream(px, true);
 }
 
+/* The upstream of c's tunnel failed (a reset or a read error, not an EOF).
+ * An HTTP/2 front stream is told with an error, which joins the EOF that
+ * follows it in the same callback: its client gets RST_STREAM CANCEL after
+ * the bytes, not END_STREAM (RFC 8441 §5: "RST exceptions are represented
+ * with the RST_STREAM frame ... with the CANCEL error code"). Other clients
+ * are closed as before. */
+static void fail_client_stream(struct lk_conn *c)
+{
+    if (c->pair_resets)
+        lk_net_pair_error(c->bev);
+}
+
 static void on_up_event(struct bufferevent *bev, short what, void *arg)
 {
     struct lk_proxy *px = arg;
     (void)bev;
     if (px->state == PX_TUNNEL) {
         if ((what & BEV_EVENT_ERROR) && !px->ws_frames) {
-            lk_conn_close(px->ex->conn, "websocket upstream error");
+            struct lk_conn *c = px->ex->conn;
+            if (c->pair_resets) {
+                /* The bytes read before the error, then the error. */
+                evbuffer_add_buffer(bufferevent_get_output(c->bev),
+                                    bufferevent_get_input(px->up->bev));
+                fail_client_stream(c);
+                lk_net_shutdown_write(c->bev);
+            }
+            lk_conn_close(c, "websocket upstream error");
             return;
         }
         if (what & BEV_EVENT_ERROR) {
@@ -1376,30 +1402,55 @@ static void start_tunnel(struct lk_proxy *px)
     if (px->ws_frames && lk_http1_find_header(px->resp.headers, px->resp.n_headers,
                                               LK_STR("sec-websocket-extensions")) != NULL)
         px->ws_up.rsv_ok = px->ws_down.rsv_ok = 0x70; /* permessage-deflate uses RSV1 */
+    /* Opened while the server drains: closed at once (lk_proxy_drain()). */
+    if (px->ws_frames && px->srv->draining)
+        px->ws_up.going_away = px->ws_down.going_away = true;
     own_read_off(px, true);
     px->c_eof = c->read_eof;
     LK_CLOG(ex->conn_id, DEBUG, "websocket tunnel open to %s", px->host);
     tunnel_pump(px);
 }
 
+/* Passes the first n bytes of in on to out, or drops them once our own
+ * close went wd's way (RFC 6455 §5.5.1: nothing may follow a close). */
+static void ws_pass(struct evbuffer *in, struct evbuffer *out, const struct ws_dir *wd, size_t n)
+{
+    if (wd->dropping)
+        evbuffer_drain(in, n);
+    else
+        evbuffer_remove_buffer(in, out, n);
+}
+
+static size_t ws_own_close(struct ws_dir *wd, uint16_t code, const char *why, uint8_t *f);
+
 /* Moves whole frames and frame parts from in to out (SPEC §4.7): data and
  * control frames as they are, a close frame only once it is all in, with
- * code 1000 and its reason. Leaves in a frame head that is not all there. */
+ * code 1000 and its reason. Draining, a 1001 close goes out at the first
+ * frame boundary, never inside a frame, and what follows is dropped. Leaves
+ * in a frame head that is not all there. */
 static void ws_move(struct evbuffer *in, struct evbuffer *out, struct ws_dir *wd)
 {
     for (;;) {
         size_t avail = evbuffer_get_length(in);
         if (wd->malformed) {
-            evbuffer_add_buffer(out, in);
+            ws_pass(in, out, wd, avail);
             return;
         }
         if (wd->left > 0) {
             size_t n = avail < wd->left ? avail : (size_t)wd->left;
             if (n == 0)
                 return;
-            evbuffer_remove_buffer(in, out, n);
+            ws_pass(in, out, wd, n);
             wd->left -= n;
             continue;
+        }
+        if (wd->going_away && !wd->closed) {
+            /* RFC 6455 §7.4.1: 1001, "a server going down". A close frame
+             * may come between the fragments of a message (§5.4). */
+            static const char why[] = "server shutting down";
+            uint8_t f[LK_WS_CLOSE_FRAME_MAX];
+            evbuffer_add(out, f, ws_own_close(wd, LK_WS_CLOSE_GOING_AWAY, why, f));
+            wd->dropping = true;
         }
         uint8_t head[LK_WS_HEAD_MAX];
         ev_ssize_t got = evbuffer_copyout(in, head, sizeof(head));
@@ -1417,7 +1468,10 @@ static void ws_move(struct evbuffer *in, struct evbuffer *out, struct ws_dir *wd
             wd->malformed = true;
             continue;
         }
-        if (h.opcode != LK_WS_OP_CLOSE) {
+        if (h.opcode != LK_WS_OP_CLOSE || wd->dropping) {
+            /* Draining, a close from the source: that side closed (RFC
+             * 6455 §7.1.2), sends nothing more, and is done as at its EOF. */
+            wd->answered = wd->answered || h.opcode == LK_WS_OP_CLOSE;
             wd->left = h.len + h.payload_len;
             continue;
         }
@@ -1431,19 +1485,25 @@ static void ws_move(struct evbuffer *in, struct evbuffer *out, struct ws_dir *wd
     }
 }
 
+/* Writes to f a close frame of our own (code, why) that goes wd's way, and
+ * marks wd closed. Returns its length. */
+static size_t ws_own_close(struct ws_dir *wd, uint16_t code, const char *why, uint8_t *f)
+{
+    uint8_t mask[4];
+    if (wd->to_upstream)
+        lk_rng_os_fill(NULL, mask, sizeof(mask)); /* a client's frames are masked */
+    wd->closed = true;
+    return lk_ws_close_frame(f, code, (const uint8_t *)why, strlen(why),
+                             wd->to_upstream ? mask : NULL);
+}
+
 /* Writes to f the 1011 close that goes wd's way when its source went away
  * without a close frame, and marks wd closed. Returns its length. */
 static size_t ws_gone_frame(struct ws_dir *wd, uint8_t *f)
 {
     static const char why_up[] = "websocket upstream went away without a close frame";
     static const char why_client[] = "websocket client went away without a close frame";
-    const char *why = wd->to_upstream ? why_client : why_up;
-    uint8_t mask[4];
-    if (wd->to_upstream)
-        lk_rng_os_fill(NULL, mask, sizeof(mask)); /* a client's frames are masked */
-    wd->closed = true;
-    return lk_ws_close_frame(f, LK_WS_CLOSE_INTERNAL_ERROR, (const uint8_t *)why, strlen(why),
-                             wd->to_upstream ? mask : NULL);
+    return ws_own_close(wd, LK_WS_CLOSE_INTERNAL_ERROR, wd->to_upstream ? why_client : why_up, f);
 }
 
 /* The source of wd ended without a close frame: what it left is passed on
@@ -1452,7 +1512,7 @@ static size_t ws_gone_frame(struct ws_dir *wd, uint8_t *f)
 static void ws_end(struct evbuffer *in, struct evbuffer *out, struct ws_dir *wd)
 {
     bool boundary = wd->left == 0 && evbuffer_get_length(in) == 0 && !wd->malformed;
-    evbuffer_add_buffer(out, in);
+    ws_pass(in, out, wd, evbuffer_get_length(in));
     if (wd->closed || !boundary)
         return;
     uint8_t f[LK_WS_CLOSE_FRAME_MAX];
@@ -1505,6 +1565,10 @@ static void pump_dir(struct lk_proxy *px, struct bufferevent *src, struct buffer
     if (src_eof && !*dst_shut) {
         bufferevent_setwatermark(dst, EV_WRITE, 0, 0);
         if (evbuffer_get_length(out) == 0) {
+            /* An upstream that failed: the error joins the EOF, after the
+             * bytes (the 1011 close, if any). */
+            if (px->u_dead && dst != px->up->bev)
+                fail_client_stream(px->ex->conn);
             lk_net_shutdown_write(dst); /* a socket, or a tunnel stream's pair end */
             *dst_shut = true;
         }
@@ -1527,11 +1591,15 @@ static void tunnel_pump(struct lk_proxy *px)
     struct lk_conn *c = ex->conn;
     if (c == NULL || px->up == NULL)
         return;
+    /* Draining, a side whose close answered ours is done, as at its EOF
+     * (RFC 6455 §7.1.1: then the TCP connection closes). */
+    bool c_end = px->c_eof || px->ws_up.answered;
+    bool u_end = px->u_eof || px->ws_down.answered;
     if (px->tls || c->is_tls) {
         /* TLS has no half-close we can pass on: either EOF ends the tunnel. */
-        if (px->c_eof || px->u_eof) {
-            pump_dir(px, c->bev, px->up->bev, px->c_eof, &px->u_shut, ws_up(px));
-            pump_dir(px, px->up->bev, c->bev, px->u_eof, &px->c_shut, ws_down(px));
+        if (c_end || u_end) {
+            pump_dir(px, c->bev, px->up->bev, c_end, &px->u_shut, ws_up(px));
+            pump_dir(px, px->up->bev, c->bev, u_end, &px->c_shut, ws_down(px));
             if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
                 drop_upstream(px, false);
                 lk_conn_close(c, "websocket tunnel closed");
@@ -1539,8 +1607,8 @@ static void tunnel_pump(struct lk_proxy *px)
             return;
         }
     }
-    pump_dir(px, c->bev, px->up->bev, px->c_eof, &px->u_shut, ws_up(px));
-    pump_dir(px, px->up->bev, c->bev, px->u_eof, &px->c_shut, ws_down(px));
+    pump_dir(px, c->bev, px->up->bev, c_end, &px->u_shut, ws_up(px));
+    pump_dir(px, px->up->bev, c->bev, u_end, &px->c_shut, ws_down(px));
     if (px->c_shut && px->u_shut) {
         LK_CLOG(ex->conn_id, DEBUG, "websocket tunnel closed both ways");
         drop_upstream(px, false);
@@ -1548,5 +1616,18 @@ static void tunnel_pump(struct lk_proxy *px)
         ex->phase = LK_EX_DONE;
         c->read_eof = true;
         lk_conn_exchange_done(c, false);
+        return;
     }
+    if ((!c_end && px->ws_up.answered) || (!u_end && px->ws_down.answered))
+        tunnel_pump(px); /* a close that answered ours came just now */
+}
+
+void lk_proxy_drain(struct lk_exchange *ex)
+{
+    struct lk_proxy *px = ex->proxy;
+    if (px == NULL || px->state != PX_TUNNEL || !px->ws_frames || px->ws_up.going_away)
+        return;
+    LK_CLOG(ex->conn_id, DEBUG, "draining: websocket closed with 1001 both ways");
+    px->ws_up.going_away = px->ws_down.going_away = true;
+    tunnel_pump(px); /* the closes go out now where no frame is half-way */
 }

@@ -31,6 +31,7 @@ enum {
     LK_WS_CONTROL_MAX = 125,                       /* payload bytes of a control frame */
     LK_WS_CLOSE_FRAME_MAX = 6 + LK_WS_CONTROL_MAX, /* head with mask + payload */
     LK_WS_CLOSE_NORMAL = 1000,
+    LK_WS_CLOSE_GOING_AWAY = 1001, /* §7.4.1: "a server going down" */
     LK_WS_CLOSE_INTERNAL_ERROR = 1011,
 };
 

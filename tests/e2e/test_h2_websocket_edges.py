@@ -1,11 +1,13 @@
 """WebSockets over HTTP/2 (RFC 8441 extended CONNECT, SPEC §5.4) on their
 failure paths: a client that stops reading (flow control pauses the
 upstream), resets or ends its stream, sends before the 200; an upstream that
-floods, closes abruptly or never answers; malformed extended CONNECTs; a
-graceful stop with WebSockets open. Raw frames, as test_h2_websocket.py."""
+floods, closes abruptly (RST_STREAM CANCEL, RFC 8441 §5) or never answers;
+malformed extended CONNECTs; a graceful stop with WebSockets open (the
+worker closes them with 1001). Raw frames, as test_h2_websocket.py."""
 import ctypes
 import ctypes.util
 import json
+import signal
 import socket
 import struct
 import threading
@@ -18,6 +20,7 @@ from test_h2_websocket import (DATA, END_HEADERS, END_STREAM, GOAWAY, H2, HEADER
                                RST, frame, hpack)
 
 FLOOD_FRAME = 64 * 1024
+CANCEL = 0x8  # RFC 9113 §7
 
 
 class WsScript:
@@ -240,6 +243,20 @@ def until_end(c, sid):
     raise AssertionError("stream did not end")
 
 
+def until_end_code(c, sid):
+    """Frames until stream sid ends: ("end", None) for END_STREAM, ("rst",
+    error code) for RST_STREAM."""
+    for _ in range(10000):
+        if sid in c.ended:
+            return "end", None
+        ftype, _, got, payload = c.next_frame()
+        if ftype == RST and got == sid:
+            return "rst", int.from_bytes(payload[:4], "big")
+        if ftype == GOAWAY:
+            raise AssertionError("GOAWAY")
+    raise AssertionError("stream did not end")
+
+
 def still_serves(c, sid):
     assert c.connect(sid, path="/echo")[:1] == b"\x88"
     c.send(sid, lk.ws_frame(1, b"ping?"))
@@ -287,12 +304,15 @@ def test_client_reset_mid_message_closes_the_upstream(server, script):
         c.sock.close()
 
 
-def test_upstream_abort_ends_the_stream(server, script):
+def test_upstream_abort_resets_the_stream_with_cancel(server, script):
+    """RFC 8441 §5: an upstream connection reset (TCP RST) is RST_STREAM
+    CANCEL, after the bytes that came before it; a clean close is END_STREAM
+    (test_upstream_closes_while_the_client_is_not_reading)."""
     c = h2c(server)
     try:
         assert c.connect(1, path="/abort")[:1] == b"\x88"
         assert lk.ws_read_frame(c.reader(1)) == (1, b"last words")
-        assert until_end(c, 1) in ("end", "rst")
+        assert until_end_code(c, 1) == ("rst", CANCEL)
         still_serves(c, 3)
     finally:
         c.sock.close()
@@ -428,8 +448,9 @@ def test_many_websockets_and_requests_on_one_connection(server, script):
 
 
 def test_graceful_stop_with_websockets_open(linkup_bin, env, tmp_path, fake_worker, script):
-    """SIGTERM with WebSockets open over HTTP/2: GOAWAY, the WebSockets end,
-    the process exits 0 within the drain deadline."""
+    """SIGTERM with WebSockets open over HTTP/2 through the local server:
+    GOAWAY, the WebSockets are cut at the drain deadline, the process exits
+    0."""
     s = spawn(linkup_bin, env, tmp_path, fake_worker, script)
     c = h2c(s)
     try:
@@ -446,6 +467,10 @@ def test_graceful_stop_with_websockets_open(linkup_bin, env, tmp_path, fake_work
         except (EOFError, OSError):
             pass
         assert saw_goaway
+        # The local server relays WebSocket bytes without reading frames
+        # (SPEC §5.4): it has no boundary to put a close frame at, and
+        # injects none.
+        assert not c.data.get(1) and not c.data.get(3), c.data
     finally:
         c.sock.close()
         if s.popen.poll() is None:
@@ -628,5 +653,92 @@ def test_client_reset_before_the_answer_cancels_the_upgrade(server, script):
         c.sock.sendall(frame(RST, 0, 1, (8).to_bytes(4, "big")))  # CANCEL
         assert script.closed.wait(15), "the upstream connection stayed open"
         still_serves(c, 3)
+    finally:
+        c.sock.close()
+
+
+@pytest.fixture
+def worker(linkup_bin, env, tmp_path, script):
+    """The worker with a preview session whose frontend is script: (Proc,
+    the session's host)."""
+    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker.log"), token="tok")
+    try:
+        body = lk.session_body(NAME, {"frontend": script.url}, [("example.com", "frontend", None)])
+        r = lk.request(w.addrs["Worker"], "POST", "/linkup/v2/sessions/preview",
+                       [("Authorization", "Bearer tok"), ("Content-Type", "application/json"),
+                        ("x-linkup-version", "99.0.0")], json.dumps(body))
+        assert r.status == 200, r.body
+        yield w, f"{r.json()['session_name']}.example.com"
+    finally:
+        assert w.stop() == 0, open(w.log_path).read()[-3000:]
+
+
+def worker_connect(w, host, path):
+    """An h2c connection to the worker with a WebSocket open on stream 1."""
+    c = H2(socket.create_connection(w.addrs["Worker"], timeout=10))
+    fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+              (":path", path), (":authority", host), ("sec-websocket-version", "13")]
+    c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)))
+    assert c.until(HEADERS)[3][:1] == b"\x88"
+    return c
+
+
+@pytest.mark.parametrize("path,end", [("/abort", ("rst", CANCEL)), ("/burst", ("end", None))],
+                         ids=["reset", "fin"])
+def test_worker_upstream_gone_over_h2c(worker, script, path, end):
+    """Through the worker an upstream that ends without a close frame gets
+    the client a 1011 close (SPEC §4.7), delivered as DATA; then a reset
+    upstream (TCP RST) resets the stream with CANCEL and a clean one (FIN)
+    ends it (RFC 8441 §5)."""
+    w, host = worker
+    c = worker_connect(w, host, path)
+    try:
+        ws = c.reader(1)
+        if path == "/abort":
+            assert lk.ws_read_frame(ws) == (1, b"last words")
+        else:
+            for _ in range(32):
+                assert lk.ws_read_frame(ws) == (2, b"b" * FLOOD_FRAME)
+            assert lk.ws_read_frame(ws) == (1, b"end")
+        assert lk.ws_read_frame(ws) == (8, struct.pack("!H", 1011) +
+                                        b"websocket upstream went away without a close frame")
+        assert until_end_code(c, 1) == end
+    finally:
+        c.sock.close()
+
+
+class Bytes:
+    """recv() over bytes already received, for lk.ws_read_frame()."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def recv(self, n):
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+
+def test_worker_drain_closes_h2_websockets_with_1001(worker, script):
+    """SIGTERM with a WebSocket open over HTTP/2 through the worker: the
+    client and the upstream each get a 1001 close at once (the upstream's
+    masked: the worker is its client); the client's answer ends the stream
+    and the worker exits well before WORKER_DRAIN_MS (10 s)."""
+    w, host = worker
+    bye = struct.pack("!H", 1001) + b"server shutting down"
+    c = worker_connect(w, host, "/echo")
+    try:
+        c.send(1, lk.ws_frame(1, b"hi"))
+        assert lk.ws_read_frame(c.reader(1)) == (1, b"hi")
+        started = time.monotonic()
+        w.popen.send_signal(signal.SIGTERM)
+        assert lk.ws_read_frame(c.reader(1)) == (8, bye)
+        c.send(1, lk.ws_frame(8, struct.pack("!H", 1001)), end=True)
+        assert until_end_code(c, 1) == ("end", None)
+        assert w.popen.wait(10) == 0
+        assert time.monotonic() - started < 5, "the worker waited for the drain deadline"
+        got = Bytes(script.got)
+        frames = [lk.ws_read_frame(got, with_mask=True) for _ in range(2)]
+        assert frames == [(1, b"hi", True), (8, bye, True)]
+        assert got.data == b""  # the client's close was not relayed after ours
     finally:
         c.sock.close()

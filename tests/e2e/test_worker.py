@@ -1269,6 +1269,39 @@ def test_websocket_client_gone_without_close_is_1011(worker, ws_scripted, how):
     s.close()
 
 
+@pytest.mark.parametrize("when", ["between-frames", "mid-frame"])
+def test_websocket_drain_closes_both_sides_with_1001(worker, ws_scripted, when):
+    """SIGTERM with a WebSocket open: the drain closes both sides with 1001
+    "server shutting down" (RFC 6455 §7.4.1: going away) at a frame boundary
+    (a frame the client is half-way through goes upstream whole, then the
+    close), relays no data after it, and the worker exits as soon as both
+    sides have closed, well within WORKER_DRAIN_MS (10 s)."""
+    bye = struct.pack("!H", 1001) + b"server shutting down"
+    s = ws_open(worker, "wsclose.example.com", "/close")
+    s.sendall(ws_frame(1, b"hello", True))
+    assert ws_read(s) == (1, b"hello")
+    whole = ws_frame(1, b"m" * 1000, True)
+    if when == "mid-frame":
+        s.sendall(whole[:500])
+        time.sleep(0.3)  # the worker has relayed the first half
+    started = time.monotonic()
+    worker.p.send_signal(signal.SIGTERM)
+    assert ws_read(s) == (8, bye)
+    if when == "mid-frame":
+        time.sleep(0.3)
+        assert ws_scripted.frames[-1][0] == 1  # no close inside the frame
+        s.sendall(whole[500:])
+    s.sendall(ws_frame(8, struct.pack("!H", 1001), True))  # the client's answer
+    s.settimeout(10)
+    assert s.recv(1) == b""  # the upstream's answer (4002) is not relayed: the end
+    s.close()
+    assert ws_scripted.ended.wait(10)
+    got = ws_scripted.frames[-2:] if when == "mid-frame" else ws_scripted.frames[-1:]
+    assert got == ([(1, b"m" * 1000, True)] if when == "mid-frame" else []) + [(8, bye, True)]
+    assert worker.p.wait(10) == 0
+    assert time.monotonic() - started < 5, "the worker waited for the drain deadline"
+
+
 # ---- stores ----------------------------------------------------------------------
 
 def test_sqlite_session_survives_restart(start_worker, upstreams, tmp_path):
