@@ -258,20 +258,18 @@ void worker_proxy(struct worker *w, struct lk_exchange *ex)
         if (err.len > 0)
             LK_CLOG(lk_exchange_conn_id(ex), WARN, "session lookup failed: %s", err.data);
         worker_respond_error(ex, 422, no_session_text);
-    } else if (w->auth_on &&
-               !worker_auth_allow(w, ex,
-                                  w->auth_urls_only && named_by_url(url, h, n, r->found.name))) {
-        lk_exchange_set_log_fields(
-            ex, lk_exchange_strndup(ex, r->found.name.ptr, r->found.name.len), NULL);
-    } else if (rc != 0) {
-        lk_exchange_set_log_fields(
-            ex, lk_exchange_strndup(ex, r->found.name.ptr, r->found.name.len), NULL);
-        worker_respond_error(ex, 404, no_target_text);
     } else {
+        /* Before any answer: answering may free ex. */
         lk_exchange_set_log_fields(ex,
                                    lk_exchange_strndup(ex, r->found.name.ptr, r->found.name.len),
-                                   r->target.service->name);
-        forward(w, ex, r);
+                                   rc == 0 ? r->target.service->name : NULL);
+        bool by_url = w->auth_urls_only && named_by_url(url, h, n, r->found.name);
+        if (!w->auth_on || worker_auth_allow(w, ex, by_url)) { /* else answered: 401 */
+            if (rc != 0)
+                worker_respond_error(ex, 404, no_target_text);
+            else
+                forward(w, ex, r);
+        }
     }
     lk_route_slot_give(&w->route, r);
     release_held(&lc);

@@ -313,15 +313,15 @@ void worker_tunnel_host_request(struct worker *w, struct lk_exchange *ex, struct
     long q = lk_str_index(path, '?');
     if (q >= 0)
         path.len = (size_t)q;
+    lk_exchange_set_log_fields(ex, lk_exchange_strndup(ex, session.ptr, session.len), NULL);
     if (w->auth_on && !lk_str_eq(path, LK_STR("/linkup/check")) && !from_peer(w, ex) &&
         !worker_auth_allow(w, ex, true))
-        return;
+        return; /* answered (ex may be gone) */
     spec.url = worker_request_url(w, ex);
     spec.headers = lk_exchange_headers(ex, &spec.n_headers);
     spec.headers = worker_auth_strip(w, ex, spec.headers, &spec.n_headers);
     spec.websocket = lk_exchange_is_websocket(ex);
     spec.ws_pass_non_101 = true;
     spec.on_error = on_host_error;
-    lk_exchange_set_log_fields(ex, lk_exchange_strndup(ex, session.ptr, session.len), NULL);
     worker_tunnel_forward(w, ex, session, &spec);
 }
