@@ -683,17 +683,20 @@ void worker_api_cancel(struct worker *w)
         free_try(w->tries);
 }
 
+bool worker_body_failed(struct lk_exchange *ex, int err)
+{
+    if (err == LK_ELIMIT)
+        worker_respond_text(ex, 413, "Failed to buffer the request body: length limit exceeded");
+    else if (err != 0)
+        worker_respond_text(ex, 400, "Failed to buffer the request body");
+    return err != 0;
+}
+
 static void on_json_body(struct lk_exchange *ex, const char *body, size_t len, int err, void *data)
 {
     const struct post_ctx *pc = data;
-    if (err == LK_ELIMIT) {
-        worker_respond_text(ex, 413, "Failed to buffer the request body: length limit exceeded");
+    if (worker_body_failed(ex, err))
         return;
-    }
-    if (err != 0) {
-        worker_respond_text(ex, 400, "Failed to buffer the request body");
-        return;
-    }
     run_endpoint_handler(pc->w, ex, pc->ep, body != NULL ? body : "", len);
 }
 

@@ -20,7 +20,6 @@
 #include <string.h>
 
 #include "core/alloc.h"
-#include "core/err.h"
 #include "core/headers.h"
 #include "core/route.h"
 #include "net/log.h"
@@ -231,14 +230,8 @@ static void redirect(struct lk_exchange *ex, struct lk_str location, struct lk_s
 static void on_form(struct lk_exchange *ex, const char *body, size_t len, int err, void *data)
 {
     struct worker *w = data;
-    if (err == LK_ELIMIT) {
-        worker_respond_text(ex, 413, "Failed to buffer the request body: length limit exceeded");
+    if (worker_body_failed(ex, err))
         return;
-    }
-    if (err != 0) {
-        worker_respond_text(ex, 400, "Failed to buffer the request body");
-        return;
-    }
     struct lk_str form = { body != NULL ? body : "", len };
     size_t n_found = 0;
     const char *next_field = worker_query_field(ex, form, "next", &n_found);

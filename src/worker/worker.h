@@ -185,6 +185,10 @@ void worker_respond_error(struct lk_exchange *ex, int status, const char *body);
 /* Responds with a text/plain; charset=utf-8 body (no Cache-Control). */
 void worker_respond_text(struct lk_exchange *ex, int status, const char *body);
 
+/* For an lk_exchange_read_body() callback: when err is set, answers it in
+ * the original's words (413 past the limit, else 400) and returns true. */
+bool worker_body_failed(struct lk_exchange *ex, int err);
+
 /* Current time in epoch milliseconds. */
 uint64_t worker_now_ms(void);
 
