@@ -298,11 +298,15 @@ bool worker_auth_allow(struct worker *w, struct lk_exchange *ex, bool by_url)
         respond_page(ex, 401, target_as_next(ex), NULL, false, NULL, 0);
         return false;
     }
-    const struct lk_http_header h[] = {
+    /* With the CORS headers of SPEC §3.9, so a page's cross-origin fetch
+     * can read this 401 (and send its user to the sign-in) instead of
+     * failing as a CORS error. */
+    struct lk_http_header h[3 + LK_HEADERS_N_CORS] = {
         { LK_STR("Content-Type"), LK_STR("text/plain") },
         { LK_STR("Cache-Control"), LK_STR("no-store") },
         www_authenticate,
     };
+    memcpy(h + 3, lk_headers_cors, sizeof(lk_headers_cors));
     lk_exchange_respond(ex, 401, h, LK_ARRAY_LEN(h), required_text, sizeof(required_text) - 1);
     return false;
 }

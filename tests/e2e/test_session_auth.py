@@ -98,6 +98,9 @@ def test_no_credential_is_401_and_nothing_reaches_the_upstream(guarded, upstream
     assert r.header("WWW-Authenticate") == 'LinkupSession realm="linkup"'
     assert r.header("Cache-Control") == "no-store"
     assert r.header("Content-Type") == "text/plain"
+    # SPEC §3.9's CORS headers: a page's cross-origin fetch can read the 401.
+    assert r.header("Access-Control-Allow-Origin") == "*"
+    assert r.header("Access-Control-Allow-Headers") == "*"
     r = lk.request(guarded.addrs["Worker"], "POST", "/api", HOST, "body")
     assert r.status == 401
     # A wrong header secret is no credential either.
