@@ -84,10 +84,10 @@ struct lk_conn {
     bool eof_aborts; /* adopted stream: EOF while proxying means gone */
     bool relayed;    /* a tunnel stream: heads parsed with srv->relay_limits */
     bool https;      /* a stream of an HTTP/2-over-TLS client: https:// URLs */
-    /* A stream of the HTTP/2 front: a WebSocket whose upstream failed ends
-     * with lk_net_pair_error(), for RST_STREAM CANCEL (RFC 8441 §5). Not for
-     * tunnel streams, whose pipes take an error as an abort that drops the
-     * bytes still queued. */
+    /* A stream of the HTTP/2 front or of the built-in tunnel: a WebSocket
+     * whose upstream failed ends with lk_net_pair_error() joined to the EOF,
+     * for RST_STREAM CANCEL after its last bytes (RFC 8441 §5; h2_front.c
+     * and tunnel.c cancel_when_flushed()). */
     bool pair_resets;
     bool head_begun; /* bytes of the next head have arrived */
     unsigned n_requests;

@@ -1364,7 +1364,7 @@ static int adopt(struct lk_http_server *srv, struct bufferevent *bev, const char
     c->eof_aborts = true;
     c->relayed = kind == ADOPT_RELAYED;
     c->https = kind == ADOPT_H2_TLS;
-    c->pair_resets = kind == ADOPT_H2 || kind == ADOPT_H2_TLS;
+    c->pair_resets = kind == ADOPT_RELAYED || kind == ADOPT_H2 || kind == ADOPT_H2_TLS;
     c->bev = bev;
     c->plain = lk_net_bev_is_plain(bev);
     bufferevent_set_max_single_write(bev, 256 * 1024);

@@ -213,7 +213,10 @@ int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
 
 /* lk_http_server_adopt() for a tunnel stream (peer not loopback): its heads
  * are parsed with the limits widened by LK_HTTP_RELAY_EXTRA_HEADERS fields
- * and LK_HTTP_RELAY_EXTRA_BYTES bytes (line and head). */
+ * and LK_HTTP_RELAY_EXTRA_BYTES bytes (line and head), and a WebSocket on it
+ * whose upstream fails ends with an error joined to the EOF on bev's
+ * partner (the tunnel pipe then resets the stream with CANCEL after the
+ * last bytes, RFC 8441 §5). */
 int lk_http_server_adopt_relayed(struct lk_http_server *srv, struct bufferevent *bev,
                                  const char *peer_label);
 

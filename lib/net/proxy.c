@@ -1399,6 +1399,9 @@ static void start_tunnel(struct lk_proxy *px)
     bufferevent_setwatermark(px->up->bev, EV_WRITE, limit / 2, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
     lk_conn_read_by_libevent(c); /* pump_dir() drives both sides' EV_READ */
+    /* An upstream that is a tunnel stream: a failure of the local server's
+     * upstream now comes as an error, not an EOF (RFC 8441 §5). */
+    lk_tunnel_stream_relaying(px->up->bev);
     if (px->ws_frames && lk_http1_find_header(px->resp.headers, px->resp.n_headers,
                                               LK_STR("sec-websocket-extensions")) != NULL)
         px->ws_up.rsv_ok = px->ws_down.rsv_ok = 0x70; /* permessage-deflate uses RSV1 */

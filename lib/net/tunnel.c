@@ -14,9 +14,12 @@
  * half-close or close of either end is passed as BEV_EVENT_EOF to the other
  * (bufferevent_flush(BEV_FINISHED): lk_net_shutdown_write(),
  * lk_net_bev_free()); a pipe whose engine end is gone aborts its stream when
- * DATA still arrives for it, as a write to a closed socket would fail. A
- * dying connection is only marked (lk_tunnel_kill); its owner frees it from
- * the deferred closed callback.
+ * DATA still arrives for it, as a write to a closed socket would fail. An
+ * error joined to the engine end's EOF (a WebSocket whose upstream failed)
+ * becomes RST_STREAM CANCEL after the last bytes, and on the worker side a
+ * CANCEL on a stream that carries a WebSocket becomes an error after the
+ * bytes received (RFC 8441 §5). A dying connection is only marked (lk_tunnel_kill); its owner frees
+ * it from the deferred closed callback.
  *
  * Data path (docs/performance.md, finding 12): the engine's bytes move into
  * the pipe's input buffer (chains moved, not copied) up to PIPE_READ_MAX,
@@ -94,6 +97,15 @@ struct lk_tunnel_pipe {
     bool unanswered; /* local side: ":status 200" waits for the first bytes */
     bool lazy;       /* a bare END_STREAM waits for other frames (t->n_lazy) */
     bool lazy_done;
+    /* The engine's end reported an error with its EOF (lk_net_pair_error():
+     * the WebSocket upstream of the local engine failed): once the input
+     * has left as DATA, the stream is reset with CANCEL instead of ended
+     * (cancel_when_flushed(); cancel: the reset was submitted). */
+    bool in_err, cancel;
+    /* Worker side: the exchange on the stream became a byte tunnel
+     * (lk_tunnel_stream_relaying()): a CANCEL from the peer reaches the
+     * engine as an error after the bytes received before it. */
+    bool relaying;
     bool bad;                    /* request or response envelope rejected */
     struct lk_tunnel_splice *sp; /* a body spliced in from the origin, or NULL */
     struct lk_tunnel_splice *rx; /* a body spliced out to the client, or NULL */
@@ -436,7 +448,7 @@ static void on_pipe_input(struct evbuffer *in, const struct evbuffer_cb_info *in
  * whole response). */
 static bool wants_lazy_close(const struct lk_tunnel_pipe *p)
 {
-    return p->in_eof && !p->lazy_done && p->bev != NULL &&
+    return p->in_eof && !p->in_err && !p->lazy_done && p->bev != NULL &&
            evbuffer_get_length(bufferevent_get_input(p->bev)) == 0 &&
            nghttp2_session_get_stream_remote_close(p->t->h2, p->stream_id) == 1;
 }
@@ -462,7 +474,7 @@ static void go_lazy(struct lk_tunnel_pipe *p)
 static void pipe_wake(struct lk_tunnel_pipe *p)
 {
     struct lk_tunnel *t = p->t;
-    if (p->stream_id == 0 || t->dead)
+    if (p->stream_id == 0 || t->dead || p->cancel)
         return;
     /* A read callback of the pair can come after flush() took the bytes it
      * announced: with nothing new and no EOF, waking the provider would
@@ -520,15 +532,61 @@ static void on_pipe_write(struct bufferevent *bev, void *arg)
         flush(t); /* WINDOW_UPDATE */
 }
 
+/* A stream whose engine end ended with an error, all of whose input is in
+ * DATA frames now: reset it with CANCEL instead of ending it (RFC 8441 §5:
+ * "Orderly TCP-level closures are represented as END_STREAM flags ... RST
+ * exceptions are represented with the RST_STREAM frame ... with the CANCEL
+ * error code"). nghttp2 sends no empty DATA frame without END_STREAM, hence
+ * the data provider defers while the error waits. Called at the error and
+ * after each DATA frame (on_frame_send). */
+static void cancel_when_flushed(struct lk_tunnel_pipe *p)
+{
+    struct lk_tunnel *t = p->t;
+    if (!p->in_err || p->cancel || p->stream_id == 0 || t->dead || p->bev == NULL ||
+        evbuffer_get_length(bufferevent_get_input(p->bev)) > 0)
+        return;
+    p->cancel = true;
+    nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, p->stream_id, NGHTTP2_CANCEL);
+}
+
+/* The engine ended its end with an error after its last bytes (an error
+ * joined to the EOF: lk_net_pair_error() then a half-close or free). Those
+ * bytes still leave, then RST_STREAM CANCEL; what the peer sent for the
+ * engine is dropped, as a reset socket drops it. Not while a body is
+ * spliced: that end is an abort. */
+static bool pipe_error_end(struct lk_tunnel_pipe *p, short what)
+{
+    if (!(what & BEV_EVENT_ERROR) || !(what & BEV_EVENT_EOF) || p->stream_id == 0 ||
+        p->sp != NULL || p->rx != NULL || p->in_eof)
+        return false;
+    struct evbuffer *out = bufferevent_get_output(p->bev);
+    evbuffer_drain(out, evbuffer_get_length(out));
+    pipe_release(p, 0);
+    p->in_eof = p->in_err = true;
+    LK_LOG(DEBUG,
+           "tunnel %s: stream %d: the engine's end failed; %zu bytes, then RST_STREAM CANCEL",
+           p->t->label, (int)p->stream_id, evbuffer_get_length(bufferevent_get_input(p->bev)));
+    cancel_when_flushed(p);
+    if (!p->cancel)
+        pipe_wake(p); /* the bytes (":status 200" first, if it waits) */
+    return true;
+}
+
 /* The engine half-closed or freed its end (BEV_FINISHED: EOF). Its last
- * bytes are in our input already: END_STREAM follows them. When the end was
- * freed and the peer's bytes still wait for it, the stream is aborted. */
+ * bytes are in our input already: END_STREAM follows them (RST_STREAM
+ * CANCEL when an error came with the EOF: pipe_error_end()). When the end
+ * was freed and the peer's bytes still wait for it, or on an error alone,
+ * the stream is aborted. */
 static void on_pipe_event(struct bufferevent *bev, short what, void *arg)
 {
     struct lk_tunnel_pipe *p = arg;
     struct lk_tunnel *t = p->t;
     if (!(what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)))
         return;
+    if (pipe_error_end(p, what)) {
+        flush(t);
+        return;
+    }
     if ((what & BEV_EVENT_ERROR) ||
         (pipe_orphaned(p) && evbuffer_get_length(bufferevent_get_output(bev)) > 0)) {
         pipe_abort(p, NGHTTP2_CANCEL);
@@ -1115,6 +1173,10 @@ static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size
         p->deferred = true; /* on_splice_readable() resumes */
         return NGHTTP2_ERR_DEFERRED;
     }
+    if (have == 0 && p->in_err) {
+        p->deferred = true; /* cancel_when_flushed() resets the stream */
+        return NGHTTP2_ERR_DEFERRED;
+    }
     if (have == 0 && wants_lazy_close(p)) { /* see go_lazy() */
         go_lazy(p);
         return NGHTTP2_ERR_DEFERRED;
@@ -1127,12 +1189,19 @@ static ssize_t on_data_source(nghttp2_session *s, int32_t id, uint8_t *buf, size
     size_t n = have < len ? have : lk_net_whole_chains(bufferevent_get_input(p->bev), len);
     if (n > 0)
         *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (p->in_eof && n == have)
+    if (p->in_eof && !p->in_err && n == have)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
 }
 
 /* ---- opening streams (worker side) --------------------------------------- */
+
+void lk_tunnel_stream_relaying(struct bufferevent *engine_end)
+{
+    struct lk_tunnel_pipe *p = pipe_of(engine_end);
+    if (p != NULL && p->t->is_h2_client)
+        p->relaying = true;
+}
 
 /* Name and value are string literals: nghttp2 need not copy them. */
 #define NV(n, v)                                                         \
@@ -1331,8 +1400,8 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         }
         return 0;
     }
-    if (p == NULL || p->bev == NULL) {
-        nghttp2_session_consume(s, id, len);
+    if (p == NULL || p->bev == NULL || p->in_err) {
+        nghttp2_session_consume(s, id, len); /* in_err: the engine is gone */
         return 0;
     }
     if (pipe_orphaned(p)) {
@@ -1360,6 +1429,19 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     return 0;
 }
 
+/* After a DATA frame, a stream whose engine end failed may be reset now
+ * (cancel_when_flushed()). */
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+    (void)user;
+    if (f->hd.type != NGHTTP2_DATA)
+        return 0;
+    struct lk_tunnel_pipe *p = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (p != NULL && p->in_err)
+        cancel_when_flushed(p);
+    return 0;
+}
+
 static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *user)
 {
     struct lk_tunnel *t = user;
@@ -1374,10 +1456,19 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
         t->n_lazy--;
     }
     pipe_release(p, 0); /* the stream window is gone: settle the connection's */
-    if (code != NGHTTP2_NO_ERROR)
-        pipe_reset_bev(p);
-    else if (p->bev == NULL || evbuffer_get_length(bufferevent_get_output(p->bev)) == 0)
+    if (code == NGHTTP2_CANCEL && p->relaying && p->bev != NULL) {
+        /* The peer's engine saw its WebSocket upstream fail (RFC 8441 §5):
+         * ours gets the bytes that came before the reset, then an error
+         * with the EOF, as from a reset socket (proxy.c: a 1011 close, then
+         * RST_STREAM CANCEL to an HTTP/2 client). The callbacks are
+         * deferred, so the error and the EOF arrive together. */
+        lk_net_pair_error(p->bev);
         pipe_close_bev(p);
+    } else if (code != NGHTTP2_NO_ERROR) {
+        pipe_reset_bev(p);
+    } else if (p->bev == NULL || evbuffer_get_length(bufferevent_get_output(p->bev)) == 0) {
+        pipe_close_bev(p);
+    }
     pipe_maybe_free(p);
     return 0;
 }
@@ -1550,6 +1641,7 @@ static nghttp2_session *new_session(struct lk_tunnel *t)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     /* Windows are released by hand once bytes reach the engine's socket. */
     nghttp2_option_set_no_auto_window_update(opt, 1);
     int rc = t->is_h2_client ? nghttp2_session_client_new2(&h2, cbs, t, opt)

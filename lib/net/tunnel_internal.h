@@ -98,4 +98,14 @@ struct lk_tunnel_splice *lk_tunnel_splice_to(struct bufferevent *engine_end, int
                                              const struct timeval *send_tv, lk_splice_cb *cb,
                                              void *ctx);
 
+/* ---- WebSockets (worker side) -------------------------------------------
+ * The exchange on the stream whose engine end is engine_end became a byte
+ * tunnel (a 101): from now on a reset of the stream by the peer with CANCEL,
+ * which is how the local server's pipe ends a stream whose WebSocket
+ * upstream failed (RFC 8441 §5), reaches engine_end as BEV_EVENT_ERROR with
+ * the EOF, after every byte received before the reset; before, and for any
+ * other reset, the engine sees the bytes and an EOF. No-op when engine_end
+ * is not the engine end of a worker-side stream. Loop thread only. */
+void lk_tunnel_stream_relaying(struct bufferevent *engine_end);
+
 #endif

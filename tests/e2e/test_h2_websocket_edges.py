@@ -3,13 +3,16 @@ failure paths: a client that stops reading (flow control pauses the
 upstream), resets or ends its stream, sends before the 200; an upstream that
 floods, closes abruptly (RST_STREAM CANCEL, RFC 8441 §5) or never answers;
 malformed extended CONNECTs; a graceful stop with WebSockets open (the
-worker closes them with 1001). Raw frames, as test_h2_websocket.py."""
+worker closes them with 1001); an upstream reset behind the built-in tunnel
+(worker -> tunnel -> local server), told to the worker's client. Raw frames, as test_h2_websocket.py."""
 import ctypes
 import ctypes.util
+import fcntl
 import json
 import signal
 import socket
 import struct
+import termios
 import threading
 import time
 
@@ -30,6 +33,8 @@ class WsScript:
              (self.blocked set, self.sent counts), then a text frame "end"
              once self.resume is set, then close;
     /abort   101, a text frame "last words", then a reset (SO_LINGER 0);
+    /bigabort 101, 48 binary frames of 64 KiB, then a reset once the peer's
+             kernel has taken them all (the send queue is empty);
     /silent  reads the head and never answers (reads until EOF);
     /reject  403 "no websocket here"; /ok200  200 "not a websocket";
     /cl101   101 with Content-Length: 0 and X-Up: yes, then echoes;
@@ -39,11 +44,12 @@ class WsScript:
              echoes every byte it receives, the head's leftovers first;
              records them in self.got."""
 
-    def __init__(self):
+    def __init__(self, host="127.0.0.2"):
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.2", 0))
+        self.sock.bind((host, 0))
         self.sock.listen(32)
-        self.url = f"http://127.0.0.2:{self.sock.getsockname()[1]}"
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
         self.sent = 0
         self.blocked = threading.Event()
         self.resume = threading.Event()
@@ -93,6 +99,16 @@ class WsScript:
                 for _ in range(32):
                     c.sendall(lk.ws_frame(2, b"b" * FLOOD_FRAME, mask=False))
                 c.sendall(lk.ws_frame(1, b"end", mask=False))
+            elif path == "/bigabort":
+                self._switch(c, headers)
+                for _ in range(48):
+                    c.sendall(lk.ws_frame(2, b"a" * FLOOD_FRAME, mask=False))
+                outq = struct.pack("i", 0)
+                for _ in range(1000):  # 10 s at most: a reset drops what is unsent
+                    if struct.unpack("i", fcntl.ioctl(c, termios.TIOCOUTQ, outq))[0] == 0:
+                        break
+                    time.sleep(0.01)
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             elif path == "/abort":
                 self._switch(c, headers)
                 c.sendall(lk.ws_frame(1, b"last words", mask=False))
@@ -742,3 +758,110 @@ def test_worker_drain_closes_h2_websockets_with_1001(worker, script):
         assert got.data == b""  # the client's close was not relayed after ours
     finally:
         c.sock.close()
+
+
+# ---- behind the built-in tunnel ------------------------------------------------
+
+@pytest.fixture
+def tunnelled(linkup_bin, env, tmp_path):
+    """worker -> tunnel -> local server -> a WsScript on 127.0.0.1, reached
+    as a `localhost` service (the worker re-points it at the tunnel): (the
+    worker, the session's host, the script)."""
+    from test_tunnel import wait_connected
+    env["LINKUP_DNS_ADDR"] = "off"
+    up = WsScript("127.0.0.1")
+    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker.log"), token="tok")
+    s = None
+    try:
+        waddr = w.addrs["Worker"]
+        s = lk.spawn_local_server(linkup_bin, env, "--https", "off", "--dns", "off",
+                                  "--worker-url", "http://%s:%d" % waddr, "--worker-token", "tok",
+                                  log_path=str(tmp_path / "server.log"))
+        body = lk.session_body(NAME, {"frontend": "http://localhost:%d" % up.port},
+                               [("example.com", "frontend", None)])
+        r = lk.post_json(s.addrs["HTTP"], "/linkup/sessions/tunneled", body)
+        assert r.status == 200, r.body
+        wait_connected(s)
+        yield w, f"{r.json()['session_name']}.example.com", up
+    finally:
+        up.close()
+        if s is not None and s.popen.poll() is None:
+            code, _ = lk.stop_gracefully(s)
+            assert code == 0, open(s.log_path).read()[-3000:]
+        assert w.stop() == 0, open(w.log_path).read()[-3000:]
+
+
+GONE_1011 = struct.pack("!H", 1011) + b"websocket upstream went away without a close frame"
+
+
+@pytest.mark.parametrize("path,end", [("/abort", ("rst", CANCEL)), ("/bigabort", ("rst", CANCEL)),
+                                      ("/burst", ("end", None))],
+                         ids=["reset", "reset-queued", "fin"])
+def test_tunnelled_upstream_gone_over_h2c(tunnelled, path, end):
+    """RFC 8441 §5 across the tunnel: the local server's WebSocket upstream
+    resets (TCP RST); the local server's pipe sends the last bytes, then
+    resets the tunnel stream with CANCEL; the worker takes that as an
+    upstream error: its HTTP/2 client gets the frames, the worker's 1011
+    close (SPEC §4.7), then RST_STREAM CANCEL. reset-queued: the client
+    reads nothing for a second, so 3 MiB wait along the path (the local
+    server's pipe among them) when the reset comes, and still all arrive
+    before it. A clean close (FIN) ends the stream with END_STREAM after the
+    same 1011 close."""
+    w, host, up = tunnelled
+    c = worker_connect(w, host, path)
+    try:
+        ws = c.reader(1)
+        if path == "/abort":
+            assert lk.ws_read_frame(ws) == (1, b"last words")
+        elif path == "/bigabort":
+            time.sleep(1)  # the stream window (64 KiB) stops the worker
+            for _ in range(48):
+                assert lk.ws_read_frame(ws) == (2, b"a" * FLOOD_FRAME)
+        else:
+            for _ in range(32):
+                assert lk.ws_read_frame(ws) == (2, b"b" * FLOOD_FRAME)
+            assert lk.ws_read_frame(ws) == (1, b"end")
+        assert lk.ws_read_frame(ws) == (8, GONE_1011)
+        assert until_end_code(c, 1) == end
+        # The worker's connection and the tunnel still serve.
+        fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                  (":path", "/echo"), (":authority", host), ("sec-websocket-version", "13")]
+        c.sock.sendall(frame(HEADERS, END_HEADERS, 3, hpack(fields)))
+        assert c.until(HEADERS)[3][:1] == b"\x88"
+        c.send(3, lk.ws_frame(1, b"ping?"))
+        assert lk.ws_read_frame(c.reader(3)) == (1, b"ping?")
+    finally:
+        c.sock.close()
+
+
+class Prefixed:
+    """recv() over bytes already read, then the socket."""
+
+    def __init__(self, rest, sock):
+        self.rest, self.sock = rest, sock
+
+    def recv(self, n):
+        if self.rest:
+            out, self.rest = self.rest[:n], self.rest[n:]
+            return out
+        return self.sock.recv(n)
+
+
+def test_tunnelled_upstream_reset_over_http1(tunnelled):
+    """The same reset for an HTTP/1.1 client of the worker: the frames, the
+    1011 close, then the connection closes."""
+    w, host, up = tunnelled
+    s = socket.create_connection(w.addrs["Worker"], timeout=10)
+    try:
+        key = "dGhlIHNhbXBsZSBub25jZQ=="
+        s.sendall(("GET /abort HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n" % (host, key)).encode())
+        line, _, rest = lk.read_http_head(s)
+        assert line.startswith("HTTP/1.1 101"), line
+        ws = Prefixed(rest, s)
+        assert lk.ws_read_frame(ws) == (1, b"last words")
+        assert lk.ws_read_frame(ws) == (8, GONE_1011)
+        assert ws.recv(65536) == b""
+    finally:
+        s.close()
