@@ -18,8 +18,8 @@
  * error joined to the engine end's EOF (a WebSocket whose upstream failed)
  * becomes RST_STREAM CANCEL after the last bytes, and on the worker side a
  * CANCEL on a stream that carries a WebSocket becomes an error after the
- * bytes received (RFC 8441 §5). A dying connection is only marked (lk_tunnel_kill); its owner frees
- * it from the deferred closed callback.
+ * bytes received (RFC 8441 §5). A dying connection is only marked
+ * (lk_tunnel_kill); its owner frees it from the deferred closed callback.
  *
  * Data path (docs/performance.md, finding 12): the engine's bytes move into
  * the pipe's input buffer (chains moved, not copied) up to PIPE_READ_MAX,
