@@ -350,6 +350,9 @@ void lk_net_shutdown_write(struct bufferevent *bev);
  * event callback, which comes after the read callback for the bytes they
  * move: the partner sees every byte, then an abnormal end. */
 void lk_net_pair_error(struct bufferevent *bev);
+/* Drops everything queued in bev's output (bytes nobody will take: a pair
+ * end whose partner is gone, a stream being reset). */
+void lk_net_drop_output(struct bufferevent *bev);
 /* bufferevent_free() that a pair partner notices: the queued output and an
  * EOF reach the partner first (libevent unlinks a freed pair end without
  * telling the other). Every engine-owned connection is freed with it.

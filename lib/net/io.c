@@ -65,6 +65,16 @@ void lk_net_pair_error(struct bufferevent *bev)
         bufferevent_trigger_event(partner, BEV_EVENT_ERROR | BEV_EVENT_READING, 0);
 }
 
+void lk_net_drop_output(struct bufferevent *bev)
+{
+    /* A bufferevent's output is frozen at its start for everyone but the
+     * bufferevent itself: a plain evbuffer_drain() fails (-1). */
+    struct evbuffer *out = bufferevent_get_output(bev);
+    evbuffer_unfreeze(out, 1);
+    evbuffer_drain(out, evbuffer_get_length(out));
+    evbuffer_freeze(out, 1);
+}
+
 void lk_net_bev_free(struct bufferevent *bev)
 {
     if (bev == NULL)

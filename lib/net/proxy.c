@@ -1567,6 +1567,13 @@ static void pump_dir(struct lk_proxy *px, struct bufferevent *src, struct buffer
     }
     if (src_eof && !*dst_shut) {
         bufferevent_setwatermark(dst, EV_WRITE, 0, 0);
+        /* A pair end whose other half is gone (a tunnel stream, or an
+         * HTTP/2 stream whose connection closed) never drains: what it
+         * holds (a 1011 close, say) is lost, as on a reset socket. Both
+         * sides going in one loop turn would otherwise wait for the drain
+         * deadline. */
+        if (lk_net_bev_orphaned(dst))
+            lk_net_drop_output(dst);
         if (evbuffer_get_length(out) == 0) {
             /* An upstream that failed: the error joins the EOF, after the
              * bytes (the 1011 close, if any). */

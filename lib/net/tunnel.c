@@ -559,8 +559,7 @@ static bool pipe_error_end(struct lk_tunnel_pipe *p, short what)
     if (!(what & BEV_EVENT_ERROR) || !(what & BEV_EVENT_EOF) || p->stream_id == 0 ||
         p->sp != NULL || p->rx != NULL || p->in_eof)
         return false;
-    struct evbuffer *out = bufferevent_get_output(p->bev);
-    evbuffer_drain(out, evbuffer_get_length(out));
+    lk_net_drop_output(p->bev);
     pipe_release(p, 0);
     p->in_eof = p->in_err = true;
     LK_LOG(DEBUG,
