@@ -40,6 +40,12 @@ def hpack(headers):
     return out
 
 
+def connect_fields(path, authority, protocol="websocket"):
+    """The header list of an RFC 8441 extended CONNECT for a WebSocket."""
+    return [(":method", "CONNECT"), (":protocol", protocol), (":scheme", "http"),
+            (":path", path), (":authority", authority), ("sec-websocket-version", "13")]
+
+
 def frame(ftype, flags, stream, payload=b""):
     return (len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big")
             + payload)
@@ -98,9 +104,7 @@ class H2:
         raise AssertionError("no such frame")
 
     def connect(self, sid, protocol="websocket", path="/ws", extra=()):
-        fields = [(":method", "CONNECT"), (":protocol", protocol), (":scheme", "http"),
-                  (":path", path), (":authority", HOST), ("sec-websocket-version", "13"),
-                  *extra]
+        fields = connect_fields(path, HOST, protocol) + list(extra)
         self.sock.sendall(frame(HEADERS, END_HEADERS, sid, hpack(fields)))
         while True:
             ftype, flags, got, payload = self.until(HEADERS)
@@ -266,9 +270,7 @@ def test_worker_serves_websockets_over_h2c(linkup_bin, env, tmp_path, ws_upstrea
         name = r.json()["session_name"]
         c = H2(socket.create_connection(w.addrs["Worker"], timeout=10))
         try:
-            fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
-                      (":path", "/w"), (":authority", f"{name}.example.com"),
-                      ("sec-websocket-version", "13")]
+            fields = connect_fields("/w", f"{name}.example.com")
             c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)))
             assert c.until(HEADERS)[3][:1] == b"\x88"
             c.send(1, lk.ws_frame(1, b"via the worker"))

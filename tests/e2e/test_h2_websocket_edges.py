@@ -20,7 +20,7 @@ import pytest
 
 import lk
 from test_h2_websocket import (DATA, END_HEADERS, END_STREAM, GOAWAY, H2, HEADERS, HOST, NAME,
-                               RST, frame, hpack)
+                               RST, connect_fields, frame, hpack)
 
 FLOOD_FRAME = 64 * 1024
 CANCEL = 0x8  # RFC 9113 §7
@@ -352,8 +352,7 @@ def test_data_before_the_200_reaches_the_upstream(server, script):
     must not be lost nor taken for another request."""
     c = h2c(server)
     try:
-        fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
-                  (":path", "/echo"), (":authority", HOST), ("sec-websocket-version", "13")]
+        fields = connect_fields("/echo", HOST)
         early = lk.ws_frame(1, b"early bird")
         c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)) + frame(DATA, 0, 1, early))
         assert c.until(HEADERS)[3][:1] == b"\x88"
@@ -509,13 +508,11 @@ def test_worker_refused_upgrades_over_h2c(linkup_bin, env, tmp_path, script):
         c = H2(socket.create_connection(w.addrs["Worker"], timeout=10))
         try:
             for sid, path in ((1, "/reject"), (3, "/ok200")):
-                fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
-                          (":path", path), (":authority", host), ("sec-websocket-version", "13")]
+                fields = connect_fields(path, host)
                 c.sock.sendall(frame(HEADERS, END_HEADERS, sid, hpack(fields)))
                 assert until_end(c, sid) == "end"
                 assert c.data[sid].startswith(b"Failed to connect to destination: "), c.data[sid]
-            fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
-                      (":path", "/echo"), (":authority", host), ("sec-websocket-version", "13")]
+            fields = connect_fields("/echo", host)
             c.sock.sendall(frame(HEADERS, END_HEADERS, 5, hpack(fields)))
             assert c.until(HEADERS)[3][:1] == b"\x88"
             c.send(5, lk.ws_frame(1, b"via the worker"))
@@ -543,9 +540,7 @@ def test_switched_answer_has_no_content_length(linkup_bin, env, tmp_path, server
                            (w.addrs["Worker"], f"{r.json()['session_name']}.example.com")):
             c = H2D(socket.create_connection(addr, timeout=10))
             try:
-                fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
-                          (":path", "/cl101"), (":authority", host),
-                          ("sec-websocket-version", "13")]
+                fields = connect_fields("/cl101", host)
                 c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)))
                 c.until(HEADERS)
                 got = dict(c.fields[1])
@@ -585,8 +580,7 @@ def test_early_data_on_a_refused_upgrade_is_not_a_request(server, script):
     HTTP/1.1 request on the engine's side of the stream."""
     c = h2c(server)
     try:
-        fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
-                  (":path", "/reject"), (":authority", HOST), ("sec-websocket-version", "13")]
+        fields = connect_fields("/reject", HOST)
         smuggled = f"GET /silent HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
         c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)) + frame(DATA, 0, 1, smuggled))
         assert until_end(c, 1) == "end"
@@ -622,8 +616,7 @@ def test_extended_connect_with_end_stream(server, script):
     the WebSocket opens and what the upstream sends arrives."""
     c = h2c(server)
     try:
-        fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
-                  (":path", "/abort"), (":authority", HOST), ("sec-websocket-version", "13")]
+        fields = connect_fields("/abort", HOST)
         c.sock.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1, hpack(fields)))
         assert c.until(HEADERS)[3][:1] == b"\x88"
         assert lk.ws_read_frame(c.reader(1)) == (1, b"last words")
@@ -653,8 +646,7 @@ def test_upstream_closes_while_the_client_is_not_reading(server, script):
 def test_client_reset_before_the_answer_cancels_the_upgrade(server, script):
     c = h2c(server)
     try:
-        fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
-                  (":path", "/silent"), (":authority", HOST), ("sec-websocket-version", "13")]
+        fields = connect_fields("/silent", HOST)
         c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)))
         for _ in range(100):  # the upstream has the request
             if script.heads:
@@ -692,8 +684,7 @@ def worker(linkup_bin, env, tmp_path, script):
 def worker_connect(w, host, path):
     """An h2c connection to the worker with a WebSocket open on stream 1."""
     c = H2(socket.create_connection(w.addrs["Worker"], timeout=10))
-    fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
-              (":path", path), (":authority", host), ("sec-websocket-version", "13")]
+    fields = connect_fields(path, host)
     c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)))
     assert c.until(HEADERS)[3][:1] == b"\x88"
     return c
@@ -824,8 +815,7 @@ def test_tunnelled_upstream_gone_over_h2c(tunnelled, path, end):
         assert lk.ws_read_frame(ws) == (8, GONE_1011)
         assert until_end_code(c, 1) == end
         # The worker's connection and the tunnel still serve.
-        fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
-                  (":path", "/echo"), (":authority", host), ("sec-websocket-version", "13")]
+        fields = connect_fields("/echo", host)
         c.sock.sendall(frame(HEADERS, END_HEADERS, 3, hpack(fields)))
         assert c.until(HEADERS)[3][:1] == b"\x88"
         c.send(3, lk.ws_frame(1, b"ping?"))
