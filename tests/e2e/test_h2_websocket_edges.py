@@ -493,34 +493,25 @@ def test_graceful_stop_with_websockets_open(linkup_bin, env, tmp_path, fake_work
             s.popen.wait(5)
 
 
-def test_worker_refused_upgrades_over_h2c(linkup_bin, env, tmp_path, script):
+def test_worker_refused_upgrades_over_h2c(worker):
     """The worker's WebSocket path (SPEC §4.7) over extended CONNECT: an
     upstream that does not switch (403, or a 200) is a 502 `Failed to connect
     to destination: ...`, never a 200; the connection serves on."""
-    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker.log"), token="tok")
+    w, host = worker
+    c = H2(socket.create_connection(w.addrs["Worker"], timeout=10))
     try:
-        body = lk.session_body(NAME, {"frontend": script.url}, [("example.com", "frontend", None)])
-        r = lk.request(w.addrs["Worker"], "POST", "/linkup/v2/sessions/preview",
-                       [("Authorization", "Bearer tok"), ("Content-Type", "application/json"),
-                        ("x-linkup-version", "99.0.0")], json.dumps(body))
-        assert r.status == 200, r.body
-        host = f"{r.json()['session_name']}.example.com"
-        c = H2(socket.create_connection(w.addrs["Worker"], timeout=10))
-        try:
-            for sid, path in ((1, "/reject"), (3, "/ok200")):
-                fields = connect_fields(path, host)
-                c.sock.sendall(frame(HEADERS, END_HEADERS, sid, hpack(fields)))
-                assert until_end(c, sid) == "end"
-                assert c.data[sid].startswith(b"Failed to connect to destination: "), c.data[sid]
-            fields = connect_fields("/echo", host)
-            c.sock.sendall(frame(HEADERS, END_HEADERS, 5, hpack(fields)))
-            assert c.until(HEADERS)[3][:1] == b"\x88"
-            c.send(5, lk.ws_frame(1, b"via the worker"))
-            assert lk.ws_read_frame(c.reader(5)) == (1, b"via the worker")
-        finally:
-            c.sock.close()
+        for sid, path in ((1, "/reject"), (3, "/ok200")):
+            fields = connect_fields(path, host)
+            c.sock.sendall(frame(HEADERS, END_HEADERS, sid, hpack(fields)))
+            assert until_end(c, sid) == "end"
+            assert c.data[sid].startswith(b"Failed to connect to destination: "), c.data[sid]
+        fields = connect_fields("/echo", host)
+        c.sock.sendall(frame(HEADERS, END_HEADERS, 5, hpack(fields)))
+        assert c.until(HEADERS)[3][:1] == b"\x88"
+        c.send(5, lk.ws_frame(1, b"via the worker"))
+        assert lk.ws_read_frame(c.reader(5)) == (1, b"via the worker")
     finally:
-        assert w.stop() == 0, open(w.log_path).read()[-3000:]
+        c.sock.close()
 
 
 def test_switched_answer_has_no_content_length(linkup_bin, env, tmp_path, server, script):
