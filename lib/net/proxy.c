@@ -1284,7 +1284,7 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
                 /* The bytes read before the error, then the error. */
                 evbuffer_add_buffer(bufferevent_get_output(c->bev),
                                     bufferevent_get_input(px->up->bev));
-                fail_client_stream(c);
+                lk_net_pair_error(c->bev);
                 lk_net_shutdown_write(c->bev);
             }
             lk_conn_close(c, "websocket upstream error");

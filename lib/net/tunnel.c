@@ -375,11 +375,8 @@ static void pipe_release(struct lk_tunnel_pipe *p, size_t still_queued)
  * libevent unlinks the pair, so the engine cannot tell from the EOF.) */
 static void pipe_reset_bev(struct lk_tunnel_pipe *p)
 {
-    if (p->bev != NULL && !p->t->is_h2_client) {
-        struct bufferevent *engine = bufferevent_pair_get_partner(p->bev);
-        if (engine != NULL)
-            bufferevent_trigger_event(engine, BEV_EVENT_ERROR | BEV_EVENT_READING, 0);
-    }
+    if (p->bev != NULL && !p->t->is_h2_client)
+        lk_net_pair_error(p->bev);
     pipe_close_bev(p);
 }
 

@@ -771,7 +771,7 @@ void worker_handle(struct lk_exchange *ex, void *data)
         return;
     }
     if (worker_tunnel_host_session(&w->tunnel, request_host(ex), &session)) {
-        worker_tunnel_host_request(w, ex, session);
+        worker_tunnel_host_request(w, ex, session, path);
         return;
     }
     if (lk_str_eq(path, LK_STR(LK_TUNNEL_PATH))) {

@@ -303,16 +303,13 @@ static void on_host_error(struct lk_exchange *ex, const char *errtext, void *dat
         ex, 502, lk_exchange_printf(ex, "Failed to fetch from target service: %s", errtext));
 }
 
-void worker_tunnel_host_request(struct worker *w, struct lk_exchange *ex, struct lk_str session)
+void worker_tunnel_host_request(struct worker *w, struct lk_exchange *ex, struct lk_str session,
+                                struct lk_str path)
 {
     struct lk_proxy_req spec = { 0 };
     /* Session auth (DESIGN §7): a tunnel hostname is a session URL; a peer
      * checked the request before forwarding it, and the tunnel check
      * (`linkup health`) tells nothing but that the tunnel is up. */
-    struct lk_str path = lk_exchange_target(ex);
-    long q = lk_str_index(path, '?');
-    if (q >= 0)
-        path.len = (size_t)q;
     lk_exchange_set_log_fields(ex, lk_exchange_strndup(ex, session.ptr, session.len), NULL);
     if (w->auth_on && !lk_str_eq(path, LK_STR("/linkup/check")) && !from_peer(w, ex) &&
         !worker_auth_allow(w, ex, true))

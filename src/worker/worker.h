@@ -171,8 +171,10 @@ void worker_tunnel_forward(struct worker *w, struct lk_exchange *ex, struct lk_s
                            struct lk_proxy_req *spec);
 
 /* DESIGN §8: a request whose own Host is the tunnel hostname of session goes
- * to that tunnel unchanged, whatever its path. Completes ex. */
-void worker_tunnel_host_request(struct worker *w, struct lk_exchange *ex, struct lk_str session);
+ * to that tunnel unchanged, whatever its path (the target's path, which
+ * session auth lets through when it is /linkup/check). Completes ex. */
+void worker_tunnel_host_request(struct worker *w, struct lk_exchange *ex, struct lk_str session,
+                                struct lk_str path);
 
 /* Answers the 502 "Failed to fetch from target service: tunnel for session
  * '<name>' is not connected" of DESIGN §8 (proxy.c). */
