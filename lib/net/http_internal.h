@@ -198,6 +198,11 @@ struct lk_http_server {
 /* Marks c closed, stops its watchers and queues it for destruction at the end
  * of the loop iteration (the one destructor: conn_destroy via on_reap). */
 void lk_conn_close(struct lk_conn *c, const char *why);
+/* Makes the coming close of c a reset: for a client whose response body
+ * ends with the connection (HTTP/1.0) and was cut, a FIN would read as the
+ * whole body. A socket closes with RST (SO_LINGER 0); a pair end that passes
+ * resets on (lk_conn.pair_resets) gets an error next to its EOF. */
+void lk_conn_reset_on_close(struct lk_conn *c);
 /* lk_conn_close() for a client that took no byte of its pending output for
  * the send timeout, with the INFO line that says so. */
 void lk_conn_close_send_timeout(struct lk_conn *c);

@@ -355,6 +355,20 @@ void lk_conn_close(struct lk_conn *c, const char *why)
     event_active(&srv->reap_ev, EV_TIMEOUT, 0);
 }
 
+void lk_conn_reset_on_close(struct lk_conn *c)
+{
+    if (c->bev == NULL)
+        return;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (fd >= 0) {
+        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+        if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) != 0)
+            LK_CLOG(c->id, DEBUG, "SO_LINGER: %s", strerror(errno));
+    } else if (c->pair_resets) {
+        lk_net_pair_error(c->bev);
+    }
+}
+
 void lk_conn_close_send_timeout(struct lk_conn *c)
 {
     LK_CLOG(c->id, INFO, "client took no bytes for %u ms (send timeout); closing",

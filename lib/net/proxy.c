@@ -95,6 +95,7 @@ struct lk_proxy {
     uint64_t resp_left;
     struct lk_http1_chunked resp_chunked;
     bool client_chunked, client_keep;
+    bool client_until_close; /* the client's body ends with the connection */
     /* One timer, by state: AWAIT_HEAD the first response byte, counted from
      * the last request byte passed upstream (sent_mark_ms: a body still
      * arriving postpones it); BODY the upstream idle timeout
@@ -191,8 +192,14 @@ static void fail(struct lk_proxy *px, const char *errtext)
     if (px->resp_started) {
         LK_CLOG(ex->conn_id, WARN, "upstream failed mid-response: %s", errtext);
         drop_upstream(px, false);
-        if (c != NULL)
+        if (c != NULL) {
+            /* A client that reads until the close must not take the cut
+             * body for a whole one (chunked and sized bodies show the cut
+             * themselves). */
+            if (px->client_until_close)
+                lk_conn_reset_on_close(c);
             lk_conn_close(c, "upstream failed mid-response");
+        }
         return;
     }
     LK_CLOG(ex->conn_id, INFO, "proxy error: %s", errtext);
@@ -802,6 +809,7 @@ static void start_response(struct lk_proxy *px)
         px->client_chunked = true;
     else if (reframe)
         px->client_keep = false; /* HTTP/1.0: the close delimits the body */
+    px->client_until_close = reframe && !px->client_chunked;
     write_status_line(px, out);
     write_headers(px, out, false);
     if (px->client_chunked)
