@@ -796,6 +796,41 @@ def test_what_the_upstream_receives(worker, upstreams):
     assert hdr_all(fe.last(), "cookie") == ["a=b; c=d"]
 
 
+@pytest.mark.parametrize("service", [
+    "fe\r\nX-Injected: 1",
+    "fe\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n",
+    "fe\nX-Injected: 1",
+    "fe\x01x",
+])
+def test_service_name_never_splits_the_upstream_request(start_worker, upstreams, service):
+    """Service names have no syntax rules (SPEC §2.5), but the name goes out
+    as the value of linkup-destination (§3.7): a name that is no valid field
+    value (RFC 9110 §5.5: CR, LF, other controls) fails the request
+    conversion, 400 `Failed to parse request: {e}` (SPEC §4.4 step 5), and
+    nothing reaches the upstream: no injected header, no smuggled request;
+    the access log keeps one line per request."""
+    fe, _ = upstreams
+    w = start_worker()
+    body = named("inj", [(service, fe.url, None), ("ok", fe.url, None)],
+                 [("example.com", service, [{"path": "^/ok", "service": "ok"}])])
+    assert post(w.addr, "/linkup/v2/sessions/preview", body, AUTH + JSON).status == 200
+    r = request(w.addr, "GET", "/x", [("Host", "inj.example.com")])
+    assert r.status == 400, r.body
+    assert r.text.startswith("Failed to parse request: ")
+    assert r.header("content-type") == "text/plain"
+    assert r.header("cache-control") == "no-store"
+    assert "access-control-allow-origin" not in [k.lower() for k, _ in r.headers]
+    assert fe.requests == []
+    # A client's own linkup-destination naming a valid service still routes.
+    r = request(w.addr, "GET", "/ok", [("Host", "inj.example.com")])
+    assert r.status == 200
+    assert [q["path"] for q in fe.requests] == ["/ok"]
+    assert hdr(fe.last(), "linkup-destination") == "ok"
+    assert w.stop() == 0
+    log = w.log_path.read_text()
+    assert all(line.startswith("[") for line in log.splitlines()), log
+    assert "service=fe\\x" in log
+
 def test_response_passthrough(worker, upstreams):
     fe, _ = upstreams
     make_session(worker, "potato", fe.url)
