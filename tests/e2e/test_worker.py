@@ -1357,6 +1357,44 @@ def test_sqlite_session_survives_restart(start_worker, upstreams, tmp_path):
     assert post(w2.addr, "/linkup/v2/sessions/preview", body).status == 409
 
 
+def test_sqlite_expiry_and_tunnel_cleanup(start_worker, upstreams, tmp_path):
+    """Issue 3 / SPEC §2.7, §4.9: a session past its 7 days is neither served
+    nor owned (another token may take the name); the cleanup run at start-up
+    deletes tunnel records unused for more than 7 days (a new upsert gets a new
+    id) and keeps younger ones. The clock is moved by editing the SQLite rows."""
+    import sqlite3
+    fe, _ = upstreams
+    db = tmp_path / "w.db"
+    w1 = start_worker(store=f"sqlite:{db}")
+    for name in ("old", "young", "expired"):
+        make_session(w1, name, fe.url)
+    ids = {n: json.loads(request(w1.addr, "GET", f"/linkup/tunnel?session_name={n}",
+                                 AUTH).body)["id"] for n in ("old", "young")}
+    assert w1.stop() == 0
+    now = int(time.time() * 1000)
+    day = 86400 * 1000
+    with sqlite3.connect(db) as c:
+        for key, age in (("linkup-tunnel-old", 7 * day + 60000),
+                         ("linkup-tunnel-young", 7 * day - 60000)):
+            (value,) = c.execute("SELECT value FROM tunnels WHERE key = ?", (key,)).fetchone()
+            td = json.loads(value)
+            td["last_started"] = now - age
+            c.execute("UPDATE tunnels SET value = ? WHERE key = ?",
+                      (json.dumps(td, separators=(",", ":")), key))
+        c.execute("UPDATE sessions SET expires_at = ? WHERE key = 'expired'", (now - 1000,))
+    w2 = start_worker(store=f"sqlite:{db}")
+    assert request(w2.addr, "GET", "/p", [("Host", "young.example.com")]).status == 200
+    r = request(w2.addr, "GET", "/p", [("Host", "expired.example.com")])
+    assert (r.status, r.text) == (422, NO_SESSION)
+    body = named("expired", [("frontend", fe.url, None)], [("example.com", "frontend", None)],
+                 token="someone-else")
+    assert post(w2.addr, "/linkup/v2/sessions/preview", body).status == 200
+    again = {n: json.loads(request(w2.addr, "GET", f"/linkup/tunnel?session_name={n}",
+                                   AUTH).body)["id"] for n in ("old", "young")}
+    assert again["young"] == ids["young"]
+    assert again["old"] != ids["old"]
+
+
 def test_bad_store_spec_fails(linkup_bin, env):
     for spec in ("nosuch", "redis://nohostport", "sqlite:/nonexistent/dir/x.db"):
         r = subprocess.run([linkup_bin, "worker", "--token", "t", "--listen", "127.0.0.1:0",
