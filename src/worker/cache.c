@@ -255,22 +255,57 @@ static void respond_hit(struct lk_exchange *ex, const struct lk_proxy_req *spec,
 
 /* ---- cacheability (SPEC §4.6) ------------------------------------------------ */
 
-/* The value of directive name= in a Cache-Control value, or -1. */
+/* RFC 9111 §1.2.2: delta-seconds (1*DIGIT; capped at a year, §1.2.2's
+ * "greatest integer"), or 0 for anything else: a max-age or s-maxage whose
+ * argument is not delta-seconds makes the response stale (§4.2.1). */
+static long delta_seconds(struct lk_str arg)
+{
+    long v = 0;
+    if (arg.len == 0)
+        return 0;
+    for (size_t i = 0; i < arg.len; i++) {
+        if (arg.ptr[i] < '0' || arg.ptr[i] > '9')
+            return 0;
+        if (v < 31536000)
+            v = v * 10 + (arg.ptr[i] - '0');
+    }
+    return v > 31536000 ? 31536000 : v;
+}
+
+/* The seconds of directive name in a Cache-Control value, or -1 when it is
+ * absent. RFC 9111 §5.2: items are `token [ "=" ( token / quoted-string ) ]`
+ * separated by commas, names compared case-insensitively; the first
+ * occurrence wins (§4.2.1). A quoted argument is read without its quotes,
+ * and commas inside it separate nothing. */
 static long directive_seconds(struct lk_str cc, struct lk_str name)
 {
-    for (long pos = lk_str_find(cc, name); pos >= 0;) {
-        size_t at = (size_t)pos + name.len;
-        bool starts = pos == 0 || cc.ptr[pos - 1] == ',' || cc.ptr[pos - 1] == ' ';
-        if (starts && at < cc.len && cc.ptr[at] == '=') {
-            const char *p = cc.ptr + at + 1;
-            uint64_t v = 0;
-            if (lk_parse_u64(&p, cc.ptr + cc.len, &v) == 0)
-                return v > 31536000 ? 31536000 : (long)v;
-            return -1;
+    size_t i = 0;
+    while (i < cc.len) {
+        size_t start = i;
+        while (i < cc.len && cc.ptr[i] != '=' && cc.ptr[i] != ',')
+            i++;
+        struct lk_str key = lk_str_trim((struct lk_str){ cc.ptr + start, i - start });
+        struct lk_str arg = { cc.ptr + i, 0 };
+        if (i < cc.len && cc.ptr[i] == '=') {
+            size_t from = ++i;
+            while (i < cc.len && (cc.ptr[i] == ' ' || cc.ptr[i] == '\t'))
+                i++;
+            if (i < cc.len && cc.ptr[i] == '"') {
+                from = ++i;
+                while (i < cc.len && cc.ptr[i] != '"')
+                    i += cc.ptr[i] == '\\' && i + 1 < cc.len ? 2 : 1;
+                arg = (struct lk_str){ cc.ptr + from, (i < cc.len ? i : cc.len) - from };
+                while (i < cc.len && cc.ptr[i] != ',')
+                    i++;
+            } else {
+                while (i < cc.len && cc.ptr[i] != ',')
+                    i++;
+                arg = lk_str_trim((struct lk_str){ cc.ptr + from, i - from });
+            }
         }
-        struct lk_str rest = { cc.ptr + at, cc.len - at };
-        long next = lk_str_find(rest, name);
-        pos = next < 0 ? -1 : (long)at + next;
+        if (lk_str_ieq(key, name))
+            return delta_seconds(arg);
+        i++; /* the comma */
     }
     return -1;
 }

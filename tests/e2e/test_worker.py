@@ -796,6 +796,41 @@ def test_what_the_upstream_receives(worker, upstreams):
     assert hdr_all(fe.last(), "cookie") == ["a=b; c=d"]
 
 
+@pytest.mark.parametrize("service", [
+    "fe\r\nX-Injected: 1",
+    "fe\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n",
+    "fe\nX-Injected: 1",
+    "fe\x01x",
+])
+def test_service_name_never_splits_the_upstream_request(start_worker, upstreams, service):
+    """Service names have no syntax rules (SPEC §2.5), but the name goes out
+    as the value of linkup-destination (§3.7): a name that is no valid field
+    value (RFC 9110 §5.5: CR, LF, other controls) fails the request
+    conversion, 400 `Failed to parse request: {e}` (SPEC §4.4 step 5), and
+    nothing reaches the upstream: no injected header, no smuggled request;
+    the access log keeps one line per request."""
+    fe, _ = upstreams
+    w = start_worker()
+    body = named("inj", [(service, fe.url, None), ("ok", fe.url, None)],
+                 [("example.com", service, [{"path": "^/ok", "service": "ok"}])])
+    assert post(w.addr, "/linkup/v2/sessions/preview", body, AUTH + JSON).status == 200
+    r = request(w.addr, "GET", "/x", [("Host", "inj.example.com")])
+    assert r.status == 400, r.body
+    assert r.text.startswith("Failed to parse request: ")
+    assert r.header("content-type") == "text/plain"
+    assert r.header("cache-control") == "no-store"
+    assert "access-control-allow-origin" not in [k.lower() for k, _ in r.headers]
+    assert fe.requests == []
+    # A client's own linkup-destination naming a valid service still routes.
+    r = request(w.addr, "GET", "/ok", [("Host", "inj.example.com")])
+    assert r.status == 200
+    assert [q["path"] for q in fe.requests] == ["/ok"]
+    assert hdr(fe.last(), "linkup-destination") == "ok"
+    assert w.stop() == 0
+    log = w.log_path.read_text()
+    assert all(line.startswith("[") for line in log.splitlines()), log
+    assert "service=fe\\x" in log
+
 def test_response_passthrough(worker, upstreams):
     fe, _ = upstreams
     make_session(worker, "potato", fe.url)
@@ -1320,6 +1355,44 @@ def test_sqlite_session_survives_restart(start_worker, upstreams, tmp_path):
     body = named("potato", [("frontend", fe.url, None)], [("example.com", "frontend", None)],
                  token="intruder")
     assert post(w2.addr, "/linkup/v2/sessions/preview", body).status == 409
+
+
+def test_sqlite_expiry_and_tunnel_cleanup(start_worker, upstreams, tmp_path):
+    """Issue 3 / SPEC §2.7, §4.9: a session past its 7 days is neither served
+    nor owned (another token may take the name); the cleanup run at start-up
+    deletes tunnel records unused for more than 7 days (a new upsert gets a new
+    id) and keeps younger ones. The clock is moved by editing the SQLite rows."""
+    import sqlite3
+    fe, _ = upstreams
+    db = tmp_path / "w.db"
+    w1 = start_worker(store=f"sqlite:{db}")
+    for name in ("old", "young", "expired"):
+        make_session(w1, name, fe.url)
+    ids = {n: json.loads(request(w1.addr, "GET", f"/linkup/tunnel?session_name={n}",
+                                 AUTH).body)["id"] for n in ("old", "young")}
+    assert w1.stop() == 0
+    now = int(time.time() * 1000)
+    day = 86400 * 1000
+    with sqlite3.connect(db) as c:
+        for key, age in (("linkup-tunnel-old", 7 * day + 60000),
+                         ("linkup-tunnel-young", 7 * day - 60000)):
+            (value,) = c.execute("SELECT value FROM tunnels WHERE key = ?", (key,)).fetchone()
+            td = json.loads(value)
+            td["last_started"] = now - age
+            c.execute("UPDATE tunnels SET value = ? WHERE key = ?",
+                      (json.dumps(td, separators=(",", ":")), key))
+        c.execute("UPDATE sessions SET expires_at = ? WHERE key = 'expired'", (now - 1000,))
+    w2 = start_worker(store=f"sqlite:{db}")
+    assert request(w2.addr, "GET", "/p", [("Host", "young.example.com")]).status == 200
+    r = request(w2.addr, "GET", "/p", [("Host", "expired.example.com")])
+    assert (r.status, r.text) == (422, NO_SESSION)
+    body = named("expired", [("frontend", fe.url, None)], [("example.com", "frontend", None)],
+                 token="someone-else")
+    assert post(w2.addr, "/linkup/v2/sessions/preview", body).status == 200
+    again = {n: json.loads(request(w2.addr, "GET", f"/linkup/tunnel?session_name={n}",
+                                   AUTH).body)["id"] for n in ("old", "young")}
+    assert again["young"] == ids["young"]
+    assert again["old"] != ids["old"]
 
 
 def test_bad_store_spec_fails(linkup_bin, env):

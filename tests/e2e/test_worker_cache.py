@@ -548,3 +548,38 @@ def test_request_max_age_refetches_an_older_entry(worker, up):
     assert get(worker, "/static/x.js").text == "other 2"
     assert get(worker, "/static/x.js", [("Cache-Control", "max-age=3600")]).text == "other 2"
     assert up.count("/static/x.js") == 2
+
+
+# ---- 10. Cache-Control directives of the response -------------------------------------
+
+@pytest.mark.parametrize("cc, stored", [
+    ("max-age=60", True),
+    ("MAX-AGE=0", False),
+    ("Max-Age=0,_public", False),
+    ("S-MAXAGE=0,_max-age=60", False),
+    ("NO-STORE", False),
+    ("max-age=-1", False),
+    ("max-age=abc", False),
+    ("max-age=", False),
+    ("s-maxage=x,_max-age=60", False),
+    ("x-max-age=0", True),
+    ("max-age=60,_max-age=0", True),
+])
+def test_response_cache_control_directives(worker, up, cc, stored):
+    """RFC 9111 §5.2: directive names are case-insensitive, so MAX-AGE=0
+    forbids serving a stored answer as max-age=0 does; a max-age or s-maxage
+    whose argument is not delta-seconds (§1.2.2) makes the answer stale
+    (§4.2.1: caches are encouraged to), so it is not stored rather than kept
+    for the default lifetime. The first of two max-age is used (§4.2.1)."""
+    make_session(worker, "potato", up.url)
+    path = f"/static/cc/{cc}"
+    assert [get(worker, path).text for _ in range(2)] == ["cc 1", "cc 1" if stored else "cc 2"]
+
+
+def test_request_max_age_directive_is_case_insensitive(worker, up):
+    """RFC 9111 §5.2: a request's MAX-AGE=0 refuses a stored entry as
+    max-age=0 does (§5.2.1.1)."""
+    make_session(worker, "potato", up.url)
+    assert get(worker, "/static/x.js").text == "other 1"
+    assert get(worker, "/static/x.js", [("Cache-Control", "MAX-AGE=0")]).text == "other 2"
+    assert get(worker, "/static/x.js").text == "other 2"
