@@ -28,6 +28,16 @@ bool lk_headers_is_visible(struct lk_str v)
     return true;
 }
 
+bool lk_headers_value_ok(struct lk_str v)
+{
+    for (size_t i = 0; i < v.len; i++) {
+        unsigned char c = (unsigned char)v.ptr[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
 bool lk_headers_get(const struct lk_header *h, size_t n, struct lk_str name, struct lk_str *value)
 {
     /* SPEC §3.1: the last visible occurrence wins, so scan backwards. */

@@ -42,6 +42,10 @@ extern const struct lk_header lk_headers_cors[LK_HEADERS_N_CORS];
  * The empty value is visible. */
 bool lk_headers_is_visible(struct lk_str v);
 
+/* True when v may be sent as a field value (RFC 9110 §5.5): no control
+ * byte but HTAB (no CR, LF, NUL nor DEL); obs-text (0x80-0xFF) is allowed. */
+bool lk_headers_value_ok(struct lk_str v);
+
 /*
  * SPEC §3.1 lookup: finds the last header among h[0..n) whose name equals
  * name case-insensitively and whose value is visible ASCII. On success sets

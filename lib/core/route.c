@@ -476,6 +476,14 @@ void lk_route_extra_headers(struct lk_str url, const struct lk_header *h, size_t
     }
 }
 
+struct lk_str lk_route_extra_invalid(const struct lk_route_extra *x)
+{
+    for (size_t i = 0; i < x->n; i++)
+        if (!lk_headers_value_ok(x->items[i].value))
+            return x->items[i].name;
+    return LK_STR("");
+}
+
 /* ---- caching (SPEC §4.6) ------------------------------------------------------ */
 
 bool lk_route_is_cacheable(struct lk_str method, const struct lk_session *s,

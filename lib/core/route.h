@@ -202,6 +202,13 @@ void lk_route_extra_headers(struct lk_str url, const struct lk_header *h, size_t
                             struct lk_str session_name, struct lk_str service_name,
                             const struct lk_rng *rng, struct lk_route_extra *x);
 
+/* The name of the first header of x whose value cannot be sent
+ * (lk_headers_value_ok), or an empty string. Service names have no syntax
+ * rules (SPEC §2.5) and go out as linkup-destination, so a name holding CR
+ * or LF would add header lines, or a whole request, to what the upstream
+ * reads: the servers refuse such a request (SPEC §4.4 step 5). */
+struct lk_str lk_route_extra_invalid(const struct lk_route_extra *x);
+
 /* ---- caching (SPEC §4.6) --------------------------------------------------- */
 
 /* True when method is exactly "GET" and some cache_routes regex of s matches

@@ -12,6 +12,7 @@
 
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,14 +203,28 @@ static void put_s(struct line *l, const char *s)
     put(l, s, strlen(s));
 }
 
-/* A (ptr, len) field: at most 512 bytes, up to a NUL; NULL prints "-". */
+/* A (ptr, len) field: at most 512 bytes, up to a NUL; NULL prints "-".
+ * Control bytes are written \xHH, so that a field (a service name may hold
+ * CR or LF) cannot end the line or forge another. */
 static void put_field(struct line *l, const char *s, size_t n)
 {
+    static const char hex[] = "0123456789abcdef";
     if (s == NULL) {
         put(l, "-", 1);
         return;
     }
-    put(l, s, strnlen(s, n > 512 ? 512 : n));
+    n = strnlen(s, n > 512 ? 512 : n);
+    size_t from = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != 0x7f)
+            continue;
+        char esc[4] = { '\\', 'x', hex[c >> 4], hex[c & 15] };
+        put(l, s + from, i - from);
+        put(l, esc, sizeof(esc));
+        from = i + 1;
+    }
+    put(l, s + from, n - from);
 }
 
 static void put_u64(struct line *l, uint64_t v)
@@ -255,9 +270,9 @@ void lk_log_access(const struct lk_access_entry *e)
     put(&l, " ", 1);
     put_field(&l, e->path, e->path_len);
     put_s(&l, " session=");
-    put_s(&l, e->session ? e->session : "-");
+    put_field(&l, e->session, SIZE_MAX);
     put_s(&l, " service=");
-    put_s(&l, e->service ? e->service : "-");
+    put_field(&l, e->service, SIZE_MAX);
     put_s(&l, " status=");
     put_int(&l, e->status);
     put_s(&l, " bytes=");

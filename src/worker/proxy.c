@@ -233,65 +233,20 @@ static void forward(struct worker *w, struct lk_exchange *ex, struct lk_route_re
         worker_respond_error(ex, 502, "Failed to fetch from target service: proxy refused");
 }
 
-/* RFC 9110 §5.5: a field value holds HTAB, SP, visible ASCII and obs-text,
- * never CR, LF, NUL nor another control. */
-static bool valid_field_value(struct lk_str v)
-{
-    for (size_t i = 0; i < v.len; i++) {
-        unsigned char c = (unsigned char)v.ptr[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7F)
-            return false;
-    }
-    return true;
-}
-
-/* SPEC §4.4 step 5: the additional headers must convert to header values.
- * Service names have no syntax rules (§2.5) and go out as linkup-destination
- * (§3.7), so a name holding CR or LF would otherwise add header lines, or a
- * whole request, to what the upstream reads. Answers 400 `Failed to parse
- * request: {e}` and returns false for such a request. */
+/* SPEC §4.4 step 5: the additional headers must convert to header values
+ * (lk_route_extra_invalid). Answers 400 `Failed to parse request: {e}` and
+ * returns false for a request whose service name cannot be sent. */
 static bool extra_headers_convert(struct lk_exchange *ex, const struct lk_route_result *r)
 {
-    for (size_t i = 0; i < r->extra.n; i++) {
-        if (!valid_field_value(r->extra.items[i].value)) {
-            worker_respond_error(ex, 400,
-                                 lk_exchange_printf(ex,
-                                                    "Failed to parse request: invalid "
-                                                    "header value for %.*s",
-                                                    (int)r->extra.items[i].name.len,
-                                                    r->extra.items[i].name.ptr));
-            return false;
-        }
-    }
-    return true;
-}
-
-/* A name for the access log: controls (a service name may hold CR or LF)
- * written as \xHH so that a log line stays one line. */
-static const char *log_name(struct lk_exchange *ex, const char *s)
-{
-    size_t n = strlen(s);
-    size_t bad = 0;
-    for (size_t i = 0; i < n; i++)
-        bad += (unsigned char)s[i] < 0x20 || s[i] == 0x7F;
-    if (bad == 0)
-        return s;
-    char *out = lk_exchange_alloc(ex, n + 3 * bad + 1);
-    char *o = out;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7F) {
-            static const char hex[] = "0123456789abcdef";
-            *o++ = '\\';
-            *o++ = 'x';
-            *o++ = hex[c >> 4];
-            *o++ = hex[c & 15];
-        } else {
-            *o++ = (char)c;
-        }
-    }
-    *o = '\0';
-    return out;
+    struct lk_str bad = lk_route_extra_invalid(&r->extra);
+    if (bad.len == 0)
+        return true;
+    worker_respond_error(ex, 400,
+                         lk_exchange_printf(ex,
+                                            "Failed to parse request: invalid header value for "
+                                            "%.*s",
+                                            (int)bad.len, bad.ptr));
+    return false;
 }
 
 /* Session auth's "urls" scope: the session is the one the request's own URL
@@ -323,7 +278,7 @@ void worker_proxy(struct worker *w, struct lk_exchange *ex)
         /* Before any answer: answering may free ex. */
         lk_exchange_set_log_fields(ex,
                                    lk_exchange_strndup(ex, r->found.name.ptr, r->found.name.len),
-                                   rc == 0 ? log_name(ex, r->target.service->name) : NULL);
+                                   rc == 0 ? r->target.service->name : NULL);
         bool by_url = w->auth_urls_only && named_by_url(url, h, n, r->found.name);
         if (!w->auth_on || worker_auth_allow(w, ex, by_url)) { /* else answered: 401 */
             if (rc != 0)

@@ -2,7 +2,10 @@
  * test_log.c - lib/net/log: LINKUP_LOG values in env_logger's syntax
  * (SPEC §6.1), shared by the CLI, the local server and the worker.
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "core/err.h"
 #include "harness.h"
@@ -54,9 +57,47 @@ static void test_off_disables_everything(void)
     lk_log_set_level(LK_LOG_INFO);
 }
 
+/* An access line stays one line whatever its fields hold: control bytes
+ * (a service name may carry CR and LF) are written \xHH. */
+static void test_access_line_escapes_controls(void)
+{
+    char path[] = "/tmp/lk-test-log-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    lk_log_set_level(LK_LOG_INFO);
+    struct lk_access_entry e = {
+        .method = "GET",
+        .method_len = 3,
+        .host = "a.example.com",
+        .host_len = 13,
+        .path = "/x",
+        .path_len = 2,
+        .session = "tiny",
+        .service = "fe\r\n[INFO] forged\x7f",
+        .status = 400,
+    };
+    lk_log_access(&e);
+    lk_log_flush();
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char text[512] = { 0 };
+    ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+    close(fd);
+    unlink(path);
+    CHECK(n > 0);
+    CHECK(strchr(text, '\n') == text + n - 1); /* one line */
+    CHECK(strstr(text, "access GET a.example.com /x session=tiny "
+                       "service=fe\\x0d\\x0a[INFO] forged\\x7f status=400 ") != NULL);
+}
+
 int main(void)
 {
     RUN(test_level_parse);
     RUN(test_off_disables_everything);
+    RUN(test_access_line_escapes_controls);
     return DONE();
 }

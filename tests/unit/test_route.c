@@ -223,6 +223,12 @@ static void test_header_lookup(void)
     CHECK(!lk_headers_has(NULL, 0, S("referer")));
     CHECK(lk_headers_is_visible(S(" ~\t")));
     CHECK(!lk_headers_is_visible(S("\x7f")));
+    CHECK(lk_headers_value_ok(S(" ~\t\x80\xff")));
+    CHECK(lk_headers_value_ok(S("")));
+    CHECK(!lk_headers_value_ok(S("a\rb")));
+    CHECK(!lk_headers_value_ok(S("a\nb")));
+    CHECK(!lk_headers_value_ok((struct lk_str){ "a\0b", 3 }));
+    CHECK(!lk_headers_value_ok(S("\x7f")));
 }
 
 /* ---- SPEC §3.2/§3.3 with DESIGN §2.4, §8.1.3, §9 ---------------------------------- */
@@ -931,6 +937,21 @@ static void test_traceparent_from_rng(void)
     lk_route_extra_release(&x);
 }
 
+/* A service name that cannot go out as linkup-destination is named (the
+ * servers refuse the request, SPEC §4.4 step 5); others are not. */
+static void test_extra_invalid(void)
+{
+    unsigned char counter = 0;
+    struct lk_rng rng = { counting_fill, &counter };
+    struct lk_route_extra x;
+    lk_route_extra_init(&x);
+    lk_route_extra_headers(S("http://a.b.c/"), NULL, 0, S("a"), S("fé\t ok"), &rng, &x);
+    CHECK_LKSTR(lk_route_extra_invalid(&x), "");
+    lk_route_extra_headers(S("http://a.b.c/"), NULL, 0, S("a"), S("f\r\nX-Injected: 1"), &rng, &x);
+    CHECK_LKSTR(lk_route_extra_invalid(&x), "linkup-destination");
+    lk_route_extra_release(&x);
+}
+
 /* §8.1.5: a rewritten request fed back with its additional headers is not
  * rewritten twice. */
 static void test_repeatable_rewritten_routes(void)
@@ -1145,6 +1166,7 @@ int main(void)
     RUN(test_route_slot);
     RUN(test_header_lookup);
     RUN(test_host);
+    RUN(test_extra_invalid);
     RUN(test_first_subdomain);
     RUN(test_target_domain);
     RUN(test_find_domain);
