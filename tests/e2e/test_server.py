@@ -439,6 +439,24 @@ def test_usage_errors(linkup_bin, env):
         assert r.returncode == 2, (args, r.stderr)
 
 
+def test_missing_option_value_is_a_usage_error(linkup_bin, env):
+    """An option without its value is a usage error (exit 2) naming the option as --help
+    shows it; as for the CLI's options (clap), a following `--option` is not taken as the
+    value, so `--certs-dir --http A:P` does not make a certs directory named `--http`."""
+    for args, opt in ((["--http"], "--http <A:P|off>"),
+                      (["--certs-dir", "--http", "127.0.0.1:0"], "--certs-dir <DIR>"),
+                      (["--worker-url", "http://127.0.0.1:9/", "--worker-token"],
+                       "--worker-token <TOKEN>")):
+        r = subprocess.run([linkup_bin, "server", *args], capture_output=True, text=True,
+                           env=env, timeout=20)
+        assert r.returncode == 2, (args, r.stderr)
+        assert f"a value is required for '{opt}' but none was supplied" in r.stderr, r.stderr
+    r = subprocess.run([linkup_bin, "server", "--http", "nonsense"], capture_output=True,
+                       text=True, env=env, timeout=20)
+    assert r.returncode == 2
+    assert "invalid value 'nonsense' for '--http <A:P|off>'" in r.stderr, r.stderr
+
+
 def test_config_is_required_without_worker_url(linkup_bin, env):
     r = subprocess.run([linkup_bin, "server", "--http", "127.0.0.1:0"], capture_output=True,
                        text=True, env=env, timeout=20)
