@@ -68,9 +68,16 @@ static int parse_url(struct local_worker *w, const char *url, struct lk_buf *err
     }
     int port = evhttp_uri_get_port(u);
     w->port = port > 0 ? port : (tls ? 443 : 80);
-    w->host = lk_xstrdup(strcmp(host, "localhost") == 0 ? "127.0.0.1" : host);
+    /* evhttp keeps the brackets of an IPv6 literal ("[::1]"): they go in the
+     * Host header, not in the address dialled. */
+    size_t hlen = strlen(host);
+    bool bracketed = hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']';
+    if (bracketed)
+        w->host = lk_xstrndup(host + 1, hlen - 2);
+    else
+        w->host = lk_xstrdup(strcmp(host, "localhost") == 0 ? "127.0.0.1" : host);
     struct lk_buf hh = LK_BUF_INIT;
-    lk_buf_addf(&hh, strchr(host, ':') ? "[%s]" : "%s", host);
+    lk_buf_addf(&hh, !bracketed && strchr(host, ':') ? "[%s]" : "%s", host);
     if (port > 0)
         lk_buf_addf(&hh, ":%d", port);
     w->host_header = lk_buf_detach(&hh, NULL);

@@ -5,6 +5,7 @@ for the chain test when the build has it)."""
 import json
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -375,6 +376,44 @@ def test_worker_unreachable_is_500(linkup_bin, env, tmp_path, upstream):
         assert lk.request(addr, "GET", "/linkup/check").status == 200
     finally:
         assert lk.stop_gracefully(s)[0] == 0
+
+
+def test_worker_url_with_an_ipv6_literal(linkup_bin, env, tmp_path, upstream):
+    """A worker URL such as http://[::1]:P (DESIGN §3 --worker-url) is dialled at ::1 with
+    `Host: [::1]:P`: the tunneled upsert reaches the worker (SPEC §5.2) and the built-in
+    tunnel connects to it (DESIGN §8)."""
+    if not lk.has_command(linkup_bin, "worker", env=env):
+        pytest.skip("this build has no `linkup worker`")
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6")
+    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker.log"),
+                               extra=("--listen", "[::1]:0"))
+    try:
+        host, port = w.addrs["Worker"]
+        assert host == "[::1]"
+        s = start(linkup_bin, env, tmp_path, f"http://[::1]:{port}/")
+        try:
+            addr = s.addrs["HTTP"]
+            body = lk.session_body("six-cow", {"frontend": upstream.url},
+                                   [("example.com", "frontend", None)], "tok")
+            r = lk.post_json(addr, "/linkup/sessions/preview", body)
+            assert r.status == 200, r.text
+            r = lk.post_json(addr, "/linkup/sessions/tunneled", body)
+            assert r.status == 200, r.text
+            assert r.json()["session_name"] == "six-cow"
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                t = lk.request(addr, "GET", "/linkup/tunnel").json()
+                if t["connected"]:
+                    break
+                time.sleep(0.1)
+            assert t["connected"], t
+        finally:
+            assert lk.stop_gracefully(s)[0] == 0
+    finally:
+        w.stop()
 
 
 # ---- DESIGN §2.8: loopback only ----------------------------------------------
