@@ -2,9 +2,13 @@
 §9; DESIGN §2.4, §2.7, §2.8, §3): the real binary on 127.0.0.1:0, upstreams
 on 127.0.0.2, a fake worker on 127.0.0.3 (and the real `linkup worker`
 for the chain test when the build has it)."""
+import http.server
 import json
+import shutil
 import socket
+import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -414,6 +418,67 @@ def test_worker_url_with_an_ipv6_literal(linkup_bin, env, tmp_path, upstream):
             assert lk.stop_gracefully(s)[0] == 0
     finally:
         w.stop()
+
+
+class _NameWorker(http.server.BaseHTTPRequestHandler):
+    """A stand-in worker answering every POST with the Host it was sent as the session name."""
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        out = json.dumps({"session_name": self.headers.get("Host")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_worker_url_localhost_is_both_addresses_and_its_tls_name(linkup_bin, env, tmp_path):
+    """A worker URL on `localhost` (DESIGN §4: every address of a name is tried): a worker
+    listening on ::1 only is reached after 127.0.0.1 refuses, and an https://localhost worker
+    is verified as `localhost` (its certificate names localhost, not 127.0.0.1)."""
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6")
+
+    class V6(lk.Server):
+        address_family = socket.AF_INET6
+
+    key, cert = tmp_path / "w.key", tmp_path / "w.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost"], check=True, capture_output=True, timeout=30)
+    v6 = V6(("::1", 0), _NameWorker)
+    tls = lk.Server(("127.0.0.1", 0), _NameWorker)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
+    for srv in (v6, tls):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    env = dict(env, SSL_CERT_FILE=str(cert))
+    body = lk.session_body("x", {"frontend": "http://127.0.0.2:1"}, [("example.com", "frontend",
+                                                                       None)])
+    try:
+        for url, host in ((f"http://localhost:{v6.server_address[1]}/", "v6"),
+                          (f"https://localhost:{tls.server_address[1]}/", "tls")):
+            s = start(linkup_bin, env, tmp_path, url, name=host)
+            try:
+                r = lk.post_json(s.addrs["HTTP"], "/linkup/sessions/preview", body)
+                assert r.status == 200, (url, r.text)
+                assert r.json() == {"session_name": url.split("//")[1].rstrip("/")}
+            finally:
+                assert lk.stop_gracefully(s)[0] == 0
+    finally:
+        for srv in (v6, tls):
+            srv.shutdown()
+            srv.server_close()
 
 
 # ---- DESIGN §2.8: loopback only ----------------------------------------------
