@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/config.h"
@@ -264,4 +265,25 @@ void local_opts_release(struct local_opts *o)
         free(*p);
         *p = NULL;
     }
+}
+
+const char *local_resolv_conf(const char *path)
+{
+    const char *etc = path ? path : "/etc/resolv.conf";
+    const char *resolved = getenv("LINKUP_SYSTEMD_RESOLV_CONF");
+    if (resolved == NULL || resolved[0] == '\0')
+        resolved = "/run/systemd/resolve/resolv.conf";
+    FILE *f = fopen(etc, "r");
+    if (f == NULL)
+        return path;
+    char line[512], host[256];
+    bool stub = false;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, " nameserver %255s", host) == 1) {
+            stub = strcmp(host, "127.0.0.53") == 0 || strcmp(host, "127.0.0.54") == 0;
+            break;
+        }
+    }
+    fclose(f);
+    return stub && access(resolved, R_OK) == 0 ? resolved : path;
 }
