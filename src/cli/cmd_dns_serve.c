@@ -20,6 +20,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "net/dns_server.h"
+#include "server/server.h"
 
 #define MAX_NAMES 64
 
@@ -137,7 +138,8 @@ static int serve(struct serve_args *a)
     bool off = a->upstream != NULL && strcmp(a->upstream, "off") == 0;
     struct lk_dns_server_opts opts = { .listen = a->listen,
                                        .upstream = off ? NULL : a->upstream,
-                                       .resolv_conf = off ? "/dev/null" : a->resolv_conf,
+                                       .resolv_conf =
+                                           off ? "/dev/null" : local_resolv_conf(a->resolv_conf),
                                        .zones_cb = provide_zones,
                                        .zones_data = a };
     int rc = lk_dns_server_new(base, &opts, &server);

@@ -6,6 +6,7 @@
  * tunnel URL and whether it is connected (tunnel.h) follow the services, as a
  * last "Tunnel:" line or the "tunnel" object of --json.
  */
+#include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,23 +65,60 @@ static const char *component_kind(const struct lk_config *cfg, const char *name,
     return strcmp(loc, cs->local) == 0 ? "local" : "remote";
 }
 
-/* Probe URL: location joined with health.path (an absolute path replaces
- * the location's path, RFC 3986). */
+/* True when ref starts with a URI scheme ("http:", RFC 3986 §3.1). */
+static bool has_scheme(const char *ref)
+{
+    if (!isalpha((unsigned char)ref[0]))
+        return false;
+    const char *p = ref + 1;
+    while (isalnum((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.')
+        p++;
+    return *p == ':';
+}
+
+/* Probe URL (SPEC §6.5.4 step 8): the location joined with health.path by
+ * RFC 3986 §5.2.2 reference resolution. loc is a normalised absolute URL
+ * ("scheme://authority/path[?query]"). An absolute reference replaces it, a
+ * network-path one ("//host/p") keeps only the scheme, an absolute path
+ * ("/healthz") the authority, an empty one is loc itself, a query-only one
+ * ("?x") loc's path, and a relative path replaces loc's last segment. Dot
+ * segments are left for libcurl, which removes them before sending. */
 static void probe_url(const char *loc, const struct lk_config_health *h, struct lk_buf *out)
 {
-    if (h == NULL || h->path == NULL) {
-        lk_buf_adds(out, loc);
+    const char *ref = h ? h->path : NULL;
+    if (ref == NULL || has_scheme(ref)) {
+        lk_buf_adds(out, ref ? ref : loc);
         return;
     }
     const char *scheme_end = strstr(loc, "://");
-    const char *path = scheme_end ? strchr(scheme_end + 3, '/') : NULL;
-    size_t base = path ? (size_t)(path - loc) : strlen(loc);
-    if (h->path[0] == '/') {
-        lk_buf_addf(out, "%.*s%s", (int)base, loc, h->path);
-    } else {
-        const char *slash = strrchr(loc, '/');
-        lk_buf_addf(out, "%.*s%s", (int)(slash ? (size_t)(slash - loc) + 1 : base), loc, h->path);
+    if (scheme_end == NULL) {
+        lk_buf_adds(out, loc);
+        return;
     }
+    const char *authority = scheme_end + 3;
+    const char *path = authority + strcspn(authority, "/?#");
+    const char *query = path + strcspn(path, "?#");
+    const char *end = query + strcspn(query, "#");
+    const char *keep; /* loc is kept up to here, then sep and ref follow */
+    const char *sep = "";
+    if (ref[0] == '/' && ref[1] == '/') {
+        keep = scheme_end + 1;
+    } else if (ref[0] == '/') {
+        keep = path;
+    } else if (ref[0] == '\0' || ref[0] == '#') {
+        keep = end;
+    } else if (ref[0] == '?') {
+        keep = query;
+    } else {
+        /* merge (§5.2.3): loc's path up to its last '/', or "/" */
+        keep = path;
+        for (const char *p = path; p < query; p++) {
+            if (*p == '/')
+                keep = p + 1;
+        }
+        sep = keep == path ? "/" : "";
+    }
+    lk_buf_addf(out, "%.*s%s%s", (int)(keep - loc), loc, sep, ref);
 }
 
 static void set_headers(struct service_status *s, const char *session)

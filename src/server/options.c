@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/config.h"
@@ -27,17 +28,18 @@
 
 struct flag {
     const char *name;
-    size_t offset; /* of a char * in struct local_opts */
+    const char *value_name; /* as --help shows it */
+    size_t offset;          /* of a char * in struct local_opts */
 };
 
 static const struct flag flags[] = {
-    { "--http", offsetof(struct local_opts, http_addr) },
-    { "--https", offsetof(struct local_opts, https_addr) },
-    { "--dns", offsetof(struct local_opts, dns_addr) },
-    { "--dns-upstream", offsetof(struct local_opts, dns_upstream) },
-    { "--certs-dir", offsetof(struct local_opts, certs_dir) },
-    { "--worker-url", offsetof(struct local_opts, worker_url) },
-    { "--worker-token", offsetof(struct local_opts, worker_token) },
+    { "--http", "A:P|off", offsetof(struct local_opts, http_addr) },
+    { "--https", "A:P|off", offsetof(struct local_opts, https_addr) },
+    { "--dns", "A:P|off", offsetof(struct local_opts, dns_addr) },
+    { "--dns-upstream", "A:P|off", offsetof(struct local_opts, dns_upstream) },
+    { "--certs-dir", "DIR", offsetof(struct local_opts, certs_dir) },
+    { "--worker-url", "URL", offsetof(struct local_opts, worker_url) },
+    { "--worker-token", "TOKEN", offsetof(struct local_opts, worker_token) },
 };
 
 static void print_help(void)
@@ -65,7 +67,9 @@ static char **field(struct local_opts *o, const struct flag *f)
 }
 
 /* Matches "--name value" or "--name=value"; returns 1 when consumed (with *i
- * advanced), 0 when arg is not this flag, LK_EINVAL when the value is missing. */
+ * advanced), 0 when arg is not this flag, LK_EINVAL when the value is missing.
+ * As for the CLI's own options (clap, docs/cli.md), a following argument that
+ * starts with '-' (other than "-") is the next option, not a value. */
 static int take_flag(const struct flag *f, int argc, char **argv, int *i, struct local_opts *o,
                      struct lk_buf *err)
 {
@@ -77,8 +81,10 @@ static int take_flag(const struct flag *f, int argc, char **argv, int *i, struct
     if (a[n] == '=') {
         value = a + n + 1;
     } else {
-        if (*i + 1 >= argc) {
-            lk_buf_addf(err, "option '%s' requires a value", f->name);
+        const char *next = *i + 1 < argc ? argv[*i + 1] : NULL;
+        if (next == NULL || (next[0] == '-' && strcmp(next, "-") != 0)) {
+            lk_buf_addf(err, "a value is required for '%s <%s>' but none was supplied", f->name,
+                        f->value_name);
             return LK_EINVAL;
         }
         value = argv[++*i];
@@ -165,13 +171,13 @@ static void apply_env(struct local_opts *o)
 
 static int validate(const struct local_opts *o, struct lk_buf *err)
 {
-    int rc = check_addr("--http", o->http_addr, err);
+    int rc = check_addr("--http <A:P|off>", o->http_addr, err);
     if (rc == 0)
-        rc = check_addr("--https", o->https_addr, err);
+        rc = check_addr("--https <A:P|off>", o->https_addr, err);
     if (rc == 0)
-        rc = check_addr("--dns", o->dns_addr, err);
+        rc = check_addr("--dns <A:P|off>", o->dns_addr, err);
     if (rc == 0 && o->dns_upstream)
-        rc = check_addr("--dns-upstream", o->dns_upstream, err);
+        rc = check_addr("--dns-upstream <A:P|off>", o->dns_upstream, err);
     if (rc == 0 && (o->worker_url != NULL) != (o->worker_token != NULL)) {
         lk_buf_adds(err, "'--worker-url' and '--worker-token' must be given together");
         rc = LK_EINVAL;
@@ -259,4 +265,25 @@ void local_opts_release(struct local_opts *o)
         free(*p);
         *p = NULL;
     }
+}
+
+const char *local_resolv_conf(const char *path)
+{
+    const char *etc = path ? path : "/etc/resolv.conf";
+    const char *resolved = getenv("LINKUP_SYSTEMD_RESOLV_CONF");
+    if (resolved == NULL || resolved[0] == '\0')
+        resolved = "/run/systemd/resolve/resolv.conf";
+    FILE *f = fopen(etc, "r");
+    if (f == NULL)
+        return path;
+    char line[512], host[256];
+    bool stub = false;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, " nameserver %255s", host) == 1) {
+            stub = strcmp(host, "127.0.0.53") == 0 || strcmp(host, "127.0.0.54") == 0;
+            break;
+        }
+    }
+    fclose(f);
+    return stub && access(resolved, R_OK) == 0 ? resolved : path;
 }

@@ -257,7 +257,7 @@ static int start_dns(struct local_server *ls, const struct local_opts *o, struct
     struct lk_dns_server_opts dopts = {
         .listen = o->dns_addr,
         .upstream = no_forwarding ? NULL : o->dns_upstream,
-        .resolv_conf = no_forwarding ? "/dev/null" : NULL,
+        .resolv_conf = no_forwarding ? "/dev/null" : local_resolv_conf(NULL),
         .zones_cb = dns_zones,
         .zones_data = ls,
     };

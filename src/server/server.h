@@ -71,6 +71,19 @@ int local_opts_parse(int argc, char **argv, const char *config_path, struct loca
                      struct lk_buf *err);
 void local_opts_release(struct local_opts *o);
 
+/*
+ * The resolv.conf whose first nameserver the DNS responder forwards to when
+ * no --dns-upstream is given (DESIGN §2.9: the system's resolvers, never
+ * itself): path (NULL: /etc/resolv.conf), except when its first nameserver
+ * is systemd-resolved's stub (127.0.0.53 or 127.0.0.54) and the file where
+ * systemd-resolved lists its own upstreams exists (LINKUP_SYSTEMD_RESOLV_CONF,
+ * default /run/systemd/resolve/resolv.conf): `local-dns install` routes the
+ * managed domains from that stub to the responder, so a name forwarded to
+ * the stub (a bare managed domain, SPEC §5.6) would come straight back.
+ * Returns path, or that file (borrowed, static or from the environment).
+ */
+const char *local_resolv_conf(const char *path);
+
 /* Runs the server until SIGINT/SIGTERM. Prints one "... listening on A:P"
  * line per listener on stdout. Returns the process exit code: 0 after a
  * clean shutdown, 1 when a listener cannot be set up (message on stderr). */

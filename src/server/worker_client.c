@@ -4,8 +4,9 @@
  * One struct call per request owns its evhttp_connection. libevent must not
  * see its connection freed from inside its own request callback, so a
  * finished call is freed from a zero-delay timer (call->reap) instead.
- * "localhost" is dialled as 127.0.0.1: evhttp tries only the first address a
- * name resolves to, and the worker the CLI starts listens on IPv4.
+ * evhttp dials only the first address a name resolves to, so "localhost" is
+ * dialled as 127.0.0.1 and, when that connection is refused, as ::1 (DESIGN
+ * §4: every address of a name is tried; the worker may listen on either).
  */
 #include "server/worker_client.h"
 
@@ -35,6 +36,10 @@ struct call {
     struct evhttp_connection *evcon; /* owned */
     struct event reap;               /* frees the call from the loop */
     char *url;                       /* owned, for messages */
+    char *path;                      /* owned, relative request path */
+    char *json;                      /* owned, request body */
+    size_t json_len;
+    size_t attempt; /* index into w->dial */
     local_worker_cb *cb;
     void *data;
     enum evhttp_request_error error;
@@ -46,10 +51,12 @@ struct local_worker {
     struct evdns_base *dns;  /* owned */
     SSL_CTX *tls;            /* owned; NULL for http:// workers */
     char *url;               /* owned, as given */
-    char *host;              /* owned, the name to dial */
-    char *host_header;       /* owned, host[:port] */
-    char *path_prefix;       /* owned, base path without trailing '/' */
-    char *auth;              /* owned, "Bearer {token}" */
+    char *host;              /* owned, the name TLS checks (no brackets) */
+    const char *dial[2];     /* the addresses to dial, in order (host or literals) */
+    size_t n_dial;
+    char *host_header; /* owned, host[:port] */
+    char *path_prefix; /* owned, base path without trailing '/' */
+    char *auth;        /* owned, "Bearer {token}" */
     int port;
     struct call *calls;
 };
@@ -68,9 +75,21 @@ static int parse_url(struct local_worker *w, const char *url, struct lk_buf *err
     }
     int port = evhttp_uri_get_port(u);
     w->port = port > 0 ? port : (tls ? 443 : 80);
-    w->host = lk_xstrdup(strcmp(host, "localhost") == 0 ? "127.0.0.1" : host);
+    /* evhttp keeps the brackets of an IPv6 literal ("[::1]"): they go in the
+     * Host header, not in the address dialled. */
+    size_t hlen = strlen(host);
+    bool bracketed = hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']';
+    w->host = bracketed ? lk_xstrndup(host + 1, hlen - 2) : lk_xstrdup(host);
+    if (strcasecmp(w->host, "localhost") == 0) {
+        w->dial[0] = "127.0.0.1";
+        w->dial[1] = "::1";
+        w->n_dial = 2;
+    } else {
+        w->dial[0] = w->host;
+        w->n_dial = 1;
+    }
     struct lk_buf hh = LK_BUF_INIT;
-    lk_buf_addf(&hh, strchr(host, ':') ? "[%s]" : "%s", host);
+    lk_buf_addf(&hh, !bracketed && strchr(host, ':') ? "[%s]" : "%s", host);
     if (port > 0)
         lk_buf_addf(&hh, ":%d", port);
     w->host_header = lk_buf_detach(&hh, NULL);
@@ -148,6 +167,8 @@ static void call_free(struct call *c)
     if (c->evcon)
         evhttp_connection_free(c->evcon);
     free(c->url);
+    free(c->path);
+    free(c->json);
     free(c);
 }
 
@@ -210,11 +231,19 @@ static void on_error(enum evhttp_request_error error, void *arg)
     c->has_error = true;
 }
 
+static void launch(struct local_worker *w, size_t attempt, const char *path, const char *json,
+                   size_t len, local_worker_cb *cb, void *data);
+
 static void on_done(struct evhttp_request *req, void *arg)
 {
     struct call *c = arg;
     int status = req ? evhttp_request_get_response_code(req) : 0;
-    if (status <= 0) {
+    if (status <= 0 && !c->has_error && c->attempt + 1 < c->w->n_dial) {
+        /* Not connected (refused): the next address of the name, in a new
+         * call, since this connection is only freed from the loop. */
+        c->done = true;
+        launch(c->w, c->attempt + 1, c->path, c->json, c->json_len, c->cb, c->data);
+    } else if (status <= 0) {
         finish(c, 0, NULL, 0, error_text(c));
     } else {
         struct evbuffer *in = evhttp_request_get_input_buffer(req);
@@ -258,13 +287,13 @@ static void add_headers(struct local_worker *w, struct evhttp_request *req)
 }
 
 /* Starts the request; returns false when the connection cannot be set up. */
-static bool start(struct call *c, const char *path, const char *json, size_t len)
+static bool start(struct call *c)
 {
     struct local_worker *w = c->w;
     struct bufferevent *bev = new_bev(w);
     if (!bev)
         return false;
-    c->evcon = evhttp_connection_base_bufferevent_new(w->base, w->dns, bev, w->host,
+    c->evcon = evhttp_connection_base_bufferevent_new(w->base, w->dns, bev, w->dial[c->attempt],
                                                       (unsigned short)w->port);
     if (!c->evcon) {
         bufferevent_free(bev);
@@ -277,9 +306,9 @@ static bool start(struct call *c, const char *path, const char *json, size_t len
     struct evhttp_request *req = evhttp_request_new(on_done, c);
     evhttp_request_set_error_cb(req, on_error);
     add_headers(w, req);
-    evbuffer_add(evhttp_request_get_output_buffer(req), json, len);
+    evbuffer_add(evhttp_request_get_output_buffer(req), c->json, c->json_len);
     struct lk_buf uri = LK_BUF_INIT;
-    lk_buf_addf(&uri, "%s/%s", w->path_prefix, path);
+    lk_buf_addf(&uri, "%s/%s", w->path_prefix, c->path);
     int rc = evhttp_make_request(c->evcon, req, EVHTTP_REQ_POST, uri.data);
     lk_buf_release(&uri);
     /* On failure evhttp_make_request has freed req. */
@@ -296,14 +325,19 @@ static void on_start_failed(evutil_socket_t fd, short what, void *arg)
     schedule_reap(c);
 }
 
-void local_worker_post(struct local_worker *w, const char *path, const char *json, size_t len,
-                       local_worker_cb *cb, void *data)
+/* Dials w->dial[attempt] for a new call; cb(data) runs once, later. */
+static void launch(struct local_worker *w, size_t attempt, const char *path, const char *json,
+                   size_t len, local_worker_cb *cb, void *data)
 {
     struct call *c = lk_xcalloc(1, sizeof(*c));
     struct lk_buf url = LK_BUF_INIT;
     c->w = w;
     c->cb = cb;
     c->data = data;
+    c->attempt = attempt;
+    c->path = lk_xstrdup(path);
+    c->json = lk_xstrndup(json, len);
+    c->json_len = len;
     lk_buf_addf(&url, "%s%s%s", w->url, lk_str_ends_with(lk_str_c(w->url), LK_STR("/")) ? "" : "/",
                 path);
     c->url = lk_buf_detach(&url, NULL);
@@ -312,13 +346,19 @@ void local_worker_post(struct local_worker *w, const char *path, const char *jso
         w->calls->prev = c;
     w->calls = c;
     evtimer_assign(&c->reap, w->base, on_reap, c);
-    if (!start(c, path, json, len)) {
+    if (!start(c)) {
         /* Async errors only through the callback (STYLE §3.4): report it
          * from the loop. */
         LK_LOG(WARN, "worker call to %s could not start", c->url);
         evtimer_assign(&c->reap, w->base, on_start_failed, c);
         schedule_reap(c);
     }
+}
+
+void local_worker_post(struct local_worker *w, const char *path, const char *json, size_t len,
+                       local_worker_cb *cb, void *data)
+{
+    launch(w, 0, path, json, len, cb, data);
 }
 
 void local_worker_cancel_all(struct local_worker *w, const char *why)

@@ -1026,6 +1026,35 @@ domains:
     assert {s["name"]: s["status"] for s in st["services"]}["same"] == "Error"
 
 
+def test_status_probe_url_is_rfc3986_resolution_of_health_path(live):
+    """SPEC §6.5.4 step 8: the probe URL is the location joined with `health.path` by RFC 3986
+    reference resolution: a relative path replaces the last segment, an empty reference is the
+    location itself, a query-only one keeps the location's path, a network-path or absolute
+    URL names another place. (`status` reads the config from the state's config_path each
+    time, so one session serves every case.)"""
+    up = lk.RecordingUpstream(host="127.0.0.1")
+    try:
+        hostport = up.url.split("//", 1)[1]
+        lv = live(backend_remote=up.url + "/base/x?q=1")
+        lv.start()
+        base = lv.cfg.read_text()
+        cases = [('"/hc"', "/hc"), ('"hc"', "/base/hc"), ('"../hc"', "/hc"), ('""', "/base/x?q=1"),
+                 ('"?probe=1"', "/base/x?probe=1"), (f'"//{hostport}/net"', "/net"),
+                 (f'"{up.url}/abs"', "/abs")]
+        for path, want in cases:
+            lv.cfg.write_text(base.replace(
+                "domains:\n", f"    health:\n      path: {path}\n      statuses: [200]\ndomains:\n",
+                1))
+            del up.requests[:]
+            st = json.loads(lv.run("status", "--json").stdout)
+            got = [p for _, p, h in up.requests
+                   if {k.lower(): v for k, v in h}.get("linkup-destination") == "backend"]
+            assert got == [want], (path, got)
+            assert {s["name"]: s["status"] for s in st["services"]}["backend"] == "Ok", path
+    finally:
+        up.close()
+
+
 def test_every_config_load_checks_service_references(linkup_bin, cenv, tmp_path):
     """DESIGN §2.2: create-preview (also with --print-request) and server
     reject a route naming no service and duplicate service names, with the

@@ -278,6 +278,29 @@ def test_upstream_from_resolv_conf(linkup_bin, env, tmp_path):
         s.close()
 
 
+def test_systemd_resolved_stub_is_bypassed(linkup_bin, env, tmp_path):
+    """DESIGN §2.9 (never forward to itself): with systemd-resolved, resolv.conf names its
+    stub 127.0.0.53, which `local-dns install` tells to send the managed domains to this
+    responder; a forwarded name (a bare managed domain, SPEC §5.6) would come straight back.
+    The responder forwards to the stub's own upstreams (/run/systemd/resolve/resolv.conf)
+    instead; without that file, or for another nameserver, resolv.conf is used as is."""
+    stub = tmp_path / "stub-resolv.conf"
+    stub.write_text("# managed by systemd-resolved\nnameserver 127.0.0.53\noptions edns0\n")
+    uplinks = tmp_path / "resolved-resolv.conf"
+    uplinks.write_text("nameserver 127.0.0.9\nnameserver 10.9.9.9\n")
+    plain = tmp_path / "resolv.conf"
+    plain.write_text("nameserver 127.0.0.8\n")
+    cases = [(stub, uplinks, "127.0.0.9:53"), (stub, tmp_path / "missing", "127.0.0.53:53"),
+             (plain, uplinks, "127.0.0.8:53")]
+    for conf, resolved, want in cases:
+        s = DnsServe(linkup_bin, dict(env, LINKUP_SYSTEMD_RESOLV_CONF=str(resolved)),
+                     ["--resolv-conf", str(conf)])
+        try:
+            assert s.proc.stderr.readline().strip() == f"dns-serve: upstream {want}", conf
+        finally:
+            s.close()
+
+
 def test_dns_serve_upstream_off(linkup_bin, env):
     """`dns-serve --dns-upstream off` forwards nothing, as `linkup server` does."""
     s = DnsServe(linkup_bin, env, ["--dns-upstream", "off"])

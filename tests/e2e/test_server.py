@@ -2,9 +2,14 @@
 §9; DESIGN §2.4, §2.7, §2.8, §3): the real binary on 127.0.0.1:0, upstreams
 on 127.0.0.2, a fake worker on 127.0.0.3 (and the real `linkup worker`
 for the chain test when the build has it)."""
+import http.server
 import json
+import shutil
 import socket
+import ssl
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -377,6 +382,105 @@ def test_worker_unreachable_is_500(linkup_bin, env, tmp_path, upstream):
         assert lk.stop_gracefully(s)[0] == 0
 
 
+def test_worker_url_with_an_ipv6_literal(linkup_bin, env, tmp_path, upstream):
+    """A worker URL such as http://[::1]:P (DESIGN §3 --worker-url) is dialled at ::1 with
+    `Host: [::1]:P`: the tunneled upsert reaches the worker (SPEC §5.2) and the built-in
+    tunnel connects to it (DESIGN §8)."""
+    if not lk.has_command(linkup_bin, "worker", env=env):
+        pytest.skip("this build has no `linkup worker`")
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6")
+    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker.log"),
+                               extra=("--listen", "[::1]:0"))
+    try:
+        host, port = w.addrs["Worker"]
+        assert host == "[::1]"
+        s = start(linkup_bin, env, tmp_path, f"http://[::1]:{port}/")
+        try:
+            addr = s.addrs["HTTP"]
+            body = lk.session_body("six-cow", {"frontend": upstream.url},
+                                   [("example.com", "frontend", None)], "tok")
+            r = lk.post_json(addr, "/linkup/sessions/preview", body)
+            assert r.status == 200, r.text
+            r = lk.post_json(addr, "/linkup/sessions/tunneled", body)
+            assert r.status == 200, r.text
+            assert r.json()["session_name"] == "six-cow"
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                t = lk.request(addr, "GET", "/linkup/tunnel").json()
+                if t["connected"]:
+                    break
+                time.sleep(0.1)
+            assert t["connected"], t
+        finally:
+            assert lk.stop_gracefully(s)[0] == 0
+    finally:
+        w.stop()
+
+
+class _NameWorker(http.server.BaseHTTPRequestHandler):
+    """A stand-in worker answering every POST with the Host it was sent as the session name."""
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        out = json.dumps({"session_name": self.headers.get("Host")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_worker_url_localhost_is_both_addresses_and_its_tls_name(linkup_bin, env, tmp_path):
+    """A worker URL on `localhost` (DESIGN §4: every address of a name is tried): a worker
+    listening on ::1 only is reached after 127.0.0.1 refuses, and an https://localhost worker
+    is verified as `localhost` (its certificate names localhost, not 127.0.0.1)."""
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6")
+
+    class V6(lk.Server):
+        address_family = socket.AF_INET6
+
+    key, cert = tmp_path / "w.key", tmp_path / "w.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost"], check=True, capture_output=True, timeout=30)
+    v6 = V6(("::1", 0), _NameWorker)
+    tls = lk.Server(("127.0.0.1", 0), _NameWorker)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
+    for srv in (v6, tls):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    env = dict(env, SSL_CERT_FILE=str(cert))
+    body = lk.session_body("x", {"frontend": "http://127.0.0.2:1"}, [("example.com", "frontend",
+                                                                       None)])
+    try:
+        for url, host in ((f"http://localhost:{v6.server_address[1]}/", "v6"),
+                          (f"https://localhost:{tls.server_address[1]}/", "tls")):
+            s = start(linkup_bin, env, tmp_path, url, name=host)
+            try:
+                r = lk.post_json(s.addrs["HTTP"], "/linkup/sessions/preview", body)
+                assert r.status == 200, (url, r.text)
+                assert r.json() == {"session_name": url.split("//")[1].rstrip("/")}
+            finally:
+                assert lk.stop_gracefully(s)[0] == 0
+    finally:
+        for srv in (v6, tls):
+            srv.shutdown()
+            srv.server_close()
+
+
 # ---- DESIGN §2.8: loopback only ----------------------------------------------
 
 def test_admin_refuses_non_loopback_peers(linkup_bin, env, tmp_path, fake_worker):
@@ -437,6 +541,24 @@ def test_usage_errors(linkup_bin, env):
         r = subprocess.run([linkup_bin, "server", *args], capture_output=True, text=True,
                            env=env, timeout=20)
         assert r.returncode == 2, (args, r.stderr)
+
+
+def test_missing_option_value_is_a_usage_error(linkup_bin, env):
+    """An option without its value is a usage error (exit 2) naming the option as --help
+    shows it; as for the CLI's options (clap), a following `--option` is not taken as the
+    value, so `--certs-dir --http A:P` does not make a certs directory named `--http`."""
+    for args, opt in ((["--http"], "--http <A:P|off>"),
+                      (["--certs-dir", "--http", "127.0.0.1:0"], "--certs-dir <DIR>"),
+                      (["--worker-url", "http://127.0.0.1:9/", "--worker-token"],
+                       "--worker-token <TOKEN>")):
+        r = subprocess.run([linkup_bin, "server", *args], capture_output=True, text=True,
+                           env=env, timeout=20)
+        assert r.returncode == 2, (args, r.stderr)
+        assert f"a value is required for '{opt}' but none was supplied" in r.stderr, r.stderr
+    r = subprocess.run([linkup_bin, "server", "--http", "nonsense"], capture_output=True,
+                       text=True, env=env, timeout=20)
+    assert r.returncode == 2
+    assert "invalid value 'nonsense' for '--http <A:P|off>'" in r.stderr, r.stderr
 
 
 def test_config_is_required_without_worker_url(linkup_bin, env):
