@@ -157,7 +157,16 @@ void local_proxy_handle(struct local_server *ls, struct lk_exchange *ex)
         lk_exchange_set_log_fields(ex,
                                    lk_exchange_strndup(ex, r->found.name.ptr, r->found.name.len),
                                    r->target.service->name);
-        forward(ex, r);
+        /* A service name that cannot go out as linkup-destination (CR, LF:
+         * lk_route_extra_invalid) fails the request, never splits it. */
+        struct lk_str bad = lk_route_extra_invalid(&r->extra);
+        if (bad.len > 0)
+            local_respond_text(
+                ex, 502,
+                lk_exchange_printf(ex, PROXY_ERROR_PREFIX "invalid header value for %.*s",
+                                   (int)bad.len, bad.ptr));
+        else
+            forward(ex, r);
     }
     lk_route_slot_give(&ls->route, r);
     lookup_release(&ctx);

@@ -112,6 +112,34 @@ def test_upstream_sees_linkup_headers(server, upstream):
         assert r.header(k) == v
 
 
+@pytest.mark.parametrize("service", [
+    "fe\r\nX-Injected: 1",
+    "fe\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n",
+    "fe\x01x",
+])
+def test_service_name_never_splits_the_upstream_request(server, upstream, service):
+    """A service name goes out as linkup-destination (SPEC §3.7) but has no
+    syntax rules (§2.5): one that is no field value (RFC 9110 §5.5) fails the
+    request with the proxy error of SPEC §5.7, and nothing reaches the
+    upstream; the access log keeps one line per request."""
+    addr = server.addrs["HTTP"]
+    seed(addr, "inj", {service: upstream.url, "ok": upstream.url},
+         (("example.com", service, [("^/ok", "ok")]),))
+    r = lk.request(addr, "GET", "/x", [("Host", "inj.example.com")])
+    assert (r.status, r.text) == (
+        502, "Failed to proxy request - are all your servers started? "
+             "invalid header value for linkup-destination")
+    assert upstream.requests == []
+    r = lk.request(addr, "GET", "/ok", [("Host", "inj.example.com")])
+    assert r.status == 200
+    assert [p for _, p, _ in upstream.requests] == ["/ok"]
+    code, _ = lk.stop_gracefully(server)
+    assert code == 0
+    log = open(server.log_path).read()
+    assert all(line.startswith("[") for line in log.splitlines()), log
+    assert "service=fe\\x" in log
+
+
 def test_routing_by_host_referer_tracestate_and_routes(server, upstream):
     addr = server.addrs["HTTP"]
     api = lk.RecordingUpstream("127.0.0.3", body="under_api")
