@@ -65,6 +65,7 @@ struct strlist {
 };
 
 struct ldns {
+    const char *cmd;  /* "local-dns install" or "local-dns uninstall" (usage errors) */
     const char *root; /* "" without --root */
     bool dry;         /* --root: print commands instead of running them */
     bool macos;
@@ -734,7 +735,7 @@ static int apply_option(enum ldns_opt k, const char *v, struct ldns *d, struct s
         break;
     case LDNS_PLATFORM:
         if (strcmp(v, "linux") != 0 && strcmp(v, "macos") != 0)
-            return cli_usage_error("local-dns",
+            return cli_usage_error(d->cmd,
                                    "invalid value '%s' for '--platform <NAME>' [possible values: "
                                    "linux, macos]",
                                    v);
@@ -742,7 +743,7 @@ static int apply_option(enum ldns_opt k, const char *v, struct ldns *d, struct s
         break;
     case LDNS_DNS:
         if (set_dns(d, v) != 0)
-            return cli_usage_error("local-dns", "invalid address '%s' for --dns", v);
+            return cli_usage_error(d->cmd, "invalid address '%s' for --dns", v);
         break;
     case LDNS_DOMAIN:
         list_add(extra, v);
@@ -756,11 +757,11 @@ static int apply_option(enum ldns_opt k, const char *v, struct ldns *d, struct s
 static int take_option(int argc, char **argv, int *i, struct ldns *d, struct strlist *extra)
 {
     const char *v = NULL;
-    int k = cli_opt_take("local-dns", ldns_opts, LDNS_N_OPTS, argc, argv, i, &v);
+    int k = cli_opt_take(d->cmd, ldns_opts, LDNS_N_OPTS, argc, argv, i, &v);
     if (k == CLI_OPT_FAILED)
         return LK_EXIT_USAGE;
     if (k < 0)
-        return cli_usage_error("local-dns", "unexpected argument '%s'", argv[*i]);
+        return cli_usage_error(d->cmd, "unexpected argument '%s'", argv[*i]);
     return apply_option((enum ldns_opt)k, v, d, extra);
 }
 
@@ -818,6 +819,7 @@ static bool is_ldns_command(const char *arg)
 static int run_command(int argc, char **argv, struct cli_ctx *ctx, struct ldns *d)
 {
     struct strlist extra = { .n = 0 };
+    d->cmd = strcmp(argv[1], "install") == 0 ? "local-dns install" : "local-dns uninstall";
     int rc = parse_args(argc, argv, d, &extra);
     if (rc != 0) {
         list_free(&extra);

@@ -59,8 +59,8 @@ def test_attached_short_config_with_status(linkup_bin, cenv, tmp_path):
     (["status", "--session", "--json"], "--session <NAME>", "status"),
     (["completion", "--shell"], "--shell <SHELL>", "completion"),
     (["update", "--channel"], "--channel <CHANNEL>", "update"),
-    (["local-dns", "install", "--root"], "--root <DIR>", "local-dns"),
-    (["local-dns", "uninstall", "--dns"], "--dns <ADDR:PORT>", "local-dns"),
+    (["local-dns", "install", "--root"], "--root <DIR>", "local-dns install"),
+    (["local-dns", "uninstall", "--dns"], "--dns <ADDR:PORT>", "local-dns uninstall"),
     (["infra", "-e"], "--email <EMAIL>", "infra"),
     (["infra", "-e", "a", "-k", "-a", "c"], "--api-key <API_KEY>", "infra"),
     (["infra", "-e", "a", "-k", "b", "-a", "c", "-z", "deploy"],
@@ -81,7 +81,7 @@ def test_attached_values_of_command_options(linkup_bin, cenv):
     r = lk.run(linkup_bin, "completion", "--shell=bash", env=cenv, timeout=30)
     assert r.returncode == 0 and "linkup" in r.stdout, r.stderr
     lines = usage_error(linkup_bin, cenv, "local-dns", "install", "--platform=win")
-    assert lines[0] == ("linkup: local-dns: invalid value 'win' for '--platform <NAME>' "
+    assert lines[0] == ("linkup: local-dns install: invalid value 'win' for '--platform <NAME>' "
                         "[possible values: linux, macos]")
 
 
@@ -125,8 +125,13 @@ def test_unrecognized_subcommand(linkup_bin, cenv, args, where):
 
 
 def test_local_dns_unexpected_arguments(linkup_bin, cenv):
+    # After the subcommand, the error and the hint name it (as --help does).
     lines = usage_error(linkup_bin, cenv, "local-dns", "install", "--frob")
-    assert lines[0] == "linkup: local-dns: unexpected argument '--frob'"
+    assert lines == ["linkup: local-dns install: unexpected argument '--frob'",
+                     "Run 'linkup local-dns install --help' for usage."], lines
+    lines = usage_error(linkup_bin, cenv, "local-dns", "uninstall", "x")
+    assert lines == ["linkup: local-dns uninstall: unexpected argument 'x'",
+                     "Run 'linkup local-dns uninstall --help' for usage."], lines
     lines = usage_error(linkup_bin, cenv, "local-dns", "--frob", "install")
     assert lines[0] == "linkup: local-dns: unexpected argument '--frob'"
 
