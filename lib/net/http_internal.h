@@ -89,6 +89,11 @@ struct lk_conn {
      * for RST_STREAM CANCEL after its last bytes (RFC 8441 §5; h2_front.c
      * and tunnel.c cancel_when_flushed()). */
     bool pair_resets;
+    /* The listener's end of an accepted socket (getsockname at accept), and
+     * whether the peer is one of this server's own upstream connections
+     * (lk_conn_from_self(), decided at the first proxied request). */
+    struct sockaddr_storage local;
+    bool self_checked, from_self;
     bool head_begun; /* bytes of the next head have arrived */
     unsigned n_requests;
     struct lk_exchange *ex; /* current exchange, or NULL */
@@ -141,6 +146,15 @@ struct lk_exchange {
     void (*defer_fn)(struct lk_exchange *ex);
 };
 
+/* The loop guard's memory of recent upstream connections: the local port of
+ * one and its socket, in slot port % LK_SELF_SLOTS (a newer connection
+ * takes the slot of an older one). */
+#define LK_SELF_SLOTS 256
+struct lk_self_slot {
+    uint16_t port; /* 0: empty */
+    evutil_socket_t fd;
+};
+
 struct lk_http_server {
     struct event_base *base;
     struct lk_http_server_opts opts;
@@ -188,9 +202,10 @@ struct lk_http_server {
     bool drain_timer_set;
     lk_http_server_drained_cb *drain_done;
     void *drain_data;
-    struct event drain_check;       /* finishes the drain from the loop */
-    struct lk_heap_idle *heap_idle; /* trims the heap 2 s after the last
-                                       connection closes (net/heap.h) */
+    struct event drain_check;                /* finishes the drain from the loop */
+    struct lk_heap_idle *heap_idle;          /* trims the heap 2 s after the last
+                                                connection closes (net/heap.h) */
+    struct lk_self_slot self[LK_SELF_SLOTS]; /* lk_http_server_note_upstream() */
 };
 
 /* ---- http_server.c ----------------------------------------------------- */
@@ -198,6 +213,17 @@ struct lk_http_server {
 /* Marks c closed, stops its watchers and queues it for destruction at the end
  * of the loop iteration (the one destructor: conn_destroy via on_reap). */
 void lk_conn_close(struct lk_conn *c, const char *why);
+/* Loop guard. A session whose service points back at this server (its own
+ * address, or a name of it) would send every request round again, each hop
+ * a new upstream connection, until the connection limit. No header can mark
+ * the hops (SPEC §3.10 forwards headers unchanged), so the server remembers
+ * the local end of each upstream connection it opens
+ * (lk_http_server_note_upstream(), on connect), and a client connection
+ * whose peer is one of them, confirmed against that socket's own ends, is
+ * its own request come back: lk_conn_from_self() (once per connection; a
+ * slot lookup, plus two getsockname/getpeername only on a port match). */
+void lk_http_server_note_upstream(struct lk_http_server *srv, evutil_socket_t fd);
+bool lk_conn_from_self(struct lk_conn *c);
 /* Makes the coming close of c a reset: for a client whose response body
  * ends with the connection (HTTP/1.0) and was cut, a FIN would read as the
  * whole body. A socket closes with RST (SO_LINGER 0); a pair end that passes

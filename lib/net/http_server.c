@@ -17,6 +17,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -353,6 +354,73 @@ void lk_conn_close(struct lk_conn *c, const char *why)
     LIST_UNLINK(srv->conns, c);
     LIST_PUSH(srv->reap, c);
     event_active(&srv->reap_ev, EV_TIMEOUT, 0);
+}
+
+void lk_http_server_note_upstream(struct lk_http_server *srv, evutil_socket_t fd)
+{
+    struct sockaddr_storage a;
+    socklen_t n = sizeof(a);
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&a, &n) != 0)
+        return;
+    int port = lk_addr_port((struct sockaddr *)&a);
+    if (port <= 0)
+        return;
+    struct lk_self_slot *s = &srv->self[port % LK_SELF_SLOTS];
+    s->port = (uint16_t)port;
+    s->fd = fd;
+}
+
+/* An IPv4 or IPv6 endpoint as 16 address bytes (IPv4 and IPv4-mapped IPv6
+ * alike: a dual-stack listener sees 127.0.0.1 as ::ffff:127.0.0.1) and a
+ * port; false for other families. */
+static bool endpoint(const struct sockaddr_storage *ss, unsigned char addr[16], int *port)
+{
+    static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        memcpy(addr, mapped, 12);
+        memcpy(addr + 12, &in->sin_addr, 4);
+    } else if (ss->ss_family == AF_INET6) {
+        memcpy(addr, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+    } else {
+        return false;
+    }
+    *port = lk_addr_port((const struct sockaddr *)ss);
+    return true;
+}
+
+static bool same_endpoint(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    unsigned char x[16], y[16];
+    int px, py;
+    return endpoint(a, x, &px) && endpoint(b, y, &py) && px == py && memcmp(x, y, 16) == 0;
+}
+
+bool lk_conn_from_self(struct lk_conn *c)
+{
+    if (c->self_checked)
+        return c->from_self;
+    c->self_checked = true;
+    int port = lk_addr_port((struct sockaddr *)&c->peer);
+    if (c->bev == NULL || bufferevent_getfd(c->bev) < 0 || port <= 0)
+        return false; /* a stream of the HTTP/2 front or of the tunnel */
+    const struct lk_self_slot *s = &c->srv->self[port % LK_SELF_SLOTS];
+    if (s->port != port)
+        return false;
+    /* That socket (or whatever now has its descriptor) must be the other
+     * end of this very connection. */
+    struct sockaddr_storage ours, theirs;
+    socklen_t n1 = sizeof(ours), n2 = sizeof(theirs);
+    if (getsockname(s->fd, (struct sockaddr *)&ours, &n1) != 0 ||
+        getpeername(s->fd, (struct sockaddr *)&theirs, &n2) != 0 ||
+        !same_endpoint(&ours, &c->peer) || !same_endpoint(&theirs, &c->local))
+        return false;
+    LK_CLOG(c->id, WARN,
+            "request loop: %s is this server's own upstream connection (a service points back "
+            "at this server)",
+            c->peer_str);
+    c->from_self = true;
+    return true;
 }
 
 void lk_conn_reset_on_close(struct lk_conn *c)
@@ -1318,8 +1386,10 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     c->is_loopback = lk_addr_is_loopback(sa);
     struct sockaddr_storage local;
     socklen_t local_len = sizeof(local);
-    if (getsockname(fd, (struct sockaddr *)&local, &local_len) == 0)
+    if (getsockname(fd, (struct sockaddr *)&local, &local_len) == 0) {
         c->local_port = lk_addr_port((struct sockaddr *)&local);
+        c->local = local;
+    }
     if (l->tls != NULL) {
         SSL *ssl = SSL_new(l->tls);
         c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,

@@ -601,6 +601,12 @@ int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec)
         lk_exchange_defer(ex, lk_proxy_abort);
         return 0;
     }
+    if (lk_conn_from_self(ex->conn)) {
+        snprintf(px->errtext, sizeof(px->errtext),
+                 "request loop: the request came back from this server's own proxy");
+        lk_exchange_defer(ex, deferred_fail);
+        return 0;
+    }
     if (setup(px, spec) != 0) {
         lk_exchange_defer(ex, deferred_fail);
         return 0;

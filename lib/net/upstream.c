@@ -211,6 +211,7 @@ static void on_connect_event(struct bufferevent *bev, short what, void *arg)
     lk_addr_format(up->cur->ai_addr, addr, sizeof(addr));
     if (what & BEV_EVENT_CONNECTED) {
         LK_LOG(DEBUG, "upstream %s connected via %s", up->key, addr);
+        lk_http_server_note_upstream(up->srv, bufferevent_getfd(up->bev));
         bufferevent_disable(up->bev, EV_READ | EV_WRITE);
         deliver(up, 0);
         return;

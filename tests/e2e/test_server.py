@@ -140,6 +140,25 @@ def test_service_name_never_splits_the_upstream_request(server, upstream, servic
     assert "service=fe\\x" in log
 
 
+def test_service_pointing_back_at_the_local_server_is_one_502(server):
+    """The loop guard of the local server: a service located at the server's
+    own address gets one 502 (from the inner hop, passed on by the outer),
+    not a request round that fills the connection limit."""
+    addr = server.addrs["HTTP"]
+    seed(addr, "loopy", {"frontend": "http://%s:%d" % addr})
+    for path in ("/x", "/again"):
+        r = lk.request(addr, "GET", path, [("Host", "loopy.example.com")])
+        assert (r.status, r.text) == (
+            502, "Failed to proxy request - are all your servers started? request loop: the "
+                 "request came back from this server's own proxy")
+    assert lk.request(addr, "GET", "/linkup/check").status == 200
+    code, _ = lk.stop_gracefully(server)
+    assert code == 0
+    log = open(server.log_path).read()
+    assert "is this server's own upstream connection" in log
+    assert log.count(" access GET ") <= 5, log
+
+
 def test_routing_by_host_referer_tracestate_and_routes(server, upstream):
     addr = server.addrs["HTTP"]
     api = lk.RecordingUpstream("127.0.0.3", body="under_api")

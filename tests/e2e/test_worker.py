@@ -831,6 +831,29 @@ def test_service_name_never_splits_the_upstream_request(start_worker, upstreams,
     assert all(line.startswith("[") for line in log.splitlines()), log
     assert "service=fe\\x" in log
 
+def test_service_pointing_back_at_the_worker_is_one_502(start_worker):
+    """A session whose service is the worker itself would send each request
+    round again until the connection limit. The worker recognises its own
+    upstream connection when it arrives and answers the 502 there, once; the
+    outer request passes that answer on. It keeps serving, and says so in
+    its log."""
+    w = start_worker()
+    own = "http://127.0.0.1:%d" % w.addr[1]
+    body = named("loopy", [("fe", own, None)], [("example.com", "fe", None)])
+    assert post(w.addr, "/linkup/v2/sessions/preview", body, AUTH + JSON).status == 200
+    for path in ("/x", "/again"):  # the second one on the pooled connection
+        r = request(w.addr, "GET", path, [("Host", "loopy.example.com")])
+        assert (r.status, r.text) == (502, "Failed to fetch from target service: request loop: "
+                                           "the request came back from this server's own proxy")
+    r = request(w.addr, "GET", "/linkup/check", AUTH)
+    assert r.status == 200
+    assert w.stop() == 0
+    log = w.log_path.read_text()
+    assert "request loop: " in log and "is this server's own upstream connection" in log
+    # Two hops per request (outer, inner), not thousands.
+    assert log.count(" access GET ") <= 5, log
+
+
 def test_response_passthrough(worker, upstreams):
     fe, _ = upstreams
     make_session(worker, "potato", fe.url)
