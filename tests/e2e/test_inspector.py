@@ -92,6 +92,23 @@ def test_query_edge_cases(server):
         assert (r.status, r.text) == (400, "limit and after must be whole numbers"), q
 
 
+def test_only_the_inspectors_own_two_paths_are_left_out(server):
+    """Proxied paths that merely start with /linkup/inspector are requests
+    like any other; the inspector's own polls, absolute-form included, are
+    not recorded."""
+    addr = server.addrs["HTTP"]
+    host = [("Host", "insp-cow.example.com")]
+    for path in ("/linkup/inspectorx", "/linkup/inspector-x/y", "/linkup/inspector/requestsX"):
+        assert lk.request(addr, "GET", path, host).status == 200, path
+    lk.raw_exchange(addr, b"GET http://localhost/linkup/inspector/requests?limit=1 HTTP/1.1\r\n"
+                          b"Host: localhost\r\nConnection: close\r\n\r\n")
+    lk.request(addr, "GET", "/linkup/inspector?x=1")
+    got = requests(server)
+    assert [(x["path"], x["session"]) for x in got[:3]] == [
+        ("/linkup/inspector/requestsX", "insp-cow"), ("/linkup/inspector-x/y", "insp-cow"),
+        ("/linkup/inspectorx", "insp-cow")], got[:4]
+
+
 def test_client_gone_before_the_answer_is_recorded_with_status_0(server):
     """A request whose client leaves before any answer (its upstream never
     answered) is recorded when the connection goes, with status 0."""
