@@ -232,6 +232,23 @@ def test_cli_inspect_follow_prints_new_requests(linkup_bin, env, server):
         p.wait(10)
 
 
+def test_cli_inspect_takes_every_option_form(linkup_bin, env, server):
+    """Values attached as clap takes them: --limit=N, -nN, -n=N, --session=NAME;
+    an option where a value should be is a missing value."""
+    e = cli_env(env, server)
+    for i in range(3):
+        lk.request(server.addrs["HTTP"], "GET", f"/f{i}", [("Host", "insp-cow.example.com")])
+    for args in (["--limit=2"], ["-n2"], ["-n=2"], ["--session=insp-cow", "-n", "2"]):
+        r = lk.run(linkup_bin, "inspect", *args, env=e, timeout=20)
+        assert r.returncode == 0, (args, r.stderr)
+        assert [line.split()[-1] for line in r.stdout.splitlines()[1:]] == [
+            "insp-cow.example.com/f1", "insp-cow.example.com/f2"], args
+    for args, opt in ((["--session", "--json"], "--session <NAME>"), (["-n"], "--limit <N>")):
+        r = lk.run(linkup_bin, "inspect", *args, env=e, timeout=20)
+        assert r.returncode == 2, args
+        assert f"a value is required for '{opt}' but none was supplied" in r.stderr, r.stderr
+
+
 def test_cli_inspect_usage_and_server_down(linkup_bin, env):
     e = dict(env)
     e["LINKUP_HTTP_ADDR"] = f"127.0.0.1:{lk.free_port()}"
