@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "cli/cli_state.h"
 #include "cli/http.h"
+#include "core/alloc.h"
 #include "core/buf.h"
 #include "core/err.h"
 #include "core/str.h"
@@ -35,6 +36,12 @@ struct inspect_opts {
 
 static int parse(int argc, char **argv, struct inspect_opts *o, bool *help)
 {
+    /* The shared parser takes every form clap does: "--limit 5",
+     * "--limit=5", "-n 5", "-n5", "-n=5". */
+    static const struct cli_opt value_opts[] = {
+        { NULL, "--session", "NAME" },
+        { "-n", "--limit", "N" },
+    };
     *o = (struct inspect_opts){ .limit = 20 };
     *help = false;
     for (int i = 1; i < argc; i++) {
@@ -45,30 +52,29 @@ static int parse(int argc, char **argv, struct inspect_opts *o, bool *help)
         }
         if (strcmp(a, "--json") == 0) {
             o->json = true;
-        } else if (strcmp(a, "-f") == 0 || strcmp(a, "--follow") == 0) {
-            o->follow = true;
-        } else if (strcmp(a, "--session") == 0 || strcmp(a, "-n") == 0 ||
-                   strcmp(a, "--limit") == 0) {
-            if (i + 1 >= argc)
-                return cli_usage_error("inspect",
-                                       "a value is required for '%s' but none was "
-                                       "supplied",
-                                       a);
-            const char *v = argv[++i];
-            if (strcmp(a, "--session") == 0) {
-                o->session = v;
-                continue;
-            }
-            uint64_t n = 0;
-            if (lk_str_to_u64(lk_str_c(v), 256, &n) != 0 || n == 0)
-                return cli_usage_error("inspect",
-                                       "invalid value '%s' for '--limit <N>': a number from 1 "
-                                       "to 256",
-                                       v);
-            o->limit = (unsigned long)n;
-        } else {
-            return cli_usage_error("inspect", "unexpected argument '%s'", a);
+            continue;
         }
+        if (strcmp(a, "-f") == 0 || strcmp(a, "--follow") == 0) {
+            o->follow = true;
+            continue;
+        }
+        const char *v = NULL;
+        int k = cli_opt_take("inspect", value_opts, LK_ARRAY_LEN(value_opts), argc, argv, &i, &v);
+        if (k == CLI_OPT_FAILED)
+            return LK_EXIT_USAGE;
+        if (k < 0)
+            return cli_usage_error("inspect", "unexpected argument '%s'", a);
+        if (k == 0) {
+            o->session = v;
+            continue;
+        }
+        uint64_t n = 0;
+        if (lk_str_to_u64(lk_str_c(v), 256, &n) != 0 || n == 0)
+            return cli_usage_error("inspect",
+                                   "invalid value '%s' for '--limit <N>': a number from 1 "
+                                   "to 256",
+                                   v);
+        o->limit = (unsigned long)n;
     }
     if (o->follow && o->json)
         return cli_usage_error("inspect", "the argument '--follow' cannot be used with '--json'");

@@ -3,6 +3,7 @@
  */
 #include "server/inspector.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,12 +45,37 @@ static size_t len_or_0(const char *s)
     return s != NULL ? strlen(s) : 0;
 }
 
+/* True for a request to the inspector itself: the path of the target
+ * (absolute-form too, query and fragment removed) is exactly one of its two
+ * admin paths. A proxied `/linkup/inspectorfoo` is not one. */
+static bool is_inspector_request(const struct lk_access_entry *e)
+{
+    if (e->path == NULL)
+        return false;
+    struct lk_str t = { e->path, e->path_len };
+    long scheme_end = lk_str_find(t, LK_STR("://"));
+    if (t.len > 0 && t.ptr[0] != '/' && scheme_end > 0) {
+        struct lk_str rest = { t.ptr + scheme_end + 3, t.len - (size_t)scheme_end - 3 };
+        long slash = lk_str_index(rest, '/');
+        if (slash < 0)
+            return false;
+        t = (struct lk_str){ rest.ptr + slash, rest.len - (size_t)slash };
+    }
+    for (size_t i = 0; i < t.len; i++) {
+        if (t.ptr[i] == '?' || t.ptr[i] == '#') {
+            t.len = i;
+            break;
+        }
+    }
+    return lk_str_eq(t, LK_STR("/linkup/inspector")) ||
+           lk_str_eq(t, LK_STR("/linkup/inspector/requests"));
+}
+
 void local_inspector_record(void *data, const struct lk_access_entry *e)
 {
     struct local_inspector *in = data;
     /* The page's own polls would push everything else out. */
-    if (e->path != NULL &&
-        lk_str_starts_with((struct lk_str){ e->path, e->path_len }, LK_STR("/linkup/inspector")))
+    if (is_inspector_request(e))
         return;
     struct local_inspector_entry *x = &in->ring[in->next];
     in->next = (in->next + 1) % LOCAL_INSPECTOR_MAX;

@@ -92,6 +92,23 @@ def test_query_edge_cases(server):
         assert (r.status, r.text) == (400, "limit and after must be whole numbers"), q
 
 
+def test_only_the_inspectors_own_two_paths_are_left_out(server):
+    """Proxied paths that merely start with /linkup/inspector are requests
+    like any other; the inspector's own polls, absolute-form included, are
+    not recorded."""
+    addr = server.addrs["HTTP"]
+    host = [("Host", "insp-cow.example.com")]
+    for path in ("/linkup/inspectorx", "/linkup/inspector-x/y", "/linkup/inspector/requestsX"):
+        assert lk.request(addr, "GET", path, host).status == 200, path
+    lk.raw_exchange(addr, b"GET http://localhost/linkup/inspector/requests?limit=1 HTTP/1.1\r\n"
+                          b"Host: localhost\r\nConnection: close\r\n\r\n")
+    lk.request(addr, "GET", "/linkup/inspector?x=1")
+    got = requests(server)
+    assert [(x["path"], x["session"]) for x in got[:3]] == [
+        ("/linkup/inspector/requestsX", "insp-cow"), ("/linkup/inspector-x/y", "insp-cow"),
+        ("/linkup/inspectorx", "insp-cow")], got[:4]
+
+
 def test_client_gone_before_the_answer_is_recorded_with_status_0(server):
     """A request whose client leaves before any answer (its upstream never
     answered) is recorded when the connection goes, with status 0."""
@@ -213,6 +230,23 @@ def test_cli_inspect_follow_prints_new_requests(linkup_bin, env, server):
         watchdog.cancel()
         p.terminate()
         p.wait(10)
+
+
+def test_cli_inspect_takes_every_option_form(linkup_bin, env, server):
+    """Values attached as clap takes them: --limit=N, -nN, -n=N, --session=NAME;
+    an option where a value should be is a missing value."""
+    e = cli_env(env, server)
+    for i in range(3):
+        lk.request(server.addrs["HTTP"], "GET", f"/f{i}", [("Host", "insp-cow.example.com")])
+    for args in (["--limit=2"], ["-n2"], ["-n=2"], ["--session=insp-cow", "-n", "2"]):
+        r = lk.run(linkup_bin, "inspect", *args, env=e, timeout=20)
+        assert r.returncode == 0, (args, r.stderr)
+        assert [line.split()[-1] for line in r.stdout.splitlines()[1:]] == [
+            "insp-cow.example.com/f1", "insp-cow.example.com/f2"], args
+    for args, opt in ((["--session", "--json"], "--session <NAME>"), (["-n"], "--limit <N>")):
+        r = lk.run(linkup_bin, "inspect", *args, env=e, timeout=20)
+        assert r.returncode == 2, args
+        assert f"a value is required for '{opt}' but none was supplied" in r.stderr, r.stderr
 
 
 def test_cli_inspect_usage_and_server_down(linkup_bin, env):
