@@ -561,7 +561,7 @@ static bool query_u64(struct lk_exchange *ex, const char *key, uint64_t dflt, ui
     *out = dflt;
     if (!query_param(ex, key, &v))
         return true;
-    return lk_str_to_u64(v, UINT64_MAX, out) == 0;
+    return lk_str_to_u64(lk_str_c(decode_segment(ex, v)), UINT64_MAX, out) == 0;
 }
 
 /* GET /linkup/inspector/requests[?session=N][&limit=K][&after=SEQ]. */

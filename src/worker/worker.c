@@ -138,11 +138,11 @@ static const char *env_or(const char *value, const char *env)
 
 /* --session-auth: at least LK_AUTH_SECRET_MIN visible ASCII characters (the
  * header carries it trimmed, and a short one is guessed); the scope all or
- * urls. An empty secret is off. */
+ * urls. An empty --session-auth is that usage error too (a script whose
+ * secret variable is empty must not start an open worker); an empty
+ * LINKUP_WORKER_SESSION_AUTH counts as unset (env_or()). */
 static int check_session_auth(struct worker_opts *o)
 {
-    if (o->session_auth != NULL && o->session_auth[0] == '\0')
-        o->session_auth = NULL;
     const char *scope = o->session_auth_scope != NULL ? o->session_auth_scope : "all";
     if (strcmp(scope, "all") != 0 && strcmp(scope, "urls") != 0)
         return cli_usage_error(

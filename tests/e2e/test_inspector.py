@@ -80,6 +80,8 @@ def test_query_edge_cases(server):
     assert paths("?session=insp-cow&session=nobody&limit=5&limit=x") == ["/q"]
     assert paths("?session=&limit=2") == paths("?session&limit=2") == ["/other", "/q"]
     assert paths("?&&limit=1&#frag") == ["/other"]
+    # limit and after are percent-decoded like session.
+    assert paths("?limit=%31") == paths("?limit=1") == ["/other"]
     assert paths("?session=%") == paths("?session=no-such") == []
     # The largest u64 is a whole number; one more is not.
     assert len(paths("?limit=18446744073709551615")) >= 2

@@ -289,6 +289,8 @@ def test_websocket_needs_it_too(make_worker):
 
 @pytest.mark.parametrize("args,message", [
     (["--session-auth", "short"], "expected at least 16 visible ASCII characters"),
+    # An empty secret (a script's unset variable) is no way to turn the gate off.
+    (["--session-auth", ""], "expected at least 16 visible ASCII characters"),
     (["--session-auth", "sixteen chars but spaces"], "expected at least 16 visible"),
     (["--session-auth", SECRET, "--session-auth-scope", "some"],
      "invalid value 'some' for '--session-auth-scope': expected all or urls"),
