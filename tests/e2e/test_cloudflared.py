@@ -234,6 +234,25 @@ def test_running_cloudflared_is_reused(setup):
     assert len(ctx.calls()) == 1 and alive(first["pid"])
 
 
+def test_localhost_tunnel_host_counts_as_propagated(setup):
+    """SPEC §7 step 7 resolves the tunnel host with a resolver that follows
+    RFC 6761 §6.3: names under `localhost` are the loopback address, never
+    asked of a DNS server, so a tunnel URL such as
+    https://linkup-tunnel-tiny-cow.localhost is propagated at the first
+    check, whatever /etc/hosts or the system resolver say about it."""
+    for url in ("https://linkup-tunnel-tiny-cow.localhost",
+                "https://Linkup-Tunnel-Tiny-Cow.LOCALHOST."):
+        r, ctx = setup(url, LINKUP_TUNNEL_DNS_RETRIES="1")
+        assert r.returncode == 0, r.stderr
+        assert "Waiting for tunnel DNS to propagate" not in r.stderr
+        assert "Started!" in r.stderr
+        if not url.endswith("."):
+            assert f"  tunnel: {url}/\n" in (ctx.home / "state").read_text()
+        assert ctx.run("stop").returncode == 0
+        for c in ctx.calls():
+            assert wait_gone(c["pid"])
+
+
 def test_dns_not_propagated(setup):
     # Few lookups: on a machine without a reachable resolver each one may
     # take the resolver's timeout.
