@@ -164,6 +164,8 @@ static int wait_builtin(void)
         probe_release(&p);
         if (done) {
             free(why);
+            /* The line SPEC §7 step 8 logs once the tunnel is up. */
+            cli_log(LK_LOG_INFO, "Started!");
             return 0;
         }
         if (absent)
