@@ -42,11 +42,14 @@ int cli_tunnel_data_from_upsert(const char *body, size_t len, struct cli_tunnel_
     td->id = str_field(data, "id");
     td->secret = str_field(data, "secret");
     td->account_id = str_field(data, "account_id");
+    /* DESIGN §8: built-in data carry "provider":"linkup" and an empty
+     * account_id (the local server opens those, and only those); Cloudflare
+     * credentials have a non-empty account_id and go to cloudflared. */
     const char *provider = json_string_value(json_object_get(data, "provider"));
-    if (provider && strcmp(provider, "linkup") == 0)
-        td->kind = CLI_TUNNEL_BUILTIN;
-    else if (td->account_id[0] != '\0')
+    if (td->account_id[0] != '\0')
         td->kind = CLI_TUNNEL_CLOUDFLARE;
+    else if (provider && strcmp(provider, "linkup") == 0)
+        td->kind = CLI_TUNNEL_BUILTIN;
     else
         td->kind = CLI_TUNNEL_OTHER;
     int rc = json_is_object(data) ? 0 : LK_EPARSE;
@@ -161,6 +164,8 @@ static int wait_builtin(void)
         probe_release(&p);
         if (done) {
             free(why);
+            /* The line SPEC §7 step 8 logs once the tunnel is up. */
+            cli_log(LK_LOG_INFO, "Started!");
             return 0;
         }
         if (absent)

@@ -273,6 +273,38 @@ static void to_peer(struct lk_exchange *ex, struct lk_proxy_req *spec, const cha
     spec->connect_pool_key = NULL;
 }
 
+/* A request handed to the holder of session's tunnel (peer forwarding). */
+struct peer_leg {
+    struct lk_str session;                       /* in the exchange's arena */
+    const char *holder;                          /* in the exchange's arena */
+    lk_proxy_error_cb *on_error, *on_ws_refused; /* the caller's, with data */
+    void *data;
+};
+
+/* The holder could not be reached (dead, not listening, gone mid-request):
+ * the tunnel is not reachable from here, so the answer is the 502 of no
+ * tunnel (DESIGN §8; docs/worker.md), as once its registry entry expires.
+ * A holder that is slow to answer is still the caller's timeout error. */
+static void on_peer_error(struct lk_exchange *ex, const char *errtext, void *data)
+{
+    const struct peer_leg *leg = data;
+    const char *slow = strstr(LK_ETEXT_NO_ANSWER, "%s") + 2; /* " did not answer in time" */
+    size_t len = strlen(errtext), slow_len = strlen(slow);
+    if (len >= slow_len && strcmp(errtext + len - slow_len, slow) == 0) {
+        leg->on_error(ex, errtext, leg->data);
+        return;
+    }
+    LK_CLOG(lk_exchange_conn_id(ex), WARN, "tunnel for session '%.*s': its holder %s failed: %s",
+            (int)leg->session.len, leg->session.ptr, leg->holder, errtext);
+    worker_tunnel_not_connected(ex, leg->session);
+}
+
+static void on_peer_ws_refused(struct lk_exchange *ex, const char *errtext, void *data)
+{
+    const struct peer_leg *leg = data;
+    leg->on_ws_refused(ex, errtext, leg->data);
+}
+
 void worker_tunnel_forward(struct worker *w, struct lk_exchange *ex, struct lk_str session,
                            struct lk_proxy_req *spec)
 {
@@ -286,6 +318,16 @@ void worker_tunnel_forward(struct worker *w, struct lk_exchange *ex, struct lk_s
                 (int)session.len, session.ptr, holder.data);
         filter_headers(ex, spec, w->peer_secret);
         to_peer(ex, spec, holder.data);
+        struct peer_leg *leg = lk_exchange_alloc(ex, sizeof(*leg));
+        leg->session =
+            (struct lk_str){ lk_exchange_strndup(ex, session.ptr, session.len), session.len };
+        leg->holder = lk_exchange_strndup(ex, holder.data, holder.len);
+        leg->on_error = spec->on_error;
+        leg->on_ws_refused = spec->on_ws_refused;
+        leg->data = spec->data;
+        spec->on_error = on_peer_error;
+        spec->on_ws_refused = spec->on_ws_refused ? on_peer_ws_refused : NULL;
+        spec->data = leg;
     } else {
         lk_buf_release(&holder);
         worker_tunnel_not_connected(ex, session);

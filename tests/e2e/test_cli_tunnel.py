@@ -51,6 +51,8 @@ def test_start_waits_for_builtin_tunnel_and_traffic_flows(linkup_bin, cenv, tmp_
         r = lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)
         assert r.returncode == 0, r.stderr
         assert "SESSION NAME" in r.stdout
+        # SPEC §7 step 8: the tunnel is up, the last line before the table.
+        assert r.stderr.splitlines()[-1] == "Started!", r.stderr
         wport = worker.addrs["Worker"][1]
         state = (pathlib.Path(cenv["LINKUP_HOME"]) / "state").read_text()
         name = state.split("session_name: ", 1)[1].split("\n", 1)[0].strip()
@@ -146,6 +148,7 @@ def test_start_fails_when_tunnel_never_connects(linkup_bin, cenv, tmp_path):
         r = lk.run(linkup_bin, "start", "--config", str(cfg), env=cenv, timeout=90)
         assert r.returncode == 1
         assert "Waiting for tunnel... retry #3" in r.stderr
+        assert "Started!" not in r.stderr
         log = pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-stderr"
         line = [l for l in r.stderr.splitlines() if l.startswith("Exited with error: ")][-1]
         assert line.startswith("Exited with error: Failed to start: ")

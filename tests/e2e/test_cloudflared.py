@@ -49,7 +49,7 @@ time.sleep(120)
 class CloudflareWorker:
     """Answers the tunneled upsert like an original Cloudflare worker."""
 
-    def __init__(self, tunnel_url, tunnel_id=TUNNEL_ID):
+    def __init__(self, tunnel_url, tunnel_id=TUNNEL_ID, extra_data=None):
         self.calls = []
         outer = self
 
@@ -64,7 +64,7 @@ class CloudflareWorker:
                 out = {"session_name": name, "tunnel_data": {
                     "account_id": ACCOUNT, "name": "linkup-tunnel-example-com-" + name,
                     "url": tunnel_url, "id": tunnel_id, "secret": SECRET,
-                    "last_started": 1700000000000}}
+                    "last_started": 1700000000000, **(extra_data or {})}}
                 data = json.dumps(out).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -154,8 +154,8 @@ def setup(linkup_bin, env, tmp_path):
     ctx.calls = lambda: [json.loads(l) for l in record.read_text().splitlines()] \
         if record.exists() else []
 
-    def start(tunnel_url, mode="ok", tunnel_id=TUNNEL_ID, **extra):
-        w = CloudflareWorker(tunnel_url, tunnel_id)
+    def start(tunnel_url, mode="ok", tunnel_id=TUNNEL_ID, extra_data=None, **extra):
+        w = CloudflareWorker(tunnel_url, tunnel_id, extra_data)
         workers.append(w)
         ctx.cfg = lk.write_web_config(tmp_path, w.url)
         env["CF_MODE"] = mode
@@ -232,6 +232,37 @@ def test_running_cloudflared_is_reused(setup):
     assert r.returncode == 0, r.stderr
     assert "Already running. Skipping starting tunnel." in r.stderr
     assert len(ctx.calls()) == 1 and alive(first["pid"])
+
+
+def test_localhost_tunnel_host_counts_as_propagated(setup):
+    """SPEC §7 step 7 resolves the tunnel host with a resolver that follows
+    RFC 6761 §6.3: names under `localhost` are the loopback address, never
+    asked of a DNS server, so a tunnel URL such as
+    https://linkup-tunnel-tiny-cow.localhost is propagated at the first
+    check, whatever /etc/hosts or the system resolver say about it."""
+    for url in ("https://linkup-tunnel-tiny-cow.localhost",
+                "https://Linkup-Tunnel-Tiny-Cow.LOCALHOST."):
+        r, ctx = setup(url, LINKUP_TUNNEL_DNS_RETRIES="1")
+        assert r.returncode == 0, r.stderr
+        assert "Waiting for tunnel DNS to propagate" not in r.stderr
+        assert "Started!" in r.stderr
+        if not url.endswith("."):
+            assert f"  tunnel: {url}/\n" in (ctx.home / "state").read_text()
+        assert ctx.run("stop").returncode == 0
+        for c in ctx.calls():
+            assert wait_gone(c["pid"])
+
+
+def test_credentials_with_an_account_go_to_cloudflared_whatever_their_provider(setup):
+    """DESIGN §8: built-in tunnel data carry "provider":"linkup" *and* an
+    empty account_id; Cloudflare credentials (a non-empty account_id) go to
+    cloudflared. The local server opens no tunnel for such data, so `start`
+    must not wait for one."""
+    r, ctx = setup("https://localhost", extra_data={"provider": "linkup"})
+    assert r.returncode == 0, r.stderr
+    assert "Started!" in r.stderr
+    [call] = ctx.calls()
+    assert call["args"][:2] == ["tunnel", "--pidfile"]
 
 
 def test_dns_not_propagated(setup):

@@ -853,3 +853,36 @@ def test_two_workers_on_one_redis(linkup_bin, env, tmp_path, redis_url):
     assert b.popen.returncode == 0
     assert "invalid x-linkup-peer-secret header" in open(s.worker.log_path).read() + \
         open(b.log_path).read()
+
+
+def test_holder_worker_gone_is_the_not_connected_502_at_its_peer(linkup_bin, env, tmp_path,
+                                                                 redis_url):
+    """The worker holding the tunnel dies without clearing its registry entry
+    (SIGKILL): until that entry expires, the other worker still reads it, but
+    the tunnel is down, so its answer is the DESIGN §8 502 `tunnel for session
+    '<name>' is not connected` (docs/worker.md: "With no tunnel (here or, with
+    Redis, at a peer)"), not the connection error of the dead holder."""
+    a_port = lk.free_port()
+    s = Stack(linkup_bin, env, tmp_path, name="gone", store=redis_url,
+              worker_extra=("--listen", "127.0.0.1:%d" % a_port,
+                            "--peer-url", "http://127.0.0.1:%d" % a_port,
+                            "--peer-secret", "peer-secret-1"))
+    b = spawn_peer_worker(linkup_bin, env, tmp_path, redis_url, "worker-b")
+    try:
+        wait_connected(s.server)
+        baddr = b.addrs["Worker"]
+        assert s.get("/hello", addr=baddr).status == 200
+        s.worker.popen.kill()
+        s.worker.popen.wait(10)
+        from test_tunnel_case import redis_get  # here: that module imports this one
+        assert redis_get(redis_url, "tunnel-holder:gone") == "http://127.0.0.1:%d" % a_port
+        r = s.get("/hello", addr=baddr)
+        assert (r.status, r.text) == (502, NOT_CONNECTED.format("gone"))
+        tunnel_host = s.tunnel_data["url"][len("http://"):]
+        r = s.get("/linkup/check", host=tunnel_host, addr=baddr)
+        assert (r.status, r.text) == (502, NOT_CONNECTED.format("gone"))
+    finally:
+        b.stop()
+        s.close()
+    assert b.popen.returncode == 0
+    assert "error trying to connect to 127.0.0.1:%d" % a_port in open(b.log_path).read()
