@@ -199,7 +199,7 @@ struct lk_tunnel_client_opts {
     const char *secret;     /* the session's tunnel secret (never logged) */
     struct lk_tunnel_opts tunnel;
     unsigned backoff_min_ms;             /* first retry delay after a drop: 100 */
-    unsigned backoff_max_ms;             /* the delay doubles up to this: 5 000 */
+    unsigned backoff_max_ms;             /* the delay doubles up to this: 2 000 */
     unsigned handshake_timeout_ms;       /* connected -> 101 received: 10 000 */
     lk_tunnel_client_state_cb *on_state; /* may be NULL */
     void *data;
@@ -215,7 +215,7 @@ void lk_tunnel_client_opts_init(struct lk_tunnel_client_opts *o);
  * adopting it into srv (borrowed; must outlive the client) with the peer
  * label "tunnel" and peer_is_loopback false. Reconnects after any drop or
  * failed attempt with exponential backoff (backoff_min_ms doubling up to
- * backoff_max_ms; reset by a successful upgrade). The first attempt starts
+ * backoff_max_ms; reset once a tunnel has held for backoff_max_ms). The first attempt starts
  * from the loop. Returns 0 and *out (owned: lk_tunnel_client_free()), or
  * LK_EINVAL (bad or non-http(s) worker_url, missing session or secret). */
 int lk_tunnel_client_start(struct lk_http_server *srv, const struct lk_tunnel_client_opts *opts,

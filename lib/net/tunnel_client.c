@@ -49,7 +49,8 @@ struct lk_tunnel_client {
     struct lk_tunnel *t;         /* while connected */
     struct event retry_timer, hs_timer;
     unsigned backoff_ms;
-    uint64_t spliced; /* by the tunnels before t */
+    struct timeval up_since; /* when t was connected */
+    uint64_t spliced;        /* by the tunnels before t */
     char last_error[192];
 };
 
@@ -58,7 +59,7 @@ void lk_tunnel_client_opts_init(struct lk_tunnel_client_opts *o)
     memset(o, 0, sizeof(*o));
     lk_tunnel_opts_init(&o->tunnel);
     o->backoff_min_ms = 100;
-    o->backoff_max_ms = 5000;
+    o->backoff_max_ms = 2000;
     o->handshake_timeout_ms = 10000;
 }
 
@@ -109,6 +110,15 @@ static void on_tunnel_closed(struct lk_tunnel *t, const char *why, void *data)
     c->spliced += lk_tunnel_spliced_bytes(t);
     lk_tunnel_free(t);
     c->t = NULL;
+    /* A tunnel that held for backoff_max_ms reconnects at once; one replaced
+     * or dropped sooner (another local server on the same session takes
+     * the tunnel back and forth) keeps backing off, so two such servers
+     * swap it every backoff_max_ms, not ten times a second. */
+    struct timeval now, held;
+    event_base_gettimeofday_cached(c->srv->base, &now);
+    evutil_timersub(&now, &c->up_since, &held);
+    if ((uint64_t)held.tv_sec * 1000 + (uint64_t)held.tv_usec / 1000 >= c->opts.backoff_max_ms)
+        c->backoff_ms = c->opts.backoff_min_ms;
     retry_later(c, reason);
 }
 
@@ -118,7 +128,7 @@ static void upgraded(struct lk_tunnel_client *c)
     c->bev = NULL;
     event_del(&c->hs_timer);
     c->state = CL_CONNECTED;
-    c->backoff_ms = c->opts.backoff_min_ms;
+    event_base_gettimeofday_cached(c->srv->base, &c->up_since);
     c->last_error[0] = '\0';
     char label[96];
     snprintf(label, sizeof(label), "'%s'", c->session);

@@ -886,3 +886,35 @@ def test_holder_worker_gone_is_the_not_connected_502_at_its_peer(linkup_bin, env
         s.close()
     assert b.popen.returncode == 0
     assert "error trying to connect to 127.0.0.1:%d" % a_port in open(b.log_path).read()
+
+
+def test_two_local_servers_of_one_session_swap_the_tunnel_slowly(linkup_bin, env, tmp_path):
+    """One session connected from two local servers (one state used on two
+    machines): each new tunnel connection replaces the other on the worker.
+    The backoff is reset only by a tunnel that held for its maximum (2 s),
+    so they swap it every couple of seconds, not ten times a second."""
+    web = LocalWeb()
+    worker = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker.log"), token=TOKEN)
+    waddr = worker.addrs["Worker"]
+    servers = []
+    try:
+        body = lk.session_body("twin", {"web": "http://localhost:%d" % web.port},
+                               [("example.com", "web", None)])
+        for i in range(2):
+            s = lk.spawn_local_server(linkup_bin, env, "--https", "off", "--dns", "off",
+                                      "--worker-url", "http://127.0.0.1:%d" % waddr[1],
+                                      "--worker-token", TOKEN,
+                                      log_path=str(tmp_path / ("server%d.log" % i)))
+            servers.append(s)
+            r = lk.post_json(s.addrs["HTTP"], "/linkup/sessions/tunneled", body)
+            assert r.status == 200, r.body
+        time.sleep(4)
+        replaced = open(worker.log_path).read().count("replaced by a new connection")
+        # Ten a second would be ~40. Backing off (100 ms doubling to 2 s on
+        # both sides) it is about 9 in the first 4 s, then one per 2 s.
+        assert replaced <= 15, replaced
+    finally:
+        for p in servers + [worker]:
+            p.popen.terminate()
+            p.popen.wait(15)
+        web.close()
