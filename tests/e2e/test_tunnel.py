@@ -812,13 +812,19 @@ def spawn_peer_worker(bin_, env, tmp_path, store, label, peer_secret="peer-secre
                "--peer-secret", peer_secret))
 
 
-def test_two_workers_on_one_redis(linkup_bin, env, tmp_path, redis_url):
+def peer_stack(bin_, env, tmp_path, name, redis_url):
+    """A Stack whose worker (A, on a known port) holds the tunnel on Redis,
+    and a second worker B on the same store; returns (stack, A's port, B)."""
     a_port = lk.free_port()
-    s = Stack(linkup_bin, env, tmp_path, name="duo", store=redis_url,
+    s = Stack(bin_, env, tmp_path, name=name, store=redis_url,
               worker_extra=("--listen", "127.0.0.1:%d" % a_port,
                             "--peer-url", "http://127.0.0.1:%d" % a_port,
                             "--peer-secret", "peer-secret-1"))
-    b = spawn_peer_worker(linkup_bin, env, tmp_path, redis_url, "worker-b")
+    return s, a_port, spawn_peer_worker(bin_, env, tmp_path, redis_url, "worker-b")
+
+
+def test_two_workers_on_one_redis(linkup_bin, env, tmp_path, redis_url):
+    s, _, b = peer_stack(linkup_bin, env, tmp_path, "duo", redis_url)
     try:
         wait_connected(s.server)
         baddr = b.addrs["Worker"]
@@ -862,12 +868,7 @@ def test_holder_worker_gone_is_the_not_connected_502_at_its_peer(linkup_bin, env
     the tunnel is down, so its answer is the DESIGN §8 502 `tunnel for session
     '<name>' is not connected` (docs/worker.md: "With no tunnel (here or, with
     Redis, at a peer)"), not the connection error of the dead holder."""
-    a_port = lk.free_port()
-    s = Stack(linkup_bin, env, tmp_path, name="gone", store=redis_url,
-              worker_extra=("--listen", "127.0.0.1:%d" % a_port,
-                            "--peer-url", "http://127.0.0.1:%d" % a_port,
-                            "--peer-secret", "peer-secret-1"))
-    b = spawn_peer_worker(linkup_bin, env, tmp_path, redis_url, "worker-b")
+    s, a_port, b = peer_stack(linkup_bin, env, tmp_path, "gone", redis_url)
     try:
         wait_connected(s.server)
         baddr = b.addrs["Worker"]
