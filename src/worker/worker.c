@@ -238,6 +238,9 @@ static void on_cleanup_timer(evutil_socket_t fd, short what, void *data)
 static void on_drained(void *data)
 {
     struct worker_run *run = data;
+    /* The tunnels last through the drain, so that requests in flight through
+     * them finish (they use no engine: the hub's tunnels are free of srv). */
+    worker_relay_stop(&run->w);
     event_base_loopexit(run->base, NULL);
 }
 
@@ -251,7 +254,6 @@ static void on_signal(evutil_socket_t sig, short what, void *data)
     event_del(run->sigterm_ev);
     event_del(run->cleanup_ev);
     worker_cache_cancel_all(run->w.responses);
-    worker_relay_stop(&run->w); /* tunnels first: their streams end in the drain */
     if (run->w.srv != NULL) {
         struct lk_http_server *srv = run->w.srv;
         run->w.srv = NULL;

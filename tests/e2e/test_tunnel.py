@@ -919,3 +919,30 @@ def test_two_local_servers_of_one_session_swap_the_tunnel_slowly(linkup_bin, env
             p.popen.terminate()
             p.popen.wait(15)
         web.close()
+
+
+def test_worker_sigterm_drains_requests_in_flight_through_the_tunnel(stack):
+    """Issue 9 "SIGTERM under load drains in-flight requests", through the
+    tunnel too: the worker keeps its tunnels until its engine has drained,
+    so a request waiting on the developer's service still gets its answer,
+    and the worker then exits 0 without waiting for the drain deadline."""
+    wait_connected(stack.server)
+    out = {}
+
+    def fetch():
+        out["r"] = stack.get("/stall", timeout=20)
+
+    t = threading.Thread(target=fetch)
+    t.start()
+    deadline = time.time() + 5
+    while stack.web.n_requests == 0 and time.time() < deadline:
+        time.sleep(0.02)
+    assert stack.web.n_requests == 1
+    t0 = time.time()
+    stack.worker.popen.terminate()
+    time.sleep(0.3)
+    stack.web.release.set()
+    t.join(20)
+    assert (out["r"].status, out["r"].text) == (200, "late")
+    assert stack.worker.popen.wait(15) == 0
+    assert time.time() - t0 < 5
