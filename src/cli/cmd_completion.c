@@ -24,26 +24,30 @@ static const char commands[] =
 
 /* What each command completes to (subcommands, options, option values); with
  * services, also the config's service names. Everything else: --config
- * --help. */
+ * --help. Bash completes a command with subcommands to its `sub` words once
+ * one is typed (the other shells keep `words`). */
 static const struct {
     const char *cmd;
     const char *words;
     bool services;
+    const char *sub; /* after a subcommand (bash); NULL: words */
 } table[] = {
-    { "start", "--config --help", false },
-    { "stop", "--help", false },
-    { "route", "local remote --all --help", true },
-    { "sessions", "create-preview list --print-request --json --help", true },
-    { "status", "--json --session --help", false },
-    { "health", "--json --help", false },
+    { "start", "--config --help", false, NULL },
+    { "stop", "--help", false, NULL },
+    { "route", "local remote --all --help", true, "--all --help" },
+    { "sessions", "create-preview list --print-request --json --help", true,
+      "--print-request --json --help" },
+    { "status", "--json --session --help", false, NULL },
+    { "health", "--json --help", false, NULL },
     { "local-dns", "install uninstall --root --platform linux macos --dns --domain --config --help",
-      false },
-    { "update", "--channel stable beta --skip-cache --help", false },
-    { "uninstall", "--yes --help", false },
-    { "completion", "--shell bash elvish fish powershell zsh --help", false },
-    { "infra", "deploy destroy --email --api-key --account-id --zone-ids --help", false },
-    { "config", "check --json --config --help", false },
-    { "inspect", "--session --limit --follow --json --help", false },
+      false, "--root --platform --dns --domain --config --help" },
+    { "update", "--channel stable beta --skip-cache --help", false, NULL },
+    { "uninstall", "--yes --help", false, NULL },
+    { "completion", "--shell bash elvish fish powershell zsh --help", false, NULL },
+    { "infra", "deploy destroy --email --api-key --account-id --zone-ids --help", false,
+      "--email --api-key --account-id --zone-ids --help" },
+    { "config", "check --json --config --help", false, "--json --config --help" },
+    { "inspect", "--session --limit --follow --json --help", false, NULL },
 };
 #define N_TABLE (sizeof(table) / sizeof(table[0]))
 
@@ -80,6 +84,13 @@ static void bash_script(const char *services)
            "        *) cmd=\"${COMP_WORDS[i]}\"; break ;;\n"
            "        esac\n"
            "    done\n"
+           "    local sub=\"\" j\n"
+           "    for ((j = i + 1; j < COMP_CWORD; j++)); do\n"
+           "        case \"${COMP_WORDS[j]}\" in\n"
+           "        -*) ;;\n"
+           "        *) sub=\"${COMP_WORDS[j]}\"; break ;;\n"
+           "        esac\n"
+           "    done\n"
            "    local words\n"
            "    case \"${COMP_WORDS[COMP_CWORD-1]}\" in\n"
            "    -c | --config | --root) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n"
@@ -88,9 +99,16 @@ static void bash_script(const char *services)
            "    case \"$cmd\" in\n"
            "    \"\") words=\"%s --config --help --version\" ;;\n",
            BASH_VALUES, commands);
-    for (size_t i = 0; i < N_TABLE; i++)
-        printf("    %s) words=\"%s%s%s\" ;;\n", table[i].cmd, table[i].words,
-               table[i].services && *services ? " " : "", table[i].services ? services : "");
+    for (size_t i = 0; i < N_TABLE; i++) {
+        const char *svc = table[i].services ? services : "";
+        const char *sep = *svc ? " " : "";
+        if (table[i].sub != NULL)
+            printf("    %s) if [ -n \"$sub\" ]; then words=\"%s%s%s\"; else words=\"%s%s%s\"; fi "
+                   ";;\n",
+                   table[i].cmd, table[i].sub, sep, svc, table[i].words, sep, svc);
+        else
+            printf("    %s) words=\"%s%s%s\" ;;\n", table[i].cmd, table[i].words, sep, svc);
+    }
     printf("    *) words=\"--config --help\" ;;\n"
            "    esac\n"
            "    COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n"

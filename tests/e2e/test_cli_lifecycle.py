@@ -242,6 +242,14 @@ def test_completion(linkup_bin, cenv, tmp_path, shell):
     (["linkup", "local-dns", ""], {"install", "uninstall", "--root", "--platform"}),
     (["linkup", "update", "--"], {"--channel", "--skip-cache", "--help"}),
     (["linkup", "infra", ""], {"deploy", "destroy", "--zone-ids"}),
+    # After a subcommand: its options (and, for route, more service names),
+    # not the subcommands again.
+    (["linkup", "route", "local", ""], frozenset({"--all", "--help", "web", "api"})),
+    (["linkup", "route", "remote", "web", ""], frozenset({"--all", "--help", "web", "api"})),
+    (["linkup", "local-dns", "install", "--"],
+     frozenset({"--root", "--platform", "--dns", "--domain", "--config", "--help"})),
+    (["linkup", "sessions", "list", "--"], frozenset({"--print-request", "--json", "--help"})),
+    (["linkup", "config", "check", ""], frozenset({"--json", "--config", "--help"})),
     # Option values: only these.
     (["linkup", "update", "--channel", ""], frozenset({"stable", "beta"})),
     (["linkup", "completion", "--shell", "f"], frozenset({"fish"})),
