@@ -59,10 +59,8 @@ static const struct admin_methods route_methods[] = {
 
 #define JSON_CONTENT_TYPE_TEXT "Expected request with `Content-Type: application/json`"
 
-/* The path of the request target (absolute-form too), without the query. */
-static struct lk_str target_path(struct lk_exchange *ex)
+struct lk_str local_target_path(struct lk_str t)
 {
-    struct lk_str t = lk_exchange_target(ex);
     long scheme_end = lk_str_find(t, LK_STR("://"));
     if (t.len > 0 && t.ptr[0] != '/' && scheme_end > 0) {
         struct lk_str rest = { t.ptr + scheme_end + 3, t.len - (size_t)scheme_end - 3 };
@@ -595,7 +593,7 @@ static void respond_inspector_page(struct lk_exchange *ex)
 bool local_admin_handle(struct local_server *ls, struct lk_exchange *ex)
 {
     struct lk_str name = LK_STR_NULL;
-    enum admin_route route = match_route(target_path(ex), &name);
+    enum admin_route route = match_route(local_target_path(lk_exchange_target(ex)), &name);
     if (route == ADMIN_NONE)
         return false;
     struct lk_str method = lk_exchange_method(ex);

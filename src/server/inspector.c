@@ -12,6 +12,7 @@
 #include "core/alloc.h"
 #include "core/session.h"
 #include "net/log.h"
+#include "server/server.h"
 
 void local_inspector_init(struct local_inspector *in)
 {
@@ -46,27 +47,13 @@ static size_t len_or_0(const char *s)
 }
 
 /* True for a request to the inspector itself: the path of the target
- * (absolute-form too, query and fragment removed) is exactly one of its two
- * admin paths. A proxied `/linkup/inspectorfoo` is not one. */
+ * (local_target_path()) is exactly one of its two admin paths. A proxied
+ * `/linkup/inspectorfoo` is not one. */
 static bool is_inspector_request(const struct lk_access_entry *e)
 {
     if (e->path == NULL)
         return false;
-    struct lk_str t = { e->path, e->path_len };
-    long scheme_end = lk_str_find(t, LK_STR("://"));
-    if (t.len > 0 && t.ptr[0] != '/' && scheme_end > 0) {
-        struct lk_str rest = { t.ptr + scheme_end + 3, t.len - (size_t)scheme_end - 3 };
-        long slash = lk_str_index(rest, '/');
-        if (slash < 0)
-            return false;
-        t = (struct lk_str){ rest.ptr + slash, rest.len - (size_t)slash };
-    }
-    for (size_t i = 0; i < t.len; i++) {
-        if (t.ptr[i] == '?' || t.ptr[i] == '#') {
-            t.len = i;
-            break;
-        }
-    }
+    struct lk_str t = local_target_path((struct lk_str){ e->path, e->path_len });
     return lk_str_eq(t, LK_STR("/linkup/inspector")) ||
            lk_str_eq(t, LK_STR("/linkup/inspector/requests"));
 }

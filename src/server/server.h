@@ -71,6 +71,10 @@ int local_opts_parse(int argc, char **argv, const char *config_path, struct loca
                      struct lk_buf *err);
 void local_opts_release(struct local_opts *o);
 
+/* The path of a request target (absolute-form too: "/" when it names no
+ * path), without its query and fragment. Borrowed from t. */
+struct lk_str local_target_path(struct lk_str t);
+
 /*
  * The resolv.conf whose first nameserver the DNS responder forwards to when
  * no --dns-upstream is given (DESIGN §2.9: the system's resolvers, never
