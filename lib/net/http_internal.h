@@ -79,7 +79,6 @@ struct lk_conn {
      * buffer, without libevent's FIONREAD ioctl before every read. */
     struct event rd;
     bool own_read, rd_want, rd_added, rd_eof;
-    int local_port;
     bool read_eof;   /* the client shut its write side */
     bool eof_aborts; /* adopted stream: EOF while proxying means gone */
     bool relayed;    /* a tunnel stream: heads parsed with srv->relay_limits */
@@ -89,8 +88,9 @@ struct lk_conn {
      * for RST_STREAM CANCEL after its last bytes (RFC 8441 §5; h2_front.c
      * and tunnel.c cancel_when_flushed()). */
     bool pair_resets;
-    /* The listener's end of an accepted socket (getsockname at accept), and
-     * whether the peer is one of this server's own upstream connections
+    /* The listener's end of an accepted socket (getsockname at accept;
+     * zeroed for an adopted stream, whose lk_exchange_local_port() is 0),
+     * and whether the peer is one of this server's own upstream connections
      * (lk_conn_from_self(), decided at the first proxied request). */
     struct sockaddr_storage local;
     bool self_checked, from_self;
@@ -224,10 +224,11 @@ void lk_conn_close(struct lk_conn *c, const char *why);
  * slot lookup, plus two getsockname/getpeername only on a port match). */
 void lk_http_server_note_upstream(struct lk_http_server *srv, evutil_socket_t fd);
 bool lk_conn_from_self(struct lk_conn *c);
-/* Makes the coming close of c a reset: for a client whose response body
- * ends with the connection (HTTP/1.0) and was cut, a FIN would read as the
- * whole body. A socket closes with RST (SO_LINGER 0); a pair end that passes
- * resets on (lk_conn.pair_resets) gets an error next to its EOF. */
+/* Makes the coming close of c's socket a reset (SO_LINGER 0): for a client
+ * whose response body ends with the connection (HTTP/1.0) and was cut, a
+ * FIN would read as the whole body. Streams of the HTTP/2 front and of the
+ * tunnel (pair ends, no socket) always carry HTTP/1.1 to the engine, so
+ * their bodies never end with the connection. */
 void lk_conn_reset_on_close(struct lk_conn *c);
 /* lk_conn_close() for a client that took no byte of its pending output for
  * the send timeout, with the INFO line that says so. */

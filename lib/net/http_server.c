@@ -425,16 +425,10 @@ bool lk_conn_from_self(struct lk_conn *c)
 
 void lk_conn_reset_on_close(struct lk_conn *c)
 {
-    if (c->bev == NULL)
-        return;
-    evutil_socket_t fd = bufferevent_getfd(c->bev);
-    if (fd >= 0) {
-        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-        if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) != 0)
-            LK_CLOG(c->id, DEBUG, "SO_LINGER: %s", strerror(errno));
-    } else if (c->pair_resets) {
-        lk_net_pair_error(c->bev);
-    }
+    evutil_socket_t fd = c->bev != NULL ? bufferevent_getfd(c->bev) : -1;
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) != 0)
+        LK_CLOG(c->id, DEBUG, "SO_LINGER: %s", strerror(errno));
 }
 
 void lk_conn_close_send_timeout(struct lk_conn *c)
@@ -678,7 +672,7 @@ static struct lk_exchange *exchange_new(struct lk_conn *c, const char *head, siz
                                          ex->req.n_headers);
     ex->is_tls = c->is_tls || c->https;
     ex->is_loopback = c->is_loopback;
-    ex->local_port = c->local_port;
+    ex->local_port = lk_addr_port((struct sockaddr *)&c->local);
     memcpy(ex->peer_str, c->peer_str, sizeof(ex->peer_str));
     ex->body_left = ex->req.body_kind == LK_HTTP1_BODY_LENGTH ? ex->req.content_length : 0;
     ex->body_done = ex->req.body_kind == LK_HTTP1_BODY_NONE ||
@@ -1386,10 +1380,8 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     c->is_loopback = lk_addr_is_loopback(sa);
     struct sockaddr_storage local;
     socklen_t local_len = sizeof(local);
-    if (getsockname(fd, (struct sockaddr *)&local, &local_len) == 0) {
-        c->local_port = lk_addr_port((struct sockaddr *)&local);
+    if (getsockname(fd, (struct sockaddr *)&local, &local_len) == 0)
         c->local = local;
-    }
     if (l->tls != NULL) {
         SSL *ssl = SSL_new(l->tls);
         c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
