@@ -46,6 +46,15 @@ def connect_fields(path, authority, protocol="websocket"):
             (":path", path), (":authority", authority), ("sec-websocket-version", "13")]
 
 
+def assert_echo_stream(c, sid, path, authority, text):
+    """Opens WebSocket stream sid of client c to an echo upstream: the 200
+    (HPACK static entry 8, ":status 200") comes, then text comes back."""
+    c.sock.sendall(frame(HEADERS, END_HEADERS, sid, hpack(connect_fields(path, authority))))
+    assert c.until(HEADERS)[3][:1] == b"\x88"
+    c.send(sid, lk.ws_frame(1, text))
+    assert lk.ws_read_frame(c.reader(sid)) == (1, text)
+
+
 def frame(ftype, flags, stream, payload=b""):
     return (len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big")
             + payload)
@@ -270,11 +279,7 @@ def test_worker_serves_websockets_over_h2c(linkup_bin, env, tmp_path, ws_upstrea
         name = r.json()["session_name"]
         c = H2(socket.create_connection(w.addrs["Worker"], timeout=10))
         try:
-            fields = connect_fields("/w", f"{name}.example.com")
-            c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)))
-            assert c.until(HEADERS)[3][:1] == b"\x88"
-            c.send(1, lk.ws_frame(1, b"via the worker"))
-            assert lk.ws_read_frame(c.reader(1)) == (1, b"via the worker")
+            assert_echo_stream(c, 1, "/w", f"{name}.example.com", b"via the worker")
         finally:
             c.sock.close()
         line, headers = ws_upstream.heads[-1]

@@ -20,7 +20,7 @@ import pytest
 
 import lk
 from test_h2_websocket import (DATA, END_HEADERS, END_STREAM, GOAWAY, H2, HEADERS, HOST, NAME,
-                               RST, connect_fields, frame, hpack)
+                               RST, assert_echo_stream, connect_fields, frame, hpack)
 
 FLOOD_FRAME = 64 * 1024
 CANCEL = 0x8  # RFC 9113 §7
@@ -505,11 +505,7 @@ def test_worker_refused_upgrades_over_h2c(worker):
             c.sock.sendall(frame(HEADERS, END_HEADERS, sid, hpack(fields)))
             assert until_end(c, sid) == "end"
             assert c.data[sid].startswith(b"Failed to connect to destination: "), c.data[sid]
-        fields = connect_fields("/echo", host)
-        c.sock.sendall(frame(HEADERS, END_HEADERS, 5, hpack(fields)))
-        assert c.until(HEADERS)[3][:1] == b"\x88"
-        c.send(5, lk.ws_frame(1, b"via the worker"))
-        assert lk.ws_read_frame(c.reader(5)) == (1, b"via the worker")
+        assert_echo_stream(c, 5, "/echo", host, b"via the worker")
     finally:
         c.sock.close()
 
@@ -806,11 +802,7 @@ def test_tunnelled_upstream_gone_over_h2c(tunnelled, path, end):
         assert lk.ws_read_frame(ws) == (8, GONE_1011)
         assert until_end_code(c, 1) == end
         # The worker's connection and the tunnel still serve.
-        fields = connect_fields("/echo", host)
-        c.sock.sendall(frame(HEADERS, END_HEADERS, 3, hpack(fields)))
-        assert c.until(HEADERS)[3][:1] == b"\x88"
-        c.send(3, lk.ws_frame(1, b"ping?"))
-        assert lk.ws_read_frame(c.reader(3)) == (1, b"ping?")
+        assert_echo_stream(c, 3, "/echo", host, b"ping?")
     finally:
         c.sock.close()
 

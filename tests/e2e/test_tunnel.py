@@ -311,6 +311,23 @@ class Stack:
             assert p.popen.returncode == 0, open(p.log_path).read()[-3000:]
 
 
+def stall_in_background(s, seen, timeout):
+    """GET /stall through the worker of Stack s from a thread, and wait (5 s
+    at most) until the local web service has it: more than `seen` requests.
+    Returns the thread and a dict whose "r" is the response once it came."""
+    out = {}
+
+    def fetch():
+        out["r"] = s.get("/stall", timeout=timeout)
+
+    t = threading.Thread(target=fetch)
+    t.start()
+    deadline = time.time() + 5
+    while s.web.n_requests <= seen and time.time() < deadline:
+        time.sleep(0.02)
+    return t, out
+
+
 @pytest.fixture
 def stack(linkup_bin, env, tmp_path):
     s = Stack(linkup_bin, env, tmp_path)
@@ -688,16 +705,7 @@ def test_tunnel_killed_mid_stream_reconnects(linkup_bin, env, tmp_path):
         r = c.getresponse()
         assert r.status == 200
         assert len(r.read(256 * 1024)) == 256 * 1024
-        result = {}
-
-        def stalled():
-            result["r"] = s.get("/stall", timeout=15)
-
-        t = threading.Thread(target=stalled)
-        t.start()
-        deadline = time.time() + 5
-        while s.web.n_requests < 2 and time.time() < deadline:
-            time.sleep(0.02)
+        t, result = stall_in_background(s, 1, timeout=15)
         before = s.relay.accepted
         t0 = time.time()
         s.relay.reset_all()
@@ -927,16 +935,7 @@ def test_worker_sigterm_drains_requests_in_flight_through_the_tunnel(stack):
     so a request waiting on the developer's service still gets its answer,
     and the worker then exits 0 without waiting for the drain deadline."""
     wait_connected(stack.server)
-    out = {}
-
-    def fetch():
-        out["r"] = stack.get("/stall", timeout=20)
-
-    t = threading.Thread(target=fetch)
-    t.start()
-    deadline = time.time() + 5
-    while stack.web.n_requests == 0 and time.time() < deadline:
-        time.sleep(0.02)
+    t, out = stall_in_background(stack, 0, timeout=20)
     assert stack.web.n_requests == 1
     t0 = time.time()
     stack.worker.popen.terminate()
