@@ -189,7 +189,13 @@ struct lk_tunnel {
     size_t rx_fake_got;               /* ... and gave this many to its stream */
     bool dead;
     char why[160];
+    /* GOAWAY (RFC 9113 §6.8): we sent one (lk_tunnel_go_away: streams the
+     * peer opens from then on are refused) / the peer sent one (no new
+     * stream of ours: lk_tunnel_connect refuses). Either way the connection
+     * closes by itself once no stream is left and everything is written. */
+    bool going_away, peer_going_away;
     lk_tunnel_closed_cb *on_closed;
+    lk_tunnel_goaway_cb *on_goaway;
     void *data;
 };
 
@@ -306,10 +312,36 @@ static void flush(struct lk_tunnel *t)
             break;
         }
     }
-    if (t->dead)
+    if (t->dead || nghttp2_session_want_read(t->h2) || nghttp2_session_want_write(t->h2))
         return;
-    if (!nghttp2_session_want_read(t->h2) && !nghttp2_session_want_write(t->h2))
-        lk_tunnel_kill(t, "http/2 session finished");
+    /* GOAWAY was sent or received and no stream is left. The last frames
+     * (a response's end, the GOAWAY) leave before the close: the write
+     * callback calls again once the output is empty. */
+    if (queued_out(t) == 0 && t->out_sp == NULL)
+        lk_tunnel_kill(t, t->going_away ? "closed after GOAWAY" : "closed after the peer's GOAWAY");
+    else
+        bufferevent_setwatermark(t->bev, EV_WRITE, 0, 0);
+}
+
+void lk_tunnel_go_away(struct lk_tunnel *t)
+{
+    if (t->dead || t->going_away)
+        return;
+    t->going_away = true;
+    LK_LOG(DEBUG, "tunnel %s: sending GOAWAY", t->label);
+    int rc = nghttp2_submit_goaway(t->h2, NGHTTP2_FLAG_NONE,
+                                   nghttp2_session_get_last_proc_stream_id(t->h2), NGHTTP2_NO_ERROR,
+                                   NULL, 0);
+    if (rc != 0) {
+        lk_tunnel_kill(t, "cannot send GOAWAY");
+        return;
+    }
+    flush(t);
+}
+
+void lk_tunnel_set_goaway_cb(struct lk_tunnel *t, lk_tunnel_goaway_cb *cb)
+{
+    t->on_goaway = cb;
 }
 
 /* ---- pipes ------------------------------------------------------------- */
@@ -1210,7 +1242,7 @@ int lk_tunnel_connect(void *tunnel, struct bufferevent **out, char *errtext, siz
 {
     struct lk_tunnel *t = tunnel;
     *out = NULL;
-    if (t == NULL || t->dead || !t->is_h2_client) {
+    if (t == NULL || t->dead || t->peer_going_away || !t->is_h2_client) {
         snprintf(errtext, errtext_len, "tunnel %s is closing", t ? t->label : "(none)");
         return LK_ECLOSED;
     }
@@ -1245,7 +1277,9 @@ int lk_tunnel_connect(void *tunnel, struct bufferevent **out, char *errtext, siz
 static void accept_stream(struct lk_tunnel *t, struct lk_tunnel_pipe *p)
 {
     struct bufferevent *ours = NULL, *theirs = NULL;
-    if (p->bad) {
+    /* After our GOAWAY (not yet sent, or crossing this stream's HEADERS):
+     * not processed, so the worker may retry it elsewhere (RFC 9113 §8.7). */
+    if (p->bad || t->going_away) {
         nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, p->stream_id, NGHTTP2_REFUSED_STREAM);
         return;
     }
@@ -1360,6 +1394,15 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
     struct lk_tunnel *t = user;
+    if (f->hd.type == NGHTTP2_GOAWAY && !t->peer_going_away) {
+        /* Streams above its last stream ID are closed by nghttp2 as
+         * refused; ours up to it finish. */
+        t->peer_going_away = true;
+        LK_LOG(DEBUG, "tunnel %s: peer sent GOAWAY (%u)", t->label, f->goaway.error_code);
+        if (t->on_goaway != NULL)
+            t->on_goaway(t, t->data);
+        return 0;
+    }
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
     struct lk_tunnel_pipe *p = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);

@@ -234,10 +234,26 @@ const char *lk_tunnel_client_last_error(const struct lk_tunnel_client *c);
  * finding 27). For diagnostics and tests. */
 uint64_t lk_tunnel_client_spliced_bytes(const struct lk_tunnel_client *c);
 
+/* Called once when a lk_tunnel_client_shutdown() has finished: the tunnel
+ * has closed, or there was none. From the loop; may free c. */
+typedef void lk_tunnel_client_done_cb(struct lk_tunnel_client *c, void *data);
+
+/* Graceful stop, for the local server's SIGTERM/SIGINT: no more attempts,
+ * and a connected tunnel sends GOAWAY, so the worker routes no new request
+ * to it while the streams in progress (srv's adopted connections) finish;
+ * streams it still opens are refused. Once no stream is left and everything
+ * is written, the tunnel closes and done(c, data) follows; at once (from the
+ * loop) when no tunnel was up. Drain srv meanwhile: c never uses srv again,
+ * so it may outlive it. Free c in done or at any time before (a deadline:
+ * then no callback). A second call is a no-op. */
+void lk_tunnel_client_shutdown(struct lk_tunnel_client *c, lk_tunnel_client_done_cb *done,
+                               void *data);
+
 /* Stops: closes the tunnel (streams in progress end; their adopted
  * connections see the close) and frees c. No callback is called. NULL is a
- * no-op. Free the client before draining or freeing srv. Not from inside the
- * client's own on_state callback. */
+ * no-op. Free the client before draining or freeing srv, unless it was shut
+ * down (lk_tunnel_client_shutdown()). Not from inside the client's own
+ * on_state callback. */
 void lk_tunnel_client_free(struct lk_tunnel_client *c);
 
 #endif

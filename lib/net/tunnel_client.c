@@ -7,6 +7,8 @@
  * connector: DNS, every address, TLS) -> HANDSHAKE (upgrade request sent,
  * reading the answer) -> CONNECTED (a struct lk_tunnel runs the HTTP/2
  * server) -> WAITING. Only the connected state is visible to the program.
+ * lk_tunnel_client_shutdown() leads from any state to CLOSING (the tunnel,
+ * if any, finishes its streams after a GOAWAY) and then DONE.
  * The secret goes into the request and nowhere else: it is never logged.
  */
 #include <event2/buffer.h>
@@ -33,10 +35,13 @@ enum client_state {
     CL_CONNECTING,
     CL_HANDSHAKE,
     CL_CONNECTED,
+    CL_CLOSING,
+    CL_DONE,
 };
 
 struct lk_tunnel_client {
-    struct lk_http_server *srv;
+    struct lk_http_server *srv; /* not used once shutting down */
+    struct event_base *base;
     struct lk_tunnel_client_opts opts; /* strings below are owned copies */
     char *session, *secret;
     bool tls;
@@ -48,6 +53,9 @@ struct lk_tunnel_client {
     struct bufferevent *bev;     /* during the handshake */
     struct lk_tunnel *t;         /* while connected */
     struct event retry_timer, hs_timer;
+    struct event done_ev; /* calls on_done from the loop */
+    lk_tunnel_client_done_cb *on_done;
+    void *done_data;
     unsigned backoff_ms;
     struct timeval up_since; /* when t was connected */
     uint64_t spliced;        /* by the tunnels before t */
@@ -110,6 +118,12 @@ static void on_tunnel_closed(struct lk_tunnel *t, const char *why, void *data)
     c->spliced += lk_tunnel_spliced_bytes(t);
     lk_tunnel_free(t);
     c->t = NULL;
+    if (c->state == CL_CLOSING) {
+        LK_LOG(INFO, "tunnel for session '%s' closed: %s", c->session, reason);
+        c->state = CL_DONE;
+        c->on_done(c, c->done_data); /* may free c */
+        return;
+    }
     /* A tunnel that held for backoff_max_ms reconnects at once; one replaced
      * or dropped sooner (another local server on the same session takes
      * the tunnel back and forth) keeps backing off, so two such servers
@@ -208,6 +222,14 @@ static void on_connected(struct lk_upstream *up, int err, const char *errtext, v
     start_timer(&c->hs_timer, c->opts.handshake_timeout_ms);
 }
 
+static void on_done_ev(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_tunnel_client *c = arg;
+    (void)fd;
+    (void)what;
+    c->on_done(c, c->done_data);
+}
+
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct lk_tunnel_client *c = arg;
@@ -270,8 +292,10 @@ int lk_tunnel_client_start(struct lk_http_server *srv, const struct lk_tunnel_cl
     c->request = build_request(&url, c->session, c->secret);
     lk_url_release(&url);
     c->backoff_ms = c->opts.backoff_min_ms;
+    c->base = srv->base;
     evtimer_assign(&c->retry_timer, srv->base, on_retry, c);
     evtimer_assign(&c->hs_timer, srv->base, on_hs_timeout, c);
+    event_assign(&c->done_ev, srv->base, -1, 0, on_done_ev, c);
     start_timer(&c->retry_timer, 0);
     *out = c;
     return 0;
@@ -292,12 +316,47 @@ uint64_t lk_tunnel_client_spliced_bytes(const struct lk_tunnel_client *c)
     return c->spliced + (c->t != NULL ? lk_tunnel_spliced_bytes(c->t) : 0);
 }
 
+/* Drops the attempt in progress, if any, and stops retrying. */
+static void stop_trying(struct lk_tunnel_client *c)
+{
+    event_del(&c->retry_timer);
+    event_del(&c->hs_timer);
+    if (c->pending != NULL) {
+        lk_upstream_free(c->pending);
+        c->pending = NULL;
+    }
+    if (c->bev != NULL) {
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+}
+
+void lk_tunnel_client_shutdown(struct lk_tunnel_client *c, lk_tunnel_client_done_cb *done,
+                               void *data)
+{
+    if (c->state == CL_CLOSING || c->state == CL_DONE)
+        return;
+    stop_trying(c);
+    c->on_done = done;
+    c->done_data = data;
+    if (c->t == NULL) {
+        c->state = CL_DONE;
+        event_active(&c->done_ev, EV_TIMEOUT, 0);
+        return;
+    }
+    c->state = CL_CLOSING;
+    LK_LOG(INFO, "tunnel for session '%s' closing: %zu stream(s) open", c->session,
+           lk_tunnel_n_streams(c->t));
+    lk_tunnel_go_away(c->t); /* on_tunnel_closed follows */
+}
+
 void lk_tunnel_client_free(struct lk_tunnel_client *c)
 {
     if (c == NULL)
         return;
     event_del(&c->retry_timer);
     event_del(&c->hs_timer);
+    event_del(&c->done_ev);
     if (c->pending != NULL)
         lk_upstream_free(c->pending);
     if (c->bev != NULL)

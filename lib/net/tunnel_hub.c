@@ -13,6 +13,11 @@
  * that differs only in case from the live one ("Big-Cow" vs "big-cow") is
  * refused with 409 while that tunnel is up, since replacing it would make
  * the two local servers take the hostname from each other forever.
+ *
+ * A local server that shuts down sends GOAWAY: its tunnel leaves the map at
+ * once (the session is not connected for new requests, and a restarted
+ * local server's new tunnel replaces nothing) but stays on a second list
+ * until the requests in flight on it have finished and it closes.
  */
 #include <event2/bufferevent.h>
 #include <stdio.h>
@@ -30,6 +35,7 @@ struct hub_entry {
     struct hub_entry *next;
     char *session; /* owned; exactly as the local server sent it */
     struct lk_tunnel *t;
+    bool leaving; /* the peer sent GOAWAY: on hub->leaving, not in the map */
 };
 
 struct lk_tunnel_hub {
@@ -39,6 +45,7 @@ struct lk_tunnel_hub {
     void *data;
     struct hub_entry *entries;
     size_t n_entries;
+    struct hub_entry *leaving; /* tunnels finishing their streams after GOAWAY */
 };
 
 struct lk_tunnel_hub *lk_tunnel_hub_new(struct event_base *base, const struct lk_tunnel_opts *opts,
@@ -66,10 +73,13 @@ void lk_tunnel_hub_free(struct lk_tunnel_hub *hub)
 {
     if (hub == NULL)
         return;
-    while (hub->entries != NULL) {
-        struct hub_entry *e = hub->entries;
-        hub->entries = e->next;
-        entry_free(e);
+    for (struct hub_entry **list = &hub->entries; list != NULL;
+         list = list == &hub->entries ? &hub->leaving : NULL) {
+        while (*list != NULL) {
+            struct hub_entry *e = *list;
+            *list = e->next;
+            entry_free(e);
+        }
     }
     free(hub);
 }
@@ -91,11 +101,12 @@ static struct hub_entry **find_slot(struct lk_tunnel_hub *hub, struct lk_str ses
 
 static void unlink_entry(struct lk_tunnel_hub *hub, struct hub_entry *e)
 {
-    struct hub_entry **pp = &hub->entries;
+    struct hub_entry **pp = e->leaving ? &hub->leaving : &hub->entries;
     while (*pp != e)
         pp = &(*pp)->next;
     *pp = e->next;
-    hub->n_entries--;
+    if (!e->leaving)
+        hub->n_entries--;
 }
 
 static void on_tunnel_closed(struct lk_tunnel *t, const char *why, void *data)
@@ -105,9 +116,28 @@ static void on_tunnel_closed(struct lk_tunnel *t, const char *why, void *data)
     (void)t;
     LK_LOG(INFO, "tunnel for session '%s' disconnected: %s", e->session, why);
     unlink_entry(hub, e);
-    if (hub->on_change != NULL)
+    if (!e->leaving && hub->on_change != NULL)
         hub->on_change(e->session, false, hub->data);
     entry_free(e);
+}
+
+/* The local server is shutting down (its GOAWAY): new requests no longer
+ * go to it, those in flight finish (on_tunnel_closed frees the entry). */
+static void on_tunnel_goaway(struct lk_tunnel *t, void *data)
+{
+    struct hub_entry *e = data;
+    struct lk_tunnel_hub *hub = e->hub;
+    (void)t;
+    LK_LOG(INFO,
+           "tunnel for session '%s' going away: the local server is shutting down (%zu "
+           "stream(s) open)",
+           e->session, lk_tunnel_n_streams(e->t));
+    unlink_entry(hub, e);
+    e->leaving = true;
+    e->next = hub->leaving;
+    hub->leaving = e;
+    if (hub->on_change != NULL)
+        hub->on_change(e->session, false, hub->data);
 }
 
 void lk_tunnel_hub_accept(struct lk_tunnel_hub *hub, const char *session, struct bufferevent *bev)
@@ -131,6 +161,7 @@ void lk_tunnel_hub_accept(struct lk_tunnel_hub *hub, const char *session, struct
     char label[96];
     snprintf(label, sizeof(label), "'%s'", session);
     e->t = lk_tunnel_new(hub->base, bev, true, &hub->opts, label, NULL, on_tunnel_closed, e);
+    lk_tunnel_set_goaway_cb(e->t, on_tunnel_goaway);
     e->next = hub->entries;
     hub->entries = e;
     hub->n_entries++;

@@ -35,6 +35,22 @@ struct lk_tunnel *lk_tunnel_new(struct event_base *base, struct bufferevent *bev
                                 struct lk_http_server *adopt_into, lk_tunnel_closed_cb *on_closed,
                                 void *data);
 
+/* Called once when the peer sent GOAWAY (it is shutting down): t opens no
+ * new stream from now on (lk_tunnel_connect refuses), those in progress
+ * finish, and t then closes by itself (on_closed). Called from inside
+ * nghttp2: must not free t. */
+typedef void lk_tunnel_goaway_cb(struct lk_tunnel *t, void *data);
+
+/* Sets t's GOAWAY callback (with lk_tunnel_new's data); NULL = none. */
+void lk_tunnel_set_goaway_cb(struct lk_tunnel *t, lk_tunnel_goaway_cb *cb);
+
+/* Graceful close: sends GOAWAY (NO_ERROR, the last stream the peer opened
+ * that we took), so the peer opens no new stream; streams it opens anyway
+ * are refused (REFUSED_STREAM). Streams in progress finish; once none is
+ * left and everything is written, t closes by itself (on_closed). A no-op
+ * when t is dead or already going away. */
+void lk_tunnel_go_away(struct lk_tunnel *t);
+
 /* Marks t dead with why; on_closed follows from the loop. */
 void lk_tunnel_kill(struct lk_tunnel *t, const char *why);
 

@@ -11,9 +11,11 @@
  *
  * Shutdown order on SIGINT/SIGTERM: worker calls in flight are failed (their
  * exchanges get a 500 while the engine can still send it), the DNS
- * responder and the tunnel client are closed, then the HTTP engine drains (in-flight requests get
- * LOCAL_DRAIN_MS) and, once it has freed itself, the loop exits. The TLS
- * context and the certificates are freed only after that.
+ * responder is closed, the tunnel sends GOAWAY (the worker routes nothing
+ * new to it), then the HTTP engine drains (in-flight requests, tunnelled
+ * ones too, get LOCAL_DRAIN_MS). The loop exits once the engine has freed
+ * itself and the tunnel has closed (LOCAL_TUNNEL_CLOSE_MS more at most). The
+ * TLS context and the certificates are freed only after that.
  */
 #include "server/server.h"
 
@@ -77,10 +79,43 @@ void local_on_request(struct lk_exchange *ex, void *data)
         local_proxy_handle(ls, ex);
 }
 
+/* Both ends of the shutdown are done: the engine has drained and the tunnel
+ * (if any) has closed, or had LOCAL_TUNNEL_CLOSE_MS more to do so. */
+static void maybe_exit(struct local_server *ls)
+{
+    if (!ls->drained || ls->tunnel_closing)
+        return;
+    local_tunnel_stop(ls);
+    event_base_loopexit(ls->base, NULL);
+}
+
+static void on_tunnel_closed(struct local_server *ls)
+{
+    ls->tunnel_closing = false;
+    maybe_exit(ls);
+}
+
+static void on_exit_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct local_server *ls = arg;
+    (void)fd;
+    (void)what;
+    LK_LOG(WARN, "the tunnel did not close in time; closing it now");
+    ls->tunnel_closing = false;
+    maybe_exit(ls);
+}
+
 static void on_drained(void *data)
 {
     struct local_server *ls = data;
-    event_base_loopexit(ls->base, NULL);
+    ls->drained = true;
+    if (ls->tunnel_closing) {
+        /* The responses' last bytes may still be leaving through the tunnel. */
+        struct timeval tv = { LOCAL_TUNNEL_CLOSE_MS / 1000, (LOCAL_TUNNEL_CLOSE_MS % 1000) * 1000 };
+        ls->exit_timer = evtimer_new(ls->base, on_exit_timer, ls);
+        evtimer_add(ls->exit_timer, &tv);
+    }
+    maybe_exit(ls);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -97,7 +132,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         local_worker_cancel_all(ls->worker, "the local server is shutting down");
     lk_dns_server_free(ls->dns);
     ls->dns = NULL;
-    local_tunnel_stop(ls); /* before the drain: the client must not outlive ls->http */
+    /* GOAWAY: the worker sends no new request through the tunnel, and those
+     * in flight finish with the engine's drain. */
+    ls->tunnel_closing = local_tunnel_shutdown(ls, on_tunnel_closed);
     event_del(ls->sigint);
     event_del(ls->sigterm);
     struct lk_http_server *http = ls->http;
@@ -105,7 +142,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     if (http)
         lk_http_server_drain(http, LOCAL_DRAIN_MS, on_drained, ls);
     else
-        event_base_loopexit(ls->base, NULL);
+        on_drained(ls);
 }
 
 /* The listener's fatal error, one line (`linkup start` quotes the last line
@@ -281,6 +318,8 @@ static void server_release(struct local_server *ls)
         SSL_CTX_free(ls->tls);
     lk_certs_free(ls->certs);
     local_worker_free(ls->worker);
+    if (ls->exit_timer)
+        event_free(ls->exit_timer);
     if (ls->sigint)
         event_free(ls->sigint);
     if (ls->sigterm)

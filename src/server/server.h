@@ -40,6 +40,8 @@ struct local_tunnel;
 #define LOCAL_MAX_JSON_BODY (100u * 1024u * 1024u)
 /* How long in-flight requests may run after SIGINT/SIGTERM. */
 #define LOCAL_DRAIN_MS 5000u
+/* After the drain, how long the tunnel may take to send what is left. */
+#define LOCAL_TUNNEL_CLOSE_MS 2000u
 
 /* The value that disables a listener (DESIGN §3). */
 #define LOCAL_ADDR_OFF "off"
@@ -110,8 +112,12 @@ struct local_server {
     struct local_inspector inspector; /* the last requests (DESIGN §7) */
     bool peers_remote;
     bool stopping;
-    size_t max_json_body;           /* admin JSON bodies; 413 past it */
-    struct event *sigint, *sigterm; /* owned */
+    bool drained;                               /* the engine drained (shutdown) */
+    bool tunnel_closing;                        /* local_tunnel_shutdown() not done */
+    void (*tunnel_done)(struct local_server *); /* its callback */
+    struct event *exit_timer;                   /* owned; bounds tunnel_closing */
+    size_t max_json_body;                       /* admin JSON bodies; 413 past it */
+    struct event *sigint, *sigterm;             /* owned */
 };
 
 /* The engine's handler: admin API or proxy. data is the struct local_server. */
@@ -135,8 +141,14 @@ void local_proxy_handle(struct local_server *ls, struct lk_exchange *ex);
 void local_tunnel_update(struct local_server *ls, const char *session, const char *body,
                          size_t len);
 
-/* Stops and frees the tunnel client, if any (shutdown: before draining). */
+/* Stops and frees the tunnel client, if any, cutting its streams. */
 void local_tunnel_stop(struct local_server *ls);
+
+/* Shutdown: the tunnel client, if any, sends GOAWAY and closes once its
+ * streams have finished; then it is freed and done(ls) follows, from the
+ * loop. Returns false (and never calls done) when no client runs. The
+ * engine may be drained meanwhile. */
+bool local_tunnel_shutdown(struct local_server *ls, void (*done)(struct local_server *ls));
 
 /* Stops the tunnel client when it serves session name (DELETE). */
 void local_tunnel_session_deleted(struct local_server *ls, const char *name);

@@ -45,9 +45,27 @@ void local_tunnel_stop(struct local_server *ls)
     ls->tunnel = NULL;
 }
 
+static void on_shutdown_done(struct lk_tunnel_client *c, void *data)
+{
+    struct local_server *ls = data;
+    (void)c;
+    local_tunnel_stop(ls);
+    ls->tunnel_done(ls);
+}
+
+bool local_tunnel_shutdown(struct local_server *ls, void (*done)(struct local_server *ls))
+{
+    if (ls->tunnel == NULL)
+        return false;
+    ls->tunnel_done = done;
+    lk_tunnel_client_shutdown(ls->tunnel->client, on_shutdown_done, ls);
+    return true;
+}
+
 void local_tunnel_session_deleted(struct local_server *ls, const char *name)
 {
-    if (ls->tunnel != NULL && strcmp(ls->tunnel->session, name) == 0)
+    /* While shutting down the tunnel is closing anyway (on_shutdown_done). */
+    if (ls->tunnel != NULL && !ls->stopping && strcmp(ls->tunnel->session, name) == 0)
         local_tunnel_stop(ls);
 }
 

@@ -729,6 +729,68 @@ def test_tunnel_killed_mid_stream_reconnects(linkup_bin, env, tmp_path):
     s.assert_clean_exit()
 
 
+def test_local_server_sigterm_drains_requests_in_flight_through_the_tunnel(stack, linkup_bin,
+                                                                          env, tmp_path):
+    """Issue 9 "SIGTERM under load drains in-flight requests", on the local
+    server's side of the tunnel (`linkup stop`, then `linkup start`): at
+    SIGTERM its tunnel sends GOAWAY, so the worker routes no new request to
+    it (the session answers "not connected" at once, nothing hangs) and a
+    restarted local server's tunnel replaces nothing, while a request waiting
+    on the developer's service and a download in the middle of its body both
+    finish whole through the old tunnel. The old local server then exits 0
+    without waiting for its drain deadline."""
+    wait_connected(stack.server)
+    c = http.client.HTTPConnection(*stack.waddr, timeout=15)
+    c.putrequest("GET", "/slow", skip_host=True)
+    c.putheader("Host", stack.host)
+    c.endheaders()
+    big = c.getresponse()
+    assert big.status == 200
+    head = big.read(256 * 1024)
+    t, out = stall_in_background(stack, 1, timeout=20)
+    assert stack.web.n_requests == 2
+    t0 = time.time()
+    stack.server.popen.terminate()
+    deadline = time.time() + 5
+    while "going away" not in open(stack.worker.log_path).read():
+        assert time.time() < deadline, open(stack.worker.log_path).read()[-2000:]
+        time.sleep(0.02)
+    r = stack.get("/hello", timeout=5)
+    assert (r.status, r.text) == (502, NOT_CONNECTED.format("tiny"))
+    assert stack.web.n_requests == 2
+    # The developer starts the local server again while the old one drains.
+    wurl = "http://127.0.0.1:%d" % stack.waddr[1]
+    again = lk.spawn_local_server(linkup_bin, env, "--https", "off", "--dns", "off",
+                                  "--worker-url", wurl, "--worker-token", TOKEN,
+                                  log_path=str(tmp_path / "server2.log"))
+    try:
+        body = lk.session_body("tiny", {"web": "http://localhost:%d" % stack.web.port},
+                               [("example.com", "web", None)])
+        r = lk.post_json(again.addrs["HTTP"], "/linkup/sessions/tunneled", body)
+        assert r.status == 200, r.body
+        wait_connected(again)
+        r = stack.get("/hello", timeout=5)
+        assert (r.status, r.text) == (200, "local web /hello xfh=tiny.example.com dest=web")
+        stack.web.release.set()
+        rest = big.read()
+        c.close()
+        assert head + rest == b"a" * (256 * 1024) + b"b" * (10 * MIB - 256 * 1024)
+        t.join(20)
+        assert (out["r"].status, out["r"].text) == (200, "late")
+        assert stack.server.popen.wait(15) == 0
+        assert time.time() - t0 < 5
+        slog = open(stack.server.log_path).read()
+        assert "tunnel for session 'tiny' closed: closed after GOAWAY" in slog
+        assert "drain deadline reached" not in slog
+        assert "replaced" not in open(stack.worker.log_path).read()
+        # The new tunnel serves on.
+        r = stack.get("/hello", timeout=5)
+        assert (r.status, r.text) == (200, "local web /hello xfh=tiny.example.com dest=web")
+    finally:
+        again.popen.terminate()
+        assert again.popen.wait(15) == 0, open(again.log_path).read()[-3000:]
+
+
 def access_conns(log_path, marker):
     """Connection ids of the access lines whose target contains marker."""
     ids = []
