@@ -446,8 +446,10 @@ bool cli_stop_local_server(void)
     struct lk_buf pid_path = LK_BUF_INIT;
     cli_home_file(CLI_SERVER_PID_FILE, &pid_path);
     pid_t pid = cli_local_server_find();
+    /* Its drain (5 s at most) and then its tunnel's close (2 s more at
+     * most, docs/internals/tunnel.md "Graceful close") before SIGKILL. */
     if (pid > 0)
-        cli_procs_stop(pid, 5000);
+        cli_procs_stop(pid, 8000);
     /* A pid file that names no server of ours is stale: drop it. */
     unlink(pid_path.data);
     lk_buf_release(&pid_path);
