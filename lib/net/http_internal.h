@@ -94,6 +94,7 @@ struct lk_conn {
      * (lk_conn_from_self(), decided at the first proxied request). */
     struct sockaddr_storage local;
     bool self_checked, from_self;
+    bool retiring;   /* lk_http_server_retire_adopted(): no keep-alive */
     bool head_begun; /* bytes of the next head have arrived */
     unsigned n_requests;
     struct lk_exchange *ex; /* current exchange, or NULL */

@@ -787,7 +787,7 @@ void lk_conn_exchange_done(struct lk_conn *c, bool keep_alive)
      * CLOSED is final. */
     if (c->state == LK_CONN_CLOSED)
         return;
-    if (!keep_alive || c->read_eof || c->srv->draining) {
+    if (!keep_alive || c->read_eof || c->srv->draining || c->retiring) {
         close_after_flush(c);
         return;
     }
@@ -907,7 +907,7 @@ int lk_exchange_respond(struct lk_exchange *ex, int status, const struct lk_http
         return 0;
     }
     ex->phase = LK_EX_DONE;
-    bool keep = ex->req.keep_alive && !c->read_eof && !c->srv->draining;
+    bool keep = ex->req.keep_alive && !c->read_eof && !c->srv->draining && !c->retiring;
     /* An unread body is skipped afterwards when small; otherwise close. */
     if (!ex->body_done && (ex->used_read_body || ex->body_left > DISCARD_MAX))
         keep = false;
@@ -1423,6 +1423,19 @@ int lk_http_server_adopt_relayed(struct lk_http_server *srv, struct bufferevent 
                                  const char *peer_label)
 {
     return adopt(srv, bev, peer_label, false, ADOPT_RELAYED);
+}
+
+void lk_http_server_retire_adopted(struct bufferevent *bev)
+{
+    bufferevent_event_cb eventcb = NULL;
+    void *arg = NULL;
+    bufferevent_getcb(bev, NULL, NULL, &eventcb, &arg);
+    if (eventcb != on_client_event || arg == NULL)
+        return; /* not (or no longer) served by the HTTP/1.1 engine */
+    struct lk_conn *c = arg;
+    c->retiring = true;
+    if (c->state == LK_CONN_READING_HEAD && !c->head_begun)
+        lk_conn_close(c, "tunnel going away");
 }
 
 static int adopt(struct lk_http_server *srv, struct bufferevent *bev, const char *peer_label,

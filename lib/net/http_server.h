@@ -220,6 +220,13 @@ int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
 int lk_http_server_adopt_relayed(struct lk_http_server *srv, struct bufferevent *bev,
                                  const char *peer_label);
 
+/* The connection adopted from bev is to end, as in a drain of its own: it
+ * closes now when idle between requests, else after its current response
+ * (which says Connection: close); a WebSocket on it runs on. For a tunnel
+ * going away (its GOAWAY). No-op when bev is not the end of an engine
+ * connection. Loop thread only; calls no program callback. */
+void lk_http_server_retire_adopted(struct bufferevent *bev);
+
 /* Runs the callbacks still queued on base after its loop ended (a few
  * rounds, as callbacks queue others). A bufferevent freed while one of its
  * deferred callbacks was queued (every tunnel stream end) is only released

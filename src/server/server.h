@@ -104,6 +104,7 @@ struct local_server {
     struct ssl_ctx_st *tls;         /* owned server context; NULL when --https off */
     struct local_worker *worker;    /* owned; NULL without a worker URL */
     struct local_tunnel *tunnel;    /* owned; the built-in tunnel client, or NULL */
+    struct local_tunnel *retiring;  /* owned; replaced clients finishing their requests */
     struct lk_kv kv;                /* in-memory sessions (SPEC §2.7) */
     struct lk_session_cache *cache; /* parsed sessions, by name */
     struct local_dns_names names;
@@ -136,12 +137,14 @@ void local_proxy_handle(struct local_server *ls, struct lk_exchange *ex);
  * worker answered it): body[0..len) is the worker's JSON answer. When its
  * tunnel_data are the built-in tunnel's ("provider":"linkup", empty
  * account_id), starts a tunnel client to the worker URL, replacing the
- * running one unless session, url and secret are unchanged. Anything else
+ * running one unless session, url and secret are unchanged (the replaced
+ * one sends GOAWAY and closes once its requests have finished). Anything else
  * (Cloudflare credentials: linkup start runs cloudflared) starts nothing. */
 void local_tunnel_update(struct local_server *ls, const char *session, const char *body,
                          size_t len);
 
-/* Stops and frees the tunnel client, if any, cutting its streams. */
+/* Stops and frees the tunnel client, if any, and the replaced ones still
+ * finishing their requests, cutting their streams. */
 void local_tunnel_stop(struct local_server *ls);
 
 /* Shutdown: the tunnel client, if any, sends GOAWAY and closes once its

@@ -22,6 +22,8 @@
 struct local_tunnel {
     struct lk_tunnel_client *client; /* owned */
     char *session, *url, *secret;    /* owned */
+    struct local_server *ls;         /* while retiring */
+    struct local_tunnel *next;       /* on ls->retiring */
 };
 
 static void tunnel_free(struct local_tunnel *t)
@@ -43,6 +45,34 @@ void local_tunnel_stop(struct local_server *ls)
         LK_LOG(INFO, "tunnel for session '%s' stopped", ls->tunnel->session);
     tunnel_free(ls->tunnel);
     ls->tunnel = NULL;
+    while (ls->retiring != NULL) {
+        struct local_tunnel *t = ls->retiring;
+        ls->retiring = t->next;
+        tunnel_free(t);
+    }
+}
+
+static void on_retired(struct lk_tunnel_client *c, void *data)
+{
+    struct local_tunnel *t = data;
+    struct local_tunnel **pp = &t->ls->retiring;
+    (void)c;
+    while (*pp != t)
+        pp = &(*pp)->next;
+    *pp = t->next;
+    tunnel_free(t);
+}
+
+/* A client replaced by one for other tunnel data: its tunnel sends GOAWAY
+ * and lives on until the requests in it have finished. */
+static void retire(struct local_server *ls, struct local_tunnel *t)
+{
+    LK_LOG(INFO, "tunnel for session '%s' replaced: it closes once its requests have finished",
+           t->session);
+    t->ls = ls;
+    t->next = ls->retiring;
+    ls->retiring = t;
+    lk_tunnel_client_shutdown(t->client, on_retired, t);
 }
 
 static void on_shutdown_done(struct lk_tunnel_client *c, void *data)
@@ -107,7 +137,9 @@ static void start(struct local_server *ls, const char *session, const char *url,
     o.secret = secret;
     o.on_state = on_state;
     o.data = t;
-    local_tunnel_stop(ls);
+    if (ls->tunnel != NULL)
+        retire(ls, ls->tunnel);
+    ls->tunnel = NULL;
     if (lk_tunnel_client_start(ls->http, &o, &t->client) != 0) {
         LK_LOG(ERROR, "tunnel for session '%s': cannot start a client for the worker URL %s",
                session, o.worker_url);

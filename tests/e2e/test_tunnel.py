@@ -791,6 +791,35 @@ def test_local_server_sigterm_drains_requests_in_flight_through_the_tunnel(stack
         assert again.popen.wait(15) == 0, open(again.log_path).read()[-3000:]
 
 
+def test_replaced_tunnel_client_finishes_its_requests(stack):
+    """A tunneled upsert with other tunnel data (another session here)
+    makes the local server start a new tunnel client; the one it replaces
+    sends GOAWAY and closes only once the request waiting in it has its
+    answer, instead of cutting it."""
+    wait_connected(stack.server)
+    t, out = stall_in_background(stack, 0, timeout=20)
+    assert stack.web.n_requests == 1
+    body = lk.session_body("other", {"web": "http://localhost:%d" % stack.web.port},
+                           [("example.com", "web", None)])
+    r = lk.post_json(stack.saddr, "/linkup/sessions/tunneled", body)
+    assert r.status == 200, r.body
+    wait_connected(stack.server)
+    assert tunnel_state(stack.server)[1]["session_name"] == "other"
+    r = stack.get("/hello", host="other.example.com", timeout=5)
+    assert (r.status, r.text) == (200, "local web /hello xfh=other.example.com dest=web")
+    r = stack.get("/hello", timeout=5)
+    assert (r.status, r.text) == (502, NOT_CONNECTED.format("tiny"))
+    stack.web.release.set()
+    t.join(20)
+    assert (out["r"].status, out["r"].text) == (200, "late")
+    deadline = time.time() + 5
+    while "tunnel for session 'tiny' closed: closed after GOAWAY" not in open(
+            stack.server.log_path).read():
+        assert time.time() < deadline, open(stack.server.log_path).read()[-2000:]
+        time.sleep(0.05)
+    assert "replaced" not in open(stack.worker.log_path).read()
+
+
 def access_conns(log_path, marker):
     """Connection ids of the access lines whose target contains marker."""
     ids = []
