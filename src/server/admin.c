@@ -272,8 +272,37 @@ static void respond_worker_error(struct lk_exchange *ex, const char *what)
     local_respond_text(ex, 500, lk_exchange_printf(ex, "Failed to request to Worker: %s", what));
 }
 
+/* A TunnelData (SPEC §2.4) lacks a field or has one of the wrong type:
+ * appends serde's words for the first such field to why. More fields are
+ * fine (DESIGN §8: "provider"). */
+static bool tunnel_data_bad(const json_t *td, struct lk_buf *why)
+{
+    static const char *const strings[] = { "account_id", "name", "url", "id", "secret" };
+    if (!json_is_object(td)) {
+        lk_buf_adds(why, td == NULL ? "missing field `tunnel_data`"
+                                    : "invalid type: expected struct TunnelData");
+        return true;
+    }
+    for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
+        const json_t *v = json_object_get(td, strings[i]);
+        if (!json_is_string(v)) {
+            lk_buf_addf(
+                why, v == NULL ? "missing field `%s`" : "invalid type for `%s`: expected a string",
+                strings[i]);
+            return true;
+        }
+    }
+    const json_t *ls = json_object_get(td, "last_started");
+    if (!json_is_integer(ls) || json_integer_value(ls) < 0) {
+        lk_buf_adds(why, ls == NULL ? "missing field `last_started`"
+                                    : "invalid type for `last_started`: expected u64");
+        return true;
+    }
+    return false;
+}
+
 /* Checks the worker's 2xx body: an object with a string session_name (and,
- * for tunneled, an object tunnel_data). Returns an owned copy of the name or
+ * for tunneled, a whole tunnel_data). Returns an owned copy of the name or
  * NULL with the reason in why. */
 static char *worker_session_name(const struct local_worker_resp *resp, bool tunneled,
                                  struct lk_buf *why)
@@ -285,8 +314,8 @@ static char *worker_session_name(const struct local_worker_resp *resp, bool tunn
     json_t *jname = json_object_get(root, "session_name");
     if (!json_is_string(jname))
         lk_buf_adds(why, "missing field `session_name`");
-    else if (tunneled && !json_is_object(json_object_get(root, "tunnel_data")))
-        lk_buf_adds(why, "missing field `tunnel_data`");
+    else if (tunneled && tunnel_data_bad(json_object_get(root, "tunnel_data"), why))
+        ;
     else
         name = lk_xstrdup(json_string_value(jname));
     json_decref(root);
