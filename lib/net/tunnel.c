@@ -1251,7 +1251,7 @@ int lk_tunnel_connect(void *tunnel, struct bufferevent **out, char *errtext, siz
 {
     struct lk_tunnel *t = tunnel;
     *out = NULL;
-    if (t == NULL || t->dead || t->peer_going_away || !t->is_h2_client) {
+    if (t == NULL || t->dead || t->going_away || t->peer_going_away || !t->is_h2_client) {
         snprintf(errtext, errtext_len, "tunnel %s is closing", t ? t->label : "(none)");
         return LK_ECLOSED;
     }

@@ -184,6 +184,14 @@ void lk_tunnel_hub_close(struct lk_tunnel_hub *hub, struct lk_str session);
 /* Number of live tunnels. */
 size_t lk_tunnel_hub_n_tunnels(const struct lk_tunnel_hub *hub);
 
+/* The worker is shutting down: every tunnel sends GOAWAY and leaves the map
+ * at once (its session counts as not connected; on_change says so), opens
+ * no new stream, and closes once the streams in it have ended (the engine's
+ * drain lets their requests finish and closes its pooled ones). The local
+ * servers reconnect at once: to another worker behind the same address
+ * while this one drains, if there is one. */
+void lk_tunnel_hub_go_away(struct lk_tunnel_hub *hub);
+
 /* ---- the client: the local server's end ------------------------------- */
 
 /* Called on every change of the connected state: connected true once the

@@ -8,7 +8,9 @@
  * reading the answer) -> CONNECTED (a struct lk_tunnel runs the HTTP/2
  * server) -> WAITING. Only the connected state is visible to the program.
  * lk_tunnel_client_shutdown() leads from any state to CLOSING (the tunnel,
- * if any, finishes its streams after a GOAWAY) and then DONE.
+ * if any, finishes its streams after a GOAWAY) and then DONE. A worker that
+ * shuts down sends GOAWAY: its tunnel goes to the old list, where it
+ * finishes the requests in it, and the client reconnects at once.
  * The secret goes into the request and nowhere else: it is never logged.
  */
 #include <event2/buffer.h>
@@ -40,8 +42,7 @@ enum client_state {
 };
 
 struct lk_tunnel_client {
-    struct lk_http_server *srv; /* not used once shutting down */
-    struct event_base *base;
+    struct lk_http_server *srv;        /* not used once shutting down */
     struct lk_tunnel_client_opts opts; /* strings below are owned copies */
     char *session, *secret;
     bool tls;
@@ -52,6 +53,8 @@ struct lk_tunnel_client {
     struct lk_upstream *pending; /* connection attempt */
     struct bufferevent *bev;     /* during the handshake */
     struct lk_tunnel *t;         /* while connected */
+    struct lk_tunnel **old;      /* the worker's GOAWAY: finishing their streams */
+    size_t n_old, cap_old;
     struct event retry_timer, hs_timer;
     struct event done_ev; /* calls on_done from the loop */
     lk_tunnel_client_done_cb *on_done;
@@ -110,6 +113,24 @@ static void retry_later(struct lk_tunnel_client *c, const char *why)
     set_connected(c, false, why);
 }
 
+/* Whether the tunnel up since c->up_since held for backoff_max_ms. */
+static bool held_long(const struct lk_tunnel_client *c)
+{
+    struct timeval now, held;
+    event_base_gettimeofday_cached(c->srv->base, &now);
+    evutil_timersub(&now, &c->up_since, &held);
+    return (uint64_t)held.tv_sec * 1000 + (uint64_t)held.tv_usec / 1000 >= c->opts.backoff_max_ms;
+}
+
+/* A shutdown is done once every tunnel has closed. */
+static void maybe_done(struct lk_tunnel_client *c)
+{
+    if (c->state != CL_CLOSING || c->t != NULL || c->n_old > 0)
+        return;
+    c->state = CL_DONE;
+    c->on_done(c, c->done_data); /* may free c */
+}
+
 static void on_tunnel_closed(struct lk_tunnel *t, const char *why, void *data)
 {
     struct lk_tunnel_client *c = data;
@@ -117,23 +138,58 @@ static void on_tunnel_closed(struct lk_tunnel *t, const char *why, void *data)
     snprintf(reason, sizeof(reason), "%s", why); /* why lives in t */
     c->spliced += lk_tunnel_spliced_bytes(t);
     lk_tunnel_free(t);
+    for (size_t i = 0; i < c->n_old; i++) {
+        if (c->old[i] == t) {
+            c->old[i] = c->old[--c->n_old];
+            LK_LOG(INFO, "tunnel for session '%s': the previous connection closed: %s", c->session,
+                   reason);
+            maybe_done(c);
+            return;
+        }
+    }
     c->t = NULL;
     if (c->state == CL_CLOSING) {
         LK_LOG(INFO, "tunnel for session '%s' closed: %s", c->session, reason);
-        c->state = CL_DONE;
-        c->on_done(c, c->done_data); /* may free c */
+        maybe_done(c);
         return;
     }
     /* A tunnel that held for backoff_max_ms reconnects at once; one replaced
      * or dropped sooner (another local server on the same session takes
      * the tunnel back and forth) keeps backing off, so two such servers
      * swap it every backoff_max_ms, not ten times a second. */
-    struct timeval now, held;
-    event_base_gettimeofday_cached(c->srv->base, &now);
-    evutil_timersub(&now, &c->up_since, &held);
-    if ((uint64_t)held.tv_sec * 1000 + (uint64_t)held.tv_usec / 1000 >= c->opts.backoff_max_ms)
+    if (held_long(c))
         c->backoff_ms = c->opts.backoff_min_ms;
     retry_later(c, reason);
+}
+
+/* The worker is shutting down (its GOAWAY): t serves the requests in it
+ * and then closes; a new connection goes up at once, to another worker
+ * behind the same address if there is one. From inside nghttp2: t is not
+ * freed here. */
+static void on_worker_goaway(struct lk_tunnel *t, void *data)
+{
+    struct lk_tunnel_client *c = data;
+    if (c->t != t || c->state != CL_CONNECTED)
+        return;
+    LK_LOG(INFO,
+           "tunnel for session '%s': the worker is going away; reconnecting (%zu stream(s) "
+           "finish on the old connection)",
+           c->session, lk_tunnel_n_streams(t));
+    LK_GROW(c->old, c->cap_old, c->n_old + 1);
+    c->old[c->n_old++] = t;
+    c->t = NULL;
+    c->state = CL_WAITING;
+    /* At once, unless the tunnels keep going away as soon as they are up
+     * (then with the backoff of any drop). */
+    if (held_long(c)) {
+        c->backoff_ms = c->opts.backoff_min_ms;
+        start_timer(&c->retry_timer, 0);
+    } else {
+        start_timer(&c->retry_timer, c->backoff_ms);
+        c->backoff_ms =
+            c->backoff_ms * 2 > c->opts.backoff_max_ms ? c->opts.backoff_max_ms : c->backoff_ms * 2;
+    }
+    set_connected(c, false, "the worker is going away");
 }
 
 static void upgraded(struct lk_tunnel_client *c)
@@ -148,6 +204,7 @@ static void upgraded(struct lk_tunnel_client *c)
     snprintf(label, sizeof(label), "'%s'", c->session);
     c->t = lk_tunnel_new(c->srv->base, bev, false, &c->opts.tunnel, label, c->srv, on_tunnel_closed,
                          c);
+    lk_tunnel_set_goaway_cb(c->t, on_worker_goaway);
     LK_LOG(INFO, "tunnel for session '%s' connected to %s:%d", c->session, c->host, c->port);
     set_connected(c, true, "connected");
 }
@@ -292,7 +349,6 @@ int lk_tunnel_client_start(struct lk_http_server *srv, const struct lk_tunnel_cl
     c->request = build_request(&url, c->session, c->secret);
     lk_url_release(&url);
     c->backoff_ms = c->opts.backoff_min_ms;
-    c->base = srv->base;
     evtimer_assign(&c->retry_timer, srv->base, on_retry, c);
     evtimer_assign(&c->hs_timer, srv->base, on_hs_timeout, c);
     event_assign(&c->done_ev, srv->base, -1, 0, on_done_ev, c);
@@ -313,7 +369,10 @@ const char *lk_tunnel_client_last_error(const struct lk_tunnel_client *c)
 
 uint64_t lk_tunnel_client_spliced_bytes(const struct lk_tunnel_client *c)
 {
-    return c->spliced + (c->t != NULL ? lk_tunnel_spliced_bytes(c->t) : 0);
+    uint64_t n = c->spliced + (c->t != NULL ? lk_tunnel_spliced_bytes(c->t) : 0);
+    for (size_t i = 0; i < c->n_old; i++)
+        n += lk_tunnel_spliced_bytes(c->old[i]);
+    return n;
 }
 
 /* Drops the attempt in progress, if any, and stops retrying. */
@@ -339,15 +398,19 @@ void lk_tunnel_client_shutdown(struct lk_tunnel_client *c, lk_tunnel_client_done
     stop_trying(c);
     c->on_done = done;
     c->done_data = data;
-    if (c->t == NULL) {
+    for (size_t i = 0; i < c->n_old; i++)
+        lk_tunnel_go_away(c->old[i]); /* their idle streams end now */
+    if (c->t == NULL && c->n_old == 0) {
         c->state = CL_DONE;
         event_active(&c->done_ev, EV_TIMEOUT, 0);
         return;
     }
     c->state = CL_CLOSING;
-    LK_LOG(INFO, "tunnel for session '%s' closing: %zu stream(s) open", c->session,
-           lk_tunnel_n_streams(c->t));
-    lk_tunnel_go_away(c->t); /* on_tunnel_closed follows */
+    if (c->t != NULL) {
+        LK_LOG(INFO, "tunnel for session '%s' closing: %zu stream(s) open", c->session,
+               lk_tunnel_n_streams(c->t));
+        lk_tunnel_go_away(c->t); /* on_tunnel_closed follows */
+    }
 }
 
 void lk_tunnel_client_free(struct lk_tunnel_client *c)
@@ -362,6 +425,9 @@ void lk_tunnel_client_free(struct lk_tunnel_client *c)
     if (c->bev != NULL)
         bufferevent_free(c->bev);
     lk_tunnel_free(c->t);
+    for (size_t i = 0; i < c->n_old; i++)
+        lk_tunnel_free(c->old[i]);
+    free(c->old);
     free(c->session);
     free(c->secret);
     free(c->host);

@@ -17,7 +17,9 @@
  * A local server that shuts down sends GOAWAY: its tunnel leaves the map at
  * once (the session is not connected for new requests, and a restarted
  * local server's new tunnel replaces nothing) but stays on a second list
- * until the requests in flight on it have finished and it closes.
+ * until the requests in flight on it have finished and it closes. A worker
+ * that shuts down does the same to every tunnel and sends the GOAWAY itself
+ * (lk_tunnel_hub_go_away), so the local servers reconnect at once.
  */
 #include <event2/bufferevent.h>
 #include <stdio.h>
@@ -121,23 +123,36 @@ static void on_tunnel_closed(struct lk_tunnel *t, const char *why, void *data)
     entry_free(e);
 }
 
-/* The local server is shutting down (its GOAWAY): new requests no longer
- * go to it, those in flight finish (on_tunnel_closed frees the entry). */
-static void on_tunnel_goaway(struct lk_tunnel *t, void *data)
+/* Takes e out of the map: new requests no longer go to its tunnel, those
+ * in flight finish, and on_tunnel_closed frees it. */
+static void leave(struct lk_tunnel_hub *hub, struct hub_entry *e, const char *who)
 {
-    struct hub_entry *e = data;
-    struct lk_tunnel_hub *hub = e->hub;
-    (void)t;
-    LK_LOG(INFO,
-           "tunnel for session '%s' going away: the local server is shutting down (%zu "
-           "stream(s) open)",
-           e->session, lk_tunnel_n_streams(e->t));
+    LK_LOG(INFO, "tunnel for session '%s' going away: the %s is shutting down (%zu stream(s) open)",
+           e->session, who, lk_tunnel_n_streams(e->t));
     unlink_entry(hub, e);
     e->leaving = true;
     e->next = hub->leaving;
     hub->leaving = e;
     if (hub->on_change != NULL)
         hub->on_change(e->session, false, hub->data);
+}
+
+/* The local server is shutting down (its GOAWAY). */
+static void on_tunnel_goaway(struct lk_tunnel *t, void *data)
+{
+    struct hub_entry *e = data;
+    (void)t;
+    if (!e->leaving)
+        leave(e->hub, e, "local server");
+}
+
+void lk_tunnel_hub_go_away(struct lk_tunnel_hub *hub)
+{
+    while (hub->entries != NULL) {
+        struct hub_entry *e = hub->entries;
+        leave(hub, e, "worker");
+        lk_tunnel_go_away(e->t);
+    }
 }
 
 void lk_tunnel_hub_accept(struct lk_tunnel_hub *hub, const char *session, struct bufferevent *bev)

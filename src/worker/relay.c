@@ -186,6 +186,12 @@ void worker_relay_touch(struct worker *w)
     lk_buf_release(&err);
 }
 
+void worker_relay_go_away(struct worker *w)
+{
+    if (w->hub != NULL)
+        lk_tunnel_hub_go_away(w->hub);
+}
+
 void worker_relay_stop(struct worker *w)
 {
     if (w->holder_ev != NULL)

@@ -254,6 +254,7 @@ static void on_signal(evutil_socket_t sig, short what, void *data)
     event_del(run->sigterm_ev);
     event_del(run->cleanup_ev);
     worker_cache_cancel_all(run->w.responses);
+    worker_relay_go_away(&run->w);
     if (run->w.srv != NULL) {
         struct lk_http_server *srv = run->w.srv;
         run->w.srv = NULL;

@@ -147,9 +147,14 @@ const char *worker_request_url(struct worker *w, struct lk_exchange *ex);
 /* Creates the tunnel hub and the registry refresh timer on base. */
 void worker_relay_start(struct worker *w, struct event_base *base);
 
+/* Shutdown: every tunnel sends GOAWAY and leaves the registry, so the local
+ * servers reconnect at once (to another worker, if one is behind the same
+ * address), while the requests in flight in it finish during the drain. */
+void worker_relay_go_away(struct worker *w);
+
 /* Closes every tunnel, deletes this worker's registry entries and frees
- * the hub and the timer. Call before draining the HTTP server. Safe to call
- * twice. */
+ * the hub and the timer. Called once the HTTP server has drained (the
+ * tunnels use no engine). Safe to call twice. */
 void worker_relay_stop(struct worker *w);
 
 /* Refreshes last_started of the tunnel records of the tunnels this worker

@@ -729,6 +729,50 @@ def test_tunnel_killed_mid_stream_reconnects(linkup_bin, env, tmp_path):
     s.assert_clean_exit()
 
 
+def test_worker_sigterm_moves_the_tunnel_to_another_worker_at_once(linkup_bin, env, tmp_path):
+    """A rolling restart of workers that share a store behind one address
+    (here a TCP relay): at SIGTERM a worker sends GOAWAY on its tunnels, so
+    the local server reconnects at once, to the other worker, which serves
+    the session from then on, while the request in flight through the old
+    tunnel still gets its answer there."""
+    store = "sqlite:%s" % (tmp_path / "shared.db")
+    s = Stack(linkup_bin, env, tmp_path, name="roll", store=store, relay=True)
+    other = None
+    try:
+        wait_connected(s.server)
+        other = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "other.log"), store=store,
+                                       token=TOKEN)
+        t, out = stall_in_background(s, 0, timeout=20)
+        assert s.web.n_requests == 1
+        before = s.relay.accepted
+        s.relay.target = other.addrs["Worker"]
+        s.worker.popen.terminate()
+        wait_connected(s.server, timeout=5, since=(s.relay, before))
+        r = s.get("/hello", addr=other.addrs["Worker"], timeout=5)
+        assert (r.status, r.text) == (200, "local web /hello xfh=roll.example.com dest=web")
+        assert s.worker.popen.poll() is None  # still draining: the request waits
+        s.web.release.set()
+        t.join(20)
+        assert (out["r"].status, out["r"].text) == (200, "late")
+        assert s.worker.popen.wait(15) == 0
+        deadline = time.time() + 5
+        while "the previous connection closed" not in open(s.server.log_path).read():
+            assert time.time() < deadline, open(s.server.log_path).read()[-2000:]
+            time.sleep(0.05)
+        slog = open(s.server.log_path).read()
+        assert "tunnel for session 'roll': the worker is going away; reconnecting" in slog
+        assert ("tunnel for session 'roll' going away: the worker is shutting down"
+                in open(s.worker.log_path).read())
+        r = s.get("/hello", addr=other.addrs["Worker"], timeout=5)
+        assert r.status == 200, r.text
+    finally:
+        s.close()
+        if other is not None:
+            other.popen.terminate()
+            assert other.popen.wait(15) == 0, open(other.log_path).read()[-3000:]
+    s.assert_clean_exit()
+
+
 def test_local_server_sigterm_drains_requests_in_flight_through_the_tunnel(stack, linkup_bin,
                                                                           env, tmp_path):
     """Issue 9 "SIGTERM under load drains in-flight requests", on the local
