@@ -88,10 +88,10 @@ static void set_connected(struct lk_tunnel_client *c, bool connected, const char
         c->opts.on_state(c, connected, why, c->opts.data);
 }
 
-/* Drops whatever is in progress and schedules the next attempt. */
-static void retry_later(struct lk_tunnel_client *c, const char *why)
+/* Drops the connection attempt or handshake in progress, if any. */
+static void drop_attempt(struct lk_tunnel_client *c)
 {
-    bool was_connected = c->state == CL_CONNECTED;
+    event_del(&c->hs_timer);
     if (c->pending != NULL) {
         lk_upstream_free(c->pending);
         c->pending = NULL;
@@ -100,7 +100,13 @@ static void retry_later(struct lk_tunnel_client *c, const char *why)
         bufferevent_free(c->bev);
         c->bev = NULL;
     }
-    event_del(&c->hs_timer);
+}
+
+/* Drops whatever is in progress and schedules the next attempt. */
+static void retry_later(struct lk_tunnel_client *c, const char *why)
+{
+    bool was_connected = c->state == CL_CONNECTED;
+    drop_attempt(c);
     c->state = CL_WAITING;
     if (was_connected)
         LK_LOG(WARN, "tunnel for session '%s' dropped: %s; reconnecting", c->session, why);
@@ -375,27 +381,13 @@ uint64_t lk_tunnel_client_spliced_bytes(const struct lk_tunnel_client *c)
     return n;
 }
 
-/* Drops the attempt in progress, if any, and stops retrying. */
-static void stop_trying(struct lk_tunnel_client *c)
-{
-    event_del(&c->retry_timer);
-    event_del(&c->hs_timer);
-    if (c->pending != NULL) {
-        lk_upstream_free(c->pending);
-        c->pending = NULL;
-    }
-    if (c->bev != NULL) {
-        bufferevent_free(c->bev);
-        c->bev = NULL;
-    }
-}
-
 void lk_tunnel_client_shutdown(struct lk_tunnel_client *c, lk_tunnel_client_done_cb *done,
                                void *data)
 {
     if (c->state == CL_CLOSING || c->state == CL_DONE)
         return;
-    stop_trying(c);
+    event_del(&c->retry_timer);
+    drop_attempt(c);
     c->on_done = done;
     c->done_data = data;
     for (size_t i = 0; i < c->n_old; i++)

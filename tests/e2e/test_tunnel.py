@@ -311,6 +311,21 @@ class Stack:
             assert p.popen.returncode == 0, open(p.log_path).read()[-3000:]
 
 
+def begin_slow_download(s):
+    """GET /slow through the worker of Stack s, read up to where the local
+    web service holds the rest (256 KiB). Returns the connection, the
+    response and the bytes read."""
+    c = http.client.HTTPConnection(*s.waddr, timeout=15)
+    c.putrequest("GET", "/slow", skip_host=True)
+    c.putheader("Host", s.host)
+    c.endheaders()
+    r = c.getresponse()
+    assert r.status == 200
+    head = r.read(256 * 1024)
+    assert len(head) == 256 * 1024
+    return c, r, head
+
+
 def stall_in_background(s, seen, timeout):
     """GET /stall through the worker of Stack s from a thread, and wait (5 s
     at most) until the local web service has it: more than `seen` requests.
@@ -698,13 +713,7 @@ def test_tunnel_killed_mid_stream_reconnects(linkup_bin, env, tmp_path):
     try:
         wait_connected(s.server)
         # A response in progress and a request still waiting for its head.
-        c = http.client.HTTPConnection(*s.waddr, timeout=10)
-        c.putrequest("GET", "/slow", skip_host=True)
-        c.putheader("Host", s.host)
-        c.endheaders()
-        r = c.getresponse()
-        assert r.status == 200
-        assert len(r.read(256 * 1024)) == 256 * 1024
+        c, r, _ = begin_slow_download(s)
         t, result = stall_in_background(s, 1, timeout=15)
         before = s.relay.accepted
         t0 = time.time()
@@ -784,13 +793,7 @@ def test_local_server_sigterm_drains_requests_in_flight_through_the_tunnel(stack
     finish whole through the old tunnel. The old local server then exits 0
     without waiting for its drain deadline."""
     wait_connected(stack.server)
-    c = http.client.HTTPConnection(*stack.waddr, timeout=15)
-    c.putrequest("GET", "/slow", skip_host=True)
-    c.putheader("Host", stack.host)
-    c.endheaders()
-    big = c.getresponse()
-    assert big.status == 200
-    head = big.read(256 * 1024)
+    c, big, head = begin_slow_download(stack)
     t, out = stall_in_background(stack, 1, timeout=20)
     assert stack.web.n_requests == 2
     t0 = time.time()
