@@ -39,12 +39,18 @@ static void tunnel_free(struct local_tunnel *t)
     free(t);
 }
 
-void local_tunnel_stop(struct local_server *ls)
+/* Stops the running client (not the retiring ones). */
+static void stop_current(struct local_server *ls)
 {
     if (ls->tunnel != NULL)
         LK_LOG(INFO, "tunnel for session '%s' stopped", ls->tunnel->session);
     tunnel_free(ls->tunnel);
     ls->tunnel = NULL;
+}
+
+void local_tunnel_stop(struct local_server *ls)
+{
+    stop_current(ls);
     while (ls->retiring != NULL) {
         struct local_tunnel *t = ls->retiring;
         ls->retiring = t->next;
@@ -96,7 +102,7 @@ void local_tunnel_session_deleted(struct local_server *ls, const char *name)
 {
     /* While shutting down the tunnel is closing anyway (on_shutdown_done). */
     if (ls->tunnel != NULL && !ls->stopping && strcmp(ls->tunnel->session, name) == 0)
-        local_tunnel_stop(ls);
+        stop_current(ls);
 }
 
 static void on_state(struct lk_tunnel_client *c, bool connected, const char *why, void *data)

@@ -856,6 +856,9 @@ def test_replaced_tunnel_client_finishes_its_requests(stack):
     assert (r.status, r.text) == (200, "local web /hello xfh=other.example.com dest=web")
     r = stack.get("/hello", timeout=5)
     assert (r.status, r.text) == (502, NOT_CONNECTED.format("tiny"))
+    # Deleting the new session stops the new client only.
+    assert lk.request(stack.saddr, "DELETE", "/linkup/sessions/other").status == 204
+    assert tunnel_state(stack.server)[0] == 404
     stack.web.release.set()
     t.join(20)
     assert (out["r"].status, out["r"].text) == (200, "late")
