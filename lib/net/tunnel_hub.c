@@ -37,7 +37,7 @@ struct hub_entry {
     struct hub_entry *next;
     char *session; /* owned; exactly as the local server sent it */
     struct lk_tunnel *t;
-    bool leaving; /* the peer sent GOAWAY: on hub->leaving, not in the map */
+    bool leaving; /* GOAWAY sent or received: on hub->leaving, not in the map */
 };
 
 struct lk_tunnel_hub {
