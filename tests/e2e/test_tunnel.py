@@ -454,6 +454,38 @@ def test_websocket_echo_through_the_tunnel(stack):
         s.close()
 
 
+def test_local_server_sigterm_with_a_websocket_through_the_tunnel(stack):
+    """A WebSocket open through the tunnel when the local server stops: it
+    keeps working through the drain (the local server relays WebSocket bytes
+    without frames, so it cannot close one cleanly), is cut at the drain
+    deadline, and the local server then exits 0; the worker lives on and
+    tells its client the WebSocket ended (SPEC §4.7: a close frame or the
+    connection's end)."""
+    wait_connected(stack.server)
+    s = socket.create_connection(stack.waddr, timeout=15)
+    try:
+        s.sendall(("GET /ws/chat HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n" % stack.host).encode())
+        line, _, _ = lk.read_http_head(s)
+        assert line.startswith("HTTP/1.1 101"), line
+        t0 = time.time()
+        stack.server.popen.terminate()
+        time.sleep(0.3)
+        s.sendall(lk.ws_frame(2, b"still here"))
+        assert lk.ws_read_frame(s) == (2, b"still here")
+        assert stack.server.popen.wait(15) == 0
+        assert time.time() - t0 < 9  # the 5 s drain deadline, then the tunnel's close
+        try:
+            op, _ = lk.ws_read_frame(s)
+            assert op == 8
+        except (EOFError, ConnectionError):
+            pass
+    finally:
+        s.close()
+    assert stack.worker.popen.poll() is None
+
+
 class RssSampler:
     def __init__(self, pids):
         self.pids = pids
