@@ -594,8 +594,16 @@ static void cancel_when_flushed(struct lk_tunnel_pipe *p)
  * spliced: that end is an abort. */
 static bool pipe_error_end(struct lk_tunnel_pipe *p, short what)
 {
-    if (!(what & BEV_EVENT_ERROR) || !(what & BEV_EVENT_EOF) || p->stream_id == 0 ||
-        p->sp != NULL || p->rx != NULL || p->in_eof)
+    if (!(what & BEV_EVENT_EOF) || p->stream_id == 0 || p->sp != NULL || p->rx != NULL || p->in_eof)
+        return false;
+    /* Also, while the tunnel goes away, an engine end freed with the peer's
+     * direction still open (a WebSocket cut at the drain deadline): nothing
+     * will read what the peer sends, so the stream ends now, not when the
+     * peer is done (the worker tells its client 1011). */
+    struct lk_tunnel *t = p->t;
+    bool cut = t->going_away && !t->is_h2_client && pipe_orphaned(p) &&
+               nghttp2_session_get_stream_remote_close(t->h2, p->stream_id) == 0;
+    if (!(what & BEV_EVENT_ERROR) && !cut)
         return false;
     lk_net_drop_output(p->bev);
     pipe_release(p, 0);
