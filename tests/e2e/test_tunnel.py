@@ -311,16 +311,23 @@ class Stack:
             assert p.popen.returncode == 0, open(p.log_path).read()[-3000:]
 
 
-def begin_slow_download(s):
-    """GET /slow through the worker of Stack s, read up to where the local
-    web service holds the rest (256 KiB). Returns the connection, the
-    response and the bytes read."""
-    c = http.client.HTTPConnection(*s.waddr, timeout=15)
-    c.putrequest("GET", "/slow", skip_host=True)
+def open_get(s, path, timeout=15):
+    """GET path through the worker of Stack s; returns the connection and
+    the response (status 200) with its body unread."""
+    c = http.client.HTTPConnection(*s.waddr, timeout=timeout)
+    c.putrequest("GET", path, skip_host=True)
     c.putheader("Host", s.host)
     c.endheaders()
     r = c.getresponse()
     assert r.status == 200
+    return c, r
+
+
+def begin_slow_download(s):
+    """GET /slow through the worker of Stack s, read up to where the local
+    web service holds the rest (256 KiB). Returns the connection, the
+    response and the bytes read."""
+    c, r = open_get(s, "/slow")
     head = r.read(256 * 1024)
     assert len(head) == 256 * 1024
     return c, r, head
@@ -511,12 +518,7 @@ def test_100_mib_each_way_byte_exact_with_bounded_memory(stack, linkup_bin):
         want.update(block)
     sampler = RssSampler([stack.worker.popen.pid, stack.server.popen.pid])
     try:
-        c = http.client.HTTPConnection(*stack.waddr, timeout=60)
-        c.putrequest("GET", "/big/100", skip_host=True)
-        c.putheader("Host", stack.host)
-        c.endheaders()
-        r = c.getresponse()
-        assert r.status == 200
+        c, r = open_get(stack, "/big/100", timeout=60)
         h = hashlib.sha256()
         n = 0
         while True:
