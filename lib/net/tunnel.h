@@ -223,7 +223,9 @@ void lk_tunnel_client_opts_init(struct lk_tunnel_client_opts *o);
  * adopting it into srv (borrowed; must outlive the client) with the peer
  * label "tunnel" and peer_is_loopback false. Reconnects after any drop or
  * failed attempt with exponential backoff (backoff_min_ms doubling up to
- * backoff_max_ms; reset once a tunnel has held for backoff_max_ms). The first attempt starts
+ * backoff_max_ms; reset once a tunnel has held for backoff_max_ms); at once
+ * when the worker sends GOAWAY (it is stopping), while the old connection
+ * finishes the streams in it. The first attempt starts
  * from the loop. Returns 0 and *out (owned: lk_tunnel_client_free()), or
  * LK_EINVAL (bad or non-http(s) worker_url, missing session or secret). */
 int lk_tunnel_client_start(struct lk_http_server *srv, const struct lk_tunnel_client_opts *opts,
@@ -251,7 +253,8 @@ typedef void lk_tunnel_client_done_cb(struct lk_tunnel_client *c, void *data);
  * to it while the streams in progress (srv's adopted connections) finish;
  * streams it still opens are refused. Once no stream is left and everything
  * is written, the tunnel closes and done(c, data) follows; at once (from the
- * loop) when no tunnel was up. Drain srv meanwhile: c never uses srv again,
+ * loop) when no tunnel was up. Connections the worker sent GOAWAY on are
+ * waited for too. Drain srv meanwhile: c never uses srv again,
  * so it may outlive it. Free c in done or at any time before (a deadline:
  * then no callback). A second call is a no-op. */
 void lk_tunnel_client_shutdown(struct lk_tunnel_client *c, lk_tunnel_client_done_cb *done,
