@@ -356,6 +356,20 @@ void lk_conn_close(struct lk_conn *c, const char *why)
     event_active(&srv->reap_ev, EV_TIMEOUT, 0);
 }
 
+/* Idle between requests (no byte of the next head yet): a drain, or the
+ * retirement of a tunnel stream, closes it at once. */
+static bool conn_idle(const struct lk_conn *c)
+{
+    return c->state == LK_CONN_READING_HEAD && !c->head_begun;
+}
+
+/* No keep-alive after the current response: the server drains, or the
+ * connection was retired (lk_http_server_retire_adopted). */
+static bool conn_ending(const struct lk_conn *c)
+{
+    return c->srv->draining || c->retiring;
+}
+
 void lk_http_server_note_upstream(struct lk_http_server *srv, evutil_socket_t fd)
 {
     struct sockaddr_storage a;
@@ -787,7 +801,7 @@ void lk_conn_exchange_done(struct lk_conn *c, bool keep_alive)
      * CLOSED is final. */
     if (c->state == LK_CONN_CLOSED)
         return;
-    if (!keep_alive || c->read_eof || c->srv->draining || c->retiring) {
+    if (!keep_alive || c->read_eof || conn_ending(c)) {
         close_after_flush(c);
         return;
     }
@@ -907,7 +921,7 @@ int lk_exchange_respond(struct lk_exchange *ex, int status, const struct lk_http
         return 0;
     }
     ex->phase = LK_EX_DONE;
-    bool keep = ex->req.keep_alive && !c->read_eof && !c->srv->draining && !c->retiring;
+    bool keep = ex->req.keep_alive && !c->read_eof && !conn_ending(c);
     /* An unread body is skipped afterwards when small; otherwise close. */
     if (!ex->body_done && (ex->used_read_body || ex->body_left > DISCARD_MAX))
         keep = false;
@@ -1434,7 +1448,7 @@ void lk_http_server_retire_adopted(struct bufferevent *bev)
         return; /* not (or no longer) served by the HTTP/1.1 engine */
     struct lk_conn *c = arg;
     c->retiring = true;
-    if (c->state == LK_CONN_READING_HEAD && !c->head_begun)
+    if (conn_idle(c))
         lk_conn_close(c, "tunnel going away");
 }
 
@@ -1735,10 +1749,10 @@ static void on_drain_check(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     /* Idle keep-alive connections are closed; busy ones close after their
-     * response (lk_conn_exchange_done checks srv->draining). */
+     * response (lk_conn_exchange_done: conn_ending()). */
     for (struct lk_conn *c = srv->conns, *next; c != NULL; c = next) {
         next = c->next;
-        if (c->state == LK_CONN_READING_HEAD && !c->head_begun)
+        if (conn_idle(c))
             lk_conn_close(c, "server draining");
         else if (c->state == LK_CONN_H2)
             lk_h2_front_drain(c->h2); /* GOAWAY; closes once its streams are done */
@@ -1861,6 +1875,11 @@ uint64_t lk_exchange_conn_id(const struct lk_exchange *ex)
 bool lk_exchange_is_aborted(const struct lk_exchange *ex)
 {
     return ex->aborted;
+}
+
+bool lk_exchange_upstream_no_answer(const struct lk_exchange *ex)
+{
+    return ex->no_answer;
 }
 
 void *lk_exchange_alloc(struct lk_exchange *ex, size_t n)
