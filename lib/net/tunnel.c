@@ -336,11 +336,11 @@ void lk_tunnel_go_away(struct lk_tunnel *t)
         lk_tunnel_kill(t, "cannot send GOAWAY");
         return;
     }
-    /* The engine's connections on our streams end with their current
-     * response (idle ones now), so the streams end and then the tunnel,
-     * whether the engine drains or serves on (a replaced client). Their
-     * callbacks are deferred: the list does not change under us. */
-    for (struct lk_tunnel_pipe *p = t->pipes; p != NULL && !t->is_h2_client; p = p->next) {
+    /* Local side: the engine's connections on our streams end with their
+     * current response (idle ones now), so the streams end and then the
+     * tunnel, whether the engine drains or serves on (a replaced client).
+     * Their callbacks are deferred: the list does not change under us. */
+    for (struct lk_tunnel_pipe *p = t->is_h2_client ? NULL : t->pipes; p != NULL; p = p->next) {
         struct bufferevent *engine_end = p->bev ? bufferevent_pair_get_partner(p->bev) : NULL;
         if (engine_end != NULL)
             lk_http_server_retire_adopted(engine_end);

@@ -283,7 +283,7 @@ static bool tunnel_data_bad(const json_t *td, struct lk_buf *why)
                                     : "invalid type: expected struct TunnelData");
         return true;
     }
-    for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
+    for (size_t i = 0; i < LK_ARRAY_LEN(strings); i++) {
         const json_t *v = json_object_get(td, strings[i]);
         if (!json_is_string(v)) {
             lk_buf_addf(
@@ -314,9 +314,7 @@ static char *worker_session_name(const struct local_worker_resp *resp, bool tunn
     json_t *jname = json_object_get(root, "session_name");
     if (!json_is_string(jname))
         lk_buf_adds(why, "missing field `session_name`");
-    else if (tunneled && tunnel_data_bad(json_object_get(root, "tunnel_data"), why))
-        ;
-    else
+    else if (!tunneled || !tunnel_data_bad(json_object_get(root, "tunnel_data"), why))
         name = lk_xstrdup(json_string_value(jname));
     json_decref(root);
     return name;
