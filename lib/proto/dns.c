@@ -233,6 +233,8 @@ int lk_dns_parse(const uint8_t *p, size_t len, struct lk_dns_msg *m)
 bool lk_dns_name_at_or_under(const char *name, const char *zone)
 {
     size_t n = strlen(name), z = strlen(zone);
+    if (n > 0 && name[n - 1] == '.')
+        n--; /* "a.example.com." is "a.example.com" */
     if (z == 0)
         return true;
     if (n < z || (n > z && name[n - z - 1] != '.'))

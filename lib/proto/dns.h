@@ -133,7 +133,8 @@ int lk_dns_parse(const uint8_t *p, size_t len, struct lk_dns_msg *m);
 int lk_dns_read_name(const uint8_t *p, size_t len, size_t off, char *out, size_t *next);
 
 /* True when name equals zone or lies below it (ends with "." + zone), ASCII
- * case-insensitive. The empty zone (root) contains every name. */
+ * case-insensitive; a final dot of name (the root) is ignored. The empty
+ * zone (root) contains every name. */
 bool lk_dns_name_at_or_under(const char *name, const char *zone);
 
 /* The responder decision for one raw query (DESIGN §2.9):

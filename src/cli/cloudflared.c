@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,6 +27,7 @@
 #include "core/buf.h"
 #include "core/err.h"
 #include "core/url.h"
+#include "proto/dns.h"
 
 #define MAX_ID_LEN 128
 
@@ -158,26 +158,12 @@ static bool wait_pidfile(pid_t child, const char *pid_path)
     return false;
 }
 
-/* host is "localhost" or a name below it (ASCII case-insensitive, an
- * optional final dot). */
-static bool is_localhost_name(const char *host)
-{
-    size_t len = strlen(host);
-    if (len > 0 && host[len - 1] == '.')
-        len--;
-    static const char name[] = "localhost";
-    size_t n = sizeof(name) - 1;
-    if (len < n || strncasecmp(host + len - n, name, n) != 0)
-        return false;
-    return len == n || host[len - n - 1] == '.';
-}
-
 /* An A record for host, through the system resolver configuration. Names
  * under localhost are the loopback address without a query (RFC 6761 §6.3),
  * as in the original's resolver, whatever the system's NSS makes of them. */
 static bool resolves(const char *host)
 {
-    if (is_localhost_name(host))
+    if (lk_dns_name_at_or_under(host, "localhost"))
         return true;
     struct addrinfo hints;
     struct addrinfo *res = NULL;

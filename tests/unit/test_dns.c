@@ -313,6 +313,9 @@ static void test_name_at_or_under(void)
     CHECK(lk_dns_name_at_or_under("a.example.com", "example.com"));
     CHECK(lk_dns_name_at_or_under("Example.COM", "example.com"));
     CHECK(lk_dns_name_at_or_under("x", ""));
+    CHECK(lk_dns_name_at_or_under("a.Example.com.", "example.com"));
+    CHECK(lk_dns_name_at_or_under("example.com.", "example.com"));
+    CHECK(!lk_dns_name_at_or_under(".", "example.com"));
     CHECK(!lk_dns_name_at_or_under("aexample.com", "example.com"));
     CHECK(!lk_dns_name_at_or_under("com", "example.com"));
     CHECK(!lk_dns_name_at_or_under("example.co", "example.com"));
