@@ -80,19 +80,14 @@ void local_on_request(struct lk_exchange *ex, void *data)
 }
 
 /* Both ends of the shutdown are done: the engine has drained and the tunnel
- * (if any) has closed, or had LOCAL_TUNNEL_CLOSE_MS more to do so. */
+ * client (if any) is gone, closed or stopped LOCAL_TUNNEL_CLOSE_MS after the
+ * drain. */
 static void maybe_exit(struct local_server *ls)
 {
-    if (!ls->drained || ls->tunnel_closing)
+    if (!ls->drained || ls->tunnel != NULL)
         return;
-    local_tunnel_stop(ls);
+    local_tunnel_stop(ls); /* replaced clients still finishing, if any */
     event_base_loopexit(ls->base, NULL);
-}
-
-static void on_tunnel_closed(struct local_server *ls)
-{
-    ls->tunnel_closing = false;
-    maybe_exit(ls);
 }
 
 static void on_exit_timer(evutil_socket_t fd, short what, void *arg)
@@ -101,7 +96,7 @@ static void on_exit_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     LK_LOG(WARN, "the tunnel did not close in time; closing it now");
-    ls->tunnel_closing = false;
+    local_tunnel_stop(ls);
     maybe_exit(ls);
 }
 
@@ -109,7 +104,7 @@ static void on_drained(void *data)
 {
     struct local_server *ls = data;
     ls->drained = true;
-    if (ls->tunnel_closing) {
+    if (ls->tunnel != NULL) {
         /* The responses' last bytes may still be leaving through the tunnel. */
         struct timeval tv = { LOCAL_TUNNEL_CLOSE_MS / 1000, (LOCAL_TUNNEL_CLOSE_MS % 1000) * 1000 };
         ls->exit_timer = evtimer_new(ls->base, on_exit_timer, ls);
@@ -134,7 +129,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     ls->dns = NULL;
     /* GOAWAY: the worker sends no new request through the tunnel, and those
      * in flight finish with the engine's drain. */
-    ls->tunnel_closing = local_tunnel_shutdown(ls, on_tunnel_closed);
+    local_tunnel_shutdown(ls, maybe_exit);
     event_del(ls->sigint);
     event_del(ls->sigterm);
     struct lk_http_server *http = ls->http;

@@ -114,9 +114,8 @@ struct local_server {
     bool peers_remote;
     bool stopping;
     bool drained;                               /* the engine drained (shutdown) */
-    bool tunnel_closing;                        /* local_tunnel_shutdown() not done */
-    void (*tunnel_done)(struct local_server *); /* its callback */
-    struct event *exit_timer;                   /* owned; bounds tunnel_closing */
+    void (*tunnel_done)(struct local_server *); /* local_tunnel_shutdown()'s */
+    struct event *exit_timer;                   /* owned; bounds the tunnel's close */
     size_t max_json_body;                       /* admin JSON bodies; 413 past it */
     struct event *sigint, *sigterm;             /* owned */
 };
@@ -148,10 +147,10 @@ void local_tunnel_update(struct local_server *ls, const char *session, const cha
 void local_tunnel_stop(struct local_server *ls);
 
 /* Shutdown: the tunnel client, if any, sends GOAWAY and closes once its
- * streams have finished; then it is freed and done(ls) follows, from the
- * loop. Returns false (and never calls done) when no client runs. The
- * engine may be drained meanwhile. */
-bool local_tunnel_shutdown(struct local_server *ls, void (*done)(struct local_server *ls));
+ * streams have finished; then it is freed (ls->tunnel is NULL) and done(ls)
+ * follows, from the loop. Nothing happens when no client runs. The engine
+ * may be drained meanwhile. */
+void local_tunnel_shutdown(struct local_server *ls, void (*done)(struct local_server *ls));
 
 /* Stops the tunnel client when it serves session name (DELETE). */
 void local_tunnel_session_deleted(struct local_server *ls, const char *name);

@@ -89,13 +89,12 @@ static void on_shutdown_done(struct lk_tunnel_client *c, void *data)
     ls->tunnel_done(ls);
 }
 
-bool local_tunnel_shutdown(struct local_server *ls, void (*done)(struct local_server *ls))
+void local_tunnel_shutdown(struct local_server *ls, void (*done)(struct local_server *ls))
 {
     if (ls->tunnel == NULL)
-        return false;
+        return;
     ls->tunnel_done = done;
     lk_tunnel_client_shutdown(ls->tunnel->client, on_shutdown_done, ls);
-    return true;
 }
 
 void local_tunnel_session_deleted(struct local_server *ls, const char *name)
