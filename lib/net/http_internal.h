@@ -125,6 +125,7 @@ struct lk_exchange {
     char peer_str[64];
     enum lk_ex_phase phase;
     bool aborted;
+    bool no_answer; /* the proxy failed on the first-byte timeout */
     bool used_read_body;
     bool relaying; /* a WebSocket tunnel: not counted in srv->n_exchanges */
     /* Request body consumption (client -> somewhere). */

@@ -284,6 +284,11 @@ uint64_t lk_exchange_conn_id(const struct lk_exchange *ex);
  * and must still be completed; completing it then only frees it). */
 bool lk_exchange_is_aborted(const struct lk_exchange *ex);
 
+/* In a proxy error callback: true when the upstream took the request and did
+ * not answer in time (errtext LK_ETEXT_NO_ANSWER, the first-byte timeout),
+ * as opposed to being unreachable or failing. */
+bool lk_exchange_upstream_no_answer(const struct lk_exchange *ex);
+
 /* Request-scoped memory: n bytes (zeroed) / a NUL-terminated copy of (p, n)
  * from the exchange's arena, freed when the exchange completes. Never NULL
  * (abort on OOM). Use it for header values and URLs built per request. */

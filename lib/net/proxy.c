@@ -286,6 +286,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         }
     }
     snprintf(px->errtext, sizeof(px->errtext), LK_ETEXT_NO_ANSWER, px->host);
+    px->ex->no_answer = true;
     fail(px, px->errtext);
 }
 

@@ -294,9 +294,7 @@ struct peer_leg {
 static void on_peer_error(struct lk_exchange *ex, const char *errtext, void *data)
 {
     const struct peer_leg *leg = data;
-    const char *slow = strstr(LK_ETEXT_NO_ANSWER, "%s") + 2; /* " did not answer in time" */
-    size_t len = strlen(errtext), slow_len = strlen(slow);
-    if (len >= slow_len && strcmp(errtext + len - slow_len, slow) == 0) {
+    if (lk_exchange_upstream_no_answer(ex)) {
         leg->on_error(ex, errtext, leg->data);
         return;
     }

@@ -992,15 +992,16 @@ def spawn_peer_worker(bin_, env, tmp_path, store, label, peer_secret="peer-secre
                "--peer-secret", peer_secret))
 
 
-def peer_stack(bin_, env, tmp_path, name, redis_url):
+def peer_stack(bin_, env, tmp_path, name, redis_url, b_env=None):
     """A Stack whose worker (A, on a known port) holds the tunnel on Redis,
-    and a second worker B on the same store; returns (stack, A's port, B)."""
+    and a second worker B on the same store (with b_env, if given); returns
+    (stack, A's port, B)."""
     a_port = lk.free_port()
     s = Stack(bin_, env, tmp_path, name=name, store=redis_url,
               worker_extra=("--listen", "127.0.0.1:%d" % a_port,
                             "--peer-url", "http://127.0.0.1:%d" % a_port,
                             "--peer-secret", "peer-secret-1"))
-    return s, a_port, spawn_peer_worker(bin_, env, tmp_path, redis_url, "worker-b")
+    return s, a_port, spawn_peer_worker(bin_, b_env or env, tmp_path, redis_url, "worker-b")
 
 
 def test_two_workers_on_one_redis(linkup_bin, env, tmp_path, redis_url):
@@ -1067,6 +1068,26 @@ def test_holder_worker_gone_is_the_not_connected_502_at_its_peer(linkup_bin, env
         s.close()
     assert b.popen.returncode == 0
     assert "error trying to connect to 127.0.0.1:%d" % a_port in open(b.log_path).read()
+
+
+def test_holder_worker_slow_to_answer_is_the_timeout_502_at_its_peer(linkup_bin, env, tmp_path,
+                                                                      redis_url):
+    """A holder that took the request and does not answer in time is not a
+    missing tunnel: the peer answers its own first-byte timeout 502
+    (lk_exchange_upstream_no_answer()), not the "not connected" one."""
+    s, _, b = peer_stack(linkup_bin, env, tmp_path, "slow", redis_url,
+                              b_env=dict(env, LINKUP_FIRST_BYTE_TIMEOUT_MS="1000"))
+    try:
+        wait_connected(s.server)
+        r = s.get("/stall", addr=b.addrs["Worker"], timeout=10)
+        assert r.status == 502
+        assert r.text == ("Failed to fetch from target service: upstream 127.0.0.1 did not "
+                          "answer in time"), r.text
+        s.web.release.set()
+    finally:
+        b.stop()
+        s.close()
+    assert b.popen.returncode == 0
 
 
 def test_two_local_servers_of_one_session_swap_the_tunnel_slowly(linkup_bin, env, tmp_path):
