@@ -204,7 +204,9 @@ struct lk_http_server {
     bool drain_timer_set;
     lk_http_server_drained_cb *drain_done;
     void *drain_data;
-    struct event drain_check;                /* finishes the drain from the loop */
+    struct event drain_check;       /* finishes the drain from the loop */
+    struct lk_http_server ***holds; /* lk_http_server_hold(): the drain waits */
+    size_t n_holds, cap_holds;
     struct lk_heap_idle *heap_idle;          /* trims the heap 2 s after the last
                                                 connection closes (net/heap.h) */
     struct lk_self_slot self[LK_SELF_SLOTS]; /* lk_http_server_note_upstream() */

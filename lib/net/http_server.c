@@ -1448,16 +1448,26 @@ void lk_http_server_retire_adopted(struct bufferevent *bev)
         return; /* not (or no longer) served by the HTTP/1.1 engine */
     struct lk_conn *c = arg;
     c->retiring = true;
-    if (conn_idle(c))
+    /* Request bytes the engine has not read yet (its read callback is
+     * deferred; a paused pair keeps them in the partner's output) are a
+     * request that came before the tunnel's GOAWAY: it is served first. */
+    struct bufferevent *partner = bufferevent_pair_get_partner(bev);
+    bool unread = evbuffer_get_length(bufferevent_get_input(bev)) > 0 ||
+                  (partner != NULL && evbuffer_get_length(bufferevent_get_output(partner)) > 0);
+    if (conn_idle(c) && !unread)
         lk_conn_close(c, "tunnel going away");
 }
 
 static int adopt(struct lk_http_server *srv, struct bufferevent *bev, const char *peer_label,
                  bool peer_is_loopback, enum adopt_kind kind)
 {
-    if (srv->draining || srv->n_conns >= srv->opts.max_conns) {
+    /* A tunnel stream during a drain is one the worker opened before it saw
+     * the tunnel's GOAWAY notice: served (the tunnel refuses streams after
+     * its final GOAWAY), then closed (conn_ending()). */
+    bool refuse_drain = srv->draining && kind != ADOPT_RELAYED;
+    if (refuse_drain || srv->n_conns >= srv->opts.max_conns) {
         lk_net_bev_free(bev);
-        return srv->draining ? LK_ECLOSED : LK_ELIMIT;
+        return refuse_drain ? LK_ECLOSED : LK_ELIMIT;
     }
     struct lk_conn *c = conn_new(srv);
     const char *label = peer_label ? peer_label : "adopted";
@@ -1716,6 +1726,9 @@ static void free_everything(struct lk_http_server *srv)
         evtimer_del(&srv->log_flush);
     lk_log_flush();
     lk_buf_release(&srv->head_buf);
+    for (size_t i = 0; i < srv->n_holds; i++)
+        *srv->holds[i] = NULL; /* the holder adopts nothing more */
+    free(srv->holds);
     free(srv->req_scratch);
     free(srv->resp_scratch);
     free(srv);
@@ -1726,6 +1739,29 @@ void lk_http_server_free(struct lk_http_server *srv)
     if (srv == NULL)
         return;
     free_everything(srv);
+}
+
+void lk_http_server_hold(struct lk_http_server *srv, struct lk_http_server **ref)
+{
+    if (srv->n_holds == srv->cap_holds) {
+        srv->cap_holds = srv->cap_holds ? 2 * srv->cap_holds : 4;
+        srv->holds = lk_xrealloc(srv->holds, srv->cap_holds * sizeof(*srv->holds));
+    }
+    srv->holds[srv->n_holds++] = ref;
+}
+
+void lk_http_server_release(struct lk_http_server **ref)
+{
+    struct lk_http_server *srv = *ref;
+    if (srv == NULL)
+        return;
+    for (size_t i = 0; i < srv->n_holds; i++) {
+        if (srv->holds[i] == ref) {
+            srv->holds[i] = srv->holds[--srv->n_holds];
+            lk_http_server_check_drain(srv);
+            return;
+        }
+    }
 }
 
 void lk_http_server_check_drain(struct lk_http_server *srv)
@@ -1749,10 +1785,12 @@ static void on_drain_check(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     /* Idle keep-alive connections are closed; busy ones close after their
-     * response (lk_conn_exchange_done: conn_ending()). */
+     * response (lk_conn_exchange_done: conn_ending()). An idle tunnel stream
+     * waits for its tunnel's final GOAWAY (lk_http_server_retire_adopted()):
+     * the worker may be sending a request on it until then. */
     for (struct lk_conn *c = srv->conns, *next; c != NULL; c = next) {
         next = c->next;
-        if (conn_idle(c))
+        if (conn_idle(c) && (!c->relayed || c->retiring))
             lk_conn_close(c, "server draining");
         else if (c->state == LK_CONN_H2)
             lk_h2_front_drain(c->h2); /* GOAWAY; closes once its streams are done */
@@ -1760,7 +1798,7 @@ static void on_drain_check(evutil_socket_t fd, short what, void *arg)
             lk_proxy_drain(c->ex); /* WebSockets: 1001 close frames (the worker) */
     }
     lk_upstream_pool_clear(srv);
-    if (srv->conns == NULL && srv->reap == NULL && srv->exchanges == NULL)
+    if (srv->conns == NULL && srv->reap == NULL && srv->exchanges == NULL && srv->n_holds == 0)
         finish_drain(srv);
 }
 

@@ -216,9 +216,21 @@ int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
  * and LK_HTTP_RELAY_EXTRA_BYTES bytes (line and head), and a WebSocket on it
  * whose upstream fails ends with an error joined to the EOF on bev's
  * partner (the tunnel pipe then resets the stream with CANCEL after the
- * last bytes, RFC 8441 §5). */
+ * last bytes, RFC 8441 §5). Unlike other connections it is adopted during a
+ * drain too (a stream the worker opened before it saw the tunnel's GOAWAY
+ * notice), and a drain leaves it open while idle: it ends with its tunnel's
+ * final GOAWAY (lk_http_server_retire_adopted()) or the drain deadline. */
 int lk_http_server_adopt_relayed(struct lk_http_server *srv, struct bufferevent *bev,
                                  const char *peer_label);
+
+/* A tunnel whose GOAWAY notice is out may still hand srv streams the worker
+ * opened before it saw the notice (lk_http_server_adopt_relayed()): srv's
+ * drain does not finish while such a hold is on. ref is where the holder
+ * keeps srv: when the drain's deadline frees srv anyway, *ref is set to
+ * NULL. lk_http_server_release() ends the hold (a no-op when *ref is NULL
+ * or the hold is not on). Loop thread only. */
+void lk_http_server_hold(struct lk_http_server *srv, struct lk_http_server **ref);
+void lk_http_server_release(struct lk_http_server **ref);
 
 /* The connection adopted from bev is to end, as in a drain of its own: it
  * closes now when idle between requests, else after its current response

@@ -189,11 +189,14 @@ struct lk_tunnel {
     size_t rx_fake_got;               /* ... and gave this many to its stream */
     bool dead;
     char why[160];
-    /* GOAWAY (RFC 9113 §6.8): we sent one (lk_tunnel_go_away: streams the
-     * peer opens from then on are refused) / the peer sent one (no new
-     * stream of ours: lk_tunnel_connect refuses). Either way the connection
-     * closes by itself once no stream is left and everything is written. */
-    bool going_away, peer_going_away;
+    /* GOAWAY (RFC 9113 §6.8): we are going away (lk_tunnel_go_away) /
+     * our GOAWAY with the last stream we took is queued (streams the peer
+     * opens from then on are refused; on the local side this follows a
+     * round trip after a notice, go_away_final()) / the peer sent one (no
+     * new stream of ours: lk_tunnel_connect refuses). Either way the
+     * connection closes by itself once no stream is left and everything is
+     * written. */
+    bool going_away, goaway_final, peer_going_away;
     lk_tunnel_closed_cb *on_closed;
     lk_tunnel_goaway_cb *on_goaway;
     void *data;
@@ -248,6 +251,8 @@ void lk_tunnel_kill(struct lk_tunnel *t, const char *why)
     if (t->dead)
         return;
     t->dead = true;
+    if (t->going_away && !t->goaway_final)
+        lk_http_server_release(&t->adopt_into);
     snprintf(t->why, sizeof(t->why), "%s", why);
     LK_LOG(DEBUG, "tunnel %s: closing: %s", t->label, why);
     bufferevent_disable(t->bev, EV_READ | EV_WRITE);
@@ -323,11 +328,21 @@ static void flush(struct lk_tunnel *t)
         bufferevent_setwatermark(t->bev, EV_WRITE, 0, 0);
 }
 
-void lk_tunnel_go_away(struct lk_tunnel *t)
+/* The opaque data of the PING that follows the local side's GOAWAY notice:
+ * its ACK ends the notice's round trip. */
+static const uint8_t goaway_ping[8] = { 'l', 'k', 'G', 'O', 'A', 'W', 'A', 'Y' };
+
+/* Queues the GOAWAY that names the last stream we took: streams the peer
+ * opens after it are refused (REFUSED_STREAM, not processed: the worker may
+ * retry them elsewhere, RFC 9113 §8.7). On the local side the engine's
+ * connections on our streams then end with their current response (idle
+ * ones now), so the streams end and then the tunnel, whether the engine
+ * drains or serves on (a replaced client). Their callbacks are deferred: the
+ * list does not change under us. May run inside an nghttp2 callback. */
+static void go_away_final(struct lk_tunnel *t)
 {
-    if (t->dead || t->going_away)
-        return;
-    t->going_away = true;
+    t->goaway_final = true;
+    lk_http_server_release(&t->adopt_into); /* no stream comes after this GOAWAY */
     LK_LOG(DEBUG, "tunnel %s: sending GOAWAY", t->label);
     int rc = nghttp2_submit_goaway(t->h2, NGHTTP2_FLAG_NONE,
                                    nghttp2_session_get_last_proc_stream_id(t->h2), NGHTTP2_NO_ERROR,
@@ -336,14 +351,36 @@ void lk_tunnel_go_away(struct lk_tunnel *t)
         lk_tunnel_kill(t, "cannot send GOAWAY");
         return;
     }
-    /* Local side: the engine's connections on our streams end with their
-     * current response (idle ones now), so the streams end and then the
-     * tunnel, whether the engine drains or serves on (a replaced client).
-     * Their callbacks are deferred: the list does not change under us. */
     for (struct lk_tunnel_pipe *p = t->is_h2_client ? NULL : t->pipes; p != NULL; p = p->next) {
         struct bufferevent *engine_end = p->bev ? bufferevent_pair_get_partner(p->bev) : NULL;
         if (engine_end != NULL)
             lk_http_server_retire_adopted(engine_end);
+    }
+}
+
+void lk_tunnel_go_away(struct lk_tunnel *t)
+{
+    if (t->dead || t->going_away)
+        return;
+    t->going_away = true;
+    if (t->is_h2_client) {
+        go_away_final(t); /* the worker opens every stream: none can cross */
+    } else {
+        /* RFC 9113 §6.8: a server shutting down gracefully first sends a
+         * GOAWAY with the last stream ID 2^31-1, then, at least a round trip
+         * later, the one with the last stream it took. Streams the worker
+         * opened before it saw the notice are served, and idle streams stay
+         * open until then: one it is reusing is not closed under its
+         * request. The round trip is a PING sent once the notice is out
+         * (on_frame_send); its ACK (on_frame_recv) sends the real GOAWAY. */
+        LK_LOG(DEBUG, "tunnel %s: sending the GOAWAY notice", t->label);
+        if (nghttp2_submit_shutdown_notice(t->h2) != 0) {
+            lk_tunnel_kill(t, "cannot send GOAWAY");
+            return;
+        }
+        /* A draining engine waits for the streams that may still come. */
+        if (t->adopt_into != NULL)
+            lk_http_server_hold(t->adopt_into, &t->adopt_into);
     }
     flush(t);
 }
@@ -1294,9 +1331,15 @@ int lk_tunnel_connect(void *tunnel, struct bufferevent **out, char *errtext, siz
 static void accept_stream(struct lk_tunnel *t, struct lk_tunnel_pipe *p)
 {
     struct bufferevent *ours = NULL, *theirs = NULL;
-    /* After our GOAWAY (not yet sent, or crossing this stream's HEADERS):
-     * not processed, so the worker may retry it elsewhere (RFC 9113 §8.7). */
-    if (p->bad || t->going_away) {
+    /* After our final GOAWAY (not yet sent, or crossing this stream's
+     * HEADERS): not processed, so the worker may retry it elsewhere (RFC
+     * 9113 §8.7). After the notice alone it is served, also by a draining
+     * engine (lk_http_server_adopt_relayed()). */
+    if (p->bad || t->goaway_final) {
+        nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, p->stream_id, NGHTTP2_REFUSED_STREAM);
+        return;
+    }
+    if (t->adopt_into == NULL) { /* the engine's drain reached its deadline */
         nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, p->stream_id, NGHTTP2_REFUSED_STREAM);
         return;
     }
@@ -1420,6 +1463,11 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
             t->on_goaway(t, t->data);
         return 0;
     }
+    if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) && t->going_away &&
+        !t->goaway_final && memcmp(f->ping.opaque_data, goaway_ping, sizeof(goaway_ping)) == 0) {
+        go_away_final(t); /* the notice's round trip is over */
+        return 0;
+    }
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
     struct lk_tunnel_pipe *p = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
@@ -1489,7 +1537,11 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
  * (cancel_when_flushed()). */
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
-    (void)user;
+    struct lk_tunnel *t = user;
+    if (f->hd.type == NGHTTP2_GOAWAY && t->going_away && !t->goaway_final)
+        return nghttp2_submit_ping(s, NGHTTP2_FLAG_NONE, goaway_ping) == 0
+                   ? 0
+                   : NGHTTP2_ERR_CALLBACK_FAILURE;
     if (f->hd.type != NGHTTP2_DATA)
         return 0;
     struct lk_tunnel_pipe *p = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
@@ -1783,6 +1835,8 @@ void lk_tunnel_free(struct lk_tunnel *t)
 {
     if (t == NULL)
         return;
+    if (t->going_away && !t->goaway_final && !t->dead)
+        lk_http_server_release(&t->adopt_into);
     event_del(&t->ping_timer);
     event_del(&t->close_ev);
     event_del(&t->flush_ev);

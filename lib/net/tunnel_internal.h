@@ -46,9 +46,13 @@ void lk_tunnel_set_goaway_cb(struct lk_tunnel *t, lk_tunnel_goaway_cb *cb);
 
 /* Graceful close: sends GOAWAY (NO_ERROR, the last stream the peer opened
  * that we took), so the peer opens no new stream; streams it opens anyway
- * are refused (REFUSED_STREAM). Streams in progress finish; once none is
- * left and everything is written, t closes by itself (on_closed). A no-op
- * when t is dead or already going away. */
+ * are refused (REFUSED_STREAM). On the local side (the HTTP/2 server) that
+ * GOAWAY follows a notice (last stream ID 2^31-1) by a PING's round trip,
+ * RFC 9113 §6.8, so a stream crossing the notice is served, not refused,
+ * and the engine's connections on our streams are retired only then.
+ * Streams in progress finish; once none is left and everything is written,
+ * t closes by itself (on_closed). A no-op when t is dead or already going
+ * away. */
 void lk_tunnel_go_away(struct lk_tunnel *t);
 
 /* Marks t dead with why; on_closed follows from the loop. */

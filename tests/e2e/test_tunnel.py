@@ -169,13 +169,18 @@ class RemoteService:
 class TcpRelay:
     """Forwards every connection on 127.0.0.1:0 to target; reset_all() cuts
     the connections open now (both sides see them end at once).
-    self.accepted counts connections."""
+    self.accepted counts connections. While self.flowing (an Event) is
+    clear, bytes from target are held back (self.held counts them) and
+    forwarded, in order, once it is set again."""
 
     def __init__(self, target):
         self.target = target
         self.accepted = 0
         self.conns = []
         self.lock = threading.Lock()
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.held = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -199,14 +204,17 @@ class TcpRelay:
             with self.lock:
                 self.accepted += 1
                 self.conns.append((c, u))
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, gate in ((c, u, None), (u, c, self.flowing)):
+                threading.Thread(target=self._pipe, args=(a, b, gate), daemon=True).start()
 
-    @staticmethod
-    def _pipe(a, b):
+    def _pipe(self, a, b, gate):
         try:
             while True:
                 data = a.recv(65536)
+                if gate is not None and not gate.is_set():
+                    with self.lock:
+                        self.held += len(data)
+                    gate.wait(30)
                 if not data:
                     b.shutdown(socket.SHUT_WR)
                     return
@@ -867,6 +875,69 @@ def test_local_server_sigterm_drains_requests_in_flight_through_the_tunnel(stack
     finally:
         again.popen.terminate()
         assert again.popen.wait(15) == 0, open(again.log_path).read()[-3000:]
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["new-stream", "pooled-stream"])
+def test_a_request_crossing_the_local_servers_goaway_is_served(linkup_bin, env, tmp_path, pooled):
+    """RFC 9113 §6.8 graceful shutdown on the local server's side of the
+    tunnel: it first sends a GOAWAY notice and only a PING's round trip
+    later the GOAWAY that refuses new streams, and keeps idle streams open
+    until then. So a request the worker sent before it saw the notice, on a
+    new stream or on an idle one it reused (pooled), is served instead of
+    answered 502. The relay between them holds the worker's bytes back
+    until the worker has seen the notice."""
+    s = Stack(linkup_bin, env, tmp_path, name="cross", relay=True)
+    try:
+        wait_connected(s.server)
+        if pooled:
+            r = s.get("/hello", timeout=5)
+            assert r.status == 200, r.text
+        s.relay.flowing.clear()
+        out = {}
+
+        def fetch():
+            out["r"] = s.get("/crossing", timeout=20)
+
+        t = threading.Thread(target=fetch)
+        t.start()
+        deadline = time.time() + 5
+        while s.relay.held == 0:  # the request is in the relay
+            assert time.time() < deadline
+            time.sleep(0.02)
+        s.server.popen.terminate()
+        deadline = time.time() + 5
+        while "going away: the local server is shutting down" not in open(s.worker.log_path).read():
+            assert time.time() < deadline, open(s.worker.log_path).read()[-2000:]
+            time.sleep(0.02)
+        s.relay.flowing.set()
+        t.join(20)
+        assert (out["r"].status, out["r"].text) == (
+            200, "local web /crossing xfh=cross.example.com dest=web")
+        assert s.server.popen.wait(15) == 0
+        slog = open(s.server.log_path).read()
+        assert "tunnel for session 'cross' closed: closed after GOAWAY" in slog
+        assert "drain deadline reached" not in slog
+    finally:
+        s.relay.flowing.set()
+        s.close()
+
+
+def test_local_server_stops_when_its_goaway_notice_is_never_answered(linkup_bin, env, tmp_path):
+    """The round trip after the GOAWAY notice never ends (the worker's bytes
+    are held back): the local server's drain waits for it only until its
+    deadline, closes the tunnel LOCAL_TUNNEL_CLOSE_MS later and exits 0."""
+    s = Stack(linkup_bin, env, tmp_path, name="mute", relay=True)
+    try:
+        wait_connected(s.server)
+        s.relay.flowing.clear()
+        s.server.popen.terminate()
+        assert s.server.popen.wait(15) == 0
+        slog = open(s.server.log_path).read()
+        assert "drain deadline reached with 0 connections open" in slog
+        assert "the tunnel did not close in time; closing it now" in slog
+    finally:
+        s.relay.flowing.set()
+        s.close()
 
 
 def test_replaced_tunnel_client_finishes_its_requests(stack):
