@@ -81,22 +81,6 @@ static int parse(int argc, char **argv, struct inspect_opts *o, bool *help)
     return 0;
 }
 
-/* Appends s percent-encoded for a query value. */
-static void add_query_value(struct lk_buf *b, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-            *p == '-' || *p == '_' || *p == '.' || *p == '~') {
-            lk_buf_addch(b, (char)*p);
-        } else {
-            lk_buf_addch(b, '%');
-            lk_buf_addch(b, hex[*p >> 4]);
-            lk_buf_addch(b, hex[*p & 15]);
-        }
-    }
-}
-
 /* GETs the requests; returns 0 with *out (decref) or an exit code after
  * printing why. */
 static int fetch(const struct inspect_opts *o, unsigned long long after, json_t **out,
@@ -108,7 +92,7 @@ static int fetch(const struct inspect_opts *o, unsigned long long after, json_t 
         lk_buf_addf(&path, "&after=%llu", after);
     if (o->session != NULL) {
         lk_buf_adds(&path, "&session=");
-        add_query_value(&path, o->session);
+        cli_add_query_value(&path, o->session);
     }
     cli_local_url(path.data, &url);
     struct cli_http_resp resp;

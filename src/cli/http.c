@@ -166,6 +166,21 @@ void cli_local_url(const char *path, struct lk_buf *out)
     lk_buf_addf(out, "http://%s%s", cli_local_addr(), path);
 }
 
+void cli_add_query_value(struct lk_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '_' || *p == '.' || *p == '~') {
+            lk_buf_addch(b, (char)*p);
+        } else {
+            lk_buf_addch(b, '%');
+            lk_buf_addch(b, hex[*p >> 4]);
+            lk_buf_addch(b, hex[*p & 15]);
+        }
+    }
+}
+
 bool cli_local_check(long timeout_ms)
 {
     struct lk_buf url = LK_BUF_INIT;

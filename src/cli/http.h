@@ -59,6 +59,9 @@ const char *cli_local_listen_addr(void);
 /* Appends "http://{cli_local_addr()}{path}" to out. */
 void cli_local_url(const char *path, struct lk_buf *out);
 
+/* Appends s percent-encoded for a query value (RFC 3986 unreserved kept). */
+void cli_add_query_value(struct lk_buf *b, const char *s);
+
 /* True when GET /linkup/check on the local server answers 200 within
  * timeout_ms. */
 bool cli_local_check(long timeout_ms);

@@ -101,12 +101,17 @@ static char *nonempty_field(const json_t *obj, const char *key)
     return v && *v ? lk_xstrdup(v) : NULL;
 }
 
-static void probe_builtin(struct builtin_probe *p, long timeout_ms)
+/* The local server's tunnel client for session (NULL or "": its latest). */
+static void probe_builtin(struct builtin_probe *p, const char *session, long timeout_ms)
 {
     struct lk_buf url = LK_BUF_INIT;
     struct cli_http_resp resp;
     memset(p, 0, sizeof(*p));
     cli_local_url("/linkup/tunnel", &url);
+    if (session != NULL && session[0] != '\0') {
+        lk_buf_adds(&url, "?session=");
+        cli_add_query_value(&url, session);
+    }
     if (cli_http_request("GET", url.data, NULL, NULL, timeout_ms, &resp) == 0) {
         p->status = resp.status;
         json_t *root =
@@ -142,8 +147,8 @@ static int builtin_failed(const char *why)
     return rc;
 }
 
-/* Polls the local server until its tunnel is connected. */
-static int wait_builtin(void)
+/* Polls the local server until session's tunnel is connected. */
+static int wait_builtin(const char *session)
 {
     int retries = cli_tunnel_env_count("LINKUP_TUNNEL_CONNECT_RETRIES", 20);
     int interval = cli_tunnel_env_count("LINKUP_TUNNEL_CONNECT_INTERVAL_MS", 500);
@@ -154,7 +159,7 @@ static int wait_builtin(void)
             cli_procs_sleep_ms(interval);
         }
         struct builtin_probe p;
-        probe_builtin(&p, 1000);
+        probe_builtin(&p, session, 1000);
         bool done = p.status == 200 && p.connected;
         bool absent = p.status == 404;
         free(why);
@@ -180,7 +185,7 @@ int cli_tunnel_start(struct lk_state *st, const struct cli_tunnel_data *td)
 {
     int rc = 0;
     if (td->kind == CLI_TUNNEL_BUILTIN)
-        rc = wait_builtin();
+        rc = wait_builtin(st->session_name);
     else if (td->kind == CLI_TUNNEL_CLOUDFLARE)
         rc = cli_cloudflared_start(td);
     if (rc != 0)
@@ -200,7 +205,7 @@ void cli_tunnel_status_get(const struct lk_state *st, struct cli_tunnel_status *
     struct builtin_probe p;
     memset(out, 0, sizeof(*out));
     out->source = "none";
-    probe_builtin(&p, 1000);
+    probe_builtin(&p, st != NULL ? st->session_name : NULL, 1000);
     if (p.status == 200) {
         out->source = "linkup";
         out->connected = p.connected;

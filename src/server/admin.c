@@ -658,9 +658,12 @@ bool local_admin_handle(struct local_server *ls, struct lk_exchange *ex)
     case ADMIN_DNS:
         respond_dns(ls, ex);
         break;
-    case ADMIN_TUNNEL:
-        local_tunnel_respond_state(ls, ex);
+    case ADMIN_TUNNEL: {
+        struct lk_str session;
+        bool named = query_param(ex, "session", &session);
+        local_tunnel_respond_state(ls, ex, named ? decode_segment(ex, session) : NULL);
         break;
+    }
     case ADMIN_INSPECTOR:
         respond_inspector_page(ex);
         break;

@@ -79,14 +79,13 @@ void local_on_request(struct lk_exchange *ex, void *data)
         local_proxy_handle(ls, ex);
 }
 
-/* Both ends of the shutdown are done: the engine has drained and the tunnel
- * client (if any) is gone, closed or stopped LOCAL_TUNNEL_CLOSE_MS after the
+/* Both ends of the shutdown are done: the engine has drained and every
+ * tunnel client is gone, closed or stopped LOCAL_TUNNEL_CLOSE_MS after the
  * drain. */
 static void maybe_exit(struct local_server *ls)
 {
-    if (!ls->drained || ls->tunnel != NULL)
+    if (!ls->drained || local_tunnel_active(ls))
         return;
-    local_tunnel_stop(ls); /* replaced clients still finishing, if any */
     event_base_loopexit(ls->base, NULL);
 }
 
@@ -104,7 +103,7 @@ static void on_drained(void *data)
 {
     struct local_server *ls = data;
     ls->drained = true;
-    if (ls->tunnel != NULL) {
+    if (local_tunnel_active(ls)) {
         /* The responses' last bytes may still be leaving through the tunnel. */
         struct timeval tv = { LOCAL_TUNNEL_CLOSE_MS / 1000, (LOCAL_TUNNEL_CLOSE_MS % 1000) * 1000 };
         ls->exit_timer = evtimer_new(ls->base, on_exit_timer, ls);

@@ -103,8 +103,9 @@ struct local_server {
     struct lk_certs *certs;         /* owned; NULL when --https off */
     struct ssl_ctx_st *tls;         /* owned server context; NULL when --https off */
     struct local_worker *worker;    /* owned; NULL without a worker URL */
-    struct local_tunnel *tunnel;    /* owned; the built-in tunnel client, or NULL */
-    struct local_tunnel *retiring;  /* owned; replaced clients finishing their requests */
+    struct local_tunnel *tunnels;   /* owned; built-in tunnel clients, one per session,
+                                       the latest tunneled upsert first */
+    struct local_tunnel *retiring;  /* owned; clients closing once their requests finish */
     struct lk_kv kv;                /* in-memory sessions (SPEC §2.7) */
     struct lk_session_cache *cache; /* parsed sessions, by name */
     struct local_dns_names names;
@@ -132,32 +133,43 @@ void local_proxy_handle(struct local_server *ls, struct lk_exchange *ex);
 
 /* ---- the built-in tunnel (tunnel.c, DESIGN §8) ---- */
 
+/* Tunnel clients kept at once, one per tunneled session: a tunneled upsert
+ * for one more session closes the least recently upserted one's (it
+ * finishes its requests first). */
+#define LOCAL_MAX_TUNNELS 16
+
 /* After the worker accepted a tunneled upsert for session (its name as the
  * worker answered it): body[0..len) is the worker's JSON answer. When its
  * tunnel_data are the built-in tunnel's ("provider":"linkup", empty
- * account_id), starts a tunnel client to the worker URL, replacing the
- * running one unless session, url and secret are unchanged (the replaced
- * one sends GOAWAY and closes once its requests have finished). Anything else
- * (Cloudflare credentials: linkup start runs cloudflared) starts nothing. */
+ * account_id), starts a tunnel client for session to the worker URL, in
+ * place of the session's running one unless url and secret are unchanged
+ * (the replaced one sends GOAWAY and closes once its requests have
+ * finished); other sessions' clients run on. Anything else (Cloudflare
+ * credentials: linkup start runs cloudflared) starts nothing. */
 void local_tunnel_update(struct local_server *ls, const char *session, const char *body,
                          size_t len);
 
-/* Stops and frees the tunnel client, if any, and the replaced ones still
- * finishing their requests, cutting their streams. */
+/* Whether a tunnel client runs or is still closing. */
+bool local_tunnel_active(const struct local_server *ls);
+
+/* Stops and frees every tunnel client, running or closing, cutting their
+ * streams. */
 void local_tunnel_stop(struct local_server *ls);
 
-/* Shutdown: the tunnel client, if any, sends GOAWAY and closes once its
- * streams have finished; then it is freed (ls->tunnel is NULL) and done(ls)
- * follows, from the loop. Nothing happens when no client runs. The engine
- * may be drained meanwhile. */
+/* Shutdown: every running tunnel client sends GOAWAY and closes once its
+ * streams have finished; once none is left (local_tunnel_active() false),
+ * done(ls) follows, from the loop; not when none was active. The engine may
+ * be drained meanwhile. */
 void local_tunnel_shutdown(struct local_server *ls, void (*done)(struct local_server *ls));
 
-/* Stops the tunnel client when it serves session name (DELETE). */
+/* Stops session name's tunnel client, if one runs (DELETE). */
 void local_tunnel_session_deleted(struct local_server *ls, const char *name);
 
-/* GET /linkup/tunnel (docs/server.md): 200 with the client's state, 404 when
- * none runs. Completes ex. */
-void local_tunnel_respond_state(struct local_server *ls, struct lk_exchange *ex);
+/* GET /linkup/tunnel[?session=NAME] (docs/server.md): 200 with the state of
+ * session's client (NULL: the latest tunneled upsert's), 404 when none
+ * runs. Completes ex. */
+void local_tunnel_respond_state(struct local_server *ls, struct lk_exchange *ex,
+                                const char *session);
 
 /* Completes ex with status and a text/plain body (no charset, SPEC §5.2). */
 void local_respond_text(struct lk_exchange *ex, int status, const char *text);

@@ -1,9 +1,9 @@
 /*
  * tunnel.c - the local server's end of the built-in tunnel (DESIGN §8,
- * issue 7; docs/internals/tunnel.md): one lk_tunnel_client per server,
- * started when a tunneled upsert the server forwarded returns built-in
- * tunnel data, and the GET /linkup/tunnel state for the CLI
- * (docs/server.md).
+ * issue 7; docs/internals/tunnel.md): one lk_tunnel_client per tunneled
+ * session (at most LOCAL_MAX_TUNNELS, the latest kept), started when a
+ * tunneled upsert the server forwarded returns built-in tunnel data, and the
+ * GET /linkup/tunnel state for the CLI (docs/server.md).
  */
 #include "net/tunnel.h"
 
@@ -22,8 +22,8 @@
 struct local_tunnel {
     struct lk_tunnel_client *client; /* owned */
     char *session, *url, *secret;    /* owned */
-    struct local_server *ls;         /* while retiring */
-    struct local_tunnel *next;       /* on ls->retiring */
+    struct local_server *ls;
+    struct local_tunnel *next; /* on ls->tunnels or ls->retiring */
 };
 
 static void tunnel_free(struct local_tunnel *t)
@@ -39,69 +39,78 @@ static void tunnel_free(struct local_tunnel *t)
     free(t);
 }
 
-/* Stops the running client (not the retiring ones). */
-static void stop_current(struct local_server *ls)
+static void unlink_from(struct local_tunnel **list, struct local_tunnel *t)
 {
-    if (ls->tunnel != NULL)
-        LK_LOG(INFO, "tunnel for session '%s' stopped", ls->tunnel->session);
-    tunnel_free(ls->tunnel);
-    ls->tunnel = NULL;
+    struct local_tunnel **pp = list;
+    while (*pp != t)
+        pp = &(*pp)->next;
+    *pp = t->next;
+    t->next = NULL;
+}
+
+/* The running client for session, or NULL. */
+static struct local_tunnel *find(const struct local_server *ls, const char *session)
+{
+    struct local_tunnel *t = ls->tunnels;
+    while (t != NULL && strcmp(t->session, session) != 0)
+        t = t->next;
+    return t;
+}
+
+bool local_tunnel_active(const struct local_server *ls)
+{
+    return ls->tunnels != NULL || ls->retiring != NULL;
 }
 
 void local_tunnel_stop(struct local_server *ls)
 {
-    stop_current(ls);
-    while (ls->retiring != NULL) {
-        struct local_tunnel *t = ls->retiring;
-        ls->retiring = t->next;
-        tunnel_free(t);
+    for (struct local_tunnel **list = &ls->tunnels; list != NULL;
+         list = list == &ls->tunnels ? &ls->retiring : NULL) {
+        while (*list != NULL) {
+            struct local_tunnel *t = *list;
+            *list = t->next;
+            tunnel_free(t);
+        }
     }
 }
 
 static void on_retired(struct lk_tunnel_client *c, void *data)
 {
     struct local_tunnel *t = data;
-    struct local_tunnel **pp = &t->ls->retiring;
+    struct local_server *ls = t->ls;
     (void)c;
-    while (*pp != t)
-        pp = &(*pp)->next;
-    *pp = t->next;
+    unlink_from(&ls->retiring, t);
     tunnel_free(t);
+    if (ls->stopping && !local_tunnel_active(ls) && ls->tunnel_done != NULL)
+        ls->tunnel_done(ls);
 }
 
-/* A client replaced by one for other tunnel data: its tunnel sends GOAWAY
- * and lives on until the requests in it have finished. */
+/* Takes t out of service: its tunnel sends GOAWAY and lives on until the
+ * requests in it have finished. */
 static void retire(struct local_server *ls, struct local_tunnel *t)
 {
-    LK_LOG(INFO, "tunnel for session '%s' replaced: it closes once its requests have finished",
-           t->session);
-    t->ls = ls;
+    unlink_from(&ls->tunnels, t);
     t->next = ls->retiring;
     ls->retiring = t;
     lk_tunnel_client_shutdown(t->client, on_retired, t);
 }
 
-static void on_shutdown_done(struct lk_tunnel_client *c, void *data)
-{
-    struct local_server *ls = data;
-    (void)c;
-    local_tunnel_stop(ls);
-    ls->tunnel_done(ls);
-}
-
 void local_tunnel_shutdown(struct local_server *ls, void (*done)(struct local_server *ls))
 {
-    if (ls->tunnel == NULL)
-        return;
     ls->tunnel_done = done;
-    lk_tunnel_client_shutdown(ls->tunnel->client, on_shutdown_done, ls);
+    while (ls->tunnels != NULL)
+        retire(ls, ls->tunnels);
 }
 
 void local_tunnel_session_deleted(struct local_server *ls, const char *name)
 {
-    /* While shutting down the tunnel is closing anyway (on_shutdown_done). */
-    if (ls->tunnel != NULL && !ls->stopping && strcmp(ls->tunnel->session, name) == 0)
-        stop_current(ls);
+    /* While shutting down every tunnel is closing anyway (on_retired). */
+    struct local_tunnel *t = ls->stopping ? NULL : find(ls, name);
+    if (t == NULL)
+        return;
+    LK_LOG(INFO, "tunnel for session '%s' stopped", t->session);
+    unlink_from(&ls->tunnels, t);
+    tunnel_free(t);
 }
 
 static void on_state(struct lk_tunnel_client *c, bool connected, const char *why, void *data)
@@ -121,6 +130,15 @@ static const char *member(const json_t *obj, const char *key)
     return json_is_string(v) ? json_string_value(v) : "";
 }
 
+/* Moves t to the head of ls->tunnels: what GET /linkup/tunnel reports
+ * without a session. */
+static void to_front(struct local_server *ls, struct local_tunnel *t)
+{
+    unlink_from(&ls->tunnels, t);
+    t->next = ls->tunnels;
+    ls->tunnels = t;
+}
+
 static bool same_tunnel(const struct local_tunnel *t, const char *session, const char *url,
                         const char *secret)
 {
@@ -128,7 +146,8 @@ static bool same_tunnel(const struct local_tunnel *t, const char *session, const
            strcmp(t->secret, secret) == 0;
 }
 
-/* Starts a client for (session, url, secret); replaces the running one. */
+/* Starts a client for (session, url, secret), in place of the session's
+ * running one (other tunnel data: a new secret, another worker), if any. */
 static void start(struct local_server *ls, const char *session, const char *url, const char *secret)
 {
     struct local_tunnel *t = lk_xcalloc(1, sizeof(*t));
@@ -136,15 +155,19 @@ static void start(struct local_server *ls, const char *session, const char *url,
     t->session = lk_xstrdup(session);
     t->url = lk_xstrdup(url);
     t->secret = lk_xstrdup(secret);
+    t->ls = ls;
     lk_tunnel_client_opts_init(&o);
     o.worker_url = local_worker_url(ls->worker);
     o.session = session;
     o.secret = secret;
     o.on_state = on_state;
     o.data = t;
-    if (ls->tunnel != NULL)
-        retire(ls, ls->tunnel);
-    ls->tunnel = NULL;
+    struct local_tunnel *old = find(ls, session);
+    if (old != NULL) {
+        LK_LOG(INFO, "tunnel for session '%s' replaced: it closes once its requests have finished",
+               session);
+        retire(ls, old);
+    }
     if (lk_tunnel_client_start(ls->http, &o, &t->client) != 0) {
         LK_LOG(ERROR, "tunnel for session '%s': cannot start a client for the worker URL %s",
                session, o.worker_url);
@@ -152,7 +175,18 @@ static void start(struct local_server *ls, const char *session, const char *url,
         return;
     }
     LK_LOG(INFO, "tunnel for session '%s': connecting to %s", session, o.worker_url);
-    ls->tunnel = t;
+    t->next = ls->tunnels;
+    ls->tunnels = t;
+    /* The oldest past LOCAL_MAX_TUNNELS goes, gracefully. */
+    size_t n = 0;
+    for (struct local_tunnel *i = ls->tunnels, *next; i != NULL; i = next) {
+        next = i->next;
+        if (++n > LOCAL_MAX_TUNNELS) {
+            LK_LOG(INFO, "tunnel for session '%s' closing: more than %d tunnels", i->session,
+                   LOCAL_MAX_TUNNELS);
+            retire(ls, i);
+        }
+    }
 }
 
 void local_tunnel_update(struct local_server *ls, const char *session, const char *body, size_t len)
@@ -173,18 +207,21 @@ void local_tunnel_update(struct local_server *ls, const char *session, const cha
         LK_LOG(DEBUG, "session '%s': tunnel data are not the built-in tunnel's", session);
     else if (secret[0] == '\0' || url[0] == '\0')
         LK_LOG(WARN, "session '%s': built-in tunnel data without url or secret", session);
-    else if (!same_tunnel(ls->tunnel, session, url, secret))
+    else if (!same_tunnel(find(ls, session), session, url, secret))
         start(ls, session, url, secret);
+    else
+        to_front(ls, find(ls, session)); /* the latest tunneled upsert */
     json_decref(root);
     lk_buf_release(&why);
 }
 
-void local_tunnel_respond_state(struct local_server *ls, struct lk_exchange *ex)
+void local_tunnel_respond_state(struct local_server *ls, struct lk_exchange *ex,
+                                const char *session)
 {
     static const struct lk_http_header ct = { LK_STR("Content-Type"), LK_STR("application/json") };
     static const char none[] = "{\"provider\":null,\"session_name\":null,\"url\":null,"
                                "\"connected\":false,\"last_error\":null}";
-    const struct local_tunnel *t = ls->tunnel;
+    const struct local_tunnel *t = session != NULL ? find(ls, session) : ls->tunnels;
     struct lk_buf out = LK_BUF_INIT;
     if (t == NULL) {
         lk_exchange_respond(ex, 404, &ct, 1, none, sizeof(none) - 1);

@@ -244,17 +244,19 @@ class TcpRelay:
 
 # ---- the stack -------------------------------------------------------------
 
-def tunnel_state(server):
-    r = lk.request(server.addrs["HTTP"], "GET", "/linkup/tunnel")
+def tunnel_state(server, session=None):
+    path = "/linkup/tunnel" + ("?session=" + session if session else "")
+    r = lk.request(server.addrs["HTTP"], "GET", path)
     return r.status, r.json()
 
 
-def wait_connected(server, timeout=5.0, since=None):
-    """Waits until GET /linkup/tunnel says connected (and, with since, until
-    relay `since[0]` accepted more than since[1] connections)."""
+def wait_connected(server, timeout=5.0, since=None, session=None):
+    """Waits until GET /linkup/tunnel (for session, or the latest) says
+    connected (and, with since, until relay `since[0]` accepted more than
+    since[1] connections)."""
     deadline = time.time() + timeout
     while True:
-        status, state = tunnel_state(server)
+        status, state = tunnel_state(server, session)
         fresh = since is None or since[0].accepted > since[1]
         if status == 200 and state["connected"] and fresh:
             return state
@@ -940,36 +942,101 @@ def test_local_server_stops_when_its_goaway_notice_is_never_answered(linkup_bin,
         s.close()
 
 
-def test_replaced_tunnel_client_finishes_its_requests(stack):
-    """A tunneled upsert with other tunnel data (another session here)
-    makes the local server start a new tunnel client; the one it replaces
-    sends GOAWAY and closes only once the request waiting in it has its
-    answer, instead of cutting it."""
+def test_each_tunneled_session_keeps_its_own_tunnel(stack):
+    """Sessions registered through one local server each get their tunnel:
+    a second tunneled session does not take the first one's away. GET
+    /linkup/tunnel reports the latest, or the one named by ?session=;
+    deleting a session stops its tunnel only."""
     wait_connected(stack.server)
     t, out = stall_in_background(stack, 0, timeout=20)
-    assert stack.web.n_requests == 1
     body = lk.session_body("other", {"web": "http://localhost:%d" % stack.web.port},
                            [("example.com", "web", None)])
     r = lk.post_json(stack.saddr, "/linkup/sessions/tunneled", body)
     assert r.status == 200, r.body
-    wait_connected(stack.server)
-    assert tunnel_state(stack.server)[1]["session_name"] == "other"
-    r = stack.get("/hello", host="other.example.com", timeout=5)
-    assert (r.status, r.text) == (200, "local web /hello xfh=other.example.com dest=web")
-    r = stack.get("/hello", timeout=5)
-    assert (r.status, r.text) == (502, NOT_CONNECTED.format("tiny"))
-    # Deleting the new session stops the new client only.
-    assert lk.request(stack.saddr, "DELETE", "/linkup/sessions/other").status == 204
-    assert tunnel_state(stack.server)[0] == 404
+    assert wait_connected(stack.server)["session_name"] == "other"
+    assert wait_connected(stack.server, session="tiny")["session_name"] == "tiny"
+    for name in ("tiny", "other"):
+        r = stack.get("/hello", host=name + ".example.com", timeout=5)
+        assert (r.status, r.text) == (200, "local web /hello xfh=%s.example.com dest=web" % name)
+    assert tunnel_state(stack.server, "nope")[0] == 404
     stack.web.release.set()
     t.join(20)
     assert (out["r"].status, out["r"].text) == (200, "late")
-    deadline = time.time() + 5
-    while "tunnel for session 'tiny' closed: closed after GOAWAY" not in open(
-            stack.server.log_path).read():
-        assert time.time() < deadline, open(stack.server.log_path).read()[-2000:]
-        time.sleep(0.05)
-    assert "replaced" not in open(stack.worker.log_path).read()
+    # The same upsert again keeps the tunnel (and makes it the latest).
+    r = lk.post_json(stack.saddr, "/linkup/sessions/tunneled", lk.session_body(
+        "tiny", {"web": "http://localhost:%d" % stack.web.port}, [("example.com", "web", None)]))
+    assert r.status == 200, r.body
+    assert tunnel_state(stack.server)[1]["session_name"] == "tiny"
+    assert lk.request(stack.saddr, "DELETE", "/linkup/sessions/tiny").status == 204
+    assert tunnel_state(stack.server, "tiny")[0] == 404
+    assert tunnel_state(stack.server)[1]["session_name"] == "other"
+    r = stack.get("/hello", timeout=5)
+    assert (r.status, r.text) == (502, NOT_CONNECTED.format("tiny"))
+    r = stack.get("/hello", host="other.example.com", timeout=5)
+    assert r.status == 200, r.text
+    slog = open(stack.server.log_path).read()
+    assert "replaced" not in slog and "connecting to" in slog
+    assert slog.count("tunnel for session 'tiny': connecting to") == 1
+
+
+def test_tunnels_past_the_limit_close_the_least_recently_upserted(stack):
+    """LOCAL_MAX_TUNNELS (16) tunnel clients at most: one more tunneled
+    session closes the tunnel of the session least recently upserted."""
+    wait_connected(stack.server)
+    loc = {"web": "http://localhost:%d" % stack.web.port}
+    for i in range(16):
+        r = lk.post_json(stack.saddr, "/linkup/sessions/tunneled",
+                         lk.session_body("s%02d" % i, loc, [("example.com", "web", None)]))
+        assert r.status == 200, r.body
+    assert tunnel_state(stack.server, "tiny")[0] == 404
+    assert tunnel_state(stack.server, "s00")[0] == 200
+    wait_connected(stack.server, session="s15")
+    r = stack.get("/hello", host="s15.example.com", timeout=5)
+    assert r.status == 200, r.text
+    assert "tunnel for session 'tiny' closing: more than 16 tunnels" in open(
+        stack.server.log_path).read()
+
+
+def test_replaced_tunnel_client_finishes_its_requests(linkup_bin, env, tmp_path):
+    """A tunneled upsert that brings the session other tunnel data (here the
+    worker behind the same URL was replaced by one that issued a new secret)
+    makes the local server start a new client for it; the one it replaces
+    sends GOAWAY and closes only once the request waiting in it has its
+    answer, instead of cutting it."""
+    s = Stack(linkup_bin, env, tmp_path, name="swap", relay=True)
+    other = None
+    try:
+        wait_connected(s.server)
+        t, out = stall_in_background(s, 0, timeout=20)
+        assert s.web.n_requests == 1
+        other = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "other.log"), token=TOKEN)
+        before = s.relay.accepted
+        s.relay.target = other.addrs["Worker"]
+        body = lk.session_body("swap", {"web": "http://localhost:%d" % s.web.port},
+                               [("example.com", "web", None)])
+        r = lk.post_json(s.saddr, "/linkup/sessions/tunneled", body)
+        assert r.status == 200, r.body
+        wait_connected(s.server, since=(s.relay, before))
+        r = s.get("/hello", addr=other.addrs["Worker"], timeout=5)
+        assert (r.status, r.text) == (200, "local web /hello xfh=swap.example.com dest=web")
+        # Deleting the session stops the new client only.
+        assert lk.request(s.saddr, "DELETE", "/linkup/sessions/swap").status == 204
+        assert tunnel_state(s.server)[0] == 404
+        s.web.release.set()
+        t.join(20)
+        assert (out["r"].status, out["r"].text) == (200, "late")
+        deadline = time.time() + 5
+        while "tunnel for session 'swap' closed: closed after GOAWAY" not in open(
+                s.server.log_path).read():
+            assert time.time() < deadline, open(s.server.log_path).read()[-2000:]
+            time.sleep(0.05)
+        assert ("tunnel for session 'swap' replaced: it closes once its requests have finished"
+                in open(s.server.log_path).read())
+    finally:
+        s.close()
+        if other is not None:
+            other.popen.terminate()
+            assert other.popen.wait(15) == 0, open(other.log_path).read()[-3000:]
 
 
 def access_conns(log_path, marker):
