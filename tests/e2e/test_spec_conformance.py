@@ -825,3 +825,61 @@ def test_9_first_subdomain_vectors(conf_a, host, found):
     status, _, _, _ = conf_a.get("/anypath", [("Host", host)])
     # tiny-cow.b.c has a session but no configured domain b.c: 404, not 422.
     assert status == (404 if found else 422)
+
+
+def test_8_1_1_session_by_x_forwarded_host(conf_a):
+    """SPEC §3.4 step 2 (the candidate after the URL in §8.1.1's list), §3.5
+    step 3b: x-forwarded-host alone names the session and its domain picks
+    the service, with or without a port (DESIGN §2.4)."""
+    n = CONF_A_NAME
+    for xfh, service in [(f"{n}.example.com", "frontend"), (f"{n}.example.com:8443", "frontend"),
+                         (f"{n}.api.example.com", "backend"),
+                         (f"{n}.other-example.com", "other-frontend")]:
+        status, got, path, h = conf_a.get("/x?y=1", [("Host", "localhost"),
+                                                     ("x-forwarded-host", xfh)])
+        assert (status, got, path) == (200, service, "/x?y=1"), xfh
+        assert h["x-forwarded-host"] == [xfh]
+        assert h["tracestate"] == [f"linkup-session={n}"]
+
+
+def test_9_tracestate_key_and_value_are_trimmed(conf_a):
+    """SPEC §9: `tracestate: a=1, linkup-session = tiny-cow ,b=2` names the
+    session tiny-cow (§3.4 step 5, key and value trimmed)."""
+    status, service, path, _ = conf_a.get(
+        "/?a=b", [("Host", "example.com"), ("tracestate", "a=1, linkup-session = tiny-cow ,b=2")])
+    assert (status, service, path) == (200, "frontend", "/?a=b")
+    # The first linkup-session entry counts, even when a later one names a session.
+    status, _, _, _ = conf_a.get(
+        "/", [("Host", "example.com"), ("tracestate", "linkup-session=nobody,linkup-session=tiny-cow")])
+    assert status == 422
+
+
+def test_8_1_8_and_9_hash_names_through_the_local_server(linkup_bin, env, tmp_path):
+    """SPEC §8.1.8 and §9 through the local server's POST
+    /linkup/sessions/preview (§5.2: the re-serialised request is forwarded to
+    the worker's v2 preview): the services' order does not change the
+    six-char name 45201d, the §9 session hashes to 2551b2, and nothing is
+    stored locally."""
+    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "w.log"), token=TOKEN)
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", w.url("Worker"), "--worker-token",
+                              TOKEN, log_path=str(tmp_path / "s.log"))
+    try:
+        addr = s.addrs["HTTP"]
+        services = [svc("frontend", "https://frontend.example.com"),
+                    svc("backend", "https://backend.example.com")]
+        doms = [dom("example.com", "frontend", [{"path": "^/api(?:/|$)", "service": "backend"}])]
+        for order in (services, services[::-1]):
+            r = lk.post_json(addr, "/linkup/sessions/preview",
+                             {"name_kind": "six_char", "session_token": None, "services": order,
+                              "domains": doms, "cache_routes": None})
+            assert (r.status, r.text) == (200, '{"session_name":"45201d"}')
+            assert r.header("content-type") == "application/json"
+        r = lk.post_json(addr, "/linkup/sessions/preview",
+                         {"name_kind": "six_char", "session_token": None, "services": FRONT,
+                          "domains": EXAMPLE, "cache_routes": None})
+        assert (r.status, r.text) == (200, '{"session_name":"2551b2"}')
+        assert lk.request(addr, "GET", "/linkup/sessions").text == '{"sessions":{}}'
+        assert lk.request(addr, "GET", "/linkup/dns").json() == {"domains": []}
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0
+        assert w.stop() == 0
