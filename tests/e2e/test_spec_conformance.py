@@ -849,8 +849,8 @@ def test_9_tracestate_key_and_value_are_trimmed(conf_a):
         "/?a=b", [("Host", "example.com"), ("tracestate", "a=1, linkup-session = tiny-cow ,b=2")])
     assert (status, service, path) == (200, "frontend", "/?a=b")
     # The first linkup-session entry counts, even when a later one names a session.
-    status, _, _, _ = conf_a.get(
-        "/", [("Host", "example.com"), ("tracestate", "linkup-session=nobody,linkup-session=tiny-cow")])
+    two = "linkup-session=nobody,linkup-session=tiny-cow"
+    status, _, _, _ = conf_a.get("/", [("Host", "example.com"), ("tracestate", two)])
     assert status == 422
 
 
