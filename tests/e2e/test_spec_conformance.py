@@ -883,3 +883,61 @@ def test_8_1_8_and_9_hash_names_through_the_local_server(linkup_bin, env, tmp_pa
     finally:
         assert lk.stop_gracefully(s)[0] == 0
         assert w.stop() == 0
+
+
+def test_8_4_websocket_with_a_library_client_and_server_direct_and_through_the_tunnel(
+        linkup_bin, env, tmp_path):
+    """SPEC §8.4.1 as a tester would write it with a WebSocket library on both
+    ends (which negotiates permessage-deflate, so compressed frames carry
+    RSV1), against the local server and along SPEC §0.2 step 4: worker ->
+    built-in tunnel -> local server -> the service at localhost."""
+    try:
+        import asyncio
+        from websockets.legacy.client import connect
+        from websockets.legacy.server import serve
+    except ImportError:
+        pytest.skip("python3-websockets is not installed")
+    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "w.log"), token=TOKEN)
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", w.url("Worker"), "--worker-token",
+                              TOKEN, log_path=str(tmp_path / "s.log"))
+
+    async def scenario():
+        async def echo(ws, *_):
+            async for m in ws:
+                await ws.send(m)
+
+        up = await serve(echo, "127.0.0.1", 0,
+                         extra_headers={"my-special-header": "special-value"})
+        port = up.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        body = named("ws-session", [svc("frontend", f"http://localhost:{port}")], EXAMPLE)
+        r = await loop.run_in_executor(None, lk.post_json, s.addrs["HTTP"],
+                                       "/linkup/sessions/tunneled", body)
+        assert r.status == 200, r.text
+        for _ in range(100):
+            t = await loop.run_in_executor(None, lk.request, s.addrs["HTTP"], "GET",
+                                           "/linkup/tunnel")
+            if t.json()["connected"]:
+                break
+            await asyncio.sleep(0.1)
+        headers = {"referer": "example.com", "traceparent": "xzyabc",
+                   "tracestate": "linkup-session=ws-session"}
+        for front in (s.addrs["HTTP"], w.addrs["Worker"]):
+            async with connect(f"ws://{front[0]}:{front[1]}/ws", extra_headers=headers,
+                               open_timeout=10, close_timeout=5) as ws:
+                assert ws.response_headers["my-special-header"] == "special-value"
+                assert ws.response_headers["access-control-allow-origin"] == "*"
+                assert "permessage-deflate" in ws.response_headers["sec-websocket-extensions"]
+                for msg in ("Hello, WebSocket!", "x" * 70000, bytes(range(256)) * 40):
+                    await ws.send(msg)
+                    assert await asyncio.wait_for(ws.recv(), 10) == msg
+                await ws.close()
+                assert ws.close_code == 1000
+        up.close()
+        await up.wait_closed()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0
+        assert w.stop() == 0
