@@ -825,3 +825,119 @@ def test_9_first_subdomain_vectors(conf_a, host, found):
     status, _, _, _ = conf_a.get("/anypath", [("Host", host)])
     # tiny-cow.b.c has a session but no configured domain b.c: 404, not 422.
     assert status == (404 if found else 422)
+
+
+def test_8_1_1_session_by_x_forwarded_host(conf_a):
+    """SPEC §3.4 step 2 (the candidate after the URL in §8.1.1's list), §3.5
+    step 3b: x-forwarded-host alone names the session and its domain picks
+    the service, with or without a port (DESIGN §2.4)."""
+    n = CONF_A_NAME
+    for xfh, service in [(f"{n}.example.com", "frontend"), (f"{n}.example.com:8443", "frontend"),
+                         (f"{n}.api.example.com", "backend"),
+                         (f"{n}.other-example.com", "other-frontend")]:
+        status, got, path, h = conf_a.get("/x?y=1", [("Host", "localhost"),
+                                                     ("x-forwarded-host", xfh)])
+        assert (status, got, path) == (200, service, "/x?y=1"), xfh
+        assert h["x-forwarded-host"] == [xfh]
+        assert h["tracestate"] == [f"linkup-session={n}"]
+
+
+def test_9_tracestate_key_and_value_are_trimmed(conf_a):
+    """SPEC §9: `tracestate: a=1, linkup-session = tiny-cow ,b=2` names the
+    session tiny-cow (§3.4 step 5, key and value trimmed)."""
+    status, service, path, _ = conf_a.get(
+        "/?a=b", [("Host", "example.com"), ("tracestate", "a=1, linkup-session = tiny-cow ,b=2")])
+    assert (status, service, path) == (200, "frontend", "/?a=b")
+    # The first linkup-session entry counts, even when a later one names a session.
+    two = "linkup-session=nobody,linkup-session=tiny-cow"
+    status, _, _, _ = conf_a.get("/", [("Host", "example.com"), ("tracestate", two)])
+    assert status == 422
+
+
+def test_8_1_8_and_9_hash_names_through_the_local_server(linkup_bin, env, tmp_path):
+    """SPEC §8.1.8 and §9 through the local server's POST
+    /linkup/sessions/preview (§5.2: the re-serialised request is forwarded to
+    the worker's v2 preview): the services' order does not change the
+    six-char name 45201d, the §9 session hashes to 2551b2, and nothing is
+    stored locally."""
+    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "w.log"), token=TOKEN)
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", w.url("Worker"), "--worker-token",
+                              TOKEN, log_path=str(tmp_path / "s.log"))
+    try:
+        addr = s.addrs["HTTP"]
+        services = [svc("frontend", "https://frontend.example.com"),
+                    svc("backend", "https://backend.example.com")]
+        doms = [dom("example.com", "frontend", [{"path": "^/api(?:/|$)", "service": "backend"}])]
+        for order in (services, services[::-1]):
+            r = lk.post_json(addr, "/linkup/sessions/preview",
+                             {"name_kind": "six_char", "session_token": None, "services": order,
+                              "domains": doms, "cache_routes": None})
+            assert (r.status, r.text) == (200, '{"session_name":"45201d"}')
+            assert r.header("content-type") == "application/json"
+        r = lk.post_json(addr, "/linkup/sessions/preview",
+                         {"name_kind": "six_char", "session_token": None, "services": FRONT,
+                          "domains": EXAMPLE, "cache_routes": None})
+        assert (r.status, r.text) == (200, '{"session_name":"2551b2"}')
+        assert lk.request(addr, "GET", "/linkup/sessions").text == '{"sessions":{}}'
+        assert lk.request(addr, "GET", "/linkup/dns").json() == {"domains": []}
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0
+        assert w.stop() == 0
+
+
+def test_8_4_websocket_with_a_library_client_and_server_direct_and_through_the_tunnel(
+        linkup_bin, env, tmp_path):
+    """SPEC §8.4.1 as a tester would write it with a WebSocket library on both
+    ends (which negotiates permessage-deflate, so compressed frames carry
+    RSV1), against the local server and along SPEC §0.2 step 4: worker ->
+    built-in tunnel -> local server -> the service at localhost."""
+    try:
+        import asyncio
+        from websockets.legacy.client import connect
+        from websockets.legacy.server import serve
+    except ImportError:
+        pytest.skip("python3-websockets is not installed")
+    w = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "w.log"), token=TOKEN)
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", w.url("Worker"), "--worker-token",
+                              TOKEN, log_path=str(tmp_path / "s.log"))
+
+    async def scenario():
+        async def echo(ws, *_):
+            async for m in ws:
+                await ws.send(m)
+
+        up = await serve(echo, "127.0.0.1", 0,
+                         extra_headers={"my-special-header": "special-value"})
+        port = up.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        body = named("ws-session", [svc("frontend", f"http://localhost:{port}")], EXAMPLE)
+        r = await loop.run_in_executor(None, lk.post_json, s.addrs["HTTP"],
+                                       "/linkup/sessions/tunneled", body)
+        assert r.status == 200, r.text
+        for _ in range(100):
+            t = await loop.run_in_executor(None, lk.request, s.addrs["HTTP"], "GET",
+                                           "/linkup/tunnel")
+            if t.json()["connected"]:
+                break
+            await asyncio.sleep(0.1)
+        headers = {"referer": "example.com", "traceparent": "xzyabc",
+                   "tracestate": "linkup-session=ws-session"}
+        for front in (s.addrs["HTTP"], w.addrs["Worker"]):
+            async with connect(f"ws://{front[0]}:{front[1]}/ws", extra_headers=headers,
+                               open_timeout=10, close_timeout=5) as ws:
+                assert ws.response_headers["my-special-header"] == "special-value"
+                assert ws.response_headers["access-control-allow-origin"] == "*"
+                assert "permessage-deflate" in ws.response_headers["sec-websocket-extensions"]
+                for msg in ("Hello, WebSocket!", "x" * 70000, bytes(range(256)) * 40):
+                    await ws.send(msg)
+                    assert await asyncio.wait_for(ws.recv(), 10) == msg
+                await ws.close()
+                assert ws.close_code == 1000
+        up.close()
+        await up.wait_closed()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0
+        assert w.stop() == 0
