@@ -99,7 +99,7 @@ class Upstream:
                            with Cache-Control: max-age=60)
     where N counts the requests for that path so far (1 for the first)."""
 
-    def __init__(self):
+    def __init__(self, host="127.0.0.2", port=0):
         self.requests = []
         self.lock = threading.Lock()
         outer = self
@@ -176,9 +176,9 @@ class Upstream:
             def log_message(self, *a):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), H)
+        self.server = http.server.ThreadingHTTPServer((host, port), H)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.2:{self.server.server_address[1]}"
+        self.url = f"http://{host}:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
 
@@ -583,3 +583,56 @@ def test_request_max_age_directive_is_case_insensitive(worker, up):
     assert get(worker, "/static/x.js").text == "other 1"
     assert get(worker, "/static/x.js", [("Cache-Control", "MAX-AGE=0")]).text == "other 2"
     assert get(worker, "/static/x.js").text == "other 2"
+
+
+# ---- 4. entries never leak between sessions or services ---------------------------------
+
+def test_services_on_two_addresses_with_one_port_have_their_own_entries(worker, up):
+    """Issue 3: cache keys are scoped. The key of SPEC §4.6 writes every IP
+    host as `example.com`, so two services of one session on 127.0.0.2:P and
+    127.0.0.3:P would share `http://{name}.example.com:P/static/...`: the
+    second service got the first one's answer. Each service has its own."""
+    port = int(up.url.rsplit(":", 1)[1])
+    try:
+        other = Upstream("127.0.0.3", port)
+    except OSError:
+        pytest.skip("127.0.0.3 has no free port equal to the first upstream's")
+    try:
+        body = lk.session_body("potato", {"web": up.url, "api": other.url},
+                               [("example.com", "web", None), ("api.example.com", "api", None)])
+        body["cache_routes"] = ["^/static"]
+        r = lk.request(worker.addr, "POST", "/linkup/v2/sessions/preview", API, json.dumps(body))
+        assert r.status == 200, r.body
+        assert get(worker, "/static/x.js").text == "other 1"
+        r = lk.request(worker.addr, "GET", "/static/x.js", [("Host", "potato.api.example.com")])
+        assert (r.status, r.text) == (200, "other 1")
+        assert (up.count("/static/x.js"), other.count("/static/x.js")) == (1, 1)
+        assert get(worker, "/static/x.js").text == "other 1"  # still each its own entry
+    finally:
+        other.close()
+
+
+def test_a_dotted_session_name_does_not_share_entries_with_another_session(worker):
+    """Issue 3: cache keys are scoped to the session. Names may hold dots
+    (SPEC §2.5), so with the key of SPEC §4.6 session `r.s` on
+    `http://localhost:P` and session `r` on `http://s.localhost:P` both
+    became `http://r.s.localhost:P/static/x.js`, and `r` was served what `r.s`
+    had stored. v1 /linkup/local-session stores localhost locations as given."""
+    u = Upstream("127.0.0.1")
+    port = int(u.url.rsplit(":", 1)[1])
+    try:
+        for name, token, loc in (("r.s", "t1", f"http://localhost:{port}"),
+                                 ("r", "t2", f"http://s.localhost:{port}")):
+            body = lk.session_body(name, {"web": loc}, [("example.com", "web", None)], token)
+            body["cache_routes"] = ["^/static"]
+            r = lk.request(worker.addr, "POST", "/linkup/local-session", API, json.dumps(body))
+            assert (r.status, r.text) == (200, name)
+        r = lk.request(worker.addr, "GET", "/static/x.js",
+                       [("Host", "example.com"), ("tracestate", "linkup-session=r.s")])
+        assert (r.status, r.text) == (200, "other 1")
+        r = get(worker, "/static/x.js", name="r")
+        # Not r.s's stored answer: fetched for r (s.localhost is loopback
+        # where the resolver knows RFC 6761 names, else a 502).
+        assert r.header("Age") is None and r.text != "other 1", (r.status, r.text)
+    finally:
+        u.close()
