@@ -359,6 +359,27 @@ def test_token_is_required(linkup_bin, env):
     assert "token" in r.stderr
 
 
+def test_missing_option_value_is_a_usage_error(linkup_bin, env):
+    """An option without its value is a usage error (exit 2) naming the option as --help
+    shows it, as for `linkup server` and the CLI (clap): a following `--option` is not
+    taken as the value, so `--token --listen A:P` does not make `--listen` the token
+    and `--listen --store memory` does not try to listen on `--store`."""
+    e = dict(env)
+    e.pop("LINKUP_WORKER_TOKEN", None)
+    for args, opt in ((["--store", "memory", "--token"], "--token <T>"),
+                      (["--store", "memory", "--token", "--listen", "127.0.0.1:0"], "--token <T>"),
+                      (["--token", "t", "--listen", "--store", "memory"], "--listen <A:P>"),
+                      (["--token", "t", "--store", "--listen", "127.0.0.1:0"], "--store <STORE>"),
+                      (["--token", "t", "--tunnel-prefix", "--store", "memory"],
+                       "--tunnel-prefix <P>")):
+        r = subprocess.run([linkup_bin, "worker", *args], capture_output=True, text=True,
+                           env=e, timeout=20)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.splitlines() == [
+            f"linkup: worker: a value is required for '{opt}' but none was supplied",
+            "Run 'linkup worker --help' for usage."], (args, r.stderr)
+
+
 def test_env_options_and_default_sqlite_store(linkup_bin, env, tmp_path):
     e = dict(env, LINKUP_WORKER_LISTEN="127.0.0.1:0", LINKUP_WORKER_TOKEN="envtok")
     p = subprocess.Popen([linkup_bin, "worker"], stdout=subprocess.PIPE,
