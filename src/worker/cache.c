@@ -437,10 +437,12 @@ static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t 
         if (lk_str_has_token(v, LK_STR("no-store")) || lk_str_has_token(v, LK_STR("private")) ||
             lk_str_has_token(v, LK_STR("no-cache")))
             return 0;
-        long s = directive_seconds(v, LK_STR("s-maxage"));
-        long m = directive_seconds(v, LK_STR("max-age"));
-        smax = s >= 0 ? s : smax;
-        max = m >= 0 ? m : max;
+        /* RFC 9111 §4.2.1: the first occurrence counts, across lines too
+         * (several lines are one list, RFC 9110 §5.3). */
+        if (smax < 0)
+            smax = directive_seconds(v, LK_STR("s-maxage"));
+        if (max < 0)
+            max = directive_seconds(v, LK_STR("max-age"));
     }
     long ttl = smax >= 0 ? smax : max;
     int64_t expires = ttl >= 0 ? -1 : expires_ttl_ms(h, n);

@@ -93,6 +93,7 @@ class Upstream:
                            Vary: X-Other, accept-encoding
       /static/varystar     200 "varystar N", max-age=60, Vary: *
       /static/cc/VALUE     200 "cc N" with Cache-Control VALUE ("_" for " ")
+      /static/cc2/A/B      200 "cc2 N" with two Cache-Control lines, A then B
       /static/age/A        200 "age N", max-age=60 and Age: A
       /static/expires/K    200 "expires N" with an Expires of kind K: zero ("0"),
                            past, garbage, future (in an hour), maxage (past,
@@ -151,6 +152,11 @@ class Upstream:
                     if kind == "maxage":
                         hdrs.append(("Cache-Control", "max-age=60"))
                     self.answer(200, hdrs, f"expires {n}".encode())
+                elif path.startswith("/static/cc2/"):
+                    first, second = path.split("/", 4)[3:5]
+                    self.answer(200, [("Cache-Control", first.replace("_", " ")),
+                                      ("Cache-Control", second.replace("_", " "))],
+                                f"cc2 {n}".encode())
                 elif path.startswith("/static/cc/"):
                     cc = path.split("/", 3)[3].replace("_", " ")
                     self.answer(200, [("Cache-Control", cc)], f"cc {n}".encode())
@@ -574,6 +580,22 @@ def test_response_cache_control_directives(worker, up, cc, stored):
     make_session(worker, "potato", up.url)
     path = f"/static/cc/{cc}"
     assert [get(worker, path).text for _ in range(2)] == ["cc 1", "cc 1" if stored else "cc 2"]
+
+
+@pytest.mark.parametrize("first, second, stored", [
+    ("max-age=0", "max-age=60", False),
+    ("max-age=60", "max-age=0", True),
+    ("s-maxage=0", "s-maxage=60", False),
+    ("public", "max-age=60", True),
+])
+def test_first_max_age_counts_across_cache_control_lines(worker, up, first, second, stored):
+    """RFC 9111 §4.2.1: of several max-age (or s-maxage) directives the first
+    is used, and two Cache-Control lines are one list (RFC 9110 §5.3), so a
+    max-age=0 line followed by a max-age=60 line is not stored for 60 s, as
+    `max-age=0, max-age=60` on one line is not."""
+    make_session(worker, "potato", up.url)
+    path = f"/static/cc2/{first}/{second}"
+    assert [get(worker, path).text for _ in range(2)] == ["cc2 1", "cc2 1" if stored else "cc2 2"]
 
 
 def test_request_max_age_directive_is_case_insensitive(worker, up):
