@@ -22,6 +22,7 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -92,7 +93,8 @@ class Upstream:
       /static/vary         200 "{Accept-Encoding or identity} N", max-age=60,
                            Vary: X-Other, accept-encoding
       /static/varystar     200 "varystar N", max-age=60, Vary: *
-      /static/cc/VALUE     200 "cc N" with Cache-Control VALUE ("_" for " ")
+      /static/cc/VALUE     200 "cc N" with Cache-Control VALUE (percent-decoded,
+                           then "_" for " ")
       /static/cc2/A/B      200 "cc2 N" with two Cache-Control lines, A then B
       /static/age/A        200 "age N", max-age=60 and Age: A
       /static/expires/K    200 "expires N" with an Expires of kind K: zero ("0"),
@@ -158,7 +160,7 @@ class Upstream:
                                       ("Cache-Control", second.replace("_", " "))],
                                 f"cc2 {n}".encode())
                 elif path.startswith("/static/cc/"):
-                    cc = path.split("/", 3)[3].replace("_", " ")
+                    cc = urllib.parse.unquote(path.split("/", 3)[3]).replace("_", " ")
                     self.answer(200, [("Cache-Control", cc)], f"cc {n}".encode())
                 elif path == "/static/varystar":
                     self.answer(200, [("Cache-Control", "max-age=60"), ("Vary", "*")],
@@ -570,6 +572,11 @@ def test_request_max_age_refetches_an_older_entry(worker, up):
     ("s-maxage=x,_max-age=60", False),
     ("x-max-age=0", True),
     ("max-age=60,_max-age=0", True),
+    # With field names (RFC 9111 §5.2.2.4, §5.2.2.7), quoted commas included.
+    ("private=%22X-User%22", False),
+    ("no-cache=%22X-User%22,_max-age=60", False),
+    ("max-age=60,_PRIVATE=%22X-User,_X-Other%22", False),
+    ("x-ext=%22private,_no-store%22,_max-age=60", True),
 ])
 def test_response_cache_control_directives(worker, up, cc, stored):
     """RFC 9111 §5.2: directive names are case-insensitive, so MAX-AGE=0
