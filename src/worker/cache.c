@@ -418,9 +418,10 @@ static int64_t expires_ttl_ms(const struct lk_http_header *h, size_t n)
     const struct lk_http_header *exp = NULL;
     const struct lk_http_header *date = NULL;
     for (size_t i = 0; i < n; i++) {
-        if (lk_str_ieq(h[i].name, LK_STR("expires")))
+        /* RFC 9111 §4.2.1: of several Expires the first is used. */
+        if (exp == NULL && lk_str_ieq(h[i].name, LK_STR("expires")))
             exp = &h[i];
-        else if (lk_str_ieq(h[i].name, LK_STR("date")))
+        else if (date == NULL && lk_str_ieq(h[i].name, LK_STR("date")))
             date = &h[i];
     }
     if (exp == NULL)

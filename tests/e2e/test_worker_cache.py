@@ -99,7 +99,7 @@ class Upstream:
       /static/age/A        200 "age N", max-age=60 and Age: A
       /static/expires/K    200 "expires N" with an Expires of kind K: zero ("0"),
                            past, garbage, future (in an hour), maxage (past,
-                           with Cache-Control: max-age=60)
+                           with Cache-Control: max-age=60), twice (past, then future)
     where N counts the requests for that path so far (1 for the first)."""
 
     def __init__(self, host="127.0.0.2", port=0):
@@ -149,8 +149,12 @@ class Upstream:
                     value = {"zero": "0", "past": "Thu, 01 Jan 1970 00:00:00 GMT",
                              "garbage": "tomorrow",
                              "future": email.utils.formatdate(time.time() + 3600, usegmt=True),
-                             "maxage": "Thu, 01 Jan 1970 00:00:00 GMT"}[kind]
+                             "maxage": "Thu, 01 Jan 1970 00:00:00 GMT", "twice": None}[kind]
                     hdrs = [("Expires", value)]
+                    if kind == "twice":  # the past first, then an hour ahead
+                        hdrs = [("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
+                                ("Expires", email.utils.formatdate(time.time() + 3600,
+                                                                   usegmt=True))]
                     if kind == "maxage":
                         hdrs.append(("Cache-Control", "max-age=60"))
                     self.answer(200, hdrs, f"expires {n}".encode())
@@ -535,6 +539,7 @@ def test_hits_carry_age_and_the_upstream_age_counts(worker, up):
 
 @pytest.mark.parametrize("kind, stored", [
     ("zero", False), ("past", False), ("garbage", False), ("future", True), ("maxage", True),
+    ("twice", False),  # RFC 9111 §4.2.1: the first Expires is used
 ])
 def test_expires_gives_the_lifetime_without_max_age(worker, up, kind, stored):
     """RFC 9111 §4.2.1, §5.3: without max-age or s-maxage, Expires gives the
