@@ -333,9 +333,28 @@ static void on_v2_preview(struct worker *w, struct lk_exchange *ex, const struct
     lk_session_free(s);
 }
 
+/* True when u is the tunnel URL of session name: its host is that session's
+ * tunnel hostname, without userinfo, path, query or fragment. Names have no
+ * syntax rules (SPEC §2.5), and one holding '/', '?', '#', '@', '%' or
+ * non-ASCII would make a URL that names another host (`a/b`: host
+ * `linkup-tunnel-a`; `a%41`: the tunnel of session `aa`). The empty name
+ * passes: strict_store_session refuses it with its own error (SPEC §2.5). */
+static bool is_tunnel_url_of(const struct worker *w, const struct lk_url *u, const char *name)
+{
+    struct lk_str session;
+    if (name[0] == '\0')
+        return true;
+    return u->userinfo == NULL && strcmp(u->path, "/") == 0 && u->query == NULL &&
+           u->fragment == NULL &&
+           worker_tunnel_host_session(&w->tunnel, lk_str_c(u->host), &session) &&
+           lk_str_ieq(session, lk_str_c(name));
+}
+
 /* SPEC §4.3.7 step 4: every service whose host is exactly localhost now
- * points at the tunnel URL (parsed, so it gains a trailing slash). */
-static int repoint_localhost(struct lk_session *s, const struct lk_buf *tunnel_url)
+ * points at the tunnel URL (parsed, so it gains a trailing slash). LK_EPARSE
+ * when that URL does not parse or is not the tunnel URL of session name. */
+static int repoint_localhost(const struct worker *w, struct lk_session *s, const char *name,
+                             const struct lk_buf *tunnel_url)
 {
     for (size_t i = 0; i < s->n_services; i++) {
         struct lk_session_service *svc = &s->services[i];
@@ -345,6 +364,10 @@ static int repoint_localhost(struct lk_session *s, const struct lk_buf *tunnel_u
             continue;
         if (lk_url_parse(tunnel_url->data, tunnel_url->len, &u, NULL) != 0)
             return LK_EPARSE;
+        if (!is_tunnel_url_of(w, &u, name)) {
+            lk_url_release(&u);
+            return LK_EPARSE;
+        }
         lk_url_release(&svc->location);
         svc->location = u;
         lk_url_serialize(&u, &str);
@@ -369,7 +392,7 @@ static void on_v2_tunneled(struct worker *w, struct lk_exchange *ex, const struc
         store_failed(w, ex, "Failed to upsert tunnel: ", &e);
         goto out;
     }
-    if (repoint_localhost(s, &url) != 0) {
+    if (repoint_localhost(w, s, name.data, &url) != 0) {
         worker_respond_error(ex, 500,
                              lk_exchange_printf(ex,
                                                 "Failed to upsert tunnel: invalid "

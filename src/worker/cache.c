@@ -272,12 +272,12 @@ static long delta_seconds(struct lk_str arg)
     return v > 31536000 ? 31536000 : v;
 }
 
-/* The seconds of directive name in a Cache-Control value, or -1 when it is
- * absent. RFC 9111 §5.2: items are `token [ "=" ( token / quoted-string ) ]`
- * separated by commas, names compared case-insensitively; the first
- * occurrence wins (§4.2.1). A quoted argument is read without its quotes,
- * and commas inside it separate nothing. */
-static long directive_seconds(struct lk_str cc, struct lk_str name)
+/* Finds directive name in a Cache-Control value; *arg is its argument
+ * (empty without one). RFC 9111 §5.2: items are `token [ "=" ( token /
+ * quoted-string ) ]` separated by commas, names compared
+ * case-insensitively; the first occurrence wins (§4.2.1). A quoted argument
+ * is read without its quotes, and commas inside it separate nothing. */
+static bool directive_arg(struct lk_str cc, struct lk_str name, struct lk_str *arg)
 {
     size_t i = 0;
     while (i < cc.len) {
@@ -285,7 +285,7 @@ static long directive_seconds(struct lk_str cc, struct lk_str name)
         while (i < cc.len && cc.ptr[i] != '=' && cc.ptr[i] != ',')
             i++;
         struct lk_str key = lk_str_trim((struct lk_str){ cc.ptr + start, i - start });
-        struct lk_str arg = { cc.ptr + i, 0 };
+        *arg = (struct lk_str){ cc.ptr + i, 0 };
         if (i < cc.len && cc.ptr[i] == '=') {
             size_t from = ++i;
             while (i < cc.len && (cc.ptr[i] == ' ' || cc.ptr[i] == '\t'))
@@ -294,20 +294,38 @@ static long directive_seconds(struct lk_str cc, struct lk_str name)
                 from = ++i;
                 while (i < cc.len && cc.ptr[i] != '"')
                     i += cc.ptr[i] == '\\' && i + 1 < cc.len ? 2 : 1;
-                arg = (struct lk_str){ cc.ptr + from, (i < cc.len ? i : cc.len) - from };
+                *arg = (struct lk_str){ cc.ptr + from, (i < cc.len ? i : cc.len) - from };
                 while (i < cc.len && cc.ptr[i] != ',')
                     i++;
             } else {
                 while (i < cc.len && cc.ptr[i] != ',')
                     i++;
-                arg = lk_str_trim((struct lk_str){ cc.ptr + from, i - from });
+                *arg = lk_str_trim((struct lk_str){ cc.ptr + from, i - from });
             }
         }
         if (lk_str_ieq(key, name))
-            return delta_seconds(arg);
+            return true;
         i++; /* the comma */
     }
-    return -1;
+    return false;
+}
+
+/* True when the Cache-Control value has directive name, with or without an
+ * argument: `private="X-User"` and `no-cache="X-User"` (RFC 9111 §5.2.2.4,
+ * §5.2.2.7) forbid what the plain directives do for the fields they name;
+ * the cache, which does not strip fields, takes them as the plain ones. */
+static bool has_directive(struct lk_str cc, struct lk_str name)
+{
+    struct lk_str arg;
+    return directive_arg(cc, name, &arg);
+}
+
+/* The seconds of directive name in a Cache-Control value, or -1 when it is
+ * absent (directive_arg). */
+static long directive_seconds(struct lk_str cc, struct lk_str name)
+{
+    struct lk_str arg;
+    return directive_arg(cc, name, &arg) ? delta_seconds(arg) : -1;
 }
 
 /* The statuses a shared cache may store without being told to (RFC 9111
@@ -400,9 +418,10 @@ static int64_t expires_ttl_ms(const struct lk_http_header *h, size_t n)
     const struct lk_http_header *exp = NULL;
     const struct lk_http_header *date = NULL;
     for (size_t i = 0; i < n; i++) {
-        if (lk_str_ieq(h[i].name, LK_STR("expires")))
+        /* RFC 9111 §4.2.1: of several Expires the first is used. */
+        if (exp == NULL && lk_str_ieq(h[i].name, LK_STR("expires")))
             exp = &h[i];
-        else if (lk_str_ieq(h[i].name, LK_STR("date")))
+        else if (date == NULL && lk_str_ieq(h[i].name, LK_STR("date")))
             date = &h[i];
     }
     if (exp == NULL)
@@ -434,13 +453,15 @@ static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t 
         if (!lk_str_ieq(h[i].name, LK_STR("cache-control")))
             continue;
         struct lk_str v = h[i].value;
-        if (lk_str_has_token(v, LK_STR("no-store")) || lk_str_has_token(v, LK_STR("private")) ||
-            lk_str_has_token(v, LK_STR("no-cache")))
+        if (has_directive(v, LK_STR("no-store")) || has_directive(v, LK_STR("private")) ||
+            has_directive(v, LK_STR("no-cache")))
             return 0;
-        long s = directive_seconds(v, LK_STR("s-maxage"));
-        long m = directive_seconds(v, LK_STR("max-age"));
-        smax = s >= 0 ? s : smax;
-        max = m >= 0 ? m : max;
+        /* RFC 9111 §4.2.1: the first occurrence counts, across lines too
+         * (several lines are one list, RFC 9110 §5.3). */
+        if (smax < 0)
+            smax = directive_seconds(v, LK_STR("s-maxage"));
+        if (max < 0)
+            max = directive_seconds(v, LK_STR("max-age"));
     }
     long ttl = smax >= 0 ? smax : max;
     int64_t expires = ttl >= 0 ? -1 : expires_ttl_ms(h, n);
@@ -462,8 +483,7 @@ static bool authorization_allows(const struct lk_proxy_req *spec, const struct l
     for (size_t i = 0; i < n; i++) {
         struct lk_str v = h[i].value;
         if (lk_str_ieq(h[i].name, LK_STR("cache-control")) &&
-            (lk_str_has_token(v, LK_STR("public")) ||
-             lk_str_has_token(v, LK_STR("must-revalidate")) ||
+            (has_directive(v, LK_STR("public")) || has_directive(v, LK_STR("must-revalidate")) ||
              directive_seconds(v, LK_STR("s-maxage")) >= 0))
             return true;
     }
@@ -568,7 +588,7 @@ static bool bypasses_cache(const struct lk_proxy_req *spec)
     for (size_t i = 0; i < spec->n_headers; i++) {
         struct lk_str v = spec->headers[i].value;
         if (lk_str_ieq(spec->headers[i].name, LK_STR("cache-control")) &&
-            (lk_str_has_token(v, LK_STR("no-store")) || lk_str_has_token(v, LK_STR("no-cache"))))
+            (has_directive(v, LK_STR("no-store")) || has_directive(v, LK_STR("no-cache"))))
             return true;
         for (size_t j = 0; j < LK_ARRAY_LEN(names); j++) {
             if (lk_str_ieq(spec->headers[i].name, names[j]))

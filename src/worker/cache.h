@@ -3,8 +3,9 @@
  *
  * Only requests the session marks cacheable reach this module: GET, not a
  * WebSocket, and a cache_routes regex matching the upstream path
- * (lk_route_is_cacheable). They are keyed by lk_route_cache_key, so entries
- * are scoped to the session name.
+ * (lk_route_is_cacheable). They are keyed by the session name and the whole
+ * upstream URL (proxy.c, cache_key()), so entries are scoped to the session
+ * and the service.
  *
  * A hit is answered from memory with the CORS headers added where the stored
  * response has none (DESIGN §2.7: hits get them too). A miss fetches the

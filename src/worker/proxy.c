@@ -157,7 +157,16 @@ static bool has_body(const struct lk_exchange *ex)
 /* SPEC §4.6: a GET whose upstream path matches a cache route of the session
  * is cacheable; its key is appended to key. A GET with a body is not: the
  * cache's fetch sends none, and SPEC §4.4 step 5 keeps the body stream, so
- * it is streamed like any other request. */
+ * it is streamed like any other request.
+ *
+ * The key is "{length of the name}:{name}\n{upstream URL}", not the SPEC
+ * §4.6 key alone (lk_route_cache_key): that one writes every IP host as
+ * example.com, so two services of a session on 10.0.0.5:80 and 10.0.0.6:80
+ * shared entries, and it joins name and host with a dot while names may hold
+ * dots (SPEC §2.5: session `r.s` on `localhost` and session `r` on
+ * `s.localhost` shared entries). The length prefix makes the name end
+ * unambiguously, and the whole upstream URL names the service (issue 3: keys
+ * scoped to the session). */
 static bool cache_key(struct lk_exchange *ex, const struct lk_route_result *r, struct lk_buf *key)
 {
     const struct lk_session *s = r->found.session;
@@ -168,8 +177,13 @@ static bool cache_key(struct lk_exchange *ex, const struct lk_route_result *r, s
         return false;
     if (lk_url_parse(r->target.url.data, r->target.url.len, &u, NULL) != 0)
         return false;
-    cacheable = lk_route_is_cacheable(LK_STR("GET"), s, lk_str_c(u.path)) &&
-                lk_route_cache_key(lk_buf_str(&r->target.url), r->found.name, key) == 0;
+    cacheable = lk_route_is_cacheable(LK_STR("GET"), s, lk_str_c(u.path));
+    if (cacheable) {
+        lk_buf_addf(key, "%zu:", r->found.name.len);
+        lk_buf_addstr(key, r->found.name);
+        lk_buf_addch(key, '\n');
+        lk_buf_addstr(key, lk_buf_str(&r->target.url));
+    }
     lk_url_release(&u);
     return cacheable;
 }

@@ -84,7 +84,10 @@ uint64_t worker_now_ms(void)
     return worker_clock_real(NULL);
 }
 
-/* Matches "--name VALUE" and "--name=VALUE"; advances *i past the value. */
+/* Matches "--name VALUE" and "--name=VALUE"; advances *i past the value.
+ * -1 when the value is missing: as for `linkup server` and the CLI's own
+ * options (clap, docs/cli.md), a following argument that starts with '-'
+ * (other than "-") is the next option, not a value. */
 static int take_value(int argc, char **argv, int *i, const char *name, const char **out)
 {
     size_t n = strlen(name);
@@ -97,7 +100,7 @@ static int take_value(int argc, char **argv, int *i, const char *name, const cha
     }
     if (a[n] != '\0')
         return 0;
-    if (*i + 1 >= argc)
+    if (*i + 1 >= argc || !cli_is_value(argv[*i + 1]))
         return -1;
     *out = argv[++*i];
     return 1;
@@ -106,23 +109,30 @@ static int take_value(int argc, char **argv, int *i, const char *name, const cha
 static int parse_args(int argc, char **argv, struct worker_opts *o)
 {
     /* "--session-auth-scope" before "--session-auth": take_value() matches
-     * a name only whole, but the order keeps that obvious. */
+     * a name only whole, but the order keeps that obvious. value_names are
+     * those of usage_text. */
     static const char *const names[] = {
         "--listen",        "--token",       "--store",    "--tunnel-domain", "--tunnel-prefix",
         "--tunnel-scheme", "--tunnel-port", "--peer-url", "--peer-secret",   "--session-auth-scope",
         "--session-auth",
+    };
+    static const char *const value_names[] = {
+        "A:P", "T", "STORE", "D", "P", "S", "PORT", "U", "S", "S", "SECRET",
     };
     const char **slots[] = {
         &o->listen,        &o->token,       &o->store,    &o->tunnel_domain, &o->tunnel_prefix,
         &o->tunnel_scheme, &o->tunnel_port, &o->peer_url, &o->peer_secret,   &o->session_auth_scope,
         &o->session_auth,
     };
+    _Static_assert(LK_ARRAY_LEN(names) == LK_ARRAY_LEN(value_names), "a value name per option");
     for (int i = 1; i < argc; i++) {
         int matched = 0;
         for (size_t k = 0; k < LK_ARRAY_LEN(names) && matched == 0; k++) {
             matched = take_value(argc, argv, &i, names[k], slots[k]);
             if (matched < 0)
-                return cli_usage_error("worker", "option '%s' requires a value", names[k]);
+                return cli_usage_error("worker",
+                                       "a value is required for '%s <%s>' but none was supplied",
+                                       names[k], value_names[k]);
         }
         if (matched == 0)
             return cli_usage_error("worker", "unexpected argument '%s'", argv[i]);

@@ -359,6 +359,27 @@ def test_token_is_required(linkup_bin, env):
     assert "token" in r.stderr
 
 
+def test_missing_option_value_is_a_usage_error(linkup_bin, env):
+    """An option without its value is a usage error (exit 2) naming the option as --help
+    shows it, as for `linkup server` and the CLI (clap): a following `--option` is not
+    taken as the value, so `--token --listen A:P` does not make `--listen` the token
+    and `--listen --store memory` does not try to listen on `--store`."""
+    e = dict(env)
+    e.pop("LINKUP_WORKER_TOKEN", None)
+    for args, opt in ((["--store", "memory", "--token"], "--token <T>"),
+                      (["--store", "memory", "--token", "--listen", "127.0.0.1:0"], "--token <T>"),
+                      (["--token", "t", "--listen", "--store", "memory"], "--listen <A:P>"),
+                      (["--token", "t", "--store", "--listen", "127.0.0.1:0"], "--store <STORE>"),
+                      (["--token", "t", "--tunnel-prefix", "--store", "memory"],
+                       "--tunnel-prefix <P>")):
+        r = subprocess.run([linkup_bin, "worker", *args], capture_output=True, text=True,
+                           env=e, timeout=20)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.splitlines() == [
+            f"linkup: worker: a value is required for '{opt}' but none was supplied",
+            "Run 'linkup worker --help' for usage."], (args, r.stderr)
+
+
 def test_env_options_and_default_sqlite_store(linkup_bin, env, tmp_path):
     e = dict(env, LINKUP_WORKER_LISTEN="127.0.0.1:0", LINKUP_WORKER_TOKEN="envtok")
     p = subprocess.Popen([linkup_bin, "worker"], stdout=subprocess.PIPE,
@@ -618,6 +639,50 @@ def test_v2_tunneled_returns_tunnel_data_and_repoints_localhost(worker, upstream
     # A conflicting token is 409 (DESIGN §2.1).
     r = post(worker.addr, "/linkup/v2/sessions/tunneled", dict(body, session_token="other"))
     assert (r.status, r.text) == (409, "Conflict")
+
+
+@pytest.mark.parametrize("name", ["a/b", "a?b", "a#b", "a@b", "a%41", "\u00e9"])
+def test_v2_tunneled_name_that_is_no_tunnel_hostname_is_500(worker, name):
+    """SPEC §4.3.7 step 4 re-points localhost services at the tunnel URL.
+    Names have no syntax rules (SPEC §2.5), but a tunnel URL whose host is not
+    that session's tunnel hostname would send them elsewhere: `a/b` to host
+    `linkup-tunnel-a`, `a%41` to the tunnel of session `aa`, `a@b` to
+    `b.localhost`, `é` to a punycode host no tunnel answers. Such an upsert is
+    `500 Failed to upsert tunnel: invalid tunnel url {url}`, as a name with a
+    space already was; nothing is stored. Without localhost services nothing
+    is re-pointed and the name is fine."""
+    body = named(name, [("frontend", "http://localhost:3000", None)], [("example.com", "frontend", None)])
+    r = post(worker.addr, "/linkup/v2/sessions/tunneled", body)
+    url = f"http://linkup-tunnel-{name}.localhost:{worker.port}"
+    assert (r.status, r.text) == (500, f"Failed to upsert tunnel: invalid tunnel url {url}")
+    r = request(worker.addr, "GET", "/", [("Host", "example.com"),
+                                          ("tracestate", f"linkup-session={name}")])
+    assert r.status == 422  # not stored
+    body = named(name, [("frontend", "http://127.0.0.1:3000", None)], [("example.com", "frontend", None)])
+    r = post(worker.addr, "/linkup/v2/sessions/tunneled", body)
+    assert r.status == 200 and json.loads(r.body)["session_name"] == name
+
+
+def test_v2_tunneled_empty_name_with_localhost_is_the_store_error(worker):
+    """The empty name keeps the error of strict_store_session (SPEC §2.5,
+    DESIGN §2.1) even when a localhost service is re-pointed first."""
+    body = named("", [("frontend", "http://localhost:3000", None)],
+                 [("example.com", "frontend", None)])
+    r = post(worker.addr, "/linkup/v2/sessions/tunneled", body)
+    assert (r.status, r.text) == (500, "Failed to store server config: Session name is empty")
+
+
+def test_v2_tunneled_dotted_upper_case_name_is_re_pointed(worker):
+    """A name with dots and capitals still spells its tunnel hostname (the host
+    matches case-insensitively), so its localhost services are re-pointed."""
+    body = named("Big.Cow", [("frontend", "http://localhost:3000", None)],
+                 [("example.com", "frontend", None)])
+    r = post(worker.addr, "/linkup/v2/sessions/tunneled", body)
+    assert r.status == 200, r.text
+    r = request(worker.addr, "GET", "/", [("Host", "example.com"),
+                                          ("tracestate", "linkup-session=Big.Cow")])
+    assert (r.status, r.text) == (502, "Failed to fetch from target service: tunnel for session "
+                                       "'Big.Cow' is not connected")
 
 
 def test_v2_tunneled_unnamed_animal(worker):

@@ -22,6 +22,7 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -92,14 +93,16 @@ class Upstream:
       /static/vary         200 "{Accept-Encoding or identity} N", max-age=60,
                            Vary: X-Other, accept-encoding
       /static/varystar     200 "varystar N", max-age=60, Vary: *
-      /static/cc/VALUE     200 "cc N" with Cache-Control VALUE ("_" for " ")
+      /static/cc/VALUE     200 "cc N" with Cache-Control VALUE (percent-decoded,
+                           then "_" for " ")
+      /static/cc2/A/B      200 "cc2 N" with two Cache-Control lines, A then B
       /static/age/A        200 "age N", max-age=60 and Age: A
       /static/expires/K    200 "expires N" with an Expires of kind K: zero ("0"),
                            past, garbage, future (in an hour), maxage (past,
-                           with Cache-Control: max-age=60)
+                           with Cache-Control: max-age=60), twice (past, then future)
     where N counts the requests for that path so far (1 for the first)."""
 
-    def __init__(self):
+    def __init__(self, host="127.0.0.2", port=0):
         self.requests = []
         self.lock = threading.Lock()
         outer = self
@@ -146,13 +149,22 @@ class Upstream:
                     value = {"zero": "0", "past": "Thu, 01 Jan 1970 00:00:00 GMT",
                              "garbage": "tomorrow",
                              "future": email.utils.formatdate(time.time() + 3600, usegmt=True),
-                             "maxage": "Thu, 01 Jan 1970 00:00:00 GMT"}[kind]
+                             "maxage": "Thu, 01 Jan 1970 00:00:00 GMT", "twice": None}[kind]
                     hdrs = [("Expires", value)]
+                    if kind == "twice":  # the past first, then an hour ahead
+                        hdrs = [("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
+                                ("Expires", email.utils.formatdate(time.time() + 3600,
+                                                                   usegmt=True))]
                     if kind == "maxage":
                         hdrs.append(("Cache-Control", "max-age=60"))
                     self.answer(200, hdrs, f"expires {n}".encode())
+                elif path.startswith("/static/cc2/"):
+                    first, second = path.split("/", 4)[3:5]
+                    self.answer(200, [("Cache-Control", first.replace("_", " ")),
+                                      ("Cache-Control", second.replace("_", " "))],
+                                f"cc2 {n}".encode())
                 elif path.startswith("/static/cc/"):
-                    cc = path.split("/", 3)[3].replace("_", " ")
+                    cc = urllib.parse.unquote(path.split("/", 3)[3]).replace("_", " ")
                     self.answer(200, [("Cache-Control", cc)], f"cc {n}".encode())
                 elif path == "/static/varystar":
                     self.answer(200, [("Cache-Control", "max-age=60"), ("Vary", "*")],
@@ -176,9 +188,9 @@ class Upstream:
             def log_message(self, *a):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), H)
+        self.server = http.server.ThreadingHTTPServer((host, port), H)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.2:{self.server.server_address[1]}"
+        self.url = f"http://{host}:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
 
@@ -527,6 +539,7 @@ def test_hits_carry_age_and_the_upstream_age_counts(worker, up):
 
 @pytest.mark.parametrize("kind, stored", [
     ("zero", False), ("past", False), ("garbage", False), ("future", True), ("maxage", True),
+    ("twice", False),  # RFC 9111 §4.2.1: the first Expires is used
 ])
 def test_expires_gives_the_lifetime_without_max_age(worker, up, kind, stored):
     """RFC 9111 §4.2.1, §5.3: without max-age or s-maxage, Expires gives the
@@ -564,6 +577,11 @@ def test_request_max_age_refetches_an_older_entry(worker, up):
     ("s-maxage=x,_max-age=60", False),
     ("x-max-age=0", True),
     ("max-age=60,_max-age=0", True),
+    # With field names (RFC 9111 §5.2.2.4, §5.2.2.7), quoted commas included.
+    ("private=%22X-User%22", False),
+    ("no-cache=%22X-User%22,_max-age=60", False),
+    ("max-age=60,_PRIVATE=%22X-User,_X-Other%22", False),
+    ("x-ext=%22private,_no-store%22,_max-age=60", True),
 ])
 def test_response_cache_control_directives(worker, up, cc, stored):
     """RFC 9111 §5.2: directive names are case-insensitive, so MAX-AGE=0
@@ -576,6 +594,22 @@ def test_response_cache_control_directives(worker, up, cc, stored):
     assert [get(worker, path).text for _ in range(2)] == ["cc 1", "cc 1" if stored else "cc 2"]
 
 
+@pytest.mark.parametrize("first, second, stored", [
+    ("max-age=0", "max-age=60", False),
+    ("max-age=60", "max-age=0", True),
+    ("s-maxage=0", "s-maxage=60", False),
+    ("public", "max-age=60", True),
+])
+def test_first_max_age_counts_across_cache_control_lines(worker, up, first, second, stored):
+    """RFC 9111 §4.2.1: of several max-age (or s-maxage) directives the first
+    is used, and two Cache-Control lines are one list (RFC 9110 §5.3), so a
+    max-age=0 line followed by a max-age=60 line is not stored for 60 s, as
+    `max-age=0, max-age=60` on one line is not."""
+    make_session(worker, "potato", up.url)
+    path = f"/static/cc2/{first}/{second}"
+    assert [get(worker, path).text for _ in range(2)] == ["cc2 1", "cc2 1" if stored else "cc2 2"]
+
+
 def test_request_max_age_directive_is_case_insensitive(worker, up):
     """RFC 9111 §5.2: a request's MAX-AGE=0 refuses a stored entry as
     max-age=0 does (§5.2.1.1)."""
@@ -583,3 +617,56 @@ def test_request_max_age_directive_is_case_insensitive(worker, up):
     assert get(worker, "/static/x.js").text == "other 1"
     assert get(worker, "/static/x.js", [("Cache-Control", "MAX-AGE=0")]).text == "other 2"
     assert get(worker, "/static/x.js").text == "other 2"
+
+
+# ---- 4. entries never leak between sessions or services ---------------------------------
+
+def test_services_on_two_addresses_with_one_port_have_their_own_entries(worker, up):
+    """Issue 3: cache keys are scoped. The key of SPEC §4.6 writes every IP
+    host as `example.com`, so two services of one session on 127.0.0.2:P and
+    127.0.0.3:P would share `http://{name}.example.com:P/static/...`: the
+    second service got the first one's answer. Each service has its own."""
+    port = int(up.url.rsplit(":", 1)[1])
+    try:
+        other = Upstream("127.0.0.3", port)
+    except OSError:
+        pytest.skip("127.0.0.3 has no free port equal to the first upstream's")
+    try:
+        body = lk.session_body("potato", {"web": up.url, "api": other.url},
+                               [("example.com", "web", None), ("api.example.com", "api", None)])
+        body["cache_routes"] = ["^/static"]
+        r = lk.request(worker.addr, "POST", "/linkup/v2/sessions/preview", API, json.dumps(body))
+        assert r.status == 200, r.body
+        assert get(worker, "/static/x.js").text == "other 1"
+        r = lk.request(worker.addr, "GET", "/static/x.js", [("Host", "potato.api.example.com")])
+        assert (r.status, r.text) == (200, "other 1")
+        assert (up.count("/static/x.js"), other.count("/static/x.js")) == (1, 1)
+        assert get(worker, "/static/x.js").text == "other 1"  # still each its own entry
+    finally:
+        other.close()
+
+
+def test_a_dotted_session_name_does_not_share_entries_with_another_session(worker):
+    """Issue 3: cache keys are scoped to the session. Names may hold dots
+    (SPEC §2.5), so with the key of SPEC §4.6 session `r.s` on
+    `http://localhost:P` and session `r` on `http://s.localhost:P` both
+    became `http://r.s.localhost:P/static/x.js`, and `r` was served what `r.s`
+    had stored. v1 /linkup/local-session stores localhost locations as given."""
+    u = Upstream("127.0.0.1")
+    port = int(u.url.rsplit(":", 1)[1])
+    try:
+        for name, token, loc in (("r.s", "t1", f"http://localhost:{port}"),
+                                 ("r", "t2", f"http://s.localhost:{port}")):
+            body = lk.session_body(name, {"web": loc}, [("example.com", "web", None)], token)
+            body["cache_routes"] = ["^/static"]
+            r = lk.request(worker.addr, "POST", "/linkup/local-session", API, json.dumps(body))
+            assert (r.status, r.text) == (200, name)
+        r = lk.request(worker.addr, "GET", "/static/x.js",
+                       [("Host", "example.com"), ("tracestate", "linkup-session=r.s")])
+        assert (r.status, r.text) == (200, "other 1")
+        r = get(worker, "/static/x.js", name="r")
+        # Not r.s's stored answer: fetched for r (s.localhost is loopback
+        # where the resolver knows RFC 6761 names, else a 502).
+        assert r.header("Age") is None and r.text != "other 1", (r.status, r.text)
+    finally:
+        u.close()
