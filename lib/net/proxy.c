@@ -754,6 +754,27 @@ static void add_header(struct lk_buf *out, const struct lk_http_header *h)
 
 /* Upstream headers (filtered by keep()), then resp_set, then resp_default
  * where absent. */
+/* The upstream did not take the WebSocket upgrade (errtext says how): the
+ * program's on_ws_refused answers, if it set one. */
+static void ws_refused(struct lk_proxy *px)
+{
+    if (px->on_ws_refused != NULL)
+        px->on_error = px->on_ws_refused;
+    fail(px, px->errtext);
+}
+
+/* Whether the upstream's head has Upgrade: websocket (a token, any case). */
+static bool switched_to_websocket(const struct lk_proxy *px)
+{
+    for (size_t i = 0; i < px->resp.n_headers; i++) {
+        const struct lk_http_header *h = &px->resp.headers[i];
+        if (lk_str_ieq(h->name, LK_STR("upgrade")) &&
+            lk_str_has_token(h->value, LK_STR("websocket")))
+            return true;
+    }
+    return false;
+}
+
 static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
 {
     const struct lk_http1_response *r = &px->resp;
@@ -899,6 +920,15 @@ static void read_response_head(struct lk_proxy *px)
         evbuffer_drain(in, (size_t)rc);
         set_timer(px, 0);
         int status = px->resp.status;
+        if (status == 101 && px->websocket && !px->pass_non_101 && !switched_to_websocket(px)) {
+            /* SPEC §4.7: the worker's upstream must switch to a WebSocket
+             * (RFC 6455 §4.2.2: Upgrade: websocket, any case); any other
+             * 101 is a refusal. The local server passes 101s through. */
+            snprintf(px->errtext, sizeof(px->errtext),
+                     "upstream answered 101 without Upgrade: websocket");
+            ws_refused(px);
+            return;
+        }
         if (status == 101 && px->websocket) {
             start_tunnel(px);
             return;
@@ -910,9 +940,7 @@ static void read_response_head(struct lk_proxy *px)
         if (px->websocket && !px->pass_non_101) {
             snprintf(px->errtext, sizeof(px->errtext), "upstream answered %d instead of 101",
                      status);
-            if (px->on_ws_refused != NULL)
-                px->on_error = px->on_ws_refused;
-            fail(px, px->errtext);
+            ws_refused(px);
             return;
         }
         if (px->websocket) {

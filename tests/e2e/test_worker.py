@@ -1179,6 +1179,26 @@ def test_websocket_refusal_is_502_not_passed_on(worker):
         up.close()
 
 
+@pytest.mark.parametrize("upgrade", ["Upgrade: h2c\r\nConnection: Upgrade\r\n", ""],
+                         ids=["h2c", "no-upgrade"])
+def test_websocket_101_that_is_no_websocket_switch_is_502(worker, upgrade):
+    """SPEC §4.7: an upstream answer that does not carry a WebSocket is the
+    502 `Failed to connect to destination: ...`, a 101 included when it
+    switches to something else (RFC 6455 §4.2.2: Upgrade: websocket)."""
+    up = lk.ScriptedUpstream(("HTTP/1.1 101 Switching Protocols\r\n" + upgrade + "\r\n").encode())
+    try:
+        make_session(worker, "notws", up.url)
+        r = request(worker.addr, "GET", "/ws",
+                    [("Host", "notws.example.com"), ("Upgrade", "websocket"),
+                     ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                     ("Sec-WebSocket-Version", "13")])
+        assert (r.status, r.text) == (
+            502, "Failed to connect to destination: upstream answered 101 without Upgrade: websocket")
+        assert up.count == 1
+    finally:
+        up.close()
+
+
 class WsScripted(WsEcho):
     """A WebSocket upstream on 127.0.0.2:0 whose path says how it ends:
     /close (and /deflate, which also accepts permessage-deflate) answers a
