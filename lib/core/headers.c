@@ -139,6 +139,7 @@ long lk_headers_baggage_session(struct lk_str baggage, char *out, size_t cap)
     size_t n = 0;
     for (size_t i = 0; i < v.len; i++) {
         int c = (unsigned char)v.ptr[i];
+        bool bad = c <= 0x20 || c > 0x7e; /* a raw byte: a baggage-octet */
         if (c == '%') {
             int hi = i + 2 < v.len ? lk_hex_digit(v.ptr[i + 1]) : -1;
             int lo = hi >= 0 ? lk_hex_digit(v.ptr[i + 2]) : -1;
@@ -146,8 +147,11 @@ long lk_headers_baggage_session(struct lk_str baggage, char *out, size_t cap)
                 return -1;
             c = hi * 16 + lo;
             i += 2;
+            /* Any escaped byte but a control: what
+             * lk_headers_baggage_add_value() writes for any name reads back. */
+            bad = c < 0x20 || c == 0x7f;
         }
-        if (c <= 0x20 || c > 0x7e || n + 1 >= cap)
+        if (bad || n + 1 >= cap)
             return -1;
         out[n++] = (char)c;
     }

@@ -368,11 +368,14 @@ static void test_baggage_session(void)
         { "linkup-session=a=b", "a=b" },
         { "linkup-session=", NULL },
         { "linkup-session= ;p", NULL },
-        { "linkup-session=a%2", NULL },       /* truncated escape */
-        { "linkup-session=a%zz", NULL },      /* not hex */
-        { "linkup-session=a%20b", NULL },     /* decodes to a space */
-        { "linkup-session=a%00", NULL },      /* decodes to NUL */
-        { "linkup-session=caf%C3%A9", NULL }, /* not ASCII */
+        { "linkup-session=a%2", NULL },    /* truncated escape */
+        { "linkup-session=a%zz", NULL },   /* not hex */
+        { "linkup-session=a%20b", "a b" }, /* escaped: any byte but a control */
+        { "linkup-session=caf%C3%A9", "caf\xc3\xa9" },
+        { "linkup-session=a%00", NULL },        /* decodes to NUL */
+        { "linkup-session=a%1F", NULL },        /* a control */
+        { "linkup-session=a%7f", NULL },        /* DEL */
+        { "linkup-session=caf\xc3\xa9", NULL }, /* raw: not a baggage-octet */
         { "linkup-session", NULL },
         { "linkup-sessions=x", NULL },
         { "", NULL },
@@ -409,6 +412,11 @@ static void test_baggage_session(void)
     lk_headers_baggage_add_value(&b, S("x,y;z"));
     CHECK_INT_EQ(lk_headers_baggage_session(lk_buf_str(&b), back, sizeof(back)), 5);
     CHECK_STR_EQ(back, "x,y;z");
+    lk_buf_reset(&b);
+    lk_buf_adds(&b, "linkup-session=");
+    lk_headers_baggage_add_value(&b, S("a b \xc3\xa9"));
+    CHECK_INT_EQ(lk_headers_baggage_session(lk_buf_str(&b), back, sizeof(back)), 6);
+    CHECK_STR_EQ(back, "a b \xc3\xa9");
     lk_buf_release(&b);
 }
 
