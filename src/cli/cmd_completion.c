@@ -3,6 +3,7 @@
  * (SPEC §6.5.8): scripts that complete commands, options and, for `route`,
  * the service names of the config found when the script is generated.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,13 +52,27 @@ static const struct {
 };
 #define N_TABLE (sizeof(table) / sizeof(table[0]))
 
+/* True for a name no shell quotes or expands: [A-Za-z0-9._-]+. A service name
+ * is any YAML string, and the scripts embed the names in shell code that runs
+ * at every <TAB>, so a name with quotes, `$(...)` or spaces is left out. */
+static bool plain_word(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-')
+            return false;
+    return true;
+}
+
 /* Space-separated service names of the config (ctx or LINKUP_CONFIG), or "". */
 static void service_names(const struct cli_ctx *ctx, struct lk_buf *out)
 {
     const char *path = ctx->config_path ? ctx->config_path : getenv("LINKUP_CONFIG");
     struct lk_config *cfg = cli_config_try(path);
     for (size_t i = 0; cfg && i < cfg->n_services; i++)
-        lk_buf_addf(out, "%s%s", i ? " " : "", cfg->services[i].name);
+        if (plain_word(cfg->services[i].name))
+            lk_buf_addf(out, "%s%s", out->len ? " " : "", cfg->services[i].name);
     lk_config_free(cfg);
 }
 

@@ -275,6 +275,31 @@ def test_bash_completion_words(linkup_bin, cenv, tmp_path, words, want):
     assert all(w.startswith(prefix) for w in got)
 
 
+def test_completion_leaves_out_service_names_a_shell_would_expand(linkup_bin, cenv, tmp_path):
+    """A service name is any YAML string; one with quotes, `$(...)`, backquotes or
+    spaces must not become shell code in the generated scripts (it would run at
+    every <TAB>, or break the script), so only plain names are offered."""
+    cfg = write_config(tmp_path)
+    marker = tmp_path / "ran"
+    evil = f'x"$(touch {marker})`touch {marker}`'
+    text = cfg.read_text().replace("name: api", "name: 'api " + evil + "'")
+    text = text.replace("service: api", "service: 'api " + evil + "'")
+    cfg.write_text(text.replace("default_service: api", "default_service: 'api " + evil + "'"))
+    assert lk.run(linkup_bin, "config", "check", "--config", str(cfg), env=cenv).returncode == 0
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"]:
+        r = lk.run(linkup_bin, "completion", "--shell", shell, "--config", str(cfg), env=cenv)
+        assert r.returncode == 0 and "web" in r.stdout, shell
+        assert "touch" not in r.stdout and "api " not in r.stdout, (shell, r.stdout)
+    script = tmp_path / "linkup.bash"
+    script.write_text(lk.run(linkup_bin, "completion", "--shell", "bash", "--config", str(cfg),
+                             env=cenv).stdout)
+    r = subprocess.run(["bash", "-c", f"source {script}; COMP_WORDS=(linkup route local ''); "
+                        "COMP_CWORD=3; _linkup; printf '%s\\n' \"${COMPREPLY[@]}\""],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and set(r.stdout.split()) == {"--all", "--help", "web"}, r
+    assert not marker.exists()
+
+
 def test_completion_unknown_shell(linkup_bin, cenv):
     cenv["SHELL"] = "/bin/tcsh"
     r = lk.run(linkup_bin, "completion", env=cenv)
