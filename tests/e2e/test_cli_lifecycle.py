@@ -191,6 +191,32 @@ def test_stale_pid_file_never_signals_a_stranger(linkup_bin, cenv):
         sleeper.wait()
 
 
+def test_pid_file_naming_another_homes_server_is_stale(linkup_bin, cenv, tmp_path):
+    """DESIGN §2.12: a pid file left behind whose pid now belongs to the local
+    server of another Linkup directory (it carries LINKUP_SERVICE_ID too) is
+    stale: `stop` does not signal that server and `health` does not call it
+    ours (it is an orphan)."""
+    cfg = lk.write_web_config(tmp_path)
+    other_home = tmp_path / "other-home"
+    other = lk._spawn([linkup_bin, "server", "--config", str(cfg), "--certs-dir",
+                       str(other_home / "certs"), "--http", "127.0.0.1:0", "--https", "off",
+                       "--dns", "off"],
+                      dict(cenv, LINKUP_HOME=str(other_home),
+                           LINKUP_SERVICE_ID="linkup-local-server"), ["HTTP"])
+    try:
+        home = pathlib.Path(cenv["LINKUP_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "localserver-pid").write_text(f"{other.popen.pid}\n")
+        h = json.loads(lk.run(linkup_bin, "health", "--json", env=cenv).stdout)
+        assert h["local_server"] == "Stopped"
+        assert other.popen.pid in [o["pid"] for o in h["orphans"]]
+        r = lk.run(linkup_bin, "stop", env=cenv)
+        assert (r.returncode, r.stdout) == (0, "Stopped linkup\n")
+        assert other.popen.poll() is None, "stop signalled another Linkup directory's server"
+    finally:
+        assert other.stop() == 0
+
+
 def test_health_json_fields(linkup_bin, cenv, tmp_path):
     r = lk.run(linkup_bin, "health", "--json", env=cenv)
     assert r.returncode == 0
