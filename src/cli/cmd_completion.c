@@ -159,7 +159,14 @@ static void zsh_script(const char *services)
     printf("    *) compadd -- --config --help ;;\n"
            "    esac\n"
            "}\n"
-           "compdef _linkup linkup\n");
+           /* Autoloaded from fpath (`#compdef`), this file is the body of
+            * _linkup: its first call defines the function and must then
+            * complete with it; sourced, it registers it (clap's ending). */
+           "if [ \"$funcstack[1]\" = \"_linkup\" ]; then\n"
+           "    _linkup \"$@\"\n"
+           "else\n"
+           "    compdef _linkup linkup\n"
+           "fi\n");
 }
 
 /* fish: options (--x) as -l, other words as -a, per command. */

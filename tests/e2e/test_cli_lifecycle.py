@@ -6,6 +6,7 @@ do not exist yet; everything else runs for real."""
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import time
@@ -324,6 +325,25 @@ def test_completion_leaves_out_service_names_a_shell_would_expand(linkup_bin, ce
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 0 and set(r.stdout.split()) == {"--all", "--help", "web"}, r
     assert not marker.exists()
+
+
+def test_zsh_completion_completes_on_its_first_autoloaded_call(linkup_bin, cenv, tmp_path):
+    """`make install` puts the zsh script in site-functions/_linkup, where zsh
+    autoloads the file as the body of _linkup: that first call must complete
+    too (clap's ending: call _linkup when run as _linkup, else compdef)."""
+    text = lk.run(linkup_bin, "completion", "--shell", "zsh", env=cenv).stdout
+    assert text.startswith("#compdef linkup\n")
+    assert text.endswith('if [ "$funcstack[1]" = "_linkup" ]; then\n    _linkup "$@"\nelse\n'
+                         "    compdef _linkup linkup\nfi\n")
+    if shutil.which("zsh"):
+        fn = tmp_path / "_linkup"
+        fn.write_text(text)
+        # Autoloaded, with compadd/compdef stubs: the first call completes.
+        r = subprocess.run(["zsh", "-fc", f"fpath=({tmp_path} $fpath); "
+                            "compadd() { shift; print -l -- \"$@\" }; compdef() { print compdef }; "
+                            "autoload -U _linkup; words=(linkup st); CURRENT=2; _linkup"],
+                           capture_output=True, text=True, timeout=10)
+        assert "start" in r.stdout.split() and "compdef" not in r.stdout, r
 
 
 def test_completion_unknown_shell(linkup_bin, cenv):
