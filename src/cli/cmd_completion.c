@@ -86,7 +86,9 @@ static void service_names(const struct cli_ctx *ctx, struct lk_buf *out)
 #define ZSH_VALUES  VALUES_OF("compadd -- ", "; return ;;")
 
 /* Bash and zsh find the command as the first word that is neither an option
- * nor the value of -c/--config, so `linkup -c F route <TAB>` completes too. */
+ * nor the value of -c/--config, so `linkup -c F route <TAB>` completes too.
+ * Bash splits `--opt=VALUE` into three words (`=` is in COMP_WORDBREAKS), so
+ * its script steps over the `=` too. */
 static void bash_script(const char *services)
 {
     printf("# bash completion for linkup\n"
@@ -94,7 +96,7 @@ static void bash_script(const char *services)
            "    local cur=\"${COMP_WORDS[COMP_CWORD]}\" cmd=\"\" i\n"
            "    for ((i = 1; i < COMP_CWORD; i++)); do\n"
            "        case \"${COMP_WORDS[i]}\" in\n"
-           "        -c | --config) i=$((i + 1)) ;;\n"
+           "        -c | --config) i=$((i + 1)); [ \"${COMP_WORDS[i]}\" = = ] && i=$((i + 1)) ;;\n"
            "        -*) ;;\n"
            "        *) cmd=\"${COMP_WORDS[i]}\"; break ;;\n"
            "        esac\n"
@@ -106,8 +108,9 @@ static void bash_script(const char *services)
            "        *) sub=\"${COMP_WORDS[j]}\"; break ;;\n"
            "        esac\n"
            "    done\n"
-           "    local words\n"
-           "    case \"${COMP_WORDS[COMP_CWORD-1]}\" in\n"
+           "    local words prev=\"${COMP_WORDS[COMP_CWORD-1]}\"\n"
+           "    [ \"$prev\" = = ] && prev=\"${COMP_WORDS[COMP_CWORD-2]}\"\n"
+           "    case \"$prev\" in\n"
            "    -c | --config | --root) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n"
            "    %s\n"
            "    esac\n"

@@ -281,6 +281,10 @@ def test_completion(linkup_bin, cenv, tmp_path, shell):
     (["linkup", "update", "--channel", ""], frozenset({"stable", "beta"})),
     (["linkup", "completion", "--shell", "f"], frozenset({"fish"})),
     (["linkup", "local-dns", "install", "--platform", ""], frozenset({"linux", "macos"})),
+    # `--opt=VALUE`: bash splits it into `--opt`, `=`, `VALUE` (COMP_WORDBREAKS).
+    (["linkup", "--config", "=", "x.yaml", "route", ""], {"local", "remote", "web"}),
+    (["linkup", "update", "--channel", "=", ""], frozenset({"stable", "beta"})),
+    (["linkup", "completion", "--shell", "=", "b"], frozenset({"bash"})),
 ])
 def test_bash_completion_words(linkup_bin, cenv, tmp_path, words, want):
     """Issue 5: completion of commands, options and service names, by running the bash
