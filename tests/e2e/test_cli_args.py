@@ -222,3 +222,25 @@ def test_route_lists_missing_arguments(linkup_bin, cenv, args, missing):
     assert lines == (["linkup: route: the following required arguments were not provided:"]
                      + [f"  {m}" for m in missing]
                      + ["Run 'linkup route --help' for usage."]), lines
+
+
+def test_double_dash_ends_the_options_of_route_and_create_preview(linkup_bin, cenv, tmp_path):
+    """clap: after `--` every argument is positional, so a service or session
+    name may start with `-`; before it, `-x` is still an unexpected argument."""
+    cfg = lk.write_web_config(tmp_path)
+    r = lk.run(linkup_bin, "sessions", "create-preview", "--print-request", "--config", str(cfg),
+               "--", "-pr", "web=http://127.0.0.1:9005", env=cenv, timeout=30)
+    assert r.returncode == 0, r.stderr
+    body = json.loads(r.stdout)
+    assert body["desired_name"] == "-pr"
+    assert body["services"][0]["location"] == "http://127.0.0.1:9005/"
+    assert usage_error(linkup_bin, cenv, "sessions", "create-preview", "-pr")[0] == (
+        "linkup: sessions create-preview: unexpected argument '-pr'")
+    # route: the same parse; with no server the not-running sentence, exit 0.
+    for args in (["local", "--", "-web"], ["--", "local", "web"], ["local", "--", "--all"]):
+        r = lk.run(linkup_bin, "route", *args, env=cenv, timeout=30)
+        assert (r.returncode, r.stdout.strip()) == (0, NOT_RUNNING), (args, r.stderr)
+    assert usage_error(linkup_bin, cenv, "route", "local", "-web")[0] == (
+        "linkup: route: unexpected argument '-web'")
+    assert usage_error(linkup_bin, cenv, "route", "--", "local")[0] == (
+        "linkup: route: the following required arguments were not provided:")
