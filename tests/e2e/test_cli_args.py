@@ -6,6 +6,7 @@ dies during start-up. The real binary runs with a private LINKUP_HOME, no
 update check and the local server expected on a free loopback port."""
 import json
 import pathlib
+import re
 import socket
 
 import pytest
@@ -244,3 +245,19 @@ def test_double_dash_ends_the_options_of_route_and_create_preview(linkup_bin, ce
         "linkup: route: unexpected argument '-web'")
     assert usage_error(linkup_bin, cenv, "route", "--", "local")[0] == (
         "linkup: route: the following required arguments were not provided:")
+
+
+@pytest.mark.parametrize("args", [
+    ["start"], ["stop"], ["route"], ["sessions", "create-preview"], ["sessions", "list"],
+    ["status"], ["health"], ["local-dns"], ["local-dns", "install"], ["local-dns", "uninstall"],
+    ["update"], ["uninstall"], ["completion"], ["infra"], ["config", "check"], ["inspect"],
+])
+def test_help_options_align_two_spaces_after_the_widest(linkup_bin, cenv, args):
+    """clap's layout: in the Options section every description starts two
+    columns after the widest option (`  -c, --config <CONFIG>  Path ...`)."""
+    r = lk.run(linkup_bin, *args, "--help", env=cenv, timeout=30)
+    assert r.returncode == 0
+    body = r.stdout.split("Options:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    rows = [m for m in (re.match(r"^( +\S.*?)(  +)(\S.*)$", ln) for ln in body) if m]
+    widest = max(len(m.group(1)) for m in rows)
+    assert {len(m.group(1)) + len(m.group(2)) for m in rows} == {widest + 2}, body
