@@ -162,6 +162,29 @@ def test_start_port_taken_says_failed_to_reach(linkup_bin, cenv, tmp_path):
     assert not (pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-pid").exists()
 
 
+def test_start_port_taken_by_another_local_server_is_not_ours(linkup_bin, cenv, tmp_path):
+    """Issue 5 (port already taken: clear message, nothing left running): the
+    port may be held by another Linkup directory's server, which answers
+    /linkup/check too. start waits for its own server's `HTTP listening on`
+    line, so it fails as for any taken port instead of taking that server
+    for its own and uploading the session to it."""
+    other_cfg = lk.write_web_config(tmp_path, name="other.yaml")
+    other = lk.spawn_server(linkup_bin, cenv, other_cfg)
+    try:
+        addr = "%s:%d" % other.addrs["HTTP"]
+        cfg = lk.write_web_config(tmp_path)
+        r = lk.run(linkup_bin, "start", "--config", str(cfg), env=dict(cenv, LINKUP_HTTP_ADDR=addr),
+                   timeout=90)
+        assert r.returncode == 1, r.stderr
+        assert ("Exited with error: Failed to reach the local server: the local server exited "
+                "during start-up: ") in r.stderr, r.stderr
+        assert "Address already in use" in r.stderr
+        assert not (pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-pid").exists()
+        assert lk.request(other.addrs["HTTP"], "GET", "/linkup/sessions").json() == {"sessions": {}}
+    finally:
+        assert other.stop() == 0
+
+
 # ---- help of every subcommand; clap's `help` subcommand (SPEC §6.1) ----------------
 
 
