@@ -449,8 +449,14 @@ bool cli_stop_local_server(void)
      * most, docs/internals/tunnel.md "Graceful close") before SIGKILL. */
     if (pid > 0)
         cli_procs_stop(pid, 8000);
-    /* A pid file that names no server of ours is stale: drop it. */
+    /* A pid file that names no server of ours is stale: drop it. So is the
+     * address start recorded: nothing of ours listens there now, and the
+     * port may go to another Linkup directory's server (docs/cli.md). */
     unlink(pid_path.data);
+    lk_buf_reset(&pid_path);
+    cli_home_file(CLI_SERVER_ADDR_FILE, &pid_path);
+    unlink(pid_path.data);
+    cli_local_addr_reset();
     lk_buf_release(&pid_path);
     return pid > 0;
 }
