@@ -239,22 +239,21 @@ static int inject_one(const char *dir, const char *name, const struct lk_state_s
     struct lk_buf path = LK_BUF_INIT;
     lk_buf_addf(&path, "%s/%s", dir, name);
     lk_buf_addf(&target, "%s/%.*s", dir, (int)target_name.len, target_name.ptr);
-    int rc = cli_read_file(target.data, &dst, ENV_MAX_BYTES);
-    if (rc == LK_ENOTFOUND) {
-        lk_buf_reset(&dst);
-        rc = 0;
-    }
-    if (rc == 0 && lk_envfile_has_block(lk_buf_str(&dst)))
+    /* SPEC §6.6 steps 4 and 6: a target that can be read is skipped when it
+     * holds a block; the block is appended, so a target that cannot be read
+     * (missing, write-only, a directory) is the append's to report. */
+    int rc = 0;
+    if (cli_read_file(target.data, &dst, ENV_MAX_BYTES) == 0 &&
+        lk_envfile_has_block(lk_buf_str(&dst)))
         goto out;
-    if (rc == 0)
-        rc = cli_read_file(path.data, &src, ENV_MAX_BYTES);
+    rc = cli_read_file(path.data, &src, ENV_MAX_BYTES);
     if (rc != 0) {
         lk_buf_addf(err, "Failed to read service '%s' dev env file ", sv->directory);
         lk_config_add_quoted(err, path.data);
         goto out;
     }
-    lk_envfile_inject(lk_buf_str(&dst), lk_buf_str(&src), &out);
-    rc = cli_rewrite_file(target.data, out.data, out.len);
+    lk_envfile_inject(lk_str_c(""), lk_buf_str(&src), &out);
+    rc = cli_append_file(target.data, out.data, out.len);
     if (rc != 0)
         lk_buf_addf(err, "Failed to write env file %s: %s", target.data, strerror(errno));
 out:
@@ -450,8 +449,14 @@ bool cli_stop_local_server(void)
      * most, docs/internals/tunnel.md "Graceful close") before SIGKILL. */
     if (pid > 0)
         cli_procs_stop(pid, 8000);
-    /* A pid file that names no server of ours is stale: drop it. */
+    /* A pid file that names no server of ours is stale: drop it. So is the
+     * address start recorded: nothing of ours listens there now, and the
+     * port may go to another Linkup directory's server (docs/cli.md). */
     unlink(pid_path.data);
+    lk_buf_reset(&pid_path);
+    cli_home_file(CLI_SERVER_ADDR_FILE, &pid_path);
+    unlink(pid_path.data);
+    cli_local_addr_reset();
     lk_buf_release(&pid_path);
     return pid > 0;
 }

@@ -3,6 +3,7 @@
  * (SPEC §6.5.8): scripts that complete commands, options and, for `route`,
  * the service names of the config found when the script is generated.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,13 +52,27 @@ static const struct {
 };
 #define N_TABLE (sizeof(table) / sizeof(table[0]))
 
+/* True for a name no shell quotes or expands: [A-Za-z0-9._-]+. A service name
+ * is any YAML string, and the scripts embed the names in shell code that runs
+ * at every <TAB>, so a name with quotes, `$(...)` or spaces is left out. */
+static bool plain_word(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-')
+            return false;
+    return true;
+}
+
 /* Space-separated service names of the config (ctx or LINKUP_CONFIG), or "". */
 static void service_names(const struct cli_ctx *ctx, struct lk_buf *out)
 {
     const char *path = ctx->config_path ? ctx->config_path : getenv("LINKUP_CONFIG");
     struct lk_config *cfg = cli_config_try(path);
     for (size_t i = 0; cfg && i < cfg->n_services; i++)
-        lk_buf_addf(out, "%s%s", i ? " " : "", cfg->services[i].name);
+        if (plain_word(cfg->services[i].name))
+            lk_buf_addf(out, "%s%s", out->len ? " " : "", cfg->services[i].name);
     lk_config_free(cfg);
 }
 
@@ -71,7 +86,9 @@ static void service_names(const struct cli_ctx *ctx, struct lk_buf *out)
 #define ZSH_VALUES  VALUES_OF("compadd -- ", "; return ;;")
 
 /* Bash and zsh find the command as the first word that is neither an option
- * nor the value of -c/--config, so `linkup -c F route <TAB>` completes too. */
+ * nor the value of -c/--config, so `linkup -c F route <TAB>` completes too.
+ * Bash splits `--opt=VALUE` into three words (`=` is in COMP_WORDBREAKS), so
+ * its script steps over the `=` too. */
 static void bash_script(const char *services)
 {
     printf("# bash completion for linkup\n"
@@ -79,7 +96,7 @@ static void bash_script(const char *services)
            "    local cur=\"${COMP_WORDS[COMP_CWORD]}\" cmd=\"\" i\n"
            "    for ((i = 1; i < COMP_CWORD; i++)); do\n"
            "        case \"${COMP_WORDS[i]}\" in\n"
-           "        -c | --config) i=$((i + 1)) ;;\n"
+           "        -c | --config) i=$((i + 1)); [ \"${COMP_WORDS[i]}\" = = ] && i=$((i + 1)) ;;\n"
            "        -*) ;;\n"
            "        *) cmd=\"${COMP_WORDS[i]}\"; break ;;\n"
            "        esac\n"
@@ -91,8 +108,9 @@ static void bash_script(const char *services)
            "        *) sub=\"${COMP_WORDS[j]}\"; break ;;\n"
            "        esac\n"
            "    done\n"
-           "    local words\n"
-           "    case \"${COMP_WORDS[COMP_CWORD-1]}\" in\n"
+           "    local words prev=\"${COMP_WORDS[COMP_CWORD-1]}\"\n"
+           "    [ \"$prev\" = = ] && prev=\"${COMP_WORDS[COMP_CWORD-2]}\"\n"
+           "    case \"$prev\" in\n"
            "    -c | --config | --root) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n"
            "    %s\n"
            "    esac\n"
@@ -144,7 +162,14 @@ static void zsh_script(const char *services)
     printf("    *) compadd -- --config --help ;;\n"
            "    esac\n"
            "}\n"
-           "compdef _linkup linkup\n");
+           /* Autoloaded from fpath (`#compdef`), this file is the body of
+            * _linkup: its first call defines the function and must then
+            * complete with it; sourced, it registers it (clap's ending). */
+           "if [ \"$funcstack[1]\" = \"_linkup\" ]; then\n"
+           "    _linkup \"$@\"\n"
+           "else\n"
+           "    compdef _linkup linkup\n"
+           "fi\n");
 }
 
 /* fish: options (--x) as -l, other words as -a, per command. */

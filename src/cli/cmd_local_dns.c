@@ -778,14 +778,14 @@ static int parse_args(int argc, char **argv, struct ldns *d, struct strlist *ext
 
 static const char ldns_options_help[] =
     "Options:\n"
-    "      --root <DIR>          Prefix system paths with DIR; print commands instead of "
+    "      --root <DIR>       Prefix system paths with DIR; print commands instead of "
     "running them\n"
-    "      --platform <NAME>     Resolver layout [possible values: linux, macos]\n"
-    "      --dns <ADDR:PORT>     DNS responder address (default: $LINKUP_DNS_ADDR or "
+    "      --platform <NAME>  Resolver layout [possible values: linux, macos]\n"
+    "      --dns <ADDR:PORT>  DNS responder address (default: $LINKUP_DNS_ADDR or "
     "127.0.0.1:8053)\n"
-    "      --domain <DOMAIN>     Also manage DOMAIN (repeatable)\n"
-    "  -c, --config <CONFIG>     Path to config file\n"
-    "  -h, --help                Print help\n";
+    "      --domain <DOMAIN>  Also manage DOMAIN (repeatable)\n"
+    "  -c, --config <CONFIG>  Path to config file\n"
+    "  -h, --help             Print help\n";
 
 static const char ldns_install_about[] =
     "Send the managed domains to the local DNS responder and trust the Linkup CA";

@@ -32,15 +32,20 @@ struct route_args {
 static int parse_args(int argc, char **argv, struct route_args *a, bool *help)
 {
     const char *target = NULL;
+    bool positional = false; /* after "--", every argument is (clap) */
     a->names = lk_xcalloc((size_t)argc, sizeof(char *));
     for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
+        if (!positional && strcmp(argv[i], "--") == 0) {
+            positional = true;
+            continue;
+        }
+        if (!positional && cli_is_help(argv[i])) {
             *help = true;
             return 0;
         }
-        if (strcmp(argv[i], "-a") == 0 || strcmp(argv[i], "--all") == 0)
+        if (!positional && (strcmp(argv[i], "-a") == 0 || strcmp(argv[i], "--all") == 0))
             a->all = true;
-        else if (argv[i][0] == '-')
+        else if (!positional && argv[i][0] == '-')
             return cli_usage_error("route", "unexpected argument '%s'", argv[i]);
         else if (target == NULL)
             target = argv[i];

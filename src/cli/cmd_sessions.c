@@ -75,16 +75,21 @@ static int parse_preview(int argc, char **argv, struct preview_args *a, bool *he
 {
     a->pairs = lk_xcalloc((size_t)argc + 1, sizeof(*a->pairs));
     bool first = true;
+    bool positional = false; /* after "--", every argument is (clap) */
     for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
+        if (!positional && strcmp(argv[i], "--") == 0) {
+            positional = true;
+            continue;
+        }
+        if (!positional && cli_is_help(argv[i])) {
             *help = true;
             return 0;
         }
-        if (strcmp(argv[i], "--print-request") == 0) {
+        if (!positional && strcmp(argv[i], "--print-request") == 0) {
             a->print_request = true;
             continue;
         }
-        if (argv[i][0] == '-')
+        if (!positional && argv[i][0] == '-')
             return cli_usage_error("sessions create-preview", "unexpected argument '%s'", argv[i]);
         /* DESIGN §2.5: a first positional with '=' is a pair, not a name. */
         if (first && strchr(argv[i], '=') == NULL) {

@@ -175,10 +175,8 @@ static int record_bound_addr(const struct server_files *f, bool *recorded)
 }
 
 /* Waits for /linkup/check; fails early when the child died (port taken).
- * The check goes to the address the server printed once it did; before
- * that, only when the listen address names a real port (with port 0 there
- * is nothing to poll yet). */
-static int wait_ready(pid_t pid, const struct server_files *f, bool ephemeral)
+ * The check goes to the address the server printed, once it printed it. */
+static int wait_ready(pid_t pid, const struct server_files *f)
 {
     bool recorded = false;
     for (int retry = 0; retry <= START_RETRIES; retry++) {
@@ -190,7 +188,10 @@ static int wait_ready(pid_t pid, const struct server_files *f, bool ephemeral)
             cli_procs_stop(pid, 2000);
             return LK_EXIT_FAIL;
         }
-        if ((recorded || !ephemeral) && cli_local_check(1000))
+        /* Only once our server printed its line: a port it could not take
+         * may be held by another Linkup directory's server, which answers
+         * /linkup/check as well (issue 5: a taken port fails start). */
+        if (recorded && cli_local_check(1000))
             return 0;
         if (cli_procs_is_dead(pid)) {
             struct lk_buf why = LK_BUF_INIT;
@@ -248,7 +249,7 @@ static int spawn_server(const char *config_path)
     if (record_listen_addr(f.addr.data, listen) != 0 || cli_procs_spawn(&sp, &pid) != 0)
         rc = cli_fail("Failed to start the local server: %s", strerror(errno));
     else
-        rc = wait_ready(pid, &f, cli_addr_is_ephemeral(listen));
+        rc = wait_ready(pid, &f);
     if (rc != 0 && pid > 0)
         unlink(f.pid.data);
     lk_buf_release(&f.out);

@@ -118,15 +118,25 @@ int cli_write_file(const char *path, const char *data, size_t len)
     return rc;
 }
 
-int cli_rewrite_file(const char *path, const char *data, size_t len)
+static int write_with(const char *path, int flags, const char *data, size_t len)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | flags, 0644);
     if (fd == -1)
         return LK_EIO;
     int rc = write_all(fd, data, len);
     if (close(fd) == -1 && rc == 0)
         rc = LK_EIO;
     return rc;
+}
+
+int cli_rewrite_file(const char *path, const char *data, size_t len)
+{
+    return write_with(path, O_TRUNC, data, len);
+}
+
+int cli_append_file(const char *path, const char *data, size_t len)
+{
+    return write_with(path, O_APPEND, data, len);
 }
 
 bool cli_use_color(void)

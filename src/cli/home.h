@@ -52,6 +52,10 @@ int cli_write_file(const char *path, const char *data, size_t len);
  * mode kept), as env files are. Returns 0 or LK_EIO (errno kept). */
 int cli_rewrite_file(const char *path, const char *data, size_t len);
 
+/* Appends to path (created 0644 when missing, its mode kept otherwise), as
+ * env-file blocks are (SPEC §6.6 step 6). Returns 0 or LK_EIO (errno kept). */
+int cli_append_file(const char *path, const char *data, size_t len);
+
 /* True when stdout is a terminal and neither NO_COLOR nor CLICOLOR=0 is set. */
 bool cli_use_color(void);
 

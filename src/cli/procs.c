@@ -158,8 +158,9 @@ pid_t cli_procs_find_or_scan(const char *pid_path, const char *service_id, const
                              const char *value)
 {
     pid_t found = cli_procs_find(pid_path, service_id);
-    if (found != 0)
+    if (found != 0 && has_arg_pair(found, opt, value))
         return found;
+    found = 0;
     DIR *d = opendir("/proc");
     for (pid_t pid; found == 0 && (pid = next_pid(d)) != 0;) {
         if (cli_procs_is_ours(pid, service_id) && has_arg_pair(pid, opt, value))

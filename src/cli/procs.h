@@ -44,11 +44,12 @@ bool cli_procs_is_ours(pid_t pid, const char *service_id);
 /* The pid recorded in pid_path when cli_procs_is_ours() holds for it, else 0. */
 pid_t cli_procs_find(const char *pid_path, const char *service_id);
 
-/* cli_procs_find(pid_path, service_id), else the first process for which
+/* The process of pid_path, else the first process of the table, for which
  * cli_procs_is_ours(pid, service_id) holds and whose arguments hold opt
  * immediately followed by value, else 0: a process whose pid file is gone is
  * found again (SPEC §6.4 scans the process table); the argument pins it to
- * one Linkup directory (DESIGN §2.12). */
+ * one Linkup directory, so a pid file naming another directory's process is
+ * stale (DESIGN §2.12). */
 pid_t cli_procs_find_or_scan(const char *pid_path, const char *service_id, const char *opt,
                              const char *value);
 

@@ -6,6 +6,7 @@ dies during start-up. The real binary runs with a private LINKUP_HOME, no
 update check and the local server expected on a free loopback port."""
 import json
 import pathlib
+import re
 import socket
 
 import pytest
@@ -161,6 +162,29 @@ def test_start_port_taken_says_failed_to_reach(linkup_bin, cenv, tmp_path):
     assert not (pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-pid").exists()
 
 
+def test_start_port_taken_by_another_local_server_is_not_ours(linkup_bin, cenv, tmp_path):
+    """Issue 5 (port already taken: clear message, nothing left running): the
+    port may be held by another Linkup directory's server, which answers
+    /linkup/check too. start waits for its own server's `HTTP listening on`
+    line, so it fails as for any taken port instead of taking that server
+    for its own and uploading the session to it."""
+    other_cfg = lk.write_web_config(tmp_path, name="other.yaml")
+    other = lk.spawn_server(linkup_bin, cenv, other_cfg)
+    try:
+        addr = "%s:%d" % other.addrs["HTTP"]
+        cfg = lk.write_web_config(tmp_path)
+        r = lk.run(linkup_bin, "start", "--config", str(cfg), env=dict(cenv, LINKUP_HTTP_ADDR=addr),
+                   timeout=90)
+        assert r.returncode == 1, r.stderr
+        assert ("Exited with error: Failed to reach the local server: the local server exited "
+                "during start-up: ") in r.stderr, r.stderr
+        assert "Address already in use" in r.stderr
+        assert not (pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-pid").exists()
+        assert lk.request(other.addrs["HTTP"], "GET", "/linkup/sessions").json() == {"sessions": {}}
+    finally:
+        assert other.stop() == 0
+
+
 # ---- help of every subcommand; clap's `help` subcommand (SPEC §6.1) ----------------
 
 
@@ -222,3 +246,41 @@ def test_route_lists_missing_arguments(linkup_bin, cenv, args, missing):
     assert lines == (["linkup: route: the following required arguments were not provided:"]
                      + [f"  {m}" for m in missing]
                      + ["Run 'linkup route --help' for usage."]), lines
+
+
+def test_double_dash_ends_the_options_of_route_and_create_preview(linkup_bin, cenv, tmp_path):
+    """clap: after `--` every argument is positional, so a service or session
+    name may start with `-`; before it, `-x` is still an unexpected argument."""
+    cfg = lk.write_web_config(tmp_path)
+    r = lk.run(linkup_bin, "sessions", "create-preview", "--print-request", "--config", str(cfg),
+               "--", "-pr", "web=http://127.0.0.1:9005", env=cenv, timeout=30)
+    assert r.returncode == 0, r.stderr
+    body = json.loads(r.stdout)
+    assert body["desired_name"] == "-pr"
+    assert body["services"][0]["location"] == "http://127.0.0.1:9005/"
+    assert usage_error(linkup_bin, cenv, "sessions", "create-preview", "-pr")[0] == (
+        "linkup: sessions create-preview: unexpected argument '-pr'")
+    # route: the same parse; with no server the not-running sentence, exit 0.
+    for args in (["local", "--", "-web"], ["--", "local", "web"], ["local", "--", "--all"]):
+        r = lk.run(linkup_bin, "route", *args, env=cenv, timeout=30)
+        assert (r.returncode, r.stdout.strip()) == (0, NOT_RUNNING), (args, r.stderr)
+    assert usage_error(linkup_bin, cenv, "route", "local", "-web")[0] == (
+        "linkup: route: unexpected argument '-web'")
+    assert usage_error(linkup_bin, cenv, "route", "--", "local")[0] == (
+        "linkup: route: the following required arguments were not provided:")
+
+
+@pytest.mark.parametrize("args", [
+    ["start"], ["stop"], ["route"], ["sessions", "create-preview"], ["sessions", "list"],
+    ["status"], ["health"], ["local-dns"], ["local-dns", "install"], ["local-dns", "uninstall"],
+    ["update"], ["uninstall"], ["completion"], ["infra"], ["config", "check"], ["inspect"],
+])
+def test_help_options_align_two_spaces_after_the_widest(linkup_bin, cenv, args):
+    """clap's layout: in the Options section every description starts two
+    columns after the widest option (`  -c, --config <CONFIG>  Path ...`)."""
+    r = lk.run(linkup_bin, *args, "--help", env=cenv, timeout=30)
+    assert r.returncode == 0
+    body = r.stdout.split("Options:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    rows = [m for m in (re.match(r"^( +\S.*?)(  +)(\S.*)$", ln) for ln in body) if m]
+    widest = max(len(m.group(1)) for m in rows)
+    assert {len(m.group(1)) + len(m.group(2)) for m in rows} == {widest + 2}, body

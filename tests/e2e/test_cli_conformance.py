@@ -573,6 +573,18 @@ def test_env_no_sources_is_an_error(linkup_bin, cenv, tmp_path):
     assert (svc / ".env").read_text() == "A=1\n"
 
 
+def test_env_target_that_cannot_be_written_is_named(linkup_bin, cenv, tmp_path):
+    """SPEC §6.6 steps 4-6: the block is appended to the target; a target that
+    cannot take it (here a directory) fails `start` with an error naming the
+    target, not the readable `.linkup` source."""
+    cfg, svc = env_project(tmp_path, {".env.dev.linkup": S})
+    (svc / ".env.dev").mkdir()
+    r = failing_start(linkup_bin, cenv, cfg)
+    assert r.returncode == 1
+    assert f"Failed to write env file {svc / '.env.dev'}: Is a directory" in r.stderr, r.stderr
+    assert ".env.dev.linkup" not in r.stderr
+
+
 # ---- §6.5.6 sessions create-preview ---------------------------------------------------
 
 

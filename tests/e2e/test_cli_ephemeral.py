@@ -218,3 +218,30 @@ def test_server_exiting_before_it_listens_keeps_the_message(linkup_bin, eenv, tm
         assert not (home(eenv) / "localserver-http").exists()
     finally:
         stop_leftover(linkup_bin, eenv)
+
+
+def test_stop_forgets_the_recorded_address(linkup_bin, eenv, tmp_path):
+    """After `stop` no server of this directory listens at the address
+    `start` recorded, and that ephemeral port may go to another Linkup
+    directory's server: the next commands must not take it for this one's
+    (`status` showing its sessions, `start` saying `Linkup is already
+    running`)."""
+    cfg = lk.write_web_config(tmp_path)  # worker 127.0.0.1:9: the upload fails, the server stays
+    r = lk.run(linkup_bin, "start", "--config", str(cfg), env=eenv, timeout=90)
+    assert r.returncode == 1, r.stderr
+    addr = (home(eenv) / "localserver-http").read_text().strip()
+    host, port = addr.rsplit(":", 1)
+    r = lk.run(linkup_bin, "stop", env=eenv, timeout=STEP)
+    assert (r.returncode, r.stdout) == (0, "Stopped linkup\n")
+    assert not (home(eenv) / "localserver-http").exists()
+    other_env = dict(eenv, LINKUP_HOME=str(tmp_path / "other-home"))
+    other = lk._spawn([linkup_bin, "server", "--config", str(cfg), "--http", f"{host}:{port}",
+                       "--https", "off", "--dns", "off"], other_env, ["HTTP"])
+    try:
+        r = lk.run(linkup_bin, "status", env=eenv, timeout=STEP)
+        assert (r.returncode, r.stdout.strip()) == (0, NOT_RUNNING)
+        r = lk.run(linkup_bin, "start", "--config", str(cfg), env=eenv, timeout=90)
+        assert "Linkup is already running" not in r.stdout
+        lk.run(linkup_bin, "stop", env=eenv, timeout=STEP)
+    finally:
+        assert other.stop() == 0

@@ -6,6 +6,7 @@ do not exist yet; everything else runs for real."""
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import time
@@ -191,6 +192,32 @@ def test_stale_pid_file_never_signals_a_stranger(linkup_bin, cenv):
         sleeper.wait()
 
 
+def test_pid_file_naming_another_homes_server_is_stale(linkup_bin, cenv, tmp_path):
+    """DESIGN §2.12: a pid file left behind whose pid now belongs to the local
+    server of another Linkup directory (it carries LINKUP_SERVICE_ID too) is
+    stale: `stop` does not signal that server and `health` does not call it
+    ours (it is an orphan)."""
+    cfg = lk.write_web_config(tmp_path)
+    other_home = tmp_path / "other-home"
+    other = lk._spawn([linkup_bin, "server", "--config", str(cfg), "--certs-dir",
+                       str(other_home / "certs"), "--http", "127.0.0.1:0", "--https", "off",
+                       "--dns", "off"],
+                      dict(cenv, LINKUP_HOME=str(other_home),
+                           LINKUP_SERVICE_ID="linkup-local-server"), ["HTTP"])
+    try:
+        home = pathlib.Path(cenv["LINKUP_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "localserver-pid").write_text(f"{other.popen.pid}\n")
+        h = json.loads(lk.run(linkup_bin, "health", "--json", env=cenv).stdout)
+        assert h["local_server"] == "Stopped"
+        assert other.popen.pid in [o["pid"] for o in h["orphans"]]
+        r = lk.run(linkup_bin, "stop", env=cenv)
+        assert (r.returncode, r.stdout) == (0, "Stopped linkup\n")
+        assert other.popen.poll() is None, "stop signalled another Linkup directory's server"
+    finally:
+        assert other.stop() == 0
+
+
 def test_health_json_fields(linkup_bin, cenv, tmp_path):
     r = lk.run(linkup_bin, "health", "--json", env=cenv)
     assert r.returncode == 0
@@ -254,6 +281,10 @@ def test_completion(linkup_bin, cenv, tmp_path, shell):
     (["linkup", "update", "--channel", ""], frozenset({"stable", "beta"})),
     (["linkup", "completion", "--shell", "f"], frozenset({"fish"})),
     (["linkup", "local-dns", "install", "--platform", ""], frozenset({"linux", "macos"})),
+    # `--opt=VALUE`: bash splits it into `--opt`, `=`, `VALUE` (COMP_WORDBREAKS).
+    (["linkup", "--config", "=", "x.yaml", "route", ""], {"local", "remote", "web"}),
+    (["linkup", "update", "--channel", "=", ""], frozenset({"stable", "beta"})),
+    (["linkup", "completion", "--shell", "=", "b"], frozenset({"bash"})),
 ])
 def test_bash_completion_words(linkup_bin, cenv, tmp_path, words, want):
     """Issue 5: completion of commands, options and service names, by running the bash
@@ -273,6 +304,50 @@ def test_bash_completion_words(linkup_bin, cenv, tmp_path, words, want):
         assert got == want
     prefix = words[-1]
     assert all(w.startswith(prefix) for w in got)
+
+
+def test_completion_leaves_out_service_names_a_shell_would_expand(linkup_bin, cenv, tmp_path):
+    """A service name is any YAML string; one with quotes, `$(...)`, backquotes or
+    spaces must not become shell code in the generated scripts (it would run at
+    every <TAB>, or break the script), so only plain names are offered."""
+    cfg = write_config(tmp_path)
+    marker = tmp_path / "ran"
+    evil = f'x"$(touch {marker})`touch {marker}`'
+    text = cfg.read_text().replace("name: api", "name: 'api " + evil + "'")
+    text = text.replace("service: api", "service: 'api " + evil + "'")
+    cfg.write_text(text.replace("default_service: api", "default_service: 'api " + evil + "'"))
+    assert lk.run(linkup_bin, "config", "check", "--config", str(cfg), env=cenv).returncode == 0
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"]:
+        r = lk.run(linkup_bin, "completion", "--shell", shell, "--config", str(cfg), env=cenv)
+        assert r.returncode == 0 and "web" in r.stdout, shell
+        assert "touch" not in r.stdout and "api " not in r.stdout, (shell, r.stdout)
+    script = tmp_path / "linkup.bash"
+    script.write_text(lk.run(linkup_bin, "completion", "--shell", "bash", "--config", str(cfg),
+                             env=cenv).stdout)
+    r = subprocess.run(["bash", "-c", f"source {script}; COMP_WORDS=(linkup route local ''); "
+                        "COMP_CWORD=3; _linkup; printf '%s\\n' \"${COMPREPLY[@]}\""],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and set(r.stdout.split()) == {"--all", "--help", "web"}, r
+    assert not marker.exists()
+
+
+def test_zsh_completion_completes_on_its_first_autoloaded_call(linkup_bin, cenv, tmp_path):
+    """`make install` puts the zsh script in site-functions/_linkup, where zsh
+    autoloads the file as the body of _linkup: that first call must complete
+    too (clap's ending: call _linkup when run as _linkup, else compdef)."""
+    text = lk.run(linkup_bin, "completion", "--shell", "zsh", env=cenv).stdout
+    assert text.startswith("#compdef linkup\n")
+    assert text.endswith('if [ "$funcstack[1]" = "_linkup" ]; then\n    _linkup "$@"\nelse\n'
+                         "    compdef _linkup linkup\nfi\n")
+    if shutil.which("zsh"):
+        fn = tmp_path / "_linkup"
+        fn.write_text(text)
+        # Autoloaded, with compadd/compdef stubs: the first call completes.
+        r = subprocess.run(["zsh", "-fc", f"fpath=({tmp_path} $fpath); "
+                            "compadd() { shift; print -l -- \"$@\" }; compdef() { print compdef }; "
+                            "autoload -U _linkup; words=(linkup st); CURRENT=2; _linkup"],
+                           capture_output=True, text=True, timeout=10)
+        assert "start" in r.stdout.split() and "compdef" not in r.stdout, r
 
 
 def test_completion_unknown_shell(linkup_bin, cenv):
