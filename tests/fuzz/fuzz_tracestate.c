@@ -135,10 +135,12 @@ static void check_parse(struct lk_str v, struct lk_str name)
     LK_ASSERT(lk_headers_tracestate_has(v, s) == model_has(v, s));
 }
 
+/* A name a baggage linkup-session member can carry: not empty, no control
+ * (the rest is escaped where baggage-octets do not allow it). */
 static bool baggage_name(struct lk_str s)
 {
     for (size_t i = 0; i < s.len; i++) {
-        if ((unsigned char)s.ptr[i] <= 0x20 || (unsigned char)s.ptr[i] > 0x7e)
+        if ((unsigned char)s.ptr[i] < 0x20 || (unsigned char)s.ptr[i] == 0x7f)
             return false;
     }
     return s.len > 0;
