@@ -28,6 +28,7 @@
 #include "net/curl_dl.h"
 #include "net/log.h"
 #include "proto/http1.h"
+#include "proto/http_cache.h"
 
 /* ---- entries and the LRU map --------------------------------------------- */
 
@@ -255,223 +256,6 @@ static void respond_hit(struct lk_exchange *ex, const struct lk_proxy_req *spec,
 
 /* ---- cacheability (SPEC §4.6) ------------------------------------------------ */
 
-/* RFC 9111 §1.2.2: delta-seconds (1*DIGIT; capped at a year, §1.2.2's
- * "greatest integer"), or 0 for anything else: a max-age or s-maxage whose
- * argument is not delta-seconds makes the response stale (§4.2.1). */
-static long delta_seconds(struct lk_str arg)
-{
-    long v = 0;
-    if (arg.len == 0)
-        return 0;
-    for (size_t i = 0; i < arg.len; i++) {
-        if (arg.ptr[i] < '0' || arg.ptr[i] > '9')
-            return 0;
-        if (v < 31536000)
-            v = v * 10 + (arg.ptr[i] - '0');
-    }
-    return v > 31536000 ? 31536000 : v;
-}
-
-/* Finds directive name in a Cache-Control value; *arg is its argument
- * (empty without one). RFC 9111 §5.2: items are `token [ "=" ( token /
- * quoted-string ) ]` separated by commas, names compared
- * case-insensitively; the first occurrence wins (§4.2.1). A quoted argument
- * is read without its quotes, and commas inside it separate nothing. */
-static bool directive_arg(struct lk_str cc, struct lk_str name, struct lk_str *arg)
-{
-    size_t i = 0;
-    while (i < cc.len) {
-        size_t start = i;
-        while (i < cc.len && cc.ptr[i] != '=' && cc.ptr[i] != ',')
-            i++;
-        struct lk_str key = lk_str_trim((struct lk_str){ cc.ptr + start, i - start });
-        *arg = (struct lk_str){ cc.ptr + i, 0 };
-        if (i < cc.len && cc.ptr[i] == '=') {
-            size_t from = ++i;
-            while (i < cc.len && (cc.ptr[i] == ' ' || cc.ptr[i] == '\t'))
-                i++;
-            if (i < cc.len && cc.ptr[i] == '"') {
-                from = ++i;
-                while (i < cc.len && cc.ptr[i] != '"')
-                    i += cc.ptr[i] == '\\' && i + 1 < cc.len ? 2 : 1;
-                *arg = (struct lk_str){ cc.ptr + from, (i < cc.len ? i : cc.len) - from };
-                while (i < cc.len && cc.ptr[i] != ',')
-                    i++;
-            } else {
-                while (i < cc.len && cc.ptr[i] != ',')
-                    i++;
-                *arg = lk_str_trim((struct lk_str){ cc.ptr + from, i - from });
-            }
-        }
-        if (lk_str_ieq(key, name))
-            return true;
-        i++; /* the comma */
-    }
-    return false;
-}
-
-/* True when the Cache-Control value has directive name, with or without an
- * argument: `private="X-User"` and `no-cache="X-User"` (RFC 9111 §5.2.2.4,
- * §5.2.2.7) forbid what the plain directives do for the fields they name;
- * the cache, which does not strip fields, takes them as the plain ones. */
-static bool has_directive(struct lk_str cc, struct lk_str name)
-{
-    struct lk_str arg;
-    return directive_arg(cc, name, &arg);
-}
-
-/* The seconds of directive name in a Cache-Control value, or -1 when it is
- * absent (directive_arg). */
-static long directive_seconds(struct lk_str cc, struct lk_str name)
-{
-    struct lk_str arg;
-    return directive_arg(cc, name, &arg) ? delta_seconds(arg) : -1;
-}
-
-/* The statuses a shared cache may store without being told to (RFC 9111
- * §3, "heuristically cacheable" in RFC 9110 §15.1), less 501 (SPEC §4.6
- * stores nothing above 499). Never 206 (a part of the representation), 304
- * (an answer to a conditional request only) or 1xx. */
-static bool storable_status(int status)
-{
-    switch (status) {
-    case 200:
-    case 203:
-    case 204:
-    case 300:
-    case 301:
-    case 308:
-    case 404:
-    case 405:
-    case 410:
-    case 414:
-        return true;
-    default:
-        return false;
-    }
-}
-
-/* The response's Age in seconds (RFC 9111 §5.1), 0 when absent or invalid. */
-static uint64_t response_age(const struct lk_http_header *h, size_t n)
-{
-    uint64_t age = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!lk_str_ieq(h[i].name, LK_STR("age")))
-            continue;
-        struct lk_str v = lk_str_trim(h[i].value);
-        bool digits = v.len > 0;
-        for (size_t k = 0; k < v.len && digits; k++)
-            digits = v.ptr[k] >= '0' && v.ptr[k] <= '9';
-        /* RFC 9111 §1.2.2: a value too large to hold is 2^31. */
-        if (!digits)
-            age = 0;
-        else if (lk_str_to_u64(v, 2147483648u, &age) != 0)
-            age = 2147483648u;
-    }
-    return age;
-}
-
-/* Two digits at p, or -1. */
-static int two_digits(const char *p)
-{
-    if (p[0] < '0' || p[0] > '9' || p[1] < '0' || p[1] > '9')
-        return -1;
-    return (p[0] - '0') * 10 + (p[1] - '0');
-}
-
-/* An IMF-fixdate (RFC 9110 §5.6.7, "Sun, 06 Nov 1994 08:49:37 GMT") in
- * seconds since the epoch into *out; false for anything else. */
-static bool parse_http_date(struct lk_str v, int64_t *out)
-{
-    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-    v = lk_str_trim(v);
-    if (v.len != 29 || v.ptr[3] != ',' || v.ptr[4] != ' ' || v.ptr[7] != ' ' || v.ptr[11] != ' ' ||
-        v.ptr[16] != ' ' || v.ptr[19] != ':' || v.ptr[22] != ':' ||
-        memcmp(v.ptr + 25, " GMT", 4) != 0)
-        return false;
-    int mon = -1;
-    for (int m = 0; m < 12; m++) {
-        if (memcmp(v.ptr + 8, months + 3 * m, 3) == 0)
-            mon = m;
-    }
-    int day = two_digits(v.ptr + 5), y1 = two_digits(v.ptr + 12), y2 = two_digits(v.ptr + 14);
-    int hh = two_digits(v.ptr + 17), mm = two_digits(v.ptr + 20), ss = two_digits(v.ptr + 23);
-    if (mon < 0 || day < 1 || day > 31 || y1 < 0 || y2 < 0 || hh < 0 || hh > 23 || mm < 0 ||
-        mm > 59 || ss < 0 || ss > 60)
-        return false;
-    /* Days from civil (Howard Hinnant's algorithm), March-based years. */
-    int64_t y = y1 * 100 + y2 - (mon < 2);
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (mon + (mon > 1 ? -2 : 10)) + 2) / 5 + day - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    int64_t days = era * 146097 + doe - 719468;
-    *out = days * 86400 + hh * 3600 + mm * 60 + ss;
-    return true;
-}
-
-/* RFC 9111 §4.2.1: the lifetime in ms that Expires gives, Expires minus
- * Date (or the time now); 0 when Expires is in the past or not a valid
- * date (§5.3: such as "0", a time in the past). -1 without Expires. */
-static int64_t expires_ttl_ms(const struct lk_http_header *h, size_t n)
-{
-    const struct lk_http_header *exp = NULL;
-    const struct lk_http_header *date = NULL;
-    for (size_t i = 0; i < n; i++) {
-        /* RFC 9111 §4.2.1: of several Expires the first is used. */
-        if (exp == NULL && lk_str_ieq(h[i].name, LK_STR("expires")))
-            exp = &h[i];
-        else if (date == NULL && lk_str_ieq(h[i].name, LK_STR("date")))
-            date = &h[i];
-    }
-    if (exp == NULL)
-        return -1;
-    int64_t e = 0;
-    int64_t d = 0;
-    if (!parse_http_date(exp->value, &e))
-        return 0;
-    if (date == NULL || !parse_http_date(date->value, &d)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        d = (int64_t)ts.tv_sec;
-    }
-    return e > d ? (e - d) * 1000 : 0;
-}
-
-/* The lifetime in ms of a response that may be stored, or 0. The freshness
- * lifetime less the response's Age (RFC 9111 §4.2): an answer already as
- * old as its max-age is stale and not stored. */
-static uint64_t storable_ttl(int status, const struct lk_http_header *h, size_t n)
-{
-    long smax = -1;
-    long max = -1;
-    if (!storable_status(status))
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (lk_str_ieq(h[i].name, LK_STR("set-cookie")))
-            return 0;
-        if (!lk_str_ieq(h[i].name, LK_STR("cache-control")))
-            continue;
-        struct lk_str v = h[i].value;
-        if (has_directive(v, LK_STR("no-store")) || has_directive(v, LK_STR("private")) ||
-            has_directive(v, LK_STR("no-cache")))
-            return 0;
-        /* RFC 9111 §4.2.1: the first occurrence counts, across lines too
-         * (several lines are one list, RFC 9110 §5.3). */
-        if (smax < 0)
-            smax = directive_seconds(v, LK_STR("s-maxage"));
-        if (max < 0)
-            max = directive_seconds(v, LK_STR("max-age"));
-    }
-    long ttl = smax >= 0 ? smax : max;
-    int64_t expires = ttl >= 0 ? -1 : expires_ttl_ms(h, n);
-    uint64_t ms = ttl >= 0       ? (uint64_t)ttl * 1000u
-                  : expires >= 0 ? (uint64_t)expires
-                                 : WORKER_CACHE_DEFAULT_TTL_MS;
-    uint64_t age_ms = response_age(h, n) * 1000u;
-    return ms > age_ms ? ms - age_ms : 0;
-}
-
 /* RFC 9111 §3.5: the answer to a request with Authorization is stored only
  * when the response allows a shared cache to (public, s-maxage or
  * must-revalidate). */
@@ -483,8 +267,8 @@ static bool authorization_allows(const struct lk_proxy_req *spec, const struct l
     for (size_t i = 0; i < n; i++) {
         struct lk_str v = h[i].value;
         if (lk_str_ieq(h[i].name, LK_STR("cache-control")) &&
-            (has_directive(v, LK_STR("public")) || has_directive(v, LK_STR("must-revalidate")) ||
-             directive_seconds(v, LK_STR("s-maxage")) >= 0))
+            (lk_cc_has(v, LK_STR("public")) || lk_cc_has(v, LK_STR("must-revalidate")) ||
+             lk_cc_seconds(v, LK_STR("s-maxage")) >= 0))
             return true;
     }
     return false;
@@ -499,7 +283,7 @@ static bool too_old_for(const struct centry *e, const struct lk_proxy_req *spec)
     for (size_t i = 0; i < spec->n_headers; i++) {
         if (!lk_str_ieq(spec->headers[i].name, LK_STR("cache-control")))
             continue;
-        long max = directive_seconds(spec->headers[i].value, LK_STR("max-age"));
+        long max = lk_cc_seconds(spec->headers[i].value, LK_STR("max-age"));
         if (max == 0 || (max > 0 && age_ms > (uint64_t)max * 1000u))
             return true;
     }
@@ -588,7 +372,7 @@ static bool bypasses_cache(const struct lk_proxy_req *spec)
     for (size_t i = 0; i < spec->n_headers; i++) {
         struct lk_str v = spec->headers[i].value;
         if (lk_str_ieq(spec->headers[i].name, LK_STR("cache-control")) &&
-            (has_directive(v, LK_STR("no-store")) || has_directive(v, LK_STR("no-cache"))))
+            (lk_cc_has(v, LK_STR("no-store")) || lk_cc_has(v, LK_STR("no-cache"))))
             return true;
         for (size_t j = 0; j < LK_ARRAY_LEN(names); j++) {
             if (lk_str_ieq(spec->headers[i].name, names[j]))
@@ -766,7 +550,7 @@ static void store_response(struct worker_cache *c, struct fetch *f, int status,
     e->size = strlen(e->key) + f->hmem.len + e->body_len + e->vary_len + sizeof(*e);
     e->stored_ms = now_ms();
     e->expires_ms = e->stored_ms + ttl;
-    e->age_s = response_age(h, n);
+    e->age_s = lk_http_cache_age(h, n);
     insert(c, e);
 }
 
@@ -817,7 +601,8 @@ static void finish(struct fetch *f, CURLcode result)
     } else {
         size_t n = 0;
         struct lk_http_header *h = response_headers(f, &n);
-        uint64_t ttl = storable_ttl((int)status, h, n);
+        uint64_t ttl = lk_http_cache_ttl_ms((int)status, h, n, (int64_t)time(NULL),
+                                            WORKER_CACHE_DEFAULT_TTL_MS);
         /* Stored first: h lives in the exchange's arena, which responding
          * frees. */
         if (ttl > 0)
