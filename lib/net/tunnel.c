@@ -1332,14 +1332,11 @@ static void accept_stream(struct lk_tunnel *t, struct lk_tunnel_pipe *p)
 {
     struct bufferevent *ours = NULL, *theirs = NULL;
     /* After our final GOAWAY (not yet sent, or crossing this stream's
-     * HEADERS): not processed, so the worker may retry it elsewhere (RFC
-     * 9113 §8.7). After the notice alone it is served, also by a draining
-     * engine (lk_http_server_adopt_relayed()). */
-    if (p->bad || t->goaway_final) {
-        nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, p->stream_id, NGHTTP2_REFUSED_STREAM);
-        return;
-    }
-    if (t->adopt_into == NULL) { /* the engine's drain reached its deadline */
+     * HEADERS), or once the engine's drain reached its deadline (no engine
+     * left): not processed, so the worker may retry it elsewhere (RFC 9113
+     * §8.7). After the notice alone it is served, also by a draining engine
+     * (lk_http_server_adopt_relayed()). */
+    if (p->bad || t->goaway_final || t->adopt_into == NULL) {
         nghttp2_submit_rst_stream(t->h2, NGHTTP2_FLAG_NONE, p->stream_id, NGHTTP2_REFUSED_STREAM);
         return;
     }
