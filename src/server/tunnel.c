@@ -102,6 +102,9 @@ void local_tunnel_shutdown(struct local_server *ls, void (*done)(struct local_se
         retire(ls, ls->tunnels);
 }
 
+/* The session is gone: its tunnel closes as a stopping server's does
+ * (GOAWAY: the worker routes no new request to it at once), after the
+ * requests already in it have finished. */
 void local_tunnel_session_deleted(struct local_server *ls, const char *name)
 {
     /* While shutting down every tunnel is closing anyway (on_retired). */
@@ -109,8 +112,7 @@ void local_tunnel_session_deleted(struct local_server *ls, const char *name)
     if (t == NULL)
         return;
     LK_LOG(INFO, "tunnel for session '%s' stopped", t->session);
-    unlink_from(&ls->tunnels, t);
-    tunnel_free(t);
+    retire(ls, t);
 }
 
 static void on_state(struct lk_tunnel_client *c, bool connected, const char *why, void *data)
