@@ -104,12 +104,21 @@ static void holder_key(struct lk_buf *key, struct lk_str session)
     lk_buf_addstr_lower(key, session);
 }
 
-static void holder_put(struct worker *w, const char *session)
+/* Records this worker as the holder of session's tunnel: unconditionally
+ * for a tunnel that just connected (the newest connection is the live one),
+ * and for a refresh only while the entry is missing or still ours, so a
+ * tunnel that moved to another worker while this one has not noticed its
+ * connection die yet is not taken back (DESIGN §8, "Several workers"). */
+static void holder_put(struct worker *w, const char *session, bool refresh)
 {
     struct lk_buf key = LK_BUF_INIT;
     struct lk_buf err = LK_BUF_INIT;
     holder_key(&key, lk_str_c(session));
-    if (worker_store_reg_put(w->store, key.data, w->peer_url, WORKER_HOLDER_TTL_MS, &err) != 0)
+    int rc =
+        refresh
+            ? worker_store_reg_refresh(w->store, key.data, w->peer_url, WORKER_HOLDER_TTL_MS, &err)
+            : worker_store_reg_put(w->store, key.data, w->peer_url, WORKER_HOLDER_TTL_MS, &err);
+    if (rc != 0)
         LK_LOG(WARN, "tunnel registry: cannot record %s: %s", key.data, err.data);
     lk_buf_release(&err);
     lk_buf_release(&key);
@@ -150,7 +159,7 @@ static void on_tunnel_change(const char *session, bool connected, void *data)
     if (!has_registry(w))
         return;
     if (connected)
-        holder_put(w, session);
+        holder_put(w, session, false);
     else
         holder_del(w, session);
 }
@@ -161,7 +170,7 @@ static void on_holder_timer(evutil_socket_t fd, short what, void *data)
     (void)fd;
     (void)what;
     for (size_t i = 0; i < w->n_held && has_registry(w); i++)
-        holder_put(w, w->held[i]);
+        holder_put(w, w->held[i], true);
 }
 
 void worker_relay_start(struct worker *w, struct event_base *base)

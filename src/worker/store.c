@@ -161,6 +161,12 @@ int worker_store_reg_put(struct worker_store *st, const char *key, const char *v
     return st->reg_put ? st->reg_put(st->backend, key, value, ttl_ms, err) : 0;
 }
 
+int worker_store_reg_refresh(struct worker_store *st, const char *key, const char *value,
+                             uint64_t ttl_ms, struct lk_buf *err)
+{
+    return st->reg_refresh ? st->reg_refresh(st->backend, key, value, ttl_ms, err) : 0;
+}
+
 int worker_store_reg_get(struct worker_store *st, const char *key, struct lk_buf *value,
                          struct lk_buf *err)
 {

@@ -103,6 +103,8 @@ struct worker_store {
                    struct lk_buf *err);
     int (*reg_get)(void *backend, const char *key, struct lk_buf *value, struct lk_buf *err);
     int (*reg_del_if)(void *backend, const char *key, const char *value, struct lk_buf *err);
+    int (*reg_refresh)(void *backend, const char *key, const char *value, uint64_t ttl_ms,
+                       struct lk_buf *err);
     /* private: see worker_store_take_busy() (NULL: never busy) */
     bool (*take_busy)(void *backend);
     /* private: see worker_store_change_fd() (NULL: none) */
@@ -164,6 +166,14 @@ bool worker_store_is_shared(const struct worker_store *st);
  * Returns 0 (also without a registry) or LK_ESTORE with a reason in err. */
 int worker_store_reg_put(struct worker_store *st, const char *key, const char *value,
                          uint64_t ttl_ms, struct lk_buf *err);
+
+/* As worker_store_reg_put(), but only while key is missing or still has
+ * value (atomically on the server): a holder's periodic refresh never
+ * writes over the entry of a newer holder (a worker whose tunnel is in fact
+ * dead may not know it yet). Returns 0 (also when someone else holds key, or
+ * without a registry) or LK_ESTORE with a reason in err. */
+int worker_store_reg_refresh(struct worker_store *st, const char *key, const char *value,
+                             uint64_t ttl_ms, struct lk_buf *err);
 
 /* Replaces value with key's value. Returns 0, LK_ENOTFOUND (missing,
  * expired, or no registry) or LK_ESTORE with a reason in err. */

@@ -250,6 +250,25 @@ static int rd_reg_put(void *backend, const char *key, const char *value, uint64_
     return 0;
 }
 
+static int rd_reg_refresh(void *backend, const char *key, const char *value, uint64_t ttl_ms,
+                          struct lk_buf *err)
+{
+    static const char script[] = "local v = redis.call('GET', KEYS[1]) "
+                                 "if v == false or v == ARGV[1] then "
+                                 "return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
+                                 "else return 0 end";
+    char ttl[32];
+    int n = snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)(ttl_ms ? ttl_ms : 1));
+    LK_ASSERT(n > 0 && (size_t)n < sizeof(ttl));
+    const char *argv[6] = { "EVAL", script, "1", key, value, ttl };
+    size_t lens[6] = { 4, sizeof(script) - 1, 1, strlen(key), strlen(value), (size_t)n };
+    redisReply *r = rd_command(backend, 6, argv, lens, err);
+    if (r == NULL)
+        return LK_ESTORE;
+    freeReplyObject(r);
+    return 0;
+}
+
 static int rd_reg_get(void *backend, const char *key, struct lk_buf *value, struct lk_buf *err)
 {
     struct rd_view v = { backend, "", false };
@@ -317,5 +336,6 @@ int worker_store_open_redis(struct worker_store *st, const char *host, int port,
     st->reg_put = rd_reg_put;
     st->reg_get = rd_reg_get;
     st->reg_del_if = rd_reg_del_if;
+    st->reg_refresh = rd_reg_refresh;
     return 0;
 }

@@ -12,6 +12,7 @@ import json
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 
 import pytest
@@ -417,3 +418,127 @@ def test_an_expired_session_is_gone_and_its_name_free(linkup_bin, env, tmp_path)
         stop_all(worker)
         up1.close()
         up2.close()
+
+
+class HalfDeadRelay:
+    """Forwards connections on 127.0.0.1:0 to self.target (read at each
+    accept). orphan_all() resets the local side of the connections open now
+    and leaves their far side open and silent, as a network that lost a
+    connection on one side only: the far end notices nothing until its own
+    keepalive gives up."""
+
+    def __init__(self, target):
+        self.target = target
+        self.accepted = 0
+        self.pairs = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            try:
+                u = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                c.close()
+                continue
+            u.settimeout(None)
+            pair = {"c": c, "u": u, "dead": False}
+            with self.lock:
+                self.accepted += 1
+                self.pairs.append(pair)
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b, pair), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b, pair):
+        try:
+            while True:
+                data = a.recv(65536)
+                if pair["dead"]:
+                    return
+                if not data:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                b.sendall(data)
+        except OSError:
+            pass
+
+    def orphan_all(self):
+        with self.lock:
+            pairs = list(self.pairs)
+        for pair in pairs:
+            if pair["dead"]:
+                continue
+            pair["dead"] = True
+            c = pair["c"]
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def close(self):
+        self.running = False
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            pair["dead"] = True
+            for s in (pair["c"], pair["u"]):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+        self.sock.close()
+
+
+def test_a_worker_left_with_a_dead_tunnel_does_not_take_the_registry_back(
+        linkup_bin, env, tmp_path, redis):
+    """The local server loses its tunnel connection to worker A in a way A
+    does not notice yet (its keepalive needs up to 45 s) and reconnects at
+    worker B, which records itself as the holder. A's periodic refresh of
+    the registry must not write A back over B's newer entry: the other
+    workers would send the session's requests into A's dead tunnel."""
+    web = LocalWeb()
+    a = spawn_peer(linkup_bin, env, tmp_path, redis.url, "a")
+    b = spawn_peer(linkup_bin, env, tmp_path, redis.url, "b")
+    c = spawn_peer(linkup_bin, env, tmp_path, redis.url, "c")
+    relay = HalfDeadRelay(a.addrs["Worker"])
+    server = local_server(linkup_bin, env, tmp_path, "dev", "http://127.0.0.1:%d" % relay.port)
+    ok = (200, "local web /hello xfh=flap.example.com dest=web")
+    try:
+        assert upsert(server, "flap", {"web": "http://localhost:%d" % web.port}).status == 200
+        wait_connected(server)
+        assert via(c.addrs["Worker"], "flap.example.com") == ok
+        assert redis_get(redis.url, "tunnel-holder:flap") == a.url("Worker")
+
+        before = relay.accepted
+        relay.target = b.addrs["Worker"]
+        relay.orphan_all()
+        wait_connected(server, timeout=10, since=(relay, before))
+        assert until(lambda: redis_get(redis.url, "tunnel-holder:flap"),
+                     b.url("Worker")) == b.url("Worker")
+        # Through A's refresh interval (5 s) B stays the holder throughout,
+        # and C reaches the session through B.
+        seen = set()
+        deadline = time.time() + 6
+        while time.time() < deadline:
+            seen.add(redis_get(redis.url, "tunnel-holder:flap"))
+            time.sleep(0.01)
+        assert seen == {b.url("Worker")}
+        assert via(c.addrs["Worker"], "flap.example.com", timeout=5) == ok
+    finally:
+        stop_all(server, a, b, c)
+        relay.close()
+        web.close()
