@@ -125,10 +125,10 @@ static void on_tunnel_closed(struct lk_tunnel *t, const char *why, void *data)
 
 /* Takes e out of the map: new requests no longer go to its tunnel, those
  * in flight finish, and on_tunnel_closed frees it. */
-static void leave(struct lk_tunnel_hub *hub, struct hub_entry *e, const char *who)
+static void leave(struct lk_tunnel_hub *hub, struct hub_entry *e, const char *why)
 {
-    LK_LOG(INFO, "tunnel for session '%s' going away: the %s is shutting down (%zu stream(s) open)",
-           e->session, who, lk_tunnel_n_streams(e->t));
+    LK_LOG(INFO, "tunnel for session '%s' going away: %s (%zu stream(s) open)", e->session, why,
+           lk_tunnel_n_streams(e->t));
     unlink_entry(hub, e);
     e->leaving = true;
     e->next = hub->leaving;
@@ -137,20 +137,21 @@ static void leave(struct lk_tunnel_hub *hub, struct hub_entry *e, const char *wh
         hub->on_change(e->session, false, hub->data);
 }
 
-/* The local server is shutting down (its GOAWAY). */
+/* The local server closes the tunnel (its GOAWAY): it stops, the session
+ * was deleted, or a client with other tunnel data replaced this one. */
 static void on_tunnel_goaway(struct lk_tunnel *t, void *data)
 {
     struct hub_entry *e = data;
     (void)t;
     if (!e->leaving)
-        leave(e->hub, e, "local server");
+        leave(e->hub, e, "the local server closes it");
 }
 
 void lk_tunnel_hub_go_away(struct lk_tunnel_hub *hub)
 {
     while (hub->entries != NULL) {
         struct hub_entry *e = hub->entries;
-        leave(hub, e, "worker");
+        leave(hub, e, "the worker is shutting down");
         lk_tunnel_go_away(e->t);
     }
 }

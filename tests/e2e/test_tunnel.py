@@ -908,7 +908,7 @@ def test_a_request_crossing_the_local_servers_goaway_is_served(linkup_bin, env, 
             time.sleep(0.02)
         s.server.popen.terminate()
         deadline = time.time() + 5
-        while "going away: the local server is shutting down" not in open(s.worker.log_path).read():
+        while "going away: the local server closes it" not in open(s.worker.log_path).read():
             assert time.time() < deadline, open(s.worker.log_path).read()[-2000:]
             time.sleep(0.02)
         s.relay.flowing.set()
