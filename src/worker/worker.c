@@ -21,6 +21,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/sha256.h"
+#include "net/addr.h"
 #include "net/heap.h"
 #include "net/limits_env.h"
 #include "net/log.h"
@@ -196,6 +197,13 @@ static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
         return LK_EXIT_USAGE;
     if (o->listen == NULL)
         o->listen = "127.0.0.1:8787";
+    /* A malformed address is a usage error, as for `linkup server` (exit 2,
+     * the option named); a well-formed one that cannot bind is exit 1. */
+    struct sockaddr_storage ss;
+    socklen_t ss_len = 0;
+    if (lk_addr_parse(o->listen, &ss, &ss_len) != 0)
+        return cli_usage_error(
+            "worker", "invalid value '%s' for '--listen <A:P>': expected ADDR:PORT", o->listen);
     if (o->tunnel_domain == NULL)
         o->tunnel_domain = "localhost";
     if (o->tunnel_prefix == NULL)
