@@ -54,6 +54,7 @@ static void print_help(void)
            "      --dns <A:P|off>           DNS responder [env: LINKUP_DNS_ADDR] "
            "[default: " DEFAULT_DNS_ADDR "]\n"
            "      --dns-upstream <A:P|off>  DNS forwarding target [env: LINKUP_DNS_UPSTREAM]\n"
+           "                                [default: first nameserver of /etc/resolv.conf]\n"
            "      --certs-dir <DIR>         Certificates [default: $LINKUP_HOME/certs]\n"
            "      --worker-url <URL>        Worker to create sessions on (instead of the config)\n"
            "      --worker-token <TOKEN>    Token for --worker-url\n"

@@ -1,6 +1,8 @@
 """Options and environment of `linkup server` and `linkup worker` (DESIGN §3,
 docs/server.md, docs/worker.md): malformed values are usage errors (exit 2,
 one line naming the option), flags win over the environment."""
+import re
+
 import pytest
 
 import lk
@@ -45,3 +47,48 @@ def test_worker_listen_that_cannot_bind_is_exit_1(linkup_bin, env):
                    env=env, timeout=20)
     assert r.returncode == 1, r
     assert f"Exited with error: cannot listen on {addr}" in r.stderr, r.stderr
+
+
+SERVER_HELP = [  # option, env, default (docs/server.md "Options", DESIGN §3)
+    ("--http <A:P|off>", "LINKUP_HTTP_ADDR", "0.0.0.0:80"),
+    ("--https <A:P|off>", "LINKUP_HTTPS_ADDR", "0.0.0.0:443"),
+    ("--dns <A:P|off>", "LINKUP_DNS_ADDR", "127.0.0.1:8053"),
+    ("--dns-upstream <A:P|off>", "LINKUP_DNS_UPSTREAM", "first nameserver of /etc/resolv.conf"),
+    ("--certs-dir <DIR>", None, "$LINKUP_HOME/certs"),
+    ("--config <CONFIG>", "LINKUP_CONFIG", None),
+]
+WORKER_HELP = [  # docs/worker.md "Options"
+    ("--listen <A:P>", "LINKUP_WORKER_LISTEN", "127.0.0.1:8787"),
+    ("--token <T>", "LINKUP_WORKER_TOKEN", None),
+    ("--store <STORE>", "LINKUP_WORKER_STORE", "sqlite:$LINKUP_HOME/worker.db"),
+    ("--tunnel-domain <D>", "LINKUP_WORKER_TUNNEL_DOMAIN", "localhost"),
+    ("--tunnel-prefix <P>", None, "linkup-tunnel-"),
+    ("--tunnel-scheme <S>", "LINKUP_WORKER_TUNNEL_SCHEME", "http"),
+    ("--tunnel-port <PORT>", "LINKUP_WORKER_TUNNEL_PORT", "the listening port"),
+    ("--peer-url <U>", "LINKUP_WORKER_PEER_URL", None),
+    ("--peer-secret <S>", "LINKUP_WORKER_PEER_SECRET", None),
+    ("--session-auth <SECRET>", "LINKUP_WORKER_SESSION_AUTH", "off"),
+    ("--session-auth-scope <S>", "LINKUP_WORKER_SESSION_AUTH_SCOPE", "all"),
+]
+
+
+@pytest.mark.parametrize("cmd,rows", [("server", SERVER_HELP), ("worker", WORKER_HELP)])
+def test_help_lists_every_option_with_its_env_and_default(linkup_bin, env, cmd, rows):
+    r = lk.run(linkup_bin, cmd, "--help", env=env, timeout=20)
+    assert r.returncode == 0 and r.stderr == "", r
+    # An option's text runs until the next option line.
+    blocks, last = {}, None
+    for line in r.stdout.splitlines():
+        m = re.match(r"^\s+(?:-\w, )?(--[a-z-]+(?: <[^>]+>)?)", line)
+        if m:
+            last = m.group(1)
+            blocks[last] = line
+        elif last is not None and line.strip():
+            blocks[last] += " " + line.strip()
+    for opt, env_name, default in rows:
+        text = blocks.get(opt)
+        assert text is not None, (opt, r.stdout)
+        if env_name:
+            assert f"[env: {env_name}]" in text, text
+        if default:
+            assert f"[default: {default}]" in " ".join(text.split()), text
