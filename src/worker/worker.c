@@ -175,6 +175,49 @@ static int check_session_auth(struct worker_opts *o)
     return 0;
 }
 
+/* True when s is n letters, digits and '-' (n from 1 to 63): a DNS label. */
+static bool is_label(const char *s, size_t n)
+{
+    if (n == 0 || n > 63)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* A domain name of labels joined by single dots (at most 253 bytes). */
+static bool is_domain(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 253)
+        return false;
+    for (const char *p = s;;) {
+        const char *dot = strchr(p, '.');
+        size_t len = dot ? (size_t)(dot - p) : strlen(p);
+        if (!is_label(p, len))
+            return false;
+        if (dot == NULL)
+            return true;
+        p = dot + 1;
+    }
+}
+
+/* A non-empty prefix that a session name completes into the first labels of
+ * a hostname ("linkup-tunnel-", "t.x-"). */
+static bool is_prefix(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 200)
+        return false;
+    char name[256];
+    snprintf(name, sizeof(name), "%sx", s);
+    return is_domain(name);
+}
+
 /* Fills the options from the environment and the defaults; default_store is
  * the buffer for the default store spec. */
 static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
@@ -210,6 +253,20 @@ static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
         o->tunnel_prefix = "linkup-tunnel-";
     if (o->tunnel_scheme == NULL)
         o->tunnel_scheme = "http";
+    /* Tunnel hostnames are {prefix}{session}.{domain} (DESIGN §3): both must
+     * make a hostname, and an empty prefix would take every {name}.{domain}
+     * for a tunnel host. */
+    if (!is_domain(o->tunnel_domain))
+        return cli_usage_error("worker",
+                               "invalid value '%s' for '--tunnel-domain': expected a domain name "
+                               "(labels of letters, digits and '-' joined by dots)",
+                               o->tunnel_domain);
+    if (!is_prefix(o->tunnel_prefix))
+        return cli_usage_error(
+            "worker",
+            "invalid value '%s' for '--tunnel-prefix': expected letters, digits, "
+            "'-' and '.' that begin a hostname",
+            o->tunnel_prefix);
     if (strcmp(o->tunnel_scheme, "http") != 0 && strcmp(o->tunnel_scheme, "https") != 0)
         return cli_usage_error("worker",
                                "invalid value '%s' for '--tunnel-scheme': expected http or https",

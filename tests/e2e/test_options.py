@@ -92,3 +92,26 @@ def test_help_lists_every_option_with_its_env_and_default(linkup_bin, env, cmd, 
             assert f"[env: {env_name}]" in text, text
         if default:
             assert f"[default: {default}]" in " ".join(text.split()), text
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--tunnel-domain", ""), ("--tunnel-domain", "exa mple"), ("--tunnel-domain", "a..b"),
+    ("--tunnel-domain", ".localhost"), ("--tunnel-domain", "localhost:8787"),
+    ("--tunnel-prefix", ""), ("--tunnel-prefix", "a b"), ("--tunnel-prefix", "t/"),
+    ("--tunnel-prefix", ".t-"),
+])
+def test_worker_tunnel_names_that_make_no_hostname_are_usage_errors(linkup_bin, env, flag, value):
+    """Tunnel hostnames are {prefix}{session}.{domain} (DESIGN §3): a domain
+    or prefix that cannot make one is refused at start (exit 2, the option
+    named) rather than handed out in tunnel URLs."""
+    r = lk.run(linkup_bin, "worker", "--token", "t", "--store", "memory", "--listen",
+               "127.0.0.1:0", f"{flag}={value}", env=env, timeout=20)
+    assert r.returncode == 2, r
+    assert r.stderr.startswith(f"linkup: worker: invalid value '{value}' for '{flag}': "), r.stderr
+
+
+def test_worker_tunnel_domain_from_the_environment_is_checked_too(linkup_bin, env):
+    r = lk.run(linkup_bin, "worker", "--token", "t", "--store", "memory", "--listen",
+               "127.0.0.1:0", env=dict(env, LINKUP_WORKER_TUNNEL_DOMAIN="a b"), timeout=20)
+    assert r.returncode == 2, r
+    assert "invalid value 'a b' for '--tunnel-domain'" in r.stderr, r.stderr
