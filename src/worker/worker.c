@@ -21,6 +21,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/sha256.h"
+#include "core/url.h"
 #include "net/addr.h"
 #include "net/heap.h"
 #include "net/limits_env.h"
@@ -218,6 +219,16 @@ static bool is_prefix(const char *s)
     return is_domain(name);
 }
 
+/* --peer-url: the base URL other workers send forwarded requests to. */
+static bool is_http_url(const char *s)
+{
+    struct lk_url u = { 0 };
+    bool ok = lk_url_parse(s, strlen(s), &u, NULL) == 0 && lk_url_is_http(&u) &&
+              u.userinfo == NULL && u.query == NULL && u.fragment == NULL;
+    lk_url_release(&u);
+    return ok;
+}
+
 /* Fills the options from the environment and the defaults; default_store is
  * the buffer for the default store spec. */
 static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
@@ -271,6 +282,11 @@ static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
         return cli_usage_error("worker",
                                "invalid value '%s' for '--tunnel-scheme': expected http or https",
                                o->tunnel_scheme);
+    if (o->peer_url != NULL && !is_http_url(o->peer_url))
+        return cli_usage_error("worker",
+                               "invalid value '%s' for '--peer-url': expected "
+                               "http(s)://HOST[:PORT]",
+                               o->peer_url);
     uint64_t port = 0;
     if (o->tunnel_port != NULL &&
         (lk_str_to_u64(lk_str_c(o->tunnel_port), 65535, &port) != 0 || port == 0))

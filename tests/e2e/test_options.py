@@ -115,3 +115,22 @@ def test_worker_tunnel_domain_from_the_environment_is_checked_too(linkup_bin, en
                "127.0.0.1:0", env=dict(env, LINKUP_WORKER_TUNNEL_DOMAIN="a b"), timeout=20)
     assert r.returncode == 2, r
     assert "invalid value 'a b' for '--tunnel-domain'" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("value", ["notaurl", "http://", "ftp://w1:8787", "http://w1:99999",
+                                   "http://a b"])
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_worker_peer_url_that_is_no_http_url_is_a_usage_error(linkup_bin, env, value, how):
+    """--peer-url is recorded as the holder of this worker's tunnels and
+    dialled by the other workers (docs/worker.md): one that is no http(s)
+    URL is refused at start, not found out on the first forwarded request."""
+    args = ["worker", "--token", "t", "--store", "memory", "--listen", "127.0.0.1:0",
+            "--peer-secret", "s"]
+    if how == "flag":
+        args.append(f"--peer-url={value}")
+    else:
+        env = dict(env, LINKUP_WORKER_PEER_URL=value)
+    r = lk.run(linkup_bin, *args, env=env, timeout=20)
+    assert r.returncode == 2, r
+    assert (f"linkup: worker: invalid value '{value}' for '--peer-url': expected "
+            "http(s)://HOST[:PORT]" in r.stderr.splitlines()), r.stderr
