@@ -375,7 +375,7 @@ static void on_store_changed(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* Opens the store, the server and the listener; prints the listening line. */
+/* Opens the store, the server and the listener. */
 static int start(struct worker_run *run, const struct worker_opts *o)
 {
     struct worker *w = &run->w;
@@ -429,8 +429,6 @@ static int start(struct worker_run *run, const struct worker_opts *o)
     worker_relay_start(w, run->base);
     if (o->peer_url != NULL && (o->peer_secret == NULL || !worker_store_is_shared(w->store)))
         LK_LOG(WARN, "--peer-url is used only with --peer-secret and a redis store");
-    printf("Worker listening on %s\n", w->bound);
-    fflush(stdout);
     rc = 0;
 out:
     lk_buf_release(&err);
@@ -503,7 +501,11 @@ int cmd_worker(int argc, char **argv, struct cli_ctx *ctx)
         LK_BUG("event_base_new failed");
     rc = start(&run, &o);
     if (rc == 0) {
+        /* The signal events are in place before the listening line: a
+         * SIGTERM sent as soon as it is read drains and exits 0. */
         add_events(&run);
+        printf("Worker listening on %s\n", run.w.bound);
+        fflush(stdout);
         run_cleanup(&run.w);
         event_base_dispatch(run.base);
         lk_net_loop_settle(run.base);

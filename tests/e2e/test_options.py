@@ -2,6 +2,7 @@
 docs/server.md, docs/worker.md): malformed values are usage errors (exit 2,
 one line naming the option), flags win over the environment."""
 import re
+import subprocess
 
 import pytest
 
@@ -134,3 +135,69 @@ def test_worker_peer_url_that_is_no_http_url_is_a_usage_error(linkup_bin, env, v
     assert r.returncode == 2, r
     assert (f"linkup: worker: invalid value '{value}' for '--peer-url': expected "
             "http(s)://HOST[:PORT]" in r.stderr.splitlines()), r.stderr
+
+
+def test_flags_win_over_malformed_environment(linkup_bin, env, tmp_path):
+    """Flags win over the environment (docs/server.md, docs/worker.md): a
+    malformed variable that a flag replaces is never read."""
+    e = dict(env, LINKUP_HTTP_ADDR=":80", LINKUP_HTTPS_ADDR="x", LINKUP_DNS_ADDR="[::1]",
+             LINKUP_DNS_UPSTREAM="localhost:x", LINKUP_WORKER_LISTEN=":1",
+             LINKUP_WORKER_TUNNEL_DOMAIN="a b", LINKUP_WORKER_TUNNEL_PORT="0",
+             LINKUP_WORKER_PEER_URL="nope", LINKUP_WORKER_STORE="nope")
+    s = lk.spawn_local_server(linkup_bin, e, "--https", "off", "--dns", "off", "--dns-upstream",
+                              "off", "--worker-url", "http://127.0.0.1:9", "--worker-token", "t",
+                              log_path=str(tmp_path / "server.log"))
+    try:
+        assert s.addrs["HTTP"][0] == "127.0.0.1"
+    finally:
+        assert lk.stop_gracefully(s)[0] == 0
+    w = lk.spawn_worker_logged(linkup_bin, e, str(tmp_path / "worker.log"),
+                               extra=("--tunnel-domain", "localhost", "--tunnel-port", "8787",
+                                      "--peer-url", "http://127.0.0.1:9"))
+    try:
+        assert w.addrs["Worker"][0] == "127.0.0.1"
+    finally:
+        assert lk.stop_gracefully(w)[0] == 0
+
+
+def test_environment_is_used_without_flags(linkup_bin, env, tmp_path):
+    e = dict(env, LINKUP_HTTP_ADDR="127.0.0.4:0", LINKUP_HTTPS_ADDR="off", LINKUP_DNS_ADDR="off",
+             LINKUP_WORKER_LISTEN="127.0.0.5:0", LINKUP_WORKER_STORE="memory",
+             LINKUP_WORKER_TOKEN="tok")
+    p = lk._spawn([linkup_bin, "server", "--worker-url", "http://127.0.0.1:9", "--worker-token",
+                   "t"], e, ["HTTP"])
+    try:
+        assert p.addrs["HTTP"][0] == "127.0.0.4" and "HTTPS" not in p.addrs
+    finally:
+        assert p.stop() == 0
+    p = lk._spawn([linkup_bin, "worker"], e, ["Worker"])
+    try:
+        assert p.addrs["Worker"][0] == "127.0.0.5"
+    finally:
+        assert p.stop() == 0
+
+
+@pytest.mark.parametrize("kind", ["server", "worker"])
+def test_sigterm_right_after_the_listening_line_exits_0(linkup_bin, env, tmp_path, kind):
+    """The listening line means ready (DESIGN §3), signals included: a
+    SIGTERM sent the moment it is read drains and exits 0
+    (docs/server.md, docs/worker.md), never the default action's death."""
+    if kind == "worker":
+        argv = [linkup_bin, "worker", "--listen", "127.0.0.1:0", "--token", "t", "--store",
+                "sqlite:" + str(tmp_path / "w.db")]
+    else:
+        argv = [linkup_bin, "server", "--http", "127.0.0.1:0", "--https", "off", "--dns", "off",
+                "--worker-url", "http://127.0.0.1:9", "--worker-token", "t"]
+    codes = []
+    for _ in range(20):
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             env=env)
+        try:
+            assert lk.LISTEN_RE.match(p.stdout.readline().strip())
+            p.terminate()
+            codes.append(p.wait(15))
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+    assert codes == [0] * 20, codes
