@@ -224,15 +224,15 @@ static int load_config(const char *path, struct lk_config **cfg, struct lk_buf *
 static int worker_from_config(struct local_opts *o, const char *config_path, struct lk_buf *err)
 {
     const char *path = config_path ? config_path : getenv("LINKUP_CONFIG");
-    if ((!path || path[0] == '\0') && o->worker_url)
-        return 0;
-    if (!path || path[0] == '\0') {
+    if (o->worker_url && !config_path)
+        return 0; /* flags win; an inherited LINKUP_CONFIG is not needed */
+    /* SPEC §1.1, as the CLI's commands: only an unset LINKUP_CONFIG is "not
+     * set"; an empty one (or --config "") is a path that does not resolve. */
+    if (!path) {
         lk_buf_adds(err, "No config argument provided and LINKUP_CONFIG environment variable "
                          "not set");
         return LK_EIO;
     }
-    if (o->worker_url && !config_path)
-        return 0; /* flags win; an inherited LINKUP_CONFIG is not needed */
     struct lk_config *cfg = NULL;
     int rc = load_config(path, &cfg, err);
     if (rc != 0)

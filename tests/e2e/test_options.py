@@ -201,3 +201,17 @@ def test_sigterm_right_after_the_listening_line_exits_0(linkup_bin, env, tmp_pat
                 p.kill()
                 p.wait(5)
     assert codes == [0] * 20, codes
+
+
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_server_empty_config_path_does_not_resolve(linkup_bin, env, how):
+    """SPEC §1.1, as for the CLI's commands (`config check`): only an unset
+    LINKUP_CONFIG is "not set"; an empty path is one that does not resolve."""
+    args = ["server", "--http", "127.0.0.1:0", "--https", "off", "--dns", "off"]
+    if how == "env":
+        env = dict(env, LINKUP_CONFIG="")
+    else:
+        args.append("--config=")
+    r = lk.run(linkup_bin, *args, env=env, timeout=20)
+    assert r.returncode == 1, r
+    assert r.stderr == 'Exited with error: Unable to resolve absolute path for ""\n', r.stderr
