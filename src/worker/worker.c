@@ -10,6 +10,7 @@
  */
 #include "worker/worker.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
@@ -410,9 +411,11 @@ static int start(struct worker_run *run, const struct worker_opts *o)
     lk_limits_from_env(&so, &w->max_json_body);
     /* Cache fetches wait for the upstream as long as the engine does. */
     w->responses = worker_cache_new(run->base, WORKER_CACHE_MAX_BYTES, &so);
+    errno = 0;
     if (lk_http_server_new(run->base, &so, worker_handle, w, &w->srv) != 0 ||
         lk_http_server_listen(w->srv, o->listen, NULL, w->bound, sizeof(w->bound)) != 0) {
-        rc = cli_fail("cannot listen on %s", o->listen);
+        int e = errno;
+        rc = cli_fail("cannot listen on %s%s%s", o->listen, e ? ": " : "", e ? strerror(e) : "");
         goto out;
     }
     w->tunnel = (struct worker_tunnel_cfg){ o->tunnel_prefix, o->tunnel_domain, o->tunnel_scheme,

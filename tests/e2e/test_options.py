@@ -47,7 +47,8 @@ def test_worker_listen_that_cannot_bind_is_exit_1(linkup_bin, env):
         r = lk.run(linkup_bin, "worker", "--token", "t", "--store", "memory", "--listen", addr,
                    env=env, timeout=20)
     assert r.returncode == 1, r
-    assert f"Exited with error: cannot listen on {addr}" in r.stderr, r.stderr
+    assert (f"Exited with error: cannot listen on {addr}: Address already in use"
+            in r.stderr.splitlines()), r.stderr
 
 
 SERVER_HELP = [  # option, env, default (docs/server.md "Options", DESIGN §3)
