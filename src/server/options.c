@@ -18,6 +18,7 @@
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/err.h"
+#include "core/url.h"
 #include "net/addr.h"
 #include "net/log.h"
 #include "server/server.h"
@@ -170,6 +171,16 @@ static void apply_env(struct local_opts *o)
     lk_log_set_level(level);
 }
 
+/* --worker-url: an http(s) URL with a host (a worker_url of the config is
+ * checked when it is loaded, with the config's messages). */
+static bool is_http_url(const char *s)
+{
+    struct lk_url u = { 0 };
+    bool ok = lk_url_parse(s, strlen(s), &u, NULL) == 0 && lk_url_is_http(&u);
+    lk_url_release(&u);
+    return ok;
+}
+
 static int validate(const struct local_opts *o, struct lk_buf *err)
 {
     int rc = check_addr("--http <A:P|off>", o->http_addr, err);
@@ -179,6 +190,13 @@ static int validate(const struct local_opts *o, struct lk_buf *err)
         rc = check_addr("--dns <A:P|off>", o->dns_addr, err);
     if (rc == 0 && o->dns_upstream)
         rc = check_addr("--dns-upstream <A:P|off>", o->dns_upstream, err);
+    if (rc == 0 && o->worker_url != NULL && !is_http_url(o->worker_url)) {
+        lk_buf_addf(err,
+                    "invalid value '%s' for '--worker-url <URL>': expected "
+                    "http(s)://HOST[:PORT][/PATH]",
+                    o->worker_url);
+        rc = LK_EINVAL;
+    }
     if (rc == 0 && (o->worker_url != NULL) != (o->worker_token != NULL)) {
         lk_buf_adds(err, "'--worker-url' and '--worker-token' must be given together");
         rc = LK_EINVAL;

@@ -216,3 +216,12 @@ def test_server_empty_config_path_does_not_resolve(linkup_bin, env, how):
     r = lk.run(linkup_bin, *args, env=env, timeout=20)
     assert r.returncode == 1, r
     assert r.stderr == 'Exited with error: Unable to resolve absolute path for ""\n', r.stderr
+
+
+@pytest.mark.parametrize("value", ["notaurl", "", "ftp://127.0.0.1:1", "http://"])
+def test_server_worker_url_flag_that_is_no_http_url_is_a_usage_error(linkup_bin, env, value):
+    r = lk.run(linkup_bin, "server", "--http", "127.0.0.1:0", "--https", "off", "--dns", "off",
+               f"--worker-url={value}", "--worker-token", "t", env=env, timeout=20)
+    assert r.returncode == 2, r
+    assert (f"linkup: server: invalid value '{value}' for '--worker-url <URL>': expected "
+            "http(s)://HOST[:PORT][/PATH]" in r.stderr.splitlines()), r.stderr
