@@ -18,6 +18,7 @@
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/err.h"
+#include "core/url.h"
 #include "net/addr.h"
 #include "net/log.h"
 #include "server/server.h"
@@ -54,6 +55,7 @@ static void print_help(void)
            "      --dns <A:P|off>           DNS responder [env: LINKUP_DNS_ADDR] "
            "[default: " DEFAULT_DNS_ADDR "]\n"
            "      --dns-upstream <A:P|off>  DNS forwarding target [env: LINKUP_DNS_UPSTREAM]\n"
+           "                                [default: first nameserver of /etc/resolv.conf]\n"
            "      --certs-dir <DIR>         Certificates [default: $LINKUP_HOME/certs]\n"
            "      --worker-url <URL>        Worker to create sessions on (instead of the config)\n"
            "      --worker-token <TOKEN>    Token for --worker-url\n"
@@ -169,6 +171,16 @@ static void apply_env(struct local_opts *o)
     lk_log_set_level(level);
 }
 
+/* --worker-url: an http(s) URL with a host (a worker_url of the config is
+ * checked when it is loaded, with the config's messages). */
+static bool is_http_url(const char *s)
+{
+    struct lk_url u = { 0 };
+    bool ok = lk_url_parse(s, strlen(s), &u, NULL) == 0 && lk_url_is_http(&u);
+    lk_url_release(&u);
+    return ok;
+}
+
 static int validate(const struct local_opts *o, struct lk_buf *err)
 {
     int rc = check_addr("--http <A:P|off>", o->http_addr, err);
@@ -178,6 +190,13 @@ static int validate(const struct local_opts *o, struct lk_buf *err)
         rc = check_addr("--dns <A:P|off>", o->dns_addr, err);
     if (rc == 0 && o->dns_upstream)
         rc = check_addr("--dns-upstream <A:P|off>", o->dns_upstream, err);
+    if (rc == 0 && o->worker_url != NULL && !is_http_url(o->worker_url)) {
+        lk_buf_addf(err,
+                    "invalid value '%s' for '--worker-url <URL>': expected "
+                    "http(s)://HOST[:PORT][/PATH]",
+                    o->worker_url);
+        rc = LK_EINVAL;
+    }
     if (rc == 0 && (o->worker_url != NULL) != (o->worker_token != NULL)) {
         lk_buf_adds(err, "'--worker-url' and '--worker-token' must be given together");
         rc = LK_EINVAL;
@@ -223,15 +242,15 @@ static int load_config(const char *path, struct lk_config **cfg, struct lk_buf *
 static int worker_from_config(struct local_opts *o, const char *config_path, struct lk_buf *err)
 {
     const char *path = config_path ? config_path : getenv("LINKUP_CONFIG");
-    if ((!path || path[0] == '\0') && o->worker_url)
-        return 0;
-    if (!path || path[0] == '\0') {
+    if (o->worker_url && !config_path)
+        return 0; /* flags win; an inherited LINKUP_CONFIG is not needed */
+    /* SPEC §1.1, as the CLI's commands: only an unset LINKUP_CONFIG is "not
+     * set"; an empty one (or --config "") is a path that does not resolve. */
+    if (!path) {
         lk_buf_adds(err, "No config argument provided and LINKUP_CONFIG environment variable "
                          "not set");
         return LK_EIO;
     }
-    if (o->worker_url && !config_path)
-        return 0; /* flags win; an inherited LINKUP_CONFIG is not needed */
     struct lk_config *cfg = NULL;
     int rc = load_config(path, &cfg, err);
     if (rc != 0)

@@ -10,6 +10,7 @@
  */
 #include "worker/worker.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +22,8 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/sha256.h"
+#include "core/url.h"
+#include "net/addr.h"
 #include "net/heap.h"
 #include "net/limits_env.h"
 #include "net/log.h"
@@ -174,6 +177,59 @@ static int check_session_auth(struct worker_opts *o)
     return 0;
 }
 
+/* True when s is n letters, digits and '-' (n from 1 to 63): a DNS label. */
+static bool is_label(const char *s, size_t n)
+{
+    if (n == 0 || n > 63)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* A domain name of labels joined by single dots (at most 253 bytes). */
+static bool is_domain(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 253)
+        return false;
+    for (const char *p = s;;) {
+        const char *dot = strchr(p, '.');
+        size_t len = dot ? (size_t)(dot - p) : strlen(p);
+        if (!is_label(p, len))
+            return false;
+        if (dot == NULL)
+            return true;
+        p = dot + 1;
+    }
+}
+
+/* A non-empty prefix that a session name completes into the first labels of
+ * a hostname ("linkup-tunnel-", "t.x-"). */
+static bool is_prefix(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 200)
+        return false;
+    char name[256];
+    snprintf(name, sizeof(name), "%sx", s);
+    return is_domain(name);
+}
+
+/* --peer-url: the base URL other workers send forwarded requests to. */
+static bool is_http_url(const char *s)
+{
+    struct lk_url u = { 0 };
+    bool ok = lk_url_parse(s, strlen(s), &u, NULL) == 0 && lk_url_is_http(&u) &&
+              u.userinfo == NULL && u.query == NULL && u.fragment == NULL;
+    lk_url_release(&u);
+    return ok;
+}
+
 /* Fills the options from the environment and the defaults; default_store is
  * the buffer for the default store spec. */
 static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
@@ -196,16 +252,42 @@ static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
         return LK_EXIT_USAGE;
     if (o->listen == NULL)
         o->listen = "127.0.0.1:8787";
+    /* A malformed address is a usage error, as for `linkup server` (exit 2,
+     * the option named); a well-formed one that cannot bind is exit 1. */
+    struct sockaddr_storage ss;
+    socklen_t ss_len = 0;
+    if (lk_addr_parse(o->listen, &ss, &ss_len) != 0)
+        return cli_usage_error(
+            "worker", "invalid value '%s' for '--listen <A:P>': expected ADDR:PORT", o->listen);
     if (o->tunnel_domain == NULL)
         o->tunnel_domain = "localhost";
     if (o->tunnel_prefix == NULL)
         o->tunnel_prefix = "linkup-tunnel-";
     if (o->tunnel_scheme == NULL)
         o->tunnel_scheme = "http";
+    /* Tunnel hostnames are {prefix}{session}.{domain} (DESIGN §3): both must
+     * make a hostname, and an empty prefix would take every {name}.{domain}
+     * for a tunnel host. */
+    if (!is_domain(o->tunnel_domain))
+        return cli_usage_error("worker",
+                               "invalid value '%s' for '--tunnel-domain': expected a domain name "
+                               "(labels of letters, digits and '-' joined by dots)",
+                               o->tunnel_domain);
+    if (!is_prefix(o->tunnel_prefix))
+        return cli_usage_error(
+            "worker",
+            "invalid value '%s' for '--tunnel-prefix': expected letters, digits, "
+            "'-' and '.' that begin a hostname",
+            o->tunnel_prefix);
     if (strcmp(o->tunnel_scheme, "http") != 0 && strcmp(o->tunnel_scheme, "https") != 0)
         return cli_usage_error("worker",
                                "invalid value '%s' for '--tunnel-scheme': expected http or https",
                                o->tunnel_scheme);
+    if (o->peer_url != NULL && !is_http_url(o->peer_url))
+        return cli_usage_error("worker",
+                               "invalid value '%s' for '--peer-url': expected "
+                               "http(s)://HOST[:PORT]",
+                               o->peer_url);
     uint64_t port = 0;
     if (o->tunnel_port != NULL &&
         (lk_str_to_u64(lk_str_c(o->tunnel_port), 65535, &port) != 0 || port == 0))
@@ -294,7 +376,7 @@ static void on_store_changed(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* Opens the store, the server and the listener; prints the listening line. */
+/* Opens the store, the server and the listener. */
 static int start(struct worker_run *run, const struct worker_opts *o)
 {
     struct worker *w = &run->w;
@@ -329,9 +411,11 @@ static int start(struct worker_run *run, const struct worker_opts *o)
     lk_limits_from_env(&so, &w->max_json_body);
     /* Cache fetches wait for the upstream as long as the engine does. */
     w->responses = worker_cache_new(run->base, WORKER_CACHE_MAX_BYTES, &so);
+    errno = 0;
     if (lk_http_server_new(run->base, &so, worker_handle, w, &w->srv) != 0 ||
         lk_http_server_listen(w->srv, o->listen, NULL, w->bound, sizeof(w->bound)) != 0) {
-        rc = cli_fail("cannot listen on %s", o->listen);
+        int e = errno;
+        rc = cli_fail("cannot listen on %s%s%s", o->listen, e ? ": " : "", e ? strerror(e) : "");
         goto out;
     }
     w->tunnel = (struct worker_tunnel_cfg){ o->tunnel_prefix, o->tunnel_domain, o->tunnel_scheme,
@@ -348,8 +432,6 @@ static int start(struct worker_run *run, const struct worker_opts *o)
     worker_relay_start(w, run->base);
     if (o->peer_url != NULL && (o->peer_secret == NULL || !worker_store_is_shared(w->store)))
         LK_LOG(WARN, "--peer-url is used only with --peer-secret and a redis store");
-    printf("Worker listening on %s\n", w->bound);
-    fflush(stdout);
     rc = 0;
 out:
     lk_buf_release(&err);
@@ -422,7 +504,11 @@ int cmd_worker(int argc, char **argv, struct cli_ctx *ctx)
         LK_BUG("event_base_new failed");
     rc = start(&run, &o);
     if (rc == 0) {
+        /* The signal events are in place before the listening line: a
+         * SIGTERM sent as soon as it is read drains and exits 0. */
         add_events(&run);
+        printf("Worker listening on %s\n", run.w.bound);
+        fflush(stdout);
         run_cleanup(&run.w);
         event_base_dispatch(run.base);
         lk_net_loop_settle(run.base);

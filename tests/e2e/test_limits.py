@@ -662,3 +662,38 @@ def test_tls_client_that_stops_reading_is_cut_at_the_send_timeout(linkup_bin, en
         up.close()
         code, _ = lk.stop_gracefully(srv)
         assert code == 0, open(srv.log_path).read()[-2000:]
+
+
+def test_worker_json_body_limit_configured(front_factory):
+    """LINKUP_MAX_JSON_BODY on the worker (docs/worker.md): a declared body
+    of exactly the limit is read, one byte more is 413."""
+    f = front_factory("worker", env={"LINKUP_MAX_JSON_BODY": "1000"})
+
+    def post(n):
+        body = b"{" + b" " * (n - 2) + b"}"
+        got, _ = lk.raw_exchange(f.addr, b"POST /linkup/v2/sessions/preview HTTP/1.1\r\n"
+                                 b"Host: localhost\r\nAuthorization: Bearer token123\r\n"
+                                 b"Content-Type: application/json\r\nConnection: close\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % n + body, timeout=5)
+        return lk.parse_responses(got)[0]
+
+    assert post(1000).status == 422
+    r = post(1001)
+    assert r.status == 413 and r.body == b"Failed to buffer the request body: length limit exceeded"
+
+
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+@pytest.mark.parametrize("name,value,top", [
+    ("LINKUP_HEAD_TIMEOUT_MS", "0", "4294967295"),
+    ("LINKUP_IDLE_TIMEOUT_MS", "4294967296", "4294967295"),
+    ("LINKUP_MAX_HEADERS", "10001", "10000"),
+    ("LINKUP_MAX_TARGET", "-1", "4194304"),
+    ("LINKUP_MAX_CONNS", "abc", "18446744073709551615"),
+    ("LINKUP_MAX_JSON_BODY", "1e3", "18446744073709551615"),
+])
+def test_bad_limit_value_is_ignored_with_a_warning(front_factory, kind, name, value, top):
+    """docs/worker.md "Limits and timeouts": a value that is no decimal from 1
+    to N keeps the default, with one WARN line naming it."""
+    f = front_factory(kind, env={name: value})
+    assert f.check() == 200
+    assert f"WARN] ignoring {name}={value}: expected a number from 1 to {top}" in f.log(), f.log()
