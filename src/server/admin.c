@@ -312,8 +312,12 @@ static char *worker_session_name(const struct local_worker_resp *resp, bool tunn
     if (lk_json_load(resp->body, resp->body_len, &root, why) != 0)
         return NULL;
     json_t *jname = json_object_get(root, "session_name");
-    if (!json_is_string(jname))
-        lk_buf_adds(why, "missing field `session_name`");
+    if (!json_is_object(root))
+        lk_buf_addf(why, "invalid type: expected struct %sSessionResponse",
+                    tunneled ? "Tunneled" : "");
+    else if (!json_is_string(jname))
+        lk_buf_adds(why, jname == NULL ? "missing field `session_name`"
+                                       : "invalid type for `session_name`: expected a string");
     else if (!tunneled || !tunnel_data_bad(json_object_get(root, "tunnel_data"), why))
         name = lk_xstrdup(json_string_value(jname));
     json_decref(root);

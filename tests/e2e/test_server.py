@@ -304,6 +304,15 @@ def test_preview_is_forwarded_and_not_stored(server, fake_worker, upstream):
     fake_worker.body = "Preview session cannot contain services pointing to localhost"
     r = lk.post_json(addr, "/linkup/sessions/preview", body)
     assert (r.status, r.text) == (400, fake_worker.body)
+    # A 200 that is no SessionResponse (SPEC §2.4) is a 500, worded as serde does.
+    fake_worker.mode = 200
+    for answer, why in (('{"session_name":5}', "invalid type for `session_name`: expected a string"),
+                        ('{"name":"x"}', "missing field `session_name`"),
+                        ('["x"]', "invalid type: expected struct SessionResponse")):
+        fake_worker.body = answer
+        r = lk.post_json(addr, "/linkup/sessions/preview", body)
+        assert (r.status, r.text) == (
+            500, "Failed to request to Worker: error decoding response body: " + why)
 
 
 def test_static_paths_win_over_names(server):
@@ -417,6 +426,10 @@ DECODE = "Failed to request to Worker: error decoding response body: "
      DECODE + "invalid type: expected struct TunnelData"),
     (200, tunneled_answer(tunnel_data=None), 500,
      DECODE + "invalid type: expected struct TunnelData"),
+    (200, json.dumps({"session_name": 5, "tunnel_data": TUNNEL_DATA}), 500,
+     DECODE + "invalid type for `session_name`: expected a string"),
+    (200, json.dumps([TUNNEL_DATA]), 500,
+     DECODE + "invalid type: expected struct TunneledSessionResponse"),
     (401, "", 500, "Failed to request to Worker: request failed with status 401 Unauthorized: "),
     (409, "Conflict", 409, "Conflict"),
     (500, "boom", 500,
