@@ -342,6 +342,29 @@ def test_wildcard_file_sni_selection(linkup_bin, env, tmp_path, fake_worker):
     assert code == 0, open(s.log_path).read()
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_managed_names_use_a_covering_file_else_a_minted_leaf(linkup_bin, env, tmp_path,
+                                                              fake_worker):
+    """SPEC §5.5 files with DESIGN §2.10 minting: for a managed name, a
+    wildcard_.{D} file whose certificate is valid for it is served; where it
+    is not (a.b.{D}, the bare {D}) a leaf is minted, so clients always get a
+    certificate they accept rather than the §5.5 quirk."""
+    env["LINKUP_DNS_ADDR"] = "off"
+    certs = tmp_path / "certs"
+    _self_signed_pair(certs, "wildcard_.example.com", "*.example.com")
+    s = lk.spawn_local_server(linkup_bin, env, "--worker-url", fake_worker.url, "--worker-token",
+                              "token123", "--https", "127.0.0.1:0", "--certs-dir", str(certs),
+                              log_path=str(tmp_path / "server.log"), wanted=("HTTP", "HTTPS"))
+    try:
+        seed(s, "tiny-cow", {"frontend": "http://127.0.0.1:9"}, ["example.com"])
+        addr = s.addrs["HTTPS"]
+        assert _served_subject(addr, "tiny-cow.example.com") == "*.example.com"
+        assert _served_subject(addr, "a.tiny-cow.example.com") == "a.tiny-cow.example.com"
+        assert _served_subject(addr, "example.com") == "example.com"
+    finally:
+        code, _ = lk.stop_gracefully(s)
+    assert code == 0, open(s.log_path).read()
+
 def test_bad_certificate_file_pair_is_reported_at_startup(linkup_bin, env, tmp_path,
                                                           fake_worker):
     """SPEC §5.5: certificate files are loaded when the server starts; a pair
