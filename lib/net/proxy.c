@@ -22,6 +22,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -69,6 +70,9 @@ struct lk_proxy {
     const struct lk_http_header *resp_set, *resp_default;
     size_t n_resp_set, n_resp_default;
     bool websocket, pass_non_101;
+    /* The Sec-WebSocket-Accept the upstream's 101 must carry (RFC 6455
+     * §4.2.2) for the key sent; "" when the request had no key. */
+    char ws_accept[32];
     lk_proxy_error_cb *on_error;
     lk_proxy_error_cb *on_ws_refused; /* NULL: on_error */
     void *data;
@@ -392,6 +396,25 @@ static bool skip_request_header(const struct lk_exchange *ex, const struct lk_ht
     return dropped_by_connection(ex, h, spec_conn, req_conn);
 }
 
+/* base64(SHA-1(key + the RFC 6455 GUID)) into out (29 bytes with its NUL);
+ * "" when the digest cannot be made. */
+static void ws_expected_accept(struct lk_str key, char out[32])
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    char in[128 + sizeof(guid)];
+    out[0] = '\0';
+    if (key.len > 128)
+        return; /* no valid key is that long (RFC 6455: 16 bytes, base64) */
+    memcpy(in, key.ptr, key.len);
+    memcpy(in + key.len, guid, sizeof(guid) - 1);
+    if (EVP_Digest(in, key.len + sizeof(guid) - 1, md, &md_len, EVP_sha1(), NULL) != 1 ||
+        md_len != 20)
+        return;
+    EVP_EncodeBlock((unsigned char *)out, md, (int)md_len);
+}
+
 static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
                        const struct lk_url *url)
 {
@@ -420,6 +443,8 @@ static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
         if (skip_request_header(ex, h, spec->websocket, &spec_conn, &req_conn))
             continue;
         has_upgrade |= lk_str_ieq(h->name, LK_STR("upgrade"));
+        if (spec->websocket && lk_str_ieq(h->name, LK_STR("sec-websocket-key")))
+            ws_expected_accept(lk_str_trim(h->value), px->ws_accept);
         lk_head_add_field(b, h->name, h->value);
     }
     if (spec->websocket) {
@@ -763,16 +788,23 @@ static void ws_refused(struct lk_proxy *px)
     fail(px, px->errtext);
 }
 
-/* Whether the upstream's head has Upgrade: websocket (a token, any case). */
-static bool switched_to_websocket(const struct lk_proxy *px)
+/* What is wrong with the upstream's 101 as the answer to a WebSocket
+ * handshake (RFC 6455 §4.2.2: Upgrade: websocket, any case, and the
+ * Sec-WebSocket-Accept of the key sent), or NULL: a client's handshake
+ * fails there (SPEC §4.7, §5.4 step 3). */
+static const char *ws_switch_problem(const struct lk_proxy *px)
 {
+    bool upgrade = false, accept = px->ws_accept[0] == '\0';
     for (size_t i = 0; i < px->resp.n_headers; i++) {
         const struct lk_http_header *h = &px->resp.headers[i];
-        if (lk_str_ieq(h->name, LK_STR("upgrade")) &&
-            lk_str_has_token(h->value, LK_STR("websocket")))
-            return true;
+        if (lk_str_ieq(h->name, LK_STR("upgrade")))
+            upgrade |= lk_str_has_token(h->value, LK_STR("websocket"));
+        else if (lk_str_ieq(h->name, LK_STR("sec-websocket-accept")))
+            accept |= lk_str_eq(lk_str_trim(h->value), lk_str_c(px->ws_accept));
     }
-    return false;
+    if (!upgrade)
+        return "upstream answered 101 without Upgrade: websocket";
+    return accept ? NULL : "upstream answered 101 with a wrong Sec-WebSocket-Accept";
 }
 
 static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
@@ -920,12 +952,9 @@ static void read_response_head(struct lk_proxy *px)
         evbuffer_drain(in, (size_t)rc);
         set_timer(px, 0);
         int status = px->resp.status;
-        if (status == 101 && px->websocket && !px->pass_non_101 && !switched_to_websocket(px)) {
-            /* SPEC §4.7: the worker's upstream must switch to a WebSocket
-             * (RFC 6455 §4.2.2: Upgrade: websocket, any case); any other
-             * 101 is a refusal. The local server passes 101s through. */
-            snprintf(px->errtext, sizeof(px->errtext),
-                     "upstream answered 101 without Upgrade: websocket");
+        const char *bad_switch = status == 101 && px->websocket ? ws_switch_problem(px) : NULL;
+        if (bad_switch != NULL) {
+            snprintf(px->errtext, sizeof(px->errtext), "%s", bad_switch);
             ws_refused(px);
             return;
         }

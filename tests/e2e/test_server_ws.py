@@ -165,6 +165,42 @@ def test_websocket_to_dead_upstream_is_502(linkup_bin, env, tmp_path, worker):
         assert lk.stop_gracefully(srv)[0] == 0
 
 
+@pytest.mark.parametrize("reply,why", [
+    ("Upgrade: websocket\r\nConnection: Upgrade\r\n"
+     "Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n",
+     "upstream answered 101 with a wrong Sec-WebSocket-Accept"),
+    ("Upgrade: websocket\r\nConnection: Upgrade\r\n",
+     "upstream answered 101 with a wrong Sec-WebSocket-Accept"),
+    ("Upgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+     + lk.ws_accept("dGhlIHNhbXBsZSBub25jZQ==") + "\r\n",
+     "upstream answered 101 without Upgrade: websocket"),
+], ids=["wrong-accept", "no-accept", "h2c"])
+def test_websocket_101_a_client_handshake_rejects_is_502(linkup_bin, env, tmp_path, worker,
+                                                          reply, why):
+    """SPEC §5.4 step 3: a handshake that fails other than with an HTTP
+    response is a 502 with the error text; a client's handshake (RFC 6455
+    §4.2.2) fails on a 101 without Upgrade: websocket or with a
+    Sec-WebSocket-Accept that is not the one of the key sent."""
+    up = lk.ScriptedUpstream(("HTTP/1.1 101 Switching Protocols\r\n" + reply + "\r\n").encode())
+    srv = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
+                                "token123", log_path=str(tmp_path / "server.log"))
+    try:
+        body = lk.session_body("ws-session", {"frontend": up.url},
+                               [("example.com", "frontend", None)])
+        assert lk.post_json(srv.addrs["HTTP"], "/linkup/sessions/tunneled", body).status == 200
+        sock, status, headers, rest = handshake(srv.addrs["HTTP"])
+        with sock:
+            assert status.startswith("HTTP/1.1 502"), status
+            n = int(dict((k.lower(), v) for k, v in headers)["content-length"])
+            while len(rest) < n:
+                rest += sock.recv(4096)
+            assert why.encode() in rest, rest
+        assert up.count == 1
+    finally:
+        up.close()
+        assert lk.stop_gracefully(srv)[0] == 0
+
+
 def read_frame_rest(sock, b0):
     """(opcode, payload) of a frame whose first byte b0 was read; unmasks."""
     b1 = lk._recv_exact(sock, 1)[0]

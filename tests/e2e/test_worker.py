@@ -1179,12 +1179,17 @@ def test_websocket_refusal_is_502_not_passed_on(worker):
         up.close()
 
 
-@pytest.mark.parametrize("upgrade", ["Upgrade: h2c\r\nConnection: Upgrade\r\n", ""],
-                         ids=["h2c", "no-upgrade"])
-def test_websocket_101_that_is_no_websocket_switch_is_502(worker, upgrade):
+@pytest.mark.parametrize("upgrade,why", [
+    ("Upgrade: h2c\r\nConnection: Upgrade\r\n", "without Upgrade: websocket"),
+    ("", "without Upgrade: websocket"),
+    ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n",
+     "with a wrong Sec-WebSocket-Accept"),
+], ids=["h2c", "no-upgrade", "wrong-accept"])
+def test_websocket_101_that_is_no_websocket_switch_is_502(worker, upgrade, why):
     """SPEC §4.7: an upstream answer that does not carry a WebSocket is the
     502 `Failed to connect to destination: ...`, a 101 included when it
-    switches to something else (RFC 6455 §4.2.2: Upgrade: websocket)."""
+    switches to something else or with an accept value that is not the one
+    of the key sent (RFC 6455 §4.2.2)."""
     up = lk.ScriptedUpstream(("HTTP/1.1 101 Switching Protocols\r\n" + upgrade + "\r\n").encode())
     try:
         make_session(worker, "notws", up.url)
@@ -1193,7 +1198,7 @@ def test_websocket_101_that_is_no_websocket_switch_is_502(worker, upgrade):
                      ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
                      ("Sec-WebSocket-Version", "13")])
         assert (r.status, r.text) == (
-            502, "Failed to connect to destination: upstream answered 101 without Upgrade: websocket")
+            502, "Failed to connect to destination: upstream answered 101 " + why)
         assert up.count == 1
     finally:
         up.close()
