@@ -265,7 +265,9 @@ void lk_tunnel_hub_handle(struct lk_tunnel_hub *hub, struct lk_exchange *ex,
                           lk_tunnel_auth_cb *auth, void *data)
 {
     struct lk_str upgrade, session, secret;
-    if (!lk_exchange_header(ex, LK_STR("upgrade"), &upgrade) ||
+    /* RFC 9110 §7.8: the Upgrade field of an HTTP/1.0 request is ignored
+     * (as for WebSockets, lk_ws_is_upgrade_request()). */
+    if (lk_exchange_minor_version(ex) < 1 || !lk_exchange_header(ex, LK_STR("upgrade"), &upgrade) ||
         !lk_str_has_token(upgrade, LK_STR(LK_TUNNEL_UPGRADE))) {
         respond_text(ex, 400, "Expected Upgrade: " LK_TUNNEL_UPGRADE);
         return;
