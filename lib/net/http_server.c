@@ -968,8 +968,10 @@ int lk_exchange_upgrade(struct lk_exchange *ex, const struct lk_http_header *ext
                         struct bufferevent **out)
 {
     *out = NULL;
-    if (ex == NULL || ex->phase != LK_EX_HANDLER || ex->used_read_body ||
-        ex->req.body_kind != LK_HTTP1_BODY_NONE)
+    /* Content-Length: 0 is no body either (RFC 9110 §8.6). */
+    bool body = ex != NULL && ex->req.body_kind != LK_HTTP1_BODY_NONE &&
+                !(ex->req.body_kind == LK_HTTP1_BODY_LENGTH && ex->req.content_length == 0);
+    if (ex == NULL || ex->phase != LK_EX_HANDLER || ex->used_read_body || body)
         return LK_EINVAL;
     struct lk_conn *c = ex->conn;
     if (c == NULL || c->read_eof) {

@@ -362,9 +362,8 @@ int lk_exchange_read_body(struct lk_exchange *ex, size_t max_bytes, lk_exchange_
  * still in its input buffer. It is a TLS bufferevent when the request came
  * over a TLS listener. Completes the exchange. Returns 0; LK_EINVAL (nothing
  * happened) when ex is not waiting for the program, read_body was used, or
- * the request has a body; LK_ECLOSED when the client is already gone or has
- * shut its write side (the exchange is completed and freed; *out is NULL).
- * Loop thread only. */
+ * the request has a body (Content-Length: 0 is none); LK_ECLOSED when the client is already gone or
+ * has shut its write side (the exchange is completed and freed; *out is NULL). Loop thread only. */
 int lk_exchange_upgrade(struct lk_exchange *ex, const struct lk_http_header *extra, size_t n_extra,
                         struct bufferevent **out);
 

@@ -208,7 +208,11 @@ static int tunnel_dial(void *dial, struct bufferevent **out, char *errtext, size
                  (int)d->session.len, d->session.ptr);
         return LK_ECLOSED;
     }
-    return lk_tunnel_connect(t, out, errtext, errtext_len);
+    int rc = lk_tunnel_connect(t, out, errtext, errtext_len);
+    if (rc == LK_ECLOSED) /* dead in this loop turn, its close still to come */
+        snprintf(errtext, errtext_len, "tunnel for session '%.*s' is not connected",
+                 (int)d->session.len, d->session.ptr);
+    return rc;
 }
 
 void lk_tunnel_hub_target(struct lk_tunnel_hub *hub, struct lk_exchange *ex,

@@ -428,6 +428,19 @@ def test_invalid_upgrades_get_their_statuses_and_leave_the_live_tunnel(worker):
     assert secret not in log and "A" * 43 not in log
 
 
+def test_upgrade_with_content_length_0_is_accepted(worker):
+    """Content-Length: 0 is no body (RFC 9110 §8.6): the upgrade is taken."""
+    secret = add_tunneled(worker, "tiny")
+    with socket.create_connection(worker.addrs["Worker"], timeout=10) as sock:
+        sock.sendall(upgrade_request("tiny", secret, ["Content-Length: 0"]))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101 "), head
+
+
 def test_upgrade_pipelined_with_the_peers_first_frames(worker):
     """Frames the local end sends right behind its upgrade request (before
     the 101) are the tunnel's, not lost: the worker acknowledges them."""
