@@ -197,6 +197,7 @@ struct lk_tunnel {
      * connection closes by itself once no stream is left and everything is
      * written. */
     bool going_away, goaway_final, peer_going_away;
+    uint32_t goaway_error; /* a GOAWAY with an error that nghttp2 sent (the peer broke HTTP/2) */
     lk_tunnel_closed_cb *on_closed;
     lk_tunnel_goaway_cb *on_goaway;
     void *data;
@@ -322,9 +323,15 @@ static void flush(struct lk_tunnel *t)
     /* GOAWAY was sent or received and no stream is left. The last frames
      * (a response's end, the GOAWAY) leave before the close: the write
      * callback calls again once the output is empty. */
-    if (queued_out(t) == 0 && t->out_sp == NULL)
-        lk_tunnel_kill(t, t->going_away ? "closed after GOAWAY" : "closed after the peer's GOAWAY");
-    else
+    if (queued_out(t) == 0 && t->out_sp == NULL) {
+        char why[128];
+        if (t->goaway_error != NGHTTP2_NO_ERROR)
+            snprintf(why, sizeof(why), "http/2 protocol error: sent GOAWAY %s",
+                     nghttp2_http2_strerror(t->goaway_error));
+        lk_tunnel_kill(t, t->goaway_error != NGHTTP2_NO_ERROR ? why
+                          : t->going_away                     ? "closed after GOAWAY"
+                                                              : "closed after the peer's GOAWAY");
+    } else
         bufferevent_setwatermark(t->bev, EV_WRITE, 0, 0);
 }
 
@@ -1535,6 +1542,8 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
     struct lk_tunnel *t = user;
+    if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR)
+        t->goaway_error = f->goaway.error_code;
     if (f->hd.type == NGHTTP2_GOAWAY && t->going_away && !t->goaway_final)
         return nghttp2_submit_ping(s, NGHTTP2_FLAG_NONE, goaway_ping) == 0
                    ? 0

@@ -623,6 +623,12 @@ HOSTILE_WORKERS = {
                        "the worker is going away"),
     "ping-flood": (_ping_flood, "http/2 protocol error"),
     "huge-header-block": (_huge_header_block, "http/2 protocol error"),
+    # Our nghttp2 ends the connection with its own GOAWAY: said as such, not
+    # as a GOAWAY of the worker's.
+    "settings-window-too-big": (lambda hw, c: (c.sendall(UPGRADED + PREFACE +
+                                                         settings((4, 0x80000000))),
+                                               _linger(hw, c)),
+                                "http/2 protocol error: sent GOAWAY FLOW_CONTROL_ERROR"),
 }
 
 
