@@ -777,8 +777,6 @@ static void add_header(struct lk_buf *out, const struct lk_http_header *h)
     lk_head_add_field(out, h->name, h->value);
 }
 
-/* Upstream headers (filtered by keep()), then resp_set, then resp_default
- * where absent. */
 /* The upstream did not take the WebSocket upgrade (errtext says how): the
  * program's on_ws_refused answers, if it set one. */
 static void ws_refused(struct lk_proxy *px)
@@ -807,6 +805,8 @@ static const char *ws_switch_problem(const struct lk_proxy *px)
     return accept ? NULL : "upstream answered 101 with a wrong Sec-WebSocket-Accept";
 }
 
+/* Upstream headers (filtered by keep()), then resp_set, then resp_default
+ * where absent. */
 static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
 {
     const struct lk_http1_response *r = &px->resp;

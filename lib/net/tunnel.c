@@ -197,6 +197,7 @@ struct lk_tunnel {
      * connection closes by itself once no stream is left and everything is
      * written. */
     bool going_away, goaway_final, peer_going_away;
+    bool holding; /* a hold on adopt_into (lk_http_server_hold): between notice and final */
     uint32_t goaway_error; /* a GOAWAY with an error that nghttp2 sent (the peer broke HTTP/2) */
     lk_tunnel_closed_cb *on_closed;
     lk_tunnel_goaway_cb *on_goaway;
@@ -247,13 +248,22 @@ static long long ms_since(const struct timeval *then)
     return (long long)(now.tv_sec - then->tv_sec) * 1000 + (now.tv_usec - then->tv_usec) / 1000;
 }
 
+/* Ends the hold that lets a draining engine wait for streams crossing our
+ * GOAWAY notice (lk_tunnel_go_away()). */
+static void drop_hold(struct lk_tunnel *t)
+{
+    if (t->holding) {
+        t->holding = false;
+        lk_http_server_release(&t->adopt_into);
+    }
+}
+
 void lk_tunnel_kill(struct lk_tunnel *t, const char *why)
 {
     if (t->dead)
         return;
     t->dead = true;
-    if (t->going_away && !t->goaway_final)
-        lk_http_server_release(&t->adopt_into);
+    drop_hold(t);
     snprintf(t->why, sizeof(t->why), "%s", why);
     LK_LOG(DEBUG, "tunnel %s: closing: %s", t->label, why);
     bufferevent_disable(t->bev, EV_READ | EV_WRITE);
@@ -349,7 +359,7 @@ static const uint8_t goaway_ping[8] = { 'l', 'k', 'G', 'O', 'A', 'W', 'A', 'Y' }
 static void go_away_final(struct lk_tunnel *t)
 {
     t->goaway_final = true;
-    lk_http_server_release(&t->adopt_into); /* no stream comes after this GOAWAY */
+    drop_hold(t); /* no stream comes after this GOAWAY */
     LK_LOG(DEBUG, "tunnel %s: sending GOAWAY", t->label);
     int rc = nghttp2_submit_goaway(t->h2, NGHTTP2_FLAG_NONE,
                                    nghttp2_session_get_last_proc_stream_id(t->h2), NGHTTP2_NO_ERROR,
@@ -386,8 +396,10 @@ void lk_tunnel_go_away(struct lk_tunnel *t)
             return;
         }
         /* A draining engine waits for the streams that may still come. */
-        if (t->adopt_into != NULL)
+        if (t->adopt_into != NULL) {
             lk_http_server_hold(t->adopt_into, &t->adopt_into);
+            t->holding = true;
+        }
     }
     flush(t);
 }
@@ -1841,8 +1853,7 @@ void lk_tunnel_free(struct lk_tunnel *t)
 {
     if (t == NULL)
         return;
-    if (t->going_away && !t->goaway_final && !t->dead)
-        lk_http_server_release(&t->adopt_into);
+    drop_hold(t);
     event_del(&t->ping_timer);
     event_del(&t->close_ev);
     event_del(&t->flush_ev);

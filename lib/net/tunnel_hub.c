@@ -202,16 +202,13 @@ static int tunnel_dial(void *dial, struct bufferevent **out, char *errtext, size
 {
     const struct tunnel_dial *d = dial;
     struct lk_tunnel *t = lk_tunnel_hub_find(d->hub, d->session);
-    if (t == NULL) {
+    /* A tunnel found can still be dead in this loop turn, its close to come. */
+    int rc = t != NULL ? lk_tunnel_connect(t, out, errtext, errtext_len) : LK_ECLOSED;
+    if (rc == LK_ECLOSED) {
         *out = NULL;
         snprintf(errtext, errtext_len, "tunnel for session '%.*s' is not connected",
                  (int)d->session.len, d->session.ptr);
-        return LK_ECLOSED;
     }
-    int rc = lk_tunnel_connect(t, out, errtext, errtext_len);
-    if (rc == LK_ECLOSED) /* dead in this loop turn, its close still to come */
-        snprintf(errtext, errtext_len, "tunnel for session '%.*s' is not connected",
-                 (int)d->session.len, d->session.ptr);
     return rc;
 }
 

@@ -48,6 +48,21 @@ static void unlink_from(struct local_tunnel **list, struct local_tunnel *t)
     t->next = NULL;
 }
 
+static void push_front(struct local_tunnel **list, struct local_tunnel *t)
+{
+    t->next = *list;
+    *list = t;
+}
+
+static void free_list(struct local_tunnel **list)
+{
+    while (*list != NULL) {
+        struct local_tunnel *t = *list;
+        *list = t->next;
+        tunnel_free(t);
+    }
+}
+
 /* The running client for session, or NULL. */
 static struct local_tunnel *find(const struct local_server *ls, const char *session)
 {
@@ -64,14 +79,8 @@ bool local_tunnel_active(const struct local_server *ls)
 
 void local_tunnel_stop(struct local_server *ls)
 {
-    for (struct local_tunnel **list = &ls->tunnels; list != NULL;
-         list = list == &ls->tunnels ? &ls->retiring : NULL) {
-        while (*list != NULL) {
-            struct local_tunnel *t = *list;
-            *list = t->next;
-            tunnel_free(t);
-        }
-    }
+    free_list(&ls->tunnels);
+    free_list(&ls->retiring);
 }
 
 static void on_retired(struct lk_tunnel_client *c, void *data)
@@ -90,8 +99,7 @@ static void on_retired(struct lk_tunnel_client *c, void *data)
 static void retire(struct local_server *ls, struct local_tunnel *t)
 {
     unlink_from(&ls->tunnels, t);
-    t->next = ls->retiring;
-    ls->retiring = t;
+    push_front(&ls->retiring, t);
     lk_tunnel_client_shutdown(t->client, on_retired, t);
 }
 
@@ -137,20 +145,19 @@ static const char *member(const json_t *obj, const char *key)
 static void to_front(struct local_server *ls, struct local_tunnel *t)
 {
     unlink_from(&ls->tunnels, t);
-    t->next = ls->tunnels;
-    ls->tunnels = t;
+    push_front(&ls->tunnels, t);
 }
 
-static bool same_tunnel(const struct local_tunnel *t, const char *session, const char *url,
-                        const char *secret)
+static bool same_tunnel(const struct local_tunnel *t, const char *url, const char *secret)
 {
-    return t != NULL && strcmp(t->session, session) == 0 && strcmp(t->url, url) == 0 &&
-           strcmp(t->secret, secret) == 0;
+    return strcmp(t->url, url) == 0 && strcmp(t->secret, secret) == 0;
 }
 
-/* Starts a client for (session, url, secret), in place of the session's
- * running one (other tunnel data: a new secret, another worker), if any. */
-static void start(struct local_server *ls, const char *session, const char *url, const char *secret)
+/* Starts a client for (session, url, secret), in place of old, the
+ * session's running one (other tunnel data: a new secret, another worker),
+ * if any. */
+static void start(struct local_server *ls, struct local_tunnel *old, const char *session,
+                  const char *url, const char *secret)
 {
     struct local_tunnel *t = lk_xcalloc(1, sizeof(*t));
     struct lk_tunnel_client_opts o;
@@ -164,7 +171,6 @@ static void start(struct local_server *ls, const char *session, const char *url,
     o.secret = secret;
     o.on_state = on_state;
     o.data = t;
-    struct local_tunnel *old = find(ls, session);
     if (old != NULL) {
         LK_LOG(INFO, "tunnel for session '%s' replaced: it closes once its requests have finished",
                session);
@@ -177,8 +183,7 @@ static void start(struct local_server *ls, const char *session, const char *url,
         return;
     }
     LK_LOG(INFO, "tunnel for session '%s': connecting to %s", session, o.worker_url);
-    t->next = ls->tunnels;
-    ls->tunnels = t;
+    push_front(&ls->tunnels, t);
     /* The oldest past LOCAL_MAX_TUNNELS goes, gracefully. */
     size_t n = 0;
     for (struct local_tunnel *i = ls->tunnels, *next; i != NULL; i = next) {
@@ -201,6 +206,7 @@ void local_tunnel_update(struct local_server *ls, const char *session, const cha
         return;
     }
     const json_t *td = json_object_get(root, "tunnel_data");
+    struct local_tunnel *cur = find(ls, session);
     const char *url = member(td, "url");
     const char *secret = member(td, "secret");
     bool builtin =
@@ -209,10 +215,10 @@ void local_tunnel_update(struct local_server *ls, const char *session, const cha
         LK_LOG(DEBUG, "session '%s': tunnel data are not the built-in tunnel's", session);
     else if (secret[0] == '\0' || url[0] == '\0')
         LK_LOG(WARN, "session '%s': built-in tunnel data without url or secret", session);
-    else if (!same_tunnel(find(ls, session), session, url, secret))
-        start(ls, session, url, secret);
+    else if (cur == NULL || !same_tunnel(cur, url, secret))
+        start(ls, cur, session, url, secret);
     else
-        to_front(ls, find(ls, session)); /* the latest tunneled upsert */
+        to_front(ls, cur); /* the latest tunneled upsert */
     json_decref(root);
     lk_buf_release(&why);
 }
