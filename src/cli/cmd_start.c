@@ -339,6 +339,7 @@ int cmd_start(int argc, char **argv, struct cli_ctx *ctx)
     int rc = cli_home_ensure();
     if (rc != 0)
         return rc;
+    cli_home_lock();
     if (already_running()) {
         printf("Linkup is already running. Run 'linkup stop' first to restart.\n");
         return LK_EXIT_OK;

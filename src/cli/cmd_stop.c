@@ -45,6 +45,7 @@ int cmd_stop(int argc, char **argv, struct cli_ctx *ctx)
     int rc = cli_home_ensure();
     if (rc != 0)
         return rc;
+    cli_home_lock();
     cli_stop_all(true);
     return LK_EXIT_OK;
 }

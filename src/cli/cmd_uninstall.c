@@ -58,6 +58,7 @@ int cmd_uninstall(int argc, char **argv, struct cli_ctx *ctx)
         printf("Aborted!\n");
         return LK_EXIT_OK;
     }
+    cli_home_lock();
     cli_stop_all(true);
     /* Step 3: undo local DNS as its install recorded it; on failure keep
      * $LINKUP_HOME (and so the record) for another try. */

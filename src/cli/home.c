@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -41,6 +42,29 @@ int cli_home_ensure(void)
                         e);
     }
     return 0;
+}
+
+void cli_home_lock(void)
+{
+    static int fd = -1;
+    if (fd != -1)
+        return;
+    fd = open(cli_home(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd == -1)
+        return;
+    int rc;
+    while ((rc = flock(fd, LOCK_EX | LOCK_NB)) == -1 && errno == EINTR) {
+    }
+    if (rc == -1 && errno == EWOULDBLOCK) {
+        cli_log(LK_LOG_INFO, "Waiting for another linkup command using %s to finish...",
+                cli_home());
+        while ((rc = flock(fd, LOCK_EX)) == -1 && errno == EINTR) {
+        }
+    }
+    if (rc == -1) {
+        close(fd);
+        fd = -1;
+    }
 }
 
 void cli_home_file(const char *name, struct lk_buf *out)

@@ -28,6 +28,15 @@ const char *cli_home(void);
  * LK_EXIT_FAIL; returns 0 on success. Called first by every command. */
 int cli_home_ensure(void);
 
+/* Holds an exclusive flock(2) on the Linkup directory until the process
+ * exits, so commands that start or stop the local server run one at a time
+ * per directory (two `linkup start` at once would otherwise both spawn a
+ * server when it listens on an ephemeral port). Logs that it waits when
+ * another command holds the lock. The descriptor is close-on-exec, so a
+ * spawned server does not keep the lock. A directory that cannot be locked
+ * (a file system without flock) is used unlocked. */
+void cli_home_lock(void);
+
 /* Appends "{home}/{name}" to out. */
 void cli_home_file(const char *name, struct lk_buf *out);
 

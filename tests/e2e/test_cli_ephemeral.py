@@ -10,9 +10,12 @@ Real binaries only: `linkup worker` on 127.0.0.1:0 (SQLite store in a temp
 dir), the local server spawned by `start`, fake upstreams on 127.0.0.1, a
 private LINKUP_HOME. Every step is bounded by a timeout."""
 import json
+import os
 import pathlib
 import re
+import signal
 import socket
+import subprocess
 import time
 import urllib.request
 
@@ -245,3 +248,53 @@ def test_stop_forgets_the_recorded_address(linkup_bin, eenv, tmp_path):
         lk.run(linkup_bin, "stop", env=eenv, timeout=STEP)
     finally:
         assert other.stop() == 0
+
+
+def servers_of(e):
+    """Pids of the local servers running with this test's LINKUP_HOME."""
+    want = f"LINKUP_HOME={e['LINKUP_HOME']}".encode()
+    pids = []
+    for proc in pathlib.Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[1] == b"server" and want in environ \
+                and not is_gone(int(proc.name)):
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_two_starts_at_once_run_one_server(linkup_bin, eenv, tmp_path, worker, upstreams):
+    """Two `linkup start` at the same moment with ephemeral ports: the second
+    waits for the first (a lock on the Linkup directory) and then finds it
+    running, so one server runs and both commands succeed."""
+    remote_url, local_url = upstreams
+    cfg = lk.write_web_config(tmp_path, worker.url("Worker"), remote_url, local_url)
+    procs = []
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([linkup_bin, "start", "--config", str(cfg)], env=eenv,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+        outs = [p.communicate(timeout=STEP) for p in procs]
+        for p, (out, err) in zip(procs, outs):
+            assert p.returncode == 0, (out, err)
+        assert len(servers_of(eenv)) == 1, outs
+        stdout = "".join(out for out, _ in outs)
+        assert stdout.count("SESSION NAME") == 1, stdout
+        assert "Linkup is already running. Run 'linkup stop' first to restart." in stdout
+        addr = recorded_addr(eenv)
+        assert get(f"http://{addr}/linkup/check")[0] == 200
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+        stop_leftover(linkup_bin, eenv)
+        for pid in servers_of(eenv):  # a second server this test made start
+            os.kill(pid, signal.SIGTERM)
+            wait_gone(pid)
