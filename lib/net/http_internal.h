@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "core/buf.h"
+#include "net/accept_guard.h"
 #include "net/http_server.h"
 #include "proto/http1.h"
 
@@ -59,6 +60,7 @@ struct lk_listener {
     struct ssl_ctx_st *tls;
     lk_tls_ctx_cb *tls_get; /* lazy TLS listener: supplies tls on first use */
     void *tls_data;
+    struct lk_accept_guard guard; /* accept(2) failures (EMFILE ...): pause */
 };
 
 struct lk_conn {

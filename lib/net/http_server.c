@@ -1366,6 +1366,13 @@ static void reject_busy(evutil_socket_t fd, bool tls)
 static struct lk_conn *conn_new(struct lk_http_server *srv);
 static void conn_start(struct lk_conn *c);
 
+static void on_accept_error(struct evconnlistener *evl, void *arg)
+{
+    struct lk_listener *l = arg;
+    (void)evl;
+    lk_accept_guard_failed(&l->guard, EVUTIL_SOCKET_ERROR());
+}
+
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
@@ -1651,15 +1658,21 @@ int lk_http_server_listen(struct lk_http_server *srv, const char *addr, struct s
         free(l);
         return LK_EIO;
     }
-    if (bound != NULL && bound_len > 0) {
-        struct sockaddr_storage got;
-        socklen_t got_len = sizeof(got);
-        evutil_socket_t fd = evconnlistener_get_fd(l->evl);
-        if (getsockname(fd, (struct sockaddr *)&got, &got_len) == 0)
-            lk_addr_format((struct sockaddr *)&got, bound, bound_len);
-        else
-            snprintf(bound, bound_len, "%s", addr);
+    char name[64];
+    struct sockaddr_storage got;
+    socklen_t got_len = sizeof(got);
+    if (getsockname(evconnlistener_get_fd(l->evl), (struct sockaddr *)&got, &got_len) == 0)
+        lk_addr_format((struct sockaddr *)&got, name, sizeof(name));
+    else
+        snprintf(name, sizeof(name), "%s", addr);
+    if (bound != NULL && bound_len > 0)
+        snprintf(bound, bound_len, "%s", name);
+    if (lk_accept_guard_init(&l->guard, srv->base, l->evl, name) != 0) {
+        evconnlistener_free(l->evl);
+        free(l);
+        return LK_ENOMEM;
     }
+    evconnlistener_set_error_cb(l->evl, on_accept_error);
     l->next = srv->listeners;
     srv->listeners = l;
     return 0;
@@ -1696,6 +1709,7 @@ static void close_listeners(struct lk_http_server *srv)
     while (srv->listeners != NULL) {
         struct lk_listener *l = srv->listeners;
         srv->listeners = l->next;
+        lk_accept_guard_release(&l->guard);
         evconnlistener_free(l->evl);
         free(l);
     }

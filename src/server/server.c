@@ -30,6 +30,7 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "net/accept_guard.h"
 #include "net/addr.h"
 #include "net/certs.h"
 #include "net/dns_server.h"
@@ -332,6 +333,7 @@ int local_server_run(const struct local_opts *o)
     struct local_server ls;
     memset(&ls, 0, sizeof(ls));
     signal(SIGPIPE, SIG_IGN);
+    lk_nofile_raise(); /* accept_guard.h */
     lk_heap_tune(); /* docs/performance.md finding 13 */
     ls.base = event_base_new();
     if (!ls.base) {

@@ -23,6 +23,7 @@
 #include "core/err.h"
 #include "core/sha256.h"
 #include "core/url.h"
+#include "net/accept_guard.h"
 #include "net/addr.h"
 #include "net/heap.h"
 #include "net/limits_env.h"
@@ -497,6 +498,7 @@ int cmd_worker(int argc, char **argv, struct cli_ctx *ctx)
                getenv("LINKUP_LOG"));
     lk_log_set_level(level);
     signal(SIGPIPE, SIG_IGN);
+    lk_nofile_raise(); /* accept_guard.h */
     lk_heap_tune(); /* docs/performance.md finding 13 */
     memset(&run, 0, sizeof(run));
     run.base = event_base_new();

@@ -158,13 +158,13 @@ import struct as _struct
 
 
 def spawn_local_server(bin_, env, *args, log_path=None, http="127.0.0.1:0", timeout=20,
-                       wanted=("HTTP",)):
+                       wanted=("HTTP",), preexec_fn=None):
     """`linkup server --http HTTP ARGS...`; waits for the "KIND listening on
     A:P" line of every KIND in wanted. stderr goes to log_path (a file, so the
     pipe never fills). Returns Proc."""
     err = open(log_path, "w") if log_path else subprocess.DEVNULL
     p = subprocess.Popen([bin_, "server", "--http", http, *args], stdout=subprocess.PIPE,
-                         stderr=err, text=True, env=env)
+                         stderr=err, text=True, env=env, preexec_fn=preexec_fn)
     if log_path:
         err.close()
     addrs = {}
@@ -778,13 +778,13 @@ def rss_kib(pid):
 
 
 def spawn_worker_logged(bin_, env, log_path, store="memory", token="token123", extra=(),
-                        timeout=20):
+                        timeout=20, preexec_fn=None):
     """`linkup worker --listen 127.0.0.1:0` with stderr to log_path; waits for
     "Worker listening on A:P". Returns Proc (addrs["Worker"], log_path)."""
     err = open(log_path, "w")
     p = subprocess.Popen([bin_, "worker", "--listen", "127.0.0.1:0", "--token", token,
                           "--store", store, *extra], stdout=subprocess.PIPE, stderr=err,
-                         text=True, env=env)
+                         text=True, env=env, preexec_fn=preexec_fn)
     err.close()
     deadline = time.time() + timeout
     addrs = {}
@@ -809,7 +809,7 @@ class Front:
     self.addr, self.host, self.proc, self.kind; stop() returns the exit code."""
 
     def __init__(self, kind, bin_, env, tmp_path, upstream_url, name="smug", store="memory",
-                 token="token123", session_token="sesstoken"):
+                 token="token123", session_token="sesstoken", preexec_fn=None):
         self.kind, self.name, self.token = kind, name, token
         self.host = f"{name}.example.com"
         self.fake_worker = None
@@ -822,11 +822,13 @@ class Front:
             env.setdefault("LINKUP_DNS_ADDR", "off")
             self.fake_worker = FakeWorker("127.0.0.3")
             self.proc = spawn_local_server(bin_, env, "--worker-url", self.fake_worker.url,
-                                           "--worker-token", token, log_path=log)
+                                           "--worker-token", token, log_path=log,
+                                           preexec_fn=preexec_fn)
             self.addr = self.proc.addrs["HTTP"]
             r = post_json(self.addr, "/linkup/sessions/tunneled", body)
         else:
-            self.proc = spawn_worker_logged(bin_, env, log, store=store, token=token)
+            self.proc = spawn_worker_logged(bin_, env, log, store=store, token=token,
+                                            preexec_fn=preexec_fn)
             self.addr = self.proc.addrs["Worker"]
             r = request(self.addr, "POST", "/linkup/v2/sessions/preview",
                         [("Authorization", f"Bearer {token}"),

@@ -313,6 +313,63 @@ def test_max_connections_default_4096_503(front_factory, kind):
             s.close()
 
 
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_out_of_descriptors_pauses_accepting_instead_of_spinning(front_factory, kind):
+    """accept(2) failing with EMFILE (RLIMIT_NOFILE 64, hard too, so the
+    server cannot raise it): the listener pauses and logs a line now and
+    then; before, libevent's listener fired again at once, spinning and
+    logging "Error from accept() call" thousands of times a second. The
+    connections left in the backlog are served once descriptors are free."""
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    f = front_factory(kind, preexec_fn=low_limit)
+    socks = _fill(f.addr, 100)  # more than 64: the rest waits in the backlog
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and "accept failed" not in f.log():
+            time.sleep(0.1)
+        time.sleep(1)  # a spinning listener would write thousands of lines now
+        log = f.log()
+        assert "accept failed: Too many open files" in log, log[-2000:]
+        assert log.count("accept failed") <= 3, log[-2000:]
+        assert "Error from accept() call" not in log
+        late = socks.pop()  # accepted only once descriptors are free
+        late.settimeout(10)
+        for s in socks:
+            s.close()
+        socks = [late]
+        late.sendall(f"GET /linkup/check HTTP/1.1\r\nHost: localhost\r\n"
+                     f"Authorization: Bearer {f.token}\r\nConnection: close\r\n\r\n"
+                     .encode())
+        assert late.recv(64).startswith(b"HTTP/1.1 200 ")
+        assert f.check() == 200
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_soft_descriptor_limit_is_raised_to_the_hard_one(front_factory, kind):
+    """Each proxied request holds two descriptors and the usual soft limit
+    (1024) exists only for select(2): both servers raise it to the hard
+    limit at start, so a soft limit of 64 does not cap them at ~60 clients."""
+    def low_soft_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 4096))
+
+    f = front_factory(kind, preexec_fn=low_soft_limit)
+    limits = open(f"/proc/{f.proc.popen.pid}/limits").read()
+    row = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+    assert row.split()[3:5] == ["4096", "4096"], row
+    socks = _fill(f.addr, 100)
+    try:
+        assert f.check() == 200
+        assert "accept failed" not in f.log()
+    finally:
+        for s in socks:
+            s.close()
+
+
 # ---- JSON bodies ---------------------------------------------------------------
 
 def _chunked_post(addr, path, total, extra_headers=b"", timeout=30):
