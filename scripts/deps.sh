@@ -11,6 +11,7 @@ pkgs=(
     libcurl4 # libcurl.so.4, dlopen()ed by the CLI and the worker's cache (lib/net/curl_dl.c)
     redis-server dnsutils curl ca-certificates help2man libcap2-bin tar
     python3 python3-pytest python3-websockets python3-dnspython
+    zsh # the zsh completion script is run by tests/e2e/test_cli_lifecycle.py
 )
 if [ "${1:-}" = "--bench" ]; then
     pkgs+=(nginx wrk nghttp2-client hyperfine)

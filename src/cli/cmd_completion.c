@@ -26,12 +26,12 @@ static const char commands[] =
 /* What each command completes to (subcommands, options, option values); with
  * services, also the config's service names. Everything else: --config
  * --help. Bash completes a command with subcommands to its `sub` words once
- * one is typed (the other shells keep `words`). */
+ * one is typed, and so does zsh (fish, elvish and powershell keep `words`). */
 static const struct {
     const char *cmd;
     const char *words;
     bool services;
-    const char *sub; /* after a subcommand (bash); NULL: words */
+    const char *sub; /* after a subcommand (bash, zsh); NULL: words */
 } table[] = {
     { "start", "--config --help", false, NULL },
     { "stop", "--help", false, NULL },
@@ -149,6 +149,13 @@ static void zsh_script(const char *services)
            "        *) cmd=$words[i]; break ;;\n"
            "        esac\n"
            "    done\n"
+           "    local sub=\"\" j\n"
+           "    for ((j = i + 1; j < CURRENT; j++)); do\n"
+           "        case $words[j] in\n"
+           "        -*) ;;\n"
+           "        *) sub=$words[j]; break ;;\n"
+           "        esac\n"
+           "    done\n"
            "    case $words[CURRENT-1] in\n"
            "    -c|--config|--root) _files; return ;;\n"
            "    %s\n"
@@ -156,9 +163,14 @@ static void zsh_script(const char *services)
            "    case $cmd in\n"
            "    \"\") compadd -- $cmds --config --help --version ;;\n",
            commands, services, ZSH_VALUES);
-    for (size_t i = 0; i < N_TABLE; i++)
-        printf("    %s) compadd -- %s%s ;;\n", table[i].cmd, table[i].words,
-               table[i].services ? " $services" : "");
+    for (size_t i = 0; i < N_TABLE; i++) {
+        const char *svc = table[i].services ? " $services" : "";
+        if (table[i].sub != NULL)
+            printf("    %s) if [[ -n $sub ]]; then compadd -- %s%s; else compadd -- %s%s; fi ;;\n",
+                   table[i].cmd, table[i].sub, svc, table[i].words, svc);
+        else
+            printf("    %s) compadd -- %s%s ;;\n", table[i].cmd, table[i].words, svc);
+    }
     printf("    *) compadd -- --config --help ;;\n"
            "    esac\n"
            "}\n"

@@ -261,7 +261,7 @@ def test_completion(linkup_bin, cenv, tmp_path, shell):
         linkup_bin, "completion", "--shell", shell, env=cenv).stdout
 
 
-@pytest.mark.parametrize("words, want", [
+COMPLETION_CASES = [
     (["linkup", ""], {"start", "route", "local-dns", "--config"}),
     (["linkup", "route", ""], {"local", "remote", "--all", "web", "api"}),
     (["linkup", "-c", "x.yaml", "route", ""], {"local", "remote", "web"}),
@@ -285,7 +285,10 @@ def test_completion(linkup_bin, cenv, tmp_path, shell):
     (["linkup", "--config", "=", "x.yaml", "route", ""], {"local", "remote", "web"}),
     (["linkup", "update", "--channel", "=", ""], frozenset({"stable", "beta"})),
     (["linkup", "completion", "--shell", "=", "b"], frozenset({"bash"})),
-])
+]
+
+
+@pytest.mark.parametrize("words, want", COMPLETION_CASES)
 def test_bash_completion_words(linkup_bin, cenv, tmp_path, words, want):
     """Issue 5: completion of commands, options and service names, by running the bash
     script's function; the command is found after -c/--config FILE too."""
@@ -304,6 +307,29 @@ def test_bash_completion_words(linkup_bin, cenv, tmp_path, words, want):
         assert got == want
     prefix = words[-1]
     assert all(w.startswith(prefix) for w in got)
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+@pytest.mark.parametrize("words, want", [c for c in COMPLETION_CASES if "=" not in c[0]])
+def test_zsh_completion_words(linkup_bin, cenv, tmp_path, words, want):
+    """The zsh script offers what the bash one does (zsh keeps `--opt=VALUE` as one
+    word, so those cases are bash's only). compadd is stubbed to print its words;
+    zsh itself would then keep those starting with the typed prefix, as done here."""
+    cfg = write_config(tmp_path)
+    script = tmp_path / "_linkup"
+    script.write_text(lk.run(linkup_bin, "completion", "--shell", "zsh", "--config", str(cfg),
+                             env=cenv).stdout)
+    quoted = " ".join("'" + w + "'" for w in words)
+    r = subprocess.run(["zsh", "-fc", f"compadd() {{ shift; print -l -- \"$@\" }}; "
+                        f"compdef() {{ }}; source {script}; words=({quoted}); "
+                        f"CURRENT={len(words)}; _linkup"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    prefix = words[-1]
+    got = {w for w in r.stdout.split() if w.startswith(prefix)}
+    assert want <= got, (want - got, got)
+    if isinstance(want, frozenset):
+        assert got == want
 
 
 def test_completion_leaves_out_service_names_a_shell_would_expand(linkup_bin, cenv, tmp_path):
