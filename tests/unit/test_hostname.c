@@ -71,14 +71,14 @@ static void test_limits(void)
     CHECK(valid(run_of(buf, 63, false), LK_HOSTNAME_HOST));
     CHECK(!valid(run_of(buf, 64, false), LK_HOSTNAME_HOST));
     CHECK(!valid(run_of(buf, 64, false), LK_HOSTNAME_UNDERSCORE));
-    /* 253 bytes: four labels of 63 with dots, then one byte. */
+    /* 253 bytes: three labels of 63 and one of 61, dots between. */
     CHECK(valid(run_of(buf, 253, true), LK_HOSTNAME_HOST));
     CHECK(valid(run_of(buf, 253, true), LK_HOSTNAME_UNDERSCORE));
     CHECK(!valid(run_of(buf, 254, true), LK_HOSTNAME_HOST));
     CHECK(!valid(run_of(buf, 254, true), LK_HOSTNAME_UNDERSCORE));
     /* 253 bytes that end with a dot: the last label is empty. */
-    run_of(buf, 252, true);
-    strcpy(buf + 252, ".");
+    run_of(buf, 253, true);
+    buf[252] = '.';
     CHECK(!valid(buf, LK_HOSTNAME_HOST));
     CHECK(!valid(buf, LK_HOSTNAME_UNDERSCORE));
 }
