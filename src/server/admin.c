@@ -11,7 +11,6 @@
  * follows is asynchronous too, and the exchange is completed from its
  * callback.
  */
-#include <ctype.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include "core/upsert.h"
 #include "net/http_server.h"
 #include "net/log.h"
+#include "proto/hostname.h"
 #include "server/inspector.h"
 #include "server/server.h"
 #include "server/worker_client.h"
@@ -324,30 +324,19 @@ static char *worker_session_name(const struct local_worker_resp *resp, bool tunn
     return name;
 }
 
-/* True when "{name}.{domain}" is a hostname the DNS responder and the TLS
- * listener can serve: labels of 1-63 letters, digits, '-' or '_', 253 bytes
- * at most. Anything else (/, .., CR/LF, spaces) never reaches the names
- * registry, the logs or a header (docs/reliability.md). */
+/* True when "{name}.{domain}" is a name the DNS responder and the TLS
+ * listener can serve (SPEC §5.2 step 4, §5.6). '_' is taken: session names
+ * have no syntax rules (§2.5), DNS labels may hold it (RFC 2181 §11) and
+ * this check always took it; the worker's tunnel hostnames do not.
+ * Anything else (/, .., CR/LF, spaces) never reaches the names registry, the
+ * logs or a header (docs/reliability.md). */
 static bool is_dns_name(const char *name, const char *domain)
 {
-    size_t total = strlen(name) + 1 + strlen(domain), label = 0;
-    if (total > 253)
-        return false;
-    for (const char *parts[] = { name, ".", domain }, **p = parts; p < parts + 3; p++) {
-        for (const char *q = *p; *q != '\0'; q++) {
-            if (*q == '.') {
-                if (label == 0)
-                    return false;
-                label = 0;
-            } else if (isalnum((unsigned char)*q) || *q == '-' || *q == '_') {
-                if (++label > 63)
-                    return false;
-            } else {
-                return false;
-            }
-        }
-    }
-    return label > 0;
+    struct lk_buf full = LK_BUF_INIT;
+    lk_buf_addf(&full, "%s.%s", name, domain);
+    bool ok = lk_hostname_valid(full.data, full.len, LK_HOSTNAME_UNDERSCORE);
+    lk_buf_release(&full);
+    return ok;
 }
 
 /* SPEC §5.2 step 5: the worker's TunneledSessionResponse as compact JSON

@@ -40,6 +40,7 @@
 #include "core/version.h"
 #include "net/log.h"
 #include "net/tunnel.h"
+#include "proto/target.h"
 #include "worker/worker.h"
 
 /* ---- responses ------------------------------------------------------------ */
@@ -538,18 +539,10 @@ const char *worker_query_field(struct lk_exchange *ex, struct lk_str query, cons
 /* Path and query of the request target (origin-form or absolute-form). */
 static void split_target(struct lk_str target, struct lk_str *path, struct lk_str *query)
 {
-    long scheme_end = lk_str_find(target, LK_STR("://"));
-    if (target.len > 0 && target.ptr[0] != '/' && scheme_end > 0) {
-        size_t off = (size_t)scheme_end + 3;
-        while (off < target.len && target.ptr[off] != '/' && target.ptr[off] != '?')
-            off++;
-        target.ptr += off;
-        target.len -= off;
-    }
-    long q = lk_str_index(target, '?');
-    *path = (struct lk_str){ target.ptr, q < 0 ? target.len : (size_t)q };
-    *query =
-        q < 0 ? LK_STR_NULL : (struct lk_str){ target.ptr + q + 1, target.len - (size_t)q - 1 };
+    struct lk_target t;
+    lk_target_split(target, &t);
+    *path = t.path;
+    *query = t.query;
 }
 
 static void on_tunnel(struct worker *w, struct lk_exchange *ex)
@@ -770,10 +763,11 @@ static void run_endpoint(struct worker *w, struct lk_exchange *ex, const struct 
 /* The Host of the request without its port (absolute-form targets win). */
 static struct lk_str request_host(struct lk_exchange *ex)
 {
-    struct lk_str target = lk_exchange_target(ex);
+    struct lk_target t;
     struct lk_str host;
-    if (target.len > 0 && target.ptr[0] != '/' && lk_str_find(target, LK_STR("://")) > 0)
-        return lk_route_host(target, NULL);
+    lk_target_split(lk_exchange_target(ex), &t);
+    if (t.is_absolute)
+        return lk_route_host(t.authority, NULL);
     if (!lk_exchange_header(ex, LK_STR("host"), &host))
         return LK_STR_NULL;
     return lk_route_host(host, NULL);

@@ -18,6 +18,7 @@
 #include "core/headers.h"
 #include "core/route.h"
 #include "net/log.h"
+#include "proto/target.h"
 #include "worker/worker.h"
 
 #define MAX_HELD 4
@@ -92,8 +93,10 @@ void worker_tunnel_not_connected(struct lk_exchange *ex, struct lk_str session)
 static struct lk_str request_url(struct worker *w, struct lk_exchange *ex)
 {
     struct lk_str target = lk_exchange_target(ex);
+    struct lk_target t;
     struct lk_str host;
-    if (target.len > 0 && target.ptr[0] != '/' && lk_str_find(target, LK_STR("://")) > 0)
+    lk_target_split(target, &t);
+    if (t.is_absolute)
         return target;
     if (!lk_exchange_header(ex, LK_STR("host"), &host) || host.len == 0)
         host = lk_str_c(w->bound);

@@ -29,6 +29,7 @@
 #include "net/limits_env.h"
 #include "net/log.h"
 #include "net/rng_os.h"
+#include "proto/hostname.h"
 
 struct worker_opts {
     const char *listen;
@@ -178,35 +179,12 @@ static int check_session_auth(struct worker_opts *o)
     return 0;
 }
 
-/* True when s is n letters, digits and '-' (n from 1 to 63): a DNS label. */
-static bool is_label(const char *s, size_t n)
-{
-    if (n == 0 || n > 63)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-'))
-            return false;
-    }
-    return true;
-}
-
-/* A domain name of labels joined by single dots (at most 253 bytes). */
+/* A domain name for tunnel hostnames (DESIGN §8): they go into the URLs
+ * the worker hands out and the Host of requests, so RFC 1123 host labels,
+ * without the '_' the local server's DNS names may hold. */
 static bool is_domain(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > 253)
-        return false;
-    for (const char *p = s;;) {
-        const char *dot = strchr(p, '.');
-        size_t len = dot ? (size_t)(dot - p) : strlen(p);
-        if (!is_label(p, len))
-            return false;
-        if (dot == NULL)
-            return true;
-        p = dot + 1;
-    }
+    return lk_hostname_valid(s, strlen(s), LK_HOSTNAME_HOST);
 }
 
 /* A non-empty prefix that a session name completes into the first labels of

@@ -861,6 +861,103 @@ class Front:
         return p.returncode
 
 
+class TcpRelay:
+    """Forwards every connection on 127.0.0.1:0 to self.target (read at each
+    accept, so a test can point new connections elsewhere). self.accepted
+    counts connections.
+    - reset_all() cuts the connections open now: both sides see them end at
+      once.
+    - orphan_all() resets only the local (accepted) side of the connections
+      open now and leaves their far side open and silent, as a network that
+      lost a connection on one side only: the far end notices nothing until
+      its own keepalive gives up.
+    - While self.flowing (an Event) is clear, bytes from target are held
+      back (self.held counts them) and forwarded, in order, once it is set
+      again."""
+
+    def __init__(self, target):
+        self.target = target
+        self.accepted = 0
+        self.pairs = []  # {"c": accepted side, "u": target side, "dead": orphaned}
+        self.lock = threading.Lock()
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.held = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            try:
+                u = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                c.close()
+                continue
+            u.settimeout(None)
+            pair = {"c": c, "u": u, "dead": False}
+            with self.lock:
+                self.accepted += 1
+                self.pairs.append(pair)
+            for a, b, gate in ((c, u, None), (u, c, self.flowing)):
+                threading.Thread(target=self._pipe, args=(a, b, gate, pair), daemon=True).start()
+
+    def _pipe(self, a, b, gate, pair):
+        try:
+            while True:
+                data = a.recv(65536)
+                if pair["dead"]:
+                    return  # orphaned: the far side hears nothing more
+                if gate is not None and not gate.is_set():
+                    with self.lock:
+                        self.held += len(data)
+                    gate.wait(30)
+                if not data:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                b.sendall(data)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _reset(s):
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            # shutdown wakes the pipe thread blocked in recv(); a bare
+            # close() would leave the connection open.
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        s.close()
+
+    def reset_all(self):
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            for s in (pair["c"], pair["u"]):
+                self._reset(s)
+
+    def orphan_all(self):
+        with self.lock:
+            pairs = [p for p in self.pairs if not p["dead"]]
+        for pair in pairs:
+            pair["dead"] = True
+            self._reset(pair["c"])
+
+    def close(self):
+        self.running = False
+        self.reset_all()
+        self.sock.close()
+
+
 class ScriptedUpstream:
     """On host:0, answers every request (read up to its blank line) with the
     fixed bytes `reply`, then closes the connection. self.count: requests."""

@@ -6,20 +6,19 @@ each of them stopped, killed or restarted under traffic. Every failure must
 be the documented status and text, nothing may leak from one session to
 another, and everything recovers without a restart.
 
-Helpers come from test_tunnel.py (Stack, LocalWeb, TcpRelay, the redis_url
-fixture) and lk.py. Everything listens on loopback; every wait is bounded."""
+Helpers come from test_tunnel.py (Stack, LocalWeb, the redis_url fixture)
+and lk.py (TcpRelay). Everything listens on loopback; every wait is bounded."""
 import json
 import socket
 import sqlite3
 import subprocess
-import threading
 import time
 
 import pytest
 
 import lk
-from test_tunnel import (NOT_CONNECTED, TOKEN, LocalWeb, Stack, TcpRelay, stall_in_background,
-                         tunnel_state, wait_connected)
+from test_tunnel import (NOT_CONNECTED, TOKEN, LocalWeb, Stack, stall_in_background, tunnel_state,
+                         wait_connected)
 from test_tunnel_case import redis_get
 
 
@@ -288,7 +287,7 @@ def test_holder_killed_then_the_tunnel_reconnects_at_another_worker(linkup_bin, 
     a = spawn_peer(linkup_bin, env, tmp_path, redis.url, "a", a_port)
     b = spawn_peer(linkup_bin, env, tmp_path, redis.url, "b")
     c = spawn_peer(linkup_bin, env, tmp_path, redis.url, "c")
-    relay = TcpRelay(a.addrs["Worker"])
+    relay = lk.TcpRelay(a.addrs["Worker"])
     server = local_server(linkup_bin, env, tmp_path, "dev", "http://127.0.0.1:%d" % relay.port)
     a2 = None
     ok = (200, "local web /hello xfh=trio.example.com dest=web")
@@ -339,7 +338,7 @@ def test_redis_stopped_and_restarted_under_tunnel_traffic(linkup_bin, env, tmp_p
     web = LocalWeb()
     a = spawn_peer(linkup_bin, env, tmp_path, redis.url, "a")
     b = spawn_peer(linkup_bin, env, tmp_path, redis.url, "b")
-    relay = TcpRelay(a.addrs["Worker"])
+    relay = lk.TcpRelay(a.addrs["Worker"])
     server = local_server(linkup_bin, env, tmp_path, "dev", "http://127.0.0.1:%d" % relay.port)
     ok = (200, "local web /hello xfh=red.example.com dest=web")
     no_session = (422, "Linkup was unable to determine the session origin of the request.\n"
@@ -420,89 +419,6 @@ def test_an_expired_session_is_gone_and_its_name_free(linkup_bin, env, tmp_path)
         up2.close()
 
 
-class HalfDeadRelay:
-    """Forwards connections on 127.0.0.1:0 to self.target (read at each
-    accept). orphan_all() resets the local side of the connections open now
-    and leaves their far side open and silent, as a network that lost a
-    connection on one side only: the far end notices nothing until its own
-    keepalive gives up."""
-
-    def __init__(self, target):
-        self.target = target
-        self.accepted = 0
-        self.pairs = []
-        self.lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.running = True
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while self.running:
-            try:
-                c, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            try:
-                u = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                c.close()
-                continue
-            u.settimeout(None)
-            pair = {"c": c, "u": u, "dead": False}
-            with self.lock:
-                self.accepted += 1
-                self.pairs.append(pair)
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b, pair), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b, pair):
-        try:
-            while True:
-                data = a.recv(65536)
-                if pair["dead"]:
-                    return
-                if not data:
-                    b.shutdown(socket.SHUT_WR)
-                    return
-                b.sendall(data)
-        except OSError:
-            pass
-
-    def orphan_all(self):
-        with self.lock:
-            pairs = list(self.pairs)
-        for pair in pairs:
-            if pair["dead"]:
-                continue
-            pair["dead"] = True
-            c = pair["c"]
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.close()
-
-    def close(self):
-        self.running = False
-        with self.lock:
-            pairs, self.pairs = self.pairs, []
-        for pair in pairs:
-            pair["dead"] = True
-            for s in (pair["c"], pair["u"]):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-        self.sock.close()
-
-
 def test_a_worker_left_with_a_dead_tunnel_does_not_take_the_registry_back(
         linkup_bin, env, tmp_path, redis):
     """The local server loses its tunnel connection to worker A in a way A
@@ -514,7 +430,7 @@ def test_a_worker_left_with_a_dead_tunnel_does_not_take_the_registry_back(
     a = spawn_peer(linkup_bin, env, tmp_path, redis.url, "a")
     b = spawn_peer(linkup_bin, env, tmp_path, redis.url, "b")
     c = spawn_peer(linkup_bin, env, tmp_path, redis.url, "c")
-    relay = HalfDeadRelay(a.addrs["Worker"])
+    relay = lk.TcpRelay(a.addrs["Worker"])
     server = local_server(linkup_bin, env, tmp_path, "dev", "http://127.0.0.1:%d" % relay.port)
     ok = (200, "local web /hello xfh=flap.example.com dest=web")
     try:

@@ -7,8 +7,8 @@ re-points it at the tunnel URL and everything for it crosses the tunnel:
 client -> worker -> tunnel (HTTP/2 stream) -> local server -> local upstream.
 
 Killing the tunnel connection mid-stream is done from outside the programs:
-the local server reaches the worker through a TCP relay of this test
-(TcpRelay) whose connections the test resets. No hidden debug hook exists in
+the local server reaches the worker through a TCP relay of the test
+(lk.TcpRelay) whose connections the test resets. No hidden debug hook exists in
 the binaries.
 """
 import concurrent.futures
@@ -26,6 +26,7 @@ import time
 import pytest
 
 import lk
+from lk import TcpRelay
 
 TOKEN = "token123"
 MIB = 1024 * 1024
@@ -164,82 +165,6 @@ class RemoteService:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
-
-
-class TcpRelay:
-    """Forwards every connection on 127.0.0.1:0 to target; reset_all() cuts
-    the connections open now (both sides see them end at once).
-    self.accepted counts connections. While self.flowing (an Event) is
-    clear, bytes from target are held back (self.held counts them) and
-    forwarded, in order, once it is set again."""
-
-    def __init__(self, target):
-        self.target = target
-        self.accepted = 0
-        self.conns = []
-        self.lock = threading.Lock()
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self.held = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.running = True
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while self.running:
-            try:
-                c, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            try:
-                u = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                c.close()
-                continue
-            u.settimeout(None)
-            with self.lock:
-                self.accepted += 1
-                self.conns.append((c, u))
-            for a, b, gate in ((c, u, None), (u, c, self.flowing)):
-                threading.Thread(target=self._pipe, args=(a, b, gate), daemon=True).start()
-
-    def _pipe(self, a, b, gate):
-        try:
-            while True:
-                data = a.recv(65536)
-                if gate is not None and not gate.is_set():
-                    with self.lock:
-                        self.held += len(data)
-                    gate.wait(30)
-                if not data:
-                    b.shutdown(socket.SHUT_WR)
-                    return
-                b.sendall(data)
-        except OSError:
-            pass
-
-    def reset_all(self):
-        with self.lock:
-            conns, self.conns = self.conns, []
-        for pair in conns:
-            for s in pair:
-                try:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                    # shutdown wakes the pipe thread blocked in recv(); a
-                    # bare close() would leave the connection open.
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-
-    def close(self):
-        self.running = False
-        self.reset_all()
-        self.sock.close()
 
 
 # ---- the stack -------------------------------------------------------------
