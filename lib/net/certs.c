@@ -10,6 +10,7 @@
  */
 #include "net/certs.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,7 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "proto/hostname.h"
 
 struct cert_entry {
     char *name; /* file entries: "*.example.com"; cache entries: the SNI name */
@@ -562,35 +564,21 @@ size_t lk_certs_n_cached(const struct lk_certs *c)
 
 /* ---- lookup ------------------------------------------------------------- */
 
-/* Lowercases a host name into out and checks it: labels of
- * 1..63 letters, digits, '-' or '_', a leading "*." allowed when wildcard. */
+/* Lowercases a host name (one trailing dot dropped) into out and checks it:
+ * a DNS name whose labels may hold '_' (lk_hostname_valid()), after a
+ * leading "*." when wildcard. */
 static bool normalise_name(const char *name, char *out, size_t out_len, bool wildcard)
 {
     size_t n = strlen(name);
     if (n > 0 && name[n - 1] == '.')
         n--;
-    if (n == 0 || n > 253 || n >= out_len)
+    size_t star = wildcard && n > 2 && name[0] == '*' && name[1] == '.' ? 2 : 0;
+    if (n >= out_len || !lk_hostname_valid(name + star, n - star, LK_HOSTNAME_UNDERSCORE))
         return false;
-    size_t label = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = name[i];
-        if (ch >= 'A' && ch <= 'Z')
-            ch = (char)(ch + 32);
-        bool star = wildcard && i == 0 && ch == '*' && n > 2 && name[1] == '.';
-        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_';
-        if (ch == '.') {
-            if (label == 0)
-                return false;
-            label = 0;
-        } else if (!ok && !star) {
-            return false;
-        } else if (++label > 63) {
-            return false;
-        }
-        out[i] = ch;
-    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)tolower((unsigned char)name[i]);
     out[n] = '\0';
-    return label > 0;
+    return true;
 }
 
 static bool usable_file(const struct cert_entry *e, const char *name)
