@@ -138,3 +138,39 @@ def test_valid_requests_split_byte_by_byte_are_served(fronts, upstream, kind, ca
     assert closed
     time.sleep(0.2)  # let the upstream thread record what it got
     assert [r["target"] for r in upstream.requests[n0:]] == targets
+
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: HOST\r\n\r\n"
+
+# Heads test_smuggling.py does not cover: each is refused and closed, and
+# neither it nor the request after it reaches the upstream (RFC 9112 §2.2,
+# §3, §5.2, §11.2; DESIGN §9 for the 431).
+REFUSED = [
+    ("ws_before_first_field", b"GET / HTTP/1.1\r\n Host: HOST\r\n\r\n", 400),
+    ("lf_only_empty_line", b"GET / HTTP/1.1\r\nHost: HOST\r\n\n", 400),
+    ("bare_cr_in_target", b"GET /a\rb HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
+    ("bare_lf_after_empty_lines", b"\n\nGET / HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
+    ("nul_in_method", b"G\x00T / HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
+    ("space_before_method", b" GET / HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
+    ("trailing_space_after_version", b"GET / HTTP/1.1 \r\nHost: HOST\r\n\r\n", 400),
+    ("tab_separator", b"GET\t/ HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
+    ("nul_in_host", b"GET / HTTP/1.1\r\nHost: HO\x00ST\r\n\r\n", 400),
+    ("cl_te_chunked_body_smuggle", b"POST / HTTP/1.1\r\nHost: HOST\r\nContent-Length: 45\r\n"
+                                   b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("long_method_431", b"A" * 20000 + b" / HTTP/1.1\r\nHost: HOST\r\n\r\n", 431),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case,data,status", REFUSED, ids=[c[0] for c in REFUSED])
+def test_malformed_head_is_refused_and_closed(fronts, upstream, kind, case, data, status):
+    front = fronts(kind)
+    n0 = len(upstream.requests)
+    got, closed = lk.raw_exchange(front.addr, (data + SMUGGLED).replace(
+        b"HOST", front.host.encode()), timeout=5)
+    rs = lk.parse_responses(got)
+    assert [r.status for r in rs] == [status], (case, got[:300])
+    assert rs[0].header("connection") == "close"
+    assert closed, "the connection must close after a malformed head"
+    time.sleep(0.2)  # let the upstream thread record whatever it got
+    assert upstream.requests[n0:] == [], "the upstream saw a request"
