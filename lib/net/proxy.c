@@ -910,8 +910,13 @@ static void relay_interim(struct lk_proxy *px)
     struct lk_buf *out = &px->srv->head_buf;
     lk_buf_reset(out);
     write_status_line(px, out);
+    /* RFC 9110 §7.6.1 (SPEC §3.10): the fixed hop-by-hop names and those
+     * the head's Connection lists, as for a final response. */
+    struct conn_tokens conn;
+    connection_tokens(px->resp.headers, px->resp.n_headers, &conn);
     for (size_t i = 0; i < px->resp.n_headers; i++) {
-        if (!lk_http1_is_hop_by_hop(px->resp.headers[i].name))
+        struct lk_str name = px->resp.headers[i].name;
+        if (!lk_http1_is_hop_by_hop(name) && !listed_in_connection(&conn, name))
             add_header(out, &px->resp.headers[i]);
     }
     lk_buf_add(out, "\r\n", 2);

@@ -174,3 +174,32 @@ def test_malformed_head_is_refused_and_closed(fronts, upstream, kind, case, data
     assert closed, "the connection must close after a malformed head"
     time.sleep(0.2)  # let the upstream thread record whatever it got
     assert upstream.requests[n0:] == [], "the upstream saw a request"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_interim_response_drops_fields_its_connection_lists(linkup_bin, tmp_path, kind):
+    """RFC 9110 §7.6.1 (SPEC §3.10): a relayed 1xx (103 Early Hints here)
+    loses the names its Connection field lists as well as the fixed
+    hop-by-hop ones, as a final response does; Link stays."""
+    up = lk.ScriptedUpstream(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n"
+                             b"Connection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\r\n"
+                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Hop2\r\n"
+                             b"X-Hop2: 1\r\n\r\nok")
+    env = dict(os.environ, HOME=str(tmp_path), LINKUP_HOME=str(tmp_path / ".linkup"),
+               LINKUP_NO_UPDATE_CHECK="1")
+    env.pop("LINKUP_CONFIG", None)
+    front = lk.Front(kind, linkup_bin, env, tmp_path, up.url, name="early")
+    try:
+        got, closed = lk.raw_exchange(front.addr, b"GET / HTTP/1.1\r\nHost: " + front.host.encode()
+                                      + b"\r\nConnection: close\r\n\r\n", timeout=5)
+        rs = lk.parse_responses(got)
+        assert [r.status for r in rs] == [103, 200], got[:500]
+        early, final = rs
+        assert early.header("link") == "</a.css>; rel=preload"
+        for r in (early, final):
+            names = [k.lower() for k, _ in r.headers]
+            assert not {"x-hop", "x-hop2", "keep-alive"} & set(names), r.headers
+        assert final.body == b"ok"
+    finally:
+        up.close()
+        assert front.stop() == 0, front.log()[-3000:]
