@@ -805,6 +805,12 @@ static const char *ws_switch_problem(const struct lk_proxy *px)
     return accept ? NULL : "upstream answered 101 with a wrong Sec-WebSocket-Accept";
 }
 
+/* A Sec-WebSocket-* field (RFC 6455 §11.3). */
+static bool is_sec_websocket(struct lk_str name)
+{
+    return name.len >= 14 && lk_str_ieq((struct lk_str){ name.ptr, 14 }, LK_STR("sec-websocket-"));
+}
+
 /* Upstream headers (filtered by keep()), then resp_set, then resp_default
  * where absent. */
 static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
@@ -817,8 +823,16 @@ static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
         struct lk_str name = r->headers[i].name;
         bool drop;
         if (ws101) {
-            drop = lk_str_ieq(name, LK_STR("content-length")) ||
-                   lk_str_ieq(name, LK_STR("content-encoding"));
+            /* SPEC §5.4 step 4 without the hop-by-hop fields (SPEC §3.10,
+             * RFC 9110 §7.6.1): Keep-Alive, TE, the names Connection lists,
+             * ... go; Upgrade stays, Connection is written below, and
+             * Sec-WebSocket-* stay even when listed (the handshake's). */
+            bool ws_field = lk_str_ieq(name, LK_STR("upgrade")) || is_sec_websocket(name);
+            drop =
+                lk_str_ieq(name, LK_STR("content-length")) ||
+                lk_str_ieq(name, LK_STR("content-encoding")) ||
+                lk_str_ieq(name, LK_STR("connection")) ||
+                (!ws_field && (lk_http1_is_hop_by_hop(name) || listed_in_connection(&conn, name)));
         } else {
             drop = lk_http1_is_hop_by_hop(name) || listed_in_connection(&conn, name) ||
                    (lk_str_ieq(name, LK_STR("content-length")) &&
@@ -828,6 +842,8 @@ static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
             continue;
         add_header(out, &r->headers[i]);
     }
+    if (ws101 && !in_set(&set, LK_STR("connection")))
+        lk_buf_adds(out, "Connection: upgrade\r\n");
     for (size_t i = 0; i < px->n_resp_set; i++)
         add_header(out, &px->resp_set[i]);
     if (px->n_resp_default == 0)
@@ -894,8 +910,13 @@ static void relay_interim(struct lk_proxy *px)
     struct lk_buf *out = &px->srv->head_buf;
     lk_buf_reset(out);
     write_status_line(px, out);
+    /* RFC 9110 §7.6.1 (SPEC §3.10): the fixed hop-by-hop names and those
+     * the head's Connection lists, as for a final response. */
+    struct conn_tokens conn;
+    connection_tokens(px->resp.headers, px->resp.n_headers, &conn);
     for (size_t i = 0; i < px->resp.n_headers; i++) {
-        if (!lk_http1_is_hop_by_hop(px->resp.headers[i].name))
+        struct lk_str name = px->resp.headers[i].name;
+        if (!lk_http1_is_hop_by_hop(name) && !listed_in_connection(&conn, name))
             add_header(out, &px->resp.headers[i]);
     }
     lk_buf_add(out, "\r\n", 2);

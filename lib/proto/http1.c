@@ -405,6 +405,18 @@ static int request_head(struct head *h, const char *buf, size_t len, struct lk_h
     size_t max = h->lim->max_line;
     if (max < h->lim->max_target + 32)
         max = h->lim->max_target + 32;
+    /* The method is a token (RFC 9110 §5.6.2): a byte that cannot be part of
+     * one is an error as soon as it arrives, so a TLS ClientHello (0x16 0x03)
+     * or other binary gets its 400 without waiting for a CRLF that may never
+     * come. The scan stops where find_line() would decide first (the line or
+     * head limit) and at SP, CR or LF, which it leaves to the checks below. */
+    for (const char *q = p; q < end && (size_t)(q - p) <= max && q < hard_end; q++) {
+        unsigned char c = (unsigned char)*q;
+        if ((c == ' ' && q > p) || c == '\r' || c == '\n')
+            break;
+        if (!is_tchar(c))
+            return fail(h, LK_EPARSE, 400, "invalid request method");
+    }
     enum line_result r = find_line(p, end, max, hard_end, &eol);
     if (r != LINE_OK) {
         const char *stop = end < hard_end ? end : hard_end;

@@ -201,6 +201,50 @@ def test_websocket_101_a_client_handshake_rejects_is_502(linkup_bin, env, tmp_pa
         assert lk.stop_gracefully(srv)[0] == 0
 
 
+def test_websocket_101_hop_by_hop_headers_are_not_relayed(linkup_bin, env, tmp_path, worker):
+    """SPEC §3.10 (RFC 9110 §7.6.1): the upstream's 101 reaches the client
+    without its hop-by-hop fields (Keep-Alive, the other names its Connection
+    lists, Proxy-Connection, TE, Trailer, Transfer-Encoding); Connection:
+    upgrade, Upgrade: websocket, Sec-WebSocket-* and end-to-end fields stay."""
+    accept = lk.ws_accept("dGhlIHNhbXBsZSBub25jZQ==")
+    up = lk.ScriptedUpstream(("HTTP/1.1 101 Switching Protocols\r\n"
+                              "Upgrade: websocket\r\n"
+                              "Connection: Upgrade, Keep-Alive, X-Hop\r\n"
+                              "Keep-Alive: timeout=5\r\n"
+                              "X-Hop: 1\r\n"
+                              "Proxy-Connection: keep-alive\r\n"
+                              "TE: trailers\r\n"
+                              "Trailer: X-T\r\n"
+                              "Transfer-Encoding: chunked\r\n"
+                              f"Sec-WebSocket-Accept: {accept}\r\n"
+                              "Sec-WebSocket-Protocol: chat\r\n"
+                              "my-special-header: special-value\r\n\r\n").encode())
+    srv = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
+                                "token123", log_path=str(tmp_path / "server.log"))
+    try:
+        body = lk.session_body("ws-session", {"frontend": up.url},
+                               [("example.com", "frontend", None)])
+        assert lk.post_json(srv.addrs["HTTP"], "/linkup/sessions/tunneled", body).status == 200
+        sock, status, headers, rest = handshake(srv.addrs["HTTP"])
+        sock.close()
+        assert status.startswith("HTTP/1.1 101"), status
+        names = [k.lower() for k, _ in headers]
+        h = {k.lower(): v for k, v in headers}
+        for hop in ("keep-alive", "x-hop", "proxy-connection", "te", "trailer",
+                    "transfer-encoding"):
+            assert hop not in names, headers
+        assert names.count("connection") == 1 and names.count("upgrade") == 1, headers
+        assert [t.strip().lower() for t in h["connection"].split(",")] == ["upgrade"], headers
+        assert h["upgrade"].lower() == "websocket"
+        assert h["sec-websocket-accept"] == accept
+        assert h["sec-websocket-protocol"] == "chat"
+        assert h["my-special-header"] == "special-value"
+        assert h["access-control-allow-origin"] == "*"
+    finally:
+        up.close()
+        assert lk.stop_gracefully(srv)[0] == 0
+
+
 def read_frame_rest(sock, b0):
     """(opcode, payload) of a frame whose first byte b0 was read; unmasks."""
     b1 = lk._recv_exact(sock, 1)[0]

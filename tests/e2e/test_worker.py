@@ -1204,6 +1204,40 @@ def test_websocket_101_that_is_no_websocket_switch_is_502(worker, upgrade, why):
         up.close()
 
 
+def test_websocket_101_hop_by_hop_headers_are_not_relayed(worker):
+    """SPEC §3.10 (RFC 9110 §7.6.1) on the worker's 101 (the engine the local
+    server uses): Keep-Alive, the names Connection lists, Proxy-Connection,
+    TE, Trailer and Transfer-Encoding are dropped; Connection: upgrade,
+    Upgrade, Sec-WebSocket-* and end-to-end fields stay."""
+    accept = lk.ws_accept("dGhlIHNhbXBsZSBub25jZQ==")
+    up = lk.ScriptedUpstream(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                              "Connection: Upgrade, Keep-Alive, X-Hop\r\nKeep-Alive: timeout=5\r\n"
+                              "X-Hop: 1\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n"
+                              "Trailer: X-T\r\nTransfer-Encoding: chunked\r\n"
+                              f"Sec-WebSocket-Accept: {accept}\r\n"
+                              "my-special-header: special-value\r\n\r\n").encode())
+    try:
+        make_session(worker, "hopws", up.url)
+        with socket.create_connection(worker.addr, timeout=10) as sock:
+            sock.sendall(b"GET /ws HTTP/1.1\r\nHost: hopws.example.com\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Sec-WebSocket-Version: 13\r\n\r\n")
+            status, headers, _ = lk.read_http_head(sock)
+        assert status.startswith("HTTP/1.1 101"), status
+        names = [k.lower() for k, _ in headers]
+        h = {k.lower(): v for k, v in headers}
+        for hop in ("keep-alive", "x-hop", "proxy-connection", "te", "trailer",
+                    "transfer-encoding"):
+            assert hop not in names, headers
+        assert names.count("connection") == 1, headers
+        assert [t.strip().lower() for t in h["connection"].split(",")] == ["upgrade"], headers
+        assert h["upgrade"].lower() == "websocket"
+        assert h["sec-websocket-accept"] == accept
+        assert h["my-special-header"] == "special-value"
+    finally:
+        up.close()
+
+
 class WsScripted(WsEcho):
     """A WebSocket upstream on 127.0.0.2:0 whose path says how it ends:
     /close (and /deflate, which also accepts permessage-deflate) answers a

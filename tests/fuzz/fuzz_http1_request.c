@@ -1,9 +1,12 @@
 /*
  * fuzz_http1_request.c - lk_http1_parse_request() invariants: the result is
  * at most the input length, every slice lies inside the input, an error
- * carries a 400/414/431 status and a reason, and every prefix gives
- * LK_PARTIAL or the same result as the whole input.
+ * carries a 400/414/431 status and a reason, every prefix gives
+ * LK_PARTIAL or the same result as the whole input, and a first byte that
+ * cannot start a request line is a 400.
  */
+#include <ctype.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +56,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct lk_http1_request req;
     struct lk_http_header h[16];
     int full = parse(buf, size, &req, h, &lim);
+    /* A first byte that can start neither a method (a token, RFC 9110
+     * §5.6.2) nor an empty line is refused at once, whatever follows. */
+    if (size > 0) {
+        unsigned char c0 = (unsigned char)buf[0];
+        bool may_start = isalnum(c0) || (c0 != 0 && strchr("!#$%&'*+-.^_`|~\r\n", c0) != NULL);
+        if (!may_start)
+            LK_ASSERT(full == LK_EPARSE && req.err_status == 400);
+    }
     for (size_t k = 0; k < size; k++) {
         char *pre = lk_xmemdup(buf, k ? k : 1);
         int rc = parse(pre, k, &req, h, &lim);

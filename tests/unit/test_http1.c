@@ -323,6 +323,90 @@ static void test_request_prefixes(void)
     }
 }
 
+/* A byte that cannot be part of a method (RFC 9110 §5.6.2: a token) ends
+ * the parse at once, before any CRLF: a TLS ClientHello (0x16 0x03 ...) or
+ * other binary on a plain port is a 400 now, not after the head timeout. */
+static void test_request_early_reject(void)
+{
+    static const struct {
+        const char *in;
+        size_t len;
+    } bad[] = {
+        { "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11 }, /* TLS ClientHello */
+        { "\x16", 1 },
+        { "\x00", 1 },
+        { "G(", 2 },
+        { "GET\x01", 4 },
+        { " ", 1 },            /* empty method */
+        { "\r\n\r\n\x16", 5 }, /* after the empty lines RFC 9112 §2.2 skips */
+        { "GET\t/", 5 },
+        { "\x80GET", 4 },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct lk_http1_request req;
+        struct lk_http_header h[NH];
+        const char *why = NULL;
+        int rc = parse_req(bad[i].in, bad[i].len, &req, h, NULL, &why);
+        if (rc != LK_EPARSE)
+            fprintf(stderr, "  bad case %zu\n", i);
+        CHECK_INT_EQ(rc, LK_EPARSE);
+        CHECK_INT_EQ(req.err_status, 400);
+        CHECK_STR_EQ(why, "invalid request method");
+    }
+    /* Bytes that may still become a valid head stay LK_PARTIAL. */
+    static const char *const partial[] = {
+        "", "G", "GET", "GET ", "GET /", "\r", "\r\n", "\r\n\r", "\r\n\r\nGE", "M-SEARCH",
+    };
+    for (size_t i = 0; i < sizeof(partial) / sizeof(partial[0]); i++) {
+        struct lk_http1_request req;
+        struct lk_http_header h[NH];
+        if (parse_req(partial[i], strlen(partial[i]), &req, h, NULL, NULL) != LK_PARTIAL)
+            fprintf(stderr, "  partial case %zu\n", i);
+        CHECK_INT_EQ(parse_req(partial[i], strlen(partial[i]), &req, h, NULL, NULL), LK_PARTIAL);
+    }
+}
+
+/* Valid heads fed byte by byte: every proper prefix is LK_PARTIAL (never an
+ * early error), the whole is the head's length. */
+static void test_request_byte_by_byte(void)
+{
+    static const char *const valid[] = {
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "\r\n\r\n\r\nPOST /x?y=1 HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+        "GET http://a.example:8080/p?q HTTP/1.1\r\nHost: a.example:8080\r\n\r\n",
+        "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        "M-SEARCH! /#$%&'*+-.^_`|~ HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /caf%C3%A9 HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
+        size_t len = strlen(valid[i]);
+        char *buf = malloc(len);
+        CHECK(buf != NULL);
+        for (size_t k = 0; k <= len; k++) {
+            struct lk_http1_request req;
+            struct lk_http_header h[NH];
+            memcpy(buf, valid[i], k); /* exactly k bytes: nothing past them is readable */
+            int rc = parse_req(k ? buf : "", k, &req, h, NULL, NULL);
+            int want = k < len ? LK_PARTIAL : (int)len;
+            if (rc != want)
+                fprintf(stderr, "  case %zu prefix %zu: %d\n", i, k, rc);
+            CHECK_INT_EQ(rc, want);
+        }
+        free(buf);
+    }
+    /* Two pipelined heads arriving byte by byte: the first is found as soon
+     * as its empty line is complete, whatever follows it. */
+    const char *two = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+    size_t first = strlen(two) / 2;
+    for (size_t k = first; k <= strlen(two); k++) {
+        struct lk_http1_request req;
+        struct lk_http_header h[NH];
+        CHECK_INT_EQ(parse_req(two, k, &req, h, NULL, NULL), (int)first);
+    }
+}
+
 static void test_pipelined(void)
 {
     const char *in = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -580,6 +664,8 @@ int main(void)
     RUN(test_request_chunked_kind);
     RUN(test_request_limits);
     RUN(test_request_prefixes);
+    RUN(test_request_early_reject);
+    RUN(test_request_byte_by_byte);
     RUN(test_value_bytes_everywhere);
     RUN(test_name_bytes);
     RUN(test_pipelined);
