@@ -431,6 +431,10 @@ void lk_head_add_field(struct lk_buf *b, struct lk_str name, struct lk_str value
 void lk_head_add_hex(struct lk_buf *b, uint64_t v);
 /* "HTTP/1.1 <status> <reason>\r\n". */
 void lk_head_add_status(struct lk_buf *b, int status, struct lk_str reason);
+
+/* "Date: <IMF-fixdate>\r\n" for now (RFC 9110 §6.6.1), formatted once per
+ * second from the loop's cached time. */
+void lk_head_add_date(struct lk_http_server *srv, struct lk_buf *b);
 /* Makes a parsed head's slices (pointing into from) point at the same
  * offsets in to. */
 void lk_head_rebase(struct lk_http_header *h, size_t n, const char *from, const char *to);

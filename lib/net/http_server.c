@@ -863,7 +863,7 @@ static bool status_has_body(int status)
 
 /* Appends "Date: <IMF-fixdate>\r\n" (RFC 9110 §5.6.7) for now, formatted
  * once per second (the loop's cached time; no locale). */
-static void add_date_field(struct lk_http_server *srv, struct lk_buf *b)
+void lk_head_add_date(struct lk_http_server *srv, struct lk_buf *b)
 {
     static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
     static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
@@ -890,7 +890,7 @@ static void write_error_and_close(struct lk_conn *c, int status, const char *why
     size_t len = strlen(why);
     lk_buf_reset(b);
     lk_head_add_status(b, status, lk_str_c(lk_http1_reason(status)));
-    add_date_field(c->srv, b);
+    lk_head_add_date(c->srv, b);
     lk_buf_adds(b, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
     lk_buf_add_u64(b, len);
     lk_buf_adds(b, "\r\nConnection: close\r\n\r\n");
@@ -936,7 +936,7 @@ int lk_exchange_respond(struct lk_exchange *ex, int status, const struct lk_http
     }
     /* A stored upstream answer (the worker's cache) keeps its own Date. */
     if (!has_date)
-        add_date_field(c->srv, b);
+        lk_head_add_date(c->srv, b);
     if (status != 204 && status != 304) {
         lk_buf_add(b, "Content-Length: ", 16);
         lk_buf_add_u64(b, len);

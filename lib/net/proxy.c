@@ -812,13 +812,16 @@ static bool is_sec_websocket(struct lk_str name)
 }
 
 /* Upstream headers (filtered by keep()), then resp_set, then resp_default
- * where absent. */
+ * where absent. A final response without Date gets one (RFC 9110 §6.6.1: a
+ * recipient with a clock appends it to a response it forwards; nginx and
+ * the original's hyper do too). */
 static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
 {
     const struct lk_http1_response *r = &px->resp;
     struct conn_tokens conn;
     connection_tokens(r->headers, r->n_headers, &conn);
     struct name_set set = name_set(px->resp_set, px->n_resp_set);
+    bool has_date = false;
     for (size_t i = 0; i < r->n_headers; i++) {
         struct lk_str name = r->headers[i].name;
         bool drop;
@@ -840,8 +843,11 @@ static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
         }
         if (drop || in_set(&set, name))
             continue;
+        has_date = has_date || lk_str_ieq(name, LK_STR("date"));
         add_header(out, &r->headers[i]);
     }
+    if (!has_date && !ws101 && !in_set(&set, LK_STR("date")))
+        lk_head_add_date(px->srv, out);
     if (ws101 && !in_set(&set, LK_STR("connection")))
         lk_buf_adds(out, "Connection: upgrade\r\n");
     for (size_t i = 0; i < px->n_resp_set; i++)

@@ -5,6 +5,7 @@ once, valid requests are never refused early however they are split.
 
 Every socket has a timeout well under the 30 s head timeout, so a server that
 waits for a CRLF fails the test instead of hanging it."""
+import email.utils
 import os
 import socket
 import ssl
@@ -200,6 +201,38 @@ def test_interim_response_drops_fields_its_connection_lists(linkup_bin, tmp_path
             names = [k.lower() for k, _ in r.headers]
             assert not {"x-hop", "x-hop2", "keep-alive"} & set(names), r.headers
         assert final.body == b"ok"
+    finally:
+        up.close()
+        assert front.stop() == 0, front.log()[-3000:]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("upstream_date", [None, "Tue, 01 Dec 2026 00:00:00 GMT"])
+def test_forwarded_response_has_one_date(linkup_bin, tmp_path, kind, upstream_date):
+    """RFC 9110 §6.6.1: a recipient with a clock appends Date to a response it
+    forwards without one (nginx and the original's hyper do); an upstream's
+    Date passes unchanged, never doubled."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+    if upstream_date:
+        head += f"Date: {upstream_date}\r\n".encode()
+    up = lk.ScriptedUpstream(head + b"\r\nok")
+    env = dict(os.environ, HOME=str(tmp_path), LINKUP_HOME=str(tmp_path / ".linkup"),
+               LINKUP_NO_UPDATE_CHECK="1")
+    env.pop("LINKUP_CONFIG", None)
+    front = lk.Front(kind, linkup_bin, env, tmp_path, up.url, name="dated")
+    try:
+        got, _ = lk.raw_exchange(front.addr, b"GET / HTTP/1.1\r\nHost: " + front.host.encode()
+                                 + b"\r\nConnection: close\r\n\r\n", timeout=5)
+        (r,) = lk.parse_responses(got)
+        assert r.status == 200 and r.body == b"ok", got[:500]
+        dates = r.all("date")
+        assert len(dates) == 1, r.headers
+        if upstream_date:
+            assert dates[0] == upstream_date
+        else:
+            parsed = email.utils.parsedate_to_datetime(dates[0])
+            assert dates[0].endswith(" GMT") and parsed.tzinfo is not None, dates[0]
+            assert abs(time.time() - parsed.timestamp()) < 300
     finally:
         up.close()
         assert front.stop() == 0, front.log()[-3000:]
