@@ -736,12 +736,15 @@ def parse_responses(data):
     return out
 
 
-def raw_exchange(addr, data, timeout=5, half_close=False, pause=0.0):
+def raw_exchange(addr, data, timeout=5, half_close=False, pause=0.0, nodelay=False):
     """Sends data (bytes, or a list of bytes sent with pause seconds between
-    them) on a new connection and reads until the server closes or timeout
-    passes without data. Returns (bytes received, closed_by_server)."""
+    them; nodelay: TCP_NODELAY, so each part leaves in its own segment) on a
+    new connection and reads until the server closes or timeout passes
+    without data. Returns (bytes received, closed_by_server)."""
     s = socket.create_connection(addr, timeout=timeout)
     try:
+        if nodelay:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for i, part in enumerate(data if isinstance(data, list) else [data]):
             if i and pause:
                 time.sleep(pause)

@@ -14,34 +14,9 @@ import time
 import pytest
 
 import lk
+from raw_fronts import fronts, upstream  # noqa: F401 (pytest fixtures)
 
 KINDS = ["server", "worker"]
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    u = lk.RawRecordingUpstream("127.0.0.2")
-    yield u
-    u.close()
-
-
-@pytest.fixture(scope="module")
-def fronts(linkup_bin, tmp_path_factory, upstream):
-    tmp = tmp_path_factory.mktemp("fronts")
-    env = dict(os.environ, HOME=str(tmp), LINKUP_HOME=str(tmp / ".linkup"),
-               LINKUP_NO_UPDATE_CHECK="1")
-    env.pop("LINKUP_CONFIG", None)
-    started = {}
-
-    def get(kind):
-        if kind not in started:
-            started[kind] = lk.Front(kind, linkup_bin, env, tmp, upstream.url, name="hone")
-        return started[kind]
-
-    yield get
-    for f in started.values():
-        rc = f.stop()
-        assert rc == 0, f"{f.kind} exited {rc}: {f.log()[-3000:]}"
 
 
 def client_hello():
@@ -92,28 +67,10 @@ def test_tls_client_on_plain_port_fails_its_handshake_at_once(fronts, kind):
 
 
 def send_byte_by_byte(addr, data, timeout=5):
-    """Sends data one byte per send (TCP_NODELAY, a short pause between
-    bytes so they arrive in separate reads), then reads until the server
-    closes or timeout passes without data."""
-    s = socket.create_connection(addr, timeout=timeout)
-    try:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for i in range(len(data)):
-            s.sendall(data[i:i + 1])
-            time.sleep(0.002)
-        got = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                return got, False
-            except ConnectionResetError:
-                return got, True
-            if not chunk:
-                return got, True
-            got += chunk
-    finally:
-        s.close()
+    """Sends data one byte per segment, 2 ms apart, so the bytes arrive in
+    separate reads; then reads until the server closes or timeout passes."""
+    return lk.raw_exchange(addr, [data[i:i + 1] for i in range(len(data))], timeout=timeout,
+                           pause=0.002, nodelay=True)
 
 
 VALID = [
@@ -177,6 +134,14 @@ def test_malformed_head_is_refused_and_closed(fronts, upstream, kind, case, data
     assert upstream.requests[n0:] == [], "the upstream saw a request"
 
 
+
+def own_front(linkup_bin, tmp_path, kind, url):
+    """A Front of its own (for an upstream made for one test)."""
+    env = dict(os.environ, HOME=str(tmp_path), LINKUP_HOME=str(tmp_path / ".linkup"),
+               LINKUP_NO_UPDATE_CHECK="1")
+    env.pop("LINKUP_CONFIG", None)
+    return lk.Front(kind, linkup_bin, env, tmp_path, url)
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_interim_response_drops_fields_its_connection_lists(linkup_bin, tmp_path, kind):
     """RFC 9110 §7.6.1 (SPEC §3.10): a relayed 1xx (103 Early Hints here)
@@ -186,10 +151,7 @@ def test_interim_response_drops_fields_its_connection_lists(linkup_bin, tmp_path
                              b"Connection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\r\n"
                              b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Hop2\r\n"
                              b"X-Hop2: 1\r\n\r\nok")
-    env = dict(os.environ, HOME=str(tmp_path), LINKUP_HOME=str(tmp_path / ".linkup"),
-               LINKUP_NO_UPDATE_CHECK="1")
-    env.pop("LINKUP_CONFIG", None)
-    front = lk.Front(kind, linkup_bin, env, tmp_path, up.url, name="early")
+    front = own_front(linkup_bin, tmp_path, kind, up.url)
     try:
         got, closed = lk.raw_exchange(front.addr, b"GET / HTTP/1.1\r\nHost: " + front.host.encode()
                                       + b"\r\nConnection: close\r\n\r\n", timeout=5)
@@ -216,10 +178,7 @@ def test_forwarded_response_has_one_date(linkup_bin, tmp_path, kind, upstream_da
     if upstream_date:
         head += f"Date: {upstream_date}\r\n".encode()
     up = lk.ScriptedUpstream(head + b"\r\nok")
-    env = dict(os.environ, HOME=str(tmp_path), LINKUP_HOME=str(tmp_path / ".linkup"),
-               LINKUP_NO_UPDATE_CHECK="1")
-    env.pop("LINKUP_CONFIG", None)
-    front = lk.Front(kind, linkup_bin, env, tmp_path, up.url, name="dated")
+    front = own_front(linkup_bin, tmp_path, kind, up.url)
     try:
         got, _ = lk.raw_exchange(front.addr, b"GET / HTTP/1.1\r\nHost: " + front.host.encode()
                                  + b"\r\nConnection: close\r\n\r\n", timeout=5)

@@ -14,37 +14,10 @@ import time
 import pytest
 
 import lk
+from raw_fronts import fronts, upstream  # noqa: F401 (pytest fixtures)
 
 KINDS = ["server", "worker"]
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: HOST\r\n\r\n"
-
-@pytest.fixture(scope="module")
-def upstream():
-    u = lk.RawRecordingUpstream("127.0.0.2")
-    yield u
-    u.close()
-
-
-@pytest.fixture(scope="module")
-def fronts(linkup_bin, tmp_path_factory, upstream):
-    """One linkup server and one linkup worker for the whole module."""
-    import os
-    tmp = tmp_path_factory.mktemp("fronts")
-    env = dict(os.environ, HOME=str(tmp), LINKUP_HOME=str(tmp / ".linkup"),
-               LINKUP_NO_UPDATE_CHECK="1")
-    env.pop("LINKUP_CONFIG", None)
-    started = {}
-
-    def get(kind):
-        if kind not in started:
-            started[kind] = lk.Front(kind, linkup_bin, env, tmp, upstream.url)
-        return started[kind]
-
-    yield get
-    for f in started.values():
-        rc = f.stop()
-        assert rc == 0, f"{f.kind} exited {rc}: {f.log()[-3000:]}"
-
 
 def send(front, data, timeout=3, **kw):
     """Raw bytes with HOST replaced by the session host; returns (responses,
