@@ -381,6 +381,22 @@ def ws_switch(c, extra=""):
     return line, headers
 
 
+def check_ws101_has_no_hop_by_hop(headers, accept):
+    """A relayed 101's fields (list of (name, value)): none of SPEC §3.10's
+    hop-by-hop ones (nor x-hop, which the tests' upstreams list in
+    Connection), exactly one `Connection: upgrade`, `Upgrade: websocket` and
+    the upstream's Sec-WebSocket-Accept. Returns the fields as a dict."""
+    names = [k.lower() for k, _ in headers]
+    h = {k.lower(): v for k, v in headers}
+    for hop in ("keep-alive", "x-hop", "proxy-connection", "te", "trailer", "transfer-encoding"):
+        assert hop not in names, headers
+    assert names.count("connection") == 1 and names.count("upgrade") == 1, headers
+    assert [t.strip().lower() for t in h["connection"].split(",")] == ["upgrade"], headers
+    assert h["upgrade"].lower() == "websocket"
+    assert h["sec-websocket-accept"] == accept
+    return h
+
+
 def ws_frame(opcode, payload, mask=True):
     head = bytes([0x80 | opcode])
     n = len(payload)
