@@ -141,8 +141,14 @@ bool lk_dns_name_at_or_under(const char *name, const char *zone);
  *   - a name at or under a registered name: A 127.0.0.1 / AAAA ::1 (TTL
  *     LK_DNS_TTL; ANY gets both), NODATA (NOERROR, no records) for other
  *     types, REFUSED for classes other than IN and ANY; authoritative;
- *   - other names at or under a managed domain: NXDOMAIN, authoritative;
- *   - every other name: return LK_DNS_FORWARD and write nothing.
+ *   - other names below a managed domain: NXDOMAIN, authoritative (REFUSED
+ *     for classes other than IN and ANY);
+ *   - every other name, the managed domains themselves included: return
+ *     LK_DNS_FORWARD and write nothing.
+ * NXDOMAIN and NODATA carry one SOA in the authority section (RFC 2308 §3):
+ * owned by the longest managed domain above the name (for NODATA, above the
+ * registered name; none when there is no such domain), MNAME "localhost.",
+ * RNAME "hostmaster.localhost.", serial 1, TTL and MINIMUM LK_DNS_TTL.
  * Malformed queries with a readable header get FORMERR, opcodes other than
  * QUERY get NOTIMP, EDNS versions above 0 get BADVERS. The answer echoes the
  * question bytes as received (case kept) and carries an OPT record when the

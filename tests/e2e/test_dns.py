@@ -244,6 +244,32 @@ def test_udp_rcodes(server, name, qtype, rcode, n_answers):
     assert len(records) == n_answers
 
 
+@pytest.mark.parametrize("name,qtype,rcode,owner", [
+    ("nope.example.com", "A", "NXDOMAIN", "example.com."),
+    ("a.b.Other.COM", "AAAA", "NXDOMAIN", "Other.COM."),
+    ("tiny-cow.example.com", "MX", "NOERROR", "example.com."),
+    ("x.quiet-fox.other.com", "TXT", "NOERROR", "other.com."),
+])
+def test_negative_answers_carry_soa(server, name, qtype, rcode, owner):
+    """RFC 2308 §3: NXDOMAIN under a managed domain and NODATA at a
+    registered name carry the managed domain's SOA in the authority section
+    (TTL and MINIMUM 60, DESIGN §2.9), so resolvers cache them negatively."""
+    out = dig(server.port, name, qtype, "+norecurse", "+noall", "+comments", "+authority")
+    assert f"status: {rcode}" in out, out
+    assert "flags: qr aa" in out and "ANSWER: 0, AUTHORITY: 1" in out, out
+    soa = [line.split() for line in out.splitlines() if "\tSOA\t" in line]
+    assert soa == [[owner, "60", "IN", "SOA", "localhost.", "hostmaster.localhost.", "1", "3600",
+                    "600", "86400", "60"]], out
+
+
+def test_positive_and_forwarded_answers_carry_no_soa(server):
+    for name in ["tiny-cow.example.com", "www.example.org"]:
+        q = build_query(name, 1)
+        answer = udp_ask(server.port, q)
+        assert struct.unpack(">H", answer[8:10])[0] == 0  # NSCOUNT
+        assert parse_answer(answer)[2] == 0
+
+
 def test_edns_answer_has_opt(server):
     q = build_query("tiny-cow.example.com", 1, edns=4096)
     _, _, rc, records, arcount = parse_answer(udp_ask(server.port, q))

@@ -5,7 +5,8 @@
  * Invariants checked: parsing stays inside the input; an answer never
  * exceeds the capacity it was given (tried at 12, 512 and 4096 bytes), always
  * parses, carries the query id, is a response, and never has more than two
- * answer records; truncated answers have TC and no records.
+ * answer records or more than one authority record (the SOA of a negative
+ * answer, never beside answers); truncated answers have TC and no records.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,8 +40,11 @@ static void answer_with_cap(const uint8_t *data, size_t size, size_t cap)
         check(memcmp(out, data, 2) == 0);
         check((m->flags & LK_DNS_FLAG_QR) != 0);
         check(m->n_answer <= 2);
+        check(m->n_authority <= 1); /* the SOA of a negative answer */
+        if (m->n_authority == 1)
+            check(m->n_answer == 0 && m->n_question == 1);
         if (m->flags & LK_DNS_FLAG_TC)
-            check(m->n_answer == 0);
+            check(m->n_answer == 0 && m->n_authority == 0);
         free(m);
     }
     free(out);
