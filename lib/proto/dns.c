@@ -351,7 +351,8 @@ static void write_reply(const uint8_t *query, size_t qlen, const struct lk_dns_m
         put8(w, 0);
         put16(w, LK_DNS_T_OPT);
         put16(w, LK_DNS_OUR_EDNS_SIZE);
-        put32(w, (uint32_t)((r->rcode >> 4) & 0xFF) << 24);
+        /* Extended rcode; the query's DO bit copied (RFC 3225 §3). */
+        put32(w, (uint32_t)((r->rcode >> 4) & 0xFF) << 24 | (m->edns_do ? 0x8000u : 0));
         put16(w, 0);
     }
 }

@@ -126,6 +126,19 @@ static void test_edns(void)
     qlen = lk_dns_build_query(1, "x.org", LK_DNS_T_A, 0, q, sizeof(q));
     CHECK_INT_EQ(lk_dns_udp_limit(q, (size_t)qlen), 512);
 
+    /* RFC 3225 §3: the query's DO bit is copied into the answer's OPT, on
+     * answers and on errors alike; no DO, no DO. */
+    CHECK(!m.edns_do);
+    qlen = lk_dns_build_query(1, "nope.example.com", LK_DNS_T_A, 1232, q, sizeof(q));
+    q[qlen - 4] = 0x80; /* OPT TTL byte 3: DO */
+    n = lk_dns_answer(q, (size_t)qlen, &zones, out, sizeof(out));
+    CHECK_INT_EQ(lk_dns_parse(out, (size_t)n, &m), 0);
+    CHECK(m.edns_do);
+    CHECK_INT_EQ(LK_DNS_RCODE(m.flags), LK_DNS_NXDOMAIN);
+    n = lk_dns_build_error(q, (size_t)qlen, LK_DNS_SERVFAIL, out, sizeof(out));
+    CHECK_INT_EQ(lk_dns_parse(out, (size_t)n, &m), 0);
+    CHECK(m.edns_do);
+
     /* EDNS version 1 gets BADVERS (extended rcode 16 = ext 1, low bits 0). */
     qlen = lk_dns_build_query(2, "tiny-cow.example.com", LK_DNS_T_A, 1232, q, sizeof(q));
     q[qlen - 5] = 1; /* OPT TTL byte 2: version */
