@@ -243,22 +243,6 @@ static bool answer_matches(const struct pending *p, const uint8_t *r, size_t n)
     return ok;
 }
 
-/* Relays an upstream answer too big for a UDP client as its header and
- * question with TC set. */
-static size_t truncate_answer(uint8_t *r, size_t n)
-{
-    struct lk_dns_msg *m = lk_xmalloc(sizeof(*m));
-    size_t end = LK_DNS_HEADER_LEN;
-    if (lk_dns_parse(r, n, m) == 0 && m->n_question == 1)
-        end = m->question_end;
-    else
-        r[4] = r[5] = 0;
-    free(m);
-    r[2] |= LK_DNS_FLAG_TC >> 8;
-    memset(r + 6, 0, 6);
-    return end;
-}
-
 static void on_upstream_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct pending *p = arg;
@@ -281,7 +265,7 @@ static void on_upstream_readable(evutil_socket_t fd, short what, void *arg)
         memcpy(s->in, p->query, 2); /* the client's id */
         size_t len = (size_t)n;
         if (!p->via_tcp && len > p->udp_limit)
-            len = truncate_answer(s->in, len);
+            len = lk_dns_truncate(s->in, len); /* header, question, OPT; TC set */
         deliver(p, s->in, len);
         finish_pending(p);
         return;

@@ -474,6 +474,39 @@ int lk_dns_build_error(const uint8_t *query, size_t qlen, int rcode, uint8_t *ou
     return emit(query, qlen, &m, r, out, outcap);
 }
 
+size_t lk_dns_truncate(uint8_t *msg, size_t len)
+{
+    struct lk_dns_msg m;
+    if (len < LK_DNS_HEADER_LEN)
+        return len;
+    bool ok = lk_dns_parse(msg, len, &m) == 0 && m.n_question == 1;
+    msg[2] |= LK_DNS_FLAG_TC >> 8;
+    msg[4] = 0;
+    msg[5] = ok ? 1 : 0;
+    memset(msg + 6, 0, 6);
+    if (!ok)
+        return LK_DNS_HEADER_LEN;
+    /* The question bytes stay where they were; the OPT, which followed
+     * them, fits behind them. */
+    struct writer w = { msg, len, m.question_end, false };
+    if (m.has_edns && len - m.question_end >= 11) {
+        put8(&w, 0);
+        put16(&w, LK_DNS_T_OPT);
+        put16(&w, m.edns_udp_size);
+        put32(&w, (uint32_t)m.edns_ext_rcode << 24 | (uint32_t)m.edns_version << 16 |
+                      (m.edns_do ? 0x8000u : 0));
+        put16(&w, 0);
+        msg[11] = 1;
+    }
+    /* A question name pointing into the header bytes just rewritten may no
+     * longer read: then the header alone. */
+    if (lk_dns_parse(msg, w.len, &m) != 0) {
+        msg[5] = msg[11] = 0;
+        return LK_DNS_HEADER_LEN;
+    }
+    return w.len;
+}
+
 size_t lk_dns_udp_limit(const uint8_t *query, size_t qlen)
 {
     struct lk_dns_msg m;

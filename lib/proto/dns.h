@@ -169,6 +169,15 @@ int lk_dns_answer(const uint8_t *query, size_t qlen, const struct lk_dns_zones *
  * length (> 0) or LK_EPARSE (qlen < 12 or outcap < 12). */
 int lk_dns_build_error(const uint8_t *query, size_t qlen, int rcode, uint8_t *out, size_t outcap);
 
+/* Cuts the response msg (len bytes) in place to what a UDP client gets when
+ * the whole does not fit: the header with TC set and no records, the
+ * question, and the OPT record when msg had one (RFC 6891 §7: header,
+ * question and OPT; the OPT keeps the payload size, extended rcode, version
+ * and DO bit, not its options). A msg that does not parse, or has other than
+ * one question, keeps its header alone (QDCOUNT 0). Returns the new length
+ * (never more than len; len itself when len < 12). */
+size_t lk_dns_truncate(uint8_t *msg, size_t len);
+
 /* The largest UDP answer the sender of this raw query accepts: its EDNS
  * payload size clamped to [512, LK_DNS_EDNS_MAX], or 512 without EDNS or when
  * the query does not parse. */

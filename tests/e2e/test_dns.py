@@ -123,9 +123,11 @@ class FakeUpstream:
         count = 40 if data[13:16] == b"big" else 1
         if truncated:
             return data[:2] + struct.pack(">HHHHH", 0x8380, 1, 0, 0, 0) + data[12:qend]
-        head = data[:2] + struct.pack(">HHHHH", 0x8180, 1, count, 0, 0)
+        edns = data[10:12] == b"\0\1"  # the query's OPT: answer with one (4096, DO)
+        head = data[:2] + struct.pack(">HHHHH", 0x8180, 1, count, 0, 1 if edns else 0)
         rr = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 33, 4) + bytes([192, 0, 2, 7])
-        return head + data[12:qend] + rr * count
+        opt = b"\0" + struct.pack(">HHIH", 41, 4096, 0x8000, 0) if edns else b""
+        return head + data[12:qend] + rr * count + opt
 
     def run(self):
         socks = [self.sock] + ([self.tcp] if self.serve_tcp else [])
@@ -474,6 +476,17 @@ def test_udp_truncation_of_big_upstream_answers(server, upstream):
     assert not flags & 0x0200 and len(records) == 40
     (answer,) = tcp_ask(server.port, [build_query("big.example.org", 1, qid=6)])
     assert parse_answer(answer)[0] == 6 and len(parse_answer(answer)[3]) == 40
+
+
+def test_udp_truncation_keeps_the_opt_record(server, upstream):
+    """RFC 6891 §7: a truncated answer to an EDNS query is the header, the
+    question and an OPT record (the upstream's, its options left out)."""
+    q = build_query("big.example.org", 1, qid=8, edns=600)
+    answer = udp_ask(server.port, q)
+    qid, flags, rc, records, arcount = parse_answer(answer)
+    assert (qid, rc) == (8, 0) and flags & 0x0200 and records == []
+    assert arcount == 1 and len(answer) == len(q)
+    assert answer[-11:] == b"\0" + struct.pack(">HHIH", 41, 4096, 0x8000, 0)
 
 
 def test_tcp_queries_are_forwarded_over_tcp(linkup_bin, env):

@@ -7,6 +7,8 @@
  * parses, carries the query id, is a response, and never has more than two
  * answer records or more than one authority record (the SOA of a negative
  * answer, never beside answers); truncated answers have TC and no records.
+ * lk_dns_truncate() of the input stays within it and parses, TC set, with at
+ * most the question and an OPT record.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -106,5 +108,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int n = lk_dns_build_error(data, size, LK_DNS_SERVFAIL, err, sizeof(err));
     check(n == -3 || (n >= 12 && (size_t)n <= sizeof(err)));
     check_names(data, size);
+    if (size >= LK_DNS_HEADER_LEN && size <= LK_DNS_TCP_MAX) {
+        uint8_t *copy = malloc(size);
+        struct lk_dns_msg *t = malloc(sizeof(*t));
+        check(copy != NULL && t != NULL);
+        memcpy(copy, data, size);
+        size_t tn = lk_dns_truncate(copy, size);
+        check(tn >= LK_DNS_HEADER_LEN && tn <= size);
+        check(lk_dns_parse(copy, tn, t) == 0 && t->parsed_len == tn);
+        check((t->flags & LK_DNS_FLAG_TC) && t->n_answer == 0 && t->n_authority == 0);
+        check(t->n_question <= 1 && t->n_additional <= 1);
+        free(t);
+        free(copy);
+    }
     return 0;
 }

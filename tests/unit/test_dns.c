@@ -485,6 +485,56 @@ static void test_negative_answers_carry_soa(void)
     }
 }
 
+/* RFC 6891 §7: a relayed answer cut for UDP keeps header, question and OPT. */
+static void test_truncate_relayed_answer(void)
+{
+    uint8_t msg[1024];
+    struct lk_dns_msg m;
+    for (int edns = 0; edns < 2; edns++) {
+        int qlen = lk_dns_build_query(0x77, "Big.Example.org", LK_DNS_T_A, 0, msg, sizeof(msg));
+        size_t len = (size_t)qlen;
+        msg[2] = 0x81; /* QR, RD; RA, NXDOMAIN-less rcode 0 */
+        msg[3] = 0x80;
+        msg[7] = 40;
+        for (int i = 0; i < 40; i++) {
+            static const uint8_t rr[] = { 0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 33, 0, 4, 192, 0, 2, 7 };
+            memcpy(msg + len, rr, sizeof(rr));
+            len += sizeof(rr);
+        }
+        if (edns) {
+            /* OPT: size 4096, extended rcode 1, version 0, DO, one option. */
+            static const uint8_t opt[] = { 0, 0, 41, 0x10, 0, 1, 0, 0x80, 0, 0, 4, 0, 10, 0, 0 };
+            memcpy(msg + len, opt, sizeof(opt));
+            len += sizeof(opt);
+            msg[11] = 1;
+        }
+        CHECK_INT_EQ(lk_dns_parse(msg, len, &m), 0);
+        size_t n = lk_dns_truncate(msg, len);
+        CHECK_INT_EQ(n, (size_t)qlen + (edns ? 11 : 0));
+        CHECK_INT_EQ(lk_dns_parse(msg, n, &m), 0);
+        CHECK_INT_EQ(m.parsed_len, n);
+        CHECK_INT_EQ(m.id, 0x77);
+        CHECK(m.flags & LK_DNS_FLAG_TC);
+        CHECK(m.flags & LK_DNS_FLAG_QR);
+        CHECK_INT_EQ(m.n_question, 1);
+        CHECK_STR_EQ(m.qname, "big.example.org");
+        CHECK_INT_EQ(m.n_answer + m.n_authority, 0);
+        CHECK_INT_EQ(m.has_edns, edns != 0);
+        if (edns) {
+            CHECK_INT_EQ(m.edns_udp_size, 4096);
+            CHECK_INT_EQ(m.edns_ext_rcode, 1);
+            CHECK(m.edns_do);
+        }
+    }
+    /* Not parseable: the header alone. */
+    uint8_t junk[20] = { 1, 2, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 0x3F, 'a' };
+    CHECK_INT_EQ(lk_dns_truncate(junk, sizeof(junk)), 12);
+    CHECK_INT_EQ(lk_dns_parse(junk, 12, &m), 0);
+    CHECK_INT_EQ(m.n_question + m.n_answer + m.n_additional, 0);
+    CHECK(m.flags & LK_DNS_FLAG_TC);
+    CHECK_INT_EQ(lk_dns_truncate(junk, 5), 5);
+}
+
 int main(void)
 {
     RUN(test_answer_table);
@@ -498,5 +548,6 @@ int main(void)
     RUN(test_error_builder);
     RUN(test_name_at_or_under);
     RUN(test_negative_answers_carry_soa);
+    RUN(test_truncate_relayed_answer);
     return DONE();
 }
