@@ -557,6 +557,10 @@ def test_server_dns_upstream_off_means_no_forwarding(linkup_bin, env, tmp_path):
             _, _, rc, records, _ = parse_answer(udp_ask(port, build_query("off-cow.example.com",
                                                                           1)))
             assert rc == 0 and len(records) == 1
+            # RFC 2308 §3: the session's domain owns the SOA of negative answers.
+            for name, qtype in [("nobody.example.com", "A"), ("off-cow.example.com", "TXT")]:
+                out = dig(port, name, qtype, "+noall", "+authority")
+                assert out.split()[:4] == ["example.com.", "60", "IN", "SOA"], out
         finally:
             code, _ = lk.stop_gracefully(s)
         assert code == 0, open(s.log_path).read()
