@@ -398,12 +398,21 @@ static const char *enclosing_domain(const char *name, const struct lk_dns_zones 
     return best;
 }
 
+/* True for a question about one of our names that we refuse: classes other
+ * than IN and ANY (our zones are class IN) and zone transfers, which have no
+ * zone to send (RFC 5936 §2.2.1: REFUSED when a transfer is not allowed). */
+static bool refused_here(const struct lk_dns_msg *m)
+{
+    return (m->qclass != LK_DNS_CLASS_IN && m->qclass != LK_DNS_CLASS_ANY) ||
+           m->qtype == LK_DNS_T_AXFR || m->qtype == LK_DNS_T_IXFR;
+}
+
 /* Fills r for a well-formed standard query; false means "forward". */
 static bool decide(const struct lk_dns_msg *m, const struct lk_dns_zones *z, struct reply *r)
 {
     const char *registered = find_in_list(m->qname, z->names, z->n_names);
     if (registered != NULL) {
-        if (m->qclass != LK_DNS_CLASS_IN && m->qclass != LK_DNS_CLASS_ANY) {
+        if (refused_here(m)) {
             r->rcode = LK_DNS_REFUSED;
             return true;
         }
@@ -423,8 +432,8 @@ static bool decide(const struct lk_dns_msg *m, const struct lk_dns_zones *z, str
     }
     const char *zone = enclosing_domain(m->qname, z);
     if (zone != NULL) {
-        if (m->qclass != LK_DNS_CLASS_IN && m->qclass != LK_DNS_CLASS_ANY) {
-            r->rcode = LK_DNS_REFUSED; /* our zones are class IN, as above */
+        if (refused_here(m)) {
+            r->rcode = LK_DNS_REFUSED;
             return true;
         }
         r->aa = true;

@@ -65,6 +65,8 @@ enum lk_dns_type {
     LK_DNS_T_TXT = 16,
     LK_DNS_T_AAAA = 28,
     LK_DNS_T_OPT = 41,
+    LK_DNS_T_IXFR = 251,
+    LK_DNS_T_AXFR = 252,
     LK_DNS_T_ANY = 255,
 };
 
@@ -140,9 +142,10 @@ bool lk_dns_name_at_or_under(const char *name, const char *zone);
 /* The responder decision for one raw query (DESIGN §2.9):
  *   - a name at or under a registered name: A 127.0.0.1 / AAAA ::1 (TTL
  *     LK_DNS_TTL; ANY gets both), NODATA (NOERROR, no records) for other
- *     types, REFUSED for classes other than IN and ANY; authoritative;
- *   - other names below a managed domain: NXDOMAIN, authoritative (REFUSED
- *     for classes other than IN and ANY);
+ *     types; authoritative;
+ *   - other names below a managed domain: NXDOMAIN, authoritative;
+ *   - in both cases REFUSED (not authoritative) for classes other than IN
+ *     and ANY and for zone transfers (AXFR, IXFR);
  *   - every other name, the managed domains themselves included: return
  *     LK_DNS_FORWARD and write nothing.
  * NXDOMAIN and NODATA carry one SOA in the authority section (RFC 2308 §3):

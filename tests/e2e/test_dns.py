@@ -272,6 +272,17 @@ def test_positive_and_forwarded_answers_carry_no_soa(server):
         assert parse_answer(answer)[2] == 0
 
 
+def test_zone_transfers_of_our_names_are_refused(server, upstream):
+    """No zone to transfer (RFC 5936 §2.2.1): AXFR/IXFR of a managed name
+    gets REFUSED, over TCP as dig asks, with no records; nothing forwarded."""
+    answers = tcp_ask(server.port, [build_query(NAMES[0], 252, qid=1),
+                                    build_query("nope.example.com", 251, qid=2)])
+    got = [parse_answer(a) for a in answers]
+    assert [(qid, rc, records) for qid, _, rc, records, _ in got] == [(1, 5, []), (2, 5, [])]
+    assert struct.unpack(">H", answers[0][8:10])[0] == 0
+    assert upstream.queries == [] and upstream.tcp_queries == []
+
+
 def test_edns_answer_has_opt(server):
     q = build_query("tiny-cow.example.com", 1, edns=4096)
     _, _, rc, records, arcount = parse_answer(udp_ask(server.port, q))

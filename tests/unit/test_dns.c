@@ -43,6 +43,12 @@ static const struct answer_case answer_cases[] = {
     { "notexample.com", LK_DNS_T_A, FWD, 0, false },
     { "com", LK_DNS_T_A, FWD, 0, false },
     { "", LK_DNS_T_NS, FWD, 0, false },
+    /* Zone transfers of our names are refused; others are forwarded. */
+    { "tiny-cow.example.com", LK_DNS_T_AXFR, LK_DNS_REFUSED, 0, false },
+    { "x.tiny-cow.example.com", LK_DNS_T_IXFR, LK_DNS_REFUSED, 0, false },
+    { "nope.example.com", LK_DNS_T_AXFR, LK_DNS_REFUSED, 0, false },
+    { "example.com", LK_DNS_T_AXFR, FWD, 0, false },
+    { "example.org", LK_DNS_T_AXFR, FWD, 0, false },
 };
 
 static void test_answer_table(void)
@@ -71,7 +77,7 @@ static void test_answer_table(void)
         CHECK_INT_EQ(m.qtype, c->qtype);
         CHECK_INT_EQ(m.n_answer, c->n_answers);
         /* RFC 2308 §3: NXDOMAIN and NODATA carry the zone's SOA. */
-        CHECK_INT_EQ(m.n_authority, m.n_answer == 0 ? 1 : 0);
+        CHECK_INT_EQ(m.n_authority, m.n_answer == 0 && c->rcode != LK_DNS_REFUSED ? 1 : 0);
         for (size_t k = 0; k < m.n_rrs; k++) {
             CHECK_STR_EQ(m.rrs[k].name, m.qname);
             CHECK_INT_EQ(m.rrs[k].ttl, 60);
