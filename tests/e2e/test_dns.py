@@ -298,10 +298,11 @@ def test_forwarding_to_upstream(server, upstream):
     assert rc == 0 and records == [(1, 33, bytes([192, 0, 2, 7]))]
     assert len(upstream.queries) == 1
     assert upstream.queries[0][2:] == q[2:]  # same question, own id
-    # Over TCP too (forwarded over UDP, relayed on the stream).
+    # Over TCP too (forwarded over TCP, RFC 7766 §5).
     answers = tcp_ask(server.port, [build_query("a.example.net", 1, qid=7)])
     assert parse_answer(answers[0])[0] == 7
     assert parse_answer(answers[0])[3][0][2] == bytes([192, 0, 2, 7])
+    assert len(upstream.queries) == 1 and len(upstream.tcp_queries) == 1
 
 
 def test_bare_managed_domain_is_forwarded(server, upstream):
