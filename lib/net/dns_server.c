@@ -2,8 +2,9 @@
  * dns_server.c - UDP + TCP DNS responder with upstream forwarding.
  *
  * Invariants: every forwarded query is one struct pending, linked in the
- * server's list, owning its connected UDP socket, its two events and a copy
- * of the client's query; finish_pending() is its only destructor. A pending
+ * server's list, owning its upstream transport (a connected UDP socket and its
+ * read event, or a TCP bufferevent when the client asked over TCP), its timer
+ * and a copy of the client's query; finish_pending() is its only destructor. A pending
  * query remembers the TCP connection that asked; closing that connection
  * clears the pointer (the answer is then dropped), so no pointer dangles.
  * s->in and s->out are scratch buffers used synchronously within one
@@ -42,8 +43,9 @@ struct tcp_conn {
 struct pending {
     struct lk_dns_server *s;
     struct pending *prev, *next;
-    int fd;
-    struct event ev_read;
+    int fd;                     /* UDP to the upstream, or -1 */
+    struct event ev_read;       /* on fd; assigned only when fd != -1 */
+    struct bufferevent *up_bev; /* TCP to the upstream, or NULL */
     struct event ev_timer;
     uint16_t upstream_id;
     uint8_t *query; /* the client's query, client id */
@@ -187,9 +189,13 @@ static void finish_pending(struct pending *p)
     struct lk_dns_server *s = p->s;
     struct tcp_conn *c = p->conn;
 
-    event_del(&p->ev_read);
+    if (p->up_bev != NULL) {
+        bufferevent_free(p->up_bev);
+    } else {
+        event_del(&p->ev_read);
+        close(p->fd);
+    }
     event_del(&p->ev_timer);
-    close(p->fd);
     if (p->prev != NULL)
         p->prev->next = p->next;
     else
@@ -237,22 +243,6 @@ static bool answer_matches(const struct pending *p, const uint8_t *r, size_t n)
     return ok;
 }
 
-/* Relays an upstream answer too big for a UDP client as its header and
- * question with TC set. */
-static size_t truncate_answer(uint8_t *r, size_t n)
-{
-    struct lk_dns_msg *m = lk_xmalloc(sizeof(*m));
-    size_t end = LK_DNS_HEADER_LEN;
-    if (lk_dns_parse(r, n, m) == 0 && m->n_question == 1)
-        end = m->question_end;
-    else
-        r[4] = r[5] = 0;
-    free(m);
-    r[2] |= LK_DNS_FLAG_TC >> 8;
-    memset(r + 6, 0, 6);
-    return end;
-}
-
 static void on_upstream_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct pending *p = arg;
@@ -275,37 +265,106 @@ static void on_upstream_readable(evutil_socket_t fd, short what, void *arg)
         memcpy(s->in, p->query, 2); /* the client's id */
         size_t len = (size_t)n;
         if (!p->via_tcp && len > p->udp_limit)
-            len = truncate_answer(s->in, len);
+            len = lk_dns_truncate(s->in, len); /* header, question, OPT; TC set */
         deliver(p, s->in, len);
         finish_pending(p);
         return;
     }
 }
 
-static int start_forward(struct lk_dns_server *s, struct pending *p)
+/* Reads the upstream's framed answers (RFC 7766 §8); the first one for our
+ * question is relayed (the stream goes to a TCP client, no truncation). */
+static void on_upstream_tcp_read(struct bufferevent *bev, void *arg)
+{
+    struct pending *p = arg;
+    struct lk_dns_server *s = p->s;
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    for (;;) {
+        uint8_t hdr[2];
+        if (evbuffer_copyout(in, hdr, 2) != 2)
+            return;
+        size_t n = ((size_t)hdr[0] << 8) | hdr[1];
+        if (evbuffer_get_length(in) < 2 + n)
+            return;
+        evbuffer_drain(in, 2);
+        evbuffer_remove(in, s->in, n);
+        if (!answer_matches(p, s->in, n))
+            continue;               /* not an answer to our question: keep waiting, as on UDP */
+        memcpy(s->in, p->query, 2); /* the client's id */
+        deliver(p, s->in, n);
+        finish_pending(p);
+        return;
+    }
+}
+
+static void on_upstream_tcp_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct pending *p = arg;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    /* Refused, reset, or closed before an answer: as a UDP failure. */
+    LK_LOG(DEBUG, "dns: upstream TCP connection failed; answering SERVFAIL");
+    servfail(p->s, p, p->query, p->qlen, LK_DNS_TCP_MAX);
+    finish_pending(p);
+}
+
+/* Sends the query in s->out over UDP on a fresh connected socket. */
+static int send_upstream_udp(struct lk_dns_server *s, struct pending *p)
 {
     p->fd = socket(s->upstream.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (p->fd == -1)
         return LK_EIO;
     if (connect(p->fd, (const struct sockaddr *)&s->upstream, s->upstream_len) == -1)
         return LK_EIO;
-    uint8_t id[2];
-    /* The process's ChaCha20 generator: no OpenSSL DRBG started for DNS. */
-    lk_rng_os_fill(NULL, id, sizeof(id));
-    p->upstream_id = (uint16_t)((id[0] << 8) | id[1]);
-    memcpy(s->out, p->query, p->qlen);
-    memcpy(s->out, id, 2);
     ssize_t rc;
     do {
         rc = send(p->fd, s->out, p->qlen, 0);
     } while (rc == -1 && errno == EINTR);
     if (rc == -1)
         return LK_EIO;
+    event_assign(&p->ev_read, s->base, p->fd, EV_READ | EV_PERSIST, on_upstream_readable, p);
+    event_add(&p->ev_read, NULL);
+    return 0;
+}
+
+/* Sends the query in s->out over a new TCP connection, length-prefixed (RFC
+ * 1035 §4.2.2, RFC 7766 §5: a query that came over TCP is forwarded over TCP,
+ * so answers too big for UDP come through). */
+static int send_upstream_tcp(struct lk_dns_server *s, struct pending *p)
+{
+    p->up_bev = bufferevent_socket_new(s->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (p->up_bev == NULL)
+        return LK_EIO;
+    /* The callbacks are set once connect has returned: libevent runs the
+     * event callback from inside a connect that fails at once. A refusal
+     * noticed later arrives as an event on the loop. */
+    if (bufferevent_socket_connect(p->up_bev, (struct sockaddr *)&s->upstream,
+                                   (int)s->upstream_len) != 0)
+        return LK_EIO;
+    uint8_t len[2] = { (uint8_t)(p->qlen >> 8), (uint8_t)p->qlen };
+    bufferevent_write(p->up_bev, len, 2);
+    bufferevent_write(p->up_bev, s->out, p->qlen);
+    bufferevent_setcb(p->up_bev, on_upstream_tcp_read, NULL, on_upstream_tcp_event, p);
+    bufferevent_enable(p->up_bev, EV_READ);
+    return 0;
+}
+
+static int start_forward(struct lk_dns_server *s, struct pending *p)
+{
+    uint8_t id[2];
+    /* The process's ChaCha20 generator: no OpenSSL DRBG started for DNS. */
+    lk_rng_os_fill(NULL, id, sizeof(id));
+    p->upstream_id = (uint16_t)((id[0] << 8) | id[1]);
+    memcpy(s->out, p->query, p->qlen);
+    memcpy(s->out, id, 2);
+    int rc = p->via_tcp ? send_upstream_tcp(s, p) : send_upstream_udp(s, p);
+    if (rc != 0)
+        return rc;
     struct timeval tv = { (time_t)(s->timeout_ms / 1000),
                           (suseconds_t)(s->timeout_ms % 1000) * 1000 };
-    event_assign(&p->ev_read, s->base, p->fd, EV_READ | EV_PERSIST, on_upstream_readable, p);
     evtimer_assign(&p->ev_timer, s->base, on_upstream_timeout, p);
-    event_add(&p->ev_read, NULL);
     event_add(&p->ev_timer, &tv);
     return 0;
 }
@@ -327,6 +386,8 @@ static void forward(struct lk_dns_server *s, const uint8_t *q, size_t qlen, size
     p->qlen = qlen;
     if (!s->has_upstream || s->n_pending >= LK_DNS_MAX_PENDING || start_forward(s, p) != 0) {
         servfail(s, p, q, qlen, cap);
+        if (p->up_bev != NULL)
+            bufferevent_free(p->up_bev);
         if (p->fd != -1)
             close(p->fd);
         free(p->query);

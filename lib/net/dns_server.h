@@ -4,12 +4,14 @@
  * One server listens on UDP and TCP on the same address and port. Each query
  * is handed to the pure lk_dns_answer() with the zones the owner provides at
  * that moment (a callback, so sessions registered later are seen at once).
- * Names outside every managed domain are forwarded over UDP to one upstream:
- * the configured "A:P", or else the first nameserver of /etc/resolv.conf that
- * is not this server itself. Each forwarded query gets its own connected UDP
- * socket (a fresh source port) and a random id; the answer is relayed with the
- * client's id restored. No upstream, or no answer within the timeout (2 s by
- * default), gives the client SERVFAIL.
+ * Names outside every managed domain are forwarded to one upstream: the
+ * configured "A:P", or else the first nameserver of /etc/resolv.conf that is
+ * not this server itself. A query that came over UDP goes over UDP, on its own
+ * connected socket (a fresh source port); one that came over TCP goes over its
+ * own TCP connection (RFC 7766 §5), so answers too big for UDP resolve. Each
+ * forwarded query gets a random id; the answer is relayed with the client's
+ * id restored. No upstream, a refused or closed connection, or no answer
+ * within the timeout (2 s by default) gives the client SERVFAIL.
  *
  * TCP queries use the 2-byte length prefix of RFC 7766; connections are
  * limited in number, in queries in flight, in buffered output and in idle

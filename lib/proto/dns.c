@@ -258,6 +258,7 @@ struct reply {
     bool tc;
     bool with_question;
     bool want_a, want_aaaa;
+    const char *soa_zone; /* owner of the SOA of a negative answer, or NULL */
 };
 
 static void put_address_rr(struct writer *w, uint16_t type, const uint8_t *addr, size_t addr_len)
@@ -268,6 +269,47 @@ static void put_address_rr(struct writer *w, uint16_t type, const uint8_t *addr,
     put32(w, LK_DNS_TTL);
     put16(w, (unsigned)addr_len);
     put(w, addr, addr_len);
+}
+
+/* The SOA of a negative answer (RFC 2308 §3): owned by the managed domain,
+ * which is a suffix of the question name, so the owner is a pointer into the
+ * echoed question (keeping its case). Fixed values: MNAME "localhost.",
+ * RNAME "hostmaster.localhost.", serial 1, and TTL = MINIMUM = LK_DNS_TTL,
+ * so a name registered later is not denied for longer than a stopped session
+ * still resolves (RFC 2308 §5, DESIGN §2.9). */
+static void put_soa_rr(struct writer *w, const struct lk_dns_msg *m, const char *zone)
+{
+    static const uint8_t mname[] = "\x09localhost";
+    static const uint8_t rname[] = "\x0ahostmaster\x09localhost";
+    size_t zone_labels = 0, skip = 1;
+    for (const char *c = zone; *c != '\0'; c++)
+        zone_labels += *c == '.';
+    zone_labels += zone[0] != '\0';
+    for (const char *c = m->qname; *c != '\0'; c++)
+        skip += *c == '.';
+    skip -= zone_labels; /* the caller checked that qname is below zone */
+    size_t off = LK_DNS_HEADER_LEN;
+    for (; skip > 0 && off < w->len; skip--)
+        off += 1u + w->out[off];
+    if (off >= w->len) {
+        w->overflow = true; /* cannot happen; never point outside the question */
+        return;
+    }
+    if (w->out[off] == 0)
+        put8(w, 0); /* the root */
+    else
+        put16(w, 0xC000 | (unsigned)off);
+    put16(w, LK_DNS_T_SOA);
+    put16(w, LK_DNS_CLASS_IN);
+    put32(w, LK_DNS_TTL);
+    put16(w, (unsigned)(sizeof(mname) + sizeof(rname) + 20));
+    put(w, mname, sizeof(mname)); /* the string's NUL is the root label */
+    put(w, rname, sizeof(rname));
+    put32(w, 1);          /* SERIAL */
+    put32(w, 3600);       /* REFRESH */
+    put32(w, 600);        /* RETRY */
+    put32(w, 86400);      /* EXPIRE */
+    put32(w, LK_DNS_TTL); /* MINIMUM: the negative TTL */
 }
 
 static void write_reply(const uint8_t *query, size_t qlen, const struct lk_dns_msg *m,
@@ -284,12 +326,13 @@ static void write_reply(const uint8_t *query, size_t qlen, const struct lk_dns_m
         flags |= LK_DNS_FLAG_TC;
     bool edns = m != NULL && m->has_edns;
     unsigned n_an = r->tc ? 0 : (unsigned)r->want_a + (unsigned)r->want_aaaa;
+    bool soa = !r->tc && r->with_question && r->soa_zone != NULL;
 
     put(w, query, 2);
     put16(w, flags);
     put16(w, r->with_question ? 1 : 0);
     put16(w, n_an);
-    put16(w, 0);
+    put16(w, soa ? 1 : 0);
     put16(w, edns ? 1 : 0);
     if (r->with_question) {
         /* The question parsed when m was built: its name is rewritten
@@ -302,11 +345,14 @@ static void write_reply(const uint8_t *query, size_t qlen, const struct lk_dns_m
         put_address_rr(w, LK_DNS_T_A, v4, sizeof(v4));
     if (n_an > 0 && r->want_aaaa)
         put_address_rr(w, LK_DNS_T_AAAA, v6, sizeof(v6));
+    if (soa && !w->overflow)
+        put_soa_rr(w, m, r->soa_zone);
     if (edns) {
         put8(w, 0);
         put16(w, LK_DNS_T_OPT);
         put16(w, LK_DNS_OUR_EDNS_SIZE);
-        put32(w, (uint32_t)((r->rcode >> 4) & 0xFF) << 24);
+        /* Extended rcode; the query's DO bit copied (RFC 3225 §3). */
+        put32(w, (uint32_t)((r->rcode >> 4) & 0xFF) << 24 | (m->edns_do ? 0x8000u : 0));
         put16(w, 0);
     }
 }
@@ -328,26 +374,54 @@ static int emit(const uint8_t *query, size_t qlen, const struct lk_dns_msg *m, s
     return LK_EPARSE;
 }
 
-static bool in_list(const char *name, const char *const *list, size_t n)
+/* The first entry of list that name is at or under, or NULL. */
+static const char *find_in_list(const char *name, const char *const *list, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (list[i] != NULL && lk_dns_name_at_or_under(name, list[i]))
-            return true;
+            return list[i];
     }
-    return false;
+    return NULL;
+}
+
+/* The longest managed domain that name lies strictly below, or NULL: the
+ * zone whose SOA a negative answer carries. */
+static const char *enclosing_domain(const char *name, const struct lk_dns_zones *z)
+{
+    const char *best = NULL;
+    for (size_t i = 0; i < z->n_domains; i++) {
+        const char *d = z->domains[i];
+        if (d != NULL && lk_dns_name_at_or_under(name, d) &&
+            !lk_str_ieq(lk_str_c(name), lk_str_c(d)) && (best == NULL || strlen(d) > strlen(best)))
+            best = d;
+    }
+    return best;
+}
+
+/* True for a question about one of our names that we refuse: classes other
+ * than IN and ANY (our zones are class IN) and zone transfers, which have no
+ * zone to send (RFC 5936 §2.2.1: REFUSED when a transfer is not allowed). */
+static bool refused_here(const struct lk_dns_msg *m)
+{
+    return (m->qclass != LK_DNS_CLASS_IN && m->qclass != LK_DNS_CLASS_ANY) ||
+           m->qtype == LK_DNS_T_AXFR || m->qtype == LK_DNS_T_IXFR;
 }
 
 /* Fills r for a well-formed standard query; false means "forward". */
 static bool decide(const struct lk_dns_msg *m, const struct lk_dns_zones *z, struct reply *r)
 {
-    if (in_list(m->qname, z->names, z->n_names)) {
-        if (m->qclass != LK_DNS_CLASS_IN && m->qclass != LK_DNS_CLASS_ANY) {
+    const char *registered = find_in_list(m->qname, z->names, z->n_names);
+    if (registered != NULL) {
+        if (refused_here(m)) {
             r->rcode = LK_DNS_REFUSED;
             return true;
         }
         r->aa = true;
         r->want_a = m->qtype == LK_DNS_T_A || m->qtype == LK_DNS_T_ANY;
         r->want_aaaa = m->qtype == LK_DNS_T_AAAA || m->qtype == LK_DNS_T_ANY;
+        /* NODATA: the SOA of the session's {domain} (RFC 2308 §2.2, §3). */
+        if (!r->want_a && !r->want_aaaa)
+            r->soa_zone = enclosing_domain(registered, z);
         return true;
     }
     /* A managed domain itself ("example.com", the shared deployment) is
@@ -356,9 +430,15 @@ static bool decide(const struct lk_dns_msg *m, const struct lk_dns_zones *z, str
         if (z->domains[i] != NULL && lk_str_ieq(lk_str_c(m->qname), lk_str_c(z->domains[i])))
             return false;
     }
-    if (in_list(m->qname, z->domains, z->n_domains)) {
+    const char *zone = enclosing_domain(m->qname, z);
+    if (zone != NULL) {
+        if (refused_here(m)) {
+            r->rcode = LK_DNS_REFUSED;
+            return true;
+        }
         r->aa = true;
         r->rcode = LK_DNS_NXDOMAIN;
+        r->soa_zone = zone; /* RFC 2308 §3 */
         return true;
     }
     return false;
@@ -401,6 +481,39 @@ int lk_dns_build_error(const uint8_t *query, size_t qlen, int rcode, uint8_t *ou
         return emit(query, qlen, NULL, r, out, outcap);
     r.with_question = m.n_question == 1;
     return emit(query, qlen, &m, r, out, outcap);
+}
+
+size_t lk_dns_truncate(uint8_t *msg, size_t len)
+{
+    struct lk_dns_msg m;
+    if (len < LK_DNS_HEADER_LEN)
+        return len;
+    bool ok = lk_dns_parse(msg, len, &m) == 0 && m.n_question == 1;
+    msg[2] |= LK_DNS_FLAG_TC >> 8;
+    msg[4] = 0;
+    msg[5] = ok ? 1 : 0;
+    memset(msg + 6, 0, 6);
+    if (!ok)
+        return LK_DNS_HEADER_LEN;
+    /* The question bytes stay where they were; the OPT, which followed
+     * them, fits behind them. */
+    struct writer w = { msg, len, m.question_end, false };
+    if (m.has_edns && len - m.question_end >= 11) {
+        put8(&w, 0);
+        put16(&w, LK_DNS_T_OPT);
+        put16(&w, m.edns_udp_size);
+        put32(&w, (uint32_t)m.edns_ext_rcode << 24 | (uint32_t)m.edns_version << 16 |
+                      (m.edns_do ? 0x8000u : 0));
+        put16(&w, 0);
+        msg[11] = 1;
+    }
+    /* A question name pointing into the header bytes just rewritten may no
+     * longer read: then the header alone. */
+    if (lk_dns_parse(msg, w.len, &m) != 0) {
+        msg[5] = msg[11] = 0;
+        return LK_DNS_HEADER_LEN;
+    }
+    return w.len;
 }
 
 size_t lk_dns_udp_limit(const uint8_t *query, size_t qlen)

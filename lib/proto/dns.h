@@ -65,6 +65,8 @@ enum lk_dns_type {
     LK_DNS_T_TXT = 16,
     LK_DNS_T_AAAA = 28,
     LK_DNS_T_OPT = 41,
+    LK_DNS_T_IXFR = 251,
+    LK_DNS_T_AXFR = 252,
     LK_DNS_T_ANY = 255,
 };
 
@@ -140,9 +142,16 @@ bool lk_dns_name_at_or_under(const char *name, const char *zone);
 /* The responder decision for one raw query (DESIGN §2.9):
  *   - a name at or under a registered name: A 127.0.0.1 / AAAA ::1 (TTL
  *     LK_DNS_TTL; ANY gets both), NODATA (NOERROR, no records) for other
- *     types, REFUSED for classes other than IN and ANY; authoritative;
- *   - other names at or under a managed domain: NXDOMAIN, authoritative;
- *   - every other name: return LK_DNS_FORWARD and write nothing.
+ *     types; authoritative;
+ *   - other names below a managed domain: NXDOMAIN, authoritative;
+ *   - in both cases REFUSED (not authoritative) for classes other than IN
+ *     and ANY and for zone transfers (AXFR, IXFR);
+ *   - every other name, the managed domains themselves included: return
+ *     LK_DNS_FORWARD and write nothing.
+ * NXDOMAIN and NODATA carry one SOA in the authority section (RFC 2308 §3):
+ * owned by the longest managed domain above the name (for NODATA, above the
+ * registered name; none when there is no such domain), MNAME "localhost.",
+ * RNAME "hostmaster.localhost.", serial 1, TTL and MINIMUM LK_DNS_TTL.
  * Malformed queries with a readable header get FORMERR, opcodes other than
  * QUERY get NOTIMP, EDNS versions above 0 get BADVERS. The answer echoes the
  * question bytes as received (case kept) and carries an OPT record when the
@@ -162,6 +171,15 @@ int lk_dns_answer(const uint8_t *query, size_t qlen, const struct lk_dns_zones *
  * Used by the server for SERVFAIL when no upstream answers. Returns the
  * length (> 0) or LK_EPARSE (qlen < 12 or outcap < 12). */
 int lk_dns_build_error(const uint8_t *query, size_t qlen, int rcode, uint8_t *out, size_t outcap);
+
+/* Cuts the response msg (len bytes) in place to what a UDP client gets when
+ * the whole does not fit: the header with TC set and no records, the
+ * question, and the OPT record when msg had one (RFC 6891 §7: header,
+ * question and OPT; the OPT keeps the payload size, extended rcode, version
+ * and DO bit, not its options). A msg that does not parse, or has other than
+ * one question, keeps its header alone (QDCOUNT 0). Returns the new length
+ * (never more than len; len itself when len < 12). */
+size_t lk_dns_truncate(uint8_t *msg, size_t len);
 
 /* The largest UDP answer the sender of this raw query accepts: its EDNS
  * payload size clamped to [512, LK_DNS_EDNS_MAX], or 512 without EDNS or when

@@ -87,38 +87,84 @@ def tcp_ask(port, packets, timeout=3.0):
 
 
 class FakeUpstream:
-    """A loopback DNS server answering every A query with 192.0.2.7 (TTL 33),
-    or never answering when silent."""
+    """A loopback DNS server on UDP and TCP (one port) answering every A
+    query with 192.0.2.7 (TTL 33): "big.*" gets 40 records (> 512 bytes).
+    silent: never answers. udp_tc: UDP answers are header + question with TC
+    set (RFC 1035 §4.2.1), so only TCP carries the records. tcp=False: the
+    TCP port is bound but not listening (connections are refused)."""
 
-    def __init__(self, silent=False):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+    def __init__(self, silent=False, host="127.0.0.1", udp_tc=False, tcp=True):
+        for _ in range(20):  # until TCP gets the port UDP got
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind((host, 0))
+            self.port = self.sock.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                self.tcp.bind((host, self.port))
+                break
+            except OSError:
+                self.sock.close()
+                self.tcp.close()
+        else:
+            raise OSError("no port free for both UDP and TCP")
+        if tcp:
+            self.tcp.listen(16)
         self.silent = silent
+        self.udp_tc = udp_tc
+        self.serve_tcp = tcp
         self.queries = []
+        self.tcp_queries = []
         self.stop = False
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
+    def answer(self, data, truncated):
+        qend = skip_name(data, 12) + 4
+        count = 40 if data[13:16] == b"big" else 1
+        if truncated:
+            return data[:2] + struct.pack(">HHHHH", 0x8380, 1, 0, 0, 0) + data[12:qend]
+        edns = data[10:12] == b"\0\1"  # the query's OPT: answer with one (4096, DO)
+        head = data[:2] + struct.pack(">HHHHH", 0x8180, 1, count, 0, 1 if edns else 0)
+        rr = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 33, 4) + bytes([192, 0, 2, 7])
+        opt = b"\0" + struct.pack(">HHIH", 41, 4096, 0x8000, 0) if edns else b""
+        return head + data[12:qend] + rr * count + opt
+
     def run(self):
+        socks = [self.sock] + ([self.tcp] if self.serve_tcp else [])
         while not self.stop:
-            r, _, _ = select.select([self.sock], [], [], 0.1)
-            if not r:
-                continue
-            data, peer = self.sock.recvfrom(65535)
-            self.queries.append(data)
-            if self.silent:
-                continue
-            qend = skip_name(data, 12) + 4
-            count = 40 if data[13:16] == b"big" else 1
-            head = data[:2] + struct.pack(">HHHHH", 0x8180, 1, count, 0, 0)
-            rr = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 33, 4) + bytes([192, 0, 2, 7])
-            self.sock.sendto(head + data[12:qend] + rr * count, peer)
+            r, _, _ = select.select(socks, [], [], 0.1)
+            if self.sock in r:
+                data, peer = self.sock.recvfrom(65535)
+                self.queries.append(data)
+                if not self.silent:
+                    self.sock.sendto(self.answer(data, self.udp_tc), peer)
+            if self.tcp in r:
+                conn, _ = self.tcp.accept()
+                threading.Thread(target=self.run_tcp, args=(conn,), daemon=True).start()
+
+    def run_tcp(self, conn):
+        with conn:
+            conn.settimeout(5)
+            try:
+                while True:
+                    head = conn.recv(2, socket.MSG_WAITALL)
+                    if len(head) < 2:
+                        return
+                    n = struct.unpack(">H", head)[0]
+                    data = conn.recv(n, socket.MSG_WAITALL)
+                    self.tcp_queries.append(data)
+                    if self.silent:
+                        continue
+                    msg = self.answer(data, False)
+                    conn.sendall(struct.pack(">H", len(msg)) + msg)
+            except OSError:
+                return
 
     def close(self):
         self.stop = True
         self.thread.join(timeout=2)
         self.sock.close()
+        self.tcp.close()
 
 
 class DnsServe:
@@ -200,6 +246,43 @@ def test_udp_rcodes(server, name, qtype, rcode, n_answers):
     assert len(records) == n_answers
 
 
+@pytest.mark.parametrize("name,qtype,rcode,owner", [
+    ("nope.example.com", "A", "NXDOMAIN", "example.com."),
+    ("a.b.Other.COM", "AAAA", "NXDOMAIN", "Other.COM."),
+    ("tiny-cow.example.com", "MX", "NOERROR", "example.com."),
+    ("x.quiet-fox.other.com", "TXT", "NOERROR", "other.com."),
+])
+def test_negative_answers_carry_soa(server, name, qtype, rcode, owner):
+    """RFC 2308 §3: NXDOMAIN under a managed domain and NODATA at a
+    registered name carry the managed domain's SOA in the authority section
+    (TTL and MINIMUM 60, DESIGN §2.9), so resolvers cache them negatively."""
+    out = dig(server.port, name, qtype, "+norecurse", "+noall", "+comments", "+authority")
+    assert f"status: {rcode}" in out, out
+    assert "flags: qr aa" in out and "ANSWER: 0, AUTHORITY: 1" in out, out
+    soa = [line.split() for line in out.splitlines() if "\tSOA\t" in line]
+    assert soa == [[owner, "60", "IN", "SOA", "localhost.", "hostmaster.localhost.", "1", "3600",
+                    "600", "86400", "60"]], out
+
+
+def test_positive_and_forwarded_answers_carry_no_soa(server):
+    for name in ["tiny-cow.example.com", "www.example.org"]:
+        q = build_query(name, 1)
+        answer = udp_ask(server.port, q)
+        assert struct.unpack(">H", answer[8:10])[0] == 0  # NSCOUNT
+        assert parse_answer(answer)[2] == 0
+
+
+def test_zone_transfers_of_our_names_are_refused(server, upstream):
+    """No zone to transfer (RFC 5936 §2.2.1): AXFR/IXFR of a managed name
+    gets REFUSED, over TCP as dig asks, with no records; nothing forwarded."""
+    answers = tcp_ask(server.port, [build_query(NAMES[0], 252, qid=1),
+                                    build_query("nope.example.com", 251, qid=2)])
+    got = [parse_answer(a) for a in answers]
+    assert [(qid, rc, records) for qid, _, rc, records, _ in got] == [(1, 5, []), (2, 5, [])]
+    assert struct.unpack(">H", answers[0][8:10])[0] == 0
+    assert upstream.queries == [] and upstream.tcp_queries == []
+
+
 def test_edns_answer_has_opt(server):
     q = build_query("tiny-cow.example.com", 1, edns=4096)
     _, _, rc, records, arcount = parse_answer(udp_ask(server.port, q))
@@ -215,10 +298,11 @@ def test_forwarding_to_upstream(server, upstream):
     assert rc == 0 and records == [(1, 33, bytes([192, 0, 2, 7]))]
     assert len(upstream.queries) == 1
     assert upstream.queries[0][2:] == q[2:]  # same question, own id
-    # Over TCP too (forwarded over UDP, relayed on the stream).
+    # Over TCP too (forwarded over TCP, RFC 7766 §5).
     answers = tcp_ask(server.port, [build_query("a.example.net", 1, qid=7)])
     assert parse_answer(answers[0])[0] == 7
     assert parse_answer(answers[0])[3][0][2] == bytes([192, 0, 2, 7])
+    assert len(upstream.queries) == 1 and len(upstream.tcp_queries) == 1
 
 
 def test_bare_managed_domain_is_forwarded(server, upstream):
@@ -406,6 +490,65 @@ def test_udp_truncation_of_big_upstream_answers(server, upstream):
     assert parse_answer(answer)[0] == 6 and len(parse_answer(answer)[3]) == 40
 
 
+def test_udp_truncation_keeps_the_opt_record(server, upstream):
+    """RFC 6891 §7: a truncated answer to an EDNS query is the header, the
+    question and an OPT record (the upstream's, its options left out)."""
+    q = build_query("big.example.org", 1, qid=8, edns=600)
+    answer = udp_ask(server.port, q)
+    qid, flags, rc, records, arcount = parse_answer(answer)
+    assert (qid, rc) == (8, 0) and flags & 0x0200 and records == []
+    assert arcount == 1 and len(answer) == len(q)
+    assert answer[-11:] == b"\0" + struct.pack(">HHIH", 41, 4096, 0x8000, 0)
+
+
+def test_tcp_queries_are_forwarded_over_tcp(linkup_bin, env):
+    """RFC 7766 §5, RFC 1035 §4.2.2: a query that came over TCP is forwarded
+    over TCP, so an answer too big for UDP resolves through the responder. The
+    stand-in answers UDP with TC and no records, TCP with 40 A records; a UDP
+    client gets the TC answer as it is and retries over TCP (dig does)."""
+    up = FakeUpstream(host="127.0.0.6", udp_tc=True)
+    s = DnsServe(linkup_bin, env, ["--dns-upstream", f"127.0.0.6:{up.port}"])
+    try:
+        q = build_query("big.example.org", 1, qid=9)
+        (answer,) = tcp_ask(s.port, [q])
+        qid, flags, rc, records, _ = parse_answer(answer)
+        assert (qid, rc) == (9, 0) and not flags & 0x0200
+        assert records == [(1, 33, bytes([192, 0, 2, 7]))] * 40
+        assert up.queries == [] and len(up.tcp_queries) == 1
+        assert up.tcp_queries[0][2:] == q[2:]  # same question, own id
+        # UDP in, UDP out: the TC answer is relayed unchanged.
+        qid, flags, rc, records, _ = parse_answer(udp_ask(s.port, build_query(
+            "big.example.org", 1, qid=10)))
+        assert (qid, rc) == (10, 0) and flags & 0x0200 and records == []
+        assert len(up.queries) == 1 and len(up.tcp_queries) == 1
+        # dig over TCP, and dig over UDP retrying over TCP on TC.
+        assert dig(s.port, "+tcp", "big.example.org", "A", "+short").split() == ["192.0.2.7"] * 40
+        out = dig(s.port, "+time=2", "big.example.org", "A", "+short")
+        assert out.split() == ["192.0.2.7"] * 40, out
+        assert len(up.queries) == 2 and len(up.tcp_queries) == 3
+    finally:
+        s.close()
+        up.close()
+
+
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_tcp_forward_failure_is_servfail(linkup_bin, env, kind):
+    """An upstream that refuses TCP, or accepts and never answers, gives the
+    TCP client SERVFAIL (at once, or at the forwarding timeout), as a UDP
+    failure does; the responder keeps serving."""
+    up = FakeUpstream(host="127.0.0.6", tcp=kind != "refused", silent=kind == "silent")
+    s = DnsServe(linkup_bin, env, ["--dns-upstream", f"127.0.0.6:{up.port}"])
+    try:
+        answers = tcp_ask(s.port, [build_query("www.example.org", 1, qid=12),
+                                   build_query(NAMES[0], 1, qid=13)], timeout=8)
+        assert sorted((parse_answer(a)[0], parse_answer(a)[2]) for a in answers) == [(12, 2),
+                                                                                    (13, 0)]
+        assert up.queries == []
+    finally:
+        s.close()
+        up.close()
+
+
 def test_server_dns_upstream_off_means_no_forwarding(linkup_bin, env, tmp_path):
     """`linkup server --dns-upstream off` (the value its usage admits) starts
     the responder without forwarding: outside names get SERVFAIL, registered
@@ -426,6 +569,10 @@ def test_server_dns_upstream_off_means_no_forwarding(linkup_bin, env, tmp_path):
             _, _, rc, records, _ = parse_answer(udp_ask(port, build_query("off-cow.example.com",
                                                                           1)))
             assert rc == 0 and len(records) == 1
+            # RFC 2308 §3: the session's domain owns the SOA of negative answers.
+            for name, qtype in [("nobody.example.com", "A"), ("off-cow.example.com", "TXT")]:
+                out = dig(port, name, qtype, "+noall", "+authority")
+                assert out.split()[:4] == ["example.com.", "60", "IN", "SOA"], out
         finally:
             code, _ = lk.stop_gracefully(s)
         assert code == 0, open(s.log_path).read()

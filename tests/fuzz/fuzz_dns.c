@@ -5,7 +5,10 @@
  * Invariants checked: parsing stays inside the input; an answer never
  * exceeds the capacity it was given (tried at 12, 512 and 4096 bytes), always
  * parses, carries the query id, is a response, and never has more than two
- * answer records; truncated answers have TC and no records.
+ * answer records or more than one authority record (the SOA of a negative
+ * answer, never beside answers); truncated answers have TC and no records.
+ * lk_dns_truncate() of the input stays within it and parses, TC set, with at
+ * most the question and an OPT record.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,8 +42,11 @@ static void answer_with_cap(const uint8_t *data, size_t size, size_t cap)
         check(memcmp(out, data, 2) == 0);
         check((m->flags & LK_DNS_FLAG_QR) != 0);
         check(m->n_answer <= 2);
+        check(m->n_authority <= 1); /* the SOA of a negative answer */
+        if (m->n_authority == 1)
+            check(m->n_answer == 0 && m->n_question == 1);
         if (m->flags & LK_DNS_FLAG_TC)
-            check(m->n_answer == 0);
+            check(m->n_answer == 0 && m->n_authority == 0);
         free(m);
     }
     free(out);
@@ -102,5 +108,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int n = lk_dns_build_error(data, size, LK_DNS_SERVFAIL, err, sizeof(err));
     check(n == -3 || (n >= 12 && (size_t)n <= sizeof(err)));
     check_names(data, size);
+    if (size >= LK_DNS_HEADER_LEN && size <= LK_DNS_TCP_MAX) {
+        uint8_t *copy = malloc(size);
+        struct lk_dns_msg *t = malloc(sizeof(*t));
+        check(copy != NULL && t != NULL);
+        memcpy(copy, data, size);
+        size_t tn = lk_dns_truncate(copy, size);
+        check(tn >= LK_DNS_HEADER_LEN && tn <= size);
+        check(lk_dns_parse(copy, tn, t) == 0 && t->parsed_len == tn);
+        check((t->flags & LK_DNS_FLAG_TC) && t->n_answer == 0 && t->n_authority == 0);
+        check(t->n_question <= 1 && t->n_additional <= 1);
+        free(t);
+        free(copy);
+    }
     return 0;
 }

@@ -43,6 +43,12 @@ static const struct answer_case answer_cases[] = {
     { "notexample.com", LK_DNS_T_A, FWD, 0, false },
     { "com", LK_DNS_T_A, FWD, 0, false },
     { "", LK_DNS_T_NS, FWD, 0, false },
+    /* Zone transfers of our names are refused; others are forwarded. */
+    { "tiny-cow.example.com", LK_DNS_T_AXFR, LK_DNS_REFUSED, 0, false },
+    { "x.tiny-cow.example.com", LK_DNS_T_IXFR, LK_DNS_REFUSED, 0, false },
+    { "nope.example.com", LK_DNS_T_AXFR, LK_DNS_REFUSED, 0, false },
+    { "example.com", LK_DNS_T_AXFR, FWD, 0, false },
+    { "example.org", LK_DNS_T_AXFR, FWD, 0, false },
 };
 
 static void test_answer_table(void)
@@ -70,7 +76,8 @@ static void test_answer_table(void)
         CHECK_INT_EQ(m.n_question, 1);
         CHECK_INT_EQ(m.qtype, c->qtype);
         CHECK_INT_EQ(m.n_answer, c->n_answers);
-        CHECK_INT_EQ(m.n_authority, 0);
+        /* RFC 2308 §3: NXDOMAIN and NODATA carry the zone's SOA. */
+        CHECK_INT_EQ(m.n_authority, m.n_answer == 0 && c->rcode != LK_DNS_REFUSED ? 1 : 0);
         for (size_t k = 0; k < m.n_rrs; k++) {
             CHECK_STR_EQ(m.rrs[k].name, m.qname);
             CHECK_INT_EQ(m.rrs[k].ttl, 60);
@@ -124,6 +131,19 @@ static void test_edns(void)
     CHECK_INT_EQ(lk_dns_udp_limit(q, (size_t)qlen), 4096);
     qlen = lk_dns_build_query(1, "x.org", LK_DNS_T_A, 0, q, sizeof(q));
     CHECK_INT_EQ(lk_dns_udp_limit(q, (size_t)qlen), 512);
+
+    /* RFC 3225 §3: the query's DO bit is copied into the answer's OPT, on
+     * answers and on errors alike; no DO, no DO. */
+    CHECK(!m.edns_do);
+    qlen = lk_dns_build_query(1, "nope.example.com", LK_DNS_T_A, 1232, q, sizeof(q));
+    q[qlen - 4] = 0x80; /* OPT TTL byte 3: DO */
+    n = lk_dns_answer(q, (size_t)qlen, &zones, out, sizeof(out));
+    CHECK_INT_EQ(lk_dns_parse(out, (size_t)n, &m), 0);
+    CHECK(m.edns_do);
+    CHECK_INT_EQ(LK_DNS_RCODE(m.flags), LK_DNS_NXDOMAIN);
+    n = lk_dns_build_error(q, (size_t)qlen, LK_DNS_SERVFAIL, out, sizeof(out));
+    CHECK_INT_EQ(lk_dns_parse(out, (size_t)n, &m), 0);
+    CHECK(m.edns_do);
 
     /* EDNS version 1 gets BADVERS (extended rcode 16 = ext 1, low bits 0). */
     qlen = lk_dns_build_query(2, "tiny-cow.example.com", LK_DNS_T_A, 1232, q, sizeof(q));
@@ -321,6 +341,206 @@ static void test_name_at_or_under(void)
     CHECK(!lk_dns_name_at_or_under("example.co", "example.com"));
 }
 
+/* The authority section of a parsed answer: the single SOA record's owner,
+ * TTL, MNAME, RNAME and the five numbers (RFC 1035 §3.3.13). Returns false
+ * when there is none or it does not read. */
+struct soa {
+    char owner[LK_DNS_NAME_TEXT_MAX], mname[LK_DNS_NAME_TEXT_MAX], rname[LK_DNS_NAME_TEXT_MAX];
+    uint32_t ttl, serial, refresh, retry, expire, minimum;
+    size_t owner_off; /* where the owner's wire form starts */
+};
+
+static bool read_soa(const uint8_t *p, size_t len, const struct lk_dns_msg *m, struct soa *soa)
+{
+    size_t off = m->question_end, next;
+    for (size_t i = 0; i < m->n_answer; i++) {
+        if (lk_dns_read_name(p, len, off, soa->owner, &next) != 0 || len - next < 10)
+            return false;
+        off = next + 10 + (size_t)((p[next + 8] << 8) | p[next + 9]);
+    }
+    if (m->n_authority != 1 || lk_dns_read_name(p, len, off, soa->owner, &next) != 0 ||
+        len - next < 10)
+        return false;
+    soa->owner_off = off;
+    if (p[off] >= 0xC0)
+        soa->owner_off = (size_t)(((p[off] & 0x3F) << 8) | p[off + 1]);
+    if (((p[next] << 8) | p[next + 1]) != LK_DNS_T_SOA || ((p[next + 2] << 8) | p[next + 3]) != 1)
+        return false;
+    soa->ttl = (uint32_t)p[next + 4] << 24 | (uint32_t)p[next + 5] << 16 |
+               (uint32_t)p[next + 6] << 8 | p[next + 7];
+    size_t rdlen = (size_t)((p[next + 8] << 8) | p[next + 9]), rd = next + 10;
+    if (rdlen > len - rd || lk_dns_read_name(p, rd + rdlen, rd, soa->mname, &next) != 0 ||
+        lk_dns_read_name(p, rd + rdlen, next, soa->rname, &next) != 0 || rd + rdlen - next != 20)
+        return false;
+    uint32_t *v[5] = { &soa->serial, &soa->refresh, &soa->retry, &soa->expire, &soa->minimum };
+    for (int i = 0; i < 5; i++, next += 4)
+        *v[i] = (uint32_t)p[next] << 24 | (uint32_t)p[next + 1] << 16 | (uint32_t)p[next + 2] << 8 |
+                p[next + 3];
+    return true;
+}
+
+struct soa_case {
+    const char *name;
+    uint16_t qtype;
+    int rcode;
+    const char *owner; /* NULL: no SOA */
+};
+
+static const char *const nested_names[] = { "tiny-cow.api.example.com", "tiny-cow.example.com",
+                                            "lonely.test" };
+static const char *const nested_domains[] = { "example.com", "api.example.com" };
+static const struct lk_dns_zones nested = { nested_names, 3, nested_domains, 2 };
+
+static const struct soa_case soa_cases[] = {
+    { "other-cow.example.com", LK_DNS_T_A, LK_DNS_NXDOMAIN, "example.com" },
+    { "a.b.c.example.com", LK_DNS_T_AAAA, LK_DNS_NXDOMAIN, "example.com" },
+    { "x.api.example.com", LK_DNS_T_A, LK_DNS_NXDOMAIN, "api.example.com" },
+    { "tiny-cow.example.com", LK_DNS_T_MX, LK_DNS_NOERROR, "example.com" },
+    { "a.tiny-cow.example.com", LK_DNS_T_TXT, LK_DNS_NOERROR, "example.com" },
+    { "tiny-cow.api.example.com", LK_DNS_T_SOA, LK_DNS_NOERROR, "api.example.com" },
+    { "b.tiny-cow.api.example.com", LK_DNS_T_CNAME, LK_DNS_NOERROR, "api.example.com" },
+    { "tiny-cow.example.com", LK_DNS_T_A, LK_DNS_NOERROR, NULL },
+    { "tiny-cow.example.com", LK_DNS_T_ANY, LK_DNS_NOERROR, NULL },
+    /* A registered name below no managed domain: no zone to name. */
+    { "lonely.test", LK_DNS_T_MX, LK_DNS_NOERROR, NULL },
+};
+
+/* RFC 2308 §3, §5: NXDOMAIN and NODATA answers for managed names carry one
+ * SOA in the authority section, owned by the managed domain (the longest
+ * that matches), TTL and MINIMUM 60 (DESIGN §2.9), so resolvers cache the
+ * negative answer for as long as a positive one. */
+static void test_negative_answers_carry_soa(void)
+{
+    for (size_t i = 0; i < sizeof(soa_cases) / sizeof(soa_cases[0]); i++) {
+        const struct soa_case *c = &soa_cases[i];
+        uint8_t q[512], out[512];
+        int qlen = lk_dns_build_query(1, c->name, c->qtype, i & 1 ? 1232 : 0, q, sizeof(q));
+        int n = lk_dns_answer(q, (size_t)qlen, &nested, out, sizeof(out));
+        struct lk_dns_msg m;
+        CHECK(n > 0 && lk_dns_parse(out, (size_t)n, &m) == 0);
+        if (n <= 0)
+            continue;
+        if (LK_DNS_RCODE(m.flags) != c->rcode)
+            fprintf(stderr, "  case %s\n", c->name);
+        CHECK_INT_EQ(LK_DNS_RCODE(m.flags), c->rcode);
+        CHECK_INT_EQ(m.has_edns, (i & 1) != 0);
+        struct soa soa;
+        if (c->owner == NULL) {
+            CHECK_INT_EQ(m.n_authority, 0);
+            continue;
+        }
+        CHECK(m.flags & LK_DNS_FLAG_AA);
+        CHECK_INT_EQ(m.n_answer, 0);
+        bool has_soa = read_soa(out, (size_t)n, &m, &soa);
+        CHECK(has_soa);
+        if (!has_soa) {
+            fprintf(stderr, "  case %s\n", c->name);
+            continue;
+        }
+        CHECK_STR_EQ(soa.owner, c->owner);
+        CHECK_STR_EQ(soa.mname, "localhost");
+        CHECK_STR_EQ(soa.rname, "hostmaster.localhost");
+        CHECK_INT_EQ(soa.ttl, LK_DNS_TTL);
+        CHECK_INT_EQ(soa.serial, 1);
+        CHECK(soa.refresh > 0 && soa.retry > 0 && soa.expire > soa.refresh);
+        CHECK_INT_EQ(soa.minimum, LK_DNS_TTL);
+        /* The owner points into the echoed question. */
+        CHECK(soa.owner_off > 12 && soa.owner_off < m.question_end);
+    }
+
+    /* The owner keeps the query's case (it is the question's own suffix). */
+    uint8_t q[512], out[512];
+    int qlen = lk_dns_build_query(2, "No-Cow.API.Example.COM", LK_DNS_T_A, 0, q, sizeof(q));
+    int n = lk_dns_answer(q, (size_t)qlen, &nested, out, sizeof(out));
+    struct lk_dns_msg m;
+    struct soa soa;
+    CHECK(n > 0 && lk_dns_parse(out, (size_t)n, &m) == 0);
+    CHECK(read_soa(out, (size_t)n, &m, &soa));
+    CHECK_STR_EQ(soa.owner, "api.example.com");
+    CHECK_MEM_EQ(out + soa.owner_off, 17,
+                 "\x03"
+                 "API\x07"
+                 "Example\x03"
+                 "COM\x00",
+                 17);
+
+    /* Without room for the SOA: header and question with TC, nothing else. */
+    qlen = lk_dns_build_query(3, "nope.example.com", LK_DNS_T_A, 0, q, sizeof(q));
+    int full = lk_dns_answer(q, (size_t)qlen, &zones, out, sizeof(out));
+    n = lk_dns_answer(q, (size_t)qlen, &zones, out, (size_t)full - 1);
+    CHECK_INT_EQ(n, qlen);
+    CHECK(n > 0 && lk_dns_parse(out, (size_t)n, &m) == 0);
+    CHECK(m.flags & LK_DNS_FLAG_TC);
+    CHECK_INT_EQ(m.n_authority, 0);
+
+    /* Other answers carry none: forwarded errors, REFUSED, FORMERR. */
+    qlen = lk_dns_build_query(4, "nope.example.com", LK_DNS_T_A, 0, q, sizeof(q));
+    n = lk_dns_build_error(q, (size_t)qlen, LK_DNS_SERVFAIL, out, sizeof(out));
+    CHECK(n > 0 && lk_dns_parse(out, (size_t)n, &m) == 0);
+    CHECK_INT_EQ(m.n_authority, 0);
+    /* Classes other than IN and ANY are REFUSED, below a registered name
+     * or not. */
+    for (int i = 0; i < 2; i++) {
+        qlen = lk_dns_build_query(5, i ? "nope.example.com" : "tiny-cow.example.com", LK_DNS_T_MX,
+                                  0, q, sizeof(q));
+        q[qlen - 1] = 3; /* class CH */
+        n = lk_dns_answer(q, (size_t)qlen, &zones, out, sizeof(out));
+        CHECK(n > 0 && lk_dns_parse(out, (size_t)n, &m) == 0);
+        CHECK_INT_EQ(LK_DNS_RCODE(m.flags), LK_DNS_REFUSED);
+        CHECK_INT_EQ(m.n_authority, 0);
+    }
+}
+
+/* RFC 6891 §7: a relayed answer cut for UDP keeps header, question and OPT. */
+static void test_truncate_relayed_answer(void)
+{
+    uint8_t msg[1024];
+    struct lk_dns_msg m;
+    for (int edns = 0; edns < 2; edns++) {
+        int qlen = lk_dns_build_query(0x77, "Big.Example.org", LK_DNS_T_A, 0, msg, sizeof(msg));
+        size_t len = (size_t)qlen;
+        msg[2] = 0x81; /* QR, RD; RA, NXDOMAIN-less rcode 0 */
+        msg[3] = 0x80;
+        msg[7] = 40;
+        for (int i = 0; i < 40; i++) {
+            static const uint8_t rr[] = { 0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 33, 0, 4, 192, 0, 2, 7 };
+            memcpy(msg + len, rr, sizeof(rr));
+            len += sizeof(rr);
+        }
+        if (edns) {
+            /* OPT: size 4096, extended rcode 1, version 0, DO, one option. */
+            static const uint8_t opt[] = { 0, 0, 41, 0x10, 0, 1, 0, 0x80, 0, 0, 4, 0, 10, 0, 0 };
+            memcpy(msg + len, opt, sizeof(opt));
+            len += sizeof(opt);
+            msg[11] = 1;
+        }
+        CHECK_INT_EQ(lk_dns_parse(msg, len, &m), 0);
+        size_t n = lk_dns_truncate(msg, len);
+        CHECK_INT_EQ(n, (size_t)qlen + (edns ? 11 : 0));
+        CHECK_INT_EQ(lk_dns_parse(msg, n, &m), 0);
+        CHECK_INT_EQ(m.parsed_len, n);
+        CHECK_INT_EQ(m.id, 0x77);
+        CHECK(m.flags & LK_DNS_FLAG_TC);
+        CHECK(m.flags & LK_DNS_FLAG_QR);
+        CHECK_INT_EQ(m.n_question, 1);
+        CHECK_STR_EQ(m.qname, "big.example.org");
+        CHECK_INT_EQ(m.n_answer + m.n_authority, 0);
+        CHECK_INT_EQ(m.has_edns, edns != 0);
+        if (edns) {
+            CHECK_INT_EQ(m.edns_udp_size, 4096);
+            CHECK_INT_EQ(m.edns_ext_rcode, 1);
+            CHECK(m.edns_do);
+        }
+    }
+    /* Not parseable: the header alone. */
+    uint8_t junk[20] = { 1, 2, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 0x3F, 'a' };
+    CHECK_INT_EQ(lk_dns_truncate(junk, sizeof(junk)), 12);
+    CHECK_INT_EQ(lk_dns_parse(junk, 12, &m), 0);
+    CHECK_INT_EQ(m.n_question + m.n_answer + m.n_additional, 0);
+    CHECK(m.flags & LK_DNS_FLAG_TC);
+    CHECK_INT_EQ(lk_dns_truncate(junk, 5), 5);
+}
+
 int main(void)
 {
     RUN(test_answer_table);
@@ -333,5 +553,7 @@ int main(void)
     RUN(test_escapes_and_pointers);
     RUN(test_error_builder);
     RUN(test_name_at_or_under);
+    RUN(test_negative_answers_carry_soa);
+    RUN(test_truncate_relayed_answer);
     return DONE();
 }

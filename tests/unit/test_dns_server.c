@@ -235,6 +235,119 @@ static void test_timeout_gives_servfail(void)
     teardown(&f);
 }
 
+/* Reads one length-prefixed message from the TCP socket fd, running the loop
+ * meanwhile; returns its length (without the prefix) or -1. */
+static ssize_t pump_recv_framed(struct event_base *base, int fd, uint8_t *buf, size_t cap)
+{
+    size_t got = 0;
+    while (got < 2 || got < 2 + (size_t)((buf[0] << 8) | buf[1])) {
+        ssize_t n = pump_recv(base, fd, buf + got, cap - got);
+        if (n <= 0)
+            return -1;
+        got += (size_t)n;
+    }
+    size_t len = (size_t)((buf[0] << 8) | buf[1]);
+    memmove(buf, buf + 2, len);
+    return (ssize_t)len;
+}
+
+static int tcp_connect(const struct sockaddr_in *to)
+{
+    int t = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(t, (const struct sockaddr *)to, sizeof(*to)) != 0) {
+        close(t);
+        return -1;
+    }
+    return t;
+}
+
+static void send_framed(int fd, const uint8_t *msg, size_t len)
+{
+    uint8_t hdr[2] = { (uint8_t)(len >> 8), (uint8_t)len };
+    CHECK_INT_EQ(send(fd, hdr, 2, 0), 2);
+    CHECK_INT_EQ(send(fd, msg, len, 0), (ssize_t)len);
+}
+
+/* RFC 7766 §5: a query that came over TCP is forwarded over TCP. A refused
+ * connection gives SERVFAIL at once (the 30 s timeout never runs out here); an
+ * answer of any size is relayed whole with the client's id. */
+static void test_tcp_queries_are_forwarded_over_tcp(void)
+{
+    struct fixture f;
+    CHECK_INT_EQ(setup(&f, true, 30000), 0);
+    struct sockaddr_in up_addr;
+    socklen_t up_len = sizeof(up_addr);
+    getsockname(f.upstream_fd, (struct sockaddr *)&up_addr, &up_len);
+    int lst = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (bind(lst, (struct sockaddr *)&up_addr, up_len) != 0) {
+        close(lst); /* the upstream's port is taken for TCP: nothing to test */
+        teardown(&f);
+        return;
+    }
+    uint8_t q[512], r[8192];
+    int qlen = lk_dns_build_query(0x0A0B, "big.example.org", LK_DNS_T_A, 0, q, sizeof(q));
+    struct lk_dns_msg m;
+
+    /* Bound but not listening: the connection is refused. */
+    int t = tcp_connect(&f.addr);
+    CHECK(t != -1);
+    send_framed(t, q, (size_t)qlen);
+    ssize_t n = pump_recv_framed(f.base, t, r, sizeof(r));
+    CHECK(n > 0 && lk_dns_parse(r, (size_t)n, &m) == 0);
+    CHECK_INT_EQ(m.id, 0x0A0B);
+    CHECK_INT_EQ(LK_DNS_RCODE(m.flags), LK_DNS_SERVFAIL);
+
+    /* Listening: the query arrives framed with its own id; a 100-record
+     * answer (1.6 KB, more than UDP carries) comes back whole. */
+    CHECK_INT_EQ(listen(lst, 4), 0);
+    send_framed(t, q, (size_t)qlen);
+    int a = -1;
+    for (int i = 0; i < 3000 && a == -1; i++) {
+        event_base_loop(f.base, EVLOOP_NONBLOCK);
+        a = accept4(lst, NULL, NULL, SOCK_NONBLOCK);
+        if (a == -1)
+            usleep(1000);
+    }
+    CHECK(a != -1);
+    if (a == -1)
+        goto out;
+    uint8_t up[8192];
+    n = pump_recv_framed(f.base, a, up, sizeof(up));
+    CHECK_INT_EQ(n, qlen);
+    if (n != qlen)
+        goto out;
+    CHECK_MEM_EQ(up + 2, (size_t)qlen - 2, q + 2, (size_t)qlen - 2);
+    uint8_t ans[4096];
+    size_t len = (size_t)qlen;
+    memcpy(ans, up, len);
+    ans[2] = 0x81;
+    ans[3] = 0x80;
+    ans[7] = 100; /* ANCOUNT */
+    for (int i = 0; i < 100; i++) {
+        static const uint8_t rr[] = { 0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 33, 0, 4, 192, 0, 2, 7 };
+        memcpy(ans + len, rr, sizeof(rr));
+        len += sizeof(rr);
+    }
+    send_framed(a, ans, len);
+    n = pump_recv_framed(f.base, t, r, sizeof(r));
+    CHECK_INT_EQ(n, (ssize_t)len);
+    CHECK(n > 0 && lk_dns_parse(r, (size_t)n, &m) == 0);
+    CHECK_INT_EQ(m.id, 0x0A0B);
+    CHECK_INT_EQ(m.n_answer, 100);
+    CHECK_INT_EQ(LK_DNS_RCODE(m.flags), LK_DNS_NOERROR);
+
+    /* One more left in flight when the server is freed. */
+    send_framed(t, q, (size_t)qlen);
+    for (int i = 0; i < 20; i++)
+        event_base_loop(f.base, EVLOOP_NONBLOCK);
+out:
+    if (a != -1)
+        close(a);
+    close(t);
+    close(lst);
+    teardown(&f);
+}
+
 static void test_bad_addresses(void)
 {
     struct event_base *base = event_base_new();
@@ -262,6 +375,7 @@ int main(void)
     RUN(test_udp_and_tcp_answers);
     RUN(test_forwarding_rewrites_the_id);
     RUN(test_timeout_gives_servfail);
+    RUN(test_tcp_queries_are_forwarded_over_tcp);
     RUN(test_bad_addresses);
     return DONE();
 }
