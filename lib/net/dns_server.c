@@ -28,6 +28,7 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "net/accept_guard.h"
 #include "net/addr.h"
 #include "net/log.h"
 #include "net/rng_os.h"
@@ -62,6 +63,7 @@ struct lk_dns_server {
     int udp_fd;
     struct event ev_udp;
     struct evconnlistener *listener;
+    struct lk_accept_guard guard; /* accept(2) failures (EMFILE ...): pause */
     struct sockaddr_storage addr;
     socklen_t addr_len;
     struct sockaddr_storage upstream;
@@ -521,6 +523,13 @@ static void on_tcp_event(struct bufferevent *bev, short what, void *arg)
     tcp_close(c);
 }
 
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct lk_dns_server *s = arg;
+    (void)l;
+    lk_accept_guard_failed(&s->guard, EVUTIL_SOCKET_ERROR());
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
@@ -619,16 +628,23 @@ int lk_dns_server_new(struct event_base *base, const struct lk_dns_server_opts *
         return LK_EIO;
     }
     s->listener = evconnlistener_new(base, on_accept, s, LEV_OPT_CLOSE_ON_FREE, 64, tcp);
-    if (s->listener == NULL || setup_upstream(s, opts) != 0) {
-        int rc = s->listener == NULL ? LK_EIO : LK_EINVAL;
+    char name[64];
+    lk_addr_format((const struct sockaddr *)&s->addr, name, sizeof(name));
+    int rc =
+        s->listener == NULL ? LK_EIO : lk_accept_guard_init(&s->guard, base, s->listener, name);
+    if (rc == 0 && setup_upstream(s, opts) != 0)
+        rc = LK_EINVAL;
+    if (rc != 0) {
         if (s->listener == NULL)
             close(tcp);
         else
             evconnlistener_free(s->listener);
+        lk_accept_guard_release(&s->guard);
         close(s->udp_fd);
         free(s);
         return rc;
     }
+    evconnlistener_set_error_cb(s->listener, on_accept_error);
     event_assign(&s->ev_udp, base, s->udp_fd, EV_READ | EV_PERSIST, on_udp_readable, s);
     event_add(&s->ev_udp, NULL);
     *out = s;
@@ -645,6 +661,7 @@ void lk_dns_server_free(struct lk_dns_server *s)
         finish_pending(s->pending);
     event_del(&s->ev_udp);
     close(s->udp_fd);
+    lk_accept_guard_release(&s->guard);
     evconnlistener_free(s->listener);
     free(s);
 }

@@ -4,6 +4,7 @@
 real resolver)."""
 import os
 import random
+import resource
 import select
 import shutil
 import signal
@@ -168,13 +169,13 @@ class FakeUpstream:
 
 
 class DnsServe:
-    def __init__(self, linkup_bin, env, extra=()):
+    def __init__(self, linkup_bin, env, extra=(), preexec_fn=None):
         args = [linkup_bin, "dns-serve", "--dns", "127.0.0.1:0"]
         for n in NAMES:
             args += ["--name", n]
         args += list(extra)
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
         ready, _, _ = select.select([self.proc.stdout], [], [], 10)
         assert ready, "dns-serve printed nothing"
         line = self.proc.stdout.readline()
@@ -182,11 +183,13 @@ class DnsServe:
         self.port = int(line.rsplit(":", 1)[1])
 
     def close(self):
+        """SIGTERM; must exit 0. Returns its stderr."""
         assert self.proc.poll() is None, "dns-serve died: " + self.proc.stderr.read()
         self.proc.send_signal(signal.SIGTERM)
         rc = self.proc.wait(timeout=10)
         err = self.proc.stderr.read()
         assert rc == 0, err
+        return err
 
 
 @pytest.fixture
@@ -578,3 +581,34 @@ def test_server_dns_upstream_off_means_no_forwarding(linkup_bin, env, tmp_path):
         assert code == 0, open(s.log_path).read()
     finally:
         w.close()
+
+
+def test_out_of_descriptors_pauses_the_tcp_listener(linkup_bin, env):
+    """accept(2) failing with EMFILE (RLIMIT_NOFILE 32, hard too) pauses the
+    TCP listener and logs a line now and then (lib/net/accept_guard.c), as on
+    the HTTP listeners; before, it spun writing "Error from accept() call"
+    until its stderr pipe filled and it blocked. UDP keeps answering, and TCP
+    again once descriptors are free."""
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+
+    s = DnsServe(linkup_bin, env, ["--dns-upstream", "off"], preexec_fn=low_limit)
+    socks = []
+    try:
+        for _ in range(48):
+            socks.append(socket.create_connection(("127.0.0.1", s.port), timeout=3))
+        time.sleep(1)
+        ans = udp_ask(s.port, build_query("tiny-cow.example.com", 1))
+        assert ans is not None and len(parse_answer(ans)[3]) == 1
+        for c in socks:
+            c.close()
+        socks = []
+        time.sleep(0.3)
+        (ans,) = tcp_ask(s.port, [build_query("tiny-cow.example.com", 1)], timeout=5)
+        assert len(parse_answer(ans)[3]) == 1
+    finally:
+        for c in socks:
+            c.close()
+        err = s.close()
+    assert "accept failed: Too many open files" in err, err[-2000:]
+    assert err.count("accept failed") <= 3 and "Error from accept() call" not in err, err[-2000:]
