@@ -97,8 +97,10 @@ def test_non_101_answer_is_passed_through(server):
             body += sock.recv(4096)
         assert body == b"no websocket here"
         # Unchanged (SPEC §5.4 step 3): exactly the upstream's headers, no
-        # CORS defaults added (those are for proxied 101s and HTTP, §3.9).
-        assert sorted(h) == ["content-length", "content-type"], headers
+        # CORS defaults added (those are for proxied 101s and HTTP, §3.9);
+        # only the Date a forwarded response without one gets (RFC 9110
+        # §6.6.1, as the original's hyper adds it).
+        assert sorted(h) == ["content-length", "content-type", "date"], headers
         assert h["content-type"] == "text/plain"
 
 
@@ -117,7 +119,8 @@ REFUSAL = (b"HTTP/1.1 401 Unauthorized\r\n"
 def test_refused_upgrade_keeps_every_upstream_header(linkup_bin, env, tmp_path, worker):
     """A refusal with repeated and CORS-like headers of its own reaches the
     client as the upstream sent it: same status line, same headers in the
-    same order (Connection is hop-by-hop), same body, nothing added."""
+    same order (Connection is hop-by-hop), same body, nothing added but the
+    Date it lacked (RFC 9110 §6.6.1)."""
     up = lk.ScriptedUpstream(REFUSAL, host="127.0.0.2")
     srv = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
                                 "token123", log_path=str(tmp_path / "server.log"))
@@ -134,7 +137,8 @@ def test_refused_upgrade_keeps_every_upstream_header(linkup_bin, env, tmp_path, 
                 rest += chunk
         assert status == "HTTP/1.1 401 Unauthorized", status
         assert up.count == 1
-        got = [(k.lower(), v) for k, v in headers if k.lower() != "connection"]
+        got = [(k.lower(), v) for k, v in headers if k.lower() not in ("connection", "date")]
+        assert [k.lower() for k, _ in headers].count("date") == 1, headers
         assert got == [("content-type", "application/json"),
                        ("set-cookie", "a=1; Path=/"),
                        ("set-cookie", "b=2; HttpOnly"),
