@@ -334,7 +334,7 @@ int local_server_run(const struct local_opts *o)
     memset(&ls, 0, sizeof(ls));
     signal(SIGPIPE, SIG_IGN);
     lk_nofile_raise(); /* accept_guard.h */
-    lk_heap_tune(); /* docs/performance.md finding 13 */
+    lk_heap_tune();    /* docs/performance.md finding 13 */
     ls.base = event_base_new();
     if (!ls.base) {
         fprintf(stderr, "Exited with error: cannot create the event loop\n");

@@ -477,7 +477,7 @@ int cmd_worker(int argc, char **argv, struct cli_ctx *ctx)
     lk_log_set_level(level);
     signal(SIGPIPE, SIG_IGN);
     lk_nofile_raise(); /* accept_guard.h */
-    lk_heap_tune(); /* docs/performance.md finding 13 */
+    lk_heap_tune();    /* docs/performance.md finding 13 */
     memset(&run, 0, sizeof(run));
     run.base = event_base_new();
     if (run.base == NULL)
