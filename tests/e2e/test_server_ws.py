@@ -29,13 +29,18 @@ def ws_upstream():
     u.close()
 
 
-@pytest.fixture
-def server(linkup_bin, env, tmp_path, worker, ws_upstream):
+def ws_server(linkup_bin, env, tmp_path, worker, url):
+    """A local server with session ws-session: example.com -> frontend at url."""
     s = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
                               "token123", log_path=str(tmp_path / "server.log"))
-    body = lk.session_body("ws-session", {"frontend": ws_upstream.url},
-                           [("example.com", "frontend", None)])
+    body = lk.session_body("ws-session", {"frontend": url}, [("example.com", "frontend", None)])
     assert lk.post_json(s.addrs["HTTP"], "/linkup/sessions/tunneled", body).status == 200
+    return s
+
+
+@pytest.fixture
+def server(linkup_bin, env, tmp_path, worker, ws_upstream):
+    s = ws_server(linkup_bin, env, tmp_path, worker, ws_upstream.url)
     yield s
     code, _ = lk.stop_gracefully(s)
     assert code == 0, open(s.log_path).read()
@@ -122,12 +127,8 @@ def test_refused_upgrade_keeps_every_upstream_header(linkup_bin, env, tmp_path, 
     same order (Connection is hop-by-hop), same body, nothing added but the
     Date it lacked (RFC 9110 §6.6.1)."""
     up = lk.ScriptedUpstream(REFUSAL, host="127.0.0.2")
-    srv = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
-                                "token123", log_path=str(tmp_path / "server.log"))
+    srv = ws_server(linkup_bin, env, tmp_path, worker, up.url)
     try:
-        body = lk.session_body("ws-session", {"frontend": up.url},
-                               [("example.com", "frontend", None)])
-        assert lk.post_json(srv.addrs["HTTP"], "/linkup/sessions/tunneled", body).status == 200
         sock, status, headers, rest = handshake(srv.addrs["HTTP"])
         with sock:
             while len(rest) < 20:
@@ -156,12 +157,8 @@ def test_websocket_to_dead_upstream_is_502(linkup_bin, env, tmp_path, worker):
     with socket.socket() as s:
         s.bind(("127.0.0.2", 0))
         dead = s.getsockname()[1]
-    srv = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
-                                "token123", log_path=str(tmp_path / "server.log"))
+    srv = ws_server(linkup_bin, env, tmp_path, worker, f"http://127.0.0.2:{dead}")
     try:
-        body = lk.session_body("ws-session", {"frontend": f"http://127.0.0.2:{dead}"},
-                               [("example.com", "frontend", None)])
-        assert lk.post_json(srv.addrs["HTTP"], "/linkup/sessions/tunneled", body).status == 200
         sock, status, headers, rest = handshake(srv.addrs["HTTP"])
         sock.close()
         assert status.startswith("HTTP/1.1 502"), status
@@ -186,12 +183,8 @@ def test_websocket_101_a_client_handshake_rejects_is_502(linkup_bin, env, tmp_pa
     §4.2.2) fails on a 101 without Upgrade: websocket or with a
     Sec-WebSocket-Accept that is not the one of the key sent."""
     up = lk.ScriptedUpstream(("HTTP/1.1 101 Switching Protocols\r\n" + reply + "\r\n").encode())
-    srv = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
-                                "token123", log_path=str(tmp_path / "server.log"))
+    srv = ws_server(linkup_bin, env, tmp_path, worker, up.url)
     try:
-        body = lk.session_body("ws-session", {"frontend": up.url},
-                               [("example.com", "frontend", None)])
-        assert lk.post_json(srv.addrs["HTTP"], "/linkup/sessions/tunneled", body).status == 200
         sock, status, headers, rest = handshake(srv.addrs["HTTP"])
         with sock:
             assert status.startswith("HTTP/1.1 502"), status
@@ -223,12 +216,8 @@ def test_websocket_101_hop_by_hop_headers_are_not_relayed(linkup_bin, env, tmp_p
                               f"Sec-WebSocket-Accept: {accept}\r\n"
                               "Sec-WebSocket-Protocol: chat\r\n"
                               "my-special-header: special-value\r\n\r\n").encode())
-    srv = lk.spawn_local_server(linkup_bin, env, "--worker-url", worker.url, "--worker-token",
-                                "token123", log_path=str(tmp_path / "server.log"))
+    srv = ws_server(linkup_bin, env, tmp_path, worker, up.url)
     try:
-        body = lk.session_body("ws-session", {"frontend": up.url},
-                               [("example.com", "frontend", None)])
-        assert lk.post_json(srv.addrs["HTTP"], "/linkup/sessions/tunneled", body).status == 200
         sock, status, headers, rest = handshake(srv.addrs["HTTP"])
         sock.close()
         assert status.startswith("HTTP/1.1 101"), status
