@@ -12,9 +12,9 @@ import pytest
 
 import lk
 from raw_fronts import fronts, upstream  # noqa: F401 (fixtures)
-from test_h2_websocket import (DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, RST,
+from test_h2_websocket import (ACK, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PREFACE, RST,
                                SETTINGS, WINDOW_UPDATE, frame, hpack)
-from test_h2_websocket_edges import H2D
+from test_h2_websocket_edges import H2D, HpackDecoder
 
 PRIORITY, PING, CONTINUATION = 2, 6, 9
 PADDED, PRIORITY_FLAG = 0x8, 0x20
@@ -412,3 +412,43 @@ def quick_fronts(linkup_bin, tmp_path_factory, upstream):
 @pytest.fixture(params=("server", "worker"))
 def quick(request, quick_fronts):
     return quick_fronts(request.param)
+
+
+class Stingy(H2D):
+    """H2D over a socket that already sent its preface and SETTINGS, which
+    gives no window back."""
+
+    def __init__(self, sock):
+        self.hd, self.fields = HpackDecoder(), {}
+        self.sock, self.buf, self.data, self.ended, self.server_settings = \
+            sock, b"", {}, set(), {}
+
+    def _note(self, ftype, flags, sid, payload):
+        if ftype == HEADERS:
+            self.fields[sid] = self.hd.decode(payload)
+        if ftype == SETTINGS and not flags & ACK:
+            self.sock.sendall(frame(SETTINGS, ACK, 0))
+        if ftype == DATA:
+            self.data[sid] = self.data.get(sid, b"") + payload
+        if ftype in (DATA, HEADERS) and flags & END_STREAM:
+            self.ended.add(sid)
+
+
+@pytest.mark.parametrize("closed", ("stream", "connection"))
+def test_window_never_opened_ends_the_stream(quick, upstream, closed):
+    """A client that never opens its receive window (the stream's: initial
+    window 0; or the connection's: never a WINDOW_UPDATE) while 1 MiB comes:
+    the send timeout resets the stream (CANCEL) and the connection goes on."""
+    s = socket.create_connection(quick.addr, timeout=10)
+    window = 0 if closed == "stream" else 1 << 20
+    s.sendall(PREFACE + frame(SETTINGS, 0, 0, (4).to_bytes(2, "big") + window.to_bytes(4, "big")) +
+              frame(HEADERS, END_HEADERS | END_STREAM, 1, hpack(req_fields(quick, "/big/1"))))
+    c = Stingy(s)
+    got = outcome(c, 1)
+    assert got == ("rst", 8), got  # CANCEL
+    assert len(c.data.get(1, b"")) < 1 << 20
+    # the connection still serves (a window for the answer this time)
+    s.sendall(frame(SETTINGS, 0, 0, (4).to_bytes(2, "big") + (1 << 20).to_bytes(4, "big")) +
+              frame(WINDOW_UPDATE, 0, 0, (1 << 24).to_bytes(4, "big")))
+    good_get(quick, c, 3, "/good")
+    s.close()
