@@ -113,6 +113,10 @@ struct h2s {
      * after its last bytes the stream is reset with CANCEL, not ended
      * (cancel_when_flushed(); cancel: the reset was submitted). */
     bool in_err, cancel;
+    /* Since when (ms, the loop's clock) the stream has response bytes the
+     * client's flow-control windows do not let out; 0: not stalled
+     * (on_stall). */
+    uint64_t stalled_since;
 };
 
 struct lk_h2_front {
@@ -126,7 +130,7 @@ struct lk_h2_front {
     struct h2s *streams;
     size_t n_streams;
     struct lk_http_header *resp_hdrs; /* parser output, resp_limits().max_headers */
-    struct event close_ev, pump_ev, idle_ev;
+    struct event close_ev, pump_ev, idle_ev, stall_ev;
     bool goaway, finishing, lingering, dead, freeing;
     char why[128];
     lk_h2_front_closed_cb *on_closed;
@@ -158,6 +162,7 @@ static void front_kill(struct lk_h2_front *f, const char *why)
     bufferevent_disable(f->bev, EV_READ | EV_WRITE);
     event_del(&f->idle_ev);
     event_del(&f->pump_ev);
+    event_del(&f->stall_ev);
     event_active(&f->close_ev, EV_TIMEOUT, 0);
 }
 
@@ -235,6 +240,18 @@ static void send_goaway(struct lk_h2_front *f)
 
 /* ---- streams ----------------------------------------------------------- */
 
+/* How often on_stall() looks for streams the client's windows hold back. */
+static void arm_stall(struct lk_h2_front *f)
+{
+    unsigned ms = f->srv->opts.send_timeout_ms / 4;
+    if (f->srv->opts.send_timeout_ms == 0 || f->dead || evtimer_pending(&f->stall_ev, NULL))
+        return;
+    if (ms < 10)
+        ms = 10;
+    struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+    evtimer_add(&f->stall_ev, &tv);
+}
+
 static struct h2s *stream_new(struct lk_h2_front *f, int32_t id)
 {
     struct h2s *s = lk_xcalloc(1, sizeof(*s));
@@ -254,6 +271,7 @@ static struct h2s *stream_new(struct lk_h2_front *f, int32_t id)
         f->streams->prev = s;
     f->streams = s;
     f->n_streams++;
+    arm_stall(f);
     /* A header block in progress: nothing else may come on the connection
      * until it ends (RFC 9113 §6.10), so it is bounded as an HTTP/1.1
      * request head is (on_idle). */
@@ -906,8 +924,10 @@ static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *fr, void *use
     (void)user;
     if (fr->hd.type == NGHTTP2_DATA) {
         struct h2s *s = nghttp2_session_get_stream_user_data(h2, fr->hd.stream_id);
-        if (s != NULL)
+        if (s != NULL) {
+            s->stalled_since = 0; /* the client takes bytes (on_stall) */
             cancel_when_flushed(s);
+        }
     }
     if ((fr->hd.type == NGHTTP2_HEADERS || fr->hd.type == NGHTTP2_DATA) &&
         (fr->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
@@ -1003,6 +1023,54 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
     flush(f);
 }
 
+static uint64_t now_ms(const struct lk_h2_front *f)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(f->srv->base, &tv);
+    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+/* The send timeout for what flow control holds back: a stream whose
+ * response bytes the client's windows (the stream's or the connection's)
+ * have not let out for the engine's send_timeout_ms
+ * (LINKUP_SEND_TIMEOUT_MS) is reset with CANCEL, its pair reset (the
+ * engine cancels the upstream), as a client that takes no byte of an
+ * HTTP/1.1 response is closed. A client that never opens its windows would
+ * otherwise hold the stream, its upstream and up to BODY_MAX for as long as
+ * it keeps the connection (RFC 9113 §10.5). */
+static void on_stall(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_h2_front *f = arg;
+    (void)fd;
+    (void)what;
+    if (f->dead || f->lingering)
+        return;
+    uint64_t now = now_ms(f);
+    bool conn_shut = nghttp2_session_get_remote_window_size(f->h2) <= 0;
+    bool reset = false;
+    for (struct h2s *s = f->streams; s != NULL; s = s->next) {
+        bool stalled =
+            s->rs != RESP_HEAD && !s->cancel && evbuffer_get_length(s->body) > 0 &&
+            (conn_shut || nghttp2_session_get_stream_remote_window_size(f->h2, s->id) <= 0);
+        if (!stalled) {
+            s->stalled_since = 0;
+        } else if (s->stalled_since == 0) {
+            s->stalled_since = now;
+        } else if (now - s->stalled_since >= f->srv->opts.send_timeout_ms) {
+            LK_CLOG(f->id, DEBUG, "http/2 stream %d: send timeout (flow control kept closed)",
+                    (int)s->id);
+            s->stalled_since = 0;
+            s->cancel = true;
+            stream_reset(s, NGHTTP2_CANCEL);
+            reset = true;
+        }
+    }
+    if (f->n_streams > 0)
+        arm_stall(f);
+    if (reset)
+        flush(f);
+}
+
 static void on_close_ev(evutil_socket_t fd, short what, void *arg)
 {
     struct lk_h2_front *f = arg;
@@ -1058,6 +1126,7 @@ struct lk_h2_front *lk_h2_front_new(struct lk_http_server *srv, struct buffereve
     event_assign(&f->close_ev, srv->base, -1, 0, on_close_ev, f);
     event_assign(&f->pump_ev, srv->base, -1, 0, on_pump_ev, f);
     evtimer_assign(&f->idle_ev, srv->base, on_idle, f);
+    evtimer_assign(&f->stall_ev, srv->base, on_stall, f);
     f->h2 = new_session(f);
     bufferevent_setcb(bev, on_read, on_write, on_event, f);
     bufferevent_setwatermark(bev, EV_READ, 0, 0);
@@ -1086,6 +1155,7 @@ void lk_h2_front_free(struct lk_h2_front *f)
     event_del(&f->close_ev);
     event_del(&f->pump_ev);
     event_del(&f->idle_ev);
+    event_del(&f->stall_ev);
     while (f->streams != NULL)
         stream_free(f->streams); /* resets the pairs: the engine cancels */
     nghttp2_session_del(f->h2);
