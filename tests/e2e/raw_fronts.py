@@ -17,20 +17,26 @@ def upstream():
     u.close()
 
 
-@pytest.fixture(scope="module")
-def fronts(linkup_bin, tmp_path_factory, upstream):
-    tmp = tmp_path_factory.mktemp("fronts")
+def front_factory(linkup_bin, tmp, upstream_url, **env_vars):
+    """Generator for a module fixture: yields get(kind), which starts one
+    lk.Front of that kind on first use (env_vars added to its environment);
+    afterwards stops them all and requires exit 0."""
     env = dict(os.environ, HOME=str(tmp), LINKUP_HOME=str(tmp / ".linkup"),
-               LINKUP_NO_UPDATE_CHECK="1")
+               LINKUP_NO_UPDATE_CHECK="1", **env_vars)
     env.pop("LINKUP_CONFIG", None)
     started = {}
 
     def get(kind):
         if kind not in started:
-            started[kind] = lk.Front(kind, linkup_bin, env, tmp, upstream.url)
+            started[kind] = lk.Front(kind, linkup_bin, env, tmp, upstream_url)
         return started[kind]
 
     yield get
     for f in started.values():
         rc = f.stop()
         assert rc == 0, f"{f.kind} exited {rc}: {f.log()[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def fronts(linkup_bin, tmp_path_factory, upstream):
+    yield from front_factory(linkup_bin, tmp_path_factory.mktemp("fronts"), upstream.url)

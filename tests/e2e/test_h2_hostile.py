@@ -5,12 +5,12 @@ stream or connection errors that never reach the upstream (RFC 9113 §8.1.1,
 §8.2, §8.3), resource abuse stays bounded (§5.1.2, §6.5.2, §6.9, §10.5),
 and odd-but-legal input still works. Raw frames; the answers' header blocks
 are decoded with libnghttp2's inflater (test_h2_websocket_edges.H2D)."""
-import os
 import socket
 
 import pytest
 
 import lk
+import raw_fronts
 from raw_fronts import fronts, upstream  # noqa: F401 (fixtures)
 from test_h2_websocket import (ACK, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PREFACE, RST,
                                SETTINGS, WINDOW_UPDATE, frame, hpack)
@@ -399,20 +399,8 @@ def test_streams_over_the_advertised_limit_are_refused(front, upstream, acked):
 @pytest.fixture(scope="module")
 def quick_fronts(linkup_bin, tmp_path_factory, upstream):
     """As raw_fronts.fronts, with LINKUP_SEND_TIMEOUT_MS=1500."""
-    tmp = tmp_path_factory.mktemp("quick")
-    env = dict(os.environ, HOME=str(tmp), LINKUP_HOME=str(tmp / ".linkup"),
-               LINKUP_NO_UPDATE_CHECK="1", LINKUP_SEND_TIMEOUT_MS="1500")
-    env.pop("LINKUP_CONFIG", None)
-    started = {}
-
-    def get(kind):
-        if kind not in started:
-            started[kind] = lk.Front(kind, linkup_bin, env, tmp, upstream.url)
-        return started[kind]
-
-    yield get
-    for f in started.values():
-        assert f.stop() == 0, f.log()[-3000:]
+    yield from raw_fronts.front_factory(linkup_bin, tmp_path_factory.mktemp("quick"),
+                                        upstream.url, LINKUP_SEND_TIMEOUT_MS="1500")
 
 
 @pytest.fixture(params=("server", "worker"))
