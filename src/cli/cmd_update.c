@@ -84,6 +84,7 @@ static int install(const struct lk_version *cur, const struct lk_release *rel, c
 
     lk_version_format(cur, &from);
     lk_version_format(&rel->version, &to);
+    cli_home_lock(); /* no `start` between the stop and the new binary */
     cli_stop_all(false);
     printf("Updating from version '%s' (%s) to '%s' (%s)...\n", from.data,
            lk_channel_name(lk_version_channel(cur)), to.data, lk_channel_name(rel->channel));
