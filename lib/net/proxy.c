@@ -827,14 +827,13 @@ static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
         bool drop;
         if (ws101) {
             /* SPEC §5.4 step 4 without the hop-by-hop fields (SPEC §3.10,
-             * RFC 9110 §7.6.1): Keep-Alive, TE, the names Connection lists,
-             * ... go; Upgrade stays, Connection is written below, and
-             * Sec-WebSocket-* stay even when listed (the handshake's). */
+             * RFC 9110 §7.6.1): Connection (written below), Keep-Alive, TE,
+             * the names Connection lists, ... go; Upgrade and Sec-WebSocket-*
+             * stay even when listed (the handshake's). */
             bool ws_field = lk_str_ieq(name, LK_STR("upgrade")) || is_sec_websocket(name);
             drop =
                 lk_str_ieq(name, LK_STR("content-length")) ||
                 lk_str_ieq(name, LK_STR("content-encoding")) ||
-                lk_str_ieq(name, LK_STR("connection")) ||
                 (!ws_field && (lk_http1_is_hop_by_hop(name) || listed_in_connection(&conn, name)));
         } else {
             drop = lk_http1_is_hop_by_hop(name) || listed_in_connection(&conn, name) ||

@@ -334,13 +334,14 @@ static void flush(struct lk_tunnel *t)
      * (a response's end, the GOAWAY) leave before the close: the write
      * callback calls again once the output is empty. */
     if (queued_out(t) == 0 && t->out_sp == NULL) {
-        char why[128];
-        if (t->goaway_error != NGHTTP2_NO_ERROR)
-            snprintf(why, sizeof(why), "http/2 protocol error: sent GOAWAY %s",
+        const char *why = t->going_away ? "closed after GOAWAY" : "closed after the peer's GOAWAY";
+        char err[128];
+        if (t->goaway_error != NGHTTP2_NO_ERROR) {
+            snprintf(err, sizeof(err), "http/2 protocol error: sent GOAWAY %s",
                      nghttp2_http2_strerror(t->goaway_error));
-        lk_tunnel_kill(t, t->goaway_error != NGHTTP2_NO_ERROR ? why
-                          : t->going_away                     ? "closed after GOAWAY"
-                                                              : "closed after the peer's GOAWAY");
+            why = err;
+        }
+        lk_tunnel_kill(t, why);
     } else
         bufferevent_setwatermark(t->bev, EV_WRITE, 0, 0);
 }

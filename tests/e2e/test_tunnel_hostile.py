@@ -131,6 +131,14 @@ def get_in_background(worker, host, timeout=10):
     return t, out
 
 
+def assert_peer_still_serves(worker, p):
+    """A request through the worker is answered by the fake local end p."""
+    t, out = get_in_background(worker, "tiny.example.com")
+    p.serve_one()
+    t.join(15)
+    assert (out["r"].status, out["r"].body) == (200, b"ok")
+
+
 def served_by_a_good_peer(worker, session, secret):
     """A well-behaved tunnel for session answers a request: 200 "ok"."""
     p = Peer(worker, session, secret)
@@ -276,10 +284,7 @@ def test_a_stream_answered_other_than_200_is_a_502_and_the_tunnel_stays(worker, 
         t.join(15)
         r = out["r"]
         assert r.status == 502 and r.text.startswith("Failed to fetch from target service: ")
-        t, out = get_in_background(worker, "tiny.example.com")
-        p.serve_one()
-        t.join(15)
-        assert (out["r"].status, out["r"].body) == (200, b"ok")
+        assert_peer_still_serves(worker, p)
     finally:
         p.close()
 
@@ -417,10 +422,7 @@ def test_invalid_upgrades_get_their_statuses_and_leave_the_live_tunnel(worker):
             for name, build, status, text in UPGRADES:
                 r = exchange_one(worker.addrs["Worker"], build(secret))
                 assert (r.status, r.body.decode("latin-1")) == (status, text), name
-        t, out = get_in_background(worker, "tiny.example.com")
-        p.serve_one()
-        t.join(15)
-        assert (out["r"].status, out["r"].body) == (200, b"ok")
+        assert_peer_still_serves(worker, p)
     finally:
         p.close()
     log = open(worker.log_path).read()
