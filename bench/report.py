@@ -9,7 +9,8 @@ one run; machine, versions and RSS are taken from the last directory.
 req/s, latencies and CPU are medians over reps; /direct, /nginx and /base are medians of
 per-rep paired ratios (same rep, back-to-back cells), which cancel most of the drift of a
 shared machine. /base compares a variant with the plain path it extends:
-worker-10k and worker-r100 and tunnel against worker, server-r100 against server.
+worker-10k and worker-r100 and tunnel against worker, server-r100 against server, nginx2 (a
+second nginx in front of the first) against nginx.
 
 A run whose latency figures cannot be right is left out of the latency medians (marked †):
 each connection has one request in flight, so wrk's mean latency × requests cannot much exceed
@@ -23,8 +24,9 @@ import re
 import statistics
 import sys
 
-BASE = {"worker-10k": "worker", "worker-r100": "worker", "server-r100": "server", "tunnel": "worker"}
-ORDER = ["direct", "nginx", "server", "worker", "tunnel", "worker-10k", "server-r100", "worker-r100"]
+BASE = {"worker-10k": "worker", "worker-r100": "worker", "server-r100": "server", "tunnel": "worker",
+        "nginx2": "nginx"}
+ORDER = ["direct", "nginx", "nginx2", "server", "worker", "tunnel", "worker-10k", "server-r100", "worker-r100"]
 WL_ORDER = ["small-c64", "small-c1", "1m-c64", "1m-c1", "tls-newconn-c16", "h2-small-c64"]
 
 
@@ -228,6 +230,15 @@ def targets_table(R, rss, out):
         out.append("| tunnel path vs direct worker path | – | not available | ≥ 0.7× |")
     else:
         out.append("| tunnel path vs direct worker path | – | %s | ≥ 0.7× |" % "; ".join(parts))
+    parts = []
+    for w in ("small-c64", "small-c1", "1m-c64", "1m-c1"):
+        r = R.ratio(w, "nginx2", "nginx")
+        if r is not None:
+            t = R.ratio(w, "tunnel", "nginx2")
+            parts.append("%s %.2f×%s" % (w, r[0], "" if t is None else " (tunnel %.2f× of it)" % t[0]))
+    if parts:
+        out.append("| reference: one more nginx hop (nginx → nginx vs nginx; the tunnel path "
+                   "against those two nginx in brackets) | – | %s | (no bar) |" % "; ".join(parts))
     vals = []
     for t in ("server", "worker"):
         r = R.ratio("h2-small-c64", t, "nginx")

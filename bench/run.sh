@@ -17,6 +17,8 @@ Starts, all on 127.0.0.1 and stopped by pid/process group at the end:
   origin      nginx (1 worker, sendfile) serving /1k (1024 B) and /1m (1 MiB) files,
               plain on --backend-port (18080) and TLS on port+360           -> target "direct"
   nginx       nginx reverse proxy, 1 worker, HTTP/1.1 keep-alive upstream  -> target "nginx"
+  nginx2      a second nginx proxy (port+3) in front of that one: one more
+              proxy hop, the machine's reference for the tunnel's bar     -> target "nginx2"
   worker      linkup worker --store sqlite:RUN/worker.db (or --store memory) -> target "worker"
   server      linkup server --http/--https 127.0.0.1:0, sessions forwarded
               to that worker                                                -> target "server"
@@ -42,8 +44,8 @@ options:
   --duration S       seconds per cell                                    [5]
   --reps N           repetitions                                         [2]
   --max-time S       budget; durations shrink to fit, watchdog at +60 s  [600]
-  --targets LIST     comma list of direct,nginx,server,worker,tunnel,worker-10k,server-r100,worker-r100
-                                                                          [all]
+  --targets LIST     comma list of direct,nginx,nginx2,server,worker,tunnel,worker-10k,server-r100,
+                     worker-r100                                          [all]
   --workloads LIST   comma list of small-c64,small-c1,1m-c64,1m-c1,tls-newconn-c16,
                      h2-small-c64 (h2load, HTTP/2 prior knowledge, 8 conns x 8 streams) [all]
   --sessions N       sessions in the worker-10k store                    [10000]
@@ -93,7 +95,7 @@ if [ -n "$SUMMARIZE" ]; then
   exec python3 "$HERE/report.py" "$SUMMARIZE" "$@"
 fi
 
-ALL_TARGETS="direct nginx server worker tunnel worker-10k server-r100 worker-r100"
+ALL_TARGETS="direct nginx nginx2 server worker tunnel worker-10k server-r100 worker-r100"
 ALL_WORKLOADS="small-c64 small-c1 1m-c64 1m-c1 tls-newconn-c16 h2-small-c64"
 TARGETS=${TARGETS_OPT:-$ALL_TARGETS}; TARGETS=${TARGETS//,/ }
 WORKLOADS=${WORKLOADS_OPT:-$ALL_WORKLOADS}; WORKLOADS=${WORKLOADS//,/ }
@@ -126,7 +128,7 @@ wl_spec() {
 applies() {
   case $2 in
     small-c64|small-c1) return 0;;
-    1m-c64|1m-c1) case $1 in direct|nginx|server|worker|tunnel) return 0;; esac; return 1;;
+    1m-c64|1m-c1) case $1 in direct|nginx|nginx2|server|worker|tunnel) return 0;; esac; return 1;;
     tls-newconn-c16) case $1 in direct|nginx|server) return 0;; esac; return 1;;
     h2-small-c64) case $1 in nginx|server|worker|tunnel) return 0;; esac; return 1;;
   esac
@@ -224,7 +226,8 @@ wait_200() { # url [curl args...]
   done
   return 1
 }
-for p in $BACKEND_PORT $((BACKEND_PORT + 1)) $((BACKEND_PORT + 2)) $((BACKEND_PORT + 360)) $((BACKEND_PORT + 361)); do
+for p in $BACKEND_PORT $((BACKEND_PORT + 1)) $((BACKEND_PORT + 2)) $((BACKEND_PORT + 3)) $((BACKEND_PORT + 4)) \
+         $((BACKEND_PORT + 360)) $((BACKEND_PORT + 361)) $((BACKEND_PORT + 362)); do
   if ss -Hltn "sport = :$p" | grep -q .; then echo "port $p already in use; refusing to start (--backend-port)" >&2; exit 2; fi
 done
 
@@ -258,9 +261,18 @@ render() { # template -> $RUN/template
 render backend.nginx.conf
 start_bg backend nginx -c "$RUN/backend.nginx.conf" -p "$RUN"
 wait_200 "http://127.0.0.1:$BACKEND_PORT/1k" || { echo "origin nginx did not start:" >&2; cat "$RUN/backend.log" >&2; exit 1; }
-if [[ " $TARGETS " == *" nginx "* ]]; then
+if [[ " $TARGETS " == *" nginx "* || " $TARGETS " == *" nginx2 "* ]]; then
   render proxy.nginx.conf
   start_bg nginx nginx -c "$RUN/proxy.nginx.conf" -p "$RUN"
+fi
+if [[ " $TARGETS " == *" nginx2 "* ]]; then
+  # The same proxy once more, its upstream the first one: what one more proxy hop costs
+  # on this machine, the reference for "tunnel vs worker" (which adds the local server).
+  sed -e "s#@RUN@#$RUN#g" -e "s#@BACKEND_PORT@#$((BACKEND_PORT + 1))#g" -e "s#@PROXY_WORKERS@#1#g" \
+      -e "s#@PORT@#$((BACKEND_PORT + 3))#g" -e "s#@H2_PORT@#$((BACKEND_PORT + 4))#g" \
+      -e "s#@TLS_PORT@#$((BACKEND_PORT + 362))#g" -e "s#nginx-proxy#nginx-proxy2#g" -e "s#/np-#/np2-#g" \
+      "$HERE/conf/proxy.nginx.conf" > "$RUN/proxy2.nginx.conf"
+  start_bg nginx2 nginx -c "$RUN/proxy2.nginx.conf" -p "$RUN"
 fi
 
 # ---------------------------------------------------------------- linkup
@@ -316,7 +328,8 @@ post() { # url json [auth] -> prints status and body
   curl -s --max-time 10 -o "$RUN/post.out" -w '%{http_code}' -X POST -H 'Content-Type: application/json' "${auth[@]}" \
     --data-binary "$2" "$1"
 }
-declare -A ADDR_OF=( [direct]="127.0.0.1:$BACKEND_PORT" [nginx]="127.0.0.1:$((BACKEND_PORT + 1))" )
+declare -A ADDR_OF=( [direct]="127.0.0.1:$BACKEND_PORT" [nginx]="127.0.0.1:$((BACKEND_PORT + 1))"
+                     [nginx2]="127.0.0.1:$((BACKEND_PORT + 3))" )
 if [ $need_server = 1 ]; then
   for s in "bench $ORIGIN 0" "rt100 $ORIGIN 100" "tunnl http://localhost:$BACKEND_PORT/ 0"; do
     read -r name loc n <<<"$s"
@@ -336,7 +349,7 @@ fi
 declare -A TLSADDR_OF=( [direct]="127.0.0.1:$((BACKEND_PORT + 360))" [nginx]="127.0.0.1:$((BACKEND_PORT + 361))" [server]="$SHADDR" )
 pids_of() { # target -> pids whose CPU counts for it
   case $1 in
-    direct) echo "${PID_OF[backend]}";; nginx) echo "${PID_OF[nginx]}";;
+    direct) echo "${PID_OF[backend]}";; nginx) echo "${PID_OF[nginx]}";; nginx2) echo "${PID_OF[nginx2]} ${PID_OF[nginx]}";;
     server|server-r100) echo "${PID_OF[server]}";; worker|worker-r100) echo "${PID_OF[worker]}";;
     worker-10k) echo "${PID_OF[worker10k]}";; tunnel) echo "${PID_OF[worker]} ${PID_OF[server]}";;
   esac

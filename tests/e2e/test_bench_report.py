@@ -63,3 +63,29 @@ def test_http2_cells_and_their_ratio(tmp_path):
             "1.25× | (no bar) |") in out
     rows = [line for line in out.splitlines() if line.startswith("| h2-small-c64 | ")]
     assert [r.split("|")[2].strip() for r in rows] == ["nginx", "server", "worker"]
+
+
+def rps_row(rep, target, rps, w="small-c1"):
+    return (f"{rep}\t{w}\t{target}\t{rps}\t85\t120\t300\t5000\t-\t0\t45.0\tNA\t0\t"
+            f"100\t{rps * 4}\t4.000\n")
+
+
+def test_one_more_nginx_hop_is_the_tunnel_reference(tmp_path):
+    # Paired per rep: nginx2/nginx 0.70 and 0.60 -> median 0.65; tunnel/nginx2 0.95 and 1.05.
+    out = render(tmp_path, [
+        rps_row(1, "nginx", 10000), rps_row(1, "nginx2", 7000), rps_row(1, "worker", 10000),
+        rps_row(1, "tunnel", 6650),
+        rps_row(2, "nginx", 10000), rps_row(2, "nginx2", 6000), rps_row(2, "worker", 10000),
+        rps_row(2, "tunnel", 6300),
+    ])
+    assert ("| reference: one more nginx hop (nginx → nginx vs nginx; the tunnel path against "
+            "those two nginx in brackets) | – | small-c1 0.65× (tunnel 1.00× of it) | (no bar) |") in out
+    assert "| tunnel path vs direct worker path | – | small-c1 0.65× ❌ | ≥ 0.7× |" in out
+    assert cell(out, "nginx2")[11] == "0.65 (0.60–0.70)"   # /base is nginx
+    order = [line.split("|")[2].strip() for line in out.splitlines() if line.startswith("| small-c1 | ")]
+    assert order == ["nginx", "nginx2", "worker", "tunnel"]
+
+
+def test_no_reference_row_without_nginx2(tmp_path):
+    out = render(tmp_path, [rps_row(1, "nginx", 10000), rps_row(1, "worker", 10000)])
+    assert "one more nginx hop" not in out
