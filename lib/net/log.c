@@ -58,27 +58,33 @@ int lk_log_level_parse(const char *s, enum lk_log_level *out)
     *out = LK_LOG_INFO;
     if (s == NULL || *s == '\0')
         return 0;
-    int best = -2;
+    /* As env_logger: a directive naming a module is more specific than a bare
+     * level, so `info,linkup=warn` logs Linkup at warn. Several linkup...
+     * directives (one per module of the original): the most verbose; several
+     * bare levels: the last. */
+    int named = -2, bare = -2;
     size_t end = strcspn(s, "/"); /* env_logger's "/regex" message filter: not kept */
     for (size_t at = 0; at < end;) {
         size_t len = strcspn(s + at, ",");
         if (at + len > end)
             len = end - at;
         const char *d = s + at, *eq = memchr(d, '=', len);
-        int lv = -2;
         if (eq == NULL) {
-            lv = level_named(d, len); /* "warn"; else a module name: all its lines */
-            if (lv == -2 && names_linkup(d, len))
-                lv = LK_LOG_DEBUG;
+            int lv = level_named(d, len); /* "warn"; else a module name: all its lines */
+            if (lv != -2)
+                bare = lv;
+            else if (names_linkup(d, len) && LK_LOG_DEBUG > named)
+                named = LK_LOG_DEBUG;
         } else if (names_linkup(d, (size_t)(eq - d))) {
-            lv = level_named(eq + 1, len - (size_t)(eq + 1 - d));
+            int lv = level_named(eq + 1, len - (size_t)(eq + 1 - d));
             if (lv == -2)
                 lv = LK_LOG_INFO;
+            if (lv > named)
+                named = lv;
         }
-        if (lv > best)
-            best = lv;
         at += len + 1;
     }
+    int best = named != -2 ? named : bare;
     if (best == -2)
         return LK_EINVAL;
     *out = (enum lk_log_level)best;

@@ -364,6 +364,8 @@ def test_body_over_limit_is_413(server):
 @pytest.mark.parametrize("value, info_lines, warned", [
     ("info", True, False), ("warn", False, False), ("off", False, False),
     ("linkup=debug", True, False), ("hyper=debug", True, True),
+    # env_logger: the directive naming the module beats the bare level.
+    ("info,linkup=warn", False, False), ("linkup=info,off", True, False),
 ])
 def test_linkup_log_levels(linkup_bin, env, tmp_path, fake_worker, value, info_lines, warned):
     """SPEC §6.1: LINKUP_LOG in env_logger's syntax sets the server's stderr level, as the

@@ -27,10 +27,16 @@ static void test_level_parse(void)
         { "info", 0, LK_LOG_INFO },
         { "debug", 0, LK_LOG_DEBUG },
         { "trace", 0, LK_LOG_DEBUG },
-        /* Directives: those for linkup... count, the most verbose wins. */
+        /* Directives: those for linkup... count and beat a bare level (as
+         * env_logger: the more specific name wins); among them the most
+         * verbose, among bare levels the last. */
         { "linkup=debug", 0, LK_LOG_DEBUG },
         { "linkup_cli=warn", 0, LK_LOG_WARN },
-        { "info,linkup=warn", 0, LK_LOG_INFO },
+        { "info,linkup=warn", 0, LK_LOG_WARN },
+        { "linkup=error,debug", 0, LK_LOG_ERROR },
+        { "debug,linkup_cli=off", 0, LK_LOG_OFF },
+        { "linkup_cli=warn,linkup_local_server=debug", 0, LK_LOG_DEBUG },
+        { "warn,error", 0, LK_LOG_ERROR },
         { "error,hyper=debug", 0, LK_LOG_ERROR },
         { "linkup", 0, LK_LOG_DEBUG },
         { "linkup=nonsense", 0, LK_LOG_INFO },
