@@ -81,6 +81,10 @@ VALID = [
      ["/c?q=1"]),
     ("pipelined", b"GET /d1 HTTP/1.1\r\nHost: HOST\r\n\r\n"
                   b"GET /d2 HTTP/1.1\r\nHost: HOST\r\nConnection: close\r\n\r\n", ["/d1", "/d2"]),
+    # SPEC §3.5/§3.6: the WHATWG path keeps its empty segments, a leading "//" too (as the
+    # original's url crate and hyper send it); Python's http.server would fold it to "/".
+    ("empty_segments", b"GET //e//f/ HTTP/1.1\r\nHost: HOST\r\nConnection: close\r\n\r\n",
+     ["//e//f/"]),
 ]
 
 
