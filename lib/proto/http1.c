@@ -199,13 +199,23 @@ static int parse_fields(struct head *h, const char *buf, const char *p, const ch
     }
 }
 
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* HTTP-version = "HTTP/" DIGIT "." DIGIT (RFC 9112 §2.3). A later minor
+ * version of HTTP/1 is read as 1.1, the highest we implement ("SHOULD
+ * process the message as if it were in the highest minor version"). LK_EPARSE
+ * when v is not a version, LK_EUNSUPPORTED for another major version. */
 static int parse_version(struct lk_str v, int *minor)
 {
-    if (v.len != 8 || memcmp(v.ptr, "HTTP/1.", 7) != 0)
+    if (v.len != 8 || memcmp(v.ptr, "HTTP/", 5) != 0 || !is_digit(v.ptr[5]) || v.ptr[6] != '.' ||
+        !is_digit(v.ptr[7]))
         return LK_EPARSE;
-    if (v.ptr[7] != '0' && v.ptr[7] != '1')
-        return LK_EPARSE;
-    *minor = v.ptr[7] - '0';
+    if (v.ptr[5] != '1')
+        return LK_EUNSUPPORTED;
+    *minor = v.ptr[7] == '0' ? 0 : 1;
     return 0;
 }
 
@@ -249,7 +259,7 @@ static bool host_value_ok(struct lk_str v)
 
 /* Framing facts gathered from the fields once the head is complete. */
 struct framing {
-    bool has_cl, has_te, te_chunked, conn_close, conn_keep_alive, expect_continue;
+    bool has_cl, has_te, te_chunked, te_other, conn_close, conn_keep_alive, expect_continue;
     uint64_t content_length;
     size_t n_host;
 };
@@ -286,7 +296,10 @@ static int add_content_length(struct head *h, struct framing *f, struct lk_str v
     }
 }
 
-/* Transfer-Encoding: the only coding we accept is a single "chunked". */
+/* Transfer-Encoding: the only coding we implement is "chunked". A list in
+ * which it is not the final coding, or appears twice, cannot be framed (RFC
+ * 9112 §6.3: 400); other codings before a final "chunked" are noted
+ * (te_other) for scan_fields(). */
 static int add_transfer_encoding(struct head *h, struct framing *f, struct lk_str v)
 {
     size_t i = 0;
@@ -296,9 +309,12 @@ static int add_transfer_encoding(struct head *h, struct framing *f, struct lk_st
             j++;
         struct lk_str part = lk_str_trim((struct lk_str){ v.ptr + i, j - i });
         if (part.len > 0) {
-            if (f->te_chunked || !lk_str_ieq(part, LK_STR("chunked")))
+            if (f->te_chunked)
                 return fail(h, LK_EPARSE, 400, "unsupported Transfer-Encoding");
-            f->te_chunked = true;
+            if (lk_str_ieq(part, LK_STR("chunked")))
+                f->te_chunked = true;
+            else
+                f->te_other = true;
         }
         if (j >= v.len)
             break;
@@ -335,6 +351,10 @@ static int scan_fields(struct head *h, struct framing *f)
         return fail(h, LK_EPARSE, 400, "unsupported Transfer-Encoding");
     if (f->has_te && f->has_cl)
         return fail(h, LK_EPARSE, 400, "both Content-Length and Transfer-Encoding");
+    /* A coding we do not understand before the final chunked: the body can
+     * be framed but not decoded (RFC 9112 §6.1: "SHOULD respond with 501"). */
+    if (f->te_other)
+        return fail(h, LK_EPARSE, 501, "unsupported Transfer-Encoding");
     return 0;
 }
 
@@ -378,8 +398,11 @@ static int parse_request_line(struct head *h, const char *p, const char *eol,
     if (!target_form_ok(req->method, req->target))
         return fail(h, LK_EPARSE, 400, "invalid request target");
     p++;
-    if (parse_version((struct lk_str){ p, (size_t)(eol - p) }, &req->minor_version) != 0)
-        return fail(h, LK_EPARSE, 400, "unsupported HTTP version");
+    int vrc = parse_version((struct lk_str){ p, (size_t)(eol - p) }, &req->minor_version);
+    if (vrc == LK_EUNSUPPORTED)
+        return fail(h, LK_EPARSE, 505, "unsupported HTTP version");
+    if (vrc != 0)
+        return fail(h, LK_EPARSE, 400, "invalid HTTP version");
     return 0;
 }
 

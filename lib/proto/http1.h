@@ -17,10 +17,11 @@
  * Strictness (docs/internals/http1.md has the full list): lines end in CRLF
  * (a bare CR or LF is an error); no obs-fold; header names are tokens with no
  * whitespace before the colon; values are HTAB/SP/VCHAR/obs-text; the method
- * is a token; the version is HTTP/1.0 or HTTP/1.1; requests with both
- * Content-Length and Transfer-Encoding, differing Content-Length values, a
- * Transfer-Encoding other than exactly "chunked", or several Host fields are
- * rejected.
+ * is a token; the version is HTTP/1.x (a minor version above 1 reads as
+ * 1.1; another major version is a 505); requests with both Content-Length and
+ * Transfer-Encoding, differing Content-Length values, a Transfer-Encoding
+ * other than one final "chunked" (501 when an unknown coding precedes it), or
+ * several Host fields are rejected.
  *
  * Slices: every struct lk_str filled in by the head parsers (method, target,
  * reason, header names and values) points into the caller's buffer. They stay

@@ -66,6 +66,10 @@ REJECTED = [
     ("te_folded_line", _post(b" Transfer-Encoding: chunked", body=b"0\r\n\r\n"), 400),
     ("te_http10", b"POST / HTTP/1.0\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n"
                   b"0\r\n\r\n", 400),
+    # A coding we do not understand before the final chunked: "SHOULD respond with 501".
+    ("te_gzip_chunked", _post(b"Transfer-Encoding: gzip, chunked", body=b"0\r\n\r\n"), 501),
+    ("te_identity_chunked", _post(b"Transfer-Encoding: identity, chunked", body=b"0\r\n\r\n"),
+     501),
     # obs-fold, bare CR, bare LF (RFC 9112 §5.2, §2.2).
     ("obs_fold", b"GET / HTTP/1.1\r\nHost: HOST\r\nX-A: a\r\n b\r\n\r\n", 400),
     ("bare_cr_in_value", b"GET / HTTP/1.1\r\nHost: HOST\r\nX-A: a\rb\r\n\r\n", 400),
@@ -81,7 +85,10 @@ REJECTED = [
     ("empty_name", b"GET / HTTP/1.1\r\nHost: HOST\r\n: b\r\n\r\n", 400),
     ("nul_in_target", b"GET /a\x00b HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
     ("two_spaces", b"GET  / HTTP/1.1\r\nHost: HOST\r\n\r\n", 400),
-    ("http2_version", b"GET / HTTP/2.0\r\nHost: HOST\r\n\r\n", 400),
+    # HTTP-version (RFC 9112 §2.3): another major version is a 505 (RFC 9110 §15.6.6).
+    ("http2_version", b"GET / HTTP/2.0\r\nHost: HOST\r\n\r\n", 505),
+    ("http3_version", b"GET / HTTP/3.0\r\nHost: HOST\r\n\r\n", 505),
+    ("lowercase_version", b"GET / http/1.1\r\nHost: HOST\r\n\r\n", 400),
     ("two_hosts", b"GET / HTTP/1.1\r\nHost: HOST\r\nHost: evil.example\r\n\r\n", 400),
     # Host = uri-host [":" port] (RFC 9110 §7.2; RFC 9112 §3.2: invalid -> 400).
     ("host_with_path", b"GET /x HTTP/1.1\r\nHost: HOST/evil\r\n\r\n", 400),
@@ -129,6 +136,8 @@ ACCEPTED = [
     ("chunked_ext_trailer", _post(b"Transfer-Encoding: chunked",
                                   body=b"2;x=y\r\nhe\r\n3\r\nllo\r\n0\r\nX-T: 1\r\n\r\n")),
     ("leading_empty_lines", b"\r\n\r\n" + _post(b"Content-Length: 5", body=b"hello")),
+    # RFC 9112 §2.3: a later HTTP/1 minor version is processed as HTTP/1.1.
+    ("version_1_2", b"POST / HTTP/1.2\r\nHost: HOST\r\nContent-Length: 5\r\n\r\nhello"),
 ]
 
 

@@ -1,7 +1,7 @@
 /*
  * fuzz_http1_request.c - lk_http1_parse_request() invariants: the result is
  * at most the input length, every slice lies inside the input, an error
- * carries a 400/414/431 status and a reason, every prefix gives
+ * carries a 400/414/431/501/505 status and a reason, every prefix gives
  * LK_PARTIAL or the same result as the whole input, and a first byte that
  * cannot start a request line is a 400.
  */
@@ -43,7 +43,8 @@ static int parse(const char *buf, size_t len, struct lk_http1_request *req,
         }
     } else if (rc != LK_PARTIAL) {
         LK_ASSERT(why != NULL);
-        LK_ASSERT(req->err_status == 400 || req->err_status == 414 || req->err_status == 431);
+        LK_ASSERT(req->err_status == 400 || req->err_status == 414 || req->err_status == 431 ||
+                  req->err_status == 501 || req->err_status == 505);
     }
     return rc;
 }

@@ -51,6 +51,15 @@ static const struct req_case req_cases[] = {
       "unsupported Transfer-Encoding" },
     { "te chunked not final", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
       LK_EPARSE, 400, "unsupported Transfer-Encoding" },
+    /* RFC 9112 §6.1: a coding not understood before the final chunked. */
+    { "te gzip then chunked", "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+      LK_EPARSE, 501, "unsupported Transfer-Encoding" },
+    { "te gzip line then chunked line",
+      "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", LK_EPARSE,
+      501, "unsupported Transfer-Encoding" },
+    { "te gzip chunked and cl",
+      "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n", LK_EPARSE,
+      400, "both Content-Length and Transfer-Encoding" },
     { "te chunked twice",
       "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
       "Transfer-Encoding: chunked\r\n\r\n",
@@ -77,9 +86,12 @@ static const struct req_case req_cases[] = {
     { "bad method", "G(T / HTTP/1.1\r\n\r\n", LK_EPARSE, 400, "invalid request method" },
     { "empty method", " / HTTP/1.1\r\n\r\n", LK_EPARSE, 400, "invalid request method" },
     { "double space", "GET  / HTTP/1.1\r\n\r\n", LK_EPARSE, 400, "invalid request target" },
-    { "bad version", "GET / HTTP/2.0\r\n\r\n", LK_EPARSE, 400, "unsupported HTTP version" },
-    { "lowercase version", "GET / http/1.1\r\n\r\n", LK_EPARSE, 400, "unsupported HTTP version" },
-    { "version 1.2", "GET / HTTP/1.2\r\n\r\n", LK_EPARSE, 400, "unsupported HTTP version" },
+    /* RFC 9110 §15.6.6, RFC 9112 §2.3 (HTTP/1.2 is read as 1.1: test_version_read_as_1_1). */
+    { "major version 2", "GET / HTTP/2.0\r\n\r\n", LK_EPARSE, 505, "unsupported HTTP version" },
+    { "major version 0", "GET / HTTP/0.9\r\n\r\n", LK_EPARSE, 505, "unsupported HTTP version" },
+    { "lowercase version", "GET / http/1.1\r\n\r\n", LK_EPARSE, 400, "invalid HTTP version" },
+    { "two-digit minor", "GET / HTTP/1.10\r\n\r\n", LK_EPARSE, 400, "invalid HTTP version" },
+    { "no minor", "GET / HTTP/1\r\n\r\n", LK_EPARSE, 400, "invalid HTTP version" },
     { "two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", LK_EPARSE, 400,
       "multiple Host header fields" },
     { "tab ok in value", "GET / HTTP/1.1\r\nX: a\tb\r\n\r\n", WHOLE, 0, NULL },
@@ -148,6 +160,24 @@ static void test_request_keep_alive(void)
         CHECK(parse_req(cases[i].in, strlen(cases[i].in), &req, h, NULL, NULL) > 0);
         CHECK_INT_EQ(req.keep_alive, cases[i].keep);
     }
+}
+
+static int parse_resp(const char *s, bool head, struct lk_http1_response *r,
+                      struct lk_http_header *h);
+
+/* RFC 9112 §2.3: a later minor version of HTTP/1 is processed as 1.1. */
+static void test_version_read_as_1_1(void)
+{
+    const char *in = "GET / HTTP/1.2\r\n\r\n";
+    struct lk_http1_request req;
+    struct lk_http_header h[NH];
+    CHECK(parse_req(in, strlen(in), &req, h, NULL, NULL) > 0);
+    CHECK_INT_EQ(req.minor_version, 1);
+    CHECK(req.keep_alive);
+    struct lk_http1_response resp;
+    CHECK(parse_resp("HTTP/1.9 200 OK\r\nContent-Length: 0\r\n\r\n", false, &resp, h) > 0);
+    CHECK_INT_EQ(resp.minor_version, 1);
+    CHECK(parse_resp("HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", false, &resp, h) < 0);
 }
 
 static void test_request_chunked_kind(void)
@@ -661,6 +691,7 @@ int main(void)
     RUN(test_request_table);
     RUN(test_request_fields);
     RUN(test_request_keep_alive);
+    RUN(test_version_read_as_1_1);
     RUN(test_request_chunked_kind);
     RUN(test_request_limits);
     RUN(test_request_prefixes);
