@@ -21,6 +21,7 @@
 #include "cli/home.h"
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/config.h"
 #include "core/err.h"
 
 #define ENV_KEY "LINKUP_SERVICE_ID="
@@ -34,6 +35,9 @@ static void child_exec(const struct cli_spawn *sp, int out_fd, int err_fd)
     dup2(out_fd, STDOUT_FILENO);
     dup2(err_fd, STDERR_FILENO);
     setenv("LINKUP_SERVICE_ID", sp->service_id, 1);
+    /* Names the Linkup directory even after the process replaced its
+     * arguments (cli_procs_find_or_scan()). */
+    setenv("LINKUP_HOME", cli_home(), 1);
     if (sp->rust_log != NULL)
         setenv("RUST_LOG", sp->rust_log, 1);
     execv(sp->argv[0], (char *const *)(uintptr_t)sp->argv);
@@ -85,15 +89,15 @@ static bool is_zombie(pid_t pid)
     return zombie;
 }
 
-/* The value of LINKUP_SERVICE_ID in pid's environment (owned), or NULL. */
-static char *service_id_of(pid_t pid)
+/* The value of variable key ("NAME=") in pid's environment (owned), or NULL. */
+static char *env_of(pid_t pid, const char *key)
 {
     struct lk_buf env = LK_BUF_INIT;
     char *value = NULL;
     if (read_proc(pid, "environ", &env) == 0) {
         for (size_t off = 0; off < env.len; off += strlen(env.data + off) + 1) {
-            if (strncmp(env.data + off, ENV_KEY, strlen(ENV_KEY)) == 0) {
-                value = lk_xstrdup(env.data + off + strlen(ENV_KEY));
+            if (strncmp(env.data + off, key, strlen(key)) == 0) {
+                value = lk_xstrdup(env.data + off + strlen(key));
                 break;
             }
         }
@@ -102,14 +106,19 @@ static char *service_id_of(pid_t pid)
     return value;
 }
 
+static bool env_is(pid_t pid, const char *key, const char *want)
+{
+    char *value = env_of(pid, key);
+    bool is = value && strcmp(value, want) == 0;
+    free(value);
+    return is;
+}
+
 bool cli_procs_is_ours(pid_t pid, const char *service_id)
 {
     if (pid <= 1 || pid == getpid() || is_zombie(pid))
         return false;
-    char *value = service_id_of(pid);
-    bool ours = value && strcmp(value, service_id) == 0;
-    free(value);
-    return ours;
+    return env_is(pid, ENV_KEY, service_id);
 }
 
 pid_t cli_procs_find(const char *pid_path, const char *service_id)
@@ -154,16 +163,25 @@ static pid_t next_pid(DIR *d)
     return 0;
 }
 
+/* True when pid belongs to this Linkup directory: its arguments hold opt
+ * followed by value, or (a process that replaced its arguments, such as a
+ * wrapper script that execs) its environment has this LINKUP_HOME, which
+ * child_exec() sets. */
+static bool is_this_home(pid_t pid, const char *opt, const char *value)
+{
+    return has_arg_pair(pid, opt, value) || env_is(pid, "LINKUP_HOME=", cli_home());
+}
+
 pid_t cli_procs_find_or_scan(const char *pid_path, const char *service_id, const char *opt,
                              const char *value)
 {
     pid_t found = cli_procs_find(pid_path, service_id);
-    if (found != 0 && has_arg_pair(found, opt, value))
+    if (found != 0 && is_this_home(found, opt, value))
         return found;
     found = 0;
     DIR *d = opendir("/proc");
     for (pid_t pid; found == 0 && (pid = next_pid(d)) != 0;) {
-        if (cli_procs_is_ours(pid, service_id) && has_arg_pair(pid, opt, value))
+        if (cli_procs_is_ours(pid, service_id) && is_this_home(pid, opt, value))
             found = pid;
     }
     if (d)
@@ -212,19 +230,49 @@ bool cli_procs_stop(pid_t pid, int timeout_ms)
     return wait_dead(pid, 2000);
 }
 
+/* Options whose value is a secret: shown masked (DESIGN §2.13). */
+static bool is_secret_option(const char *arg, size_t n)
+{
+    static const char *const opts[] = { "--worker-token", "--token",   "--peer-secret",
+                                        "--api-key",      "-k",        "--tunnel-secret",
+                                        "--secret",       "--password" };
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+        if (strlen(opts[i]) == n && memcmp(arg, opts[i], n) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* pid's arguments joined by spaces, with the values of secret options
+ * masked ("--worker-token tok…3f", "--token=tok…3f"), truncated to cap. */
 static void read_cmdline(pid_t pid, char *cmd, size_t cap)
 {
     struct lk_buf text = LK_BUF_INIT;
+    struct lk_buf out = LK_BUF_INIT;
+    bool secret_next = false;
     cmd[0] = '\0';
     if (read_proc(pid, "cmdline", &text) == 0) {
-        for (size_t i = 0; i < text.len; i++) {
-            if (text.data[i] == '\0')
-                text.data[i] = ' ';
+        for (size_t off = 0; off < text.len; off += strlen(text.data + off) + 1) {
+            const char *arg = text.data + off;
+            const char *eq = strchr(arg, '=');
+            if (out.len > 0)
+                lk_buf_addch(&out, ' ');
+            if (secret_next) {
+                lk_config_mask_secret(arg, &out);
+                secret_next = false;
+            } else if (arg[0] == '-' && eq != NULL && is_secret_option(arg, (size_t)(eq - arg))) {
+                lk_buf_add(&out, arg, (size_t)(eq + 1 - arg));
+                lk_config_mask_secret(eq + 1, &out);
+            } else {
+                lk_buf_adds(&out, arg);
+                secret_next = is_secret_option(arg, strlen(arg));
+            }
         }
-        while (text.len > 0 && text.data[text.len - 1] == ' ')
-            text.len--;
-        snprintf(cmd, cap, "%.*s", (int)text.len, text.data);
+        while (out.len > 0 && out.data[out.len - 1] == ' ')
+            out.len--;
+        snprintf(cmd, cap, "%.*s", (int)out.len, out.len ? out.data : "");
     }
+    lk_buf_release(&out);
     lk_buf_release(&text);
 }
 
@@ -238,7 +286,7 @@ size_t cli_procs_scan(const pid_t *skip, size_t n_skip, struct cli_proc_info *ou
         bool skipped = false;
         for (size_t i = 0; i < n_skip; i++)
             skipped = skipped || skip[i] == pid;
-        char *value = skipped || is_zombie(pid) ? NULL : service_id_of(pid);
+        char *value = skipped || is_zombie(pid) ? NULL : env_of(pid, ENV_KEY);
         if (value == NULL)
             continue;
         free(value);

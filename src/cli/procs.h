@@ -46,7 +46,8 @@ pid_t cli_procs_find(const char *pid_path, const char *service_id);
 
 /* The process of pid_path, else the first process of the table, for which
  * cli_procs_is_ours(pid, service_id) holds and whose arguments hold opt
- * immediately followed by value, else 0: a process whose pid file is gone is
+ * immediately followed by value (or, when it replaced its arguments, whose
+ * environment names this LINKUP_HOME), else 0: a process whose pid file is gone is
  * found again (SPEC §6.4 scans the process table); the argument pins it to
  * one Linkup directory, so a pid file naming another directory's process is
  * stale (DESIGN §2.12). */

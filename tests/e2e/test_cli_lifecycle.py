@@ -196,10 +196,13 @@ def test_pid_file_naming_another_homes_server_is_stale(linkup_bin, cenv, tmp_pat
     """DESIGN §2.12: a pid file left behind whose pid now belongs to the local
     server of another Linkup directory (it carries LINKUP_SERVICE_ID too) is
     stale: `stop` does not signal that server and `health` does not call it
-    ours (it is an orphan)."""
+    ours (it is an orphan, whose command line shows its token masked, DESIGN
+    §2.13)."""
     cfg = lk.write_web_config(tmp_path)
     other_home = tmp_path / "other-home"
-    other = lk._spawn([linkup_bin, "server", "--config", str(cfg), "--certs-dir",
+    # The token first: a long command line is shown cut in the middle.
+    other = lk._spawn([linkup_bin, "server", "--worker-token", "orphansecret12345",
+                       "--worker-url", "http://127.0.0.1:9", "--config", str(cfg), "--certs-dir",
                        str(other_home / "certs"), "--http", "127.0.0.1:0", "--https", "off",
                        "--dns", "off"],
                       dict(cenv, LINKUP_HOME=str(other_home),
@@ -210,7 +213,10 @@ def test_pid_file_naming_another_homes_server_is_stale(linkup_bin, cenv, tmp_pat
         (home / "localserver-pid").write_text(f"{other.popen.pid}\n")
         h = json.loads(lk.run(linkup_bin, "health", "--json", env=cenv).stdout)
         assert h["local_server"] == "Stopped"
-        assert other.popen.pid in [o["pid"] for o in h["orphans"]]
+        [orphan] = [o for o in h["orphans"] if o["pid"] == other.popen.pid]
+        assert " server --worker-token orp\u202645 --worker-url " in orphan["cmd"], orphan
+        text = lk.run(linkup_bin, "health", env=cenv).stdout
+        assert "orp\u202645" in text and "orphansecret12345" not in text
         r = lk.run(linkup_bin, "stop", env=cenv)
         assert (r.returncode, r.stdout) == (0, "Stopped linkup\n")
         assert other.popen.poll() is None, "stop signalled another Linkup directory's server"

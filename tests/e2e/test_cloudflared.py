@@ -39,9 +39,11 @@ print("stand-in cloudflared says hello", flush=True)
 print("stand-in cloudflared mode " + mode, file=sys.stderr, flush=True)
 if mode == "exit":
     sys.exit(1)
-if mode == "ok":
+if mode in ("ok", "exec"):
     with open(args[args.index("--pidfile") + 1], "w") as f:
         f.write("%d\\n" % os.getpid())
+if mode == "exec":  # a wrapper that execs: the arguments are gone, the environment stays
+    os.execv("/bin/sleep", ["sleep", "120"])
 time.sleep(120)
 """
 
@@ -218,6 +220,24 @@ def test_start_runs_cloudflared_with_files_and_stop_stops_it(setup):
     assert not pid_file.exists()
     h = json.loads(ctx.run("health", "--json").stdout)
     assert h["cloudflared"] == "Stopped"
+
+
+def test_stop_stops_a_cloudflared_that_replaced_its_arguments(setup):
+    """DESIGN §2.12: the pid file and LINKUP_SERVICE_ID identify cloudflared; one
+    that exec'd another program (no --pidfile left in its arguments) is still this
+    Linkup directory's, by the LINKUP_HOME of its environment."""
+    r, ctx = setup("https://localhost", mode="exec")
+    assert r.returncode == 0, r.stderr
+    [call] = ctx.calls()
+    pid = call["pid"]
+    deadline = time.monotonic() + 5
+    while b"--pidfile" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the stand-in did not exec"
+        time.sleep(0.05)
+    assert json.loads(ctx.run("health", "--json").stdout)["cloudflared"] == {"Running": {"pid": pid}}
+    r = ctx.run("stop")
+    assert r.returncode == 0 and r.stdout == "Stopped linkup\n"
+    assert wait_gone(pid), "stop must stop cloudflared"
 
 
 def test_running_cloudflared_is_reused(setup):
