@@ -848,7 +848,13 @@ static void discard_progress(struct lk_conn *c)
         lk_exchange_free(skip);
         start_reading_head(c);
     } else if (c->discard_left == 0) {
-        lk_conn_close(c, "unread request body too large");
+        /* Too much to skip for the next request: close, but as after any
+         * response (shut down writing, then read and drop for a while), so
+         * a client still sending does not get a reset before it read the
+         * response (RFC 9112 §9.6). */
+        c->ex = NULL;
+        lk_exchange_free(skip);
+        close_after_flush(c);
     } else if (c->read_eof) {
         lk_conn_close(c, "client closed inside a request body");
     }

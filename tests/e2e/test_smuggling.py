@@ -520,6 +520,29 @@ def test_final_response_before_the_body_keeps_its_connection_promise(linkup_bin,
         assert front.stop() == 0, front.log()[-2000:]
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_early_answer_to_a_long_upload_is_read_before_the_close(linkup_bin, env, tmp_path, kind):
+    """RFC 9112 §9.6: past the 1 MiB a server skips for the next request, the
+    connection is closed as after any response: writing shut down, the rest
+    read and dropped for a while. A client that sends its whole body before it
+    reads (as curl does) gets no reset while sending, then its response."""
+    up = EarlyAnswer()
+    front = lk.Front(kind, linkup_bin, env, tmp_path, up.url)
+    try:
+        s = socket.create_connection(front.addr, timeout=10)
+        try:
+            chunk = b"10000\r\n" + b"x" * 65536 + b"\r\n"
+            s.sendall(b"POST /early HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      % front.host.encode() + chunk * 512 + b"0\r\n\r\n")  # 32 MiB: no reset
+            data, closed = _read_until_closed(s, timeout=5)
+        finally:
+            s.close()
+        assert [r.status for r in lk.parse_responses(data)] == [401] and closed, data[:300]
+    finally:
+        up.close()
+        assert front.stop() == 0, front.log()[-2000:]
+
+
 # ---- response framing: HEAD, 204, 304 have no body; a broken chunked body ------
 
 class FramingUpstream(lk.RawUpstream):
