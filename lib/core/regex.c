@@ -435,6 +435,28 @@ static bool may_match(const struct lk_regex *re, const char *s, size_t len, size
            memmem(s + start, len - start, re->lit, re->lit_len) != NULL;
 }
 
+/* Backtracking steps one match may take. The Rust regex crate always answers
+ * in linear time; PCRE2 backtracks, and a pattern such as "(.*a){24}" can
+ * take exponential steps. Past this limit (well under a millisecond, where
+ * PCRE2's default takes tens) a search falls back to the DFA matcher below;
+ * a replacement treats the rest of the subject as not matching. */
+#define MATCH_LIMIT 100000u
+
+/* The DFA matcher's workspace (ints; single-threaded, as the match data). */
+#define DFA_WORKSPACE 8192
+
+static pcre2_match_context *match_context(void)
+{
+    static pcre2_match_context *ctx;
+    if (ctx == NULL) {
+        ctx = pcre2_match_context_create(NULL);
+        if (ctx == NULL)
+            LK_BUG("pcre2_match_context_create");
+        pcre2_set_match_limit(ctx, MATCH_LIMIT);
+    }
+    return ctx;
+}
+
 /* Subjects may hold invalid UTF-8 (raw request paths): match them in a mode
  * that tolerates it by checking validity and refusing to match otherwise. */
 static int match_at(const struct lk_regex *re, const char *s, size_t len, size_t start,
@@ -442,12 +464,27 @@ static int match_at(const struct lk_regex *re, const char *s, size_t len, size_t
 {
     if (!may_match(re, s, len, start))
         return PCRE2_ERROR_NOMATCH;
-    return pcre2_match(re->code, (PCRE2_SPTR)s, len, start, flags, re->md, NULL);
+    return pcre2_match(re->code, (PCRE2_SPTR)s, len, start, flags, re->md, match_context());
+}
+
+static bool over_limit(int rc)
+{
+    return rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
+           rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_JIT_STACKLIMIT;
 }
 
 bool lk_regex_search(const struct lk_regex *re, const char *s, size_t len)
 {
-    return match_at(re, s, len, 0, 0) >= 0;
+    int rc = match_at(re, s, len, 0, 0);
+    if (over_limit(rc)) {
+        /* The DFA matcher follows every alternative at once (no
+         * backtracking): polynomial, and the same yes/no for this dialect,
+         * which has no back-references or look-around. */
+        static int ws[DFA_WORKSPACE];
+        rc = pcre2_dfa_match(re->code, (PCRE2_SPTR)s, len, 0, PCRE2_DFA_SHORTEST, re->md, NULL, ws,
+                             DFA_WORKSPACE);
+    }
+    return rc >= 0;
 }
 
 bool lk_regex_group(const struct lk_regex *re, const char *subject, unsigned i, struct lk_str *out)

@@ -35,28 +35,31 @@ void local_dns_names_release(struct local_dns_names *r)
     memset(r, 0, sizeof(*r));
 }
 
-static bool seen_domain(const struct local_dns_names *r, const char *domain)
+static int cmp_str(const void *a, const void *b)
 {
-    for (size_t i = 0; i < r->n_domains; i++) {
-        if (strcmp(r->domain_view[i], domain) == 0)
-            return true;
-    }
-    return false;
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Rebuilds name_view (sorted fqdns) and domain_view (distinct domains). */
+/* Rebuilds name_view (sorted fqdns) and domain_view (distinct domains,
+ * sorted: O(n log n), so a session with tens of thousands of domains does
+ * not stall the loop on every later upsert or delete). */
 static void rebuild_views(struct local_dns_names *r)
 {
     free(r->name_view);
     free(r->domain_view);
     r->name_view = lk_xcalloc(r->n + 1, sizeof(*r->name_view));
     r->domain_view = lk_xcalloc(r->n + 1, sizeof(*r->domain_view));
-    r->n_domains = 0;
     for (size_t i = 0; i < r->n; i++) {
         r->name_view[i] = r->entries[i].fqdn;
-        if (!seen_domain(r, r->entries[i].domain))
-            r->domain_view[r->n_domains++] = r->entries[i].domain;
+        r->domain_view[i] = r->entries[i].domain;
     }
+    qsort(r->domain_view, r->n, sizeof(*r->domain_view), cmp_str);
+    r->n_domains = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->n_domains == 0 || strcmp(r->domain_view[r->n_domains - 1], r->domain_view[i]) != 0)
+            r->domain_view[r->n_domains++] = r->domain_view[i];
+    }
+    r->domain_view[r->n_domains] = NULL;
 }
 
 /* Index of fqdn, or of where it would be inserted; *found tells which. */

@@ -93,6 +93,34 @@ static void test_search(void)
     }
 }
 
+/* A pattern on which PCRE2 would backtrack exponentially still gets the
+ * right answer (the Rust crate is linear-time): past the backtracking limit
+ * the search falls back to the DFA matcher instead of reading "no match". */
+static void test_backtracking_bomb(void)
+{
+    char subject[64];
+    memset(subject, 'a', 40);
+    subject[40] = '\0';
+    struct lk_regex *re = compile("(.*a){24}");
+    if (re == NULL)
+        return;
+    CHECK(lk_regex_search(re, subject, 24));
+    CHECK(lk_regex_search(re, subject, 40));
+    CHECK(!lk_regex_search(re, subject, 23));
+    memcpy(subject, "/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", 40);
+    CHECK(!lk_regex_search(re, subject, 40));
+    lk_regex_free(re);
+    re = compile("^/(x+x+)+y$");
+    if (re == NULL)
+        return;
+    memset(subject, 'x', 40);
+    subject[0] = '/';
+    CHECK(!lk_regex_search(re, subject, 40));
+    subject[39] = 'y';
+    CHECK(lk_regex_search(re, subject, 40));
+    lk_regex_free(re);
+}
+
 /* Syntax the Rust regex crate rejects is rejected here too. */
 static void test_rust_rejections(void)
 {
@@ -350,6 +378,7 @@ static void test_leading_literal(void)
 int main(void)
 {
     RUN(test_search);
+    RUN(test_backtracking_bomb);
     RUN(test_rust_rejections);
     RUN(test_replace_all);
     RUN(test_groups);
