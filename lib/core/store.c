@@ -113,19 +113,22 @@ static void map_remove(struct map *m, const char *key)
     m->count--;
 }
 
-/* Removes one entry, scanning buckets from a position derived from hint. */
-static void map_evict_one(struct map *m, uint64_t hint)
+/* Removes one entry, scanning buckets from a position derived from hint;
+ * returns its raw_len. */
+static size_t map_evict_one(struct map *m, uint64_t hint)
 {
     for (size_t i = 0; i < m->n_buckets; i++) {
         struct entry **pp = &m->buckets[(hint + i) & (m->n_buckets - 1)];
         if (*pp != NULL) {
             struct entry *e = *pp;
+            size_t len = e->raw_len;
             *pp = e->next;
             entry_free(e);
             m->count--;
-            return;
+            return len;
         }
     }
+    return 0;
 }
 
 static void map_release(struct map *m)
@@ -288,18 +291,26 @@ size_t lk_kv_memory_count(const struct lk_kv *kv)
 struct lk_session_cache {
     struct map map;
     size_t max_entries;
-    struct lk_buf raw; /* lk_store_get_session()'s copy of the stored bytes, reused */
+    size_t max_bytes, bytes; /* stored JSON of the cached sessions */
+    struct lk_buf raw;       /* lk_store_get_session()'s copy of the stored bytes, reused */
 };
 
 /* A scratch copy that grew past this is freed after use. */
 #define CACHE_RAW_KEEP (64 * 1024)
 
-struct lk_session_cache *lk_session_cache_new(size_t max_entries)
+struct lk_session_cache *lk_session_cache_new(size_t max_entries, size_t max_bytes)
 {
     struct lk_session_cache *c = lk_xcalloc(1, sizeof(*c));
     c->max_entries = max_entries ? max_entries : 1024;
+    c->max_bytes = max_bytes ? max_bytes : LK_SESSION_CACHE_BYTES;
     lk_buf_init(&c->raw, 0);
     return c;
+}
+
+size_t lk_session_cache_size(const struct lk_session_cache *cache, size_t *bytes)
+{
+    *bytes = cache->bytes;
+    return cache->map.count;
 }
 
 void lk_session_cache_free(struct lk_session_cache *cache)
@@ -344,16 +355,25 @@ static void cache_store(struct lk_session_cache *cache, const struct lk_kv *kv, 
     if (cache == NULL)
         return;
     struct entry *e = map_find(&cache->map, name);
-    if (e == NULL && cache->map.count >= cache->max_entries)
-        map_evict_one(&cache->map, fnv1a(name));
-    if (e == NULL)
-        e = map_upsert(&cache->map, name);
     /* s is the entry's own session exactly when cache_lookup() found raw
-     * unchanged; otherwise both are new. */
-    if (e->session != s) {
+     * unchanged; otherwise both are new and the entry is replaced. */
+    if (e != NULL && e->session != s) {
+        cache->bytes -= e->raw_len;
+        map_remove(&cache->map, name);
+        e = NULL;
+    }
+    if (e == NULL) {
+        /* Bounded in entries and in stored bytes: a parsed session (its
+         * compiled regexes above all) costs a multiple of its JSON. */
+        if (raw->len > cache->max_bytes)
+            return;
+        while (cache->map.count > 0 && (cache->map.count >= cache->max_entries ||
+                                        cache->bytes + raw->len > cache->max_bytes))
+            cache->bytes -= map_evict_one(&cache->map, fnv1a(name));
+        e = map_upsert(&cache->map, name);
         entry_set_raw(e, raw->data, raw->len);
-        lk_session_free(e->session);
         e->session = lk_session_ref(s);
+        cache->bytes += raw->len;
     }
     e->stamp_kv = kv->ctx;
     e->stamp = stamp;

@@ -105,11 +105,20 @@ size_t lk_kv_memory_count(const struct lk_kv *kv);
 
 struct lk_session_cache;
 
-/* A cache of at most max_entries parsed sessions (0 means 1024). When full,
- * an arbitrary entry is evicted. Entries remember their kv by its ctx
- * pointer, so a cache must not outlive a kv it was used with. Free with
+/* Default bound of a cache's stored session JSON (see below). */
+#define LK_SESSION_CACHE_BYTES (4u * 1024 * 1024)
+
+/* A cache of at most max_entries parsed sessions (0 means 1024) whose stored
+ * JSON adds up to at most max_bytes (0 means LK_SESSION_CACHE_BYTES): a parsed
+ * session, with its compiled regexes, takes 10-30 times its JSON, so a count
+ * alone would let a few thousand sessions of hundreds of routes hold
+ * gigabytes. When full, arbitrary entries are evicted; a session larger than
+ * max_bytes is not cached. Entries remember their kv by its ctx pointer, so a
+ * cache must not outlive a kv it was used with. Free with
  * lk_session_cache_free. */
-struct lk_session_cache *lk_session_cache_new(size_t max_entries);
+struct lk_session_cache *lk_session_cache_new(size_t max_entries, size_t max_bytes);
+/* Number of cached sessions; *bytes: their stored JSON. For tests. */
+size_t lk_session_cache_size(const struct lk_session_cache *cache, size_t *bytes);
 /* Drops every entry (its references). NULL is a no-op. */
 void lk_session_cache_free(struct lk_session_cache *cache);
 

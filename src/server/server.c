@@ -343,7 +343,7 @@ int local_server_run(const struct local_opts *o)
     ls.rng = lk_rng_os(); /* ChaCha20 seeded once: no syscall per traceparent */
     ls.peers_remote = o->peers_remote;
     lk_kv_memory_init(&ls.kv);
-    ls.cache = lk_session_cache_new(0);
+    ls.cache = lk_session_cache_new(0, 0);
     lk_route_slot_init(&ls.route);
     local_inspector_init(&ls.inspector);
     local_dns_names_init(&ls.names);

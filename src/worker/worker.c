@@ -379,7 +379,7 @@ static int start(struct worker_run *run, const struct worker_opts *o)
             run->store_ev = NULL;
         }
     }
-    w->cache = lk_session_cache_new(WORKER_SESSION_CACHE_ENTRIES);
+    w->cache = lk_session_cache_new(WORKER_SESSION_CACHE_ENTRIES, 0);
     w->rng = lk_rng_os(); /* ChaCha20 seeded once: no syscall per traceparent */
     /* The core's SHA-256, not EVP: the first EVP fetch activates OpenSSL's
      * default provider, ~2 MiB of resident pages a plain worker never needs. */

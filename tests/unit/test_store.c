@@ -83,7 +83,7 @@ static void test_memory_kv(void)
 static void test_scale(void)
 {
     struct lk_kv kv;
-    struct lk_session_cache *cache = lk_session_cache_new(100);
+    struct lk_session_cache *cache = lk_session_cache_new(100, 0);
     struct lk_session *s = make("tok", fb, 2);
     lk_kv_memory_init(&kv);
     for (int i = 0; i < 10000; i++) {
@@ -138,7 +138,7 @@ static void test_cache_skips_reads_under_a_stamp(void)
     };
     struct counting_kv c = { 0 };
     struct lk_kv kv = { &ops, &c };
-    struct lk_session_cache *cache = lk_session_cache_new(10);
+    struct lk_session_cache *cache = lk_session_cache_new(10, 0);
     struct lk_session *s1 = make("one", fb, 2), *s2 = make("two", fb, 2), *got = NULL;
     uint64_t st0 = 0, st1 = 0, st2 = 0;
     lk_kv_memory_init(&c.inner);
@@ -203,7 +203,7 @@ static void test_cache_skips_reads_under_a_stamp(void)
 static void test_cache(void)
 {
     struct lk_kv kv;
-    struct lk_session_cache *cache = lk_session_cache_new(2);
+    struct lk_session_cache *cache = lk_session_cache_new(2, 0);
     struct lk_session *s1 = make("one", fb, 2);
     struct lk_session *s2 = make("two", fb, 2);
     struct lk_session *a = NULL, *b = NULL, *c = NULL;
@@ -265,6 +265,54 @@ static void test_cache(void)
     lk_session_free(big);
     lk_session_free(s1);
     lk_session_free(s2);
+    lk_session_cache_free(cache);
+    lk_kv_free(&kv);
+}
+
+/* The cache is bounded by the stored JSON of its sessions as well as by
+ * their count; a session larger than the whole budget is read, not cached. */
+static void test_cache_byte_budget(void)
+{
+    struct lk_kv kv;
+    struct lk_session *s1 = make("one", fb, 2);
+    struct lk_buf json = LK_BUF_INIT;
+    lk_session_to_json(s1, &json);
+    size_t one = json.len;
+    lk_buf_release(&json);
+    struct lk_session_cache *cache = lk_session_cache_new(100, 3 * one + one / 2);
+    lk_kv_memory_init(&kv);
+    size_t bytes = 0;
+    for (int i = 0; i < 10; i++) {
+        char name[16];
+        struct lk_session *got = NULL;
+        snprintf(name, sizeof(name), "k%d", i);
+        CHECK_INT_EQ(lk_store_put_session(&kv, name, s1, NULL), 0);
+        CHECK_INT_EQ(lk_store_get_session(&kv, cache, name, &got, NULL), 0);
+        CHECK(got != NULL);
+        lk_session_free(got);
+        size_t n = lk_session_cache_size(cache, &bytes);
+        CHECK(n >= 1 && n <= 3);
+        CHECK_INT_EQ(bytes, n * one);
+    }
+    /* Read twice, parsed twice: never cached, and nothing else is evicted. */
+    const char *svc[64];
+    char names[64][16];
+    for (int i = 0; i < 64; i++) {
+        snprintf(names[i], sizeof(names[i]), "svc%d", i);
+        svc[i] = i < 2 ? fb[i] : names[i];
+    }
+    struct lk_session *big = make("big", svc, 64);
+    struct lk_session *a = NULL, *b = NULL;
+    size_t before = lk_session_cache_size(cache, &bytes);
+    CHECK_INT_EQ(lk_store_put_session(&kv, "big", big, NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "big", &a, NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "big", &b, NULL), 0);
+    CHECK(a != NULL && b != NULL && a != b && a->n_services == 64);
+    CHECK_INT_EQ(lk_session_cache_size(cache, &bytes), before);
+    lk_session_free(a);
+    lk_session_free(b);
+    lk_session_free(big);
+    lk_session_free(s1);
     lk_session_cache_free(cache);
     lk_kv_free(&kv);
 }
@@ -570,6 +618,7 @@ int main(void)
     RUN(test_get_by_range);
     RUN(test_scale);
     RUN(test_cache);
+    RUN(test_cache_byte_budget);
     RUN(test_cache_skips_reads_under_a_stamp);
     RUN(test_invalid_stored);
     RUN(test_identical_preview_requests);

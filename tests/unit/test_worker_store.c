@@ -526,7 +526,7 @@ static void test_session_cache_follows_updates(void)
     char spec[128];
     snprintf(spec, sizeof(spec), "sqlite:%s/cache.db", tmp_dir);
     struct worker_store *st = open_store(spec);
-    struct lk_session_cache *cache = lk_session_cache_new(0);
+    struct lk_session_cache *cache = lk_session_cache_new(0, 0);
     static const char *const locations[] = { "http://one.example.com/", "http://two.example.com/" };
     if (st == NULL)
         return;
