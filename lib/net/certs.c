@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -140,21 +141,22 @@ static int set_serial(X509 *cert)
     return ok ? 0 : LK_EIO;
 }
 
-/* A certificate for key with subject CN cn, valid from LK_CERTS_NOT_BEFORE
- * to LK_CERTS_NOT_AFTER (SPEC §5.5); issuer NULL means self-signed.
- * Extensions are added by the caller. */
+/* A certificate for key with subject CN cn (an empty subject when cn is
+ * NULL), valid from LK_CERTS_NOT_BEFORE to LK_CERTS_NOT_AFTER (SPEC §5.5);
+ * issuer NULL means self-signed. Extensions are added by the caller. */
 static X509 *new_cert(const char *cn, EVP_PKEY *key, X509 *issuer)
 {
     X509 *x = X509_new();
     X509_NAME *subject = X509_NAME_new();
-    bool ok = x != NULL && subject != NULL && X509_set_version(x, 2) == 1 && set_serial(x) == 0 &&
-              X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8, (const unsigned char *)cn,
-                                         -1, -1, 0) == 1 &&
-              X509_set_subject_name(x, subject) == 1 &&
-              X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) == 1 &&
-              ASN1_TIME_set_string_X509(X509_getm_notBefore(x), LK_CERTS_NOT_BEFORE) == 1 &&
-              ASN1_TIME_set_string_X509(X509_getm_notAfter(x), LK_CERTS_NOT_AFTER) == 1 &&
-              X509_set_pubkey(x, key) == 1;
+    bool ok =
+        x != NULL && subject != NULL && X509_set_version(x, 2) == 1 && set_serial(x) == 0 &&
+        (cn == NULL || X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
+                                                  (const unsigned char *)cn, -1, -1, 0) == 1) &&
+        X509_set_subject_name(x, subject) == 1 &&
+        X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) == 1 &&
+        ASN1_TIME_set_string_X509(X509_getm_notBefore(x), LK_CERTS_NOT_BEFORE) == 1 &&
+        ASN1_TIME_set_string_X509(X509_getm_notAfter(x), LK_CERTS_NOT_AFTER) == 1 &&
+        X509_set_pubkey(x, key) == 1;
     X509_NAME_free(subject);
     if (!ok) {
         X509_free(x);
@@ -181,12 +183,19 @@ static int make_ca(X509 **cert, EVP_PKEY **key)
     return 0;
 }
 
+/* The longest commonName X.509 allows (RFC 5280 ub-common-name). */
+#define CN_MAX 64
+
 static int mint(X509 *ca, EVP_PKEY *ca_key, const char *name, X509 **cert, EVP_PKEY **key)
 {
-    char san[300];
-    snprintf(san, sizeof(san), "DNS:%s", name);
+    char san[320];
+    /* A DNS name may be 253 characters, a CN only 64: a longer name is in
+     * the subjectAltName alone, which is then critical (RFC 5280 §4.2.1.6:
+     * the subject is empty). Clients match the SAN either way. */
+    bool cn = strlen(name) <= CN_MAX;
+    snprintf(san, sizeof(san), "%sDNS:%s", cn ? "" : "critical,", name);
     EVP_PKEY *k = EVP_EC_gen("P-256");
-    X509 *x = k ? new_cert(name, k, ca) : NULL;
+    X509 *x = k ? new_cert(cn ? name : NULL, k, ca) : NULL;
     bool ok = x != NULL && add_ext(x, ca, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
               add_ext(x, ca, NID_key_usage, "critical,digitalSignature") == 0 &&
               add_ext(x, ca, NID_ext_key_usage, "serverAuth") == 0 &&
@@ -325,6 +334,31 @@ static int ensure_dir(const char *dir)
     return LK_EIO;
 }
 
+/* Holds an exclusive flock(2) on the certs directory while the CA is checked
+ * and created, so servers starting together on a new directory make one CA
+ * (without it, each could write a key and a certificate of its own, leaving
+ * a pair that does not match). Returns the descriptor to unlock_dir(), or -1
+ * when the directory cannot be locked (then it goes on unlocked). */
+static int lock_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd == -1)
+        return -1;
+    while (flock(fd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+            close(fd);
+            return -1;
+        }
+    }
+    return fd;
+}
+
+static void unlock_dir(int fd)
+{
+    if (fd != -1)
+        close(fd); /* releases the lock */
+}
+
 int lk_certs_ensure_ca(const char *dir, bool *created)
 {
     bool made = false;
@@ -332,6 +366,7 @@ int lk_certs_ensure_ca(const char *dir, bool *created)
     if (rc == 0) {
         char *cert_path = join(dir, LK_CERTS_CA_CERT_FILE);
         char *key_path = join(dir, LK_CERTS_CA_KEY_FILE);
+        int lock = lock_dir(dir);
         if (ca_missing(cert_path, key_path)) {
             rc = create_ca(cert_path, key_path);
             made = rc == 0;
@@ -343,6 +378,7 @@ int lk_certs_ensure_ca(const char *dir, bool *created)
             X509_free(ca);
             EVP_PKEY_free(key);
         }
+        unlock_dir(lock);
         free(cert_path);
         free(key_path);
     }
@@ -460,6 +496,7 @@ int lk_certs_open_lazy(const char *dir, struct lk_certs **out, bool *created, ch
     char *key_path = join(dir, LK_CERTS_CA_KEY_FILE);
     bool made = false;
     int rc = 0;
+    int lock = lock_dir(dir);
     if (ca_missing(cert_path, key_path)) {
         errno = 0;
         rc = create_ca_detached(cert_path, key_path);
@@ -472,6 +509,7 @@ int lk_certs_open_lazy(const char *dir, struct lk_certs **out, bool *created, ch
         if (rc == 0)
             rc = check_file(key_path, LK_CERTS_CA_KEY_FILE, why, why_len);
     }
+    unlock_dir(lock);
     free(key_path);
     if (rc != 0) {
         free(cert_path);
@@ -722,11 +760,44 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *out_len,
     return SSL_TLSEXT_ERR_OK;
 }
 
+/*
+ * Before OpenSSL looks up a session to resume: the session id context becomes
+ * a digest of the name the client asks for, so a session is resumed only for
+ * the name it was made for. TLS 1.2 would otherwise resume one name's session
+ * for another, unmanaged one included (RFC 6066 §3: the server "MUST NOT
+ * accept the request to resume the session" when the names differ); TLS 1.3
+ * already refuses.
+ */
+static int on_client_hello(SSL *ssl, int *alert, void *arg)
+{
+    const unsigned char *p;
+    size_t len;
+    (void)alert;
+    (void)arg;
+    /* server_name extension: list length (2), type (1), name length (2), name */
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) != 1 || len < 5 ||
+        p[2] != TLSEXT_NAMETYPE_host_name)
+        return SSL_CLIENT_HELLO_SUCCESS; /* no name: on_servername() refuses it */
+    size_t n = ((size_t)p[3] << 8) | p[4];
+    if (n > len - 5 || n > 255)
+        return SSL_CLIENT_HELLO_SUCCESS;
+    char host[256];
+    for (size_t i = 0; i < n; i++)
+        host[i] = (char)tolower(p[5 + i]);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    if (EVP_Digest(host, n, md, &md_len, EVP_sha256(), NULL) == 1 &&
+        md_len >= SSL_MAX_SID_CTX_LENGTH)
+        (void)SSL_set_session_id_context(ssl, md, SSL_MAX_SID_CTX_LENGTH);
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
 int lk_certs_install_sni(SSL_CTX *ctx, struct lk_certs *c, lk_certs_managed_cb *is_managed,
                          void *data)
 {
     c->is_managed = is_managed;
     c->managed_data = data;
+    SSL_CTX_set_client_hello_cb(ctx, on_client_hello, NULL);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, c);
     return 0;
@@ -739,7 +810,10 @@ SSL_CTX *lk_certs_new_server_ctx(struct lk_certs *c, lk_certs_managed_cb *is_man
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL)
         return NULL;
-    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+    /* TLS 1.2: forward-secret AEAD suites only, which is also what HTTP/2
+     * requires of it (RFC 9113 §9.2.2: CBC suites are prohibited). */
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1) {
         SSL_CTX_free(ctx);
         return NULL;
     }

@@ -413,3 +413,103 @@ def test_tls_listener_past_max_conns_closes_without_plaintext(linkup_bin, env, t
             h.close()
         code, _ = lk.stop_gracefully(s)
         assert code == 0
+
+
+# ---- names longer than a commonName, resumption per name, AEAD only, one CA ----
+
+def _verified_get(server, host, path="/"):
+    """A request over TLS to host (SNI and Host), verified against the CA;
+    returns (TLS version, status)."""
+    ctx = ssl.create_default_context(cafile=str(server.certs / "linkup_ca.cert.pem"))
+    with socket.create_connection(server.addrs["HTTPS"], timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as tls:
+            tls.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                        % (path.encode(), host.encode()))
+            data = b""
+            while True:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            return tls.version(), int(data.split(b" ", 2)[1])
+
+
+def test_name_longer_than_a_common_name_gets_a_leaf(tls_server, upstream):
+    """DESIGN §2.10: a leaf for any managed name. X.509 limits a commonName to
+    64 characters, DNS names go to 253: a longer name is in the
+    subjectAltName alone (critical, with an empty subject)."""
+    domain = "preview-environments.engineering.internal-services.example.com"
+    seed(tls_server, "long-cow", {"frontend": upstream.url}, [domain])
+    host = "long-cow." + domain
+    assert len(host) > 64
+    assert _verified_get(tls_server, host)[1] == 200
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_tls12_session_is_not_resumed_for_another_name(tls_server, upstream, tmp_path):
+    """RFC 6066 §3: a TLS 1.2 session made for one name is not resumed for
+    another; the handshake is then a full one, which an unmanaged name fails.
+    The same name resumes."""
+    seed(tls_server, "tls-cow", {"frontend": upstream.url}, ["example.com"])
+    port = tls_server.addrs["HTTPS"][1]
+    sess = tmp_path / "tls12.sess"
+
+    def s_client(name, *extra):
+        return subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                               "-servername", name, "-tls1_2", *extra],
+                              input="", capture_output=True, text=True, timeout=20)
+
+    first = s_client("tls-cow.example.com", "-sess_out", str(sess))
+    assert "New, TLSv1.2" in first.stdout, first.stdout[-2000:]
+    same = s_client("tls-cow.example.com", "-sess_in", str(sess))
+    assert "Reused, TLSv1.2" in same.stdout, same.stdout[-2000:]
+    other = s_client("nobody.org", "-sess_in", str(sess))
+    assert "Reused" not in other.stdout
+    assert other.returncode != 0, other.stdout[-2000:]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_tls12_offers_only_aead_suites(tls_server, upstream):
+    """RFC 9113 §9.2.2: HTTP/2 over TLS 1.2 must not use CBC suites; the
+    listener offers only ECDHE with AES-GCM or ChaCha20-Poly1305."""
+    seed(tls_server, "tls-cow", {"frontend": upstream.url}, ["example.com"])
+    port = tls_server.addrs["HTTPS"][1]
+
+    def s_client(cipher):
+        return subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                               "-servername", "tls-cow.example.com", "-tls1_2", "-cipher", cipher,
+                               "-alpn", "h2"], input="", capture_output=True, text=True,
+                              timeout=20)
+
+    cbc = s_client("ECDHE-ECDSA-AES128-SHA")
+    assert cbc.returncode != 0 and "ALPN protocol: h2" not in cbc.stdout, cbc.stdout[-1500:]
+    gcm = s_client("ECDHE-ECDSA-AES128-GCM-SHA256")
+    assert gcm.returncode == 0 and "ALPN protocol: h2" in gcm.stdout, gcm.stdout[-1500:]
+
+
+def test_servers_starting_together_make_one_ca(linkup_bin, env, tmp_path):
+    """Servers starting at the same moment on a new certs directory make one CA
+    between them (the check and the creation hold a lock on the directory):
+    the key matches the certificate, and every server serves TLS with it."""
+    for round_ in range(3):
+        certs = tmp_path / f"certs{round_}"
+        env["LINKUP_DNS_ADDR"] = "off"
+        procs = [subprocess.Popen([linkup_bin, "server", "--http", "127.0.0.1:0", "--https",
+                                   "127.0.0.1:0", "--certs-dir", str(certs), "--worker-url",
+                                   "http://127.0.0.1:9", "--worker-token", "t"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+                 for _ in range(3)]
+        try:
+            for p in procs:
+                deadline = time.time() + 20
+                line = b""
+                while b"HTTPS listening on" not in line:
+                    assert time.time() < deadline and p.poll() is None
+                    line = p.stdout.readline()
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(15)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(certs / "linkup_ca.cert.pem"), str(certs / "linkup_ca.key.pem"))
