@@ -178,6 +178,23 @@ int lk_kv_put(const struct lk_kv *kv, const char *key, const char *value, size_t
     return kv->ops->put(kv->ctx, key, value, len, err);
 }
 
+int lk_kv_put_if(const struct lk_kv *kv, const char *key, const char *expect, size_t expect_len,
+                 const char *value, size_t len, struct lk_buf *err)
+{
+    if (kv->ops->put_if != NULL)
+        return kv->ops->put_if(kv->ctx, key, expect, expect_len, value, len, err);
+    struct lk_buf cur = LK_BUF_INIT;
+    int rc = lk_kv_get(kv, key, &cur, err);
+    bool match = expect == NULL
+                     ? rc == LK_ENOTFOUND
+                     : rc == 0 && cur.len == expect_len &&
+                           (expect_len == 0 || memcmp(cur.data, expect, expect_len) == 0);
+    lk_buf_release(&cur);
+    if (rc != 0 && rc != LK_ENOTFOUND)
+        return rc;
+    return match ? lk_kv_put(kv, key, value, len, err) : LK_ECONFLICT;
+}
+
 int lk_kv_del(const struct lk_kv *kv, const char *key, struct lk_buf *err)
 {
     return kv->ops->del(kv->ctx, key, err);
@@ -269,7 +286,7 @@ static void mem_destroy(void *ctx)
 }
 
 static const struct lk_kv_ops memory_ops = {
-    mem_get, mem_exists, mem_put, mem_del, mem_list, mem_destroy, mem_stamp,
+    mem_get, mem_exists, mem_put, mem_del, mem_list, mem_destroy, mem_stamp, NULL,
 };
 
 void lk_kv_memory_init(struct lk_kv *kv)
@@ -462,6 +479,52 @@ int lk_store_put_session(const struct lk_kv *kv, const char *name, const struct 
     return rc;
 }
 
+/* How a session is written: over whatever is there, only where nothing is,
+ * or only over the exact bytes read before (an atomic check-and-put, so two
+ * workers sharing a store cannot both take a name, SPEC §2.5). */
+enum put_mode {
+    PUT_ALWAYS,
+    PUT_IF_ABSENT,
+    PUT_IF_UNCHANGED
+};
+
+/* LK_ECONFLICT without a message when the store changed since it was read. */
+static int put_session_as(const struct lk_kv *kv, const char *name, const struct lk_session *s,
+                          enum put_mode mode, const struct lk_buf *seen, struct lk_buf *err)
+{
+    struct lk_buf json = LK_BUF_INIT;
+    struct lk_buf why = LK_BUF_INIT;
+    lk_session_to_json(s, &json);
+    int rc = mode == PUT_ALWAYS
+                 ? lk_kv_put(kv, name, json.data, json.len, &why)
+                 : lk_kv_put_if(kv, name, mode == PUT_IF_ABSENT ? NULL : lk_buf_str(seen).ptr,
+                                mode == PUT_IF_ABSENT ? 0 : seen->len, json.data, json.len, &why);
+    if (rc != LK_ECONFLICT)
+        wrap(rc, "Could not put config: ", &why, err);
+    lk_buf_release(&why);
+    lk_buf_release(&json);
+    return rc;
+}
+
+/* The session stored under name, parsed into *out, its bytes in raw;
+ * LK_ENOTFOUND (no message) when there is none. */
+static int read_session(const struct lk_kv *kv, const char *name, struct lk_buf *raw,
+                        struct lk_session **out, struct lk_buf *err)
+{
+    struct lk_buf why = LK_BUF_INIT;
+    lk_buf_reset(raw);
+    int rc = lk_kv_get(kv, name, raw, &why);
+    if (rc == 0 && lk_session_from_json(raw->data, raw->len, out, &why) != 0)
+        rc = wrap(LK_EINVAL, "Invalid stored config: ", &why, err);
+    else if (rc != 0 && rc != LK_ENOTFOUND)
+        wrap(rc, "Could not get config: ", &why, err);
+    lk_buf_release(&why);
+    return rc;
+}
+
+/* Reads, checks and writes again when another writer came in between. */
+#define STORE_ATTEMPTS 8
+
 int lk_store_delete_session(const struct lk_kv *kv, const char *name, struct lk_buf *err)
 {
     struct lk_buf why = LK_BUF_INIT;
@@ -549,25 +612,39 @@ int lk_store_session(const struct lk_kv *kv, const struct lk_session *s, enum lk
                      struct lk_buf *err)
 {
     struct lk_buf name = LK_BUF_INIT;
-    struct lk_session *existing = NULL;
-    int rc = 0;
-    /* SPEC §2.5 step 1 + §2.7: a missing name is no error, but a value that
-     * cannot be read or parsed fails the lookup ("Invalid stored config: {e}")
-     * rather than silently allocating another name. */
-    if (desired != NULL && desired[0] != '\0') {
-        rc = lk_store_get_session(kv, NULL, desired, &existing, err);
-        if (rc == LK_ENOTFOUND)
-            rc = 0;
+    struct lk_buf raw = LK_BUF_INIT;
+    int rc = LK_ECONFLICT;
+    for (int attempt = 0; attempt < STORE_ATTEMPTS && rc == LK_ECONFLICT; attempt++) {
+        struct lk_session *existing = NULL;
+        enum put_mode mode = PUT_ALWAYS;
+        lk_buf_reset(&name);
+        rc = 0;
+        /* SPEC §2.5 step 1 + §2.7: a missing name is no error, but a value
+         * that cannot be read or parsed fails the lookup ("Invalid stored
+         * config: {e}") rather than silently allocating another name. */
+        if (desired != NULL && desired[0] != '\0') {
+            rc = read_session(kv, desired, &raw, &existing, err);
+            if (rc == LK_ENOTFOUND)
+                rc = 0;
+        }
+        if (rc == 0 && existing != NULL && same_token(existing->session_token, s->session_token)) {
+            lk_buf_adds(&name, desired);
+            mode = PUT_IF_UNCHANGED;
+        } else if (rc == 0) {
+            rc = lk_new_session_name(kv, kind, desired, s, rng, &name, err);
+            /* A six-char name is the hash of the session: the same session
+             * under it again is the same value (SPEC §2.6). */
+            mode = kind == LK_NAME_SIX_CHAR ? PUT_ALWAYS : PUT_IF_ABSENT;
+        }
+        if (rc == 0)
+            rc = put_session_as(kv, name.data, s, mode, &raw, err);
+        lk_session_free(existing);
     }
-    if (rc == 0 && existing != NULL && same_token(existing->session_token, s->session_token))
-        lk_buf_adds(&name, desired);
-    else if (rc == 0)
-        rc = lk_new_session_name(kv, kind, desired, s, rng, &name, err);
-    if (rc == 0)
-        rc = lk_store_put_session(kv, name.data, s, err);
+    if (rc == LK_ECONFLICT && err)
+        lk_buf_adds(err, "Could not put config: the name kept changing under this write");
     if (rc == 0)
         lk_buf_addstr(name_out, lk_buf_str(&name));
-    lk_session_free(existing);
+    lk_buf_release(&raw);
     lk_buf_release(&name);
     return rc;
 }
@@ -575,22 +652,29 @@ int lk_store_session(const struct lk_kv *kv, const struct lk_session *s, enum lk
 int lk_strict_store_session(const struct lk_kv *kv, const char *name, const struct lk_session *s,
                             struct lk_buf *err)
 {
-    struct lk_session *existing = NULL;
     if (name == NULL || name[0] == '\0') {
         if (err)
             lk_buf_adds(err, "Session name is empty");
         return LK_EINVAL;
     }
-    int rc = lk_store_get_session(kv, NULL, name, &existing, err);
-    if (rc == LK_ENOTFOUND)
-        rc = 0;
-    else if (rc == 0 && !same_token(existing->session_token, s->session_token)) {
-        if (err)
-            lk_buf_adds(err, "Session with name already exists");
-        rc = LK_ECONFLICT;
+    struct lk_buf raw = LK_BUF_INIT;
+    int rc = LK_ECONFLICT;
+    bool taken = false;
+    for (int attempt = 0; attempt < STORE_ATTEMPTS && rc == LK_ECONFLICT && !taken; attempt++) {
+        struct lk_session *existing = NULL;
+        rc = read_session(kv, name, &raw, &existing, err);
+        if (rc == 0 && !same_token(existing->session_token, s->session_token)) {
+            taken = true;
+            rc = LK_ECONFLICT;
+        } else if (rc == 0 || rc == LK_ENOTFOUND) {
+            rc = put_session_as(kv, name, s, rc == 0 ? PUT_IF_UNCHANGED : PUT_IF_ABSENT, &raw, err);
+        }
+        lk_session_free(existing);
     }
-    lk_session_free(existing);
-    if (rc != 0)
-        return rc;
-    return lk_store_put_session(kv, name, s, err);
+    /* Taken by another token, also when that came in between the read and
+     * the write (the next read saw it). */
+    if (rc == LK_ECONFLICT && err)
+        lk_buf_adds(err, "Session with name already exists");
+    lk_buf_release(&raw);
+    return rc;
 }

@@ -70,6 +70,13 @@ struct lk_kv_ops {
      * process's writes a moment late must bound how late (the worker's
      * SQLite store: a second). */
     int (*stamp)(void *ctx, uint64_t *stamp);
+    /* Optional (NULL: lk_kv_put_if() checks with get, then puts, which is
+     * atomic only for a kv that one process owns). Stores value under key
+     * only if key has no value (expect NULL) or its value is exactly
+     * expect[0..expect_len), as one atomic step of the store; LK_ECONFLICT
+     * (no message) when not. */
+    int (*put_if)(void *ctx, const char *key, const char *expect, size_t expect_len,
+                  const char *value, size_t len, struct lk_buf *err);
 };
 
 struct lk_kv {
@@ -86,6 +93,8 @@ int lk_kv_get(const struct lk_kv *kv, const char *key, struct lk_buf *value, str
 int lk_kv_exists(const struct lk_kv *kv, const char *key, bool *exists, struct lk_buf *err);
 int lk_kv_put(const struct lk_kv *kv, const char *key, const char *value, size_t len,
               struct lk_buf *err);
+int lk_kv_put_if(const struct lk_kv *kv, const char *key, const char *expect, size_t expect_len,
+                 const char *value, size_t len, struct lk_buf *err);
 int lk_kv_del(const struct lk_kv *kv, const char *key, struct lk_buf *err);
 int lk_kv_list(const struct lk_kv *kv, lk_kv_list_cb *cb, void *data, struct lk_buf *err);
 /* LK_EUNSUPPORTED when the kv has no stamp. */

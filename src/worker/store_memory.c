@@ -131,7 +131,7 @@ static void ttl_destroy(void *ctx)
 }
 
 static const struct lk_kv_ops ttl_ops = {
-    ttl_get, ttl_exists, ttl_put, ttl_del, ttl_list, ttl_destroy, ttl_stamp,
+    ttl_get, ttl_exists, ttl_put, ttl_del, ttl_list, ttl_destroy, ttl_stamp, NULL,
 };
 
 /* Collects the keys of expired entries (deleted after the listing). */

@@ -171,6 +171,39 @@ static int rd_put(void *ctx, const char *key, const char *value, size_t len, str
     return 0;
 }
 
+/* A script runs atomically on the server: workers sharing it cannot both
+ * take a key. ARGV: mode ("0": only when absent, "1": only over ARGV[2]),
+ * expected value, new value, TTL in seconds ("0": none). */
+static int rd_put_if(void *ctx, const char *key, const char *expect, size_t expect_len,
+                     const char *value, size_t len, struct lk_buf *err)
+{
+    static const char script[] = "local v = redis.call('GET', KEYS[1]) "
+                                 "if ARGV[1] == '0' then if v then return 0 end "
+                                 "elseif v ~= ARGV[2] then return 0 end "
+                                 "if ARGV[4] == '0' then redis.call('SET', KEYS[1], ARGV[3]) "
+                                 "else redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4]) end "
+                                 "return 1";
+    struct rd_view *v = ctx;
+    struct lk_buf k = LK_BUF_INIT;
+    char ttl[32];
+    rd_key(v, key, &k);
+    int n = snprintf(ttl, sizeof(ttl), "%llu",
+                     v->ttl ? (unsigned long long)(WORKER_SESSION_TTL_MS / 1000) : 0ULL);
+    LK_ASSERT(n > 0 && (size_t)n < sizeof(ttl));
+    const char *argv[8] = { "EVAL", script, "1", k.data, expect ? "1" : "0", expect ? expect : "",
+                            value,  ttl };
+    size_t lens[8] = {
+        4, sizeof(script) - 1, 1, k.len, 1, expect ? expect_len : 0, len, (size_t)n
+    };
+    redisReply *r = rd_command(v->db, 8, argv, lens, err);
+    lk_buf_release(&k);
+    if (r == NULL)
+        return LK_ESTORE;
+    int rc = r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? 0 : LK_ECONFLICT;
+    freeReplyObject(r);
+    return rc;
+}
+
 static int rd_del(void *ctx, const char *key, struct lk_buf *err)
 {
     redisReply *r = rd_key_command(ctx, "DEL", key, err);
@@ -294,8 +327,9 @@ static void rd_view_destroy(void *ctx)
 }
 
 static const struct lk_kv_ops redis_ops = {
-    rd_get,  rd_exists,       rd_put, rd_del,
-    rd_list, rd_view_destroy, NULL, /* no stamp: other workers write without telling this one */
+    rd_get,    rd_exists,       rd_put, rd_del,
+    rd_list,   rd_view_destroy, NULL, /* no stamp: other workers write without telling this one */
+    rd_put_if,
 };
 
 static void redis_close(void *backend)

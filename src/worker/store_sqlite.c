@@ -155,6 +155,42 @@ static int sq_put(void *ctx, const char *key, const char *value, size_t len, str
     return sq_run(v, st, "insert", err);
 }
 
+/* One statement, so atomic across processes sharing the file: an insert
+ * that replaces only an expired row, or an update of the live row holding
+ * exactly expect. No row changed: LK_ECONFLICT. */
+static int sq_put_if(void *ctx, const char *key, const char *expect, size_t expect_len,
+                     const char *value, size_t len, struct lk_buf *err)
+{
+    struct sq_view *v = ctx;
+    sqlite3_stmt *st = NULL;
+    int rc = expect == NULL
+                 ? sq_prepare(v, "INSERT INTO ",
+                              " (key, value, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT(key) DO "
+                              "UPDATE SET value = excluded.value, expires_at = excluded.expires_at "
+                              "WHERE expires_at IS NOT NULL AND expires_at <= ?4",
+                              &st, err)
+                 : sq_prepare(v, "UPDATE ",
+                              " SET value = ?2, expires_at = ?3 WHERE key = ?1 AND value = ?5 AND "
+                              "(expires_at IS NULL OR expires_at > ?4)",
+                              &st, err);
+    if (rc != 0)
+        return rc;
+    sqlite3_int64 now = sq_now(v);
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, (int)len, SQLITE_STATIC);
+    if (v->ttl)
+        sqlite3_bind_int64(st, 3, now + (sqlite3_int64)WORKER_SESSION_TTL_MS);
+    else
+        sqlite3_bind_null(st, 3);
+    sqlite3_bind_int64(st, 4, now);
+    if (expect != NULL)
+        sqlite3_bind_text(st, 5, expect, (int)expect_len, SQLITE_STATIC);
+    rc = sq_run(v, st, expect == NULL ? "insert" : "update", err);
+    if (rc == 0 && sqlite3_changes(v->db->db) == 0)
+        rc = LK_ECONFLICT;
+    return rc;
+}
+
 static int sq_del(void *ctx, const char *key, struct lk_buf *err)
 {
     struct sq_view *v = ctx;
@@ -239,7 +275,7 @@ static void sq_view_destroy(void *ctx)
 }
 
 static const struct lk_kv_ops sqlite_ops = {
-    sq_get, sq_exists, sq_put, sq_del, sq_list, sq_view_destroy, sq_stamp,
+    sq_get, sq_exists, sq_put, sq_del, sq_list, sq_view_destroy, sq_stamp, sq_put_if,
 };
 
 static int sqlite_purge(struct worker_store *st, struct lk_buf *err)

@@ -133,9 +133,8 @@ static int counting_stamp(void *ctx, uint64_t *stamp)
  * lookup. */
 static void test_cache_skips_reads_under_a_stamp(void)
 {
-    static const struct lk_kv_ops ops = {
-        counting_get, NULL, NULL, NULL, NULL, NULL, counting_stamp
-    };
+    static const struct lk_kv_ops ops = { counting_get, NULL, NULL,           NULL,
+                                          NULL,         NULL, counting_stamp, NULL };
     struct counting_kv c = { 0 };
     struct lk_kv kv = { &ops, &c };
     struct lk_session_cache *cache = lk_session_cache_new(10, 0);
@@ -485,6 +484,94 @@ static void test_strict_store(void)
     lk_kv_free(&kv);
 }
 
+/* A kv over a memory kv whose first put_if finds that another writer (a
+ * second worker sharing the store) stored `intruder` under the same key
+ * after this one read it: the write is refused as the store would refuse it. */
+struct racing_kv {
+    struct lk_kv inner;
+    const char *intruder;
+    int races;
+};
+
+static int racing_get(void *ctx, const char *key, struct lk_buf *value, struct lk_buf *err)
+{
+    return lk_kv_get(&((struct racing_kv *)ctx)->inner, key, value, err);
+}
+
+static int racing_exists(void *ctx, const char *key, bool *exists, struct lk_buf *err)
+{
+    return lk_kv_exists(&((struct racing_kv *)ctx)->inner, key, exists, err);
+}
+
+static int racing_put(void *ctx, const char *key, const char *value, size_t len, struct lk_buf *err)
+{
+    return lk_kv_put(&((struct racing_kv *)ctx)->inner, key, value, len, err);
+}
+
+static int racing_put_if(void *ctx, const char *key, const char *expect, size_t expect_len,
+                         const char *value, size_t len, struct lk_buf *err)
+{
+    struct racing_kv *r = ctx;
+    if (r->races > 0) {
+        r->races--;
+        lk_kv_put(&r->inner, key, r->intruder, strlen(r->intruder), NULL);
+    }
+    return lk_kv_put_if(&r->inner, key, expect, expect_len, value, len, err);
+}
+
+static void test_store_race_with_another_writer(void)
+{
+    static const struct lk_kv_ops ops = { racing_get, racing_exists, racing_put, NULL,
+                                          NULL,       NULL,          NULL,       racing_put_if };
+    struct lk_session *mine = make("mine", fb, 2);
+    struct lk_session *theirs = make("theirs", bf, 2);
+    struct lk_buf json = LK_BUF_INIT;
+    lk_session_to_json(theirs, &json);
+    struct racing_kv r = { .intruder = json.data, .races = 1 };
+    struct lk_kv kv = { &ops, &r };
+    struct lk_buf err = LK_BUF_INIT;
+    struct lk_session *got = NULL;
+    lk_kv_memory_init(&r.inner);
+    /* Strict (v2): the name was free when read, another token took it before
+     * the write: 409, and the other's session stays. */
+    CHECK_INT_EQ(lk_strict_store_session(&kv, "n", mine, &err), LK_ECONFLICT);
+    CHECK_STR_EQ(err.data, "Session with name already exists");
+    CHECK_INT_EQ(lk_store_get_session(&r.inner, NULL, "n", &got, NULL), 0);
+    if (got)
+        CHECK_STR_EQ(got->session_token, "theirs");
+    lk_session_free(got);
+    got = NULL;
+    /* Without another writer the name is taken at once. */
+    r.intruder = "{}";
+    r.races = 0;
+    lk_buf_reset(&err);
+    CHECK_INT_EQ(lk_strict_store_session(&kv, "m", mine, &err), 0);
+    /* Animal naming (v1): the desired name was taken in between: the retry
+     * draws another name, and both sessions are kept. */
+    unsigned long long state = 9;
+    struct lk_rng rng = { fill_splitmix, &state };
+    struct lk_buf name = LK_BUF_INIT;
+    r.intruder = json.data;
+    r.races = 1;
+    CHECK_INT_EQ(lk_store_session(&kv, mine, LK_NAME_ANIMAL, "tiny-cow", &rng, &name, NULL), 0);
+    CHECK(name.len > 0 && strcmp(name.data, "tiny-cow") != 0);
+    CHECK_INT_EQ(lk_store_get_session(&r.inner, NULL, name.data, &got, NULL), 0);
+    if (got)
+        CHECK_STR_EQ(got->session_token, "mine");
+    lk_session_free(got);
+    got = NULL;
+    CHECK_INT_EQ(lk_store_get_session(&r.inner, NULL, "tiny-cow", &got, NULL), 0);
+    if (got)
+        CHECK_STR_EQ(got->session_token, "theirs");
+    lk_session_free(got);
+    lk_buf_release(&name);
+    lk_buf_release(&err);
+    lk_buf_release(&json);
+    lk_session_free(mine);
+    lk_session_free(theirs);
+    lk_kv_free(&r.inner);
+}
+
 /* SPEC §2.5 step 1 + §2.7: store_session's lookup of the desired name fails
  * on a stored value that does not parse, for both namings, and leaves the
  * store alone; a missing desired name is no error. */
@@ -554,7 +641,7 @@ static int fail_del(void *ctx, const char *key, struct lk_buf *err)
 static void test_failing_kv(void)
 {
     static const struct lk_kv_ops ops = { fail_get, fail_exists, fail_put, fail_del,
-                                          NULL,     NULL,        NULL };
+                                          NULL,     NULL,        NULL,     NULL };
     struct lk_kv kv = { &ops, NULL };
     struct lk_session *s = make("t", fb, 2);
     struct lk_session *got = NULL;
@@ -626,6 +713,7 @@ int main(void)
     RUN(test_store_session_invalid_desired);
     RUN(test_saturation);
     RUN(test_strict_store);
+    RUN(test_store_race_with_another_writer);
     RUN(test_failing_kv);
     return DONE();
 }

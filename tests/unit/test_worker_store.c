@@ -227,6 +227,52 @@ static void test_kv_basics(void)
     }
 }
 
+/* put_if is one atomic step of the store, seen by every process sharing it:
+ * of two stores on the same backend, only the first takes an absent key; a
+ * write over an expected value needs that exact value. */
+static void test_put_if(void)
+{
+    const char *specs[3];
+    size_t n = backends(specs);
+    for (size_t i = 0; i < n; i++) {
+        struct worker_store *a = open_store(specs[i]);
+        struct worker_store *b = i == 0 ? a : open_store(specs[i]); /* memory: one process */
+        struct lk_buf v = LK_BUF_INIT;
+        CHECK(a != NULL && b != NULL);
+        if (a == NULL || b == NULL)
+            continue;
+        lk_kv_del(&a->sessions, "p", NULL);
+        CHECK_INT_EQ(lk_kv_put_if(&a->sessions, "p", NULL, 0, "one", 3, NULL), 0);
+        CHECK_INT_EQ(lk_kv_put_if(&b->sessions, "p", NULL, 0, "two", 3, NULL), LK_ECONFLICT);
+        CHECK_INT_EQ(lk_kv_put_if(&b->sessions, "p", "two", 3, "three", 5, NULL), LK_ECONFLICT);
+        CHECK_INT_EQ(get_str(&a->sessions, "p", &v), 0);
+        CHECK_STR_EQ(v.data, "one");
+        CHECK_INT_EQ(lk_kv_put_if(&b->sessions, "p", "one", 3, "three", 5, NULL), 0);
+        CHECK_INT_EQ(lk_kv_put_if(&a->sessions, "p", "one", 3, "four", 4, NULL), LK_ECONFLICT);
+        CHECK_INT_EQ(get_str(&a->sessions, "p", &v), 0);
+        CHECK_STR_EQ(v.data, "three");
+        CHECK_INT_EQ(lk_kv_put_if(&a->sessions, "q", "x", 1, "y", 1, NULL), LK_ECONFLICT);
+        CHECK_INT_EQ(get_str(&a->sessions, "q", &v), LK_ENOTFOUND);
+        /* An expired session is no owner (memory and SQLite run on the
+         * injected clock; Redis expires on its own). */
+        if (strncmp(specs[i], "redis", 5) != 0) {
+            uint64_t t0 = fake_now;
+            fake_now = t0 + WORKER_SESSION_TTL_MS + 1;
+            CHECK_INT_EQ(lk_kv_put_if(&b->sessions, "p", "three", 5, "five", 4, NULL),
+                         LK_ECONFLICT);
+            CHECK_INT_EQ(lk_kv_put_if(&b->sessions, "p", NULL, 0, "six", 3, NULL), 0);
+            CHECK_INT_EQ(get_str(&a->sessions, "p", &v), 0);
+            CHECK_STR_EQ(v.data, "six");
+            fake_now = t0;
+        }
+        lk_kv_del(&a->sessions, "p", NULL);
+        lk_buf_release(&v);
+        if (b != a)
+            worker_store_free(b);
+        worker_store_free(a);
+    }
+}
+
 /* Sessions expire 7 days after their last put (Redis keeps its own clock and
  * is checked through PTTL instead). */
 static void test_session_expiry(void)
@@ -703,6 +749,7 @@ int main(void)
     start_redis();
     RUN(test_open_rejects_bad_specs);
     RUN(test_kv_basics);
+    RUN(test_put_if);
     RUN(test_session_expiry);
     RUN(test_sqlite_purge_deletes_rows);
     RUN(test_sqlite_survives_reopen);
