@@ -199,6 +199,19 @@ static void test_cache_skips_reads_under_a_stamp(void)
     lk_kv_free(&c2.inner);
 }
 
+/* Stores s under "k{i}" and reads it back through cache. */
+static void put_and_read(struct lk_kv *kv, struct lk_session_cache *cache, int i,
+                         const struct lk_session *s)
+{
+    char name[16];
+    struct lk_session *got = NULL;
+    snprintf(name, sizeof(name), "k%d", i);
+    CHECK_INT_EQ(lk_store_put_session(kv, name, s, NULL), 0);
+    CHECK_INT_EQ(lk_store_get_session(kv, cache, name, &got, NULL), 0);
+    CHECK(got != NULL);
+    lk_session_free(got);
+}
+
 static void test_cache(void)
 {
     struct lk_kv kv;
@@ -223,14 +236,8 @@ static void test_cache(void)
     lk_session_free(b);
     lk_session_free(c);
     /* Eviction keeps the cache bounded and lookups correct. */
-    for (int i = 0; i < 10; i++) {
-        char name[16];
-        struct lk_session *got = NULL;
-        snprintf(name, sizeof(name), "k%d", i);
-        CHECK_INT_EQ(lk_store_put_session(&kv, name, s1, NULL), 0);
-        CHECK_INT_EQ(lk_store_get_session(&kv, cache, name, &got, NULL), 0);
-        lk_session_free(got);
-    }
+    for (int i = 0; i < 10; i++)
+        put_and_read(&kv, cache, i, s1);
     /* A deleted session is not served from the cache. */
     CHECK_INT_EQ(lk_store_delete_session(&kv, "k9", NULL), 0);
     CHECK_INT_EQ(lk_store_get_session(&kv, cache, "k9", &a, NULL), LK_ENOTFOUND);
@@ -282,13 +289,7 @@ static void test_cache_byte_budget(void)
     lk_kv_memory_init(&kv);
     size_t bytes = 0;
     for (int i = 0; i < 10; i++) {
-        char name[16];
-        struct lk_session *got = NULL;
-        snprintf(name, sizeof(name), "k%d", i);
-        CHECK_INT_EQ(lk_store_put_session(&kv, name, s1, NULL), 0);
-        CHECK_INT_EQ(lk_store_get_session(&kv, cache, name, &got, NULL), 0);
-        CHECK(got != NULL);
-        lk_session_free(got);
+        put_and_read(&kv, cache, i, s1);
         size_t n = lk_session_cache_size(cache, &bytes);
         CHECK(n >= 1 && n <= 3);
         CHECK_INT_EQ(bytes, n * one);
