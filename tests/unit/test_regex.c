@@ -110,6 +110,16 @@ static void test_backtracking_bomb(void)
     memcpy(subject, "/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", 40);
     CHECK(!lk_regex_search(re, subject, 40));
     lk_regex_free(re);
+    /* Translated word boundaries (look-arounds in PCRE2) work in the DFA too. */
+    re = compile("\\<(.*a){24}\\>");
+    if (re == NULL)
+        return;
+    memset(subject, 'a', 40);
+    CHECK(lk_regex_search(re, subject, 30));
+    CHECK(!lk_regex_search(re, subject, 23));
+    subject[0] = '-'; /* the word now starts at 1, with 39 a's */
+    CHECK(lk_regex_search(re, subject, 40));
+    lk_regex_free(re);
     re = compile("^/(x+x+)+y$");
     if (re == NULL)
         return;
