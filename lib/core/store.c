@@ -339,6 +339,16 @@ void lk_session_cache_free(struct lk_session_cache *cache)
     free(cache);
 }
 
+/* Removes name's entry, if any, with its bytes. */
+static void cache_drop(struct lk_session_cache *cache, const char *name)
+{
+    const struct entry *e = map_find(&cache->map, name);
+    if (e == NULL)
+        return;
+    cache->bytes -= e->raw_len;
+    map_remove(&cache->map, name);
+}
+
 /* Returns a new reference to the cached session when its bytes match. */
 static struct lk_session *cache_lookup(struct lk_session_cache *cache, const char *name,
                                        const struct lk_buf *raw)
@@ -375,8 +385,7 @@ static void cache_store(struct lk_session_cache *cache, const struct lk_kv *kv, 
     /* s is the entry's own session exactly when cache_lookup() found raw
      * unchanged; otherwise both are new and the entry is replaced. */
     if (e != NULL && e->session != s) {
-        cache->bytes -= e->raw_len;
-        map_remove(&cache->map, name);
+        cache_drop(cache, name);
         e = NULL;
     }
     if (e == NULL) {
@@ -402,6 +411,29 @@ static int wrap(int rc, const char *what, const struct lk_buf *why, struct lk_bu
 {
     if (rc != 0 && err)
         lk_buf_addf(err, "%s%s", what, why->data ? why->data : "");
+    return rc;
+}
+
+/* The bytes stored under name into raw; LK_ENOTFOUND (no message) when none. */
+static int get_stored(const struct lk_kv *kv, const char *name, struct lk_buf *raw,
+                      struct lk_buf *err)
+{
+    struct lk_buf why = LK_BUF_INIT;
+    lk_buf_reset(raw);
+    int rc = lk_kv_get(kv, name, raw, &why);
+    if (rc != 0 && rc != LK_ENOTFOUND)
+        wrap(rc, "Could not get config: ", &why, err);
+    lk_buf_release(&why);
+    return rc;
+}
+
+static int parse_stored(const struct lk_buf *raw, struct lk_session **out, struct lk_buf *err)
+{
+    struct lk_buf why = LK_BUF_INIT;
+    int rc = lk_session_from_json(raw->data, raw->len, out, &why) == 0
+                 ? 0
+                 : wrap(LK_EINVAL, "Invalid stored config: ", &why, err);
+    lk_buf_release(&why);
     return rc;
 }
 
@@ -437,29 +469,21 @@ int lk_store_get_session(const struct lk_kv *kv, struct lk_session_cache *cache,
      * no allocation per lookup (this runs for every proxied request). */
     struct lk_buf own = LK_BUF_INIT;
     struct lk_buf *raw = cache ? &cache->raw : &own;
-    struct lk_buf why = LK_BUF_INIT;
-    lk_buf_reset(raw);
-    int rc = lk_kv_get(kv, name, raw, &why);
-    if (rc == LK_ENOTFOUND)
+    int rc = get_stored(kv, name, raw, err);
+    if (rc != 0)
         goto out;
-    if (rc != 0) {
-        wrap(rc, "Could not get config: ", &why, err);
-        goto out;
-    }
     s = cache_lookup(cache, name, raw);
     if (s == NULL) {
-        rc = lk_session_from_json(raw->data, raw->len, &s, &why);
+        rc = parse_stored(raw, &s, err);
         if (rc != 0) {
             if (cache)
-                map_remove(&cache->map, name);
-            rc = wrap(LK_EINVAL, "Invalid stored config: ", &why, err);
+                cache_drop(cache, name);
             goto out;
         }
     }
     cache_store(cache, kv, name, raw, s, stamp);
     *out = s;
 out:
-    lk_buf_release(&why);
     lk_buf_release(&own);
     if (cache && cache->raw.cap > CACHE_RAW_KEEP)
         lk_buf_release(&cache->raw);
@@ -511,15 +535,8 @@ static int put_session_as(const struct lk_kv *kv, const char *name, const struct
 static int read_session(const struct lk_kv *kv, const char *name, struct lk_buf *raw,
                         struct lk_session **out, struct lk_buf *err)
 {
-    struct lk_buf why = LK_BUF_INIT;
-    lk_buf_reset(raw);
-    int rc = lk_kv_get(kv, name, raw, &why);
-    if (rc == 0 && lk_session_from_json(raw->data, raw->len, out, &why) != 0)
-        rc = wrap(LK_EINVAL, "Invalid stored config: ", &why, err);
-    else if (rc != 0 && rc != LK_ENOTFOUND)
-        wrap(rc, "Could not get config: ", &why, err);
-    lk_buf_release(&why);
-    return rc;
+    int rc = get_stored(kv, name, raw, err);
+    return rc == 0 ? parse_stored(raw, out, err) : rc;
 }
 
 /* Reads, checks and writes again when another writer came in between. */

@@ -309,6 +309,14 @@ static void test_cache_byte_budget(void)
     CHECK_INT_EQ(lk_store_get_session(&kv, cache, "big", &b, NULL), 0);
     CHECK(a != NULL && b != NULL && a != b && a->n_services == 64);
     CHECK_INT_EQ(lk_session_cache_size(cache, &bytes), before);
+    /* A cached session whose stored value stops parsing leaves the cache
+     * with its bytes. */
+    CHECK_INT_EQ(lk_kv_put(&kv, "k9", "not json", 8, NULL), 0);
+    struct lk_session *bad = NULL;
+    CHECK_INT_EQ(lk_store_get_session(&kv, cache, "k9", &bad, NULL), LK_EINVAL);
+    size_t left = lk_session_cache_size(cache, &bytes);
+    CHECK_INT_EQ(left, before - 1);
+    CHECK_INT_EQ(bytes, left * one);
     lk_session_free(a);
     lk_session_free(b);
     lk_session_free(big);
