@@ -176,7 +176,7 @@ static void arm_idle(struct lk_h2_front *f)
     unsigned ms = f->srv->opts.idle_timeout_ms;
     if (ms == 0 || f->dead || f->lingering)
         return;
-    struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+    struct timeval tv = lk_ms_tv(ms);
     evtimer_add(&f->idle_ev, &tv);
 }
 
@@ -194,7 +194,7 @@ static void start_linger(struct lk_h2_front *f)
         (void)shutdown(fd, SHUT_WR);
     bufferevent_disable(f->bev, EV_WRITE);
     bufferevent_enable(f->bev, EV_READ);
-    struct timeval tv = { .tv_sec = LINGER_MS / 1000, .tv_usec = (LINGER_MS % 1000) * 1000 };
+    struct timeval tv = lk_ms_tv(LINGER_MS);
     evtimer_add(&f->idle_ev, &tv);
 }
 
@@ -248,7 +248,7 @@ static void arm_stall(struct lk_h2_front *f)
         return;
     if (ms < 10)
         ms = 10;
-    struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+    struct timeval tv = lk_ms_tv(ms);
     evtimer_add(&f->stall_ev, &tv);
 }
 
@@ -278,7 +278,7 @@ static struct h2s *stream_new(struct lk_h2_front *f, int32_t id)
     event_del(&f->idle_ev);
     unsigned ms = f->srv->opts.head_timeout_ms;
     if (ms > 0) {
-        struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+        struct timeval tv = lk_ms_tv(ms);
         evtimer_add(&f->idle_ev, &tv);
     }
     return s;
@@ -1023,13 +1023,6 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
     flush(f);
 }
 
-static uint64_t now_ms(const struct lk_h2_front *f)
-{
-    struct timeval tv;
-    event_base_gettimeofday_cached(f->srv->base, &tv);
-    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-}
-
 /* The send timeout for what flow control holds back: a stream whose
  * response bytes the client's windows (the stream's or the connection's)
  * have not let out for the engine's send_timeout_ms
@@ -1045,7 +1038,7 @@ static void on_stall(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (f->dead || f->lingering)
         return;
-    uint64_t now = now_ms(f);
+    uint64_t now = (uint64_t)lk_loop_now_ms(f->srv->base);
     bool conn_shut = nghttp2_session_get_remote_window_size(f->h2) <= 0;
     bool reset = false;
     for (struct h2s *s = f->streams; s != NULL; s = s->next) {

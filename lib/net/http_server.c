@@ -143,11 +143,6 @@ void lk_http_server_opts_init(struct lk_http_server_opts *o)
         (x)->prev = (x)->next = NULL;    \
     } while (0)
 
-static struct timeval ms_tv(unsigned ms)
-{
-    return (struct timeval){ .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
-}
-
 /* ---- heads ------------------------------------------------------------- */
 
 void lk_head_add_field(struct lk_buf *b, struct lk_str name, struct lk_str value)
@@ -223,7 +218,7 @@ void lk_conn_set_timer(struct lk_conn *c, unsigned ms)
         c->timer_set = false;
     }
     if (ms > 0 && c->state != LK_CONN_CLOSED) {
-        struct timeval tv = ms_tv(ms);
+        struct timeval tv = lk_ms_tv(ms);
         evtimer_add(&c->timer, &tv);
         c->timer_set = true;
     }
@@ -777,7 +772,7 @@ static void log_access(const struct lk_exchange *ex)
         return;
     lk_log_access(&e);
     if (lk_log_pending() && !srv->log_flush_set) {
-        struct timeval tv = ms_tv(100);
+        struct timeval tv = lk_ms_tv(100);
         evtimer_add(&srv->log_flush, &tv);
         srv->log_flush_set = true;
     }
@@ -1582,7 +1577,7 @@ int lk_http_server_new(struct event_base *base, const struct lk_http_server_opts
     srv->handler = handler;
     srv->data = data;
     if (srv->opts.send_timeout_ms > 0) {
-        struct timeval tv = ms_tv(srv->opts.send_timeout_ms);
+        struct timeval tv = lk_ms_tv(srv->opts.send_timeout_ms);
         const struct timeval *common = event_base_init_common_timeout(base, &tv);
         srv->send_tv = common != NULL ? *common : tv;
     }
@@ -1841,7 +1836,7 @@ void lk_http_server_drain(struct lk_http_server *srv, unsigned deadline_ms,
     srv->drain_done = done;
     srv->drain_data = data;
     close_listeners(srv);
-    struct timeval tv = ms_tv(deadline_ms);
+    struct timeval tv = lk_ms_tv(deadline_ms);
     evtimer_add(&srv->drain_timer, &tv);
     srv->drain_timer_set = true;
     lk_http_server_check_drain(srv);

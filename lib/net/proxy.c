@@ -131,7 +131,7 @@ static void set_timer(struct lk_proxy *px, unsigned ms)
         px->timer_set = false;
     }
     if (ms > 0) {
-        struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+        struct timeval tv = lk_ms_tv(ms);
         evtimer_add(&px->timer, &tv);
         px->timer_set = true;
     }
@@ -223,19 +223,12 @@ static void deferred_fail(struct lk_exchange *ex)
     fail(px, px->errtext);
 }
 
-static int64_t loop_now_ms(struct lk_proxy *px)
-{
-    struct timeval tv;
-    event_base_gettimeofday_cached(px->srv->base, &tv);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 /* Upstream body bytes arrived (or reading resumed): the idle period
  * restarts. Cheap enough for every read: no timer syscall or heap work. */
 static void idle_mark(struct lk_proxy *px)
 {
     if (px->timer_set)
-        px->idle_mark_ms = loop_now_ms(px);
+        px->idle_mark_ms = lk_loop_now_ms(px->srv->base);
 }
 
 /* Arms (on) or stops the body idle timer. */
@@ -251,7 +244,7 @@ static void idle_timer(struct lk_proxy *px, bool on)
         return;
     }
     set_timer(px, ms);
-    px->idle_mark_ms = loop_now_ms(px);
+    px->idle_mark_ms = lk_loop_now_ms(px->srv->base);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -265,10 +258,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         if ((px->relay != NULL && !lk_splice_reading(px->relay)) ||
             (px->splice != NULL && !lk_tunnel_splice_reading(px->splice))) {
             set_timer(px, ms); /* waiting for the client, not the upstream */
-            px->idle_mark_ms = loop_now_ms(px);
+            px->idle_mark_ms = lk_loop_now_ms(px->srv->base);
             return;
         }
-        int64_t idle = loop_now_ms(px) - px->idle_mark_ms;
+        int64_t idle = lk_loop_now_ms(px->srv->base) - px->idle_mark_ms;
         if (idle >= 0 && idle < (int64_t)ms) {
             int64_t mark = px->idle_mark_ms;
             set_timer(px, ms - (unsigned)idle);
@@ -283,7 +276,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         /* DESIGN §9: request sent -> first response byte; a request body
          * still moving upstream is not the upstream's delay. */
         unsigned ms = px->srv->opts.first_byte_timeout_ms;
-        int64_t quiet = loop_now_ms(px) - px->sent_mark_ms;
+        int64_t quiet = lk_loop_now_ms(px->srv->base) - px->sent_mark_ms;
         if (quiet >= 0 && quiet < (int64_t)ms) {
             set_timer(px, ms - (unsigned)quiet);
             return;
@@ -700,7 +693,8 @@ static bool pump_request(struct lk_proxy *px)
         return false;
     }
     if (evbuffer_get_length(out) != have)
-        px->sent_mark_ms = loop_now_ms(px); /* on_timer(): the first byte waits from here */
+        px->sent_mark_ms =
+            lk_loop_now_ms(px->srv->base); /* on_timer(): the first byte waits from here */
     return true;
 }
 
@@ -740,7 +734,7 @@ static void attach(struct lk_proxy *px, struct lk_upstream *up)
     }
     lk_net_send(up->bev, up->plain, px->head, px->head_len, NULL, 0);
     set_timer(px, px->srv->opts.first_byte_timeout_ms);
-    px->sent_mark_ms = loop_now_ms(px);
+    px->sent_mark_ms = lk_loop_now_ms(px->srv->base);
     pump_request(px);
 }
 

@@ -36,11 +36,6 @@ struct lk_resolve_ticket {
 
 static void try_next(struct lk_upstream *up);
 
-static struct timeval ms_tv(unsigned ms)
-{
-    return (struct timeval){ .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
-}
-
 static void set_timer(struct lk_upstream *up, unsigned ms)
 {
     if (up->timer_set) {
@@ -48,7 +43,7 @@ static void set_timer(struct lk_upstream *up, unsigned ms)
         up->timer_set = false;
     }
     if (ms > 0) {
-        struct timeval tv = ms_tv(ms);
+        struct timeval tv = lk_ms_tv(ms);
         evtimer_add(&up->timer, &tv);
         up->timer_set = true;
     }
