@@ -6,6 +6,10 @@ Usage: report.py OUT_DIR [OUT_DIR...]   (reads runs.tsv, rss.tsv, versions.txt, 
 Several directories are merged: reps are renumbered per directory, so paired ratios stay within
 one run; machine, versions and RSS are taken from the last directory.
 
+wake-ups/req counts the voluntary context switches (sleeps ended by a wake-up) of the target's
+processes per request; for direct, the origin's. At one connection every process on the path
+sleeps once per message it waits for, so the count shows how many hand-offs a path makes.
+
 req/s, latencies and CPU are medians over reps; /direct, /nginx and /base are medians of
 per-rep paired ratios (same rep, back-to-back cells), which cancel most of the drift of a
 shared machine. /base compares a variant with the plain path it extends:
@@ -118,8 +122,8 @@ def fmt(x, spec="%.0f"):
 
 def main_table(R, out):
     out.append("| workload | target | req/s | [min–max] | MiB/s | p50 µs | p99 µs | Δp50 µs | cpu µs/req "
-               "| /direct | /nginx | /base | err | foreign |")
-    out.append("|---|---|---:|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|")
+               "| wake-ups/req | /direct | /nginx | /base | err | foreign |")
+    out.append("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|")
     for w in WL_ORDER:
         for t in ORDER:
             rows = R.cell.get((w, t))
@@ -131,12 +135,13 @@ def main_table(R, out):
             if t != "direct" and a is not None and b is not None:
                 dp = a - b
             base = BASE.get(t)
-            out.append("| %s | %s | %s | [%s–%s] | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |" % (
+            out.append("| %s | %s | %s | [%s–%s] | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |" % (
                 w, t, fmt(med(rps)), fmt(min(rps)), fmt(max(rps)),
                 fmt(R.m(w, t, "MiBps"), "%.1f") if w.startswith("1m") else "-",
                 fmt(R.m(w, t, "p50_us")),
                 fmt(R.m(w, t, "p99_us")) + (" †%d" % R.dropped(w, t) if R.dropped(w, t) else ""),
                 "-" if dp is None else "%+.0f" % dp, fmt(R.m(w, t, "cpu_us_per_req"), "%.1f"),
+                fmt(R.m(w, t, "wakeups_per_req"), "%.2f"),
                 "1.00" if t == "direct" else fmt_ratio(R.ratio(w, t, "direct")),
                 "1.00" if t == "nginx" else fmt_ratio(R.ratio(w, t, "nginx")),
                 fmt_ratio(R.ratio(w, t, base)) if base else "-",

@@ -57,8 +57,10 @@ options:
   --perf TARGET[:WORKLOAD]  after the runs, `perf record -g` the Linkup process of TARGET
                      (server|worker|worker-10k|server-r100|worker-r100|tunnel) during one extra run
                      of WORKLOAD (default small-c64); report in OUT/perf-TARGET-WORKLOAD.txt
-  --callgrind TARGET start TARGET (server|worker) under valgrind --tool=callgrind and only
-                     run a short small-c1/small-c64 load on it; report in OUT/callgrind-TARGET.txt
+  --callgrind ROLE[:TARGET]  start the Linkup process ROLE (server|worker) under valgrind
+                     --tool=callgrind and only run a short small-c1/small-c64 load on TARGET
+                     (default ROLE; tunnel profiles ROLE's half of worker -> tunnel -> local
+                     server); report in OUT/callgrind-ROLE.txt
   --no-deps          do not run scripts/deps.sh --bench
   -h, --help         this help
 
@@ -103,8 +105,11 @@ for t in $TARGETS; do [[ " $ALL_TARGETS " == *" $t "* ]] || { echo "unknown targ
 for w in $WORKLOADS; do [[ " $ALL_WORKLOADS " == *" $w "* ]] || { echo "unknown workload $w" >&2; exit 2; }; done
 case $STORE in memory|sqlite) ;; *) echo "--store must be memory or sqlite" >&2; exit 2;; esac
 if [ -n "$CG_T" ]; then
-  case $CG_T in server|worker) ;; *) echo "--callgrind takes server or worker" >&2; exit 2;; esac
-  TARGETS="direct $CG_T"; WORKLOADS="small-c1 small-c64"; REPS=1
+  CG_LOAD=$CG_T
+  [[ $CG_T == *:* ]] && { CG_LOAD=${CG_T#*:}; CG_T=${CG_T%%:*}; }
+  case $CG_T in server|worker) ;; *) echo "--callgrind takes server or worker (optionally :TARGET)" >&2; exit 2;; esac
+  case $CG_LOAD in server|worker|tunnel) ;; *) echo "--callgrind ROLE:TARGET takes server, worker or tunnel as TARGET" >&2; exit 2;; esac
+  TARGETS="direct $CG_LOAD"; WORKLOADS="small-c1 small-c64"; REPS=1
 fi
 PERF_W=small-c64
 if [ -n "$PERF_T" ]; then
@@ -417,6 +422,9 @@ tree_pids() { local p=$1 c; echo "$p"; for c in $(cat /proc/"$p"/task/*/children
 cpu_ticks() { local t=0 p v q; for q in "$@"; do for p in $(tree_pids "$q"); do
   v=$(awk '{sub(/.*\) /,""); print $12+$13+$14+$15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v)); done; done; echo $t; }
 HZ=$(getconf CLK_TCK)
+# voluntary context switches (a sleep in epoll_wait/accept ended by a wake-up) of every thread
+wakeups() { local t=0 p v q; for q in "$@"; do for p in $(tree_pids "$q"); do
+  v=$(awk '/^voluntary_ctxt_switches/{s+=$2} END{print s+0}' /proc/"$p"/task/*/status 2>/dev/null) && t=$((t + v)); done; done; echo $t; }
 role_of() { case $1 in server|server-r100) echo server;; worker|worker-r100) echo worker;; worker-10k) echo worker10k;; tunnel) echo "worker server";; esac; }
 
 # h2load with prior knowledge, its summary turned into report.lua's RESULT line
@@ -457,7 +465,7 @@ run_cell() { # workload target outfile duration
 for t in $TARGETS; do run_cell small-c64 "$t" "$RUN/warmup.out" 1; wait "$LOAD_PID"; LOAD_PID=""; done
 
 RAW="$OUT/runs.tsv"
-printf 'rep\tworkload\ttarget\trps\tp50_us\tp90_us\tp99_us\tmax_us\tMiBps\terrors\tcpu_us_per_req\trss_load_kB\tforeign_pct\tmean_us\treqs\tsecs\n' > "$RAW"
+printf 'rep\tworkload\ttarget\trps\tp50_us\tp90_us\tp99_us\tmax_us\tMiBps\terrors\tcpu_us_per_req\trss_load_kB\tforeign_pct\tmean_us\treqs\tsecs\twakeups_per_req\n' > "$RAW"
 sys_cpu() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat; }   # busy idle (ticks)
 for rep in $(seq "$REPS"); do
   order=$TARGETS
@@ -468,6 +476,8 @@ for rep in $(seq "$REPS"); do
       f="$OUT/wrk/$w.$t.$rep.txt"
       # shellcheck disable=SC2046
       c0=$(cpu_ticks $(pids_of "$t")); o0=$(cpu_ticks "${PID_OF[backend]}")
+      # shellcheck disable=SC2046
+      k0=$(wakeups $(pids_of "$t"))
       read -r b0 i0 <<<"$(sys_cpu)"; read -r -a ST0 < /proc/$$/stat   # fields 16/17: reaped children (wrk)
       run_cell "$w" "$t" "$f" "$DURATION" || continue
       # RSS of the Linkup process(es) in the middle of the run
@@ -477,6 +487,8 @@ for rep in $(seq "$REPS"); do
       wait "$LOAD_PID"; LOAD_PID=""
       # shellcheck disable=SC2046
       c1=$(cpu_ticks $(pids_of "$t")); o1=$(cpu_ticks "${PID_OF[backend]}")
+      # shellcheck disable=SC2046
+      k1=$(wakeups $(pids_of "$t"))
       read -r b1 i1 <<<"$(sys_cpu)"; read -r -a ST1 < /proc/$$/stat
       # foreign = share of the machine's CPU used by anything but wrk, the origin and the target
       ours=$(( ST1[15] + ST1[16] - ST0[15] - ST0[16] + o1 - o0 ))
@@ -490,10 +502,11 @@ for rep in $(seq "$REPS"); do
       non2xx=$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$f" | grep -o '[0-9]*$' || true)
       errs=$(( R[err_connect] + R[err_read] + R[err_write] + R[err_timeout] + R[errors] + ${non2xx:-0} ))
       cpu=$(awk -v a="$c0" -v b="$c1" -v n="${R[reqs]}" -v hz="$HZ" 'BEGIN{ if (n == 0) print "NA"; else printf "%.1f", (b-a)/hz*1e6/n }')
+      wk=$(awk -v a="$k0" -v b="$k1" -v n="${R[reqs]}" 'BEGIN{ if (n == 0) print "NA"; else printf "%.2f", (b-a)/n }')
       mib=$(awk -v by="${R[bytes]}" -v s="${R[secs]}" 'BEGIN{ printf "%.1f", by/s/1048576 }')
       [ "$rl" = 0 ] && rl=NA
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$w" "$t" "${R[rps]}" "${R[p50_us]}" "${R[p90_us]}" \
-        "${R[p99_us]}" "${R[max_us]}" "$mib" "$errs" "$cpu" "$rl" "$fg" "${R[mean_us]}" "${R[reqs]}" "${R[secs]}" >> "$RAW"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$w" "$t" "${R[rps]}" "${R[p50_us]}" "${R[p90_us]}" \
+        "${R[p99_us]}" "${R[max_us]}" "$mib" "$errs" "$cpu" "$rl" "$fg" "${R[mean_us]}" "${R[reqs]}" "${R[secs]}" "$wk" >> "$RAW"
       printf '  [%s] %-15s %-11s %9s req/s  p50 %6sus  p99 %7sus  %7s MiB/s  err %s  cpu %s us/req  rss %s kB  foreign %s%%\n' \
         "$rep" "$w" "$t" "${R[rps]}" "${R[p50_us]}" "${R[p99_us]}" "$mib" "$errs" "$cpu" "$rl" "$fg"
       unset R

@@ -81,7 +81,7 @@ def test_one_more_nginx_hop_is_the_tunnel_reference(tmp_path):
     assert ("| reference: one more nginx hop (nginx → nginx vs nginx; the tunnel path against "
             "those two nginx in brackets) | – | small-c1 0.65× (tunnel 1.00× of it) | (no bar) |") in out
     assert "| tunnel path vs direct worker path | – | small-c1 0.65× ❌ | ≥ 0.7× |" in out
-    assert cell(out, "nginx2")[11] == "0.65 (0.60–0.70)"   # /base is nginx
+    assert cell(out, "nginx2")[12] == "0.65 (0.60–0.70)"   # /base is nginx
     order = [line.split("|")[2].strip() for line in out.splitlines() if line.startswith("| small-c1 | ")]
     assert order == ["nginx", "nginx2", "worker", "tunnel"]
 
@@ -89,3 +89,20 @@ def test_one_more_nginx_hop_is_the_tunnel_reference(tmp_path):
 def test_no_reference_row_without_nginx2(tmp_path):
     out = render(tmp_path, [rps_row(1, "nginx", 10000), rps_row(1, "worker", 10000)])
     assert "one more nginx hop" not in out
+
+
+def test_wakeups_per_request_column(tmp_path):
+    # runs.tsv of an older run has no wakeups_per_req: the cell shows "-".
+    old = render(tmp_path, [rps_row(1, "worker", 10000)])
+    assert cell(old, "worker")[9] == "-"
+    head = HEAD.rstrip("\n") + "\twakeups_per_req\n"
+    (tmp_path / "runs.tsv").write_text(head + "".join(
+        rps_row(rep, t, 10000).rstrip("\n") + "\t%s\n" % k
+        for rep, t, k in ((1, "worker", "2.01"), (2, "worker", "1.99"), (3, "worker", "2.10"),
+                          (1, "tunnel", "4.02"))))
+    r = subprocess.run([sys.executable, str(REPORT), str(tmp_path)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "| wake-ups/req |" in r.stdout
+    assert cell(r.stdout, "worker")[9] == "2.01"   # median of three reps
+    assert cell(r.stdout, "tunnel")[9] == "4.02"
