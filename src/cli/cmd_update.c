@@ -133,6 +133,16 @@ static int run_update(const struct update_opts *o, const char *url)
         printf("No new version available.\n");
         goto out;
     }
+    if (rel->sha256[0] == '\0') {
+        /* Only a cache read without LINKUP_RELEASE_URL lacks digests. */
+        struct lk_buf to = LK_BUF_INIT;
+        lk_version_format(&rel->version, &to);
+        rc = cli_fail("Cannot verify version '%s': the release cache has no SHA-256 for it; "
+                      "set LINKUP_RELEASE_URL to fetch the release manifest",
+                      to.data);
+        lk_buf_release(&to);
+        goto out;
+    }
     if (cli_self_path(&exe) != 0) {
         rc = cli_fail("Failed to find the running linkup binary");
         goto out;

@@ -204,7 +204,7 @@ static int read_cache(int64_t now, struct lk_release_cache *out)
 
 /* True when every release carries a SHA-256: an update only installs what it
  * can verify, so a cache entry without one (SPEC §6.5.9's shape) is fetched
- * again first. */
+ * again first when there is a manifest to fetch it from. */
 static bool all_have_digests(const struct lk_release_list *list)
 {
     for (size_t i = 0; i < list->n; i++)
@@ -219,12 +219,16 @@ int cli_releases_get(const char *url, bool for_update, struct lk_release_cache *
     int64_t now = (int64_t)time(NULL);
 
     if (read_cache(now, out) == 0) {
-        if (!for_update || (out->releases.n > 0 && all_have_digests(&out->releases)))
+        /* Without a release URL a valid cache is all there is (SPEC §6.1: a
+         * pre-seeded cache answers); `update` refuses to install a release
+         * of it that has no digest. With one, `update` fetches again when
+         * the cache is empty (a failed check of the notice) or unverifiable. */
+        if (!for_update || url == NULL ||
+            (out->releases.n > 0 && all_have_digests(&out->releases)))
             return 0;
         lk_release_cache_release(out);
     }
     if (url == NULL) {
-        /* A valid cache works without a release URL; nothing to fetch from. */
         lk_buf_adds(err, "No release manifest configured: set LINKUP_RELEASE_URL");
         return LK_ENOTFOUND;
     }

@@ -447,3 +447,44 @@ def test_cache_in_the_original_shape(server, copy, uenv):
     assert server.hits_of("/rel/manifest.json") == 1
     assert server.hits_of("/rel/unverified") == 0
     assert copy.read_bytes() == NEW_SCRIPT
+
+
+def original_shape_cache(uenv, releases):
+    now = int(datetime.datetime.now(datetime.timezone.utc).timestamp())
+    os.makedirs(uenv["LINKUP_HOME"], exist_ok=True)
+    with open(cache_file(uenv), "w") as f:
+        json.dump({"fetched_at": now, "next_fetch_at": (now // 86400 + 1) * 86400, "releases": [{
+            "channel": ch, "version": {"major": v[0], "minor": v[1], "patch": v[2], "pre_release": None},
+            "binary": {"name": "x", "browser_download_url": f"http://127.0.0.1:{lk.free_port()}/x"}}
+            for ch, v in releases]}, f)
+
+
+@pytest.mark.parametrize("releases,args", [
+    ([("Stable", (0, 0, 1))], ()),              # an older stable release
+    ([], ()),                                   # nothing known
+    ([("Stable", (9, 9, 9))], ("--channel", "beta")),  # no beta release known
+])
+def test_original_shape_cache_without_a_release_url(copy, uenv, releases, args):
+    """SPEC §6.1/§6.5.9: a pre-seeded cache in the original's shape (no
+    "sha256") answers `update` when there is no manifest to fetch: no release
+    newer than this one for the channel is "No new version available."."""
+    del uenv["LINKUP_RELEASE_URL"]
+    original_shape_cache(uenv, releases)
+    r = run(copy, "update", *args, env=uenv)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "No new version available.\n"
+    assert os.path.exists(cache_file(uenv))
+
+
+def test_original_shape_cache_update_without_digest_is_refused(copy, uenv):
+    """A newer release that the cache cannot verify is not downloaded, and
+    nothing is stopped for it."""
+    del uenv["LINKUP_RELEASE_URL"]
+    original_shape_cache(uenv, [("Stable", (9, 9, 9))])
+    before = copy.read_bytes()
+    r = run(copy, "update", env=uenv)
+    assert r.returncode == 1
+    assert r.stderr.endswith("Exited with error: Cannot verify version '9.9.9': the release cache has "
+                             "no SHA-256 for it; set LINKUP_RELEASE_URL to fetch the release manifest\n"), r.stderr
+    assert "Updating from version" not in r.stdout
+    assert copy.read_bytes() == before
