@@ -216,8 +216,6 @@ static json_t *system_json(const struct priv_ports *pp)
     json_object_set_new(sys, "architecture", json_string(uname(&u) == 0 ? u.machine : "unknown"));
     json_object_set_new(sys, "dns_resolvers", dns_resolvers());
     json_object_set_new(sys, "can_bind_privileged_ports", json_boolean(pp->can_bind));
-    json_object_set_new(sys, "cap_net_bind_service", json_boolean(pp->file_cap));
-    json_object_set_new(sys, "is_root", json_boolean(pp->is_root));
     free(os);
     return sys;
 }

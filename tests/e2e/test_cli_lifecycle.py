@@ -232,7 +232,8 @@ def test_health_json_fields(linkup_bin, cenv, tmp_path):
     assert list(h)[:6] == ["cli", "system", "states", "linkup_services", "local_server",
                            "cloudflared"]
     assert h["cli"]["version"] == "4.1.1"
-    assert set(h["system"]) >= {"os", "architecture", "dns_resolvers",
+    # SPEC §6.5.5's keys plus DESIGN §2.13's one addition, nothing more.
+    assert set(h["system"]) == {"os", "architecture", "dns_resolvers",
                                 "can_bind_privileged_ports"}
     assert isinstance(h["system"]["can_bind_privileged_ports"], bool)
     assert h["states"] == {"items": {}}
