@@ -84,9 +84,11 @@ enum line_result {
  * the CRLF must end at or before hard_end. Sets *eol to the CR. The result
  * is the one of a byte-by-byte scan that checks, at each position q: the
  * line limit (q - p > max), the head limit (q >= hard_end), the end of the
- * input, then the byte; the first CR or LF is found with memchr first. */
+ * input, then the byte; the first CR or LF is found with memchr first.
+ * With lf_ok (response heads, below) a bare LF ends a line too, and *eol is
+ * that LF; eol_next() gives the start of the next line either way. */
 static enum line_result find_line(const char *p, const char *end, size_t max, const char *hard_end,
-                                  const char **eol)
+                                  bool lf_ok, const char **eol)
 {
     /* p <= hard_end and p <= end here (the previous line ended before
      * both), so lim - p is the length left to scan. */
@@ -98,8 +100,12 @@ static enum line_result find_line(const char *p, const char *end, size_t max, co
         lim = p + max + 1;
     const char *q = lim > p ? memchr(p, '\r', (size_t)(lim - p)) : NULL;
     const char *lf = memchr(p, '\n', (size_t)((q != NULL ? q : lim) - p));
-    if (lf != NULL)
-        return LINE_BARE;
+    if (lf != NULL) {
+        if (!lf_ok)
+            return LINE_BARE;
+        *eol = lf; /* lf < lim <= hard_end: it ends within the head */
+        return LINE_OK;
+    }
     if (q == NULL) {
         if ((size_t)(lim - p) > max)
             return LINE_TOO_LONG;
@@ -115,6 +121,13 @@ static enum line_result find_line(const char *p, const char *end, size_t max, co
     return LINE_OK;
 }
 
+/* The first byte after the line terminator at eol (CRLF, or a bare LF
+ * where find_line() allowed one). */
+static const char *eol_next(const char *eol)
+{
+    return eol + (*eol == '\r' ? 2 : 1);
+}
+
 /* Common state of one head parse. */
 struct head {
     const struct lk_http1_limits *lim;
@@ -123,6 +136,7 @@ struct head {
     size_t n;
     int status; /* error status */
     const char *why;
+    bool lf_ok; /* a bare LF ends a line (responses) */
 };
 
 static int fail(struct head *h, int rc, int status, const char *why)
@@ -187,15 +201,15 @@ static int parse_fields(struct head *h, const char *buf, const char *p, const ch
     const char *hard_end = buf + h->lim->max_head;
     for (;;) {
         const char *eol = NULL;
-        enum line_result r = find_line(p, end, h->lim->max_line, hard_end, &eol);
+        enum line_result r = find_line(p, end, h->lim->max_line, hard_end, h->lf_ok, &eol);
         if (r != LINE_OK)
             return line_error(h, r);
         if (eol == p)
-            return (int)(eol + 2 - buf);
+            return (int)(eol_next(eol) - buf);
         int rc = parse_field(h, p, eol);
         if (rc != 0)
             return rc;
-        p = eol + 2;
+        p = eol_next(eol);
     }
 }
 
@@ -440,7 +454,7 @@ static int request_head(struct head *h, const char *buf, size_t len, struct lk_h
         if (!is_tchar(c))
             return fail(h, LK_EPARSE, 400, "invalid request method");
     }
-    enum line_result r = find_line(p, end, max, hard_end, &eol);
+    enum line_result r = find_line(p, end, max, hard_end, false, &eol);
     if (r != LINE_OK) {
         const char *stop = end < hard_end ? end : hard_end;
         if ((size_t)(stop - p) > max + 1)
@@ -457,7 +471,7 @@ int lk_http1_parse_request(const char *buf, size_t len, const struct lk_http1_li
                            struct lk_http1_request *req, const char **why)
 {
     static const struct lk_http1_limits defaults = LK_HTTP1_LIMITS_DEFAULT;
-    struct head h = { lim ? lim : &defaults, req->headers, req->headers_cap, 0, 0, NULL };
+    struct head h = { lim ? lim : &defaults, req->headers, req->headers_cap, 0, 0, NULL, false };
     req->n_headers = 0;
     req->err_status = 0;
     req->body_kind = LK_HTTP1_BODY_NONE;
@@ -541,19 +555,24 @@ int lk_http1_parse_response(const char *buf, size_t len, const struct lk_http1_l
                             bool request_was_head, struct lk_http1_response *resp, const char **why)
 {
     static const struct lk_http1_limits defaults = LK_HTTP1_LIMITS_DEFAULT;
-    struct head h = { lim ? lim : &defaults, resp->headers, resp->headers_cap, 0, 0, NULL };
+    /* RFC 9112 §2.2: a recipient MAY take a bare LF for a line end. The
+     * original's HTTP clients do for responses, and a response head is
+     * rebuilt field by field before it goes on, so nothing downstream sees
+     * the LF; requests stay CRLF-only (a proxy's smuggling surface). */
+    struct head h = { lim ? lim : &defaults, resp->headers, resp->headers_cap, 0, 0, NULL, true };
     resp->n_headers = 0;
     resp->body_kind = LK_HTTP1_BODY_NONE;
     resp->content_length = 0;
     const char *eol = NULL;
-    enum line_result r = find_line(buf, buf + len, h.lim->max_line, buf + h.lim->max_head, &eol);
+    enum line_result r =
+        find_line(buf, buf + len, h.lim->max_line, buf + h.lim->max_head, true, &eol);
     int rc;
     if (r != LINE_OK)
         rc = line_error(&h, r);
     else
         rc = parse_status_line(&h, buf, eol, resp);
     if (rc == 0)
-        rc = parse_fields(&h, buf, eol + 2, buf + len);
+        rc = parse_fields(&h, buf, eol_next(eol), buf + len);
     if (rc > 0) {
         resp->n_headers = h.n;
         struct framing f;

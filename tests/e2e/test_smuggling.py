@@ -378,7 +378,8 @@ BAD_RESPONSES = [
     ("differing_cl", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
     ("bad_te", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx"),
     ("obs_fold", b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n"),
-    ("bare_lf", b"HTTP/1.1 200 OK\nContent-Length: 0\n\n"),
+    ("bare_cr", b"HTTP/1.1 200 OK\rContent-Length: 0\r\n\r\n"),
+    ("bare_cr_in_field", b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n"),
     ("garbage", b"NOT HTTP AT ALL\r\n\r\n"),
     ("status_two_digits", b"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n"),
     ("status_letters", b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n"),
@@ -399,6 +400,30 @@ def test_malformed_upstream_response_is_502(linkup_bin, env, tmp_path, kind, cas
     try:
         r = lk.request(front.addr, "GET", "/", [("Host", front.host)])
         assert r.status == 502, (case, r.status, r.body)
+        assert front.check() == 200
+    finally:
+        up.close()
+        assert front.stop() == 0, front.log()[-2000:]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_upstream_response_with_bare_lf_lines_is_forwarded_with_crlf(linkup_bin, env, tmp_path,
+                                                                      kind):
+    # RFC 9112 §2.2 lets a recipient take a bare LF for a line end, as the
+    # original's HTTP clients do; the head goes on rebuilt with CRLF.
+    up = lk.ScriptedUpstream(b"HTTP/1.1 200 OK\nContent-Length: 2\nX-A: b\r\n\nhi")
+    front = lk.Front(kind, linkup_bin, env, tmp_path, up.url)
+    try:
+        with socket.create_connection(front.addr, timeout=10) as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                      % front.host.encode())
+            got = b""
+            while chunk := c.recv(65536):
+                got += chunk
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n"), got
+        assert b"\r\nX-A: b" in head and b"\n" not in head.replace(b"\r\n", b""), got
+        assert body == b"hi"
         assert front.check() == 200
     finally:
         up.close()

@@ -508,6 +508,42 @@ static void test_response_framing(void)
     CHECK_INT_EQ(r.n_headers, 1);
 }
 
+/* RFC 9112 §2.2: a bare LF ends a line of a response head (the original's
+ * clients accept it); a bare CR does not, and requests stay CRLF-only. */
+static void test_response_bare_lf(void)
+{
+    struct lk_http1_response r;
+    struct lk_http_header h[NH];
+    const char *lf = "HTTP/1.1 200 OK\nContent-Length: 2\nX-A: b\n\nhi";
+    CHECK_INT_EQ(parse_resp(lf, false, &r, h), (int)strlen(lf) - 2);
+    CHECK_INT_EQ(r.status, 200);
+    CHECK_MEM_EQ(r.reason.ptr, r.reason.len, "OK", 2);
+    CHECK_INT_EQ(r.n_headers, 2);
+    CHECK_MEM_EQ(h[1].name.ptr, h[1].name.len, "X-A", 3);
+    CHECK_MEM_EQ(h[1].value.ptr, h[1].value.len, "b", 1);
+    CHECK_INT_EQ(r.body_kind, LK_HTTP1_BODY_LENGTH);
+    CHECK_INT_EQ((int)r.content_length, 2);
+    /* Mixed line ends, and the empty line as a bare LF after CRLF lines. */
+    const char *mixed = "HTTP/1.1 204 No Content\r\nA: 1\nB: 2\r\n\n";
+    CHECK_INT_EQ(parse_resp(mixed, false, &r, h), (int)strlen(mixed));
+    CHECK_INT_EQ(r.n_headers, 2);
+    CHECK_MEM_EQ(h[0].value.ptr, h[0].value.len, "1", 1);
+    /* Still partial until the empty line is in. */
+    CHECK_INT_EQ(parse_resp("HTTP/1.1 200 OK\nA: 1\n", false, &r, h), LK_PARTIAL);
+    CHECK_INT_EQ(parse_resp("HTTP/1.1 200 OK\r", false, &r, h), LK_PARTIAL);
+    /* A bare CR is still an error, in the status line and in a field. */
+    CHECK_INT_EQ(parse_resp("HTTP/1.1 200 OK\rA: 1\n\n", false, &r, h), LK_EPARSE);
+    CHECK_INT_EQ(parse_resp("HTTP/1.1 200 OK\nA: 1\rB\n\n", false, &r, h), LK_EPARSE);
+    /* Requests: a bare LF is the 400 of the request table above. */
+    struct lk_http1_request q;
+    memset(&q, 0, sizeof(q));
+    q.headers = h;
+    q.headers_cap = NH;
+    const char *rq = "GET / HTTP/1.1\r\nHost: a\n\r\n";
+    CHECK_INT_EQ(lk_http1_parse_request(rq, strlen(rq), NULL, &q, NULL), LK_EPARSE);
+    CHECK_INT_EQ(q.err_status, 400);
+}
+
 /* ---- chunked ----------------------------------------------------------- */
 
 /* Feeds in pieces of at most step bytes; collects data; returns 1 done, 0
@@ -701,6 +737,7 @@ int main(void)
     RUN(test_name_bytes);
     RUN(test_pipelined);
     RUN(test_response_framing);
+    RUN(test_response_bare_lf);
     RUN(test_chunked_table);
     RUN(test_chunked_stops_at_end);
     RUN(test_chunked_size_line_limit);
