@@ -223,8 +223,7 @@ int cli_releases_get(const char *url, bool for_update, struct lk_release_cache *
          * pre-seeded cache answers); `update` refuses to install a release
          * of it that has no digest. With one, `update` fetches again when
          * the cache is empty (a failed check of the notice) or unverifiable. */
-        if (!for_update || url == NULL ||
-            (out->releases.n > 0 && all_have_digests(&out->releases)))
+        if (!for_update || url == NULL || (out->releases.n > 0 && all_have_digests(&out->releases)))
             return 0;
         lk_release_cache_release(out);
     }
