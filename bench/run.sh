@@ -419,12 +419,15 @@ fi
 
 # ---------------------------------------------------------------- measuring
 tree_pids() { local p=$1 c; echo "$p"; for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree_pids "$c"; done; }
-cpu_ticks() { local t=0 p v q; for q in "$@"; do for p in $(tree_pids "$q"); do
-  v=$(awk '{sub(/.*\) /,""); print $12+$13+$14+$15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v)); done; done; echo $t; }
-HZ=$(getconf CLK_TCK)
+# tree_sum AWK FILES PID...: the sum of what AWK prints for /proc/P/FILES (a glob) over every
+# process of the trees under the PIDs
+tree_sum() { local prog=$1 files=$2 t=0 p v q; shift 2; for q in "$@"; do for p in $(tree_pids "$q"); do
+  # shellcheck disable=SC2086
+  v=$(awk "$prog" /proc/"$p"/$files 2>/dev/null) && t=$((t + ${v:-0})); done; done; echo $t; }
+cpu_ticks() { tree_sum '{sub(/.*\) /,""); print $12+$13+$14+$15}' stat "$@"; }
 # voluntary context switches (a sleep in epoll_wait/accept ended by a wake-up) of every thread
-wakeups() { local t=0 p v q; for q in "$@"; do for p in $(tree_pids "$q"); do
-  v=$(awk '/^voluntary_ctxt_switches/{s+=$2} END{print s+0}' /proc/"$p"/task/*/status 2>/dev/null) && t=$((t + v)); done; done; echo $t; }
+wakeups() { tree_sum '/^voluntary_ctxt_switches/{s+=$2} END{print s+0}' 'task/*/status' "$@"; }
+HZ=$(getconf CLK_TCK)
 role_of() { case $1 in server|server-r100) echo server;; worker|worker-r100) echo worker;; worker-10k) echo worker10k;; tunnel) echo "worker server";; esac; }
 
 # h2load with prior knowledge, its summary turned into report.lua's RESULT line
@@ -475,9 +478,7 @@ for rep in $(seq "$REPS"); do
       applies "$t" "$w" || continue
       f="$OUT/wrk/$w.$t.$rep.txt"
       # shellcheck disable=SC2046
-      c0=$(cpu_ticks $(pids_of "$t")); o0=$(cpu_ticks "${PID_OF[backend]}")
-      # shellcheck disable=SC2046
-      k0=$(wakeups $(pids_of "$t"))
+      c0=$(cpu_ticks $(pids_of "$t")); o0=$(cpu_ticks "${PID_OF[backend]}"); k0=$(wakeups $(pids_of "$t"))
       read -r b0 i0 <<<"$(sys_cpu)"; read -r -a ST0 < /proc/$$/stat   # fields 16/17: reaped children (wrk)
       run_cell "$w" "$t" "$f" "$DURATION" || continue
       # RSS of the Linkup process(es) in the middle of the run
@@ -486,9 +487,7 @@ for rep in $(seq "$REPS"); do
       for r in $(role_of "$t"); do v=$(awk '/^VmRSS/{print $2}' "/proc/${PID_OF[$r]}/status" 2>/dev/null); rl=$((rl + ${v:-0})); done
       wait "$LOAD_PID"; LOAD_PID=""
       # shellcheck disable=SC2046
-      c1=$(cpu_ticks $(pids_of "$t")); o1=$(cpu_ticks "${PID_OF[backend]}")
-      # shellcheck disable=SC2046
-      k1=$(wakeups $(pids_of "$t"))
+      c1=$(cpu_ticks $(pids_of "$t")); o1=$(cpu_ticks "${PID_OF[backend]}"); k1=$(wakeups $(pids_of "$t"))
       read -r b1 i1 <<<"$(sys_cpu)"; read -r -a ST1 < /proc/$$/stat
       # foreign = share of the machine's CPU used by anything but wrk, the origin and the target
       ours=$(( ST1[15] + ST1[16] - ST0[15] - ST0[16] + o1 - o0 ))

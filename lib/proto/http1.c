@@ -454,7 +454,7 @@ static int request_head(struct head *h, const char *buf, size_t len, struct lk_h
         if (!is_tchar(c))
             return fail(h, LK_EPARSE, 400, "invalid request method");
     }
-    enum line_result r = find_line(p, end, max, hard_end, false, &eol);
+    enum line_result r = find_line(p, end, max, hard_end, h->lf_ok, &eol);
     if (r != LINE_OK) {
         const char *stop = end < hard_end ? end : hard_end;
         if ((size_t)(stop - p) > max + 1)
@@ -565,7 +565,7 @@ int lk_http1_parse_response(const char *buf, size_t len, const struct lk_http1_l
     resp->content_length = 0;
     const char *eol = NULL;
     enum line_result r =
-        find_line(buf, buf + len, h.lim->max_line, buf + h.lim->max_head, true, &eol);
+        find_line(buf, buf + len, h.lim->max_line, buf + h.lim->max_head, h.lf_ok, &eol);
     int rc;
     if (r != LINE_OK)
         rc = line_error(&h, r);
