@@ -5,6 +5,7 @@ import http.server
 import os
 import pathlib
 import re
+import select
 import socket
 import subprocess
 import threading
@@ -891,8 +892,8 @@ class TcpRelay:
       lost a connection on one side only: the far end notices nothing until
       its own keepalive gives up.
     - While self.flowing (an Event) is clear, bytes from target are held
-      back (self.held counts them) and forwarded, in order, once it is set
-      again."""
+      back (self.held counts them, self.held_data keeps them) and forwarded,
+      in order, once it is set again."""
 
     def __init__(self, target):
         self.target = target
@@ -902,6 +903,7 @@ class TcpRelay:
         self.flowing = threading.Event()
         self.flowing.set()
         self.held = 0
+        self.held_data = bytearray()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -930,20 +932,35 @@ class TcpRelay:
                 threading.Thread(target=self._pipe, args=(a, b, gate, pair), daemon=True).start()
 
     def _pipe(self, a, b, gate, pair):
+        """Copies a to b. With a gate, bytes read while it is clear are kept
+        (in order, in self.held_data) and the reading goes on, so a test sees
+        everything the far side sent during the hold; they go out once the
+        gate is set again."""
+        pending = bytearray()
         try:
             while True:
+                if gate is not None and pending and gate.is_set():
+                    b.sendall(pending)
+                    pending.clear()
+                if gate is not None and not select.select([a], [], [], 0.05)[0]:
+                    continue
                 data = a.recv(65536)
                 if pair["dead"]:
                     return  # orphaned: the far side hears nothing more
-                if gate is not None and not gate.is_set():
+                if gate is not None and (pending or not gate.is_set()):
                     with self.lock:
                         self.held += len(data)
+                        self.held_data += data
+                    pending += data
+                    if data:
+                        continue
                     gate.wait(30)
+                    b.sendall(pending)
                 if not data:
                     b.shutdown(socket.SHUT_WR)
                     return
                 b.sendall(data)
-        except OSError:
+        except (OSError, ValueError):
             pass
 
     @staticmethod

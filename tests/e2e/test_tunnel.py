@@ -828,8 +828,11 @@ def test_a_request_crossing_the_local_servers_goaway_is_served(linkup_bin, env, 
         t = threading.Thread(target=fetch)
         t.start()
         deadline = time.time() + 5
-        while s.relay.held == 0:  # the request is in the relay
-            assert time.time() < deadline
+        # The request itself is in the relay, not only, say, a late SETTINGS
+        # ACK or WINDOW_UPDATE from the worker (the stream carries it as
+        # HTTP/1.1 bytes in DATA frames).
+        while b"GET /crossing " not in s.relay.held_data:
+            assert time.time() < deadline, bytes(s.relay.held_data)
             time.sleep(0.02)
         s.server.popen.terminate()
         deadline = time.time() + 5
