@@ -158,8 +158,11 @@ def ident(v):
     head, sep, pre = v.partition("-")
     return (tuple(int(n) for n in head.split(".")), sep, pre)
 
-with open(path, encoding="utf-8") as f:
-    doc = json.load(f)
+try:
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+except ValueError as e:  # not JSON, or not UTF-8
+    sys.exit("the manifest is not JSON: %s" % e)
 rels = doc.get("releases") if isinstance(doc, dict) else None
 if not isinstance(rels, list):
     sys.exit("the manifest has no \"releases\" array")

@@ -19,7 +19,14 @@
 
 struct cli_ctx {
     const char *config_path; /* from -c/--config, or NULL; borrowed from argv */
+    bool update_notice;      /* the update notice is due once the arguments parse */
 };
+
+/* Called by a command once its arguments parsed, before it does anything:
+ * prints the update notice (SPEC §6.1) when ctx->update_notice, once. A usage
+ * error therefore never comes after a notice, as with the original's clap,
+ * which rejects the arguments before anything runs. */
+void cli_args_done(struct cli_ctx *ctx);
 
 typedef int cli_cmd_fn(int argc, char **argv, struct cli_ctx *ctx);
 

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -459,4 +460,12 @@ bool cli_stop_local_server(void)
     cli_local_addr_reset();
     lk_buf_release(&pid_path);
     return pid > 0;
+}
+
+void cli_print_not_running(void)
+{
+    if (cli_use_color())
+        printf("\033[33m%s\033[0m\n", CLI_NOT_RUNNING);
+    else
+        printf("%s\n", CLI_NOT_RUNNING);
 }

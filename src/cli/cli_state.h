@@ -24,6 +24,9 @@
 #define CLI_NOT_RUNNING \
     "Seems like your local Linkup server is not running. Please run 'linkup start' first."
 
+/* Prints CLI_NOT_RUNNING on stdout, yellow on a terminal (SPEC §6.5.3, §6.5.4). */
+void cli_print_not_running(void);
+
 /*
  * Locates (--config, then LINKUP_CONFIG), canonicalises, reads and parses the
  * config with the messages of SPEC §1.1 / DESIGN §2.2. On success sets *cfg

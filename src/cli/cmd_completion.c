@@ -16,12 +16,14 @@ static const char completion_usage[] =
     "Generate completions for your shell\n\n"
     "Usage: linkup completion [OPTIONS]\n\n"
     "Options:\n"
-    "      --shell <SHELL>  [possible values: bash, elvish, fish, powershell, zsh]\n"
-    "  -h, --help           Print help\n";
+    "      --shell <SHELL>    [possible values: bash, elvish, fish, powershell, zsh]\n"
+    "  -c, --config <CONFIG>  Config whose service names `route` completes, overriding\n"
+    "                         environment variable.\n"
+    "  -h, --help             Print help\n";
 
 static const char commands[] =
     "start stop route sessions status health local-dns update uninstall completion infra config "
-    "inspect";
+    "inspect worker";
 
 /* What each command completes to (subcommands, options, option values); with
  * services, also the config's service names. Everything else: --config
@@ -49,6 +51,10 @@ static const struct {
       "--email --api-key --account-id --zone-ids --help" },
     { "config", "check --json --config --help", false, "--json --config --help" },
     { "inspect", "--session --limit --follow --json --help", false, NULL },
+    { "worker",
+      "--listen --token --store --tunnel-domain --tunnel-prefix --tunnel-scheme --tunnel-port "
+      "--peer-url --peer-secret --session-auth --session-auth-scope --help",
+      false, NULL },
 };
 #define N_TABLE (sizeof(table) / sizeof(table[0]))
 
@@ -81,7 +87,9 @@ static void service_names(const struct cli_ctx *ctx, struct lk_buf *out)
 #define VALUES_OF(sep, end)                                        \
     "--channel) " sep "stable beta" end "\n"                       \
     "    --shell) " sep "bash elvish fish powershell zsh" end "\n" \
-    "    --platform) " sep "linux macos" end
+    "    --platform) " sep "linux macos" end "\n"                  \
+    "    --tunnel-scheme) " sep "http https" end "\n"              \
+    "    --session-auth-scope) " sep "all urls" end
 #define BASH_VALUES VALUES_OF("COMPREPLY=($(compgen -W \"", "\" -- \"$cur\")); return ;;")
 #define ZSH_VALUES  VALUES_OF("compadd -- ", "; return ;;")
 

@@ -21,6 +21,15 @@ static const char usage[] = "Validate a linkup config file and print a summary\n
                             "      --json             Print a compact JSON summary\n"
                             "  -h, --help             Print help\n";
 
+static const char config_usage[] =
+    "Validate and summarise a linkup config file\n\n"
+    "Usage: linkup config <COMMAND>\n\n"
+    "Commands:\n"
+    "  check  Validate a linkup config file and print a summary\n"
+    "  help   Print this message or the help of the given subcommand(s)\n\n"
+    "Options:\n"
+    "  -h, --help  Print help\n";
+
 static void print_service(const struct lk_config_service *s)
 {
     printf("  %-16s remote %s\n", s->name, s->remote);
@@ -135,13 +144,23 @@ static int config_check(int argc, char **argv, struct cli_ctx *ctx)
 int cmd_config(int argc, char **argv, struct cli_ctx *ctx)
 {
     if (argc < 2) {
-        fputs(usage, stderr);
+        fputs(config_usage, stderr);
         return LK_EXIT_USAGE;
     }
     if (cli_is_help(argv[1])) {
-        fputs(usage, stdout);
+        fputs(config_usage, stdout);
         return LK_EXIT_OK;
     }
+    /* clap's `help` subcommand: `linkup config help [check]`. */
+    if (strcmp(argv[1], "help") == 0) {
+        if (argc > 2 && strcmp(argv[2], "check") != 0)
+            return cli_usage_error("config", "unrecognized subcommand '%s'", argv[2]);
+        fputs(argc > 2 ? usage : config_usage, stdout);
+        return LK_EXIT_OK;
+    }
+    /* clap's words, as for `linkup bogus` and `linkup --bogus`. */
+    if (argv[1][0] == '-')
+        return cli_usage_error("config", "unexpected argument '%s'", argv[1]);
     if (strcmp(argv[1], "check") != 0)
         return cli_usage_error("config", "unrecognized subcommand '%s'", argv[1]);
     return config_check(argc - 1, argv + 1, ctx);

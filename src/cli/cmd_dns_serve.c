@@ -3,7 +3,7 @@
  * the DNS responder (lib/net/dns_server) with a fixed set of names, so the
  * responder can be tested end to end without the local server.
  *
- *   linkup dns-serve [--dns A:P] --name NAME [--name NAME]... [--domain D]...
+ *   linkup dns-serve [--dns A:P] [--name NAME]... [--domain D]...
  *                    [--dns-upstream A:P|off] [--resolv-conf FILE]
  *
  * Managed domains default to the parent of each name (tiny-cow.example.com
@@ -165,13 +165,25 @@ static int serve(struct serve_args *a)
     return LK_EXIT_OK;
 }
 
+static const char dns_serve_usage[] =
+    "Run only the DNS responder, with a fixed set of names (a developer's tool)\n\n"
+    "Usage: linkup dns-serve [OPTIONS]\n\n"
+    "Options:\n"
+    "      --dns <A:P>             Address to listen on, UDP and TCP [default: 127.0.0.1:8053]\n"
+    "      --name <NAME>           A name answered with 127.0.0.1 / ::1 (repeatable)\n"
+    "      --domain <D>            A managed domain (repeatable) [default: the parent of\n"
+    "                              each --name]\n"
+    "      --dns-upstream <A:P>    Resolver for other names, or off [default: the system's]\n"
+    "      --resolv-conf <FILE>    Where the system's resolvers are read [default: "
+    "/etc/resolv.conf]\n"
+    "  -h, --help                  Print help\n";
+
 int cmd_dns_serve(int argc, char **argv, struct cli_ctx *ctx)
 {
     struct serve_args a = { .listen = "127.0.0.1:8053" };
     (void)ctx;
     if (argc > 1 && cli_is_help(argv[1])) {
-        printf("Usage: linkup dns-serve [--dns A:P] --name NAME... [--domain D]... "
-               "[--dns-upstream A:P|off] [--resolv-conf FILE]\n");
+        fputs(dns_serve_usage, stdout);
         return LK_EXIT_OK;
     }
     int rc = parse_args(argc, argv, &a);

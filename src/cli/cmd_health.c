@@ -529,7 +529,6 @@ static void print_text(json_t *root, const struct priv_ports *pp)
 
 int cmd_health(int argc, char **argv, struct cli_ctx *ctx)
 {
-    (void)ctx;
     bool as_json = false;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
@@ -540,6 +539,7 @@ int cmd_health(int argc, char **argv, struct cli_ctx *ctx)
             return cli_usage_error("health", "unexpected argument '%s'", argv[i]);
         as_json = true;
     }
+    cli_args_done(ctx);
     int rc = cli_home_ensure();
     if (rc != 0)
         return rc;

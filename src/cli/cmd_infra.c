@@ -155,7 +155,6 @@ static void print_usage(const char *sub)
 
 int cmd_infra(int argc, char **argv, struct cli_ctx *ctx)
 {
-    (void)ctx;
     const char *sub = NULL;
     for (int i = 1; i < argc; i++) {
         if (sub == NULL && is_command(argv[i]))
@@ -174,8 +173,10 @@ int cmd_infra(int argc, char **argv, struct cli_ctx *ctx)
     }
     struct infra_args a = { 0 };
     int rc = parse(argc, argv, &a);
-    if (rc == 0)
+    if (rc == 0) {
+        cli_args_done(ctx);
         rc = cli_home_ensure();
+    }
     if (rc != 0)
         return rc;
     return cli_fail("'linkup infra %s' is not available in this build: Linkup's worker is "

@@ -99,7 +99,7 @@ static int fetch(const struct inspect_opts *o, unsigned long long after, json_t 
     int rc = LK_EXIT_OK;
     *out = NULL;
     if (cli_http_request("GET", url.data, NULL, NULL, 5000, &resp) != 0) {
-        printf("%s\n", CLI_NOT_RUNNING);
+        cli_print_not_running();
         rc = LK_EXIT_FAIL;
     } else if (resp.status != 200) {
         rc = cli_fail("request failed with status %ld: %s", resp.status,
@@ -163,7 +163,6 @@ static unsigned long long print_rows(json_t *reqs, unsigned long long last)
 
 int cmd_inspect(int argc, char **argv, struct cli_ctx *ctx)
 {
-    (void)ctx;
     struct inspect_opts o;
     bool help = false;
     int rc = parse(argc, argv, &o, &help);
@@ -173,6 +172,7 @@ int cmd_inspect(int argc, char **argv, struct cli_ctx *ctx)
         fputs(usage, stdout);
         return LK_EXIT_OK;
     }
+    cli_args_done(ctx);
     json_t *doc = NULL;
     struct lk_buf raw = LK_BUF_INIT;
     rc = fetch(&o, 0, &doc, o.json ? &raw : NULL);

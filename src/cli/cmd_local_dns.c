@@ -825,6 +825,7 @@ static int run_command(int argc, char **argv, struct cli_ctx *ctx, struct ldns *
         list_free(&extra);
         return rc;
     }
+    cli_args_done(ctx);
     rc = cli_home_ensure();
     if (rc != 0) {
         list_free(&extra);

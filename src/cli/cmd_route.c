@@ -148,17 +148,18 @@ out:
 
 int cmd_route(int argc, char **argv, struct cli_ctx *ctx)
 {
-    (void)ctx;
     struct route_args a = { 0 };
     bool help = false;
     int rc = parse_args(argc, argv, &a, &help);
     if (rc == 0 && help)
         fputs(route_usage, stdout);
-    if (rc == 0 && !help)
+    if (rc == 0 && !help) {
+        cli_args_done(ctx);
         rc = cli_home_ensure();
+    }
     if (rc == 0 && !help) {
         if (!cli_local_check(2000))
-            printf("%s\n", CLI_NOT_RUNNING);
+            cli_print_not_running();
         else
             rc = run_route(&a);
     }

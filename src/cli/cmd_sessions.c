@@ -31,8 +31,9 @@ static const char preview_usage[] =
     "  [NAME]         Optional name for the preview session\n"
     "  [SERVICES]...  <service>=<url> pairs to override.\n\n"
     "Options:\n"
-    "      --print-request  Print the request body instead of sending it.\n"
-    "  -h, --help           Print help\n";
+    "      --print-request    Print the request body instead of sending it.\n"
+    "  -c, --config <CONFIG>  Path to config file, overriding environment variable.\n"
+    "  -h, --help             Print help\n";
 
 static const char list_usage[] = "List the sessions of the local server\n\n"
                                  "Usage: linkup sessions list [OPTIONS]\n\n"
@@ -197,8 +198,10 @@ static int create_preview(int argc, char **argv, struct cli_ctx *ctx)
     int rc = parse_preview(argc, argv, &a, &help);
     if (rc == 0 && help)
         fputs(preview_usage, stdout);
-    else if (rc == 0)
+    else if (rc == 0) {
+        cli_args_done(ctx);
         rc = run_preview(&a, ctx);
+    }
     for (size_t i = 0; i < a.n_pairs; i++) {
         free(a.pairs[i].service);
         free(a.pairs[i].url);
@@ -223,7 +226,7 @@ static void print_rows_json(const struct cli_rows *rows)
     json_decref(arr);
 }
 
-static int list_sessions(int argc, char **argv)
+static int list_sessions(int argc, char **argv, struct cli_ctx *ctx)
 {
     bool as_json = false;
     for (int i = 1; i < argc; i++) {
@@ -235,12 +238,13 @@ static int list_sessions(int argc, char **argv)
             return cli_usage_error("sessions list", "unexpected argument '%s'", argv[i]);
         as_json = true;
     }
+    cli_args_done(ctx);
     struct lk_buf url = LK_BUF_INIT;
     struct cli_http_resp resp;
     cli_local_url("/linkup/sessions", &url);
     int rc = LK_EXIT_OK;
     if (cli_http_request("GET", url.data, NULL, NULL, 5000, &resp) != 0) {
-        printf("%s\n", CLI_NOT_RUNNING);
+        cli_print_not_running();
     } else if (resp.status != 200) {
         rc = cli_fail("request failed with status %ld %s: %s", resp.status,
                       lk_http1_status_reason((int)resp.status), resp.body.data);
@@ -286,6 +290,6 @@ int cmd_sessions(int argc, char **argv, struct cli_ctx *ctx)
     if (strcmp(argv[1], "create-preview") == 0)
         return create_preview(argc - 1, argv + 1, ctx);
     if (strcmp(argv[1], "list") == 0 || strcmp(argv[1], "ls") == 0)
-        return list_sessions(argc - 1, argv + 1);
+        return list_sessions(argc - 1, argv + 1, ctx);
     return cli_usage_error("sessions", "unrecognized subcommand '%s'", argv[1]);
 }

@@ -336,6 +336,7 @@ int cmd_start(int argc, char **argv, struct cli_ctx *ctx)
         }
         return cli_usage_error("start", "unexpected argument '%s'", argv[i]);
     }
+    cli_args_done(ctx);
     int rc = cli_home_ensure();
     if (rc != 0)
         return rc;

@@ -345,7 +345,6 @@ static int run_status(const struct status_args *a)
 
 int cmd_status(int argc, char **argv, struct cli_ctx *ctx)
 {
-    (void)ctx;
     static const struct cli_opt session_opt = { NULL, "--session", "NAME" };
     struct status_args a = { 0 };
     for (int i = 1; i < argc; i++) {
@@ -363,11 +362,12 @@ int cmd_status(int argc, char **argv, struct cli_ctx *ctx)
         if (r == CLI_OPT_NO_MATCH)
             return cli_usage_error("status", "unexpected argument '%s'", argv[i]);
     }
+    cli_args_done(ctx);
     int rc = cli_home_ensure();
     if (rc != 0)
         return rc;
     if (!cli_local_check(2000)) {
-        printf("%s\n", CLI_NOT_RUNNING);
+        cli_print_not_running();
         return LK_EXIT_OK;
     }
     return run_status(&a);

@@ -34,7 +34,6 @@ void cli_stop_all(int clear_env)
 
 int cmd_stop(int argc, char **argv, struct cli_ctx *ctx)
 {
-    (void)ctx;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             fputs(stop_usage, stdout);
@@ -42,6 +41,7 @@ int cmd_stop(int argc, char **argv, struct cli_ctx *ctx)
         }
         return cli_usage_error("stop", "unexpected argument '%s'", argv[i]);
     }
+    cli_args_done(ctx);
     int rc = cli_home_ensure();
     if (rc != 0)
         return rc;

@@ -256,8 +256,7 @@ int main(int argc, char **argv)
     }
     const struct cli_command *cmd = find_command(argv[0]);
     if (cmd != NULL) {
-        if (wants_update_notice(cmd, argc, argv))
-            cli_update_notice();
+        ctx.update_notice = wants_update_notice(cmd, argc, argv);
         return cmd->fn(argc, argv, &ctx);
     }
     /* clap's words for both. */

@@ -257,6 +257,14 @@ static bool under_cellar(const char *path)
     return strstr(path, "/Cellar/") != NULL;
 }
 
+void cli_args_done(struct cli_ctx *ctx)
+{
+    if (ctx->update_notice) {
+        ctx->update_notice = false;
+        cli_update_notice();
+    }
+}
+
 void cli_update_notice(void)
 {
     struct lk_release_cache cache;

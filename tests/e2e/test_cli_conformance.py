@@ -1116,10 +1116,32 @@ def test_stop_reports_missing_service_directory(linkup_bin, cenv, tmp_path):
     assert "Could not remove env" not in r.stderr
 
 
+def run_on_tty(linkup_bin, cenv, args, extra):
+    """Runs `linkup ARGS` with stdout on a pseudo-terminal (NO_COLOR and
+    CLICOLOR unset, then extra added); returns (exit status, stdout)."""
+    import pty
+    env = {k: v for k, v in cenv.items() if k not in ("NO_COLOR", "CLICOLOR")}
+    env.update(extra)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([linkup_bin, *args], stdout=slave, stderr=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    out = b""
+    try:
+        while True:
+            chunk = os.read(master, 65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    rc = p.wait(20)
+    os.close(master)
+    return rc, out.decode().replace("\r\n", "\n")
+
+
 def test_table_styling_only_on_a_terminal(linkup_bin, cenv, tmp_path):
     """SPEC §6.1 + §6.7: header cells are bold only when stdout is a terminal
     and neither NO_COLOR nor CLICOLOR=0 is set; borders never change."""
-    import pty
     fw = lk.FakeWorker(host="127.0.0.1")
     try:
         cfg = tmp_path / "linkup.yaml"
@@ -1127,24 +1149,10 @@ def test_table_styling_only_on_a_terminal(linkup_bin, cenv, tmp_path):
         plain = table([("pr", "preview", ["https://pr.example.com"])])
 
         def on_tty(extra):
-            env = {k: v for k, v in cenv.items() if k not in ("NO_COLOR", "CLICOLOR")}
-            env.update(extra)
-            master, slave = pty.openpty()
-            p = subprocess.Popen([linkup_bin, "sessions", "create-preview", "pr", "-c", str(cfg)],
-                                 stdout=slave, stderr=subprocess.DEVNULL, env=env)
-            os.close(slave)
-            out = b""
-            try:
-                while True:
-                    chunk = os.read(master, 65536)
-                    if not chunk:
-                        break
-                    out += chunk
-            except OSError:
-                pass
-            assert p.wait(20) == 0
-            os.close(master)
-            return out.decode().replace("\r\n", "\n")
+            rc, out = run_on_tty(linkup_bin, cenv,
+                                 ["sessions", "create-preview", "pr", "-c", str(cfg)], extra)
+            assert rc == 0
+            return out
 
         bold = on_tty({})
         assert "│ \x1b[1mSESSION NAME\x1b[0m │ \x1b[1mTYPE\x1b[0m    │ \x1b[1mDOMAINS\x1b[0m" in bold
@@ -1153,3 +1161,16 @@ def test_table_styling_only_on_a_terminal(linkup_bin, cenv, tmp_path):
         assert on_tty({"CLICOLOR": "0"}) == plain
     finally:
         fw.close()
+
+
+@pytest.mark.parametrize("args", [["route", "local", "web"], ["status"]], ids=["route", "status"])
+def test_not_running_message_is_yellow_on_a_terminal(linkup_bin, cenv, args):
+    """SPEC §6.5.3 step 1 and §6.5.4 step 1 (\"the same yellow message\"): on a
+    terminal the message is yellow; NO_COLOR, CLICOLOR=0 or a pipe keep it
+    plain. Exit 0 either way."""
+    yellow = "\x1b[33m" + NOT_RUNNING.rstrip("\n") + "\x1b[0m\n"
+    assert run_on_tty(linkup_bin, cenv, args, {}) == (0, yellow)
+    assert run_on_tty(linkup_bin, cenv, args, {"NO_COLOR": "1"}) == (0, NOT_RUNNING)
+    assert run_on_tty(linkup_bin, cenv, args, {"CLICOLOR": "0"}) == (0, NOT_RUNNING)
+    r = run(linkup_bin, cenv, *args)
+    assert (r.returncode, r.stdout) == (0, NOT_RUNNING)

@@ -288,6 +288,10 @@ COMPLETION_CASES = [
     (["linkup", "update", "--channel", ""], frozenset({"stable", "beta"})),
     (["linkup", "completion", "--shell", "f"], frozenset({"fish"})),
     (["linkup", "local-dns", "install", "--platform", ""], frozenset({"linux", "macos"})),
+    (["linkup", "wo"], frozenset({"worker"})),
+    (["linkup", "worker", "--st"], frozenset({"--store"})),
+    (["linkup", "worker", "--tunnel-scheme", ""], frozenset({"http", "https"})),
+    (["linkup", "worker", "--session-auth-scope", ""], frozenset({"all", "urls"})),
     # `--opt=VALUE`: bash splits it into `--opt`, `=`, `VALUE` (COMP_WORDBREAKS).
     (["linkup", "--config", "=", "x.yaml", "route", ""], {"local", "remote", "web"}),
     (["linkup", "update", "--channel", "=", ""], frozenset({"stable", "beta"})),

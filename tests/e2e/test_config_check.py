@@ -179,13 +179,25 @@ def test_too_large(linkup_bin, env, tmp_path):
 
 
 def test_usage(linkup_bin, env):
+    """`config` is a command with subcommands, as `sessions` is: bare, it
+    shows its own help (exit 2); an option before the subcommand is an
+    unexpected argument, a word an unrecognized subcommand."""
     r = run(linkup_bin, "config", env=env)
-    assert r.returncode == 2
+    assert r.returncode == 2 and "Usage: linkup config <COMMAND>" in r.stderr
+    assert "  check  Validate a linkup config file" in r.stderr
     r = run(linkup_bin, "config", "frobnicate", env=env)
     assert r.returncode == 2
+    assert r.stderr.startswith("linkup: config: unrecognized subcommand 'frobnicate'\n")
+    r = run(linkup_bin, "config", "--json", env=env)
+    assert r.returncode == 2
+    assert r.stderr.startswith("linkup: config: unexpected argument '--json'\n")
     r = run(linkup_bin, "config", "check", "--frobnicate", env=env)
     assert r.returncode == 2
-    for args in (["config", "--help"], ["config", "check", "--help"]):
+    for args in (["config", "--help"], ["config", "help"]):
+        r = run(linkup_bin, *args, env=env)
+        assert r.returncode == 0 and r.stdout.startswith(
+            "Validate and summarise a linkup config file\n\nUsage: linkup config <COMMAND>\n")
+    for args in (["config", "check", "--help"], ["config", "help", "check"]):
         r = run(linkup_bin, *args, env=env)
         assert r.returncode == 0
         assert "Usage: linkup config check" in r.stdout

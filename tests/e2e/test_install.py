@@ -256,6 +256,8 @@ def test_install_sh_bad_manifest(rel, tmp_path):
     rel.files["/broken.json"] = b"{not json"
     r = run_install(f"{rel.base}/broken.json", "--bin-dir", str(tmp_path / "bin"))
     assert r.returncode == 1 and "cannot read the release manifest" in r.stderr
+    # A one-line reason, then the error: no interpreter traceback.
+    assert "Traceback" not in r.stderr and "the manifest is not JSON: " in r.stderr, r.stderr
     r = run_install(f"{rel.base}/missing.json", "--bin-dir", str(tmp_path / "bin"))
     assert r.returncode == 1 and "cannot download the release manifest" in r.stderr
 

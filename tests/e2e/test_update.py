@@ -327,6 +327,31 @@ def test_notice_from_cache_without_network(copy, uenv):
     assert r.stdout.startswith(NOTICE)
 
 
+@pytest.mark.parametrize("args", [
+    ["status", "--bogus"], ["stop", "extra"], ["route", "sideways", "web"], ["health", "-x"],
+    ["sessions", "list", "--bogus"], ["sessions", "create-preview", "--bogus"],
+    ["local-dns", "install", "--bogus"], ["inspect", "-n", "0"], ["infra", "deploy"],
+    ["start", "--bogus"]])
+def test_no_notice_before_a_usage_error(copy, uenv, args):
+    """SPEC §6.1: usage errors come from the argument parser, which in the
+    original runs before anything else: a usage error prints nothing on
+    stdout, even when a newer release is known; a command that parses
+    still gets the notice first."""
+    uenv["LINKUP_RELEASE_URL"] = f"http://127.0.0.1:{lk.free_port()}/manifest.json"
+    now = int(datetime.datetime.now(datetime.timezone.utc).timestamp())
+    os.makedirs(uenv["LINKUP_HOME"], exist_ok=True)
+    with open(cache_file(uenv), "w") as f:
+        json.dump({"fetched_at": now, "next_fetch_at": (now // 86400 + 1) * 86400, "releases": [{
+            "channel": "Stable",
+            "version": {"major": 9, "minor": 9, "patch": 9, "pre_release": None},
+            "binary": {"name": "x", "browser_download_url": "http://127.0.0.1:9/x",
+                       "sha256": "0" * 64}}]}, f)
+    r = run(copy, *args, env=uenv)
+    assert (r.returncode, r.stdout) == (2, ""), (r.stdout, r.stderr)
+    assert r.stderr.startswith("linkup: ") or "Usage:" in r.stderr, r.stderr
+    assert run(copy, "stop", env=uenv).stdout == NOTICE + "Stopped linkup\n"
+
+
 def test_valid_cache_answers_without_a_release_url(copy, uenv):
     """SPEC §6.1/§6.5.9 (DESIGN §2.15): a still-valid releases_cache.json is
     the release list; without LINKUP_RELEASE_URL the notice and `update`
