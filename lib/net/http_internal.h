@@ -98,6 +98,8 @@ struct lk_conn {
     bool read_eof;   /* the client shut its write side */
     bool eof_aborts; /* adopted stream: EOF while proxying means gone */
     bool relayed;    /* a tunnel stream: heads parsed with srv->relay_limits */
+    bool accepted;   /* from a listener, counted in srv->n_clients; an adopted
+                        stream is bounded by its connection's stream limit */
     bool https;      /* a stream of an HTTP/2-over-TLS client: https:// URLs */
     /* A stream of the HTTP/2 front or of the built-in tunnel: a WebSocket
      * whose upstream failed ends with lk_net_pair_error() joined to the EOF,
@@ -187,7 +189,8 @@ struct lk_http_server {
     bool own_client_tls;
     struct lk_listener *listeners;
     struct lk_conn *conns;
-    size_t n_conns;
+    size_t n_conns;       /* open in conns: accepted connections and adopted streams */
+    size_t n_clients;     /* accepted connections: what max_conns bounds (DESIGN §9) */
     struct lk_conn *reap; /* closed connections awaiting destruction */
     struct event reap_ev; /* runs on_reap */
     struct lk_exchange *exchanges;

@@ -487,6 +487,8 @@ static void conn_destroy(struct lk_conn *c)
         lk_net_bev_free(c->bev);
     lk_h2_front_free(c->h2);
     c->srv->n_conns--;
+    if (c->accepted)
+        c->srv->n_clients--;
     free(c);
 }
 
@@ -1346,19 +1348,24 @@ static void on_client_timer(evutil_socket_t fd, short what, void *arg)
  * to the socket. A TLS client would read those bytes as a broken handshake
  * (WRONG_VERSION_NUMBER) and answering properly would need a handshake for
  * a connection over the limit, so a TLS listener just closes. */
-static void reject_busy(evutil_socket_t fd, bool tls)
+static void reject_busy(struct lk_http_server *srv, evutil_socket_t fd, bool tls)
 {
     if (tls) {
         evutil_closesocket(fd);
         return;
     }
-    static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\n"
-                               "Content-Type: text/plain; charset=utf-8\r\n"
-                               "Content-Length: 20\r\nConnection: close\r\n\r\n"
-                               "too many connections";
+    static const char why[] = "too many connections";
+    struct lk_buf *b = &srv->head_buf;
+    lk_buf_reset(b);
+    lk_head_add_status(b, 503, lk_str_c(lk_http1_reason(503)));
+    lk_head_add_date(srv, b);
+    lk_buf_adds(b, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    lk_buf_add_u64(b, sizeof(why) - 1);
+    lk_buf_adds(b, "\r\nConnection: close\r\n\r\n");
+    lk_buf_add(b, why, sizeof(why) - 1);
     ssize_t n;
     do {
-        n = send(fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        n = send(fd, b->data, b->len, MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (n == -1 && errno == EINTR);
     shutdown(fd, SHUT_WR);
     evutil_closesocket(fd);
@@ -1384,11 +1391,11 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         evutil_closesocket(fd);
         return;
     }
-    if (srv->n_conns >= srv->opts.max_conns) {
+    if (srv->n_clients >= srv->opts.max_conns) {
         bool tls = l->tls != NULL || l->tls_get != NULL;
-        LK_LOG(WARN, "too many connections (%zu); %s", srv->n_conns,
+        LK_LOG(WARN, "too many connections (%zu); %s", srv->n_clients,
                tls ? "closing a TLS connection" : "answering 503");
-        reject_busy(fd, tls);
+        reject_busy(srv, fd, tls);
         return;
     }
     if (l->tls == NULL && l->tls_get != NULL) {
@@ -1399,6 +1406,8 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         }
     }
     struct lk_conn *c = conn_new(srv);
+    c->accepted = true;
+    srv->n_clients++;
     memcpy(&c->peer, sa, (size_t)salen < sizeof(c->peer) ? (size_t)salen : sizeof(c->peer));
     lk_addr_format(sa, c->peer_str, sizeof(c->peer_str));
     c->is_loopback = lk_addr_is_loopback(sa);
@@ -1475,9 +1484,9 @@ static int adopt(struct lk_http_server *srv, struct bufferevent *bev, const char
      * the tunnel's GOAWAY notice: served (the tunnel refuses streams after
      * its final GOAWAY), then closed (conn_ending()). */
     bool refuse_drain = srv->draining && kind != ADOPT_RELAYED;
-    if (refuse_drain || srv->n_conns >= srv->opts.max_conns) {
+    if (refuse_drain) {
         lk_net_bev_free(bev);
-        return refuse_drain ? LK_ECLOSED : LK_ELIMIT;
+        return LK_ECLOSED;
     }
     struct lk_conn *c = conn_new(srv);
     const char *label = peer_label ? peer_label : "adopted";

@@ -190,15 +190,16 @@ void lk_http_server_free(struct lk_http_server *srv);
  * peer_is_loopback is what lk_exchange_peer_is_loopback() returns. Tunnel
  * streams must pass false: their requests come from the internet through the
  * worker, so loopback-only admin endpoints must not be reachable through
- * them. The connection counts against max_conns and gets the usual head,
- * idle and lingering timers; lk_exchange_is_tls() is false and
+ * them. The stream is not counted against max_conns, which bounds the
+ * connections accepted on listeners (DESIGN §9): its own connection bounds
+ * it (an HTTP/2 client's or a tunnel's SETTINGS_MAX_CONCURRENT_STREAMS). It
+ * gets the usual head, idle and lingering timers; lk_exchange_is_tls() is false and
  * lk_exchange_local_port() is 0 for it. A TCP client's EOF cancels the
  * upstream request only until the response starts (lk_proxy_on_client_eof());
  * an adopted stream that reaches EOF at any point while its request is being
  * proxied (before a 101) is taken as gone: the tunnel's far end never
  * half-closes mid-request, it only closes when the stream was aborted.
- * Returns 0, LK_ELIMIT (max_conns
- * reached) or LK_ECLOSED (the server is draining). Loop thread only; calls no
+ * Returns 0 or LK_ECLOSED (the server is draining). Loop thread only; calls no
  * program callback before returning. */
 int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
                          const char *peer_label, bool peer_is_loopback);
@@ -245,7 +246,7 @@ void lk_http_server_retire_adopted(struct bufferevent *bev);
  * when that callback runs: call this before event_base_free(). */
 void lk_net_loop_settle(struct event_base *base);
 
-/* Number of open client connections (for tests and health output). */
+/* Number of open client connections and adopted streams (for tests). */
 size_t lk_http_server_n_conns(const struct lk_http_server *srv);
 /* Times the heap was given back to the kernel after no request was in
  * flight for 2 s (lib/net/heap.h; for tests). */

@@ -421,13 +421,21 @@ static int parse_request_line(struct head *h, const char *p, const char *eol,
 }
 
 /* The request line gets the target limit: a line that is too long because
- * of its target is a 414, not a 431. */
+ * of its target is a 414, not a 431; so is an unfinished line whose target
+ * has already grown past the limit, at once rather than at the line limit. */
 static int request_line_error(struct head *h, const char *p, const char *end, enum line_result r)
 {
-    if (r != LINE_TOO_LONG && r != LINE_HEAD_LONG)
+    if (r == LINE_BARE)
         return line_error(h, r);
     const char *sp = memchr(p, ' ', (size_t)(end - p));
-    if (sp != NULL && (size_t)(end - sp - 1) > h->lim->max_target)
+    if (sp == NULL)
+        return line_error(h, r);
+    const char *t = sp + 1, *q = t;
+    while (q < end && *q != ' ' && *q != '\r' && *q != '\n')
+        q++;
+    bool long_line = r == LINE_TOO_LONG || r == LINE_HEAD_LONG;
+    if ((size_t)(q - t) > h->lim->max_target ||
+        (long_line && (size_t)(end - t) > h->lim->max_target))
         return fail(h, LK_ELIMIT, 414, "request target too long");
     return line_error(h, r);
 }

@@ -7,8 +7,11 @@ Both servers read their limits from environment variables
 (LINKUP_HEAD_TIMEOUT_MS, LINKUP_IDLE_TIMEOUT_MS, LINKUP_MAX_CONNS,
 LINKUP_MAX_JSON_BODY, LINKUP_MAX_HEADERS, ...; docs/reliability.md) so these
 tests run in seconds."""
+import re
 import resource
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -122,6 +125,23 @@ def _status_of(f, head):
     got, _ = lk.raw_exchange(f.addr, head, timeout=5)
     rs = lk.parse_responses(got)
     return rs[0].status if rs else None
+
+
+@pytest.mark.parametrize("kind", ["server", "worker"])
+def test_unfinished_request_line_gets_414_once_its_target_is_too_long(front_factory, kind):
+    """The 414 of DESIGN §9 comes as soon as the target passes 8 KiB, also
+    while the request line has no CRLF yet: the client is not left waiting
+    for the 30 s head timeout or the 16 KiB line limit."""
+    f = front_factory(kind)
+    for tail in (b"", b" HTTP/1.1"):
+        with socket.create_connection(f.addr, timeout=5) as s:
+            s.sendall(b"GET /" + b"a" * 8192 + tail)  # the target is 8193 bytes
+            data = b""
+            while not lk.parse_responses(data):
+                chunk = s.recv(65536)  # times out (fails) if no answer comes
+                assert chunk, data
+                data += chunk
+            assert lk.parse_responses(data)[0].status == 414, data[:200]
 
 
 @pytest.mark.parametrize("kind", BOTH_KNOBS)
@@ -295,6 +315,57 @@ def test_max_connections_configured_503(front_factory, kind):
     f = front_factory(kind, env={"LINKUP_MAX_CONNS": "8"})
     socks = _fill(f.addr, 8)
     _expect_503_then_recovery(f, socks)
+
+
+@pytest.mark.parametrize("kind", ["server", "worker"])
+def test_max_connections_503_is_a_complete_answer(front_factory, kind):
+    """The 503 past the limit is one of Linkup's own answers: status, Date
+    (RFC 9110 §6.6.1), type, length, Connection: close, the text."""
+    f = front_factory(kind, env={"LINKUP_MAX_CONNS": "2"})
+    socks = _fill(f.addr, 2)
+    try:
+        deadline = time.time() + 10
+        rs = []
+        while time.time() < deadline:
+            got, _ = lk.raw_exchange(f.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", timeout=2)
+            rs = lk.parse_responses(got)
+            if rs and rs[0].status == 503:
+                break
+            time.sleep(0.1)
+        assert rs and rs[0].status == 503
+        r = rs[0]
+        assert r.body == b"too many connections"
+        assert r.header("content-type") == "text/plain; charset=utf-8"
+        assert r.header("connection") == "close"
+        assert re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|"
+                            r"Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT",
+                            r.header("date") or ""), r.header("date")
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) not installed")
+@pytest.mark.parametrize("kind", ["server", "worker"])
+def test_http2_streams_do_not_take_connection_slots(front_factory, kind):
+    """DESIGN §9 bounds open client *connections*: the streams of one
+    HTTP/2 connection are bounded by its SETTINGS_MAX_CONCURRENT_STREAMS
+    (100), not by LINKUP_MAX_CONNS. With a limit of 3 and 2 idle
+    connections held, one HTTP/2 connection still gets 50 requests in
+    flight at once answered."""
+    f = front_factory(kind, env={"LINKUP_MAX_CONNS": "3"})
+    socks = _fill(f.addr, 2)
+    try:
+        host, port = f.addr
+        p = subprocess.run(["h2load", "-n", "200", "-c", "1", "-m", "50",
+                            "-H", "authorization: Bearer token123",
+                            f"http://{host}:{port}/linkup/check"],
+                           capture_output=True, text=True, timeout=60)
+        assert "200 succeeded, 0 failed, 0 errored" in p.stdout, p.stdout + p.stderr
+        assert "status codes: 200 2xx" in p.stdout, p.stdout
+    finally:
+        for s in socks:
+            s.close()
 
 
 @pytest.mark.parametrize("kind", ["server", "worker"])

@@ -217,6 +217,20 @@ static void test_request_limits(void)
     CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), LK_ELIMIT);
     CHECK_INT_EQ(req.err_status, 414);
     free(t);
+    /* ... at its first byte past 8 KiB, long before the 16 KiB line limit;
+     * until then, and with the whole target in but no CRLF, more is needed */
+    t = repeat('a', 8191);
+    snprintf(buf, sizeof(buf), "GET /%s", t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), LK_PARTIAL);
+    snprintf(buf, sizeof(buf), "GET /%s HTTP/1.1", t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), LK_PARTIAL);
+    snprintf(buf, sizeof(buf), "GET /%sb", t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), LK_ELIMIT);
+    CHECK_INT_EQ(req.err_status, 414);
+    snprintf(buf, sizeof(buf), "GET /%sb HTTP/1.", t);
+    CHECK_INT_EQ(parse_req(buf, strlen(buf), &req, h, NULL, &why), LK_ELIMIT);
+    CHECK_INT_EQ(req.err_status, 414);
+    free(t);
     /* one header line over 16 KiB -> 431 */
     t = repeat('v', 16384);
     snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nX: %s\r\n\r\n", t);
