@@ -430,12 +430,12 @@ static int request_line_error(struct head *h, const char *p, const char *end, en
     const char *sp = memchr(p, ' ', (size_t)(end - p));
     if (sp == NULL)
         return line_error(h, r);
+    /* The target ends where parse_request_line() ends it, so that a head
+     * cut anywhere gets the answer the whole head gets. */
     const char *t = sp + 1, *q = t;
-    while (q < end && *q != ' ' && *q != '\r' && *q != '\n')
+    while (q < end && (unsigned char)*q > 0x20 && (unsigned char)*q < 0x7f)
         q++;
-    bool long_line = r == LINE_TOO_LONG || r == LINE_HEAD_LONG;
-    if ((size_t)(q - t) > h->lim->max_target ||
-        (long_line && (size_t)(end - t) > h->lim->max_target))
+    if ((size_t)(q - t) > h->lim->max_target)
         return fail(h, LK_ELIMIT, 414, "request target too long");
     return line_error(h, r);
 }
