@@ -425,13 +425,15 @@ static int parse_request_line(struct head *h, const char *p, const char *eol,
  * has already grown past the limit, at once rather than at the line limit. */
 static int request_line_error(struct head *h, const char *p, const char *end, enum line_result r)
 {
-    if (r == LINE_BARE)
+    /* The target starts after the first SP, if one comes before any CR or
+     * LF (a bare one is where the line's 400 is decided: what follows it
+     * does not count), and ends where parse_request_line() ends it, so that
+     * a head cut anywhere gets the answer the whole head gets. */
+    const char *sp = p;
+    while (sp < end && *sp != ' ' && *sp != '\r' && *sp != '\n')
+        sp++;
+    if (sp == end || *sp != ' ')
         return line_error(h, r);
-    const char *sp = memchr(p, ' ', (size_t)(end - p));
-    if (sp == NULL)
-        return line_error(h, r);
-    /* The target ends where parse_request_line() ends it, so that a head
-     * cut anywhere gets the answer the whole head gets. */
     const char *t = sp + 1, *q = t;
     while (q < end && (unsigned char)*q > 0x20 && (unsigned char)*q < 0x7f)
         q++;
