@@ -312,8 +312,9 @@ def test_notice(server, copy, uenv):
     assert server.hits_of("/rel/new") == 0
 
 
-def test_notice_from_cache_without_network(copy, uenv):
-    # A cache saying a newer version exists is enough: no request is made.
+def cache_newer_release(uenv):
+    """A fresh cache that knows 9.9.9, and a release URL nothing answers:
+    the notice can only come from the cache."""
     uenv["LINKUP_RELEASE_URL"] = f"http://127.0.0.1:{lk.free_port()}/manifest.json"
     now = int(datetime.datetime.now(datetime.timezone.utc).timestamp())
     os.makedirs(uenv["LINKUP_HOME"], exist_ok=True)
@@ -323,6 +324,11 @@ def test_notice_from_cache_without_network(copy, uenv):
             "version": {"major": 9, "minor": 9, "patch": 9, "pre_release": None},
             "binary": {"name": "x", "browser_download_url": "http://127.0.0.1:9/x",
                        "sha256": "0" * 64}}]}, f)
+
+
+def test_notice_from_cache_without_network(copy, uenv):
+    # A cache saying a newer version exists is enough: no request is made.
+    cache_newer_release(uenv)
     r = run(copy, "status", env=uenv)
     assert r.stdout.startswith(NOTICE)
 
@@ -337,15 +343,7 @@ def test_no_notice_before_a_usage_error(copy, uenv, args):
     original runs before anything else: a usage error prints nothing on
     stdout, even when a newer release is known; a command that parses
     still gets the notice first."""
-    uenv["LINKUP_RELEASE_URL"] = f"http://127.0.0.1:{lk.free_port()}/manifest.json"
-    now = int(datetime.datetime.now(datetime.timezone.utc).timestamp())
-    os.makedirs(uenv["LINKUP_HOME"], exist_ok=True)
-    with open(cache_file(uenv), "w") as f:
-        json.dump({"fetched_at": now, "next_fetch_at": (now // 86400 + 1) * 86400, "releases": [{
-            "channel": "Stable",
-            "version": {"major": 9, "minor": 9, "patch": 9, "pre_release": None},
-            "binary": {"name": "x", "browser_download_url": "http://127.0.0.1:9/x",
-                       "sha256": "0" * 64}}]}, f)
+    cache_newer_release(uenv)
     r = run(copy, *args, env=uenv)
     assert (r.returncode, r.stdout) == (2, ""), (r.stdout, r.stderr)
     assert r.stderr.startswith("linkup: ") or "Usage:" in r.stderr, r.stderr

@@ -232,7 +232,7 @@ static void test_request_limits(void)
     CHECK_INT_EQ(req.err_status, 414);
     /* a target that a control byte ends early is not the long target the
      * rest of the line looks like: cut anywhere, the head needs more or
-     * gets the 400 the whole head gets (found by fuzz_http1_request) */
+     * gets the 400 the whole head gets, as fuzz_http1_request found */
     memset(buf, 'a', 9000);
     memcpy(buf, "GET /x", 6);
     buf[6] = '\0';
