@@ -816,6 +816,37 @@ static bool is_ldns_command(const char *arg)
     return strcmp(arg, "install") == 0 || strcmp(arg, "uninstall") == 0;
 }
 
+/* The options may also come before the subcommand, as the help's
+ * `linkup local-dns [OPTIONS] <COMMAND>` says: when they do, the subcommand
+ * is moved to argv[1], ahead of them, for run_command(). Returns 0, or a
+ * usage error's exit status (an option not of local-dns or one missing its
+ * value, no subcommand after the options, or a word that is not one). */
+static int hoist_command(int argc, char **argv)
+{
+    int i = 1;
+    while (i < argc && argv[i][0] == '-') {
+        const char *v = NULL;
+        int k = cli_opt_take("local-dns", ldns_opts, LDNS_N_OPTS, argc, argv, &i, &v);
+        if (k == CLI_OPT_FAILED)
+            return LK_EXIT_USAGE;
+        if (k < 0)
+            return cli_usage_error("local-dns", "unexpected argument '%s'", argv[i]);
+        i++;
+    }
+    if (i == 1)
+        return 0;
+    if (i == argc) {
+        usage(stderr, NULL);
+        return LK_EXIT_USAGE;
+    }
+    if (!is_ldns_command(argv[i]))
+        return cli_usage_error("local-dns", "unrecognized subcommand '%s'", argv[i]);
+    char *sub = argv[i];
+    memmove(argv + 2, argv + 1, (size_t)(i - 1) * sizeof(*argv));
+    argv[1] = sub;
+    return 0;
+}
+
 static int run_command(int argc, char **argv, struct cli_ctx *ctx, struct ldns *d)
 {
     struct strlist extra = { .n = 0 };
@@ -937,6 +968,11 @@ int cmd_local_dns(int argc, char **argv, struct cli_ctx *ctx)
             return cli_usage_error("local-dns", "unrecognized subcommand '%s'", argv[2]);
         usage(stdout, argc > 2 ? argv[2] : NULL);
         return LK_EXIT_OK;
+    }
+    if (argv[1][0] == '-') {
+        int hrc = hoist_command(argc, argv);
+        if (hrc != 0)
+            return hrc;
     }
     /* clap's words, like `linkup bogus` and `linkup sessions bogus`. */
     if (argv[1][0] == '-')

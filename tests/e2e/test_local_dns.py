@@ -107,6 +107,25 @@ def test_linux_install_then_uninstall(linkup_bin, setup):
     assert r.returncode == 0 and tree(root) == []
 
 
+def test_options_before_the_subcommand(linkup_bin, setup):
+    """`linkup local-dns [OPTIONS] <COMMAND>`, as the help shows: the options
+    may come before the subcommand too; clap's usage errors otherwise."""
+    root, env, _, _ = setup
+    conf = root / "etc/systemd/resolved.conf.d/linkup.conf"
+    r = run(linkup_bin, env, "--root", str(root), "--platform", "linux", "install")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith("Local DNS installed!\n") and conf.exists()
+    r = run(linkup_bin, env, f"--root={root}", "--platform", "linux", "uninstall")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith("Local DNS uninstalled!\n") and not conf.exists()
+    for args, err in ((["--root", str(root)], "Usage: linkup local-dns [OPTIONS] <COMMAND>"),
+                      (["--root", str(root), "bogus"], "unrecognized subcommand 'bogus'"),
+                      (["--bogus", "install"], "unexpected argument '--bogus'"),
+                      (["--root"], "a value is required for '--root <DIR>'")):
+        r = run(linkup_bin, env, *args)
+        assert (r.returncode, r.stdout) == (2, ""), (args, r.stdout, r.stderr)
+        assert err in r.stderr, (args, r.stderr)
+
 def test_existing_files_and_ca_are_kept(linkup_bin, setup):
     root, env, home, _ = setup
     (root / "etc/systemd/resolved.conf.d").mkdir(parents=True)
