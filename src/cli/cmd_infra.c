@@ -120,6 +120,10 @@ static int parse(int argc, char **argv, struct infra_args *a)
 {
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
+        /* The options belong to `infra`, before the subcommand, which
+         * takes none of its own (SPEC §6.5.11). */
+        if (a->command != NULL)
+            return cli_usage_error("infra", "unexpected argument '%s'", arg);
         int took = take_option(argc, argv, &i, a);
         if (took < 0)
             return LK_EXIT_USAGE;

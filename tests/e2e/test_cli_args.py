@@ -102,6 +102,20 @@ def test_infra_lists_only_missing_options(linkup_bin, cenv, args, missing):
                      + ["Run 'linkup infra --help' for usage."]), lines
 
 
+@pytest.mark.parametrize("args", [
+    ["deploy", "-e", "a", "-k", "b", "-a", "c", "-z", "z1"],
+    ["-e", "a", "-k", "b", "deploy", "-a", "c", "-z", "z1"],
+    ["-e", "a", "-k", "b", "-a", "c", "-z", "z1", "deploy", "extra"],
+])
+def test_infra_options_come_before_the_subcommand(linkup_bin, cenv, args):
+    """SPEC §6.5.11: the four options belong to `infra`, given before the
+    subcommand; after it, anything is an unexpected argument (exit 2)."""
+    lines = usage_error(linkup_bin, cenv, "infra", *args)
+    after = args[args.index("deploy") + 1]
+    assert lines == [f"linkup: infra: unexpected argument '{after}'",
+                     "Run 'linkup infra --help' for usage."], lines
+
+
 def test_infra_attached_zone_id_counts(linkup_bin, cenv):
     r = lk.run(linkup_bin, "infra", "-ea", "-k=b", "--account-id=c", "-zz1", "z2", "deploy",
                env=cenv, timeout=30)
