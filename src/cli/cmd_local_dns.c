@@ -817,10 +817,11 @@ static bool is_ldns_command(const char *arg)
 }
 
 /* The options may also come before the subcommand, as the help's
- * `linkup local-dns [OPTIONS] <COMMAND>` says: when they do, the subcommand
- * is moved to argv[1], ahead of them, for run_command(). Returns 0, or a
- * usage error's exit status (an option not of local-dns or one missing its
- * value, no subcommand after the options, or a word that is not one). */
+ * `linkup local-dns [OPTIONS] <COMMAND>` says: when they do, the first word
+ * after them is moved to argv[1], ahead of them, where cmd_local_dns()
+ * checks it is a subcommand. Returns 0, or a usage error's exit status (an
+ * option not of local-dns or one missing its value, or no word after the
+ * options). */
 static int hoist_command(int argc, char **argv)
 {
     int i = 1;
@@ -833,14 +834,10 @@ static int hoist_command(int argc, char **argv)
             return cli_usage_error("local-dns", "unexpected argument '%s'", argv[i]);
         i++;
     }
-    if (i == 1)
-        return 0;
     if (i == argc) {
         usage(stderr, NULL);
         return LK_EXIT_USAGE;
     }
-    if (!is_ldns_command(argv[i]))
-        return cli_usage_error("local-dns", "unrecognized subcommand '%s'", argv[i]);
     char *sub = argv[i];
     memmove(argv + 2, argv + 1, (size_t)(i - 1) * sizeof(*argv));
     argv[1] = sub;
@@ -975,8 +972,6 @@ int cmd_local_dns(int argc, char **argv, struct cli_ctx *ctx)
             return hrc;
     }
     /* clap's words, like `linkup bogus` and `linkup sessions bogus`. */
-    if (argv[1][0] == '-')
-        return cli_usage_error("local-dns", "unexpected argument '%s'", argv[1]);
     if (!is_ldns_command(argv[1]))
         return cli_usage_error("local-dns", "unrecognized subcommand '%s'", argv[1]);
     int rc = run_command(argc, argv, ctx, &d);

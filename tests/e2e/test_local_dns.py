@@ -126,6 +126,7 @@ def test_options_before_the_subcommand(linkup_bin, setup):
         assert (r.returncode, r.stdout) == (2, ""), (args, r.stdout, r.stderr)
         assert err in r.stderr, (args, r.stderr)
 
+
 def test_existing_files_and_ca_are_kept(linkup_bin, setup):
     root, env, home, _ = setup
     (root / "etc/systemd/resolved.conf.d").mkdir(parents=True)
