@@ -30,8 +30,11 @@ bool lk_headers_is_visible(struct lk_str v)
 
 bool lk_headers_value_ok(struct lk_str v)
 {
-    for (size_t i = 0; i < v.len; i++) {
-        unsigned char c = (unsigned char)v.ptr[i];
+    if (v.len == 0)
+        return true;
+    const char *end = v.ptr + v.len;
+    for (const char *p = lk_skip_plain_words(v.ptr, end); p < end; p++) {
+        unsigned char c = (unsigned char)*p;
         if ((c < 0x20 && c != '\t') || c == 0x7f)
             return false;
     }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct lk_str {
     const char *ptr;
@@ -46,6 +47,29 @@ static inline int lk_hex_digit(char c)
         return c - '0';
     c = lk_ascii_lower(c);
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Skips whole 8-byte words none of whose bytes is a control byte (< 0x20,
+ * HTAB included) or DEL, and returns where it stopped: at most 7 bytes
+ * before end, or in front of the word holding the first such byte. Callers
+ * check the rest byte by byte, so it only skips bytes every field-value,
+ * log-field or text check accepts. The word test is the exact "some byte
+ * < n" test for n <= 128 (Bit Twiddling Hacks, "Determine if a word has a
+ * byte less than n"), on x and on x ^ 0x7f..7f for DEL. */
+static inline const char *lk_skip_plain_words(const char *p, const char *end)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t ctl = (w - ones * 0x20) & ~w & highs;
+        uint64_t del = w ^ (ones * 0x7f);
+        del = (del - ones) & ~del & highs;
+        if ((ctl | del) != 0)
+            break;
+        p += 8;
+    }
+    return p;
 }
 
 /* ASCII case-insensitive equality. Inline: header filtering calls it some

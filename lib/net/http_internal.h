@@ -354,6 +354,14 @@ struct lk_upstream {
     struct event timer; /* connect timeout / pool idle timeout */
     struct event deliver;
     bool timer_set;
+    /* A plain socket is read by our own event from the first exchange on
+     * (lk_upstream_own_reads()): while pooled it watches for a close, while
+     * in use it calls read_cb. Handing the connection over only changes
+     * read_cb: no event_add/event_del, no epoll_ctl per request. */
+    struct event rd;
+    bool rd_owned, rd_added;
+    event_callback_fn read_cb; /* NULL: nobody reads (taken, not attached yet) */
+    void *read_arg;
     int result;
     char errtext[256];
     lk_upstream_cb *cb;
@@ -381,6 +389,14 @@ struct lk_upstream *lk_upstream_wrap(struct lk_http_server *srv, struct bufferev
 /* Takes an idle connection pooled under pool_key by lk_upstream_wrap()
  * (reused set, no callback), or returns NULL. */
 struct lk_upstream *lk_upstream_take(struct lk_http_server *srv, const char *pool_key);
+/* Plain sockets only (returns false otherwise): our own event (up->rd)
+ * reads the socket and calls cb(fd, EV_READ, arg); the bufferevent's EV_READ
+ * is turned off once, on the first call. */
+bool lk_upstream_own_reads(struct lk_upstream *up, event_callback_fn cb, void *arg);
+/* Pauses or resumes our own reads (backpressure). */
+void lk_upstream_reading(struct lk_upstream *up, bool on);
+/* Hands reading back to the bufferevent (its EV_READ on), for good. */
+void lk_upstream_reads_to_libevent(struct lk_upstream *up);
 /* Returns a connection to the pool (reusable) or frees it. */
 void lk_upstream_release(struct lk_upstream *up, bool reusable);
 void lk_upstream_free(struct lk_upstream *up);

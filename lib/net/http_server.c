@@ -513,7 +513,12 @@ static void start_reading_head(struct lk_conn *c)
     lk_conn_read_enable(c, true);
     unsigned ms = c->n_requests == 0 ? c->srv->opts.head_timeout_ms : c->srv->opts.idle_timeout_ms;
     lk_conn_set_timer(c, ms);
-    lk_conn_kick(c);
+    /* A pipelined request or an EOF already read needs a pass now; on our
+     * own reads of a plain socket, anything else arrives as a read event
+     * (an empty pass per request costs an event callback). A bufferevent
+     * (TLS, tunnel stream) may hold input it has not announced yet. */
+    if (!c->own_read || c->read_eof || evbuffer_get_length(bufferevent_get_input(c->bev)) != 0)
+        lk_conn_kick(c);
 }
 
 /* Closes after the output is flushed; lingers when input may still come so

@@ -221,7 +221,7 @@ static void put_field(struct line *l, const char *s, size_t n)
     }
     n = strnlen(s, n > 512 ? 512 : n);
     size_t from = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = (size_t)(lk_skip_plain_words(s, s + n) - s); i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != 0x7f)
             continue;

@@ -83,10 +83,10 @@ struct lk_proxy {
     bool req_chunked_out;
     bool resp_started; /* response bytes went to the client */
     bool up_paused;    /* upstream reading paused for backpressure */
-    /* Own-read mode (long plain bodies): the bufferevent's EV_READ is off and
-     * rd reads the socket in 64 KiB (no libevent ioctl + 4 KiB read first). */
-    struct event rd;
-    bool own_read, rd_added;
+    /* Own-read mode (plain sockets): the bufferevent's EV_READ is off and
+     * the upstream's own event (lk_upstream_own_reads()) reads the socket in
+     * 64 KiB (no libevent ioctl + 4 KiB read first). */
+    bool own_read;
     bool up_eof; /* the upstream closed (its input may still hold bytes) */
     /* The rest of a Content-Length body goes from the upstream socket to a
      * plain client socket (relay) or into a built-in tunnel stream (splice)
@@ -137,18 +137,17 @@ static void set_timer(struct lk_proxy *px, unsigned ms)
     }
 }
 
-/* Ends our own reads of the upstream socket (attach()); with
- * libevent_reads the bufferevent's EV_READ takes over, enabled before ours
- * goes so that epoll's interest in the fd does not change (no epoll_ctl). */
+/* Ends our own reads of the upstream socket (attach()): with
+ * libevent_reads the bufferevent's EV_READ takes over for good; otherwise
+ * the connection is being released, and the pool's watch (or its free)
+ * takes the upstream's event over. */
 static void own_read_off(struct lk_proxy *px, bool libevent_reads)
 {
     if (!px->own_read)
         return;
     if (libevent_reads)
-        bufferevent_enable(px->up->bev, EV_READ);
-    if (px->rd_added)
-        event_del(&px->rd);
-    px->own_read = px->rd_added = false;
+        lk_upstream_reads_to_libevent(px->up);
+    px->own_read = false;
 }
 
 /* Frees the upstream side; reusable connections go back to the pool. */
@@ -164,7 +163,7 @@ static void drop_upstream(struct lk_proxy *px, bool reusable)
         px->pending = NULL;
     }
     if (px->up != NULL) {
-        own_read_off(px, reusable); /* the pool watches a reusable one */
+        own_read_off(px, false); /* the pool watches a reusable one */
         bufferevent_setcb(px->up->bev, NULL, NULL, NULL, NULL);
         /* A pooled connection keeps reading enabled (no epoll_ctl per
          * request); the pool watches it for a close. */
@@ -716,19 +715,13 @@ static void attach(struct lk_proxy *px, struct lk_upstream *up)
     /* Enabling EV_WRITE arms the write event even with nothing queued (an
      * epoll_ctl and a wake-up): only do it when not enabled already. */
     short enabled = bufferevent_get_enabled(up->bev);
-    evutil_socket_t fd = up->plain ? bufferevent_getfd(up->bev) : -1;
-    if (fd >= 0) {
-        /* A plain socket is read by our own event (on_up_readable): no
-         * FIONREAD ioctl per read, 64 KiB per read. Ours is added before the
-         * bufferevent's read is removed, so epoll's interest in the fd (a
-         * pooled connection keeps EV_READ) does not change: no epoll_ctl. */
-        event_assign(&px->rd, px->srv->base, fd, EV_READ | EV_PERSIST, on_up_readable, px);
-        event_add(&px->rd, NULL);
-        px->own_read = px->rd_added = true;
+    if (lk_upstream_own_reads(up, on_up_readable, px)) {
+        /* A plain socket is read by its own event (on_up_readable): no
+         * FIONREAD ioctl per read, 64 KiB per read, and no event changes
+         * when a pooled connection is handed over. */
+        px->own_read = true;
         if (!(enabled & EV_WRITE))
             bufferevent_enable(up->bev, EV_WRITE);
-        if (enabled & EV_READ)
-            bufferevent_disable(up->bev, EV_READ);
     } else if ((enabled & (EV_READ | EV_WRITE)) != (EV_READ | EV_WRITE)) {
         bufferevent_enable(up->bev, EV_READ | EV_WRITE);
     }
@@ -1072,11 +1065,7 @@ static size_t move_resp_chunked(struct lk_proxy *px, struct evbuffer *in, struct
 static void set_up_reading(struct lk_proxy *px, bool on)
 {
     if (px->own_read) {
-        if (on && !px->rd_added)
-            event_add(&px->rd, NULL);
-        else if (!on && px->rd_added)
-            event_del(&px->rd);
-        px->rd_added = on;
+        lk_upstream_reading(px->up, on);
     } else if (on) {
         bufferevent_enable(px->up->bev, EV_READ);
     } else {

@@ -9,6 +9,7 @@
  * gets a small ticket that outlives the connection when needed.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "core/alloc.h"
 #include "core/err.h"
@@ -77,6 +79,8 @@ void lk_upstream_free(struct lk_upstream *up)
     }
     set_timer(up, 0);
     event_del(&up->deliver);
+    if (up->rd_added)
+        event_del(&up->rd);
     if (up->bev != NULL)
         lk_net_bev_free(up->bev); /* a tunnel stream's end sees EOF */
     free_addrs(up);
@@ -416,6 +420,7 @@ static struct lk_upstream *take_idle(struct lk_pool_host *h)
     pool_remove(up);
     set_timer(up, 0);
     bufferevent_setcb(up->bev, NULL, NULL, NULL, NULL);
+    up->read_cb = NULL; /* rd stays added until the next reader takes over */
     up->reused = true;
     return up;
 }
@@ -473,6 +478,59 @@ struct lk_upstream *lk_upstream_wrap(struct lk_http_server *srv, struct bufferev
     return up;
 }
 
+/* ---- our own reads of plain sockets ------------------------------------ */
+
+void lk_upstream_reading(struct lk_upstream *up, bool on)
+{
+    if (!up->rd_owned || up->rd_added == on)
+        return;
+    if (on)
+        event_add(&up->rd, NULL);
+    else
+        event_del(&up->rd);
+    up->rd_added = on;
+}
+
+static void on_rd(evutil_socket_t fd, short what, void *arg)
+{
+    struct lk_upstream *up = arg;
+    if (up->read_cb == NULL) { /* between readers: the next one re-adds rd */
+        lk_upstream_reading(up, false);
+        return;
+    }
+    up->read_cb(fd, what, up->read_arg);
+}
+
+bool lk_upstream_own_reads(struct lk_upstream *up, event_callback_fn cb, void *arg)
+{
+    evutil_socket_t fd = up->plain ? bufferevent_getfd(up->bev) : -1;
+    if (fd < 0)
+        return false;
+    if (!up->rd_owned) {
+        event_assign(&up->rd, up->srv->base, fd, EV_READ | EV_PERSIST, on_rd, up);
+        up->rd_owned = true;
+        up->rd_added = false;
+    }
+    up->read_cb = cb;
+    up->read_arg = arg;
+    /* Ours is added before the bufferevent's read goes, so epoll's interest
+     * in the fd does not change (no epoll_ctl). */
+    lk_upstream_reading(up, true);
+    if (bufferevent_get_enabled(up->bev) & EV_READ)
+        bufferevent_disable(up->bev, EV_READ);
+    return true;
+}
+
+void lk_upstream_reads_to_libevent(struct lk_upstream *up)
+{
+    if (!up->rd_owned)
+        return;
+    bufferevent_enable(up->bev, EV_READ);
+    lk_upstream_reading(up, false);
+    up->rd_owned = false;
+    up->read_cb = NULL;
+}
+
 /* ---- pool -------------------------------------------------------------- */
 
 static void on_idle_gone(struct lk_upstream *up, const char *why)
@@ -493,6 +551,18 @@ static void on_idle_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     (void)what;
     on_idle_gone(arg, "closed by peer");
+}
+
+/* A pooled plain socket became readable: data nobody asked for, or the
+ * peer's close. */
+static void on_idle_readable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    on_idle_gone(arg, n > 0 ? "unexpected data" : "closed by peer");
 }
 
 static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
@@ -566,10 +636,18 @@ void lk_upstream_release(struct lk_upstream *up, bool reusable)
     srv->n_idle++;
     bufferevent_setwatermark(up->bev, EV_READ, 0, 0);
     bufferevent_setwatermark(up->bev, EV_WRITE, 0, 0);
-    bufferevent_setcb(up->bev, on_idle_read, NULL, on_idle_event, up);
-    /* Reading normally stays enabled from the exchange (no epoll_ctl). */
-    if (!(bufferevent_get_enabled(up->bev) & EV_READ))
-        bufferevent_enable(up->bev, EV_READ);
+    if (up->rd_owned) {
+        /* Our own event keeps watching, now for a close (no epoll_ctl). */
+        bufferevent_setcb(up->bev, NULL, NULL, NULL, NULL);
+        up->read_cb = on_idle_readable;
+        up->read_arg = up;
+        lk_upstream_reading(up, true);
+    } else {
+        bufferevent_setcb(up->bev, on_idle_read, NULL, on_idle_event, up);
+        /* Reading normally stays enabled from the exchange (no epoll_ctl). */
+        if (!(bufferevent_get_enabled(up->bev) & EV_READ))
+            bufferevent_enable(up->bev, EV_READ);
+    }
     evtimer_assign(&up->timer, srv->base, on_idle_timeout, up);
     up->timer_set = false;
     set_timer(up, srv->opts.pool_idle_timeout_ms);

@@ -40,28 +40,6 @@ static bool is_value_byte(unsigned char c)
     return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
 
-/* Skips whole 8-byte words of value bytes none of which is a control byte
- * (< 0x20, which includes HTAB) or DEL; the caller checks the rest byte by
- * byte, so this only ever skips bytes is_value_byte() accepts. The word test
- * is the exact "some byte < n" test for n <= 128 (Bit Twiddling Hacks,
- * "Determine if a word has a byte less than n"), on x and on x ^ 0x7f..7f for
- * DEL. */
-static const char *skip_plain_value(const char *p, const char *end)
-{
-    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
-    while (end - p >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        uint64_t ctl = (w - ones * 0x20) & ~w & highs;
-        uint64_t del = w ^ (ones * 0x7f);
-        del = (del - ones) & ~del & highs;
-        if ((ctl | del) != 0)
-            break;
-        p += 8;
-    }
-    return p;
-}
-
 static bool is_ows(char c)
 {
     return c == ' ' || c == '\t';
@@ -180,7 +158,7 @@ static int parse_field(struct head *h, const char *p, const char *eol)
     while (p < eol && is_ows(*p))
         p++;
     const char *value = p;
-    for (p = skip_plain_value(p, eol); p < eol; p++) {
+    for (p = lk_skip_plain_words(p, eol); p < eol; p++) {
         if (!is_value_byte((unsigned char)*p))
             return fail(h, LK_EPARSE, 400, "invalid character in header field value");
     }
@@ -609,15 +587,22 @@ const struct lk_http_header *lk_http1_find_header(const struct lk_http_header *h
 
 bool lk_http1_is_hop_by_hop(struct lk_str name)
 {
-    static const struct lk_str names[] = {
-        LK_STR("connection"), LK_STR("keep-alive"),        LK_STR("proxy-connection"), LK_STR("te"),
-        LK_STR("trailer"),    LK_STR("transfer-encoding"), LK_STR("upgrade"),
-    };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (lk_str_ieq(name, names[i]))
-            return true;
+    /* Every forwarded field is checked: the length picks the one or two
+     * candidates, so most names cost a switch. */
+    switch (name.len) {
+    case 2:
+        return lk_str_ieq(name, LK_STR("te"));
+    case 7:
+        return lk_str_ieq(name, LK_STR("trailer")) || lk_str_ieq(name, LK_STR("upgrade"));
+    case 10:
+        return lk_str_ieq(name, LK_STR("connection")) || lk_str_ieq(name, LK_STR("keep-alive"));
+    case 16:
+        return lk_str_ieq(name, LK_STR("proxy-connection"));
+    case 17:
+        return lk_str_ieq(name, LK_STR("transfer-encoding"));
+    default:
+        return false;
     }
-    return false;
 }
 
 const char *lk_http1_reason(int status)

@@ -450,6 +450,10 @@ static void *up_conn(void *arg)
             if (served > 0)
                 break; /* a kept-alive connection that died before this request */
             up_respond(fd, "200 OK", extra, "fresh");
+        } else if (strcmp(path, "/bye-idle") == 0) {
+            up_respond(fd, "200 OK", extra, "bye");
+            usleep(50 * 1000); /* then close while the proxy pools it */
+            break;
         } else if (strcmp(path, "/conn-header") == 0) {
             up_respond(fd, "200 OK", extra, find_hdr(head, "Connection", v, sizeof(v)) ? v : "-");
         } else {
@@ -1079,6 +1083,26 @@ static void test_streaming_large(void)
     CHECK(grown_kb < 64 * 1024);
 }
 
+/* An upstream that closes a kept-alive connection while it waits in the
+ * pool: the pool's watch drops it, so a POST (never retried) after it gets
+ * a fresh connection instead of a dead one. */
+static void test_pooled_connection_closed_by_upstream(void)
+{
+    struct response *resp = &resp_storage;
+    char v1[32] = "", v2[32] = "";
+    CHECK_INT_EQ(request("GET /bye-idle HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK_INT_EQ(resp->status, 200);
+    find_hdr(resp->head, "X-Conn", v1, sizeof(v1));
+    usleep(300 * 1000); /* the upstream closed; the pool saw it */
+    CHECK_INT_EQ(request("POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+                         resp, false),
+                 0);
+    CHECK_INT_EQ(resp->status, 200);
+    CHECK_MEM_EQ(resp->body, resp->body_len, "3", 1);
+    find_hdr(resp->head, "X-Conn", v2, sizeof(v2));
+    CHECK(strcmp(v1, v2) != 0);
+}
+
 static void test_client_abort_frees_upstream(void)
 {
     /* A download the client abandons: the upstream connection is closed, not
@@ -1543,6 +1567,7 @@ int main(void)
     RUN(test_hop_by_hop);
     RUN(test_reframing);
     RUN(test_keepalive_pool_and_pipelining);
+    RUN(test_pooled_connection_closed_by_upstream);
     RUN(test_upstream_errors);
     RUN(test_bad_requests);
     RUN(test_websocket);
