@@ -23,6 +23,7 @@
 #include "core/buf.h"
 #include "net/accept_guard.h"
 #include "net/http_server.h"
+#include "net/timer.h"
 #include "proto/http1.h"
 
 struct bufferevent;
@@ -83,9 +84,8 @@ struct lk_conn {
     uint64_t id;
     struct bufferevent *bev; /* owned */
     enum lk_conn_state state;
-    struct event timer; /* per-phase timeout; storage owned here */
-    struct event kick;  /* "process the input again" from the loop */
-    bool timer_set, kick_set;
+    struct lk_timer timer; /* per-phase timeout (lazy: it moves every request) */
+    struct event kick;     /* "process the input again" from the loop */
     struct sockaddr_storage peer;
     char peer_str[64];
     bool is_loopback, is_tls;
@@ -351,9 +351,8 @@ struct lk_upstream {
     struct evutil_addrinfo *addrs, *cur;
     bool addrs_from_evdns;
     struct lk_resolve_ticket *ticket;
-    struct event timer; /* connect timeout / pool idle timeout */
+    struct lk_timer timer; /* connect timeout / pool idle timeout */
     struct event deliver;
-    bool timer_set;
     /* A plain socket is read by our own event from the first exchange on
      * (lk_upstream_own_reads()): while pooled it watches for a close, while
      * in use it calls read_cb. Handing the connection over only changes

@@ -213,15 +213,8 @@ void lk_conn_set_state(struct lk_conn *c, enum lk_conn_state s)
 
 void lk_conn_set_timer(struct lk_conn *c, unsigned ms)
 {
-    if (c->timer_set) {
-        evtimer_del(&c->timer);
-        c->timer_set = false;
-    }
-    if (ms > 0 && c->state != LK_CONN_CLOSED) {
-        struct timeval tv = lk_ms_tv(ms);
-        evtimer_add(&c->timer, &tv);
-        c->timer_set = true;
-    }
+    if (c->state != LK_CONN_CLOSED)
+        lk_timer_set(&c->timer, ms);
 }
 
 /* ---- own reads of plain client sockets ---------------------------------- */
@@ -339,7 +332,7 @@ void lk_conn_close(struct lk_conn *c, const char *why)
         return;
     LK_CLOG(c->id, DEBUG, "closing: %s", why);
     lk_conn_set_state(c, LK_CONN_CLOSED);
-    lk_conn_set_timer(c, 0);
+    lk_timer_cancel(&c->timer);
     event_del(&c->kick);
     rd_stop(c);
     if (c->bev != NULL) {
@@ -642,6 +635,10 @@ static void on_exchange_defer(evutil_socket_t fd, short what, void *arg)
 
 void lk_exchange_defer(struct lk_exchange *ex, void (*fn)(struct lk_exchange *))
 {
+    if (!ex->defer_ready) { /* assigned on first use: most exchanges never defer */
+        event_assign(&ex->defer, ex->srv->base, -1, 0, on_exchange_defer, ex);
+        ex->defer_ready = true;
+    }
     ex->defer_fn = fn;
     event_active(&ex->defer, EV_TIMEOUT, 0);
 }
@@ -693,8 +690,6 @@ static struct lk_exchange *exchange_new(struct lk_conn *c, const char *head, siz
     ex->body_left = ex->req.body_kind == LK_HTTP1_BODY_LENGTH ? ex->req.content_length : 0;
     ex->body_done = ex->req.body_kind == LK_HTTP1_BODY_NONE ||
                     (ex->req.body_kind == LK_HTTP1_BODY_LENGTH && ex->body_left == 0);
-    event_assign(&ex->defer, srv->base, -1, 0, on_exchange_defer, ex);
-    ex->defer_ready = true;
     lk_http1_chunked_init(&ex->chunked);
     gettimeofday(&ex->start, NULL);
     LIST_PUSH(srv->exchanges, ex);
@@ -1337,7 +1332,6 @@ static void on_client_timer(evutil_socket_t fd, short what, void *arg)
     struct lk_conn *c = arg;
     (void)fd;
     (void)what;
-    c->timer_set = false;
     if (c->state == LK_CONN_READING_BODY) {
         struct lk_exchange *ex = c->ex;
         body_finish(ex, LK_ETIMEDOUT);
@@ -1521,7 +1515,7 @@ static struct lk_conn *conn_new(struct lk_http_server *srv)
 static void conn_start(struct lk_conn *c)
 {
     struct lk_http_server *srv = c->srv;
-    evtimer_assign(&c->timer, srv->base, on_client_timer, c);
+    lk_timer_init(&c->timer, srv->base, on_client_timer, c);
     event_assign(&c->kick, srv->base, -1, 0, on_kick, c);
     bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
     /* Bound what a peer can make us buffer while we are not consuming. */

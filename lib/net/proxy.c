@@ -890,7 +890,8 @@ static void start_response(struct lk_proxy *px)
     px->resp_started = true;
     ex->status = px->resp.status;
     px->state = PX_BODY;
-    idle_timer(px, true);
+    /* The body idle timer starts in pump_response(), only when the body
+     * does not come whole with the head (no timer work for such answers). */
     bufferevent_setwatermark(c->bev, EV_WRITE, px->srv->opts.stream_buffer_max / 2, 0);
 }
 
@@ -1272,10 +1273,11 @@ static void pump_response(struct lk_proxy *px, const char *pre, size_t pre_len)
         set_up_reading(px, false);
         px->up_paused = true;
         idle_timer(px, false);
-    } else if (!full && px->up_paused) {
-        set_up_reading(px, true);
+    } else if (!full) {
+        if (px->up_paused)
+            set_up_reading(px, true);
         px->up_paused = false;
-        idle_timer(px, true);
+        idle_timer(px, true); /* armed once; afterwards reads only mark it */
     }
 }
 

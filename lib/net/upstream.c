@@ -40,15 +40,7 @@ static void try_next(struct lk_upstream *up);
 
 static void set_timer(struct lk_upstream *up, unsigned ms)
 {
-    if (up->timer_set) {
-        evtimer_del(&up->timer);
-        up->timer_set = false;
-    }
-    if (ms > 0) {
-        struct timeval tv = lk_ms_tv(ms);
-        evtimer_add(&up->timer, &tv);
-        up->timer_set = true;
-    }
+    lk_timer_set(&up->timer, ms);
 }
 
 static void free_addrs(struct lk_upstream *up)
@@ -77,7 +69,7 @@ void lk_upstream_free(struct lk_upstream *up)
         evdns_getaddrinfo_cancel(up->ticket->req);
         up->ticket = NULL;
     }
-    set_timer(up, 0);
+    lk_timer_cancel(&up->timer);
     event_del(&up->deliver);
     if (up->rd_added)
         event_del(&up->rd);
@@ -125,7 +117,6 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     struct lk_upstream *up = arg;
     (void)fd;
     (void)what;
-    up->timer_set = false;
     if (up->ticket != NULL) {
         up->ticket->up = NULL;
         evdns_getaddrinfo_cancel(up->ticket->req);
@@ -453,7 +444,7 @@ struct lk_upstream *lk_upstream_connect(struct lk_http_server *srv, bool tls, co
     up->tls = tls;
     up->cb = cb;
     up->data = data;
-    evtimer_assign(&up->timer, srv->base, on_connect_timeout, up);
+    lk_timer_init(&up->timer, srv->base, on_connect_timeout, up);
     event_assign(&up->deliver, srv->base, -1, 0, on_deliver, up);
     set_timer(up, srv->opts.connect_timeout_ms);
     *pending = up;
@@ -472,7 +463,7 @@ struct lk_upstream *lk_upstream_wrap(struct lk_http_server *srv, struct bufferev
     up->no_pool = pool_key == NULL;
     up->bev = bev;
     up->plain = lk_net_bev_is_plain(bev);
-    evtimer_assign(&up->timer, srv->base, on_connect_timeout, up);
+    lk_timer_init(&up->timer, srv->base, on_connect_timeout, up);
     event_assign(&up->deliver, srv->base, -1, 0, on_deliver, up);
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
     return up;
@@ -570,7 +561,6 @@ static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
     struct lk_upstream *up = arg;
     (void)fd;
     (void)what;
-    up->timer_set = false;
     on_idle_gone(up, "idle timeout");
 }
 
@@ -648,8 +638,7 @@ void lk_upstream_release(struct lk_upstream *up, bool reusable)
         if (!(bufferevent_get_enabled(up->bev) & EV_READ))
             bufferevent_enable(up->bev, EV_READ);
     }
-    evtimer_assign(&up->timer, srv->base, on_idle_timeout, up);
-    up->timer_set = false;
+    lk_timer_set_cb(&up->timer, on_idle_timeout, up);
     set_timer(up, srv->opts.pool_idle_timeout_ms);
 }
 
