@@ -163,14 +163,15 @@ static int try_host_name(struct lk_str name, lk_session_lookup_fn *lookup, void 
     return lookup_one((struct lk_str){ out->name_buf, name.len }, lookup, ctx, out, err);
 }
 
-int lk_route_find_session(struct lk_str url, const struct lk_header *h, size_t n,
-                          lk_session_lookup_fn *lookup, void *ctx, struct lk_route_session *out,
-                          struct lk_buf *err)
+/* lk_route_find_session with the URL's host already split off (url_host). */
+static int find_session(struct lk_str url_host, const struct lk_header *h, size_t n,
+                        lk_session_lookup_fn *lookup, void *ctx, struct lk_route_session *out,
+                        struct lk_buf *err)
 {
     static const struct lk_str host_headers[] = { LK_STR("x-forwarded-host"), LK_STR("referer"),
                                                   LK_STR("origin") };
     memset(out, 0, sizeof(*out));
-    int rc = try_host_name(lk_route_first_subdomain(url), lookup, ctx, out, err);
+    int rc = try_host_name(first_subdomain_of_host(url_host), lookup, ctx, out, err);
     for (size_t i = 0; rc == LK_ENOTFOUND && i < LK_ARRAY_LEN(host_headers); i++) {
         struct lk_str v;
         if (lk_headers_get(h, n, host_headers[i], &v))
@@ -189,6 +190,13 @@ int lk_route_find_session(struct lk_str url, const struct lk_header *h, size_t n
     if (rc != 0)
         memset(out, 0, sizeof(*out));
     return rc;
+}
+
+int lk_route_find_session(struct lk_str url, const struct lk_header *h, size_t n,
+                          lk_session_lookup_fn *lookup, void *ctx, struct lk_route_session *out,
+                          struct lk_buf *err)
+{
+    return find_session(lk_route_host(url, NULL), h, n, lookup, ctx, out, err);
 }
 
 /* ---- target service and URL (SPEC §3.5, §3.6) --------------------------------- */
@@ -214,13 +222,14 @@ static struct lk_str header_or_absent(const struct lk_header *h, size_t n, struc
 /* SPEC §3.5 step 3: the first of url, x-forwarded-host, referer, origin whose
  * target domain is configured. */
 static const struct lk_domain *pick_domain(const struct lk_session *s, struct lk_str name,
-                                           struct lk_str url, const struct lk_header *h, size_t n)
+                                           struct lk_str url_host, const struct lk_header *h,
+                                           size_t n)
 {
     static const struct lk_str headers[] = { LK_STR("x-forwarded-host"), LK_STR("referer"),
                                              LK_STR("origin") };
     /* The headers are looked up only when the URL's domain is not configured
      * (most requests stop at the URL). */
-    const struct lk_domain *d = lk_route_find_domain(s, lk_route_target_domain(url, name));
+    const struct lk_domain *d = lk_route_find_domain(s, target_domain_of_host(url_host, name));
     for (size_t i = 0; d == NULL && i < LK_ARRAY_LEN(headers); i++)
         d = lk_route_find_domain(s,
                                  lk_route_target_domain(header_or_absent(h, n, headers[i]), name));
@@ -301,11 +310,11 @@ static int build_url(const struct lk_url *req, const struct lk_session_service *
     return rc;
 }
 
-static int resolve(const struct lk_session *s, struct lk_str name, struct lk_str url,
+static int resolve(const struct lk_session *s, struct lk_str name, struct lk_str url_host,
                    const struct lk_header *h, size_t n, const struct lk_url *u,
                    struct lk_route_target *out)
 {
-    const struct lk_domain *d = pick_domain(s, name, url, h, n);
+    const struct lk_domain *d = pick_domain(s, name, url_host, h, n);
     if (d == NULL)
         return LK_ENOTFOUND;
     const struct lk_session_service *svc =
@@ -328,8 +337,10 @@ static int resolve(const struct lk_session *s, struct lk_str name, struct lk_str
     return rc;
 }
 
-int lk_route_find_target(const struct lk_session *s, struct lk_str session_name, struct lk_str url,
-                         const struct lk_header *h, size_t n, struct lk_route_target *out)
+/* lk_route_find_target with the URL's host already split off (url_host). */
+static int find_target(const struct lk_session *s, struct lk_str session_name, struct lk_str url,
+                       struct lk_str url_host, const struct lk_header *h, size_t n,
+                       struct lk_route_target *out)
 {
     struct lk_url u;
     char mem[1024];
@@ -349,13 +360,19 @@ int lk_route_find_target(const struct lk_session *s, struct lk_str session_name,
         if (rc == 0)
             out->service = svc;
     } else {
-        rc = resolve(s, session_name, url, h, n, &u, out);
+        rc = resolve(s, session_name, url_host, h, n, &u, out);
     }
     if (rc != 0)
         lk_buf_reset(&out->url);
     if (!plain)
         lk_url_release(&u);
     return rc;
+}
+
+int lk_route_find_target(const struct lk_session *s, struct lk_str session_name, struct lk_str url,
+                         const struct lk_header *h, size_t n, struct lk_route_target *out)
+{
+    return find_target(s, session_name, url, lk_route_host(url, NULL), h, n, out);
 }
 
 /* ---- additional headers (SPEC §3.7) ------------------------------------------- */
@@ -401,10 +418,9 @@ static void add_traceparent(const struct lk_rng *rng, struct lk_buf *b)
 /* {name}.{target domain}[:port] (SPEC §3.7, DESIGN §2.4), with the host as
  * the original's URL parser leaves it: lower case, and no port when it is
  * the scheme's default. */
-static void add_forwarded_host(struct lk_str url, struct lk_str name, struct lk_buf *b)
+static void add_forwarded_host(struct lk_str url, struct lk_str host, struct lk_str port,
+                               struct lk_str name, struct lk_buf *b)
 {
-    struct lk_str port;
-    struct lk_str host = lk_route_host(url, &port);
     lk_buf_addstr(b, name);
     lk_buf_addch(b, '.');
     lk_buf_addstr_lower(b, target_domain_of_host(host, name));
@@ -417,9 +433,11 @@ static void add_forwarded_host(struct lk_str url, struct lk_str name, struct lk_
     }
 }
 
-void lk_route_extra_headers(struct lk_str url, const struct lk_header *h, size_t n,
-                            struct lk_str session_name, struct lk_str service_name,
-                            const struct lk_rng *rng, struct lk_route_extra *x)
+/* lk_route_extra_headers with the URL's host and port already split off. */
+static void extra_headers(struct lk_str url, struct lk_str url_host, struct lk_str url_port,
+                          const struct lk_header *h, size_t n, struct lk_str session_name,
+                          struct lk_str service_name, const struct lk_rng *rng,
+                          struct lk_route_extra *x)
 {
     /* Values are appended to one buffer and located by offset, because the
      * buffer may move while it grows; pointers are fixed up at the end. */
@@ -468,12 +486,21 @@ void lk_route_extra_headers(struct lk_str url, const struct lk_header *h, size_t
     if (!lk_headers_has(h, n, LK_STR("x-forwarded-host"))) {
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("x-forwarded-host");
-        add_forwarded_host(url, session_name, &x->mem);
+        add_forwarded_host(url, url_host, url_port, session_name, &x->mem);
     }
     for (size_t i = 0; i < x->n; i++) {
         size_t end = i + 1 < x->n ? off[i + 1] : x->mem.len;
         x->items[i].value = (struct lk_str){ x->mem.data + off[i], end - off[i] };
     }
+}
+
+void lk_route_extra_headers(struct lk_str url, const struct lk_header *h, size_t n,
+                            struct lk_str session_name, struct lk_str service_name,
+                            const struct lk_rng *rng, struct lk_route_extra *x)
+{
+    struct lk_str port;
+    struct lk_str host = lk_route_host(url, &port);
+    extra_headers(url, host, port, h, n, session_name, service_name, rng, x);
 }
 
 struct lk_str lk_route_extra_invalid(const struct lk_route_extra *x)
@@ -606,14 +633,16 @@ int lk_route_request(struct lk_str url, const struct lk_header *h, size_t n,
                      lk_session_lookup_fn *lookup, void *ctx, const struct lk_rng *rng,
                      struct lk_route_result *r, struct lk_buf *err)
 {
-    int rc = lk_route_find_session(url, h, n, lookup, ctx, &r->found, err);
+    struct lk_str port; /* the URL's host, split off once for all three steps */
+    struct lk_str host = lk_route_host(url, &port);
+    int rc = find_session(host, h, n, lookup, ctx, &r->found, err);
     if (rc != 0)
         return rc;
-    rc = lk_route_find_target(r->found.session, r->found.name, url, h, n, &r->target);
+    rc = find_target(r->found.session, r->found.name, url, host, h, n, &r->target);
     if (rc != 0)
         return rc;
-    lk_route_extra_headers(url, h, n, r->found.name, lk_str_c(r->target.service->name), rng,
-                           &r->extra);
+    extra_headers(url, host, port, h, n, r->found.name, lk_str_c(r->target.service->name), rng,
+                  &r->extra);
     lk_buf_reset(&r->cookie);
     r->replace_cookie = lk_headers_cookie_normalize(h, n, &r->cookie);
     return 0;

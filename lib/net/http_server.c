@@ -63,7 +63,8 @@ struct lk_net_arena_chunk {
  * response head in the common case (finding 7). */
 #define EXCHANGE_ARENA 6144
 
-void *lk_net_arena_alloc(struct lk_net_arena *a, size_t n)
+/* n bytes, not cleared. */
+static void *arena_take(struct lk_net_arena *a, size_t n)
 {
     size_t align = sizeof(max_align_t);
     n = (n + align - 1) / align * align;
@@ -79,13 +80,19 @@ void *lk_net_arena_alloc(struct lk_net_arena *a, size_t n)
     }
     void *p = (char *)c->mem + c->used;
     c->used += n;
+    return p;
+}
+
+void *lk_net_arena_alloc(struct lk_net_arena *a, size_t n)
+{
+    void *p = arena_take(a, n);
     memset(p, 0, n);
     return p;
 }
 
 char *lk_net_arena_strndup(struct lk_net_arena *a, const char *p, size_t n)
 {
-    char *s = lk_net_arena_alloc(a, n + 1);
+    char *s = arena_take(a, n + 1);
     if (n > 0)
         memcpy(s, p, n);
     s[n] = '\0';

@@ -467,12 +467,22 @@ static struct lk_http_header *copy_headers(struct lk_exchange *ex, const struct 
 {
     if (n == 0 || h == NULL)
         return NULL;
+    /* One block for every name and value, each NUL-terminated. */
+    size_t text = 0;
+    for (size_t i = 0; i < n; i++)
+        text += h[i].name.len + h[i].value.len + 2;
     struct lk_http_header *out = lk_net_arena_alloc(&ex->arena, n * sizeof(*out));
+    char *p = lk_net_arena_alloc(&ex->arena, text);
     for (size_t i = 0; i < n; i++) {
-        out[i].name.ptr = lk_net_arena_strndup(&ex->arena, h[i].name.ptr, h[i].name.len);
-        out[i].name.len = h[i].name.len;
-        out[i].value.ptr = lk_net_arena_strndup(&ex->arena, h[i].value.ptr, h[i].value.len);
-        out[i].value.len = h[i].value.len;
+        const struct lk_str *from[2] = { &h[i].name, &h[i].value };
+        struct lk_str *to[2] = { &out[i].name, &out[i].value };
+        for (size_t k = 0; k < 2; k++) {
+            if (from[k]->len > 0)
+                memcpy(p, from[k]->ptr, from[k]->len);
+            p[from[k]->len] = '\0';
+            *to[k] = (struct lk_str){ p, from[k]->len };
+            p += from[k]->len + 1;
+        }
     }
     return out;
 }

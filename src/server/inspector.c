@@ -66,12 +66,16 @@ void local_inspector_record(void *data, const struct lk_access_entry *e)
         return;
     struct local_inspector_entry *x = &in->ring[in->next];
     in->next = (in->next + 1) % LOCAL_INSPECTOR_MAX;
-    free(x->mem);
     size_t path_len =
         e->path_len < LOCAL_INSPECTOR_MAX_PATH ? e->path_len : LOCAL_INSPECTOR_MAX_PATH;
     size_t session_len = len_or_0(e->session), service_len = len_or_0(e->service);
-    char *at = lk_xmalloc(e->method_len + e->host_len + path_len + session_len + service_len + 5);
-    x->mem = at;
+    size_t need = e->method_len + e->host_len + path_len + session_len + service_len + 5;
+    if (need > x->mem_cap) {
+        free(x->mem);
+        x->mem_cap = need < 256 ? 256 : need;
+        x->mem = lk_xmalloc(x->mem_cap);
+    }
+    char *at = x->mem;
     x->method = put(&at, e->method, e->method_len);
     x->host = put(&at, e->host, e->host_len);
     x->path = put(&at, e->path, path_len);

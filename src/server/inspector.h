@@ -28,6 +28,7 @@ struct local_inspector_entry {
     uint64_t seq;    /* 1, 2, … in arrival order */
     int64_t time_ms; /* wall clock at completion, ms since the epoch */
     char *mem;       /* owned: the strings below point into it */
+    size_t mem_cap;  /* kept for the slot's next entry (no malloc per request) */
     const char *method, *host, *path, *session, *service; /* NULL: absent */
     int status;
     uint64_t bytes, ms;
