@@ -1094,9 +1094,8 @@ static void test_pooled_connection_closed_by_upstream(void)
     CHECK_INT_EQ(resp->status, 200);
     find_hdr(resp->head, "X-Conn", v1, sizeof(v1));
     usleep(300 * 1000); /* the upstream closed; the pool saw it */
-    CHECK_INT_EQ(request("POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
-                         resp, false),
-                 0);
+    CHECK_INT_EQ(
+        request("POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc", resp, false), 0);
     CHECK_INT_EQ(resp->status, 200);
     CHECK_MEM_EQ(resp->body, resp->body_len, "3", 1);
     find_hdr(resp->head, "X-Conn", v2, sizeof(v2));
