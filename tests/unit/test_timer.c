@@ -71,11 +71,11 @@ static void test_later_deadline_is_kept(void)
     fired = 0;
     lk_timer_init(&t, base, on_fire, NULL);
     lk_timer_set(&t, 30);
-    lk_timer_set(&t, 400); /* the armed event fires at 30 ms and re-arms */
+    lk_timer_set(&t, 2000); /* the armed event fires at 30 ms and re-arms */
     run_for(200);
     CHECK_INT_EQ(fired, 0);
     CHECK(event_pending(&t.ev, EV_TIMEOUT, NULL));
-    run_for(600);
+    run_for(2500);
     CHECK_INT_EQ(fired, 1);
     lk_timer_cancel(&t);
 }
