@@ -1122,7 +1122,7 @@ static void on_h2_closed(void *data, const char *why)
 static void start_h2(struct lk_conn *c)
 {
     struct bufferevent *bev = c->bev;
-    lk_conn_set_timer(c, 0);
+    lk_timer_cancel(&c->timer); /* h2_front keeps its own timers */
     event_del(&c->kick);
     rd_stop(c);
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
