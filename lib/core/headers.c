@@ -172,20 +172,23 @@ bool lk_headers_baggage_has(struct lk_str baggage, struct lk_str name)
 void lk_headers_baggage_add_value(struct lk_buf *b, struct lk_str name)
 {
     static const char hex[] = "0123456789ABCDEF";
+    if (name.len == 0)
+        return;
+    size_t from = 0; /* plain bytes are added a run at a time */
     for (size_t i = 0; i < name.len; i++) {
         unsigned char c = (unsigned char)name.ptr[i];
         /* W3C baggage-octet: %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E,
          * less '%' itself, which starts an escape. */
         bool plain =
             c >= 0x21 && c <= 0x7e && c != '"' && c != ',' && c != ';' && c != '\\' && c != '%';
-        if (plain) {
-            lk_buf_addch(b, (char)c);
-        } else {
-            lk_buf_addch(b, '%');
-            lk_buf_addch(b, hex[c >> 4]);
-            lk_buf_addch(b, hex[c & 15]);
-        }
+        if (plain)
+            continue;
+        char esc[3] = { '%', hex[c >> 4], hex[c & 15] };
+        lk_buf_add(b, name.ptr + from, i - from);
+        lk_buf_add(b, esc, sizeof(esc));
+        from = i + 1;
     }
+    lk_buf_add(b, name.ptr + from, name.len - from);
 }
 
 /* Counts the non-empty trimmed ','-separated parts of v. */

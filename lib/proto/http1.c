@@ -322,6 +322,17 @@ static int scan_fields(struct head *h, struct framing *f)
     for (size_t i = 0; i < h->n; i++) {
         struct lk_str name = h->headers[i].name, value = h->headers[i].value;
         int rc = 0;
+        /* Most fields are none of the five: their lengths tell at once. */
+        switch (name.len) {
+        case 4:  /* host */
+        case 6:  /* expect */
+        case 10: /* connection */
+        case 14: /* content-length */
+        case 17: /* transfer-encoding */
+            break;
+        default:
+            continue;
+        }
         if (lk_str_ieq(name, LK_STR("content-length"))) {
             rc = add_content_length(h, f, value);
         } else if (lk_str_ieq(name, LK_STR("transfer-encoding"))) {
