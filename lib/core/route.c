@@ -43,18 +43,21 @@ static struct lk_str strip_scheme(struct lk_str s)
     return s;
 }
 
+/* Bytes that end a scan of the authority: '/', '?', '#' end it, '@' ends
+ * the userinfo (the host starts after the last one). */
+static const unsigned char AUTH_STOP[256] = { ['/'] = 1, ['?'] = 1, ['#'] = 1, ['@'] = 2 };
+
 static struct lk_str authority_of(struct lk_str s)
 {
-    size_t end = 0;
-    while (end < s.len && s.ptr[end] != '/' && s.ptr[end] != '?' && s.ptr[end] != '#')
-        end++;
-    struct lk_str auth = { s.ptr, end };
-    const char *at = end ? memrchr(auth.ptr, '@', auth.len) : NULL;
-    if (at != NULL) {
-        auth.len -= (size_t)(at - auth.ptr) + 1;
-        auth.ptr = at + 1;
+    size_t end = 0, from = 0;
+    for (; end < s.len; end++) {
+        unsigned char stop = AUTH_STOP[(unsigned char)s.ptr[end]];
+        if (stop == 1)
+            break;
+        if (stop == 2)
+            from = end + 1;
     }
-    return auth;
+    return (struct lk_str){ s.ptr + from, end - from };
 }
 
 struct lk_str lk_route_host(struct lk_str s, struct lk_str *port)
@@ -69,8 +72,8 @@ struct lk_str lk_route_host(struct lk_str s, struct lk_str *port)
         if (colon < host.len && host.ptr[colon] != ':')
             p = (struct lk_str){ host.ptr + host.len, 0 };
     } else {
-        long c = lk_str_index(host, ':');
-        colon = c < 0 ? host.len : (size_t)c;
+        const char *c = host.len ? memchr(host.ptr, ':', host.len) : NULL;
+        colon = c != NULL ? (size_t)(c - host.ptr) : host.len;
     }
     if (colon < host.len && host.ptr[colon] == ':')
         p = (struct lk_str){ host.ptr + colon + 1, host.len - colon - 1 };

@@ -79,8 +79,8 @@ static void test_access_line_escapes_controls(void)
         .method_len = 3,
         .host = "a.example.com",
         .host_len = 13,
-        .path = "/x",
-        .path_len = 2,
+        .path = "/0123456789abcdefgh\x01/z\t", /* past whole words, and the tail */
+        .path_len = 24,
         .session = "tiny",
         .service = "fe\r\n[INFO] forged\x7f",
         .status = 400,
@@ -96,7 +96,7 @@ static void test_access_line_escapes_controls(void)
     unlink(path);
     CHECK(n > 0);
     CHECK(strchr(text, '\n') == text + n - 1); /* one line */
-    CHECK(strstr(text, "access GET a.example.com /x session=tiny "
+    CHECK(strstr(text, "access GET a.example.com /0123456789abcdefgh\\x01/z\\x09 session=tiny "
                        "service=fe\\x0d\\x0a[INFO] forged\\x7f status=400 ") != NULL);
 }
 

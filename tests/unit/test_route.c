@@ -229,6 +229,23 @@ static void test_header_lookup(void)
     CHECK(!lk_headers_value_ok(S("a\nb")));
     CHECK(!lk_headers_value_ok((struct lk_str){ "a\0b", 3 }));
     CHECK(!lk_headers_value_ok(S("\x7f")));
+    /* Long values go a word at a time: every position of a word and of the
+     * tail, each byte the check refuses and some it accepts. */
+    static const char bad[] = "\r\n\x01\x1f\x7f";
+    static const char good[] = "\t \x80\xff~";
+    char v[27];
+    for (size_t at = 0; at < sizeof(v); at++) {
+        for (size_t k = 0; k <= sizeof(bad) - 1; k++) { /* k == 5: NUL */
+            memset(v, 'a', sizeof(v));
+            v[at] = k < sizeof(bad) - 1 ? bad[k] : '\0';
+            CHECK(!lk_headers_value_ok((struct lk_str){ v, sizeof(v) }));
+        }
+        for (size_t k = 0; k < sizeof(good) - 1; k++) {
+            memset(v, 'a', sizeof(v));
+            v[at] = good[k];
+            CHECK(lk_headers_value_ok((struct lk_str){ v, sizeof(v) }));
+        }
+    }
 }
 
 /* ---- SPEC §3.2/§3.3 with DESIGN §2.4, §8.1.3, §9 ---------------------------------- */
@@ -246,6 +263,9 @@ static void test_host(void)
         { "WSS://Host.Example.COM?q=a.b", "Host.Example.COM", "" },
         { "localhost:8787/anypath", "localhost", "8787" },
         { "a.b#frag.c.d", "a.b", "" },
+        { "http://u@v@h.example.com:81?x@y", "h.example.com", "81" },
+        { "http://@/p", "", "" },
+        { "h.example.com:", "h.example.com", "" },
         { "", "", "" },
     };
     for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
