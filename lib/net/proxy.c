@@ -106,9 +106,10 @@ struct lk_proxy {
      * (upstream_idle_timeout_ms without a read; off while reading is paused
      * for a slow client, and for custom connectors, whose streams have their
      * own rules). Progress only records a mark (the loop's cached time); the
-     * expiry re-arms for the rest. */
-    struct event timer;
-    bool timer_set;
+     * expiry re-arms for the rest. It is the attached upstream connection's
+     * lazy timer (up->timer, on_timer while attached), so a pooled
+     * connection's hand-overs and the first-byte deadline cost no event
+     * changes (docs/performance.md, finding 32). */
     bool body_idle_off; /* no idle timeout: custom connector (tunnel stream) */
     int64_t idle_mark_ms;
     int64_t sent_mark_ms;
@@ -126,15 +127,13 @@ static void tunnel_pump(struct lk_proxy *px);
 
 static void set_timer(struct lk_proxy *px, unsigned ms)
 {
-    if (px->timer_set) {
-        evtimer_del(&px->timer);
-        px->timer_set = false;
-    }
-    if (ms > 0) {
-        struct timeval tv = lk_ms_tv(ms);
-        evtimer_add(&px->timer, &tv);
-        px->timer_set = true;
-    }
+    if (px->up != NULL)
+        lk_timer_set(&px->up->timer, ms);
+}
+
+static bool timer_on(const struct lk_proxy *px)
+{
+    return px->up != NULL && lk_timer_is_on(&px->up->timer);
 }
 
 /* Ends our own reads of the upstream socket (attach()): with
@@ -226,7 +225,7 @@ static void deferred_fail(struct lk_exchange *ex)
  * restarts. Cheap enough for every read: no timer syscall or heap work. */
 static void idle_mark(struct lk_proxy *px)
 {
-    if (px->timer_set)
+    if (timer_on(px))
         px->idle_mark_ms = lk_loop_now_ms(px->srv->base);
 }
 
@@ -238,7 +237,7 @@ static void idle_timer(struct lk_proxy *px, bool on)
         set_timer(px, 0);
         return;
     }
-    if (px->timer_set) {
+    if (timer_on(px)) {
         idle_mark(px);
         return;
     }
@@ -251,7 +250,6 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct lk_proxy *px = arg;
     (void)fd;
     (void)what;
-    px->timer_set = false;
     if (px->state == PX_BODY) {
         unsigned ms = px->srv->opts.upstream_idle_timeout_ms;
         if ((px->relay != NULL && !lk_splice_reading(px->relay)) ||
@@ -619,7 +617,6 @@ int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec)
     px->n_resp_default = px->resp_default ? spec->n_resp_default : 0;
     px->retry_ok = is_idempotent(ex->req.method) && ex->req.body_kind == LK_HTTP1_BODY_NONE;
     px->body_idle_off = spec->connect != NULL;
-    evtimer_assign(&px->timer, ex->srv->base, on_timer, px);
     ex->proxy = px;
     ex->phase = LK_EX_PROXY;
     if (ex->conn != NULL)
@@ -736,6 +733,7 @@ static void attach(struct lk_proxy *px, struct lk_upstream *up)
         bufferevent_enable(up->bev, EV_READ | EV_WRITE);
     }
     lk_net_send(up->bev, up->plain, px->head, px->head_len, NULL, 0);
+    lk_timer_set_cb(&up->timer, on_timer, px); /* ours until drop_upstream() */
     set_timer(px, px->srv->opts.first_byte_timeout_ms);
     px->sent_mark_ms = lk_loop_now_ms(px->srv->base);
     pump_request(px);
