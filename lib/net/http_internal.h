@@ -33,12 +33,6 @@ struct lk_h2_front;
 struct lk_proxy;
 struct lk_upstream;
 
-/* ms as a timeval for a libevent timer. */
-static inline struct timeval lk_ms_tv(unsigned ms)
-{
-    return (struct timeval){ .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
-}
-
 /* The loop's cached clock in ms (no syscall inside a callback). */
 static inline int64_t lk_loop_now_ms(struct event_base *base)
 {

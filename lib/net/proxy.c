@@ -83,11 +83,7 @@ struct lk_proxy {
     bool req_chunked_out;
     bool resp_started; /* response bytes went to the client */
     bool up_paused;    /* upstream reading paused for backpressure */
-    /* Own-read mode (plain sockets): the bufferevent's EV_READ is off and
-     * the upstream's own event (lk_upstream_own_reads()) reads the socket in
-     * 64 KiB (no libevent ioctl + 4 KiB read first). */
-    bool own_read;
-    bool up_eof; /* the upstream closed (its input may still hold bytes) */
+    bool up_eof;       /* the upstream closed (its input may still hold bytes) */
     /* The rest of a Content-Length body goes from the upstream socket to a
      * plain client socket (relay) or into a built-in tunnel stream (splice)
      * by splice(2) (try_splice()), which reads the upstream meanwhile. */
@@ -136,17 +132,12 @@ static bool timer_on(const struct lk_proxy *px)
     return px->up != NULL && lk_timer_is_on(&px->up->timer);
 }
 
-/* Ends our own reads of the upstream socket (attach()): with
- * libevent_reads the bufferevent's EV_READ takes over for good; otherwise
- * the connection is being released, and the pool's watch (or its free)
- * takes the upstream's event over. */
-static void own_read_off(struct lk_proxy *px, bool libevent_reads)
+/* Own-read mode (plain sockets, attach()): the bufferevent's EV_READ is off
+ * and the upstream's own event (lk_upstream_own_reads()) reads the socket in
+ * 64 KiB (no libevent ioctl + 4 KiB read first). */
+static bool own_read(const struct lk_proxy *px)
 {
-    if (!px->own_read)
-        return;
-    if (libevent_reads)
-        lk_upstream_reads_to_libevent(px->up);
-    px->own_read = false;
+    return px->up != NULL && px->up->rd_owned;
 }
 
 /* Frees the upstream side; reusable connections go back to the pool. */
@@ -162,7 +153,6 @@ static void drop_upstream(struct lk_proxy *px, bool reusable)
         px->pending = NULL;
     }
     if (px->up != NULL) {
-        own_read_off(px, false); /* the pool watches a reusable one */
         bufferevent_setcb(px->up->bev, NULL, NULL, NULL, NULL);
         /* A pooled connection keeps reading enabled (no epoll_ctl per
          * request); the pool watches it for a close. */
@@ -460,6 +450,17 @@ static void build_head(struct lk_proxy *px, const struct lk_proxy_req *spec,
     px->head_len = b->len;
 }
 
+/* Copies s to *at, NUL-terminated, and moves *at past it. */
+static struct lk_str put_copy(char **at, struct lk_str s)
+{
+    char *p = *at;
+    if (s.len > 0)
+        memcpy(p, s.ptr, s.len);
+    p[s.len] = '\0';
+    *at = p + s.len + 1;
+    return (struct lk_str){ p, s.len };
+}
+
 static struct lk_http_header *copy_headers(struct lk_exchange *ex, const struct lk_http_header *h,
                                            size_t n)
 {
@@ -472,15 +473,8 @@ static struct lk_http_header *copy_headers(struct lk_exchange *ex, const struct 
     struct lk_http_header *out = lk_net_arena_alloc(&ex->arena, n * sizeof(*out));
     char *p = lk_net_arena_alloc(&ex->arena, text);
     for (size_t i = 0; i < n; i++) {
-        const struct lk_str *from[2] = { &h[i].name, &h[i].value };
-        struct lk_str *to[2] = { &out[i].name, &out[i].value };
-        for (size_t k = 0; k < 2; k++) {
-            if (from[k]->len > 0)
-                memcpy(p, from[k]->ptr, from[k]->len);
-            p[from[k]->len] = '\0';
-            *to[k] = (struct lk_str){ p, from[k]->len };
-            p += from[k]->len + 1;
-        }
+        out[i].name = put_copy(&p, h[i].name);
+        out[i].value = put_copy(&p, h[i].value);
     }
     return out;
 }
@@ -726,7 +720,6 @@ static void attach(struct lk_proxy *px, struct lk_upstream *up)
         /* A plain socket is read by its own event (on_up_readable): no
          * FIONREAD ioctl per read, 64 KiB per read, and no event changes
          * when a pooled connection is handed over. */
-        px->own_read = true;
         if (!(enabled & EV_WRITE))
             bufferevent_enable(up->bev, EV_WRITE);
     } else if ((enabled & (EV_READ | EV_WRITE)) != (EV_READ | EV_WRITE)) {
@@ -1073,7 +1066,7 @@ static size_t move_resp_chunked(struct lk_proxy *px, struct evbuffer *in, struct
 /* Pauses or resumes reading the upstream (backpressure). */
 static void set_up_reading(struct lk_proxy *px, bool on)
 {
-    if (px->own_read) {
+    if (own_read(px)) {
         lk_upstream_reading(px->up, on);
     } else if (on) {
         bufferevent_enable(px->up->bev, EV_READ);
@@ -1206,7 +1199,7 @@ static bool try_splice(struct lk_proxy *px, struct lk_conn *c)
         evbuffer_get_length(bufferevent_get_input(px->up->bev)) != 0)
         return false;
     bool client_empty = evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
-    if (!px->own_read) {
+    if (!own_read(px)) {
         if (!c->plain || px->up->plain || !client_empty)
             return false;
         px->splice = lk_tunnel_splice_to(px->up->bev, bufferevent_getfd(c->bev), px->resp_left,
@@ -1499,7 +1492,7 @@ static void start_tunnel(struct lk_proxy *px)
     /* Opened while the server drains: closed at once (lk_proxy_drain()). */
     if (px->ws_frames && px->srv->draining)
         px->ws_up.going_away = px->ws_down.going_away = true;
-    own_read_off(px, true);
+    lk_upstream_reads_to_libevent(px->up); /* pump_dir() drives EV_READ */
     px->c_eof = c->read_eof;
     LK_CLOG(ex->conn_id, DEBUG, "websocket tunnel open to %s", px->host);
     tunnel_pump(px);

@@ -15,8 +15,7 @@ static int64_t now_ms(void)
 
 static void arm(struct lk_timer *t, int64_t now, int64_t ms)
 {
-    struct timeval tv = { .tv_sec = (time_t)(ms / 1000),
-                          .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+    struct timeval tv = lk_ms_tv((unsigned)ms); /* ms: at most an unsigned deadline */
     event_add(&t->ev, &tv);
     t->armed_ms = now + ms;
 }

@@ -20,6 +20,13 @@
 #include <event2/event_struct.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/time.h>
+
+/* ms as a timeval for a libevent timer. */
+static inline struct timeval lk_ms_tv(unsigned ms)
+{
+    return (struct timeval){ .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+}
 
 struct lk_timer {
     struct event ev;
