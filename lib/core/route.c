@@ -16,6 +16,76 @@
 #include "core/headers.h"
 #include "core/url.h"
 
+/* ---- the request fields routing reads ----------------------------------------- */
+
+/* Each field is looked up as lk_headers_get() does (SPEC §3.1: the last
+ * occurrence with a visible value), all in one pass over the request's
+ * fields instead of one pass per lookup. */
+enum field_id {
+    F_FORWARDED_HOST, /* x-forwarded-host */
+    F_REFERER,
+    F_ORIGIN,
+    F_TRACESTATE,
+    F_BAGGAGE,
+    F_TRACEPARENT,
+    F_DESTINATION, /* linkup-destination */
+    F_N
+};
+
+static const struct lk_str FIELD_NAMES[F_N] = {
+    LK_STR("x-forwarded-host"),   LK_STR("referer"), LK_STR("origin"),
+    LK_STR("tracestate"),         LK_STR("baggage"), LK_STR("traceparent"),
+    LK_STR("linkup-destination"),
+};
+
+struct fields {
+    struct lk_str v[F_N];
+    unsigned found; /* bit 1 << id: v[id] is set */
+};
+
+/* The field name's id by its length (and first byte where two share one),
+ * F_N for every other name; lk_str_ieq() confirms. */
+static enum field_id field_id(struct lk_str name)
+{
+    switch (name.len) {
+    case 16:
+        return F_FORWARDED_HOST;
+    case 7:
+        return lk_ascii_lower(name.ptr[0]) == 'r' ? F_REFERER : F_BAGGAGE;
+    case 6:
+        return F_ORIGIN;
+    case 10:
+        return F_TRACESTATE;
+    case 11:
+        return F_TRACEPARENT;
+    case 18:
+        return F_DESTINATION;
+    default:
+        return F_N;
+    }
+}
+
+static void gather_fields(const struct lk_header *h, size_t n, struct fields *f)
+{
+    f->found = 0;
+    for (size_t i = n; i-- > 0;) {
+        enum field_id id = field_id(h[i].name);
+        if (id == F_N || (f->found >> id & 1) || !lk_str_ieq(h[i].name, FIELD_NAMES[id]) ||
+            !lk_headers_is_visible(h[i].value))
+            continue;
+        f->v[id] = h[i].value;
+        f->found |= 1u << id;
+    }
+}
+
+static bool field(const struct fields *f, enum field_id id, struct lk_str *v)
+{
+    if (!(f->found >> id & 1))
+        return false;
+    *v = f->v[id];
+    return true;
+}
+
 /* ---- host helpers ------------------------------------------------------------ */
 
 static bool strip_prefix_ci(struct lk_str *s, struct lk_str prefix)
@@ -167,25 +237,24 @@ static int try_host_name(struct lk_str name, lk_session_lookup_fn *lookup, void 
 }
 
 /* lk_route_find_session with the URL's host already split off (url_host). */
-static int find_session(struct lk_str url_host, const struct lk_header *h, size_t n,
+static int find_session(struct lk_str url_host, const struct fields *f,
                         lk_session_lookup_fn *lookup, void *ctx, struct lk_route_session *out,
                         struct lk_buf *err)
 {
-    static const struct lk_str host_headers[] = { LK_STR("x-forwarded-host"), LK_STR("referer"),
-                                                  LK_STR("origin") };
+    static const enum field_id host_fields[] = { F_FORWARDED_HOST, F_REFERER, F_ORIGIN };
     memset(out, 0, sizeof(*out));
     int rc = try_host_name(first_subdomain_of_host(url_host), lookup, ctx, out, err);
-    for (size_t i = 0; rc == LK_ENOTFOUND && i < LK_ARRAY_LEN(host_headers); i++) {
+    for (size_t i = 0; rc == LK_ENOTFOUND && i < LK_ARRAY_LEN(host_fields); i++) {
         struct lk_str v;
-        if (lk_headers_get(h, n, host_headers[i], &v))
+        if (field(f, host_fields[i], &v))
             rc = try_host_name(lk_route_first_subdomain(v), lookup, ctx, out, err);
     }
     struct lk_str ts;
-    if (rc == LK_ENOTFOUND && lk_headers_get(h, n, LK_STR("tracestate"), &ts))
+    if (rc == LK_ENOTFOUND && field(f, F_TRACESTATE, &ts))
         rc = lookup_one(lk_headers_tracestate_session(ts), lookup, ctx, out, err);
     /* DESIGN §7: then W3C baggage, only when it names a session. */
     struct lk_str bg;
-    if (rc == LK_ENOTFOUND && lk_headers_get(h, n, LK_STR("baggage"), &bg)) {
+    if (rc == LK_ENOTFOUND && field(f, F_BAGGAGE, &bg)) {
         long len = lk_headers_baggage_session(bg, out->name_buf, sizeof(out->name_buf));
         if (len >= 0)
             rc = lookup_one((struct lk_str){ out->name_buf, (size_t)len }, lookup, ctx, out, err);
@@ -199,7 +268,9 @@ int lk_route_find_session(struct lk_str url, const struct lk_header *h, size_t n
                           lk_session_lookup_fn *lookup, void *ctx, struct lk_route_session *out,
                           struct lk_buf *err)
 {
-    return find_session(lk_route_host(url, NULL), h, n, lookup, ctx, out, err);
+    struct fields f;
+    gather_fields(h, n, &f);
+    return find_session(lk_route_host(url, NULL), &f, lookup, ctx, out, err);
 }
 
 /* ---- target service and URL (SPEC §3.5, §3.6) --------------------------------- */
@@ -216,26 +287,23 @@ void lk_route_target_release(struct lk_route_target *t)
     t->service = NULL;
 }
 
-static struct lk_str header_or_absent(const struct lk_header *h, size_t n, struct lk_str name)
+static struct lk_str field_or_absent(const struct fields *f, enum field_id id)
 {
     struct lk_str v;
-    return lk_headers_get(h, n, name, &v) ? v : LK_STR(LK_ROUTE_ABSENT_DOMAIN);
+    return field(f, id, &v) ? v : LK_STR(LK_ROUTE_ABSENT_DOMAIN);
 }
 
 /* SPEC §3.5 step 3: the first of url, x-forwarded-host, referer, origin whose
  * target domain is configured. */
 static const struct lk_domain *pick_domain(const struct lk_session *s, struct lk_str name,
-                                           struct lk_str url_host, const struct lk_header *h,
-                                           size_t n)
+                                           struct lk_str url_host, const struct fields *f)
 {
-    static const struct lk_str headers[] = { LK_STR("x-forwarded-host"), LK_STR("referer"),
-                                             LK_STR("origin") };
+    static const enum field_id headers[] = { F_FORWARDED_HOST, F_REFERER, F_ORIGIN };
     /* The headers are looked up only when the URL's domain is not configured
      * (most requests stop at the URL). */
     const struct lk_domain *d = lk_route_find_domain(s, target_domain_of_host(url_host, name));
     for (size_t i = 0; d == NULL && i < LK_ARRAY_LEN(headers); i++)
-        d = lk_route_find_domain(s,
-                                 lk_route_target_domain(header_or_absent(h, n, headers[i]), name));
+        d = lk_route_find_domain(s, lk_route_target_domain(field_or_absent(f, headers[i]), name));
     return d;
 }
 
@@ -314,10 +382,9 @@ static int build_url(const struct lk_url *req, const struct lk_session_service *
 }
 
 static int resolve(const struct lk_session *s, struct lk_str name, struct lk_str url_host,
-                   const struct lk_header *h, size_t n, const struct lk_url *u,
-                   struct lk_route_target *out)
+                   const struct fields *f, const struct lk_url *u, struct lk_route_target *out)
 {
-    const struct lk_domain *d = pick_domain(s, name, url_host, h, n);
+    const struct lk_domain *d = pick_domain(s, name, url_host, f);
     if (d == NULL)
         return LK_ENOTFOUND;
     const struct lk_session_service *svc =
@@ -342,8 +409,7 @@ static int resolve(const struct lk_session *s, struct lk_str name, struct lk_str
 
 /* lk_route_find_target with the URL's host already split off (url_host). */
 static int find_target(const struct lk_session *s, struct lk_str session_name, struct lk_str url,
-                       struct lk_str url_host, const struct lk_header *h, size_t n,
-                       struct lk_route_target *out)
+                       struct lk_str url_host, const struct fields *f, struct lk_route_target *out)
 {
     struct lk_url u;
     char mem[1024];
@@ -356,14 +422,14 @@ static int find_target(const struct lk_session *s, struct lk_str session_name, s
     struct lk_str dest;
     const struct lk_session_service *svc = NULL;
     /* SPEC §3.5 step 2: an unknown destination falls through to the routes. */
-    if (lk_headers_get(h, n, LK_STR("linkup-destination"), &dest))
+    if (field(f, F_DESTINATION, &dest))
         svc = lk_session_find_service(s, dest);
     if (svc != NULL) {
         rc = build_url(&u, svc, lk_str_c(u.path), false, &out->url);
         if (rc == 0)
             out->service = svc;
     } else {
-        rc = resolve(s, session_name, url_host, h, n, &u, out);
+        rc = resolve(s, session_name, url_host, f, &u, out);
     }
     if (rc != 0)
         lk_buf_reset(&out->url);
@@ -375,7 +441,9 @@ static int find_target(const struct lk_session *s, struct lk_str session_name, s
 int lk_route_find_target(const struct lk_session *s, struct lk_str session_name, struct lk_str url,
                          const struct lk_header *h, size_t n, struct lk_route_target *out)
 {
-    return find_target(s, session_name, url, lk_route_host(url, NULL), h, n, out);
+    struct fields f;
+    gather_fields(h, n, &f);
+    return find_target(s, session_name, url, lk_route_host(url, NULL), &f, out);
 }
 
 /* ---- additional headers (SPEC §3.7) ------------------------------------------- */
@@ -438,7 +506,7 @@ static void add_forwarded_host(struct lk_str url, struct lk_str host, struct lk_
 
 /* lk_route_extra_headers with the URL's host and port already split off. */
 static void extra_headers(struct lk_str url, struct lk_str url_host, struct lk_str url_port,
-                          const struct lk_header *h, size_t n, struct lk_str session_name,
+                          const struct fields *f, struct lk_str session_name,
                           struct lk_str service_name, const struct lk_rng *rng,
                           struct lk_route_extra *x)
 {
@@ -448,13 +516,13 @@ static void extra_headers(struct lk_str url, struct lk_str url_host, struct lk_s
     struct lk_str ts;
     x->n = 0;
     lk_buf_reset(&x->mem);
-    if (!lk_headers_has(h, n, LK_STR("traceparent"))) {
+    if (!(f->found >> F_TRACEPARENT & 1)) {
         LK_ASSERT(rng != NULL);
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("traceparent");
         add_traceparent(rng, &x->mem);
     }
-    bool has_ts = lk_headers_get(h, n, LK_STR("tracestate"), &ts);
+    bool has_ts = field(f, F_TRACESTATE, &ts);
     bool add_ts = !has_ts || !lk_headers_tracestate_has(ts, session_name);
     if (add_ts) {
         off[x->n] = x->mem.len;
@@ -470,7 +538,7 @@ static void extra_headers(struct lk_str url, struct lk_str url_host, struct lk_s
      * tracestate is, so a request that already carries the session (SPEC
      * §8.1.2 (b)) still gets nothing added. */
     struct lk_str bg;
-    bool has_bg = lk_headers_get(h, n, LK_STR("baggage"), &bg);
+    bool has_bg = field(f, F_BAGGAGE, &bg);
     if (add_ts && (!has_bg || !lk_headers_baggage_has(bg, session_name))) {
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("baggage");
@@ -481,12 +549,12 @@ static void extra_headers(struct lk_str url, struct lk_str url_host, struct lk_s
         lk_buf_adds(&x->mem, LK_TRACESTATE_KEY "=");
         lk_headers_baggage_add_value(&x->mem, session_name);
     }
-    if (!lk_headers_has(h, n, LK_STR("linkup-destination"))) {
+    if (!(f->found >> F_DESTINATION & 1)) {
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("linkup-destination");
         lk_buf_addstr(&x->mem, service_name);
     }
-    if (!lk_headers_has(h, n, LK_STR("x-forwarded-host"))) {
+    if (!(f->found >> F_FORWARDED_HOST & 1)) {
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("x-forwarded-host");
         add_forwarded_host(url, url_host, url_port, session_name, &x->mem);
@@ -503,7 +571,9 @@ void lk_route_extra_headers(struct lk_str url, const struct lk_header *h, size_t
 {
     struct lk_str port;
     struct lk_str host = lk_route_host(url, &port);
-    extra_headers(url, host, port, h, n, session_name, service_name, rng, x);
+    struct fields f;
+    gather_fields(h, n, &f);
+    extra_headers(url, host, port, &f, session_name, service_name, rng, x);
 }
 
 struct lk_str lk_route_extra_invalid(const struct lk_route_extra *x)
@@ -638,13 +708,15 @@ int lk_route_request(struct lk_str url, const struct lk_header *h, size_t n,
 {
     struct lk_str port; /* the URL's host, split off once for all three steps */
     struct lk_str host = lk_route_host(url, &port);
-    int rc = find_session(host, h, n, lookup, ctx, &r->found, err);
+    struct fields f; /* and the fields routing reads, found once */
+    gather_fields(h, n, &f);
+    int rc = find_session(host, &f, lookup, ctx, &r->found, err);
     if (rc != 0)
         return rc;
-    rc = find_target(r->found.session, r->found.name, url, host, h, n, &r->target);
+    rc = find_target(r->found.session, r->found.name, url, host, &f, &r->target);
     if (rc != 0)
         return rc;
-    extra_headers(url, host, port, h, n, r->found.name, lk_str_c(r->target.service->name), rng,
+    extra_headers(url, host, port, &f, r->found.name, lk_str_c(r->target.service->name), rng,
                   &r->extra);
     lk_buf_reset(&r->cookie);
     r->replace_cookie = lk_headers_cookie_normalize(h, n, &r->cookie);

@@ -393,6 +393,10 @@ typedef void lk_proxy_error_cb(struct lk_exchange *ex, const char *errtext, void
 #define LK_ETEXT_NO_ANSWER       "upstream %s did not answer in time"
 #define LK_ETEXT_BODY_IDLE       "upstream %s sent no body bytes for %u ms (upstream idle timeout)"
 
+/* The most resp_default entries one lk_proxy_req may carry (the proxy notes
+ * which of them the upstream sent in one 64-bit set). */
+#define LK_PROXY_MAX_RESP_DEFAULT 64
+
 /* What lk_exchange_proxy() sends and how it treats the answer. Everything is
  * borrowed during the lk_exchange_proxy() call only (copied into the arena). */
 struct lk_proxy_req {
@@ -417,8 +421,8 @@ struct lk_proxy_req {
     const struct lk_http_header *resp_set;
     size_t n_resp_set;
     /* Response headers to add only where the upstream response has no header
-     * of that name (CORS, DESIGN §2.7; may be NULL/0). Applied after
-     * resp_set. */
+     * of that name (CORS, DESIGN §2.7; may be NULL/0; at most
+     * LK_PROXY_MAX_RESP_DEFAULT). Applied after resp_set. */
     const struct lk_http_header *resp_default;
     size_t n_resp_default;
     /* WebSocket upgrade: sends Connection: Upgrade and the request's Upgrade

@@ -284,6 +284,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 struct conn_tokens {
     struct lk_str tok[CONN_TOKENS_MAX];
     size_t n_tok;
+    uint64_t lens; /* bit len % 64 of each token: most names are told apart by it */
     const struct lk_http_header *h;
     size_t n;
 };
@@ -291,6 +292,7 @@ struct conn_tokens {
 static void connection_tokens(const struct lk_http_header *h, size_t n, struct conn_tokens *ct)
 {
     ct->n_tok = 0;
+    ct->lens = 0;
     ct->h = NULL;
     ct->n = 0;
     for (size_t i = 0; i < n; i++) {
@@ -306,7 +308,9 @@ static void connection_tokens(const struct lk_http_header *h, size_t n, struct c
                 ct->n = n;
                 return;
             }
-            ct->tok[ct->n_tok++] = lk_str_trim((struct lk_str){ v.ptr + at, end - at });
+            struct lk_str tok = lk_str_trim((struct lk_str){ v.ptr + at, end - at });
+            ct->tok[ct->n_tok++] = tok;
+            ct->lens |= UINT64_C(1) << (tok.len & 63);
             at = end + 1;
         }
     }
@@ -315,6 +319,8 @@ static void connection_tokens(const struct lk_http_header *h, size_t n, struct c
 /* name is a token of some Connection field. */
 static bool listed_in_connection(const struct conn_tokens *ct, struct lk_str name)
 {
+    if (ct->n == 0 && !(ct->lens >> (name.len & 63) & 1))
+        return false;
     for (size_t i = 0; i < ct->n; i++) {
         if (lk_str_ieq(ct->h[i].name, LK_STR("connection")) &&
             lk_str_has_token(ct->h[i].value, name))
@@ -607,6 +613,7 @@ int lk_exchange_proxy(struct lk_exchange *ex, const struct lk_proxy_req *spec)
                                             strlen(spec->connect_pool_key));
     px->resp_set = copy_headers(ex, spec->resp_set, spec->n_resp_set);
     px->n_resp_set = px->resp_set ? spec->n_resp_set : 0;
+    LK_ASSERT(spec->n_resp_default <= LK_PROXY_MAX_RESP_DEFAULT);
     px->resp_default = copy_headers(ex, spec->resp_default, spec->n_resp_default);
     px->n_resp_default = px->resp_default ? spec->n_resp_default : 0;
     px->retry_ok = is_idempotent(ex->req.method) && ex->req.body_kind == LK_HTTP1_BODY_NONE;
@@ -803,6 +810,25 @@ static bool is_sec_websocket(struct lk_str name)
  * where absent. A final response without Date gets one (RFC 9110 §6.6.1: a
  * recipient with a clock appends it to a response it forwards; nginx and
  * the original's hyper do too). */
+/* Which resp_default names the upstream's head has (bit i: the name of
+ * resp_default[i]), in one pass over the head: a name whose length no
+ * default has is passed over at once. */
+static uint64_t defaults_sent(const struct lk_proxy *px)
+{
+    struct name_set defaults = name_set(px->resp_default, px->n_resp_default);
+    uint64_t sent = 0;
+    for (size_t i = 0; i < px->resp.n_headers; i++) {
+        struct lk_str name = px->resp.headers[i].name;
+        if (!(defaults.lens >> (name.len & 63) & 1))
+            continue;
+        for (size_t j = 0; j < px->n_resp_default; j++) {
+            if (lk_str_ieq(name, px->resp_default[j].name))
+                sent |= UINT64_C(1) << j;
+        }
+    }
+    return sent;
+}
+
 static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
 {
     const struct lk_http1_response *r = &px->resp;
@@ -841,10 +867,9 @@ static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
         add_header(out, &px->resp_set[i]);
     if (px->n_resp_default == 0)
         return;
-    struct name_set upstream = name_set(r->headers, r->n_headers);
+    uint64_t sent = defaults_sent(px);
     for (size_t i = 0; i < px->n_resp_default; i++) {
-        struct lk_str name = px->resp_default[i].name;
-        if (in_set(&set, name) || in_set(&upstream, name))
+        if (in_set(&set, px->resp_default[i].name) || (sent >> i & 1))
             continue;
         add_header(out, &px->resp_default[i]);
     }

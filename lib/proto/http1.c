@@ -65,17 +65,24 @@ enum line_result {
  * input, then the byte; the first CR or LF is found with memchr first.
  * With lf_ok (response heads, below) a bare LF ends a line too, and *eol is
  * that LF; eol_next() gives the start of the next line either way. */
-static enum line_result find_line(const char *p, const char *end, size_t max, const char *hard_end,
-                                  bool lf_ok, const char **eol)
+/* Where find_line()'s scan of the line at p stops: the end of the input,
+ * the head limit, or one byte past the line limit, whichever comes first.
+ * p <= hard_end and p <= end (the previous line ended before both). */
+static const char *line_lim(const char *p, const char *end, size_t max, const char *hard_end)
 {
-    /* p <= hard_end and p <= end here (the previous line ended before
-     * both), so lim - p is the length left to scan. */
     const char *lim = end;
     if (hard_end < lim)
         lim = hard_end;
     size_t span = (size_t)(lim - p);
     if (span > max && span - max > 1)
         lim = p + max + 1;
+    return lim;
+}
+
+static enum line_result find_line(const char *p, const char *end, size_t max, const char *hard_end,
+                                  bool lf_ok, const char **eol)
+{
+    const char *lim = line_lim(p, end, max, hard_end);
     const char *q = lim > p ? memchr(p, '\r', (size_t)(lim - p)) : NULL;
     const char *lf = memchr(p, '\n', (size_t)((q != NULL ? q : lim) - p));
     if (lf != NULL) {
@@ -172,13 +179,58 @@ static int parse_field(struct head *h, const char *p, const char *eol)
     return 0;
 }
 
+/* The common field line in one pass: a token, ':', OWS, value bytes, then
+ * CRLF (or, with lf_ok, a bare LF) ending before line_lim(), with room for
+ * one more field. None of those bytes is a CR or LF, so find_line() would
+ * end the line at the same byte and parse_field() would store the same
+ * field: it is stored as h->headers[h->n] and the line's end (the CR or
+ * LF) returned. Anything else gives NULL and is left to that exact path,
+ * whose first check decides it (the empty line ending the head included). */
+static const char *fast_field(struct head *h, const char *p, const char *end, const char *hard_end)
+{
+    if (h->n >= h->cap || h->n >= h->lim->max_headers)
+        return NULL;
+    const char *lim = line_lim(p, end, h->lim->max_line, hard_end);
+    const char *name = p;
+    while (p < lim && is_tchar((unsigned char)*p))
+        p++;
+    if (p == name || p == lim || *p != ':')
+        return NULL;
+    size_t name_len = (size_t)(p - name);
+    p++;
+    while (p < lim && is_ows(*p))
+        p++;
+    const char *value = p;
+    for (p = lk_skip_plain_words(p, lim); p < lim && is_value_byte((unsigned char)*p); p++)
+        ;
+    if (p == lim)
+        return NULL;
+    const char *eol = p;
+    if (*p == '\r') {
+        if (p + 1 >= hard_end || p + 1 == end || p[1] != '\n')
+            return NULL;
+    } else if (*p != '\n' || !h->lf_ok) {
+        return NULL;
+    }
+    while (p > value && is_ows(p[-1]))
+        p--;
+    h->headers[h->n].name = (struct lk_str){ name, name_len };
+    h->headers[h->n].value = (struct lk_str){ value, (size_t)(p - value) };
+    h->n++;
+    return eol;
+}
+
 /* Parses the field lines starting at p up to and including the empty line.
  * Returns the total head length or an error. */
 static int parse_fields(struct head *h, const char *buf, const char *p, const char *end)
 {
     const char *hard_end = buf + h->lim->max_head;
     for (;;) {
-        const char *eol = NULL;
+        const char *eol = fast_field(h, p, end, hard_end);
+        if (eol != NULL) {
+            p = eol_next(eol);
+            continue;
+        }
         enum line_result r = find_line(p, end, h->lim->max_line, hard_end, h->lf_ok, &eol);
         if (r != LINE_OK)
             return line_error(h, r);

@@ -3,7 +3,8 @@
  * at most the input length, every slice lies inside the input, an error
  * carries a 400/414/431/501/505 status and a reason, every prefix gives
  * LK_PARTIAL or the same result as the whole input, and a first byte that
- * cannot start a request line is a 400.
+ * cannot start a request line is a 400. The fields found are the ones a
+ * second, line-by-line reading finds (http1_fields.h).
  */
 #include <ctype.h>
 #include <stdbool.h>
@@ -13,6 +14,7 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "http1_fields.h"
 #include "proto/http1.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -41,6 +43,10 @@ static int parse(const char *buf, size_t len, struct lk_http1_request *req,
             check_slice(buf, (size_t)rc, h[i].name);
             check_slice(buf, (size_t)rc, h[i].value);
         }
+        const char *head = buf;
+        while (head + 2 <= buf + rc && head[0] == '\r' && head[1] == '\n')
+            head += 2;
+        check_fields(head, buf + rc, h, req->n_headers);
     } else if (rc != LK_PARTIAL) {
         LK_ASSERT(why != NULL);
         LK_ASSERT(req->err_status == 400 || req->err_status == 414 || req->err_status == 431 ||

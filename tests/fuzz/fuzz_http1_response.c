@@ -1,7 +1,8 @@
 /*
  * fuzz_http1_response.c - lk_http1_parse_response() invariants: bounded
  * result, slices inside the input and free of CR/LF, consistent framing,
- * prefixes agree.
+ * prefixes agree, and the fields found are the ones a second, line-by-line
+ * reading finds (http1_fields.h).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "http1_fields.h"
 #include "proto/http1.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -40,6 +42,7 @@ static int parse(const char *buf, size_t len, bool head, const struct lk_http1_l
             check_slice(buf, (size_t)rc, h[i].name);
             check_slice(buf, (size_t)rc, h[i].value);
         }
+        check_fields(buf, buf + rc, h, r.n_headers);
         if (head || r.status < 200 || r.status == 204 || r.status == 304)
             LK_ASSERT(r.body_kind == LK_HTTP1_BODY_NONE);
         if (r.body_kind == LK_HTTP1_BODY_UNTIL_CLOSE)

@@ -96,6 +96,37 @@ static void test_str_helpers(void)
     CHECK_INT_EQ(lk_str_to_u64(LK_STR("1x"), 10, &v), LK_EPARSE);
 }
 
+/* lk_str_ieq() folds 8 bytes at a time: every pair of byte values, at each
+ * place of a word and in the bytes after the last whole word, compares as
+ * lk_ascii_lower() byte by byte says. */
+static void test_str_ieq_all_bytes(void)
+{
+    char a[11], b[11];
+    size_t wrong = 0;
+    for (size_t at = 0; at < sizeof(a); at++) {
+        for (int x = 0; x < 256; x++) {
+            for (int y = 0; y < 256; y++) {
+                memset(a, 'k', sizeof(a));
+                memset(b, 'K', sizeof(b));
+                a[at] = (char)x;
+                b[at] = (char)y;
+                bool want = lk_ascii_lower((char)x) == lk_ascii_lower((char)y);
+                wrong += lk_str_ieq((struct lk_str){ a, sizeof(a) },
+                                    (struct lk_str){ b, sizeof(b) }) != want;
+            }
+        }
+    }
+    CHECK_INT_EQ(wrong, 0);
+    for (int x = 0; x < 256; x++) {
+        uint64_t w = 0, want = 0;
+        for (int k = 0; k < 8; k++) {
+            w |= (uint64_t)(unsigned char)(x + k * 31) << (8 * k);
+            want |= (uint64_t)(unsigned char)lk_ascii_lower((char)(x + k * 31)) << (8 * k);
+        }
+        CHECK(lk_ascii_lower8(w) == want);
+    }
+}
+
 static void test_mem_ct_eq(void)
 {
     CHECK(lk_mem_ct_eq("token", 5, "token", 5));
@@ -133,6 +164,7 @@ int main(void)
     RUN(test_buf_addstr_lower);
     RUN(test_buf_grow);
     RUN(test_str_helpers);
+    RUN(test_str_ieq_all_bytes);
     RUN(test_mem_ct_eq);
     RUN(test_u64_to_dec);
     RUN(test_strerror);

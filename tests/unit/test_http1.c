@@ -305,6 +305,45 @@ static void test_request_limits(void)
     CHECK_STR_EQ(why, "message head too large");
 }
 
+/* A field line's end against the limits, at the bytes where the one-pass
+ * field scan hands over to the line finder: its CR as the last byte the head
+ * may hold, its LF one past the end of the input, the line limit met exactly
+ * and passed by one, and a field past max_headers after valid ones. */
+static void test_field_line_edges(void)
+{
+    struct lk_http1_request req;
+    struct lk_http_header h[NH];
+    const char *why = NULL;
+    const char *in = "GET / HTTP/1.1\r\nAb: cd \r\nE:\r\n\r\n";
+    size_t len = strlen(in), field_end = strlen("GET / HTTP/1.1\r\nAb: cd \r");
+    struct lk_http1_limits lim = { 16, len, 2, 64 };
+    CHECK_INT_EQ(parse_req(in, len, &req, h, &lim, &why), (int)len);
+    CHECK_INT_EQ(req.n_headers, 2);
+    CHECK_MEM_EQ(h[0].value.ptr, h[0].value.len, "cd", 2);
+    CHECK_INT_EQ(h[1].value.len, 0);
+    /* the first field's CR is the last byte of the allowed head */
+    lim.max_head = field_end;
+    CHECK_INT_EQ(parse_req(in, len, &req, h, &lim, &why), LK_ELIMIT);
+    CHECK_STR_EQ(why, "message head too large");
+    lim.max_head = len;
+    /* its LF not in yet: more is needed, whatever the limits */
+    CHECK_INT_EQ(parse_req(in, field_end, &req, h, &lim, &why), LK_PARTIAL);
+    /* "Ab: cd " is 7 bytes: a line limit of 6 refuses it */
+    lim.max_line = 7;
+    CHECK_INT_EQ(parse_req(in, len, &req, h, &lim, &why), (int)len);
+    lim.max_line = 6;
+    CHECK_INT_EQ(parse_req(in, len, &req, h, &lim, &why), LK_ELIMIT);
+    CHECK_STR_EQ(why, "header line too long");
+    lim.max_line = 16;
+    lim.max_headers = 1;
+    CHECK_INT_EQ(parse_req(in, len, &req, h, &lim, &why), LK_ELIMIT);
+    CHECK_STR_EQ(why, "too many header fields");
+    /* a bad byte in a value still wins over the count */
+    CHECK_INT_EQ(parse_req("GET / HTTP/1.1\r\nA: b\r\nC: \x01\r\n\r\n", 29, &req, h, &lim, &why),
+                 LK_EPARSE);
+    CHECK_STR_EQ(why, "invalid character in header field value");
+}
+
 /* Every prefix of a valid or invalid input is PARTIAL or the full result. */
 /* Every byte value at every offset of a long field value (the parser skips
  * plain 8-byte words at once): control bytes but HTAB, and DEL, are refused
@@ -775,6 +814,7 @@ int main(void)
     RUN(test_name_bytes);
     RUN(test_pipelined);
     RUN(test_response_framing);
+    RUN(test_field_line_edges);
     RUN(test_response_bare_lf);
     RUN(test_chunked_table);
     RUN(test_chunked_stops_at_end);

@@ -416,7 +416,9 @@ static void *up_conn(void *arg)
             if (sent < n)
                 break;
         } else if (strcmp(path, "/cors") == 0) {
-            append(extra, sizeof(extra), "Access-Control-Allow-Origin: https://x.example\r\n");
+            append(extra, sizeof(extra),
+                   "Access-Control-Allow-Origin: https://x.example\r\n"
+                   "access-control-max-age: 5\r\nAccess-Control-Allow-Headrs: typo\r\n");
             up_respond(fd, "200 OK", extra, "cors");
         } else if (strcmp(path, "/hop") == 0) {
             /* Report which hop-by-hop headers arrived. */
@@ -679,8 +681,12 @@ static atomic_int heap_trims;    /* srv's, as of the last 'h' */
 static atomic_int n_asked;       /* 'h' and 's' commands answered */
 static _Atomic uint64_t spliced; /* lk_splice_total_bytes(), as of the last 's' */
 
+/* Response defaults (CORS, DESIGN §2.7): each added where the upstream's
+ * head lacks its name. */
 static const struct lk_http_header cors[] = {
     { LK_STR("Access-Control-Allow-Origin"), LK_STR("*") },
+    { LK_STR("Access-Control-Max-Age"), LK_STR("86400") },
+    { LK_STR("Access-Control-Allow-Headers"), LK_STR("*") },
 };
 
 static void on_proxy_error(struct lk_exchange *ex, const char *errtext, void *data)
@@ -749,7 +755,7 @@ static void handler(struct lk_exchange *ex, void *data)
         .headers = out,
         .n_headers = k,
         .resp_default = cors,
-        .n_resp_default = 1,
+        .n_resp_default = sizeof(cors) / sizeof(cors[0]),
         .websocket = lk_exchange_is_websocket(ex),
         .ws_pass_non_101 = lk_str_starts_with(target, LK_STR("/nows")),
         .on_error = on_proxy_error,
@@ -852,6 +858,16 @@ static void test_cookies_redirect_cors(void)
     CHECK_STR_EQ(find_hdr(resp->head, "Access-Control-Allow-Origin", v, sizeof(v)),
                  "https://x.example");
     CHECK(strstr(resp->head, "Access-Control-Allow-Origin: *") == NULL);
+    /* the upstream's own, in any case, stands; a name of another length
+     * or spelling does not */
+    CHECK_STR_EQ(find_hdr(resp->head, "Access-Control-Max-Age", v, sizeof(v)), "5");
+    CHECK(strstr(resp->head, "86400") == NULL);
+    CHECK(strstr(resp->head, "Access-Control-Allow-Headers: *\r\n") != NULL);
+    /* a response without them gets every default */
+    CHECK_INT_EQ(request("GET /redirect HTTP/1.1\r\nHost: a\r\n\r\n", resp, false), 0);
+    CHECK(strstr(resp->head, "Access-Control-Allow-Origin: *\r\n") != NULL);
+    CHECK(strstr(resp->head, "Access-Control-Max-Age: 86400\r\n") != NULL);
+    CHECK(strstr(resp->head, "Access-Control-Allow-Headers: *\r\n") != NULL);
 }
 
 static void test_hop_by_hop(void)

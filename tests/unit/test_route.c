@@ -1168,6 +1168,47 @@ static void test_route_request(void)
     free_session(s);
 }
 
+/* SPEC §3.1 through lk_route_request, which reads its fields in one pass:
+ * names in any case, the last visible occurrence of each, a field whose
+ * every occurrence is invisible absent; a name of the same length as one it
+ * reads (x-forwarded-hxst) is not it. */
+static void test_route_request_fields(void)
+{
+    struct lk_session *s = new_session();
+    add_service(s, "frontend", "http://127.0.0.1:4001", NULL, NULL);
+    add_service(s, "api", "http://127.0.0.1:4002", NULL, NULL);
+    add_domain(s, "example.com", "frontend", NULL);
+    struct fake_store st = { .name = "N", .session = s };
+    unsigned char counter = 0;
+    struct lk_rng rng = { counting_fill, &counter };
+    static const struct lk_header hs[] = {
+        H("X-FORWARDED-HOST", "M.example.com"),
+        H("x-forwarded-host", "N.example.com"),
+        H("x-forwarded-hxst", "Q.example.com"),
+        H("X-Forwarded-Host", "gone.example.com\x01"),
+        H("Linkup-Destination", "frontend"),
+        H("LINKUP-DESTINATION", "api"),
+        H("Baggage", "k=v"),
+        H("traceparent", "bad\x7f"),
+        H("TraceState", "a=1"),
+    };
+    struct lk_route_result r;
+    lk_route_result_init(&r);
+    CHECK_INT_EQ(lk_route_request(S("http://127.0.0.1:4000/y"), hs, LK_ARRAY_LEN(hs), fake_lookup,
+                                  &st, &rng, &r, NULL),
+                 0);
+    CHECK_LKSTR(r.found.name, "N");
+    CHECK_STR_EQ(r.target.url.data, "http://127.0.0.1:4002/y");
+    /* traceparent absent (invisible): added; tracestate and baggage
+     * extended; linkup-destination and x-forwarded-host present: kept */
+    CHECK_INT_EQ(r.extra.n, 3);
+    CHECK_LKSTR(r.extra.items[0].name, "traceparent");
+    CHECK_LKSTR(r.extra.items[1].value, "a=1,linkup-session=N");
+    CHECK_LKSTR(r.extra.items[2].value, "k=v,linkup-session=N");
+    lk_route_result_release(&r);
+    free_session(s);
+}
+
 /* The reused route result: handed out once at a time; a re-entrant caller
  * gets its own, released on the way back. */
 static void test_route_slot(void)
@@ -1192,6 +1233,7 @@ static void test_route_slot(void)
 int main(void)
 {
     RUN(test_route_slot);
+    RUN(test_route_request_fields);
     RUN(test_header_lookup);
     RUN(test_host);
     RUN(test_extra_invalid);
