@@ -14,6 +14,7 @@
 
 #include "core/err.h"
 #include "core/str.h"
+#include "proto/http1.h"
 
 /* [p, eol) of the line at p (eol before the CR of a CRLF); *next is the
  * start of the following line. The head was accepted, so the LF is there. */
