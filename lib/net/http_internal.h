@@ -449,6 +449,16 @@ size_t lk_net_send(struct bufferevent *bev, bool plain, const void *pre, size_t 
  * libevent may ignore *state: libevent sees them on its next read. */
 size_t lk_net_read_more(struct bufferevent *bev, size_t max, int *state);
 
+/* ---- tunnel.c ---------------------------------------------------------- */
+
+/* Sends the frames for the bytes the engine moved into tunnel streams during
+ * the callback now running, at once instead of one loop turn later (from
+ * the pairs' deferred read callbacks), so the far side starts on each
+ * request or response while this side goes on with the rest of its batch.
+ * The engine calls it at the end of its plain socket read callbacks;
+ * nothing to send costs a test. */
+void lk_tunnel_flush_posted(void);
+
 /* ---- heads (http_server.c) ---------------------------------------------- */
 
 /* Appends "name: value\r\n" / a hex number to b (memcpy, no printf:

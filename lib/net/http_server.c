@@ -272,8 +272,10 @@ static void on_client_readable(evutil_socket_t fd, short what, void *arg)
     if (state != 0)
         c->rd_eof = true; /* a closed or failed socket stays readable */
     rd_update(c);
-    if (got > 0)
+    if (got > 0) {
         on_client_read(c->bev, c);
+        lk_tunnel_flush_posted(); /* a request into a tunnel stream leaves now */
+    }
     if (state == 0 || c->state == LK_CONN_CLOSED)
         return;
     EVUTIL_SET_SOCKET_ERROR(state < 0 ? err : 0);

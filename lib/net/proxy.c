@@ -1337,6 +1337,7 @@ static void on_up_readable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     on_up_read(bev, px);
+    lk_tunnel_flush_posted(); /* a response into a tunnel stream leaves now */
 }
 
 static void on_up_read(struct bufferevent *bev, void *arg)

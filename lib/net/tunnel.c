@@ -110,6 +110,10 @@ struct lk_tunnel_pipe {
     struct lk_tunnel_splice *sp; /* a body spliced in from the origin, or NULL */
     struct lk_tunnel_splice *rx; /* a body spliced out to the client, or NULL */
     bool sp_frame;               /* the DATA frame being sent comes from sp's pipe */
+    /* On the posted list: the engine moved bytes in during its current
+     * callback (lk_tunnel_flush_posted()). */
+    bool posted;
+    struct lk_tunnel_pipe *posted_next;
 };
 
 /* A response body moved by splice(2) through a kernel pipe, one of two
@@ -295,6 +299,28 @@ static void resume_lazy(struct lk_tunnel *t)
 
 static bool splice_out(struct lk_tunnel *t);
 
+/* Pipes the engine moved bytes into during its current callback
+ * (on_pipe_input), newest first. Loop thread only, as everything here. */
+static struct lk_tunnel_pipe *posted;
+/* An nghttp2 send or receive pass is running: posted pipes wait for the
+ * pair's deferred read callback instead (nothing may re-enter nghttp2). */
+static int driving;
+/* Pipes lk_tunnel_flush_posted() woke, local side [0] and worker side [1]. */
+static uint64_t n_posted_sent[2];
+
+static void unpost(struct lk_tunnel_pipe *p)
+{
+    if (!p->posted)
+        return;
+    for (struct lk_tunnel_pipe **q = &posted; *q != NULL; q = &(*q)->posted_next) {
+        if (*q == p) {
+            *q = p->posted_next;
+            break;
+        }
+    }
+    p->posted = false;
+}
+
 /* Sends what nghttp2 has queued; called after every batch of changes. The
  * frames are gathered in wbuf and written inline (lk_net_send); while the
  * socket takes everything and nghttp2 has more (it stopped at
@@ -310,7 +336,9 @@ static void flush(struct lk_tunnel *t)
             break; /* a wake-up with nothing to frame costs a whole send pass */
         if (t->n_lazy > 0)
             resume_lazy(t); /* they leave with the frames that go now */
+        driving++;
         int rc = nghttp2_session_send(t->h2);
+        driving--;
         if (rc != 0) {
             char why[128];
             snprintf(why, sizeof(why), "http/2 send failed: %s", nghttp2_strerror(rc));
@@ -424,6 +452,7 @@ static void pipe_maybe_free(struct lk_tunnel_pipe *p)
     if (p->next != NULL)
         p->next->prev = p->prev;
     t->n_pipes--;
+    unpost(p);
     free(p);
 }
 
@@ -434,6 +463,7 @@ static void splice_gone(struct lk_tunnel_pipe *p);
 
 static void pipe_close_bev(struct lk_tunnel_pipe *p)
 {
+    unpost(p);
     splice_gone(p);
     if (p->bev == NULL)
         return;
@@ -528,13 +558,43 @@ static void pipe_throttle(struct lk_tunnel_pipe *p)
         bufferevent_enable(p->bev, EV_READ);
 }
 
-/* Our input grew (a move from the engine): pause at PIPE_READ_MAX. Only
- * pauses here; resuming is on_send_data()'s, outside the pair's move. */
+/* Our input grew (a move from the engine): pause at PIPE_READ_MAX, and
+ * post the pipe for lk_tunnel_flush_posted(). Only pauses and notes here;
+ * resuming is on_send_data()'s, sending flush()'s, outside the pair's move. */
 static void on_pipe_input(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
 {
     struct lk_tunnel_pipe *p = arg;
-    if (info->n_added > 0 && evbuffer_get_length(in) >= PIPE_READ_MAX && p->bev != NULL)
+    if (info->n_added == 0 || p->bev == NULL)
+        return;
+    if (evbuffer_get_length(in) >= PIPE_READ_MAX)
         bufferevent_disable(p->bev, EV_READ);
+    if (!p->posted && p->stream_id != 0 && !p->t->dead) {
+        p->posted = true;
+        p->posted_next = posted;
+        posted = p;
+    }
+}
+
+static void pipe_wake(struct lk_tunnel_pipe *p);
+
+uint64_t lk_tunnel_posted_sent(bool worker_side)
+{
+    return n_posted_sent[worker_side];
+}
+
+void lk_tunnel_flush_posted(void)
+{
+    if (driving > 0)
+        return;
+    while (posted != NULL) {
+        struct lk_tunnel_pipe *p = posted;
+        posted = p->posted_next;
+        p->posted = false;
+        struct lk_tunnel *t = p->t;
+        n_posted_sent[t->is_h2_client]++;
+        pipe_wake(p);
+        flush(t); /* may free p (its stream closed), never t */
+    }
 }
 
 /* All that is left of p's stream is a bare END_STREAM that only completes
@@ -606,6 +666,7 @@ static void pipe_wake(struct lk_tunnel_pipe *p)
 static void on_pipe_read(struct bufferevent *bev, void *arg)
 {
     (void)bev;
+    unpost(arg); /* its bytes go now; a posted flush would find nothing */
     pipe_wake(arg);
 }
 
@@ -1198,7 +1259,9 @@ static bool rx_splice_payload(struct lk_tunnel *t)
     t->rx_faking = true;
     for (size_t off = 0; off < n && !t->dead;) {
         size_t k = n - off < sizeof(zeros) ? n - off : sizeof(zeros);
+        driving++;
         ssize_t rc = nghttp2_session_mem_recv(t->h2, zeros, k);
+        driving--;
         if (rc < 0) {
             char why[128];
             snprintf(why, sizeof(why), "http/2 protocol error: %s", nghttp2_strerror((int)rc));
@@ -1611,7 +1674,9 @@ static void tunnel_recv(struct lk_tunnel *t)
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
+        driving++;
         ssize_t rc = nghttp2_session_mem_recv(t->h2, v.iov_base, v.iov_len);
+        driving--;
         if (rc < 0) {
             char why[128];
             snprintf(why, sizeof(why), "http/2 protocol error: %s", nghttp2_strerror((int)rc));

@@ -61,6 +61,10 @@ void lk_tunnel_kill(struct lk_tunnel *t, const char *why);
 /* Closes everything at once (stream pipes, connection) and frees t. No
  * callback. NULL is a no-op. */
 void lk_tunnel_free(struct lk_tunnel *t);
+/* Streams whose bytes lk_tunnel_flush_posted() sent within the engine
+ * callback that wrote them, so far, on the worker's tunnels (worker_side) or
+ * the local server's. Loop thread. */
+uint64_t lk_tunnel_posted_sent(bool worker_side);
 /* Bytes t has moved by splice (lk_tunnel_splice_start). */
 uint64_t lk_tunnel_spliced_bytes(const struct lk_tunnel *t);
 /* A key unique to t, for the engine's pool of t's kept streams

@@ -72,6 +72,9 @@ static _Atomic uint64_t spliced;       /* the good client's spliced bytes ('S') 
 static atomic_int n_spliced_read;      /* 'S' commands answered */
 static _Atomic uint64_t w_spliced;     /* the worker's, on the tunnel of "sess" ('W') */
 static atomic_int n_w_spliced_read;    /* 'W' commands answered */
+static _Atomic uint64_t posted_local;  /* lk_tunnel_posted_sent(false) ('P') */
+static _Atomic uint64_t posted_worker; /* lk_tunnel_posted_sent(true) ('P') */
+static atomic_int n_posted_read;       /* 'P' commands answered */
 static struct lk_exchange *held_ex;    /* a local exchange left unanswered (/held) */
 static atomic_int n_held;              /* /held requests that reached the local engine */
 static atomic_int upper_connected;     /* the "Big-Cow" client: current state */
@@ -679,6 +682,10 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
         struct lk_tunnel *t = lk_tunnel_hub_find(hub, LK_STR("sess"));
         atomic_store(&w_spliced, t != NULL ? lk_tunnel_spliced_bytes(t) : 0);
         atomic_fetch_add(&n_w_spliced_read, 1);
+    } else if (cmd == 'P') {
+        atomic_store(&posted_local, lk_tunnel_posted_sent(false));
+        atomic_store(&posted_worker, lk_tunnel_posted_sent(true));
+        atomic_fetch_add(&n_posted_read, 1);
     } else if (cmd == 'n') {
         atomic_store(&local_conns, (int)lk_http_server_n_conns(local));
         atomic_fetch_add(&n_counted, 1);
@@ -777,6 +784,24 @@ static void test_get_through_tunnel(void)
     CHECK_INT_EQ(request("sess.test", "/nothing-here", resp), 0);
     CHECK_INT_EQ(resp->status, 404);
     free(resp);
+}
+
+static void posted_sent(uint64_t *local_side, uint64_t *worker_side);
+
+/* The request leaves for the tunnel from inside the worker's read callback
+ * that received it, and the upstream's answer from inside the local
+ * server's (lk_tunnel_flush_posted()), not a loop turn later. */
+static void test_bytes_leave_within_the_callback(void)
+{
+    uint64_t local0, worker0, local1, worker1;
+    posted_sent(&local0, &worker0);
+    struct response *resp = calloc(1, sizeof(*resp));
+    CHECK_INT_EQ(request("sess.test", "/nothing-here", resp), 0);
+    CHECK_INT_EQ(resp->status, 404);
+    free(resp);
+    posted_sent(&local1, &worker1);
+    CHECK(worker1 > worker0);
+    CHECK(local1 > local0);
 }
 
 static void test_no_tunnel_is_502(void)
@@ -1060,6 +1085,16 @@ static void test_drop_mid_stream(void)
     check_reconnects_and_serves(before, 1000, resp);
     free(resp);
     free(r);
+}
+
+/* lk_tunnel_posted_sent() of both sides, read on the loop's thread. */
+static void posted_sent(uint64_t *local_side, uint64_t *worker_side)
+{
+    int asked = atomic_load(&n_posted_read);
+    command('P');
+    CHECK(wait_for(&n_posted_read, asked + 1, 2000));
+    *local_side = atomic_load(&posted_local);
+    *worker_side = atomic_load(&posted_worker);
 }
 
 /* The good client's spliced bytes, read on the loop's thread. */
@@ -1574,6 +1609,7 @@ int main(void)
 
     RUN(test_no_tunnel_is_502);
     RUN(test_get_through_tunnel);
+    RUN(test_bytes_leave_within_the_callback);
     RUN(test_keepalive_requests_share_the_tunnel);
     RUN(test_concurrent_requests);
     RUN(test_big_body_both_ways);
