@@ -31,6 +31,19 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def free_ports(n, host="127.0.0.1"):
+    """n free ports, all different: each is held while the next is picked
+    (two free_port() calls in a row may get the same port back)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 class occupied_port:
     """A listening socket on a free 127.0.0.1 port (`with occupied_port() as
     addr:` gives "127.0.0.1:P"), so a server told to bind it fails."""

@@ -336,7 +336,7 @@ def test_through_a_real_tunnel(linkup_bin, env, tmp_path):
 def test_peer_workers_check_once(linkup_bin, env, tmp_path, redis_url):  # noqa: F811
     """DESIGN §8 with session auth: the worker a request reaches checks it and
     removes the credential; the tunnel's holder trusts the peer secret."""
-    a_port, b_port = lk.free_port(), lk.free_port()
+    a_port, b_port = lk.free_ports(2)
     peer = ("--peer-secret", "peer-secret-1", "--session-auth", SECRET)
     s = Stack(linkup_bin, env, tmp_path, name="duo", store=redis_url,
               worker_extra=("--listen", "127.0.0.1:%d" % a_port,
