@@ -212,7 +212,9 @@ void lk_tunnel_opts_init(struct lk_tunnel_opts *o)
 {
     o->ping_interval_ms = 15000;
     o->dead_after_ms = 45000;
-    o->stream_window = 256 * 1024;
+    /* A 1 MiB body crosses in one window: no WINDOW_UPDATE round trips
+     * mid-body (finding 36); the connection's window still bounds a tunnel. */
+    o->stream_window = 1024 * 1024;
     o->conn_window = 16 * 1024 * 1024;
     o->max_streams = 1024;
     o->out_buffer_max = 1024 * 1024;

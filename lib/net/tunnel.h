@@ -65,7 +65,7 @@ struct lk_tunnel_client;
 struct lk_tunnel_opts {
     unsigned ping_interval_ms; /* PING period: 15 000 */
     unsigned dead_after_ms;    /* a peer silent this long is dropped: 45 000 */
-    uint32_t stream_window;    /* receive window per stream: 256 KiB */
+    uint32_t stream_window;    /* receive window per stream: 1 MiB */
     uint32_t conn_window;      /* receive window per connection: 16 MiB */
     uint32_t max_streams;      /* concurrent streams the local side accepts: 1024 */
     size_t out_buffer_max;     /* bytes queued on the tunnel socket before
