@@ -806,10 +806,6 @@ static bool is_sec_websocket(struct lk_str name)
     return name.len >= 14 && lk_str_ieq((struct lk_str){ name.ptr, 14 }, LK_STR("sec-websocket-"));
 }
 
-/* Upstream headers (filtered by keep()), then resp_set, then resp_default
- * where absent. A final response without Date gets one (RFC 9110 §6.6.1: a
- * recipient with a clock appends it to a response it forwards; nginx and
- * the original's hyper do too). */
 /* Which resp_default names the upstream's head has (bit i: the name of
  * resp_default[i]), in one pass over the head: a name whose length no
  * default has is passed over at once. */
@@ -829,6 +825,10 @@ static uint64_t defaults_sent(const struct lk_proxy *px)
     return sent;
 }
 
+/* Upstream headers (filtered by keep()), then resp_set, then resp_default
+ * where absent. A final response without Date gets one (RFC 9110 §6.6.1: a
+ * recipient with a clock appends it to a response it forwards; nginx and
+ * the original's hyper do too). */
 static void write_headers(struct lk_proxy *px, struct lk_buf *out, bool ws101)
 {
     const struct lk_http1_response *r = &px->resp;

@@ -110,10 +110,10 @@ struct lk_tunnel_pipe {
     struct lk_tunnel_splice *sp; /* a body spliced in from the origin, or NULL */
     struct lk_tunnel_splice *rx; /* a body spliced out to the client, or NULL */
     bool sp_frame;               /* the DATA frame being sent comes from sp's pipe */
-    /* On the posted list: the engine moved bytes in during its current
-     * callback (lk_tunnel_flush_posted()). */
-    bool posted;
-    struct lk_tunnel_pipe *posted_next;
+    /* On the posted list while posted_at is set (the link that points at
+     * us): the engine moved bytes in during its current callback
+     * (lk_tunnel_flush_posted()). */
+    struct lk_tunnel_pipe *posted_next, **posted_at;
 };
 
 /* A response body moved by splice(2) through a kernel pipe, one of two
@@ -312,15 +312,13 @@ static uint64_t n_posted_sent[2];
 
 static void unpost(struct lk_tunnel_pipe *p)
 {
-    if (!p->posted)
+    if (p->posted_at == NULL)
         return;
-    for (struct lk_tunnel_pipe **q = &posted; *q != NULL; q = &(*q)->posted_next) {
-        if (*q == p) {
-            *q = p->posted_next;
-            break;
-        }
-    }
-    p->posted = false;
+    *p->posted_at = p->posted_next;
+    if (p->posted_next != NULL)
+        p->posted_next->posted_at = p->posted_at;
+    p->posted_next = NULL;
+    p->posted_at = NULL;
 }
 
 /* Sends what nghttp2 has queued; called after every batch of changes. The
@@ -570,10 +568,12 @@ static void on_pipe_input(struct evbuffer *in, const struct evbuffer_cb_info *in
         return;
     if (evbuffer_get_length(in) >= PIPE_READ_MAX)
         bufferevent_disable(p->bev, EV_READ);
-    if (!p->posted && p->stream_id != 0 && !p->t->dead) {
-        p->posted = true;
+    if (p->posted_at == NULL && p->stream_id != 0 && !p->t->dead) {
         p->posted_next = posted;
+        if (posted != NULL)
+            posted->posted_at = &p->posted_next;
         posted = p;
+        p->posted_at = &posted;
     }
 }
 
@@ -590,8 +590,7 @@ void lk_tunnel_flush_posted(void)
         return;
     while (posted != NULL) {
         struct lk_tunnel_pipe *p = posted;
-        posted = p->posted_next;
-        p->posted = false;
+        unpost(p);
         struct lk_tunnel *t = p->t;
         n_posted_sent[t->is_h2_client]++;
         pipe_wake(p);
