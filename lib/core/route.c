@@ -65,12 +65,17 @@ static enum field_id field_id(struct lk_str name)
     }
 }
 
+static bool has_field(const struct fields *f, enum field_id id)
+{
+    return f->found >> id & 1;
+}
+
 static void gather_fields(const struct lk_header *h, size_t n, struct fields *f)
 {
     f->found = 0;
     for (size_t i = n; i-- > 0;) {
         enum field_id id = field_id(h[i].name);
-        if (id == F_N || (f->found >> id & 1) || !lk_str_ieq(h[i].name, FIELD_NAMES[id]) ||
+        if (id == F_N || has_field(f, id) || !lk_str_ieq(h[i].name, FIELD_NAMES[id]) ||
             !lk_headers_is_visible(h[i].value))
             continue;
         f->v[id] = h[i].value;
@@ -80,7 +85,7 @@ static void gather_fields(const struct lk_header *h, size_t n, struct fields *f)
 
 static bool field(const struct fields *f, enum field_id id, struct lk_str *v)
 {
-    if (!(f->found >> id & 1))
+    if (!has_field(f, id))
         return false;
     *v = f->v[id];
     return true;
@@ -516,7 +521,7 @@ static void extra_headers(struct lk_str url, struct lk_str url_host, struct lk_s
     struct lk_str ts;
     x->n = 0;
     lk_buf_reset(&x->mem);
-    if (!(f->found >> F_TRACEPARENT & 1)) {
+    if (!has_field(f, F_TRACEPARENT)) {
         LK_ASSERT(rng != NULL);
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("traceparent");
@@ -549,12 +554,12 @@ static void extra_headers(struct lk_str url, struct lk_str url_host, struct lk_s
         lk_buf_adds(&x->mem, LK_TRACESTATE_KEY "=");
         lk_headers_baggage_add_value(&x->mem, session_name);
     }
-    if (!(f->found >> F_DESTINATION & 1)) {
+    if (!has_field(f, F_DESTINATION)) {
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("linkup-destination");
         lk_buf_addstr(&x->mem, service_name);
     }
-    if (!(f->found >> F_FORWARDED_HOST & 1)) {
+    if (!has_field(f, F_FORWARDED_HOST)) {
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("x-forwarded-host");
         add_forwarded_host(url, url_host, url_port, session_name, &x->mem);

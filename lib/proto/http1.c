@@ -58,13 +58,6 @@ enum line_result {
     LINE_HEAD_LONG, /* the line would end past hard_end */
 };
 
-/* Finds the CRLF ending the line at p. Content may be at most max bytes and
- * the CRLF must end at or before hard_end. Sets *eol to the CR. The result
- * is the one of a byte-by-byte scan that checks, at each position q: the
- * line limit (q - p > max), the head limit (q >= hard_end), the end of the
- * input, then the byte; the first CR or LF is found with memchr first.
- * With lf_ok (response heads, below) a bare LF ends a line too, and *eol is
- * that LF; eol_next() gives the start of the next line either way. */
 /* Where find_line()'s scan of the line at p stops: the end of the input,
  * the head limit, or one byte past the line limit, whichever comes first.
  * p <= hard_end and p <= end (the previous line ended before both). */
@@ -79,6 +72,13 @@ static const char *line_lim(const char *p, const char *end, size_t max, const ch
     return lim;
 }
 
+/* Finds the CRLF ending the line at p. Content may be at most max bytes and
+ * the CRLF must end at or before hard_end. Sets *eol to the CR. The result
+ * is the one of a byte-by-byte scan that checks, at each position q: the
+ * line limit (q - p > max), the head limit (q >= hard_end), the end of the
+ * input, then the byte; the first CR or LF is found with memchr first.
+ * With lf_ok (response heads, below) a bare LF ends a line too, and *eol is
+ * that LF; eol_next() gives the start of the next line either way. */
 static enum line_result find_line(const char *p, const char *end, size_t max, const char *hard_end,
                                   bool lf_ok, const char **eol)
 {
@@ -145,6 +145,18 @@ static int line_error(struct head *h, enum line_result r)
     }
 }
 
+/* Stores the field name and the value [value, vend) without its trailing
+ * whitespace as h->headers[h->n] (the caller checked there is room). */
+static void add_field(struct head *h, const char *name, size_t name_len, const char *value,
+                      const char *vend)
+{
+    while (vend > value && is_ows(vend[-1]))
+        vend--;
+    h->headers[h->n].name = (struct lk_str){ name, name_len };
+    h->headers[h->n].value = (struct lk_str){ value, (size_t)(vend - value) };
+    h->n++;
+}
+
 /* Parses one field line [p, eol) into h->headers. */
 static int parse_field(struct head *h, const char *p, const char *eol)
 {
@@ -169,13 +181,9 @@ static int parse_field(struct head *h, const char *p, const char *eol)
         if (!is_value_byte((unsigned char)*p))
             return fail(h, LK_EPARSE, 400, "invalid character in header field value");
     }
-    while (p > value && is_ows(p[-1]))
-        p--;
     if (h->n >= h->cap || h->n >= h->lim->max_headers)
         return fail(h, LK_ELIMIT, 431, "too many header fields");
-    h->headers[h->n].name = (struct lk_str){ name, name_len };
-    h->headers[h->n].value = (struct lk_str){ value, (size_t)(p - value) };
-    h->n++;
+    add_field(h, name, name_len, value, p);
     return 0;
 }
 
@@ -212,11 +220,7 @@ static const char *fast_field(struct head *h, const char *p, const char *end, co
     } else if (*p != '\n' || !h->lf_ok) {
         return NULL;
     }
-    while (p > value && is_ows(p[-1]))
-        p--;
-    h->headers[h->n].name = (struct lk_str){ name, name_len };
-    h->headers[h->n].value = (struct lk_str){ value, (size_t)(p - value) };
-    h->n++;
+    add_field(h, name, name_len, value, p);
     return eol;
 }
 
