@@ -8,6 +8,7 @@
 #include "core/regex.h"
 
 #include <pcre2.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,97 +142,422 @@ static size_t flag_group(const char *p, size_t n, size_t i, struct xlat *x)
     return end + 1;
 }
 
+/* Appends y's translation from its byte skip on to x, offsets included. */
+static void append_from(struct xlat *x, const struct xlat *y, size_t skip)
+{
+    size_t from = x->out.len;
+    if (y->out.len <= skip)
+        return;
+    put(x, y->out.data + skip, y->out.len - skip, 0);
+    memcpy(x->at + from, y->at + skip, (y->out.len - skip) * sizeof(*x->at));
+}
+
+static void append(struct xlat *x, const struct xlat *y)
+{
+    append_from(x, y, 0);
+}
+
+static void xlat_release(struct xlat *x)
+{
+    lk_buf_release(&x->out);
+    free(x->at);
+    *x = (struct xlat){ .out = LK_BUF_INIT };
+}
+
+/* Unicode general categories by their long names and aliases
+ * (PropertyValueAliases.txt), which Rust accepts in \p{...} and PCRE2 does
+ * not: keys in loose form (lower case, without ' ', '_' and '-'). */
+static const struct {
+    const char *loose, *pcre;
+} GENERAL_CATEGORIES[] = {
+    { "other", "C" },
+    { "control", "Cc" },
+    { "cntrl", "Cc" },
+    { "format", "Cf" },
+    { "unassigned", "Cn" },
+    { "privateuse", "Co" },
+    { "surrogate", "Cs" },
+    { "letter", "L" },
+    { "casedletter", "LC" },
+    { "lowercaseletter", "Ll" },
+    { "modifierletter", "Lm" },
+    { "otherletter", "Lo" },
+    { "titlecaseletter", "Lt" },
+    { "uppercaseletter", "Lu" },
+    { "mark", "M" },
+    { "combiningmark", "M" },
+    { "spacingmark", "Mc" },
+    { "enclosingmark", "Me" },
+    { "nonspacingmark", "Mn" },
+    { "number", "N" },
+    { "decimalnumber", "Nd" },
+    { "digit", "Nd" },
+    { "letternumber", "Nl" },
+    { "othernumber", "No" },
+    { "punctuation", "P" },
+    { "punct", "P" },
+    { "connectorpunctuation", "Pc" },
+    { "dashpunctuation", "Pd" },
+    { "closepunctuation", "Pe" },
+    { "finalpunctuation", "Pf" },
+    { "initialpunctuation", "Pi" },
+    { "otherpunctuation", "Po" },
+    { "openpunctuation", "Ps" },
+    { "symbol", "S" },
+    { "currencysymbol", "Sc" },
+    { "modifiersymbol", "Sk" },
+    { "mathsymbol", "Sm" },
+    { "othersymbol", "So" },
+    { "separator", "Z" },
+    { "lineseparator", "Zl" },
+    { "paragraphseparator", "Zp" },
+    { "spaceseparator", "Zs" },
+};
+
+/* The loose form of name[0..n) in out (cap bytes); false when too long. */
+static bool loose_name(const char *name, size_t n, char *out, size_t cap)
+{
+    size_t m = 0;
+    for (size_t k = 0; k < n; k++) {
+        char c = name[k];
+        if (c == ' ' || c == '_' || c == '-')
+            continue;
+        if (m + 1 >= cap)
+            return false;
+        out[m++] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+    }
+    out[m] = '\0';
+    return true;
+}
+
+/* "\p{NAME}" or "\P{NAME}" at p[i] with the '}' at p[close]: a general
+ * category by a name PCRE2 lacks ("Letter", "gc=Uppercase_Letter",
+ * "Decimal_Number") is written with its short name, "Assigned" as the
+ * complement of Cn. Returns false, writing nothing, for every other name
+ * (PCRE2 judges those: short categories, scripts with their sc= and scx=
+ * prefixes, binary properties). */
+static bool general_category(const char *p, size_t i, size_t close, struct xlat *x)
+{
+    char name[48];
+    if (!loose_name(p + i + 3, close - i - 3, name, sizeof(name)))
+        return false;
+    const char *v = name;
+    if (strncmp(v, "gc=", 3) == 0)
+        v += 3;
+    else if (strncmp(v, "generalcategory=", 16) == 0)
+        v += 16;
+    bool negated = p[i + 1] == 'P';
+    const char *pcre = NULL;
+    if (strcmp(v, "assigned") == 0) {
+        pcre = "Cn";
+        negated = !negated;
+    }
+    for (size_t k = 0; pcre == NULL && k < LK_ARRAY_LEN(GENERAL_CATEGORIES); k++) {
+        if (strcmp(v, GENERAL_CATEGORIES[k].loose) == 0)
+            pcre = GENERAL_CATEGORIES[k].pcre;
+    }
+    if (pcre == NULL && v != name && v[0] != '\0' && strlen(v) <= 2)
+        pcre = v; /* "gc=L", "gc=lu": a short name (PCRE2 takes any case) */
+    if (pcre == NULL)
+        return false;
+    char out[16];
+    int len = snprintf(out, sizeof(out), "\\%c{%s}", negated ? 'P' : 'p', pcre);
+    put(x, out, (size_t)len, i);
+    return true;
+}
+
+/* The escape at p[*i] == '\\' (inside a class when in_class), translated
+ * into x; moves *i past it. Returns NULL, or why Rust rejects it or PCRE2
+ * has no equivalent. */
+static const char *escape(const char *p, size_t n, size_t *i_io, bool in_class, struct xlat *x)
+{
+    size_t i = *i_io;
+    if (i + 1 >= n) {
+        copy(x, p, i, 1); /* PCRE2 reports the trailing backslash */
+        *i_io = n;
+        return NULL;
+    }
+    char e = p[i + 1];
+    /* Rust has no octal escapes either, so a digit is never valid. */
+    if ((e >= '0' && e <= '9') || e == 'k' || e == 'g')
+        return "back-references are not supported";
+    if (e == 'K')
+        return "\\K is not supported";
+    if (strchr("ZGRXCNhHVocQEe", e) != NULL)
+        return "unsupported escape sequence";
+    if (e == 'u' || e == 'U') {
+        size_t took = unicode_escape(p, n, i, x);
+        if (took == 0)
+            return "invalid Unicode escape";
+        i += took;
+    } else if (e == 'v') { /* Rust: the vertical tab; PCRE2: a class */
+        put(x, "\\x{0B}", 6, i);
+        i += 2;
+    } else if ((e == 'p' || e == 'P') && i + 2 < n && p[i + 2] == '{') {
+        const char *close = memchr(p + i + 3, '}', n - i - 3);
+        if (close != NULL && general_category(p, i, (size_t)(close - p), x)) {
+            i = (size_t)(close - p) + 1;
+        } else {
+            copy(x, p, i, 2);
+            i = copy_braces(p, n, i + 2, x);
+        }
+    } else if (e == 'x' && i + 2 < n && p[i + 2] == '{') {
+        copy(x, p, i, 2);
+        i = copy_braces(p, n, i + 2, x);
+    } else if (e == 'x') {
+        /* Rust: exactly two hex digits (PCRE2 takes zero to two). */
+        if (i + 3 >= n || !is_hex(p[i + 2]) || !is_hex(p[i + 3]))
+            return "invalid hexadecimal escape";
+        copy(x, p, i, 4);
+        i += 4;
+    } else if (!in_class && (e == '<' || e == '>')) {
+        /* Word-start and word-end assertions (regex 1.10). */
+        const char *b = e == '<' ? "\\b(?=\\w)" : "\\b(?<=\\w)";
+        put(x, b, strlen(b), i);
+        i += 2;
+    } else if (!in_class && e == 'b' && i + 2 < n && p[i + 2] == '{') {
+        static const struct {
+            const char *name, *pcre;
+        } bounds[] = { { "{start}", "\\b(?=\\w)" },
+                       { "{end}", "\\b(?<=\\w)" },
+                       { "{start-half}", "(?<!\\w)" },
+                       { "{end-half}", "(?!\\w)" } };
+        size_t k = 0;
+        while (k < LK_ARRAY_LEN(bounds) &&
+               (n - i - 2 < strlen(bounds[k].name) ||
+                memcmp(p + i + 2, bounds[k].name, strlen(bounds[k].name)) != 0))
+            k++;
+        if (k == LK_ARRAY_LEN(bounds))
+            return "unsupported escape sequence";
+        put(x, bounds[k].pcre, strlen(bounds[k].pcre), i);
+        i += 2 + strlen(bounds[k].name);
+    } else {
+        copy(x, p, i, 2);
+        i += 2;
+    }
+    *i_io = i;
+    return NULL;
+}
+
+/* The length of an ASCII class "[:alpha:]" or "[:^alpha:]" at p[i], or 0
+ * when p[i] starts no such form (Rust then reads a nested class). */
+static size_t posix_class(const char *p, size_t n, size_t i)
+{
+    if (i + 1 >= n || p[i] != '[' || p[i + 1] != ':')
+        return 0;
+    size_t j = i + 2;
+    if (j < n && p[j] == '^')
+        j++;
+    size_t name = j;
+    while (j < n && p[j] >= 'a' && p[j] <= 'z')
+        j++;
+    if (j == name || j + 1 >= n || p[j] != ':' || p[j + 1] != ']')
+        return 0;
+    return j + 2 - i;
+}
+
+/* Nesting and size bounds of a class: the Rust crate refuses a pattern
+ * nested deeper than its nest limit; symmetric differences copy both
+ * operands, so a chain of them could grow the translation exponentially. */
+#define CLASS_DEPTH_MAX 64
+#define CLASS_OUT_MAX   (64 * 1024)
+
+/* The index of the ']' closing the class at p[i] == '[' (a leading ']' is
+ * a literal, nested classes are skipped), or n when it is not closed. */
+static size_t class_end(const char *p, size_t n, size_t i)
+{
+    size_t depth = 0, j = i;
+    while (j < n) {
+        size_t posix = j > i ? posix_class(p, n, j) : 0;
+        if (posix > 0) {
+            j += posix;
+        } else if (p[j] == '\\') {
+            j += 2;
+        } else if (p[j] == '[') {
+            depth++;
+            j++;
+            if (j < n && p[j] == '^')
+                j++;
+            if (j < n && p[j] == ']')
+                j++;
+        } else if (p[j] == ']') {
+            if (--depth == 0)
+                return j;
+            j++;
+        } else {
+            j++;
+        }
+    }
+    return n;
+}
+
+static bool is_class_op(const char *p, size_t n, size_t j)
+{
+    return j + 1 < n && (p[j] == '&' || p[j] == '-' || p[j] == '~') && p[j + 1] == p[j];
+}
+
+static const char *class_expr(const char *p, size_t n, size_t *i_io, size_t depth, struct xlat *x);
+
+/* One operand of a class: the items from p[*i] up to a set operation or the
+ * class's ']', as one PCRE2 atom matching one character: "[items]" when
+ * there is no nested class ("[^items]" with negate), otherwise a group of
+ * alternatives, or "(?!)" for no item at all. Moves *i to the operation
+ * or the ']'. */
+static const char *class_union(const char *p, size_t n, size_t *i_io, bool leading, size_t depth,
+                               struct xlat *x)
+{
+    size_t i = *i_io;
+    struct xlat items = { .out = LK_BUF_INIT }, nested = { .out = LK_BUF_INIT };
+    size_t n_nested = 0;
+    const char *why = NULL;
+    if (leading && i < n && p[i] == ']') { /* a literal, as in "[]a]" */
+        copy(&items, p, i, 1);
+        i++;
+    }
+    while (why == NULL && i < n && p[i] != ']' && !is_class_op(p, n, i)) {
+        size_t posix = posix_class(p, n, i);
+        if (posix > 0) {
+            copy(&items, p, i, posix);
+            i += posix;
+        } else if (p[i] == '[') {
+            if (n_nested++ > 0)
+                put(&nested, "|", 1, i);
+            why = class_expr(p, n, &i, depth + 1, &nested);
+        } else if (p[i] == '\\') {
+            why = escape(p, n, &i, true, &items);
+        } else {
+            if (items.out.len == 0 && p[i] != '\0' && strchr("^.:=", p[i]) != NULL)
+                put(&items, "\\", 1, i); /* no negation, no POSIX "[.x.]" */
+            copy(&items, p, i, 1);
+            i++;
+        }
+    }
+    if (why == NULL) {
+        if (n_nested == 0 && items.out.len == 0) {
+            put(x, "(?!)", 4, *i_io); /* the empty set */
+        } else if (n_nested == 0) {
+            put(x, "[", 1, *i_io);
+            append(x, &items);
+            put(x, "]", 1, i);
+        } else {
+            put(x, "(?:", 3, *i_io);
+            if (items.out.len > 0) {
+                put(x, "[", 1, *i_io);
+                append(x, &items);
+                put(x, "]|", 2, i);
+            }
+            append(x, &nested);
+            put(x, ")", 1, i);
+        }
+    }
+    xlat_release(&items);
+    xlat_release(&nested);
+    *i_io = i;
+    return why;
+}
+
+/* The class at p[*i] == '[' as one PCRE2 atom matching one character, its
+ * ']' included (class_end() found it). Rust's nested classes and set
+ * operations (&&, --, ~~: one precedence, left to right, binding looser
+ * than the items; a leading '^' negates the whole) have no PCRE2 bracket
+ * form and are written with look-aheads over single characters:
+ * A&&B is (?=A)B, A--B is (?!B)A, A~~B is (?!B)A|(?!A)B, [^E] (?!E)(?s:.).
+ * A class with neither is copied as it is. */
+static const char *class_expr(const char *p, size_t n, size_t *i_io, size_t depth, struct xlat *x)
+{
+    if (depth > CLASS_DEPTH_MAX)
+        return "character classes are nested too deeply";
+    size_t open = *i_io, i = open + 1;
+    bool negated = i < n && p[i] == '^';
+    if (negated)
+        i++;
+    struct xlat acc = { .out = LK_BUF_INIT };
+    const char *why = class_union(p, n, &i, true, depth, &acc);
+    bool plain = acc.out.len > 0 && acc.out.data[0] == '[';
+    while (why == NULL && is_class_op(p, n, i)) {
+        char op = p[i];
+        size_t at = i;
+        i += 2;
+        struct xlat rhs = { .out = LK_BUF_INIT }, both = { .out = LK_BUF_INIT };
+        why = class_union(p, n, &i, false, depth, &rhs);
+        if (why == NULL) {
+            put(&both, "(?:(?", 5, at);
+            put(&both, op == '&' ? "=" : "!", 1, at);
+            append(&both, op == '&' ? &acc : &rhs);
+            put(&both, ")", 1, at);
+            append(&both, op == '&' ? &rhs : &acc);
+            if (op == '~') {
+                put(&both, "|(?!", 4, at);
+                append(&both, &acc);
+                put(&both, ")", 1, at);
+                append(&both, &rhs);
+            }
+            put(&both, ")", 1, at);
+            if (both.out.len > CLASS_OUT_MAX)
+                why = "character class set operations are too large";
+        }
+        xlat_release(&acc);
+        xlat_release(&rhs);
+        acc = both;
+        plain = false;
+    }
+    if (why == NULL && (i >= n || p[i] != ']'))
+        why = "unclosed character class"; /* class_end() read it otherwise */
+    if (why == NULL) {
+        if (!negated) {
+            append(x, &acc);
+        } else if (plain) { /* "[items]" becomes "[^items]" */
+            put(x, "[^", 2, open);
+            append_from(x, &acc, 1);
+        } else {
+            put(x, "(?:(?!", 6, open);
+            append(x, &acc);
+            put(x, ")(?s:.))", 8, open);
+        }
+    }
+    xlat_release(&acc);
+    *i_io = i + 1; /* past the ']' */
+    return why;
+}
+
 /* Translates the Rust pattern p[0..n) into PCRE2 syntax in x. Returns NULL,
  * or why the pattern uses syntax the Rust crate rejects or that has no
  * PCRE2 equivalent; plain syntax errors are left to PCRE2. */
 static const char *rust_to_pcre2(const char *p, size_t n, struct xlat *x)
 {
-    bool in_class = false;
     size_t i = 0;
     while (i < n) {
         char c = p[i];
         if (c == '\\') {
-            if (i + 1 >= n) {
-                copy(x, p, i, 1); /* PCRE2 reports the trailing backslash */
-                break;
-            }
-            char e = p[i + 1];
-            /* Rust has no octal escapes either, so a digit is never valid. */
-            if ((e >= '0' && e <= '9') || e == 'k' || e == 'g')
-                return "back-references are not supported";
-            if (e == 'K')
-                return "\\K is not supported";
-            if (strchr("ZGRXCNhHVocQEe", e) != NULL)
-                return "unsupported escape sequence";
-            if (e == 'u' || e == 'U') {
-                size_t took = unicode_escape(p, n, i, x);
-                if (took == 0)
-                    return "invalid Unicode escape";
-                i += took;
-            } else if (e == 'v') { /* Rust: the vertical tab; PCRE2: a class */
-                put(x, "\\x{0B}", 6, i);
-                i += 2;
-            } else if ((e == 'p' || e == 'P' || e == 'x') && i + 2 < n && p[i + 2] == '{') {
-                copy(x, p, i, 2);
-                i = copy_braces(p, n, i + 2, x);
-            } else if (!in_class && (e == '<' || e == '>')) {
-                /* Word-start and word-end assertions (regex 1.10). */
-                const char *b = e == '<' ? "\\b(?=\\w)" : "\\b(?<=\\w)";
-                put(x, b, strlen(b), i);
-                i += 2;
-            } else if (!in_class && e == 'b' && i + 2 < n && p[i + 2] == '{') {
-                static const struct {
-                    const char *name, *pcre;
-                } bounds[] = { { "{start}", "\\b(?=\\w)" },
-                               { "{end}", "\\b(?<=\\w)" },
-                               { "{start-half}", "(?<!\\w)" },
-                               { "{end-half}", "(?!\\w)" } };
-                size_t k = 0;
-                while (k < LK_ARRAY_LEN(bounds) &&
-                       (n - i - 2 < strlen(bounds[k].name) ||
-                        memcmp(p + i + 2, bounds[k].name, strlen(bounds[k].name)) != 0))
-                    k++;
-                if (k == LK_ARRAY_LEN(bounds))
-                    return "unsupported escape sequence";
-                put(x, bounds[k].pcre, strlen(bounds[k].pcre), i);
-                i += 2 + strlen(bounds[k].name);
-            } else {
-                copy(x, p, i, 2);
-                i += 2;
-            }
+            const char *why = escape(p, n, &i, false, x);
+            if (why)
+                return why;
             continue;
         }
         char next = i + 1 < n ? p[i + 1] : '\0';
-        if (in_class) {
-            if (c == ']') {
-                in_class = false;
-            } else if (c == '[' && next == ':') {
-                /* "[[:alpha:]]": a POSIX class, copied whole. */
-                const char *close = memmem(p + i, n - i, ":]", 2);
-                size_t end = close ? (size_t)(close - p) + 2 : n;
-                copy(x, p, i, end - i);
-                i = end;
-                continue;
-            } else if (c == '[') {
-                return "nested character classes are not supported";
-            } else if ((c == '&' || c == '-' || c == '~') && next == c) {
-                return "character class set operations are not supported";
-            }
-            copy(x, p, i, 1);
-            i++;
-            continue;
-        }
         if (c == '[') {
-            in_class = true;
-            /* A leading "]" or "^]" is a literal inside the class. */
-            size_t end = i + 1;
-            if (end < n && p[end] == '^')
-                end++;
-            if (end < n && p[end] == ']')
-                end++;
-            copy(x, p, i, end - i);
-            i = end;
-            continue;
+            if (class_end(p, n, i) < n) {
+                const char *why = class_expr(p, n, &i, 0, x);
+                if (why)
+                    return why;
+                continue;
+            }
+            /* Not closed: copied for PCRE2 to report, escapes translated;
+             * with a nested class PCRE2 would read a closed flat one. */
+            size_t open = i;
+            while (i < n) {
+                if (p[i] == '\\') {
+                    const char *why = escape(p, n, &i, true, x);
+                    if (why)
+                        return why;
+                } else if (p[i] == '[' && i > open && posix_class(p, n, i) == 0) {
+                    return "unclosed character class";
+                } else {
+                    copy(x, p, i, 1);
+                    i++;
+                }
+            }
+            break;
         }
         if (c == '(' && next == '?') {
             const char *g = p + i + 2;
@@ -304,19 +630,12 @@ static bool is_plain_literal(char c)
 static bool has_top_level_alternative(const char *p, size_t n)
 {
     int depth = 0;
-    bool in_class = false;
     for (size_t i = 0; i < n; i++) {
         char c = p[i];
         if (c == '\\') {
             i++;
-        } else if (in_class) {
-            in_class = c != ']';
         } else if (c == '[') {
-            in_class = true;
-            if (i + 1 < n && p[i + 1] == '^')
-                i++;
-            if (i + 1 < n && p[i + 1] == ']')
-                i++;
+            i = class_end(p, n, i); /* nested classes and all */
         } else if (c == '(') {
             depth++;
         } else if (c == ')') {

@@ -8,11 +8,13 @@
  * too, so a config valid for us is valid for the original: look-around,
  * back-references, atomic groups, possessive quantifiers, recursion,
  * conditionals, \K, callouts, \Z, \e, \Q..\E, octal escapes, flags other
- * than imsUux, a "{" that starts no counted repetition, and nested classes
- * and class set operations (which PCRE2 would read differently). Rust
- * spellings PCRE2 lacks are translated: \u / \U escapes, \v (the vertical
- * tab), \< \> \b{start} \b{end} (word boundaries), the u flag (patterns are
- * always Unicode-aware). `$` matches only at the very end
+ * than imsUux, a "{" that starts no counted repetition, a \x without two
+ * hex digits or braces. Rust syntax PCRE2 lacks is translated: \u / \U
+ * escapes, \v (the vertical tab), \< \> \b{start} \b{end} (word
+ * boundaries), the u flag (patterns are always Unicode-aware), general
+ * categories by long name (\p{Letter}, \p{gc=Lu}, \P{Assigned}), and nested
+ * classes and class set operations ([a-z&&[^aeiou]], --, ~~), written with
+ * single-character look-aheads. `$` matches only at the very end
  * (PCRE2_DOLLAR_ENDONLY) and `.` does not match "\n", as in Rust.
  *
  * Matching keeps per-pattern match data inside the object: single-threaded use

@@ -827,6 +827,26 @@ def test_routes_and_rewrites(worker, upstreams):
     assert r.text == "127.0.0.3 GET /foo/x"
 
 
+def test_routes_with_rust_class_syntax(worker, upstreams):
+    """SPEC §1.3: route paths are Rust regexes, nested classes, class set operations and
+    general categories by long name included (translated for PCRE2, not refused)."""
+    fe, be = upstreams
+    routes = [{"path": "^/[a-z--[aeiou]]{3}$", "service": "backend"},
+              {"path": "^/v[\\d&&[^0]]/", "service": "backend"},
+              {"path": "^/[[x-z]~~y]/", "service": "backend"},
+              {"path": "^/\\p{Uppercase_Letter}+$", "service": "backend"}]
+    body = named("potato", [("frontend", fe.url, None), ("backend", be.url, None)],
+                 [("example.com", "frontend", routes)])
+    r = post(worker.addr, "/linkup/v2/sessions/preview", body)
+    assert r.status == 200, r.text
+    cases = [("/bcd", "127.0.0.3"), ("/bad", "127.0.0.2"), ("/v1/x", "127.0.0.3"),
+             ("/v0/x", "127.0.0.2"), ("/x/", "127.0.0.3"), ("/y/", "127.0.0.2"),
+             ("/ABC", "127.0.0.3"), ("/AbC", "127.0.0.2")]
+    for path, want in cases:
+        r = request(worker.addr, "GET", path, [("Host", "potato.example.com")])
+        assert (r.status, r.text) == (200, f"{want} GET {path}"), path
+
+
 def test_what_the_upstream_receives(worker, upstreams):
     fe, _ = upstreams
     make_session(worker, "potato", fe.url)

@@ -1,6 +1,7 @@
 /*
  * test_regex.c - the Rust regex dialect on PCRE2 (lib/core/regex.h).
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -79,6 +80,56 @@ static void test_search(void)
         { "(?-u)b", "b", true },
         { "(?iu)B", "b", true },
         { "a{2,}?", "aaa", true },
+        /* Nested classes and set operations (&&, --, ~~: left to right,
+         * looser than the items; a leading ^ negates the whole class). */
+        { "^[[a-z]]$", "q", true },
+        { "^[[a-z]]$", "Q", false },
+        { "^[a[0-9]]+$", "a1a", true },
+        { "^[a-z&&[^b]]$", "a", true },
+        { "^[a-z&&[^b]]$", "b", false },
+        { "^[a-z&&[^b]]$", "-", false },
+        { "^[\\d--5]$", "4", true },
+        { "^[\\d--5]$", "5", false },
+        { "^[a-c~~b-d]$", "a", true },
+        { "^[a-c~~b-d]$", "b", false },
+        { "^[a-c~~b-d]$", "d", true },
+        { "^[a-c~~b-d]$", "e", false },
+        { "^[^a[b]]$", "b", false },
+        { "^[^a[b]]$", "c", true },
+        { "^[^a[b]]$", "\n", true },
+        { "^[^[^a]]$", "a", true },
+        { "^[^[^a]]$", "b", false },
+        { "^[a-z--[aeiou]]+$", "bcd", true },
+        { "^[a-z--[aeiou]]+$", "bad", false },
+        { "^[a-z--b&&[a-c]]$", "c", true },
+        { "^[a-z--b&&[a-c]]$", "b", false },
+        { "^[a-z--b&&[a-c]]$", "d", false },
+        { "(?i)^[a-z&&[^b]]$", "B", false },
+        { "(?i)^[a-z&&[^b]]$", "C", true },
+        { "^[\\w&&\\d]{2}$", "7\xD9\xA3", true },
+        { "^[\\w&&\\d]$", "a", false },
+        { "^[a-z--b]{3}$", "acd", true },
+        { "^[a-z--b]{3}$", "abd", false },
+        { "^[[:alpha:]--[a-y]]$", "z", true },
+        { "^[[:alpha:]--[a-y]]$", "y", false },
+        { "^[^^a]$", "^", false },
+        { "^[^^a]$", "b", true },
+        { "x[a&&]", "xa", false }, /* the empty set */
+        { "^[]a]$", "]", true },
+        { "^[^]a]$", "]", false },
+        /* Unicode general categories by their long names. */
+        { "^\\p{Letter}+$", "\xC3\xA9t\xC3\xA9", true },
+        { "^\\p{gc=Lu}$", "A", true },
+        { "^\\p{gc=Lu}$", "a", false },
+        { "^\\p{General_Category=Uppercase Letter}$", "A", true },
+        { "^\\P{uppercase_letter}$", "a", true },
+        { "^\\p{Decimal_Number}$", "\xD9\xA3", true },
+        { "^\\p{digit}$", "x", false },
+        { "^\\P{Assigned}$", "\xCD\xB8", true }, /* U+0378 is unassigned */
+        { "^\\p{Assigned}$", "a", true },
+        { "^[\\p{L}--a]$", "b", true },
+        { "^[\\p{L}--a]$", "a", false },
+        { "^\\x41$", "A", true },
     };
     for (size_t i = 0; i < LK_ARRAY_LEN(cases); i++) {
         struct lk_regex *re = compile(cases[i].re);
@@ -91,6 +142,121 @@ static void test_search(void)
         CHECK_STR_EQ(lk_regex_source(re), cases[i].re);
         lk_regex_free(re);
     }
+}
+
+/* ---- random classes against their sets -------------------------------- */
+
+/* The characters a generated class is tried on, as bits of two words. */
+struct cset {
+    uint64_t w[2];
+};
+
+static bool cset_has(const struct cset *s, unsigned c)
+{
+    return s->w[c / 64] >> (c % 64) & 1;
+}
+
+static void cset_add(struct cset *s, unsigned lo, unsigned hi)
+{
+    for (unsigned c = lo; c <= hi; c++)
+        s->w[c / 64] |= UINT64_C(1) << (c % 64);
+}
+
+static uint64_t next_rand(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+static void gen_class(uint64_t *rnd, unsigned depth, struct lk_buf *out, struct cset *set);
+
+/* Items of one operand: literals, ranges, \d, \w and nested classes. */
+static void gen_union(uint64_t *rnd, unsigned depth, struct lk_buf *out, struct cset *set)
+{
+    static const char lits[] = "abcxyz019_.";
+    *set = (struct cset){ { 0, 0 } };
+    for (unsigned k = 1 + next_rand(rnd) % 3; k > 0; k--) {
+        unsigned pick = (unsigned)(next_rand(rnd) % (depth > 0 ? 6 : 5));
+        if (pick == 0 || pick == 1) {
+            char c = lits[next_rand(rnd) % (sizeof(lits) - 1)];
+            lk_buf_addch(out, c);
+            cset_add(set, (unsigned char)c, (unsigned char)c);
+        } else if (pick == 2) {
+            static const char *const ranges[] = { "a-c", "x-z", "0-5", "A-Z" };
+            const char *r = ranges[next_rand(rnd) % 4];
+            lk_buf_adds(out, r);
+            cset_add(set, (unsigned char)r[0], (unsigned char)r[2]);
+        } else if (pick == 3) {
+            lk_buf_adds(out, "\\d");
+            cset_add(set, '0', '9');
+        } else if (pick == 4) {
+            lk_buf_adds(out, "\\w");
+            cset_add(set, '0', '9');
+            cset_add(set, 'A', 'Z');
+            cset_add(set, 'a', 'z');
+            cset_add(set, '_', '_');
+        } else {
+            struct cset inner;
+            gen_class(rnd, depth - 1, out, &inner);
+            set->w[0] |= inner.w[0];
+            set->w[1] |= inner.w[1];
+        }
+    }
+}
+
+/* A class of one to three operands joined by &&, -- or ~~ (left to right),
+ * negated or not, and the set of characters below 128 it matches. */
+static void gen_class(uint64_t *rnd, unsigned depth, struct lk_buf *out, struct cset *set)
+{
+    bool negated = next_rand(rnd) % 3 == 0;
+    lk_buf_adds(out, negated ? "[^" : "[");
+    gen_union(rnd, depth, out, set);
+    for (unsigned k = (unsigned)(next_rand(rnd) % 3); k > 0; k--) {
+        static const char *const ops[] = { "&&", "--", "~~" };
+        unsigned op = (unsigned)(next_rand(rnd) % 3);
+        lk_buf_adds(out, ops[op]);
+        struct cset rhs;
+        gen_union(rnd, depth, out, &rhs);
+        for (int w = 0; w < 2; w++)
+            set->w[w] = op == 0   ? set->w[w] & rhs.w[w]
+                        : op == 1 ? set->w[w] & ~rhs.w[w]
+                                  : set->w[w] ^ rhs.w[w];
+    }
+    if (negated) {
+        set->w[0] = ~set->w[0];
+        set->w[1] = ~set->w[1];
+    }
+    lk_buf_addch(out, ']');
+}
+
+/* Nested classes and set operations, as look-aheads in PCRE2, match exactly
+ * the characters their sets hold: random classes, every character from
+ * "\n" and " " to "~". */
+static void test_random_classes(void)
+{
+    uint64_t rnd = 0x9e3779b97f4a7c15u;
+    size_t wrong = 0, tried = 0;
+    for (int round = 0; round < 1500; round++) {
+        struct lk_buf pat = LK_BUF_INIT;
+        struct cset set;
+        lk_buf_adds(&pat, "^");
+        gen_class(&rnd, 2, &pat, &set);
+        lk_buf_adds(&pat, "$");
+        struct lk_regex *re = compile(pat.data);
+        for (unsigned c = '\n'; re != NULL && c < 0x7f; c = c == '\n' ? ' ' : c + 1) {
+            char subject = (char)c;
+            bool got = lk_regex_search(re, &subject, 1);
+            if (got != cset_has(&set, c) && wrong++ < 5)
+                fprintf(stderr, "  %s on 0x%02x: got %d\n", pat.data, c, got);
+            tried++;
+        }
+        lk_regex_free(re);
+        lk_buf_release(&pat);
+    }
+    CHECK_INT_EQ(wrong, 0);
+    CHECK(tried > 1500 * 90);
 }
 
 /* A pattern on which PCRE2 would backtrack exponentially still gets the
@@ -172,11 +338,16 @@ static void test_rust_rejections(void)
         { "a{", "invalid counted repetition" },
         { "a{,3}", "invalid counted repetition" },
         { "a{x}", "invalid counted repetition" },
-        /* Rust's nested classes and set operations have no PCRE2 form. */
-        { "[[a-z]]", "nested character classes are not supported" },
-        { "[a-z&&[^b]]", "character class set operations are not supported" },
-        { "[\\d--5]", "character class set operations are not supported" },
-        { "[a~~b]", "character class set operations are not supported" },
+        /* Rust's \x takes exactly two hex digits or braces. */
+        { "\\x", "invalid hexadecimal escape" },
+        { "\\xZ1", "invalid hexadecimal escape" },
+        { "[\\x4]", "invalid hexadecimal escape" },
+        /* Symmetric differences copy both sides: a chain of them is bounded. */
+        { "[a~~b~~c~~d~~e~~f~~g~~h~~i~~j~~k~~l~~m~~n~~o~~p~~q~~r]",
+          "character class set operations are too large" },
+        /* A class unclosed after its nested classes (PCRE2 judges the rest). */
+        { "[a[b]", "unclosed character class" },
+        { "[a&&b", "missing terminating ] for character class at offset 5" },
         /* PCRE2's offsets are those of the pattern as written. */
         { "(\\u0041", "missing closing parenthesis at offset 7" },
         /* Plain syntax errors come from PCRE2. */
@@ -200,6 +371,24 @@ static void test_rust_rejections(void)
         if (rc != LK_EPARSE)
             fprintf(stderr, "  accepted %s\n", cases[i].re);
         lk_regex_free(re);
+        lk_buf_release(&err);
+    }
+    /* Nested classes within the depth bound compile, deeper ones are refused
+     * (the translation recurses once per level). */
+    char deep[2 * 80 + 1];
+    for (size_t depth = 64; depth <= 80; depth += 16) {
+        memset(deep, '[', depth);
+        deep[depth] = 'a';
+        memset(deep + depth + 1, ']', depth);
+        struct lk_buf err = LK_BUF_INIT;
+        struct lk_regex *nested = NULL;
+        int rc = lk_regex_compile(deep, 2 * depth + 1, &nested, &err);
+        CHECK_INT_EQ(rc, depth == 64 ? 0 : LK_EPARSE);
+        if (depth > 64)
+            CHECK_STR_EQ(err.data, "character classes are nested too deeply");
+        else
+            CHECK(lk_regex_search(nested, "xa", 2));
+        lk_regex_free(nested);
         lk_buf_release(&err);
     }
     /* A NULL error buffer is allowed. */
@@ -389,6 +578,7 @@ int main(void)
 {
     RUN(test_search);
     RUN(test_backtracking_bomb);
+    RUN(test_random_classes);
     RUN(test_rust_rejections);
     RUN(test_replace_all);
     RUN(test_groups);
