@@ -400,9 +400,8 @@ static const char *class_expr(const char *p, size_t n, size_t *i_io, size_t dept
 
 /* One operand of a class: the items from p[*i] up to a set operation or the
  * class's ']', as one PCRE2 atom matching one character: "[items]" when
- * there is no nested class ("[^items]" with negate), otherwise a group of
- * alternatives, or "(?!)" for no item at all. Moves *i to the operation
- * or the ']'. */
+ * there is no nested class, otherwise a group of alternatives, or "(?!)"
+ * for no item at all. Moves *i to the operation or the ']'. */
 static const char *class_union(const char *p, size_t n, size_t *i_io, bool leading, size_t depth,
                                struct xlat *x)
 {
@@ -493,14 +492,16 @@ static const char *class_expr(const char *p, size_t n, size_t *i_io, size_t dept
                 append(&both, &rhs);
             }
             put(&both, ")", 1, at);
-            if (both.out.len > CLASS_OUT_MAX)
-                why = "character class set operations are too large";
         }
         xlat_release(&acc);
         xlat_release(&rhs);
         acc = both;
         plain = false;
+        if (acc.out.len > CLASS_OUT_MAX)
+            break; /* before a chain of ~~ doubles it again */
     }
+    if (why == NULL && acc.out.len > CLASS_OUT_MAX)
+        why = "character class set operations are too large";
     if (why == NULL && (i >= n || p[i] != ']'))
         why = "unclosed character class"; /* class_end() read it otherwise */
     if (why == NULL) {
