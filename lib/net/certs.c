@@ -663,21 +663,24 @@ static const struct cert_entry *file_by_name(const struct lk_certs *c, const cha
     }
 }
 
-/* The certificate for normalised host: a file of the certs directory that
- * covers it, else (when may_mint) a cached or newly minted leaf, else a file
- * that SPEC §5.5's name lookup selects, else LK_ENOTFOUND. */
+/* The certificate for normalised host. A name that may have a minted leaf
+ * (a managed one, DESIGN §2.10) gets a file of the certs directory whose
+ * certificate covers it, else a cached or newly minted leaf. Any other
+ * name gets only the file SPEC §5.5's name lookup selects, else
+ * LK_ENOTFOUND (the handshake fails): what a file holds never widens the
+ * names it is served for. */
 static int get_cert(struct lk_certs *c, const char *host, bool may_mint, X509 **cert,
                     EVP_PKEY **key)
 {
     if (lk_certs_load(c) != 0)
         return LK_EIO;
-    for (size_t i = 0; i < c->n_files; i++) {
-        if (usable_file(&c->files[i], host))
-            return hand_out(&c->files[i], cert, key);
-    }
     if (!may_mint) {
         const struct cert_entry *e = file_by_name(c, host);
         return e != NULL ? hand_out(e, cert, key) : LK_ENOTFOUND;
+    }
+    for (size_t i = 0; i < c->n_files; i++) {
+        if (usable_file(&c->files[i], host))
+            return hand_out(&c->files[i], cert, key);
     }
     for (size_t i = 0; i < c->n_cached; i++) {
         if (strcmp(c->cache[i].name, host) == 0)
@@ -731,9 +734,8 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
     *alert = SSL_AD_UNRECOGNIZED_NAME;
     if (sni == NULL || !normalise_name(sni, host, sizeof(host), false))
         return SSL_TLSEXT_ERR_ALERT_FATAL;
-    /* Leaves are minted only for managed names (DESIGN §2.10); the
-     * directory's own files (SPEC §5.5 wildcard_.{D}) serve whatever they
-     * cover. */
+    /* Leaves are minted only for managed names (DESIGN §2.10); other names
+     * get the directory's files by SPEC §5.5's name lookup only. */
     bool managed = c->is_managed != NULL && c->is_managed(host, c->managed_data);
     int rc = get_cert(c, host, managed, &cert, &key);
     if (rc != 0) {

@@ -135,9 +135,9 @@ size_t lk_certs_n_cached(const struct lk_certs *c);
 
 /* Installs an SNI callback on ctx: a ClientHello with a server name for
  * which is_managed(name, data) is true gets lk_certs_get()'s certificate;
- * another name gets a file certificate of the directory that covers it,
- * else the file SPEC §5.5's name lookup selects (wildcard_.{D} files serve
- * whether or not D is managed), and nothing is minted for it. No server
+ * another name gets only the file SPEC §5.5's name lookup selects by entry
+ * name (wildcard_.{D} files serve whether or not D is managed; what a file's
+ * certificate covers does not widen that), and nothing is minted for it. No server
  * name, an unmanaged name no file is selected for or a failure ends the
  * handshake with a fatal alert (unrecognized_name or internal_error). c,
  * is_managed and data are borrowed for the life of ctx; a later call on the

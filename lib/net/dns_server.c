@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <event2/listener.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,16 +108,65 @@ static bool is_wildcard(const struct sockaddr_storage *a)
     return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)a)->sin6_addr);
 }
 
+/* a as the socket a datagram sent to it reaches: an IPv4-mapped IPv6
+ * address is the IPv4 one, and the unspecified address (0.0.0.0, ::) is
+ * the loopback one of its family, where the kernel delivers it. */
+static struct sockaddr_storage reached(const struct sockaddr_storage *a)
+{
+    struct sockaddr_storage r = *a;
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)a;
+        if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+            struct sockaddr_in v4 = { .sin_family = AF_INET, .sin_port = v6->sin6_port };
+            memcpy(&v4.sin_addr, &v6->sin6_addr.s6_addr[12], 4);
+            memset(&r, 0, sizeof(r));
+            memcpy(&r, &v4, sizeof(v4));
+        } else if (IN6_IS_ADDR_UNSPECIFIED(&v6->sin6_addr)) {
+            ((struct sockaddr_in6 *)&r)->sin6_addr = in6addr_loopback;
+        }
+    } else if (is_wildcard(a)) {
+        ((struct sockaddr_in *)&r)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    }
+    return r;
+}
+
+/* True when a (port ignored) is an address of one of this host's
+ * interfaces. */
+static bool is_local_interface(const struct sockaddr_storage *a)
+{
+    struct ifaddrs *list;
+    if (getifaddrs(&list) != 0)
+        return false;
+    bool found = false;
+    for (const struct ifaddrs *i = list; i != NULL && !found; i = i->ifa_next) {
+        const struct sockaddr *ia = i->ifa_addr;
+        if (ia == NULL || ia->sa_family != a->ss_family)
+            continue;
+        if (ia->sa_family == AF_INET)
+            found = ((const struct sockaddr_in *)(const void *)ia)->sin_addr.s_addr ==
+                    ((const struct sockaddr_in *)a)->sin_addr.s_addr;
+        else if (ia->sa_family == AF_INET6)
+            found = memcmp(&((const struct sockaddr_in6 *)(const void *)ia)->sin6_addr,
+                           &((const struct sockaddr_in6 *)a)->sin6_addr, 16) == 0;
+    }
+    freeifaddrs(list);
+    return found;
+}
+
 /* True when sending to a would reach this server (DESIGN §2.9: never
- * forward to ourselves). */
+ * forward to ourselves): a names our own address, however it is spelt
+ * ("[::ffff:127.0.0.1]:P" or "0.0.0.0:P" for 127.0.0.1:P), or, while we
+ * listen on every address, any address of this host on our port. Checked
+ * once, when the upstream is chosen. */
 static bool is_self(const struct lk_dns_server *s, const struct sockaddr_storage *a)
 {
-    if (same_addr(a, &s->addr))
-        return true;
-    return is_wildcard(&s->addr) &&
-           lk_addr_port((const struct sockaddr *)a) ==
-               lk_addr_port((const struct sockaddr *)&s->addr) &&
-           lk_addr_is_loopback((const struct sockaddr *)a);
+    struct sockaddr_storage to = reached(a), me = s->addr;
+    if (lk_addr_port((const struct sockaddr *)&to) != lk_addr_port((const struct sockaddr *)&me))
+        return false;
+    if (is_wildcard(&me))
+        return lk_addr_is_loopback((const struct sockaddr *)&to) || is_local_interface(&to);
+    me = reached(&me);
+    return same_addr(&to, &me);
 }
 
 /* Picks the first usable "nameserver" line of a resolv.conf file. */

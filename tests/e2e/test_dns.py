@@ -408,13 +408,18 @@ def free_port():
         return port
 
 
-def test_never_forwards_to_itself(linkup_bin, env):
+@pytest.mark.parametrize("spelling", ["127.0.0.1:{}", "0.0.0.0:{}", "[::ffff:127.0.0.1]:{}"])
+def test_never_forwards_to_itself(linkup_bin, env, spelling):
+    """DESIGN §2.9: an upstream that names this responder, however its address is
+    written (0.0.0.0 and an IPv4-mapped address reach 127.0.0.1 too), is no upstream:
+    otherwise each question would come back to it, over and over."""
     # The port is chosen here, so another program may grab it before the
     # server binds it: retry a few times.
     for _ in range(5):
         try:
-            me = f"127.0.0.1:{free_port()}"
-            s = DnsServe(linkup_bin, env, ["--dns", me, "--dns-upstream", me])
+            port = free_port()
+            me = f"127.0.0.1:{port}"
+            s = DnsServe(linkup_bin, env, ["--dns", me, "--dns-upstream", spelling.format(port)])
             break
         except (OSError, AssertionError):
             continue

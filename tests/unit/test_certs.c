@@ -211,6 +211,53 @@ static bool managed(const char *name, void *data)
            (strlen(name) > 12 && strcmp(name + strlen(name) - 12, ".example.com") == 0);
 }
 
+/* Drives the handshake of client cl and server sv, joined by a BIO pair;
+ * true when both ends completed it. */
+static bool pump(SSL *cl, SSL *sv)
+{
+    SSL_set_connect_state(cl);
+    SSL_set_accept_state(sv);
+    int cdone = 0, sdone = 0, failed = 0;
+    for (int i = 0; i < 20 && !(cdone && sdone) && !failed; i++) {
+        if (!cdone) {
+            int r = SSL_do_handshake(cl);
+            cdone = r == 1;
+            failed |= r <= 0 && SSL_get_error(cl, r) != SSL_ERROR_WANT_READ;
+        }
+        if (!sdone) {
+            int r = SSL_do_handshake(sv);
+            sdone = r == 1;
+            failed |= r <= 0 && SSL_get_error(sv, r) != SSL_ERROR_WANT_READ;
+        }
+    }
+    return cdone && sdone;
+}
+
+/* The subject CN of the certificate sctx serves for sni, unverified, in
+ * out ("" when the handshake fails). */
+static void served_cn(SSL_CTX *sctx, const char *sni, char *out, size_t out_len)
+{
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    SSL *cl = SSL_new(cctx);
+    SSL *sv = SSL_new(sctx);
+    BIO *a = NULL, *b = NULL;
+    BIO_new_bio_pair(&a, 0, &b, 0);
+    SSL_set_bio(cl, a, a);
+    SSL_set_bio(sv, b, b);
+    char host[256];
+    snprintf(host, sizeof(host), "%s", sni);
+    SSL_set_tlsext_host_name(cl, host);
+    out[0] = '\0';
+    X509 *peer = pump(cl, sv) ? SSL_get1_peer_certificate(cl) : NULL;
+    if (peer != NULL)
+        X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, out, (int)out_len);
+    X509_free(peer);
+    ERR_clear_error();
+    SSL_free(cl);
+    SSL_free(sv);
+    SSL_CTX_free(cctx);
+}
+
 /* Runs a handshake over memory BIOs, the client offering the ALPN list
  * offer (wire format, NUL-terminated; "" offers nothing); returns 1 on
  * success and the chosen protocol in alpn_out ("" for none). */
@@ -234,22 +281,7 @@ static int handshake_alpn(SSL_CTX *sctx, X509 *ca, const char *sni, const char *
         SSL_set_tlsext_host_name(cl, host);
         SSL_set1_host(cl, sni);
     }
-    SSL_set_connect_state(cl);
-    SSL_set_accept_state(sv);
-    int cdone = 0, sdone = 0, failed = 0;
-    for (int i = 0; i < 20 && !(cdone && sdone) && !failed; i++) {
-        if (!cdone) {
-            int r = SSL_do_handshake(cl);
-            cdone = r == 1;
-            failed |= r <= 0 && SSL_get_error(cl, r) != SSL_ERROR_WANT_READ;
-        }
-        if (!sdone) {
-            int r = SSL_do_handshake(sv);
-            sdone = r == 1;
-            failed |= r <= 0 && SSL_get_error(sv, r) != SSL_ERROR_WANT_READ;
-        }
-    }
-    int ok = cdone && sdone && SSL_get_verify_result(cl) == X509_V_OK;
+    int ok = pump(cl, sv) && SSL_get_verify_result(cl) == X509_V_OK;
     if (ok && alpn_out != NULL) {
         const unsigned char *proto = NULL;
         unsigned int len = 0;
@@ -299,6 +331,34 @@ static void test_sni_handshake(void)
     CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "tiny-cow.other.com", NULL), 1);
     CHECK_INT_EQ(handshake(sctx, lk_certs_ca(c), "a.b.other.com", NULL), 0);
     CHECK_INT_EQ(lk_certs_n_cached(c), cached);
+    SSL_CTX_free(sctx);
+    lk_certs_free(c);
+}
+
+/* Unmanaged names get files by entry name only (SPEC §5.5): a file whose
+ * certificate covers a name its file name does not select is not served for
+ * it, and among wildcard files the longest suffix of the name wins. */
+static void test_unmanaged_names_by_file_name(void)
+{
+    struct lk_certs *c = NULL;
+    CHECK_INT_EQ(lk_certs_open(dir, &c), 0);
+    X509 *x = NULL;
+    write_pair(c, "*.foo.test", "wildcard_.misnamed.test", &x);
+    X509_free(x);
+    write_pair(c, "*.x.other.com", "wildcard_.x.other.com", &x);
+    X509_free(x);
+    lk_certs_free(c);
+    CHECK_INT_EQ(lk_certs_open(dir, &c), 0);
+    SSL_CTX *sctx = lk_certs_new_server_ctx(c, managed, NULL);
+    char cn[256];
+    served_cn(sctx, "a.foo.test", cn, sizeof(cn));
+    CHECK_STR_EQ(cn, ""); /* the handshake fails */
+    served_cn(sctx, "a.misnamed.test", cn, sizeof(cn));
+    CHECK_STR_EQ(cn, "*.foo.test"); /* what the name selects, whatever it holds */
+    served_cn(sctx, "x.other.com", cn, sizeof(cn));
+    CHECK_STR_EQ(cn, "*.x.other.com"); /* "*.x.other.com" before "*.other.com" */
+    served_cn(sctx, "y.other.com", cn, sizeof(cn));
+    CHECK_STR_EQ(cn, "*.other.com");
     SSL_CTX_free(sctx);
     lk_certs_free(c);
 }
@@ -434,6 +494,7 @@ int main(void)
     RUN(test_leaf_minting_and_cache);
     RUN(test_wildcard_files);
     RUN(test_sni_handshake);
+    RUN(test_unmanaged_names_by_file_name);
     RUN(test_bad_ca_files);
     RUN(test_lazy_open);
     RUN(test_lazy_bad_ca);
