@@ -15,7 +15,7 @@
  * x.D but not a.b.D, which gets a valid leaf), else a cached leaf, else a new
  * leaf (ECDSA P-256, SAN DNS = the name, CN = the name, serverAuth, valid
  * from LK_CERTS_NOT_BEFORE to LK_CERTS_NOT_AFTER, signed by the CA). A name
- * for which nothing may be minted falls back to SPEC §5.5's lookup of the
+ * for which nothing may be minted gets only SPEC §5.5's lookup of the
  * files by entry name (exact, then "*.{name}", then "*." + each shorter
  * parent), quirk included: *.D is served for a.b.D and for D.
  *
