@@ -748,6 +748,17 @@ static void on_log_flush(evutil_socket_t fd, short what, void *arg)
     lk_log_flush();
 }
 
+/* Buffers an access line; the engine's timer writes it out (log.h). */
+static void write_access(struct lk_http_server *srv, const struct lk_access_entry *e)
+{
+    lk_log_access(e);
+    if (lk_log_pending() && !srv->log_flush_set) {
+        struct timeval tv = lk_ms_tv(100);
+        evtimer_add(&srv->log_flush, &tv);
+        srv->log_flush_set = true;
+    }
+}
+
 static void log_access(const struct lk_exchange *ex)
 {
     struct lk_http_server *srv = ex->srv;
@@ -779,14 +790,8 @@ static void log_access(const struct lk_exchange *ex)
     };
     if (srv->opts.on_access != NULL)
         srv->opts.on_access(srv->opts.access_data, &e);
-    if (!log)
-        return;
-    lk_log_access(&e);
-    if (lk_log_pending() && !srv->log_flush_set) {
-        struct timeval tv = lk_ms_tv(100);
-        evtimer_add(&srv->log_flush, &tv);
-        srv->log_flush_set = true;
-    }
+    if (log)
+        write_access(srv, &e);
 }
 
 void lk_conn_exchange_done(struct lk_conn *c, bool keep_alive)
@@ -909,6 +914,12 @@ static void write_error_and_close(struct lk_conn *c, int status, const char *why
     lk_buf_add(b, why, len);
     lk_net_send(c->bev, c->plain, b->data, b->len, NULL, 0);
     LK_CLOG(c->id, INFO, "rejected request head: %d %s", status, why);
+    /* Its access line too (one per request): method, host and path are
+     * those of a head that did not parse, so "-". */
+    if (c->srv->opts.access_log && lk_log_enabled(LK_LOG_INFO)) {
+        struct lk_access_entry e = { .conn_id = c->id, .status = status, .bytes = len };
+        write_access(c->srv, &e);
+    }
     close_after_flush(c);
 }
 

@@ -916,6 +916,24 @@ def test_service_name_never_splits_the_upstream_request(start_worker, upstreams,
     assert all(line.startswith("[") for line in log.splitlines()), log
     assert "service=fe\\x" in log
 
+def test_refused_request_heads_get_an_access_line(start_worker):
+    """Issue 3: an access-log line per request, a head the engine refuses (400, 431)
+    included; its method, host and path did not parse, so they read "-"."""
+    w = start_worker()
+    heads = [b"GET /x HTTP/1.1\r\nHost: s.example.com\r\nX Y: z\r\n\r\n",
+             b"GET /y HTTP/1.1\r\nHost: s.example.com\r\nX: " + b"a" * 70000 + b"\r\n\r\n"]
+    for head in heads:
+        with socket.create_connection(w.addr, timeout=5) as s:
+            s.sendall(head)
+            status = s.recv(64).split(b"\r\n")[0]
+            assert status in (b"HTTP/1.1 400 Bad Request",
+                              b"HTTP/1.1 431 Request Header Fields Too Large"), status
+    assert w.stop() == 0
+    log = w.log_path.read_text()
+    assert "access - - - session=- service=- status=400 bytes=" in log, log
+    assert "access - - - session=- service=- status=431 bytes=" in log, log
+
+
 def test_service_pointing_back_at_the_worker_is_one_502(start_worker):
     """A session whose service is the worker itself would send each request
     round again until the connection limit. The worker recognises its own
