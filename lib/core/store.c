@@ -624,6 +624,24 @@ static bool same_token(const char *a, const char *b)
     return a != NULL && b != NULL && lk_mem_ct_eq(a, strlen(a), b, strlen(b));
 }
 
+/* After a write of the owner's session under name lost its compare-and-set:
+ * true when the name still holds a session of that owner's token. Another
+ * write of the same owner came in between and overwrote ours, as it would
+ * have had ours come first (SPEC §2.5: the owner's writes overwrite), so
+ * ours counts as done instead of trying again: owners writing one name at
+ * once from several workers never wear out the attempts. */
+static bool owner_wrote_in_between(const struct lk_kv *kv, const char *name, const char *token,
+                                   struct lk_buf *raw)
+{
+    struct lk_session *now = NULL;
+    struct lk_buf why = LK_BUF_INIT;
+    bool same =
+        read_session(kv, name, raw, &now, &why) == 0 && same_token(now->session_token, token);
+    lk_session_free(now);
+    lk_buf_release(&why);
+    return same;
+}
+
 int lk_store_session(const struct lk_kv *kv, const struct lk_session *s, enum lk_name_kind kind,
                      const char *desired, const struct lk_rng *rng, struct lk_buf *name_out,
                      struct lk_buf *err)
@@ -655,6 +673,9 @@ int lk_store_session(const struct lk_kv *kv, const struct lk_session *s, enum lk
         }
         if (rc == 0)
             rc = put_session_as(kv, name.data, s, mode, &raw, err);
+        if (rc == LK_ECONFLICT && mode == PUT_IF_UNCHANGED &&
+            owner_wrote_in_between(kv, name.data, s->session_token, &raw))
+            rc = 0;
         lk_session_free(existing);
     }
     if (rc == LK_ECONFLICT && err)
@@ -685,6 +706,8 @@ int lk_strict_store_session(const struct lk_kv *kv, const char *name, const stru
             rc = LK_ECONFLICT;
         } else if (rc == 0 || rc == LK_ENOTFOUND) {
             rc = put_session_as(kv, name, s, rc == 0 ? PUT_IF_UNCHANGED : PUT_IF_ABSENT, &raw, err);
+            if (rc == LK_ECONFLICT && owner_wrote_in_between(kv, name, s->session_token, &raw))
+                rc = 0;
         }
         lk_session_free(existing);
     }

@@ -13,6 +13,7 @@
  * picked up without restarting the worker. Every failure is a store error,
  * never a crash.
  */
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,9 +89,17 @@ static redisReply *rd_command(struct rd_db *d, int argc, const char **argv, cons
         lk_buf_release(&why);
         redisReply *r = redisCommandArgv(d->c, argc, argv, lens);
         if (r == NULL) {
-            if (attempt == 1 && err)
+            /* A reply that did not come within the timeout: the server is
+             * there but stalled, and a second try would wait as long again.
+             * Only a connection that failed (a restarted server) is tried
+             * once more. */
+            int e = errno;
+            bool timed_out = d->c->err == REDIS_ERR_IO && (e == EAGAIN || e == EWOULDBLOCK);
+            if ((attempt == 1 || timed_out) && err)
                 lk_buf_addf(err, "redis %s:%d: %s", d->host, d->port, d->c->errstr);
             rd_drop(d);
+            if (timed_out)
+                return NULL;
             continue;
         }
         if (r->type == REDIS_REPLY_ERROR) {

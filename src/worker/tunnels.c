@@ -17,6 +17,10 @@
 #include "net/log.h"
 #include "net/rng_os.h"
 
+/* Reads and compare-and-set writes of one tunnel record before giving up
+ * (another worker sharing the store wrote in between each time). */
+#define TUNNEL_ATTEMPTS 8
+
 /* lk_rng_os (ChaCha20 keyed from getrandom), not RAND_bytes: OpenSSL's DRBG
  * would activate its default provider, ~2 MiB of resident pages the worker
  * otherwise never needs (docs/performance.md, finding 10). */
@@ -67,16 +71,17 @@ static bool get_fixed(const json_t *obj, const char *key, size_t want_len, char 
     return true;
 }
 
-/* Reads id and secret of an existing record; false when there is none or it
- * does not parse. */
-static bool read_existing(const struct lk_kv *tunnels, const char *key, char id[37],
-                          char secret[45], struct lk_buf *err, int *rc)
+/* Reads the record of key into raw (*found) and its id and secret; false
+ * when there is none or it does not parse. */
+static bool read_existing(const struct lk_kv *tunnels, const char *key, struct lk_buf *raw,
+                          bool *found, char id[37], char secret[45], struct lk_buf *err, int *rc)
 {
-    struct lk_buf raw = LK_BUF_INIT;
     bool ok = false;
-    *rc = lk_kv_get(tunnels, key, &raw, err);
+    lk_buf_reset(raw);
+    *rc = lk_kv_get(tunnels, key, raw, err);
+    *found = *rc == 0;
     if (*rc == 0) {
-        json_t *obj = json_loadb(raw.data, raw.len, 0, NULL);
+        json_t *obj = json_loadb(raw->data, raw->len, 0, NULL);
         ok = obj != NULL && get_fixed(obj, "id", 36, id, 37) &&
              get_fixed(obj, "secret", 44, secret, 45);
         json_decref(obj);
@@ -85,7 +90,6 @@ static bool read_existing(const struct lk_kv *tunnels, const char *key, char id[
     } else if (*rc == LK_ENOTFOUND) {
         *rc = 0;
     }
-    lk_buf_release(&raw);
     return ok;
 }
 
@@ -110,19 +114,38 @@ int worker_tunnel_upsert(const struct lk_kv *tunnels, const struct worker_tunnel
     struct lk_buf name = LK_BUF_INIT;
     struct lk_buf url = LK_BUF_INIT;
     struct lk_buf json = LK_BUF_INIT;
+    struct lk_buf raw = LK_BUF_INIT;
     char id[37];
     char secret[45];
-    int rc = 0;
+    int rc = LK_ECONFLICT;
     lk_buf_addf(&name, "%s%s", cfg->prefix, session);
     worker_tunnel_url(cfg, session, &url);
-    if (!read_existing(tunnels, name.data, id, secret, err, &rc)) {
+    /* One record per name (SPEC §4.8), written only over the value read, so
+     * that workers sharing the store never hand out an id and secret other
+     * than the stored ones. A write that lost to another one answers with
+     * the record that one stored (a new tunnel's, or a refresh of the same
+     * id and secret). */
+    for (int attempt = 0; attempt < TUNNEL_ATTEMPTS && rc == LK_ECONFLICT; attempt++) {
+        bool found = false;
+        bool parsed = read_existing(tunnels, name.data, &raw, &found, id, secret, err, &rc);
         if (rc != 0)
             goto out;
-        new_uuid(id);
-        new_secret(secret);
+        if (attempt > 0 && parsed) {
+            lk_buf_reset(&json);
+            lk_buf_add(&json, raw.data, raw.len);
+            break;
+        }
+        if (!parsed) {
+            new_uuid(id);
+            new_secret(secret);
+        }
+        lk_buf_reset(&json);
+        record_json(name.data, url.data, id, secret, now_ms, &json);
+        rc = lk_kv_put_if(tunnels, name.data, found ? raw.data : NULL, found ? raw.len : 0,
+                          json.data, json.len, err);
     }
-    record_json(name.data, url.data, id, secret, now_ms, &json);
-    rc = lk_kv_put(tunnels, name.data, json.data, json.len, err);
+    if (rc == LK_ECONFLICT && err)
+        lk_buf_adds(err, "the tunnel record kept changing under this write");
     if (rc != 0)
         goto out;
     if (json_out)
@@ -130,6 +153,7 @@ int worker_tunnel_upsert(const struct lk_kv *tunnels, const struct worker_tunnel
     if (url_out)
         lk_buf_addstr(url_out, lk_buf_str(&url));
 out:
+    lk_buf_release(&raw);
     lk_buf_release(&json);
     lk_buf_release(&url);
     lk_buf_release(&name);

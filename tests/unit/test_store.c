@@ -499,6 +499,7 @@ static void test_strict_store(void)
 struct racing_kv {
     struct lk_kv inner;
     const char *intruder;
+    const char *alt; /* when set, every other race stores this instead */
     int races;
 };
 
@@ -522,8 +523,9 @@ static int racing_put_if(void *ctx, const char *key, const char *expect, size_t 
 {
     struct racing_kv *r = ctx;
     if (r->races > 0) {
+        const char *v = r->alt != NULL && r->races % 2 ? r->alt : r->intruder;
         r->races--;
-        lk_kv_put(&r->inner, key, r->intruder, strlen(r->intruder), NULL);
+        lk_kv_put(&r->inner, key, v, strlen(v), NULL);
     }
     return lk_kv_put_if(&r->inner, key, expect, expect_len, value, len, err);
 }
@@ -578,6 +580,48 @@ static void test_store_race_with_another_writer(void)
     lk_buf_release(&json);
     lk_session_free(mine);
     lk_session_free(theirs);
+    lk_kv_free(&r.inner);
+}
+
+/* The owner writing one name from many workers at once: every write of
+ * this one loses its compare-and-set to another write of the same token
+ * (more often than it may try again). Each counts as done, for both namings,
+ * and the name stays the owner's. */
+static void test_owner_writes_under_contention(void)
+{
+    static const struct lk_kv_ops ops = { racing_get, racing_exists, racing_put, NULL,
+                                          NULL,       NULL,          NULL,       racing_put_if };
+    struct lk_session *mine = make("mine", fb, 2);
+    struct lk_session *also_mine = make("mine", bf, 2);
+    struct lk_buf json = LK_BUF_INIT, json2 = LK_BUF_INIT;
+    lk_session_to_json(also_mine, &json);
+    lk_session_to_json(mine, &json2);
+    struct racing_kv r = { .intruder = json.data, .alt = json2.data, .races = 0 };
+    struct lk_kv kv = { &ops, &r };
+    lk_kv_memory_init(&r.inner);
+    struct lk_buf err = LK_BUF_INIT;
+    CHECK_INT_EQ(lk_strict_store_session(&kv, "n", mine, &err), 0);
+    r.races = 1000;
+    CHECK_INT_EQ(lk_strict_store_session(&kv, "n", mine, &err), 0);
+    CHECK_INT_EQ(err.len, 0);
+    unsigned long long state = 3;
+    struct lk_rng rng = { fill_splitmix, &state };
+    struct lk_buf name = LK_BUF_INIT;
+    CHECK_INT_EQ(lk_store_session(&kv, mine, LK_NAME_ANIMAL, "n", &rng, &name, &err), 0);
+    CHECK_STR_EQ(name.data, "n");
+    CHECK_INT_EQ(err.len, 0);
+    struct lk_session *got = NULL;
+    CHECK_INT_EQ(lk_store_get_session(&r.inner, NULL, "n", &got, NULL), 0);
+    if (got)
+        CHECK_STR_EQ(got->session_token, "mine");
+    CHECK_INT_EQ(lk_kv_memory_count(&r.inner), 1);
+    lk_session_free(got);
+    lk_buf_release(&name);
+    lk_buf_release(&err);
+    lk_buf_release(&json);
+    lk_buf_release(&json2);
+    lk_session_free(mine);
+    lk_session_free(also_mine);
     lk_kv_free(&r.inner);
 }
 
@@ -723,6 +767,7 @@ int main(void)
     RUN(test_saturation);
     RUN(test_strict_store);
     RUN(test_store_race_with_another_writer);
+    RUN(test_owner_writes_under_contention);
     RUN(test_failing_kv);
     return DONE();
 }

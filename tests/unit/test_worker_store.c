@@ -545,6 +545,54 @@ out:
     worker_store_free(b);
 }
 
+/* Connections redis has accepted so far, read over c (INFO stats). */
+static long long redis_connections(redisContext *c)
+{
+    redisReply *r = redisCommand(c, "INFO stats");
+    long long n = -1;
+    const char *at = r != NULL && r->type == REDIS_REPLY_STRING
+                         ? strstr(r->str, "total_connections_received:")
+                         : NULL;
+    if (at != NULL)
+        n = atoll(at + strlen("total_connections_received:"));
+    freeReplyObject(r);
+    return n;
+}
+
+/* A stalled server (it accepts connections but answers nothing) fails a
+ * call after one reply timeout: the call neither reconnects nor waits a
+ * second time (docs/worker.md: a slow Redis stalls the worker that long). */
+static void test_redis_stalled_is_one_timeout(void)
+{
+    if (redis_pid <= 0)
+        return;
+    struct worker_store *st = open_store(redis_spec);
+    struct lk_buf v = LK_BUF_INIT;
+    struct lk_buf err = LK_BUF_INIT;
+    redisContext *probe = redisConnect("127.0.0.1", atoi(strrchr(redis_spec, ':') + 1));
+    CHECK(st != NULL && probe != NULL && probe->err == 0);
+    if (st == NULL || probe == NULL || probe->err != 0)
+        goto out;
+    CHECK_INT_EQ(lk_kv_put(&st->sessions, "x", "v", 1, NULL), 0); /* connected */
+    long long before = redis_connections(probe);
+    kill(redis_pid, SIGSTOP);
+    CHECK_INT_EQ(lk_kv_get(&st->sessions, "x", &v, &err), LK_ESTORE);
+    kill(redis_pid, SIGCONT);
+    CHECK(strstr(err.data, "Resource temporarily unavailable") != NULL);
+    nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL); /* queued accepts land */
+    CHECK_INT_EQ(redis_connections(probe), before);
+    /* The next call connects again and works. */
+    lk_buf_reset(&v);
+    CHECK_INT_EQ(lk_kv_get(&st->sessions, "x", &v, NULL), 0);
+    CHECK_INT_EQ(redis_connections(probe), before + 1);
+out:
+    if (probe != NULL)
+        redisFree(probe);
+    lk_buf_release(&err);
+    lk_buf_release(&v);
+    worker_store_free(st);
+}
+
 static void test_redis_down_is_store_error(void)
 {
     if (redis_pid <= 0)
@@ -705,6 +753,86 @@ static void test_tunnel_upsert_record(void)
     worker_store_free(st);
 }
 
+/* A kv over another whose put_if first finds `intruder` stored under the key
+ * by another worker (once): the compare-and-set is refused as the shared
+ * store would refuse it. */
+struct racing_kv {
+    struct lk_kv *inner;
+    const char *intruder;
+    int races;
+};
+
+static int racing_get(void *ctx, const char *key, struct lk_buf *value, struct lk_buf *err)
+{
+    return lk_kv_get(((struct racing_kv *)ctx)->inner, key, value, err);
+}
+
+/* A plain write: the other worker's own plain write lands right after it. */
+static int racing_put(void *ctx, const char *key, const char *value, size_t len, struct lk_buf *err)
+{
+    struct racing_kv *r = ctx;
+    int rc = lk_kv_put(r->inner, key, value, len, err);
+    if (r->races > 0) {
+        r->races--;
+        lk_kv_put(r->inner, key, r->intruder, strlen(r->intruder), NULL);
+    }
+    return rc;
+}
+
+static int racing_put_if(void *ctx, const char *key, const char *expect, size_t expect_len,
+                         const char *value, size_t len, struct lk_buf *err)
+{
+    struct racing_kv *r = ctx;
+    if (r->races > 0) {
+        r->races--;
+        lk_kv_put(r->inner, key, r->intruder, strlen(r->intruder), NULL);
+    }
+    return lk_kv_put_if(r->inner, key, expect, expect_len, value, len, err);
+}
+
+/* SPEC §4.8 with workers sharing a store: an upsert whose write loses to
+ * another worker's (a new record, or a refresh) answers with the record
+ * stored, never with an id and secret the store does not hold. */
+static void test_tunnel_upsert_race(void)
+{
+    static const struct lk_kv_ops ops = { racing_get, NULL, racing_put, NULL,
+                                          NULL,       NULL, NULL,       racing_put_if };
+    struct worker_store *st = open_store("memory");
+    struct worker_tunnel_cfg cfg = { "linkup-tunnel-", "localhost", "http", 8787 };
+    static const char theirs[] =
+        "{\"account_id\":\"\",\"name\":\"linkup-tunnel-tiny-cow\",\"url\":"
+        "\"http://linkup-tunnel-tiny-cow.localhost:8787\",\"id\":"
+        "\"11111111-2222-4333-8444-555555555555\",\"secret\":"
+        "\"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=\",\"last_started\":1500,"
+        "\"provider\":\"linkup\"}";
+    struct racing_kv r = { &st->tunnels, theirs, 1 };
+    struct lk_kv kv = { &ops, &r };
+    struct lk_buf out = LK_BUF_INIT, stored = LK_BUF_INIT;
+    /* A new tunnel: another worker created the record first. */
+    CHECK_INT_EQ(worker_tunnel_upsert(&kv, &cfg, "tiny-cow", 1000, &out, NULL, NULL), 0);
+    CHECK_INT_EQ(lk_kv_get(&st->tunnels, "linkup-tunnel-tiny-cow", &stored, NULL), 0);
+    CHECK_STR_EQ(out.data, stored.data);
+    CHECK_STR_EQ(stored.data, theirs);
+    /* A refresh losing to another refresh of the same id and secret. */
+    lk_buf_reset(&out);
+    lk_buf_reset(&stored);
+    r.races = 1;
+    CHECK_INT_EQ(worker_tunnel_upsert(&kv, &cfg, "tiny-cow", 2000, &out, NULL, NULL), 0);
+    CHECK_INT_EQ(lk_kv_get(&st->tunnels, "linkup-tunnel-tiny-cow", &stored, NULL), 0);
+    CHECK_STR_EQ(out.data, stored.data);
+    /* Without another writer the refresh is written. */
+    lk_buf_reset(&out);
+    lk_buf_reset(&stored);
+    CHECK_INT_EQ(worker_tunnel_upsert(&kv, &cfg, "tiny-cow", 3000, &out, NULL, NULL), 0);
+    CHECK_INT_EQ(lk_kv_get(&st->tunnels, "linkup-tunnel-tiny-cow", &stored, NULL), 0);
+    CHECK_STR_EQ(out.data, stored.data);
+    CHECK(strstr(stored.data, "\"last_started\":3000") != NULL);
+    CHECK(strstr(stored.data, "11111111-2222-4333-8444-555555555555") != NULL);
+    lk_buf_release(&out);
+    lk_buf_release(&stored);
+    worker_store_free(st);
+}
+
 static void test_tunnel_cleanup(void)
 {
     struct worker_store *st = open_store("memory");
@@ -757,11 +885,13 @@ int main(void)
     RUN(test_stamps);
     RUN(test_change_fd);
     RUN(test_redis_shared_and_ttl);
+    RUN(test_redis_stalled_is_one_timeout);
     RUN(test_redis_down_is_store_error);
     RUN(test_session_cache_follows_updates);
     RUN(test_tunnel_url);
     RUN(test_tunnel_host_session);
     RUN(test_tunnel_upsert_record);
+    RUN(test_tunnel_upsert_race);
     RUN(test_tunnel_cleanup);
     stop_redis();
     char cmd[128];
