@@ -554,7 +554,7 @@ static long long redis_connections(redisContext *c)
                          ? strstr(r->str, "total_connections_received:")
                          : NULL;
     if (at != NULL)
-        n = atoll(at + strlen("total_connections_received:"));
+        n = strtoll(at + strlen("total_connections_received:"), NULL, 10);
     freeReplyObject(r);
     return n;
 }
@@ -569,7 +569,8 @@ static void test_redis_stalled_is_one_timeout(void)
     struct worker_store *st = open_store(redis_spec);
     struct lk_buf v = LK_BUF_INIT;
     struct lk_buf err = LK_BUF_INIT;
-    redisContext *probe = redisConnect("127.0.0.1", atoi(strrchr(redis_spec, ':') + 1));
+    redisContext *probe =
+        redisConnect("127.0.0.1", (int)strtol(strrchr(redis_spec, ':') + 1, NULL, 10));
     CHECK(st != NULL && probe != NULL && probe->err == 0);
     if (st == NULL || probe == NULL || probe->err != 0)
         goto out;
