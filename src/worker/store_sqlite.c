@@ -329,6 +329,11 @@ static const char *const schema =
     "CREATE TABLE IF NOT EXISTS tunnels (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
     "expires_at INTEGER);";
 
+/* Tables of that name made by something else, without our columns, fail
+ * here at start-up (an unusable store) rather than on every call. */
+static const char *const schema_check = "SELECT key, value, expires_at FROM sessions LIMIT 0;"
+                                        "SELECT key, value, expires_at FROM tunnels LIMIT 0;";
+
 /* Starts the inotify watch of the database file and its WAL (which exists
  * now: the schema ran in WAL mode). Any failure leaves the store without
  * stamps. */
@@ -376,7 +381,8 @@ int worker_store_open_sqlite(struct worker_store *st, const char *path, worker_c
      * ":memory:" database silently stays in its own journal mode. */
     if (sqlite3_exec(d->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
                      NULL) != SQLITE_OK ||
-        sqlite3_exec(d->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(d->db, schema, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(d->db, schema_check, NULL, NULL, NULL) != SQLITE_OK) {
         lk_buf_addf(err, "cannot initialise sqlite store '%s': %s", path, sqlite3_errmsg(d->db));
         return LK_ESTORE;
     }

@@ -185,6 +185,23 @@ static void test_open_rejects_bad_specs(void)
         CHECK(err.len > 0);
         lk_buf_release(&err);
     }
+    /* A database whose sessions table is someone else's: refused at open,
+     * not on every call after. */
+    char path[sizeof(tmp_dir) + 32], spec[sizeof(path) + 8];
+    snprintf(path, sizeof(path), "%s/foreign.db", tmp_dir);
+    snprintf(spec, sizeof(spec), "sqlite:%s", path);
+    sqlite3 *db = NULL;
+    CHECK_INT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    CHECK_INT_EQ(sqlite3_exec(db, "CREATE TABLE sessions (k TEXT, v TEXT);", NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    struct worker_store *st = NULL;
+    struct lk_buf err = LK_BUF_INIT;
+    CHECK(worker_store_open(spec, fake_clock, NULL, &st, &err) != 0);
+    CHECK(st == NULL);
+    CHECK(err.data != NULL && strstr(err.data, "no such column") != NULL);
+    worker_store_free(st);
+    lk_buf_release(&err);
 }
 
 static void test_kv_basics(void)
