@@ -141,8 +141,8 @@ int worker_tunnel_upsert(const struct lk_kv *tunnels, const struct worker_tunnel
         }
         lk_buf_reset(&json);
         record_json(name.data, url.data, id, secret, now_ms, &json);
-        rc = lk_kv_put_if(tunnels, name.data, found ? raw.data : NULL, found ? raw.len : 0,
-                          json.data, json.len, err);
+        rc = lk_kv_put_if(tunnels, name.data, found ? lk_buf_str(&raw).ptr : NULL,
+                          found ? raw.len : 0, json.data, json.len, err);
     }
     if (rc == LK_ECONFLICT && err)
         lk_buf_adds(err, "the tunnel record kept changing under this write");
