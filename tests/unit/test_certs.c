@@ -233,20 +233,30 @@ static bool pump(SSL *cl, SSL *sv)
     return cdone && sdone;
 }
 
+/* A client of cctx and a server of sctx joined by a BIO pair, the client
+ * asking for sni (NULL: no SNI). */
+static void join(SSL_CTX *cctx, SSL_CTX *sctx, const char *sni, SSL **cl, SSL **sv)
+{
+    *cl = SSL_new(cctx);
+    *sv = SSL_new(sctx);
+    BIO *a = NULL, *b = NULL;
+    BIO_new_bio_pair(&a, 0, &b, 0);
+    SSL_set_bio(*cl, a, a);
+    SSL_set_bio(*sv, b, b);
+    if (sni != NULL) {
+        char host[256]; /* the macro casts away const */
+        snprintf(host, sizeof(host), "%s", sni);
+        SSL_set_tlsext_host_name(*cl, host);
+    }
+}
+
 /* The subject CN of the certificate sctx serves for sni, unverified, in
  * out ("" when the handshake fails). */
 static void served_cn(SSL_CTX *sctx, const char *sni, char *out, size_t out_len)
 {
     SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
-    SSL *cl = SSL_new(cctx);
-    SSL *sv = SSL_new(sctx);
-    BIO *a = NULL, *b = NULL;
-    BIO_new_bio_pair(&a, 0, &b, 0);
-    SSL_set_bio(cl, a, a);
-    SSL_set_bio(sv, b, b);
-    char host[256];
-    snprintf(host, sizeof(host), "%s", sni);
-    SSL_set_tlsext_host_name(cl, host);
+    SSL *cl = NULL, *sv = NULL;
+    join(cctx, sctx, sni, &cl, &sv);
     out[0] = '\0';
     X509 *peer = pump(cl, sv) ? SSL_get1_peer_certificate(cl) : NULL;
     if (peer != NULL)
@@ -269,18 +279,10 @@ static int handshake_alpn(SSL_CTX *sctx, X509 *ca, const char *sni, const char *
     SSL_CTX_set_verify(cctx, SSL_VERIFY_PEER, NULL);
     if (offer[0] != '\0')
         SSL_CTX_set_alpn_protos(cctx, (const unsigned char *)offer, (unsigned)strlen(offer));
-    SSL *cl = SSL_new(cctx);
-    SSL *sv = SSL_new(sctx);
-    BIO *a = NULL, *b = NULL;
-    BIO_new_bio_pair(&a, 0, &b, 0);
-    SSL_set_bio(cl, a, a);
-    SSL_set_bio(sv, b, b);
-    if (sni != NULL) {
-        char host[256]; /* the macro casts away const */
-        snprintf(host, sizeof(host), "%s", sni);
-        SSL_set_tlsext_host_name(cl, host);
+    SSL *cl = NULL, *sv = NULL;
+    join(cctx, sctx, sni, &cl, &sv);
+    if (sni != NULL)
         SSL_set1_host(cl, sni);
-    }
     int ok = pump(cl, sv) && SSL_get_verify_result(cl) == X509_V_OK;
     if (ok && alpn_out != NULL) {
         const unsigned char *proto = NULL;
