@@ -8,12 +8,12 @@
 #include "core/regex.h"
 
 #include <pcre2.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/err.h"
+#include "core/str.h"
 
 struct lk_regex {
     char *source;
@@ -224,7 +224,7 @@ static bool loose_name(const char *name, size_t n, char *out, size_t cap)
             continue;
         if (m + 1 >= cap)
             return false;
-        out[m++] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+        out[m++] = lk_ascii_lower(c);
     }
     out[m] = '\0';
     return true;
@@ -260,9 +260,9 @@ static bool general_category(const char *p, size_t i, size_t close, struct xlat 
         pcre = v; /* "gc=L", "gc=lu": a short name (PCRE2 takes any case) */
     if (pcre == NULL)
         return false;
-    char out[16];
-    int len = snprintf(out, sizeof(out), "\\%c{%s}", negated ? 'P' : 'p', pcre);
-    put(x, out, (size_t)len, i);
+    put(x, negated ? "\\P{" : "\\p{", 3, i);
+    put(x, pcre, strlen(pcre), i);
+    put(x, "}", 1, i);
     return true;
 }
 

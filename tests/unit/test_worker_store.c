@@ -39,6 +39,7 @@ static uint64_t fake_clock(void *ctx)
 static char tmp_dir[64];
 static pid_t redis_pid = -1;
 static char redis_spec[64];
+static int redis_port;
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -150,6 +151,7 @@ static void start_redis(void)
     for (int i = 0; redis_pid > 0 && i < 200 && !can_connect(port); i++)
         usleep(25000);
     snprintf(redis_spec, sizeof(redis_spec), "redis://127.0.0.1:%d/3", port);
+    redis_port = port;
 }
 
 static void stop_redis(void)
@@ -586,8 +588,7 @@ static void test_redis_stalled_is_one_timeout(void)
     struct worker_store *st = open_store(redis_spec);
     struct lk_buf v = LK_BUF_INIT;
     struct lk_buf err = LK_BUF_INIT;
-    redisContext *probe =
-        redisConnect("127.0.0.1", (int)strtol(strrchr(redis_spec, ':') + 1, NULL, 10));
+    redisContext *probe = redisConnect("127.0.0.1", redis_port);
     CHECK(st != NULL && probe != NULL && probe->err == 0);
     if (st == NULL || probe == NULL || probe->err != 0)
         goto out;
@@ -596,7 +597,7 @@ static void test_redis_stalled_is_one_timeout(void)
     kill(redis_pid, SIGSTOP);
     CHECK_INT_EQ(lk_kv_get(&st->sessions, "x", &v, &err), LK_ESTORE);
     kill(redis_pid, SIGCONT);
-    CHECK(strstr(err.data, "Resource temporarily unavailable") != NULL);
+    CHECK(err.data != NULL && strstr(err.data, "Resource temporarily unavailable") != NULL);
     nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL); /* queued accepts land */
     CHECK_INT_EQ(redis_connections(probe), before);
     /* The next call connects again and works. */
