@@ -51,15 +51,23 @@ bool lk_envfile_clear(struct lk_str text, struct lk_buf *out)
         return false;
     size_t start = (size_t)first;
     size_t end = (size_t)find_last(text) + delim.len; /* exclusive */
-    if (start > 0 && text.ptr[start - 1] == '\n')
+    bool cut_lf = start > 0 && text.ptr[start - 1] == '\n';
+    if (cut_lf)
         start--;
     if (end < text.len && text.ptr[end] == '\n')
         end++;
     size_t keep_tail = text.len - end;
-    size_t len = start;
-    /* Join the bytes before and after the block, then normalise the end. */
+    /* Join the bytes before and after the block, then normalise the end.
+     * SPEC §6.6 removes the line feeds on both sides of the block, which
+     * glues a line the user added after it onto the last line before it
+     * ("B=2" + "U=1" -> "B=2U=1"); issue 5 keeps the user's lines, so one
+     * line feed stays between them. The §8.2.1 vectors are unchanged: each
+     * has nothing, or an empty line, after the block. */
     struct lk_buf joined = LK_BUF_INIT;
-    lk_buf_add(&joined, text.ptr, len);
+    lk_buf_add(&joined, text.ptr, start);
+    if (cut_lf && start > 0 && text.ptr[start - 1] != '\n' && keep_tail > 0 &&
+        text.ptr[end] != '\n')
+        lk_buf_addch(&joined, '\n');
     lk_buf_add(&joined, text.ptr + end, keep_tail);
     size_t n = joined.len;
     while (n > 0 && joined.data[n - 1] == '\n')

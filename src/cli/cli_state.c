@@ -149,6 +149,12 @@ static int post_upsert(const char *body, struct cli_http_resp *resp)
     return rc;
 }
 
+/* SPEC §6.5.13 step 2; the 409 retry (step 3) is Unnamed as well. The
+ * original retries without a token, so the new session belonged to
+ * `preview_session`: with DESIGN §2.1's real 409 every later Named upload of
+ * this state would conflict again and move to yet another name, and anyone
+ * could write to the session and be handed its tunnel secret. The retry keeps
+ * the state's token, which owns the new name from then on. */
 static void upsert_body(const struct lk_state *st, bool unnamed_retry, struct lk_buf *out)
 {
     struct lk_state_upsert_opts o = { 0 };
@@ -158,7 +164,7 @@ static void upsert_body(const struct lk_state *st, bool unnamed_retry, struct lk
         o.token = st->session_token;
     } else {
         o.name_kind = "animal";
-        o.token = unnamed_retry || st->session_token[0] == '\0' ? NULL : st->session_token;
+        o.token = st->session_token[0] == '\0' ? NULL : st->session_token;
     }
     lk_state_upsert_json(st, &o, out);
 }

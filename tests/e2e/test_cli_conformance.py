@@ -861,7 +861,10 @@ def test_restart_keeps_name_and_token_resets_routing(live):
 
 def test_upload_conflict_retries_unnamed(live):
     """SPEC §6.5.13 step 3: a Named upload answered 409 (the name belongs to
-    another token) is retried once as Unnamed; the state takes the new name."""
+    another token) is retried once as Unnamed; the state takes the new name.
+    Unlike the original's retry (SPEC §11.2), it keeps the state's token, so
+    the new name is the state's: later uploads keep it, and the name cannot
+    be taken over with the token `preview_session`."""
     lv = live()
     lv.start()
     name = lv.session()
@@ -873,6 +876,19 @@ def test_upload_conflict_retries_unnamed(live):
     new = lv.session()
     assert new != name and re.fullmatch(r"[a-z]+-[a-z]+", new)
     assert f"https://{new}.example.com" in r.stdout
+    assert "session_token: ZZZZZZZZZZZZZZZZ\n" in lv.state()
+    for _ in range(2):
+        r = lv.run("route", "local", "frontend")
+        assert r.returncode == 0, r.stderr
+        assert lv.session() == new
+    r = lk.request(lv.worker.addrs["Worker"], "POST", "/linkup/v2/sessions/tunneled",
+                   [("Authorization", "Bearer T"), ("Content-Type", "application/json")],
+                   json.dumps({"desired_name": new, "session_token": "preview_session",
+                               "services": [{"name": "frontend",
+                                             "location": "http://127.0.0.1:9"}],
+                               "domains": [{"domain": "example.com",
+                                            "default_service": "frontend"}]}))
+    assert r.status == 409, r.body
 
 
 def test_health_with_running_server(live):

@@ -151,6 +151,10 @@ def test_start_injects_env_and_stop_clears_it(linkup_bin, cenv, tmp_path):
     """start fails at the server step here (no server on that port, or none
     built yet) but has already saved the state and injected the env files."""
     cfg = write_config(tmp_path)
+    # A second target without a final line feed (SPEC §8.2.1's second case).
+    (tmp_path / "web" / ".env.test.linkup").write_text("LINKUP_C=3\n")
+    bare = tmp_path / "web" / ".env.test"
+    bare.write_text("USER_C=3")
     home = pathlib.Path(cenv["LINKUP_HOME"])
     (home).mkdir(parents=True, exist_ok=True)
     (home / "state-old").write_text("x")
@@ -160,16 +164,20 @@ def test_start_injects_env_and_stop_clears_it(linkup_bin, cenv, tmp_path):
     assert r.returncode == 1
     env_file = tmp_path / "web" / ".env.dev"
     assert env_file.read_text() == f"USER_A=1\n\n{DELIM}\nLINKUP_A=1\nLINKUP_B=2\n{DELIM}\n"
+    assert bare.read_text() == f"USER_C=3\n{DELIM}\nLINKUP_C=3\n{DELIM}\n"
     assert not (home / "state-old").exists()
     state = (home / "state").read_text()
     assert "  session_name: ''\n" in state and f"  config_path: {cfg}\n" in state
     assert "- current: Remote\n  name: web\n" in state
     assert not (home / "localserver-pid").exists(), "nothing may be left running"
-    # The user adds a line during the session; stop keeps it.
+    # The user adds a line during the session; stop keeps it, on its own
+    # line even where no empty line was left before the block (issue 5).
     env_file.write_text(env_file.read_text() + "USER_B=2\n")
+    bare.write_text(bare.read_text() + "USER_D=4\n")
     r = lk.run(linkup_bin, "stop", env=cenv)
     assert r.returncode == 0 and r.stdout == "Stopped linkup\n"
     assert env_file.read_text() == "USER_A=1\nUSER_B=2\n"
+    assert bare.read_text() == "USER_C=3\nUSER_D=4\n"
     assert (tmp_path / "web" / ".env.dev.linkup").read_text() == "LINKUP_A=1\nLINKUP_B=2\n"
 
 

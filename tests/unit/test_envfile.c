@@ -46,13 +46,18 @@ static const struct clear_case clear_cases[] = {
     { "", NULL },
     /* A block at offset 0 without a newline before it. */
     { DELIM "\nS\n" DELIM "\n" E1, E1 "\n" },
-    /* A single delimiter line: removed with its newlines. */
-    { E1 "\n" DELIM "\n" E2, E1 E2 "\n" },
+    /* A single delimiter line: removed, the lines around it kept apart. */
+    { E1 "\n" DELIM "\n" E2, E1 "\n" E2 "\n" },
     /* Lines the user added after the block are kept (the usual file ends in LF,
      * so injection left an empty line before the block). */
     { E1 "\n\n" DELIM "\nS\n" DELIM "\nUSER=1\n", E1 "\nUSER=1\n" },
-    /* Byte-exact SPEC quirk: without that empty line the two lines join. */
-    { E1 "\n" DELIM "\nS\n" DELIM "\nUSER=1\n", E1 "USER=1\n" },
+    /* Without that empty line (a target that had no final LF) SPEC §6.6's
+     * steps would join the two lines ("E1USER=1"); issue 5 keeps the user's
+     * lines, so one LF stays between them. */
+    { E1 "\n" DELIM "\nS\n" DELIM "\nUSER=1\n", E1 "\nUSER=1\n" },
+    { E1 "\n" E2 "\n" DELIM "\nS\n" DELIM "\nUSER=1", E1 "\n" E2 "\nUSER=1\n" },
+    /* ... and only when a LF was removed before the block. */
+    { E1 DELIM "\nS\n" DELIM "\nUSER=1\n", E1 "USER=1\n" },
 };
 
 static void test_inject(void)
