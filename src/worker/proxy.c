@@ -32,6 +32,14 @@ static const char no_target_text[] =
     "The request belonged to a session, but there was no target for the request.\n"
     "Check your routing rules in the linkup config for a match. - Worker";
 
+/* Issue 9: a store that cannot be read (Redis stopped, SQLite locked) is a
+ * clear 5xx, not SPEC §3.4's 422, which would tell the client its request
+ * named no session; a stored value that fails validation stays 422. The
+ * detail (addresses, driver text) goes to the log, not to the client. */
+static const char store_down_text[] =
+    "Linkup could not read its session store, so the session of the request is unknown.\n"
+    "Try again in a moment. - Worker";
+
 struct lookup_ctx {
     struct worker *w;
     struct lk_session *held[MAX_HELD]; /* references, released after routing */
@@ -290,7 +298,10 @@ void worker_proxy(struct worker *w, struct lk_exchange *ex)
     if (rc != 0 && r->found.session == NULL) {
         if (err.len > 0)
             LK_CLOG(lk_exchange_conn_id(ex), WARN, "session lookup failed: %s", err.data);
-        worker_respond_error(ex, 422, no_session_text);
+        if (rc == LK_ESTORE)
+            worker_respond_error(ex, 503, store_down_text);
+        else
+            worker_respond_error(ex, 422, no_session_text);
     } else {
         /* Before any answer: answering may free ex. */
         lk_exchange_set_log_fields(ex,

@@ -371,6 +371,9 @@ def test_sqlite_read_only_store_is_a_clear_start_error(linkup_bin, env, raw_upst
 
 # ---- Redis stopped and restarted (worker) ---------------------------------------
 
+STORE_DOWN = ("Linkup could not read its session store, so the session of the request is "
+              "unknown.\nTry again in a moment. - Worker")
+
 def _start_redis(port):
     exe = shutil.which("redis-server")
     p = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -407,7 +410,11 @@ def test_redis_stopped_and_restarted(front_factory, raw_upstream):
         redis.wait(10)
         r = _upsert(f, "other", raw_upstream.url)
         assert r.status == 500 and r.text.startswith("Failed to store server config: ")
-        assert get(f, "/x").status == 422  # no store, no session
+        # Issue 9: a clear 5xx, not SPEC §3.4's 422 ("no session").
+        r = get(f, "/x")
+        assert (r.status, r.text) == (503, STORE_DOWN), r.text
+        assert r.header("Content-Type") == "text/plain"
+        assert r.header("Cache-Control") == "no-store"
         # A tunnel secret that cannot be looked up is not called wrong.
         r = lk.request(f.addr, "GET", "/linkup/v2/tunnel",
                        [("Connection", "Upgrade"), ("Upgrade", "linkup-tunnel"),
