@@ -89,9 +89,16 @@ void worker_tunnel_endpoint(struct worker *w, struct lk_exchange *ex)
 
 /* ---- registry of tunnel holders ------------------------------------------ */
 
+/* Forwarding to the holder of a tunnel needs the shared store and the
+ * secret; being recorded as a holder needs this worker's own address too. */
+static bool can_forward(const struct worker *w)
+{
+    return w->peer_secret != NULL && worker_store_is_shared(w->store);
+}
+
 static bool has_registry(const struct worker *w)
 {
-    return w->peer_url != NULL && w->peer_secret != NULL && worker_store_is_shared(w->store);
+    return w->peer_url != NULL && can_forward(w);
 }
 
 /* The registry key of session's tunnel hostname: WORKER_HOLDER_PREFIX and
@@ -261,7 +268,8 @@ static bool find_holder(struct worker *w, struct lk_str session, struct lk_buf *
     int rc = worker_store_reg_get(w->store, key.data, url, &err);
     if (rc != 0 && rc != LK_ENOTFOUND)
         LK_LOG(WARN, "tunnel registry: cannot read %s: %s", key.data, err.data);
-    bool found = rc == 0 && url->len > 0 && strcmp(url->data, w->peer_url) != 0;
+    bool found =
+        rc == 0 && url->len > 0 && (w->peer_url == NULL || strcmp(url->data, w->peer_url) != 0);
     lk_buf_release(&err);
     lk_buf_release(&key);
     return found;
@@ -326,7 +334,7 @@ void worker_tunnel_forward(struct worker *w, struct lk_exchange *ex, struct lk_s
     if (t != NULL) {
         filter_headers(ex, spec, NULL);
         lk_tunnel_hub_target(w->hub, ex, t, session, spec);
-    } else if (has_registry(w) && !from_peer(w, ex) && find_holder(w, session, &holder)) {
+    } else if (can_forward(w) && !from_peer(w, ex) && find_holder(w, session, &holder)) {
         LK_CLOG(lk_exchange_conn_id(ex), DEBUG, "tunnel for session '%.*s' is held by %s",
                 (int)session.len, session.ptr, holder.data);
         filter_headers(ex, spec, w->peer_secret);

@@ -73,8 +73,10 @@ static const char usage_text[] =
     "                              [default: the listening port]\n"
     "      --peer-url <U>          This worker's address for peer workers, e.g.\n"
     "                              http://10.0.0.5:8787 [env: LINKUP_WORKER_PEER_URL]\n"
+    "                              [default: http:// and the listening address]\n"
     "      --peer-secret <S>       Secret shared by peer workers "
     "[env: LINKUP_WORKER_PEER_SECRET]\n"
+    "                              [default: the token]\n"
     "      --session-auth <SECRET> Guard sessions with a sign-in (cookie) or the\n"
     "                              linkup-session-auth header; 16+ visible characters\n"
     "                              [env: LINKUP_WORKER_SESSION_AUTH] [default: off]\n"
@@ -197,6 +199,26 @@ static bool is_prefix(const char *s)
     char name[256];
     snprintf(name, sizeof(name), "%sx", s);
     return is_domain(name);
+}
+
+/* Issue 7: workers sharing one Redis forward to each other with no more
+ * set-up than the store. Without --peer-secret they authenticate with the
+ * worker token, which they share anyway; without --peer-url a worker is
+ * reached at the address it listens on, unless that is every address (no
+ * one address of it is known to be reachable from the others). */
+static void peer_defaults(struct worker *w, const struct worker_opts *o)
+{
+    if (w->peer_secret == NULL)
+        w->peer_secret = o->token;
+    if (w->peer_url != NULL)
+        return;
+    if (strncmp(w->bound, "0.0.0.0:", 8) == 0 || strncmp(w->bound, "[::]:", 5) == 0) {
+        LK_LOG(WARN, "peer workers cannot forward to this worker: it listens on every "
+                     "address; give its internal address with --peer-url");
+        return;
+    }
+    snprintf(w->peer_url_own, sizeof(w->peer_url_own), "http://%s", w->bound);
+    w->peer_url = w->peer_url_own;
 }
 
 /* --peer-url: the base URL other workers send forwarded requests to. */
@@ -402,6 +424,8 @@ static int start(struct worker_run *run, const struct worker_opts *o)
                                                                : listen_port(w->bound) };
     w->peer_url = o->peer_url;
     w->peer_secret = o->peer_secret;
+    if (worker_store_is_shared(w->store))
+        peer_defaults(w, o);
     if (o->session_auth != NULL) {
         w->auth_on = true;
         w->auth_urls_only =
@@ -409,8 +433,8 @@ static int start(struct worker_run *run, const struct worker_opts *o)
         lk_auth_key_init(&w->auth_key, lk_str_c(o->session_auth));
     }
     worker_relay_start(w, run->base);
-    if (o->peer_url != NULL && (o->peer_secret == NULL || !worker_store_is_shared(w->store)))
-        LK_LOG(WARN, "--peer-url is used only with --peer-secret and a redis store");
+    if ((o->peer_url != NULL || o->peer_secret != NULL) && !worker_store_is_shared(w->store))
+        LK_LOG(WARN, "--peer-url and --peer-secret are used only with a redis store");
     rc = 0;
 out:
     lk_buf_release(&err);

@@ -82,8 +82,9 @@ struct worker {
     /* The built-in tunnel (relay.c). */
     struct lk_tunnel_hub *hub; /* owned; live tunnels by session */
     struct event *holder_ev;   /* owned; registry refresh timer */
-    const char *peer_url;      /* borrowed (--peer-url); NULL: no registry */
-    const char *peer_secret;   /* borrowed (--peer-secret); NULL: no forwarding */
+    const char *peer_url;      /* --peer-url or peer_url_own; NULL: no registry */
+    const char *peer_secret;   /* --peer-secret or the token; NULL: no forwarding */
+    char peer_url_own[80];     /* "http://" bound, the default --peer-url */
     char **held;               /* owned; sessions whose tunnel this worker holds */
     size_t n_held, cap_held;
     /* Requests waiting to retry a store write refused as busy (api.c). */

@@ -67,8 +67,8 @@ WORKER_HELP = [  # docs/worker.md "Options"
     ("--tunnel-prefix <P>", None, "linkup-tunnel-"),
     ("--tunnel-scheme <S>", "LINKUP_WORKER_TUNNEL_SCHEME", "http"),
     ("--tunnel-port <PORT>", "LINKUP_WORKER_TUNNEL_PORT", "the listening port"),
-    ("--peer-url <U>", "LINKUP_WORKER_PEER_URL", None),
-    ("--peer-secret <S>", "LINKUP_WORKER_PEER_SECRET", None),
+    ("--peer-url <U>", "LINKUP_WORKER_PEER_URL", "http:// and the listening address"),
+    ("--peer-secret <S>", "LINKUP_WORKER_PEER_SECRET", "the token"),
     ("--session-auth <SECRET>", "LINKUP_WORKER_SESSION_AUTH", "off"),
     ("--session-auth-scope <S>", "LINKUP_WORKER_SESSION_AUTH_SCOPE", "all"),
 ]

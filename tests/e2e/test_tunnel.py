@@ -1108,6 +1108,34 @@ def test_two_workers_on_one_redis(linkup_bin, env, tmp_path, redis_url):
         open(b.log_path).read()
 
 
+def test_two_workers_on_one_redis_need_no_peer_options(linkup_bin, env, tmp_path, redis_url):
+    """Issue 7: two workers on one Redis, started with nothing but the store
+    and the token, forward to each other: each is reached at the address it
+    listens on, and they authenticate with the worker token. A worker that
+    listens on every address says it cannot be reached without --peer-url."""
+    s = Stack(linkup_bin, env, tmp_path, name="bare", store=redis_url)
+    b = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker-b.log"),
+                               store=redis_url, token=TOKEN)
+    c = lk.spawn_worker_logged(linkup_bin, env, str(tmp_path / "worker-c.log"),
+                               store=redis_url, token=TOKEN, extra=("--listen", "0.0.0.0:0"))
+    try:
+        wait_connected(s.server)
+        r = s.get("/hello", addr=b.addrs["Worker"])
+        assert (r.status, r.text) == (200, "local web /hello xfh=bare.example.com dest=web")
+        assert r.all("linkup-routed-to") == ["web; session=bare; via=local-server"]
+        # C cannot be reached by the others, but it can still reach A.
+        r = s.get("/hello", addr=("127.0.0.1", c.addrs["Worker"][1]))
+        assert (r.status, r.text) == (200, "local web /hello xfh=bare.example.com dest=web")
+    finally:
+        c.stop()
+        b.stop()
+        s.close()
+    s.assert_clean_exit()
+    assert "peer workers cannot forward to this worker: it listens on every address; " \
+        "give its internal address with --peer-url" in open(c.log_path).read()
+    assert "cannot forward" not in open(b.log_path).read()
+
+
 def test_holder_worker_gone_is_the_not_connected_502_at_its_peer(linkup_bin, env, tmp_path,
                                                                  redis_url):
     """The worker holding the tunnel dies without clearing its registry entry
