@@ -61,7 +61,7 @@ static const char usage_text[] =
     "[default: 127.0.0.1:8787]\n"
     "      --token <T>             Token clients must present (required) "
     "[env: LINKUP_WORKER_TOKEN]\n"
-    "      --store <STORE>         memory | sqlite:PATH | redis://HOST:PORT[/DB] "
+    "      --store <STORE>         memory | sqlite:[PATH] | redis://HOST:PORT[/DB] "
     "[env: LINKUP_WORKER_STORE]\n"
     "                              [default: sqlite:$LINKUP_HOME/worker.db]\n"
     "      --tunnel-domain <D>     Domain of tunnel hostnames "
@@ -298,7 +298,8 @@ static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
     o->tunnel_port_num = (int)port;
     if (o->token == NULL || o->token[0] == '\0')
         return cli_fail("the worker needs a token: pass --token or set LINKUP_WORKER_TOKEN");
-    if (o->store == NULL) {
+    /* Issue 3 calls the default "the `sqlite:` file": a bare `sqlite:` is it. */
+    if (o->store == NULL || strcmp(o->store, "sqlite:") == 0) {
         if (cli_home_ensure() != 0)
             return LK_EXIT_FAIL;
         lk_buf_addf(default_store, "sqlite:%s/worker.db", cli_home());

@@ -380,9 +380,12 @@ def test_missing_option_value_is_a_usage_error(linkup_bin, env):
             "Run 'linkup worker --help' for usage."], (args, r.stderr)
 
 
-def test_env_options_and_default_sqlite_store(linkup_bin, env, tmp_path):
+@pytest.mark.parametrize("store_args", [(), ("--store", "sqlite:")])
+def test_env_options_and_default_sqlite_store(linkup_bin, env, tmp_path, store_args):
+    """Issue 3: the default store is the `sqlite:` file $LINKUP_HOME/worker.db,
+    with no --store or with a bare `sqlite:`."""
     e = dict(env, LINKUP_WORKER_LISTEN="127.0.0.1:0", LINKUP_WORKER_TOKEN="envtok")
-    p = subprocess.Popen([linkup_bin, "worker"], stdout=subprocess.PIPE,
+    p = subprocess.Popen([linkup_bin, "worker", *store_args], stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, text=True, env=e)
     try:
         m = LISTEN_RE.match(p.stdout.readline().strip())
@@ -1642,7 +1645,7 @@ def test_redis_down_is_a_store_error_not_a_crash(start_worker, upstreams, redis)
     assert r.status == 500
     assert r.text.startswith("Failed to store server config: ")
     r = request(w.addr, "GET", "/p", [("Host", "potato.example.com")])
-    assert (r.status, r.text) == (422, NO_SESSION)
+    assert r.status == 503 and r.text.startswith("Linkup could not read its session store")
     assert request(w.addr, "GET", "/linkup/check", AUTH).status == 200
 
 
