@@ -40,7 +40,11 @@ static const struct lk_str FIELD_NAMES[F_N] = {
 
 struct fields {
     struct lk_str v[F_N];
-    unsigned found; /* bit 1 << id: v[id] is set */
+    unsigned found;   /* bit 1 << id: v[id] is set */
+    unsigned dropped; /* bit 1 << id: a Connection field lists it (hop-by-hop) */
+    unsigned multi;   /* bit 1 << id: more than one field has a visible value */
+    const struct lk_header *h;
+    size_t n;
 };
 
 /* The field name's id by its length (and first byte where two share one),
@@ -70,14 +74,40 @@ static bool has_field(const struct fields *f, enum field_id id)
     return f->found >> id & 1;
 }
 
+/* Marks the fields that Connection value v lists: the proxies drop them
+ * (SPEC §3.10), so the next hop does not get them. */
+static void mark_dropped(struct lk_str v, struct fields *f)
+{
+    for (size_t at = 0; at <= v.len;) {
+        size_t end = at;
+        while (end < v.len && v.ptr[end] != ',')
+            end++;
+        struct lk_str tok = lk_str_trim((struct lk_str){ v.ptr + at, end - at });
+        enum field_id id = field_id(tok);
+        if (id != F_N && lk_str_ieq(tok, FIELD_NAMES[id]))
+            f->dropped |= 1u << id;
+        at = end + 1;
+    }
+}
+
 static void gather_fields(const struct lk_header *h, size_t n, struct fields *f)
 {
     f->found = 0;
+    f->dropped = 0;
+    f->multi = 0;
+    f->h = h;
+    f->n = n;
     for (size_t i = n; i-- > 0;) {
+        if (h[i].name.len == 10 && lk_str_ieq(h[i].name, LK_STR("connection")))
+            mark_dropped(h[i].value, f);
         enum field_id id = field_id(h[i].name);
-        if (id == F_N || has_field(f, id) || !lk_str_ieq(h[i].name, FIELD_NAMES[id]) ||
+        if (id == F_N || !lk_str_ieq(h[i].name, FIELD_NAMES[id]) ||
             !lk_headers_is_visible(h[i].value))
             continue;
+        if (has_field(f, id)) {
+            f->multi |= 1u << id;
+            continue;
+        }
         f->v[id] = h[i].value;
         f->found |= 1u << id;
     }
@@ -89,6 +119,27 @@ static bool field(const struct fields *f, enum field_id id, struct lk_str *v)
         return false;
     *v = f->v[id];
     return true;
+}
+
+/* Every visible value of field id, in order, joined with ',' into out (RFC
+ * 9110 §5.3: the combined field value). */
+static void join_all(const struct fields *f, enum field_id id, struct lk_buf *out)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        if (!lk_str_ieq(f->h[i].name, FIELD_NAMES[id]) || !lk_headers_is_visible(f->h[i].value))
+            continue;
+        if (out->len > 0)
+            lk_buf_addch(out, ',');
+        lk_buf_addstr(out, f->h[i].value);
+    }
+}
+
+/* The field as the next hop gets it: SPEC §3.7's "only if absent" and
+ * "if present" are about the forwarded request, which lacks the fields a
+ * Connection field lists. Routing at this hop still reads them. */
+static bool forwarded(const struct fields *f, enum field_id id, struct lk_str *v)
+{
+    return !(f->dropped >> id & 1) && field(f, id, v);
 }
 
 /* ---- host helpers ------------------------------------------------------------ */
@@ -500,13 +551,24 @@ static void add_forwarded_host(struct lk_str url, struct lk_str host, struct lk_
     lk_buf_addstr(b, name);
     lk_buf_addch(b, '.');
     lk_buf_addstr_lower(b, target_domain_of_host(host, name));
-    if ((lk_str_eq(port, LK_STR("80")) && lk_str_starts_with(url, LK_STR("http://"))) ||
-        (lk_str_eq(port, LK_STR("443")) && lk_str_starts_with(url, LK_STR("https://"))))
-        port.len = 0;
-    if (port.len > 0) {
+    uint64_t num = 0;
+    if (port.len == 0)
+        return;
+    if (lk_str_to_u64(port, 65535, &num) != 0) { /* not a number: as it came */
         lk_buf_addch(b, ':');
         lk_buf_addstr(b, port);
+        return;
     }
+    /* The port as a URL parser leaves it: a number ("080" is 80), none when
+     * it is the scheme's default (the scheme compared case-insensitively). */
+    struct lk_str scheme = { url.ptr, 0 };
+    while (scheme.len < url.len && url.ptr[scheme.len] != ':')
+        scheme.len++;
+    if ((num == 80 && lk_str_ieq(scheme, LK_STR("http"))) ||
+        (num == 443 && lk_str_ieq(scheme, LK_STR("https"))))
+        return;
+    lk_buf_addch(b, ':');
+    lk_buf_add_u64(b, num);
 }
 
 /* lk_route_extra_headers with the URL's host and port already split off. */
@@ -521,13 +583,14 @@ static void extra_headers(struct lk_str url, struct lk_str url_host, struct lk_s
     struct lk_str ts;
     x->n = 0;
     lk_buf_reset(&x->mem);
-    if (!has_field(f, F_TRACEPARENT)) {
+    struct lk_str v;
+    if (!forwarded(f, F_TRACEPARENT, &v)) {
         LK_ASSERT(rng != NULL);
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("traceparent");
         add_traceparent(rng, &x->mem);
     }
-    bool has_ts = field(f, F_TRACESTATE, &ts);
+    bool has_ts = forwarded(f, F_TRACESTATE, &ts);
     bool add_ts = !has_ts || !lk_headers_tracestate_has(ts, session_name);
     if (add_ts) {
         off[x->n] = x->mem.len;
@@ -541,9 +604,16 @@ static void extra_headers(struct lk_str url, struct lk_str url_host, struct lk_s
     }
     /* DESIGN §7: baggage is emitted next to tracestate, i.e. whenever
      * tracestate is, so a request that already carries the session (SPEC
-     * §8.1.2 (b)) still gets nothing added. */
+     * §8.1.2 (b)) still gets nothing added. W3C Baggage allows several
+     * baggage fields, which make one list, so the one sent on keeps every
+     * member (tracestate keeps SPEC §3.1's last-wins map). */
     struct lk_str bg;
-    bool has_bg = field(f, F_BAGGAGE, &bg);
+    struct lk_buf joined = LK_BUF_INIT;
+    bool has_bg = forwarded(f, F_BAGGAGE, &bg);
+    if (add_ts && has_bg && (f->multi >> F_BAGGAGE & 1)) {
+        join_all(f, F_BAGGAGE, &joined);
+        bg = lk_buf_str(&joined);
+    }
     if (add_ts && (!has_bg || !lk_headers_baggage_has(bg, session_name))) {
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("baggage");
@@ -554,12 +624,13 @@ static void extra_headers(struct lk_str url, struct lk_str url_host, struct lk_s
         lk_buf_adds(&x->mem, LK_TRACESTATE_KEY "=");
         lk_headers_baggage_add_value(&x->mem, session_name);
     }
-    if (!has_field(f, F_DESTINATION)) {
+    lk_buf_release(&joined);
+    if (!forwarded(f, F_DESTINATION, &v)) {
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("linkup-destination");
         lk_buf_addstr(&x->mem, service_name);
     }
-    if (!has_field(f, F_FORWARDED_HOST)) {
+    if (!forwarded(f, F_FORWARDED_HOST, &v)) {
         off[x->n] = x->mem.len;
         x->items[x->n++].name = LK_STR("x-forwarded-host");
         add_forwarded_host(url, url_host, url_port, session_name, &x->mem);

@@ -812,6 +812,26 @@ def test_routing_by_subdomain_and_headers(worker, upstreams):
     assert r.header("cache-control") == "no-store"
 
 
+def test_routing_headers_listed_in_connection_are_replaced(worker, upstreams):
+    """SPEC §3.10 drops the fields a Connection field lists; SPEC §3.7 adds
+    x-forwarded-host, tracestate and linkup-destination where the forwarded
+    request lacks them, so the next hop (a local server behind a tunnel)
+    can still route. Several baggage fields are one list (W3C Baggage)."""
+    fe, _ = upstreams
+    make_session(worker, "potato", fe.url)
+    r = request(worker.addr, "GET", "/x", [
+        ("Host", "example.com"), ("x-forwarded-host", "potato.example.com"),
+        ("tracestate", "a=1,linkup-session=potato"), ("linkup-destination", "frontend"),
+        ("Connection", "x-forwarded-host, tracestate, linkup-destination"),
+        ("baggage", "k=1"), ("baggage", "j=2")])
+    assert r.status == 200, r.text
+    got = fe.last()
+    assert hdr_all(got, "x-forwarded-host") == ["potato.example.com"]
+    assert hdr_all(got, "tracestate") == ["linkup-session=potato"]
+    assert hdr_all(got, "linkup-destination") == ["frontend"]
+    assert hdr_all(got, "baggage") == ["k=1,j=2,linkup-session=potato"]
+
+
 def test_routes_and_rewrites(worker, upstreams):
     fe, be = upstreams
     make_session(worker, "potato", fe.url, be.url)
