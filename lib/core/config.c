@@ -32,6 +32,7 @@ struct parser {
     struct lk_diag *diag;
     struct lk_config *cfg;
     const char *key; /* the key whose value is being parsed, for messages */
+    yaml_mark_t key_mark; /* where that key is: service references are located there */
     size_t visits;
     yaml_mark_t *name_marks; /* where each service's name is, by service index */
     struct ref *refs;
@@ -287,9 +288,12 @@ static int parse_fields(struct parser *p, yaml_node_t *map, const struct field *
             return fail_mark(p, k->start_mark, LK_EPARSE, "duplicate key \"%s\"", fields[i].key);
         seen |= 1u << i;
         const char *outer = p->key;
+        yaml_mark_t outer_mark = p->key_mark;
         p->key = fields[i].key;
+        p->key_mark = k->start_mark;
         rc = fields[i].parse(p, v, obj);
         p->key = outer;
+        p->key_mark = outer_mark;
         if (rc != 0)
             return rc;
     }
@@ -414,7 +418,7 @@ static int service_name(struct parser *p, yaml_node_t *v, void *obj)
 {
     struct lk_config_service *s = obj;
     /* Services are parsed in order, so this one is the last started. */
-    p->name_marks[s - p->cfg->services] = v->start_mark;
+    p->name_marks[s - p->cfg->services] = p->key_mark;
     return parse_nonempty_string(p, v, &s->name);
 }
 
@@ -474,7 +478,7 @@ static int route_service(struct parser *p, yaml_node_t *v, void *obj)
     struct lk_config_route *r = obj;
     int rc = parse_string(p, v, &r->service);
     if (rc == 0)
-        add_ref(p, r->service, v->start_mark);
+        add_ref(p, r->service, p->key_mark);
     return rc;
 }
 
@@ -498,7 +502,7 @@ static int domain_default_service(struct parser *p, yaml_node_t *v, void *obj)
     struct lk_config_domain *d = obj;
     int rc = parse_string(p, v, &d->default_service);
     if (rc == 0)
-        add_ref(p, d->default_service, v->start_mark);
+        add_ref(p, d->default_service, p->key_mark);
     return rc;
 }
 

@@ -1103,7 +1103,7 @@ domains:
         service: ghost
 """
     cfg.write_text(base)
-    want = f'Exited with error: Failed to deserialize config file "{cfg}": line 13, column 18: ' \
+    want = f'Exited with error: Failed to deserialize config file "{cfg}": line 13, column 9: ' \
         'unknown service "ghost"'
     r = run(linkup_bin, cenv, "sessions", "create-preview", "--print-request", "-c", str(cfg))
     assert r.returncode == 1 and want in r.stderr and r.stdout == ""

@@ -130,14 +130,14 @@ def test_relative_path_is_canonicalised(linkup_bin, env, tmp_path):
             cwd=tmp_path / "sub")
     assert r.returncode == 1
     assert r.stderr == (f'Exited with error: Failed to deserialize config file "{p}": '
-                        'line 10, column 22: unknown service "api"\n')
+                        'line 10, column 5: unknown service "api"\n')
 
 
 @pytest.mark.parametrize("text,where,msg", [
-    (GOOD.replace("default_service: web", "default_service: api"), "line 10, column 22",
+    (GOOD.replace("default_service: web", "default_service: api"), "line 10, column 5",
      'unknown service "api"'),
     (GOOD.replace("domains:", "  - name: web\n    remote: http://a\n    local: http://b\n"
-                  "domains:"), "line 8, column 11", 'duplicate service "web"'),
+                  "domains:"), "line 8, column 5", 'duplicate service "web"'),
     (GOOD.replace("    local: http://localhost:3000\n", ""), "line 5, column 5",
      'missing key "local"'),
     (GOOD.replace("http://localhost:3000", "localhost 3000"), "line 7, column 12",

@@ -579,7 +579,7 @@ def test_start_with_a_config_error_starts_nothing(journey):
     assert r.returncode == 1 and r.stdout == ""
     line = cfg.read_text().splitlines().index("    default_service: webb") + 1
     assert (f'Exited with error: Failed to deserialize config file "{cfg}": line {line}, '
-            f'column 22: unknown service "webb"\n') in r.stderr, r.stderr
+            f'column 5: unknown service "webb"\n') in r.stderr, r.stderr
     assert not (j.home / "state").exists()
     assert (j.svc_dir / ".env.development").read_text() == "USER_SETTING=1\n"
     assert j.our_processes() == []

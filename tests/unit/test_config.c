@@ -349,15 +349,16 @@ static const struct bad_case bad_cases[] = {
       "\"source\": invalid regex \"(?=x)\": look-around is not supported" },
     { HEAD SVC_WEB DOM_WEB "    routes: [{path: '(a)\\1', service: web}]\n", LK_EPARSE, 11, 21,
       "\"path\": invalid regex \"(a)\\\\1\": back-references are not supported" },
-    /* Cross-references (DESIGN §2.2). */
-    { HEAD SVC_WEB "domains:\n  - domain: d\n    default_service: api\n", LK_EPARSE, 10, 22,
+    /* Cross-references (DESIGN §2.2), located at the key that names the
+     * service (DESIGN §2.2's example: "line 12, column 5"). */
+    { HEAD SVC_WEB "domains:\n  - domain: d\n    default_service: api\n", LK_EPARSE, 10, 5,
       "unknown service \"api\"" },
     { HEAD SVC_WEB DOM_WEB "    routes:\n      - path: /a\n        service: nope\n", LK_EPARSE, 13,
-      18, "unknown service \"nope\"" },
+      9, "unknown service \"nope\"" },
     { HEAD SVC_WEB "  - name: api\n    remote: http://r.test\n    local: http://l.test\n"
                    "  - name: web\n    remote: http://r.test\n    local: http://l.test\n" DOM_WEB,
-      LK_EPARSE, 11, 11, "duplicate service \"web\"" },
-    { HEAD "services: []\ndomains:\n  - domain: d\n    default_service: web\n", LK_EPARSE, 7, 22,
+      LK_EPARSE, 11, 5, "duplicate service \"web\"" },
+    { HEAD "services: []\ndomains:\n  - domain: d\n    default_service: web\n", LK_EPARSE, 7, 5,
       "unknown service \"web\"" },
     { HEAD "services: []\ndomains:\n  - domain: ''\n    default_service: web\n", LK_EPARSE, 6, 13,
       "\"domain\": must not be empty" },
