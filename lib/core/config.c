@@ -31,7 +31,7 @@ struct parser {
     yaml_document_t *doc;
     struct lk_diag *diag;
     struct lk_config *cfg;
-    const char *key; /* the key whose value is being parsed, for messages */
+    const char *key;      /* the key whose value is being parsed, for messages */
     yaml_mark_t key_mark; /* where that key is: service references are located there */
     size_t visits;
     yaml_mark_t *name_marks; /* where each service's name is, by service index */

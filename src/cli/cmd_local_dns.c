@@ -50,6 +50,7 @@
 #include "proto/dns.h"
 
 #define MANIFEST_FILE  "local-dns.manifest"
+#define SAVED_SUFFIX   ".linkup-saved"
 #define RESOLVED_DIR   "/etc/systemd/resolved.conf.d"
 #define RESOLVED_FILE  RESOLVED_DIR "/linkup.conf"
 #define CA_STORE_DIR   "/usr/local/share/ca-certificates"
@@ -265,6 +266,54 @@ static int make_dirs(struct ldns *d, const char *path)
 }
 
 /* Installs one system file; records it when install created it. */
+/* Issue 6: uninstall removes exactly what install added, so a file that was
+ * there before (the user's own /etc/resolver/<domain>, say) is kept as
+ * PATH.linkup-saved and put back by uninstall ("saved PATH" in the
+ * manifest, before the "file PATH" line that removes ours). A saved copy
+ * left by an earlier install is the original and is never overwritten. */
+static int save_original(struct ldns *d, const char *path)
+{
+    /* Only resolver files can be someone else's: the other paths carry
+     * Linkup's name, and an older Linkup CA must not come back. */
+    if (!d->macos || !exists(path))
+        return 0;
+    struct lk_buf saved = LK_BUF_INIT;
+    struct lk_buf old = LK_BUF_INIT;
+    int rc = cli_read_file(path, &old, MAX_FILE_BYTES) == 0 ? 0 : -1;
+    lk_buf_addf(&saved, "%s" SAVED_SUFFIX, path);
+    /* A file of Linkup's own two lines (an install with another --dns) is
+     * ours to replace. */
+    char host[64], port[16];
+    int end = 0;
+    bool ours = rc == 0 && sscanf(old.data, "nameserver %63s port %15s%n", host, port, &end) == 2 &&
+                (size_t)end + 1 == old.len && old.data[end] == '\n';
+    if (rc == 0 && !ours && !exists(saved.data)) {
+        rc = priv_write(d, saved.data, old.data);
+        if (rc == 0)
+            printf("  saved %s as %s\n", path, saved.data);
+    }
+    if (rc == 0 && !ours)
+        record(d, "saved", path);
+    lk_buf_release(&old);
+    lk_buf_release(&saved);
+    return rc;
+}
+
+/* Puts back what save_original() kept. */
+static void restore_original(struct ldns *d, const char *path)
+{
+    struct lk_buf saved = LK_BUF_INIT;
+    struct lk_buf old = LK_BUF_INIT;
+    lk_buf_addf(&saved, "%s" SAVED_SUFFIX, path);
+    if (cli_read_file(saved.data, &old, MAX_FILE_BYTES) == 0 &&
+        priv_write(d, path, old.data) == 0) {
+        printf("  restored %s\n", path);
+        priv_remove(d, saved.data, false);
+    }
+    lk_buf_release(&old);
+    lk_buf_release(&saved);
+}
+
 static int install_file(struct ldns *d, const char *sys_path, const char *content, bool *changed)
 {
     char *path = rooted(d, sys_path);
@@ -277,6 +326,8 @@ static int install_file(struct ldns *d, const char *sys_path, const char *conten
         goto out;
     }
     rc = make_dirs(d, dir);
+    if (rc == 0)
+        rc = save_original(d, path);
     if (rc == 0)
         rc = priv_write(d, path, content);
     if (rc != 0) {
@@ -663,6 +714,10 @@ static void undo(struct ldns *d, const char *line)
         priv_remove(d, arg, false);
         d->dns_changed |= dns;
         d->ca_changed |= strstr(arg, CA_STORE_FILE) != NULL;
+    } else if (strncmp(line, "saved ", 6) == 0) {
+        restore_original(d, arg);
+        d->dns_changed |=
+            strstr(arg, RESOLVED_FILE) != NULL || strstr(arg, MAC_RESOLVER "/") != NULL;
     } else if (strncmp(line, "dir ", 4) == 0 && exists(arg)) {
         priv_remove(d, arg, true); /* only when empty: rmdir refuses otherwise */
     } else if (strncmp(line, "nss ", 4) == 0) {

@@ -174,6 +174,32 @@ def test_macos_layout(linkup_bin, setup):
     assert tree(root) == []
 
 
+def test_macos_keeps_a_resolver_file_that_was_there(linkup_bin, setup):
+    """Issue 6: uninstall removes exactly what install added. A resolver file
+    the user had for a managed domain is kept aside and put back; one that
+    an earlier install wrote (other --dns) is Linkup's and simply replaced."""
+    root, env, _, _ = setup
+    (root / "etc/resolver").mkdir(parents=True)
+    mine = "# mine\nnameserver 10.1.2.3\n"
+    (root / "etc/resolver/example.com").write_text(mine)
+    (root / "etc/resolver/other.com").write_text("nameserver 127.0.0.1\nport 9999\n")
+    (root / "etc/resolver/unrelated.org").write_text("nameserver 10.9.9.9\n")
+    for _ in range(2):  # idempotent: the saved copy stays the user's
+        r = run(linkup_bin, env, "install", "--root", str(root), "--platform", "macos",
+                "--dns", "127.0.0.1:5353")
+        assert r.returncode == 0, r.stderr
+        for d in ["example.com", "other.com"]:
+            assert (root / "etc/resolver" / d).read_text() == "nameserver 127.0.0.1\nport 5353\n"
+        assert (root / "etc/resolver/example.com.linkup-saved").read_text() == mine
+        assert not (root / "etc/resolver/other.com.linkup-saved").exists()
+    r = run(linkup_bin, env, "uninstall", "--root", str(root), "--platform", "macos")
+    assert r.returncode == 0, r.stderr
+    assert f"  restored {root}/etc/resolver/example.com\n" in r.stdout
+    assert tree(root) == ["etc/", "etc/resolver/", "etc/resolver/example.com",
+                          "etc/resolver/unrelated.org"]
+    assert (root / "etc/resolver/example.com").read_text() == mine
+
+
 def make_firefox_profile(home):
     profile = pathlib.Path(home) / ".mozilla/firefox/abcd.default-release"
     profile.mkdir(parents=True)
