@@ -265,7 +265,6 @@ static int make_dirs(struct ldns *d, const char *path)
     return rc;
 }
 
-/* Installs one system file; records it when install created it. */
 /* Issue 6: uninstall removes exactly what install added, so a file that was
  * there before (the user's own /etc/resolver/<domain>, say) is kept as
  * PATH.linkup-saved and put back by uninstall ("saved PATH" in the
@@ -314,6 +313,7 @@ static void restore_original(struct ldns *d, const char *path)
     lk_buf_release(&saved);
 }
 
+/* Installs one system file; records it when install created it. */
 static int install_file(struct ldns *d, const char *sys_path, const char *content, bool *changed)
 {
     char *path = rooted(d, sys_path);
