@@ -41,7 +41,7 @@ cleanup() {
     echo "Stopped."
 }
 trap cleanup EXIT
-trap 'exit 130' INT # the EXIT trap cleans up; without exit the wait loop below would go on
+trap 'exit 0' INT # Ctrl-C is how the demo ends; the EXIT trap cleans up (without exit the wait loop below would go on)
 trap 'exit 143' TERM
 
 free_port() {

@@ -252,6 +252,12 @@ static int spawn_server(const char *config_path)
         rc = wait_ready(pid, &f);
     if (rc != 0 && pid > 0)
         unlink(f.pid.data);
+    if (rc != 0) {
+        /* No server answers there: later commands must not talk to
+         * whatever holds that port (it may be the worker). */
+        unlink(f.addr.data);
+        cli_local_addr_reset();
+    }
     lk_buf_release(&f.out);
     lk_buf_release(&f.err);
     lk_buf_release(&f.pid);

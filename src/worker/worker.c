@@ -287,7 +287,7 @@ static int resolve_opts(struct worker_opts *o, struct lk_buf *default_store)
     if (o->peer_url != NULL && !is_http_url(o->peer_url))
         return cli_usage_error("worker",
                                "invalid value '%s' for '--peer-url': expected "
-                               "http(s)://HOST[:PORT]",
+                               "http(s)://HOST[:PORT][/PATH]",
                                o->peer_url);
     uint64_t port = 0;
     if (o->tunnel_port != NULL &&

@@ -194,6 +194,12 @@ def test_start_port_taken_by_another_local_server_is_not_ours(linkup_bin, cenv, 
                 "during start-up: ") in r.stderr, r.stderr
         assert "Address already in use" in r.stderr
         assert not (pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-pid").exists()
+        # Nor is that address remembered: later commands, run without
+        # LINKUP_HTTP_ADDR, do not talk to the other server as this one's.
+        assert not (pathlib.Path(cenv["LINKUP_HOME"]) / "localserver-http").exists()
+        r = lk.run(linkup_bin, "sessions", "list", env=cenv, timeout=30)
+        assert r.returncode == 0 and "Seems like your local Linkup server is not running" \
+            in r.stdout + r.stderr, r
         assert lk.request(other.addrs["HTTP"], "GET", "/linkup/sessions").json() == {"sessions": {}}
     finally:
         assert other.stop() == 0

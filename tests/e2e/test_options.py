@@ -135,7 +135,7 @@ def test_worker_peer_url_that_is_no_http_url_is_a_usage_error(linkup_bin, env, v
     r = lk.run(linkup_bin, *args, env=env, timeout=20)
     assert r.returncode == 2, r
     assert (f"linkup: worker: invalid value '{value}' for '--peer-url': expected "
-            "http(s)://HOST[:PORT]" in r.stderr.splitlines()), r.stderr
+            "http(s)://HOST[:PORT][/PATH]" in r.stderr.splitlines()), r.stderr
 
 
 def test_flags_win_over_malformed_environment(linkup_bin, env, tmp_path):
