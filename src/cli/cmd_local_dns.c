@@ -241,13 +241,13 @@ static void priv_remove(const struct ldns *d, const char *path, bool is_dir)
         printf("  removed %s\n", path);
 }
 
-/* Creates every missing directory of path (a rooted absolute path), recording
- * the ones created below the root. */
+/* Creates every missing directory of path (a rooted absolute path), the
+ * --root directory itself included, recording the ones it created. */
 static int make_dirs(struct ldns *d, const char *path)
 {
     char *p = lk_xstrdup(path);
     int rc = 0;
-    for (char *s = p + strlen(d->root) + 1; rc == 0; s++) {
+    for (char *s = p + 1; rc == 0; s++) {
         bool end = *s == '\0';
         if (*s != '/' && !end)
             continue;

@@ -174,6 +174,20 @@ def test_macos_layout(linkup_bin, setup):
     assert tree(root) == []
 
 
+def test_root_that_does_not_exist_yet_is_created_and_removed(linkup_bin, setup):
+    """--root DIR prefixes every system path with DIR; a DIR not made yet is
+    created like the system directories below it, and uninstall removes
+    exactly what install created (DIR too, being empty then)."""
+    root, env, _, _ = setup
+    new_root = root / "not" / "yet"
+    r = run(linkup_bin, env, "install", "--root", str(new_root), "--platform", "linux")
+    assert r.returncode == 0, r.stderr
+    assert (new_root / "etc/systemd/resolved.conf.d/linkup.conf").is_file()
+    r = run(linkup_bin, env, "uninstall", "--root", str(new_root), "--platform", "linux")
+    assert r.returncode == 0, r.stderr
+    assert tree(root) == []
+
+
 def test_macos_keeps_a_resolver_file_that_was_there(linkup_bin, setup):
     """Issue 6: uninstall removes exactly what install added. A resolver file
     the user had for a managed domain is kept aside and put back; one that
