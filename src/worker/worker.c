@@ -76,7 +76,7 @@ static const char usage_text[] =
     "                              [default: http:// and the listening address]\n"
     "      --peer-secret <S>       Secret shared by peer workers "
     "[env: LINKUP_WORKER_PEER_SECRET]\n"
-    "                              [default: the token]\n"
+    "                              [default: derived from the token]\n"
     "      --session-auth <SECRET> Guard sessions with a sign-in (cookie) or the\n"
     "                              linkup-session-auth header; 16+ visible characters\n"
     "                              [env: LINKUP_WORKER_SESSION_AUTH] [default: off]\n"
@@ -202,14 +202,28 @@ static bool is_prefix(const char *s)
 }
 
 /* Issue 7: workers sharing one Redis forward to each other with no more
- * set-up than the store. Without --peer-secret they authenticate with the
- * worker token, which they share anyway; without --peer-url a worker is
- * reached at the address it listens on, unless that is every address (no
+ * set-up than the store. Without --peer-secret they authenticate with a
+ * secret derived from the worker token, which they share anyway (the token
+ * itself never travels on a forwarded request); without --peer-url a worker
+ * is reached at the address it listens on, unless that is every address (no
  * one address of it is known to be reachable from the others). */
 static void peer_defaults(struct worker *w, const struct worker_opts *o)
 {
-    if (w->peer_secret == NULL)
-        w->peer_secret = o->token;
+    if (w->peer_secret == NULL) {
+        static const char label[] = "linkup peer secret\n";
+        struct lk_sha256 ctx;
+        unsigned char digest[LK_SHA256_LEN];
+        lk_sha256_init(&ctx);
+        lk_sha256_update(&ctx, label, sizeof(label) - 1);
+        lk_sha256_update(&ctx, o->token, strlen(o->token));
+        lk_sha256_final(&ctx, digest);
+        for (size_t i = 0; i < sizeof(digest); i++) {
+            w->peer_secret_own[2 * i] = "0123456789abcdef"[digest[i] >> 4];
+            w->peer_secret_own[2 * i + 1] = "0123456789abcdef"[digest[i] & 15];
+        }
+        w->peer_secret_own[2 * sizeof(digest)] = '\0';
+        w->peer_secret = w->peer_secret_own;
+    }
     if (w->peer_url != NULL)
         return;
     if (strncmp(w->bound, "0.0.0.0:", 8) == 0 || strncmp(w->bound, "[::]:", 5) == 0) {

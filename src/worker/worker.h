@@ -85,6 +85,7 @@ struct worker {
     const char *peer_url;      /* --peer-url or peer_url_own; NULL: no registry */
     const char *peer_secret;   /* --peer-secret or the token; NULL: no forwarding */
     char peer_url_own[80];     /* "http://" bound, the default --peer-url */
+    char peer_secret_own[65];  /* derived from the token, the default --peer-secret */
     char **held;               /* owned; sessions whose tunnel this worker holds */
     size_t n_held, cap_held;
     /* Requests waiting to retry a store write refused as busy (api.c). */

@@ -68,7 +68,7 @@ WORKER_HELP = [  # docs/worker.md "Options"
     ("--tunnel-scheme <S>", "LINKUP_WORKER_TUNNEL_SCHEME", "http"),
     ("--tunnel-port <PORT>", "LINKUP_WORKER_TUNNEL_PORT", "the listening port"),
     ("--peer-url <U>", "LINKUP_WORKER_PEER_URL", "http:// and the listening address"),
-    ("--peer-secret <S>", "LINKUP_WORKER_PEER_SECRET", "the token"),
+    ("--peer-secret <S>", "LINKUP_WORKER_PEER_SECRET", "derived from the token"),
     ("--session-auth <SECRET>", "LINKUP_WORKER_SESSION_AUTH", "off"),
     ("--session-auth-scope <S>", "LINKUP_WORKER_SESSION_AUTH_SCOPE", "all"),
 ]

@@ -1126,6 +1126,11 @@ def test_two_workers_on_one_redis_need_no_peer_options(linkup_bin, env, tmp_path
         # C cannot be reached by the others, but it can still reach A.
         r = s.get("/hello", addr=("127.0.0.1", c.addrs["Worker"][1]))
         assert (r.status, r.text) == (200, "local web /hello xfh=bare.example.com dest=web")
+        # The default peer secret is not the token itself: a request that
+        # carries the token as one is a client's (logged as invalid).
+        r = lk.request(b.addrs["Worker"], "GET", "/hello",
+                       [("Host", s.host), ("x-linkup-peer-secret", TOKEN)])
+        assert r.status == 200
     finally:
         c.stop()
         b.stop()
@@ -1134,6 +1139,7 @@ def test_two_workers_on_one_redis_need_no_peer_options(linkup_bin, env, tmp_path
     assert "peer workers cannot forward to this worker: it listens on every address; " \
         "give its internal address with --peer-url" in open(c.log_path).read()
     assert "cannot forward" not in open(b.log_path).read()
+    assert "invalid x-linkup-peer-secret header" in open(b.log_path).read()
 
 
 def test_holder_worker_gone_is_the_not_connected_502_at_its_peer(linkup_bin, env, tmp_path,
