@@ -280,7 +280,12 @@ static int load_body(const char *json, size_t len, json_t **out, struct lk_buf *
     }
     *out = json_loadb(json, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &jerr);
     if (*out == NULL) {
-        lk_buf_addf(why, "%s at line %d column %d", jerr.text, jerr.line, jerr.column);
+        /* Names and tokens are C strings here, so a \u0000 in a string is
+         * refused; say so instead of naming jansson's flag. */
+        const char *text = json_error_code(&jerr) == json_error_null_character
+                               ? "\\u0000 in a string is not supported"
+                               : jerr.text;
+        lk_buf_addf(why, "%s at line %d column %d", text, jerr.line, jerr.column);
         return LK_EPARSE;
     }
     return 0;

@@ -161,6 +161,13 @@ static void test_nul_byte_is_malformed(void)
     CHECK(req.body == NULL);
     lk_upsert_release(&req);
     lk_buf_release(&err);
+    /* An escaped NUL is valid JSON, but names and tokens are C strings. */
+    static const char esc[] = "{\"desired_name\":\"a\\u0000b\",\"session_token\":\"t\"," LISTS "}";
+    CHECK_INT_EQ(lk_upsert_parse(esc, sizeof(esc) - 1, &req, &err), LK_EPARSE);
+    CHECK(strstr(err.data, "Failed to parse the request body as JSON: \\u0000 in a string is "
+                           "not supported at line 1") == err.data);
+    lk_upsert_release(&req);
+    lk_buf_release(&err);
 }
 
 /* serde_json stops at 128 nested arrays/objects: a syntax error (400), not
