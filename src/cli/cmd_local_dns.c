@@ -703,6 +703,12 @@ static void fallback_manifest(struct ldns *d)
     lk_buf_release(&b);
 }
 
+/* A resolver file: removing or restoring it calls for a DNS cache flush. */
+static bool is_dns_file(const char *path)
+{
+    return strstr(path, RESOLVED_FILE) != NULL || strstr(path, MAC_RESOLVER "/") != NULL;
+}
+
 static void undo(struct ldns *d, const char *line)
 {
     const char *arg = strchr(line, ' ');
@@ -710,14 +716,12 @@ static void undo(struct ldns *d, const char *line)
         return;
     arg++;
     if (strncmp(line, "file ", 5) == 0 && exists(arg)) {
-        bool dns = strstr(arg, RESOLVED_FILE) != NULL || strstr(arg, MAC_RESOLVER "/") != NULL;
         priv_remove(d, arg, false);
-        d->dns_changed |= dns;
+        d->dns_changed |= is_dns_file(arg);
         d->ca_changed |= strstr(arg, CA_STORE_FILE) != NULL;
     } else if (strncmp(line, "saved ", 6) == 0) {
         restore_original(d, arg);
-        d->dns_changed |=
-            strstr(arg, RESOLVED_FILE) != NULL || strstr(arg, MAC_RESOLVER "/") != NULL;
+        d->dns_changed |= is_dns_file(arg);
     } else if (strncmp(line, "dir ", 4) == 0 && exists(arg)) {
         priv_remove(d, arg, true); /* only when empty: rmdir refuses otherwise */
     } else if (strncmp(line, "nss ", 4) == 0) {

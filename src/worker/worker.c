@@ -210,18 +210,10 @@ static bool is_prefix(const char *s)
 static void peer_defaults(struct worker *w, const struct worker_opts *o)
 {
     if (w->peer_secret == NULL) {
-        static const char label[] = "linkup peer secret\n";
-        struct lk_sha256 ctx;
-        unsigned char digest[LK_SHA256_LEN];
-        lk_sha256_init(&ctx);
-        lk_sha256_update(&ctx, label, sizeof(label) - 1);
-        lk_sha256_update(&ctx, o->token, strlen(o->token));
-        lk_sha256_final(&ctx, digest);
-        for (size_t i = 0; i < sizeof(digest); i++) {
-            w->peer_secret_own[2 * i] = "0123456789abcdef"[digest[i] >> 4];
-            w->peer_secret_own[2 * i + 1] = "0123456789abcdef"[digest[i] & 15];
-        }
-        w->peer_secret_own[2 * sizeof(digest)] = '\0';
+        struct lk_buf seed = LK_BUF_INIT;
+        lk_buf_addf(&seed, "linkup peer secret\n%s", o->token);
+        lk_sha256_hex(seed.data, seed.len, w->peer_secret_own);
+        lk_buf_release(&seed);
         w->peer_secret = w->peer_secret_own;
     }
     if (w->peer_url != NULL)
