@@ -695,11 +695,15 @@ static bool pump_request(struct lk_proxy *px)
         return true;
     const char *why = NULL;
     struct evbuffer *in = bufferevent_get_input(ex->conn->bev);
+    size_t in_have = evbuffer_get_length(in);
     if (lk_exchange_move_body(ex, in, out, px->req_chunked_out, limit - have, &why) != 0) {
         reject_body(px, why ? why : "invalid chunked body");
         return false;
     }
-    if (evbuffer_get_length(out) != have)
+    /* Progress is told by what left the client's input: an in-memory pair
+     * (a tunnel stream) may pass the bytes on to its other end at once,
+     * leaving our output as it was. */
+    if (evbuffer_get_length(in) != in_have)
         px->sent_mark_ms =
             lk_loop_now_ms(px->srv->base); /* on_timer(): the first byte waits from here */
     return true;

@@ -1238,3 +1238,24 @@ def test_worker_sigterm_drains_requests_in_flight_through_the_tunnel(stack):
     assert (out["r"].status, out["r"].text) == (200, "late")
     assert stack.worker.popen.wait(15) == 0
     assert time.time() - t0 < 5
+
+
+def test_slow_upload_through_the_tunnel_is_not_cut_by_the_first_byte_timeout(linkup_bin, env,
+                                                                               tmp_path):
+    """DESIGN §9: the first-byte timeout runs from the last request byte sent.
+    Through the tunnel the worker's upstream is an in-memory stream, which
+    passes the bytes on at once; a body that keeps arriving for four times
+    the timeout still reaches the local web service."""
+    s = Stack(linkup_bin, dict(env, LINKUP_FIRST_BYTE_TIMEOUT_MS="500"), tmp_path, name="drip")
+    try:
+        wait_connected(s.server)
+        head = ("POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Length: 20\r\n"
+                "Connection: close\r\n\r\n" % s.host).encode()
+        got, _ = lk.raw_exchange(s.waddr, [head] + [b"x"] * 20, timeout=10, pause=0.1,
+                                 nodelay=True)
+        rs = lk.parse_responses(got)
+        assert [r.status for r in rs] == [200], got[:300]
+        assert rs[0].body.decode() == "20 %s" % hashlib.sha256(b"x" * 20).hexdigest()
+    finally:
+        s.close()
+    s.assert_clean_exit()
