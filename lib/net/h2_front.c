@@ -374,9 +374,9 @@ static void wake_provider(struct h2s *s)
     nghttp2_session_resume_data(s->f->h2, s->id);
 }
 
-/* A response from the front itself (431, 400, 501): text/plain, closes the
- * stream's side. */
-static void respond_local(struct h2s *s, int status, const char *text)
+/* A response from the front itself (431, 400, 405, 501): text/plain, an
+ * Allow field when allow is not NULL; closes the stream's side. */
+static void respond_local(struct h2s *s, int status, const char *text, const char *allow)
 {
     char st[4], cl[24];
     snprintf(st, sizeof(st), "%d", status);
@@ -386,11 +386,13 @@ static void respond_local(struct h2s *s, int status, const char *text)
         { (uint8_t *)"content-type", (uint8_t *)"text/plain; charset=utf-8", 12, 25,
           NGHTTP2_NV_FLAG_NONE },
         { (uint8_t *)"content-length", (uint8_t *)cl, 14, strlen(cl), NGHTTP2_NV_FLAG_NONE },
+        { (uint8_t *)"allow", (uint8_t *)(uintptr_t)allow, 5, allow ? strlen(allow) : 0,
+          NGHTTP2_NV_FLAG_NONE },
     };
     evbuffer_add(s->body, text, strlen(text));
     s->rs = RESP_DONE;
     nghttp2_data_provider prd = { .source.ptr = s, .read_callback = on_data_source };
-    if (nghttp2_submit_response(s->f->h2, s->id, nva, 3, &prd) != 0)
+    if (nghttp2_submit_response(s->f->h2, s->id, nva, allow ? 4 : 3, &prd) != 0)
         stream_reset(s, NGHTTP2_INTERNAL_ERROR);
 }
 
@@ -470,7 +472,7 @@ static int read_head(struct h2s *s)
             LK_CLOG(s->f->id, DEBUG, "http/2 stream %d: upstream answered %d to an upgrade",
                     (int)s->id, r.status);
             pair_close(s, true);
-            respond_local(s, 502, "the upstream did not switch to the WebSocket protocol");
+            respond_local(s, 502, "the upstream did not switch to the WebSocket protocol", NULL);
             return -1;
         }
         bool final = r.status >= 200 || switched;
@@ -706,22 +708,25 @@ static void start_request(struct h2s *s)
     struct lk_h2_front *f = s->f;
     s->started = true;
     if (s->too_big) {
-        respond_local(s, 431, "request header fields too large");
+        respond_local(s, 431, "request header fields too large", NULL);
         return;
     }
     if (lk_str_eq(lk_buf_str(&s->method), LK_STR("CONNECT"))) {
         if (s->protocol == PROTO_NONE) {
-            respond_local(s, 501, "CONNECT is not supported over HTTP/2");
+            /* A CONNECT for a raw tunnel: the answer of both servers on
+             * HTTP/1.1 (405 with Allow; RFC 9110 §9.3.6). */
+            respond_local(s, 405, "CONNECT is not supported by this server",
+                          LK_HTTP_PROXY_ALLOW);
             return;
         }
         if (s->protocol != PROTO_WEBSOCKET) {
-            respond_local(s, 501, "extended CONNECT supports the websocket protocol only");
+            respond_local(s, 501, "extended CONNECT supports the websocket protocol only", NULL);
             return;
         }
         s->ws = true;
     }
     if (s->bad || s->method.len == 0 || s->path.len == 0) {
-        respond_local(s, 400, "malformed request");
+        respond_local(s, 400, "malformed request", NULL);
         return;
     }
     s->chunked_req = !s->ws && !s->req_done && !s->has_cl;

@@ -204,6 +204,11 @@ void lk_http_server_free(struct lk_http_server *srv);
 int lk_http_server_adopt(struct lk_http_server *srv, struct bufferevent *bev,
                          const char *peer_label, bool peer_is_loopback);
 
+/* The methods both reverse proxies forward: every one but CONNECT, which
+ * asks for a raw tunnel (RFC 9110 §9.3.6) and gets 405 with this Allow on
+ * HTTP/1.1 and HTTP/2 alike (docs/reliability.md). */
+#define LK_HTTP_PROXY_ALLOW "GET, POST, PUT, PATCH, DELETE, HEAD, TRACE, OPTIONS"
+
 /* Room a relayed head gets past the server's limits: the worker adds up to
  * five fields to a request it passes through a tunnel (traceparent,
  * tracestate, linkup-destination, x-forwarded-host, SPEC §3.7; baggage,

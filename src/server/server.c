@@ -49,7 +49,7 @@ void local_respond_text(struct lk_exchange *ex, int status, const char *text)
 
 /* Methods a reverse proxy forwards: everything but CONNECT (DESIGN §9,
  * docs/reliability.md). */
-#define LOCAL_ALLOW "GET, POST, PUT, PATCH, DELETE, HEAD, TRACE, OPTIONS"
+#define LOCAL_ALLOW LK_HTTP_PROXY_ALLOW
 
 /* RFC 9112 §3.2 and RFC 9110 §9.3.6: an HTTP/1.1 request without Host is a
  * 400; CONNECT, which would ask this reverse proxy to open a raw tunnel, is

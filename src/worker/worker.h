@@ -40,7 +40,7 @@ struct lk_tunnel_hub;
 
 /* Methods the worker's proxy forwards: everything but CONNECT (the Allow of
  * its 405, as the local server's). */
-#define WORKER_ALLOW "GET, POST, PUT, PATCH, DELETE, HEAD, TRACE, OPTIONS"
+#define WORKER_ALLOW LK_HTTP_PROXY_ALLOW
 
 /* Parsed sessions kept in memory (lk_session_cache). */
 #define WORKER_SESSION_CACHE_ENTRIES 4096

@@ -144,6 +144,22 @@ def test_malformed_pseudo_headers_are_a_stream_error(front, upstream, case):
     bad_stream(front, upstream, _pseudo_cases(front.host)[case])
 
 
+def test_connect_is_405_with_allow_as_over_http1(front, upstream):
+    """docs/reliability.md: CONNECT gets 405 with Allow from both servers,
+    the same answer as on HTTP/1.1; it never reaches the upstream."""
+    before = len(upstream.requests)
+    c = dial(front)
+    c.sock.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1,
+                         hpack([(":method", "CONNECT"), (":authority", "example.com:443")])))
+    assert outcome(c, 1) == ("end", "405")
+    fields = dict(c.fields[1])
+    assert fields["allow"] == "GET, POST, PUT, PATCH, DELETE, HEAD, TRACE, OPTIONS"
+    assert c.data[1] == b"CONNECT is not supported by this server"
+    good_get(front, c, 3, "/after-connect")
+    assert reached(upstream, before) == ["/after-connect"]
+    c.sock.close()
+
+
 CL_XFAIL = pytest.mark.xfail(
     strict=True, reason="the head (and the DATA up to the error) is streamed to the engine "
                         "before the body is complete: the upstream sees a truncated request "
