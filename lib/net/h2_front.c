@@ -715,8 +715,7 @@ static void start_request(struct h2s *s)
         if (s->protocol == PROTO_NONE) {
             /* A CONNECT for a raw tunnel: the answer of both servers on
              * HTTP/1.1 (405 with Allow; RFC 9110 §9.3.6). */
-            respond_local(s, 405, "CONNECT is not supported by this server",
-                          LK_HTTP_PROXY_ALLOW);
+            respond_local(s, 405, "CONNECT is not supported by this server", LK_HTTP_PROXY_ALLOW);
             return;
         }
         if (s->protocol != PROTO_WEBSOCKET) {
