@@ -35,6 +35,7 @@
 #include "net/heap.h"
 #include "net/http_internal.h"
 #include "net/log.h"
+#include "proto/target.h"
 #include "proto/ws.h"
 
 /* An unread request body up to this size is skipped to keep the connection;
@@ -768,10 +769,30 @@ static void log_access(const struct lk_exchange *ex)
     struct timeval now;
     gettimeofday(&now, NULL);
     struct lk_str host = LK_STR_NULL;
-    const struct lk_http_header *h =
-        lk_http1_find_header(ex->req.headers, ex->req.n_headers, LK_STR("host"));
-    if (h != NULL)
-        host = h->value;
+    struct lk_str path = ex->req.target;
+    if (path.len > 0 && path.ptr[0] != '/' && path.ptr[0] != '*') {
+        /* Absolute-form: its authority routed the request, not Host (RFC
+         * 9112 §3.2.2), so the entry shows it and the origin-form rest, as
+         * for the same request over HTTP/2. */
+        struct lk_target t;
+        lk_target_split(path, &t);
+        if (t.is_absolute) {
+            const char *at = memchr(t.authority.ptr, '@', t.authority.len);
+            host = t.authority;
+            if (at != NULL)
+                host = (struct lk_str){ at + 1,
+                                        (size_t)(t.authority.ptr + t.authority.len - (at + 1)) };
+            path = (struct lk_str){ t.path.ptr, (size_t)(path.ptr + path.len - t.path.ptr) };
+            if (path.len == 0)
+                path = LK_STR("/");
+        }
+    }
+    if (host.ptr == NULL) {
+        const struct lk_http_header *h =
+            lk_http1_find_header(ex->req.headers, ex->req.n_headers, LK_STR("host"));
+        if (h != NULL)
+            host = h->value;
+    }
     long long ms = (long long)(now.tv_sec - ex->start.tv_sec) * 1000 +
                    (now.tv_usec - ex->start.tv_usec) / 1000;
     struct lk_access_entry e = {
@@ -780,8 +801,8 @@ static void log_access(const struct lk_exchange *ex)
         .method_len = ex->req.method.len,
         .host = host.ptr,
         .host_len = host.len,
-        .path = ex->req.target.ptr,
-        .path_len = ex->req.target.len,
+        .path = path.ptr,
+        .path_len = path.len,
         .session = ex->log_session,
         .service = ex->log_service,
         .status = ex->status,

@@ -54,6 +54,23 @@ def test_requests_newest_first_with_their_routing(server):
     assert not any(x["path"].startswith("/linkup/inspector") for x in requests(server))
 
 
+def test_absolute_form_is_shown_as_it_routed(server):
+    """An absolute-form target is routed by its authority, not Host (RFC 9112
+    §3.2.2): the entry shows that authority and the origin-form rest, as the
+    same request over HTTP/2 would be shown."""
+    addr = server.addrs["HTTP"]
+    got, _ = lk.raw_exchange(addr, b"GET http://insp-cow.example.com/abs/x?z=1 HTTP/1.1\r\n"
+                                   b"Host: ignored.invalid\r\nConnection: close\r\n\r\n")
+    assert [r.status for r in lk.parse_responses(got)] == [200], got[:200]
+    got, _ = lk.raw_exchange(addr, b"GET HTTP://user@insp-cow.example.com HTTP/1.1\r\n"
+                                   b"Host: insp-cow.example.com\r\nConnection: close\r\n\r\n")
+    assert [r.status for r in lk.parse_responses(got)] == [200], got[:200]
+    new, old = requests(server)[:2]
+    assert (old["host"], old["path"], old["session"]) == (
+        "insp-cow.example.com", "/abs/x?z=1", "insp-cow")
+    assert (new["host"], new["path"]) == ("insp-cow.example.com", "/")
+
+
 def test_filters_and_paging(server):
     addr = server.addrs["HTTP"]
     for i in range(5):
