@@ -47,7 +47,14 @@
 #define MAX_STREAMS 100
 /* Receive windows: per stream, and for the whole connection. */
 #define STREAM_WINDOW (256 * 1024)
-#define CONN_WINDOW   (4 * 1024 * 1024)
+/* How long request DATA is still read and dropped after our whole answer
+ * left while the client was sending (an early 401 or 413), before
+ * RST_STREAM NO_ERROR asks it to stop (RFC 9113 §8.1): the time an HTTP/1.1
+ * client gets from the engine's lingering close. A client that ends its
+ * request meanwhile sees no reset (curl before 8.x takes the reset for a
+ * failure, even after a complete response). */
+#define EARLY_ANSWER_DRAIN_MS 2000
+#define CONN_WINDOW           (4 * 1024 * 1024)
 /* Bytes queued on the client socket before nghttp2 produces more frames
  * (and before we read more from the client). */
 #define OUT_MAX (1024 * 1024)
@@ -117,6 +124,10 @@ struct h2s {
      * client's flow-control windows do not let out; 0: not stalled
      * (on_stall). */
     uint64_t stalled_since;
+    /* When our END_STREAM left before the client's (ms, the loop's clock):
+     * its request DATA is dropped until EARLY_ANSWER_DRAIN_MS later
+     * (on_stall); 0: not draining. */
+    uint64_t answered_at;
 };
 
 struct lk_h2_front {
@@ -129,6 +140,8 @@ struct lk_h2_front {
     bool is_tls; /* ALPN h2 on a TLS listener: streams adopted as https */
     struct h2s *streams;
     size_t n_streams;
+    size_t n_draining;                /* streams with answered_at set */
+    bool stall_fast;                  /* stall_ev runs at the drain's pace (arm_stall) */
     struct lk_http_header *resp_hdrs; /* parser output, resp_limits().max_headers */
     struct event close_ev, pump_ev, idle_ev, stall_ev;
     bool goaway, finishing, lingering, dead, freeing;
@@ -240,12 +253,20 @@ static void send_goaway(struct lk_h2_front *f)
 
 /* ---- streams ----------------------------------------------------------- */
 
-/* How often on_stall() looks for streams the client's windows hold back. */
+/* How often on_stall() looks for streams the client's windows hold back,
+ * and for early-answered streams whose drain is over. */
 static void arm_stall(struct lk_h2_front *f)
 {
     unsigned ms = f->srv->opts.send_timeout_ms / 4;
-    if (f->srv->opts.send_timeout_ms == 0 || f->dead || evtimer_pending(&f->stall_ev, NULL))
+    bool fast = false;
+    if (f->n_draining > 0 && (ms == 0 || ms > EARLY_ANSWER_DRAIN_MS / 4)) {
+        ms = EARLY_ANSWER_DRAIN_MS / 4;
+        fast = true;
+    }
+    /* A pending timer is kept unless a drain needs it sooner. */
+    if (ms == 0 || f->dead || (evtimer_pending(&f->stall_ev, NULL) && (!fast || f->stall_fast)))
         return;
+    f->stall_fast = fast;
     if (ms < 10)
         ms = 10;
     struct timeval tv = lk_ms_tv(ms);
@@ -309,6 +330,8 @@ static void stream_free(struct h2s *s)
     if (s->next != NULL)
         s->next->prev = s->prev;
     f->n_streams--;
+    if (s->answered_at != 0)
+        f->n_draining--;
     lk_buf_release(&s->method);
     lk_buf_release(&s->path);
     lk_buf_release(&s->authority);
@@ -935,8 +958,17 @@ static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *fr, void *use
     }
     if ((fr->hd.type == NGHTTP2_HEADERS || fr->hd.type == NGHTTP2_DATA) &&
         (fr->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
-        nghttp2_session_get_stream_remote_close(h2, fr->hd.stream_id) == 0)
-        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, fr->hd.stream_id, NGHTTP2_NO_ERROR);
+        nghttp2_session_get_stream_remote_close(h2, fr->hd.stream_id) == 0) {
+        struct h2s *s = nghttp2_session_get_stream_user_data(h2, fr->hd.stream_id);
+        if (s == NULL || s->ws) {
+            nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, fr->hd.stream_id, NGHTTP2_NO_ERROR);
+        } else if (s->answered_at == 0) {
+            /* Read and drop the rest for a while first (request_data()). */
+            s->answered_at = (uint64_t)lk_loop_now_ms(s->f->srv->base) | 1;
+            s->f->n_draining++;
+            arm_stall(s->f);
+        }
+    }
     return 0;
 }
 
@@ -1046,6 +1078,15 @@ static void on_stall(evutil_socket_t fd, short what, void *arg)
     bool conn_shut = nghttp2_session_get_remote_window_size(f->h2) <= 0;
     bool reset = false;
     for (struct h2s *s = f->streams; s != NULL; s = s->next) {
+        if (s->answered_at != 0) {
+            if (now - s->answered_at >= EARLY_ANSWER_DRAIN_MS) {
+                s->answered_at = 0;
+                f->n_draining--;
+                nghttp2_submit_rst_stream(f->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+                reset = true;
+            }
+            continue;
+        }
         bool stalled =
             s->rs != RESP_HEAD && !s->cancel && evbuffer_get_length(s->body) > 0 &&
             (conn_shut || nghttp2_session_get_stream_remote_window_size(f->h2, s->id) <= 0);

@@ -6,6 +6,7 @@ stream or connection errors that never reach the upstream (RFC 9113 §8.1.1,
 and odd-but-legal input still works. Raw frames; the answers' header blocks
 are decoded with libnghttp2's inflater (test_h2_websocket_edges.H2D)."""
 import socket
+import time
 
 import pytest
 
@@ -462,3 +463,72 @@ def test_window_never_opened_ends_the_stream(quick, upstream, closed):
               frame(WINDOW_UPDATE, 0, 0, (1 << 24).to_bytes(4, "big")))
     good_get(quick, c, 3, "/good")
     s.close()
+
+
+# ---- an answer that leaves before the request's end ---------------------------
+
+@pytest.fixture(scope="module")
+def json_fronts(linkup_bin, tmp_path_factory, upstream):
+    yield from raw_fronts.front_factory(linkup_bin, tmp_path_factory.mktemp("json_fronts"),
+                                        upstream.url, LINKUP_MAX_JSON_BODY="1000")
+
+
+def _json_post_start(front):
+    """A session upload over LINKUP_MAX_JSON_BODY on a new connection: the
+    head and its first 1500 bytes, the stream left open. Returns the client."""
+    if front.kind == "worker":
+        path, extra = "/linkup/v2/sessions/preview", [("authorization", "Bearer token123")]
+    else:
+        path, extra = "/linkup/sessions/preview", []
+    c = dial(front)
+    fields = req_fields(front, path, "POST") + [("content-type", "application/json")] + extra
+    c.sock.sendall(frame(HEADERS, END_HEADERS, 1, hpack(fields)) +
+                   frame(DATA, 0, 1, b"{" + b" " * 1499))
+    for _ in range(1000):
+        if 1 in c.ended:
+            break
+        c.next_frame()
+    assert dict(c.fields[1]).get(":status") == "413"
+    return c
+
+
+def _frames_for(c, seconds):
+    """Frame types read for about `seconds` (RST frames as ("rst", sid, code))."""
+    got, end = [], time.monotonic() + seconds
+    c.sock.settimeout(0.1)
+    while time.monotonic() < end:
+        try:
+            ftype, _, sid, payload = c.next_frame()
+        except socket.timeout:
+            continue
+        if ftype == RST:
+            got.append(("rst", sid, int.from_bytes(payload[:4], "big")))
+    c.sock.settimeout(10)
+    return got
+
+
+@pytest.mark.parametrize("kind", ("server", "worker"))
+def test_early_answer_lets_the_client_finish_its_request(json_fronts, upstream, kind):
+    """RFC 9113 §8.1: an answer may leave before the request's end (413 here).
+    The rest of the request is read and dropped for a while, as the engine
+    does for an HTTP/1.1 client, so a client that finishes sending sees no
+    reset (curl before 8.x fails on one) and the connection goes on."""
+    front = json_fronts(kind)
+    c = _json_post_start(front)
+    c.sock.sendall(b"".join(frame(DATA, 0, 1, b" " * 16000) for _ in range(8)) +
+                   frame(DATA, END_STREAM, 1, b"}"))
+    assert _frames_for(c, 0.5) == []
+    good_get(front, c, 3, "/after-early")
+    c.sock.close()
+
+
+@pytest.mark.parametrize("kind", ("server", "worker"))
+def test_early_answer_then_a_silent_client_is_reset_with_no_error(json_fronts, kind):
+    """A client that neither sends nor ends its request after the answer is
+    asked to stop with RST_STREAM NO_ERROR once the drain time (2 s) is over."""
+    c = _json_post_start(json_fronts(kind))
+    t0 = time.monotonic()
+    got = _frames_for(c, 4)
+    assert got == [("rst", 1, NO_ERROR)]
+    assert time.monotonic() - t0 > 1.5
+    c.sock.close()
