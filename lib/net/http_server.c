@@ -1085,7 +1085,10 @@ static void read_body_progress(struct lk_conn *c)
         return;
     }
     size_t have = evbuffer_get_length(ex->body_buf);
-    size_t room = ex->body_max >= have ? ex->body_max - have + 1 : 0;
+    /* One byte past the limit tells a body over it (no wrap at SIZE_MAX). */
+    size_t room = ex->body_max >= have ? ex->body_max - have : 0;
+    if (room < SIZE_MAX)
+        room++;
     if (lk_exchange_move_body(ex, in, ex->body_buf, false, room, &why) != 0) {
         body_finish(ex, LK_EPARSE);
         return;

@@ -811,6 +811,22 @@ def test_worker_json_body_limit_configured(front_factory):
 
 
 @pytest.mark.parametrize("kind", BOTH_KNOBS)
+def test_json_body_limit_at_its_maximum_takes_bodies(front_factory, kind):
+    """LINKUP_MAX_JSON_BODY=18446744073709551615, the top of its documented
+    range: bodies are read (the one byte past the limit that tells a body
+    over it must not wrap to no room at all)."""
+    f = front_factory(kind, env={"LINKUP_MAX_JSON_BODY": "18446744073709551615",
+                                 "LINKUP_HEAD_TIMEOUT_MS": "3000"})
+    path, auth = ((b"/linkup/v2/sessions/preview", b"Authorization: Bearer token123\r\n")
+                  if kind == "worker" else (b"/linkup/sessions/preview", b""))
+    body = b"{" + b" " * 98 + b"}"
+    got, _ = lk.raw_exchange(f.addr, b"POST %s HTTP/1.1\r\nHost: localhost\r\n%s"
+                             b"Content-Type: application/json\r\nConnection: close\r\n"
+                             b"Content-Length: 100\r\n\r\n" % (path, auth) + body, timeout=5)
+    assert lk.parse_responses(got)[0].status == 422, got[:300]
+
+
+@pytest.mark.parametrize("kind", BOTH_KNOBS)
 @pytest.mark.parametrize("name,value,top", [
     ("LINKUP_HEAD_TIMEOUT_MS", "0", "4294967295"),
     ("LINKUP_IDLE_TIMEOUT_MS", "4294967296", "4294967295"),
