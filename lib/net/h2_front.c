@@ -47,6 +47,7 @@
 #define MAX_STREAMS 100
 /* Receive windows: per stream, and for the whole connection. */
 #define STREAM_WINDOW (256 * 1024)
+#define CONN_WINDOW   (4 * 1024 * 1024)
 /* How long request DATA is still read and dropped after our whole answer
  * left while the client was sending (an early 401 or 413), before
  * RST_STREAM NO_ERROR asks it to stop (RFC 9113 §8.1): the time an HTTP/1.1
@@ -54,7 +55,6 @@
  * request meanwhile sees no reset (curl before 8.x takes the reset for a
  * failure, even after a complete response). */
 #define EARLY_ANSWER_DRAIN_MS 2000
-#define CONN_WINDOW           (4 * 1024 * 1024)
 /* Bytes queued on the client socket before nghttp2 produces more frames
  * (and before we read more from the client). */
 #define OUT_MAX (1024 * 1024)

@@ -777,7 +777,8 @@ static void log_access(const struct lk_exchange *ex)
         struct lk_target t;
         lk_target_split(path, &t);
         if (t.is_absolute) {
-            const char *at = memchr(t.authority.ptr, '@', t.authority.len);
+            /* Userinfo ends at the last '@', as lk_url_parse() reads it. */
+            const char *at = memrchr(t.authority.ptr, '@', t.authority.len);
             host = t.authority;
             if (at != NULL)
                 host = (struct lk_str){ at + 1,

@@ -47,10 +47,6 @@ void local_respond_text(struct lk_exchange *ex, int status, const char *text)
     lk_exchange_respond(ex, status, &ct, 1, text, strlen(text));
 }
 
-/* Methods a reverse proxy forwards: everything but CONNECT (DESIGN §9,
- * docs/reliability.md). */
-#define LOCAL_ALLOW LK_HTTP_PROXY_ALLOW
-
 /* RFC 9112 §3.2 and RFC 9110 §9.3.6: an HTTP/1.1 request without Host is a
  * 400; CONNECT, which would ask this reverse proxy to open a raw tunnel, is
  * a 405 with Allow. Returns true when ex was answered. */
@@ -59,7 +55,7 @@ static bool reject_unproxyable(struct lk_exchange *ex)
     struct lk_str host;
     if (lk_str_eq(lk_exchange_method(ex), LK_STR("CONNECT"))) {
         const char *text = "CONNECT is not supported by this server";
-        const struct lk_http_header h[] = { { LK_STR("Allow"), LK_STR(LOCAL_ALLOW) },
+        const struct lk_http_header h[] = { { LK_STR("Allow"), LK_STR(LK_HTTP_PROXY_ALLOW) },
                                             { LK_STR("Content-Type"), LK_STR("text/plain") } };
         lk_exchange_respond(ex, 405, h, 2, text, strlen(text));
         return true;

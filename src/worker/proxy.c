@@ -73,7 +73,7 @@ bool worker_reject_unproxyable(struct lk_exchange *ex)
     struct lk_str host;
     if (lk_str_eq(lk_exchange_method(ex), LK_STR("CONNECT"))) {
         static const struct lk_http_header h[] = {
-            { LK_STR("Allow"), LK_STR(WORKER_ALLOW) },
+            { LK_STR("Allow"), LK_STR(LK_HTTP_PROXY_ALLOW) },
             { LK_STR("Content-Type"), LK_STR("text/plain") },
             { LK_STR("Cache-Control"), LK_STR("no-store") },
         };

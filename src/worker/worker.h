@@ -38,10 +38,6 @@ struct lk_tunnel_hub;
  * past it; LINKUP_MAX_JSON_BODY overrides it, limits.h). */
 #define WORKER_MAX_JSON_BODY (100u * 1024u * 1024u)
 
-/* Methods the worker's proxy forwards: everything but CONNECT (the Allow of
- * its 405, as the local server's). */
-#define WORKER_ALLOW LK_HTTP_PROXY_ALLOW
-
 /* Parsed sessions kept in memory (lk_session_cache). */
 #define WORKER_SESSION_CACHE_ENTRIES 4096
 
@@ -109,7 +105,7 @@ void worker_handle(struct lk_exchange *ex, void *data);
 void worker_api_cancel(struct worker *w);
 
 /* Answers what no part of the worker may serve (proxy.c): CONNECT with 405
- * and Allow: WORKER_ALLOW (the worker opens no raw tunnels), and an HTTP/1.1
+ * and Allow: LK_HTTP_PROXY_ALLOW (the worker opens no raw tunnels), and an HTTP/1.1
  * request without Host with 400 (RFC 9112 §3.2). Returns true when ex was
  * answered (completed), false when it is left untouched. */
 bool worker_reject_unproxyable(struct lk_exchange *ex);
